@@ -1,0 +1,1 @@
+"""The `predmesh` console script: one subcommand per part of the mesh."""

@@ -1,0 +1,122 @@
+"""Adaptive batching: concurrent callers of one model version share a single predict_proba call.
+
+Leader/follower, so an idle server adds no hand-off: the first caller scores its own rows inline; callers that
+arrive while it works queue up and the next of them leads one call for all queued rows (up to max_rows).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from inference.errors import DeadlineExceeded
+
+
+class _Slot:
+    __slots__ = ("rows", "result", "error", "event", "promoted", "done")
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
+        self.result = None
+        self.error: BaseException | None = None
+        self.event = threading.Event()
+        self.promoted = False
+        self.done = False
+
+
+class Batcher:
+    """Scores row matrices with score_fn, merging concurrent calls into batches of at most max_rows rows."""
+
+    def __init__(self, score_fn: Callable[[np.ndarray], np.ndarray], max_rows: int = 64,
+                 max_delay_s: float = 0.0, on_batch: Callable[[int], None] | None = None):
+        self._score_fn = score_fn
+        self._max_rows = max(1, max_rows)
+        self._max_delay_s = max_delay_s
+        self._on_batch = on_batch
+        self._lock = threading.Lock()
+        self._pending: deque[_Slot] = deque()
+        self._busy = False
+        self._last_rows = 0
+
+    def score(self, rows: np.ndarray, timeout: float | None = None) -> np.ndarray:
+        """Probabilities for rows (n × features → n × classes); raises DeadlineExceeded after timeout seconds."""
+        slot = _Slot(rows)
+        with self._lock:
+            self._pending.append(slot)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            if not slot.event.wait(timeout):
+                with self._lock:
+                    if slot.done:
+                        pass  # finished just now
+                    elif slot in self._pending:  # never scored: abandon it, and pass on leadership if we had it
+                        self._pending.remove(slot)
+                        if slot.promoted:
+                            self._hand_off_locked()
+                        raise DeadlineExceeded("deadline passed while waiting for a batch slot")
+                    else:
+                        raise DeadlineExceeded("deadline passed while the batch was being scored")
+            if slot.done:
+                return self._outcome(slot)
+        return self._lead(slot)
+
+    def _lead(self, own: _Slot) -> np.ndarray:
+        try:
+            while not own.done:
+                self._run(self._take())
+        finally:
+            with self._lock:
+                self._hand_off_locked()
+        return self._outcome(own)
+
+    def _hand_off_locked(self) -> None:
+        if self._pending:
+            nxt = self._pending[0]
+            nxt.promoted = True
+            nxt.event.set()
+        else:
+            self._busy = False
+
+    def _take(self) -> list[_Slot]:
+        if self._max_delay_s and self._last_rows > 1:
+            # Under load: give the batch a moment to fill; when idle (last batch was one row) never wait.
+            with self._lock:
+                queued = sum(len(s.rows) for s in self._pending)
+            if queued < self._max_rows:
+                time.sleep(self._max_delay_s)
+        batch, n = [], 0
+        with self._lock:
+            while self._pending and (not batch or n + len(self._pending[0].rows) <= self._max_rows):
+                slot = self._pending.popleft()
+                batch.append(slot)
+                n += len(slot.rows)
+        self._last_rows = n
+        return batch
+
+    def _run(self, batch: list[_Slot]) -> None:
+        try:
+            matrix = batch[0].rows if len(batch) == 1 else np.concatenate([s.rows for s in batch])
+            probabilities = self._score_fn(matrix)
+        except BaseException as exc:  # delivered to every caller of the batch, raised in their threads
+            for slot in batch:
+                slot.error, slot.done = exc, True
+                slot.event.set()
+            return
+        if self._on_batch:
+            self._on_batch(len(matrix))
+        start = 0
+        for slot in batch:
+            end = start + len(slot.rows)
+            slot.result, slot.done = probabilities[start:end], True
+            start = end
+            slot.event.set()
+
+    @staticmethod
+    def _outcome(slot: _Slot) -> np.ndarray:
+        if slot.error is not None:
+            raise slot.error
+        return slot.result

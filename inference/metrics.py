@@ -1,0 +1,26 @@
+"""Prometheus metrics of the server beyond the per-RPC ones py-grpc-prometheus records."""
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ServerMetrics:
+    """Model, reload and batching metrics; labels are bounded (model, version, result, transport)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY):
+        self.model_info = Gauge("predmesh_model_info", "1 for the version each model is serving",
+                                ["model", "version"], registry=registry, multiprocess_mode="livemax")
+        self.reloads = Counter("predmesh_reload_total", "Model reload attempts by result",
+                               ["model", "result"], registry=registry)
+        self.predictions = Counter("predmesh_predictions_total", "Rows scored, by model and transport",
+                                   ["model", "transport"], registry=registry)
+        self.batch_rows = Histogram("predmesh_batch_rows", "Rows per predict_proba call (adaptive batching)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=registry)
+
+    def serving(self, model: str, version: str, previous: str | None) -> None:
+        if previous:
+            try:
+                self.model_info.remove(model, previous)
+            except KeyError:
+                pass
+        self.model_info.labels(model, version).set(1)

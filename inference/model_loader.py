@@ -1,0 +1,84 @@
+"""The one place that turns stored bytes into an estimator: path containment, hash check, skops trusted types."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import skops.io as sio
+
+from inference.errors import ModelNotFound, UntrustedArtifact
+from inference.manifest import ARTIFACT, MANIFEST, Manifest, decode
+
+# Types skops does not trust by default but which are plain scikit-learn data holders (RandomForest trees).
+TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
+
+
+def check_name(kind: str, value: str) -> str:
+    """A model or version name: no separators, no dot-dot, no scheme; raises UntrustedArtifact otherwise."""
+    if not _NAME.match(value) or ".." in value:
+        raise UntrustedArtifact(f"{kind} {value!r} is not a valid name (letters, digits, '_', '-', '.')")
+    return value
+
+
+def contained(root: Path, *parts: str) -> Path:
+    """root/parts resolved (symlinks followed); refuses anything that ends up outside root."""
+    base = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(base.joinpath(*parts)))
+    if target != base and base not in target.parents:
+        raise UntrustedArtifact(f"{'/'.join(parts)!r} resolves outside the model store")
+    return target
+
+
+def version_dir(root: Path, model: str, version: str) -> Path:
+    """The directory of a stored version; raises ModelNotFound if it is absent."""
+    path = contained(root, check_name("model", model), check_name("version", version))
+    if not path.is_dir():
+        raise ModelNotFound(f"model {model!r} has no version {version!r} in the model store")
+    return path
+
+
+def read_manifest(path: Path, signing_key: bytes | None) -> Manifest:
+    """The verified manifest of a version directory."""
+    try:
+        raw = contained(path, MANIFEST).read_bytes()
+    except OSError as exc:
+        raise UntrustedArtifact(f"cannot read {MANIFEST}: {exc.strerror}") from None
+    return decode(raw, signing_key)
+
+
+def load_estimator(path: Path, manifest: Manifest):
+    """Read the artifact, check its SHA-256 against the manifest and its types against the allowlist, then load.
+
+    Nothing is deserialised unless the hash matches and every type is trusted.
+    """
+    artifact = contained(path, ARTIFACT)
+    try:
+        if artifact.stat().st_size > MAX_ARTIFACT_BYTES:
+            raise UntrustedArtifact(f"{ARTIFACT} is larger than {MAX_ARTIFACT_BYTES} bytes")
+        data = artifact.read_bytes()
+    except OSError as exc:
+        raise UntrustedArtifact(f"cannot read {ARTIFACT}: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest.sha256:
+        raise UntrustedArtifact(f"{ARTIFACT} SHA-256 {digest[:12]}… does not match the manifest's "
+                                f"{manifest.sha256[:12]}…")
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:  # skops raises assorted errors for corrupt archives
+        raise UntrustedArtifact(f"{ARTIFACT} is not a readable skops archive: {exc}") from None
+    refused = untrusted - TRUSTED_TYPES
+    if refused:
+        raise UntrustedArtifact(f"{ARTIFACT} contains untrusted types: {', '.join(sorted(refused))}")
+    try:
+        return sio.loads(data, trusted=sorted(untrusted))
+    except Exception as exc:
+        raise UntrustedArtifact(f"{ARTIFACT} failed to load: {exc}") from None
+
+
+def dump_estimator(estimator) -> bytes:
+    """Serialise an estimator in the safe format the loader accepts."""
+    return sio.dumps(estimator)

@@ -1,0 +1,128 @@
+"""The model registry: which version of each model serves, and verified atomic swaps between versions."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from inference.errors import ModelNotFound, ModelNotReady, ReloadFailed
+from inference.metrics import ServerMetrics
+from inference.model_loader import check_name, load_estimator, read_manifest, version_dir
+from inference.runtime import LoadedModel
+from inference.store import ModelStore
+
+log = logging.getLogger(__name__)
+SMOKE_TOLERANCE = 1e-6
+
+
+class ModelRegistry:
+    """Holds one serving LoadedModel per name; reload = load → verify → smoke test → warm up → swap."""
+
+    def __init__(self, store: ModelStore, metrics: ServerMetrics, *, max_batch_rows: int = 64,
+                 max_delay_s: float = 0.0, range_tolerance: float = 10.0):
+        self.store = store
+        self.metrics = metrics
+        self._model_options = dict(max_batch_rows=max_batch_rows, max_delay_s=max_delay_s,
+                                   range_tolerance=range_tolerance, on_batch=metrics.batch_rows.observe)
+        self._serving: dict[str, LoadedModel] = {}
+        self._known: set[str] = set()
+        self._reload_lock = threading.Lock()
+
+    def get(self, name: str) -> LoadedModel:
+        """The serving version of a model; NOT_FOUND if no such model, UNAVAILABLE if none is loaded."""
+        model = self._serving.get(name)
+        if model is None:
+            if name in self._known:
+                raise ModelNotReady(f"model {name!r} has no loaded version yet")
+            raise ModelNotFound(f"model {name!r} not found")
+        return model
+
+    def serving(self) -> list[LoadedModel]:
+        return [self._serving[n] for n in sorted(self._serving)]
+
+    def load_all(self) -> None:
+        """Load the newest version of every model in the store; failures are logged and leave it unloaded."""
+        for name in self.store.models():
+            self._known.add(name)
+            try:
+                self.reload(name)
+            except ReloadFailed as exc:
+                log.error("model %s: initial load failed: %s", name, exc)
+
+    def reload(self, name: str, version: str = "") -> tuple[LoadedModel, str]:
+        """Swap in a version (newest when empty); returns (new model, previous version or "").
+
+        On any failure raises ReloadFailed and the serving version is untouched.
+        """
+        started = time.monotonic()
+        with self._reload_lock:
+            try:
+                check_name("model", name)
+                version = version or self.store.newest(name)
+                candidate = self._candidate(name, version)
+            except ModelNotFound:
+                raise
+            except ReloadFailed as exc:
+                self.metrics.reloads.labels(name, "failure").inc()
+                log.warning("model %s: reload to %r refused: %s", name, version, exc)
+                raise
+            except Exception as exc:  # anything unexpected while loading is still a refused reload
+                self.metrics.reloads.labels(name, "failure").inc()
+                log.exception("model %s: reload to %r failed", name, version)
+                raise ReloadFailed(f"loading version {version!r} failed: {type(exc).__name__}: {exc}") from None
+            previous = self._serving.get(name)
+            self._serving[name] = candidate  # the swap: one reference; in-flight calls keep the old object
+            self._known.add(name)
+            prev_version = previous.version if previous else ""
+            self.metrics.reloads.labels(name, "success").inc()
+            self.metrics.serving(name, candidate.version, prev_version)
+        log.info("model %s: serving version %s (was %s) after %.0f ms", name, candidate.version,
+                 prev_version or "none", (time.monotonic() - started) * 1000)
+        return candidate, prev_version
+
+    def _candidate(self, name: str, version: str) -> LoadedModel:
+        path = version_dir(self.store.root, name, version)
+        manifest = read_manifest(path, self.store.signing_key)
+        if manifest.name != name or manifest.version != version:
+            raise ReloadFailed(f"manifest names {manifest.name}/{manifest.version}, stored as {name}/{version}")
+        estimator = load_estimator(path, manifest)
+        if not hasattr(estimator, "predict_proba"):
+            raise ReloadFailed(f"{type(estimator).__name__} has no predict_proba")
+        expected = getattr(estimator, "n_features_in_", None)
+        if expected != len(manifest.features):
+            raise ReloadFailed(f"the estimator expects {expected} features, the manifest lists "
+                               f"{len(manifest.features)}")
+        if len(getattr(estimator, "classes_", ())) != len(manifest.classes):
+            raise ReloadFailed(f"the estimator has {len(getattr(estimator, 'classes_', ()))} classes, the manifest "
+                               f"lists {len(manifest.classes)}")
+        serving = self._serving.get(name)
+        if serving and (serving.names != manifest.feature_names or serving.classes != manifest.classes):
+            raise ReloadFailed("feature schema or classes differ from the serving version; "
+                               "a new schema needs a new model name")
+        candidate = LoadedModel(manifest, estimator, **self._model_options)
+        self._smoke_test(candidate)
+        return candidate
+
+    @staticmethod
+    def _smoke_test(candidate: LoadedModel) -> None:
+        """Golden rows must reproduce their recorded labels and probabilities; this also warms the model up."""
+        golden = candidate.manifest.golden
+        if not golden:
+            raise ReloadFailed("the manifest has no golden rows to smoke-test with")
+        try:
+            rows = np.asarray([g["features"] for g in golden], dtype=np.float64)
+            expected = np.asarray([g["probabilities"] for g in golden], dtype=np.float64)
+            labels = [g["label"] for g in golden]
+            got = candidate.score(rows, timeout=5.0)
+        except ReloadFailed:
+            raise
+        except Exception as exc:
+            raise ReloadFailed(f"smoke test could not run: {type(exc).__name__}: {exc}") from None
+        got_labels = [candidate.label_of(p) for p in got]
+        if got_labels != labels or got.shape != expected.shape or not np.allclose(got, expected,
+                                                                                   atol=SMOKE_TOLERANCE):
+            bad = next((i for i, (a, b) in enumerate(zip(got_labels, labels)) if a != b), 0)
+            raise ReloadFailed(f"smoke test failed on golden row {bad}: expected {labels[bad]!r}, "
+                               f"got {got_labels[bad]!r}")

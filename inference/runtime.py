@@ -1,0 +1,67 @@
+"""A loaded, verified model version: input validation in schema order and batched scoring."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from inference.batcher import Batcher
+from inference.errors import InvalidFeatures
+from inference.manifest import Manifest
+
+
+class LoadedModel:
+    """An estimator with its manifest; immutable once built, so in-flight calls can finish on it after a swap."""
+
+    def __init__(self, manifest: Manifest, estimator, *, max_batch_rows: int = 64, max_delay_s: float = 0.0,
+                 range_tolerance: float = 10.0, on_batch=None):
+        self.manifest = manifest
+        self.estimator = estimator
+        self.names = manifest.feature_names
+        self._index = {name: i for i, name in enumerate(self.names)}
+        # Plausible range per feature: the training range widened by range_tolerance spans on each side.
+        self._bounds = []
+        for f in manifest.features:
+            span = max(f.max - f.min, abs(f.max), 1.0)
+            self._bounds.append((f.min - range_tolerance * span, f.max + range_tolerance * span))
+        self._check_range = range_tolerance > 0
+        self.classes = manifest.classes
+        self.batcher = Batcher(self._predict_proba, max_rows=max_batch_rows, max_delay_s=max_delay_s,
+                               on_batch=on_batch)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        return self.estimator.predict_proba(matrix)
+
+    def vector(self, features: Mapping[str, float], row: int | None = None) -> list[float]:
+        """Features by name → values in model order; raises InvalidFeatures naming the offending field."""
+        where = "" if row is None else f"row {row}: "
+        if len(features) != len(self.names) or any(k not in self._index for k in features):
+            extra = sorted(k for k in features if k not in self._index)
+            if extra:
+                raise InvalidFeatures(f"{where}unknown feature {extra[0]!r}; expected {', '.join(self.names)}")
+            missing = [n for n in self.names if n not in features]
+            raise InvalidFeatures(f"{where}feature {missing[0]!r} is missing; expected {', '.join(self.names)}")
+        values = [features[n] for n in self.names]
+        for name, value, (lo, hi) in zip(self.names, values, self._bounds):
+            if not math.isfinite(value):
+                raise InvalidFeatures(f"{where}feature {name!r} is {value}; send a finite number")
+            if self._check_range and not lo <= value <= hi:
+                raise InvalidFeatures(f"{where}feature {name!r}={value:g} is outside the plausible range "
+                                      f"[{lo:g}, {hi:g}] for this model")
+        return values
+
+    def score(self, rows: Sequence[Sequence[float]], timeout: float | None = None) -> np.ndarray:
+        """Class probabilities for validated rows, through the batcher."""
+        return self.batcher.score(np.asarray(rows, dtype=np.float64), timeout)
+
+    def label_of(self, probabilities: np.ndarray) -> str:
+        return self.classes[int(probabilities.argmax())]

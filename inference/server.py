@@ -1,0 +1,124 @@
+"""Assemble and run the gRPC server: servicers, health, reflection, metrics, graceful drain on SIGTERM."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor
+
+from inference.auth import AdminAuth
+from inference.metrics import ServerMetrics
+from inference.recorder import NullRecorder, Recorder
+from inference.registry import ModelRegistry
+from inference.servicer import InferenceServicer, ModelAdminServicer
+from inference.settings import ServerSettings
+from inference.store import ModelStore
+from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["ModelAdminService"].full_name
+
+
+class InferenceServer:
+    """One server process: build with settings, start(), then stop() or serve_forever()."""
+
+    def __init__(self, settings: ServerSettings, *, recorder: Recorder | None = None,
+                 metrics: ServerMetrics | None = None):
+        self.settings = settings
+        self.recorder = recorder or NullRecorder()
+        self.metrics = metrics or ServerMetrics()
+        self.store = ModelStore(settings.model_store, settings.signing_key)
+        self.registry = ModelRegistry(
+            self.store, self.metrics, max_batch_rows=settings.batch_max_size,
+            max_delay_s=settings.batch_max_delay_ms / 1000, range_tolerance=settings.range_tolerance)
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True,
+            experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+            interceptors=[PromServerInterceptor(enable_handling_time_histogram=True)],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", max(settings.max_message_bytes, 4 * 1024 * 1024)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.so_reuseport", 0),
+            ])
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+            InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows,
+                              fault_delay_s=settings.fault_delay_ms / 1000), self._server)
+        admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
+            ModelAdminServicer(self.registry, AdminAuth(settings.admin_token, settings.readonly_token)),
+            self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self.services = [INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME]
+        self.port = 0
+        self._stopped = threading.Event()
+
+    def add_service(self, register, name: str) -> None:
+        """Register another servicer (register(server)) before start(); it gets health and reflection too."""
+        register(self._server)
+        self.services.append(name)
+
+    def start(self) -> int:
+        """Load models, bind, start serving; returns the bound gRPC port."""
+        self.registry.load_all()
+        self.port = self._server.add_insecure_port(self.settings.grpc_addr)
+        if not self.port:
+            raise OSError(f"cannot bind gRPC address {self.settings.grpc_addr}")
+        reflection.enable_server_reflection([*self.services, reflection.SERVICE_NAME], self._server)
+        self._server.start()
+        status = (health_pb2.HealthCheckResponse.SERVING if self.registry.serving()
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *self.services):
+            self.health.set(name, status)
+        return self.port
+
+    def stop(self, grace: float | None = None, drain: float | None = None) -> None:
+        """Drain: health NOT_SERVING at once, keep serving for drain seconds, then refuse new calls and let
+        in-flight ones finish within grace seconds."""
+        if self._stopped.is_set():
+            return
+        self.health.enter_graceful_shutdown()
+        drain = self.settings.drain_seconds if drain is None else drain
+        if drain > 0:
+            log.info("draining: health is NOT_SERVING, still serving for %.1f s", drain)
+            self._stopped.wait(drain)
+        grace = self.settings.grace_seconds if grace is None else grace
+        self._server.stop(grace).wait()
+        self.recorder.close()
+        self._stopped.set()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+
+def serve(settings: ServerSettings, recorder: Recorder | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then drain gracefully."""
+    server = InferenceServer(settings, recorder=recorder)
+    if settings.metrics_addr:
+        host, _, port = settings.metrics_addr.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1")
+    port = server.start()
+    host = settings.grpc_addr.rpartition(":")[0] or "127.0.0.1"
+    loaded = ", ".join(f"{m.name}@{m.version}" for m in server.registry.serving()) or "none"
+    log.info("predmesh inference listening on %s:%d (gRPC); metrics: %s; models: %s", host, port,
+             f"http://{settings.metrics_addr}/metrics" if settings.metrics_addr else "off", loaded)
+
+    def on_signal(signum, frame):
+        log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
+        threading.Thread(target=server.stop, name="shutdown").start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.wait()
+    log.info("stopped")

@@ -1,0 +1,83 @@
+"""The model store: <root>/<model>/<version>/{model.skops, metadata.json}; versions are immutable integers."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from inference.errors import ModelNotFound, UntrustedArtifact
+from inference.manifest import ARTIFACT, MANIFEST, Manifest, encode
+from inference.model_loader import check_name, contained, read_manifest
+
+
+class ModelStore:
+    """Lists, reads and writes stored versions under one root directory."""
+
+    def __init__(self, root: Path, signing_key: bytes | None = None):
+        self.root = Path(root)
+        self.signing_key = signing_key
+
+    def models(self) -> list[str]:
+        """Model names that have at least one version."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and self.versions(p.name))
+
+    def versions(self, model: str) -> list[str]:
+        """Stored versions of a model, newest first."""
+        path = contained(self.root, check_name("model", model))
+        if not path.is_dir():
+            return []
+        found = [p.name for p in path.iterdir() if p.name.isdigit() and (p / MANIFEST).exists()]
+        return sorted(found, key=int, reverse=True)
+
+    def newest(self, model: str) -> str:
+        versions = self.versions(model)
+        if not versions:
+            raise ModelNotFound(f"model {model!r} has no versions in the model store")
+        return versions[0]
+
+    def manifests(self, model: str) -> list[Manifest]:
+        """Verified manifests of every readable version, newest first (unreadable ones are skipped)."""
+        out = []
+        for version in self.versions(model):
+            try:
+                out.append(read_manifest(self.root / model / version, self.signing_key))
+            except UntrustedArtifact:
+                continue
+        return out
+
+    def write(self, manifest: Manifest, artifact: bytes) -> Manifest:
+        """Store a new version atomically (temp dir, fsync, rename) and return its manifest with the version set."""
+        model_dir = contained(self.root, check_name("model", manifest.name))
+        model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
+        _write_synced(tmp / ARTIFACT, artifact)
+        while True:
+            existing = [int(v) for v in self.versions(manifest.name)]
+            version = str(max(existing, default=0) + 1)
+            stamped = replace(manifest, version=version)
+            _write_synced(tmp / MANIFEST, encode(stamped, self.signing_key))
+            try:
+                os.rename(tmp, model_dir / version)  # fails if another writer took this number
+            except OSError:
+                continue
+            _fsync_dir(model_dir)
+            return stamped
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: set up the machine (idempotent), then run the whole suite against real services.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PREDMESH_TEST_PG_URL="${PREDMESH_TEST_PG_URL:-postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test}"
+export PREDMESH_TEST_AMQP_URL="${PREDMESH_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}"
+exec .venv/bin/python -m pytest "$@"

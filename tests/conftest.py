@@ -1,0 +1,57 @@
+"""Shared fixtures: a trained model store, and an in-process or subprocess inference server."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc
+
+IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory) -> Path:
+    """A model store with iris version 1 = RandomForest(100) and version 2 = LogisticRegression (newest)."""
+    from inference.store import ModelStore
+    from inference.train import train
+
+    root = tmp_path_factory.mktemp("store")
+    store = ModelStore(root)
+    train(store, "iris", "rf")
+    train(store, "iris", "lr")
+    return root
+
+
+@pytest.fixture
+def model_store(trained_store, tmp_path) -> Path:
+    """A private copy of the trained store, free to modify."""
+    root = tmp_path / "models"
+    shutil.copytree(trained_store, root)
+    return root
+
+
+@pytest.fixture
+def server_proc(model_store, tmp_path):
+    """A running `python -m inference serve` subprocess on free ports."""
+    with ServerProc(model_store, tmp_path / "server.log") as proc:
+        yield proc
+
+
+@pytest.fixture
+def inproc_server(model_store):
+    """An in-process InferenceServer on a free port (unit tests); yields (server, target)."""
+    from prometheus_client import CollectorRegistry
+
+    from inference.metrics import ServerMetrics
+    from inference.server import InferenceServer
+    from inference.settings import ServerSettings
+
+    settings = ServerSettings(grpc_addr="127.0.0.1:0", metrics_addr="", model_store=model_store,
+                              admin_token=ADMIN_TOKEN, readonly_token=READONLY_TOKEN, drain_seconds=0,
+                              grace_seconds=1, max_batch_rows=10, max_message_bytes=64 * 1024)
+    server = InferenceServer(settings, metrics=ServerMetrics(CollectorRegistry()))
+    port = server.start()
+    yield server, f"127.0.0.1:{port}"
+    server.stop(grace=0)
