@@ -1,4 +1,5 @@
-"""Generate the Python stubs of the contract into predmesh/v1 (committed; tests check they are fresh)."""
+"""Generate the Python stubs of the contract into predmesh/v1 and of the vendored OIP service into predmesh/oip
+(committed; tests check they are fresh)."""
 import argparse
 import importlib.resources
 import pathlib
@@ -10,6 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 THIRD_PARTY = PROTOS / "third_party"
 WELL_KNOWN = pathlib.Path(str(importlib.resources.files("grpc_tools") / "_proto"))
+# Vendored protos we also serve (relative to protos/third_party); their import path is their package path.
+VENDORED = ["predmesh/oip/grpc_predict_v2.proto"]
 
 
 def contract_files() -> list[str]:
@@ -33,6 +36,7 @@ def generate(out: pathlib.Path) -> None:
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
         *contract_files(),
+        *VENDORED,
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
