@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor
 
 
 class ServerMetrics:
-    """Model, reload and batching metrics; labels are bounded (model, version, result, transport)."""
+    """RPC, model, reload and batching metrics in one registry; labels are bounded (no per-request values)."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY):
+        # Per-RPC counts by method and code, and handling-time histograms (py-grpc-prometheus).
+        self.rpc_interceptor = PromServerInterceptor(enable_handling_time_histogram=True, registry=registry)
         self.model_info = Gauge("predmesh_model_info", "1 for the version each model is serving",
                                 ["model", "version"], registry=registry, multiprocess_mode="livemax")
         self.reloads = Counter("predmesh_reload_total", "Model reload attempts by result",

@@ -43,13 +43,21 @@ class ModelRegistry:
         return [self._serving[n] for n in sorted(self._serving)]
 
     def load_all(self) -> None:
-        """Load the newest version of every model in the store; failures are logged and leave it unloaded."""
+        """Load the newest loadable version of every model in the store.
+
+        A version that fails verification is logged and skipped in favour of the next older one; a model with
+        no loadable version stays known but unloaded (UNAVAILABLE).
+        """
         for name in self.store.models():
             self._known.add(name)
-            try:
-                self.reload(name)
-            except ReloadFailed as exc:
-                log.error("model %s: initial load failed: %s", name, exc)
+            for version in self.store.versions(name):
+                try:
+                    self.reload(name, version)
+                    break
+                except ReloadFailed as exc:
+                    log.error("model %s: version %s cannot serve, trying an older one: %s", name, version, exc)
+            else:
+                log.error("model %s: no loadable version; it answers UNAVAILABLE until a reload succeeds", name)
 
     def reload(self, name: str, version: str = "") -> tuple[LoadedModel, str]:
         """Swap in a version (newest when empty); returns (new model, previous version or "").

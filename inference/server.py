@@ -10,7 +10,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
-from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor
 
 from inference.auth import AdminAuth
 from inference.metrics import ServerMetrics
@@ -44,7 +43,7 @@ class InferenceServer:
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-            interceptors=[PromServerInterceptor(enable_handling_time_histogram=True)],
+            interceptors=[self.metrics.rpc_interceptor],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),

@@ -1,0 +1,111 @@
+"""Adaptive batching: correct rows back to each caller, merging under concurrency, none when idle."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from inference.batcher import Batcher
+from inference.errors import DeadlineExceeded
+
+
+class Recording:
+    """score_fn that returns each row's own values (so mix-ups show), records calls and their threads."""
+
+    def __init__(self, delay: float = 0.0):
+        self.calls: list[int] = []
+        self.threads: list[str] = []
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.calls.append(len(matrix))
+            self.threads.append(threading.current_thread().name)
+        if self.delay:
+            time.sleep(self.delay)
+        return matrix * 2
+
+
+def test_idle_call_is_scored_inline_in_the_callers_thread():
+    fn = Recording()
+    batcher = Batcher(fn, max_rows=8)
+    out = batcher.score(np.array([[1.0, 2.0]]))
+    assert out.tolist() == [[2.0, 4.0]]
+    assert fn.calls == [1]
+    assert fn.threads == [threading.current_thread().name]
+
+
+def test_concurrent_callers_share_calls_and_get_their_own_rows():
+    fn = Recording(delay=0.005)
+    batcher = Batcher(fn, max_rows=16)
+    n = 200
+
+    def call(i):
+        return i, batcher.score(np.array([[float(i), float(-i)]]), timeout=10)
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(call, range(n)))
+    for i, out in results:
+        assert out.tolist() == [[2.0 * i, -2.0 * i]]
+    assert sum(fn.calls) == n
+    assert len(fn.calls) < n / 3, f"expected merged batches, got {len(fn.calls)} calls for {n} rows"
+    assert max(fn.calls) <= 16
+
+
+def test_multi_row_requests_stay_contiguous_and_oversized_ones_run_alone():
+    fn = Recording()
+    batcher = Batcher(fn, max_rows=4)
+    rows = np.arange(20, dtype=float).reshape(10, 2)
+    assert batcher.score(rows).tolist() == (rows * 2).tolist()
+    assert fn.calls == [10]
+
+
+def test_an_error_reaches_every_caller_of_the_batch_and_the_batcher_recovers():
+    state = {"fail": True}
+
+    def fn(matrix):
+        time.sleep(0.01)
+        if state["fail"]:
+            raise ValueError("boom")
+        return matrix
+
+    batcher = Batcher(fn, max_rows=64)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(batcher.score, np.ones((1, 2)), 5) for _ in range(8)]
+        errors = [f.exception(timeout=5) for f in futures]
+    assert all(isinstance(e, ValueError) for e in errors)
+    state["fail"] = False
+    assert batcher.score(np.ones((1, 2))).tolist() == [[1.0, 1.0]]
+
+
+def test_a_waiter_that_times_out_does_not_wedge_the_batcher():
+    release = threading.Event()
+
+    def fn(matrix):
+        release.wait(5)
+        return matrix
+
+    batcher = Batcher(fn, max_rows=64)
+    with ThreadPoolExecutor(4) as pool:
+        leader = pool.submit(batcher.score, np.ones((1, 1)), 10)
+        time.sleep(0.05)
+        waiter = pool.submit(batcher.score, np.ones((1, 1)), 0.05)
+        with pytest.raises(DeadlineExceeded):
+            waiter.result(timeout=5)
+        release.set()
+        assert leader.result(timeout=5).tolist() == [[1.0]]
+    # Leadership was released: a new call completes.
+    assert batcher.score(np.full((1, 1), 3.0), timeout=2).tolist() == [[3.0]]
+
+
+def test_max_delay_waits_only_under_load():
+    fn = Recording()
+    batcher = Batcher(fn, max_rows=64, max_delay_s=0.2)
+    started = time.perf_counter()
+    batcher.score(np.ones((1, 1)))
+    batcher.score(np.ones((1, 1)))
+    assert time.perf_counter() - started < 0.15, "an idle batcher must not wait for the delay"

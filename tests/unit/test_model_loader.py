@@ -1,0 +1,101 @@
+"""T20: untrusted artifacts are refused before anything is deserialised; the loader is the only unpickler."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from inference.errors import ModelNotFound, ReloadFailed, UntrustedArtifact
+from inference.manifest import encode, decode
+from inference.metrics import ServerMetrics
+from inference.model_loader import load_estimator, read_manifest, version_dir
+from inference.registry import ModelRegistry
+from inference.store import ModelStore
+from tests.support import artifacts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("model, version", [
+    ("iris", "../../etc"), ("..", "2"), ("iris", "%2e%2e%2f2"), ("iris", "/etc/passwd"),
+    ("http://evil.example/m", "1"), ("iris", "file:///etc/passwd"), ("iris", "https://x/y"), ("iris", ""),
+])
+def test_paths_outside_the_store_or_urls_are_refused(model_store, model, version):
+    with pytest.raises(UntrustedArtifact):
+        version_dir(model_store, model, version)
+
+
+def test_symlink_escape_is_refused(model_store, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (model_store / "iris" / "7").symlink_to(outside)
+    with pytest.raises(UntrustedArtifact, match="outside the model store"):
+        version_dir(model_store, "iris", "7")
+
+
+def test_missing_version_is_not_found(model_store):
+    with pytest.raises(ModelNotFound):
+        version_dir(model_store, "iris", "99")
+
+
+def test_canary_pickle_is_never_unpickled(model_store, tmp_path):
+    marker = tmp_path / "PWNED"
+    path = artifacts.canary_pickle(model_store, "iris", "2", "9", marker)
+    with pytest.raises(UntrustedArtifact):
+        load_estimator(path, read_manifest(path, None))
+    assert not marker.exists(), "the booby-trapped pickle was executed"
+
+
+def test_canary_pickle_via_reload_is_refused(model_store, tmp_path):
+    marker = tmp_path / "PWNED"
+    artifacts.canary_pickle(model_store, "iris", "2", "9", marker)
+    registry = _registry(model_store)
+    with pytest.raises(ReloadFailed):
+        registry.reload("iris", "9")
+    assert not marker.exists()
+    assert registry.get("iris").version == "2"
+
+
+def test_hash_not_in_manifest_is_refused(model_store):
+    path = artifacts.hash_mismatch(model_store, "iris", "2", "1", "9")
+    with pytest.raises(UntrustedArtifact, match="does not match the manifest"):
+        load_estimator(path, read_manifest(path, None))
+
+
+def test_untrusted_skops_types_are_refused(model_store):
+    path = artifacts.untrusted_types(model_store, "iris", "2", "9")
+    with pytest.raises(UntrustedArtifact, match="untrusted types"):
+        load_estimator(path, read_manifest(path, None))
+
+
+def test_signed_manifests_verify_and_forgeries_fail(model_store):
+    key = b"k" * 32
+    manifest = read_manifest(model_store / "iris" / "2", None)
+    signed = encode(manifest, key)
+    assert decode(signed, key) == manifest
+    with pytest.raises(UntrustedArtifact, match="signature"):
+        decode(signed.replace(manifest.sha256.encode(), b"0" * 64), key)
+    with pytest.raises(UntrustedArtifact, match="signature"):
+        decode(encode(manifest, None), key)
+
+
+def test_no_deserialiser_outside_the_loader():
+    """CI grep: pickle/joblib/cloudpickle loading appears only in inference/model_loader.py."""
+    pattern = re.compile(r"\b(pickle\.loads?|joblib\.load|cloudpickle|dill\.loads?|skops\.io\.loads?|sio\.loads?)\b")
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in (".venv", "tests", "bench", "build", "var") or rel == Path("inference/model_loader.py"):
+            continue
+        if pattern.search(path.read_text(errors="replace")):
+            offenders.append(str(rel))
+    assert offenders == []
+
+
+def _registry(root):
+    from prometheus_client import CollectorRegistry
+    registry = ModelRegistry(ModelStore(root), ServerMetrics(CollectorRegistry()))
+    registry.load_all()
+    return registry

@@ -1,0 +1,49 @@
+"""Input validation names the offending feature and refuses non-finite or implausible values."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from inference.errors import InvalidFeatures
+from inference.model_loader import load_estimator, read_manifest
+from inference.runtime import LoadedModel
+from tests.conftest import IRIS_ROW
+
+
+@pytest.fixture
+def model(model_store):
+    path = model_store / "iris" / "2"
+    manifest = read_manifest(path, None)
+    return LoadedModel(manifest, load_estimator(path, manifest))
+
+
+def test_valid_row_in_schema_order(model):
+    shuffled = dict(reversed(list(IRIS_ROW.items())))
+    assert model.vector(shuffled) == [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.mark.parametrize("features, message", [
+    ({k: v for k, v in IRIS_ROW.items() if k != "petal_width"}, "feature 'petal_width' is missing"),
+    ({**IRIS_ROW, "colour": 1.0}, "unknown feature 'colour'"),
+    ({**IRIS_ROW, "petal_width": math.nan}, "feature 'petal_width' is nan"),
+    ({**IRIS_ROW, "sepal_length": math.inf}, "feature 'sepal_length' is inf"),
+    ({**IRIS_ROW, "sepal_length": -math.inf}, "feature 'sepal_length' is -inf"),
+    ({**IRIS_ROW, "petal_length": 1e30}, "feature 'petal_length'=1e+30 is outside the plausible range"),
+    ({**IRIS_ROW, "petal_length": -1e6}, "feature 'petal_length'=-1e+06 is outside the plausible range"),
+    ({}, "feature 'sepal_length' is missing"),
+])
+def test_invalid_rows_name_the_field(model, features, message):
+    with pytest.raises(InvalidFeatures, match=message.replace("+", r"\+")):
+        model.vector(features)
+
+
+def test_row_index_is_named_in_batches(model):
+    with pytest.raises(InvalidFeatures, match="row 3: feature 'petal_width' is nan"):
+        model.vector({**IRIS_ROW, "petal_width": math.nan}, row=3)
+
+
+def test_scores_are_probabilities_over_the_classes(model):
+    probs = model.score([model.vector(IRIS_ROW)])[0]
+    assert len(probs) == 3 and abs(sum(probs) - 1) < 1e-9
+    assert model.label_of(probs) == "setosa"
