@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from inference import kernels
 from inference.errors import ModelNotFound, ModelNotReady, ReloadFailed
 from inference.metrics import ServerMetrics
 from inference.model_loader import check_name, load_estimator, read_manifest, version_dir
@@ -21,9 +22,10 @@ class ModelRegistry:
     """Holds one serving LoadedModel per name; reload = load → verify → smoke test → warm up → swap."""
 
     def __init__(self, store: ModelStore, metrics: ServerMetrics, *, max_batch_rows: int = 64,
-                 max_delay_s: float = 0.0, range_tolerance: float = 10.0):
+                 max_delay_s: float = 0.0, range_tolerance: float = 10.0, runtime: str = "sklearn"):
         self.store = store
         self.metrics = metrics
+        self.runtime = runtime  # "native": score with a verified kernel when one exists (inference/kernels.py)
         self._model_options = dict(max_batch_rows=max_batch_rows, max_delay_s=max_delay_s,
                                    range_tolerance=range_tolerance, on_batch=metrics.batch_rows.observe)
         self._serving: dict[str, LoadedModel] = {}
@@ -109,7 +111,8 @@ class ModelRegistry:
         if serving and (serving.names != manifest.feature_names or serving.classes != manifest.classes):
             raise ReloadFailed("feature schema or classes differ from the serving version; "
                                "a new schema needs a new model name")
-        candidate = LoadedModel(manifest, estimator, **self._model_options)
+        kernel = kernels.verified_kernel(estimator, manifest) if self.runtime == "native" else None
+        candidate = LoadedModel(manifest, estimator, kernel=kernel, **self._model_options)
         self._smoke_test(candidate)
         return candidate
 

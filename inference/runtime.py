@@ -15,9 +15,12 @@ class LoadedModel:
     """An estimator with its manifest; immutable once built, so in-flight calls can finish on it after a swap."""
 
     def __init__(self, manifest: Manifest, estimator, *, max_batch_rows: int = 64, max_delay_s: float = 0.0,
-                 range_tolerance: float = 10.0, on_batch=None):
+                 range_tolerance: float = 10.0, on_batch=None, kernel=None):
         self.manifest = manifest
         self.estimator = estimator
+        # kernel: a verified native predict_proba (inference/kernels.py) or None for scikit-learn's own.
+        self.runtime = "native" if kernel is not None else "sklearn"
+        self._proba = kernel if kernel is not None else estimator.predict_proba
         self.names = manifest.feature_names
         self._index = {name: i for i, name in enumerate(self.names)}
         # Plausible range per feature: the training range widened by range_tolerance spans on each side.
@@ -26,6 +29,8 @@ class LoadedModel:
             span = max(f.max - f.min, abs(f.max), 1.0)
             self._bounds.append((f.min - range_tolerance * span, f.max + range_tolerance * span))
         self._check_range = range_tolerance > 0
+        self._lo = np.array([b[0] for b in self._bounds], dtype=np.float64)
+        self._hi = np.array([b[1] for b in self._bounds], dtype=np.float64)
         self.classes = manifest.classes
         self.batcher = Batcher(self._predict_proba, max_rows=max_batch_rows, max_delay_s=max_delay_s,
                                on_batch=on_batch)
@@ -39,7 +44,26 @@ class LoadedModel:
         return self.manifest.version
 
     def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        return self.estimator.predict_proba(matrix)
+        return self._proba(matrix)
+
+    def check_matrix(self, matrix: np.ndarray) -> None:
+        """Rows already in schema order (n × features): finite and within the plausible range, else
+        InvalidFeatures naming the first offending row and feature."""
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.names):
+            raise InvalidFeatures(f"expected shape [N, {len(self.names)}] ({', '.join(self.names)}), "
+                                  f"got {list(matrix.shape)}")
+        bad = ~np.isfinite(matrix)
+        if self._check_range:
+            with np.errstate(invalid="ignore"):
+                bad |= (matrix < self._lo) | (matrix > self._hi)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            value, (lo, hi) = float(matrix[row, col]), self._bounds[col]
+            where = f"row {row}: " if len(matrix) > 1 else ""
+            if not np.isfinite(value):
+                raise InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number")
+            raise InvalidFeatures(f"{where}feature {self.names[col]!r}={value:g} is outside the plausible range "
+                                  f"[{lo:g}, {hi:g}] for this model")
 
     def vector(self, features: Mapping[str, float], row: int | None = None) -> list[float]:
         """Features by name → values in model order; raises InvalidFeatures naming the offending field."""

@@ -53,6 +53,28 @@ def rpc(method):
     return wrapper
 
 
+def record_predictions(recorder: Recorder, metrics, model, rows, request_ids, probabilities, transport: str,
+                       started: float) -> list[PredictionRecord]:
+    """Hand one record per scored row to the recorder (raises Overloaded if it cannot take them) and count them.
+
+    The one path every transport (Predict*, OIP ModelInfer) takes after scoring; rows are feature mappings.
+    """
+    latency_ms = (time.perf_counter() - started) * 1000
+    now = time.time()
+    classes, version, name = model.classes, model.version, model.name
+    records = []
+    for features, rid, probs in zip(rows, request_ids, probabilities):
+        request_id, prediction_id = ids(rid)
+        by_class = dict(zip(classes, probs.tolist()))
+        records.append(PredictionRecord(
+            prediction_id=prediction_id, request_id=request_id, model=name, model_version=version,
+            features=dict(features), label=classes[int(probs.argmax())], probabilities=by_class,
+            transport=transport, latency_ms=latency_ms, created_at=now))
+    recorder.record(records)
+    metrics.predictions.labels(name, transport).inc(len(records))
+    return records
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Predict, PredictBatch, PredictStream, ListModels, GetModel."""
 
@@ -70,25 +92,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if self.fault_delay_s:
             self._injected_delay(context)
         probabilities = model.score(vectors, timeout=context.time_remaining())
-        latency_ms = (time.perf_counter() - started) * 1000
-        transport = transport_of(context.invocation_metadata())
-        now = time.time()
-        classes, version = model.classes, model.version
-        predictions, records = [], []
-        for features, rid, probs in zip(rows, request_ids, probabilities):
-            request_id, prediction_id = ids(rid)
-            by_class = dict(zip(classes, probs.tolist()))
-            label = classes[int(probs.argmax())]
-            predictions.append(model_pb2.Prediction(
-                prediction_id=prediction_id, request_id=request_id, model=model_name, model_version=version,
-                label=label, probabilities=by_class, latency_ms=latency_ms))
-            records.append(PredictionRecord(
-                prediction_id=prediction_id, request_id=request_id, model=model_name, model_version=version,
-                features=dict(features), label=label, probabilities=by_class, transport=transport,
-                latency_ms=latency_ms, created_at=now))
-        self.recorder.record(records)
-        self.registry.metrics.predictions.labels(model_name, transport).inc(len(records))
-        return predictions
+        records = record_predictions(self.recorder, self.registry.metrics, model, rows, request_ids, probabilities,
+                                     transport_of(context.invocation_metadata()), started)
+        return [model_pb2.Prediction(
+            prediction_id=r.prediction_id, request_id=r.request_id, model=r.model, model_version=r.model_version,
+            label=r.label, probabilities=r.probabilities, latency_ms=r.latency_ms) for r in records]
 
     def _injected_delay(self, context) -> None:
         """Test hook: wait fault_delay_s unless the call is cancelled (deadline, client gone) first."""

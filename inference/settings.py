@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from predmesh.env import Env
+from predmesh.env import ConfigError, Env
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class ServerSettings:
     max_concurrent_rpcs: int = 512
     drain_seconds: float = 1.0
     grace_seconds: float = 10.0
+    runtime: str = "sklearn"  # "native": verified fast predict_proba kernels where available (inference/kernels.py)
+    processes: int = 1  # >1: that many server processes share the gRPC port (SO_REUSEPORT), see inference/workers.py
+    reload_poll_seconds: float = 1.0  # multi-process: how often each process checks the serving pointers
     fault_delay_ms: float = 0.0  # test hook: delay every Predict (cancellable), see tests/integration
 
     @classmethod
@@ -49,5 +52,14 @@ class ServerSettings:
             max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs, minimum=1),
             drain_seconds=env.float("DRAIN_SECONDS", cls.drain_seconds),
             grace_seconds=env.float("GRACE_SECONDS", cls.grace_seconds),
+            runtime=_runtime(env.str("RUNTIME", cls.runtime)),
+            processes=env.int("PROCESSES", cls.processes, minimum=1),
+            reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds),
             fault_delay_ms=env.float("FAULT_DELAY_MS", cls.fault_delay_ms),
         )
+
+
+def _runtime(value: str) -> str:
+    if value not in ("sklearn", "native"):
+        raise ConfigError(f"PREDMESH_RUNTIME={value!r} must be 'sklearn' or 'native'")
+    return value

@@ -1,0 +1,105 @@
+"""The "native" runtime: predict_proba of fitted scikit-learn models without per-call framework overhead.
+
+scikit-learn's own predict_proba spends almost all of its time on one row in input validation and (for forests)
+joblib dispatch, not arithmetic. For the estimators below the same arithmetic is done directly on the fitted
+attributes. A kernel is only used after it reproduced the estimator's own predict_proba on the golden rows and
+on random rows spanning the training range (see verified_kernel); otherwise scikit-learn scores, as it does by
+default (PREDMESH_RUNTIME=sklearn).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+
+from inference.manifest import Manifest
+
+log = logging.getLogger(__name__)
+Kernel = Callable[[np.ndarray], np.ndarray]
+RUNTIMES = ("sklearn", "native")
+TOLERANCE = 1e-9
+CHECK_ROWS = 512
+
+
+def _logistic(est: LogisticRegression) -> Kernel | None:
+    coef = np.ascontiguousarray(est.coef_.T, dtype=np.float64)
+    intercept = np.asarray(est.intercept_, dtype=np.float64)
+    if coef.shape[1] == 1:  # binary: sklearn returns [1 - p, p] with p = expit(z)
+        def binary(x: np.ndarray) -> np.ndarray:
+            p = 1.0 / (1.0 + np.exp(-(x @ coef + intercept)))
+            return np.hstack([1.0 - p, p])
+        return binary
+
+    def softmax(x: np.ndarray) -> np.ndarray:
+        z = x @ coef
+        z += intercept
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        return z
+    return softmax
+
+
+def _forest(est) -> Kernel | None:
+    trees = [t.tree_ for t in getattr(est, "estimators_", [est])]
+    if any(t.n_outputs != 1 for t in trees):
+        return None
+    scale = 1.0 / len(trees)
+
+    def average(x: np.ndarray) -> np.ndarray:
+        x32 = np.ascontiguousarray(x, dtype=np.float32)  # what sklearn's trees compare against
+        acc = trees[0].predict(x32).astype(np.float64, copy=True)
+        for tree in trees[1:]:
+            acc += tree.predict(x32)
+        acc *= scale
+        return acc
+    return average
+
+
+_BUILDERS = ((LogisticRegression, _logistic), (RandomForestClassifier, _forest),
+             (ExtraTreesClassifier, _forest), (DecisionTreeClassifier, _forest))
+
+
+def build(estimator) -> Kernel | None:
+    """A native kernel for estimator, or None when its type is not supported."""
+    for cls, builder in _BUILDERS:
+        if type(estimator) is cls:
+            try:
+                return builder(estimator)
+            except (AttributeError, ValueError):
+                return None
+    return None
+
+
+def verified_kernel(estimator, manifest: Manifest, seed: int = 0) -> Kernel | None:
+    """The native kernel if it matches estimator.predict_proba on golden + random rows to TOLERANCE, else None."""
+    kernel = build(estimator)
+    if kernel is None:
+        log.info("model %s@%s: no native kernel for %s, scoring with scikit-learn", manifest.name,
+                 manifest.version, type(estimator).__name__)
+        return None
+    lo = np.array([f.min for f in manifest.features])
+    hi = np.array([f.max for f in manifest.features])
+    rng = np.random.default_rng(seed)
+    rows = lo + (hi - lo) * rng.random((CHECK_ROWS, len(lo)))
+    if manifest.golden:
+        rows = np.vstack([np.asarray([g["features"] for g in manifest.golden], dtype=np.float64), rows])
+    try:
+        reference = estimator.predict_proba(rows)
+        together = kernel(rows)
+        one_by_one = np.vstack([kernel(rows[i:i + 1]) for i in range(min(len(rows), 16))])
+    except Exception:  # a kernel that cannot even run is simply not used
+        log.warning("model %s@%s: native kernel failed to run; scoring with scikit-learn", manifest.name,
+                    manifest.version, exc_info=True)
+        return None
+    if (together.shape != reference.shape or not np.allclose(together, reference, rtol=0, atol=TOLERANCE)
+            or not np.allclose(one_by_one, reference[:len(one_by_one)], rtol=0, atol=TOLERANCE)):
+        log.warning("model %s@%s: native kernel disagrees with scikit-learn; scoring with scikit-learn",
+                    manifest.name, manifest.version)
+        return None
+    log.info("model %s@%s: native kernel verified on %d rows", manifest.name, manifest.version, len(rows))
+    return kernel
