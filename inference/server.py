@@ -26,6 +26,19 @@ INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["ModelAdminService"].full_name
 
 
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials when PREDMESH_TLS_CERT/KEY are set; client certificates required when TLS_CLIENT_CA is."""
+    if not (settings.tls_cert or settings.tls_key or settings.tls_client_ca):
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise ValueError("PREDMESH_TLS_CERT and PREDMESH_TLS_KEY must be set together")
+    client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=client_ca,  # without root certificates, grpc ignores require_client_auth
+        require_client_auth=client_ca is not None)
+
+
 class InferenceServer:
     """One server process: build with settings, start(), then stop() or serve_forever()."""
 
@@ -71,7 +84,9 @@ class InferenceServer:
     def start(self) -> int:
         """Load models, bind, start serving; returns the bound gRPC port."""
         self.registry.load_all()
-        self.port = self._server.add_insecure_port(self.settings.grpc_addr)
+        credentials = server_credentials(self.settings)
+        self.port = (self._server.add_secure_port(self.settings.grpc_addr, credentials) if credentials
+                     else self._server.add_insecure_port(self.settings.grpc_addr))
         if not self.port:
             raise OSError(f"cannot bind gRPC address {self.settings.grpc_addr}")
         reflection.enable_server_reflection([*self.services, reflection.SERVICE_NAME], self._server)

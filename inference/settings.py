@@ -31,6 +31,9 @@ class ServerSettings:
     processes: int = 1  # >1: that many server processes share the gRPC port (SO_REUSEPORT), see inference/workers.py
     reload_poll_seconds: float = 1.0  # multi-process: how often each process checks the serving pointers
     fault_delay_ms: float = 0.0  # test hook: delay every Predict (cancellable), see tests/integration
+    tls_cert: Path | None = None       # PEM certificate chain: serve gRPC over TLS
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # PEM CA bundle: require and verify client certificates (mTLS)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServerSettings:
@@ -56,6 +59,9 @@ class ServerSettings:
             processes=env.int("PROCESSES", cls.processes, minimum=1),
             reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds),
             fault_delay_ms=env.float("FAULT_DELAY_MS", cls.fault_delay_ms),
+            tls_cert=Path(env.str("TLS_CERT", "")) if env.str("TLS_CERT", "") else None,
+            tls_key=Path(env.str("TLS_KEY", "")) if env.str("TLS_KEY", "") else None,
+            tls_client_ca=Path(env.str("TLS_CLIENT_CA", "")) if env.str("TLS_CLIENT_CA", "") else None,
         )
 
 
