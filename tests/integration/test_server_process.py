@@ -1,0 +1,147 @@
+"""A real `python -m inference serve` process and the real SDK: statuses, deadlines (T05), drain, auth (T19)."""
+from __future__ import annotations
+
+import ast
+import math
+import re
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2
+
+from predmesh import DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, PredmeshClient, Unauthenticated
+from tests.conftest import IRIS_ROW
+from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc, health_status, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def metrics_text(proc: ServerProc) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def test_real_process_serves_and_maps_every_input_error(server_proc):
+    with PredmeshClient(server_proc.target, timeout=5) as client:
+        assert client.predict("iris", IRIS_ROW).label == "setosa"
+        with pytest.raises(InvalidArgument, match="petal_width"):
+            client.predict("iris", {**IRIS_ROW, "petal_width": math.nan})
+        with pytest.raises(InvalidArgument, match="sepal_length"):
+            client.predict("iris", {**IRIS_ROW, "sepal_length": math.inf})
+        with pytest.raises(InvalidArgument, match="'petal_length' is missing"):
+            client.predict("iris", {k: v for k, v in IRIS_ROW.items() if k != "petal_length"})
+        with pytest.raises(NotFound):
+            client.predict("unknown", IRIS_ROW)
+        with pytest.raises(InvalidArgument, match="1001 rows exceed the limit of 1000"):
+            client.predict_batch("iris", [IRIS_ROW] * 1001)
+    text = metrics_text(server_proc)
+    assert 'predmesh_model_info{model="iris",version="2"} 1.0' in text
+    for code in ("OK", "INVALID_ARGUMENT", "NOT_FOUND"):
+        assert re.search(rf'grpc_server_handled_total\{{grpc_code="{code}",grpc_method="Predict(Batch)?"', text), code
+    assert "grpc_server_handling_seconds_bucket" in text
+
+
+def test_deadlines_are_enforced_end_to_end(model_store, tmp_path):
+    """T05: 2 s handler delay, 200 ms deadline → DEADLINE_EXCEEDED in ≤ 250 ms, handler stops, no exhaustion."""
+    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_FAULT_DELAY_MS": "2000"}) as proc:
+        with PredmeshClient(proc.target) as client:
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                client.predict("iris", IRIS_ROW, timeout=0.2)
+            elapsed = time.monotonic() - started
+            assert elapsed <= 0.25, f"DEADLINE_EXCEEDED after {elapsed * 1000:.0f} ms"
+            stopped = wait_for(lambda: re.findall(r"observed cancellation after (\d+) ms", proc.log()), 5,
+                               what="handler cancellation log")
+            assert int(stopped[0]) <= 250, f"handler stopped {stopped[0]} ms after start (deadline 200 ms)"
+
+            def missed(_):
+                try:
+                    client.predict("iris", IRIS_ROW, timeout=0.2)
+                except DeadlineExceeded:
+                    return True
+                return False
+
+            with ThreadPoolExecutor(50) as pool:
+                assert all(pool.map(missed, range(1000)))
+            # 1000 abandoned 2 s handlers would hold all 64 workers for ~30 s if they did not stop on cancel.
+            started = time.monotonic()
+            assert client.get_model("iris", timeout=2).name == "iris"
+            ordinary = time.monotonic() - started
+            assert ordinary < 0.5, f"an ordinary call took {ordinary * 1000:.0f} ms after 1000 missed deadlines"
+            assert health_status(proc.target) == health_pb2.HealthCheckResponse.SERVING
+            wait_for(lambda: len(re.findall("observed cancellation", proc.log())) >= 1001, 10,
+                     what="all handlers to observe cancellation")
+
+
+def test_every_client_stub_call_sets_a_deadline():
+    """T05 static check: the SDK passes timeout= on every stub call, and only the SDK opens channels."""
+    tree = ast.parse((ROOT / "predmesh" / "client.py").read_text())
+    stub_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                  and isinstance(n.func.value, ast.Attribute) and n.func.value.attr in
+                  ("_inference", "_admin", "_analytics")]
+    direct = [n for n in stub_calls if not any(k.arg == "timeout" for k in n.keywords)]
+    assert stub_calls and not direct, f"stub calls without timeout at lines {[n.lineno for n in direct]}"
+    call_helper = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) is False
+                   and getattr(n.func, "attr", "") == "_call"]
+    assert call_helper, "the SDK should route unary calls through _call"
+    for helper in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_call"):
+        inner = [c for c in ast.walk(helper) if isinstance(c, ast.Call) and any(k.arg == "timeout" for k in c.keywords)]
+        assert inner, "_call must pass timeout="
+    openers = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in (".venv", "tests", "bench", "build", "var") or rel == Path("predmesh/client.py"):
+            continue
+        if re.search(r"grpc\.(insecure|secure)_channel\(", path.read_text(errors="replace")):
+            openers.append(str(rel))
+    assert openers == [], "only predmesh/client.py may open channels"
+
+
+def test_sigterm_drains_in_flight_calls_then_exits(model_store, tmp_path):
+    env = {"PREDMESH_FAULT_DELAY_MS": "1500", "PREDMESH_DRAIN_SECONDS": "1", "PREDMESH_GRACE_SECONDS": "5"}
+    with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+        with PredmeshClient(proc.target, timeout=10) as client:
+            result = {}
+            inflight = threading.Thread(target=lambda: result.setdefault("p", client.predict("iris", IRIS_ROW)))
+            inflight.start()
+            time.sleep(0.3)
+            terminated = time.monotonic()
+            proc.proc.terminate()
+            wait_for(lambda: health_status(proc.target) == health_pb2.HealthCheckResponse.NOT_SERVING, 1.0,
+                     interval=0.02, what="NOT_SERVING within 1 s of SIGTERM")
+            inflight.join(10)
+            assert result["p"].label == "setosa", "the in-flight call must finish on the draining server"
+            assert proc.wait(10) == 0
+            assert time.monotonic() - terminated <= 1 + 5 + 2
+
+
+def test_admin_auth_and_tokens_never_logged(model_store, tmp_path):
+    """T19, gRPC side."""
+    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_LOG_LEVEL": "DEBUG"}) as proc:
+        with PredmeshClient(proc.target) as anonymous:
+            with pytest.raises(Unauthenticated):
+                anonymous.reload_model("iris")
+        with PredmeshClient(proc.target, admin_token="not-the-token") as bad:
+            with pytest.raises(Unauthenticated):
+                bad.reload_model("iris")
+        with PredmeshClient(proc.target, admin_token=READONLY_TOKEN) as reader:
+            assert reader.list_model_versions("iris")
+            with pytest.raises(PermissionDenied):
+                reader.reload_model("iris", "1")
+        with PredmeshClient(proc.target, admin_token=ADMIN_TOKEN) as admin:
+            assert admin.reload_model("iris", "1").model.version == "1"
+        log = proc.log()
+    assert "serving version 1" in log
+    for secret in (ADMIN_TOKEN, READONLY_TOKEN, "not-the-token"):
+        assert secret not in log
+    auth_source = (ROOT / "inference" / "auth.py").read_text()
+    assert "hmac.compare_digest(presented, self._admin)" in auth_source
+    secret_names = {"presented", "token", "_admin", "_readonly"}
+    for node in ast.walk(ast.parse(auth_source)):
+        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
+            names = {getattr(n, "id", getattr(n, "attr", None)) for n in ast.walk(node)}
+            assert not names & secret_names, f"token compared with == at line {node.lineno}"
