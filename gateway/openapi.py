@@ -1,0 +1,225 @@
+"""Generate the OpenAPI 3 document of the REST API from the descriptor set's google.api.http rules."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+F = descriptor_pb2.FieldDescriptorProto
+_SCALARS = {
+    F.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    F.TYPE_FLOAT: {"type": "number", "format": "float"},
+    F.TYPE_INT32: {"type": "integer", "format": "int32"},
+    F.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    F.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    F.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0},
+    F.TYPE_FIXED32: {"type": "integer", "format": "int64", "minimum": 0},
+    # proto3 JSON writes 64-bit integers as strings (and accepts numbers)
+    F.TYPE_INT64: {"type": "string", "format": "int64"},
+    F.TYPE_SINT64: {"type": "string", "format": "int64"},
+    F.TYPE_SFIXED64: {"type": "string", "format": "int64"},
+    F.TYPE_UINT64: {"type": "string", "format": "uint64"},
+    F.TYPE_FIXED64: {"type": "string", "format": "uint64"},
+    F.TYPE_BOOL: {"type": "boolean"},
+    F.TYPE_STRING: {"type": "string"},
+    F.TYPE_BYTES: {"type": "string", "format": "byte"},
+}
+_WELL_KNOWN = {
+    ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    ".google.protobuf.Duration": {"type": "string", "pattern": r"^-?\d+(\.\d+)?s$"},
+    ".google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}},
+                             "additionalProperties": True},
+    ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    ".google.protobuf.Value": {},
+}
+_VERBS = ("get", "put", "post", "delete", "patch")
+_VARIABLE = re.compile(r"\{([a-zA-Z0-9_.]+)(=[^}]*)?\}")
+
+
+class _Contract:
+    """Messages, enums and comments of a FileDescriptorSet, by fully qualified name."""
+
+    def __init__(self, fds: descriptor_pb2.FileDescriptorSet):
+        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+        self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
+        self.comments: dict[tuple, str] = {}
+        self.paths: dict[str, tuple] = {}
+        self.files = list(fds.file)
+        for file in self.files:
+            prefix = f".{file.package}" if file.package else ""
+            for enum in file.enum_type:
+                self.enums[f"{prefix}.{enum.name}"] = enum
+            for i, message in enumerate(file.message_type):
+                self._add_message(prefix, message, (file.name, 4, i))
+            for loc in file.source_code_info.location:
+                if loc.leading_comments.strip():
+                    self.comments[(file.name, *loc.path)] = " ".join(loc.leading_comments.split())
+
+    def _add_message(self, prefix: str, message, path: tuple) -> None:
+        name = f"{prefix}.{message.name}"
+        self.messages[name] = message
+        self.paths[name] = path
+        for enum in message.enum_type:
+            self.enums[f"{name}.{enum.name}"] = enum
+        for i, nested in enumerate(message.nested_type):
+            self._add_message(name, nested, (*path, 3, i))
+
+    def comment(self, key: tuple) -> str | None:
+        return self.comments.get(key)
+
+
+class _Builder:
+    def __init__(self, contract: _Contract):
+        self.c = contract
+        self.schemas: dict[str, dict] = {}
+
+    def ref(self, type_name: str) -> dict:
+        """A $ref to the schema of a message, building it (and what it references) on first use."""
+        if type_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[type_name])
+        key = type_name.lstrip(".")
+        if key not in self.schemas:
+            self.schemas[key] = {}  # placeholder: recursion-safe
+            self.schemas[key] = self.message_schema(type_name)
+        return {"$ref": f"#/components/schemas/{key}"}
+
+    def message_schema(self, type_name: str, exclude: frozenset[str] = frozenset()) -> dict:
+        message = self.c.messages[type_name]
+        path = self.c.paths[type_name]
+        props = {}
+        for i, field in enumerate(message.field):
+            if field.name in exclude:
+                continue
+            schema = self.field_schema(field)
+            doc = self.c.comment((*path, 2, i))
+            if doc:
+                schema = {**schema, "description": doc} if "$ref" not in schema else {"allOf": [schema],
+                                                                                       "description": doc}
+            props[field.name] = schema
+        schema = {"type": "object", "properties": props}
+        doc = self.c.comment(path)
+        if doc:
+            schema["description"] = doc
+        return schema
+
+    def field_schema(self, field) -> dict:
+        if field.type == F.TYPE_MESSAGE:
+            entry = self.c.messages.get(field.type_name)
+            if entry is not None and entry.options.map_entry:
+                value = next(f for f in entry.field if f.name == "value")
+                return {"type": "object", "additionalProperties": self.field_schema(value)}
+            item = self.ref(field.type_name)
+        elif field.type == F.TYPE_ENUM:
+            item = {"type": "string", "enum": [v.name for v in self.c.enums[field.type_name].value]}
+        else:
+            item = dict(_SCALARS[field.type])
+        if field.label == F.LABEL_REPEATED:
+            return {"type": "array", "items": item}
+        return item
+
+    def query_parameters(self, type_name: str, exclude: set[str]) -> list[dict]:
+        """Every non-path field of a GET request becomes a query parameter (messages other than WKTs skipped)."""
+        params = []
+        message = self.c.messages[type_name]
+        for i, field in enumerate(message.field):
+            if field.name in exclude:
+                continue
+            if field.type == F.TYPE_MESSAGE and field.type_name not in _WELL_KNOWN:
+                continue
+            schema = self.field_schema(field)
+            param = {"name": field.name, "in": "query", "required": False, "schema": schema}
+            if field.label == F.LABEL_REPEATED:
+                param.update(style="form", explode=True)
+            doc = self.c.comment((*self.c.paths[type_name], 2, i))
+            if doc:
+                param["description"] = doc
+            params.append(param)
+        return params
+
+
+def _rules(rule) -> list[tuple[str, str, str]]:
+    """(verb, path template, body) of an HttpRule and its additional_bindings."""
+    out = []
+    for r in (rule, *rule.additional_bindings):
+        verb = r.WhichOneof("pattern")
+        if verb in _VERBS:
+            out.append((verb, getattr(r, verb), r.body))
+    return out
+
+
+def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, version: str = "v1",
+             server_url: str | None = None) -> dict:
+    """The OpenAPI 3.0 document for the google.api.http-annotated RPCs of the named services."""
+    fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
+    contract = _Contract(fds)
+    b = _Builder(contract)
+    b.schemas["google.rpc.Status"] = {
+        "type": "object", "description": "The error body (google.rpc.Status) of a failed call.",
+        "properties": {"code": {"type": "integer", "format": "int32", "description": "gRPC status code"},
+                       "message": {"type": "string", "description": "Developer-facing error message"},
+                       "details": {"type": "array", "items": {"type": "object"}}}}
+    paths: dict[str, dict] = {}
+    tags = []
+    for file in contract.files:
+        for si, service in enumerate(file.service):
+            full = f"{file.package}.{service.name}"
+            if full not in services:
+                continue
+            tags.append({"name": service.name, "description": contract.comment((file.name, 6, si)) or ""})
+            for mi, method in enumerate(service.method):
+                if method.client_streaming or method.server_streaming:
+                    continue
+                rule = method.options.Extensions[annotations_pb2.http]
+                for n, (verb, template, body) in enumerate(_rules(rule)):
+                    path = _VARIABLE.sub(lambda m: "{" + m.group(1) + "}", template)
+                    path_fields = [m.group(1) for m in _VARIABLE.finditer(template)]
+                    op = {
+                        "operationId": f"{service.name}_{method.name}" + (f"_{n}" if n else ""),
+                        "tags": [service.name],
+                        "summary": contract.comment((file.name, 6, si, 2, mi)) or method.name,
+                        "description": f"gRPC: `/{full}/{method.name}`",
+                        "parameters": [{"name": f, "in": "path", "required": True, "schema": {"type": "string"}}
+                                       for f in path_fields],
+                        "responses": {
+                            "200": {"description": "OK", "content": {"application/json": {
+                                "schema": b.ref(method.output_type)}}},
+                            "default": {"description": "An error: gRPC status mapped to an HTTP status",
+                                        "content": {"application/json": {
+                                            "schema": {"$ref": "#/components/schemas/google.rpc.Status"}}}},
+                        },
+                    }
+                    if body == "*":
+                        op["requestBody"] = {"required": True, "content": {"application/json": {
+                            "schema": b.message_schema(method.input_type, frozenset(path_fields))}}}
+                    elif body:
+                        field = next(f for f in contract.messages[method.input_type].field if f.name == body)
+                        op["requestBody"] = {"required": True, "content": {"application/json": {
+                            "schema": b.field_schema(field)}}}
+                    else:
+                        op["parameters"] += b.query_parameters(method.input_type, set(path_fields))
+                    paths.setdefault(path, {})[verb] = op
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": version,
+                 "description": "Generated from the predmesh.v1 protos (google.api.http annotations); "
+                                "served by Envoy's gRPC-JSON transcoder. Field names are the proto names."},
+        "tags": tags,
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": dict(sorted(b.schemas.items()))},
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc
+
+
+def write_openapi(descriptor_path: Path, out: Path, services: tuple[str, ...], **kwargs) -> Path:
+    """Generate the document from a descriptor set file and write it as JSON to out."""
+    doc = generate(descriptor_path.read_bytes(), services, **kwargs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(out)
+    return out

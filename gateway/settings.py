@@ -1,0 +1,116 @@
+"""Gateway settings, read once from PREDMESH_GATEWAY_* variables by the entry point and passed down."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from predmesh.env import ConfigError, Env
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """'host:port' → (host, port); raises ConfigError on anything else."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"address {addr!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for one side of a TLS hop; ca set on a server side means client certificates are required."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything the Envoy gateway needs; see the README's configuration table."""
+
+    public_addr: str = "127.0.0.1:8080"
+    admin_addr: str = "127.0.0.1:8081"            # ModelAdminService REST; empty: no admin listener
+    envoy_admin_addr: str = "127.0.0.1:9901"      # Envoy's own admin/stats interface
+    upstreams: tuple[str, ...] = ("127.0.0.1:50051",)
+    work_dir: Path = Path("var/gateway")
+    route_timeout_s: float = 5.0
+    max_grpc_timeout_s: float = 30.0
+    max_body_bytes: int = 64 * 1024
+    rate_limit_rps: int = 2000                    # local rate limit per listener; 0: off
+    max_requests: int = 1024                      # circuit breaker: concurrent upstream requests
+    max_pending: int = 1024
+    max_connections: int = 1024
+    retries: int = 2
+    hc_interval_ms: int = 500
+    hc_unhealthy_threshold: int = 2
+    concurrency: int = 1
+    log_level: str = "warn"
+    tls: TlsFiles = TlsFiles()                   # client → gateway (cert/key; ca: require client certificates)
+    upstream_tls: TlsFiles = TlsFiles()          # gateway → replicas (ca: verify; cert/key: mTLS client cert)
+    upstream_server_name: str = "localhost"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls.cert else "http"
+
+    @property
+    def public_url(self) -> str:
+        return f"{self.scheme}://{self.public_addr}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"{self.scheme}://{self.admin_addr}" if self.admin_addr else ""
+
+    def validate(self) -> GatewaySettings:
+        for addr in (self.public_addr, self.envoy_admin_addr, *self.upstreams,
+                     *([self.admin_addr] if self.admin_addr else [])):
+            split_addr(addr)
+        if not self.upstreams:
+            raise ConfigError("PREDMESH_GATEWAY_UPSTREAMS is empty: name at least one inference replica")
+        if bool(self.tls.cert) != bool(self.tls.key):
+            raise ConfigError("PREDMESH_GATEWAY_TLS_CERT and PREDMESH_GATEWAY_TLS_KEY go together")
+        if self.tls.ca and not self.tls.cert:
+            raise ConfigError("PREDMESH_GATEWAY_TLS_CLIENT_CA needs PREDMESH_GATEWAY_TLS_CERT/KEY")
+        if bool(self.upstream_tls.cert) != bool(self.upstream_tls.key):
+            raise ConfigError("PREDMESH_GATEWAY_UPSTREAM_TLS_CERT and _KEY go together")
+        if self.upstream_tls.cert and not self.upstream_tls.ca:
+            raise ConfigError("upstream mTLS needs PREDMESH_GATEWAY_UPSTREAM_TLS_CA to verify the replicas")
+        for f in (self.tls.cert, self.tls.key, self.tls.ca, self.upstream_tls.cert, self.upstream_tls.key,
+                  self.upstream_tls.ca):
+            if f is not None and not f.is_file():
+                raise ConfigError(f"TLS file {f} does not exist")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
+        env = Env(environ, prefix="PREDMESH_GATEWAY_")
+        default_upstream = Env(environ).str("GRPC_ADDR", cls.upstreams[0])
+
+        def path(name: str) -> Path | None:
+            raw = env.str(name, "")
+            return Path(raw).resolve() if raw else None
+
+        upstreams = tuple(a.strip() for a in env.str("UPSTREAMS", default_upstream).split(",") if a.strip())
+        return cls(
+            public_addr=env.str("ADDR", cls.public_addr),
+            admin_addr=env.str("ADMIN_ADDR", cls.admin_addr),
+            envoy_admin_addr=env.str("ENVOY_ADMIN_ADDR", cls.envoy_admin_addr),
+            upstreams=upstreams,
+            work_dir=env.path("DIR", str(cls.work_dir)),
+            route_timeout_s=env.float("TIMEOUT_S", cls.route_timeout_s),
+            max_grpc_timeout_s=env.float("MAX_GRPC_TIMEOUT_S", cls.max_grpc_timeout_s),
+            max_body_bytes=env.int("MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            rate_limit_rps=env.int("RATE_LIMIT_RPS", cls.rate_limit_rps, minimum=0),
+            max_requests=env.int("MAX_REQUESTS", cls.max_requests, minimum=1),
+            max_pending=env.int("MAX_PENDING", cls.max_pending, minimum=1),
+            max_connections=env.int("MAX_CONNECTIONS", cls.max_connections, minimum=1),
+            retries=env.int("RETRIES", cls.retries, minimum=0),
+            hc_interval_ms=env.int("HC_INTERVAL_MS", cls.hc_interval_ms, minimum=50),
+            hc_unhealthy_threshold=env.int("HC_UNHEALTHY_THRESHOLD", cls.hc_unhealthy_threshold, minimum=1),
+            concurrency=env.int("CONCURRENCY", cls.concurrency, minimum=1),
+            log_level=env.str("LOG_LEVEL", cls.log_level),
+            tls=TlsFiles(path("TLS_CERT"), path("TLS_KEY"), path("TLS_CLIENT_CA")),
+            upstream_tls=TlsFiles(path("UPSTREAM_TLS_CERT"), path("UPSTREAM_TLS_KEY"), path("UPSTREAM_TLS_CA")),
+            upstream_server_name=env.str("UPSTREAM_SERVER_NAME", cls.upstream_server_name),
+        ).validate()
