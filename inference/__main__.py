@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     serve_p = sub.add_parser("serve", help="run the gRPC server (default)")
     serve_p.add_argument("--no-train", action="store_true", help="do not train a model when the store is empty")
+    serve_p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of PREDMESH_PROCESSES>1
     train_p = sub.add_parser("train", help="train a new version into the model store")
     train_p.add_argument("--model", default="iris", help="model name (default: iris)")
     train_p.add_argument("--estimator", default="lr", choices=["lr", "rf"],
@@ -38,9 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     if not store.models() and not getattr(args, "no_train", False):
         log.info("model store %s is empty: training the demo model 'iris'", store.root)
         train(store)
-    from inference.app import build_recorder
+    if settings.processes > 1 and not getattr(args, "worker", False):
+        from inference import workers
+        return workers.run(settings)
+    from database.migrate import SchemaNotCurrent
+    from inference.app import build_persistence
     from inference.server import serve
-    serve(settings, build_recorder(os.environ))
+    try:
+        persistence = build_persistence(os.environ)
+    except SchemaNotCurrent as exc:
+        log.error("%s (or set PREDMESH_AUTO_MIGRATE=1)", exc)
+        return 2
+    serve(settings, persistence.recorder, extend=persistence.attach)
     return 0
 
 

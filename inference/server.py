@@ -11,9 +11,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from inference import oip
 from inference.auth import AdminAuth
 from inference.metrics import ServerMetrics
 from inference.recorder import NullRecorder, Recorder
+from inference.pointers import PointerWatcher, ServingPointers
 from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer, ModelAdminServicer
 from inference.settings import ServerSettings
@@ -50,7 +52,10 @@ class InferenceServer:
         self.store = ModelStore(settings.model_store, settings.signing_key)
         self.registry = ModelRegistry(
             self.store, self.metrics, max_batch_rows=settings.batch_max_size,
-            max_delay_s=settings.batch_max_delay_ms / 1000, range_tolerance=settings.range_tolerance)
+            max_delay_s=settings.batch_max_delay_ms / 1000, range_tolerance=settings.range_tolerance,
+            runtime=settings.runtime)
+        # Several processes share the port (PREDMESH_PROCESSES > 1): reloads travel through serving pointers.
+        self.pointers = ServingPointers(self.registry) if settings.processes > 1 else None
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
@@ -63,18 +68,28 @@ class InferenceServer:
                 ("grpc.max_send_message_length", max(settings.max_message_bytes, 4 * 1024 * 1024)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
             ])
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
             InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows,
                               fault_delay_s=settings.fault_delay_ms / 1000), self._server)
         admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
-            ModelAdminServicer(self.registry, AdminAuth(settings.admin_token, settings.readonly_token)),
+            ModelAdminServicer(self.registry, AdminAuth(settings.admin_token, settings.readonly_token),
+                               on_reload=self.pointers.publish if self.pointers else None),
             self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.services = [INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME]
         self.port = 0
         self._stopped = threading.Event()
+        self._draining = False
+        self._watcher = PointerWatcher(self.pointers, settings.reload_poll_seconds) if self.pointers else None
+        self.add_service(lambda server: oip.register(server, self.registry, self.recorder,
+                                                     max_batch_rows=settings.max_batch_rows, ready=self.ready),
+                         oip.SERVICE)
+
+    def ready(self) -> bool:
+        """Serving at least one model and not draining."""
+        return not self._draining and bool(self.registry.serving())
 
     def add_service(self, register, name: str) -> None:
         """Register another servicer (register(server)) before start(); it gets health and reflection too."""
@@ -84,6 +99,9 @@ class InferenceServer:
     def start(self) -> int:
         """Load models, bind, start serving; returns the bound gRPC port."""
         self.registry.load_all()
+        if self.pointers:
+            self.pointers.apply()
+            self._watcher.start()
         credentials = server_credentials(self.settings)
         self.port = (self._server.add_secure_port(self.settings.grpc_addr, credentials) if credentials
                      else self._server.add_insecure_port(self.settings.grpc_addr))
@@ -102,7 +120,10 @@ class InferenceServer:
         in-flight ones finish within grace seconds."""
         if self._stopped.is_set():
             return
+        self._draining = True
         self.health.enter_graceful_shutdown()
+        if self._watcher:
+            self._watcher.stop()
         drain = self.settings.drain_seconds if drain is None else drain
         if drain > 0:
             log.info("draining: health is NOT_SERVING, still serving for %.1f s", drain)
@@ -116,9 +137,11 @@ class InferenceServer:
         self._stopped.wait()
 
 
-def serve(settings: ServerSettings, recorder: Recorder | None = None) -> None:
+def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=None) -> None:
     """Run until SIGTERM/SIGINT, then drain gracefully."""
     server = InferenceServer(settings, recorder=recorder)
+    if extend is not None:  # e.g. persistence: AnalyticsService and the activation hook, before start
+        extend(server)
     if settings.metrics_addr:
         host, _, port = settings.metrics_addr.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1")

@@ -153,14 +153,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     """ReloadModel and ListModelVersions, behind bearer-token auth."""
 
-    def __init__(self, registry: ModelRegistry, auth: AdminAuth):
+    def __init__(self, registry: ModelRegistry, auth: AdminAuth, on_reload=None):
         self.registry = registry
         self.auth = auth
+        self.on_reload = on_reload  # (model, version) after a verified swap: tells the other processes
 
     @rpc
     def ReloadModel(self, request, context):
         self.auth.require(context.invocation_metadata(), write=True)
         model, previous = self.registry.reload(request.model, request.version)
+        if self.on_reload:
+            self.on_reload(model.name, model.version)
         return admin_pb2.ReloadModelResponse(model=model_info(model.manifest, True), previous_version=previous)
 
     @rpc

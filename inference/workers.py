@@ -1,0 +1,112 @@
+"""Multi-process serving (PREDMESH_PROCESSES=N > 1): N server processes share the gRPC port (SO_REUSEPORT).
+
+This supervisor starts N `python -m inference serve --worker` children, serves one /metrics endpoint that
+aggregates them (prometheus_client multiprocess mode, PROMETHEUS_MULTIPROC_DIR), restarts a child that dies,
+and on SIGTERM/SIGINT forwards SIGTERM to every child (each drains: health NOT_SERVING, finish in-flight calls)
+and exits when all have stopped. Reloads reach every child through serving pointers (inference/pointers.py).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+from inference.settings import ServerSettings
+from predmesh.env import ConfigError
+
+log = logging.getLogger(__name__)
+RESTART_BACKOFF_S = 1.0
+
+
+class WorkerGroup:
+    """Starts, watches and stops the worker processes."""
+
+    def __init__(self, settings: ServerSettings, environ: dict[str, str]):
+        if settings.grpc_addr.rpartition(":")[2] in ("", "0"):
+            raise ConfigError("PREDMESH_PROCESSES > 1 needs a fixed port in PREDMESH_GRPC_ADDR (not 0)")
+        self.settings = settings
+        own_dir = not environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.metrics_dir = Path(environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="predmesh-prom-"))
+        self._own_metrics_dir = own_dir
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.metrics_dir.glob("*.db"):  # counters from an earlier run must not be added again
+            stale.unlink()
+        self.env = {**environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), "PREDMESH_METRICS_ADDR": ""}
+        self.children: list[subprocess.Popen | None] = [None] * settings.processes
+        self._stopping = threading.Event()
+
+    def _spawn(self, index: int) -> None:
+        child = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train", "--worker"],
+                                 env=self.env)
+        self.children[index] = child
+        log.info("worker %d started (pid %d)", index, child.pid)
+
+    def start(self) -> None:
+        if self.settings.metrics_addr:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=str(self.metrics_dir))
+            host, _, port = self.settings.metrics_addr.rpartition(":")
+            start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+        for index in range(len(self.children)):
+            self._spawn(index)
+
+    def stop(self) -> None:
+        """Forward SIGTERM to every child (each drains on its own); the watch loop then returns."""
+        self._stopping.set()
+        for child in self.children:
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    def watch(self) -> int:
+        """Restart children that die until stop(); then wait for all of them. Returns the exit code."""
+        while not self._stopping.wait(0.2):
+            for index, child in enumerate(self.children):
+                if child is not None and child.poll() is not None and not self._stopping.is_set():
+                    log.error("worker %d (pid %d) exited with %s; restarting it", index, child.pid, child.returncode)
+                    multiprocess.mark_process_dead(child.pid, str(self.metrics_dir))
+                    time.sleep(RESTART_BACKOFF_S)
+                    if not self._stopping.is_set():
+                        self._spawn(index)
+        deadline = time.monotonic() + self.settings.drain_seconds + self.settings.grace_seconds + 10
+        code = 0
+        for child in self.children:
+            if child is None:
+                continue
+            try:
+                rc = child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker pid %d did not stop in time; killing it", child.pid)
+                child.kill()
+                rc = child.wait()
+            code = code or (rc if rc and rc > 0 else 0)
+            multiprocess.mark_process_dead(child.pid, str(self.metrics_dir))
+        if self._own_metrics_dir:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        return code
+
+
+def run(settings: ServerSettings, environ: dict[str, str] | None = None) -> int:
+    """Run the group until SIGTERM/SIGINT; returns the exit code."""
+    group = WorkerGroup(settings, dict(os.environ if environ is None else environ))
+
+    def on_signal(signum, frame):
+        log.info("received %s: stopping %d workers gracefully", signal.Signals(signum).name, len(group.children))
+        group.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    group.start()
+    log.info("predmesh inference: %d processes sharing %s; metrics: %s", len(group.children), settings.grpc_addr,
+             f"http://{settings.metrics_addr}/metrics" if settings.metrics_addr else "off")
+    code = group.watch()
+    log.info("all workers stopped")
+    return code
