@@ -1,0 +1,98 @@
+"""peewee models of the current schema; `db` is bound to a real database by the entry point (connect.open_database)."""
+from __future__ import annotations
+
+import json
+
+from peewee import (
+    AutoField, CharField, DatabaseProxy, DateTimeField, DoubleField, Field, ForeignKeyField, IntegerField, Model,
+    TextField,
+)
+
+db = DatabaseProxy()
+
+
+class JSONField(Field):
+    """A JSON document: jsonb on PostgreSQL, text on SQLite; dicts and lists in Python."""
+
+    field_type = "JSONB"
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+    def python_value(self, value):
+        if value is None or not isinstance(value, (str, bytes)):
+            return value  # psycopg2 already decodes jsonb
+        return json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+
+
+class ModelVersion(BaseModel):
+    """A model version the server has activated (trained metadata plus when it last started serving)."""
+
+    id = AutoField()
+    name = TextField()
+    version = TextField()
+    sha256 = CharField(max_length=64)
+    metrics = JSONField(default=dict)
+    created_at = DateTimeField()
+    activated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "model_versions"
+        indexes = ((("name", "version"), True),)
+
+
+class Prediction(BaseModel):
+    """One answered prediction; request_id is the idempotency key."""
+
+    prediction_id = CharField(max_length=36, primary_key=True)
+    request_id = TextField(unique=True)
+    model = TextField()
+    model_version = TextField()
+    features = JSONField()
+    label = TextField()
+    probabilities = JSONField()
+    transport = CharField(max_length=16)
+    latency_ms = DoubleField()
+    created_at = DateTimeField(index=True)
+
+    class Meta:
+        table_name = "predictions"
+        indexes = ((("model", "model_version", "created_at"), False),)
+
+
+class Feedback(BaseModel):
+    """The true label of a prediction (one per prediction; a second submission overwrites)."""
+
+    id = AutoField()
+    prediction = ForeignKeyField(Prediction, column_name="prediction_id", unique=True, on_delete="CASCADE")
+    label = TextField()
+    created_at = DateTimeField()
+
+    class Meta:
+        table_name = "feedback"
+
+
+class BatchRun(BaseModel):
+    """One run of the batch pipeline."""
+
+    id = AutoField()
+    name = TextField()
+    params = JSONField(default=dict)
+    status = CharField(max_length=16)
+    rows = IntegerField(default=0)
+    output = TextField(null=True)
+    error = TextField(null=True)
+    started_at = DateTimeField()
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "batch_runs"
+        indexes = ((("name", "started_at"), False),)
+
+
+TABLES = (ModelVersion, Prediction, Feedback, BatchRun)

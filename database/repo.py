@@ -1,0 +1,253 @@
+"""Repository functions over the bound database; they take and return plain dataclasses, never peewee rows."""
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from peewee import JOIN, SQL, fn
+
+from database.connect import is_postgres
+from database.models import BatchRun, Feedback, ModelVersion, Prediction, db
+from database.quality import Quality, percentiles, quality
+from database.records import PredictionRecord
+
+PERCENTILES = (0.5, 0.95, 0.99)
+
+
+class InvalidPageToken(Exception):
+    """The page token was not issued by list_predictions."""
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A stored prediction with its feedback label ("" when none)."""
+
+    record: PredictionRecord
+    feedback_label: str = ""
+
+
+@dataclass(frozen=True)
+class PredictionFilter:
+    """Filters for list and stats; None or "" does not filter. Times are Unix epoch seconds."""
+
+    model: str = ""
+    model_version: str = ""
+    label: str = ""
+    transport: str = ""
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Aggregates over a window (latency percentiles p50, p95, p99 in ms)."""
+
+    total: int = 0
+    by_label: dict[str, int] = field(default_factory=dict)
+    by_version: dict[str, int] = field(default_factory=dict)
+    by_transport: dict[str, int] = field(default_factory=dict)
+    latency_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    quality: list[Quality] = field(default_factory=list)
+
+
+def to_datetime(epoch: float) -> datetime:
+    """UTC naive datetime (the columns hold UTC without zone)."""
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
+
+
+def to_epoch(value: datetime) -> float:
+    return value.replace(tzinfo=timezone.utc).timestamp()
+
+
+def insert_predictions(records: Sequence[PredictionRecord]) -> int:
+    """Insert records, ignoring request_ids already stored; returns how many rows were offered.
+
+    Idempotent: a retried request, or a spool replayed twice, never makes a second row.
+    """
+    if not records:
+        return 0
+    rows = [{
+        "prediction_id": r.prediction_id, "request_id": r.request_id, "model": r.model,
+        "model_version": r.model_version, "features": r.features, "label": r.label,
+        "probabilities": r.probabilities, "transport": r.transport, "latency_ms": float(r.latency_ms),
+        "created_at": to_datetime(r.created_at)} for r in records]
+    with db.atomic():
+        for start in range(0, len(rows), 500):
+            Prediction.insert_many(rows[start:start + 500]).on_conflict_ignore().execute()
+    return len(rows)
+
+
+def _record(row: Prediction) -> PredictionRecord:
+    return PredictionRecord(
+        prediction_id=row.prediction_id, request_id=row.request_id, model=row.model,
+        model_version=row.model_version, features=row.features, label=row.label,
+        probabilities=row.probabilities, transport=row.transport, latency_ms=row.latency_ms,
+        created_at=to_epoch(row.created_at))
+
+
+def get_prediction(prediction_id: str) -> PredictionRecord | None:
+    row = Prediction.get_or_none(Prediction.prediction_id == prediction_id)
+    return _record(row) if row else None
+
+
+def count_predictions(flt: PredictionFilter = PredictionFilter()) -> int:
+    return Prediction.select().where(*_where(flt)).count()
+
+
+def _where(flt: PredictionFilter) -> list:
+    conds = [Prediction.prediction_id.is_null(False)]
+    if flt.model:
+        conds.append(Prediction.model == flt.model)
+    if flt.model_version:
+        conds.append(Prediction.model_version == flt.model_version)
+    if flt.label:
+        conds.append(Prediction.label == flt.label)
+    if flt.transport:
+        conds.append(Prediction.transport == flt.transport)
+    if flt.start is not None:
+        conds.append(Prediction.created_at >= to_datetime(flt.start))
+    if flt.end is not None:
+        conds.append(Prediction.created_at < to_datetime(flt.end))
+    return conds
+
+
+def list_predictions(flt: PredictionFilter, page_size: int, page_token: str = "") -> tuple[list[StoredPrediction], str]:
+    """One page, newest first (keyset paging on created_at, prediction_id); returns (rows, next token or "")."""
+    conds = _where(flt)
+    if page_token:
+        created, pid = _decode_token(page_token)
+        conds.append((Prediction.created_at < created)
+                     | ((Prediction.created_at == created) & (Prediction.prediction_id < pid)))
+    query = (Prediction.select(Prediction, Feedback.label.alias("feedback_label"))
+             .join(Feedback, JOIN.LEFT_OUTER, on=(Feedback.prediction == Prediction.prediction_id))
+             .where(*conds)
+             .order_by(Prediction.created_at.desc(), Prediction.prediction_id.desc())
+             .limit(page_size + 1))
+    rows = list(query.objects())
+    page = [StoredPrediction(_record(r), r.feedback_label or "") for r in rows[:page_size]]
+    token = _encode_token(rows[page_size - 1]) if len(rows) > page_size else ""
+    return page, token
+
+
+def _encode_token(row: Prediction) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.prediction_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        created, pid = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return datetime.fromisoformat(created), str(pid)
+    except (ValueError, TypeError) as exc:
+        raise InvalidPageToken(f"page_token {token[:40]!r} is not valid; pass next_page_token unchanged") from exc
+
+
+def stats(flt: PredictionFilter) -> Stats:
+    """Counts per label, model version ("model@version") and transport, latency percentiles, and quality."""
+    conds = _where(flt)
+
+    def counts(*cols):
+        query = Prediction.select(*cols, fn.COUNT(SQL("*")).alias("n")).where(*conds).group_by(*cols).tuples()
+        return list(query)
+
+    by_label = {label: n for label, n in counts(Prediction.label)}
+    by_version = {f"{m}@{v}": n for m, v, n in counts(Prediction.model, Prediction.model_version)}
+    by_transport = {t: n for t, n in counts(Prediction.transport)}
+    total = sum(by_label.values())
+    if not total:
+        latency = [0.0, 0.0, 0.0]
+    elif is_postgres():
+        array = ",".join(str(q) for q in PERCENTILES)
+        value = (Prediction.select(SQL(f"percentile_cont(ARRAY[{array}]) WITHIN GROUP (ORDER BY latency_ms)"))
+                 .where(*conds).scalar())
+        latency = [float(v) for v in value]
+    else:
+        values = [v for (v,) in Prediction.select(Prediction.latency_ms).where(*conds)
+                  .order_by(Prediction.latency_ms).tuples()]
+        latency = percentiles(values, PERCENTILES)
+    return Stats(total=total, by_label=by_label, by_version=by_version, by_transport=by_transport,
+                 latency_ms=tuple(latency), quality=version_quality(flt))
+
+
+def version_quality(flt: PredictionFilter = PredictionFilter()) -> list[Quality]:
+    """Accuracy, macro precision and recall per model version, over predictions in the filter with feedback."""
+    query = (Prediction.select(Prediction.model, Prediction.model_version, Prediction.label, Feedback.label,
+                               fn.COUNT(SQL("*")))
+             .join(Feedback, on=(Feedback.prediction == Prediction.prediction_id))
+             .where(*_where(flt))
+             .group_by(Prediction.model, Prediction.model_version, Prediction.label, Feedback.label)
+             .tuples())
+    confusion: dict[tuple[str, str], dict[tuple[str, str], int]] = defaultdict(dict)
+    for model, version, predicted, true, n in query:
+        confusion[(model, version)][(predicted, true)] = n
+    return [quality(m, v, c) for (m, v), c in sorted(confusion.items())]
+
+
+def upsert_feedback(prediction_id: str, label: str, at: float) -> None:
+    """Record (or overwrite) the true label of a stored prediction."""
+    Feedback.insert(prediction=prediction_id, label=label, created_at=to_datetime(at)).on_conflict(
+        conflict_target=[Feedback.prediction],
+        update={Feedback.label: label, Feedback.created_at: to_datetime(at)}).execute()
+
+
+def record_activation(name: str, version: str, sha256: str, metrics: dict, created_at: float,
+                      activated_at: float) -> None:
+    """Store a model version, or update when it (re)started serving."""
+    ModelVersion.insert(name=name, version=version, sha256=sha256, metrics=metrics,
+                        created_at=to_datetime(created_at), activated_at=to_datetime(activated_at)).on_conflict(
+        conflict_target=[ModelVersion.name, ModelVersion.version],
+        update={ModelVersion.activated_at: to_datetime(activated_at), ModelVersion.sha256: sha256,
+                ModelVersion.metrics: metrics}).execute()
+
+
+@dataclass(frozen=True)
+class ModelVersionRow:
+    name: str
+    version: str
+    sha256: str
+    metrics: dict
+    created_at: float
+    activated_at: float | None
+
+
+def model_versions(name: str = "") -> list[ModelVersionRow]:
+    query = ModelVersion.select().order_by(ModelVersion.name, ModelVersion.activated_at.desc())
+    if name:
+        query = query.where(ModelVersion.name == name)
+    return [ModelVersionRow(r.name, r.version, r.sha256, r.metrics, to_epoch(r.created_at),
+                            to_epoch(r.activated_at) if r.activated_at else None) for r in query]
+
+
+@dataclass(frozen=True)
+class BatchRunRow:
+    id: int
+    name: str
+    params: dict
+    status: str
+    rows: int
+    output: str | None
+    error: str | None
+    started_at: float
+    finished_at: float | None
+
+
+def start_batch_run(name: str, params: dict, at: float) -> int:
+    return BatchRun.insert(name=name, params=params, status="running", started_at=to_datetime(at)).execute()
+
+
+def finish_batch_run(run_id: int, status: str, rows: int, at: float, output: str | None = None,
+                     error: str | None = None) -> None:
+    BatchRun.update(status=status, rows=rows, output=output, error=error,
+                    finished_at=to_datetime(at)).where(BatchRun.id == run_id).execute()
+
+
+def batch_runs(name: str = "", limit: int = 50) -> list[BatchRunRow]:
+    query = BatchRun.select().order_by(BatchRun.started_at.desc()).limit(limit)
+    if name:
+        query = query.where(BatchRun.name == name)
+    return [BatchRunRow(r.id, r.name, r.params, r.status, r.rows, r.output, r.error, to_epoch(r.started_at),
+                        to_epoch(r.finished_at) if r.finished_at else None) for r in query]

@@ -1,0 +1,144 @@
+"""AnalyticsService: stored predictions, aggregates and feedback, read from the database through database.repo."""
+from __future__ import annotations
+
+import logging
+import time
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from database import repo
+from database.connect import DatabaseUnavailable, session
+from inference import errors
+from inference.servicer import rpc
+from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
+
+log = logging.getLogger(__name__)
+ANALYTICS_SERVICE = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
+DEFAULT_PAGE, MAX_PAGE = 50, 1000
+
+
+def transport_name(value: int) -> str:
+    """TRANSPORT_REST → "rest"; unspecified → "" (no filter)."""
+    if not value:
+        return ""
+    return model_pb2.Transport.Name(value).removeprefix("TRANSPORT_").lower()
+
+
+def transport_value(name: str) -> int:
+    return model_pb2.Transport.Value("TRANSPORT_" + name.upper()) if name else 0
+
+
+def epoch(ts: Timestamp, present: bool) -> float | None:
+    return ts.seconds + ts.nanos / 1e9 if present else None
+
+
+def timestamp(epoch_s: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(round(epoch_s * 1e9)))
+    return ts
+
+
+class Db:
+    """A database session whose failures are domain errors (mapped to UNAVAILABLE / INTERNAL by rpc)."""
+
+    def __enter__(self):
+        self._ctx = session()
+        try:
+            self._ctx.__enter__()
+        except DatabaseUnavailable as exc:
+            raise errors.StorageUnavailable(f"the prediction database is unavailable; retry later ({exc})") from None
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            return self._ctx.__exit__(*exc_info)
+        except DatabaseUnavailable as exc:
+            raise errors.StorageUnavailable(f"the prediction database is unavailable; retry later ({exc})") from None
+
+
+class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
+    """ListPredictions, GetStats, SubmitFeedback (a second feedback for a prediction overwrites the first)."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+
+    @rpc
+    def ListPredictions(self, request, context):
+        if request.page_size < 0 or request.page_size > MAX_PAGE:
+            raise errors.InvalidFeatures(f"page_size {request.page_size} is out of range; use 1..{MAX_PAGE} "
+                                         f"(0 means {DEFAULT_PAGE})")
+        flt = repo.PredictionFilter(
+            model=request.model, model_version=request.model_version, label=request.label,
+            transport=transport_name(request.transport),
+            start=epoch(request.start_time, request.HasField("start_time")),
+            end=epoch(request.end_time, request.HasField("end_time")))
+        try:
+            with Db():
+                rows, token = repo.list_predictions(flt, request.page_size or DEFAULT_PAGE, request.page_token)
+        except repo.InvalidPageToken as exc:
+            raise errors.InvalidFeatures(str(exc)) from None
+        return analytics_pb2.ListPredictionsResponse(
+            predictions=[self._stored(row) for row in rows], next_page_token=token)
+
+    @staticmethod
+    def _stored(row: repo.StoredPrediction) -> analytics_pb2.StoredPrediction:
+        r = row.record
+        return analytics_pb2.StoredPrediction(
+            prediction=model_pb2.Prediction(
+                prediction_id=r.prediction_id, request_id=r.request_id, model=r.model,
+                model_version=r.model_version, label=r.label, probabilities=r.probabilities,
+                latency_ms=r.latency_ms),
+            features=r.features, transport=transport_value(r.transport), created_at=timestamp(r.created_at),
+            feedback_label=row.feedback_label)
+
+    @rpc
+    def GetStats(self, request, context):
+        flt = repo.PredictionFilter(model=request.model,
+                                    start=epoch(request.start_time, request.HasField("start_time")),
+                                    end=epoch(request.end_time, request.HasField("end_time")))
+        with Db():
+            stats = repo.stats(flt)
+        p50, p95, p99 = stats.latency_ms
+        return analytics_pb2.GetStatsResponse(
+            total=stats.total, by_label=stats.by_label, by_version=stats.by_version,
+            by_transport=stats.by_transport,
+            latency=analytics_pb2.LatencySummary(p50_ms=p50, p95_ms=p95, p99_ms=p99),
+            quality=[analytics_pb2.VersionQuality(
+                model=q.model, model_version=q.model_version, feedback_count=q.feedback_count,
+                accuracy=q.accuracy, macro_precision=q.macro_precision, macro_recall=q.macro_recall)
+                for q in stats.quality])
+
+    @rpc
+    def SubmitFeedback(self, request, context):
+        if not request.prediction_id:
+            raise errors.InvalidFeatures("prediction_id is empty; pass the prediction_id Predict returned")
+        if not request.label:
+            raise errors.InvalidFeatures("label is empty; send the true class name")
+        with Db():
+            prediction = repo.get_prediction(request.prediction_id)
+            if prediction is None:
+                raise errors.ModelNotFound(f"prediction {request.prediction_id!r} not found (it may still be on "
+                                           "its way to the database; retry in a moment)")
+            classes = sorted(prediction.probabilities)
+            if request.label not in prediction.probabilities:
+                raise errors.InvalidFeatures(f"label {request.label!r} is not a class of model "
+                                             f"{prediction.model}; use one of {', '.join(classes)}")
+            repo.upsert_feedback(request.prediction_id, request.label, time.time())
+            self._refresh(prediction.model, prediction.model_version)
+        log.info("feedback for prediction %s (model %s@%s): %s", request.prediction_id, prediction.model,
+                 prediction.model_version, request.label)
+        return analytics_pb2.SubmitFeedbackResponse(prediction_id=request.prediction_id, label=request.label,
+                                                    correct=request.label == prediction.label)
+
+    def _refresh(self, model: str, version: str) -> None:
+        for q in repo.version_quality(repo.PredictionFilter(model=model, model_version=version)):
+            self.metrics.quality(q)
+
+    def refresh_quality(self) -> None:
+        """Set the quality gauges of every model version from stored feedback (at start; outage tolerated)."""
+        try:
+            with session():
+                for q in repo.version_quality():
+                    self.metrics.quality(q)
+        except DatabaseUnavailable as exc:
+            log.warning("feedback quality gauges not loaded at start: %s", exc)

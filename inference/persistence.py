@@ -1,0 +1,160 @@
+"""Persistence wiring for the server entry point: settings, the prediction log, analytics, activation records."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from database import repo
+from database.connect import DEFAULT_URL, DatabaseUnavailable, open_database, redact, session
+from database.migrate import SchemaNotCurrent, migrate, require_current
+from inference.manifest import Manifest
+from inference.prediction_log import MODES, PredictionLog
+from inference.recorder import NullRecorder, Recorder
+from inference.spool import Spool
+from predmesh.env import ConfigError, Env
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PersistenceSettings:
+    """PREDMESH_DATABASE_URL, PREDMESH_PERSISTENCE and the spool; see the README's configuration table."""
+
+    database_url: str = DEFAULT_URL
+    mode: str = "durable"
+    spool_dir: Path = Path("var/spool")
+    spool_max_bytes: int = 256 * 1024 * 1024
+    auto_migrate: bool = True
+    write_batch: int = 500
+    flush_ms: float = 50.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
+        env = Env(environ)
+        mode = env.str("PERSISTENCE", cls.mode).lower()
+        if mode not in MODES:
+            raise ConfigError(f"PREDMESH_PERSISTENCE={mode!r}: use one of {', '.join(MODES)}")
+        return cls(
+            database_url=env.secret("DATABASE_URL") or cls.database_url,
+            mode=mode,
+            spool_dir=env.path("SPOOL_DIR", str(cls.spool_dir)),
+            spool_max_bytes=env.int("SPOOL_MAX_BYTES", cls.spool_max_bytes, minimum=4096),
+            auto_migrate=env.bool("AUTO_MIGRATE", cls.auto_migrate),
+            write_batch=env.int("DB_WRITE_BATCH", cls.write_batch, minimum=1),
+            flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms),
+        )
+
+
+class PersistenceMetrics:
+    """Spool, database-writer and feedback-quality metrics; labels are bounded (model, version)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY):
+        self.spool_bytes = Gauge("predmesh_spool_bytes", "Prediction records in the spool not yet in the database, "
+                                 "in bytes", registry=registry, multiprocess_mode="livesum")
+        self.spool_age = Gauge("predmesh_spool_oldest_seconds", "Age of the oldest spool segment with records "
+                               "not yet in the database", registry=registry, multiprocess_mode="livemax")
+        self.queue_depth = Gauge("predmesh_prediction_queue", "Prediction records queued in memory for the "
+                                 "database (async mode)", registry=registry, multiprocess_mode="livesum")
+        self.db_write_failures = Counter("predmesh_db_write_failures_total", "Prediction batches the database "
+                                         "did not take (they were spooled)", registry=registry)
+        self.rows_written = Counter("predmesh_prediction_rows_written_total", "Prediction rows written to the "
+                                    "database (a replayed duplicate counts, the database ignores it)",
+                                    registry=registry)
+        labels = ["model", "version"]
+        self.accuracy = Gauge("predmesh_feedback_accuracy", "Accuracy from feedback", labels, registry=registry,
+                              multiprocess_mode="mostrecent")
+        self.macro_precision = Gauge("predmesh_feedback_macro_precision", "Macro precision from feedback", labels,
+                                     registry=registry, multiprocess_mode="mostrecent")
+        self.macro_recall = Gauge("predmesh_feedback_macro_recall", "Macro recall from feedback", labels,
+                                  registry=registry, multiprocess_mode="mostrecent")
+        self.feedback_count = Gauge("predmesh_feedback_count", "Predictions with feedback", labels,
+                                    registry=registry, multiprocess_mode="mostrecent")
+
+    def quality(self, q) -> None:
+        self.accuracy.labels(q.model, q.model_version).set(q.accuracy)
+        self.macro_precision.labels(q.model, q.model_version).set(q.macro_precision)
+        self.macro_recall.labels(q.model, q.model_version).set(q.macro_recall)
+        self.feedback_count.labels(q.model, q.model_version).set(q.feedback_count)
+
+
+def insert_records(records) -> None:
+    with session():
+        repo.insert_predictions(records)
+
+
+class Persistence:
+    """The database, the recorder and the analytics servicer of one server process."""
+
+    def __init__(self, settings: PersistenceSettings, registry: CollectorRegistry = REGISTRY):
+        self.settings = settings
+        self.metrics = PersistenceMetrics(registry)
+        self.database = open_database(settings.database_url)
+        self.schema_ready = self._prepare_schema(at_start=True)
+        if settings.mode == "off":
+            self.recorder: Recorder = NullRecorder()
+        else:
+            spool = Spool.claim(settings.spool_dir, settings.spool_max_bytes)
+            self.recorder = PredictionLog(
+                spool, insert_records, durable=settings.mode == "durable", metrics=self.metrics,
+                batch_size=settings.write_batch, flush_interval_s=settings.flush_ms / 1000,
+                prepare=None if self.schema_ready else self._prepare_later)
+        log.info("persistence: %s to %s (spool %s, limit %d MB)", settings.mode, redact(settings.database_url),
+                 settings.spool_dir, settings.spool_max_bytes // (1024 * 1024))
+
+    def _prepare_schema(self, at_start: bool) -> bool:
+        """Migrate (or check) the schema; False when the database is unreachable now (the writer retries)."""
+        try:
+            with session():
+                if self.settings.auto_migrate:
+                    applied = migrate(self.database)
+                    if applied:
+                        log.info("applied migrations %s", ", ".join(applied))
+                else:
+                    require_current(self.database)
+            return True
+        except DatabaseUnavailable as exc:
+            if not at_start:
+                raise
+            log.warning("database %s unreachable at start (%s): serving anyway, records are spooled until it "
+                        "is back", redact(self.settings.database_url), exc)
+            return False
+
+    def _prepare_later(self) -> None:
+        try:
+            self._prepare_schema(at_start=False)
+        except SchemaNotCurrent as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    def attach(self, server) -> None:
+        """Register AnalyticsService and the model-activation hook on an InferenceServer (before start)."""
+        from inference.analytics import ANALYTICS_SERVICE, AnalyticsServicer
+        from predmesh.v1 import analytics_pb2_grpc
+
+        servicer = AnalyticsServicer(self.metrics)
+        server.add_service(lambda s: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(servicer, s),
+                           ANALYTICS_SERVICE)
+        server.registry.on_activate = self.record_activation
+        servicer.refresh_quality()
+
+    def record_activation(self, manifest: Manifest) -> None:
+        """Store that a version started serving; a database outage only costs a warning."""
+        try:
+            with session():
+                repo.record_activation(manifest.name, manifest.version, manifest.sha256, dict(manifest.metrics),
+                                       manifest.created_at.timestamp(), time.time())
+        except Exception as exc:
+            log.warning("model %s: activation of version %s not recorded: %s", manifest.name, manifest.version,
+                        exc)
+
+    def close(self) -> None:
+        self.recorder.close()
+
+
+def build_persistence(environ: Mapping[str, str], registry: CollectorRegistry = REGISTRY) -> Persistence:
+    """Persistence from PREDMESH_* variables; raises SchemaNotCurrent when auto-migration is off and needed."""
+    return Persistence(PersistenceSettings.from_env(environ), registry)

@@ -1,0 +1,233 @@
+"""The prediction log: a Recorder that stores records off the hot path in batches, spooling to disk while the
+database is down or slow, and (durable mode) acknowledging only once a record is fsynced to the spool."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from database.connect import DatabaseUnavailable, RejectedData
+from database.records import PredictionRecord
+from inference.errors import Overloaded
+from inference.spool import Spool, SpoolFull, encode
+
+log = logging.getLogger(__name__)
+MODES = ("off", "async", "durable")
+
+
+def to_doc(record: PredictionRecord) -> dict:
+    return dataclasses.asdict(record)
+
+
+def from_doc(doc: dict) -> PredictionRecord:
+    return PredictionRecord(**doc)
+
+
+class PredictionLog:
+    """Recorder for modes async and durable.
+
+    async: record() queues in memory (bounded); a writer thread bulk-inserts batches; a batch the database
+    does not take goes to the spool and is replayed when the database is back. Records still in memory are
+    lost if the process is killed (not on a graceful stop).
+    durable: record() appends to the spool with group commit and returns after the fsync; the writer thread
+    inserts from the spool. An OK answer therefore means the record survives kill -9.
+    Either way, when the spool is full record() raises Overloaded (RESOURCE_EXHAUSTED): no answer without a record.
+    """
+
+    def __init__(self, spool: Spool, insert: Callable[[list[PredictionRecord]], object], *, durable: bool,
+                 metrics=None, batch_size: int = 500, flush_interval_s: float = 0.05, max_queue: int = 10_000,
+                 retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None):
+        self.spool = spool
+        self.durable = durable
+        self._insert = insert
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval_s
+        self._max_queue = max_queue
+        self._retry_interval = retry_interval_s
+        self._prepare = prepare
+        self._queue: deque[PredictionRecord] = deque()
+        self._held: list[PredictionRecord] = []  # async: a batch neither the DB nor the full spool took
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._db_ok = True
+        self._next_try = 0.0
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    # -- the Recorder protocol (called by up to `workers` handler threads) ------------------------------------
+    def record(self, records: Sequence[PredictionRecord]) -> None:
+        if not records:
+            return
+        if self.durable:
+            self._spool([to_doc(r) for r in records])
+            return
+        with self._cv:
+            if len(self._queue) + len(records) <= self._max_queue and not self._held:
+                self._queue.extend(records)
+                if len(self._queue) >= self._batch_size:
+                    self._cv.notify()
+                return
+        self._spool([to_doc(r) for r in records])  # the database is behind: spill (durable) instead
+
+    def _spool(self, docs: list[dict]) -> None:
+        try:
+            self.spool.append([encode(d) for d in docs])
+        except SpoolFull as exc:
+            raise Overloaded(f"prediction log spool is full and the database is behind; retry later ({exc})") \
+                from None
+        except OSError as exc:
+            raise Overloaded(f"prediction log spool cannot be written ({exc.strerror}); retry later") from None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything recorded so far is in the database (True) or timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            self._cv.notify()
+        while time.monotonic() < deadline:
+            with self._cv:
+                idle = not self._queue and not self._held and not self._busy
+            if idle and self.spool.unconsumed_bytes() == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what the database takes within timeout; spool the rest (nothing accepted is dropped)."""
+        if self._db_ok:
+            self.flush(timeout)
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout)
+        with self._cv:
+            rest = self._held + list(self._queue)
+            self._held, self._queue = [], deque()
+        if rest:
+            try:
+                self.spool.append([encode(to_doc(r)) for r in rest])
+                log.warning("prediction log closed with %d records not in the database: kept in the spool",
+                            len(rest))
+            except (SpoolFull, OSError) as exc:
+                log.error("prediction log closed: %d records could not be spooled and are lost: %s", len(rest), exc)
+        self.spool.close()
+
+    # -- the writer thread -----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._stopping:
+                    self._cv.wait_for(lambda: self._stopping or self._held or len(self._queue) >= self._batch_size,
+                                      self._flush_interval)
+                if self._stopping:
+                    return
+                batch = self._held or [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
+                self._held = []
+                self._busy = True
+            try:
+                if batch:
+                    self._write_or_spill(batch)
+                    batch = []
+                if self._spool_ready():
+                    self._replay_some()
+            except Exception:  # the writer must survive anything; what it held is kept and retried
+                log.exception("prediction log writer: unexpected error")
+                if batch:
+                    with self._cv:
+                        self._held = batch + self._held
+                time.sleep(self._retry_interval)
+            finally:
+                with self._cv:
+                    self._busy = False
+                self._observe()
+
+    def _spool_ready(self) -> bool:
+        return self.spool.unconsumed_bytes() > 0 and (self._db_ok or time.monotonic() >= self._next_try)
+
+    def _write_or_spill(self, batch: list[PredictionRecord]) -> None:
+        if self._db_ok or time.monotonic() >= self._next_try:
+            if self._store(batch):
+                return
+        try:
+            self.spool.append([encode(to_doc(r)) for r in batch])
+        except (SpoolFull, OSError) as exc:
+            log.error("database down and spool full (%s): holding %d records in memory", exc, len(batch))
+            with self._cv:
+                self._held = batch + self._held
+            time.sleep(min(self._retry_interval, 0.2))
+
+    def _replay_some(self) -> None:
+        for _ in range(20):  # bounded, so fresh records are not starved
+            cursor, docs = self.spool.read(self._batch_size)
+            if not docs:
+                self.spool.consume(cursor)
+                return
+            records = []
+            for doc in docs:
+                try:
+                    records.append(from_doc(doc))
+                except TypeError as exc:  # a line that checks out but is not a record: never block on it
+                    self.spool.quarantine_record(doc, f"not a prediction record: {exc}")
+            if not self._store(records):
+                return
+            self.spool.consume(cursor)
+            if not self.durable and self._queue:
+                return
+
+    def _store(self, batch: list[PredictionRecord]) -> bool:
+        """Insert a batch; False when the database is unavailable (the caller keeps the records)."""
+        try:
+            if self._prepare is not None:
+                self._prepare()
+                self._prepare = None
+            self._insert(batch)
+        except DatabaseUnavailable as exc:
+            self._failed(exc)
+            return False
+        except RejectedData as exc:
+            try:
+                self._isolate(batch, exc)
+            except DatabaseUnavailable as exc2:
+                self._failed(exc2)
+                return False
+        self._recovered(len(batch))
+        return True
+
+    def _isolate(self, batch: list[PredictionRecord], exc: Exception) -> None:
+        """Some row is refused by the database itself: store the others, quarantine the bad ones."""
+        if len(batch) == 1:
+            log.error("prediction %s refused by the database (%s): quarantined", batch[0].request_id, exc)
+            self.spool.quarantine_record(to_doc(batch[0]), str(exc))
+            return
+        half = len(batch) // 2
+        for part in (batch[:half], batch[half:]):
+            try:
+                self._insert(part)
+            except RejectedData as inner:
+                self._isolate(part, inner)
+
+    def _failed(self, exc: Exception) -> None:
+        if self._db_ok:
+            log.warning("database write failed (%s): spooling predictions, retrying every %.1f s", exc,
+                        self._retry_interval)
+        self._db_ok = False
+        self._next_try = time.monotonic() + self._retry_interval
+        if self._metrics:
+            self._metrics.db_write_failures.inc()
+
+    def _recovered(self, n: int) -> None:
+        if not self._db_ok:
+            log.info("database writes succeed again: replaying the spool")
+        self._db_ok = True
+        if self._metrics:
+            self._metrics.rows_written.inc(n)
+
+    def _observe(self) -> None:
+        if self._metrics:
+            self._metrics.spool_bytes.set(self.spool.unconsumed_bytes())
+            self._metrics.spool_age.set(self.spool.oldest_age())
+            self._metrics.queue_depth.set(len(self._queue))
