@@ -21,6 +21,10 @@ class ModelNotReady(PredmeshError):
     """The model exists but no version is loaded, or the server is draining."""
 
 
+class StorageUnavailable(ModelNotReady):
+    """The prediction database cannot be reached now (UNAVAILABLE, like every other not-ready condition)."""
+
+
 class ReloadFailed(PredmeshError):
     """A candidate version failed loading, verification or the smoke test; the serving version is unchanged."""
 

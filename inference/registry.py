@@ -31,6 +31,9 @@ class ModelRegistry:
         self._serving: dict[str, LoadedModel] = {}
         self._known: set[str] = set()
         self._reload_lock = threading.Lock()
+        # Called with the manifest after every successful swap (e.g. persistence records the activation);
+        # a failing hook is logged and never undoes the swap.
+        self.on_activate = None
 
     def get(self, name: str) -> LoadedModel:
         """The serving version of a model; NOT_FOUND if no such model, UNAVAILABLE if none is loaded."""
@@ -90,6 +93,11 @@ class ModelRegistry:
             self.metrics.serving(name, candidate.version, prev_version)
         log.info("model %s: serving version %s (was %s) after %.0f ms", name, candidate.version,
                  prev_version or "none", (time.monotonic() - started) * 1000)
+        if self.on_activate is not None:
+            try:
+                self.on_activate(candidate.manifest)
+            except Exception:
+                log.exception("model %s: on_activate hook failed", name)
         return candidate, prev_version
 
     def _candidate(self, name: str, version: str) -> LoadedModel:
