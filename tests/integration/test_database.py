@@ -1,0 +1,154 @@
+"""The database layer against real PostgreSQL (a unique schema per test) and SQLite: the same tests on both."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from database import repo
+from database.connect import open_database, session
+from database.migrate import applied, available, migrate, pending
+from database.records import PredictionRecord
+from tests.support.pg import TempSchema
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES = ("setosa", "versicolor", "virginica")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request, tmp_path):
+    """The URL of an empty database: a fresh SQLite file, or a fresh schema on the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        with TempSchema() as schema:
+            yield schema.url
+
+
+@pytest.fixture
+def database(empty_db_url):
+    database = open_database(empty_db_url)
+    migrate(database)
+    with session():
+        yield database
+    database.close()
+
+
+def record(request_id: str, label: str = "setosa", *, model: str = "iris", version: str = "1",
+           transport: str = "grpc", latency_ms: float = 1.0, at: float | None = None) -> PredictionRecord:
+    import uuid
+    probabilities = {c: (0.9 if c == label else 0.05) for c in CLASSES}
+    return PredictionRecord(
+        prediction_id=str(uuid.uuid5(uuid.NAMESPACE_URL, request_id)), request_id=request_id, model=model,
+        model_version=version, features={"petal_width": 0.2, "sepal_length": 5.1}, label=label,
+        probabilities=probabilities, transport=transport, latency_ms=latency_ms,
+        created_at=time.time() if at is None else at)
+
+
+def test_migrations_from_empty_create_everything_once(empty_db_url):
+    database = open_database(empty_db_url)
+    assert pending(database) == available() and available()
+    assert migrate(database) == available()
+    assert set(database.get_tables()) >= {"predictions", "feedback", "model_versions", "batch_runs"}
+    assert migrate(database) == [] and pending(database) == []
+    database.close()
+
+
+def test_predmesh_migrate_command(empty_db_url):
+    env = {"PREDMESH_DATABASE_URL": empty_db_url, "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-m", "cli", "migrate"]
+    first = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "applied m0001_initial" in first.stdout
+    again = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    status = subprocess.run([*run, "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert "applied  m0001_initial" in status.stdout
+    database = open_database(empty_db_url)
+    assert applied(database) == available()
+    database.close()
+
+
+def test_insert_is_idempotent_on_request_id(database):
+    first = record("order-1")
+    repo.insert_predictions([first, record("order-2")])
+    # a retried request (same request_id) and a replayed spool batch (same rows again) add nothing
+    repo.insert_predictions([record("order-1", "virginica"), first, record("order-3")])
+    assert repo.count_predictions() == 3
+    assert repo.get_prediction(first.prediction_id).label == "setosa"
+    stored = repo.get_prediction(first.prediction_id)
+    assert stored.features == first.features and stored.probabilities == first.probabilities
+    assert stored.created_at == pytest.approx(first.created_at, abs=1e-5)
+
+
+def test_list_pages_newest_first_with_filters(database):
+    now = time.time()
+    repo.insert_predictions([record(f"r{i}", CLASSES[i % 3], transport=("grpc", "rest")[i % 2],
+                                    version=str(1 + i // 10), at=now - 100 + i) for i in range(20)])
+    flt = repo.PredictionFilter()
+    seen, token = [], ""
+    while True:
+        page, token = repo.list_predictions(flt, 7, token)
+        seen += [p.record.request_id for p in page]
+        if not token:
+            break
+    assert seen == [f"r{i}" for i in reversed(range(20))]
+    rest_v2, _ = repo.list_predictions(repo.PredictionFilter(transport="rest", model_version="2"), 100)
+    assert [p.record.request_id for p in rest_v2] == ["r19", "r17", "r15", "r13", "r11"]
+    window, _ = repo.list_predictions(repo.PredictionFilter(label="versicolor", start=now - 95, end=now - 85), 100)
+    assert [p.record.request_id for p in window] == ["r13", "r10", "r7"]
+    with pytest.raises(repo.InvalidPageToken):
+        repo.list_predictions(flt, 5, "garbage")
+
+
+def test_stats_counts_and_latency_percentiles(database):
+    now = time.time()
+    repo.insert_predictions([record(f"r{i}", CLASSES[i % 3], transport=("grpc", "rest", "queue")[i % 3],
+                                    version=str(1 + i % 2), latency_ms=float(i + 1), at=now - 50 + i)
+                             for i in range(30)])
+    stats = repo.stats(repo.PredictionFilter())
+    assert stats.total == 30
+    assert stats.by_label == {"setosa": 10, "versicolor": 10, "virginica": 10}
+    assert stats.by_version == {"iris@1": 15, "iris@2": 15}
+    assert stats.by_transport == {"grpc": 10, "rest": 10, "queue": 10}
+    # latencies 1..30 ms: linear-interpolation percentiles (same on both databases)
+    assert stats.latency_ms == pytest.approx((15.5, 28.55, 29.71))
+    windowed = repo.stats(repo.PredictionFilter(start=now - 50, end=now - 40))
+    assert windowed.total == 10 and windowed.latency_ms[0] == pytest.approx(5.5)
+    assert repo.stats(repo.PredictionFilter(model="other")).total == 0
+
+
+def test_feedback_changes_accuracy_as_expected(database):
+    preds = [record(f"r{i}", label) for i, label in enumerate(["setosa", "setosa", "versicolor", "virginica"])]
+    repo.insert_predictions(preds)
+    assert repo.version_quality() == []
+    for p in preds:
+        repo.upsert_feedback(p.prediction_id, p.label, time.time())
+    [q] = repo.version_quality()
+    assert (q.feedback_count, q.accuracy, q.macro_precision, q.macro_recall) == (4, 1.0, 1.0, 1.0)
+    # the second "setosa" prediction was really versicolor; the feedback overwrites, it does not add a row
+    repo.upsert_feedback(preds[1].prediction_id, "versicolor", time.time())
+    [q] = repo.version_quality()
+    assert q.feedback_count == 4 and q.accuracy == 0.75
+    # precision: setosa 1/2, versicolor 1/1, virginica 1/1; recall: setosa 1/1, versicolor 1/2, virginica 1/1
+    assert q.macro_precision == pytest.approx((0.5 + 1 + 1) / 3)
+    assert q.macro_recall == pytest.approx((1 + 0.5 + 1) / 3)
+    [row] = [p for p in repo.list_predictions(repo.PredictionFilter(), 10)[0]
+             if p.record.prediction_id == preds[1].prediction_id]
+    assert row.feedback_label == "versicolor"
+
+
+def test_model_activations_and_batch_runs(database):
+    repo.record_activation("iris", "1", "ab" * 32, {"holdout_accuracy": 0.97}, time.time() - 60, time.time() - 30)
+    repo.record_activation("iris", "2", "cd" * 32, {"holdout_accuracy": 0.98}, time.time() - 20, time.time() - 10)
+    repo.record_activation("iris", "1", "ab" * 32, {"holdout_accuracy": 0.97}, time.time() - 60, time.time())
+    versions = repo.model_versions("iris")
+    assert [v.version for v in versions] == ["1", "2"]  # 1 activated again most recently
+    assert versions[0].metrics == {"holdout_accuracy": 0.97}
+    run = repo.start_batch_run("score", {"date": "2026-11-26"}, time.time())
+    repo.finish_batch_run(run, "done", 150, time.time(), output="out.csv")
+    [row] = repo.batch_runs("score")
+    assert (row.status, row.rows, row.params) == ("done", 150, {"date": "2026-11-26"})
