@@ -1,0 +1,124 @@
+"""The prediction log with a stand-in database (a pure unit test of batching, spooling, replay and overload)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from database.connect import DatabaseUnavailable, RejectedData
+from database.records import PredictionRecord
+from inference.errors import Overloaded
+from inference.prediction_log import PredictionLog
+from inference.spool import Spool
+from tests.support.procs import wait_for
+
+
+class FakeDb:
+    """Stores records by request_id (ignoring repeats, like ON CONFLICT DO NOTHING); can be switched off."""
+
+    def __init__(self):
+        self.rows: dict[str, PredictionRecord] = {}
+        self.up = True
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+
+    def insert(self, records):
+        if not self.up:
+            raise DatabaseUnavailable("connection refused")
+        if any(r.model == "poison" for r in records):
+            raise RejectedData("value too long")
+        with self.lock:
+            self.batches.append(len(records))
+            for r in records:
+                self.rows.setdefault(r.request_id, r)
+
+
+def rec(i: int, model: str = "iris") -> PredictionRecord:
+    return PredictionRecord(prediction_id=f"p{i}", request_id=f"r{i}", model=model, model_version="1",
+                            features={"x": float(i)}, label="a", probabilities={"a": 1.0}, transport="grpc",
+                            latency_ms=0.5, created_at=time.time())
+
+
+@pytest.fixture(params=["async", "durable"])
+def mode(request):
+    return request.param
+
+
+def make(tmp_path, db, mode, **kw):
+    options = dict(durable=mode == "durable", batch_size=50, flush_interval_s=0.01, retry_interval_s=0.1)
+    options.update(kw)
+    spool = Spool(tmp_path / "spool", kw.pop("max_bytes", 10_000_000))
+    options.pop("max_bytes", None)
+    return PredictionLog(spool, db.insert, **options)
+
+
+def test_records_from_many_threads_arrive_in_batches(tmp_path, mode):
+    db = FakeDb()
+    plog = make(tmp_path, db, mode)
+    threads = [threading.Thread(target=lambda t=t: [plog.record([rec(t * 100 + i)]) for i in range(100)])
+               for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert plog.flush(10)
+    assert len(db.rows) == 800
+    assert len(db.batches) < 800  # batched, not one insert per record
+    plog.close()
+
+
+def test_outage_spools_then_replays_everything_once(tmp_path, mode):
+    db = FakeDb()
+    plog = make(tmp_path, db, mode)
+    db.up = False
+    for i in range(300):
+        plog.record([rec(i)])
+    wait_for(lambda: plog.spool.unconsumed_bytes() > 0, 5, what="records spooled during the outage")
+    assert len(db.rows) == 0
+    db.up = True
+    wait_for(lambda: len(db.rows) == 300, 10, what="replay after the outage")
+    assert plog.flush(5) and plog.spool.unconsumed_bytes() == 0
+    plog.close()
+
+
+def test_full_spool_during_outage_answers_overloaded(tmp_path, mode):
+    db = FakeDb()
+    db.up = False
+    plog = make(tmp_path, db, mode, max_bytes=20_000, max_queue=100)
+    accepted, refused = 0, 0
+    for i in range(1000):
+        try:
+            plog.record([rec(i)])
+            accepted += 1
+        except Overloaded:
+            refused += 1
+        time.sleep(0.0005)
+    assert refused > 0 and accepted > 0
+    db.up = True
+    wait_for(lambda: len(db.rows) == accepted, 10, what="every accepted record stored")
+    plog.close()
+    assert len(db.rows) == accepted  # never more: nothing refused was stored, nothing accepted was lost
+
+
+def test_a_record_the_database_refuses_is_quarantined_and_does_not_block_the_rest(tmp_path, mode):
+    db = FakeDb()
+    plog = make(tmp_path, db, mode)
+    plog.record([rec(1), rec(2, model="poison"), rec(3)])
+    assert plog.flush(5)
+    assert set(db.rows) == {"r1", "r3"}
+    assert len(list((tmp_path / "spool" / "quarantine").iterdir())) == 1
+    plog.close()
+
+
+def test_close_keeps_what_the_database_did_not_take(tmp_path):
+    db = FakeDb()
+    db.up = False
+    plog = make(tmp_path, db, "async", flush_interval_s=10.0, batch_size=1000)
+    for i in range(20):
+        plog.record([rec(i)])
+    plog.close(timeout=1)
+    db.up = True
+    replay = make(tmp_path, db, "async")  # the next start replays the spool
+    wait_for(lambda: len(db.rows) == 20, 10, what="replay on the next start")
+    replay.close()
