@@ -54,6 +54,8 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q -U pip
 fi
 log "installing predmesh and its dependencies into .venv"
-.venv/bin/pip install -q -e '.[test]' 2>&1 | grep -vE '^\s*$|WARNING: Location' >&2 || true
+if ! .venv/bin/pip install -q -e '.[test]' > .venv/pip-install.log 2>&1; then
+  cat .venv/pip-install.log >&2; log "pip install failed"; exit 1
+fi
 .venv/bin/python -c "import predmesh, inference" || { log "install failed"; exit 1; }
 log "ready"
