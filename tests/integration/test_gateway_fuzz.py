@@ -1,0 +1,136 @@
+"""T08 (short CI variant): Hypothesis-generated REST requests from the generated OpenAPI document, through Envoy.
+
+Positive cases follow the document's schemas; negative ones put arbitrary JSON where the schemas ask for
+something else. Pass: >= 2,000 cases, no response >= 500, no response slower than 2 s, and the same server and Envoy processes alive at the end with their open
+file descriptors back near the baseline.
+"""
+from __future__ import annotations
+
+import os
+import time
+from urllib.parse import quote
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import IRIS_ROW
+from tests.support.gateway import GatewayProc
+from tests.support.procs import ServerProc, wait_for
+
+pytestmark = pytest.mark.envoy
+
+CASES = 2000
+FEATURES = list(IRIS_ROW)
+
+json_scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False,
+                                                                                       allow_infinity=False) \
+    | st.text(max_size=20)
+any_json = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+weird_numbers = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e309", "", "0x10", "١"])
+
+
+def strategy(schema: dict, components: dict, depth: int = 0) -> st.SearchStrategy:
+    """Values that match a (small, proto-derived) JSON schema, with the odd non-finite or wrong-typed one."""
+    if "$ref" in schema:
+        return strategy(components[schema["$ref"].rsplit("/", 1)[1]], components, depth)
+    if "allOf" in schema:
+        return strategy(schema["allOf"][0], components, depth)
+    kind = schema.get("type")
+    if depth > 3:
+        return json_scalars
+    if kind == "object":
+        props = {k: strategy(v, components, depth + 1) for k, v in schema.get("properties", {}).items()}
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            keys = st.sampled_from(FEATURES) | st.text(max_size=12)
+            return st.dictionaries(keys, strategy(extra, components, depth + 1), max_size=6)
+        return st.fixed_dictionaries({}, optional=props)
+    if kind == "array":
+        return st.lists(strategy(schema["items"], components, depth + 1), max_size=4)
+    if kind == "number":
+        return st.floats(-1e6, 1e6) | st.floats().map(lambda f: f if f == f and abs(f) != float("inf") else 0.0) \
+            | weird_numbers
+    if kind == "integer":
+        return st.integers(-2**31, 2**31 - 1) | st.integers()
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "string":
+        if "enum" in schema:
+            return st.sampled_from(schema["enum"]) | st.text(max_size=10)
+        if schema.get("format") == "date-time":
+            return st.datetimes().map(lambda d: d.isoformat() + "Z") | st.text(max_size=25)
+        if schema.get("format") in ("int64", "uint64"):
+            return st.integers().map(str) | st.text(max_size=12)
+        return st.text(max_size=30)
+    return any_json
+
+
+def operations(doc: dict) -> list[tuple[str, str, dict]]:
+    return [(method.upper(), path, op) for path, ops in doc["paths"].items() for method, op in ops.items()]
+
+
+@st.composite
+def rest_case(draw, doc: dict):
+    components = doc["components"]["schemas"]
+    method, template, op = draw(st.sampled_from(operations(doc)))
+    path = template
+    query = {}
+    for param in op.get("parameters", []):
+        if param["in"] == "path":
+            value = draw(st.sampled_from(["iris", "nope"]) | st.text(min_size=1, max_size=20))
+            path = path.replace("{" + param["name"] + "}", quote(value, safe=""))
+        elif draw(st.booleans()):
+            value = draw(strategy(param["schema"], components))
+            query[param["name"]] = [str(v) for v in value] if isinstance(value, list) else str(value)
+    if draw(st.integers(0, 9)) == 0:
+        query[draw(st.text(min_size=1, max_size=8))] = draw(st.text(max_size=8))  # unknown parameter
+    body = None
+    if "requestBody" in op:
+        schema = op["requestBody"]["content"]["application/json"]["schema"]
+        body = draw(strategy(schema, components) | any_json)  # positive or negative
+    return method, path, query, body
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_fuzzed_rest_requests_never_get_a_server_error(trained_store, tmp_path):
+    with ServerProc(trained_store, tmp_path / "server.log") as server, \
+            GatewayProc([server.target], tmp_path / "gw", env={"PREDMESH_GATEWAY_RATE_LIMIT_RPS": "0"}) as gw:
+        doc = requests.get(gw.url + "/openapi.json", timeout=5).json()
+        envoy_pid, server_pid = gw.envoy_pid(), server.pid
+        session = requests.Session()
+        fds_before = open_fds(server_pid), open_fds(envoy_pid)
+        seen: dict[int, int] = {}
+        slowest = [0.0]
+        failures = []
+
+        @settings(max_examples=CASES, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(rest_case(doc))
+        def one(case):
+            method, path, query, body = case
+            started = time.monotonic()
+            resp = session.request(method, gw.url + path, params=query,
+                                   json=body if body is not None else None, timeout=5)
+            slowest[0] = max(slowest[0], time.monotonic() - started)
+            seen[resp.status_code] = seen.get(resp.status_code, 0) + 1
+            if resp.status_code >= 500:
+                failures.append((method, path, query, body, resp.status_code, resp.text[:200]))
+
+        one()
+        session.close()
+        total = sum(seen.values())
+        assert total >= CASES, seen
+        assert not failures, failures[:5]
+        assert slowest[0] < 2.0
+        assert 200 in seen and 400 in seen and 404 in seen, seen  # the generator reaches both sides
+        assert gw.envoy_pid() == envoy_pid and server.alive() and server.pid == server_pid
+        # connections close lazily: give both processes a moment before comparing descriptors
+        wait_for(lambda: abs(open_fds(server_pid) - fds_before[0]) <= 5 and
+                 abs(open_fds(envoy_pid) - fds_before[1]) <= 5, timeout=10, what="fds back near baseline")
+        print(f"\nT08: {total} cases, statuses {dict(sorted(seen.items()))}, slowest {slowest[0]*1000:.0f} ms")
