@@ -1,0 +1,141 @@
+"""RELIABILITY T16 (PostgreSQL down under load, short variant) and T17 (kill -9 in durable mode), against a
+private PostgreSQL started for the test, so stopping it disturbs no one."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from predmesh import PredmeshClient, ResourceExhausted
+from tests.conftest import IRIS_ROW
+from tests.support.load import run_load
+from tests.support.pg import PrivatePostgres
+from tests.support.procs import ServerProc, free_port, wait_for
+
+pytestmark = pytest.mark.postgres
+
+
+def stored_ids(pg: PrivatePostgres) -> list[str]:
+    try:
+        return [r for (r,) in pg.query("SELECT request_id FROM predictions")]
+    except Exception:  # not migrated yet, or PostgreSQL not up yet
+        return []
+
+
+def metric(proc: ServerProc, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as r:
+        match = re.search(rf"^{name} ([0-9.e+-]+)$", r.read().decode(), re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def p99(outcomes) -> float:
+    values = sorted(o.latency for o in outcomes)
+    return values[int(0.99 * (len(values) - 1))] * 1000 if values else float("nan")
+
+
+@pytest.mark.slow
+def test_t16_postgres_stopped_under_load_everything_served_and_stored_once(model_store, tmp_path):
+    rate, duration, down_at, down_for = 100, 18.0, 3.0, 10.0
+    with PrivatePostgres() as pg, ServerProc(model_store, tmp_path / "server.log", env={
+            "PREDMESH_DATABASE_URL": pg.url, "PREDMESH_PERSISTENCE": "async"}) as proc, \
+            PredmeshClient(proc.target, timeout=5) as client:
+        client.predict("iris", IRIS_ROW, request_id="warm-up")
+        outage = {}
+
+        def outage_window():
+            time.sleep(down_at)
+            outage["start"] = time.monotonic()
+            pg.stop()
+            time.sleep(down_for)
+            pg.start()
+            outage["end"] = time.monotonic()
+
+        chaos = threading.Thread(target=outage_window)
+        chaos.start()
+        result = run_load(lambda rid: client.predict("iris", IRIS_ROW, request_id=rid), rate, duration)
+        chaos.join()
+        assert outage["end"] - outage["start"] >= down_for
+        ok = {o.request_id for o in result.ok} | {"warm-up"}
+        assert not result.failed, result.failed[:3]  # 100% served while the database was down
+        assert len(result.outcomes) >= 0.9 * rate * duration
+        assert metric(proc, "predmesh_db_write_failures_total") > 0  # the outage really hit the writer
+        returned = time.monotonic()
+        wait_for(lambda: len(stored_ids(pg)) >= len(ok), 60, interval=0.5, what="spool replayed into PostgreSQL")
+        drained_s = time.monotonic() - returned
+        ids = stored_ids(pg)
+        assert len(ids) == len(set(ids)) == len(ok) and set(ids) == ok  # all landed, 0 duplicates
+        during = [o for o in result.ok if outage["start"] <= o.sent <= outage["end"]]
+        before = [o for o in result.ok if o.sent < outage["start"]]
+        print(f"T16: {len(ok)} served, all stored; spool drained {drained_s:.1f} s after PostgreSQL returned; "
+              f"p99 before {p99(before):.1f} ms, during the outage {p99(during):.1f} ms")
+
+
+def test_t16_full_spool_answers_resource_exhausted_and_never_an_unrecorded_ok(model_store, tmp_path):
+    with PrivatePostgres() as pg:
+        pg.stop()  # the server starts with its database down: it serves and spools
+        with ServerProc(model_store, tmp_path / "server.log", env={
+                "PREDMESH_DATABASE_URL": pg.url, "PREDMESH_PERSISTENCE": "durable",
+                "PREDMESH_SPOOL_MAX_BYTES": "8192"}) as proc, PredmeshClient(proc.target, timeout=5) as client:
+            ok, refused = [], []
+            for i in range(80):
+                try:
+                    ok.append(client.predict("iris", IRIS_ROW, request_id=f"tiny-{i}").request_id)
+                except ResourceExhausted as exc:
+                    assert "spool is full" in str(exc)
+                    refused.append(f"tiny-{i}")
+            assert ok and len(refused) > 40  # about 8 KB of records fit, then every answer is refused
+            pg.start()
+            wait_for(lambda: len(stored_ids(pg)) >= len(ok), 30, interval=0.3, what="spool replayed")
+            assert sorted(stored_ids(pg)) == sorted(ok)  # every OK recorded, nothing refused recorded
+            client.predict("iris", IRIS_ROW, request_id="after")  # space again once replayed
+            wait_for(lambda: "after" in stored_ids(pg), 10, what="new records stored")
+
+
+@pytest.mark.slow
+def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tmp_path):
+    port = free_port()
+    spool_dir = tmp_path / "spool"
+    env = {"PREDMESH_PERSISTENCE": "durable", "PREDMESH_SPOOL_DIR": str(spool_dir)}
+    with PrivatePostgres() as pg:
+        env["PREDMESH_DATABASE_URL"] = pg.url
+        stop = threading.Event()
+        results = []
+
+        def load():
+            with PredmeshClient(f"127.0.0.1:{port}", timeout=2) as client:
+                results.append(run_load(lambda rid: client.predict("iris", IRIS_ROW, request_id=rid), 100, 60,
+                                        stop=stop))
+
+        loader = None
+        for cycle in range(3):
+            with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port) as proc:
+                if loader is None:
+                    loader = threading.Thread(target=load)
+                    loader.start()
+                time.sleep(2.5)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.proc.wait()
+            if cycle == 1:  # a write torn by the kill: the next start must quarantine it, not crash
+                newest = max((spool_dir / "p0").glob("seg-*.log"))
+                with open(newest, "ab") as fh:
+                    fh.write(b'0badc0de {"prediction_id": "torn')
+        with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port) as proc:
+            time.sleep(1.0)
+            stop.set()
+            loader.join(30)
+            [result] = results
+            ok = {o.request_id for o in result.ok}
+            assert len(ok) > 300 and result.failed  # the kills really interrupted a running load
+            wait_for(lambda: ok <= set(stored_ids(pg)), 30, interval=0.5, what="every OK response stored")
+            ids = stored_ids(pg)
+            assert len(ids) == len(set(ids))
+            assert ok <= set(ids)  # missing = 0
+            assert list((spool_dir / "p0" / "quarantine").iterdir())  # the torn tail was set aside
+            assert "torn tail" in proc.log()
+            print(f"T17: {len(ok)} OK responses across 3 kill -9 restarts, all stored; "
+                  f"{len(ids) - len(ok)} rows whose answer the client never saw (killed mid-call)")
