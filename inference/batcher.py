@@ -14,6 +14,13 @@ import numpy as np
 
 from inference.errors import DeadlineExceeded
 
+_FOREVER_S = 86_400.0
+
+
+def _wake(slot: _Slot) -> None:
+    if slot.event is not None:
+        slot.event.set()
+
 
 class _Slot:
     __slots__ = ("rows", "result", "error", "event", "promoted", "done")
@@ -22,7 +29,7 @@ class _Slot:
         self.rows = rows
         self.result = None
         self.error: BaseException | None = None
-        self.event = threading.Event()
+        self.event: threading.Event | None = None  # only a caller that waits needs one (idle path: none)
         self.promoted = False
         self.done = False
 
@@ -43,11 +50,15 @@ class Batcher:
 
     def score(self, rows: np.ndarray, timeout: float | None = None) -> np.ndarray:
         """Probabilities for rows (n × features → n × classes); raises DeadlineExceeded after timeout seconds."""
+        if timeout is not None and timeout > _FOREVER_S:  # gRPC reports "no deadline" as a huge time_remaining()
+            timeout = None
         slot = _Slot(rows)
         with self._lock:
             self._pending.append(slot)
             lead = not self._busy
             self._busy = True
+            if not lead:
+                slot.event = threading.Event()
         if not lead:
             if not slot.event.wait(timeout):
                 with self._lock:
@@ -77,7 +88,7 @@ class Batcher:
         if self._pending:
             nxt = self._pending[0]
             nxt.promoted = True
-            nxt.event.set()
+            _wake(nxt)
         else:
             self._busy = False
 
@@ -104,7 +115,7 @@ class Batcher:
         except BaseException as exc:  # delivered to every caller of the batch, raised in their threads
             for slot in batch:
                 slot.error, slot.done = exc, True
-                slot.event.set()
+                _wake(slot)
             return
         if self._on_batch:
             self._on_batch(len(matrix))
@@ -113,7 +124,7 @@ class Batcher:
             end = start + len(slot.rows)
             slot.result, slot.done = probabilities[start:end], True
             start = end
-            slot.event.set()
+            _wake(slot)
 
     @staticmethod
     def _outcome(slot: _Slot) -> np.ndarray:

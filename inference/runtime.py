@@ -52,10 +52,13 @@ class LoadedModel:
         if matrix.ndim != 2 or matrix.shape[1] != len(self.names):
             raise InvalidFeatures(f"expected shape [N, {len(self.names)}] ({', '.join(self.names)}), "
                                   f"got {list(matrix.shape)}")
-        bad = ~np.isfinite(matrix)
-        if self._check_range:
+        if self._check_range:  # NaN and ±inf fail the (finite) bounds too: one pass on the fast path
+            if ((matrix >= self._lo) & (matrix <= self._hi)).all():
+                return
             with np.errstate(invalid="ignore"):
-                bad |= (matrix < self._lo) | (matrix > self._hi)
+                bad = ~((matrix >= self._lo) & (matrix <= self._hi))
+        else:
+            bad = ~np.isfinite(matrix)
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
             value, (lo, hi) = float(matrix[row, col]), self._bounds[col]

@@ -1,0 +1,374 @@
+"""predmesh vs MLServer 1.7 on the same machine, same models, same C load tools, in one run.
+
+Usage (one command; see bench/README.md):  .venv/bin/python bench/compare_mlserver.py [--seconds 10]
+
+It installs MLServer + its sklearn runtime into var/bench/mlserver-venv (once, pinned), trains LogisticRegression
+and RandomForest(100) on Iris into a fresh predmesh store and hands MLServer the very same fitted estimators,
+starts predmesh (PREDMESH_PROCESSES processes, persistence to PostgreSQL, metrics on) with its Envoy gateway and
+MLServer (adaptive batching on, best parallel_workers of a short probe; plus an unbatched one for concurrency 1),
+then drives both alternately, one row per request, closed loop:
+  OIP gRPC ModelInfer with h2load (pre-encoded frame; one answer's grpc-status checked first) at 1/8/32/64,
+  REST with wrk (predmesh: Predict through Envoy; MLServer: its V2 REST), and predmesh's Predict through the
+  Python SDK (a Python load generator: it competes for the 2 cores, so its figures are a floor).
+Prints one table (infer/s, p50, p99, ratio predmesh/MLServer) and the targets; writes it to var/bench/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import loadtools  # noqa: E402
+from bench.mlserver import MLServer, ensure_venv, write_repository  # noqa: E402
+
+ROW = [5.9, 3.0, 5.1, 1.8]
+NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+MODELS = {"iris-lr": "lr", "iris-rf": "rf"}
+OIP_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+DEFAULT_PG = "postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test"
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def bench_database(admin_url: str) -> str:
+    """A dedicated database predmesh_bench next to the one in admin_url (created once)."""
+    import psycopg2
+
+    base, _, _ = admin_url.rpartition("/")
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = 'predmesh_bench'")
+        if not cur.fetchone():
+            cur.execute("CREATE DATABASE predmesh_bench")
+    conn.close()
+    return f"{base}/predmesh_bench"
+
+
+def oip_request(model: str, *, mlserver: bool) -> bytes:
+    from predmesh.oip import grpc_predict_v2_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="input-0" if mlserver else "input", datatype="FP32", shape=[1, 4],
+        contents=pb.InferTensorContents(fp32_contents=ROW))
+    outputs = ([pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in ("predict", "predict_proba")]
+               if mlserver else [])
+    return pb.ModelInferRequest(model_name=model, inputs=[tensor], outputs=outputs).SerializeToString()
+
+
+def check_oip(target: str, model: str, mlserver: bool) -> str:
+    from predmesh.oip import grpc_predict_v2_pb2 as pb
+
+    answer = pb.ModelInferResponse.FromString(loadtools.check_grpc(target, OIP_METHOD, oip_request(model,
+                                                                                                     mlserver=mlserver)))
+    return ", ".join(o.name for o in answer.outputs)
+
+
+def _client_worker(target: str, model: str, threads: int, seconds: float, out) -> None:
+    import threading
+
+    from predmesh import PredmeshClient
+
+    features = dict(zip(NAMES, ROW))
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    with PredmeshClient(target, timeout=10) as client:
+        client.predict(model, features)
+        stop = time.monotonic() + seconds
+
+        def loop():
+            mine, bad = [], 0
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                try:
+                    client.predict(model, features)
+                    mine.append((time.perf_counter() - t0) * 1000)
+                except Exception:
+                    bad += 1
+            with lock:
+                latencies.extend(mine)
+                errors[0] += bad
+
+        workers = [threading.Thread(target=loop) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    out.put((latencies, errors[0]))
+
+
+def python_client(target: str, model: str, concurrency: int, seconds: float) -> loadtools.Point:
+    """Predict through the Python SDK: `concurrency` closed-loop threads spread over up to 2 processes."""
+    procs = min(2, concurrency)
+    out = mp.get_context("spawn").Queue()
+    workers = [mp.get_context("spawn").Process(
+        target=_client_worker, args=(target, model, concurrency // procs + (i < concurrency % procs), seconds, out))
+        for i in range(procs)]
+    for w in workers:
+        w.start()
+    latencies, errors = [], 0
+    for _ in workers:
+        got, bad = out.get(timeout=seconds + 120)
+        latencies.extend(got)
+        errors += bad
+    for w in workers:
+        w.join()
+    latencies.sort()
+    pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")  # noqa
+    return loadtools.Point(len(latencies) / seconds, pct(0.5), pct(0.99), len(latencies), errors)
+
+
+class Predmesh:
+    """`python -m inference serve` (worker group) plus `python -m gateway` (Envoy) on free ports."""
+
+    def __init__(self, work: Path, store: Path, database_url: str, processes: int, runtime: str, persistence: str):
+        self.grpc_port, self.metrics_port = free_port(), free_port()
+        self.rest_port, self.envoy_admin_port = free_port(), free_port()
+        self.target = f"127.0.0.1:{self.grpc_port}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PREDMESH_", "PROMETHEUS_"))},
+            "PREDMESH_GRPC_ADDR": self.target, "PREDMESH_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
+            "PREDMESH_MODEL_STORE": str(store), "PREDMESH_PROCESSES": str(processes),
+            "PREDMESH_RUNTIME": runtime, "PREDMESH_DATABASE_URL": database_url,
+            "PREDMESH_PERSISTENCE": persistence, "PREDMESH_SPOOL_DIR": str(work / "spool"),
+            "PREDMESH_GATEWAY_ADDR": f"127.0.0.1:{self.rest_port}", "PREDMESH_GATEWAY_ADMIN_ADDR": "",
+            "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": f"127.0.0.1:{self.envoy_admin_port}",
+            "PREDMESH_GATEWAY_UPSTREAMS": self.target, "PREDMESH_GATEWAY_DIR": str(work / "gateway"),
+            "PREDMESH_GATEWAY_RATE_LIMIT_RPS": "0", "PREDMESH_GATEWAY_MAX_REQUESTS": "4096",
+            "PREDMESH_GATEWAY_MAX_PENDING": "4096",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.work = work
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> Predmesh:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        import grpc
+
+        log = open(self.work / "predmesh.log", "ab")
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT,
+                                           env=self.env, stdout=log, stderr=subprocess.STDOUT))
+
+        def serving():
+            with grpc.insecure_channel(self.target) as ch:
+                return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1
+        wait_for(serving, 90, "predmesh to serve")
+        glog = open(self.work / "gateway.log", "ab")
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=self.env, stdout=glog,
+                                           stderr=subprocess.STDOUT))
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/healthz", timeout=1).status
+                 == 200, 60, "the Envoy gateway")
+        return self
+
+    def metric(self, name: str) -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and not line.startswith("#"))
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def train_models(store: Path) -> dict[str, object]:
+    """Train both models into the predmesh store; return the fitted estimators (loaded back) for MLServer."""
+    from inference.model_loader import load_estimator, version_dir
+    from inference.store import ModelStore
+    from inference.train import train
+
+    models = {}
+    for name, kind in MODELS.items():
+        manifest = train(ModelStore(store), name, kind)
+        models[name] = load_estimator(version_dir(store, name, manifest.version), manifest)
+    return models
+
+
+def fmt(point: loadtools.Point | None) -> str:
+    if point is None:
+        return "| – | – | – "
+    return f"| {point.rps:,.0f} | {point.p50_ms:.2f} | {point.p99_ms:.2f} "
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per point (after 1 s warm-up)")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--processes", type=int, default=2, help="PREDMESH_PROCESSES")
+    parser.add_argument("--runtime", default="native", choices=["native", "sklearn"], help="PREDMESH_RUNTIME")
+    parser.add_argument("--persistence", default="async", help="PREDMESH_PERSISTENCE (async, durable, off)")
+    parser.add_argument("--pg-url", default=os.environ.get("PREDMESH_TEST_PG_URL", DEFAULT_PG),
+                        help="a PostgreSQL URL whose user may create the database predmesh_bench")
+    parser.add_argument("--mlserver-workers", default="1,2", help="parallel_workers values to probe")
+    parser.add_argument("--mlserver-venv", type=Path, default=ROOT / "var" / "bench" / "mlserver-venv")
+    parser.add_argument("--skip-rest", action="store_true")
+    parser.add_argument("--skip-client", action="store_true")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    loadtools.require_tools()
+    mlserver_bin = ensure_venv(args.mlserver_venv)
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    work = ROOT / "var" / "bench" / f"run-{stamp}"
+    work.mkdir(parents=True)
+    models = train_models(work / "store")
+    database_url = bench_database(args.pg_url)
+    started: list = []
+    lines: list[str] = []
+    results: dict = {}
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    try:
+        pm = Predmesh(work, work / "store", database_url, args.processes, args.runtime, args.persistence).start()
+        started.append(pm)
+        for model in MODELS:
+            say(f"predmesh {model}: OIP answer OK with outputs [{check_oip(pm.target, model, False)}]")
+
+        def mlserver(tag: str, workers: int, batch: int) -> MLServer:
+            repo = work / f"mlserver-{tag}"
+            write_repository(repo, models, batch_size=batch, batch_ms=10)
+            server = MLServer(mlserver_bin, repo, http_port=free_port(), grpc_port=free_port(),
+                              metrics_port=free_port(), workers=workers, log_path=work / f"mlserver-{tag}.log")
+            return server.start(list(MODELS))
+
+        # MLServer's best configuration: adaptive batching (32 rows / 10 ms) and the best parallel_workers.
+        frames = {m: loadtools.grpc_frame(oip_request(m, mlserver=True)) for m in MODELS}
+        probe = {}
+        for workers in [int(w) for w in args.mlserver_workers.split(",")]:
+            server = mlserver(f"probe{workers}", workers, 32)
+            try:
+                check_oip(server.grpc_target, "iris-lr", True)
+                probe[workers] = loadtools.h2load(server.grpc_target, OIP_METHOD, frames["iris-lr"], 32, 5).rps
+            finally:
+                server.stop()
+        best = max(probe, key=probe.get)
+        say(f"MLServer probe (iris-lr, c=32, 5 s, infer/s by parallel_workers): "
+            f"{ {w: round(r) for w, r in probe.items()} } -> using parallel_workers={best}")
+        ml = mlserver("batched", best, 32)
+        started.append(ml)
+        ml_unbatched = mlserver("unbatched", best, 1)
+        started.append(ml_unbatched)
+        for model in MODELS:
+            say(f"MLServer {model}: OIP answer OK with outputs [{check_oip(ml.grpc_target, model, True)}]")
+
+        pm_frames = {m: loadtools.grpc_frame(oip_request(m, mlserver=False)) for m in MODELS}
+        written_before = pm.metric("predmesh_prediction_rows_written_total")
+        flip = False
+        for model in MODELS:
+            for c in levels:
+                runs = [("pm", lambda: loadtools.h2load(pm.target, OIP_METHOD, pm_frames[model], c, args.seconds)),
+                        ("ml", lambda: loadtools.h2load(ml.grpc_target, OIP_METHOD, frames[model], c, args.seconds))]
+                if c == 1:
+                    runs.append(("ml1", lambda: loadtools.h2load(ml_unbatched.grpc_target, OIP_METHOD, frames[model],
+                                                                 c, args.seconds)))
+                for key, run in (reversed(runs) if flip else runs):
+                    results[("grpc", model, c, key)] = run()
+                flip = not flip
+                print(f"  grpc {model} c={c}: " + ", ".join(
+                    f"{k}={results[('grpc', model, c, k)].rps:,.0f}/s" for k, _ in runs), flush=True)
+        if not args.skip_rest:
+            for model in MODELS:
+                pm_body = {"features": dict(zip(NAMES, ROW))}
+                ml_body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": ROW}],
+                           "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}
+                for c in levels:
+                    results[("rest", model, c, "pm")] = loadtools.wrk(
+                        f"http://127.0.0.1:{pm.rest_port}/v1/models/{model}:predict", pm_body, c, args.seconds)
+                    results[("rest", model, c, "ml")] = loadtools.wrk(
+                        f"http://127.0.0.1:{ml.http_port}/v2/models/{model}/infer", ml_body, c, args.seconds)
+                    print(f"  rest {model} c={c}: pm={results[('rest', model, c, 'pm')].rps:,.0f}/s "
+                          f"ml={results[('rest', model, c, 'ml')].rps:,.0f}/s", flush=True)
+        if not args.skip_client:
+            for model in MODELS:
+                for c in levels:
+                    results[("client", model, c, "pm")] = python_client(pm.target, model, c, args.seconds)
+                    print(f"  client {model} c={c}: {results[('client', model, c, 'pm')].rps:,.0f}/s", flush=True)
+        time.sleep(2)  # let the async writer flush its last batch
+        written = pm.metric("predmesh_prediction_rows_written_total") - written_before
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+    say()
+    say(f"predmesh: {args.processes} processes, runtime {args.runtime}, persistence {args.persistence} to "
+        f"PostgreSQL ({database_url.rpartition('@')[2]}), metrics on; MLServer 1.7.1: adaptive batching 32 rows / "
+        f"10 ms, parallel_workers={best}, debug off. {args.seconds:g} s per point, one row per request.")
+    say(f"predmesh wrote {written:,.0f} prediction rows to PostgreSQL during the run.")
+    say()
+    say("| transport | model | conc | predmesh infer/s | p50 ms | p99 ms | MLServer infer/s | p50 ms | p99 ms "
+        "| ratio |")
+    say("|---|---|---|---|---|---|---|---|---|---|")
+    labels = {"grpc": "OIP gRPC (h2load)", "rest": "REST (wrk; predmesh via Envoy)",
+              "client": "predmesh Predict, Python SDK"}
+    for transport in ("grpc", "rest", "client"):
+        for model in MODELS:
+            for c in levels:
+                pm_point = results.get((transport, model, c, "pm"))
+                if pm_point is None:
+                    continue
+                ml_point = results.get((transport, model, c, "ml"))
+                ratio = f"{pm_point.rps / ml_point.rps:.2f}×" if ml_point else "–"
+                say(f"| {labels[transport]} | {model} | {c} {fmt(pm_point)}{fmt(ml_point)}| {ratio} |")
+                if (transport, model, c, "ml1") in results:
+                    ml1 = results[(transport, model, c, "ml1")]
+                    say(f"| {labels[transport]} | {model} | {c} (MLServer unbatched) {fmt(pm_point)}{fmt(ml1)}"
+                        f"| {pm_point.rps / ml1.rps:.2f}× |")
+    failures = sum(p.failed for p in results.values())
+    say(f"\nfailed/errored requests in all points: {failures}")
+    say("\nTargets:")
+    for model in MODELS:
+        if 32 in levels:
+            pm_point, ml_point = results[("grpc", model, 32, "pm")], results[("grpc", model, 32, "ml")]
+            ok = pm_point.rps >= 3 * ml_point.rps and pm_point.p99_ms <= ml_point.p99_ms
+            say(f"- {model} c=32: {pm_point.rps / ml_point.rps:.2f}× MLServer infer/s (≥ 3×), p99 "
+                f"{pm_point.p99_ms:.2f} vs {ml_point.p99_ms:.2f} ms (≤): {'MET' if ok else 'NOT MET'}")
+        if 1 in levels:
+            pm_point, ml1 = results[("grpc", model, 1, "pm")], results[("grpc", model, 1, "ml1")]
+            ok = pm_point.p50_ms <= ml1.p50_ms
+            say(f"- {model} c=1: p50 {pm_point.p50_ms:.2f} ms vs MLServer unbatched {ml1.p50_ms:.2f} ms (≤): "
+                f"{'MET' if ok else 'NOT MET'}")
+    (work / "results.md").write_text("\n".join(lines) + "\n")
+    (work / "results.json").write_text(json.dumps(
+        {"|".join(map(str, k)): vars(v) for k, v in results.items()}, indent=1))
+    print(f"\nwritten to {work / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""C load tools for the benchmark: h2load with a pre-encoded gRPC frame, wrk for REST; percentiles from their logs."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+
+@dataclass
+class Point:
+    """One closed-loop measurement."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    failed: int
+
+
+def require_tools() -> None:
+    missing = [t for t in ("h2load", "wrk") if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"missing load tools {missing}: apt-get install nghttp2-client wrk (scripts/setup.sh)")
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """The length-prefixed gRPC message (uncompressed) that h2load posts as the request body."""
+    return b"\0" + struct.pack(">I", len(message)) + message
+
+
+def check_grpc(target: str, method: str, message: bytes, timeout: float = 5.0) -> bytes:
+    """Send the exact bytes h2load will send and require grpc-status OK (h2load itself only sees HTTP 200)."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        try:
+            return call(message, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise SystemExit(f"{target}{method}: grpc-status {exc.code().name}: {exc.details()}") from None
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def h2load(target: str, method: str, frame: bytes, concurrency: int, seconds: float, warmup: float = 1.0) -> Point:
+    """Closed loop: `concurrency` connections, one stream each; p50/p99 from h2load's per-request log."""
+    with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
+        body, log = Path(tmp) / "frame.bin", Path(tmp) / "requests.log"
+        body.write_bytes(frame)
+        out = subprocess.run(
+            ["h2load", "-D", f"{seconds:g}", f"--warm-up-time={warmup:g}", "-c", str(concurrency), "-m", "1",
+             "-t", "1", "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body),
+             "--log-file", str(log), f"http://{target}{method}"],
+            capture_output=True, text=True, timeout=seconds + warmup + 60)
+        if not log.exists():
+            raise SystemExit(f"h2load wrote no log (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+        durations = []
+        ok = failed = 0
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                if parts[1] == "200":
+                    ok += 1
+                    durations.append(int(parts[2]) / 1000)
+                else:
+                    failed += 1
+    match = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out.stdout)
+    errored = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", out.stdout)
+    if errored:
+        failed += sum(int(g) for g in errored.groups())
+    durations.sort()
+    rps = float(match.group(2)) if match else ok / seconds
+    return Point(rps, _percentile(durations, 0.5), _percentile(durations, 0.99), ok, failed)
+
+
+_WRK_LUA = """
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, summary.duration, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk(url: str, body: dict, concurrency: int, seconds: float) -> Point:
+    """Closed loop over HTTP/1.1 keep-alive: `concurrency` connections on one wrk thread."""
+    with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(_WRK_LUA.format(body=json.dumps(json.dumps(body))))
+        out = subprocess.run(["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds:g}s", "--timeout", "5s",
+                              "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60)
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
+    if not match:
+        raise SystemExit(f"wrk gave no result for {url}:\n{out.stdout}\n{out.stderr}")
+    requests, errors, duration_us = (int(g) for g in match.groups()[:3])
+    p50, p99 = (float(g) / 1000 for g in match.groups()[3:])
+    return Point(requests / (duration_us / 1e6), p50, p99, requests - errors, errors)
