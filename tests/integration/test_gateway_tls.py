@@ -57,7 +57,7 @@ class TlsServerProc(ServerProc):
 def tls_mesh(trained_store, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tls")
     pki = make_pki(tmp / "pki")
-    with TlsServerProc(trained_store, tmp / "server.log", pki).start() as server:
+    with TlsServerProc(trained_store, tmp / "server.log", pki) as server:
         gw_env = {
             "PREDMESH_GATEWAY_TLS_CERT": str(pki.server.cert),
             "PREDMESH_GATEWAY_TLS_KEY": str(pki.server.key),
