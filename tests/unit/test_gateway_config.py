@@ -1,0 +1,116 @@
+"""Gateway build: settings validation, the OpenAPI generator, and rendered configs that Envoy accepts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import descriptor_pb2
+
+from gateway.config import build, render
+from gateway.descriptor import ADMIN_SERVICES, PUBLIC_SERVICES, build_descriptor
+from gateway.openapi import generate
+from gateway.settings import GatewaySettings, TlsFiles
+from google.api import annotations_pb2
+from predmesh.env import ConfigError
+
+
+@pytest.fixture(scope="module")
+def descriptor(tmp_path_factory) -> Path:
+    return build_descriptor(tmp_path_factory.mktemp("desc") / "predmesh.binpb")
+
+
+def annotated_rpcs(descriptor: Path, services) -> set[str]:
+    fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes())
+    return {f"{s.name}_{m.name}" for f in fds.file for s in f.service if f"{f.package}.{s.name}" in services
+            for m in s.method if m.options.HasExtension(annotations_pb2.http)}
+
+
+def test_openapi_has_exactly_the_annotated_public_rpcs(descriptor):
+    doc = generate(descriptor.read_bytes(), PUBLIC_SERVICES, title="t")
+    ops = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
+    assert ops == annotated_rpcs(descriptor, PUBLIC_SERVICES)
+    assert "InferenceService_PredictStream" not in ops  # streaming has no REST mapping
+    assert not ops & annotated_rpcs(descriptor, ADMIN_SERVICES)
+
+
+def test_openapi_follows_the_proto3_json_mapping(descriptor):
+    doc = generate(descriptor.read_bytes(), PUBLIC_SERVICES, title="t")
+    predict = doc["paths"]["/v1/models/{model}:predict"]["post"]
+    body = predict["requestBody"]["content"]["application/json"]["schema"]
+    assert "model" not in body["properties"]  # bound from the path
+    assert body["properties"]["features"] == {
+        "type": "object", "additionalProperties": {"type": "number", "format": "double"},
+        "description": body["properties"]["features"]["description"]}
+    assert [p["name"] for p in predict["parameters"]] == ["model"]
+    schemas = doc["components"]["schemas"]
+    assert schemas["predmesh.v1.GetStatsResponse"]["properties"]["total"]["type"] == "string"  # int64
+    assert schemas["predmesh.v1.ModelInfo"]["properties"]["created_at"]["format"] == "date-time"
+    stats_params = {p["name"] for p in doc["paths"]["/v1/stats"]["get"]["parameters"]}
+    assert stats_params == {"model", "start_time", "end_time"}
+    for ops in doc["paths"].values():
+        for op in ops.values():
+            assert op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"].endswith(
+                "google.rpc.Status")
+
+
+def test_settings_from_env_and_validation(tmp_path):
+    s = GatewaySettings.from_env({"PREDMESH_GATEWAY_UPSTREAMS": "127.0.0.1:1, 127.0.0.1:2",
+                                  "PREDMESH_GATEWAY_MAX_BODY_BYTES": "2048"})
+    assert s.upstreams == ("127.0.0.1:1", "127.0.0.1:2") and s.max_body_bytes == 2048
+    assert GatewaySettings.from_env({"PREDMESH_GRPC_ADDR": "127.0.0.1:7000"}).upstreams == ("127.0.0.1:7000",)
+    with pytest.raises(ConfigError):
+        GatewaySettings.from_env({"PREDMESH_GATEWAY_ADDR": "8080"})
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    with pytest.raises(ConfigError, match="go together"):
+        GatewaySettings.from_env({"PREDMESH_GATEWAY_TLS_CERT": str(cert)})
+    with pytest.raises(ConfigError, match="does not exist"):
+        GatewaySettings(tls=TlsFiles(cert, tmp_path / "missing.key")).validate()
+
+
+def test_rendered_config_has_the_hardening(descriptor, tmp_path):
+    s = GatewaySettings(upstreams=("127.0.0.1:1", "localhost:2"), max_body_bytes=4096, rate_limit_rps=7)
+    cfg = yaml.safe_load(render(s, descriptor, tmp_path / "openapi.json"))
+    public, admin = cfg["static_resources"]["listeners"]
+    assert public["address"]["socket_address"]["port_value"] == 8080
+    assert admin["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8081}
+    hcm = public["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
+    transcoder = filters["envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder["services"] == list(PUBLIC_SERVICES) and transcoder["max_request_body_size"] == 4096
+    assert transcoder["request_validation_options"]["reject_unknown_method"]
+    assert transcoder["request_validation_options"]["reject_unknown_query_parameters"]
+    assert transcoder["print_options"]["preserve_proto_field_names"]
+    assert transcoder["print_options"]["always_print_primitive_fields"]
+    assert filters["envoy.filters.http.local_ratelimit"]["token_bucket"]["max_tokens"] == 7
+    admin_filters = {f["name"]: f["typed_config"]
+                     for f in admin["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]}
+    assert admin_filters["envoy.filters.http.grpc_json_transcoder"]["services"] == list(ADMIN_SERVICES)
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    rest_route = next(r for r in routes if r["match"].get("prefix") == "/v1/")["route"]
+    assert rest_route["retry_policy"]["retry_on"] == "unavailable,connect-failure,refused-stream"
+    assert not any("ModelAdminService" in r["match"].get("prefix", "") for r in routes)
+    cluster = cfg["static_resources"]["clusters"][0]
+    assert cluster["type"] == "STRICT_DNS"  # a host name among the upstreams
+    assert cluster["circuit_breakers"]["thresholds"][0]["max_requests"] == s.max_requests
+    assert cluster["outlier_detection"]["consecutive_5xx"] == 5
+    assert cluster["health_checks"][0]["no_traffic_interval"] == "0.5s"
+    assert "transport_socket" not in cluster and "transport_socket" not in public["filter_chains"][0]
+
+
+@pytest.mark.envoy
+def test_envoy_accepts_plain_and_tls_configs(tmp_path):
+    from tests.support.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    build(GatewaySettings(work_dir=tmp_path / "plain"))
+    built = build(GatewaySettings(
+        work_dir=tmp_path / "tls", tls=TlsFiles(pki.server.cert, pki.server.key, pki.ca),
+        upstream_tls=TlsFiles(pki.client.cert, pki.client.key, pki.ca)))
+    cfg = yaml.safe_load(built.envoy_yaml.read_text())
+    tls = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert tls["require_client_certificate"] is True
+    assert tls["common_tls_context"]["tls_params"]["tls_minimum_protocol_version"] == "TLSv1_2"
+    upstream = cfg["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    assert upstream["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
