@@ -21,8 +21,10 @@ class ServerMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=registry)
 
     def serving(self, model: str, version: str, previous: str | None) -> None:
-        if previous:
+        if previous and previous != version:
             try:
+                # Multi-process mode keeps a removed series' last value in its file: zero it first.
+                self.model_info.labels(model, previous).set(0)
                 self.model_info.remove(model, previous)
             except KeyError:
                 pass

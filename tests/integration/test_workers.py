@@ -1,0 +1,113 @@
+"""PREDMESH_PROCESSES=2: two real processes share the port, metrics add up, a reload reaches both, SIGTERM drains."""
+from __future__ import annotations
+
+import os
+import signal
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+
+from predmesh import PredmeshClient
+from predmesh.oip import grpc_predict_v2_pb2 as pb
+from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from tests.conftest import IRIS_ROW
+from tests.support.procs import ADMIN_TOKEN, ServerProc, wait_for
+
+PID_HEADER = "predmesh-pid"
+
+
+def ask(target: str) -> tuple[int, str]:
+    """(pid, serving version of iris) from one process: each new channel is a new connection."""
+    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        _, call = stub.ServerMetadata.with_call(pb.ServerMetadataRequest(), timeout=5)
+        pid = int(dict(call.trailing_metadata())[PID_HEADER])
+        version = stub.ModelMetadata(pb.ModelMetadataRequest(name="iris"), timeout=5).versions[0]
+        tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 4])
+        stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[tensor], raw_input_contents=[
+            np.array([list(IRIS_ROW.values())], dtype="<f4").tobytes()]), timeout=5)
+        return pid, version
+
+
+def versions_by_pid(target: str, tries: int = 60) -> dict[int, str]:
+    """Ask over fresh connections until two processes answered (SO_REUSEPORT spreads connections)."""
+    seen: dict[int, str] = {}
+    for _ in range(tries):
+        pid, version = ask(target)
+        seen[pid] = version
+        if len(seen) >= 2:
+            break
+    return seen
+
+
+def metrics_text(proc: ServerProc) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5).read().decode()
+
+
+def metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture
+def group(model_store, tmp_path):
+    env = {"PREDMESH_PROCESSES": "2", "PREDMESH_RELOAD_POLL_SECONDS": "0.2",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+        yield proc
+
+
+def test_two_processes_serve_aggregate_metrics_and_all_take_a_reload(group):
+    seen = versions_by_pid(group.target)
+    assert len(seen) == 2, f"expected two distinct serving processes, saw {seen}"
+    assert group.pid not in seen, "the supervisor itself does not serve"
+    assert set(seen.values()) == {"2"}
+
+    # Metrics: one endpoint, counts from both processes added up.
+    before = metrics_text(group)
+    calls = 0
+    pids: set[int] = set()
+    while len(pids) < 2 or calls < 10:
+        pids.add(ask(group.target)[0])
+        calls += 1
+    after = metrics_text(group)
+    for name, labels in (("grpc_server_handled_total", dict(grpc_method="ModelInfer", grpc_code="OK")),
+                         ("predmesh_predictions_total", dict(model="iris"))):
+        assert metric(after, name, **labels) - metric(before, name, **labels) == calls, name
+    assert metric(after, "predmesh_model_info", model="iris", version="2") == 1
+
+    # A reload handled by one process reaches the other through the serving pointer.
+    with PredmeshClient(group.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
+        admin.reload_model("iris", "1")
+    wait_for(lambda: set(versions_by_pid(group.target).values()) == {"1"} and
+             len(versions_by_pid(group.target)) == 2, timeout=20, what="both processes serving version 1")
+    text = metrics_text(group)
+    assert metric(text, "predmesh_model_info", model="iris", version="1") == 1
+    assert metric(text, "predmesh_model_info", model="iris", version="2") == 0
+
+    # SIGTERM stops the whole group cleanly.
+    assert group.terminate(timeout=30) == 0
+    for pid in seen:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_killed_worker_is_replaced(group):
+    first = versions_by_pid(group.target)
+    assert len(first) == 2
+    victim = next(iter(first))
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        try:  # connections queued on the killed listener are reset: that is what SIGKILL costs
+            now = versions_by_pid(group.target)
+        except grpc.RpcError:
+            return False
+        return len(now) == 2 and victim not in now
+    wait_for(replaced, timeout=30, interval=0.3, what="a replacement worker")
