@@ -20,6 +20,17 @@ class SpoolFull(Exception):
     """Appending would exceed the spool's byte limit."""
 
 
+class _Batch:
+    """Appends that share one write and one fsync."""
+
+    __slots__ = ("chunks", "done", "error")
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+        self.done = threading.Event()
+        self.error: OSError | None = None
+
+
 @dataclass
 class _Segment:
     seq: int
@@ -58,12 +69,10 @@ class Spool:
         self._cv = threading.Condition()
         self._segments: list[_Segment] = []
         self._offset = 0  # reader position in self._segments[0]
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._next_ticket = 1
-        self._synced_ticket = 0
+        self._batch = _Batch()  # appends waiting for the next write + fsync
+        self._pending_bytes = 0  # in self._batch and in the write in flight
         self._flushing = False
-        self._failures: list[tuple[int, int, OSError]] = []  # ticket ranges whose write failed
+        self._closing = False
         self.quarantined = 0
         for path in sorted(self.dir.glob(SEGMENT_GLOB)):
             size = self._recover(path)
@@ -95,61 +104,61 @@ class Spool:
             return spool
         raise OSError(f"all {slots} spool slots under {base} are locked by running processes")
 
-    # -- writing -------------------------------------------------------------------------------------------------
+    # -- writing (group commit: callers queue, one flusher thread writes and fsyncs for all of them) ----------
     def append(self, lines: list[bytes]) -> None:
-        """Append encoded lines; returns once they are fsynced (group commit). Raises SpoolFull or OSError."""
+        """Append encoded lines; returns once they are fsynced. Raises SpoolFull, or OSError if the write failed."""
         data = b"".join(lines)
         with self._cv:
+            if self._closing:
+                raise OSError("spool is closed")
             if self.unconsumed_bytes() + len(data) > self.max_bytes:
                 raise SpoolFull(f"spool {self.dir} is full ({self.max_bytes} bytes)")
-            self._pending.append(data)
+            batch = self._batch
+            batch.chunks.append(data)
             self._pending_bytes += len(data)
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            while True:
-                failed = next((exc for lo, hi, exc in self._failures if lo <= ticket <= hi), None)
-                if failed is not None:
-                    raise failed
-                if self._synced_ticket >= ticket:
-                    return
-                if self._flushing:
-                    self._cv.wait()
-                    continue
-                self._flush_locked()
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="spool-flush", daemon=True)
+                self._flusher.start()
+            elif len(batch.chunks) == 1:
+                self._cv.notify_all()
+        batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
 
-    def _flush_locked(self) -> None:
-        """Write and fsync everything pending (the caller holds the lock; it is released during the I/O)."""
-        self._flushing = True
-        batch, upto, nbytes = self._pending, self._next_ticket - 1, self._pending_bytes
-        self._pending, self._pending_bytes = [], 0
-        segment, fh = self._segments[-1], self._fh
-        self._cv.release()
-        error = None
-        try:
-            fh.write(b"".join(batch))
-            fh.flush()
-            os.fsync(fh.fileno())
-        except OSError as exc:
-            error = exc
-        finally:
-            self._cv.acquire()
-        self._flushing = False
-        if error is not None:
-            # Nothing of this batch is acknowledged; truncate what may have been written and fail the callers.
-            log.error("spool write failed: %s", error)
+    _flusher: threading.Thread | None = None
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._batch.chunks and not self._closing:
+                    self._cv.wait()
+                if not self._batch.chunks:
+                    return
+                batch, self._batch = self._batch, _Batch()
+                segment, fh = self._segments[-1], self._fh
+                self._flushing = True
+            data = b"".join(batch.chunks)
             try:
-                fh.truncate(segment.size)
-            except OSError:
-                pass
-            self._failures.append((self._synced_ticket + 1, upto, error))
-            self._synced_ticket = upto  # those tickets are settled (failed), later ones may still succeed
-            self._cv.notify_all()
-            raise error
-        segment.size += nbytes
-        self._synced_ticket = upto
-        if segment.size >= self.segment_bytes:
-            self._rotate_locked()
-        self._cv.notify_all()
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:
+                # nothing of this batch is acknowledged: cut what may have been written, fail its callers
+                log.error("spool write failed: %s", exc)
+                batch.error = exc
+                try:
+                    fh.truncate(segment.size)
+                except OSError:
+                    pass
+            with self._cv:
+                self._flushing = False
+                self._pending_bytes -= len(data)
+                if batch.error is None:
+                    segment.size += len(data)
+                    if segment.size >= self.segment_bytes:
+                        self._rotate_locked()
+                self._cv.notify_all()
+            batch.done.set()
 
     def _open_segment(self, seq: int) -> None:
         path = self.dir / f"seg-{seq:09d}.log"
@@ -198,7 +207,7 @@ class Spool:
             if self._segments[0].seq == seq:
                 self._offset = max(self._offset, offset)
             head = self._segments[0]
-            if (not head.sealed and not self._flushing and not self._pending and self._offset >= head.size
+            if (not head.sealed and not self._flushing and not self._batch.chunks and self._offset >= head.size
                     and head.size >= 64 * 1024):
                 self._rotate_locked()
             self._drop_consumed_locked()
@@ -226,8 +235,11 @@ class Spool:
 
     def close(self) -> None:
         with self._cv:
-            while self._flushing:
-                self._cv.wait()
+            self._closing = True
+            self._cv.notify_all()
+        if self._flusher is not None:
+            self._flusher.join(30)
+        with self._cv:
             self._fh.close()
             if getattr(self, "_lock_fd", None) is not None:
                 os.close(self._lock_fd)

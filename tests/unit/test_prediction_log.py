@@ -122,3 +122,12 @@ def test_close_keeps_what_the_database_did_not_take(tmp_path):
     replay = make(tmp_path, db, "async")  # the next start replays the spool
     wait_for(lambda: len(db.rows) == 20, 10, what="replay on the next start")
     replay.close()
+
+
+def test_spool_documents_round_trip_every_record_field():
+    import dataclasses
+
+    from inference.prediction_log import from_doc, to_doc
+    record = rec(7)
+    assert set(to_doc(record)) == {f.name for f in dataclasses.fields(PredictionRecord)}
+    assert from_doc(to_doc(record)) == record

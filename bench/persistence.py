@@ -1,0 +1,255 @@
+"""Cost of storing every prediction: Predict throughput and p50/p99 with persistence off, async and durable,
+against PostgreSQL, in one run, as ratios to the off case.
+
+Usage:  .venv/bin/python bench/persistence.py [--seconds 8] [--rounds 3] [--concurrency 32] [--pg-url URL]
+
+For each round and mode it starts `python -m inference serve` (PREDMESH_PERSISTENCE=<mode>, a fresh schema on
+PostgreSQL: PREDMESH_BENCH_PG_URL, else PREDMESH_TEST_PG_URL, else the local test database), drives
+InferenceService/Predict closed-loop with h2load (one pre-encoded row per request, no request_id: every
+answer is a new row), then checks that the rows really landed. Modes alternate within a round so background
+noise hits all three alike; the summary is the median round of each mode. Targets: async costs <= 10% of
+throughput, durable <= 25%.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+METHOD = "/predmesh.v1.InferenceService/Predict"
+
+
+@dataclass
+class Point:
+    """One closed-loop measurement."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    failed: int
+    cpu_us: float = 0.0  # server CPU per answered request, writer included
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def check_predict(target: str) -> None:
+    """One Predict with the exact bytes h2load sends; raises unless grpc-status is OK."""
+    import grpc
+    with grpc.insecure_channel(target) as channel:
+        channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)(predict_request(),
+                                                                                         timeout=5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (worker processes), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def h2load(target: str, concurrency: int, seconds: float, warmup: float = 0.0) -> Point:
+    """Closed loop with h2load (a C client, so the load generator barely competes for the CPU). Every request
+    carries a 10 s deadline, as SDK calls do. h2load only sees HTTP status, so the caller checks stored rows."""
+    with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
+        body, log = Path(tmp) / "frame.bin", Path(tmp) / "requests.log"
+        body.write_bytes(grpc_frame(predict_request()))
+        out = subprocess.run(
+            ["h2load", "-D", f"{seconds:g}", f"--warm-up-time={warmup:g}", "-c", str(concurrency), "-m", "1",
+             "-t", "1", "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", "grpc-timeout: 10S",
+             "-d", str(body), "--log-file", str(log), f"http://{target}{METHOD}"],
+            capture_output=True, text=True, timeout=seconds + warmup + 60)
+        if not log.exists():
+            raise SystemExit(f"h2load wrote no log (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+        durations, failed = [], 0
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                if parts[1] == "200":
+                    durations.append(int(parts[2]) / 1000)
+                else:
+                    failed += 1
+    durations.sort()
+    pct = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))] if durations else float("nan")  # noqa
+    match = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out.stdout)
+    rps = float(match.group(2)) if match else len(durations) / seconds
+    return Point(rps, pct(0.5), pct(0.99), len(durations), failed)
+MODES = ("off", "async", "durable")
+ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
+DEFAULT_PG = "postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test"
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Schema:
+    """A throwaway schema for the run."""
+
+    def __init__(self, url: str):
+        import psycopg2
+        self.psycopg2, self.base = psycopg2, url
+        self.name = f"bench_{uuid.uuid4().hex[:10]}"
+        self._sql(f"CREATE SCHEMA {self.name}")
+        sep = "&" if "?" in url else "?"
+        self.url = f"{url}{sep}options={quote(f'-c search_path={self.name}')}"
+
+    def _sql(self, sql: str):
+        conn = self.psycopg2.connect(self.base, connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
+    def rows(self) -> int:
+        try:
+            return self._sql(f"SELECT count(*) FROM {self.name}.predictions")[0][0]
+        except self.psycopg2.Error:
+            return 0
+
+    def truncate(self) -> None:
+        self._sql(f"TRUNCATE {self.name}.predictions CASCADE")
+
+    def drop(self) -> None:
+        self._sql(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
+
+
+def start_server(store: Path, mode: str, db_url: str, spool: Path, processes: int, log: Path):
+    port = free_port()
+    env = {**os.environ, "PREDMESH_GRPC_ADDR": f"127.0.0.1:{port}", "PREDMESH_METRICS_ADDR": "",
+           "PREDMESH_MODEL_STORE": str(store), "PREDMESH_PERSISTENCE": mode, "PREDMESH_DATABASE_URL": db_url,
+           "PREDMESH_SPOOL_DIR": str(spool), "PREDMESH_PROCESSES": str(processes), "PREDMESH_DRAIN_SECONDS": "0",
+           "PREDMESH_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT, env=env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    target = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            check_predict(target)
+            return proc, target
+        except Exception:  # not up yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"server ({mode}) did not come up; see {log}")
+            time.sleep(0.3)
+
+
+def predict_request() -> bytes:
+    from predmesh.v1 import inference_pb2
+    return inference_pb2.PredictRequest(model="iris", features=ROW).SerializeToString()
+
+
+def settle(schema: Schema, timeout: float = 60) -> int:
+    """Rows once the count stops growing (the writer has caught up)."""
+    last, stable_since = -1, time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = schema.rows()
+        if n != last:
+            last, stable_since = n, time.monotonic()
+        elif time.monotonic() - stable_since > 1.0:
+            break
+        time.sleep(0.2)
+    return last
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=1, help="PREDMESH_PROCESSES of the server")
+    parser.add_argument("--pg-url", default=os.environ.get("PREDMESH_BENCH_PG_URL")
+                        or os.environ.get("PREDMESH_TEST_PG_URL", DEFAULT_PG))
+    args = parser.parse_args()
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load is missing: apt-get install nghttp2-client (scripts/setup.sh installs it)")
+    work = Path(tempfile.mkdtemp(prefix="predmesh-bench-persist-"))
+    store = work / "models"
+    subprocess.run([sys.executable, "-m", "inference", "train", "--model", "iris", "--estimator", "lr"], cwd=ROOT,
+                   env={**os.environ, "PREDMESH_MODEL_STORE": str(store)}, check=True, capture_output=True)
+    schema = Schema(args.pg_url)
+    results: dict[str, list[Point]] = {m: [] for m in MODES}
+    print(f"Predict, 1 row/request, h2load closed loop c={args.concurrency}, {args.seconds:g} s per point, "
+          f"{args.rounds} rounds, server processes={args.processes}, PostgreSQL schema {schema.name}")
+    try:
+        for rnd in range(args.rounds):
+            for mode in MODES:
+                proc, target = start_server(store, mode, schema.url, work / f"spool-{mode}-{rnd}",
+                                                   args.processes, work / "server.log")
+                before = settle(schema, 10) if mode != "off" else 0
+                cpu0 = cpu_seconds(proc.pid)
+                point = h2load(target, args.concurrency, args.seconds)
+                stored = settle(schema) - before if mode != "off" else 0  # includes the writer catching up
+                point.cpu_us = (cpu_seconds(proc.pid) - cpu0) / max(1, point.ok) * 1e6
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+                results[mode].append(point)
+                check = ""
+                if mode != "off":
+                    # h2load counts the warm-up requests separately; every answered request must be a row
+                    check = f"  rows stored {stored} ({'ok' if stored >= point.ok else 'MISSING ROWS'})"
+                print(f"  round {rnd + 1} {mode:<8} {point.rps:8.0f} infer/s  p50 {point.p50_ms:6.2f} ms  "
+                      f"p99 {point.p99_ms:6.2f} ms  server CPU {point.cpu_us:5.0f} us/req  failed {point.failed}"
+                      f"{check}", flush=True)
+                if mode != "off":
+                    schema.truncate()
+    finally:
+        schema.drop()
+
+    def median_point(points):
+        return sorted(points, key=lambda p: p.rps)[len(points) // 2]
+
+    base = median_point(results["off"])
+    cpu = {m: statistics.median(p.cpu_us for p in results[m]) for m in MODES}
+    print("\nmode      infer/s   x off   p50 ms   x off   p99 ms   x off   CPU us/req   x off")
+    for mode in MODES:
+        p = median_point(results[mode])
+        print(f"{mode:<8} {p.rps:8.0f}  {p.rps / base.rps:6.2f}  {p.p50_ms:7.2f}  {p.p50_ms / base.p50_ms:6.2f}  "
+              f"{p.p99_ms:7.2f}  {p.p99_ms / base.p99_ms:6.2f}  {cpu[mode]:10.0f}  {cpu[mode] / cpu['off']:6.2f}")
+    spread = {m: (min(x.rps for x in results[m]), max(x.rps for x in results[m])) for m in MODES}
+    print("throughput range over rounds: " + ", ".join(f"{m} {lo:.0f}-{hi:.0f}" for m, (lo, hi) in spread.items()))
+    for mode, limit in (("async", 0.10), ("durable", 0.25)):
+        cost = 1 - median_point(results[mode]).rps / base.rps
+        cpu_cost = 1 - cpu["off"] / cpu[mode]  # the throughput a CPU-bound server loses to the extra CPU
+        print(f"target: {mode} costs <= {limit:.0%} of throughput: measured {cost:.1%} by throughput, "
+              f"{cpu_cost:.1%} by server CPU per request -> {'met' if cost <= limit else 'NOT met'} "
+              "(verdict on throughput)")
+    print(f"(a shared 2-core machine is noisy: medians of {args.rounds} rounds; server CPU per request is the "
+          "steadier figure)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
