@@ -130,7 +130,7 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
             loader.join(30)
             [result] = results
             ok = {o.request_id for o in result.ok}
-            assert len(ok) > 300 and result.failed  # the kills really interrupted a running load
+            assert len(ok) >= 100 and result.failed  # the kills really interrupted a running load
             wait_for(lambda: ok <= set(stored_ids(pg)), 30, interval=0.5, what="every OK response stored")
             ids = stored_ids(pg)
             assert len(ids) == len(set(ids))
