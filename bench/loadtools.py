@@ -57,8 +57,9 @@ def h2load(target: str, method: str, frame: bytes, concurrency: int, seconds: fl
         body, log = Path(tmp) / "frame.bin", Path(tmp) / "requests.log"
         body.write_bytes(frame)
         out = subprocess.run(
-            ["h2load", "-D", f"{seconds:g}", f"--warm-up-time={warmup:g}", "-c", str(concurrency), "-m", "1",
-             "-t", "1", "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body),
+            ["h2load", "-D", f"{int(seconds * 1000)}ms", f"--warm-up-time={int(warmup * 1000)}ms",
+             "-c", str(concurrency), "-m", "1", "-t", "1", "-H", "content-type: application/grpc",
+             "-H", "te: trailers", "-d", str(body),
              "--log-file", str(log), f"http://{target}{method}"],
             capture_output=True, text=True, timeout=seconds + warmup + 60)
         if not log.exists():
