@@ -4,14 +4,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand → (module with main(argv), argv prefix, help)
+# subcommand → (module with main(argv), argv prefix, help). The queue consumer, dashboard and batch pipeline
+# get their subcommands (consume, ui, batch) when those parts land.
 COMMANDS = {
     "train": ("inference.__main__", ["train"], "train a model version into the model store"),
     "serve": ("inference.__main__", ["serve"], "run the gRPC inference server"),
     "gateway": ("gateway.__main__", [], "run the Envoy REST gateway"),
-    "consume": ("consumer.__main__", [], "run the RabbitMQ consumer"),
-    "ui": ("ui.__main__", [], "run the Panel dashboard"),
-    "batch": ("batch.__main__", [], "run the Luigi batch pipeline"),
     "migrate": ("database.__main__", [], "apply database migrations"),
     "up": ("cli.up", [], "run the whole local mesh"),
 }
@@ -34,12 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predmesh: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, prefix, _ = COMMANDS[command]
-    try:
-        entry = importlib.import_module(module).main
-    except ModuleNotFoundError as exc:
-        print(f"predmesh {command}: not available in this build ({exc.name} is missing)", file=sys.stderr)
-        return 2
-    return entry(prefix + rest) or 0
+    return importlib.import_module(module).main(prefix + rest) or 0
 
 
 if __name__ == "__main__":
