@@ -1,0 +1,39 @@
+"""The predmesh console script: dispatch, train into a store, unknown commands."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args, store: Path | None = None):
+    env = {**os.environ, **({"PREDMESH_MODEL_STORE": str(store)} if store else {})}
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_train_writes_new_immutable_versions(tmp_path):
+    store = tmp_path / "models"
+    first = run("train", "--model", "demo", "--estimator", "lr", store=store)
+    assert first.returncode == 0, first.stderr
+    assert "trained demo version 1 (LogisticRegression)" in first.stdout
+    second = run("train", "--model", "demo", "--estimator", "rf", store=store)
+    assert "trained demo version 2 (RandomForestClassifier)" in second.stdout
+    meta = json.loads((store / "demo" / "1" / "metadata.json").read_text())
+    assert meta["estimator"] == "LogisticRegression" and len(meta["sha256"]) == 64
+    assert {"holdout_accuracy", "holdout_macro_precision", "train_accuracy"} <= set(meta["metrics"])
+    assert [f["name"] for f in meta["features"]] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert meta["golden"] and meta["sklearn_version"] and meta["created_at"]
+
+
+def test_help_and_unknown_command():
+    helped = run("--help")
+    assert helped.returncode == 0
+    for command in ("train", "serve", "gateway", "migrate", "up"):
+        assert f"  {command}" in helped.stdout
+    unknown = run("frobnicate")
+    assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
