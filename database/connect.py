@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 import peewee
 from peewee import Database, SqliteDatabase
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from database.models import db
 
@@ -90,6 +90,8 @@ def session():
             db.connect()
             opened = True
         yield
+    except MaxConnectionsExceeded as exc:  # a ValueError, but it means "busy", not "bad data"
+        raise DatabaseUnavailable(f"connection pool exhausted: {exc}") from exc
     except (peewee.IntegrityError, peewee.DataError) as exc:
         raise RejectedData(str(exc).strip()) from exc
     except ValueError as exc:  # e.g. psycopg2: "A string literal cannot contain NUL (0x00) characters."

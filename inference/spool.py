@@ -223,7 +223,9 @@ class Spool:
 
     # -- state ---------------------------------------------------------------------------------------------------
     def unconsumed_bytes(self) -> int:
-        return sum(s.size for s in self._segments) - self._offset + self._pending_bytes
+        """Bytes appended (or being appended) and not yet consumed: what counts against max_bytes."""
+        with self._cv:  # reentrant: append() calls this holding the lock
+            return sum(s.size for s in self._segments) - self._offset + self._pending_bytes
 
     def oldest_age(self) -> float:
         """Seconds since the oldest segment holding unconsumed data was created (0 when empty)."""
