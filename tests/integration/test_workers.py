@@ -60,6 +60,9 @@ def group(model_store, tmp_path):
     env = {"PREDMESH_PROCESSES": "2", "PREDMESH_RELOAD_POLL_SECONDS": "0.2",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
     with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+        # ServerProc waits for the first process to serve; the second may still be loading its models.
+        wait_for(lambda: len(versions_by_pid(proc.target)) == 2, timeout=60, interval=0.3,
+                 what="both processes serving")
         yield proc
 
 
