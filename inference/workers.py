@@ -25,6 +25,8 @@ from predmesh.env import ConfigError
 
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_S = 1.0
+CRASH_LOOP = 3  # a worker that dies this many times in a row within EARLY_EXIT_S of its start stops the group
+EARLY_EXIT_S = 10.0
 
 
 class WorkerGroup:
@@ -42,12 +44,16 @@ class WorkerGroup:
             stale.unlink()
         self.env = {**environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), "PREDMESH_METRICS_ADDR": ""}
         self.children: list[subprocess.Popen | None] = [None] * settings.processes
+        self._started_at = [0.0] * settings.processes
+        self._early_exits = [0] * settings.processes
+        self.failed = False
         self._stopping = threading.Event()
 
     def _spawn(self, index: int) -> None:
         child = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train", "--worker"],
                                  env=self.env)
         self.children[index] = child
+        self._started_at[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, child.pid)
 
     def start(self) -> None:
@@ -73,6 +79,13 @@ class WorkerGroup:
                 if child is not None and child.poll() is not None and not self._stopping.is_set():
                     log.error("worker %d (pid %d) exited with %s; restarting it", index, child.pid, child.returncode)
                     multiprocess.mark_process_dead(child.pid, str(self.metrics_dir))
+                    early = time.monotonic() - self._started_at[index] < EARLY_EXIT_S
+                    self._early_exits[index] = self._early_exits[index] + 1 if early else 0
+                    if self._early_exits[index] >= CRASH_LOOP:
+                        log.error("worker %d keeps dying right after start; stopping the group", index)
+                        self.failed = True
+                        self.stop()
+                        break
                     time.sleep(RESTART_BACKOFF_S)
                     if not self._stopping.is_set():
                         self._spawn(index)
@@ -91,7 +104,7 @@ class WorkerGroup:
             multiprocess.mark_process_dead(child.pid, str(self.metrics_dir))
         if self._own_metrics_dir:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        return code
+        return 1 if self.failed else code
 
 
 def run(settings: ServerSettings, environ: dict[str, str] | None = None) -> int:

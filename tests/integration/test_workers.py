@@ -114,3 +114,17 @@ def test_a_killed_worker_is_replaced(group):
             return False
         return len(now) == 2 and victim not in now
     wait_for(replaced, timeout=30, interval=0.3, what="a replacement worker")
+
+
+def test_a_group_that_cannot_serve_gives_up(model_store, tmp_path):
+    """Workers that die right after start (here: the port is taken without SO_REUSEPORT) stop the group, exit 1."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = ServerProc(model_store, tmp_path / "server.log", grpc_port=taken.getsockname()[1],
+                          env={"PREDMESH_PROCESSES": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")})
+        with pytest.raises(RuntimeError, match="exited with 1"):
+            proc.start(timeout=90)
+        proc._log.close()
