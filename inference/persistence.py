@@ -56,8 +56,8 @@ class PersistenceMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY):
         self.spool_bytes = Gauge("predmesh_spool_bytes", "Prediction records in the spool not yet in the database, "
                                  "in bytes", registry=registry, multiprocess_mode="livesum")
-        self.spool_age = Gauge("predmesh_spool_oldest_seconds", "Age of the oldest spool segment with records "
-                               "not yet in the database", registry=registry, multiprocess_mode="livemax")
+        self.spool_age = Gauge("predmesh_spool_oldest_seconds", "How long the spool has held records not yet in "
+                               "the database (0: caught up)", registry=registry, multiprocess_mode="livemax")
         self.queue_depth = Gauge("predmesh_prediction_queue", "Prediction records queued in memory for the "
                                  "database (async mode)", registry=registry, multiprocess_mode="livesum")
         self.db_write_failures = Counter("predmesh_db_write_failures_total", "Prediction batches the database "

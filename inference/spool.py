@@ -78,6 +78,8 @@ class Spool:
             size = self._recover(path)
             self._segments.append(_Segment(int(path.stem[4:]), path, size, True, path.stat().st_mtime))
         self._open_segment((self._segments[-1].seq + 1) if self._segments else 1)
+        # since when unconsumed records have been waiting (None: nothing waiting)
+        self._backlog_since = min((s.created for s in self._segments if s.size), default=None)
         if self.unconsumed_bytes():
             log.info("spool %s holds %d bytes from before the restart: they will be replayed", self.dir,
                      self.unconsumed_bytes())
@@ -113,6 +115,8 @@ class Spool:
                 raise OSError("spool is closed")
             if self.unconsumed_bytes() + len(data) > self.max_bytes:
                 raise SpoolFull(f"spool {self.dir} is full ({self.max_bytes} bytes)")
+            if self._backlog_since is None:
+                self._backlog_since = time.time()
             batch = self._batch
             batch.chunks.append(data)
             self._pending_bytes += len(data)
@@ -211,6 +215,8 @@ class Spool:
                     and head.size >= 64 * 1024):
                 self._rotate_locked()
             self._drop_consumed_locked()
+            if self.unconsumed_bytes() == 0:
+                self._backlog_since = None
 
     def _drop_consumed_locked(self) -> None:
         while len(self._segments) > 1 and self._segments[0].sealed and self._offset >= self._segments[0].size:
@@ -228,12 +234,10 @@ class Spool:
             return sum(s.size for s in self._segments) - self._offset + self._pending_bytes
 
     def oldest_age(self) -> float:
-        """Seconds since the oldest segment holding unconsumed data was created (0 when empty)."""
+        """Seconds the spool has continuously held unconsumed records (0 when empty): how far behind the
+        database is. In durable mode it drops to 0 every time the writer catches up."""
         with self._cv:
-            for i, s in enumerate(self._segments):
-                if s.size > (self._offset if i == 0 else 0):
-                    return max(0.0, time.time() - s.created)
-        return 0.0
+            return 0.0 if self._backlog_since is None else max(0.0, time.time() - self._backlog_since)
 
     def close(self) -> None:
         with self._cv:

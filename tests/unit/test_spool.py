@@ -100,3 +100,15 @@ def test_claim_gives_each_process_its_own_slot(tmp_path):
     first.close()  # releases the lock: a successor takes the slot over and finds the record
     successor = Spool.claim(tmp_path, 1_000_000)
     assert successor.dir == first.dir and drain(successor) == [{"i": 1}]
+
+
+def test_age_tracks_how_long_records_have_been_waiting(tmp_path):
+    import time
+    spool = Spool(tmp_path, max_bytes=1_000_000)
+    assert spool.oldest_age() == 0.0
+    spool.append([encode({"i": 1})])
+    time.sleep(0.05)
+    assert spool.oldest_age() >= 0.05
+    cursor, _ = spool.read(10)
+    spool.consume(cursor)
+    assert spool.oldest_age() == 0.0
