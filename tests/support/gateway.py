@@ -48,7 +48,8 @@ class GatewayProc:
                                      stdout=self._log, stderr=subprocess.STDOUT)
         want = len(self.env["PREDMESH_GATEWAY_UPSTREAMS"].split(",")) if healthy is None else healthy
         try:
-            wait_for(lambda: self.proc.poll() is not None or self.healthy_hosts() >= want, timeout,
+            wait_for(lambda: self.proc.poll() is not None
+                     or ((self.envoy_get("/ready") or "").strip() == "LIVE" and self.healthy_hosts() >= want), timeout,
                      what=f"gateway with {want} healthy upstreams")
         except TimeoutError:
             self.stop()
