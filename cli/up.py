@@ -80,13 +80,13 @@ def train_if_empty(environ) -> None:
         subprocess.run([sys.executable, "-m", "inference", "train"], env=dict(environ), check=True)
 
 
-def wait_gateway(environ, part: Part, timeout: float = 60.0) -> bool:
-    """True once Envoy reports LIVE on its admin /ready (False if it exits or the time runs out)."""
+def wait_gateway(environ, part: Part, stopping=lambda: False, timeout: float = 60.0) -> bool:
+    """True once Envoy reports LIVE on its admin /ready (False if it exits, we are stopping, or time runs out)."""
     from gateway.settings import GatewaySettings
 
     settings = GatewaySettings.from_env({**environ, **part.env})
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and part.proc.poll() is None:
+    while time.monotonic() < deadline and part.proc.poll() is None and not stopping():
         try:
             with urllib.request.urlopen(f"http://{settings.envoy_admin_addr}/ready", timeout=1) as resp:
                 if resp.status == 200:
@@ -141,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         start(part)
     gateway = next((p for p in parts if p.name == "gateway"), None)
-    if gateway is not None and not wait_gateway(os.environ, gateway):
-        print("predmesh up: the gateway did not become ready; stopping the mesh", file=sys.stderr, flush=True)
+    if gateway is not None and not wait_gateway(os.environ, gateway, lambda: stopping):
+        if not stopping:
+            print("predmesh up: the gateway did not become ready; stopping the mesh", file=sys.stderr, flush=True)
         stop_all(parts)
-        return 1
+        return 0 if stopping else 1
     print("predmesh up: started " + ", ".join(p.name for p in parts) + "; Ctrl-C stops everything\n"
           + describe(os.environ, parts), flush=True)
     code = 0
