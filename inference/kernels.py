@@ -23,7 +23,7 @@ Kernel = Callable[[np.ndarray], np.ndarray]
 RUNTIMES = ("sklearn", "native")
 TOLERANCE = 1e-9
 CHECK_ROWS = 512
-WALK_MAX_ROWS = 12  # forests: up to this many rows walk all trees at once, more go tree by tree
+WALK_MAX_ROWS = 24  # forests: up to this many rows walk all trees at once, more go tree by tree
 
 
 def _logistic(est: LogisticRegression) -> Kernel | None:
@@ -123,7 +123,7 @@ def verified_kernel(estimator, manifest: Manifest, seed: int = 0) -> Kernel | No
         reference = estimator.predict_proba(rows)
         together = kernel(rows)
         # small batches too: kernels may take another path for them (forests walk all trees at once)
-        one_by_one = np.vstack([kernel(rows[i:i + 1]) for i in range(16)] + [kernel(rows[16:24])])
+        one_by_one = np.vstack([kernel(rows[i:i + 1]) for i in range(8)] + [kernel(rows[8:24])])
     except Exception:  # a kernel that cannot even run is simply not used
         log.warning("model %s@%s: native kernel failed to run; scoring with scikit-learn", manifest.name,
                     manifest.version, exc_info=True)
