@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import shutil
 import subprocess
@@ -67,7 +68,6 @@ def render(settings: GatewaySettings, descriptor: Path, openapi: Path) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
     upstreams = [split_addr(a) for a in settings.upstreams]
-    import json
     return env.get_template(TEMPLATE.name).render(
         s=settings,
         tls=settings.tls,
