@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from predmesh import PredmeshClient, ResourceExhausted
+from predmesh import PredmeshClient, ResourceExhausted, Unavailable
 from tests.conftest import IRIS_ROW
 from tests.support.load import run_load
 from tests.support.pg import PrivatePostgres
@@ -89,6 +89,8 @@ def test_t16_full_spool_answers_resource_exhausted_and_never_an_unrecorded_ok(mo
                     assert "spool is full" in str(exc)
                     refused.append(f"tiny-{i}")
             assert ok and len(refused) > 40  # about 8 KB of records fit, then every answer is refused
+            with pytest.raises(Unavailable, match="database is unavailable"):
+                client.get_stats()  # analytics reads need the database: a clear UNAVAILABLE, not INTERNAL
             pg.start()
             wait_for(lambda: len(stored_ids(pg)) >= len(ok), 30, interval=0.3, what="spool replayed")
             assert sorted(stored_ids(pg)) == sorted(ok)  # every OK recorded, nothing refused recorded
