@@ -40,6 +40,35 @@ class _Segment:
     created: float
 
 
+def _try_lock(directory: Path) -> int | None:
+    """An fd holding an exclusive flock on directory/.lock, or None if another process holds it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _adopt(source: Path, target: Path) -> None:
+    """Move the segments of an unowned slot behind the target's own (both locked meanwhile), in order."""
+    fd = _try_lock(source)
+    if fd is None:
+        return  # a live process owns it
+    try:
+        segments = sorted(source.glob(SEGMENT_GLOB))
+        if not segments:
+            return
+        next_seq = max((int(p.stem[4:]) for p in target.glob(SEGMENT_GLOB)), default=0) + 1
+        for offset, path in enumerate(segments):
+            path.rename(target / f"seg-{next_seq + offset:09d}.log")
+        log.info("spool: adopted %d segments from %s into %s", len(segments), source, target)
+    finally:
+        os.close(fd)
+
+
 def encode(doc: dict) -> bytes:
     """One spool line: crc32 of the JSON, a space, the JSON, a newline."""
     payload = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
@@ -89,18 +118,18 @@ class Spool:
         """The spool in the first free slot base/p<N> (locked while this process lives).
 
         Server processes sharing a port each get their own slot; a process killed with -9 releases its lock,
-        so its restarted successor (or any sibling) claims the slot and replays what is in it.
+        so its restarted successor (or any sibling) claims the slot and replays what is in it. Records left in
+        other free slots (e.g. after scaling from 3 processes down to 1) are adopted into the claimed slot.
         """
         base = Path(base)
         for slot in range(slots):
             directory = base / f"p{slot}"
-            directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = _try_lock(directory)
+            if fd is None:
                 continue
+            for other in sorted(base.glob("p*")):
+                if other != directory and other.is_dir():
+                    _adopt(other, directory)
             spool = cls(directory, max_bytes)
             spool._lock_fd = fd
             return spool

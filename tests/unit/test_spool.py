@@ -112,3 +112,14 @@ def test_age_tracks_how_long_records_have_been_waiting(tmp_path):
     cursor, _ = spool.read(10)
     spool.consume(cursor)
     assert spool.oldest_age() == 0.0
+
+
+def test_records_in_an_abandoned_slot_are_adopted(tmp_path):
+    first, second = Spool.claim(tmp_path, 1_000_000), Spool.claim(tmp_path, 1_000_000)
+    first.append([encode({"i": 1})])
+    second.append([encode({"i": 2})])
+    first.close()
+    second.close()  # both processes gone; only one comes back
+    survivor = Spool.claim(tmp_path, 1_000_000)
+    assert sorted(d["i"] for d in drain(survivor)) == [1, 2]
+    assert not list((tmp_path / "p1").glob("seg-*.log"))
