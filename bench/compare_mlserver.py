@@ -248,6 +248,7 @@ def main(argv=None) -> int:
                         help="a PostgreSQL URL whose user may create the database predmesh_bench")
     parser.add_argument("--mlserver-workers", default="1,2", help="parallel_workers values to probe")
     parser.add_argument("--mlserver-venv", type=Path, default=ROOT / "var" / "bench" / "mlserver-venv")
+    parser.add_argument("--rounds", type=int, default=3, help="gRPC sweeps (the table shows each point's median)")
     parser.add_argument("--skip-rest", action="store_true")
     parser.add_argument("--skip-client", action="store_true")
     args = parser.parse_args(argv)
@@ -306,18 +307,23 @@ def main(argv=None) -> int:
         written_before = pm.metric("predmesh_prediction_rows_written_total")
         failed_before = pm.failed_calls()
         flip = False
-        for model in MODELS:
-            for c in levels:
-                runs = [("pm", lambda: loadtools.h2load(pm.target, OIP_METHOD, pm_frames[model], c, args.seconds)),
-                        ("ml", lambda: loadtools.h2load(ml.grpc_target, OIP_METHOD, frames[model], c, args.seconds))]
-                if c == 1:
-                    runs.append(("ml1", lambda: loadtools.h2load(ml_unbatched.grpc_target, OIP_METHOD, frames[model],
-                                                                 c, args.seconds)))
-                for key, run in (reversed(runs) if flip else runs):
-                    results[("grpc", model, c, key)] = run()
-                flip = not flip
-                print(f"  grpc {model} c={c}: " + ", ".join(
-                    f"{k}={results[('grpc', model, c, k)].rps:,.0f}/s" for k, _ in runs), flush=True)
+        rounds: dict[tuple, list[loadtools.Point]] = {}
+        for round_no in range(args.rounds):
+            for model in MODELS:
+                for c in levels:
+                    runs = [("pm", lambda: loadtools.h2load(pm.target, OIP_METHOD, pm_frames[model], c, args.seconds)),
+                            ("ml", lambda: loadtools.h2load(ml.grpc_target, OIP_METHOD, frames[model], c,
+                                                            args.seconds))]
+                    if c == 1:
+                        runs.append(("ml1", lambda: loadtools.h2load(ml_unbatched.grpc_target, OIP_METHOD,
+                                                                     frames[model], c, args.seconds)))
+                    for key, run in (reversed(runs) if flip else runs):
+                        rounds.setdefault(("grpc", model, c, key), []).append(run())
+                    flip = not flip
+                    print(f"  round {round_no + 1} grpc {model} c={c}: " + ", ".join(
+                        f"{k}={rounds[('grpc', model, c, k)][-1].rps:,.0f}/s" for k, _ in runs), flush=True)
+        for key, points in rounds.items():  # the table shows the median round (by infer/s) of each point
+            results[key] = sorted(points, key=lambda p: p.rps)[len(points) // 2]
         if not args.skip_rest:
             for model in MODELS:
                 pm_body = {"features": dict(zip(NAMES, ROW))}
@@ -347,7 +353,8 @@ def main(argv=None) -> int:
     say(f"predmesh: {args.processes} processes × {args.threads} threads, runtime {args.runtime}, "
         f"persistence {args.persistence} to "
         f"PostgreSQL ({database_url.rpartition('@')[2]}), metrics on; MLServer 1.7.1: adaptive batching 32 rows / "
-        f"10 ms, parallel_workers={best}, debug off. {args.seconds:g} s per point, one row per request.")
+        f"10 ms, parallel_workers={best}, debug off. {args.seconds:g} s per point (after 1 s warm-up), one row per "
+        "request.")
     say(f"predmesh wrote {written:,.0f} prediction rows to PostgreSQL during the run.")
     say()
     say("| transport | model | conc | predmesh infer/s | p50 ms | p99 ms | MLServer infer/s | p50 ms | p99 ms "
@@ -372,7 +379,13 @@ def main(argv=None) -> int:
     say(f"\nfailed/errored requests seen by the load tools: {failures}; predmesh calls answered with a non-OK "
         f"grpc-status (its metrics): {failed_grpc or 0} (CANCELLED = streams the load tool reset at the end "
         "of a point)")
-    say("\nTargets:")
+    say(f"\ngRPC points: median of {args.rounds} rounds; every round's infer/s (predmesh / MLServer):")
+    for (transport, model, c, key), points in sorted(rounds.items()):
+        if key == "pm":
+            ml_points = rounds[(transport, model, c, "ml")]
+            say(f"- {model} c={c}: " + "; ".join(f"{p.rps:,.0f} / {m.rps:,.0f} ({p.rps / m.rps:.2f}×)"
+                                                 for p, m in zip(points, ml_points)))
+    say("\nTargets (on the medians):")
     for model in MODELS:
         if 32 in levels:
             pm_point, ml_point = results[("grpc", model, 32, "pm")], results[("grpc", model, 32, "ml")]
