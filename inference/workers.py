@@ -7,6 +7,7 @@ and exits when all have stopped. Reloads reach every child through serving point
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -25,8 +26,17 @@ from predmesh.env import ConfigError
 
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_S = 1.0
+PR_SET_PDEATHSIG = 1
 CRASH_LOOP = 3  # a worker that dies this many times in a row within EARLY_EXIT_S of its start stops the group
 EARLY_EXIT_S = 10.0
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM (a graceful drain) when the supervisor dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own SIGTERM handling still applies
+        pass
 
 
 class WorkerGroup:
@@ -51,7 +61,7 @@ class WorkerGroup:
 
     def _spawn(self, index: int) -> None:
         child = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train", "--worker"],
-                                 env=self.env)
+                                 env=self.env, preexec_fn=_die_with_parent)
         self.children[index] = child
         self._started_at[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, child.pid)

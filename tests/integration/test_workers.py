@@ -64,6 +64,7 @@ def group(model_store, tmp_path):
         wait_for(lambda: len(versions_by_pid(proc.target)) == 2, timeout=60, interval=0.3,
                  what="both processes serving")
         yield proc
+        proc.terminate(timeout=30)  # graceful: the supervisor stops its workers
 
 
 def test_two_processes_serve_aggregate_metrics_and_all_take_a_reload(group):
@@ -114,6 +115,20 @@ def test_a_killed_worker_is_replaced(group):
             return False
         return len(now) == 2 and victim not in now
     wait_for(replaced, timeout=30, interval=0.3, what="a replacement worker")
+
+    # Even a supervisor killed with SIGKILL leaves no worker behind: they get SIGTERM and drain.
+    workers = list(versions_by_pid(group.target))
+    group.kill()
+    wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=30, interval=0.2,
+             what="the orphaned workers to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_group_that_cannot_serve_gives_up(model_store, tmp_path):
