@@ -38,25 +38,6 @@ OIP_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 DEFAULT_PG = "postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test"
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # not up yet
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def bench_database(admin_url: str) -> str:
     """A dedicated database predmesh_bench next to the one in admin_url (created once)."""
     import psycopg2
@@ -151,8 +132,8 @@ class Predmesh:
 
     def __init__(self, work: Path, store: Path, database_url: str, processes: int, runtime: str, persistence: str,
                  threads: int):
-        self.grpc_port, self.metrics_port = free_port(), free_port()
-        self.rest_port, self.envoy_admin_port = free_port(), free_port()
+        self.grpc_port, self.metrics_port = loadtools.free_port(), loadtools.free_port()
+        self.rest_port, self.envoy_admin_port = loadtools.free_port(), loadtools.free_port()
         self.target = f"127.0.0.1:{self.grpc_port}"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("PREDMESH_", "PROMETHEUS_"))},
@@ -182,11 +163,11 @@ class Predmesh:
         def serving():
             with grpc.insecure_channel(self.target) as ch:
                 return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1
-        wait_for(serving, 90, "predmesh to serve")
+        loadtools.wait_for(serving, 90, "predmesh to serve")
         glog = open(self.work / "gateway.log", "ab")
         self.procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=self.env, stdout=glog,
                                            stderr=subprocess.STDOUT))
-        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/healthz", timeout=1).status
+        loadtools.wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/healthz", timeout=1).status
                  == 200, 60, "the Envoy gateway")
         return self
 
@@ -279,8 +260,8 @@ def main(argv=None) -> int:
         def mlserver(tag: str, workers: int, batch: int) -> MLServer:
             repo = work / f"mlserver-{tag}"
             write_repository(repo, models, batch_size=batch, batch_ms=10)
-            server = MLServer(mlserver_bin, repo, http_port=free_port(), grpc_port=free_port(),
-                              metrics_port=free_port(), workers=workers, log_path=work / f"mlserver-{tag}.log")
+            server = MLServer(mlserver_bin, repo, http_port=loadtools.free_port(), grpc_port=loadtools.free_port(),
+                              metrics_port=loadtools.free_port(), workers=workers, log_path=work / f"mlserver-{tag}.log")
             return server.start(list(MODELS))
 
         # MLServer's best configuration: adaptive batching (32 rows / 10 ms) and the best parallel_workers.

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -29,27 +28,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import loadtools  # noqa: E402
 from predmesh.v1 import inference_pb2  # noqa: E402
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # not up yet
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 class Mesh:
@@ -61,7 +43,7 @@ class Mesh:
         base = {**os.environ, "PREDMESH_MODEL_STORE": str(store), "PREDMESH_DRAIN_SECONDS": "0",
                 "PREDMESH_LOG_LEVEL": "WARNING"}
         for i in range(replicas):
-            grpc_port, metrics_port = free_port(), free_port()
+            grpc_port, metrics_port = loadtools.free_port(), loadtools.free_port()
             env = {**base, "PREDMESH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
                    "PREDMESH_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
                    "PREDMESH_DATABASE_URL": f"sqlite:///{tmp}/r{replicas}-{i}.db",
@@ -70,14 +52,14 @@ class Mesh:
                                                cwd=ROOT, env=env))
             self.replicas.append((f"127.0.0.1:{grpc_port}", metrics_port))
         for target, _ in self.replicas:
-            wait(lambda: self._serving(target), 60, f"replica {target}")
-        self.rest_port, self.envoy_admin = free_port(), free_port()
+            loadtools.wait_for(lambda: self._serving(target), 60, f"replica {target}")
+        self.rest_port, self.envoy_admin = loadtools.free_port(), loadtools.free_port()
         env = {**base, "PREDMESH_GATEWAY_ADDR": f"127.0.0.1:{self.rest_port}", "PREDMESH_GATEWAY_ADMIN_ADDR": "",
                "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": f"127.0.0.1:{self.envoy_admin}",
                "PREDMESH_GATEWAY_UPSTREAMS": ",".join(t for t, _ in self.replicas),
                "PREDMESH_GATEWAY_DIR": str(tmp / f"gw-{replicas}"), "PREDMESH_GATEWAY_RATE_LIMIT_RPS": "0"}
         self.procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env))
-        wait(lambda: self._healthy_hosts() == replicas, 60, "gateway with all replicas healthy")
+        loadtools.wait_for(lambda: self._healthy_hosts() == replicas, 60, "gateway with all replicas healthy")
 
     @staticmethod
     def _serving(target: str) -> bool:

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,26 @@ class Point:
     p99_ms: float
     ok: int
     failed: int
+    cpu_us: float = 0.0  # server CPU per answered request, where the caller measures it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll predicate (exceptions count as 'not yet') until it is true; TimeoutError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def require_tools() -> None:
@@ -51,15 +73,17 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def h2load(target: str, method: str, frame: bytes, concurrency: int, seconds: float, warmup: float = 1.0) -> Point:
-    """Closed loop: `concurrency` connections, one stream each; p50/p99 from h2load's per-request log."""
+def h2load(target: str, method: str, frame: bytes, concurrency: int, seconds: float, warmup: float = 1.0,
+           headers: tuple[str, ...] = ()) -> Point:
+    """Closed loop: `concurrency` connections, one stream each; p50/p99 from h2load's per-request log.
+    headers are extra request headers, e.g. "grpc-timeout: 10S"."""
     with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
         body, log = Path(tmp) / "frame.bin", Path(tmp) / "requests.log"
         body.write_bytes(frame)
         out = subprocess.run(
             ["h2load", "-D", f"{int(seconds * 1000)}ms", f"--warm-up-time={int(warmup * 1000)}ms",
              "-c", str(concurrency), "-m", "1", "-t", "1", "-H", "content-type: application/grpc",
-             "-H", "te: trailers", "-d", str(body),
+             "-H", "te: trailers", *(a for h in headers for a in ("-H", h)), "-d", str(body),
              "--log-file", str(log), f"http://{target}{method}"],
             capture_output=True, text=True, timeout=seconds + warmup + 60)
         if not log.exists():

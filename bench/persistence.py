@@ -14,45 +14,32 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import loadtools  # noqa: E402
+from bench.loadtools import Point  # noqa: E402
+
 
 METHOD = "/predmesh.v1.InferenceService/Predict"
-
-
-@dataclass
-class Point:
-    """One closed-loop measurement."""
-
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    ok: int
-    failed: int
-    cpu_us: float = 0.0  # server CPU per answered request, writer included
-
-
-def grpc_frame(message: bytes) -> bytes:
-    return b"\x00" + struct.pack(">I", len(message)) + message
+MODES = ("off", "async", "durable")
+ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
+DEFAULT_PG = "postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test"
 
 
 def check_predict(target: str) -> None:
-    """One Predict with the exact bytes h2load sends; raises unless grpc-status is OK."""
+    """One Predict with the exact bytes h2load sends; raises grpc.RpcError unless grpc-status is OK."""
     import grpc
     with grpc.insecure_channel(target) as channel:
         channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)(predict_request(),
@@ -73,42 +60,11 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def h2load(target: str, concurrency: int, seconds: float, warmup: float = 0.0) -> Point:
+def h2load(target: str, concurrency: int, seconds: float) -> Point:
     """Closed loop with h2load (a C client, so the load generator barely competes for the CPU). Every request
     carries a 10 s deadline, as SDK calls do. h2load only sees HTTP status, so the caller checks stored rows."""
-    with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
-        body, log = Path(tmp) / "frame.bin", Path(tmp) / "requests.log"
-        body.write_bytes(grpc_frame(predict_request()))
-        out = subprocess.run(
-            ["h2load", "-D", f"{seconds:g}", f"--warm-up-time={warmup:g}", "-c", str(concurrency), "-m", "1",
-             "-t", "1", "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", "grpc-timeout: 10S",
-             "-d", str(body), "--log-file", str(log), f"http://{target}{METHOD}"],
-            capture_output=True, text=True, timeout=seconds + warmup + 60)
-        if not log.exists():
-            raise SystemExit(f"h2load wrote no log (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
-        durations, failed = [], 0
-        for line in log.read_text().splitlines():
-            parts = line.split("\t")
-            if len(parts) >= 3:
-                if parts[1] == "200":
-                    durations.append(int(parts[2]) / 1000)
-                else:
-                    failed += 1
-    durations.sort()
-    pct = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))] if durations else float("nan")  # noqa
-    match = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out.stdout)
-    rps = float(match.group(2)) if match else len(durations) / seconds
-    return Point(rps, pct(0.5), pct(0.99), len(durations), failed)
-MODES = ("off", "async", "durable")
-ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
-DEFAULT_PG = "postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test"
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return loadtools.h2load(target, METHOD, loadtools.grpc_frame(predict_request()), concurrency, seconds,
+                            warmup=0.0, headers=("grpc-timeout: 10S",))
 
 
 class Schema:
@@ -146,7 +102,7 @@ class Schema:
 
 
 def start_server(store: Path, mode: str, db_url: str, spool: Path, processes: int, log: Path):
-    port = free_port()
+    port = loadtools.free_port()
     env = {**os.environ, "PREDMESH_GRPC_ADDR": f"127.0.0.1:{port}", "PREDMESH_METRICS_ADDR": "",
            "PREDMESH_MODEL_STORE": str(store), "PREDMESH_PERSISTENCE": mode, "PREDMESH_DATABASE_URL": db_url,
            "PREDMESH_SPOOL_DIR": str(spool), "PREDMESH_PROCESSES": str(processes), "PREDMESH_DRAIN_SECONDS": "0",
