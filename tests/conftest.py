@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pg import TempSchema
 from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc
 
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -55,3 +56,13 @@ def inproc_server(model_store):
     port = server.start()
     yield server, f"127.0.0.1:{port}"
     server.stop(grace=0)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request, tmp_path):
+    """The URL of an empty database: a fresh SQLite file, or a fresh schema on the test PostgreSQL (parity)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        with TempSchema() as schema:
+            yield schema.url

@@ -12,20 +12,9 @@ from database import repo
 from database.connect import open_database, session
 from database.migrate import applied, available, migrate, pending
 from database.records import PredictionRecord
-from tests.support.pg import TempSchema
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("setosa", "versicolor", "virginica")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def empty_db_url(request, tmp_path):
-    """The URL of an empty database: a fresh SQLite file, or a fresh schema on the test PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
-    else:
-        with TempSchema() as schema:
-            yield schema.url
 
 
 @pytest.fixture

@@ -13,24 +13,14 @@ from database.connect import open_database, session
 from predmesh import InvalidArgument, NotFound, PredmeshClient
 from predmesh.client import Transport
 from tests.conftest import IRIS_ROW
-from tests.support.pg import TempSchema
 from tests.support.procs import ServerProc, wait_for
 
 VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.2, "petal_width": 1.3}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.db'}"
-    else:
-        with TempSchema() as schema:
-            yield schema.url
-
-
 @pytest.fixture
-def stored_server(model_store, tmp_path, db_url):
-    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DATABASE_URL": db_url}) as proc:
+def stored_server(model_store, tmp_path, empty_db_url):
+    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DATABASE_URL": empty_db_url}) as proc:
         yield proc
 
 
@@ -103,10 +93,10 @@ def test_feedback_moves_accuracy_in_stats_and_prometheus(stored_server):
             client.list_predictions(page_size=5000)
 
 
-def test_activations_are_recorded(stored_server, db_url):
+def test_activations_are_recorded(stored_server, empty_db_url):
     with PredmeshClient(stored_server.target) as client:
         serving = client.get_model("iris").version
-    database = open_database(db_url)
+    database = open_database(empty_db_url)
     try:
         with session():
             versions = repo.model_versions("iris")
@@ -116,9 +106,9 @@ def test_activations_are_recorded(stored_server, db_url):
     assert versions[0].sha256 and versions[0].activated_at
 
 
-def test_server_refuses_an_unmigrated_database_when_auto_migrate_is_off(model_store, tmp_path, db_url):
+def test_server_refuses_an_unmigrated_database_when_auto_migrate_is_off(model_store, tmp_path, empty_db_url):
     proc = ServerProc(model_store, tmp_path / "refuse.log",
-                      env={"PREDMESH_DATABASE_URL": db_url, "PREDMESH_AUTO_MIGRATE": "0"})
+                      env={"PREDMESH_DATABASE_URL": empty_db_url, "PREDMESH_AUTO_MIGRATE": "0"})
     with pytest.raises(RuntimeError, match="exited with 2"):
         proc.start()
     assert "run `predmesh migrate`" in proc.log()
