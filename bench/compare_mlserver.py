@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -72,59 +71,9 @@ def check_oip(target: str, model: str, mlserver: bool) -> str:
     return ", ".join(o.name for o in answer.outputs)
 
 
-def _client_worker(target: str, model: str, threads: int, seconds: float, out) -> None:
-    import threading
-
-    from predmesh import PredmeshClient
-
-    features = dict(zip(NAMES, ROW))
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    with PredmeshClient(target, timeout=10) as client:
-        client.predict(model, features)
-        stop = time.monotonic() + seconds
-
-        def loop():
-            mine, bad = [], 0
-            while time.monotonic() < stop:
-                t0 = time.perf_counter()
-                try:
-                    client.predict(model, features)
-                    mine.append((time.perf_counter() - t0) * 1000)
-                except Exception:
-                    bad += 1
-            with lock:
-                latencies.extend(mine)
-                errors[0] += bad
-
-        workers = [threading.Thread(target=loop) for _ in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    out.put((latencies, errors[0]))
-
-
 def python_client(target: str, model: str, concurrency: int, seconds: float) -> loadtools.Point:
     """Predict through the Python SDK: `concurrency` closed-loop threads spread over up to 2 processes."""
-    procs = min(2, concurrency)
-    out = mp.get_context("spawn").Queue()
-    workers = [mp.get_context("spawn").Process(
-        target=_client_worker, args=(target, model, concurrency // procs + (i < concurrency % procs), seconds, out))
-        for i in range(procs)]
-    for w in workers:
-        w.start()
-    latencies, errors = [], 0
-    for _ in workers:
-        got, bad = out.get(timeout=seconds + 120)
-        latencies.extend(got)
-        errors += bad
-    for w in workers:
-        w.join()
-    latencies.sort()
-    pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")  # noqa
-    return loadtools.Point(len(latencies) / seconds, pct(0.5), pct(0.99), len(latencies), errors)
+    return loadtools.sdk_closed_loop(target, "predict", (model, dict(zip(NAMES, ROW))), concurrency, seconds)
 
 
 class Predmesh:

@@ -132,3 +132,63 @@ def wrk(url: str, body: dict, concurrency: int, seconds: float) -> Point:
     requests, errors, duration_us = (int(g) for g in match.groups()[:3])
     p50, p99 = (float(g) / 1000 for g in match.groups()[3:])
     return Point(requests / (duration_us / 1e6), p50, p99, requests - errors, errors)
+
+
+def _sdk_worker(target: str, method: str, args: tuple, threads: int, seconds: float, out) -> None:
+    import threading
+
+    from predmesh import PredmeshClient
+
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    with PredmeshClient(target, timeout=10) as client:
+        call = getattr(client, method)
+        call(*args)
+        stop = time.monotonic() + seconds
+
+        def loop():
+            mine, bad = [], 0
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                try:
+                    call(*args)
+                    mine.append((time.perf_counter() - t0) * 1000)
+                except Exception:  # counted, not raised: the run goes on
+                    bad += 1
+            with lock:
+                latencies.extend(mine)
+                errors[0] += bad
+
+        workers = [threading.Thread(target=loop) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    out.put((latencies, errors[0]))
+
+
+def sdk_closed_loop(target: str, method: str, args: tuple, concurrency: int, seconds: float,
+                    processes: int = 2) -> Point:
+    """PredmeshClient.<method>(*args) in `concurrency` closed-loop threads spread over up to `processes` client
+    processes (the Python client is GIL-bound); latencies in ms."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = max(1, min(processes, concurrency))
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_sdk_worker, args=(target, method, args,
+                                                     concurrency // procs + (i < concurrency % procs), seconds, out))
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    latencies, errors = [], 0
+    for _ in workers:
+        got, bad = out.get(timeout=seconds + 120)
+        latencies.extend(got)
+        errors += bad
+    for w in workers:
+        w.join()
+    latencies.sort()
+    return Point(len(latencies) / seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99),
+                 len(latencies), errors)

@@ -3,76 +3,28 @@
 Usage: .venv/bin/python bench/predict_latency.py [--seconds 10] [--estimator lr|rf] [--target HOST:PORT]
 
 Without --target it trains a throwaway store, starts `python -m inference serve` on free ports and stops it after.
-Clients run in several processes (the Python client is GIL-bound); each closed-loop worker thread sends one call
+Clients run in up to 4 processes (the Python client is GIL-bound); each closed-loop worker thread sends one call
 at a time. The baseline is GetModel (same server, interceptors and SDK path, no scoring): the RPC floor of the same run.
 """
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.loadtools import Point, sdk_closed_loop  # noqa: E402
+
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
 
 
-def _worker(target: str, kind: str, threads: int, seconds: float, out: mp.Queue) -> None:
-    import threading
-
-    from predmesh import PredmeshClient
-
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    with PredmeshClient(target, timeout=5) as client:
-        call = (lambda: client.predict("iris", ROW)) if kind == "predict" else (lambda: client.get_model("iris"))
-        call()
-        deadline = time.perf_counter() + seconds
-
-        def loop():
-            mine = []
-            while time.perf_counter() < deadline:
-                t = time.perf_counter()
-                try:
-                    call()
-                    mine.append(time.perf_counter() - t)
-                except Exception:
-                    with lock:
-                        errors[0] += 1
-            with lock:
-                latencies.extend(mine)
-
-        workers = [threading.Thread(target=loop) for _ in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    out.put((latencies, errors[0]))
-
-
-def measure(target: str, kind: str, concurrency: int, seconds: float) -> dict:
-    procs = min(concurrency, 4)
-    per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    queue: mp.Queue = mp.Queue()
-    workers = [mp.Process(target=_worker, args=(target, kind, n, seconds, queue)) for n in per]
-    for w in workers:
-        w.start()
-    latencies, errors = [], 0
-    for _ in workers:
-        lat, err = queue.get()
-        latencies += lat
-        errors += err
-    for w in workers:
-        w.join()
-    latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return {"rps": len(latencies) / seconds, "p50": pick(0.50), "p99": pick(0.99), "errors": errors}
+def measure(target: str, kind: str, concurrency: int, seconds: float) -> Point:
+    call = ("predict", ("iris", ROW)) if kind == "predict" else ("get_model", ("iris",))
+    return sdk_closed_loop(target, *call, concurrency, seconds, processes=4)
 
 
 def main() -> None:
@@ -102,8 +54,8 @@ def main() -> None:
             floor = measure(target, "floor", concurrency, args.seconds)
             pred = measure(target, "predict", concurrency, args.seconds)
             for name, r in (("GetModel", floor), ("Predict", pred)):
-                print(f"{name:<10}{concurrency:>5}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-                      f"{r['errors']:>8}{r['rps'] / floor['rps']:>11.2f}")
+                print(f"{name:<10}{concurrency:>5}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+                      f"{r.failed:>8}{r.rps / floor.rps:>11.2f}")
     finally:
         if server:
             server.terminate()
