@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -60,11 +61,12 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def h2load(target: str, concurrency: int, seconds: float) -> Point:
+def h2load(target: str, concurrency: int, seconds: float, warmup: float) -> Point:
     """Closed loop with h2load (a C client, so the load generator barely competes for the CPU). Every request
-    carries a 10 s deadline, as SDK calls do. h2load only sees HTTP status, so the caller checks stored rows."""
+    carries a 10 s deadline, as SDK calls do. h2load only sees HTTP status, so the caller checks stored rows.
+    The first `warmup` seconds (a fresh process: first database batch, caches) are not measured."""
     return loadtools.h2load(target, METHOD, loadtools.grpc_frame(predict_request()), concurrency, seconds,
-                            warmup=0.0, headers=("grpc-timeout: 10S",))
+                            warmup=warmup, headers=("grpc-timeout: 10S",))
 
 
 class Schema:
@@ -145,6 +147,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     parser.add_argument("--processes", type=int, default=1, help="PREDMESH_PROCESSES of the server")
     parser.add_argument("--pg-url", default=os.environ.get("PREDMESH_BENCH_PG_URL")
                         or os.environ.get("PREDMESH_TEST_PG_URL", DEFAULT_PG))
@@ -157,7 +160,8 @@ def main() -> int:
                    env={**os.environ, "PREDMESH_MODEL_STORE": str(store)}, check=True, capture_output=True)
     schema = Schema(args.pg_url)
     results: dict[str, list[Point]] = {m: [] for m in MODES}
-    print(f"Predict, 1 row/request, h2load closed loop c={args.concurrency}, {args.seconds:g} s per point, "
+    print(f"Predict, 1 row/request, h2load closed loop c={args.concurrency}, {args.warmup:g} s warm-up + "
+          f"{args.seconds:g} s per point, "
           f"{args.rounds} rounds, server processes={args.processes}, PostgreSQL schema {schema.name}")
     try:
         for rnd in range(args.rounds):
@@ -165,10 +169,13 @@ def main() -> int:
                 proc, target = start_server(store, mode, schema.url, work / f"spool-{mode}-{rnd}",
                                                    args.processes, work / "server.log")
                 before = settle(schema, 10) if mode != "off" else 0
-                cpu0 = cpu_seconds(proc.pid)
-                point = h2load(target, args.concurrency, args.seconds)
+                cpu0 = []  # sampled when the warm-up ends, so CPU per request covers the measured requests only
+                timer = threading.Timer(args.warmup, lambda: cpu0.append(cpu_seconds(proc.pid)))
+                timer.start()
+                point = h2load(target, args.concurrency, args.seconds, args.warmup)
+                timer.join()
                 stored = settle(schema) - before if mode != "off" else 0  # includes the writer catching up
-                point.cpu_us = (cpu_seconds(proc.pid) - cpu0) / max(1, point.ok) * 1e6
+                point.cpu_us = (cpu_seconds(proc.pid) - cpu0[0]) / max(1, point.ok) * 1e6
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
                 results[mode].append(point)

@@ -2,6 +2,10 @@
 
 Leader/follower, so an idle server adds no hand-off: the first caller scores its own rows inline; callers that
 arrive while it works queue up and the next of them leads one call for all queued rows (up to max_rows).
+
+A caller may also hand over the work that follows scoring (finish) and a commit for its result (e.g. storing the
+prediction records): the leader runs every caller's finish and one commit for the whole batch before it wakes
+anyone, so a batch shares one hand-off and one commit (in durable persistence: one fsync) instead of one each.
 """
 from __future__ import annotations
 
@@ -23,10 +27,12 @@ def _wake(slot: _Slot) -> None:
 
 
 class _Slot:
-    __slots__ = ("rows", "result", "error", "event", "promoted", "done")
+    __slots__ = ("rows", "finish", "commit", "result", "error", "event", "promoted", "done")
 
-    def __init__(self, rows: np.ndarray):
+    def __init__(self, rows: np.ndarray, finish, commit):
         self.rows = rows
+        self.finish = finish
+        self.commit = commit
         self.result = None
         self.error: BaseException | None = None
         self.event: threading.Event | None = None  # only a caller that waits needs one (idle path: none)
@@ -48,11 +54,19 @@ class Batcher:
         self._busy = False
         self._last_rows = 0
 
-    def score(self, rows: np.ndarray, timeout: float | None = None) -> np.ndarray:
-        """Probabilities for rows (n × features → n × classes); raises DeadlineExceeded after timeout seconds."""
+    def score(self, rows: np.ndarray, timeout: float | None = None,
+              finish: Callable[[np.ndarray], list] | None = None,
+              commit: Callable[[list], None] | None = None):
+        """Probabilities for rows (n × features → n × classes); raises DeadlineExceeded after timeout seconds.
+
+        With finish, returns (probabilities, finish(probabilities)), finish run by whichever thread scores the
+        batch and returning a list; with commit too, commit(the lists of all the batch's callers that passed an
+        equal commit, concatenated) runs once before any of them is woken. An exception in either fails every caller of the batch. A caller whose
+        deadline passes while its batch is scored gets DeadlineExceeded even if its result was committed.
+        """
         if timeout is not None and timeout > _FOREVER_S:  # gRPC reports "no deadline" as a huge time_remaining()
             timeout = None
-        slot = _Slot(rows)
+        slot = _Slot(rows, finish, commit)
         with self._lock:
             self._pending.append(slot)
             lead = not self._busy
@@ -75,10 +89,13 @@ class Batcher:
                 return self._outcome(slot)
         return self._lead(slot)
 
-    def _lead(self, own: _Slot) -> np.ndarray:
+    def _lead(self, own: _Slot):
+        # Leadership is kept through the commit: callers arriving meanwhile gather into the next batch, so under
+        # load batches (and commits, i.e. fsyncs) grow instead of multiplying.
         try:
-            while not own.done:
-                self._run(self._take())
+            while not own.done:  # own is the first pending slot, so the first batch holds it
+                batch = self._take()
+                self._complete(batch, self._score(batch))
         finally:
             with self._lock:
                 self._hand_off_locked()
@@ -108,22 +125,45 @@ class Batcher:
         self._last_rows = n
         return batch
 
-    def _run(self, batch: list[_Slot]) -> None:
+    def _score(self, batch: list[_Slot]):
+        """(results, commits) for the batch: each slot's probabilities (and finish items); or the exception."""
         try:
             matrix = batch[0].rows if len(batch) == 1 else np.concatenate([s.rows for s in batch])
             probabilities = self._score_fn(matrix)
-        except BaseException as exc:  # delivered to every caller of the batch, raised in their threads
+            if self._on_batch:
+                self._on_batch(len(matrix))
+            results, commits, start = [], {}, 0
             for slot in batch:
-                slot.error, slot.done = exc, True
+                end = start + len(slot.rows)
+                result = probabilities[start:end]
+                if slot.finish is not None:
+                    items = slot.finish(result)
+                    if slot.commit is not None:
+                        commits.setdefault(slot.commit, []).extend(items)
+                    result = (result, items)
+                results.append(result)
+                start = end
+            return results, commits
+        except BaseException as exc:  # delivered to every caller of the batch, raised in their threads
+            return exc
+
+    @staticmethod
+    def _complete(batch: list[_Slot], scored) -> None:
+        """Run the batch's commits, then hand every caller its result (or the batch's error) and wake it."""
+        if not isinstance(scored, BaseException):
+            results, commits = scored
+            try:
+                for commit, items in commits.items():
+                    commit(items)
+            except BaseException as exc:
+                scored = exc
+        if isinstance(scored, BaseException):
+            for slot in batch:
+                slot.error, slot.done = scored, True
                 _wake(slot)
             return
-        if self._on_batch:
-            self._on_batch(len(matrix))
-        start = 0
-        for slot in batch:
-            end = start + len(slot.rows)
-            slot.result, slot.done = probabilities[start:end], True
-            start = end
+        for slot, result in zip(batch, results):
+            slot.result, slot.done = result, True
             _wake(slot)
 
     @staticmethod

@@ -3,7 +3,7 @@
 Input: one FP32 (or FP64) tensor `[N, n_features]`, columns in the model's schema order, as raw_input_contents
 or typed contents. Outputs: `label` (INT64 [N], index into the model's classes) and `probabilities`
 (FP32 [N, n_classes]), always as raw_output_contents. Scoring goes through the model's adaptive batcher and
-every row is recorded exactly like a Predict call (servicer.record_predictions).
+every row is recorded exactly like a Predict call (servicer.score_and_record).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from inference import errors
 from inference.convert import transport_of
 from inference.recorder import Recorder
 from inference.registry import ModelRegistry
-from inference.servicer import record_predictions, rpc
+from inference.servicer import rpc, score_and_record
 from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -99,13 +99,13 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         if unknown:
             raise errors.InvalidFeatures(f"unknown output {unknown[0]!r}; this model has {LABEL!r} and "
                                          f"{PROBABILITIES!r}")
-        probabilities = model.score(matrix, timeout=context.time_remaining())
         n = len(matrix)
         rid = request.id
         request_ids = [rid] if n == 1 else [f"{rid}-{i}" if rid else "" for i in range(n)]
         names = model.names
-        record_predictions(self.recorder, self.registry.metrics, model, [zip(names, row) for row in matrix.tolist()],
-                           request_ids, probabilities, transport_of(context.invocation_metadata()), started)
+        probabilities, _ = score_and_record(
+            self.recorder, self.registry.metrics, model, matrix, [zip(names, row) for row in matrix.tolist()],
+            request_ids, transport_of(context.invocation_metadata()), started, context.time_remaining())
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=rid)
         for name in wanted:
             if name == LABEL:

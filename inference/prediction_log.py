@@ -36,7 +36,11 @@ class PredictionLog:
     does not take goes to the spool and is replayed when the database is back. Records still in memory are
     lost if the process is killed (not on a graceful stop).
     durable: record() appends to the spool with group commit and returns after the fsync; the writer thread
-    inserts from the spool. An OK answer therefore means the record survives kill -9.
+    inserts from the spool. An OK answer therefore means the record survives kill -9. The spool is the truth, but
+    the writer need not read it back: once synced, the records are also kept in memory (bounded) with their spool
+    positions, and the writer inserts those and consumes the spool up to them, as long as they continue exactly
+    where the spool's unconsumed data starts; otherwise (after a restart, an outage, or memory full) it replays
+    from the spool itself.
     Either way, when the spool is full record() raises Overloaded (RESOURCE_EXHAUSTED): no answer without a record.
     """
 
@@ -53,6 +57,11 @@ class PredictionLog:
         self._retry_interval = retry_interval_s
         self._prepare = prepare
         self._queue: deque[PredictionRecord] = deque()
+        # durable: (start, end, records) of synced appends, in spool order (a cache of the spool's tail)
+        self._synced: deque[tuple[tuple[int, int], tuple[int, int], Sequence[PredictionRecord]]] = deque()
+        self._synced_records = 0
+        if durable:
+            spool.on_synced = self._on_synced
         self._held: list[PredictionRecord] = []  # async: a batch neither the DB nor the full spool took
         self._cv = threading.Condition()
         self._stopping = False
@@ -67,7 +76,7 @@ class PredictionLog:
         if not records:
             return
         if self.durable:
-            self._spool([to_doc(r) for r in records])
+            self._spool([to_doc(r) for r in records], tag=records)
             return
         with self._cv:
             if len(self._queue) + len(records) <= self._max_queue and not self._held:
@@ -77,14 +86,41 @@ class PredictionLog:
                 return
         self._spool([to_doc(r) for r in records])  # the database is behind: spill (durable) instead
 
-    def _spool(self, docs: list[dict]) -> None:
+    def _spool(self, docs: list[dict], tag=None) -> None:
         try:
-            self.spool.append([encode(d) for d in docs])
+            self.spool.append([encode(d) for d in docs], tag)
         except SpoolFull as exc:
             raise Overloaded(f"prediction log spool is full and the database is behind; retry later ({exc})") \
                 from None
         except OSError as exc:
             raise Overloaded(f"prediction log spool cannot be written ({exc.strerror}); retry later") from None
+
+    def _on_synced(self, entries) -> None:
+        """Spool flusher: these records are on disk; keep them for the writer unless memory is full."""
+        with self._cv:
+            for start, end, records in ((s, e, t) for t, s, e in entries):
+                if self._synced_records + len(records) > self._max_queue:
+                    break  # the writer replays them from the spool instead
+                self._synced.append((start, end, records))
+                self._synced_records += len(records)
+            if self._synced_records >= self._batch_size:
+                self._cv.notify()
+
+    def _take_synced(self) -> tuple[list[PredictionRecord], tuple[int, int] | None, bool]:
+        """Synced records that continue exactly at the spool's unconsumed start, the position after them, and
+        whether the spool holds synced records before (or instead of) what memory has: a replay is needed."""
+        synced = self.spool.synced_bytes()  # first: anything synced after this is also in memory
+        cursor = self.spool.position()
+        batch: list[PredictionRecord] = []
+        with self._cv:
+            while self._synced and self._synced[0][1] <= cursor:  # already consumed (replayed)
+                self._synced_records -= len(self._synced.popleft()[2])
+            while self._synced and self._synced[0][0] == cursor and len(batch) < self._batch_size:
+                _, cursor, records = self._synced.popleft()
+                self._synced_records -= len(records)
+                batch.extend(records)
+            gap = not batch and (bool(self._synced) or synced > 0)
+        return batch, (cursor if batch else None), gap
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything recorded so far is in the database (True) or timeout passes (False)."""
@@ -110,6 +146,8 @@ class PredictionLog:
         with self._cv:
             rest = self._held + list(self._queue)
             self._held, self._queue = [], deque()
+            self._synced.clear()  # durable: already in the spool
+            self._synced_records = 0
         if rest:
             try:
                 self.spool.append([encode(to_doc(r)) for r in rest])
@@ -124,8 +162,8 @@ class PredictionLog:
         while True:
             with self._cv:
                 if not self._stopping:
-                    self._cv.wait_for(lambda: self._stopping or self._held or len(self._queue) >= self._batch_size,
-                                      self._flush_interval)
+                    self._cv.wait_for(lambda: self._stopping or self._held or len(self._queue) >= self._batch_size
+                                      or self._synced_records >= self._batch_size, self._flush_interval)
                 if self._stopping:
                     return
                 batch = self._held or [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
@@ -135,7 +173,10 @@ class PredictionLog:
                 if batch:
                     self._write_or_spill(batch)
                     batch = []
-                if self._spool_ready():
+                if self.durable and self._db_ok:
+                    if self._store_synced() and self._spool_ready():
+                        self._replay_some()
+                elif self._spool_ready():
                     self._replay_some()
             except Exception:  # the writer must survive anything; what it held is kept and retried
                 log.exception("prediction log writer: unexpected error")
@@ -147,6 +188,22 @@ class PredictionLog:
                 with self._cv:
                     self._busy = False
                 self._observe()
+
+    def _store_synced(self) -> bool:
+        """Durable: insert synced records from memory while they continue where the spool's unconsumed data
+        starts. True when the spool must be replayed instead (records memory does not hold, or the database
+        failed)."""
+        for _ in range(20):  # bounded, like a replay
+            records, end, gap = self._take_synced()
+            if not records:
+                return gap
+            if not self._store(records):
+                with self._cv:  # the spool has them: replay once the database is back
+                    self._synced.clear()
+                    self._synced_records = 0
+                return True
+            self.spool.consume(end)
+        return False
 
     def _spool_ready(self) -> bool:
         return self.spool.unconsumed_bytes() > 0 and (self._db_ok or time.monotonic() >= self._next_try)
@@ -233,4 +290,4 @@ class PredictionLog:
         if self._metrics:
             self._metrics.spool_bytes.set(self.spool.unconsumed_bytes())
             self._metrics.spool_age.set(self.spool.oldest_age())
-            self._metrics.queue_depth.set(len(self._queue))
+            self._metrics.queue_depth.set(len(self._queue) + self._synced_records)

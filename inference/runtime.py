@@ -86,9 +86,9 @@ class LoadedModel:
                                       f"[{lo:g}, {hi:g}] for this model")
         return values
 
-    def score(self, rows: Sequence[Sequence[float]], timeout: float | None = None) -> np.ndarray:
-        """Class probabilities for validated rows, through the batcher."""
-        return self.batcher.score(np.asarray(rows, dtype=np.float64), timeout)
+    def score(self, rows: Sequence[Sequence[float]], timeout: float | None = None, finish=None, commit=None):
+        """Class probabilities for validated rows, through the batcher (finish/commit: see Batcher.score)."""
+        return self.batcher.score(np.asarray(rows, dtype=np.float64), timeout, finish, commit)
 
     def label_of(self, probabilities: np.ndarray) -> str:
         return self.classes[int(probabilities.argmax())]

@@ -7,6 +7,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 from google.rpc import status_pb2
 
 from database.records import PredictionRecord
@@ -53,26 +54,32 @@ def rpc(method):
     return wrapper
 
 
-def record_predictions(recorder: Recorder, metrics, model, rows, request_ids, probabilities, transport: str,
-                       started: float) -> list[PredictionRecord]:
-    """Hand one record per scored row to the recorder (raises Overloaded if it cannot take them) and count them.
+def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_ids, transport: str,
+                     started: float, timeout: float | None) -> tuple[np.ndarray, list[PredictionRecord]]:
+    """Score validated rows and hand one record per row to the recorder; returns (probabilities, records).
 
-    The one path every transport (Predict*, OIP ModelInfer) takes after scoring; rows are feature mappings.
+    The one path every transport (Predict*, OIP ModelInfer) takes; rows are feature mappings (or pairs) in the
+    order of the matrix. Records are built and committed by the batcher for a whole batch at once (one
+    hand-off, one spool write) before any caller is answered; Overloaded means they were not taken.
     """
-    latency_ms = (time.perf_counter() - started) * 1000
-    now = time.time()
     classes, version, name = model.classes, model.version, model.name
-    records = []
-    for features, rid, probs in zip(rows, request_ids, probabilities):
-        request_id, prediction_id = ids(rid)
-        by_class = dict(zip(classes, probs.tolist()))
-        records.append(PredictionRecord(
-            prediction_id=prediction_id, request_id=request_id, model=name, model_version=version,
-            features=dict(features), label=classes[int(probs.argmax())], probabilities=by_class,
-            transport=transport, latency_ms=latency_ms, created_at=now))
-    recorder.record(records)
+
+    def finish(probabilities):
+        latency_ms = (time.perf_counter() - started) * 1000
+        now = time.time()
+        records = []
+        for features, rid, probs in zip(rows, request_ids, probabilities):
+            request_id, prediction_id = ids(rid)
+            records.append(PredictionRecord(
+                prediction_id=prediction_id, request_id=request_id, model=name, model_version=version,
+                features=dict(features), label=classes[int(probs.argmax())],
+                probabilities=dict(zip(classes, probs.tolist())), transport=transport, latency_ms=latency_ms,
+                created_at=now))
+        return records
+
+    probabilities, records = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
     metrics.predictions.labels(name, transport).inc(len(records))
-    return records
+    return probabilities, records
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -91,9 +98,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         vectors = [model.vector(r, i if len(rows) > 1 else None) for i, r in enumerate(rows)]
         if self.fault_delay_s:
             self._injected_delay(context)
-        probabilities = model.score(vectors, timeout=context.time_remaining())
-        records = record_predictions(self.recorder, self.registry.metrics, model, rows, request_ids, probabilities,
-                                     transport_of(context.invocation_metadata()), started)
+        _, records = score_and_record(self.recorder, self.registry.metrics, model, vectors, rows, request_ids,
+                                      transport_of(context.invocation_metadata()), started, context.time_remaining())
         return [model_pb2.Prediction(
             prediction_id=r.prediction_id, request_id=r.request_id, model=r.model, model_version=r.model_version,
             label=r.label, probabilities=r.probabilities, latency_ms=r.latency_ms) for r in records]

@@ -23,10 +23,11 @@ class SpoolFull(Exception):
 class _Batch:
     """Appends that share one write and one fsync."""
 
-    __slots__ = ("chunks", "done", "error")
+    __slots__ = ("chunks", "tags", "done", "error")
 
     def __init__(self):
         self.chunks: list[bytes] = []
+        self.tags: list[object] = []
         self.done = threading.Event()
         self.error: OSError | None = None
 
@@ -91,6 +92,10 @@ class Spool:
 
     def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 4 * 1024 * 1024):
         self.dir = Path(directory)
+        # on_synced(entries): called after each successful fsync under the spool's lock (so in file order; it must
+        # not call back into the spool), before the appenders return, with (tag, start, end) per tagged append;
+        # start and end are positions comparable with position()
+        self.on_synced = None
         self.quarantine_dir = self.dir / "quarantine"
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
@@ -135,9 +140,13 @@ class Spool:
             return spool
         raise OSError(f"all {slots} spool slots under {base} are locked by running processes")
 
-    # -- writing (group commit: callers queue, one flusher thread writes and fsyncs for all of them) ----------
-    def append(self, lines: list[bytes]) -> None:
-        """Append encoded lines; returns once they are fsynced. Raises SpoolFull, or OSError if the write failed."""
+    # -- writing (group commit: one write and one fsync for every append queued meanwhile) ---------------------
+    # Leader/follower: an append that finds no write in flight writes and fsyncs in its own thread (no hand-off);
+    # appends that arrive meanwhile queue up and wait; when the write ends, the queued batch is handed to the
+    # flusher thread, which writes it the same way.
+    def append(self, lines: list[bytes], tag: object = None) -> None:
+        """Append encoded lines; returns once they are fsynced. Raises SpoolFull, or OSError if the write failed.
+        A tag (not None) is passed to on_synced with the lines' position once they are on disk."""
         data = b"".join(lines)
         with self._cv:
             if self._closing:
@@ -148,50 +157,80 @@ class Spool:
                 self._backlog_since = time.time()
             batch = self._batch
             batch.chunks.append(data)
+            batch.tags.append(tag)
             self._pending_bytes += len(data)
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_loop, name="spool-flush", daemon=True)
-                self._flusher.start()
-            elif len(batch.chunks) == 1:
-                self._cv.notify_all()
-        batch.done.wait()
+            lead = not self._flushing
+            if lead:
+                self._flushing = True
+                self._batch = _Batch()
+        if lead:
+            self._write(batch)
+        else:
+            batch.done.wait()
         if batch.error is not None:
             raise batch.error
 
     _flusher: threading.Thread | None = None
+    _handoff = False  # a queued batch waits for the flusher thread
 
     def _flush_loop(self) -> None:
         while True:
             with self._cv:
-                while not self._batch.chunks and not self._closing:
+                while not self._handoff and not (self._closing and not self._flushing):
                     self._cv.wait()
-                if not self._batch.chunks:
+                if not self._handoff:
                     return
+                self._handoff = False
                 batch, self._batch = self._batch, _Batch()
-                segment, fh = self._segments[-1], self._fh
-                self._flushing = True
-            data = b"".join(batch.chunks)
+            self._write(batch)
+
+    def _write(self, batch: _Batch) -> None:
+        """Write and fsync one batch (the caller owns the write: _flushing), then pass the write on."""
+        with self._cv:
+            segment, fh = self._segments[-1], self._fh
+        start = segment.size
+        data = b"".join(batch.chunks)
+        try:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError as exc:
+            # nothing of this batch is acknowledged: cut what may have been written, fail its callers
+            log.error("spool write failed: %s", exc)
+            batch.error = exc
             try:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except OSError as exc:
-                # nothing of this batch is acknowledged: cut what may have been written, fail its callers
-                log.error("spool write failed: %s", exc)
-                batch.error = exc
-                try:
-                    fh.truncate(segment.size)
-                except OSError:
-                    pass
-            with self._cv:
+                fh.truncate(segment.size)
+            except OSError:
+                pass
+        with self._cv:
+            self._pending_bytes -= len(data)
+            if batch.error is None:
+                segment.size += len(data)
+                if self.on_synced is not None:  # under the lock, so listeners see appends in file order
+                    self._synced(batch, segment.seq, start)
+                if segment.size >= self.segment_bytes:
+                    self._rotate_locked()
+            if self._batch.chunks:  # appends queued during this write: the flusher thread writes them next
+                self._handoff = True
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_loop, name="spool-flush", daemon=True)
+                    self._flusher.start()
+            else:
                 self._flushing = False
-                self._pending_bytes -= len(data)
-                if batch.error is None:
-                    segment.size += len(data)
-                    if segment.size >= self.segment_bytes:
-                        self._rotate_locked()
-                self._cv.notify_all()
-            batch.done.set()
+            self._cv.notify_all()
+        batch.done.set()
+
+    def _synced(self, batch: _Batch, seq: int, start: int) -> None:
+        entries, position = [], start
+        for chunk, tag in zip(batch.chunks, batch.tags):
+            if tag is not None:
+                entries.append((tag, (seq, position), (seq, position + len(chunk))))
+            position += len(chunk)
+        if entries:
+            try:
+                self.on_synced(entries)
+            except Exception:  # a listener's failure must not fail appends that are on disk
+                log.exception("spool: on_synced listener failed")
 
     def _open_segment(self, seq: int) -> None:
         path = self.dir / f"seg-{seq:09d}.log"
@@ -233,6 +272,12 @@ class Spool:
                     docs.append(doc)
         return (segment.seq, position), docs
 
+    def position(self) -> tuple[int, int]:
+        """The position of the oldest unconsumed byte, comparable with read()'s cursors and on_synced positions."""
+        with self._cv:
+            self._drop_consumed_locked()
+            return self._segments[0].seq, self._offset
+
     def consume(self, cursor: tuple[int, int]) -> None:
         """Mark everything before the cursor (from read()) as stored; fully consumed segments are deleted."""
         with self._cv:
@@ -262,6 +307,11 @@ class Spool:
         with self._cv:  # reentrant: append() calls this holding the lock
             return sum(s.size for s in self._segments) - self._offset + self._pending_bytes
 
+    def synced_bytes(self) -> int:
+        """Bytes on disk (fsynced) and not yet consumed: what read() can return now."""
+        with self._cv:
+            return sum(s.size for s in self._segments) - self._offset
+
     def oldest_age(self) -> float:
         """Seconds the spool has continuously held unconsumed records (0 when empty): how far behind the
         database is. In durable mode it drops to 0 every time the writer catches up."""
@@ -272,6 +322,7 @@ class Spool:
         with self._cv:
             self._closing = True
             self._cv.notify_all()
+            self._cv.wait_for(lambda: not self._flushing, 30)
         if self._flusher is not None:
             self._flusher.join(30)
         with self._cv:

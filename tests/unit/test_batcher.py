@@ -109,3 +109,55 @@ def test_max_delay_waits_only_under_load():
     batcher.score(np.ones((1, 1)))
     batcher.score(np.ones((1, 1)))
     assert time.perf_counter() - started < 0.15, "an idle batcher must not wait for the delay"
+
+
+def test_finish_runs_per_caller_and_one_commit_per_batch_before_anyone_is_answered():
+    fn = Recording(delay=0.05)
+    batcher = Batcher(fn, max_rows=64)
+    commits: list[list] = []
+    answered: list[int] = []
+    lock = threading.Lock()
+
+    def commit(items):
+        with lock:
+            assert not any(i in answered for i in items)  # nobody of this batch has been answered yet
+            commits.append(list(items))
+
+    def call(i):
+        probabilities, items = batcher.score(np.array([[float(i)]]), 5, finish=lambda p: [int(p[0, 0]) // 2],
+                                             commit=commit)
+        with lock:
+            answered.append(i)
+        return i, probabilities.tolist(), items
+
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(call, 0)
+        time.sleep(0.01)  # the first call is being scored: the others queue into one batch
+        results = [first.result()] + list(pool.map(call, range(1, 8)))
+    for i, probabilities, items in results:
+        assert probabilities == [[2.0 * i]] and items == [i]
+    assert sorted(x for c in commits for x in c) == list(range(8))  # every item committed exactly once
+    assert len(commits) == len(fn.calls) < 8  # one commit per scored batch, and batches merged
+
+
+def test_a_failed_commit_fails_every_caller_of_its_batch_and_the_batcher_recovers():
+    fn = Recording(delay=0.05)
+    batcher = Batcher(fn, max_rows=64)
+
+    def refuse(items):
+        raise OSError("disk full")
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(batcher.score, np.ones((1, 1)), 5, lambda p: [1], refuse) for _ in range(4)]
+        errors = [f.exception(5) for f in futures]
+    assert all(isinstance(e, OSError) for e in errors)
+    probabilities, items = batcher.score(np.ones((1, 1)), 5, lambda p: ["ok"], lambda items: None)
+    assert items == ["ok"]
+
+
+def test_no_commit_when_scoring_fails():
+    batcher = Batcher(lambda m: 1 / 0, max_rows=8)
+    commits = []
+    with pytest.raises(ZeroDivisionError):
+        batcher.score(np.ones((1, 1)), 5, lambda p: [1], commits.append)
+    assert commits == []

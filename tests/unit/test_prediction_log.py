@@ -131,3 +131,31 @@ def test_spool_documents_round_trip_every_record_field():
     record = rec(7)
     assert set(to_doc(record)) == {f.name for f in dataclasses.fields(PredictionRecord)}
     assert from_doc(to_doc(record)) == record
+
+
+@pytest.mark.parametrize("max_queue", [10_000, 7])  # 7: memory holds only a few, the rest is replayed
+def test_durable_writer_inserts_synced_records_from_memory_and_consumes_the_spool(tmp_path, monkeypatch,
+                                                                                   max_queue):
+    db = FakeDb()
+    plog = make(tmp_path, db, "durable", max_queue=max_queue)
+    read_back = []  # records the writer had to read back from the spool
+    real_read = plog.spool.read
+    def counting_read(n):
+        cursor, docs = real_read(n)
+        read_back.extend(docs)
+        return cursor, docs
+    monkeypatch.setattr(plog.spool, "read", counting_read)
+    threads = [threading.Thread(target=lambda t=t: [plog.record([rec(t * 100 + i), rec(t * 100 + 50 + i)])
+                                                    for i in range(50)]) for t in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert plog.flush(10)
+    assert len(db.rows) == 600 and plog.spool.unconsumed_bytes() == 0
+    if max_queue >= 600:
+        assert read_back == []  # all from memory; the spool was only written and consumed
+    else:
+        assert read_back  # memory overflowed: the rest came from the spool, still each record once
+    plog.close()
+    assert len(db.rows) == 600

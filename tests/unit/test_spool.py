@@ -123,3 +123,39 @@ def test_records_in_an_abandoned_slot_are_adopted(tmp_path):
     survivor = Spool.claim(tmp_path, 1_000_000)
     assert sorted(d["i"] for d in drain(survivor)) == [1, 2]
     assert not list((tmp_path / "p1").glob("seg-*.log"))
+
+
+def test_an_idle_append_writes_in_the_callers_thread(tmp_path):
+    spool = Spool(tmp_path, max_bytes=10_000_000)
+    spool.append([encode({"i": 1})])
+    assert spool._flusher is None  # no hand-off to the flusher thread when nothing else was writing
+    assert drain(spool) == [{"i": 1}]
+    spool.close()
+
+
+def test_on_synced_reports_tagged_appends_in_file_order_with_consumable_positions(tmp_path):
+    spool = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=1_500)  # rotations between appends
+    seen = []
+    spool.on_synced = seen.extend
+    def writer(t):
+        for i in range(40):
+            spool.append([encode({"t": t, "i": i}), encode({"t": t, "i": i, "second": True})], tag=(t, i))
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(tag for tag, _, _ in seen) == [(t, i) for t in range(6) for i in range(40)]
+    # contiguous, in file order: each entry starts where the previous ended (or at the start of the next
+    # segment), so consuming up to an entry's end never skips an entry that was not reported
+    for (_, start, end), (_, nxt, _) in zip(seen, seen[1:]):
+        assert start < end and (nxt == end or (nxt[0] == end[0] + 1 and nxt[1] == 0))
+    # consuming to each reported end in turn releases exactly what was appended, in order
+    assert spool.position() == seen[0][1]
+    for tag, start, end in seen:
+        assert spool.position() == start
+        cursor, docs = spool.read(2)
+        assert cursor == end and [(d["t"], d["i"]) for d in docs] == [tag, tag]
+        spool.consume(end)
+    assert spool.unconsumed_bytes() == 0
+    spool.close()
