@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -67,25 +68,47 @@ _COLUMNS = ("prediction_id", "request_id", "model", "model_version", "features",
             "transport", "latency_ms", "created_at")
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _copy_text(records: Sequence[PredictionRecord]) -> io.StringIO:
+    """The records in PostgreSQL's COPY text format (tab-separated, backslash escapes)."""
+    esc = _COPY_ESCAPES
+    return io.StringIO("".join(
+        f"{r.prediction_id.translate(esc)}\t{r.request_id.translate(esc)}\t{r.model.translate(esc)}\t"
+        f"{r.model_version.translate(esc)}\t{_to_json(r.features).translate(esc)}\t{r.label.translate(esc)}\t"
+        f"{_to_json(r.probabilities).translate(esc)}\t{r.transport.translate(esc)}\t{float(r.latency_ms)!r}\t"
+        f"{to_datetime(r.created_at)}\n" for r in records))
+
+
 def insert_predictions(records: Sequence[PredictionRecord]) -> int:
     """Insert records in one transaction, ignoring request_ids already stored; returns how many were offered.
 
     Idempotent: a retried request, or a spool replayed twice, never makes a second row. This is the hot write
-    path, so it bypasses the query builder: psycopg2 execute_values (multi-row VALUES) on PostgreSQL,
-    executemany on SQLite, both with ON CONFLICT DO NOTHING.
+    path, so it bypasses the query builder. PostgreSQL: COPY (the cheapest bulk load) inside a savepoint; if
+    any row is already stored (or the data is refused) the batch goes again as a multi-row INSERT ... ON
+    CONFLICT DO NOTHING (psycopg2 execute_values). SQLite: executemany with ON CONFLICT DO NOTHING.
     """
     if not records:
         return 0
-    dumps = json.dumps
-    postgres = is_postgres()
-    rows = [(r.prediction_id, r.request_id, r.model, r.model_version,
-             dumps(r.features, separators=(",", ":"), allow_nan=False), r.label,
-             dumps(r.probabilities, separators=(",", ":"), allow_nan=False), r.transport, float(r.latency_ms),
-             to_datetime(r.created_at) if postgres else str(to_datetime(r.created_at))) for r in records]
     table = Prediction._meta.table_name
     columns = ", ".join(_COLUMNS)
+    postgres = is_postgres()
     with db.atomic():
         cursor = db.cursor()
+        if postgres:
+            import psycopg2
+            try:
+                with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable
+                    cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", _copy_text(records))
+                return len(records)
+            except (psycopg2.IntegrityError, psycopg2.DataError):
+                pass  # a duplicate request_id (a retry, a replay) or a value COPY refuses: row by row below
+        dumps = _to_json
+        rows = [(r.prediction_id, r.request_id, r.model, r.model_version, dumps(r.features), r.label,
+                 dumps(r.probabilities), r.transport, float(r.latency_ms),
+                 to_datetime(r.created_at) if postgres else str(to_datetime(r.created_at))) for r in records]
         if postgres:
             from psycopg2.extras import execute_values
             execute_values(cursor, f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING", rows,

@@ -1,6 +1,7 @@
 """The database layer against real PostgreSQL (a unique schema per test) and SQLite: the same tests on both."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -71,6 +72,24 @@ def test_insert_is_idempotent_on_request_id(database):
     stored = repo.get_prediction(first.prediction_id)
     assert stored.features == first.features and stored.probabilities == first.probabilities
     assert stored.created_at == pytest.approx(first.created_at, abs=1e-5)
+
+
+def test_awkward_text_round_trips_exactly(database, monkeypatch):
+    """The PostgreSQL bulk path (COPY text format) escapes what it must: tabs, newlines, backslashes."""
+    from database.connect import is_postgres
+    if is_postgres():  # COPY must take these rows itself, not fall back to the row-by-row INSERT
+        import psycopg2.extras
+        monkeypatch.setattr(psycopg2.extras, "execute_values", lambda *a, **k: pytest.fail("COPY fell back"))
+    awkward = record("a\tb\nc\\d\re \"q\" 'é' \\N", label="set\\osa\t")
+    awkward = dataclasses.replace(awkward, features={"päd\t\"x\"\\": 1e-05, "n\nl": -2.5},
+                                  probabilities={"set\\osa\t": 0.25, "b": 0.75}, latency_ms=1.25e-07)
+    plain = record("plain")
+    repo.insert_predictions([awkward, plain])
+    stored = repo.get_prediction(awkward.prediction_id)
+    assert (stored.request_id, stored.label) == (awkward.request_id, awkward.label)
+    assert stored.features == awkward.features and stored.probabilities == awkward.probabilities
+    assert stored.latency_ms == awkward.latency_ms
+    assert repo.get_prediction(plain.prediction_id).request_id == "plain"
 
 
 def test_list_pages_newest_first_with_filters(database):
