@@ -21,7 +21,7 @@ class ServerSettings:
     max_batch_rows: int = 1000
     max_message_bytes: int = 1024 * 1024
     batch_max_size: int = 64
-    batch_max_delay_ms: float = 0.0
+    batch_max_delay_ms: float = 1.0  # only under load: a batch waits this long to fill (never when idle)
     range_tolerance: float = 10.0
     workers: int = 64
     max_concurrent_rpcs: int = 512
