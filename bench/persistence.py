@@ -203,6 +203,9 @@ def main() -> int:
               f"{p.p99_ms:7.2f}  {p.p99_ms / base.p99_ms:6.2f}  {cpu[mode]:10.0f}  {cpu[mode] / cpu['off']:6.2f}")
     spread = {m: (min(x.rps for x in results[m]), max(x.rps for x in results[m])) for m in MODES}
     print("throughput range over rounds: " + ", ".join(f"{m} {lo:.0f}-{hi:.0f}" for m, (lo, hi) in spread.items()))
+    # Rounds alternate the modes, so each round also gives a paired ratio (drift in the machine's speed cancels)
+    paired = {m: statistics.median(p.rps / o.rps for p, o in zip(results[m], results["off"])) for m in MODES[1:]}
+    print("median of the per-round ratios to off (paired): " + ", ".join(f"{m} {r:.2f}" for m, r in paired.items()))
     for mode, limit in (("async", 0.10), ("durable", 0.25)):
         cost = 1 - median_point(results[mode]).rps / base.rps
         cpu_cost = 1 - cpu["off"] / cpu[mode]  # the throughput a CPU-bound server loses to the extra CPU
