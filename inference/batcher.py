@@ -61,8 +61,9 @@ class Batcher:
 
         With finish, returns (probabilities, finish(probabilities)), finish run by whichever thread scores the
         batch and returning a list; with commit too, commit(the lists of all the batch's callers that passed an
-        equal commit, concatenated) runs once before any of them is woken. An exception in either fails every caller of the batch. A caller whose
-        deadline passes while its batch is scored gets DeadlineExceeded even if its result was committed.
+        equal commit, concatenated) runs once before any of them is woken. An exception in either fails every
+        caller of the batch. A caller whose deadline passes while its batch is scored gets DeadlineExceeded even
+        if its result was committed.
         """
         if timeout is not None and timeout > _FOREVER_S:  # gRPC reports "no deadline" as a huge time_remaining()
             timeout = None

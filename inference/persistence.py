@@ -59,7 +59,8 @@ class PersistenceMetrics:
         self.spool_age = Gauge("predmesh_spool_oldest_seconds", "How long the spool has held records not yet in "
                                "the database (0: caught up)", registry=registry, multiprocess_mode="livemax")
         self.queue_depth = Gauge("predmesh_prediction_queue", "Prediction records held in memory for the "
-                                 "database writer (async: queued; durable: in the spool and not yet inserted)", registry=registry, multiprocess_mode="livesum")
+                                 "database writer (async: queued; durable: in the spool and not yet inserted)",
+                                 registry=registry, multiprocess_mode="livesum")
         self.db_write_failures = Counter("predmesh_db_write_failures_total", "Prediction batches the database "
                                          "did not take (they were spooled)", registry=registry)
         self.rows_written = Counter("predmesh_prediction_rows_written_total", "Prediction rows written to the "
