@@ -73,13 +73,36 @@ _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _copy_text(records: Sequence[PredictionRecord]) -> io.StringIO:
-    """The records in PostgreSQL's COPY text format (tab-separated, backslash escapes)."""
-    esc = _COPY_ESCAPES
+    """The records in PostgreSQL's COPY text format (tab-separated, backslash escapes).
+
+    The writer's hot loop: JSON objects are filled into a template per key tuple (keys encoded and escaped once;
+    float reprs are JSON numbers and need no escaping) and timestamps formatted once per distinct value. A
+    non-finite value takes the JSON encoder, which refuses it (ValueError), as before."""
+    esc, templates, stamps = _COPY_ESCAPES, {}, {}
+
+    def obj(d: dict) -> str:
+        keys = tuple(d)
+        template = templates.get(keys)
+        if template is None:
+            template = templates[keys] = "{" + ",".join(
+                _to_json(k).translate(esc).replace("%", "%%") + ":%r" for k in keys) + "}"
+        values = tuple(d.values())
+        total = sum(values)
+        if total - total != 0.0:  # NaN or ±inf somewhere
+            return _to_json(d)
+        return template % values
+
+    def stamp(epoch: float) -> str:
+        text = stamps.get(epoch)
+        if text is None:
+            text = stamps[epoch] = str(to_datetime(epoch))
+        return text
+
     return io.StringIO("".join(
         f"{r.prediction_id.translate(esc)}\t{r.request_id.translate(esc)}\t{r.model.translate(esc)}\t"
-        f"{r.model_version.translate(esc)}\t{_to_json(r.features).translate(esc)}\t{r.label.translate(esc)}\t"
-        f"{_to_json(r.probabilities).translate(esc)}\t{r.transport.translate(esc)}\t{float(r.latency_ms)!r}\t"
-        f"{to_datetime(r.created_at)}\n" for r in records))
+        f"{r.model_version.translate(esc)}\t{obj(r.features)}\t{r.label.translate(esc)}\t"
+        f"{obj(r.probabilities)}\t{r.transport.translate(esc)}\t{float(r.latency_ms)!r}\t"
+        f"{stamp(r.created_at)}\n" for r in records))
 
 
 def insert_predictions(records: Sequence[PredictionRecord]) -> int:

@@ -29,7 +29,7 @@ def _wake(slot: _Slot) -> None:
 class _Slot:
     __slots__ = ("rows", "finish", "commit", "result", "error", "event", "promoted", "done")
 
-    def __init__(self, rows: np.ndarray, finish, commit):
+    def __init__(self, rows, finish, commit):
         self.rows = rows
         self.finish = finish
         self.commit = commit
@@ -40,8 +40,17 @@ class _Slot:
         self.done = False
 
 
+def _matrix(batch: list[_Slot]) -> np.ndarray:
+    """One float64 matrix of the batch's rows; slots hold lists of rows (one conversion for the whole batch)
+    or matrices."""
+    if all(type(s.rows) is list for s in batch):
+        return np.array([row for s in batch for row in s.rows], dtype=np.float64)
+    return np.concatenate([np.asarray(s.rows, dtype=np.float64) for s in batch])
+
+
 class Batcher:
-    """Scores row matrices with score_fn, merging concurrent calls into batches of at most max_rows rows."""
+    """Scores rows (a list of rows, or a matrix) with score_fn, merging concurrent calls into batches of at most
+    max_rows rows."""
 
     def __init__(self, score_fn: Callable[[np.ndarray], np.ndarray], max_rows: int = 64,
                  max_delay_s: float = 0.0, on_batch: Callable[[int], None] | None = None):
@@ -54,7 +63,7 @@ class Batcher:
         self._busy = False
         self._last_rows = 0
 
-    def score(self, rows: np.ndarray, timeout: float | None = None,
+    def score(self, rows, timeout: float | None = None,
               finish: Callable[[np.ndarray], list] | None = None,
               commit: Callable[[list], None] | None = None):
         """Probabilities for rows (n × features → n × classes); raises DeadlineExceeded after timeout seconds.
@@ -129,7 +138,7 @@ class Batcher:
     def _score(self, batch: list[_Slot]):
         """(results, commits) for the batch: each slot's probabilities (and finish items); or the exception."""
         try:
-            matrix = batch[0].rows if len(batch) == 1 else np.concatenate([s.rows for s in batch])
+            matrix = _matrix(batch)
             probabilities = self._score_fn(matrix)
             if self._on_batch:
                 self._on_batch(len(matrix))

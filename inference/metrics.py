@@ -79,8 +79,16 @@ class ServerMetrics:
                                ["model", "result"], registry=registry)
         self.predictions = Counter("predmesh_predictions_total", "Rows scored, by model and transport",
                                    ["model", "transport"], registry=registry)
+        self._predicted: dict[tuple[str, str], object] = {}  # (model, transport) -> child; both sets bounded
         self.batch_rows = Histogram("predmesh_batch_rows", "Rows per predict_proba call (adaptive batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=registry)
+
+    def predicted(self, model: str, transport: str, rows: int) -> None:
+        """Count scored rows (the series' child looked up once: this runs on every call)."""
+        child = self._predicted.get((model, transport))
+        if child is None:
+            child = self._predicted[(model, transport)] = self.predictions.labels(model, transport)
+        child.inc(rows)
 
     def serving(self, model: str, version: str, previous: str | None) -> None:
         if previous and previous != version:

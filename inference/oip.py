@@ -92,19 +92,19 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request, context):
         started = time.perf_counter()
         model = self._model(request.model_name, request.model_version)
-        matrix = self._matrix(request, len(model.names))
-        model.check_matrix(matrix)
+        rows = self._rows(request, len(model.names))
+        model.check_rows(rows)
         wanted = [o.name for o in request.outputs] or [LABEL, PROBABILITIES]
         unknown = [n for n in wanted if n not in (LABEL, PROBABILITIES)]
         if unknown:
             raise errors.InvalidFeatures(f"unknown output {unknown[0]!r}; this model has {LABEL!r} and "
                                          f"{PROBABILITIES!r}")
-        n = len(matrix)
+        n = len(rows)
         rid = request.id
         request_ids = [rid] if n == 1 else [f"{rid}-{i}" if rid else "" for i in range(n)]
         names = model.names
         probabilities, _ = score_and_record(
-            self.recorder, self.registry.metrics, model, matrix, [zip(names, row) for row in matrix.tolist()],
+            self.recorder, self.registry.metrics, model, rows, [zip(names, row) for row in rows],
             request_ids, transport_of(context.invocation_metadata()), started, context.time_remaining())
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=rid)
         for name in wanted:
@@ -116,8 +116,8 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.raw_output_contents.append(data.tobytes())
         return response
 
-    def _matrix(self, request, n_features: int) -> np.ndarray:
-        """The single input tensor as a float64 matrix [N, n_features]; INVALID_ARGUMENT on anything else."""
+    def _rows(self, request, n_features: int) -> list[list[float]]:
+        """The single input tensor as N rows of n_features floats; INVALID_ARGUMENT on anything else."""
         if len(request.inputs) != 1:
             raise errors.InvalidFeatures(f"expected exactly one input tensor {INPUT!r}, got {len(request.inputs)}")
         tensor = request.inputs[0]
@@ -140,14 +140,15 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             if len(raw) != shape[0] * n_features * dtype.itemsize:
                 raise errors.InvalidFeatures(f"raw input holds {len(raw)} bytes; shape {shape} of "
                                              f"{tensor.datatype} needs {shape[0] * n_features * dtype.itemsize}")
-            flat = np.frombuffer(raw, dtype=dtype)
-        else:
-            values = tensor.contents.fp32_contents if tensor.datatype == "FP32" else tensor.contents.fp64_contents
-            if len(values) != shape[0] * n_features:
-                raise errors.InvalidFeatures(f"input {INPUT!r} holds {len(values)} values; shape {shape} needs "
-                                             f"{shape[0] * n_features}")
-            flat = np.asarray(values, dtype=dtype)
-        return flat.astype(np.float64).reshape(shape[0], n_features)
+            return np.frombuffer(raw, dtype=dtype).reshape(shape[0], n_features).tolist()
+        # Typed contents read back as Python floats (FP32 ones exactly the float32 values): no numpy needed.
+        values = tensor.contents.fp32_contents if tensor.datatype == "FP32" else tensor.contents.fp64_contents
+        if len(values) != shape[0] * n_features:
+            raise errors.InvalidFeatures(f"input {INPUT!r} holds {len(values)} values; shape {shape} needs "
+                                         f"{shape[0] * n_features}")
+        if shape[0] == 1:
+            return [list(values)]
+        return [values[i:i + n_features] for i in range(0, len(values), n_features)]
 
 
 def register(server, registry: ModelRegistry, recorder: Recorder, *, max_batch_rows: int,

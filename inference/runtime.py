@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -9,6 +10,8 @@ import numpy as np
 from inference.batcher import Batcher
 from inference.errors import InvalidFeatures
 from inference.manifest import Manifest
+
+_PYTHON_CHECK_ROWS = 8  # up to this many rows check_rows compares in Python
 
 
 class LoadedModel:
@@ -29,6 +32,9 @@ class LoadedModel:
             span = max(f.max - f.min, abs(f.max), 1.0)
             self._bounds.append((f.min - range_tolerance * span, f.max + range_tolerance * span))
         self._check_range = range_tolerance > 0
+        # What a single value must lie within: the plausible range, or (range check off) any finite float.
+        self._limits = self._bounds if self._check_range else [(-sys.float_info.max, sys.float_info.max)] * len(
+            self._bounds)
         self._lo = np.array([b[0] for b in self._bounds], dtype=np.float64)
         self._hi = np.array([b[1] for b in self._bounds], dtype=np.float64)
         self.classes = manifest.classes
@@ -61,12 +67,25 @@ class LoadedModel:
             bad = ~np.isfinite(matrix)
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
-            value, (lo, hi) = float(matrix[row, col]), self._bounds[col]
-            where = f"row {row}: " if len(matrix) > 1 else ""
-            if not np.isfinite(value):
-                raise InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number")
-            raise InvalidFeatures(f"{where}feature {self.names[col]!r}={value:g} is outside the plausible range "
-                                  f"[{lo:g}, {hi:g}] for this model")
+            raise self._bad_value(col, float(matrix[row, col]), f"row {row}: " if len(matrix) > 1 else "")
+
+    def check_rows(self, rows: Sequence[Sequence[float]]) -> None:
+        """check_matrix for rows given as lists of floats in schema order (each of the schema's length): plain
+        comparisons for a few rows (cheaper than numpy's per-call overhead), check_matrix for many."""
+        if len(rows) > _PYTHON_CHECK_ROWS:
+            self.check_matrix(np.asarray(rows, dtype=np.float64))
+            return
+        for i, row in enumerate(rows):
+            for col, (value, (lo, hi)) in enumerate(zip(row, self._limits)):
+                if not lo <= value <= hi:  # NaN fails every comparison
+                    raise self._bad_value(col, value, f"row {i}: " if len(rows) > 1 else "")
+
+    def _bad_value(self, col: int, value: float, where: str) -> InvalidFeatures:
+        if not math.isfinite(value):
+            return InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number")
+        lo, hi = self._bounds[col]
+        return InvalidFeatures(f"{where}feature {self.names[col]!r}={value:g} is outside the plausible range "
+                               f"[{lo:g}, {hi:g}] for this model")
 
     def vector(self, features: Mapping[str, float], row: int | None = None) -> list[float]:
         """Features by name → values in model order; raises InvalidFeatures naming the offending field."""
@@ -78,17 +97,15 @@ class LoadedModel:
             missing = [n for n in self.names if n not in features]
             raise InvalidFeatures(f"{where}feature {missing[0]!r} is missing; expected {', '.join(self.names)}")
         values = [features[n] for n in self.names]
-        for name, value, (lo, hi) in zip(self.names, values, self._bounds):
-            if not math.isfinite(value):
-                raise InvalidFeatures(f"{where}feature {name!r} is {value}; send a finite number")
-            if self._check_range and not lo <= value <= hi:
-                raise InvalidFeatures(f"{where}feature {name!r}={value:g} is outside the plausible range "
-                                      f"[{lo:g}, {hi:g}] for this model")
+        for col, (value, (lo, hi)) in enumerate(zip(values, self._limits)):
+            if not lo <= value <= hi:  # NaN fails every comparison
+                raise self._bad_value(col, value, where)
         return values
 
     def score(self, rows: Sequence[Sequence[float]], timeout: float | None = None, finish=None, commit=None):
-        """Class probabilities for validated rows, through the batcher (finish/commit: see Batcher.score)."""
-        return self.batcher.score(np.asarray(rows, dtype=np.float64), timeout, finish, commit)
+        """Class probabilities for validated rows (lists of floats, or a matrix), through the batcher
+        (finish/commit: see Batcher.score), which builds one matrix per batch."""
+        return self.batcher.score(rows, timeout, finish, commit)
 
     def label_of(self, probabilities: np.ndarray) -> str:
         return self.classes[int(probabilities.argmax())]

@@ -58,27 +58,29 @@ def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_i
                      started: float, timeout: float | None) -> tuple[np.ndarray, list[PredictionRecord]]:
     """Score validated rows and hand one record per row to the recorder; returns (probabilities, records).
 
-    The one path every transport (Predict*, OIP ModelInfer) takes; rows are feature mappings (or pairs) in the
-    order of the matrix. Records are built and committed by the batcher for a whole batch at once (one
-    hand-off, one spool write) before any caller is answered; Overloaded means they were not taken.
+    The one path every transport (Predict*, OIP ModelInfer) takes; matrix holds the rows' values in schema order
+    (lists of floats, or a matrix) and rows the same rows as feature mappings (or pairs). Records are built and
+    committed by the batcher for a whole batch at once (one hand-off, one spool write) before any caller is
+    answered; Overloaded means they were not taken.
     """
     classes, version, name = model.classes, model.version, model.name
+    positions = range(len(classes))
 
     def finish(probabilities):
         latency_ms = (time.perf_counter() - started) * 1000
         now = time.time()
         records = []
-        for features, rid, probs in zip(rows, request_ids, probabilities):
+        for features, rid, probs in zip(rows, request_ids, probabilities.tolist()):
             request_id, prediction_id = ids(rid)
+            best = max(positions, key=probs.__getitem__)  # as argmax: max keeps the first of equal maxima
             records.append(PredictionRecord(
                 prediction_id=prediction_id, request_id=request_id, model=name, model_version=version,
-                features=dict(features), label=classes[int(probs.argmax())],
-                probabilities=dict(zip(classes, probs.tolist())), transport=transport, latency_ms=latency_ms,
-                created_at=now))
+                features=dict(features), label=classes[best], probabilities=dict(zip(classes, probs)),
+                transport=transport, latency_ms=latency_ms, created_at=now))
         return records
 
     probabilities, records = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
-    metrics.predictions.labels(name, transport).inc(len(records))
+    metrics.predicted(name, transport, len(records))
     return probabilities, records
 
 

@@ -29,6 +29,7 @@ class ServerSettings:
     grace_seconds: float = 10.0
     runtime: str = "sklearn"  # "native": verified fast predict_proba kernels where available (inference/kernels.py)
     processes: int = 1  # >1: that many server processes share the gRPC port (SO_REUSEPORT), see inference/workers.py
+    pin_workers: bool = True  # several processes: each one's threads kept on one CPU of the allowed set
     reload_poll_seconds: float = 1.0  # multi-process: how often each process checks the serving pointers
     fault_delay_ms: float = 0.0  # test hook: delay every Predict (cancellable), see tests/integration
     tls_cert: Path | None = None       # PEM certificate chain: serve gRPC over TLS
@@ -57,6 +58,7 @@ class ServerSettings:
             grace_seconds=env.float("GRACE_SECONDS", cls.grace_seconds),
             runtime=_runtime(env.str("RUNTIME", cls.runtime)),
             processes=env.int("PROCESSES", cls.processes, minimum=1),
+            pin_workers=env.bool("PIN_WORKERS", cls.pin_workers),
             reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds),
             fault_delay_ms=env.float("FAULT_DELAY_MS", cls.fault_delay_ms),
             tls_cert=Path(env.str("TLS_CERT", "")) if env.str("TLS_CERT", "") else None,

@@ -4,6 +4,12 @@ This supervisor starts N `python -m inference serve --worker` children, serves o
 aggregates them (prometheus_client multiprocess mode, PROMETHEUS_MULTIPROC_DIR), restarts a child that dies,
 and on SIGTERM/SIGINT forwards SIGTERM to every child (each drains: health NOT_SERVING, finish in-flight calls)
 and exits when all have stopped. Reloads reach every child through serving pointers (inference/pointers.py).
+
+Each child is pinned to one CPU of the supervisor's allowed set, round robin (PREDMESH_PIN_WORKERS, on by default
+on Linux). A process runs Python on one core at a time anyway (the GIL); left to float, its handler threads,
+gRPC's poller and the lock holder are spread over every core by the scheduler, and each GIL hand-off then
+crosses cores (cold caches, a cross-CPU wake-up) and often waits for a core busy with another process. Kept on
+one CPU, the hand-offs stay local: bench/README.md shows the effect.
 """
 from __future__ import annotations
 
@@ -39,6 +45,23 @@ def _die_with_parent() -> None:
         pass
 
 
+def cpu_plan(processes: int, pin: bool) -> list[set[int] | None]:
+    """The CPU set of each worker: one CPU each, round robin over the CPUs this process may use; None (no
+    pinning) when switched off, unsupported, or only one CPU is allowed."""
+    allowed = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_getaffinity") else []
+    if len(allowed) < 2:
+        return [None] * processes
+    return [{allowed[i % len(allowed)]} for i in range(processes)]
+
+
+def _child_setup(cpus: set[int] | None):
+    def setup() -> None:
+        _die_with_parent()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)  # before exec: every thread the server starts inherits it
+    return setup
+
+
 class WorkerGroup:
     """Starts, watches and stops the worker processes."""
 
@@ -54,6 +77,7 @@ class WorkerGroup:
             stale.unlink()
         self.env = {**environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), "PREDMESH_METRICS_ADDR": ""}
         self.children: list[subprocess.Popen | None] = [None] * settings.processes
+        self.cpus = cpu_plan(settings.processes, settings.pin_workers)
         self._started_at = [0.0] * settings.processes
         self._early_exits = [0] * settings.processes
         self.failed = False
@@ -61,10 +85,11 @@ class WorkerGroup:
 
     def _spawn(self, index: int) -> None:
         child = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train", "--worker"],
-                                 env=self.env, preexec_fn=_die_with_parent)
+                                 env=self.env, preexec_fn=_child_setup(self.cpus[index]))
         self.children[index] = child
         self._started_at[index] = time.monotonic()
-        log.info("worker %d started (pid %d)", index, child.pid)
+        cpus = self.cpus[index]
+        log.info("worker %d started (pid %d%s)", index, child.pid, f", on CPU {min(cpus)}" if cpus else "")
 
     def start(self) -> None:
         if self.settings.metrics_addr:

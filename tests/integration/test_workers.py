@@ -102,6 +102,21 @@ def test_two_processes_serve_aggregate_metrics_and_all_take_a_reload(group):
             os.kill(pid, 0)
 
 
+def test_each_worker_runs_all_its_threads_on_its_own_cpu(group):
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("pinning needs at least two allowed CPUs")  # cpu_plan's unit test covers this case
+    cpus = {}
+    for pid in versions_by_pid(group.target):
+        per_thread = {tid: frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
+        assert len(per_thread) > 3, "a serving process has handler, poller and writer threads"
+        assert len(set(per_thread.values())) == 1, f"worker {pid}: threads on different CPU sets {per_thread}"
+        [cpus[pid]] = set(per_thread.values())
+    assert all(len(c) == 1 and c <= allowed for c in cpus.values()), cpus
+    assert len(set(cpus.values())) == 2, f"both workers on the same CPU: {cpus}"
+    assert os.sched_getaffinity(group.pid) == allowed, "the supervisor itself stays unpinned"
+
+
 def test_a_killed_worker_is_replaced(group):
     first = versions_by_pid(group.target)
     assert len(first) == 2
