@@ -75,34 +75,49 @@ _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 def _copy_text(records: Sequence[PredictionRecord]) -> io.StringIO:
     """The records in PostgreSQL's COPY text format (tab-separated, backslash escapes).
 
-    The writer's hot loop: JSON objects are filled into a template per key tuple (keys encoded and escaped once;
-    float reprs are JSON numbers and need no escaping) and timestamps formatted once per distinct value. A
-    non-finite value takes the JSON encoder, which refuses it (ValueError), as before."""
-    esc, templates, stamps = _COPY_ESCAPES, {}, {}
+    The writer's hot loop, so each row is one %-format: a row template per (feature keys, class keys) with the
+    JSON keys encoded and escaped once (float reprs are JSON numbers that need no escaping), strings escaped once
+    per distinct value, timestamps formatted once per distinct value. A row with anything but finite numbers in
+    its objects takes the JSON encoder (which refuses NaN/±inf with ValueError, as before)."""
+    esc = _COPY_ESCAPES
+    templates: dict[tuple, str] = {}
+    texts: dict[str, str] = {}
+    stamps: dict[float, str] = {}
 
-    def obj(d: dict) -> str:
-        keys = tuple(d)
-        template = templates.get(keys)
+    def text(value: str) -> str:
+        out = texts.get(value)
+        if out is None:
+            out = texts[value] = value.translate(esc)
+        return out
+
+    def obj(keys) -> str:
+        return "{" + ",".join(_to_json(k).translate(esc).replace("%", "%%") + ":%r" for k in keys) + "}"
+
+    lines = []
+    for r in records:
+        features, probabilities = r.features, r.probabilities
+        shape = (tuple(features), tuple(probabilities))
+        template = templates.get(shape)
         if template is None:
-            template = templates[keys] = "{" + ",".join(
-                _to_json(k).translate(esc).replace("%", "%%") + ":%r" for k in keys) + "}"
-        values = tuple(d.values())
-        total = sum(values)
-        if total - total != 0.0:  # NaN or ±inf somewhere
-            return _to_json(d)
-        return template % values
-
-    def stamp(epoch: float) -> str:
-        text = stamps.get(epoch)
-        if text is None:
-            text = stamps[epoch] = str(to_datetime(epoch))
-        return text
-
-    return io.StringIO("".join(
-        f"{r.prediction_id.translate(esc)}\t{r.request_id.translate(esc)}\t{r.model.translate(esc)}\t"
-        f"{r.model_version.translate(esc)}\t{obj(r.features)}\t{r.label.translate(esc)}\t"
-        f"{obj(r.probabilities)}\t{r.transport.translate(esc)}\t{float(r.latency_ms)!r}\t"
-        f"{stamp(r.created_at)}\n" for r in records))
+            template = templates[shape] = f"%s\t%s\t%s\t%s\t{obj(shape[0])}\t%s\t{obj(shape[1])}\t%s\t%r\t%s\n"
+        stamp = stamps.get(r.created_at)
+        if stamp is None:
+            stamp = stamps[r.created_at] = str(to_datetime(r.created_at))
+        try:
+            total = sum(features.values()) + sum(probabilities.values())
+            numbers = total - total == 0.0  # False for NaN or ±inf somewhere
+        except TypeError:
+            numbers = False
+        if not numbers:  # the JSON encoder: it refuses NaN/±inf (ValueError), encodes anything else it can
+            lines.append(f"{r.prediction_id.translate(esc)}\t{r.request_id.translate(esc)}\t{text(r.model)}\t"
+                         f"{text(r.model_version)}\t{_to_json(features).translate(esc)}\t{text(r.label)}\t"
+                         f"{_to_json(probabilities).translate(esc)}\t{text(r.transport)}\t"
+                         f"{float(r.latency_ms)!r}\t{stamp}\n")
+            continue
+        lines.append(template % (r.prediction_id.translate(esc), r.request_id.translate(esc), text(r.model),
+                                 text(r.model_version), *features.values(), text(r.label), *probabilities.values(),
+                                 text(r.transport), float(r.latency_ms), stamp))
+    return io.StringIO("".join(lines))
 
 
 def insert_predictions(records: Sequence[PredictionRecord]) -> int:

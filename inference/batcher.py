@@ -120,6 +120,10 @@ class Batcher:
             self._busy = False
 
     def _take(self) -> list[_Slot]:
+        # Yield the interpreter once: requests already in other handler threads, waiting only for the GIL, join
+        # this batch (under load a leader would otherwise score alone: it never lets them in). Idle, nothing
+        # waits and this costs a microsecond.
+        time.sleep(0)
         if self._max_delay_s and self._last_rows > 1:
             # Under load: give the batch a moment to fill; when idle (last batch was one row) never wait.
             with self._lock:

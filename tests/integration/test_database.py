@@ -75,13 +75,15 @@ def test_insert_is_idempotent_on_request_id(database):
 
 
 def test_awkward_text_round_trips_exactly(database, monkeypatch):
-    """The PostgreSQL bulk path (COPY text format) escapes what it must: tabs, newlines, backslashes."""
+    """The PostgreSQL bulk path (COPY text format) escapes what it must: tabs, newlines, backslashes (and its
+    row templates survive % in keys)."""
     from database.connect import is_postgres
     if is_postgres():  # COPY must take these rows itself, not fall back to the row-by-row INSERT
         import psycopg2.extras
         monkeypatch.setattr(psycopg2.extras, "execute_values", lambda *a, **k: pytest.fail("COPY fell back"))
     awkward = record("a\tb\nc\\d\re \"q\" 'é' \\N", label="set\\osa\t")
-    awkward = dataclasses.replace(awkward, features={"päd\t\"x\"\\": 1e-05, "n\nl": -2.5},
+    awkward = dataclasses.replace(awkward, features={"päd\t\"x\"\\": 1e-05, "n\nl": -2.5, "100%s %r": 3,
+                                                        "tiny": 1.5e-300},
                                   probabilities={"set\\osa\t": 0.25, "b": 0.75}, latency_ms=1.25e-07)
     plain = record("plain")
     repo.insert_predictions([awkward, plain])
