@@ -125,6 +125,19 @@ class Predmesh:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith(name) and having in line and lacking not in line)
 
+    def settle(self, quiet_s: float = 0.5, timeout: float = 10.0) -> None:
+        """Wait until the async writer has stored what the last point produced (its written counter stops
+        moving), so its database work does not run into the next point, which may be MLServer's."""
+        deadline = time.monotonic() + timeout
+        last, since = self.metric("predmesh_prediction_rows_written_total"), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.metric("predmesh_prediction_rows_written_total")
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+
     def failed_calls(self) -> dict[str, float]:
         """Calls answered with a non-OK grpc-status, by method and code (h2load counts them as HTTP 200)."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
@@ -249,6 +262,8 @@ def main(argv=None) -> int:
                                                                      frames[model], c, args.seconds)))
                     for key, run in (reversed(runs) if flip else runs):
                         rounds.setdefault(("grpc", model, c, key), []).append(run())
+                        if key == "pm":
+                            pm.settle()
                     flip = not flip
                     print(f"  round {round_no + 1} grpc {model} c={c}: " + ", ".join(
                         f"{k}={rounds[('grpc', model, c, k)][-1].rps:,.0f}/s" for k, _ in runs), flush=True)
@@ -262,6 +277,7 @@ def main(argv=None) -> int:
                 for c in levels:
                     results[("rest", model, c, "pm")] = loadtools.wrk(
                         f"http://127.0.0.1:{pm.rest_port}/v1/models/{model}:predict", pm_body, c, args.seconds)
+                    pm.settle()
                     results[("rest", model, c, "ml")] = loadtools.wrk(
                         f"http://127.0.0.1:{ml.http_port}/v2/models/{model}/infer", ml_body, c, args.seconds)
                     print(f"  rest {model} c={c}: pm={results[('rest', model, c, 'pm')].rps:,.0f}/s "
