@@ -17,17 +17,22 @@ pytestmark = pytest.mark.envoy
 
 
 def two_free_ports() -> int:
-    """A port p with p+1 free too (replica k listens on p + k - 1)."""
-    for _ in range(50):
-        p = free_port()
+    """A port p with p+1 free too (replica k listens on p + k - 1), below the kernel's ephemeral range: a port from
+    that range can be taken meanwhile as the source port of some outgoing connection (Envoy's health checks to the
+    first replica did exactly that once), and then the second replica cannot bind it."""
+    import random
+    import socket
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    for _ in range(200):
+        p = random.randrange(20000, low - 2)
         try:
-            import socket
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", p + 1))
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", p))
+                b.bind(("127.0.0.1", p + 1))
             return p
         except OSError:
             continue
-    raise RuntimeError("no two adjacent free ports")
+    raise RuntimeError("no two adjacent free ports below the ephemeral range")
 
 
 def healthy_hosts(envoy_admin: int) -> int:
