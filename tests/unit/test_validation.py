@@ -47,3 +47,32 @@ def test_scores_are_probabilities_over_the_classes(model):
     probs = model.score([model.vector(IRIS_ROW)])[0]
     assert len(probs) == 3 and abs(sum(probs) - 1) < 1e-9
     assert model.label_of(probs) == "setosa"
+
+
+@pytest.mark.parametrize("n_rows", [1, 3, 12])  # up to 8 rows are checked in Python, more with numpy
+@pytest.mark.parametrize("value, message", [
+    (math.nan, "feature 'petal_width' is nan"),
+    (-math.inf, "feature 'petal_width' is -inf"),
+    (1e30, "feature 'petal_width'=1e+30 is outside the plausible range"),
+])
+def test_row_lists_are_checked_alike_on_both_paths(model, n_rows, value, message):
+    good = model.vector(IRIS_ROW)
+    model.check_rows([good] * n_rows)
+    rows = [list(good) for _ in range(n_rows)]
+    rows[-1][3] = value
+    where = f"row {n_rows - 1}: " if n_rows > 1 else ""
+    with pytest.raises(InvalidFeatures, match="^" + (where + message).replace("+", r"\+")):
+        model.check_rows(rows)
+
+
+def test_without_range_check_only_non_finite_values_are_refused(model_store):
+    path = model_store / "iris" / "2"
+    manifest = read_manifest(path, None)
+    lenient = LoadedModel(manifest, load_estimator(path, manifest), range_tolerance=0)
+    lenient.check_rows([[1e30, 3.5, 1.4, 0.2]])
+    assert lenient.vector({**IRIS_ROW, "petal_length": -1e300})[2] == -1e300
+    for bad in (math.inf, math.nan):
+        with pytest.raises(InvalidFeatures, match="send a finite number"):
+            lenient.check_rows([[5.1, bad, 1.4, 0.2]])
+        with pytest.raises(InvalidFeatures, match="send a finite number"):
+            lenient.vector({**IRIS_ROW, "sepal_width": bad})
