@@ -137,12 +137,12 @@ def wrk(url: str, body: dict, concurrency: int, seconds: float) -> Point:
 def _sdk_worker(target: str, method: str, args: tuple, threads: int, seconds: float, out) -> None:
     import threading
 
-    from predmesh import PredmeshClient
+    from predmesh import Client
 
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
-    with PredmeshClient(target, timeout=10) as client:
+    with Client(target, timeout=10) as client:
         call = getattr(client, method)
         call(*args)
         stop = time.monotonic() + seconds
@@ -170,7 +170,7 @@ def _sdk_worker(target: str, method: str, args: tuple, threads: int, seconds: fl
 
 def sdk_closed_loop(target: str, method: str, args: tuple, concurrency: int, seconds: float,
                     processes: int = 2) -> Point:
-    """PredmeshClient.<method>(*args) in `concurrency` closed-loop threads spread over up to `processes` client
+    """Client.<method>(*args) in `concurrency` closed-loop threads spread over up to `processes` client
     processes (the Python client is GIL-bound); latencies in ms."""
     import multiprocessing as mp
 

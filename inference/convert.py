@@ -21,9 +21,12 @@ def model_info(manifest: Manifest, serving: bool) -> model_pb2.ModelInfo:
     created.FromDatetime(manifest.created_at)
     return model_pb2.ModelInfo(
         name=manifest.name, version=manifest.version,
-        features=[model_pb2.FeatureSpec(name=f.name, min=f.min, max=f.max) for f in manifest.features],
+        features=[model_pb2.FeatureSpec(name=f.name, min=f.min, max=f.max, mean=f.mean, std=f.std,
+                                        quantiles=f.quantiles) for f in manifest.features],
         classes=list(manifest.classes), sha256=manifest.sha256, metrics=manifest.metrics, created_at=created,
-        sklearn_version=manifest.sklearn_version, estimator=manifest.estimator, serving=serving)
+        sklearn_version=manifest.sklearn_version, estimator=manifest.estimator, serving=serving,
+        class_profiles=[model_pb2.ClassProfile(label=c.label, share=c.share, mean=c.mean, std=c.std)
+                        for c in manifest.class_profiles])
 
 
 def ids(request_id: str) -> tuple[str, str]:

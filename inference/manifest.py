@@ -15,11 +15,42 @@ ARTIFACT = "model.skops"
 
 @dataclass(frozen=True)
 class Feature:
-    """One input feature with the range observed in training."""
+    """One input feature with the range and distribution observed in training."""
 
     name: str
     min: float
     max: float
+    mean: float = 0.0
+    std: float = 0.0
+    # The 10th..90th percentiles of the training data (9 increasing edges); empty for older manifests.
+    quantiles: tuple[float, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "min": self.min, "max": self.max, "mean": self.mean, "std": self.std,
+                "quantiles": list(self.quantiles)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Feature:
+        return cls(str(data["name"]), float(data["min"]), float(data["max"]), float(data.get("mean", 0.0)),
+                   float(data.get("std", 0.0)), tuple(float(q) for q in data.get("quantiles", ())))
+
+
+@dataclass(frozen=True)
+class ClassProfile:
+    """The training rows of one class: their share and per-feature mean and std (schema order)."""
+
+    label: str
+    share: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "share": self.share, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ClassProfile:
+        return cls(str(data["label"]), float(data["share"]), tuple(float(v) for v in data["mean"]),
+                   tuple(float(v) for v in data["std"]))
 
 
 @dataclass(frozen=True)
@@ -37,6 +68,8 @@ class Manifest:
     estimator: str
     # Golden rows: inputs with the label (and probabilities) the artifact gave at training time.
     golden: tuple[dict, ...] = field(default=())
+    # Class-conditional training distribution, one per class in classes order; empty for older manifests.
+    class_profiles: tuple[ClassProfile, ...] = field(default=())
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -45,10 +78,11 @@ class Manifest:
     def to_json(self) -> dict:
         return {
             "name": self.name, "version": self.version,
-            "features": [{"name": f.name, "min": f.min, "max": f.max} for f in self.features],
+            "features": [f.to_json() for f in self.features],
             "classes": list(self.classes), "sha256": self.sha256, "metrics": self.metrics,
             "created_at": self.created_at.isoformat(), "sklearn_version": self.sklearn_version,
             "estimator": self.estimator, "golden": list(self.golden),
+            "class_profiles": [c.to_json() for c in self.class_profiles],
         }
 
     @classmethod
@@ -56,12 +90,13 @@ class Manifest:
         try:
             return cls(
                 name=str(data["name"]), version=str(data["version"]),
-                features=tuple(Feature(str(f["name"]), float(f["min"]), float(f["max"])) for f in data["features"]),
+                features=tuple(Feature.from_json(f) for f in data["features"]),
                 classes=tuple(str(c) for c in data["classes"]), sha256=str(data["sha256"]),
                 metrics={str(k): float(v) for k, v in data.get("metrics", {}).items()},
                 created_at=datetime.fromisoformat(data["created_at"]),
                 sklearn_version=str(data.get("sklearn_version", "")), estimator=str(data.get("estimator", "")),
                 golden=tuple(data.get("golden", ())),
+                class_profiles=tuple(ClassProfile.from_json(c) for c in data.get("class_profiles", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UntrustedArtifact(f"manifest is malformed: {exc!r}") from None

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, precision_score
 from sklearn.model_selection import train_test_split
 
-from inference.manifest import Feature, Manifest
+from inference.manifest import ClassProfile, Feature, Manifest
 from inference.model_loader import dump_estimator
 from inference.store import ModelStore
 
@@ -47,11 +47,27 @@ def train(store: ModelStore, model: str = "iris", estimator: str = "lr", seed: i
     artifact = dump_estimator(clf)
     manifest = Manifest(
         name=model, version="", sha256=hashlib.sha256(artifact).hexdigest(), metrics=metrics,
-        features=tuple(Feature(n, float(lo), float(hi))
-                       for n, lo, hi in zip(names, iris.data.min(axis=0), iris.data.max(axis=0))),
+        features=features(names, iris.data), class_profiles=class_profiles(classes, iris.data, iris.target),
         classes=tuple(classes), created_at=datetime.now(timezone.utc), sklearn_version=sklearn.__version__,
         estimator=type(clf).__name__, golden=golden)
     stored = store.write(manifest, artifact)
     log.info("trained %s version %s (%s): holdout accuracy %.3f", model, stored.version, stored.estimator,
              metrics["holdout_accuracy"])
     return stored
+
+
+def features(names: list[str], x: np.ndarray) -> tuple[Feature, ...]:
+    """The schema with the training distribution of each feature: range, mean, std and decile edges."""
+    deciles = np.percentile(x, np.arange(10, 100, 10), axis=0)
+    return tuple(
+        Feature(name, float(x[:, i].min()), float(x[:, i].max()), float(x[:, i].mean()), float(x[:, i].std()),
+                tuple(float(q) for q in deciles[:, i]))
+        for i, name in enumerate(names))
+
+
+def class_profiles(classes: list[str], x: np.ndarray, y: np.ndarray) -> tuple[ClassProfile, ...]:
+    """Per class (in class order): share of the training rows and per-feature mean and std."""
+    return tuple(
+        ClassProfile(label, float(np.mean(y == k)), tuple(float(v) for v in x[y == k].mean(axis=0)),
+                     tuple(float(v) for v in x[y == k].std(axis=0)))
+        for k, label in enumerate(classes))

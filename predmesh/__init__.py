@@ -1,11 +1,50 @@
-"""predmesh client SDK: the generated contract (predmesh.v1) and the typed client that opens channels."""
-from predmesh.client import PredmeshClient
-from predmesh.errors import (
-    AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
-    PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,
-)
+"""predmesh client SDK: the generated contract (predmesh.v1), typed results and the clients that open channels.
 
-__all__ = [
-    "PredmeshClient", "PredmeshError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
-    "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded", "Internal",
-]
+Imports are lazy (PEP 562): `import predmesh.env` or `predmesh.logs` loads neither grpc nor any stub, so the
+server-side packages can share those helpers; `from predmesh import Client` loads the client on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_ERRORS = ("PredmeshError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
+           "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded",
+           "Internal")
+_TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
+          "Stats", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback")
+_WHERE = {
+    "Client": "predmesh.client", "PredmeshClient": "predmesh.client", "TlsConfig": "predmesh.channel",
+    "AsyncClient": "predmesh.aio",
+    **{name: "predmesh.errors" for name in _ERRORS},
+    **{name: "predmesh.types" for name in _TYPES},
+}
+
+__all__ = ["Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
+    from predmesh.aio import AsyncClient
+    from predmesh.channel import TlsConfig
+    from predmesh.client import Client, PredmeshClient
+    from predmesh.errors import (
+        AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
+        PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,
+    )
+    from predmesh.types import (
+        ClassProfile, FeatureSpec, Feedback, LatencySummary, ModelInfo, Page, Prediction, ReloadResult, Stats,
+        StoredPrediction, StreamResult, VersionQuality,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module 'predmesh' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -1,84 +1,61 @@
-"""The typed Python client: the one place in predmesh that opens gRPC channels."""
+"""The blocking client: the one place (with predmesh.aio) that opens gRPC channels."""
 from __future__ import annotations
 
-import json
+import functools
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from typing import Concatenate, ParamSpec, TypeVar
 
 import grpc
 
-from predmesh.errors import from_rpc_error
-from predmesh.v1 import (
-    admin_pb2, admin_pb2_grpc, analytics_pb2, analytics_pb2_grpc, inference_pb2, inference_pb2_grpc, model_pb2,
-)
+from predmesh import calls
+from predmesh.channel import STUBS, ChannelSpec, TlsConfig
+from predmesh.errors import Unavailable, from_rpc_error
+from predmesh.types import StoredPrediction, StreamResult
+from predmesh.v1 import admin_pb2_grpc, analytics_pb2_grpc, inference_pb2_grpc
 
-TRANSPORT_HEADER = "x-predmesh-transport"
-Transport = model_pb2.Transport
+P = ParamSpec("P")
+T = TypeVar("T")
+_STUB_CLASSES = dict(zip(STUBS, (inference_pb2_grpc.InferenceServiceStub, admin_pb2_grpc.ModelAdminServiceStub,
+                                 analytics_pb2_grpc.AnalyticsServiceStub)))
 
-# Retries only where a request cannot have been processed twice in a harmful way: UNAVAILABLE (connection
-# refused, server draining). Predict is idempotent on request_id, so a retry never stores a second row.
-_SERVICE_CONFIG = json.dumps({
-    "methodConfig": [{
-        "name": [{"service": "predmesh.v1.InferenceService"}, {"service": "predmesh.v1.AnalyticsService"},
-                 {"service": "predmesh.v1.ModelAdminService"}],
-        "retryPolicy": {
-            "maxAttempts": 3,
-            "initialBackoff": "0.05s",
-            "maxBackoff": "0.5s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }],
-    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
-})
+__all__ = ["Client", "TlsConfig"]
 
 
-@dataclass(frozen=True)
-class TlsConfig:
-    """PEM bytes for a TLS channel; client_cert and client_key together enable mTLS."""
+def _unary(op: Callable[P, calls.Call[T]]) -> Callable[Concatenate[Client, P], T]:
+    """A client method from a call definition in predmesh.calls (same arguments, same docstring)."""
+    @functools.wraps(op)
+    def method(self: Client, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(op(*args, **kwargs))
+    method.__signature__ = calls.method_signature(op, awaitable=False)
+    return method
 
-    root_certificates: bytes | None = None
-    client_cert: bytes | None = None
-    client_key: bytes | None = None
-    server_name: str | None = None
 
+class Client:
+    """Typed, blocking access to every predmesh RPC.
 
-class PredmeshClient:
-    """Typed access to every predmesh RPC; every call carries a deadline and raises PredmeshError subclasses."""
+    Every call carries a deadline (`timeout`, per call or the client's default), is retried only on UNAVAILABLE,
+    is tagged with the caller's transport (stored with each prediction), and raises predmesh.errors exceptions.
+    """
 
-    def __init__(self, target: str, *, timeout: float = 5.0, transport: int = Transport.TRANSPORT_GRPC,
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 5.0, transport: str = "grpc",
                  admin_token: str | None = None, tls: TlsConfig | None = None,
                  max_message_bytes: int = 4 * 1024 * 1024):
         self.target = target
         self.timeout = timeout
-        options = [
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
+        self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
+                                       max_message_bytes=max_message_bytes)
         if tls is None:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = grpc.insecure_channel(target, options=self._spec.options)
         else:
-            if tls.server_name:
-                options.append(("grpc.ssl_target_name_override", tls.server_name))
-            creds = grpc.ssl_channel_credentials(tls.root_certificates, tls.client_key, tls.client_cert)
-            self._channel = grpc.secure_channel(target, creds, options=options)
-        self._metadata = ((TRANSPORT_HEADER, Transport.Name(transport).removeprefix("TRANSPORT_").lower()),)
-        self._admin_metadata = self._metadata + (
-            (("authorization", f"Bearer {admin_token}"),) if admin_token else ())
-        self._inference = inference_pb2_grpc.InferenceServiceStub(self._channel)
-        self._admin = admin_pb2_grpc.ModelAdminServiceStub(self._channel)
-        self._analytics = analytics_pb2_grpc.AnalyticsServiceStub(self._channel)
+            self._channel = grpc.secure_channel(target, self._spec.credentials(), options=self._spec.options)
+        self._stubs = {name: cls(self._channel) for name, cls in _STUB_CLASSES.items()}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> PredmeshClient:
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -89,82 +66,52 @@ class PredmeshClient:
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
-            from predmesh.errors import Unavailable
             raise Unavailable(f"no connection to {self.target} within {timeout:g}s") from None
 
-    def _call(self, method, request, timeout: float | None, metadata=None):
+    def _run(self, call: calls.Call[T]) -> T:
+        method = getattr(self._stubs[call.service], call.method)
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout,
-                          metadata=metadata or self._metadata)
+            response = method(call.request, timeout=self.timeout if call.timeout is None else call.timeout,
+                              metadata=self._spec.metadata_for(call.service))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+        return call.convert(response)
 
-    # -- inference -------------------------------------------------------------------------------------------
-    def predict(self, model: str, features: Mapping[str, float], *, request_id: str = "",
-                timeout: float | None = None) -> model_pb2.Prediction:
-        """Score one row of named features."""
-        request = inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
-        return self._call(self._inference.Predict, request, timeout).prediction
+    # -- the calls (defined once in predmesh.calls) -------------------------------------------------------------
+    predict = _unary(calls.predict)
+    predict_batch = _unary(calls.predict_batch)
+    list_models = _unary(calls.list_models)
+    get_model = _unary(calls.get_model)
+    reload_model = _unary(calls.reload_model)
+    list_model_versions = _unary(calls.list_model_versions)
+    list_predictions = _unary(calls.list_predictions)
+    get_stats = _unary(calls.get_stats)
+    submit_feedback = _unary(calls.submit_feedback)
 
-    def predict_batch(self, model: str, rows: Sequence[Mapping[str, float] | tuple[Mapping[str, float], str]], *,
-                      timeout: float | None = None) -> list[model_pb2.Prediction]:
-        """Score many rows; a row is a features mapping or a (features, request_id) pair."""
-        request = inference_pb2.PredictBatchRequest(model=model, rows=[_row(r) for r in rows])
-        return list(self._call(self._inference.PredictBatch, request, timeout).predictions)
+    def iter_predictions(self, **filters) -> Iterator[StoredPrediction]:
+        """Every stored prediction matching the filters of list_predictions, newest first, across pages."""
+        token = ""
+        while True:
+            page = self.list_predictions(**filters, page_token=token)
+            yield from page
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
 
-    def predict_stream(self, model: str, rows: Iterable[Mapping[str, float] | tuple[Mapping[str, float], str]], *,
-                       timeout: float | None = None) -> Iterator[inference_pb2.PredictStreamResponse]:
-        """Stream rows and yield one answer per row (a prediction or that row's error), in order.
+    def predict_stream(self, model: str, rows: Iterable[calls.Row], *,
+                       timeout: float | None = None) -> Iterator[StreamResult]:
+        """Stream rows and yield one result per row, in order: its prediction or that row's error (not raised).
 
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
-        def requests():
-            for r in rows:
-                row = _row(r)
-                yield inference_pb2.PredictStreamRequest(model=model, features=row.features,
-                                                         request_id=row.request_id or str(uuid.uuid4()))
+        requests = (calls.stream_request(model, r, str(uuid.uuid4())) for r in rows)
         try:
-            yield from self._inference.PredictStream(
-                requests(), timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
+            for response in self._stubs["inference"].PredictStream(
+                    requests, timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata):
+                yield calls.stream_result(response)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
-    def list_models(self, *, timeout: float | None = None) -> list[model_pb2.ModelInfo]:
-        return list(self._call(self._inference.ListModels, inference_pb2.ListModelsRequest(), timeout).models)
 
-    def get_model(self, model: str, *, timeout: float | None = None) -> model_pb2.ModelInfo:
-        return self._call(self._inference.GetModel, inference_pb2.GetModelRequest(model=model), timeout).model
-
-    # -- admin -----------------------------------------------------------------------------------------------
-    def reload_model(self, model: str, version: str = "", *,
-                     timeout: float | None = None) -> admin_pb2.ReloadModelResponse:
-        """Roll a model to a stored version (newest when empty). Needs the admin token."""
-        request = admin_pb2.ReloadModelRequest(model=model, version=version)
-        return self._call(self._admin.ReloadModel, request, timeout, self._admin_metadata)
-
-    def list_model_versions(self, model: str, *, timeout: float | None = None) -> list[model_pb2.ModelInfo]:
-        request = admin_pb2.ListModelVersionsRequest(model=model)
-        return list(self._call(self._admin.ListModelVersions, request, timeout, self._admin_metadata).versions)
-
-    # -- analytics -------------------------------------------------------------------------------------------
-    def list_predictions(self, *, timeout: float | None = None,
-                         **filters) -> analytics_pb2.ListPredictionsResponse:
-        """One page of stored predictions; filters are ListPredictionsRequest fields."""
-        request = analytics_pb2.ListPredictionsRequest(**filters)
-        return self._call(self._analytics.ListPredictions, request, timeout)
-
-    def get_stats(self, *, timeout: float | None = None, **window) -> analytics_pb2.GetStatsResponse:
-        """Aggregates; window fields are GetStatsRequest fields (model, start_time, end_time)."""
-        return self._call(self._analytics.GetStats, analytics_pb2.GetStatsRequest(**window), timeout)
-
-    def submit_feedback(self, prediction_id: str, label: str, *,
-                        timeout: float | None = None) -> analytics_pb2.SubmitFeedbackResponse:
-        request = analytics_pb2.SubmitFeedbackRequest(prediction_id=prediction_id, label=label)
-        return self._call(self._analytics.SubmitFeedback, request, timeout)
-
-
-def _row(row) -> inference_pb2.FeatureRow:
-    if isinstance(row, tuple):
-        features, request_id = row
-        return inference_pb2.FeatureRow(features=features, request_id=request_id)
-    return inference_pb2.FeatureRow(features=row)
+# The name of the client before 0.2; kept so existing code keeps working.
+PredmeshClient = Client

@@ -26,17 +26,35 @@ TRANSPORT_BATCH: Transport
 TRANSPORT_UI: Transport
 
 class FeatureSpec(_message.Message):
-    __slots__ = ("name", "min", "max")
+    __slots__ = ("name", "min", "max", "mean", "std", "quantiles")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MIN_FIELD_NUMBER: _ClassVar[int]
     MAX_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
     name: str
     min: float
     max: float
-    def __init__(self, name: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+    mean: float
+    std: float
+    quantiles: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ClassProfile(_message.Message):
+    __slots__ = ("label", "share", "mean", "std")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    share: float
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    std: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, label: _Optional[str] = ..., share: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "features", "classes", "sha256", "metrics", "created_at", "sklearn_version", "estimator", "serving")
+    __slots__ = ("name", "version", "features", "classes", "sha256", "metrics", "created_at", "sklearn_version", "estimator", "serving", "class_profiles")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +72,7 @@ class ModelInfo(_message.Message):
     SKLEARN_VERSION_FIELD_NUMBER: _ClassVar[int]
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
+    CLASS_PROFILES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     features: _containers.RepeatedCompositeFieldContainer[FeatureSpec]
@@ -64,7 +83,8 @@ class ModelInfo(_message.Message):
     sklearn_version: str
     estimator: str
     serving: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., classes: _Optional[_Iterable[str]] = ..., sha256: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sklearn_version: _Optional[str] = ..., estimator: _Optional[str] = ..., serving: _Optional[bool] = ...) -> None: ...
+    class_profiles: _containers.RepeatedCompositeFieldContainer[ClassProfile]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., classes: _Optional[_Iterable[str]] = ..., sha256: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sklearn_version: _Optional[str] = ..., estimator: _Optional[str] = ..., serving: _Optional[bool] = ..., class_profiles: _Optional[_Iterable[_Union[ClassProfile, _Mapping]]] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("prediction_id", "request_id", "model", "model_version", "label", "probabilities", "latency_ms")

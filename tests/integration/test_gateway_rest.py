@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 from gateway.descriptor import ADMIN_SERVICES, build_descriptor
 from gateway.openapi import generate
-from predmesh import PredmeshClient
+from predmesh import Client
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, analytics_pb2, analytics_pb2_grpc, inference_pb2, \
     inference_pb2_grpc
 from tests.conftest import IRIS_ROW
@@ -251,7 +251,7 @@ def test_grpc_message_over_the_server_limit_is_resource_exhausted(mesh):
     _, gw = mesh
     from predmesh.errors import ResourceExhausted
     rows = [({**IRIS_ROW}, "x" * 1000) for _ in range(100)]
-    with PredmeshClient(f"127.0.0.1:{gw.port}", timeout=5) as client:
+    with Client(f"127.0.0.1:{gw.port}", timeout=5) as client:
         with pytest.raises(ResourceExhausted):
             client.predict_batch("iris", rows)
 
@@ -284,7 +284,7 @@ def test_admin_grpc_is_not_reachable_on_the_public_listener(mesh):
 
 def test_native_grpc_passes_through_the_public_listener(mesh):
     _, gw = mesh
-    with PredmeshClient(f"127.0.0.1:{gw.port}", timeout=5) as client:
+    with Client(f"127.0.0.1:{gw.port}", timeout=5) as client:
         assert client.predict("iris", IRIS_ROW).label == "setosa"
 
 
@@ -305,7 +305,7 @@ def test_transport_is_rest_for_transcoded_calls_and_grpc_for_native_ones(mesh):
     # a REST client cannot pretend to be another transport: the gateway overwrites the header
     assert rest("POST", gw.url + "/v1/models/iris:predict", json={"features": IRIS_ROW},
                 headers={"x-predmesh-transport": "queue"}).status_code == 200
-    with PredmeshClient(f"127.0.0.1:{gw.port}", timeout=5) as client:
+    with Client(f"127.0.0.1:{gw.port}", timeout=5) as client:
         client.predict("iris", IRIS_ROW)
     after = _transport_counts(server)
     assert after.get("rest", 0) - before.get("rest", 0) == 1

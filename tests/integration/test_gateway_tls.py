@@ -11,7 +11,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from predmesh import PredmeshClient
+from predmesh import Client
 from predmesh.client import TlsConfig
 from predmesh.errors import PredmeshError
 from tests.conftest import IRIS_ROW
@@ -153,9 +153,9 @@ def test_sdk_talks_mtls_to_the_replica(tls_mesh):
     pki, server, _ = tls_mesh
     good = TlsConfig(root_certificates=pki.ca.read_bytes(), client_cert=pki.client.cert.read_bytes(),
                      client_key=pki.client.key.read_bytes(), server_name="localhost")
-    with PredmeshClient(server.target, tls=good, timeout=5) as client:
+    with Client(server.target, tls=good, timeout=5) as client:
         assert client.get_model("iris").name == "iris"
     without = TlsConfig(root_certificates=pki.ca.read_bytes(), server_name="localhost")
-    with PredmeshClient(server.target, tls=without, timeout=2) as client:
+    with Client(server.target, tls=without, timeout=2) as client:
         with pytest.raises(PredmeshError):
             client.get_model("iris")

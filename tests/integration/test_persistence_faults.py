@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from predmesh import PredmeshClient, ResourceExhausted, Unavailable
+from predmesh import Client, ResourceExhausted, Unavailable
 from tests.conftest import IRIS_ROW
 from tests.support.load import run_load
 from tests.support.pg import PrivatePostgres
@@ -43,7 +43,7 @@ def test_t16_postgres_stopped_under_load_everything_served_and_stored_once(model
     rate, duration, down_at, down_for = 100, 18.0, 3.0, 10.0
     with PrivatePostgres() as pg, ServerProc(model_store, tmp_path / "server.log", env={
             "PREDMESH_DATABASE_URL": pg.url, "PREDMESH_PERSISTENCE": "async"}) as proc, \
-            PredmeshClient(proc.target, timeout=5) as client:
+            Client(proc.target, timeout=5) as client:
         client.predict("iris", IRIS_ROW, request_id="warm-up")
         outage = {}
 
@@ -80,7 +80,7 @@ def test_t16_full_spool_answers_resource_exhausted_and_never_an_unrecorded_ok(mo
         pg.stop()  # the server starts with its database down: it serves and spools
         with ServerProc(model_store, tmp_path / "server.log", env={
                 "PREDMESH_DATABASE_URL": pg.url, "PREDMESH_PERSISTENCE": "durable",
-                "PREDMESH_SPOOL_MAX_BYTES": "8192"}) as proc, PredmeshClient(proc.target, timeout=5) as client:
+                "PREDMESH_SPOOL_MAX_BYTES": "8192"}) as proc, Client(proc.target, timeout=5) as client:
             ok, refused = [], []
             for i in range(80):
                 try:
@@ -109,7 +109,7 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
         results = []
 
         def load():
-            with PredmeshClient(f"127.0.0.1:{port}", timeout=2) as client:
+            with Client(f"127.0.0.1:{port}", timeout=2) as client:
                 results.append(run_load(lambda rid: client.predict("iris", IRIS_ROW, request_id=rid), 100, 60,
                                         stop=stop))
 

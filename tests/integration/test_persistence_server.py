@@ -10,8 +10,7 @@ import pytest
 
 from database import repo
 from database.connect import open_database, session
-from predmesh import InvalidArgument, NotFound, PredmeshClient
-from predmesh.client import Transport
+from predmesh import InvalidArgument, NotFound, Client
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ServerProc, wait_for
 
@@ -34,13 +33,13 @@ def gauge(text: str, name: str, version: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def stored_count(client: PredmeshClient) -> int:
+def stored_count(client: Client) -> int:
     return client.get_stats().total
 
 
 def test_a_retried_request_makes_one_row_and_transports_are_recorded(stored_server):
-    with PredmeshClient(stored_server.target) as grpc_client, \
-            PredmeshClient(stored_server.target, transport=Transport.TRANSPORT_REST) as rest_client:
+    with Client(stored_server.target) as grpc_client, \
+            Client(stored_server.target, transport="rest") as rest_client:
         first = grpc_client.predict("iris", IRIS_ROW, request_id="order-42")
         again = grpc_client.predict("iris", IRIS_ROW, request_id="order-42")  # the client retries
         assert again.prediction_id == first.prediction_id
@@ -52,16 +51,16 @@ def test_a_retried_request_makes_one_row_and_transports_are_recorded(stored_serv
         assert dict(stats.by_transport) == {"grpc": 1, "rest": 2}
         assert dict(stats.by_label) == {"setosa": 2, "versicolor": 1}
         assert stats.latency.p50_ms > 0
-        page = grpc_client.list_predictions(transport=Transport.TRANSPORT_REST)
-        assert sorted(p.prediction.request_id for p in page.predictions) == ["order-43", "order-44"]
-        [stored] = grpc_client.list_predictions(label="setosa", transport=Transport.TRANSPORT_GRPC).predictions
+        page = grpc_client.list_predictions(transport="rest")
+        assert sorted(p.prediction.request_id for p in page) == ["order-43", "order-44"]
+        [stored] = grpc_client.list_predictions(label="setosa", transport="grpc").items
         assert stored.prediction.prediction_id == first.prediction_id
-        assert dict(stored.features) == IRIS_ROW and stored.transport == Transport.TRANSPORT_GRPC
+        assert dict(stored.features) == IRIS_ROW and stored.transport == "grpc"
         assert stored.prediction.model_version == first.model_version
 
 
 def test_feedback_moves_accuracy_in_stats_and_prometheus(stored_server):
-    with PredmeshClient(stored_server.target) as client:
+    with Client(stored_server.target) as client:
         preds = [client.predict("iris", row, request_id=f"fb-{i}")
                  for i, row in enumerate([IRIS_ROW, IRIS_ROW, VERSICOLOR, VERSICOLOR])]
         version = preds[0].model_version
@@ -81,7 +80,7 @@ def test_feedback_moves_accuracy_in_stats_and_prometheus(stored_server):
         text = metrics_text(stored_server)
         assert gauge(text, "predmesh_feedback_accuracy", version) == 0.75
         assert gauge(text, "predmesh_feedback_macro_recall", version) == pytest.approx(2 / 3)
-        assert client.list_predictions(label="versicolor").predictions[0].feedback_label in ("versicolor",
+        assert client.list_predictions(label="versicolor").items[0].feedback_label in ("versicolor",
                                                                                               "virginica")
         with pytest.raises(NotFound):
             client.submit_feedback("00000000-0000-0000-0000-000000000000", "setosa")
@@ -94,7 +93,7 @@ def test_feedback_moves_accuracy_in_stats_and_prometheus(stored_server):
 
 
 def test_activations_are_recorded(stored_server, empty_db_url):
-    with PredmeshClient(stored_server.target) as client:
+    with Client(stored_server.target) as client:
         serving = client.get_model("iris").version
     database = open_database(empty_db_url)
     try:

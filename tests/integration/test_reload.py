@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inference.model_loader import load_estimator, read_manifest
-from predmesh import FailedPrecondition, PredmeshClient
+from predmesh import FailedPrecondition, Client
 from tests.support import artifacts
 from tests.support.load import run_load
 from tests.support.procs import ADMIN_TOKEN
@@ -71,8 +71,8 @@ def test_hot_reload_under_load_drops_nothing_and_names_the_serving_version(serve
     done = threading.Event()
     reloads = []
 
-    with PredmeshClient(server_proc.target, timeout=5) as client, \
-            PredmeshClient(server_proc.target, timeout=5, admin_token=ADMIN_TOKEN) as admin:
+    with Client(server_proc.target, timeout=5) as client, \
+            Client(server_proc.target, timeout=5, admin_token=ADMIN_TOKEN) as admin:
         def call(request_id):
             row = rows.setdefault(request_id, random_row(rng))
             return client.predict("iris", row, request_id=request_id)
@@ -122,8 +122,8 @@ def test_failed_reloads_change_nothing_under_load(server_proc, model_store, tmp_
     failures_before = reload_failures(server_proc)
     stop = threading.Event()
     outcome = {}
-    with PredmeshClient(server_proc.target, timeout=5) as client, \
-            PredmeshClient(server_proc.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
+    with Client(server_proc.target, timeout=5) as client, \
+            Client(server_proc.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
         rng = random.Random(3)
         loader = threading.Thread(target=lambda: outcome.setdefault("load", run_load(
             lambda rid: client.predict("iris", random_row(rng), request_id=rid), rate=100, duration=60,

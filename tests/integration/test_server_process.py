@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from predmesh import DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, PredmeshClient, Unauthenticated
+from predmesh import DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, Client, Unauthenticated
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc, health_status, wait_for
 
@@ -26,7 +26,7 @@ def metrics_text(proc: ServerProc) -> str:
 
 
 def test_real_process_serves_and_maps_every_input_error(server_proc):
-    with PredmeshClient(server_proc.target, timeout=5) as client:
+    with Client(server_proc.target, timeout=5) as client:
         assert client.predict("iris", IRIS_ROW).label == "setosa"
         with pytest.raises(InvalidArgument, match="petal_width"):
             client.predict("iris", {**IRIS_ROW, "petal_width": math.nan})
@@ -48,7 +48,7 @@ def test_real_process_serves_and_maps_every_input_error(server_proc):
 def test_deadlines_are_enforced_end_to_end(model_store, tmp_path):
     """T05: 2 s handler delay, 200 ms deadline → DEADLINE_EXCEEDED in ≤ 250 ms, handler stops, no exhaustion."""
     with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_FAULT_DELAY_MS": "2000"}) as proc:
-        with PredmeshClient(proc.target) as client:
+        with Client(proc.target) as client:
             started = time.monotonic()
             with pytest.raises(DeadlineExceeded):
                 client.predict("iris", IRIS_ROW, timeout=0.2)
@@ -78,33 +78,29 @@ def test_deadlines_are_enforced_end_to_end(model_store, tmp_path):
 
 
 def test_every_client_stub_call_sets_a_deadline():
-    """T05 static check: the SDK passes timeout= on every stub call, and only the SDK opens channels."""
-    tree = ast.parse((ROOT / "predmesh" / "client.py").read_text())
-    stub_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                  and isinstance(n.func.value, ast.Attribute) and n.func.value.attr in
-                  ("_inference", "_admin", "_analytics")]
-    direct = [n for n in stub_calls if not any(k.arg == "timeout" for k in n.keywords)]
-    assert stub_calls and not direct, f"stub calls without timeout at lines {[n.lineno for n in direct]}"
-    call_helper = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) is False
-                   and getattr(n.func, "attr", "") == "_call"]
-    assert call_helper, "the SDK should route unary calls through _call"
-    for helper in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_call"):
-        inner = [c for c in ast.walk(helper) if isinstance(c, ast.Call) and any(k.arg == "timeout" for k in c.keywords)]
-        assert inner, "_call must pass timeout="
+    """T05 static check: both SDK clients pass timeout= on every stub call, and only they open channels."""
+    clients = [Path("predmesh/client.py"), Path("predmesh/aio.py")]
+    for rel in clients:
+        tree = ast.parse((ROOT / rel).read_text())
+        # every stub invocation sends the call metadata (transport tag, admin token): find them by that keyword
+        stub_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                      and any(k.arg == "metadata" for k in n.keywords)]
+        direct = [n.lineno for n in stub_calls if not any(k.arg == "timeout" for k in n.keywords)]
+        assert len(stub_calls) >= 2 and not direct, f"{rel}: stub calls without timeout at lines {direct}"
     openers = []
     for path in ROOT.rglob("*.py"):
         rel = path.relative_to(ROOT)
-        if rel.parts[0] in (".venv", "tests", "bench", "build", "var") or rel == Path("predmesh/client.py"):
+        if rel.parts[0] in (".venv", "tests", "bench", "build", "var") or rel in clients:
             continue
-        if re.search(r"grpc\.(insecure|secure)_channel\(", path.read_text(errors="replace")):
+        if re.search(r"grpc\.(aio\.)?(insecure|secure)_channel\(", path.read_text(errors="replace")):
             openers.append(str(rel))
-    assert openers == [], "only predmesh/client.py may open channels"
+    assert openers == [], "only predmesh/client.py and predmesh/aio.py may open channels"
 
 
 def test_sigterm_drains_in_flight_calls_then_exits(model_store, tmp_path):
     env = {"PREDMESH_FAULT_DELAY_MS": "1500", "PREDMESH_DRAIN_SECONDS": "1", "PREDMESH_GRACE_SECONDS": "5"}
     with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
-        with PredmeshClient(proc.target, timeout=10) as client:
+        with Client(proc.target, timeout=10) as client:
             result = {}
             inflight = threading.Thread(target=lambda: result.setdefault("p", client.predict("iris", IRIS_ROW)))
             inflight.start()
@@ -122,17 +118,17 @@ def test_sigterm_drains_in_flight_calls_then_exits(model_store, tmp_path):
 def test_admin_auth_and_tokens_never_logged(model_store, tmp_path):
     """T19, gRPC side."""
     with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_LOG_LEVEL": "DEBUG"}) as proc:
-        with PredmeshClient(proc.target) as anonymous:
+        with Client(proc.target) as anonymous:
             with pytest.raises(Unauthenticated):
                 anonymous.reload_model("iris")
-        with PredmeshClient(proc.target, admin_token="not-the-token") as bad:
+        with Client(proc.target, admin_token="not-the-token") as bad:
             with pytest.raises(Unauthenticated):
                 bad.reload_model("iris")
-        with PredmeshClient(proc.target, admin_token=READONLY_TOKEN) as reader:
+        with Client(proc.target, admin_token=READONLY_TOKEN) as reader:
             assert reader.list_model_versions("iris")
             with pytest.raises(PermissionDenied):
                 reader.reload_model("iris", "1")
-        with PredmeshClient(proc.target, admin_token=ADMIN_TOKEN) as admin:
+        with Client(proc.target, admin_token=ADMIN_TOKEN) as admin:
             assert admin.reload_model("iris", "1").model.version == "1"
         log = proc.log()
     assert "serving version 1" in log

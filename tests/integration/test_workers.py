@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from predmesh import PredmeshClient
+from predmesh import Client
 from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.conftest import IRIS_ROW
@@ -87,7 +87,7 @@ def test_two_processes_serve_aggregate_metrics_and_all_take_a_reload(group):
     assert metric(after, "predmesh_model_info", model="iris", version="2") == 1
 
     # A reload handled by one process reaches the other through the serving pointer.
-    with PredmeshClient(group.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
+    with Client(group.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
         admin.reload_model("iris", "1")
     wait_for(lambda: set(versions_by_pid(group.target).values()) == {"1"} and
              len(versions_by_pid(group.target)) == 2, timeout=20, what="both processes serving version 1")

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from inference.metrics import ServerMetrics
 from inference.server import InferenceServer
 from inference.settings import ServerSettings
-from predmesh import PredmeshClient
+from predmesh import Client
 from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.conftest import IRIS_ROW
@@ -73,7 +73,7 @@ def test_model_infer_matches_predict_and_is_recorded(oip, raw):
     model = server.registry.get("iris")
     expected = model.estimator.predict_proba(ROWS.astype(np.float64))  # scikit-learn is the reference
     assert np.allclose(got["probabilities"], expected, atol=1e-6)
-    with PredmeshClient(target, timeout=5) as client:
+    with Client(target, timeout=5) as client:
         p = client.predict("iris", dict(zip(NAMES, ROWS[1].tolist())))
     assert p.label == model.classes[2]
     assert abs(p.probabilities[p.label] - float(got["probabilities"][1, 2])) < 1e-6
@@ -155,6 +155,6 @@ def test_liveness_readiness_metadata_and_config(oip):
 
 def test_predict_still_works_alongside(oip):
     _, recorder, target, _ = oip
-    with PredmeshClient(target, timeout=5) as client:
+    with Client(target, timeout=5) as client:
         assert client.predict("iris", IRIS_ROW).label == "setosa"
     assert recorder.records[-1].transport == "grpc"

@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from predmesh import (
-    FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied, PredmeshClient, ResourceExhausted,
+    FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied, Client, ResourceExhausted,
     Unauthenticated, Unavailable,
 )
 from tests.conftest import IRIS_ROW
@@ -20,7 +20,7 @@ from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN
 @pytest.fixture
 def client(inproc_server):
     _, target = inproc_server
-    with PredmeshClient(target, timeout=5) as c:
+    with Client(target, timeout=5) as c:
         yield c
 
 
@@ -75,8 +75,8 @@ def test_stream_answers_every_row_and_keeps_going_after_a_bad_one(client):
     answers = list(client.predict_stream("iris", rows))
     assert [a.request_id for a in answers] == ["a", "b", "c"]
     assert answers[0].prediction.label == "setosa"
-    assert answers[1].WhichOneof("result") == "error"
-    assert answers[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "'x'" in answers[1].error.message
+    assert answers[1].prediction is None and isinstance(answers[1].error, InvalidArgument)
+    assert answers[1].error.code == grpc.StatusCode.INVALID_ARGUMENT and "'x'" in answers[1].error.message
     assert answers[2].prediction.label == "virginica"
 
 
@@ -88,21 +88,29 @@ def test_list_and_get_model_describe_the_schema(client):
     assert list(info.classes) == ["setosa", "versicolor", "virginica"]
     assert len(info.sha256) == 64 and info.metrics["holdout_accuracy"] > 0.8
     assert client.get_model("iris") == info
+    # the training distribution: per feature mean, std and decile edges; per class share, mean and std
+    f = info.features[2]
+    assert f.min < f.quantiles[0] <= f.mean <= f.quantiles[-1] < f.max and f.std > 0
+    assert list(f.quantiles) == sorted(f.quantiles) and len(f.quantiles) == 9
+    assert [c.label for c in info.class_profiles] == list(info.classes)
+    assert sum(c.share for c in info.class_profiles) == pytest.approx(1.0)
+    setosa, _, virginica = info.class_profiles
+    assert setosa.mean[2] < 2.0 < 5.0 < virginica.mean[2] and len(setosa.std) == 4
 
 
 def test_admin_requires_a_token(inproc_server):
     _, target = inproc_server
-    with PredmeshClient(target) as anonymous:
+    with Client(target) as anonymous:
         with pytest.raises(Unauthenticated, match="missing"):
             anonymous.reload_model("iris")
-    with PredmeshClient(target, admin_token="wrong") as bad:
+    with Client(target, admin_token="wrong") as bad:
         with pytest.raises(Unauthenticated, match="invalid token"):
             bad.list_model_versions("iris")
-    with PredmeshClient(target, admin_token=READONLY_TOKEN) as reader:
+    with Client(target, admin_token=READONLY_TOKEN) as reader:
         assert [v.version for v in reader.list_model_versions("iris")] == ["2", "1"]
         with pytest.raises(PermissionDenied):
             reader.reload_model("iris", "1")
-    with PredmeshClient(target, admin_token=ADMIN_TOKEN) as admin:
+    with Client(target, admin_token=ADMIN_TOKEN) as admin:
         result = admin.reload_model("iris", "1")
         assert result.model.version == "1" and result.previous_version == "2"
         assert result.model.estimator == "RandomForestClassifier"
@@ -135,7 +143,7 @@ def test_known_model_without_loadable_version_is_unavailable(model_store, tmp_pa
                                             drain_seconds=0), metrics=ServerMetrics(CollectorRegistry()))
     port = server.start()
     try:
-        with PredmeshClient(f"127.0.0.1:{port}", timeout=2) as c:
+        with Client(f"127.0.0.1:{port}", timeout=2) as c:
             with pytest.raises(Unavailable, match="no loaded version"):
                 c.predict("iris", IRIS_ROW)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:

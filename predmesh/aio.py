@@ -1,0 +1,116 @@
+"""The asyncio client (grpc.aio): the same calls, defaults, retries, transport tag and errors as predmesh.Client."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Concatenate, ParamSpec, TypeVar
+
+import grpc
+import grpc.aio
+
+from predmesh import calls
+from predmesh.channel import ChannelSpec, TlsConfig
+from predmesh.client import _STUB_CLASSES
+from predmesh.errors import Unavailable, from_rpc_error
+from predmesh.types import StoredPrediction, StreamResult
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+__all__ = ["AsyncClient"]
+
+
+def _unary(op: Callable[P, calls.Call[T]]) -> Callable[Concatenate[AsyncClient, P], Awaitable[T]]:
+    """A coroutine method from a call definition in predmesh.calls (same arguments, same docstring)."""
+    @functools.wraps(op)
+    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(op(*args, **kwargs))
+    method.__signature__ = calls.method_signature(op, awaitable=True)
+    return method
+
+
+class AsyncClient:
+    """Typed asyncio access to every predmesh RPC; see predmesh.Client for the guarantees of every call.
+
+    Create it inside a running event loop (grpc.aio channels belong to the loop that made them).
+    """
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 5.0, transport: str = "grpc",
+                 admin_token: str | None = None, tls: TlsConfig | None = None,
+                 max_message_bytes: int = 4 * 1024 * 1024):
+        self.target = target
+        self.timeout = timeout
+        self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
+                                       max_message_bytes=max_message_bytes)
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(target, options=self._spec.options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, self._spec.credentials(), options=self._spec.options)
+        self._stubs = {name: cls(self._channel) for name, cls in _STUB_CLASSES.items()}
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the channel connects, or raise Unavailable."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"no connection to {self.target} within {timeout:g}s") from None
+
+    async def _run(self, call: calls.Call[T]) -> T:
+        method = getattr(self._stubs[call.service], call.method)
+        try:
+            response = await method(call.request, timeout=self.timeout if call.timeout is None else call.timeout,
+                                    metadata=self._spec.metadata_for(call.service))
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        return call.convert(response)
+
+    # -- the calls (defined once in predmesh.calls) -------------------------------------------------------------
+    predict = _unary(calls.predict)
+    predict_batch = _unary(calls.predict_batch)
+    list_models = _unary(calls.list_models)
+    get_model = _unary(calls.get_model)
+    reload_model = _unary(calls.reload_model)
+    list_model_versions = _unary(calls.list_model_versions)
+    list_predictions = _unary(calls.list_predictions)
+    get_stats = _unary(calls.get_stats)
+    submit_feedback = _unary(calls.submit_feedback)
+
+    async def iter_predictions(self, **filters) -> AsyncIterator[StoredPrediction]:
+        """Every stored prediction matching the filters of list_predictions, newest first, across pages."""
+        token = ""
+        while True:
+            page = await self.list_predictions(**filters, page_token=token)
+            for item in page:
+                yield item
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    async def predict_stream(self, model: str, rows: Iterable[calls.Row], *,
+                             timeout: float | None = None) -> AsyncIterator[StreamResult]:
+        """Stream rows and yield one result per row, in order: its prediction or that row's error (not raised).
+
+        The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
+        """
+        requests = (calls.stream_request(model, r, str(uuid.uuid4())) for r in rows)
+        call = self._stubs["inference"].PredictStream(
+            requests, timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata)
+        try:
+            async for response in call:
+                yield calls.stream_result(response)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()

@@ -1,0 +1,134 @@
+"""Every unary call of the contract, defined once: its request and how its response becomes a typed result.
+
+`Client` (blocking) and `AsyncClient` (asyncio) both expose these functions as methods, so the two clients have
+the same surface, defaults and conversions; only how a `Call` is executed differs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+import inspect
+from typing import Any, Generic, TypeVar
+
+from predmesh.errors import from_status
+from predmesh.types import (
+    Feedback, ModelInfo, Page, Prediction, ReloadResult, Stats, StoredPrediction, StreamResult, to_timestamp,
+    transport_value,
+)
+from predmesh.v1 import admin_pb2, analytics_pb2, inference_pb2
+
+T = TypeVar("T")
+Row = Mapping[str, float] | tuple[Mapping[str, float], str]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One RPC to make: which stub and method, the request, how to convert the answer, and its deadline."""
+
+    service: str  # "inference" | "admin" | "analytics"
+    method: str
+    request: Any
+    convert: Callable[[Any], T]
+    timeout: float | None = None  # None: the client's default
+
+
+def method_signature(op: Callable[..., Call], *, awaitable: bool) -> inspect.Signature:
+    """The signature a client method made from `op` shows in help(): self first, returning what the Call gives."""
+    sig = inspect.signature(op)
+    result = str(sig.return_annotation).removeprefix("Call[").removesuffix("]")
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    return sig.replace(parameters=[self_param, *sig.parameters.values()],
+                       return_annotation=f"Awaitable[{result}]" if awaitable else result)
+
+
+def row(r: Row) -> inference_pb2.FeatureRow:
+    """A row given as a features mapping or a (features, request_id) pair."""
+    if isinstance(r, tuple):
+        features, request_id = r
+        return inference_pb2.FeatureRow(features=features, request_id=request_id)
+    return inference_pb2.FeatureRow(features=r)
+
+
+# -- inference ---------------------------------------------------------------------------------------------------
+def predict(model: str, features: Mapping[str, float], *, request_id: str = "",
+            timeout: float | None = None) -> Call[Prediction]:
+    """Score one row of named features; request_id makes a retry idempotent (stored once)."""
+    request = inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
+    return Call("inference", "Predict", request, lambda r: Prediction.from_proto(r.prediction), timeout)
+
+
+def predict_batch(model: str, rows: Sequence[Row], *, timeout: float | None = None) -> Call[list[Prediction]]:
+    """Score many rows (at most the server's max batch rows) in one call; answers in row order."""
+    request = inference_pb2.PredictBatchRequest(model=model, rows=[row(r) for r in rows])
+    return Call("inference", "PredictBatch", request,
+                lambda r: [Prediction.from_proto(p) for p in r.predictions], timeout)
+
+
+def list_models(*, timeout: float | None = None) -> Call[list[ModelInfo]]:
+    """The serving version of every model."""
+    return Call("inference", "ListModels", inference_pb2.ListModelsRequest(),
+                lambda r: [ModelInfo.from_proto(m) for m in r.models], timeout)
+
+
+def get_model(model: str, *, timeout: float | None = None) -> Call[ModelInfo]:
+    """The serving version of one model: schema, classes, metrics and training distribution."""
+    return Call("inference", "GetModel", inference_pb2.GetModelRequest(model=model),
+                lambda r: ModelInfo.from_proto(r.model), timeout)
+
+
+def stream_request(model: str, r: Row, request_id: str) -> inference_pb2.PredictStreamRequest:
+    """One row of a prediction stream."""
+    fr = row(r)
+    return inference_pb2.PredictStreamRequest(model=model, features=fr.features,
+                                              request_id=fr.request_id or request_id)
+
+
+def stream_result(m: inference_pb2.PredictStreamResponse) -> StreamResult:
+    """One answer of a prediction stream as a typed result (a row's error as a PredmeshError, not raised)."""
+    if m.HasField("prediction"):
+        return StreamResult(m.request_id, Prediction.from_proto(m.prediction), None, m)
+    return StreamResult(m.request_id, None, from_status(m.error.code, m.error.message), m)
+
+
+# -- admin (needs the admin token; listing versions also accepts the read-only token) -----------------------------
+def reload_model(model: str, version: str = "", *, timeout: float | None = None) -> Call[ReloadResult]:
+    """Roll a model to a stored version (newest when empty), verified before it serves."""
+    request = admin_pb2.ReloadModelRequest(model=model, version=version)
+    return Call("admin", "ReloadModel", request,
+                lambda r: ReloadResult(ModelInfo.from_proto(r.model), r.previous_version, r), timeout)
+
+
+def list_model_versions(model: str, *, timeout: float | None = None) -> Call[list[ModelInfo]]:
+    """Every stored version of a model, newest first (`serving` marks the one serving)."""
+    return Call("admin", "ListModelVersions", admin_pb2.ListModelVersionsRequest(model=model),
+                lambda r: [ModelInfo.from_proto(m) for m in r.versions], timeout)
+
+
+# -- analytics ---------------------------------------------------------------------------------------------------
+def list_predictions(*, model: str = "", model_version: str = "", label: str = "", transport: str = "",
+                     start_time: datetime | None = None, end_time: datetime | None = None, page_size: int = 50,
+                     page_token: str = "", timeout: float | None = None) -> Call[Page[StoredPrediction]]:
+    """One page of stored predictions, newest first; empty filters do not filter (page_size at most 1000)."""
+    request = analytics_pb2.ListPredictionsRequest(
+        model=model, model_version=model_version, label=label, transport=transport_value(transport),
+        start_time=to_timestamp(start_time), end_time=to_timestamp(end_time), page_size=page_size,
+        page_token=page_token)
+    return Call("analytics", "ListPredictions", request,
+                lambda r: Page(tuple(StoredPrediction.from_proto(p) for p in r.predictions), r.next_page_token, r),
+                timeout)
+
+
+def get_stats(*, model: str = "", start_time: datetime | None = None, end_time: datetime | None = None,
+              timeout: float | None = None) -> Call[Stats]:
+    """Counts per label, version and transport, latency percentiles and quality per version over a window."""
+    request = analytics_pb2.GetStatsRequest(model=model, start_time=to_timestamp(start_time),
+                                            end_time=to_timestamp(end_time))
+    return Call("analytics", "GetStats", request, Stats.from_proto, timeout)
+
+
+def submit_feedback(prediction_id: str, label: str, *, timeout: float | None = None) -> Call[Feedback]:
+    """Record the true label of a stored prediction (a second submission replaces the first)."""
+    request = analytics_pb2.SubmitFeedbackRequest(prediction_id=prediction_id, label=label)
+    return Call("analytics", "SubmitFeedback", request,
+                lambda r: Feedback(r.prediction_id, r.label, r.correct, r), timeout)

@@ -1,0 +1,77 @@
+"""What both clients share about a channel: options, retry policy, TLS credentials and call metadata."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import grpc
+
+from predmesh.types import TRANSPORTS
+
+TRANSPORT_HEADER = "x-predmesh-transport"
+STUBS = ("inference", "admin", "analytics")
+
+# Retries only where a request cannot have been processed twice in a harmful way: UNAVAILABLE (connection
+# refused, server draining). Predict is idempotent on request_id, so a retry never stores a second row.
+SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "predmesh.v1.InferenceService"}, {"service": "predmesh.v1.AnalyticsService"},
+                 {"service": "predmesh.v1.ModelAdminService"}],
+        "retryPolicy": {
+            "maxAttempts": 3,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "0.5s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+})
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM bytes for a TLS channel; client_cert and client_key together enable mTLS."""
+
+    root_certificates: bytes | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """How to open the channel and what every call sends; built once from the client's arguments."""
+
+    target: str
+    options: tuple[tuple[str, object], ...]
+    metadata: tuple[tuple[str, str], ...]
+    admin_metadata: tuple[tuple[str, str], ...]
+    tls: TlsConfig | None
+
+    @classmethod
+    def build(cls, target: str, *, transport: str, admin_token: str | None, tls: TlsConfig | None,
+              max_message_bytes: int) -> ChannelSpec:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
+        options: list[tuple[str, object]] = [
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if tls is not None and tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        metadata = ((TRANSPORT_HEADER, transport),)
+        admin = metadata + ((("authorization", f"Bearer {admin_token}"),) if admin_token else ())
+        return cls(target, tuple(options), metadata, admin, tls)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """TLS channel credentials (for grpc and grpc.aio channels alike)."""
+        t = self.tls
+        return grpc.ssl_channel_credentials(t.root_certificates, t.client_key, t.client_cert)
+
+    def metadata_for(self, service: str) -> tuple[tuple[str, str], ...]:
+        return self.admin_metadata if service == "admin" else self.metadata

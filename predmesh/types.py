@@ -1,0 +1,229 @@
+"""Plain, typed results of the SDK: frozen dataclasses built from the contract's messages (each keeps `.raw`)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from predmesh.v1 import model_pb2
+
+T = TypeVar("T")
+TRANSPORTS = ("grpc", "rest", "queue", "batch", "ui")
+
+
+def _raw() -> Any:
+    """The protobuf message a result was built from: for callers who want every field as sent."""
+    return field(default=None, repr=False, compare=False)
+
+
+def to_datetime(ts: Timestamp) -> datetime | None:
+    """A protobuf Timestamp as an aware UTC datetime; None when unset."""
+    if not ts.seconds and not ts.nanos:
+        return None
+    return ts.ToDatetime(tzinfo=timezone.utc)
+
+
+def to_timestamp(when: datetime | None) -> Timestamp | None:
+    """An aware datetime (naive ones are taken as UTC) as a protobuf Timestamp; None stays None."""
+    if when is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+    return ts
+
+
+def transport_name(value: int) -> str:
+    """The Transport enum as its short name ("grpc", "rest", …); "" when unspecified."""
+    return model_pb2.Transport.Name(value).removeprefix("TRANSPORT_").lower() if value else ""
+
+
+def transport_value(name: str) -> int:
+    """A short transport name as the Transport enum ("" is TRANSPORT_UNSPECIFIED)."""
+    if not name:
+        return model_pb2.TRANSPORT_UNSPECIFIED
+    if name not in TRANSPORTS:
+        raise ValueError(f"transport {name!r} is not one of {', '.join(TRANSPORTS)}")
+    return model_pb2.Transport.Value("TRANSPORT_" + name.upper())
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One scored row as the server answered it."""
+
+    prediction_id: str
+    request_id: str
+    model: str
+    model_version: str
+    label: str
+    probabilities: dict[str, float]
+    latency_ms: float
+    raw: model_pb2.Prediction = _raw()
+
+    @classmethod
+    def from_proto(cls, m: model_pb2.Prediction) -> Prediction:
+        return cls(m.prediction_id, m.request_id, m.model, m.model_version, m.label, dict(m.probabilities),
+                   m.latency_ms, m)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One input feature with its training distribution (range, mean, std, decile edges)."""
+
+    name: str
+    min: float
+    max: float
+    mean: float
+    std: float
+    quantiles: tuple[float, ...]
+
+    @classmethod
+    def from_proto(cls, m: model_pb2.FeatureSpec) -> FeatureSpec:
+        return cls(m.name, m.min, m.max, m.mean, m.std, tuple(m.quantiles))
+
+
+@dataclass(frozen=True)
+class ClassProfile:
+    """The training rows of one class: share, and per-feature mean and std in schema order."""
+
+    label: str
+    share: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_proto(cls, m: model_pb2.ClassProfile) -> ClassProfile:
+        return cls(m.label, m.share, tuple(m.mean), tuple(m.std))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model version: schema, classes, artifact hash, training metrics and distribution."""
+
+    name: str
+    version: str
+    features: tuple[FeatureSpec, ...]
+    classes: tuple[str, ...]
+    sha256: str
+    metrics: dict[str, float]
+    created_at: datetime | None
+    sklearn_version: str
+    estimator: str
+    serving: bool
+    class_profiles: tuple[ClassProfile, ...]
+    raw: model_pb2.ModelInfo = _raw()
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @classmethod
+    def from_proto(cls, m: model_pb2.ModelInfo) -> ModelInfo:
+        return cls(m.name, m.version, tuple(FeatureSpec.from_proto(f) for f in m.features), tuple(m.classes),
+                   m.sha256, dict(m.metrics), to_datetime(m.created_at), m.sklearn_version, m.estimator, m.serving,
+                   tuple(ClassProfile.from_proto(c) for c in m.class_profiles), m)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """The answer to one streamed row: its prediction, or the error for that row alone."""
+
+    request_id: str
+    prediction: Prediction | None
+    error: Exception | None  # a predmesh.errors.PredmeshError
+    raw: Any = _raw()
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """The version now serving after a reload, and the one it replaced ("" if none)."""
+
+    model: ModelInfo
+    previous_version: str
+    raw: Any = _raw()
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A stored prediction with its inputs, transport, time and any feedback."""
+
+    prediction: Prediction
+    features: dict[str, float]
+    transport: str
+    created_at: datetime | None
+    feedback_label: str
+    raw: Any = _raw()
+
+    @classmethod
+    def from_proto(cls, m) -> StoredPrediction:
+        return cls(Prediction.from_proto(m.prediction), dict(m.features), transport_name(m.transport),
+                   to_datetime(m.created_at), m.feedback_label, m)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of results; iterate it, and pass next_page_token for the next ("" on the last page)."""
+
+    items: tuple[T, ...]
+    next_page_token: str
+    raw: Any = _raw()
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Server-side latency percentiles in milliseconds."""
+
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class VersionQuality:
+    """Quality of one model version from feedback."""
+
+    model: str
+    model_version: str
+    feedback_count: int
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Aggregates of stored predictions and feedback over a window."""
+
+    total: int
+    by_label: dict[str, int]
+    by_version: dict[str, int]
+    by_transport: dict[str, int]
+    latency: LatencySummary
+    quality: tuple[VersionQuality, ...]
+    raw: Any = _raw()
+
+    @classmethod
+    def from_proto(cls, m) -> Stats:
+        lat = m.latency
+        return cls(m.total, dict(m.by_label), dict(m.by_version), dict(m.by_transport),
+                   LatencySummary(lat.p50_ms, lat.p95_ms, lat.p99_ms),
+                   tuple(VersionQuality(q.model, q.model_version, q.feedback_count, q.accuracy, q.macro_precision,
+                                        q.macro_recall) for q in m.quality), m)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Recorded feedback: the true label of a prediction and whether the prediction matched it."""
+
+    prediction_id: str
+    label: str
+    correct: bool
+    raw: Any = _raw()
