@@ -217,8 +217,10 @@ def _encode_token(row: Prediction) -> str:
 def _decode_token(token: str) -> tuple[datetime, str]:
     try:
         created, pid = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return datetime.fromisoformat(created), str(pid)
-    except (ValueError, TypeError) as exc:
+        if not isinstance(pid, str) or len(pid) > 64 or not pid.isprintable():
+            raise ValueError("not a prediction id")
+        return datetime.fromisoformat(created), pid
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidPageToken(f"page_token {token[:40]!r} is not valid; pass next_page_token unchanged") from exc
 
 

@@ -7,9 +7,11 @@ import time
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from database import repo
-from database.connect import DatabaseUnavailable, session
+from database.connect import DatabaseUnavailable, RejectedData, session
 from inference import errors
-from inference.servicer import rpc
+from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_optional_name, check_text, shown
+from inference.convert import prediction_message
+from inference.edge import rpc
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
 
 log = logging.getLogger(__name__)
@@ -17,10 +19,17 @@ ANALYTICS_SERVICE = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"
 DEFAULT_PAGE, MAX_PAGE = 50, 1000
 
 
+# The range google.protobuf.Timestamp defines (0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z).
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
 def transport_name(value: int) -> str:
-    """TRANSPORT_REST → "rest"; unspecified → "" (no filter)."""
+    """TRANSPORT_REST → "rest"; unspecified → "" (no filter); a value this server does not know → InvalidArgument."""
     if not value:
         return ""
+    if value not in model_pb2.Transport.values():
+        known = ", ".join(n for n in model_pb2.Transport.keys() if n != "TRANSPORT_UNSPECIFIED")
+        raise errors.InvalidArgument(f"transport {value} is not a known transport; use one of {known}")
     return model_pb2.Transport.Name(value).removeprefix("TRANSPORT_").lower()
 
 
@@ -28,8 +37,14 @@ def transport_value(name: str) -> int:
     return model_pb2.Transport.Value("TRANSPORT_" + name.upper()) if name else 0
 
 
-def epoch(ts: Timestamp, present: bool) -> float | None:
-    return ts.seconds + ts.nanos / 1e9 if present else None
+def epoch(field: str, ts: Timestamp, present: bool) -> float | None:
+    """Unix seconds of a Timestamp field (None when absent); InvalidArgument outside Timestamp's own range."""
+    if not present:
+        return None
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
+        raise errors.InvalidArgument(f"{field} ({ts.seconds} s, {ts.nanos} ns) is outside the Timestamp range "
+                                     "0001-01-01 .. 9999-12-31")
+    return ts.seconds + ts.nanos / 1e9
 
 
 def timestamp(epoch_s: float) -> Timestamp:
@@ -39,7 +54,8 @@ def timestamp(epoch_s: float) -> Timestamp:
 
 
 class Db:
-    """A database session whose failures are domain errors (mapped to UNAVAILABLE / INTERNAL by rpc)."""
+    """A database session whose failures are domain errors: unreachable → StorageUnavailable (UNAVAILABLE); a
+    value of the request the database refuses → InvalidArgument (the edge checks should leave none)."""
 
     def __enter__(self):
         self._ctx = session()
@@ -54,6 +70,8 @@ class Db:
             return self._ctx.__exit__(*exc_info)
         except DatabaseUnavailable as exc:
             raise errors.StorageUnavailable(f"the prediction database is unavailable; retry later ({exc})") from None
+        except RejectedData as exc:
+            raise errors.InvalidArgument(f"the database refused a value of this request ({exc})") from None
 
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
@@ -65,18 +83,21 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     @rpc
     def ListPredictions(self, request, context):
         if request.page_size < 0 or request.page_size > MAX_PAGE:
-            raise errors.InvalidFeatures(f"page_size {request.page_size} is out of range; use 1..{MAX_PAGE} "
+            raise errors.InvalidArgument(f"page_size {request.page_size} is out of range; use 1..{MAX_PAGE} "
                                          f"(0 means {DEFAULT_PAGE})")
         flt = repo.PredictionFilter(
-            model=request.model, model_version=request.model_version, label=request.label,
+            model=check_optional_name("model", request.model),
+            model_version=check_optional_name("model_version", request.model_version),
+            label=check_text("label", request.label, MAX_LABEL),
             transport=transport_name(request.transport),
-            start=epoch(request.start_time, request.HasField("start_time")),
-            end=epoch(request.end_time, request.HasField("end_time")))
+            start=epoch("start_time", request.start_time, request.HasField("start_time")),
+            end=epoch("end_time", request.end_time, request.HasField("end_time")))
+        page_token = check_text("page_token", request.page_token, MAX_TOKEN)
         try:
             with Db():
-                rows, token = repo.list_predictions(flt, request.page_size or DEFAULT_PAGE, request.page_token)
+                rows, token = repo.list_predictions(flt, request.page_size or DEFAULT_PAGE, page_token)
         except repo.InvalidPageToken as exc:
-            raise errors.InvalidFeatures(str(exc)) from None
+            raise errors.InvalidArgument(str(exc)) from None
         return analytics_pb2.ListPredictionsResponse(
             predictions=[self._stored(row) for row in rows], next_page_token=token)
 
@@ -84,18 +105,14 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     def _stored(row: repo.StoredPrediction) -> analytics_pb2.StoredPrediction:
         r = row.record
         return analytics_pb2.StoredPrediction(
-            prediction=model_pb2.Prediction(
-                prediction_id=r.prediction_id, request_id=r.request_id, model=r.model,
-                model_version=r.model_version, label=r.label, probabilities=r.probabilities,
-                latency_ms=r.latency_ms),
-            features=r.features, transport=transport_value(r.transport), created_at=timestamp(r.created_at),
+            prediction=prediction_message(r), features=r.features, transport=transport_value(r.transport), created_at=timestamp(r.created_at),
             feedback_label=row.feedback_label)
 
     @rpc
     def GetStats(self, request, context):
-        flt = repo.PredictionFilter(model=request.model,
-                                    start=epoch(request.start_time, request.HasField("start_time")),
-                                    end=epoch(request.end_time, request.HasField("end_time")))
+        flt = repo.PredictionFilter(model=check_optional_name("model", request.model),
+                                    start=epoch("start_time", request.start_time, request.HasField("start_time")),
+                                    end=epoch("end_time", request.end_time, request.HasField("end_time")))
         with Db():
             stats = repo.stats(flt)
         p50, p95, p99 = stats.latency_ms
@@ -111,17 +128,19 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     @rpc
     def SubmitFeedback(self, request, context):
         if not request.prediction_id:
-            raise errors.InvalidFeatures("prediction_id is empty; pass the prediction_id Predict returned")
+            raise errors.InvalidArgument("prediction_id is empty; pass the prediction_id Predict returned")
+        check_text("prediction_id", request.prediction_id, MAX_ID)
         if not request.label:
-            raise errors.InvalidFeatures("label is empty; send the true class name")
+            raise errors.InvalidArgument("label is empty; send the true class name")
+        check_text("label", request.label, MAX_LABEL)
         with Db():
             prediction = repo.get_prediction(request.prediction_id)
             if prediction is None:
-                raise errors.ModelNotFound(f"prediction {request.prediction_id!r} not found (it may still be on "
-                                           "its way to the database; retry in a moment)")
+                raise errors.PredictionNotFound(f"prediction {shown(request.prediction_id)} not found (it may "
+                                                "still be on its way to the database; retry in a moment)")
             classes = sorted(prediction.probabilities)
             if request.label not in prediction.probabilities:
-                raise errors.InvalidFeatures(f"label {request.label!r} is not a class of model "
+                raise errors.InvalidArgument(f"label {shown(request.label)} is not a class of model "
                                              f"{prediction.model}; use one of {', '.join(classes)}")
             repo.upsert_feedback(request.prediction_id, request.label, time.time())
             self._refresh(prediction.model, prediction.model_version)

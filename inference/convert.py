@@ -7,6 +7,7 @@ import uuid
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from database.records import PredictionRecord
 from inference.manifest import Manifest
 from predmesh.v1 import model_pb2
 
@@ -53,3 +54,11 @@ def transport_of(metadata) -> str:
         if key == "x-predmesh-transport":
             return value if value in TRANSPORTS else "grpc"
     return "grpc"
+
+
+def prediction_message(r: PredictionRecord) -> model_pb2.Prediction:
+    """The Prediction message of a recorded (or stored) prediction: the one conversion Predict* and
+    ListPredictions share."""
+    return model_pb2.Prediction(
+        prediction_id=r.prediction_id, request_id=r.request_id, model=r.model, model_version=r.model_version,
+        label=r.label, probabilities=r.probabilities, latency_ms=r.latency_ms)

@@ -1,38 +1,69 @@
-"""Domain errors of the inference server; servicer.py maps each to one gRPC status, once, at the edge."""
+"""Domain errors of the inference server, one family per gRPC status; inference/edge.py maps each family to its
+status, once, at the RPC edge (the SDK has its own hierarchy in predmesh/errors.py)."""
 
 
 class PredmeshError(Exception):
     """Base of every error the server raises on purpose."""
 
 
-class ModelNotFound(PredmeshError):
-    """No model (or version) of that name exists."""
+# -- INVALID_ARGUMENT: the request itself is wrong; retrying it unchanged cannot succeed -------------------------
+class InvalidArgument(PredmeshError):
+    """A malformed request: a field too long, with forbidden characters, out of range, or of the wrong shape."""
 
 
-class InvalidFeatures(PredmeshError):
-    """Features missing, extra, non-finite or out of range; or a malformed request."""
+class InvalidName(InvalidArgument):
+    """A model or version name that cannot exist (empty, too long, separators, dot-dot)."""
 
 
-class TooManyRows(PredmeshError):
+class InvalidFeatures(InvalidArgument):
+    """Features missing, extra, non-finite or out of the model's plausible range."""
+
+
+class TooManyRows(InvalidArgument):
     """A batch exceeds the configured max rows."""
 
 
-class ModelNotReady(PredmeshError):
+class Undecodable(InvalidArgument):
+    """The request bytes are not a valid message of the method's request type."""
+
+
+# -- NOT_FOUND -----------------------------------------------------------------------------------------------------
+class NotFound(PredmeshError):
+    """The thing the request names does not exist."""
+
+
+class ModelNotFound(NotFound):
+    """No model (or version) of that name exists."""
+
+
+class PredictionNotFound(NotFound):
+    """No stored prediction has that id (yet)."""
+
+
+# -- UNAVAILABLE: may pass; clients retry ---------------------------------------------------------------------------
+class Unavailable(PredmeshError):
+    """Something the call needs is not available now; the same call may succeed later."""
+
+
+class ModelNotReady(Unavailable):
     """The model exists but no version is loaded, or the server is draining."""
 
 
-class StorageUnavailable(ModelNotReady):
-    """The prediction database cannot be reached now (UNAVAILABLE, like every other not-ready condition)."""
+class StorageUnavailable(Unavailable):
+    """The prediction database cannot be reached now."""
 
 
+# -- FAILED_PRECONDITION ------------------------------------------------------------------------------------------
 class ReloadFailed(PredmeshError):
     """A candidate version failed loading, verification or the smoke test; the serving version is unchanged."""
 
 
 class UntrustedArtifact(ReloadFailed):
-    """The artifact's path, hash, signature or contents are not trusted; it was never deserialised."""
+    """The artifact's path, hash, signature or contents are not trusted; it was never deserialised (or, for a
+    tree, never handed to compiled code)."""
 
 
+# -- the rest ------------------------------------------------------------------------------------------------------
 class Overloaded(PredmeshError):
     """The server cannot take the request now (e.g. the prediction log spool is full)."""
 

@@ -3,25 +3,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import skops.io as sio
 
+from inference.bounds import check_name, shown
 from inference.errors import ModelNotFound, UntrustedArtifact
 from inference.manifest import ARTIFACT, MANIFEST, Manifest, decode
 
 # Types skops does not trust by default but which are plain scikit-learn data holders (RandomForest trees).
 TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
-
-
-def check_name(kind: str, value: str) -> str:
-    """A model or version name: no separators, no dot-dot, no scheme; raises UntrustedArtifact otherwise."""
-    if not _NAME.match(value) or ".." in value:
-        raise UntrustedArtifact(f"{kind} {value!r} is not a valid name (letters, digits, '_', '-', '.')")
-    return value
 
 
 def contained(root: Path, *parts: str) -> Path:
@@ -37,7 +29,7 @@ def version_dir(root: Path, model: str, version: str) -> Path:
     """The directory of a stored version; raises ModelNotFound if it is absent."""
     path = contained(root, check_name("model", model), check_name("version", version))
     if not path.is_dir():
-        raise ModelNotFound(f"model {model!r} has no version {version!r} in the model store")
+        raise ModelNotFound(f"model {shown(model)} has no version {shown(version)} in the model store")
     return path
 
 

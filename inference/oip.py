@@ -3,7 +3,7 @@
 Input: one FP32 (or FP64) tensor `[N, n_features]`, columns in the model's schema order, as raw_input_contents
 or typed contents. Outputs: `label` (INT64 [N], index into the model's classes) and `probabilities`
 (FP32 [N, n_classes]), always as raw_output_contents. Scoring goes through the model's adaptive batcher and
-every row is recorded exactly like a Predict call (servicer.score_and_record).
+every row is recorded exactly like a Predict call (scoring.score_and_record).
 """
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from collections.abc import Callable
 import numpy as np
 
 from inference import errors
+from inference.bounds import MAX_ID, check_name, check_text, shown
 from inference.convert import transport_of
+from inference.edge import rpc
 from inference.recorder import Recorder
 from inference.registry import ModelRegistry
-from inference.servicer import rpc, score_and_record
+from inference.scoring import score_and_record
 from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -42,7 +44,8 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _model(self, name: str, version: str):
         model = self.registry.get(name)
         if version and version != model.version:
-            raise errors.ModelNotFound(f"model {name!r} version {version!r} is not serving "
+            check_name("version", version)
+            raise errors.ModelNotFound(f"model {shown(name)} version {shown(version)} is not serving "
                                        f"(serving version {model.version})")
         return model
 
@@ -97,10 +100,10 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         wanted = [o.name for o in request.outputs] or [LABEL, PROBABILITIES]
         unknown = [n for n in wanted if n not in (LABEL, PROBABILITIES)]
         if unknown:
-            raise errors.InvalidFeatures(f"unknown output {unknown[0]!r}; this model has {LABEL!r} and "
-                                         f"{PROBABILITIES!r}")
+            raise errors.InvalidArgument(f"unknown output {shown(unknown[0])}; this model has {LABEL!r} and "
+                                          f"{PROBABILITIES!r}")
         n = len(rows)
-        rid = request.id
+        rid = check_text("id", request.id, MAX_ID)
         request_ids = [rid] if n == 1 else [f"{rid}-{i}" if rid else "" for i in range(n)]
         names = model.names
         probabilities, _ = score_and_record(
@@ -119,32 +122,32 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _rows(self, request, n_features: int) -> list[list[float]]:
         """The single input tensor as N rows of n_features floats; INVALID_ARGUMENT on anything else."""
         if len(request.inputs) != 1:
-            raise errors.InvalidFeatures(f"expected exactly one input tensor {INPUT!r}, got {len(request.inputs)}")
+            raise errors.InvalidArgument(f"expected exactly one input tensor {INPUT!r}, got {len(request.inputs)}")
         tensor = request.inputs[0]
         if tensor.name != INPUT:
-            raise errors.InvalidFeatures(f"unknown input {tensor.name!r}; this model has one input {INPUT!r}")
+            raise errors.InvalidArgument(f"unknown input {shown(tensor.name)}; this model has one input {INPUT!r}")
         dtype = _DTYPES.get(tensor.datatype)
         if dtype is None:
-            raise errors.InvalidFeatures(f"input {INPUT!r} has datatype {tensor.datatype!r}; send FP32")
+            raise errors.InvalidArgument(f"input {INPUT!r} has datatype {shown(tensor.datatype)}; send FP32")
         shape = list(tensor.shape)
         if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
-            raise errors.InvalidFeatures(f"input {INPUT!r} has shape {shape}; expected [N, {n_features}] "
+            raise errors.InvalidArgument(f"input {INPUT!r} has shape {shape}; expected [N, {n_features}] "
                                          "with N >= 1")
         if shape[0] > self.max_batch_rows:
             raise errors.TooManyRows(f"{shape[0]} rows exceed the limit of {self.max_batch_rows} per request; "
                                      "split the request")
         if request.raw_input_contents:
             if len(request.raw_input_contents) != 1:
-                raise errors.InvalidFeatures("raw_input_contents must hold exactly one entry per input")
+                raise errors.InvalidArgument("raw_input_contents must hold exactly one entry per input")
             raw = request.raw_input_contents[0]
             if len(raw) != shape[0] * n_features * dtype.itemsize:
-                raise errors.InvalidFeatures(f"raw input holds {len(raw)} bytes; shape {shape} of "
+                raise errors.InvalidArgument(f"raw input holds {len(raw)} bytes; shape {shape} of "
                                              f"{tensor.datatype} needs {shape[0] * n_features * dtype.itemsize}")
             return np.frombuffer(raw, dtype=dtype).reshape(shape[0], n_features).tolist()
         # Typed contents read back as Python floats (FP32 ones exactly the float32 values): no numpy needed.
         values = tensor.contents.fp32_contents if tensor.datatype == "FP32" else tensor.contents.fp64_contents
         if len(values) != shape[0] * n_features:
-            raise errors.InvalidFeatures(f"input {INPUT!r} holds {len(values)} values; shape {shape} needs "
+            raise errors.InvalidArgument(f"input {INPUT!r} holds {len(values)} values; shape {shape} needs "
                                          f"{shape[0] * n_features}")
         if shape[0] == 1:
             return [list(values)]

@@ -12,7 +12,8 @@ import tempfile
 import threading
 
 from inference.errors import PredmeshError
-from inference.model_loader import check_name, contained
+from inference.bounds import check_name
+from inference.model_loader import contained
 from inference.registry import ModelRegistry
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,10 @@ import time
 import numpy as np
 
 from inference import kernels
-from inference.errors import ModelNotFound, ModelNotReady, ReloadFailed
+from inference.bounds import check_name, shown
+from inference.errors import InvalidArgument, ModelNotFound, ModelNotReady, PredmeshError, ReloadFailed
 from inference.metrics import ServerMetrics
-from inference.model_loader import check_name, load_estimator, read_manifest, version_dir
+from inference.model_loader import load_estimator, read_manifest, version_dir
 from inference.runtime import LoadedModel
 from inference.store import ModelStore
 
@@ -41,7 +42,8 @@ class ModelRegistry:
         if model is None:
             if name in self._known:
                 raise ModelNotReady(f"model {name!r} has no loaded version yet")
-            raise ModelNotFound(f"model {name!r} not found")
+            check_name("model", name)  # empty, oversized, "../x": INVALID_ARGUMENT rather than NOT_FOUND
+            raise ModelNotFound(f"model {shown(name)} not found")
         return model
 
     def serving(self) -> list[LoadedModel]:
@@ -59,7 +61,7 @@ class ModelRegistry:
                 try:
                     self.reload(name, version)
                     break
-                except ReloadFailed as exc:
+                except (PredmeshError, OSError) as exc:
                     log.error("model %s: version %s cannot serve, trying an older one: %s", name, version, exc)
             else:
                 log.error("model %s: no loadable version; it answers UNAVAILABLE until a reload succeeds", name)
@@ -75,16 +77,16 @@ class ModelRegistry:
                 check_name("model", name)
                 version = version or self.store.newest(name)
                 candidate = self._candidate(name, version)
-            except ModelNotFound:
+            except (ModelNotFound, InvalidArgument):
                 raise
             except ReloadFailed as exc:
                 self.metrics.reloads.labels(name, "failure").inc()
-                log.warning("model %s: reload to %r refused: %s", name, version, exc)
+                log.warning("model %s: reload to %s refused: %s", name, shown(version), exc)
                 raise
             except Exception as exc:  # anything unexpected while loading is still a refused reload
                 self.metrics.reloads.labels(name, "failure").inc()
-                log.exception("model %s: reload to %r failed", name, version)
-                raise ReloadFailed(f"loading version {version!r} failed: {type(exc).__name__}: {exc}") from None
+                log.exception("model %s: reload to %s failed", name, shown(version))
+                raise ReloadFailed(f"loading version {shown(version)} failed: {type(exc).__name__}: {exc}") from None
             previous = self._serving.get(name)
             self._serving[name] = candidate  # the swap: one reference; in-flight calls keep the old object
             self._known.add(name)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from inference.batcher import Batcher
+from inference.bounds import shown
 from inference.errors import InvalidFeatures
 from inference.manifest import Manifest
 
@@ -93,7 +94,7 @@ class LoadedModel:
         if len(features) != len(self.names) or any(k not in self._index for k in features):
             extra = sorted(k for k in features if k not in self._index)
             if extra:
-                raise InvalidFeatures(f"{where}unknown feature {extra[0]!r}; expected {', '.join(self.names)}")
+                raise InvalidFeatures(f"{where}unknown feature {shown(extra[0])}; expected {', '.join(self.names)}")
             missing = [n for n in self.names if n not in features]
             raise InvalidFeatures(f"{where}feature {missing[0]!r} is missing; expected {', '.join(self.names)}")
         values = [features[n] for n in self.names]

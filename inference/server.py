@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -12,8 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from inference import oip
+from inference import logcontext, oip
 from inference.auth import AdminAuth
+from inference.edge import DecodeGuard
 from inference.metrics import ServerMetrics
 from inference.recorder import NullRecorder, Recorder
 from inference.pointers import PointerWatcher, ServingPointers
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["ModelAdminService"].full_name
+STOP_MARGIN_S = 5.0
 
 
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
@@ -62,7 +65,8 @@ class InferenceServer:
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-            interceptors=[self.metrics.rpc_interceptor],
+            # the guard last: the metrics interceptor counts the INVALID_ARGUMENT it gives undecodable requests
+            interceptors=[self.metrics.rpc_interceptor, DecodeGuard()],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -82,6 +86,7 @@ class InferenceServer:
         self.services = [INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME]
         self.port = 0
         self._stopped = threading.Event()
+        self.clean_stop = True
         self._draining = False
         self._watcher = PointerWatcher(self.pointers, settings.reload_poll_seconds) if self.pointers else None
         self.add_service(lambda server: oip.register(server, self.registry, self.recorder,
@@ -135,7 +140,12 @@ class InferenceServer:
             log.info("draining: health is NOT_SERVING, still serving for %.1f s", drain)
             self._stopped.wait(drain)
         grace = self.settings.grace_seconds if grace is None else grace
-        self._server.stop(grace).wait()
+        # grpc's stop event waits for every handler thread; one a client left stuck must not hold the stop
+        # forever: after grace (plus a margin for cancelled calls to unwind) we go on without it.
+        self.clean_stop = self._server.stop(grace).wait(grace + STOP_MARGIN_S)
+        if not self.clean_stop:
+            log.error("some RPC handlers did not finish within %.1f s of the grace period; stopping without them",
+                      STOP_MARGIN_S)
         self.recorder.close()
         self._stopped.set()
 
@@ -144,7 +154,9 @@ class InferenceServer:
 
 
 def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=None) -> None:
-    """Run until SIGTERM/SIGINT, then drain gracefully."""
+    """Run until SIGTERM/SIGINT, then drain gracefully; the process ends within drain + grace (+ a margin)
+    whatever clients did."""
+    logcontext.install()
     server = InferenceServer(settings, recorder=recorder)
     if extend is not None:  # e.g. persistence: AnalyticsService and the activation hook, before start
         extend(server)
@@ -165,3 +177,8 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
     signal.signal(signal.SIGINT, on_signal)
     server.wait()
     log.info("stopped")
+    if not server.clean_stop:
+        # stuck handler threads are non-daemon pool threads the interpreter would join forever at exit; the
+        # prediction log is closed (flushed or spooled) by now, so nothing is lost by not waiting for them
+        logging.shutdown()
+        os._exit(0)

@@ -1,87 +1,24 @@
-"""gRPC servicers: convert → registry → convert; domain errors mapped to status codes once, here."""
+"""InferenceService and ModelAdminService: bounds → registry → scoring → convert (errors mapped in edge.py)."""
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 
 import grpc
-import numpy as np
 from google.rpc import status_pb2
 
-from database.records import PredictionRecord
-from inference import errors
+from inference import errors, logcontext
 from inference.auth import AdminAuth
-from inference.convert import ids, model_info, transport_of
+from inference.bounds import MAX_ID, check_name, check_text, shown
+from inference.convert import model_info, prediction_message, transport_of
+from inference.edge import rpc, status_of
 from inference.recorder import Recorder
 from inference.registry import ModelRegistry
-from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc, model_pb2
+from inference.scoring import score_and_record
+from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-_STATUS = (
-    (errors.ModelNotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.InvalidFeatures, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.TooManyRows, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.ModelNotReady, grpc.StatusCode.UNAVAILABLE),
-    (errors.ReloadFailed, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-)
-
-
-def status_of(exc: BaseException, what: str) -> tuple[grpc.StatusCode, str]:
-    """The status for an exception; unexpected ones become INTERNAL with a generic message, logged once."""
-    for cls, code in _STATUS:
-        if isinstance(exc, cls):
-            return code, str(exc)
-    log.error("%s failed unexpectedly", what, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
-
-
-def rpc(method):
-    """Run a unary handler; any exception becomes a proper status instead of UNKNOWN."""
-    @functools.wraps(method)
-    def wrapper(self, request, context):
-        try:
-            return method(self, request, context)
-        except Exception as exc:  # context.abort below raises; keep it outside this try
-            code, message = status_of(exc, method.__name__)
-        context.abort(code, message)
-    return wrapper
-
-
-def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_ids, transport: str,
-                     started: float, timeout: float | None) -> tuple[np.ndarray, list[PredictionRecord]]:
-    """Score validated rows and hand one record per row to the recorder; returns (probabilities, records).
-
-    The one path every transport (Predict*, OIP ModelInfer) takes; matrix holds the rows' values in schema order
-    (lists of floats, or a matrix) and rows the same rows as feature mappings (or pairs). Records are built and
-    committed by the batcher for a whole batch at once (one hand-off, one spool write) before any caller is
-    answered; Overloaded means they were not taken.
-    """
-    classes, version, name = model.classes, model.version, model.name
-    positions = range(len(classes))
-
-    def finish(probabilities):
-        latency_ms = (time.perf_counter() - started) * 1000
-        now = time.time()
-        records = []
-        for features, rid, probs in zip(rows, request_ids, probabilities.tolist()):
-            request_id, prediction_id = ids(rid)
-            best = max(positions, key=probs.__getitem__)  # as argmax: max keeps the first of equal maxima
-            records.append(PredictionRecord(
-                prediction_id=prediction_id, request_id=request_id, model=name, model_version=version,
-                features=dict(features), label=classes[best], probabilities=dict(zip(classes, probs)),
-                transport=transport, latency_ms=latency_ms, created_at=now))
-        return records
-
-    probabilities, records = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
-    metrics.predicted(name, transport, len(records))
-    return probabilities, records
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -94,17 +31,20 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.max_batch_rows = max_batch_rows
         self.fault_delay_s = fault_delay_s
 
-    def _score(self, model_name: str, rows, request_ids, context, started: float) -> list[model_pb2.Prediction]:
+    def _score(self, model_name: str, rows, request_ids, context, started: float) -> list:
         """Validate, score, record and build predictions for rows of one model."""
         model = self.registry.get(model_name)
+        if len(rows) == 1:
+            check_text("request_id", request_ids[0], MAX_ID)
+        else:
+            for i, rid in enumerate(request_ids):
+                check_text(f"rows[{i}].request_id", rid, MAX_ID)
         vectors = [model.vector(r, i if len(rows) > 1 else None) for i, r in enumerate(rows)]
         if self.fault_delay_s:
             self._injected_delay(context)
         _, records = score_and_record(self.recorder, self.registry.metrics, model, vectors, rows, request_ids,
                                       transport_of(context.invocation_metadata()), started, context.time_remaining())
-        return [model_pb2.Prediction(
-            prediction_id=r.prediction_id, request_id=r.request_id, model=r.model, model_version=r.model_version,
-            label=r.label, probabilities=r.probabilities, latency_ms=r.latency_ms) for r in records]
+        return [prediction_message(r) for r in records]
 
     def _injected_delay(self, context) -> None:
         """Test hook: wait fault_delay_s unless the call is cancelled (deadline, client gone) first."""
@@ -129,24 +69,30 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             raise errors.TooManyRows(f"{len(request.rows)} rows exceed the limit of {self.max_batch_rows} per "
                                      "batch; split the request")
         if not request.rows:
-            raise errors.InvalidFeatures("rows is empty; send at least one row")
+            raise errors.InvalidArgument("rows is empty; send at least one row")
         predictions = self._score(request.model, [r.features for r in request.rows],
                                   [r.request_id for r in request.rows], context, started)
         return inference_pb2.PredictBatchResponse(predictions=predictions)
 
     def PredictStream(self, request_iterator, context):
+        """One answer per message, in order; a bad message gets an error answer and the stream goes on."""
         for request in request_iterator:
             started = time.perf_counter()
+            token = logcontext.enter("PredictStream", request)
             try:
                 [prediction] = self._score(request.model, [request.features], [request.request_id], context,
                                            started)
             except Exception as exc:
                 code, message = status_of(exc, "PredictStream")
-                yield inference_pb2.PredictStreamResponse(
-                    request_id=request.request_id,
+                response = inference_pb2.PredictStreamResponse(
+                    request_id=request.request_id if len(request.request_id) <= MAX_ID else "",
                     error=status_pb2.Status(code=code.value[0], message=message))
             else:
-                yield inference_pb2.PredictStreamResponse(request_id=prediction.request_id, prediction=prediction)
+                response = inference_pb2.PredictStreamResponse(request_id=prediction.request_id,
+                                                               prediction=prediction)
+            finally:
+                logcontext.leave(token)
+            yield response
 
     @rpc
     def ListModels(self, request, context):
@@ -177,9 +123,9 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     @rpc
     def ListModelVersions(self, request, context):
         self.auth.require(context.invocation_metadata(), write=False)
-        manifests = self.registry.store.manifests(request.model)
+        manifests = self.registry.store.manifests(check_name("model", request.model))
         if not manifests:
-            raise errors.ModelNotFound(f"model {request.model!r} has no versions in the model store")
+            raise errors.ModelNotFound(f"model {shown(request.model)} has no versions in the model store")
         try:
             serving = self.registry.get(request.model).version
         except errors.PredmeshError:

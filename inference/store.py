@@ -1,14 +1,18 @@
 """The model store: <root>/<model>/<version>/{model.skops, metadata.json}; versions are immutable integers."""
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from inference.errors import ModelNotFound, UntrustedArtifact
+from inference.bounds import check_name, shown
+from inference.errors import InvalidArgument, ModelNotFound, UntrustedArtifact
 from inference.manifest import ARTIFACT, MANIFEST, Manifest, encode
-from inference.model_loader import check_name, contained, read_manifest
+from inference.model_loader import contained, read_manifest
+
+log = logging.getLogger(__name__)
 
 
 class ModelStore:
@@ -19,24 +23,53 @@ class ModelStore:
         self.signing_key = signing_key
 
     def models(self) -> list[str]:
-        """Model names that have at least one version."""
-        if not self.root.is_dir():
+        """Model names that have at least one version. Anything else in the root (a file, lost+found, a name
+        that is not a model name, a symlink leading outside the store, an unreadable directory) is logged and
+        skipped: it never stops a start."""
+        try:
+            entries = sorted(self.root.iterdir()) if self.root.is_dir() else []
+        except OSError as exc:
+            log.error("model store %s cannot be listed: %s", self.root, exc)
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and self.versions(p.name))
+        names = []
+        for path in entries:
+            if path.name.startswith("."):
+                continue
+            try:
+                check_name("model", path.name)
+                if not contained(self.root, path.name).is_dir():
+                    raise InvalidArgument("not a directory")
+                if self.versions(path.name):
+                    names.append(path.name)
+            except (InvalidArgument, UntrustedArtifact, OSError) as exc:
+                log.warning("model store: skipping %s (%s)", shown(path.name), exc)
+        return names
 
     def versions(self, model: str) -> list[str]:
-        """Stored versions of a model, newest first."""
-        path = contained(self.root, check_name("model", model))
+        """Stored versions of a model, newest first; a version directory that resolves outside the store (a
+        symlink) is never listed."""
+        try:
+            path = contained(self.root, check_name("model", model))
+        except UntrustedArtifact:
+            log.warning("model store: %s resolves outside the store: not listed", shown(model))
+            return []
         if not path.is_dir():
             return []
-        found = [p.name for p in path.iterdir() if p.name.isdigit() and (p / MANIFEST).exists()]
+        found = []
+        for entry in path.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if (contained(self.root, model, entry.name) / MANIFEST).exists():
+                    found.append(entry.name)
+            except UntrustedArtifact:
+                log.warning("model store: skipping %s/%s: it resolves outside the store", model, entry.name)
         return sorted(found, key=int, reverse=True)
 
     def newest(self, model: str) -> str:
         versions = self.versions(model)
         if not versions:
-            raise ModelNotFound(f"model {model!r} has no versions in the model store")
+            raise ModelNotFound(f"model {shown(model)} has no versions in the model store")
         return versions[0]
 
     def manifests(self, model: str) -> list[Manifest]:

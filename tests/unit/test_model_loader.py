@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.errors import ModelNotFound, ReloadFailed, UntrustedArtifact
+from inference.errors import InvalidName, ModelNotFound, ReloadFailed, UntrustedArtifact
 from inference.manifest import encode, decode
 from inference.metrics import ServerMetrics
 from inference.model_loader import load_estimator, read_manifest, version_dir
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ("http://evil.example/m", "1"), ("iris", "file:///etc/passwd"), ("iris", "https://x/y"), ("iris", ""),
 ])
 def test_paths_outside_the_store_or_urls_are_refused(model_store, model, version):
-    with pytest.raises(UntrustedArtifact):
+    # names that cannot exist are the client's mistake (INVALID_ARGUMENT), refused before any path is built
+    with pytest.raises(InvalidName):
         version_dir(model_store, model, version)
 
 

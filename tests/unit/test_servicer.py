@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from predmesh import (
-    FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied, Client, ResourceExhausted,
+    Internal, InvalidArgument, NotFound, PermissionDenied, Client, ResourceExhausted,
     Unauthenticated, Unavailable,
 )
 from tests.conftest import IRIS_ROW
@@ -116,8 +116,10 @@ def test_admin_requires_a_token(inproc_server):
         assert result.model.estimator == "RandomForestClassifier"
         with pytest.raises(NotFound):
             admin.reload_model("iris", "42")
-        with pytest.raises(FailedPrecondition):
+        with pytest.raises(InvalidArgument, match="not a valid name"):  # a name that cannot exist: client's mistake
             admin.reload_model("iris", "../1")
+        with pytest.raises(InvalidArgument, match="empty"):
+            admin.reload_model("", "1")
 
 
 def test_unexpected_failure_is_internal_with_a_generic_message(inproc_server, client, monkeypatch, caplog):

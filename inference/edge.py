@@ -1,0 +1,132 @@
+"""The RPC edge every servicer shares: domain errors → gRPC status (one table), the `rpc` handler wrapper that sets
+the request's log context, and the interceptor that answers undecodable request bytes INVALID_ARGUMENT."""
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+
+from inference import errors, logcontext
+from inference.bounds import clip
+
+log = logging.getLogger(__name__)
+
+# Families first-match; every PredmeshError subclass belongs to one (see inference/errors.py).
+STATUS = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.ReloadFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+)
+
+
+def status_of(exc: BaseException, what: str) -> tuple[grpc.StatusCode, str]:
+    """The status for an exception, its message bounded; unexpected ones become INTERNAL with a generic message,
+    logged once with the traceback."""
+    for cls, code in STATUS:
+        if isinstance(exc, cls):
+            return code, clip(str(exc))
+    log.error("%s failed unexpectedly", what, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+
+
+def rpc(method):
+    """Wrap a unary handler: the request becomes the log context, and any exception a proper status (never
+    UNKNOWN)."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        token = logcontext.enter(name, request)
+        try:
+            try:
+                return method(self, request, context)
+            except Exception as exc:  # context.abort below raises; keep it outside this try
+                code, message = status_of(exc, name)
+            context.abort(code, message)
+        finally:
+            logcontext.leave(token)
+    return wrapper
+
+
+# -- undecodable requests ------------------------------------------------------------------------------------------
+# grpcio answers a request its deserializer cannot parse with INTERNAL ("Exception deserializing request!"), and on
+# a stream it leaves the handler waiting. The guard's deserializer never raises: it returns an _Undecoded marker,
+# and the guarded behaviour turns the marker into INVALID_ARGUMENT before the servicer sees it.
+class _Undecoded:
+    __slots__ = ("message",)
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _decoder(deserialize, method: str):
+    def decode(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as exc:
+            return _Undecoded(clip(f"the request is not a valid message for {method} ({type(exc).__name__}: "
+                                   f"{exc}); check the field types against the API", 300))
+    return decode
+
+
+def _checked_stream(requests, context):
+    for request in requests:
+        if type(request) is _Undecoded:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        yield request
+
+
+def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """The same handler with a deserializer that cannot fail and a behaviour that refuses undecoded input."""
+    deserialize = handler.request_deserializer
+    if deserialize is None:  # a handler of raw bytes: nothing to decode
+        return handler
+    decode = _decoder(deserialize, method)
+    serialize = handler.response_serializer
+    if not handler.request_streaming:
+        behaviour = handler.unary_unary or handler.unary_stream
+
+        def unary(request, context):
+            if type(request) is _Undecoded:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return behaviour(request, context)
+
+        make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
+                else grpc.unary_stream_rpc_method_handler)
+        return make(unary, request_deserializer=decode, response_serializer=serialize)
+    behaviour = handler.stream_stream or handler.stream_unary
+
+    def streaming(requests, context):
+        return behaviour(_checked_stream(requests, context), context)
+
+    make = grpc.stream_stream_rpc_method_handler if handler.stream_stream else grpc.stream_unary_rpc_method_handler
+    return make(streaming, request_deserializer=decode, response_serializer=serialize)
+
+
+class DecodeGuard(grpc.ServerInterceptor):
+    """Undecodable request bytes on any method (ours, health, reflection) → INVALID_ARGUMENT, never INTERNAL.
+
+    Put it last in the interceptor list, so the metrics interceptor sees (and counts) the status it gives.
+    Guarded handlers are cached per method (the handler grpc resolves for a method does not change).
+    """
+
+    def __init__(self):
+        self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = _guard(handler, method)
+        self._cache[method] = (handler, guarded)
+        return guarded

@@ -1,0 +1,50 @@
+"""Score validated rows and record one prediction per row: the one path every transport takes (Predict*, OIP
+ModelInfer), shared by the servicers so none of them depends on another.
+
+The finish/commit contract (see Batcher.score): the rows are scored in whatever batch the model's batcher forms;
+the thread that scores the batch builds every caller's records (finish) and hands the whole batch's records to
+the recorder in one call (commit = Recorder.record: one hand-off, and in durable persistence one fsync) BEFORE any
+caller of the batch is woken. So when score_and_record returns, its records are accepted by the recorder (queued,
+or durable); when the recorder refuses them (Overloaded: the spool is full) every caller of the batch fails and no
+answer is given without a record. A caller whose deadline passes while its batch is scored gets DeadlineExceeded
+even though its records were committed (prediction_ids are derived from request_ids, so a retry is idempotent).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from database.records import PredictionRecord
+from inference.convert import ids
+from inference.recorder import Recorder
+
+
+def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_ids, transport: str,
+                     started: float, timeout: float | None) -> tuple[np.ndarray, list[PredictionRecord]]:
+    """Score rows of one model and record them; returns (probabilities, records), one record per row.
+
+    matrix holds the rows' values in schema order (lists of floats, or a matrix), already validated; rows the same
+    rows as feature mappings (or (name, value) pairs); request_ids one (bounded) client id per row, "" for none;
+    started the perf_counter() at which the call arrived (the recorded latency); timeout the caller's remaining
+    deadline in seconds. Raises Overloaded when the recorder refuses the records, DeadlineExceeded after timeout.
+    """
+    classes, version, name = model.classes, model.version, model.name
+    positions = range(len(classes))
+
+    def finish(probabilities):
+        latency_ms = (time.perf_counter() - started) * 1000
+        now = time.time()
+        records = []
+        for features, rid, probs in zip(rows, request_ids, probabilities.tolist()):
+            request_id, prediction_id = ids(rid)
+            best = max(positions, key=probs.__getitem__)  # as argmax: max keeps the first of equal maxima
+            records.append(PredictionRecord(
+                prediction_id=prediction_id, request_id=request_id, model=name, model_version=version,
+                features=dict(features), label=classes[best], probabilities=dict(zip(classes, probs)),
+                transport=transport, latency_ms=latency_ms, created_at=now))
+        return records
+
+    probabilities, records = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
+    metrics.predicted(name, transport, len(records))
+    return probabilities, records
