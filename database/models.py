@@ -78,7 +78,7 @@ class Feedback(BaseModel):
 
 
 class BatchRun(BaseModel):
-    """One run of the batch pipeline."""
+    """One run of the batch pipeline; `name` is its kind ("nightly", "score"), run_key its upsert key."""
 
     id = AutoField()
     name = TextField()
@@ -89,10 +89,19 @@ class BatchRun(BaseModel):
     error = TextField(null=True)
     started_at = DateTimeField()
     finished_at = DateTimeField(null=True)
+    run_key = TextField(null=True, unique=True)
+    run_date = TextField(default="")
+    model = TextField(default="")
+    model_version = TextField(default="")
+    rejected = IntegerField(default=0)
+    accuracy = DoubleField(null=True)
+    duration_s = DoubleField(default=0.0)
+    message = TextField(default="")
+    updated_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "batch_runs"
-        indexes = ((("name", "started_at"), False),)
+        indexes = ((("name", "started_at"), False), (("model", "started_at"), False))
 
 
 TABLES = (ModelVersion, Prediction, Feedback, BatchRun)

@@ -329,3 +329,119 @@ def batch_runs(name: str = "", limit: int = 50) -> list[BatchRunRow]:
         query = query.where(BatchRun.name == name)
     return [BatchRunRow(r.id, r.name, r.params, r.status, r.rows, r.output, r.error, to_epoch(r.started_at),
                         to_epoch(r.finished_at) if r.finished_at else None) for r in query]
+
+
+# -- batch pipeline runs (RecordBatchRun / ListBatchRuns) -----------------------------------------------------
+@dataclass(frozen=True)
+class PipelineRun:
+    """A batch pipeline run as RecordBatchRun stores it (epoch seconds; accuracy None when labels are unknown)."""
+
+    run_key: str
+    kind: str
+    run_date: str = ""
+    model: str = ""
+    model_version: str = ""
+    rows: int = 0
+    rejected: int = 0
+    accuracy: float | None = None
+    duration_s: float = 0.0
+    status: str = "running"
+    message: str = ""
+    started_at: float = 0.0
+    updated_at: float = 0.0
+
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
+
+
+def _pipeline_run(row: BatchRun) -> PipelineRun:
+    return PipelineRun(
+        run_key=row.run_key, kind=row.name, run_date=row.run_date or "", model=row.model or "",
+        model_version=row.model_version or "", rows=row.rows or 0, rejected=row.rejected or 0,
+        accuracy=row.accuracy, duration_s=row.duration_s or 0.0, status=row.status, message=row.message or "",
+        started_at=to_epoch(row.started_at),
+        updated_at=to_epoch(row.updated_at) if row.updated_at else to_epoch(row.started_at))
+
+
+def upsert_batch_run(run: PipelineRun, now: float) -> tuple[PipelineRun, bool]:
+    """Create the run, or replace the one with the same run_key; returns (stored run, created).
+
+    One upsert statement (INSERT ... ON CONFLICT (run_key) DO UPDATE), so two recorders racing on a key leave one
+    row. started_at is kept from the first recording unless the caller states one."""
+    values = {
+        "name": run.kind, "params": {}, "status": run.status, "rows": run.rows, "rejected": run.rejected,
+        "run_key": run.run_key, "run_date": run.run_date, "model": run.model, "model_version": run.model_version,
+        "accuracy": run.accuracy, "duration_s": run.duration_s, "message": run.message,
+        "error": run.message if run.status == "failed" else None,
+        "started_at": to_datetime(run.started_at or now), "updated_at": to_datetime(now),
+        "finished_at": to_datetime(now) if run.status in TERMINAL_STATUSES else None,
+    }
+    keep = {"run_key", "params"} | (set() if run.started_at else {"started_at"})
+    update = {getattr(BatchRun, k): v for k, v in values.items() if k not in keep}
+    with db.atomic():
+        existed = BatchRun.select(BatchRun.id).where(BatchRun.run_key == run.run_key).exists()
+        BatchRun.insert(values).on_conflict(conflict_target=[BatchRun.run_key], update=update).execute()
+        stored = BatchRun.get(BatchRun.run_key == run.run_key)
+    return _pipeline_run(stored), not existed
+
+
+def list_batch_runs(model: str = "", kind: str = "", page_size: int = 50,
+                    page_token: str = "") -> tuple[list[PipelineRun], str]:
+    """One page of runs recorded through upsert_batch_run, newest first (keyset paging on started_at, id)."""
+    conds = [BatchRun.run_key.is_null(False)]
+    if model:
+        conds.append(BatchRun.model == model)
+    if kind:
+        conds.append(BatchRun.name == kind)
+    if page_token:
+        started, run_id = _decode_run_token(page_token)
+        conds.append((BatchRun.started_at < started) | ((BatchRun.started_at == started) & (BatchRun.id < run_id)))
+    rows = list(BatchRun.select().where(*conds).order_by(BatchRun.started_at.desc(), BatchRun.id.desc())
+                .limit(page_size + 1))
+    token = ""
+    if len(rows) > page_size:
+        last = rows[page_size - 1]
+        raw = json.dumps([last.started_at.isoformat(), last.id]).encode()
+        token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return [_pipeline_run(r) for r in rows[:page_size]], token
+
+
+def _decode_run_token(token: str) -> tuple[datetime, int]:
+    try:
+        started, run_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(run_id, int):
+            raise TypeError("run id")
+        return datetime.fromisoformat(started), run_id
+    except (ValueError, TypeError) as exc:
+        raise InvalidPageToken(f"page_token {token[:40]!r} is not valid; pass next_page_token unchanged") from exc
+
+
+def predictions_by_id(prediction_ids: Sequence[str]) -> dict[str, PredictionRecord]:
+    """The stored predictions among these ids (missing ones are absent), in one query per 1000 ids."""
+    found: dict[str, PredictionRecord] = {}
+    ids = list(dict.fromkeys(prediction_ids))
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start:start + 1000]
+        query = (Prediction.select(Prediction.prediction_id, Prediction.model, Prediction.model_version,
+                                   Prediction.label, Prediction.probabilities)
+                 .where(Prediction.prediction_id.in_(chunk)))
+        for row in query:
+            found[row.prediction_id] = PredictionRecord(
+                prediction_id=row.prediction_id, request_id="", model=row.model, model_version=row.model_version,
+                features={}, label=row.label, probabilities=row.probabilities, transport="", latency_ms=0.0,
+                created_at=0.0)
+    return found
+
+
+def upsert_feedback_many(labels: dict[str, str], at: float) -> None:
+    """Record (or overwrite) the true labels of stored predictions, in one transaction."""
+    if not labels:
+        return
+    when = to_datetime(at)
+    rows = [{"prediction": pid, "label": label, "created_at": when} for pid, label in labels.items()]
+    with db.atomic():
+        for start in range(0, len(rows), 500):
+            Feedback.insert_many(rows[start:start + 500]).on_conflict(
+                conflict_target=[Feedback.prediction],
+                update={Feedback.label: SQL("EXCLUDED.label"), Feedback.created_at: SQL("EXCLUDED.created_at")},
+            ).execute()

@@ -4,12 +4,24 @@ from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from predmesh.v1 import model_pb2 as _model_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class BatchRunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BATCH_RUN_STATUS_UNSPECIFIED: _ClassVar[BatchRunStatus]
+    BATCH_RUN_STATUS_RUNNING: _ClassVar[BatchRunStatus]
+    BATCH_RUN_STATUS_SUCCEEDED: _ClassVar[BatchRunStatus]
+    BATCH_RUN_STATUS_FAILED: _ClassVar[BatchRunStatus]
+BATCH_RUN_STATUS_UNSPECIFIED: BatchRunStatus
+BATCH_RUN_STATUS_RUNNING: BatchRunStatus
+BATCH_RUN_STATUS_SUCCEEDED: BatchRunStatus
+BATCH_RUN_STATUS_FAILED: BatchRunStatus
 
 class ListPredictionsRequest(_message.Message):
     __slots__ = ("model", "model_version", "label", "transport", "start_time", "end_time", "page_size", "page_token")
@@ -150,3 +162,91 @@ class SubmitFeedbackResponse(_message.Message):
     label: str
     correct: bool
     def __init__(self, prediction_id: _Optional[str] = ..., label: _Optional[str] = ..., correct: _Optional[bool] = ...) -> None: ...
+
+class FeedbackItem(_message.Message):
+    __slots__ = ("prediction_id", "label")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    label: str
+    def __init__(self, prediction_id: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[FeedbackItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedbackItem, _Mapping]]] = ...) -> None: ...
+
+class SubmitFeedbackBatchResponse(_message.Message):
+    __slots__ = ("recorded", "correct", "not_found")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    correct: int
+    not_found: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recorded: _Optional[int] = ..., correct: _Optional[int] = ..., not_found: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchRun(_message.Message):
+    __slots__ = ("run_key", "kind", "run_date", "model", "model_version", "rows", "rejected", "accuracy", "duration_seconds", "status", "message", "started_at", "updated_at")
+    RUN_KEY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RUN_DATE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    run_key: str
+    kind: str
+    run_date: str
+    model: str
+    model_version: str
+    rows: int
+    rejected: int
+    accuracy: float
+    duration_seconds: float
+    status: BatchRunStatus
+    message: str
+    started_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, run_key: _Optional[str] = ..., kind: _Optional[str] = ..., run_date: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., rows: _Optional[int] = ..., rejected: _Optional[int] = ..., accuracy: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., status: _Optional[_Union[BatchRunStatus, str]] = ..., message: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RecordBatchRunRequest(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: BatchRun
+    def __init__(self, run: _Optional[_Union[BatchRun, _Mapping]] = ...) -> None: ...
+
+class RecordBatchRunResponse(_message.Message):
+    __slots__ = ("run", "created")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    run: BatchRun
+    created: bool
+    def __init__(self, run: _Optional[_Union[BatchRun, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class ListBatchRunsRequest(_message.Message):
+    __slots__ = ("model", "kind", "page_size", "page_token")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    kind: str
+    page_size: int
+    page_token: str
+    def __init__(self, model: _Optional[str] = ..., kind: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBatchRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[BatchRun]
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[BatchRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

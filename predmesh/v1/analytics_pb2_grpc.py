@@ -50,6 +50,21 @@ class AnalyticsServiceStub:
                 request_serializer=predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackRequest.SerializeToString,
                 response_deserializer=predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackResponse.FromString,
                 _registered_method=True)
+        self.SubmitFeedbackBatch = channel.unary_unary(
+                '/predmesh.v1.AnalyticsService/SubmitFeedbackBatch',
+                request_serializer=predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackBatchRequest.SerializeToString,
+                response_deserializer=predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackBatchResponse.FromString,
+                _registered_method=True)
+        self.RecordBatchRun = channel.unary_unary(
+                '/predmesh.v1.AnalyticsService/RecordBatchRun',
+                request_serializer=predmesh_dot_v1_dot_analytics__pb2.RecordBatchRunRequest.SerializeToString,
+                response_deserializer=predmesh_dot_v1_dot_analytics__pb2.RecordBatchRunResponse.FromString,
+                _registered_method=True)
+        self.ListBatchRuns = channel.unary_unary(
+                '/predmesh.v1.AnalyticsService/ListBatchRuns',
+                request_serializer=predmesh_dot_v1_dot_analytics__pb2.ListBatchRunsRequest.SerializeToString,
+                response_deserializer=predmesh_dot_v1_dot_analytics__pb2.ListBatchRunsResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -77,6 +92,28 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFeedbackBatch(self, request, context):
+        """Records the true labels of many stored predictions at once (each overwrites earlier feedback). Predictions
+        not stored yet are listed in the answer, not failed, so the caller can retry just those.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordBatchRun(self, request, context):
+        """Records one run of the batch pipeline: creates it, or replaces the run with the same run_key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatchRuns(self, request, context):
+        """Lists recorded batch runs, newest first, paged and filtered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +131,21 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.SubmitFeedback,
                     request_deserializer=predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackRequest.FromString,
                     response_serializer=predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackResponse.SerializeToString,
+            ),
+            'SubmitFeedbackBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedbackBatch,
+                    request_deserializer=predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackBatchRequest.FromString,
+                    response_serializer=predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackBatchResponse.SerializeToString,
+            ),
+            'RecordBatchRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordBatchRun,
+                    request_deserializer=predmesh_dot_v1_dot_analytics__pb2.RecordBatchRunRequest.FromString,
+                    response_serializer=predmesh_dot_v1_dot_analytics__pb2.RecordBatchRunResponse.SerializeToString,
+            ),
+            'ListBatchRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatchRuns,
+                    request_deserializer=predmesh_dot_v1_dot_analytics__pb2.ListBatchRunsRequest.FromString,
+                    response_serializer=predmesh_dot_v1_dot_analytics__pb2.ListBatchRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +230,87 @@ class AnalyticsService:
             '/predmesh.v1.AnalyticsService/SubmitFeedback',
             predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackRequest.SerializeToString,
             predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedbackBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/predmesh.v1.AnalyticsService/SubmitFeedbackBatch',
+            predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackBatchRequest.SerializeToString,
+            predmesh_dot_v1_dot_analytics__pb2.SubmitFeedbackBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordBatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/predmesh.v1.AnalyticsService/RecordBatchRun',
+            predmesh_dot_v1_dot_analytics__pb2.RecordBatchRunRequest.SerializeToString,
+            predmesh_dot_v1_dot_analytics__pb2.RecordBatchRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatchRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/predmesh.v1.AnalyticsService/ListBatchRuns',
+            predmesh_dot_v1_dot_analytics__pb2.ListBatchRunsRequest.SerializeToString,
+            predmesh_dot_v1_dot_analytics__pb2.ListBatchRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

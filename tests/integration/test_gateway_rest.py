@@ -105,6 +105,23 @@ def route_cases():
             "public", "POST", "/v1/predictions/no-such-prediction:feedback", {"label": "setosa"}, None, {},
             analytics_pb2_grpc.AnalyticsServiceStub, "SubmitFeedback",
             analytics_pb2.SubmitFeedbackRequest(prediction_id="no-such-prediction", label="setosa")),
+        "AnalyticsService_SubmitFeedbackBatch": (
+            "public", "POST", "/v1/predictions:batchFeedback",
+            {"items": [{"prediction_id": "no-such-prediction", "label": "setosa"}]}, None, {},
+            analytics_pb2_grpc.AnalyticsServiceStub, "SubmitFeedbackBatch",
+            analytics_pb2.SubmitFeedbackBatchRequest(
+                items=[analytics_pb2.FeedbackItem(prediction_id="no-such-prediction", label="setosa")])),
+        # a run without a status is refused: the same INVALID_ARGUMENT both ways (an OK upsert differs in
+        # `created` and `updated_at` between the two calls; test_batch_runs_over_rest covers that path)
+        "AnalyticsService_RecordBatchRun": (
+            "public", "POST", "/v1/batchRuns", {"run_key": "parity-run", "kind": "nightly", "model": "iris"}, None,
+            {}, analytics_pb2_grpc.AnalyticsServiceStub, "RecordBatchRun",
+            analytics_pb2.RecordBatchRunRequest(run=analytics_pb2.BatchRun(run_key="parity-run", kind="nightly",
+                                                                           model="iris"))),
+        "AnalyticsService_ListBatchRuns": (
+            "public", "GET", "/v1/batchRuns", None, {"model": "iris", "page_size": 5}, {},
+            analytics_pb2_grpc.AnalyticsServiceStub, "ListBatchRuns",
+            analytics_pb2.ListBatchRunsRequest(model="iris", page_size=5)),
         "ModelAdminService_ListModelVersions": (
             "admin", "GET", "/v1/models/iris/versions", None, None, auth, admin_pb2_grpc.ModelAdminServiceStub,
             "ListModelVersions", admin_pb2.ListModelVersionsRequest(model="iris")),
@@ -224,6 +241,24 @@ def test_grpc_errors_map_to_the_same_codes_as_rest(mesh):
 
 
 # --- T10: gateway hardening -----------------------------------------------------------------------------------
+def test_batch_runs_over_rest(mesh):
+    """RecordBatchRun and ListBatchRuns through Envoy: the body is the run; the answer is the stored run."""
+    _, gw = mesh
+    run = {"run_key": "rest/iris/2026-11-20", "kind": "nightly", "run_date": "2026-11-20", "model": "iris",
+           "model_version": "2", "rows": "1000", "rejected": "2", "accuracy": 0.96, "duration_seconds": 3.5,
+           "status": "BATCH_RUN_STATUS_SUCCEEDED", "message": "1000 rows, 2 rejected"}
+    first = rest("POST", gw.url + "/v1/batchRuns", json=run)
+    assert first.status_code == 200, first.text
+    assert first.json()["created"] is True and first.json()["run"]["accuracy"] == 0.96
+    again = rest("POST", gw.url + "/v1/batchRuns", json={**run, "rows": "1001"})
+    assert again.status_code == 200 and again.json()["created"] is False
+    listed = rest("GET", gw.url + "/v1/batchRuns", params={"model": "iris"}).json()["runs"]
+    mine = [r for r in listed if r["run_key"] == run["run_key"]]
+    assert len(mine) == 1 and mine[0]["rows"] == "1001" and mine[0]["status"] == "BATCH_RUN_STATUS_SUCCEEDED"
+    bad = rest("POST", gw.url + "/v1/batchRuns", json={**run, "accuracy": 2.0})
+    assert bad.status_code == 400 and "accuracy" in bad.json()["message"]
+
+
 def test_unknown_path_is_404_not_503(mesh):
     _, gw = mesh
     for method, path in (("GET", "/v2/nothing"), ("POST", "/v1/models/iris:explode"), ("DELETE", "/v1/models/iris")):

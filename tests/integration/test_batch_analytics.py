@@ -1,0 +1,128 @@
+"""The batch additions to AnalyticsService against a real server process, on PostgreSQL and SQLite:
+SubmitFeedbackBatch (recorded/correct counts, ids not stored yet), RecordBatchRun (upsert by key) and
+ListBatchRuns (newest first, paged); every client mistake is INVALID_ARGUMENT, never INTERNAL."""
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from predmesh.v1 import analytics_pb2 as pb
+from predmesh.v1 import analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
+from tests.conftest import IRIS_ROW
+from tests.support.procs import ServerProc, wait_for
+
+VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.2, "petal_width": 1.3}
+
+
+@pytest.fixture
+def stubs(model_store, tmp_path, empty_db_url):
+    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DATABASE_URL": empty_db_url}) as proc, \
+            grpc.insecure_channel(proc.target) as channel:
+        yield inference_pb2_grpc.InferenceServiceStub(channel), analytics_pb2_grpc.AnalyticsServiceStub(channel)
+
+
+def code_of(call, request) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=10)
+    return info.value.code(), info.value.details()
+
+
+def test_feedback_batch_records_counts_and_reports_unknown_ids(stubs):
+    inference, analytics = stubs
+    rows = [inference_pb2.FeatureRow(features=row, request_id=f"fbb-{i}")
+            for i, row in enumerate([IRIS_ROW, IRIS_ROW, VERSICOLOR])]
+    preds = inference.PredictBatch(inference_pb2.PredictBatchRequest(model="iris", rows=rows), timeout=10).predictions
+    wait_for(lambda: analytics.GetStats(pb.GetStatsRequest(), timeout=10).total == 3, 10, what="3 rows stored")
+    missing = "00000000-0000-0000-0000-000000000000"
+    items = [pb.FeedbackItem(prediction_id=preds[0].prediction_id, label=preds[0].label),
+             pb.FeedbackItem(prediction_id=preds[1].prediction_id, label="virginica"),  # wrong
+             pb.FeedbackItem(prediction_id=missing, label="setosa"),
+             pb.FeedbackItem(prediction_id=preds[2].prediction_id, label=preds[2].label)]
+    answer = analytics.SubmitFeedbackBatch(pb.SubmitFeedbackBatchRequest(items=items), timeout=10)
+    assert (answer.recorded, answer.correct, list(answer.not_found)) == (3, 2, [missing])
+    [q] = analytics.GetStats(pb.GetStatsRequest(model="iris"), timeout=10).quality
+    assert (q.feedback_count, q.accuracy) == (3, pytest.approx(2 / 3))
+    # the same labels again overwrite (one feedback per prediction); a fix moves accuracy to 1
+    items[1] = pb.FeedbackItem(prediction_id=preds[1].prediction_id, label=preds[1].label)
+    again = analytics.SubmitFeedbackBatch(pb.SubmitFeedbackBatchRequest(items=items), timeout=10)
+    assert (again.recorded, again.correct) == (3, 3)
+    [q] = analytics.GetStats(pb.GetStatsRequest(model="iris"), timeout=10).quality
+    assert (q.feedback_count, q.accuracy) == (3, 1.0)
+    # client mistakes: INVALID_ARGUMENT with a message naming the item, and nothing recorded
+    cases = [
+        [],
+        [pb.FeedbackItem(prediction_id="", label="setosa")],
+        [pb.FeedbackItem(prediction_id="x" * 129, label="setosa")],
+        [pb.FeedbackItem(prediction_id="a\x00b", label="setosa")],
+        [pb.FeedbackItem(prediction_id=preds[0].prediction_id, label="")],
+        [pb.FeedbackItem(prediction_id=preds[0].prediction_id, label="se\x00tosa")],
+        [pb.FeedbackItem(prediction_id=preds[0].prediction_id, label="setosa")] * 1001,
+        [pb.FeedbackItem(prediction_id=preds[2].prediction_id, label="virginica"),
+         pb.FeedbackItem(prediction_id=preds[0].prediction_id, label="dog")],
+    ]
+    for bad in cases:
+        code, details = code_of(analytics.SubmitFeedbackBatch, pb.SubmitFeedbackBatchRequest(items=bad))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (bad[:1], code, details)
+    [q] = analytics.GetStats(pb.GetStatsRequest(model="iris"), timeout=10).quality
+    assert (q.feedback_count, q.accuracy) == (3, 1.0)  # the refused batch with "dog" changed nothing
+
+
+def run(key: str, **fields) -> pb.BatchRun:
+    base = dict(run_key=key, kind="nightly", model="iris", status=pb.BATCH_RUN_STATUS_RUNNING)
+    return pb.BatchRun(**{**base, **fields})
+
+
+def test_batch_runs_upsert_by_key_and_list_newest_first(stubs):
+    _, analytics = stubs
+    record = analytics.RecordBatchRun
+    first = record(pb.RecordBatchRunRequest(run=run("nightly/iris/2026-11-25", run_date="2026-11-25")), timeout=10)
+    assert first.created and first.run.status == pb.BATCH_RUN_STATUS_RUNNING
+    assert not first.run.HasField("accuracy")
+    done = record(pb.RecordBatchRunRequest(run=run(
+        "nightly/iris/2026-11-25", run_date="2026-11-25", model_version="2", rows=1000, rejected=3, accuracy=0.97,
+        duration_seconds=4.5, status=pb.BATCH_RUN_STATUS_SUCCEEDED, message="1000 rows, 3 rejected")), timeout=10)
+    assert not done.created
+    assert done.run.started_at == first.run.started_at  # kept from the first recording
+    assert (done.run.rows, done.run.rejected, done.run.accuracy, done.run.model_version) == (1000, 3, 0.97, "2")
+    time.sleep(0.01)
+    for day in ("2026-11-26", "2026-11-27"):
+        record(pb.RecordBatchRunRequest(run=run(f"nightly/iris/{day}", run_date=day,
+                                                status=pb.BATCH_RUN_STATUS_FAILED, message="server down")),
+               timeout=10)
+        time.sleep(0.01)
+    record(pb.RecordBatchRunRequest(run=run("score/other/abc", kind="score", model="other")), timeout=10)
+    listed = analytics.ListBatchRuns(pb.ListBatchRunsRequest(model="iris"), timeout=10)
+    assert [r.run_date for r in listed.runs] == ["2026-11-27", "2026-11-26", "2026-11-25"]
+    assert listed.runs[2].accuracy == 0.97 and listed.runs[0].status == pb.BATCH_RUN_STATUS_FAILED
+    pages, token = [], ""
+    while True:
+        page = analytics.ListBatchRuns(pb.ListBatchRunsRequest(page_size=2, page_token=token), timeout=10)
+        pages.append([r.run_key for r in page.runs])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [len(p) for p in pages] == [2, 2]
+    assert pages[0][0] == "score/other/abc" and sum(pages, []).count("nightly/iris/2026-11-25") == 1
+    assert [r.run_key for r in analytics.ListBatchRuns(pb.ListBatchRunsRequest(kind="score"), timeout=10).runs] \
+        == ["score/other/abc"]
+    bad_runs = [
+        run(""), run("k" * 129), run("a\x00b"), run("k", kind=""), run("k", model=""), run("k", model="../x"),
+        run("k", model_version="a b"), run("k", run_date="2026-13-01"), run("k", run_date="yesterday"),
+        run("k", status=pb.BATCH_RUN_STATUS_UNSPECIFIED), run("k", status=42), run("k", rows=-1),
+        run("k", rows=2**40), run("k", rejected=-5), run("k", accuracy=1.5), run("k", accuracy=float("nan")),
+        run("k", duration_seconds=float("inf")), run("k", duration_seconds=-1), run("k", message="x" * 1025),
+        run("k", message="line\nbreak"),
+    ]
+    for bad in bad_runs:
+        code, details = code_of(record, pb.RecordBatchRunRequest(run=bad))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (bad, code, details)
+    huge = run("k")
+    huge.started_at.seconds = 2**40
+    assert code_of(record, pb.RecordBatchRunRequest(run=huge))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(record, pb.RecordBatchRunRequest())[0] == grpc.StatusCode.INVALID_ARGUMENT
+    for bad in (pb.ListBatchRunsRequest(page_size=-1), pb.ListBatchRunsRequest(page_size=1001),
+                pb.ListBatchRunsRequest(page_token="garbage"), pb.ListBatchRunsRequest(page_token="x\x00"),
+                pb.ListBatchRunsRequest(model="a/b")):
+        assert code_of(analytics.ListBatchRuns, bad)[0] == grpc.StatusCode.INVALID_ARGUMENT, bad
