@@ -1,0 +1,239 @@
+"""deploy/k8s without a cluster: `kubectl kustomize` renders it, `kubernetes-validate --strict` accepts every
+rendered resource against the Kubernetes schemas (each check also fails on a broken copy), and the rendered
+manifests hold what the scale-out story relies on (gRPC probes, drain < grace period, HPA, PDB, NetworkPolicies,
+Secrets by reference only)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.unit.test_deploy import PENDING_PARTS, ROOT, run, tool
+
+K8S = ROOT / "deploy" / "k8s"
+
+
+def kustomize(path: Path) -> subprocess.CompletedProcess:
+    return run(tool("kubectl"), "kustomize", path)
+
+
+def validate(path: Path) -> subprocess.CompletedProcess:
+    return run(tool("kubernetes-validate"), "--strict", path)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> tuple[Path, list[dict]]:
+    result = kustomize(K8S)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path_factory.mktemp("k8s") / "rendered.yaml"
+    path.write_text(result.stdout)
+    return path, [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def pod_specs(docs: list[dict]) -> dict[str, dict]:
+    specs = {}
+    for d in docs:
+        if d["kind"] in ("Deployment", "Job"):
+            specs[d["metadata"]["name"]] = d["spec"]["template"]["spec"]
+        elif d["kind"] == "CronJob":
+            specs[d["metadata"]["name"]] = d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return specs
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+# --- the external checkers, and their failure on broken copies ---------------------------------------------
+
+def test_rendered_manifests_pass_kubernetes_validate_strict(rendered):
+    path, docs = rendered
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # every resource was checked against a schema (custom resources would only get a warning)
+    assert "WARN" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.stdout.count(" passed for resource ") == len(docs)
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                                         "Job", "CronJob", "Secret", "ConfigMap", "NetworkPolicy",
+                                         "PersistentVolumeClaim"}
+
+
+def test_kubernetes_validate_fails_on_a_broken_copy(tmp_path):
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    inference = (copy / "inference.yaml").read_text()
+    broken = inference.replace("terminationGracePeriodSeconds: 30", "terminationGracePeriodSecond: 30")
+    broken = broken.replace("averageUtilization: 70", "averageUtilization: seventy")
+    assert broken != inference
+    (copy / "inference.yaml").write_text(broken)
+    result = kustomize(copy)
+    assert result.returncode == 0, result.stderr       # kustomize does not know the schemas...
+    path = tmp_path / "rendered.yaml"
+    path.write_text(result.stdout)
+    checked = validate(path)                          # ...the schema check does
+    assert checked.returncode != 0
+    assert "terminationGracePeriodSecond" in checked.stdout + checked.stderr
+    assert "seventy" in checked.stdout + checked.stderr
+
+
+def test_kustomize_fails_on_a_broken_copy(tmp_path):
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    (copy / "consumer.yaml").unlink()
+    result = kustomize(copy)
+    assert result.returncode != 0 and "consumer.yaml" in result.stderr
+
+
+@pytest.mark.parametrize("optional", ["keda", "servicemonitors"])
+def test_optional_custom_resources_render_separately(optional, rendered):
+    result = kustomize(K8S / optional)
+    assert result.returncode == 0, result.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout) if d}
+    assert kinds and kinds <= {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+    assert not kinds & {d["kind"] for d in rendered[1]}, "custom resources must stay out of the base"
+
+
+def test_keda_scales_the_consumer_on_the_predict_queue(rendered):
+    docs = [d for d in yaml.safe_load_all(kustomize(K8S / "keda").stdout) if d]
+    scaled = next(d for d in docs if d["kind"] == "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "consumer"
+    find(rendered[1], "Deployment", "consumer")
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "rabbitmq" and trigger["metadata"]["queueName"] == "predmesh.predict"
+
+
+# --- what the manifests must say ---------------------------------------------------------------------------
+
+def test_inference_has_native_grpc_probes_resources_and_outlives_its_drain(rendered):
+    docs = rendered[1]
+    deployment = find(docs, "Deployment", "inference")
+    spec = deployment["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == 50051, probe
+    env = env_of(container)
+    assert spec["terminationGracePeriodSeconds"] > float(env["PREDMESH_DRAIN_SECONDS"]) + \
+        float(env["PREDMESH_GRACE_SECONDS"])
+    assert env["PREDMESH_AUTO_MIGRATE"] == "0" and env["PREDMESH_GRPC_ADDR"] == "0.0.0.0:50051"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    hpa = find(docs, "HorizontalPodAutoscaler", "inference")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "inference" and hpa["spec"]["minReplicas"] >= 2
+    pdb = find(docs, "PodDisruptionBudget", "inference")
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    service = find(docs, "Service", "inference")
+    assert service["spec"]["clusterIP"] == "None", "headless: Envoy's STRICT_DNS must see every replica"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9101"
+
+
+def test_models_are_read_only_to_the_replicas(rendered):
+    docs = rendered[1]
+    pvc = find(docs, "PersistentVolumeClaim", "predmesh-models")
+    assert "ReadOnlyMany" in pvc["spec"]["accessModes"]
+    spec = find(docs, "Deployment", "inference")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "models")
+    assert volume["persistentVolumeClaim"] == {"claimName": "predmesh-models", "readOnly": True}
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "models")
+    assert mount["readOnly"] is True
+
+
+def test_every_container_is_non_root_with_resources(rendered):
+    for name, spec in pod_specs(rendered[1]).items():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{name}/{container['name']}"
+            assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"], where
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], where
+            image = container["image"]
+            assert image == "registry.example.com/predmesh:0.1.0" or image.startswith("envoyproxy/envoy:v1.40"), \
+                where
+
+
+def test_envoy_renders_its_config_in_an_init_container_and_it_validates(rendered, tmp_path):
+    spec = find(rendered[1], "Deployment", "envoy")["spec"]["template"]["spec"]
+    init = spec["initContainers"][0]
+    assert init["args"] == ["gateway", "--check"]
+    env = env_of(init)
+    assert env["PREDMESH_GATEWAY_UPSTREAMS"] == "inference:50051"
+    result = subprocess.run([sys.executable, "-m", "gateway", "--check"], cwd=ROOT,
+                            env={**os.environ, **env, "PREDMESH_GATEWAY_DIR": str(tmp_path)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
+    cluster = next(c for c in config["static_resources"]["clusters"] if c.get("load_assignment"))
+    assert cluster["type"] == "STRICT_DNS"
+    envoy = spec["containers"][0]
+    assert envoy["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert "/gateway/envoy.yaml" in envoy["args"]
+
+
+def test_network_policies_let_only_envoy_reach_the_replicas_and_admin_clients_the_admin_listener(rendered):
+    docs = rendered[1]
+    deny = find(docs, "NetworkPolicy", "default-deny-ingress")
+    assert deny["spec"]["podSelector"] == {} and deny["spec"]["policyTypes"] == ["Ingress"]
+    inference = find(docs, "NetworkPolicy", "inference")["spec"]
+    grpc_rules = [r for r in inference["ingress"] if {"port": 50051, "protocol": "TCP"} in r["ports"]]
+    assert len(grpc_rules) == 1
+    assert grpc_rules[0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}]
+    envoy = find(docs, "NetworkPolicy", "envoy")["spec"]
+    admin = [r for r in envoy["ingress"] if {"port": 8081, "protocol": "TCP"} in r["ports"]]
+    assert admin == [{"from": [{"podSelector": {"matchLabels": {"predmesh.io/admin-client": "true"}}}],
+                      "ports": [{"port": 8081, "protocol": "TCP"}]}]
+    public = [r for r in envoy["ingress"] if {"port": 8080, "protocol": "TCP"} in r["ports"]]
+    assert public and "from" not in public[0]
+    # the admin listener is never behind the public Service
+    ports = {p["port"] for p in find(docs, "Service", "envoy")["spec"]["ports"]}
+    assert ports == {8080}
+    # every Deployment is covered by some policy beyond the default deny
+    selected = {d["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+                for d in docs if d["kind"] == "NetworkPolicy"}
+    listening = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    assert listening <= selected
+
+
+def test_secrets_are_examples_and_only_referenced(rendered):
+    docs = rendered[1]
+    secret = find(docs, "Secret", "predmesh-secrets")
+    for key, value in secret["stringData"].items():
+        assert "change-me" in value, f"{key}: the committed Secret must hold placeholders only"
+    text = yaml.safe_dump_all(d for d in docs if d["kind"] != "Secret")
+    assert "change-me" not in text
+    for name, spec in pod_specs(docs).items():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            for var in container.get("env", []):
+                if re.search(r"TOKEN|PASSWORD|DATABASE_URL|AMQP_URL", var["name"]):
+                    assert "valueFrom" in var and "value" not in var, f"{name}: {var['name']}"
+
+
+def test_batch_runs_as_a_cron_job_and_migrations_as_a_job(rendered):
+    docs = rendered[1]
+    cron = find(docs, "CronJob", "nightly")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert pod_specs(docs)["nightly"]["containers"][0]["args"][:2] == ["batch", "nightly"]
+    assert pod_specs(docs)["predmesh-migrate"]["containers"][0]["args"] == ["migrate"]
+
+
+def test_every_predmesh_command_in_the_manifests_exists(rendered):
+    from cli.main import COMMANDS
+
+    for name, spec in pod_specs(rendered[1]).items():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            if not container["image"].startswith("registry.example.com/predmesh"):
+                continue
+            command = container.get("args", [None])[0] if "command" not in container else None
+            if command is None:
+                continue
+            package = PENDING_PARTS.get(command)
+            assert command in COMMANDS or (package and not (ROOT / package / "__init__.py").exists()), \
+                f"{name}: `predmesh {command}`"
