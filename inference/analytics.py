@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from database import repo
 from database.connect import DatabaseUnavailable, RejectedData, session
 from inference import errors
-from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_optional_name, check_text, shown
+from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_name, check_optional_name, check_text, shown
 from inference.convert import prediction_message
 from inference.edge import rpc
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
@@ -21,43 +21,14 @@ log = logging.getLogger(__name__)
 ANALYTICS_SERVICE = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
 DEFAULT_PAGE, MAX_PAGE = 50, 1000
 MAX_FEEDBACK_ITEMS = 1000  # per SubmitFeedbackBatch call
-MAX_ID, MAX_LABEL, MAX_NAME, MAX_TOKEN, MAX_RUN_KEY, MAX_RUN_MESSAGE = 128, 128, 64, 512, 128, 1024
+MAX_RUN_KEY, MAX_RUN_MESSAGE = 128, 1024
 MAX_RUN_ROWS = 2**31 - 1  # batch_runs.rows/rejected are 32-bit integers
 MAX_EPOCH = 4102444800  # 2100-01-01: a started_at beyond this is a client mistake, not a date to store
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 RUN_STATUS = {analytics_pb2.BATCH_RUN_STATUS_RUNNING: "running",
               analytics_pb2.BATCH_RUN_STATUS_SUCCEEDED: "succeeded",
               analytics_pb2.BATCH_RUN_STATUS_FAILED: "failed"}
 RUN_STATUS_VALUE = {name: value for value, name in RUN_STATUS.items()}
-
-
-def _shown(value: str, limit: int = 64) -> str:
-    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value)} characters)"
-
-
-def check_text(field: str, value: str, max_chars: int, *, required: bool = False) -> str:
-    """A client string that is stored or echoed: at most max_chars printable characters (no NUL)."""
-    if len(value) > max_chars:
-        raise errors.InvalidFeatures(f"{field} is {len(value)} characters long; the limit is {max_chars}")
-    if not value.isprintable():
-        bad = next(c for c in value if not c.isprintable())
-        raise errors.InvalidFeatures(f"{field} contains the control character U+{ord(bad):04X}; send printable text")
-    if required and not value:
-        raise errors.InvalidFeatures(f"{field} is empty")
-    return value
-
-
-def check_name(field: str, value: str, *, required: bool = True) -> str:
-    """A model, version or kind name: letters, digits, '_', '-', '.', at most 64, starting alphanumeric."""
-    if not value and not required:
-        return value
-    if not value:
-        raise errors.InvalidFeatures(f"{field} is empty")
-    if not _NAME.fullmatch(value) or ".." in value:
-        raise errors.InvalidFeatures(f"{field} {_shown(value)} is not a valid name (at most {MAX_NAME} letters, "
-                                     "digits, '_', '-', '.')")
-    return value
 
 
 # The range google.protobuf.Timestamp defines (0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z).
@@ -194,9 +165,9 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     def SubmitFeedbackBatch(self, request, context):
         count = len(request.items)
         if not count:
-            raise errors.InvalidFeatures("items is empty; send at least one (prediction_id, label)")
+            raise errors.InvalidArgument("items is empty; send at least one (prediction_id, label)")
         if count > MAX_FEEDBACK_ITEMS:
-            raise errors.InvalidFeatures(f"{count} items exceed the limit of {MAX_FEEDBACK_ITEMS} per call; "
+            raise errors.InvalidArgument(f"{count} items exceed the limit of {MAX_FEEDBACK_ITEMS} per call; "
                                          "split the request")
         labels: dict[str, str] = {}
         position: dict[str, int] = {}
@@ -210,8 +181,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             for pid, label in labels.items():
                 prediction = found.get(pid)
                 if prediction is not None and label not in prediction.probabilities:
-                    raise errors.InvalidFeatures(
-                        f"items[{position[pid]}]: label {_shown(label)} is not a class of model {prediction.model}; "
+                    raise errors.InvalidArgument(
+                        f"items[{position[pid]}]: label {shown(label)} is not a class of model {prediction.model}; "
                         f"use one of {', '.join(sorted(prediction.probabilities))} (nothing was recorded)")
             recorded = {pid: label for pid, label in labels.items() if pid in found}
             repo.upsert_feedback_many(recorded, time.time())
@@ -226,7 +197,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     @rpc
     def RecordBatchRun(self, request, context):
         if not request.HasField("run"):
-            raise errors.InvalidFeatures("run is missing; send the batch run to record")
+            raise errors.InvalidArgument("run is missing; send the batch run to record")
         run = _pipeline_run(request.run)
         with Db():
             stored, created = repo.upsert_batch_run(run, time.time())
@@ -235,17 +206,17 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     @rpc
     def ListBatchRuns(self, request, context):
         if request.page_size < 0 or request.page_size > MAX_PAGE:
-            raise errors.InvalidFeatures(f"page_size {request.page_size} is out of range; use 1..{MAX_PAGE} "
+            raise errors.InvalidArgument(f"page_size {request.page_size} is out of range; use 1..{MAX_PAGE} "
                                          f"(0 means {DEFAULT_PAGE})")
-        check_name("model", request.model, required=False)
-        check_name("kind", request.kind, required=False)
+        check_optional_name("model", request.model)
+        check_optional_name("kind", request.kind)
         check_text("page_token", request.page_token, MAX_TOKEN)
         try:
             with Db():
                 runs, token = repo.list_batch_runs(request.model, request.kind, request.page_size or DEFAULT_PAGE,
                                                    request.page_token)
         except repo.InvalidPageToken as exc:
-            raise errors.InvalidFeatures(str(exc)) from None
+            raise errors.InvalidArgument(str(exc)) from None
         return analytics_pb2.ListBatchRunsResponse(runs=[batch_run_message(r) for r in runs],
                                                    next_page_token=token)
 
@@ -265,7 +236,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
 def _count(field: str, value: int) -> int:
     if value < 0 or value > MAX_RUN_ROWS:
-        raise errors.InvalidFeatures(f"run.{field} {value} is out of range; use 0..{MAX_RUN_ROWS}")
+        raise errors.InvalidArgument(f"run.{field} {value} is out of range; use 0..{MAX_RUN_ROWS}")
     return value
 
 
@@ -274,31 +245,31 @@ def _pipeline_run(run: analytics_pb2.BatchRun) -> repo.PipelineRun:
     check_text("run.run_key", run.run_key, MAX_RUN_KEY, required=True)
     check_name("run.kind", run.kind)
     check_name("run.model", run.model)
-    check_name("run.model_version", run.model_version, required=False)
+    check_optional_name("run.model_version", run.model_version)
     if run.run_date:
         try:
             if not _DAY.fullmatch(run.run_date):
                 raise ValueError
             date.fromisoformat(run.run_date)
         except ValueError:
-            raise errors.InvalidFeatures(f"run.run_date {_shown(run.run_date)} is not a date; use YYYY-MM-DD") \
+            raise errors.InvalidArgument(f"run.run_date {shown(run.run_date)} is not a date; use YYYY-MM-DD") \
                 from None
     if run.status not in RUN_STATUS:
-        raise errors.InvalidFeatures(f"run.status {run.status} is not a batch run status; use RUNNING, SUCCEEDED "
+        raise errors.InvalidArgument(f"run.status {run.status} is not a batch run status; use RUNNING, SUCCEEDED "
                                      "or FAILED")
     accuracy = None
     if run.HasField("accuracy"):
         accuracy = run.accuracy
         if not 0.0 <= accuracy <= 1.0:  # also refuses NaN
-            raise errors.InvalidFeatures(f"run.accuracy {accuracy!r} is out of range; use 0..1 or leave it unset")
+            raise errors.InvalidArgument(f"run.accuracy {accuracy!r} is out of range; use 0..1 or leave it unset")
     if not (math.isfinite(run.duration_seconds) and 0.0 <= run.duration_seconds <= 1e9):
-        raise errors.InvalidFeatures(f"run.duration_seconds {run.duration_seconds!r} is out of range; use 0..1e9")
+        raise errors.InvalidArgument(f"run.duration_seconds {run.duration_seconds!r} is out of range; use 0..1e9")
     check_text("run.message", run.message, MAX_RUN_MESSAGE)
     started = 0.0
     if run.HasField("started_at"):
-        started = epoch(run.started_at, True)
+        started = epoch("run.started_at", run.started_at, True)
         if not 0 < started < MAX_EPOCH:
-            raise errors.InvalidFeatures("run.started_at is out of range; use a time between 1970 and 2100")
+            raise errors.InvalidArgument("run.started_at is out of range; use a time between 1970 and 2100")
     return repo.PipelineRun(
         run_key=run.run_key, kind=run.kind, run_date=run.run_date, model=run.model, model_version=run.model_version,
         rows=_count("rows", run.rows), rejected=_count("rejected", run.rejected), accuracy=accuracy,

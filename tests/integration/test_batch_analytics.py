@@ -92,7 +92,10 @@ def test_batch_runs_upsert_by_key_and_list_newest_first(stubs):
                                                 status=pb.BATCH_RUN_STATUS_FAILED, message="server down")),
                timeout=10)
         time.sleep(0.01)
-    record(pb.RecordBatchRunRequest(run=run("score/other/abc", kind="score", model="other")), timeout=10)
+    stated = run("score/other/abc", kind="score", model="other")
+    stated.started_at.seconds = int(time.time()) + 3600  # the caller states when it started
+    stored = record(pb.RecordBatchRunRequest(run=stated), timeout=10).run
+    assert stored.started_at.seconds == stated.started_at.seconds
     listed = analytics.ListBatchRuns(pb.ListBatchRunsRequest(model="iris"), timeout=10)
     assert [r.run_date for r in listed.runs] == ["2026-11-27", "2026-11-26", "2026-11-25"]
     assert listed.runs[2].accuracy == 0.97 and listed.runs[0].status == pb.BATCH_RUN_STATUS_FAILED
