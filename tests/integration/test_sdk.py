@@ -1,0 +1,244 @@
+"""The SDK's typed surface, blocking and asyncio, against a real server: results, paging, deadlines, retries, errors."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import pytest
+
+from predmesh import (
+    AsyncClient, Client, DeadlineExceeded, Feedback, InvalidArgument, ModelInfo, NotFound, Page, PermissionDenied,
+    Prediction, ReloadResult, ResourceExhausted, Stats, StoredPrediction, Unauthenticated, Unavailable,
+)
+from predmesh.v1 import inference_pb2, inference_pb2_grpc, model_pb2
+from tests.conftest import IRIS_ROW
+from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ROOT, ServerProc, wait_for
+
+VIRGINICA = {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}
+KINDS = ["sync", "async"]
+
+
+def run(kind: str, target: str, fn, **client_args):
+    """fn(client) with a blocking Client, or awaited with an AsyncClient made inside its event loop."""
+    if kind == "sync":
+        with Client(target, **client_args) as client:
+            return fn(client)
+
+    async def main():
+        async with AsyncClient(target, **client_args) as client:
+            result = fn(client)
+            return await result if inspect.isawaitable(result) else result
+    return asyncio.run(main())
+
+
+def collect(iterator):
+    """A list from a sync iterator, or an awaitable list from an async one."""
+    if hasattr(iterator, "__aiter__"):
+        async def gather():
+            return [item async for item in iterator]
+        return gather()
+    return list(iterator)
+
+
+@pytest.fixture(scope="module")
+def server(trained_store, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sdk")
+    shutil.copytree(trained_store, root / "models")
+    with ServerProc(root / "models", root / "server.log") as proc:
+        yield proc
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_call_returns_typed_results(server, kind):
+    prefix = f"sdk-{kind}-{time.monotonic_ns()}"
+
+    def scenario_blocking(c):
+        out = {"predict": c.predict("iris", IRIS_ROW, request_id=f"{prefix}-0")}
+        out["batch"] = c.predict_batch("iris", [(VIRGINICA, f"{prefix}-{i}") for i in range(1, 7)])
+        out["stream"] = list(c.predict_stream("iris", [(IRIS_ROW, f"{prefix}-s"), ({"x": 1.0}, f"{prefix}-bad")]))
+        out["models"] = c.list_models()
+        out["model"] = c.get_model("iris")
+        wait_for(lambda: sum(p.prediction.request_id.startswith(prefix) for p in c.list_predictions(
+            page_size=1000)) == 8, 10, what="this test's 8 rows stored")
+        out["page"] = c.list_predictions(model="iris", page_size=3)
+        out["all"] = [p for p in c.iter_predictions(model="iris", page_size=3)
+                      if p.prediction.request_id.startswith(prefix)]
+        out["stats"] = c.get_stats(model="iris")
+        out["feedback"] = c.submit_feedback(out["predict"].prediction_id, "versicolor")
+        return out
+
+    async def scenario_async(c):
+        out = {"predict": await c.predict("iris", IRIS_ROW, request_id=f"{prefix}-0")}
+        out["batch"] = await c.predict_batch("iris", [(VIRGINICA, f"{prefix}-{i}") for i in range(1, 7)])
+        out["stream"] = await collect(c.predict_stream("iris", [(IRIS_ROW, f"{prefix}-s"),
+                                                                ({"x": 1.0}, f"{prefix}-bad")]))
+        out["models"] = await c.list_models()
+        out["model"] = await c.get_model("iris")
+        for _ in range(200):
+            page = await c.list_predictions(page_size=1000)
+            if sum(p.prediction.request_id.startswith(prefix) for p in page) == 8:
+                break
+            await asyncio.sleep(0.05)
+        out["page"] = await c.list_predictions(model="iris", page_size=3)
+        out["all"] = [p for p in await collect(c.iter_predictions(model="iris", page_size=3))
+                      if p.prediction.request_id.startswith(prefix)]
+        out["stats"] = await c.get_stats(model="iris")
+        out["feedback"] = await c.submit_feedback(out["predict"].prediction_id, "versicolor")
+        return out
+
+    out = run(kind, server.target, scenario_blocking if kind == "sync" else scenario_async)
+
+    p = out["predict"]
+    assert isinstance(p, Prediction) and p.label == "setosa" and p.request_id == f"{prefix}-0"
+    assert sum(p.probabilities.values()) == pytest.approx(1.0) and set(p.probabilities) == {
+        "setosa", "versicolor", "virginica"}
+    assert isinstance(p.raw, model_pb2.Prediction) and p.raw.prediction_id == p.prediction_id
+    assert [b.label for b in out["batch"]] == ["virginica"] * 6
+    ok, bad = out["stream"]
+    assert ok.prediction.label == "setosa" and ok.error is None
+    assert bad.prediction is None and isinstance(bad.error, InvalidArgument) and bad.request_id == f"{prefix}-bad"
+    [listed] = out["models"]
+    assert isinstance(listed, ModelInfo) and listed == out["model"] and listed.serving
+    assert listed.feature_names == tuple(IRIS_ROW) and listed.created_at.tzinfo is not None
+    page = out["page"]
+    assert isinstance(page, Page) and len(page) == 3 and page.next_page_token
+    assert all(isinstance(s, StoredPrediction) for s in page)
+    # every page followed: the 8 scored rows of this test, newest first, each once
+    ids = [s.prediction.request_id for s in out["all"]]
+    assert sorted(ids) == sorted([f"{prefix}-{i}" for i in range(7)] + [f"{prefix}-s"])
+    times = [s.created_at for s in out["all"]]
+    assert times == sorted(times, reverse=True) and all(s.transport == "grpc" for s in out["all"])
+    stats = out["stats"]
+    assert isinstance(stats, Stats) and stats.total >= 8 and stats.by_label["virginica"] >= 6
+    assert stats.latency.p50_ms > 0
+    assert out["feedback"] == Feedback(p.prediction_id, "versicolor", False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_admin_calls_and_error_mapping(server, kind):
+    versions = run(kind, server.target, lambda c: c.list_model_versions("iris"), admin_token=ADMIN_TOKEN)
+    reload = run(kind, server.target, lambda c: c.reload_model("iris", "2"), admin_token=ADMIN_TOKEN)
+    assert [v.version for v in versions] == ["2", "1"] and versions[0].serving
+    assert isinstance(reload, ReloadResult) and reload.model.version == "2" and reload.previous_version == "2"
+
+    cases = [
+        (lambda c: c.predict("nope", IRIS_ROW), NotFound, {}),
+        (lambda c: c.predict("iris", {**IRIS_ROW, "petal_width": float("nan")}), InvalidArgument, {}),
+        (lambda c: c.list_predictions(page_size=5000), InvalidArgument, {}),
+        (lambda c: c.reload_model("iris"), Unauthenticated, {}),
+        (lambda c: c.reload_model("iris"), PermissionDenied, {"admin_token": READONLY_TOKEN}),
+    ]
+    for call, error, args in cases:
+        with pytest.raises(error) as info:
+            run(kind, server.target, call, **args)
+        assert info.value.code == error.code and info.value.message
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_deadline_is_enforced(model_store, tmp_path, kind):
+    with ServerProc(model_store, tmp_path / "slow.log", env={"PREDMESH_FAULT_DELAY_MS": "2000"}) as slow:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW, timeout=0.2))
+        assert time.monotonic() - started < 1.5
+        # the client's default deadline applies when a call names none
+        with pytest.raises(DeadlineExceeded):
+            run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW), timeout=0.2)
+
+
+class _Flaky(inference_pb2_grpc.InferenceServiceServicer):
+    """GetModel fails with `code` for the first `failures` calls, then answers."""
+
+    def __init__(self, failures: int, code: grpc.StatusCode):
+        self.failures, self.code, self.calls, self.transports = failures, code, 0, []
+        self.lock = threading.Lock()
+
+    def GetModel(self, request, context):
+        with self.lock:
+            self.calls += 1
+            failing = self.calls <= self.failures
+        self.transports.append(dict(context.invocation_metadata()).get("x-predmesh-transport"))
+        if failing:
+            context.abort(self.code, "try again")
+        return inference_pb2.GetModelResponse(model=model_pb2.ModelInfo(name=request.model, version="7"))
+
+
+@pytest.fixture
+def flaky():
+    servers = []
+
+    def start(failures: int, code: grpc.StatusCode) -> tuple[_Flaky, str]:
+        servicer = _Flaky(failures, code)
+        server = grpc.server(futures.ThreadPoolExecutor(4))
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return servicer, f"127.0.0.1:{port}"
+    yield start
+    for s in servers:
+        s.stop(0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retries_only_unavailable(flaky, kind):
+    servicer, target = flaky(2, grpc.StatusCode.UNAVAILABLE)
+    info = run(kind, target, lambda c: c.get_model("iris"), transport="batch")
+    assert info.version == "7" and servicer.calls == 3  # two retries, then the answer
+    assert servicer.transports == ["batch"] * 3
+
+    servicer, target = flaky(5, grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(Unavailable):
+        run(kind, target, lambda c: c.get_model("iris"))
+    assert servicer.calls == 3  # at most three attempts
+
+    servicer, target = flaky(1, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    with pytest.raises(ResourceExhausted):
+        run(kind, target, lambda c: c.get_model("iris"))
+    assert servicer.calls == 1  # never retried: the server may have done the work
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unreachable_server_is_unavailable(kind):
+    from tests.support.procs import free_port
+    target = f"127.0.0.1:{free_port()}"
+    with pytest.raises(Unavailable):
+        run(kind, target, lambda c: c.get_model("iris", timeout=2))
+    with pytest.raises(Unavailable):
+        run(kind, target, lambda c: c.wait_ready(timeout=0.3))
+
+
+def test_unknown_transport_is_refused():
+    with pytest.raises(ValueError, match="transport"):
+        Client("127.0.0.1:1", transport="carrier-pigeon")
+    with pytest.raises(ValueError, match="transport"):
+        from predmesh import calls
+        calls.list_predictions(transport="fax")
+
+
+def test_env_and_logs_helpers_import_without_grpc():
+    """database/ and gateway/ share predmesh.env and predmesh.logs: those must not pull grpc or the stubs in."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'grpc' or name.startswith(('grpc.', 'google.protobuf')):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import predmesh.env, predmesh.logs\n"
+        "assert not any(m.startswith(('grpc', 'predmesh.v1', 'predmesh.client')) for m in sys.modules)\n"
+        "try:\n"
+        "    from predmesh import Client\n"
+        "except ImportError as exc:\n"
+        "    print('client needs grpc:', exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "client needs grpc: blocked: grpc" in result.stdout  # the blocker really works
