@@ -12,7 +12,8 @@ _ERRORS = ("PredmeshError", "InvalidArgument", "NotFound", "AlreadyExists", "Fai
            "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded",
            "Internal")
 _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
-          "Stats", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback")
+          "Stats", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun",
+          "RecordedRun")
 _WHERE = {
     "Client": "predmesh.client", "PredmeshClient": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
@@ -31,8 +32,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
         PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,
     )
     from predmesh.types import (
-        ClassProfile, FeatureSpec, Feedback, LatencySummary, ModelInfo, Page, Prediction, ReloadResult, Stats,
-        StoredPrediction, StreamResult, VersionQuality,
+        BatchRun, ClassProfile, FeatureSpec, Feedback, FeedbackBatch, LatencySummary, ModelInfo, Page, Prediction,
+        RecordedRun, ReloadResult, Stats, StoredPrediction, StreamResult, VersionQuality,
     )
 
 

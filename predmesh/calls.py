@@ -13,8 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from predmesh.errors import from_status
 from predmesh.types import (
-    Feedback, ModelInfo, Page, Prediction, ReloadResult, Stats, StoredPrediction, StreamResult, to_timestamp,
-    transport_value,
+    BatchRun, Feedback, FeedbackBatch, ModelInfo, Page, Prediction, RecordedRun, ReloadResult, Stats,
+    StoredPrediction, StreamResult, batch_run_status_value, to_timestamp, transport_value,
 )
 from predmesh.v1 import admin_pb2, analytics_pb2, inference_pb2
 
@@ -132,3 +132,40 @@ def submit_feedback(prediction_id: str, label: str, *, timeout: float | None = N
     request = analytics_pb2.SubmitFeedbackRequest(prediction_id=prediction_id, label=label)
     return Call("analytics", "SubmitFeedback", request,
                 lambda r: Feedback(r.prediction_id, r.label, r.correct, r), timeout)
+
+
+def submit_feedback_batch(labels: Mapping[str, str] | Sequence[tuple[str, str]], *,
+                          timeout: float | None = None) -> Call[FeedbackBatch]:
+    """Record many true labels at once ({prediction_id: label} or (prediction_id, label) pairs; at most 1000).
+
+    Predictions not stored yet come back in `not_found` with nothing recorded for them: retry those a moment
+    later. A label that is not a class of its prediction's model refuses the whole call (InvalidArgument)."""
+    pairs = labels.items() if isinstance(labels, Mapping) else labels
+    request = analytics_pb2.SubmitFeedbackBatchRequest(
+        items=[analytics_pb2.FeedbackItem(prediction_id=pid, label=label) for pid, label in pairs])
+    return Call("analytics", "SubmitFeedbackBatch", request,
+                lambda r: FeedbackBatch(r.recorded, r.correct, tuple(r.not_found), r), timeout)
+
+
+def record_batch_run(run_key: str, *, kind: str, model: str, status: str, run_date: str = "",
+                     model_version: str = "", rows: int = 0, rejected: int = 0, accuracy: float | None = None,
+                     duration_seconds: float = 0.0, message: str = "", started_at: datetime | None = None,
+                     timeout: float | None = None) -> Call[RecordedRun]:
+    """Record a batch pipeline run (status "running", "succeeded" or "failed"), replacing the run with the same
+    run_key; started_at defaults to the first recording's time."""
+    run = analytics_pb2.BatchRun(
+        run_key=run_key, kind=kind, run_date=run_date, model=model, model_version=model_version, rows=rows,
+        rejected=rejected, duration_seconds=duration_seconds, status=batch_run_status_value(status),
+        message=message, started_at=to_timestamp(started_at))
+    if accuracy is not None:
+        run.accuracy = accuracy
+    return Call("analytics", "RecordBatchRun", analytics_pb2.RecordBatchRunRequest(run=run),
+                lambda r: RecordedRun(BatchRun.from_proto(r.run), r.created, r), timeout)
+
+
+def list_batch_runs(*, model: str = "", kind: str = "", page_size: int = 50, page_token: str = "",
+                    timeout: float | None = None) -> Call[Page[BatchRun]]:
+    """One page of recorded batch runs, newest first; empty filters do not filter (page_size at most 1000)."""
+    request = analytics_pb2.ListBatchRunsRequest(model=model, kind=kind, page_size=page_size, page_token=page_token)
+    return Call("analytics", "ListBatchRuns", request,
+                lambda r: Page(tuple(BatchRun.from_proto(b) for b in r.runs), r.next_page_token, r), timeout)

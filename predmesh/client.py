@@ -87,6 +87,9 @@ class Client:
     list_predictions = _unary(calls.list_predictions)
     get_stats = _unary(calls.get_stats)
     submit_feedback = _unary(calls.submit_feedback)
+    submit_feedback_batch = _unary(calls.submit_feedback_batch)
+    record_batch_run = _unary(calls.record_batch_run)
+    list_batch_runs = _unary(calls.list_batch_runs)
 
     def iter_predictions(self, **filters) -> Iterator[StoredPrediction]:
         """Every stored prediction matching the filters of list_predictions, newest first, across pages."""

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from predmesh.v1 import model_pb2
+from predmesh.v1 import analytics_pb2, model_pb2
 
 T = TypeVar("T")
 TRANSPORTS = ("grpc", "rest", "queue", "batch", "ui")
@@ -226,4 +226,61 @@ class Feedback:
     prediction_id: str
     label: str
     correct: bool
+    raw: Any = _raw()
+
+
+@dataclass(frozen=True)
+class FeedbackBatch:
+    """What a batch of feedback recorded: how many labels, how many matched, and the ids not stored yet."""
+
+    recorded: int
+    correct: int
+    not_found: tuple[str, ...]  # nothing recorded for these; retry them after a moment
+    raw: Any = _raw()
+
+
+BATCH_RUN_STATUSES = ("running", "succeeded", "failed")
+
+
+def batch_run_status_value(status: str) -> int:
+    """"running" / "succeeded" / "failed" as the BatchRunStatus enum."""
+    if status not in BATCH_RUN_STATUSES:
+        raise ValueError(f"batch run status {status!r} is not one of {', '.join(BATCH_RUN_STATUSES)}")
+    return analytics_pb2.BatchRunStatus.Value("BATCH_RUN_STATUS_" + status.upper())
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One recorded run of the batch pipeline (accuracy is None when the labels were not known)."""
+
+    run_key: str
+    kind: str
+    run_date: str
+    model: str
+    model_version: str
+    rows: int
+    rejected: int
+    accuracy: float | None
+    duration_seconds: float
+    status: str  # "running" | "succeeded" | "failed" ("" if unspecified)
+    message: str
+    started_at: datetime | None
+    updated_at: datetime | None
+    raw: Any = _raw()
+
+    @classmethod
+    def from_proto(cls, m) -> BatchRun:
+        status = analytics_pb2.BatchRunStatus.Name(m.status).removeprefix("BATCH_RUN_STATUS_").lower() \
+            if m.status else ""
+        return cls(m.run_key, m.kind, m.run_date, m.model, m.model_version, m.rows, m.rejected,
+                   m.accuracy if m.HasField("accuracy") else None, m.duration_seconds, status, m.message,
+                   to_datetime(m.started_at), to_datetime(m.updated_at), m)
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A run as stored by record_batch_run, and whether it was new (False: it replaced the run with its key)."""
+
+    run: BatchRun
+    created: bool
     raw: Any = _raw()

@@ -129,3 +129,39 @@ def test_batch_runs_upsert_by_key_and_list_newest_first(stubs):
                 pb.ListBatchRunsRequest(page_token="garbage"), pb.ListBatchRunsRequest(page_token="x\x00"),
                 pb.ListBatchRunsRequest(model="a/b")):
         assert code_of(analytics.ListBatchRuns, bad)[0] == grpc.StatusCode.INVALID_ARGUMENT, bad
+
+
+def test_sdk_batch_calls_on_client_and_async_client(model_store, tmp_path):
+    """The SDK methods (defined once in predmesh.calls) on both clients: typed results, errors as exceptions."""
+    import asyncio
+
+    from predmesh import AsyncClient, Client, InvalidArgument
+    with ServerProc(model_store, tmp_path / "server.log") as proc, \
+            Client(proc.target, transport="batch", timeout=10) as client:
+        preds = client.predict_batch("iris", [(IRIS_ROW, "sdk-1"), (VERSICOLOR, "sdk-2")])
+        wait_for(lambda: client.get_stats().by_transport.get("batch") == 2, 10, what="2 rows stored")
+        result = client.submit_feedback_batch({preds[0].prediction_id: "setosa", preds[1].prediction_id: "setosa",
+                                               "not-stored-yet": "setosa"})
+        assert (result.recorded, result.correct, result.not_found) == (2, 1, ("not-stored-yet",))
+        with pytest.raises(InvalidArgument, match="not a class"):
+            client.submit_feedback_batch([(preds[0].prediction_id, "dog")])
+        recorded = client.record_batch_run("score/iris/f00d", kind="score", model="iris", status="succeeded",
+                                           model_version=preds[0].model_version, rows=2, rejected=1,
+                                           duration_seconds=0.5, message="2 rows scored, 1 rejected")
+        assert recorded.created and recorded.run.accuracy is None and recorded.run.status == "succeeded"
+        assert recorded.run.started_at is not None and recorded.run.rows == 2
+
+        async def use_async():
+            async with AsyncClient(proc.target, transport="batch", timeout=10) as aclient:
+                again = await aclient.record_batch_run("score/iris/f00d", kind="score", model="iris",
+                                                       status="failed", message="rerun failed", accuracy=0.5)
+                page = await aclient.list_batch_runs(kind="score")
+                fb = await aclient.submit_feedback_batch([(preds[1].prediction_id, "versicolor")])
+                return again, page, fb
+
+        again, page, fb = asyncio.run(use_async())
+        assert not again.created and again.run.status == "failed" and again.run.accuracy == 0.5
+        assert [r.run_key for r in page] == ["score/iris/f00d"] and page.items[0].message == "rerun failed"
+        assert (fb.recorded, fb.correct, fb.not_found) == (1, 1, ())
+        with pytest.raises(ValueError, match="status"):
+            client.record_batch_run("k", kind="score", model="iris", status="done")
