@@ -1,12 +1,18 @@
 """Prometheus metrics of the server beyond the per-RPC ones py-grpc-prometheus records."""
 from __future__ import annotations
 
+from collections import Counter as Tally
 from timeit import default_timer
 
 import grpc
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from py_grpc_prometheus import grpc_utils
 from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor
+
+
+# Handling-time buckets resolving a sub-millisecond service (py-grpc-prometheus' default starts at 5 ms):
+# 13 bounds, so every method costs 16 series (buckets, +Inf, sum, count).
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
 
 
 class CachingPromServerInterceptor(PromServerInterceptor):
@@ -15,10 +21,18 @@ class CachingPromServerInterceptor(PromServerInterceptor):
     builds a new wrapped handler and looks up every labelled series again on every call. Streaming RPCs keep the
     stock code path. Only registered methods are cached (their number is bounded); unknown ones are not."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS, **kwargs):
         super().__init__(**kwargs)
         if self._legacy or self._skip_exceptions:
             raise ValueError("legacy metrics and skip_exceptions are not supported by the caching interceptor")
+        # Same histogram, finer buckets; the legacy histogram (never observed here) is not exported at all.
+        registry = kwargs.get("registry", REGISTRY)
+        stock = self._metrics["grpc_server_handled_histogram"]
+        for name in ("grpc_server_handled_histogram", "legacy_grpc_server_handled_latency_seconds"):
+            registry.unregister(self._metrics.pop(name))
+        self._metrics["grpc_server_handled_histogram"] = Histogram(
+            "grpc_server_handling_seconds", stock._documentation, stock._labelnames, buckets=buckets,
+            registry=registry)
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(self, continuation, handler_call_details):
@@ -67,35 +81,118 @@ class CachingPromServerInterceptor(PromServerInterceptor):
 
 
 class ServerMetrics:
-    """RPC, model, reload and batching metrics in one registry; labels are bounded (no per-request values)."""
+    """RPC, model, reload and batching metrics in one registry; labels are bounded (no per-request values):
+    models × versions × classes × transports at most."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY):
+        disable_created_metrics()  # *_created series would double every counter's series for nothing
         # Per-RPC counts by method and code, and handling-time histograms (py-grpc-prometheus).
         self.rpc_interceptor = CachingPromServerInterceptor(enable_handling_time_histogram=True,
                                                             registry=registry)
-        self.model_info = Gauge("predmesh_model_info", "1 for the version each model is serving",
-                                ["model", "version"], registry=registry, multiprocess_mode="livemax")
-        self.reloads = Counter("predmesh_reload_total", "Model reload attempts by result",
-                               ["model", "result"], registry=registry)
-        self.predictions = Counter("predmesh_predictions_total", "Rows scored, by model and transport",
-                                   ["model", "transport"], registry=registry)
-        self._predicted: dict[tuple[str, str], object] = {}  # (model, transport) -> child; both sets bounded
+        self.model_info = Gauge("predmesh_model_info", "1 for the version each model is serving (one series per "
+                                "model)", ["model", "version", "sha256"], registry=registry,
+                                multiprocess_mode="livemax")
+        self.reloads = Counter("predmesh_reload_total", "Model reloads after start (admin calls and, with several "
+                               "processes, serving pointers) by result", ["model", "result"], registry=registry)
+        self.predictions = Counter("predmesh_predictions_total", "Rows scored, by model, version, predicted class "
+                                   "and transport", ["model", "version", "class", "transport"], registry=registry)
+        self._predicted: dict[tuple, object] = {}  # (model, version, class, transport) -> child; all bounded
+        self._info: dict[str, tuple[str, str]] = {}  # model -> (version, sha256) exported
         self.batch_rows = Histogram("predmesh_batch_rows", "Rows per predict_proba call (adaptive batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=registry)
 
-    def predicted(self, model: str, transport: str, rows: int) -> None:
-        """Count scored rows (the series' child looked up once: this runs on every call)."""
-        child = self._predicted.get((model, transport))
-        if child is None:
-            child = self._predicted[(model, transport)] = self.predictions.labels(model, transport)
-        child.inc(rows)
+    def predicted(self, model: str, version: str, transport: str, labels: list[str]) -> None:
+        """Count scored rows by predicted class (the series' children looked up once: this runs on every call)."""
+        if len(labels) == 1:
+            self._child(model, version, labels[0], transport).inc()
+            return
+        for label, n in Tally(labels).items():
+            self._child(model, version, label, transport).inc(n)
 
-    def serving(self, model: str, version: str, previous: str | None) -> None:
-        if previous and previous != version:
+    def _child(self, model: str, version: str, label: str, transport: str):
+        key = (model, version, label, transport)
+        child = self._predicted.get(key)
+        if child is None:
+            child = self._predicted[key] = self.predictions.labels(*key)
+        return child
+
+    def serving(self, model: str, version: str, sha256: str) -> None:
+        """model_info shows exactly the serving version of each model: the previous series goes."""
+        previous = self._info.get(model)
+        if previous == (version, sha256):
+            return
+        if previous is not None:
             try:
-                # Multi-process mode keeps a removed series' last value in its file: zero it first.
-                self.model_info.labels(model, previous).set(0)
-                self.model_info.remove(model, previous)
+                # Multi-process mode keeps a removed series' last value in its file: zero it first (the
+                # supervisor's collector drops zero model_info samples).
+                self.model_info.labels(model, *previous).set(0)
+                self.model_info.remove(model, *previous)
             except KeyError:
                 pass
-        self.model_info.labels(model, version).set(1)
+        self.model_info.labels(model, version, sha256).set(1)
+        self._info[model] = (version, sha256)
+
+
+class GroupCollector:
+    """The supervisor's /metrics with several processes (prometheus_client multiprocess mode).
+
+    - Every worker's metrics, merged from PROMETHEUS_MULTIPROC_DIR, except model_info series a worker zeroed
+      when it moved to another version (multiprocess files cannot forget a series).
+    - process_* for the whole group (multiprocess mode exports none): the supervisor's and its live workers'
+      CPU, memory and open descriptors added up; the CPU of workers that died is kept, so the counter never goes
+      back when one is replaced. Start time and descriptor limit are the supervisor's.
+    """
+
+    def __init__(self, path: str, pids):
+        from prometheus_client import multiprocess
+        from prometheus_client.process_collector import ProcessCollector
+
+        self._merged = multiprocess.MultiProcessCollector(None, path=path)
+        self._pids = pids  # () -> the live workers' pids
+        self._process = ProcessCollector
+        self._last_cpu: dict[int, float] = {}
+        self._dead_cpu = 0.0
+
+    def collect(self):
+        for family in self._merged.collect():
+            if family.name == "predmesh_model_info":
+                family.samples = [s for s in family.samples if s.value != 0]
+            yield family
+        yield from self._group_process_metrics()
+
+    def _group_process_metrics(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        own = {m.name: m.samples[0].value for m in self._process(registry=None).collect() if m.samples}
+        if not own:  # no /proc: nothing to add up
+            return
+        sums = {"process_resident_memory_bytes": own.get("process_resident_memory_bytes", 0.0),
+                "process_virtual_memory_bytes": own.get("process_virtual_memory_bytes", 0.0),
+                "process_open_fds": own.get("process_open_fds", 0.0)}
+        cpu = own.get("process_cpu_seconds", 0.0)
+        live: dict[int, float] = {}
+        for pid in self._pids():
+            worker = {m.name: m.samples[0].value for m in self._process(pid=lambda p=pid: p, registry=None).collect()
+                      if m.samples}
+            if not worker:
+                continue
+            for name in sums:
+                sums[name] += worker.get(name, 0.0)
+            live[pid] = worker.get("process_cpu_seconds", 0.0)
+        self._dead_cpu += sum(v for pid, v in self._last_cpu.items() if pid not in live)
+        self._last_cpu = live
+        yield CounterMetricFamily("process_cpu_seconds", "User and system CPU time of the supervisor and its "
+                                  "workers (workers that exited included), in seconds",
+                                  value=cpu + self._dead_cpu + sum(live.values()))
+        yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory of the supervisor and its "
+                                "workers, in bytes", value=sums["process_resident_memory_bytes"])
+        yield GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory of the supervisor and its "
+                                "workers, in bytes", value=sums["process_virtual_memory_bytes"])
+        yield GaugeMetricFamily("process_open_fds", "Open file descriptors of the supervisor and its workers",
+                                value=sums["process_open_fds"])
+        for name in ("process_max_fds", "process_start_time_seconds"):
+            if name in own:
+                yield GaugeMetricFamily(name, "The supervisor's " + name.removeprefix("process_").replace("_", " "),
+                                        value=own[name])
+        yield GaugeMetricFamily("predmesh_worker_processes", "Server processes running under this supervisor",
+                                value=len(live))

@@ -73,7 +73,8 @@ class PersistenceMetrics:
                                      registry=registry, multiprocess_mode="mostrecent")
         self.macro_recall = Gauge("predmesh_feedback_macro_recall", "Macro recall from feedback", labels,
                                   registry=registry, multiprocess_mode="mostrecent")
-        self.feedback_count = Gauge("predmesh_feedback_count", "Predictions with feedback", labels,
+        # Not *_count: that suffix belongs to histograms and summaries (promtool check metrics refuses it).
+        self.feedback_count = Gauge("predmesh_feedback_predictions", "Predictions with feedback", labels,
                                     registry=registry, multiprocess_mode="mostrecent")
 
     def quality(self, q) -> None:

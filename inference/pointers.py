@@ -45,8 +45,9 @@ class ServingPointers:
         except OSError:
             return None
 
-    def apply(self) -> None:
-        """Reload every model whose pointer names a version other than the one this process serves."""
+    def apply(self, counted: bool = True) -> None:
+        """Reload every model whose pointer names a version other than the one this process serves (counted:
+        in predmesh_reload_total; not while the process starts)."""
         for model in self.registry.store.models():
             version = self.read(model)
             if not version:
@@ -58,7 +59,7 @@ class ServingPointers:
             if version == serving:
                 continue
             try:
-                self.registry.reload(model, version)
+                self.registry.reload(model, version, counted=counted)
             except PredmeshError as exc:  # keep serving what we have; retry next poll, warn once per version
                 if self._refused.get(model) != version:
                     log.warning("model %s: pointer names version %s but it cannot be loaded here: %s",

@@ -59,17 +59,18 @@ class ModelRegistry:
             self._known.add(name)
             for version in self.store.versions(name):
                 try:
-                    self.reload(name, version)
+                    self.reload(name, version, counted=False)  # a start-up load is not a reload
                     break
                 except (PredmeshError, OSError) as exc:
                     log.error("model %s: version %s cannot serve, trying an older one: %s", name, version, exc)
             else:
                 log.error("model %s: no loadable version; it answers UNAVAILABLE until a reload succeeds", name)
 
-    def reload(self, name: str, version: str = "") -> tuple[LoadedModel, str]:
+    def reload(self, name: str, version: str = "", *, counted: bool = True) -> tuple[LoadedModel, str]:
         """Swap in a version (newest when empty); returns (new model, previous version or "").
 
-        On any failure raises ReloadFailed and the serving version is untouched.
+        On any failure raises ReloadFailed and the serving version is untouched. counted=False (a process's
+        start-up load) keeps it out of predmesh_reload_total.
         """
         started = time.monotonic()
         with self._reload_lock:
@@ -80,19 +81,22 @@ class ModelRegistry:
             except (ModelNotFound, InvalidArgument):
                 raise
             except ReloadFailed as exc:
-                self.metrics.reloads.labels(name, "failure").inc()
+                if counted:
+                    self.metrics.reloads.labels(name, "failure").inc()
                 log.warning("model %s: reload to %s refused: %s", name, shown(version), exc)
                 raise
             except Exception as exc:  # anything unexpected while loading is still a refused reload
-                self.metrics.reloads.labels(name, "failure").inc()
+                if counted:
+                    self.metrics.reloads.labels(name, "failure").inc()
                 log.exception("model %s: reload to %s failed", name, shown(version))
                 raise ReloadFailed(f"loading version {shown(version)} failed: {type(exc).__name__}: {exc}") from None
             previous = self._serving.get(name)
             self._serving[name] = candidate  # the swap: one reference; in-flight calls keep the old object
             self._known.add(name)
             prev_version = previous.version if previous else ""
-            self.metrics.reloads.labels(name, "success").inc()
-            self.metrics.serving(name, candidate.version, prev_version)
+            if counted:
+                self.metrics.reloads.labels(name, "success").inc()
+            self.metrics.serving(name, candidate.version, candidate.manifest.sha256)
         log.info("model %s: serving version %s (was %s) after %.0f ms", name, candidate.version,
                  prev_version or "none", (time.monotonic() - started) * 1000)
         if self.on_activate is not None:

@@ -46,5 +46,5 @@ def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_i
         return records
 
     probabilities, records = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
-    metrics.predicted(name, transport, len(records))
+    metrics.predicted(name, version, transport, [r.label for r in records])
     return probabilities, records

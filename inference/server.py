@@ -106,7 +106,7 @@ class InferenceServer:
         """Load models, bind, start serving; returns the bound gRPC port."""
         self.registry.load_all()
         if self.pointers:
-            self.pointers.apply()
+            self.pointers.apply(counted=False)  # part of this process's start-up load
             self._watcher.start()
         credentials = server_credentials(self.settings)
         self.port = (self._server.add_secure_port(self.settings.grpc_addr, credentials) if credentials

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from inference.metrics import GroupCollector
 from inference.settings import ServerSettings
 from predmesh.env import ConfigError
 
@@ -94,11 +95,14 @@ class WorkerGroup:
     def start(self) -> None:
         if self.settings.metrics_addr:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=str(self.metrics_dir))
+            registry.register(GroupCollector(str(self.metrics_dir), self.live_pids))
             host, _, port = self.settings.metrics_addr.rpartition(":")
             start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
         for index in range(len(self.children)):
             self._spawn(index)
+
+    def live_pids(self) -> list[int]:
+        return [c.pid for c in self.children if c is not None and c.poll() is None]
 
     def stop(self) -> None:
         """Forward SIGTERM to every child (each drains on its own); the watch loop then returns."""

@@ -39,7 +39,7 @@ def test_real_process_serves_and_maps_every_input_error(server_proc):
         with pytest.raises(InvalidArgument, match="1001 rows exceed the limit of 1000"):
             client.predict_batch("iris", [IRIS_ROW] * 1001)
     text = metrics_text(server_proc)
-    assert 'predmesh_model_info{model="iris",version="2"} 1.0' in text
+    assert re.search(r'predmesh_model_info\{model="iris",sha256="[0-9a-f]{64}",version="2"\} 1.0', text)
     for code in ("OK", "INVALID_ARGUMENT", "NOT_FOUND"):
         assert re.search(rf'grpc_server_handled_total\{{grpc_code="{code}",grpc_method="Predict(Batch)?"', text), code
     assert "grpc_server_handling_seconds_bucket" in text
