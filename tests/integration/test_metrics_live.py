@@ -10,8 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from predmesh import PredmeshClient
-from predmesh.client import Transport
+from predmesh import Client
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN, ServerProc, wait_for
 
@@ -43,9 +42,9 @@ def promtool_check(text: str) -> None:
 
 def drive(proc: ServerProc) -> None:
     """Traffic over two transports and three classes, feedback on some of it, one admin reload, more traffic."""
-    with PredmeshClient(proc.target, timeout=10) as client, \
-            PredmeshClient(proc.target, timeout=10, transport=Transport.TRANSPORT_REST) as rest, \
-            PredmeshClient(proc.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
+    with Client(proc.target, timeout=10) as client, \
+            Client(proc.target, timeout=10, transport="rest") as rest, \
+            Client(proc.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
         preds = [client.predict("iris", row) for row in (IRIS_ROW, VERSICOLOR, VIRGINICA) * 5]
         rest.predict_batch("iris", [(IRIS_ROW, ""), (VIRGINICA, "")])
         wait_for(lambda: client.get_stats().total >= len(preds), 15, interval=0.2, what="predictions stored")
