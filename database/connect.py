@@ -81,22 +81,52 @@ class RejectedData(ValueError):
     """The database rejected the data itself (constraint, type, size): retrying the same rows cannot succeed."""
 
 
+# SQLSTATE classes that mean "this data can never be stored": cardinality violation, data exception (e.g. NUL in
+# text, \u0000 in jsonb, a value out of range), integrity constraint violation, program limit exceeded (e.g. an
+# index row larger than a btree page). Anything else from the server may pass (outage, timeout, missing schema).
+REJECTED_SQLSTATE_CLASSES = frozenset({"21", "22", "23", "54"})
+_DRIVER_MODULES = ("psycopg2", "sqlite3")
+
+
+def rejects_data(exc: BaseException) -> bool:
+    """True when exc says the database refused the data itself (retrying the same rows cannot succeed), whether
+    it arrives wrapped by peewee or raw from the driver (cursor-level COPY and execute_values are not wrapped)."""
+    for err in (exc, getattr(exc, "orig", None)):
+        code = getattr(err, "pgcode", None)
+        if code:
+            return code[:2] in REJECTED_SQLSTATE_CLASSES
+    if isinstance(exc, (peewee.IntegrityError, peewee.DataError)):
+        return True
+    if type(exc).__module__.partition(".")[0] in _DRIVER_MODULES:
+        return type(exc).__name__ in ("IntegrityError", "DataError")
+    # e.g. psycopg2: "A string literal cannot contain NUL (0x00) characters."; json: NaN is not JSON
+    return isinstance(exc, ValueError) and not isinstance(exc, MaxConnectionsExceeded)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    return (isinstance(exc, (peewee.PeeweeException, peewee.DatabaseError, OSError))
+            or type(exc).__module__.partition(".")[0] in _DRIVER_MODULES)
+
+
 @contextmanager
 def session():
-    """A connection for the block (returned to the pool after); peewee errors become the two errors above."""
+    """A connection for the block (returned to the pool after); database errors become the two errors above:
+    RejectedData when the data itself is refused, DatabaseUnavailable for anything that may pass."""
     opened = False
     try:
         if db.is_closed():
             db.connect()
             opened = True
         yield
+    except (DatabaseUnavailable, RejectedData):
+        raise
     except MaxConnectionsExceeded as exc:  # a ValueError, but it means "busy", not "bad data"
         raise DatabaseUnavailable(f"connection pool exhausted: {exc}") from exc
-    except (peewee.IntegrityError, peewee.DataError) as exc:
-        raise RejectedData(str(exc).strip()) from exc
-    except ValueError as exc:  # e.g. psycopg2: "A string literal cannot contain NUL (0x00) characters."
-        raise RejectedData(str(exc).strip()) from exc
-    except (peewee.PeeweeException, peewee.DatabaseError, OSError) as exc:
+    except Exception as exc:
+        if rejects_data(exc):
+            raise RejectedData(str(exc).strip()) from exc
+        if not _is_database_error(exc):
+            raise
         _discard_connection()
         opened = False
         raise DatabaseUnavailable(f"{type(exc).__name__}: {str(exc).strip()}") from exc

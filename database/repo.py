@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from peewee import JOIN, SQL, fn
 
-from database.connect import is_postgres
+from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db
 from database.quality import Quality, percentiles, quality
 from database.records import PredictionRecord
@@ -141,8 +141,11 @@ def insert_predictions(records: Sequence[PredictionRecord]) -> int:
                 with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable
                     cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", _copy_text(records))
                 return len(records)
-            except (psycopg2.IntegrityError, psycopg2.DataError):
-                pass  # a duplicate request_id (a retry, a replay) or a value COPY refuses: row by row below
+            except psycopg2.Error as exc:
+                if (exc.pgcode or "")[:2] not in REJECTED_SQLSTATE_CLASSES:
+                    raise
+                # a duplicate request_id (a retry, a replay) or a value COPY refuses: the INSERT below skips the
+                # duplicates, and raises for a value the database refuses (the caller isolates that row)
         dumps = _to_json
         rows = [(r.prediction_id, r.request_id, r.model, r.model_version, dumps(r.features), r.label,
                  dumps(r.probabilities), r.transport, float(r.latency_ms),

@@ -66,6 +66,9 @@ class PersistenceMetrics:
         self.rows_written = Counter("predmesh_prediction_rows_written_total", "Prediction rows written to the "
                                     "database (a replayed duplicate counts, the database ignores it)",
                                     registry=registry)
+        self.rows_quarantined = Counter("predmesh_db_rows_quarantined_total", "Prediction rows the database "
+                                        "refused (kept in the spool's quarantine directory, not stored)",
+                                        registry=registry)
         labels = ["model", "version"]
         self.accuracy = Gauge("predmesh_feedback_accuracy", "Accuracy from feedback", labels, registry=registry,
                               multiprocess_mode="mostrecent")

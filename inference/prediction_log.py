@@ -250,25 +250,33 @@ class PredictionLog:
             return False
         except RejectedData as exc:
             try:
-                self._isolate(batch, exc)
-            except DatabaseUnavailable as exc2:
+                quarantined = self._isolate(batch, exc)
+            except DatabaseUnavailable as exc2:  # the stored parts are stored; the batch is retried (idempotent)
                 self._failed(exc2)
                 return False
+            self._recovered(len(batch) - quarantined)
+            return True
         self._recovered(len(batch))
         return True
 
-    def _isolate(self, batch: list[PredictionRecord], exc: Exception) -> None:
-        """Some row is refused by the database itself: store the others, quarantine the bad ones."""
+    def _isolate(self, batch: list[PredictionRecord], exc: Exception) -> int:
+        """Some row is refused by the database itself: bisect the batch so every other row is stored and each
+        refused row goes to the spool's quarantine alone (counted); returns how many were quarantined."""
         if len(batch) == 1:
-            log.error("prediction %s refused by the database (%s): quarantined", batch[0].request_id, exc)
+            log.error("prediction %s (request %.64s) refused by the database (%s): quarantined",
+                      batch[0].prediction_id, batch[0].request_id, exc)
             self.spool.quarantine_record(to_doc(batch[0]), str(exc))
-            return
+            if self._metrics:
+                self._metrics.rows_quarantined.inc()
+            return 1
         half = len(batch) // 2
+        quarantined = 0
         for part in (batch[:half], batch[half:]):
             try:
                 self._insert(part)
             except RejectedData as inner:
-                self._isolate(part, inner)
+                quarantined += self._isolate(part, inner)
+        return quarantined
 
     def _failed(self, exc: Exception) -> None:
         if self._db_ok:
