@@ -1,0 +1,172 @@
+"""The RabbitMQ message contract: a job is a predmesh.v1 PredictRequest or PredictBatchRequest, a result its response.
+
+- The AMQP `type` property names the job's message (`predmesh.v1.PredictRequest` / `predmesh.v1.PredictBatchRequest`);
+  the body is binary protobuf (`content_type` application/x-protobuf) or its proto3 JSON mapping (application/json).
+- `message_id` is the idempotency key: a row without its own request_id gets `message_id` (batch rows
+  `message_id-<row>`), so a redelivered job is stored once, with the same prediction_id.
+- A result is the matching PredictResponse / PredictBatchResponse, in the job's encoding, with the job's
+  correlation_id (the message_id when the job has none); to `reply_to` when set, else to the results exchange with
+  routing key `<model>.<label>` (batch: `<model>.batch`).
+- A dead-lettered job keeps its body and properties and gains headers saying why (the gRPC status and message).
+This module has no AMQP dependency: any producer with the protos can build jobs; pika lives in predmesh.publisher.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from predmesh.v1 import inference_pb2
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+CONTENT_TYPES = (PROTOBUF, JSON)
+
+PREDICT = "predmesh.v1.PredictRequest"
+PREDICT_BATCH = "predmesh.v1.PredictBatchRequest"
+PREDICT_RESULT = "predmesh.v1.PredictResponse"
+PREDICT_BATCH_RESULT = "predmesh.v1.PredictBatchResponse"
+JOB_TYPES = {PREDICT: inference_pb2.PredictRequest, PREDICT_BATCH: inference_pb2.PredictBatchRequest}
+
+# Headers of a dead letter: why the consumer rejected the job.
+HEADER_STATUS = "x-predmesh-status"          # gRPC status name, e.g. INVALID_ARGUMENT
+HEADER_STATUS_CODE = "x-predmesh-status-code"  # its number, e.g. 3
+HEADER_ERROR = "x-predmesh-error"            # the server's (or the decoder's) message
+HEADER_REASON = "x-predmesh-death-reason"    # "rejected" (the consumer refused it)
+HEADER_DELIVERIES = "x-predmesh-deliveries"  # how many times the consumer had received it (1 = first delivery)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of the exchanges and queues; the prefix lets several deployments (or tests) share one broker."""
+
+    prefix: str = "predmesh"
+
+    @property
+    def work_queue(self) -> str:
+        return f"{self.prefix}.predict"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.prefix}.predict.dead"
+
+    @property
+    def results_exchange(self) -> str:
+        return f"{self.prefix}.results"
+
+
+class BadJob(Exception):
+    """A message that can never be scored as it is; carries the gRPC status it would get."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+Job = inference_pb2.PredictRequest | inference_pb2.PredictBatchRequest
+
+
+def predict_job(model: str, features: Mapping[str, float], request_id: str = "") -> inference_pb2.PredictRequest:
+    return inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
+
+
+def batch_job(model: str, rows: Sequence[Mapping[str, float] | tuple[Mapping[str, float], str]]
+              ) -> inference_pb2.PredictBatchRequest:
+    """A batch job; a row is a features mapping or a (features, request_id) pair."""
+    out = inference_pb2.PredictBatchRequest(model=model)
+    for row in rows:
+        features, request_id = row if isinstance(row, tuple) else (row, "")
+        out.rows.add(features=features, request_id=request_id)
+    return out
+
+
+def type_name(message: Message) -> str:
+    return message.DESCRIPTOR.full_name
+
+
+def encode(message: Message, content_type: str = PROTOBUF) -> bytes:
+    """Serialise a job or result in one of the two encodings."""
+    if content_type == PROTOBUF:
+        return message.SerializeToString()
+    if content_type == JSON:
+        return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None).encode()
+    raise ValueError(f"content type {content_type!r} is not one of {', '.join(CONTENT_TYPES)}")
+
+
+def decode_job(type_: str | None, content_type: str | None, body: bytes) -> Job:
+    """The job in a message body; raises BadJob (INVALID_ARGUMENT) naming what is wrong."""
+    cls = JOB_TYPES.get(type_ or "")
+    if cls is None:
+        raise BadJob(f"message type {type_!r} is not a job; set the AMQP type to {PREDICT} or {PREDICT_BATCH}")
+    job = cls()
+    if content_type == PROTOBUF:
+        try:
+            job.ParseFromString(body)
+        except DecodeError as exc:
+            raise BadJob(f"body is not a binary {type_}: {exc}") from None
+        if len(UnknownFieldSet(job)) or _has_unknown_rows(job):
+            raise BadJob(f"body is not a {type_}: it has fields {type_} does not define")
+    elif content_type == JSON:
+        try:
+            json_format.Parse(body, job)
+        except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
+            raise BadJob(f"body is not a proto3 JSON {type_}: {exc}") from None
+    else:
+        raise BadJob(f"content_type {content_type!r} is not supported; use {PROTOBUF} or {JSON}")
+    return job
+
+
+def _has_unknown_rows(job: Job) -> bool:
+    return isinstance(job, inference_pb2.PredictBatchRequest) and any(len(UnknownFieldSet(r)) for r in job.rows)
+
+
+def job_rows(job: Job, message_id: str) -> list[tuple[dict[str, float], str]]:
+    """(features, request_id) per row; rows without a request_id get message_id (batch rows message_id-<row>)."""
+    if isinstance(job, inference_pb2.PredictRequest):
+        rows = [(dict(job.features), job.request_id or message_id)]
+    else:
+        rows = [(dict(r.features), r.request_id or (f"{message_id}-{i}" if message_id else ""))
+                for i, r in enumerate(job.rows)]
+    for i, (_, request_id) in enumerate(rows):
+        if not request_id:
+            raise BadJob(f"row {i} has no request_id and the message no message_id; set the AMQP message_id "
+                         "(the job's idempotency key)")
+    return rows
+
+
+def result_of(job: Job, predictions) -> Message:
+    """The response message answering a job, from its predictions (predmesh.v1.Prediction), in row order."""
+    if isinstance(job, inference_pb2.PredictRequest):
+        [prediction] = predictions
+        return inference_pb2.PredictResponse(prediction=prediction)
+    return inference_pb2.PredictBatchResponse(predictions=predictions)
+
+
+def routing_key(job: Job, result: Message) -> str:
+    """`<model>.<label>` for one row, `<model>.batch` for a batch."""
+    if isinstance(result, inference_pb2.PredictResponse):
+        return f"{job.model}.{result.prediction.label}"
+    return f"{job.model}.batch"
+
+
+def decode_result(type_: str | None, content_type: str | None, body: bytes) -> Message:
+    """A result message body as PredictResponse or PredictBatchResponse."""
+    cls = {PREDICT_RESULT: inference_pb2.PredictResponse,
+           PREDICT_BATCH_RESULT: inference_pb2.PredictBatchResponse}.get(type_ or "")
+    if cls is None:
+        raise ValueError(f"message type {type_!r} is not a result")
+    result = cls()
+    if content_type == JSON:
+        json_format.Parse(body, result)
+    else:
+        result.ParseFromString(body)
+    return result

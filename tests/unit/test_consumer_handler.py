@@ -1,0 +1,166 @@
+"""The consumer's pure core: the message contract (predmesh.jobs) and handle() over a fake scorer."""
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+
+from consumer.handler import Action, Delivery, Limits, handle
+from predmesh import jobs
+from predmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from predmesh.v1 import inference_pb2, model_pb2
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+TOPO = jobs.Topology("t")
+
+
+class FakeScorer:
+    """Scores like the server: NaN → INVALID_ARGUMENT, unknown model → NOT_FOUND; `down` → UNAVAILABLE."""
+
+    def __init__(self, down: Exception | None = None):
+        self.down = down
+        self.calls: list[tuple[str, str, int]] = []
+
+    def _one(self, model, features, request_id):
+        if model != "iris":
+            raise NotFound(f"model {model!r} not found")
+        for name, value in features.items():
+            if not math.isfinite(value):
+                raise InvalidArgument(f"feature {name!r} is NaN; send a finite number")
+        return model_pb2.Prediction(prediction_id=f"p-{request_id}", request_id=request_id, model=model,
+                                    label="setosa", model_version="2")
+
+    def predict_batch(self, model, rows):
+        self.calls.append(("batch", model, len(rows)))
+        if self.down:
+            raise self.down
+        return [self._one(model, f, rid) for f, rid in rows]
+
+    def predict_stream(self, model, rows):
+        self.calls.append(("stream", model, len(rows)))
+        if self.down:
+            raise self.down
+        out = []
+        for f, rid in rows:
+            try:
+                out.append((self._one(model, f, rid), None))
+            except (InvalidArgument, NotFound) as err:
+                out.append((None, err))
+        return out
+
+
+def delivery(tag, job, content_type=jobs.PROTOBUF, message_id=None, **props) -> Delivery:
+    return Delivery(tag=tag, body=jobs.encode(job, content_type), content_type=content_type,
+                    type=jobs.type_name(job), message_id=message_id or f"m{tag}", **props)
+
+
+def test_a_window_is_scored_in_one_batch_call_and_each_job_gets_its_result():
+    scorer = FakeScorer()
+    window = [delivery(1, jobs.predict_job("iris", ROW)),
+              delivery(2, jobs.predict_job("iris", ROW), content_type=jobs.JSON, correlation_id="c2"),
+              delivery(3, jobs.batch_job("iris", [ROW, (ROW, "own-id")]), reply_to="amq.rabbitmq.reply-to.x")]
+    outcomes = handle(window, scorer, TOPO)
+    assert scorer.calls == [("batch", "iris", 4)]
+    assert [o.action for o in outcomes] == [Action.ACK] * 3
+    one, two, three = (o.publish for o in outcomes)
+    assert (one.exchange, one.routing_key, one.correlation_id, one.type) == \
+        ("t.results", "iris.setosa", "m1", jobs.PREDICT_RESULT)
+    assert jobs.decode_result(one.type, one.content_type, one.body).prediction.request_id == "m1"
+    assert (two.content_type, two.correlation_id) == (jobs.JSON, "c2")
+    assert jobs.decode_result(two.type, two.content_type, two.body).prediction.request_id == "m2"
+    assert (three.exchange, three.routing_key, three.type) == ("", "amq.rabbitmq.reply-to.x", jobs.PREDICT_BATCH_RESULT)
+    batch = jobs.decode_result(three.type, three.content_type, three.body)
+    assert [p.request_id for p in batch.predictions] == ["m3-0", "own-id"]
+
+
+def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_window_are_acked():
+    scorer = FakeScorer()
+    nan = dict(ROW, petal_width=float("nan"))
+    window = [delivery(1, jobs.predict_job("iris", ROW)),
+              Delivery(2, b"\xff\x00not protobuf", jobs.PROTOBUF, jobs.PREDICT, "m2"),
+              Delivery(3, b'{"model": "iris", "features": {"x": "abc"}}', jobs.JSON, jobs.PREDICT, "m3"),
+              Delivery(4, jobs.encode(jobs.predict_job("iris", ROW)), jobs.PROTOBUF, "predmesh.v1.Other", "m4"),
+              delivery(5, jobs.predict_job("iris", nan)),
+              delivery(6, jobs.predict_job("iris", ROW)),
+              delivery(7, jobs.batch_job("iris", [ROW, nan])),
+              Delivery(8, b"x" * (2 * 1024 * 1024), jobs.JSON, jobs.PREDICT, "m8"),
+              Delivery(9, jobs.encode(jobs.predict_job("iris", ROW)), "text/plain", jobs.PREDICT, "m9"),
+              Delivery(10, jobs.encode(inference_pb2.PredictResponse(
+                  prediction=model_pb2.Prediction(label="x", latency_ms=3))), jobs.PROTOBUF, jobs.PREDICT, "m10")]
+    outcomes = handle(window, scorer, TOPO, Limits(max_body_bytes=1024 * 1024))
+    actions = {d.tag: o.action for d, o in zip(window, outcomes)}
+    assert actions == {1: Action.ACK, 2: Action.REJECT, 3: Action.REJECT, 4: Action.REJECT, 5: Action.REJECT,
+                       6: Action.ACK, 7: Action.REJECT, 8: Action.REJECT, 9: Action.REJECT, 10: Action.REJECT}
+    for d, o in zip(window, outcomes):
+        if o.action is Action.REJECT:
+            dead = o.publish
+            assert (dead.exchange, dead.body, dead.message_id) == ("t.dlx", d.body, d.message_id)
+            # a PredictResponse sent as a PredictRequest parses into a nonsense model name: NOT_FOUND
+            assert dead.headers[jobs.HEADER_STATUS] == ("NOT_FOUND" if d.tag == 10 else "INVALID_ARGUMENT")
+            assert dead.headers[jobs.HEADER_STATUS_CODE] == (5 if d.tag == 10 else 3)
+            assert dead.headers[jobs.HEADER_DELIVERIES] == 1
+            assert dead.headers[jobs.HEADER_ERROR]
+    assert "NaN" in outcomes[4].publish.headers[jobs.HEADER_ERROR]
+    assert "exceeds the limit" in outcomes[7].publish.headers[jobs.HEADER_ERROR]
+    # one batch for the window, then the bad one isolated: single rows through the stream, batch jobs alone
+    assert [c for c in scorer.calls if c[1] == "iris"] == [
+        ("batch", "iris", 5), ("batch", "iris", 2), ("stream", "iris", 3)]
+
+
+def test_unknown_model_is_not_found_for_its_jobs_only():
+    scorer = FakeScorer()
+    window = [delivery(1, jobs.predict_job("nope", ROW)), delivery(2, jobs.predict_job("iris", ROW)),
+              delivery(3, jobs.predict_job("nope", ROW))]
+    outcomes = handle(window, scorer, TOPO)
+    assert [o.action for o in outcomes] == [Action.REJECT, Action.ACK, Action.REJECT]
+    assert outcomes[0].publish.headers[jobs.HEADER_STATUS] == "NOT_FOUND"
+    assert sorted(scorer.calls) == [("batch", "iris", 1), ("batch", "nope", 2)]
+
+
+@pytest.mark.parametrize("error", [Unavailable("server down"), ResourceExhausted("spool full")])
+def test_transient_errors_retry_every_job_and_reject_none(error):
+    window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(5)]
+    outcomes = handle(window, FakeScorer(down=error), TOPO)
+    assert [o.action for o in outcomes] == [Action.RETRY] * 5
+    assert {o.code for o in outcomes} == {error.code} and all(o.publish is None for o in outcomes)
+
+
+def test_undecodable_jobs_are_rejected_even_while_the_server_is_down():
+    window = [Delivery(1, b"junk", jobs.JSON, jobs.PREDICT, "m1"), delivery(2, jobs.predict_job("iris", ROW))]
+    outcomes = handle(window, FakeScorer(down=Unavailable("down")), TOPO)
+    assert [o.action for o in outcomes] == [Action.REJECT, Action.RETRY]
+
+
+def test_idempotency_keys_come_from_message_id_and_a_job_without_any_is_rejected():
+    scorer = FakeScorer()
+    no_id = Delivery(1, jobs.encode(jobs.predict_job("iris", ROW)), jobs.PROTOBUF, jobs.PREDICT, None)
+    own_id = Delivery(2, jobs.encode(jobs.predict_job("iris", ROW, request_id="r-2")), jobs.PROTOBUF,
+                      jobs.PREDICT, None)
+    outcomes = handle([no_id, own_id], scorer, TOPO)
+    assert [o.action for o in outcomes] == [Action.REJECT, Action.ACK]
+    assert "message_id" in outcomes[0].publish.headers[jobs.HEADER_ERROR]
+    # a redelivery carries x-delivery-count; the dead letter says how many deliveries the consumer saw
+    again = Delivery(3, b"junk", jobs.JSON, jobs.PREDICT, "m3", headers={"x-delivery-count": 2}, redelivered=True)
+    assert handle([again], scorer, TOPO)[0].publish.headers[jobs.HEADER_DELIVERIES] == 3
+
+
+def test_windows_are_split_into_calls_of_bounded_rows_without_splitting_a_job():
+    scorer = FakeScorer()
+    window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(7)]
+    window.append(delivery(7, jobs.batch_job("iris", [ROW] * 4)))
+    outcomes = handle(window, scorer, TOPO, Limits(max_call_rows=3))
+    assert all(o.action is Action.ACK for o in outcomes)
+    assert scorer.calls == [("batch", "iris", 3), ("batch", "iris", 3), ("batch", "iris", 1),
+                            ("batch", "iris", 4)]
+
+
+def test_json_jobs_follow_the_proto3_json_mapping():
+    job = jobs.decode_job(jobs.PREDICT, jobs.JSON, b'{"model": "iris", "features": {"a": "NaN", "b": 1}, '
+                                                   b'"requestId": "r"}')
+    assert job.request_id == "r" and math.isnan(job.features["a"])
+    with pytest.raises(jobs.BadJob, match="proto3 JSON"):
+        jobs.decode_job(jobs.PREDICT, jobs.JSON, b'{"model": "iris", "unknown_field": 1}')
+    with pytest.raises(jobs.BadJob) as exc:
+        jobs.decode_job(None, jobs.JSON, b"{}")
+    assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT and "AMQP type" in exc.value.message
