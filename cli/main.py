@@ -4,14 +4,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand → (module with main(argv), argv prefix, help). The queue consumer, dashboard and batch pipeline
-# get their subcommands (consume, ui, batch) when those parts land.
+# subcommand → (module with main(argv), argv prefix, help). The dashboard and batch pipeline get their
+# subcommands (ui, batch) when those parts land.
 COMMANDS = {
     "train": ("inference.__main__", ["train"], "train a model version into the model store"),
     "serve": ("inference.__main__", ["serve"], "run the gRPC inference server"),
     "gateway": ("gateway.__main__", [], "run the Envoy REST gateway"),
     "migrate": ("database.__main__", [], "apply database migrations"),
     "up": ("cli.up", [], "run the whole local mesh"),
+    "consume": ("consumer.__main__", [], "score prediction jobs from RabbitMQ"),
+    "publish": ("cli.publish", [], "queue prediction jobs on RabbitMQ"),
 }
 
 

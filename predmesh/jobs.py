@@ -62,6 +62,16 @@ class Topology:
     def results_exchange(self) -> str:
         return f"{self.prefix}.results"
 
+    def work_queue_arguments(self, delivery_limit: int = 10) -> dict:
+        """Durable quorum queue, delivery limit, at-least-once dead-lettering (needs overflow reject-publish)."""
+        return {"x-queue-type": "quorum", "x-delivery-limit": delivery_limit,
+                "x-dead-letter-exchange": self.dead_exchange, "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish"}
+
+    @staticmethod
+    def dead_queue_arguments() -> dict:
+        return {"x-queue-type": "quorum"}
+
 
 class BadJob(Exception):
     """A message that can never be scored as it is; carries the gRPC status it would get."""

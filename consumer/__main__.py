@@ -1,0 +1,58 @@
+"""Entry point: `python -m consumer` (also `predmesh consume`): score RabbitMQ jobs through the inference server."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from consumer.settings import ConsumerSettings
+from predmesh.env import ConfigError
+from predmesh.logs import setup_logging
+
+log = logging.getLogger("consumer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="predmesh consume", description="Consume prediction jobs from RabbitMQ (PREDMESH_AMQP_URL), score them "
+        "through the inference server (PREDMESH_CONSUMER_TARGET, else PREDMESH_GRPC_ADDR) and publish the results.")
+    parser.parse_args(argv)
+    setup_logging()
+    try:
+        settings = ConsumerSettings.from_env(os.environ)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    return asyncio.run(run(settings))
+
+
+async def run(settings: ConsumerSettings) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from consumer.metrics import ConsumerMetrics
+    from consumer.scoring import SdkScorer
+    from consumer.worker import Worker
+    from predmesh.client import PredmeshClient, Transport
+
+    registry = CollectorRegistry()
+    metrics = ConsumerMetrics(registry)
+    if settings.metrics_addr:
+        host, _, port = settings.metrics_addr.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with PredmeshClient(settings.target, timeout=settings.rpc_timeout_s,
+                        transport=Transport.TRANSPORT_QUEUE) as client:
+        worker = Worker(settings, SdkScorer(client, settings.rpc_timeout_s), metrics)
+        await worker.run(stop)
+    log.info("consumer stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

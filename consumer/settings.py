@@ -1,0 +1,61 @@
+"""Consumer settings, read once from PREDMESH_* variables by the entry point and passed down."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from predmesh.env import Env
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@dataclass(frozen=True)
+class AmqpSettings:
+    """Broker connection and topology; shared by the consumer and `predmesh publish`."""
+
+    url: str = DEFAULT_AMQP_URL
+    prefix: str = "predmesh"             # names: <prefix>.predict, <prefix>.predict.dead, <prefix>.dlx, <prefix>.results
+    delivery_limit: int = 10             # quorum queue x-delivery-limit: a job that keeps killing consumers
+    heartbeat_s: int = 30
+    blocked_timeout_s: float = 300.0     # connection.blocked (broker alarm) longer than this closes the connection
+    reconnect_max_s: float = 30.0        # cap of the jittered reconnect backoff
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AmqpSettings:
+        env = Env(environ)
+        return cls(url=env.str("AMQP_URL", cls.url), prefix=env.str("AMQP_PREFIX", cls.prefix),
+                   delivery_limit=env.int("AMQP_DELIVERY_LIMIT", cls.delivery_limit, minimum=1),
+                   heartbeat_s=env.int("AMQP_HEARTBEAT_S", cls.heartbeat_s, minimum=0),
+                   blocked_timeout_s=env.float("AMQP_BLOCKED_TIMEOUT_S", cls.blocked_timeout_s),
+                   reconnect_max_s=env.float("AMQP_RECONNECT_MAX_S", cls.reconnect_max_s))
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """Everything `predmesh consume` needs; see the README's configuration table."""
+
+    amqp: AmqpSettings = AmqpSettings()
+    target: str = "127.0.0.1:50051"      # inference server (or gateway) gRPC address
+    metrics_addr: str = "127.0.0.1:9102"
+    prefetch: int = 64                   # unacked jobs per consumer = the most a window holds
+    rpc_timeout_s: float = 10.0
+    max_body_bytes: int = 1024 * 1024    # larger jobs are dead-lettered
+    max_call_rows: int = 500             # rows per PredictBatch call (keep <= the server's PREDMESH_MAX_BATCH_ROWS)
+    retry_max_s: float = 10.0            # cap of the jittered backoff between retries of a transient failure
+    grace_s: float = 30.0                # on SIGTERM: time to finish in-flight jobs before giving them back
+    fault_hook: str = ""                 # test hook "answered:N" / "confirmed:N": SIGKILL itself at the Nth time
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ConsumerSettings:
+        env = Env(environ)
+        return cls(
+            amqp=AmqpSettings.from_env(environ),
+            target=env.str("CONSUMER_TARGET", env.str("GRPC_ADDR", cls.target)),
+            metrics_addr=env.str("CONSUMER_METRICS_ADDR", cls.metrics_addr),
+            prefetch=env.int("CONSUMER_PREFETCH", cls.prefetch, minimum=1),
+            rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s),
+            max_body_bytes=env.int("CONSUMER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
+            max_call_rows=env.int("CONSUMER_MAX_CALL_ROWS", cls.max_call_rows, minimum=1),
+            retry_max_s=env.float("CONSUMER_RETRY_MAX_S", cls.retry_max_s),
+            grace_s=env.float("CONSUMER_GRACE_S", cls.grace_s),
+            fault_hook=env.str("CONSUMER_FAULT_HOOK", ""))

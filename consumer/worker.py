@@ -1,0 +1,273 @@
+"""The pika plumbing around handle(): consume a window, score it off the event loop, publish results with confirms,
+ack each job only once its result (or dead letter) is confirmed; hold transient failures and retry; reconnect."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pika
+
+from consumer import amqp
+from consumer.handler import Action, Delivery, Limits, Outcome, handle
+from consumer.metrics import ConsumerMetrics
+from consumer.settings import ConsumerSettings
+from predmesh.jobs import Topology
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_AT = "x-predmesh-published-at-ms"  # set by predmesh.publisher: epoch ms, for end-to-end latency
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    def __init__(self, first: float, cap: float):
+        self.first, self.cap, self.attempt = first, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2 ** self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class FaultHook:
+    """Test hook (PREDMESH_CONSUMER_FAULT_HOOK="answered:N" or "confirmed:N"): SIGKILL this process the Nth time
+    the point is reached: after the server answered a window and before anything is published or acked, or after
+    a result was confirmed and before its job is acked."""
+
+    def __init__(self, spec: str):
+        point, _, count = spec.partition(":")
+        self.point, self.left = (point, int(count or 1)) if spec else ("", 0)
+
+    def reached(self, point: str) -> None:
+        if point == self.point:
+            self.left -= 1
+            if self.left <= 0:
+                log.warning("fault hook %s: killing this process (SIGKILL)", point)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Worker:
+    """Consumes until `stop` is set, across broker sessions; scoring goes through `scorer` in one thread."""
+
+    def __init__(self, settings: ConsumerSettings, scorer, metrics: ConsumerMetrics):
+        self.settings = settings
+        self.scorer = scorer
+        self.metrics = metrics
+        self.topology = Topology(settings.amqp.prefix)
+        self.limits = Limits(max_body_bytes=settings.max_body_bytes, max_call_rows=settings.max_call_rows)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="score")
+        self.fault = FaultHook(settings.fault_hook)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        params = amqp.parameters(self.settings.amqp.url, self.settings.amqp.heartbeat_s,
+                                 self.settings.amqp.blocked_timeout_s)
+        backoff = Backoff(0.5, self.settings.amqp.reconnect_max_s)
+        while not stop.is_set():
+            session = Session(self, params, stop)
+            try:
+                await session.run()
+            except amqp.SessionClosed as exc:
+                log.warning("broker session ended: %s", exc)
+            finally:
+                self.metrics.connected.set(0)
+                self.metrics.held.set(0)
+            if stop.is_set():
+                break
+            if session.consumed:
+                backoff.reset()
+            self.metrics.reconnects.inc()
+            delay = backoff.next()
+            log.info("reconnecting to the broker in %.1f s", delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+        self.executor.shutdown(wait=True)
+
+
+class Session:
+    """One connection + channel: topology, consume, window loop; raises SessionClosed when the broker goes away."""
+
+    def __init__(self, worker: Worker, params: pika.ConnectionParameters, stop: asyncio.Event):
+        self.w = worker
+        self.params = params
+        self.stop = stop
+        self.loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future = self.loop.create_future()
+        self.wake = asyncio.Event()
+        self.pending: list[tuple[Delivery, float]] = []   # delivered, not yet scored
+        self.held: list[tuple[Delivery, float]] = []      # scored with a transient failure: retried
+        self.unconfirmed: dict[int, tuple[Delivery, float, Outcome]] = {}  # publish seq -> job awaiting confirm
+        self.seq = 0
+        self.consumed = 0
+        self.channel = None
+        self.consumer_tag = None
+
+    def _on_close(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_exception(amqp.SessionClosed(repr(exc)))
+            self.closed.exception()  # retrieved: no "never retrieved" warning when nobody awaits it
+        self.wake.set()
+
+    async def run(self) -> None:
+        conn = await amqp.connect(self.params, self._on_close)
+        try:
+            self.channel = await amqp.open_channel(conn, self._on_close)
+            await amqp.declare(self.channel, self.w.topology, self.w.settings.amqp.delivery_limit)
+            await amqp.call(self.channel.confirm_delivery, self._on_confirm)
+            self.channel.add_on_return_callback(self._on_return)
+            await amqp.call(self.channel.basic_qos, prefetch_count=self.w.settings.prefetch)
+            self.consumer_tag = self.channel.basic_consume(self.w.topology.work_queue, self._on_message)
+            self.w.metrics.connected.set(1)
+            log.info("consuming %s (prefetch %d), scoring on %s", self.w.topology.work_queue,
+                     self.w.settings.prefetch, self.w.settings.target)
+            dlq_poll = self.loop.create_task(self._poll_dead_letters())
+            try:
+                await self._loop()
+            finally:
+                dlq_poll.cancel()
+        finally:
+            if conn.is_open:
+                conn.close()
+
+    # -- broker callbacks (event loop thread) ---------------------------------------------------------------
+    def _on_message(self, channel, method, props, body) -> None:
+        d = Delivery(tag=method.delivery_tag, body=body, content_type=props.content_type, type=props.type,
+                     message_id=props.message_id, correlation_id=props.correlation_id, reply_to=props.reply_to,
+                     headers=props.headers or {}, redelivered=method.redelivered, timestamp=props.timestamp)
+        self.pending.append((d, time.monotonic()))
+        self.consumed += 1
+        self.w.metrics.consumed.inc()
+        if method.redelivered:
+            self.w.metrics.redelivered.inc()
+        self.wake.set()
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        seqs = ([s for s in self.unconfirmed if s <= method.delivery_tag] if method.multiple
+                else [method.delivery_tag])
+        nacked = isinstance(method, pika.spec.Basic.Nack)
+        for seq in sorted(seqs):
+            entry = self.unconfirmed.pop(seq, None)
+            if entry is None:
+                continue
+            d, received, outcome = entry
+            if nacked:  # the broker could not take the result: score again later (idempotent)
+                self.w.metrics.publish_nacked.inc()
+                self.held.append((d, received))
+                continue
+            self.w.fault.reached("confirmed")
+            self.channel.basic_ack(d.tag)
+            now = time.monotonic()
+            if outcome.action is Action.ACK:
+                self.w.metrics.acked.inc()
+                self.w.metrics.job_seconds.observe(now - received)
+                published_at = d.headers.get(PUBLISHED_AT)
+                if isinstance(published_at, int):
+                    self.w.metrics.end_to_end.observe(max(0.0, time.time() - published_at / 1000))
+            else:
+                self.w.metrics.rejected.labels(outcome.reason).inc()
+        self.wake.set()
+
+    def _on_return(self, channel, method, props, body) -> None:
+        # mandatory publish that no queue took: a result nobody subscribed to (or whose requester left) is still
+        # stored by the server, so the job is done; the confirm that follows acks it.
+        self.w.metrics.unroutable.inc()
+        log.log(logging.ERROR if method.exchange == self.w.topology.dead_exchange else logging.DEBUG,
+                "broker returned a message to %r key %r: %s", method.exchange, method.routing_key, method.reply_text)
+
+    # -- the window loop --------------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        backoff = Backoff(0.2, self.w.settings.retry_max_s)
+        stopping_since = None
+        while True:
+            if self.closed.done():
+                self.closed.result()  # raises SessionClosed
+            if self.stop.is_set() and stopping_since is None:
+                stopping_since = time.monotonic()
+                await self._cancel_consumer()
+            if stopping_since is not None:
+                if not (self.pending or self.held or self.unconfirmed):
+                    log.info("stopped: every in-flight job finished and acked")
+                    return
+                if time.monotonic() - stopping_since > self.w.settings.grace_s:
+                    log.warning("grace of %.0f s over: giving %d jobs back to the broker", self.w.settings.grace_s,
+                                len(self.pending) + len(self.held) + len(self.unconfirmed))
+                    return
+            if not self.pending and not self.held:
+                self.wake.clear()
+                await self._wait(self.wake.wait(), 1.0)
+                continue
+            window, self.pending, self.held = self.held + self.pending, [], []
+            self.w.metrics.window.observe(len(window))
+            outcomes = await self.loop.run_in_executor(
+                self.w.executor, handle, [d for d, _ in window], self.w.scorer, self.w.topology, self.w.limits)
+            if self.closed.done():
+                self.closed.result()
+            self.w.fault.reached("answered")
+            retry = []
+            try:
+                for (d, received), outcome in zip(window, outcomes):
+                    if outcome.action is Action.RETRY:
+                        retry.append((d, received))
+                        self.w.metrics.retried.labels(outcome.reason).inc()
+                    else:
+                        self._publish(d, received, outcome)
+            except pika.exceptions.AMQPError as exc:
+                raise amqp.SessionClosed(f"publishing results failed: {exc!r}") from None
+            if retry:
+                self.held = retry + self.held
+                self.w.metrics.held.set(len(self.held))
+                delay = backoff.next()
+                log.warning("%d jobs held after a transient failure (%s); retrying in %.1f s", len(retry),
+                            outcomes[[o.action for o in outcomes].index(Action.RETRY)].reason, delay)
+                await self._wait(asyncio.sleep(delay), delay + 1)
+            else:
+                backoff.reset()
+                self.w.metrics.held.set(0)
+
+    def _publish(self, d: Delivery, received: float, outcome: Outcome) -> None:
+        p = outcome.publish
+        props = pika.BasicProperties(content_type=p.content_type or None, type=p.type or None,
+                                     correlation_id=p.correlation_id, message_id=p.message_id,
+                                     headers=dict(p.headers) or None, delivery_mode=pika.DeliveryMode.Persistent)
+        self.channel.basic_publish(p.exchange, p.routing_key, p.body, props, mandatory=True)
+        self.seq += 1
+        self.unconfirmed[self.seq] = (d, received, outcome)
+
+    async def _cancel_consumer(self) -> None:
+        if self.consumer_tag is not None and self.channel.is_open:
+            log.info("stopping: no new jobs; finishing %d in flight",
+                     len(self.pending) + len(self.held) + len(self.unconfirmed))
+            await self._wait(amqp.call(self.channel.basic_cancel, self.consumer_tag), 10)
+
+    async def _wait(self, awaitable, timeout: float) -> None:
+        """Await something, or less if the session closes or stop is requested."""
+        task = asyncio.ensure_future(awaitable)
+        # once stopping, stop no longer cuts waits short (a retry backoff must still wait)
+        stop = asyncio.ensure_future(self.stop.wait() if not self.stop.is_set() else asyncio.sleep(timeout))
+        try:
+            await asyncio.wait([task, self.closed, stop], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            task.cancel()
+            stop.cancel()
+
+    async def _poll_dead_letters(self) -> None:
+        """Keep the DLQ depth gauge current (a passive declare every 10 s)."""
+        while True:
+            try:
+                frame = await asyncio.wait_for(
+                    amqp.call(self.channel.queue_declare, queue=self.w.topology.dead_queue, passive=True), 10)
+                self.w.metrics.dead_letters.set(frame.method.message_count)
+            except (TimeoutError, pika.exceptions.AMQPError):
+                pass
+            await asyncio.sleep(10)

@@ -1,0 +1,157 @@
+"""Publish prediction jobs to RabbitMQ (confirms, mandatory, persistent) and optionally wait for their results.
+
+pika is imported here only, when a Publisher is created: the rest of the SDK does not need it.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+
+from google.protobuf.message import Message
+
+from predmesh import jobs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+REPLY_TO = "amq.rabbitmq.reply-to"        # direct reply-to: results come back on this connection
+PUBLISHED_AT = "x-predmesh-published-at-ms"  # epoch milliseconds; the consumer measures end-to-end latency from it
+
+
+class PublishError(Exception):
+    """A job could not be handed to the broker (not confirmed within the retry time): it was NOT queued."""
+
+
+class Publisher:
+    """A blocking publisher: each publish returns once the broker confirmed it (persisted, routed to the queue).
+
+    A lost connection is reopened with capped, jittered backoff and the unconfirmed job published again (same
+    message_id, so the consumer stores it once) for up to `retry_for` seconds; then PublishError. The work queue
+    is declared (as the consumer declares it) if it does not exist yet.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, prefix: str = "predmesh", delivery_limit: int = 10,
+                 retry_for: float = 30.0, heartbeat_s: int = 30, blocked_timeout_s: float = 30.0):
+        import pika  # lazily: only publishers need it
+
+        self._pika = pika
+        self.topology = jobs.Topology(prefix)
+        self.delivery_limit = delivery_limit
+        self.retry_for = retry_for
+        self.params = pika.URLParameters(url)
+        self.params.heartbeat = heartbeat_s
+        self.params.blocked_connection_timeout = blocked_timeout_s
+        self.params.connection_attempts = 1
+        self.params.client_properties = {"connection_name": "predmesh-publisher"}
+        self._conn = self._channel = None
+        self._results: dict[str, Message] = {}
+        self._reply_consumer = False
+        self.reconnects = 0
+
+    # -- connection ------------------------------------------------------------------------------------------
+    def _open(self):
+        pika = self._pika
+        self._conn = pika.BlockingConnection(self.params)
+        self._channel = self._conn.channel()
+        try:
+            self._channel.queue_declare(self.topology.work_queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            self._channel = self._conn.channel()
+            self._declare()
+        self._channel.confirm_delivery()
+        self._reply_consumer = False
+        return self._channel
+
+    def _declare(self) -> None:
+        t, ch = self.topology, self._channel
+        ch.exchange_declare(t.dead_exchange, "fanout", durable=True)
+        ch.exchange_declare(t.results_exchange, "topic", durable=True)
+        ch.queue_declare(t.dead_queue, durable=True, arguments=t.dead_queue_arguments())
+        ch.queue_bind(t.dead_queue, t.dead_exchange, routing_key="#")
+        ch.queue_declare(t.work_queue, durable=True, arguments=t.work_queue_arguments(self.delivery_limit))
+
+    def _drop(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:  # already broken
+                pass
+
+    def close(self) -> None:
+        self._drop()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- publishing ------------------------------------------------------------------------------------------
+    def publish(self, job: Message, *, message_id: str | None = None, correlation_id: str | None = None,
+                content_type: str = jobs.PROTOBUF, reply: bool = False, headers: Mapping | None = None) -> str:
+        """Queue one job (PredictRequest or PredictBatchRequest); returns its message_id once confirmed.
+
+        reply=True asks for the result on this connection (direct reply-to); collect it with wait_results().
+        """
+        pika = self._pika
+        message_id = message_id or str(uuid.uuid4())
+        body = jobs.encode(job, content_type)
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.25
+        while True:
+            try:
+                channel = self._channel or self._open()
+                if reply and not self._reply_consumer:
+                    channel.basic_consume(REPLY_TO, self._on_reply, auto_ack=True)
+                    self._reply_consumer = True
+                props = pika.BasicProperties(
+                    content_type=content_type, type=jobs.type_name(job), message_id=message_id,
+                    correlation_id=correlation_id or message_id, reply_to=REPLY_TO if reply else None,
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    headers={**(headers or {}), PUBLISHED_AT: int(time.time() * 1000)})
+                channel.basic_publish("", self.topology.work_queue, body, props, mandatory=True)
+                return message_id
+            except pika.exceptions.UnroutableError:
+                raise PublishError(f"the broker could not route the job to {self.topology.work_queue!r}") from None
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError,
+                    pika.exceptions.NackError, OSError) as exc:
+                # NackError, a lost connection, a closed channel: not confirmed, so publish again (same message_id)
+                self._drop()
+                if time.monotonic() + delay > deadline:
+                    raise PublishError(f"job {message_id} not confirmed by the broker within {self.retry_for:g} s: "
+                                       f"{exc!r}") from None
+                log.warning("publish of %s not confirmed (%r); retrying in %.1f s", message_id, exc, delay)
+                time.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, 5.0)
+                self.reconnects += 1
+
+    def predict(self, model: str, features: Mapping[str, float], **kwargs) -> str:
+        """Queue one row for `model`; see publish()."""
+        return self.publish(jobs.predict_job(model, features), **kwargs)
+
+    def _on_reply(self, channel, method, props, body) -> None:
+        try:
+            self._results[props.correlation_id] = jobs.decode_result(props.type, props.content_type, body)
+        except Exception as exc:  # a reply we cannot read is reported by wait_results as missing
+            log.warning("unreadable result for %s: %r", props.correlation_id, exc)
+
+    def wait_results(self, correlation_ids: Iterable[str], timeout: float = 30.0) -> dict[str, Message]:
+        """Results (PredictResponse / PredictBatchResponse) of jobs published with reply=True, by correlation_id.
+
+        Returns what arrived within the timeout (a result lost with a broken connection does not come back).
+        """
+        wanted = set(correlation_ids)
+        deadline = time.monotonic() + timeout
+        while not wanted <= self._results.keys() and time.monotonic() < deadline and self._conn is not None:
+            try:
+                self._conn.process_data_events(time_limit=min(0.2, max(0.0, deadline - time.monotonic())))
+            except (self._pika.exceptions.AMQPError, OSError):
+                self._drop()
+                break
+        return {cid: self._results.pop(cid) for cid in wanted if cid in self._results}
