@@ -18,7 +18,7 @@ log = logging.getLogger("consumer")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="predmesh consume", description="Consume prediction jobs from RabbitMQ (PREDMESH_AMQP_URL), score them "
-        "through the inference server (PREDMESH_CONSUMER_TARGET, else PREDMESH_GRPC_ADDR) and publish the results.")
+        "through the inference server (PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR) and publish the results.")
     parser.parse_args(argv)
     setup_logging()
     try:
@@ -35,7 +35,7 @@ async def run(settings: ConsumerSettings) -> int:
     from consumer.metrics import ConsumerMetrics
     from consumer.scoring import SdkScorer
     from consumer.worker import Worker
-    from predmesh.client import PredmeshClient, Transport
+    from predmesh import Client
 
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry)
@@ -46,8 +46,7 @@ async def run(settings: ConsumerSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with PredmeshClient(settings.target, timeout=settings.rpc_timeout_s,
-                        transport=Transport.TRANSPORT_QUEUE) as client:
+    with Client(settings.target, timeout=settings.rpc_timeout_s, transport="queue") as client:
         worker = Worker(settings, SdkScorer(client, settings.rpc_timeout_s), metrics)
         await worker.run(stop)
     log.info("consumer stopped")

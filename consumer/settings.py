@@ -50,7 +50,7 @@ class ConsumerSettings:
         env = Env(environ)
         return cls(
             amqp=AmqpSettings.from_env(environ),
-            target=env.str("CONSUMER_TARGET", env.str("GRPC_ADDR", cls.target)),
+            target=env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", cls.target),
             metrics_addr=env.str("CONSUMER_METRICS_ADDR", cls.metrics_addr),
             prefetch=env.int("CONSUMER_PREFETCH", cls.prefetch, minimum=1),
             rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s),

@@ -105,7 +105,7 @@ class ConsumerProc:
         self.metrics_port = free_port()
         self.log_path = Path(log_path)
         self.env = {**os.environ, "PREDMESH_AMQP_URL": amqp_url, "PREDMESH_AMQP_PREFIX": prefix,
-                    "PREDMESH_CONSUMER_TARGET": target,
+                    "PREDMESH_SERVER_ADDR": target,
                     "PREDMESH_CONSUMER_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
