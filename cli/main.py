@@ -14,6 +14,7 @@ COMMANDS = {
     "up": ("cli.up", [], "run the whole local mesh"),
     "consume": ("consumer.__main__", [], "score prediction jobs from RabbitMQ"),
     "publish": ("cli.publish", [], "queue prediction jobs on RabbitMQ"),
+    "status": ("cli.up", ["--check"], "which parts of the local mesh are up (predmesh up --check)"),
 }
 
 

@@ -1,53 +1,74 @@
-"""`predmesh up`: run the local mesh as child processes; Ctrl-C (or SIGTERM) stops everything it started."""
+"""`predmesh up`: run the whole local mesh as supervised child processes.
+
+N inference replicas, the Envoy gateway in front of them, then the parts that are clients of the mesh: the queue
+consumer (only when the broker at PREDMESH_AMQP_URL answers), the dashboard, Luigi's central scheduler and
+Prometheus (when installed). Every URL is printed; Ctrl-C (or SIGTERM) stops everything it started; a part that
+dies is reported and restarted with capped exponential backoff. `predmesh up --check` (also `predmesh status`)
+asks each part's health endpoint and prints which are up, without starting anything.
+
+A part is one entry (Part: name, argv, env, health probe, URLs, restartable); adding a part to the mesh is
+adding one entry to plan().
+"""
 from __future__ import annotations
 
 import argparse
+import ctypes
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from cli.probe import grpc_health, http_ok
 from predmesh.logs import setup_logging
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKOFF_START, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 30.0
+
+Probe = Callable[[], "tuple[bool, str]"]
 
 
 @dataclass
 class Part:
-    """One child process of the mesh."""
+    """One supervised child process of the mesh."""
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    probe: Probe | None = None              # (healthy, detail) from the part's health endpoint
+    urls: list[str] = field(default_factory=list)   # what the operator is told, one line each
+    restartable: bool = True                # restarted with backoff when it dies (all parts are, today)
+    core: bool = False                      # the mesh cannot run without it: startup fails if it never gets healthy
+    stage: int = 2                          # started after every part of a lower stage is healthy
+    dirs: list[Path] = field(default_factory=list)  # created before the part starts
     proc: subprocess.Popen | None = None
+    restarts: int = 0
+    backoff: float = BACKOFF_START
+    restart_at: float = 0.0                 # monotonic time of the next restart attempt (0: none pending)
+    started_at: float = 0.0
+    recovering: bool = False                # restarted: say so once it is healthy again
+    checked_at: float = 0.0
+
+    def healthy(self) -> tuple[bool, str]:
+        if self.probe is None:
+            return (self.proc is not None and self.proc.poll() is None), "running"
+        return self.probe()
 
 
-def start(part: Part) -> None:
-    part.proc = subprocess.Popen(part.argv, env={**os.environ, **part.env})
-
-
-def stop_all(parts: list[Part], timeout: float = 15.0) -> None:
-    """SIGTERM every running child (reverse start order), wait, then SIGKILL stragglers."""
-    for part in reversed(parts):
-        if part.proc and part.proc.poll() is None:
-            part.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for part in parts:
-        if part.proc:
-            try:
-                part.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                part.proc.kill()
-                part.proc.wait()
-
+# --- the plan: which parts, where they listen --------------------------------------------------------------
 
 def _next_addr(addr: str, offset: int) -> str:
     host, _, port = addr.rpartition(":")
     return f"{host}:{int(port) + offset}"
 
 
-def replica_addrs(environ, replicas: int) -> list[tuple[str, str]]:
+def replica_addrs(environ: Mapping[str, str], replicas: int) -> list[tuple[str, str]]:
     """(gRPC, metrics) address of each replica: replica 1 on PREDMESH_GRPC_ADDR / PREDMESH_METRICS_ADDR
     (defaults 127.0.0.1:50051 / :9101), replica k on those ports + k-1. Empty metrics address: metrics off."""
     grpc_addr = environ.get("PREDMESH_GRPC_ADDR") or "127.0.0.1:50051"
@@ -56,21 +77,223 @@ def replica_addrs(environ, replicas: int) -> list[tuple[str, str]]:
             for i in range(replicas)]
 
 
-def plan(args: argparse.Namespace, environ=os.environ) -> list[Part]:
-    """The processes of the local mesh: N inference replicas, then the Envoy gateway in front of them."""
+def available(package: str) -> bool:
+    """Whether a part's package is in this checkout (parts land one by one)."""
+    return importlib.util.find_spec(package) is not None
+
+
+def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """(reachable, detail): an AMQP connection to url opens (and is closed again)."""
+    import pika
+
+    try:
+        params = pika.URLParameters(url)
+        params.socket_timeout = params.blocked_connection_timeout = timeout
+        params.connection_attempts, params.retry_delay = 1, 0
+        pika.BlockingConnection(params).close()
+        return True, "reachable"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable", reported with its reason
+        return False, f"not reachable ({type(exc).__name__}: {exc or 'no answer'})"
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for printing."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@dataclass
+class Plan:
+    parts: list[Part]
+    notes: list[str]                        # parts not started, and why
+
+
+def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Plan:
+    """The parts of the local mesh for these options and environment (nothing is started here)."""
     py = sys.executable
+    parts: list[Part] = []
+    notes: list[str] = []
     addrs = replica_addrs(environ, args.replicas)
-    parts = [Part(f"inference-{i + 1}" if args.replicas > 1 else "inference",
-                  [py, "-m", "inference", "serve", "--no-train"],
-                  {"PREDMESH_GRPC_ADDR": grpc_addr, "PREDMESH_METRICS_ADDR": metrics_addr})
-             for i, (grpc_addr, metrics_addr) in enumerate(addrs)]
+    for i, (grpc_addr, metrics_addr) in enumerate(addrs):
+        urls = [f"gRPC {grpc_addr}"] + ([f"metrics http://{metrics_addr}/metrics"] if metrics_addr else [])
+        parts.append(Part(f"inference-{i + 1}" if args.replicas > 1 else "inference",
+                          [py, "-m", "inference", "serve", "--no-train"],
+                          {"PREDMESH_GRPC_ADDR": grpc_addr, "PREDMESH_METRICS_ADDR": metrics_addr},
+                          probe=lambda a=grpc_addr: grpc_health(a), urls=urls, core=True, stage=0))
+    # the clients of the mesh reach the replicas through the gateway's public listener (native gRPC passes
+    # through, balanced over healthy replicas), or replica 1 directly without a gateway
+    server_addr = addrs[0][0]
     if not args.no_gateway:
-        parts.append(Part("gateway", [py, "-m", "gateway"],
-                          {"PREDMESH_GATEWAY_UPSTREAMS": ",".join(g for g, _ in addrs)}))
-    return parts
+        from gateway.config import OPENAPI_PATH
+        from gateway.settings import GatewaySettings
+
+        env = {"PREDMESH_GATEWAY_UPSTREAMS": ",".join(g for g, _ in addrs)}
+        s = GatewaySettings.from_env({**environ, **env})
+        urls = [f"REST {s.public_url}/v1/models  (OpenAPI {s.public_url}{OPENAPI_PATH}, gRPC {s.public_addr}; "
+                f"work files in {s.work_dir})"]
+        if s.admin_url:
+            urls.append(f"admin REST {s.admin_url} (ModelAdminService, loopback)")
+        urls.append(f"Envoy admin/stats http://{s.envoy_admin_addr}/stats/prometheus")
+        parts.append(Part("gateway", [py, "-m", "gateway"], env,
+                          probe=lambda a=s.envoy_admin_addr: http_ok(f"http://{a}/ready", "LIVE"),
+                          urls=urls, core=True, stage=1))
+        server_addr = s.public_addr
+    client_env = {"PREDMESH_SERVER_ADDR": server_addr}
+
+    if args.no_consumer:
+        notes.append("consumer: not started (--no-consumer)")
+    elif not available("consumer"):
+        notes.append("consumer: not in this checkout")
+    else:
+        amqp = environ.get("PREDMESH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+        reachable, detail = broker_reachable(amqp)
+        if not reachable:
+            notes.append(f"consumer: not started: the broker at {redact(amqp)} is {detail}")
+        else:
+            metrics = environ.get("PREDMESH_CONSUMER_METRICS_ADDR", "127.0.0.1:9102")
+            parts.append(Part("consumer", [py, "-m", "consumer"], {**client_env, "PREDMESH_AMQP_URL": amqp},
+                              probe=lambda m=metrics: http_ok(f"http://{m}/metrics"),
+                              urls=[f"queue {redact(amqp)} (broker reachable)",
+                                    f"metrics http://{metrics}/metrics"]))
+
+    if args.no_ui:
+        notes.append("dashboard: not started (--no-ui)")
+    elif not available("ui"):
+        notes.append("dashboard: not in this checkout")
+    else:
+        ui_addr = environ.get("PREDMESH_UI_ADDR", "127.0.0.1:5006")
+        parts.append(Part("dashboard", [py, "-m", "ui"], dict(client_env),
+                          probe=lambda a=ui_addr: http_ok(f"http://{a}/"), urls=[f"http://{ui_addr}/"]))
+
+    if args.no_luigid:
+        notes.append("luigid: not started (--no-luigid)")
+    else:
+        luigid_addr = environ.get("PREDMESH_LUIGID_ADDR", "127.0.0.1:8082")
+        host, _, port = luigid_addr.rpartition(":")
+        if available("batch"):
+            argv = [py, "-m", "batch", "scheduler"]
+        else:
+            state = Path("var/luigi")
+            argv = [str(Path(py).with_name("luigid")), "--address", host, "--port", port,
+                    "--logdir", str(state), "--state-path", str(state / "state.pickle")]
+        parts.append(Part("luigid", argv, {"PREDMESH_LUIGID_ADDR": luigid_addr}, dirs=[Path("var/luigi")],
+                          probe=lambda a=luigid_addr: http_ok(f"http://{a}/api/task_list", "response"),
+                          urls=[f"http://{luigid_addr}/static/visualiser/index.html (Luigi scheduler)"]))
+
+    if args.no_prometheus:
+        notes.append("prometheus: not started (--no-prometheus)")
+    elif not shutil.which("prometheus"):
+        notes.append("prometheus: not installed (Debian package prometheus)")
+    else:
+        notes.append("prometheus: not started (the monitoring helper is not in this checkout)")
+    return Plan(parts, notes)
 
 
-def train_if_empty(environ) -> None:
+# --- processes ---------------------------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if `predmesh up` itself dies (even by SIGKILL), so nothing is left behind."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start(part: Part, environ: Mapping[str, str] = os.environ) -> None:
+    """Start a part in its own process group (so stopping it stops whatever it started, e.g. Envoy)."""
+    for directory in part.dirs:
+        directory.mkdir(parents=True, exist_ok=True)
+    part.proc = subprocess.Popen(part.argv, env={**environ, **part.env}, start_new_session=True,
+                                 preexec_fn=_die_with_parent)
+    part.started_at = time.monotonic()
+
+
+def _signal_group(part: Part, sig: int) -> None:
+    try:
+        os.killpg(part.proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all(parts: list[Part], timeout: float = 20.0) -> None:
+    """SIGTERM every part's process group (clients first, replicas last), wait, then SIGKILL what is left."""
+    for part in reversed(parts):
+        if part.proc is not None:
+            _signal_group(part, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for part in reversed(parts):
+        if part.proc is None:
+            continue
+        try:
+            part.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"predmesh up: {part.name} did not stop within {timeout:.0f} s: killing it", file=sys.stderr,
+                  flush=True)
+        _signal_group(part, signal.SIGKILL)      # the group's other members (a part's own children), if any
+        if part.proc.poll() is None:
+            part.proc.wait()
+
+
+def wait_healthy(parts: list[Part], timeout: float, stopping: Callable[[], bool]) -> dict[str, tuple[bool, str]]:
+    """Poll the parts' probes until all are healthy, one exits, we are stopping, or timeout; name -> result."""
+    results = {p.name: (False, "not checked") for p in parts}
+    deadline = time.monotonic() + timeout
+    pending = list(parts)
+    while pending and time.monotonic() < deadline and not stopping():
+        for part in list(pending):
+            if part.proc.poll() is not None:
+                results[part.name] = (False, f"exited with {part.proc.returncode}")
+                pending.remove(part)
+                continue
+            results[part.name] = part.healthy()
+            if results[part.name][0]:
+                pending.remove(part)
+        if pending:
+            time.sleep(0.2)
+    return results
+
+
+def supervise_once(parts: list[Part], environ: Mapping[str, str], now: float | None = None,
+                   log=print) -> None:
+    """One round: report parts that died, schedule their restart with backoff, restart those that are due."""
+    now = time.monotonic() if now is None else now
+    for part in parts:
+        if part.proc is None:
+            continue
+        code = part.proc.poll()
+        if code is None:
+            if part.recovering and now - part.checked_at >= 1.0:
+                part.checked_at = now
+                ok, detail = part.healthy()
+                if ok:
+                    part.recovering = False
+                    log(f"predmesh up: {part.name} is healthy again ({detail})")
+            elif now - part.started_at > STABLE_AFTER:
+                part.backoff = BACKOFF_START          # it has run long enough: forget its past failures
+            continue
+        if part.restart_at == 0:
+            _signal_group(part, signal.SIGKILL)       # whatever it left behind in its group
+            if not part.restartable:
+                log(f"predmesh up: {part.name} exited with {code}; not restarting it")
+                part.proc = None
+                continue
+            part.restart_at = now + part.backoff
+            log(f"predmesh up: {part.name} exited with {code}; restarting it in {part.backoff:.0f} s")
+            part.backoff = min(part.backoff * 2, BACKOFF_MAX)
+        elif now >= part.restart_at:
+            part.restart_at = 0
+            part.restarts += 1
+            part.recovering = True
+            start(part, environ)
+            log(f"predmesh up: {part.name} restarted (restart {part.restarts})")
+
+
+def train_if_empty(environ: Mapping[str, str]) -> None:
     """Train the demo model once, before the replicas start (they must not race to train it)."""
     from inference.settings import ServerSettings
     from inference.store import ModelStore
@@ -80,56 +303,55 @@ def train_if_empty(environ) -> None:
         subprocess.run([sys.executable, "-m", "inference", "train"], env=dict(environ), check=True)
 
 
-def wait_gateway(environ, part: Part, stopping=lambda: False, timeout: float = 60.0) -> bool:
-    """True once Envoy reports LIVE on its admin /ready (False if it exits, we are stopping, or time runs out)."""
-    from gateway.settings import GatewaySettings
+# --- reports -----------------------------------------------------------------------------------------------
 
-    settings = GatewaySettings.from_env({**environ, **part.env})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and part.proc.poll() is None and not stopping():
-        try:
-            with urllib.request.urlopen(f"http://{settings.envoy_admin_addr}/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-def describe(environ, parts: list[Part]) -> str:
-    """Where each part listens, for the operator."""
+def report(mesh: Plan, results: dict[str, tuple[bool, str]]) -> str:
     lines = []
-    for part in parts:
-        if part.name.startswith("inference"):
-            metrics = part.env["PREDMESH_METRICS_ADDR"]
-            lines.append(f"  {part.name}: gRPC {part.env['PREDMESH_GRPC_ADDR']}"
-                         + (f", metrics http://{metrics}/metrics" if metrics else ""))
-        elif part.name == "gateway":
-            from gateway.config import OPENAPI_PATH
-            from gateway.settings import GatewaySettings
-
-            s = GatewaySettings.from_env({**environ, **part.env})
-            lines.append(f"  gateway: REST {s.public_url}/v1/models  (OpenAPI {s.public_url}{OPENAPI_PATH}, "
-                         f"work files in {s.work_dir})")
-            if s.admin_url:
-                lines.append(f"  gateway: admin REST {s.admin_url} (ModelAdminService, loopback)")
-            lines.append(f"  gateway: Envoy admin/stats http://{s.envoy_admin_addr}/stats/prometheus")
+    for part in mesh.parts:
+        ok, detail = results.get(part.name, (False, "not checked"))
+        lines.append(f"  {part.name:<12} {'UP  ' if ok else 'DOWN'}  {detail}")
+        lines += [f"  {'':<12}       {url}" for url in part.urls]
+    lines += [f"  - {note}" for note in mesh.notes]
     return "\n".join(lines)
 
 
+def check(mesh: Plan) -> int:
+    """`predmesh up --check`: probe every planned part once (in parallel); 0 when all are up."""
+    with ThreadPoolExecutor(max_workers=max(1, len(mesh.parts))) as pool:
+        results = dict(zip([p.name for p in mesh.parts], pool.map(lambda p: p.probe(), mesh.parts)))
+    up = sum(ok for ok, _ in results.values())
+    print(f"predmesh mesh: {up}/{len(mesh.parts)} parts up\n" + report(mesh, results), flush=True)
+    return 0 if up == len(mesh.parts) else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="predmesh up", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--replicas", type=int, default=1,
+                   help="inference replicas behind the gateway (default 1); replica k listens on "
+                        "PREDMESH_GRPC_ADDR's port + k-1 (metrics: PREDMESH_METRICS_ADDR's port + k-1)")
+    p.add_argument("--check", action="store_true",
+                   help="do not start anything: report which parts are up and healthy (exit 1 if any is not)")
+    p.add_argument("--no-gateway", action="store_true", help="do not start the Envoy REST gateway")
+    p.add_argument("--no-consumer", action="store_true", help="do not start the queue consumer")
+    p.add_argument("--no-ui", action="store_true", help="do not start the dashboard")
+    p.add_argument("--no-luigid", action="store_true", help="do not start Luigi's central scheduler")
+    p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    p.add_argument("--startup-timeout", type=float, default=60.0,
+                   help="seconds each stage may take to become healthy (default 60)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="predmesh up", description=__doc__)
-    parser.add_argument("--replicas", type=int, default=1,
-                        help="inference replicas behind the gateway (default 1); replica k listens on "
-                             "PREDMESH_GRPC_ADDR's port + k-1")
-    parser.add_argument("--no-gateway", action="store_true", help="do not start the Envoy REST gateway")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.replicas < 1:
-        parser.error("--replicas must be at least 1")
+        parser().error("--replicas must be at least 1")
     setup_logging()
+    if args.check:
+        return check(plan(args))
     train_if_empty(os.environ)
-    parts = plan(args)
+    mesh = plan(args)
+    parts = mesh.parts
     stopping = False
 
     def on_signal(signum, frame):
@@ -138,25 +360,28 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    for part in parts:
-        start(part)
-    gateway = next((p for p in parts if p.name == "gateway"), None)
-    if gateway is not None and not wait_gateway(os.environ, gateway, lambda: stopping):
-        if not stopping:
-            print("predmesh up: the gateway did not become ready; stopping the mesh", file=sys.stderr, flush=True)
-        stop_all(parts)
-        return 0 if stopping else 1
-    print("predmesh up: started " + ", ".join(p.name for p in parts) + "; Ctrl-C stops everything\n"
-          + describe(os.environ, parts), flush=True)
-    code = 0
+    results: dict[str, tuple[bool, str]] = {}
     try:
+        for stage in sorted({p.stage for p in parts}):
+            group = [p for p in parts if p.stage == stage]
+            for part in group:
+                start(part)
+            results.update(wait_healthy(group, args.startup_timeout, lambda: stopping))
+            failed = [p.name for p in group if p.core and not results[p.name][0]]
+            if stopping:
+                return 0
+            if failed:
+                print("predmesh up: " + ", ".join(failed) + " did not become healthy; stopping the mesh\n"
+                      + report(mesh, results), file=sys.stderr, flush=True)
+                return 1
+        up = sum(ok for ok, _ in results.values())
+        print(f"predmesh up: {up}/{len(parts)} parts up; Ctrl-C stops everything\n" + report(mesh, results),
+              flush=True)
+        log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
         while not stopping:
-            for part in parts:
-                if part.proc.poll() is not None:
-                    print(f"predmesh up: {part.name} exited with {part.proc.returncode}; stopping the mesh",
-                          file=sys.stderr, flush=True)
-                    stopping, code = True, 1
+            supervise_once(parts, os.environ, log=log)
             time.sleep(0.2)
+        return 0
     finally:
+        print("predmesh up: stopping " + ", ".join(p.name for p in parts if p.proc is not None), flush=True)
         stop_all(parts)
-    return code
