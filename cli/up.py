@@ -31,6 +31,7 @@ from predmesh.logs import setup_logging
 ROOT = Path(__file__).resolve().parent.parent
 BACKOFF_START, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 30.0
 
+CONSUMER_CONNECTED = "predmesh_consumer_connected 1.0"   # its /metrics while connected and consuming
 Probe = Callable[[], "tuple[bool, str]"]
 
 
@@ -150,14 +151,16 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     elif not available("consumer"):
         notes.append("consumer: not in this checkout")
     else:
-        amqp = environ.get("PREDMESH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+        from consumer.settings import DEFAULT_AMQP_URL
+
+        amqp = environ.get("PREDMESH_AMQP_URL") or DEFAULT_AMQP_URL
         reachable, detail = broker_reachable(amqp)
         if not reachable:
             notes.append(f"consumer: not started: the broker at {redact(amqp)} is {detail}")
         else:
             metrics = environ.get("PREDMESH_CONSUMER_METRICS_ADDR", "127.0.0.1:9102")
             parts.append(Part("consumer", [py, "-m", "consumer"], {**client_env, "PREDMESH_AMQP_URL": amqp},
-                              probe=lambda m=metrics: http_ok(f"http://{m}/metrics"),
+                              probe=lambda m=metrics: http_ok(f"http://{m}/metrics", CONSUMER_CONNECTED),
                               urls=[f"queue {redact(amqp)} (broker reachable)",
                                     f"metrics http://{metrics}/metrics"]))
 
