@@ -1,0 +1,136 @@
+"""Fuzzing AnalyticsService against real databases (SQLite, PostgreSQL): whatever a client puts in the fields
+(NUL bytes, unknown enum values, out-of-range timestamps, forged page tokens, huge strings), the answer is OK,
+INVALID_ARGUMENT or NOT_FOUND: never INTERNAL, UNKNOWN, or UNAVAILABLE (which the SDK would retry)."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from concurrent import futures
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from database import repo
+from database.connect import open_database, session
+from database.migrate import migrate
+from database.records import PredictionRecord
+from inference.analytics import AnalyticsServicer
+from inference.edge import DecodeGuard
+from inference.persistence import PersistenceMetrics
+from predmesh.v1 import analytics_pb2, analytics_pb2_grpc
+
+ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+EXAMPLES = 120
+
+
+@pytest.fixture
+def analytics(empty_db_url):
+    database = open_database(empty_db_url)
+    with session():
+        migrate(database)
+        now = time.time()
+        repo.insert_predictions([PredictionRecord(
+            prediction_id=str(uuid.uuid4()), request_id=f"r{i}", model="iris", model_version="1",
+            features={"a": float(i)}, label="setosa" if i % 2 else "virginica",
+            probabilities={"setosa": 0.5, "virginica": 0.5}, transport="grpc", latency_ms=1.0,
+            created_at=now - i) for i in range(5)])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[DecodeGuard()])
+    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
+        AnalyticsServicer(PersistenceMetrics(CollectorRegistry())), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield analytics_pb2_grpc.AnalyticsServiceStub(channel)
+    channel.close()
+    server.stop(0)
+    database.close()
+
+
+def _code(call, request) -> grpc.StatusCode:
+    try:
+        call(request, timeout=10)
+    except grpc.RpcError as err:
+        assert len(err.details() or "") <= 512
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+texts = st.one_of(st.text(max_size=30), st.text(alphabet=st.characters(codec="utf-8"), max_size=300),
+                  st.sampled_from(["", "iris", "1", "setosa", "\x00", "a\x00b", "x" * 5000, "../x", "é" * 70]))
+seconds = st.one_of(st.integers(-(2 ** 63), 2 ** 63 - 1), st.integers(-62_135_596_800, 253_402_300_799),
+                    st.sampled_from([-62_135_596_801, 253_402_300_800, 0]))
+nanos = st.one_of(st.integers(-(2 ** 31), 2 ** 31 - 1), st.integers(0, 999_999_999))
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                           lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+tokens = st.one_of(
+    texts,
+    json_values.map(lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).decode().rstrip("=")),
+    st.tuples(st.text(max_size=40), st.text(max_size=80)).map(
+        lambda p: base64.urlsafe_b64encode(json.dumps(list(p)).encode()).decode().rstrip("=")),
+    st.sampled_from(["2026-01-01T00:00:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59"]).map(
+        lambda t: base64.urlsafe_b64encode(json.dumps([t, "a\x00"]).encode()).decode()),
+)
+
+
+def _timestamp(request, field, draw_seconds, draw_nanos):
+    ts = getattr(request, field)
+    ts.seconds, ts.nanos = draw_seconds, draw_nanos
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=texts, version=texts, label=texts, transport=st.integers(-(2 ** 31), 2 ** 31 - 1),
+       page_size=st.integers(-(2 ** 31), 2 ** 31 - 1), token=tokens,
+       times=st.lists(st.tuples(seconds, nanos), min_size=0, max_size=2))
+def test_list_predictions_never_fails_on_the_server(analytics, model, version, label, transport, page_size, token,
+                                                   times):
+    request = analytics_pb2.ListPredictionsRequest(model=model, model_version=version, label=label,
+                                                   transport=transport, page_size=page_size, page_token=token)
+    for field, (s, n) in zip(("start_time", "end_time"), times):
+        _timestamp(request, field, s, n)
+    assert _code(analytics.ListPredictions, request) in ALLOWED
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=texts, times=st.lists(st.tuples(seconds, nanos), min_size=0, max_size=2))
+def test_get_stats_never_fails_on_the_server(analytics, model, times):
+    request = analytics_pb2.GetStatsRequest(model=model)
+    for field, (s, n) in zip(("start_time", "end_time"), times):
+        _timestamp(request, field, s, n)
+    assert _code(analytics.GetStats, request) in ALLOWED
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prediction_id=texts, label=texts)
+def test_submit_feedback_never_fails_on_the_server(analytics, prediction_id, label):
+    request = analytics_pb2.SubmitFeedbackRequest(prediction_id=prediction_id, label=label)
+    assert _code(analytics.SubmitFeedback, request) in ALLOWED
+
+
+@pytest.mark.parametrize("request_, problem", [
+    (analytics_pb2.ListPredictionsRequest(model="iris\x00"), "model"),
+    (analytics_pb2.ListPredictionsRequest(label="a\x00"), "label"),
+    (analytics_pb2.ListPredictionsRequest(transport=99), "transport 99"),
+    (analytics_pb2.ListPredictionsRequest(page_token="!!!"), "page_token"),
+    (analytics_pb2.ListPredictionsRequest(page_token=base64.urlsafe_b64encode(
+        json.dumps(["2026-01-01T00:00:00", "a\x00"]).encode()).decode()), "page_token"),
+    (analytics_pb2.ListPredictionsRequest(page_size=-1), "page_size"),
+])
+def test_the_classic_bad_inputs_are_invalid_argument_naming_the_field(analytics, request_, problem):
+    with pytest.raises(grpc.RpcError) as info:
+        analytics.ListPredictions(request_, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and problem in info.value.details()
+
+
+def test_out_of_range_timestamps_are_invalid_argument(analytics):
+    request = analytics_pb2.GetStatsRequest()
+    request.start_time.seconds = 10 ** 15
+    with pytest.raises(grpc.RpcError) as info:
+        analytics.GetStats(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "start_time" in info.value.details()
+    ok = analytics.GetStats(analytics_pb2.GetStatsRequest(), timeout=10)
+    assert ok.total == 5
