@@ -145,3 +145,35 @@ def _discard_connection() -> None:
             target.close()
     except Exception:  # the connection is already unusable; nothing more to do
         pass
+
+
+def database_identity(database: Database | None = None) -> dict:
+    """What makes this database this one and not another with the same data layout (run inside session()):
+    PostgreSQL: the cluster's system_identifier (when the role may read it), the database's name and oid and the
+    current schema; SQLite: the file's real path and inode."""
+    target = database or db.obj
+    if is_postgres(target):
+        cursor = target.execute_sql("SELECT current_database(), current_schema(), "
+                                    "(SELECT oid FROM pg_database WHERE datname = current_database())")
+        name, schema, oid = cursor.fetchone()
+        try:
+            with target.atomic():  # a savepoint: a refused function call leaves the session usable
+                system = str(target.execute_sql("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+        except peewee.PeeweeException:
+            system = ""
+        return {"kind": "postgresql", "system_identifier": system, "database": name, "database_oid": int(oid),
+                "schema": schema or ""}
+    path = Path(target.database)
+    real = path.resolve()
+    return {"kind": "sqlite", "path": str(real), "inode": real.stat().st_ino if real.exists() else 0}
+
+
+def describe_identity(identity: dict) -> str:
+    """A database identity for people: which database it is, in one phrase."""
+    if identity.get("kind") == "postgresql":
+        system = identity.get("system_identifier") or "?"
+        return (f"PostgreSQL database {identity.get('database')!r} (oid {identity.get('database_oid')}, schema "
+                f"{identity.get('schema')!r}, cluster {system})")
+    if identity.get("kind") == "sqlite":
+        return f"SQLite file {identity.get('path')} (inode {identity.get('inode')})"
+    return repr(identity)

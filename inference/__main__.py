@@ -45,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     from database.migrate import SchemaNotCurrent
     from inference.app import build_persistence
     from inference.server import serve
+    from inference.spool import SpoolBoundElsewhere
     try:
         persistence = build_persistence(os.environ)
     except SchemaNotCurrent as exc:
         log.error("%s (or set PREDMESH_AUTO_MIGRATE=1)", exc)
+        return 2
+    except SpoolBoundElsewhere as exc:
+        log.error("%s", exc)
         return 2
     serve(settings, persistence.recorder, extend=persistence.attach)
     return 0

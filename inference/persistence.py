@@ -10,12 +10,14 @@ from pathlib import Path
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from database import repo
-from database.connect import DEFAULT_URL, DatabaseUnavailable, open_database, redact, session
+from database.connect import (
+    DEFAULT_URL, DatabaseUnavailable, database_identity, describe_identity, open_database, redact, session,
+)
 from database.migrate import SchemaNotCurrent, migrate, require_current
 from inference.manifest import Manifest
 from inference.prediction_log import MODES, PredictionLog
 from inference.recorder import NullRecorder, Recorder
-from inference.spool import Spool
+from inference.spool import Spool, SpoolBoundElsewhere, bind
 from predmesh.env import ConfigError, Env
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,8 @@ class Persistence:
         self.metrics = PersistenceMetrics(registry)
         self.database = open_database(settings.database_url)
         self.schema_ready = self._prepare_schema(at_start=True)
+        if settings.mode != "off" and self.schema_ready:
+            self._bind_spool()  # SpoolBoundElsewhere: refuse to start rather than replay into another database
         if settings.mode == "off":
             self.recorder: Recorder = NullRecorder()
         else:
@@ -130,10 +134,18 @@ class Persistence:
             return False
 
     def _prepare_later(self) -> None:
+        """Before the first write when the database was unreachable at start: schema, then the spool's binding (a
+        spool bound to another database is never replayed: the writer keeps failing, with the reason, instead)."""
         try:
             self._prepare_schema(at_start=False)
-        except SchemaNotCurrent as exc:
+            self._bind_spool()
+        except (SchemaNotCurrent, SpoolBoundElsewhere) as exc:
             raise DatabaseUnavailable(str(exc)) from exc
+
+    def _bind_spool(self) -> None:
+        with session():
+            identity = database_identity(self.database)
+        bind(self.settings.spool_dir, identity, describe_identity)
 
     def attach(self, server) -> None:
         """Register AnalyticsService and the model-activation hook on an InferenceServer (before start)."""

@@ -16,8 +16,54 @@ log = logging.getLogger(__name__)
 SEGMENT_GLOB = "seg-*.log"
 
 
+IDENTITY_FILE = "database.json"
+
+
 class SpoolFull(Exception):
     """Appending would exceed the spool's byte limit."""
+
+
+class SpoolBoundElsewhere(Exception):
+    """The spool holds records for another database than the one configured now."""
+
+
+def holds_records(base: Path) -> bool:
+    """Whether any segment under base (its slots p<N>, or base itself) has bytes in it (consumed or not: after a
+    kill the consumed part of the live segment is not known, so it counts)."""
+    base = Path(base)
+    return any(p.stat().st_size > 0 for pattern in (SEGMENT_GLOB, f"p*/{SEGMENT_GLOB}") for p in base.glob(pattern))
+
+
+def bind(base: Path, identity: dict, describe=repr) -> None:
+    """Bind the spool directory to the database identity (base/database.json).
+
+    A spool holding records for another database refuses (SpoolBoundElsewhere names both): its records must never
+    be replayed into a database they were not answered for. An empty spool (after a graceful stop) simply
+    follows the configured database.
+    """
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / IDENTITY_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        stored = None
+    except (OSError, ValueError) as exc:
+        log.warning("spool %s: unreadable %s (%s); rebinding it", base, IDENTITY_FILE, exc)
+        stored = None
+    if stored == identity:
+        return
+    if stored is not None and holds_records(base):
+        raise SpoolBoundElsewhere(
+            f"spool {base} holds prediction records for {describe(stored)}, but the configured database is "
+            f"{describe(identity)}; they must not be replayed into another database. Point PREDMESH_DATABASE_URL "
+            f"back to the first until the spool is empty (a graceful stop drains it), or move {base} away to "
+            "discard them")
+    if stored is not None:
+        log.info("spool %s: empty, now bound to %s (was %s)", base, describe(identity), describe(stored))
+    tmp = base / f".{IDENTITY_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(identity, sort_keys=True))
+    os.replace(tmp, path)
 
 
 class _Batch:
@@ -327,9 +373,39 @@ class Spool:
             self._flusher.join(30)
         with self._cv:
             self._fh.close()
+            self._discard_consumed()
             if getattr(self, "_lock_fd", None) is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+    def _discard_consumed(self) -> None:
+        """On close: make what was consumed (stored) disappear from disk, so a restart replays only records the
+        database has not taken: consumed segments are deleted, and the head segment is cut to its unconsumed
+        part (rewritten and renamed atomically; the read position is not otherwise durable)."""
+        try:
+            while self._segments and self._offset >= self._segments[0].size:
+                head = self._segments.pop(0)
+                self._offset = 0
+                head.path.unlink(missing_ok=True)
+            if self._segments and self._offset:
+                head = self._segments[0]
+                with open(head.path, "rb") as fh:
+                    fh.seek(self._offset)
+                    rest = fh.read(head.size - self._offset)
+                tmp = head.path.with_suffix(".tmp")
+                with open(tmp, "wb") as fh:
+                    fh.write(rest)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, head.path)
+                head.size, self._offset = len(rest), 0
+            fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # what stays is replayed again: duplicates are ignored by the database
+            log.warning("spool %s: consumed records could not be discarded at close: %s", self.dir, exc)
 
     # -- recovery ------------------------------------------------------------------------------------------------
     def _recover(self, path: Path) -> int:

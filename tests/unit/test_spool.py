@@ -1,6 +1,7 @@
 """The on-disk spool: group commit, ordered replay, bounded size, torn tails and damaged lines quarantined."""
 from __future__ import annotations
 
+import shutil
 import threading
 
 import pytest
@@ -43,10 +44,24 @@ def test_unconsumed_records_survive_a_restart(tmp_path):
     cursor, docs = spool.read(4)
     spool.consume(cursor)
     assert [d["i"] for d in docs] == [0, 1, 2, 3]
+    # a crash (no close; the directory as it is now): the restart replays from the segment start, the database
+    # ignores the 4 it already has (idempotent)
+    crashed = tmp_path.parent / f"{tmp_path.name}-crashed"
+    shutil.copytree(tmp_path, crashed)
+    assert [d["i"] for d in drain(Spool(crashed, max_bytes=1_000_000))] == list(range(10))
     spool.close()
+    # a graceful close discards what was consumed: the restart replays only what the database has not taken
     reopened = Spool(tmp_path, max_bytes=1_000_000)
-    # a restart replays from the segment start: the database ignores the 4 it already has (idempotent)
-    assert [d["i"] for d in drain(reopened)] == list(range(10))
+    assert [d["i"] for d in drain(reopened)] == list(range(4, 10))
+
+
+def test_a_graceful_close_after_everything_was_consumed_leaves_no_records(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1_000_000, segment_bytes=200)
+    spool.append([encode({"i": i}) for i in range(30)])  # several segments
+    assert [d["i"] for d in drain(spool)] == list(range(30))
+    spool.close()
+    assert sum(p.stat().st_size for p in tmp_path.glob("seg-*.log")) == 0
+    assert drain(Spool(tmp_path, max_bytes=1_000_000)) == []
 
 
 def test_full_spool_refuses_and_frees_space_when_consumed(tmp_path):
