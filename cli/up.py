@@ -128,7 +128,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
                           probe=lambda a=grpc_addr: grpc_health(a), urls=urls, core=True, stage=0))
     # the clients of the mesh reach the replicas through the gateway's public listener (native gRPC passes
     # through, balanced over healthy replicas), or replica 1 directly without a gateway
-    server_addr = addrs[0][0]
+    server_addr = admin_addr = addrs[0][0]
     if not args.no_gateway:
         from gateway.config import OPENAPI_PATH
         from gateway.settings import GatewaySettings
@@ -144,6 +144,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
                           probe=lambda a=s.envoy_admin_addr: http_ok(f"http://{a}/ready", "LIVE"),
                           urls=urls, core=True, stage=1))
         server_addr = s.public_addr
+        admin_addr = s.admin_addr or admin_addr
     client_env = {"PREDMESH_SERVER_ADDR": server_addr}
 
     if args.no_consumer:
@@ -170,7 +171,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         notes.append("dashboard: not in this checkout")
     else:
         ui_addr = environ.get("PREDMESH_UI_ADDR", "127.0.0.1:5006")
-        parts.append(Part("dashboard", [py, "-m", "ui"], dict(client_env),
+        # reloads typed in the dashboard go to the gateway's admin listener (native gRPC passes there too)
+        parts.append(Part("dashboard", [py, "-m", "ui"], {**client_env, "PREDMESH_UI_ADMIN_ADDR": admin_addr},
                           probe=lambda a=ui_addr: http_ok(f"http://{a}/"), urls=[f"http://{ui_addr}/"]))
 
     if args.no_luigid:
