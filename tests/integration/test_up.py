@@ -198,7 +198,21 @@ def _pid_listening(port: int) -> int:
 
 
 def _run_nightly(env: dict, workdir: Path, luigid: str) -> None:
-    raise AssertionError("the batch part landed: exercise `predmesh batch nightly` on the mesh's luigid here")
+    """One nightly day through the mesh: scored via the gateway, scheduled on the luigid `predmesh up` runs."""
+    day = "2026-11-01"
+    batch_dir = workdir / "batch-out"
+    result = subprocess.run([sys.executable, "-m", "cli", "batch", "nightly", "--date", day, "--rows", "60"],
+                            cwd=workdir, env={**env, "PREDMESH_SERVER_ADDR": env["PREDMESH_GATEWAY_ADDR"],
+                                              "PREDMESH_BATCH_DIR": str(batch_dir)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    import json
+    report = json.loads((batch_dir / "nightly" / "iris" / day / "report.json").read_text())
+    assert report, report
+    assert (batch_dir / "nightly" / "iris" / day / "report.png").stat().st_size > 0
+    tasks = requests.get(f"{luigid}/api/task_list", params={"data": json.dumps({"status": "DONE"})},
+                         timeout=5).json()["response"]
+    assert any(name.startswith("Report(") for name in tasks), sorted(tasks)
 
 
 def _score_through_the_queue(env: dict, banner: str) -> None:
@@ -216,4 +230,27 @@ def _score_through_the_queue(env: dict, banner: str) -> None:
 
 
 def _score_through_the_dashboard(url: str, banner: str) -> None:
-    raise AssertionError("the dashboard landed: predict through it here")
+    """The dashboard `predmesh up` started answers, and a prediction made in its form (real Chromium) shows."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.support.ui import CHROMIUM, CHROMIUM_ARGS
+
+    assert f"{url}/" in banner
+    assert requests.get(f"{url}/", timeout=10).status_code == 200
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(f"{url}/")
+            expect(page.get_by_text("Connected", exact=False).first).to_be_visible(timeout=30000)
+            for name, value in IRIS_ROW.items():
+                field = page.get_by_label(name, exact=True)
+                field.fill(str(value))
+                field.press("Enter")
+                field.blur()
+            page.wait_for_timeout(300)
+            page.get_by_role("button", name="Predict").click()
+            expect(page.get_by_text("Predicted label: setosa")).to_be_visible(timeout=15000)
+            expect(page.get_by_text("Traceback")).to_have_count(0)
+        finally:
+            browser.close()
