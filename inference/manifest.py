@@ -24,15 +24,22 @@ class Feature:
     std: float = 0.0
     # The 10th..90th percentiles of the training data (9 increasing edges); empty for older manifests.
     quantiles: tuple[float, ...] = ()
+    # The share of the training rows in each of the len(quantiles) + 1 bins (bin i: quantiles[i-1] < v <=
+    # quantiles[i]); not 0.1 each when values tie (drift, inference/drift.py); empty for older manifests.
+    shares: tuple[float, ...] = ()
 
     def to_json(self) -> dict:
-        return {"name": self.name, "min": self.min, "max": self.max, "mean": self.mean, "std": self.std,
+        data = {"name": self.name, "min": self.min, "max": self.max, "mean": self.mean, "std": self.std,
                 "quantiles": list(self.quantiles)}
+        if self.shares:
+            data["shares"] = list(self.shares)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> Feature:
         return cls(str(data["name"]), float(data["min"]), float(data["max"]), float(data.get("mean", 0.0)),
-                   float(data.get("std", 0.0)), tuple(float(q) for q in data.get("quantiles", ())))
+                   float(data.get("std", 0.0)), tuple(float(q) for q in data.get("quantiles", ())),
+                   tuple(float(s) for s in data.get("shares", ())))
 
 
 @dataclass(frozen=True)

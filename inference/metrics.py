@@ -98,6 +98,20 @@ class ServerMetrics:
                                    "and transport", ["model", "version", "class", "transport"], registry=registry)
         self._predicted: dict[tuple, object] = {}  # (model, version, class, transport) -> child; all bounded
         self._info: dict[str, tuple[str, str]] = {}  # model -> (version, sha256) exported
+        # Drift of the serving versions' live traffic against their training distribution (inference/drift.py).
+        mv, mvf = ["model", "version"], ["model", "version", "feature"]
+        self.drift_psi = Gauge("predmesh_feature_drift_psi", "Population stability index of the feature over the "
+                               "drift window against the training deciles", mvf, registry=registry,
+                               multiprocess_mode="livemax")
+        self.drift_out_of_range = Gauge("predmesh_feature_out_of_range_ratio", "Share of the feature's values in "
+                                        "the drift window outside the training range", mvf, registry=registry,
+                                        multiprocess_mode="livemax")
+        self.class_drift = Gauge("predmesh_class_drift", "Total variation distance between the predicted class "
+                                 "shares in the drift window and the training class balance", mv,
+                                 registry=registry, multiprocess_mode="livemax")
+        self.drift_rows = Gauge("predmesh_drift_window_rows", "Rows scored in the drift window", mv,
+                                registry=registry, multiprocess_mode="livesum")
+        self._drift_series: dict[tuple[str, str], set[tuple]] = {}  # (model, version) -> series set
         self.batch_rows = Histogram("predmesh_batch_rows", "Rows per predict_proba call (adaptive batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=registry)
 
@@ -116,6 +130,33 @@ class ServerMetrics:
             child = self._predicted[key] = self.predictions.labels(*key)
         return child
 
+    def drift(self, summaries: dict) -> None:
+        """Set the drift gauges from {(model, version): DriftTracker summary or None}; versions no longer
+        serving lose their series."""
+        for key in [k for k in self._drift_series if k not in summaries]:
+            for gauge, labels in self._drift_series.pop(key):
+                try:
+                    gauge.labels(*labels).set(0)  # multi-process files keep removed series: zero them
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
+        for (model, version), summary in summaries.items():
+            if summary is None:
+                continue
+            series = self._drift_series.setdefault((model, version), set())
+
+            def put(gauge, labels, value):
+                gauge.labels(*labels).set(value)
+                series.add((gauge, labels))
+
+            put(self.drift_rows, (model, version), summary["rows"])
+            for feature, value in summary["psi"].items():
+                put(self.drift_psi, (model, version, feature), value)
+            for feature, value in summary["out_of_range"].items():
+                put(self.drift_out_of_range, (model, version, feature), value)
+            if summary["class_drift"] is not None:
+                put(self.class_drift, (model, version), summary["class_drift"])
+
     def serving(self, model: str, version: str, sha256: str) -> None:
         """model_info shows exactly the serving version of each model: the previous series goes."""
         previous = self._info.get(model)
@@ -131,6 +172,10 @@ class ServerMetrics:
                 pass
         self.model_info.labels(model, version, sha256).set(1)
         self._info[model] = (version, sha256)
+
+
+DRIFT_FAMILIES = {"predmesh_feature_drift_psi", "predmesh_feature_out_of_range_ratio", "predmesh_class_drift",
+                  "predmesh_drift_window_rows"}
 
 
 class GroupCollector:
@@ -154,9 +199,16 @@ class GroupCollector:
         self._dead_cpu = 0.0
 
     def collect(self):
-        for family in self._merged.collect():
+        families = list(self._merged.collect())
+        serving = set()
+        for family in families:
             if family.name == "predmesh_model_info":
                 family.samples = [s for s in family.samples if s.value != 0]
+                serving = {(s.labels["model"], s.labels["version"]) for s in family.samples}
+        for family in families:
+            if family.name in DRIFT_FAMILIES:  # a retired version's zeroed drift series stay in the files
+                family.samples = [s for s in family.samples
+                                  if (s.labels.get("model"), s.labels.get("version")) in serving]
             yield family
         yield from self._group_process_metrics()
 

@@ -10,6 +10,7 @@ import numpy as np
 from inference import kernels
 from inference.bounds import check_name, shown
 from inference.errors import InvalidArgument, ModelNotFound, ModelNotReady, PredmeshError, ReloadFailed
+from inference.drift import DriftTracker
 from inference.metrics import ServerMetrics
 from inference.model_loader import load_estimator, read_manifest, version_dir
 from inference.runtime import LoadedModel
@@ -23,8 +24,11 @@ class ModelRegistry:
     """Holds one serving LoadedModel per name; reload = load → verify → smoke test → warm up → swap."""
 
     def __init__(self, store: ModelStore, metrics: ServerMetrics, *, max_batch_rows: int = 64,
-                 max_delay_s: float = 0.0, range_tolerance: float = 10.0, runtime: str = "sklearn"):
+                 max_delay_s: float = 0.0, range_tolerance: float = 10.0, runtime: str = "sklearn",
+                 drift_window_s: float | None = None):
         self.store = store
+        # Seconds of traffic each version's drift is computed over (inference/drift.py); None: no drift tracking.
+        self.drift_window_s = drift_window_s
         self.metrics = metrics
         self.runtime = runtime  # "native": score with a verified kernel when one exists (inference/kernels.py)
         self._model_options = dict(max_batch_rows=max_batch_rows, max_delay_s=max_delay_s,
@@ -128,6 +132,8 @@ class ModelRegistry:
         kernel = kernels.verified_kernel(estimator, manifest) if self.runtime == "native" else None
         candidate = LoadedModel(manifest, estimator, kernel=kernel, **self._model_options)
         self._smoke_test(candidate)
+        if self.drift_window_s:
+            candidate.track_drift(DriftTracker(manifest, self.drift_window_s))
         return candidate
 
     @staticmethod

@@ -39,6 +39,8 @@ class LoadedModel:
         self._lo = np.array([b[0] for b in self._bounds], dtype=np.float64)
         self._hi = np.array([b[1] for b in self._bounds], dtype=np.float64)
         self.classes = manifest.classes
+        self.drift = None  # a DriftTracker once track_drift() is called
+        self._observe = None
         self.batcher = Batcher(self._predict_proba, max_rows=max_batch_rows, max_delay_s=max_delay_s,
                                on_batch=on_batch)
 
@@ -51,7 +53,15 @@ class LoadedModel:
         return self.manifest.version
 
     def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        return self._proba(matrix)
+        probabilities = self._proba(matrix)
+        if self._observe is not None:  # drift tracking: one deque append per batch (inference/drift.py)
+            self._observe((matrix, probabilities))
+        return probabilities
+
+    def track_drift(self, tracker) -> None:
+        """Start handing every scored batch to a DriftTracker (after the smoke test: golden rows are no traffic)."""
+        self.drift = tracker
+        self._observe = tracker.observe
 
     def check_matrix(self, matrix: np.ndarray) -> None:
         """Rows already in schema order (n × features): finite and within the plausible range, else

@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 from inference import logcontext, oip
 from inference.auth import AdminAuth
 from inference.edge import DecodeGuard
+from inference.drift import DriftMonitor
 from inference.metrics import ServerMetrics
 from inference.recorder import NullRecorder, Recorder
 from inference.pointers import PointerWatcher, ServingPointers
@@ -57,7 +58,8 @@ class InferenceServer:
         self.registry = ModelRegistry(
             self.store, self.metrics, max_batch_rows=settings.batch_max_size,
             max_delay_s=settings.batch_max_delay_ms / 1000, range_tolerance=settings.range_tolerance,
-            runtime=settings.runtime)
+            runtime=settings.runtime, drift_window_s=settings.drift_window_s if settings.drift else None)
+        self._drift = DriftMonitor(self.registry, self.metrics) if settings.drift else None
         # Several processes share the port (PREDMESH_PROCESSES > 1): reloads travel through serving pointers.
         self.pointers = ServingPointers(self.registry) if settings.processes > 1 else None
         self.health = health.HealthServicer(
@@ -108,6 +110,8 @@ class InferenceServer:
         if self.pointers:
             self.pointers.apply(counted=False)  # part of this process's start-up load
             self._watcher.start()
+        if self._drift:
+            self._drift.start()
         credentials = server_credentials(self.settings)
         self.port = (self._server.add_secure_port(self.settings.grpc_addr, credentials) if credentials
                      else self._server.add_insecure_port(self.settings.grpc_addr))
@@ -135,6 +139,8 @@ class InferenceServer:
         self.health.enter_graceful_shutdown()
         if self._watcher:
             self._watcher.stop()
+        if self._drift:
+            self._drift.stop()
         drain = self.settings.drain_seconds if drain is None else drain
         if drain > 0:
             log.info("draining: health is NOT_SERVING, still serving for %.1f s", drain)

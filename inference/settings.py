@@ -30,6 +30,8 @@ class ServerSettings:
     runtime: str = "sklearn"  # "native": verified fast predict_proba kernels where available (inference/kernels.py)
     processes: int = 1  # >1: that many server processes share the gRPC port (SO_REUSEPORT), see inference/workers.py
     pin_workers: bool = True  # several processes: each one's threads kept on one CPU of the allowed set
+    drift: bool = True  # track live data drift against each version's training distribution (inference/drift.py)
+    drift_window_s: float = 600.0  # the sliding window drift is computed over
     reload_poll_seconds: float = 1.0  # multi-process: how often each process checks the serving pointers
     fault_delay_ms: float = 0.0  # test hook: delay every Predict (cancellable), see tests/integration
     tls_cert: Path | None = None       # PEM certificate chain: serve gRPC over TLS
@@ -60,6 +62,8 @@ class ServerSettings:
             processes=env.int("PROCESSES", cls.processes, minimum=1),
             pin_workers=env.bool("PIN_WORKERS", cls.pin_workers),
             reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds),
+            drift=env.bool("DRIFT", cls.drift),
+            drift_window_s=_positive("DRIFT_WINDOW_S", env.float("DRIFT_WINDOW_S", cls.drift_window_s)),
             fault_delay_ms=env.float("FAULT_DELAY_MS", cls.fault_delay_ms),
             tls_cert=Path(env.str("TLS_CERT", "")) if env.str("TLS_CERT", "") else None,
             tls_key=Path(env.str("TLS_KEY", "")) if env.str("TLS_KEY", "") else None,
@@ -70,4 +74,10 @@ class ServerSettings:
 def _runtime(value: str) -> str:
     if value not in ("sklearn", "native"):
         raise ConfigError(f"PREDMESH_RUNTIME={value!r} must be 'sklearn' or 'native'")
+    return value
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ConfigError(f"PREDMESH_{name}={value!r} must be a positive number of seconds")
     return value

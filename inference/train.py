@@ -61,8 +61,14 @@ def features(names: list[str], x: np.ndarray) -> tuple[Feature, ...]:
     deciles = np.percentile(x, np.arange(10, 100, 10), axis=0)
     return tuple(
         Feature(name, float(x[:, i].min()), float(x[:, i].max()), float(x[:, i].mean()), float(x[:, i].std()),
-                tuple(float(q) for q in deciles[:, i]))
+                tuple(float(q) for q in deciles[:, i]), bin_shares(x[:, i], deciles[:, i]))
         for i, name in enumerate(names))
+
+
+def bin_shares(values: np.ndarray, edges: np.ndarray) -> tuple[float, ...]:
+    """The share of values in each bin the edges make (bin i: edges[i-1] < v <= edges[i]), as drift bins them."""
+    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
+    return tuple(float(c) for c in counts / len(values))
 
 
 def class_profiles(classes: list[str], x: np.ndarray, y: np.ndarray) -> tuple[ClassProfile, ...]:
