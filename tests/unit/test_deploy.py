@@ -285,3 +285,20 @@ def test_promtool_fails_on_a_broken_copy(tmp_path):
     path.write_text(yaml.safe_dump(config))
     result = promtool("check", "config", path)
     assert result.returncode != 0 and "AAAAA" in result.stdout + result.stderr
+
+
+def test_writable_volumes_of_the_image_are_created_and_owned_by_its_user(compose):
+    """A named volume starts as a copy of the image's directory (owner included): every path a predmesh
+    container writes to must exist in the image, owned by uid 10001, or the non-root process cannot write there."""
+    runtime = re.split(r"^FROM ", DOCKERFILE.read_text(), flags=re.M)[-1]
+    made = set(re.search(r"mkdir -p ([^\\&]+)", runtime).group(1).split())
+    owned = set(re.search(r"chown -R predmesh ([^\\&\n]+)", runtime).group(1).split())
+    for name, service in compose["services"].items():
+        if service.get("image") != "predmesh:local":
+            continue
+        for volume in service.get("volumes", []):
+            source, target, *mode = volume.split(":")
+            if mode == ["ro"] or source.startswith("."):
+                continue
+            assert target in made, f"{name}: {target} is not created in the image"
+            assert any(target == o or target.startswith(o + "/") for o in owned), f"{name}: {target} not owned"
