@@ -4,8 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand → (module with main(argv), argv prefix, help). The dashboard and batch pipeline get their
-# subcommands (ui, batch) when those parts land.
+# subcommand → (module with main(argv), argv prefix, help). The dashboard gets its subcommand (ui) when it
+# lands.
 COMMANDS = {
     "train": ("inference.__main__", ["train"], "train a model version into the model store"),
     "serve": ("inference.__main__", ["serve"], "run the gRPC inference server"),
@@ -15,6 +15,7 @@ COMMANDS = {
     "consume": ("consumer.__main__", [], "score prediction jobs from RabbitMQ"),
     "publish": ("cli.publish", [], "queue prediction jobs on RabbitMQ"),
     "status": ("cli.up", ["--check"], "which parts of the local mesh are up (predmesh up --check)"),
+    "batch": ("batch.cli", [], "batch pipeline: score files, nightly runs, backfill, luigid (Luigi)"),
 }
 
 

@@ -1,0 +1,229 @@
+"""`predmesh batch <command>` (= `python -m batch <command>`): score a file, run or backfill the nightly pipeline,
+run the central scheduler, print the crontab line, list recorded runs."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from predmesh.env import ConfigError
+
+# Exit codes of `predmesh batch score` (nightly/backfill exit with Luigi's retcodes from batch/luigi.cfg).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
+
+EPILOG = """exit codes:
+  score            0 every row scored; 3 scored, but some rows were rejected (see the rejects file);
+                   2 bad usage or an unusable input file; 1 the run failed (server unreachable or refused it)
+  nightly/backfill 0 every task complete (or already done); 30 a task failed (the reason is printed);
+                   10 the same run is already going; 25 not run; 35 scheduling error; 40 unexpected error
+"""
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def yesterday() -> date:
+    return datetime.now(timezone.utc).date() - timedelta(days=1)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="predmesh batch", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="score a CSV (or Parquet) file of feature rows")
+    s.add_argument("--model", required=True)
+    s.add_argument("--input", required=True, type=Path, help="CSV or .parquet with one column per feature")
+    s.add_argument("--output", type=Path, help="default: <input>.scored.<ext>")
+    s.add_argument("--rejects", type=Path, help="default: <output>.rejects.csv")
+
+    def day_options(q, what: str):
+        q.add_argument("--model", help="default: PREDMESH_BATCH_MODEL")
+        q.add_argument("--rows", type=_positive, help="synthetic rows per day (default: PREDMESH_BATCH_ROWS)")
+        q.add_argument("--local-scheduler", action="store_true",
+                       help=f"run {what} in this process without luigid (default: the central scheduler at "
+                            "PREDMESH_LUIGID_ADDR)")
+
+    n = sub.add_parser("nightly", help="GenerateData → Score → Report for one day (a completed day is a no-op)")
+    n.add_argument("--date", type=_day, help="the day (default: yesterday, UTC)")
+    day_options(n, "the day")
+
+    b = sub.add_parser("backfill", help="run every missing day in [start, stop) (RangeDailyBase over Report)")
+    b.add_argument("--start", type=_day, help="first day (default: --days-back days before stop)")
+    b.add_argument("--stop", type=_day, help="day after the last one (default: today, UTC, so up to yesterday)")
+    b.add_argument("--days-back", type=_positive, default=7, help="window when --start is not given (default 7)")
+    day_options(b, "the days")
+
+    sub.add_parser("scheduler", help="run luigid on PREDMESH_LUIGID_ADDR (state under PREDMESH_LUIGID_DIR)")
+
+    c = sub.add_parser("crontab", help="print the crontab line that runs the nightly backfill")
+    c.add_argument("--schedule", default="15 2 * * *", help="cron schedule (default: 02:15 every day)")
+
+    r = sub.add_parser("runs", help="list recorded batch runs, newest first")
+    r.add_argument("--model", default="")
+    r.add_argument("--kind", default="")
+    r.add_argument("--limit", type=_positive, default=20)
+    r.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from batch.settings import BatchSettings
+    try:
+        settings = BatchSettings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"predmesh batch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return COMMANDS[args.command](settings, args)
+
+
+def cmd_score(settings, args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from batch.runner import setup_logging
+    from batch.scorefile import default_output, default_rejects, score_file
+    from batch.scoring import Clients, ScoringFailed, describe
+    from batch.table import InputError, content_hash
+    from predmesh import PredmeshError
+
+    setup_logging(settings.log_level)
+    output = args.output or default_output(args.input)
+    rejects = args.rejects or default_rejects(output)
+    if output.resolve() == args.input.resolve():
+        print("predmesh batch score: --output must not be the input file", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.perf_counter()
+    with Clients(settings) as clients:
+        def record(status: str, message: str, key: str, outcome=None) -> None:
+            fields = dict(run_key=key, kind="score", model=args.model, status=status, message=message[:1000],
+                          duration_seconds=time.perf_counter() - started)
+            if outcome is not None:
+                fields.update(model_version=outcome.model_version, rows=outcome.scored, rejected=outcome.rejected)
+            try:
+                clients.first.record_batch_run(**fields)
+            except (PredmeshError, ValueError) as exc:
+                print(f"predmesh batch score: (the run was not recorded: {exc})", file=sys.stderr)
+
+        bar = tqdm(desc=f"score {args.input.name}", unit="rows", disable=None, leave=False)
+
+        def progress(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.reset(total=total)
+            bar.update(done - bar.n)
+
+        key = ""
+        try:
+            key = f"score/{args.model}/{content_hash(args.input)[:24]}"
+            outcome = score_file(clients, args.model, args.input, output, rejects, progress=progress)
+        except InputError as exc:
+            bar.close()
+            print(f"predmesh batch score: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except (ScoringFailed, PredmeshError) as exc:
+            bar.close()
+            reason = describe(exc, settings.server) if isinstance(exc, PredmeshError) else str(exc)
+            print(f"predmesh batch score: FAILED: {reason}", file=sys.stderr)
+            record("failed", reason, key)
+            return EXIT_FAILED
+        bar.close()
+        record("succeeded", outcome.summary(), key, outcome)
+    print(f"{outcome.summary()}; output {output}; "
+          f"{'rejects (with reasons) ' + str(rejects) if outcome.rejected else 'no rejects'}")
+    return EXIT_REJECTS if outcome.rejected else EXIT_OK
+
+
+def _of_params(settings, args) -> str:
+    return json.dumps({"model": args.model or settings.model, "rows": args.rows or settings.rows})
+
+
+def cmd_nightly(settings, args) -> int:
+    from batch.runner import run_tasks
+    day = args.date or yesterday()
+    return run_tasks(settings, ["Report", "--date", day.isoformat(), "--model", args.model or settings.model,
+                                "--rows", str(args.rows or settings.rows)], local_scheduler=args.local_scheduler)
+
+
+def cmd_backfill(settings, args) -> int:
+    from batch.runner import run_tasks
+    stop = args.stop or datetime.now(timezone.utc).date()
+    start = args.start or stop - timedelta(days=args.days_back)
+    if start >= stop:
+        print(f"predmesh batch backfill: start {start} is not before stop {stop}", file=sys.stderr)
+        return EXIT_USAGE
+    days_back = (datetime.now(timezone.utc).date() - start).days + 1  # RangeDailyBase's window must reach start
+    return run_tasks(settings, ["RangeDailyBase", "--of", "Report", "--start", start.isoformat(),
+                                "--stop", stop.isoformat(), "--days-back", str(max(days_back, 1)),
+                                "--of-params", _of_params(settings, args)], local_scheduler=args.local_scheduler)
+
+
+def cmd_scheduler(settings, args) -> int:
+    from batch.runner import run_scheduler
+    return run_scheduler(settings)
+
+
+CRON_VARIABLES = ("PREDMESH_SERVER_ADDR", "PREDMESH_LUIGID_ADDR", "PREDMESH_LOG_LEVEL")
+
+
+def crontab_line(schedule: str, root: Path, executable: Path, log: Path, environ: dict[str, str]) -> str:
+    """The crontab line: every day, backfill the last 7 days (a missed night is caught up; done days are no-ops)
+    through the central scheduler, with this shell's batch settings (never its secrets), appending to a log."""
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(environ.items())
+                   if k in CRON_VARIABLES or k.startswith("PREDMESH_BATCH_"))
+    q = shlex.quote
+    return (f"{schedule} cd {q(str(root))} && mkdir -p {q(str(log.parent))} && {env + ' ' if env else ''}"
+            f"{q(str(executable))} batch backfill --days-back 7 >> {q(str(log))} 2>&1")
+
+
+def cmd_crontab(settings, args) -> int:
+    root = Path.cwd()
+    executable = Path(sys.executable).with_name("predmesh")
+    log = (settings.batch_dir if settings.batch_dir.is_absolute() else root / settings.batch_dir) / "cron.log"
+    print("# predmesh nightly batch: install with `crontab -e` (cron uses the machine's time zone)")
+    print(crontab_line(args.schedule, root, executable, log, dict(os.environ)))
+    return EXIT_OK
+
+
+def cmd_runs(settings, args) -> int:
+    from batch.scoring import Clients, describe
+    from predmesh import PredmeshError
+    with Clients(settings) as clients:
+        try:
+            page = clients.first.list_batch_runs(model=args.model, kind=args.kind, page_size=args.limit)
+        except PredmeshError as exc:
+            print(f"predmesh batch runs: {describe(exc, settings.server)}", file=sys.stderr)
+            return EXIT_FAILED
+    if args.json:
+        print(json.dumps([{k: (v.isoformat() if isinstance(v, datetime) else v)
+                           for k, v in vars(r).items() if k != "raw"} for r in page], indent=2))
+        return EXIT_OK
+    for r in page:
+        accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
+        print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.status:<9} {r.kind:<8} {r.run_date or '-':<10} "
+              f"{r.model}@{r.model_version or '?'}  rows {r.rows}  rejected {r.rejected}  accuracy {accuracy}  "
+              f"{r.duration_seconds:.1f}s  {r.message}")
+    return EXIT_OK
+
+
+COMMANDS = {"score": cmd_score, "nightly": cmd_nightly, "backfill": cmd_backfill, "scheduler": cmd_scheduler,
+            "crontab": cmd_crontab, "runs": cmd_runs}

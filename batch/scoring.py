@@ -1,0 +1,156 @@
+"""Score many rows through the SDK: chunks of at most the server's max batch rows, several in flight over a few
+connections, answers in row order. A chunk the server refuses as invalid is bisected down to the rows at fault,
+which become rejects with the server's reason; every other error fails the run (after the SDK's retries)."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from predmesh import Client, InvalidArgument, PredmeshError
+from predmesh.types import Prediction
+
+from batch.settings import BatchSettings
+
+_LIMIT = re.compile(r"exceed the limit of (\d+)")
+DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+class ScoringFailed(Exception):
+    """Scoring stopped: the server is unreachable or refused the work for a reason retrying cannot fix here."""
+
+
+def request_ids(content_hash: str, numbers: Sequence[int]) -> list[str]:
+    """One id per row from the input's content and the row number: a rerun of the same input stores nothing
+    twice (the server keeps one row per request id)."""
+    prefix = f"batch-{content_hash[:24]}-"
+    return [prefix + str(n) for n in numbers]
+
+
+@dataclass
+class ScoreStats:
+    rows: int = 0  # rows scored
+    calls: int = 0
+    grpc_s: float = 0.0  # wall time in PredictBatch calls, summed over threads
+    server_ms: float = 0.0  # server-reported handling time (validation, scoring, record commit), summed per call
+    wall_s: float = 0.0
+    model_version: str = ""
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the input rows, server's reason)
+
+
+class Clients:
+    """A few SDK clients to the same server, each on its own connection (distinct channel arguments keep gRPC
+    from sharing one subchannel), so SO_REUSEPORT spreads the work over the server's processes."""
+
+    def __init__(self, settings: BatchSettings):
+        self.settings = settings
+        self._clients = [Client(settings.server, timeout=settings.timeout_s, transport="batch",
+                                max_message_bytes=DEFAULT_MAX_MESSAGE + i)
+                         for i in range(settings.channels)]
+        self._next = 0
+        self._lock = threading.Lock()
+
+    @property
+    def first(self) -> Client:
+        return self._clients[0]
+
+    def pick(self) -> Client:
+        with self._lock:
+            self._next = (self._next + 1) % len(self._clients)
+            return self._clients[self._next]
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def describe(exc: PredmeshError, server: str) -> str:
+    return f"{type(exc).__name__} from the server at {server}: {exc.message}"
+
+
+class Scorer:
+    """Scores rows of one model; progress(done_rows, total_rows) is called from the calling thread."""
+
+    def __init__(self, clients: Clients, model: str, *, progress: Callable[[int, int], None] | None = None):
+        self.clients = clients
+        self.settings = clients.settings
+        self.model = model
+        self.chunk_rows = self.settings.chunk_rows
+        self.progress = progress or (lambda done, total: None)
+        self.stats = ScoreStats()
+        self._stats_lock = threading.Lock()
+
+    def score(self, features: Sequence[dict[str, float]], ids: Sequence[str]) -> list[Prediction | None]:
+        """Predictions in row order; None for a row the server refused (its reason is in stats.rejected)."""
+        started = time.perf_counter()
+        total = len(features)
+        results: list[Prediction | None] = [None] * total
+        done = 0
+        self.progress(0, total)
+        inflight = self.settings.inflight
+        with ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="score") as pool:
+            pending: list[tuple[int, int, Future]] = []
+            start = 0
+            try:
+                while start < total or pending:
+                    while start < total and len(pending) < inflight:
+                        end = min(start + self.chunk_rows, total)
+                        pending.append((start, end, pool.submit(self._chunk, features, ids, start, end)))
+                        start = end
+                    first, end, future = pending.pop(0)
+                    results[first:end] = future.result()
+                    done += end - first
+                    self.progress(done, total)
+            except BaseException:
+                for _, _, f in pending:
+                    f.cancel()
+                raise
+        self.stats.rows = sum(r is not None for r in results)
+        self.stats.wall_s = time.perf_counter() - started
+        return results
+
+    def _call(self, features, ids, start: int, end: int) -> list[Prediction]:
+        rows = [(features[i], ids[i]) for i in range(start, end)]
+        t0 = time.perf_counter()
+        predictions = self.clients.pick().predict_batch(self.model, rows)
+        elapsed = time.perf_counter() - t0
+        with self._stats_lock:
+            self.stats.calls += 1
+            self.stats.grpc_s += elapsed
+            if predictions:
+                self.stats.server_ms += predictions[0].latency_ms
+                self.stats.model_version = predictions[-1].model_version
+        return predictions
+
+    def _chunk(self, features, ids, start: int, end: int) -> list[Prediction | None]:
+        try:
+            try:
+                out: list[Prediction | None] = list(self._call(features, ids, start, end))
+            except InvalidArgument as exc:
+                limit = _LIMIT.search(exc.message)
+                if limit and int(limit.group(1)) < end - start:  # the server allows fewer rows per call
+                    step = max(1, int(limit.group(1)))
+                    out = []
+                    for s in range(start, end, step):
+                        out.extend(self._chunk(features, ids, s, min(s + step, end)))
+                elif end - start == 1:
+                    with self._stats_lock:
+                        self.stats.rejected.append((start, exc.message))
+                    out = [None]
+                else:  # some row is refused (e.g. implausibly far outside the training range): find it
+                    mid = (start + end) // 2
+                    out = self._chunk(features, ids, start, mid) + self._chunk(features, ids, mid, end)
+        except PredmeshError as exc:
+            raise ScoringFailed(describe(exc, self.settings.server)) from None
+        if self.settings.fault_delay_ms:
+            time.sleep(self.settings.fault_delay_ms / 1000)  # test hook: a slow run to interrupt
+        return out

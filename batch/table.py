@@ -1,0 +1,171 @@
+"""Input and output files of the pipeline: CSV (and Parquet when pyarrow is installed), row validation into
+scorable rows and rejects, and atomic writes (luigi.LocalTarget temporary paths: a file appears whole or not)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import luigi
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class InputError(Exception):
+    """The input file cannot be used at all (missing, unreadable, no header, a feature column missing)."""
+
+
+def is_parquet(path: Path | str) -> bool:
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise InputError("Parquet needs pyarrow (pip install pyarrow); or use CSV") from None
+    return pyarrow
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of the file's bytes: with the row number it makes each row's request id (a rerun stores nothing
+    twice; an edited file is a different input)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+@dataclass
+class Table:
+    """Rows as read: a header and, per row, its cells (strings from CSV; Python values from Parquet)."""
+
+    columns: list[str]
+    rows: list[list]
+
+
+def read_table(path: Path) -> Table:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input {path} does not exist or is not a file")
+    if is_parquet(path):
+        pa = _pyarrow()
+        try:
+            table = pa.parquet.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"cannot read Parquet file {path}: {exc}") from None
+        columns = table.column_names
+        data = [table.column(c).to_pylist() for c in columns]
+        return Table(list(columns), [list(r) for r in zip(*data)] if data else [])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise InputError(f"{path} is empty; the first line must name the columns")
+            return Table([h.strip() for h in header], list(reader))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); CSV must be UTF-8") from None
+    except csv.Error as exc:
+        raise InputError(f"{path} is not valid CSV: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+@dataclass
+class Validated:
+    """The rows split into scorable ones (features in schema order) and rejects (row number, cells, reason)."""
+
+    features: list[dict[str, float]] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)  # 1-based data row number of each good row
+    rows: list[list] = field(default_factory=list)  # the good rows' cells as read
+    rejects: list[tuple[int, list, str]] = field(default_factory=list)
+
+
+def _reason(cells: list, names: Sequence[str], positions: Sequence[int], width: int) -> str:
+    """Why a row cannot be scored (the slow path, only for rows that failed the fast one)."""
+    if len(cells) != width:
+        return f"the row has {len(cells)} fields; the header has {width}"
+    for name, i in zip(names, positions):
+        value = cells[i]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return f"{name}: missing value"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
+            return f"{name}: {shown} is not a number"
+        if math.isnan(number):
+            return f"{name}: NaN"
+        if math.isinf(number):
+            return f"{name}: infinite"
+    return "unreadable row"
+
+
+def validate(table: Table, feature_names: Sequence[str]) -> Validated:
+    """Split rows into scorable and rejected. A missing feature column is an InputError (nothing can be scored);
+    other columns are carried through to the output."""
+    missing = [n for n in feature_names if n not in table.columns]
+    if missing:
+        raise InputError(f"the input lacks the feature column(s) {', '.join(missing)} of the model (it has "
+                         f"{', '.join(table.columns) or 'none'})")
+    positions = [table.columns.index(n) for n in feature_names]
+    names = list(feature_names)
+    width = len(table.columns)
+    out = Validated()
+    for number, cells in enumerate(table.rows, start=1):
+        try:
+            if len(cells) != width:
+                raise ValueError
+            values = [float(cells[i]) for i in positions]
+            total = sum(values)
+            if total - total != 0.0:  # NaN or ±inf somewhere
+                raise ValueError
+        except (TypeError, ValueError):
+            out.rejects.append((number, cells, _reason(cells, names, positions, width)))
+            continue
+        out.features.append(dict(zip(names, values)))
+        out.numbers.append(number)
+        out.rows.append(cells)
+    return out
+
+
+def write_csv(target: luigi.LocalTarget | Path | str, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Write a CSV atomically: to a temporary file next to the target, renamed into place when complete."""
+    target = target if isinstance(target, luigi.LocalTarget) else luigi.LocalTarget(str(target))
+    Path(target.path).parent.mkdir(parents=True, exist_ok=True)
+    with target.temporary_path() as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())  # the rename publishes complete bytes, also after a crash of the machine
+
+
+def write_parquet(target: luigi.LocalTarget | Path | str, columns: dict[str, list]) -> None:
+    """Write a Parquet file atomically (same temporary-path rename as write_csv)."""
+    pa = _pyarrow()
+    target = target if isinstance(target, luigi.LocalTarget) else luigi.LocalTarget(str(target))
+    Path(target.path).parent.mkdir(parents=True, exist_ok=True)
+    with target.temporary_path() as tmp:
+        pa.parquet.write_table(pa.table(columns), tmp)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temporary files a killed run left behind (luigi's `<name>-luigi-tmp-<n>`); returns them."""
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir() if "-luigi-tmp-" in p.name]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

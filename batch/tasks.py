@@ -1,0 +1,228 @@
+"""The nightly pipeline as Luigi tasks: GenerateData(date, model, rows) → Score → Report, one directory per day
+(<PREDMESH_BATCH_DIR>/nightly/<model>/<date>/). Every output is written through a temporary path and renamed,
+so a killed task leaves no output and a completed day is a no-op; RangeDailyBase over Report backfills days.
+
+The entry point (batch.cli) reads the settings and calls configure() before Luigi runs anything."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import date as Date
+from datetime import datetime, timezone
+from pathlib import Path
+
+import luigi
+from luigi.tools.range import RangeDailyBase  # noqa: F401 -- the backfill's root task, registered by this import
+
+from batch import report as reports
+from batch.scorefile import read_outcome, score_file, write_outcome
+from batch.scoring import Clients, ScoringFailed, describe
+from batch.settings import BatchSettings
+from batch.synth import TRUE_LABEL, synthesize
+from batch.table import InputError, read_table, remove_stale_temporaries, write_csv
+from predmesh import PredmeshError
+
+log = logging.getLogger("predmesh.batch")
+_settings: BatchSettings | None = None
+FAILURES: list[tuple[str, str]] = []  # (task, reason) of the tasks that failed in this process
+
+
+def configure(settings: BatchSettings) -> None:
+    global _settings
+    _settings = settings
+
+
+def settings() -> BatchSettings:
+    if _settings is None:
+        raise RuntimeError("batch settings are not configured; run the pipeline through `predmesh batch`")
+    return _settings
+
+
+def day_dir(model: str, day: Date) -> Path:
+    return settings().batch_dir / "nightly" / model / day.isoformat()
+
+
+def run_key(model: str, day: Date) -> str:
+    return f"nightly/{model}/{day.isoformat()}"
+
+
+class Progress:
+    """Reports scoring progress to the terminal (tqdm, when stderr is a terminal) and to Luigi's scheduler
+    (progress percentage and status message, at most twice a second)."""
+
+    def __init__(self, task: luigi.Task, what: str):
+        from tqdm import tqdm
+        self.task, self.what = task, what
+        self.bar = tqdm(desc=what, unit="rows", disable=None, leave=False)
+        self._sent = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar.total != total:
+            self.bar.reset(total=total)
+        self.bar.update(done - self.bar.n)
+        now = time.monotonic()
+        if now - self._sent >= 0.5 or done == total:
+            self._sent = now
+            self.task.set_progress_percentage(round(100 * done / total) if total else 100)
+            self.task.set_status_message(f"{self.what}: {done} of {total} rows")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """Printable, one line, bounded: what RecordBatchRun accepts as a message."""
+    return "".join(c if c.isprintable() else " " for c in text)[:limit]
+
+
+def record_run(clients: Clients, **fields) -> None:
+    """RecordBatchRun, best effort: a run is recorded when the server is reachable (a failure to record is
+    logged; it never fails the task that did the work)."""
+    fields["message"] = one_line(fields.get("message", ""))
+    try:
+        clients.first.record_batch_run(**fields)
+    except PredmeshError as exc:
+        log.warning("could not record batch run %s: %s", fields.get("run_key"), describe(exc, clients.settings.server))
+
+
+class DayTask(luigi.Task):
+    """A task for one model and day."""
+
+    date = luigi.DateParameter()
+    model = luigi.Parameter(default="iris")
+    rows = luigi.IntParameter(default=10_000, significant=False)  # the first run of a day fixes its rows
+
+    def dir(self) -> Path:
+        return day_dir(self.model, self.date)
+
+
+class GenerateData(DayTask):
+    """Synthetic rows with their true label, from the model's training distribution, seeded by day and model."""
+
+    def output(self):
+        return luigi.LocalTarget(str(self.dir() / "input.csv"))
+
+    def run(self):
+        remove_stale_temporaries(self.dir())
+        with Clients(settings()) as clients:
+            try:
+                info = clients.first.get_model(self.model)
+            except PredmeshError as exc:
+                raise ScoringFailed(describe(exc, settings().server)) from None
+        header, rows = synthesize(info, self.date, self.rows)
+        write_csv(self.output(), header, rows)
+
+
+class Score(DayTask):
+    """Score the day's rows through the server (transport "batch"); rejects (if any) go to rejects.csv."""
+
+    def requires(self):
+        return GenerateData(date=self.date, model=self.model, rows=self.rows)
+
+    def output(self):
+        d = self.dir()
+        return {"scored": luigi.LocalTarget(str(d / "scored.csv")),
+                "rejects": luigi.LocalTarget(str(d / "rejects.csv")),
+                "summary": luigi.LocalTarget(str(d / "score.json"))}
+
+    def run(self):
+        remove_stale_temporaries(self.dir())
+        out = self.output()
+        started = datetime.now(timezone.utc)
+        with Clients(settings()) as clients:
+            key = run_key(self.model, self.date)
+            record_run(clients, run_key=key, kind="nightly", model=self.model, run_date=self.date.isoformat(),
+                       status="running", message="scoring", started_at=started)
+            progress = Progress(self, f"score {self.model} {self.date}")
+            try:
+                outcome = score_file(clients, self.model, Path(self.input().path), Path(out["scored"].path),
+                                     Path(out["rejects"].path), progress=progress)
+            except PredmeshError as exc:
+                raise ScoringFailed(describe(exc, settings().server)) from None
+            finally:
+                progress.close()
+            write_outcome(out["summary"], outcome)  # last: its presence means the day is scored
+            record_run(clients, run_key=key, kind="nightly", model=self.model, run_date=self.date.isoformat(),
+                       model_version=outcome.model_version, rows=outcome.scored, rejected=outcome.rejected,
+                       duration_seconds=outcome.seconds, status="running", message=outcome.summary())
+        log.info("%s", outcome.summary())
+
+
+class Report(DayTask):
+    """Quality of the day against its known labels (JSON + PNG); the labels go back to the server as feedback."""
+
+    def requires(self):
+        return Score(date=self.date, model=self.model, rows=self.rows)
+
+    def output(self):
+        d = self.dir()
+        return {"json": luigi.LocalTarget(str(d / "report.json")), "png": luigi.LocalTarget(str(d / "report.png"))}
+
+    def run(self):
+        started = time.perf_counter()
+        remove_stale_temporaries(self.dir())
+        scored = read_table(Path(self.input()["scored"].path))
+        outcome = read_outcome(Path(self.input()["summary"].path))
+        cols = scored.columns
+        if TRUE_LABEL not in cols:
+            raise InputError(f"{self.input()['scored'].path} has no {TRUE_LABEL} column")
+        t, p, i = cols.index(TRUE_LABEL), cols.index("label"), cols.index("prediction_id")
+        true = [r[t] for r in scored.rows]
+        predicted = [r[p] for r in scored.rows]
+        classes = [c.removeprefix("prob_") for c in cols if c.startswith("prob_")]
+        result = reports.metrics(true, predicted, classes)
+        with Clients(settings()) as clients:
+            self.set_status_message("sending the known labels as feedback")
+            feedback = send_feedback(clients, {r[i]: r[t] for r in scored.rows}, settings().feedback_wait_s)
+            result.update(date=self.date.isoformat(), model=self.model, model_version=outcome.model_version,
+                          rejected=outcome.rejected, feedback=feedback)
+            reports.write_chart(self.output()["png"], result,
+                                f"{self.model}@{outcome.model_version} on {self.date} ({result['rows']} rows)")
+            reports.write_json(self.output()["json"], result)
+            record_run(clients, run_key=run_key(self.model, self.date), kind="nightly", model=self.model,
+                       run_date=self.date.isoformat(), model_version=outcome.model_version, rows=outcome.scored,
+                       rejected=outcome.rejected, accuracy=result["accuracy"],
+                       duration_seconds=outcome.seconds + time.perf_counter() - started, status="succeeded",
+                       message=f"{outcome.summary()}; accuracy {result['accuracy']:.4f}, macro precision "
+                               f"{result['macro_precision']:.4f}, macro recall {result['macro_recall']:.4f}")
+
+
+def send_feedback(clients: Clients, labels: dict[str, str], wait_s: float) -> dict:
+    """SubmitFeedbackBatch in chunks of 1000; ids the server has not stored yet are retried (with backoff) for up
+    to wait_s seconds, then reported as not recorded. Returns recorded / correct / not_found counts."""
+    pending = dict(labels)
+    recorded = correct = 0
+    deadline = time.monotonic() + wait_s
+    delay = 0.2
+    while True:
+        missing: dict[str, str] = {}
+        items = list(pending.items())
+        for start in range(0, len(items), 1000):
+            try:
+                answer = clients.first.submit_feedback_batch(items[start:start + 1000])
+            except PredmeshError as exc:
+                raise ScoringFailed(describe(exc, clients.settings.server)) from None
+            recorded += answer.recorded
+            correct += answer.correct
+            missing.update((pid, pending[pid]) for pid in answer.not_found)
+        if not missing or time.monotonic() + delay > deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+        pending = missing
+    if missing:
+        log.warning("%d predictions were still not stored after %.0fs; their feedback was not recorded",
+                    len(missing), wait_s)
+    return {"recorded": recorded, "correct": correct, "not_found": len(missing)}
+
+
+@luigi.Task.event_handler(luigi.Event.FAILURE)
+def _on_failure(task: luigi.Task, exception: BaseException) -> None:
+    """Remember the reason (printed by the entry point) and record the failed run."""
+    reason = str(exception) or type(exception).__name__
+    FAILURES.append((str(task), reason))
+    if isinstance(task, DayTask) and _settings is not None:
+        with Clients(settings()) as clients:
+            record_run(clients, run_key=run_key(task.model, task.date), kind="nightly", model=task.model,
+                       run_date=task.date.isoformat(), status="failed",
+                       message=f"{task.get_task_family()} failed: {reason}")

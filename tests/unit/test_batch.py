@@ -1,0 +1,123 @@
+"""The batch pipeline's pure parts: row validation and rejects, request ids, synthetic data, report metrics,
+settings, the crontab line and the Luigi retcodes configuration."""
+from __future__ import annotations
+
+import configparser
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from batch.cli import crontab_line, main as batch_main
+from batch.report import metrics
+from batch.scoring import request_ids
+from batch.settings import BatchSettings
+from batch.synth import NoTrainingDistribution, synthesize
+from batch.table import InputError, Table, content_hash, read_table, remove_stale_temporaries, validate, write_csv
+from predmesh.env import ConfigError
+from predmesh.types import ClassProfile, FeatureSpec, ModelInfo
+
+NAMES = ("a", "b")
+
+
+def test_validate_splits_rows_and_names_the_reason():
+    table = Table(["id", "a", "b"], [
+        ["1", "1.5", "2"], ["2", "", "2"], ["3", "x", "2"], ["4", "nan", "2"], ["5", "1", "-inf"],
+        ["6", "1"], ["7", " 3 ", "4e1"], ["8", "1", "2", "extra"]])
+    out = validate(table, NAMES)
+    assert out.numbers == [1, 7]
+    assert out.features == [{"a": 1.5, "b": 2.0}, {"a": 3.0, "b": 40.0}]
+    assert out.rows[1] == ["7", " 3 ", "4e1"]  # cells are carried through as read
+    assert [(n, reason) for n, _, reason in out.rejects] == [
+        (2, "a: missing value"), (3, "a: 'x' is not a number"), (4, "a: NaN"), (5, "b: infinite"),
+        (6, "the row has 2 fields; the header has 3"), (8, "the row has 4 fields; the header has 3")]
+
+
+def test_validate_refuses_an_input_without_a_feature_column():
+    with pytest.raises(InputError, match="lacks the feature column.*b"):
+        validate(Table(["a", "c"], [["1", "2"]]), NAMES)
+
+
+def test_request_ids_follow_content_and_row_number(tmp_path):
+    f = tmp_path / "in.csv"
+    f.write_text("a,b\n1,2\n")
+    first = request_ids(content_hash(f), [1, 2])
+    assert first == request_ids(content_hash(f), [1, 2]) and len(set(first)) == 2
+    f.write_text("a,b\n1,3\n")
+    assert request_ids(content_hash(f), [1, 2])[0] != first[0]
+    assert all(len(i) <= 128 for i in first)  # the server's request id bound
+
+
+def info(profiles=True) -> ModelInfo:
+    features = (FeatureSpec("a", 0.0, 10.0, 5.0, 2.0, ()), FeatureSpec("b", -1.0, 1.0, 0.0, 0.5, ()))
+    classes = (ClassProfile("x", 0.75, (2.0, -0.5), (0.5, 0.1)), ClassProfile("y", 0.25, (8.0, 0.5), (0.5, 0.1)))
+    return ModelInfo("m", "3", features, ("x", "y"), "", {}, None, "", "", True, classes if profiles else ())
+
+
+def test_synthetic_rows_are_seeded_by_day_and_follow_the_class_profiles():
+    header, rows = synthesize(info(), date(2026, 11, 20), 4000)
+    assert header == ["a", "b", "true_label"]
+    assert rows == synthesize(info(), date(2026, 11, 20), 4000)[1]  # a rerun is identical
+    assert rows != synthesize(info(), date(2026, 11, 21), 4000)[1]
+    xs = [r for r in rows if r[2] == "x"]
+    assert 0.7 < len(xs) / len(rows) < 0.8
+    assert abs(sum(r[0] for r in xs) / len(xs) - 2.0) < 0.1
+    assert all(0.0 <= r[0] <= 10.0 and -1.0 <= r[1] <= 1.0 for r in rows)  # clipped to the training range
+    with pytest.raises(NoTrainingDistribution, match="no class profiles"):
+        synthesize(info(profiles=False), date(2026, 11, 20), 10)
+
+
+def test_report_metrics_match_a_hand_computed_example():
+    true = ["a", "a", "a", "b", "b", "c"]
+    pred = ["a", "a", "b", "b", "c", "c"]
+    r = metrics(true, pred, ["a", "b", "c"])
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    # precision a=2/2, b=1/2, c=1/2; recall a=2/3, b=1/2, c=1/1
+    assert r["macro_precision"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert r["macro_recall"] == pytest.approx((2 / 3 + 0.5 + 1) / 3)
+    assert r["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert r["per_class"]["a"]["support"] == 3
+
+
+def test_csv_round_trip_is_atomic_and_stale_temporaries_are_removed(tmp_path):
+    target = tmp_path / "out" / "x.csv"
+    write_csv(target, ["a", "b"], [[1, 2.5], ["x,y", ""]])
+    assert read_table(target) == Table(["a", "b"], [["1", "2.5"], ["x,y", ""]])
+    assert [p.name for p in target.parent.iterdir()] == ["x.csv"]  # no temporary left behind
+    stale = target.parent / "y.csv-luigi-tmp-0000000042"
+    stale.write_text("partial")
+    assert remove_stale_temporaries(target.parent) == [stale] and not stale.exists()
+
+
+def test_settings_from_env_and_their_errors():
+    s = BatchSettings.from_env({"PREDMESH_SERVER_ADDR": "h:1", "PREDMESH_BATCH_CHUNK_ROWS": "250",
+                                "PREDMESH_LUIGID_ADDR": "127.0.0.1:9999", "PREDMESH_BATCH_DIR": "/x"})
+    assert (s.server, s.chunk_rows, s.luigid_host_port, s.batch_dir) == ("h:1", 250, ("127.0.0.1", 9999), Path("/x"))
+    with pytest.raises(ConfigError, match="PREDMESH_BATCH_CHUNK_ROWS"):
+        BatchSettings.from_env({"PREDMESH_BATCH_CHUNK_ROWS": "0"})
+    with pytest.raises(ConfigError, match="PREDMESH_LUIGID_ADDR"):
+        BatchSettings.from_env({"PREDMESH_LUIGID_ADDR": "nowhere"})
+
+
+def test_bad_usage_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        batch_main(["nightly", "--date", "yesterday"])
+    assert exit_.value.code == 2 and "not a date" in capsys.readouterr().err
+
+
+def test_crontab_line_runs_the_backfill_without_secrets():
+    line = crontab_line("15 2 * * *", Path("/app"), Path("/app/.venv/bin/predmesh"), Path("/var/b/cron.log"),
+                        {"PREDMESH_SERVER_ADDR": "127.0.0.1:50051", "PREDMESH_ADMIN_TOKEN": "s3cret",
+                         "PREDMESH_BATCH_DIR": "/var/b", "HOME": "/root"})
+    assert line.startswith("15 2 * * * cd /app && ")
+    assert "PREDMESH_SERVER_ADDR=127.0.0.1:50051" in line and "PREDMESH_BATCH_DIR=/var/b" in line
+    assert "s3cret" not in line and "HOME" not in line
+    assert "batch backfill --days-back 7 >> /var/b/cron.log 2>&1" in line
+
+
+def test_luigi_config_sets_nonzero_retcodes_and_prometheus_metrics():
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "batch" / "luigi.cfg")
+    assert int(cfg["retcode"]["task_failed"]) == 30 and int(cfg["retcode"]["unhandled_exception"]) == 40
+    assert all(int(v) > 0 for v in cfg["retcode"].values())
+    assert cfg["scheduler"]["metrics_collector"] == "prometheus"
