@@ -140,7 +140,7 @@ def cmd_score(settings, args) -> int:
             bar.close()
             print(f"predmesh batch score: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except (ScoringFailed, PredmeshError) as exc:
+        except (ScoringFailed, PredmeshError, OSError) as exc:
             bar.close()
             reason = describe(exc, settings.server) if isinstance(exc, PredmeshError) else str(exc)
             print(f"predmesh batch score: FAILED: {reason}", file=sys.stderr)
@@ -172,7 +172,7 @@ def cmd_backfill(settings, args) -> int:
         print(f"predmesh batch backfill: start {start} is not before stop {stop}", file=sys.stderr)
         return EXIT_USAGE
     days_back = (datetime.now(timezone.utc).date() - start).days + 1  # RangeDailyBase's window must reach start
-    return run_tasks(settings, ["RangeDailyBase", "--of", "Report", "--start", start.isoformat(),
+    return run_tasks(settings, ["RangeDailyBase", "--of", "Report", "--param-name", "date", "--start", start.isoformat(),
                                 "--stop", stop.isoformat(), "--days-back", str(max(days_back, 1)),
                                 "--of-params", _of_params(settings, args)], local_scheduler=args.local_scheduler)
 

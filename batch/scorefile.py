@@ -10,7 +10,7 @@ from pathlib import Path
 import luigi
 
 from batch.scoring import Clients, Scorer, request_ids
-from batch.table import content_hash, is_parquet, read_table, validate, write_csv, write_parquet
+from batch.table import Target, content_hash, is_parquet, read_table, validate, write_csv, write_parquet
 
 REJECTS_HEADER = ["row", "reason"]
 
@@ -53,7 +53,7 @@ def _added_names(columns: list[str], classes: tuple[str, ...]) -> list[str]:
     return [f"scored_{n}" if n in columns else n for n in names]
 
 
-def score_file(clients: Clients, model: str, input_path: Path, output_path: Path, rejects_path: Path, *,
+def score_file(clients: Clients, model: str, input_path: Path, output_path: Target, rejects_path: Target, *,
                progress: Callable[[int, int], None] | None = None) -> ScoreOutcome:
     """Read, validate, score (row request ids from the content hash and row number) and write the rejects, then
     the output, each atomically. Raises table.InputError for an unusable input, scoring.ScoringFailed or a

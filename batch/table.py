@@ -6,7 +6,9 @@ import csv
 import hashlib
 import math
 import os
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +21,32 @@ class InputError(Exception):
     """The input file cannot be used at all (missing, unreadable, no header, a feature column missing)."""
 
 
-def is_parquet(path: Path | str) -> bool:
-    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+Target = luigi.LocalTarget | Path | str
+
+
+def is_parquet(target: Target) -> bool:
+    return Path(getattr(target, "path", target)).suffix.lower() in PARQUET_SUFFIXES
+
+
+@contextmanager
+def atomic_path(target: Target) -> Iterator[str]:
+    """A temporary path next to the target, renamed onto it when the block completes (removed if it fails).
+
+    A luigi.LocalTarget (a task output) uses its own temporary_path(), which refuses to replace an existing file;
+    a plain path (a file the user named for `score`) is replaced with os.replace."""
+    if isinstance(target, luigi.LocalTarget):
+        Path(target.path).parent.mkdir(parents=True, exist_ok=True)
+        with target.temporary_path() as tmp:
+            yield tmp
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}-luigi-tmp-{random.randrange(10**10):010}")
+    try:
+        yield str(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _pyarrow():
@@ -35,6 +61,8 @@ def _pyarrow():
 def content_hash(path: Path) -> str:
     """SHA-256 of the file's bytes: with the row number it makes each row's request id (a rerun stores nothing
     twice; an edited file is a different input)."""
+    if not Path(path).is_file():
+        raise InputError(f"input {path} does not exist or is not a file")
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -139,11 +167,9 @@ def validate(table: Table, feature_names: Sequence[str]) -> Validated:
     return out
 
 
-def write_csv(target: luigi.LocalTarget | Path | str, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """Write a CSV atomically: to a temporary file next to the target, renamed into place when complete."""
-    target = target if isinstance(target, luigi.LocalTarget) else luigi.LocalTarget(str(target))
-    Path(target.path).parent.mkdir(parents=True, exist_ok=True)
-    with target.temporary_path() as tmp:
+def write_csv(target: Target, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Write a CSV atomically (atomic_path), fsynced before the rename."""
+    with atomic_path(target) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
@@ -152,12 +178,10 @@ def write_csv(target: luigi.LocalTarget | Path | str, header: Sequence[str], row
             os.fsync(f.fileno())  # the rename publishes complete bytes, also after a crash of the machine
 
 
-def write_parquet(target: luigi.LocalTarget | Path | str, columns: dict[str, list]) -> None:
-    """Write a Parquet file atomically (same temporary-path rename as write_csv)."""
+def write_parquet(target: Target, columns: dict[str, list]) -> None:
+    """Write a Parquet file atomically (atomic_path)."""
     pa = _pyarrow()
-    target = target if isinstance(target, luigi.LocalTarget) else luigi.LocalTarget(str(target))
-    Path(target.path).parent.mkdir(parents=True, exist_ok=True)
-    with target.temporary_path() as tmp:
+    with atomic_path(target) as tmp:
         pa.parquet.write_table(pa.table(columns), tmp)
 
 

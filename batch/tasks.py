@@ -135,8 +135,8 @@ class Score(DayTask):
                        status="running", message="scoring", started_at=started)
             progress = Progress(self, f"score {self.model} {self.date}")
             try:
-                outcome = score_file(clients, self.model, Path(self.input().path), Path(out["scored"].path),
-                                     Path(out["rejects"].path), progress=progress)
+                outcome = score_file(clients, self.model, Path(self.input().path), out["scored"], out["rejects"],
+                                     progress=progress)
             except PredmeshError as exc:
                 raise ScoringFailed(describe(exc, settings().server)) from None
             finally:

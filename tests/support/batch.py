@@ -1,0 +1,74 @@
+"""The batch pipeline as real processes: `python -m batch …` runs and a real luigid (`python -m batch scheduler`)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tests.support.procs import ROOT, free_port, wait_for
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except OSError:
+        return 0, ""
+
+
+class LuigidProc:
+    """`python -m batch scheduler` (luigid in the foreground) on a free port with its state in work_dir."""
+
+    def __init__(self, work_dir: Path):
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.addr}"
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "PREDMESH_LUIGID_ADDR": self.addr, "PREDMESH_LUIGID_DIR": str(self.work_dir),
+                    "PYTHONUNBUFFERED": "1"}
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> LuigidProc:
+        self._log = open(self.work_dir / "luigid.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "batch", "scheduler"], cwd=ROOT, env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is not None or http_get(self.url + "/api/task_list")[0] == 200, 30,
+                 what=f"luigid on {self.addr}")
+        assert self.proc.poll() is None, (self.work_dir / "luigid.log").read_text()
+        return self
+
+    def tasks(self, status: str = "DONE") -> dict:
+        query = urllib.parse.quote(json.dumps({"status": status}))
+        code, body = http_get(f"{self.url}/api/task_list?data={query}")
+        assert code == 200, code
+        return json.loads(body)["response"]
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def batch_env(server_target: str, batch_dir: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PREDMESH_SERVER_ADDR": server_target, "PREDMESH_BATCH_DIR": str(batch_dir),
+            "PREDMESH_BATCH_TIMEOUT_S": "20", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run_batch(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "batch", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_batch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "batch", *args], cwd=ROOT, env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
