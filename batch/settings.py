@@ -27,7 +27,7 @@ class BatchSettings:
     timeout_s: float = 30.0  # deadline of each call
     feedback_wait_s: float = 30.0  # how long Report retries feedback for predictions not stored yet
     luigid: str = "127.0.0.1:8082"  # central scheduler (`predmesh batch scheduler`)
-    luigid_dir: Path = Path("var/luigid")  # luigid's state file and logs
+    luigid_dir: Path = Path("var/luigi")  # luigid's state file and logs
     log_level: str = "INFO"
     fault_delay_ms: int = 0  # test hook: sleep this long after each scored chunk
 
@@ -39,7 +39,7 @@ class BatchSettings:
     def from_env(cls, environ: Mapping[str, str]) -> BatchSettings:
         env = Env(environ)
         settings = cls(
-            server=env.str("SERVER_ADDR", cls.server), batch_dir=env.path("BATCH_DIR", str(cls.batch_dir)),
+            server=env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", cls.server), batch_dir=env.path("BATCH_DIR", str(cls.batch_dir)),
             model=env.str("BATCH_MODEL", cls.model), rows=env.int("BATCH_ROWS", cls.rows, minimum=1),
             chunk_rows=env.int("BATCH_CHUNK_ROWS", cls.chunk_rows, minimum=1),
             inflight=env.int("BATCH_INFLIGHT", cls.inflight, minimum=1),
