@@ -10,6 +10,7 @@ import skops.io as sio
 from inference.bounds import check_name, shown
 from inference.errors import ModelNotFound, UntrustedArtifact
 from inference.manifest import ARTIFACT, MANIFEST, Manifest, decode
+from inference.trees import check_trees
 
 # Types skops does not trust by default but which are plain scikit-learn data holders (RandomForest trees).
 TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
@@ -45,7 +46,8 @@ def read_manifest(path: Path, signing_key: bytes | None) -> Manifest:
 def load_estimator(path: Path, manifest: Manifest):
     """Read the artifact, check its SHA-256 against the manifest and its types against the allowlist, then load.
 
-    Nothing is deserialised unless the hash matches and every type is trusted.
+    Nothing is deserialised unless the hash matches and every type is trusted, and no decision tree is returned
+    (to be scored by compiled code) before its structure is checked.
     """
     artifact = contained(path, ARTIFACT)
     try:
@@ -66,9 +68,11 @@ def load_estimator(path: Path, manifest: Manifest):
     if refused:
         raise UntrustedArtifact(f"{ARTIFACT} contains untrusted types: {', '.join(sorted(refused))}")
     try:
-        return sio.loads(data, trusted=sorted(untrusted))
+        estimator = sio.loads(data, trusted=sorted(untrusted))
     except Exception as exc:
         raise UntrustedArtifact(f"{ARTIFACT} failed to load: {exc}") from None
+    check_trees(estimator)  # trees are trusted only once their structure is checked (inference/trees.py)
+    return estimator
 
 
 def dump_estimator(estimator) -> bytes:

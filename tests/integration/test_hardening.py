@@ -59,3 +59,64 @@ def test_sigterm_after_undecodable_and_abandoned_streams_exits_within_drain_plus
     assert took < drain + grace + 8, f"SIGTERM took {took:.1f} s"
     print(f"SIGTERM with 4 undecodable and 3 held-open streams: exited in {took:.1f} s "
           f"(drain {drain} s + grace {grace} s)")
+
+
+def test_a_crafted_tree_is_refused_on_reload_and_skipped_at_start(model_store, tmp_path):
+    """Version 3: RandomForest whose first tree has a child index out of range (scikit-learn segfaults on it),
+    correctly hashed. Reload: FAILED_PRECONDITION, the process lives and serves version 2; a restart falls back
+    to version 2 (the newest good one)."""
+    from tests.support import artifacts
+
+    with ServerProc(model_store, tmp_path / "run1.log") as proc:
+        artifacts.crafted_forest(model_store, "iris", "1", "3", artifacts.TREE_DEFECTS["left child out of range"])
+        with grpc.insecure_channel(proc.target) as channel:
+            admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                admin.ReloadModel(admin_pb2.ReloadModelRequest(model="iris", version="3"), metadata=ADMIN,
+                                  timeout=30)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "child index out of range" in info.value.details()
+            with pytest.raises(grpc.RpcError) as info:  # "newest" is version 3 too
+                admin.ReloadModel(admin_pb2.ReloadModelRequest(model="iris"), metadata=ADMIN, timeout=30)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert proc.alive()
+        answer = _predict(proc.target)
+        assert answer.prediction.model_version == "2" and answer.prediction.label == "setosa"
+    with ServerProc(model_store, tmp_path / "run2.log") as proc:
+        assert _predict(proc.target).prediction.model_version == "2"
+    assert "version 3 cannot serve, trying an older one" in proc.log()
+
+
+def test_stray_entries_in_the_model_store_are_skipped_and_never_listed(model_store, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    import shutil
+
+    shutil.copytree(model_store / "iris" / "2", outside / "7")  # a valid version, but outside the store
+    shutil.copytree(model_store / "iris", outside / "elsewhere")
+    (model_store / "lost+found").mkdir()
+    (model_store / "README.txt").write_text("not a model\n")
+    (model_store / "escape").symlink_to(outside / "elsewhere")  # a model directory leading outside
+    (model_store / "iris" / "7").symlink_to(outside / "7")  # a version directory leading outside
+    (model_store / "dangling").symlink_to(tmp_path / "missing")
+    os.mkfifo(model_store / "fifo")
+    with ServerProc(model_store, tmp_path / "server.log") as proc:
+        assert _predict(proc.target).prediction.model_version == "2"
+        with grpc.insecure_channel(proc.target) as channel:
+            admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
+            versions = admin.ListModelVersions(admin_pb2.ListModelVersionsRequest(model="iris"), metadata=ADMIN,
+                                               timeout=10)
+            assert [v.version for v in versions.versions] == ["2", "1"]
+            models = inference_pb2_grpc.InferenceServiceStub(channel).ListModels(
+                inference_pb2.ListModelsRequest(), timeout=10)
+            assert [m.name for m in models.models] == ["iris"]
+            with pytest.raises(grpc.RpcError) as info:
+                admin.ListModelVersions(admin_pb2.ListModelVersionsRequest(model="escape"), metadata=ADMIN,
+                                        timeout=10)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.RpcError) as info:
+                admin.ReloadModel(admin_pb2.ReloadModelRequest(model="iris", version="7"), metadata=ADMIN,
+                                  timeout=10)
+            assert info.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+    log = proc.log()
+    assert "skipping 'lost+found'" in log and "skipping 'escape'" in log

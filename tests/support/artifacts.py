@@ -113,3 +113,47 @@ def untrusted_types(store: Path, model: str, source: str, version: str) -> Path:
     manifest["sha256"] = hashlib.sha256(data).hexdigest()
     _write(target, manifest, data)
     return target
+
+
+def crafted_forest(store: Path, model: str, source: str, version: str, mutate) -> Path:
+    """A copy of a stored RandomForest version whose first tree mutate(state) alters (state: the Tree's
+    __getstate__ dict: nodes, values, max_depth, node_count), re-serialised with skops and hashed correctly: only
+    the tree's structure is wrong."""
+    import copy
+
+    from inference.manifest import decode
+    from inference.model_loader import dump_estimator, load_estimator
+
+    target = clone_version(store, model, source, version)
+    manifest = decode((target / "metadata.json").read_bytes(), None)
+    estimator = load_estimator(target, manifest)
+    tree = estimator.estimators_[0].tree_
+    state = copy.deepcopy(tree.__getstate__())
+    mutate(state)
+    tree.__setstate__(state)
+    data = dump_estimator(estimator)
+    raw = _manifest(target)
+    raw["sha256"] = hashlib.sha256(data).hexdigest()
+    _write(target, raw, data)
+    return target
+
+
+def _set(field: str, value, node: int | None = None):
+    def mutate(state):
+        nodes = state["nodes"]
+        internal = [i for i in range(len(nodes)) if nodes[i]["left_child"] != -1]
+        nodes[internal[0] if node is None else node][field] = value
+    return mutate
+
+
+# Structural defects of a tree, each of which scikit-learn's compiled code would follow without a bounds check.
+TREE_DEFECTS = {
+    "left child out of range": _set("left_child", 10 ** 9),
+    "right child negative": _set("right_child", -7),
+    "child pointing back at the root": _set("left_child", 0),
+    "feature out of range": _set("feature", 10 ** 6),
+    "negative feature": _set("feature", -3),
+    "NaN threshold": _set("threshold", float("nan")),
+    "infinite leaf value": lambda state: state["values"].__setitem__((1, 0, 0), float("inf")),
+    "depth lie": lambda state: state.__setitem__("max_depth", 10 ** 12),
+}
