@@ -1,17 +1,23 @@
 """Entry point: `python -m gateway` (also `predmesh gateway`): build the descriptor, render, validate, run Envoy."""
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import signal
-import subprocess
-import sys
+from predmesh.startup import check_bindable, interrupt_exits, run_guarded
 
-from gateway.config import OPENAPI_PATH, build, envoy_binary
-from gateway.settings import GatewaySettings
-from predmesh.env import ConfigError
-from predmesh.logs import setup_logging
+interrupt_exits("python -m gateway")  # first: Ctrl-C during the imports below ends with one line too
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from gateway.config import OPENAPI_PATH, ConfigInvalid, build, envoy_binary  # noqa: E402
+from gateway.docs import DOCS_PATH  # noqa: E402
+from gateway.settings import GatewaySettings  # noqa: E402
+from predmesh.env import env_epilog, variables_read  # noqa: E402
+from predmesh.logs import setup_logging  # noqa: E402
+from predmesh.startup import StartupError  # noqa: E402
 
 log = logging.getLogger("gateway")
 
@@ -32,23 +38,35 @@ def run_envoy(settings: GatewaySettings, envoy_yaml) -> int:
     return proc.wait()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description="predmesh Envoy REST gateway")
+def main(argv: list[str] | None = None, prog: str = "python -m gateway") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="predmesh Envoy REST gateway",
+                                     epilog=env_epilog(variables_read(GatewaySettings.from_env)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true",
                         help="build the descriptor, OpenAPI document and envoy.yaml, validate them, and exit")
     args = parser.parse_args(argv)
-    setup_logging()
+    return run_guarded(prog, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = GatewaySettings.from_env(os.environ)
+    setup_logging(settings.launcher_log_level)
+    if not args.check:  # before anything is written: a second gateway must not touch the first one's files
+        for addr, what in ((settings.public_addr, "PREDMESH_GATEWAY_ADDR"),
+                           (settings.admin_addr, "PREDMESH_GATEWAY_ADMIN_ADDR"),
+                           (settings.envoy_admin_addr, "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR")):
+            if addr:
+                check_bindable(addr, f"gateway address {what}")
     try:
-        settings = GatewaySettings.from_env(os.environ)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    built = build(settings)
+        built = build(settings)
+    except ConfigInvalid as exc:
+        raise StartupError(str(exc)) from None
     if args.check:
         log.info("configuration valid: %s", built.envoy_yaml)
         return 0
-    log.info("predmesh gateway: REST on %s (OpenAPI: %s%s), admin REST on %s, Envoy admin on http://%s; "
+    log.info("predmesh gateway: REST on %s (OpenAPI: %s%s, docs: %s), admin REST on %s, Envoy admin on http://%s; "
              "upstream replicas: %s", settings.public_url, settings.public_url, OPENAPI_PATH,
+             f"{settings.public_url}{DOCS_PATH}" if settings.docs else "off",
              settings.admin_url or "off", settings.envoy_admin_addr, ", ".join(settings.upstreams))
     code = run_envoy(settings, built.envoy_yaml)
     log.info("envoy exited with %d", code)

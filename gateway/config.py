@@ -4,15 +4,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
-from gateway.descriptor import ADMIN_SERVICES, HEALTH_SERVICE, PUBLIC_SERVICES, build_descriptor
+from gateway.descriptor import (ADMIN_SERVICES, HEALTH_SERVICE, PUBLIC_GRPC_SERVICES, PUBLIC_SERVICES,
+                                build_descriptor)
+from gateway.docs import ASSETS, DOCS_PATH, PAGE, write_docs
 from gateway.openapi import write_openapi
 from gateway.settings import GatewaySettings, split_addr
 
@@ -31,6 +35,29 @@ _OPENAPI_ROUTE = """
                   envoy.filters.http.grpc_json_transcoder:
                     "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
                     disabled: true"""
+
+
+_STATIC_ROUTE = """
+              - match: {{ {match}: "{path}" }}
+                direct_response: {{ status: 200, body: {{ filename: {file} }} }}
+                response_headers_to_add:
+                - header: {{ key: content-type, value: "{content_type}" }}
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                - header: {{ key: x-content-type-options, value: nosniff }}
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                typed_per_filter_config:
+                  envoy.filters.http.grpc_json_transcoder:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true"""
+
+
+def _docs_routes(docs: Path) -> str:
+    """GET /docs (and /docs/) → the page; /docs/<asset> → each asset, straight from Envoy."""
+    routes = [_STATIC_ROUTE.format(match="path", path=path, file=json.dumps(str(docs / "index.html")),
+                                   content_type=PAGE["index.html"]) for path in (DOCS_PATH, DOCS_PATH + "/")]
+    routes += [_STATIC_ROUTE.format(match="path", path=f"{DOCS_PATH}/{name}", file=json.dumps(str(docs / name)),
+                                    content_type=kind) for name, kind in {**ASSETS, "init.js": PAGE["init.js"]}.items()]
+    return "".join(routes)
 
 
 class ConfigInvalid(RuntimeError):
@@ -63,8 +90,8 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def render(settings: GatewaySettings, descriptor: Path, openapi: Path) -> str:
-    """The envoy.yaml text for these settings."""
+def render(settings: GatewaySettings, descriptor: Path, openapi: Path, docs: Path | None = None) -> str:
+    """The envoy.yaml text for these settings (docs: the directory of the docs page, None: no /docs routes)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
     upstreams = [split_addr(a) for a in settings.upstreams]
@@ -80,10 +107,11 @@ def render(settings: GatewaySettings, descriptor: Path, openapi: Path) -> str:
         descriptor=descriptor.resolve(),
         public_services=PUBLIC_SERVICES,
         admin_services=ADMIN_SERVICES,
-        public_grpc_prefixes=[f"/{s}/" for s in PUBLIC_SERVICES],
+        public_grpc_prefixes=[f"/{s}/" for s in PUBLIC_GRPC_SERVICES],
         admin_grpc_prefixes=[f"/{s}/" for s in ADMIN_SERVICES],
         health_service=HEALTH_SERVICE,
-        openapi_route=_OPENAPI_ROUTE.format(path=OPENAPI_PATH, file=json.dumps(str(openapi.resolve()))),
+        openapi_route=_OPENAPI_ROUTE.format(path=OPENAPI_PATH, file=json.dumps(str(openapi.resolve())))
+        + (_docs_routes(docs.resolve()) if docs is not None and settings.docs else ""),
     )
 
 
@@ -96,17 +124,33 @@ def validate(envoy_yaml: Path) -> None:
 
 
 def build(settings: GatewaySettings, *, check: bool = True) -> Built:
-    """Descriptor set + OpenAPI document + envoy.yaml into settings.work_dir, validated by Envoy."""
+    """Descriptor set + OpenAPI document + docs page + envoy.yaml into settings.work_dir, validated by Envoy.
+
+    Everything is built and validated in a staging directory first and moved into place only on success, so a
+    failed start leaves the files of a gateway already running from the same directory as they were."""
     work = settings.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    descriptor = build_descriptor(work / "predmesh.binpb")
-    openapi = write_openapi(descriptor, work / "openapi.json", PUBLIC_SERVICES, title="predmesh REST API",
-                            server_url=settings.public_url)
-    envoy_yaml = work / "envoy.yaml"
-    tmp = work / "envoy.tmp.yaml"  # Envoy picks the parser by extension
-    tmp.write_text(render(settings, descriptor, openapi))
-    if check:
-        validate(tmp)
-    tmp.replace(envoy_yaml)
-    log.info("rendered %s (upstreams: %s)", envoy_yaml, ", ".join(settings.upstreams))
-    return Built(descriptor, openapi, envoy_yaml)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=work))
+    try:
+        descriptor = build_descriptor(staging / "predmesh.binpb")
+        openapi = write_openapi(descriptor, staging / "openapi.json", PUBLIC_SERVICES, title="predmesh REST API",
+                                server_url=settings.public_url)
+        docs = write_docs(staging / "docs", openapi_path=OPENAPI_PATH, title="predmesh REST API")
+        staged_yaml = staging / "envoy.yaml"  # Envoy picks the parser by extension
+        staged_yaml.write_text(render(settings, descriptor, openapi, docs))
+        if check:
+            validate(staged_yaml)
+        # the same configuration, pointing at the files' final places
+        final = Built(work / "predmesh.binpb", work / "openapi.json", work / "envoy.yaml")
+        text = render(settings, final.descriptor, final.openapi, work / "docs")
+        (work / "docs").mkdir(exist_ok=True)
+        for name in os.listdir(docs):
+            os.replace(docs / name, work / "docs" / name)
+        os.replace(descriptor, final.descriptor)
+        os.replace(openapi, final.openapi)
+        staged_yaml.write_text(text)
+        os.replace(staged_yaml, final.envoy_yaml)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("rendered %s (upstreams: %s)", final.envoy_yaml, ", ".join(settings.upstreams))
+    return final

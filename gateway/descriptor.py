@@ -17,6 +17,10 @@ WELL_KNOWN = Path(str(importlib.resources.files("grpc_tools") / "_proto"))
 
 PUBLIC_SERVICES = ("predmesh.v1.InferenceService", "predmesh.v1.AnalyticsService")
 ADMIN_SERVICES = ("predmesh.v1.ModelAdminService",)
+# Passed through as native gRPC on the public listener (never the admin service): the REST services, the Open
+# Inference Protocol (Triton/KServe clients), health (probes) and reflection v1 and v1alpha (grpcurl, buf, Postman).
+PUBLIC_GRPC_SERVICES = (*PUBLIC_SERVICES, "inference.GRPCInferenceService", "grpc.health.v1.Health",
+                        "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection")
 HEALTH_SERVICE = "predmesh.v1.InferenceService"
 
 

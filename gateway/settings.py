@@ -1,19 +1,17 @@
 """Gateway settings, read once from PREDMESH_GATEWAY_* variables by the entry point and passed down."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from predmesh.env import ConfigError, Env
+from predmesh.env import ConfigError, Env, split_addr
+from predmesh.logs import LEVELS
 
-
-def split_addr(addr: str) -> tuple[str, int]:
-    """'host:port' → (host, port); raises ConfigError on anything else."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"address {addr!r} must be host:port")
-    return host.strip("[]"), int(port)
+__all__ = ["GatewaySettings", "TlsFiles", "split_addr"]
+ENVOY_LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
 @dataclass(frozen=True)
@@ -49,6 +47,9 @@ class GatewaySettings:
     tls: TlsFiles = TlsFiles()                   # client → gateway (cert/key; ca: require client certificates)
     upstream_tls: TlsFiles = TlsFiles()          # gateway → replicas (ca: verify; cert/key: mTLS client cert)
     upstream_server_name: str = "localhost"
+    cors_origins: tuple[str, ...] = ()          # browser origins allowed to call the public REST API; (): no CORS
+    docs: bool = True                            # GET /docs: Swagger UI rendering /openapi.json
+    launcher_log_level: str = "INFO"             # this launcher's own log (PREDMESH_LOG_LEVEL); Envoy: log_level
 
     @property
     def scheme(self) -> str:
@@ -76,6 +77,10 @@ class GatewaySettings:
             raise ConfigError("PREDMESH_GATEWAY_UPSTREAM_TLS_CERT and _KEY go together")
         if self.upstream_tls.cert and not self.upstream_tls.ca:
             raise ConfigError("upstream mTLS needs PREDMESH_GATEWAY_UPSTREAM_TLS_CA to verify the replicas")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ConfigError(f"PREDMESH_GATEWAY_CORS_ORIGINS: {origin!r} is not an origin "
+                                  "(scheme://host[:port], no path) or *")
         for f in (self.tls.cert, self.tls.key, self.tls.ca, self.upstream_tls.cert, self.upstream_tls.key,
                   self.upstream_tls.ca):
             if f is not None and not f.is_file():
@@ -85,7 +90,9 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
         env = Env(environ, prefix="PREDMESH_GATEWAY_")
-        default_upstream = Env(environ).str("GRPC_ADDR", cls.upstreams[0])
+        common = Env(environ)
+        # one replica on the inference server's address unless PREDMESH_GATEWAY_UPSTREAMS names them
+        default_upstream = common.str("GRPC_ADDR", cls.upstreams[0])
 
         def path(name: str) -> Path | None:
             raw = env.str(name, "")
@@ -109,8 +116,11 @@ class GatewaySettings:
             hc_interval_ms=env.int("HC_INTERVAL_MS", cls.hc_interval_ms, minimum=50),
             hc_unhealthy_threshold=env.int("HC_UNHEALTHY_THRESHOLD", cls.hc_unhealthy_threshold, minimum=1),
             concurrency=env.int("CONCURRENCY", cls.concurrency, minimum=1),
-            log_level=env.str("LOG_LEVEL", cls.log_level),
+            log_level=env.choice("LOG_LEVEL", cls.log_level, ENVOY_LOG_LEVELS),
             tls=TlsFiles(path("TLS_CERT"), path("TLS_KEY"), path("TLS_CLIENT_CA")),
             upstream_tls=TlsFiles(path("UPSTREAM_TLS_CERT"), path("UPSTREAM_TLS_KEY"), path("UPSTREAM_TLS_CA")),
             upstream_server_name=env.str("UPSTREAM_SERVER_NAME", cls.upstream_server_name),
+            cors_origins=tuple(o.strip().rstrip("/") for o in env.str("CORS_ORIGINS", "").split(",") if o.strip()),
+            docs=env.bool("DOCS", cls.docs),
+            launcher_log_level=common.choice("LOG_LEVEL", cls.launcher_log_level, LEVELS),
         ).validate()

@@ -88,7 +88,7 @@ def test_rendered_config_has_the_hardening(descriptor, tmp_path):
                      for f in admin["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]}
     assert admin_filters["envoy.filters.http.grpc_json_transcoder"]["services"] == list(ADMIN_SERVICES)
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    rest_route = next(r for r in routes if r["match"].get("prefix") == "/v1/")["route"]
+    rest_route = next(r for r in routes if r["match"] == {"prefix": "/v1/"})["route"]
     assert rest_route["retry_policy"]["retry_on"] == "unavailable,connect-failure,refused-stream"
     assert not any("ModelAdminService" in r["match"].get("prefix", "") for r in routes)
     cluster = cfg["static_resources"]["clusters"][0]
@@ -114,3 +114,78 @@ def test_envoy_accepts_plain_and_tls_configs(tmp_path):
     assert tls["common_tls_context"]["tls_params"]["tls_minimum_protocol_version"] == "TLSv1_2"
     upstream = cfg["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
     assert upstream["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+
+
+def _routes(listener) -> list[dict]:
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+
+
+def test_public_listener_passes_native_grpc_for_the_tools_users_run(descriptor, tmp_path):
+    cfg = yaml.safe_load(render(GatewaySettings(), descriptor, tmp_path / "openapi.json"))
+    public, admin = cfg["static_resources"]["listeners"]
+    grpc_prefixes = {r["match"]["prefix"] for r in _routes(public) if "grpc" in r["match"]}
+    assert grpc_prefixes == {"/predmesh.v1.InferenceService/", "/predmesh.v1.AnalyticsService/",
+                             "/inference.GRPCInferenceService/", "/grpc.health.v1.Health/",
+                             "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"}
+    assert {r["match"]["prefix"] for r in _routes(admin) if "grpc" in r["match"]} == {
+        "/predmesh.v1.ModelAdminService/"}
+
+
+def test_rest_with_another_content_type_is_refused_before_transcoding(descriptor, tmp_path):
+    cfg = yaml.safe_load(render(GatewaySettings(), descriptor, tmp_path / "openapi.json"))
+    for listener in cfg["static_resources"]["listeners"]:
+        routes = _routes(listener)
+        refuse = next(i for i, r in enumerate(routes) if r.get("direct_response", {}).get("status") == 415)
+        rest = next(i for i, r in enumerate(routes) if r["match"] == {"prefix": "/v1/"})
+        assert refuse < rest
+        headers = routes[refuse]["match"]["headers"]
+        assert headers[0] == {"name": "content-type", "present_match": True}  # no content type: JSON assumed
+        assert headers[1]["invert_match"] is True
+
+
+def test_cors_is_off_by_default_and_limited_to_the_configured_origins(descriptor, tmp_path):
+    def public(settings):
+        cfg = yaml.safe_load(render(settings, descriptor, tmp_path / "openapi.json"))
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        return hcm, cfg["static_resources"]["listeners"][1]
+
+    hcm, _ = public(GatewaySettings())
+    assert "envoy.filters.http.cors" not in {f["name"] for f in hcm["http_filters"]}
+    assert "typed_per_filter_config" not in hcm["route_config"]["virtual_hosts"][0]
+    hcm, admin = public(GatewaySettings(cors_origins=("https://app.example",)))
+    assert hcm["http_filters"][0]["name"] == "envoy.filters.http.cors"  # before the transcoder: it answers preflights
+    policy = hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert policy["allow_origin_string_match"] == [{"exact": "https://app.example"}]
+    assert "cors" not in yaml.safe_dump(admin)  # the admin listener never answers browsers
+
+
+def test_docs_routes_serve_the_page_and_its_assets(descriptor, tmp_path):
+    from gateway.docs import write_docs
+
+    docs = write_docs(tmp_path / "docs", openapi_path="/openapi.json", title="t")
+    cfg = yaml.safe_load(render(GatewaySettings(), descriptor, tmp_path / "openapi.json", docs))
+    served = {r["match"]["path"]: r["direct_response"]["body"]["filename"]
+              for r in _routes(cfg["static_resources"]["listeners"][0]) if "path" in r["match"]}
+    assert served["/docs"] == str(docs.resolve() / "index.html")
+    assert Path(served["/docs/swagger-ui-bundle.js"]).stat().st_size > 100_000
+    assert '"/openapi.json"' in (docs / "init.js").read_text() or "'/openapi.json'" in (docs / "init.js").read_text()
+    off = yaml.safe_load(render(GatewaySettings(docs=False), descriptor, tmp_path / "openapi.json", docs))
+    assert not any(r["match"].get("path", "").startswith("/docs") for r in _routes(off["static_resources"]["listeners"][0]))
+
+
+def test_a_failed_build_leaves_the_running_gateways_files_alone(tmp_path, monkeypatch):
+    import gateway.config as config
+
+    work = tmp_path / "gw"
+    config.build(GatewaySettings(work_dir=work), check=False)
+    before = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
+
+    def refuse(path):
+        raise config.ConfigInvalid("envoy rejected it")
+
+    monkeypatch.setattr(config, "validate", refuse)
+    with pytest.raises(config.ConfigInvalid):
+        config.build(GatewaySettings(work_dir=work, public_addr="127.0.0.1:9999", max_body_bytes=2048))
+    after = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
+    assert after == before and set(before) == {"envoy.yaml", "openapi.json", "predmesh.binpb"}
+    assert sorted(p.name for p in work.iterdir()) == ["docs", "envoy.yaml", "openapi.json", "predmesh.binpb"]
