@@ -1,11 +1,17 @@
 """`predmesh <part> ...`: dispatch to each part's own entry point (each also runs as `python -m <package>`)."""
 from __future__ import annotations
 
-import importlib
-import sys
+from predmesh.startup import interrupt_exits
 
-# subcommand → (module with main(argv), argv prefix, help). The dashboard gets its subcommand (ui) when it
-# lands.
+interrupt_exits("predmesh")  # first: Ctrl-C while the part's modules load ends with one line, exit 130
+
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import sys  # noqa: E402
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+
+# subcommand → (module with main(argv[, prog]), argv prefix, help). The dashboard gets its subcommand (ui) when
+# it lands.
 COMMANDS = {
     "train": ("inference.__main__", ["train"], "train a model version into the model store"),
     "serve": ("inference.__main__", ["serve"], "run the gRPC inference server"),
@@ -19,10 +25,17 @@ COMMANDS = {
 }
 
 
+def package_version() -> str:
+    try:
+        return version("predmesh")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
 def usage() -> str:
-    lines = ["usage: predmesh <command> [options]", "", "commands:"]
+    lines = ["usage: predmesh <command> [options]", "       predmesh --version", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += ["", "Run `predmesh <command> --help` for a command's options."]
+    lines += ["", "Run `predmesh <command> --help` for a command's options and the environment variables it reads."]
     return "\n".join(lines)
 
 
@@ -31,12 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"predmesh {package_version()}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"predmesh: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, prefix, _ = COMMANDS[command]
-    return importlib.import_module(module).main(prefix + rest) or 0
+    entry = importlib.import_module(module).main
+    # `prog` makes the part's usage and error lines read `predmesh <command> …` (where its main takes one)
+    if "prog" in inspect.signature(entry).parameters:
+        return entry(prefix + rest, prog="predmesh" if prefix else f"predmesh {command}") or 0
+    return entry(prefix + rest) or 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from cli.probe import grpc_health, http_ok
 from predmesh.logs import setup_logging
+from predmesh.startup import run_guarded
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKOFF_START, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 30.0
@@ -70,11 +71,12 @@ def _next_addr(addr: str, offset: int) -> str:
 
 
 def replica_addrs(environ: Mapping[str, str], replicas: int) -> list[tuple[str, str]]:
-    """(gRPC, metrics) address of each replica: replica 1 on PREDMESH_GRPC_ADDR / PREDMESH_METRICS_ADDR
-    (defaults 127.0.0.1:50051 / :9101), replica k on those ports + k-1. Empty metrics address: metrics off."""
-    grpc_addr = environ.get("PREDMESH_GRPC_ADDR") or "127.0.0.1:50051"
-    metrics_addr = environ.get("PREDMESH_METRICS_ADDR", "127.0.0.1:9101")
-    return [(_next_addr(grpc_addr, i), _next_addr(metrics_addr, i) if metrics_addr else "")
+    """(gRPC, metrics) address of each replica: replica 1 on PREDMESH_GRPC_ADDR / PREDMESH_METRICS_ADDR (read by
+    the server's own settings, defaults included), replica k on those ports + k-1. Empty metrics address: off."""
+    from inference.settings import ServerSettings
+
+    server = ServerSettings.from_env(environ)
+    return [(_next_addr(server.grpc_addr, i), _next_addr(server.metrics_addr, i) if server.metrics_addr else "")
             for i in range(replicas)]
 
 
@@ -347,11 +349,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "predmesh up") -> int:
     args = parser().parse_args(argv)
     if args.replicas < 1:
         parser().error("--replicas must be at least 1")
-    setup_logging()
+    return run_guarded(prog, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from inference.settings import ServerSettings
+
+    setup_logging(ServerSettings.from_env(os.environ).log_level)  # also refuses a malformed setting up front
     if args.check:
         return check(plan(args))
     train_if_empty(os.environ)

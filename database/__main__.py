@@ -1,35 +1,45 @@
 """Entry point: `predmesh migrate` / `python -m database [migrate|status]` against PREDMESH_DATABASE_URL."""
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import sys
+from predmesh.startup import StartupError, interrupt_exits, run_guarded
 
-from predmesh.env import Env
-from predmesh.logs import setup_logging
+interrupt_exits("python -m database")  # first: Ctrl-C during the imports below ends with one line too
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from database.settings import DatabaseSettings, check_url  # noqa: E402
+from predmesh.env import env_epilog, variables_read  # noqa: E402
+from predmesh.logs import setup_logging  # noqa: E402
 
 log = logging.getLogger("database")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="predmesh migrate",
-                                     description="apply database migrations to PREDMESH_DATABASE_URL")
+def main(argv: list[str] | None = None, prog: str = "python -m database") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="apply database migrations to PREDMESH_DATABASE_URL",
+                                     epilog=env_epilog(variables_read(DatabaseSettings.from_env)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="migrate", choices=["migrate", "status"],
                         help="migrate (default): apply pending migrations; status: list them")
     parser.add_argument("--url", help="database URL (default: PREDMESH_DATABASE_URL or the local SQLite file)")
     args = parser.parse_args(argv)
-    setup_logging()
-    from database.connect import DEFAULT_URL, make_database, redact
+    return run_guarded(prog, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = DatabaseSettings.from_env(os.environ)
+    setup_logging(settings.log_level)
+    from database.connect import make_database, redact
     from database.migrate import applied, available, migrate
 
-    url = args.url or Env(os.environ).str("DATABASE_URL", DEFAULT_URL)
+    url = check_url(args.url) if args.url else settings.url
     database = make_database(url)
     try:
         database.connect()
     except Exception as exc:
-        print(f"cannot connect to {redact(url)}: {exc}".strip(), file=sys.stderr)
-        return 1
+        raise StartupError(" ".join(f"cannot connect to {redact(url)}: {exc}".split())) from None
     try:
         if args.command == "status":
             done = set(applied(database))

@@ -11,13 +11,10 @@ from peewee import Database, SqliteDatabase
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from database.models import db
+from database.settings import DEFAULT_URL, DatabaseConfigError, check_url, redact
 
 log = logging.getLogger(__name__)
-DEFAULT_URL = "sqlite:///var/predmesh.db"
-
-
-class DatabaseConfigError(ValueError):
-    """The database URL cannot be used."""
+__all__ = ["DEFAULT_URL", "DatabaseConfigError", "make_database", "open_database", "redact"]
 
 
 def make_database(url: str, *, max_connections: int = 8, connect_timeout: float = 3.0,
@@ -28,27 +25,21 @@ def make_database(url: str, *, max_connections: int = 8, connect_timeout: float 
     bounded connect and statement timeouts (a slow or dead server must not hang the caller);
     sqlite:///relative/path or sqlite:////absolute/path → WAL mode, synchronous=NORMAL, busy timeout.
     """
-    parsed = urlparse(url)
+    parsed = urlparse(check_url(url))
     params = dict(parse_qsl(parsed.query))
     if parsed.scheme in ("postgres", "postgresql"):
         name = parsed.path.lstrip("/")
-        if not name:
-            raise DatabaseConfigError(f"database URL {redact(url)} names no database")
         options = " ".join(filter(None, [f"-c statement_timeout={statement_timeout_ms}", params.pop("options", "")]))
         return PooledPostgresqlDatabase(
             name, user=unquote(parsed.username or "") or None, password=unquote(parsed.password or "") or None,
             host=parsed.hostname or None, port=parsed.port or None, connect_timeout=int(max(1, connect_timeout)),
             options=options, max_connections=max_connections, stale_timeout=300, timeout=connect_timeout,
             **params)
-    if parsed.scheme == "sqlite":
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
-        if not path:
-            raise DatabaseConfigError(f"database URL {url!r}: use sqlite:///relative/path or sqlite:////abs/path")
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDatabase(path, timeout=connect_timeout, pragmas={
-            "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 5000})
-    raise DatabaseConfigError(f"database URL {redact(url)}: scheme must be postgresql:// or sqlite:///")
+    path = url[len("sqlite:///"):]  # check_url let only sqlite:///… through otherwise
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteDatabase(path, timeout=connect_timeout, pragmas={
+        "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 5000})
 
 
 def open_database(url: str, **options) -> Database:
@@ -63,14 +54,6 @@ def is_postgres(database: Database | None = None) -> bool:
     from peewee import PostgresqlDatabase
     target = database or db.obj
     return isinstance(target, PostgresqlDatabase)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@", 1)
-    return url
 
 
 class DatabaseUnavailable(RuntimeError):

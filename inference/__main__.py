@@ -1,60 +1,91 @@
 """Entry point: `python -m inference [serve|train]` (also `predmesh serve`, `predmesh train`)."""
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import sys
+from predmesh.startup import check_bindable, interrupt_exits, run_guarded
 
-from inference.settings import ServerSettings
-from predmesh.logs import setup_logging
+interrupt_exits("python -m inference")  # first: Ctrl-C during the imports below ends with one line too
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from inference.settings import PersistenceSettings, ServerSettings, Settings  # noqa: E402
+from predmesh.env import env_epilog, variables_read  # noqa: E402
+from predmesh.logs import setup_logging  # noqa: E402
 
 log = logging.getLogger("inference")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference", description="predmesh inference server")
+def parser(prog: str) -> argparse.ArgumentParser:
+    env_help = env_epilog(variables_read(ServerSettings.from_env, PersistenceSettings.from_env))
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=prog, description="predmesh inference server", epilog=env_help,
+                                     formatter_class=fmt)
     sub = parser.add_subparsers(dest="command")
-    serve_p = sub.add_parser("serve", help="run the gRPC server (default)")
+    serve_p = sub.add_parser("serve", help="run the gRPC server (default)", description="run the gRPC server",
+                             epilog=env_help, formatter_class=fmt)
     serve_p.add_argument("--no-train", action="store_true", help="do not train a model when the store is empty")
     serve_p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of PREDMESH_PROCESSES>1
-    train_p = sub.add_parser("train", help="train a new version into the model store")
+    train_env = env_epilog(variables_read(ServerSettings.from_env, only=(
+        "PREDMESH_MODEL_STORE", "PREDMESH_MODEL_SIGNING_KEY", "PREDMESH_LOG_LEVEL")))
+    train_p = sub.add_parser("train", help="train a new version into the model store",
+                             description="train a new immutable version into the model store", epilog=train_env,
+                             formatter_class=fmt)
     train_p.add_argument("--model", default="iris", help="model name (default: iris)")
     train_p.add_argument("--estimator", default="lr", choices=["lr", "rf"],
                          help="lr = LogisticRegression, rf = RandomForest(100)")
     train_p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    setup_logging()
-    settings = ServerSettings.from_env(os.environ)
+    parser.set_defaults(commands={"serve": serve_p, "train": train_p})
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m inference") -> int:
+    args, extra = parser(prog).parse_known_args(argv)
+    if extra:  # reported by the subcommand, so the usage line reads `predmesh serve …`
+        args.commands.get(args.command, parser(prog)).error(f"unrecognized arguments: {' '.join(extra)}")
+    command = args.command or "serve"
+    return run_guarded(f"{prog} {command}" if args.command else prog, lambda: _run(args, command))
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    settings = Settings.from_env(os.environ)  # every PREDMESH_* variable, read once
+    server = settings.server
+    setup_logging(server.log_level)
 
     from inference.store import ModelStore
     from inference.train import train
 
-    store = ModelStore(settings.model_store, settings.signing_key)
-    if args.command == "train":
+    store = ModelStore(server.model_store, server.signing_key)
+    if command == "train":
         manifest = train(store, args.model, args.estimator, args.seed)
         print(f"trained {manifest.name} version {manifest.version} ({manifest.estimator}) into {store.root}; "
               f"holdout accuracy {manifest.metrics['holdout_accuracy']:.3f}")
         return 0
+    worker = getattr(args, "worker", False)
+    if not worker:  # a worker shares the port its siblings already hold (SO_REUSEPORT)
+        check_bindable(server.grpc_addr, "gRPC address PREDMESH_GRPC_ADDR")
+        if server.metrics_addr:
+            check_bindable(server.metrics_addr, "metrics address PREDMESH_METRICS_ADDR")
     if not store.models() and not getattr(args, "no_train", False):
         log.info("model store %s is empty: training the demo model 'iris'", store.root)
         train(store)
-    if settings.processes > 1 and not getattr(args, "worker", False):
+    if server.processes > 1 and not worker:
         from inference import workers
-        return workers.run(settings)
+        return workers.run(server)
     from database.migrate import SchemaNotCurrent
-    from inference.app import build_persistence
+    from inference.persistence import Persistence
     from inference.server import serve
     from inference.spool import SpoolBoundElsewhere
     try:
-        persistence = build_persistence(os.environ)
+        persistence = Persistence(settings.persistence)
     except SchemaNotCurrent as exc:
         log.error("%s (or set PREDMESH_AUTO_MIGRATE=1)", exc)
         return 2
     except SpoolBoundElsewhere as exc:
         log.error("%s", exc)
         return 2
-    serve(settings, persistence.recorder, extend=persistence.attach)
+    serve(server, persistence.recorder, extend=persistence.attach)
     return 0
 
 

@@ -1,55 +1,23 @@
-"""Persistence wiring for the server entry point: settings, the prediction log, analytics, activation records."""
+"""Persistence of one server process: the prediction log, analytics, activation records (PersistenceSettings)."""
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from database import repo
 from database.connect import (
-    DEFAULT_URL, DatabaseUnavailable, database_identity, describe_identity, open_database, redact, session,
+    DatabaseUnavailable, database_identity, describe_identity, open_database, redact, session,
 )
 from database.migrate import SchemaNotCurrent, migrate, require_current
 from inference.manifest import Manifest
-from inference.prediction_log import MODES, PredictionLog
+from inference.prediction_log import PredictionLog
 from inference.recorder import NullRecorder, Recorder
+from inference.settings import PersistenceSettings
 from inference.spool import Spool, SpoolBoundElsewhere, bind
-from predmesh.env import ConfigError, Env
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PersistenceSettings:
-    """PREDMESH_DATABASE_URL, PREDMESH_PERSISTENCE and the spool; see the README's configuration table."""
-
-    database_url: str = DEFAULT_URL
-    mode: str = "durable"
-    spool_dir: Path = Path("var/spool")
-    spool_max_bytes: int = 256 * 1024 * 1024
-    auto_migrate: bool = True
-    write_batch: int = 500
-    flush_ms: float = 200.0  # larger batches cost the serving threads less GIL time per row
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
-        env = Env(environ)
-        mode = env.str("PERSISTENCE", cls.mode).lower()
-        if mode not in MODES:
-            raise ConfigError(f"PREDMESH_PERSISTENCE={mode!r}: use one of {', '.join(MODES)}")
-        return cls(
-            database_url=env.secret("DATABASE_URL") or cls.database_url,
-            mode=mode,
-            spool_dir=env.path("SPOOL_DIR", str(cls.spool_dir)),
-            spool_max_bytes=env.int("SPOOL_MAX_BYTES", cls.spool_max_bytes, minimum=4096),
-            auto_migrate=env.bool("AUTO_MIGRATE", cls.auto_migrate),
-            write_batch=env.int("DB_WRITE_BATCH", cls.write_batch, minimum=1),
-            flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms),
-        )
 
 
 class PersistenceMetrics:
@@ -170,8 +138,3 @@ class Persistence:
 
     def close(self) -> None:
         self.recorder.close()
-
-
-def build_persistence(environ: Mapping[str, str], registry: CollectorRegistry = REGISTRY) -> Persistence:
-    """Persistence from PREDMESH_* variables; raises SchemaNotCurrent when auto-migration is off and needed."""
-    return Persistence(PersistenceSettings.from_env(environ), registry)

@@ -10,10 +10,9 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from inference import logcontext, oip
+from inference import logcontext, oip, reflection
 from inference.auth import AdminAuth
 from inference.edge import DecodeGuard
 from inference.drift import DriftMonitor
@@ -24,6 +23,7 @@ from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer, ModelAdminServicer
 from inference.settings import ServerSettings
 from inference.store import ModelStore
+from predmesh.startup import StartupError
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -113,11 +113,15 @@ class InferenceServer:
         if self._drift:
             self._drift.start()
         credentials = server_credentials(self.settings)
-        self.port = (self._server.add_secure_port(self.settings.grpc_addr, credentials) if credentials
-                     else self._server.add_insecure_port(self.settings.grpc_addr))
+        try:
+            self.port = (self._server.add_secure_port(self.settings.grpc_addr, credentials) if credentials
+                         else self._server.add_insecure_port(self.settings.grpc_addr))
+        except RuntimeError:  # grpc's "Failed to bind": in use, or not an address of this machine
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot bind gRPC address {self.settings.grpc_addr}")
-        reflection.enable_server_reflection([*self.services, reflection.SERVICE_NAME], self._server)
+            raise StartupError(f"cannot bind gRPC address {self.settings.grpc_addr} (in use, or not an address "
+                               "of this machine)")
+        reflection.enable_server_reflection(self.services, self._server)  # v1 and v1alpha
         # Everything built so far (modules, models, the server) lives as long as the process: move it out of the
         # cyclic collector's reach, so a full collection under load walks only what serving allocates (measured:
         # ~150k objects, ~80 ms per full collection with the GIL held, otherwise).

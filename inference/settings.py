@@ -1,16 +1,30 @@
-"""Server settings, read once from PREDMESH_* variables by the entry point and passed down."""
+"""Settings of `python -m inference`, read once from PREDMESH_* variables by the entry point and passed down."""
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from database.settings import DatabaseSettings
 from predmesh.env import ConfigError, Env
+from predmesh.logs import LEVELS
+
+RUNTIMES = ("native", "sklearn")
+PERSISTENCE_MODES = ("off", "async", "durable")
+
+
+def allowed_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Everything the inference server needs to start; see the README's configuration table."""
+    """Everything the inference server needs to start; see the README's configuration table.
+
+    The field defaults describe one in-process server (tests build it directly); from_env holds the defaults of
+    the entry point, where PREDMESH_PROCESSES is `auto` (one process per allowed CPU)."""
 
     grpc_addr: str = "127.0.0.1:50051"
     metrics_addr: str = "127.0.0.1:9101"
@@ -27,7 +41,9 @@ class ServerSettings:
     max_concurrent_rpcs: int = 512
     drain_seconds: float = 1.0
     grace_seconds: float = 10.0
-    runtime: str = "sklearn"  # "native": verified fast predict_proba kernels where available (inference/kernels.py)
+    # "native": verified fast predict_proba kernels where they reproduce scikit-learn (inference/kernels.py),
+    # scikit-learn otherwise; "sklearn": always scikit-learn's own predict_proba.
+    runtime: str = "native"
     processes: int = 1  # >1: that many server processes share the gRPC port (SO_REUSEPORT), see inference/workers.py
     pin_workers: bool = True  # several processes: each one's threads kept on one CPU of the allowed set
     drift: bool = True  # track live data drift against each version's training distribution (inference/drift.py)
@@ -37,14 +53,21 @@ class ServerSettings:
     tls_cert: Path | None = None       # PEM certificate chain: serve gRPC over TLS
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM CA bundle: require and verify client certificates (mTLS)
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServerSettings:
         env = Env(environ)
         key = env.secret("MODEL_SIGNING_KEY")
+        grpc_addr = env.addr("GRPC_ADDR", cls.grpc_addr)
+
+        def path(name: str) -> Path | None:
+            raw = env.str(name, "")
+            return Path(raw) if raw else None
+
         return cls(
-            grpc_addr=env.str("GRPC_ADDR", cls.grpc_addr),
-            metrics_addr=env.str("METRICS_ADDR", cls.metrics_addr),
+            grpc_addr=grpc_addr,
+            metrics_addr=env.addr("METRICS_ADDR", cls.metrics_addr, optional=True),
             model_store=env.path("MODEL_STORE", str(cls.model_store)),
             signing_key=key.encode() if key else None,
             admin_token=env.secret("ADMIN_TOKEN"),
@@ -58,26 +81,74 @@ class ServerSettings:
             max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs, minimum=1),
             drain_seconds=env.float("DRAIN_SECONDS", cls.drain_seconds),
             grace_seconds=env.float("GRACE_SECONDS", cls.grace_seconds),
-            runtime=_runtime(env.str("RUNTIME", cls.runtime)),
-            processes=env.int("PROCESSES", cls.processes, minimum=1),
+            runtime=env.choice("RUNTIME", cls.runtime, RUNTIMES),
+            processes=_processes(env, grpc_addr),
             pin_workers=env.bool("PIN_WORKERS", cls.pin_workers),
             reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds),
             drift=env.bool("DRIFT", cls.drift),
             drift_window_s=_positive("DRIFT_WINDOW_S", env.float("DRIFT_WINDOW_S", cls.drift_window_s)),
             fault_delay_ms=env.float("FAULT_DELAY_MS", cls.fault_delay_ms),
-            tls_cert=Path(env.str("TLS_CERT", "")) if env.str("TLS_CERT", "") else None,
-            tls_key=Path(env.str("TLS_KEY", "")) if env.str("TLS_KEY", "") else None,
-            tls_client_ca=Path(env.str("TLS_CLIENT_CA", "")) if env.str("TLS_CLIENT_CA", "") else None,
+            tls_cert=path("TLS_CERT"),
+            tls_key=path("TLS_KEY"),
+            tls_client_ca=path("TLS_CLIENT_CA"),
+            log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
         )
-
-
-def _runtime(value: str) -> str:
-    if value not in ("sklearn", "native"):
-        raise ConfigError(f"PREDMESH_RUNTIME={value!r} must be 'sklearn' or 'native'")
-    return value
 
 
 def _positive(name: str, value: float) -> float:
     if not value > 0:
         raise ConfigError(f"PREDMESH_{name}={value!r} must be a positive number of seconds")
     return value
+
+
+def _processes(env: Env, grpc_addr: str) -> int:
+    """PREDMESH_PROCESSES: `auto` (default) = one per allowed CPU; a port of 0 (any free port) cannot be shared by
+    several processes, so `auto` means one there."""
+    raw = env.str("PROCESSES", "auto").strip().lower()
+    if raw == "auto":
+        return 1 if grpc_addr.rpartition(":")[2] == "0" else allowed_cpus()
+    try:
+        return env.int("PROCESSES", 1, minimum=1)
+    except ConfigError:
+        raise ConfigError(f"PREDMESH_PROCESSES={raw!r}: use auto (one per CPU) or a number >= 1") from None
+
+
+@dataclass(frozen=True)
+class PersistenceSettings:
+    """PREDMESH_DATABASE_URL, PREDMESH_PERSISTENCE and the spool; see the README's configuration table."""
+
+    database_url: str = DatabaseSettings.url
+    mode: str = "durable"
+    spool_dir: Path = Path("var/spool")
+    spool_max_bytes: int = 256 * 1024 * 1024
+    auto_migrate: bool = True
+    write_batch: int = 500
+    flush_ms: float = 200.0  # larger batches cost the serving threads less GIL time per row
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
+        env = Env(environ)
+        return cls(
+            database_url=DatabaseSettings.from_env(environ).url,
+            mode=env.choice("PERSISTENCE", cls.mode, PERSISTENCE_MODES),
+            spool_dir=env.path("SPOOL_DIR", str(cls.spool_dir)),
+            spool_max_bytes=env.int("SPOOL_MAX_BYTES", cls.spool_max_bytes, minimum=4096),
+            auto_migrate=env.bool("AUTO_MIGRATE", cls.auto_migrate),
+            write_batch=env.int("DB_WRITE_BATCH", cls.write_batch, minimum=1),
+            flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of `python -m inference`, read once at start."""
+
+    server: ServerSettings
+    persistence: PersistenceSettings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        return cls(ServerSettings.from_env(environ), PersistenceSettings.from_env(environ))
+
+
+__all__ = ["ConfigError", "PersistenceSettings", "ServerSettings", "Settings", "allowed_cpus"]

@@ -76,7 +76,9 @@ class WorkerGroup:
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.metrics_dir.glob("*.db"):  # counters from an earlier run must not be added again
             stale.unlink()
-        self.env = {**environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), "PREDMESH_METRICS_ADDR": ""}
+        # The resolved count: a child pinned to one CPU would read `auto` as 1 and not share the port.
+        self.env = {**environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), "PREDMESH_METRICS_ADDR": "",
+                    "PREDMESH_PROCESSES": str(settings.processes)}
         self.children: list[subprocess.Popen | None] = [None] * settings.processes
         self.cpus = cpu_plan(settings.processes, settings.pin_workers)
         self._started_at = [0.0] * settings.processes

@@ -9,6 +9,14 @@ class ConfigError(ValueError):
     """A PREDMESH_* variable has a value that cannot be used."""
 
 
+def split_addr(addr: str) -> tuple[str, int]:
+    """'host:port' (IPv6 as '[::1]:port') → (host, port); raises ConfigError on anything else."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"address {addr!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
 class Env:
     """Reads PREDMESH_<NAME> from a mapping (os.environ in entry points, a dict in tests)."""
 
@@ -49,6 +57,25 @@ class Env:
     def path(self, name: str, default: str) -> Path:
         return Path(self.str(name, default))
 
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of choices (compared case-insensitively, returned as listed)."""
+        raw = self.str(name, default)
+        for choice in choices:
+            if raw.lower() == choice.lower():
+                return choice
+        raise ConfigError(f"{self._prefix}{name}={raw!r}: use one of {', '.join(choices)}")
+
+    def addr(self, name: str, default: str, *, optional: bool = False) -> str:
+        """A host:port address (empty allowed when optional: the part is switched off)."""
+        raw = self.str(name, default).strip()
+        if optional and not raw:
+            return ""
+        try:
+            split_addr(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{self._prefix}{name}: {exc}") from None
+        return raw
+
     def secret(self, name: str) -> str | None:
         """PREDMESH_<NAME>, or the stripped contents of the file named by PREDMESH_<NAME>_FILE."""
         value = self._environ.get(self._prefix + name)
@@ -61,3 +88,36 @@ class Env:
             except OSError as exc:
                 raise ConfigError(f"{self._prefix}{name}_FILE: cannot read {file}: {exc.strerror}") from None
         return None
+
+
+class _Recorder(dict):
+    """An empty environment that notes every variable looked up in it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def get(self, key, default=None):
+        if key not in self.names:
+            self.names.append(key)
+        return default
+
+
+def variables_read(*readers, only: tuple[str, ...] | None = None) -> list[str]:
+    """The PREDMESH_* variables that settings readers (e.g. ServerSettings.from_env) look up, in order, for
+    --help texts: taken from the readers themselves, so the list cannot drift from the code."""
+    env = _Recorder()
+    for read in readers:
+        read(env)
+    names = env.names
+    # PREDMESH_X and PREDMESH_X_FILE (Env.secret) are shown as PREDMESH_X[_FILE]
+    return [n + "[_FILE]" if n + "_FILE" in names else n for n in names
+            if not (n.endswith("_FILE") and n[:-len("_FILE")] in names) and (only is None or n in only)]
+
+
+def env_epilog(names: list[str]) -> str:
+    """A --help epilog listing the environment variables a command reads."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap("environment: " + ", ".join(names) + " (see the README's configuration table)",
+                                    width=100, break_on_hyphens=False))

@@ -1,10 +1,10 @@
 """Logging setup shared by the entry points."""
 import logging
-import os
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def setup_logging(level: str | None = None) -> None:
-    """Root logging to stderr at PREDMESH_LOG_LEVEL (INFO by default)."""
-    logging.basicConfig(
-        level=(level or os.environ.get("PREDMESH_LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+def setup_logging(level: str = "INFO") -> None:
+    """Root logging to stderr at level (the entry point reads PREDMESH_LOG_LEVEL into its settings)."""
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")

@@ -93,6 +93,7 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
            "PREDMESH_PROMETHEUS_ADDR": f"127.0.0.1:{ports['prometheus']}",
            "PREDMESH_DATABASE_URL": f"sqlite:///{tmp_path / 'predmesh.db'}",
            "PREDMESH_SPOOL_DIR": str(tmp_path / "spool"), "PREDMESH_DRAIN_SECONDS": "0",
+           "PREDMESH_PROCESSES": "1",  # one process per replica (the default is one per CPU): lighter here
            "PYTHONUNBUFFERED": "1",
            # the parts run from a scratch directory: import this checkout's packages (also ones that landed
            # after the editable install was made)

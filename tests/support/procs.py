@@ -60,6 +60,7 @@ class ServerProc:
             "PREDMESH_ADMIN_TOKEN": ADMIN_TOKEN,
             "PREDMESH_READONLY_TOKEN": READONLY_TOKEN,
             "PREDMESH_DRAIN_SECONDS": "0",
+            "PREDMESH_PROCESSES": "1",  # one process (the default is one per CPU); tests that want more say so
             # persistence stays inside the test's directory (never the repository's var/)
             "PREDMESH_DATABASE_URL": f"sqlite:///{self.log_path.parent / 'predmesh.db'}",
             "PREDMESH_SPOOL_DIR": str(self.log_path.parent / "spool"),

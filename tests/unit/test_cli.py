@@ -37,3 +37,25 @@ def test_help_and_unknown_command():
         assert f"  {command}" in helped.stdout
     unknown = run("frobnicate")
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == "predmesh 0.1.0", out
+
+
+def test_usage_lines_name_the_predmesh_command_and_help_lists_its_variables():
+    expected = {"serve": ["PREDMESH_GRPC_ADDR", "PREDMESH_PROCESSES", "PREDMESH_RUNTIME", "PREDMESH_DATABASE_URL"],
+                "train": ["PREDMESH_MODEL_STORE"],
+                "gateway": ["PREDMESH_GATEWAY_ADDR", "PREDMESH_GATEWAY_CORS_ORIGINS", "PREDMESH_GATEWAY_UPSTREAMS"],
+                "migrate": ["PREDMESH_DATABASE_URL"],
+                "up": ["PREDMESH_GRPC_ADDR", "PREDMESH_MODEL_STORE"]}
+    for command, variables in expected.items():
+        out = run(command, "--help")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"usage: predmesh {command} "), out.stdout[:80]
+        text = " ".join(out.stdout.split())  # the epilog wraps
+        for name in variables:
+            assert name in text, (command, name)
+    wrong = run("serve", "--frobnicate")
+    assert wrong.returncode == 2 and wrong.stderr.startswith("usage: predmesh serve")

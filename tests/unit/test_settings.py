@@ -1,0 +1,68 @@
+"""Settings read once per entry point: defaults (one process per CPU, the verified native runtime), refusals with
+one clear message, and --help's variable lists taken from the readers themselves."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from database.settings import DatabaseSettings
+from gateway.settings import GatewaySettings
+from inference.settings import PersistenceSettings, ServerSettings, Settings, allowed_cpus
+from predmesh.env import ConfigError, variables_read
+
+
+def test_defaults_are_the_fast_configuration():
+    s = ServerSettings.from_env({})
+    assert s.processes == len(os.sched_getaffinity(0)) == allowed_cpus()
+    assert s.runtime == "native"
+    assert ServerSettings.from_env({"PREDMESH_RUNTIME": "sklearn"}).runtime == "sklearn"  # the switch
+    assert ServerSettings.from_env({"PREDMESH_PROCESSES": "auto"}).processes == allowed_cpus()
+    assert ServerSettings.from_env({"PREDMESH_PROCESSES": "3"}).processes == 3
+    # any free port (0) cannot be shared by several processes: auto means one there
+    assert ServerSettings.from_env({"PREDMESH_GRPC_ADDR": "127.0.0.1:0"}).processes == 1
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"PREDMESH_PROCESSES": "two"}, "PREDMESH_PROCESSES='two': use auto"),
+    ({"PREDMESH_PROCESSES": "0"}, "PREDMESH_PROCESSES='0': use auto"),
+    ({"PREDMESH_GRPC_ADDR": "nohost"}, "PREDMESH_GRPC_ADDR: address 'nohost' must be host:port"),
+    ({"PREDMESH_METRICS_ADDR": "127.0.0.1:99999"}, "PREDMESH_METRICS_ADDR"),
+    ({"PREDMESH_RUNTIME": "fast"}, "PREDMESH_RUNTIME='fast': use one of native, sklearn"),
+    ({"PREDMESH_LOG_LEVEL": "loud"}, "PREDMESH_LOG_LEVEL"),
+    ({"PREDMESH_DATABASE_URL": "mysql://u@h/db"}, "scheme must be postgresql:// or sqlite:///"),
+    ({"PREDMESH_DATABASE_URL": "postgresql://u@h:port/db"}, "database URL"),
+    ({"PREDMESH_DATABASE_URL": "postgresql://u@h/"}, "names no database"),
+    ({"PREDMESH_PERSISTENCE": "sometimes"}, "PREDMESH_PERSISTENCE='sometimes'"),
+])
+def test_bad_values_are_refused_with_the_variable_named(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        Settings.from_env(env)
+
+
+def test_persistence_and_database_settings_share_the_url():
+    url = "postgresql://u:secret@127.0.0.1:5432/db"
+    assert PersistenceSettings.from_env({"PREDMESH_DATABASE_URL": url}).database_url == url
+    assert DatabaseSettings.from_env({"PREDMESH_DATABASE_URL": url}).url == url
+    assert PersistenceSettings.from_env({}).database_url == DatabaseSettings.from_env({}).url
+    assert PersistenceSettings.from_env({"PREDMESH_PERSISTENCE": "ASYNC"}).mode == "async"
+
+
+def test_gateway_cors_docs_and_log_levels():
+    s = GatewaySettings.from_env({"PREDMESH_GATEWAY_CORS_ORIGINS": "https://app.example, http://localhost:3000/"})
+    assert s.cors_origins == ("https://app.example", "http://localhost:3000")
+    assert GatewaySettings.from_env({}).cors_origins == () and GatewaySettings.from_env({}).docs
+    with pytest.raises(ConfigError, match="is not an origin"):
+        GatewaySettings.from_env({"PREDMESH_GATEWAY_CORS_ORIGINS": "app.example"})
+    with pytest.raises(ConfigError, match="PREDMESH_GATEWAY_LOG_LEVEL"):
+        GatewaySettings.from_env({"PREDMESH_GATEWAY_LOG_LEVEL": "loud"})
+    assert GatewaySettings.from_env({"PREDMESH_LOG_LEVEL": "debug"}).launcher_log_level == "DEBUG"
+
+
+def test_variables_read_come_from_the_readers():
+    names = variables_read(ServerSettings.from_env, PersistenceSettings.from_env)
+    assert {"PREDMESH_GRPC_ADDR", "PREDMESH_PROCESSES", "PREDMESH_RUNTIME", "PREDMESH_ADMIN_TOKEN[_FILE]",
+            "PREDMESH_DATABASE_URL[_FILE]", "PREDMESH_SPOOL_DIR", "PREDMESH_LOG_LEVEL"} <= set(names)
+    assert len(names) == len(set(names))
+    gateway = variables_read(GatewaySettings.from_env)
+    assert {"PREDMESH_GATEWAY_CORS_ORIGINS", "PREDMESH_GATEWAY_DOCS", "PREDMESH_GRPC_ADDR"} <= set(gateway)
