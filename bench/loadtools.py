@@ -192,3 +192,42 @@ def sdk_closed_loop(target: str, method: str, args: tuple, concurrency: int, sec
     latencies.sort()
     return Point(len(latencies) / seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99),
                  len(latencies), errors)
+
+
+def find_perf_analyzer(explicit: str | None = None) -> str | None:
+    """Triton's perf_analyzer: the given path, $PERF_ANALYZER, or the wrapper that ../shared/tools/perf-analyzer.sh
+    installs (/tmp/perf-analyzer/perf_analyzer); None when there is none (its PyPI wheel is a placeholder on
+    Debian 12: see TOOLCHAIN.md §10)."""
+    import os
+
+    for candidate in (explicit, os.environ.get("PERF_ANALYZER"), "/tmp/perf-analyzer/perf_analyzer",
+                      shutil.which("perf_analyzer")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    return None
+
+
+def perf_analyzer(binary: str, target: str, model: str, input_name: str, rows: list[list[float]],
+                  concurrency: int, seconds: float) -> Point:
+    """Closed loop with Triton's perf_analyzer over OIP gRPC: one client process multiplexing `concurrency`
+    outstanding requests on its gRPC channel (unlike h2load's connection per stream), one row per request,
+    cycling through real rows (--input-data). infer/s and p50/p99 from its CSV report, over 3 windows of
+    seconds/3 each after its own warm-up."""
+    window_ms = max(1000, int(seconds * 1000 / 3))
+    with tempfile.TemporaryDirectory(prefix="perf-analyzer-") as tmp:
+        data, csv = Path(tmp) / "rows.json", Path(tmp) / "report.csv"
+        data.write_text(json.dumps({"data": [{input_name: [float(v) for v in row]} for row in rows]}))
+        out = subprocess.run(
+            [binary, "-m", model, "-u", target, "-i", "grpc", "--concurrency-range", str(concurrency),
+             "--input-data", str(data), "-b", "1", "--measurement-interval", str(window_ms),
+             "--stability-percentage", "10000", "--max-trials", "3", "--percentile", "99", "-f", str(csv)],
+            capture_output=True, text=True, timeout=seconds * 4 + 120)
+        if out.returncode != 0 or not csv.exists():
+            raise SystemExit(f"perf_analyzer failed on {target} {model} (exit {out.returncode}):\n"
+                             f"{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        header, values = csv.read_text().splitlines()[:2]
+        row = dict(zip(header.split(","), values.split(",")))
+    errors = re.search(r"(\d+) errors?", out.stdout)
+    count = re.search(r"Request count: (\d+)", out.stdout)
+    return Point(float(row["Inferences/Second"]), float(row["p50 latency"]) / 1000, float(row["p99 latency"]) / 1000,
+                 int(count.group(1)) if count else 0, int(errors.group(1)) if errors else 0)
