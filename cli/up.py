@@ -332,8 +332,17 @@ def check(mesh: Plan) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from inference.settings import ServerSettings
+    from predmesh.env import env_epilog, variables_read
+
+    env = variables_read(ServerSettings.from_env, only=(
+        "PREDMESH_GRPC_ADDR", "PREDMESH_METRICS_ADDR", "PREDMESH_MODEL_STORE", "PREDMESH_MODEL_SIGNING_KEY",
+        "PREDMESH_LOG_LEVEL"))
+    env += ["PREDMESH_AMQP_URL", "PREDMESH_CONSUMER_METRICS_ADDR", "PREDMESH_UI_ADDR", "PREDMESH_LUIGID_ADDR"]
     p = argparse.ArgumentParser(prog="predmesh up", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=env_epilog(env) + "\nEach part also reads its own: see `predmesh <part> "
+                                "--help`.")
     p.add_argument("--replicas", type=int, default=1,
                    help="inference replicas behind the gateway (default 1); replica k listens on "
                         "PREDMESH_GRPC_ADDR's port + k-1 (metrics: PREDMESH_METRICS_ADDR's port + k-1)")
