@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from predmesh.errors import PredmeshError
-
 
 class SdkScorer:
-    """PredictBatch / PredictStream through a predmesh.Client opened with transport "queue"."""
+    """PredictBatch through a predmesh.Client opened with transport "queue"."""
 
     def __init__(self, client, timeout: float):
         self.client = client
@@ -16,11 +14,3 @@ class SdkScorer:
     def predict_batch(self, model: str, rows: Sequence[tuple[Mapping[str, float], str]]) -> list:
         """predmesh.v1.Prediction messages (the SDK dataclasses keep them as .raw), in row order."""
         return [p.raw for p in self.client.predict_batch(model, rows, timeout=self.timeout)]
-
-    def predict_stream(self, model: str, rows: Sequence[tuple[Mapping[str, float], str]]
-                       ) -> list[tuple[object | None, PredmeshError | None]]:
-        out = [(None, r.error) if r.error is not None else (r.prediction.raw, None)
-               for r in self.client.predict_stream(model, rows, timeout=self.timeout)]
-        if len(out) != len(rows):
-            raise PredmeshError(f"the stream answered {len(out)} of {len(rows)} rows")
-        return out

@@ -130,11 +130,12 @@ class Session:
             self.w.metrics.connected.set(1)
             log.info("consuming %s (prefetch %d), scoring on %s", self.w.topology.work_queue,
                      self.w.settings.prefetch, self.w.settings.target)
-            dlq_poll = self.loop.create_task(self._poll_dead_letters())
+            helpers = [self.loop.create_task(self._poll_dead_letters()), self.loop.create_task(self._watchdog(conn))]
             try:
                 await self._loop()
             finally:
-                dlq_poll.cancel()
+                for task in helpers:
+                    task.cancel()
         finally:
             if conn.is_open:
                 conn.close()
@@ -260,6 +261,30 @@ class Session:
         finally:
             task.cancel()
             stop.cancel()
+
+    async def _watchdog(self, conn) -> None:
+        """Drop a link that went silent within ~1.25 heartbeats (pika's own check needs up to 2 x (heartbeat + 5 s)).
+
+        The broker sends a heartbeat every heartbeat/2 s on an idle link, so no byte for a whole heartbeat interval
+        means two missed heartbeats.
+        """
+        heartbeat = self.w.settings.amqp.heartbeat_s
+        if not heartbeat:
+            return
+        last, seen = conn.bytes_received, time.monotonic()
+        while not self.closed.done():
+            await asyncio.sleep(heartbeat / 4)
+            if conn.bytes_received != last:
+                last, seen = conn.bytes_received, time.monotonic()
+            elif time.monotonic() - seen > heartbeat:
+                log.warning("no data from the broker for %.1f s (missed heartbeats): dropping the connection",
+                            time.monotonic() - seen)
+                self._on_close(f"broker silent for more than {heartbeat} s")
+                try:
+                    conn._adapter_disconnect_stream()  # abort the socket: a silent peer never answers a close
+                except Exception:  # already going down
+                    pass
+                return
 
     async def _poll_dead_letters(self) -> None:
         """Keep the DLQ depth gauge current (a passive declare every 10 s)."""

@@ -111,11 +111,13 @@ class ConsumerProc:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, env: dict | None = None) -> ConsumerProc:
+    def start(self, env: dict | None = None, wait: bool = True) -> ConsumerProc:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "consumer"], cwd=ROOT, env={**self.env, **(env or {})},
                                      stdout=self._log, stderr=subprocess.STDOUT)
         self.starts += 1
+        if not wait:
+            return self
         wait_for(lambda: self.proc.poll() is not None or self.metric("predmesh_consumer_connected") == 1, 30,
                  what="consumer connected")
         if self.proc.poll() is not None:

@@ -16,7 +16,7 @@ TOPO = jobs.Topology("t")
 
 
 class FakeScorer:
-    """Scores like the server: NaN → INVALID_ARGUMENT, unknown model → NOT_FOUND; `down` → UNAVAILABLE."""
+    """Scores like the server (all rows or an error): NaN → INVALID_ARGUMENT, unknown model → NOT_FOUND."""
 
     def __init__(self, down: Exception | None = None):
         self.down = down
@@ -36,18 +36,6 @@ class FakeScorer:
         if self.down:
             raise self.down
         return [self._one(model, f, rid) for f, rid in rows]
-
-    def predict_stream(self, model, rows):
-        self.calls.append(("stream", model, len(rows)))
-        if self.down:
-            raise self.down
-        out = []
-        for f, rid in rows:
-            try:
-                out.append((self._one(model, f, rid), None))
-            except (InvalidArgument, NotFound) as err:
-                out.append((None, err))
-        return out
 
 
 def delivery(tag, job, content_type=jobs.PROTOBUF, message_id=None, **props) -> Delivery:
@@ -103,9 +91,21 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
             assert dead.headers[jobs.HEADER_ERROR]
     assert "NaN" in outcomes[4].publish.headers[jobs.HEADER_ERROR]
     assert "exceeds the limit" in outcomes[7].publish.headers[jobs.HEADER_ERROR]
-    # one batch for the window, then the bad one isolated: single rows through the stream, batch jobs alone
+    # one batch for the window (jobs 1, 5, 6, 7: 5 rows), then bisected on job boundaries: [1, 5] → [1] ok, [5] bad;
+    # [6, 7] → [6] ok, [7] bad (the batch job all or nothing)
     assert [c for c in scorer.calls if c[1] == "iris"] == [
-        ("batch", "iris", 5), ("batch", "iris", 2), ("stream", "iris", 3)]
+        ("batch", "iris", 5), ("batch", "iris", 2), ("batch", "iris", 1), ("batch", "iris", 1),
+        ("batch", "iris", 3), ("batch", "iris", 1), ("batch", "iris", 2)]
+
+
+def test_one_bad_job_among_many_costs_a_few_calls_not_one_per_job():
+    scorer = FakeScorer()
+    window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(64)]
+    window[37] = delivery(37, jobs.predict_job("iris", dict(ROW, sepal_width=float("inf"))))
+    outcomes = handle(window, scorer, TOPO)
+    assert [d.tag for d, o in zip(window, outcomes) if o.action is Action.REJECT] == [37]
+    assert sum(o.action is Action.ACK for o in outcomes) == 63
+    assert len(scorer.calls) <= 1 + 2 * 6
 
 
 def test_unknown_model_is_not_found_for_its_jobs_only():
