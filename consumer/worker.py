@@ -77,6 +77,8 @@ class Worker:
                 await session.run()
             except amqp.SessionClosed as exc:
                 log.warning("broker session ended: %s", exc)
+            except Exception:  # a bug or an unexpected library error must not end the consumer: new session
+                log.exception("broker session failed unexpectedly")
             finally:
                 self.metrics.connected.set(0)
                 self.metrics.held.set(0)
@@ -111,6 +113,7 @@ class Session:
         self.consumed = 0
         self.channel = None
         self.consumer_tag = None
+        self.aborted = False
 
     def _on_close(self, exc) -> None:
         if not self.closed.done():
@@ -137,8 +140,11 @@ class Session:
                 for task in helpers:
                     task.cancel()
         finally:
-            if conn.is_open:
-                conn.close()
+            if conn.is_open and not self.aborted:
+                try:
+                    conn.close()
+                except Exception:  # the transport is already gone
+                    pass
 
     # -- broker callbacks (event loop thread) ---------------------------------------------------------------
     def _on_message(self, channel, method, props, body) -> None:
@@ -279,11 +285,10 @@ class Session:
             elif time.monotonic() - seen > heartbeat:
                 log.warning("no data from the broker for %.1f s (missed heartbeats): dropping the connection",
                             time.monotonic() - seen)
-                self._on_close(f"broker silent for more than {heartbeat} s")
-                try:
-                    conn._adapter_disconnect_stream()  # abort the socket: a silent peer never answers a close
-                except Exception:  # already going down
-                    pass
+                self.aborted = True
+                # what pika's own heartbeat checker does, only sooner: a silent peer never answers a close
+                conn._terminate_stream(pika.exceptions.AMQPHeartbeatTimeout(
+                    f"no data from the broker for more than {heartbeat} s"))
                 return
 
     async def _poll_dead_letters(self) -> None:
