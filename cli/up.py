@@ -182,13 +182,13 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     else:
         luigid_addr = environ.get("PREDMESH_LUIGID_ADDR", "127.0.0.1:8082")
         host, _, port = luigid_addr.rpartition(":")
-        if available("batch"):
-            argv = [py, "-m", "batch", "scheduler"]
+        if available("batch"):     # luigid with the pipeline's configuration (retcodes, /metrics)
+            argv, dirs = [py, "-m", "batch", "scheduler"], []
         else:
             state = Path("var/luigi")
-            argv = [str(Path(py).with_name("luigid")), "--address", host, "--port", port,
-                    "--logdir", str(state), "--state-path", str(state / "state.pickle")]
-        parts.append(Part("luigid", argv, {"PREDMESH_LUIGID_ADDR": luigid_addr}, dirs=[Path("var/luigi")],
+            argv, dirs = [str(Path(py).with_name("luigid")), "--address", host, "--port", port,
+                          "--logdir", str(state), "--state-path", str(state / "state.pickle")], [state]
+        parts.append(Part("luigid", argv, {"PREDMESH_LUIGID_ADDR": luigid_addr}, dirs=dirs,
                           probe=lambda a=luigid_addr: http_ok(f"http://{a}/api/task_list", "response"),
                           urls=[f"http://{luigid_addr}/static/visualiser/index.html (Luigi scheduler)"]))
 

@@ -302,3 +302,18 @@ def test_writable_volumes_of_the_image_are_created_and_owned_by_its_user(compose
                 continue
             assert target in made, f"{name}: {target} is not created in the image"
             assert any(target == o or target.startswith(o + "/") for o in owned), f"{name}: {target} not owned"
+
+
+def test_the_scheduled_batch_command_parses():
+    """The crontab's command line is accepted by the batch CLI as written (checked with --help, nothing runs)."""
+    if not (ROOT / "batch" / "__init__.py").exists():
+        pytest.fail("the batch part is on main: this check must run")   # pragma: no cover - batch has landed
+    lines = [line for line in (DEPLOY / "crontab").read_text().splitlines() if line and not line.startswith("#")]
+    assert len(lines) == 1
+    argv = lines[0].split()[5:]
+    assert argv[:2] == ["predmesh", "batch"]
+    result = subprocess.run([sys.executable, "-m", "cli", *argv[1:], "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    from batch.cli import parser
+    parser().parse_args(argv[2:])

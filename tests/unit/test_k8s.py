@@ -220,7 +220,8 @@ def test_batch_runs_as_a_cron_job_and_migrations_as_a_job(rendered):
     docs = rendered[1]
     cron = find(docs, "CronJob", "nightly")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    assert pod_specs(docs)["nightly"]["containers"][0]["args"][:2] == ["batch", "nightly"]
+    assert pod_specs(docs)["nightly"]["containers"][0]["args"][:2] == ["batch", "backfill"]
+    assert pod_specs(docs)["luigid"]["containers"][0]["args"] == ["batch", "scheduler"]
     assert pod_specs(docs)["predmesh-migrate"]["containers"][0]["args"] == ["migrate"]
 
 
