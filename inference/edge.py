@@ -1,5 +1,6 @@
 """The RPC edge every servicer shares: domain errors → gRPC status (one table), the `rpc` handler wrapper that sets
-the request's log context, and the interceptor that answers undecodable request bytes INVALID_ARGUMENT."""
+the request's log context, and the interceptor that answers undecodable request bytes (and feature map entries
+without a value) INVALID_ARGUMENT."""
 from __future__ import annotations
 
 import functools
@@ -65,13 +66,21 @@ class _Undecoded:
         self.message = message
 
 
-def _decoder(deserialize, method: str):
+def _decoder(deserialize, method: str, check=None):
     def decode(data: bytes):
         try:
-            return deserialize(data)
+            message = deserialize(data)
         except Exception as exc:
             return _Undecoded(clip(f"the request is not a valid message for {method} ({type(exc).__name__}: "
                                    f"{exc}); check the field types against the API", 300))
+        if check is not None:
+            try:
+                problem = check(data, message)
+            except Exception:  # the bytes parsed; a check that cannot walk them finds nothing to refuse
+                problem = None
+            if problem:
+                return _Undecoded(clip(problem, 300))
+        return message
     return decode
 
 
@@ -82,12 +91,12 @@ def _checked_stream(requests, context):
         yield request
 
 
-def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _guard(handler: grpc.RpcMethodHandler, method: str, check=None) -> grpc.RpcMethodHandler:
     """The same handler with a deserializer that cannot fail and a behaviour that refuses undecoded input."""
     deserialize = handler.request_deserializer
     if deserialize is None:  # a handler of raw bytes: nothing to decode
         return handler
-    decode = _decoder(deserialize, method)
+    decode = _decoder(deserialize, method, check)
     serialize = handler.response_serializer
     if not handler.request_streaming:
         behaviour = handler.unary_unary or handler.unary_stream
@@ -112,11 +121,14 @@ def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler
 class DecodeGuard(grpc.ServerInterceptor):
     """Undecodable request bytes on any method (ours, health, reflection) → INVALID_ARGUMENT, never INTERNAL.
 
-    Put it last in the interceptor list, so the metrics interceptor sees (and counts) the status it gives.
-    Guarded handlers are cached per method (the handler grpc resolves for a method does not change).
+    checks: method path → check(raw bytes, parsed message) returning a problem (INVALID_ARGUMENT) or None, for
+    what the parsed message cannot show (inference/wire.py). Put the guard last in the interceptor list, so the
+    metrics interceptor sees (and counts) the status it gives. Guarded handlers are cached per method (the
+    handler grpc resolves for a method does not change).
     """
 
-    def __init__(self):
+    def __init__(self, checks=None):
+        self._checks = dict(checks or {})
         self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation, handler_call_details):
@@ -127,6 +139,6 @@ class DecodeGuard(grpc.ServerInterceptor):
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        guarded = _guard(handler, method)
+        guarded = _guard(handler, method, self._checks.get(method))
         self._cache[method] = (handler, guarded)
         return guarded

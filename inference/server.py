@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
-from inference import logcontext, oip, reflection
+from inference import logcontext, oip, reflection, wire
 from inference.auth import AdminAuth
 from inference.edge import DecodeGuard
 from inference.drift import DriftMonitor
@@ -68,7 +68,7 @@ class InferenceServer:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
             # the guard last: the metrics interceptor counts the INVALID_ARGUMENT it gives undecodable requests
-            interceptors=[self.metrics.rpc_interceptor, DecodeGuard()],
+            interceptors=[self.metrics.rpc_interceptor, DecodeGuard(wire.CHECKS)],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
