@@ -111,6 +111,7 @@ def main() -> int:
                 source = work / f"input-{rnd}.csv"  # an id column per round: new content, new request ids
                 write_csv(source, ["id", *header], ([f"r{rnd}-{i}", *r[:-1]] for i, r in enumerate(rows)))
                 cpu0 = cpu_seconds(proc.pid)
+                client0 = time.process_time()
                 t0 = time.perf_counter()
                 outcome = score_file(clients, "iris", source, work / f"out-{rnd}.csv", work / f"rej-{rnd}.csv")
                 t_written = time.perf_counter()
@@ -118,6 +119,7 @@ def main() -> int:
                                    interval=0.02)
                 t_stored = time.perf_counter()
                 server_cpu = cpu_seconds(proc.pid) - cpu0
+                client_cpu = time.process_time() - client0
                 total = t_stored - t0
                 tm = outcome.timings
                 reading = tm["read"] + tm["validate"]
@@ -127,12 +129,12 @@ def main() -> int:
                 result = {"rows_per_s": outcome.scored / total, "total": total, "reading": reading,
                           "server": score_wall * server_share, "grpc": score_wall * (1 - server_share),
                           "write": tm["write"], "storing": tail, "stored": schema.rows() - before,
-                          "rejected": outcome.rejected, "server_cpu": server_cpu}
+                          "rejected": outcome.rejected, "server_cpu": server_cpu, "client_cpu": client_cpu}
                 results.append(result)
                 print(f"  round {rnd + 1}: {outcome.scored} rows in {total:.2f} s = {result['rows_per_s']:,.0f} "
                       f"rows/s end to end ({outcome.scored / score_wall:,.0f} rows/s while scoring); stored "
                       f"{result['stored']} ({'ok' if result['stored'] == outcome.scored else 'MISMATCH'}), "
-                      f"rejected {outcome.rejected}; server CPU {server_cpu:.2f} s", flush=True)
+                      f"rejected {outcome.rejected}; CPU: server {server_cpu:.2f} s, client {client_cpu:.2f} s", flush=True)
                 for name in ("reading", "grpc", "server", "write", "storing"):
                     print(f"      {name:<8} {result[name]:6.3f} s  {100 * result[name] / total:5.1f}%")
     finally:
@@ -145,7 +147,12 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     best = max(results, key=lambda r: r["rows_per_s"])
     median = statistics.median(r["rows_per_s"] for r in results)
-    print(f"\nmedian {median:,.0f} rows/s, best {best['rows_per_s']:,.0f} rows/s end to end (target 50,000, goal "
+    server_us = statistics.median(r["server_cpu"] for r in results) / args.rows * 1e6
+    client_us = statistics.median(r["client_cpu"] for r in results) / args.rows * 1e6
+    print(f"\nCPU per row (median): server {server_us:.1f} us (all its processes: validation, scoring, spool, "
+          f"writer), client {client_us:.1f} us (read, encode, decode, write); PostgreSQL not counted. With both "
+          f"cores to ourselves that bounds the pipeline at ~{2e6 / (server_us + client_us):,.0f} rows/s.")
+    print(f"median {median:,.0f} rows/s, best {best['rows_per_s']:,.0f} rows/s end to end (target 50,000, goal "
           f"100,000); shares of the best round: " + ", ".join(
               f"{n} {100 * best[k] / best['total']:.0f}%" for n, k in (
                   ("reading", "reading"), ("gRPC+client", "grpc"), ("server (validate+score+spool)", "server"),

@@ -60,7 +60,13 @@ def predict(model: str, features: Mapping[str, float], *, request_id: str = "",
 
 def predict_batch(model: str, rows: Sequence[Row], *, timeout: float | None = None) -> Call[list[Prediction]]:
     """Score many rows (at most the server's max batch rows) in one call; answers in row order."""
-    request = inference_pb2.PredictBatchRequest(model=model, rows=[row(r) for r in rows])
+    request = inference_pb2.PredictBatchRequest(model=model)
+    add = request.rows.add  # in place: ~2x cheaper per row than building FeatureRows and copying them in
+    for r in rows:
+        if isinstance(r, tuple):
+            add(features=r[0], request_id=r[1])
+        else:
+            add(features=r)
     return Call("inference", "PredictBatch", request,
                 lambda r: [Prediction.from_proto(p) for p in r.predictions], timeout)
 

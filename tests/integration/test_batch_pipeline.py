@@ -88,8 +88,11 @@ def test_a_day_end_to_end_then_a_rerun_does_no_work(server, pg, tmp_path, schedu
         assert run.accuracy == pytest.approx(report["accuracy"]) and run.duration_seconds > 0
         assert quality.feedback_count == 300 and quality.accuracy == pytest.approx(report["accuracy"])
         if luigid:
-            done = {t["name"] for t in luigid.tasks("DONE").values()}
-            assert {"GenerateData", "Score", "Report"} <= done
+            done = {t["name"]: t for t in luigid.tasks("DONE").values()}
+            assert {"GenerateData", "Score", "Report"} <= set(done)
+            # the visualiser shows Score's progress as it went (its last report: every row)
+            assert done["Score"]["progress_percentage"] == 100
+            assert "300 of 300 rows" in done["Score"]["status_message"]
             code, metrics = http_get(luigid.url + "/metrics")
             assert code == 200 and "luigi_task_done_total" in metrics
 
