@@ -87,8 +87,11 @@ def available(package: str) -> bool:
 
 def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
     """(reachable, detail): an AMQP connection to url opens (and is closed again)."""
+    import logging
+
     import pika
 
+    logging.getLogger("pika").setLevel(logging.WARNING)     # one probe connection: no connection-workflow chatter
     try:
         params = pika.URLParameters(url)
         params.socket_timeout = params.blocked_connection_timeout = timeout
