@@ -142,6 +142,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         s = GatewaySettings.from_env({**environ, **env})
         urls = [f"REST {s.public_url}/v1/models  (OpenAPI {s.public_url}{OPENAPI_PATH}, gRPC {s.public_addr}; "
                 f"work files in {s.work_dir})"]
+        if s.docs:
+            urls.append(f"API docs {s.public_url}/docs")
         if s.admin_url:
             urls.append(f"admin REST {s.admin_url} (ModelAdminService, loopback)")
         urls.append(f"Envoy admin/stats http://{s.envoy_admin_addr}/stats/prometheus")

@@ -132,6 +132,8 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
         rest = f"http://127.0.0.1:{ports['rest']}"
         assert f"REST {rest}/v1/models" in banner
         assert requests.get(f"{rest}/openapi.json", timeout=5).status_code == 200
+        assert f"API docs {rest}/docs" in banner
+        assert requests.get(f"{rest}/docs", timeout=5).status_code == 200
         assert requests.get(f"http://127.0.0.1:{ports['envoy']}/stats/prometheus", timeout=5).status_code == 200
         assert requests.post(f"http://127.0.0.1:{ports['admin']}/v1/models/iris:reload", json={},
                              timeout=5).status_code in (401, 404)   # admin listener answers (no token here)
