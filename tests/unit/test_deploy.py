@@ -278,6 +278,21 @@ def test_prometheus_configs_pass_promtool(config):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_compose_prometheus_loads_the_repositorys_rules(compose, tmp_path):
+    """The rules glob, pointed where compose mounts deploy/prometheus, loads every rule file there."""
+    mount = next(v for v in compose["services"]["prometheus"]["volumes"] if v.startswith("./prometheus:"))
+    target = mount.split(":")[1]
+    config = yaml.safe_load((DEPLOY / "compose/prometheus.yml").read_text())
+    assert config["rule_files"] == [f"{target}/rules/*.yml"]
+    config["rule_files"] = [str(DEPLOY / "prometheus" / "rules" / "*.yml")]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = promtool("check", "config", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for rules in (DEPLOY / "prometheus" / "rules").glob("*.yml"):
+        assert f"Checking {rules}" in result.stdout and "SUCCESS" in result.stdout, result.stdout
+
+
 def test_promtool_fails_on_a_broken_copy(tmp_path):
     config = yaml.safe_load((DEPLOY / "compose/prometheus.yml").read_text())
     config["scrape_configs"][0]["dns_sd_configs"][0]["type"] = "AAAAA"
