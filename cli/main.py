@@ -10,13 +10,13 @@ import inspect  # noqa: E402
 import sys  # noqa: E402
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
-# subcommand → (module with main(argv[, prog]), argv prefix, help). The dashboard gets its subcommand (ui) when
-# it lands.
+# subcommand → (module with main(argv[, prog]), argv prefix, help).
 COMMANDS = {
     "train": ("inference.__main__", ["train"], "train a model version into the model store"),
     "serve": ("inference.__main__", ["serve"], "run the gRPC inference server"),
     "gateway": ("gateway.__main__", [], "run the Envoy REST gateway"),
     "migrate": ("database.__main__", [], "apply database migrations"),
+    "ui": ("ui.__main__", [], "run the Panel dashboard"),
     "up": ("cli.up", [], "run the whole local mesh"),
     "consume": ("consumer.__main__", [], "score prediction jobs from RabbitMQ"),
     "publish": ("cli.publish", [], "queue prediction jobs on RabbitMQ"),

@@ -1,0 +1,113 @@
+"""Pure computations behind the dashboard's charts: time buckets, rates, percentiles, form defaults."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+TRANSPORTS = ("grpc", "rest", "queue", "batch", "ui")
+# label shown in the window selector -> (window length, bucket width); "all" plots the last 24 h
+WINDOWS: dict[str, tuple[timedelta | None, timedelta]] = {
+    "15 min": (timedelta(minutes=15), timedelta(minutes=1)),
+    "1 h": (timedelta(hours=1), timedelta(minutes=5)),
+    "6 h": (timedelta(hours=6), timedelta(minutes=30)),
+    "24 h": (timedelta(hours=24), timedelta(hours=2)),
+    "all": (None, timedelta(hours=2)),
+}
+SERIES_SPAN_ALL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    end: datetime
+
+    @property
+    def minutes(self) -> float:
+        return (self.end - self.start).total_seconds() / 60.0
+
+
+def window_start(window: str, now: datetime) -> datetime | None:
+    """Start of the filter window ending now; None for "all"."""
+    length, _ = WINDOWS[window]
+    return None if length is None else now - length
+
+
+def buckets(window: str, now: datetime) -> list[Bucket]:
+    """Equal buckets covering the window, oldest first; the last one ends at now."""
+    length, width = WINDOWS[window]
+    span = length or SERIES_SPAN_ALL
+    count = max(1, round(span / width))
+    return [Bucket(now - (count - i) * width, now - (count - i - 1) * width) for i in range(count)]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..1) of already sorted values; NaN when empty."""
+    if not sorted_values:
+        return math.nan
+    pos = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def rate_series(bucket_list: Sequence[Bucket], counts: Sequence[Mapping[str, int]]) -> dict[str, list]:
+    """Requests per minute by transport, one value per bucket (columns "t" and one per transport)."""
+    data: dict[str, list] = {"t": [b.end for b in bucket_list]}
+    for transport in TRANSPORTS:
+        data[transport] = [c.get(transport, 0) / b.minutes for b, c in zip(bucket_list, counts)]
+    return data
+
+
+def latency_series(bucket_list: Sequence[Bucket],
+                   samples: Sequence[Iterable[tuple[str, float]]]) -> dict[str, list]:
+    """p50 and p95 latency by transport per bucket from (transport, latency_ms) samples; NaN = no data."""
+    data: dict[str, list] = {"t": [b.end for b in bucket_list]}
+    for transport in TRANSPORTS:
+        data[f"{transport}_p50"], data[f"{transport}_p95"] = [], []
+    for sample in samples:
+        by: dict[str, list[float]] = {}
+        for transport, latency in sample:
+            by.setdefault(transport, []).append(latency)
+        for transport in TRANSPORTS:
+            values = sorted(by.get(transport, ()))
+            data[f"{transport}_p50"].append(percentile(values, 0.50))
+            data[f"{transport}_p95"].append(percentile(values, 0.95))
+    return data
+
+
+def latency_table(samples: Iterable[Iterable[tuple[str, float]]]) -> list[dict]:
+    """Per transport seen: sampled count and p50/p95/p99 latency over all the samples."""
+    by: dict[str, list[float]] = {}
+    for sample in samples:
+        for transport, latency in sample:
+            by.setdefault(transport, []).append(latency)
+    rows = []
+    for transport in sorted(by, key=lambda t: TRANSPORTS.index(t) if t in TRANSPORTS else len(TRANSPORTS)):
+        values = sorted(by[transport])
+        rows.append({"transport": transport, "sampled": len(values),
+                     "p50_ms": percentile(values, 0.50), "p95_ms": percentile(values, 0.95),
+                     "p99_ms": percentile(values, 0.99)})
+    return rows
+
+
+def class_counts(classes: Sequence[str], by_label: Mapping[str, int]) -> tuple[list[str], list[int]]:
+    """Counts per class in model order (zero for unseen classes), then any other labels seen."""
+    labels = list(classes) + sorted(set(by_label) - set(classes))
+    return labels, [int(by_label.get(label, 0)) for label in labels]
+
+
+def default_value(minimum: float, maximum: float, mean: float, std: float) -> float:
+    """A form field's starting value: the training mean when known (older manifests have std 0) and inside the
+    range, else the midpoint of the training range."""
+    if std > 0 and math.isfinite(mean) and minimum <= mean <= maximum:
+        return mean
+    return (minimum + maximum) / 2.0
+
+
+def step(minimum: float, maximum: float) -> float:
+    """A round input step of about a hundredth of the training range."""
+    span = maximum - minimum
+    if not math.isfinite(span) or span <= 0:
+        return 0.1
+    return 10.0 ** math.floor(math.log10(span / 100.0))

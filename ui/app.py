@@ -1,0 +1,64 @@
+"""The dashboard application: one Store and one page per browser session, served by Panel (Bokeh server)."""
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import panel as pn
+
+from ui import views
+from ui.settings import UiSettings
+from ui.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def connect(settings: UiSettings, admin_token: str | None = None):
+    """A new SDK client for this dashboard (transport "ui"); admin calls go to admin_server when set."""
+    from predmesh import Client
+
+    target = (settings.admin_server or settings.server) if admin_token else settings.server
+    return Client(target, timeout=settings.timeout_s, transport="ui", admin_token=admin_token)
+
+
+def _on_error(exc: Exception) -> None:
+    """Panel's handler for exceptions escaping a callback: logged once, never shown as a traceback."""
+    log.error("dashboard callback failed: %s: %s", type(exc).__name__, exc)
+
+
+def session_page(settings: UiSettings) -> pn.viewable.Viewable:
+    """Build the page of one new browser session."""
+    pn.extension("tabulator")
+    pn.config.exception_handler = _on_error
+    store = Store(partial(connect, settings), target=settings.server, refresh_s=settings.refresh_s)
+    page = views.dashboard(store, settings.title)
+    periodic = pn.state.add_periodic_callback(store.tick, period=int(settings.refresh_s * 1000), start=False)
+
+    async def loaded():
+        await store.start()
+        periodic.start()
+
+    def destroyed(_context):
+        periodic.stop()
+        store.close()
+
+    pn.state.onload(loaded)
+    pn.state.on_session_destroyed(destroyed)
+    return page
+
+
+def server_kwargs(settings: UiSettings) -> dict:
+    """pn.serve / get_server arguments: loopback by default, websocket origins restricted, optional login."""
+    kwargs = dict(address=settings.host, port=settings.port, websocket_origin=settings.websocket_origins,
+                  title=f"{settings.title} dashboard", show=False)
+    if settings.password:
+        kwargs.update(basic_auth=settings.password, cookie_secret=settings.cookie_secret)
+    return kwargs
+
+
+def serve(settings: UiSettings) -> None:
+    """Run the dashboard until interrupted."""
+    def page() -> pn.viewable.Viewable:  # a plain function: Panel calls it once per session
+        return session_page(settings)
+
+    pn.serve({"/": page}, start=True, **server_kwargs(settings))

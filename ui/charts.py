@@ -1,0 +1,95 @@
+"""Bokeh figures of the dashboard; each comes with the ColumnDataSource the views update in place."""
+from __future__ import annotations
+
+from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
+from bokeh.plotting import figure
+from panel.io import unlocked
+
+from ui.analytics import TRANSPORTS
+
+COLORS = {"grpc": "#1f77b4", "rest": "#ff7f0e", "queue": "#2ca02c", "batch": "#9467bd", "ui": "#d62728"}
+BAR = "#4c72b0"
+
+
+def _base(title: str, height: int, **kwargs):
+    fig = figure(title=title, height=height, sizing_mode="stretch_width", toolbar_location=None,
+                 tools="", **kwargs)
+    fig.title.text_font_size = "11pt"
+    fig.grid.grid_line_alpha = 0.3
+    fig.outline_line_color = None
+    return fig
+
+
+def probability_chart() -> tuple:
+    """Horizontal bars: probability per class of the last prediction."""
+    source = ColumnDataSource({"label": [], "p": []}, name="probabilities")
+    fig = _base("Probabilities", 180, y_range=FactorRange(), x_range=(0, 1))
+    fig.hbar(y="label", right="p", height=0.7, source=source, color=BAR)
+    fig.add_tools(HoverTool(tooltips=[("class", "@label"), ("probability", "@p{0.000}")]))
+    return fig, source
+
+
+def set_probabilities(fig, source, probabilities: dict[str, float], classes) -> None:
+    labels = [c for c in classes if c in probabilities] or sorted(probabilities)
+    with unlocked():  # Bokeh models changed from an async callback: dispatch without the document lock
+        fig.y_range.factors = list(reversed(labels))
+        source.data = {"label": labels, "p": [probabilities[c] for c in labels]}
+
+
+def class_chart() -> tuple:
+    """Vertical bars: predictions per predicted class in the history window."""
+    source = ColumnDataSource({"label": [], "n": []}, name="class_counts")
+    fig = _base("Predicted classes", 220, x_range=FactorRange())
+    fig.vbar(x="label", top="n", width=0.7, source=source, color=BAR)
+    fig.y_range.start = 0
+    fig.add_tools(HoverTool(tooltips=[("class", "@label"), ("predictions", "@n")]))
+    return fig, source
+
+
+def set_class_counts(fig, source, labels: list[str], counts: list[int]) -> None:
+    with unlocked():
+        fig.x_range.factors = labels
+        source.data = {"label": labels, "n": counts}
+
+
+def rate_chart() -> tuple:
+    """Requests per minute by transport over time."""
+    source = ColumnDataSource({"t": [], **{t: [] for t in TRANSPORTS}}, name="rates")
+    fig = _base("Requests per minute by transport", 220, x_axis_type="datetime")
+    for transport in TRANSPORTS:
+        fig.line("t", transport, source=source, color=COLORS[transport], line_width=2, legend_label=transport)
+    fig.legend.location = "top_left"
+    fig.legend.orientation = "horizontal"
+    fig.legend.label_text_font_size = "8pt"
+    fig.y_range.start = 0
+    return fig, source
+
+
+def latency_chart() -> tuple:
+    """p95 (solid) and p50 (dashed) server latency by transport over time."""
+    columns = {"t": []}
+    for transport in TRANSPORTS:
+        columns[f"{transport}_p50"], columns[f"{transport}_p95"] = [], []
+    source = ColumnDataSource(columns, name="latencies")
+    fig = _base("Latency by transport, ms (p95 solid, p50 dashed)", 220, x_axis_type="datetime",
+                x_range=Range1d())
+    for transport in TRANSPORTS:
+        fig.line("t", f"{transport}_p95", source=source, color=COLORS[transport], line_width=2,
+                 legend_label=transport)
+        fig.scatter("t", f"{transport}_p95", source=source, color=COLORS[transport], size=4)
+        fig.line("t", f"{transport}_p50", source=source, color=COLORS[transport], line_width=1,
+                 line_dash="dashed")
+    fig.legend.location = "top_left"
+    fig.legend.orientation = "horizontal"
+    fig.legend.label_text_font_size = "8pt"
+    fig.y_range.start = 0
+    return fig, source
+
+
+def set_series(source, data: dict[str, list], fig=None) -> None:
+    """Replace a time series; NaN values (no data in a bucket) leave gaps in the lines."""
+    if data:
+        with unlocked():
+            source.data = dict(data)
+            if fig is not None and data["t"]:  # the whole window, even where buckets have no data (NaN)
+                fig.x_range.update(start=data["t"][0], end=data["t"][-1])
