@@ -53,43 +53,66 @@ def set_class_counts(fig, source, labels: list[str], counts: list[int]) -> None:
 
 
 def rate_chart() -> tuple:
-    """Requests per minute by transport over time."""
-    source = ColumnDataSource({"t": [], **{t: [] for t in TRANSPORTS}}, name="rates")
-    fig = _base("Requests per minute by transport", 220, x_axis_type="datetime")
-    for transport in TRANSPORTS:
-        fig.line("t", transport, source=source, color=COLORS[transport], line_width=2, legend_label=transport)
-    fig.legend.location = "top_left"
-    fig.legend.orientation = "horizontal"
-    fig.legend.label_text_font_size = "8pt"
-    fig.y_range.start = 0
+    """Requests per minute over time, one line per transport seen in the window."""
+    source = ColumnDataSource({"xs": [], "ys": [], "transport": [], "color": []}, name="rates")
+    fig = _base("Requests per minute by transport", 220, x_axis_type="datetime", x_range=Range1d())
+    fig.multi_line("xs", "ys", source=source, color="color", line_width=2, legend_field="transport")
+    _legend(fig)
     return fig, source
 
 
 def latency_chart() -> tuple:
-    """p95 (solid) and p50 (dashed) server latency by transport over time."""
-    columns = {"t": []}
-    for transport in TRANSPORTS:
-        columns[f"{transport}_p50"], columns[f"{transport}_p95"] = [], []
-    source = ColumnDataSource(columns, name="latencies")
+    """p95 (solid) and p50 (dashed) server latency over time, by transport seen in the window."""
+    p95 = ColumnDataSource({"xs": [], "ys": [], "transport": [], "color": []}, name="latency_p95")
+    p50 = ColumnDataSource({"xs": [], "ys": [], "transport": [], "color": []}, name="latency_p50")
     fig = _base("Latency by transport, ms (p95 solid, p50 dashed)", 220, x_axis_type="datetime",
                 x_range=Range1d())
-    for transport in TRANSPORTS:
-        fig.line("t", f"{transport}_p95", source=source, color=COLORS[transport], line_width=2,
-                 legend_label=transport)
-        fig.scatter("t", f"{transport}_p95", source=source, color=COLORS[transport], size=4)
-        fig.line("t", f"{transport}_p50", source=source, color=COLORS[transport], line_width=1,
-                 line_dash="dashed")
+    fig.multi_line("xs", "ys", source=p95, color="color", line_width=2, legend_field="transport")
+    fig.multi_line("xs", "ys", source=p50, color="color", line_width=1, line_dash="dashed")
+    _legend(fig)
+    return fig, (p95, p50)
+
+
+def _legend(fig) -> None:
+    fig.y_range.start = 0
     fig.legend.location = "top_left"
     fig.legend.orientation = "horizontal"
     fig.legend.label_text_font_size = "8pt"
-    fig.y_range.start = 0
-    return fig, source
+    fig.legend.background_fill_alpha = 0.5
 
 
-def set_series(source, data: dict[str, list], fig=None) -> None:
-    """Replace a time series; NaN values (no data in a bucket) leave gaps in the lines."""
-    if data:
-        with unlocked():
-            source.data = dict(data)
-            if fig is not None and data["t"]:  # the whole window, even where buckets have no data (NaN)
-                fig.x_range.update(start=data["t"][0], end=data["t"][-1])
+def _lines(data: dict[str, list], suffix: str = "") -> dict[str, list]:
+    """multi_line columns: one line per transport that has any value in the window (NaN = gap)."""
+    lines = {"xs": [], "ys": [], "transport": [], "color": []}
+    for transport in TRANSPORTS:
+        ys = data.get(transport + suffix, [])
+        if any(y == y and y for y in ys):
+            lines["xs"].append(list(data["t"]))
+            lines["ys"].append(list(ys))
+            lines["transport"].append(transport)
+            lines["color"].append(COLORS[transport])
+    return lines
+
+
+def set_rates(fig, source, data: dict[str, list]) -> None:
+    if not data:
+        return
+    with unlocked():
+        source.data = _lines(data)
+        _span(fig, data["t"])
+
+
+def set_latencies(fig, sources, data: dict[str, list]) -> None:
+    if not data:
+        return
+    p95, p50 = sources
+    with unlocked():
+        p95.data = _lines(data, "_p95")
+        p50.data = _lines(data, "_p50")
+        _span(fig, data["t"])
+
+
+def _span(fig, t: list) -> None:
+    """Show the whole window, even where buckets have no data."""
+    if t:
+        fig.x_range.update(start=t[0], end=t[-1])

@@ -139,8 +139,17 @@ class Store(param.Parameterized):
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """First load of a new page."""
-        await self.refresh(slow=True)
+        """First load of a new page: what shows first, then the time series and quality."""
+        await self.refresh(slow=False)
+        if not self.problem:
+            await self.refresh_slow()
+
+    async def refresh_slow(self) -> None:
+        try:
+            await self._load_series()
+            await self._load_quality()
+        except (Offline, errors.PredmeshError):
+            pass
 
     async def tick(self) -> None:
         """Periodic refresh (live history) and, while the server is unreachable, the retry."""
@@ -152,6 +161,8 @@ class Store(param.Parameterized):
             if self.problem and not await self._reconnect():
                 return
             await self.refresh(slow=self._ticks % SLOW_EVERY == 0 or bool(self.problem))
+        except Exception:  # a bug must not stop the live refresh: log it, try again next tick
+            log.exception("dashboard refresh failed")
         finally:
             self._ticking = False
 

@@ -35,7 +35,7 @@ def _pct(value: float) -> str:
 
 # -- header -------------------------------------------------------------------------------------------------------
 def header(store: Store, title: str) -> pn.Column:
-    model_select = pn.widgets.Select(name="Model", options=[], width=220, margin=(5, 10))
+    model_select = pn.widgets.Select(label="Model", options=[], width=220, margin=(5, 10))
     status = pn.pane.Markdown("", margin=(18, 10, 0, 10))
     banner = pn.pane.Alert("", alert_type="danger", visible=False, margin=(5, 10))
 
@@ -83,7 +83,7 @@ class FeatureForm:
         rows = []
         for f in (info.features if info else ()):
             value = analytics.default_value(f.min, f.max, f.mean, f.std)
-            widget = pn.widgets.FloatInput(name=f.name, value=round(value, 4), step=analytics.step(f.min, f.max),
+            widget = pn.widgets.FloatInput(label=f.name, value=round(value, 4), step=analytics.step(f.min, f.max),
                                            width=220)
             hint = f"training range {f.min:g} – {f.max:g}" + (f", mean {f.mean:.3g}" if f.std > 0 else "")
             self.inputs[f.name] = widget
@@ -96,8 +96,8 @@ class FeatureForm:
 
 def predict_view(store: Store) -> pn.Column:
     form = FeatureForm()
-    version = pn.widgets.Select(name="Version", options=["serving"], value="serving", width=220)
-    button = pn.widgets.Button(name="Predict", button_type="primary", width=120)
+    version = pn.widgets.Select(label="Model version", options=["serving"], value="serving", width=220)
+    button = pn.widgets.Button(label="Predict", color="primary", width=120)
     result = pn.pane.Markdown("", sizing_mode="stretch_width")
     fig, source = charts.probability_chart()
     chart = pn.pane.Bokeh(fig, sizing_mode="stretch_width", visible=False)
@@ -156,21 +156,21 @@ def _history_frame(rows) -> pd.DataFrame:
 
 
 def history_view(store: Store) -> pn.Column:
-    f_model = pn.widgets.Select(name="Model", options={ANY: ""}, width=150)
-    f_version = pn.widgets.TextInput(name="Version", placeholder="any", width=110)
-    f_label = pn.widgets.TextInput(name="Label", placeholder="any", width=130)
-    f_transport = pn.widgets.Select(name="Transport", options={ANY: "", **{t: t for t in analytics.TRANSPORTS}},
+    f_model = pn.widgets.Select(label="Model", options={ANY: ""}, width=150)
+    f_version = pn.widgets.TextInput(label="Version", placeholder="any", width=110)
+    f_label = pn.widgets.TextInput(label="Label", placeholder="any", width=130)
+    f_transport = pn.widgets.Select(label="Transport", options={ANY: "", **{t: t for t in analytics.TRANSPORTS}},
                                     width=110)
-    f_window = pn.widgets.Select(name="Time window", options=list(analytics.WINDOWS), value=store.window, width=110)
+    f_window = pn.widgets.Select(label="Time window", options=list(analytics.WINDOWS), value=store.window, width=110)
     table = pn.widgets.Tabulator(_history_frame([]), disabled=True, show_index=False, selectable=1,
-                                 sizing_mode="stretch_width", layout="fit_data_stretch", name="history")
-    newer = pn.widgets.Button(name="◀ Newer", width=90)
-    older = pn.widgets.Button(name="Older ▶", width=90)
+                                 sizing_mode="stretch_width", layout="fit_data_stretch")
+    newer = pn.widgets.Button(label="◀ Newer", width=90)
+    older = pn.widgets.Button(label="Older ▶", width=90)
     page_label = pn.pane.Markdown("", margin=(12, 10, 0, 10))
 
-    pid = pn.widgets.TextInput(name="Prediction id (click a row)", width=300)
-    true_label = pn.widgets.Select(name="True label", options=[], width=150)
-    send = pn.widgets.Button(name="Submit feedback", button_type="primary", width=150)
+    pid = pn.widgets.TextInput(label="Prediction id (click a row)", width=300)
+    true_label = pn.widgets.Select(label="True label", options=[], width=150)
+    send = pn.widgets.Button(label="Submit feedback", color="primary", width=150)
 
     class_fig, class_source = charts.class_chart()
     class_caption = pn.pane.Markdown("")
@@ -207,8 +207,8 @@ def history_view(store: Store) -> pn.Column:
                                 f"Latency p50 {lat.p50_ms:.2f} / p95 {lat.p95_ms:.2f} / p99 {lat.p99_ms:.2f} ms.")
 
     def sync_series(*_):
-        charts.set_series(rate_source, store.rates)
-        charts.set_series(lat_source, store.latencies, lat_fig)
+        charts.set_rates(rate_fig, rate_source, store.rates)
+        charts.set_latencies(lat_fig, lat_source, store.latencies)
         if store.latency_rows:
             lines = ["| transport | sampled | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
             lines += [f"| {r['transport']} | {r['sampled']} | {_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | "
@@ -302,12 +302,12 @@ def _versions_table(versions) -> str:
 
 def model_view(store: Store) -> pn.Column:
     card = pn.pane.Markdown("", sizing_mode="stretch_width")
-    token = pn.widgets.PasswordInput(name="Admin or read-only token (kept in this browser session only)",
+    token = pn.widgets.PasswordInput(label="Admin or read-only token (kept in this browser session only)",
                                      placeholder="paste the token, then press Enter", width=380)
     versions_note = pn.pane.Markdown("")
     versions = pn.pane.Markdown("", sizing_mode="stretch_width")
-    target = pn.widgets.Select(name="Reload to", options={"newest version": ""}, width=200)
-    reload_button = pn.widgets.Button(name="Reload", button_type="warning", width=120)
+    target = pn.widgets.Select(label="Reload to", options={"newest version": ""}, width=200)
+    reload_button = pn.widgets.Button(label="Reload", color="warning", width=120)
 
     def sync(*_):
         card.object = _card(store.info)
@@ -352,7 +352,7 @@ def _quality_table(store: Store) -> str:
 
 
 def quality_view(store: Store) -> pn.Column:
-    table = pn.pane.Markdown("", sizing_mode="stretch_width", name="quality")
+    table = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     def sync(*_):
         table.object = _quality_table(store)

@@ -1,0 +1,64 @@
+"""The dashboard as a real process (`python -m ui`) and headless Chromium (Debian's, driven by Playwright)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.procs import ROOT, free_port, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class UiProc:
+    """`python -m ui` on a free port against a server target, logging to a file."""
+
+    def __init__(self, server_target: str, log_path: Path, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = Path(log_path)
+        self.env = {**os.environ, "PREDMESH_GRPC_ADDR": server_target, "PREDMESH_UI_ADDR": f"127.0.0.1:{self.port}",
+                    "PREDMESH_UI_REFRESH_S": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        for name in ("PREDMESH_ADMIN_TOKEN", "PREDMESH_READONLY_TOKEN", "PREDMESH_SERVER_ADDR"):
+            if name not in (env or {}):
+                self.env.pop(name, None)  # the dashboard holds no admin credential of its own
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> UiProc:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ui"], cwd=ROOT, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is not None or _listening(self.port), timeout, what=f"dashboard {self.url}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"dashboard exited with {self.proc.returncode}:\n{self.log()}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> UiProc:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
