@@ -27,6 +27,10 @@ class Bucket:
     def minutes(self) -> float:
         return (self.end - self.start).total_seconds() / 60.0
 
+    @property
+    def middle(self) -> datetime:
+        return self.start + (self.end - self.start) / 2
+
 
 def window_start(window: str, now: datetime) -> datetime | None:
     """Start of the filter window ending now; None for "all"."""
@@ -53,7 +57,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def rate_series(bucket_list: Sequence[Bucket], counts: Sequence[Mapping[str, int]]) -> dict[str, list]:
     """Requests per minute by transport, one value per bucket (columns "t" and one per transport)."""
-    data: dict[str, list] = {"t": [b.end for b in bucket_list]}
+    data: dict[str, list] = {"t": [b.middle for b in bucket_list]}
     for transport in TRANSPORTS:
         data[transport] = [c.get(transport, 0) / b.minutes for b, c in zip(bucket_list, counts)]
     return data
@@ -62,7 +66,7 @@ def rate_series(bucket_list: Sequence[Bucket], counts: Sequence[Mapping[str, int
 def latency_series(bucket_list: Sequence[Bucket],
                    samples: Sequence[Iterable[tuple[str, float]]]) -> dict[str, list]:
     """p50 and p95 latency by transport per bucket from (transport, latency_ms) samples; NaN = no data."""
-    data: dict[str, list] = {"t": [b.end for b in bucket_list]}
+    data: dict[str, list] = {"t": [b.middle for b in bucket_list]}
     for transport in TRANSPORTS:
         data[f"{transport}_p50"], data[f"{transport}_p95"] = [], []
     for sample in samples:

@@ -65,12 +65,14 @@ def latency_chart() -> tuple:
     """p95 (solid) and p50 (dashed) server latency over time, by transport seen in the window."""
     p95 = ColumnDataSource({"xs": [], "ys": [], "transport": [], "color": []}, name="latency_p95")
     p50 = ColumnDataSource({"xs": [], "ys": [], "transport": [], "color": []}, name="latency_p50")
+    points = ColumnDataSource({"t": [], "y": [], "color": []}, name="latency_points")
     fig = _base("Latency by transport, ms (p95 solid, p50 dashed)", 220, x_axis_type="datetime",
                 x_range=Range1d())
     fig.multi_line("xs", "ys", source=p95, color="color", line_width=2, legend_field="transport")
     fig.multi_line("xs", "ys", source=p50, color="color", line_width=1, line_dash="dashed")
+    fig.scatter("t", "y", source=points, color="color", size=5)  # a bucket alone draws no line: mark p95 points
     _legend(fig)
-    return fig, (p95, p50)
+    return fig, (p95, p50, points)
 
 
 def _legend(fig) -> None:
@@ -105,14 +107,24 @@ def set_rates(fig, source, data: dict[str, list]) -> None:
 def set_latencies(fig, sources, data: dict[str, list]) -> None:
     if not data:
         return
-    p95, p50 = sources
+    p95, p50, points = sources
+    lines = _lines(data, "_p95")
+    flat = {"t": [], "y": [], "color": []}
+    for xs, ys, color in zip(lines["xs"], lines["ys"], lines["color"]):
+        for t, y in zip(xs, ys):
+            if y == y:
+                flat["t"].append(t)
+                flat["y"].append(y)
+                flat["color"].append(color)
     with unlocked():
-        p95.data = _lines(data, "_p95")
+        p95.data = lines
         p50.data = _lines(data, "_p50")
+        points.data = flat
         _span(fig, data["t"])
 
 
 def _span(fig, t: list) -> None:
-    """Show the whole window, even where buckets have no data."""
+    """Show the whole window (t are bucket middles), even where buckets have no data."""
     if t:
-        fig.x_range.update(start=t[0], end=t[-1])
+        half = (t[1] - t[0]) / 2 if len(t) > 1 else None
+        fig.x_range.update(start=t[0] - half if half else t[0], end=t[-1] + half if half else t[-1])

@@ -263,6 +263,8 @@ class Store(param.Parameterized):
         page = await self._call(self._client.list_predictions, **self._filters(), page_size=PAGE_SIZE,
                                 page_token=self._tokens[self.page_index])
         rows = list(page.items)
+        log.debug("history page %d: %d rows, newest %s", self.page_index + 1, len(rows),
+                  rows[0].prediction.prediction_id if rows else "-")
         if rows != self.page:  # unchanged pages leave the table (and the user's selection) alone
             self.page = rows
         self.has_next = bool(page.next_page_token)

@@ -5,7 +5,7 @@ import pandas as pd
 import panel as pn
 
 from ui import analytics, charts
-from ui.store import Notice, Store
+from ui.store import PAGE_SIZE, Notice, Store
 
 ALERT = {"info": "light", "success": "success", "warning": "warning", "error": "danger"}
 ANY = "(any)"
@@ -163,7 +163,8 @@ def history_view(store: Store) -> pn.Column:
                                     width=110)
     f_window = pn.widgets.Select(label="Time window", options=list(analytics.WINDOWS), value=store.window, width=110)
     table = pn.widgets.Tabulator(_history_frame([]), disabled=True, show_index=False, selectable=1,
-                                 sizing_mode="stretch_width", layout="fit_data_stretch")
+                                 sizing_mode="stretch_width", layout="fit_data_stretch",
+                                 height=40 + 30 * PAGE_SIZE)  # room for a full page: rows outside are not drawn
     newer = pn.widgets.Button(label="◀ Newer", width=90)
     older = pn.widgets.Button(label="Older ▶", width=90)
     page_label = pn.pane.Markdown("", margin=(12, 10, 0, 10))
@@ -367,6 +368,6 @@ def quality_view(store: Store) -> pn.Column:
 
 def dashboard(store: Store, title: str) -> pn.Column:
     tabs = pn.Tabs(("Predict", predict_view(store)), ("History", history_view(store)),
-                   ("Model", model_view(store)), ("Quality", quality_view(store)), dynamic=False,
+                   ("Model", model_view(store)), ("Quality", quality_view(store)), dynamic=True,
                    sizing_mode="stretch_width")
     return pn.Column(header(store, title), tabs, sizing_mode="stretch_width", max_width=1400)

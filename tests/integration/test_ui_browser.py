@@ -88,9 +88,10 @@ def open_dashboard(browser, url: str):
 
 
 @pytest.fixture
-def page(browser, mesh):
+def page(browser, mesh, request):
     page = open_dashboard(browser, mesh.ui.url)
     yield page
+    page.screenshot(path=mesh.shots / f"end-{request.node.name[:60]}.png", full_page=True)
     expect(page.get_by_text("Traceback")).to_have_count(0)  # never a traceback on the page
     page.close()
 
@@ -111,8 +112,10 @@ def test_predict_from_the_generated_form_shows_in_history_and_class_chart(page, 
     assert features == list(SETOSA)
     for name in features:                      # the form is generated from GetModel's schema
         expect(page.get_by_label(name, exact=True)).to_be_visible()
+    tab(page, "History")                        # tabs render when shown
     wait_for(lambda: page.evaluate(CLASS_COUNTS_JS), 15, what="class chart data")
     before = page.evaluate(CLASS_COUNTS_JS)
+    tab(page, "Predict")
     for name, value in SETOSA.items():
         enter(page.get_by_label(name, exact=True), value)
     page.wait_for_timeout(300)

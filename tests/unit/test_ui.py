@@ -32,7 +32,7 @@ def test_buckets_cover_the_window_and_end_now():
 def test_rates_are_per_minute_by_transport():
     b = analytics.buckets("1 h", NOW)[:2]  # 5-minute buckets
     data = analytics.rate_series(b, [{"grpc": 10, "ui": 5}, {"rest": 1}])
-    assert data["t"] == [b[0].end, b[1].end]
+    assert data["t"] == [b[0].start + timedelta(minutes=2.5), b[1].start + timedelta(minutes=2.5)]
     assert data["grpc"] == [2.0, 0.0] and data["ui"] == [1.0, 0.0] and data["rest"] == [0.0, 0.2]
     assert set(data) == {"t", *analytics.TRANSPORTS}
 
