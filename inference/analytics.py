@@ -201,6 +201,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         run = _pipeline_run(request.run)
         with Db():
             stored, created = repo.upsert_batch_run(run, time.time())
+        self.metrics.batch_run_seen(stored)
         return analytics_pb2.RecordBatchRunResponse(run=batch_run_message(stored), created=created)
 
     @rpc
@@ -225,11 +226,14 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             self.metrics.quality(q)
 
     def refresh_quality(self) -> None:
-        """Set the quality gauges of every model version from stored feedback (at start; outage tolerated)."""
+        """Set the quality gauges of every model version from stored feedback, and the batch-run gauges from the
+        latest runs (at start; outage tolerated)."""
         try:
             with session():
                 for q in repo.version_quality():
                     self.metrics.quality(q)
+                for run in repo.list_batch_runs(page_size=MAX_PAGE)[0]:
+                    self.metrics.batch_run_seen(run)
         except DatabaseUnavailable as exc:
             log.warning("feedback quality gauges not loaded at start: %s", exc)
 

@@ -1,6 +1,7 @@
 """Prometheus metrics of the server beyond the per-RPC ones py-grpc-prometheus records."""
 from __future__ import annotations
 
+import warnings
 from collections import Counter as Tally
 from timeit import default_timer
 
@@ -80,6 +81,15 @@ class CachingPromServerInterceptor(PromServerInterceptor):
                                                    response_serializer=handler.response_serializer)
 
 
+def forget(gauge: Gauge, labels: tuple) -> None:
+    """Remove a gauge's series. Multi-process mode keeps a removed series' last value in its file (and warns on
+    every removal): it is zeroed first, and the supervisor's GroupCollector drops it."""
+    gauge.labels(*labels).set(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        gauge.remove(*labels)
+
+
 class ServerMetrics:
     """RPC, model, reload and batching metrics in one registry; labels are bounded (no per-request values):
     models × versions × classes × transports at most."""
@@ -135,11 +145,7 @@ class ServerMetrics:
         serving lose their series."""
         for key in [k for k in self._drift_series if k not in summaries]:
             for gauge, labels in self._drift_series.pop(key):
-                try:
-                    gauge.labels(*labels).set(0)  # multi-process files keep removed series: zero them
-                    gauge.remove(*labels)
-                except KeyError:
-                    pass
+                forget(gauge, labels)
         for (model, version), summary in summaries.items():
             if summary is None:
                 continue
@@ -163,13 +169,7 @@ class ServerMetrics:
         if previous == (version, sha256):
             return
         if previous is not None:
-            try:
-                # Multi-process mode keeps a removed series' last value in its file: zero it first (the
-                # supervisor's collector drops zero model_info samples).
-                self.model_info.labels(model, *previous).set(0)
-                self.model_info.remove(model, *previous)
-            except KeyError:
-                pass
+            forget(self.model_info, (model, *previous))
         self.model_info.labels(model, version, sha256).set(1)
         self._info[model] = (version, sha256)
 

@@ -50,6 +50,18 @@ class PersistenceMetrics:
         self.feedback_count = Gauge("predmesh_feedback_predictions", "Predictions with feedback", labels,
                                     registry=registry, multiprocess_mode="mostrecent")
 
+        self.batch_run = Gauge("predmesh_batch_run_last_timestamp_seconds", "When a batch run (RecordBatchRun) of "
+                               "this kind and model last ended in this status (running: last update), Unix time",
+                               ["kind", "model", "status"], registry=registry, multiprocess_mode="max")
+        self._batch_seen: dict[tuple[str, str, str], float] = {}
+
+    def batch_run_seen(self, run) -> None:
+        """A recorded batch run: the newest time per (kind, model, status) is what the nightly alerts read."""
+        key, stamp = (run.kind, run.model, run.status), run.updated_at or time.time()
+        if stamp > self._batch_seen.get(key, 0.0):
+            self._batch_seen[key] = stamp
+            self.batch_run.labels(*key).set(stamp)
+
     def quality(self, q) -> None:
         self.accuracy.labels(q.model, q.model_version).set(q.accuracy)
         self.macro_precision.labels(q.model, q.model_version).set(q.macro_precision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -20,8 +21,11 @@ SERIES_BUDGET = 500
 
 
 def scrape(proc: ServerProc) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as r:
-        return r.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"/metrics answered {exc.code}: {exc.read()[-3000:]!r}\n{proc.log()[-5000:]}") from None
 
 
 def samples(text: str) -> list:
@@ -51,6 +55,7 @@ def drive(proc: ServerProc) -> None:
         for p in preds[:6]:
             client.submit_feedback(p.prediction_id, p.label)
         client.submit_feedback(preds[6].prediction_id, "versicolor")  # one wrong answer
+        client.record_batch_run("nightly/iris/2026-11-27", kind="nightly", model="iris", status="succeeded", rows=3)
         admin.reload_model("iris", "1")
         for row in (IRIS_ROW, VERSICOLOR, VIRGINICA):
             client.predict("iris", row)
@@ -82,6 +87,7 @@ def test_live_scrape_after_traffic_feedback_and_reload_passes_promtool_and_reads
     assert value(text, "predmesh_feedback_predictions", version="2") == 7
     assert value(text, "predmesh_feedback_accuracy", version="2") == pytest.approx(6 / 7)
     assert "predmesh_feedback_count" not in text
+    assert value(text, "predmesh_batch_run_last_timestamp_seconds", kind="nightly", status="succeeded") > 1.7e9
     for name in ("predmesh_spool_bytes", "predmesh_spool_oldest_seconds", "predmesh_prediction_queue",
                  "predmesh_db_write_failures_total", "process_cpu_seconds_total", "process_resident_memory_bytes"):
         assert any(s.name == name for s in series), name
@@ -91,14 +97,20 @@ def test_several_processes_export_group_process_metrics_and_one_model_info(model
     env = {"PREDMESH_PROCESSES": "2", "PREDMESH_RELOAD_POLL_SECONDS": "0.2",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
     with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
-        wait_for(lambda: value(scrape(proc), "predmesh_worker_processes") == 2, 60, interval=0.3,
-                 what="both workers up")
+        wait_for(lambda: proc.log().count("predmesh inference listening") == 2, 90, interval=0.3,
+                 what="both workers serving")
+        assert value(scrape(proc), "predmesh_worker_processes") == 2
         first = scrape(proc)
         assert value(first, "predmesh_reload_total") == 0, "start-up loads are not reloads"
         drive(proc)
         # the other process follows the serving pointer: model_info of version 2 is gone from every process
-        wait_for(lambda: value(scrape(proc), "predmesh_reload_total", result="success") == 2, 20,
-                 what="both processes on version 1")
+        try:
+            wait_for(lambda: value(scrape(proc), "predmesh_reload_total", result="success") == 2, 60,
+                     interval=0.3, what="both processes on version 1")
+        except TimeoutError:
+            text = scrape(proc)
+            raise AssertionError([line for line in text.splitlines() if "reload" in line or "model_info" in line]
+                                 + [proc.log()[-4000:]]) from None
         text = scrape(proc)
         proc.terminate(timeout=30)
     promtool_check(text)
