@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 20
 SAMPLE_PER_BUCKET = 200     # stored predictions read per time bucket for the latency-by-transport series
+BATCH_RUNS = 10             # batch pipeline runs listed on the Quality tab
 SLOW_EVERY = 5              # ticks between refreshes of the time series and the quality table
 RELOAD_TIMEOUT_S = 60.0     # a reload loads, verifies and warms a model: allow it more than a read
 
@@ -79,6 +80,8 @@ class Store(param.Parameterized):
     # quality
     quality = param.List([], doc="VersionQuality of the selected model's versions (all time)")
     feedback_notice = param.ClassSelector(class_=Notice, default=Notice())
+    batch_runs = param.List([], doc="the selected model's last batch pipeline runs (ListBatchRuns)")
+    batch_note = param.String("")
     # admin
     admin_notice = param.ClassSelector(class_=Notice, default=Notice())
     busy = param.Boolean(False)
@@ -342,6 +345,18 @@ class Store(param.Parameterized):
         quality = sorted((q for q in stats.quality if q.model == self.model), key=lambda q: q.model_version)
         if quality != self.quality:
             self.quality = quality
+        await self._load_batch_runs()
+
+    async def _load_batch_runs(self) -> None:
+        try:
+            page = await self._call(self._client.list_batch_runs, model=self.model, page_size=BATCH_RUNS)
+        except errors.PredmeshError as exc:  # e.g. a server without ListBatchRuns: the rest of the page still works
+            self.batch_note = f"Batch runs not loaded: {describe(exc)}"
+            return
+        runs = list(page.items)
+        if runs != self.batch_runs:
+            self.batch_runs = runs
+        self.batch_note = ""
 
     async def submit_feedback(self, prediction_id: str, label: str) -> None:
         prediction_id = prediction_id.strip()

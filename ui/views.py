@@ -352,18 +352,40 @@ def _quality_table(store: Store) -> str:
     return "\n".join(lines)
 
 
+def _batch_table(store: Store) -> str:
+    if store.batch_note:
+        return store.batch_note
+    if not store.batch_runs:
+        return f"No batch run recorded for {store.model or 'this model'}."
+    lines = ["| started (UTC) | run | status | version | rows | rejected | accuracy | seconds | message |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in store.batch_runs:
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""
+        accuracy = "" if r.accuracy is None else _pct(r.accuracy)
+        message = r.message.replace("|", "/").replace("\n", " ")[:120]
+        lines.append(f"| {started} | {r.run_key} | {r.status} | {r.model_version} | {r.rows} | {r.rejected} | "
+                     f"{accuracy} | {r.duration_seconds:.1f} | {message} |")
+    return "\n".join(lines)
+
+
 def quality_view(store: Store) -> pn.Column:
     table = pn.pane.Markdown("", sizing_mode="stretch_width")
+    runs = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     def sync(*_):
         table.object = _quality_table(store)
 
+    def sync_runs(*_):
+        runs.object = _batch_table(store)
+
     store.param.watch(sync, ["quality", "info", "model"])
+    store.param.watch(sync_runs, ["batch_runs", "batch_note", "model"])
     sync()
+    sync_runs()
     return pn.Column(
         pn.pane.Markdown("Quality per model version from every recorded true label (the dashboard's feedback, "
                          "the API's and the batch pipeline's). Submit feedback from the History tab."),
-        table, sizing_mode="stretch_width")
+        table, pn.pane.Markdown("#### Last batch pipeline runs"), runs, sizing_mode="stretch_width")
 
 
 def dashboard(store: Store, title: str) -> pn.Column:

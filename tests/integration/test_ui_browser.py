@@ -139,8 +139,11 @@ def test_predict_from_the_generated_form_shows_in_history_and_class_chart(page, 
 
 
 def test_feedback_changes_the_accuracy_shown_for_its_version(page, mesh):
+    run_key = f"nightly/iris/{uuid.uuid4().hex[:8]}"
     with mesh.client() as client:
         p = client.predict("iris", SETOSA)
+        client.record_batch_run(run_key, kind="nightly", model="iris", status="succeeded", rows=150, rejected=2,
+                                accuracy=0.96, model_version=p.model_version, message="scored 150 rows")
     tab(page, "History")
     row = page.locator(".tabulator-row").filter(has_text=p.prediction_id)
     expect(row).to_be_visible(timeout=15000)
@@ -167,6 +170,9 @@ def test_feedback_changes_the_accuracy_shown_for_its_version(page, mesh):
         q = next(q for q in client.get_stats(model="iris").quality if q.model_version == p.model_version)
     assert q.accuracy == 1.0 and q.feedback_count == 1
     expect(version_row).to_contain_text(f"{100 * q.macro_precision:.1f}%")
+    run_row = page.locator("tr").filter(has_text=run_key)     # the batch pipeline's runs (ListBatchRuns)
+    expect(run_row).to_contain_text("succeeded")
+    expect(run_row).to_contain_text("96.0%")
     page.screenshot(path=mesh.shots / "quality.png", full_page=True)
 
 

@@ -118,6 +118,8 @@ class FakeClient:
     def _check(self):
         if self.world["down"]:
             raise errors.Unavailable("failed to connect to all addresses", errors.Unavailable.code)
+        if self.world.get("slow"):
+            raise errors.DeadlineExceeded("Deadline Exceeded", errors.DeadlineExceeded.code)
 
     def list_models(self):
         self._check()
@@ -149,6 +151,14 @@ class FakeClient:
         if self.admin_token not in ("right", "readonly"):
             raise errors.Unauthenticated("invalid token", errors.Unauthenticated.code)
         return [self.world["info"]]
+
+    def submit_feedback(self, prediction_id, label):
+        self._check()
+        raise AssertionError("not reached in these tests")
+
+    def list_batch_runs(self, model="", page_size=50):
+        self._check()
+        return Page((), "")
 
     def close(self):
         self.closed = True
@@ -184,6 +194,21 @@ def test_store_keeps_data_when_the_server_goes_away_and_recovers_by_itself(world
         await store.tick()
         assert store.problem == "" and [r.prediction.prediction_id for r in store.page] == ["p2", "p1"]
         store.close()
+    asyncio.run(scenario())
+
+
+def test_a_slow_server_is_reported_and_the_page_keeps_its_data(world):
+    async def scenario():
+        store = _store(world)
+        await store.start()
+        world["slow"] = True
+        await store.tick()
+        assert "DEADLINE_EXCEEDED" in store.problem and len(store.page) == 1
+        await store.submit_feedback("p1", "x")
+        assert store.feedback_notice.kind == "error" and "not answering" in store.feedback_notice.text
+        world["slow"] = False
+        await store.tick()
+        assert store.problem == ""
     asyncio.run(scenario())
 
 
