@@ -87,6 +87,8 @@ def test_a_day_end_to_end_then_a_rerun_does_no_work(server, pg, tmp_path, schedu
         assert (run.run_key, run.status, run.rows, run.rejected) == (f"nightly/iris/{DAY}", "succeeded", 300, 0)
         assert run.accuracy == pytest.approx(report["accuracy"]) and run.duration_seconds > 0
         assert quality.feedback_count == 300 and quality.accuracy == pytest.approx(report["accuracy"])
+        listed = run_batch(["runs", "--json"], env)
+        assert listed.returncode == 0 and json.loads(listed.stdout)[0]["run_date"] == DAY
         if luigid:
             done = {t["name"]: t for t in luigid.tasks("DONE").values()}
             assert {"GenerateData", "Score", "Report"} <= set(done)
