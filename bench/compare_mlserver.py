@@ -75,6 +75,18 @@ def check_oip(target: str, model: str, mlserver: bool) -> str:
     return ", ".join(o.name for o in answer.outputs)
 
 
+def mlserver_model_config(model: str, max_batch: int) -> bytes:
+    """The Triton ModelConfigResponse perf_analyzer needs from MLServer (which lacks the RPC; see
+    bench/mlserver_modelconfig.py): MLServer's input and its two outputs, both of which the h2load frames ask for."""
+    from predmesh.oip import grpc_predict_v2_pb2 as pb
+
+    return pb.ModelConfigResponse(config=pb.ModelConfig(
+        name=model, platform="mlserver_sklearn", max_batch_size=max(max_batch, 1),
+        input=[pb.ModelInput(name="input-0", data_type=pb.TYPE_FP32, dims=[len(NAMES)])],
+        output=[pb.ModelOutput(name="predict", data_type=pb.TYPE_INT64, dims=[1]),
+                pb.ModelOutput(name="predict_proba", data_type=pb.TYPE_FP64, dims=[3])])).SerializeToString()
+
+
 def python_client(target: str, model: str, concurrency: int, seconds: float) -> loadtools.Point:
     """Predict through the Python SDK: `concurrency` closed-loop threads spread over up to 2 processes."""
     return loadtools.sdk_closed_loop(target, "predict", (model, dict(zip(NAMES, ROW))), concurrency, seconds)
@@ -238,7 +250,8 @@ def main(argv=None) -> int:
             repo = work / f"mlserver-{tag}"
             write_repository(repo, models, batch_size=batch, batch_ms=10)
             server = MLServer(mlserver_bin, repo, http_port=loadtools.free_port(), grpc_port=loadtools.free_port(),
-                              metrics_port=loadtools.free_port(), workers=workers, log_path=work / f"mlserver-{tag}.log")
+                              metrics_port=loadtools.free_port(), workers=workers, log_path=work / f"mlserver-{tag}.log",
+                              model_configs={m: mlserver_model_config(m, batch) for m in MODELS} if pa_binary else None)
             return server.start(list(MODELS))
 
         # MLServer's best configuration: adaptive batching (32 rows / 10 ms) and the best parallel_workers.

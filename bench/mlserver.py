@@ -39,7 +39,13 @@ def write_repository(root: Path, models: dict[str, object], *, batch_size: int, 
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         joblib.dump(estimator, folder / "model.joblib")
+        n_features = len(getattr(estimator, "feature_names_in_", [])) or estimator.n_features_in_
+        # the signature (ModelMetadata), as perf_analyzer needs it to build requests
         settings = {"name": name, "implementation": "mlserver_sklearn.SKLearnModel",
+                    "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, n_features]}],
+                    "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1, 1]},
+                                {"name": "predict_proba", "datatype": "FP64",
+                                 "shape": [-1, len(getattr(estimator, "classes_", []))]}],
                     "parameters": {"uri": "./model.joblib", "version": "v1"}}
         if batch_size > 1:
             settings.update(max_batch_size=batch_size, max_batch_time=batch_ms / 1000)
@@ -50,8 +56,9 @@ class MLServer:
     """`mlserver start <repo>` bound to 127.0.0.1 with the given parallel_workers."""
 
     def __init__(self, binary: Path, repo: Path, *, http_port: int, grpc_port: int, metrics_port: int,
-                 workers: int, log_path: Path):
+                 workers: int, log_path: Path, model_configs: dict[str, bytes] | None = None):
         self.binary, self.repo, self.log_path = binary, repo, log_path
+        self.model_configs = model_configs  # Triton ModelConfigResponse per model: served for perf_analyzer
         self.http_port, self.grpc_port = http_port, grpc_port
         self.grpc_target = f"127.0.0.1:{grpc_port}"
         (repo / "settings.json").write_text(json.dumps({
@@ -66,7 +73,14 @@ class MLServer:
 
         self._log = open(self.log_path, "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "PREDMESH_"))}
-        self.proc = subprocess.Popen([str(self.binary), "start", str(self.repo)], cwd=self.repo, env=env,
+        argv = [str(self.binary), "start", str(self.repo)]
+        if self.model_configs:  # MLServer plus Triton's ModelConfig RPC (bench/mlserver_modelconfig.py)
+            configs = self.repo / "model-configs.json"
+            configs.write_text(json.dumps({name: raw.hex() for name, raw in self.model_configs.items()}))
+            env["MLSERVER_MODEL_CONFIGS"] = str(configs)
+            launcher = Path(__file__).with_name("mlserver_modelconfig.py")
+            argv = [str(self.binary.absolute().with_name("python")), str(launcher), "start", str(self.repo)]
+        self.proc = subprocess.Popen(argv, cwd=self.repo, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         with grpc.insecure_channel(self.grpc_target) as channel:
