@@ -158,3 +158,25 @@ def test_a_group_that_cannot_serve_gives_up(model_store, tmp_path):
         with pytest.raises(RuntimeError, match="exited with 1"):
             proc.start(timeout=90)
         proc._log.close()
+
+
+def test_default_is_one_process_per_allowed_cpu_with_the_native_runtime(model_store, tmp_path):
+    """No PREDMESH_PROCESSES / PREDMESH_RUNTIME: as many serving processes as CPUs this process may use, each
+    scoring with the verified native kernels (the fast configuration is the default)."""
+    cpus = len(os.sched_getaffinity(0))
+    env = {k: v for k, v in os.environ.items() if k not in ("PREDMESH_PROCESSES", "PREDMESH_RUNTIME")}
+    proc = ServerProc(model_store, tmp_path / "server.log", env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")})
+    proc.env = {**env, **{k: v for k, v in proc.env.items() if k not in ("PREDMESH_PROCESSES", "PREDMESH_RUNTIME")}}
+    proc.start(timeout=90)  # several processes load and verify their models at once: give them time
+    try:
+        seen: dict[int, str] = {}
+        wait_for(lambda: len(seen.update(versions_by_pid(proc.target)) or seen) >= cpus, timeout=90, interval=0.3,
+                 what=f"{cpus} processes serving")
+        assert len(seen) == cpus
+        assert proc.terminate(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc._log.close()
+    log = proc.log()
+    assert f"predmesh inference: {cpus} processes sharing" in log or cpus == 1
+    assert log.count("native kernel verified") >= cpus  # each process scores iris with the verified kernel
