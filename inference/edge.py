@@ -66,6 +66,18 @@ class _Undecoded:
         self.message = message
 
 
+class Refused:
+    """A request that decoded but that a check refused (problem: the INVALID_ARGUMENT message). Unary calls are
+    answered INVALID_ARGUMENT; on a request stream it is passed to the handler in place of the request, so a
+    handler that answers per message (PredictStream) can answer it and go on."""
+
+    __slots__ = ("request", "problem")
+
+    def __init__(self, request, problem: str):
+        self.request = request
+        self.problem = problem
+
+
 def _decoder(deserialize, method: str, check=None):
     def decode(data: bytes):
         try:
@@ -79,12 +91,14 @@ def _decoder(deserialize, method: str, check=None):
             except Exception:  # the bytes parsed; a check that cannot walk them finds nothing to refuse
                 problem = None
             if problem:
-                return _Undecoded(clip(problem, 300))
+                return Refused(message, clip(problem, 300))
         return message
     return decode
 
 
 def _checked_stream(requests, context):
+    """The request stream with undecodable messages turned into INVALID_ARGUMENT (the stream ends: its framing
+    cannot be trusted); Refused ones go to the handler."""
     for request in requests:
         if type(request) is _Undecoded:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
@@ -102,8 +116,11 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, check=None) -> grpc.RpcM
         behaviour = handler.unary_unary or handler.unary_stream
 
         def unary(request, context):
-            if type(request) is _Undecoded:
+            kind = type(request)
+            if kind is _Undecoded:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            if kind is Refused:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem)
             return behaviour(request, context)
 
         make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary

@@ -12,7 +12,7 @@ from inference import errors, logcontext
 from inference.auth import AdminAuth
 from inference.bounds import MAX_ID, check_name, check_text, shown
 from inference.convert import model_info, prediction_message, transport_of
-from inference.edge import rpc, status_of
+from inference.edge import Refused, rpc, status_of
 from inference.recorder import Recorder
 from inference.registry import ModelRegistry
 from inference.scoring import score_and_record
@@ -77,6 +77,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def PredictStream(self, request_iterator, context):
         """One answer per message, in order; a bad message gets an error answer and the stream goes on."""
         for request in request_iterator:
+            if type(request) is Refused:  # decoded, but e.g. a feature without a value (edge.DecodeGuard)
+                rid = request.request.request_id
+                yield inference_pb2.PredictStreamResponse(
+                    request_id=rid if len(rid) <= MAX_ID else "",
+                    error=status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=request.problem))
+                continue
             started = time.perf_counter()
             token = logcontext.enter("PredictStream", request)
             try:

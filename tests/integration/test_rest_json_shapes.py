@@ -60,3 +60,15 @@ def test_json_shapes_are_4xx_and_a_missing_value_is_never_zero(gateway, case, pa
         assert text in response.text, (case, response.text[:300])
     elif case == "number as a string":
         assert response.json()["prediction"]["label"] == "setosa"
+
+
+@pytest.mark.parametrize("length", [65, 2_000, 20_000])
+def test_an_oversized_model_name_is_a_4xx_and_does_not_disturb_other_clients(gateway, length):
+    """The name is refused early and never echoed in full (a 20 kB echo used to overflow metadata limits and reset
+    the shared upstream HTTP/2 connection)."""
+    name = "m" * length
+    response = requests.post(f"{gateway.url}/v1/models/{name}:predict", json={"features": IRIS_ROW}, timeout=10)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
+    assert len(response.content) < 1024
+    ok = requests.post(f"{gateway.url}/v1/models/iris:predict", json={"features": IRIS_ROW}, timeout=10)
+    assert ok.status_code == 200

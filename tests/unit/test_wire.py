@@ -69,6 +69,12 @@ def test_over_grpc_every_predict_method_refuses_a_valueless_entry(inproc_server)
                 channel.unary_unary(f"/predmesh.v1.InferenceService/{method}")(payload, timeout=5)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "'petal_length' has no value" in info.value.details()
-        with pytest.raises(grpc.RpcError) as info:
-            list(channel.stream_stream("/predmesh.v1.InferenceService/PredictStream")(iter([data]), timeout=5))
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # a stream answers the refused message in order and goes on
+        good = inference_pb2.PredictStreamRequest(model="iris", features=IRIS_ROW, request_id="s-2")
+        bad = data + b"\x1a\x03s-1"  # request_id = "s-1"
+        answers = [inference_pb2.PredictStreamResponse.FromString(raw) for raw in channel.stream_stream(
+            "/predmesh.v1.InferenceService/PredictStream")(iter([bad, good.SerializeToString()]), timeout=5)]
+        assert [a.request_id for a in answers] == ["s-1", "s-2"]
+        assert answers[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "'petal_length' has no value" in answers[0].error.message
+        assert answers[1].prediction.label == "setosa"
