@@ -170,7 +170,7 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
         step("the queue")
         # --- the dashboard -------------------------------------------------------------------------------------
         if available("ui"):
-            _score_through_the_dashboard(f"http://127.0.0.1:{ports['ui']}", banner)
+            _score_through_the_dashboard(f"http://127.0.0.1:{ports['ui']}", banner, rest)
         else:
             assert "dashboard: not in this checkout" in banner
 
@@ -243,8 +243,9 @@ def _score_through_the_queue(env: dict, banner: str) -> None:
     assert result.prediction.label == "setosa" and result.prediction.request_id == "up-queue-1"
 
 
-def _score_through_the_dashboard(url: str, banner: str) -> None:
-    """The dashboard `predmesh up` started answers, and a prediction made in its form (real Chromium) shows."""
+def _score_through_the_dashboard(url: str, banner: str, rest: str) -> None:
+    """The dashboard `predmesh up` started answers, and a prediction made in its form (real Chromium) shows and is
+    stored through the mesh as a dashboard prediction."""
     from playwright.sync_api import expect, sync_playwright
 
     from tests.support.ui import CHROMIUM, CHROMIUM_ARGS
@@ -268,3 +269,8 @@ def _score_through_the_dashboard(url: str, banner: str) -> None:
             expect(page.get_by_text("Traceback")).to_have_count(0)
         finally:
             browser.close()
+
+    def stored_from_the_dashboard():
+        answer = requests.get(f"{rest}/v1/predictions", params={"model": "iris", "page_size": 100}, timeout=5)
+        return [p for p in answer.json().get("predictions", []) if "UI" in str(p.get("transport")).upper()]
+    assert wait_for(stored_from_the_dashboard, 15, interval=0.3, what="the dashboard's prediction stored")

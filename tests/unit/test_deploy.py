@@ -170,7 +170,9 @@ def test_the_inference_service_scales_and_outlives_its_drain(compose):
 
 def test_no_secret_is_committed(compose):
     text = COMPOSE.read_text()
-    for name in ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS", "PREDMESH_ADMIN_TOKEN", "GF_SECURITY_ADMIN_PASSWORD"):
+    for name in ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS", "PREDMESH_ADMIN_TOKEN", "PREDMESH_READONLY_TOKEN",
+                 "PREDMESH_MODEL_SIGNING_KEY", "PREDMESH_UI_PASSWORD", "PREDMESH_UI_COOKIE_SECRET",
+                 "GF_SECURITY_ADMIN_PASSWORD"):
         for value in re.findall(rf"{name}: (\S+)", text):
             assert value.startswith("${"), f"{name} has a literal value in the compose file"
     assert not re.search(r"://[^:/\s]+:(?!\$\{)[^@\s]+@", text), "a URL with a literal password"

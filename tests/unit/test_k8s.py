@@ -212,7 +212,7 @@ def test_secrets_are_examples_and_only_referenced(rendered):
     for name, spec in pod_specs(docs).items():
         for container in spec.get("initContainers", []) + spec["containers"]:
             for var in container.get("env", []):
-                if re.search(r"TOKEN|PASSWORD|DATABASE_URL|AMQP_URL", var["name"]):
+                if re.search(r"TOKEN|PASSWORD|SECRET|SIGNING_KEY|DATABASE_URL|AMQP_URL", var["name"]):
                     assert "valueFrom" in var and "value" not in var, f"{name}: {var['name']}"
 
 
