@@ -86,3 +86,39 @@ def _all():
     rows, token = repo.list_predictions(repo.PredictionFilter(), 1000)
     assert not token
     return [(r.record, r.feedback_label) for r in rows]
+
+
+def test_through_the_server_hostile_ids_are_refused_and_every_answered_row_is_stored(model_store, tmp_path):
+    """The reported attack end to end: ids PostgreSQL would refuse are INVALID_ARGUMENT at the edge (never an OK
+    whose row cannot be stored), and the rows of the calls answered OK around them all reach the database."""
+    import grpc
+    import psycopg2
+
+    from predmesh.v1 import inference_pb2, inference_pb2_grpc
+    from tests.conftest import IRIS_ROW
+    from tests.support.pg import test_pg_url as pg_url
+    from tests.support.procs import ServerProc, wait_for
+
+    hostile = ["x" * 9000, "nul\x00id", "tab\tid", "r" * 129]
+    with TempSchema() as schema:
+        env = {"PREDMESH_DATABASE_URL": schema.url, "PREDMESH_SPOOL_DIR": str(tmp_path / "spool")}
+        with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+            with grpc.insecure_channel(proc.target) as channel:
+                stub = inference_pb2_grpc.InferenceServiceStub(channel)
+                answered = []
+                for i, rid in enumerate(hostile):
+                    stub.Predict(inference_pb2.PredictRequest(model="iris", features=IRIS_ROW,
+                                                              request_id=f"ok-{i}"), timeout=10)
+                    answered.append(f"ok-{i}")
+                    with pytest.raises(grpc.RpcError) as info:
+                        stub.Predict(inference_pb2.PredictRequest(model="iris", features=IRIS_ROW, request_id=rid),
+                                     timeout=10)
+                    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert "request_id" in info.value.details()
+
+            def stored():
+                with psycopg2.connect(pg_url()) as conn, conn.cursor() as cur:
+                    cur.execute(f"SELECT request_id FROM {schema.name}.predictions")
+                    return {r for (r,) in cur.fetchall()}
+            wait_for(lambda: stored() == set(answered), 20, what="every answered row stored")
+            assert proc.terminate() == 0
