@@ -139,6 +139,7 @@ class Scorer:
                 limit = _LIMIT.search(exc.message)
                 if limit and int(limit.group(1)) < end - start:  # the server allows fewer rows per call
                     step = max(1, int(limit.group(1)))
+                    self.chunk_rows = min(self.chunk_rows, step)  # later chunks are cut to it from the start
                     out = []
                     for s in range(start, end, step):
                         out.extend(self._chunk(features, ids, s, min(s + step, end)))

@@ -121,3 +121,55 @@ def test_luigi_config_sets_nonzero_retcodes_and_prometheus_metrics():
     assert int(cfg["retcode"]["task_failed"]) == 30 and int(cfg["retcode"]["unhandled_exception"]) == 40
     assert all(int(v) > 0 for v in cfg["retcode"].values())
     assert cfg["scheduler"]["metrics_collector"] == "prometheus"
+
+
+class FakeClient:
+    """Answers predict_batch like the server: refuses chunks above `limit` rows and any row with a < 0."""
+
+    def __init__(self, limit: int = 1000, down: bool = False):
+        self.limit, self.down, self.calls = limit, down, []
+
+    def predict_batch(self, model, rows):
+        from predmesh import InvalidArgument, Unavailable
+        from predmesh.types import Prediction
+        self.calls.append(len(rows))
+        if self.down:
+            raise Unavailable("failed to connect to all addresses")
+        if len(rows) > self.limit:
+            raise InvalidArgument(f"{len(rows)} rows exceed the limit of {self.limit} per batch; split the request")
+        for i, (features, _) in enumerate(rows):
+            if features["a"] < 0:
+                raise InvalidArgument(f"row {i}: feature 'a'={features['a']} is outside the plausible range")
+        return [Prediction(f"p-{rid}", rid, model, "1", "x", {"x": 1.0}, 0.1) for _, rid in rows]
+
+
+class FakeClients:
+    def __init__(self, client, **settings):
+        self.settings = BatchSettings(**{"chunk_rows": 10, "inflight": 3, **settings})
+        self.first = client
+
+    def pick(self):
+        return self.first
+
+
+def test_scorer_keeps_order_bisects_refused_rows_and_follows_a_smaller_server_limit():
+    from batch.scoring import Scorer
+    client = FakeClient(limit=4)
+    features = [{"a": float(i if i not in (7, 23) else -1)} for i in range(30)]
+    ids = [f"r{i}" for i in range(30)]
+    progress = []
+    scorer = Scorer(FakeClients(client), "m", progress=lambda done, total: progress.append((done, total)))
+    out = scorer.score(features, ids)
+    assert [p.request_id if p else None for p in out] == [None if i in (7, 23) else f"r{i}" for i in range(30)]
+    assert [i for i, _ in sorted(scorer.stats.rejected)] == [7, 23]
+    assert "plausible range" in scorer.stats.rejected[0][1]
+    assert max(client.calls[3:]) <= 4  # after learning the limit, chunks are split to it
+    assert progress[0] == (0, 30) and progress[-1] == (30, 30)
+    assert scorer.stats.rows == 28
+
+
+def test_scorer_fails_the_run_when_the_server_is_unreachable():
+    from batch.scoring import Scorer, ScoringFailed
+    scorer = Scorer(FakeClients(FakeClient(down=True), server="127.0.0.1:1"), "m")
+    with pytest.raises(ScoringFailed, match=r"Unavailable from the server at 127.0.0.1:1"):
+        scorer.score([{"a": 1.0}] * 25, [f"r{i}" for i in range(25)])
