@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import luigi
@@ -23,6 +24,9 @@ def load_config() -> None:
     global _loaded
     if _loaded:
         return
+    # [core] rpc-retry-* are read by luigi's RPC client straight from the configuration; luigi's `core` task
+    # nevertheless warns that it does not consume them
+    warnings.filterwarnings("ignore", message=r".*parameter 'rpc_retry_\w+'", category=UserWarning)
     luigi.configuration.add_config_path(str(CONFIG))
     user = os.environ.get("LUIGI_CONFIG_PATH")
     if user:
@@ -58,7 +62,11 @@ def run_tasks(settings: BatchSettings, task_argv: list[str], *, local_scheduler:
     load_config()
     setup_logging(settings.log_level)
     tasks.configure(settings)
-    argv = ["--module", "batch.tasks", *task_argv, "--workers", "1"]
+    # Luigi's process lock (a second identical run exits with the already_running retcode) lives with the outputs
+    # it protects, so runs on different batch directories never block each other.
+    locks = settings.batch_dir.resolve() / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    argv = ["--module", "batch.tasks", *task_argv, "--workers", "1", "--lock-pid-dir", str(locks)]
     if local_scheduler:
         argv.append("--local-scheduler")
     else:
