@@ -7,6 +7,7 @@ interrupt_exits("predmesh")  # first: Ctrl-C while the part's modules load ends 
 
 import importlib  # noqa: E402
 import inspect  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     # `prog` makes the part's usage and error lines read `predmesh <command> …` (where its main takes one)
     if "prog" in inspect.signature(entry).parameters:
         return entry(prefix + rest, prog="predmesh" if prefix else f"predmesh {command}") or 0
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a part without start-up guards handles Ctrl-C itself
     return entry(prefix + rest) or 0
 
 

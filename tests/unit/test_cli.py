@@ -59,3 +59,25 @@ def test_usage_lines_name_the_predmesh_command_and_help_lists_its_variables():
             assert name in text, (command, name)
     wrong = run("serve", "--frobnicate")
     assert wrong.returncode == 2 and wrong.stderr.startswith("usage: predmesh serve")
+
+
+def test_parts_without_start_up_guards_keep_python_s_ctrl_c(monkeypatch):
+    """`predmesh <part>` for a part whose main takes no prog (it handles Ctrl-C itself, e.g. as KeyboardInterrupt)
+    runs with Python's default SIGINT handler, not the start-up guard of the dispatcher."""
+    import importlib
+    import signal
+    import sys
+    import types
+
+    original = signal.getsignal(signal.SIGINT)  # importing cli.main installs its start-up guard: undone below
+    cli_main = importlib.import_module("cli.main")
+    seen = {}
+    part = types.ModuleType("fake_part")
+    part.main = lambda argv: seen.setdefault("handler", signal.getsignal(signal.SIGINT)) and 0
+    monkeypatch.setitem(sys.modules, "fake_part", part)
+    monkeypatch.setitem(cli_main.COMMANDS, "fake", ("fake_part", [], "a part"))
+    try:
+        assert cli_main.main(["fake"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, original)
+    assert seen["handler"] is signal.default_int_handler
