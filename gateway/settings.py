@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from predmesh.env import ConfigError, Env, split_addr
+from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, Env, split_addr
 from predmesh.logs import LEVELS
 
 __all__ = ["GatewaySettings", "TlsFiles", "split_addr"]
@@ -30,7 +30,7 @@ class GatewaySettings:
     public_addr: str = "127.0.0.1:8080"
     admin_addr: str = "127.0.0.1:8081"            # ModelAdminService REST; empty: no admin listener
     envoy_admin_addr: str = "127.0.0.1:9901"      # Envoy's own admin/stats interface
-    upstreams: tuple[str, ...] = ("127.0.0.1:50051",)
+    upstreams: tuple[str, ...] = (DEFAULT_GRPC_ADDR,)
     work_dir: Path = Path("var/gateway")
     route_timeout_s: float = 5.0
     max_grpc_timeout_s: float = 30.0
@@ -91,8 +91,9 @@ class GatewaySettings:
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
         env = Env(environ, prefix="PREDMESH_GATEWAY_")
         common = Env(environ)
-        # one replica on the inference server's address unless PREDMESH_GATEWAY_UPSTREAMS names them
-        default_upstream = common.str("GRPC_ADDR", cls.upstreams[0])
+        # one replica on the inference server's address (PREDMESH_GRPC_ADDR, same default as the server's)
+        # unless PREDMESH_GATEWAY_UPSTREAMS names them
+        default_upstream = common.addr("GRPC_ADDR", DEFAULT_GRPC_ADDR)
 
         def path(name: str) -> Path | None:
             raw = env.str(name, "")

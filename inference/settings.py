@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from database.settings import DatabaseSettings
-from predmesh.env import ConfigError, Env
+from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, Env
 from predmesh.logs import LEVELS
 
 RUNTIMES = ("native", "sklearn")
@@ -26,7 +26,7 @@ class ServerSettings:
     The field defaults describe one in-process server (tests build it directly); from_env holds the defaults of
     the entry point, where PREDMESH_PROCESSES is `auto` (one process per allowed CPU)."""
 
-    grpc_addr: str = "127.0.0.1:50051"
+    grpc_addr: str = DEFAULT_GRPC_ADDR
     metrics_addr: str = "127.0.0.1:9101"
     model_store: Path = Path("var/models")
     signing_key: bytes | None = None

@@ -5,6 +5,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+DEFAULT_GRPC_ADDR = "127.0.0.1:50051"  # PREDMESH_GRPC_ADDR's default: the server binds it, the gateway's upstream
+
+
 class ConfigError(ValueError):
     """A PREDMESH_* variable has a value that cannot be used."""
 
