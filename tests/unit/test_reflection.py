@@ -9,6 +9,23 @@ from grpc_reflection.v1alpha import reflection_pb2 as pb
 VERSIONS = ["grpc.reflection.v1", "grpc.reflection.v1alpha"]
 
 
+@pytest.fixture(scope="module")
+def target(trained_store):
+    """One in-process server for the module (reflection does not change what it serves)."""
+    from prometheus_client import CollectorRegistry
+
+    from inference.metrics import ServerMetrics
+    from inference.server import InferenceServer
+    from inference.settings import ServerSettings
+
+    server = InferenceServer(ServerSettings(grpc_addr="127.0.0.1:0", metrics_addr="", model_store=trained_store,
+                                            drain_seconds=0, grace_seconds=1, runtime="sklearn"),
+                             metrics=ServerMetrics(CollectorRegistry()))
+    port = server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=0)
+
+
 def ask(target: str, version: str, **request) -> pb.ServerReflectionResponse:
     """One request on /<version>.ServerReflection/ServerReflectionInfo (the two versions share the wire format)."""
     with grpc.insecure_channel(target) as channel:
@@ -19,8 +36,7 @@ def ask(target: str, version: str, **request) -> pb.ServerReflectionResponse:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_list_and_describe_through_each_version(inproc_server, version):
-    _, target = inproc_server
+def test_list_and_describe_through_each_version(target, version):
     listed = {s.name for s in ask(target, version, list_services="").list_services_response.service}
     assert {"predmesh.v1.InferenceService", "predmesh.v1.ModelAdminService", "inference.GRPCInferenceService",
             "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
@@ -35,8 +51,7 @@ def test_list_and_describe_through_each_version(inproc_server, version):
     assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
-def test_v1_descriptor_names_v1_messages(inproc_server):
-    _, target = inproc_server
+def test_v1_descriptor_names_v1_messages(target):
     answer = ask(target, "grpc.reflection.v1", file_by_filename="grpc/reflection/v1/reflection.proto")
     (raw,) = answer.file_descriptor_response.file_descriptor_proto
     proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
