@@ -48,7 +48,7 @@ class Part:
     restartable: bool = True                # restarted with backoff when it dies (all parts are, today)
     core: bool = False                      # the mesh cannot run without it: startup fails if it never gets healthy
     stage: int = 2                          # started after every part of a lower stage is healthy
-    dirs: list[Path] = field(default_factory=list)  # created before the part starts
+    prepare: Callable[[], object] | None = None    # run before each start (directories, config files)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     backoff: float = BACKOFF_START
@@ -125,6 +125,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     parts: list[Part] = []
     notes: list[str] = []
     addrs = replica_addrs(environ, args.replicas)
+    scrape: dict[str, list[str]] = {"inference": [m for _, m in addrs if m]}   # Prometheus job -> targets
     for i, (grpc_addr, metrics_addr) in enumerate(addrs):
         urls = [f"gRPC {grpc_addr}"] + ([f"metrics http://{metrics_addr}/metrics"] if metrics_addr else [])
         parts.append(Part(f"inference-{i + 1}" if args.replicas > 1 else "inference",
@@ -147,6 +148,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         if s.admin_url:
             urls.append(f"admin REST {s.admin_url} (ModelAdminService, loopback)")
         urls.append(f"Envoy admin/stats http://{s.envoy_admin_addr}/stats/prometheus")
+        scrape["envoy"] = [s.envoy_admin_addr]
         parts.append(Part("gateway", [py, "-m", "gateway"], env,
                           probe=lambda a=s.envoy_admin_addr: http_ok(f"http://{a}/ready", "LIVE"),
                           urls=urls, core=True, stage=1))
@@ -167,6 +169,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
             notes.append(f"consumer: not started: the broker at {redact(amqp)} is {detail}")
         else:
             metrics = environ.get("PREDMESH_CONSUMER_METRICS_ADDR", "127.0.0.1:9102")
+            scrape["consumer"] = [metrics]
             parts.append(Part("consumer", [py, "-m", "consumer"], {**client_env, "PREDMESH_AMQP_URL": amqp},
                               probe=lambda m=metrics: http_ok(f"http://{m}/metrics", CONSUMER_CONNECTED),
                               urls=[f"queue {redact(amqp)} (broker reachable)",
@@ -187,13 +190,16 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     else:
         luigid_addr = environ.get("PREDMESH_LUIGID_ADDR", "127.0.0.1:8082")
         host, _, port = luigid_addr.rpartition(":")
+        prepare = None
         if available("batch"):     # luigid with the pipeline's configuration (retcodes, /metrics)
-            argv, dirs = [py, "-m", "batch", "scheduler"], []
+            argv = [py, "-m", "batch", "scheduler"]
+            scrape["luigid"] = [luigid_addr]
         else:
             state = Path("var/luigi")
-            argv, dirs = [str(Path(py).with_name("luigid")), "--address", host, "--port", port,
-                          "--logdir", str(state), "--state-path", str(state / "state.pickle")], [state]
-        parts.append(Part("luigid", argv, {"PREDMESH_LUIGID_ADDR": luigid_addr}, dirs=dirs,
+            argv = [str(Path(py).with_name("luigid")), "--address", host, "--port", port,
+                    "--logdir", str(state), "--state-path", str(state / "state.pickle")]
+            prepare = lambda d=state: d.mkdir(parents=True, exist_ok=True)  # noqa: E731
+        parts.append(Part("luigid", argv, {"PREDMESH_LUIGID_ADDR": luigid_addr}, prepare=prepare,
                           probe=lambda a=luigid_addr: http_ok(f"http://{a}/api/task_list", "response"),
                           urls=[f"http://{luigid_addr}/static/visualiser/index.html (Luigi scheduler)"]))
 
@@ -201,9 +207,26 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         notes.append("prometheus: not started (--no-prometheus)")
     elif not shutil.which("prometheus"):
         notes.append("prometheus: not installed (Debian package prometheus)")
-    else:
+    elif not available("cli.monitoring"):
         notes.append("prometheus: not started (the monitoring helper is not in this checkout)")
+    else:
+        parts.append(prometheus_part(environ, scrape))
     return Plan(parts, notes)
+
+
+def prometheus_part(environ: Mapping[str, str], scrape: dict[str, list[str]]) -> Part:
+    """Prometheus (Debian's) scraping every part started here, with the repository's rules; its configuration and
+    file-based targets are written by the monitoring helper under var/prometheus when it starts."""
+    from cli import monitoring
+
+    addr = environ.get("PREDMESH_PROMETHEUS_ADDR", "127.0.0.1:9090")
+    directory = Path("var/prometheus").resolve()
+    targets = {**scrape, "prometheus": [addr]}
+    argv = monitoring.prometheus_argv(directory / "prometheus.yml", directory / "data", addr)
+    scraped = ", ".join(f"{job} {len(t)}" for job, t in targets.items() if t)
+    return Part("prometheus", argv, probe=lambda: http_ok(f"http://{addr}/-/ready"),
+                prepare=lambda: monitoring.write_config(directory, targets),
+                urls=[f"http://{addr}/graph (scraping {scraped}; config {directory}/prometheus.yml)"])
 
 
 # --- processes ---------------------------------------------------------------------------------------------
@@ -218,8 +241,8 @@ def _die_with_parent() -> None:
 
 def start(part: Part, environ: Mapping[str, str] = os.environ) -> None:
     """Start a part in its own process group (so stopping it stops whatever it started, e.g. Envoy)."""
-    for directory in part.dirs:
-        directory.mkdir(parents=True, exist_ok=True)
+    if part.prepare is not None:
+        part.prepare()
     part.proc = subprocess.Popen(part.argv, env={**environ, **part.env}, start_new_session=True,
                                  preexec_fn=_die_with_parent)
     part.started_at = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +176,17 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
             assert "dashboard: not in this checkout" in banner
 
         step("the dashboard")
+        # --- Prometheus -------------------------------------------------------------------------------------
+        prometheus = f"http://127.0.0.1:{ports['prometheus']}"
+        if available("cli.monitoring") and shutil.which("prometheus"):
+            assert f"{prometheus}/graph" in banner
+            assert requests.get(f"{prometheus}/-/ready", timeout=5).status_code == 200
+        elif not shutil.which("prometheus"):
+            assert "prometheus: not installed" in banner
+        else:
+            assert "the monitoring helper is not in this checkout" in banner
+        step("prometheus")
+
         # --- status sees every part up ---------------------------------------------------------------------------
         status = subprocess.run([sys.executable, "-m", "cli", "status", "--replicas", "2"], cwd=workdir, env=env,
                                 capture_output=True, text=True, timeout=60)
@@ -191,6 +203,11 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
         assert health_status(f"127.0.0.1:{grpc_port + 1}") == 1
         started |= descendants(proc.pid)
         step("a replica killed and restarted")
+        if available("cli.monitoring") and shutil.which("prometheus"):
+            # by now (the first scrape comes a few seconds after /-/ready) every part it was given is scraped
+            wait_for(lambda: _scraped_up(prometheus) >= _expected_jobs(), 30, interval=0.5,
+                     what="Prometheus scraping every part")
+            step("prometheus scraped every part")
     finally:
         pgids = {os.getpgid(p) for p in started if alive(p)}
         proc.send_signal(signal.SIGINT)
@@ -204,6 +221,20 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
     time.sleep(0.3)
     assert [p for p in started if alive(p)] == [], "left running"
     assert in_group(pgids - {os.getpgid(0)}) == [], "a part's process group still has members"
+
+
+def _scraped_up(prometheus: str) -> set[str]:
+    """Jobs with every target up (and at least one target)."""
+    active = requests.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+    jobs: dict[str, list[bool]] = {}
+    for target in active:
+        jobs.setdefault(target["labels"]["job"], []).append(target["health"] == "up")
+    return {job for job, health in jobs.items() if health and all(health)}
+
+
+def _expected_jobs() -> set[str]:
+    return {"inference", "envoy", "prometheus"} | ({"consumer"} if available("consumer") else set()) \
+        | ({"luigid"} if available("batch") else set())
 
 
 def _pid_listening(port: int) -> int:

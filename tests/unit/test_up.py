@@ -173,3 +173,33 @@ def test_bad_options_are_refused(argv):
     result = subprocess.run([sys.executable, "-m", "cli", "up", *argv], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and "--replicas must be at least 1" in result.stderr
+
+
+def test_prometheus_is_planned_with_every_part_as_a_target(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"PREDMESH_GRPC_ADDR": "127.0.0.1:41000", "PREDMESH_METRICS_ADDR": "127.0.0.1:42000",
+           "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": "127.0.0.1:43901", "PREDMESH_LUIGID_ADDR": "127.0.0.1:44000",
+           "PREDMESH_PROMETHEUS_ADDR": "127.0.0.1:45090"}
+    mesh = up.plan(args("--replicas", "2", "--no-consumer", "--no-ui"), env)
+    if not up.available("cli.monitoring"):
+        assert "prometheus: not started (the monitoring helper is not in this checkout)" in mesh.notes
+        return
+    if not up.shutil.which("prometheus"):
+        assert any("prometheus: not installed" in n for n in mesh.notes)
+        return
+    prometheus = mesh.parts[-1]
+    assert prometheus.name == "prometheus" and "--web.listen-address=127.0.0.1:45090" in prometheus.argv
+    assert not (tmp_path / "var").exists(), "nothing is written before the part starts"
+    prometheus.prepare()
+    import json
+    targets = tmp_path / "var" / "prometheus" / "targets"
+    assert json.loads((targets / "inference.json").read_text())[0]["targets"] == \
+        ["127.0.0.1:42000", "127.0.0.1:42001"]
+    assert json.loads((targets / "envoy.json").read_text())[0]["targets"] == ["127.0.0.1:43901"]
+    luigid = json.loads((targets / "luigid.json").read_text())
+    assert luigid == ([{"targets": ["127.0.0.1:44000"], "labels": {}}] if up.available("batch") else [])
+    assert json.loads((targets / "consumer.json").read_text()) == []          # --no-consumer
+    config = tmp_path / "var" / "prometheus" / "prometheus.yml"
+    result = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
