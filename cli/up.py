@@ -128,9 +128,11 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     scrape: dict[str, list[str]] = {"inference": [m for _, m in addrs if m]}   # Prometheus job -> targets
     for i, (grpc_addr, metrics_addr) in enumerate(addrs):
         urls = [f"gRPC {grpc_addr}"] + ([f"metrics http://{metrics_addr}/metrics"] if metrics_addr else [])
+        env = {"PREDMESH_GRPC_ADDR": grpc_addr, "PREDMESH_METRICS_ADDR": metrics_addr}
+        if args.replicas > 1 and "PREDMESH_PROCESSES" not in environ:
+            env["PREDMESH_PROCESSES"] = "1"     # the replicas share the CPUs already: not one process per CPU each
         parts.append(Part(f"inference-{i + 1}" if args.replicas > 1 else "inference",
-                          [py, "-m", "inference", "serve", "--no-train"],
-                          {"PREDMESH_GRPC_ADDR": grpc_addr, "PREDMESH_METRICS_ADDR": metrics_addr},
+                          [py, "-m", "inference", "serve", "--no-train"], env,
                           probe=lambda a=grpc_addr: grpc_health(a), urls=urls, core=True, stage=0))
     # the clients of the mesh reach the replicas through the gateway's public listener (native gRPC passes
     # through, balanced over healthy replicas), or replica 1 directly without a gateway

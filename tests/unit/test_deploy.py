@@ -164,6 +164,9 @@ def test_the_inference_service_scales_and_outlives_its_drain(compose):
     drain_plus_grace = float(env["PREDMESH_DRAIN_SECONDS"]) + float(env["PREDMESH_GRACE_SECONDS"])
     assert float(inference["stop_grace_period"].rstrip("s")) > drain_plus_grace
     assert env["PREDMESH_AUTO_MIGRATE"] == "0"
+    # the store is mounted read-only: one process per container (several would publish reloads as serving
+    # pointers written into the store)
+    assert "models:/models:ro" in inference["volumes"] and env["PREDMESH_PROCESSES"] == "1"
     gateway = compose["services"]["gateway-config"]["environment"]
     assert gateway["PREDMESH_GATEWAY_UPSTREAMS"] == "inference:50051"    # DNS: one address per replica
 

@@ -125,6 +125,7 @@ def test_inference_has_native_grpc_probes_resources_and_outlives_its_drain(rende
     assert spec["terminationGracePeriodSeconds"] > float(env["PREDMESH_DRAIN_SECONDS"]) + \
         float(env["PREDMESH_GRACE_SECONDS"])
     assert env["PREDMESH_AUTO_MIGRATE"] == "0" and env["PREDMESH_GRPC_ADDR"] == "0.0.0.0:50051"
+    assert env["PREDMESH_PROCESSES"] == "1"      # read-only store: reload pointers could not be written
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     hpa = find(docs, "HorizontalPodAutoscaler", "inference")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "inference" and hpa["spec"]["minReplicas"] >= 2

@@ -37,6 +37,12 @@ def test_plan_places_replicas_on_adjacent_ports_behind_the_gateway(monkeypatch):
     assert [p.env["PREDMESH_GRPC_ADDR"] for p in mesh.parts[:3]] == \
         ["127.0.0.1:41000", "127.0.0.1:41001", "127.0.0.1:41002"]
     assert mesh.parts[2].env["PREDMESH_METRICS_ADDR"] == "127.0.0.1:42002"
+    assert all(p.env["PREDMESH_PROCESSES"] == "1" for p in mesh.parts[:3])   # N replicas, one process each
+    single = up.plan(args("--no-consumer", "--no-ui", "--no-prometheus", "--no-luigid"), env)
+    assert "PREDMESH_PROCESSES" not in single.parts[0].env                   # one replica: the server's default
+    chosen = up.plan(args("--replicas", "2", "--no-consumer", "--no-ui", "--no-prometheus", "--no-luigid"),
+                     {**env, "PREDMESH_PROCESSES": "2"})
+    assert "PREDMESH_PROCESSES" not in chosen.parts[0].env                   # an explicit choice is kept
     assert mesh.parts[3].env["PREDMESH_GATEWAY_UPSTREAMS"] == "127.0.0.1:41000,127.0.0.1:41001,127.0.0.1:41002"
     assert [p.stage for p in mesh.parts] == [0, 0, 0, 1, 2]
     assert all(p.core for p in mesh.parts[:4]) and not mesh.parts[4].core
