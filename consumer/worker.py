@@ -114,6 +114,7 @@ class Session:
         self.channel = None
         self.consumer_tag = None
         self.aborted = False
+        self.outstanding: set[int] = set()  # delivery tags received and not acked yet
 
     def _on_close(self, exc) -> None:
         if not self.closed.done():
@@ -152,6 +153,7 @@ class Session:
                      message_id=props.message_id, correlation_id=props.correlation_id, reply_to=props.reply_to,
                      headers=props.headers or {}, redelivered=method.redelivered, timestamp=props.timestamp)
         self.pending.append((d, time.monotonic()))
+        self.outstanding.add(d.tag)
         self.consumed += 1
         self.w.metrics.consumed.inc()
         if method.redelivered:
@@ -163,6 +165,7 @@ class Session:
         seqs = ([s for s in self.unconfirmed if s <= method.delivery_tag] if method.multiple
                 else [method.delivery_tag])
         nacked = isinstance(method, pika.spec.Basic.Nack)
+        done = []
         for seq in sorted(seqs):
             entry = self.unconfirmed.pop(seq, None)
             if entry is None:
@@ -173,7 +176,7 @@ class Session:
                 self.held.append((d, received))
                 continue
             self.w.fault.reached("confirmed")
-            self.channel.basic_ack(d.tag)
+            done.append(d.tag)
             now = time.monotonic()
             if outcome.action is Action.ACK:
                 self.w.metrics.acked.inc()
@@ -183,7 +186,21 @@ class Session:
                     self.w.metrics.end_to_end.observe(max(0.0, time.time() - published_at / 1000))
             else:
                 self.w.metrics.rejected.labels(outcome.reason).inc()
+        if done:
+            self._ack(done)
         self.wake.set()
+
+    def _ack(self, tags: list[int]) -> None:
+        """Ack these deliveries: one `multiple` ack for those below the oldest delivery still outstanding."""
+        acking = set(tags)
+        self.outstanding -= acking
+        floor = min(self.outstanding, default=None)
+        below = [t for t in tags if floor is None or t < floor]
+        if len(below) > 1:
+            self.channel.basic_ack(max(below), multiple=True)
+            acking -= set(below)
+        for tag in sorted(acking):
+            self.channel.basic_ack(tag)
 
     def _on_return(self, channel, method, props, body) -> None:
         # mandatory publish that no queue took: a result nobody subscribed to (or whose requester left) is still
