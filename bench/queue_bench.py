@@ -155,7 +155,7 @@ def end_to_end(url: str, n: int, prefetch: int, bodies, target: str, work: Path)
         env = {**os.environ, "PREDMESH_AMQP_URL": url, "PREDMESH_AMQP_PREFIX": topology.prefix,
                "PREDMESH_SERVER_ADDR": target, "PREDMESH_CONSUMER_PREFETCH": str(prefetch),
                "PREDMESH_CONSUMER_METRICS_ADDR": "", "PREDMESH_LOG_LEVEL": "WARNING"}
-        consumer = subprocess.Popen([sys.executable, "-m", "consumer"], cwd=ROOT, env=env,
+        consumer = subprocess.Popen([sys.executable, *os.environ.get("QB_PROFILE", "").split(), "-m", "consumer"], cwd=ROOT, env=env,
                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + max(120, n / 100)

@@ -6,6 +6,7 @@ import ssl
 
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.utils import io_services_utils
 
 from predmesh.jobs import Topology
 
@@ -27,8 +28,32 @@ def parameters(url: str, heartbeat_s: int, blocked_timeout_s: float) -> pika.URL
     return params
 
 
+def _coalesce_writes() -> None:
+    """Make pika send its buffered frames in one send() per writable event instead of one per frame.
+
+    pika's async transports buffer every frame (a publish is 3) and then call send() once per frame: a window of
+    256 results cost ~770 syscalls, the largest single cost in the consumer's profile. Joining the buffer first is
+    byte-for-byte the same stream. Applied once per process, by the consumer only.
+    """
+    base = io_services_utils._AsyncTransportBase
+    if getattr(base, "_predmesh_coalesced", False):
+        return
+    produce = base._produce
+
+    def coalescing_produce(self) -> None:
+        if len(self._tx_buffers) > 1:
+            joined = b"".join(self._tx_buffers)
+            self._tx_buffers.clear()
+            self._tx_buffers.append(joined)
+        produce(self)
+
+    base._produce = coalescing_produce
+    base._predmesh_coalesced = True
+
+
 async def connect(params: pika.ConnectionParameters, on_close) -> AsyncioConnection:
     """An open connection; on_close(exc) is called once if it closes later."""
+    _coalesce_writes()
     loop = asyncio.get_running_loop()
     opened: asyncio.Future = loop.create_future()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,7 +118,14 @@ def decode(d: Delivery, limits: Limits) -> _Job:
         raise jobs.BadJob(f"job body of {len(d.body)} bytes exceeds the limit of {limits.max_body_bytes} bytes; "
                           "split it into smaller jobs")
     request = jobs.decode_job(d.type, d.content_type, d.body)
-    return _Job(d, request, jobs.job_rows(request, d.message_id or ""))
+    rows = jobs.job_rows(request, d.message_id or "")
+    for i, (features, _) in enumerate(rows):
+        # never scorable (the server answers INVALID_ARGUMENT for any non-finite value): no round trip, no bisection
+        bad = next((name for name, value in features.items() if not math.isfinite(value)), None)
+        if bad is not None:
+            where = f"row {i}: " if len(rows) > 1 else ""
+            raise jobs.BadJob(f"{where}feature {bad!r} is {features[bad]}; send a finite number")
+    return _Job(d, request, rows)
 
 
 def _chunks(members: list[tuple[int, _Job]], max_rows: int) -> Iterable[list[tuple[int, _Job]]]:

@@ -38,6 +38,7 @@ class ConsumerSettings:
     target: str = "127.0.0.1:50051"      # inference server (or gateway) gRPC address
     metrics_addr: str = "127.0.0.1:9102"
     prefetch: int = 64                   # unacked jobs per consumer = the most a window holds
+    windows_in_flight: int = 2           # windows scored at once (one's RPC and fsync overlap the next's)
     rpc_timeout_s: float = 10.0
     max_body_bytes: int = 1024 * 1024    # larger jobs are dead-lettered
     max_call_rows: int = 500             # rows per PredictBatch call (keep <= the server's PREDMESH_MAX_BATCH_ROWS)
@@ -53,6 +54,7 @@ class ConsumerSettings:
             target=env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", cls.target),
             metrics_addr=env.str("CONSUMER_METRICS_ADDR", cls.metrics_addr),
             prefetch=env.int("CONSUMER_PREFETCH", cls.prefetch, minimum=1),
+            windows_in_flight=env.int("CONSUMER_WINDOWS", cls.windows_in_flight, minimum=1),
             rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s),
             max_body_bytes=env.int("CONSUMER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_call_rows=env.int("CONSUMER_MAX_CALL_ROWS", cls.max_call_rows, minimum=1),

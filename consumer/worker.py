@@ -64,7 +64,7 @@ class Worker:
         self.metrics = metrics
         self.topology = Topology(settings.amqp.prefix)
         self.limits = Limits(max_body_bytes=settings.max_body_bytes, max_call_rows=settings.max_call_rows)
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="score")
+        self.executor = ThreadPoolExecutor(settings.windows_in_flight, thread_name_prefix="score")
         self.fault = FaultHook(settings.fault_hook)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -211,53 +211,72 @@ class Session:
 
     # -- the window loop --------------------------------------------------------------------------------------
     async def _loop(self) -> None:
-        backoff = Backoff(0.2, self.w.settings.retry_max_s)
+        """Start scoring windows (up to `windows_in_flight` at once, so one window's RPC and fsyncs overlap the
+        next one's) until stopped; a transient failure holds its jobs and pauses new windows for the backoff."""
+        self.backoff = Backoff(0.2, self.w.settings.retry_max_s)
+        self.retry_at = 0.0
+        inflight: set[asyncio.Task] = set()
         stopping_since = None
         while True:
             if self.closed.done():
                 self.closed.result()  # raises SessionClosed
+            for task in [t for t in inflight if t.done()]:
+                inflight.discard(task)
+                task.result()  # a failure of the window's task ends the session
             if self.stop.is_set() and stopping_since is None:
                 stopping_since = time.monotonic()
                 await self._cancel_consumer()
             if stopping_since is not None:
-                if not (self.pending or self.held or self.unconfirmed):
+                if not (self.pending or self.held or self.unconfirmed or inflight):
                     log.info("stopped: every in-flight job finished and acked")
                     return
                 if time.monotonic() - stopping_since > self.w.settings.grace_s:
                     log.warning("grace of %.0f s over: giving %d jobs back to the broker", self.w.settings.grace_s,
                                 len(self.pending) + len(self.held) + len(self.unconfirmed))
                     return
-            if not self.pending and not self.held:
-                self.wake.clear()
-                await self._wait(self.wake.wait(), 1.0)
+            now = time.monotonic()
+            if (self.pending or self.held) and len(inflight) < self.w.settings.windows_in_flight \
+                    and now >= self.retry_at:
+                window, self.pending, self.held = self.held + self.pending, [], []
+                inflight.add(self.loop.create_task(self._score(window)))
                 continue
-            window, self.pending, self.held = self.held + self.pending, [], []
-            self.w.metrics.window.observe(len(window))
-            outcomes = await self.loop.run_in_executor(
-                self.w.executor, handle, [d for d, _ in window], self.w.scorer, self.w.topology, self.w.limits)
-            if self.closed.done():
-                self.closed.result()
-            self.w.fault.reached("answered")
-            retry = []
+            self.wake.clear()
+            wake = asyncio.ensure_future(self.wake.wait())
+            timeout = max(0.01, min(1.0, self.retry_at - now)) if self.retry_at > now else 1.0
             try:
-                for (d, received), outcome in zip(window, outcomes):
-                    if outcome.action is Action.RETRY:
-                        retry.append((d, received))
-                        self.w.metrics.retried.labels(outcome.reason).inc()
-                    else:
-                        self._publish(d, received, outcome)
-            except pika.exceptions.AMQPError as exc:
-                raise amqp.SessionClosed(f"publishing results failed: {exc!r}") from None
-            if retry:
-                self.held = retry + self.held
-                self.w.metrics.held.set(len(self.held))
-                delay = backoff.next()
-                log.warning("%d jobs held after a transient failure (%s); retrying in %.1f s", len(retry),
-                            outcomes[[o.action for o in outcomes].index(Action.RETRY)].reason, delay)
-                await self._wait(asyncio.sleep(delay), delay + 1)
-            else:
-                backoff.reset()
-                self.w.metrics.held.set(0)
+                await self._wait(asyncio.wait([wake, *inflight], return_when=asyncio.FIRST_COMPLETED), timeout)
+            finally:
+                wake.cancel()
+
+    async def _score(self, window: list[tuple[Delivery, float]]) -> None:
+        """Score one window off the event loop, then publish its results and dead letters (acks follow confirms)."""
+        self.w.metrics.window.observe(len(window))
+        outcomes = await self.loop.run_in_executor(
+            self.w.executor, handle, [d for d, _ in window], self.w.scorer, self.w.topology, self.w.limits)
+        if self.closed.done():
+            return  # the session is gone: the broker gives these jobs back
+        self.w.fault.reached("answered")
+        retry = []
+        try:
+            for (d, received), outcome in zip(window, outcomes):
+                if outcome.action is Action.RETRY:
+                    retry.append((d, received))
+                    self.w.metrics.retried.labels(outcome.reason).inc()
+                else:
+                    self._publish(d, received, outcome)
+        except pika.exceptions.AMQPError as exc:
+            raise amqp.SessionClosed(f"publishing results failed: {exc!r}") from None
+        if retry:
+            self.held = retry + self.held
+            self.w.metrics.held.set(len(self.held))
+            delay = self.backoff.next()
+            self.retry_at = time.monotonic() + delay
+            log.warning("%d jobs held after a transient failure (%s); retrying in %.1f s", len(retry),
+                        outcomes[[o.action for o in outcomes].index(Action.RETRY)].reason, delay)
+        else:
+            self.backoff.reset()
+            self.w.metrics.held.set(len(self.held))
+        self.wake.set()
 
     def _publish(self, d: Delivery, received: float, outcome: Outcome) -> None:
         p = outcome.publish

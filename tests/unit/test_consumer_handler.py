@@ -28,6 +28,8 @@ class FakeScorer:
         for name, value in features.items():
             if not math.isfinite(value):
                 raise InvalidArgument(f"feature {name!r} is NaN; send a finite number")
+            if name not in ROW:
+                raise InvalidArgument(f"unknown feature {name!r}")
         return model_pb2.Prediction(prediction_id=f"p-{request_id}", request_id=request_id, model=model,
                                     label="setosa", model_version="2")
 
@@ -69,9 +71,10 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
               Delivery(2, b"\xff\x00not protobuf", jobs.PROTOBUF, jobs.PREDICT, "m2"),
               Delivery(3, b'{"model": "iris", "features": {"x": "abc"}}', jobs.JSON, jobs.PREDICT, "m3"),
               Delivery(4, jobs.encode(jobs.predict_job("iris", ROW)), jobs.PROTOBUF, "predmesh.v1.Other", "m4"),
-              delivery(5, jobs.predict_job("iris", nan)),
+              delivery(5, jobs.predict_job("iris", dict(ROW, extra=1.0))),
               delivery(6, jobs.predict_job("iris", ROW)),
-              delivery(7, jobs.batch_job("iris", [ROW, nan])),
+              delivery(7, jobs.batch_job("iris", [ROW, dict(ROW, extra=1.0)])),
+              delivery(11, jobs.batch_job("iris", [ROW, nan])),
               Delivery(8, b"x" * (2 * 1024 * 1024), jobs.JSON, jobs.PREDICT, "m8"),
               Delivery(9, jobs.encode(jobs.predict_job("iris", ROW)), "text/plain", jobs.PREDICT, "m9"),
               Delivery(10, jobs.encode(inference_pb2.PredictResponse(
@@ -79,7 +82,8 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
     outcomes = handle(window, scorer, TOPO, Limits(max_body_bytes=1024 * 1024))
     actions = {d.tag: o.action for d, o in zip(window, outcomes)}
     assert actions == {1: Action.ACK, 2: Action.REJECT, 3: Action.REJECT, 4: Action.REJECT, 5: Action.REJECT,
-                       6: Action.ACK, 7: Action.REJECT, 8: Action.REJECT, 9: Action.REJECT, 10: Action.REJECT}
+                       6: Action.ACK, 7: Action.REJECT, 8: Action.REJECT, 9: Action.REJECT, 10: Action.REJECT,
+                       11: Action.REJECT}
     for d, o in zip(window, outcomes):
         if o.action is Action.REJECT:
             dead = o.publish
@@ -89,8 +93,10 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
             assert dead.headers[jobs.HEADER_STATUS_CODE] == (5 if d.tag == 10 else 3)
             assert dead.headers[jobs.HEADER_DELIVERIES] == 1
             assert dead.headers[jobs.HEADER_ERROR]
-    assert "NaN" in outcomes[4].publish.headers[jobs.HEADER_ERROR]
-    assert "exceeds the limit" in outcomes[7].publish.headers[jobs.HEADER_ERROR]
+    assert "unknown feature 'extra'" in outcomes[4].publish.headers[jobs.HEADER_ERROR]
+    # non-finite values are refused before any call (the server would refuse them anyway)
+    assert "row 1: feature 'petal_width' is nan" in outcomes[7].publish.headers[jobs.HEADER_ERROR]  # tag 11
+    assert "exceeds the limit" in outcomes[8].publish.headers[jobs.HEADER_ERROR]  # tag 8
     # one batch for the window (jobs 1, 5, 6, 7: 5 rows), then bisected on job boundaries: [1, 5] → [1] ok, [5] bad;
     # [6, 7] → [6] ok, [7] bad (the batch job all or nothing)
     assert [c for c in scorer.calls if c[1] == "iris"] == [
@@ -101,7 +107,7 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
 def test_one_bad_job_among_many_costs_a_few_calls_not_one_per_job():
     scorer = FakeScorer()
     window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(64)]
-    window[37] = delivery(37, jobs.predict_job("iris", dict(ROW, sepal_width=float("inf"))))
+    window[37] = delivery(37, jobs.predict_job("iris", dict(ROW, sepal_size=1.0)))
     outcomes = handle(window, scorer, TOPO)
     assert [d.tag for d, o in zip(window, outcomes) if o.action is Action.REJECT] == [37]
     assert sum(o.action is Action.ACK for o in outcomes) == 63
