@@ -167,10 +167,11 @@ def run_drain(model_store, tmp_path: Path, name: str, n_poison: int) -> tuple[fl
             consumer = ConsumerProc(server.target, broker.url, broker.topology.prefix, run_dir / "consumer.log")
             consumer.start()
             started = time.monotonic()  # from the consumer's first connection (its start-up is not consuming)
-            wait_for(lambda: rows_in(schema.url)[0] >= JOBS and drained(broker)
-                     and (broker.depth(broker.topology.dead_queue) or (0,))[0] >= n_poison, 300, 0.2,
-                     what="all jobs handled")
+            wait_for(lambda: handled(consumer) >= JOBS + n_poison, 300, 0.05, what="every job acked or rejected")
             elapsed = time.monotonic() - started
+            wait_for(lambda: rows_in(schema.url)[0] >= JOBS and drained(broker)
+                     and (broker.depth(broker.topology.dead_queue) or (0,))[0] >= n_poison, 60, 0.2,
+                     what="all jobs stored and dead-lettered")
             time.sleep(1)
             facts = {"rows": rows_in(schema.url), "ids": stored_ids(schema.url) == set(ids), "pid": consumer.proc.pid,
                      "alive": consumer.alive(), "redelivered": consumer.metric("predmesh_consumer_redelivered_total"),
@@ -179,6 +180,15 @@ def run_drain(model_store, tmp_path: Path, name: str, n_poison: int) -> tuple[fl
             return elapsed, consumer, broker, facts
     finally:
         broker.delete_topology()
+
+
+def handled(consumer: ConsumerProc) -> float:
+    """Jobs acked plus jobs rejected, from the consumer's /metrics (cheap enough to poll every 50 ms)."""
+    total = 0.0
+    for line in consumer.metrics_text().splitlines():
+        if line.startswith(("predmesh_consumer_acked_total ", "predmesh_consumer_rejected_total{")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def test_t14_poison_jobs_dead_lettered_once_each_with_a_reason_and_good_ones_all_done(model_store, tmp_path):
