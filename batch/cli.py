@@ -103,7 +103,7 @@ def cmd_score(settings, args) -> int:
 
     from batch.runner import setup_logging
     from batch.scorefile import default_output, default_rejects, score_file
-    from batch.scoring import Clients, ScoringFailed, describe
+    from batch.scoring import Clients, ScoringFailed, describe, one_line
     from batch.table import InputError, content_hash
     from predmesh import PredmeshError
 
@@ -116,7 +116,7 @@ def cmd_score(settings, args) -> int:
     started = time.perf_counter()
     with Clients(settings) as clients:
         def record(status: str, message: str, key: str, outcome=None) -> None:
-            fields = dict(run_key=key, kind="score", model=args.model, status=status, message=message[:1000],
+            fields = dict(run_key=key, kind="score", model=args.model, status=status, message=one_line(message),
                           duration_seconds=time.perf_counter() - started)
             if outcome is not None:
                 fields.update(model_version=outcome.model_version, rows=outcome.scored, rejected=outcome.rejected)
@@ -172,9 +172,10 @@ def cmd_backfill(settings, args) -> int:
         print(f"predmesh batch backfill: start {start} is not before stop {stop}", file=sys.stderr)
         return EXIT_USAGE
     days_back = (datetime.now(timezone.utc).date() - start).days + 1  # RangeDailyBase's window must reach start
-    return run_tasks(settings, ["RangeDailyBase", "--of", "Report", "--param-name", "date", "--start", start.isoformat(),
-                                "--stop", stop.isoformat(), "--days-back", str(max(days_back, 1)),
-                                "--of-params", _of_params(settings, args)], local_scheduler=args.local_scheduler)
+    return run_tasks(settings, ["RangeDailyBase", "--of", "Report", "--param-name", "date",
+                                "--start", start.isoformat(), "--stop", stop.isoformat(),
+                                "--days-back", str(max(days_back, 1)), "--of-params", _of_params(settings, args)],
+                     local_scheduler=args.local_scheduler)
 
 
 def cmd_scheduler(settings, args) -> int:
@@ -219,7 +220,8 @@ def cmd_runs(settings, args) -> int:
         return EXIT_OK
     for r in page:
         accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
-        print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.status:<9} {r.kind:<8} {r.run_date or '-':<10} "
+        started = f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "-"
+        print(f"{started}  {r.status:<9} {r.kind:<8} {r.run_date or '-':<10} "
               f"{r.model}@{r.model_version or '?'}  rows {r.rows}  rejected {r.rejected}  accuracy {accuracy}  "
               f"{r.duration_seconds:.1f}s  {r.message}")
     return EXIT_OK

@@ -73,6 +73,11 @@ class Clients:
         self.close()
 
 
+def one_line(text: str, limit: int = 1000) -> str:
+    """Printable, one line, bounded: what RecordBatchRun accepts as a message."""
+    return "".join(c if c.isprintable() else " " for c in text)[:limit]
+
+
 def describe(exc: PredmeshError, server: str) -> str:
     return f"{type(exc).__name__} from the server at {server}: {exc.message}"
 

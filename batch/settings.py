@@ -39,7 +39,8 @@ class BatchSettings:
     def from_env(cls, environ: Mapping[str, str]) -> BatchSettings:
         env = Env(environ)
         settings = cls(
-            server=env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", cls.server), batch_dir=env.path("BATCH_DIR", str(cls.batch_dir)),
+            server=env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", cls.server),
+            batch_dir=env.path("BATCH_DIR", str(cls.batch_dir)),
             model=env.str("BATCH_MODEL", cls.model), rows=env.int("BATCH_ROWS", cls.rows, minimum=1),
             chunk_rows=env.int("BATCH_CHUNK_ROWS", cls.chunk_rows, minimum=1),
             inflight=env.int("BATCH_INFLIGHT", cls.inflight, minimum=1),

@@ -16,7 +16,7 @@ from luigi.tools.range import RangeDailyBase  # noqa: F401 -- the backfill's roo
 
 from batch import report as reports
 from batch.scorefile import read_outcome, score_file, write_outcome
-from batch.scoring import Clients, ScoringFailed, describe
+from batch.scoring import Clients, ScoringFailed, describe, one_line
 from batch.settings import BatchSettings
 from batch.synth import TRUE_LABEL, synthesize
 from batch.table import InputError, read_table, remove_stale_temporaries, write_csv
@@ -68,11 +68,6 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def one_line(text: str, limit: int = 1000) -> str:
-    """Printable, one line, bounded: what RecordBatchRun accepts as a message."""
-    return "".join(c if c.isprintable() else " " for c in text)[:limit]
 
 
 def record_run(clients: Clients, **fields) -> None:

@@ -134,7 +134,8 @@ def main() -> int:
                 print(f"  round {rnd + 1}: {outcome.scored} rows in {total:.2f} s = {result['rows_per_s']:,.0f} "
                       f"rows/s end to end ({outcome.scored / score_wall:,.0f} rows/s while scoring); stored "
                       f"{result['stored']} ({'ok' if result['stored'] == outcome.scored else 'MISMATCH'}), "
-                      f"rejected {outcome.rejected}; CPU: server {server_cpu:.2f} s, client {client_cpu:.2f} s", flush=True)
+                      f"rejected {outcome.rejected}; CPU: server {server_cpu:.2f} s, client {client_cpu:.2f} s",
+                      flush=True)
                 for name in ("reading", "grpc", "server", "write", "storing"):
                     print(f"      {name:<8} {result[name]:6.3f} s  {100 * result[name] / total:5.1f}%")
     finally:
