@@ -190,7 +190,18 @@ def test_every_dashboard_query_and_rule_is_valid_promql_and_server_and_gateway_p
     info = prom.query("count(predmesh_model_info)")["data"]["result"]
     assert info and info[0]["value"][1] == "1"
 
+    steady(server, gateway, seconds=8)  # a few seconds of steady traffic for the graph
     screenshot(prom, server)
+
+
+def steady(server: ServerProc, gateway: GatewayProc, seconds: float) -> None:
+    row = dict(zip(NAMES, (6.0, 2.9, 4.5, 1.5)))
+    deadline = time.monotonic() + seconds
+    with Client(server.target, timeout=10) as client, requests.Session() as http:
+        while time.monotonic() < deadline:
+            client.predict_batch("iris", [row] * 5)
+            http.post(f"{gateway.url}/v1/models/iris:predict", json={"features": row}, timeout=10)
+            time.sleep(0.02)
 
 
 def screenshot(prom: Prometheus, server: ServerProc) -> None:
@@ -200,9 +211,9 @@ def screenshot(prom: Prometheus, server: ServerProc) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     params = urlencode({
-        "g0.expr": "sum by (transport) (rate(predmesh_predictions_total[1m]))", "g0.tab": "0",
-        "g0.range_input": "2m",
-        "g1.expr": "predmesh_feedback_accuracy", "g1.tab": "0", "g1.range_input": "2m"})
+        "g0.expr": "sum by (transport) (rate(predmesh_predictions_total[10s]))", "g0.tab": "0",
+        "g0.range_input": "1m",
+        "g1.expr": "predmesh_feedback_accuracy", "g1.tab": "0", "g1.range_input": "1m"})
     out = Path(os.environ.get("PREDMESH_SCREENSHOT", server.log_path.parent / "prometheus-graph.png"))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
