@@ -23,10 +23,6 @@ class TooManyRows(InvalidArgument):
     """A batch exceeds the configured max rows."""
 
 
-class Undecodable(InvalidArgument):
-    """The request bytes are not a valid message of the method's request type."""
-
-
 # -- NOT_FOUND -----------------------------------------------------------------------------------------------------
 class NotFound(PredmeshError):
     """The thing the request names does not exist."""
