@@ -1,38 +1,51 @@
 """Entry point: `python -m ui` (also `predmesh ui`): the Panel dashboard."""
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import signal
-import sys
+from predmesh.startup import check_bindable, interrupt_exits, run_guarded
 
-from predmesh.env import ConfigError
-from predmesh.logs import setup_logging
-from ui.settings import UiSettings
+interrupt_exits("python -m ui")  # first: Ctrl-C during the (slow) Panel imports ends with one line too
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+from predmesh.env import env_epilog, variables_read  # noqa: E402
+from predmesh.logs import setup_logging  # noqa: E402
+from ui.settings import UiSettings  # noqa: E402
 
 log = logging.getLogger("ui")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="predmesh ui", description="predmesh dashboard (Panel)")
-    parser.add_argument("--addr", help="host:port to listen on (default: PREDMESH_UI_ADDR or 127.0.0.1:5006)")
-    parser.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
-                        help="websocket Origin to accept (repeatable; default: PREDMESH_UI_ALLOWED_ORIGINS, "
-                             "else the dashboard's own address)")
-    args = parser.parse_args(argv)
+def parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="predmesh dashboard (Panel): predict, history, model card, "
+                                "quality and reload, through the SDK (transport ui)",
+                                epilog=env_epilog(["PREDMESH_LOG_LEVEL", *variables_read(UiSettings.from_env)]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--addr", help="host:port to listen on (default: PREDMESH_UI_ADDR, else 127.0.0.1:5006)")
+    p.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
+                   help="websocket Origin to accept (repeatable; default: PREDMESH_UI_ALLOWED_ORIGINS, else the "
+                        "dashboard's own address)")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m ui") -> int:
+    args = parser(prog).parse_args(argv)
+    return run_guarded(prog, lambda: _run(args))
+
+
+def _run(args) -> int:
     setup_logging()
     # Bokeh and Tornado may log websocket traffic at DEBUG, which would include what users type (the admin token)
     for name in ("bokeh", "tornado"):
         logging.getLogger(name).setLevel(max(logging.getLogger().level, logging.INFO))
-    try:
-        settings = UiSettings.from_env(os.environ, addr=args.addr, origins=args.allow_websocket_origin)
-    except ConfigError as exc:
-        print(f"predmesh ui: {exc}", file=sys.stderr)
-        return 2
+    settings = UiSettings.from_env(os.environ, addr=args.addr, origins=args.allow_websocket_origin)
+    check_bindable(settings.addr, "dashboard address PREDMESH_UI_ADDR")
     from ui.app import serve
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     print(f"predmesh dashboard on http://{settings.host}:{settings.port}/ (server {settings.server}"
           f"{', login required' if settings.password else ''})", flush=True)
     log.info("dashboard on %s:%s, server %s, websocket origins %s, login %s", settings.host, settings.port,
