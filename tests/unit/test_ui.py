@@ -13,7 +13,7 @@ from predmesh.env import ConfigError
 from predmesh.types import FeatureSpec, LatencySummary, ModelInfo, Page, Prediction, Stats, StoredPrediction
 from ui import analytics
 from ui.settings import UiSettings
-from ui.store import Store
+from ui.store import Store, now_utc
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -125,9 +125,13 @@ class FakeClient:
         self._check()
         return [self.world["info"]]
 
-    def list_predictions(self, **filters):
+    def list_predictions(self, page_size=50, page_token="", **filters):
         self._check()
-        return Page(tuple(self.world["rows"]), "")
+        self.world.setdefault("listed", []).append(filters)
+        start = int(page_token or 0)
+        rows = self.world["rows"][start:start + page_size]
+        more = start + page_size < len(self.world["rows"])
+        return Page(tuple(rows), str(start + page_size) if more else "")
 
     def get_stats(self, **window):
         self._check()
@@ -209,6 +213,34 @@ def test_a_slow_server_is_reported_and_the_page_keeps_its_data(world):
         world["slow"] = False
         await store.tick()
         assert store.problem == ""
+    asyncio.run(scenario())
+
+
+def test_history_pages_with_page_tokens_and_filters_restart_paging(world):
+    from ui.store import PAGE_SIZE
+
+    world["rows"] = [_stored(f"p{i:03d}") for i in range(PAGE_SIZE * 2 + 5)]
+
+    async def scenario():
+        store = _store(world)
+        await store.start()
+        assert store.page[0].prediction.prediction_id == "p000" and store.has_next
+        await store.next_page()
+        await store.next_page()
+        assert store.page_index == 2 and store.page[0].prediction.prediction_id == f"p{2 * PAGE_SIZE:03d}"
+        assert len(store.page) == 5 and not store.has_next
+        await store.next_page()                      # no further page: stays
+        assert store.page_index == 2
+        await store.previous_page()
+        assert store.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
+        world["rows"].insert(0, _stored("new"))
+        await store.tick()                           # live refresh only on the first page
+        assert store.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
+        await store.set_filters(h_label="x", h_transport="ui", window="15 min")
+        assert store.page_index == 0 and store.page[0].prediction.prediction_id == "new"
+        f = next(f for f in reversed(world["listed"]) if "label" in f)   # the history page's call
+        assert (f["label"], f["transport"]) == ("x", "ui")
+        assert now_utc() - f["start_time"] - timedelta(minutes=15) < timedelta(seconds=60)
     asyncio.run(scenario())
 
 
