@@ -254,7 +254,7 @@ class Store(param.Parameterized):
         loop.call_later(delay, lambda: loop.create_task(coro_fn()))
 
     async def _after_write(self) -> None:
-        if self.page_index == 0:
+        if self.page_index == 0 and not self._closed:
             await self.refresh(slow=False)
 
     # -- history -----------------------------------------------------------------------------------------------

@@ -155,6 +155,13 @@ def _history_frame(rows) -> pd.DataFrame:
                                "latency ms", "true label"])
 
 
+def _choices(select: pn.widgets.Select, options: list[str]) -> None:
+    """New options for a select, keeping its value when still offered, else the first option."""
+    value = select.value
+    select.options = options
+    select.value = value if value in options else (options[0] if options else None)
+
+
 def history_view(store: Store) -> pn.Column:
     f_model = pn.widgets.Select(label="Model", options={ANY: ""}, width=150)
     f_version = pn.widgets.TextInput(label="Version", placeholder="any", width=110)
@@ -185,7 +192,7 @@ def history_view(store: Store) -> pn.Column:
             f_model.options = options
         classes = list(store.info.classes) if store.info else []
         if list(true_label.options) != classes:
-            true_label.options = classes
+            _choices(true_label, classes)
 
     def sync_page(*_):
         table.value = _history_frame(store.page)
@@ -230,7 +237,7 @@ def history_view(store: Store) -> pn.Column:
             classes = list(row.prediction.probabilities)
             if store.info and store.info.name == row.prediction.model:
                 classes = list(store.info.classes)
-            true_label.options = classes
+            _choices(true_label, classes)
 
     async def newer_page(_):
         await store.previous_page()
@@ -243,7 +250,7 @@ def history_view(store: Store) -> pn.Column:
 
     store.param.watch(sync_models, ["models", "info"])
     store.param.watch(sync_page, ["page", "page_index", "has_next"])
-    store.param.watch(sync_stats, ["stats"])
+    store.param.watch(sync_stats, ["stats", "window", "h_model"])
     store.param.watch(sync_series, ["rates", "latencies", "latency_rows"])
     for widget in (f_model, f_version, f_label, f_transport, f_window):
         widget.param.watch(filters_changed, "value")
