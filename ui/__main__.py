@@ -21,7 +21,7 @@ log = logging.getLogger("ui")
 def parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="predmesh dashboard (Panel): predict, history, model card, "
                                 "quality and reload, through the SDK (transport ui)",
-                                epilog=env_epilog(["PREDMESH_LOG_LEVEL", *variables_read(UiSettings.from_env)]),
+                                epilog=env_epilog(variables_read(UiSettings.from_env)),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--addr", help="host:port to listen on (default: PREDMESH_UI_ADDR, else 127.0.0.1:5006)")
     p.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m ui") -> int:
 
 
 def _run(args) -> int:
-    setup_logging()
+    settings = UiSettings.from_env(os.environ, addr=args.addr, origins=args.allow_websocket_origin)
+    setup_logging(settings.log_level)
     # Bokeh and Tornado may log websocket traffic at DEBUG, which would include what users type (the admin token)
     for name in ("bokeh", "tornado"):
         logging.getLogger(name).setLevel(max(logging.getLogger().level, logging.INFO))
-    settings = UiSettings.from_env(os.environ, addr=args.addr, origins=args.allow_websocket_origin)
     check_bindable(settings.addr, "dashboard address PREDMESH_UI_ADDR")
     from ui.app import serve
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from predmesh.env import ConfigError, Env
+from predmesh.logs import LEVELS
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class UiSettings:
     refresh_s: float = 2.0                       # live refresh / retry period of every open page
     timeout_s: float = 3.0                       # deadline of each call to the server
     title: str = "predmesh"
+    log_level: str = "INFO"
 
     @property
     def host(self) -> str:
@@ -54,6 +56,7 @@ class UiSettings:
             cookie_secret=env.secret("UI_COOKIE_SECRET") or secrets.token_urlsafe(32),
             refresh_s=env.float("UI_REFRESH_S", cls.refresh_s),
             timeout_s=env.float("UI_TIMEOUT_S", cls.timeout_s),
+            log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
         )
         _split(settings.addr)
         if settings.refresh_s <= 0 or settings.timeout_s <= 0:
