@@ -2,7 +2,7 @@
 
 `python -m cli.probe grpc HOST:PORT [SERVICE]` exits 0 when the gRPC health service answers SERVING;
 `python -m cli.probe http URL [TEXT]` exits 0 on an HTTP 200 (whose body contains TEXT, if given).
-Anything else exits 1 with one line saying why. Stdlib + grpcio only, so it runs in the slim image.
+Anything else exits 1 with one line saying why. Stdlib + the SDK only, so it runs in the slim image.
 """
 from __future__ import annotations
 
@@ -12,18 +12,15 @@ import urllib.request
 
 
 def grpc_health(addr: str, service: str = "", timeout: float = 2.0) -> tuple[bool, str]:
-    """(healthy, detail) from grpc.health.v1.Health/Check on addr."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    """(healthy, detail) from grpc.health.v1.Health/Check on addr, through the SDK."""
+    from predmesh import Client, PredmeshError
 
-    with grpc.insecure_channel(addr) as channel:
+    with Client(addr, timeout=timeout) as client:
         try:
-            status = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
-        except grpc.RpcError as exc:
-            return False, f"gRPC health: {exc.code().name}"
-    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-    return status == health_pb2.HealthCheckResponse.SERVING, f"gRPC health {name}"
+            status = client.check_health(service)
+        except PredmeshError as exc:
+            return False, f"gRPC health: {exc.code.name}"
+    return status == "SERVING", f"gRPC health {status}"
 
 
 def http_ok(url: str, contains: str = "", timeout: float = 2.0) -> tuple[bool, str]:

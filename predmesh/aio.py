@@ -77,6 +77,7 @@ class AsyncClient:
         return call.convert(response)
 
     # -- the calls (defined once in predmesh.calls) -------------------------------------------------------------
+    check_health = _unary(calls.check_health)
     predict = _unary(calls.predict)
     predict_batch = _unary(calls.predict_batch)
     list_models = _unary(calls.list_models)

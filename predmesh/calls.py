@@ -11,6 +11,8 @@ from datetime import datetime
 import inspect
 from typing import Any, Generic, TypeVar
 
+from grpc_health.v1 import health_pb2
+
 from predmesh.errors import from_status
 from predmesh.types import (
     BatchRun, Feedback, FeedbackBatch, ModelInfo, Page, Prediction, RecordedRun, ReloadResult, Stats,
@@ -48,6 +50,15 @@ def row(r: Row) -> inference_pb2.FeatureRow:
         features, request_id = r
         return inference_pb2.FeatureRow(features=features, request_id=request_id)
     return inference_pb2.FeatureRow(features=r)
+
+
+# -- health (grpc.health.v1) --------------------------------------------------------------------------------------
+def check_health(service: str = "", *, timeout: float | None = None) -> Call[str]:
+    """The server's health ("SERVING", "NOT_SERVING", …) overall, or of one service (e.g. predmesh.v1.InferenceService);
+    an unreachable server raises Unavailable."""
+    request = health_pb2.HealthCheckRequest(service=service)
+    return Call("health", "Check", request, lambda r: health_pb2.HealthCheckResponse.ServingStatus.Name(r.status),
+                timeout)
 
 
 # -- inference ---------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import grpc
 from predmesh.types import TRANSPORTS
 
 TRANSPORT_HEADER = "x-predmesh-transport"
-STUBS = ("inference", "admin", "analytics")
+STUBS = ("inference", "admin", "analytics", "health")
 
 # Retries only where a request cannot have been processed twice in a harmful way: UNAVAILABLE (connection
 # refused, server draining). Predict is idempotent on request_id, so a retry never stores a second row.

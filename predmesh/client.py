@@ -12,12 +12,14 @@ from predmesh import calls
 from predmesh.channel import STUBS, ChannelSpec, TlsConfig
 from predmesh.errors import Unavailable, from_rpc_error
 from predmesh.types import StoredPrediction, StreamResult
+from grpc_health.v1 import health_pb2_grpc
+
 from predmesh.v1 import admin_pb2_grpc, analytics_pb2_grpc, inference_pb2_grpc
 
 P = ParamSpec("P")
 T = TypeVar("T")
 _STUB_CLASSES = dict(zip(STUBS, (inference_pb2_grpc.InferenceServiceStub, admin_pb2_grpc.ModelAdminServiceStub,
-                                 analytics_pb2_grpc.AnalyticsServiceStub)))
+                                 analytics_pb2_grpc.AnalyticsServiceStub, health_pb2_grpc.HealthStub)))
 
 __all__ = ["Client", "TlsConfig"]
 
@@ -78,6 +80,7 @@ class Client:
         return call.convert(response)
 
     # -- the calls (defined once in predmesh.calls) -------------------------------------------------------------
+    check_health = _unary(calls.check_health)
     predict = _unary(calls.predict)
     predict_batch = _unary(calls.predict_batch)
     list_models = _unary(calls.list_models)

@@ -242,3 +242,11 @@ def test_env_and_logs_helpers_import_without_grpc():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "client needs grpc: blocked: grpc" in result.stdout  # the blocker really works
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_health(server, kind):
+    assert run(kind, server.target, lambda c: c.check_health()) == "SERVING"
+    assert run(kind, server.target, lambda c: c.check_health("predmesh.v1.InferenceService")) == "SERVING"
+    with pytest.raises(NotFound):
+        run(kind, server.target, lambda c: c.check_health("no.such.Service"))
