@@ -1,6 +1,7 @@
 """Prometheus metrics of the server beyond the per-RPC ones py-grpc-prometheus records."""
 from __future__ import annotations
 
+import time
 import warnings
 from collections import Counter as Tally
 from timeit import default_timer
@@ -198,8 +199,20 @@ class GroupCollector:
         self._last_cpu: dict[int, float] = {}
         self._dead_cpu = 0.0
 
+    def _merged_families(self) -> list:
+        # A worker creating a metrics file leaves it empty for a moment (prometheus_client opens, then sizes
+        # it): a scrape landing then cannot parse it. Read again shortly rather than answer 500.
+        for attempt in range(5):
+            try:
+                return list(self._merged.collect())
+            except Exception:
+                if attempt == 4:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+        return []
+
     def collect(self):
-        families = list(self._merged.collect())
+        families = self._merged_families()
         serving = set()
         for family in families:
             if family.name == "predmesh_model_info":

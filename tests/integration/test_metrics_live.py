@@ -111,6 +111,10 @@ def test_several_processes_export_group_process_metrics_and_one_model_info(model
             text = scrape(proc)
             raise AssertionError([line for line in text.splitlines() if "reload" in line or "model_info" in line]
                                  + [proc.log()[-4000:]]) from None
+        # drift series only for the serving version (the retired one's are zeroed in the files and dropped)
+        wait_for(lambda: {s.labels["version"] for s in samples(scrape(proc))
+                          if s.name == "predmesh_drift_window_rows"} == {"1"}, 20, interval=0.5,
+                 what="drift series of version 1 only")
         text = scrape(proc)
         proc.terminate(timeout=30)
     promtool_check(text)
