@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 
-def grpc_health(addr: str, service: str = "", timeout: float = 2.0) -> tuple[bool, str]:
+def grpc_health(addr: str, service: str = "", timeout: float = 3.0) -> tuple[bool, str]:
     """(healthy, detail) from grpc.health.v1.Health/Check on addr, through the SDK."""
     from predmesh import Client, PredmeshError
 
@@ -23,7 +23,7 @@ def grpc_health(addr: str, service: str = "", timeout: float = 2.0) -> tuple[boo
     return status == "SERVING", f"gRPC health {status}"
 
 
-def http_ok(url: str, contains: str = "", timeout: float = 2.0) -> tuple[bool, str]:
+def http_ok(url: str, contains: str = "", timeout: float = 5.0) -> tuple[bool, str]:
     """(healthy, detail): HTTP 200 from url, and contains in the body when given."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
