@@ -434,10 +434,6 @@ class Store(param.Parameterized):
     async def reload(self, version: str = "") -> None:
         """Roll the selected model to `version` (newest when "") through the admin API with the typed token."""
         target = version or "the newest version"
-        if not self._token:
-            self.admin_notice = Notice("error", "Reload refused: type the admin token first (the dashboard has no "
-                                                "admin credential of its own).")
-            return
         if not self.model:
             return
         self.busy = True
@@ -447,8 +443,10 @@ class Store(param.Parameterized):
         except Offline as exc:
             self.admin_notice = Notice("error", f"Reload not sent: the server is not answering ({exc}).")
             return
-        except errors.Unauthenticated as exc:
-            self.admin_notice = Notice("error", f"Reload refused: the admin token was not accepted ({exc.message}).")
+        except errors.Unauthenticated as exc:  # without a typed token the server sees none: the UI holds none
+            what = "the admin token was not accepted" if self._token else \
+                "type the admin token first (the dashboard has no admin credential of its own)"
+            self.admin_notice = Notice("error", f"Reload refused by the server: {what} ({exc.message}).")
             return
         except errors.PermissionDenied as exc:
             self.admin_notice = Notice("error", f"Reload refused: {exc.message}.")

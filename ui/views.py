@@ -1,6 +1,8 @@
 """Layout of the dashboard: widgets and panes bound to a Store. Views never call the server themselves."""
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import panel as pn
 
@@ -17,7 +19,7 @@ def notice_pane(store: Store, name: str) -> pn.pane.Alert:
 
     def show(*_):
         notice: Notice = getattr(store, name)
-        pane.object = notice.text or ""
+        pane.object = html.escape(notice.text or "", quote=False)  # server messages are text, not markup
         pane.alert_type = ALERT.get(notice.kind, "light")
         pane.visible = bool(notice.text)
     store.param.watch(show, [name])
@@ -47,7 +49,7 @@ def header(store: Store, title: str) -> pn.Column:
             model_select.value = store.model
 
     def sync_status(*_):
-        banner.object, banner.visible = store.problem, bool(store.problem)
+        banner.object, banner.visible = html.escape(store.problem, quote=False), bool(store.problem)
         when = store.updated_at.strftime("%H:%M:%S UTC") if store.updated_at else "not yet"
         state = "**Server not answering**" if store.problem else "Connected"
         status.object = f"{state} · server `{store.target}` · updated {when}"
@@ -319,7 +321,7 @@ def model_view(store: Store) -> pn.Column:
 
     def sync(*_):
         card.object = _card(store.info)
-        versions_note.object = store.versions_note
+        versions_note.object = html.escape(store.versions_note, quote=False)
         versions.object = _versions_table(store.versions)
         options = {"newest version": "", **{v.version: v.version for v in store.versions}}
         if target.options != options:
@@ -361,7 +363,7 @@ def _quality_table(store: Store) -> str:
 
 def _batch_table(store: Store) -> str:
     if store.batch_note:
-        return store.batch_note
+        return html.escape(store.batch_note, quote=False)
     if not store.batch_runs:
         return f"No batch run recorded for {store.model or 'this model'}."
     lines = ["| started (UTC) | run | status | version | rows | rejected | accuracy | seconds | message |",
@@ -369,7 +371,7 @@ def _batch_table(store: Store) -> str:
     for r in store.batch_runs:
         started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""
         accuracy = "" if r.accuracy is None else _pct(r.accuracy)
-        message = r.message.replace("|", "/").replace("\n", " ")[:120]
+        message = html.escape(r.message.replace("|", "/").replace("\n", " ")[:120], quote=False)
         lines.append(f"| {started} | {r.run_key} | {r.status} | {r.model_version} | {r.rows} | {r.rejected} | "
                      f"{accuracy} | {r.duration_seconds:.1f} | {message} |")
     return "\n".join(lines)

@@ -265,7 +265,7 @@ def test_store_admin_messages_and_the_token_stays_out_of_logs(world, caplog):
         store = _store(world)
         await store.start()
         await store.reload()
-        assert "type the admin token first" in store.admin_notice.text
+        assert "Reload refused by the server: type the admin token first" in store.admin_notice.text
         assert "needs the admin or read-only token" in store.versions_note
         await store.set_token("wrong-token-7f3a")
         assert store.versions == [] and "token was refused" in store.versions_note
