@@ -288,6 +288,8 @@ def test_t22_with_a_password_an_unauthenticated_page_load_does_not_show_the_dash
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.build_opener(NoRedirect).open(ui.url, timeout=10)
         assert refused.value.code == 302 and "/login" in refused.value.headers["Location"], refused.value.headers
+        with urllib.request.urlopen(ui.url + "liveness", timeout=10) as live:   # health probes need no login
+            assert live.status == 200 and b"true" in live.read()
         ws = ui.url.replace("http://", "ws://") + "ws"
         assert upgrade(ws, f"http://127.0.0.1:{ui.port}") != 101       # no cookie: no session
 
