@@ -22,7 +22,7 @@ from cli.up import available
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ROOT, free_port, health_status, wait_for
 
-pytestmark = [pytest.mark.envoy, pytest.mark.rabbitmq]
+pytestmark = [pytest.mark.envoy, pytest.mark.rabbitmq, pytest.mark.browser, pytest.mark.timeout(300)]
 
 
 def two_free_ports() -> int:
