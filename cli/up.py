@@ -185,7 +185,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         ui_addr = environ.get("PREDMESH_UI_ADDR", "127.0.0.1:5006")
         # reloads typed in the dashboard go to the gateway's admin listener (native gRPC passes there too)
         parts.append(Part("dashboard", [py, "-m", "ui"], {**client_env, "PREDMESH_UI_ADMIN_ADDR": admin_addr},
-                          probe=lambda a=ui_addr: http_ok(f"http://{a}/"), urls=[f"http://{ui_addr}/"]))
+                          probe=lambda a=ui_addr: http_ok(f"http://{a}/liveness"),   # no login, no page built
+                          urls=[f"http://{ui_addr}/"]))
 
     if args.no_luigid:
         notes.append("luigid: not started (--no-luigid)")
