@@ -155,7 +155,9 @@ def end_to_end(url: str, n: int, prefetch: int, bodies, target: str, work: Path)
         env = {**os.environ, "PREDMESH_AMQP_URL": url, "PREDMESH_AMQP_PREFIX": topology.prefix,
                "PREDMESH_SERVER_ADDR": target, "PREDMESH_CONSUMER_PREFETCH": str(prefetch),
                "PREDMESH_CONSUMER_METRICS_ADDR": "", "PREDMESH_LOG_LEVEL": "WARNING"}
-        consumer = subprocess.Popen([sys.executable, *os.environ.get("QB_PROFILE", "").split(), "-m", "consumer"], cwd=ROOT, env=env,
+        # PREDMESH_BENCH_CONSUMER_ARGS="-m cProfile -o /tmp/consumer.prof" profiles the consumer's event loop
+        python_args = os.environ.get("PREDMESH_BENCH_CONSUMER_ARGS", "").split()
+        consumer = subprocess.Popen([sys.executable, *python_args, "-m", "consumer"], cwd=ROOT, env=env,
                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + max(120, n / 100)

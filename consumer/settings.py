@@ -14,7 +14,7 @@ class AmqpSettings:
     """Broker connection and topology; shared by the consumer and `predmesh publish`."""
 
     url: str = DEFAULT_AMQP_URL
-    prefix: str = "predmesh"             # names: <prefix>.predict, <prefix>.predict.dead, <prefix>.dlx, <prefix>.results
+    prefix: str = "predmesh"             # <prefix>.predict, <prefix>.predict.dead, <prefix>.dlx, <prefix>.results
     delivery_limit: int = 10             # quorum queue x-delivery-limit: a job that keeps killing consumers
     heartbeat_s: int = 30
     blocked_timeout_s: float = 300.0     # connection.blocked (broker alarm) longer than this closes the connection

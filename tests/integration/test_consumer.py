@@ -90,7 +90,8 @@ def test_poison_jobs_are_dead_lettered_once_with_the_reason(stack):
     wait_for(lambda: (broker.depth(broker.topology.dead_queue) or (0,))[0] == 3, 20, what="3 dead letters")
     dead = {props.message_id: props.headers for props, _ in broker.drain(broker.topology.dead_queue)}
     assert dead["bad-model"][jobs.HEADER_STATUS] == "NOT_FOUND"
-    assert dead["bad-nan"][jobs.HEADER_STATUS] == "INVALID_ARGUMENT" and "petal_width" in dead["bad-nan"][jobs.HEADER_ERROR]
+    assert dead["bad-nan"][jobs.HEADER_STATUS] == "INVALID_ARGUMENT"
+    assert "petal_width" in dead["bad-nan"][jobs.HEADER_ERROR]
     assert dead["bad-bytes"][jobs.HEADER_STATUS] == "INVALID_ARGUMENT"
     assert {h[jobs.HEADER_DELIVERIES] for h in dead.values()} == {1}
     wait_for(lambda: stored(schema) == (1, 1), 20, what="the good job stored")
