@@ -44,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     ids = []
     try:
         with Publisher(amqp.url, prefix=amqp.prefix, delivery_limit=amqp.delivery_limit) as publisher:
+            items = []
             for row in rows:
                 features, request_id = (row["features"], row.get("request_id", "")) if "features" in row \
                     else (row, "")
-                job = jobs.predict_job(args.model, features, request_id)
-                ids.append(publisher.publish(job, message_id=str(uuid.uuid4()), content_type=content_type,
-                                             reply=args.wait))
+                items.append((jobs.predict_job(args.model, features, request_id), str(uuid.uuid4())))
+            ids = publisher.publish_many(items, content_type=content_type, reply=args.wait)
             print(f"queued {len(ids)} job(s) on {publisher.topology.work_queue}", file=sys.stderr)
             if not args.wait:
                 return 0
