@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PREDMESH_TEST_PG_URL="${PREDMESH_TEST_PG_URL:-postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test}"
 export PREDMESH_TEST_AMQP_URL="${PREDMESH_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}"
-exec .venv/bin/python -m pytest "$@"
+# Without a path among the arguments, the whole suite (plain `pytest` alone runs only tests/unit).
+for arg in "$@"; do [ -e "${arg%%::*}" ] && exec .venv/bin/python -m pytest "$@"; done
+exec .venv/bin/python -m pytest "$@" tests

@@ -12,6 +12,25 @@ from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers follow the layout: tests/unit/<package>/ are `unit`; tests/integration/<component>/ are
+    `integration` and `<component>` (postgres, rabbitmq, envoy, browser, …), so `-m` selects by what a test starts."""
+    for item in items:
+        try:
+            parts = item.path.resolve().relative_to(TESTS).parts
+        except ValueError:
+            continue
+        if parts[0] == "unit":
+            item.add_marker(pytest.mark.unit)
+        elif parts[0] == "integration":
+            item.add_marker(pytest.mark.integration)
+            if len(parts) > 2:
+                item.add_marker(getattr(pytest.mark, parts[1]))
+
+
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory) -> Path:
     """A model store with iris version 1 = RandomForest(100) and version 2 = LogisticRegression (newest)."""

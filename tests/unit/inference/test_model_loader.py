@@ -15,7 +15,7 @@ from inference.registry import ModelRegistry
 from inference.store import ModelStore
 from tests.support import artifacts
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("model, version", [

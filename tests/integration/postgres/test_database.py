@@ -14,7 +14,7 @@ from database.connect import open_database, session
 from database.migrate import applied, available, migrate, pending
 from database.records import PredictionRecord
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLASSES = ("setosa", "versicolor", "virginica")
 
 

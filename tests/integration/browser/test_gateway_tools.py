@@ -15,7 +15,7 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import IRIS_ROW
-from tests.integration.test_oip_triton import SCRIPT as TRITON_SCRIPT
+from tests.integration.server.test_oip_triton import SCRIPT as TRITON_SCRIPT
 from tests.support.gateway import GatewayProc, rest
 from tests.support.procs import ServerProc
 

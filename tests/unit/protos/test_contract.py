@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUF = shutil.which("buf", path=str(Path(sys.executable).parent)) or shutil.which("buf")
 BASELINE = ROOT / "protos" / "baseline" / "predmesh-v1.binpb"
 

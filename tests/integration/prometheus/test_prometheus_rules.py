@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROM = ROOT / "deploy" / "prometheus"
 RULES = [PROM / "rules" / "recording.yml", PROM / "rules" / "alerts.yml"]
 TESTS = PROM / "tests" / "alerts_test.yml"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_deploy import PENDING_PARTS, ROOT, run, tool
+from tests.integration.deploy.test_deploy import PENDING_PARTS, ROOT, run, tool
 
 K8S = ROOT / "deploy" / "k8s"
 

@@ -17,7 +17,7 @@ from predmesh import DeadlineExceeded, InvalidArgument, NotFound, PermissionDeni
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc, health_status, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def metrics_text(proc: ServerProc) -> str:

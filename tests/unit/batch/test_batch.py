@@ -117,7 +117,7 @@ def test_crontab_line_runs_the_backfill_without_secrets():
 
 def test_luigi_config_sets_nonzero_retcodes_and_prometheus_metrics():
     cfg = configparser.ConfigParser()
-    cfg.read(Path(__file__).resolve().parents[2] / "batch" / "luigi.cfg")
+    cfg.read(Path(__file__).resolve().parents[3] / "batch" / "luigi.cfg")
     assert int(cfg["retcode"]["task_failed"]) == 30 and int(cfg["retcode"]["unhandled_exception"]) == 40
     assert all(int(v) > 0 for v in cfg["retcode"].values())
     assert cfg["scheduler"]["metrics_collector"] == "prometheus"

@@ -178,7 +178,7 @@ def test_the_consumer_imports_only_the_sdk_and_the_sdk_core_does_not_need_pika()
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     for path in (root / "consumer").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
