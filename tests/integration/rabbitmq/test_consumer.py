@@ -20,24 +20,34 @@ from tests.support.queue import Broker, ConsumerProc, shared_amqp_url, unique_pr
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
-def stored(schema: TempSchema) -> tuple[int, int]:
+def stored(schema: TempSchema, request_ids: str) -> tuple[int, int]:
+    """(rows, distinct request ids) stored through the queue with request ids LIKE the pattern."""
     import psycopg2
     try:
         with psycopg2.connect(schema.url, connect_timeout=5) as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*), count(DISTINCT request_id) FROM predictions WHERE transport = 'queue'")
+            cur.execute("SELECT count(*), count(DISTINCT request_id) FROM predictions "
+                        "WHERE transport = 'queue' AND request_id LIKE %s", (request_ids,))
             return cur.fetchone()
     except psycopg2.Error:
         return (0, 0)
 
 
+@pytest.fixture(scope="module")
+def served(trained_store, tmp_path_factory):
+    """One server on one PostgreSQL schema for the module (tests tell their rows apart by request id)."""
+    log = tmp_path_factory.mktemp("consumer-server") / "server.log"
+    with TempSchema() as schema, \
+            ServerProc(trained_store, log, env={"PREDMESH_DATABASE_URL": schema.url}) as server:
+        yield server, schema
+
+
 @pytest.fixture
-def stack(model_store, tmp_path):
-    """(server, broker helper, consumer, schema) with a unique prefix on the shared broker."""
+def stack(served, tmp_path):
+    """(server, broker helper, consumer, schema): a fresh consumer on a unique prefix on the shared broker."""
+    server, schema = served
     prefix = unique_prefix()
     broker = Broker(shared_amqp_url(), prefix)
-    with TempSchema() as schema, \
-            ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DATABASE_URL": schema.url}) as server, \
-            ConsumerProc(server.target, broker.url, prefix, tmp_path / "consumer.log") as consumer:
+    with ConsumerProc(server.target, broker.url, prefix, tmp_path / "consumer.log") as consumer:
         try:
             yield server, broker, consumer, schema
         finally:
@@ -50,14 +60,14 @@ def test_jobs_in_both_encodings_come_back_on_reply_to_and_are_stored_once(stack)
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         ids = [pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"rt-{i}", reply=True,
                            content_type=jobs.JSON if i % 2 else jobs.PROTOBUF) for i in range(20)]
-        ids.append(pub.publish(jobs.batch_job("iris", [IRIS_ROW, (IRIS_ROW, "own-row-id")]), message_id="rt-b",
+        ids.append(pub.publish(jobs.batch_job("iris", [IRIS_ROW, (IRIS_ROW, "rt-own-row-id")]), message_id="rt-b",
                                reply=True))
         results = pub.wait_results(ids, timeout=30)
     assert set(results) == set(ids)
     assert results["rt-0"].prediction.request_id == "rt-0" and results["rt-0"].prediction.label == "setosa"
     assert results["rt-1"].prediction.request_id == "rt-1"
-    assert [p.request_id for p in results["rt-b"].predictions] == ["rt-b-0", "own-row-id"]
-    wait_for(lambda: stored(schema) == (22, 22), 20, what="22 queue rows")
+    assert [p.request_id for p in results["rt-b"].predictions] == ["rt-b-0", "rt-own-row-id"]
+    wait_for(lambda: stored(schema, "rt-%") == (22, 22), 20, what="22 queue rows")
     assert consumer.metric("predmesh_consumer_acked_total") == 21
 
 
@@ -88,13 +98,14 @@ def test_poison_jobs_are_dead_lettered_once_with_the_reason(stack):
                                      __import__("pika").BasicProperties(type=jobs.PREDICT, message_id="bad-bytes",
                                                                         content_type=jobs.PROTOBUF))
     wait_for(lambda: (broker.depth(broker.topology.dead_queue) or (0,))[0] == 3, 20, what="3 dead letters")
+    assert stored(schema, "bad-%") == (0, 0)
     dead = {props.message_id: props.headers for props, _ in broker.drain(broker.topology.dead_queue)}
     assert dead["bad-model"][jobs.HEADER_STATUS] == "NOT_FOUND"
     assert dead["bad-nan"][jobs.HEADER_STATUS] == "INVALID_ARGUMENT"
     assert "petal_width" in dead["bad-nan"][jobs.HEADER_ERROR]
     assert dead["bad-bytes"][jobs.HEADER_STATUS] == "INVALID_ARGUMENT"
     assert {h[jobs.HEADER_DELIVERIES] for h in dead.values()} == {1}
-    wait_for(lambda: stored(schema) == (1, 1), 20, what="the good job stored")
+    wait_for(lambda: stored(schema, "good") == (1, 1), 20, what="the good job stored")
     assert consumer.metric("predmesh_consumer_rejected_total", 'reason="NOT_FOUND"') == 1
     assert consumer.metric("predmesh_consumer_redelivered_total") == 0
 
@@ -110,7 +121,7 @@ def test_sigterm_finishes_in_flight_jobs_acks_them_and_exits_0(stack):
     left, consumers = broker.depth(broker.topology.work_queue)
     assert consumers == 0 and broker.unacked(broker.topology.work_queue) == 0
     # every job is either stored (and acked) or still ready in the queue: nothing in between, nothing twice
-    wait_for(lambda: stored(schema) == (300 - left, 300 - left), 20, what="every acked job stored")
+    wait_for(lambda: stored(schema, "term-%") == (300 - left, 300 - left), 20, what="every acked job stored")
 
 
 def test_predmesh_publish_waits_for_results(stack, tmp_path):
