@@ -129,6 +129,9 @@ class Session:
             await amqp.declare(self.channel, self.w.topology, self.w.settings.amqp.delivery_limit)
             await amqp.call(self.channel.confirm_delivery, self._on_confirm)
             self.channel.add_on_return_callback(self._on_return)
+            # the broker cancels our consumer when the queue is deleted (or moved): start over, re-declaring it
+            self.channel.add_on_cancel_callback(
+                lambda frame: self._on_close(f"the broker cancelled the consumer ({frame.method.consumer_tag})"))
             await amqp.call(self.channel.basic_qos, prefetch_count=self.w.settings.prefetch)
             self.consumer_tag = self.channel.basic_consume(self.w.topology.work_queue, self._on_message)
             self.w.metrics.connected.set(1)

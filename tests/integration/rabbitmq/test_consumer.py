@@ -137,3 +137,14 @@ def test_predmesh_publish_waits_for_results(stack, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cli.main", "publish", "--model", "iris", "--features", "{nope"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_deleted_work_queue_is_declared_again_and_consumed(stack):
+    server, broker, consumer, schema = stack
+    with broker.connect() as conn:  # the broker cancels the consumer; it must start over, not sit idle
+        conn.channel().queue_delete(broker.topology.work_queue)
+    wait_for(lambda: (broker.depth(broker.topology.work_queue) or (0, 0))[1] == 1, 30, what="consumer back")
+    assert consumer.metric("predmesh_consumer_reconnects_total") == 1
+    with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
+        pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id="again-1")
+    wait_for(lambda: stored(schema, "again-%") == (1, 1), 20, what="a job after the queue came back")
