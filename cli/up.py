@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib.util
 import os
 import shutil
 import signal
@@ -78,11 +77,6 @@ def replica_addrs(environ: Mapping[str, str], replicas: int) -> list[tuple[str, 
     server = ServerSettings.from_env(environ)
     return [(_next_addr(server.grpc_addr, i), _next_addr(server.metrics_addr, i) if server.metrics_addr else "")
             for i in range(replicas)]
-
-
-def available(package: str) -> bool:
-    """Whether a part's package is in this checkout (parts land one by one)."""
-    return importlib.util.find_spec(package) is not None
 
 
 def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
@@ -160,17 +154,16 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
 
     if args.no_consumer:
         notes.append("consumer: not started (--no-consumer)")
-    elif not available("consumer"):
-        notes.append("consumer: not in this checkout")
     else:
-        from consumer.settings import DEFAULT_AMQP_URL
+        from consumer.settings import ConsumerSettings
 
-        amqp = environ.get("PREDMESH_AMQP_URL") or DEFAULT_AMQP_URL
+        consumer = ConsumerSettings.from_env(environ)
+        amqp = consumer.amqp.url
         reachable, detail = broker_reachable(amqp)
         if not reachable:
             notes.append(f"consumer: not started: the broker at {redact(amqp)} is {detail}")
         else:
-            metrics = environ.get("PREDMESH_CONSUMER_METRICS_ADDR", "127.0.0.1:9102")
+            metrics = consumer.metrics_addr
             scrape["consumer"] = [metrics]
             parts.append(Part("consumer", [py, "-m", "consumer"], {**client_env, "PREDMESH_AMQP_URL": amqp},
                               probe=lambda m=metrics: http_ok(f"http://{m}/metrics", CONSUMER_CONNECTED),
@@ -179,10 +172,10 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
 
     if args.no_ui:
         notes.append("dashboard: not started (--no-ui)")
-    elif not available("ui"):
-        notes.append("dashboard: not in this checkout")
     else:
-        ui_addr = environ.get("PREDMESH_UI_ADDR", "127.0.0.1:5006")
+        from ui.settings import UiSettings
+
+        ui_addr = UiSettings.from_env(environ).addr
         # reloads typed in the dashboard go to the gateway's admin listener (native gRPC passes there too)
         parts.append(Part("dashboard", [py, "-m", "ui"], {**client_env, "PREDMESH_UI_ADMIN_ADDR": admin_addr},
                           probe=lambda a=ui_addr: http_ok(f"http://{a}/liveness"),   # no login, no page built
@@ -191,18 +184,12 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     if args.no_luigid:
         notes.append("luigid: not started (--no-luigid)")
     else:
-        luigid_addr = environ.get("PREDMESH_LUIGID_ADDR", "127.0.0.1:8082")
-        host, _, port = luigid_addr.rpartition(":")
-        prepare = None
-        if available("batch"):     # luigid with the pipeline's configuration (retcodes, /metrics)
-            argv = [py, "-m", "batch", "scheduler"]
-            scrape["luigid"] = [luigid_addr]
-        else:
-            state = Path("var/luigi")
-            argv = [str(Path(py).with_name("luigid")), "--address", host, "--port", port,
-                    "--logdir", str(state), "--state-path", str(state / "state.pickle")]
-            prepare = lambda d=state: d.mkdir(parents=True, exist_ok=True)  # noqa: E731
-        parts.append(Part("luigid", argv, {"PREDMESH_LUIGID_ADDR": luigid_addr}, prepare=prepare,
+        from batch.settings import BatchSettings
+
+        luigid_addr = BatchSettings.from_env(environ).luigid
+        scrape["luigid"] = [luigid_addr]
+        # luigid with the pipeline's configuration (retcodes, Prometheus /metrics)
+        parts.append(Part("luigid", [py, "-m", "batch", "scheduler"], {"PREDMESH_LUIGID_ADDR": luigid_addr},
                           probe=lambda a=luigid_addr: http_ok(f"http://{a}/api/task_list", "response"),
                           urls=[f"http://{luigid_addr}/static/visualiser/index.html (Luigi scheduler)"]))
 
@@ -210,8 +197,6 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         notes.append("prometheus: not started (--no-prometheus)")
     elif not shutil.which("prometheus"):
         notes.append("prometheus: not installed (Debian package prometheus)")
-    elif not available("cli.monitoring"):
-        notes.append("prometheus: not started (the monitoring helper is not in this checkout)")
     else:
         parts.append(prometheus_part(environ, scrape))
     return Plan(parts, notes)

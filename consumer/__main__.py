@@ -20,12 +20,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="predmesh consume", description="Consume prediction jobs from RabbitMQ (PREDMESH_AMQP_URL), score them "
         "through the inference server (PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR) and publish the results.")
     parser.parse_args(argv)
-    setup_logging()
     try:
         settings = ConsumerSettings.from_env(os.environ)
     except ConfigError as exc:
-        log.error("%s", exc)
+        print(f"predmesh consume: {exc}", file=sys.stderr)
         return 2
+    setup_logging(settings.log_level)
     return asyncio.run(run(settings))
 
 

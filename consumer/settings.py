@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from predmesh.env import Env
+from predmesh.logs import LEVELS
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -45,6 +46,7 @@ class ConsumerSettings:
     retry_max_s: float = 10.0            # cap of the jittered backoff between retries of a transient failure
     grace_s: float = 30.0                # on SIGTERM: time to finish in-flight jobs before giving them back
     fault_hook: str = ""                 # test hook "answered:N" / "confirmed:N": SIGKILL itself at the Nth time
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ConsumerSettings:
@@ -59,5 +61,6 @@ class ConsumerSettings:
             max_body_bytes=env.int("CONSUMER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_call_rows=env.int("CONSUMER_MAX_CALL_ROWS", cls.max_call_rows, minimum=1),
             retry_max_s=env.float("CONSUMER_RETRY_MAX_S", cls.retry_max_s),
+            log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
             grace_s=env.float("CONSUMER_GRACE_S", cls.grace_s),
             fault_hook=env.str("CONSUMER_FAULT_HOOK", ""))

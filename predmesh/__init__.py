@@ -15,7 +15,7 @@ _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPredi
           "Stats", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun",
           "RecordedRun")
 _WHERE = {
-    "Client": "predmesh.client", "PredmeshClient": "predmesh.client", "TlsConfig": "predmesh.channel",
+    "Client": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
     **{name: "predmesh.errors" for name in _ERRORS},
     **{name: "predmesh.types" for name in _TYPES},
@@ -26,7 +26,7 @@ __all__ = ["Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
     from predmesh.aio import AsyncClient
     from predmesh.channel import TlsConfig
-    from predmesh.client import Client, PredmeshClient
+    from predmesh.client import Client
     from predmesh.errors import (
         AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
         PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,

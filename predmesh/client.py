@@ -117,7 +117,3 @@ class Client:
                 yield calls.stream_result(response)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
-
-
-# The name of the client before 0.2; kept so existing code keeps working.
-PredmeshClient = Client

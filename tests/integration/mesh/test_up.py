@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from cli.up import available
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ROOT, free_port, health_status, wait_for
 
@@ -99,9 +98,8 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
            # the parts run from a scratch directory: import this checkout's packages (also ones that landed
            # after the editable install was made)
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    if available("consumer"):
-        from tests.support.queue import shared_amqp_url, unique_prefix
-        env.update(PREDMESH_AMQP_URL=shared_amqp_url(), PREDMESH_AMQP_PREFIX=unique_prefix())
+    from tests.support.queue import shared_amqp_url, unique_prefix
+    env.update(PREDMESH_AMQP_URL=shared_amqp_url(), PREDMESH_AMQP_PREFIX=unique_prefix())
     metrics_port = two_free_ports()
     env["PREDMESH_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
     workdir = tmp_path / "work"        # `predmesh up` keeps its relative state (var/...) here
@@ -145,9 +143,9 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
         answer = requests.post(f"{rest}/v1/models/iris:predict", json={"features": IRIS_ROW,
                                                                        "request_id": "up-rest-1"}, timeout=5)
         assert answer.status_code == 200 and answer.json()["prediction"]["label"] == "setosa"
-        from predmesh import PredmeshClient
+        from predmesh import Client
         for target in (f"127.0.0.1:{grpc_port + 1}", f"127.0.0.1:{ports['rest']}"):
-            with PredmeshClient(target, timeout=5) as client:
+            with Client(target, timeout=5) as client:
                 assert client.predict("iris", IRIS_ROW, request_id=f"up-grpc-{target}").label == "setosa"
 
         step("REST and gRPC")
@@ -156,35 +154,22 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
         assert f"{luigid}/static/visualiser/index.html" in banner
         assert requests.get(f"{luigid}/static/visualiser/index.html", timeout=5).status_code == 200
         assert requests.get(f"{luigid}/api/task_list", timeout=5).json()["response"] is not None
-        if available("batch"):
-            _run_nightly(env, workdir, luigid)
-        else:
-            assert "predmesh batch" not in banner
+        _run_nightly(env, workdir, luigid)
 
         step("luigid and the nightly batch")
         # --- the queue -----------------------------------------------------------------------------------------
-        if available("consumer"):
-            _score_through_the_queue(env, banner)
-        else:
-            assert "consumer: not in this checkout" in banner
+        _score_through_the_queue(env, banner)
 
         step("the queue")
         # --- the dashboard -------------------------------------------------------------------------------------
-        if available("ui"):
-            _score_through_the_dashboard(f"http://127.0.0.1:{ports['ui']}", banner, rest)
-        else:
-            assert "dashboard: not in this checkout" in banner
+        _score_through_the_dashboard(f"http://127.0.0.1:{ports['ui']}", banner, rest)
 
         step("the dashboard")
         # --- Prometheus -------------------------------------------------------------------------------------
         prometheus = f"http://127.0.0.1:{ports['prometheus']}"
-        if available("cli.monitoring") and shutil.which("prometheus"):
-            assert f"{prometheus}/graph" in banner
-            assert requests.get(f"{prometheus}/-/ready", timeout=5).status_code == 200
-        elif not shutil.which("prometheus"):
-            assert "prometheus: not installed" in banner
-        else:
-            assert "the monitoring helper is not in this checkout" in banner
+        assert shutil.which("prometheus"), "scripts/setup.sh installs Debian's prometheus"
+        assert f"{prometheus}/graph" in banner
+        assert requests.get(f"{prometheus}/-/ready", timeout=5).status_code == 200
         step("prometheus")
 
         # --- status sees every part up ---------------------------------------------------------------------------
@@ -210,19 +195,17 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
         assert health_status(f"127.0.0.1:{grpc_port + 1}") == 1
         started |= descendants(proc.pid)
         step("a replica killed and restarted")
-        if available("cli.monitoring") and shutil.which("prometheus"):
-            # by now (the first scrape comes a few seconds after /-/ready) every part it was given is scraped
-            wait_for(lambda: _scraped_up(prometheus) >= _expected_jobs(), 30, interval=0.5,
-                     what="Prometheus scraping every part")
-            step("prometheus scraped every part")
+        # by now (the first scrape comes a few seconds after /-/ready) every part it was given is scraped
+        wait_for(lambda: _scraped_up(prometheus) >= EXPECTED_JOBS, 30, interval=0.5,
+                 what="Prometheus scraping every part")
+        step("prometheus scraped every part")
     finally:
         pgids = {os.getpgid(p) for p in started if alive(p)}
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
         out.close()
-    if available("consumer"):
-        from tests.support.queue import Broker
-        Broker(env["PREDMESH_AMQP_URL"], env["PREDMESH_AMQP_PREFIX"]).delete_topology()
+    from tests.support.queue import Broker
+    Broker(env["PREDMESH_AMQP_URL"], env["PREDMESH_AMQP_PREFIX"]).delete_topology()
     step("stopped")
     assert code == 0, log()[-3000:]
     time.sleep(0.3)
@@ -239,9 +222,7 @@ def _scraped_up(prometheus: str) -> set[str]:
     return {job for job, health in jobs.items() if health and all(health)}
 
 
-def _expected_jobs() -> set[str]:
-    return {"inference", "envoy", "prometheus"} | ({"consumer"} if available("consumer") else set()) \
-        | ({"luigid"} if available("batch") else set())
+EXPECTED_JOBS = {"inference", "envoy", "prometheus", "consumer", "luigid"}
 
 
 def _pid_listening(port: int) -> int:

@@ -54,10 +54,6 @@ def test_plan_places_replicas_on_adjacent_ports_behind_the_gateway(monkeypatch):
 
 
 def test_the_consumer_is_started_only_when_the_broker_answers(monkeypatch):
-    if not up.available("consumer"):
-        mesh = up.plan(args("--no-gateway", "--no-luigid", "--no-ui", "--no-prometheus"), {})
-        assert "consumer: not in this checkout" in mesh.notes
-        return
     port = free_port()                                   # nothing listens there
     env = {"PREDMESH_AMQP_URL": f"amqp://guest:secret@127.0.0.1:{port}/%2F"}
     mesh = up.plan(args("--no-gateway", "--no-luigid", "--no-ui", "--no-prometheus"), env)
@@ -187,12 +183,7 @@ def test_prometheus_is_planned_with_every_part_as_a_target(tmp_path, monkeypatch
            "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": "127.0.0.1:43901", "PREDMESH_LUIGID_ADDR": "127.0.0.1:44000",
            "PREDMESH_PROMETHEUS_ADDR": "127.0.0.1:45090"}
     mesh = up.plan(args("--replicas", "2", "--no-consumer", "--no-ui"), env)
-    if not up.available("cli.monitoring"):
-        assert "prometheus: not started (the monitoring helper is not in this checkout)" in mesh.notes
-        return
-    if not up.shutil.which("prometheus"):
-        assert any("prometheus: not installed" in n for n in mesh.notes)
-        return
+    assert up.shutil.which("prometheus"), "scripts/setup.sh installs Debian's prometheus"
     prometheus = mesh.parts[-1]
     assert prometheus.name == "prometheus" and "--web.listen-address=127.0.0.1:45090" in prometheus.argv
     assert not (tmp_path / "var").exists(), "nothing is written before the part starts"
@@ -203,7 +194,7 @@ def test_prometheus_is_planned_with_every_part_as_a_target(tmp_path, monkeypatch
         ["127.0.0.1:42000", "127.0.0.1:42001"]
     assert json.loads((targets / "envoy.json").read_text())[0]["targets"] == ["127.0.0.1:43901"]
     luigid = json.loads((targets / "luigid.json").read_text())
-    assert luigid == ([{"targets": ["127.0.0.1:44000"], "labels": {}}] if up.available("batch") else [])
+    assert luigid == [{"targets": ["127.0.0.1:44000"], "labels": {}}]
     assert json.loads((targets / "consumer.json").read_text()) == []          # --no-consumer
     config = tmp_path / "var" / "prometheus" / "prometheus.yml"
     result = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True,
