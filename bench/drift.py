@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import loadtools  # noqa: E402
-from bench.persistence import check_predict, cpu_seconds, h2load  # noqa: E402
+from bench.persistence import cpu_seconds, h2load, serve  # noqa: E402
 
 
 def start_server(store: Path, drift: bool, processes: int, log: Path, metrics_port: int):
@@ -36,18 +36,7 @@ def start_server(store: Path, drift: bool, processes: int, log: Path, metrics_po
            "PREDMESH_PERSISTENCE": "off", "PREDMESH_DATABASE_URL": f"sqlite:///{log.parent / 'bench.db'}",
            "PREDMESH_DRIFT": "1" if drift else "0", "PREDMESH_PROCESSES": str(processes),
            "PREDMESH_DRAIN_SECONDS": "0", "PREDMESH_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT, env=env,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-    target = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            check_predict(target)
-            return proc, target
-        except Exception:  # not up yet
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not come up; see {log}")
-            time.sleep(0.3)
+    return serve(env, f"127.0.0.1:{port}", log, "server", 90)
 
 
 def window_rows(metrics_port: int) -> float:

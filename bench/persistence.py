@@ -109,17 +109,21 @@ def start_server(store: Path, mode: str, db_url: str, spool: Path, processes: in
            "PREDMESH_MODEL_STORE": str(store), "PREDMESH_PERSISTENCE": mode, "PREDMESH_DATABASE_URL": db_url,
            "PREDMESH_SPOOL_DIR": str(spool), "PREDMESH_PROCESSES": str(processes), "PREDMESH_DRAIN_SECONDS": "0",
            "PREDMESH_LOG_LEVEL": "WARNING"}
+    return serve(env, f"127.0.0.1:{port}", log, f"server ({mode})", 60)
+
+
+def serve(env: dict[str, str], target: str, log: Path, what: str, timeout: float):
+    """`python -m inference serve` with env, once it answers a Predict on target: (process, target)."""
     proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT, env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-    target = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while True:
         try:
             check_predict(target)
             return proc, target
         except Exception:  # not up yet
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server ({mode}) did not come up; see {log}")
+                raise SystemExit(f"{what} did not come up; see {log}")
             time.sleep(0.3)
 
 

@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.support.procs import ROOT, free_port, wait_for
+from tests.support.procs import ROOT, free_port, stop_process, wait_for
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -49,13 +49,7 @@ class LuigidProc:
         return json.loads(body)["response"]
 
     def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

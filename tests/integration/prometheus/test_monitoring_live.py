@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from sklearn.datasets import load_iris
 from cli.monitoring import prometheus_argv, write_config, write_targets
 from predmesh import Client, InvalidArgument, NotFound
 from tests.support.gateway import GatewayProc
-from tests.support.procs import ADMIN_TOKEN, ROOT, ServerProc, free_port, wait_for
+from tests.support.procs import ADMIN_TOKEN, ROOT, ServerProc, free_port, stop_process, wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -67,13 +66,7 @@ class Prometheus:
         return self.api("query", query=expr)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 
