@@ -97,4 +97,5 @@ def prometheus_argv(config: Path, data_dir: Path, addr: str = "127.0.0.1:9090", 
     if not binary:
         raise FileNotFoundError("prometheus is not installed (Debian: apt-get install prometheus)")
     return [binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
-            f"--web.listen-address={addr}", f"--storage.tsdb.retention.time={retention}"]
+            f"--web.listen-address={addr}", f"--storage.tsdb.retention.time={retention}",
+            "--log.level=warn"]  # its start-up chatter would bury `predmesh up`'s own lines
