@@ -35,18 +35,26 @@ def to_timestamp(when: datetime | None) -> Timestamp | None:
     return ts
 
 
+def short_name(enum, prefix: str, value: int) -> str:
+    """An enum value as its short lower-case name (TRANSPORT_REST → "rest"); "" when unspecified (0)."""
+    return enum.Name(value).removeprefix(prefix).lower() if value else ""
+
+
+def enum_value(enum, prefix: str, what: str, name: str, allowed: tuple[str, ...]) -> int:
+    """A short lower-case name as its enum value; ValueError naming the allowed ones for anything else."""
+    if name not in allowed:
+        raise ValueError(f"{what} {name!r} is not one of {', '.join(allowed)}")
+    return enum.Value(prefix + name.upper())
+
+
 def transport_name(value: int) -> str:
     """The Transport enum as its short name ("grpc", "rest", …); "" when unspecified."""
-    return model_pb2.Transport.Name(value).removeprefix("TRANSPORT_").lower() if value else ""
+    return short_name(model_pb2.Transport, "TRANSPORT_", value)
 
 
 def transport_value(name: str) -> int:
     """A short transport name as the Transport enum ("" is TRANSPORT_UNSPECIFIED)."""
-    if not name:
-        return model_pb2.TRANSPORT_UNSPECIFIED
-    if name not in TRANSPORTS:
-        raise ValueError(f"transport {name!r} is not one of {', '.join(TRANSPORTS)}")
-    return model_pb2.Transport.Value("TRANSPORT_" + name.upper())
+    return enum_value(model_pb2.Transport, "TRANSPORT_", "transport", name, TRANSPORTS) if name else 0
 
 
 @dataclass(frozen=True)
@@ -244,9 +252,8 @@ BATCH_RUN_STATUSES = ("running", "succeeded", "failed")
 
 def batch_run_status_value(status: str) -> int:
     """"running" / "succeeded" / "failed" as the BatchRunStatus enum."""
-    if status not in BATCH_RUN_STATUSES:
-        raise ValueError(f"batch run status {status!r} is not one of {', '.join(BATCH_RUN_STATUSES)}")
-    return analytics_pb2.BatchRunStatus.Value("BATCH_RUN_STATUS_" + status.upper())
+    return enum_value(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", "batch run status", status,
+                      BATCH_RUN_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -270,8 +277,7 @@ class BatchRun:
 
     @classmethod
     def from_proto(cls, m) -> BatchRun:
-        status = analytics_pb2.BatchRunStatus.Name(m.status).removeprefix("BATCH_RUN_STATUS_").lower() \
-            if m.status else ""
+        status = short_name(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", m.status)
         return cls(m.run_key, m.kind, m.run_date, m.model, m.model_version, m.rows, m.rejected,
                    m.accuracy if m.HasField("accuracy") else None, m.duration_seconds, status, m.message,
                    to_datetime(m.started_at), to_datetime(m.updated_at), m)
