@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import luigi
+import numpy as np
 
-from batch.scoring import Clients, Scorer, request_ids
+from batch.scoring import Clients, Scorer, request_id_prefix
 from batch.table import Target, content_hash, is_parquet, read_table, validate, write_csv, write_parquet
 
 REJECTS_HEADER = ["row", "reason"]
@@ -66,7 +67,7 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     checked = validate(table, info.feature_names)
     t_validate = time.perf_counter()
     scorer = Scorer(clients, model, progress=progress)
-    predictions = scorer.score(checked.features, request_ids(digest, checked.numbers))
+    scored = scorer.score(checked.matrix, info.feature_names, request_id_prefix(digest), checked.numbers)
     t_scored = time.perf_counter()
 
     rejects = [(n, reason, cells) for n, cells, reason in checked.rejects]
@@ -75,20 +76,25 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     rejects.sort(key=lambda r: r[0])
     write_csv(rejects_path, [*REJECTS_HEADER, *table.columns], ([n, reason, *cells] for n, reason, cells in rejects))
 
-    classes = info.classes
+    # the output in columns: the input's cells, label, prob_<class>…, prediction_id (no Python code per row)
+    classes = scored.classes or info.classes
     added = _added_names(table.columns, classes)
-    kept = [(cells, p) for cells, p in zip(checked.rows, predictions) if p is not None]
+    kept = np.flatnonzero(scored.labels >= 0)
+    everything = len(kept) == len(scored.labels)
+    kept_rows = checked.rows if everything else [checked.rows[i] for i in kept.tolist()]
+    labels = list(map(classes.__getitem__, scored.labels[kept].tolist()))
+    probabilities = [scored.probabilities[kept, c].tolist() if len(kept) else [] for c in range(len(classes))]
+    ids = scored.prediction_ids if everything else [scored.prediction_ids[i] for i in kept.tolist()]
+    cells = list(zip(*kept_rows)) if kept_rows else [() for _ in table.columns]
     if is_parquet(output_path):
-        columns = {name: [cells[i] for cells, _ in kept] for i, name in enumerate(table.columns)}
-        columns[added[0]] = [p.label for _, p in kept]
-        for name, c in zip(added[1:-1], classes):
-            columns[name] = [p.probabilities.get(c, 0.0) for _, p in kept]
-        columns[added[-1]] = [p.prediction_id for _, p in kept]
+        columns = {name: list(cells[i]) for i, name in enumerate(table.columns)}
+        columns[added[0]] = labels
+        for name, column in zip(added[1:-1], probabilities):
+            columns[name] = column
+        columns[added[-1]] = ids
         write_parquet(output_path, columns)
     else:
-        write_csv(output_path, [*table.columns, *added],
-                  ([*cells, p.label, *(p.probabilities.get(c, 0.0) for c in classes), p.prediction_id]
-                   for cells, p in kept))
+        write_csv(output_path, [*table.columns, *added], zip(*cells, labels, *probabilities, ids))
     done = time.perf_counter()
     stats = scorer.stats
     return ScoreOutcome(

@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from predmesh import Client, InvalidArgument, PredmeshError
-from predmesh.types import Prediction
+from predmesh.types import ScoredMatrix
 
 from batch.settings import BatchSettings
 
@@ -23,11 +25,31 @@ class ScoringFailed(Exception):
     """Scoring stopped: the server is unreachable or refused the work for a reason retrying cannot fix here."""
 
 
+class InvalidAnswer(ScoringFailed):
+    """The server's answer does not match the request (a bug, not a condition to retry)."""
+
+
+def request_id_prefix(content_hash: str) -> str:
+    """Row ids come from the input's content and the row number: row n's request id is this prefix followed by n,
+    so a rerun of the same input stores nothing twice (the server keeps one row per request id)."""
+    return f"batch-{content_hash[:24]}-"
+
+
 def request_ids(content_hash: str, numbers: Sequence[int]) -> list[str]:
-    """One id per row from the input's content and the row number: a rerun of the same input stores nothing
-    twice (the server keeps one row per request id)."""
-    prefix = f"batch-{content_hash[:24]}-"
+    """The request id of each row number (what the server derives from request_id_prefix and the numbers)."""
+    prefix = request_id_prefix(content_hash)
     return [prefix + str(n) for n in numbers]
+
+
+@dataclass
+class Scored:
+    """The scores of all rows, in row order, in columns; a row the server refused has label -1 (its reason is in
+    ScoreStats.rejected) and an empty prediction id."""
+
+    classes: tuple[str, ...]
+    labels: np.ndarray  # per row, the index of its label in classes; -1 when refused
+    probabilities: np.ndarray  # rows × classes
+    prediction_ids: list[str]
 
 
 @dataclass
@@ -94,14 +116,16 @@ class Scorer:
         self.stats = ScoreStats()
         self._stats_lock = threading.Lock()
 
-    def score(self, features: Sequence[dict[str, float]], ids: Sequence[str]) -> list[Prediction | None]:
-        """Predictions in row order; None for a row the server refused (its reason is in stats.rejected)."""
+    def score(self, matrix: np.ndarray, feature_names: Sequence[str], prefix: str,
+              numbers: Sequence[int]) -> Scored:
+        """Scores of the rows of matrix (rows × feature_names), row r's request id prefix + numbers[r]."""
         started = time.perf_counter()
-        total = len(features)
-        results: list[Prediction | None] = [None] * total
+        total = len(matrix)
+        pieces: list[tuple[int, int, ScoredMatrix | None]] = []
         done = 0
         self.progress(0, total)
         inflight = self.settings.inflight
+        job = (np.ascontiguousarray(matrix, dtype=np.float64), tuple(feature_names), prefix, list(numbers))
         with ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="score") as pool:
             pending: list[tuple[int, int, Future]] = []
             start = 0
@@ -109,37 +133,50 @@ class Scorer:
                 while start < total or pending:
                     while start < total and len(pending) < inflight:
                         end = min(start + self.chunk_rows, total)
-                        pending.append((start, end, pool.submit(self._chunk, features, ids, start, end)))
+                        pending.append((start, end, pool.submit(self._chunk, job, start, end)))
                         start = end
                     first, end, future = pending.pop(0)
-                    results[first:end] = future.result()
+                    pieces.extend(future.result())
                     done += end - first
                     self.progress(done, total)
             except BaseException:
                 for _, _, f in pending:
                     f.cancel()
                 raise
-        self.stats.rows = sum(r is not None for r in results)
+        answered = [m for _, _, m in pieces if m is not None]
+        classes = answered[0].classes if answered else ()
+        labels = np.full(total, -1, dtype=np.int64)
+        probabilities = np.zeros((total, len(classes)))
+        ids = [""] * total
+        for first, end, m in pieces:
+            if m is not None:
+                labels[first:end] = m.labels
+                probabilities[first:end] = np.array(m.probabilities, dtype=np.float64).reshape(end - first, -1)
+                ids[first:end] = m.prediction_ids
+        self.stats.rows = int((labels >= 0).sum())
         self.stats.wall_s = time.perf_counter() - started
-        return results
+        return Scored(classes, labels, probabilities, ids)
 
-    def _call(self, features, ids, start: int, end: int) -> list[Prediction]:
-        rows = [(features[i], ids[i]) for i in range(start, end)]
+    def _call(self, job, start: int, end: int) -> ScoredMatrix:
+        matrix, names, prefix, numbers = job
         t0 = time.perf_counter()
-        predictions = self.clients.pick().predict_batch(self.model, rows)
+        answer = self.clients.pick().predict_matrix(self.model, names, matrix[start:end].ravel().tolist(),
+                                                    request_id_prefix=prefix, row_numbers=numbers[start:end])
         elapsed = time.perf_counter() - t0
+        if len(answer) != end - start:
+            raise InvalidAnswer(f"the server answered {len(answer)} rows for {end - start}")
         with self._stats_lock:
             self.stats.calls += 1
             self.stats.grpc_s += elapsed
-            if predictions:
-                self.stats.server_ms += predictions[0].latency_ms
-                self.stats.model_version = predictions[-1].model_version
-        return predictions
+            self.stats.server_ms += answer.latency_ms
+            self.stats.model_version = answer.model_version
+        return answer
 
-    def _chunk(self, features, ids, start: int, end: int) -> list[Prediction | None]:
+    def _chunk(self, job, start: int, end: int) -> list[tuple[int, int, ScoredMatrix | None]]:
+        """(start, end, answer) pieces covering rows start..end; answer None for a single refused row."""
         try:
             try:
-                out: list[Prediction | None] = list(self._call(features, ids, start, end))
+                out: list[tuple[int, int, ScoredMatrix | None]] = [(start, end, self._call(job, start, end))]
             except InvalidArgument as exc:
                 limit = _LIMIT.search(exc.message)
                 if limit and int(limit.group(1)) < end - start:  # the server allows fewer rows per call
@@ -147,14 +184,14 @@ class Scorer:
                     self.chunk_rows = min(self.chunk_rows, step)  # later chunks are cut to it from the start
                     out = []
                     for s in range(start, end, step):
-                        out.extend(self._chunk(features, ids, s, min(s + step, end)))
+                        out.extend(self._chunk(job, s, min(s + step, end)))
                 elif end - start == 1:
                     with self._stats_lock:
                         self.stats.rejected.append((start, exc.message))
-                    out = [None]
+                    out = [(start, end, None)]
                 else:  # some row is refused (e.g. implausibly far outside the training range): find it
                     mid = (start + end) // 2
-                    out = self._chunk(features, ids, start, mid) + self._chunk(features, ids, mid, end)
+                    out = self._chunk(job, start, mid) + self._chunk(job, mid, end)
         except PredmeshError as exc:
             raise ScoringFailed(describe(exc, self.settings.server)) from None
         if self.settings.fault_delay_ms:

@@ -1,5 +1,10 @@
 """Plain records passed between the server and the database layer (no peewee here)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +21,54 @@ class PredictionRecord:
     transport: str
     latency_ms: float
     created_at: float  # Unix epoch seconds, UTC
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PredictionBatch:
+    """The answered predictions of one bulk call in columns (one object for many rows instead of one record
+    each; the server's columnar PredictBatch). Row r is what PredictionRecord r of rows() holds."""
+
+    prediction_ids: list[str]
+    request_ids: list[str]
+    model: str
+    model_version: str
+    feature_names: tuple[str, ...]
+    features: np.ndarray  # rows × feature_names, float64
+    classes: tuple[str, ...]
+    labels: np.ndarray  # per row, the index of its label in classes
+    probabilities: np.ndarray  # rows × classes, float64
+    transport: str
+    latency_ms: float
+    created_at: float  # Unix epoch seconds, UTC
+
+    def __len__(self) -> int:
+        return len(self.prediction_ids)
+
+    def rows(self) -> list[PredictionRecord]:
+        """One PredictionRecord per row (the slow path: isolating a row the database refuses)."""
+        names, classes = self.feature_names, self.classes
+        return [PredictionRecord(
+            prediction_id=pid, request_id=rid, model=self.model, model_version=self.model_version,
+            features=dict(zip(names, values)), label=classes[label], probabilities=dict(zip(classes, probs)),
+            transport=self.transport, latency_ms=self.latency_ms, created_at=self.created_at)
+            for pid, rid, values, label, probs in zip(self.prediction_ids, self.request_ids, self.features.tolist(),
+                                                      self.labels.tolist(), self.probabilities.tolist())]
+
+
+Stored = PredictionRecord | PredictionBatch  # what the prediction log stores: single records and bulk batches
+
+
+def row_count(items: Iterable[Stored]) -> int:
+    """How many rows these records and batches hold."""
+    return sum(len(i) if type(i) is PredictionBatch else 1 for i in items)
+
+
+def as_rows(items: Iterable[Stored]) -> list[PredictionRecord]:
+    """The items as one PredictionRecord per row."""
+    out: list[PredictionRecord] = []
+    for i in items:
+        if type(i) is PredictionBatch:
+            out.extend(i.rows())
+        else:
+            out.append(i)
+    return out

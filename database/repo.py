@@ -5,16 +5,18 @@ import base64
 import io
 import json
 from collections import defaultdict
+from itertools import chain
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import numpy as np
 from peewee import JOIN, SQL, fn
 
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db
 from database.quality import Quality, percentiles, quality
-from database.records import PredictionRecord
+from database.records import PredictionBatch, PredictionRecord, Stored, as_rows, row_count
 
 PERCENTILES = (0.5, 0.95, 0.99)
 
@@ -72,8 +74,8 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def _copy_text(records: Sequence[PredictionRecord]) -> io.StringIO:
-    """The records in PostgreSQL's COPY text format (tab-separated, backslash escapes).
+def _copy_text(records: Sequence[Stored]) -> io.StringIO:
+    """The records (and bulk batches) in PostgreSQL's COPY text format (tab-separated, backslash escapes).
 
     The writer's hot loop, so each row is one %-format: a row template per (feature keys, class keys) with the
     JSON keys encoded and escaped once (float reprs are JSON numbers that need no escaping), strings escaped once
@@ -95,6 +97,9 @@ def _copy_text(records: Sequence[PredictionRecord]) -> io.StringIO:
 
     lines = []
     for r in records:
+        if type(r) is PredictionBatch:
+            lines.append(_batch_copy_text(r, text, obj))
+            continue
         features, probabilities = r.features, r.probabilities
         shape = (tuple(features), tuple(probabilities))
         template = templates.get(shape)
@@ -120,7 +125,29 @@ def _copy_text(records: Sequence[PredictionRecord]) -> io.StringIO:
     return io.StringIO("".join(lines))
 
 
-def insert_predictions(records: Sequence[PredictionRecord]) -> int:
+def _batch_copy_text(b: PredictionBatch, text, obj) -> str:
+    """A bulk batch's rows in COPY text: one row template with everything the rows share (model, version, JSON
+    keys, transport, latency, timestamp) formatted in, repeated once per row and filled by ONE %-format over
+    the rows' values (ids, floats, labels): no Python code runs per row. Rows with a non-finite number, or ids
+    that need escaping, take the per-row path (which refuses NaN/±inf as before)."""
+    ids = "".join(b.prediction_ids) + "".join(b.request_ids)
+    if (not (np.isfinite(b.features).all() and np.isfinite(b.probabilities).all())
+            or "\\" in ids or "\t" in ids or "\n" in ids or "\r" in ids):
+        return _copy_text(b.rows()).getvalue()
+
+    def const(value: str) -> str:
+        return text(value).replace("%", "%%")
+
+    template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names)}\t%s\t"
+                f"{obj(b.classes)}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
+                f"{str(to_datetime(b.created_at))}\n")
+    labels = [text(c) for c in b.classes]
+    values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *b.features.T.tolist(),
+                                     map(labels.__getitem__, b.labels.tolist()), *b.probabilities.T.tolist()))
+    return (template * len(b)) % tuple(values)
+
+
+def insert_predictions(records: Sequence[Stored]) -> int:
     """Insert records in one transaction, ignoring request_ids already stored; returns how many were offered.
 
     Idempotent: a retried request, or a spool replayed twice, never makes a second row. This is the hot write
@@ -140,7 +167,7 @@ def insert_predictions(records: Sequence[PredictionRecord]) -> int:
             try:
                 with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable
                     cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", _copy_text(records))
-                return len(records)
+                return row_count(records)
             except psycopg2.Error as exc:
                 if (exc.pgcode or "")[:2] not in REJECTED_SQLSTATE_CLASSES:
                     raise
@@ -149,7 +176,8 @@ def insert_predictions(records: Sequence[PredictionRecord]) -> int:
         dumps = _to_json
         rows = [(r.prediction_id, r.request_id, r.model, r.model_version, dumps(r.features), r.label,
                  dumps(r.probabilities), r.transport, float(r.latency_ms),
-                 to_datetime(r.created_at) if postgres else str(to_datetime(r.created_at))) for r in records]
+                 to_datetime(r.created_at) if postgres else str(to_datetime(r.created_at)))
+                for r in as_rows(records)]
         if postgres:
             from psycopg2.extras import execute_values
             execute_values(cursor, f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING", rows,

@@ -134,6 +134,12 @@ class ServerMetrics:
         for label, n in Tally(labels).items():
             self._child(model, version, label, transport).inc(n)
 
+    def predicted_counts(self, model: str, version: str, transport: str, counts: dict[str, int]) -> None:
+        """predicted() for rows already counted per label."""
+        for label, n in counts.items():
+            if n:
+                self._child(model, version, label, transport).inc(n)
+
     def _child(self, model: str, version: str, label: str, transport: str):
         key = (model, version, label, transport)
         child = self._predicted.get(key)

@@ -2,14 +2,17 @@
 database is down or slow, and (durable mode) acknowledging only once a record is fsynced to the spool."""
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from database.connect import DatabaseUnavailable, RejectedData
-from database.records import PredictionRecord
+from database.records import PredictionBatch, PredictionRecord, Stored, as_rows, row_count
 from inference.errors import Overloaded
 from inference.spool import Spool, SpoolFull, encode
 
@@ -17,7 +20,15 @@ log = logging.getLogger(__name__)
 MODES = ("off", "async", "durable")
 
 
-def to_doc(r: PredictionRecord) -> dict:
+def to_doc(r: Stored) -> dict:
+    """The spool document of a record, or of a whole PredictionBatch (one document for its rows: its number
+    columns as base64 of little-endian float64, exact and cheap)."""
+    if type(r) is PredictionBatch:
+        return {"prediction_ids": r.prediction_ids, "request_ids": r.request_ids, "model": r.model,
+                "model_version": r.model_version, "feature_names": r.feature_names,
+                "features": _pack(r.features), "classes": r.classes, "labels": r.labels.tolist(),
+                "probabilities": _pack(r.probabilities), "transport": r.transport, "latency_ms": r.latency_ms,
+                "created_at": r.created_at}
     # by hand: dataclasses.asdict deep-copies recursively and is several times slower on this hot path
     return {"prediction_id": r.prediction_id, "request_id": r.request_id, "model": r.model,
             "model_version": r.model_version, "features": r.features, "label": r.label,
@@ -25,8 +36,33 @@ def to_doc(r: PredictionRecord) -> dict:
             "created_at": r.created_at}
 
 
-def from_doc(doc: dict) -> PredictionRecord:
-    return PredictionRecord(**doc)
+def from_doc(doc: dict) -> Stored:
+    """The record (or batch) of a spool document; TypeError/ValueError when the document is neither."""
+    if "feature_names" not in doc:
+        return PredictionRecord(**doc)
+    n, names, classes = len(doc["prediction_ids"]), tuple(doc["feature_names"]), tuple(doc["classes"])
+    features = _unpack(doc["features"], n, len(names))
+    probabilities = _unpack(doc["probabilities"], n, len(classes))
+    labels = np.array(doc["labels"], dtype=np.int64)
+    if len(doc["request_ids"]) != n or labels.shape != (n,):
+        raise ValueError(f"a batch of {n} prediction ids with {len(doc['request_ids'])} request ids and "
+                         f"{len(labels)} labels")
+    return PredictionBatch(
+        prediction_ids=doc["prediction_ids"], request_ids=doc["request_ids"], model=doc["model"],
+        model_version=doc["model_version"], feature_names=names, features=features, classes=classes, labels=labels,
+        probabilities=probabilities, transport=doc["transport"], latency_ms=doc["latency_ms"],
+        created_at=doc["created_at"])
+
+
+def _pack(matrix: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(matrix, dtype="<f8").tobytes()).decode()
+
+
+def _unpack(text: str, rows: int, columns: int) -> np.ndarray:
+    values = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f8")
+    if values.size != rows * columns:
+        raise ValueError(f"{values.size} values for {rows} rows of {columns}")
+    return values.astype(np.float64).reshape(rows, columns)
 
 
 class PredictionLog:
@@ -56,9 +92,10 @@ class PredictionLog:
         self._max_queue = max_queue
         self._retry_interval = retry_interval_s
         self._prepare = prepare
-        self._queue: deque[PredictionRecord] = deque()
-        # durable: (start, end, records) of synced appends, in spool order (a cache of the spool's tail)
-        self._synced: deque[tuple[tuple[int, int], tuple[int, int], Sequence[PredictionRecord]]] = deque()
+        self._queue: deque[Stored] = deque()
+        self._queued_rows = 0  # rows in _queue (a PredictionBatch holds many)
+        # durable: (start, end, records, rows) of synced appends, in spool order (a cache of the spool's tail)
+        self._synced: deque[tuple[tuple[int, int], tuple[int, int], Sequence[Stored], int]] = deque()
         self._synced_records = 0
         if durable:
             spool.on_synced = self._on_synced
@@ -72,16 +109,18 @@ class PredictionLog:
         self._thread.start()
 
     # -- the Recorder protocol (called by up to `workers` handler threads) ------------------------------------
-    def record(self, records: Sequence[PredictionRecord]) -> None:
+    def record(self, records: Sequence[Stored]) -> None:
         if not records:
             return
         if self.durable:
             self._spool([to_doc(r) for r in records], tag=records)
             return
+        rows = row_count(records)
         with self._cv:
-            if len(self._queue) + len(records) <= self._max_queue and not self._held:
+            if self._queued_rows + rows <= self._max_queue and not self._held:
                 self._queue.extend(records)
-                if len(self._queue) >= self._batch_size:
+                self._queued_rows += rows
+                if self._queued_rows >= self._batch_size:
                     self._cv.notify()
                 return
         self._spool([to_doc(r) for r in records])  # the database is behind: spill (durable) instead
@@ -99,25 +138,28 @@ class PredictionLog:
         """Spool flusher: these records are on disk; keep them for the writer unless memory is full."""
         with self._cv:
             for start, end, records in ((s, e, t) for t, s, e in entries):
-                if self._synced_records + len(records) > self._max_queue:
+                rows = row_count(records)
+                if self._synced_records + rows > self._max_queue:
                     break  # the writer replays them from the spool instead
-                self._synced.append((start, end, records))
-                self._synced_records += len(records)
+                self._synced.append((start, end, records, rows))
+                self._synced_records += rows
             if self._synced_records >= self._batch_size:
                 self._cv.notify()
 
-    def _take_synced(self) -> tuple[list[PredictionRecord], tuple[int, int] | None, bool]:
+    def _take_synced(self) -> tuple[list[Stored], tuple[int, int] | None, bool]:
         """Synced records that continue exactly at the spool's unconsumed start, the position after them, and
         whether the spool holds synced records before (or instead of) what memory has: a replay is needed."""
         synced = self.spool.synced_bytes()  # first: anything synced after this is also in memory
         cursor = self.spool.position()
-        batch: list[PredictionRecord] = []
+        batch: list[Stored] = []
+        rows = 0
         with self._cv:
             while self._synced and self._synced[0][1] <= cursor:  # already consumed (replayed)
-                self._synced_records -= len(self._synced.popleft()[2])
-            while self._synced and self._synced[0][0] == cursor and len(batch) < self._batch_size:
-                _, cursor, records = self._synced.popleft()
-                self._synced_records -= len(records)
+                self._synced_records -= self._synced.popleft()[3]
+            while self._synced and self._synced[0][0] == cursor and rows < self._batch_size:
+                _, cursor, records, n = self._synced.popleft()
+                self._synced_records -= n
+                rows += n
                 batch.extend(records)
             gap = not batch and (bool(self._synced) or synced > 0)
         return batch, (cursor if batch else None), gap
@@ -145,7 +187,7 @@ class PredictionLog:
         self._thread.join(timeout)
         with self._cv:
             rest = self._held + list(self._queue)
-            self._held, self._queue = [], deque()
+            self._held, self._queue, self._queued_rows = [], deque(), 0
             self._synced.clear()  # durable: already in the spool
             self._synced_records = 0
         if rest:
@@ -162,11 +204,11 @@ class PredictionLog:
         while True:
             with self._cv:
                 if not self._stopping:
-                    self._cv.wait_for(lambda: self._stopping or self._held or len(self._queue) >= self._batch_size
+                    self._cv.wait_for(lambda: self._stopping or self._held or self._queued_rows >= self._batch_size
                                       or self._synced_records >= self._batch_size, self._flush_interval)
                 if self._stopping:
                     return
-                batch = self._held or [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
+                batch = self._held or self._pop_queued()
                 self._held = []
                 self._busy = True
             try:
@@ -189,6 +231,16 @@ class PredictionLog:
                     self._busy = False
                 self._observe()
 
+    def _pop_queued(self) -> list[Stored]:
+        """Up to about batch_size rows from the async queue (under the lock)."""
+        batch, rows = [], 0
+        while self._queue and rows < self._batch_size:
+            item = self._queue.popleft()
+            batch.append(item)
+            rows += row_count((item,))
+        self._queued_rows -= rows
+        return batch
+
     def _store_synced(self) -> bool:
         """Durable: insert synced records from memory while they continue where the spool's unconsumed data
         starts. True when the spool must be replayed instead (records memory does not hold, or the database
@@ -208,7 +260,7 @@ class PredictionLog:
     def _spool_ready(self) -> bool:
         return self.spool.unconsumed_bytes() > 0 and (self._db_ok or time.monotonic() >= self._next_try)
 
-    def _write_or_spill(self, batch: list[PredictionRecord]) -> None:
+    def _write_or_spill(self, batch: list[Stored]) -> None:
         if self._db_ok or time.monotonic() >= self._next_try:
             if self._store(batch):
                 return
@@ -230,7 +282,7 @@ class PredictionLog:
             for doc in docs:
                 try:
                     records.append(from_doc(doc))
-                except TypeError as exc:  # a line that checks out but is not a record: never block on it
+                except (TypeError, ValueError, KeyError) as exc:  # checks out but is not a record: never block on it
                     self.spool.quarantine_record(doc, f"not a prediction record: {exc}")
             if not self._store(records):
                 return
@@ -238,7 +290,7 @@ class PredictionLog:
             if not self.durable and self._queue:
                 return
 
-    def _store(self, batch: list[PredictionRecord]) -> bool:
+    def _store(self, batch: list[Stored]) -> bool:
         """Insert a batch; False when the database is unavailable (the caller keeps the records)."""
         try:
             if self._prepare is not None:
@@ -254,14 +306,16 @@ class PredictionLog:
             except DatabaseUnavailable as exc2:  # the stored parts are stored; the batch is retried (idempotent)
                 self._failed(exc2)
                 return False
-            self._recovered(len(batch) - quarantined)
+            self._recovered(row_count(batch) - quarantined)
             return True
-        self._recovered(len(batch))
+        self._recovered(row_count(batch))
         return True
 
-    def _isolate(self, batch: list[PredictionRecord], exc: Exception) -> int:
-        """Some row is refused by the database itself: bisect the batch so every other row is stored and each
-        refused row goes to the spool's quarantine alone (counted); returns how many were quarantined."""
+    def _isolate(self, batch: list[Stored], exc: Exception) -> int:
+        """Some row is refused by the database itself: bisect the batch (its bulk batches split into rows) so every
+        other row is stored and each refused row goes to the spool's quarantine alone (counted); returns how many
+        were quarantined."""
+        batch = as_rows(batch)
         if len(batch) == 1:
             log.error("prediction %s (request %.64s) refused by the database (%s): quarantined",
                       batch[0].prediction_id, batch[0].request_id, exc)
@@ -298,4 +352,4 @@ class PredictionLog:
         if self._metrics:
             self._metrics.spool_bytes.set(self.spool.unconsumed_bytes())
             self._metrics.spool_age.set(self.spool.oldest_age())
-            self._metrics.queue_depth.set(len(self._queue) + self._synced_records)
+            self._metrics.queue_depth.set(self._queued_rows + self._synced_records)

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from database.records import PredictionRecord
-from inference.convert import ids
+from database.records import PredictionBatch, PredictionRecord
+from inference.convert import ids, prediction_ids
 from inference.recorder import Recorder
 
 
@@ -48,3 +48,25 @@ def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_i
     probabilities, records = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
     metrics.predicted(name, version, transport, [r.label for r in records])
     return probabilities, records
+
+
+def score_and_record_matrix(recorder: Recorder, metrics, model, matrix: np.ndarray, request_ids: list[str],
+                            transport: str, started: float, timeout: float | None
+                            ) -> tuple[np.ndarray, np.ndarray, PredictionBatch]:
+    """score_and_record for rows in columns (the bulk path): the rows are recorded as one PredictionBatch instead
+    of a record per row, under the same finish/commit contract. matrix is n × features in schema order, already
+    checked; request_ids one per row (not empty). Returns (probabilities, label indexes, the batch)."""
+    classes, version, name = model.classes, model.version, model.name
+
+    def finish(probabilities):
+        labels = probabilities.argmax(axis=1)  # the first of equal maxima, like the per-row path
+        return [PredictionBatch(
+            prediction_ids=prediction_ids(request_ids), request_ids=request_ids, model=name, model_version=version,
+            feature_names=tuple(model.names), features=matrix, classes=tuple(classes), labels=labels,
+            probabilities=probabilities, transport=transport, latency_ms=(time.perf_counter() - started) * 1000,
+            created_at=time.time())]
+
+    probabilities, (batch,) = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
+    metrics.predicted_counts(name, version, transport, dict(zip(classes, np.bincount(
+        batch.labels, minlength=len(classes)).tolist())))
+    return probabilities, batch.labels, batch

@@ -6,16 +6,17 @@ import threading
 import time
 
 import grpc
+import numpy as np
 from google.rpc import status_pb2
 
 from inference import errors, logcontext
 from inference.auth import AdminAuth
 from inference.bounds import MAX_ID, check_name, check_text, shown
-from inference.convert import model_info, prediction_message, transport_of
+from inference.convert import fresh_request_ids, model_info, prediction_message, transport_of
 from inference.edge import Refused, rpc, status_of
 from inference.recorder import Recorder
 from inference.registry import ModelRegistry
-from inference.scoring import score_and_record
+from inference.scoring import score_and_record, score_and_record_matrix
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     @rpc
     def PredictBatch(self, request, context):
         started = time.perf_counter()
+        if request.HasField("matrix"):
+            if request.rows:
+                raise errors.InvalidArgument("set either rows or matrix, not both")
+            return self._predict_matrix(request.model, request.matrix, context, started)
         if len(request.rows) > self.max_batch_rows:
             raise errors.TooManyRows(f"{len(request.rows)} rows exceed the limit of {self.max_batch_rows} per "
                                      "batch; split the request")
@@ -73,6 +78,55 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         predictions = self._score(request.model, [r.features for r in request.rows],
                                   [r.request_id for r in request.rows], context, started)
         return inference_pb2.PredictBatchResponse(predictions=predictions)
+
+    def _predict_matrix(self, model_name: str, m, context, started: float):
+        """The columnar PredictBatch: values into one matrix, request ids from the prefix and row numbers, the rows
+        recorded as one batch, the answer in columns (no per-row message on either side)."""
+        model = self.registry.get(model_name)
+        names = tuple(m.feature_names)
+        if names != model.names:
+            if len(names) != len(model.names) or set(names) != set(model.names):
+                unknown = [n for n in names if n not in model.names]
+                missing = [n for n in model.names if n not in names]
+                problem = (f"unknown feature {shown(unknown[0])}" if unknown else
+                           f"feature {missing[0]!r} is missing" if missing else "a feature is named twice")
+                raise errors.InvalidFeatures(f"matrix.feature_names: {problem}; expected "
+                                             f"{', '.join(model.names)}")
+        width = len(names)
+        values = np.array(m.values, dtype=np.float64)
+        if not len(values) or len(values) % width:
+            raise errors.InvalidArgument(f"matrix.values holds {len(values)} values; send a whole number (>= 1) "
+                                         f"of rows of {width}")
+        n = len(values) // width
+        if n > self.max_batch_rows:
+            raise errors.TooManyRows(f"{n} rows exceed the limit of {self.max_batch_rows} per batch; split the "
+                                     "request")
+        matrix = values.reshape(n, width)
+        if names != model.names:
+            matrix = matrix[:, [names.index(f) for f in model.names]]
+        model.check_matrix(matrix)
+        prefix = m.request_id_prefix
+        if prefix:
+            numbers = list(m.row_numbers)
+            if len(numbers) != n:
+                raise errors.InvalidArgument(f"matrix.row_numbers holds {len(numbers)} numbers for {n} rows")
+            check_text("matrix.request_id_prefix", prefix, MAX_ID - len(str(max(numbers))))
+            request_ids = [prefix + str(x) for x in numbers]
+        elif m.row_numbers:
+            raise errors.InvalidArgument("matrix.row_numbers needs a request_id_prefix")
+        else:
+            request_ids = fresh_request_ids(n)
+        if self.fault_delay_s:
+            self._injected_delay(context)
+        probabilities, labels, batch = score_and_record_matrix(
+            self.recorder, self.registry.metrics, model, matrix, request_ids,
+            transport_of(context.invocation_metadata()), started, context.time_remaining())
+        out = inference_pb2.PredictionMatrix(model=model.name, model_version=model.version,
+                                             classes=model.classes, latency_ms=batch.latency_ms)
+        out.labels.extend(labels.tolist())
+        out.probabilities.extend(probabilities.ravel().tolist())
+        out.prediction_ids.extend(batch.prediction_ids)
+        return inference_pb2.PredictBatchResponse(matrix=out)
 
     def PredictStream(self, request_iterator, context):
         """One answer per message, in order; a bad message gets an error answer and the stream goes on."""

@@ -13,7 +13,7 @@ _ERRORS = ("PredmeshError", "InvalidArgument", "NotFound", "AlreadyExists", "Fai
            "Internal")
 _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
           "Stats", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun",
-          "RecordedRun")
+          "RecordedRun", "ScoredMatrix")
 _WHERE = {
     "Client": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     )
     from predmesh.types import (
         BatchRun, ClassProfile, FeatureSpec, Feedback, FeedbackBatch, LatencySummary, ModelInfo, Page, Prediction,
-        RecordedRun, ReloadResult, Stats, StoredPrediction, StreamResult, VersionQuality,
+        RecordedRun, ReloadResult, ScoredMatrix, Stats, StoredPrediction, StreamResult, VersionQuality,
     )
 
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from predmesh.errors import from_status
 from predmesh.types import (
-    BatchRun, Feedback, FeedbackBatch, ModelInfo, Page, Prediction, RecordedRun, ReloadResult, Stats,
+    BatchRun, Feedback, FeedbackBatch, ModelInfo, Page, Prediction, RecordedRun, ReloadResult, ScoredMatrix, Stats,
     StoredPrediction, StreamResult, batch_run_status_value, to_timestamp, transport_value,
 )
 from predmesh.v1 import admin_pb2, analytics_pb2, inference_pb2
@@ -80,6 +80,22 @@ def predict_batch(model: str, rows: Sequence[Row], *, timeout: float | None = No
             add(features=r)
     return Call("inference", "PredictBatch", request,
                 lambda r: [Prediction.from_proto(p) for p in r.predictions], timeout)
+
+
+def predict_matrix(model: str, feature_names: Sequence[str], values: Sequence[float], *,
+                   request_id_prefix: str = "", row_numbers: Sequence[int] = (),
+                   timeout: float | None = None) -> Call[ScoredMatrix]:
+    """Score many rows given in columns (the bulk form of predict_batch, at most the server's max batch rows):
+    feature_names once, values row-major (len(feature_names) per row, a flat list of floats). Row r's request_id
+    is request_id_prefix + str(row_numbers[r]) (idempotent: a retry stores nothing twice); without a prefix the
+    server generates fresh ids. The answer is in columns too (ScoredMatrix)."""
+    request = inference_pb2.PredictBatchRequest(model=model)
+    matrix = request.matrix
+    matrix.feature_names.extend(feature_names)
+    matrix.values.extend(values)
+    matrix.request_id_prefix = request_id_prefix
+    matrix.row_numbers.extend(row_numbers)
+    return Call("inference", "PredictBatch", request, lambda r: ScoredMatrix.from_proto(r.matrix), timeout)
 
 
 def list_models(*, timeout: float | None = None) -> Call[list[ModelInfo]]:

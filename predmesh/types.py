@@ -1,14 +1,14 @@
 """Plain, typed results of the SDK: frozen dataclasses built from the contract's messages (each keeps `.raw`)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from predmesh.v1 import analytics_pb2, model_pb2
+from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
 
 T = TypeVar("T")
 TRANSPORTS = ("grpc", "rest", "queue", "batch", "ui")
@@ -73,6 +73,28 @@ class Prediction:
     @classmethod
     def from_proto(cls, m: model_pb2.Prediction) -> Prediction:
         return cls(m.prediction_id, m.request_id, m.model, m.model_version, m.label, dict(m.probabilities),
+                   m.latency_ms, m)
+
+
+@dataclass(frozen=True)
+class ScoredMatrix:
+    """The answer to predict_matrix: many scored rows in columns (plain sequences, row order), no object per row."""
+
+    model: str
+    model_version: str
+    classes: tuple[str, ...]
+    labels: Sequence[int]  # per row, the index of its label in classes
+    probabilities: Sequence[float]  # row-major: row r's probability of classes[c] is [r * len(classes) + c]
+    prediction_ids: Sequence[str]
+    latency_ms: float  # server-side handling time of the call
+    raw: inference_pb2.PredictionMatrix = _raw()
+
+    def __len__(self) -> int:
+        return len(self.prediction_ids)
+
+    @classmethod
+    def from_proto(cls, m: inference_pb2.PredictionMatrix) -> ScoredMatrix:
+        return cls(m.model, m.model_version, tuple(m.classes), m.labels, m.probabilities, m.prediction_ids,
                    m.latency_ms, m)
 
 

@@ -47,19 +47,53 @@ class FeatureRow(_message.Message):
     request_id: str
     def __init__(self, features: _Optional[_Mapping[str, float]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
+class FeatureMatrix(_message.Message):
+    __slots__ = ("feature_names", "values", "request_id_prefix", "row_numbers")
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ROW_NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    request_id_prefix: str
+    row_numbers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., request_id_prefix: _Optional[str] = ..., row_numbers: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class PredictBatchRequest(_message.Message):
-    __slots__ = ("model", "rows")
+    __slots__ = ("model", "rows", "matrix")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    MATRIX_FIELD_NUMBER: _ClassVar[int]
     model: str
     rows: _containers.RepeatedCompositeFieldContainer[FeatureRow]
-    def __init__(self, model: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[FeatureRow, _Mapping]]] = ...) -> None: ...
+    matrix: FeatureMatrix
+    def __init__(self, model: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[FeatureRow, _Mapping]]] = ..., matrix: _Optional[_Union[FeatureMatrix, _Mapping]] = ...) -> None: ...
+
+class PredictionMatrix(_message.Message):
+    __slots__ = ("model", "model_version", "classes", "labels", "probabilities", "prediction_ids", "latency_ms")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: str
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    prediction_ids: _containers.RepeatedScalarFieldContainer[str]
+    latency_ms: float
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[int]] = ..., probabilities: _Optional[_Iterable[float]] = ..., prediction_ids: _Optional[_Iterable[str]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class PredictBatchResponse(_message.Message):
-    __slots__ = ("predictions",)
+    __slots__ = ("predictions", "matrix")
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    MATRIX_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[_model_pb2.Prediction]
-    def __init__(self, predictions: _Optional[_Iterable[_Union[_model_pb2.Prediction, _Mapping]]] = ...) -> None: ...
+    matrix: PredictionMatrix
+    def __init__(self, predictions: _Optional[_Iterable[_Union[_model_pb2.Prediction, _Mapping]]] = ..., matrix: _Optional[_Union[PredictionMatrix, _Mapping]] = ...) -> None: ...
 
 class PredictStreamRequest(_message.Message):
     __slots__ = ("model", "features", "request_id")

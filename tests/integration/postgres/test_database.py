@@ -12,7 +12,7 @@ import pytest
 from database import repo
 from database.connect import open_database, session
 from database.migrate import applied, available, migrate, pending
-from database.records import PredictionRecord
+from database.records import PredictionBatch, PredictionRecord
 
 ROOT = Path(__file__).resolve().parents[3]
 CLASSES = ("setosa", "versicolor", "virginica")
@@ -92,6 +92,38 @@ def test_awkward_text_round_trips_exactly(database, monkeypatch):
     assert stored.features == awkward.features and stored.probabilities == awkward.probabilities
     assert stored.latency_ms == awkward.latency_ms
     assert repo.get_prediction(plain.prediction_id).request_id == "plain"
+
+
+def bulk(prefix: str, n: int, classes=CLASSES, names=("sepal_length", "petal_width")) -> PredictionBatch:
+    import numpy as np
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(len(classes)), n)
+    probabilities[0] = [1e-300] + [(1 - 1e-300) / (len(classes) - 1)] * (len(classes) - 1)  # awkward floats too
+    rids = [f"{prefix}{i}" for i in range(n)]
+    return PredictionBatch(
+        prediction_ids=[record(r).prediction_id for r in rids], request_ids=rids, model="iris",
+        model_version="1", feature_names=tuple(names), features=rng.normal(size=(n, len(names))) * 1e3,
+        classes=tuple(classes), labels=probabilities.argmax(axis=1), probabilities=probabilities,
+        transport="batch", latency_ms=2.5, created_at=time.time())
+
+
+def test_bulk_batches_are_copied_in_columns_and_stored_row_for_row(database, monkeypatch):
+    from database.connect import is_postgres
+    if is_postgres():  # COPY must take them, not the row-by-row INSERT
+        import psycopg2.extras
+        monkeypatch.setattr(psycopg2.extras, "execute_values", lambda *a, **k: pytest.fail("COPY fell back"))
+    batch = bulk("bulk-", 300)
+    odd = bulk("odd-", 3, classes=("100%s", "tab\t", "q\"u"), names=("päd\t\"x\"\\", "%r"))
+    single = record("single")
+    assert repo.insert_predictions([batch, single, odd]) == 304
+    assert repo.count_predictions() == 304
+    for expected in (batch.rows()[0], batch.rows()[-1], *odd.rows(), single):
+        stored = repo.get_prediction(expected.prediction_id)
+        assert dataclasses.replace(stored, created_at=expected.created_at) == expected
+        assert stored.created_at == pytest.approx(expected.created_at, abs=1e-5)
+    monkeypatch.undo()
+    repo.insert_predictions([batch, bulk("bulk-", 310)])  # a rerun, and 10 more rows: only those are new
+    assert repo.count_predictions() == 314
 
 
 def test_list_pages_newest_first_with_filters(database):

@@ -141,3 +141,47 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
             assert "torn tail" in proc.log()
             print(f"T17: {len(ok)} OK responses across 3 kill -9 restarts, all stored; "
                   f"{len(ids) - len(ok)} rows whose answer the client never saw (killed mid-call)")
+
+
+@pytest.mark.slow
+def test_t17_bulk_kill_9_in_durable_mode_loses_no_acknowledged_row_of_a_columnar_batch(model_store, tmp_path):
+    """T17 for the bulk path: a columnar PredictBatch is spooled as one document; an OK answer means every one of
+    its rows survives kill -9 and is stored exactly once."""
+    port = free_port()
+    env = {"PREDMESH_PERSISTENCE": "durable", "PREDMESH_SPOOL_DIR": str(tmp_path / "spool")}
+    names, rows = list(IRIS_ROW), 50
+    values = [IRIS_ROW[k] for k in names] * rows
+    with PrivatePostgres() as pg:
+        env["PREDMESH_DATABASE_URL"] = pg.url
+        stop = threading.Event()
+        results = []
+
+        def call(rid):
+            answer = client.predict_matrix("iris", names, values, request_id_prefix=f"{rid}-",
+                                           row_numbers=range(rows))
+            assert len(answer) == rows
+
+        def load():
+            results.append(run_load(call, 40, 60, stop=stop))
+
+        with Client(f"127.0.0.1:{port}", timeout=2) as client:
+            loader = None
+            for _ in range(2):
+                with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port) as proc:
+                    if loader is None:
+                        loader = threading.Thread(target=load)
+                        loader.start()
+                    time.sleep(2.5)
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.proc.wait()
+            with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port):
+                time.sleep(1.0)
+                stop.set()
+                loader.join(30)
+                [result] = results
+                ok = {f"{o.request_id}-{i}" for o in result.ok for i in range(rows)}
+                assert len(ok) >= 20 * rows and result.failed  # the kills really interrupted a running load
+                wait_for(lambda: ok <= set(stored_ids(pg)), 30, interval=0.5, what="every OK row stored")
+                ids = stored_ids(pg)
+                assert len(ids) == len(set(ids))
+                assert ok <= set(ids)

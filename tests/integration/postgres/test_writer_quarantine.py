@@ -82,6 +82,39 @@ def test_poisoned_rows_are_quarantined_alone_and_logging_goes_on(tmp_path, durab
             plog.close()
 
 
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "async"])
+def test_a_poisoned_row_of_a_bulk_batch_is_quarantined_alone(tmp_path, durable):
+    import numpy as np
+
+    from database.records import PredictionBatch
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        with session():
+            migrate(database)
+        registry = CollectorRegistry()
+        spool = Spool(tmp_path / "spool", 16 * 1024 * 1024)
+        plog = PredictionLog(spool, insert_records, durable=durable, metrics=PersistenceMetrics(registry),
+                             batch_size=64, flush_interval_s=0.05, retry_interval_s=0.2)
+        try:
+            n = 200
+            rids = [f"bulk-{i}" if i != 77 else "nul\x00bulk" for i in range(n)]
+            probabilities = np.full((n, 2), 0.5)
+            plog.record([PredictionBatch(
+                prediction_ids=[str(uuid.uuid4()) for _ in range(n)], request_ids=rids, model="iris",
+                model_version="1", feature_names=("a", "b"), features=np.ones((n, 2)), classes=("x", "y"),
+                labels=np.zeros(n, dtype=int), probabilities=probabilities, transport="batch", latency_ms=1.0,
+                created_at=time.time())])
+            assert plog.flush(30), "the writer is stuck on the poisoned batch"
+            with session():
+                assert repo.count_predictions() == n - 1
+            [quarantined] = [json.loads(p.read_bytes().split(b" ", 1)[1]) for p in spool.quarantine_dir.iterdir()]
+            assert quarantined["record"]["request_id"] == "nul\x00bulk"
+            assert registry.get_sample_value("predmesh_db_rows_quarantined_total") == 1
+            assert registry.get_sample_value("predmesh_prediction_rows_written_total") == n - 1
+        finally:
+            plog.close()
+
+
 def _all():
     rows, token = repo.list_predictions(repo.PredictionFilter(), 1000)
     assert not token

@@ -10,7 +10,7 @@ import pytest
 
 from batch.cli import crontab_line, main as batch_main
 from batch.report import metrics
-from batch.scoring import request_ids
+from batch.scoring import request_id_prefix, request_ids
 from batch.settings import BatchSettings
 from batch.synth import NoTrainingDistribution, synthesize
 from batch.table import InputError, Table, content_hash, read_table, remove_stale_temporaries, validate, write_csv
@@ -26,11 +26,22 @@ def test_validate_splits_rows_and_names_the_reason():
         ["6", "1"], ["7", " 3 ", "4e1"], ["8", "1", "2", "extra"]])
     out = validate(table, NAMES)
     assert out.numbers == [1, 7]
-    assert out.features == [{"a": 1.5, "b": 2.0}, {"a": 3.0, "b": 40.0}]
+    assert out.matrix.tolist() == [[1.5, 2.0], [3.0, 40.0]]
     assert out.rows[1] == ["7", " 3 ", "4e1"]  # cells are carried through as read
     assert [(n, reason) for n, _, reason in out.rejects] == [
         (2, "a: missing value"), (3, "a: 'x' is not a number"), (4, "a: NaN"), (5, "b: infinite"),
         (6, "the row has 2 fields; the header has 3"), (8, "the row has 4 fields; the header has 3")]
+
+
+def test_validate_columnwise_fast_path_rejects_only_non_finite_rows_in_schema_order():
+    # every cell parses (the column-wise path): NaN/±inf rows are the only rejects; columns come in schema order
+    table = Table(["b", "id", "a"], [["2", "1", "1.5"], ["nan", "2", "1"], ["4e1", "3", " 3 "], ["1", "4", "inf"]])
+    out = validate(table, NAMES)
+    assert out.numbers == [1, 3] and out.matrix.tolist() == [[1.5, 2.0], [3.0, 40.0]]
+    assert out.rows == [["2", "1", "1.5"], ["4e1", "3", " 3 "]]
+    assert [(n, reason) for n, _, reason in out.rejects] == [(2, "b: NaN"), (4, "a: infinite")]
+    every = validate(Table(["a", "b"], [["1", "2"], ["3", "4"]]), NAMES)
+    assert every.numbers == [1, 2] and not every.rejects and every.matrix.shape == (2, 2)
 
 
 def test_validate_refuses_an_input_without_a_feature_column():
@@ -46,6 +57,8 @@ def test_request_ids_follow_content_and_row_number(tmp_path):
     f.write_text("a,b\n1,3\n")
     assert request_ids(content_hash(f), [1, 2])[0] != first[0]
     assert all(len(i) <= 128 for i in first)  # the server's request id bound
+    digest = content_hash(f)
+    assert request_ids(digest, [1, 7]) == [request_id_prefix(digest) + "1", request_id_prefix(digest) + "7"]
 
 
 def info(profiles=True) -> ModelInfo:
@@ -124,23 +137,27 @@ def test_luigi_config_sets_nonzero_retcodes_and_prometheus_metrics():
 
 
 class FakeClient:
-    """Answers predict_batch like the server: refuses chunks above `limit` rows and any row with a < 0."""
+    """Answers predict_matrix like the server: refuses chunks above `limit` rows and any row with a < 0."""
 
     def __init__(self, limit: int = 1000, down: bool = False):
         self.limit, self.down, self.calls = limit, down, []
 
-    def predict_batch(self, model, rows):
+    def predict_matrix(self, model, names, values, *, request_id_prefix="", row_numbers=()):
         from predmesh import InvalidArgument, Unavailable
-        from predmesh.types import Prediction
-        self.calls.append(len(rows))
+        from predmesh.types import ScoredMatrix
+        rows = len(values) // len(names)
+        self.calls.append(rows)
         if self.down:
             raise Unavailable("failed to connect to all addresses")
-        if len(rows) > self.limit:
-            raise InvalidArgument(f"{len(rows)} rows exceed the limit of {self.limit} per batch; split the request")
-        for i, (features, _) in enumerate(rows):
-            if features["a"] < 0:
-                raise InvalidArgument(f"row {i}: feature 'a'={features['a']} is outside the plausible range")
-        return [Prediction(f"p-{rid}", rid, model, "1", "x", {"x": 1.0}, 0.1) for _, rid in rows]
+        if rows > self.limit:
+            raise InvalidArgument(f"{rows} rows exceed the limit of {self.limit} per batch; split the request")
+        for i in range(rows):
+            a = values[i * len(names) + names.index("a")]
+            if a < 0:
+                raise InvalidArgument(f"row {i}: feature 'a'={a} is outside the plausible range")
+        return ScoredMatrix(model, "1", ("x", "y"), [int(n) % 2 for n in row_numbers],
+                            [v for n in row_numbers for v in (0.25, 0.75)], [f"p-{request_id_prefix}{n}"
+                                                                            for n in row_numbers], 0.1)
 
 
 class FakeClients:
@@ -153,14 +170,18 @@ class FakeClients:
 
 
 def test_scorer_keeps_order_bisects_refused_rows_and_follows_a_smaller_server_limit():
+    import numpy as np
     from batch.scoring import Scorer
     client = FakeClient(limit=4)
-    features = [{"a": float(i if i not in (7, 23) else -1)} for i in range(30)]
-    ids = [f"r{i}" for i in range(30)]
+    matrix = np.array([[float(i if i not in (7, 23) else -1), 0.0] for i in range(30)])
+    numbers = [n + 100 for n in range(30)]
     progress = []
     scorer = Scorer(FakeClients(client), "m", progress=lambda done, total: progress.append((done, total)))
-    out = scorer.score(features, ids)
-    assert [p.request_id if p else None for p in out] == [None if i in (7, 23) else f"r{i}" for i in range(30)]
+    out = scorer.score(matrix, ("a", "b"), "r-", numbers)
+    assert out.prediction_ids == ["" if i in (7, 23) else f"p-r-{i + 100}" for i in range(30)]
+    assert out.labels.tolist() == [-1 if i in (7, 23) else i % 2 for i in range(30)]
+    assert out.classes == ("x", "y") and out.probabilities[0].tolist() == [0.25, 0.75]
+    assert out.probabilities[7].tolist() == [0.0, 0.0]
     assert [i for i, _ in sorted(scorer.stats.rejected)] == [7, 23]
     assert "plausible range" in scorer.stats.rejected[0][1]
     assert max(client.calls[3:]) <= 4  # after learning the limit, chunks are split to it
@@ -169,7 +190,8 @@ def test_scorer_keeps_order_bisects_refused_rows_and_follows_a_smaller_server_li
 
 
 def test_scorer_fails_the_run_when_the_server_is_unreachable():
+    import numpy as np
     from batch.scoring import Scorer, ScoringFailed
     scorer = Scorer(FakeClients(FakeClient(down=True), server="127.0.0.1:1"), "m")
     with pytest.raises(ScoringFailed, match=r"Unavailable from the server at 127.0.0.1:1"):
-        scorer.score([{"a": 1.0}] * 25, [f"r{i}" for i in range(25)])
+        scorer.score(np.ones((25, 1)), ("a",), "r-", range(25))

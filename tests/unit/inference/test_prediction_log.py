@@ -7,7 +7,9 @@ import time
 import pytest
 
 from database.connect import DatabaseUnavailable, RejectedData
-from database.records import PredictionRecord
+import numpy as np
+
+from database.records import PredictionBatch, PredictionRecord, as_rows
 from inference.errors import Overloaded
 from inference.prediction_log import PredictionLog
 from inference.spool import Spool
@@ -26,7 +28,8 @@ class FakeDb:
     def insert(self, records):
         if not self.up:
             raise DatabaseUnavailable("connection refused")
-        if any(r.model == "poison" for r in records):
+        records = as_rows(records)  # bulk batches: one row each
+        if any(r.model == "poison" or r.request_id.startswith("poison") for r in records):
             raise RejectedData("value too long")
         with self.lock:
             self.batches.append(len(records))
@@ -38,6 +41,17 @@ def rec(i: int, model: str = "iris") -> PredictionRecord:
     return PredictionRecord(prediction_id=f"p{i}", request_id=f"r{i}", model=model, model_version="1",
                             features={"x": float(i)}, label="a", probabilities={"a": 1.0}, transport="grpc",
                             latency_ms=0.5, created_at=time.time())
+
+
+def bulk(first: int, n: int, poison: int | None = None) -> PredictionBatch:
+    """A bulk batch of n rows (request ids r<first>…; the row at index `poison` is refused by FakeDb)."""
+    rids = [f"poison{first + i}" if i == poison else f"r{first + i}" for i in range(n)]
+    probabilities = np.random.default_rng(first).dirichlet([1, 1, 1], n)
+    return PredictionBatch(prediction_ids=[f"p{first + i}" for i in range(n)], request_ids=rids, model="iris",
+                           model_version="1", feature_names=("x", "y"),
+                           features=np.arange(2 * n, dtype=float).reshape(n, 2) / 3, classes=("a", "b", "c"),
+                           labels=probabilities.argmax(axis=1), probabilities=probabilities, transport="batch",
+                           latency_ms=1.5, created_at=time.time())
 
 
 @pytest.fixture(params=["async", "durable"])
@@ -111,6 +125,32 @@ def test_a_record_the_database_refuses_is_quarantined_and_does_not_block_the_res
     plog.close()
 
 
+def test_a_refused_row_of_a_bulk_batch_is_quarantined_alone(tmp_path, mode):
+    db = FakeDb()
+    plog = make(tmp_path, db, mode)
+    plog.record([bulk(0, 40, poison=17), rec(1000)])
+    assert plog.flush(5)
+    assert set(db.rows) == {f"r{i}" for i in range(40) if i != 17} | {"r1000"}
+    [quarantined] = (tmp_path / "spool" / "quarantine").iterdir()
+    assert b'"poison17"' in quarantined.read_bytes() and b'"r16"' not in quarantined.read_bytes()
+    plog.close()
+
+
+def test_bulk_batches_spooled_during_an_outage_are_replayed_row_for_row(tmp_path, mode):
+    db = FakeDb()
+    plog = make(tmp_path, db, mode)
+    db.up = False
+    batches = [bulk(i * 100, 100) for i in range(5)]
+    for b in batches:
+        plog.record([b])
+    wait_for(lambda: plog.spool.unconsumed_bytes() > 0, 5, what="batches spooled during the outage")
+    db.up = True
+    wait_for(lambda: len(db.rows) == 500, 10, what="replay after the outage")
+    expected = {r.request_id: r for b in batches for r in b.rows()}
+    assert db.rows == expected  # every field of every row, floats bit for bit
+    plog.close()
+
+
 def test_close_keeps_what_the_database_did_not_take(tmp_path):
     db = FakeDb()
     db.up = False
@@ -131,6 +171,11 @@ def test_spool_documents_round_trip_every_record_field():
     record = rec(7)
     assert set(to_doc(record)) == {f.name for f in dataclasses.fields(PredictionRecord)}
     assert from_doc(to_doc(record)) == record
+    batch = bulk(0, 30)
+    assert set(to_doc(batch)) == {f.name for f in dataclasses.fields(PredictionBatch)}
+    import json
+    back = from_doc(json.loads(json.dumps(to_doc(batch))))
+    assert type(back) is PredictionBatch and back.rows() == batch.rows()
 
 
 @pytest.mark.parametrize("max_queue", [10_000, 7])  # 7: memory holds only a few, the rest is replayed

@@ -64,6 +64,54 @@ def test_batch_limits_and_row_errors(client):
         client.predict_batch("iris", [])
 
 
+def test_batch_in_columns_scores_like_rows_with_ids_from_prefix_and_row_numbers(client):
+    from inference.convert import ids
+    names = list(IRIS_ROW)
+    rows = [{k: v + 0.1 * i for k, v in IRIS_ROW.items()} for i in range(4)]
+    by_row = client.predict_batch("iris", [(r, f"col-{n}") for r, n in zip(rows, (3, 5, 8, 13))])
+    order = names[::-1]  # any order of the feature names
+    m = client.predict_matrix("iris", order, [r[k] for r in rows for k in order], request_id_prefix="col-",
+                              row_numbers=[3, 5, 8, 13])
+    assert m.model == "iris" and m.model_version == "2" and len(m) == 4
+    assert list(m.prediction_ids) == [p.prediction_id for p in by_row] == [ids(f"col-{n}")[1] for n in (3, 5, 8, 13)]
+    assert [m.classes[i] for i in m.labels] == [p.label for p in by_row]
+    k = len(m.classes)
+    assert [dict(zip(m.classes, m.probabilities[i * k:(i + 1) * k])) for i in range(4)] == [
+        p.probabilities for p in by_row]
+    fresh = client.predict_matrix("iris", names, [IRIS_ROW[k] for k in names] * 2)
+    assert len(set(fresh.prediction_ids)) == 2  # no prefix: fresh ids per row
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c, n, v: c.predict_matrix("iris", n, v * 11), "11 rows exceed the limit of 10"),
+    (lambda c, n, v: c.predict_matrix("iris", n, v[:-1]), "whole number"),
+    (lambda c, n, v: c.predict_matrix("iris", n, []), "whole number"),
+    (lambda c, n, v: c.predict_matrix("iris", [*n[:-1], "extra"], v), "unknown feature 'extra'"),
+    (lambda c, n, v: c.predict_matrix("iris", n[:-1], v[:-1]), "feature 'petal_width' is missing"),
+    (lambda c, n, v: c.predict_matrix("iris", n, v + [*v[:-1], math.nan]), "row 1: feature 'petal_width' is nan"),
+    (lambda c, n, v: c.predict_matrix("iris", n, v * 2, request_id_prefix="x-", row_numbers=[1]),
+     "row_numbers holds 1 numbers for 2 rows"),
+    (lambda c, n, v: c.predict_matrix("iris", n, v, row_numbers=[1]), "needs a request_id_prefix"),
+    (lambda c, n, v: c.predict_matrix("iris", n, v, request_id_prefix="x" * 130, row_numbers=[1]),
+     "request_id_prefix is 130 characters"),
+])
+def test_batch_in_columns_refuses_what_it_cannot_score(client, call, message):
+    names = list(IRIS_ROW)
+    with pytest.raises(InvalidArgument, match=message):
+        call(client, names, [IRIS_ROW[k] for k in names])
+
+
+def test_batch_with_both_rows_and_columns_is_invalid(inproc_server):
+    from predmesh.v1 import inference_pb2, inference_pb2_grpc
+    _, target = inproc_server
+    request = inference_pb2.PredictBatchRequest(model="iris", rows=[inference_pb2.FeatureRow(features=IRIS_ROW)])
+    request.matrix.feature_names.extend(IRIS_ROW)
+    request.matrix.values.extend(IRIS_ROW.values())
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as err:
+        inference_pb2_grpc.InferenceServiceStub(channel).PredictBatch(request, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in err.value.details()
+
+
 def test_oversized_message_is_resource_exhausted(client):
     huge = {f"f{i:05d}": 1.0 for i in range(6000)}  # > 64 KiB on the wire
     with pytest.raises(ResourceExhausted):
