@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import luigi
 import numpy as np
 
-from batch.scoring import Clients, Scorer, request_id_prefix
-from batch.table import Target, content_hash, is_parquet, read_table, validate, write_csv, write_parquet
+from batch.scoring import Clients, Scorer, ScoringFailed, request_id_prefix
+from batch.table import Table, Target, column_writer, content_hash, read_table, validate, write_csv
 
 REJECTS_HEADER = ["row", "reason"]
 
@@ -54,55 +55,91 @@ def _added_names(columns: list[str], classes: tuple[str, ...]) -> list[str]:
     return [f"scored_{n}" if n in columns else n for n in names]
 
 
+BLOCK_CALLS = 4  # rows are validated, scored and written in blocks of chunk_rows × inflight × this
+
+
 def score_file(clients: Clients, model: str, input_path: Path, output_path: Target, rejects_path: Target, *,
                progress: Callable[[int, int], None] | None = None) -> ScoreOutcome:
     """Read, validate, score (row request ids from the content hash and row number) and write the rejects, then
     the output, each atomically. Raises table.InputError for an unusable input, scoring.ScoringFailed or a
-    predmesh error when the server fails the run."""
+    predmesh error when the server fails the run.
+
+    After reading, the rows go in blocks through a two-stage pipeline: while one block is scored (its calls in
+    flight), this thread validates the next and writes the previous one's output, so the client's parsing and
+    formatting overlap the server's scoring and storing instead of preceding and following them."""
     started = time.perf_counter()
+    report = progress or (lambda done, total: None)
     digest = content_hash(input_path)
     table = read_table(input_path)
     t_read = time.perf_counter()
     info = clients.first.get_model(model)
-    checked = validate(table, info.feature_names)
-    t_validate = time.perf_counter()
-    scorer = Scorer(clients, model, progress=progress)
-    scored = scorer.score(checked.matrix, info.feature_names, request_id_prefix(digest), checked.numbers)
-    t_scored = time.perf_counter()
-
-    rejects = [(n, reason, cells) for n, cells, reason in checked.rejects]
-    rejects += [(checked.numbers[i], f"refused by the server: {reason}", checked.rows[i])
-                for i, reason in scorer.stats.rejected]
-    rejects.sort(key=lambda r: r[0])
-    write_csv(rejects_path, [*REJECTS_HEADER, *table.columns], ([n, reason, *cells] for n, reason, cells in rejects))
-
-    # the output in columns: the input's cells, label, prob_<class>…, prediction_id (no Python code per row)
-    classes = scored.classes or info.classes
+    names, prefix, total = info.feature_names, request_id_prefix(digest), len(table.rows)
+    settings = clients.settings
+    step = max(1, settings.chunk_rows * settings.inflight * BLOCK_CALLS)
+    scorer = Scorer(clients, model)
+    classes = info.classes
     added = _added_names(table.columns, classes)
-    kept = np.flatnonzero(scored.labels >= 0)
-    everything = len(kept) == len(scored.labels)
-    kept_rows = checked.rows if everything else [checked.rows[i] for i in kept.tolist()]
-    labels = list(map(classes.__getitem__, scored.labels[kept].tolist()))
-    probabilities = [scored.probabilities[kept, c].tolist() if len(kept) else [] for c in range(len(classes))]
-    ids = scored.prediction_ids if everything else [scored.prediction_ids[i] for i in kept.tolist()]
-    cells = list(zip(*kept_rows)) if kept_rows else [() for _ in table.columns]
-    if is_parquet(output_path):
-        columns = {name: list(cells[i]) for i, name in enumerate(table.columns)}
-        columns[added[0]] = labels
-        for name, column in zip(added[1:-1], probabilities):
-            columns[name] = column
-        columns[added[-1]] = ids
-        write_parquet(output_path, columns)
-    else:
-        write_csv(output_path, [*table.columns, *added], zip(*cells, labels, *probabilities, ids))
+    timings = {"validate": 0.0, "score_wall": 0.0, "write": 0.0}
+    rejects: list[tuple[int, str, list]] = []
+    scored_rows = 0
+
+    def write(checked, future, out) -> None:
+        """Wait for a block's scores, then write its output columns (this thread)."""
+        nonlocal scored_rows
+        t0 = time.perf_counter()
+        scored = future.result()
+        t1 = time.perf_counter()
+        rejects.extend((checked.numbers[i], f"refused by the server: {reason}", checked.rows[i])
+                       for i, reason in scored.rejected)
+        if scored.classes and scored.classes != classes:
+            raise ScoringFailed(f"the server answered classes {scored.classes} for model {model}, which has "
+                                f"{classes}")
+        kept = np.flatnonzero(scored.labels >= 0)
+        if len(kept) == len(scored.labels):
+            rows, ids = checked.rows, scored.prediction_ids
+        else:
+            rows = [checked.rows[i] for i in kept.tolist()]
+            ids = [scored.prediction_ids[i] for i in kept.tolist()]
+        if rows:
+            out([*zip(*rows), list(map(classes.__getitem__, scored.labels[kept].tolist())),
+                 *(scored.probabilities[kept, c].tolist() for c in range(len(classes))), ids])
+        scored_rows += len(rows)
+        timings["score_wall"] += t1 - t0
+        timings["write"] += time.perf_counter() - t1
+        report(checked.numbers[-1] if checked.numbers else 0, total)
+
+    report(0, total)
+    with column_writer(output_path, [*table.columns, *added]) as out, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-blocks") as blocks:
+        previous = None
+        try:
+            for first in range(0, total, step):
+                t0 = time.perf_counter()
+                checked = validate(Table(table.columns, table.rows[first:first + step]), names, first=first + 1)
+                rejects.extend((n, reason, cells) for n, cells, reason in checked.rejects)
+                timings["validate"] += time.perf_counter() - t0
+                current = (checked, blocks.submit(scorer.score, checked.matrix, names, prefix, checked.numbers))
+                if previous is not None:
+                    write(*previous, out)
+                previous = current
+            if previous is not None:
+                write(*previous, out)
+            else:
+                validate(table, names)  # an empty input still needs its feature columns
+        except BaseException:
+            scorer.cancel()
+            raise
+        rejects.sort(key=lambda r: r[0])
+        write_csv(rejects_path, [*REJECTS_HEADER, *table.columns],
+                  ([n, reason, *cells] for n, reason, cells in rejects))
+    report(total, total)
     done = time.perf_counter()
     stats = scorer.stats
     return ScoreOutcome(
-        input_rows=len(table.rows), scored=len(kept), rejected=len(rejects), model=model,
+        input_rows=total, scored=scored_rows, rejected=len(rejects), model=model,
         model_version=stats.model_version or info.version, content_hash=digest, seconds=done - started,
-        timings={"read": t_read - started, "validate": t_validate - t_read, "score_wall": t_scored - t_validate,
-                 "grpc_calls": stats.grpc_s, "server": stats.server_ms / 1000, "calls": stats.calls,
-                 "write": done - t_scored})
+        timings={"read": t_read - started, **timings, "grpc_calls": stats.grpc_s, "server": stats.server_ms / 1000,
+                 "calls": stats.calls})
 
 
 def read_outcome(path: Path) -> ScoreOutcome:

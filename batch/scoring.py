@@ -50,6 +50,7 @@ class Scored:
     labels: np.ndarray  # per row, the index of its label in classes; -1 when refused
     probabilities: np.ndarray  # rows × classes
     prediction_ids: list[str]
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (row index, server's reason) of refused rows
 
 
 @dataclass
@@ -105,7 +106,8 @@ def describe(exc: PredmeshError, server: str) -> str:
 
 
 class Scorer:
-    """Scores rows of one model; progress(done_rows, total_rows) is called from the calling thread."""
+    """Scores rows of one model; progress(done_rows, total_rows) is called from the calling thread. Its stats add
+    up over calls."""
 
     def __init__(self, clients: Clients, model: str, *, progress: Callable[[int, int], None] | None = None):
         self.clients = clients
@@ -115,12 +117,18 @@ class Scorer:
         self.progress = progress or (lambda done, total: None)
         self.stats = ScoreStats()
         self._stats_lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop: calls not yet sent are not sent (a running score() raises ScoringFailed)."""
+        self._cancelled.set()
 
     def score(self, matrix: np.ndarray, feature_names: Sequence[str], prefix: str,
               numbers: Sequence[int]) -> Scored:
         """Scores of the rows of matrix (rows × feature_names), row r's request id prefix + numbers[r]."""
         started = time.perf_counter()
         total = len(matrix)
+        rejected_before = len(self.stats.rejected)
         pieces: list[tuple[int, int, ScoredMatrix | None]] = []
         done = 0
         self.progress(0, total)
@@ -131,6 +139,8 @@ class Scorer:
             start = 0
             try:
                 while start < total or pending:
+                    if self._cancelled.is_set():
+                        raise ScoringFailed("scoring cancelled")
                     while start < total and len(pending) < inflight:
                         end = min(start + self.chunk_rows, total)
                         pending.append((start, end, pool.submit(self._chunk, job, start, end)))
@@ -153,9 +163,11 @@ class Scorer:
                 labels[first:end] = m.labels
                 probabilities[first:end] = np.array(m.probabilities, dtype=np.float64).reshape(end - first, -1)
                 ids[first:end] = m.prediction_ids
-        self.stats.rows = int((labels >= 0).sum())
-        self.stats.wall_s = time.perf_counter() - started
-        return Scored(classes, labels, probabilities, ids)
+        with self._stats_lock:
+            rejected = sorted(self.stats.rejected[rejected_before:])
+            self.stats.rows += int((labels >= 0).sum())
+            self.stats.wall_s += time.perf_counter() - started
+        return Scored(classes, labels, probabilities, ids, rejected)
 
     def _call(self, job, start: int, end: int) -> ScoredMatrix:
         matrix, names, prefix, numbers = job

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,9 +156,9 @@ def _parse_columns(rows: list[list], positions: Sequence[int], width: int) -> np
         return None
 
 
-def validate(table: Table, feature_names: Sequence[str]) -> Validated:
-    """Split rows into scorable and rejected. A missing feature column is an InputError (nothing can be scored);
-    other columns are carried through to the output."""
+def validate(table: Table, feature_names: Sequence[str], first: int = 1) -> Validated:
+    """Split rows into scorable and rejected (numbered from `first`: a block of a larger table). A missing feature
+    column is an InputError (nothing can be scored); other columns are carried through to the output."""
     missing = [n for n in feature_names if n not in table.columns]
     if missing:
         raise InputError(f"the input lacks the feature column(s) {', '.join(missing)} of the model (it has "
@@ -169,15 +170,15 @@ def validate(table: Table, feature_names: Sequence[str]) -> Validated:
     if parsed is not None:  # every cell is a number: only NaN/±inf can make a reject
         finite = np.isfinite(parsed).all(axis=1)
         if finite.all():
-            return Validated(np.ascontiguousarray(parsed), list(range(1, len(table.rows) + 1)), table.rows)
+            return Validated(np.ascontiguousarray(parsed), list(range(first, first + len(table.rows))), table.rows)
         good = np.flatnonzero(finite).tolist()
-        rejects = [(i + 1, table.rows[i], _reason(table.rows[i], names, positions, width))
+        rejects = [(first + i, table.rows[i], _reason(table.rows[i], names, positions, width))
                    for i in np.flatnonzero(~finite).tolist()]
-        return Validated(np.ascontiguousarray(parsed[finite]), [i + 1 for i in good],
+        return Validated(np.ascontiguousarray(parsed[finite]), [first + i for i in good],
                          [table.rows[i] for i in good], rejects)
     values_of_good: list[list[float]] = []
     out = Validated(np.empty((0, len(names))))
-    for number, cells in enumerate(table.rows, start=1):
+    for number, cells in enumerate(table.rows, start=first):
         try:
             if len(cells) != width:
                 raise ValueError
@@ -202,6 +203,32 @@ def write_csv(target: Target, header: Sequence[str], rows: Iterable[Sequence]) -
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())  # the rename publishes complete bytes, also after a crash of the machine
+
+
+@contextmanager
+def column_writer(target: Target, header: Sequence[str]) -> Iterator[Callable[[Sequence[Sequence]], None]]:
+    """Write a table by blocks of columns: yields add(columns) (one sequence per header name, equal lengths). The
+    blocks are formatted as they come (CSV text in memory) and the file is written when the with-block completes,
+    atomically (atomic_path, fsynced); nothing is on disk before, so a killed run leaves no partial file."""
+    if is_parquet(target):
+        collected: list[list] = [[] for _ in header]
+
+        def gather(columns: Sequence[Sequence]) -> None:
+            for into, column in zip(collected, columns):
+                into.extend(column)
+
+        yield gather
+        write_parquet(target, dict(zip(header, collected)))
+        return
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    yield lambda columns: writer.writerows(zip(*columns))
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            f.write(text.getvalue())
             f.flush()
             os.fsync(f.fileno())  # the rename publishes complete bytes, also after a crash of the machine
 

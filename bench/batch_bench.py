@@ -11,10 +11,13 @@ input file (synthetic rows from the model's class profiles), then per round: bat
 validate, PredictBatch chunks in flight, rejects + output written atomically) and waits until PostgreSQL holds
 every row. A round's clock runs from opening the input file to the last row committed in PostgreSQL (or the
 output file, whichever is later). Each round uses a fresh copy of the input (new content hash → new request ids,
-so every round really stores N rows). Phases, in wall time: reading (hash, parse, validate), scoring (the
-PredictBatch calls, split by the server-reported handling time into "server: validation, scoring, spool
-commit" and "gRPC + client": encoding, transport, decoding), writing the output, storing (the writer's tail
-after the output is written: rows still on their way to PostgreSQL). Target: >= 50,000 rows/s (goal 100,000).
+so every round really stores N rows). Phases, in the wall time of score_file's own thread (which validates and
+formats one block while the next is being scored): reading (hash, parse, validate), waiting for scores (split by
+the server-reported handling time into "server: validation, scoring, spool commit" and "gRPC + client":
+encoding, transport, decoding), writing the output (formatting the blocks, the file), storing (the writer's tail
+after the output is written: rows still on their way to PostgreSQL). CPU seconds per process (server, client,
+the server's PostgreSQL backends) are reported too: on a busy machine CPU per row is the figure to compare.
+Target: >= 50,000 rows/s (goal 100,000).
 """
 from __future__ import annotations
 

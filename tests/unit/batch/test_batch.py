@@ -3,6 +3,7 @@ settings, the crontab line and the Luigi retcodes configuration."""
 from __future__ import annotations
 
 import configparser
+import csv
 from datetime import date
 from pathlib import Path
 
@@ -195,3 +196,31 @@ def test_scorer_fails_the_run_when_the_server_is_unreachable():
     scorer = Scorer(FakeClients(FakeClient(down=True), server="127.0.0.1:1"), "m")
     with pytest.raises(ScoringFailed, match=r"Unavailable from the server at 127.0.0.1:1"):
         scorer.score(np.ones((25, 1)), ("a",), "r-", range(25))
+
+
+def test_score_file_in_blocks_keeps_row_order_numbers_and_rejects_across_blocks(tmp_path):
+    """Blocks of chunk_rows × inflight × BLOCK_CALLS rows (here 10 × 3 × 4 = 120): a file of 300 rows with bad
+    rows and server-refused rows in several blocks comes out as if scored at once."""
+    from batch.scorefile import score_file
+    from batch.scoring import request_id_prefix
+
+    client = FakeClient(limit=10)
+    client.get_model = lambda model: info()
+    source = tmp_path / "in.csv"
+    bad = {5: ["x", "1"], 130: ["nan", "1"], 299: ["1"]}
+    refused = {50, 121, 250}  # a < 0: the server refuses them
+    rows = [bad.get(n, [str(-1.0 if n in refused else n * 0.5), str(n % 7)]) for n in range(1, 301)]
+    write_csv(source, ["a", "b"], rows)
+    outcome = score_file(FakeClients(client), "m", source, tmp_path / "out.csv", tmp_path / "rej.csv")
+    assert (outcome.input_rows, outcome.scored, outcome.rejected) == (300, 294, 6)
+    out = list(csv.reader(open(tmp_path / "out.csv")))
+    assert out[0] == ["a", "b", "label", "prob_x", "prob_y", "prediction_id"]
+    kept = [n for n in range(1, 301) if n not in bad and n not in refused]
+    prefix = request_id_prefix(content_hash(source))
+    assert [r[-1] for r in out[1:]] == [f"p-{prefix}{n}" for n in kept]
+    assert [r[:2] for r in out[1:]] == [rows[n - 1] for n in kept]
+    assert [r[2] for r in out[1:]] == [("x", "y")[n % 2] for n in kept]
+    rejects = list(csv.reader(open(tmp_path / "rej.csv")))[1:]
+    assert [int(r[0]) for r in rejects] == [5, 50, 121, 130, 250, 299]
+    assert "refused by the server" in rejects[1][1] and rejects[0][1] == "a: 'x' is not a number"
+    assert max(client.calls) <= 10
