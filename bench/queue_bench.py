@@ -1,16 +1,18 @@
 """End-to-end throughput of the RabbitMQ path (queued job → scored, stored, result received) by prefetch, against
 the broker's own ceiling for the same messages with no scoring, in one run.
 
-Usage:  .venv/bin/python bench/queue_bench.py [--jobs 20000] [--prefetch 64,256,1000] [--processes 1]
+Usage:  .venv/bin/python bench/queue_bench.py [--jobs 20000] [--prefetch 64,256,1000] [--processes auto]
                                               [--amqp-url URL] [--pg-url URL]
 
 For each prefetch: 20,000 persistent protobuf PredictRequest jobs are queued on a fresh quorum queue (the consumer's
 topology, a unique prefix on the broker at PREDMESH_BENCH_AMQP_URL / PREDMESH_TEST_AMQP_URL), then one
-`python -m consumer` scores them through `python -m inference serve` (durable persistence, a fresh PostgreSQL
-schema) and publishes each result to the results exchange, where a reader counts them (distinct correlation ids).
+`python -m consumer` (its defaults) scores them through `python -m inference serve` (durable persistence, a fresh
+PostgreSQL schema, PREDMESH_PROCESSES as the product's default unless --processes) and publishes each result to the
+results exchange, where a reader counts them (distinct correlation ids).
 jobs/s = results between the first and the last result received / that time (the consumer's start-up is not
 counted). The ceiling: the same 20,000 messages queued on another fresh quorum queue and drained by a plain pika
-consumer with the same prefetch and one ack per message (no decoding, no scoring, no result). Every job must end as
+consumer with the same prefetch (no decoding, no scoring, no result). Both sides read with the same loop (drain():
+one `multiple` ack per quarter of its prefetch). Every job must end as
 exactly one stored row. Targets: >= 2,000 jobs/s with durable persistence and >= 0.5x the ceiling.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ DEFAULT_PG = "postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test"
 ROWS = [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
         {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.2, "petal_width": 1.3},
         {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}]
+RESULTS_PREFETCH = 1000  # the result reader's: it must never be what limits the end-to-end rate
 
 
 def declare(ch, topology: jobs.Topology) -> None:
@@ -98,6 +101,35 @@ class Timeline:
         return (len(self.seen) - 1) / (self.last - self.first) if self.last and self.last > self.first else 0.0
 
 
+def drain(url: str, queue: str, prefetch: int, n: int, timeline: Timeline, key, stop: threading.Event) -> None:
+    """Consume until `n` distinct ids arrived (or `stop`): the one reading loop of both sides of the comparison.
+
+    Acks go as one `multiple` ack per quarter of the prefetch (and one for the rest at the end), as the consumer
+    acks: a per-message ack costs the broker and pika more than the delivery itself, and a reader that paid it would
+    lower the ceiling and slow the end-to-end side with work neither is measuring.
+    """
+    every = max(1, prefetch // 4)
+    with pika.BlockingConnection(pika.URLParameters(url)) as conn:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=prefetch)
+        unacked = 0
+
+        def on_message(ch, method, props, body):
+            nonlocal unacked
+            timeline.add(key(props))
+            unacked += 1
+            done = len(timeline.seen) >= n
+            if unacked >= every or done:
+                ch.basic_ack(method.delivery_tag, multiple=True)
+                unacked = 0
+            if done:
+                ch.stop_consuming()
+
+        ch.basic_consume(queue, on_message)
+        while ch.consumer_tags and not stop.is_set():
+            conn.process_data_events(time_limit=0.5)
+
+
 def ceiling(url: str, n: int, prefetch: int, bodies) -> tuple[float, float]:
     """(publish msgs/s, drain msgs/s) of the broker alone for the same messages."""
     topology = jobs.Topology(f"bench{uuid.uuid4().hex[:8]}")
@@ -106,18 +138,7 @@ def ceiling(url: str, n: int, prefetch: int, bodies) -> tuple[float, float]:
     try:
         publish_rate = fill(url, topology.work_queue, bodies)
         timeline = Timeline()
-        with pika.BlockingConnection(pika.URLParameters(url)) as conn:
-            ch = conn.channel()
-            ch.basic_qos(prefetch_count=prefetch)
-
-            def on_message(ch, method, props, body):
-                timeline.add(props.message_id)
-                ch.basic_ack(method.delivery_tag)
-                if len(timeline.seen) >= n:
-                    ch.stop_consuming()
-
-            ch.basic_consume(topology.work_queue, on_message)
-            ch.start_consuming()
+        drain(url, topology.work_queue, prefetch, n, timeline, lambda props: props.message_id, threading.Event())
         return publish_rate, timeline.rate()
     finally:
         drop(url, topology)
@@ -136,16 +157,7 @@ def end_to_end(url: str, n: int, prefetch: int, bodies, target: str, work: Path)
     stop = threading.Event()
 
     def read_results():
-        with pika.BlockingConnection(pika.URLParameters(url)) as conn:
-            ch = conn.channel()
-            ch.basic_qos(prefetch_count=1000)
-            for method, props, _ in ch.consume(results_queue, inactivity_timeout=0.5):
-                if method is not None:
-                    timeline.add(props.correlation_id)
-                    ch.basic_ack(method.delivery_tag, multiple=True)
-                if stop.is_set() or len(timeline.seen) >= n:
-                    break
-            ch.cancel()
+        drain(url, results_queue, RESULTS_PREFETCH, n, timeline, lambda props: props.correlation_id, stop)
 
     log = work / f"consumer-{prefetch}.log"
     try:
@@ -179,7 +191,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--prefetch", default="64,256,1000", help="comma-separated prefetch values")
-    parser.add_argument("--processes", type=int, default=1, help="PREDMESH_PROCESSES of the server")
+    parser.add_argument("--processes", default="auto",
+                        help="PREDMESH_PROCESSES of the server (default: the product's default, auto)")
     parser.add_argument("--amqp-url", default=os.environ.get("PREDMESH_BENCH_AMQP_URL")
                         or os.environ.get("PREDMESH_TEST_AMQP_URL", DEFAULT_AMQP))
     parser.add_argument("--pg-url", default=os.environ.get("PREDMESH_BENCH_PG_URL")

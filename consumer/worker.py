@@ -3,6 +3,7 @@ ack each job only once its result (or dead letter) is confirmed; hold transient 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -110,7 +111,10 @@ class Session:
         self.held: list[tuple[Delivery, float]] = []      # scored with a transient failure: retried
         self.unconfirmed: dict[int, tuple[Delivery, float, Outcome]] = {}  # publish seq -> job awaiting confirm
         self.seq = 0
-        self.consumed = 0
+        self.consumed = 0       # deliveries this session
+        self.counted = 0        # ... of which added to the consumed metric
+        self.redelivered = 0    # redeliveries not yet added to their metric
+        self.windows = 0        # windows started this session
         self.channel = None
         self.consumer_tag = None
         self.aborted = False
@@ -141,6 +145,7 @@ class Session:
             try:
                 await self._loop()
             finally:
+                self._count_deliveries()
                 for task in helpers:
                     task.cancel()
         finally:
@@ -158,39 +163,50 @@ class Session:
         self.pending.append((d, time.monotonic()))
         self.outstanding.add(d.tag)
         self.consumed += 1
-        self.w.metrics.consumed.inc()
         if method.redelivered:
-            self.w.metrics.redelivered.inc()
+            self.redelivered += 1
         self.wake.set()
+
+    def _count_deliveries(self) -> None:
+        """Add the deliveries since the last call to the metrics (once per window, not once per message)."""
+        self.w.metrics.consumed.inc(self.consumed - self.counted)
+        self.counted = self.consumed
+        if self.redelivered:
+            self.w.metrics.redelivered.inc(self.redelivered)
+            self.redelivered = 0
 
     def _on_confirm(self, frame) -> None:
         method = frame.method
-        seqs = ([s for s in self.unconfirmed if s <= method.delivery_tag] if method.multiple
-                else [method.delivery_tag])
+        if method.multiple:  # every publish up to this sequence number (insertion order = ascending numbers)
+            seqs = list(itertools.takewhile(lambda s: s <= method.delivery_tag, self.unconfirmed))
+        else:
+            seqs = [method.delivery_tag]
         nacked = isinstance(method, pika.spec.Basic.Nack)
-        done = []
-        for seq in sorted(seqs):
+        done, acked = [], 0
+        now, wall = time.monotonic(), time.time()
+        metrics = self.w.metrics
+        for seq in seqs:
             entry = self.unconfirmed.pop(seq, None)
             if entry is None:
                 continue
             d, received, outcome = entry
             if nacked:  # the broker could not take the result: score again later (idempotent)
-                self.w.metrics.publish_nacked.inc()
+                metrics.publish_nacked.inc()
                 self.held.append((d, received))
                 continue
             self.w.fault.reached("confirmed")
             done.append(d.tag)
-            now = time.monotonic()
             if outcome.action is Action.ACK:
-                self.w.metrics.acked.inc()
-                self.w.metrics.job_seconds.observe(now - received)
+                acked += 1
+                metrics.job_seconds.observe(now - received)
                 published_at = d.headers.get(PUBLISHED_AT)
                 if isinstance(published_at, int):
-                    self.w.metrics.end_to_end.observe(max(0.0, time.time() - published_at / 1000))
+                    metrics.end_to_end.observe(max(0.0, wall - published_at / 1000))
             else:
-                self.w.metrics.rejected.labels(outcome.reason).inc()
+                metrics.rejected.labels(outcome.reason).inc()
         if done:
             self._ack(done)
+            metrics.acked.inc(acked)
         self.wake.set()
 
     def _ack(self, tags: list[int]) -> None:
@@ -231,16 +247,19 @@ class Session:
                 await self._cancel_consumer()
             if stopping_since is not None:
                 if not (self.pending or self.held or self.unconfirmed or inflight):
-                    log.info("stopped: every in-flight job finished and acked")
+                    log.info("stopped: every in-flight job finished and acked (%d jobs in %d windows this session)",
+                             self.consumed, self.windows)
                     return
                 if time.monotonic() - stopping_since > self.w.settings.grace_s:
                     log.warning("grace of %.0f s over: giving %d jobs back to the broker", self.w.settings.grace_s,
                                 len(self.pending) + len(self.held) + len(self.unconfirmed))
                     return
             now = time.monotonic()
-            if (self.pending or self.held) and len(inflight) < self.w.settings.windows_in_flight \
-                    and now >= self.retry_at:
+            if len(inflight) < self.w.settings.windows_in_flight and now >= self.retry_at \
+                    and self._window_ready(inflight, stopping_since is not None):
                 window, self.pending, self.held = self.held + self.pending, [], []
+                self._count_deliveries()
+                self.windows += 1
                 inflight.add(self.loop.create_task(self._score(window)))
                 continue
             self.wake.clear()
@@ -250,6 +269,25 @@ class Session:
                 await self._wait(asyncio.wait([wake, *inflight], return_when=asyncio.FIRST_COMPLETED), timeout)
             finally:
                 wake.cancel()
+
+    def _window_ready(self, inflight: set, stopping: bool) -> bool:
+        """Whether the waiting jobs should be scored now rather than grow into a bigger window.
+
+        Now when they make a full share of the prefetch (prefetch / windows in flight), when the pipeline is idle
+        (no window scoring, no result awaiting its confirm: no added latency), when stopping, or when no more
+        deliveries can come before a window in flight finishes (every prefetch slot taken, no confirm on its way
+        to free some). Otherwise a window waits for the confirms on their way: their acks let the broker deliver
+        more. Before, a window started on whatever had arrived since the last one (at prefetch 64, 21 jobs per
+        window on average instead of 32: more calls, confirm rounds and acks per job).
+        """
+        waiting = len(self.pending) + len(self.held)
+        if not waiting:
+            return False
+        if stopping or waiting >= self.w.settings.prefetch // self.w.settings.windows_in_flight:
+            return True
+        if self.unconfirmed:
+            return False
+        return not inflight or len(self.outstanding) >= self.w.settings.prefetch
 
     async def _score(self, window: list[tuple[Delivery, float]]) -> None:
         """Score one window off the event loop, then publish its results and dead letters (acks follow confirms)."""
