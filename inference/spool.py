@@ -1,5 +1,12 @@
-"""A bounded on-disk spool of prediction records: append with group commit (one fsync for many callers),
-read back in order, delete what is consumed; a corrupt tail is quarantined instead of failing the start."""
+"""A bounded on-disk spool of prediction records: append with group commit (one synchronous write for many
+callers), read back in order, delete what is consumed; a corrupt tail is quarantined instead of failing the start.
+
+Segment files are preallocated (posix_fallocate: the unwritten part reads as zero bytes) and written in place with
+O_DSYNC: a write returns once its data is on disk, and since the file's size and blocks were made durable when
+the segment was opened, the kernel need not commit file metadata for each append (an fsync of a growing file
+must). So the end of the records in a segment is the first zero byte (a line never holds one: it is ASCII JSON),
+not the file's size; recovery stops there.
+"""
 from __future__ import annotations
 
 import fcntl
@@ -27,11 +34,21 @@ class SpoolBoundElsewhere(Exception):
     """The spool holds records for another database than the one configured now."""
 
 
+def _has_data(path: Path) -> bool:
+    """Whether a segment holds any record: its first byte is not zero (a preallocated tail reads as zeros)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.read(1)
+    except FileNotFoundError:
+        return False
+    return first not in (b"", b"\0")
+
+
 def holds_records(base: Path) -> bool:
-    """Whether any segment under base (its slots p<N>, or base itself) has bytes in it (consumed or not: after a
-    kill the consumed part of the live segment is not known, so it counts)."""
+    """Whether any segment under base (its slots p<N>, or base itself) has records in it (consumed or not: after
+    a kill the consumed part of the live segment is not known, so it counts)."""
     base = Path(base)
-    return any(p.stat().st_size > 0 for pattern in (SEGMENT_GLOB, f"p*/{SEGMENT_GLOB}") for p in base.glob(pattern))
+    return any(_has_data(p) for pattern in (SEGMENT_GLOB, f"p*/{SEGMENT_GLOB}") for p in base.glob(pattern))
 
 
 def bind(base: Path, identity: dict, describe=repr) -> None:
@@ -67,14 +84,14 @@ def bind(base: Path, identity: dict, describe=repr) -> None:
 
 
 class _Batch:
-    """Appends that share one write and one fsync."""
+    """Appends that share one synchronous write."""
 
     __slots__ = ("chunks", "tags", "done", "error")
 
     def __init__(self):
         self.chunks: list[bytes] = []
         self.tags: list[object] = []
-        self.done = threading.Event()
+        self.done: threading.Event | None = None  # made by the first append that has to wait (the leader never)
         self.error: OSError | None = None
 
 
@@ -82,7 +99,7 @@ class _Batch:
 class _Segment:
     seq: int
     path: Path
-    size: int  # bytes written and fsynced
+    size: int  # bytes of records written and synced (the file may be longer: its preallocated, zero-filled tail)
     sealed: bool
     created: float
 
@@ -116,9 +133,14 @@ def _adopt(source: Path, target: Path) -> None:
         os.close(fd)
 
 
+# ensure_ascii (the default) escapes every control character, so a line never holds a zero byte; built once
+# (json.dumps with options builds an encoder per call)
+_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def encode(doc: dict) -> bytes:
     """One spool line: crc32 of the JSON, a space, the JSON, a newline."""
-    payload = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    payload = _json(doc).encode()
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
@@ -138,7 +160,7 @@ class Spool:
 
     def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 4 * 1024 * 1024):
         self.dir = Path(directory)
-        # on_synced(entries): called after each successful fsync under the spool's lock (so in file order; it must
+        # on_synced(entries): called after each successful synchronous write under the spool's lock (so in file order; it must
         # not call back into the spool), before the appenders return, with (tag, start, end) per tagged append;
         # start and end are positions comparable with position()
         self.on_synced = None
@@ -149,7 +171,7 @@ class Spool:
         self._cv = threading.Condition()
         self._segments: list[_Segment] = []
         self._offset = 0  # reader position in self._segments[0]
-        self._batch = _Batch()  # appends waiting for the next write + fsync
+        self._batch = _Batch()  # appends waiting for the next synchronous write
         self._pending_bytes = 0  # in self._batch and in the write in flight
         self._flushing = False
         self._closing = False
@@ -186,12 +208,12 @@ class Spool:
             return spool
         raise OSError(f"all {slots} spool slots under {base} are locked by running processes")
 
-    # -- writing (group commit: one write and one fsync for every append queued meanwhile) ---------------------
-    # Leader/follower: an append that finds no write in flight writes and fsyncs in its own thread (no hand-off);
+    # -- writing (group commit: one synchronous write for every append queued meanwhile) ----------------------
+    # Leader/follower: an append that finds no write in flight writes in its own thread (no hand-off);
     # appends that arrive meanwhile queue up and wait; when the write ends, the queued batch is handed to the
     # flusher thread, which writes it the same way.
     def append(self, lines: list[bytes], tag: object = None) -> None:
-        """Append encoded lines; returns once they are fsynced. Raises SpoolFull, or OSError if the write failed.
+        """Append encoded lines; returns once they are on disk. Raises SpoolFull, or OSError if the write failed.
         A tag (not None) is passed to on_synced with the lines' position once they are on disk."""
         data = b"".join(lines)
         with self._cv:
@@ -209,6 +231,8 @@ class Spool:
             if lead:
                 self._flushing = True
                 self._batch = _Batch()
+            elif batch.done is None:
+                batch.done = threading.Event()
         if lead:
             self._write(batch)
         else:
@@ -231,21 +255,22 @@ class Spool:
             self._write(batch)
 
     def _write(self, batch: _Batch) -> None:
-        """Write and fsync one batch (the caller owns the write: _flushing), then pass the write on."""
+        """Write one batch synchronously (the caller owns the write: _flushing), then pass the write on."""
         with self._cv:
-            segment, fh = self._segments[-1], self._fh
+            segment, fd = self._segments[-1], self._fd
         start = segment.size
-        data = b"".join(batch.chunks)
+        data = b"".join(batch.chunks) if len(batch.chunks) > 1 else batch.chunks[0]
         try:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            written = os.pwrite(fd, data, start)  # O_DSYNC: on disk when it returns
+            while written < len(data):  # a short write (rare: e.g. the disk filling up) goes on where it stopped
+                written += os.pwrite(fd, memoryview(data)[written:], start + written)
         except OSError as exc:
-            # nothing of this batch is acknowledged: cut what may have been written, fail its callers
+            # nothing of this batch is acknowledged: cut what may have been written, fail its callers (appends go
+            # on after the cut; past the preallocated part the file simply grows)
             log.error("spool write failed: %s", exc)
             batch.error = exc
             try:
-                fh.truncate(segment.size)
+                os.ftruncate(fd, segment.size)
             except OSError:
                 pass
         with self._cv:
@@ -264,7 +289,9 @@ class Spool:
             else:
                 self._flushing = False
             self._cv.notify_all()
-        batch.done.set()
+            done = batch.done  # its followers joined before it was taken for writing (under this lock)
+        if done is not None:
+            done.set()
 
     def _synced(self, batch: _Batch, seq: int, start: int) -> None:
         entries, position = [], start
@@ -279,17 +306,25 @@ class Spool:
                 log.exception("spool: on_synced listener failed")
 
     def _open_segment(self, seq: int) -> None:
+        """A new, preallocated live segment whose size, blocks and directory entry are durable before any record
+        is written to it (so a synchronous write of records need not commit metadata)."""
         path = self.dir / f"seg-{seq:09d}.log"
-        self._fh = open(path, "ab")
-        self._segments.append(_Segment(seq, path, 0, False, time.time()))
-        fd = os.open(self.dir, os.O_RDONLY)  # make the new file's directory entry durable
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_DSYNC | os.O_CLOEXEC, 0o644)
         try:
-            os.fsync(fd)
+            os.posix_fallocate(fd, 0, min(self.segment_bytes, self.max_bytes))
+        except OSError as exc:  # e.g. no space for the whole segment now: appends grow the file instead
+            log.warning("spool %s: cannot preallocate %s (%s); appending without", self.dir, path.name, exc)
+        os.fsync(fd)
+        self._fd = fd
+        self._segments.append(_Segment(seq, path, 0, False, time.time()))
+        dir_fd = os.open(self.dir, os.O_RDONLY)  # make the new file's directory entry durable
+        try:
+            os.fsync(dir_fd)
         finally:
-            os.close(fd)
+            os.close(dir_fd)
 
     def _rotate_locked(self) -> None:
-        self._fh.close()
+        os.close(self._fd)
         self._segments[-1].sealed = True
         self._open_segment(self._segments[-1].seq + 1)
 
@@ -354,7 +389,7 @@ class Spool:
             return sum(s.size for s in self._segments) - self._offset + self._pending_bytes
 
     def synced_bytes(self) -> int:
-        """Bytes on disk (fsynced) and not yet consumed: what read() can return now."""
+        """Bytes on disk (synced) and not yet consumed: what read() can return now."""
         with self._cv:
             return sum(s.size for s in self._segments) - self._offset
 
@@ -372,7 +407,7 @@ class Spool:
         if self._flusher is not None:
             self._flusher.join(30)
         with self._cv:
-            self._fh.close()
+            os.close(self._fd)
             self._discard_consumed()
             if getattr(self, "_lock_fd", None) is not None:
                 os.close(self._lock_fd)
@@ -381,12 +416,16 @@ class Spool:
     def _discard_consumed(self) -> None:
         """On close: make what was consumed (stored) disappear from disk, so a restart replays only records the
         database has not taken: consumed segments are deleted, and the head segment is cut to its unconsumed
-        part (rewritten and renamed atomically; the read position is not otherwise durable)."""
+        part (rewritten and renamed atomically; the read position is not otherwise durable). A live segment that
+        stays loses its preallocated tail."""
         try:
             while self._segments and self._offset >= self._segments[0].size:
                 head = self._segments.pop(0)
                 self._offset = 0
                 head.path.unlink(missing_ok=True)
+            live = self._segments[-1] if self._segments else None
+            if live is not None and not live.sealed:
+                os.truncate(live.path, live.size)
             if self._segments and self._offset:
                 head = self._segments[0]
                 with open(head.path, "rb") as fh:
@@ -409,11 +448,19 @@ class Spool:
 
     # -- recovery ------------------------------------------------------------------------------------------------
     def _recover(self, path: Path) -> int:
-        """Cut a torn tail (bytes after the last newline) into quarantine; returns the usable size."""
+        """The usable size of a segment left by an earlier run: its records end at the first zero byte (the
+        preallocated tail; anything after it was never acknowledged: writes are acknowledged in file order) and at
+        the last newline before it. A torn tail (any non-zero bytes after that) goes to quarantine; the file is
+        cut to the usable size."""
         data = path.read_bytes()
-        cut = data.rfind(b"\n") + 1
+        end = data.find(b"\0")
+        if end < 0:
+            end = len(data)
+        cut = data.rfind(b"\n", 0, end) + 1
         if cut < len(data):
-            self._quarantine(data[cut:], f"{path.name}@{cut} (torn tail)")
+            torn = data[cut:].rstrip(b"\0")
+            if torn:
+                self._quarantine(torn, f"{path.name}@{cut} (torn tail)")
             with open(path, "r+b") as fh:
                 fh.truncate(cut)
                 fh.flush()

@@ -174,3 +174,72 @@ def test_on_synced_reports_tagged_appends_in_file_order_with_consumable_position
         spool.consume(end)
     assert spool.unconsumed_bytes() == 0
     spool.close()
+
+
+# -- preallocated segments: records end at the first zero byte, not at the file's size -------------------------
+def crash_copy(spool: Spool):
+    """The directory as a kill -9 would leave it now (no close: the live segment keeps its preallocated tail)."""
+    crashed = spool.dir.parent / f"{spool.dir.name}-crashed"
+    shutil.copytree(spool.dir, crashed, ignore=shutil.ignore_patterns(".lock"))
+    return crashed
+
+
+def test_the_live_segment_is_preallocated_and_a_crash_recovers_exactly_its_records(tmp_path):
+    spool = Spool(tmp_path / "s", max_bytes=10_000_000, segment_bytes=64 * 1024)
+    lines = [encode({"i": i}) for i in range(20)]
+    spool.append(lines)
+    [segment] = spool.dir.glob("seg-*.log")
+    data = segment.read_bytes()
+    assert len(data) == 64 * 1024 and data.startswith(b"".join(lines))  # the size says nothing about the records
+    assert data[len(b"".join(lines)):] == b"\0" * (len(data) - len(b"".join(lines)))
+    crashed = crash_copy(spool)
+    recovered = Spool(crashed, max_bytes=10_000_000)
+    assert [d["i"] for d in drain(recovered)] == list(range(20))
+    assert not list((crashed / "quarantine").iterdir())  # a zero tail is free space, not damage
+    # appends after the restart go to a new segment and come back after the replayed ones
+    recovered.append([encode({"i": 20})])
+    assert [d["i"] for d in drain(recovered)] == [20]
+    spool.close()
+
+
+def test_a_torn_write_into_the_preallocated_tail_is_quarantined_and_cut(tmp_path):
+    spool = Spool(tmp_path / "s", max_bytes=10_000_000, segment_bytes=64 * 1024)
+    spool.append([encode({"i": 1}), encode({"i": 2})])
+    crashed = crash_copy(spool)
+    [segment] = crashed.glob("seg-*.log")
+    good = len(encode({"i": 1}) + encode({"i": 2}))
+    # a write that kill -9 (or a power cut) tore: part of a line, a sector that never reached the disk (zeros),
+    # then another part of the same unacknowledged write
+    with open(segment, "r+b") as fh:
+        fh.seek(good)
+        fh.write(encode({"i": 3})[:7] + b"\0" * 512 + b"tail of it")
+    recovered = Spool(crashed, max_bytes=10_000_000)
+    assert segment.stat().st_size == good  # cut: the next start finds nothing to quarantine again
+    [bad] = (crashed / "quarantine").iterdir()
+    assert bad.read_bytes() == encode({"i": 3})[:7] + b"\0" * 512 + b"tail of it"
+    assert [d["i"] for d in drain(recovered)] == [1, 2]
+    spool.close()
+
+
+def test_a_graceful_close_cuts_the_live_segment_to_its_records(tmp_path):
+    spool = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=64 * 1024)
+    spool.append([encode({"i": i}) for i in range(5)])
+    spool.close()
+    [segment] = tmp_path.glob("seg-*.log")
+    assert segment.read_bytes() == b"".join(encode({"i": i}) for i in range(5))
+
+
+def test_a_spool_with_only_a_preallocated_segment_holds_no_records(tmp_path):
+    from inference.spool import holds_records
+
+    spool = Spool.claim(tmp_path, 10_000_000)  # kill -9 right after the start: an all-zero live segment
+    assert sum(p.stat().st_size for p in tmp_path.glob("p*/seg-*.log")) > 0
+    assert not holds_records(tmp_path)
+    spool.append([encode({"i": 1})])
+    assert holds_records(tmp_path)
+    spool.close()
+
+
+def test_a_line_never_holds_a_zero_byte():
+    line = encode({"request_id": "a\0b", "label": "\x00\x01é"})
+    assert b"\0" not in line and decode(line) == {"request_id": "a\0b", "label": "\x00\x01é"}
