@@ -39,6 +39,26 @@ class Backoff:
         self.attempt = 0
 
 
+def window_ready(waiting: int, *, scoring: int, unconfirmed: int, outstanding: int, prefetch: int, windows: int,
+                 stopping: bool) -> bool:
+    """Whether `waiting` delivered jobs should be scored now (a free window slot given) rather than grow.
+
+    Now when they make a full share of the prefetch (prefetch / windows in flight), when the pipeline is idle (no
+    window scoring, no result awaiting its confirm: no added latency), when stopping, or when no more deliveries can
+    come before a window being scored finishes (every prefetch slot taken, no confirm on its way to free some).
+    Otherwise they wait for the confirms on their way: their acks let the broker deliver more. Before, a window
+    started on whatever had arrived since the last one (at prefetch 64, 21 jobs per window on average instead of
+    32: more calls, confirm rounds and acks per job).
+    """
+    if not waiting:
+        return False
+    if stopping or waiting >= prefetch // windows:
+        return True
+    if unconfirmed:
+        return False
+    return not scoring or outstanding >= prefetch
+
+
 class FaultHook:
     """Test hook (PREDMESH_CONSUMER_FAULT_HOOK="answered:N" or "confirmed:N"): SIGKILL this process the Nth time
     the point is reached: after the server answered a window and before anything is published or acked, or after
@@ -271,23 +291,10 @@ class Session:
                 wake.cancel()
 
     def _window_ready(self, inflight: set, stopping: bool) -> bool:
-        """Whether the waiting jobs should be scored now rather than grow into a bigger window.
-
-        Now when they make a full share of the prefetch (prefetch / windows in flight), when the pipeline is idle
-        (no window scoring, no result awaiting its confirm: no added latency), when stopping, or when no more
-        deliveries can come before a window in flight finishes (every prefetch slot taken, no confirm on its way
-        to free some). Otherwise a window waits for the confirms on their way: their acks let the broker deliver
-        more. Before, a window started on whatever had arrived since the last one (at prefetch 64, 21 jobs per
-        window on average instead of 32: more calls, confirm rounds and acks per job).
-        """
-        waiting = len(self.pending) + len(self.held)
-        if not waiting:
-            return False
-        if stopping or waiting >= self.w.settings.prefetch // self.w.settings.windows_in_flight:
-            return True
-        if self.unconfirmed:
-            return False
-        return not inflight or len(self.outstanding) >= self.w.settings.prefetch
+        return window_ready(len(self.pending) + len(self.held), scoring=len(inflight),
+                            unconfirmed=len(self.unconfirmed), outstanding=len(self.outstanding),
+                            prefetch=self.w.settings.prefetch, windows=self.w.settings.windows_in_flight,
+                            stopping=stopping)
 
     async def _score(self, window: list[tuple[Delivery, float]]) -> None:
         """Score one window off the event loop, then publish its results and dead letters (acks follow confirms)."""
