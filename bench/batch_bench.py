@@ -110,14 +110,16 @@ def main() -> int:
             write_csv(warm, header, [r[:-1] for r in rows[:2000]])
             score_file(clients, "iris", warm, work / "warm.out.csv", work / "warm.rejects.csv")
             loadtools.wait_for(lambda: schema.rows() >= 2000, 60, "warm-up rows stored")
-            backends = [pid for (pid,) in schema._sql(
-                f"SELECT pid FROM pg_stat_activity WHERE application_name = '{schema.name}'")]
+
+            def backends() -> list[int]:  # the server's connections (a writer may open more as it goes)
+                return [pid for (pid,) in schema._sql(
+                    f"SELECT pid FROM pg_stat_activity WHERE application_name = '{schema.name}'")]
             for rnd in range(args.rounds):
                 before = schema.rows()
                 source = work / f"input-{rnd}.csv"  # an id column per round: new content, new request ids
                 write_csv(source, ["id", *header], ([f"r{rnd}-{i}", *r[:-1]] for i, r in enumerate(rows)))
                 cpu0 = cpu_seconds(proc.pid)
-                pg0 = sum(map(cpu_seconds, backends))
+                pg0 = {pid: cpu_seconds(pid) for pid in backends()}
                 client0 = time.process_time()
                 t0 = time.perf_counter()
                 outcome = score_file(clients, "iris", source, work / f"out-{rnd}.csv", work / f"rej-{rnd}.csv")
@@ -126,7 +128,7 @@ def main() -> int:
                                    interval=0.02)
                 t_stored = time.perf_counter()
                 server_cpu = cpu_seconds(proc.pid) - cpu0
-                pg_cpu = sum(map(cpu_seconds, backends)) - pg0
+                pg_cpu = sum(cpu_seconds(pid) - pg0.get(pid, 0.0) for pid in backends())  # new ones: since they began
                 client_cpu = time.process_time() - client0
                 total = t_stored - t0
                 tm = outcome.timings

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from inference.spool import Spool, SpoolFull, encode
 
 log = logging.getLogger(__name__)
 MODES = ("off", "async", "durable")
+REPLAY_BYTES = 8 * 1024 * 1024  # a replay reads at most about this much of the spool at a time (bulk documents)
 
 
 def to_doc(r: Stored) -> dict:
@@ -82,7 +84,7 @@ class PredictionLog:
 
     def __init__(self, spool: Spool, insert: Callable[[list[PredictionRecord]], object], *, durable: bool,
                  metrics=None, batch_size: int = 500, flush_interval_s: float = 0.05, max_queue: int = 10_000,
-                 retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None):
+                 retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None, writers: int = 1):
         self.spool = spool
         self.durable = durable
         self._insert = insert
@@ -92,6 +94,8 @@ class PredictionLog:
         self._max_queue = max_queue
         self._retry_interval = retry_interval_s
         self._prepare = prepare
+        self._writers = max(1, writers)  # durable: batches stored at once (each insert on its own connection)
+        self._parallel: ThreadPoolExecutor | None = None
         self._queue: deque[Stored] = deque()
         self._queued_rows = 0  # rows in _queue (a PredictionBatch holds many)
         # durable: (start, end, records, rows) of synced appends, in spool order (a cache of the spool's tail)
@@ -146,23 +150,27 @@ class PredictionLog:
             if self._synced_records >= self._batch_size:
                 self._cv.notify()
 
-    def _take_synced(self) -> tuple[list[Stored], tuple[int, int] | None, bool]:
-        """Synced records that continue exactly at the spool's unconsumed start, the position after them, and
-        whether the spool holds synced records before (or instead of) what memory has: a replay is needed."""
+    def _take_synced(self, groups: int = 1) -> tuple[list[tuple[list[Stored], tuple[int, int]]], bool]:
+        """Up to `groups` consecutive batches (about batch_size rows each) of synced records that continue exactly
+        at the spool's unconsumed start, each with the spool position after it; and whether the spool holds synced
+        records before (or instead of) what memory has: a replay is needed."""
         synced = self.spool.synced_bytes()  # first: anything synced after this is also in memory
         cursor = self.spool.position()
-        batch: list[Stored] = []
-        rows = 0
+        taken: list[tuple[list[Stored], tuple[int, int]]] = []
         with self._cv:
             while self._synced and self._synced[0][1] <= cursor:  # already consumed (replayed)
                 self._synced_records -= self._synced.popleft()[3]
-            while self._synced and self._synced[0][0] == cursor and rows < self._batch_size:
-                _, cursor, records, n = self._synced.popleft()
-                self._synced_records -= n
-                rows += n
-                batch.extend(records)
-            gap = not batch and (bool(self._synced) or synced > 0)
-        return batch, (cursor if batch else None), gap
+            while len(taken) < groups and self._synced and self._synced[0][0] == cursor:
+                batch: list[Stored] = []
+                rows = 0
+                while self._synced and self._synced[0][0] == cursor and rows < self._batch_size:
+                    _, cursor, records, n = self._synced.popleft()
+                    self._synced_records -= n
+                    rows += n
+                    batch.extend(records)
+                taken.append((batch, cursor))
+            gap = not taken and (bool(self._synced) or synced > 0)
+        return taken, gap
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything recorded so far is in the database (True) or timeout passes (False)."""
@@ -185,6 +193,8 @@ class PredictionLog:
             self._stopping = True
             self._cv.notify()
         self._thread.join(timeout)
+        if self._parallel is not None:
+            self._parallel.shutdown(wait=True)
         with self._cv:
             rest = self._held + list(self._queue)
             self._held, self._queue, self._queued_rows = [], deque(), 0
@@ -246,16 +256,49 @@ class PredictionLog:
         starts. True when the spool must be replayed instead (records memory does not hold, or the database
         failed)."""
         for _ in range(20):  # bounded, like a replay
-            records, end, gap = self._take_synced()
-            if not records:
+            # a backlog goes in up to `writers` batches at once, each on its own connection (the database's work
+            # per row is the larger part, and it runs in parallel); the spool is consumed once all are stored
+            taken, gap = self._take_synced(1 if self._prepare is not None else self._writers)
+            if not taken:
                 return gap
-            if not self._store(records):
+            if not self._store_all([records for records, _ in taken]):
                 with self._cv:  # the spool has them: replay once the database is back
                     self._synced.clear()
                     self._synced_records = 0
                 return True
-            self.spool.consume(end)
+            self.spool.consume(taken[-1][1])
         return False
+
+    def _store_all(self, groups: list[list[Stored]]) -> bool:
+        """Store groups of records at once (the first in this thread, the others in the pool: each on its own
+        connection); True when all were stored. One that fails leaves the others stored: the caller offers them
+        again (duplicates are ignored)."""
+        if self._prepare is not None and len(groups) > 1:  # the schema first, once
+            groups = [[r for g in groups for r in g]]
+        others = [self._pool().submit(self._store, g) for g in groups[1:]]
+        stored = [self._store(groups[0])] + [f.result() for f in others]
+        return all(stored)
+
+    def _split(self, records: list[Stored]) -> list[list[Stored]]:
+        """records in up to `writers` consecutive groups of about equal row counts."""
+        if self._writers == 1:
+            return [records]
+        total = row_count(records)
+        share = max(self._batch_size, -(-total // self._writers))
+        groups: list[list[Stored]] = [[]]
+        rows = 0
+        for r in records:
+            if rows >= share and len(groups) < self._writers:
+                groups.append([])
+                rows = 0
+            groups[-1].append(r)
+            rows += row_count((r,))
+        return groups
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._parallel is None:
+            self._parallel = ThreadPoolExecutor(self._writers - 1, thread_name_prefix="prediction-log-writer")
+        return self._parallel
 
     def _spool_ready(self) -> bool:
         return self.spool.unconsumed_bytes() > 0 and (self._db_ok or time.monotonic() >= self._next_try)
@@ -274,7 +317,7 @@ class PredictionLog:
 
     def _replay_some(self) -> None:
         for _ in range(20):  # bounded, so fresh records are not starved
-            cursor, docs = self.spool.read(self._batch_size)
+            cursor, docs = self.spool.read(self._batch_size, REPLAY_BYTES)
             if not docs:
                 self.spool.consume(cursor)
                 return
@@ -284,7 +327,7 @@ class PredictionLog:
                     records.append(from_doc(doc))
                 except (TypeError, ValueError, KeyError) as exc:  # checks out but is not a record: never block on it
                     self.spool.quarantine_record(doc, f"not a prediction record: {exc}")
-            if not self._store(records):
+            if records and not self._store_all(self._split(records)):
                 return
             self.spool.consume(cursor)
             if not self.durable and self._queue:

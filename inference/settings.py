@@ -124,6 +124,7 @@ class PersistenceSettings:
     auto_migrate: bool = True
     write_batch: int = 500
     flush_ms: float = 200.0  # larger batches cost the serving threads less GIL time per row
+    db_writers: int = 2  # a backlog (memory or spool replay) is inserted this many batches at once, one connection each
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
@@ -136,6 +137,7 @@ class PersistenceSettings:
             auto_migrate=env.bool("AUTO_MIGRATE", cls.auto_migrate),
             write_batch=env.int("DB_WRITE_BATCH", cls.write_batch, minimum=1),
             flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms),
+            db_writers=env.int("DB_WRITERS", cls.db_writers, minimum=1),
         )
 
 

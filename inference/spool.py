@@ -329,8 +329,9 @@ class Spool:
         self._open_segment(self._segments[-1].seq + 1)
 
     # -- reading (one reader thread) -------------------------------------------------------------------------------
-    def read(self, max_records: int) -> tuple[tuple[int, int], list[dict]]:
-        """Up to max_records documents from the oldest unconsumed data, and a cursor to pass to consume()."""
+    def read(self, max_records: int, max_bytes: int | None = None) -> tuple[tuple[int, int], list[dict]]:
+        """Up to max_records documents (and about max_bytes, at least one document) from the oldest unconsumed
+        data, and a cursor to pass to consume()."""
         with self._cv:
             self._drop_consumed_locked()
             segment, offset = self._segments[0], self._offset
@@ -341,7 +342,7 @@ class Spool:
         with open(segment.path, "rb") as fh:
             fh.seek(offset)
             position = offset
-            while position < end and len(docs) < max_records:
+            while position < end and len(docs) < max_records and (max_bytes is None or position - offset < max_bytes):
                 line = fh.readline(end - position)
                 if not line.endswith(b"\n"):
                     break  # cannot happen below the synced size; stop rather than misread

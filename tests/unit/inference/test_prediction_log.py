@@ -185,8 +185,8 @@ def test_durable_writer_inserts_synced_records_from_memory_and_consumes_the_spoo
     plog = make(tmp_path, db, "durable", max_queue=max_queue)
     read_back = []  # records the writer had to read back from the spool
     real_read = plog.spool.read
-    def counting_read(n):
-        cursor, docs = real_read(n)
+    def counting_read(n, max_bytes=None):
+        cursor, docs = real_read(n, max_bytes)
         read_back.extend(docs)
         return cursor, docs
     monkeypatch.setattr(plog.spool, "read", counting_read)
@@ -204,3 +204,40 @@ def test_durable_writer_inserts_synced_records_from_memory_and_consumes_the_spoo
         assert read_back  # memory overflowed: the rest came from the spool, still each record once
     plog.close()
     assert len(db.rows) == 600
+
+
+def test_durable_backlog_is_inserted_in_parallel_batches_and_a_failed_one_is_replayed(tmp_path):
+    """writers=3: a backlog of synced bulk batches goes in up to three inserts at once (on different threads, so
+    different connections); when one of them fails the spool is replayed and every row is still stored once."""
+    db = FakeDb()
+    threads_seen, in_flight, peak = set(), [0], [0]
+    failed = []
+    real_insert = db.insert
+    backlog = threading.Event()
+
+    def insert(records):
+        backlog.wait(10)  # the first insert waits until a backlog has been synced behind it
+        with db.lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            threads_seen.add(threading.current_thread().name)
+        try:
+            time.sleep(0.02)  # long enough for the parallel ones to overlap
+            if not failed and any(r.request_id == "r1500" for r in as_rows(records)):
+                failed.append(1)
+                raise DatabaseUnavailable("connection reset")
+            return real_insert(records)
+        finally:
+            with db.lock:
+                in_flight[0] -= 1
+
+    plog = make(tmp_path, db, "durable", writers=3, batch_size=100, retry_interval_s=0.05)
+    plog._insert = insert
+    for i in range(20):
+        plog.record([bulk(i * 100, 100)])
+    backlog.set()
+    assert plog.flush(20)
+    assert set(db.rows) == {f"r{i}" for i in range(2000)} and failed
+    assert peak[0] >= 2 and len(threads_seen) >= 2
+    assert plog.spool.unconsumed_bytes() == 0
+    plog.close()

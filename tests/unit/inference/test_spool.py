@@ -243,3 +243,13 @@ def test_a_spool_with_only_a_preallocated_segment_holds_no_records(tmp_path):
 def test_a_line_never_holds_a_zero_byte():
     line = encode({"request_id": "a\0b", "label": "\x00\x01é"})
     assert b"\0" not in line and decode(line) == {"request_id": "a\0b", "label": "\x00\x01é"}
+def test_read_stops_near_max_bytes_but_returns_at_least_one_document(tmp_path):
+    spool = Spool(tmp_path / "s", 10_000_000)
+    lines = [encode({"i": i, "pad": "x" * 1000}) for i in range(10)]
+    spool.append(lines)
+    cursor, docs = spool.read(100, max_bytes=2500)
+    assert [d["i"] for d in docs] == [0, 1, 2]  # stops once ~2500 bytes are read
+    spool.consume(cursor)
+    assert [d["i"] for d in spool.read(100, max_bytes=1)[1]] == [3]
+    assert len(spool.read(100)[1]) == 7
+    spool.close()
