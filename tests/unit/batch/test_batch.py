@@ -185,7 +185,9 @@ def test_scorer_keeps_order_bisects_refused_rows_and_follows_a_smaller_server_li
     assert out.probabilities[7].tolist() == [0.0, 0.0]
     assert [i for i, _ in sorted(scorer.stats.rejected)] == [7, 23]
     assert "plausible range" in scorer.stats.rejected[0][1]
-    assert max(client.calls[3:]) <= 4  # after learning the limit, chunks are split to it
+    # at most the chunks sent before the limit was learned (up to 3 in flight at once) have 10 rows; every other call
+    # is cut to the server's limit (threads race, so which calls those are varies)
+    assert 1 <= client.calls.count(10) <= 3 and all(c <= 4 for c in client.calls if c != 10)
     assert progress[0] == (0, 30) and progress[-1] == (30, 30)
     assert scorer.stats.rows == 28
 
@@ -224,3 +226,25 @@ def test_score_file_in_blocks_keeps_row_order_numbers_and_rejects_across_blocks(
     assert [int(r[0]) for r in rejects] == [5, 50, 121, 130, 250, 299]
     assert "refused by the server" in rejects[1][1] and rejects[0][1] == "a: 'x' is not a number"
     assert max(client.calls) <= 10
+
+
+@pytest.mark.parametrize("columns", [
+    [["r-1", "r-2", "r-3"], [" 5.1", "", "4e1"], [0.1, 1e-300, float("nan")], ["setosa", "x y", "z"]],  # fast path
+    [["a,b", "c", "d"], [1.5, 2.5, 3.5]],  # a comma: must be quoted
+    [['say "hi"', "x", "y"], ["1", "2", "3"]],  # a quote
+    [["multi\nline", "x", "y"], ["1", "2", "3"]],  # a newline
+    [["x", "y", "z"], [1, 2, 3]],  # ints (e.g. from Parquet)
+    [["x", None, "z"], [0.5, 0.25, 0.125]],  # a missing cell
+])
+def test_column_writer_writes_exactly_what_csv_writer_writes(tmp_path, columns):
+    from batch.table import column_writer
+    header = [f"c{i}" for i in range(len(columns))]
+    with column_writer(tmp_path / "fast.csv", header) as add:
+        add(columns)
+        add([c[:1] for c in columns])  # a second block
+    with open(tmp_path / "ref.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(zip(*columns))
+        w.writerows(zip(*[c[:1] for c in columns]))
+    assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
