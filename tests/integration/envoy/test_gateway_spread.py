@@ -35,7 +35,7 @@ def cpu_seconds(pid: int) -> float:
 def test_rest_load_through_the_gateway_is_served_by_both_processes(model_store, tmp_path):
     port = free_port()
     with ServerProc(model_store, tmp_path / "server.log", grpc_port=port,
-                    env={"PREDMESH_PROCESSES": "2", "PREDMESH_PERSISTENCE": "off"}).start() as server:
+                    env={"PREDMESH_PROCESSES": "2", "PREDMESH_PERSISTENCE": "off"}) as server:  # starts it
         wait_for(lambda: len(answering_pids(server.target)) == 2, timeout=60, interval=0.3, what="both processes")
         pids = answering_pids(server.target)
         gateway = GatewayProc([server.target], tmp_path / "gw", env={"PREDMESH_GATEWAY_RATE_LIMIT_RPS": "0"}).start()
