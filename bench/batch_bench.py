@@ -2,7 +2,7 @@
 an output CSV, the way `predmesh batch score` does it, with rows/s and where the time goes.
 
 Usage:  .venv/bin/python bench/batch_bench.py [--rows 100000] [--rounds 3] [--processes 2] [--runtime native]
-                                             [--chunk-rows 1000] [--inflight 4] [--channels 2] [--pg-url URL]
+                                             [--chunk-rows N] [--inflight N] [--channels N] [--pg-url URL]
 
 It trains iris (LogisticRegression) into a temp store, starts `python -m inference serve` with durable
 persistence (PREDMESH_PERSISTENCE=durable: every answer is fsynced to the spool before it is sent) on a fresh
@@ -63,21 +63,22 @@ def start_server(store: Path, db_url: str, spool: Path, processes: int, runtime:
 
 
 def main() -> int:
+    from batch.settings import BatchSettings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2, help="PREDMESH_PROCESSES of the server")
     parser.add_argument("--runtime", default="native", choices=("sklearn", "native"))
-    parser.add_argument("--chunk-rows", type=int, default=1000)
-    parser.add_argument("--inflight", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=2)
+    parser.add_argument("--chunk-rows", type=int, default=BatchSettings.chunk_rows, help="default: the pipeline's")
+    parser.add_argument("--inflight", type=int, default=BatchSettings.inflight, help="default: the pipeline's")
+    parser.add_argument("--channels", type=int, default=BatchSettings.channels, help="default: the pipeline's")
     parser.add_argument("--pg-url", default=os.environ.get("PREDMESH_BENCH_PG_URL")
                         or os.environ.get("PREDMESH_TEST_PG_URL", DEFAULT_PG))
     args = parser.parse_args()
 
     from batch.scorefile import score_file
     from batch.scoring import Clients
-    from batch.settings import BatchSettings
     from batch.synth import synthesize
     from batch.table import write_csv
     from predmesh import Client
