@@ -124,7 +124,11 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
                 proc.proc.wait()
             if cycle == 1:  # a write torn by the kill: the next start must quarantine it, not crash
                 newest = max((spool_dir / "p0").glob("seg-*.log"))
-                with open(newest, "ab") as fh:
+                # in place, where the next record would have gone: the first byte of the preallocated (zero)
+                # tail, or the end of a segment without one
+                with open(newest, "r+b") as fh:
+                    data = fh.read()
+                    fh.seek(data.find(b"\0") if b"\0" in data else len(data))
                     fh.write(b'0badc0de {"prediction_id": "torn')
         with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port) as proc:
             time.sleep(1.0)
