@@ -88,6 +88,8 @@ class InferenceServer:
         self.services = [INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME]
         self.port = 0
         self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopping = False  # stop() has begun (later calls return at once; wait() waits for the first)
         self.clean_stop = True
         self._draining = False
         self._watcher = PointerWatcher(self.pointers, settings.reload_poll_seconds) if self.pointers else None
@@ -137,8 +139,10 @@ class InferenceServer:
     def stop(self, grace: float | None = None, drain: float | None = None) -> None:
         """Drain: health NOT_SERVING at once, keep serving for drain seconds, then refuse new calls and let
         in-flight ones finish within grace seconds."""
-        if self._stopped.is_set():
-            return
+        with self._stop_lock:  # once: a second SIGTERM (a process group's and a supervisor's) must not close twice
+            if self._stopping:
+                return
+            self._stopping = True
         self._draining = True
         self.health.enter_graceful_shutdown()
         if self._watcher:
@@ -158,6 +162,10 @@ class InferenceServer:
                       STOP_MARGIN_S)
         self.recorder.close()
         self._stopped.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def wait(self) -> None:
         self._stopped.wait()
@@ -180,6 +188,9 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
              f"http://{settings.metrics_addr}/metrics" if settings.metrics_addr else "off", loaded)
 
     def on_signal(signum, frame):
+        if server.stopping:
+            log.info("received %s: already shutting down", signal.Signals(signum).name)
+            return
         log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
         threading.Thread(target=server.stop, name="shutdown").start()
 

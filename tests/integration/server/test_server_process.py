@@ -115,6 +115,22 @@ def test_sigterm_drains_in_flight_calls_then_exits(model_store, tmp_path):
             assert time.monotonic() - terminated <= 1 + 5 + 2
 
 
+def test_a_second_sigterm_during_the_stop_is_harmless(model_store, tmp_path):
+    """`predmesh up` signals a server's process group and the workers' parent forwards SIGTERM too: the second
+    signal must not start a second stop (which closed the prediction log's spool twice: EBADF, a traceback)."""
+    env = {"PREDMESH_PERSISTENCE": "durable", "PREDMESH_DRAIN_SECONDS": "0.5"}
+    with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+        with Client(proc.target, timeout=10) as client:
+            client.predict("iris", IRIS_ROW)
+        proc.proc.terminate()
+        time.sleep(0.1)
+        proc.proc.terminate()
+        assert proc.wait(10) == 0
+        log = proc.log()
+        assert "already shutting down" in log  # the second signal did arrive during the stop
+        assert "Traceback" not in log and "Bad file descriptor" not in log, log
+
+
 def test_admin_auth_and_tokens_never_logged(model_store, tmp_path):
     """T19, gRPC side."""
     with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_LOG_LEVEL": "DEBUG"}) as proc:
