@@ -105,6 +105,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if names != model.names:
             matrix = matrix[:, [names.index(f) for f in model.names]]
         model.check_matrix(matrix)
+        transport = transport_of(context.invocation_metadata())
+        if transport == "rest" and not m.row_numbers:
+            # proto3 JSON drops a null from a packed list: a row sent as nulls would vanish, not be refused
+            raise errors.InvalidArgument("over REST, send matrix.row_numbers (one per row, with "
+                                         "matrix.request_id_prefix): null values are dropped from matrix.values, "
+                                         "so the rows cannot be counted from the values alone")
         prefix = m.request_id_prefix
         if prefix:
             numbers = list(m.row_numbers)
@@ -119,8 +125,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if self.fault_delay_s:
             self._injected_delay(context)
         probabilities, labels, batch = score_and_record_matrix(
-            self.recorder, self.registry.metrics, model, matrix, request_ids,
-            transport_of(context.invocation_metadata()), started, context.time_remaining())
+            self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
+            context.time_remaining())
         out = inference_pb2.PredictionMatrix(model=model.name, model_version=model.version,
                                              classes=model.classes, latency_ms=batch.latency_ms)
         out.labels.extend(labels.tolist())
