@@ -12,7 +12,7 @@ import luigi
 import numpy as np
 
 from batch.scoring import Clients, Scorer, ScoringFailed, request_id_prefix
-from batch.table import Table, Target, column_writer, content_hash, read_table, validate, write_csv
+from batch.table import Table, Target, column_writer, open_input, validate, write_csv
 
 REJECTS_HEADER = ["row", "reason"]
 
@@ -64,22 +64,24 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     the output, each atomically. Raises table.InputError for an unusable input, scoring.ScoringFailed or a
     predmesh error when the server fails the run.
 
-    After reading, the rows go in blocks through a two-stage pipeline: while one block is scored (its calls in
-    flight), this thread validates the next and writes the previous one's output, so the client's parsing and
-    formatting overlap the server's scoring and storing instead of preceding and following them."""
+    The rows go in blocks through a two-stage pipeline: while one block is scored (its calls in flight), this
+    thread parses and validates the next and writes the previous one's output, so the client's parsing and
+    formatting overlap the server's scoring and storing instead of preceding and following them (the file's bytes
+    are read, hashed and decoded first: an undecodable file fails before any row is scored)."""
     started = time.perf_counter()
     report = progress or (lambda done, total: None)
-    digest = content_hash(input_path)
-    table = read_table(input_path)
+    source = open_input(input_path)
     t_read = time.perf_counter()
     info = clients.first.get_model(model)
-    names, prefix, total = info.feature_names, request_id_prefix(digest), len(table.rows)
+    names, prefix, digest = info.feature_names, request_id_prefix(source.digest), source.digest
+    validate(Table(source.columns, []), names)  # the feature columns are there (InputError otherwise)
+    total = source.estimated_rows  # for progress; the exact count is known at the end
     settings = clients.settings
     step = max(1, settings.chunk_rows * settings.inflight * BLOCK_CALLS)
     scorer = Scorer(clients, model)
     classes = info.classes
-    added = _added_names(table.columns, classes)
-    timings = {"validate": 0.0, "score_wall": 0.0, "write": 0.0}
+    added = _added_names(source.columns, classes)
+    timings = {"parse": 0.0, "validate": 0.0, "score_wall": 0.0, "write": 0.0}
     rejects: list[tuple[int, str, list]] = []
     scored_rows = 0
 
@@ -109,34 +111,42 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
         report(checked.numbers[-1] if checked.numbers else 0, total)
 
     report(0, total)
-    with column_writer(output_path, [*table.columns, *added]) as out, \
+    read_rows = 0
+    with column_writer(output_path, [*source.columns, *added]) as out, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-blocks") as blocks:
         previous = None
         try:
-            for first in range(0, total, step):
+            rows_by_block = source.blocks(step)
+            while True:
                 t0 = time.perf_counter()
-                checked = validate(Table(table.columns, table.rows[first:first + step]), names, first=first + 1)
+                rows = next(rows_by_block, None)
+                t1 = time.perf_counter()
+                timings["parse"] += t1 - t0
+                if rows is None:
+                    break
+                checked = validate(Table(source.columns, rows), names, first=read_rows + 1)
+                read_rows += len(rows)
+                total = max(total, read_rows)
                 rejects.extend((n, reason, cells) for n, cells, reason in checked.rejects)
-                timings["validate"] += time.perf_counter() - t0
+                timings["validate"] += time.perf_counter() - t1
                 current = (checked, blocks.submit(scorer.score, checked.matrix, names, prefix, checked.numbers))
                 if previous is not None:
                     write(*previous, out)
                 previous = current
             if previous is not None:
                 write(*previous, out)
-            else:
-                validate(table, names)  # an empty input still needs its feature columns
         except BaseException:
             scorer.cancel()
             raise
         rejects.sort(key=lambda r: r[0])
-        write_csv(rejects_path, [*REJECTS_HEADER, *table.columns],
+        write_csv(rejects_path, [*REJECTS_HEADER, *source.columns],
                   ([n, reason, *cells] for n, reason, cells in rejects))
+    total = read_rows
     report(total, total)
     done = time.perf_counter()
     stats = scorer.stats
     return ScoreOutcome(
-        input_rows=total, scored=scored_rows, rejected=len(rejects), model=model,
+        input_rows=read_rows, scored=scored_rows, rejected=len(rejects), model=model,
         model_version=stats.model_version or info.version, content_hash=digest, seconds=done - started,
         timings={"read": t_read - started, **timings, "grpc_calls": stats.grpc_s, "server": stats.server_ms / 1000,
                  "calls": stats.calls})

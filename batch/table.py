@@ -10,7 +10,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, islice
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,32 +84,77 @@ class Table:
     rows: list[list]
 
 
-def read_table(path: Path) -> Table:
+@dataclass
+class Input:
+    """An input file opened for scoring: the SHA-256 of its bytes (content_hash), its header, an estimate of its
+    data rows (for progress: line count, exact unless a quoted cell spans lines) and its rows, parsed as they are
+    taken (blocks()), so scoring starts after the first block rather than after the whole file."""
+
+    digest: str
+    columns: list[str]
+    estimated_rows: int
+    rows: Iterator[list]
+
+    def blocks(self, size: int) -> Iterator[list[list]]:
+        """The rows, `size` at a time, in file order."""
+        while block := list(islice(self.rows, size)):
+            yield block
+
+
+def open_input(path: Path) -> Input:
+    """Read the file's bytes once (hash, UTF-8 check, header); CSV rows are parsed lazily by the Input.
+
+    An unreadable or undecodable file is an InputError here, before any row is scored; only a CSV syntax error
+    further down (csv.Error, e.g. an over-long field) can surface while the rows are taken (also InputError)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input {path} does not exist or is not a file")
-    if is_parquet(path):
-        pa = _pyarrow()
-        try:
-            table = pa.parquet.read_table(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"cannot read Parquet file {path}: {exc}") from None
-        columns = table.column_names
-        data = [table.column(c).to_pylist() for c in columns]
-        return Table(list(columns), [list(r) for r in zip(*data)] if data else [])
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
-                raise InputError(f"{path} is empty; the first line must name the columns")
-            return Table([h.strip() for h in header], list(reader))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); CSV must be UTF-8") from None
-    except csv.Error as exc:
-        raise InputError(f"{path} is not valid CSV: {exc}") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if is_parquet(path):
+        table = _read_parquet(path)
+        return Input(digest, table.columns, len(table.rows), iter(table.rows))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); CSV must be UTF-8") from None
+    del data
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise InputError(f"{path} is not valid CSV: {exc}") from None
+    if not header:
+        raise InputError(f"{path} is empty; the first line must name the columns")
+    lines = max(text.count("\n"), text.count("\r")) + (0 if text.endswith(("\n", "\r")) else 1)
+
+    def rows() -> Iterator[list]:
+        try:
+            yield from reader
+        except csv.Error as exc:
+            raise InputError(f"{path} is not valid CSV: {exc}") from None
+
+    return Input(digest, [h.strip() for h in header], max(lines - 1, 0), rows())
+
+
+def _read_parquet(path: Path) -> Table:
+    pa = _pyarrow()
+    try:
+        table = pa.parquet.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"cannot read Parquet file {path}: {exc}") from None
+    columns = table.column_names
+    data = [table.column(c).to_pylist() for c in columns]
+    return Table(list(columns), [list(r) for r in zip(*data)] if data else [])
+
+
+def read_table(path: Path) -> Table:
+    """The whole file as a Table (header and every row)."""
+    source = open_input(path)
+    return Table(source.columns, list(source.rows))
 
 
 @dataclass

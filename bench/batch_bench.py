@@ -140,7 +140,7 @@ def main() -> int:
                 client_cpu = time.process_time() - client0
                 total = t_stored - t0
                 tm = outcome.timings
-                reading = tm["read"] + tm["validate"]
+                reading = tm["read"] + tm["parse"] + tm["validate"]
                 score_wall = tm["score_wall"]
                 server_share = min(1.0, tm["server"] / tm["grpc_calls"]) if tm["grpc_calls"] else 0.0
                 tail = t_stored - t_written

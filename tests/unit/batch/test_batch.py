@@ -14,7 +14,9 @@ from batch.report import metrics
 from batch.scoring import request_id_prefix, request_ids
 from batch.settings import BatchSettings
 from batch.synth import NoTrainingDistribution, synthesize
-from batch.table import InputError, Table, content_hash, read_table, remove_stale_temporaries, validate, write_csv
+from batch.table import (
+    InputError, Table, content_hash, open_input, read_table, remove_stale_temporaries, validate, write_csv,
+)
 from predmesh.env import ConfigError
 from predmesh.types import ClassProfile, FeatureSpec, ModelInfo
 
@@ -101,6 +103,35 @@ def test_csv_round_trip_is_atomic_and_stale_temporaries_are_removed(tmp_path):
     stale = target.parent / "y.csv-luigi-tmp-0000000042"
     stale.write_text("partial")
     assert remove_stale_temporaries(target.parent) == [stale] and not stale.exists()
+
+
+def test_an_input_is_read_once_and_parsed_block_by_block(tmp_path):
+    f = tmp_path / "in.csv"
+    f.write_bytes('\ufeffa,b\r\n1,2\r\n"x\ny",3\r\n4,5\r\n6,7'.encode())  # BOM, a quoted newline, no final newline
+    source = open_input(f)
+    assert source.digest == content_hash(f) and source.columns == ["a", "b"]
+    assert source.estimated_rows == 5  # a line count: one more than the 4 rows, for the quoted newline
+    assert list(source.blocks(3)) == [[["1", "2"], ["x\ny", "3"], ["4", "5"]], [["6", "7"]]]
+
+
+def test_an_unusable_input_fails_before_any_row_and_a_bad_field_while_the_rows_are_taken(tmp_path):
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes(b"a,b\n1,2\n" * 1000 + b"caf\xe9,3\n")  # the bad byte is in the last row
+    with pytest.raises(InputError, match="not UTF-8 text .* at byte 8003"):
+        open_input(bad)
+    for content, message in [("", "is empty"), ("\n1,2\n", "is empty")]:
+        (tmp_path / "e.csv").write_text(content)
+        with pytest.raises(InputError, match=message):
+            open_input(tmp_path / "e.csv")
+    with pytest.raises(InputError, match="does not exist"):
+        open_input(tmp_path / "missing.csv")
+    long = tmp_path / "long.csv"
+    long.write_text("a,b\n1,2\n" + '"' + "x" * 200_000 + '",3\n')  # over csv's field size limit
+    source = open_input(long)
+    blocks = source.blocks(1)
+    assert next(blocks) == [["1", "2"]]
+    with pytest.raises(InputError, match="not valid CSV: field larger than field limit"):
+        next(blocks)
 
 
 def test_settings_from_env_and_their_errors():
