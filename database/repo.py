@@ -70,6 +70,9 @@ _COLUMNS = ("prediction_id", "request_id", "model", "model_version", "features",
             "transport", "latency_ms", "created_at")
 
 
+UNIQUE_VIOLATION = "23505"
+_STAGING = "predictions_incoming"  # a temporary table per connection: rows offered again go through it
+
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -152,8 +155,10 @@ def insert_predictions(records: Sequence[Stored]) -> int:
 
     Idempotent: a retried request, or a spool replayed twice, never makes a second row. This is the hot write
     path, so it bypasses the query builder. PostgreSQL: COPY (the cheapest bulk load) inside a savepoint; if
-    any row is already stored (or the data is refused) the batch goes again as a multi-row INSERT ... ON
-    CONFLICT DO NOTHING (psycopg2 execute_values). SQLite: executemany with ON CONFLICT DO NOTHING.
+    any row is already stored the batch goes again by COPY into a temporary staging table and one INSERT ...
+    SELECT ... ON CONFLICT DO NOTHING; if the data is refused, as a multi-row INSERT ... ON CONFLICT DO NOTHING
+    (psycopg2 execute_values), which raises for the refused value. SQLite: executemany with ON CONFLICT DO
+    NOTHING.
     """
     if not records:
         return 0
@@ -164,15 +169,27 @@ def insert_predictions(records: Sequence[Stored]) -> int:
         cursor = db.cursor()
         if postgres:
             import psycopg2
+            text = _copy_text(records)
             try:
                 with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable
-                    cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", _copy_text(records))
+                    cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", text)
                 return row_count(records)
             except psycopg2.Error as exc:
                 if (exc.pgcode or "")[:2] not in REJECTED_SQLSTATE_CLASSES:
                     raise
-                # a duplicate request_id (a retry, a replay) or a value COPY refuses: the INSERT below skips the
-                # duplicates, and raises for a value the database refuses (the caller isolates that row)
+                if exc.pgcode == UNIQUE_VIOLATION:
+                    # some rows are stored already (a retry, a spool replay, a rerun of a batch input): COPY into
+                    # a session-local staging table, then one INSERT ... SELECT that skips the stored ones, at
+                    # close to COPY's speed. A value the database refuses raises here (the caller isolates it).
+                    text.seek(0)
+                    with db.atomic():
+                        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE {table}) "
+                                       "ON COMMIT DELETE ROWS")
+                        cursor.copy_expert(f"COPY {_STAGING} ({columns}) FROM STDIN", text)
+                        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} "
+                                       "ON CONFLICT DO NOTHING")
+                    return row_count(records)
+                # a value COPY refuses: the INSERT below raises for it (the caller isolates that row)
         dumps = _to_json
         rows = [(r.prediction_id, r.request_id, r.model, r.model_version, dumps(r.features), r.label,
                  dumps(r.probabilities), r.transport, float(r.latency_ms),

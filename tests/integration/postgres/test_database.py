@@ -62,12 +62,19 @@ def test_predmesh_migrate_command(empty_db_url):
     database.close()
 
 
-def test_insert_is_idempotent_on_request_id(database):
+def test_insert_is_idempotent_on_request_id(database, monkeypatch):
+    from database.connect import is_postgres
+    if is_postgres():  # rows offered again go through the staging table, not the row-by-row INSERT
+        import psycopg2.extras
+        monkeypatch.setattr(psycopg2.extras, "execute_values", lambda *a, **k: pytest.fail("COPY fell back"))
     first = record("order-1")
     repo.insert_predictions([first, record("order-2")])
     # a retried request (same request_id) and a replayed spool batch (same rows again) add nothing
     repo.insert_predictions([record("order-1", "virginica"), first, record("order-3")])
     assert repo.count_predictions() == 3
+    # again on the same connection (its staging table exists and was emptied at commit), a row twice in one batch
+    repo.insert_predictions([record("order-4"), record("order-2"), record("order-4")])
+    assert repo.count_predictions() == 4
     assert repo.get_prediction(first.prediction_id).label == "setosa"
     stored = repo.get_prediction(first.prediction_id)
     assert stored.features == first.features and stored.probabilities == first.probabilities
@@ -121,7 +128,6 @@ def test_bulk_batches_are_copied_in_columns_and_stored_row_for_row(database, mon
         stored = repo.get_prediction(expected.prediction_id)
         assert dataclasses.replace(stored, created_at=expected.created_at) == expected
         assert stored.created_at == pytest.approx(expected.created_at, abs=1e-5)
-    monkeypatch.undo()
     repo.insert_predictions([batch, bulk("bulk-", 310)])  # a rerun, and 10 more rows: only those are new
     assert repo.count_predictions() == 314
 
