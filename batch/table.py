@@ -2,6 +2,7 @@
 scorable rows and rejects, and atomic writes (luigi.LocalTarget temporary paths: a file appears whole or not)."""
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -64,16 +65,38 @@ def _pyarrow():
 def content_hash(path: Path) -> str:
     """SHA-256 of the file's bytes: with the row number it makes each row's request id (a rerun stores nothing
     twice; an edited file is a different input)."""
-    if not Path(path).is_file():
+    return _scan(Path(path), text=False)[0]
+
+
+def _scan(path: Path, text: bool) -> tuple[str, int]:
+    """One streamed pass over the file: its SHA-256 and, for a text file (checked to be UTF-8), its line count."""
+    if not path.is_file():
         raise InputError(f"input {path} does not exist or is not a file")
     digest = hashlib.sha256()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    newlines = returns = offset = 0
+    tail = b""
     try:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
+                if text:
+                    try:
+                        utf8.decode(block)
+                    except UnicodeDecodeError as exc:
+                        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {offset + exc.start}); "
+                                         "CSV must be UTF-8") from None
+                    newlines += block.count(b"\n")
+                    returns += block.count(b"\r")
+                offset += len(block)
+                tail = block[-1:]
+        if text:
+            utf8.decode(b"", final=True)
+    except UnicodeDecodeError as exc:  # the file ends inside a character
+        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {offset - 1}); CSV must be UTF-8") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    return digest.hexdigest()
+    return digest.hexdigest(), max(newlines, returns) + (0 if tail in (b"", b"\n", b"\r") else 1)
 
 
 @dataclass
@@ -88,7 +111,8 @@ class Table:
 class Input:
     """An input file opened for scoring: the SHA-256 of its bytes (content_hash), its header, an estimate of its
     data rows (for progress: line count, exact unless a quoted cell spans lines) and its rows, parsed as they are
-    taken (blocks()), so scoring starts after the first block rather than after the whole file."""
+    taken (blocks()), so scoring starts after the first block rather than after the whole file, and memory holds
+    a block of the input rather than all of it."""
 
     digest: str
     columns: list[str]
@@ -102,40 +126,37 @@ class Input:
 
 
 def open_input(path: Path) -> Input:
-    """Read the file's bytes once (hash, UTF-8 check, header); CSV rows are parsed lazily by the Input.
+    """Hash the file, check that it is UTF-8 and count its lines in one streamed pass, read the header; the CSV
+    rows are then parsed from the file as they are taken (memory holds a block, not the file).
 
     An unreadable or undecodable file is an InputError here, before any row is scored; only a CSV syntax error
     further down (csv.Error, e.g. an over-long field) can surface while the rows are taken (also InputError)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"input {path} does not exist or is not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if is_parquet(path):
+    parquet = is_parquet(path)
+    digest, lines = _scan(path, text=not parquet)
+    if parquet:
         table = _read_parquet(path)
         return Input(digest, table.columns, len(table.rows), iter(table.rows))
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); CSV must be UTF-8") from None
-    del data
-    reader = csv.reader(io.StringIO(text, newline=""))
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    reader = csv.reader(f)
     try:
         header = next(reader, None)
     except csv.Error as exc:
+        f.close()
         raise InputError(f"{path} is not valid CSV: {exc}") from None
     if not header:
+        f.close()
         raise InputError(f"{path} is empty; the first line must name the columns")
-    lines = max(text.count("\n"), text.count("\r")) + (0 if text.endswith(("\n", "\r")) else 1)
 
     def rows() -> Iterator[list]:
-        try:
-            yield from reader
-        except csv.Error as exc:
-            raise InputError(f"{path} is not valid CSV: {exc}") from None
+        with f:
+            try:
+                yield from reader
+            except csv.Error as exc:
+                raise InputError(f"{path} is not valid CSV: {exc}") from None
 
     return Input(digest, [h.strip() for h in header], max(lines - 1, 0), rows())
 

@@ -119,6 +119,13 @@ def test_an_unusable_input_fails_before_any_row_and_a_bad_field_while_the_rows_a
     bad.write_bytes(b"a,b\n1,2\n" * 1000 + b"caf\xe9,3\n")  # the bad byte is in the last row
     with pytest.raises(InputError, match="not UTF-8 text .* at byte 8003"):
         open_input(bad)
+    split = tmp_path / "split.csv"  # a two-byte character across the scan's 1 MiB blocks is fine
+    split.write_bytes(b"a,b\n" + b"1,2\n" * 262140 + b"xxxxxxxxxx," + "é\n".encode())  # é at byte 2**20 - 1
+    rows = [r for block in open_input(split).blocks(100_000) for r in block]
+    assert open_input(split).estimated_rows == len(rows) == 262141 and rows[-1] == ["xxxxxxxxxx", "é"]
+    split.write_bytes(b"a,b\n1,\xc3")  # ends inside a character
+    with pytest.raises(InputError, match="not UTF-8 text"):
+        open_input(split)
     for content, message in [("", "is empty"), ("\n1,2\n", "is empty")]:
         (tmp_path / "e.csv").write_text(content)
         with pytest.raises(InputError, match=message):
