@@ -135,8 +135,7 @@ def open_input(path: Path) -> Input:
     parquet = is_parquet(path)
     digest, lines = _scan(path, text=not parquet)
     if parquet:
-        table = _read_parquet(path)
-        return Input(digest, table.columns, len(table.rows), iter(table.rows))
+        return _parquet_input(path, digest)
     try:
         f = open(path, newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -161,15 +160,23 @@ def open_input(path: Path) -> Input:
     return Input(digest, [h.strip() for h in header], max(lines - 1, 0), rows())
 
 
-def _read_parquet(path: Path) -> Table:
+def _parquet_input(path: Path, digest: str) -> Input:
+    """A Parquet file's rows, read by record batch as they are taken (its row count is in its metadata)."""
     pa = _pyarrow()
     try:
-        table = pa.parquet.read_table(path)
+        parquet = pa.parquet.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot read Parquet file {path}: {exc}") from None
-    columns = table.column_names
-    data = [table.column(c).to_pylist() for c in columns]
-    return Table(list(columns), [list(r) for r in zip(*data)] if data else [])
+
+    def rows() -> Iterator[list]:
+        with parquet:
+            try:
+                for batch in parquet.iter_batches(batch_size=65_536):
+                    yield from (list(r) for r in zip(*(column.to_pylist() for column in batch.columns)))
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"cannot read Parquet file {path}: {exc}") from None
+
+    return Input(digest, list(parquet.schema_arrow.names), parquet.metadata.num_rows, rows())
 
 
 def read_table(path: Path) -> Table:

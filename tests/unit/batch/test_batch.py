@@ -141,6 +141,19 @@ def test_an_unusable_input_fails_before_any_row_and_a_bad_field_while_the_rows_a
         next(blocks)
 
 
+def test_a_parquet_input_is_read_by_record_batch(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    f = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"a": [1.5, 2.0, None], "b": ["x", "y", "z"]}), f, row_group_size=2)
+    source = open_input(f)
+    assert (source.digest, source.columns, source.estimated_rows) == (content_hash(f), ["a", "b"], 3)
+    assert list(source.blocks(2)) == [[[1.5, "x"], [2.0, "y"]], [[None, "z"]]]
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError, match="cannot read Parquet file"):
+        open_input(tmp_path / "bad.parquet")
+
+
 def test_settings_from_env_and_their_errors():
     s = BatchSettings.from_env({"PREDMESH_SERVER_ADDR": "h:1", "PREDMESH_BATCH_CHUNK_ROWS": "250",
                                 "PREDMESH_LUIGID_ADDR": "127.0.0.1:9999", "PREDMESH_BATCH_DIR": "/x"})
