@@ -9,7 +9,9 @@ import io
 import math
 import os
 import random
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TextIO
 from contextlib import contextmanager
 from itertools import chain, islice
 from dataclasses import dataclass, field
@@ -51,6 +53,44 @@ def atomic_path(target: Target) -> Iterator[str]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def published_file(target: Target) -> Iterator[TextIO]:
+    """A text file (UTF-8, newline="") that appears at target complete, and only when the block completes.
+
+    Written as it goes into an unnamed file in the target's directory (O_TMPFILE), fsynced, then linked into
+    place through atomic_path: memory holds none of it, and a killed process leaves nothing behind (the kernel
+    frees an unnamed file with its last descriptor). Where the file system has no O_TMPFILE, the text is kept in
+    memory and written the same way at the end."""
+    directory = Path(getattr(target, "path", target)).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o666)
+    except (OSError, AttributeError):  # no O_TMPFILE here (file system, platform)
+        fd = None
+    if fd is None:
+        text = io.StringIO(newline="")
+        yield text
+        with atomic_path(target) as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                f.write(text.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+        return
+    with open(fd, "w+", newline="", encoding="utf-8") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())  # the link publishes complete bytes, also after a crash of the machine
+        with atomic_path(target) as tmp:
+            try:
+                os.link(f"/proc/self/fd/{f.fileno()}", tmp)  # linkat(AT_SYMLINK_FOLLOW): name the unnamed file
+            except OSError:  # no /proc: copy the bytes instead
+                f.seek(0)
+                with open(tmp, "w", newline="", encoding="utf-8") as copy:
+                    shutil.copyfileobj(f, copy)
+                    copy.flush()
+                    os.fsync(copy.fileno())
 
 
 def _pyarrow():
@@ -271,21 +311,18 @@ def validate(table: Table, feature_names: Sequence[str], first: int = 1) -> Vali
 
 
 def write_csv(target: Target, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """Write a CSV atomically (atomic_path), fsynced before the rename."""
-    with atomic_path(target) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())  # the rename publishes complete bytes, also after a crash of the machine
+    """Write a CSV atomically (published_file: fsynced, then named)."""
+    with published_file(target) as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 @contextmanager
 def column_writer(target: Target, header: Sequence[str]) -> Iterator[Callable[[Sequence[Sequence]], None]]:
-    """Write a table by blocks of columns: yields add(columns) (one sequence per header name, equal lengths). The
-    blocks are formatted as they come (CSV text in memory) and the file is written when the with-block completes,
-    atomically (atomic_path, fsynced); nothing is on disk before, so a killed run leaves no partial file."""
+    """Write a table by blocks of columns: yields add(columns) (one sequence per header name, equal lengths). CSV
+    blocks are formatted and written as they come into a published_file, which appears complete when the
+    with-block completes (a killed run leaves no partial file); Parquet is gathered and written at the end."""
     if is_parquet(target):
         collected: list[list] = [[] for _ in header]
 
@@ -296,23 +333,18 @@ def column_writer(target: Target, header: Sequence[str]) -> Iterator[Callable[[S
         yield gather
         write_parquet(target, dict(zip(header, collected)))
         return
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(header)
+    with published_file(target) as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
 
-    def add(columns: Sequence[Sequence]) -> None:
-        fast = _csv_template(columns)
-        if fast is None:
-            writer.writerows(zip(*columns))
-        else:
-            text.write((fast * len(columns[0])) % tuple(chain.from_iterable(zip(*columns))))
+        def add(columns: Sequence[Sequence]) -> None:
+            fast = _csv_template(columns)
+            if fast is None:
+                writer.writerows(zip(*columns))
+            else:
+                f.write((fast * len(columns[0])) % tuple(chain.from_iterable(zip(*columns))))
 
-    yield add
-    with atomic_path(target) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            f.write(text.getvalue())
-            f.flush()
-            os.fsync(f.fileno())  # the rename publishes complete bytes, also after a crash of the machine
+        yield add
 
 
 _NEEDS_QUOTES = (",", '"', "\r", "\n")

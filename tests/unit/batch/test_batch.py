@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import configparser
 import csv
+import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -19,6 +22,8 @@ from batch.table import (
 )
 from predmesh.env import ConfigError
 from predmesh.types import ClassProfile, FeatureSpec, ModelInfo
+
+ROOT = Path(__file__).resolve().parents[3]
 
 NAMES = ("a", "b")
 
@@ -152,6 +157,42 @@ def test_a_parquet_input_is_read_by_record_batch(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(InputError, match="cannot read Parquet file"):
         open_input(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize("fallback", ["none", "no O_TMPFILE", "no /proc link"])
+def test_a_published_file_appears_whole_or_not_at_all(tmp_path, monkeypatch, fallback):
+    from batch import table
+    if fallback == "no O_TMPFILE":
+        real_open = os.open
+        monkeypatch.setattr(table.os, "open", lambda path, flags, *a: (
+            (_ for _ in ()).throw(OSError(95, "not supported")) if flags & os.O_TMPFILE else real_open(path, flags, *a)))
+    elif fallback == "no /proc link":
+        monkeypatch.setattr(table.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(2, "no /proc")))
+    target = tmp_path / "out" / "x.csv"
+    with table.published_file(target) as f:
+        f.write("a,b\r\n")
+        f.flush()
+        assert not target.exists() and [p.name for p in target.parent.iterdir()] == []  # nothing named yet
+        f.write("1,é\r\n" * 10_000)
+    assert target.read_bytes() == ("a,b\r\n" + "1,é\r\n" * 10_000).encode()
+    assert [p.name for p in target.parent.iterdir()] == ["x.csv"]
+    with pytest.raises(RuntimeError):
+        with table.published_file(tmp_path / "out" / "y.csv") as f:
+            f.write("partial")
+            raise RuntimeError("killed")
+    assert [p.name for p in target.parent.iterdir()] == ["x.csv"]  # a failed write leaves nothing
+
+
+def test_a_killed_writer_leaves_no_file(tmp_path):
+    script = ("import sys, os; from batch.table import published_file\n"
+              "with published_file(sys.argv[1]) as f:\n"
+              "    f.write('x' * 100_000); f.flush(); print('writing', flush=True); sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.csv")], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    proc.kill()
+    proc.wait(10)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_settings_from_env_and_their_errors():
