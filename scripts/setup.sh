@@ -51,10 +51,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q -U pip
 fi
-log "installing predmesh and its dependencies into .venv"
-if ! .venv/bin/pip install -q -e '.[test]' > .venv/pip-install.log 2>&1; then
+# Every Python package at the version and hash requirements.lock pins (scripts/lock.sh makes it from
+# pyproject.toml), then the project itself without resolving anything again.
+log "installing the locked dependencies and predmesh into .venv"
+if ! { .venv/bin/pip install -q --require-hashes --no-deps -r requirements.lock &&
+       .venv/bin/pip install -q --no-deps --no-build-isolation -e . ; } > .venv/pip-install.log 2>&1; then
   cat .venv/pip-install.log >&2; log "pip install failed"; exit 1
 fi
 .venv/bin/python -c "import predmesh, inference" || { log "install failed"; exit 1; }

@@ -5,7 +5,7 @@ import warnings
 
 from predmesh.oip import grpc_predict_v2_pb2 as predmesh_dot_oip_dot_grpc__predict__v2__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
