@@ -1,4 +1,4 @@
-"""The README's Triton client instructions work as written: its install line in a fresh virtualenv (no
+"""The Triton client instructions of docs/oip.md work as written: its install line in a fresh virtualenv (no
 system site-packages, nothing from predmesh's venv), then its Python block against a real server."""
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ pytestmark = pytest.mark.slow  # creates a virtualenv and installs into it (from
 
 
 def readme_blocks() -> tuple[str, str]:
-    """(install command, python code) of the README's Open Inference Protocol section."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Open Inference Protocol"):]
-    section = section[:section.index("\n## ", 1)]
+    """(install command, python code) of the Open Inference Protocol page, docs/oip.md."""
+    section = (ROOT / "docs" / "oip.md").read_text()
     install = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     return install, code
