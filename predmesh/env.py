@@ -122,5 +122,5 @@ def env_epilog(names: list[str]) -> str:
     """A --help epilog listing the environment variables a command reads."""
     import textwrap
 
-    return "\n".join(textwrap.wrap("environment: " + ", ".join(names) + " (see the README's configuration table)",
+    return "\n".join(textwrap.wrap("environment: " + ", ".join(names) + " (see docs/configuration.md)",
                                     width=100, break_on_hyphens=False))
