@@ -54,7 +54,7 @@ class ConsumerSettings:
         return cls(
             amqp=AmqpSettings.from_env(environ),
             target=env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", cls.target),
-            metrics_addr=env.str("CONSUMER_METRICS_ADDR", cls.metrics_addr),
+            metrics_addr=env.addr("CONSUMER_METRICS_ADDR", cls.metrics_addr, optional=True),
             prefetch=env.int("CONSUMER_PREFETCH", cls.prefetch, minimum=1),
             windows_in_flight=env.int("CONSUMER_WINDOWS", cls.windows_in_flight, minimum=1),
             rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s),

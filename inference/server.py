@@ -23,6 +23,7 @@ from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer, ModelAdminServicer
 from inference.settings import ServerSettings
 from inference.store import ModelStore
+from predmesh.env import split_addr
 from predmesh.startup import StartupError
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 
@@ -179,10 +180,10 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
     if extend is not None:  # e.g. persistence: AnalyticsService and the activation hook, before start
         extend(server)
     if settings.metrics_addr:
-        host, _, port = settings.metrics_addr.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1")
+        host, port = split_addr(settings.metrics_addr)
+        start_http_server(port, addr=host)
     port = server.start()
-    host = settings.grpc_addr.rpartition(":")[0] or "127.0.0.1"
+    host = split_addr(settings.grpc_addr)[0]
     loaded = ", ".join(f"{m.name}@{m.version}" for m in server.registry.serving()) or "none"
     log.info("predmesh inference listening on %s:%d (gRPC); metrics: %s; models: %s", host, port,
              f"http://{settings.metrics_addr}/metrics" if settings.metrics_addr else "off", loaded)

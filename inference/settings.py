@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from database.settings import DatabaseSettings
-from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, Env
+from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, Env, split_addr
 from predmesh.logs import LEVELS
 
 RUNTIMES = ("native", "sklearn")
@@ -106,7 +106,7 @@ def _processes(env: Env, grpc_addr: str) -> int:
     several processes, so `auto` means one there."""
     raw = env.str("PROCESSES", "auto").strip().lower()
     if raw == "auto":
-        return 1 if grpc_addr.rpartition(":")[2] == "0" else allowed_cpus()
+        return 1 if split_addr(grpc_addr)[1] == 0 else allowed_cpus()
     try:
         return env.int("PROCESSES", 1, minimum=1)
     except ConfigError:
