@@ -351,8 +351,7 @@ class Session:
                 log.warning("no data from the broker for %.1f s (missed heartbeats): dropping the connection",
                             time.monotonic() - seen)
                 self.aborted = True
-                # what pika's own heartbeat checker does, only sooner: a silent peer never answers a close
-                conn._terminate_stream(pika.exceptions.AMQPHeartbeatTimeout(
+                conn.abort(pika.exceptions.AMQPHeartbeatTimeout(
                     f"no data from the broker for more than {heartbeat} s"))
                 return
 
