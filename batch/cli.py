@@ -10,6 +10,7 @@ import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from predmesh import faults
 from predmesh.env import ConfigError
 
 # Exit codes of `predmesh batch score` (nightly/backfill exit with Luigi's retcodes from batch/luigi.cfg).
@@ -87,9 +88,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from batch.runner import load_config
     from batch.settings import BatchSettings
+    load_config()  # first: the PREDMESH_* variables are written over luigi.cfg's [BatchSettings]
     try:
         settings = BatchSettings.from_env(os.environ)
+        faults.configure(os.environ.get(faults.ENV, ""))  # fault injection for the fault tests; off when unset
     except ConfigError as exc:
         print(f"predmesh batch: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -61,7 +61,6 @@ def run_tasks(settings: BatchSettings, task_argv: list[str], *, local_scheduler:
     """Run a root task given as Luigi command-line words; returns Luigi's retcode (0 = every task complete)."""
     load_config()
     setup_logging(settings.log_level)
-    tasks.configure(settings)
     # Luigi's process lock (a second identical run exits with the already_running retcode) lives with the outputs
     # it protects, so runs on different batch directories never block each other.
     locks = settings.batch_dir.resolve() / ".locks"

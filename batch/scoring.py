@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from predmesh import Client, InvalidArgument, PredmeshError
+from predmesh.faults import fault_point
 from predmesh.types import ScoredMatrix
 
 from batch.settings import BatchSettings
@@ -206,6 +207,5 @@ class Scorer:
                     out = self._chunk(job, start, mid) + self._chunk(job, mid, end)
         except PredmeshError as exc:
             raise ScoringFailed(describe(exc, self.settings.server)) from None
-        if self.settings.fault_delay_ms:
-            time.sleep(self.settings.fault_delay_ms / 1000)  # test hook: a slow run to interrupt
+        fault_point("batch.chunk_delay_ms")  # the fault tests' slow run to interrupt (predmesh.faults)
         return out

@@ -1,56 +1,110 @@
-"""The batch pipeline's settings: PREDMESH_* variables read once by the entry point into a frozen object."""
+"""The batch pipeline's settings: a luigi.Config (section [BatchSettings] of luigi.cfg), over which the entry point
+writes the PREDMESH_* variables that are set (from_env); tasks read it as BatchSettings()."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
-from predmesh.env import ConfigError, Env
+import luigi
+import luigi.configuration
+
+from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, split_addr
+
+SECTION = "BatchSettings"
+# option of [BatchSettings] → the variable that overrides it (PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR)
+VARIABLES = {
+    "server": "PREDMESH_SERVER_ADDR", "batch_dir": "PREDMESH_BATCH_DIR", "model": "PREDMESH_BATCH_MODEL",
+    "rows": "PREDMESH_BATCH_ROWS", "chunk_rows": "PREDMESH_BATCH_CHUNK_ROWS", "inflight": "PREDMESH_BATCH_INFLIGHT",
+    "channels": "PREDMESH_BATCH_CHANNELS", "timeout_s": "PREDMESH_BATCH_TIMEOUT_S",
+    "feedback_wait_s": "PREDMESH_BATCH_FEEDBACK_WAIT_S", "luigid": "PREDMESH_LUIGID_ADDR",
+    "luigid_dir": "PREDMESH_LUIGID_DIR", "log_level": "PREDMESH_LOG_LEVEL",
+}
+_written: set[str] = set()  # the options from_env last wrote over luigi's configuration
 
 
-def host_port(name: str, value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{name}={value!r} is not host:port")
-    return host, int(port)
+class BatchSettings(luigi.Config):
+    """Where the server and the outputs are, and how hard to drive the server."""
 
-
-@dataclass(frozen=True)
-class BatchSettings:
-    server: str = "127.0.0.1:50051"  # the inference server (or the gateway's native gRPC listener)
-    batch_dir: Path = Path("var/batch")  # day outputs: <dir>/nightly/<model>/<date>/
-    model: str = "iris"  # nightly default model
-    rows: int = 10_000  # nightly default synthetic rows per day
-    chunk_rows: int = 1000  # rows per PredictBatch call (at most the server's PREDMESH_MAX_BATCH_ROWS)
-    inflight: int = 4  # chunks in flight at once
-    channels: int = 2  # connections to the server (SO_REUSEPORT spreads connections over server processes)
-    timeout_s: float = 30.0  # deadline of each call
-    feedback_wait_s: float = 30.0  # how long Report retries feedback for predictions not stored yet
-    luigid: str = "127.0.0.1:8082"  # central scheduler (`predmesh batch scheduler`)
-    luigid_dir: Path = Path("var/luigi")  # luigid's state file and logs
-    log_level: str = "INFO"
-    fault_delay_ms: int = 0  # test hook: sleep this long after each scored chunk
+    server = luigi.Parameter(default=DEFAULT_GRPC_ADDR,
+                             description="the inference server (or the gateway's native gRPC listener)")
+    batch_dir = luigi.PathParameter(default="var/batch", description="day outputs: <dir>/nightly/<model>/<date>/")
+    model = luigi.Parameter(default="iris", description="nightly default model")
+    rows = luigi.IntParameter(default=10_000, description="nightly default synthetic rows per day")
+    chunk_rows = luigi.IntParameter(
+        default=1000, description="rows per PredictBatch call (at most the server's PREDMESH_MAX_BATCH_ROWS)")
+    inflight = luigi.IntParameter(default=4, description="chunks in flight at once")
+    channels = luigi.IntParameter(
+        default=2, description="connections to the server (SO_REUSEPORT spreads them over server processes)")
+    timeout_s = luigi.FloatParameter(default=30.0, description="deadline of each call")
+    feedback_wait_s = luigi.FloatParameter(
+        default=30.0, description="how long Report retries feedback for predictions not stored yet")
+    luigid = luigi.Parameter(default="127.0.0.1:8082", description="central scheduler (`predmesh batch scheduler`)")
+    luigid_dir = luigi.PathParameter(default="var/luigi", description="luigid's state file and logs")
+    log_level = luigi.Parameter(default="INFO")
 
     @property
     def luigid_host_port(self) -> tuple[str, int]:
-        return host_port("PREDMESH_LUIGID_ADDR", self.luigid)
+        try:
+            return split_addr(self.luigid)
+        except ConfigError as exc:
+            raise ConfigError(f"{_where('luigid')}: {exc}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> BatchSettings:
-        env = Env(environ)
-        settings = cls(
-            server=env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", cls.server),
-            batch_dir=env.path("BATCH_DIR", str(cls.batch_dir)),
-            model=env.str("BATCH_MODEL", cls.model), rows=env.int("BATCH_ROWS", cls.rows, minimum=1),
-            chunk_rows=env.int("BATCH_CHUNK_ROWS", cls.chunk_rows, minimum=1),
-            inflight=env.int("BATCH_INFLIGHT", cls.inflight, minimum=1),
-            channels=env.int("BATCH_CHANNELS", cls.channels, minimum=1),
-            timeout_s=env.float("BATCH_TIMEOUT_S", cls.timeout_s),
-            feedback_wait_s=env.float("BATCH_FEEDBACK_WAIT_S", cls.feedback_wait_s),
-            luigid=env.str("LUIGID_ADDR", cls.luigid), luigid_dir=env.path("LUIGID_DIR", str(cls.luigid_dir)),
-            log_level=env.str("LOG_LEVEL", cls.log_level).upper(),
-            fault_delay_ms=env.int("BATCH_FAULT_DELAY_MS", 0, minimum=0))
-        settings.luigid_host_port  # noqa: B018 -- validate now, not at first use
-        if settings.timeout_s <= 0:
-            raise ConfigError(f"PREDMESH_BATCH_TIMEOUT_S={settings.timeout_s} must be > 0")
+        """Write every PREDMESH_* variable of VARIABLES that is set over [BatchSettings] (luigi.cfg, else the
+        defaults) and return the result; ConfigError names the variable or option of an unusable value."""
+        params = dict(cls.get_params())
+        values: dict[str, str] = {}
+        parsed = {}
+        for option, variable in VARIABLES.items():
+            raw = environ.get(variable, "").strip()
+            if option == "server":
+                raw = raw or environ.get("PREDMESH_GRPC_ADDR", "").strip()
+            if not raw:
+                continue
+            values[option] = raw.upper() if option == "log_level" else raw
+            try:
+                parsed[option] = params[option].parse(values[option])
+            except ValueError:
+                raise ConfigError(f"{variable}={raw!r} is not {_KIND.get(type(params[option]), 'valid')}") from None
+        _forget_written()
+        try:
+            settings = cls(**parsed)
+        except ValueError as exc:  # a value in luigi.cfg luigi cannot parse
+            raise ConfigError(f"luigi configuration [{SECTION}]: {exc}") from None
+        settings.check()
+        _write(values)  # only once valid: from here on, BatchSettings() in any task is these settings
         return settings
+
+    def check(self) -> None:
+        """ConfigError for a value the pipeline cannot work with, wherever it came from."""
+        for option in ("rows", "chunk_rows", "inflight", "channels"):
+            if getattr(self, option) < 1:
+                raise ConfigError(f"{_where(option)}={getattr(self, option)} must be >= 1")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"{_where('timeout_s')}={self.timeout_s} must be > 0")
+        self.luigid_host_port  # noqa: B018 -- validate now, not at first use
+
+
+_KIND = {luigi.IntParameter: "an integer", luigi.FloatParameter: "a number"}
+
+
+def _where(option: str) -> str:
+    return f"{VARIABLES[option]} ([{SECTION}] {option})"
+
+
+def _forget_written() -> None:
+    """Take the options an earlier from_env wrote back to what the configuration files say (a process reads its
+    environment once; tests read several)."""
+    if _written:
+        config = luigi.configuration.get_config()
+        for option in _written:
+            config.remove_option(SECTION, option)
+        config.reload()
+        _written.clear()
+
+
+def _write(values: dict[str, str]) -> None:
+    config = luigi.configuration.get_config()
+    for option, value in values.items():
+        config.set(SECTION, option, value.replace("%", "%%"))  # literal: no %-interpolation of the value
+    _written.update(values)

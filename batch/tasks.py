@@ -2,7 +2,8 @@
 (<PREDMESH_BATCH_DIR>/nightly/<model>/<date>/). Every output is written through a temporary path and renamed,
 so a killed task leaves no output and a completed day is a no-op; RangeDailyBase over Report backfills days.
 
-The entry point (batch.cli) reads the settings and calls configure() before Luigi runs anything."""
+Settings come from BatchSettings(), a luigi.Config: luigi.cfg's [BatchSettings], with the PREDMESH_* variables
+the entry point (batch.cli) wrote over it."""
 from __future__ import annotations
 
 import logging
@@ -23,23 +24,11 @@ from batch.table import InputError, read_table, remove_stale_temporaries, write_
 from predmesh import PredmeshError
 
 log = logging.getLogger("predmesh.batch")
-_settings: BatchSettings | None = None
 FAILURES: list[tuple[str, str]] = []  # (task, reason) of the tasks that failed in this process
 
 
-def configure(settings: BatchSettings) -> None:
-    global _settings
-    _settings = settings
-
-
-def settings() -> BatchSettings:
-    if _settings is None:
-        raise RuntimeError("batch settings are not configured; run the pipeline through `predmesh batch`")
-    return _settings
-
-
 def day_dir(model: str, day: Date) -> Path:
-    return settings().batch_dir / "nightly" / model / day.isoformat()
+    return BatchSettings().batch_dir / "nightly" / model / day.isoformat()
 
 
 def run_key(model: str, day: Date) -> str:
@@ -99,11 +88,11 @@ class GenerateData(DayTask):
 
     def run(self):
         remove_stale_temporaries(self.dir())
-        with Clients(settings()) as clients:
+        with Clients(BatchSettings()) as clients:
             try:
                 info = clients.first.get_model(self.model)
             except PredmeshError as exc:
-                raise ScoringFailed(describe(exc, settings().server)) from None
+                raise ScoringFailed(describe(exc, BatchSettings().server)) from None
         header, rows = synthesize(info, self.date, self.rows)
         write_csv(self.output(), header, rows)
 
@@ -124,7 +113,7 @@ class Score(DayTask):
         remove_stale_temporaries(self.dir())
         out = self.output()
         started = datetime.now(timezone.utc)
-        with Clients(settings()) as clients:
+        with Clients(BatchSettings()) as clients:
             key = run_key(self.model, self.date)
             record_run(clients, run_key=key, kind="nightly", model=self.model, run_date=self.date.isoformat(),
                        status="running", message="scoring", started_at=started)
@@ -133,7 +122,7 @@ class Score(DayTask):
                 outcome = score_file(clients, self.model, Path(self.input().path), out["scored"], out["rejects"],
                                      progress=progress)
             except PredmeshError as exc:
-                raise ScoringFailed(describe(exc, settings().server)) from None
+                raise ScoringFailed(describe(exc, BatchSettings().server)) from None
             finally:
                 progress.close()
             write_outcome(out["summary"], outcome)  # last: its presence means the day is scored
@@ -166,9 +155,9 @@ class Report(DayTask):
         predicted = [r[p] for r in scored.rows]
         classes = [c.removeprefix("prob_") for c in cols if c.startswith("prob_")]
         result = reports.metrics(true, predicted, classes)
-        with Clients(settings()) as clients:
+        with Clients(BatchSettings()) as clients:
             self.set_status_message("sending the known labels as feedback")
-            feedback = send_feedback(clients, {r[i]: r[t] for r in scored.rows}, settings().feedback_wait_s)
+            feedback = send_feedback(clients, {r[i]: r[t] for r in scored.rows}, BatchSettings().feedback_wait_s)
             result.update(date=self.date.isoformat(), model=self.model, model_version=outcome.model_version,
                           rejected=outcome.rejected, feedback=feedback)
             reports.write_chart(self.output()["png"], result,
@@ -216,8 +205,8 @@ def _on_failure(task: luigi.Task, exception: BaseException) -> None:
     """Remember the reason (printed by the entry point) and record the failed run."""
     reason = str(exception) or type(exception).__name__
     FAILURES.append((str(task), reason))
-    if isinstance(task, DayTask) and _settings is not None:
-        with Clients(settings()) as clients:
+    if isinstance(task, DayTask):
+        with Clients(BatchSettings()) as clients:
             record_run(clients, run_key=run_key(task.model, task.date), kind="nightly", model=task.model,
                        run_date=task.date.isoformat(), status="failed",
                        message=f"{task.get_task_family()} failed: {reason}")

@@ -66,14 +66,15 @@ def main() -> int:
     from batch.scoring import request_id_prefix
     from batch.settings import BatchSettings
 
+    defaults = BatchSettings()  # the pipeline's defaults (no luigi.cfg loaded here)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2, help="PREDMESH_PROCESSES of the server")
     parser.add_argument("--runtime", default="native", choices=("sklearn", "native"))
-    parser.add_argument("--chunk-rows", type=int, default=BatchSettings.chunk_rows, help="default: the pipeline's")
-    parser.add_argument("--inflight", type=int, default=BatchSettings.inflight, help="default: the pipeline's")
-    parser.add_argument("--channels", type=int, default=BatchSettings.channels, help="default: the pipeline's")
+    parser.add_argument("--chunk-rows", type=int, default=defaults.chunk_rows, help="default: the pipeline's")
+    parser.add_argument("--inflight", type=int, default=defaults.inflight, help="default: the pipeline's")
+    parser.add_argument("--channels", type=int, default=defaults.channels, help="default: the pipeline's")
     parser.add_argument("--pg-url", default=os.environ.get("PREDMESH_BENCH_PG_URL")
                         or os.environ.get("PREDMESH_TEST_PG_URL", DEFAULT_PG))
     args = parser.parse_args()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.probe import grpc_health, http_ok
+from predmesh.env import redact
 from predmesh.logs import setup_logging
 from predmesh.startup import run_guarded
 
@@ -94,17 +95,6 @@ def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return True, "reachable"
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable", reported with its reason
         return False, f"not reachable ({type(exc).__name__}: {exc or 'no answer'})"
-
-
-def redact(url: str) -> str:
-    """A URL without its password, for printing."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 @dataclass

@@ -9,7 +9,8 @@ import signal
 import sys
 
 from consumer.settings import ConsumerSettings
-from predmesh.env import ConfigError
+from predmesh import faults
+from predmesh.env import ConfigError, split_addr
 from predmesh.logs import setup_logging
 
 log = logging.getLogger("consumer")
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     try:
         settings = ConsumerSettings.from_env(os.environ)
+        faults.configure(os.environ.get(faults.ENV, ""))
     except ConfigError as exc:
         print(f"predmesh consume: {exc}", file=sys.stderr)
         return 2
@@ -40,8 +42,8 @@ async def run(settings: ConsumerSettings) -> int:
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry)
     if settings.metrics_addr:
-        host, _, port = settings.metrics_addr.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+        host, port = split_addr(settings.metrics_addr)
+        start_http_server(port, addr=host, registry=registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

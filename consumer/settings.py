@@ -45,7 +45,6 @@ class ConsumerSettings:
     max_call_rows: int = 500             # rows per PredictBatch call (keep <= the server's PREDMESH_MAX_BATCH_ROWS)
     retry_max_s: float = 10.0            # cap of the jittered backoff between retries of a transient failure
     grace_s: float = 30.0                # on SIGTERM: time to finish in-flight jobs before giving them back
-    fault_hook: str = ""                 # test hook "answered:N" / "confirmed:N": SIGKILL itself at the Nth time
     log_level: str = "INFO"
 
     @classmethod
@@ -54,7 +53,7 @@ class ConsumerSettings:
         return cls(
             amqp=AmqpSettings.from_env(environ),
             target=env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", cls.target),
-            metrics_addr=env.str("CONSUMER_METRICS_ADDR", cls.metrics_addr),
+            metrics_addr=env.addr("CONSUMER_METRICS_ADDR", cls.metrics_addr, optional=True),
             prefetch=env.int("CONSUMER_PREFETCH", cls.prefetch, minimum=1),
             windows_in_flight=env.int("CONSUMER_WINDOWS", cls.windows_in_flight, minimum=1),
             rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s),
@@ -62,5 +61,4 @@ class ConsumerSettings:
             max_call_rows=env.int("CONSUMER_MAX_CALL_ROWS", cls.max_call_rows, minimum=1),
             retry_max_s=env.float("CONSUMER_RETRY_MAX_S", cls.retry_max_s),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
-            grace_s=env.float("CONSUMER_GRACE_S", cls.grace_s),
-            fault_hook=env.str("CONSUMER_FAULT_HOOK", ""))
+            grace_s=env.float("CONSUMER_GRACE_S", cls.grace_s))

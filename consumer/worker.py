@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import random
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +15,7 @@ from consumer import amqp
 from consumer.handler import Action, Delivery, Limits, Outcome, handle
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings
+from predmesh.faults import fault_point
 from predmesh.jobs import Topology
 
 log = logging.getLogger(__name__)
@@ -59,23 +58,6 @@ def window_ready(waiting: int, *, scoring: int, unconfirmed: int, outstanding: i
     return not scoring or outstanding >= prefetch
 
 
-class FaultHook:
-    """Test hook (PREDMESH_CONSUMER_FAULT_HOOK="answered:N" or "confirmed:N"): SIGKILL this process the Nth time
-    the point is reached: after the server answered a window and before anything is published or acked, or after
-    a result was confirmed and before its job is acked."""
-
-    def __init__(self, spec: str):
-        point, _, count = spec.partition(":")
-        self.point, self.left = (point, int(count or 1)) if spec else ("", 0)
-
-    def reached(self, point: str) -> None:
-        if point == self.point:
-            self.left -= 1
-            if self.left <= 0:
-                log.warning("fault hook %s: killing this process (SIGKILL)", point)
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
 class Worker:
     """Consumes until `stop` is set, across broker sessions; scoring goes through `scorer` in one thread."""
 
@@ -86,7 +68,6 @@ class Worker:
         self.topology = Topology(settings.amqp.prefix)
         self.limits = Limits(max_body_bytes=settings.max_body_bytes, max_call_rows=settings.max_call_rows)
         self.executor = ThreadPoolExecutor(settings.windows_in_flight, thread_name_prefix="score")
-        self.fault = FaultHook(settings.fault_hook)
 
     async def run(self, stop: asyncio.Event) -> None:
         params = amqp.parameters(self.settings.amqp.url, self.settings.amqp.heartbeat_s,
@@ -214,7 +195,7 @@ class Session:
                 metrics.publish_nacked.inc()
                 self.held.append((d, received))
                 continue
-            self.w.fault.reached("confirmed")
+            fault_point("consumer.confirmed")
             done.append(d.tag)
             if outcome.action is Action.ACK:
                 acked += 1
@@ -303,7 +284,7 @@ class Session:
             self.w.executor, handle, [d for d, _ in window], self.w.scorer, self.w.topology, self.w.limits)
         if self.closed.done():
             return  # the session is gone: the broker gives these jobs back
-        self.w.fault.reached("answered")
+        fault_point("consumer.answered")
         retry = []
         try:
             for (d, received), outcome in zip(window, outcomes):
@@ -370,8 +351,7 @@ class Session:
                 log.warning("no data from the broker for %.1f s (missed heartbeats): dropping the connection",
                             time.monotonic() - seen)
                 self.aborted = True
-                # what pika's own heartbeat checker does, only sooner: a silent peer never answers a close
-                conn._terminate_stream(pika.exceptions.AMQPHeartbeatTimeout(
+                conn.abort(pika.exceptions.AMQPHeartbeatTimeout(
                     f"no data from the broker for more than {heartbeat} s"))
                 return
 

@@ -37,18 +37,3 @@ def quality(model: str, version: str, confusion: Mapping[tuple[str, str], int]) 
                    accuracy=correct / total if total else 0.0,
                    macro_precision=sum(precisions) / len(classes) if classes else 0.0,
                    macro_recall=sum(recalls) / len(classes) if classes else 0.0)
-
-
-def percentiles(sorted_values: list[float], qs: tuple[float, ...]) -> list[float]:
-    """Linear-interpolation percentiles, identical to PostgreSQL's percentile_cont; 0 for no values."""
-    n = len(sorted_values)
-    out = []
-    for q in qs:
-        if not n:
-            out.append(0.0)
-            continue
-        pos = q * (n - 1)
-        lo = int(pos)
-        hi = min(lo + 1, n - 1)
-        out.append(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
-    return out

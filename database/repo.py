@@ -15,8 +15,9 @@ from peewee import JOIN, SQL, fn
 
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db
-from database.quality import Quality, percentiles, quality
+from database.quality import Quality, quality
 from database.records import PredictionBatch, PredictionRecord, Stored, as_rows, row_count
+from predmesh.percentile import percentile
 
 PERCENTILES = (0.5, 0.95, 0.99)
 
@@ -294,7 +295,7 @@ def stats(flt: PredictionFilter) -> Stats:
     else:
         values = [v for (v,) in Prediction.select(Prediction.latency_ms).where(*conds)
                   .order_by(Prediction.latency_ms).tuples()]
-        latency = percentiles(values, PERCENTILES)
+        latency = [percentile(values, q) for q in PERCENTILES]
     return Stats(total=total, by_label=by_label, by_version=by_version, by_transport=by_transport,
                  latency_ms=tuple(latency), quality=version_quality(flt))
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from predmesh.env import ConfigError, Env
+from predmesh.env import ConfigError, Env, redact
 from predmesh.logs import LEVELS
 
 DEFAULT_URL = "sqlite:///var/predmesh.db"
@@ -13,14 +13,6 @@ DEFAULT_URL = "sqlite:///var/predmesh.db"
 
 class DatabaseConfigError(ConfigError):
     """The database URL cannot be used."""
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs and error messages)."""
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@", 1)
-    return url
 
 
 def check_url(url: str) -> str:

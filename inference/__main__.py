@@ -11,6 +11,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 from inference.settings import PersistenceSettings, ServerSettings, Settings  # noqa: E402
+from predmesh import faults  # noqa: E402
 from predmesh.env import env_epilog, variables_read  # noqa: E402
 from predmesh.logs import setup_logging  # noqa: E402
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m inference") -> in
 
 def _run(args: argparse.Namespace, command: str) -> int:
     settings = Settings.from_env(os.environ)  # every PREDMESH_* variable, read once
+    faults.configure(os.environ.get(faults.ENV, ""))  # fault injection for the fault tests; off when unset
     server = settings.server
     setup_logging(server.log_level)
 

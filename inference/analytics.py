@@ -15,6 +15,8 @@ from inference import errors
 from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_name, check_optional_name, check_text, shown
 from inference.convert import prediction_message
 from inference.edge import rpc
+from predmesh import types
+from predmesh.types import TRANSPORTS, transport_value
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
 
 log = logging.getLogger(__name__)
@@ -37,16 +39,10 @@ _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 def transport_name(value: int) -> str:
     """TRANSPORT_REST → "rest"; unspecified → "" (no filter); a value this server does not know → InvalidArgument."""
-    if not value:
-        return ""
-    if value not in model_pb2.Transport.values():
-        known = ", ".join(n for n in model_pb2.Transport.keys() if n != "TRANSPORT_UNSPECIFIED")
+    if value and value not in model_pb2.Transport.values():
+        known = ", ".join("TRANSPORT_" + name.upper() for name in TRANSPORTS)
         raise errors.InvalidArgument(f"transport {value} is not a known transport; use one of {known}")
-    return model_pb2.Transport.Name(value).removeprefix("TRANSPORT_").lower()
-
-
-def transport_value(name: str) -> int:
-    return model_pb2.Transport.Value("TRANSPORT_" + name.upper()) if name else 0
+    return types.transport_name(value)
 
 
 def epoch(field: str, ts: Timestamp, present: bool) -> float | None:

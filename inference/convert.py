@@ -13,12 +13,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from database.records import PredictionRecord
 from inference.manifest import Manifest
+from predmesh.types import TRANSPORTS
 from predmesh.v1 import model_pb2
 
 # prediction_id = uuid5(namespace, request_id): a retried request gets the same prediction_id.
 PREDICTION_NAMESPACE = uuid.UUID("4c1d3c57-9a4e-4f0e-9a43-5b0f7c8e0d11")
 _NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
-TRANSPORTS = frozenset({"grpc", "rest", "queue", "batch", "ui"})
+_TRANSPORTS = frozenset(TRANSPORTS)
 
 
 def model_info(manifest: Manifest, serving: bool) -> model_pb2.ModelInfo:
@@ -82,7 +83,7 @@ def transport_of(metadata) -> str:
     """The caller's transport from x-predmesh-transport metadata; grpc when absent or unknown."""
     for key, value in metadata:
         if key == "x-predmesh-transport":
-            return value if value in TRANSPORTS else "grpc"
+            return value if value in _TRANSPORTS else "grpc"
     return "grpc"
 
 

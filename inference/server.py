@@ -23,6 +23,7 @@ from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer, ModelAdminServicer
 from inference.settings import ServerSettings
 from inference.store import ModelStore
+from predmesh.env import split_addr
 from predmesh.startup import StartupError
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 
@@ -78,8 +79,7 @@ class InferenceServer:
                 ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
             ])
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows,
-                              fault_delay_s=settings.fault_delay_ms / 1000), self._server)
+            InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows), self._server)
         admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
             ModelAdminServicer(self.registry, AdminAuth(settings.admin_token, settings.readonly_token),
                                on_reload=self.pointers.publish if self.pointers else None),
@@ -179,10 +179,10 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
     if extend is not None:  # e.g. persistence: AnalyticsService and the activation hook, before start
         extend(server)
     if settings.metrics_addr:
-        host, _, port = settings.metrics_addr.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1")
+        host, port = split_addr(settings.metrics_addr)
+        start_http_server(port, addr=host)
     port = server.start()
-    host = settings.grpc_addr.rpartition(":")[0] or "127.0.0.1"
+    host = split_addr(settings.grpc_addr)[0]
     loaded = ", ".join(f"{m.name}@{m.version}" for m in server.registry.serving()) or "none"
     log.info("predmesh inference listening on %s:%d (gRPC); metrics: %s; models: %s", host, port,
              f"http://{settings.metrics_addr}/metrics" if settings.metrics_addr else "off", loaded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 
 import grpc
 import numpy as np
@@ -17,20 +18,31 @@ from inference.edge import Refused, rpc, status_of
 from inference.recorder import Recorder
 from inference.registry import ModelRegistry
 from inference.scoring import score_and_record, score_and_record_matrix
+from predmesh.faults import fault_point
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
+def _wait_unless_cancelled(context, seconds: float) -> bool:
+    """An injected delay (predmesh.faults): wait, unless the call is cancelled (deadline, client gone) first;
+    True when it was."""
+    cancelled = threading.Event()
+    context.add_callback(cancelled.set)
+    started = time.monotonic()
+    if cancelled.wait(seconds) or not context.is_active():
+        log.info("handler observed cancellation after %.0f ms and stopped", (time.monotonic() - started) * 1000)
+        return True
+    return False
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Predict, PredictBatch, PredictStream, ListModels, GetModel."""
 
-    def __init__(self, registry: ModelRegistry, recorder: Recorder, *, max_batch_rows: int,
-                 fault_delay_s: float = 0.0):
+    def __init__(self, registry: ModelRegistry, recorder: Recorder, *, max_batch_rows: int):
         self.registry = registry
         self.recorder = recorder
         self.max_batch_rows = max_batch_rows
-        self.fault_delay_s = fault_delay_s
 
     def _score(self, model_name: str, rows, request_ids, context, started: float) -> list:
         """Validate, score, record and build predictions for rows of one model."""
@@ -41,21 +53,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             for i, rid in enumerate(request_ids):
                 check_text(f"rows[{i}].request_id", rid, MAX_ID)
         vectors = [model.vector(r, i if len(rows) > 1 else None) for i, r in enumerate(rows)]
-        if self.fault_delay_s:
-            self._injected_delay(context)
+        if fault_point("inference.predict_delay_ms", partial(_wait_unless_cancelled, context)):
+            raise errors.DeadlineExceeded("call cancelled during injected delay")
         _, records = score_and_record(self.recorder, self.registry.metrics, model, vectors, rows, request_ids,
                                       transport_of(context.invocation_metadata()), started, context.time_remaining())
         return [prediction_message(r) for r in records]
-
-    def _injected_delay(self, context) -> None:
-        """Test hook: wait fault_delay_s unless the call is cancelled (deadline, client gone) first."""
-        cancelled = threading.Event()
-        context.add_callback(cancelled.set)
-        started = time.monotonic()
-        if cancelled.wait(self.fault_delay_s) or not context.is_active():
-            log.info("handler observed cancellation after %.0f ms and stopped",
-                     (time.monotonic() - started) * 1000)
-            raise errors.DeadlineExceeded("call cancelled during injected delay")
 
     @rpc
     def Predict(self, request, context):
@@ -122,8 +124,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             raise errors.InvalidArgument("matrix.row_numbers needs a request_id_prefix")
         else:
             request_ids = fresh_request_ids(n)
-        if self.fault_delay_s:
-            self._injected_delay(context)
+        if fault_point("inference.predict_delay_ms", partial(_wait_unless_cancelled, context)):
+            raise errors.DeadlineExceeded("call cancelled during injected delay")
         probabilities, labels, batch = score_and_record_matrix(
             self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
             context.time_remaining())

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from database.settings import DatabaseSettings
-from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, Env
+from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, Env, split_addr
 from predmesh.logs import LEVELS
 
 RUNTIMES = ("native", "sklearn")
@@ -49,7 +49,6 @@ class ServerSettings:
     drift: bool = True  # track live data drift against each version's training distribution (inference/drift.py)
     drift_window_s: float = 600.0  # the sliding window drift is computed over
     reload_poll_seconds: float = 1.0  # multi-process: how often each process checks the serving pointers
-    fault_delay_ms: float = 0.0  # test hook: delay every Predict (cancellable), see tests/integration
     tls_cert: Path | None = None       # PEM certificate chain: serve gRPC over TLS
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM CA bundle: require and verify client certificates (mTLS)
@@ -87,7 +86,6 @@ class ServerSettings:
             reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds),
             drift=env.bool("DRIFT", cls.drift),
             drift_window_s=_positive("DRIFT_WINDOW_S", env.float("DRIFT_WINDOW_S", cls.drift_window_s)),
-            fault_delay_ms=env.float("FAULT_DELAY_MS", cls.fault_delay_ms),
             tls_cert=path("TLS_CERT"),
             tls_key=path("TLS_KEY"),
             tls_client_ca=path("TLS_CLIENT_CA"),
@@ -106,7 +104,7 @@ def _processes(env: Env, grpc_addr: str) -> int:
     several processes, so `auto` means one there."""
     raw = env.str("PROCESSES", "auto").strip().lower()
     if raw == "auto":
-        return 1 if grpc_addr.rpartition(":")[2] == "0" else allowed_cpus()
+        return 1 if split_addr(grpc_addr)[1] == 0 else allowed_cpus()
     try:
         return env.int("PROCESSES", 1, minimum=1)
     except ConfigError:

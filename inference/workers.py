@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from inference.metrics import GroupCollector
 from inference.settings import ServerSettings
-from predmesh.env import ConfigError
+from predmesh.env import ConfigError, split_addr
 
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_S = 1.0
@@ -67,7 +67,7 @@ class WorkerGroup:
     """Starts, watches and stops the worker processes."""
 
     def __init__(self, settings: ServerSettings, environ: dict[str, str]):
-        if settings.grpc_addr.rpartition(":")[2] in ("", "0"):
+        if split_addr(settings.grpc_addr)[1] == 0:
             raise ConfigError("PREDMESH_PROCESSES > 1 needs a fixed port in PREDMESH_GRPC_ADDR (not 0)")
         self.settings = settings
         own_dir = not environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -98,8 +98,8 @@ class WorkerGroup:
         if self.settings.metrics_addr:
             registry = CollectorRegistry()
             registry.register(GroupCollector(str(self.metrics_dir), self.live_pids))
-            host, _, port = self.settings.metrics_addr.rpartition(":")
-            start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+            host, port = split_addr(self.settings.metrics_addr)
+            start_http_server(port, addr=host, registry=registry)
         for index in range(len(self.children)):
             self._spawn(index)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"  # PREDMESH_GRPC_ADDR's default: the server binds it, the gateway's upstream
@@ -18,6 +19,18 @@ def split_addr(addr: str) -> tuple[str, int]:
     if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"address {addr!r} must be host:port")
     return host.strip("[]"), int(port)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs, messages and banners (`amqp://u:***@host/`); the rest as given."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not readable as a URL (e.g. a broken IPv6 host): hide whatever stands before an @
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+    if password:
+        return url.replace(f":{password}@", ":***@", 1)
+    return url
 
 
 class Env:

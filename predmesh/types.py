@@ -11,7 +11,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
 
 T = TypeVar("T")
-TRANSPORTS = ("grpc", "rest", "queue", "batch", "ui")
 
 
 def _raw() -> Any:
@@ -50,6 +49,11 @@ def enum_value(enum, prefix: str, what: str, name: str, allowed: tuple[str, ...]
 def transport_name(value: int) -> str:
     """The Transport enum as its short name ("grpc", "rest", …); "" when unspecified."""
     return short_name(model_pb2.Transport, "TRANSPORT_", value)
+
+
+# The short transport names ("grpc", "rest", "queue", "batch", "ui") in the contract's order: derived from its
+# Transport enum, the one list every part uses (server, SDK, dashboard).
+TRANSPORTS = tuple(transport_name(value) for value in model_pb2.Transport.values() if value)
 
 
 def transport_value(name: str) -> int:

@@ -114,7 +114,7 @@ def test_kill_9_during_scoring_leaves_no_partial_output_and_the_rerun_completes(
     """T18: the killed run leaves no output target; the rerun stores exactly the input rows, no duplicates."""
     batch_dir = tmp_path / "batch"
     slow = batch_env(server.target, batch_dir, PREDMESH_BATCH_CHUNK_ROWS="100", PREDMESH_BATCH_INFLIGHT="1",
-                     PREDMESH_BATCH_FAULT_DELAY_MS="250")
+                     PREDMESH_FAULTS="batch.chunk_delay_ms:250")
     args = ["nightly", "--date", DAY, "--rows", "2000", "--local-scheduler"]
     proc = start_batch(args, slow, tmp_path / "killed.log")
     try:
@@ -216,7 +216,7 @@ def test_parquet_in_and_out(server, tmp_path):
 def test_server_stopped_mid_run_fails_clearly_and_the_rerun_completes(server, pg, tmp_path):
     batch_dir = tmp_path / "batch"
     slow = batch_env(server.target, batch_dir, PREDMESH_BATCH_CHUNK_ROWS="100", PREDMESH_BATCH_INFLIGHT="1",
-                     PREDMESH_BATCH_FAULT_DELAY_MS="250")
+                     PREDMESH_FAULTS="batch.chunk_delay_ms:250")
     args = ["nightly", "--date", DAY, "--rows", "2000", "--local-scheduler"]
     log = tmp_path / "stopped.log"
     proc = start_batch(args, slow, log)

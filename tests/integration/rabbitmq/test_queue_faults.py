@@ -83,10 +83,10 @@ def test_t11_consumer_kill9_five_times_no_job_lost_or_stored_twice(model_store, 
         consumer = ConsumerProc(server.target, broker.url, broker.topology.prefix, tmp_path / "consumer.log",
                                 env={"PREDMESH_CONSUMER_PREFETCH": "32"})
         try:
-            # 1, 2: through the fault hook, after the server answered (rows stored) and before anything is acked;
-            # and after a result was confirmed, before its job is acked
-            for hook in ("answered:3", "confirmed:40"):
-                consumer.start(env={"PREDMESH_CONSUMER_FAULT_HOOK": hook}, wait=False)
+            # 1, 2: through the fault points (predmesh.faults), after the server answered (rows stored) and before
+            # anything is acked; and after a result was confirmed, before its job is acked
+            for hook in ("consumer.answered:3", "consumer.confirmed:40"):
+                consumer.start(env={"PREDMESH_FAULTS": hook}, wait=False)
                 consumer.proc.wait(60)
                 assert consumer.proc.returncode == -9, consumer.log()[-2000:]
                 consumer.kill()

@@ -143,7 +143,8 @@ def test_admin_calls_and_error_mapping(server, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_deadline_is_enforced(model_store, tmp_path, kind):
-    with ServerProc(model_store, tmp_path / "slow.log", env={"PREDMESH_FAULT_DELAY_MS": "2000"}) as slow:
+    slow_env = {"PREDMESH_FAULTS": "inference.predict_delay_ms:2000"}
+    with ServerProc(model_store, tmp_path / "slow.log", env=slow_env) as slow:
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded):
             run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW, timeout=0.2))

@@ -47,7 +47,8 @@ def test_real_process_serves_and_maps_every_input_error(server_proc):
 
 def test_deadlines_are_enforced_end_to_end(model_store, tmp_path):
     """T05: 2 s handler delay, 200 ms deadline → DEADLINE_EXCEEDED in ≤ 250 ms, handler stops, no exhaustion."""
-    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_FAULT_DELAY_MS": "2000"}) as proc:
+    slow = {"PREDMESH_FAULTS": "inference.predict_delay_ms:2000"}
+    with ServerProc(model_store, tmp_path / "server.log", env=slow) as proc:
         with Client(proc.target) as client:
             started = time.monotonic()
             with pytest.raises(DeadlineExceeded):
@@ -98,7 +99,8 @@ def test_every_client_stub_call_sets_a_deadline():
 
 
 def test_sigterm_drains_in_flight_calls_then_exits(model_store, tmp_path):
-    env = {"PREDMESH_FAULT_DELAY_MS": "1500", "PREDMESH_DRAIN_SECONDS": "1", "PREDMESH_GRACE_SECONDS": "5"}
+    env = {"PREDMESH_FAULTS": "inference.predict_delay_ms:1500", "PREDMESH_DRAIN_SECONDS": "1",
+           "PREDMESH_GRACE_SECONDS": "5"}
     with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
         with Client(proc.target, timeout=10) as client:
             result = {}

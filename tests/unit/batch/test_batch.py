@@ -205,6 +205,32 @@ def test_settings_from_env_and_their_errors():
         BatchSettings.from_env({"PREDMESH_LUIGID_ADDR": "nowhere"})
 
 
+def test_settings_come_from_luigi_cfg_and_set_variables_win(tmp_path, monkeypatch):
+    from luigi.configuration import LuigiConfigParser, get_config
+    cfg = tmp_path / "luigi.cfg"
+    cfg.write_text("[BatchSettings]\nchunk_rows = 300\nserver = cfg-host:1\n")
+    monkeypatch.setattr(LuigiConfigParser, "_config_paths", [*LuigiConfigParser._config_paths, str(cfg)])
+    get_config().reload()
+    try:
+        s = BatchSettings.from_env({})
+        assert (s.chunk_rows, s.server, s.inflight) == (300, "cfg-host:1", 4)  # luigi.cfg, else the default
+        s = BatchSettings.from_env({"PREDMESH_BATCH_CHUNK_ROWS": "250", "PREDMESH_BATCH_DIR": "/o%t$x"})
+        assert (s.chunk_rows, s.server, s.batch_dir) == (250, "cfg-host:1", Path("/o%t$x"))
+        task_view = BatchSettings()  # what a task reads: the variables written over luigi.cfg
+        assert (task_view.chunk_rows, task_view.batch_dir) == (250, Path("/o%t$x"))
+        assert BatchSettings.from_env({}).chunk_rows == BatchSettings().chunk_rows == 300  # unset again
+        cfg.write_text("[BatchSettings]\nchunk_rows = 0\n")
+        get_config().reload()
+        with pytest.raises(ConfigError, match=r"PREDMESH_BATCH_CHUNK_ROWS \(\[BatchSettings\] chunk_rows\)=0"):
+            BatchSettings.from_env({})
+        cfg.write_text("[BatchSettings]\nchunk_rows = many\n")
+        get_config().reload()
+        with pytest.raises(ConfigError, match=r"luigi configuration \[BatchSettings\]"):
+            BatchSettings.from_env({})
+    finally:
+        get_config().remove_section("BatchSettings")
+
+
 def test_bad_usage_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         batch_main(["nightly", "--date", "yesterday"])

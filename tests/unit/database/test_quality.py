@@ -1,14 +1,13 @@
-"""Quality metrics agree with scikit-learn; percentiles agree with PostgreSQL's percentile_cont (linear)."""
+"""Quality metrics agree with scikit-learn."""
 from __future__ import annotations
 
 import random
 from collections import Counter
 
-import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, precision_score, recall_score
 
-from database.quality import percentiles, quality
+from database.quality import quality
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -24,10 +23,3 @@ def test_quality_matches_sklearn(seed):
     assert q.macro_precision == pytest.approx(precision_score(true, pred, labels=labels, average="macro",
                                                               zero_division=0))
     assert q.macro_recall == pytest.approx(recall_score(true, pred, labels=labels, average="macro", zero_division=0))
-
-
-def test_percentiles_are_linear_interpolation():
-    values = sorted(random.Random(1).uniform(0, 100) for _ in range(101))
-    assert percentiles(values, (0.5, 0.95, 0.99)) == pytest.approx(np.percentile(values, [50, 95, 99]))
-    assert percentiles([], (0.5,)) == [0.0]
-    assert percentiles([3.0], (0.99,)) == [3.0]
