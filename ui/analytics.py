@@ -55,11 +55,31 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def rate_series(bucket_list: Sequence[Bucket], counts: Sequence[Mapping[str, int]]) -> dict[str, list]:
-    """Requests per minute by transport, one value per bucket (columns "t" and one per transport)."""
+def bucket_figures(bucket: Bucket, rows: Sequence[tuple[str, float, datetime | None]],
+                   complete: bool) -> tuple[dict[str, int], float, list[tuple[str, float]]]:
+    """One bucket's figures from its newest stored rows (transport, latency_ms, created_at), newest first:
+    counts by transport, the minutes those counts cover, and the (transport, latency_ms) sample.
+
+    `complete` (no further page) means the rows are the whole bucket. Otherwise they are every row from the oldest
+    one read to the bucket's end, so counts over that span are still exact and the rate is taken over it."""
+    counts: dict[str, int] = {}
+    for transport, _, _ in rows:
+        counts[transport] = counts.get(transport, 0) + 1
+    minutes = bucket.minutes
+    oldest = rows[-1][2] if rows else None
+    if not complete and oldest is not None and bucket.start < oldest < bucket.end:
+        minutes = (bucket.end - oldest).total_seconds() / 60.0
+    return counts, minutes, [(transport, latency) for transport, latency, _ in rows]
+
+
+def rate_series(bucket_list: Sequence[Bucket], counts: Sequence[Mapping[str, int]],
+                minutes: Sequence[float] | None = None) -> dict[str, list]:
+    """Requests per minute by transport, one value per bucket (columns "t" and one per transport); `minutes` is
+    the span each bucket's counts cover (default: the whole bucket)."""
     data: dict[str, list] = {"t": [b.middle for b in bucket_list]}
+    spans = list(minutes) if minutes is not None else [b.minutes for b in bucket_list]
     for transport in TRANSPORTS:
-        data[transport] = [c.get(transport, 0) / b.minutes for b, c in zip(bucket_list, counts)]
+        data[transport] = [c.get(transport, 0) / m for m, c in zip(spans, counts)]
     return data
 
 

@@ -1,4 +1,4 @@
-"""Dashboard pieces without a browser: chart maths, settings, the store's offline/recovery logic, form generation."""
+"""Dashboard pieces without a browser: chart maths, settings, the session's offline/recovery logic, forms."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +12,9 @@ from predmesh import errors
 from predmesh.env import ConfigError
 from predmesh.types import FeatureSpec, LatencySummary, ModelInfo, Page, Prediction, Stats, StoredPrediction
 from ui import analytics
+from ui.session import Session
 from ui.settings import UiSettings
-from ui.store import Store, now_utc
+from ui.store import now_utc
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -35,6 +36,18 @@ def test_rates_are_per_minute_by_transport():
     assert data["t"] == [b[0].start + timedelta(minutes=2.5), b[1].start + timedelta(minutes=2.5)]
     assert data["grpc"] == [2.0, 0.0] and data["ui"] == [1.0, 0.0] and data["rest"] == [0.0, 0.2]
     assert set(data) == {"t", *analytics.TRANSPORTS}
+
+
+def test_a_bucket_read_in_part_gives_the_rate_over_the_span_it_covers():
+    b = analytics.buckets("1 h", NOW)[-1]                         # 5 minutes ending NOW
+    rows = [("grpc", 2.0, NOW - timedelta(seconds=10)), ("rest", 3.0, NOW - timedelta(seconds=30)),
+            ("grpc", 4.0, NOW - timedelta(minutes=1))]
+    counts, minutes, sample = analytics.bucket_figures(b, rows, complete=True)   # the whole bucket
+    assert counts == {"grpc": 2, "rest": 1} and minutes == 5.0 and sample[2] == ("grpc", 4.0)
+    counts, minutes, _ = analytics.bucket_figures(b, rows, complete=False)       # only its newest minute read
+    assert minutes == pytest.approx(1.0)
+    assert analytics.rate_series([b], [counts], [minutes])["grpc"] == [pytest.approx(2.0)]
+    assert analytics.bucket_figures(b, [], complete=False) == ({}, 5.0, [])
 
 
 def test_latency_percentiles_by_transport_and_gaps():
@@ -101,13 +114,14 @@ def _info(name="iris", version="2", features=("a", "b")) -> ModelInfo:
                      ("x", "y"), "ab" * 32, {"holdout_accuracy": 0.9}, NOW, "1.9", "LogisticRegression", True, ())
 
 
-def _stored(pid: str) -> StoredPrediction:
-    p = Prediction(pid, pid, "iris", "2", "x", {"x": 0.8, "y": 0.2}, 1.5)
-    return StoredPrediction(p, {"a": 1.0, "b": 2.0}, "ui", NOW, "")
+def _stored(pid: str, created_at: datetime | None = None, transport: str = "ui",
+            latency_ms: float = 1.5) -> StoredPrediction:
+    p = Prediction(pid, pid, "iris", "2", "x", {"x": 0.8, "y": 0.2}, latency_ms)
+    return StoredPrediction(p, {"a": 1.0, "b": 2.0}, transport, created_at, "")
 
 
 class FakeClient:
-    """Stands in for predmesh.Client; `down` makes every call raise Unavailable, like a stopped server."""
+    """Stands in for predmesh.AsyncClient; `down` makes every call raise Unavailable, like a stopped server."""
 
     instances: list[FakeClient] = []
 
@@ -121,50 +135,54 @@ class FakeClient:
         if self.world.get("slow"):
             raise errors.DeadlineExceeded("Deadline Exceeded", errors.DeadlineExceeded.code)
 
-    def list_models(self):
+    async def list_models(self):
         self._check()
         return [self.world["info"]]
 
-    def list_predictions(self, page_size=50, page_token="", **filters):
+    async def list_predictions(self, page_size=50, page_token="", **filters):
         self._check()
         self.world.setdefault("listed", []).append(filters)
+        matching = [r for r in self.world["rows"] if r.created_at is None or (
+            (filters.get("start_time") is None or r.created_at >= filters["start_time"])
+            and (filters.get("end_time") is None or r.created_at < filters["end_time"]))]
         start = int(page_token or 0)
-        rows = self.world["rows"][start:start + page_size]
-        more = start + page_size < len(self.world["rows"])
+        rows = matching[start:start + page_size]
+        more = start + page_size < len(matching)
         return Page(tuple(rows), str(start + page_size) if more else "")
 
-    def get_stats(self, **window):
+    async def get_stats(self, **window):
         self._check()
+        self.world.setdefault("stats", []).append(window)
         by_label = {"x": len(self.world["rows"])}
         return Stats(len(self.world["rows"]), by_label, {}, {"ui": len(self.world["rows"])},
                      LatencySummary(1.0, 2.0, 3.0), ())
 
-    def predict(self, model, features):
+    async def predict(self, model, features):
         self._check()
         self.world["sent"].append(features)
         return Prediction("p-new", "r", model, self.world["info"].version, "x", {"x": 0.8, "y": 0.2}, 1.0)
 
-    def reload_model(self, model, version="", timeout=None):
+    async def reload_model(self, model, version="", timeout=None):
         self._check()
         if self.admin_token != "right":
             raise errors.Unauthenticated("invalid token", errors.Unauthenticated.code)
         raise errors.FailedPrecondition("golden rows do not reproduce", errors.FailedPrecondition.code)
 
-    def list_model_versions(self, model):
+    async def list_model_versions(self, model):
         self._check()
         if self.admin_token not in ("right", "readonly"):
             raise errors.Unauthenticated("invalid token", errors.Unauthenticated.code)
         return [self.world["info"]]
 
-    def submit_feedback(self, prediction_id, label):
+    async def submit_feedback(self, prediction_id, label):
         self._check()
         raise AssertionError("not reached in these tests")
 
-    def list_batch_runs(self, model="", page_size=50):
+    async def list_batch_runs(self, model="", page_size=50):
         self._check()
         return Page((), "")
 
-    def close(self):
+    async def close(self):
         self.closed = True
 
 
@@ -174,87 +192,119 @@ def world():
     return {"down": False, "info": _info(), "rows": [_stored("p1")], "sent": []}
 
 
-def _store(world) -> Store:
-    return Store(lambda admin_token=None: FakeClient(world, admin_token), target="fake:1", refresh_s=2.0)
+def _session(world) -> Session:
+    return Session(lambda admin_token=None: FakeClient(world, admin_token), target="fake:1", refresh_s=2.0)
 
 
-def test_store_keeps_data_when_the_server_goes_away_and_recovers_by_itself(world):
+def _ids(rows) -> list[str]:
+    return [r.prediction.prediction_id for r in rows]
+
+
+def test_session_keeps_data_when_the_server_goes_away_and_recovers_by_itself(world):
     async def scenario():
-        store = _store(world)
-        await store.start()
-        assert store.model == "iris" and [r.prediction.prediction_id for r in store.page] == ["p1"]
-        assert store.problem == "" and store.stats.total == 1
+        s = _session(world)
+        await s.start()
+        assert s.store.model == "iris" and _ids(s.history.page) == ["p1"]
+        assert s.store.problem == "" and s.history.stats.total == 1
         world["down"] = True
-        await store.tick()
-        assert "cannot answer right now" in store.problem and "UNAVAILABLE" in store.problem
-        assert [r.prediction.prediction_id for r in store.page] == ["p1"] and store.info is not None  # kept
-        await store.predict({"a": 1.0, "b": 2.0})
-        assert store.predict_notice.kind == "error" and "not answering" in store.predict_notice.text
+        await s.tick()
+        assert "cannot answer right now" in s.store.problem and "UNAVAILABLE" in s.store.problem
+        assert _ids(s.history.page) == ["p1"] and s.store.info is not None  # kept
+        await s.predict.predict({"a": 1.0, "b": 2.0})
+        assert s.predict.notice.kind == "error" and "not answering" in s.predict.notice.text
         clients_before = len(FakeClient.instances)
-        await store.tick()                       # still down: a fresh channel is tried and closed
+        await s.tick()                       # still down: a fresh channel is tried and closed
         assert len(FakeClient.instances) == clients_before + 1 and FakeClient.instances[-1].closed
         world["down"] = False
         world["rows"] = [_stored("p2"), _stored("p1")]
-        await store.tick()
-        assert store.problem == "" and [r.prediction.prediction_id for r in store.page] == ["p2", "p1"]
-        store.close()
+        await s.tick()
+        assert s.store.problem == "" and _ids(s.history.page) == ["p2", "p1"]
+        await s.close()
+        assert all(c.closed for c in FakeClient.instances)   # the replaced channel too, without waiting
+        calls = len(world["listed"])
+        await s.tick()                       # a closed session no longer refreshes
+        assert len(world["listed"]) == calls
     asyncio.run(scenario())
 
 
 def test_a_slow_server_is_reported_and_the_page_keeps_its_data(world):
     async def scenario():
-        store = _store(world)
-        await store.start()
+        s = _session(world)
+        await s.start()
         world["slow"] = True
-        await store.tick()
-        assert "DEADLINE_EXCEEDED" in store.problem and len(store.page) == 1
-        await store.submit_feedback("p1", "x")
-        assert store.feedback_notice.kind == "error" and "not answering" in store.feedback_notice.text
+        await s.tick()
+        assert "DEADLINE_EXCEEDED" in s.store.problem and len(s.history.page) == 1
+        await s.history.submit_feedback("p1", "x")
+        assert s.history.feedback_notice.kind == "error" and "not answering" in s.history.feedback_notice.text
         world["slow"] = False
-        await store.tick()
-        assert store.problem == ""
+        await s.tick()
+        assert s.store.problem == ""
     asyncio.run(scenario())
 
 
 def test_history_pages_with_page_tokens_and_filters_restart_paging(world):
-    from ui.store import PAGE_SIZE
+    from ui.history import PAGE_SIZE
 
     world["rows"] = [_stored(f"p{i:03d}") for i in range(PAGE_SIZE * 2 + 5)]
 
     async def scenario():
-        store = _store(world)
-        await store.start()
-        assert store.page[0].prediction.prediction_id == "p000" and store.has_next
-        await store.next_page()
-        await store.next_page()
-        assert store.page_index == 2 and store.page[0].prediction.prediction_id == f"p{2 * PAGE_SIZE:03d}"
-        assert len(store.page) == 5 and not store.has_next
-        await store.next_page()                      # no further page: stays
-        assert store.page_index == 2
-        await store.previous_page()
-        assert store.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
+        s = _session(world)
+        h = s.history
+        await s.start()
+        assert h.page[0].prediction.prediction_id == "p000" and h.has_next
+        await h.next_page()
+        await h.next_page()
+        assert h.page_index == 2 and h.page[0].prediction.prediction_id == f"p{2 * PAGE_SIZE:03d}"
+        assert len(h.page) == 5 and not h.has_next
+        await h.next_page()                      # no further page: stays
+        assert h.page_index == 2
+        await h.previous_page()
+        assert h.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
         world["rows"].insert(0, _stored("new"))
-        await store.tick()                           # live refresh only on the first page
-        assert store.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
-        await store.set_filters(h_label="x", h_transport="ui", window="15 min")
-        assert store.page_index == 0 and store.page[0].prediction.prediction_id == "new"
-        f = next(f for f in reversed(world["listed"]) if "label" in f)   # the history page's call
+        await s.tick()                           # live refresh only on the first page
+        assert h.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
+        await h.set_filters(label=" x ", transport="ui", window="15 min")
+        assert h.page_index == 0 and h.page[0].prediction.prediction_id == "new"
+        f = next(f for f in reversed(world["listed"]) if f.get("label"))   # the history page's call
         assert (f["label"], f["transport"]) == ("x", "ui")
         assert now_utc() - f["start_time"] - timedelta(minutes=15) < timedelta(seconds=60)
     asyncio.run(scenario())
 
 
+def test_time_series_make_one_call_per_bucket(world):
+    """Each bucket's counts by transport and its latency sample come from one ListPredictions call."""
+    recent = now_utc() - timedelta(seconds=20)
+    world["rows"] = [_stored("g1", recent, "grpc", 4.0), _stored("g2", recent, "grpc", 6.0),
+                     _stored("q1", recent - timedelta(minutes=3), "queue", 9.0)]
+
+    async def scenario():
+        s = _session(world)
+        await s.start()
+        world["listed"].clear()
+        world["stats"].clear()
+        await s.history.set_filters(window="15 min")
+        per_bucket = [f for f in world["listed"] if f.get("end_time") is not None]
+        assert len(per_bucket) == len(analytics.buckets("15 min", NOW)) == 15
+        assert [w.get("end_time") for w in world["stats"]] == [None]  # GetStats once, for the window's totals
+        h = s.history
+        assert h.rates["grpc"][-1] == pytest.approx(2.0) and sum(h.rates["grpc"]) == pytest.approx(2.0)
+        assert sum(h.rates["queue"]) == pytest.approx(1.0) and h.rates["queue"][-1] == 0.0
+        assert h.latencies["grpc_p50"][-1] == pytest.approx(5.0)
+        assert [(r["transport"], r["sampled"]) for r in h.latency_rows] == [("grpc", 2), ("queue", 1)]
+    asyncio.run(scenario())
+
+
 def test_store_refuses_incomplete_rows_and_versions_that_do_not_serve(world):
     async def scenario():
-        store = _store(world)
-        await store.start()
-        await store.predict({"a": 1.0, "b": None})
-        assert store.predict_notice.kind == "error" and "Fill in b" in store.predict_notice.text
-        await store.predict({"a": 1.0, "b": 2.0}, version="1")
-        assert "Version 1 of iris is not serving" in store.predict_notice.text
+        s = _session(world)
+        await s.start()
+        await s.predict.predict({"a": 1.0, "b": None})
+        assert s.predict.notice.kind == "error" and "Fill in b" in s.predict.notice.text
+        await s.predict.predict({"a": 1.0, "b": 2.0}, version="1")
+        assert "Version 1 of iris is not serving" in s.predict.notice.text
         assert world["sent"] == []
-        await store.predict({"a": 1.0, "b": 2.0}, version="2")
-        assert store.prediction.prediction_id == "p-new" and world["sent"] == [{"a": 1.0, "b": 2.0}]
+        await s.predict.predict({"a": 1.0, "b": 2.0}, version="2")
+        assert s.predict.prediction.prediction_id == "p-new" and world["sent"] == [{"a": 1.0, "b": 2.0}]
     asyncio.run(scenario())
 
 
@@ -262,21 +312,22 @@ def test_store_admin_messages_and_the_token_stays_out_of_logs(world, caplog):
     caplog.set_level(logging.DEBUG)
 
     async def scenario():
-        store = _store(world)
-        await store.start()
-        await store.reload()
-        assert "Reload refused by the server: type the admin token first" in store.admin_notice.text
-        assert "needs the admin or read-only token" in store.versions_note
-        await store.set_token("wrong-token-7f3a")
-        assert store.versions == [] and "token was refused" in store.versions_note
-        await store.reload("1")
-        assert "admin token was not accepted" in store.admin_notice.text
-        await store.set_token("right")
-        assert [v.version for v in store.versions] == ["2"]
-        await store.reload("1")
-        assert store.admin_notice.kind == "error"
-        assert "Reload to 1 refused by the server; 2 still serves" in store.admin_notice.text
-        assert "golden rows do not reproduce" in store.admin_notice.text
+        s = _session(world)
+        m = s.model
+        await s.start()
+        await m.reload()
+        assert "Reload refused by the server: type the admin token first" in m.notice.text
+        assert "needs the admin or read-only token" in m.versions_note
+        await m.set_token("wrong-token-7f3a")
+        assert m.versions == [] and "token was refused" in m.versions_note
+        await m.reload("1")
+        assert "admin token was not accepted" in m.notice.text
+        await m.set_token("right")
+        assert [v.version for v in m.versions] == ["2"]
+        await m.reload("1")
+        assert m.notice.kind == "error"
+        assert "Reload to 1 refused by the server; 2 still serves" in m.notice.text
+        assert "golden rows do not reproduce" in m.notice.text
         assert all(c.closed for c in FakeClient.instances if c.admin_token)  # admin channels are per call
     asyncio.run(scenario())
     assert "wrong-token-7f3a" not in caplog.text and "Bearer" not in caplog.text
@@ -297,17 +348,25 @@ def test_the_form_follows_the_model_schema():
     assert list(form.inputs) == ["alcohol", "ash", "hue"]
 
 
-def test_dashboard_builds_and_follows_the_store(world):
+def test_dashboard_builds_and_follows_the_session(world):
+    import panel as pn
+
     from ui import views
 
     async def scenario():
-        store = _store(world)
-        page = views.dashboard(store, "predmesh")
-        await store.start()
-        await store.predict({"a": 1.0, "b": 2.0})
-        return store, page
-    store, page = asyncio.run(scenario())
-    assert page is not None and store.prediction.label == "x"
+        s = _session(world)
+        page = views.dashboard(s, "predmesh")
+        await s.start()
+        await s.predict.predict({"a": 1.0, "b": 2.0})
+        return s, page
+    s, page = asyncio.run(scenario())
+    shown = [m.object for m in page.select(pn.pane.Markdown)]
+    assert s.predict.prediction.label == "x"
+    assert any("Predicted label: x" in str(o) for o in shown)              # the result pane follows the state
+    assert any("Connected · server `fake:1`" in str(o) for o in shown)     # the header follows the store
+    assert any("page 1 · 1 rows · live" in str(o) for o in shown)          # the history pane follows its state
+    table = page.select(pn.widgets.Tabulator)[0]
+    assert list(table.value["prediction id"]) == ["p1"]
 
 
 # -- entry point --------------------------------------------------------------------------------------------------
