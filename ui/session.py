@@ -31,6 +31,7 @@ class Session:
 
     async def start(self) -> None:
         """First load of a new page: what shows first, then the time series and quality."""
+        log.debug("dashboard session started")
         await self.refresh(slow=False)
         if not self.store.problem:
             await self.refresh_slow()
