@@ -26,7 +26,6 @@ from tests.support.artifacts import failing_smoke_test
 from tests.support.procs import ADMIN_TOKEN, ServerProc, wait_for
 from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, UiProc
 
-
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 CLASS_COUNTS_JS = """() => { for (const d of Bokeh.documents) { const m = d.get_model_by_name('class_counts');

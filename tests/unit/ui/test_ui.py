@@ -137,7 +137,7 @@ class FakeClient:
 
     async def list_models(self):
         self._check()
-        return [self.world["info"]]
+        return [self.world["info"], *self.world.get("more_models", ())]
 
     async def list_predictions(self, page_size=50, page_token="", **filters):
         self._check()
@@ -367,6 +367,41 @@ def test_dashboard_builds_and_follows_the_session(world):
     assert any("page 1 · 1 rows · live" in str(o) for o in shown)          # the history pane follows its state
     table = page.select(pn.widgets.Tabulator)[0]
     assert list(table.value["prediction id"]) == ["p1"]
+
+
+def test_widgets_drive_the_state_filters_and_the_model_choice(world):
+    import panel as pn
+
+    from ui import views
+
+    world["more_models"] = [_info(name="wine", features=("alcohol",))]
+
+    def widget(page, kind, label):
+        return next(w for w in page.select(kind) if w.label == label)
+
+    async def settle():
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+
+    async def scenario():
+        s = _session(world)
+        page = views.dashboard(s, "predmesh")
+        await s.start()
+        await s.predict.predict({"a": 1.0, "b": 2.0})
+        world["listed"].clear()
+        widget(page, pn.widgets.TextInput, "Label").value = " x "     # a history filter typed by the user
+        await settle()
+        assert s.history.label == " x " and world["listed"][0]["label"] == "x"
+        models = widget(page, pn.widgets.Select, "Model")            # the header's model choice
+        assert list(models.options) == ["iris", "wine"] and models.value == "iris"
+        world["stats"].clear()
+        models.value = "wine"
+        await settle()
+        assert s.store.model == "wine" and s.store.info.name == "wine" and s.predict.prediction is None
+        assert {"model": "wine"} in world["stats"]                    # its quality was loaded
+        form = widget(page, pn.widgets.FloatInput, "alcohol")          # the form follows the schema
+        assert form.value == 4.0
+    asyncio.run(scenario())
 
 
 # -- entry point --------------------------------------------------------------------------------------------------
