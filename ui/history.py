@@ -14,7 +14,7 @@ from ui.store import Notice, Offline, Store, describe, now_utc
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 20
-SAMPLE_PER_BUCKET = 500     # newest stored predictions read per time bucket: the bucket's counts and latencies
+SAMPLE_PER_BUCKET = 500     # newest stored predictions read per time bucket (its latency sample)
 
 
 class HistoryState(param.Parameterized):
@@ -65,20 +65,24 @@ class HistoryState(param.Parameterized):
             self.stats = stats
 
     async def load_series(self) -> None:
-        """One ListPredictions call per time bucket (concurrently): its newest rows give the bucket's counts by
-        transport and its latency sample, so the rate and latency charts need nothing else."""
+        """One ListPredictions call per time bucket, all at once, plus one GetStats over their whole span.
+
+        A bucket's newest rows give its latency sample and its counts by transport; a bucket with more rows than
+        one page takes its counts from the span's exact totals (see analytics.bucket_counts)."""
         bucket_list = analytics.buckets(self.window, now_utc())
-        pages = await asyncio.gather(*(
-            self._store.call("list_predictions", model=self.model, start_time=b.start, end_time=b.end,
-                             page_size=SAMPLE_PER_BUCKET) for b in bucket_list))
-        figures = [analytics.bucket_figures(
-            b, [(r.transport, r.prediction.latency_ms, r.created_at) for r in page.items], not page.next_page_token)
-            for b, page in zip(bucket_list, pages)]
-        samples = [sample for _, _, sample in figures]
-        self.param.update(
-            rates=analytics.rate_series(bucket_list, [c for c, _, _ in figures], [m for _, m, _ in figures]),
-            latencies=analytics.latency_series(bucket_list, samples),
-            latency_rows=analytics.latency_table(samples))
+        span = self._store.call("get_stats", model=self.model, start_time=bucket_list[0].start,
+                                end_time=bucket_list[-1].end)
+        per_bucket = [self._store.call("list_predictions", model=self.model, start_time=b.start, end_time=b.end,
+                                       page_size=SAMPLE_PER_BUCKET) for b in bucket_list]
+        totals, *pages = await asyncio.gather(span, *per_bucket)
+        reads = [analytics.read_bucket(b, [(r.transport, r.prediction.latency_ms, r.created_at) for r in page.items],
+                                       complete=not page.next_page_token)
+                 for b, page in zip(bucket_list, pages)]
+        counts = analytics.bucket_counts(bucket_list, reads, totals.by_transport)
+        samples = [r.sample for r in reads]
+        self.param.update(rates=analytics.rate_series(bucket_list, counts),
+                          latencies=analytics.latency_series(bucket_list, samples),
+                          latency_rows=analytics.latency_table(samples))
 
     async def set_filters(self, **filters) -> None:
         """Change filters (model, version, label, transport, window) and reload from page 1."""

@@ -38,16 +38,26 @@ def test_rates_are_per_minute_by_transport():
     assert set(data) == {"t", *analytics.TRANSPORTS}
 
 
-def test_a_bucket_read_in_part_gives_the_rate_over_the_span_it_covers():
-    b = analytics.buckets("1 h", NOW)[-1]                         # 5 minutes ending NOW
+def test_a_bucket_read_in_part_takes_its_count_from_the_span_totals():
+    b = analytics.buckets("1 h", NOW)[-3:]                        # three 5-minute buckets ending NOW
     rows = [("grpc", 2.0, NOW - timedelta(seconds=10)), ("rest", 3.0, NOW - timedelta(seconds=30)),
             ("grpc", 4.0, NOW - timedelta(minutes=1))]
-    counts, minutes, sample = analytics.bucket_figures(b, rows, complete=True)   # the whole bucket
-    assert counts == {"grpc": 2, "rest": 1} and minutes == 5.0 and sample[2] == ("grpc", 4.0)
-    counts, minutes, _ = analytics.bucket_figures(b, rows, complete=False)       # only its newest minute read
-    assert minutes == pytest.approx(1.0)
-    assert analytics.rate_series([b], [counts], [minutes])["grpc"] == [pytest.approx(2.0)]
-    assert analytics.bucket_figures(b, [], complete=False) == ({}, 5.0, [])
+    whole = analytics.read_bucket(b[2], rows, complete=True)
+    assert whole.counts == {"grpc": 2, "rest": 1} and whole.minutes == 5.0 and whole.sample[2] == ("grpc", 4.0)
+    part = analytics.read_bucket(b[2], rows, complete=False)     # only its newest minute was read
+    assert part.minutes == pytest.approx(1.0) and part.counts == whole.counts
+    empty = analytics.read_bucket(b[0], [], complete=True)
+    # one bucket read in part: the span's exact totals minus the complete buckets are exactly its count
+    counts = analytics.bucket_counts(b, [empty, whole, part], {"grpc": 2 + 40, "rest": 1 + 7})
+    assert counts[2] == {"grpc": 40, "rest": 7} and counts[1] == {"grpc": 2, "rest": 1} and counts[0] == {}
+    # two read in part: the rest is shared by each one's extrapolated count (grpc: 10/min vs 2/min)
+    busy = analytics.read_bucket(b[1], [("grpc", 1.0, b[1].end - timedelta(seconds=60 * i / 10 + 1))
+                                        for i in range(10)], complete=False)
+    counts = analytics.bucket_counts(b, [empty, busy, part], {"grpc": 60, "rest": 1})
+    assert counts[1]["grpc"] + counts[2]["grpc"] == pytest.approx(60) and counts[1]["grpc"] > counts[2]["grpc"]
+    assert counts[2]["rest"] == 1 and counts[1].get("rest", 0) == 0
+    assert analytics.bucket_counts(b, [empty, busy, part], {})[1]["grpc"] == 10   # never fewer than were read
+    assert analytics.rate_series(b, counts)["t"] == [x.middle for x in b]
 
 
 def test_latency_percentiles_by_transport_and_gaps():
@@ -129,6 +139,11 @@ class FakeClient:
         self.world, self.admin_token, self.closed = world, admin_token, False
         FakeClient.instances.append(self)
 
+    def _matching(self, filters) -> list[StoredPrediction]:
+        start, end = filters.get("start_time"), filters.get("end_time")
+        return [r for r in self.world["rows"] if r.created_at is None or (
+            (start is None or r.created_at >= start) and (end is None or r.created_at < end))]
+
     def _check(self):
         if self.world["down"]:
             raise errors.Unavailable("failed to connect to all addresses", errors.Unavailable.code)
@@ -142,9 +157,7 @@ class FakeClient:
     async def list_predictions(self, page_size=50, page_token="", **filters):
         self._check()
         self.world.setdefault("listed", []).append(filters)
-        matching = [r for r in self.world["rows"] if r.created_at is None or (
-            (filters.get("start_time") is None or r.created_at >= filters["start_time"])
-            and (filters.get("end_time") is None or r.created_at < filters["end_time"]))]
+        matching = self._matching(filters)
         start = int(page_token or 0)
         rows = matching[start:start + page_size]
         more = start + page_size < len(matching)
@@ -153,9 +166,11 @@ class FakeClient:
     async def get_stats(self, **window):
         self._check()
         self.world.setdefault("stats", []).append(window)
-        by_label = {"x": len(self.world["rows"])}
-        return Stats(len(self.world["rows"]), by_label, {}, {"ui": len(self.world["rows"])},
-                     LatencySummary(1.0, 2.0, 3.0), ())
+        rows = self._matching(window)
+        by_transport: dict[str, int] = {}
+        for r in rows:
+            by_transport[r.transport] = by_transport.get(r.transport, 0) + 1
+        return Stats(len(rows), {"x": len(rows)}, {}, by_transport, LatencySummary(1.0, 2.0, 3.0), ())
 
     async def predict(self, model, features):
         self._check()
@@ -271,10 +286,15 @@ def test_history_pages_with_page_tokens_and_filters_restart_paging(world):
     asyncio.run(scenario())
 
 
-def test_time_series_make_one_call_per_bucket(world):
-    """Each bucket's counts by transport and its latency sample come from one ListPredictions call."""
+def test_time_series_make_one_call_per_bucket(world, monkeypatch):
+    """Each bucket's counts by transport and latency sample come from one ListPredictions call; one GetStats over
+    the series' span makes the counts of a bucket with more rows than a page exact."""
+    from ui import history
+
+    monkeypatch.setattr(history, "SAMPLE_PER_BUCKET", 2)
     recent = now_utc() - timedelta(seconds=20)
     world["rows"] = [_stored("g1", recent, "grpc", 4.0), _stored("g2", recent, "grpc", 6.0),
+                     _stored("g3", recent - timedelta(seconds=5), "grpc", 5.0),
                      _stored("q1", recent - timedelta(minutes=3), "queue", 9.0)]
 
     async def scenario():
@@ -285,11 +305,14 @@ def test_time_series_make_one_call_per_bucket(world):
         await s.history.set_filters(window="15 min")
         per_bucket = [f for f in world["listed"] if f.get("end_time") is not None]
         assert len(per_bucket) == len(analytics.buckets("15 min", NOW)) == 15
-        assert [w.get("end_time") for w in world["stats"]] == [None]  # GetStats once, for the window's totals
+        spans = [w for w in world["stats"] if w.get("end_time") is not None]
+        assert len(world["stats"]) == 2 and len(spans) == 1     # the window's GetStats and the series span's
+        assert spans[0]["start_time"] == per_bucket[0]["start_time"]
+        assert spans[0]["end_time"] == per_bucket[-1]["end_time"]
         h = s.history
-        assert h.rates["grpc"][-1] == pytest.approx(2.0) and sum(h.rates["grpc"]) == pytest.approx(2.0)
+        assert h.rates["grpc"][-1] == pytest.approx(3.0) and sum(h.rates["grpc"]) == pytest.approx(3.0)  # exact
         assert sum(h.rates["queue"]) == pytest.approx(1.0) and h.rates["queue"][-1] == 0.0
-        assert h.latencies["grpc_p50"][-1] == pytest.approx(5.0)
+        assert h.latencies["grpc_p50"][-1] == pytest.approx(5.0)  # the two newest grpc rows: 4 and 6 ms
         assert [(r["transport"], r["sampled"]) for r in h.latency_rows] == [("grpc", 2), ("queue", 1)]
     asyncio.run(scenario())
 
