@@ -29,6 +29,10 @@ def _frame(rows) -> pd.DataFrame:
                                "latency ms", "true label"])
 
 
+def _model_options(models) -> dict[str, str]:
+    return {ANY: "", **{m.name: m.name for m in models}}
+
+
 def _page_label(rows, index: int) -> str:
     live = "live" if index == 0 else "live refresh paused on older pages"
     return f"page {index + 1} · {len(rows)} rows · {live}"
@@ -67,8 +71,7 @@ def _choices(select: pn.widgets.Select, options: list[str]) -> None:
 def history_view(session: Session) -> pn.Column:
     store, state = session.store, session.history
     filters = dict(
-        model=pn.widgets.Select(label="Model", width=150, options=pn.bind(
-            lambda models: {ANY: "", **{m.name: m.name for m in models}}, store.param.models)),
+        model=pn.widgets.Select(label="Model", width=150, options=pn.bind(_model_options, store.param.models)),
         version=pn.widgets.TextInput(label="Version", placeholder="any", width=110),
         label=pn.widgets.TextInput(label="Label", placeholder="any", width=130),
         transport=pn.widgets.Select(label="Transport", options={ANY: "", **{t: t for t in analytics.TRANSPORTS}},

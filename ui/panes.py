@@ -13,11 +13,22 @@ def text(value: str) -> str:
     return html.escape(value or "", quote=False)
 
 
+def _notice_text(notice) -> str:
+    return text(notice.text)
+
+
+def _notice_kind(notice) -> str:
+    return ALERT.get(notice.kind, "light")
+
+
+def _notice_shown(notice) -> bool:
+    return bool(notice.text)
+
+
 def notice_pane(notice) -> pn.pane.Alert:
     """An alert that shows a Notice parameter (e.g. `state.param.notice`) and hides while it is empty."""
-    return pn.pane.Alert(pn.bind(lambda n: text(n.text), notice),
-                         alert_type=pn.bind(lambda n: ALERT.get(n.kind, "light"), notice),
-                         visible=pn.bind(lambda n: bool(n.text), notice), margin=(5, 10))
+    return pn.pane.Alert(pn.bind(_notice_text, notice), alert_type=pn.bind(_notice_kind, notice),
+                         visible=pn.bind(_notice_shown, notice), margin=(5, 10))
 
 
 def pct(value: float) -> str:

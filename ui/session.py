@@ -4,11 +4,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from predmesh import errors
 from ui.history import HistoryState
 from ui.state import ModelState, PredictState, QualityState
 from ui.store import Notice, Offline, Store, describe
+
+if TYPE_CHECKING:
+    from predmesh import AsyncClient
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +23,7 @@ STORED_AFTER_S = 0.5        # a prediction is readable once the server's writer 
 class Session:
     """The state of one dashboard page and its lifecycle: first load, periodic tick, model choice, close."""
 
-    def __init__(self, connect: Callable[..., object], *, target: str, refresh_s: float):
+    def __init__(self, connect: Callable[..., AsyncClient], *, target: str, refresh_s: float):
         self.store = Store(connect, target=target, refresh_s=refresh_s)
         self.predict = PredictState(self.store, after_predict=self._after_predict)
         self.quality = QualityState(self.store)

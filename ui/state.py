@@ -36,7 +36,8 @@ class PredictState(param.Parameterized):
         if info is None:
             self.notice = Notice("error", "No model is loaded yet; wait for the server to answer.")
             return
-        missing = [name for name in info.feature_names if values.get(name) is None]
+        features = {name: float(value) for name in info.feature_names if (value := values.get(name)) is not None}
+        missing = [name for name in info.feature_names if name not in features]
         if missing:
             self.notice = Notice("error", f"Fill in {', '.join(missing)} before predicting.")
             return
@@ -46,7 +47,6 @@ class PredictState(param.Parameterized):
                          f"version ({info.version}) only. Reload {version} in the Model tab first, or choose "
                          "'serving'.")
             return
-        features = {name: float(values[name]) for name in info.feature_names}
         self.busy = True
         try:
             prediction = await self._store.call("predict", info.name, features)

@@ -12,10 +12,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import param
 
 from predmesh import errors
+
+if TYPE_CHECKING:
+    from predmesh import AsyncClient
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +56,16 @@ class Store(param.Parameterized):
     model = param.String("", doc="the selected model")
     info = param.Parameter(None, doc="ModelInfo of the selected model's serving version")
 
-    def __init__(self, connect: Callable[..., object], *, target: str, refresh_s: float, **params):
+    def __init__(self, connect: Callable[..., AsyncClient], *, target: str, refresh_s: float, **params):
         """`connect(admin_token=None)` returns a new `predmesh.AsyncClient`; `target` names the server in messages.
 
         The client is made on first use: grpc.aio channels belong to the event loop that made them.
         """
         super().__init__(**params)
         self._connect = connect
-        self._client = None
+        self._client: AsyncClient | None = None
         self._token: str | None = None
-        self._retired: dict[asyncio.Task, object] = {}   # replaced channels, closed after a grace period
+        self._retired: dict[asyncio.Task, AsyncClient] = {}   # replaced channels, closed after a grace period
         self.target = target
         self.refresh_s = refresh_s
         self.closed = False
@@ -81,7 +85,7 @@ class Store(param.Parameterized):
         finally:
             await client.close()
 
-    async def _run(self, client, method: str, *args, **kwargs):
+    async def _run(self, client: AsyncClient, method: str, *args, **kwargs):
         try:
             result = await getattr(client, method)(*args, **kwargs)
         except (errors.Unavailable, errors.DeadlineExceeded) as exc:
@@ -122,7 +126,7 @@ class Store(param.Parameterized):
             self._retire(old)
         return True
 
-    def _retire(self, client) -> None:
+    def _retire(self, client: AsyncClient) -> None:
         async def close_later():
             await asyncio.sleep(RECONNECT_GRACE_S)
             await client.close()
@@ -165,8 +169,8 @@ class Store(param.Parameterized):
 
     def set_token(self, token: str) -> bool:
         """Use this token for admin calls from now on; False when it is the one already in use."""
-        token = token.strip() or None
-        if token == self._token:
+        typed = token.strip() or None
+        if typed == self._token:
             return False
-        self._token = token
+        self._token = typed
         return True

@@ -10,6 +10,10 @@ from ui.session import Session
 
 
 # -- header -------------------------------------------------------------------------------------------------------
+def _names(models) -> list[str]:
+    return [m.name for m in models]
+
+
 def _status(problem: str, updated_at, target: str) -> str:
     when = updated_at.strftime("%H:%M:%S UTC") if updated_at else "not yet"
     state = "**Server not answering**" if problem else "Connected"
@@ -19,7 +23,7 @@ def _status(problem: str, updated_at, target: str) -> str:
 def header(session: Session, title: str) -> pn.Column:
     store = session.store
     model_select = pn.widgets.Select(label="Model", value=store.param.model, width=220, margin=(5, 10),
-                                     options=pn.bind(lambda models: [m.name for m in models], store.param.models))
+                                     options=pn.bind(_names, store.param.models))
     pn.bind(session.select_model, model_select, watch=True)
     status = pn.pane.Markdown(pn.bind(_status, store.param.problem, store.param.updated_at, store.target),
                               margin=(18, 10, 0, 10))
@@ -96,8 +100,7 @@ def predict_view(session: Session) -> pn.Column:
                          "selected model's schema."),
         version, form.panel, button, notice_pane(state.param.notice),
         pn.pane.Markdown(pn.bind(_prediction_text, state.param.prediction), sizing_mode="stretch_width"),
-        pn.pane.Bokeh(fig, sizing_mode="stretch_width",
-                      visible=pn.bind(lambda p: p is not None, state.param.prediction)),
+        pn.pane.Bokeh(fig, sizing_mode="stretch_width", visible=state.param.prediction.rx.is_not(None)),
         sizing_mode="stretch_width")
 
 
@@ -130,13 +133,16 @@ def _versions_table(versions) -> str:
     return "\n".join(lines)
 
 
+def _reload_options(versions) -> dict[str, str]:
+    return {"newest version": "", **{v.version: v.version for v in versions}}
+
+
 def model_view(session: Session) -> pn.Column:
     store, state = session.store, session.model
     token = pn.widgets.PasswordInput(label="Admin or read-only token (kept in this browser session only)",
                                      placeholder="paste the token, then press Enter", width=380)
     pn.bind(state.set_token, token, watch=True)
-    target = pn.widgets.Select(label="Reload to", width=200, options=pn.bind(
-        lambda versions: {"newest version": "", **{v.version: v.version for v in versions}}, state.param.versions))
+    target = pn.widgets.Select(label="Reload to", width=200, options=pn.bind(_reload_options, state.param.versions))
     reload_button = pn.widgets.Button(label="Reload", color="warning", width=120, loading=state.param.busy)
 
     async def do_reload(_):
