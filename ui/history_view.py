@@ -1,8 +1,6 @@
 """Layout of the History tab: filters, the page of stored predictions, feedback and the window's charts."""
 from __future__ import annotations
 
-import operator
-
 import pandas as pd
 import panel as pn
 
@@ -83,7 +81,7 @@ def history_view(session: Session) -> pn.Column:
                                  sizing_mode="stretch_width", layout="fit_data_stretch",
                                  height=40 + 30 * PAGE_SIZE)  # room for a full page: rows outside are not drawn
     newer = pn.widgets.Button(label="◀ Newer", width=90, disabled=state.param.page_index.rx() == 0)
-    older = pn.widgets.Button(label="Older ▶", width=90, disabled=pn.bind(operator.not_, state.param.has_next))
+    older = pn.widgets.Button(label="Older ▶", width=90, disabled=state.param.has_next.rx.not_())
 
     async def newer_page(_):
         await state.previous_page()

@@ -427,6 +427,27 @@ def test_widgets_drive_the_state_filters_and_the_model_choice(world):
     asyncio.run(scenario())
 
 
+def test_paging_buttons_follow_the_page(world):
+    import panel as pn
+
+    from ui import views
+    from ui.history import PAGE_SIZE
+
+    world["rows"] = [_stored(f"p{i:03d}") for i in range(PAGE_SIZE + 3)]
+
+    async def scenario():
+        s = _session(world)
+        page = views.dashboard(s, "predmesh")
+        newer, older = (next(b for b in page.select(pn.widgets.Button) if b.label == label)
+                        for label in ("◀ Newer", "Older ▶"))
+        await s.start()
+        assert newer.disabled and not older.disabled
+        await s.history.next_page()
+        assert not newer.disabled and older.disabled
+        assert len(page.select(pn.widgets.Tabulator)[0].value) == 3
+    asyncio.run(scenario())
+
+
 # -- entry point --------------------------------------------------------------------------------------------------
 def _cli(*args, env=None):
     import os
