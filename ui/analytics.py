@@ -55,7 +55,51 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def rate_series(bucket_list: Sequence[Bucket], counts: Sequence[Mapping[str, int]]) -> dict[str, list]:
+@dataclass(frozen=True)
+class BucketRead:
+    """What one page of a bucket's newest stored rows says about the bucket."""
+
+    counts: dict[str, int]              # rows read, by transport
+    minutes: float                      # the span those rows cover: the whole bucket when complete
+    complete: bool                      # the rows are the whole bucket (no further page)
+    sample: list[tuple[str, float]]     # (transport, latency_ms) of the rows read
+
+
+def read_bucket(bucket: Bucket, rows: Sequence[tuple[str, float, datetime | None]], complete: bool) -> BucketRead:
+    """A bucket's rows (transport, latency_ms, created_at), newest first: all of it when `complete`, else every
+    row from the oldest one read to the bucket's end."""
+    counts: dict[str, int] = {}
+    for transport, _, _ in rows:
+        counts[transport] = counts.get(transport, 0) + 1
+    minutes = bucket.minutes
+    oldest = rows[-1][2] if rows else None
+    if not complete and oldest is not None and bucket.start < oldest < bucket.end:
+        minutes = (bucket.end - oldest).total_seconds() / 60.0
+    return BucketRead(counts, minutes, complete, [(transport, latency) for transport, latency, _ in rows])
+
+
+def bucket_counts(bucket_list: Sequence[Bucket], reads: Sequence[BucketRead],
+                  totals: Mapping[str, int]) -> list[dict[str, float]]:
+    """Counts by transport per bucket, from each bucket's read and the exact totals by transport over all the
+    buckets (one GetStats over their span).
+
+    A complete bucket counts exactly. What the totals hold beyond the complete buckets belongs to the buckets read
+    in part: all of it when there is one (exact again); shared in proportion to each one's count extrapolated from
+    the span its rows cover when there are several. A bucket never counts fewer rows than were read in it."""
+    result: list[dict[str, float]] = [dict(r.counts) for r in reads]
+    partial = [i for i, r in enumerate(reads) if not r.complete]
+    for transport in set(totals) | {t for i in partial for t in reads[i].counts}:
+        remainder = totals.get(transport, 0) - sum(r.counts.get(transport, 0) for r in reads if r.complete)
+        estimate = {i: reads[i].counts.get(transport, 0) * bucket_list[i].minutes / reads[i].minutes
+                    for i in partial}
+        weight = sum(estimate.values())
+        for i in partial:
+            share = remainder * estimate[i] / weight if weight else remainder / len(partial)
+            result[i][transport] = max(reads[i].counts.get(transport, 0), share)
+    return result
+
+
+def rate_series(bucket_list: Sequence[Bucket], counts: Sequence[Mapping[str, float]]) -> dict[str, list]:
     """Requests per minute by transport, one value per bucket (columns "t" and one per transport)."""
     data: dict[str, list] = {"t": [b.middle for b in bucket_list]}
     for transport in TRANSPORTS:

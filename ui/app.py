@@ -1,24 +1,28 @@
-"""The dashboard application: one Store and one page per browser session, served by Panel (Bokeh server)."""
+"""The dashboard application: one Session (store + state per tab) and one page per browser session, served by
+Panel (Bokeh server); everything runs on the server's event loop."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 
 import panel as pn
 
 from ui import views
+from ui.session import Session
 from ui.settings import UiSettings
-from ui.store import Store
 
 log = logging.getLogger(__name__)
+_closing: set[asyncio.Task] = set()   # sessions closing their channels (a reference keeps the task alive)
 
 
 def connect(settings: UiSettings, admin_token: str | None = None):
-    """A new SDK client for this dashboard (transport "ui"); admin calls go to admin_server when set."""
-    from predmesh import Client
+    """A new asyncio SDK client for this dashboard (transport "ui"); admin calls go to admin_server when set.
+    Call it on the event loop that will use it (grpc.aio channels belong to their loop)."""
+    from predmesh import AsyncClient
 
     target = (settings.admin_server or settings.server) if admin_token else settings.server
-    return Client(target, timeout=settings.timeout_s, transport="ui", admin_token=admin_token)
+    return AsyncClient(target, timeout=settings.timeout_s, transport="ui", admin_token=admin_token)
 
 
 def _on_error(exc: Exception) -> None:
@@ -30,17 +34,20 @@ def session_page(settings: UiSettings) -> pn.viewable.Viewable:
     """Build the page of one new browser session."""
     pn.extension("tabulator")
     pn.config.exception_handler = _on_error
-    store = Store(partial(connect, settings), target=settings.server, refresh_s=settings.refresh_s)
-    page = views.dashboard(store, settings.title)
-    periodic = pn.state.add_periodic_callback(store.tick, period=int(settings.refresh_s * 1000), start=False)
+    session = Session(partial(connect, settings), target=settings.server, refresh_s=settings.refresh_s)
+    page = views.dashboard(session, settings.title)
+    periodic = pn.state.add_periodic_callback(session.tick, period=int(settings.refresh_s * 1000), start=False)
 
     async def loaded():
-        await store.start()
-        periodic.start()
+        await session.start()
+        if not session.store.closed:
+            periodic.start()
 
-    def destroyed(_context):
+    def destroyed(_context):  # the tab is gone: no more refreshes, and its channels close
         periodic.stop()
-        store.close()
+        task = asyncio.get_running_loop().create_task(session.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     pn.state.onload(loaded)
     pn.state.on_session_destroyed(destroyed)

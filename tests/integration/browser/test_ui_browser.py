@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -24,7 +25,6 @@ from tests.conftest import IRIS_ROW
 from tests.support.artifacts import failing_smoke_test
 from tests.support.procs import ADMIN_TOKEN, ServerProc, wait_for
 from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, UiProc
-
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -308,3 +308,23 @@ def test_t22_with_a_password_an_unauthenticated_page_load_does_not_show_the_dash
         expect(page.get_by_text("Connected", exact=False).first).to_be_visible(timeout=30000)
         page.close()
         assert password not in ui.log()
+
+
+def test_closing_the_tab_stops_its_refresh_and_closes_its_session(browser, mesh):
+    page = open_dashboard(browser, mesh.ui.url)
+    wait_for(lambda: mesh.ui.log().count("history page 1:") >= 2, 15, what="the page's live refresh")
+    page.close()
+
+    def all_sessions_closed() -> bool:  # this tab's and those of earlier tests (their pages are closed too)
+        log = mesh.ui.log()
+        return log.count("dashboard session closed") >= log.count("dashboard session started")
+
+    # Bokeh drops a session some 15-35 s after its websocket goes (unused_session_lifetime, checked every 17 s)
+    wait_for(all_sessions_closed, 90, interval=0.5, what="the closed tabs' sessions to end")
+
+    def dashboard_lines() -> list[str]:  # what the dashboard's own modules log (a refresh, or a failed call)
+        return re.findall(r"^.* ui\.\w+: .*$", mesh.ui.log(), re.MULTILINE)
+
+    after_close = dashboard_lines()
+    time.sleep(3.5)                             # the refresh period is 1 s
+    assert dashboard_lines() == after_close     # nothing runs for a closed tab: no refresh, no failed call

@@ -1,4 +1,4 @@
-"""Dashboard pieces without a browser: chart maths, settings, the store's offline/recovery logic, form generation."""
+"""Dashboard pieces without a browser: chart maths, settings, the session's offline/recovery logic, forms."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +12,9 @@ from predmesh import errors
 from predmesh.env import ConfigError
 from predmesh.types import FeatureSpec, LatencySummary, ModelInfo, Page, Prediction, Stats, StoredPrediction
 from ui import analytics
+from ui.session import Session
 from ui.settings import UiSettings
-from ui.store import Store, now_utc
+from ui.store import now_utc
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -35,6 +36,28 @@ def test_rates_are_per_minute_by_transport():
     assert data["t"] == [b[0].start + timedelta(minutes=2.5), b[1].start + timedelta(minutes=2.5)]
     assert data["grpc"] == [2.0, 0.0] and data["ui"] == [1.0, 0.0] and data["rest"] == [0.0, 0.2]
     assert set(data) == {"t", *analytics.TRANSPORTS}
+
+
+def test_a_bucket_read_in_part_takes_its_count_from_the_span_totals():
+    b = analytics.buckets("1 h", NOW)[-3:]                        # three 5-minute buckets ending NOW
+    rows = [("grpc", 2.0, NOW - timedelta(seconds=10)), ("rest", 3.0, NOW - timedelta(seconds=30)),
+            ("grpc", 4.0, NOW - timedelta(minutes=1))]
+    whole = analytics.read_bucket(b[2], rows, complete=True)
+    assert whole.counts == {"grpc": 2, "rest": 1} and whole.minutes == 5.0 and whole.sample[2] == ("grpc", 4.0)
+    part = analytics.read_bucket(b[2], rows, complete=False)     # only its newest minute was read
+    assert part.minutes == pytest.approx(1.0) and part.counts == whole.counts
+    empty = analytics.read_bucket(b[0], [], complete=True)
+    # one bucket read in part: the span's exact totals minus the complete buckets are exactly its count
+    counts = analytics.bucket_counts(b, [empty, whole, part], {"grpc": 2 + 40, "rest": 1 + 7})
+    assert counts[2] == {"grpc": 40, "rest": 7} and counts[1] == {"grpc": 2, "rest": 1} and counts[0] == {}
+    # two read in part: the rest is shared by each one's extrapolated count (grpc: 10/min vs 2/min)
+    busy = analytics.read_bucket(b[1], [("grpc", 1.0, b[1].end - timedelta(seconds=60 * i / 10 + 1))
+                                        for i in range(10)], complete=False)
+    counts = analytics.bucket_counts(b, [empty, busy, part], {"grpc": 60, "rest": 1})
+    assert counts[1]["grpc"] + counts[2]["grpc"] == pytest.approx(60) and counts[1]["grpc"] > counts[2]["grpc"]
+    assert counts[2]["rest"] == 1 and counts[1].get("rest", 0) == 0
+    assert analytics.bucket_counts(b, [empty, busy, part], {})[1]["grpc"] == 10   # never fewer than were read
+    assert analytics.rate_series(b, counts)["t"] == [x.middle for x in b]
 
 
 def test_latency_percentiles_by_transport_and_gaps():
@@ -101,13 +124,14 @@ def _info(name="iris", version="2", features=("a", "b")) -> ModelInfo:
                      ("x", "y"), "ab" * 32, {"holdout_accuracy": 0.9}, NOW, "1.9", "LogisticRegression", True, ())
 
 
-def _stored(pid: str) -> StoredPrediction:
-    p = Prediction(pid, pid, "iris", "2", "x", {"x": 0.8, "y": 0.2}, 1.5)
-    return StoredPrediction(p, {"a": 1.0, "b": 2.0}, "ui", NOW, "")
+def _stored(pid: str, created_at: datetime | None = None, transport: str = "ui",
+            latency_ms: float = 1.5) -> StoredPrediction:
+    p = Prediction(pid, pid, "iris", "2", "x", {"x": 0.8, "y": 0.2}, latency_ms)
+    return StoredPrediction(p, {"a": 1.0, "b": 2.0}, transport, created_at, "")
 
 
 class FakeClient:
-    """Stands in for predmesh.Client; `down` makes every call raise Unavailable, like a stopped server."""
+    """Stands in for predmesh.AsyncClient; `down` makes every call raise Unavailable, like a stopped server."""
 
     instances: list[FakeClient] = []
 
@@ -115,56 +139,65 @@ class FakeClient:
         self.world, self.admin_token, self.closed = world, admin_token, False
         FakeClient.instances.append(self)
 
+    def _matching(self, filters) -> list[StoredPrediction]:
+        start, end = filters.get("start_time"), filters.get("end_time")
+        return [r for r in self.world["rows"] if r.created_at is None or (
+            (start is None or r.created_at >= start) and (end is None or r.created_at < end))]
+
     def _check(self):
         if self.world["down"]:
             raise errors.Unavailable("failed to connect to all addresses", errors.Unavailable.code)
         if self.world.get("slow"):
             raise errors.DeadlineExceeded("Deadline Exceeded", errors.DeadlineExceeded.code)
 
-    def list_models(self):
+    async def list_models(self):
         self._check()
-        return [self.world["info"]]
+        return [self.world["info"], *self.world.get("more_models", ())]
 
-    def list_predictions(self, page_size=50, page_token="", **filters):
+    async def list_predictions(self, page_size=50, page_token="", **filters):
         self._check()
         self.world.setdefault("listed", []).append(filters)
+        matching = self._matching(filters)
         start = int(page_token or 0)
-        rows = self.world["rows"][start:start + page_size]
-        more = start + page_size < len(self.world["rows"])
+        rows = matching[start:start + page_size]
+        more = start + page_size < len(matching)
         return Page(tuple(rows), str(start + page_size) if more else "")
 
-    def get_stats(self, **window):
+    async def get_stats(self, **window):
         self._check()
-        by_label = {"x": len(self.world["rows"])}
-        return Stats(len(self.world["rows"]), by_label, {}, {"ui": len(self.world["rows"])},
-                     LatencySummary(1.0, 2.0, 3.0), ())
+        self.world.setdefault("stats", []).append(window)
+        rows = self._matching(window)
+        by_transport: dict[str, int] = {}
+        for r in rows:
+            by_transport[r.transport] = by_transport.get(r.transport, 0) + 1
+        return Stats(len(rows), {"x": len(rows)}, {}, by_transport, LatencySummary(1.0, 2.0, 3.0), ())
 
-    def predict(self, model, features):
+    async def predict(self, model, features):
         self._check()
         self.world["sent"].append(features)
         return Prediction("p-new", "r", model, self.world["info"].version, "x", {"x": 0.8, "y": 0.2}, 1.0)
 
-    def reload_model(self, model, version="", timeout=None):
+    async def reload_model(self, model, version="", timeout=None):
         self._check()
         if self.admin_token != "right":
             raise errors.Unauthenticated("invalid token", errors.Unauthenticated.code)
         raise errors.FailedPrecondition("golden rows do not reproduce", errors.FailedPrecondition.code)
 
-    def list_model_versions(self, model):
+    async def list_model_versions(self, model):
         self._check()
         if self.admin_token not in ("right", "readonly"):
             raise errors.Unauthenticated("invalid token", errors.Unauthenticated.code)
         return [self.world["info"]]
 
-    def submit_feedback(self, prediction_id, label):
+    async def submit_feedback(self, prediction_id, label):
         self._check()
         raise AssertionError("not reached in these tests")
 
-    def list_batch_runs(self, model="", page_size=50):
+    async def list_batch_runs(self, model="", page_size=50):
         self._check()
         return Page((), "")
 
-    def close(self):
+    async def close(self):
         self.closed = True
 
 
@@ -174,87 +207,127 @@ def world():
     return {"down": False, "info": _info(), "rows": [_stored("p1")], "sent": []}
 
 
-def _store(world) -> Store:
-    return Store(lambda admin_token=None: FakeClient(world, admin_token), target="fake:1", refresh_s=2.0)
+def _session(world) -> Session:
+    return Session(lambda admin_token=None: FakeClient(world, admin_token), target="fake:1", refresh_s=2.0)
 
 
-def test_store_keeps_data_when_the_server_goes_away_and_recovers_by_itself(world):
+def _ids(rows) -> list[str]:
+    return [r.prediction.prediction_id for r in rows]
+
+
+def test_session_keeps_data_when_the_server_goes_away_and_recovers_by_itself(world):
     async def scenario():
-        store = _store(world)
-        await store.start()
-        assert store.model == "iris" and [r.prediction.prediction_id for r in store.page] == ["p1"]
-        assert store.problem == "" and store.stats.total == 1
+        s = _session(world)
+        await s.start()
+        assert s.store.model == "iris" and _ids(s.history.page) == ["p1"]
+        assert s.store.problem == "" and s.history.stats.total == 1
         world["down"] = True
-        await store.tick()
-        assert "cannot answer right now" in store.problem and "UNAVAILABLE" in store.problem
-        assert [r.prediction.prediction_id for r in store.page] == ["p1"] and store.info is not None  # kept
-        await store.predict({"a": 1.0, "b": 2.0})
-        assert store.predict_notice.kind == "error" and "not answering" in store.predict_notice.text
+        await s.tick()
+        assert "cannot answer right now" in s.store.problem and "UNAVAILABLE" in s.store.problem
+        assert _ids(s.history.page) == ["p1"] and s.store.info is not None  # kept
+        await s.predict.predict({"a": 1.0, "b": 2.0})
+        assert s.predict.notice.kind == "error" and "not answering" in s.predict.notice.text
         clients_before = len(FakeClient.instances)
-        await store.tick()                       # still down: a fresh channel is tried and closed
+        await s.tick()                       # still down: a fresh channel is tried and closed
         assert len(FakeClient.instances) == clients_before + 1 and FakeClient.instances[-1].closed
         world["down"] = False
         world["rows"] = [_stored("p2"), _stored("p1")]
-        await store.tick()
-        assert store.problem == "" and [r.prediction.prediction_id for r in store.page] == ["p2", "p1"]
-        store.close()
+        await s.tick()
+        assert s.store.problem == "" and _ids(s.history.page) == ["p2", "p1"]
+        await s.close()
+        assert all(c.closed for c in FakeClient.instances)   # the replaced channel too, without waiting
+        calls = len(world["listed"])
+        await s.tick()                       # a closed session no longer refreshes
+        assert len(world["listed"]) == calls
     asyncio.run(scenario())
 
 
 def test_a_slow_server_is_reported_and_the_page_keeps_its_data(world):
     async def scenario():
-        store = _store(world)
-        await store.start()
+        s = _session(world)
+        await s.start()
         world["slow"] = True
-        await store.tick()
-        assert "DEADLINE_EXCEEDED" in store.problem and len(store.page) == 1
-        await store.submit_feedback("p1", "x")
-        assert store.feedback_notice.kind == "error" and "not answering" in store.feedback_notice.text
+        await s.tick()
+        assert "DEADLINE_EXCEEDED" in s.store.problem and len(s.history.page) == 1
+        await s.history.submit_feedback("p1", "x")
+        assert s.history.feedback_notice.kind == "error" and "not answering" in s.history.feedback_notice.text
         world["slow"] = False
-        await store.tick()
-        assert store.problem == ""
+        await s.tick()
+        assert s.store.problem == ""
     asyncio.run(scenario())
 
 
 def test_history_pages_with_page_tokens_and_filters_restart_paging(world):
-    from ui.store import PAGE_SIZE
+    from ui.history import PAGE_SIZE
 
     world["rows"] = [_stored(f"p{i:03d}") for i in range(PAGE_SIZE * 2 + 5)]
 
     async def scenario():
-        store = _store(world)
-        await store.start()
-        assert store.page[0].prediction.prediction_id == "p000" and store.has_next
-        await store.next_page()
-        await store.next_page()
-        assert store.page_index == 2 and store.page[0].prediction.prediction_id == f"p{2 * PAGE_SIZE:03d}"
-        assert len(store.page) == 5 and not store.has_next
-        await store.next_page()                      # no further page: stays
-        assert store.page_index == 2
-        await store.previous_page()
-        assert store.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
+        s = _session(world)
+        h = s.history
+        await s.start()
+        assert h.page[0].prediction.prediction_id == "p000" and h.has_next
+        await h.next_page()
+        await h.next_page()
+        assert h.page_index == 2 and h.page[0].prediction.prediction_id == f"p{2 * PAGE_SIZE:03d}"
+        assert len(h.page) == 5 and not h.has_next
+        await h.next_page()                      # no further page: stays
+        assert h.page_index == 2
+        await h.previous_page()
+        assert h.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
         world["rows"].insert(0, _stored("new"))
-        await store.tick()                           # live refresh only on the first page
-        assert store.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
-        await store.set_filters(h_label="x", h_transport="ui", window="15 min")
-        assert store.page_index == 0 and store.page[0].prediction.prediction_id == "new"
-        f = next(f for f in reversed(world["listed"]) if "label" in f)   # the history page's call
+        await s.tick()                           # live refresh only on the first page
+        assert h.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
+        await h.set_filters(label=" x ", transport="ui", window="15 min")
+        assert h.page_index == 0 and h.page[0].prediction.prediction_id == "new"
+        f = next(f for f in reversed(world["listed"]) if f.get("label"))   # the history page's call
         assert (f["label"], f["transport"]) == ("x", "ui")
         assert now_utc() - f["start_time"] - timedelta(minutes=15) < timedelta(seconds=60)
     asyncio.run(scenario())
 
 
+def test_time_series_make_one_call_per_bucket(world, monkeypatch):
+    """Each bucket's counts by transport and latency sample come from one ListPredictions call; one GetStats over
+    the series' span makes the counts of a bucket with more rows than a page exact."""
+    from ui import history
+
+    monkeypatch.setattr(history, "SAMPLE_PER_BUCKET", 2)
+    recent = now_utc() - timedelta(seconds=20)
+    world["rows"] = [_stored("g1", recent, "grpc", 4.0), _stored("g2", recent, "grpc", 6.0),
+                     _stored("g3", recent - timedelta(seconds=5), "grpc", 5.0),
+                     _stored("q1", recent - timedelta(minutes=3), "queue", 9.0)]
+
+    async def scenario():
+        s = _session(world)
+        await s.start()
+        world["listed"].clear()
+        world["stats"].clear()
+        await s.history.set_filters(window="15 min")
+        per_bucket = [f for f in world["listed"] if f.get("end_time") is not None]
+        assert len(per_bucket) == len(analytics.buckets("15 min", NOW)) == 15
+        spans = [w for w in world["stats"] if w.get("end_time") is not None]
+        assert len(world["stats"]) == 2 and len(spans) == 1     # the window's GetStats and the series span's
+        assert spans[0]["start_time"] == per_bucket[0]["start_time"]
+        assert spans[0]["end_time"] == per_bucket[-1]["end_time"]
+        h = s.history
+        assert h.rates["grpc"][-1] == pytest.approx(3.0) and sum(h.rates["grpc"]) == pytest.approx(3.0)  # exact
+        assert sum(h.rates["queue"]) == pytest.approx(1.0) and h.rates["queue"][-1] == 0.0
+        assert h.latencies["grpc_p50"][-1] == pytest.approx(5.0)  # the two newest grpc rows: 4 and 6 ms
+        assert [(r["transport"], r["sampled"]) for r in h.latency_rows] == [("grpc", 2), ("queue", 1)]
+    asyncio.run(scenario())
+
+
 def test_store_refuses_incomplete_rows_and_versions_that_do_not_serve(world):
     async def scenario():
-        store = _store(world)
-        await store.start()
-        await store.predict({"a": 1.0, "b": None})
-        assert store.predict_notice.kind == "error" and "Fill in b" in store.predict_notice.text
-        await store.predict({"a": 1.0, "b": 2.0}, version="1")
-        assert "Version 1 of iris is not serving" in store.predict_notice.text
+        s = _session(world)
+        await s.start()
+        await s.predict.predict({"a": 1.0, "b": None})
+        assert s.predict.notice.kind == "error" and "Fill in b" in s.predict.notice.text
+        await s.predict.predict({"a": 1.0, "b": 2.0}, version="1")
+        assert "Version 1 of iris is not serving" in s.predict.notice.text
         assert world["sent"] == []
-        await store.predict({"a": 1.0, "b": 2.0}, version="2")
-        assert store.prediction.prediction_id == "p-new" and world["sent"] == [{"a": 1.0, "b": 2.0}]
+        await s.predict.predict({"a": 1.0, "b": 2.0}, version="2")
+        assert s.predict.prediction.prediction_id == "p-new" and world["sent"] == [{"a": 1.0, "b": 2.0}]
     asyncio.run(scenario())
 
 
@@ -262,21 +335,22 @@ def test_store_admin_messages_and_the_token_stays_out_of_logs(world, caplog):
     caplog.set_level(logging.DEBUG)
 
     async def scenario():
-        store = _store(world)
-        await store.start()
-        await store.reload()
-        assert "Reload refused by the server: type the admin token first" in store.admin_notice.text
-        assert "needs the admin or read-only token" in store.versions_note
-        await store.set_token("wrong-token-7f3a")
-        assert store.versions == [] and "token was refused" in store.versions_note
-        await store.reload("1")
-        assert "admin token was not accepted" in store.admin_notice.text
-        await store.set_token("right")
-        assert [v.version for v in store.versions] == ["2"]
-        await store.reload("1")
-        assert store.admin_notice.kind == "error"
-        assert "Reload to 1 refused by the server; 2 still serves" in store.admin_notice.text
-        assert "golden rows do not reproduce" in store.admin_notice.text
+        s = _session(world)
+        m = s.model
+        await s.start()
+        await m.reload()
+        assert "Reload refused by the server: type the admin token first" in m.notice.text
+        assert "needs the admin or read-only token" in m.versions_note
+        await m.set_token("wrong-token-7f3a")
+        assert m.versions == [] and "token was refused" in m.versions_note
+        await m.reload("1")
+        assert "admin token was not accepted" in m.notice.text
+        await m.set_token("right")
+        assert [v.version for v in m.versions] == ["2"]
+        await m.reload("1")
+        assert m.notice.kind == "error"
+        assert "Reload to 1 refused by the server; 2 still serves" in m.notice.text
+        assert "golden rows do not reproduce" in m.notice.text
         assert all(c.closed for c in FakeClient.instances if c.admin_token)  # admin channels are per call
     asyncio.run(scenario())
     assert "wrong-token-7f3a" not in caplog.text and "Bearer" not in caplog.text
@@ -297,17 +371,81 @@ def test_the_form_follows_the_model_schema():
     assert list(form.inputs) == ["alcohol", "ash", "hue"]
 
 
-def test_dashboard_builds_and_follows_the_store(world):
+def test_dashboard_builds_and_follows_the_session(world):
+    import panel as pn
+
     from ui import views
 
     async def scenario():
-        store = _store(world)
-        page = views.dashboard(store, "predmesh")
-        await store.start()
-        await store.predict({"a": 1.0, "b": 2.0})
-        return store, page
-    store, page = asyncio.run(scenario())
-    assert page is not None and store.prediction.label == "x"
+        s = _session(world)
+        page = views.dashboard(s, "predmesh")
+        await s.start()
+        await s.predict.predict({"a": 1.0, "b": 2.0})
+        return s, page
+    s, page = asyncio.run(scenario())
+    shown = [m.object for m in page.select(pn.pane.Markdown)]
+    assert s.predict.prediction.label == "x"
+    assert any("Predicted label: x" in str(o) for o in shown)              # the result pane follows the state
+    assert any("Connected · server `fake:1`" in str(o) for o in shown)     # the header follows the store
+    assert any("page 1 · 1 rows · live" in str(o) for o in shown)          # the history pane follows its state
+    table = page.select(pn.widgets.Tabulator)[0]
+    assert list(table.value["prediction id"]) == ["p1"]
+
+
+def test_widgets_drive_the_state_filters_and_the_model_choice(world):
+    import panel as pn
+
+    from ui import views
+
+    world["more_models"] = [_info(name="wine", features=("alcohol",))]
+
+    def widget(page, kind, label):
+        return next(w for w in page.select(kind) if w.label == label)
+
+    async def settle():
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+
+    async def scenario():
+        s = _session(world)
+        page = views.dashboard(s, "predmesh")
+        await s.start()
+        await s.predict.predict({"a": 1.0, "b": 2.0})
+        world["listed"].clear()
+        widget(page, pn.widgets.TextInput, "Label").value = " x "     # a history filter typed by the user
+        await settle()
+        assert s.history.label == " x " and world["listed"][0]["label"] == "x"
+        models = widget(page, pn.widgets.Select, "Model")            # the header's model choice
+        assert list(models.options) == ["iris", "wine"] and models.value == "iris"
+        world["stats"].clear()
+        models.value = "wine"
+        await settle()
+        assert s.store.model == "wine" and s.store.info.name == "wine" and s.predict.prediction is None
+        assert {"model": "wine"} in world["stats"]                    # its quality was loaded
+        form = widget(page, pn.widgets.FloatInput, "alcohol")          # the form follows the schema
+        assert form.value == 4.0
+    asyncio.run(scenario())
+
+
+def test_paging_buttons_follow_the_page(world):
+    import panel as pn
+
+    from ui import views
+    from ui.history import PAGE_SIZE
+
+    world["rows"] = [_stored(f"p{i:03d}") for i in range(PAGE_SIZE + 3)]
+
+    async def scenario():
+        s = _session(world)
+        page = views.dashboard(s, "predmesh")
+        newer, older = (next(b for b in page.select(pn.widgets.Button) if b.label == label)
+                        for label in ("◀ Newer", "Older ▶"))
+        await s.start()
+        assert newer.disabled and not older.disabled
+        await s.history.next_page()
+        assert not newer.disabled and older.disabled
+        assert len(page.select(pn.widgets.Tabulator)[0].value) == 3
+    asyncio.run(scenario())
 
 
 # -- entry point --------------------------------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""Layout of the History tab: filters, the page of stored predictions, feedback and the window's charts."""
+from __future__ import annotations
+
+import pandas as pd
+import panel as pn
+
+from ui import analytics, charts
+from ui.history import PAGE_SIZE
+from ui.panes import notice_pane, num
+from ui.session import Session
+
+ANY = "(any)"
+
+
+def _frame(rows) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "time (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
+        "prediction id": r.prediction.prediction_id,
+        "model": r.prediction.model,
+        "version": r.prediction.model_version,
+        "label": r.prediction.label,
+        "p(label)": round(r.prediction.probabilities.get(r.prediction.label, 0.0), 3),
+        "transport": r.transport,
+        "latency ms": round(r.prediction.latency_ms, 3),
+        "true label": r.feedback_label,
+    } for r in rows], columns=["time (UTC)", "prediction id", "model", "version", "label", "p(label)", "transport",
+                               "latency ms", "true label"])
+
+
+def _model_options(models) -> dict[str, str]:
+    return {ANY: "", **{m.name: m.name for m in models}}
+
+
+def _page_label(rows, index: int) -> str:
+    live = "live" if index == 0 else "live refresh paused on older pages"
+    return f"page {index + 1} · {len(rows)} rows · {live}"
+
+
+def _caption(stats, info, model: str, window: str) -> str:
+    if stats is None:
+        return ""
+    labels, counts = analytics.class_counts(info.classes if info else (), stats.by_label)
+    scope = f"model {model}" if model else "all models"
+    span = "all time" if window == "all" else f"the last {window}"
+    shares = " · ".join(f"{label}: {n}" for label, n in zip(labels, counts))
+    lat = stats.latency
+    return (f"{stats.total} predictions of {scope} in {span} — {shares}. "
+            f"Latency p50 {lat.p50_ms:.2f} / p95 {lat.p95_ms:.2f} / p99 {lat.p99_ms:.2f} ms.")
+
+
+def _latency_table(rows, rates) -> str:
+    if not rates:
+        return ""
+    if not rows:
+        return "No predictions in this window."
+    lines = ["| transport | sampled | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
+    lines += [f"| {r['transport']} | {r['sampled']} | {num(r['p50_ms'])} | {num(r['p95_ms'])} | "
+              f"{num(r['p99_ms'])} |" for r in rows]
+    return "\n".join(lines)
+
+
+def _choices(select: pn.widgets.Select, options: list[str]) -> None:
+    """New options for a select, keeping its value when still offered, else the first option."""
+    value = select.value
+    select.options = options
+    select.value = value if value in options else (options[0] if options else None)
+
+
+def history_view(session: Session) -> pn.Column:
+    store, state = session.store, session.history
+    filters = dict(
+        model=pn.widgets.Select(label="Model", width=150, options=pn.bind(_model_options, store.param.models)),
+        version=pn.widgets.TextInput(label="Version", placeholder="any", width=110),
+        label=pn.widgets.TextInput(label="Label", placeholder="any", width=130),
+        transport=pn.widgets.Select(label="Transport", options={ANY: "", **{t: t for t in analytics.TRANSPORTS}},
+                                    width=110),
+        window=pn.widgets.Select(label="Time window", options=list(analytics.WINDOWS), value=state.window, width=110))
+    pn.bind(state.set_filters, **filters, watch=True)
+
+    table = pn.widgets.Tabulator(pn.bind(_frame, state.param.page), disabled=True, show_index=False, selectable=1,
+                                 sizing_mode="stretch_width", layout="fit_data_stretch",
+                                 height=40 + 30 * PAGE_SIZE)  # room for a full page: rows outside are not drawn
+    newer = pn.widgets.Button(label="◀ Newer", width=90, disabled=state.param.page_index.rx() == 0)
+    older = pn.widgets.Button(label="Older ▶", width=90, disabled=state.param.has_next.rx.not_())
+
+    async def newer_page(_):
+        await state.previous_page()
+
+    async def older_page(_):
+        await state.next_page()
+
+    newer.on_click(newer_page)
+    older.on_click(older_page)
+    page_label = pn.pane.Markdown(pn.bind(_page_label, state.param.page, state.param.page_index),
+                                  margin=(12, 10, 0, 10))
+
+    pid = pn.widgets.TextInput(label="Prediction id (click a row)", width=300)
+    true_label = pn.widgets.Select(label="True label", options=[], width=150)
+    send = pn.widgets.Button(label="Submit feedback", color="primary", width=150)
+
+    async def submit(_):
+        await state.submit_feedback(pid.value, true_label.value or "")
+
+    send.on_click(submit)
+
+    def model_classes(info) -> None:
+        classes = list(info.classes) if info else []
+        if list(true_label.options) != classes:
+            _choices(true_label, classes)
+
+    def row_clicked(event) -> None:
+        if 0 <= event.row < len(state.page):
+            row = state.page[event.row]
+            pid.value = row.prediction.prediction_id
+            classes = list(row.prediction.probabilities)
+            if store.info and store.info.name == row.prediction.model:
+                classes = list(store.info.classes)
+            _choices(true_label, classes)
+
+    model_classes(store.info)
+    pn.bind(model_classes, store.param.info, watch=True)
+    table.on_click(row_clicked)
+
+    class_fig, class_source = charts.class_chart()
+    rate_fig, rate_source = charts.rate_chart()
+    lat_fig, lat_sources = charts.latency_chart()
+
+    def draw_classes(stats, info) -> None:
+        if stats is not None:
+            labels, counts = analytics.class_counts(info.classes if info else (), stats.by_label)
+            charts.set_class_counts(class_fig, class_source, labels, counts)
+
+    pn.bind(draw_classes, state.param.stats, store.param.info, watch=True)
+    pn.bind(lambda rates: charts.set_rates(rate_fig, rate_source, rates), state.param.rates, watch=True)
+    pn.bind(lambda latencies: charts.set_latencies(lat_fig, lat_sources, latencies), state.param.latencies,
+            watch=True)
+
+    feedback = pn.Card(pn.Row(pid, true_label, send), notice_pane(state.param.feedback_notice),
+                       title="Feedback: the true label of a prediction", collapsible=False,
+                       sizing_mode="stretch_width")
+    caption = pn.pane.Markdown(pn.bind(_caption, state.param.stats, store.param.info, state.param.model,
+                                       state.param.window))
+    return pn.Column(
+        pn.Row(*filters.values()),
+        notice_pane(state.param.notice),
+        table, pn.Row(newer, page_label, older), feedback,
+        pn.Row(pn.Column(pn.pane.Bokeh(class_fig, sizing_mode="stretch_width"), caption,
+                         sizing_mode="stretch_width"),
+               pn.Column(pn.pane.Bokeh(rate_fig, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
+               sizing_mode="stretch_width"),
+        pn.Row(pn.Column(pn.pane.Bokeh(lat_fig, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
+               pn.Column(pn.pane.Markdown("**Latency by transport** (from the newest stored predictions of each "
+                                          "time bucket)"),
+                         pn.pane.Markdown(pn.bind(_latency_table, state.param.latency_rows, state.param.rates)),
+                         sizing_mode="stretch_width"),
+               sizing_mode="stretch_width"),
+        sizing_mode="stretch_width")
