@@ -6,7 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-TRANSPORTS = ("grpc", "rest", "queue", "batch", "ui")
+from predmesh.percentile import percentile
+from predmesh.types import TRANSPORTS
+
 # label shown in the window selector -> (window length, bucket width); "all" plots the last 24 h
 WINDOWS: dict[str, tuple[timedelta | None, timedelta]] = {
     "15 min": (timedelta(minutes=15), timedelta(minutes=1)),
@@ -44,15 +46,6 @@ def buckets(window: str, now: datetime) -> list[Bucket]:
     span = length or SERIES_SPAN_ALL
     count = max(1, round(span / width))
     return [Bucket(now - (count - i) * width, now - (count - i - 1) * width) for i in range(count)]
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..1) of already sorted values; NaN when empty."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from predmesh.env import ConfigError, Env
+from predmesh.env import ConfigError, Env, split_addr
 from predmesh.logs import LEVELS
 
 
@@ -65,7 +65,7 @@ class UiSettings:
 
 
 def _split(addr: str) -> tuple[str, int]:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"PREDMESH_UI_ADDR={addr!r} must be host:port, e.g. 127.0.0.1:5006")
-    return host, int(port)
+    try:
+        return split_addr(addr)
+    except ConfigError:
+        raise ConfigError(f"PREDMESH_UI_ADDR={addr!r} must be host:port, e.g. 127.0.0.1:5006") from None
