@@ -17,7 +17,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 
 EPILOG = """exit codes:
   score            0 every row scored; 3 scored, but some rows were rejected (see the rejects file);
-                   2 bad usage or an unusable input file; 1 the run failed (server unreachable or refused it)
+                   2 bad usage, an unusable input file, or an output that cannot be written (checked before
+                   any row is scored); 1 the run failed (server unreachable or refused it)
   nightly/backfill 0 every task complete (or already done); 30 a task failed (the reason is printed);
                    10 the same run is already going; 25 not run; 35 scheduling error; 40 unexpected error
 """
@@ -107,11 +108,15 @@ def cmd_score(settings, args) -> int:
     from batch.table import InputError, content_hash
     from predmesh import PredmeshError
 
+    from batch.outputs import OutputError, check_outputs
+
     setup_logging(settings.log_level)
     output = args.output or default_output(args.input)
     rejects = args.rejects or default_rejects(output)
-    if output.resolve() == args.input.resolve():
-        print("predmesh batch score: --output must not be the input file", file=sys.stderr)
+    try:  # before any row is scored: what would fail (or destroy something) at the end fails now
+        output_file, rejects_file = check_outputs(args.input, output, rejects)
+    except OutputError as exc:
+        print(f"predmesh batch score: {exc}", file=sys.stderr)
         return EXIT_USAGE
     started = time.perf_counter()
     with Clients(settings) as clients:
@@ -135,8 +140,9 @@ def cmd_score(settings, args) -> int:
         key = ""
         try:
             key = f"score/{args.model}/{content_hash(args.input)[:24]}"
-            outcome = score_file(clients, args.model, args.input, output, rejects, progress=progress)
-        except InputError as exc:
+            outcome = score_file(clients, args.model, args.input, output_file, rejects_file,
+                                 progress=progress)
+        except (InputError, OutputError) as exc:
             bar.close()
             print(f"predmesh batch score: {exc}", file=sys.stderr)
             return EXIT_USAGE

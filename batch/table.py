@@ -20,6 +20,8 @@ from pathlib import Path
 import luigi
 import numpy as np
 
+from batch.outputs import refuse_non_regular
+
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -50,7 +52,10 @@ def atomic_path(target: Target) -> Iterator[str]:
     tmp = path.with_name(f"{path.name}-luigi-tmp-{random.randrange(10**10):010}")
     try:
         yield str(tmp)
+        refuse_non_regular(path, str(path))  # never replace a device, fifo, directory or link (batch.outputs)
         os.replace(tmp, path)
+    except OSError as exc:  # name the user's file, not the temporary one
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
