@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import decimal
 import hashlib
 import io
 import math
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TextIO
@@ -144,6 +146,15 @@ def _scan(path: Path, text: bool) -> tuple[str, int]:
     return digest.hexdigest(), max(newlines, returns) + (0 if tail in (b"", b"\n", b"\r") else 1)
 
 
+class Unreadable(list):
+    """A row that could not be read as CSV (too long, an unterminated quote, a field over the limit): its cells
+    are the beginning of its text, cut with a marker, and `reason` says why (validate() rejects it)."""
+
+    def __init__(self, text: str, reason: str):
+        super().__init__([text])
+        self.reason = reason
+
+
 @dataclass
 class Table:
     """Rows as read: a header and, per row, its cells (strings from CSV; Python values from Parquet)."""
@@ -241,8 +252,36 @@ class Validated:
     rejects: list[tuple[int, list, str]] = field(default_factory=list)
 
 
+# A number is what CSV producers write: ASCII digits with an optional sign, decimal point and exponent (and the
+# spellings of NaN and infinity, which parse and are then rejected as not finite). float() alone would also take
+# "5_1", full-width or Arabic-Indic digits and Unicode spaces; a Parquet value must be an int, float or decimal
+# (a bool is not a number).
+_NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)[ \t]*",
+                     re.IGNORECASE | re.ASCII)
+# The characters a number can have: a column whose text has only these is checked by float() alone (which then
+# accepts exactly _NUMBER); a column with any other is checked row by row.
+_NUMBER_CHARS = b"0123456789+-.eE \tnNaAiIfFtTyY"
+_COLUMN_CHARS = _NUMBER_CHARS + b","  # and the comma that joins a column's cells
+
+
+def to_number(value) -> float:
+    """The float of a cell under the number rule above; ValueError or TypeError when it is not a number."""
+    kind = type(value)
+    if kind is float or kind is int:
+        return float(value)
+    if kind is str:
+        if _NUMBER.fullmatch(value) is None:
+            raise ValueError(value)
+        return float(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    raise TypeError(value)
+
+
 def _reason(cells: list, names: Sequence[str], positions: Sequence[int], width: int) -> str:
     """Why a row cannot be scored (the slow path, only for rows that failed the fast one)."""
+    if isinstance(cells, Unreadable):
+        return cells.reason
     if len(cells) != width:
         return f"the row has {len(cells)} fields; the header has {width}"
     for name, i in zip(names, positions):
@@ -250,15 +289,27 @@ def _reason(cells: list, names: Sequence[str], positions: Sequence[int], width: 
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"{name}: missing value"
         try:
-            number = float(value)
+            number = to_number(value)
         except (TypeError, ValueError):
+            if isinstance(value, bool):
+                return f"{name}: {value} is a boolean, not a number"
             shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
-            return f"{name}: {shown} is not a number"
+            return f"{name}: {shown} is not a number" + (
+                " (write ASCII digits, an optional sign, a decimal point and an exponent only, e.g. 5.1 or -5.1e0)"
+                if isinstance(value, str) and _float_takes(value) else "")
         if math.isnan(number):
             return f"{name}: NaN"
         if math.isinf(number):
             return f"{name}: infinite"
     return "unreadable row"
+
+
+def _float_takes(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_columns(rows: list[list], positions: Sequence[int], width: int) -> np.ndarray | None:
@@ -269,6 +320,14 @@ def _parse_columns(rows: list[list], positions: Sequence[int], width: int) -> np
     if min(map(len, rows)) != width or max(map(len, rows)) != width:
         return None
     columns = list(zip(*rows))
+    for i in positions:  # the number rule, checked per column (whole columns at once, no Python code per row)
+        kinds = set(map(type, columns[i]))
+        if kinds == {str}:
+            text = ",".join(columns[i])  # a comma is in no number: a cell with one fails float() below
+            if not text.isascii() or text.encode("ascii").translate(None, _COLUMN_CHARS):
+                return None
+        elif not kinds <= {float, int}:
+            return None
     try:
         return np.array([list(map(float, columns[i])) for i in positions], dtype=np.float64).T
     except (TypeError, ValueError):
@@ -301,7 +360,7 @@ def validate(table: Table, feature_names: Sequence[str], first: int = 1) -> Vali
         try:
             if len(cells) != width:
                 raise ValueError
-            values = [float(cells[i]) for i in positions]
+            values = [to_number(cells[i]) for i in positions]
             total = sum(values)
             if total - total != 0.0:  # NaN or ±inf somewhere
                 raise ValueError

@@ -156,3 +156,41 @@ def test_an_unwritable_output_directory_fails_before_any_row(env, pg, tmp_path, 
         assert not list(ro.iterdir())
     assert not (tmp_path / "missing").exists()
     assert nothing_scored(pg)
+
+
+def test_numbers_are_ascii_decimal_or_scientific_in_csv_and_parquet(env, pg, tmp_path):
+    rows = [["ok1", "5.1", "3.5", "1.4", "0.2"], ["under", "5_1", "3.5", "1.4", "0.2"],
+            ["fullwidth", "5.1", "３.５", "1.4", "0.2"], ["arabic", "5.1", "3.5", "١.٤", "0.2"],
+            ["nbsp", "5.1", "3.5", "1.4", "\u00a00.2"], ["ok2", " +6.0", "2.7e0 ", "4.2E+0", ".13e1"],
+            ["nan", "5.1", "nan", "1.4", "0.2"], ["ok3", "-0", "3", "6.", "2.5"]]
+    source = tmp_path / "numbers.csv"
+    write_csv(source, HEADER, rows)
+    result = score(env, source)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "3 of 8 rows scored" in result.stdout and "5 rejected" in result.stdout
+    assert [r["id"] for r in csv_rows(tmp_path / "numbers.scored.csv")] == ["ok1", "ok2", "ok3"]
+    reasons = {r["id"]: r["reason"] for r in csv_rows(tmp_path / "numbers.scored.rejects.csv")}
+    assert reasons["under"].startswith("sepal_length: '5_1' is not a number (write ASCII digits")
+    assert reasons["fullwidth"].startswith("sepal_width: '３.５' is not a number")
+    assert reasons["arabic"].startswith("petal_length: '١.٤' is not a number")
+    assert reasons["nbsp"].startswith("petal_width: '\\xa00.2' is not a number")
+    assert reasons["nan"] == "sepal_width: NaN"
+    wait_for(lambda: stored(pg)[0] == 3, 20, what="3 rows stored")
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    parquet = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"sepal_length": [5.1, 6.3, 5.0], "sepal_width": [3, 3, 3],
+                             "petal_length": ["1.4", "6_0", "1.4"], "petal_width": [True, False, None]}), parquet)
+    result = score(env, parquet)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "0 of 3 rows scored" in result.stdout, result.stdout
+    reasons = [r["reason"] for r in csv_rows(tmp_path / "typed.scored.rejects.csv")]
+    assert reasons == ["petal_width: True is a boolean, not a number",
+                       "petal_length: '6_0' is not a number (write ASCII digits, an optional sign, a decimal point "
+                       "and an exponent only, e.g. 5.1 or -5.1e0)", "petal_width: missing value"]
+    parquet_ok = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"sepal_length": [5, 6], "sepal_width": [3.5, 2.7], "petal_length": ["1.4", "4.2"],
+                             "petal_width": [0.2, 1.3]}), parquet_ok)
+    result = score(env, parquet_ok)
+    assert result.returncode == 0 and "2 of 2 rows scored" in result.stdout, result.stdout + result.stderr

@@ -1,0 +1,40 @@
+"""The input rules of the batch: what a number is (the same on the column-wise fast path and the row-by-row
+path), bounded CSV rows and unterminated quotes, duplicated header columns."""
+from __future__ import annotations
+
+import decimal
+
+import pytest
+
+from batch.table import Table, to_number, validate
+
+NUMBERS = ["5.1", "-5", "+0.5", ".5", "5.", "1e3", "1E-3", "-2.5e+2", " 5.1", "5.1\t", "007"]
+NOT_NUMBERS = ["5_1", "５.１", "٥.١", "\u00a05.1", "5.1\u2003", "1,5", "0x10", "1e", "e3", ".", "+", "5.1\n",
+               "\x1c5", "½", "٣"]
+SPELLED = ["nan", "NaN", "-inf", "+Infinity", "INF"]  # parsed, then rejected as not finite
+
+
+@pytest.mark.parametrize("text", NUMBERS + NOT_NUMBERS + SPELLED)
+def test_the_number_rule_is_the_same_column_wise_and_row_by_row(text):
+    fast = validate(Table(["a"], [[text]] * 3), ["a"])  # every cell alike: the column-wise path
+    slow = validate(Table(["a", "b"], [[text, "1"], ["1", "x"]]), ["a", "b"])  # "x": the row-by-row path
+    scored = text in NUMBERS
+    assert (len(fast.numbers), slow.numbers) == ((3, [1]) if scored else (0, []))
+    if scored:
+        assert fast.matrix[0, 0] == slow.matrix[0, 0] == float(text)
+    elif text in SPELLED:
+        assert fast.rejects[0][2] in ("a: NaN", "a: infinite")
+    else:
+        assert fast.rejects[0][2].startswith(f"a: {text!r} is not a number")
+        assert slow.rejects[0][2] == fast.rejects[0][2]
+
+
+def test_parquet_values_are_numbers_only_when_numeric():
+    assert [to_number(v) for v in (1, 2.5, decimal.Decimal("0.1"))] == [1.0, 2.5, 0.1]
+    for value in (True, False, b"5.1", [1.0]):
+        with pytest.raises((TypeError, ValueError)):
+            to_number(value)
+    checked = validate(Table(["a", "b"], [[1, True], [2, 0.5], [3, False]]), ["a", "b"])
+    assert checked.numbers == [2] and [r[2] for r in checked.rejects] == ["b: True is a boolean, not a number",
+                                                                          "b: False is a boolean, not a number"]
+    assert validate(Table(["a"], [[1], [2.5]]), ["a"]).matrix.tolist() == [[1.0], [2.5]]
