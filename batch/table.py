@@ -22,6 +22,7 @@ from pathlib import Path
 import luigi
 import numpy as np
 
+from batch.csvrows import Unreadable, csv_rows
 from batch.outputs import refuse_non_regular
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -146,15 +147,6 @@ def _scan(path: Path, text: bool) -> tuple[str, int]:
     return digest.hexdigest(), max(newlines, returns) + (0 if tail in (b"", b"\n", b"\r") else 1)
 
 
-class Unreadable(list):
-    """A row that could not be read as CSV (too long, an unterminated quote, a field over the limit): its cells
-    are the beginning of its text, cut with a marker, and `reason` says why (validate() rejects it)."""
-
-    def __init__(self, text: str, reason: str):
-        super().__init__([text])
-        self.reason = reason
-
-
 @dataclass
 class Table:
     """Rows as read: a header and, per row, its cells (strings from CSV; Python values from Parquet)."""
@@ -196,22 +188,18 @@ def open_input(path: Path) -> Input:
         f = open(path, newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    reader = csv.reader(f)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
+    reader = csv_rows(f)
+    header = next(reader, None)
+    if isinstance(header, Unreadable):
         f.close()
-        raise InputError(f"{path} is not valid CSV: {exc}") from None
+        raise InputError(f"{path}: the header cannot be read: {header.reason}")
     if not header:
         f.close()
         raise InputError(f"{path} is empty; the first line must name the columns")
 
     def rows() -> Iterator[list]:
         with f:
-            try:
-                yield from reader
-            except csv.Error as exc:
-                raise InputError(f"{path} is not valid CSV: {exc}") from None
+            yield from reader
 
     return Input(digest, [h.strip() for h in header], max(lines - 1, 0), rows())
 

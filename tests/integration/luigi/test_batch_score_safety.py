@@ -194,3 +194,46 @@ def test_numbers_are_ascii_decimal_or_scientific_in_csv_and_parquet(env, pg, tmp
                              "petal_width": [0.2, 1.3]}), parquet_ok)
     result = score(env, parquet_ok)
     assert result.returncode == 0 and "2 of 2 rows scored" in result.stdout, result.stdout + result.stderr
+
+
+MEASURE_RSS = ("import resource, subprocess, sys\n"
+               "code = subprocess.call(sys.argv[1:])\n"
+               "print(f'peak_rss_kib={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)\n"
+               "sys.exit(code)\n")
+
+
+def test_an_oversized_line_and_unterminated_quotes_are_bounded_reported_and_skipped(env, pg, tmp_path):
+    """A 200 MB line, a field over 128 KiB and an unterminated quote: each one reject saying why and where (its
+    text cut), the client's memory bounded, every other row scored."""
+    source = tmp_path / "hostile.csv"
+    with open(source, "w", newline="") as f:
+        f.write(",".join(HEADER) + "\n")
+        f.write("g1,5.1,3.5,1.4,0.2\n")  # line 2
+        f.write("big," + "5.1," * 50_000_000 + "0.2\n")  # line 3: 200 MB
+        f.write("g2,6.0,2.7,4.2,1.3\n")
+        f.write('wide,5.1,3.5,1.4,"' + "9" * 200_000 + '"\n')  # line 5: a field over csv's 128 KiB limit
+        f.write("g3,6.3,3.3,6.0,2.5\n")
+        f.write('open,"5.1,3.5,1.4,0.2\n')  # line 7: a quote never closed
+        f.write("g4,4.9,3.0,1.4,0.2\ng5,5.8,2.7,5.1,1.9\n")
+    command = [os.sys.executable, "-c", MEASURE_RSS, os.sys.executable, "-m", "batch", "score", "--model", "iris",
+               "--input", str(source)]
+    result = subprocess.run(command, cwd=Path(__file__).resolve().parents[3], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    peak_mib = int(result.stderr.rsplit("peak_rss_kib=", 1)[1]) / 1024
+    print(f"client peak RSS with a 200 MB line: {peak_mib:.0f} MiB")
+    assert peak_mib < 400, peak_mib  # the line alone is 200 MB; read whole it took 2.8 GB
+    assert "5 of 8 rows scored" in result.stdout, result.stdout
+    assert [r["id"] for r in csv_rows(tmp_path / "hostile.scored.csv")] == ["g1", "g2", "g3", "g4", "g5"]
+    rejects = csv_rows(tmp_path / "hostile.scored.rejects.csv")
+    assert (tmp_path / "hostile.scored.rejects.csv").stat().st_size < 10_000  # the 200 MB line is not copied
+    assert [r["row"] for r in rejects] == ["2", "4", "6"]
+    big, wide, unterminated = (r["reason"] for r in rejects)
+    assert big == ("line 3: the row is longer than the limit of 1,048,576 characters (200,000,008); skipped, "
+                   "reading went on at line 4")
+    assert rejects[0]["id"].startswith("big,5.1,5.1,") and rejects[0]["id"].endswith(
+        "…[cut: 200,000,008 characters in all]")
+    assert wide == "line 5: a field is longer than the limit of 131,072 characters; skipped, reading went on at line 6"
+    assert unterminated.startswith("line 7: a quoted field opened here is not closed by the end of the file; an "
+                                   "unterminated quote? the row (from line 7) was skipped, reading went on at line 8")
+    wait_for(lambda: stored(pg)[0] == 5, 20, what="5 rows stored")
