@@ -196,12 +196,28 @@ def open_input(path: Path) -> Input:
     if not header:
         f.close()
         raise InputError(f"{path} is empty; the first line must name the columns")
+    try:
+        columns = _columns(path, [h.strip() for h in header])
+    except InputError:
+        f.close()
+        raise
 
     def rows() -> Iterator[list]:
         with f:
             yield from reader
 
-    return Input(digest, [h.strip() for h in header], max(lines - 1, 0), rows())
+    return Input(digest, columns, max(lines - 1, 0), rows())
+
+
+def _columns(path: Path, names: list[str]) -> list[str]:
+    """The header's names; a name given twice is an InputError (which of the two would be the feature?)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if name in seen:
+            raise InputError(f"{path}: the column {name!r} appears twice in the header (columns {seen[name]} and "
+                             f"{i}); rename or drop one")
+        seen[name] = i
+    return names
 
 
 def _parquet_input(path: Path, digest: str) -> Input:
@@ -220,7 +236,7 @@ def _parquet_input(path: Path, digest: str) -> Input:
             except (OSError, pa.ArrowException) as exc:
                 raise InputError(f"cannot read Parquet file {path}: {exc}") from None
 
-    return Input(digest, list(parquet.schema_arrow.names), parquet.metadata.num_rows, rows())
+    return Input(digest, _columns(path, list(parquet.schema_arrow.names)), parquet.metadata.num_rows, rows())
 
 
 def read_table(path: Path) -> Table:

@@ -237,3 +237,14 @@ def test_an_oversized_line_and_unterminated_quotes_are_bounded_reported_and_skip
     assert unterminated.startswith("line 7: a quoted field opened here is not closed by the end of the file; an "
                                    "unterminated quote? the row (from line 7) was skipped, reading went on at line 8")
     wait_for(lambda: stored(pg)[0] == 5, 20, what="5 rows stored")
+
+
+def test_a_column_named_twice_in_the_header_is_refused(env, pg, tmp_path):
+    source = tmp_path / "twice.csv"
+    write_csv(source, ["id", "sepal_length", "sepal_width", "petal_length", "petal_width", "sepal_length"],
+              [[*g, 7.7] for g in GOOD])
+    result = score(env, source)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the column 'sepal_length' appears twice in the header (columns 2 and 6)" in result.stderr
+    assert not (tmp_path / "twice.scored.csv").exists()
+    assert nothing_scored(pg)

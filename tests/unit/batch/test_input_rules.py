@@ -9,7 +9,7 @@ import pytest
 
 from batch import csvrows
 from batch.csvrows import csv_rows
-from batch.table import Table, to_number, validate
+from batch.table import InputError, Table, open_input, to_number, validate
 
 NUMBERS = ["5.1", "-5", "+0.5", ".5", "5.", "1e3", "1E-3", "-2.5e+2", " 5.1", "5.1\t", "007"]
 NOT_NUMBERS = ["5_1", "５.１", "٥.١", "\u00a05.1", "5.1\u2003", "1,5", "0x10", "1e", "e3", ".", "+", "5.1\n",
@@ -71,3 +71,14 @@ def test_an_unreadable_row_is_a_reject_with_its_reason_even_with_one_column():
     row = csvrows.Unreadable("5.1…[unreadable]", "line 3: why")
     checked = validate(Table(["a"], [["1"], row]), ["a"])
     assert checked.numbers == [1] and checked.rejects == [(2, row, "line 3: why")]
+
+
+def test_a_column_named_twice_is_an_input_error_in_csv_and_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    (tmp_path / "t.csv").write_text("a,b, a\n1,2,3\n")  # names are compared stripped
+    with pytest.raises(InputError, match=r"the column 'a' appears twice in the header \(columns 1 and 3\)"):
+        open_input(tmp_path / "t.csv")
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], names=["a", "a"]), tmp_path / "t.pq")
+    with pytest.raises(InputError, match="the column 'a' appears twice"):
+        open_input(tmp_path / "t.pq")
