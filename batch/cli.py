@@ -102,13 +102,12 @@ def cmd_score(settings, args) -> int:
 
     from tqdm import tqdm
 
+    from batch.outputs import OutputError, check_outputs
     from batch.runner import setup_logging
     from batch.scorefile import default_output, default_rejects, score_file
     from batch.scoring import Clients, ScoringFailed, describe, one_line
     from batch.table import InputError, content_hash
     from predmesh import PredmeshError
-
-    from batch.outputs import OutputError, check_outputs
 
     setup_logging(settings.log_level)
     output = args.output or default_output(args.input)

@@ -130,7 +130,8 @@ def test_rejects_that_would_overwrite_the_output_are_refused_before_any_row(env,
 def read_only_directory(path: Path):
     """`path` as a read-only bind mount of itself (root ignores permission bits, not a read-only mount)."""
     path.mkdir()
-    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(path), str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(path), str(path)], capture_output=True, text=True,
+                             check=False)
     assert mounted.returncode == 0, f"cannot make a read-only bind mount: {mounted.stderr}"
     try:
         yield path
@@ -187,8 +188,8 @@ def test_numbers_are_ascii_decimal_or_scientific_in_csv_and_parquet(env, pg, tmp
     assert "0 of 3 rows scored" in result.stdout, result.stdout
     reasons = [r["reason"] for r in csv_rows(tmp_path / "typed.scored.rejects.csv")]
     assert reasons == ["petal_width: True is a boolean, not a number",
-                       "petal_length: '6_0' is not a number (write ASCII digits, an optional sign, a decimal point "
-                       "and an exponent only, e.g. 5.1 or -5.1e0)", "petal_width: missing value"]
+                       ("petal_length: '6_0' is not a number (write ASCII digits, an optional sign, a decimal point "
+                        "and an exponent only, e.g. 5.1 or -5.1e0)"), "petal_width: missing value"]
     parquet_ok = tmp_path / "ints.parquet"
     pq.write_table(pa.table({"sepal_length": [5, 6], "sepal_width": [3.5, 2.7], "petal_length": ["1.4", "4.2"],
                              "petal_width": [0.2, 1.3]}), parquet_ok)
@@ -218,7 +219,7 @@ def test_an_oversized_line_and_unterminated_quotes_are_bounded_reported_and_skip
     command = [os.sys.executable, "-c", MEASURE_RSS, os.sys.executable, "-m", "batch", "score", "--model", "iris",
                "--input", str(source)]
     result = subprocess.run(command, cwd=Path(__file__).resolve().parents[3], env=env, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, check=False)
     assert result.returncode == 3, result.stdout + result.stderr
     peak_mib = int(result.stderr.rsplit("peak_rss_kib=", 1)[1]) / 1024
     print(f"client peak RSS with a 200 MB line: {peak_mib:.0f} MiB")
