@@ -177,8 +177,9 @@ def open_input(path: Path) -> Input:
     """Hash the file, check that it is UTF-8 and count its lines in one streamed pass, read the header; the CSV
     rows are then parsed from the file as they are taken (memory holds a block, not the file).
 
-    An unreadable or undecodable file is an InputError here, before any row is scored; only a CSV syntax error
-    further down (csv.Error, e.g. an over-long field) can surface while the rows are taken (also InputError)."""
+    An unreadable or undecodable file, an unreadable header or a column named twice is an InputError here, before
+    any row is scored; a row that cannot be read further down (over a limit, an unterminated quote: batch.csvrows)
+    is taken as an Unreadable row, which validate() rejects with its reason."""
     path = Path(path)
     parquet = is_parquet(path)
     digest, lines = _scan(path, text=not parquet)
