@@ -53,8 +53,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="score a CSV (or Parquet) file of feature rows")
     s.add_argument("--model", required=True)
     s.add_argument("--input", required=True, type=Path, help="CSV or .parquet with one column per feature")
-    s.add_argument("--output", type=Path, help="default: <input>.scored.<ext>")
-    s.add_argument("--rejects", type=Path, help="default: <output>.rejects.csv")
+    s.add_argument("--output", type=Path, help="default: <input>.scored.<ext>; a new path or a regular file (a "
+                   "symlink is written through), in an existing writable directory")
+    s.add_argument("--rejects", type=Path, help="default: <output>.rejects.csv; the same rule, and not the output")
 
     def day_options(q, what: str):
         q.add_argument("--model", help="default: PREDMESH_BATCH_MODEL")
