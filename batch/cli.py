@@ -18,7 +18,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 
 EPILOG = """exit codes:
   score            0 every row scored; 3 scored, but some rows were rejected (see the rejects file);
-                   2 bad usage or an unusable input file; 1 the run failed (server unreachable or refused it)
+                   2 bad usage, an unusable input file, or an output that cannot be written (checked before
+                   any row is scored); 1 the run failed (server unreachable or refused it)
   nightly/backfill 0 every task complete (or already done); 30 a task failed (the reason is printed);
                    10 the same run is already going; 25 not run; 35 scheduling error; 40 unexpected error
 """
@@ -53,8 +54,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="score a CSV (or Parquet) file of feature rows")
     s.add_argument("--model", required=True)
     s.add_argument("--input", required=True, type=Path, help="CSV or .parquet with one column per feature")
-    s.add_argument("--output", type=Path, help="default: <input>.scored.<ext>")
-    s.add_argument("--rejects", type=Path, help="default: <output>.rejects.csv")
+    s.add_argument("--output", type=Path, help="default: <input>.scored.<ext>; a new path or a regular file (a "
+                   "symlink is written through), in an existing writable directory")
+    s.add_argument("--rejects", type=Path, help="default: <output>.rejects.csv; the same rule, and not the output")
 
     def day_options(q, what: str):
         q.add_argument("--model", help="default: PREDMESH_BATCH_MODEL")
@@ -105,6 +107,7 @@ def cmd_score(settings, args) -> int:
 
     from tqdm import tqdm
 
+    from batch.outputs import OutputError, check_outputs
     from batch.runner import setup_logging
     from batch.scorefile import default_output, default_rejects, score_file
     from batch.scoring import Clients, ScoringFailed, describe, one_line
@@ -114,8 +117,10 @@ def cmd_score(settings, args) -> int:
     setup_logging(settings.log_level)
     output = args.output or default_output(args.input)
     rejects = args.rejects or default_rejects(output)
-    if output.resolve() == args.input.resolve():
-        print("predmesh batch score: --output must not be the input file", file=sys.stderr)
+    try:  # before any row is scored: what would fail (or destroy something) at the end fails now
+        output_file, rejects_file = check_outputs(args.input, output, rejects)
+    except OutputError as exc:
+        print(f"predmesh batch score: {exc}", file=sys.stderr)
         return EXIT_USAGE
     started = time.perf_counter()
     with Clients(settings) as clients:
@@ -139,8 +144,9 @@ def cmd_score(settings, args) -> int:
         key = ""
         try:
             key = f"score/{args.model}/{content_hash(args.input)[:24]}"
-            outcome = score_file(clients, args.model, args.input, output, rejects, progress=progress)
-        except InputError as exc:
+            outcome = score_file(clients, args.model, args.input, output_file, rejects_file,
+                                 progress=progress)
+        except (InputError, OutputError) as exc:
             bar.close()
             print(f"predmesh batch score: {exc}", file=sys.stderr)
             return EXIT_USAGE

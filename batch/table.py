@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import decimal
 import hashlib
 import io
 import math
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TextIO
@@ -19,6 +21,9 @@ from pathlib import Path
 
 import luigi
 import numpy as np
+
+from batch.csvrows import Unreadable, csv_rows
+from batch.outputs import refuse_non_regular
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -50,7 +55,10 @@ def atomic_path(target: Target) -> Iterator[str]:
     tmp = path.with_name(f"{path.name}-luigi-tmp-{random.randrange(10**10):010}")
     try:
         yield str(tmp)
+        refuse_non_regular(path, str(path))  # never replace a device, fifo, directory or link (batch.outputs)
         os.replace(tmp, path)
+    except OSError as exc:  # name the user's file, not the temporary one
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -169,8 +177,9 @@ def open_input(path: Path) -> Input:
     """Hash the file, check that it is UTF-8 and count its lines in one streamed pass, read the header; the CSV
     rows are then parsed from the file as they are taken (memory holds a block, not the file).
 
-    An unreadable or undecodable file is an InputError here, before any row is scored; only a CSV syntax error
-    further down (csv.Error, e.g. an over-long field) can surface while the rows are taken (also InputError)."""
+    An unreadable or undecodable file, an unreadable header or a column named twice is an InputError here, before
+    any row is scored; a row that cannot be read further down (over a limit, an unterminated quote: batch.csvrows)
+    is taken as an Unreadable row, which validate() rejects with its reason."""
     path = Path(path)
     parquet = is_parquet(path)
     digest, lines = _scan(path, text=not parquet)
@@ -180,24 +189,36 @@ def open_input(path: Path) -> Input:
         f = open(path, newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    reader = csv.reader(f)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
+    reader = csv_rows(f)
+    header = next(reader, None)
+    if isinstance(header, Unreadable):
         f.close()
-        raise InputError(f"{path} is not valid CSV: {exc}") from None
+        raise InputError(f"{path}: the header cannot be read: {header.reason}")
     if not header:
         f.close()
         raise InputError(f"{path} is empty; the first line must name the columns")
+    try:
+        columns = _columns(path, [h.strip() for h in header])
+    except InputError:
+        f.close()
+        raise
 
     def rows() -> Iterator[list]:
         with f:
-            try:
-                yield from reader
-            except csv.Error as exc:
-                raise InputError(f"{path} is not valid CSV: {exc}") from None
+            yield from reader
 
-    return Input(digest, [h.strip() for h in header], max(lines - 1, 0), rows())
+    return Input(digest, columns, max(lines - 1, 0), rows())
+
+
+def _columns(path: Path, names: list[str]) -> list[str]:
+    """The header's names; a name given twice is an InputError (which of the two would be the feature?)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if name in seen:
+            raise InputError(f"{path}: the column {name!r} appears twice in the header (columns {seen[name]} and "
+                             f"{i}); rename or drop one")
+        seen[name] = i
+    return names
 
 
 def _parquet_input(path: Path, digest: str) -> Input:
@@ -216,7 +237,7 @@ def _parquet_input(path: Path, digest: str) -> Input:
             except (OSError, pa.ArrowException) as exc:
                 raise InputError(f"cannot read Parquet file {path}: {exc}") from None
 
-    return Input(digest, list(parquet.schema_arrow.names), parquet.metadata.num_rows, rows())
+    return Input(digest, _columns(path, list(parquet.schema_arrow.names)), parquet.metadata.num_rows, rows())
 
 
 def read_table(path: Path) -> Table:
@@ -236,8 +257,36 @@ class Validated:
     rejects: list[tuple[int, list, str]] = field(default_factory=list)
 
 
+# A number is what CSV producers write: ASCII digits with an optional sign, decimal point and exponent (and the
+# spellings of NaN and infinity, which parse and are then rejected as not finite). float() alone would also take
+# "5_1", full-width or Arabic-Indic digits and Unicode spaces; a Parquet value must be an int, float or decimal
+# (a bool is not a number).
+_NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)[ \t]*",
+                     re.IGNORECASE | re.ASCII)
+# The characters a number can have: a column whose text has only these is checked by float() alone (which then
+# accepts exactly _NUMBER); a column with any other is checked row by row.
+_NUMBER_CHARS = b"0123456789+-.eE \tnNaAiIfFtTyY"
+_COLUMN_CHARS = _NUMBER_CHARS + b","  # and the comma that joins a column's cells
+
+
+def to_number(value) -> float:
+    """The float of a cell under the number rule above; ValueError or TypeError when it is not a number."""
+    kind = type(value)
+    if kind is float or kind is int:
+        return float(value)
+    if kind is str:
+        if _NUMBER.fullmatch(value) is None:
+            raise ValueError(value)
+        return float(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    raise TypeError(value)
+
+
 def _reason(cells: list, names: Sequence[str], positions: Sequence[int], width: int) -> str:
     """Why a row cannot be scored (the slow path, only for rows that failed the fast one)."""
+    if isinstance(cells, Unreadable):
+        return cells.reason
     if len(cells) != width:
         return f"the row has {len(cells)} fields; the header has {width}"
     for name, i in zip(names, positions):
@@ -245,15 +294,27 @@ def _reason(cells: list, names: Sequence[str], positions: Sequence[int], width: 
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"{name}: missing value"
         try:
-            number = float(value)
+            number = to_number(value)
         except (TypeError, ValueError):
+            if isinstance(value, bool):
+                return f"{name}: {value} is a boolean, not a number"
             shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
-            return f"{name}: {shown} is not a number"
+            return f"{name}: {shown} is not a number" + (
+                " (write ASCII digits, an optional sign, a decimal point and an exponent only, e.g. 5.1 or -5.1e0)"
+                if isinstance(value, str) and _float_takes(value) else "")
         if math.isnan(number):
             return f"{name}: NaN"
         if math.isinf(number):
             return f"{name}: infinite"
     return "unreadable row"
+
+
+def _float_takes(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_columns(rows: list[list], positions: Sequence[int], width: int) -> np.ndarray | None:
@@ -264,6 +325,14 @@ def _parse_columns(rows: list[list], positions: Sequence[int], width: int) -> np
     if min(map(len, rows)) != width or max(map(len, rows)) != width:
         return None
     columns = list(zip(*rows))
+    for i in positions:  # the number rule, checked per column (whole columns at once, no Python code per row)
+        kinds = set(map(type, columns[i]))
+        if kinds == {str}:
+            text = ",".join(columns[i])  # a comma is in no number: a cell with one fails float() below
+            if not text.isascii() or text.encode("ascii").translate(None, _COLUMN_CHARS):
+                return None
+        elif not kinds <= {float, int}:
+            return None
     try:
         return np.array([list(map(float, columns[i])) for i in positions], dtype=np.float64).T
     except (TypeError, ValueError):
@@ -296,7 +365,7 @@ def validate(table: Table, feature_names: Sequence[str], first: int = 1) -> Vali
         try:
             if len(cells) != width:
                 raise ValueError
-            values = [float(cells[i]) for i in positions]
+            values = [to_number(cells[i]) for i in positions]
             total = sum(values)
             if total - total != 0.0:  # NaN or ±inf somewhere
                 raise ValueError
