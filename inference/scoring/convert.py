@@ -12,7 +12,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from database.records import PredictionRecord
-from inference.manifest import Manifest
+from inference.models.manifest import Manifest
 from predmesh.v1 import model_pb2
 
 # prediction_id = uuid5(namespace, request_id): a retried request gets the same prediction_id.

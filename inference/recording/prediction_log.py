@@ -15,7 +15,7 @@ import numpy as np
 from database.connect import DatabaseUnavailable, RejectedData
 from database.records import PredictionBatch, PredictionRecord, Stored, as_rows, row_count
 from inference.errors import Overloaded
-from inference.spool import Spool, SpoolFull, encode
+from inference.recording.spool import Spool, SpoolFull, encode
 
 log = logging.getLogger(__name__)
 MODES = ("off", "async", "durable")
