@@ -1,6 +1,6 @@
 """What a durable answer at concurrency 1 cannot go below on this machine: the Python gRPC server's own round trip
 (an empty unary handler, sync server vs grpc.aio) and one synchronous spool append (O_DSYNC pwrite into a
-preallocated file, as inference/spool.py writes), measured in one run.
+preallocated file, as inference/recording/spool.py writes), measured in one run.
 
 Usage:  .venv/bin/python bench/c1_floor.py [--seconds 4] [--rounds 2]
 

@@ -177,9 +177,9 @@ class Predmesh:
 
 def train_models(store: Path) -> dict[str, object]:
     """Train both models into the predmesh store; return the fitted estimators (loaded back) for MLServer."""
-    from inference.model_loader import load_estimator, version_dir
-    from inference.store import ModelStore
-    from inference.train import train
+    from inference.models.loader import load_estimator, version_dir
+    from inference.models.store import ModelStore
+    from inference.models.train import train
 
     models = {}
     for name, kind in MODELS.items():

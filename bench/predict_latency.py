@@ -36,8 +36,8 @@ def main() -> None:
     server = None
     target = args.target
     if not target:
-        from inference.store import ModelStore
-        from inference.train import train
+        from inference.models.store import ModelStore
+        from inference.models.train import train
         from tests.support.procs import ServerProc
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 from peewee import (
     AutoField, CharField, DatabaseProxy, DateTimeField, DoubleField, Field, ForeignKeyField, IntegerField, Model,
@@ -9,6 +10,15 @@ from peewee import (
 )
 
 db = DatabaseProxy()
+
+
+def to_datetime(epoch: float) -> datetime:
+    """UTC naive datetime (the columns hold UTC without zone)."""
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
+
+
+def to_epoch(value: datetime) -> float:
+    return value.replace(tzinfo=timezone.utc).timestamp()
 
 
 class JSONField(Field):

@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections import defaultdict
-from itertools import chain
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
-import numpy as np
 from peewee import JOIN, SQL, fn
 
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
-from database.models import BatchRun, Feedback, ModelVersion, Prediction, db
+from database.copy_text import copy_text, to_json
+from database.models import BatchRun, Feedback, ModelVersion, Prediction, db, to_datetime, to_epoch
 from database.quality import Quality, quality
-from database.records import PredictionBatch, PredictionRecord, Stored, as_rows, row_count
+from database.records import PredictionRecord, Stored, as_rows, row_count
 from predmesh.percentile import percentile
 
 PERCENTILES = (0.5, 0.95, 0.99)
@@ -58,97 +56,12 @@ class Stats:
     quality: list[Quality] = field(default_factory=list)
 
 
-def to_datetime(epoch: float) -> datetime:
-    """UTC naive datetime (the columns hold UTC without zone)."""
-    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
-
-
-def to_epoch(value: datetime) -> float:
-    return value.replace(tzinfo=timezone.utc).timestamp()
-
-
 _COLUMNS = ("prediction_id", "request_id", "model", "model_version", "features", "label", "probabilities",
             "transport", "latency_ms", "created_at")
 
 
 UNIQUE_VIOLATION = "23505"
 _STAGING = "predictions_incoming"  # a temporary table per connection: rows offered again go through it
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def _copy_text(records: Sequence[Stored]) -> io.StringIO:
-    """The records (and bulk batches) in PostgreSQL's COPY text format (tab-separated, backslash escapes).
-
-    The writer's hot loop, so each row is one %-format: a row template per (feature keys, class keys) with the
-    JSON keys encoded and escaped once (float reprs are JSON numbers that need no escaping), strings escaped once
-    per distinct value, timestamps formatted once per distinct value. A row with anything but finite numbers in
-    its objects takes the JSON encoder (which refuses NaN/±inf with ValueError, as before)."""
-    esc = _COPY_ESCAPES
-    templates: dict[tuple, str] = {}
-    texts: dict[str, str] = {}
-    stamps: dict[float, str] = {}
-
-    def text(value: str) -> str:
-        out = texts.get(value)
-        if out is None:
-            out = texts[value] = value.translate(esc)
-        return out
-
-    def obj(keys) -> str:
-        return "{" + ",".join(_to_json(k).translate(esc).replace("%", "%%") + ":%r" for k in keys) + "}"
-
-    lines = []
-    for r in records:
-        if type(r) is PredictionBatch:
-            lines.append(_batch_copy_text(r, text, obj))
-            continue
-        features, probabilities = r.features, r.probabilities
-        shape = (tuple(features), tuple(probabilities))
-        template = templates.get(shape)
-        if template is None:
-            template = templates[shape] = f"%s\t%s\t%s\t%s\t{obj(shape[0])}\t%s\t{obj(shape[1])}\t%s\t%r\t%s\n"
-        stamp = stamps.get(r.created_at)
-        if stamp is None:
-            stamp = stamps[r.created_at] = str(to_datetime(r.created_at))
-        try:
-            total = sum(features.values()) + sum(probabilities.values())
-            numbers = total - total == 0.0  # False for NaN or ±inf somewhere
-        except TypeError:
-            numbers = False
-        if not numbers:  # the JSON encoder: it refuses NaN/±inf (ValueError), encodes anything else it can
-            lines.append(f"{r.prediction_id.translate(esc)}\t{r.request_id.translate(esc)}\t{text(r.model)}\t"
-                         f"{text(r.model_version)}\t{_to_json(features).translate(esc)}\t{text(r.label)}\t"
-                         f"{_to_json(probabilities).translate(esc)}\t{text(r.transport)}\t"
-                         f"{float(r.latency_ms)!r}\t{stamp}\n")
-            continue
-        lines.append(template % (r.prediction_id.translate(esc), r.request_id.translate(esc), text(r.model),
-                                 text(r.model_version), *features.values(), text(r.label), *probabilities.values(),
-                                 text(r.transport), float(r.latency_ms), stamp))
-    return io.StringIO("".join(lines))
-
-
-def _batch_copy_text(b: PredictionBatch, text, obj) -> str:
-    """A bulk batch's rows in COPY text: one row template with everything the rows share (model, version, JSON
-    keys, transport, latency, timestamp) formatted in, repeated once per row and filled by ONE %-format over
-    the rows' values (ids, floats, labels): no Python code runs per row. Rows with a non-finite number, or ids
-    that need escaping, take the per-row path (which refuses NaN/±inf as before)."""
-    ids = "".join(b.prediction_ids) + "".join(b.request_ids)
-    if (not (np.isfinite(b.features).all() and np.isfinite(b.probabilities).all())
-            or "\\" in ids or "\t" in ids or "\n" in ids or "\r" in ids):
-        return _copy_text(b.rows()).getvalue()
-
-    def const(value: str) -> str:
-        return text(value).replace("%", "%%")
-
-    template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names)}\t%s\t"
-                f"{obj(b.classes)}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
-                f"{str(to_datetime(b.created_at))}\n")
-    labels = [text(c) for c in b.classes]
-    values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *b.features.T.tolist(),
-                                     map(labels.__getitem__, b.labels.tolist()), *b.probabilities.T.tolist()))
-    return (template * len(b)) % tuple(values)
 
 
 def insert_predictions(records: Sequence[Stored]) -> int:
@@ -170,7 +83,7 @@ def insert_predictions(records: Sequence[Stored]) -> int:
         cursor = db.cursor()
         if postgres:
             import psycopg2
-            text = _copy_text(records)
+            text = copy_text(records)
             try:
                 with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable
                     cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", text)
@@ -191,7 +104,7 @@ def insert_predictions(records: Sequence[Stored]) -> int:
                                        "ON CONFLICT DO NOTHING")
                     return row_count(records)
                 # a value COPY refuses: the INSERT below raises for it (the caller isolates that row)
-        dumps = _to_json
+        dumps = to_json
         rows = [(r.prediction_id, r.request_id, r.model, r.model_version, dumps(r.features), r.label,
                  dumps(r.probabilities), r.transport, float(r.latency_ms),
                  to_datetime(r.created_at) if postgres else str(to_datetime(r.created_at)))
@@ -347,37 +260,6 @@ def model_versions(name: str = "") -> list[ModelVersionRow]:
         query = query.where(ModelVersion.name == name)
     return [ModelVersionRow(r.name, r.version, r.sha256, r.metrics, to_epoch(r.created_at),
                             to_epoch(r.activated_at) if r.activated_at else None) for r in query]
-
-
-@dataclass(frozen=True)
-class BatchRunRow:
-    id: int
-    name: str
-    params: dict
-    status: str
-    rows: int
-    output: str | None
-    error: str | None
-    started_at: float
-    finished_at: float | None
-
-
-def start_batch_run(name: str, params: dict, at: float) -> int:
-    return BatchRun.insert(name=name, params=params, status="running", started_at=to_datetime(at)).execute()
-
-
-def finish_batch_run(run_id: int, status: str, rows: int, at: float, output: str | None = None,
-                     error: str | None = None) -> None:
-    BatchRun.update(status=status, rows=rows, output=output, error=error,
-                    finished_at=to_datetime(at)).where(BatchRun.id == run_id).execute()
-
-
-def batch_runs(name: str = "", limit: int = 50) -> list[BatchRunRow]:
-    query = BatchRun.select().order_by(BatchRun.started_at.desc()).limit(limit)
-    if name:
-        query = query.where(BatchRun.name == name)
-    return [BatchRunRow(r.id, r.name, r.params, r.status, r.rows, r.output, r.error, to_epoch(r.started_at),
-                        to_epoch(r.finished_at) if r.finished_at else None) for r in query]
 
 
 # -- batch pipeline runs (RecordBatchRun / ListBatchRuns) -----------------------------------------------------

@@ -55,8 +55,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
     server = settings.server
     setup_logging(server.log_level)
 
-    from inference.store import ModelStore
-    from inference.train import train
+    from inference.models.store import ModelStore
+    from inference.models.train import train
 
     store = ModelStore(server.model_store, server.signing_key)
     if command == "train":
@@ -73,12 +73,12 @@ def _run(args: argparse.Namespace, command: str) -> int:
         log.info("model store %s is empty: training the demo model 'iris'", store.root)
         train(store)
     if server.processes > 1 and not worker:
-        from inference import workers
+        from inference.process import workers
         return workers.run(server)
     from database.migrate import SchemaNotCurrent
-    from inference.persistence import Persistence
-    from inference.server import serve
-    from inference.spool import SpoolBoundElsewhere
+    from inference.process.persistence import Persistence
+    from inference.rpc.server import serve
+    from inference.recording.spool import SpoolBoundElsewhere
     try:
         persistence = Persistence(settings.persistence)
     except SchemaNotCurrent as exc:

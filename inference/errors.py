@@ -1,4 +1,4 @@
-"""Domain errors of the inference server, one family per gRPC status; inference/edge.py maps each family to its
+"""Domain errors of the inference server, one family per gRPC status; inference/rpc/edge.py maps each family to its
 status, once, at the RPC edge (the SDK has its own hierarchy in predmesh/errors.py)."""
 
 

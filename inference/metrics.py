@@ -109,7 +109,7 @@ class ServerMetrics:
                                    "and transport", ["model", "version", "class", "transport"], registry=registry)
         self._predicted: dict[tuple, object] = {}  # (model, version, class, transport) -> child; all bounded
         self._info: dict[str, tuple[str, str]] = {}  # model -> (version, sha256) exported
-        # Drift of the serving versions' live traffic against their training distribution (inference/drift.py).
+        # Drift of the serving versions' live traffic against their training distribution (inference/models/drift.py).
         mv, mvf = ["model", "version"], ["model", "version", "feature"]
         self.drift_psi = Gauge("predmesh_feature_drift_psi", "Population stability index of the feature over the "
                                "drift window against the training deciles", mvf, registry=registry,

@@ -41,12 +41,12 @@ class ServerSettings:
     max_concurrent_rpcs: int = 512
     drain_seconds: float = 1.0
     grace_seconds: float = 10.0
-    # "native": verified fast predict_proba kernels where they reproduce scikit-learn (inference/kernels.py),
+    # "native": verified fast predict_proba kernels where they reproduce scikit-learn (inference/models/kernels.py),
     # scikit-learn otherwise; "sklearn": always scikit-learn's own predict_proba.
     runtime: str = "native"
-    processes: int = 1  # >1: that many server processes share the gRPC port (SO_REUSEPORT), see inference/workers.py
+    processes: int = 1  # >1: that many processes share the gRPC port (SO_REUSEPORT), see inference/process/workers.py
     pin_workers: bool = True  # several processes: each one's threads kept on one CPU of the allowed set
-    drift: bool = True  # track live data drift against each version's training distribution (inference/drift.py)
+    drift: bool = True  # track live data drift against each version's training distribution (inference/models/drift.py)
     drift_window_s: float = 600.0  # the sliding window drift is computed over
     reload_poll_seconds: float = 1.0  # multi-process: how often each process checks the serving pointers
     tls_cert: Path | None = None       # PEM certificate chain: serve gRPC over TLS

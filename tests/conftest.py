@@ -34,8 +34,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory) -> Path:
     """A model store with iris version 1 = RandomForest(100) and version 2 = LogisticRegression (newest)."""
-    from inference.store import ModelStore
-    from inference.train import train
+    from inference.models.store import ModelStore
+    from inference.models.train import train
 
     root = tmp_path_factory.mktemp("store")
     store = ModelStore(root)
@@ -65,7 +65,7 @@ def inproc_server(model_store):
     from prometheus_client import CollectorRegistry
 
     from inference.metrics import ServerMetrics
-    from inference.server import InferenceServer
+    from inference.rpc.server import InferenceServer
     from inference.settings import ServerSettings
 
     settings = ServerSettings(grpc_addr="127.0.0.1:0", metrics_addr="", model_store=model_store,

@@ -50,7 +50,7 @@ def wrong_feature_count(store: Path, model: str, source: str, version: str) -> P
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from inference.model_loader import dump_estimator
+    from inference.models.loader import dump_estimator
 
     x, y = load_iris(return_X_y=True)
     data = dump_estimator(LogisticRegression(max_iter=500).fit(x[:, :3], y))
@@ -101,7 +101,7 @@ def untrusted_types(store: Path, model: str, source: str, version: str) -> Path:
     from sklearn.linear_model import LogisticRegression
     from sklearn.datasets import load_iris
 
-    from inference.model_loader import dump_estimator
+    from inference.models.loader import dump_estimator
 
     x, y = load_iris(return_X_y=True)
     pipe = make_pipeline(FunctionTransformer(os.system), LogisticRegression(max_iter=500))
@@ -121,8 +121,8 @@ def crafted_forest(store: Path, model: str, source: str, version: str, mutate) -
     the tree's structure is wrong."""
     import copy
 
-    from inference.manifest import decode
-    from inference.model_loader import dump_estimator, load_estimator
+    from inference.models.manifest import decode
+    from inference.models.loader import dump_estimator, load_estimator
 
     target = clone_version(store, model, source, version)
     manifest = decode((target / "metadata.json").read_bytes(), None)

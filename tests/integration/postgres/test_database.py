@@ -189,14 +189,10 @@ def test_feedback_changes_accuracy_as_expected(database):
     assert row.feedback_label == "versicolor"
 
 
-def test_model_activations_and_batch_runs(database):
+def test_model_activations(database):
     repo.record_activation("iris", "1", "ab" * 32, {"holdout_accuracy": 0.97}, time.time() - 60, time.time() - 30)
     repo.record_activation("iris", "2", "cd" * 32, {"holdout_accuracy": 0.98}, time.time() - 20, time.time() - 10)
     repo.record_activation("iris", "1", "ab" * 32, {"holdout_accuracy": 0.97}, time.time() - 60, time.time())
     versions = repo.model_versions("iris")
     assert [v.version for v in versions] == ["1", "2"]  # 1 activated again most recently
     assert versions[0].metrics == {"holdout_accuracy": 0.97}
-    run = repo.start_batch_run("score", {"date": "2026-11-26"}, time.time())
-    repo.finish_batch_run(run, "done", 150, time.time(), output="out.csv")
-    [row] = repo.batch_runs("score")
-    assert (row.status, row.rows, row.params) == ("done", 150, {"date": "2026-11-26"})

@@ -15,9 +15,9 @@ from database import repo
 from database.connect import open_database, session
 from database.migrate import migrate
 from database.records import PredictionRecord
-from inference.persistence import PersistenceMetrics, insert_records
-from inference.prediction_log import PredictionLog
-from inference.spool import Spool
+from inference.process.persistence import PersistenceMetrics, insert_records
+from inference.recording.prediction_log import PredictionLog
+from inference.recording.spool import Spool
 from tests.support.pg import TempSchema
 
 pytestmark = pytest.mark.postgres

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from inference.model_loader import load_estimator, read_manifest
+from inference.models.loader import load_estimator, read_manifest
 from predmesh import FailedPrecondition, Client
 from tests.support import artifacts
 from tests.support.load import run_load

@@ -152,7 +152,7 @@ def test_admin_auth_and_tokens_never_logged(model_store, tmp_path):
     assert "serving version 1" in log
     for secret in (ADMIN_TOKEN, READONLY_TOKEN, "not-the-token"):
         assert secret not in log
-    auth_source = (ROOT / "inference" / "auth.py").read_text()
+    auth_source = (ROOT / "inference" / "rpc" / "auth.py").read_text()
     assert "hmac.compare_digest(presented, self._admin)" in auth_source
     secret_names = {"presented", "token", "_admin", "_readonly"}
     for node in ast.walk(ast.parse(auth_source)):

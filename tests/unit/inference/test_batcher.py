@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from inference.batcher import Batcher
+from inference.models.batcher import Batcher
 from inference.errors import DeadlineExceeded
 
 

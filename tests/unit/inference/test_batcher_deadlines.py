@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from inference.batcher import Batcher
+from inference.models.batcher import Batcher
 
 
 def test_followers_without_deadline_get_their_rows():

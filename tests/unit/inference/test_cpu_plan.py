@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference import workers
+from inference.process import workers
 from inference.settings import ServerSettings
 
 

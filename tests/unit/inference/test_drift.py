@@ -1,4 +1,4 @@
-"""Drift summaries (inference/drift.py): the training data itself reads as stable, a shifted feature as drift."""
+"""Drift summaries (inference/models/drift.py): the training data itself reads as stable, a shifted feature as drift."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sklearn.datasets import load_iris
 
-from inference.drift import DriftTracker
-from inference.manifest import Manifest
+from inference.models.drift import DriftTracker
+from inference.models.manifest import Manifest
 from inference.metrics import ServerMetrics
-from inference.train import class_profiles, features
+from inference.models.train import class_profiles, features
 
 PSI_ALERT = 0.25  # deploy/prometheus/alerts.yml
 
@@ -96,7 +96,7 @@ def test_the_window_forgets_old_traffic_and_the_gauges_follow_the_serving_versio
 def test_a_manifest_without_a_training_distribution_still_tracks_the_range(iris):
     manifest, x, p = iris
     from dataclasses import replace
-    from inference.manifest import Feature
+    from inference.models.manifest import Feature
     old = replace(manifest, features=tuple(Feature(f.name, f.min, f.max) for f in manifest.features),
                   class_profiles=())
     tracker = DriftTracker(old)

@@ -7,8 +7,9 @@ import logging
 import grpc
 import pytest
 
-from inference import errors, logcontext
-from inference.edge import status_of
+from inference import errors
+from inference.rpc import logcontext
+from inference.rpc.edge import status_of
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN

@@ -8,8 +8,8 @@ from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from inference import kernels
-from inference.model_loader import load_estimator, read_manifest, version_dir
+from inference.models import kernels
+from inference.models.loader import load_estimator, read_manifest, version_dir
 
 X, Y = load_iris(return_X_y=True)
 
@@ -60,8 +60,8 @@ def test_server_uses_the_kernel_only_when_asked(model_store):
     from prometheus_client import CollectorRegistry
 
     from inference.metrics import ServerMetrics
-    from inference.registry import ModelRegistry
-    from inference.store import ModelStore
+    from inference.models.registry import ModelRegistry
+    from inference.models.store import ModelStore
 
     for runtime in ("sklearn", "native"):
         registry = ModelRegistry(ModelStore(model_store), ServerMetrics(CollectorRegistry()), runtime=runtime)

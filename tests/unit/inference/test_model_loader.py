@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from inference.errors import InvalidName, ModelNotFound, ReloadFailed, UntrustedArtifact
-from inference.manifest import encode, decode
+from inference.models.manifest import encode, decode
 from inference.metrics import ServerMetrics
-from inference.model_loader import load_estimator, read_manifest, version_dir
-from inference.registry import ModelRegistry
-from inference.store import ModelStore
+from inference.models.loader import load_estimator, read_manifest, version_dir
+from inference.models.registry import ModelRegistry
+from inference.models.store import ModelStore
 from tests.support import artifacts
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -83,12 +83,12 @@ def test_signed_manifests_verify_and_forgeries_fail(model_store):
 
 
 def test_no_deserialiser_outside_the_loader():
-    """CI grep: pickle/joblib/cloudpickle loading appears only in inference/model_loader.py."""
+    """CI grep: pickle/joblib/cloudpickle loading appears only in inference/models/loader.py."""
     pattern = re.compile(r"\b(pickle\.loads?|joblib\.load|cloudpickle|dill\.loads?|skops\.io\.loads?|sio\.loads?)\b")
     offenders = []
     for path in ROOT.rglob("*.py"):
         rel = path.relative_to(ROOT)
-        if rel.parts[0] in (".venv", "tests", "bench", "build", "var") or rel == Path("inference/model_loader.py"):
+        if rel.parts[0] in (".venv", "tests", "bench", "build", "var") or rel == Path("inference/models/loader.py"):
             continue
         if pattern.search(path.read_text(errors="replace")):
             offenders.append(str(rel))

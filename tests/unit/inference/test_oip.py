@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inference.metrics import ServerMetrics
-from inference.server import InferenceServer
+from inference.rpc.server import InferenceServer
 from inference.settings import ServerSettings
 from predmesh import Client
 from predmesh.oip import grpc_predict_v2_pb2 as pb

@@ -1,4 +1,4 @@
-"""Serving pointers: how a reload in one process reaches the others (inference/pointers.py)."""
+"""Serving pointers: how a reload in one process reaches the others (inference/models/pointers.py)."""
 from __future__ import annotations
 
 import logging
@@ -6,9 +6,9 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from inference.metrics import ServerMetrics
-from inference.pointers import POINTER, ServingPointers
-from inference.registry import ModelRegistry
-from inference.store import ModelStore
+from inference.models.pointers import POINTER, ServingPointers
+from inference.models.registry import ModelRegistry
+from inference.models.store import ModelStore
 
 
 def registry_for(root) -> ModelRegistry:
@@ -36,7 +36,7 @@ def test_an_unloadable_pointer_keeps_the_serving_version_and_warns_once(model_st
     registry = registry_for(model_store)
     pointers = ServingPointers(registry)
     (model_store / "iris" / POINTER).write_text("9")
-    with caplog.at_level(logging.WARNING, logger="inference.pointers"):
+    with caplog.at_level(logging.WARNING, logger="inference.models.pointers"):
         pointers.apply()
         pointers.apply()
     assert registry.get("iris").version == "2"

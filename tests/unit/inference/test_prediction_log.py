@@ -11,8 +11,8 @@ import numpy as np
 
 from database.records import PredictionBatch, PredictionRecord, as_rows
 from inference.errors import Overloaded
-from inference.prediction_log import PredictionLog
-from inference.spool import Spool
+from inference.recording.prediction_log import PredictionLog
+from inference.recording.spool import Spool
 from tests.support.procs import wait_for
 
 
@@ -167,7 +167,7 @@ def test_close_keeps_what_the_database_did_not_take(tmp_path):
 def test_spool_documents_round_trip_every_record_field():
     import dataclasses
 
-    from inference.prediction_log import from_doc, to_doc
+    from inference.recording.documents import from_doc, to_doc
     record = rec(7)
     assert set(to_doc(record)) == {f.name for f in dataclasses.fields(PredictionRecord)}
     assert from_doc(to_doc(record)) == record
@@ -231,8 +231,8 @@ def test_durable_backlog_is_inserted_in_parallel_batches_and_a_failed_one_is_rep
             with db.lock:
                 in_flight[0] -= 1
 
+    db.insert = insert
     plog = make(tmp_path, db, "durable", writers=3, batch_size=100, retry_interval_s=0.05)
-    plog._insert = insert
     for i in range(20):
         plog.record([bulk(i * 100, 100)])
     backlog.set()

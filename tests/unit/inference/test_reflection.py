@@ -15,7 +15,7 @@ def target(trained_store):
     from prometheus_client import CollectorRegistry
 
     from inference.metrics import ServerMetrics
-    from inference.server import InferenceServer
+    from inference.rpc.server import InferenceServer
     from inference.settings import ServerSettings
 
     server = InferenceServer(ServerSettings(grpc_addr="127.0.0.1:0", metrics_addr="", model_store=trained_store,

@@ -65,7 +65,7 @@ def test_batch_limits_and_row_errors(client):
 
 
 def test_batch_in_columns_scores_like_rows_with_ids_from_prefix_and_row_numbers(client):
-    from inference.convert import ids
+    from inference.scoring.convert import ids
     names = list(IRIS_ROW)
     rows = [{k: v + 0.1 * i for k, v in IRIS_ROW.items()} for i in range(4)]
     by_row = client.predict_batch("iris", [(r, f"col-{n}") for r, n in zip(rows, (3, 5, 8, 13))])
@@ -184,7 +184,7 @@ def test_known_model_without_loadable_version_is_unavailable(model_store, tmp_pa
     from prometheus_client import CollectorRegistry
 
     from inference.metrics import ServerMetrics
-    from inference.server import InferenceServer
+    from inference.rpc.server import InferenceServer
     from inference.settings import ServerSettings
 
     for version in ("1", "2"):

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from inference.spool import Spool, SpoolFull, decode, encode
+from inference.recording.spool import Spool, SpoolFull, decode, encode
 
 
 def drain(spool: Spool) -> list[dict]:
@@ -230,7 +230,7 @@ def test_a_graceful_close_cuts_the_live_segment_to_its_records(tmp_path):
 
 
 def test_a_spool_with_only_a_preallocated_segment_holds_no_records(tmp_path):
-    from inference.spool import holds_records
+    from inference.recording.spool import holds_records
 
     spool = Spool.claim(tmp_path, 10_000_000)  # kill -9 right after the start: an all-zero live segment
     assert sum(p.stat().st_size for p in tmp_path.glob("p*/seg-*.log")) > 0

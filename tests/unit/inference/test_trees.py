@@ -5,12 +5,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inference.errors import ReloadFailed, UntrustedArtifact
-from inference.manifest import decode
+from inference.models.manifest import decode
 from inference.metrics import ServerMetrics
-from inference.model_loader import load_estimator
-from inference.registry import ModelRegistry
-from inference.store import ModelStore
-from inference.trees import check_trees
+from inference.models.loader import load_estimator
+from inference.models.registry import ModelRegistry
+from inference.models.store import ModelStore
+from inference.models.trees import check_trees
 from tests.support import artifacts
 
 

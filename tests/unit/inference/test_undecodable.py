@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
 
-from inference.persistence import Persistence, PersistenceSettings
+from inference.process.persistence import Persistence, PersistenceSettings
 from predmesh.v1 import inference_pb2, inference_pb2_grpc
 from tests.conftest import IRIS_ROW
 
@@ -26,7 +26,7 @@ def full_server(model_store, tmp_path):
     from prometheus_client import CollectorRegistry
 
     from inference.metrics import ServerMetrics
-    from inference.server import InferenceServer
+    from inference.rpc.server import InferenceServer
     from inference.settings import ServerSettings
 
     registry = CollectorRegistry()

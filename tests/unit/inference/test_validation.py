@@ -6,8 +6,8 @@ import math
 import pytest
 
 from inference.errors import InvalidFeatures
-from inference.model_loader import load_estimator, read_manifest
-from inference.runtime import LoadedModel
+from inference.models.loader import load_estimator, read_manifest
+from inference.models.runtime import LoadedModel
 from tests.conftest import IRIS_ROW
 
 

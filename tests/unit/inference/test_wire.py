@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference import wire
+from inference.rpc import wire
 from predmesh.v1 import inference_pb2
 from tests.conftest import IRIS_ROW
 

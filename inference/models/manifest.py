@@ -25,7 +25,7 @@ class Feature:
     # The 10th..90th percentiles of the training data (9 increasing edges); empty for older manifests.
     quantiles: tuple[float, ...] = ()
     # The share of the training rows in each of the len(quantiles) + 1 bins (bin i: quantiles[i-1] < v <=
-    # quantiles[i]); not 0.1 each when values tie (drift, inference/drift.py); empty for older manifests.
+    # quantiles[i]); not 0.1 each when values tie (drift, inference/models/drift.py); empty for older manifests.
     shares: tuple[float, ...] = ()
 
     def to_json(self) -> dict:

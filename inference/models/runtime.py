@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from inference.batcher import Batcher
+from inference.models.batcher import Batcher
 from inference.bounds import shown
 from inference.errors import InvalidFeatures
-from inference.manifest import Manifest
+from inference.models.manifest import Manifest
 
 _PYTHON_CHECK_ROWS = 8  # up to this many rows check_rows compares in Python
 
@@ -22,7 +22,7 @@ class LoadedModel:
                  range_tolerance: float = 10.0, on_batch=None, kernel=None):
         self.manifest = manifest
         self.estimator = estimator
-        # kernel: a verified native predict_proba (inference/kernels.py) or None for scikit-learn's own.
+        # kernel: a verified native predict_proba (inference/models/kernels.py) or None for scikit-learn's own.
         self.runtime = "native" if kernel is not None else "sklearn"
         self._proba = kernel if kernel is not None else estimator.predict_proba
         self.names = manifest.feature_names
@@ -54,7 +54,7 @@ class LoadedModel:
 
     def _predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         probabilities = self._proba(matrix)
-        if self._observe is not None:  # drift tracking: one deque append per batch (inference/drift.py)
+        if self._observe is not None:  # drift tracking: one deque append per batch (inference/models/drift.py)
             self._observe((matrix, probabilities))
         return probabilities
 

@@ -15,11 +15,11 @@ import numpy as np
 
 from inference import errors
 from inference.bounds import MAX_ID, check_name, check_text, shown
-from inference.convert import transport_of
-from inference.edge import rpc
-from inference.recorder import Recorder
-from inference.registry import ModelRegistry
-from inference.scoring import score_and_record
+from inference.scoring.convert import transport_of
+from inference.rpc.edge import rpc
+from inference.recording.recorder import Recorder
+from inference.models.registry import ModelRegistry
+from inference.scoring.score import score_and_record
 from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 

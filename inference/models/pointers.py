@@ -13,8 +13,8 @@ import threading
 
 from inference.errors import PredmeshError
 from inference.bounds import check_name
-from inference.model_loader import contained
-from inference.registry import ModelRegistry
+from inference.models.loader import contained
+from inference.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 POINTER = ".serving"

@@ -12,7 +12,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from database.records import PredictionRecord
-from inference.manifest import Manifest
+from inference.models.manifest import Manifest
 from predmesh.types import TRANSPORTS
 from predmesh.v1 import model_pb2
 

@@ -13,8 +13,8 @@ from database import repo
 from database.connect import DatabaseUnavailable, RejectedData, session
 from inference import errors
 from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_name, check_optional_name, check_text, shown
-from inference.convert import prediction_message
-from inference.edge import rpc
+from inference.scoring.convert import prediction_message
+from inference.rpc.edge import rpc
 from predmesh import types
 from predmesh.types import TRANSPORTS, transport_value
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2

@@ -11,11 +11,11 @@ from database.connect import (
     DatabaseUnavailable, database_identity, describe_identity, open_database, redact, session,
 )
 from database.migrate import SchemaNotCurrent, migrate, require_current
-from inference.manifest import Manifest
-from inference.prediction_log import PredictionLog
-from inference.recorder import NullRecorder, Recorder
+from inference.models.manifest import Manifest
+from inference.recording.prediction_log import PredictionLog
+from inference.recording.recorder import NullRecorder, Recorder
 from inference.settings import PersistenceSettings
-from inference.spool import Spool, SpoolBoundElsewhere, bind
+from inference.recording.spool import Spool, SpoolBoundElsewhere, bind
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Persistence:
 
     def attach(self, server) -> None:
         """Register AnalyticsService and the model-activation hook on an InferenceServer (before start)."""
-        from inference.analytics import ANALYTICS_SERVICE, AnalyticsServicer
+        from inference.rpc.analytics import ANALYTICS_SERVICE, AnalyticsServicer
         from predmesh.v1 import analytics_pb2_grpc
 
         servicer = AnalyticsServicer(self.metrics)

@@ -7,14 +7,14 @@ import time
 
 import numpy as np
 
-from inference import kernels
+from inference.models import kernels
 from inference.bounds import check_name, shown
 from inference.errors import InvalidArgument, ModelNotFound, ModelNotReady, PredmeshError, ReloadFailed
-from inference.drift import DriftTracker
+from inference.models.drift import DriftTracker
 from inference.metrics import ServerMetrics
-from inference.model_loader import load_estimator, read_manifest, version_dir
-from inference.runtime import LoadedModel
-from inference.store import ModelStore
+from inference.models.loader import load_estimator, read_manifest, version_dir
+from inference.models.runtime import LoadedModel
+from inference.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 SMOKE_TOLERANCE = 1e-6
@@ -27,10 +27,10 @@ class ModelRegistry:
                  max_delay_s: float = 0.0, range_tolerance: float = 10.0, runtime: str = "sklearn",
                  drift_window_s: float | None = None):
         self.store = store
-        # Seconds of traffic each version's drift is computed over (inference/drift.py); None: no drift tracking.
+        # Seconds of traffic each version's drift is computed over (inference/models/drift.py); None: no drift tracking.
         self.drift_window_s = drift_window_s
         self.metrics = metrics
-        self.runtime = runtime  # "native": score with a verified kernel when one exists (inference/kernels.py)
+        self.runtime = runtime  # "native": score with a verified kernel when one exists (inference/models/kernels.py)
         self._model_options = dict(max_batch_rows=max_batch_rows, max_delay_s=max_delay_s,
                                    range_tolerance=range_tolerance, on_batch=metrics.batch_rows.observe)
         self._serving: dict[str, LoadedModel] = {}

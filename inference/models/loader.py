@@ -9,8 +9,8 @@ import skops.io as sio
 
 from inference.bounds import check_name, shown
 from inference.errors import ModelNotFound, UntrustedArtifact
-from inference.manifest import ARTIFACT, MANIFEST, Manifest, decode
-from inference.trees import check_trees
+from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, decode
+from inference.models.trees import check_trees
 
 # Types skops does not trust by default but which are plain scikit-learn data holders (RandomForest trees).
 TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
@@ -71,7 +71,7 @@ def load_estimator(path: Path, manifest: Manifest):
         estimator = sio.loads(data, trusted=sorted(untrusted))
     except Exception as exc:
         raise UntrustedArtifact(f"{ARTIFACT} failed to load: {exc}") from None
-    check_trees(estimator)  # trees are trusted only once their structure is checked (inference/trees.py)
+    check_trees(estimator)  # trees are trusted only once their structure is checked (inference/models/trees.py)
     return estimator
 
 

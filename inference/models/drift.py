@@ -26,7 +26,7 @@ from collections import deque
 
 import numpy as np
 
-from inference.manifest import Manifest
+from inference.models.manifest import Manifest
 
 log = logging.getLogger(__name__)
 MAX_PENDING_BATCHES = 8192

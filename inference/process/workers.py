@@ -3,7 +3,7 @@
 This supervisor starts N `python -m inference serve --worker` children, serves one /metrics endpoint that
 aggregates them (prometheus_client multiprocess mode, PROMETHEUS_MULTIPROC_DIR), restarts a child that dies,
 and on SIGTERM/SIGINT forwards SIGTERM to every child (each drains: health NOT_SERVING, finish in-flight calls)
-and exits when all have stopped. Reloads reach every child through serving pointers (inference/pointers.py).
+and exits when all have stopped. Reloads reach every child through serving pointers (inference/models/pointers.py).
 
 Each child is pinned to one CPU of the supervisor's allowed set, round robin (PREDMESH_PIN_WORKERS, on by default
 on Linux). A process runs Python on one core at a time anyway (the GIL); left to float, its handler threads,

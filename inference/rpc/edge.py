@@ -8,7 +8,8 @@ import logging
 
 import grpc
 
-from inference import errors, logcontext
+from inference import errors
+from inference.rpc import logcontext
 from inference.bounds import clip
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class DecodeGuard(grpc.ServerInterceptor):
     """Undecodable request bytes on any method (ours, health, reflection) → INVALID_ARGUMENT, never INTERNAL.
 
     checks: method path → check(raw bytes, parsed message) returning a problem (INVALID_ARGUMENT) or None, for
-    what the parsed message cannot show (inference/wire.py). Put the guard last in the interceptor list, so the
+    what the parsed message cannot show (inference/rpc/wire.py). Put the guard last in the interceptor list, so the
     metrics interceptor sees (and counts) the status it gives. Guarded handlers are cached per method (the
     handler grpc resolves for a method does not change).
     """

@@ -16,7 +16,7 @@ from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from inference.manifest import Manifest
+from inference.models.manifest import Manifest
 
 log = logging.getLogger(__name__)
 Kernel = Callable[[np.ndarray], np.ndarray]

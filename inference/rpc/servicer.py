@@ -10,14 +10,15 @@ import grpc
 import numpy as np
 from google.rpc import status_pb2
 
-from inference import errors, logcontext
-from inference.auth import AdminAuth
+from inference import errors
+from inference.rpc import logcontext
+from inference.rpc.auth import AdminAuth
 from inference.bounds import MAX_ID, check_name, check_text, shown
-from inference.convert import fresh_request_ids, model_info, prediction_message, transport_of
-from inference.edge import Refused, rpc, status_of
-from inference.recorder import Recorder
-from inference.registry import ModelRegistry
-from inference.scoring import score_and_record, score_and_record_matrix
+from inference.scoring.convert import fresh_request_ids, model_info, prediction_message, transport_of
+from inference.rpc.edge import Refused, rpc, status_of
+from inference.recording.recorder import Recorder
+from inference.models.registry import ModelRegistry
+from inference.scoring.score import score_and_record, score_and_record_matrix
 from predmesh.faults import fault_point
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 

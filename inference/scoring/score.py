@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from database.records import PredictionBatch, PredictionRecord
-from inference.convert import ids, prediction_ids
-from inference.recorder import Recorder
+from inference.scoring.convert import ids, prediction_ids
+from inference.recording.recorder import Recorder
 
 
 def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_ids, transport: str,

@@ -1,0 +1,204 @@
+"""The prediction log: a Recorder that stores records off the hot path in batches, spooling to disk while the
+database is down or slow, and (durable mode) acknowledging only once a record is fsynced to the spool."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from database.records import PredictionRecord, Stored, row_count
+from inference.errors import Overloaded
+from inference.recording.documents import to_doc
+from inference.recording.parallel import ParallelWriters
+from inference.recording.queue import RecordQueue
+from inference.recording.replay import replay_some
+from inference.recording.spool import Spool, SpoolFull, encode
+from inference.recording.tail import Position, SyncedTail
+from inference.recording.writer import DatabaseWriter
+
+log = logging.getLogger(__name__)
+
+
+class PredictionLog:
+    """Recorder for modes async and durable.
+
+    async: record() queues in memory (bounded); a writer thread bulk-inserts batches; a batch the database
+    does not take goes to the spool and is replayed when the database is back. Records still in memory are
+    lost if the process is killed (not on a graceful stop).
+    durable: record() appends to the spool with group commit and returns after the fsync; the writer thread
+    inserts from the spool. An OK answer therefore means the record survives kill -9. The spool is the truth, but
+    the writer need not read it back: once synced, the records are also kept in memory (bounded) with their spool
+    positions, and the writer inserts those and consumes the spool up to them, as long as they continue exactly
+    where the spool's unconsumed data starts; otherwise (after a restart, an outage, or memory full) it replays
+    from the spool itself.
+    Either way, when the spool is full record() raises Overloaded (RESOURCE_EXHAUSTED): no answer without a record.
+
+    Its parts own their state: the async queue (queue.py) and the synced tail (tail.py) under this log's one
+    condition, the database's health and the bisection of refused rows (writer.py), the pool of parallel
+    writers (parallel.py); replay.py reads the spool back. The log itself owns the writer thread and its stop.
+    """
+
+    def __init__(self, spool: Spool, insert: Callable[[list[PredictionRecord]], object], *, durable: bool,
+                 metrics=None, batch_size: int = 500, flush_interval_s: float = 0.05, max_queue: int = 10_000,
+                 retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None, writers: int = 1):
+        self.spool = spool
+        self.durable = durable
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval_s
+        self._retry_interval = retry_interval_s
+        self._cv = threading.Condition()
+        self._queue = RecordQueue(self._cv, max_queue, batch_size)  # async
+        self._tail = SyncedTail(self._cv, max_queue, batch_size)  # durable: a cache of the spool's tail
+        if durable:
+            spool.on_synced = self._on_synced
+        self._db = DatabaseWriter(spool, insert, metrics=metrics, retry_interval_s=retry_interval_s,
+                                  prepare=prepare)
+        # durable: batches stored at once (each insert on its own connection)
+        self._writers = ParallelWriters(self._db, writers, batch_size)
+        self._stopping = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    # -- the Recorder protocol (called by up to `workers` handler threads) ------------------------------------
+    def record(self, records: Sequence[Stored]) -> None:
+        if not records:
+            return
+        if self.durable:
+            self._spool([to_doc(r) for r in records], tag=records)
+            return
+        rows = row_count(records)
+        with self._cv:
+            if self._queue.offer(records, rows):
+                return
+        self._spool([to_doc(r) for r in records])  # the database is behind: spill (durable) instead
+
+    def _spool(self, docs: list[dict], tag=None) -> None:
+        try:
+            self.spool.append([encode(d) for d in docs], tag)
+        except SpoolFull as exc:
+            raise Overloaded(f"prediction log spool is full and the database is behind; retry later ({exc})") \
+                from None
+        except OSError as exc:
+            raise Overloaded(f"prediction log spool cannot be written ({exc.strerror}); retry later") from None
+
+    def _on_synced(self, entries) -> None:
+        """Spool flusher: these records are on disk; keep them for the writer unless memory is full."""
+        with self._cv:
+            self._tail.add(entries)
+
+    def _take_synced(self, groups: int = 1) -> tuple[list[tuple[list[Stored], Position]], bool]:
+        """Up to `groups` consecutive batches of synced records that continue exactly at the spool's unconsumed
+        start, each with the spool position after it; and whether a replay is needed (SyncedTail.take)."""
+        synced = self.spool.synced_bytes()  # first: anything synced after this is also in memory
+        cursor = self.spool.position()
+        with self._cv:
+            return self._tail.take(cursor, synced, groups)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything recorded so far is in the database (True) or timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            self._cv.notify()
+        while time.monotonic() < deadline:
+            with self._cv:
+                idle = self._queue.empty() and not self._busy
+            if idle and self.spool.unconsumed_bytes() == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what the database takes within timeout; spool the rest (nothing accepted is dropped)."""
+        if self._db.ok:
+            self.flush(timeout)
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout)
+        self._writers.shutdown()
+        with self._cv:
+            rest = self._queue.drain()
+            self._tail.clear()  # durable: already in the spool
+        if rest:
+            try:
+                self.spool.append([encode(to_doc(r)) for r in rest])
+                log.warning("prediction log closed with %d records not in the database: kept in the spool",
+                            len(rest))
+            except (SpoolFull, OSError) as exc:
+                log.error("prediction log closed: %d records could not be spooled and are lost: %s", len(rest), exc)
+        self.spool.close()
+
+    # -- the writer thread -----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._stopping:
+                    self._cv.wait_for(lambda: self._stopping or self._queue.ready() or self._tail.ready(),
+                                      self._flush_interval)
+                if self._stopping:
+                    return
+                batch = self._queue.take()
+                self._busy = True
+            try:
+                if batch:
+                    self._write_or_spill(batch)
+                    batch = []
+                if self.durable and self._db.ok:
+                    if self._store_synced() and self._spool_ready():
+                        self._replay_some()
+                elif self._spool_ready():
+                    self._replay_some()
+            except Exception:  # the writer must survive anything; what it held is kept and retried
+                log.exception("prediction log writer: unexpected error")
+                if batch:
+                    with self._cv:
+                        self._queue.hold(batch)
+                time.sleep(self._retry_interval)
+            finally:
+                with self._cv:
+                    self._busy = False
+                self._observe()
+
+    def _store_synced(self) -> bool:
+        """Durable: insert synced records from memory while they continue where the spool's unconsumed data
+        starts. True when the spool must be replayed instead (records memory does not hold, or the database
+        failed)."""
+        for _ in range(20):  # bounded, like a replay
+            # a backlog goes in up to `writers` batches at once, each on its own connection (the database's work
+            # per row is the larger part, and it runs in parallel); the spool is consumed once all are stored
+            taken, gap = self._take_synced(1 if self._db.preparing else self._writers.count)
+            if not taken:
+                return gap
+            if not self._writers.store_all([records for records, _ in taken]):
+                with self._cv:  # the spool has them: replay once the database is back
+                    self._tail.clear()
+                return True
+            self.spool.consume(taken[-1][1])
+        return False
+
+    def _spool_ready(self) -> bool:
+        return self.spool.unconsumed_bytes() > 0 and self._db.may_try()
+
+    def _write_or_spill(self, batch: list[Stored]) -> None:
+        if self._db.may_try():
+            if self._db.store(batch):
+                return
+        try:
+            self.spool.append([encode(to_doc(r)) for r in batch])
+        except (SpoolFull, OSError) as exc:
+            log.error("database down and spool full (%s): holding %d records in memory", exc, len(batch))
+            with self._cv:
+                self._queue.hold(batch)
+            time.sleep(min(self._retry_interval, 0.2))
+
+    def _replay_some(self) -> None:
+        replay_some(self.spool, self._writers, self._batch_size, lambda: not self.durable and self._queue.queued())
+
+    def _observe(self) -> None:
+        if self._metrics:
+            self._metrics.spool_bytes.set(self.spool.unconsumed_bytes())
+            self._metrics.spool_age.set(self.spool.oldest_age())
+            self._metrics.queue_depth.set(self._queue.rows + self._tail.rows)
