@@ -79,7 +79,8 @@ class InferenceServer:
             ])
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
             InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows,
-                              max_request_bytes=settings.max_message_bytes, fault_delay_s=settings.fault_delay_ms / 1000), self._server)
+                              max_request_bytes=settings.max_message_bytes,
+                              fault_delay_s=settings.fault_delay_ms / 1000), self._server)
         admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
             ModelAdminServicer(self.registry, AdminAuth(settings.admin_token, settings.readonly_token),
                                on_reload=self.pointers.publish if self.pointers else None),

@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
         PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,
     )
     from predmesh.types import (
-        BatchRun, CallLimits, ClassProfile, FeatureSpec, Feedback, FeedbackBatch, LatencySummary, ModelInfo, Page, Prediction,
-        RecordedRun, ReloadResult, ScoredMatrix, Stats, StoredPrediction, StreamResult, VersionQuality,
+        BatchRun, CallLimits, ClassProfile, FeatureSpec, Feedback, FeedbackBatch, LatencySummary, ModelInfo, Page,
+        Prediction, RecordedRun, ReloadResult, ScoredMatrix, Stats, StoredPrediction, StreamResult, VersionQuality,
     )
 
 
