@@ -207,8 +207,7 @@ class Scorer:
             raise ScoringFailed(describe(exc, self.settings.server)) from None
         if answer.errors:
             with self._stats_lock:
-                self.stats.rejected.extend((start + row, getattr(err, "message", str(err)))
-                                           for row, err in answer.errors.items())
+                self.stats.rejected.extend((start + row, err.message) for row, err in answer.errors.items())
         if self.settings.fault_delay_ms:
             time.sleep(self.settings.fault_delay_ms / 1000)  # test hook: a slow run to interrupt
         return [(start, end, answer)]

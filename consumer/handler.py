@@ -200,12 +200,10 @@ def _score_chunk(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
         at += n
         refused = next(((k, r.error) for k, r in enumerate(mine) if r.error is not None), None)
         if refused is None:
-            out[i] = answered(job, [r.prediction.raw for r in mine], topology)
+            out[i] = answered(job, [r.prediction.raw for r in mine if r.prediction is not None], topology)
             continue
-        k, err = refused  # the job stays all or nothing: its first refused row rejects it
-        code = getattr(err, "code", grpc.StatusCode.UNKNOWN)
-        message = getattr(err, "message", str(err))
-        out[i] = failed_with(job, code, message if n == 1 else f"row {k}: {message}", topology)
+        k, why = refused  # the job stays all or nothing: its first refused row rejects it
+        out[i] = failed_with(job, why.code, why.message if n == 1 else f"row {k}: {why.message}", topology)
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from predmesh.errors import from_status
+from predmesh.errors import PredmeshError, from_status
 from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
 
 T = TypeVar("T")
@@ -92,7 +92,7 @@ class ScoredMatrix:
     prediction_ids: Sequence[str]
     latency_ms: float  # server-side handling time of the call
     raw: inference_pb2.PredictionMatrix = _raw()
-    errors: Mapping[int, Exception] = field(default_factory=dict)  # refused row index → its PredmeshError
+    errors: Mapping[int, PredmeshError] = field(default_factory=dict)  # refused row index → its error
 
     def __len__(self) -> int:
         return len(self.prediction_ids)
@@ -184,7 +184,7 @@ class StreamResult:
 
     request_id: str
     prediction: Prediction | None
-    error: Exception | None  # a predmesh.errors.PredmeshError
+    error: PredmeshError | None
     raw: Any = _raw()
 
 
