@@ -139,10 +139,7 @@ def decode(d: Delivery, limits: Limits) -> _Job:
         raise jobs.BadJob(f"job body of {len(d.body)} bytes exceeds the limit of {limits.max_body_bytes} bytes; "
                           "split it into smaller jobs")
     request = jobs.decode_job(d.type, d.content_type, d.body)
-    rows = jobs.job_rows(request, d.message_id or "")
-    if not rows:
-        raise jobs.BadJob("the batch job has no rows; send at least one row")
-    return _Job(d, request, rows)
+    return _Job(d, request, jobs.job_rows(request, d.message_id or ""))
 
 
 def request_bytes(rows: Sequence[tuple[Mapping[str, float], str]]) -> int:
@@ -198,19 +195,22 @@ def _score_chunk(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
         n = len(job.rows)
         mine = results[at:at + n]
         at += n
+        if jobs.answers_each_row(job.request):  # the job asked for per-row answers: it is answered, refused rows too
+            out[i] = answered(job, jobs.each_row_result_of([r.raw for r in mine]), topology)
+            continue
         refused = next(((k, r.error) for k, r in enumerate(mine) if r.error is not None), None)
         if refused is None:
-            out[i] = answered(job, [r.prediction.raw for r in mine if r.prediction is not None], topology)
+            result = jobs.result_of(job.request, [r.prediction.raw for r in mine if r.prediction is not None])
+            out[i] = answered(job, result, topology)
             continue
         k, why = refused  # the job stays all or nothing: its first refused row rejects it
         out[i] = failed_with(job, why.code, why.message if n == 1 else f"row {k}: {why.message}", topology)
     return out
 
 
-def answered(job: _Job, predictions: list, topology: jobs.Topology) -> Outcome:
+def answered(job: _Job, result: Any, topology: jobs.Topology) -> Outcome:
     """ACK, publishing the result: to reply_to when set, else to the results exchange by model and label."""
     d = job.delivery
-    result = jobs.result_of(job.request, predictions)
     content_type = d.content_type or jobs.PROTOBUF
     if d.reply_to:
         exchange, key = "", d.reply_to

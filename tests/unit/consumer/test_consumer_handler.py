@@ -5,12 +5,13 @@ import math
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 
 from consumer.handler import Action, Delivery, Limits, handle
 from consumer.scoring import SdkScorer
 from predmesh import calls, jobs
 from predmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from predmesh.types import CallLimits, Prediction, StreamResult
+from predmesh.types import CallLimits
 from predmesh.v1 import inference_pb2, model_pb2
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -37,15 +38,18 @@ class FakeScorer:
         return self.server_limits
 
     def _one(self, model, features, request_id):
+        def refused(message):
+            return calls.batch_row_result(inference_pb2.BatchRowResult(
+                request_id=request_id, error=status_pb2.Status(code=3, message=message)))
+
         for name, value in features.items():
             if not math.isfinite(value):
-                return StreamResult(request_id, None, InvalidArgument(f"feature {name!r} is nan; send a finite "
-                                                                      "number"))
+                return refused(f"feature {name!r} is nan; send a finite number")
             if name not in ROW:
-                return StreamResult(request_id, None, InvalidArgument(f"unknown feature {name!r}"))
-        return StreamResult(request_id, Prediction.from_proto(model_pb2.Prediction(
-            prediction_id=f"p-{request_id}", request_id=request_id, model=model, label="setosa",
-            model_version="2")), None)
+                return refused(f"unknown feature {name!r}")
+        prediction = model_pb2.Prediction(prediction_id=f"p-{request_id}", request_id=request_id, model=model,
+                                          label="setosa", model_version="2")
+        return calls.batch_row_result(inference_pb2.BatchRowResult(request_id=request_id, prediction=prediction))
 
     def predict_each(self, model, rows):
         self.calls.append(("batch", model, len(rows)))
@@ -116,6 +120,36 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
     assert "exceeds the limit" in outcomes[8].publish.headers[jobs.HEADER_ERROR]  # tag 8
     # one call for the window (jobs 1, 5, 6, 7, 11: 7 rows), answered per row: no bisection
     assert [c for c in scorer.calls if c[1] == "iris"] == [("limits", "iris", 0), ("batch", "iris", 7)]
+
+
+def test_a_batch_job_with_partial_success_is_answered_row_by_row():
+    scorer = FakeScorer()
+    nan = dict(ROW, petal_width=float("nan"))
+    window = [delivery(1, jobs.batch_job("iris", [ROW, nan, (ROW, "own")], partial_success=True),
+                       content_type=jobs.JSON),
+              delivery(2, jobs.batch_job("iris", [ROW, nan])),
+              delivery(3, jobs.batch_job("iris", [ROW], partial_success=True))]
+    outcomes = handle(window, scorer, TOPO)
+    assert [o.action for o in outcomes] == [Action.ACK, Action.REJECT, Action.ACK]
+    one = outcomes[0].publish
+    assert (one.routing_key, one.type, one.content_type) == ("iris.batch", jobs.PREDICT_BATCH_RESULT, jobs.JSON)
+    result = jobs.decode_result(one.type, one.content_type, one.body)
+    assert not result.predictions and [r.WhichOneof("result") for r in result.results] == [
+        "prediction", "error", "prediction"]
+    assert [r.request_id for r in result.results] == ["m1-0", "m1-1", "own"]
+    assert result.results[1].error.code == 3 and "'petal_width' is nan" in result.results[1].error.message
+    assert outcomes[1].publish.headers[jobs.HEADER_ERROR] == "row 1: feature 'petal_width' is nan; send a finite number"
+    three = jobs.decode_result(outcomes[2].publish.type, outcomes[2].publish.content_type, outcomes[2].publish.body)
+    assert [r.prediction.request_id for r in three.results] == ["m3-0"]
+    assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 6)]
+
+
+def test_a_batch_job_in_columns_is_rejected_with_a_reason():
+    job = inference_pb2.PredictBatchRequest(model="iris")
+    job.matrix.feature_names.extend(ROW)
+    job.matrix.values.extend(ROW.values())
+    [outcome] = handle([delivery(1, job)], FakeScorer(), TOPO)
+    assert outcome.action is Action.REJECT and "not a matrix" in outcome.publish.headers[jobs.HEADER_ERROR]
 
 
 def test_one_bad_job_among_many_costs_no_extra_call():
