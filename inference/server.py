@@ -20,7 +20,7 @@ from inference.metrics import ServerMetrics
 from inference.recorder import NullRecorder, Recorder
 from inference.pointers import PointerWatcher, ServingPointers
 from inference.registry import ModelRegistry
-from inference.servicer import InferenceServicer, ModelAdminServicer
+from inference.servicer import InferenceServicer, ModelAdminServicer, call_limits
 from inference.settings import ServerSettings
 from inference.store import ModelStore
 from predmesh.startup import StartupError
@@ -83,7 +83,8 @@ class InferenceServer:
                               fault_delay_s=settings.fault_delay_ms / 1000), self._server)
         admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
             ModelAdminServicer(self.registry, AdminAuth(settings.admin_token, settings.readonly_token),
-                               on_reload=self.pointers.publish if self.pointers else None),
+                               on_reload=self.pointers.publish if self.pointers else None,
+                               limits=call_limits(settings.max_batch_rows, settings.max_message_bytes)),
             self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.services = [INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME]

@@ -22,6 +22,12 @@ from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_
 log = logging.getLogger(__name__)
 
 
+def call_limits(max_batch_rows: int, max_request_bytes: int) -> model_pb2.CallLimits:
+    """The server's limits on one call, as ModelInfo.limits publishes them."""
+    return model_pb2.CallLimits(max_batch_rows=max_batch_rows, max_request_bytes=max_request_bytes,
+                                max_request_id_length=MAX_ID)
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Predict, PredictBatch, PredictStream, ListModels, GetModel."""
 
@@ -31,9 +37,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.recorder = recorder
         self.max_batch_rows = max_batch_rows
         self.fault_delay_s = fault_delay_s
-        # published on every ModelInfo this service answers, so clients size their calls instead of probing
-        self.limits = model_pb2.CallLimits(max_batch_rows=max_batch_rows, max_request_bytes=max_request_bytes,
-                                           max_request_id_length=MAX_ID)
+        # published on every ModelInfo the server answers, so clients size their calls instead of probing
+        self.limits = call_limits(max_batch_rows, max_request_bytes)
 
     def _score(self, model_name: str, rows, request_ids, context, started: float) -> list:
         """Validate, score, record and build predictions for rows of one model."""
@@ -255,10 +260,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     """ReloadModel and ListModelVersions, behind bearer-token auth."""
 
-    def __init__(self, registry: ModelRegistry, auth: AdminAuth, on_reload=None):
+    def __init__(self, registry: ModelRegistry, auth: AdminAuth, on_reload=None,
+                 limits: model_pb2.CallLimits | None = None):
         self.registry = registry
         self.auth = auth
         self.on_reload = on_reload  # (model, version) after a verified swap: tells the other processes
+        self.limits = limits  # the server's CallLimits, on every ModelInfo answered
 
     @rpc
     def ReloadModel(self, request, context):
@@ -266,7 +273,8 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
         model, previous = self.registry.reload(request.model, request.version)
         if self.on_reload:
             self.on_reload(model.name, model.version)
-        return admin_pb2.ReloadModelResponse(model=model_info(model.manifest, True), previous_version=previous)
+        return admin_pb2.ReloadModelResponse(model=model_info(model.manifest, True, self.limits),
+                                             previous_version=previous)
 
     @rpc
     def ListModelVersions(self, request, context):
@@ -279,4 +287,4 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
         except errors.PredmeshError:
             serving = ""
         return admin_pb2.ListModelVersionsResponse(
-            versions=[model_info(m, m.version == serving) for m in manifests])
+            versions=[model_info(m, m.version == serving, self.limits) for m in manifests])

@@ -18,6 +18,7 @@ from inference.settings import ServerSettings
 from predmesh import AsyncClient, CallLimits, Client, InvalidArgument, NotFound, ResourceExhausted
 from predmesh.v1 import inference_pb2
 from tests.conftest import IRIS_ROW
+from tests.support.procs import ADMIN_TOKEN
 
 NAMES = list(IRIS_ROW)
 VIRGINICA = {**IRIS_ROW, "petal_length": 5.0, "petal_width": 2.0}
@@ -44,7 +45,8 @@ class ListRecorder:
 def served(model_store):
     recorder = ListRecorder()
     settings = ServerSettings(grpc_addr="127.0.0.1:0", metrics_addr="", model_store=model_store, drain_seconds=0,
-                              grace_seconds=1, max_batch_rows=10, max_message_bytes=64 * 1024)
+                              grace_seconds=1, max_batch_rows=10, max_message_bytes=64 * 1024,
+                              admin_token=ADMIN_TOKEN)
     server = InferenceServer(settings, recorder=recorder, metrics=ServerMetrics(CollectorRegistry()))
     port = server.start()
     with Client(f"127.0.0.1:{port}", timeout=5) as client:
@@ -169,6 +171,9 @@ def test_get_model_and_list_models_publish_the_call_limits(served):
     info = client.get_model("iris")
     assert info.limits == CallLimits(max_batch_rows=10, max_request_bytes=64 * 1024, max_request_id_length=128)
     assert client.list_models()[0].limits == info.limits
+    with Client(client.target, timeout=5, admin_token=ADMIN_TOKEN) as admin:
+        assert {v.limits for v in admin.list_model_versions("iris")} == {info.limits}
+        assert admin.reload_model("iris").model.limits == info.limits
 
 
 def test_the_async_client_has_the_same_per_row_calls(served):
