@@ -78,7 +78,7 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     total = source.estimated_rows  # for progress; the exact count is known at the end
     settings = clients.settings
     step = max(1, settings.chunk_rows * settings.inflight * BLOCK_CALLS)
-    scorer = Scorer(clients, model)
+    scorer = Scorer(clients, model, limits=info.limits)
     classes = info.classes
     added = _added_names(source.columns, classes)
     timings = {"parse": 0.0, "validate": 0.0, "score_wall": 0.0, "write": 0.0}

@@ -1,9 +1,9 @@
-"""Score many rows through the SDK: chunks of at most the server's max batch rows, several in flight over a few
-connections, answers in row order. A chunk the server refuses as invalid is bisected down to the rows at fault,
-which become rejects with the server's reason; every other error fails the run (after the SDK's retries)."""
+"""Score many rows through the SDK: chunks cut up front to the server's published limits (rows and request bytes,
+from GetModel), several in flight over a few connections, answers in row order. Each call answers every row on its
+own (partial_success): a refused row becomes a reject with the server's reason, the others are scored; every error
+of a call itself fails the run (after the SDK's retries)."""
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from predmesh import Client, InvalidArgument, PredmeshError
+from predmesh import Client, PredmeshError
 from predmesh.faults import fault_point
-from predmesh.types import ScoredMatrix
+from predmesh.types import CallLimits, ScoredMatrix
 
 from batch.settings import BatchSettings
 
-_LIMIT = re.compile(r"exceed the limit of (\d+)")
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 
 
@@ -106,14 +105,27 @@ def describe(exc: PredmeshError, server: str) -> str:
     return f"{type(exc).__name__} from the server at {server}: {exc.message}"
 
 
+def chunk_rows(wanted: int, limits: CallLimits, width: int, fixed_bytes: int) -> int:
+    """Rows per PredictBatch call: wanted (PREDMESH_BATCH_CHUNK_ROWS), at most the server's max_batch_rows, and few
+    enough that a matrix request of width features stays within max_request_bytes (limits of 0: not published).
+    A row costs at most width packed doubles and one row number (a varint of at most 10 bytes); fixed_bytes bounds
+    the rest (model, feature names, prefix, tags and lengths)."""
+    rows = min(wanted, limits.max_batch_rows or wanted)
+    if limits.max_request_bytes:
+        rows = min(rows, (limits.max_request_bytes - fixed_bytes) // (8 * width + 10))
+    return max(1, rows)
+
+
 class Scorer:
     """Scores rows of one model; progress(done_rows, total_rows) is called from the calling thread. Its stats add
-    up over calls."""
+    up over calls. limits: the server's published CallLimits (ModelInfo.limits), which cut the chunks."""
 
-    def __init__(self, clients: Clients, model: str, *, progress: Callable[[int, int], None] | None = None):
+    def __init__(self, clients: Clients, model: str, *, limits: CallLimits = CallLimits(0, 0, 0),
+                 progress: Callable[[int, int], None] | None = None):
         self.clients = clients
         self.settings = clients.settings
         self.model = model
+        self.limits = limits
         self.chunk_rows = self.settings.chunk_rows
         self.progress = progress or (lambda done, total: None)
         self.stats = ScoreStats()
@@ -130,11 +142,13 @@ class Scorer:
         started = time.perf_counter()
         total = len(matrix)
         rejected_before = len(self.stats.rejected)
-        pieces: list[tuple[int, int, ScoredMatrix | None]] = []
+        pieces: list[tuple[int, int, ScoredMatrix]] = []
         done = 0
         self.progress(0, total)
         inflight = self.settings.inflight
         job = (np.ascontiguousarray(matrix, dtype=np.float64), tuple(feature_names), prefix, list(numbers))
+        fixed = 64 + len(self.model.encode()) + len(prefix.encode()) + sum(len(n.encode()) + 3 for n in feature_names)
+        step = chunk_rows(self.chunk_rows, self.limits, len(feature_names), fixed)
         with ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="score") as pool:
             pending: list[tuple[int, int, Future]] = []
             start = 0
@@ -143,7 +157,7 @@ class Scorer:
                     if self._cancelled.is_set():
                         raise ScoringFailed("scoring cancelled")
                     while start < total and len(pending) < inflight:
-                        end = min(start + self.chunk_rows, total)
+                        end = min(start + step, total)
                         pending.append((start, end, pool.submit(self._chunk, job, start, end)))
                         start = end
                     first, end, future = pending.pop(0)
@@ -154,16 +168,16 @@ class Scorer:
                 for _, _, f in pending:
                     f.cancel()
                 raise
-        answered = [m for _, _, m in pieces if m is not None]
-        classes = answered[0].classes if answered else ()
+        classes = pieces[0][2].classes if pieces else ()
         labels = np.full(total, -1, dtype=np.int64)
         probabilities = np.zeros((total, len(classes)))
         ids = [""] * total
         for first, end, m in pieces:
-            if m is not None:
-                labels[first:end] = m.labels
-                probabilities[first:end] = np.array(m.probabilities, dtype=np.float64).reshape(end - first, -1)
-                ids[first:end] = m.prediction_ids
+            labels[first:end] = m.labels
+            probabilities[first:end] = np.array(m.probabilities, dtype=np.float64).reshape(end - first, -1)
+            ids[first:end] = m.prediction_ids
+            for row in m.errors:  # refused: label -1 (zero probabilities and no id already)
+                labels[first + row] = -1
         with self._stats_lock:
             rejected = sorted(self.stats.rejected[rejected_before:])
             self.stats.rows += int((labels >= 0).sum())
@@ -174,9 +188,10 @@ class Scorer:
         matrix, names, prefix, numbers = job
         t0 = time.perf_counter()
         answer = self.clients.pick().predict_matrix(self.model, names, matrix[start:end].ravel().tolist(),
-                                                    request_id_prefix=prefix, row_numbers=numbers[start:end])
+                                                    request_id_prefix=prefix, row_numbers=numbers[start:end],
+                                                    partial_success=True)
         elapsed = time.perf_counter() - t0
-        if len(answer) != end - start:
+        if len(answer) != end - start or any(not 0 <= row < end - start for row in answer.errors):
             raise InvalidAnswer(f"the server answered {len(answer)} rows for {end - start}")
         with self._stats_lock:
             self.stats.calls += 1
@@ -185,27 +200,14 @@ class Scorer:
             self.stats.model_version = answer.model_version
         return answer
 
-    def _chunk(self, job, start: int, end: int) -> list[tuple[int, int, ScoredMatrix | None]]:
-        """(start, end, answer) pieces covering rows start..end; answer None for a single refused row."""
+    def _chunk(self, job, start: int, end: int) -> list[tuple[int, int, ScoredMatrix]]:
+        """(start, end, answer) covering rows start..end; the rows the server refused go to stats.rejected."""
         try:
-            try:
-                out: list[tuple[int, int, ScoredMatrix | None]] = [(start, end, self._call(job, start, end))]
-            except InvalidArgument as exc:
-                limit = _LIMIT.search(exc.message)
-                if limit and int(limit.group(1)) < end - start:  # the server allows fewer rows per call
-                    step = max(1, int(limit.group(1)))
-                    self.chunk_rows = min(self.chunk_rows, step)  # later chunks are cut to it from the start
-                    out = []
-                    for s in range(start, end, step):
-                        out.extend(self._chunk(job, s, min(s + step, end)))
-                elif end - start == 1:
-                    with self._stats_lock:
-                        self.stats.rejected.append((start, exc.message))
-                    out = [(start, end, None)]
-                else:  # some row is refused (e.g. implausibly far outside the training range): find it
-                    mid = (start + end) // 2
-                    out = self._chunk(job, start, mid) + self._chunk(job, mid, end)
+            answer = self._call(job, start, end)
         except PredmeshError as exc:
             raise ScoringFailed(describe(exc, self.settings.server)) from None
+        if answer.errors:
+            with self._stats_lock:
+                self.stats.rejected.extend((start + row, err.message) for row, err in answer.errors.items())
         fault_point("batch.chunk_delay_ms")  # the fault tests' slow run to interrupt (predmesh.faults)
-        return out
+        return [(start, end, answer)]

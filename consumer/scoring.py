@@ -1,16 +1,42 @@
 """The handler's Scorer on top of the SDK client (the only way the consumer reaches the server)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from predmesh.errors import InvalidArgument
+from predmesh.types import CallLimits, StreamResult
 
 
 class SdkScorer:
-    """PredictBatch through a predmesh.Client opened with transport "queue"."""
+    """PredictBatch (each row answered on its own) through a predmesh.Client opened with transport "queue"; the
+    server's published limits per model (GetModel), re-read after limits_ttl_s and after a call was refused."""
 
-    def __init__(self, client, timeout: float):
+    def __init__(self, client, timeout: float, *, limits_ttl_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.client = client
         self.timeout = timeout
+        self.limits_ttl_s = limits_ttl_s
+        self._clock = clock
+        self._limits: dict[str, tuple[float, CallLimits]] = {}
+        self._lock = threading.Lock()
 
-    def predict_batch(self, model: str, rows: Sequence[tuple[Mapping[str, float], str]]) -> list:
-        """predmesh.v1.Prediction messages (the SDK dataclasses keep them as .raw), in row order."""
-        return [p.raw for p in self.client.predict_batch(model, rows, timeout=self.timeout)]
+    def limits(self, model: str) -> CallLimits:
+        now = self._clock()
+        with self._lock:
+            cached = self._limits.get(model)
+        if cached is not None and now - cached[0] < self.limits_ttl_s:
+            return cached[1]
+        limits = self.client.get_model(model, timeout=self.timeout).limits
+        with self._lock:
+            self._limits[model] = (now, limits)
+        return limits
+
+    def predict_each(self, model: str, rows: Sequence[tuple[Mapping[str, float], str]]) -> list[StreamResult]:
+        try:
+            return self.client.predict_each(model, rows, timeout=self.timeout)
+        except InvalidArgument:  # the call itself was refused: the limits may have changed, read them again
+            with self._lock:
+                self._limits.pop(model, None)
+            raise

@@ -13,7 +13,7 @@ _ERRORS = ("PredmeshError", "InvalidArgument", "NotFound", "AlreadyExists", "Fai
            "Internal")
 _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
           "Stats", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun",
-          "RecordedRun", "ScoredMatrix")
+          "RecordedRun", "ScoredMatrix", "CallLimits")
 _WHERE = {
     "Client": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
         PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,
     )
     from predmesh.types import (
-        BatchRun, ClassProfile, FeatureSpec, Feedback, FeedbackBatch, LatencySummary, ModelInfo, Page, Prediction,
-        RecordedRun, ReloadResult, ScoredMatrix, Stats, StoredPrediction, StreamResult, VersionQuality,
+        BatchRun, CallLimits, ClassProfile, FeatureSpec, Feedback, FeedbackBatch, LatencySummary, ModelInfo, Page,
+        Prediction, RecordedRun, ReloadResult, ScoredMatrix, Stats, StoredPrediction, StreamResult, VersionQuality,
     )
 
 

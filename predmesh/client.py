@@ -83,6 +83,7 @@ class Client:
     check_health = _unary(calls.check_health)
     predict = _unary(calls.predict)
     predict_batch = _unary(calls.predict_batch)
+    predict_each = _unary(calls.predict_each)
     predict_matrix = _unary(calls.predict_matrix)
     list_models = _unary(calls.list_models)
     get_model = _unary(calls.get_model)

@@ -7,6 +7,8 @@
 - A result is the matching PredictResponse / PredictBatchResponse, in the job's encoding, with the job's
   correlation_id (the message_id when the job has none); to `reply_to` when set, else to the results exchange with
   routing key `<model>.<label>` (batch: `<model>.batch`).
+- A batch job is all or nothing: one refused row dead-letters it. A batch job with `partial_success` set is answered
+  row by row instead: its result holds one BatchRowResult per row (`results`: the prediction or that row's error).
 - A dead-lettered job keeps its body and properties and gains headers saying why (the gRPC status and message).
 This module has no AMQP dependency: any producer with the protos can build jobs; pika lives in predmesh.publisher.
 """
@@ -89,10 +91,11 @@ def predict_job(model: str, features: Mapping[str, float], request_id: str = "")
     return inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
 
 
-def batch_job(model: str, rows: Sequence[Mapping[str, float] | tuple[Mapping[str, float], str]]
-              ) -> inference_pb2.PredictBatchRequest:
-    """A batch job; a row is a features mapping or a (features, request_id) pair."""
-    out = inference_pb2.PredictBatchRequest(model=model)
+def batch_job(model: str, rows: Sequence[Mapping[str, float] | tuple[Mapping[str, float], str]], *,
+              partial_success: bool = False) -> inference_pb2.PredictBatchRequest:
+    """A batch job; a row is a features mapping or a (features, request_id) pair. partial_success: answer each
+    row on its own (a refused row does not dead-letter the job)."""
+    out = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     for row in rows:
         features, request_id = row if isinstance(row, tuple) else (row, "")
         out.rows.add(features=features, request_id=request_id)
@@ -144,6 +147,10 @@ def job_rows(job: Job, message_id: str) -> list[tuple[dict[str, float], str]]:
     if isinstance(job, inference_pb2.PredictRequest):
         rows = [(dict(job.features), job.request_id or message_id)]
     else:
+        if job.HasField("matrix"):
+            raise BadJob("a batch job carries rows, not a matrix; send its rows as rows")
+        if not job.rows:
+            raise BadJob("the batch job has no rows; send at least one row")
         rows = [(dict(r.features), r.request_id or (f"{message_id}-{i}" if message_id else ""))
                 for i, r in enumerate(job.rows)]
     for i, (_, request_id) in enumerate(rows):
@@ -159,6 +166,17 @@ def result_of(job: Job, predictions) -> Message:
         [prediction] = predictions
         return inference_pb2.PredictResponse(prediction=prediction)
     return inference_pb2.PredictBatchResponse(predictions=predictions)
+
+
+def answers_each_row(job: Job) -> bool:
+    """Whether the job asked for its rows to be answered one by one (a batch job with partial_success)."""
+    return isinstance(job, inference_pb2.PredictBatchRequest) and job.partial_success
+
+
+def each_row_result_of(results: Sequence[inference_pb2.BatchRowResult]) -> Message:
+    """The response message answering a batch job with partial_success: one BatchRowResult per row, in row
+    order."""
+    return inference_pb2.PredictBatchResponse(results=results)
 
 
 def routing_key(job: Job, result: Message) -> str:

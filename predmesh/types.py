@@ -1,13 +1,14 @@
 """Plain, typed results of the SDK: frozen dataclasses built from the contract's messages (each keeps `.raw`)."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from predmesh.errors import PredmeshError, from_status
 from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
 
 T = TypeVar("T")
@@ -82,7 +83,10 @@ class Prediction:
 
 @dataclass(frozen=True)
 class ScoredMatrix:
-    """The answer to predict_matrix: many scored rows in columns (plain sequences, row order), no object per row."""
+    """The answer to predict_matrix: many scored rows in columns (plain sequences, row order), no object per row.
+
+    With partial_success, `errors` maps the index of each refused row to its error (a PredmeshError, not raised);
+    a refused row keeps its place in the columns with label 0, zero probabilities and an empty prediction id."""
 
     model: str
     model_version: str
@@ -92,14 +96,16 @@ class ScoredMatrix:
     prediction_ids: Sequence[str]
     latency_ms: float  # server-side handling time of the call
     raw: inference_pb2.PredictionMatrix = _raw()
+    errors: Mapping[int, PredmeshError] = field(default_factory=dict)  # refused row index → its error
 
     def __len__(self) -> int:
         return len(self.prediction_ids)
 
     @classmethod
     def from_proto(cls, m: inference_pb2.PredictionMatrix) -> ScoredMatrix:
+        errors = {e.row: from_status(e.error.code, e.error.message) for e in m.row_errors}
         return cls(m.model, m.model_version, tuple(m.classes), m.labels, m.probabilities, m.prediction_ids,
-                   m.latency_ms, m)
+                   m.latency_ms, m, errors)
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,19 @@ class ClassProfile:
 
 
 @dataclass(frozen=True)
+class CallLimits:
+    """What one call to the serving server may carry (ModelInfo.limits); 0 when the server did not say."""
+
+    max_batch_rows: int  # rows per predict_batch / predict_each / predict_matrix call
+    max_request_bytes: int  # size of the serialized request message
+    max_request_id_length: int  # characters of a request_id (and of a request_id_prefix plus row number)
+
+    @classmethod
+    def from_proto(cls, m: model_pb2.CallLimits) -> CallLimits:
+        return cls(m.max_batch_rows, m.max_request_bytes, m.max_request_id_length)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A model version: schema, classes, artifact hash, training metrics and distribution."""
 
@@ -148,6 +167,7 @@ class ModelInfo:
     serving: bool
     class_profiles: tuple[ClassProfile, ...]
     raw: model_pb2.ModelInfo = _raw()
+    limits: CallLimits = CallLimits(0, 0, 0)  # the serving server's limits per call (from get_model/list_models)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -157,16 +177,18 @@ class ModelInfo:
     def from_proto(cls, m: model_pb2.ModelInfo) -> ModelInfo:
         return cls(m.name, m.version, tuple(FeatureSpec.from_proto(f) for f in m.features), tuple(m.classes),
                    m.sha256, dict(m.metrics), to_datetime(m.created_at), m.sklearn_version, m.estimator, m.serving,
-                   tuple(ClassProfile.from_proto(c) for c in m.class_profiles), m)
+                   tuple(ClassProfile.from_proto(c) for c in m.class_profiles), m,
+                   CallLimits.from_proto(m.limits))
 
 
 @dataclass(frozen=True)
 class StreamResult:
-    """The answer to one streamed row: its prediction, or the error for that row alone."""
+    """The answer to one row answered on its own (a streamed row, or a row of predict_each): its prediction, or
+    the error for that row alone."""
 
     request_id: str
     prediction: Prediction | None
-    error: Exception | None  # a predmesh.errors.PredmeshError
+    error: PredmeshError | None
     raw: Any = _raw()
 
 

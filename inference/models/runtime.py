@@ -80,6 +80,21 @@ class LoadedModel:
             row, col = (int(i) for i in np.argwhere(bad)[0])
             raise self._bad_value(col, float(matrix[row, col]), f"row {row}: " if len(matrix) > 1 else "")
 
+    def refused_rows(self, matrix: np.ndarray) -> dict[int, str]:
+        """Rows in schema order (n × features, shape already checked) that check_matrix would refuse: {row index:
+        the message that row alone is refused with}. One vectorised pass; Python work only for refused rows."""
+        if self._check_range:  # as check_matrix: NaN and ±inf fail the (finite) bounds too
+            ok = (matrix >= self._lo) & (matrix <= self._hi)
+        else:
+            ok = np.isfinite(matrix)
+        if ok.all():
+            return {}
+        refused = {}
+        for row in np.flatnonzero(~ok.all(axis=1)).tolist():
+            col = int(np.argmin(ok[row]))  # the first offending feature, as check_matrix names it
+            refused[row] = str(self._bad_value(col, float(matrix[row, col]), ""))
+        return refused
+
     def check_rows(self, rows: Sequence[Sequence[float]]) -> None:
         """check_matrix for rows given as lists of floats in schema order (each of the schema's length): plain
         comparisons for a few rows (cheaper than numpy's per-call overhead), check_matrix for many."""

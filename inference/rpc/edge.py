@@ -70,13 +70,16 @@ class _Undecoded:
 class Refused:
     """A request that decoded but that a check refused (problem: the INVALID_ARGUMENT message). Unary calls are
     answered INVALID_ARGUMENT; on a request stream it is passed to the handler in place of the request, so a
-    handler that answers per message (PredictStream) can answer it and go on."""
+    handler that answers per message (PredictStream) can answer it and go on. A check may instead refuse rows of
+    the request (rows: {row index: problem}, e.g. PredictBatch with partial_success): then the unary handler gets
+    it in place of the request too, and answers those rows."""
 
-    __slots__ = ("request", "problem")
+    __slots__ = ("request", "problem", "rows")
 
-    def __init__(self, request, problem: str):
+    def __init__(self, request, problem: str, rows: dict[int, str] | None = None):
         self.request = request
         self.problem = problem
+        self.rows = rows or {}
 
 
 def _decoder(deserialize, method: str, check=None):
@@ -91,6 +94,8 @@ def _decoder(deserialize, method: str, check=None):
                 problem = check(data, message)
             except Exception:  # the bytes parsed; a check that cannot walk them finds nothing to refuse
                 problem = None
+            if isinstance(problem, dict) and problem:
+                return Refused(message, "", {row: clip(p, 300) for row, p in problem.items()})
             if problem:
                 return Refused(message, clip(problem, 300))
         return message
@@ -120,7 +125,7 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, check=None) -> grpc.RpcM
             kind = type(request)
             if kind is _Undecoded:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-            if kind is Refused:
+            if kind is Refused and not request.rows:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem)
             return behaviour(request, context)
 

@@ -20,7 +20,7 @@ from inference.metrics import ServerMetrics
 from inference.recording.recorder import NullRecorder, Recorder
 from inference.models.pointers import PointerWatcher, ServingPointers
 from inference.models.registry import ModelRegistry
-from inference.rpc.servicer import InferenceServicer, ModelAdminServicer
+from inference.rpc.servicer import InferenceServicer, ModelAdminServicer, call_limits
 from inference.settings import ServerSettings
 from inference.models.store import ModelStore
 from predmesh.env import split_addr
@@ -79,10 +79,12 @@ class InferenceServer:
                 ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
             ])
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows), self._server)
+            InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows,
+                              max_request_bytes=settings.max_message_bytes), self._server)
         admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
             ModelAdminServicer(self.registry, AdminAuth(settings.admin_token, settings.readonly_token),
-                               on_reload=self.pointers.publish if self.pointers else None),
+                               on_reload=self.pointers.publish if self.pointers else None,
+                               limits=call_limits(settings.max_batch_rows, settings.max_message_bytes)),
             self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.services = [INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME]

@@ -20,7 +20,7 @@ from inference.recording.recorder import Recorder
 from inference.models.registry import ModelRegistry
 from inference.scoring.score import score_and_record, score_and_record_matrix
 from predmesh.faults import fault_point
-from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc, model_pb2
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,28 @@ def _wait_unless_cancelled(context, seconds: float) -> bool:
     return False
 
 
+def _injected_delay(context) -> None:
+    """The fault point before scoring (off unless PREDMESH_FAULTS arms inference.predict_delay_ms)."""
+    if fault_point("inference.predict_delay_ms", partial(_wait_unless_cancelled, context)):
+        raise errors.DeadlineExceeded("call cancelled during injected delay")
+
+
+def call_limits(max_batch_rows: int, max_request_bytes: int) -> model_pb2.CallLimits:
+    """The server's limits on one call, as ModelInfo.limits publishes them."""
+    return model_pb2.CallLimits(max_batch_rows=max_batch_rows, max_request_bytes=max_request_bytes,
+                                max_request_id_length=MAX_ID)
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Predict, PredictBatch, PredictStream, ListModels, GetModel."""
 
-    def __init__(self, registry: ModelRegistry, recorder: Recorder, *, max_batch_rows: int):
+    def __init__(self, registry: ModelRegistry, recorder: Recorder, *, max_batch_rows: int,
+                 max_request_bytes: int = 4 * 1024 * 1024):
         self.registry = registry
         self.recorder = recorder
         self.max_batch_rows = max_batch_rows
+        # published on every ModelInfo the server answers, so clients size their calls instead of probing
+        self.limits = call_limits(max_batch_rows, max_request_bytes)
 
     def _score(self, model_name: str, rows, request_ids, context, started: float) -> list:
         """Validate, score, record and build predictions for rows of one model."""
@@ -54,8 +69,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             for i, rid in enumerate(request_ids):
                 check_text(f"rows[{i}].request_id", rid, MAX_ID)
         vectors = [model.vector(r, i if len(rows) > 1 else None) for i, r in enumerate(rows)]
-        if fault_point("inference.predict_delay_ms", partial(_wait_unless_cancelled, context)):
-            raise errors.DeadlineExceeded("call cancelled during injected delay")
+        _injected_delay(context)
         _, records = score_and_record(self.recorder, self.registry.metrics, model, vectors, rows, request_ids,
                                       transport_of(context.invocation_metadata()), started, context.time_remaining())
         return [prediction_message(r) for r in records]
@@ -69,22 +83,61 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     @rpc
     def PredictBatch(self, request, context):
         started = time.perf_counter()
+        valueless: dict[int, str] = {}
+        if type(request) is Refused:  # partial_success, and rows with a feature without a value (edge.DecodeGuard)
+            request, valueless = request.request, request.rows
         if request.HasField("matrix"):
             if request.rows:
                 raise errors.InvalidArgument("set either rows or matrix, not both")
-            return self._predict_matrix(request.model, request.matrix, context, started)
+            return self._predict_matrix(request.model, request.matrix, context, started, request.partial_success)
         if len(request.rows) > self.max_batch_rows:
             raise errors.TooManyRows(f"{len(request.rows)} rows exceed the limit of {self.max_batch_rows} per "
                                      "batch; split the request")
         if not request.rows:
             raise errors.InvalidArgument("rows is empty; send at least one row")
+        if request.partial_success:
+            return inference_pb2.PredictBatchResponse(
+                results=self._score_each(request.model, request.rows, valueless, context, started))
         predictions = self._score(request.model, [r.features for r in request.rows],
                                   [r.request_id for r in request.rows], context, started)
         return inference_pb2.PredictBatchResponse(predictions=predictions)
 
-    def _predict_matrix(self, model_name: str, m, context, started: float):
+    def _score_each(self, model_name: str, rows, refused: dict[int, str], context, started: float) -> list:
+        """PredictBatch with partial_success, rows form: each row checked alone (a refused row gets the status
+        it would get sent alone), the others scored and recorded together; one BatchRowResult per row."""
+        model = self.registry.get(model_name)
+        refused = dict(refused)
+        vectors, kept = [], []
+        for i, r in enumerate(rows):
+            if i in refused:
+                continue
+            try:
+                check_text("request_id", r.request_id, MAX_ID)
+                vectors.append(model.vector(r.features))
+            except errors.InvalidArgument as exc:
+                refused[i] = status_of(exc, "PredictBatch")[1]
+                continue
+            kept.append(i)
+        predictions = {}
+        if kept:
+            _injected_delay(context)
+            _, records = score_and_record(
+                self.recorder, self.registry.metrics, model, vectors, [rows[i].features for i in kept],
+                [rows[i].request_id for i in kept], transport_of(context.invocation_metadata()), started,
+                context.time_remaining())
+            predictions = dict(zip(kept, map(prediction_message, records)))
+        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        return [inference_pb2.BatchRowResult(request_id=predictions[i].request_id, prediction=predictions[i])
+                if i in predictions else inference_pb2.BatchRowResult(
+                    request_id=r.request_id if len(r.request_id) <= MAX_ID else "",
+                    error=status_pb2.Status(code=invalid, message=refused[i]))
+                for i, r in enumerate(rows)]
+
+    def _predict_matrix(self, model_name: str, m, context, started: float, partial_success: bool = False):
         """The columnar PredictBatch: values into one matrix, request ids from the prefix and row numbers, the rows
-        recorded as one batch, the answer in columns (no per-row message on either side)."""
+        recorded as one batch, the answer in columns (no per-row message on either side). With partial_success
+        out-of-range and non-finite rows are answered in row_errors instead of failing the call, and only the
+        others are scored."""
         model = self.registry.get(model_name)
         names = tuple(m.feature_names)
         if names != model.names:
@@ -107,7 +160,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         matrix = values.reshape(n, width)
         if names != model.names:
             matrix = matrix[:, [names.index(f) for f in model.names]]
-        model.check_matrix(matrix)
+        refused = model.refused_rows(matrix) if partial_success else model.check_matrix(matrix)
         transport = transport_of(context.invocation_metadata())
         if transport == "rest" and not m.row_numbers:
             # proto3 JSON drops a null from a packed list: a row sent as nulls would vanish, not be refused
@@ -125,8 +178,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             raise errors.InvalidArgument("matrix.row_numbers needs a request_id_prefix")
         else:
             request_ids = fresh_request_ids(n)
-        if fault_point("inference.predict_delay_ms", partial(_wait_unless_cancelled, context)):
-            raise errors.DeadlineExceeded("call cancelled during injected delay")
+        if refused:
+            return self._predict_matrix_partly(model, matrix, request_ids, refused, bool(prefix), transport,
+                                               context, started)
+        _injected_delay(context)
         probabilities, labels, batch = score_and_record_matrix(
             self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
             context.time_remaining())
@@ -135,6 +190,40 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         out.labels.extend(labels.tolist())
         out.probabilities.extend(probabilities.ravel().tolist())
         out.prediction_ids.extend(batch.prediction_ids)
+        return inference_pb2.PredictBatchResponse(matrix=out)
+
+    def _predict_matrix_partly(self, model, matrix: np.ndarray, request_ids: list[str], refused: dict[int, str],
+                               own_ids: bool, transport: str, context, started: float):
+        """The columnar answer when some rows are refused: the others scored and recorded as one batch, the
+        refused ones in row_errors and in place in the columns (label 0, zero probabilities, no prediction_id)."""
+        n = len(matrix)
+        keep = np.ones(n, dtype=bool)
+        keep[list(refused)] = False
+        kept = np.flatnonzero(keep)
+        labels = np.zeros(n, dtype=np.int64)
+        probabilities = np.zeros((n, len(model.classes)))
+        prediction_ids = [""] * n
+        latency_ms = (time.perf_counter() - started) * 1000
+        if len(kept):
+            _injected_delay(context)
+            kept_probabilities, kept_labels, batch = score_and_record_matrix(
+                self.recorder, self.registry.metrics, model, matrix[kept], [request_ids[i] for i in kept.tolist()],
+                transport, started, context.time_remaining())
+            labels[kept] = kept_labels
+            probabilities[kept] = kept_probabilities
+            for i, pid in zip(kept.tolist(), batch.prediction_ids):
+                prediction_ids[i] = pid
+            latency_ms = batch.latency_ms
+        out = inference_pb2.PredictionMatrix(model=model.name, model_version=model.version,
+                                             classes=model.classes, latency_ms=latency_ms)
+        out.labels.extend(labels.tolist())
+        out.probabilities.extend(probabilities.ravel().tolist())
+        out.prediction_ids.extend(prediction_ids)
+        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        out.row_errors.extend(
+            inference_pb2.RowError(row=i, request_id=request_ids[i] if own_ids else "",
+                                   error=status_pb2.Status(code=invalid, message=message))
+            for i, message in sorted(refused.items()))
         return inference_pb2.PredictBatchResponse(matrix=out)
 
     def PredictStream(self, request_iterator, context):
@@ -166,20 +255,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     @rpc
     def ListModels(self, request, context):
         return inference_pb2.ListModelsResponse(
-            models=[model_info(m.manifest, serving=True) for m in self.registry.serving()])
+            models=[model_info(m.manifest, serving=True, limits=self.limits) for m in self.registry.serving()])
 
     @rpc
     def GetModel(self, request, context):
-        return inference_pb2.GetModelResponse(model=model_info(self.registry.get(request.model).manifest, True))
+        return inference_pb2.GetModelResponse(
+            model=model_info(self.registry.get(request.model).manifest, True, limits=self.limits))
 
 
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     """ReloadModel and ListModelVersions, behind bearer-token auth."""
 
-    def __init__(self, registry: ModelRegistry, auth: AdminAuth, on_reload=None):
+    def __init__(self, registry: ModelRegistry, auth: AdminAuth, on_reload=None,
+                 limits: model_pb2.CallLimits | None = None):
         self.registry = registry
         self.auth = auth
         self.on_reload = on_reload  # (model, version) after a verified swap: tells the other processes
+        self.limits = limits  # the server's CallLimits, on every ModelInfo answered
 
     @rpc
     def ReloadModel(self, request, context):
@@ -187,7 +279,8 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
         model, previous = self.registry.reload(request.model, request.version)
         if self.on_reload:
             self.on_reload(model.name, model.version)
-        return admin_pb2.ReloadModelResponse(model=model_info(model.manifest, True), previous_version=previous)
+        return admin_pb2.ReloadModelResponse(model=model_info(model.manifest, True, self.limits),
+                                             previous_version=previous)
 
     @rpc
     def ListModelVersions(self, request, context):
@@ -200,4 +293,4 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
         except errors.PredmeshError:
             serving = ""
         return admin_pb2.ListModelVersionsResponse(
-            versions=[model_info(m, m.version == serving) for m in manifests])
+            versions=[model_info(m, m.version == serving, self.limits) for m in manifests])

@@ -77,20 +77,25 @@ def check_features(data: bytes, message) -> str | None:
 
 
 def check_rows(data: bytes, message) -> str | None:
-    """PredictBatchRequest (rows = field 2, each FeatureRow's features = field 1)."""
+    """PredictBatchRequest (rows = field 2, each FeatureRow's features = field 1). With partial_success the
+    problems are per row ({row index: problem}, for the handler to answer per row), else the first one is the
+    call's."""
     if len(data) == message.ByteSize():
         return None
+    problems: dict[int, str] = {}
     row = 0
     for number, wire, payload in _fields(data):
         if number == 2 and wire == _LEN:
             key = _valueless_key(1, payload)
             if key is not None:
-                return _problem(key, f"rows[{row}]: ")
+                if not message.partial_success:
+                    return _problem(key, f"rows[{row}]: ")
+                problems[row] = _problem(key)
             row += 1
-    return None
+    return problems or None
 
 
-# method path → check(raw bytes, parsed message) → problem or None; used by edge.DecodeGuard
+# method path → check(raw bytes, parsed message) → problem, {row: problem} or None; used by edge.DecodeGuard
 CHECKS = {
     "/predmesh.v1.InferenceService/Predict": check_features,
     "/predmesh.v1.InferenceService/PredictStream": check_features,

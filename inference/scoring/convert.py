@@ -22,7 +22,9 @@ _NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
 _TRANSPORTS = frozenset(TRANSPORTS)
 
 
-def model_info(manifest: Manifest, serving: bool) -> model_pb2.ModelInfo:
+def model_info(manifest: Manifest, serving: bool, limits: model_pb2.CallLimits | None = None
+               ) -> model_pb2.ModelInfo:
+    """The ModelInfo of a manifest; limits: the serving server's CallLimits (unset when not given)."""
     created = Timestamp()
     created.FromDatetime(manifest.created_at)
     return model_pb2.ModelInfo(
@@ -32,7 +34,7 @@ def model_info(manifest: Manifest, serving: bool) -> model_pb2.ModelInfo:
         classes=list(manifest.classes), sha256=manifest.sha256, metrics=manifest.metrics, created_at=created,
         sklearn_version=manifest.sklearn_version, estimator=manifest.estimator, serving=serving,
         class_profiles=[model_pb2.ClassProfile(label=c.label, share=c.share, mean=c.mean, std=c.std)
-                        for c in manifest.class_profiles])
+                        for c in manifest.class_profiles], limits=limits)
 
 
 def ids(request_id: str) -> tuple[str, str]:

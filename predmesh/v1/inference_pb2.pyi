@@ -60,17 +60,29 @@ class FeatureMatrix(_message.Message):
     def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., request_id_prefix: _Optional[str] = ..., row_numbers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PredictBatchRequest(_message.Message):
-    __slots__ = ("model", "rows", "matrix")
+    __slots__ = ("model", "rows", "matrix", "partial_success")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     MATRIX_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_SUCCESS_FIELD_NUMBER: _ClassVar[int]
     model: str
     rows: _containers.RepeatedCompositeFieldContainer[FeatureRow]
     matrix: FeatureMatrix
-    def __init__(self, model: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[FeatureRow, _Mapping]]] = ..., matrix: _Optional[_Union[FeatureMatrix, _Mapping]] = ...) -> None: ...
+    partial_success: bool
+    def __init__(self, model: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[FeatureRow, _Mapping]]] = ..., matrix: _Optional[_Union[FeatureMatrix, _Mapping]] = ..., partial_success: _Optional[bool] = ...) -> None: ...
+
+class RowError(_message.Message):
+    __slots__ = ("row", "request_id", "error")
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    row: int
+    request_id: str
+    error: _status_pb2.Status
+    def __init__(self, row: _Optional[int] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class PredictionMatrix(_message.Message):
-    __slots__ = ("model", "model_version", "classes", "labels", "probabilities", "prediction_ids", "latency_ms")
+    __slots__ = ("model", "model_version", "classes", "labels", "probabilities", "prediction_ids", "latency_ms", "row_errors")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +90,7 @@ class PredictionMatrix(_message.Message):
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_IDS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ROW_ERRORS_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     classes: _containers.RepeatedScalarFieldContainer[str]
@@ -85,15 +98,28 @@ class PredictionMatrix(_message.Message):
     probabilities: _containers.RepeatedScalarFieldContainer[float]
     prediction_ids: _containers.RepeatedScalarFieldContainer[str]
     latency_ms: float
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[int]] = ..., probabilities: _Optional[_Iterable[float]] = ..., prediction_ids: _Optional[_Iterable[str]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    row_errors: _containers.RepeatedCompositeFieldContainer[RowError]
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[int]] = ..., probabilities: _Optional[_Iterable[float]] = ..., prediction_ids: _Optional[_Iterable[str]] = ..., latency_ms: _Optional[float] = ..., row_errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ...) -> None: ...
+
+class BatchRowResult(_message.Message):
+    __slots__ = ("request_id", "prediction", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    prediction: _model_pb2.Prediction
+    error: _status_pb2.Status
+    def __init__(self, request_id: _Optional[str] = ..., prediction: _Optional[_Union[_model_pb2.Prediction, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class PredictBatchResponse(_message.Message):
-    __slots__ = ("predictions", "matrix")
+    __slots__ = ("predictions", "matrix", "results")
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     MATRIX_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[_model_pb2.Prediction]
     matrix: PredictionMatrix
-    def __init__(self, predictions: _Optional[_Iterable[_Union[_model_pb2.Prediction, _Mapping]]] = ..., matrix: _Optional[_Union[PredictionMatrix, _Mapping]] = ...) -> None: ...
+    results: _containers.RepeatedCompositeFieldContainer[BatchRowResult]
+    def __init__(self, predictions: _Optional[_Iterable[_Union[_model_pb2.Prediction, _Mapping]]] = ..., matrix: _Optional[_Union[PredictionMatrix, _Mapping]] = ..., results: _Optional[_Iterable[_Union[BatchRowResult, _Mapping]]] = ...) -> None: ...
 
 class PredictStreamRequest(_message.Message):
     __slots__ = ("model", "features", "request_id")

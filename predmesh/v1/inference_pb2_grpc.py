@@ -74,7 +74,8 @@ class InferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PredictBatch(self, request, context):
-        """Scores many rows in one call, bounded by the server's max batch rows.
+        """Scores many rows in one call, bounded by the server's limits (ModelInfo.limits). With partial_success, each
+        row is answered on its own (its prediction or its status); without it, one refused row fails the call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

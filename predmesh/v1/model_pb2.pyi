@@ -54,7 +54,7 @@ class ClassProfile(_message.Message):
     def __init__(self, label: _Optional[str] = ..., share: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "features", "classes", "sha256", "metrics", "created_at", "sklearn_version", "estimator", "serving", "class_profiles")
+    __slots__ = ("name", "version", "features", "classes", "sha256", "metrics", "created_at", "sklearn_version", "estimator", "serving", "class_profiles", "limits")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class ModelInfo(_message.Message):
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
     CLASS_PROFILES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     features: _containers.RepeatedCompositeFieldContainer[FeatureSpec]
@@ -84,7 +85,18 @@ class ModelInfo(_message.Message):
     estimator: str
     serving: bool
     class_profiles: _containers.RepeatedCompositeFieldContainer[ClassProfile]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., classes: _Optional[_Iterable[str]] = ..., sha256: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sklearn_version: _Optional[str] = ..., estimator: _Optional[str] = ..., serving: _Optional[bool] = ..., class_profiles: _Optional[_Iterable[_Union[ClassProfile, _Mapping]]] = ...) -> None: ...
+    limits: CallLimits
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., classes: _Optional[_Iterable[str]] = ..., sha256: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sklearn_version: _Optional[str] = ..., estimator: _Optional[str] = ..., serving: _Optional[bool] = ..., class_profiles: _Optional[_Iterable[_Union[ClassProfile, _Mapping]]] = ..., limits: _Optional[_Union[CallLimits, _Mapping]] = ...) -> None: ...
+
+class CallLimits(_message.Message):
+    __slots__ = ("max_batch_rows", "max_request_bytes", "max_request_id_length")
+    MAX_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_ID_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    max_batch_rows: int
+    max_request_bytes: int
+    max_request_id_length: int
+    def __init__(self, max_batch_rows: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_request_id_length: _Optional[int] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("prediction_id", "request_id", "model", "model_version", "label", "probabilities", "latency_ms")

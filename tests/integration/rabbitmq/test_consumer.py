@@ -110,6 +110,31 @@ def test_poison_jobs_are_dead_lettered_once_with_the_reason(stack):
     assert consumer.metric("predmesh_consumer_redelivered_total") == 0
 
 
+def test_a_refused_row_rejects_only_its_job_and_a_partial_success_job_is_answered_row_by_row(stack):
+    """One window, one call: the batch job with a refused row is dead-lettered naming its row (its good row is
+    stored: the call scored it), the job that asked for partial_success gets the refused row's status in its
+    result, and the jobs beside them are answered."""
+    server, broker, consumer, schema = stack
+    nan = dict(IRIS_ROW, petal_width=float("nan"))
+    with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
+        ids = [pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"pr-{i}", reply=True) for i in range(5)]
+        ids.append(pub.publish(jobs.batch_job("iris", [IRIS_ROW, nan, IRIS_ROW], partial_success=True),
+                               message_id="pr-each", reply=True, content_type=jobs.JSON))
+        pub.publish(jobs.batch_job("iris", [IRIS_ROW, nan]), message_id="pr-whole")
+        results = pub.wait_results(ids, timeout=30)
+    each = results["pr-each"]
+    assert [r.WhichOneof("result") for r in each.results] == ["prediction", "error", "prediction"]
+    assert each.results[1].request_id == "pr-each-1" and each.results[1].error.code == 3
+    assert each.results[1].error.message == "feature 'petal_width' is nan; send a finite number"
+    assert all(results[f"pr-{i}"].prediction.label == "setosa" for i in range(5))
+    wait_for(lambda: (broker.depth(broker.topology.dead_queue) or (0,))[0] == 1, 20, what="1 dead letter")
+    [(props, _)] = broker.drain(broker.topology.dead_queue)
+    assert props.message_id == "pr-whole" and props.headers[jobs.HEADER_STATUS] == "INVALID_ARGUMENT"
+    assert props.headers[jobs.HEADER_ERROR] == "row 1: feature 'petal_width' is nan; send a finite number"
+    wait_for(lambda: stored(schema, "pr-%") == (8, 8), 20, what="the scored rows stored")
+    assert stored(schema, "pr-each-1") == stored(schema, "pr-whole-1") == (0, 0)
+
+
 def test_sigterm_finishes_in_flight_jobs_acks_them_and_exits_0(stack):
     server, broker, consumer, schema = stack
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:

@@ -21,7 +21,7 @@ from batch.table import (
     InputError, Table, content_hash, open_input, read_table, remove_stale_temporaries, validate, write_csv,
 )
 from predmesh.env import ConfigError
-from predmesh.types import ClassProfile, FeatureSpec, ModelInfo
+from predmesh.types import CallLimits, ClassProfile, FeatureSpec, ModelInfo
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -69,10 +69,11 @@ def test_request_ids_follow_content_and_row_number(tmp_path):
     assert request_ids(digest, [1, 7]) == [request_id_prefix(digest) + "1", request_id_prefix(digest) + "7"]
 
 
-def info(profiles=True) -> ModelInfo:
+def info(profiles=True, max_batch_rows=0) -> ModelInfo:
     features = (FeatureSpec("a", 0.0, 10.0, 5.0, 2.0, ()), FeatureSpec("b", -1.0, 1.0, 0.0, 0.5, ()))
     classes = (ClassProfile("x", 0.75, (2.0, -0.5), (0.5, 0.1)), ClassProfile("y", 0.25, (8.0, 0.5), (0.5, 0.1)))
-    return ModelInfo("m", "3", features, ("x", "y"), "", {}, None, "", "", True, classes if profiles else ())
+    return ModelInfo("m", "3", features, ("x", "y"), "", {}, None, "", "", True, classes if profiles else (),
+                     limits=CallLimits(max_batch_rows, 4 << 20, 128))
 
 
 def test_synthetic_rows_are_seeded_by_day_and_follow_the_class_profiles():
@@ -253,12 +254,13 @@ def test_luigi_config_sets_nonzero_retcodes_and_prometheus_metrics():
 
 
 class FakeClient:
-    """Answers predict_matrix like the server: refuses chunks above `limit` rows and any row with a < 0."""
+    """Answers predict_matrix like the server: refuses a call above `limit` rows; a row with a < 0 is refused
+    (with partial_success in ScoredMatrix.errors, in place in the columns; without it the whole call)."""
 
     def __init__(self, limit: int = 1000, down: bool = False):
         self.limit, self.down, self.calls = limit, down, []
 
-    def predict_matrix(self, model, names, values, *, request_id_prefix="", row_numbers=()):
+    def predict_matrix(self, model, names, values, *, request_id_prefix="", row_numbers=(), partial_success=False):
         from predmesh import InvalidArgument, Unavailable
         from predmesh.types import ScoredMatrix
         rows = len(values) // len(names)
@@ -267,13 +269,18 @@ class FakeClient:
             raise Unavailable("failed to connect to all addresses")
         if rows > self.limit:
             raise InvalidArgument(f"{rows} rows exceed the limit of {self.limit} per batch; split the request")
+        errors = {}
         for i in range(rows):
             a = values[i * len(names) + names.index("a")]
             if a < 0:
-                raise InvalidArgument(f"row {i}: feature 'a'={a} is outside the plausible range")
-        return ScoredMatrix(model, "1", ("x", "y"), [int(n) % 2 for n in row_numbers],
-                            [v for n in row_numbers for v in (0.25, 0.75)], [f"p-{request_id_prefix}{n}"
-                                                                            for n in row_numbers], 0.1)
+                if not partial_success:
+                    raise InvalidArgument(f"row {i}: feature 'a'={a} is outside the plausible range")
+                errors[i] = InvalidArgument(f"feature 'a'={a} is outside the plausible range")
+        return ScoredMatrix(model, "1", ("x", "y"),
+                            [0 if i in errors else int(n) % 2 for i, n in enumerate(row_numbers)],
+                            [v for i in range(rows) for v in ((0.0, 0.0) if i in errors else (0.25, 0.75))],
+                            ["" if i in errors else f"p-{request_id_prefix}{n}" for i, n in enumerate(row_numbers)],
+                            0.1, errors=errors)
 
 
 class FakeClients:
@@ -285,26 +292,43 @@ class FakeClients:
         return self.first
 
 
-def test_scorer_keeps_order_bisects_refused_rows_and_follows_a_smaller_server_limit():
+def test_scorer_keeps_order_takes_refused_rows_from_the_answer_and_cuts_calls_to_the_published_limit():
     import numpy as np
     from batch.scoring import Scorer
     client = FakeClient(limit=4)
     matrix = np.array([[float(i if i not in (7, 23) else -1), 0.0] for i in range(30)])
     numbers = [n + 100 for n in range(30)]
     progress = []
-    scorer = Scorer(FakeClients(client), "m", progress=lambda done, total: progress.append((done, total)))
+    scorer = Scorer(FakeClients(client), "m", limits=CallLimits(4, 4 << 20, 128),
+                    progress=lambda done, total: progress.append((done, total)))
     out = scorer.score(matrix, ("a", "b"), "r-", numbers)
     assert out.prediction_ids == ["" if i in (7, 23) else f"p-r-{i + 100}" for i in range(30)]
     assert out.labels.tolist() == [-1 if i in (7, 23) else i % 2 for i in range(30)]
     assert out.classes == ("x", "y") and out.probabilities[0].tolist() == [0.25, 0.75]
     assert out.probabilities[7].tolist() == [0.0, 0.0]
-    assert [i for i, _ in sorted(scorer.stats.rejected)] == [7, 23]
-    assert "plausible range" in scorer.stats.rejected[0][1]
-    # at most the chunks sent before the limit was learned (up to 3 in flight at once) have 10 rows; every other call
-    # is cut to the server's limit (threads race, so which calls those are varies)
-    assert 1 <= client.calls.count(10) <= 3 and all(c <= 4 for c in client.calls if c != 10)
+    assert sorted(scorer.stats.rejected) == sorted(out.rejected) == [
+        (7, "feature 'a'=-1.0 is outside the plausible range"), (23, "feature 'a'=-1.0 is outside the plausible range")]
+    # one call per chunk of the published limit (4 < chunk_rows 10), none refused, none repeated
+    assert client.calls == [4] * 7 + [2] and scorer.stats.calls == 8
     assert progress[0] == (0, 30) and progress[-1] == (30, 30)
     assert scorer.stats.rows == 28
+
+
+def test_chunks_fit_the_published_request_bytes():
+    from batch.scoring import chunk_rows
+    assert chunk_rows(1000, CallLimits(0, 0, 0), 4, 200) == 1000  # nothing published: the setting
+    assert chunk_rows(1000, CallLimits(300, 0, 0), 4, 200) == 300
+    # 4 features: at most 42 bytes a row; 10,000 bytes hold (10,000 - 200) // 42 = 233 rows
+    assert chunk_rows(1000, CallLimits(0, 10_000, 0), 4, 200) == 233
+    assert chunk_rows(1000, CallLimits(0, 100, 0), 4, 200) == 1  # at least one row (the server says why not)
+
+
+def test_a_call_refused_as_a_whole_fails_the_run():
+    import numpy as np
+    from batch.scoring import Scorer, ScoringFailed
+    scorer = Scorer(FakeClients(FakeClient(limit=4)), "m")  # the server's limit not published: chunks of 10
+    with pytest.raises(ScoringFailed, match="InvalidArgument from the server .*10 rows exceed the limit of 4"):
+        scorer.score(np.ones((25, 1)), ("a",), "r-", range(25))
 
 
 def test_scorer_fails_the_run_when_the_server_is_unreachable():
@@ -321,8 +345,8 @@ def test_score_file_in_blocks_keeps_row_order_numbers_and_rejects_across_blocks(
     from batch.scorefile import score_file
     from batch.scoring import request_id_prefix
 
-    client = FakeClient(limit=10)
-    client.get_model = lambda model: info()
+    client = FakeClient(limit=7)
+    client.get_model = lambda model: info(max_batch_rows=7)
     source = tmp_path / "in.csv"
     bad = {5: ["x", "1"], 130: ["nan", "1"], 299: ["1"]}
     refused = {50, 121, 250}  # a < 0: the server refuses them
@@ -339,8 +363,9 @@ def test_score_file_in_blocks_keeps_row_order_numbers_and_rejects_across_blocks(
     assert [r[2] for r in out[1:]] == [("x", "y")[n % 2] for n in kept]
     rejects = list(csv.reader(open(tmp_path / "rej.csv")))[1:]
     assert [int(r[0]) for r in rejects] == [5, 50, 121, 130, 250, 299]
-    assert "refused by the server" in rejects[1][1] and rejects[0][1] == "a: 'x' is not a number"
-    assert max(client.calls) <= 10
+    assert rejects[1][1] == "refused by the server: feature 'a'=-1.0 is outside the plausible range"
+    assert rejects[0][1] == "a: 'x' is not a number"
+    assert max(client.calls) == 7  # the published limit, below PREDMESH_BATCH_CHUNK_ROWS (10)
 
 
 @pytest.mark.parametrize("columns", [

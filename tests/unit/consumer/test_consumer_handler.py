@@ -5,10 +5,13 @@ import math
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 
 from consumer.handler import Action, Delivery, Limits, handle
-from predmesh import jobs
+from consumer.scoring import SdkScorer
+from predmesh import calls, jobs
 from predmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from predmesh.types import CallLimits
 from predmesh.v1 import inference_pb2, model_pb2
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -16,27 +19,43 @@ TOPO = jobs.Topology("t")
 
 
 class FakeScorer:
-    """Scores like the server (all rows or an error): NaN → INVALID_ARGUMENT, unknown model → NOT_FOUND."""
+    """Answers like the server with partial_success: each row its prediction or its error (NaN, an unknown
+    feature: INVALID_ARGUMENT); an unknown model is NOT_FOUND (from GetModel); more rows than max_batch_rows
+    refuse the call."""
 
-    def __init__(self, down: Exception | None = None):
+    def __init__(self, down: Exception | None = None, limits: CallLimits = CallLimits(1000, 4 << 20, 128)):
         self.down = down
+        self.server_limits = limits
         self.calls: list[tuple[str, str, int]] = []
+        self.request_bytes: list[int] = []  # the encoded size of each PredictBatchRequest
 
-    def _one(self, model, features, request_id):
-        if model != "iris":
-            raise NotFound(f"model {model!r} not found")
-        for name, value in features.items():
-            if not math.isfinite(value):
-                raise InvalidArgument(f"feature {name!r} is NaN; send a finite number")
-            if name not in ROW:
-                raise InvalidArgument(f"unknown feature {name!r}")
-        return model_pb2.Prediction(prediction_id=f"p-{request_id}", request_id=request_id, model=model,
-                                    label="setosa", model_version="2")
-
-    def predict_batch(self, model, rows):
-        self.calls.append(("batch", model, len(rows)))
+    def limits(self, model):
+        self.calls.append(("limits", model, 0))
         if self.down:
             raise self.down
+        if model != "iris":
+            raise NotFound(f"model {model!r} not found")
+        return self.server_limits
+
+    def _one(self, model, features, request_id):
+        def refused(message):
+            return calls.batch_row_result(inference_pb2.BatchRowResult(
+                request_id=request_id, error=status_pb2.Status(code=3, message=message)))
+
+        for name, value in features.items():
+            if not math.isfinite(value):
+                return refused(f"feature {name!r} is nan; send a finite number")
+            if name not in ROW:
+                return refused(f"unknown feature {name!r}")
+        prediction = model_pb2.Prediction(prediction_id=f"p-{request_id}", request_id=request_id, model=model,
+                                          label="setosa", model_version="2")
+        return calls.batch_row_result(inference_pb2.BatchRowResult(request_id=request_id, prediction=prediction))
+
+    def predict_each(self, model, rows):
+        self.calls.append(("batch", model, len(rows)))
+        self.request_bytes.append(calls.predict_each(model, rows).request.ByteSize())
+        if len(rows) > self.server_limits.max_batch_rows:
+            raise InvalidArgument(f"{len(rows)} rows exceed the limit")
         return [self._one(model, f, rid) for f, rid in rows]
 
 
@@ -51,7 +70,7 @@ def test_a_window_is_scored_in_one_batch_call_and_each_job_gets_its_result():
               delivery(2, jobs.predict_job("iris", ROW), content_type=jobs.JSON, correlation_id="c2"),
               delivery(3, jobs.batch_job("iris", [ROW, (ROW, "own-id")]), reply_to="amq.rabbitmq.reply-to.x")]
     outcomes = handle(window, scorer, TOPO)
-    assert scorer.calls == [("batch", "iris", 4)]
+    assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 4)]
     assert [o.action for o in outcomes] == [Action.ACK] * 3
     one, two, three = (o.publish for o in outcomes)
     assert (one.exchange, one.routing_key, one.correlation_id, one.type) == \
@@ -93,25 +112,54 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
             assert dead.headers[jobs.HEADER_STATUS_CODE] == (5 if d.tag == 10 else 3)
             assert dead.headers[jobs.HEADER_DELIVERIES] == 1
             assert dead.headers[jobs.HEADER_ERROR]
-    assert "unknown feature 'extra'" in outcomes[4].publish.headers[jobs.HEADER_ERROR]
-    # non-finite values are refused before any call (the server would refuse them anyway)
-    assert "row 1: feature 'petal_width' is nan" in outcomes[7].publish.headers[jobs.HEADER_ERROR]  # tag 11
+    # the server's reason for a single-row job; a batch job's names its row (the job is all or nothing)
+    assert outcomes[4].publish.headers[jobs.HEADER_ERROR] == "unknown feature 'extra'"
+    assert outcomes[6].publish.headers[jobs.HEADER_ERROR] == "row 1: unknown feature 'extra'"  # tag 7
+    assert outcomes[7].publish.headers[jobs.HEADER_ERROR] == \
+        "row 1: feature 'petal_width' is nan; send a finite number"  # tag 11
     assert "exceeds the limit" in outcomes[8].publish.headers[jobs.HEADER_ERROR]  # tag 8
-    # one batch for the window (jobs 1, 5, 6, 7: 5 rows), then bisected on job boundaries: [1, 5] → [1] ok, [5] bad;
-    # [6, 7] → [6] ok, [7] bad (the batch job all or nothing)
-    assert [c for c in scorer.calls if c[1] == "iris"] == [
-        ("batch", "iris", 5), ("batch", "iris", 2), ("batch", "iris", 1), ("batch", "iris", 1),
-        ("batch", "iris", 3), ("batch", "iris", 1), ("batch", "iris", 2)]
+    # one call for the window (jobs 1, 5, 6, 7, 11: 7 rows), answered per row: no bisection
+    assert [c for c in scorer.calls if c[1] == "iris"] == [("limits", "iris", 0), ("batch", "iris", 7)]
 
 
-def test_one_bad_job_among_many_costs_a_few_calls_not_one_per_job():
+def test_a_batch_job_with_partial_success_is_answered_row_by_row():
+    scorer = FakeScorer()
+    nan = dict(ROW, petal_width=float("nan"))
+    window = [delivery(1, jobs.batch_job("iris", [ROW, nan, (ROW, "own")], partial_success=True),
+                       content_type=jobs.JSON),
+              delivery(2, jobs.batch_job("iris", [ROW, nan])),
+              delivery(3, jobs.batch_job("iris", [ROW], partial_success=True))]
+    outcomes = handle(window, scorer, TOPO)
+    assert [o.action for o in outcomes] == [Action.ACK, Action.REJECT, Action.ACK]
+    one = outcomes[0].publish
+    assert (one.routing_key, one.type, one.content_type) == ("iris.batch", jobs.PREDICT_BATCH_RESULT, jobs.JSON)
+    result = jobs.decode_result(one.type, one.content_type, one.body)
+    assert not result.predictions and [r.WhichOneof("result") for r in result.results] == [
+        "prediction", "error", "prediction"]
+    assert [r.request_id for r in result.results] == ["m1-0", "m1-1", "own"]
+    assert result.results[1].error.code == 3 and "'petal_width' is nan" in result.results[1].error.message
+    assert outcomes[1].publish.headers[jobs.HEADER_ERROR] == "row 1: feature 'petal_width' is nan; send a finite number"
+    three = jobs.decode_result(outcomes[2].publish.type, outcomes[2].publish.content_type, outcomes[2].publish.body)
+    assert [r.prediction.request_id for r in three.results] == ["m3-0"]
+    assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 6)]
+
+
+def test_a_batch_job_in_columns_is_rejected_with_a_reason():
+    job = inference_pb2.PredictBatchRequest(model="iris")
+    job.matrix.feature_names.extend(ROW)
+    job.matrix.values.extend(ROW.values())
+    [outcome] = handle([delivery(1, job)], FakeScorer(), TOPO)
+    assert outcome.action is Action.REJECT and "not a matrix" in outcome.publish.headers[jobs.HEADER_ERROR]
+
+
+def test_one_bad_job_among_many_costs_no_extra_call():
     scorer = FakeScorer()
     window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(64)]
     window[37] = delivery(37, jobs.predict_job("iris", dict(ROW, sepal_size=1.0)))
     outcomes = handle(window, scorer, TOPO)
     assert [d.tag for d, o in zip(window, outcomes) if o.action is Action.REJECT] == [37]
     assert sum(o.action is Action.ACK for o in outcomes) == 63
-    assert len(scorer.calls) <= 1 + 2 * 6
+    assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 64)]
 
 
 def test_unknown_model_is_not_found_for_its_jobs_only():
@@ -121,7 +169,7 @@ def test_unknown_model_is_not_found_for_its_jobs_only():
     outcomes = handle(window, scorer, TOPO)
     assert [o.action for o in outcomes] == [Action.REJECT, Action.ACK, Action.REJECT]
     assert outcomes[0].publish.headers[jobs.HEADER_STATUS] == "NOT_FOUND"
-    assert sorted(scorer.calls) == [("batch", "iris", 1), ("batch", "nope", 2)]
+    assert sorted(scorer.calls) == [("batch", "iris", 1), ("limits", "iris", 0), ("limits", "nope", 0)]
 
 
 @pytest.mark.parametrize("error", [Unavailable("server down"), ResourceExhausted("spool full")])
@@ -130,6 +178,68 @@ def test_transient_errors_retry_every_job_and_reject_none(error):
     outcomes = handle(window, FakeScorer(down=error), TOPO)
     assert [o.action for o in outcomes] == [Action.RETRY] * 5
     assert {o.code for o in outcomes} == {error.code} and all(o.publish is None for o in outcomes)
+
+
+def test_calls_are_cut_to_the_published_limits_and_a_job_over_them_is_rejected_without_a_call():
+    scorer = FakeScorer(limits=CallLimits(max_batch_rows=3, max_request_bytes=4 << 20, max_request_id_length=128))
+    window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(7)]
+    window.append(delivery(7, jobs.batch_job("iris", [ROW] * 4)))
+    window.append(delivery(8, jobs.batch_job("iris", [])))
+    outcomes = handle(window, scorer, TOPO, Limits(max_call_rows=500))
+    assert [o.action for o in outcomes] == [Action.ACK] * 7 + [Action.REJECT] * 2
+    assert "the job's 4 rows exceed the server's limit of 3 rows per call" in \
+        outcomes[7].publish.headers[jobs.HEADER_ERROR]
+    assert "no rows" in outcomes[8].publish.headers[jobs.HEADER_ERROR]
+    assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 3), ("batch", "iris", 3), ("batch", "iris", 1)]
+    # bytes too: a request is cut before its encoding would pass max_request_bytes (a row here is ~100 bytes)
+    scorer = FakeScorer(limits=CallLimits(max_batch_rows=1000, max_request_bytes=1000, max_request_id_length=128))
+    outcomes = handle([delivery(i, jobs.predict_job("iris", ROW)) for i in range(20)], scorer, TOPO)
+    sizes = [n for kind, _, n in scorer.calls if kind == "batch"]
+    assert all(o.action is Action.ACK for o in outcomes) and sum(sizes) == 20 and len(sizes) == 3
+    assert max(scorer.request_bytes) <= 1000 and min(scorer.request_bytes[:-1]) > 600
+    big = delivery(1, jobs.batch_job("iris", [ROW] * 10))
+    [outcome] = handle([big], scorer, TOPO)
+    assert outcome.action is Action.REJECT and "1000 bytes per request" in outcome.publish.headers[jobs.HEADER_ERROR]
+
+
+def test_a_call_refused_as_a_whole_retries_its_jobs_instead_of_dead_lettering_them():
+    # the server's limit shrank after it was read: the call is refused, the jobs are not at fault
+    scorer = FakeScorer(limits=CallLimits(max_batch_rows=5, max_request_bytes=0, max_request_id_length=0))
+    window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(5)]
+    outcomes = handle(window, scorer, TOPO, Limits(max_call_rows=500))
+    assert [o.action for o in outcomes] == [Action.ACK] * 5
+    scorer.server_limits = CallLimits(max_batch_rows=2, max_request_bytes=0, max_request_id_length=0)
+    stale = type("Stale", (), {"limits": lambda self, m: CallLimits(5, 0, 0),
+                               "predict_each": lambda self, m, rows: scorer.predict_each(m, rows)})()
+    outcomes = handle(window, stale, TOPO, Limits(max_call_rows=500))
+    assert [o.action for o in outcomes] == [Action.RETRY] * 5 and outcomes[0].reason == "INVALID_ARGUMENT"
+
+
+def test_sdk_scorer_caches_the_limits_per_model_and_rereads_them_after_a_refused_call():
+    class FakeClient:
+        def __init__(self):
+            self.gets = 0
+            self.refuse = False
+
+        def get_model(self, model, timeout):
+            self.gets += 1
+            return type("Info", (), {"limits": CallLimits(10 + self.gets, 0, 0)})()
+
+        def predict_each(self, model, rows, timeout):
+            if self.refuse:
+                raise InvalidArgument("11 rows exceed the limit of 10")
+            return []
+
+    now = [0.0]
+    client = FakeClient()
+    scorer = SdkScorer(client, 1.0, limits_ttl_s=60, clock=lambda: now[0])
+    assert scorer.limits("iris").max_batch_rows == 11 and scorer.limits("iris").max_batch_rows == 11
+    now[0] = 61.0
+    assert scorer.limits("iris").max_batch_rows == 12  # expired
+    client.refuse = True
+    with pytest.raises(InvalidArgument):
+        scorer.predict_each("iris", [(ROW, "r")])
+    assert scorer.limits("iris").max_batch_rows == 13 and client.gets == 3
 
 
 def test_undecodable_jobs_are_rejected_even_while_the_server_is_down():
@@ -157,7 +267,7 @@ def test_windows_are_split_into_calls_of_bounded_rows_without_splitting_a_job():
     window.append(delivery(7, jobs.batch_job("iris", [ROW] * 4)))
     outcomes = handle(window, scorer, TOPO, Limits(max_call_rows=3))
     assert all(o.action is Action.ACK for o in outcomes)
-    assert scorer.calls == [("batch", "iris", 3), ("batch", "iris", 3), ("batch", "iris", 1),
+    assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 3), ("batch", "iris", 3), ("batch", "iris", 1),
                             ("batch", "iris", 4)]
 
 
