@@ -88,11 +88,27 @@ class ServerSettings:
             drift=env.bool("DRIFT", cls.drift),
             drift_window_s=_positive("DRIFT_WINDOW_S", env.float("DRIFT_WINDOW_S", cls.drift_window_s)),
             fault_delay_ms=env.float("FAULT_DELAY_MS", cls.fault_delay_ms),
-            tls_cert=path("TLS_CERT"),
-            tls_key=path("TLS_KEY"),
-            tls_client_ca=path("TLS_CLIENT_CA"),
+            **_tls_files(path("TLS_CERT"), path("TLS_KEY"), path("TLS_CLIENT_CA")),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
         )
+
+
+def _tls_files(cert: Path | None, key: Path | None, client_ca: Path | None) -> dict[str, Path | None]:
+    """PREDMESH_TLS_CERT/KEY/CLIENT_CA: cert and key together, a client CA only with them, every file readable."""
+    if bool(cert) != bool(key):
+        given, missing = ("TLS_CERT", "TLS_KEY") if cert else ("TLS_KEY", "TLS_CERT")
+        raise ConfigError(f"PREDMESH_{given} is set without PREDMESH_{missing}: set both (or neither, for plaintext)")
+    if client_ca and not cert:
+        raise ConfigError("PREDMESH_TLS_CLIENT_CA needs PREDMESH_TLS_CERT and PREDMESH_TLS_KEY (mTLS is TLS first)")
+    for name, file in (("TLS_CERT", cert), ("TLS_KEY", key), ("TLS_CLIENT_CA", client_ca)):
+        if file is None:
+            continue
+        try:
+            with file.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"PREDMESH_{name}: cannot read {file}: {exc.strerror}") from None
+    return {"tls_cert": cert, "tls_key": key, "tls_client_ca": client_ca}
 
 
 def _positive(name: str, value: float) -> float:

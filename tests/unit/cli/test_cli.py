@@ -81,3 +81,26 @@ def test_parts_without_start_up_guards_keep_python_s_ctrl_c(monkeypatch):
     finally:
         signal.signal(signal.SIGINT, original)
     assert seen["handler"] is signal.default_int_handler
+
+
+def test_tls_files_that_cannot_be_used_are_one_line_settings_errors(tmp_path):
+    """PREDMESH_TLS_CERT without PREDMESH_TLS_KEY (or the reverse, or a file that cannot be read) ends `predmesh
+    serve` with one line naming the variable and exit 2, like every other malformed setting; no traceback."""
+    pem = tmp_path / "server.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    base = {"PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "", "PREDMESH_PERSISTENCE": "off",
+            "PREDMESH_MODEL_STORE": str(tmp_path / "models")}
+    cases = [({"PREDMESH_TLS_CERT": str(pem)}, "PREDMESH_TLS_CERT is set without PREDMESH_TLS_KEY"),
+             ({"PREDMESH_TLS_KEY": str(pem)}, "PREDMESH_TLS_KEY is set without PREDMESH_TLS_CERT"),
+             ({"PREDMESH_TLS_CERT": str(pem), "PREDMESH_TLS_KEY": str(tmp_path / "missing.key")},
+              f"PREDMESH_TLS_KEY: cannot read {tmp_path / 'missing.key'}"),
+             ({"PREDMESH_TLS_CERT": str(tmp_path), "PREDMESH_TLS_KEY": str(pem)},
+              f"PREDMESH_TLS_CERT: cannot read {tmp_path}"),
+             ({"PREDMESH_TLS_CLIENT_CA": str(pem)}, "PREDMESH_TLS_CLIENT_CA needs PREDMESH_TLS_CERT")]
+    for extra, message in cases:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREDMESH_TLS")}
+        out = subprocess.run([sys.executable, "-m", "cli", "serve", "--no-train"], check=False, cwd=ROOT,
+                             env={**env, **base, **extra}, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (extra, out.returncode, out.stderr[-2000:])
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"predmesh serve: {message}"), out.stderr
