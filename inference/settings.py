@@ -1,6 +1,7 @@
 """Settings of `python -m inference`, read once from PREDMESH_* variables by the entry point and passed down."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ class ServerSettings:
             max_message_bytes=env.int("MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
             batch_max_size=env.int("BATCH_MAX_SIZE", cls.batch_max_size, minimum=1),
             batch_max_delay_ms=env.float("BATCH_MAX_DELAY_MS", cls.batch_max_delay_ms),
-            range_tolerance=env.float("RANGE_TOLERANCE", cls.range_tolerance),
+            range_tolerance=_tolerance(env.float("RANGE_TOLERANCE", cls.range_tolerance)),
             workers=env.int("WORKERS", cls.workers, minimum=2),
             max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs, minimum=1),
             drain_seconds=env.float("DRAIN_SECONDS", cls.drain_seconds),
@@ -109,6 +110,12 @@ def _tls_files(cert: Path | None, key: Path | None, client_ca: Path | None) -> d
         except OSError as exc:
             raise ConfigError(f"PREDMESH_{name}: cannot read {file}: {exc.strerror}") from None
     return {"tls_cert": cert, "tls_key": key, "tls_client_ca": client_ca}
+
+
+def _tolerance(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):  # NaN would switch the check off silently, inf never refuse
+        raise ConfigError(f"PREDMESH_RANGE_TOLERANCE={value!r} must be a finite number >= 0 (training spans; 0: off)")
+    return value
 
 
 def _positive(name: str, value: float) -> float:

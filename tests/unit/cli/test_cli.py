@@ -104,3 +104,16 @@ def test_tls_files_that_cannot_be_used_are_one_line_settings_errors(tmp_path):
         assert out.returncode == 2, (extra, out.returncode, out.stderr[-2000:])
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"predmesh serve: {message}"), out.stderr
+
+
+def test_a_range_tolerance_that_is_not_a_finite_non_negative_number_stops_the_start(tmp_path):
+    """PREDMESH_RANGE_TOLERANCE=nan switched the range check off silently, a negative one too: now exit 2."""
+    for value in ("nan", "-1", "inf"):
+        out = subprocess.run([sys.executable, "-m", "cli", "serve", "--no-train"], check=False, cwd=ROOT,
+                             env={**os.environ, "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "",
+                                  "PREDMESH_PERSISTENCE": "off", "PREDMESH_MODEL_STORE": str(tmp_path / "models"),
+                                  "PREDMESH_RANGE_TOLERANCE": value},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (value, out.stderr[-2000:])
+        assert out.stderr.strip().startswith("predmesh serve: PREDMESH_RANGE_TOLERANCE=") and len(
+            out.stderr.strip().splitlines()) == 1, out.stderr
