@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_ERRORS = ("PredmeshError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
+_ERRORS = ("PredmeshError", "InvalidArgument", "BadArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
            "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded",
            "Internal")
 _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from predmesh.channel import TlsConfig
     from predmesh.client import Client
     from predmesh.errors import (
-        AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
+        AlreadyExists, BadArgument, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
         PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,
     )
     from predmesh.types import (
