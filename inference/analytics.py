@@ -40,7 +40,8 @@ def transport_name(value: int) -> str:
     if not value:
         return ""
     if value not in model_pb2.Transport.values():
-        known = ", ".join(n for n in model_pb2.Transport.keys() if n != "TRANSPORT_UNSPECIFIED")
+        known = ", ".join(n for n in model_pb2.Transport.keys()
+                          if n.startswith("TRANSPORT_") and n != "TRANSPORT_UNSPECIFIED")  # not the aliases
         raise errors.InvalidArgument(f"transport {value} is not a known transport; use one of {known}")
     return model_pb2.Transport.Name(value).removeprefix("TRANSPORT_").lower()
 
