@@ -222,6 +222,8 @@ class PredictionLog:
                 self._held = []
                 self._busy = True
             try:
+                if self._prepare is not None and not batch and time.monotonic() >= self._next_try:
+                    self._probe()
                 if batch:
                     self._write_or_spill(batch)
                     batch = []
@@ -375,6 +377,21 @@ class PredictionLog:
                 quarantined += self._isolate(part, inner)
         return quarantined
 
+    def _probe(self) -> None:
+        """The database was unreachable at start and nothing waits to be written: prepare it now (schema, spool
+        binding), so its state shows (predmesh_database_up) and it is ready before the first record, not at it."""
+        try:
+            self._prepare()
+        except DatabaseUnavailable:
+            self._next_try = time.monotonic() + self._retry_interval
+            if self._metrics:
+                self._metrics.database_up.set(0)
+            return
+        self._prepare = None
+        log.info("database reachable: spooled records are stored from now on")
+        if self._metrics:
+            self._metrics.database_up.set(1)
+
     def _failed(self, exc: Exception) -> None:
         if self._db_ok:
             log.warning("database write failed (%s): spooling predictions, retrying every %.1f s", exc,
@@ -383,6 +400,7 @@ class PredictionLog:
         self._next_try = time.monotonic() + self._retry_interval
         if self._metrics:
             self._metrics.db_write_failures.inc()
+            self._metrics.database_up.set(0)
 
     def _recovered(self, n: int) -> None:
         if not self._db_ok:
@@ -390,6 +408,7 @@ class PredictionLog:
         self._db_ok = True
         if self._metrics:
             self._metrics.rows_written.inc(n)
+            self._metrics.database_up.set(1)
 
     def _observe(self) -> None:
         if self._metrics:
