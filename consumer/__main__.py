@@ -9,7 +9,7 @@ import signal
 import sys
 
 from consumer.settings import ConsumerSettings
-from predmesh.env import ConfigError
+from predmesh.env import ConfigError, env_epilog, variables_read
 from predmesh.logs import setup_logging
 
 log = logging.getLogger("consumer")
@@ -18,7 +18,9 @@ log = logging.getLogger("consumer")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="predmesh consume", description="Consume prediction jobs from RabbitMQ (PREDMESH_AMQP_URL), score them "
-        "through the inference server (PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR) and publish the results.")
+        "through the inference server (PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR) and publish the results.",
+        epilog=env_epilog(variables_read(ConsumerSettings.from_env)),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
     try:
         settings = ConsumerSettings.from_env(os.environ)

@@ -117,3 +117,39 @@ def test_a_range_tolerance_that_is_not_a_finite_non_negative_number_stops_the_st
         assert out.returncode == 2, (value, out.stderr[-2000:])
         assert out.stderr.strip().startswith("predmesh serve: PREDMESH_RANGE_TOLERANCE=") and len(
             out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+class _Spy(dict):
+    """An empty environment that notes every name looked up in it, whichever way (independent of --help's reader)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def get(self, key, default=None):
+        self.seen.add(key)
+        return default
+
+    def __contains__(self, key):
+        self.seen.add(key)
+        return False
+
+    def __getitem__(self, key):
+        self.seen.add(key)
+        raise KeyError(key)
+
+
+def test_help_of_consume_and_publish_lists_every_variable_their_settings_read():
+    """`predmesh consume --help` and `predmesh publish --help` named no environment variable at all; each must
+    list exactly the PREDMESH_* variables its settings class reads (the other commands already do)."""
+    import re
+
+    from consumer.settings import AmqpSettings, ConsumerSettings
+
+    for command, read in (("consume", ConsumerSettings.from_env), ("publish", AmqpSettings.from_env)):
+        spy = _Spy()
+        read(spy)
+        out = run(command, "--help")
+        assert out.returncode == 0, out.stderr
+        listed = set(re.findall(r"PREDMESH_[A-Z0-9_]+", out.stdout.split("environment:", 1)[-1]))
+        assert spy.seen and listed == spy.seen, (command, sorted(spy.seen ^ listed))
