@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from predmesh._version import __version__
+
 _ERRORS = ("PredmeshError", "InvalidArgument", "BadArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
            "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded",
            "Internal")
@@ -21,7 +23,7 @@ _WHERE = {
     **{name: "predmesh.types" for name in _TYPES},
 }
 
-__all__ = ["Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]
+__all__ = ["__version__", "Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
     from predmesh.aio import AsyncClient

@@ -39,9 +39,19 @@ def test_help_and_unknown_command():
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
 
 
-def test_version():
+def test_version_has_one_source_for_the_project_and_the_client_package():
+    """`predmesh --version` said 0.1.0 while the predmesh-client package (sdk/) was 0.2.0: both pyproject.toml
+    files now take predmesh/_version.py, as setuptools expands them, and so does the command and the SDK."""
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    import predmesh
+
+    project = read_configuration(ROOT / "pyproject.toml", expand=True)["project"]
+    client = read_configuration(ROOT / "sdk" / "pyproject.toml", expand=True)["project"]
+    assert (project["name"], client["name"]) == ("predmesh", "predmesh-client")
+    assert project["version"] == client["version"] == predmesh.__version__, (project["version"], client["version"])
     out = run("--version")
-    assert out.returncode == 0 and out.stdout.strip() == "predmesh 0.1.0", out
+    assert out.returncode == 0 and out.stdout.strip() == f"predmesh {predmesh.__version__}", out
 
 
 def test_usage_lines_name_the_predmesh_command_and_help_lists_its_variables():
