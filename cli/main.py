@@ -9,7 +9,6 @@ import importlib  # noqa: E402
 import inspect  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 # subcommand → (module with main(argv[, prog]), argv prefix, help).
 COMMANDS = {
@@ -27,10 +26,9 @@ COMMANDS = {
 
 
 def package_version() -> str:
-    try:
-        return version("predmesh")
-    except PackageNotFoundError:  # running from a checkout that was never installed
-        return "unknown"
+    """The version in predmesh/_version.py (also the installed packages' metadata: both pyproject.toml read it)."""
+    from predmesh._version import __version__
+    return __version__
 
 
 def usage() -> str:

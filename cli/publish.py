@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from consumer.settings import AmqpSettings
 from predmesh import jobs
-from predmesh.env import ConfigError
+from predmesh.env import ConfigError, env_epilog, variables_read
 
 
 def _rows(args) -> list[dict]:
@@ -22,7 +22,9 @@ def _rows(args) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="predmesh publish", description="Queue one job per row for the consumer.")
+    parser = argparse.ArgumentParser(prog="predmesh publish", description="Queue one job per row for the consumer.",
+                                     epilog=env_epilog(variables_read(AmqpSettings.from_env)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model name")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--features", help='one row as JSON, e.g. \'{"sepal_length": 5.1, ...}\'')

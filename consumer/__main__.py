@@ -10,7 +10,7 @@ import sys
 
 from consumer.settings import ConsumerSettings
 from predmesh import faults
-from predmesh.env import ConfigError, split_addr
+from predmesh.env import ConfigError, env_epilog, split_addr, variables_read
 from predmesh.logs import setup_logging
 
 log = logging.getLogger("consumer")
@@ -19,7 +19,9 @@ log = logging.getLogger("consumer")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="predmesh consume", description="Consume prediction jobs from RabbitMQ (PREDMESH_AMQP_URL), score them "
-        "through the inference server (PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR) and publish the results.")
+        "through the inference server (PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR) and publish the results.",
+        epilog=env_epilog(variables_read(ConsumerSettings.from_env)),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
     try:
         settings = ConsumerSettings.from_env(os.environ)

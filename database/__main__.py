@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m database") -> int
                                      epilog=env_epilog(variables_read(DatabaseSettings.from_env)),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="migrate", choices=["migrate", "status"],
-                        help="migrate (default): apply pending migrations; status: list them")
+                        help="migrate (default): apply pending migrations; status: list them, exit 1 while any "
+                             "is pending (0: up to date)")
     parser.add_argument("--url", help="database URL (default: PREDMESH_DATABASE_URL or the local SQLite file)")
     args = parser.parse_args(argv)
     return run_guarded(prog, lambda: _run(args))
@@ -45,6 +46,10 @@ def _run(args: argparse.Namespace) -> int:
             done = set(applied(database))
             for name in available():
                 print(f"{'applied' if name in done else 'pending'}  {name}")
+            waiting = [name for name in available() if name not in done]
+            if waiting:  # exit 1, so a deploy step or a readiness check can gate on it
+                print(f"{len(waiting)} pending: run `predmesh migrate`", file=sys.stderr)
+                return 1
             return 0
         names = migrate(database)
         print(f"applied {', '.join(names)}" if names else f"{redact(url)} is up to date")

@@ -113,7 +113,7 @@ class _Builder:
                 return {"type": "object", "additionalProperties": self.field_schema(value)}
             item = self.ref(field.type_name)
         elif field.type == F.TYPE_ENUM:
-            item = {"type": "string", "enum": [v.name for v in self.c.enums[field.type_name].value]}
+            item = {"type": "string", "enum": _enum_names(self.c.enums[field.type_name])}
         else:
             item = dict(_SCALARS[field.type])
         if field.label == F.LABEL_REPEATED:
@@ -130,6 +130,8 @@ class _Builder:
             if field.type == F.TYPE_MESSAGE and field.type_name not in _WELL_KNOWN:
                 continue
             schema = self.field_schema(field)
+            if field.type == F.TYPE_ENUM:  # the gateway parses enum names in any case: aliases as written in docs
+                schema["enum"] = _enum_names(self.c.enums[field.type_name], aliases=True)
             param = {"name": field.name, "in": "query", "required": False, "schema": schema}
             if field.label == F.LABEL_REPEATED:
                 param.update(style="form", explode=True)
@@ -138,6 +140,17 @@ class _Builder:
                 param["description"] = doc
             params.append(param)
         return params
+
+
+def _enum_names(enum, aliases: bool = False) -> list[str]:
+    """An enum's value names as answers carry them (the first name of each number); with aliases, the other
+    names of a number too, lower-case (Transport's REST alias → "rest", which the gateway takes in any case)."""
+    seen: set[int] = set()
+    names, others = [], []
+    for value in enum.value:
+        (others if value.number in seen else names).append(value.name)
+        seen.add(value.number)
+    return names + ([n.lower() for n in others] if aliases else [])
 
 
 def _rules(rule) -> list[tuple[str, str, str]]:

@@ -1,6 +1,7 @@
 """Settings of `python -m inference`, read once from PREDMESH_* variables by the entry point and passed down."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ class ServerSettings:
             max_message_bytes=env.int("MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
             batch_max_size=env.int("BATCH_MAX_SIZE", cls.batch_max_size, minimum=1),
             batch_max_delay_ms=env.float("BATCH_MAX_DELAY_MS", cls.batch_max_delay_ms),
-            range_tolerance=env.float("RANGE_TOLERANCE", cls.range_tolerance),
+            range_tolerance=_tolerance(env.float("RANGE_TOLERANCE", cls.range_tolerance)),
             workers=env.int("WORKERS", cls.workers, minimum=2),
             max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs, minimum=1),
             drain_seconds=env.float("DRAIN_SECONDS", cls.drain_seconds),
@@ -86,11 +87,33 @@ class ServerSettings:
             reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds),
             drift=env.bool("DRIFT", cls.drift),
             drift_window_s=_positive("DRIFT_WINDOW_S", env.float("DRIFT_WINDOW_S", cls.drift_window_s)),
-            tls_cert=path("TLS_CERT"),
-            tls_key=path("TLS_KEY"),
-            tls_client_ca=path("TLS_CLIENT_CA"),
+            **_tls_files(path("TLS_CERT"), path("TLS_KEY"), path("TLS_CLIENT_CA")),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
         )
+
+
+def _tls_files(cert: Path | None, key: Path | None, client_ca: Path | None) -> dict[str, Path | None]:
+    """PREDMESH_TLS_CERT/KEY/CLIENT_CA: cert and key together, a client CA only with them, every file readable."""
+    if bool(cert) != bool(key):
+        given, missing = ("TLS_CERT", "TLS_KEY") if cert else ("TLS_KEY", "TLS_CERT")
+        raise ConfigError(f"PREDMESH_{given} is set without PREDMESH_{missing}: set both (or neither, for plaintext)")
+    if client_ca and not cert:
+        raise ConfigError("PREDMESH_TLS_CLIENT_CA needs PREDMESH_TLS_CERT and PREDMESH_TLS_KEY (mTLS is TLS first)")
+    for name, file in (("TLS_CERT", cert), ("TLS_KEY", key), ("TLS_CLIENT_CA", client_ca)):
+        if file is None:
+            continue
+        try:
+            with file.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"PREDMESH_{name}: cannot read {file}: {exc.strerror}") from None
+    return {"tls_cert": cert, "tls_key": key, "tls_client_ca": client_ca}
+
+
+def _tolerance(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):  # NaN would switch the check off silently, inf never refuse
+        raise ConfigError(f"PREDMESH_RANGE_TOLERANCE={value!r} must be a finite number >= 0 (training spans; 0: off)")
+    return value
 
 
 def _positive(name: str, value: float) -> float:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_ERRORS = ("PredmeshError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
+from predmesh._version import __version__
+
+_ERRORS = ("PredmeshError", "InvalidArgument", "BadArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
            "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded",
            "Internal")
 _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
@@ -21,14 +23,14 @@ _WHERE = {
     **{name: "predmesh.types" for name in _TYPES},
 }
 
-__all__ = ["Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]
+__all__ = ["__version__", "Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
     from predmesh.aio import AsyncClient
     from predmesh.channel import TlsConfig
     from predmesh.client import Client
     from predmesh.errors import (
-        AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
+        AlreadyExists, BadArgument, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
         PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,
     )
     from predmesh.types import (

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2
 from predmesh.errors import from_status
 from predmesh.types import (
     BatchRun, Feedback, FeedbackBatch, ModelInfo, Page, Prediction, RecordedRun, ReloadResult, ScoredMatrix, Stats,
-    StoredPrediction, StreamResult, batch_run_status_value, to_timestamp, transport_value,
+    StoredPrediction, StreamResult, batch_run_status_value, set_row_numbers, to_timestamp, transport_value,
 )
 from predmesh.v1 import admin_pb2, analytics_pb2, inference_pb2
 
@@ -117,7 +117,7 @@ def predict_matrix(model: str, feature_names: Sequence[str], values: Sequence[fl
     matrix.feature_names.extend(feature_names)
     matrix.values.extend(values)
     matrix.request_id_prefix = request_id_prefix
-    matrix.row_numbers.extend(row_numbers)
+    set_row_numbers(matrix.row_numbers, row_numbers)
     return Call("inference", "PredictBatch", request, lambda r: ScoredMatrix.from_proto(r.matrix), timeout)
 
 

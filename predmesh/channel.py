@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from predmesh.types import TRANSPORTS
+from predmesh.errors import BadArgument
+from predmesh.types import TRANSPORTS, transport_name, transport_value
 
 TRANSPORT_HEADER = "x-predmesh-transport"
 STUBS = ("inference", "admin", "analytics", "health")
@@ -52,8 +53,9 @@ class ChannelSpec:
     @classmethod
     def build(cls, target: str, *, transport: str, admin_token: str | None, tls: TlsConfig | None,
               max_message_bytes: int) -> ChannelSpec:
+        transport = transport_name(transport_value(transport)) if transport else transport  # "REST" → "rest"
         if transport not in TRANSPORTS:
-            raise ValueError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
+            raise BadArgument(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
         options: list[tuple[str, object]] = [
             ("grpc.service_config", SERVICE_CONFIG),
             ("grpc.enable_retries", 1),

@@ -19,6 +19,11 @@ class InvalidArgument(PredmeshError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class BadArgument(InvalidArgument, ValueError):
+    """An argument the client refuses itself, before any call is sent (a transport, status or row number that the
+    contract cannot carry). An InvalidArgument like the server's, and a ValueError for callers who catch that."""
+
+
 class NotFound(PredmeshError):
     """No such model, version or prediction."""
     code = grpc.StatusCode.NOT_FOUND

@@ -1,6 +1,7 @@
 """Plain, typed results of the SDK: frozen dataclasses built from the contract's messages (each keeps `.raw`)."""
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -8,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from predmesh.errors import PredmeshError, from_status
+from predmesh.errors import BadArgument, PredmeshError, from_status
 from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
 
 T = TypeVar("T")
@@ -41,10 +42,12 @@ def short_name(enum, prefix: str, value: int) -> str:
 
 
 def enum_value(enum, prefix: str, what: str, name: str, allowed: tuple[str, ...]) -> int:
-    """A short lower-case name as its enum value; ValueError naming the allowed ones for anything else."""
-    if name not in allowed:
-        raise ValueError(f"{what} {name!r} is not one of {', '.join(allowed)}")
-    return enum.Value(prefix + name.upper())
+    """A short name in any case ("rest", "REST") or the enum's own name ("TRANSPORT_REST") as its enum value;
+    BadArgument naming the allowed ones for anything else."""
+    short = name.upper().removeprefix(prefix).lower()
+    if short not in allowed:
+        raise BadArgument(f"{what} {name!r} is not one of {', '.join(allowed)}")
+    return enum.Value(prefix + short.upper())
 
 
 def transport_name(value: int) -> str:
@@ -54,12 +57,29 @@ def transport_name(value: int) -> str:
 
 # The short transport names ("grpc", "rest", "queue", "batch", "ui") in the contract's order: derived from its
 # Transport enum, the one list every part uses (server, SDK, dashboard).
-TRANSPORTS = tuple(transport_name(value) for value in model_pb2.Transport.values() if value)
+# (dict.fromkeys: the enum also has short aliases, GRPC = TRANSPORT_GRPC, …, whose values repeat)
+TRANSPORTS = tuple(dict.fromkeys(transport_name(value) for value in model_pb2.Transport.values() if value))
 
 
 def transport_value(name: str) -> int:
-    """A short transport name as the Transport enum ("" is TRANSPORT_UNSPECIFIED)."""
+    """A transport name ("rest", "REST" or "TRANSPORT_REST") as the Transport enum ("" is TRANSPORT_UNSPECIFIED)."""
     return enum_value(model_pb2.Transport, "TRANSPORT_", "transport", name, TRANSPORTS) if name else 0
+
+
+def set_row_numbers(field, row_numbers: Sequence[int]) -> None:
+    """Extend a repeated uint64 field with predict_matrix's row numbers; BadArgument naming the first that is not a
+    whole number from 0 to 2**64 - 1 (protobuf's own ValueError/TypeError only on that path: no cost otherwise)."""
+    try:
+        field.extend(row_numbers)
+    except (TypeError, ValueError):
+        for i, n in enumerate(row_numbers):
+            try:
+                ok = 0 <= operator.index(n) < 2 ** 64
+            except TypeError:
+                ok = False
+            if not ok:
+                raise BadArgument(f"row_numbers[{i}] is {n!r}; send a whole number from 0 to 2**64 - 1") from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -299,7 +319,7 @@ BATCH_RUN_STATUSES = ("running", "succeeded", "failed")
 
 
 def batch_run_status_value(status: str) -> int:
-    """"running" / "succeeded" / "failed" as the BatchRunStatus enum."""
+    """"running" / "succeeded" / "failed" (any case, or BATCH_RUN_STATUS_…) as the BatchRunStatus enum."""
     return enum_value(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", "batch run status", status,
                       BATCH_RUN_STATUSES)
 

@@ -27,10 +27,13 @@ class LoadedModel:
         self._proba = kernel if kernel is not None else estimator.predict_proba
         self.names = manifest.feature_names
         self._index = {name: i for i, name in enumerate(self.names)}
-        # Plausible range per feature: the training range widened by range_tolerance spans on each side.
+        # Plausible range per feature (PREDMESH_RANGE_TOLERANCE): the training range [min, max] widened on each
+        # side by range_tolerance training spans (max - min; 1 for a feature constant in training); 0 = no check.
+        if not (math.isfinite(range_tolerance) and range_tolerance >= 0):
+            raise ValueError(f"range_tolerance={range_tolerance!r} must be a finite number >= 0")
         self._bounds = []
         for f in manifest.features:
-            span = max(f.max - f.min, abs(f.max), 1.0)
+            span = (f.max - f.min) or 1.0
             self._bounds.append((f.min - range_tolerance * span, f.max + range_tolerance * span))
         self._check_range = range_tolerance > 0
         # What a single value must lie within: the plausible range, or (range check off) any finite float.

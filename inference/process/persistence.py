@@ -36,6 +36,9 @@ class PersistenceMetrics:
         self.rows_written = Counter("predmesh_prediction_rows_written_total", "Prediction rows written to the "
                                     "database (a replayed duplicate counts, the database ignores it)",
                                     registry=registry)
+        self.database_up = Gauge("predmesh_database_up", "1 while the database takes records; 0 while it cannot "
+                                 "be reached (answered records wait in the spool and are stored once it returns)",
+                                 registry=registry, multiprocess_mode="livemin")
         self.rows_quarantined = Counter("predmesh_db_rows_quarantined_total", "Prediction rows the database "
                                         "refused (kept in the spool's quarantine directory, not stored)",
                                         registry=registry)
@@ -82,6 +85,7 @@ class Persistence:
         self.metrics = PersistenceMetrics(registry)
         self.database = open_database(settings.database_url)
         self.schema_ready = self._prepare_schema(at_start=True)
+        self.metrics.database_up.set(1 if self.schema_ready else 0)
         if settings.mode != "off" and self.schema_ready:
             self._bind_spool()  # SpoolBoundElsewhere: refuse to start rather than replay into another database
         if settings.mode == "off":
@@ -110,8 +114,16 @@ class Persistence:
         except DatabaseUnavailable as exc:
             if not at_start:
                 raise
-            log.warning("database %s unreachable at start (%s): serving anyway, records are spooled until it "
-                        "is back", redact(self.settings.database_url), exc)
+            # Serving (health SERVING) is right: an answer is only given once its record is in the spool (durable:
+            # on disk), so nothing answered is lost; the spool's limit still refuses answers it cannot hold.
+            if self.settings.mode == "off":
+                log.warning("database %s unreachable at start (%s): serving; analytics answer UNAVAILABLE until "
+                            "it returns (predmesh_database_up 0)", redact(self.settings.database_url), exc)
+            else:
+                log.warning("database %s unreachable at start (%s): serving; every answered prediction is kept in "
+                            "the spool %s (up to %d MB) until the database returns, then stored in order "
+                            "(predmesh_database_up 0 until then)", redact(self.settings.database_url), exc,
+                            self.settings.spool_dir, self.settings.spool_max_bytes // (1024 * 1024))
             return False
 
     def _prepare_later(self) -> None:

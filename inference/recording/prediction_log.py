@@ -143,6 +143,8 @@ class PredictionLog:
                 batch = self._queue.take()
                 self._busy = True
             try:
+                if not batch and self._db.probe_due():
+                    self._db.probe()
                 if batch:
                     self._write_or_spill(batch)
                     batch = []

@@ -37,6 +37,26 @@ class DatabaseWriter:
         """Whether to offer the database a batch now: it is up, or the retry interval after a failure has passed."""
         return self.ok or time.monotonic() >= self._next_try
 
+    def probe_due(self) -> bool:
+        """Whether prepare is still pending and its retry time has come (the writer probes while idle)."""
+        return self._prepare is not None and time.monotonic() >= self._next_try
+
+    def probe(self) -> None:
+        """The database was unreachable at start and nothing waits to be written: prepare it now (schema, spool
+        binding), so its state shows (predmesh_database_up) and it is ready before the first record, not at it."""
+        assert self._prepare is not None
+        try:
+            self._prepare()
+        except DatabaseUnavailable:
+            self._next_try = time.monotonic() + self._retry_interval
+            if self._metrics:
+                self._metrics.database_up.set(0)
+            return
+        self._prepare = None
+        log.info("database reachable: spooled records are stored from now on")
+        if self._metrics:
+            self._metrics.database_up.set(1)
+
     def store(self, batch: list[Stored]) -> bool:
         """Insert a batch; False when the database is unavailable (the caller keeps the records)."""
         try:
@@ -87,6 +107,7 @@ class DatabaseWriter:
         self._next_try = time.monotonic() + self._retry_interval
         if self._metrics:
             self._metrics.db_write_failures.inc()
+            self._metrics.database_up.set(0)
 
     def _recovered(self, n: int) -> None:
         if not self.ok:
@@ -94,3 +115,4 @@ class DatabaseWriter:
         self.ok = True
         if self._metrics:
             self._metrics.rows_written.inc(n)
+            self._metrics.database_up.set(1)

@@ -39,8 +39,11 @@ _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 def transport_name(value: int) -> str:
     """TRANSPORT_REST → "rest"; unspecified → "" (no filter); a value this server does not know → InvalidArgument."""
-    if value and value not in model_pb2.Transport.values():
-        known = ", ".join("TRANSPORT_" + name.upper() for name in TRANSPORTS)
+    if not value:
+        return ""
+    if value not in model_pb2.Transport.values():
+        known = ", ".join(n for n in model_pb2.Transport.keys()
+                          if n.startswith("TRANSPORT_") and n != "TRANSPORT_UNSPECIFIED")  # not the aliases
         raise errors.InvalidArgument(f"transport {value} is not a known transport; use one of {known}")
     return types.transport_name(value)
 

@@ -20,6 +20,7 @@ from inference.rpc.edge import rpc
 from inference.recording.recorder import Recorder
 from inference.models.registry import ModelRegistry
 from inference.scoring.score import score_and_record
+from predmesh._version import __version__
 from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -28,7 +29,7 @@ INPUT = "input"
 LABEL, PROBABILITIES = "label", "probabilities"
 _DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 PID_HEADER = "predmesh-pid"
-_SERVER_NAME, _SERVER_VERSION = "predmesh", "0.1.0"
+_SERVER_NAME, _SERVER_VERSION = "predmesh", __version__
 
 
 class OipServicer(pb_grpc.GRPCInferenceServiceServicer):

@@ -46,11 +46,34 @@ def _ensure_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
         pool.Add(_v1_file())
 
 
+def declaring_symbol(pool: descriptor_pool.DescriptorPool, name: str) -> str:
+    """name, or for a method (`pkg.Service.Method`) its service. The reflection protocol's file_containing_symbol
+    takes methods (grpcurl `describe pkg.Service.Method` asks for one), but the upb DescriptorPool finds only
+    services, messages, fields and enums: a method then reads "Symbol not found"."""
+    try:
+        pool.FindFileContainingSymbol(name)
+        return name
+    except KeyError:
+        pass
+    service, _, method = name.rpartition(".")
+    try:
+        return service if method in pool.FindServiceByName(service).methods_by_name else name
+    except KeyError:
+        return name
+
+
+class _ReflectionServicer(reflection.ReflectionServicer):
+    """grpcio-reflection's servicer, with methods resolved to the file of their service (declaring_symbol)."""
+
+    def _file_containing_symbol(self, request, fully_qualified_name):
+        return super()._file_containing_symbol(request, declaring_symbol(self._pool, fully_qualified_name))
+
+
 def enable_server_reflection(service_names, server: grpc.Server) -> None:
     """Serve reflection v1 and v1alpha for service_names (plus both reflection services) on a sync server."""
     pool = descriptor_pool.Default()
     _ensure_v1_descriptor(pool)
-    servicer = reflection.ReflectionServicer([*service_names, V1_SERVICE, V1ALPHA_SERVICE], pool=pool)
+    servicer = _ReflectionServicer([*service_names, V1_SERVICE, V1ALPHA_SERVICE], pool=pool)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     v1 = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,

@@ -18,12 +18,22 @@ class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSPORT_QUEUE: _ClassVar[Transport]
     TRANSPORT_BATCH: _ClassVar[Transport]
     TRANSPORT_UI: _ClassVar[Transport]
+    GRPC: _ClassVar[Transport]
+    REST: _ClassVar[Transport]
+    QUEUE: _ClassVar[Transport]
+    BATCH: _ClassVar[Transport]
+    UI: _ClassVar[Transport]
 TRANSPORT_UNSPECIFIED: Transport
 TRANSPORT_GRPC: Transport
 TRANSPORT_REST: Transport
 TRANSPORT_QUEUE: Transport
 TRANSPORT_BATCH: Transport
 TRANSPORT_UI: Transport
+GRPC: Transport
+REST: Transport
+QUEUE: Transport
+BATCH: Transport
+UI: Transport
 
 class FeatureSpec(_message.Message):
     __slots__ = ("name", "min", "max", "mean", "std", "quantiles")

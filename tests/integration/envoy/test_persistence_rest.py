@@ -36,3 +36,35 @@ def test_feedback_and_stats_over_rest(model_store, tmp_path):
         assert requests.post(url, json={"label": "dog"}, timeout=5).status_code == 400
         missing = requests.post(f"{gw.url}/v1/predictions/no-such-id:feedback", json={"label": "setosa"}, timeout=5)
         assert missing.status_code == 404
+
+
+def test_the_transport_filter_takes_the_short_name_as_the_docs_write_it(model_store, tmp_path):
+    """`GET /v1/predictions?transport=rest` was refused (400: only TRANSPORT_REST parsed): the short name, in any
+    case, and the enum's own name list the same rows; answers keep the full name; a wrong name stays a 400 that
+    names the field; the OpenAPI document lists the short names for the query parameter."""
+    with ServerProc(model_store, tmp_path / "server.log") as server, \
+            GatewayProc([server.target], tmp_path / "gw") as gw:
+        answer = requests.post(f"{gw.url}/v1/models/iris:predict",
+                               json={"features": IRIS_ROW, "request_id": "rest-short"}, timeout=5)
+        assert answer.status_code == 200, answer.text
+        wanted = [answer.json()["prediction"]["prediction_id"]]
+
+        def ids(transport: str):
+            r = requests.get(f"{gw.url}/v1/predictions", params={"transport": transport}, timeout=5)
+            assert r.status_code == 200, (transport, r.status_code, r.text)
+            return [p["prediction"]["prediction_id"] for p in r.json()["predictions"]]
+
+        wait_for(lambda: ids("TRANSPORT_REST") == wanted, 10, what="the stored prediction")
+        for spelling in ("rest", "REST", "Rest", "transport_rest"):
+            assert ids(spelling) == wanted, spelling
+        assert ids("grpc") == ids("queue") == []
+        listed = requests.get(f"{gw.url}/v1/predictions", params={"transport": "rest"}, timeout=5).json()
+        assert listed["predictions"][0]["transport"] == "TRANSPORT_REST"
+        wrong = requests.get(f"{gw.url}/v1/predictions", params={"transport": "fax"}, timeout=5)
+        assert wrong.status_code == 400 and "transport" in wrong.text
+
+        doc = requests.get(f"{gw.url}/openapi.json", timeout=5).json()
+        [param] = [p for p in doc["paths"]["/v1/predictions"]["get"]["parameters"] if p["name"] == "transport"]
+        assert {"rest", "grpc", "queue", "batch", "ui", "TRANSPORT_REST"} <= set(param["schema"]["enum"])
+        stored = doc["components"]["schemas"]["predmesh.v1.StoredPrediction"]["properties"]["transport"]
+        assert "rest" not in stored["enum"] and "REST" not in stored["enum"]  # answers carry the full name

@@ -62,6 +62,20 @@ def test_predmesh_migrate_command(empty_db_url):
     database.close()
 
 
+def test_migrate_status_exits_1_while_migrations_are_pending(empty_db_url):
+    """`predmesh migrate status` exited 0 with every migration pending: 1 while any is (gateable in a deploy),
+    0 once up to date."""
+    env = {"PREDMESH_DATABASE_URL": empty_db_url, "PATH": "/usr/bin:/bin"}
+    status = [sys.executable, "-m", "cli", "migrate", "status"]
+    before = subprocess.run(status, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert before.returncode == 1, (before.stdout, before.stderr)
+    assert "pending  m0001_initial" in before.stdout and "run `predmesh migrate`" in before.stderr
+    migrated = subprocess.run(status[:-1], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0, migrated.stderr
+    after = subprocess.run(status, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert after.returncode == 0 and "pending" not in after.stdout and "applied  m0001_initial" in after.stdout
+
+
 def test_insert_is_idempotent_on_request_id(database, monkeypatch):
     from database.connect import is_postgres
     if is_postgres():  # rows offered again go through the staging table, not the row-by-row INSERT

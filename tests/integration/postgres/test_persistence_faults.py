@@ -98,6 +98,31 @@ def test_t16_full_spool_answers_resource_exhausted_and_never_an_unrecorded_ok(mo
             wait_for(lambda: "after" in stored_ids(pg), 10, what="new records stored")
 
 
+def test_a_database_down_at_start_serves_spooling_and_says_so_until_it_returns(model_store, tmp_path):
+    """Decision: with the database unreachable at start the server is SERVING (an answer is given only once its
+    record is in the durable spool), and says so: a start line that records are spooled until the database
+    returns, and predmesh_database_up 0 before any traffic; once PostgreSQL is back it turns 1 by itself and the
+    spooled answer is stored without another request."""
+    from tests.support.procs import health_status
+    with PrivatePostgres() as pg:
+        pg.stop()
+        with ServerProc(model_store, tmp_path / "server.log", env={
+                "PREDMESH_DATABASE_URL": pg.url, "PREDMESH_PERSISTENCE": "durable"}) as proc:
+            assert health_status(proc.target) == 1  # SERVING
+            assert "until the database returns" in proc.log() and "kept in the spool" in proc.log()
+            up = f"http://127.0.0.1:{proc.metrics_port}/metrics"
+            with urllib.request.urlopen(up, timeout=5) as r:
+                assert re.search(r"^predmesh_database_up 0\.0$", r.read().decode(), re.M)
+            with Client(proc.target, timeout=5) as client:
+                client.predict("iris", IRIS_ROW, request_id="while-down")
+            wait_for(lambda: metric(proc, "predmesh_spool_bytes") > 0, 10, what="the answer's record in the spool")
+            assert metric(proc, "predmesh_database_up") == 0
+            pg.start()
+            wait_for(lambda: metric(proc, "predmesh_database_up") == 1, 30, interval=0.3, what="database_up 1")
+            wait_for(lambda: stored_ids(pg) == ["while-down"], 30, interval=0.3, what="the spooled answer stored")
+            assert "database reachable" in proc.log()
+
+
 @pytest.mark.slow
 def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tmp_path):
     port = free_port()

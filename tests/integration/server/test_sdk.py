@@ -216,12 +216,43 @@ def test_unreachable_server_is_unavailable(kind):
         run(kind, target, lambda c: c.wait_ready(timeout=0.3))
 
 
-def test_unknown_transport_is_refused():
-    with pytest.raises(ValueError, match="transport"):
-        Client("127.0.0.1:1", transport="carrier-pigeon")
-    with pytest.raises(ValueError, match="transport"):
-        from predmesh import calls
-        calls.list_predictions(transport="fax")
+def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():
+    """A bad transport, batch-run status or row number is refused before any call as predmesh.errors.BadArgument:
+    an InvalidArgument like the server's (one except clause for both), still a ValueError for older callers."""
+    from predmesh import BadArgument, calls
+    refused = [lambda: Client("127.0.0.1:1", transport="carrier-pigeon"),
+               lambda: calls.list_predictions(transport="fax"),
+               lambda: calls.record_batch_run("k", kind="score", model="iris", status="DONE"),
+               lambda: calls.predict_matrix("iris", list(IRIS_ROW), [1.0] * 8, request_id_prefix="p-",
+                                            row_numbers=[0, -1]),
+               lambda: calls.predict_matrix("iris", list(IRIS_ROW), [1.0] * 4, request_id_prefix="p-",
+                                            row_numbers=[1.5])]
+    messages = ["transport 'carrier-pigeon' is not one of grpc, rest", "transport 'fax' is not one of",
+                "batch run status 'DONE' is not one of running, succeeded, failed",
+                r"row_numbers\[1\] is -1; send a whole number from 0", r"row_numbers\[0\] is 1.5"]
+    for make, message in zip(refused, messages):
+        with pytest.raises(BadArgument, match=message) as caught:
+            make()
+        assert isinstance(caught.value, InvalidArgument) and isinstance(caught.value, ValueError)
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.message
+
+
+def test_transport_and_status_names_are_taken_in_any_case(server):
+    """The README writes statuses upper-case (SUCCEEDED) and transports lower-case: both spellings, and the enum's
+    own name, are the same value; the server stores them as the one canonical name."""
+    from predmesh import calls
+    assert calls.list_predictions(transport="REST").request.transport == model_pb2.TRANSPORT_REST
+    assert calls.list_predictions(transport="TRANSPORT_REST").request.transport == model_pb2.TRANSPORT_REST
+    key = f"sdk-case-{time.monotonic_ns()}"
+    with Client(server.target, transport="QUEUE") as client:
+        recorded = client.record_batch_run(key, kind="score", model="iris", status="SUCCEEDED", rows=3)
+        assert recorded.run.status == "succeeded"
+        client.record_batch_run(key, kind="score", model="iris", status="Failed", message="x")
+        assert next(r for r in client.list_batch_runs(model="iris") if r.run_key == key).status == "failed"
+        p = client.predict("iris", IRIS_ROW, request_id=key)
+        wait_for(lambda: any(s.prediction.prediction_id == p.prediction_id
+                             for s in client.list_predictions(transport="Queue", page_size=1000)), 10,
+                 what="the prediction stored with transport queue")
 
 
 def test_env_and_logs_helpers_import_without_grpc():

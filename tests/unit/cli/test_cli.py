@@ -39,9 +39,19 @@ def test_help_and_unknown_command():
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
 
 
-def test_version():
+def test_version_has_one_source_for_the_project_and_the_client_package():
+    """`predmesh --version` said 0.1.0 while the predmesh-client package (sdk/) was 0.2.0: both pyproject.toml
+    files now take predmesh/_version.py, as setuptools expands them, and so does the command and the SDK."""
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    import predmesh
+
+    project = read_configuration(ROOT / "pyproject.toml", expand=True)["project"]
+    client = read_configuration(ROOT / "sdk" / "pyproject.toml", expand=True)["project"]
+    assert (project["name"], client["name"]) == ("predmesh", "predmesh-client")
+    assert project["version"] == client["version"] == predmesh.__version__, (project["version"], client["version"])
     out = run("--version")
-    assert out.returncode == 0 and out.stdout.strip() == "predmesh 0.1.0", out
+    assert out.returncode == 0 and out.stdout.strip() == f"predmesh {predmesh.__version__}", out
 
 
 def test_usage_lines_name_the_predmesh_command_and_help_lists_its_variables():
@@ -81,3 +91,75 @@ def test_parts_without_start_up_guards_keep_python_s_ctrl_c(monkeypatch):
     finally:
         signal.signal(signal.SIGINT, original)
     assert seen["handler"] is signal.default_int_handler
+
+
+def test_tls_files_that_cannot_be_used_are_one_line_settings_errors(tmp_path):
+    """PREDMESH_TLS_CERT without PREDMESH_TLS_KEY (or the reverse, or a file that cannot be read) ends `predmesh
+    serve` with one line naming the variable and exit 2, like every other malformed setting; no traceback."""
+    pem = tmp_path / "server.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    base = {"PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "", "PREDMESH_PERSISTENCE": "off",
+            "PREDMESH_MODEL_STORE": str(tmp_path / "models")}
+    cases = [({"PREDMESH_TLS_CERT": str(pem)}, "PREDMESH_TLS_CERT is set without PREDMESH_TLS_KEY"),
+             ({"PREDMESH_TLS_KEY": str(pem)}, "PREDMESH_TLS_KEY is set without PREDMESH_TLS_CERT"),
+             ({"PREDMESH_TLS_CERT": str(pem), "PREDMESH_TLS_KEY": str(tmp_path / "missing.key")},
+              f"PREDMESH_TLS_KEY: cannot read {tmp_path / 'missing.key'}"),
+             ({"PREDMESH_TLS_CERT": str(tmp_path), "PREDMESH_TLS_KEY": str(pem)},
+              f"PREDMESH_TLS_CERT: cannot read {tmp_path}"),
+             ({"PREDMESH_TLS_CLIENT_CA": str(pem)}, "PREDMESH_TLS_CLIENT_CA needs PREDMESH_TLS_CERT")]
+    for extra, message in cases:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREDMESH_TLS")}
+        out = subprocess.run([sys.executable, "-m", "cli", "serve", "--no-train"], check=False, cwd=ROOT,
+                             env={**env, **base, **extra}, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (extra, out.returncode, out.stderr[-2000:])
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"predmesh serve: {message}"), out.stderr
+
+
+def test_a_range_tolerance_that_is_not_a_finite_non_negative_number_stops_the_start(tmp_path):
+    """PREDMESH_RANGE_TOLERANCE=nan switched the range check off silently, a negative one too: now exit 2."""
+    for value in ("nan", "-1", "inf"):
+        out = subprocess.run([sys.executable, "-m", "cli", "serve", "--no-train"], check=False, cwd=ROOT,
+                             env={**os.environ, "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "",
+                                  "PREDMESH_PERSISTENCE": "off", "PREDMESH_MODEL_STORE": str(tmp_path / "models"),
+                                  "PREDMESH_RANGE_TOLERANCE": value},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (value, out.stderr[-2000:])
+        assert out.stderr.strip().startswith("predmesh serve: PREDMESH_RANGE_TOLERANCE=") and len(
+            out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+class _Spy(dict):
+    """An empty environment that notes every name looked up in it, whichever way (independent of --help's reader)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def get(self, key, default=None):
+        self.seen.add(key)
+        return default
+
+    def __contains__(self, key):
+        self.seen.add(key)
+        return False
+
+    def __getitem__(self, key):
+        self.seen.add(key)
+        raise KeyError(key)
+
+
+def test_help_of_consume_and_publish_lists_every_variable_their_settings_read():
+    """`predmesh consume --help` and `predmesh publish --help` named no environment variable at all; each must
+    list exactly the PREDMESH_* variables its settings class reads (the other commands already do)."""
+    import re
+
+    from consumer.settings import AmqpSettings, ConsumerSettings
+
+    for command, read in (("consume", ConsumerSettings.from_env), ("publish", AmqpSettings.from_env)):
+        spy = _Spy()
+        read(spy)
+        out = run(command, "--help")
+        assert out.returncode == 0, out.stderr
+        listed = set(re.findall(r"PREDMESH_[A-Z0-9_]+", out.stdout.split("environment:", 1)[-1]))
+        assert spy.seen and listed == spy.seen, (command, sorted(spy.seen ^ listed))

@@ -34,6 +34,9 @@ def test_defaults_are_the_fast_configuration():
     ({"PREDMESH_DATABASE_URL": "postgresql://u@h:port/db"}, "database URL"),
     ({"PREDMESH_DATABASE_URL": "postgresql://u@h/"}, "names no database"),
     ({"PREDMESH_PERSISTENCE": "sometimes"}, "PREDMESH_PERSISTENCE='sometimes'"),
+    ({"PREDMESH_RANGE_TOLERANCE": "nan"}, "PREDMESH_RANGE_TOLERANCE=nan must be a finite number >= 0"),
+    ({"PREDMESH_RANGE_TOLERANCE": "-1"}, "PREDMESH_RANGE_TOLERANCE=-1.0 must be a finite number >= 0"),
+    ({"PREDMESH_RANGE_TOLERANCE": "inf"}, "PREDMESH_RANGE_TOLERANCE=inf must be a finite number >= 0"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(env, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):

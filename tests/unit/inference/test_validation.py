@@ -76,3 +76,30 @@ def test_without_range_check_only_non_finite_values_are_refused(model_store):
             lenient.check_rows([[5.1, bad, 1.4, 0.2]])
         with pytest.raises(InvalidFeatures, match="send a finite number"):
             lenient.vector({**IRIS_ROW, "sepal_width": bad})
+
+
+def test_the_plausible_range_is_the_training_range_widened_by_tolerance_spans_each_side(inproc_server):
+    """README: a value more than PREDMESH_RANGE_TOLERANCE (10) training spans outside the training range is refused.
+    iris sepal_width was trained on [2.0, 4.4] (span 2.4): [-22, 28.4] is accepted, beyond it refused, on a server."""
+    from predmesh.client import Client
+    from predmesh.errors import InvalidArgument
+
+    server, target = inproc_server
+    f = server.registry.get("iris").manifest.features[1]
+    assert (f.name, f.min, f.max) == ("sepal_width", 2.0, 4.4)
+    lo, hi = f.min - 10 * (f.max - f.min), f.max + 10 * (f.max - f.min)
+    with Client(target) as client:
+        for edge in (lo, hi):
+            assert client.predict("iris", {**IRIS_ROW, "sepal_width": edge}).label
+        for outside in (lo - 0.01, hi + 0.01, 30.0, -30.0):
+            with pytest.raises(InvalidArgument, match=r"feature 'sepal_width'=.* is outside the plausible range "
+                                                      rf"\[{lo:g}, {hi:g}\]"):
+                client.predict("iris", {**IRIS_ROW, "sepal_width": outside})
+
+
+@pytest.mark.parametrize("tolerance", [math.nan, -1.0, math.inf])
+def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(model_store, tolerance):
+    path = model_store / "iris" / "2"
+    manifest = read_manifest(path, None)
+    with pytest.raises(ValueError, match="range_tolerance"):
+        LoadedModel(manifest, load_estimator(path, manifest), range_tolerance=tolerance)
