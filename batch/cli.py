@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from predmesh import faults
-from predmesh.env import ConfigError
+from predmesh.env import ConfigError, env_epilog, variables_read
 
 # Exit codes of `predmesh batch score` (nightly/backfill exit with Luigi's retcodes from batch/luigi.cfg).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
@@ -47,11 +47,16 @@ def yesterday() -> date:
 
 
 def parser() -> argparse.ArgumentParser:
+    from batch.settings import BatchSettings  # imports luigi: not at module import
+
     p = argparse.ArgumentParser(prog="predmesh batch", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("score", help="score a CSV (or Parquet) file of feature rows")
+    s = sub.add_parser("score", help="score a CSV (or Parquet) file of feature rows",
+                       description="score a CSV (or Parquet) file of feature rows",
+                       epilog=env_epilog(variables_read(BatchSettings.from_env)),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", required=True)
     s.add_argument("--input", required=True, type=Path, help="CSV or .parquet with one column per feature")
     s.add_argument("--output", type=Path, help="default: <input>.scored.<ext>; a new path or a regular file (a "

@@ -149,17 +149,19 @@ class _Spy(dict):
         raise KeyError(key)
 
 
-def test_help_of_consume_and_publish_lists_every_variable_their_settings_read():
-    """`predmesh consume --help` and `predmesh publish --help` named no environment variable at all; each must
+def test_help_of_consume_publish_and_batch_score_lists_every_variable_their_settings_read():
+    """`predmesh consume --help`, `publish --help` and `batch score --help` named no environment variable; each must
     list exactly the PREDMESH_* variables its settings class reads (the other commands already do)."""
     import re
 
+    from batch.settings import BatchSettings
     from consumer.settings import AmqpSettings, ConsumerSettings
 
-    for command, read in (("consume", ConsumerSettings.from_env), ("publish", AmqpSettings.from_env)):
+    for command, read in ((("consume",), ConsumerSettings.from_env), (("publish",), AmqpSettings.from_env),
+                          (("batch", "score"), BatchSettings.from_env)):
         spy = _Spy()
         read(spy)
-        out = run(command, "--help")
+        out = run(*command, "--help")
         assert out.returncode == 0, out.stderr
         listed = set(re.findall(r"PREDMESH_[A-Z0-9_]+", out.stdout.split("environment:", 1)[-1]))
         assert spy.seen and listed == spy.seen, (command, sorted(spy.seen ^ listed))
