@@ -1,12 +1,14 @@
 """Real processes for integration tests: free ports, an inference server subprocess, readiness polling."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -21,6 +23,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port where nothing listens, for as long as the block runs: bound (so no other process can take it) but not
+    listening, so a connection to it is refused at once. Race-free, unlike a port found free and released."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        yield s.getsockname()[1]
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
