@@ -178,14 +178,15 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
     server = InferenceServer(settings, recorder=recorder)
     if extend is not None:  # e.g. persistence: AnalyticsService and the activation hook, before start
         extend(server)
+    metrics = "off"
     if settings.metrics_addr:
         host, _, port = settings.metrics_addr.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1")
+        httpd, _ = start_http_server(int(port), addr=host or "127.0.0.1")
+        metrics = f"http://{host or '127.0.0.1'}:{httpd.server_port}/metrics"  # the bound port (also for :0)
     port = server.start()
     host = settings.grpc_addr.rpartition(":")[0] or "127.0.0.1"
     loaded = ", ".join(f"{m.name}@{m.version}" for m in server.registry.serving()) or "none"
-    log.info("predmesh inference listening on %s:%d (gRPC); metrics: %s; models: %s", host, port,
-             f"http://{settings.metrics_addr}/metrics" if settings.metrics_addr else "off", loaded)
+    log.info("predmesh inference listening on %s:%d (gRPC); metrics: %s; models: %s", host, port, metrics, loaded)
 
     def on_signal(signum, frame):
         if server.stopping:
