@@ -41,7 +41,8 @@ async def run(settings: ConsumerSettings) -> int:
     metrics = ConsumerMetrics(registry)
     if settings.metrics_addr:
         host, _, port = settings.metrics_addr.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+        httpd, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+        log.info("consumer metrics on http://%s:%d/metrics", host or "127.0.0.1", httpd.server_port)  # port 0 too
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
