@@ -45,7 +45,8 @@ async def run(settings: ConsumerSettings) -> int:
     metrics = ConsumerMetrics(registry)
     if settings.metrics_addr:
         host, port = split_addr(settings.metrics_addr)
-        start_http_server(port, addr=host, registry=registry)
+        httpd, _ = start_http_server(port, addr=host, registry=registry)
+        log.info("consumer metrics on http://%s:%d/metrics", host, httpd.server_port)  # the bound port, :0 too
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

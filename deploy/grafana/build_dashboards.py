@@ -3,8 +3,9 @@
     .venv/bin/python deploy/grafana/build_dashboards.py          # rewrite the JSON files
     .venv/bin/python deploy/grafana/build_dashboards.py --check  # exit 1 if a committed file is stale
 
-The JSON is committed (Grafana provisioning and "Import dashboard" read it as is); tests/unit/test_dashboards.py
-checks it is current, and tests/integration/test_monitoring_live.py runs every query against a real Prometheus.
+The JSON is committed (Grafana provisioning and "Import dashboard" read it as is);
+tests/unit/monitoring/test_dashboards.py checks it is current, and
+tests/integration/prometheus/test_monitoring_live.py runs every query against a real Prometheus.
 Every panel reads the datasource variable `datasource` (any Prometheus), and `model` filters by model.
 """
 from __future__ import annotations

@@ -63,6 +63,11 @@ class Batcher:
         self._busy = False
         self._last_rows = 0
 
+    def queued_rows(self) -> int:
+        """Rows of the callers waiting for a batch (behind the one being scored)."""
+        with self._lock:
+            return sum(len(s.rows) for s in self._pending)
+
     def score(self, rows, timeout: float | None = None,
               finish: Callable[[np.ndarray], list] | None = None,
               commit: Callable[[list], None] | None = None):
@@ -127,11 +132,8 @@ class Batcher:
             # the yield is not free even then (measured ~90 us at concurrency 1: it hands the GIL to gRPC's
             # poller thread in the middle of the request), and a request arriving meanwhile leads the next batch.
             time.sleep(0)
-            if self._max_delay_s:
-                with self._lock:
-                    queued = sum(len(s.rows) for s in self._pending)
-                if queued < self._max_rows:
-                    time.sleep(self._max_delay_s)
+            if self._max_delay_s and self.queued_rows() < self._max_rows:
+                time.sleep(self._max_delay_s)
         batch, n = [], 0
         with self._lock:
             while self._pending and (not batch or n + len(self._pending[0].rows) <= self._max_rows):

@@ -94,14 +94,18 @@ class WorkerGroup:
         cpus = self.cpus[index]
         log.info("worker %d started (pid %d%s)", index, child.pid, f", on CPU {min(cpus)}" if cpus else "")
 
-    def start(self) -> None:
+    def start(self) -> str:
+        """Start the children and the group's /metrics endpoint; returns its URL (with the bound port) or "off"."""
+        metrics = "off"
         if self.settings.metrics_addr:
             registry = CollectorRegistry()
             registry.register(GroupCollector(str(self.metrics_dir), self.live_pids))
             host, port = split_addr(self.settings.metrics_addr)
-            start_http_server(port, addr=host, registry=registry)
+            httpd, _ = start_http_server(port, addr=host, registry=registry)
+            metrics = f"http://{host}:{httpd.server_port}/metrics"
         for index in range(len(self.children)):
             self._spawn(index)
+        return metrics
 
     def live_pids(self) -> list[int]:
         return [c.pid for c in self.children if c is not None and c.poll() is None]
@@ -158,9 +162,9 @@ def run(settings: ServerSettings, environ: dict[str, str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    group.start()
+    metrics = group.start()
     log.info("predmesh inference: %d processes sharing %s; metrics: %s", len(group.children), settings.grpc_addr,
-             f"http://{settings.metrics_addr}/metrics" if settings.metrics_addr else "off")
+             metrics)
     code = group.watch()
     log.info("all workers stopped")
     return code

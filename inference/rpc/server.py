@@ -180,14 +180,15 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
     server = InferenceServer(settings, recorder=recorder)
     if extend is not None:  # e.g. persistence: AnalyticsService and the activation hook, before start
         extend(server)
+    metrics = "off"
     if settings.metrics_addr:
         host, port = split_addr(settings.metrics_addr)
-        start_http_server(port, addr=host)
+        httpd, _ = start_http_server(port, addr=host)
+        metrics = f"http://{host}:{httpd.server_port}/metrics"  # the bound port (also for :0)
     port = server.start()
     host = split_addr(settings.grpc_addr)[0]
     loaded = ", ".join(f"{m.name}@{m.version}" for m in server.registry.serving()) or "none"
-    log.info("predmesh inference listening on %s:%d (gRPC); metrics: %s; models: %s", host, port,
-             f"http://{settings.metrics_addr}/metrics" if settings.metrics_addr else "off", loaded)
+    log.info("predmesh inference listening on %s:%d (gRPC); metrics: %s; models: %s", host, port, metrics, loaded)
 
     def on_signal(signum, frame):
         if server.stopping:

@@ -115,10 +115,10 @@ def untrusted_types(store: Path, model: str, source: str, version: str) -> Path:
     return target
 
 
-def crafted_forest(store: Path, model: str, source: str, version: str, mutate) -> Path:
+def crafted_forest(store: Path, model: str, source: str, version: str, mutate, trees: int | None = None) -> Path:
     """A copy of a stored RandomForest version whose first tree mutate(state) alters (state: the Tree's
     __getstate__ dict: nodes, values, max_depth, node_count), re-serialised with skops and hashed correctly: only
-    the tree's structure is wrong."""
+    the tree's structure is wrong. With trees, only the first `trees` trees are kept (a smaller, faster artifact)."""
     import copy
 
     from inference.models.manifest import decode
@@ -127,6 +127,9 @@ def crafted_forest(store: Path, model: str, source: str, version: str, mutate) -
     target = clone_version(store, model, source, version)
     manifest = decode((target / "metadata.json").read_bytes(), None)
     estimator = load_estimator(target, manifest)
+    if trees is not None:
+        estimator.estimators_ = estimator.estimators_[:trees]
+        estimator.n_estimators = trees
     tree = estimator.estimators_[0].tree_
     state = copy.deepcopy(tree.__getstate__())
     mutate(state)

@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.support.procs import ROOT, free_port, stop_process, wait_for
+from tests.support.procs import ROOT, free_port, retry_on_port_clash, stop_process, wait_for
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -24,16 +24,26 @@ class LuigidProc:
     """`python -m batch scheduler` (luigid in the foreground) on a free port with its state in work_dir."""
 
     def __init__(self, work_dir: Path):
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "PREDMESH_LUIGID_DIR": str(self.work_dir), "PYTHONUNBUFFERED": "1"}
+        self._pick_port()
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def _pick_port(self) -> None:
+        """luigid does not report what it bound: a port from free_port() (the start retries on a clash)."""
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.addr}"
-        self.work_dir = Path(work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "PREDMESH_LUIGID_ADDR": self.addr, "PREDMESH_LUIGID_DIR": str(self.work_dir),
-                    "PYTHONUNBUFFERED": "1"}
-        self.proc: subprocess.Popen | None = None
+        self.env["PREDMESH_LUIGID_ADDR"] = self.addr
 
     def __enter__(self) -> LuigidProc:
+        return retry_on_port_clash(self._start, self._pick_port)
+
+    def _start(self) -> LuigidProc:
+        if self._log is not None:
+            self._log.close()
         self._log = open(self.work_dir / "luigid.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "batch", "scheduler"], cwd=ROOT, env=self.env,
                                      stdout=self._log, stderr=subprocess.STDOUT)

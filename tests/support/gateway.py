@@ -11,38 +11,51 @@ from pathlib import Path
 
 import requests
 
-from tests.support.procs import ROOT, free_port, wait_for
+from tests.support.procs import ROOT, free_port, retry_on_port_clash, wait_for
 
 
 class GatewayProc:
     """`python -m gateway` with its own ports and work dir; upstreams are replica gRPC addresses."""
 
     def __init__(self, upstreams: list[str], work_dir: Path, env: dict[str, str] | None = None):
-        self.port, self.admin_port, self.envoy_admin_port = free_port(), free_port(), free_port()
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.work_dir / "gateway.log"
         self.env = {
             **os.environ,
-            "PREDMESH_GATEWAY_ADDR": f"127.0.0.1:{self.port}",
-            "PREDMESH_GATEWAY_ADMIN_ADDR": f"127.0.0.1:{self.admin_port}",
-            "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": f"127.0.0.1:{self.envoy_admin_port}",
             "PREDMESH_GATEWAY_UPSTREAMS": ",".join(upstreams),
             "PREDMESH_GATEWAY_DIR": str(self.work_dir),
             "PREDMESH_GATEWAY_HC_INTERVAL_MS": "250",
             "PREDMESH_GATEWAY_LOG_LEVEL": "warn",
             "PYTHONUNBUFFERED": "1",
-            **(env or {}),
         }
-        self.tls = bool(self.env.get("PREDMESH_GATEWAY_TLS_CERT"))
+        self._given = dict(env or {})
+        self.tls = bool(self._given.get("PREDMESH_GATEWAY_TLS_CERT", self.env.get("PREDMESH_GATEWAY_TLS_CERT")))
+        self._pick_ports()
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def _pick_ports(self) -> None:
+        """Envoy cannot report what it bound: ports from free_port() (start retries when one was taken first)."""
+        self.port, self.admin_port, self.envoy_admin_port = free_port(), free_port(), free_port()
+        self.env.update({
+            "PREDMESH_GATEWAY_ADDR": f"127.0.0.1:{self.port}",
+            "PREDMESH_GATEWAY_ADMIN_ADDR": f"127.0.0.1:{self.admin_port}",
+            "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": f"127.0.0.1:{self.envoy_admin_port}",
+            **self._given,
+        })
         scheme = "https" if self.tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.admin_url = f"{scheme}://127.0.0.1:{self.admin_port}"
         self.envoy_admin = f"http://127.0.0.1:{self.envoy_admin_port}"
-        self.proc: subprocess.Popen | None = None
 
     def start(self, healthy: int | None = None, timeout: float = 30.0) -> GatewayProc:
         """Start and wait until Envoy is LIVE and `healthy` upstream hosts (default: all) pass health checks."""
+        return retry_on_port_clash(lambda: self._start(healthy, timeout), self._pick_ports)
+
+    def _start(self, healthy: int | None, timeout: float) -> GatewayProc:
+        if self._log is not None:
+            self._log.close()
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=self.env,
                                      stdout=self._log, stderr=subprocess.STDOUT)

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import psycopg2
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, retry_on_port_clash
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DEFAULT_TEST_URL = "postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test"
@@ -63,15 +63,26 @@ class PrivatePostgres:
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="predmesh-pg-"))
         self.data = self.dir / "data"
+        self._pick_port()
+
+    def _pick_port(self) -> None:
+        """PostgreSQL cannot bind port 0: a port from free_port() (the first start retries on a clash)."""
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/predmesh"
+
+    def _first_start(self) -> None:
+        try:
+            self.start()
+        except subprocess.CalledProcessError as exc:  # the reason (e.g. the port taken meanwhile) is in pg.log
+            log = self.dir / "pg.log"
+            raise RuntimeError(f"{exc}\n{log.read_text(errors='replace') if log.exists() else ''}") from None
 
     def __enter__(self) -> PrivatePostgres:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         _as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                      "--no-sync", "-E", "UTF8")
-        self.start()
+        retry_on_port_clash(self._first_start, self._pick_port)
         conn = psycopg2.connect(self.url.replace("/predmesh", "/postgres"), connect_timeout=5)
         try:
             conn.autocommit = True

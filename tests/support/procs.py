@@ -1,13 +1,18 @@
-"""Real processes for integration tests: free ports, an inference server subprocess, readiness polling."""
+"""Real processes for integration tests: ports, an inference server subprocess, readiness polling."""
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,12 +20,52 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-5f1c"
 READONLY_TOKEN = "test-readonly-token-9a2e"
+T = TypeVar("T")
 
 
 def free_port() -> int:
+    """A port for a child that cannot bind port 0 and report what it bound (Envoy, luigid, PostgreSQL, several
+    server processes sharing one port): free now, and picked below the kernel's ephemeral range, where port-0 binds
+    and the source ports of outgoing connections come from, so those cannot take it. Another process may still
+    bind it before the child does: start such a child with `retry_on_port_clash`. Prefer port 0 wherever the child
+    reports its port (ServerProc does)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(20000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port found in 20000-{low}")
+
+
+# What a child says when its port was taken between free_port() and its bind (server, Envoy, Tornado, PostgreSQL).
+PORT_CLASH = re.compile(r"address already in use|is already in use|EADDRINUSE|could not bind", re.IGNORECASE)
+
+
+def retry_on_port_clash(start: Callable[[], T], repick: Callable[[], None], attempts: int = 3) -> T:
+    """start() a child on ports from free_port(); when it fails because another process took one of them first
+    (start raises with the child's log, which names the clash), repick() the ports and try again."""
+    for attempt in range(attempts):
+        try:
+            return start()
+        except (RuntimeError, AssertionError, subprocess.CalledProcessError) as exc:
+            text = f"{exc}\n{getattr(exc, 'stdout', '') or ''}\n{getattr(exc, 'stderr', '') or ''}"
+            if attempt == attempts - 1 or not PORT_CLASH.search(text):
+                raise
+            repick()
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port where nothing listens, for as long as the block runs: bound (so no other process can take it) but not
+    listening, so a connection to it is refused at once. Race-free, unlike a port found free and released."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.bind((host, 0))
+        yield s.getsockname()[1]
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
@@ -55,19 +100,29 @@ def health_status(target: str, service: str = "", timeout: float = 1.0) -> int |
             return None
 
 
+# The server's start-up line names the ports it bound (single process, or the supervisor of several).
+BOUND = re.compile(r"(?:listening on|processes sharing) \S+:(\d+)(?: \(gRPC\))?; metrics: (?:\S+:(\d+)/metrics|off)")
+
+
 class ServerProc:
-    """`python -m inference serve` as a child process with its own ports, store and log file."""
+    """`python -m inference serve` as a child process with its own ports, store and log file.
+
+    Without grpc_port the server binds port 0 for gRPC and metrics and the ports are read from its start-up line
+    (needs PREDMESH_LOG_LEVEL at INFO or below): no port is picked and released beforehand, so none can be taken
+    meanwhile. Several processes (PREDMESH_PROCESSES > 1) need a fixed gRPC port: one from free_port(), and the
+    start is retried if another process took it first. `target` and the ports are known once started."""
 
     def __init__(self, model_store: Path, log_path: Path, env: dict[str, str] | None = None,
                  grpc_port: int | None = None):
-        self.grpc_port = grpc_port or free_port()
-        self.metrics_port = free_port()
+        self.fixed_port = grpc_port is not None or "PREDMESH_GRPC_ADDR" in (env or {})
+        self.grpc_port = grpc_port or 0
+        self.metrics_port = 0
         self.target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = Path(log_path)
         self.env = {
             **os.environ,
             "PREDMESH_GRPC_ADDR": self.target,
-            "PREDMESH_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
+            "PREDMESH_METRICS_ADDR": "127.0.0.1:0",
             "PREDMESH_MODEL_STORE": str(model_store),
             "PREDMESH_ADMIN_TOKEN": ADMIN_TOKEN,
             "PREDMESH_READONLY_TOKEN": READONLY_TOKEN,
@@ -80,21 +135,57 @@ class ServerProc:
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None
+        self._log = None
 
-    def start(self, timeout: float = 30.0) -> ServerProc:
+    def _processes(self) -> int:
+        value = self.env.get("PREDMESH_PROCESSES", "auto")
+        if value.isdigit():
+            return int(value)
+        return len(os.sched_getaffinity(0)) if value in ("", "auto") else 1  # a bad value: the server refuses it
+
+    def spawn(self, timeout: float = 30.0) -> None:
+        """Start the process and learn the ports it bound (from its start-up line); readiness is the caller's."""
+        if not self.fixed_port:
+            self.grpc_port = free_port() if self._processes() > 1 else 0
+            self.target = self.env["PREDMESH_GRPC_ADDR"] = f"127.0.0.1:{self.grpc_port}"
+        if self._log is not None:
+            self._log.close()
         self._log = open(self.log_path, "ab")
+        offset = self._log.tell()
         self.proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT,
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+
+        def bound():
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return BOUND.search(fh.read().decode(errors="replace"))
         try:
-            wait_for(lambda: self.proc.poll() is not None
-                     or health_status(self.target) == health_pb2.HealthCheckResponse.SERVING,
-                     timeout, what=f"server on {self.target}")
+            found = wait_for(lambda: bound() or self.proc.poll() is not None, timeout,
+                             what=f"the server's start-up line in {self.log_path}")
         except TimeoutError:
             self.kill()
             raise
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-        return self
+        if isinstance(found, re.Match):
+            self.grpc_port = int(found[1])
+            self.metrics_port = int(found[2] or 0)
+            self.target = f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProc:
+        def once() -> ServerProc:
+            self.spawn(timeout)
+            try:
+                wait_for(lambda: self.proc.poll() is not None
+                         or health_status(self.target) == health_pb2.HealthCheckResponse.SERVING,
+                         timeout, what=f"server on {self.target}")
+            except TimeoutError:
+                self.kill()
+                raise
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            return self
+        if self.fixed_port or self._processes() == 1:
+            return once()
+        return retry_on_port_clash(once, lambda: None)  # spawn() picks another port
 
     @property
     def pid(self) -> int:
@@ -130,4 +221,5 @@ class ServerProc:
 
     def __exit__(self, *exc) -> None:
         self.kill()
-        self._log.close()
+        if self._log is not None:
+            self._log.close()

@@ -3,6 +3,7 @@ and a TCP proxy the test can make silent or reset."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -99,20 +100,23 @@ class Broker:
 
 
 class ConsumerProc:
-    """`python -m consumer` as a child process on its own metrics port; kill -9 and restart at will."""
+    """`python -m consumer` as a child process; kill -9 and restart at will. Its metrics endpoint binds port 0 and
+    the port is read from the consumer's log line (each start gets its own)."""
 
     def __init__(self, target: str, amqp_url: str, prefix: str, log_path: Path, env: dict | None = None):
-        self.metrics_port = free_port()
+        self.metrics_port = 0
         self.log_path = Path(log_path)
         self.env = {**os.environ, "PREDMESH_AMQP_URL": amqp_url, "PREDMESH_AMQP_PREFIX": prefix,
                     "PREDMESH_SERVER_ADDR": target,
-                    "PREDMESH_CONSUMER_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
+                    "PREDMESH_CONSUMER_METRICS_ADDR": "127.0.0.1:0",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self._offset = 0
 
     def start(self, env: dict | None = None, wait: bool = True) -> ConsumerProc:
         self._log = open(self.log_path, "ab")
+        self._offset, self.metrics_port = self._log.tell(), 0
         self.proc = subprocess.Popen([sys.executable, "-m", "consumer"], cwd=ROOT, env={**self.env, **(env or {})},
                                      stdout=self._log, stderr=subprocess.STDOUT)
         self.starts += 1
@@ -143,6 +147,13 @@ class ConsumerProc:
 
     def metrics_text(self) -> str:
         import urllib.request
+        if not self.metrics_port:  # not known yet: from this start's log line, once written
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._offset)
+                found = re.search(r"consumer metrics on http://\S+:(\d+)/metrics", fh.read().decode(errors="replace"))
+            if not found:
+                return ""
+            self.metrics_port = int(found[1])
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=3) as r:
                 return r.read().decode()
@@ -266,11 +277,11 @@ class SilentProxy:
 
     def __init__(self, upstream_port: int):
         self.upstream = ("127.0.0.1", upstream_port)
-        self.port = free_port()
         self.silent = threading.Event()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server = socket.create_server(("127.0.0.1", 0))  # in this process: port 0, then ask which
+        self.port = self._server.getsockname()[1]
         self._stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.procs import ROOT, free_port, stop_process, wait_for
+from tests.support.procs import ROOT, free_port, retry_on_port_clash, stop_process, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -24,21 +24,39 @@ class UiProc:
     """`python -m ui` on a free port against a server target, logging to a file."""
 
     def __init__(self, server_target: str, log_path: Path, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = Path(log_path)
-        self.env = {**os.environ, "PREDMESH_GRPC_ADDR": server_target, "PREDMESH_UI_ADDR": f"127.0.0.1:{self.port}",
-                    "PREDMESH_UI_REFRESH_S": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {**os.environ, "PREDMESH_GRPC_ADDR": server_target, "PREDMESH_UI_REFRESH_S": "1",
+                    "PYTHONUNBUFFERED": "1", **(env or {})}
         for name in ("PREDMESH_ADMIN_TOKEN", "PREDMESH_READONLY_TOKEN", "PREDMESH_SERVER_ADDR"):
             if name not in (env or {}):
                 self.env.pop(name, None)  # the dashboard holds no admin credential of its own
+        self._pick_port()
         self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def _pick_port(self) -> None:
+        """The dashboard does not report what it bound: a port from free_port() (start retries on a clash)."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env["PREDMESH_UI_ADDR"] = f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> UiProc:
+        return retry_on_port_clash(lambda: self._start(timeout), self._pick_port)
+
+    def _start(self, timeout: float) -> UiProc:
+        if self._log is not None:
+            self._log.close()
         self._log = open(self.log_path, "ab")
+        offset = self._log.tell()
         self.proc = subprocess.Popen([sys.executable, "-m", "ui"], cwd=ROOT, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is not None or _listening(self.port), timeout, what=f"dashboard {self.url}")
+
+        def ours() -> bool:  # its own start-up line first: a listener on the port is then this dashboard
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return b"predmesh dashboard on" in fh.read()
+        wait_for(lambda: self.proc.poll() is not None or (ours() and _listening(self.port)), timeout,
+                 what=f"dashboard {self.url}")
         if self.proc.poll() is not None:
             raise RuntimeError(f"dashboard exited with {self.proc.returncode}:\n{self.log()}")
         return self

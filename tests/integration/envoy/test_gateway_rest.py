@@ -406,17 +406,13 @@ def test_openapi_document_is_served(mesh):
 def test_no_model_loaded_is_503_with_a_json_status(model_store, tmp_path):
     """T07 row 'no model loaded': the model is known but no version can load → UNAVAILABLE → 503 + JSON status.
     The only replica is NOT_SERVING, so Envoy is in panic mode and still forwards (rather than a bare 503)."""
-    import subprocess
-    import sys
 
-    from tests.support.procs import ROOT, health_status, wait_for
+    from tests.support.procs import health_status, wait_for
 
     for artifact in model_store.rglob("model.skops"):
         artifact.write_bytes(b"not a model")
     server = ServerProc(model_store, tmp_path / "server.log")
-    server._log = open(server.log_path, "ab")
-    server.proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT,
-                                   env=server.env, stdout=server._log, stderr=subprocess.STDOUT)
+    server.spawn()
     try:
         wait_for(lambda: health_status(server.target) is not None, 30, what="server answering health")
         gw = GatewayProc([server.target], tmp_path / "gw").start(healthy=0)

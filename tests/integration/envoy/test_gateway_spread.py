@@ -11,7 +11,7 @@ from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.conftest import IRIS_ROW
 from tests.support.gateway import GatewayProc
-from tests.support.procs import ServerProc, free_port, wait_for
+from tests.support.procs import ServerProc, wait_for
 
 
 def answering_pids(target: str, tries: int = 60) -> set[int]:
@@ -33,8 +33,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def test_rest_load_through_the_gateway_is_served_by_both_processes(model_store, tmp_path):
-    port = free_port()
-    with ServerProc(model_store, tmp_path / "server.log", grpc_port=port,
+    with ServerProc(model_store, tmp_path / "server.log",
                     env={"PREDMESH_PROCESSES": "2", "PREDMESH_PERSISTENCE": "off"}) as server:  # starts it
         wait_for(lambda: len(answering_pids(server.target)) == 2, timeout=60, interval=0.3, what="both processes")
         pids = answering_pids(server.target)

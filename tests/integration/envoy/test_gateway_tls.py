@@ -4,7 +4,6 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
-import sys
 
 import grpc
 import pytest
@@ -17,7 +16,7 @@ from predmesh.errors import PredmeshError
 from tests.conftest import IRIS_ROW
 from tests.support.certs import make_pki
 from tests.support.gateway import GatewayProc
-from tests.support.procs import ROOT, ServerProc, free_port, wait_for
+from tests.support.procs import ServerProc, free_port, wait_for
 
 pytestmark = pytest.mark.envoy
 
@@ -43,9 +42,7 @@ class TlsServerProc(ServerProc):
         self.pki = pki
 
     def start(self, timeout: float = 30.0):
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT,
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.spawn(timeout)
         wait_for(lambda: self.proc.poll() is not None
                  or tls_health(self.target, self.pki, self.pki.client) == health_pb2.HealthCheckResponse.SERVING,
                  timeout, what="TLS server")

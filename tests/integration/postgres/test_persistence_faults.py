@@ -2,6 +2,7 @@
 private PostgreSQL started for the test, so stopping it disturbs no one."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from predmesh import Client, ResourceExhausted, Unavailable
 from tests.conftest import IRIS_ROW
 from tests.support.load import run_load
 from tests.support.pg import PrivatePostgres
-from tests.support.procs import ServerProc, free_port, wait_for
+from tests.support.procs import ServerProc, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -125,7 +126,7 @@ def test_a_database_down_at_start_serves_spooling_and_says_so_until_it_returns(m
 
 @pytest.mark.slow
 def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tmp_path):
-    port = free_port()
+    port = None  # the first start binds port 0; the restarts take the same port again
     spool_dir = tmp_path / "spool"
     env = {"PREDMESH_PERSISTENCE": "durable", "PREDMESH_SPOOL_DIR": str(spool_dir)}
     with PrivatePostgres() as pg:
@@ -141,6 +142,7 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
         loader = None
         for cycle in range(3):
             with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port) as proc:
+                port = proc.grpc_port
                 if loader is None:
                     loader = threading.Thread(target=load)
                     loader.start()
@@ -176,7 +178,7 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
 def test_t17_bulk_kill_9_in_durable_mode_loses_no_acknowledged_row_of_a_columnar_batch(model_store, tmp_path):
     """T17 for the bulk path: a columnar PredictBatch is spooled as one document; an OK answer means every one of
     its rows survives kill -9 and is stored exactly once."""
-    port = free_port()
+    port = None  # the first start binds port 0; the restarts take the same port again
     env = {"PREDMESH_PERSISTENCE": "durable", "PREDMESH_SPOOL_DIR": str(tmp_path / "spool")}
     names, rows = list(IRIS_ROW), 50
     values = [IRIS_ROW[k] for k in names] * rows
@@ -193,11 +195,13 @@ def test_t17_bulk_kill_9_in_durable_mode_loses_no_acknowledged_row_of_a_columnar
         def load():
             results.append(run_load(call, 40, 60, stop=stop))
 
-        with Client(f"127.0.0.1:{port}", timeout=2) as client:
+        with contextlib.ExitStack() as held:
             loader = None
             for _ in range(2):
                 with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port) as proc:
+                    port = proc.grpc_port
                     if loader is None:
+                        client = held.enter_context(Client(f"127.0.0.1:{port}", timeout=2))
                         loader = threading.Thread(target=load)
                         loader.start()
                     time.sleep(2.5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -22,7 +23,7 @@ from sklearn.datasets import load_iris
 from cli.monitoring import prometheus_argv, write_config, write_targets
 from predmesh import Client, InvalidArgument, NotFound
 from tests.support.gateway import GatewayProc
-from tests.support.procs import ADMIN_TOKEN, ROOT, ServerProc, free_port, stop_process, wait_for
+from tests.support.procs import ADMIN_TOKEN, ROOT, ServerProc, stop_process, wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -52,12 +53,23 @@ def rule_exprs() -> list[tuple[str, str]]:
 
 
 class Prometheus:
+    """Prometheus on port 0; the port it bound is read from its `msg="Listening on" address=…` line."""
+
     def __init__(self, config: Path, data: Path, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "ab")
-        self.proc = subprocess.Popen(prometheus_argv(config, data, f"127.0.0.1:{self.port}"),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        offset = self._log.tell()
+        argv = [a if not a.startswith("--log.level=") else "--log.level=info"  # the line is at info
+                for a in prometheus_argv(config, data, "127.0.0.1:0")]
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+
+        def listening():
+            with open(log, "rb") as fh:
+                fh.seek(offset)
+                return re.search(rb'msg="Listening on" address=127\.0\.0\.1:(\d+)', fh.read())
+        found = wait_for(lambda: listening() or self.proc.poll() is not None, 30, what="Prometheus listening")
+        assert self.proc.poll() is None, Path(log).read_text(errors="replace")
+        self.port = int(found[1])
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def api(self, path: str, **params):
         return requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10).json()

@@ -208,12 +208,13 @@ def test_retries_only_unavailable(flaky, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_unreachable_server_is_unavailable(kind):
-    from tests.support.procs import free_port
-    target = f"127.0.0.1:{free_port()}"
-    with pytest.raises(Unavailable):
-        run(kind, target, lambda c: c.get_model("iris", timeout=2))
-    with pytest.raises(Unavailable):
-        run(kind, target, lambda c: c.wait_ready(timeout=0.3))
+    from tests.support.procs import closed_port
+    with closed_port() as port:
+        target = f"127.0.0.1:{port}"
+        with pytest.raises(Unavailable):
+            run(kind, target, lambda c: c.get_model("iris", timeout=2))
+        with pytest.raises(Unavailable):
+            run(kind, target, lambda c: c.wait_ready(timeout=0.3))
 
 
 def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():

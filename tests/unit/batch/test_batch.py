@@ -5,8 +5,6 @@ from __future__ import annotations
 import configparser
 import csv
 import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from batch.table import (
 from predmesh.env import ConfigError
 from predmesh.types import CallLimits, ClassProfile, FeatureSpec, ModelInfo
 
-ROOT = Path(__file__).resolve().parents[3]
 
 NAMES = ("a", "b")
 
@@ -179,18 +176,6 @@ def test_a_published_file_appears_whole_or_not_at_all(tmp_path, monkeypatch, fal
             f.write("partial")
             raise RuntimeError("killed")
     assert [p.name for p in target.parent.iterdir()] == ["x.csv"]  # a failed write leaves nothing
-
-
-def test_a_killed_writer_leaves_no_file(tmp_path):
-    script = ("import sys, os; from batch.table import published_file\n"
-              "with published_file(sys.argv[1]) as f:\n"
-              "    f.write('x' * 100_000); f.flush(); print('writing', flush=True); sys.stdin.read()\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.csv")], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "writing\n"
-    proc.kill()
-    proc.wait(10)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_settings_from_env_and_their_errors():

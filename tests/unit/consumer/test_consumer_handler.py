@@ -282,23 +282,6 @@ def test_json_jobs_follow_the_proto3_json_mapping():
     assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT and "AMQP type" in exc.value.message
 
 
-def test_the_consumer_imports_only_the_sdk_and_the_sdk_core_does_not_need_pika():
-    import ast
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[3]
-    for path in (root / "consumer").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            assert not [n for n in names if n.split(".")[0] in ("inference", "database", "sklearn", "peewee")], path
-    probe = "import sys, predmesh.jobs, predmesh.client; print('pika' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
-
-
 def test_consumer_settings_from_the_environment():
     from consumer.settings import ConsumerSettings
     from predmesh.env import ConfigError

@@ -10,21 +10,28 @@ import pytest
 
 from inference.models.batcher import Batcher
 from inference.errors import DeadlineExceeded
+from tests.support.procs import wait_for
 
 
 class Recording:
-    """score_fn that returns each row's own values (so mix-ups show), records calls and their threads."""
+    """score_fn that returns each row's own values (so mix-ups show), records calls and their threads. Gated, its
+    calls wait for `release` (`entered` is set once the first has begun)."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, gated: bool = False):
         self.calls: list[int] = []
         self.threads: list[str] = []
         self.delay = delay
         self.lock = threading.Lock()
+        self.entered, self.release = threading.Event(), threading.Event()
+        if not gated:
+            self.release.set()
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         with self.lock:
             self.calls.append(len(matrix))
             self.threads.append(threading.current_thread().name)
+        self.entered.set()
+        assert self.release.wait(10), "never released"
         if self.delay:
             time.sleep(self.delay)
         return matrix * 2
@@ -66,33 +73,41 @@ def test_multi_row_requests_stay_contiguous_and_oversized_ones_run_alone():
 
 def test_an_error_reaches_every_caller_of_the_batch_and_the_batcher_recovers():
     state = {"fail": True}
+    calls, entered, release = [], threading.Event(), threading.Event()
 
     def fn(matrix):
-        time.sleep(0.01)
+        calls.append(len(matrix))
+        entered.set()
+        release.wait(10)
         if state["fail"]:
             raise ValueError("boom")
         return matrix
 
     batcher = Batcher(fn, max_rows=64)
     with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(batcher.score, np.ones((1, 2)), 5) for _ in range(8)]
-        errors = [f.exception(timeout=5) for f in futures]
-    assert all(isinstance(e, ValueError) for e in errors)
+        futures = [pool.submit(batcher.score, np.ones((1, 2)), 5)]
+        assert entered.wait(10)
+        futures += [pool.submit(batcher.score, np.ones((1, 2)), 5) for _ in range(7)]
+        wait_for(lambda: batcher.queued_rows() == 7, 10, what="seven callers queued behind the first")
+        release.set()
+        errors = [f.exception(timeout=10) for f in futures]
+    assert all(isinstance(e, ValueError) for e in errors) and calls == [1, 7]
     state["fail"] = False
     assert batcher.score(np.ones((1, 2))).tolist() == [[1.0, 1.0]]
 
 
 def test_a_waiter_that_times_out_does_not_wedge_the_batcher():
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def fn(matrix):
+        entered.set()
         release.wait(5)
         return matrix
 
     batcher = Batcher(fn, max_rows=64)
     with ThreadPoolExecutor(4) as pool:
         leader = pool.submit(batcher.score, np.ones((1, 1)), 10)
-        time.sleep(0.05)
+        assert entered.wait(5), "the leader is scoring"
         waiter = pool.submit(batcher.score, np.ones((1, 1)), 0.05)
         with pytest.raises(DeadlineExceeded):
             waiter.result(timeout=5)
@@ -112,7 +127,7 @@ def test_max_delay_waits_only_under_load():
 
 
 def test_finish_runs_per_caller_and_one_commit_per_batch_before_anyone_is_answered():
-    fn = Recording(delay=0.05)
+    fn = Recording(gated=True)
     batcher = Batcher(fn, max_rows=64)
     commits: list[list] = []
     answered: list[int] = []
@@ -132,16 +147,19 @@ def test_finish_runs_per_caller_and_one_commit_per_batch_before_anyone_is_answer
 
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(call, 0)
-        time.sleep(0.01)  # the first call is being scored: the others queue into one batch
-        results = [first.result()] + list(pool.map(call, range(1, 8)))
+        assert fn.entered.wait(10)  # the first call is being scored: the others queue into one batch
+        rest = [pool.submit(call, i) for i in range(1, 8)]
+        wait_for(lambda: batcher.queued_rows() == 7, 10, what="seven callers queued behind the first")
+        fn.release.set()
+        results = [f.result(10) for f in [first, *rest]]
     for i, probabilities, items in results:
         assert probabilities == [[2.0 * i]] and items == [i]
     assert sorted(x for c in commits for x in c) == list(range(8))  # every item committed exactly once
-    assert len(commits) == len(fn.calls) < 8  # one commit per scored batch, and batches merged
+    assert fn.calls == [1, 7] and len(commits) == 2  # one commit per scored batch, and the queued ones merged
 
 
 def test_a_failed_commit_fails_every_caller_of_its_batch_and_the_batcher_recovers():
-    fn = Recording(delay=0.05)
+    fn = Recording()
     batcher = Batcher(fn, max_rows=64)
 
     def refuse(items):

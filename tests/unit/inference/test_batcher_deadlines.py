@@ -2,25 +2,25 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
 from inference.models.batcher import Batcher
+from tests.support.procs import wait_for
 
 
 def test_followers_without_deadline_get_their_rows():
     """gRPC reports "no deadline" as a huge time_remaining(); a waiting caller must treat it as no timeout."""
-    started = threading.Event()
+    started, release = threading.Event(), threading.Event()
     sizes = []
 
-    def slow_double(matrix):
+    def gated_double(matrix):
         sizes.append(len(matrix))
         started.set()
-        time.sleep(0.05)
+        release.wait(10)  # the leader's call lasts until every follower has queued behind it
         return matrix * 2
 
-    batcher = Batcher(slow_double, max_rows=64)
+    batcher = Batcher(gated_double, max_rows=64)
     results, errors = {}, []
 
     def call(i):
@@ -31,12 +31,14 @@ def test_followers_without_deadline_get_their_rows():
 
     leader = threading.Thread(target=call, args=(0,))
     leader.start()
-    started.wait(5)
+    assert started.wait(10)
     followers = [threading.Thread(target=call, args=(i,)) for i in range(1, 9)]
     for t in followers:
         t.start()
+    wait_for(lambda: batcher.queued_rows() == 8, 10, what="eight followers queued behind the leader")
+    release.set()
     for t in [leader, *followers]:
         t.join(10)
     assert errors == []
     assert {i: float(r[0, 0]) for i, r in results.items()} == {i: 2.0 * i for i in range(9)}
-    assert sizes[0] == 1 and sum(sizes) == 9 and len(sizes) < 9, "followers were merged into batches"
+    assert sizes == [1, 8], "the followers were merged into one batch"

@@ -117,13 +117,17 @@ def test_claim_gives_each_process_its_own_slot(tmp_path):
     assert successor.dir == first.dir and drain(successor) == [{"i": 1}]
 
 
-def test_age_tracks_how_long_records_have_been_waiting(tmp_path):
-    import time
+def test_age_tracks_how_long_records_have_been_waiting(tmp_path, monkeypatch):
+    import types
+
+    from inference.recording import spool as spool_module
+    now = [1_000_000.0]
+    monkeypatch.setattr(spool_module, "time", types.SimpleNamespace(time=lambda: now[0]))  # the spool's clock
     spool = Spool(tmp_path, max_bytes=1_000_000)
     assert spool.oldest_age() == 0.0
     spool.append([encode({"i": 1})])
-    time.sleep(0.05)
-    assert spool.oldest_age() >= 0.05
+    now[0] += 7.5
+    assert spool.oldest_age() == 7.5
     cursor, _ = spool.read(10)
     spool.consume(cursor)
     assert spool.oldest_age() == 0.0

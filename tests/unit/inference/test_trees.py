@@ -25,7 +25,7 @@ def test_genuine_forests_pass_the_structure_checks(model_store):
 
 @pytest.mark.parametrize("defect", sorted(artifacts.TREE_DEFECTS))
 def test_each_structural_defect_is_refused_and_serving_is_unchanged(model_store, defect):
-    bad = artifacts.crafted_forest(model_store, "iris", "1", "3", artifacts.TREE_DEFECTS[defect])
+    bad = artifacts.crafted_forest(model_store, "iris", "1", "3", artifacts.TREE_DEFECTS[defect], trees=3)
     with pytest.raises(UntrustedArtifact, match="tree 0 of DecisionTreeClassifier"):
         _load(bad)
     registry = ModelRegistry(ModelStore(model_store), ServerMetrics(CollectorRegistry()))

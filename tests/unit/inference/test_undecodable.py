@@ -62,8 +62,10 @@ def _call(channel, path, client_streaming, server_streaming, payload: bytes) -> 
         if not client_streaming and not server_streaming:
             channel.unary_unary(path)(payload, timeout=5)
         elif not client_streaming:
-            for _ in channel.unary_stream(path)(payload, timeout=2):
-                pass
+            call = channel.unary_stream(path)(payload, timeout=2)
+            for _ in call:  # answered: decoded (Health/Watch would stream until the deadline: stop here)
+                call.cancel()
+                break
         elif server_streaming:
             for _ in channel.stream_stream(path)(iter([payload]), timeout=2):
                 pass

@@ -446,25 +446,3 @@ def test_paging_buttons_follow_the_page(world):
         assert not newer.disabled and older.disabled
         assert len(page.select(pn.widgets.Tabulator)[0].value) == 3
     asyncio.run(scenario())
-
-
-# -- entry point --------------------------------------------------------------------------------------------------
-def _cli(*args, env=None):
-    import os
-    import subprocess
-    import sys
-
-    from tests.support.procs import ROOT
-    return subprocess.run([sys.executable, "-m", "cli", "ui", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
-
-
-def test_predmesh_ui_help_lists_its_variables_and_a_bad_setting_is_one_line():
-    helped = _cli("--help")
-    assert helped.returncode == 0 and "usage: predmesh ui" in helped.stdout
-    for name in ("PREDMESH_UI_ADDR", "PREDMESH_UI_PASSWORD[_FILE]", "PREDMESH_UI_ALLOWED_ORIGINS",
-                 "PREDMESH_SERVER_ADDR"):
-        assert name in helped.stdout
-    bad = _cli(env={"PREDMESH_UI_ADDR": "nope"})
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "predmesh ui: PREDMESH_UI_ADDR='nope' must be host:port, e.g. 127.0.0.1:5006"]

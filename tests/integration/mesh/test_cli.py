@@ -1,4 +1,5 @@
-"""The predmesh console script: dispatch, train into a store, unknown commands."""
+"""The predmesh console script as a real process: dispatch, train into a store, unknown commands, `predmesh ui`'s
+usage and a bad setting."""
 from __future__ import annotations
 
 import json
@@ -165,3 +166,20 @@ def test_help_of_consume_publish_and_batch_score_lists_every_variable_their_sett
         assert out.returncode == 0, out.stderr
         listed = set(re.findall(r"PREDMESH_[A-Z0-9_]+", out.stdout.split("environment:", 1)[-1]))
         assert spy.seen and listed == spy.seen, (command, sorted(spy.seen ^ listed))
+
+
+# -- predmesh ui --------------------------------------------------------------------------------------------------
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "cli", "ui", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_predmesh_ui_help_lists_its_variables_and_a_bad_setting_is_one_line():
+    helped = _cli("--help")
+    assert helped.returncode == 0 and "usage: predmesh ui" in helped.stdout
+    for name in ("PREDMESH_UI_ADDR", "PREDMESH_UI_PASSWORD[_FILE]", "PREDMESH_UI_ALLOWED_ORIGINS",
+                 "PREDMESH_SERVER_ADDR"):
+        assert name in helped.stdout
+    bad = _cli(env={"PREDMESH_UI_ADDR": "nope"})
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "predmesh ui: PREDMESH_UI_ADDR='nope' must be host:port, e.g. 127.0.0.1:5006"]

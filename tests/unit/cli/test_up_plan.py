@@ -1,0 +1,92 @@
+"""The `predmesh up` plan, probes and `--check`, in this process (no child process; tests/integration/mesh runs the
+supervisor with real children)."""
+from __future__ import annotations
+
+import json
+
+from cli import up
+from cli.probe import grpc_health, http_ok
+from tests.support.procs import closed_port
+
+
+def args(*argv):
+    return up.parser().parse_args(list(argv))
+
+
+def test_plan_places_replicas_on_adjacent_ports_behind_the_gateway(monkeypatch):
+    env = {"PREDMESH_GRPC_ADDR": "127.0.0.1:41000", "PREDMESH_METRICS_ADDR": "127.0.0.1:42000",
+           "PREDMESH_GATEWAY_ADDR": "127.0.0.1:43000", "PREDMESH_LUIGID_ADDR": "127.0.0.1:44000"}
+    mesh = up.plan(args("--replicas", "3", "--no-consumer", "--no-ui", "--no-prometheus"), env)
+    names = [p.name for p in mesh.parts]
+    assert names == ["inference-1", "inference-2", "inference-3", "gateway", "luigid"]
+    assert [p.env["PREDMESH_GRPC_ADDR"] for p in mesh.parts[:3]] == \
+        ["127.0.0.1:41000", "127.0.0.1:41001", "127.0.0.1:41002"]
+    assert mesh.parts[2].env["PREDMESH_METRICS_ADDR"] == "127.0.0.1:42002"
+    assert all(p.env["PREDMESH_PROCESSES"] == "1" for p in mesh.parts[:3])   # N replicas, one process each
+    single = up.plan(args("--no-consumer", "--no-ui", "--no-prometheus", "--no-luigid"), env)
+    assert "PREDMESH_PROCESSES" not in single.parts[0].env                   # one replica: the server's default
+    chosen = up.plan(args("--replicas", "2", "--no-consumer", "--no-ui", "--no-prometheus", "--no-luigid"),
+                     {**env, "PREDMESH_PROCESSES": "2"})
+    assert "PREDMESH_PROCESSES" not in chosen.parts[0].env                   # an explicit choice is kept
+    assert mesh.parts[3].env["PREDMESH_GATEWAY_UPSTREAMS"] == "127.0.0.1:41000,127.0.0.1:41001,127.0.0.1:41002"
+    assert [p.stage for p in mesh.parts] == [0, 0, 0, 1, 2]
+    assert all(p.core for p in mesh.parts[:4]) and not mesh.parts[4].core
+    assert "--port" in mesh.parts[4].argv or mesh.parts[4].argv[-1] == "scheduler"
+    assert any("--no-consumer" in n for n in mesh.notes) and any("--no-ui" in n for n in mesh.notes)
+    text = up.report(mesh, {})
+    assert "gRPC 127.0.0.1:41002" in text and "REST http://127.0.0.1:43000/v1/models" in text
+    assert "http://127.0.0.1:44000/" in text
+
+
+def test_the_consumer_is_started_only_when_the_broker_answers(monkeypatch):
+    with closed_port() as port:                          # nothing listens there
+        env = {"PREDMESH_AMQP_URL": f"amqp://guest:secret@127.0.0.1:{port}/%2F"}
+        mesh = up.plan(args("--no-gateway", "--no-luigid", "--no-ui", "--no-prometheus"), env)
+    assert "consumer" not in [p.name for p in mesh.parts]
+    note = next(n for n in mesh.notes if n.startswith("consumer"))
+    assert "not reachable" in note and "secret" not in note and "***" in note
+
+
+def test_probes_say_why_a_part_is_down(inproc_server):
+    server, target = inproc_server
+    assert grpc_health(target) == (True, "gRPC health SERVING")
+    with closed_port() as port:
+        ok, detail = grpc_health(f"127.0.0.1:{port}", timeout=0.5)
+        assert not ok and "UNAVAILABLE" in detail
+        ok, detail = http_ok(f"http://127.0.0.1:{port}/", timeout=0.5)
+        assert not ok and "no answer" in detail
+
+
+def test_check_reports_each_part_and_fails_when_one_is_down(inproc_server, capsys):
+    server, target = inproc_server
+    with closed_port() as port:
+        down = f"127.0.0.1:{port}"
+        mesh = up.Plan([up.Part("inference", [], probe=lambda: grpc_health(target), urls=[f"gRPC {target}"]),
+                        up.Part("luigid", [], probe=lambda: http_ok(f"http://{down}/api/task_list"))],
+                       ["dashboard: not in this checkout"])
+        assert up.check(mesh) == 1
+    out = capsys.readouterr().out
+    assert "1/2 parts up" in out
+    assert "inference    UP    gRPC health SERVING" in out and "luigid       DOWN  no answer" in out
+    assert "- dashboard: not in this checkout" in out
+    assert up.check(up.Plan(mesh.parts[:1], [])) == 0
+
+
+def test_prometheus_is_planned_with_every_part_as_a_target(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"PREDMESH_GRPC_ADDR": "127.0.0.1:41000", "PREDMESH_METRICS_ADDR": "127.0.0.1:42000",
+           "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": "127.0.0.1:43901", "PREDMESH_LUIGID_ADDR": "127.0.0.1:44000",
+           "PREDMESH_PROMETHEUS_ADDR": "127.0.0.1:45090"}
+    mesh = up.plan(args("--replicas", "2", "--no-consumer", "--no-ui"), env)
+    assert up.shutil.which("prometheus"), "scripts/setup.sh installs Debian's prometheus"
+    prometheus = mesh.parts[-1]
+    assert prometheus.name == "prometheus" and "--web.listen-address=127.0.0.1:45090" in prometheus.argv
+    assert not (tmp_path / "var").exists(), "nothing is written before the part starts"
+    prometheus.prepare()
+    targets = tmp_path / "var" / "prometheus" / "targets"
+    assert json.loads((targets / "inference.json").read_text())[0]["targets"] == \
+        ["127.0.0.1:42000", "127.0.0.1:42001"]
+    assert json.loads((targets / "envoy.json").read_text())[0]["targets"] == ["127.0.0.1:43901"]
+    luigid = json.loads((targets / "luigid.json").read_text())
+    assert luigid == [{"targets": ["127.0.0.1:44000"], "labels": {}}]
+    assert json.loads((targets / "consumer.json").read_text()) == []          # --no-consumer
