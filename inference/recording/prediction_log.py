@@ -136,7 +136,10 @@ class PredictionLog:
         while True:
             with self._cv:
                 if not self._stopping:
-                    self._cv.wait_for(lambda: self._stopping or self._queue.ready() or self._tail.ready(),
+                    # the tail wakes the writer only when the database may be tried: during an outage a full tail
+                    # stays ready, and waking on it would spin the thread until the retry time
+                    self._cv.wait_for(lambda: self._stopping or self._queue.ready()
+                                      or (self._tail.ready() and self._db.may_try()),
                                       self._flush_interval)
                 if self._stopping:
                     return
