@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date as Date
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import luigi
@@ -123,7 +123,7 @@ class Score(DayTask):
     def run(self):
         remove_stale_temporaries(self.dir())
         out = self.output()
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         with Clients(settings()) as clients:
             key = run_key(self.model, self.date)
             record_run(clients, run_key=key, kind="nightly", model=self.model, run_date=self.date.isoformat(),

@@ -25,14 +25,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import loadtools  # noqa: E402
-from bench.mlserver import MLServer, ensure_venv, write_repository  # noqa: E402
+from bench import loadtools
+from bench.mlserver import MLServer, ensure_venv, write_repository
 
 ROW = [5.9, 3.0, 5.1, 1.8]
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -131,8 +131,8 @@ class Predmesh:
         glog = open(self.work / "gateway.log", "ab")
         self.procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=self.env, stdout=glog,
                                            stderr=subprocess.STDOUT))
-        loadtools.wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/healthz", timeout=1).status
-                 == 200, 60, "the Envoy gateway")
+        healthz = f"http://127.0.0.1:{self.rest_port}/healthz"
+        loadtools.wait_for(lambda: urllib.request.urlopen(healthz, timeout=1).status == 200, 60, "the Envoy gateway")
         return self
 
     def metric(self, name: str, *, having: str = "", lacking: str = "\0") -> float:
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     iris_rows = load_iris().data.tolist()
     mlserver_bin = ensure_venv(args.mlserver_venv)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work = ROOT / "var" / "bench" / f"run-{stamp}"
     work.mkdir(parents=True)
     models = train_models(work / "store")
@@ -250,7 +250,8 @@ def main(argv=None) -> int:
             repo = work / f"mlserver-{tag}"
             write_repository(repo, models, batch_size=batch, batch_ms=10)
             server = MLServer(mlserver_bin, repo, http_port=loadtools.free_port(), grpc_port=loadtools.free_port(),
-                              metrics_port=loadtools.free_port(), workers=workers, log_path=work / f"mlserver-{tag}.log",
+                              metrics_port=loadtools.free_port(), workers=workers,
+                              log_path=work / f"mlserver-{tag}.log",
                               model_configs={m: mlserver_model_config(m, batch) for m in MODELS} if pa_binary else None)
             return server.start(list(MODELS))
 

@@ -17,9 +17,9 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]  # bench/mlserver.py shadows mlserver
 
-import grpc  # noqa: E402
-from mlserver.cli.main import main  # noqa: E402
-from mlserver.grpc import server as mlserver_grpc  # noqa: E402
+import grpc
+from mlserver.cli.main import main
+from mlserver.grpc import server as mlserver_grpc
 
 with open(os.environ["MLSERVER_MODEL_CONFIGS"]) as f:
     CONFIGS = {name: bytes.fromhex(raw) for name, raw in json.load(f).items()}

@@ -29,8 +29,8 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import loadtools  # noqa: E402
-from bench.loadtools import Point  # noqa: E402
+from bench import loadtools
+from bench.loadtools import Point
 
 
 METHOD = "/predmesh.v1.InferenceService/Predict"
@@ -136,7 +136,7 @@ def serve(env: dict[str, str], target: str, log: Path, what: str, timeout: float
             return proc, target
         except Exception:  # not up yet
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{what} did not come up; see {log}")
+                raise SystemExit(f"{what} did not come up; see {log}") from None
             time.sleep(0.3)
 
 

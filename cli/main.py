@@ -5,11 +5,11 @@ from predmesh.startup import interrupt_exits
 
 interrupt_exits("predmesh")  # first: Ctrl-C while the part's modules load ends with one line, exit 130
 
-import importlib  # noqa: E402
-import inspect  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+import importlib
+import inspect
+import signal
+import sys
+from importlib.metadata import PackageNotFoundError, version
 
 # subcommand → (module with main(argv[, prog]), argv prefix, help).
 COMMANDS = {

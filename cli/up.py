@@ -92,7 +92,7 @@ def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         params.connection_attempts, params.retry_delay = 1, 0
         pika.BlockingConnection(params).close()
         return True, "reachable"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable", reported with its reason
+    except Exception as exc:  # any failure means "not reachable", reported with its reason
         return False, f"not reachable ({type(exc).__name__}: {exc or 'no answer'})"
 
 
@@ -137,8 +137,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
 
         env = {"PREDMESH_GATEWAY_UPSTREAMS": ",".join(g for g, _ in addrs)}
         s = GatewaySettings.from_env({**environ, **env})
-        urls = [f"REST {s.public_url}/v1/models  (OpenAPI {s.public_url}{OPENAPI_PATH}, gRPC {s.public_addr}; "
-                f"work files in {s.work_dir})"]
+        urls = [(f"REST {s.public_url}/v1/models  (OpenAPI {s.public_url}{OPENAPI_PATH}, gRPC {s.public_addr}; "
+                 f"work files in {s.work_dir})")]
         if s.docs:
             urls.append(f"API docs {s.public_url}/docs")
         if s.admin_url:
@@ -415,7 +415,9 @@ def _run(args: argparse.Namespace) -> int:
         up = sum(ok for ok, _ in results.values())
         print(f"predmesh up: {up}/{len(parts)} parts up; Ctrl-C stops everything\n" + report(mesh, results),
               flush=True)
-        log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+        def log(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+
         while not stopping:
             supervise_once(parts, os.environ, log=log)
             time.sleep(0.2)

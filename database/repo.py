@@ -8,7 +8,7 @@ from collections import defaultdict
 from itertools import chain
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from peewee import JOIN, SQL, fn
@@ -59,11 +59,11 @@ class Stats:
 
 def to_datetime(epoch: float) -> datetime:
     """UTC naive datetime (the columns hold UTC without zone)."""
-    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
 
 def to_epoch(value: datetime) -> float:
-    return value.replace(tzinfo=timezone.utc).timestamp()
+    return value.replace(tzinfo=UTC).timestamp()
 
 
 _COLUMNS = ("prediction_id", "request_id", "model", "model_version", "features", "label", "probabilities",
@@ -143,7 +143,7 @@ def _batch_copy_text(b: PredictionBatch, text, obj) -> str:
 
     template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names)}\t%s\t"
                 f"{obj(b.classes)}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
-                f"{str(to_datetime(b.created_at))}\n")
+                f"{to_datetime(b.created_at)!s}\n")
     labels = [text(c) for c in b.classes]
     values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *b.features.T.tolist(),
                                      map(labels.__getitem__, b.labels.tolist()), *b.probabilities.T.tolist()))
@@ -280,9 +280,9 @@ def stats(flt: PredictionFilter) -> Stats:
         query = Prediction.select(*cols, fn.COUNT(SQL("*")).alias("n")).where(*conds).group_by(*cols).tuples()
         return list(query)
 
-    by_label = {label: n for label, n in counts(Prediction.label)}
+    by_label = dict(counts(Prediction.label))
     by_version = {f"{m}@{v}": n for m, v, n in counts(Prediction.model, Prediction.model_version)}
-    by_transport = {t: n for t, n in counts(Prediction.transport)}
+    by_transport = dict(counts(Prediction.transport))
     total = sum(by_label.values())
     if not total:
         latency = [0.0, 0.0, 0.0]

@@ -40,7 +40,7 @@ def transport_name(value: int) -> str:
     if not value:
         return ""
     if value not in model_pb2.Transport.values():
-        known = ", ".join(n for n in model_pb2.Transport.keys() if n != "TRANSPORT_UNSPECIFIED")
+        known = ", ".join(n for n in model_pb2.Transport if n != "TRANSPORT_UNSPECIFIED")
         raise errors.InvalidArgument(f"transport {value} is not a known transport; use one of {known}")
     return model_pb2.Transport.Name(value).removeprefix("TRANSPORT_").lower()
 
@@ -61,7 +61,7 @@ def epoch(field: str, ts: Timestamp, present: bool) -> float | None:
 
 def timestamp(epoch_s: float) -> Timestamp:
     ts = Timestamp()
-    ts.FromNanoseconds(int(round(epoch_s * 1e9)))
+    ts.FromNanoseconds(round(epoch_s * 1e9))
     return ts
 
 
@@ -117,8 +117,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     def _stored(row: repo.StoredPrediction) -> analytics_pb2.StoredPrediction:
         r = row.record
         return analytics_pb2.StoredPrediction(
-            prediction=prediction_message(r), features=r.features, transport=transport_value(r.transport), created_at=timestamp(r.created_at),
-            feedback_label=row.feedback_label)
+            prediction=prediction_message(r), features=r.features, transport=transport_value(r.transport),
+            created_at=timestamp(r.created_at), feedback_label=row.feedback_label)
 
     @rpc
     def GetStats(self, request, context):

@@ -160,7 +160,7 @@ class ServerMetrics:
 
             def put(gauge, labels, value):
                 gauge.labels(*labels).set(value)
-                series.add((gauge, labels))
+                series.add((gauge, labels))  # noqa: B023 - put() is called only within this iteration
 
             put(self.drift_rows, (model, version), summary["rows"])
             for feature, value in summary["psi"].items():

@@ -304,9 +304,8 @@ class PredictionLog:
         return self.spool.unconsumed_bytes() > 0 and (self._db_ok or time.monotonic() >= self._next_try)
 
     def _write_or_spill(self, batch: list[Stored]) -> None:
-        if self._db_ok or time.monotonic() >= self._next_try:
-            if self._store(batch):
-                return
+        if (self._db_ok or time.monotonic() >= self._next_try) and self._store(batch):
+            return
         try:
             self.spool.append([encode(to_doc(r)) for r in batch])
         except (SpoolFull, OSError) as exc:

@@ -160,9 +160,9 @@ class Spool:
 
     def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 4 * 1024 * 1024):
         self.dir = Path(directory)
-        # on_synced(entries): called after each successful synchronous write under the spool's lock (so in file order; it must
-        # not call back into the spool), before the appenders return, with (tag, start, end) per tagged append;
-        # start and end are positions comparable with position()
+        # on_synced(entries): called after each successful synchronous write under the spool's lock (so in file
+        # order; it must not call back into the spool), before the appenders return, with (tag, start, end) per
+        # tagged append; start and end are positions comparable with position()
         self.on_synced = None
         self.quarantine_dir = self.dir / "quarantine"
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,20 @@ _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPredi
 _WHERE = {
     "Client": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
-    **{name: "predmesh.errors" for name in _ERRORS},
-    **{name: "predmesh.types" for name in _TYPES},
+    **dict.fromkeys(_ERRORS, "predmesh.errors"),
+    **dict.fromkeys(_TYPES, "predmesh.types"),
 }
 
-__all__ = ["Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]
+# Spelled out (not built from the tuples above) so type checkers and linters see the re-exports;
+# tests/unit/test_sdk_exports.py checks that it names exactly what _WHERE serves.
+__all__ = [
+    "Client", "AsyncClient", "TlsConfig",
+    "PredmeshError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition", "Unauthenticated",
+    "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded", "Internal",
+    "Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page", "Stats",
+    "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun", "RecordedRun",
+    "ScoredMatrix",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
     from predmesh.aio import AsyncClient

@@ -64,7 +64,7 @@ class AsyncClient:
         """Wait until the channel connects, or raise Unavailable."""
         try:
             await asyncio.wait_for(self._channel.channel_ready(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(f"no connection to {self.target} within {timeout:g}s") from None
 
     async def _run(self, call: calls.Call[T]) -> T:

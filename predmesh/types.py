@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,7 +23,7 @@ def to_datetime(ts: Timestamp) -> datetime | None:
     """A protobuf Timestamp as an aware UTC datetime; None when unset."""
     if not ts.seconds and not ts.nanos:
         return None
-    return ts.ToDatetime(tzinfo=timezone.utc)
+    return ts.ToDatetime(tzinfo=UTC)
 
 
 def to_timestamp(when: datetime | None) -> Timestamp | None:
@@ -31,7 +31,7 @@ def to_timestamp(when: datetime | None) -> Timestamp | None:
     if when is None:
         return None
     ts = Timestamp()
-    ts.FromDatetime(when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+    ts.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
     return ts
 
 

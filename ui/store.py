@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import param
 
@@ -40,7 +40,7 @@ class Offline(Exception):
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def describe(exc: errors.PredmeshError) -> str:
@@ -259,8 +259,8 @@ class Store(param.Parameterized):
 
     # -- history -----------------------------------------------------------------------------------------------
     def _filters(self) -> dict:
-        return dict(model=self.h_model, model_version=self.h_version, label=self.h_label,
-                    transport=self.h_transport, start_time=analytics.window_start(self.window, now_utc()))
+        return {"model": self.h_model, "model_version": self.h_version, "label": self.h_label,
+                "transport": self.h_transport, "start_time": analytics.window_start(self.window, now_utc())}
 
     async def _load_page(self) -> None:
         page = await self._call(self._client.list_predictions, **self._filters(), page_size=PAGE_SIZE,

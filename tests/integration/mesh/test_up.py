@@ -107,10 +107,14 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
     out = open(tmp_path / "up.log", "w+b")
     proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--replicas", "2"], cwd=workdir, env=env,
                             stdout=out, stderr=subprocess.STDOUT)
-    log = lambda: (tmp_path / "up.log").read_text(errors="replace")  # noqa: E731
+    def log() -> str:
+        return (tmp_path / "up.log").read_text(errors="replace")
+
     started: set[int] = set()
     t0 = time.monotonic()
-    step = lambda what: print(f"[{time.monotonic() - t0:5.1f} s] {what}", flush=True)  # noqa: E731
+    def step(what: str) -> None:
+        print(f"[{time.monotonic() - t0:5.1f} s] {what}", flush=True)
+
     try:
         wait_for(lambda: "parts up; Ctrl-C" in log() or proc.poll() is not None, 90, interval=0.2,
                  what="predmesh up banner")

@@ -46,8 +46,7 @@ def rule_exprs() -> list[tuple[str, str]]:
     out = []
     for path in sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml")):
         for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                out.append((rule.get("alert") or rule["record"], rule["expr"]))
+            out.extend((rule.get("alert") or rule["record"], rule["expr"]) for rule in group["rules"])
     return out
 
 

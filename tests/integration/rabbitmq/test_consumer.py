@@ -56,7 +56,7 @@ def stack(served, tmp_path):
 
 
 def test_jobs_in_both_encodings_come_back_on_reply_to_and_are_stored_once(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, consumer, schema = stack
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         ids = [pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"rt-{i}", reply=True,
                            content_type=jobs.JSON if i % 2 else jobs.PROTOBUF) for i in range(20)]
@@ -72,7 +72,7 @@ def test_jobs_in_both_encodings_come_back_on_reply_to_and_are_stored_once(stack)
 
 
 def test_results_go_to_the_topic_exchange_by_model_and_label_without_reply_to(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, _consumer, _schema = stack
     results_queue = broker.bind_results()
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id="tx-1", correlation_id="corr-1")
@@ -88,7 +88,7 @@ def test_results_go_to_the_topic_exchange_by_model_and_label_without_reply_to(st
 
 
 def test_poison_jobs_are_dead_lettered_once_with_the_reason(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, consumer, schema = stack
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         pub.publish(jobs.predict_job("nope", IRIS_ROW), message_id="bad-model")
         pub.publish(jobs.predict_job("iris", dict(IRIS_ROW, petal_width=float("nan"))), message_id="bad-nan")
@@ -111,7 +111,7 @@ def test_poison_jobs_are_dead_lettered_once_with_the_reason(stack):
 
 
 def test_sigterm_finishes_in_flight_jobs_acks_them_and_exits_0(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, consumer, schema = stack
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         for i in range(300):
             pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"term-{i}")
@@ -125,7 +125,7 @@ def test_sigterm_finishes_in_flight_jobs_acks_them_and_exits_0(stack):
 
 
 def test_predmesh_publish_waits_for_results(stack, tmp_path):
-    server, broker, consumer, schema = stack
+    _server, broker, _consumer, _schema = stack
     rows = tmp_path / "rows.jsonl"
     rows.write_text("\n".join(json.dumps(IRIS_ROW) for _ in range(3)) + "\n")
     env = {**os.environ, "PREDMESH_AMQP_URL": broker.url, "PREDMESH_AMQP_PREFIX": broker.topology.prefix}
@@ -140,7 +140,7 @@ def test_predmesh_publish_waits_for_results(stack, tmp_path):
 
 
 def test_a_deleted_work_queue_is_declared_again_and_consumed(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, consumer, schema = stack
     with broker.connect() as conn:  # the broker cancels the consumer; it must start over, not sit idle
         conn.channel().queue_delete(broker.topology.work_queue)
     wait_for(lambda: (broker.depth(broker.topology.work_queue) or (0, 0))[1] == 1, 30, what="consumer back")

@@ -96,7 +96,8 @@ def test_t11_consumer_kill9_five_times_no_job_lost_or_stored_twice(model_store, 
                 consumer.start()
                 before = consumer.metric("predmesh_consumer_acked_total") or 0
                 target = before + random.randint(20, max(21, JOBS // 10))
-                wait_for(lambda: (consumer.metric("predmesh_consumer_acked_total") or 0) >= target
+                # wait_for() calls its lambda before the loop moves on, so it sees this iteration's target
+                wait_for(lambda: (consumer.metric("predmesh_consumer_acked_total") or 0) >= target  # noqa: B023
                          or not consumer.alive(), 60, 0.01, what="some progress")
                 consumer.kill()
                 kills.append("kill -9")
@@ -122,7 +123,7 @@ def test_t11_consumer_kill9_five_times_no_job_lost_or_stored_twice(model_store, 
 def poison(i: int) -> tuple[bytes, pika.BasicProperties]:
     """The i-th malformed job, cycling through the kinds a producer gets wrong."""
     kind = i % 7 if i < 21 else i % 6  # three 5 MiB bodies are enough
-    props = dict(message_id=f"poison-{i}", type=jobs.PREDICT, content_type=jobs.PROTOBUF)
+    props = {"message_id": f"poison-{i}", "type": jobs.PREDICT, "content_type": jobs.PROTOBUF}
     if kind == 0:
         body = b"\x0a\xff\xff\xff\xff\x0fbad bytes"                       # truncated protobuf
     elif kind == 1:
@@ -196,7 +197,7 @@ def handled(consumer: ConsumerProc) -> float:
 
 def test_t14_poison_jobs_dead_lettered_once_each_with_a_reason_and_good_ones_all_done(model_store, tmp_path):
     baseline, _, _, base = run_drain(model_store, tmp_path, "t14base", 0)
-    elapsed, consumer, broker, facts = run_drain(model_store, tmp_path, "t14", 100)
+    elapsed, consumer, _broker, facts = run_drain(model_store, tmp_path, "t14", 100)
     assert base["rows"] == (JOBS, JOBS) and facts["rows"] == (JOBS, JOBS) and facts["ids"]
     assert facts["alive"] and consumer.starts == 1 and facts["redelivered"] == 0
     dead = facts["dead"]
@@ -300,7 +301,9 @@ def test_t12_broker_restarted_and_killed_mid_stream_nothing_lost_nothing_twice(m
         outages = []
         try:
             for how in ("stop_app", "kill -9"):
-                wait_for(lambda: len(confirmed) > n * (0.25 if how == "stop_app" else 0.6) or not producer.is_alive(),
+                # wait_for() calls its lambdas before the loop moves on, so they see this iteration's values
+                wait_for(lambda: len(confirmed) > n * (0.25 if how == "stop_app" else 0.6)  # noqa: B023
+                         or not producer.is_alive(),
                          120, what="publishing under way")
                 if how == "stop_app":
                     rabbit.stop_app()

@@ -70,7 +70,7 @@ def test_feedback_batch_records_counts_and_reports_unknown_ids(stubs):
 
 
 def run(key: str, **fields) -> pb.BatchRun:
-    base = dict(run_key=key, kind="nightly", model="iris", status=pb.BATCH_RUN_STATUS_RUNNING)
+    base = {"run_key": key, "kind": "nightly", "model": "iris", "status": pb.BATCH_RUN_STATUS_RUNNING}
     return pb.BatchRun(**{**base, **fields})
 
 
@@ -107,7 +107,8 @@ def test_batch_runs_upsert_by_key_and_list_newest_first(stubs):
         if not token:
             break
     assert [len(p) for p in pages] == [2, 2]
-    assert pages[0][0] == "score/other/abc" and sum(pages, []).count("nightly/iris/2026-11-25") == 1
+    keys = [k for page in pages for k in page]
+    assert pages[0][0] == "score/other/abc" and keys.count("nightly/iris/2026-11-25") == 1
     assert [r.run_key for r in analytics.ListBatchRuns(pb.ListBatchRunsRequest(kind="score"), timeout=10).runs] \
         == ["score/other/abc"]
     bad_runs = [

@@ -53,7 +53,7 @@ def test_validate_columnwise_fast_path_rejects_only_non_finite_rows_in_schema_or
 
 
 def test_validate_refuses_an_input_without_a_feature_column():
-    with pytest.raises(InputError, match="lacks the feature column.*b"):
+    with pytest.raises(InputError, match=r"lacks the feature column.*b"):
         validate(Table(["a", "c"], [["1", "2"]]), NAMES)
 
 
@@ -122,7 +122,7 @@ def test_an_input_is_read_once_and_parsed_block_by_block(tmp_path):
 def test_an_unusable_input_fails_before_any_row_and_a_bad_field_while_the_rows_are_taken(tmp_path):
     bad = tmp_path / "latin1.csv"
     bad.write_bytes(b"a,b\n1,2\n" * 1000 + b"caf\xe9,3\n")  # the bad byte is in the last row
-    with pytest.raises(InputError, match="not UTF-8 text .* at byte 8003"):
+    with pytest.raises(InputError, match=r"not UTF-8 text .* at byte 8003"):
         open_input(bad)
     split = tmp_path / "split.csv"  # a two-byte character across the scan's 1 MiB blocks is fine
     split.write_bytes(b"a,b\n" + b"1,2\n" * 262140 + b"xxxxxxxxxx," + "é\n".encode())  # é at byte 2**20 - 1
@@ -165,7 +165,8 @@ def test_a_published_file_appears_whole_or_not_at_all(tmp_path, monkeypatch, fal
     if fallback == "no O_TMPFILE":
         real_open = os.open
         monkeypatch.setattr(table.os, "open", lambda path, flags, *a: (
-            (_ for _ in ()).throw(OSError(95, "not supported")) if flags & os.O_TMPFILE else real_open(path, flags, *a)))
+            (_ for _ in ()).throw(OSError(95, "not supported")) if flags & os.O_TMPFILE
+            else real_open(path, flags, *a)))
     elif fallback == "no /proc link":
         monkeypatch.setattr(table.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(2, "no /proc")))
     target = tmp_path / "out" / "x.csv"

@@ -63,7 +63,7 @@ def test_the_consumer_is_started_only_when_the_broker_answers(monkeypatch):
 
 
 def test_probes_say_why_a_part_is_down(inproc_server):
-    server, target = inproc_server
+    _server, target = inproc_server
     assert grpc_health(target) == (True, "gRPC health SERVING")
     ok, detail = grpc_health(f"127.0.0.1:{free_port()}", timeout=0.5)
     assert not ok and "UNAVAILABLE" in detail
@@ -129,8 +129,8 @@ def test_a_part_that_may_not_restart_is_only_reported():
 def test_stop_all_stops_whole_process_groups_even_stubborn_ones(tmp_path):
     pidfile = tmp_path / "child"
     # a part whose own child ignores SIGTERM (as a stuck grandchild would)
-    stubborn = up.Part("stubborn", ["sh", "-c", f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; "
-                                                "while :; do sleep 0.1; done' & wait"])
+    stubborn = up.Part("stubborn", ["sh", "-c", (f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; "
+                                                 "while :; do sleep 0.1; done' & wait")])
     polite = up.Part("polite", ["sleep", "60"])
     up.start(stubborn)
     up.start(polite)
@@ -145,7 +145,7 @@ def test_stop_all_stops_whole_process_groups_even_stubborn_ones(tmp_path):
 
 
 def test_check_reports_each_part_and_fails_when_one_is_down(inproc_server, capsys):
-    server, target = inproc_server
+    _server, target = inproc_server
     down = f"127.0.0.1:{free_port()}"
     mesh = up.Plan([up.Part("inference", [], probe=lambda: grpc_health(target), urls=[f"gRPC {target}"]),
                     up.Part("luigid", [], probe=lambda: http_ok(f"http://{down}/api/task_list"))],

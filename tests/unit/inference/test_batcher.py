@@ -133,7 +133,7 @@ def test_finish_runs_per_caller_and_one_commit_per_batch_before_anyone_is_answer
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(call, 0)
         time.sleep(0.01)  # the first call is being scored: the others queue into one batch
-        results = [first.result()] + list(pool.map(call, range(1, 8)))
+        results = [first.result(), *list(pool.map(call, range(1, 8)))]
     for i, probabilities, items in results:
         assert probabilities == [[2.0 * i]] and items == [i]
     assert sorted(x for c in commits for x in c) == list(range(8))  # every item committed exactly once
@@ -151,7 +151,7 @@ def test_a_failed_commit_fails_every_caller_of_its_batch_and_the_batcher_recover
         futures = [pool.submit(batcher.score, np.ones((1, 1)), 5, lambda p: [1], refuse) for _ in range(4)]
         errors = [f.exception(5) for f in futures]
     assert all(isinstance(e, OSError) for e in errors)
-    probabilities, items = batcher.score(np.ones((1, 1)), 5, lambda p: ["ok"], lambda items: None)
+    _probabilities, items = batcher.score(np.ones((1, 1)), 5, lambda p: ["ok"], lambda items: None)
     assert items == ["ok"]
 
 

@@ -1,7 +1,7 @@
 """Drift summaries (inference/drift.py): the training data itself reads as stable, a shifted feature as drift."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ def iris():
     names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     classes = [str(c) for c in data.target_names]
     manifest = Manifest(name="iris", version="1", features=features(names, data.data), classes=tuple(classes),
-                        sha256="0" * 64, metrics={}, created_at=datetime.now(timezone.utc), sklearn_version="",
+                        sha256="0" * 64, metrics={}, created_at=datetime.now(UTC), sklearn_version="",
                         estimator="", class_profiles=class_profiles(classes, data.data, data.target))
     return manifest, data.data, np.eye(3)[data.target]
 

@@ -95,15 +95,15 @@ def test_requested_outputs_only(oip):
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(shape=[3, 5]), "shape"),
-    (dict(shape=[12]), "shape"),
-    (dict(rows=ROWS[:, :3]), "shape"),
-    (dict(datatype="INT32"), "datatype"),
-    (dict(datatype="BYTES"), "datatype"),
-    (dict(name="x"), "unknown input"),
-    (dict(rows=np.array([[5.1, np.nan, 1.4, 0.2]], dtype=np.float32)), "sepal_width"),
-    (dict(rows=np.array([[5.1, 3.5, 1e30, 0.2]], dtype=np.float32)), "petal_length"),
-    (dict(rows=np.zeros((11, 4), dtype=np.float32)), "exceed"),
+    ({"shape": [3, 5]}, "shape"),
+    ({"shape": [12]}, "shape"),
+    ({"rows": ROWS[:, :3]}, "shape"),
+    ({"datatype": "INT32"}, "datatype"),
+    ({"datatype": "BYTES"}, "datatype"),
+    ({"name": "x"}, "unknown input"),
+    ({"rows": np.array([[5.1, np.nan, 1.4, 0.2]], dtype=np.float32)}, "sepal_width"),
+    ({"rows": np.array([[5.1, 3.5, 1e30, 0.2]], dtype=np.float32)}, "petal_length"),
+    ({"rows": np.zeros((11, 4), dtype=np.float32)}, "exceed"),
 ])
 def test_bad_tensors_are_invalid_argument(oip, kwargs, needle):
     stub, recorder, *_ = oip

@@ -60,7 +60,7 @@ def mode(request):
 
 
 def make(tmp_path, db, mode, **kw):
-    options = dict(durable=mode == "durable", batch_size=50, flush_interval_s=0.01, retry_interval_s=0.1)
+    options = {"durable": mode == "durable", "batch_size": 50, "flush_interval_s": 0.01, "retry_interval_s": 0.1}
     options.update(kw)
     spool = Spool(tmp_path / "spool", kw.pop("max_bytes", 10_000_000))
     options.pop("max_bytes", None)

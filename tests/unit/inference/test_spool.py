@@ -1,6 +1,7 @@
 """The on-disk spool: group commit, ordered replay, bounded size, torn tails and damaged lines quarantined."""
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 
@@ -163,7 +164,7 @@ def test_on_synced_reports_tagged_appends_in_file_order_with_consumable_position
     assert sorted(tag for tag, _, _ in seen) == [(t, i) for t in range(6) for i in range(40)]
     # contiguous, in file order: each entry starts where the previous ended (or at the start of the next
     # segment), so consuming up to an entry's end never skips an entry that was not reported
-    for (_, start, end), (_, nxt, _) in zip(seen, seen[1:]):
+    for (_, start, end), (_, nxt, _) in itertools.pairwise(seen):
         assert start < end and (nxt == end or (nxt[0] == end[0] + 1 and nxt[1] == 0))
     # consuming to each reported end in turn releases exactly what was appended, in order
     assert spool.position() == seen[0][1]

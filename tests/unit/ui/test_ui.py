@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 
@@ -15,14 +17,14 @@ from ui import analytics
 from ui.settings import UiSettings
 from ui.store import Store, now_utc
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 # -- analytics ----------------------------------------------------------------------------------------------------
 def test_buckets_cover_the_window_and_end_now():
     b = analytics.buckets("15 min", NOW)
     assert len(b) == 15 and b[-1].end == NOW and b[0].start == NOW - timedelta(minutes=15)
-    assert all(x.end == y.start for x, y in zip(b, b[1:])) and b[0].minutes == 1
+    assert all(x.end == y.start for x, y in itertools.pairwise(b)) and b[0].minutes == 1
     assert len(analytics.buckets("1 h", NOW)) == 12 and analytics.buckets("1 h", NOW)[0].minutes == 5
     assert analytics.buckets("all", NOW)[0].start == NOW - timedelta(hours=24)
     assert analytics.window_start("all", NOW) is None
@@ -109,7 +111,7 @@ def _stored(pid: str) -> StoredPrediction:
 class FakeClient:
     """Stands in for predmesh.Client; `down` makes every call raise Unavailable, like a stopped server."""
 
-    instances: list[FakeClient] = []
+    instances: ClassVar[list[FakeClient]] = []
 
     def __init__(self, world: dict, admin_token: str | None = None):
         self.world, self.admin_token, self.closed = world, admin_token, False
