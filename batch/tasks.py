@@ -63,8 +63,11 @@ class Progress:
         now = time.monotonic()
         if now - self._sent >= 0.5 or done == total:
             self._sent = now
-            self.task.set_progress_percentage(round(100 * done / total) if total else 100)
-            self.task.set_status_message(f"{self.what}: {done} of {total} rows")
+            # the luigi worker running the task sets these two (a task run by hand has None)
+            if self.task.set_progress_percentage is not None:
+                self.task.set_progress_percentage(round(100 * done / total) if total else 100)
+            if self.task.set_status_message is not None:
+                self.task.set_status_message(f"{self.what}: {done} of {total} rows")
 
     def close(self) -> None:
         self.bar.close()
@@ -167,7 +170,8 @@ class Report(DayTask):
         classes = [c.removeprefix("prob_") for c in cols if c.startswith("prob_")]
         result = reports.metrics(true, predicted, classes)
         with Clients(settings()) as clients:
-            self.set_status_message("sending the known labels as feedback")
+            if self.set_status_message is not None:  # set by the luigi worker (None when run by hand)
+                self.set_status_message("sending the known labels as feedback")
             feedback = send_feedback(clients, {r[i]: r[t] for r in scored.rows}, settings().feedback_wait_s)
             result.update(date=self.date.isoformat(), model=self.model, model_version=outcome.model_version,
                           rejected=outcome.rejected, feedback=feedback)

@@ -126,7 +126,8 @@ class Predmesh:
 
         def serving():
             with grpc.insecure_channel(self.target) as ch:
-                return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1
+                return health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1).status == 1
         loadtools.wait_for(serving, 90, "predmesh to serve")
         glog = open(self.work / "gateway.log", "ab")
         self.procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=self.env, stdout=glog,
@@ -265,7 +266,7 @@ def main(argv=None) -> int:
                 probe[workers] = loadtools.h2load(server.grpc_target, OIP_METHOD, frames["iris-lr"], 32, 5).rps
             finally:
                 server.stop()
-        best = max(probe, key=probe.get)
+        best = max(probe, key=lambda w: probe[w])
         say(f"MLServer probe (iris-lr, c=32, 5 s, infer/s by parallel_workers): "
             f"{ {w: round(r) for w, r in probe.items()} } -> using parallel_workers={best}")
         ml = mlserver("batched", best, 32)
@@ -314,8 +315,8 @@ def main(argv=None) -> int:
                         flip = not flip
                         print(f"  round {round_no + 1} perf_analyzer {model} c={c}: " + ", ".join(
                             f"{k}={rounds[('pa', model, c, k)][-1].rps:,.0f}/s" for k, _ in runs), flush=True)
-        for key, points in rounds.items():  # the table shows the median round (by infer/s) of each point
-            results[key] = sorted(points, key=lambda p: p.rps)[len(points) // 2]
+        for round_key, points in rounds.items():  # the table shows the median round (by infer/s) of each point
+            results[round_key] = sorted(points, key=lambda p: p.rps)[len(points) // 2]
         if not args.skip_rest:
             for model in MODELS:
                 pm_body = {"features": dict(zip(NAMES, ROW))}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]  # bench/mlserver.py shadows mlserver
@@ -56,7 +57,8 @@ _create = mlserver_grpc.GRPCServer._create_server
 
 def _create_with_model_config(self):
     server = _create(self)
-    handler = grpc.unary_unary_rpc_method_handler(model_config, request_deserializer=None, response_serializer=None)
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
+        model_config, request_deserializer=None, response_serializer=None)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelConfig": handler}),))
     return server

@@ -43,8 +43,9 @@ def check_predict(target: str) -> None:
     """One Predict with the exact bytes h2load sends; raises grpc.RpcError unless grpc-status is OK."""
     import grpc
     with grpc.insecure_channel(target) as channel:
-        channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)(predict_request(),
-                                                                                         timeout=5)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            METHOD, request_serializer=None, response_deserializer=None)
+        call(predict_request(), timeout=5)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,7 +100,9 @@ class Schema:
             self._probe.autocommit = True
         with self._probe.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {self.name}.predictions WHERE request_id = ANY(%s)", (request_ids,))
-            return cur.fetchone()[0]
+            row = cur.fetchone()
+            assert row is not None  # count(*) answers one row
+            return row[0]
 
     def rows(self) -> int:
         try:

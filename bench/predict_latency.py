@@ -23,8 +23,8 @@ ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_widt
 
 
 def measure(target: str, kind: str, concurrency: int, seconds: float) -> Point:
-    call = ("predict", ("iris", ROW)) if kind == "predict" else ("get_model", ("iris",))
-    return sdk_closed_loop(target, *call, concurrency, seconds, processes=4)
+    method, args = ("predict", ("iris", ROW)) if kind == "predict" else ("get_model", ("iris",))
+    return sdk_closed_loop(target, method, args, concurrency, seconds, processes=4)
 
 
 def main() -> None:

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import Any
 
 import pika
+import pika.channel
+import pika.connection
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.utils import io_services_utils
 
@@ -35,7 +38,7 @@ def _coalesce_writes() -> None:
     256 results cost ~770 syscalls, the largest single cost in the consumer's profile. Joining the buffer first is
     byte-for-byte the same stream. Applied once per process, by the consumer only.
     """
-    base = io_services_utils._AsyncTransportBase
+    base: Any = io_services_utils._AsyncTransportBase  # private to pika: its stubs do not describe _produce
     if getattr(base, "_predmesh_coalesced", False):
         return
     produce = base._produce
@@ -51,7 +54,7 @@ def _coalesce_writes() -> None:
     base._predmesh_coalesced = True
 
 
-async def connect(params: pika.ConnectionParameters, on_close) -> AsyncioConnection:
+async def connect(params: pika.connection.Parameters, on_close) -> AsyncioConnection:
     """An open connection; on_close(exc) is called once if it closes later."""
     _coalesce_writes()
     loop = asyncio.get_running_loop()
@@ -76,7 +79,7 @@ async def connect(params: pika.ConnectionParameters, on_close) -> AsyncioConnect
     return await opened
 
 
-async def open_channel(conn: AsyncioConnection, on_close):
+async def open_channel(conn: AsyncioConnection, on_close) -> pika.channel.Channel:
     loop = asyncio.get_running_loop()
     opened: asyncio.Future = loop.create_future()
     conn.channel(on_open_callback=opened.set_result)

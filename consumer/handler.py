@@ -99,7 +99,7 @@ def handle(deliveries: Sequence[Delivery], scorer: Scorer, topology: jobs.Topolo
     only the bad jobs are rejected; a transient error retries the whole chunk.
     """
     outcomes: dict[int, Outcome] = {}
-    by_model: dict[str, list[_Job]] = defaultdict(list)
+    by_model: dict[str, list[tuple[int, _Job]]] = defaultdict(list)
     for i, d in enumerate(deliveries):
         try:
             job = decode(d, limits)
@@ -130,7 +130,8 @@ def decode(d: Delivery, limits: Limits) -> _Job:
 
 def _chunks(members: list[tuple[int, _Job]], max_rows: int) -> Iterable[list[tuple[int, _Job]]]:
     """Consecutive groups of whole jobs with at most max_rows rows (a bigger job goes alone)."""
-    chunk, rows = [], 0
+    chunk: list[tuple[int, _Job]] = []
+    rows = 0
     for member in members:
         n = len(member[1].rows)
         if chunk and rows + n > max_rows:

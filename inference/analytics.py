@@ -6,6 +6,7 @@ import math
 import re
 import time
 from datetime import date
+from typing import Literal, cast, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -40,15 +41,21 @@ def transport_name(value: int) -> str:
     if not value:
         return ""
     if value not in model_pb2.Transport.values():
-        known = ", ".join(n for n in model_pb2.Transport if n != "TRANSPORT_UNSPECIFIED")
+        names = model_pb2.Transport.keys()  # an EnumTypeWrapper is not iterable, unlike a dict
+        known = ", ".join(n for n in names if n != "TRANSPORT_UNSPECIFIED")
         raise errors.InvalidArgument(f"transport {value} is not a known transport; use one of {known}")
     return model_pb2.Transport.Name(value).removeprefix("TRANSPORT_").lower()
 
 
-def transport_value(name: str) -> int:
-    return model_pb2.Transport.Value("TRANSPORT_" + name.upper()) if name else 0
+def transport_value(name: str) -> model_pb2.Transport:
+    value = model_pb2.Transport.Value("TRANSPORT_" + name.upper()) if name else 0
+    return cast(model_pb2.Transport, value)  # the generated stubs type enum values as their class, not int
 
 
+@overload
+def epoch(field: str, ts: Timestamp, present: Literal[True]) -> float: ...
+@overload
+def epoch(field: str, ts: Timestamp, present: bool) -> float | None: ...
 def epoch(field: str, ts: Timestamp, present: bool) -> float | None:
     """Unix seconds of a Timestamp field (None when absent); InvalidArgument outside Timestamp's own range."""
     if not present:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class _Slot:
         self.rows = rows
         self.finish = finish
         self.commit = commit
-        self.result = None
+        self.result: Any = None  # the slot's probabilities, or (probabilities, finish items)
         self.error: BaseException | None = None
         self.event: threading.Event | None = None  # only a caller that waits needs one (idle path: none)
         self.promoted = False
@@ -84,6 +85,7 @@ class Batcher:
             if not lead:
                 slot.event = threading.Event()
         if not lead:
+            assert slot.event is not None  # set under the lock above: this caller follows a leader
             if not slot.event.wait(timeout):
                 with self._lock:
                     if slot.done:
@@ -132,7 +134,8 @@ class Batcher:
                     queued = sum(len(s.rows) for s in self._pending)
                 if queued < self._max_rows:
                     time.sleep(self._max_delay_s)
-        batch, n = [], 0
+        batch: list[_Slot] = []
+        n = 0
         with self._lock:
             while self._pending and (not batch or n + len(self._pending[0].rows) <= self._max_rows):
                 slot = self._pending.popleft()
@@ -148,7 +151,9 @@ class Batcher:
             probabilities = self._score_fn(matrix)
             if self._on_batch:
                 self._on_batch(len(matrix))
-            results, commits, start = [], {}, 0
+            results: list[Any] = []
+            commits: dict[Callable[[list[Any]], None], list[Any]] = {}
+            start = 0
             for slot in batch:
                 end = start + len(slot.rows)
                 result = probabilities[start:end]
@@ -156,8 +161,9 @@ class Batcher:
                     items = slot.finish(result)
                     if slot.commit is not None:
                         commits.setdefault(slot.commit, []).extend(items)
-                    result = (result, items)
-                results.append(result)
+                    results.append((result, items))
+                else:
+                    results.append(result)
                 start = end
             return results, commits
         except BaseException as exc:  # delivered to every caller of the batch, raised in their threads
@@ -166,6 +172,7 @@ class Batcher:
     @staticmethod
     def _complete(batch: list[_Slot], scored) -> None:
         """Run the batch's commits, then hand every caller its result (or the batch's error) and wake it."""
+        results: list[Any] = []
         if not isinstance(scored, BaseException):
             results, commits = scored
             try:

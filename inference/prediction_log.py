@@ -82,7 +82,7 @@ class PredictionLog:
     Either way, when the spool is full record() raises Overloaded (RESOURCE_EXHAUSTED): no answer without a record.
     """
 
-    def __init__(self, spool: Spool, insert: Callable[[list[PredictionRecord]], object], *, durable: bool,
+    def __init__(self, spool: Spool, insert: Callable[[Sequence[Stored]], object], *, durable: bool,
                  metrics=None, batch_size: int = 500, flush_interval_s: float = 0.05, max_queue: int = 10_000,
                  retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None, writers: int = 1):
         self.spool = spool
@@ -103,7 +103,7 @@ class PredictionLog:
         self._synced_records = 0
         if durable:
             spool.on_synced = self._on_synced
-        self._held: list[PredictionRecord] = []  # async: a batch neither the DB nor the full spool took
+        self._held: list[Stored] = []  # async: a batch neither the DB nor the full spool took
         self._cv = threading.Condition()
         self._stopping = False
         self._db_ok = True
@@ -353,21 +353,21 @@ class PredictionLog:
         self._recovered(row_count(batch))
         return True
 
-    def _isolate(self, batch: list[Stored], exc: Exception) -> int:
+    def _isolate(self, batch: Sequence[Stored], exc: Exception) -> int:
         """Some row is refused by the database itself: bisect the batch (its bulk batches split into rows) so every
         other row is stored and each refused row goes to the spool's quarantine alone (counted); returns how many
         were quarantined."""
-        batch = as_rows(batch)
-        if len(batch) == 1:
+        rows = as_rows(batch)
+        if len(rows) == 1:
             log.error("prediction %s (request %.64s) refused by the database (%s): quarantined",
-                      batch[0].prediction_id, batch[0].request_id, exc)
-            self.spool.quarantine_record(to_doc(batch[0]), str(exc))
+                      rows[0].prediction_id, rows[0].request_id, exc)
+            self.spool.quarantine_record(to_doc(rows[0]), str(exc))
             if self._metrics:
                 self._metrics.rows_quarantined.inc()
             return 1
-        half = len(batch) // 2
+        half = len(rows) // 2
         quarantined = 0
-        for part in (batch[:half], batch[half:]):
+        for part in (rows[:half], rows[half:]):
             try:
                 self._insert(part)
             except RejectedData as inner:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,9 @@ class ModelRegistry:
         self.drift_window_s = drift_window_s
         self.metrics = metrics
         self.runtime = runtime  # "native": score with a verified kernel when one exists (inference/kernels.py)
-        self._model_options = {"max_batch_rows": max_batch_rows, "max_delay_s": max_delay_s,
-                               "range_tolerance": range_tolerance, "on_batch": metrics.batch_rows.observe}
+        self._model_options: dict[str, Any] = {
+            "max_batch_rows": max_batch_rows, "max_delay_s": max_delay_s, "range_tolerance": range_tolerance,
+            "on_batch": metrics.batch_rows.observe}
         self._serving: dict[str, LoadedModel] = {}
         self._known: set[str] = set()
         self._reload_lock = threading.Lock()

@@ -111,6 +111,7 @@ class InferenceServer:
         self.registry.load_all()
         if self.pointers:
             self.pointers.apply(counted=False)  # part of this process's start-up load
+            assert self._watcher is not None  # made with the pointers
             self._watcher.start()
         if self._drift:
             self._drift.start()
@@ -179,8 +180,8 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
     if extend is not None:  # e.g. persistence: AnalyticsService and the activation hook, before start
         extend(server)
     if settings.metrics_addr:
-        host, _, port = settings.metrics_addr.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1")
+        metrics_host, _, metrics_port = settings.metrics_addr.rpartition(":")
+        start_http_server(int(metrics_port), addr=metrics_host or "127.0.0.1")
     port = server.start()
     host = settings.grpc_addr.rpartition(":")[0] or "127.0.0.1"
     loaded = ", ".join(f"{m.name}@{m.version}" for m in server.registry.serving()) or "none"

@@ -4,11 +4,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 T = TypeVar("T")
 TRANSPORTS = ("grpc", "rest", "queue", "batch", "ui")
@@ -35,12 +38,12 @@ def to_timestamp(when: datetime | None) -> Timestamp | None:
     return ts
 
 
-def short_name(enum, prefix: str, value: int) -> str:
+def short_name(enum: EnumTypeWrapper, prefix: str, value: int) -> str:
     """An enum value as its short lower-case name (TRANSPORT_REST → "rest"); "" when unspecified (0)."""
     return enum.Name(value).removeprefix(prefix).lower() if value else ""
 
 
-def enum_value(enum, prefix: str, what: str, name: str, allowed: tuple[str, ...]) -> int:
+def enum_value(enum: EnumTypeWrapper, prefix: str, what: str, name: str, allowed: tuple[str, ...]) -> int:
     """A short lower-case name as its enum value; ValueError naming the allowed ones for anything else."""
     if name not in allowed:
         raise ValueError(f"{what} {name!r} is not one of {', '.join(allowed)}")
@@ -52,9 +55,10 @@ def transport_name(value: int) -> str:
     return short_name(model_pb2.Transport, "TRANSPORT_", value)
 
 
-def transport_value(name: str) -> int:
+def transport_value(name: str) -> model_pb2.Transport:
     """A short transport name as the Transport enum ("" is TRANSPORT_UNSPECIFIED)."""
-    return enum_value(model_pb2.Transport, "TRANSPORT_", "transport", name, TRANSPORTS) if name else 0
+    value = enum_value(model_pb2.Transport, "TRANSPORT_", "transport", name, TRANSPORTS) if name else 0
+    return cast(model_pb2.Transport, value)  # the generated stubs type enum values as their class, not int
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,7 @@ class StoredPrediction:
     raw: Any = _raw()
 
     @classmethod
-    def from_proto(cls, m) -> StoredPrediction:
+    def from_proto(cls, m: analytics_pb2.StoredPrediction) -> StoredPrediction:
         return cls(Prediction.from_proto(m.prediction), dict(m.features), transport_name(m.transport),
                    to_datetime(m.created_at), m.feedback_label, m)
 
@@ -241,7 +245,7 @@ class Stats:
     raw: Any = _raw()
 
     @classmethod
-    def from_proto(cls, m) -> Stats:
+    def from_proto(cls, m: analytics_pb2.GetStatsResponse) -> Stats:
         lat = m.latency
         return cls(m.total, dict(m.by_label), dict(m.by_version), dict(m.by_transport),
                    LatencySummary(lat.p50_ms, lat.p95_ms, lat.p99_ms),
@@ -272,10 +276,11 @@ class FeedbackBatch:
 BATCH_RUN_STATUSES = ("running", "succeeded", "failed")
 
 
-def batch_run_status_value(status: str) -> int:
+def batch_run_status_value(status: str) -> analytics_pb2.BatchRunStatus:
     """"running" / "succeeded" / "failed" as the BatchRunStatus enum."""
-    return enum_value(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", "batch run status", status,
-                      BATCH_RUN_STATUSES)
+    value = enum_value(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", "batch run status", status,
+                       BATCH_RUN_STATUSES)
+    return cast(analytics_pb2.BatchRunStatus, value)  # as transport_value
 
 
 @dataclass(frozen=True)
@@ -298,7 +303,7 @@ class BatchRun:
     raw: Any = _raw()
 
     @classmethod
-    def from_proto(cls, m) -> BatchRun:
+    def from_proto(cls, m: analytics_pb2.BatchRun) -> BatchRun:
         status = short_name(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", m.status)
         return cls(m.run_key, m.kind, m.run_date, m.model, m.model_version, m.rows, m.rejected,
                    m.accuracy if m.HasField("accuracy") else None, m.duration_seconds, status, m.message,

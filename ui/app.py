@@ -32,7 +32,9 @@ def session_page(settings: UiSettings) -> pn.viewable.Viewable:
     pn.config.exception_handler = _on_error
     store = Store(partial(connect, settings), target=settings.server, refresh_s=settings.refresh_s)
     page = views.dashboard(store, settings.title)
-    periodic = pn.state.add_periodic_callback(store.tick, period=int(settings.refresh_s * 1000), start=False)
+    # Panel runs coroutine functions as periodic callbacks too; its annotation names only plain ones
+    periodic = pn.state.add_periodic_callback(store.tick,  # type: ignore[arg-type]
+                                              period=int(settings.refresh_s * 1000), start=False)
 
     async def loaded():
         await store.start()

@@ -12,11 +12,15 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import param
 
 from predmesh import errors
 from ui import analytics
+
+if TYPE_CHECKING:
+    from predmesh import Client
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,7 @@ class Store(param.Parameterized):
     h_version = param.String("")
     h_label = param.String("")
     h_transport = param.String("")
-    window = param.Selector(objects=list(analytics.WINDOWS), default="1 h")
+    window: param.Selector = param.Selector(objects=list(analytics.WINDOWS), default="1 h")
     page = param.List([], doc="StoredPrediction rows of the current history page")
     page_index = param.Integer(0)
     has_next = param.Boolean(False)
@@ -86,7 +90,7 @@ class Store(param.Parameterized):
     admin_notice = param.ClassSelector(class_=Notice, default=Notice())
     busy = param.Boolean(False)
 
-    def __init__(self, connect: Callable[..., object], *, target: str, refresh_s: float, **params):
+    def __init__(self, connect: Callable[..., Client], *, target: str, refresh_s: float, **params):
         """`connect(admin_token=None)` returns a new SDK client; `target` only names the server in messages."""
         super().__init__(**params)
         self._connect = connect
@@ -221,7 +225,8 @@ class Store(param.Parameterized):
         if info is None:
             self.predict_notice = Notice("error", "No model is loaded yet; wait for the server to answer.")
             return
-        missing = [name for name in info.feature_names if values.get(name) is None]
+        given = {name: value for name in info.feature_names if (value := values.get(name)) is not None}
+        missing = [name for name in info.feature_names if name not in given]
         if missing:
             self.predict_notice = Notice("error", f"Fill in {', '.join(missing)} before predicting.")
             return
@@ -231,7 +236,7 @@ class Store(param.Parameterized):
                          f"version ({info.version}) only. Reload {version} in the Model tab first, or choose "
                          "'serving'.")
             return
-        features = {name: float(values[name]) for name in info.feature_names}
+        features = {name: float(value) for name, value in given.items()}
         try:
             prediction = await self._call(self._client.predict, info.name, features)
         except Offline as exc:
@@ -397,10 +402,10 @@ class Store(param.Parameterized):
 
     async def set_token(self, token: str) -> None:
         """Use this token for admin calls from now on (nothing changes when it is the one already in use)."""
-        token = token.strip() or None
-        if token == self._token:
+        new = token.strip() or None
+        if new == self._token:
             return
-        self._token = token
+        self._token = new
         self.admin_notice = Notice()
         await self.load_versions()
 

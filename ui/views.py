@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from typing import Literal
 
 import pandas as pd
 import panel as pn
@@ -9,7 +10,8 @@ import panel as pn
 from ui import analytics, charts
 from ui.store import PAGE_SIZE, Notice, Store
 
-ALERT = {"info": "light", "success": "success", "warning": "warning", "error": "danger"}
+ALERT: dict[str, Literal["light", "success", "warning", "danger"]] = {
+    "info": "light", "success": "success", "warning": "warning", "error": "danger"}
 ANY = "(any)"
 
 
@@ -82,7 +84,7 @@ class FeatureForm:
             return
         self._schema = schema
         self.inputs = {}
-        rows = []
+        rows: list[pn.viewable.Viewable] = []
         for f in (info.features if info else ()):
             value = analytics.default_value(f.min, f.max, f.mean, f.std)
             widget = pn.widgets.FloatInput(label=f.name, value=round(value, 4), step=analytics.step(f.min, f.max),
@@ -228,8 +230,8 @@ def history_view(store: Store) -> pn.Column:
             lat_table.object = "No predictions in this window."
 
     async def filters_changed(_):
-        await store.set_filters(h_model=f_model.value or "", h_version=f_version.value.strip(),
-                                h_label=f_label.value.strip(), h_transport=f_transport.value or "",
+        await store.set_filters(h_model=f_model.value or "", h_version=(f_version.value or "").strip(),
+                                h_label=(f_label.value or "").strip(), h_transport=f_transport.value or "",
                                 window=f_window.value)
 
     def row_clicked(event):
@@ -248,7 +250,7 @@ def history_view(store: Store) -> pn.Column:
         await store.next_page()
 
     async def submit(_):
-        await store.submit_feedback(pid.value, true_label.value or "")
+        await store.submit_feedback(pid.value or "", true_label.value or "")
 
     store.param.watch(sync_models, ["models", "info"])
     store.param.watch(sync_page, ["page", "page_index", "has_next"])

@@ -41,6 +41,12 @@ class GatewayProc:
         self.envoy_admin = f"http://127.0.0.1:{self.envoy_admin_port}"
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def started(self) -> subprocess.Popen:
+        """The running process (an error before start())."""
+        assert self.proc is not None, "not started"
+        return self.proc
+
     def start(self, healthy: int | None = None, timeout: float = 30.0) -> GatewayProc:
         """Start and wait until Envoy is LIVE and `healthy` upstream hosts (default: all) pass health checks."""
         self._log = open(self.log_path, "ab")
@@ -85,7 +91,7 @@ class GatewayProc:
 
     def envoy_pid(self) -> int | None:
         """PID of the envoy process (the child of the launcher)."""
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-P", str(self.started.pid)], capture_output=True, text=True).stdout.split()
         return int(out[0]) if out else None
 
     def alive(self) -> bool:

@@ -81,6 +81,12 @@ class ServerProc:
         }
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def started(self) -> subprocess.Popen:
+        """The running process (an error before start())."""
+        assert self.proc is not None, "not started"
+        return self.proc
+
     def start(self, timeout: float = 30.0) -> ServerProc:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT,
@@ -98,7 +104,7 @@ class ServerProc:
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.started.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -106,18 +112,18 @@ class ServerProc:
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit code."""
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            self.started.send_signal(signal.SIGTERM)
         return self.wait(timeout)
 
     def kill(self) -> None:
         if self.alive():
-            self.proc.kill()
+            self.started.kill()
         if self.proc is not None:
             self.proc.wait()
 
     def wait(self, timeout: float = 30.0) -> int:
         try:
-            return self.proc.wait(timeout)
+            return self.started.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise

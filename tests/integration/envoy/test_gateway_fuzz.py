@@ -109,6 +109,7 @@ def test_fuzzed_rest_requests_never_get_a_server_error(trained_store, tmp_path):
             GatewayProc([server.target], tmp_path / "gw", env={"PREDMESH_GATEWAY_RATE_LIMIT_RPS": "0"}) as gw:
         doc = requests.get(gw.url + "/openapi.json", timeout=5).json()
         envoy_pid, server_pid = gw.envoy_pid(), server.pid
+        assert envoy_pid is not None, "Envoy runs under the launcher"
         session = requests.Session()
         fds_before = open_fds(server_pid), open_fds(envoy_pid)
         seen: dict[int, int] = {}

@@ -325,7 +325,7 @@ def test_native_grpc_passes_through_the_public_listener(mesh):
 
 def _transport_counts(server) -> dict[str, float]:
     text = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).text
-    counts = {}
+    counts: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("predmesh_predictions_total{"):
             labels, _, value = line.partition("} ")

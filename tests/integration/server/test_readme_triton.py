@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.support.match import search
 from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.slow  # creates a virtualenv and installs into it (from pip's cache once it is warm)
@@ -20,8 +21,8 @@ def readme_blocks() -> tuple[str, str]:
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Open Inference Protocol"):]
     section = section[:section.index("\n## ", 1)]
-    install = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    install = search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
+    code = search(r"```python\n(.*?)```", section, re.S).group(1)
     return install, code
 
 

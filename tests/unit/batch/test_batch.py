@@ -7,14 +7,16 @@ import csv
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from batch.cli import crontab_line, main as batch_main
 from batch.report import metrics
-from batch.scoring import request_id_prefix, request_ids
+from batch.scoring import Clients, request_id_prefix, request_ids
 from batch.settings import BatchSettings
 from batch.synth import NoTrainingDistribution, synthesize
 from batch.table import (
@@ -190,6 +192,7 @@ def test_a_killed_writer_leaves_no_file(tmp_path):
               "    f.write('x' * 100_000); f.flush(); print('writing', flush=True); sys.stdin.read()\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.csv")], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
     assert proc.stdout.readline() == "writing\n"
     proc.kill()
     proc.wait(10)
@@ -233,8 +236,11 @@ def test_luigi_config_sets_nonzero_retcodes_and_prometheus_metrics():
 class FakeClient:
     """Answers predict_matrix like the server: refuses chunks above `limit` rows and any row with a < 0."""
 
+    get_model: Callable[[str], ModelInfo]  # set by the tests that need it
+
     def __init__(self, limit: int = 1000, down: bool = False):
-        self.limit, self.down, self.calls = limit, down, []
+        self.limit, self.down = limit, down
+        self.calls: list[int] = []
 
     def predict_matrix(self, model, names, values, *, request_id_prefix="", row_numbers=()):
         from predmesh import InvalidArgument, Unavailable
@@ -255,12 +261,18 @@ class FakeClient:
 
 
 class FakeClients:
+    """Stands in for batch.scoring.Clients (settings and a client to pick)."""
+
     def __init__(self, client, **settings):
         self.settings = BatchSettings(**{"chunk_rows": 10, "inflight": 3, **settings})
         self.first = client
 
     def pick(self):
         return self.first
+
+
+def fake_clients(client: FakeClient, **settings: object) -> Clients:
+    return cast(Clients, FakeClients(client, **settings))
 
 
 def test_scorer_keeps_order_bisects_refused_rows_and_follows_a_smaller_server_limit():
@@ -270,7 +282,7 @@ def test_scorer_keeps_order_bisects_refused_rows_and_follows_a_smaller_server_li
     matrix = np.array([[float(i if i not in (7, 23) else -1), 0.0] for i in range(30)])
     numbers = [n + 100 for n in range(30)]
     progress = []
-    scorer = Scorer(FakeClients(client), "m", progress=lambda done, total: progress.append((done, total)))
+    scorer = Scorer(fake_clients(client), "m", progress=lambda done, total: progress.append((done, total)))
     out = scorer.score(matrix, ("a", "b"), "r-", numbers)
     assert out.prediction_ids == ["" if i in (7, 23) else f"p-r-{i + 100}" for i in range(30)]
     assert out.labels.tolist() == [-1 if i in (7, 23) else i % 2 for i in range(30)]
@@ -288,7 +300,7 @@ def test_scorer_keeps_order_bisects_refused_rows_and_follows_a_smaller_server_li
 def test_scorer_fails_the_run_when_the_server_is_unreachable():
     import numpy as np
     from batch.scoring import Scorer, ScoringFailed
-    scorer = Scorer(FakeClients(FakeClient(down=True), server="127.0.0.1:1"), "m")
+    scorer = Scorer(fake_clients(FakeClient(down=True), server="127.0.0.1:1"), "m")
     with pytest.raises(ScoringFailed, match=r"Unavailable from the server at 127.0.0.1:1"):
         scorer.score(np.ones((25, 1)), ("a",), "r-", range(25))
 
@@ -306,7 +318,7 @@ def test_score_file_in_blocks_keeps_row_order_numbers_and_rejects_across_blocks(
     refused = {50, 121, 250}  # a < 0: the server refuses them
     rows = [bad.get(n, [str(-1.0 if n in refused else n * 0.5), str(n % 7)]) for n in range(1, 301)]
     write_csv(source, ["a", "b"], rows)
-    outcome = score_file(FakeClients(client), "m", source, tmp_path / "out.csv", tmp_path / "rej.csv")
+    outcome = score_file(fake_clients(client), "m", source, tmp_path / "out.csv", tmp_path / "rej.csv")
     assert (outcome.input_rows, outcome.scored, outcome.rejected) == (300, 294, 6)
     out = list(csv.reader(open(tmp_path / "out.csv")))
     assert out[0] == ["a", "b", "label", "prob_x", "prob_y", "prediction_id"]

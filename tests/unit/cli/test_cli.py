@@ -71,9 +71,9 @@ def test_parts_without_start_up_guards_keep_python_s_ctrl_c(monkeypatch):
 
     original = signal.getsignal(signal.SIGINT)  # importing cli.main installs its start-up guard: undone below
     cli_main = importlib.import_module("cli.main")
-    seen = {}
+    seen: dict[str, object] = {}
     part = types.ModuleType("fake_part")
-    part.main = lambda argv: seen.setdefault("handler", signal.getsignal(signal.SIGINT)) and 0
+    vars(part)["main"] = lambda argv: seen.setdefault("handler", signal.getsignal(signal.SIGINT)) and 0
     monkeypatch.setitem(sys.modules, "fake_part", part)
     monkeypatch.setitem(cli_main.COMMANDS, "fake", ("fake_part", [], "a part"))
     try:

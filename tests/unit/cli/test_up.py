@@ -82,6 +82,7 @@ def test_a_dead_part_is_reported_and_restarted_with_backoff(tmp_path):
     part = up.Part("flaky", ["sh", "-c", f"echo x >> {counter}; exit 3"])
     messages: list[str] = []
     up.start(part)
+    assert part.proc is not None
     part.proc.wait(10)
     now = time.monotonic()
     up.supervise_once([part], os.environ, now=now, log=messages.append)
@@ -90,6 +91,7 @@ def test_a_dead_part_is_reported_and_restarted_with_backoff(tmp_path):
     assert len(messages) == 1, "not restarted before its backoff"
     up.supervise_once([part], os.environ, now=now + 1.01, log=messages.append)
     assert messages[-1] == "predmesh up: flaky restarted (restart 1)"
+    assert part.proc is not None
     part.proc.wait(10)
     up.supervise_once([part], os.environ, now=now + 2, log=messages.append)
     assert messages[-1] == "predmesh up: flaky exited with 3; restarting it in 2 s"   # doubled
@@ -121,6 +123,7 @@ def test_a_part_that_may_not_restart_is_only_reported():
     part = up.Part("once", ["sh", "-c", "exit 0"], restartable=False)
     messages: list[str] = []
     up.start(part)
+    assert part.proc is not None
     part.proc.wait(10)
     up.supervise_once([part], os.environ, log=messages.append)
     assert messages == ["predmesh up: once exited with 0; not restarting it"] and part.proc is None
@@ -139,6 +142,7 @@ def test_stop_all_stops_whole_process_groups_even_stubborn_ones(tmp_path):
     started = time.monotonic()
     up.stop_all([polite, stubborn], timeout=2)
     assert time.monotonic() - started < 10
+    assert polite.proc is not None and stubborn.proc is not None
     assert polite.proc.returncode == -signal.SIGTERM
     assert not alive(stubborn.proc.pid) and not alive(polite.proc.pid)
     wait_for(lambda: not alive(grandchild), 5, what="the SIGKILLed grandchild gone")   # delivery is asynchronous
@@ -187,6 +191,7 @@ def test_prometheus_is_planned_with_every_part_as_a_target(tmp_path, monkeypatch
     prometheus = mesh.parts[-1]
     assert prometheus.name == "prometheus" and "--web.listen-address=127.0.0.1:45090" in prometheus.argv
     assert not (tmp_path / "var").exists(), "nothing is written before the part starts"
+    assert prometheus.prepare is not None
     prometheus.prepare()
     import json
     targets = tmp_path / "var" / "prometheus" / "targets"

@@ -156,8 +156,11 @@ def test_a_failed_commit_fails_every_caller_of_its_batch_and_the_batcher_recover
 
 
 def test_no_commit_when_scoring_fails():
-    batcher = Batcher(lambda m: 1 / 0, max_rows=8)
-    commits = []
+    def fail(m: np.ndarray) -> np.ndarray:
+        raise ZeroDivisionError
+
+    batcher = Batcher(fail, max_rows=8)
+    commits: list[object] = []
     with pytest.raises(ZeroDivisionError):
         batcher.score(np.ones((1, 1)), 5, lambda p: [1], commits.append)
     assert commits == []

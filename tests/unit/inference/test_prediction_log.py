@@ -211,7 +211,7 @@ def test_durable_backlog_is_inserted_in_parallel_batches_and_a_failed_one_is_rep
     different connections); when one of them fails the spool is replayed and every row is still stored once."""
     db = FakeDb()
     threads_seen, in_flight, peak = set(), [0], [0]
-    failed = []
+    failed: list[object] = []
     real_insert = db.insert
     backlog = threading.Event()
 

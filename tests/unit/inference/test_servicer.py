@@ -108,7 +108,7 @@ def test_batch_with_both_rows_and_columns_is_invalid(inproc_server):
     request.matrix.values.extend(IRIS_ROW.values())
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as err:
         inference_pb2_grpc.InferenceServiceStub(channel).PredictBatch(request, timeout=5)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in (err.value.details() or "")
 
 
 def test_oversized_message_is_resource_exhausted(client):

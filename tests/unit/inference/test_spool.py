@@ -11,7 +11,7 @@ from inference.spool import Spool, SpoolFull, decode, encode
 
 
 def drain(spool: Spool) -> list[dict]:
-    out = []
+    out: list[dict] = []
     while True:
         cursor, docs = spool.read(7)
         spool.consume(cursor)
@@ -151,7 +151,7 @@ def test_an_idle_append_writes_in_the_callers_thread(tmp_path):
 
 def test_on_synced_reports_tagged_appends_in_file_order_with_consumable_positions(tmp_path):
     spool = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=1_500)  # rotations between appends
-    seen = []
+    seen: list[tuple] = []
     spool.on_synced = seen.extend
     def writer(t):
         for i in range(40):

@@ -6,11 +6,11 @@ import itertools
 import logging
 import math
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import pytest
 
-from predmesh import errors
+from predmesh import Client, errors
 from predmesh.env import ConfigError
 from predmesh.types import FeatureSpec, LatencySummary, ModelInfo, Page, Prediction, Stats, StoredPrediction
 from ui import analytics
@@ -177,7 +177,8 @@ def world():
 
 
 def _store(world) -> Store:
-    return Store(lambda admin_token=None: FakeClient(world, admin_token), target="fake:1", refresh_s=2.0)
+    return Store(lambda admin_token=None: cast(Client, FakeClient(world, admin_token)), target="fake:1",
+                 refresh_s=2.0)
 
 
 def test_store_keeps_data_when_the_server_goes_away_and_recovers_by_itself(world):
