@@ -7,7 +7,7 @@ import json
 import os
 import shlex
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from predmesh import faults
@@ -43,7 +43,7 @@ def _positive(text: str) -> int:
 
 
 def yesterday() -> date:
-    return datetime.now(timezone.utc).date() - timedelta(days=1)
+    return datetime.now(UTC).date() - timedelta(days=1)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,8 +130,8 @@ def cmd_score(settings, args) -> int:
     started = time.perf_counter()
     with Clients(settings) as clients:
         def record(status: str, message: str, key: str, outcome=None) -> None:
-            fields = dict(run_key=key, kind="score", model=args.model, status=status, message=one_line(message),
-                          duration_seconds=time.perf_counter() - started)
+            fields = {"run_key": key, "kind": "score", "model": args.model, "status": status,
+                      "message": one_line(message), "duration_seconds": time.perf_counter() - started}
             if outcome is not None:
                 fields.update(model_version=outcome.model_version, rows=outcome.scored, rejected=outcome.rejected)
             try:
@@ -181,12 +181,12 @@ def cmd_nightly(settings, args) -> int:
 
 def cmd_backfill(settings, args) -> int:
     from batch.runner import run_tasks
-    stop = args.stop or datetime.now(timezone.utc).date()
+    stop = args.stop or datetime.now(UTC).date()
     start = args.start or stop - timedelta(days=args.days_back)
     if start >= stop:
         print(f"predmesh batch backfill: start {start} is not before stop {stop}", file=sys.stderr)
         return EXIT_USAGE
-    days_back = (datetime.now(timezone.utc).date() - start).days + 1  # RangeDailyBase's window must reach start
+    days_back = (datetime.now(UTC).date() - start).days + 1  # RangeDailyBase's window must reach start
     return run_tasks(settings, ["RangeDailyBase", "--of", "Report", "--param-name", "date",
                                 "--start", start.isoformat(), "--stop", stop.isoformat(),
                                 "--days-back", str(max(days_back, 1)), "--of-params", _of_params(settings, args)],

@@ -36,7 +36,7 @@ def synthesize(info: ModelInfo, day: date, rows: int) -> tuple[list[str], list[l
     classes = rng.choice(len(profiles), size=rows, p=shares)
     means = np.array([p.mean for p in profiles], dtype=float)  # classes x features
     stds = np.array([p.std for p in profiles], dtype=float)
-    values = rng.normal(means[classes], stds[classes])
+    values: np.ndarray = rng.normal(means[classes], stds[classes])
     lows = np.array([f.min for f in info.features])
     highs = np.array([f.max for f in info.features])
     values = np.round(np.clip(values, lows, highs), 4)

@@ -35,8 +35,12 @@ class InputError(Exception):
 Target = luigi.LocalTarget | Path | str
 
 
+def target_path(target: Target) -> Path:
+    return Path(target if isinstance(target, (str, Path)) else target.path)
+
+
 def is_parquet(target: Target) -> bool:
-    return Path(getattr(target, "path", target)).suffix.lower() in PARQUET_SUFFIXES
+    return target_path(target).suffix.lower() in PARQUET_SUFFIXES
 
 
 @contextmanager
@@ -71,7 +75,7 @@ def published_file(target: Target) -> Iterator[TextIO]:
     place through atomic_path: memory holds none of it, and a killed process leaves nothing behind (the kernel
     frees an unnamed file with its last descriptor). Where the file system has no O_TMPFILE, the text is kept in
     memory and written the same way at the end."""
-    directory = Path(getattr(target, "path", target)).parent
+    directory = target_path(target).parent
     directory.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o666)

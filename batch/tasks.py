@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date as Date
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import luigi
@@ -52,8 +52,11 @@ class Progress:
         now = time.monotonic()
         if now - self._sent >= 0.5 or done == total:
             self._sent = now
-            self.task.set_progress_percentage(round(100 * done / total) if total else 100)
-            self.task.set_status_message(f"{self.what}: {done} of {total} rows")
+            # the luigi worker running the task sets these two (a task run by hand has None)
+            if self.task.set_progress_percentage is not None:
+                self.task.set_progress_percentage(round(100 * done / total) if total else 100)
+            if self.task.set_status_message is not None:
+                self.task.set_status_message(f"{self.what}: {done} of {total} rows")
 
     def close(self) -> None:
         self.bar.close()
@@ -112,7 +115,7 @@ class Score(DayTask):
     def run(self):
         remove_stale_temporaries(self.dir())
         out = self.output()
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         with Clients(BatchSettings()) as clients:
             key = run_key(self.model, self.date)
             record_run(clients, run_key=key, kind="nightly", model=self.model, run_date=self.date.isoformat(),

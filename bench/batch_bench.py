@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import loadtools  # noqa: E402
-from bench.persistence import DEFAULT_PG, Schema, cpu_seconds  # noqa: E402
+from bench import loadtools
+from bench.persistence import DEFAULT_PG, Schema, cpu_seconds
 
 
 def start_server(store: Path, db_url: str, spool: Path, processes: int, runtime: str, log: Path):

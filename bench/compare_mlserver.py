@@ -25,14 +25,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import loadtools  # noqa: E402
-from bench.mlserver import MLServer, ensure_venv, write_repository  # noqa: E402
+from bench import loadtools
+from bench.mlserver import MLServer, ensure_venv, write_repository
 
 ROW = [5.9, 3.0, 5.1, 1.8]
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -126,13 +126,14 @@ class Predmesh:
 
         def serving():
             with grpc.insecure_channel(self.target) as ch:
-                return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1
+                return health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1).status == 1
         loadtools.wait_for(serving, 90, "predmesh to serve")
         glog = open(self.work / "gateway.log", "ab")
         self.procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=self.env, stdout=glog,
                                            stderr=subprocess.STDOUT))
-        loadtools.wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/healthz", timeout=1).status
-                 == 200, 60, "the Envoy gateway")
+        healthz = f"http://127.0.0.1:{self.rest_port}/healthz"
+        loadtools.wait_for(lambda: urllib.request.urlopen(healthz, timeout=1).status == 200, 60, "the Envoy gateway")
         return self
 
     def metric(self, name: str, *, having: str = "", lacking: str = "\0") -> float:
@@ -227,7 +228,7 @@ def main(argv=None) -> int:
     iris_rows = load_iris().data.tolist()
     mlserver_bin = ensure_venv(args.mlserver_venv)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work = ROOT / "var" / "bench" / f"run-{stamp}"
     work.mkdir(parents=True)
     models = train_models(work / "store")
@@ -250,7 +251,8 @@ def main(argv=None) -> int:
             repo = work / f"mlserver-{tag}"
             write_repository(repo, models, batch_size=batch, batch_ms=10)
             server = MLServer(mlserver_bin, repo, http_port=loadtools.free_port(), grpc_port=loadtools.free_port(),
-                              metrics_port=loadtools.free_port(), workers=workers, log_path=work / f"mlserver-{tag}.log",
+                              metrics_port=loadtools.free_port(), workers=workers,
+                              log_path=work / f"mlserver-{tag}.log",
                               model_configs={m: mlserver_model_config(m, batch) for m in MODELS} if pa_binary else None)
             return server.start(list(MODELS))
 
@@ -264,7 +266,7 @@ def main(argv=None) -> int:
                 probe[workers] = loadtools.h2load(server.grpc_target, OIP_METHOD, frames["iris-lr"], 32, 5).rps
             finally:
                 server.stop()
-        best = max(probe, key=probe.get)
+        best = max(probe, key=lambda w: probe[w])
         say(f"MLServer probe (iris-lr, c=32, 5 s, infer/s by parallel_workers): "
             f"{ {w: round(r) for w, r in probe.items()} } -> using parallel_workers={best}")
         ml = mlserver("batched", best, 32)
@@ -313,8 +315,8 @@ def main(argv=None) -> int:
                         flip = not flip
                         print(f"  round {round_no + 1} perf_analyzer {model} c={c}: " + ", ".join(
                             f"{k}={rounds[('pa', model, c, k)][-1].rps:,.0f}/s" for k, _ in runs), flush=True)
-        for key, points in rounds.items():  # the table shows the median round (by infer/s) of each point
-            results[key] = sorted(points, key=lambda p: p.rps)[len(points) // 2]
+        for round_key, points in rounds.items():  # the table shows the median round (by infer/s) of each point
+            results[round_key] = sorted(points, key=lambda p: p.rps)[len(points) // 2]
         if not args.skip_rest:
             for model in MODELS:
                 pm_body = {"features": dict(zip(NAMES, ROW))}

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import loadtools  # noqa: E402
-from bench.persistence import cpu_seconds, h2load, serve  # noqa: E402
+from bench import loadtools
+from bench.persistence import cpu_seconds, h2load, serve
 
 
 def start_server(store: Path, drift: bool, processes: int, log: Path, metrics_port: int):

@@ -28,8 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench import loadtools  # noqa: E402
-from predmesh.v1 import inference_pb2  # noqa: E402
+from bench import loadtools
+from predmesh.v1 import inference_pb2
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 

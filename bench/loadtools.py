@@ -60,7 +60,8 @@ def grpc_frame(message: bytes) -> bytes:
 def check_grpc(target: str, method: str, message: bytes, timeout: float = 5.0) -> bytes:
     """Send the exact bytes h2load will send and require grpc-status OK (h2load itself only sees HTTP 200)."""
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            method, request_serializer=None, response_deserializer=None)
         try:
             return call(message, timeout=timeout)
         except grpc.RpcError as exc:

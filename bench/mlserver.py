@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -31,7 +32,7 @@ def ensure_venv(venv: Path) -> Path:
     return mlserver
 
 
-def write_repository(root: Path, models: dict[str, object], *, batch_size: int, batch_ms: float) -> None:
+def write_repository(root: Path, models: dict[str, Any], *, batch_size: int, batch_ms: float) -> None:
     """One folder per model: model.joblib (the same fitted estimator predmesh serves) + model-settings.json."""
     import joblib
 
@@ -41,7 +42,7 @@ def write_repository(root: Path, models: dict[str, object], *, batch_size: int, 
         joblib.dump(estimator, folder / "model.joblib")
         n_features = len(getattr(estimator, "feature_names_in_", [])) or estimator.n_features_in_
         # the signature (ModelMetadata), as perf_analyzer needs it to build requests
-        settings = {"name": name, "implementation": "mlserver_sklearn.SKLearnModel",
+        settings: dict[str, Any] = {"name": name, "implementation": "mlserver_sklearn.SKLearnModel",
                     "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, n_features]}],
                     "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1, 1]},
                                 {"name": "predict_proba", "datatype": "FP64",

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]  # bench/mlserver.py shadows mlserver
 
-import grpc  # noqa: E402
-from mlserver.cli.main import main  # noqa: E402
-from mlserver.grpc import server as mlserver_grpc  # noqa: E402
+import grpc
+from mlserver.cli.main import main
+from mlserver.grpc import server as mlserver_grpc
 
 with open(os.environ["MLSERVER_MODEL_CONFIGS"]) as f:
     CONFIGS = {name: bytes.fromhex(raw) for name, raw in json.load(f).items()}
@@ -56,7 +57,8 @@ _create = mlserver_grpc.GRPCServer._create_server
 
 def _create_with_model_config(self):
     server = _create(self)
-    handler = grpc.unary_unary_rpc_method_handler(model_config, request_deserializer=None, response_serializer=None)
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
+        model_config, request_deserializer=None, response_serializer=None)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelConfig": handler}),))
     return server

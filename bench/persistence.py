@@ -29,8 +29,8 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import loadtools  # noqa: E402
-from bench.loadtools import Point  # noqa: E402
+from bench import loadtools
+from bench.loadtools import Point
 
 
 METHOD = "/predmesh.v1.InferenceService/Predict"
@@ -43,8 +43,9 @@ def check_predict(target: str) -> None:
     """One Predict with the exact bytes h2load sends; raises grpc.RpcError unless grpc-status is OK."""
     import grpc
     with grpc.insecure_channel(target) as channel:
-        channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)(predict_request(),
-                                                                                         timeout=5)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            METHOD, request_serializer=None, response_deserializer=None)
+        call(predict_request(), timeout=5)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,7 +100,9 @@ class Schema:
             self._probe.autocommit = True
         with self._probe.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {self.name}.predictions WHERE request_id = ANY(%s)", (request_ids,))
-            return cur.fetchone()[0]
+            row = cur.fetchone()
+            assert row is not None  # count(*) answers one row
+            return row[0]
 
     def rows(self) -> int:
         try:
@@ -136,7 +139,7 @@ def serve(env: dict[str, str], target: str, log: Path, what: str, timeout: float
             return proc, target
         except Exception:  # not up yet
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{what} did not come up; see {log}")
+                raise SystemExit(f"{what} did not come up; see {log}") from None
             time.sleep(0.3)
 
 

@@ -17,14 +17,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.loadtools import Point, sdk_closed_loop  # noqa: E402
+from bench.loadtools import Point, sdk_closed_loop
 
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
 
 
 def measure(target: str, kind: str, concurrency: int, seconds: float) -> Point:
-    call = ("predict", ("iris", ROW)) if kind == "predict" else ("get_model", ("iris",))
-    return sdk_closed_loop(target, *call, concurrency, seconds, processes=4)
+    method, args = ("predict", ("iris", ROW)) if kind == "predict" else ("get_model", ("iris",))
+    return sdk_closed_loop(target, method, args, concurrency, seconds, processes=4)
 
 
 def main() -> None:

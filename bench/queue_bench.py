@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pika  # noqa: E402
+import pika
 
-from bench.persistence import Schema, settle, start_server  # noqa: E402
-from predmesh import jobs  # noqa: E402
+from bench.persistence import Schema, settle, start_server
+from predmesh import jobs
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_PG = "postgresql://predmesh:predmesh@127.0.0.1:5432/predmesh_test"

@@ -59,7 +59,7 @@ def render_config(targets_dir: str, rules: list[str], *, scrape_interval: str = 
     """prometheus.yml as a dict: one job per JOBS entry reading `<targets_dir>/<job>.json`."""
     scrape_configs = []
     for job, (path, params) in JOBS.items():
-        config = {"job_name": job, "metrics_path": path,
+        config: dict[str, object] = {"job_name": job, "metrics_path": path,
                   "file_sd_configs": [{"files": [f"{targets_dir}/{job}.json"], "refresh_interval": "5s"}]}
         if params:
             config["params"] = params

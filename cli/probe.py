@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m cli.probe grpc HOST:PORT [SERVICE] | http URL [TEXT]", file=sys.stderr)
         return 2
     kind, target, *extra = argv
-    ok, detail = (grpc_health if kind == "grpc" else http_ok)(target, *extra[:1])
+    ok, detail = (grpc_health if kind == "grpc" else http_ok)(target, extra[0] if extra else "")
     print(f"{target}: {detail}")
     return 0 if ok else 1
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -93,8 +94,8 @@ def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         params.connection_attempts, params.retry_delay = 1, 0
         pika.BlockingConnection(params).close()
         return True, "reachable"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable", reported with its reason
-        return False, f"not reachable ({type(exc).__name__}: {exc or 'no answer'})"
+    except Exception as exc:  # any failure means "not reachable", reported with its reason
+        return False, f"not reachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
 
 
 @dataclass
@@ -117,7 +118,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
             env["PREDMESH_PROCESSES"] = "1"     # the replicas share the CPUs already: not one process per CPU each
         parts.append(Part(f"inference-{i + 1}" if args.replicas > 1 else "inference",
                           [py, "-m", "inference", "serve", "--no-train"], env,
-                          probe=lambda a=grpc_addr: grpc_health(a), urls=urls, core=True, stage=0))
+                          probe=functools.partial(grpc_health, grpc_addr), urls=urls, core=True, stage=0))
     # the clients of the mesh reach the replicas through the gateway's public listener (native gRPC passes
     # through, balanced over healthy replicas), or replica 1 directly without a gateway
     server_addr = admin_addr = addrs[0][0]
@@ -127,8 +128,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
 
         env = {"PREDMESH_GATEWAY_UPSTREAMS": ",".join(g for g, _ in addrs)}
         s = GatewaySettings.from_env({**environ, **env})
-        urls = [f"REST {s.public_url}/v1/models  (OpenAPI {s.public_url}{OPENAPI_PATH}, gRPC {s.public_addr}; "
-                f"work files in {s.work_dir})"]
+        urls = [(f"REST {s.public_url}/v1/models  (OpenAPI {s.public_url}{OPENAPI_PATH}, gRPC {s.public_addr}; "
+                 f"work files in {s.work_dir})")]
         if s.docs:
             urls.append(f"API docs {s.public_url}/docs")
         if s.admin_url:
@@ -136,7 +137,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         urls.append(f"Envoy admin/stats http://{s.envoy_admin_addr}/stats/prometheus")
         scrape["envoy"] = [s.envoy_admin_addr]
         parts.append(Part("gateway", [py, "-m", "gateway"], env,
-                          probe=lambda a=s.envoy_admin_addr: http_ok(f"http://{a}/ready", "LIVE"),
+                          probe=functools.partial(http_ok, f"http://{s.envoy_admin_addr}/ready", "LIVE"),
                           urls=urls, core=True, stage=1))
         server_addr = s.public_addr
         admin_addr = s.admin_addr or admin_addr
@@ -156,7 +157,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
             metrics = consumer.metrics_addr
             scrape["consumer"] = [metrics]
             parts.append(Part("consumer", [py, "-m", "consumer"], {**client_env, "PREDMESH_AMQP_URL": amqp},
-                              probe=lambda m=metrics: http_ok(f"http://{m}/metrics", CONSUMER_CONNECTED),
+                              probe=functools.partial(http_ok, f"http://{metrics}/metrics", CONSUMER_CONNECTED),
                               urls=[f"queue {redact(amqp)} (broker reachable)",
                                     f"metrics http://{metrics}/metrics"]))
 
@@ -168,7 +169,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         ui_addr = UiSettings.from_env(environ).addr
         # reloads typed in the dashboard go to the gateway's admin listener (native gRPC passes there too)
         parts.append(Part("dashboard", [py, "-m", "ui"], {**client_env, "PREDMESH_UI_ADMIN_ADDR": admin_addr},
-                          probe=lambda a=ui_addr: http_ok(f"http://{a}/liveness"),   # no login, no page built
+                          probe=functools.partial(http_ok, f"http://{ui_addr}/liveness"),   # no login, no page built
                           urls=[f"http://{ui_addr}/"]))
 
     if args.no_luigid:
@@ -180,7 +181,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         scrape["luigid"] = [luigid_addr]
         # luigid with the pipeline's configuration (retcodes, Prometheus /metrics)
         parts.append(Part("luigid", [py, "-m", "batch", "scheduler"], {"PREDMESH_LUIGID_ADDR": luigid_addr},
-                          probe=lambda a=luigid_addr: http_ok(f"http://{a}/api/task_list", "response"),
+                          probe=functools.partial(http_ok, f"http://{luigid_addr}/api/task_list", "response"),
                           urls=[f"http://{luigid_addr}/static/visualiser/index.html (Luigi scheduler)"]))
 
     if args.no_prometheus:
@@ -227,6 +228,7 @@ def start(part: Part, environ: Mapping[str, str] = os.environ) -> None:
 
 
 def _signal_group(part: Part, sig: int) -> None:
+    assert part.proc is not None  # only started parts are signalled
     try:
         os.killpg(part.proc.pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -259,6 +261,7 @@ def wait_healthy(parts: list[Part], timeout: float, stopping: Callable[[], bool]
     pending = list(parts)
     while pending and time.monotonic() < deadline and not stopping():
         for part in list(pending):
+            assert part.proc is not None  # every part waited for was started
             if part.proc.poll() is not None:
                 results[part.name] = (False, f"exited with {part.proc.returncode}")
                 pending.remove(part)
@@ -405,7 +408,9 @@ def _run(args: argparse.Namespace) -> int:
         up = sum(ok for ok, _ in results.values())
         print(f"predmesh up: {up}/{len(parts)} parts up; Ctrl-C stops everything\n" + report(mesh, results),
               flush=True)
-        log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+        def log(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+
         while not stopping:
             supervise_once(parts, os.environ, log=log)
             time.sleep(0.2)

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import Any
 
 import pika
+import pika.channel
+import pika.connection
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from predmesh.jobs import Topology
@@ -85,7 +88,7 @@ async def connect(params: pika.ConnectionParameters, on_close) -> Connection:
     return await opened
 
 
-async def open_channel(conn: AsyncioConnection, on_close):
+async def open_channel(conn: AsyncioConnection, on_close) -> pika.channel.Channel:
     loop = asyncio.get_running_loop()
     opened: asyncio.Future = loop.create_future()
     conn.channel(on_open_callback=opened.set_result)

@@ -10,6 +10,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pika
+import pika.channel
+import pika.connection
+import pika.exceptions
 
 from consumer import amqp
 from consumer.handler import Action, Delivery, Limits, Outcome, handle
@@ -101,7 +104,7 @@ class Worker:
 class Session:
     """One connection + channel: topology, consume, window loop; raises SessionClosed when the broker goes away."""
 
-    def __init__(self, worker: Worker, params: pika.ConnectionParameters, stop: asyncio.Event):
+    def __init__(self, worker: Worker, params: pika.connection.Parameters, stop: asyncio.Event):
         self.w = worker
         self.params = params
         self.stop = stop
@@ -116,8 +119,8 @@ class Session:
         self.counted = 0        # ... of which added to the consumed metric
         self.redelivered = 0    # redeliveries not yet added to their metric
         self.windows = 0        # windows started this session
-        self.channel = None
-        self.consumer_tag = None
+        self.channel: pika.channel.Channel | None = None
+        self.consumer_tag: str | None = None
         self.aborted = False
         self.outstanding: set[int] = set()  # delivery tags received and not acked yet
 
@@ -127,18 +130,24 @@ class Session:
             self.closed.exception()  # retrieved: no "never retrieved" warning when nobody awaits it
         self.wake.set()
 
+    @property
+    def _channel(self) -> pika.channel.Channel:
+        """The session's open channel (opened before any delivery can arrive)."""
+        assert self.channel is not None
+        return self.channel
+
     async def run(self) -> None:
         conn = await amqp.connect(self.params, self._on_close)
         try:
             self.channel = await amqp.open_channel(conn, self._on_close)
             await amqp.declare(self.channel, self.w.topology, self.w.settings.amqp.delivery_limit)
-            await amqp.call(self.channel.confirm_delivery, self._on_confirm)
-            self.channel.add_on_return_callback(self._on_return)
+            await amqp.call(self._channel.confirm_delivery, self._on_confirm)
+            self._channel.add_on_return_callback(self._on_return)
             # the broker cancels our consumer when the queue is deleted (or moved): start over, re-declaring it
-            self.channel.add_on_cancel_callback(
+            self._channel.add_on_cancel_callback(
                 lambda frame: self._on_close(f"the broker cancelled the consumer ({frame.method.consumer_tag})"))
-            await amqp.call(self.channel.basic_qos, prefetch_count=self.w.settings.prefetch)
-            self.consumer_tag = self.channel.basic_consume(self.w.topology.work_queue, self._on_message)
+            await amqp.call(self._channel.basic_qos, prefetch_count=self.w.settings.prefetch)
+            self.consumer_tag = self._channel.basic_consume(self.w.topology.work_queue, self._on_message)
             self.w.metrics.connected.set(1)
             log.info("consuming %s (prefetch %d), scoring on %s", self.w.topology.work_queue,
                      self.w.settings.prefetch, self.w.settings.target)
@@ -217,10 +226,10 @@ class Session:
         floor = min(self.outstanding, default=None)
         below = [t for t in tags if floor is None or t < floor]
         if len(below) > 1:
-            self.channel.basic_ack(max(below), multiple=True)
+            self._channel.basic_ack(max(below), multiple=True)
             acking -= set(below)
         for tag in sorted(acking):
-            self.channel.basic_ack(tag)
+            self._channel.basic_ack(tag)
 
     def _on_return(self, channel, method, props, body) -> None:
         # mandatory publish that no queue took: a result nobody subscribed to (or whose requester left) is still
@@ -309,18 +318,19 @@ class Session:
 
     def _publish(self, d: Delivery, received: float, outcome: Outcome) -> None:
         p = outcome.publish
+        assert p is not None  # ACK and REJECT outcomes carry what to publish; RETRY ones are held, not published
         props = pika.BasicProperties(content_type=p.content_type or None, type=p.type or None,
                                      correlation_id=p.correlation_id, message_id=p.message_id,
                                      headers=dict(p.headers) or None, delivery_mode=pika.DeliveryMode.Persistent)
-        self.channel.basic_publish(p.exchange, p.routing_key, p.body, props, mandatory=True)
+        self._channel.basic_publish(p.exchange, p.routing_key, p.body, props, mandatory=True)
         self.seq += 1
         self.unconfirmed[self.seq] = (d, received, outcome)
 
     async def _cancel_consumer(self) -> None:
-        if self.consumer_tag is not None and self.channel.is_open:
+        if self.consumer_tag is not None and self._channel.is_open:
             log.info("stopping: no new jobs; finishing %d in flight",
                      len(self.pending) + len(self.held) + len(self.unconfirmed))
-            await self._wait(amqp.call(self.channel.basic_cancel, self.consumer_tag), 10)
+            await self._wait(amqp.call(self._channel.basic_cancel, self.consumer_tag), 10)
 
     async def _wait(self, awaitable, timeout: float) -> None:
         """Await something, or less if the session closes or stop is requested."""
@@ -360,7 +370,7 @@ class Session:
         while True:
             try:
                 frame = await asyncio.wait_for(
-                    amqp.call(self.channel.queue_declare, queue=self.w.topology.dead_queue, passive=True), 10)
+                    amqp.call(self._channel.queue_declare, queue=self.w.topology.dead_queue, passive=True), 10)
                 self.w.metrics.dead_letters.set(frame.method.message_count)
             except (TimeoutError, pika.exceptions.AMQPError):
                 pass

@@ -5,14 +5,14 @@ from predmesh.startup import StartupError, interrupt_exits, run_guarded
 
 interrupt_exits("python -m database")  # first: Ctrl-C during the imports below ends with one line too
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import logging
+import os
+import sys
 
-from database.settings import DatabaseSettings, check_url  # noqa: E402
-from predmesh.env import env_epilog, variables_read  # noqa: E402
-from predmesh.logs import setup_logging  # noqa: E402
+from database.settings import DatabaseSettings, check_url
+from predmesh.env import env_epilog, variables_read
+from predmesh.logs import setup_logging
 
 log = logging.getLogger("database")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from peewee import CharField, Database, DateTimeField, Model
 
@@ -60,7 +60,7 @@ def migrate(database: Database) -> list[str]:
                     continue
                 log.info("applying migration %s", name)
                 importlib.import_module(f"{migrations_pkg.__name__}.{name}").apply(database)
-                AppliedMigration.create(name=name, applied_at=datetime.now(timezone.utc).replace(tzinfo=None))
+                AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
                 done.append(name)
     return done
 

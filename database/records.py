@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import final
 
 import numpy as np
 
 
+@final  # the hot paths test `type(x) is PredictionBatch`; final lets type checkers narrow that
 @dataclass(frozen=True, slots=True)
 class PredictionRecord:
     """One answered prediction, as it must be stored."""
@@ -23,6 +25,7 @@ class PredictionRecord:
     created_at: float  # Unix epoch seconds, UTC
 
 
+@final
 @dataclass(frozen=True, slots=True, eq=False)
 class PredictionBatch:
     """The answered predictions of one bulk call in columns (one object for many rows instead of one record

@@ -4,9 +4,10 @@ from __future__ import annotations
 import base64
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from peewee import JOIN, SQL, fn
 
@@ -166,7 +167,8 @@ def list_predictions(flt: PredictionFilter, page_size: int, page_token: str = ""
              .order_by(Prediction.created_at.desc(), Prediction.prediction_id.desc())
              .limit(page_size + 1))
     rows = list(query.objects())
-    page = [StoredPrediction(_record(r), r.feedback_label or "") for r in rows[:page_size]]
+    # .objects() puts the joined Feedback.label on each row as `feedback_label` (absent from the model's type)
+    page = [StoredPrediction(_record(r), getattr(r, "feedback_label", None) or "") for r in rows[:page_size]]
     token = _encode_token(rows[page_size - 1]) if len(rows) > page_size else ""
     return page, token
 
@@ -194,9 +196,9 @@ def stats(flt: PredictionFilter) -> Stats:
         query = Prediction.select(*cols, fn.COUNT(SQL("*")).alias("n")).where(*conds).group_by(*cols).tuples()
         return list(query)
 
-    by_label = {label: n for label, n in counts(Prediction.label)}
+    by_label = dict(counts(Prediction.label))
     by_version = {f"{m}@{v}": n for m, v, n in counts(Prediction.model, Prediction.model_version)}
-    by_transport = {t: n for t, n in counts(Prediction.transport)}
+    by_transport = dict(counts(Prediction.transport))
     total = sum(by_label.values())
     if not total:
         latency = [0.0, 0.0, 0.0]
@@ -209,8 +211,9 @@ def stats(flt: PredictionFilter) -> Stats:
         values = [v for (v,) in Prediction.select(Prediction.latency_ms).where(*conds)
                   .order_by(Prediction.latency_ms).tuples()]
         latency = [percentile(values, q) for q in PERCENTILES]
+    p50, p95, p99 = latency
     return Stats(total=total, by_label=by_label, by_version=by_version, by_transport=by_transport,
-                 latency_ms=tuple(latency), quality=version_quality(flt))
+                 latency_ms=(p50, p95, p99), quality=version_quality(flt))
 
 
 def version_quality(flt: PredictionFilter = PredictionFilter()) -> list[Quality]:
@@ -222,7 +225,7 @@ def version_quality(flt: PredictionFilter = PredictionFilter()) -> list[Quality]
              .group_by(Prediction.model, Prediction.model_version, Prediction.label, Feedback.label)
              .tuples())
     confusion: dict[tuple[str, str], dict[tuple[str, str], int]] = defaultdict(dict)
-    for model, version, predicted, true, n in query:
+    for model, version, predicted, true, n in cast(Iterable[tuple[str, str, str, str, int]], query):  # as above
         confusion[(model, version)][(predicted, true)] = n
     return [quality(m, v, c) for (m, v), c in sorted(confusion.items())]
 
@@ -287,7 +290,7 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
 
 def _pipeline_run(row: BatchRun) -> PipelineRun:
     return PipelineRun(
-        run_key=row.run_key, kind=row.name, run_date=row.run_date or "", model=row.model or "",
+        run_key=row.run_key or "", kind=row.name, run_date=row.run_date or "", model=row.model or "",
         model_version=row.model_version or "", rows=row.rows or 0, rejected=row.rejected or 0,
         accuracy=row.accuracy, duration_s=row.duration_s or 0.0, status=row.status, message=row.message or "",
         started_at=to_epoch(row.started_at),

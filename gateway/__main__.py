@@ -5,19 +5,19 @@ from predmesh.startup import check_bindable, interrupt_exits, run_guarded
 
 interrupt_exits("python -m gateway")  # first: Ctrl-C during the imports below ends with one line too
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
 
-from gateway.config import OPENAPI_PATH, ConfigInvalid, build, envoy_binary  # noqa: E402
-from gateway.docs import DOCS_PATH  # noqa: E402
-from gateway.settings import GatewaySettings  # noqa: E402
-from predmesh.env import env_epilog, variables_read  # noqa: E402
-from predmesh.logs import setup_logging  # noqa: E402
-from predmesh.startup import StartupError  # noqa: E402
+from gateway.config import OPENAPI_PATH, ConfigInvalid, build, envoy_binary
+from gateway.docs import DOCS_PATH
+from gateway.settings import GatewaySettings
+from predmesh.env import env_epilog, variables_read
+from predmesh.logs import setup_logging
+from predmesh.startup import StartupError
 
 log = logging.getLogger("gateway")
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 F = descriptor_pb2.FieldDescriptorProto
-_SCALARS = {
+_SCALARS: dict[int, dict[str, Any]] = {
     F.TYPE_DOUBLE: {"type": "number", "format": "double"},
     F.TYPE_FLOAT: {"type": "number", "format": "float"},
     F.TYPE_INT32: {"type": "integer", "format": "int32"},
@@ -27,7 +28,7 @@ _SCALARS = {
     F.TYPE_STRING: {"type": "string"},
     F.TYPE_BYTES: {"type": "string", "format": "byte"},
 }
-_WELL_KNOWN = {
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
     ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     ".google.protobuf.Duration": {"type": "string", "pattern": r"^-?\d+(\.\d+)?s$"},
     ".google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}},
@@ -189,7 +190,7 @@ def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, ve
                 for n, (verb, template, body) in enumerate(_rules(rule)):
                     path = _VARIABLE.sub(lambda m: "{" + m.group(1) + "}", template)
                     path_fields = [m.group(1) for m in _VARIABLE.finditer(template)]
-                    op = {
+                    op: dict[str, Any] = {
                         "operationId": f"{service.name}_{method.name}" + (f"_{n}" if n else ""),
                         "tags": [service.name],
                         "summary": contract.comment((file.name, 6, si, 2, mi)) or method.name,

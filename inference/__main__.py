@@ -5,10 +5,10 @@ from predmesh.startup import check_bindable, interrupt_exits, run_guarded
 
 interrupt_exits("python -m inference")  # first: Ctrl-C during the imports below ends with one line too
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import logging
+import os
+import sys
 
 from inference.settings import PersistenceSettings, ServerSettings, Settings  # noqa: E402
 from predmesh import faults  # noqa: E402

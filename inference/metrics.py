@@ -5,6 +5,7 @@ import time
 import warnings
 from collections import Counter as Tally
 from timeit import default_timer
+from typing import Any
 
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -54,7 +55,8 @@ class CachingPromServerInterceptor(PromServerInterceptor):
         started = self._metrics["grpc_server_started_counter"].labels(**labels)
         histogram = (self._metrics["grpc_server_handled_histogram"].labels(**labels)
                      if self._enable_handling_time_histogram else None)
-        handled_counter, handled = self._grpc_server_handled_total_counter, {}
+        handled_counter = self._grpc_server_handled_total_counter
+        handled: dict[grpc.StatusCode, Any] = {}
         compute_code, behavior = self._compute_status_code, handler.unary_unary
 
         def count(code: grpc.StatusCode) -> None:
@@ -160,7 +162,7 @@ class ServerMetrics:
 
             def put(gauge, labels, value):
                 gauge.labels(*labels).set(value)
-                series.add((gauge, labels))
+                series.add((gauge, labels))  # noqa: B023 - put() is called only within this iteration
 
             put(self.drift_rows, (model, version), summary["rows"])
             for feature, value in summary["psi"].items():
@@ -243,7 +245,9 @@ class GroupCollector:
         cpu = own.get("process_cpu_seconds", 0.0)
         live: dict[int, float] = {}
         for pid in self._pids():
-            worker = {m.name: m.samples[0].value for m in self._process(pid=lambda p=pid: p, registry=None).collect()
+            def this_pid(p: int = pid) -> int:
+                return p
+            worker = {m.name: m.samples[0].value for m in self._process(pid=this_pid, registry=None).collect()
                       if m.samples}
             if not worker:
                 continue

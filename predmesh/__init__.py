@@ -19,8 +19,8 @@ _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPredi
 _WHERE = {
     "Client": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
-    **{name: "predmesh.errors" for name in _ERRORS},
-    **{name: "predmesh.types" for name in _TYPES},
+    **dict.fromkeys(_ERRORS, "predmesh.errors"),
+    **dict.fromkeys(_TYPES, "predmesh.types"),
 }
 
 __all__ = ["__version__", "Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]

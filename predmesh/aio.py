@@ -5,7 +5,7 @@ import asyncio
 import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 import grpc.aio
@@ -24,10 +24,10 @@ __all__ = ["AsyncClient"]
 
 def _unary(op: Callable[P, calls.Call[T]]) -> Callable[Concatenate[AsyncClient, P], Awaitable[T]]:
     """A coroutine method from a call definition in predmesh.calls (same arguments, same docstring)."""
-    @functools.wraps(op)
-    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._run(op(*args, **kwargs))
-    method.__signature__ = calls.method_signature(op, awaitable=True)
+    functools.update_wrapper(method, op)
+    method.__signature__ = calls.method_signature(op, awaitable=True)  # type: ignore[attr-defined]  # for help()
     return method
 
 
@@ -57,14 +57,14 @@ class AsyncClient:
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until the channel connects, or raise Unavailable."""
         try:
             await asyncio.wait_for(self._channel.channel_ready(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(f"no connection to {self.target} within {timeout:g}s") from None
 
     async def _run(self, call: calls.Call[T]) -> T:
@@ -93,7 +93,7 @@ class AsyncClient:
     record_batch_run = _unary(calls.record_batch_run)
     list_batch_runs = _unary(calls.list_batch_runs)
 
-    async def iter_predictions(self, **filters) -> AsyncIterator[StoredPrediction]:
+    async def iter_predictions(self, **filters: Any) -> AsyncIterator[StoredPrediction]:
         """Every stored prediction matching the filters of list_predictions, newest first, across pages."""
         token = ""
         while True:

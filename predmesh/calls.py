@@ -35,7 +35,7 @@ class Call(Generic[T]):
     timeout: float | None = None  # None: the client's default
 
 
-def method_signature(op: Callable[..., Call], *, awaitable: bool) -> inspect.Signature:
+def method_signature(op: Callable[..., Call[Any]], *, awaitable: bool) -> inspect.Signature:
     """The signature a client method made from `op` shows in help(): self first, returning what the Call gives."""
     sig = inspect.signature(op)
     result = str(sig.return_annotation).removeprefix("Call[").removesuffix("]")

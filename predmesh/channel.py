@@ -73,6 +73,8 @@ class ChannelSpec:
     def credentials(self) -> grpc.ChannelCredentials:
         """TLS channel credentials (for grpc and grpc.aio channels alike)."""
         t = self.tls
+        if t is None:
+            raise ValueError("credentials() needs a TlsConfig: this channel is plaintext")
         return grpc.ssl_channel_credentials(t.root_certificates, t.client_key, t.client_cert)
 
     def metadata_for(self, service: str) -> tuple[tuple[str, str], ...]:

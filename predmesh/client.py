@@ -4,9 +4,10 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
+import grpc.aio
 
 from predmesh import calls
 from predmesh.channel import STUBS, ChannelSpec, TlsConfig
@@ -18,18 +19,20 @@ from predmesh.v1 import admin_pb2_grpc, analytics_pb2_grpc, inference_pb2_grpc
 
 P = ParamSpec("P")
 T = TypeVar("T")
-_STUB_CLASSES = dict(zip(STUBS, (inference_pb2_grpc.InferenceServiceStub, admin_pb2_grpc.ModelAdminServiceStub,
-                                 analytics_pb2_grpc.AnalyticsServiceStub, health_pb2_grpc.HealthStub)))
+# The generated *_pb2_grpc stubs are untyped: their methods are looked up by name (calls.Call.method).
+_STUB_CLASSES: dict[str, Callable[[grpc.Channel | grpc.aio.Channel], Any]] = dict(zip(
+    STUBS, (inference_pb2_grpc.InferenceServiceStub, admin_pb2_grpc.ModelAdminServiceStub,
+            analytics_pb2_grpc.AnalyticsServiceStub, health_pb2_grpc.HealthStub)))
 
 __all__ = ["Client", "TlsConfig"]
 
 
 def _unary(op: Callable[P, calls.Call[T]]) -> Callable[Concatenate[Client, P], T]:
     """A client method from a call definition in predmesh.calls (same arguments, same docstring)."""
-    @functools.wraps(op)
-    def method(self: Client, *args: P.args, **kwargs: P.kwargs) -> T:
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._run(op(*args, **kwargs))
-    method.__signature__ = calls.method_signature(op, awaitable=False)
+    functools.update_wrapper(method, op)
+    method.__signature__ = calls.method_signature(op, awaitable=False)  # type: ignore[attr-defined]  # for help()
     return method
 
 
@@ -60,7 +63,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def wait_ready(self, timeout: float = 10.0) -> None:
@@ -96,7 +99,7 @@ class Client:
     record_batch_run = _unary(calls.record_batch_run)
     list_batch_runs = _unary(calls.list_batch_runs)
 
-    def iter_predictions(self, **filters) -> Iterator[StoredPrediction]:
+    def iter_predictions(self, **filters: Any) -> Iterator[StoredPrediction]:
         """Every stored prediction matching the filters of list_predictions, newest first, across pages."""
         token = ""
         while True:

@@ -1,7 +1,9 @@
 """Typed readers for PREDMESH_* environment variables, used by every entry point's settings."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import builtins
+from collections.abc import Callable, Mapping
+from typing import Any
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,7 +45,7 @@ class Env:
     def str(self, name: str, default: str) -> str:
         return self._environ.get(self._prefix + name, default)
 
-    def int(self, name: str, default: int, minimum: int | None = None) -> int:
+    def int(self, name: builtins.str, default: builtins.int, minimum: builtins.int | None = None) -> builtins.int:
         raw = self._environ.get(self._prefix + name)
         try:
             value = default if raw in (None, "") else int(raw)
@@ -53,14 +55,14 @@ class Env:
             raise ConfigError(f"{self._prefix}{name}={value} must be >= {minimum}")
         return value
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: builtins.str, default: builtins.float) -> builtins.float:
         raw = self._environ.get(self._prefix + name)
         try:
             return default if raw in (None, "") else float(raw)
         except ValueError:
             raise ConfigError(f"{self._prefix}{name}={raw!r} is not a number") from None
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self._environ.get(self._prefix + name)
         if raw in (None, ""):
             return default
@@ -70,10 +72,10 @@ class Env:
             return False
         raise ConfigError(f"{self._prefix}{name}={raw!r} is not a boolean")
 
-    def path(self, name: str, default: str) -> Path:
+    def path(self, name: builtins.str, default: builtins.str) -> Path:
         return Path(self.str(name, default))
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         """One of choices (compared case-insensitively, returned as listed)."""
         raw = self.str(name, default)
         for choice in choices:
@@ -81,7 +83,7 @@ class Env:
                 return choice
         raise ConfigError(f"{self._prefix}{name}={raw!r}: use one of {', '.join(choices)}")
 
-    def addr(self, name: str, default: str, *, optional: bool = False) -> str:
+    def addr(self, name: builtins.str, default: builtins.str, *, optional: builtins.bool = False) -> builtins.str:
         """A host:port address (empty allowed when optional: the part is switched off)."""
         raw = self.str(name, default).strip()
         if optional and not raw:
@@ -92,7 +94,7 @@ class Env:
             raise ConfigError(f"{self._prefix}{name}: {exc}") from None
         return raw
 
-    def secret(self, name: str) -> str | None:
+    def secret(self, name: builtins.str) -> builtins.str | None:
         """PREDMESH_<NAME>, or the stripped contents of the file named by PREDMESH_<NAME>_FILE."""
         value = self._environ.get(self._prefix + name)
         if value:
@@ -106,20 +108,21 @@ class Env:
         return None
 
 
-class _Recorder(dict):
+class _Recorder(dict[str, str]):
     """An empty environment that notes every variable looked up in it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.names: list[str] = []
 
-    def get(self, key, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         if key not in self.names:
             self.names.append(key)
         return default
 
 
-def variables_read(*readers, only: tuple[str, ...] | None = None) -> list[str]:
+def variables_read(*readers: Callable[[Mapping[str, str]], object],
+                   only: tuple[str, ...] | None = None) -> list[str]:
     """The PREDMESH_* variables that settings readers (e.g. ServerSettings.from_env) look up, in order, for
     --help texts: taken from the readers themselves, so the list cannot drift from the code."""
     env = _Recorder()

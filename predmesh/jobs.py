@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from predmesh.v1 import inference_pb2
+from predmesh.v1 import inference_pb2, model_pb2
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -32,7 +33,8 @@ PREDICT = "predmesh.v1.PredictRequest"
 PREDICT_BATCH = "predmesh.v1.PredictBatchRequest"
 PREDICT_RESULT = "predmesh.v1.PredictResponse"
 PREDICT_BATCH_RESULT = "predmesh.v1.PredictBatchResponse"
-JOB_TYPES = {PREDICT: inference_pb2.PredictRequest, PREDICT_BATCH: inference_pb2.PredictBatchRequest}
+JOB_TYPES: dict[str, type[inference_pb2.PredictRequest] | type[inference_pb2.PredictBatchRequest]] = {
+    PREDICT: inference_pb2.PredictRequest, PREDICT_BATCH: inference_pb2.PredictBatchRequest}
 
 # Headers of a dead letter: why the consumer rejected the job.
 HEADER_STATUS = "x-predmesh-status"          # gRPC status name, e.g. INVALID_ARGUMENT
@@ -64,14 +66,14 @@ class Topology:
     def results_exchange(self) -> str:
         return f"{self.prefix}.results"
 
-    def work_queue_arguments(self, delivery_limit: int = 10) -> dict:
+    def work_queue_arguments(self, delivery_limit: int = 10) -> dict[str, Any]:
         """Durable quorum queue, delivery limit, at-least-once dead-lettering (needs overflow reject-publish)."""
         return {"x-queue-type": "quorum", "x-delivery-limit": delivery_limit,
                 "x-dead-letter-exchange": self.dead_exchange, "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish"}
 
     @staticmethod
-    def dead_queue_arguments() -> dict:
+    def dead_queue_arguments() -> dict[str, Any]:
         return {"x-queue-type": "quorum"}
 
 
@@ -160,7 +162,7 @@ def job_rows(job: Job, message_id: str) -> list[tuple[dict[str, float], str]]:
     return rows
 
 
-def result_of(job: Job, predictions) -> Message:
+def result_of(job: Job, predictions: Sequence[model_pb2.Prediction]) -> Message:
     """The response message answering a job, from its predictions (predmesh.v1.Prediction), in row order."""
     if isinstance(job, inference_pb2.PredictRequest):
         [prediction] = predictions
@@ -188,8 +190,9 @@ def routing_key(job: Job, result: Message) -> str:
 
 def decode_result(type_: str | None, content_type: str | None, body: bytes) -> Message:
     """A result message body as PredictResponse or PredictBatchResponse."""
-    cls = {PREDICT_RESULT: inference_pb2.PredictResponse,
-           PREDICT_BATCH_RESULT: inference_pb2.PredictBatchResponse}.get(type_ or "")
+    results: dict[str, type[inference_pb2.PredictResponse] | type[inference_pb2.PredictBatchResponse]] = {
+        PREDICT_RESULT: inference_pb2.PredictResponse, PREDICT_BATCH_RESULT: inference_pb2.PredictBatchResponse}
+    cls = results.get(type_ or "")
     if cls is None:
         raise ValueError(f"message type {type_!r} is not a result")
     result = cls()

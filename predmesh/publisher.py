@@ -9,10 +9,18 @@ import random
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
 from predmesh import jobs
+
+if TYPE_CHECKING:
+    import pika
+    from pika.adapters.blocking_connection import BlockingChannel
+    from pika.channel import Channel
+    from pika.frame import Method
+    from pika.spec import Basic, BasicProperties
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,8 @@ class Publisher:
     def __init__(self, url: str = DEFAULT_URL, *, prefix: str = "predmesh", delivery_limit: int = 10,
                  retry_for: float = 30.0, heartbeat_s: int = 30, blocked_timeout_s: float = 30.0):
         import pika  # lazily: only publishers need it
+        import pika.exceptions
+        import pika.spec
 
         self._pika = pika
         self.topology = jobs.Topology(prefix)
@@ -46,29 +56,36 @@ class Publisher:
         self.params.blocked_connection_timeout = blocked_timeout_s
         self.params.connection_attempts = 1
         self.params.client_properties = {"connection_name": "predmesh-publisher"}
-        self._conn = self._channel = self._pipe = None
+        self._conn: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._pipe: Channel | None = None  # the raw channel of publish_many's pipelined confirms
+        self._pipe_seq, self._pipe_reply = 0, False
+        self._seq_ids: dict[int, str] = {}
+        self._pipe_confirmed: set[str] = set()
+        self._pipe_returned: set[str] = set()
         self._results: dict[str, Message] = {}
         self._reply_consumer = False
         self.reconnects = 0
 
     # -- connection ------------------------------------------------------------------------------------------
-    def _open(self):
+    def _open(self) -> BlockingChannel:
         pika = self._pika
-        self._conn = pika.BlockingConnection(self.params)
-        self._channel = self._conn.channel()
+        self._conn = conn = pika.BlockingConnection(self.params)
+        channel: BlockingChannel = conn.channel()
+        self._channel = channel
         try:
-            self._channel.queue_declare(self.topology.work_queue, passive=True)
+            channel.queue_declare(self.topology.work_queue, passive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 404:
                 raise
-            self._channel = self._conn.channel()
-            self._declare()
-        self._channel.confirm_delivery()
+            self._channel = channel = conn.channel()
+            self._declare(channel)
+        channel.confirm_delivery()
         self._reply_consumer = False
-        return self._channel
+        return channel
 
-    def _declare(self) -> None:
-        t, ch = self.topology, self._channel
+    def _declare(self, ch: BlockingChannel) -> None:
+        t = self.topology
         ch.exchange_declare(t.dead_exchange, "fanout", durable=True)
         ch.exchange_declare(t.results_exchange, "topic", durable=True)
         ch.queue_declare(t.dead_queue, durable=True, arguments=t.dead_queue_arguments())
@@ -94,12 +111,13 @@ class Publisher:
     def __enter__(self) -> Publisher:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- publishing ------------------------------------------------------------------------------------------
     def publish(self, job: Message, *, message_id: str | None = None, correlation_id: str | None = None,
-                content_type: str = jobs.PROTOBUF, reply: bool = False, headers: Mapping | None = None) -> str:
+                content_type: str = jobs.PROTOBUF, reply: bool = False,
+                headers: Mapping[str, Any] | None = None) -> str:
         """Queue one job (PredictRequest or PredictBatchRequest); returns its message_id once confirmed.
 
         reply=True asks for the result on this connection (direct reply-to); collect it with wait_results().
@@ -178,30 +196,34 @@ class Publisher:
             todo = [(job, mid) for job, mid in todo if mid not in confirmed]
         return ids
 
-    def _pipeline(self, todo, confirmed: set[str], content_type: str, reply: bool, window: int) -> None:
+    def _pipeline(self, todo: list[tuple[Message, str]], confirmed: set[str], content_type: str, reply: bool,
+                  window: int) -> None:
         """Publish todo on a raw (non-blocking) channel of the connection, collecting confirmed message_ids."""
         pika = self._pika
         if self._conn is None:
             self._open()
         conn = self._conn
-        if self._pipe is None or not self._pipe.is_open:
-            opened = []
-            conn._impl.channel(on_open_callback=opened.append)  # a raw channel: confirms need not be awaited one by one
+        assert conn is not None  # _open() set it
+        pipe = self._pipe
+        if pipe is None or not pipe.is_open:
+            opened: list[Channel] = []
+            # a raw channel: confirms need not be awaited one by one
+            conn._impl.channel(on_open_callback=opened.append)  # type: ignore[attr-defined]  # pika's private impl
             while not opened:
                 conn.process_data_events(0.05)
-            self._pipe = opened[0]
+            self._pipe = pipe = opened[0]
             state = {"ready": False}
-            self._pipe.confirm_delivery(self._on_pipe_confirm, callback=lambda _: state.update(ready=True))
-            self._pipe.add_on_return_callback(self._on_pipe_return)
+            pipe.confirm_delivery(self._on_pipe_confirm, callback=lambda _: state.update(ready=True))
+            pipe.add_on_return_callback(self._on_pipe_return)
             while not state["ready"]:
                 conn.process_data_events(0.05)
             self._pipe_seq, self._pipe_reply = 0, False
         if reply and not self._pipe_reply:
-            self._pipe.basic_consume(REPLY_TO, self._on_reply, auto_ack=True)
+            pipe.basic_consume(REPLY_TO, self._on_reply, auto_ack=True)
             self._pipe_reply = True
-        self._seq_ids: dict[int, str] = {}
+        self._seq_ids = {}
         self._seq = self._pipe_seq
-        self._pipe_confirmed, self._pipe_nacked, self._pipe_returned = confirmed, set(), set()
+        self._pipe_confirmed, self._pipe_returned = confirmed, set()
         outstanding = self._seq_ids
         for job, mid in todo:
             while len(outstanding) >= window:
@@ -210,8 +232,8 @@ class Publisher:
                 content_type=content_type, type=jobs.type_name(job), message_id=mid, correlation_id=mid,
                 reply_to=REPLY_TO if reply else None, delivery_mode=pika.DeliveryMode.Persistent,
                 headers={PUBLISHED_AT: int(time.time() * 1000)})
-            self._pipe.basic_publish("", self.topology.work_queue, jobs.encode(job, content_type), props,
-                                     mandatory=True)
+            pipe.basic_publish("", self.topology.work_queue, jobs.encode(job, content_type), props,
+                               mandatory=True)
             self._seq += 1
             outstanding[self._seq] = mid
             self._pipe_seq = self._seq
@@ -221,7 +243,7 @@ class Publisher:
             raise PublishError(f"the broker could not route {len(self._pipe_returned)} job(s) to "
                                f"{self.topology.work_queue!r}")
 
-    def _on_pipe_confirm(self, frame) -> None:
+    def _on_pipe_confirm(self, frame: Method[Any]) -> None:
         m = frame.method
         seqs = [s for s in self._seq_ids if s <= m.delivery_tag] if m.multiple else [m.delivery_tag]
         nack = isinstance(m, self._pika.spec.Basic.Nack)
@@ -230,14 +252,18 @@ class Publisher:
             if mid is not None and not nack and mid not in self._pipe_returned:
                 self._pipe_confirmed.add(mid)
 
-    def _on_pipe_return(self, channel, method, props, body) -> None:
-        self._pipe_returned.add(props.message_id)
+    def _on_pipe_return(self, channel: Channel, method: Basic.Return, props: BasicProperties, body: bytes) -> None:
+        if props.message_id is not None:
+            self._pipe_returned.add(props.message_id)
 
-    def predict(self, model: str, features: Mapping[str, float], **kwargs) -> str:
+    def predict(self, model: str, features: Mapping[str, float], **kwargs: Any) -> str:
         """Queue one row for `model`; see publish()."""
         return self.publish(jobs.predict_job(model, features), **kwargs)
 
-    def _on_reply(self, channel, method, props, body) -> None:
+    def _on_reply(self, channel: Channel | BlockingChannel, method: Basic.Deliver, props: BasicProperties,
+                  body: bytes) -> None:
+        if props.correlation_id is None:  # not an answer to any of our jobs
+            return
         try:
             self._results[props.correlation_id] = jobs.decode_result(props.type, props.content_type, body)
         except Exception as exc:  # a reply we cannot read is reported by wait_results as missing

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 
 from predmesh.env import ConfigError, split_addr
 
@@ -33,7 +34,7 @@ def check_bindable(addr: str, what: str) -> None:
         except OSError as exc:
             reason = {errno.EADDRINUSE: "is already in use (another server running?)",
                       errno.EADDRNOTAVAIL: "is not an address of this machine",
-                      errno.EACCES: "needs privileges to bind"}.get(exc.errno, f"cannot be bound ({exc.strerror})")
+                      errno.EACCES: "needs privileges to bind"}.get(exc.errno or 0, f"cannot be bound ({exc.strerror})")
             raise StartupError(f"{what} {addr} {reason}") from None
 
 
@@ -49,7 +50,7 @@ def interrupt_exits(prog: str) -> None:
         return
     _prog = prog
 
-    def interrupted(signum, frame):
+    def interrupted(signum: int, frame: FrameType | None) -> None:
         _fail(_prog, "interrupted during start-up", 130, hard=True)
 
     signal.signal(signal.SIGINT, interrupted)

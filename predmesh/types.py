@@ -4,13 +4,16 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from predmesh.errors import BadArgument, PredmeshError, from_status
 from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 T = TypeVar("T")
 
@@ -24,7 +27,7 @@ def to_datetime(ts: Timestamp) -> datetime | None:
     """A protobuf Timestamp as an aware UTC datetime; None when unset."""
     if not ts.seconds and not ts.nanos:
         return None
-    return ts.ToDatetime(tzinfo=timezone.utc)
+    return ts.ToDatetime(tzinfo=UTC)
 
 
 def to_timestamp(when: datetime | None) -> Timestamp | None:
@@ -32,11 +35,11 @@ def to_timestamp(when: datetime | None) -> Timestamp | None:
     if when is None:
         return None
     ts = Timestamp()
-    ts.FromDatetime(when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+    ts.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
     return ts
 
 
-def short_name(enum, prefix: str, value: int) -> str:
+def short_name(enum: EnumTypeWrapper, prefix: str, value: int) -> str:
     """An enum value as its short lower-case name (TRANSPORT_REST → "rest"); "" when unspecified (0)."""
     return enum.Name(value).removeprefix(prefix).lower() if value else ""
 
@@ -233,7 +236,7 @@ class StoredPrediction:
     raw: Any = _raw()
 
     @classmethod
-    def from_proto(cls, m) -> StoredPrediction:
+    def from_proto(cls, m: analytics_pb2.StoredPrediction) -> StoredPrediction:
         return cls(Prediction.from_proto(m.prediction), dict(m.features), transport_name(m.transport),
                    to_datetime(m.created_at), m.feedback_label, m)
 
@@ -287,7 +290,7 @@ class Stats:
     raw: Any = _raw()
 
     @classmethod
-    def from_proto(cls, m) -> Stats:
+    def from_proto(cls, m: analytics_pb2.GetStatsResponse) -> Stats:
         lat = m.latency
         return cls(m.total, dict(m.by_label), dict(m.by_version), dict(m.by_transport),
                    LatencySummary(lat.p50_ms, lat.p95_ms, lat.p99_ms),
@@ -344,7 +347,7 @@ class BatchRun:
     raw: Any = _raw()
 
     @classmethod
-    def from_proto(cls, m) -> BatchRun:
+    def from_proto(cls, m: analytics_pb2.BatchRun) -> BatchRun:
         status = short_name(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", m.status)
         return cls(m.run_key, m.kind, m.run_date, m.model, m.model_version, m.rows, m.rejected,
                    m.accuracy if m.HasField("accuracy") else None, m.duration_seconds, status, m.message,

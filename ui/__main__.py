@@ -5,15 +5,15 @@ from predmesh.startup import check_bindable, interrupt_exits, run_guarded
 
 interrupt_exits("python -m ui")  # first: Ctrl-C during the (slow) Panel imports ends with one line too
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import logging
+import os
+import signal
+import sys
 
-from predmesh.env import env_epilog, variables_read  # noqa: E402
-from predmesh.logs import setup_logging  # noqa: E402
-from ui.settings import UiSettings  # noqa: E402
+from predmesh.env import env_epilog, variables_read
+from predmesh.logs import setup_logging
+from ui.settings import UiSettings
 
 log = logging.getLogger("ui")
 

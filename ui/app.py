@@ -56,9 +56,9 @@ def session_page(settings: UiSettings) -> pn.viewable.Viewable:
 
 def server_kwargs(settings: UiSettings) -> dict:
     """pn.serve / get_server arguments: loopback by default, websocket origins restricted, optional login."""
-    kwargs = dict(address=settings.host, port=settings.port, websocket_origin=settings.websocket_origins,
-                  title=f"{settings.title} dashboard", show=False,
-                  liveness=True)  # GET /liveness: 200 without building a page (for health probes)
+    kwargs = {"address": settings.host, "port": settings.port, "websocket_origin": settings.websocket_origins,
+              "title": f"{settings.title} dashboard", "show": False,
+              "liveness": True}  # GET /liveness: 200 without building a page (for health probes)
     if settings.password:
         kwargs.update(basic_auth=settings.password, cookie_secret=settings.cookie_secret)
     return kwargs

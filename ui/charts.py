@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
+from bokeh.models.annotations import Title
 from bokeh.plotting import figure
 from panel.io import unlocked
+from typing import Any
 
 from ui.analytics import TRANSPORTS
 
@@ -12,9 +14,8 @@ BAR = "#4c72b0"
 
 
 def _base(title: str, height: int, **kwargs):
-    fig = figure(title=title, height=height, sizing_mode="stretch_width", toolbar_location=None,
-                 tools="", **kwargs)
-    fig.title.text_font_size = "11pt"
+    fig = figure(title=Title(text=title, text_font_size="11pt"), height=height, sizing_mode="stretch_width",
+                 toolbar_location=None, tools="", **kwargs)
     fig.grid.grid_line_alpha = 0.3
     fig.outline_line_color = None
     return fig
@@ -85,7 +86,7 @@ def _legend(fig) -> None:
 
 def _lines(data: dict[str, list], suffix: str = "") -> dict[str, list]:
     """multi_line columns: one line per transport that has any value in the window (NaN = gap)."""
-    lines = {"xs": [], "ys": [], "transport": [], "color": []}
+    lines: dict[str, list[Any]] = {"xs": [], "ys": [], "transport": [], "color": []}
     for transport in TRANSPORTS:
         ys = data.get(transport + suffix, [])
         if any(y == y and y for y in ys):
@@ -109,7 +110,7 @@ def set_latencies(fig, sources, data: dict[str, list]) -> None:
         return
     p95, p50, points = sources
     lines = _lines(data, "_p95")
-    flat = {"t": [], "y": [], "color": []}
+    flat: dict[str, list[Any]] = {"t": [], "y": [], "color": []}
     for xs, ys, color in zip(lines["xs"], lines["ys"], lines["color"]):
         for t, y in zip(xs, ys):
             if y == y:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import param
@@ -20,6 +20,9 @@ from predmesh import errors
 
 if TYPE_CHECKING:
     from predmesh import AsyncClient
+
+if TYPE_CHECKING:
+    from predmesh import Client
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class Offline(Exception):
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def describe(exc: errors.PredmeshError) -> str:

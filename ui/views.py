@@ -48,7 +48,7 @@ class FeatureForm:
             return
         self._schema = schema
         self.inputs = {}
-        rows = []
+        rows: list[pn.viewable.Viewable] = []
         for f in (info.features if info else ()):
             value = analytics.default_value(f.min, f.max, f.mean, f.std)
             widget = pn.widgets.FloatInput(label=f.name, value=round(value, 4), step=analytics.step(f.min, f.max),

@@ -24,17 +24,20 @@ DASHBOARDS: dict[str, tuple[str, list]] = {
         ("Scored rows/s by transport", "reqps",
          [(f"sum by (transport) (rate(predmesh_predictions_total{{{M}}}[{RI}]))", "{{transport}}")], "timeseries"),
         ("gRPC calls/s by method", "reqps",
-         [(f"sum by (grpc_method) (rate(grpc_server_handled_total{{job=\"inference\",grpc_service!=\"grpc.health.v1.Health\"}}[{RI}]))",
+         [((f"sum by (grpc_method) (rate(grpc_server_handled_total"
+            f"{{job=\"inference\",grpc_service!=\"grpc.health.v1.Health\"}}[{RI}]))"),
            "{{grpc_method}}")], "timeseries"),
         ("Predict latency p50 / p95 / p99", "s",
-         [(f"histogram_quantile({q}, sum by (le) (rate(grpc_server_handling_seconds_bucket{{grpc_method=\"Predict\"}}[{RI}])))",
+         [((f"histogram_quantile({q}, sum by (le) "
+            f"(rate(grpc_server_handling_seconds_bucket{{grpc_method=\"Predict\"}}[{RI}])))"),
            f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)], "timeseries"),
         ("Latency p99 by method", "s",
-         [(f"histogram_quantile(0.99, sum by (grpc_method, le) (rate(grpc_server_handling_seconds_bucket{{grpc_method=~\"Predict|PredictBatch|ModelInfer|GetStats|SubmitFeedback\"}}[{RI}])))",
+         [((f"histogram_quantile(0.99, sum by (grpc_method, le) (rate(grpc_server_handling_seconds_bucket"
+            f"{{grpc_method=~\"Predict|PredictBatch|ModelInfer|GetStats|SubmitFeedback\"}}[{RI}])))"),
            "{{grpc_method}}")], "timeseries"),
         ("Non-OK ratio by code", "percentunit",
-         [(f"sum by (grpc_code) (rate(grpc_server_handled_total{{grpc_code!=\"OK\"}}[{RI}])) / ignoring (grpc_code) "
-           f"group_left sum(rate(grpc_server_handled_total[{RI}]))", "{{grpc_code}}")], "timeseries"),
+         [((f"sum by (grpc_code) (rate(grpc_server_handled_total{{grpc_code!=\"OK\"}}[{RI}])) / ignoring (grpc_code) "
+            f"group_left sum(rate(grpc_server_handled_total[{RI}]))"), "{{grpc_code}}")], "timeseries"),
         ("Server-side error ratio (5m, recorded)", "percentunit",
          [("predmesh:grpc_server_errors:ratio_rate5m", "{{job}}")], "timeseries"),
         ("Saturation: CPU (cores) and rows per model call", "short",
@@ -50,8 +53,8 @@ DASHBOARDS: dict[str, tuple[str, list]] = {
     ]),
     "predmesh-quality": ("predmesh / model quality", [
         ("Predicted class distribution", "percentunit",
-         [(f"sum by (model, version, class) (rate(predmesh_predictions_total{{{M}}}[{RI}])) / ignoring (class) "
-           f"group_left sum by (model, version) (rate(predmesh_predictions_total{{{M}}}[{RI}]))",
+         [((f"sum by (model, version, class) (rate(predmesh_predictions_total{{{M}}}[{RI}])) / ignoring (class) "
+            f"group_left sum by (model, version) (rate(predmesh_predictions_total{{{M}}}[{RI}]))"),
            "{{model}}@{{version}} {{class}}")], "timeseries"),
         ("Accuracy from feedback", "percentunit",
          [(f"predmesh_feedback_accuracy{{{M}}}", "{{model}}@{{version}}")], "timeseries"),
@@ -105,16 +108,18 @@ DASHBOARDS: dict[str, tuple[str, list]] = {
           ("sum by (envoy_cluster_name) (envoy_cluster_membership_total)", "total {{envoy_cluster_name}}")],
          "timeseries"),
         ("Requests/s by listener and status class", "reqps",
-         [(f"sum by (envoy_http_conn_manager_prefix, envoy_response_code_class) "
-           f"(rate(envoy_http_downstream_rq_xx{{envoy_http_conn_manager_prefix=~\"public|admin\"}}[{RI}]))",
+         [((f"sum by (envoy_http_conn_manager_prefix, envoy_response_code_class) "
+            f"(rate(envoy_http_downstream_rq_xx{{envoy_http_conn_manager_prefix=~\"public|admin\"}}[{RI}]))"),
            "{{envoy_http_conn_manager_prefix}} {{envoy_response_code_class}}xx")], "timeseries"),
         ("4xx / 5xx ratio (public listener)", "percentunit",
-         [(f"sum by (envoy_response_code_class) (rate(envoy_http_downstream_rq_xx{{envoy_http_conn_manager_prefix=\"public\",envoy_response_code_class=~\"4|5\"}}[{RI}])) "
-           f"/ ignoring (envoy_response_code_class) group_left "
-           f"sum(rate(envoy_http_downstream_rq_total{{envoy_http_conn_manager_prefix=\"public\"}}[{RI}]))",
+         [((f"sum by (envoy_response_code_class) (rate(envoy_http_downstream_rq_xx"
+            f"{{envoy_http_conn_manager_prefix=\"public\",envoy_response_code_class=~\"4|5\"}}[{RI}])) "
+            f"/ ignoring (envoy_response_code_class) group_left "
+            f"sum(rate(envoy_http_downstream_rq_total{{envoy_http_conn_manager_prefix=\"public\"}}[{RI}]))"),
            "{{envoy_response_code_class}}xx")], "timeseries"),
         ("Retries to the replicas", "reqps",
-         [(f"sum by (envoy_cluster_name) (rate(envoy_cluster_upstream_rq_retry[{RI}]))", "retries {{envoy_cluster_name}}"),
+         [(f"sum by (envoy_cluster_name) (rate(envoy_cluster_upstream_rq_retry[{RI}]))",
+           "retries {{envoy_cluster_name}}"),
           (f"sum by (envoy_cluster_name) (rate(envoy_cluster_upstream_rq_retry_overflow[{RI}]))",
            "retry overflow {{envoy_cluster_name}}")], "timeseries"),
         ("Rate-limited requests", "reqps",

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class _Slot:
         self.rows = rows
         self.finish = finish
         self.commit = commit
-        self.result = None
+        self.result: Any = None  # the slot's probabilities, or (probabilities, finish items)
         self.error: BaseException | None = None
         self.event: threading.Event | None = None  # only a caller that waits needs one (idle path: none)
         self.promoted = False
@@ -89,6 +90,7 @@ class Batcher:
             if not lead:
                 slot.event = threading.Event()
         if not lead:
+            assert slot.event is not None  # set under the lock above: this caller follows a leader
             if not slot.event.wait(timeout):
                 with self._lock:
                     if slot.done:
@@ -150,7 +152,9 @@ class Batcher:
             probabilities = self._score_fn(matrix)
             if self._on_batch:
                 self._on_batch(len(matrix))
-            results, commits, start = [], {}, 0
+            results: list[Any] = []
+            commits: dict[Callable[[list[Any]], None], list[Any]] = {}
+            start = 0
             for slot in batch:
                 end = start + len(slot.rows)
                 result = probabilities[start:end]
@@ -158,8 +162,9 @@ class Batcher:
                     items = slot.finish(result)
                     if slot.commit is not None:
                         commits.setdefault(slot.commit, []).extend(items)
-                    result = (result, items)
-                results.append(result)
+                    results.append((result, items))
+                else:
+                    results.append(result)
                 start = end
             return results, commits
         except BaseException as exc:  # delivered to every caller of the batch, raised in their threads
@@ -168,6 +173,7 @@ class Batcher:
     @staticmethod
     def _complete(batch: list[_Slot], scored) -> None:
         """Run the batch's commits, then hand every caller its result (or the batch's error) and wake it."""
+        results: list[Any] = []
         if not isinstance(scored, BaseException):
             results, commits = scored
             try:

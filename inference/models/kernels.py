@@ -53,21 +53,25 @@ def _forest(est) -> Kernel | None:
         return None
     scale = 1.0 / len(trees)
     offsets = np.cumsum([0] + [t.node_count for t in trees[:-1]]).astype(np.intp)
-    left, right, feature, threshold, leaf_proba = [], [], [], [], []
+    lefts: list[np.ndarray] = []
+    rights: list[np.ndarray] = []
+    features: list[np.ndarray] = []
+    thresholds: list[np.ndarray] = []
+    leaf_probas: list[np.ndarray] = []
     for offset, tree in zip(offsets, trees):
         is_leaf = tree.children_left == -1
         own = np.arange(tree.node_count, dtype=np.intp) + offset
-        left.append(np.where(is_leaf, own, tree.children_left + offset))  # a leaf points at itself
-        right.append(np.where(is_leaf, own, tree.children_right + offset))
-        feature.append(np.where(is_leaf, 0, tree.feature))
-        threshold.append(np.where(is_leaf, np.inf, tree.threshold))
+        lefts.append(np.where(is_leaf, own, tree.children_left + offset))  # a leaf points at itself
+        rights.append(np.where(is_leaf, own, tree.children_right + offset))
+        features.append(np.where(is_leaf, 0, tree.feature))
+        thresholds.append(np.where(is_leaf, np.inf, tree.threshold))
         value = tree.value[:, 0, :].astype(np.float64)
         total = value.sum(axis=1, keepdims=True)
         total[total == 0] = 1.0
-        leaf_proba.append(value / total)  # what DecisionTreeClassifier.predict_proba normalises to
-    left, right = np.concatenate(left), np.concatenate(right)
-    feature, threshold = np.concatenate(feature), np.concatenate(threshold)
-    leaf_proba = np.concatenate(leaf_proba)
+        leaf_probas.append(value / total)  # what DecisionTreeClassifier.predict_proba normalises to
+    left, right = np.concatenate(lefts), np.concatenate(rights)
+    feature, threshold = np.concatenate(features), np.concatenate(thresholds)
+    leaf_proba = np.concatenate(leaf_probas)
     depth = max(t.max_depth for t in trees)
 
     def walk(x32: np.ndarray) -> np.ndarray:

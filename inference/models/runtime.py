@@ -131,7 +131,8 @@ class LoadedModel:
                 raise self._bad_value(col, value, where)
         return values
 
-    def score(self, rows: Sequence[Sequence[float]], timeout: float | None = None, finish=None, commit=None):
+    def score(self, rows: Sequence[Sequence[float]] | np.ndarray, timeout: float | None = None, finish=None,
+              commit=None):
         """Class probabilities for validated rows (lists of floats, or a matrix), through the batcher
         (finish/commit: see Batcher.score), which builds one matrix per batch."""
         return self.batcher.score(rows, timeout, finish, commit)

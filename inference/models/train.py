@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import sklearn
@@ -48,7 +48,7 @@ def train(store: ModelStore, model: str = "iris", estimator: str = "lr", seed: i
     manifest = Manifest(
         name=model, version="", sha256=hashlib.sha256(artifact).hexdigest(), metrics=metrics,
         features=features(names, iris.data), class_profiles=class_profiles(classes, iris.data, iris.target),
-        classes=tuple(classes), created_at=datetime.now(timezone.utc), sklearn_version=sklearn.__version__,
+        classes=tuple(classes), created_at=datetime.now(UTC), sklearn_version=sklearn.__version__,
         estimator=type(clf).__name__, golden=golden)
     stored = store.write(manifest, artifact)
     log.info("trained %s version %s (%s): holdout accuracy %.3f", model, stored.version, stored.estimator,

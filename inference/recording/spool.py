@@ -16,8 +16,10 @@ import os
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 SEGMENT_GLOB = "seg-*.log"
@@ -160,10 +162,11 @@ class Spool:
 
     def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 4 * 1024 * 1024):
         self.dir = Path(directory)
-        # on_synced(entries): called after each successful synchronous write under the spool's lock (so in file order; it must
-        # not call back into the spool), before the appenders return, with (tag, start, end) per tagged append;
-        # start and end are positions comparable with position()
-        self.on_synced = None
+        # on_synced(entries): called after each successful synchronous write under the spool's lock (so in file
+        # order; it must not call back into the spool), before the appenders return, with (tag, start, end) per
+        # tagged append; start and end are positions comparable with position()
+        self.on_synced: Callable[[list[tuple[Any, Any, Any]]], None] | None = None
+        self._lock_fd: int | None = None  # the slot's lock (Spool.in_slot), released by close()
         self.quarantine_dir = self.dir / "quarantine"
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
@@ -236,6 +239,7 @@ class Spool:
         if lead:
             self._write(batch)
         else:
+            assert batch.done is not None  # made above, under the lock, for this follower
             batch.done.wait()
         if batch.error is not None:
             raise batch.error
@@ -294,14 +298,16 @@ class Spool:
             done.set()
 
     def _synced(self, batch: _Batch, seq: int, start: int) -> None:
-        entries, position = [], start
+        entries: list[tuple[Any, Any, Any]] = []
+        position = start
         for chunk, tag in zip(batch.chunks, batch.tags):
             if tag is not None:
                 entries.append((tag, (seq, position), (seq, position + len(chunk))))
             position += len(chunk)
-        if entries:
+        on_synced = self.on_synced  # set: the caller checked
+        if entries and on_synced is not None:
             try:
-                self.on_synced(entries)
+                on_synced(entries)
             except Exception:  # a listener's failure must not fail appends that are on disk
                 log.exception("spool: on_synced listener failed")
 
@@ -410,7 +416,7 @@ class Spool:
         with self._cv:
             os.close(self._fd)
             self._discard_consumed()
-            if getattr(self, "_lock_fd", None) is not None:
+            if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 

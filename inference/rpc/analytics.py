@@ -6,6 +6,7 @@ import math
 import re
 import time
 from datetime import date
+from typing import Literal, cast, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -48,6 +49,10 @@ def transport_name(value: int) -> str:
     return types.transport_name(value)
 
 
+@overload
+def epoch(field: str, ts: Timestamp, present: Literal[True]) -> float: ...
+@overload
+def epoch(field: str, ts: Timestamp, present: bool) -> float | None: ...
 def epoch(field: str, ts: Timestamp, present: bool) -> float | None:
     """Unix seconds of a Timestamp field (None when absent); InvalidArgument outside Timestamp's own range."""
     if not present:
@@ -60,7 +65,7 @@ def epoch(field: str, ts: Timestamp, present: bool) -> float | None:
 
 def timestamp(epoch_s: float) -> Timestamp:
     ts = Timestamp()
-    ts.FromNanoseconds(int(round(epoch_s * 1e9)))
+    ts.FromNanoseconds(round(epoch_s * 1e9))
     return ts
 
 
@@ -116,8 +121,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     def _stored(row: repo.StoredPrediction) -> analytics_pb2.StoredPrediction:
         r = row.record
         return analytics_pb2.StoredPrediction(
-            prediction=prediction_message(r), features=r.features, transport=transport_value(r.transport), created_at=timestamp(r.created_at),
-            feedback_label=row.feedback_label)
+            prediction=prediction_message(r), features=r.features, transport=transport_value(r.transport),
+            created_at=timestamp(r.created_at), feedback_label=row.feedback_label)
 
     @rpc
     def GetStats(self, request, context):

@@ -120,6 +120,7 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, check=None) -> grpc.RpcM
     serialize = handler.response_serializer
     if not handler.request_streaming:
         behaviour = handler.unary_unary or handler.unary_stream
+        assert behaviour is not None  # a unary-request handler has one of the two
 
         def unary(request, context):
             kind = type(request)
@@ -132,10 +133,11 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, check=None) -> grpc.RpcM
         make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                 else grpc.unary_stream_rpc_method_handler)
         return make(unary, request_deserializer=decode, response_serializer=serialize)
-    behaviour = handler.stream_stream or handler.stream_unary
+    stream_behaviour = handler.stream_stream or handler.stream_unary
+    assert stream_behaviour is not None  # a streaming-request handler has one of the two
 
     def streaming(requests, context):
-        return behaviour(_checked_stream(requests, context), context)
+        return stream_behaviour(_checked_stream(requests, context), context)
 
     make = grpc.stream_stream_rpc_method_handler if handler.stream_stream else grpc.stream_unary_rpc_method_handler
     return make(streaming, request_deserializer=decode, response_serializer=serialize)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 INPUT = "input"
 LABEL, PROBABILITIES = "label", "probabilities"
-_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 PID_HEADER = "predmesh-pid"
 _SERVER_NAME, _SERVER_VERSION = "predmesh", __version__
 

@@ -113,6 +113,7 @@ class InferenceServer:
         self.registry.load_all()
         if self.pointers:
             self.pointers.apply(counted=False)  # part of this process's start-up load
+            assert self._watcher is not None  # made with the pointers
             self._watcher.start()
         if self._drift:
             self._drift.start()

@@ -140,14 +140,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         others are scored."""
         model = self.registry.get(model_name)
         names = tuple(m.feature_names)
-        if names != model.names:
-            if len(names) != len(model.names) or set(names) != set(model.names):
-                unknown = [n for n in names if n not in model.names]
-                missing = [n for n in model.names if n not in names]
-                problem = (f"unknown feature {shown(unknown[0])}" if unknown else
-                           f"feature {missing[0]!r} is missing" if missing else "a feature is named twice")
-                raise errors.InvalidFeatures(f"matrix.feature_names: {problem}; expected "
-                                             f"{', '.join(model.names)}")
+        if names != model.names and (len(names) != len(model.names) or set(names) != set(model.names)):
+            unknown = [n for n in names if n not in model.names]
+            missing = [n for n in model.names if n not in names]
+            problem = (f"unknown feature {shown(unknown[0])}" if unknown else
+                       f"feature {missing[0]!r} is missing" if missing else "a feature is named twice")
+            raise errors.InvalidFeatures(f"matrix.feature_names: {problem}; expected "
+                                         f"{', '.join(model.names)}")
         width = len(names)
         values = np.array(m.values, dtype=np.float64)
         if not len(values) or len(values) % width:

@@ -55,7 +55,7 @@ _UUID5_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 _UUID5_SET = (0x5 << 76) | (0x2 << 62)
 _DIGEST = methodcaller("digest")
 # where the 32 hex digits of a UUID go among its 36 characters (and a separator after it: 37 per row)
-_HEX_AT = np.array([*range(0, 8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36)])
+_HEX_AT = np.array([*range(8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36)])
 
 
 def fresh_request_ids(n: int) -> list[str]:

@@ -49,6 +49,12 @@ class GatewayProc:
         self.admin_url = f"{scheme}://127.0.0.1:{self.admin_port}"
         self.envoy_admin = f"http://127.0.0.1:{self.envoy_admin_port}"
 
+    @property
+    def started(self) -> subprocess.Popen:
+        """The running process (an error before start())."""
+        assert self.proc is not None, "not started"
+        return self.proc
+
     def start(self, healthy: int | None = None, timeout: float = 30.0) -> GatewayProc:
         """Start and wait until Envoy is LIVE and `healthy` upstream hosts (default: all) pass health checks."""
         return retry_on_port_clash(lambda: self._start(healthy, timeout), self._pick_ports)
@@ -98,7 +104,7 @@ class GatewayProc:
 
     def envoy_pid(self) -> int | None:
         """PID of the envoy process (the child of the launcher)."""
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-P", str(self.started.pid)], capture_output=True, text=True).stdout.split()
         return int(out[0]) if out else None
 
     def alive(self) -> bool:

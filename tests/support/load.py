@@ -6,6 +6,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -14,7 +15,7 @@ class Outcome:
     sent: float          # monotonic send time
     latency: float       # seconds
     ok: bool
-    value: object = None  # whatever call() returned
+    value: Any = None  # whatever call() returned
     error: str = ""
 
 

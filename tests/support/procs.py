@@ -189,7 +189,7 @@ class ServerProc:
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.started.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -197,18 +197,18 @@ class ServerProc:
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit code."""
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            self.started.send_signal(signal.SIGTERM)
         return self.wait(timeout)
 
     def kill(self) -> None:
         if self.alive():
-            self.proc.kill()
+            self.started.kill()
         if self.proc is not None:
             self.proc.wait()
 
     def wait(self, timeout: float = 30.0) -> int:
         try:
-            return self.proc.wait(timeout)
+            return self.started.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise

@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 
 import pika
+import pika.exceptions
+import pika.spec
 
 from predmesh import jobs
 from tests.support.procs import ROOT, free_port, wait_for
@@ -37,6 +39,7 @@ class Broker:
     def __init__(self, url: str, prefix: str):
         self.url = url
         self.topology = jobs.Topology(prefix)
+        self.ctl_environ: dict | None = None  # rabbitmqctl's environment (default: this process's)
 
     def connect(self) -> pika.BlockingConnection:
         return pika.BlockingConnection(pika.URLParameters(self.url))
@@ -61,16 +64,17 @@ class Broker:
         return None
 
     def ctl_env(self) -> dict:
-        return dict(os.environ)
+        return self.ctl_environ if self.ctl_environ is not None else dict(os.environ)
 
     def drain(self, queue: str, timeout: float = 2.0) -> list[tuple[pika.spec.BasicProperties, bytes]]:
         """Take (and ack) every message now in a queue."""
-        out = []
+        out: list[tuple[pika.spec.BasicProperties, bytes]] = []
         with self.connect() as conn:
             ch = conn.channel()
             for method, props, body in ch.consume(queue, inactivity_timeout=timeout):
                 if method is None:
                     break
+                assert props is not None and body is not None and method.delivery_tag is not None
                 out.append((props, body))
                 ch.basic_ack(method.delivery_tag)
             ch.cancel()
@@ -114,6 +118,12 @@ class ConsumerProc:
         self.starts = 0
         self._offset = 0
 
+    @property
+    def started(self) -> subprocess.Popen:
+        """The running process (an error before start())."""
+        assert self.proc is not None, "not started"
+        return self.proc
+
     def start(self, env: dict | None = None, wait: bool = True) -> ConsumerProc:
         self._log = open(self.log_path, "ab")
         self._offset, self.metrics_port = self._log.tell(), 0
@@ -133,15 +143,15 @@ class ConsumerProc:
 
     def kill(self) -> None:
         if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
+            self.started.send_signal(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait()
             self._log.close()
 
     def terminate(self, timeout: float = 60) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+        self.started.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return self.started.wait(timeout)
         finally:
             self._log.close()
 
@@ -246,7 +256,7 @@ class PrivateRabbit:
 
     def broker(self, prefix: str) -> Broker:
         b = Broker(self.url, prefix)
-        b.ctl_env = lambda: self.env
+        b.ctl_environ = self.env
         return b
 
     def __exit__(self, *exc) -> None:

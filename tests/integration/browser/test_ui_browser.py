@@ -23,6 +23,7 @@ from playwright.sync_api import expect
 from predmesh import Client
 from tests.conftest import IRIS_ROW
 from tests.support.artifacts import failing_smoke_test
+from tests.support.match import search
 from tests.support.procs import ADMIN_TOKEN, ServerProc, wait_for
 from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, UiProc
 
@@ -122,7 +123,7 @@ def test_predict_from_the_generated_form_shows_in_history_and_class_chart(page, 
     page.get_by_role("button", name="Predict").click()
     expect(page.get_by_text("Predicted label: setosa")).to_be_visible(timeout=15000)
     answer = page.get_by_text(re.compile(r"prediction id \S+ ·")).inner_text()
-    pid = re.search(r"prediction id (\S+)", answer).group(1)
+    pid = search(r"prediction id (\S+)", answer).group(1)
     assert re.search(r"version \d+", answer)
     probabilities = page.evaluate(PROBABILITIES_JS)
     assert set(probabilities) == {"setosa", "versicolor", "virginica"} and probabilities["setosa"] > 0.5

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.match import search
+
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
@@ -27,9 +29,7 @@ PENDING_PARTS = {"consume": "consumer", "ui": "ui", "batch": "batch"}
 
 
 def tool(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        path = shutil.which(name)
+    path = str(BIN / name) if (BIN / name).exists() else shutil.which(name)
     assert path, f"{name} missing: .venv/bin/pip install -e '.[test]' (pyproject's test extra)"
     return str(path)
 
@@ -115,7 +115,7 @@ def test_the_image_ships_every_package_of_the_project():
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name != "tests"}
     needed = packages | {"protos", "pyproject.toml", "README.md", "deploy"}
     assert not needed & {i.rstrip("/") for i in ignored}, ignored
-    include = re.search(r'include = \[(.*?)\]', (ROOT / "pyproject.toml").read_text()).group(1)
+    include = search(r'include = \[(.*?)\]', (ROOT / "pyproject.toml").read_text()).group(1)
     for package in packages:
         assert f'"{package}*"' in include, f"{package} is not installed by pip install ."
     assert "tests" in ignored and ".venv" in ignored and "var" in ignored
@@ -236,7 +236,8 @@ def test_every_predmesh_variable_in_the_stack_is_documented(compose):
                           and not re.search(rf"`{v}[` /]", table))
     # variables of parts still on their way: accepted undocumented only while that part's package is absent
     pending = {"PREDMESH_AMQP_URL": "consumer", "PREDMESH_CONSUMER_METRICS_ADDR": "consumer",
-               "PREDMESH_SERVER_ADDR": "consumer", "PREDMESH_UI_ADDR": "ui", "PREDMESH_UI_ADMIN_ADDR": "ui", "PREDMESH_UI_ALLOWED_ORIGINS": "ui",
+               "PREDMESH_SERVER_ADDR": "consumer", "PREDMESH_UI_ADDR": "ui", "PREDMESH_UI_ADMIN_ADDR": "ui",
+               "PREDMESH_UI_ALLOWED_ORIGINS": "ui",
                "PREDMESH_UI_PASSWORD": "ui", "PREDMESH_LUIGID_ADDR": "batch", "PREDMESH_BATCH_DIR": "batch"}
     assert [v for v in undocumented
             if v not in pending or (ROOT / pending[v] / "__init__.py").exists()] == []
@@ -311,8 +312,8 @@ def test_writable_volumes_of_the_image_are_created_and_owned_by_its_user(compose
     """A named volume starts as a copy of the image's directory (owner included): every path a predmesh
     container writes to must exist in the image, owned by uid 10001, or the non-root process cannot write there."""
     runtime = re.split(r"^FROM ", DOCKERFILE.read_text(), flags=re.M)[-1]
-    made = set(re.search(r"mkdir -p ([^\\&]+)", runtime).group(1).split())
-    owned = set(re.search(r"chown -R predmesh ([^\\&\n]+)", runtime).group(1).split())
+    made = set(search(r"mkdir -p ([^\\&]+)", runtime).group(1).split())
+    owned = set(search(r"chown -R predmesh ([^\\&\n]+)", runtime).group(1).split())
     for name, service in compose["services"].items():
         if service.get("image") != "predmesh:local":
             continue

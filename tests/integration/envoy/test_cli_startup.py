@@ -81,6 +81,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
         if wait_for_text is None:
             time.sleep(0.5)  # interpreter up, modules loading
         else:
+            assert proc.stderr is not None
             for line in proc.stderr:
                 seen.append(line)
                 if wait_for_text in line:

@@ -57,7 +57,7 @@ def test_sigterm_one_of_two_replicas_under_load(trained_store, tmp_path):
         def kill_one() -> None:
             time.sleep(1.2)
             timeline["sigterm"] = time.monotonic()
-            a.proc.send_signal(15)
+            a.started.send_signal(15)
             while a.alive():
                 now = time.monotonic()
                 if "not_serving" not in timeline and health_status(a.target, timeout=0.2) == 2:
@@ -83,10 +83,11 @@ def test_sigterm_one_of_two_replicas_under_load(trained_store, tmp_path):
         assert timeline["not_serving"] - timeline["sigterm"] <= 1.0
         assert timeline["ejected"] - timeline["sigterm"] <= HC_INTERVAL_S * HC_UNHEALTHY + 0.6
         assert timeline["exited"] - timeline["sigterm"] <= DRAIN_S + GRACE_S + 2.0
-        assert a.proc.returncode == 0, a.log()[-2000:]
+        assert a.started.returncode == 0, a.log()[-2000:]
         # both replicas scored: their REST counters (a's read after its ejection) add up to the OK responses
         assert last_a_count, "replica a was never scraped after its ejection"
         b_count = rest_predictions(b.metrics_port)
+        assert b_count is not None, "replica b answers its metrics"
         assert last_a_count[-1] > 0 and b_count > 0
         assert last_a_count[-1] + b_count == len(result.ok)
         assert b.terminate() == 0

@@ -101,8 +101,8 @@ def test_rest_calls_are_marked_rest_and_carry_the_route_deadline(gw, upstream):
 
 def test_native_grpc_through_envoy_is_not_marked_rest(gw, upstream):
     with grpc.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
-        channel.unary_unary(PREDICT)(inference_pb2.PredictRequest(model="native", request_id="n1")
-                                     .SerializeToString(), timeout=0.8)
+        predict: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(PREDICT)
+        predict(inference_pb2.PredictRequest(model="native", request_id="n1").SerializeToString(), timeout=0.8)
     seen = last(upstream, "native")
     assert seen["transport"] is None
     assert 0 < seen["remaining"] <= 0.8  # the client's own deadline passes through

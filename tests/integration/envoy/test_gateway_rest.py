@@ -212,7 +212,7 @@ STATUS_TABLE = [
 @pytest.mark.parametrize("case", STATUS_TABLE, ids=[c[0] for c in STATUS_TABLE])
 def test_status_code_table_rest(mesh, case):
     _, gw = mesh
-    name, listener, method, path, body, headers, http_status, grpc_code = case
+    _name, listener, method, path, body, headers, http_status, grpc_code = case
     base = gw.url if listener == "public" else gw.admin_url
     resp = rest(method, base + path, data=body, headers={"content-type": "application/json", **headers})
     assert resp.status_code == http_status, resp.text
@@ -369,7 +369,7 @@ def test_native_grpc_passes_through_the_public_listener(mesh):
 
 def _transport_counts(server) -> dict[str, float]:
     text = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).text
-    counts = {}
+    counts: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("predmesh_predictions_total{"):
             labels, _, value = line.partition("} ")

@@ -107,7 +107,7 @@ def _handshake(port: int, pki, version: ssl.TLSVersion) -> str:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-                return tls.version()
+                return tls.version() or ""
     except ssl.SSLError as exc:
         return f"error: {exc.reason}"
     except OSError as exc:

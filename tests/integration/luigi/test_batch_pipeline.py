@@ -38,9 +38,13 @@ def stored(pg: TempSchema) -> tuple[int, int, int]:
     """(batch rows, distinct request ids among them, feedback rows) in the test's schema."""
     with psycopg2.connect(pg.url, connect_timeout=5) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*), count(DISTINCT request_id) FROM predictions WHERE transport = 'batch'")
-        rows, distinct = cur.fetchone()
+        counted = cur.fetchone()
+        assert counted is not None  # count(*) answers one row
+        rows, distinct = counted
         cur.execute("SELECT count(*) FROM feedback")
-        return rows, distinct, cur.fetchone()[0]
+        feedback = cur.fetchone()
+        assert feedback is not None
+        return rows, distinct, feedback[0]
 
 
 def csv_rows(path: Path) -> list[dict]:

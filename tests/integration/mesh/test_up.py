@@ -7,7 +7,6 @@ then not exercised); a part that is in the checkout is always exercised: nothing
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import IRIS_ROW
+from tests.support.match import search
 from tests.support.procs import ROOT, free_port, health_status, wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.rabbitmq, pytest.mark.browser, pytest.mark.timeout(300)]
@@ -107,16 +107,20 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
     out = open(tmp_path / "up.log", "w+b")
     proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--replicas", "2"], cwd=workdir, env=env,
                             stdout=out, stderr=subprocess.STDOUT)
-    log = lambda: (tmp_path / "up.log").read_text(errors="replace")  # noqa: E731
+    def log() -> str:
+        return (tmp_path / "up.log").read_text(errors="replace")
+
     started: set[int] = set()
     t0 = time.monotonic()
-    step = lambda what: print(f"[{time.monotonic() - t0:5.1f} s] {what}", flush=True)  # noqa: E731
+    def step(what: str) -> None:
+        print(f"[{time.monotonic() - t0:5.1f} s] {what}", flush=True)
+
     try:
         wait_for(lambda: "parts up; Ctrl-C" in log() or proc.poll() is not None, 90, interval=0.2,
                  what="predmesh up banner")
         assert proc.poll() is None, log()
         banner = log()
-        total = int(re.search(r"predmesh up: (\d+)/(\d+) parts up", banner).group(2))
+        total = int(search(r"predmesh up: (\d+)/(\d+) parts up", banner).group(2))
         assert f"{total}/{total} parts up" in banner, banner
         started = descendants(proc.pid)
 
@@ -227,7 +231,7 @@ EXPECTED_JOBS = {"inference", "envoy", "prometheus", "consumer", "luigid"}
 
 def _pid_listening(port: int) -> int:
     out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
-    return int(re.search(r"pid=(\d+)", out).group(1))
+    return int(search(r"pid=(\d+)", out).group(1))
 
 
 def _run_nightly(env: dict, workdir: Path, luigid: str) -> None:
@@ -252,6 +256,7 @@ def _score_through_the_queue(env: dict, banner: str) -> None:
     """A job published on the queue is scored by the consumer `predmesh up` started and answered by reply-to."""
     from predmesh import jobs
     from predmesh.publisher import Publisher
+    from predmesh.v1 import inference_pb2
 
     assert "(broker reachable)" in banner and f"metrics http://{env['PREDMESH_CONSUMER_METRICS_ADDR']}" in banner
     metrics = requests.get(f"http://{env['PREDMESH_CONSUMER_METRICS_ADDR']}/metrics", timeout=5)
@@ -259,6 +264,7 @@ def _score_through_the_queue(env: dict, banner: str) -> None:
     with Publisher(env["PREDMESH_AMQP_URL"], prefix=env["PREDMESH_AMQP_PREFIX"]) as publisher:
         mid = publisher.publish(jobs.predict_job("iris", IRIS_ROW), message_id="up-queue-1", reply=True)
         result = publisher.wait_results([mid], timeout=30)[mid]
+    assert isinstance(result, inference_pb2.PredictResponse)
     assert result.prediction.label == "setosa" and result.prediction.request_id == "up-queue-1"
 
 
@@ -290,6 +296,6 @@ def _score_through_the_dashboard(url: str, banner: str, rest: str) -> None:
             browser.close()
 
     def stored_from_the_dashboard():
-        answer = requests.get(f"{rest}/v1/predictions", params={"model": "iris", "page_size": 100}, timeout=5)
+        answer = requests.get(f"{rest}/v1/predictions", params={"model": "iris", "page_size": "100"}, timeout=5)
         return [p for p in answer.json().get("predictions", []) if "UI" in str(p.get("transport")).upper()]
     assert wait_for(stored_from_the_dashboard, 15, interval=0.3, what="the dashboard's prediction stored")

@@ -18,6 +18,12 @@ ROOT = Path(__file__).resolve().parents[3]
 CLASSES = ("setosa", "versicolor", "virginica")
 
 
+def stored_prediction(prediction_id: str) -> PredictionRecord:
+    stored = repo.get_prediction(prediction_id)
+    assert stored is not None, prediction_id
+    return stored
+
+
 @pytest.fixture
 def database(empty_db_url):
     database = open_database(empty_db_url)
@@ -89,8 +95,8 @@ def test_insert_is_idempotent_on_request_id(database, monkeypatch):
     # again on the same connection (its staging table exists and was emptied at commit), a row twice in one batch
     repo.insert_predictions([record("order-4"), record("order-2"), record("order-4")])
     assert repo.count_predictions() == 4
-    assert repo.get_prediction(first.prediction_id).label == "setosa"
-    stored = repo.get_prediction(first.prediction_id)
+    assert stored_prediction(first.prediction_id).label == "setosa"
+    stored = stored_prediction(first.prediction_id)
     assert stored.features == first.features and stored.probabilities == first.probabilities
     assert stored.created_at == pytest.approx(first.created_at, abs=1e-5)
 
@@ -108,11 +114,11 @@ def test_awkward_text_round_trips_exactly(database, monkeypatch):
                                   probabilities={"set\\osa\t": 0.25, "b": 0.75}, latency_ms=1.25e-07)
     plain = record("plain")
     repo.insert_predictions([awkward, plain])
-    stored = repo.get_prediction(awkward.prediction_id)
+    stored = stored_prediction(awkward.prediction_id)
     assert (stored.request_id, stored.label) == (awkward.request_id, awkward.label)
     assert stored.features == awkward.features and stored.probabilities == awkward.probabilities
     assert stored.latency_ms == awkward.latency_ms
-    assert repo.get_prediction(plain.prediction_id).request_id == "plain"
+    assert stored_prediction(plain.prediction_id).request_id == "plain"
 
 
 def bulk(prefix: str, n: int, classes=CLASSES, names=("sepal_length", "petal_width")) -> PredictionBatch:
@@ -139,7 +145,7 @@ def test_bulk_batches_are_copied_in_columns_and_stored_row_for_row(database, mon
     assert repo.insert_predictions([batch, single, odd]) == 304
     assert repo.count_predictions() == 304
     for expected in (batch.rows()[0], batch.rows()[-1], *odd.rows(), single):
-        stored = repo.get_prediction(expected.prediction_id)
+        stored = stored_prediction(expected.prediction_id)
         assert dataclasses.replace(stored, created_at=expected.created_at) == expected
         assert stored.created_at == pytest.approx(expected.created_at, abs=1e-5)
     repo.insert_predictions([batch, bulk("bulk-", 310)])  # a rerun, and 10 more rows: only those are new

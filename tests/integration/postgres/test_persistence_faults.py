@@ -139,7 +139,7 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
                 results.append(run_load(lambda rid: client.predict("iris", IRIS_ROW, request_id=rid), 100, 60,
                                         stop=stop))
 
-        loader = None
+        loader: threading.Thread | None = None
         for cycle in range(3):
             with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port) as proc:
                 port = proc.grpc_port
@@ -148,7 +148,7 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
                     loader.start()
                 time.sleep(2.5)
                 os.kill(proc.pid, signal.SIGKILL)
-                proc.proc.wait()
+                proc.started.wait()
             if cycle == 1:  # a write torn by the kill: the next start must quarantine it, not crash
                 newest = max((spool_dir / "p0").glob("seg-*.log"))
                 # in place, where the next record would have gone: the first byte of the preallocated (zero)
@@ -160,6 +160,7 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
         with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port) as proc:
             time.sleep(1.0)
             stop.set()
+            assert loader is not None  # started in the first cycle
             loader.join(30)
             [result] = results
             ok = {o.request_id for o in result.ok}
@@ -206,10 +207,11 @@ def test_t17_bulk_kill_9_in_durable_mode_loses_no_acknowledged_row_of_a_columnar
                         loader.start()
                     time.sleep(2.5)
                     os.kill(proc.pid, signal.SIGKILL)
-                    proc.proc.wait()
+                    proc.started.wait()
             with ServerProc(model_store, tmp_path / "server.log", env=env, grpc_port=port):
                 time.sleep(1.0)
                 stop.set()
+                assert loader is not None  # started in the first cycle
                 loader.join(30)
                 [result] = results
                 ok = {f"{o.request_id}-{i}" for o in result.ok for i in range(rows)}

@@ -63,7 +63,7 @@ def test_a_spool_holding_records_refuses_another_database_naming_both(model_stor
         proc = ServerProc(model_store, tmp_path / "run1.log", env=_env(a.url, spool)).start()
         try:
             _predict(proc.target, [f"k-{i}" for i in range(20)])
-            proc.proc.send_signal(signal.SIGKILL)  # records stay in the spool (the read position is not durable)
+            proc.started.send_signal(signal.SIGKILL)  # records stay in the spool (the read position is not durable)
             proc.wait()
         finally:
             proc.kill()

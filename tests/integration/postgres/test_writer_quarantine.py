@@ -147,7 +147,7 @@ def test_through_the_server_hostile_ids_are_refused_and_every_answered_row_is_st
                         stub.Predict(inference_pb2.PredictRequest(model="iris", features=IRIS_ROW, request_id=rid),
                                      timeout=10)
                     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                    assert "request_id" in info.value.details()
+                    assert "request_id" in (info.value.details() or "")
 
             def stored():
                 with psycopg2.connect(pg_url()) as conn, conn.cursor() as cur:

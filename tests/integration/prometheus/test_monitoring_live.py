@@ -44,11 +44,10 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 
 def rule_exprs() -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for path in sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml")):
         for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                out.append((rule.get("alert") or rule["record"], rule["expr"]))
+            out.extend((rule.get("alert") or rule["record"], rule["expr"]) for rule in group["rules"])
     return out
 
 
@@ -87,7 +86,8 @@ def mesh(model_store, tmp_path):
     if not shutil.which("prometheus"):
         pytest.fail("prometheus missing: scripts/setup.sh installs Debian's prometheus")
     server = ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DRIFT_WINDOW_S": "600"}).start()
-    gateway = prom = None
+    gateway: GatewayProc | None = None
+    prom: Prometheus | None = None
     try:
         gateway = GatewayProc([server.target], tmp_path / "gateway").start()
         config = write_config(tmp_path / "prom", {
@@ -100,9 +100,9 @@ def mesh(model_store, tmp_path):
                  what="Prometheus scraping the server, Envoy and itself")
         yield server, gateway, prom
     finally:
-        if prom:
+        if prom is not None:
             prom.stop()
-        if gateway:
+        if gateway is not None:
             gateway.stop()
         server.kill()
 
@@ -150,7 +150,10 @@ def test_every_dashboard_query_and_rule_is_valid_promql_and_server_and_gateway_p
     drive(server, gateway)
     time.sleep(3)  # a few scrapes after the last call
 
-    invalid, empty_required, had_data, optional_empty = [], {}, [], []
+    invalid: list[tuple[str, str, str, object]] = []
+    empty_required: dict = {}
+    had_data: list[str] = []
+    optional_empty: list[str] = []
     queries = dashboard_queries()
     for board, title, expr in queries:
         answer = prom.query(expr)

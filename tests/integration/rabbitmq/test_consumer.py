@@ -9,15 +9,22 @@ import subprocess
 import sys
 
 import pytest
+from google.protobuf.message import Message
 
 from predmesh import jobs
 from predmesh.publisher import Publisher
+from predmesh.v1 import inference_pb2
 from tests.conftest import IRIS_ROW
 from tests.support.pg import TempSchema
 from tests.support.procs import ROOT, ServerProc, wait_for
 from tests.support.queue import Broker, ConsumerProc, shared_amqp_url, unique_prefix
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+def one_row(result: Message) -> inference_pb2.PredictResponse:
+    assert isinstance(result, inference_pb2.PredictResponse), result
+    return result
 
 
 def stored(schema: TempSchema, request_ids: str) -> tuple[int, int]:
@@ -27,7 +34,8 @@ def stored(schema: TempSchema, request_ids: str) -> tuple[int, int]:
         with psycopg2.connect(schema.url, connect_timeout=5) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*), count(DISTINCT request_id) FROM predictions "
                         "WHERE transport = 'queue' AND request_id LIKE %s", (request_ids,))
-            return cur.fetchone()
+            rows, distinct = cur.fetchone() or (-1, -1)
+            return rows, distinct
     except psycopg2.Error:
         return (0, 0)
 
@@ -56,7 +64,7 @@ def stack(served, tmp_path):
 
 
 def test_jobs_in_both_encodings_come_back_on_reply_to_and_are_stored_once(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, consumer, schema = stack
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         ids = [pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"rt-{i}", reply=True,
                            content_type=jobs.JSON if i % 2 else jobs.PROTOBUF) for i in range(20)]
@@ -64,15 +72,18 @@ def test_jobs_in_both_encodings_come_back_on_reply_to_and_are_stored_once(stack)
                                reply=True))
         results = pub.wait_results(ids, timeout=30)
     assert set(results) == set(ids)
-    assert results["rt-0"].prediction.request_id == "rt-0" and results["rt-0"].prediction.label == "setosa"
-    assert results["rt-1"].prediction.request_id == "rt-1"
-    assert [p.request_id for p in results["rt-b"].predictions] == ["rt-b-0", "rt-own-row-id"]
+    assert one_row(results["rt-0"]).prediction.request_id == "rt-0"
+    assert one_row(results["rt-0"]).prediction.label == "setosa"
+    assert one_row(results["rt-1"]).prediction.request_id == "rt-1"
+    batch = results["rt-b"]
+    assert isinstance(batch, inference_pb2.PredictBatchResponse)
+    assert [p.request_id for p in batch.predictions] == ["rt-b-0", "rt-own-row-id"]
     wait_for(lambda: stored(schema, "rt-%") == (22, 22), 20, what="22 queue rows")
     assert consumer.metric("predmesh_consumer_acked_total") == 21
 
 
 def test_results_go_to_the_topic_exchange_by_model_and_label_without_reply_to(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, _consumer, _schema = stack
     results_queue = broker.bind_results()
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id="tx-1", correlation_id="corr-1")
@@ -81,14 +92,14 @@ def test_results_go_to_the_topic_exchange_by_model_and_label_without_reply_to(st
     got = {props.correlation_id: (props, body) for props, body in broker.drain(results_queue)}
     props, body = got["corr-1"]
     assert props.type == jobs.PREDICT_RESULT and props.content_type == jobs.PROTOBUF and props.delivery_mode == 2
-    assert jobs.decode_result(props.type, props.content_type, body).prediction.request_id == "tx-1"
+    assert one_row(jobs.decode_result(props.type, props.content_type, body)).prediction.request_id == "tx-1"
     props, body = got["tx-2"]
     assert (props.type, props.content_type) == (jobs.PREDICT_BATCH_RESULT, jobs.JSON)
     assert json.loads(body)["predictions"][0]["request_id"] == "tx-2-0"
 
 
 def test_poison_jobs_are_dead_lettered_once_with_the_reason(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, consumer, schema = stack
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         pub.publish(jobs.predict_job("nope", IRIS_ROW), message_id="bad-model")
         pub.publish(jobs.predict_job("iris", dict(IRIS_ROW, petal_width=float("nan"))), message_id="bad-nan")
@@ -136,7 +147,7 @@ def test_a_refused_row_rejects_only_its_job_and_a_partial_success_job_is_answere
 
 
 def test_sigterm_finishes_in_flight_jobs_acks_them_and_exits_0(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, consumer, schema = stack
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         for i in range(300):
             pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"term-{i}")
@@ -150,7 +161,7 @@ def test_sigterm_finishes_in_flight_jobs_acks_them_and_exits_0(stack):
 
 
 def test_predmesh_publish_waits_for_results(stack, tmp_path):
-    server, broker, consumer, schema = stack
+    _server, broker, _consumer, _schema = stack
     rows = tmp_path / "rows.jsonl"
     rows.write_text("\n".join(json.dumps(IRIS_ROW) for _ in range(3)) + "\n")
     env = {**os.environ, "PREDMESH_AMQP_URL": broker.url, "PREDMESH_AMQP_PREFIX": broker.topology.prefix}
@@ -165,7 +176,7 @@ def test_predmesh_publish_waits_for_results(stack, tmp_path):
 
 
 def test_a_deleted_work_queue_is_declared_again_and_consumed(stack):
-    server, broker, consumer, schema = stack
+    _server, broker, consumer, schema = stack
     with broker.connect() as conn:  # the broker cancels the consumer; it must start over, not sit idle
         conn.channel().queue_delete(broker.topology.work_queue)
     wait_for(lambda: (broker.depth(broker.topology.work_queue) or (0, 0))[1] == 1, 30, what="consumer back")

@@ -23,7 +23,7 @@ def stubs(model_store, tmp_path, empty_db_url):
         yield inference_pb2_grpc.InferenceServiceStub(channel), analytics_pb2_grpc.AnalyticsServiceStub(channel)
 
 
-def code_of(call, request) -> grpc.StatusCode:
+def code_of(call, request) -> tuple[grpc.StatusCode, str | None]:
     with pytest.raises(grpc.RpcError) as info:
         call(request, timeout=10)
     return info.value.code(), info.value.details()
@@ -70,7 +70,7 @@ def test_feedback_batch_records_counts_and_reports_unknown_ids(stubs):
 
 
 def run(key: str, **fields) -> pb.BatchRun:
-    base = dict(run_key=key, kind="nightly", model="iris", status=pb.BATCH_RUN_STATUS_RUNNING)
+    base = {"run_key": key, "kind": "nightly", "model": "iris", "status": pb.BATCH_RUN_STATUS_RUNNING}
     return pb.BatchRun(**{**base, **fields})
 
 
@@ -107,7 +107,8 @@ def test_batch_runs_upsert_by_key_and_list_newest_first(stubs):
         if not token:
             break
     assert [len(p) for p in pages] == [2, 2]
-    assert pages[0][0] == "score/other/abc" and sum(pages, []).count("nightly/iris/2026-11-25") == 1
+    keys = [k for page in pages for k in page]
+    assert pages[0][0] == "score/other/abc" and keys.count("nightly/iris/2026-11-25") == 1
     assert [r.run_key for r in analytics.ListBatchRuns(pb.ListBatchRunsRequest(kind="score"), timeout=10).runs] \
         == ["score/other/abc"]
     bad_runs = [
@@ -125,10 +126,10 @@ def test_batch_runs_upsert_by_key_and_list_newest_first(stubs):
     huge.started_at.seconds = 2**40
     assert code_of(record, pb.RecordBatchRunRequest(run=huge))[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(record, pb.RecordBatchRunRequest())[0] == grpc.StatusCode.INVALID_ARGUMENT
-    for bad in (pb.ListBatchRunsRequest(page_size=-1), pb.ListBatchRunsRequest(page_size=1001),
-                pb.ListBatchRunsRequest(page_token="garbage"), pb.ListBatchRunsRequest(page_token="x\x00"),
-                pb.ListBatchRunsRequest(model="a/b")):
-        assert code_of(analytics.ListBatchRuns, bad)[0] == grpc.StatusCode.INVALID_ARGUMENT, bad
+    for bad_request in (pb.ListBatchRunsRequest(page_size=-1), pb.ListBatchRunsRequest(page_size=1001),
+                        pb.ListBatchRunsRequest(page_token="garbage"), pb.ListBatchRunsRequest(page_token="x\x00"),
+                        pb.ListBatchRunsRequest(model="a/b")):
+        assert code_of(analytics.ListBatchRuns, bad_request)[0] == grpc.StatusCode.INVALID_ARGUMENT, bad_request
 
 
 def test_sdk_batch_calls_on_client_and_async_client(model_store, tmp_path):

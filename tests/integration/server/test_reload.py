@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inference.models.loader import load_estimator, read_manifest
 from predmesh import FailedPrecondition, Client
 from tests.support import artifacts
-from tests.support.load import run_load
+from tests.support.load import LoadResult, run_load
 from tests.support.procs import ADMIN_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -121,7 +121,7 @@ def test_failed_reloads_change_nothing_under_load(server_proc, model_store, tmp_
     }
     failures_before = reload_failures(server_proc)
     stop = threading.Event()
-    outcome = {}
+    outcome: dict[str, LoadResult] = {}
     with Client(server_proc.target, timeout=5) as client, \
             Client(server_proc.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
         rng = random.Random(3)

@@ -106,7 +106,8 @@ def test_every_call_returns_typed_results(server, kind):
     assert bad.prediction is None and isinstance(bad.error, InvalidArgument) and bad.request_id == f"{prefix}-bad"
     [listed] = out["models"]
     assert isinstance(listed, ModelInfo) and listed == out["model"] and listed.serving
-    assert listed.feature_names == tuple(IRIS_ROW) and listed.created_at.tzinfo is not None
+    assert listed.feature_names == tuple(IRIS_ROW) and listed.created_at is not None
+    assert listed.created_at.tzinfo is not None
     page = out["page"]
     assert isinstance(page, Page) and len(page) == 3 and page.next_page_token
     assert all(isinstance(s, StoredPrediction) for s in page)
@@ -158,7 +159,8 @@ class _Flaky(inference_pb2_grpc.InferenceServiceServicer):
     """GetModel fails with `code` for the first `failures` calls, then answers."""
 
     def __init__(self, failures: int, code: grpc.StatusCode):
-        self.failures, self.code, self.calls, self.transports = failures, code, 0, []
+        self.failures, self.code, self.calls = failures, code, 0
+        self.transports: list[str | None] = []
         self.lock = threading.Lock()
 
     def GetModel(self, request, context):

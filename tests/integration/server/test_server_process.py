@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from predmesh import DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, Client, Unauthenticated
+from predmesh import DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, Client, Prediction, Unauthenticated
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc, health_status, wait_for
 
@@ -103,12 +103,12 @@ def test_sigterm_drains_in_flight_calls_then_exits(model_store, tmp_path):
            "PREDMESH_GRACE_SECONDS": "5"}
     with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
         with Client(proc.target, timeout=10) as client:
-            result = {}
+            result: dict[str, Prediction] = {}
             inflight = threading.Thread(target=lambda: result.setdefault("p", client.predict("iris", IRIS_ROW)))
             inflight.start()
             time.sleep(0.3)
             terminated = time.monotonic()
-            proc.proc.terminate()
+            proc.started.terminate()
             wait_for(lambda: health_status(proc.target) == health_pb2.HealthCheckResponse.NOT_SERVING, 1.0,
                      interval=0.02, what="NOT_SERVING within 1 s of SIGTERM")
             inflight.join(10)
@@ -124,9 +124,9 @@ def test_a_second_sigterm_during_the_stop_is_harmless(model_store, tmp_path):
     with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
         with Client(proc.target, timeout=10) as client:
             client.predict("iris", IRIS_ROW)
-        proc.proc.terminate()
+        proc.started.terminate()
         time.sleep(0.1)
-        proc.proc.terminate()
+        proc.started.terminate()
         assert proc.wait(10) == 0
         log = proc.log()
         assert "already shutting down" in log  # the second signal did arrive during the stop

@@ -49,9 +49,8 @@ def metrics_text(proc: ServerProc) -> str:
 def metric(text: str, name: str, **labels) -> float:
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
     return total
 
 
@@ -81,8 +80,8 @@ def test_two_processes_serve_aggregate_metrics_and_all_take_a_reload(group):
         pids.add(ask(group.target)[0])
         calls += 1
     after = metrics_text(group)
-    for name, labels in (("grpc_server_handled_total", dict(grpc_method="ModelInfer", grpc_code="OK")),
-                         ("predmesh_predictions_total", dict(model="iris"))):
+    for name, labels in (("grpc_server_handled_total", {"grpc_method": "ModelInfer", "grpc_code": "OK"}),
+                         ("predmesh_predictions_total", {"model": "iris"})):
         assert metric(after, name, **labels) - metric(before, name, **labels) == calls, name
     assert metric(after, "predmesh_model_info", model="iris", version="2") == 1
 

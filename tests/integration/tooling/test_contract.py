@@ -15,6 +15,7 @@ BASELINE = ROOT / "protos" / "baseline" / "predmesh-v1.binpb"
 
 def _codegen():
     spec = importlib.util.spec_from_file_location("codegen", ROOT / "scripts" / "codegen.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

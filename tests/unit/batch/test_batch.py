@@ -5,14 +5,16 @@ from __future__ import annotations
 import configparser
 import csv
 import os
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from batch.cli import crontab_line, main as batch_main
 from batch.report import metrics
-from batch.scoring import request_id_prefix, request_ids
+from batch.scoring import Clients, request_id_prefix, request_ids
 from batch.settings import BatchSettings
 from batch.synth import NoTrainingDistribution, synthesize
 from batch.table import (
@@ -50,7 +52,7 @@ def test_validate_columnwise_fast_path_rejects_only_non_finite_rows_in_schema_or
 
 
 def test_validate_refuses_an_input_without_a_feature_column():
-    with pytest.raises(InputError, match="lacks the feature column.*b"):
+    with pytest.raises(InputError, match=r"lacks the feature column.*b"):
         validate(Table(["a", "c"], [["1", "2"]]), NAMES)
 
 
@@ -120,7 +122,7 @@ def test_an_input_is_read_once_and_parsed_block_by_block(tmp_path):
 def test_an_unusable_input_fails_before_any_row_and_a_field_over_the_limit_is_one_unreadable_row(tmp_path):
     bad = tmp_path / "latin1.csv"
     bad.write_bytes(b"a,b\n1,2\n" * 1000 + b"caf\xe9,3\n")  # the bad byte is in the last row
-    with pytest.raises(InputError, match="not UTF-8 text .* at byte 8003"):
+    with pytest.raises(InputError, match=r"not UTF-8 text .* at byte 8003"):
         open_input(bad)
     split = tmp_path / "split.csv"  # a two-byte character across the scan's 1 MiB blocks is fine
     split.write_bytes(b"a,b\n" + b"1,2\n" * 262140 + b"xxxxxxxxxx," + "é\n".encode())  # é at byte 2**20 - 1
@@ -160,7 +162,8 @@ def test_a_published_file_appears_whole_or_not_at_all(tmp_path, monkeypatch, fal
     if fallback == "no O_TMPFILE":
         real_open = os.open
         monkeypatch.setattr(table.os, "open", lambda path, flags, *a: (
-            (_ for _ in ()).throw(OSError(95, "not supported")) if flags & os.O_TMPFILE else real_open(path, flags, *a)))
+            (_ for _ in ()).throw(OSError(95, "not supported")) if flags & os.O_TMPFILE
+            else real_open(path, flags, *a)))
     elif fallback == "no /proc link":
         monkeypatch.setattr(table.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(2, "no /proc")))
     target = tmp_path / "out" / "x.csv"
@@ -242,8 +245,11 @@ class FakeClient:
     """Answers predict_matrix like the server: refuses a call above `limit` rows; a row with a < 0 is refused
     (with partial_success in ScoredMatrix.errors, in place in the columns; without it the whole call)."""
 
+    get_model: Callable[[str], ModelInfo]  # set by the tests that need it
+
     def __init__(self, limit: int = 1000, down: bool = False):
-        self.limit, self.down, self.calls = limit, down, []
+        self.limit, self.down = limit, down
+        self.calls: list[int] = []
 
     def predict_matrix(self, model, names, values, *, request_id_prefix="", row_numbers=(), partial_success=False):
         from predmesh import InvalidArgument, Unavailable
@@ -269,12 +275,18 @@ class FakeClient:
 
 
 class FakeClients:
+    """Stands in for batch.scoring.Clients (settings and a client to pick)."""
+
     def __init__(self, client, **settings):
         self.settings = BatchSettings(**{"chunk_rows": 10, "inflight": 3, **settings})
         self.first = client
 
     def pick(self):
         return self.first
+
+
+def fake_clients(client: FakeClient, **settings: object) -> Clients:
+    return cast(Clients, FakeClients(client, **settings))
 
 
 def test_scorer_keeps_order_takes_refused_rows_from_the_answer_and_cuts_calls_to_the_published_limit():
@@ -284,7 +296,7 @@ def test_scorer_keeps_order_takes_refused_rows_from_the_answer_and_cuts_calls_to
     matrix = np.array([[float(i if i not in (7, 23) else -1), 0.0] for i in range(30)])
     numbers = [n + 100 for n in range(30)]
     progress = []
-    scorer = Scorer(FakeClients(client), "m", limits=CallLimits(4, 4 << 20, 128),
+    scorer = Scorer(fake_clients(client), "m", limits=CallLimits(4, 4 << 20, 128),
                     progress=lambda done, total: progress.append((done, total)))
     out = scorer.score(matrix, ("a", "b"), "r-", numbers)
     assert out.prediction_ids == ["" if i in (7, 23) else f"p-r-{i + 100}" for i in range(30)]
@@ -311,7 +323,7 @@ def test_chunks_fit_the_published_request_bytes():
 def test_a_call_refused_as_a_whole_fails_the_run():
     import numpy as np
     from batch.scoring import Scorer, ScoringFailed
-    scorer = Scorer(FakeClients(FakeClient(limit=4)), "m")  # the server's limit not published: chunks of 10
+    scorer = Scorer(fake_clients(FakeClient(limit=4)), "m")  # the server's limit not published: chunks of 10
     with pytest.raises(ScoringFailed, match="InvalidArgument from the server .*10 rows exceed the limit of 4"):
         scorer.score(np.ones((25, 1)), ("a",), "r-", range(25))
 
@@ -319,7 +331,7 @@ def test_a_call_refused_as_a_whole_fails_the_run():
 def test_scorer_fails_the_run_when_the_server_is_unreachable():
     import numpy as np
     from batch.scoring import Scorer, ScoringFailed
-    scorer = Scorer(FakeClients(FakeClient(down=True), server="127.0.0.1:1"), "m")
+    scorer = Scorer(fake_clients(FakeClient(down=True), server="127.0.0.1:1"), "m")
     with pytest.raises(ScoringFailed, match=r"Unavailable from the server at 127.0.0.1:1"):
         scorer.score(np.ones((25, 1)), ("a",), "r-", range(25))
 
@@ -337,7 +349,7 @@ def test_score_file_in_blocks_keeps_row_order_numbers_and_rejects_across_blocks(
     refused = {50, 121, 250}  # a < 0: the server refuses them
     rows = [bad.get(n, [str(-1.0 if n in refused else n * 0.5), str(n % 7)]) for n in range(1, 301)]
     write_csv(source, ["a", "b"], rows)
-    outcome = score_file(FakeClients(client), "m", source, tmp_path / "out.csv", tmp_path / "rej.csv")
+    outcome = score_file(fake_clients(client), "m", source, tmp_path / "out.csv", tmp_path / "rej.csv")
     assert (outcome.input_rows, outcome.scored, outcome.rejected) == (300, 294, 6)
     out = list(csv.reader(open(tmp_path / "out.csv")))
     assert out[0] == ["a", "b", "label", "prob_x", "prob_y", "prediction_id"]

@@ -7,7 +7,7 @@ import grpc
 import pytest
 from google.rpc import status_pb2
 
-from consumer.handler import Action, Delivery, Limits, handle
+from consumer.handler import Action, Delivery, Limits, Outcome, Publish, handle
 from consumer.scoring import SdkScorer
 from predmesh import calls, jobs
 from predmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
@@ -59,6 +59,18 @@ class FakeScorer:
         return [self._one(model, f, rid) for f, rid in rows]
 
 
+def published(outcome: Outcome) -> Publish:
+    """What an ACK or REJECT outcome publishes (a RETRY has nothing)."""
+    assert outcome.publish is not None
+    return outcome.publish
+
+
+def result_of(p: Publish) -> inference_pb2.PredictResponse:
+    result = jobs.decode_result(p.type, p.content_type, p.body)
+    assert isinstance(result, inference_pb2.PredictResponse)
+    return result
+
+
 def delivery(tag, job, content_type=jobs.PROTOBUF, message_id=None, **props) -> Delivery:
     return Delivery(tag=tag, body=jobs.encode(job, content_type), content_type=content_type,
                     type=jobs.type_name(job), message_id=message_id or f"m{tag}", **props)
@@ -72,14 +84,15 @@ def test_a_window_is_scored_in_one_batch_call_and_each_job_gets_its_result():
     outcomes = handle(window, scorer, TOPO)
     assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 4)]
     assert [o.action for o in outcomes] == [Action.ACK] * 3
-    one, two, three = (o.publish for o in outcomes)
+    one, two, three = (published(o) for o in outcomes)
     assert (one.exchange, one.routing_key, one.correlation_id, one.type) == \
         ("t.results", "iris.setosa", "m1", jobs.PREDICT_RESULT)
-    assert jobs.decode_result(one.type, one.content_type, one.body).prediction.request_id == "m1"
+    assert result_of(one).prediction.request_id == "m1"
     assert (two.content_type, two.correlation_id) == (jobs.JSON, "c2")
-    assert jobs.decode_result(two.type, two.content_type, two.body).prediction.request_id == "m2"
+    assert result_of(two).prediction.request_id == "m2"
     assert (three.exchange, three.routing_key, three.type) == ("", "amq.rabbitmq.reply-to.x", jobs.PREDICT_BATCH_RESULT)
     batch = jobs.decode_result(three.type, three.content_type, three.body)
+    assert isinstance(batch, inference_pb2.PredictBatchResponse)
     assert [p.request_id for p in batch.predictions] == ["m3-0", "own-id"]
 
 
@@ -105,7 +118,7 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
                        11: Action.REJECT}
     for d, o in zip(window, outcomes):
         if o.action is Action.REJECT:
-            dead = o.publish
+            dead = published(o)
             assert (dead.exchange, dead.body, dead.message_id) == ("t.dlx", d.body, d.message_id)
             # a PredictResponse sent as a PredictRequest parses into a nonsense model name: NOT_FOUND
             assert dead.headers[jobs.HEADER_STATUS] == ("NOT_FOUND" if d.tag == 10 else "INVALID_ARGUMENT")
@@ -255,10 +268,10 @@ def test_idempotency_keys_come_from_message_id_and_a_job_without_any_is_rejected
                       jobs.PREDICT, None)
     outcomes = handle([no_id, own_id], scorer, TOPO)
     assert [o.action for o in outcomes] == [Action.REJECT, Action.ACK]
-    assert "message_id" in outcomes[0].publish.headers[jobs.HEADER_ERROR]
+    assert "message_id" in published(outcomes[0]).headers[jobs.HEADER_ERROR]
     # a redelivery carries x-delivery-count; the dead letter says how many deliveries the consumer saw
     again = Delivery(3, b"junk", jobs.JSON, jobs.PREDICT, "m3", headers={"x-delivery-count": 2}, redelivered=True)
-    assert handle([again], scorer, TOPO)[0].publish.headers[jobs.HEADER_DELIVERIES] == 3
+    assert published(handle([again], scorer, TOPO)[0]).headers[jobs.HEADER_DELIVERIES] == 3
 
 
 def test_windows_are_split_into_calls_of_bounded_rows_without_splitting_a_job():
@@ -274,6 +287,7 @@ def test_windows_are_split_into_calls_of_bounded_rows_without_splitting_a_job():
 def test_json_jobs_follow_the_proto3_json_mapping():
     job = jobs.decode_job(jobs.PREDICT, jobs.JSON, b'{"model": "iris", "features": {"a": "NaN", "b": 1}, '
                                                    b'"requestId": "r"}')
+    assert isinstance(job, inference_pb2.PredictRequest)
     assert job.request_id == "r" and math.isnan(job.features["a"])
     with pytest.raises(jobs.BadJob, match="proto3 JSON"):
         jobs.decode_job(jobs.PREDICT, jobs.JSON, b'{"model": "iris", "unknown_field": 1}')

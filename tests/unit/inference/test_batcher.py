@@ -169,13 +169,16 @@ def test_a_failed_commit_fails_every_caller_of_its_batch_and_the_batcher_recover
         futures = [pool.submit(batcher.score, np.ones((1, 1)), 5, lambda p: [1], refuse) for _ in range(4)]
         errors = [f.exception(5) for f in futures]
     assert all(isinstance(e, OSError) for e in errors)
-    probabilities, items = batcher.score(np.ones((1, 1)), 5, lambda p: ["ok"], lambda items: None)
+    _probabilities, items = batcher.score(np.ones((1, 1)), 5, lambda p: ["ok"], lambda items: None)
     assert items == ["ok"]
 
 
 def test_no_commit_when_scoring_fails():
-    batcher = Batcher(lambda m: 1 / 0, max_rows=8)
-    commits = []
+    def fail(m: np.ndarray) -> np.ndarray:
+        raise ZeroDivisionError
+
+    batcher = Batcher(fail, max_rows=8)
+    commits: list[object] = []
     with pytest.raises(ZeroDivisionError):
         batcher.score(np.ones((1, 1)), 5, lambda p: [1], commits.append)
     assert commits == []

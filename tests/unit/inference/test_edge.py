@@ -51,6 +51,12 @@ def _error(call, *args, **kw) -> grpc.RpcError:
     return info.value
 
 
+def details(err: grpc.RpcError) -> str:
+    text = err.details()
+    assert text is not None, err
+    return text
+
+
 @pytest.mark.parametrize("name", ["", "../x", "a/b", "x" * 65, "m" * 50_000, "iris\x00", "é"])
 def test_impossible_model_names_are_invalid_argument_and_never_echoed_in_full(stubs, name):
     inference, admin = stubs
@@ -63,7 +69,7 @@ def test_impossible_model_names_are_invalid_argument_and_never_echoed_in_full(st
     for call, request, kw in calls:
         err = _error(call, request, **kw)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (call, err.details())
-        assert len(err.details()) < 200 and "model" in err.details()
+        assert len(details(err)) < 200 and "model" in details(err)
 
 
 def test_unknown_but_valid_names_are_not_found(stubs):
@@ -71,7 +77,7 @@ def test_unknown_but_valid_names_are_not_found(stubs):
     assert _error(inference.Predict, inference_pb2.PredictRequest(model="nope", features=IRIS_ROW)).code() == \
         grpc.StatusCode.NOT_FOUND
     err = _error(admin.ReloadModel, admin_pb2.ReloadModelRequest(model="iris", version="../2"), metadata=ADMIN)
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "version" in err.details()
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "version" in details(err)
 
 
 @pytest.mark.parametrize("request_id, problem", [
@@ -81,13 +87,13 @@ def test_request_ids_are_bounded_at_the_edge(stubs, request_id, problem):
     inference, _ = stubs
     err = _error(inference.Predict, inference_pb2.PredictRequest(model="iris", features=IRIS_ROW,
                                                                  request_id=request_id))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in err.details()
-    assert problem in err.details()
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in details(err)
+    assert problem in details(err)
     batch = inference_pb2.PredictBatchRequest(model="iris", rows=[
         inference_pb2.FeatureRow(features=IRIS_ROW, request_id="ok"),
         inference_pb2.FeatureRow(features=IRIS_ROW, request_id=request_id)])
     err = _error(inference.PredictBatch, batch)
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "rows[1].request_id" in err.details()
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "rows[1].request_id" in details(err)
     [answer] = list(inference.PredictStream(iter([inference_pb2.PredictStreamRequest(
         model="iris", features=IRIS_ROW, request_id=request_id)]), timeout=10))
     assert answer.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "request_id" in answer.error.message
@@ -99,7 +105,7 @@ def test_a_long_unknown_feature_name_is_not_echoed_in_full(stubs):
     features["f" * 20_000] = 1.0
     del features["sepal_length"]
     err = _error(inference.Predict, inference_pb2.PredictRequest(model="iris", features=features))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and len(err.details()) < 300
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and len(details(err)) < 300
 
 
 def test_log_lines_of_a_request_carry_its_method_model_and_request_id(inproc_server, stubs, monkeypatch):
@@ -143,6 +149,7 @@ def test_log_context_filter_reads_fields_only_when_a_line_is_logged():
         assert logcontext.RequestContextFilter().filter(record)
     finally:
         logcontext.leave(token)
-    assert record.method == "ModelInfer" and record.model == "iris"
-    assert record.request_id.startswith("rrr") and len(record.request_id) <= 65
+    fields = vars(record)  # the filter's additions
+    assert fields["method"] == "ModelInfer" and fields["model"] == "iris"
+    assert fields["request_id"].startswith("rrr") and len(fields["request_id"]) <= 65
     assert logcontext.current() == {"method": "", "model": "", "request_id": ""}

@@ -14,13 +14,19 @@ from inference.models.loader import load_estimator, read_manifest, version_dir
 X, Y = load_iris(return_X_y=True)
 
 
+
+def built(estimator) -> kernels.Kernel:
+    kernel = kernels.build(estimator)
+    assert kernel is not None, estimator
+    return kernel
+
 @pytest.mark.parametrize("estimator", [
     LogisticRegression(max_iter=1000), RandomForestClassifier(n_estimators=30, random_state=0),
     DecisionTreeClassifier(random_state=0),
 ])
 def test_kernel_equals_predict_proba(estimator):
     estimator.fit(X, Y)
-    kernel = kernels.build(estimator)
+    kernel = built(estimator)
     rows = np.random.default_rng(1).uniform(X.min(axis=0) - 1, X.max(axis=0) + 1, size=(300, 4))
     assert np.allclose(kernel(rows), estimator.predict_proba(rows), rtol=0, atol=1e-12)
     assert np.allclose(kernel(rows[:1]), estimator.predict_proba(rows[:1]), rtol=0, atol=1e-12)
@@ -28,7 +34,7 @@ def test_kernel_equals_predict_proba(estimator):
 
 def test_binary_logistic_regression():
     estimator = LogisticRegression(max_iter=1000).fit(X[Y < 2], Y[Y < 2])
-    assert np.allclose(kernels.build(estimator)(X), estimator.predict_proba(X), rtol=0, atol=1e-12)
+    assert np.allclose(built(estimator)(X), estimator.predict_proba(X), rtol=0, atol=1e-12)
 
 
 def test_unsupported_estimator_has_no_kernel():
@@ -49,7 +55,7 @@ def test_verified_kernel_for_stored_models(trained_store):
 
 def test_disagreeing_kernel_is_refused(trained_store, monkeypatch):
     estimator, manifest = _stored(trained_store, "2")
-    good = kernels.build(estimator)
+    good = built(estimator)
     monkeypatch.setattr(kernels, "build", lambda est: (lambda x: good(x) + 1e-6))
     assert kernels.verified_kernel(estimator, manifest) is None
     monkeypatch.setattr(kernels, "build", lambda est: (lambda x: 1 / 0))

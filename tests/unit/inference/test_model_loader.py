@@ -1,7 +1,6 @@
 """T20: untrusted artifacts are refused before anything is deserialised; the loader is the only unpickler."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 

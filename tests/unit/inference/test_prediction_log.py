@@ -60,7 +60,7 @@ def mode(request):
 
 
 def make(tmp_path, db, mode, **kw):
-    options = dict(durable=mode == "durable", batch_size=50, flush_interval_s=0.01, retry_interval_s=0.1)
+    options = {"durable": mode == "durable", "batch_size": 50, "flush_interval_s": 0.01, "retry_interval_s": 0.1}
     options.update(kw)
     spool = Spool(tmp_path / "spool", kw.pop("max_bytes", 10_000_000))
     options.pop("max_bytes", None)
@@ -210,7 +210,7 @@ def test_durable_backlog_is_inserted_in_parallel_batches_and_a_failed_one_is_rep
     different connections); when one of them fails the spool is replayed and every row is still stored once."""
     db = FakeDb()
     threads_seen, in_flight, peak = set(), [0], [0]
-    failed = []
+    failed: list[object] = []
     real_insert = db.insert
     backlog = threading.Event()
     groups_now, arrivals, meet = [0], [0], threading.Barrier(2, timeout=10)

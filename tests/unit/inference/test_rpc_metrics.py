@@ -54,15 +54,18 @@ def exercise(interceptor) -> None:
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call_ok: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/t.T/Ok")  # raw bytes
             for _ in range(3):
-                assert channel.unary_unary("/t.T/Ok")(b"x", timeout=5) == b"x"
+                assert call_ok(b"x", timeout=5) == b"x"
             for method, code in (("Invalid", grpc.StatusCode.INVALID_ARGUMENT), ("Crash", grpc.StatusCode.UNKNOWN),
                                  ("Missing", grpc.StatusCode.UNIMPLEMENTED)):
+                failing: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/t.T/{method}")
                 for _ in range(2):
                     with pytest.raises(grpc.RpcError) as err:
-                        channel.unary_unary(f"/t.T/{method}")(b"x", timeout=5)
+                        failing(b"x", timeout=5)
                     assert err.value.code() == code
-            assert list(channel.unary_stream("/t.T/Stream")(b"x", timeout=5)) == [b"x", b"x"]
+            stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream("/t.T/Stream")
+            assert list(stream(b"x", timeout=5)) == [b"x", b"x"]
     finally:
         server.stop(None)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import grpc
 import pytest
@@ -88,7 +87,7 @@ def test_batch_in_columns_scores_like_rows_with_ids_from_prefix_and_row_numbers(
     (lambda c, n, v: c.predict_matrix("iris", n, []), "whole number"),
     (lambda c, n, v: c.predict_matrix("iris", [*n[:-1], "extra"], v), "unknown feature 'extra'"),
     (lambda c, n, v: c.predict_matrix("iris", n[:-1], v[:-1]), "feature 'petal_width' is missing"),
-    (lambda c, n, v: c.predict_matrix("iris", n, v + [*v[:-1], math.nan]), "row 1: feature 'petal_width' is nan"),
+    (lambda c, n, v: c.predict_matrix("iris", n, [*v, *v[:-1], math.nan]), "row 1: feature 'petal_width' is nan"),
     (lambda c, n, v: c.predict_matrix("iris", n, v * 2, request_id_prefix="x-", row_numbers=[1]),
      "row_numbers holds 1 numbers for 2 rows"),
     (lambda c, n, v: c.predict_matrix("iris", n, v, row_numbers=[1]), "needs a request_id_prefix"),
@@ -109,7 +108,7 @@ def test_batch_with_both_rows_and_columns_is_invalid(inproc_server):
     request.matrix.values.extend(IRIS_ROW.values())
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as err:
         inference_pb2_grpc.InferenceServiceStub(channel).PredictBatch(request, timeout=5)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in (err.value.details() or "")
 
 
 def test_oversized_message_is_resource_exhausted(client):

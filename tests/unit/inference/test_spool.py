@@ -1,6 +1,7 @@
 """The on-disk spool: group commit, ordered replay, bounded size, torn tails and damaged lines quarantined."""
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 
@@ -10,7 +11,7 @@ from inference.recording.spool import Spool, SpoolFull, decode, encode
 
 
 def drain(spool: Spool) -> list[dict]:
-    out = []
+    out: list[dict] = []
     while True:
         cursor, docs = spool.read(7)
         spool.consume(cursor)
@@ -154,7 +155,7 @@ def test_an_idle_append_writes_in_the_callers_thread(tmp_path):
 
 def test_on_synced_reports_tagged_appends_in_file_order_with_consumable_positions(tmp_path):
     spool = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=1_500)  # rotations between appends
-    seen = []
+    seen: list[tuple] = []
     spool.on_synced = seen.extend
     def writer(t):
         for i in range(40):
@@ -167,7 +168,7 @@ def test_on_synced_reports_tagged_appends_in_file_order_with_consumable_position
     assert sorted(tag for tag, _, _ in seen) == [(t, i) for t in range(6) for i in range(40)]
     # contiguous, in file order: each entry starts where the previous ended (or at the start of the next
     # segment), so consuming up to an entry's end never skips an entry that was not reported
-    for (_, start, end), (_, nxt, _) in zip(seen, seen[1:]):
+    for (_, start, end), (_, nxt, _) in itertools.pairwise(seen):
         assert start < end and (nxt == end or (nxt[0] == end[0] + 1 and nxt[1] == 0))
     # consuming to each reported end in turn releases exactly what was appended, in order
     assert spool.position() == seen[0][1]

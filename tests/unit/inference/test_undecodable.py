@@ -109,11 +109,12 @@ def test_a_stream_that_turns_undecodable_midway_answers_the_good_messages_then_i
     _, target = full_server
     good = inference_pb2.PredictStreamRequest(model="iris", features=IRIS_ROW, request_id="s-1").SerializeToString()
     with grpc.insecure_channel(target) as channel:
-        call = channel.stream_stream("/predmesh.v1.InferenceService/PredictStream")(
-            iter([good, b"\xff", good]), timeout=5)
+        stream: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+            "/predmesh.v1.InferenceService/PredictStream")
+        call = stream(iter([good, b"\xff", good]), timeout=5)
         answers = []
         with pytest.raises(grpc.RpcError) as info:
             for raw in call:
-                answers.append(inference_pb2.PredictStreamResponse.FromString(raw))
+                answers.append(inference_pb2.PredictStreamResponse.FromString(raw))  # noqa: PERF401 - keeps answers before the error
     assert [a.request_id for a in answers] == ["s-1"]
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

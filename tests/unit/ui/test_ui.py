@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar, cast
 
 import pytest
 
-from predmesh import errors
+from predmesh import Client, errors
 from predmesh.env import ConfigError
 from predmesh.types import FeatureSpec, LatencySummary, ModelInfo, Page, Prediction, Stats, StoredPrediction
 from ui import analytics
@@ -16,14 +18,14 @@ from ui.session import Session
 from ui.settings import UiSettings
 from ui.store import now_utc
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 # -- analytics ----------------------------------------------------------------------------------------------------
 def test_buckets_cover_the_window_and_end_now():
     b = analytics.buckets("15 min", NOW)
     assert len(b) == 15 and b[-1].end == NOW and b[0].start == NOW - timedelta(minutes=15)
-    assert all(x.end == y.start for x, y in zip(b, b[1:])) and b[0].minutes == 1
+    assert all(x.end == y.start for x, y in itertools.pairwise(b)) and b[0].minutes == 1
     assert len(analytics.buckets("1 h", NOW)) == 12 and analytics.buckets("1 h", NOW)[0].minutes == 5
     assert analytics.buckets("all", NOW)[0].start == NOW - timedelta(hours=24)
     assert analytics.window_start("all", NOW) is None
@@ -133,7 +135,7 @@ def _stored(pid: str, created_at: datetime | None = None, transport: str = "ui",
 class FakeClient:
     """Stands in for predmesh.AsyncClient; `down` makes every call raise Unavailable, like a stopped server."""
 
-    instances: list[FakeClient] = []
+    instances: ClassVar[list[FakeClient]] = []
 
     def __init__(self, world: dict, admin_token: str | None = None):
         self.world, self.admin_token, self.closed = world, admin_token, False
