@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from batch.settings import BatchSettings
 from predmesh import Client, PredmeshError
 from predmesh.faults import fault_point
 from predmesh.types import CallLimits, ScoredMatrix
-
-from batch.settings import BatchSettings
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 

@@ -13,11 +13,11 @@ import random
 import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TextIO
 from contextlib import contextmanager
-from itertools import chain, islice
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
+from typing import TextIO
 
 import luigi
 import numpy as np

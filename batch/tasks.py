@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date as Date
 from datetime import UTC, datetime
+from datetime import date as Date
 from pathlib import Path
 
 import luigi

@@ -117,8 +117,8 @@ class Predmesh:
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> Predmesh:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
         import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         log = open(self.work / "predmesh.log", "ab")
         self.procs.append(subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT,

@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from bench import loadtools
 from bench.loadtools import Point
 
-
 METHOD = "/predmesh.v1.InferenceService/Predict"
 MODES = ("off", "async", "durable")
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}

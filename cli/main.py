@@ -5,10 +5,10 @@ from predmesh.startup import interrupt_exits
 
 interrupt_exits("predmesh")  # first: Ctrl-C while the part's modules load ends with one line, exit 130
 
-import importlib  # noqa: E402
-import inspect  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
+import importlib
+import inspect
+import signal
+import sys
 
 # subcommand → (module with main(argv[, prog]), argv prefix, help).
 COMMANDS = {

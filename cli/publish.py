@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"predmesh publish: {exc}", file=sys.stderr)
         return 2
-    from predmesh.publisher import PublishError, Publisher
+    from predmesh.publisher import Publisher, PublishError
 
     content_type = jobs.JSON if args.json else jobs.PROTOBUF
     ids = []

@@ -311,8 +311,8 @@ def supervise_once(parts: list[Part], environ: Mapping[str, str], now: float | N
 
 def train_if_empty(environ: Mapping[str, str]) -> None:
     """Train the demo model once, before the replicas start (they must not race to train it)."""
-    from inference.settings import ServerSettings
     from inference.models.store import ModelStore
+    from inference.settings import ServerSettings
 
     settings = ServerSettings.from_env(environ)
     if not ModelStore(settings.model_store, settings.signing_key).models():

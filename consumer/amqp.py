@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
 
 import pika
 import pika.channel

@@ -82,7 +82,7 @@ def _batchcopy_text(b: PredictionBatch, text, obj) -> str:
 
     template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names)}\t%s\t"
                 f"{obj(b.classes)}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
-                f"{str(to_datetime(b.created_at))}\n")
+                f"{to_datetime(b.created_at)!s}\n")
     labels = [text(c) for c in b.classes]
     values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *b.features.T.tolist(),
                                      map(labels.__getitem__, b.labels.tolist()), *b.probabilities.T.tolist()))

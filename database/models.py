@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from peewee import (
-    AutoField, CharField, DatabaseProxy, DateTimeField, DoubleField, Field, ForeignKeyField, IntegerField, Model,
+    AutoField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    DoubleField,
+    Field,
+    ForeignKeyField,
+    IntegerField,
+    Model,
     TextField,
 )
 
@@ -14,11 +22,11 @@ db = DatabaseProxy()
 
 def to_datetime(epoch: float) -> datetime:
     """UTC naive datetime (the columns hold UTC without zone)."""
-    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
 
 def to_epoch(value: datetime) -> float:
-    return value.replace(tzinfo=timezone.utc).timestamp()
+    return value.replace(tzinfo=UTC).timestamp()
 
 
 class JSONField(Field):

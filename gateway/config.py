@@ -14,8 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from gateway.descriptor import (ADMIN_SERVICES, HEALTH_SERVICE, PUBLIC_GRPC_SERVICES, PUBLIC_SERVICES,
-                                build_descriptor)
+from gateway.descriptor import ADMIN_SERVICES, HEALTH_SERVICE, PUBLIC_GRPC_SERVICES, PUBLIC_SERVICES, build_descriptor
 from gateway.docs import ASSETS, DOCS_PATH, PAGE, write_docs
 from gateway.openapi import write_openapi
 from gateway.settings import GatewaySettings, split_addr

@@ -10,10 +10,10 @@ import logging
 import os
 import sys
 
-from inference.settings import PersistenceSettings, ServerSettings, Settings  # noqa: E402
-from predmesh import faults  # noqa: E402
-from predmesh.env import env_epilog, variables_read  # noqa: E402
-from predmesh.logs import setup_logging  # noqa: E402
+from inference.settings import PersistenceSettings, ServerSettings, Settings
+from predmesh import faults
+from predmesh.env import env_epilog, variables_read
+from predmesh.logs import setup_logging
 
 log = logging.getLogger("inference")
 
@@ -77,8 +77,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         return workers.run(server)
     from database.migrate import SchemaNotCurrent
     from inference.process.persistence import Persistence
-    from inference.rpc.server import serve
     from inference.recording.spool import SpoolBoundElsewhere
+    from inference.rpc.server import serve
     try:
         persistence = Persistence(settings.persistence)
     except SchemaNotCurrent as exc:

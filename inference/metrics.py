@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from py_grpc_prometheus import grpc_utils
 from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor
 
-
 # Handling-time buckets resolving a sub-millisecond service (py-grpc-prometheus' default starts at 5 ms):
 # 13 bounds, so every method costs 16 series (buckets, +Inf, sum, count).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)

@@ -30,12 +30,37 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from predmesh.channel import TlsConfig
     from predmesh.client import Client
     from predmesh.errors import (
-        AlreadyExists, BadArgument, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
-        PermissionDenied, PredmeshError, ResourceExhausted, Unauthenticated, Unavailable,
+        AlreadyExists,
+        BadArgument,
+        DeadlineExceeded,
+        FailedPrecondition,
+        Internal,
+        InvalidArgument,
+        NotFound,
+        PermissionDenied,
+        PredmeshError,
+        ResourceExhausted,
+        Unauthenticated,
+        Unavailable,
     )
     from predmesh.types import (
-        BatchRun, CallLimits, ClassProfile, FeatureSpec, Feedback, FeedbackBatch, LatencySummary, ModelInfo, Page,
-        Prediction, RecordedRun, ReloadResult, ScoredMatrix, Stats, StoredPrediction, StreamResult, VersionQuality,
+        BatchRun,
+        CallLimits,
+        ClassProfile,
+        FeatureSpec,
+        Feedback,
+        FeedbackBatch,
+        LatencySummary,
+        ModelInfo,
+        Page,
+        Prediction,
+        RecordedRun,
+        ReloadResult,
+        ScoredMatrix,
+        Stats,
+        StoredPrediction,
+        StreamResult,
+        VersionQuality,
     )
 
 

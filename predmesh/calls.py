@@ -5,18 +5,32 @@ the same surface, defaults and conversions; only how a `Call` is executed differ
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-import inspect
 from typing import Any, Generic, TypeVar
 
 from grpc_health.v1 import health_pb2
 
 from predmesh.errors import from_status
 from predmesh.types import (
-    BatchRun, Feedback, FeedbackBatch, ModelInfo, Page, Prediction, RecordedRun, ReloadResult, ScoredMatrix, Stats,
-    StoredPrediction, StreamResult, batch_run_status_value, set_row_numbers, to_timestamp, transport_value,
+    BatchRun,
+    Feedback,
+    FeedbackBatch,
+    ModelInfo,
+    Page,
+    Prediction,
+    RecordedRun,
+    ReloadResult,
+    ScoredMatrix,
+    Stats,
+    StoredPrediction,
+    StreamResult,
+    batch_run_status_value,
+    set_row_numbers,
+    to_timestamp,
+    transport_value,
 )
 from predmesh.v1 import admin_pb2, analytics_pb2, inference_pb2
 

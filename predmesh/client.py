@@ -8,13 +8,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2_grpc
 
 from predmesh import calls
 from predmesh.channel import STUBS, ChannelSpec, TlsConfig
 from predmesh.errors import Unavailable, from_rpc_error
 from predmesh.types import StoredPrediction, StreamResult
-from grpc_health.v1 import health_pb2_grpc
-
 from predmesh.v1 import admin_pb2_grpc, analytics_pb2_grpc, inference_pb2_grpc
 
 P = ParamSpec("P")

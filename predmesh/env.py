@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
-
 
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"  # PREDMESH_GRPC_ADDR's default: the server binds it, the gateway's upstream
 

@@ -1,11 +1,12 @@
 """Bokeh figures of the dashboard; each comes with the ColumnDataSource the views update in place."""
 from __future__ import annotations
 
+from typing import Any
+
 from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
 from bokeh.models.annotations import Title
 from bokeh.plotting import figure
 from panel.io import unlocked
-from typing import Any
 
 from ui.analytics import TRANSPORTS
 

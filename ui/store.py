@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from predmesh import AsyncClient
 
 if TYPE_CHECKING:
-    from predmesh import Client
+    pass
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 from peewee import (
-    AutoField, CharField, DateTimeField, DoubleField, ForeignKeyField, IntegerField, Model, TextField,
+    AutoField,
+    CharField,
+    DateTimeField,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
 )
 
 from database.models import JSONField

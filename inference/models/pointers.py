@@ -11,8 +11,8 @@ import os
 import tempfile
 import threading
 
-from inference.errors import PredmeshError
 from inference.bounds import check_name
+from inference.errors import PredmeshError
 from inference.models.loader import contained
 from inference.models.registry import ModelRegistry
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
-from inference.models import kernels
 from inference.bounds import check_name, shown
 from inference.errors import InvalidArgument, ModelNotFound, ModelNotReady, PredmeshError, ReloadFailed
-from inference.models.drift import DriftTracker
 from inference.metrics import ServerMetrics
+from inference.models import kernels
+from inference.models.drift import DriftTracker
 from inference.models.loader import load_estimator, read_manifest, version_dir
 from inference.models.runtime import LoadedModel
 from inference.models.store import ModelStore

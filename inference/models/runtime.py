@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from inference.models.batcher import Batcher
 from inference.bounds import shown
 from inference.errors import InvalidFeatures
+from inference.models.batcher import Batcher
 from inference.models.manifest import Manifest
 
 _PYTHON_CHECK_ROWS = 8  # up to this many rows check_rows compares in Python

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from inference.bounds import check_name, shown
 from inference.errors import InvalidArgument, ModelNotFound, UntrustedArtifact
-from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, encode
 from inference.models.loader import contained, read_manifest
+from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, encode
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, precision_score
 from sklearn.model_selection import train_test_split
 
-from inference.models.manifest import ClassProfile, Feature, Manifest
 from inference.models.loader import dump_estimator
+from inference.models.manifest import ClassProfile, Feature, Manifest
 from inference.models.store import ModelStore
 
 log = logging.getLogger(__name__)

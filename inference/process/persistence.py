@@ -8,14 +8,19 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from database import repo
 from database.connect import (
-    DatabaseUnavailable, database_identity, describe_identity, open_database, redact, session,
+    DatabaseUnavailable,
+    database_identity,
+    describe_identity,
+    open_database,
+    redact,
+    session,
 )
 from database.migrate import SchemaNotCurrent, migrate, require_current
 from inference.models.manifest import Manifest
 from inference.recording.prediction_log import PredictionLog
 from inference.recording.recorder import NullRecorder, Recorder
-from inference.settings import PersistenceSettings
 from inference.recording.spool import Spool, SpoolBoundElsewhere, bind
+from inference.settings import PersistenceSettings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import math
 import re
 import time
 from datetime import date
-from typing import Literal, cast, overload
+from typing import Literal, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -14,10 +14,10 @@ from database import repo
 from database.connect import DatabaseUnavailable, RejectedData, session
 from inference import errors
 from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_name, check_optional_name, check_text, shown
-from inference.scoring.convert import prediction_message
 from inference.rpc.edge import rpc
+from inference.scoring.convert import prediction_message
 from predmesh import types
-from predmesh.types import TRANSPORTS, transport_value
+from predmesh.types import transport_value
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import logging
 import grpc
 
 from inference import errors
-from inference.rpc import logcontext
 from inference.bounds import clip
+from inference.rpc import logcontext
 
 log = logging.getLogger(__name__)
 

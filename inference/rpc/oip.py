@@ -16,10 +16,10 @@ import numpy as np
 
 from inference import errors
 from inference.bounds import MAX_ID, check_name, check_text, shown
-from inference.scoring.convert import transport_of
-from inference.rpc.edge import rpc
-from inference.recording.recorder import Recorder
 from inference.models.registry import ModelRegistry
+from inference.recording.recorder import Recorder
+from inference.rpc.edge import rpc
+from inference.scoring.convert import transport_of
 from inference.scoring.score import score_and_record
 from predmesh._version import __version__
 from predmesh.oip import grpc_predict_v2_pb2 as pb

@@ -12,17 +12,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
+from inference.metrics import ServerMetrics
+from inference.models.drift import DriftMonitor
+from inference.models.pointers import PointerWatcher, ServingPointers
+from inference.models.registry import ModelRegistry
+from inference.models.store import ModelStore
+from inference.recording.recorder import NullRecorder, Recorder
 from inference.rpc import logcontext, oip, reflection, wire
 from inference.rpc.auth import AdminAuth
 from inference.rpc.edge import DecodeGuard
-from inference.models.drift import DriftMonitor
-from inference.metrics import ServerMetrics
-from inference.recording.recorder import NullRecorder, Recorder
-from inference.models.pointers import PointerWatcher, ServingPointers
-from inference.models.registry import ModelRegistry
 from inference.rpc.servicer import InferenceServicer, ModelAdminServicer, call_limits
 from inference.settings import ServerSettings
-from inference.models.store import ModelStore
 from predmesh.env import split_addr
 from predmesh.startup import StartupError
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc

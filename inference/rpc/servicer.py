@@ -11,13 +11,13 @@ import numpy as np
 from google.rpc import status_pb2
 
 from inference import errors
+from inference.bounds import MAX_ID, check_name, check_text, shown
+from inference.models.registry import ModelRegistry
+from inference.recording.recorder import Recorder
 from inference.rpc import logcontext
 from inference.rpc.auth import AdminAuth
-from inference.bounds import MAX_ID, check_name, check_text, shown
-from inference.scoring.convert import fresh_request_ids, model_info, prediction_message, transport_of
 from inference.rpc.edge import Refused, rpc, status_of
-from inference.recording.recorder import Recorder
-from inference.models.registry import ModelRegistry
+from inference.scoring.convert import fresh_request_ids, model_info, prediction_message, transport_of
 from inference.scoring.score import score_and_record, score_and_record_matrix
 from predmesh.faults import fault_point
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc, model_pb2

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from operator import methodcaller
 
 import numpy as np
-
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from database.records import PredictionRecord

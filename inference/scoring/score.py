@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from database.records import PredictionBatch, PredictionRecord
-from inference.scoring.convert import ids, prediction_ids
 from inference.recording.recorder import Recorder
+from inference.scoring.convert import ids, prediction_ids
 
 
 def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_ids, transport: str,

@@ -96,10 +96,10 @@ def untrusted_types(store: Path, model: str, source: str, version: str) -> Path:
     """A real skops archive containing a type outside the trusted set (a FunctionTransformer calling os.system)."""
     import os
 
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.datasets import load_iris
 
     from inference.models.loader import dump_estimator
 
@@ -121,8 +121,8 @@ def crafted_forest(store: Path, model: str, source: str, version: str, mutate, t
     the tree's structure is wrong. With trees, only the first `trees` trees are kept (a smaller, faster artifact)."""
     import copy
 
-    from inference.models.manifest import decode
     from inference.models.loader import dump_estimator, load_estimator
+    from inference.models.manifest import decode
 
     target = clone_version(store, model, source, version)
     manifest = decode((target / "metadata.json").read_bytes(), None)

@@ -11,8 +11,7 @@ from google.protobuf import json_format
 from gateway.descriptor import ADMIN_SERVICES, build_descriptor
 from gateway.openapi import generate
 from predmesh import Client
-from predmesh.v1 import admin_pb2, admin_pb2_grpc, analytics_pb2, analytics_pb2_grpc, inference_pb2, \
-    inference_pb2_grpc
+from predmesh.v1 import admin_pb2, admin_pb2_grpc, analytics_pb2, analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
 from tests.conftest import IRIS_ROW
 from tests.support.gateway import GatewayProc, rest
 from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc

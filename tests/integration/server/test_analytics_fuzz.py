@@ -20,9 +20,9 @@ from database import repo
 from database.connect import open_database, session
 from database.migrate import migrate
 from database.records import PredictionRecord
+from inference.process.persistence import PersistenceMetrics
 from inference.rpc.analytics import AnalyticsServicer
 from inference.rpc.edge import DecodeGuard
-from inference.process.persistence import PersistenceMetrics
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
 
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}

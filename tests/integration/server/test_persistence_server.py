@@ -10,7 +10,7 @@ import pytest
 
 from database import repo
 from database.connect import open_database, session
-from predmesh import InvalidArgument, NotFound, Client
+from predmesh import Client, InvalidArgument, NotFound
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ServerProc, wait_for
 

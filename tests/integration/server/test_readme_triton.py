@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from tests.support.match import search
 from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.slow  # creates a virtualenv and installs into it (from pip's cache once it is warm)

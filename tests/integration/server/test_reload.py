@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inference.models.loader import load_estimator, read_manifest
-from predmesh import FailedPrecondition, Client
+from predmesh import Client, FailedPrecondition
 from tests.support import artifacts
 from tests.support.load import LoadResult, run_load
 from tests.support.procs import ADMIN_TOKEN

@@ -14,8 +14,22 @@ import grpc
 import pytest
 
 from predmesh import (
-    AsyncClient, Client, DeadlineExceeded, Feedback, InvalidArgument, ModelInfo, NotFound, Page, PermissionDenied,
-    Prediction, ReloadResult, ResourceExhausted, Stats, StoredPrediction, Unauthenticated, Unavailable,
+    AsyncClient,
+    Client,
+    DeadlineExceeded,
+    Feedback,
+    InvalidArgument,
+    ModelInfo,
+    NotFound,
+    Page,
+    PermissionDenied,
+    Prediction,
+    ReloadResult,
+    ResourceExhausted,
+    Stats,
+    StoredPrediction,
+    Unauthenticated,
+    Unavailable,
 )
 from predmesh.v1 import inference_pb2, inference_pb2_grpc, model_pb2
 from tests.conftest import IRIS_ROW

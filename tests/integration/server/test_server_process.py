@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from predmesh import DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, Client, Prediction, Unauthenticated
+from predmesh import Client, DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, Prediction, Unauthenticated
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc, health_status, wait_for
 

@@ -12,17 +12,24 @@ from typing import cast
 
 import pytest
 
-from batch.cli import crontab_line, main as batch_main
+from batch.cli import crontab_line
+from batch.cli import main as batch_main
 from batch.report import metrics
 from batch.scoring import Clients, request_id_prefix, request_ids
 from batch.settings import BatchSettings
 from batch.synth import NoTrainingDistribution, synthesize
 from batch.table import (
-    InputError, Table, content_hash, open_input, read_table, remove_stale_temporaries, validate, write_csv,
+    InputError,
+    Table,
+    content_hash,
+    open_input,
+    read_table,
+    remove_stale_temporaries,
+    validate,
+    write_csv,
 )
 from predmesh.env import ConfigError
 from predmesh.types import CallLimits, ClassProfile, FeatureSpec, ModelInfo
-
 
 NAMES = ("a", "b")
 
@@ -291,6 +298,7 @@ def fake_clients(client: FakeClient, **settings: object) -> Clients:
 
 def test_scorer_keeps_order_takes_refused_rows_from_the_answer_and_cuts_calls_to_the_published_limit():
     import numpy as np
+
     from batch.scoring import Scorer
     client = FakeClient(limit=4)
     matrix = np.array([[float(i if i not in (7, 23) else -1), 0.0] for i in range(30)])
@@ -322,6 +330,7 @@ def test_chunks_fit_the_published_request_bytes():
 
 def test_a_call_refused_as_a_whole_fails_the_run():
     import numpy as np
+
     from batch.scoring import Scorer, ScoringFailed
     scorer = Scorer(fake_clients(FakeClient(limit=4)), "m")  # the server's limit not published: chunks of 10
     with pytest.raises(ScoringFailed, match="InvalidArgument from the server .*10 rows exceed the limit of 4"):
@@ -330,6 +339,7 @@ def test_a_call_refused_as_a_whole_fails_the_run():
 
 def test_scorer_fails_the_run_when_the_server_is_unreachable():
     import numpy as np
+
     from batch.scoring import Scorer, ScoringFailed
     scorer = Scorer(fake_clients(FakeClient(down=True), server="127.0.0.1:1"), "m")
     with pytest.raises(ScoringFailed, match=r"Unavailable from the server at 127.0.0.1:1"):

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from gateway.config import render
 from gateway.descriptor import ADMIN_SERVICES, PUBLIC_SERVICES, build_descriptor
 from gateway.openapi import generate
 from gateway.settings import GatewaySettings, TlsFiles
-from google.api import annotations_pb2
 from predmesh.env import ConfigError
 
 

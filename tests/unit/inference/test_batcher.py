@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from inference.models.batcher import Batcher
 from inference.errors import DeadlineExceeded
+from inference.models.batcher import Batcher
 from tests.support.procs import wait_for
 
 

@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sklearn.datasets import load_iris
 
+from inference.metrics import ServerMetrics
 from inference.models.drift import DriftTracker
 from inference.models.manifest import Manifest
-from inference.metrics import ServerMetrics
 from inference.models.train import class_profiles, features
 
 PSI_ALERT = 0.25  # deploy/prometheus/alerts.yml
@@ -103,6 +103,7 @@ def test_the_window_forgets_old_traffic_and_the_gauges_follow_the_serving_versio
 def test_a_manifest_without_a_training_distribution_still_tracks_the_range(iris):
     manifest, x, p = iris
     from dataclasses import replace
+
     from inference.models.manifest import Feature
     old = replace(manifest, features=tuple(Feature(f.name, f.min, f.max) for f in manifest.features),
                   class_profiles=())

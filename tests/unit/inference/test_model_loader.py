@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from inference.errors import InvalidName, ModelNotFound, ReloadFailed, UntrustedArtifact
-from inference.models.manifest import encode, decode
 from inference.metrics import ServerMetrics
 from inference.models.loader import load_estimator, read_manifest, version_dir
+from inference.models.manifest import decode, encode
 from inference.models.registry import ModelRegistry
 from inference.models.store import ModelStore
 from tests.support import artifacts

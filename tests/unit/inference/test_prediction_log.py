@@ -4,11 +4,10 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from database.connect import DatabaseUnavailable, RejectedData
-import numpy as np
-
 from database.records import PredictionBatch, PredictionRecord, as_rows
 from inference.errors import Overloaded
 from inference.recording.prediction_log import PredictionLog

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from database.records import PredictionBatch
-from inference.scoring.convert import ids
 from inference.metrics import ServerMetrics
 from inference.rpc.server import InferenceServer
+from inference.scoring.convert import ids
 from inference.settings import ServerSettings
 from predmesh import AsyncClient, CallLimits, Client, InvalidArgument, NotFound, ResourceExhausted
 from predmesh.v1 import inference_pb2

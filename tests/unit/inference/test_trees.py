@@ -5,9 +5,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inference.errors import ReloadFailed, UntrustedArtifact
-from inference.models.manifest import decode
 from inference.metrics import ServerMetrics
 from inference.models.loader import load_estimator
+from inference.models.manifest import decode
 from inference.models.registry import ModelRegistry
 from inference.models.store import ModelStore
 from inference.models.trees import check_trees

@@ -6,11 +6,11 @@ import itertools
 import logging
 import math
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar, cast
+from typing import ClassVar
 
 import pytest
 
-from predmesh import Client, errors
+from predmesh import errors
 from predmesh.env import ConfigError
 from predmesh.types import FeatureSpec, LatencySummary, ModelInfo, Page, Prediction, Stats, StoredPrediction
 from ui import analytics
