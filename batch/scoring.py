@@ -18,6 +18,8 @@ from predmesh.faults import fault_point
 from predmesh.types import CallLimits, ScoredMatrix
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+# The server published no limits (0 = not said): chunks are cut by BatchSettings.chunk_rows alone.
+NO_LIMITS = CallLimits(0, 0, 0)
 
 
 class ScoringFailed(Exception):
@@ -119,7 +121,7 @@ class Scorer:
     """Scores rows of one model; progress(done_rows, total_rows) is called from the calling thread. Its stats add
     up over calls. limits: the server's published CallLimits (ModelInfo.limits), which cut the chunks."""
 
-    def __init__(self, clients: Clients, model: str, *, limits: CallLimits = CallLimits(0, 0, 0),
+    def __init__(self, clients: Clients, model: str, *, limits: CallLimits = NO_LIMITS,
                  progress: Callable[[int, int], None] | None = None):
         self.clients = clients
         self.settings = clients.settings

@@ -3,6 +3,7 @@ writes the PREDMESH_* variables that are set (from_env); tasks read it as BatchS
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import luigi
 import luigi.configuration
@@ -26,7 +27,8 @@ class BatchSettings(luigi.Config):
 
     server = luigi.Parameter(default=DEFAULT_GRPC_ADDR,
                              description="the inference server (or the gateway's native gRPC listener)")
-    batch_dir = luigi.PathParameter(default="var/batch", description="day outputs: <dir>/nightly/<model>/<date>/")
+    batch_dir = luigi.PathParameter(default=Path("var/batch"),
+                                    description="day outputs: <dir>/nightly/<model>/<date>/")
     model = luigi.Parameter(default="iris", description="nightly default model")
     rows = luigi.IntParameter(default=10_000, description="nightly default synthetic rows per day")
     chunk_rows = luigi.IntParameter(
@@ -38,7 +40,7 @@ class BatchSettings(luigi.Config):
     feedback_wait_s = luigi.FloatParameter(
         default=30.0, description="how long Report retries feedback for predictions not stored yet")
     luigid = luigi.Parameter(default="127.0.0.1:8082", description="central scheduler (`predmesh batch scheduler`)")
-    luigid_dir = luigi.PathParameter(default="var/luigi", description="luigid's state file and logs")
+    luigid_dir = luigi.PathParameter(default=Path("var/luigi"), description="luigid's state file and logs")
     log_level = luigi.Parameter(default="INFO")
 
     @property

@@ -159,7 +159,8 @@ class Report(DayTask):
         classes = [c.removeprefix("prob_") for c in cols if c.startswith("prob_")]
         result = reports.metrics(true, predicted, classes)
         with Clients(BatchSettings()) as clients:
-            self.set_status_message("sending the known labels as feedback")
+            if self.set_status_message is not None:  # a luigi worker sets it; None when run() is called directly
+                self.set_status_message("sending the known labels as feedback")
             feedback = send_feedback(clients, {r[i]: r[t] for r in scored.rows}, BatchSettings().feedback_wait_s)
             result.update(date=self.date.isoformat(), model=self.model, model_version=outcome.model_version,
                           rejected=outcome.rejected, feedback=feedback)

@@ -208,8 +208,8 @@ def stats(flt: PredictionFilter) -> Stats:
                  .where(*conds).scalar())
         latency = [float(v) for v in value]
     else:
-        values = [v for (v,) in Prediction.select(Prediction.latency_ms).where(*conds)
-                  .order_by(Prediction.latency_ms).tuples()]
+        values = list(Prediction.select(Prediction.latency_ms).where(*conds)
+                      .order_by(Prediction.latency_ms).scalars())
         latency = [percentile(values, q) for q in PERCENTILES]
     p50, p95, p99 = latency
     return Stats(total=total, by_label=by_label, by_version=by_version, by_transport=by_transport,

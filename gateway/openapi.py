@@ -147,7 +147,8 @@ def _enum_names(enum, aliases: bool = False) -> list[str]:
     """An enum's value names as answers carry them (the first name of each number); with aliases, the other
     names of a number too, lower-case (Transport's REST alias → "rest", which the gateway takes in any case)."""
     seen: set[int] = set()
-    names, others = [], []
+    names: list[str] = []
+    others: list[str] = []
     for value in enum.value:
         (others if value.number in seen else names).append(value.name)
         seen.add(value.number)

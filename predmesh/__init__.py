@@ -23,7 +23,18 @@ _WHERE = {
     **dict.fromkeys(_TYPES, "predmesh.types"),
 }
 
-__all__ = ["__version__", "Client", "AsyncClient", "TlsConfig", *_ERRORS, *_TYPES]
+# Spelled out (not built from _ERRORS/_TYPES) so type checkers and linters can read the public names;
+# tests/unit/test_sdk_exports.py checks it is exactly _WHERE's names plus __version__.
+__all__ = [
+    "__version__", "Client", "AsyncClient", "TlsConfig",
+    # errors
+    "PredmeshError", "InvalidArgument", "BadArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
+    "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded", "Internal",
+    # typed results
+    "Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page", "Stats",
+    "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun", "RecordedRun",
+    "ScoredMatrix", "CallLimits",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
     from predmesh.aio import AsyncClient

@@ -5,7 +5,7 @@ import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,6 +13,7 @@ from predmesh.errors import BadArgument, PredmeshError, from_status
 from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
 
 if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedScalarFieldContainer
     from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 T = TypeVar("T")
@@ -44,7 +45,7 @@ def short_name(enum: EnumTypeWrapper, prefix: str, value: int) -> str:
     return enum.Name(value).removeprefix(prefix).lower() if value else ""
 
 
-def enum_value(enum, prefix: str, what: str, name: str, allowed: tuple[str, ...]) -> int:
+def enum_value(enum: EnumTypeWrapper, prefix: str, what: str, name: str, allowed: tuple[str, ...]) -> int:
     """A short name in any case ("rest", "REST") or the enum's own name ("TRANSPORT_REST") as its enum value;
     BadArgument naming the allowed ones for anything else."""
     short = name.upper().removeprefix(prefix).lower()
@@ -64,12 +65,14 @@ def transport_name(value: int) -> str:
 TRANSPORTS = tuple(dict.fromkeys(transport_name(value) for value in model_pb2.Transport.values() if value))
 
 
-def transport_value(name: str) -> int:
+def transport_value(name: str) -> model_pb2.Transport:
     """A transport name ("rest", "REST" or "TRANSPORT_REST") as the Transport enum ("" is TRANSPORT_UNSPECIFIED)."""
-    return enum_value(model_pb2.Transport, "TRANSPORT_", "transport", name, TRANSPORTS) if name else 0
+    value = enum_value(model_pb2.Transport, "TRANSPORT_", "transport", name, TRANSPORTS) if name else 0
+    # The generated stubs type an enum as its own int subclass; at run time the wrapper's values are plain ints.
+    return cast(model_pb2.Transport, value)
 
 
-def set_row_numbers(field, row_numbers: Sequence[int]) -> None:
+def set_row_numbers(field: RepeatedScalarFieldContainer[int], row_numbers: Sequence[int]) -> None:
     """Extend a repeated uint64 field with predict_matrix's row numbers; BadArgument naming the first that is not a
     whole number from 0 to 2**64 - 1 (protobuf's own ValueError/TypeError only on that path: no cost otherwise)."""
     try:
@@ -321,10 +324,11 @@ class FeedbackBatch:
 BATCH_RUN_STATUSES = ("running", "succeeded", "failed")
 
 
-def batch_run_status_value(status: str) -> int:
+def batch_run_status_value(status: str) -> analytics_pb2.BatchRunStatus:
     """"running" / "succeeded" / "failed" (any case, or BATCH_RUN_STATUS_…) as the BatchRunStatus enum."""
-    return enum_value(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", "batch run status", status,
-                      BATCH_RUN_STATUSES)
+    value = enum_value(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", "batch run status", status,
+                       BATCH_RUN_STATUSES)
+    return cast(analytics_pb2.BatchRunStatus, value)  # an int at run time, as in transport_value
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,10 @@ def session_page(settings: UiSettings) -> pn.viewable.Viewable:
     pn.config.exception_handler = _on_error
     session = Session(partial(connect, settings), target=settings.server, refresh_s=settings.refresh_s)
     page = views.dashboard(session, settings.title)
-    periodic = pn.state.add_periodic_callback(session.tick, period=int(settings.refresh_s * 1000), start=False)
+    # Panel annotates the callback as a plain function or a coroutine object, but its PeriodicCallback awaits what
+    # a coroutine function returns (panel/io/callbacks.py): an async def is what it expects here.
+    periodic = pn.state.add_periodic_callback(
+        session.tick, period=int(settings.refresh_s * 1000), start=False)  # type: ignore[arg-type]
 
     async def loaded():
         await session.start()

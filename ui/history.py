@@ -24,7 +24,7 @@ class HistoryState(param.Parameterized):
     version = param.String("", doc="model version filter")
     label = param.String("", doc="predicted label filter")
     transport = param.String("", doc="transport filter")
-    window = param.Selector(objects=list(analytics.WINDOWS), default="1 h")
+    window: param.Selector[str] = param.Selector(objects=list(analytics.WINDOWS), default="1 h")
     page = param.List([], doc="StoredPrediction rows of the current history page")
     page_index = param.Integer(0)
     has_next = param.Boolean(False)
@@ -42,8 +42,8 @@ class HistoryState(param.Parameterized):
         self._tokens = [""]
 
     def _filters(self) -> dict:
-        return dict(model=self.model, model_version=self.version.strip(), label=self.label.strip(),
-                    transport=self.transport, start_time=analytics.window_start(self.window, now_utc()))
+        return {"model": self.model, "model_version": self.version.strip(), "label": self.label.strip(),
+                "transport": self.transport, "start_time": analytics.window_start(self.window, now_utc())}
 
     async def load_page(self) -> None:
         page = await self._store.call("list_predictions", **self._filters(), page_size=PAGE_SIZE,

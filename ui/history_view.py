@@ -68,13 +68,15 @@ def _choices(select: pn.widgets.Select, options: list[str]) -> None:
 
 def history_view(session: Session) -> pn.Column:
     store, state = session.store, session.history
-    filters = dict(
-        model=pn.widgets.Select(label="Model", width=150, options=pn.bind(_model_options, store.param.models)),
-        version=pn.widgets.TextInput(label="Version", placeholder="any", width=110),
-        label=pn.widgets.TextInput(label="Label", placeholder="any", width=130),
-        transport=pn.widgets.Select(label="Transport", options={ANY: "", **{t: t for t in analytics.TRANSPORTS}},
+    filters = {
+        "model": pn.widgets.Select(label="Model", width=150, options=pn.bind(_model_options, store.param.models)),
+        "version": pn.widgets.TextInput(label="Version", placeholder="any", width=110),
+        "label": pn.widgets.TextInput(label="Label", placeholder="any", width=130),
+        "transport": pn.widgets.Select(label="Transport", options={ANY: "", **{t: t for t in analytics.TRANSPORTS}},
+                                       width=110),
+        "window": pn.widgets.Select(label="Time window", options=list(analytics.WINDOWS), value=state.window,
                                     width=110),
-        window=pn.widgets.Select(label="Time window", options=list(analytics.WINDOWS), value=state.window, width=110))
+    }
     pn.bind(state.set_filters, **filters, watch=True)
 
     table = pn.widgets.Tabulator(pn.bind(_frame, state.param.page), disabled=True, show_index=False, selectable=1,
@@ -99,7 +101,7 @@ def history_view(session: Session) -> pn.Column:
     send = pn.widgets.Button(label="Submit feedback", color="primary", width=150)
 
     async def submit(_):
-        await state.submit_feedback(pid.value, true_label.value or "")
+        await state.submit_feedback(pid.value or "", true_label.value or "")
 
     send.on_click(submit)
 

@@ -136,7 +136,8 @@ class Batcher:
             time.sleep(0)
             if self._max_delay_s and self.queued_rows() < self._max_rows:
                 time.sleep(self._max_delay_s)
-        batch, n = [], 0
+        batch: list[_Slot] = []
+        n = 0
         with self._lock:
             while self._pending and (not batch or n + len(self._pending[0].rows) <= self._max_rows):
                 slot = self._pending.popleft()

@@ -1,6 +1,7 @@
 """The model registry: which version of each model serves, and verified atomic swaps between versions."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -31,8 +32,9 @@ class ModelRegistry:
         self.drift_window_s = drift_window_s
         self.metrics = metrics
         self.runtime = runtime  # "native": score with a verified kernel when one exists (inference/models/kernels.py)
-        self._model_options = dict(max_batch_rows=max_batch_rows, max_delay_s=max_delay_s,
-                                   range_tolerance=range_tolerance, on_batch=metrics.batch_rows.observe)
+        # Builds a LoadedModel with this server's batching and range options (each keyword checked by mypy).
+        self._new_model = functools.partial(LoadedModel, max_batch_rows=max_batch_rows, max_delay_s=max_delay_s,
+                                            range_tolerance=range_tolerance, on_batch=metrics.batch_rows.observe)
         self._serving: dict[str, LoadedModel] = {}
         self._known: set[str] = set()
         self._reload_lock = threading.Lock()
@@ -130,7 +132,7 @@ class ModelRegistry:
             raise ReloadFailed("feature schema or classes differ from the serving version; "
                                "a new schema needs a new model name")
         kernel = kernels.verified_kernel(estimator, manifest) if self.runtime == "native" else None
-        candidate = LoadedModel(manifest, estimator, kernel=kernel, **self._model_options)
+        candidate = self._new_model(manifest, estimator, kernel=kernel)
         self._smoke_test(candidate)
         if self.drift_window_s:
             candidate.track_drift(DriftTracker(manifest, self.drift_window_s))

@@ -86,10 +86,8 @@ class LoadedModel:
     def refused_rows(self, matrix: np.ndarray) -> dict[int, str]:
         """Rows in schema order (n × features, shape already checked) that check_matrix would refuse: {row index:
         the message that row alone is refused with}. One vectorised pass; Python work only for refused rows."""
-        if self._check_range:  # as check_matrix: NaN and ±inf fail the (finite) bounds too
-            ok = (matrix >= self._lo) & (matrix <= self._hi)
-        else:
-            ok = np.isfinite(matrix)
+        # As check_matrix: with the range check on, NaN and ±inf fail the (finite) bounds too.
+        ok = (matrix >= self._lo) & (matrix <= self._hi) if self._check_range else np.isfinite(matrix)
         if ok.all():
             return {}
         refused = {}

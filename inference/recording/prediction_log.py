@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from database.records import PredictionRecord, Stored, row_count
+from database.records import Stored, row_count
 from inference.errors import Overloaded
 from inference.recording.documents import to_doc
 from inference.recording.parallel import ParallelWriters
@@ -39,7 +39,7 @@ class PredictionLog:
     writers (parallel.py); replay.py reads the spool back. The log itself owns the writer thread and its stop.
     """
 
-    def __init__(self, spool: Spool, insert: Callable[[list[PredictionRecord]], object], *, durable: bool,
+    def __init__(self, spool: Spool, insert: Callable[[Sequence[Stored]], object], *, durable: bool,
                  metrics=None, batch_size: int = 500, flush_interval_s: float = 0.05, max_queue: int = 10_000,
                  retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None, writers: int = 1):
         self.spool = spool
@@ -188,9 +188,8 @@ class PredictionLog:
         return self.spool.unconsumed_bytes() > 0 and self._db.may_try()
 
     def _write_or_spill(self, batch: list[Stored]) -> None:
-        if self._db.may_try():
-            if self._db.store(batch):
-                return
+        if self._db.may_try() and self._db.store(batch):
+            return
         try:
             self.spool.append([encode(to_doc(r)) for r in batch])
         except (SpoolFull, OSError) as exc:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from database.connect import DatabaseUnavailable, RejectedData
-from database.records import PredictionRecord, Stored, as_rows, row_count
+from database.records import Stored, as_rows, row_count
 from inference.recording.documents import to_doc
 from inference.recording.spool import Spool
 
@@ -18,7 +18,7 @@ class DatabaseWriter:
     """Stores batches through `insert` (prepare, when given, runs once before the first insert). Its health, ok
     and the time of the next try after a failure, is updated by whichever writer thread stores."""
 
-    def __init__(self, spool: Spool, insert: Callable[[list[PredictionRecord]], object], *, metrics=None,
+    def __init__(self, spool: Spool, insert: Callable[[Sequence[Stored]], object], *, metrics=None,
                  retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None):
         self._spool = spool
         self._insert = insert
@@ -78,21 +78,21 @@ class DatabaseWriter:
         self._recovered(row_count(batch))
         return True
 
-    def _isolate(self, batch: list[Stored], exc: Exception) -> int:
+    def _isolate(self, batch: Sequence[Stored], exc: Exception) -> int:
         """Some row is refused by the database itself: bisect the batch (its bulk batches split into rows) so every
         other row is stored and each refused row goes to the spool's quarantine alone (counted); returns how many
         were quarantined."""
-        batch = as_rows(batch)
-        if len(batch) == 1:
+        rows = as_rows(batch)
+        if len(rows) == 1:
             log.error("prediction %s (request %.64s) refused by the database (%s): quarantined",
-                      batch[0].prediction_id, batch[0].request_id, exc)
-            self._spool.quarantine_record(to_doc(batch[0]), str(exc))
+                      rows[0].prediction_id, rows[0].request_id, exc)
+            self._spool.quarantine_record(to_doc(rows[0]), str(exc))
             if self._metrics:
                 self._metrics.rows_quarantined.inc()
             return 1
-        half = len(batch) // 2
+        half = len(rows) // 2
         quarantined = 0
-        for part in (batch[:half], batch[half:]):
+        for part in (rows[:half], rows[half:]):
             try:
                 self._insert(part)
             except RejectedData as inner:

@@ -43,7 +43,8 @@ def transport_name(value: int) -> str:
     if not value:
         return ""
     if value not in model_pb2.Transport.values():
-        known = ", ".join(n for n in model_pb2.Transport.keys()
+        # Not `in model_pb2.Transport`: iterating a protobuf EnumTypeWrapper is not iterating its names.
+        known = ", ".join(n for n in model_pb2.Transport.keys()  # noqa: SIM118 (an EnumTypeWrapper, not a dict)
                           if n.startswith("TRANSPORT_") and n != "TRANSPORT_UNSPECIFIED")  # not the aliases
         raise errors.InvalidArgument(f"transport {value} is not a known transport; use one of {known}")
     return types.transport_name(value)

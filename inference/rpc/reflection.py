@@ -65,8 +65,15 @@ def declaring_symbol(pool: descriptor_pool.DescriptorPool, name: str) -> str:
 class _ReflectionServicer(reflection.ReflectionServicer):
     """grpcio-reflection's servicer, with methods resolved to the file of their service (declaring_symbol)."""
 
+    def __init__(self, service_names: list[str], pool: descriptor_pool.DescriptorPool):
+        super().__init__(service_names, pool=pool)
+        self._symbols = pool  # our own reference: the base class keeps its pool in a private attribute
+
     def _file_containing_symbol(self, request, fully_qualified_name):
-        return super()._file_containing_symbol(request, declaring_symbol(self._pool, fully_qualified_name))
+        # The hook grpcio-reflection 1.x's servicer answers file_containing_symbol with (grpc_reflection/v1alpha/
+        # _base.py); its stubs declare only __init__ of the base class.
+        return super()._file_containing_symbol(  # type: ignore[misc]
+            request, declaring_symbol(self._symbols, fully_qualified_name))
 
 
 def enable_server_reflection(service_names, server: grpc.Server) -> None:

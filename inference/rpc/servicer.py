@@ -159,7 +159,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         matrix = values.reshape(n, width)
         if names != model.names:
             matrix = matrix[:, [names.index(f) for f in model.names]]
-        refused = model.refused_rows(matrix) if partial_success else model.check_matrix(matrix)
+        # Without partial_success one refused row refuses the call: check_matrix raises InvalidFeatures.
+        refused: dict[int, str] = {}
+        if partial_success:
+            refused = model.refused_rows(matrix)
+        else:
+            model.check_matrix(matrix)
         transport = transport_of(context.invocation_metadata())
         if transport == "rest" and not m.row_numbers:
             # proto3 JSON drops a null from a packed list: a row sent as nulls would vanish, not be refused

@@ -76,7 +76,7 @@ def check_features(data: bytes, message) -> str | None:
     return None if key is None else _problem(key)
 
 
-def check_rows(data: bytes, message) -> str | None:
+def check_rows(data: bytes, message) -> str | dict[int, str] | None:
     """PredictBatchRequest (rows = field 2, each FeatureRow's features = field 1). With partial_success the
     problems are per row ({row index: problem}, for the handler to answer per row), else the first one is the
     call's."""
