@@ -574,3 +574,33 @@ def test_the_typed_token_leaves_the_page_and_stays_in_the_session(world):
         await settle()
         assert not s.store.has_token and "needs the admin or read-only token" in s.model.versions_note
     asyncio.run(scenario())
+
+
+# -- login --------------------------------------------------------------------------------------------------------
+def test_login_gate_slows_each_address_and_caps_all_addresses_together():
+    from ui import login
+
+    now = [1000.0]
+    gate = login.LoginGate(clock=lambda: now[0])
+    for _ in range(login.FREE_FAILURES):
+        assert gate.wait_s("a") == 0
+        gate.failed("a")
+    assert gate.wait_s("a") == 1.0 and gate.wait_s("b") == 0     # per address
+    gate.failed("a")
+    assert gate.wait_s("a") == 2.0
+    for _ in range(20):
+        gate.failed("a")
+    assert gate.wait_s("a") == login.MAX_DELAY_S                  # doubling stops at the cap
+    gate.succeeded("a")
+    assert gate.wait_s("a") == 0
+    now[0] += login.GLOBAL_WINDOW_S
+    for i in range(login.GLOBAL_FAILURES):                         # many addresses, one failure each
+        gate.failed(f"10.0.0.{i}")
+    assert gate.wait_s("fresh") == pytest.approx(login.GLOBAL_WINDOW_S)
+    now[0] += login.GLOBAL_WINDOW_S / 2
+    assert gate.wait_s("fresh") == pytest.approx(login.GLOBAL_WINDOW_S / 2)
+    now[0] += login.GLOBAL_WINDOW_S / 2
+    assert gate.wait_s("fresh") == 0 and gate.wait_s("10.0.0.1") == 0
+    now[0] += login.FORGET_AFTER_S
+    gate.failed("b")
+    assert set(gate._by_address) == {"b"}                          # old records are forgotten
