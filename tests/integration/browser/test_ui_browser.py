@@ -371,3 +371,40 @@ def test_failed_logins_are_refused_after_a_few_and_the_login_cookies_are_samesit
         status, cookies, headers = _login(ui.url, password)     # even the right password waits now
         assert status == 429 and not cookies and int(headers["Retry-After"]) >= 1
         assert password not in ui.log() and "login refused: too many failed logins" in ui.log()
+
+
+HOSTILE = ("<img src=x onerror=\"window.__pwned=1\">", "<script>window.__pwned=2</script>",
+           "a | b *c* _d_ [x](javascript:window.__pwned=3) `e` $f$ &amp;")
+
+
+def test_hostile_strings_stored_through_the_public_api_show_as_text_in_every_tab(page, mesh):
+    """Before: a batch-run key `<img src=x onerror=...>` stored anonymously ran its handler in the operator's
+    browser on the Quality tab; Markdown in stored text rendered. Now every stored string is shown literally."""
+    tag = uuid.uuid4().hex[:8]
+    shown = {i: f"{h} {tag}{i}" for i, h in enumerate(HOSTILE)}
+    with mesh.client() as client:
+        p = client.predict("iris", SETOSA)
+        for i, h in shown.items():     # run_key: any printable text up to 128 characters; message: free text
+            client.record_batch_run(h, kind="nightly", model="iris", status="failed", message=h,
+                                    model_version=p.model_version)
+    for name in ("Predict", "History", "Model", "Quality"):
+        tab(page, name)
+        page.wait_for_timeout(500)
+    for i in shown:
+        expect(page.locator("tr").filter(has_text=f"{tag}{i}")).to_have_count(1, timeout=15000)
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => typeof window.__pwned") == "undefined"   # no handler or script ran
+    assert page.locator("img[src=x]").count() == 0
+    for i, h in shown.items():
+        cells = page.locator("tr").filter(has_text=f"{tag}{i}").locator("td")
+        expect(cells).to_have_count(9)               # `|` does not break the row into more cells
+        expect(cells.nth(1)).to_have_text(h)         # the run key, literally
+        expect(cells.nth(8)).to_have_text(h)         # its message, literally
+    page.screenshot(path=mesh.shots / "hostile-quality.png", full_page=True)
+    for name in ("Predict", "History", "Model", "Quality"):   # and once more after a few live refreshes
+        tab(page, name)
+        page.wait_for_timeout(1500)
+    assert page.locator("img[src=x]").count() == 0
+    assert page.locator("a[href^='javascript']").count() == 0
+    assert page.locator("em").filter(has_text=re.compile("^[cd]$")).count() == 0
+    assert page.evaluate("() => typeof window.__pwned") == "undefined"

@@ -468,7 +468,7 @@ def test_paging_buttons_follow_the_page(world):
 
 
 # -- outside strings are text -------------------------------------------------------------------------------------
-HOSTILE = ("<img src=x onerror=window.__pwned=1> | *b* _i_ [x](javascript:alert(1)) `c` $m$ &amp; "
+HOSTILE = ("<img src=x onerror=\"window.__pwned=1\"> | *b* _i_ [x](javascript:alert(1)) `c` $m$ &amp; "
            "<script>window.__pwned=2</script>")
 LIVE = {"img", "script", "em", "iframe", "svg", "object", "embed", "math", "del", "input", "style", "link"}
 
