@@ -384,7 +384,7 @@ def test_hostile_strings_stored_through_the_public_api_show_as_text_in_every_tab
     shown = {i: f"{h} {tag}{i}" for i, h in enumerate(HOSTILE)}
     with mesh.client() as client:
         p = client.predict("iris", SETOSA)
-        for i, h in shown.items():     # run_key: any printable text up to 128 characters; message: free text
+        for h in shown.values():     # run_key: any printable text up to 128 characters; message: free text
             client.record_batch_run(h, kind="nightly", model="iris", status="failed", message=h,
                                     model_version=p.model_version)
     for name in ("Predict", "History", "Model", "Quality"):
