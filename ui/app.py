@@ -62,8 +62,10 @@ def server_kwargs(settings: UiSettings) -> dict:
     kwargs = {"address": settings.host, "port": settings.port, "websocket_origin": settings.websocket_origins,
               "title": f"{settings.title} dashboard", "show": False,
               "liveness": True}  # GET /liveness: 200 without building a page (for health probes)
-    if settings.password:
-        kwargs.update(basic_auth=settings.password, cookie_secret=settings.cookie_secret)
+    if settings.password:  # Panel's login page, throttled, with SameSite=Strict cookies (ui.login)
+        from ui.login import ThrottledLogin
+
+        kwargs.update(auth_provider=ThrottledLogin(settings.password), cookie_secret=settings.cookie_secret)
     return kwargs
 
 

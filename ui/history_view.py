@@ -6,7 +6,7 @@ import panel as pn
 
 from ui import analytics, charts
 from ui.history import PAGE_SIZE
-from ui.panes import notice_pane, num
+from ui.panes import notice_pane, num, text
 from ui.session import Session
 
 ANY = "(any)"
@@ -40,9 +40,9 @@ def _caption(stats, info, model: str, window: str) -> str:
     if stats is None:
         return ""
     labels, counts = analytics.class_counts(info.classes if info else (), stats.by_label)
-    scope = f"model {model}" if model else "all models"
+    scope = f"model {text(model)}" if model else "all models"
     span = "all time" if window == "all" else f"the last {window}"
-    shares = " · ".join(f"{label}: {n}" for label, n in zip(labels, counts))
+    shares = " · ".join(f"{text(label)}: {n}" for label, n in zip(labels, counts))
     lat = stats.latency
     return (f"{stats.total} predictions of {scope} in {span} — {shares}. "
             f"Latency p50 {lat.p50_ms:.2f} / p95 {lat.p95_ms:.2f} / p99 {lat.p99_ms:.2f} ms.")
@@ -54,7 +54,7 @@ def _latency_table(rows, rates) -> str:
     if not rows:
         return "No predictions in this window."
     lines = ["| transport | sampled | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
-    lines += [f"| {r['transport']} | {r['sampled']} | {num(r['p50_ms'])} | {num(r['p95_ms'])} | "
+    lines += [f"| {text(r['transport'])} | {r['sampled']} | {num(r['p50_ms'])} | {num(r['p95_ms'])} | "
               f"{num(r['p99_ms'])} |" for r in rows]
     return "\n".join(lines)
 

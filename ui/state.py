@@ -84,7 +84,7 @@ class ModelState(param.Parameterized):
     @staticmethod
     def _no_token_note() -> str:
         return ("Listing every version needs the admin or read-only token (ListModelVersions): type it above. "
-                "It is kept in this browser session only.")
+                "The dashboard holds it for this browser session only and clears it from the page.")
 
     async def set_token(self, token: str) -> None:
         """Use this token for admin calls from now on (nothing changes when it is the one already in use)."""

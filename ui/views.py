@@ -17,7 +17,7 @@ def _names(models) -> list[str]:
 def _status(problem: str, updated_at, target: str) -> str:
     when = updated_at.strftime("%H:%M:%S UTC") if updated_at else "not yet"
     state = "**Server not answering**" if problem else "Connected"
-    return f"{state} · server `{target}` · updated {when}"
+    return f"{state} · server {text(target)} · updated {when}"
 
 
 def header(session: Session, title: str) -> pn.Column:
@@ -29,8 +29,8 @@ def header(session: Session, title: str) -> pn.Column:
                               margin=(18, 10, 0, 10))
     banner = pn.pane.Alert(pn.bind(text, store.param.problem), alert_type="danger",
                            visible=pn.bind(bool, store.param.problem), margin=(5, 10))
-    return pn.Column(pn.Row(pn.pane.Markdown(f"## {title} dashboard", margin=(5, 10)), model_select, status),
-                     banner, sizing_mode="stretch_width")
+    heading = pn.pane.Markdown(f"## {text(title)} dashboard", margin=(5, 10))
+    return pn.Column(pn.Row(heading, model_select, status), banner, sizing_mode="stretch_width")
 
 
 # -- predict ------------------------------------------------------------------------------------------------------
@@ -71,8 +71,9 @@ def _version_options(info, versions) -> dict[str, str]:
 def _prediction_text(p) -> str:
     if p is None:
         return ""
-    return (f"### Predicted label: {p.label}\n\nmodel **{p.model}** version **{p.model_version}** · "
-            f"prediction id `{p.prediction_id}` · {p.latency_ms:.2f} ms on the server")
+    return (f"### Predicted label: {text(p.label)}\n\nmodel **{text(p.model)}** version "
+            f"**{text(p.model_version)}** · prediction id {text(p.prediction_id)} · {p.latency_ms:.2f} ms on the "
+            "server")
 
 
 def predict_view(session: Session) -> pn.Column:
@@ -109,14 +110,14 @@ def _card(info) -> str:
     if info is None:
         return "No model loaded."
     created = info.created_at.strftime("%Y-%m-%d %H:%M:%S UTC") if info.created_at else "unknown"
-    lines = [f"### {info.name} · serving version {info.version}", "",
+    lines = [f"### {text(info.name)} · serving version {text(info.version)}", "",
              "| | |", "|---|---|",
-             f"| estimator | {info.estimator} (scikit-learn {info.sklearn_version}) |",
+             f"| estimator | {text(info.estimator)} (scikit-learn {text(info.sklearn_version)}) |",
              f"| created at | {created} |",
-             f"| sha256 | `{info.sha256}` |",
-             f"| features | {', '.join(info.feature_names)} |",
-             f"| classes | {', '.join(info.classes)} |"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in sorted(info.metrics.items())]
+             f"| sha256 | {text(info.sha256)} |",
+             f"| features | {text(', '.join(info.feature_names))} |",
+             f"| classes | {text(', '.join(info.classes))} |"]
+    lines += [f"| {text(name)} | {value:.4f} |" for name, value in sorted(info.metrics.items())]
     return "\n".join(lines)
 
 
@@ -128,8 +129,8 @@ def _versions_table(versions) -> str:
     for v in versions:
         created = v.created_at.strftime("%Y-%m-%d %H:%M:%S") if v.created_at else ""
         acc = v.metrics.get("holdout_accuracy")
-        lines.append(f"| {v.version} | {'yes' if v.serving else ''} | {v.estimator} | {created} | "
-                     f"{'' if acc is None else f'{acc:.3f}'} | `{v.sha256[:12]}` |")
+        lines.append(f"| {text(v.version)} | {'yes' if v.serving else ''} | {text(v.estimator)} | {created} | "
+                     f"{'' if acc is None else f'{acc:.3f}'} | {text(v.sha256[:12])} |")
     return "\n".join(lines)
 
 
@@ -139,20 +140,34 @@ def _reload_options(versions) -> dict[str, str]:
 
 def model_view(session: Session) -> pn.Column:
     store, state = session.store, session.model
-    token = pn.widgets.PasswordInput(label="Admin or read-only token (kept in this browser session only)",
+    token = pn.widgets.PasswordInput(label="Admin or read-only token (held for this session, not in the page)",
                                      placeholder="paste the token, then press Enter", width=380)
-    pn.bind(state.set_token, token, watch=True)
+    forget = pn.widgets.Button(label="Forget token", width=120, margin=(26, 10, 0, 10))
     target = pn.widgets.Select(label="Reload to", width=200, options=pn.bind(_reload_options, state.param.versions))
     reload_button = pn.widgets.Button(label="Reload", color="warning", width=120, loading=state.param.busy)
 
+    async def take_token(*_) -> None:
+        """The typed token leaves the page at once (any script in the page could read an input's value and its
+        Bokeh model); the session's store holds it on the server from then on."""
+        typed = token.value_input or token.value  # value_input: typed but maybe not yet entered
+        if typed:
+            token.param.update(value="", value_input="")
+            await state.set_token(typed)
+
     async def do_reload(_):
-        typed = token.value_input if token.value_input is not None else token.value  # maybe not yet entered
-        await state.set_token(typed or "")
+        await take_token()
         await state.reload(target.value or "")
 
+    async def do_forget(_):
+        token.param.update(value="", value_input="")
+        await state.set_token("")
+
+    token.param.watch(take_token, "value")
     reload_button.on_click(do_reload)
+    forget.on_click(do_forget)
     return pn.Column(pn.pane.Markdown(pn.bind(_card, store.param.info), sizing_mode="stretch_width"),
-                     pn.layout.Divider(), token, pn.pane.Markdown(pn.bind(text, state.param.versions_note)),
+                     pn.layout.Divider(), pn.Row(token, forget),
+                     pn.pane.Markdown(pn.bind(text, state.param.versions_note)),
                      pn.pane.Markdown(pn.bind(_versions_table, state.param.versions), sizing_mode="stretch_width"),
                      pn.Row(target, reload_button), notice_pane(state.param.notice),
                      sizing_mode="stretch_width")
@@ -161,12 +176,12 @@ def model_view(session: Session) -> pn.Column:
 # -- quality ------------------------------------------------------------------------------------------------------
 def _quality_table(quality, info, model: str) -> str:
     if not quality:
-        return f"No feedback recorded for {model or 'this model'} yet."
+        return f"No feedback recorded for {text(model) or 'this model'} yet."
     serving = info.version if info else ""
     lines = ["| version | feedback | accuracy | macro precision | macro recall |", "|---|---|---|---|---|"]
     for q in quality:
         mark = " (serving)" if q.model_version == serving else ""
-        lines.append(f"| {q.model_version}{mark} | {q.feedback_count} | {pct(q.accuracy)} | "
+        lines.append(f"| {text(q.model_version)}{mark} | {q.feedback_count} | {pct(q.accuracy)} | "
                      f"{pct(q.macro_precision)} | {pct(q.macro_recall)} |")
     return "\n".join(lines)
 
@@ -175,15 +190,14 @@ def _batch_table(runs, note: str, model: str) -> str:
     if note:
         return text(note)
     if not runs:
-        return f"No batch run recorded for {model or 'this model'}."
+        return f"No batch run recorded for {text(model) or 'this model'}."
     lines = ["| started (UTC) | run | status | version | rows | rejected | accuracy | seconds | message |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""
         accuracy = "" if r.accuracy is None else pct(r.accuracy)
-        message = text(r.message.replace("|", "/").replace("\n", " ")[:120])
-        lines.append(f"| {started} | {r.run_key} | {r.status} | {r.model_version} | {r.rows} | {r.rejected} | "
-                     f"{accuracy} | {r.duration_seconds:.1f} | {message} |")
+        lines.append(f"| {started} | {text(r.run_key)} | {text(r.status)} | {text(r.model_version)} | {r.rows} | "
+                     f"{r.rejected} | {accuracy} | {r.duration_seconds:.1f} | {text(r.message[:120])} |")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -329,3 +330,81 @@ def test_closing_the_tab_stops_its_refresh_and_closes_its_session(browser, mesh)
     after_close = dashboard_lines()
     time.sleep(3.5)                             # the refresh period is 1 s
     assert dashboard_lines() == after_close     # nothing runs for a closed tab: no refresh, no failed call
+
+
+def _login(url: str, password: str) -> tuple[int, list[str], dict]:
+    """POST the login form without following the redirect: (status, Set-Cookie headers, headers)."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+    body = urllib.parse.urlencode({"username": "oncall", "password": password}).encode()
+    try:
+        with urllib.request.build_opener(NoRedirect).open(url + "login", data=body, timeout=10) as r:
+            return r.status, r.headers.get_all("Set-Cookie") or [], dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get_all("Set-Cookie") or [], dict(exc.headers)
+
+
+def test_failed_logins_are_refused_after_a_few_and_the_login_cookies_are_samesite_strict(mesh):
+    """Before: 100 wrong passwords were all checked in 4.8 s, and the login cookie had no SameSite."""
+    from ui.login import FREE_FAILURES
+
+    password = f"pw-{uuid.uuid4().hex[:8]}"
+    with UiProc(mesh.server.target, mesh.root / "ui-throttle.log", env={"PREDMESH_UI_PASSWORD": password}) as ui:
+        with urllib.request.urlopen(ui.url + "login?next=/", timeout=10) as page:
+            cookies = page.headers.get_all("Set-Cookie") or []
+        status, login_cookies, _ = _login(ui.url, password)
+        assert status == 302
+        cookies += login_cookies
+        assert {c.split("=", 1)[0] for c in login_cookies} >= {"user", "id_token"}
+        for cookie in cookies:
+            assert "SameSite=Strict" in cookie and "HttpOnly" in cookie, cookie
+
+        started = time.monotonic()
+        statuses = [_login(ui.url, f"guess-{i}")[0] for i in range(100)]
+        elapsed = time.monotonic() - started
+        checked = statuses.count(302)       # the password was looked at (and found wrong)
+        print(f"\n100 wrong passwords in {elapsed:.2f} s: {checked} checked, {statuses.count(429)} refused (429)")
+        assert statuses.count(429) + checked == 100
+        # three free failures, then 1 s, 2 s, 4 s ... between checks: a few more in this time at most
+        assert checked <= FREE_FAILURES + 1 + int(elapsed).bit_length(), statuses
+        status, cookies, headers = _login(ui.url, password)     # even the right password waits now
+        assert status == 429 and not cookies and int(headers["Retry-After"]) >= 1
+        assert password not in ui.log() and "login refused: too many failed logins" in ui.log()
+
+
+HOSTILE = ("<img src=x onerror=\"window.__pwned=1\">", "<script>window.__pwned=2</script>",
+           "a | b *c* _d_ [x](javascript:window.__pwned=3) `e` $f$ &amp;")
+
+
+def test_hostile_strings_stored_through_the_public_api_show_as_text_in_every_tab(page, mesh):
+    """Before: a batch-run key `<img src=x onerror=...>` stored anonymously ran its handler in the operator's
+    browser on the Quality tab; Markdown in stored text rendered. Now every stored string is shown literally."""
+    tag = uuid.uuid4().hex[:8]
+    shown = {i: f"{h} {tag}{i}" for i, h in enumerate(HOSTILE)}
+    with mesh.client() as client:
+        p = client.predict("iris", SETOSA)
+        for h in shown.values():     # run_key: any printable text up to 128 characters; message: free text
+            client.record_batch_run(h, kind="nightly", model="iris", status="failed", message=h,
+                                    model_version=p.model_version)
+    for name in ("Predict", "History", "Model", "Quality"):
+        tab(page, name)
+        page.wait_for_timeout(500)
+    for i in shown:
+        expect(page.locator("tr").filter(has_text=f"{tag}{i}")).to_have_count(1, timeout=15000)
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => typeof window.__pwned") == "undefined"   # no handler or script ran
+    assert page.locator("img[src=x]").count() == 0
+    for i, h in shown.items():
+        cells = page.locator("tr").filter(has_text=f"{tag}{i}").locator("td")
+        expect(cells).to_have_count(9)               # `|` does not break the row into more cells
+        expect(cells.nth(1)).to_have_text(h)         # the run key, literally
+        expect(cells.nth(8)).to_have_text(h)         # its message, literally
+    page.screenshot(path=mesh.shots / "hostile-quality.png", full_page=True)
+    for name in ("Predict", "History", "Model", "Quality"):   # and once more after a few live refreshes
+        tab(page, name)
+        page.wait_for_timeout(1500)
+    assert page.locator("img[src=x]").count() == 0
+    assert page.locator("a[href^='javascript']").count() == 0
+    assert page.locator("em").filter(has_text=re.compile("^[cd]$")).count() == 0
+    assert page.evaluate("() => typeof window.__pwned") == "undefined"

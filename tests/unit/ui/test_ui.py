@@ -2,17 +2,29 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import logging
 import math
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from typing import ClassVar
 
 import pytest
 
 from predmesh import errors
 from predmesh.env import ConfigError
-from predmesh.types import FeatureSpec, LatencySummary, ModelInfo, Page, Prediction, Stats, StoredPrediction
+from predmesh.types import (
+    BatchRun,
+    FeatureSpec,
+    LatencySummary,
+    ModelInfo,
+    Page,
+    Prediction,
+    Stats,
+    StoredPrediction,
+    VersionQuality,
+)
 from ui import analytics
 from ui.session import Session
 from ui.settings import UiSettings
@@ -172,7 +184,11 @@ class FakeClient:
         by_transport: dict[str, int] = {}
         for r in rows:
             by_transport[r.transport] = by_transport.get(r.transport, 0) + 1
-        return Stats(len(rows), {"x": len(rows)}, {}, by_transport, LatencySummary(1.0, 2.0, 3.0), ())
+        by_label: dict[str, int] = {}
+        for r in rows:
+            by_label[r.prediction.label] = by_label.get(r.prediction.label, 0) + 1
+        return Stats(len(rows), by_label, {}, by_transport, LatencySummary(1.0, 2.0, 3.0),
+                     tuple(self.world.get("quality", ())))
 
     async def predict(self, model, features):
         self._check()
@@ -183,7 +199,8 @@ class FakeClient:
         self._check()
         if self.admin_token != "right":
             raise errors.Unauthenticated("invalid token", errors.Unauthenticated.code)
-        raise errors.FailedPrecondition("golden rows do not reproduce", errors.FailedPrecondition.code)
+        raise errors.FailedPrecondition(self.world.get("refusal", "golden rows do not reproduce"),
+                                        errors.FailedPrecondition.code)
 
     async def list_model_versions(self, model):
         self._check()
@@ -197,7 +214,7 @@ class FakeClient:
 
     async def list_batch_runs(self, model="", page_size=50):
         self._check()
-        return Page((), "")
+        return Page(tuple(self.world.get("runs", ())), "")
 
     async def close(self):
         self.closed = True
@@ -388,7 +405,7 @@ def test_dashboard_builds_and_follows_the_session(world):
     shown = [m.object for m in page.select(pn.pane.Markdown)]
     assert s.predict.prediction.label == "x"
     assert any("Predicted label: x" in str(o) for o in shown)              # the result pane follows the state
-    assert any("Connected · server `fake:1`" in str(o) for o in shown)     # the header follows the store
+    assert any("Connected · server fake:1" in rendered_text(m) for m in page.select(pn.pane.Markdown))
     assert any("page 1 · 1 rows · live" in str(o) for o in shown)          # the history pane follows its state
     table = page.select(pn.widgets.Tabulator)[0]
     assert list(table.value["prediction id"]) == ["p1"]
@@ -448,3 +465,142 @@ def test_paging_buttons_follow_the_page(world):
         assert not newer.disabled and older.disabled
         assert len(page.select(pn.widgets.Tabulator)[0].value) == 3
     asyncio.run(scenario())
+
+
+# -- outside strings are text -------------------------------------------------------------------------------------
+HOSTILE = ("<img src=x onerror=\"window.__pwned=1\"> | *b* _i_ [x](javascript:alert(1)) `c` $m$ &amp; "
+           "<script>window.__pwned=2</script>")
+LIVE = {"img", "script", "em", "iframe", "svg", "object", "embed", "math", "del", "input", "style", "link"}
+
+
+class _Markup(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, list]] = []
+        self.data: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, attrs))
+
+    def handle_data(self, data):
+        self.data.append(data)
+
+
+def _markup(pane) -> _Markup:
+    """What the browser puts into the page for a Markdown or Alert pane (Panel renders it on the server)."""
+    parsed = _Markup()
+    parsed.feed(html.unescape(pane._transform_object(pane.object)["object"]))
+    return parsed
+
+
+def rendered_text(pane) -> str:
+    return "".join(_markup(pane).data)
+
+
+def _live(pane) -> list:
+    """Elements or attributes in a pane's HTML that do more than show text."""
+    found = []
+    for tag, attrs in _markup(pane).tags:
+        if tag in LIVE:
+            found.append(tag)
+        found += [(tag, name, value) for name, value in attrs
+                  if name.startswith("on") or (name in ("href", "src") and not (value or "").startswith("#"))]
+    return found
+
+
+def test_every_outside_string_shows_as_text_in_every_pane(world):
+    """Hostile strings in every field the server hands over (model card, versions, history, stats, quality,
+    batch runs, error messages) render as their literal text: no element, handler, link, emphasis or cell."""
+    import panel as pn
+
+    from ui import views
+
+    h = HOSTILE
+    info = ModelInfo(h, h, (FeatureSpec(h, 0.0, 10.0, 4.0, 1.0, ()),), (h, "y"), h * 2,
+                     {h: 0.9, "holdout_accuracy": 0.9}, NOW, h, h, True, ())
+    p = Prediction(h, h, h, h, h, {h: 0.8, "y": 0.2}, 1.5)
+    world.update(info=info, rows=[StoredPrediction(p, {h: 1.0}, "ui", now_utc(), h)], refusal=h,
+                 quality=[VersionQuality(h, h, 3, 0.5, 0.5, 0.5)],
+                 runs=[BatchRun(h, "nightly", "", h, h, 10, 0, 0.5, 1.0, h, h, NOW, NOW)])
+
+    async def scenario():
+        s = _session(world)
+        page = views.dashboard(s, "predmesh")
+        await s.start()
+        await s.predict.predict({h: 1.0})
+        await s.model.set_token("right")
+        await s.model.reload("1")
+        return page
+    page = asyncio.run(scenario())
+    panes = page.select(pn.pane.Markdown)   # Alert is a Markdown pane too
+    assert not {id(p): _live(p) for p in panes if _live(p)}
+    shown = [rendered_text(p) for p in panes]
+    for what in ("Predicted label", "serving version", "| estimator", "holdout accuracy", "macro precision",
+                 "rejected", "Reason:", "predictions of all models"):
+        pane_text = next((t for t in shown if what.strip("| ") in t), None)
+        assert pane_text is not None and h in pane_text, (what, pane_text)
+
+
+def test_the_typed_token_leaves_the_page_and_stays_in_the_session(world):
+    """Any script in the page could read an input's value: the token is cleared from the widget (and so from the
+    browser) as soon as it is entered or used, and the session keeps using it until "Forget token"."""
+    import panel as pn
+
+    from ui import views
+
+    async def settle():
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+
+    async def scenario():
+        s = _session(world)
+        page = views.dashboard(s, "predmesh")
+        await s.start()
+        token = page.select(pn.widgets.PasswordInput)[0]
+        button = {b.label: b for b in page.select(pn.widgets.Button)}
+        token.param.update(value_input="right", value="right")           # typed, then Enter
+        await settle()
+        assert (token.value, token.value_input) == ("", "") and s.store.has_token
+        assert [v.version for v in s.model.versions] == ["2"]          # the session still uses it
+        button["Reload"].clicks += 1
+        await settle()
+        assert FakeClient.instances[-1].admin_token == "right"          # used, though no longer in the page
+        assert "golden rows do not reproduce" in s.model.notice.text
+        token.value_input = "typed-not-entered"                         # typed, then Reload without Enter
+        button["Reload"].clicks += 1
+        await settle()
+        assert token.value_input == "" and FakeClient.instances[-1].admin_token == "typed-not-entered"
+        button["Forget token"].clicks += 1
+        await settle()
+        assert not s.store.has_token and "needs the admin or read-only token" in s.model.versions_note
+    asyncio.run(scenario())
+
+
+# -- login --------------------------------------------------------------------------------------------------------
+def test_login_gate_slows_each_address_and_caps_all_addresses_together():
+    from ui import login
+
+    now = [1000.0]
+    gate = login.LoginGate(clock=lambda: now[0])
+    for _ in range(login.FREE_FAILURES):
+        assert gate.wait_s("a") == 0
+        gate.failed("a")
+    assert gate.wait_s("a") == 1.0 and gate.wait_s("b") == 0     # per address
+    gate.failed("a")
+    assert gate.wait_s("a") == 2.0
+    for _ in range(20):
+        gate.failed("a")
+    assert gate.wait_s("a") == login.MAX_DELAY_S                  # doubling stops at the cap
+    gate.succeeded("a")
+    assert gate.wait_s("a") == 0
+    now[0] += login.GLOBAL_WINDOW_S
+    for i in range(login.GLOBAL_FAILURES):                         # many addresses, one failure each
+        gate.failed(f"10.0.0.{i}")
+    assert gate.wait_s("fresh") == pytest.approx(login.GLOBAL_WINDOW_S)
+    now[0] += login.GLOBAL_WINDOW_S / 2
+    assert gate.wait_s("fresh") == pytest.approx(login.GLOBAL_WINDOW_S / 2)
+    now[0] += login.GLOBAL_WINDOW_S / 2
+    assert gate.wait_s("fresh") == 0 and gate.wait_s("10.0.0.1") == 0
+    now[0] += login.FORGET_AFTER_S
+    gate.failed("b")
+    assert set(gate._by_address) == {"b"}                          # old records are forgotten
