@@ -8,6 +8,7 @@ import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 from tests.support.procs import ROOT, free_port, retry_on_port_clash, stop_process, wait_for
 
@@ -29,7 +30,7 @@ class LuigidProc:
         self.env = {**os.environ, "PREDMESH_LUIGID_DIR": str(self.work_dir), "PYTHONUNBUFFERED": "1"}
         self._pick_port()
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     def _pick_port(self) -> None:
         """luigid does not report what it bound: a port from free_port() (the start retries on a clash)."""
@@ -60,7 +61,8 @@ class LuigidProc:
 
     def __exit__(self, *exc) -> None:
         stop_process(self.proc)
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
 
 
 def batch_env(server_target: str, batch_dir: Path, **extra: str) -> dict[str, str]:

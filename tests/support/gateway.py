@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 import requests
 
@@ -33,7 +34,7 @@ class GatewayProc:
         self.tls = bool(self._given.get("PREDMESH_GATEWAY_TLS_CERT", self.env.get("PREDMESH_GATEWAY_TLS_CERT")))
         self._pick_ports()
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     def _pick_ports(self) -> None:
         """Envoy cannot report what it bound: ports from free_port() (start retries when one was taken first)."""
@@ -123,7 +124,8 @@ class GatewayProc:
                     os.kill(pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
         return self.proc.returncode
 
     def log(self) -> str:

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -135,7 +135,13 @@ class ServerProc:
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
+
+    @property
+    def started(self) -> subprocess.Popen:
+        """The running process (an error before start())."""
+        assert self.proc is not None, "not started"
+        return self.proc
 
     def _processes(self) -> int:
         value = self.env.get("PREDMESH_PROCESSES", "auto")
@@ -150,17 +156,17 @@ class ServerProc:
             self.target = self.env["PREDMESH_GRPC_ADDR"] = f"127.0.0.1:{self.grpc_port}"
         if self._log is not None:
             self._log.close()
-        self._log = open(self.log_path, "ab")
-        offset = self._log.tell()
-        self.proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT,
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._log = log = open(self.log_path, "ab")
+        offset = log.tell()
+        self.proc = proc = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT,
+                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
         def bound():
             with open(self.log_path, "rb") as fh:
                 fh.seek(offset)
                 return BOUND.search(fh.read().decode(errors="replace"))
         try:
-            found = wait_for(lambda: bound() or self.proc.poll() is not None, timeout,
+            found = wait_for(lambda: bound() or proc.poll() is not None, timeout,
                              what=f"the server's start-up line in {self.log_path}")
         except TimeoutError:
             self.kill()
@@ -174,24 +180,18 @@ class ServerProc:
         def once() -> ServerProc:
             self.spawn(timeout)
             try:
-                wait_for(lambda: self.proc.poll() is not None
+                wait_for(lambda: self.started.poll() is not None
                          or health_status(self.target) == health_pb2.HealthCheckResponse.SERVING,
                          timeout, what=f"server on {self.target}")
             except TimeoutError:
                 self.kill()
                 raise
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            if self.started.poll() is not None:
+                raise RuntimeError(f"server exited with {self.started.returncode}:\n{self.log()}")
             return self
         if self.fixed_port or self._processes() == 1:
             return once()
         return retry_on_port_clash(once, lambda: None)  # spawn() picks another port
-
-    @property
-    def started(self) -> subprocess.Popen:
-        """The running process (an error before start())."""
-        assert self.proc is not None, "not started"
-        return self.proc
 
     @property
     def pid(self) -> int:
@@ -225,7 +225,11 @@ class ServerProc:
     def __enter__(self) -> ServerProc:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
+        """Kill the process if it still runs and close its log file (what leaving a `with` block does)."""
         self.kill()
         if self._log is not None:
             self._log.close()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from tests.support.procs import ROOT, free_port, retry_on_port_clash, stop_process, wait_for
 
@@ -32,7 +33,7 @@ class UiProc:
                 self.env.pop(name, None)  # the dashboard holds no admin credential of its own
         self._pick_port()
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     def _pick_port(self) -> None:
         """The dashboard does not report what it bound: a port from free_port() (start retries on a clash)."""
@@ -46,9 +47,9 @@ class UiProc:
     def _start(self, timeout: float) -> UiProc:
         if self._log is not None:
             self._log.close()
-        self._log = open(self.log_path, "ab")
-        offset = self._log.tell()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ui"], cwd=ROOT, env=self.env, stdout=self._log,
+        self._log = log = open(self.log_path, "ab")
+        offset = log.tell()
+        self.proc = subprocess.Popen([sys.executable, "-m", "ui"], cwd=ROOT, env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
 
         def ours() -> bool:  # its own start-up line first: a listener on the port is then this dashboard
@@ -63,7 +64,7 @@ class UiProc:
 
     def stop(self) -> None:
         stop_process(self.proc, 10)
-        if self.proc is not None:
+        if self._log is not None:
             self._log.close()
 
     def log(self) -> str:

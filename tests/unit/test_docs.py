@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,7 +145,8 @@ def settings_variables() -> set[str]:
             module = importlib.import_module(".".join(source.relative_to(ROOT).with_suffix("").parts))
             for _, cls in inspect.getmembers(module, inspect.isclass):
                 if cls.__module__ == module.__name__ and "from_env" in vars(cls):
-                    names |= {n.removesuffix("[_FILE]") for n in variables_read(cls.from_env)}
+                    settings: Any = cls  # any class that defines from_env, found by name
+                    names |= {n.removesuffix("[_FILE]") for n in variables_read(settings.from_env)}
     return names - NOT_SETTINGS
 
 

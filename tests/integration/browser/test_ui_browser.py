@@ -46,8 +46,7 @@ class Mesh:
     shots: Path
 
     def restart_server(self) -> None:
-        self.server.kill()
-        self.server._log.close()
+        self.server.close()
         self.server = ServerProc(self.store, self.root / "server.log", grpc_port=self.server.grpc_port).start()
 
     def client(self) -> Client:

@@ -422,5 +422,4 @@ def test_no_model_loaded_is_503_with_a_json_status(model_store, tmp_path):
         finally:
             gw.stop()
     finally:
-        server.kill()
-        server._log.close()
+        server.close()

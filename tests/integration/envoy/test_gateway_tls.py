@@ -43,10 +43,10 @@ class TlsServerProc(ServerProc):
 
     def start(self, timeout: float = 30.0):
         self.spawn(timeout)
-        wait_for(lambda: self.proc.poll() is not None
+        wait_for(lambda: self.started.poll() is not None
                  or tls_health(self.target, self.pki, self.pki.client) == health_pb2.HealthCheckResponse.SERVING,
                  timeout, what="TLS server")
-        assert self.proc.poll() is None, self.log()
+        assert self.started.poll() is None, self.log()
         return self
 
 

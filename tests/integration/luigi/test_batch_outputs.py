@@ -13,6 +13,7 @@ def test_a_killed_writer_leaves_no_file(tmp_path):
               "    f.write('x' * 100_000); f.flush(); print('writing', flush=True); sys.stdin.read()\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.csv")], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
     assert proc.stdout.readline() == "writing\n"
     proc.kill()
     proc.wait(10)

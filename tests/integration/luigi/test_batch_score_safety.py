@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,8 +161,9 @@ def test_an_unwritable_output_directory_fails_before_any_row(env, pg, tmp_path, 
 
 
 def test_numbers_are_ascii_decimal_or_scientific_in_csv_and_parquet(env, pg, tmp_path):
+    # non-ASCII digits as escapes, so they cannot pass for ASCII ones: full-width 3.5, Arabic-Indic 1.4
     rows = [["ok1", "5.1", "3.5", "1.4", "0.2"], ["under", "5_1", "3.5", "1.4", "0.2"],
-            ["fullwidth", "5.1", "３.５", "1.4", "0.2"], ["arabic", "5.1", "3.5", "١.٤", "0.2"],
+            ["fullwidth", "5.1", "\uff13.\uff15", "1.4", "0.2"], ["arabic", "5.1", "3.5", "\u0661.\u0664", "0.2"],
             ["nbsp", "5.1", "3.5", "1.4", "\u00a00.2"], ["ok2", " +6.0", "2.7e0 ", "4.2E+0", ".13e1"],
             ["nan", "5.1", "nan", "1.4", "0.2"], ["ok3", "-0", "3", "6.", "2.5"]]
     source = tmp_path / "numbers.csv"
@@ -172,8 +174,8 @@ def test_numbers_are_ascii_decimal_or_scientific_in_csv_and_parquet(env, pg, tmp
     assert [r["id"] for r in csv_rows(tmp_path / "numbers.scored.csv")] == ["ok1", "ok2", "ok3"]
     reasons = {r["id"]: r["reason"] for r in csv_rows(tmp_path / "numbers.scored.rejects.csv")}
     assert reasons["under"].startswith("sepal_length: '5_1' is not a number (write ASCII digits")
-    assert reasons["fullwidth"].startswith("sepal_width: '３.５' is not a number")
-    assert reasons["arabic"].startswith("petal_length: '١.٤' is not a number")
+    assert reasons["fullwidth"].startswith("sepal_width: '\uff13.\uff15' is not a number")
+    assert reasons["arabic"].startswith("petal_length: '\u0661.\u0664' is not a number")
     assert reasons["nbsp"].startswith("petal_width: '\\xa00.2' is not a number")
     assert reasons["nan"] == "sepal_width: NaN"
     wait_for(lambda: stored(pg)[0] == 3, 20, what="3 rows stored")
@@ -186,10 +188,10 @@ def test_numbers_are_ascii_decimal_or_scientific_in_csv_and_parquet(env, pg, tmp
     result = score(env, parquet)
     assert result.returncode == 3, result.stdout + result.stderr
     assert "0 of 3 rows scored" in result.stdout, result.stdout
-    reasons = [r["reason"] for r in csv_rows(tmp_path / "typed.scored.rejects.csv")]
-    assert reasons == ["petal_width: True is a boolean, not a number",
-                       ("petal_length: '6_0' is not a number (write ASCII digits, an optional sign, a decimal point "
-                        "and an exponent only, e.g. 5.1 or -5.1e0)"), "petal_width: missing value"]
+    typed_reasons = [r["reason"] for r in csv_rows(tmp_path / "typed.scored.rejects.csv")]
+    assert typed_reasons == ["petal_width: True is a boolean, not a number",
+                             ("petal_length: '6_0' is not a number (write ASCII digits, an optional sign, a decimal "
+                              "point and an exponent only, e.g. 5.1 or -5.1e0)"), "petal_width: missing value"]
     parquet_ok = tmp_path / "ints.parquet"
     pq.write_table(pa.table({"sepal_length": [5, 6], "sepal_width": [3.5, 2.7], "petal_length": ["1.4", "4.2"],
                              "petal_width": [0.2, 1.3]}), parquet_ok)
@@ -216,7 +218,7 @@ def test_an_oversized_line_and_unterminated_quotes_are_bounded_reported_and_skip
         f.write("g3,6.3,3.3,6.0,2.5\n")
         f.write('open,"5.1,3.5,1.4,0.2\n')  # line 7: a quote never closed
         f.write("g4,4.9,3.0,1.4,0.2\ng5,5.8,2.7,5.1,1.9\n")
-    command = [os.sys.executable, "-c", MEASURE_RSS, os.sys.executable, "-m", "batch", "score", "--model", "iris",
+    command = [sys.executable, "-c", MEASURE_RSS, sys.executable, "-m", "batch", "score", "--model", "iris",
                "--input", str(source)]
     result = subprocess.run(command, cwd=Path(__file__).resolve().parents[3], env=env, capture_output=True,
                             text=True, timeout=300, check=False)

@@ -21,6 +21,12 @@ def args(*argv):
     return up.parser().parse_args(list(argv))
 
 
+def process_of(part: up.Part) -> subprocess.Popen:
+    """The part's child process (the test started it)."""
+    assert part.proc is not None, f"{part.name} has no process"
+    return part.proc
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -34,7 +40,7 @@ def test_a_dead_part_is_reported_and_restarted_with_backoff(tmp_path):
     part = up.Part("flaky", ["sh", "-c", f"echo x >> {counter}; exit 3"])
     messages: list[str] = []
     up.start(part)
-    part.proc.wait(10)
+    process_of(part).wait(10)
     now = time.monotonic()
     up.supervise_once([part], os.environ, now=now, log=messages.append)
     assert messages == ["predmesh up: flaky exited with 3; restarting it in 1 s"]
@@ -42,7 +48,7 @@ def test_a_dead_part_is_reported_and_restarted_with_backoff(tmp_path):
     assert len(messages) == 1, "not restarted before its backoff"
     up.supervise_once([part], os.environ, now=now + 1.01, log=messages.append)
     assert messages[-1] == "predmesh up: flaky restarted (restart 1)"
-    part.proc.wait(10)
+    process_of(part).wait(10)
     up.supervise_once([part], os.environ, now=now + 2, log=messages.append)
     assert messages[-1] == "predmesh up: flaky exited with 3; restarting it in 2 s"   # doubled
     assert counter.read_text().count("x") == 2
@@ -73,7 +79,7 @@ def test_a_part_that_may_not_restart_is_only_reported():
     part = up.Part("once", ["sh", "-c", "exit 0"], restartable=False)
     messages: list[str] = []
     up.start(part)
-    part.proc.wait(10)
+    process_of(part).wait(10)
     up.supervise_once([part], os.environ, log=messages.append)
     assert messages == ["predmesh up: once exited with 0; not restarting it"] and part.proc is None
 
@@ -81,8 +87,8 @@ def test_a_part_that_may_not_restart_is_only_reported():
 def test_stop_all_stops_whole_process_groups_even_stubborn_ones(tmp_path):
     pidfile = tmp_path / "child"
     # a part whose own child ignores SIGTERM (as a stuck grandchild would)
-    stubborn = up.Part("stubborn", ["sh", "-c", f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; "
-                                                "while :; do sleep 0.1; done' & wait"])
+    stubborn = up.Part("stubborn", ["sh", "-c", (f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; "
+                                                 "while :; do sleep 0.1; done' & wait")])
     polite = up.Part("polite", ["sleep", "60"])
     up.start(stubborn)
     up.start(polite)
@@ -91,8 +97,8 @@ def test_stop_all_stops_whole_process_groups_even_stubborn_ones(tmp_path):
     started = time.monotonic()
     up.stop_all([polite, stubborn], timeout=2)
     assert time.monotonic() - started < 10
-    assert polite.proc.returncode == -signal.SIGTERM
-    assert not alive(stubborn.proc.pid) and not alive(polite.proc.pid)
+    assert process_of(polite).returncode == -signal.SIGTERM
+    assert not alive(process_of(stubborn).pid) and not alive(process_of(polite).pid)
     wait_for(lambda: not alive(grandchild), 5, what="the SIGKILLed grandchild gone")   # delivery is asynchronous
 
 
@@ -117,7 +123,7 @@ def test_bad_options_are_refused(argv):
 
 
 def test_the_probe_command_answers_with_its_exit_code(inproc_server):
-    server, target = inproc_server
+    _server, target = inproc_server
     result = subprocess.run([sys.executable, "-m", "cli.probe", "grpc", target], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "SERVING" in result.stdout
@@ -133,7 +139,9 @@ def test_the_planned_prometheus_configuration_passes_promtool(tmp_path, monkeypa
     env = {"PREDMESH_GRPC_ADDR": "127.0.0.1:41000", "PREDMESH_METRICS_ADDR": "127.0.0.1:42000",
            "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": "127.0.0.1:43901", "PREDMESH_LUIGID_ADDR": "127.0.0.1:44000",
            "PREDMESH_PROMETHEUS_ADDR": "127.0.0.1:45090"}
-    up.plan(args("--replicas", "2", "--no-consumer", "--no-ui"), env).parts[-1].prepare()
+    prometheus = up.plan(args("--replicas", "2", "--no-consumer", "--no-ui"), env).parts[-1]
+    assert prometheus.name == "prometheus" and prometheus.prepare is not None
+    prometheus.prepare()
     config = tmp_path / "var" / "prometheus" / "prometheus.yml"
     result = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True,
                             timeout=60)

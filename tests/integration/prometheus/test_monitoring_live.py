@@ -3,7 +3,8 @@ cli/monitoring.py with file-based service discovery and deploy/prometheus/rules)
 REST, feedback, a batch run and a reload, every dashboard panel query and every rule expression is valid PromQL,
 the rules evaluate without error, and the panels of the parts that run here (server, gateway) return data.
 Panels of parts not started here (consumer, luigid, RabbitMQ) must still parse; the test prints which had data.
-Also takes the screenshot of the Prometheus graph shown in docs/monitoring.md (requests/s and accuracy) with headless Chromium."""
+Also takes the screenshot of the Prometheus graph shown in docs/monitoring.md (requests/s and accuracy) with
+headless Chromium."""
 from __future__ import annotations
 
 import json

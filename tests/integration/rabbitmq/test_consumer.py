@@ -27,6 +27,11 @@ def one_row(result: Message) -> inference_pb2.PredictResponse:
     return result
 
 
+def batch_result(result: Message) -> inference_pb2.PredictBatchResponse:
+    assert isinstance(result, inference_pb2.PredictBatchResponse), result
+    return result
+
+
 def stored(schema: TempSchema, request_ids: str) -> tuple[int, int]:
     """(rows, distinct request ids) stored through the queue with request ids LIKE the pattern."""
     import psycopg2
@@ -75,8 +80,7 @@ def test_jobs_in_both_encodings_come_back_on_reply_to_and_are_stored_once(stack)
     assert one_row(results["rt-0"]).prediction.request_id == "rt-0"
     assert one_row(results["rt-0"]).prediction.label == "setosa"
     assert one_row(results["rt-1"]).prediction.request_id == "rt-1"
-    batch = results["rt-b"]
-    assert isinstance(batch, inference_pb2.PredictBatchResponse)
+    batch = batch_result(results["rt-b"])
     assert [p.request_id for p in batch.predictions] == ["rt-b-0", "rt-own-row-id"]
     wait_for(lambda: stored(schema, "rt-%") == (22, 22), 20, what="22 queue rows")
     assert consumer.metric("predmesh_consumer_acked_total") == 21
@@ -125,7 +129,7 @@ def test_a_refused_row_rejects_only_its_job_and_a_partial_success_job_is_answere
     """One window, one call: the batch job with a refused row is dead-lettered naming its row (its good row is
     stored: the call scored it), the job that asked for partial_success gets the refused row's status in its
     result, and the jobs beside them are answered."""
-    server, broker, consumer, schema = stack
+    _server, broker, _consumer, schema = stack
     nan = dict(IRIS_ROW, petal_width=float("nan"))
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         ids = [pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"pr-{i}", reply=True) for i in range(5)]
@@ -133,11 +137,11 @@ def test_a_refused_row_rejects_only_its_job_and_a_partial_success_job_is_answere
                                message_id="pr-each", reply=True, content_type=jobs.JSON))
         pub.publish(jobs.batch_job("iris", [IRIS_ROW, nan]), message_id="pr-whole")
         results = pub.wait_results(ids, timeout=30)
-    each = results["pr-each"]
+    each = batch_result(results["pr-each"])
     assert [r.WhichOneof("result") for r in each.results] == ["prediction", "error", "prediction"]
     assert each.results[1].request_id == "pr-each-1" and each.results[1].error.code == 3
     assert each.results[1].error.message == "feature 'petal_width' is nan; send a finite number"
-    assert all(results[f"pr-{i}"].prediction.label == "setosa" for i in range(5))
+    assert all(one_row(results[f"pr-{i}"]).prediction.label == "setosa" for i in range(5))
     wait_for(lambda: (broker.depth(broker.topology.dead_queue) or (0,))[0] == 1, 20, what="1 dead letter")
     [(props, _)] = broker.drain(broker.topology.dead_queue)
     assert props.message_id == "pr-whole" and props.headers[jobs.HEADER_STATUS] == "INVALID_ARGUMENT"

@@ -88,8 +88,8 @@ def test_t11_consumer_kill9_five_times_no_job_lost_or_stored_twice(model_store, 
             # anything is acked; and after a result was confirmed, before its job is acked
             for hook in ("consumer.answered:3", "consumer.confirmed:40"):
                 consumer.start(env={"PREDMESH_FAULTS": hook}, wait=False)
-                consumer.proc.wait(60)
-                assert consumer.proc.returncode == -9, consumer.log()[-2000:]
+                consumer.started.wait(60)
+                assert consumer.started.returncode == -9, consumer.log()[-2000:]
                 consumer.kill()
                 kills.append(hook)
             # 3, 4, 5: kill -9 from outside at random points

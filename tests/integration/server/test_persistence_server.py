@@ -111,4 +111,4 @@ def test_server_refuses_an_unmigrated_database_when_auto_migrate_is_off(model_st
     with pytest.raises(RuntimeError, match="exited with 2"):
         proc.start()
     assert "run `predmesh migrate`" in proc.log()
-    proc._log.close()
+    proc.close()

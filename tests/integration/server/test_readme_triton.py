@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.support.match import search
 from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.slow  # creates a virtualenv and installs into it (from pip's cache once it is warm)
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.slow  # creates a virtualenv and installs into it (from
 def readme_blocks() -> tuple[str, str]:
     """(install command, python code) of the Open Inference Protocol page, docs/oip.md."""
     section = (ROOT / "docs" / "oip.md").read_text()
-    install = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    install = search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
+    code = search(r"```python\n(.*?)```", section, re.S).group(1)
     return install, code
 
 

@@ -243,7 +243,7 @@ def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():
                lambda: calls.predict_matrix("iris", list(IRIS_ROW), [1.0] * 8, request_id_prefix="p-",
                                             row_numbers=[0, -1]),
                lambda: calls.predict_matrix("iris", list(IRIS_ROW), [1.0] * 4, request_id_prefix="p-",
-                                            row_numbers=[1.5])]
+                                            row_numbers=[1.5])]  # type: ignore[list-item]  # a float on purpose
     messages = ["transport 'carrier-pigeon' is not one of grpc, rest", "transport 'fax' is not one of",
                 "batch run status 'DONE' is not one of running, succeeded, failed",
                 r"row_numbers\[1\] is -1; send a whole number from 0", r"row_numbers\[0\] is 1.5"]

@@ -156,7 +156,7 @@ def test_a_group_that_cannot_serve_gives_up(model_store, tmp_path):
                           env={"PREDMESH_PROCESSES": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")})
         with pytest.raises(RuntimeError, match="exited with 1"):
             proc.start(timeout=90)
-        proc._log.close()
+        proc.close()
 
 
 def test_default_is_one_process_per_allowed_cpu_with_the_native_runtime(model_store, tmp_path):
@@ -174,8 +174,7 @@ def test_default_is_one_process_per_allowed_cpu_with_the_native_runtime(model_st
         assert len(seen) == cpus
         assert proc.terminate(timeout=30) == 0
     finally:
-        proc.kill()
-        proc._log.close()
+        proc.close()
     log = proc.log()
     assert f"predmesh inference: {cpus} processes sharing" in log or cpus == 1
     assert log.count("native kernel verified") >= cpus  # each process scores iris with the verified kernel

@@ -14,6 +14,7 @@ import pytest
 
 from batch.cli import crontab_line
 from batch.cli import main as batch_main
+from batch.csvrows import Unreadable
 from batch.report import metrics
 from batch.scoring import Clients, request_id_prefix, request_ids
 from batch.settings import BatchSettings
@@ -147,7 +148,8 @@ def test_an_unusable_input_fails_before_any_row_and_a_field_over_the_limit_is_on
     long = tmp_path / "long.csv"
     long.write_text("a,b\n1,2\n" + '"' + "x" * 200_000 + '",3\n4,5\n')  # over csv's field size limit
     rows = [r for block in open_input(long).blocks(1) for r in block]  # that row is unreadable, not the file
-    assert rows[0] == ["1", "2"] and rows[2] == ["4", "5"] and "a field is longer than the limit" in rows[1].reason
+    assert rows[0] == ["1", "2"] and rows[2] == ["4", "5"]
+    assert isinstance(rows[1], Unreadable) and "a field is longer than the limit" in rows[1].reason
 
 
 def test_a_parquet_input_is_read_by_record_batch(tmp_path):
@@ -333,7 +335,7 @@ def test_a_call_refused_as_a_whole_fails_the_run():
 
     from batch.scoring import Scorer, ScoringFailed
     scorer = Scorer(fake_clients(FakeClient(limit=4)), "m")  # the server's limit not published: chunks of 10
-    with pytest.raises(ScoringFailed, match="InvalidArgument from the server .*10 rows exceed the limit of 4"):
+    with pytest.raises(ScoringFailed, match=r"InvalidArgument from the server .*10 rows exceed the limit of 4"):
         scorer.score(np.ones((25, 1)), ("a",), "r-", range(25))
 
 

@@ -12,8 +12,10 @@ from batch.csvrows import csv_rows
 from batch.table import InputError, Table, open_input, to_number, validate
 
 NUMBERS = ["5.1", "-5", "+0.5", ".5", "5.", "1e3", "1E-3", "-2.5e+2", " 5.1", "5.1\t", "007"]
-NOT_NUMBERS = ["5_1", "５.１", "٥.١", "\u00a05.1", "5.1\u2003", "1,5", "0x10", "1e", "e3", ".", "+", "5.1\n",
-               "\x1c5", "½", "٣"]
+# non-ASCII digits as escapes, so they cannot pass for ASCII ones: full-width 5.1, Arabic-Indic 5.1, one half,
+# Arabic-Indic 3
+NOT_NUMBERS = ["5_1", "\uff15.\uff11", "\u0665.\u0661", "\u00a05.1", "5.1\u2003", "1,5", "0x10", "1e", "e3", ".", "+",
+               "5.1\n", "\x1c5", "\u00bd", "\u0663"]
 SPELLED = ["nan", "NaN", "-inf", "+Infinity", "INF"]  # parsed, then rejected as not finite
 
 

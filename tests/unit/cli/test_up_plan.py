@@ -48,7 +48,7 @@ def test_the_consumer_is_started_only_when_the_broker_answers(monkeypatch):
 
 
 def test_probes_say_why_a_part_is_down(inproc_server):
-    server, target = inproc_server
+    _server, target = inproc_server
     assert grpc_health(target) == (True, "gRPC health SERVING")
     with closed_port() as port:
         ok, detail = grpc_health(f"127.0.0.1:{port}", timeout=0.5)
@@ -58,7 +58,7 @@ def test_probes_say_why_a_part_is_down(inproc_server):
 
 
 def test_check_reports_each_part_and_fails_when_one_is_down(inproc_server, capsys):
-    server, target = inproc_server
+    _server, target = inproc_server
     with closed_port() as port:
         down = f"127.0.0.1:{port}"
         mesh = up.Plan([up.Part("inference", [], probe=lambda: grpc_health(target), urls=[f"gRPC {target}"]),
@@ -82,6 +82,7 @@ def test_prometheus_is_planned_with_every_part_as_a_target(tmp_path, monkeypatch
     prometheus = mesh.parts[-1]
     assert prometheus.name == "prometheus" and "--web.listen-address=127.0.0.1:45090" in prometheus.argv
     assert not (tmp_path / "var").exists(), "nothing is written before the part starts"
+    assert prometheus.prepare is not None
     prometheus.prepare()
     targets = tmp_path / "var" / "prometheus" / "targets"
     assert json.loads((targets / "inference.json").read_text())[0]["targets"] == \

@@ -16,6 +16,7 @@ from predmesh.v1 import inference_pb2, model_pb2
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 TOPO = jobs.Topology("t")
+SERVER_LIMITS = CallLimits(1000, 4 << 20, 128)
 
 
 class FakeScorer:
@@ -23,7 +24,7 @@ class FakeScorer:
     feature: INVALID_ARGUMENT); an unknown model is NOT_FOUND (from GetModel); more rows than max_batch_rows
     refuse the call."""
 
-    def __init__(self, down: Exception | None = None, limits: CallLimits = CallLimits(1000, 4 << 20, 128)):
+    def __init__(self, down: Exception | None = None, limits: CallLimits = SERVER_LIMITS):
         self.down = down
         self.server_limits = limits
         self.calls: list[tuple[str, str, int]] = []
@@ -71,6 +72,12 @@ def result_of(p: Publish) -> inference_pb2.PredictResponse:
     return result
 
 
+def batch_result_of(p: Publish) -> inference_pb2.PredictBatchResponse:
+    result = jobs.decode_result(p.type, p.content_type, p.body)
+    assert isinstance(result, inference_pb2.PredictBatchResponse)
+    return result
+
+
 def delivery(tag, job, content_type=jobs.PROTOBUF, message_id=None, **props) -> Delivery:
     return Delivery(tag=tag, body=jobs.encode(job, content_type), content_type=content_type,
                     type=jobs.type_name(job), message_id=message_id or f"m{tag}", **props)
@@ -91,8 +98,7 @@ def test_a_window_is_scored_in_one_batch_call_and_each_job_gets_its_result():
     assert (two.content_type, two.correlation_id) == (jobs.JSON, "c2")
     assert result_of(two).prediction.request_id == "m2"
     assert (three.exchange, three.routing_key, three.type) == ("", "amq.rabbitmq.reply-to.x", jobs.PREDICT_BATCH_RESULT)
-    batch = jobs.decode_result(three.type, three.content_type, three.body)
-    assert isinstance(batch, inference_pb2.PredictBatchResponse)
+    batch = batch_result_of(three)
     assert [p.request_id for p in batch.predictions] == ["m3-0", "own-id"]
 
 
@@ -126,11 +132,11 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
             assert dead.headers[jobs.HEADER_DELIVERIES] == 1
             assert dead.headers[jobs.HEADER_ERROR]
     # the server's reason for a single-row job; a batch job's names its row (the job is all or nothing)
-    assert outcomes[4].publish.headers[jobs.HEADER_ERROR] == "unknown feature 'extra'"
-    assert outcomes[6].publish.headers[jobs.HEADER_ERROR] == "row 1: unknown feature 'extra'"  # tag 7
-    assert outcomes[7].publish.headers[jobs.HEADER_ERROR] == \
+    assert published(outcomes[4]).headers[jobs.HEADER_ERROR] == "unknown feature 'extra'"
+    assert published(outcomes[6]).headers[jobs.HEADER_ERROR] == "row 1: unknown feature 'extra'"  # tag 7
+    assert published(outcomes[7]).headers[jobs.HEADER_ERROR] == \
         "row 1: feature 'petal_width' is nan; send a finite number"  # tag 11
-    assert "exceeds the limit" in outcomes[8].publish.headers[jobs.HEADER_ERROR]  # tag 8
+    assert "exceeds the limit" in published(outcomes[8]).headers[jobs.HEADER_ERROR]  # tag 8
     # one call for the window (jobs 1, 5, 6, 7, 11: 7 rows), answered per row: no bisection
     assert [c for c in scorer.calls if c[1] == "iris"] == [("limits", "iris", 0), ("batch", "iris", 7)]
 
@@ -144,15 +150,16 @@ def test_a_batch_job_with_partial_success_is_answered_row_by_row():
               delivery(3, jobs.batch_job("iris", [ROW], partial_success=True))]
     outcomes = handle(window, scorer, TOPO)
     assert [o.action for o in outcomes] == [Action.ACK, Action.REJECT, Action.ACK]
-    one = outcomes[0].publish
+    one = published(outcomes[0])
     assert (one.routing_key, one.type, one.content_type) == ("iris.batch", jobs.PREDICT_BATCH_RESULT, jobs.JSON)
-    result = jobs.decode_result(one.type, one.content_type, one.body)
+    result = batch_result_of(one)
     assert not result.predictions and [r.WhichOneof("result") for r in result.results] == [
         "prediction", "error", "prediction"]
     assert [r.request_id for r in result.results] == ["m1-0", "m1-1", "own"]
     assert result.results[1].error.code == 3 and "'petal_width' is nan" in result.results[1].error.message
-    assert outcomes[1].publish.headers[jobs.HEADER_ERROR] == "row 1: feature 'petal_width' is nan; send a finite number"
-    three = jobs.decode_result(outcomes[2].publish.type, outcomes[2].publish.content_type, outcomes[2].publish.body)
+    assert published(outcomes[1]).headers[jobs.HEADER_ERROR] == \
+        "row 1: feature 'petal_width' is nan; send a finite number"
+    three = batch_result_of(published(outcomes[2]))
     assert [r.prediction.request_id for r in three.results] == ["m3-0"]
     assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 6)]
 
@@ -162,7 +169,7 @@ def test_a_batch_job_in_columns_is_rejected_with_a_reason():
     job.matrix.feature_names.extend(ROW)
     job.matrix.values.extend(ROW.values())
     [outcome] = handle([delivery(1, job)], FakeScorer(), TOPO)
-    assert outcome.action is Action.REJECT and "not a matrix" in outcome.publish.headers[jobs.HEADER_ERROR]
+    assert outcome.action is Action.REJECT and "not a matrix" in published(outcome).headers[jobs.HEADER_ERROR]
 
 
 def test_one_bad_job_among_many_costs_no_extra_call():
@@ -181,7 +188,7 @@ def test_unknown_model_is_not_found_for_its_jobs_only():
               delivery(3, jobs.predict_job("nope", ROW))]
     outcomes = handle(window, scorer, TOPO)
     assert [o.action for o in outcomes] == [Action.REJECT, Action.ACK, Action.REJECT]
-    assert outcomes[0].publish.headers[jobs.HEADER_STATUS] == "NOT_FOUND"
+    assert published(outcomes[0]).headers[jobs.HEADER_STATUS] == "NOT_FOUND"
     assert sorted(scorer.calls) == [("batch", "iris", 1), ("limits", "iris", 0), ("limits", "nope", 0)]
 
 
@@ -201,8 +208,8 @@ def test_calls_are_cut_to_the_published_limits_and_a_job_over_them_is_rejected_w
     outcomes = handle(window, scorer, TOPO, Limits(max_call_rows=500))
     assert [o.action for o in outcomes] == [Action.ACK] * 7 + [Action.REJECT] * 2
     assert "the job's 4 rows exceed the server's limit of 3 rows per call" in \
-        outcomes[7].publish.headers[jobs.HEADER_ERROR]
-    assert "no rows" in outcomes[8].publish.headers[jobs.HEADER_ERROR]
+        published(outcomes[7]).headers[jobs.HEADER_ERROR]
+    assert "no rows" in published(outcomes[8]).headers[jobs.HEADER_ERROR]
     assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 3), ("batch", "iris", 3), ("batch", "iris", 1)]
     # bytes too: a request is cut before its encoding would pass max_request_bytes (a row here is ~100 bytes)
     scorer = FakeScorer(limits=CallLimits(max_batch_rows=1000, max_request_bytes=1000, max_request_id_length=128))
@@ -212,7 +219,7 @@ def test_calls_are_cut_to_the_published_limits_and_a_job_over_them_is_rejected_w
     assert max(scorer.request_bytes) <= 1000 and min(scorer.request_bytes[:-1]) > 600
     big = delivery(1, jobs.batch_job("iris", [ROW] * 10))
     [outcome] = handle([big], scorer, TOPO)
-    assert outcome.action is Action.REJECT and "1000 bytes per request" in outcome.publish.headers[jobs.HEADER_ERROR]
+    assert outcome.action is Action.REJECT and "1000 bytes per request" in published(outcome).headers[jobs.HEADER_ERROR]
 
 
 def test_a_call_refused_as_a_whole_retries_its_jobs_instead_of_dead_lettering_them():

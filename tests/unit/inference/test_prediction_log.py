@@ -204,7 +204,7 @@ def test_durable_writer_inserts_synced_records_from_memory_and_consumes_the_spoo
     assert len(db.rows) == 600
 
 
-def test_durable_backlog_is_inserted_in_parallel_batches_and_a_failed_one_is_replayed(tmp_path):
+def test_durable_backlog_is_inserted_in_parallel_batches_and_a_failed_one_is_replayed(tmp_path, monkeypatch):
     """writers=3: a backlog of synced bulk batches goes in up to three inserts at once (on different threads, so
     different connections); when one of them fails the spool is replayed and every row is still stored once."""
     db = FakeDb()
@@ -233,7 +233,7 @@ def test_durable_backlog_is_inserted_in_parallel_batches_and_a_failed_one_is_rep
             with db.lock:
                 in_flight[0] -= 1
 
-    db.insert = insert
+    monkeypatch.setattr(db, "insert", insert)
     plog = make(tmp_path, db, "durable", writers=3, batch_size=100, retry_interval_s=0.05)
     store_all = plog._writers.store_all
 
@@ -251,14 +251,14 @@ def test_durable_backlog_is_inserted_in_parallel_batches_and_a_failed_one_is_rep
     plog.close()
 
 
-def test_a_durable_backlog_during_an_outage_does_not_spin_the_writer(tmp_path):
+def test_a_durable_backlog_during_an_outage_does_not_spin_the_writer(tmp_path, monkeypatch):
     """A full synced tail stays ready while the database is down; the writer must wait for the retry time instead
     of waking on it. It went round ~280,000 times in 0.5 s (a core); now once per flush interval (10 ms here)."""
     db = FakeDb()
 
     def down(records):
         raise DatabaseUnavailable("down")
-    db.insert = down
+    monkeypatch.setattr(db, "insert", down)
     plog = make(tmp_path, db, "durable", batch_size=100, retry_interval_s=30.0)
     takes = [0]  # the writer's rounds: each takes from the async queue first
     take = plog._queue.take

@@ -35,7 +35,7 @@ class ListRecorder:
         pass
 
     def request_ids(self) -> list[str]:
-        out = []
+        out: list[str] = []
         for r in self.records:
             out.extend(r.request_ids if isinstance(r, PredictionBatch) else [r.request_id])
         return out
@@ -151,8 +151,9 @@ def test_a_row_with_a_valueless_feature_is_refused_alone_with_partial_success(se
     partial = body + b"\x20\x01"  # partial_success = true
     assert inference_pb2.PredictBatchRequest.FromString(partial).rows[1].features["petal_width"] == 0.0
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary("/predmesh.v1.InferenceService/PredictBatch",
-                                   response_deserializer=inference_pb2.PredictBatchResponse.FromString)
+        call: grpc.UnaryUnaryMultiCallable[bytes, inference_pb2.PredictBatchResponse] = channel.unary_unary(
+            "/predmesh.v1.InferenceService/PredictBatch",
+            response_deserializer=inference_pb2.PredictBatchResponse.FromString)
         answer = call(partial, timeout=5)
         assert [r.WhichOneof("result") for r in answer.results] == ["prediction", "error"]
         refused = answer.results[1]
@@ -162,7 +163,7 @@ def test_a_row_with_a_valueless_feature_is_refused_alone_with_partial_success(se
         with pytest.raises(grpc.RpcError) as err:
             call(body, timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "rows[1]: feature 'petal_width'" in \
-            err.value.details()
+            (err.value.details() or "")
     assert recorder.request_ids() == ["ok"]
 
 

@@ -11,6 +11,7 @@ DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 
 def test_committed_dashboards_are_current(capsys):
     spec = importlib.util.spec_from_file_location("build_dashboards", ROOT / "deploy/grafana/build_dashboards.py")
+    assert spec is not None and spec.loader is not None
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     assert builder.main(["--check"]) == 0, capsys.readouterr().out

@@ -1,7 +1,9 @@
 """predmesh.faults: PREDMESH_FAULTS arms named points; unarmed they do nothing."""
 from __future__ import annotations
 
+import os
 import signal
+import time
 
 import pytest
 
@@ -19,8 +21,8 @@ def disarmed():
 
 @pytest.fixture
 def kills(monkeypatch):
-    sent = []
-    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: sent.append(sig))
+    sent: list[int] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(sig))  # the os module predmesh.faults calls
     return sent
 
 
@@ -48,15 +50,23 @@ def test_a_kill_point_without_a_count_kills_the_first_time(kills):
 
 def test_a_delay_point_waits_its_milliseconds_through_the_callers_wait():
     faults.configure("batch.chunk_delay_ms:50,inference.predict_delay_ms:1500")
-    waits = []
-    assert fault_point("inference.predict_delay_ms", wait=lambda s: waits.append(s) or True) is True  # cut short
-    assert fault_point("batch.chunk_delay_ms", wait=lambda s: waits.append(s) or False) is False
+    waits: list[float] = []
+
+    def cut_short(seconds: float) -> bool:
+        waits.append(seconds)
+        return True
+
+    def waited_out(seconds: float) -> bool:
+        waits.append(seconds)
+        return False
+    assert fault_point("inference.predict_delay_ms", wait=cut_short) is True
+    assert fault_point("batch.chunk_delay_ms", wait=waited_out) is False
     assert waits == [1.5, 0.05]
 
 
 def test_a_delay_point_sleeps_without_a_wait(monkeypatch):
-    slept = []
-    monkeypatch.setattr(faults.time, "sleep", slept.append)
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # the time module predmesh.faults calls
     faults.configure("batch.chunk_delay_ms:250")
     fault_point("batch.chunk_delay_ms")
     assert slept == [0.25]

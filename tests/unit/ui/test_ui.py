@@ -8,11 +8,12 @@ import logging
 import math
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import pytest
 
 from predmesh import errors
+from predmesh.aio import AsyncClient
 from predmesh.env import ConfigError
 from predmesh.types import (
     BatchRun,
@@ -226,8 +227,13 @@ def world():
     return {"down": False, "info": _info(), "rows": [_stored("p1")], "sent": []}
 
 
+def fake_client(world, admin_token: str | None = None) -> AsyncClient:
+    """A FakeClient where the session takes the SDK's AsyncClient (it has the methods the session calls)."""
+    return cast(AsyncClient, FakeClient(world, admin_token))
+
+
 def _session(world) -> Session:
-    return Session(lambda admin_token=None: FakeClient(world, admin_token), target="fake:1", refresh_s=2.0)
+    return Session(lambda admin_token=None: fake_client(world, admin_token), target="fake:1", refresh_s=2.0)
 
 
 def _ids(rows) -> list[str]:
