@@ -44,7 +44,8 @@ def test_batch_rows_name_the_row():
     rows = [_features(1, IRIS_ROW), _features(1, {**IRIS_ROW, "sepal_width": None})]
     data = b"\x0a\x04iris" + b"".join(bytes([0x12, len(r)]) + r for r in rows)
     message = inference_pb2.PredictBatchRequest.FromString(data)
-    assert (wire.check_rows(data, message) or "").startswith("rows[1]: feature 'sepal_width'")
+    problem = wire.check_rows(data, message)
+    assert isinstance(problem, str) and problem.startswith("rows[1]: feature 'sepal_width'")
 
 
 @settings(max_examples=200, deadline=None)

@@ -503,9 +503,9 @@ def rendered_text(pane) -> str:
     return "".join(_markup(pane).data)
 
 
-def _live(pane) -> list:
+def _live(pane) -> list[object]:
     """Elements or attributes in a pane's HTML that do more than show text."""
-    found = []
+    found: list[object] = []
     for tag, attrs in _markup(pane).tags:
         if tag in LIVE:
             found.append(tag)
