@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from database.records import PredictionRecord
+from database.records import Stored
 
 
 class Recorder(Protocol):
@@ -14,7 +14,7 @@ class Recorder(Protocol):
     inference.errors.Overloaded when they cannot be accepted; the caller must then not answer OK.
     """
 
-    def record(self, records: Sequence[PredictionRecord]) -> None: ...
+    def record(self, records: Sequence[Stored]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -22,7 +22,7 @@ class Recorder(Protocol):
 class NullRecorder:
     """Stores nothing: persistence switched off."""
 
-    def record(self, records: Sequence[PredictionRecord]) -> None:
+    def record(self, records: Sequence[Stored]) -> None:
         return None
 
     def close(self) -> None:

@@ -13,20 +13,10 @@ from predmesh import Client
 from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.conftest import IRIS_ROW
+from tests.support.recorder import ListRecorder
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], dtype=np.float32)
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-
-
-class ListRecorder:
-    def __init__(self):
-        self.records = []
-
-    def record(self, records):
-        self.records.extend(records)
-
-    def close(self):
-        pass
 
 
 @pytest.fixture(params=["sklearn", "native"])

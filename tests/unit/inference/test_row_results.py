@@ -19,26 +19,10 @@ from predmesh import AsyncClient, CallLimits, Client, InvalidArgument, NotFound,
 from predmesh.v1 import inference_pb2
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN
+from tests.support.recorder import ListRecorder
 
 NAMES = list(IRIS_ROW)
 VIRGINICA = {**IRIS_ROW, "petal_length": 5.0, "petal_width": 2.0}
-
-
-class ListRecorder:
-    def __init__(self):
-        self.records = []
-
-    def record(self, records):
-        self.records.extend(records)
-
-    def close(self):
-        pass
-
-    def request_ids(self) -> list[str]:
-        out: list[str] = []
-        for r in self.records:
-            out.extend(r.request_ids if isinstance(r, PredictionBatch) else [r.request_id])
-        return out
 
 
 @pytest.fixture
