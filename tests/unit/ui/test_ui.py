@@ -232,6 +232,12 @@ def fake_client(world, admin_token: str | None = None) -> AsyncClient:
     return cast(AsyncClient, FakeClient(world, admin_token))
 
 
+async def _settle() -> None:
+    """Let the session's bound callbacks and their awaited calls run."""
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
 def _session(world) -> Session:
     return Session(lambda admin_token=None: fake_client(world, admin_token), target="fake:1", refresh_s=2.0)
 
@@ -427,10 +433,6 @@ def test_widgets_drive_the_state_filters_and_the_model_choice(world):
     def widget(page, kind, label):
         return next(w for w in page.select(kind) if w.label == label)
 
-    async def settle():
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-
     async def scenario():
         s = _session(world)
         page = views.dashboard(s, "predmesh")
@@ -438,13 +440,13 @@ def test_widgets_drive_the_state_filters_and_the_model_choice(world):
         await s.predict.predict({"a": 1.0, "b": 2.0})
         world["listed"].clear()
         widget(page, pn.widgets.TextInput, "Label").value = " x "     # a history filter typed by the user
-        await settle()
+        await _settle()
         assert s.history.label == " x " and world["listed"][0]["label"] == "x"
         models = widget(page, pn.widgets.Select, "Model")            # the header's model choice
         assert list(models.options) == ["iris", "wine"] and models.value == "iris"
         world["stats"].clear()
         models.value = "wine"
-        await settle()
+        await _settle()
         assert s.store.model == "wine" and s.store.info.name == "wine" and s.predict.prediction is None
         assert {"model": "wine"} in world["stats"]                    # its quality was loaded
         form = widget(page, pn.widgets.FloatInput, "alcohol")          # the form follows the schema
@@ -554,10 +556,6 @@ def test_the_typed_token_leaves_the_page_and_stays_in_the_session(world):
 
     from ui import views
 
-    async def settle():
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-
     async def scenario():
         s = _session(world)
         page = views.dashboard(s, "predmesh")
@@ -565,19 +563,19 @@ def test_the_typed_token_leaves_the_page_and_stays_in_the_session(world):
         token = page.select(pn.widgets.PasswordInput)[0]
         button = {b.label: b for b in page.select(pn.widgets.Button)}
         token.param.update(value_input="right", value="right")           # typed, then Enter
-        await settle()
+        await _settle()
         assert (token.value, token.value_input) == ("", "") and s.store.has_token
         assert [v.version for v in s.model.versions] == ["2"]          # the session still uses it
         button["Reload"].clicks += 1
-        await settle()
+        await _settle()
         assert FakeClient.instances[-1].admin_token == "right"          # used, though no longer in the page
         assert "golden rows do not reproduce" in s.model.notice.text
         token.value_input = "typed-not-entered"                         # typed, then Reload without Enter
         button["Reload"].clicks += 1
-        await settle()
+        await _settle()
         assert token.value_input == "" and FakeClient.instances[-1].admin_token == "typed-not-entered"
         button["Forget token"].clicks += 1
-        await settle()
+        await _settle()
         assert not s.store.has_token and "needs the admin or read-only token" in s.model.versions_note
     asyncio.run(scenario())
 
