@@ -188,6 +188,12 @@ class ServerProc:
         return retry_on_port_clash(once, lambda: None)  # spawn() picks another port
 
     @property
+    def started(self) -> subprocess.Popen:
+        """The running process (an error before start())."""
+        assert self.proc is not None, "not started"
+        return self.proc
+
+    @property
     def pid(self) -> int:
         return self.started.pid
 
