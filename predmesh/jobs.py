@@ -211,7 +211,8 @@ def matrix_result_of(matrix: inference_pb2.PredictionMatrix) -> Message:
 
 def error_result_of(code: grpc.StatusCode, message: str) -> Message:
     """The result sent to the reply_to of a rejected job: its gRPC status code and message."""
-    return status_pb2.Status(code=code.value[0], message=message)
+    status: Message = status_pb2.Status(code=code.value[0], message=message)
+    return status
 
 
 def result_of(job: Job, predictions: Sequence[model_pb2.Prediction]) -> Message:
