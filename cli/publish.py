@@ -7,7 +7,9 @@ import os
 import sys
 import uuid
 
+import grpc
 from google.protobuf import json_format
+from google.rpc import status_pb2
 
 from consumer.settings import AmqpSettings
 from predmesh import jobs
@@ -59,14 +61,24 @@ def main(argv: list[str] | None = None) -> int:
     except (PublishError, TypeError, ValueError) as exc:
         print(f"predmesh publish: {exc}", file=sys.stderr)
         return 1
+    failed = 0
     for message_id in ids:
         result = results.get(message_id)
+        if isinstance(result, status_pb2.Status):  # the consumer rejected the job (it is in the dead-letter queue)
+            failed += 1
+            code = grpc.StatusCode(next((c.value for c in grpc.StatusCode if c.value[0] == result.code),
+                                        grpc.StatusCode.UNKNOWN.value))
+            print(json.dumps({"message_id": message_id, "error": {"code": result.code, "status": code.name,
+                                                                  "message": result.message}}))
+            continue
         print(json.dumps({"message_id": message_id,
                           "result": json_format.MessageToDict(result, preserving_proto_field_name=True)
                           if result is not None else None}))
     missing = len(ids) - len(results)
+    if failed:
+        print(f"predmesh publish: {failed} job(s) rejected (see their error lines; they are in the dead-letter "
+              "queue)", file=sys.stderr)
     if missing:
         print(f"predmesh publish: {missing} result(s) did not arrive within {args.timeout:g} s "
               "(is `predmesh consume` running?)", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or missing else 0

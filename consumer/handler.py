@@ -16,6 +16,7 @@ import grpc
 from predmesh import jobs
 from predmesh.errors import PredmeshError
 from predmesh.types import CallLimits, StreamResult
+from predmesh.v1 import inference_pb2
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,13 @@ log = logging.getLogger(__name__)
 PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
 # Everything else (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, and also INTERNAL, UNAUTHENTICATED, ...)
 # keeps the job unacked and is retried: a misconfigured or broken server must not empty the queue into the DLQ.
+# The exception: RESOURCE_EXHAUSTED because a call of one job alone is larger than the server's message limit
+# (gRPC's "larger than max") can never succeed as sent: that job is dead-lettered.
+TOO_LARGE_MESSAGE = "larger than max"
+
+# What a dead letter may carry of the job's own headers: the broker refuses (and closes the connection over) a
+# content header frame larger than its frame_max (128 KiB by default); the largest headers are dropped first.
+MAX_COPIED_HEADER_BYTES = 16 * 1024
 
 
 class Action(enum.Enum):
@@ -51,8 +59,10 @@ class Outcome:
 
     action: Action
     publish: Publish | None = None   # the result (ACK) or the annotated dead letter (REJECT)
+    reply: Publish | None = None     # REJECT of a job with reply_to: the error result sent to the caller
     code: grpc.StatusCode | None = None
     reason: str = ""                 # short label for metrics: the status name, or "undecodable"/"too_large"
+    error: str = ""                  # RETRY: the message of the transient failure
 
 
 @dataclass(frozen=True)
@@ -87,12 +97,18 @@ class Scorer(Protocol):
         """One result per row, in order: its prediction (SDK Prediction, message in .raw) or its error; raises
         only for a problem of the call itself."""
 
+    def predict_matrix(self, model: str, matrix: Any) -> Any:
+        """A FeatureMatrix scored in one call with partial_success: its PredictionMatrix (refused rows in
+        row_errors); raises only for a problem of the call itself."""
+
 
 @dataclass
 class _Job:
     delivery: Delivery
     request: jobs.Job
     rows: list[tuple[dict[str, float], str]]
+    matrix: Any = None  # a matrix job: its FeatureMatrix with explicit request ids (rows stays empty)
+    n_rows: int = 0
 
 
 def handle(deliveries: Sequence[Delivery], scorer: Scorer, topology: jobs.Topology,
@@ -127,6 +143,8 @@ def handle(deliveries: Sequence[Delivery], scorer: Scorer, topology: jobs.Topolo
             if problem:
                 outcomes[i] = reject(job.delivery, grpc.StatusCode.INVALID_ARGUMENT, problem, topology,
                                      "too_large")
+            elif job.matrix is not None:
+                outcomes[i] = _score_matrix(model, job, scorer, topology)
             else:
                 fitting.append((i, job))
         for chunk in _chunks(fitting, max_rows, max_bytes, model):
@@ -139,7 +157,12 @@ def decode(d: Delivery, limits: Limits) -> _Job:
         raise jobs.BadJob(f"job body of {len(d.body)} bytes exceeds the limit of {limits.max_body_bytes} bytes; "
                           "split it into smaller jobs")
     request = jobs.decode_job(d.type, d.content_type, d.body)
-    return _Job(d, request, jobs.job_rows(request, d.message_id or ""))
+    if jobs.is_matrix(request):
+        assert isinstance(request, inference_pb2.PredictBatchRequest)
+        matrix = jobs.matrix_of(request, d.message_id or "")
+        return _Job(d, request, [], matrix, len(matrix.values) // len(matrix.feature_names))
+    rows = jobs.job_rows(request, d.message_id or "")
+    return _Job(d, request, rows, None, len(rows))
 
 
 def request_bytes(rows: Sequence[tuple[Mapping[str, float], str]]) -> int:
@@ -150,11 +173,12 @@ def request_bytes(rows: Sequence[tuple[Mapping[str, float], str]]) -> int:
 
 def _too_big(job: _Job, server: CallLimits, max_bytes: int | None) -> str:
     """Why a job can never fit one call under the server's limits ("" when it can)."""
-    n = len(job.rows)
+    n = job.n_rows
     if server.max_batch_rows and n > server.max_batch_rows:
         return (f"the job's {n} rows exceed the server's limit of {server.max_batch_rows} rows per call; split it "
                 "into smaller jobs")
-    if max_bytes and request_bytes(job.rows) + len(job.request.model.encode()) + 16 > max_bytes:
+    size = job.request.ByteSize() if job.matrix is not None else request_bytes(job.rows)
+    if max_bytes and size + len(job.request.model.encode()) + 16 > max_bytes:
         return (f"the job's rows exceed the server's limit of {max_bytes} bytes per request; split it into "
                 "smaller jobs")
     return ""
@@ -185,10 +209,22 @@ def _score_chunk(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
     try:
         results = scorer.predict_each(model, rows)
     except PredmeshError as err:
+        if err.code == grpc.StatusCode.RESOURCE_EXHAUSTED and TOO_LARGE_MESSAGE in err.message:
+            # the call is over the server's message limit although cut to its published limits: score the jobs
+            # one per call; a job too large on its own can never succeed as sent and is dead-lettered
+            if len(chunk) == 1:
+                [(i, job)] = chunk
+                return {i: reject(job.delivery, err.code, f"the job is larger than the server takes in one call "
+                                  f"({err.message}); split it into smaller jobs", topology, "too_large")}
+            alone: dict[int, Outcome] = {}
+            for member in chunk:
+                alone.update(_score_chunk(model, [member], scorer, topology))
+            return alone
         if err.code == grpc.StatusCode.INVALID_ARGUMENT:
             # the call itself was refused although it was cut to the published limits (the server's limits
             # changed under us): nothing is wrong with the jobs, so they are retried once the limits are re-read
-            return {i: Outcome(Action.RETRY, code=err.code, reason=err.code.name) for i, _ in chunk}
+            return {i: Outcome(Action.RETRY, code=err.code, reason=err.code.name, error=err.message)
+                    for i, _ in chunk}
         return {i: failed(job, err, topology) for i, job in chunk}
     out, at = {}, 0
     for i, job in chunk:
@@ -206,6 +242,24 @@ def _score_chunk(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
         k, why = refused  # the job stays all or nothing: its first refused row rejects it
         out[i] = failed_with(job, why.code, why.message if n == 1 else f"row {k}: {why.message}", topology)
     return out
+
+
+def _score_matrix(model: str, job: _Job, scorer: Scorer, topology: jobs.Topology) -> Outcome:
+    """A matrix job in a call of its own (its rows are already in columns): answered in columns; without
+    partial_success its first refused row rejects it, as for a job of rows."""
+    try:
+        scored = scorer.predict_matrix(model, job.matrix)
+    except PredmeshError as err:
+        if err.code == grpc.StatusCode.RESOURCE_EXHAUSTED and TOO_LARGE_MESSAGE in err.message:
+            return reject(job.delivery, err.code, f"the job is larger than the server takes in one call "
+                          f"({err.message}); split it into smaller jobs", topology, "too_large")
+        return failed(job, err, topology)  # alone in its call: INVALID_ARGUMENT is the job's own fault
+    if scored.row_errors and not jobs.answers_each_row(job.request):
+        first = scored.row_errors[0]
+        code = grpc.StatusCode.INVALID_ARGUMENT
+        code = next((c for c in grpc.StatusCode if c.value[0] == first.error.code), code)
+        return failed_with(job, code, f"row {first.row}: {first.error.message}", topology)
+    return answered(job, jobs.matrix_result_of(scored), topology)
 
 
 def answered(job: _Job, result: Any, topology: jobs.Topology) -> Outcome:
@@ -229,15 +283,57 @@ def failed_with(job: _Job, code: grpc.StatusCode, message: str, topology: jobs.T
     """REJECT for a status no retry can change (PERMANENT), else RETRY."""
     if code in PERMANENT:
         return reject(job.delivery, code, message, topology, code.name)
-    return Outcome(Action.RETRY, code=code, reason=code.name)
+    return Outcome(Action.RETRY, code=code, reason=code.name, error=message)
 
 
 def reject(d: Delivery, code: grpc.StatusCode, message: str, topology: jobs.Topology, reason: str) -> Outcome:
-    """REJECT: the job itself, unchanged, to the dead-letter exchange with headers saying why."""
-    deliveries = int((d.headers or {}).get("x-delivery-count", 0) or 0) + 1
-    headers = {**(d.headers or {}), jobs.HEADER_STATUS: code.name, jobs.HEADER_STATUS_CODE: code.value[0],
+    """REJECT: the job's body and properties to the dead-letter exchange with headers saying why (its own
+    headers up to MAX_COPIED_HEADER_BYTES, see bounded_headers) and, when it has a reply_to, the error result
+    (google.rpc.Status, in the job's encoding) to the caller."""
+    try:
+        deliveries = int((d.headers or {}).get("x-delivery-count", 0) or 0) + 1
+    except (TypeError, ValueError):  # a producer's own header of that name
+        deliveries = 1
+    kept, dropped = bounded_headers(d.headers or {})
+    headers = {**kept, jobs.HEADER_STATUS: code.name, jobs.HEADER_STATUS_CODE: code.value[0],
                jobs.HEADER_ERROR: message[:1000], jobs.HEADER_REASON: "rejected", jobs.HEADER_DELIVERIES: deliveries}
+    if dropped:
+        headers[jobs.HEADER_DROPPED] = ",".join(dropped)[:1000]
+    reply = None
+    if d.reply_to:
+        content_type = d.content_type if d.content_type in jobs.CONTENT_TYPES else jobs.PROTOBUF
+        error = jobs.error_result_of(code, message[:1000])
+        reply = Publish(exchange="", routing_key=d.reply_to, body=jobs.encode(error, content_type),
+                        content_type=content_type, type=jobs.type_name(error),
+                        correlation_id=d.correlation_id or d.message_id, message_id=d.message_id)
     return Outcome(Action.REJECT, Publish(
         exchange=topology.dead_exchange, routing_key=topology.work_queue, body=d.body,
         content_type=d.content_type or "", type=d.type or "", correlation_id=d.correlation_id,
-        message_id=d.message_id, headers=headers), code=code, reason=reason)
+        message_id=d.message_id, headers=headers), reply=reply, code=code, reason=reason)
+
+
+def header_bytes(value: Any) -> int:
+    """A generous estimate of the bytes a header value takes in an AMQP field table."""
+    if isinstance(value, (bytes, bytearray)):
+        return len(value) + 5
+    if isinstance(value, str):
+        return len(value.encode(errors="replace")) + 5
+    if isinstance(value, Mapping):
+        return sum(len(str(k).encode(errors="replace")) + 1 + header_bytes(v) for k, v in value.items()) + 5
+    if isinstance(value, (list, tuple)):
+        return sum(header_bytes(v) for v in value) + 5
+    return 9
+
+
+def bounded_headers(headers: Mapping[str, Any],
+                    limit: int = MAX_COPIED_HEADER_BYTES) -> tuple[dict[str, Any], list[str]]:
+    """(the headers to copy into a dead letter, the names left out): the largest are dropped until the rest take
+    at most `limit` bytes, so the dead letter's header frame stays far below the broker's frame_max."""
+    sizes = {name: len(str(name).encode(errors="replace")) + 1 + header_bytes(v) for name, v in headers.items()}
+    total, dropped = sum(sizes.values()), []
+    for name in sorted(sizes, key=lambda n: -sizes[n]):
+        if total <= limit:
+            break
+        dropped.append(str(name))
+        total -= sizes[name]
+    return {k: v for k, v in headers.items() if k not in dropped}, dropped

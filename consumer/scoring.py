@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from predmesh.errors import InvalidArgument
 from predmesh.types import CallLimits, StreamResult
+from predmesh.v1 import inference_pb2
 
 
 class SdkScorer:
@@ -37,6 +38,18 @@ class SdkScorer:
         try:
             return self.client.predict_each(model, rows, timeout=self.timeout)
         except InvalidArgument:  # the call itself was refused: the limits may have changed, read them again
-            with self._lock:
-                self._limits.pop(model, None)
+            self._forget(model)
             raise
+
+    def predict_matrix(self, model: str, matrix: inference_pb2.FeatureMatrix) -> inference_pb2.PredictionMatrix:
+        try:
+            return self.client.predict_matrix(
+                model, matrix.feature_names, matrix.values, request_id_prefix=matrix.request_id_prefix,
+                row_numbers=matrix.row_numbers, partial_success=True, timeout=self.timeout).raw
+        except InvalidArgument:
+            self._forget(model)
+            raise
+
+    def _forget(self, model: str) -> None:
+        with self._lock:
+            self._limits.pop(model, None)

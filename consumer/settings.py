@@ -44,6 +44,7 @@ class ConsumerSettings:
     max_body_bytes: int = 1024 * 1024    # larger jobs are dead-lettered
     max_call_rows: int = 500             # rows per PredictBatch call (keep <= the server's PREDMESH_MAX_BATCH_ROWS)
     retry_max_s: float = 10.0            # cap of the jittered backoff between retries of a transient failure
+    hold_max_s: float = 600.0            # a job held (retried) longer than this is dead-lettered with its last error
     grace_s: float = 30.0                # on SIGTERM: time to finish in-flight jobs before giving them back
     log_level: str = "INFO"
 
@@ -60,5 +61,6 @@ class ConsumerSettings:
             max_body_bytes=env.int("CONSUMER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_call_rows=env.int("CONSUMER_MAX_CALL_ROWS", cls.max_call_rows, minimum=1),
             retry_max_s=env.float("CONSUMER_RETRY_MAX_S", cls.retry_max_s),
+            hold_max_s=env.float("CONSUMER_HOLD_MAX_S", cls.hold_max_s),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
             grace_s=env.float("CONSUMER_GRACE_S", cls.grace_s))

@@ -15,7 +15,7 @@ import pika.connection
 import pika.exceptions
 
 from consumer import amqp
-from consumer.handler import Action, Delivery, Limits, Outcome, handle
+from consumer.handler import Action, Delivery, Limits, Outcome, handle, reject
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import ConsumerSettings
 from predmesh.faults import fault_point
@@ -24,6 +24,18 @@ from predmesh.jobs import Topology
 log = logging.getLogger(__name__)
 
 PUBLISHED_AT = "x-predmesh-published-at-ms"  # set by predmesh.publisher: epoch ms, for end-to-end latency
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"    # direct reply-to pseudo-queue (and its amq.rabbitmq.reply-to.* names)
+
+
+def published_at(d: Delivery) -> float | None:
+    """When the job was published (epoch seconds): the predmesh header (ms), else the AMQP timestamp property
+    (seconds, as producers in other languages set it), else None."""
+    ms = d.headers.get(PUBLISHED_AT)
+    if isinstance(ms, int) and not isinstance(ms, bool):
+        return ms / 1000
+    if isinstance(d.timestamp, int) and d.timestamp > 0:
+        return float(d.timestamp)
+    return None
 
 
 class Backoff:
@@ -71,13 +83,26 @@ class Worker:
         self.topology = Topology(settings.amqp.prefix)
         self.limits = Limits(max_body_bytes=settings.max_body_bytes, max_call_rows=settings.max_call_rows)
         self.executor = ThreadPoolExecutor(settings.windows_in_flight, thread_name_prefix="score")
+        self.session: Session | None = None
+        metrics.held_oldest.set_function(self._oldest_held)
+
+    def _oldest_held(self) -> float:
+        """Seconds since the oldest held job's first transient failure (read by the metrics thread)."""
+        session = self.session
+        if session is None:
+            return 0.0
+        try:
+            firsts = [first for first, _ in tuple(session.held_since.values())]
+        except RuntimeError:  # changed while copied: the next scrape reads it
+            return 0.0
+        return max(0.0, time.monotonic() - min(firsts)) if firsts else 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         params = amqp.parameters(self.settings.amqp.url, self.settings.amqp.heartbeat_s,
                                  self.settings.amqp.blocked_timeout_s)
         backoff = Backoff(0.5, self.settings.amqp.reconnect_max_s)
         while not stop.is_set():
-            session = Session(self, params, stop)
+            session = self.session = Session(self, params, stop)
             try:
                 await session.run()
             except amqp.SessionClosed as exc:
@@ -123,6 +148,7 @@ class Session:
         self.consumer_tag: str | None = None
         self.aborted = False
         self.outstanding: set[int] = set()  # delivery tags received and not acked yet
+        self.held_since: dict[int, tuple[float, int]] = {}  # delivery tag -> (first transient failure, retries)
 
     def _on_close(self, exc) -> None:
         if not self.closed.done():
@@ -209,9 +235,9 @@ class Session:
             if outcome.action is Action.ACK:
                 acked += 1
                 metrics.job_seconds.observe(now - received)
-                published_at = d.headers.get(PUBLISHED_AT)
-                if isinstance(published_at, int):
-                    metrics.end_to_end.observe(max(0.0, wall - published_at / 1000))
+                at = published_at(d)
+                if at is not None:
+                    metrics.end_to_end.observe(max(0.0, wall - at))
             else:
                 metrics.rejected.labels(outcome.reason).inc()
         if done:
@@ -233,7 +259,12 @@ class Session:
 
     def _on_return(self, channel, method, props, body) -> None:
         # mandatory publish that no queue took: a result nobody subscribed to (or whose requester left) is still
-        # stored by the server, so the job is done; the confirm that follows acks it.
+        # stored by the server, so the job is done; the confirm that follows acks it. RabbitMQ returns a mandatory
+        # publish to direct reply-to although it delivered it (no queue is involved): not counted.
+        if method.exchange == "" and method.routing_key.startswith(DIRECT_REPLY_TO):
+            log.debug("broker returned a direct reply-to publish (%s): delivered unless the requester left",
+                      method.reply_text)
+            return
         self.w.metrics.unroutable.inc()
         log.log(logging.ERROR if method.exchange == self.w.topology.dead_exchange else logging.DEBUG,
                 "broker returned a message to %r key %r: %s", method.exchange, method.routing_key, method.reply_text)
@@ -295,12 +326,24 @@ class Session:
             return  # the session is gone: the broker gives these jobs back
         fault_point("consumer.answered")
         retry = []
+        now = time.monotonic()
         try:
             for (d, received), outcome in zip(window, outcomes):
                 if outcome.action is Action.RETRY:
+                    first, retries = self.held_since.get(d.tag, (now, 0))
+                    if now - first >= self.w.settings.hold_max_s:  # bounded: dead-lettered with its last error
+                        assert outcome.code is not None
+                        self.held_since.pop(d.tag, None)
+                        outcome = reject(d, outcome.code, f"held {now - first:.0f} s over {retries + 1} attempts "
+                                         f"(PREDMESH_CONSUMER_HOLD_MAX_S); last error: {outcome.error}",
+                                         self.w.topology, "held_too_long")
+                        self._publish(d, received, outcome)
+                        continue
+                    self.held_since[d.tag] = (first, retries + 1)
                     retry.append((d, received))
                     self.w.metrics.retried.labels(outcome.reason).inc()
                 else:
+                    self.held_since.pop(d.tag, None)
                     self._publish(d, received, outcome)
         except pika.exceptions.AMQPError as exc:
             raise amqp.SessionClosed(f"publishing results failed: {exc!r}") from None
@@ -319,12 +362,18 @@ class Session:
     def _publish(self, d: Delivery, received: float, outcome: Outcome) -> None:
         p = outcome.publish
         assert p is not None  # ACK and REJECT outcomes carry what to publish; RETRY ones are held, not published
+        if outcome.reply is not None:  # a rejected job's error result to its caller: best effort, not awaited
+            self._basic_publish(outcome.reply, mandatory=False)
+            self.seq += 1  # every publish on a confirm channel takes a sequence number; nobody waits for this one
+        self._basic_publish(p, mandatory=True)
+        self.seq += 1
+        self.unconfirmed[self.seq] = (d, received, outcome)
+
+    def _basic_publish(self, p, mandatory: bool) -> None:
         props = pika.BasicProperties(content_type=p.content_type or None, type=p.type or None,
                                      correlation_id=p.correlation_id, message_id=p.message_id,
                                      headers=dict(p.headers) or None, delivery_mode=pika.DeliveryMode.Persistent)
-        self._channel.basic_publish(p.exchange, p.routing_key, p.body, props, mandatory=True)
-        self.seq += 1
-        self.unconfirmed[self.seq] = (d, received, outcome)
+        self._channel.basic_publish(p.exchange, p.routing_key, p.body, props, mandatory=mandatory)
 
     async def _cancel_consumer(self) -> None:
         if self.consumer_tag is not None and self._channel.is_open:

@@ -9,7 +9,14 @@
   routing key `<model>.<label>` (batch: `<model>.batch`).
 - A batch job is all or nothing: one refused row dead-letters it. A batch job with `partial_success` set is answered
   row by row instead: its result holds one BatchRowResult per row (`results`: the prediction or that row's error).
-- A dead-lettered job keeps its body and properties and gains headers saying why (the gRPC status and message).
+- A batch job sent as a `matrix` (FeatureMatrix, the columnar form) is answered in columns: a PredictBatchResponse
+  whose `matrix` holds the scores (with partial_success, its `row_errors` name the refused rows). Its rows get the
+  request ids `<request_id_prefix><row_number>`; without a prefix `message_id-` is the prefix and the row numbers
+  default to 0, 1, ...
+- A dead-lettered job keeps its body and properties (oversized headers are dropped, see HEADER_DROPPED) and gains
+  headers saying why (the gRPC status and message). A job that asked for a reply (`reply_to`) also gets an error
+  result there: a google.rpc.Status (`type` google.rpc.Status, the job's encoding, its correlation_id) with the
+  gRPC status code and message.
 This module has no AMQP dependency: any producer with the protos can build jobs; pika lives in predmesh.publisher.
 """
 from __future__ import annotations
@@ -22,6 +29,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
+from google.rpc import status_pb2
 
 from predmesh.v1 import inference_pb2, model_pb2
 
@@ -33,6 +41,7 @@ PREDICT = "predmesh.v1.PredictRequest"
 PREDICT_BATCH = "predmesh.v1.PredictBatchRequest"
 PREDICT_RESULT = "predmesh.v1.PredictResponse"
 PREDICT_BATCH_RESULT = "predmesh.v1.PredictBatchResponse"
+ERROR_RESULT = "google.rpc.Status"  # the result of a rejected job, sent to its reply_to
 JOB_TYPES: dict[str, type[inference_pb2.PredictRequest] | type[inference_pb2.PredictBatchRequest]] = {
     PREDICT: inference_pb2.PredictRequest, PREDICT_BATCH: inference_pb2.PredictBatchRequest}
 
@@ -42,6 +51,7 @@ HEADER_STATUS_CODE = "x-predmesh-status-code"  # its number, e.g. 3
 HEADER_ERROR = "x-predmesh-error"            # the server's (or the decoder's) message
 HEADER_REASON = "x-predmesh-death-reason"    # "rejected" (the consumer refused it)
 HEADER_DELIVERIES = "x-predmesh-deliveries"  # how many times the consumer had received it (1 = first delivery)
+HEADER_DROPPED = "x-predmesh-dropped-headers"  # names of the job's headers left out of the dead letter (too large)
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,7 @@ def job_rows(job: Job, message_id: str) -> list[tuple[dict[str, float], str]]:
         rows = [(dict(job.features), job.request_id or message_id)]
     else:
         if job.HasField("matrix"):
-            raise BadJob("a batch job carries rows, not a matrix; send its rows as rows")
+            raise BadJob("a matrix job has no rows of maps; see matrix_rows")
         if not job.rows:
             raise BadJob("the batch job has no rows; send at least one row")
         rows = [(dict(r.features), r.request_id or (f"{message_id}-{i}" if message_id else ""))
@@ -160,6 +170,49 @@ def job_rows(job: Job, message_id: str) -> list[tuple[dict[str, float], str]]:
             raise BadJob(f"row {i} has no request_id and the message no message_id; set the AMQP message_id "
                          "(the job's idempotency key)")
     return rows
+
+
+def is_matrix(job: Job) -> bool:
+    """Whether the job is a batch job sent in columns (FeatureMatrix)."""
+    return isinstance(job, inference_pb2.PredictBatchRequest) and job.HasField("matrix")
+
+
+def matrix_of(job: inference_pb2.PredictBatchRequest, message_id: str) -> inference_pb2.FeatureMatrix:
+    """The job's matrix with its rows' request ids made explicit: its own prefix and row numbers, else the prefix
+    `message_id-` and row numbers 0..n-1 (so a redelivered job stores nothing twice); raises BadJob naming what
+    is wrong with its shape."""
+    m = job.matrix
+    names, values = len(m.feature_names), len(m.values)
+    if not names:
+        raise BadJob("the matrix job has no feature_names; name every feature of the model once")
+    if values % names:
+        raise BadJob(f"the matrix job has {values} values, not a multiple of its {names} feature_names")
+    n = values // names
+    if not n:
+        raise BadJob("the matrix job has no rows; send at least one row of values")
+    if m.row_numbers and len(m.row_numbers) != n:
+        raise BadJob(f"the matrix job has {len(m.row_numbers)} row_numbers for {n} rows; send one per row")
+    out = inference_pb2.FeatureMatrix()
+    out.CopyFrom(m)
+    if not out.request_id_prefix:
+        if not message_id:
+            raise BadJob("the matrix job has no request_id_prefix and the message no message_id; set the AMQP "
+                         "message_id (the job's idempotency key)")
+        out.request_id_prefix = f"{message_id}-"
+        if not out.row_numbers:
+            out.row_numbers.extend(range(n))
+    return out
+
+
+def matrix_result_of(matrix: inference_pb2.PredictionMatrix) -> Message:
+    """The response message answering a matrix job: its scores in columns."""
+    return inference_pb2.PredictBatchResponse(matrix=matrix)
+
+
+def error_result_of(code: grpc.StatusCode, message: str) -> Message:
+    """The result sent to the reply_to of a rejected job: its gRPC status code and message."""
+    status: Message = status_pb2.Status(code=code.value[0], message=message)
+    return status
 
 
 def result_of(job: Job, predictions: Sequence[model_pb2.Prediction]) -> Message:
@@ -189,9 +242,10 @@ def routing_key(job: Job, result: Message) -> str:
 
 
 def decode_result(type_: str | None, content_type: str | None, body: bytes) -> Message:
-    """A result message body as PredictResponse or PredictBatchResponse."""
-    results: dict[str, type[inference_pb2.PredictResponse] | type[inference_pb2.PredictBatchResponse]] = {
-        PREDICT_RESULT: inference_pb2.PredictResponse, PREDICT_BATCH_RESULT: inference_pb2.PredictBatchResponse}
+    """A result message body as PredictResponse, PredictBatchResponse or (a rejected job) google.rpc.Status."""
+    results: dict[str, type[Message]] = {
+        PREDICT_RESULT: inference_pb2.PredictResponse, PREDICT_BATCH_RESULT: inference_pb2.PredictBatchResponse,
+        ERROR_RESULT: status_pb2.Status}
     cls = results.get(type_ or "")
     if cls is None:
         raise ValueError(f"message type {type_!r} is not a result")

@@ -270,7 +270,8 @@ class Publisher:
             log.warning("unreadable result for %s: %r", props.correlation_id, exc)
 
     def wait_results(self, correlation_ids: Iterable[str], timeout: float = 30.0) -> dict[str, Message]:
-        """Results (PredictResponse / PredictBatchResponse) of jobs published with reply=True, by correlation_id.
+        """Results (PredictResponse / PredictBatchResponse, or google.rpc.Status for a job the consumer rejected)
+        of jobs published with reply=True, by correlation_id.
 
         Returns what arrived within the timeout (a result lost with a broken connection does not come back).
         """

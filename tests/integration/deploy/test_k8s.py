@@ -109,7 +109,11 @@ def test_keda_scales_the_consumer_on_the_predict_queue(rendered):
     assert scaled["spec"]["scaleTargetRef"]["name"] == "consumer"
     find(rendered[1], "Deployment", "consumer")
     trigger = scaled["spec"]["triggers"][0]
-    assert trigger["type"] == "rabbitmq" and trigger["metadata"]["queueName"] == "predmesh.predict"
+    config = next(d for d in rendered[1] if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith(
+        "predmesh-config"))
+    # the consumer's work queue, whatever the prefix the base configures: not a name hard-coded apart from it
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"]["queueName"] == f"{config['data']['PREDMESH_AMQP_PREFIX']}.predict"
 
 
 # --- what the manifests must say ---------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def test_jobs_in_both_encodings_come_back_on_reply_to_and_are_stored_once(stack)
     assert [p.request_id for p in batch.predictions] == ["rt-b-0", "rt-own-row-id"]
     wait_for(lambda: stored(schema, "rt-%") == (22, 22), 20, what="22 queue rows")
     assert consumer.metric("predmesh_consumer_acked_total") == 21
+    assert consumer.metric("predmesh_consumer_unroutable_total") == 0  # direct reply-to delivered every one
 
 
 def test_results_go_to_the_topic_exchange_by_model_and_label_without_reply_to(stack):

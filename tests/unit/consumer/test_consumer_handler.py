@@ -164,14 +164,6 @@ def test_a_batch_job_with_partial_success_is_answered_row_by_row():
     assert scorer.calls == [("limits", "iris", 0), ("batch", "iris", 6)]
 
 
-def test_a_batch_job_in_columns_is_rejected_with_a_reason():
-    job = inference_pb2.PredictBatchRequest(model="iris")
-    job.matrix.feature_names.extend(ROW)
-    job.matrix.values.extend(ROW.values())
-    [outcome] = handle([delivery(1, job)], FakeScorer(), TOPO)
-    assert outcome.action is Action.REJECT and "not a matrix" in published(outcome).headers[jobs.HEADER_ERROR]
-
-
 def test_one_bad_job_among_many_costs_no_extra_call():
     scorer = FakeScorer()
     window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(64)]
