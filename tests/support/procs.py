@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-5f1c"
 READONLY_TOKEN = "test-readonly-token-9a2e"
+WRITER_TOKEN = "test-writer-token-3d7b"
 T = TypeVar("T")
 
 
@@ -126,6 +127,7 @@ class ServerProc:
             "PREDMESH_MODEL_STORE": str(model_store),
             "PREDMESH_ADMIN_TOKEN": ADMIN_TOKEN,
             "PREDMESH_READONLY_TOKEN": READONLY_TOKEN,
+            "PREDMESH_WRITER_TOKEN": WRITER_TOKEN,
             "PREDMESH_DRAIN_SECONDS": "0",
             "PREDMESH_PROCESSES": "1",  # one process (the default is one per CPU); tests that want more say so
             # persistence stays inside the test's directory (never the repository's var/)
@@ -136,6 +138,12 @@ class ServerProc:
         }
         self.proc: subprocess.Popen | None = None
         self._log = None
+
+    @property
+    def started(self) -> subprocess.Popen:
+        """The running process (an error before start())."""
+        assert self.proc is not None, "not started"
+        return self.proc
 
     def _processes(self) -> int:
         value = self.env.get("PREDMESH_PROCESSES", "auto")
