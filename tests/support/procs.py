@@ -231,3 +231,18 @@ class ServerProc:
         self.kill()
         if self._log is not None:
             self._log.close()
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str):
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        details = client_call_details._replace(metadata=(*(client_call_details.metadata or ()), *self.metadata))
+        return continuation(details, request)
+
+
+def with_token(channel: grpc.Channel, token: str = WRITER_TOKEN) -> grpc.Channel:
+    """The channel with `authorization: Bearer <token>` on every unary call (raw stubs that write monitoring
+    data: feedback, batch runs)."""
+    return grpc.intercept_channel(channel, _Bearer(token))
