@@ -198,7 +198,8 @@ def cmd_scheduler(settings, args) -> int:
     return run_scheduler(settings)
 
 
-CRON_VARIABLES = ("PREDMESH_SERVER_ADDR", "PREDMESH_LUIGID_ADDR", "PREDMESH_LOG_LEVEL")
+# the writer token's file is named (a path, not the secret): the nightly records its runs and feedback with it
+CRON_VARIABLES = ("PREDMESH_SERVER_ADDR", "PREDMESH_LUIGID_ADDR", "PREDMESH_LOG_LEVEL", "PREDMESH_WRITER_TOKEN_FILE")
 
 
 def crontab_line(schedule: str, root: Path, executable: Path, log: Path, environ: dict[str, str]) -> str:
@@ -216,6 +217,9 @@ def cmd_crontab(settings, args) -> int:
     executable = Path(sys.executable).with_name("predmesh")
     log = (settings.batch_dir if settings.batch_dir.is_absolute() else root / settings.batch_dir) / "cron.log"
     print("# predmesh nightly batch: install with `crontab -e` (cron uses the machine's time zone)")
+    if os.environ.get("PREDMESH_WRITER_TOKEN") and not os.environ.get("PREDMESH_WRITER_TOKEN_FILE"):
+        print("# note: PREDMESH_WRITER_TOKEN is not copied into the line (a secret); put it in a file only you can "
+              "read and set PREDMESH_WRITER_TOKEN_FILE, or the runs and feedback are not recorded")
     print(crontab_line(args.schedule, root, executable, log, dict(os.environ)))
     return EXIT_OK
 

@@ -72,7 +72,7 @@ class Clients:
     def __init__(self, settings: BatchSettings):
         self.settings = settings
         self._clients = [Client(settings.server, timeout=settings.timeout_s, transport="batch",
-                                max_message_bytes=DEFAULT_MAX_MESSAGE + i)
+                                writer_token=settings.writer_token or None, max_message_bytes=DEFAULT_MAX_MESSAGE + i)
                          for i in range(settings.channels)]
         self._next = 0
         self._lock = threading.Lock()

@@ -8,7 +8,7 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 
-from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, split_addr
+from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, Env, split_addr
 
 SECTION = "BatchSettings"
 # option of [BatchSettings] → the variable that overrides it (PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR)
@@ -42,6 +42,10 @@ class BatchSettings(luigi.Config):
     luigid = luigi.Parameter(default="127.0.0.1:8082", description="central scheduler (`predmesh batch scheduler`)")
     luigid_dir = luigi.PathParameter(default=Path("var/luigi"), description="luigid's state file and logs")
     log_level = luigi.Parameter(default="INFO")
+    # PREDMESH_WRITER_TOKEN (or _FILE): sent with RecordBatchRun and SubmitFeedbackBatch (servers refuse anonymous
+    # writes); never shown to the scheduler
+    writer_token = luigi.Parameter(default="", visibility=luigi.parameter.ParameterVisibility.PRIVATE,
+                                   significant=False, description="the writer token (PREDMESH_WRITER_TOKEN[_FILE])")
 
     @property
     def luigid_host_port(self) -> tuple[str, int]:
@@ -68,6 +72,9 @@ class BatchSettings(luigi.Config):
                 parsed[option] = params[option].parse(values[option])
             except ValueError:
                 raise ConfigError(f"{variable}={raw!r} is not {_KIND.get(type(params[option]), 'valid')}") from None
+        token = Env(environ).secret("WRITER_TOKEN")
+        if token:
+            values["writer_token"] = parsed["writer_token"] = token
         _forget_written()
         try:
             settings = cls(**parsed)

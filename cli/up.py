@@ -98,10 +98,43 @@ def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return False, f"not reachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
 
 
+WRITER_TOKEN_FILE = Path("var/writer-token")  # under the working directory, like var/models and var/prometheus
+
+
+def writer_token_env(environ: Mapping[str, str]) -> tuple[dict[str, str], str, Callable[[], object] | None]:
+    """How the parts get the writer token (writes of monitoring data: feedback, batch runs): (variables for the
+    replicas and the dashboard, a line for the operator, what to run before a replica starts). A token the
+    operator set (PREDMESH_WRITER_TOKEN[_FILE]) or PREDMESH_OPEN_WRITES is used as it is; otherwise a token is
+    generated once into var/writer-token (mode 0600) and reused by every later `predmesh up` here."""
+    if environ.get("PREDMESH_OPEN_WRITES", "").strip().lower() in ("1", "true", "yes", "on"):
+        return {}, "writes of monitoring data: open to anyone (PREDMESH_OPEN_WRITES)", None
+    if environ.get("PREDMESH_WRITER_TOKEN") or environ.get("PREDMESH_WRITER_TOKEN_FILE"):
+        return {}, "writes of monitoring data: the writer token you set (PREDMESH_WRITER_TOKEN)", None
+    path = WRITER_TOKEN_FILE.resolve()
+    line = (f"writes of monitoring data (feedback, batch runs) need the writer token: for `predmesh batch` and "
+            f"other writers, export PREDMESH_WRITER_TOKEN_FILE={path}")
+    return {"PREDMESH_WRITER_TOKEN_FILE": str(path)}, line, functools.partial(ensure_token_file, path)
+
+
+def ensure_token_file(path: Path) -> None:
+    """A random token in path (created with mode 0600 if missing; an existing one is kept)."""
+    import secrets
+
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(24) + "\n")
+
+
 @dataclass
 class Plan:
     parts: list[Part]
-    notes: list[str]                        # parts not started, and why
+    notes: list[str]                        # parts not started, and why; how writes are authorised
 
 
 def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Plan:
@@ -110,15 +143,18 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     parts: list[Part] = []
     notes: list[str] = []
     addrs = replica_addrs(environ, args.replicas)
+    writer_env, writer_note, make_token = writer_token_env(environ)
+    notes.append(writer_note)
     scrape: dict[str, list[str]] = {"inference": [m for _, m in addrs if m]}   # Prometheus job -> targets
     for i, (grpc_addr, metrics_addr) in enumerate(addrs):
         urls = [f"gRPC {grpc_addr}"] + ([f"metrics http://{metrics_addr}/metrics"] if metrics_addr else [])
-        env = {"PREDMESH_GRPC_ADDR": grpc_addr, "PREDMESH_METRICS_ADDR": metrics_addr}
+        env = {"PREDMESH_GRPC_ADDR": grpc_addr, "PREDMESH_METRICS_ADDR": metrics_addr, **writer_env}
         if args.replicas > 1 and "PREDMESH_PROCESSES" not in environ:
             env["PREDMESH_PROCESSES"] = "1"     # the replicas share the CPUs already: not one process per CPU each
         parts.append(Part(f"inference-{i + 1}" if args.replicas > 1 else "inference",
                           [py, "-m", "inference", "serve", "--no-train"], env,
-                          probe=functools.partial(grpc_health, grpc_addr), urls=urls, core=True, stage=0))
+                          probe=functools.partial(grpc_health, grpc_addr), urls=urls, core=True, stage=0,
+                          prepare=make_token))
     # the clients of the mesh reach the replicas through the gateway's public listener (native gRPC passes
     # through, balanced over healthy replicas), or replica 1 directly without a gateway
     server_addr = admin_addr = addrs[0][0]
@@ -168,7 +204,9 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
 
         ui_addr = UiSettings.from_env(environ).addr
         # reloads typed in the dashboard go to the gateway's admin listener (native gRPC passes there too)
-        parts.append(Part("dashboard", [py, "-m", "ui"], {**client_env, "PREDMESH_UI_ADMIN_ADDR": admin_addr},
+        # feedback typed in the dashboard is sent with the writer token (kept in the dashboard's process)
+        parts.append(Part("dashboard", [py, "-m", "ui"], {**client_env, "PREDMESH_UI_ADMIN_ADDR": admin_addr,
+                                                          **writer_env},
                           probe=functools.partial(http_ok, f"http://{ui_addr}/liveness"),   # no login, no page built
                           urls=[f"http://{ui_addr}/"]))
 

@@ -33,6 +33,8 @@ class ServerSettings:
     signing_key: bytes | None = None
     admin_token: str | None = None
     readonly_token: str | None = None
+    writer_token: str | None = None  # may write monitoring data (feedback, batch runs); the admin token may too
+    open_writes: bool = False  # anyone may write monitoring data (announced at start); off: a token is needed
     max_batch_rows: int = 1000
     max_message_bytes: int = 1024 * 1024
     batch_max_size: int = 64
@@ -65,13 +67,17 @@ class ServerSettings:
             raw = env.str(name, "")
             return Path(raw) if raw else None
 
+        tokens = _distinct(admin=env.secret("ADMIN_TOKEN"), readonly=env.secret("READONLY_TOKEN"),
+                           writer=env.secret("WRITER_TOKEN"))
         return cls(
             grpc_addr=grpc_addr,
             metrics_addr=env.addr("METRICS_ADDR", cls.metrics_addr, optional=True),
             model_store=env.path("MODEL_STORE", str(cls.model_store)),
             signing_key=key.encode() if key else None,
-            admin_token=env.secret("ADMIN_TOKEN"),
-            readonly_token=env.secret("READONLY_TOKEN"),
+            admin_token=tokens["admin"],
+            readonly_token=tokens["readonly"],
+            writer_token=tokens["writer"],
+            open_writes=env.bool("OPEN_WRITES", cls.open_writes),
             max_batch_rows=env.int("MAX_BATCH_ROWS", cls.max_batch_rows, minimum=1),
             max_message_bytes=env.int("MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
             batch_max_size=env.int("BATCH_MAX_SIZE", cls.batch_max_size, minimum=1),
@@ -108,6 +114,18 @@ def _tls_files(cert: Path | None, key: Path | None, client_ca: Path | None) -> d
         except OSError as exc:
             raise ConfigError(f"PREDMESH_{name}: cannot read {file}: {exc.strerror}") from None
     return {"tls_cert": cert, "tls_key": key, "tls_client_ca": client_ca}
+
+
+def _distinct(**tokens: str | None) -> dict[str, str | None]:
+    """Each role its own token: one value for two roles would give the lower role the higher one's rights."""
+    seen: dict[str, str] = {}
+    for role, token in tokens.items():
+        if token and token in seen:
+            raise ConfigError(f"PREDMESH_{role.upper()}_TOKEN is the same as PREDMESH_{seen[token].upper()}_TOKEN: "
+                              "give each role its own token")
+        if token:
+            seen[token] = role
+    return tokens
 
 
 def _tolerance(value: float) -> float:

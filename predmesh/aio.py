@@ -38,12 +38,12 @@ class AsyncClient:
     """
 
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 5.0, transport: str = "grpc",
-                 admin_token: str | None = None, tls: TlsConfig | None = None,
+                 admin_token: str | None = None, writer_token: str | None = None, tls: TlsConfig | None = None,
                  max_message_bytes: int = 4 * 1024 * 1024):
         self.target = target
         self.timeout = timeout
         self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
-                                       max_message_bytes=max_message_bytes)
+                                       max_message_bytes=max_message_bytes, writer_token=writer_token)
         if tls is None:
             self._channel = grpc.aio.insecure_channel(target, options=self._spec.options)
         else:
@@ -71,7 +71,7 @@ class AsyncClient:
         method = getattr(self._stubs[call.service], call.method)
         try:
             response = await method(call.request, timeout=self.timeout if call.timeout is None else call.timeout,
-                                    metadata=self._spec.metadata_for(call.service))
+                                    metadata=self._spec.metadata_for(call.service, call.writes))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         return call.convert(response)

@@ -47,6 +47,7 @@ class Call(Generic[T]):
     request: Any
     convert: Callable[[Any], T]
     timeout: float | None = None  # None: the client's default
+    writes: bool = False  # writes monitoring data: sent with the writer token (or the admin token)
 
 
 def method_signature(op: Callable[..., Call[Any]], *, awaitable: bool) -> inspect.Signature:
@@ -175,7 +176,8 @@ def list_model_versions(model: str, *, timeout: float | None = None) -> Call[lis
                 lambda r: [ModelInfo.from_proto(m) for m in r.versions], timeout)
 
 
-# -- analytics ---------------------------------------------------------------------------------------------------
+# -- analytics (reads are open; submit_feedback, submit_feedback_batch and record_batch_run need the writer token,
+# or the admin token) ---------------------------------------------------------------------------------------------
 def list_predictions(*, model: str = "", model_version: str = "", label: str = "", transport: str = "",
                      start_time: datetime | None = None, end_time: datetime | None = None, page_size: int = 50,
                      page_token: str = "", timeout: float | None = None) -> Call[Page[StoredPrediction]]:
@@ -201,7 +203,7 @@ def submit_feedback(prediction_id: str, label: str, *, timeout: float | None = N
     """Record the true label of a stored prediction (a second submission replaces the first)."""
     request = analytics_pb2.SubmitFeedbackRequest(prediction_id=prediction_id, label=label)
     return Call("analytics", "SubmitFeedback", request,
-                lambda r: Feedback(r.prediction_id, r.label, r.correct, r), timeout)
+                lambda r: Feedback(r.prediction_id, r.label, r.correct, r), timeout, writes=True)
 
 
 def submit_feedback_batch(labels: Mapping[str, str] | Sequence[tuple[str, str]], *,
@@ -214,7 +216,7 @@ def submit_feedback_batch(labels: Mapping[str, str] | Sequence[tuple[str, str]],
     request = analytics_pb2.SubmitFeedbackBatchRequest(
         items=[analytics_pb2.FeedbackItem(prediction_id=pid, label=label) for pid, label in pairs])
     return Call("analytics", "SubmitFeedbackBatch", request,
-                lambda r: FeedbackBatch(r.recorded, r.correct, tuple(r.not_found), r), timeout)
+                lambda r: FeedbackBatch(r.recorded, r.correct, tuple(r.not_found), r), timeout, writes=True)
 
 
 def record_batch_run(run_key: str, *, kind: str, model: str, status: str, run_date: str = "",
@@ -230,7 +232,7 @@ def record_batch_run(run_key: str, *, kind: str, model: str, status: str, run_da
     if accuracy is not None:
         run.accuracy = accuracy
     return Call("analytics", "RecordBatchRun", analytics_pb2.RecordBatchRunRequest(run=run),
-                lambda r: RecordedRun(BatchRun.from_proto(r.run), r.created, r), timeout)
+                lambda r: RecordedRun(BatchRun.from_proto(r.run), r.created, r), timeout, writes=True)
 
 
 def list_batch_runs(*, model: str = "", kind: str = "", page_size: int = 50, page_token: str = "",

@@ -48,11 +48,12 @@ class ChannelSpec:
     options: tuple[tuple[str, object], ...]
     metadata: tuple[tuple[str, str], ...]
     admin_metadata: tuple[tuple[str, str], ...]
+    writer_metadata: tuple[tuple[str, str], ...]
     tls: TlsConfig | None
 
     @classmethod
     def build(cls, target: str, *, transport: str, admin_token: str | None, tls: TlsConfig | None,
-              max_message_bytes: int) -> ChannelSpec:
+              max_message_bytes: int, writer_token: str | None = None) -> ChannelSpec:
         transport = transport_name(transport_value(transport)) if transport else transport  # "REST" → "rest"
         if transport not in TRANSPORTS:
             raise BadArgument(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
@@ -68,7 +69,9 @@ class ChannelSpec:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
         metadata = ((TRANSPORT_HEADER, transport),)
         admin = metadata + ((("authorization", f"Bearer {admin_token}"),) if admin_token else ())
-        return cls(target, tuple(options), metadata, admin, tls)
+        writer_token = writer_token or admin_token  # the admin token may write too
+        writer = metadata + ((("authorization", f"Bearer {writer_token}"),) if writer_token else ())
+        return cls(target, tuple(options), metadata, admin, writer, tls)
 
     def credentials(self) -> grpc.ChannelCredentials:
         """TLS channel credentials (for grpc and grpc.aio channels alike)."""
@@ -77,5 +80,9 @@ class ChannelSpec:
             raise ValueError("credentials() needs a TlsConfig: this channel is plaintext")
         return grpc.ssl_channel_credentials(t.root_certificates, t.client_key, t.client_cert)
 
-    def metadata_for(self, service: str) -> tuple[tuple[str, str], ...]:
-        return self.admin_metadata if service == "admin" else self.metadata
+    def metadata_for(self, service: str, writes: bool = False) -> tuple[tuple[str, str], ...]:
+        """Admin calls carry the admin token; writes of monitoring data the writer token (else the admin token);
+        every other call no token."""
+        if service == "admin":
+            return self.admin_metadata
+        return self.writer_metadata if writes else self.metadata

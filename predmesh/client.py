@@ -40,15 +40,18 @@ class Client:
 
     Every call carries a deadline (`timeout`, per call or the client's default), is retried only on UNAVAILABLE,
     is tagged with the caller's transport (stored with each prediction), and raises predmesh.errors exceptions.
+    admin_token is sent with the admin calls (reload_model, list_model_versions); writer_token (else admin_token)
+    with the writes of monitoring data (submit_feedback, submit_feedback_batch, record_batch_run); no other call
+    carries a token.
     """
 
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 5.0, transport: str = "grpc",
-                 admin_token: str | None = None, tls: TlsConfig | None = None,
+                 admin_token: str | None = None, writer_token: str | None = None, tls: TlsConfig | None = None,
                  max_message_bytes: int = 4 * 1024 * 1024):
         self.target = target
         self.timeout = timeout
         self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
-                                       max_message_bytes=max_message_bytes)
+                                       max_message_bytes=max_message_bytes, writer_token=writer_token)
         if tls is None:
             self._channel = grpc.insecure_channel(target, options=self._spec.options)
         else:
@@ -76,7 +79,7 @@ class Client:
         method = getattr(self._stubs[call.service], call.method)
         try:
             response = method(call.request, timeout=self.timeout if call.timeout is None else call.timeout,
-                              metadata=self._spec.metadata_for(call.service))
+                              metadata=self._spec.metadata_for(call.service, call.writes))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         return call.convert(response)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.pg import TempSchema
-from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc
+from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, WRITER_TOKEN, ServerProc
 
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -69,7 +69,8 @@ def inproc_server(model_store):
     from inference.settings import ServerSettings
 
     settings = ServerSettings(grpc_addr="127.0.0.1:0", metrics_addr="", model_store=model_store,
-                              admin_token=ADMIN_TOKEN, readonly_token=READONLY_TOKEN, drain_seconds=0,
+                              admin_token=ADMIN_TOKEN, readonly_token=READONLY_TOKEN, writer_token=WRITER_TOKEN,
+                              drain_seconds=0,
                               grace_seconds=1, max_batch_rows=10, max_message_bytes=64 * 1024)
     server = InferenceServer(settings, metrics=ServerMetrics(CollectorRegistry()))
     port = server.start()

@@ -17,12 +17,14 @@ _closing: set[asyncio.Task] = set()   # sessions closing their channels (a refer
 
 
 def connect(settings: UiSettings, admin_token: str | None = None):
-    """A new asyncio SDK client for this dashboard (transport "ui"); admin calls go to admin_server when set.
+    """A new asyncio SDK client for this dashboard (transport "ui"), sending the writer token with feedback;
+    admin calls go to admin_server when set.
     Call it on the event loop that will use it (grpc.aio channels belong to their loop)."""
     from predmesh import AsyncClient
 
     target = (settings.admin_server or settings.server) if admin_token else settings.server
-    return AsyncClient(target, timeout=settings.timeout_s, transport="ui", admin_token=admin_token)
+    return AsyncClient(target, timeout=settings.timeout_s, transport="ui", admin_token=admin_token,
+                       writer_token=settings.writer_token)
 
 
 def _on_error(exc: Exception) -> None:

@@ -11,7 +11,8 @@ from predmesh.logs import LEVELS
 
 @dataclass(frozen=True)
 class UiSettings:
-    """Everything the dashboard needs; see the README's "Dashboard" section. It holds no admin token."""
+    """Everything the dashboard needs; see the README's "Dashboard" section. It holds no admin token; the writer
+    token (PREDMESH_WRITER_TOKEN) it sends with feedback stays in the dashboard's process, never in a page."""
 
     addr: str = "127.0.0.1:5006"                 # where the dashboard listens (loopback by default)
     server: str = "127.0.0.1:50051"              # the predmesh gRPC server (or gateway) the SDK talks to
@@ -19,6 +20,7 @@ class UiSettings:
     allowed_origins: tuple[str, ...] = ()        # websocket Origins allowed (host[:port]); empty: the UI's own address
     password: str | None = field(default=None, repr=False)       # basic auth password; None: no login
     cookie_secret: str = field(default="", repr=False)           # signs login cookies; random per process if unset
+    writer_token: str | None = field(default=None, repr=False)   # sent with feedback; None: feedback is refused
     refresh_s: float = 2.0                       # live refresh / retry period of every open page
     timeout_s: float = 3.0                       # deadline of each call to the server
     title: str = "predmesh"
@@ -54,6 +56,7 @@ class UiSettings:
             allowed_origins=tuple(origins) or configured,
             password=env.secret("UI_PASSWORD"),
             cookie_secret=env.secret("UI_COOKIE_SECRET") or secrets.token_urlsafe(32),
+            writer_token=env.secret("WRITER_TOKEN"),
             refresh_s=env.float("UI_REFRESH_S", cls.refresh_s),
             timeout_s=env.float("UI_TIMEOUT_S", cls.timeout_s),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),

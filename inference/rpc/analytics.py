@@ -14,6 +14,7 @@ from database import repo
 from database.connect import DatabaseUnavailable, RejectedData, session
 from inference import errors
 from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_name, check_optional_name, check_text, shown
+from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import rpc
 from inference.scoring.convert import prediction_message
 from predmesh import types
@@ -92,10 +93,12 @@ class Db:
 
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
-    """ListPredictions, GetStats, SubmitFeedback (a second feedback for a prediction overwrites the first)."""
+    """ListPredictions, GetStats, SubmitFeedback (a second feedback for a prediction overwrites the first). Reads
+    are open; writes (SubmitFeedback, SubmitFeedbackBatch, RecordBatchRun) need the writer or admin token."""
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, auth: TokenAuth):
         self.metrics = metrics
+        self.auth = auth
 
     @rpc
     def ListPredictions(self, request, context):
@@ -144,6 +147,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     @rpc
     def SubmitFeedback(self, request, context):
+        self.auth.require_writer(context.invocation_metadata())
         if not request.prediction_id:
             raise errors.InvalidArgument("prediction_id is empty; pass the prediction_id Predict returned")
         check_text("prediction_id", request.prediction_id, MAX_ID)
@@ -168,6 +172,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     @rpc
     def SubmitFeedbackBatch(self, request, context):
+        self.auth.require_writer(context.invocation_metadata())
         count = len(request.items)
         if not count:
             raise errors.InvalidArgument("items is empty; send at least one (prediction_id, label)")
@@ -201,6 +206,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     @rpc
     def RecordBatchRun(self, request, context):
+        self.auth.require_writer(context.invocation_metadata())
         if not request.HasField("run"):
             raise errors.InvalidArgument("run is missing; send the batch run to record")
         run = _pipeline_run(request.run)

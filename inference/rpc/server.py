@@ -19,7 +19,7 @@ from inference.models.registry import ModelRegistry
 from inference.models.store import ModelStore
 from inference.recording.recorder import NullRecorder, Recorder
 from inference.rpc import logcontext, oip, reflection, wire
-from inference.rpc.auth import AdminAuth
+from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import DecodeGuard
 from inference.rpc.servicer import InferenceServicer, ModelAdminServicer, call_limits
 from inference.settings import ServerSettings
@@ -81,8 +81,11 @@ class InferenceServer:
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
             InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows,
                               max_request_bytes=settings.max_message_bytes), self._server)
+        # the tokens of every role: the admin plane here, writes of monitoring data in AnalyticsService
+        self.auth = TokenAuth(settings.admin_token, settings.readonly_token, settings.writer_token,
+                              settings.open_writes)
         admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
-            ModelAdminServicer(self.registry, AdminAuth(settings.admin_token, settings.readonly_token),
+            ModelAdminServicer(self.registry, self.auth,
                                on_reload=self.pointers.publish if self.pointers else None,
                                limits=call_limits(settings.max_batch_rows, settings.max_message_bytes)),
             self._server)

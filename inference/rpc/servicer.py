@@ -15,7 +15,7 @@ from inference.bounds import MAX_ID, check_name, check_text, shown
 from inference.models.registry import ModelRegistry
 from inference.recording.recorder import Recorder
 from inference.rpc import logcontext
-from inference.rpc.auth import AdminAuth
+from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import Refused, rpc, status_of
 from inference.scoring.convert import fresh_request_ids, model_info, prediction_message, transport_of
 from inference.scoring.score import score_and_record, score_and_record_matrix
@@ -270,7 +270,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     """ReloadModel and ListModelVersions, behind bearer-token auth."""
 
-    def __init__(self, registry: ModelRegistry, auth: AdminAuth, on_reload=None,
+    def __init__(self, registry: ModelRegistry, auth: TokenAuth, on_reload=None,
                  limits: model_pb2.CallLimits | None = None):
         self.registry = registry
         self.auth = auth

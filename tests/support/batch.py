@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from tests.support.procs import ROOT, free_port, retry_on_port_clash, stop_process, wait_for
+from tests.support.procs import ROOT, WRITER_TOKEN, free_port, retry_on_port_clash, stop_process, wait_for
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -66,8 +66,14 @@ class LuigidProc:
 
 
 def batch_env(server_target: str, batch_dir: Path, **extra: str) -> dict[str, str]:
+    """The pipeline's environment; it writes its runs and feedback with the writer token, from a file as a
+    deployment would give it (PREDMESH_WRITER_TOKEN_FILE)."""
+    token = Path(batch_dir).parent / "writer-token"
+    token.parent.mkdir(parents=True, exist_ok=True)
+    token.write_text(WRITER_TOKEN + "\n")
     return {**os.environ, "PREDMESH_SERVER_ADDR": server_target, "PREDMESH_BATCH_DIR": str(batch_dir),
-            "PREDMESH_BATCH_TIMEOUT_S": "20", "PYTHONUNBUFFERED": "1", **extra}
+            "PREDMESH_BATCH_TIMEOUT_S": "20", "PYTHONUNBUFFERED": "1", "PREDMESH_WRITER_TOKEN_FILE": str(token),
+            **extra}
 
 
 def run_batch(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-5f1c"
 READONLY_TOKEN = "test-readonly-token-9a2e"
+WRITER_TOKEN = "test-writer-token-3d7b"
 T = TypeVar("T")
 
 
@@ -126,6 +127,7 @@ class ServerProc:
             "PREDMESH_MODEL_STORE": str(model_store),
             "PREDMESH_ADMIN_TOKEN": ADMIN_TOKEN,
             "PREDMESH_READONLY_TOKEN": READONLY_TOKEN,
+            "PREDMESH_WRITER_TOKEN": WRITER_TOKEN,
             "PREDMESH_DRAIN_SECONDS": "0",
             "PREDMESH_PROCESSES": "1",  # one process (the default is one per CPU); tests that want more say so
             # persistence stays inside the test's directory (never the repository's var/)
@@ -142,6 +144,7 @@ class ServerProc:
         """The running process (an error before start())."""
         assert self.proc is not None, "not started"
         return self.proc
+
 
     def _processes(self) -> int:
         value = self.env.get("PREDMESH_PROCESSES", "auto")
@@ -233,3 +236,17 @@ class ServerProc:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str):
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        details = client_call_details._replace(metadata=(*(client_call_details.metadata or ()), *self.metadata))
+        return continuation(details, request)
+
+
+def with_token(channel: grpc.Channel, token: str = WRITER_TOKEN) -> grpc.Channel:
+    """The channel with `authorization: Bearer <token>` on every unary call (raw stubs that write monitoring
+    data: feedback, batch runs)."""
+    return grpc.intercept_channel(channel, _Bearer(token))

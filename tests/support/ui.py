@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from tests.support.procs import ROOT, free_port, retry_on_port_clash, stop_process, wait_for
+from tests.support.procs import ROOT, WRITER_TOKEN, free_port, retry_on_port_clash, stop_process, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -27,7 +27,8 @@ class UiProc:
     def __init__(self, server_target: str, log_path: Path, env: dict[str, str] | None = None):
         self.log_path = Path(log_path)
         self.env = {**os.environ, "PREDMESH_GRPC_ADDR": server_target, "PREDMESH_UI_REFRESH_S": "1",
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+                    "PYTHONUNBUFFERED": "1", "PREDMESH_WRITER_TOKEN": WRITER_TOKEN,  # it sends feedback
+                    **(env or {})}
         for name in ("PREDMESH_ADMIN_TOKEN", "PREDMESH_READONLY_TOKEN", "PREDMESH_SERVER_ADDR"):
             if name not in (env or {}):
                 self.env.pop(name, None)  # the dashboard holds no admin credential of its own

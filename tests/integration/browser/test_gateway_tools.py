@@ -108,6 +108,12 @@ def test_cors_allows_only_the_configured_origin(mesh):
     assert preflight.headers["access-control-allow-origin"] == ORIGIN
     assert "POST" in preflight.headers["access-control-allow-methods"]
     assert "content-type" in preflight.headers["access-control-allow-headers"]
+    # a browser app on an allowed origin may send the writer token (feedback, batch runs)
+    feedback = gw.url + "/v1/predictions/x:feedback"
+    preflight = rest("OPTIONS", feedback, headers={"origin": ORIGIN, "access-control-request-method": "POST",
+                                                   "access-control-request-headers": "authorization,content-type"})
+    assert preflight.status_code == 200
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
     call = rest("POST", url, json={"features": IRIS_ROW}, headers={"origin": ORIGIN})
     assert call.status_code == 200 and call.headers["access-control-allow-origin"] == ORIGIN
     other = rest("POST", url, json={"features": IRIS_ROW}, headers={"origin": "https://evil.example"})

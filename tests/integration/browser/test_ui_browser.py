@@ -25,7 +25,7 @@ from predmesh import Client
 from tests.conftest import IRIS_ROW
 from tests.support.artifacts import failing_smoke_test
 from tests.support.match import search
-from tests.support.procs import ADMIN_TOKEN, ServerProc, wait_for
+from tests.support.procs import ADMIN_TOKEN, WRITER_TOKEN, ServerProc, wait_for
 from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, UiProc
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -50,7 +50,7 @@ class Mesh:
         self.server = ServerProc(self.store, self.root / "server.log", grpc_port=self.server.grpc_port).start()
 
     def client(self) -> Client:
-        return Client(self.server.target, timeout=5.0)
+        return Client(self.server.target, timeout=5.0, writer_token=WRITER_TOKEN)
 
 
 @pytest.fixture(scope="module")

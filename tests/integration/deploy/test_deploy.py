@@ -171,17 +171,29 @@ def test_the_inference_service_scales_and_outlives_its_drain(compose):
     assert gateway["PREDMESH_GATEWAY_UPSTREAMS"] == "inference:50051"    # DNS: one address per replica
 
 
+def test_the_writers_and_the_server_share_the_writer_token(compose):
+    """Writes of monitoring data need the writer token: the replicas check it, the nightly (runs, feedback) and the
+    dashboard (feedback) send it, the same required variable everywhere; nothing else gets it."""
+    services = compose["services"]
+    holders = {name for name, service in services.items()
+               if "PREDMESH_WRITER_TOKEN" in (service.get("environment") or {})}
+    assert holders == {"inference", "nightly", "ui"}
+    for name in holders:
+        assert services[name]["environment"]["PREDMESH_WRITER_TOKEN"].startswith("${PREDMESH_WRITER_TOKEN:?")
+
+
 def test_no_secret_is_committed(compose):
     text = COMPOSE.read_text()
     for name in ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS", "PREDMESH_ADMIN_TOKEN", "PREDMESH_READONLY_TOKEN",
-                 "PREDMESH_MODEL_SIGNING_KEY", "PREDMESH_UI_PASSWORD", "PREDMESH_UI_COOKIE_SECRET",
-                 "GF_SECURITY_ADMIN_PASSWORD"):
+                 "PREDMESH_WRITER_TOKEN", "PREDMESH_MODEL_SIGNING_KEY", "PREDMESH_UI_PASSWORD",
+                 "PREDMESH_UI_COOKIE_SECRET", "GF_SECURITY_ADMIN_PASSWORD"):
         for value in re.findall(rf"{name}: (\S+)", text):
             assert value.startswith("${"), f"{name} has a literal value in the compose file"
     assert not re.search(r"://[^:/\s]+:(?!\$\{)[^@\s]+@", text), "a URL with a literal password"
     example = dict(line.split("=", 1) for line in (DEPLOY / ".env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
-    for key in ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "PREDMESH_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+    for key in ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "PREDMESH_ADMIN_TOKEN", "PREDMESH_WRITER_TOKEN",
+                "GRAFANA_ADMIN_PASSWORD"):
         assert example[key] in ("", "change-me"), key
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
     assert required <= set(example), f"not in .env.example: {sorted(required - set(example))}"

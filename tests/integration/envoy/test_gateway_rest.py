@@ -14,7 +14,7 @@ from predmesh import Client
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, analytics_pb2, analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
 from tests.conftest import IRIS_ROW
 from tests.support.gateway import GatewayProc, rest
-from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc
+from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, WRITER_TOKEN, ServerProc
 
 pytestmark = pytest.mark.envoy
 
@@ -73,6 +73,7 @@ def route_cases():
     """operationId → (listener, HTTP method, path, JSON body or None, query, headers, gRPC stub, method, request)."""
     row = dict(IRIS_ROW)
     auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    writer = {"authorization": f"Bearer {WRITER_TOKEN}"}  # writes of monitoring data
     return {
         "InferenceService_Predict": (
             "public", "POST", "/v1/models/iris:predict", {"features": row, "request_id": "parity-1"}, None, {},
@@ -101,12 +102,12 @@ def route_cases():
             "public", "GET", "/v1/stats", None, {"model": "iris"}, {}, analytics_pb2_grpc.AnalyticsServiceStub,
             "GetStats", analytics_pb2.GetStatsRequest(model="iris")),
         "AnalyticsService_SubmitFeedback": (
-            "public", "POST", "/v1/predictions/no-such-prediction:feedback", {"label": "setosa"}, None, {},
+            "public", "POST", "/v1/predictions/no-such-prediction:feedback", {"label": "setosa"}, None, writer,
             analytics_pb2_grpc.AnalyticsServiceStub, "SubmitFeedback",
             analytics_pb2.SubmitFeedbackRequest(prediction_id="no-such-prediction", label="setosa")),
         "AnalyticsService_SubmitFeedbackBatch": (
             "public", "POST", "/v1/predictions:batchFeedback",
-            {"items": [{"prediction_id": "no-such-prediction", "label": "setosa"}]}, None, {},
+            {"items": [{"prediction_id": "no-such-prediction", "label": "setosa"}]}, None, writer,
             analytics_pb2_grpc.AnalyticsServiceStub, "SubmitFeedbackBatch",
             analytics_pb2.SubmitFeedbackBatchRequest(
                 items=[analytics_pb2.FeedbackItem(prediction_id="no-such-prediction", label="setosa")])),
@@ -114,7 +115,7 @@ def route_cases():
         # `created` and `updated_at` between the two calls; test_batch_runs_over_rest covers that path)
         "AnalyticsService_RecordBatchRun": (
             "public", "POST", "/v1/batchRuns", {"run_key": "parity-run", "kind": "nightly", "model": "iris"}, None,
-            {}, analytics_pb2_grpc.AnalyticsServiceStub, "RecordBatchRun",
+            writer, analytics_pb2_grpc.AnalyticsServiceStub, "RecordBatchRun",
             analytics_pb2.RecordBatchRunRequest(run=analytics_pb2.BatchRun(run_key="parity-run", kind="nightly",
                                                                            model="iris"))),
         "AnalyticsService_ListBatchRuns": (
@@ -146,8 +147,7 @@ def test_rest_route_gives_the_same_answer_as_grpc(mesh, operation):
     server, gw = mesh
     listener, method, path, body, query, headers, stub, rpc_name, request = route_cases()[operation]
     base = gw.url if listener == "public" else gw.admin_url
-    code, expected = grpc_call(server.target, stub, rpc_name, request,
-                               metadata=ADMIN if listener == "admin" else ())
+    code, expected = grpc_call(server.target, stub, rpc_name, request, metadata=tuple(headers.items()))
     resp = rest(method, base + path, json=body, params=query, headers=headers)
     assert resp.status_code == HTTP_OF[code], (code, resp.text)
     assert resp.headers["content-type"] == "application/json"
@@ -163,6 +163,10 @@ def test_rest_route_gives_the_same_answer_as_grpc(mesh, operation):
 def _features(**overrides):
     return {**IRIS_ROW, **overrides}
 
+
+_FEEDBACK = json.dumps({"label": "setosa"})
+_FEEDBACK_BATCH = json.dumps({"items": [{"prediction_id": "no-such-id", "label": "setosa"}]})
+_RUN_WITHOUT_STATUS = json.dumps({"run_key": "auth-run", "kind": "nightly", "model": "iris"})  # 400 once let in
 
 STATUS_TABLE = [
     # (case, listener, method, path, raw JSON body, headers, HTTP status, gRPC code in the JSON body or None)
@@ -201,6 +205,35 @@ STATUS_TABLE = [
      {"authorization": f"Bearer {READONLY_TOKEN}"}, 200, None),
     ("admin: unknown version", "admin", "POST", "/v1/models/iris:reload", json.dumps({"version": "999"}),
      {"authorization": f"Bearer {ADMIN_TOKEN}"}, 404, 5),
+    # writes of monitoring data on the public listener: the Authorization header reaches the server (Envoy passes
+    # it through as gRPC metadata); no token 401, read-only 403, writer and admin pass to the request's own checks
+    ("feedback: no token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK, {}, 401, 16),
+    ("feedback: bad token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK,
+     {"authorization": "Bearer not-the-token"}, 401, 16),
+    ("feedback: read-only token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK,
+     {"authorization": f"Bearer {READONLY_TOKEN}"}, 403, 7),
+    ("feedback: writer token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK,
+     {"authorization": f"Bearer {WRITER_TOKEN}"}, 404, 5),
+    ("feedback: admin token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK,
+     {"authorization": f"Bearer {ADMIN_TOKEN}"}, 404, 5),
+    ("batch feedback: no token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH, {}, 401, 16),
+    ("batch feedback: bad token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH,
+     {"authorization": "Bearer not-the-token"}, 401, 16),
+    ("batch feedback: read-only token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH,
+     {"authorization": f"Bearer {READONLY_TOKEN}"}, 403, 7),
+    ("batch feedback: writer token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH,
+     {"authorization": f"Bearer {WRITER_TOKEN}"}, 200, None),
+    ("batch feedback: admin token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH,
+     {"authorization": f"Bearer {ADMIN_TOKEN}"}, 200, None),
+    ("batch run: no token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS, {}, 401, 16),
+    ("batch run: bad token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS,
+     {"authorization": "Bearer not-the-token"}, 401, 16),
+    ("batch run: read-only token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS,
+     {"authorization": f"Bearer {READONLY_TOKEN}"}, 403, 7),
+    ("batch run: writer token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS,
+     {"authorization": f"Bearer {WRITER_TOKEN}"}, 400, 3),
+    ("batch run: admin token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS,
+     {"authorization": f"Bearer {ADMIN_TOKEN}"}, 400, 3),
     ("admin route on the public listener", "public", "POST", "/v1/models/iris:reload", "{}",
      {"authorization": f"Bearer {ADMIN_TOKEN}"}, 404, None),
     ("admin list on the public listener", "public", "GET", "/v1/models/iris/versions", None,
@@ -246,15 +279,16 @@ def test_batch_runs_over_rest(mesh):
     run = {"run_key": "rest/iris/2026-11-20", "kind": "nightly", "run_date": "2026-11-20", "model": "iris",
            "model_version": "2", "rows": "1000", "rejected": "2", "accuracy": 0.96, "duration_seconds": 3.5,
            "status": "BATCH_RUN_STATUS_SUCCEEDED", "message": "1000 rows, 2 rejected"}
-    first = rest("POST", gw.url + "/v1/batchRuns", json=run)
+    writer = {"authorization": f"Bearer {WRITER_TOKEN}"}
+    first = rest("POST", gw.url + "/v1/batchRuns", json=run, headers=writer)
     assert first.status_code == 200, first.text
     assert first.json()["created"] is True and first.json()["run"]["accuracy"] == 0.96
-    again = rest("POST", gw.url + "/v1/batchRuns", json={**run, "rows": "1001"})
+    again = rest("POST", gw.url + "/v1/batchRuns", json={**run, "rows": "1001"}, headers=writer)
     assert again.status_code == 200 and again.json()["created"] is False
     listed = rest("GET", gw.url + "/v1/batchRuns", params={"model": "iris"}).json()["runs"]
     mine = [r for r in listed if r["run_key"] == run["run_key"]]
     assert len(mine) == 1 and mine[0]["rows"] == "1001" and mine[0]["status"] == "BATCH_RUN_STATUS_SUCCEEDED"
-    bad = rest("POST", gw.url + "/v1/batchRuns", json={**run, "accuracy": 2.0})
+    bad = rest("POST", gw.url + "/v1/batchRuns", json={**run, "accuracy": 2.0}, headers=writer)
     assert bad.status_code == 400 and "accuracy" in bad.json()["message"]
 
 

@@ -6,7 +6,7 @@ import requests
 
 from tests.conftest import IRIS_ROW
 from tests.support.gateway import GatewayProc
-from tests.support.procs import ServerProc, wait_for
+from tests.support.procs import READONLY_TOKEN, WRITER_TOKEN, ServerProc, wait_for
 
 pytestmark = pytest.mark.envoy
 
@@ -24,17 +24,24 @@ def test_feedback_and_stats_over_rest(model_store, tmp_path):
         assert listed[0]["transport"] == "TRANSPORT_REST" and listed[0]["features"] == IRIS_ROW
 
         url = f"{gw.url}/v1/predictions/{prediction['prediction_id']}:feedback"
-        wrong = requests.post(url, json={"label": "virginica"}, timeout=5)
+        # anonymous and read-only labels are refused and change nothing (they once moved the reported accuracy)
+        assert requests.post(url, json={"label": "virginica"}, timeout=5).status_code == 401
+        assert requests.post(url, json={"label": "virginica"}, timeout=5,
+                             headers={"Authorization": f"Bearer {READONLY_TOKEN}"}).status_code == 403
+        assert requests.get(f"{gw.url}/v1/stats", params={"model": "iris"}, timeout=5).json()["quality"] == []
+        writer = {"Authorization": f"Bearer {WRITER_TOKEN}"}  # the header passes through Envoy as gRPC metadata
+        wrong = requests.post(url, json={"label": "virginica"}, timeout=5, headers=writer)
         assert wrong.status_code == 200 and wrong.json()["correct"] is False
         stats = requests.get(f"{gw.url}/v1/stats", params={"model": "iris"}, timeout=5).json()
         assert stats["by_transport"] == {"rest": "1"} and stats["quality"][0]["accuracy"] == 0
-        right = requests.post(url, json={"label": prediction["label"]}, timeout=5)
+        right = requests.post(url, json={"label": prediction["label"]}, timeout=5, headers=writer)
         assert right.status_code == 200 and right.json()["correct"] is True
         [quality] = requests.get(f"{gw.url}/v1/stats", timeout=5).json()["quality"]
         assert (quality["feedback_count"], quality["accuracy"]) == ("1", 1)
 
-        assert requests.post(url, json={"label": "dog"}, timeout=5).status_code == 400
-        missing = requests.post(f"{gw.url}/v1/predictions/no-such-id:feedback", json={"label": "setosa"}, timeout=5)
+        assert requests.post(url, json={"label": "dog"}, timeout=5, headers=writer).status_code == 400
+        missing = requests.post(f"{gw.url}/v1/predictions/no-such-id:feedback", json={"label": "setosa"}, timeout=5,
+                                headers=writer)
         assert missing.status_code == 404
 
 

@@ -268,3 +268,18 @@ def test_backfill_runs_only_the_missing_days(server, pg, tmp_path):
         runs = client.list_batch_runs(kind="nightly", page_size=10).items
     assert sorted(r.run_date for r in runs) == [f"2026-11-0{i}" for i in range(1, 6)]
     wait_for(lambda: stored(pg)[:2] == (250, 250), 20, what="5 days x 50 rows stored")
+
+
+def test_without_the_writer_token_the_nightly_records_nothing_and_says_why(server, pg, tmp_path):
+    """The server refuses anonymous writes: the day's Report fails naming the missing token, no feedback is
+    stored, and the run is not recorded (a run anyone could record could also be overwritten by anyone)."""
+    batch_dir = tmp_path / "batch"
+    env = batch_env(server.target, batch_dir, PREDMESH_BATCH_ROWS="50")
+    del env["PREDMESH_WRITER_TOKEN_FILE"]
+    result = run_batch(["nightly", "--date", DAY, "--local-scheduler"], env)
+    assert result.returncode == 30, result.stderr[-3000:]
+    assert "Unauthenticated" in result.stderr and "Bearer" in result.stderr, result.stderr[-3000:]
+    time.sleep(0.5)
+    assert stored(pg)[2] == 0
+    with Client(server.target) as client:
+        assert client.list_batch_runs().items == ()

@@ -170,7 +170,8 @@ def test_help_of_consume_publish_and_batch_score_lists_every_variable_their_sett
         read(spy)
         out = run(*command, "--help")
         assert out.returncode == 0, out.stderr
-        listed = set(re.findall(r"PREDMESH_[A-Z0-9_]+", out.stdout.split("environment:", 1)[-1]))
+        found = re.findall(r"(PREDMESH_[A-Z0-9_]+)(\[_FILE\])?", out.stdout.split("environment:", 1)[-1])
+        listed = {name for name, _ in found} | {name + "_FILE" for name, file in found if file}  # X[_FILE]
         assert spy.seen and listed == spy.seen, (command, sorted(spy.seen ^ listed))
 
 

@@ -154,6 +154,13 @@ def test_up_runs_every_part_scores_everywhere_and_stops_clean(model_store, tmp_p
 
         step("REST and gRPC")
         # --- luigid, and one nightly batch on it ---------------------------------------------------------------
+        # writes of monitoring data need the writer token `predmesh up` made for its parts; anonymous ones do not
+        token_file = workdir / "var" / "writer-token"
+        assert f"export PREDMESH_WRITER_TOKEN_FILE={token_file}" in banner, banner
+        assert requests.post(f"{rest}/v1/batchRuns", json={"run_key": "anon", "kind": "nightly", "model": "iris",
+                                                           "status": "BATCH_RUN_STATUS_FAILED"},
+                             timeout=5).status_code == 401
+        env["PREDMESH_WRITER_TOKEN_FILE"] = str(token_file)   # as the banner says, for `predmesh batch`
         luigid = f"http://127.0.0.1:{ports['luigid']}"
         assert f"{luigid}/static/visualiser/index.html" in banner
         assert requests.get(f"{luigid}/static/visualiser/index.html", timeout=5).status_code == 200

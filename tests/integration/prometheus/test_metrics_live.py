@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from predmesh import Client
 from tests.conftest import IRIS_ROW
-from tests.support.procs import ADMIN_TOKEN, ServerProc, wait_for
+from tests.support.procs import ADMIN_TOKEN, WRITER_TOKEN, ServerProc, wait_for
 
 VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.2, "petal_width": 1.3}
 VIRGINICA = {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}
@@ -46,7 +46,7 @@ def promtool_check(text: str) -> None:
 
 def drive(proc: ServerProc) -> None:
     """Traffic over two transports and three classes, feedback on some of it, one admin reload, more traffic."""
-    with Client(proc.target, timeout=10) as client, \
+    with Client(proc.target, timeout=10, writer_token=WRITER_TOKEN) as client, \
             Client(proc.target, timeout=10, transport="rest") as rest, \
             Client(proc.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
         preds = [client.predict("iris", row) for row in (IRIS_ROW, VERSICOLOR, VIRGINICA) * 5]

@@ -24,7 +24,7 @@ from sklearn.datasets import load_iris
 from cli.monitoring import prometheus_argv, write_config, write_targets
 from predmesh import Client, InvalidArgument, NotFound
 from tests.support.gateway import GatewayProc
-from tests.support.procs import ADMIN_TOKEN, ROOT, ServerProc, stop_process, wait_for
+from tests.support.procs import ADMIN_TOKEN, ROOT, WRITER_TOKEN, ServerProc, stop_process, wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -121,7 +121,7 @@ def drive(server: ServerProc, gateway: GatewayProc) -> None:
     iris = load_iris()
     pick = rng.integers(0, 150, 400)
     rows = [dict(zip(NAMES, map(float, r))) for r in iris.data[pick]]
-    with Client(server.target, timeout=10) as client, \
+    with Client(server.target, timeout=10, writer_token=WRITER_TOKEN) as client, \
             Client(server.target, timeout=10, admin_token=ADMIN_TOKEN) as admin:
         preds = []
         for start in range(0, 300, 50):

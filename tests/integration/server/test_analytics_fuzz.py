@@ -22,6 +22,7 @@ from database.migrate import migrate
 from database.records import PredictionRecord
 from inference.process.persistence import PersistenceMetrics
 from inference.rpc.analytics import AnalyticsServicer
+from inference.rpc.auth import TokenAuth  # writes open: the fuzz reaches the checks
 from inference.rpc.edge import DecodeGuard
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
 
@@ -42,7 +43,7 @@ def analytics(empty_db_url):
             created_at=now - i) for i in range(5)])
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[DecodeGuard()])
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-        AnalyticsServicer(PersistenceMetrics(CollectorRegistry())), server)
+        AnalyticsServicer(PersistenceMetrics(CollectorRegistry()), TokenAuth(None, open_writes=True)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

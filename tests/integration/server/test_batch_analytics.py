@@ -11,7 +11,7 @@ import pytest
 from predmesh.v1 import analytics_pb2 as pb
 from predmesh.v1 import analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
 from tests.conftest import IRIS_ROW
-from tests.support.procs import ServerProc, wait_for
+from tests.support.procs import WRITER_TOKEN, ServerProc, wait_for, with_token
 
 VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.2, "petal_width": 1.3}
 
@@ -20,7 +20,8 @@ VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.2, "pet
 def stubs(model_store, tmp_path, empty_db_url):
     with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DATABASE_URL": empty_db_url}) as proc, \
             grpc.insecure_channel(proc.target) as channel:
-        yield inference_pb2_grpc.InferenceServiceStub(channel), analytics_pb2_grpc.AnalyticsServiceStub(channel)
+        yield (inference_pb2_grpc.InferenceServiceStub(channel),
+               analytics_pb2_grpc.AnalyticsServiceStub(with_token(channel)))  # a writer (feedback, runs)
 
 
 def code_of(call, request) -> tuple[grpc.StatusCode, str | None]:
@@ -138,7 +139,7 @@ def test_sdk_batch_calls_on_client_and_async_client(model_store, tmp_path):
 
     from predmesh import AsyncClient, Client, InvalidArgument
     with ServerProc(model_store, tmp_path / "server.log") as proc, \
-            Client(proc.target, transport="batch", timeout=10) as client:
+            Client(proc.target, transport="batch", timeout=10, writer_token=WRITER_TOKEN) as client:
         preds = client.predict_batch("iris", [(IRIS_ROW, "sdk-1"), (VERSICOLOR, "sdk-2")])
         wait_for(lambda: client.get_stats().by_transport.get("batch") == 2, 10, what="2 rows stored")
         result = client.submit_feedback_batch({preds[0].prediction_id: "setosa", preds[1].prediction_id: "setosa",
@@ -153,7 +154,7 @@ def test_sdk_batch_calls_on_client_and_async_client(model_store, tmp_path):
         assert recorded.run.started_at is not None and recorded.run.rows == 2
 
         async def use_async():
-            async with AsyncClient(proc.target, transport="batch", timeout=10) as aclient:
+            async with AsyncClient(proc.target, transport="batch", timeout=10, writer_token=WRITER_TOKEN) as aclient:
                 again = await aclient.record_batch_run("score/iris/f00d", kind="score", model="iris",
                                                        status="failed", message="rerun failed", accuracy=0.5)
                 page = await aclient.list_batch_runs(kind="score")

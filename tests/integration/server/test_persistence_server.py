@@ -12,7 +12,7 @@ from database import repo
 from database.connect import open_database, session
 from predmesh import Client, InvalidArgument, NotFound
 from tests.conftest import IRIS_ROW
-from tests.support.procs import ServerProc, wait_for
+from tests.support.procs import WRITER_TOKEN, ServerProc, wait_for
 
 VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.2, "petal_width": 1.3}
 
@@ -60,7 +60,7 @@ def test_a_retried_request_makes_one_row_and_transports_are_recorded(stored_serv
 
 
 def test_feedback_moves_accuracy_in_stats_and_prometheus(stored_server):
-    with Client(stored_server.target) as client:
+    with Client(stored_server.target, writer_token=WRITER_TOKEN) as client:
         preds = [client.predict("iris", row, request_id=f"fb-{i}")
                  for i, row in enumerate([IRIS_ROW, IRIS_ROW, VERSICOLOR, VERSICOLOR])]
         version = preds[0].model_version

@@ -33,7 +33,7 @@ from predmesh import (
 )
 from predmesh.v1 import inference_pb2, inference_pb2_grpc, model_pb2
 from tests.conftest import IRIS_ROW
-from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ROOT, ServerProc, wait_for
+from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ROOT, WRITER_TOKEN, ServerProc, wait_for
 
 VIRGINICA = {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}
 KINDS = ["sync", "async"]
@@ -107,7 +107,8 @@ def test_every_call_returns_typed_results(server, kind):
         out["feedback"] = await c.submit_feedback(out["predict"].prediction_id, "versicolor")
         return out
 
-    out = run(kind, server.target, scenario_blocking if kind == "sync" else scenario_async)
+    out = run(kind, server.target, scenario_blocking if kind == "sync" else scenario_async,
+              writer_token=WRITER_TOKEN)
 
     p = out["predict"]
     assert isinstance(p, Prediction) and p.label == "setosa" and p.request_id == f"{prefix}-0"
@@ -261,7 +262,7 @@ def test_transport_and_status_names_are_taken_in_any_case(server):
     assert calls.list_predictions(transport="REST").request.transport == model_pb2.TRANSPORT_REST
     assert calls.list_predictions(transport="TRANSPORT_REST").request.transport == model_pb2.TRANSPORT_REST
     key = f"sdk-case-{time.monotonic_ns()}"
-    with Client(server.target, transport="QUEUE") as client:
+    with Client(server.target, transport="QUEUE", writer_token=WRITER_TOKEN) as client:
         recorded = client.record_batch_run(key, kind="score", model="iris", status="SUCCEEDED", rows=3)
         assert recorded.run.status == "succeeded"
         client.record_batch_run(key, kind="score", model="iris", status="Failed", message="x")

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from predmesh import Client, DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, Prediction, Unauthenticated
 from tests.conftest import IRIS_ROW
-from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, ServerProc, health_status, wait_for
+from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, WRITER_TOKEN, ServerProc, health_status, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -148,13 +148,15 @@ def test_admin_auth_and_tokens_never_logged(model_store, tmp_path):
                 reader.reload_model("iris", "1")
         with Client(proc.target, admin_token=ADMIN_TOKEN) as admin:
             assert admin.reload_model("iris", "1").model.version == "1"
+        with Client(proc.target, writer_token=WRITER_TOKEN) as writer:
+            assert writer.record_batch_run("score/iris/t19", kind="score", model="iris", status="succeeded").created
         log = proc.log()
     assert "serving version 1" in log
-    for secret in (ADMIN_TOKEN, READONLY_TOKEN, "not-the-token"):
+    for secret in (ADMIN_TOKEN, READONLY_TOKEN, WRITER_TOKEN, "not-the-token"):
         assert secret not in log
     auth_source = (ROOT / "inference" / "rpc" / "auth.py").read_text()
-    assert "hmac.compare_digest(presented, self._admin)" in auth_source
-    secret_names = {"presented", "token", "_admin", "_readonly"}
+    assert "hmac.compare_digest(presented, token)" in auth_source
+    secret_names = {"presented", "token", "_admin", "_readonly", "_writer"}
     for node in ast.walk(ast.parse(auth_source)):
         if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
             names = {getattr(n, "id", getattr(n, "attr", None)) for n in ast.walk(node)}

@@ -235,10 +235,12 @@ def test_bad_usage_exits_2(capsys):
 def test_crontab_line_runs_the_backfill_without_secrets():
     line = crontab_line("15 2 * * *", Path("/app"), Path("/app/.venv/bin/predmesh"), Path("/var/b/cron.log"),
                         {"PREDMESH_SERVER_ADDR": "127.0.0.1:50051", "PREDMESH_ADMIN_TOKEN": "s3cret",
+                         "PREDMESH_WRITER_TOKEN": "wr1ter", "PREDMESH_WRITER_TOKEN_FILE": "/etc/predmesh/writer",
                          "PREDMESH_BATCH_DIR": "/var/b", "HOME": "/root"})
     assert line.startswith("15 2 * * * cd /app && ")
     assert "PREDMESH_SERVER_ADDR=127.0.0.1:50051" in line and "PREDMESH_BATCH_DIR=/var/b" in line
-    assert "s3cret" not in line and "HOME" not in line
+    assert "s3cret" not in line and "wr1ter" not in line and "HOME" not in line
+    assert "PREDMESH_WRITER_TOKEN_FILE=/etc/predmesh/writer" in line  # a path: the nightly records with it
     assert "batch backfill --days-back 7 >> /var/b/cron.log 2>&1" in line
 
 

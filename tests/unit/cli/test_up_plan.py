@@ -91,3 +91,32 @@ def test_prometheus_is_planned_with_every_part_as_a_target(tmp_path, monkeypatch
     luigid = json.loads((targets / "luigid.json").read_text())
     assert luigid == [{"targets": ["127.0.0.1:44000"], "labels": {}}]
     assert json.loads((targets / "consumer.json").read_text()) == []          # --no-consumer
+
+
+def test_up_generates_one_writer_token_for_the_replicas_and_the_dashboard(tmp_path, monkeypatch):
+    """Writes of monitoring data need a token: `predmesh up` makes one (var/writer-token, 0600, kept across runs)
+    and gives its file to every replica and the dashboard, and tells the operator where it is; a token or open
+    writes the operator chose are left as they are."""
+    monkeypatch.chdir(tmp_path)
+    env = {"PREDMESH_GRPC_ADDR": "127.0.0.1:41000", "PREDMESH_METRICS_ADDR": "127.0.0.1:42000"}
+    mesh = up.plan(args("--replicas", "2", "--no-consumer", "--no-prometheus", "--no-luigid"), env)
+    token_file = tmp_path / "var" / "writer-token"
+    parts = {p.name: p for p in mesh.parts}
+    for name in ("inference-1", "inference-2", "dashboard"):
+        assert parts[name].env["PREDMESH_WRITER_TOKEN_FILE"] == str(token_file), name
+    assert "PREDMESH_WRITER_TOKEN_FILE" not in parts["gateway"].env
+    assert any(f"PREDMESH_WRITER_TOKEN_FILE={token_file}" in note for note in mesh.notes)
+    assert not token_file.exists()                       # planning (and `predmesh status`) writes nothing
+    first, second = parts["inference-1"].prepare, parts["inference-2"].prepare
+    assert first is not None and second is not None
+    first()
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and token_file.stat().st_mode & 0o777 == 0o600
+    second()
+    assert token_file.read_text().strip() == token       # one token for the mesh, reused by the next `up`
+
+    (tmp_path / "mine").write_text("mine\n")
+    for chosen in ({"PREDMESH_WRITER_TOKEN": "mine"}, {"PREDMESH_WRITER_TOKEN_FILE": str(tmp_path / "mine")},
+                   {"PREDMESH_OPEN_WRITES": "1"}):
+        mesh = up.plan(args("--no-consumer", "--no-prometheus", "--no-luigid", "--no-gateway"), {**env, **chosen})
+        assert all("PREDMESH_WRITER_TOKEN_FILE" not in p.env and p.prepare is None for p in mesh.parts), chosen

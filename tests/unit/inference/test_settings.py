@@ -69,3 +69,18 @@ def test_variables_read_come_from_the_readers():
     assert len(names) == len(set(names))
     gateway = variables_read(GatewaySettings.from_env)
     assert {"PREDMESH_GATEWAY_CORS_ORIGINS", "PREDMESH_GATEWAY_DOCS", "PREDMESH_GRPC_ADDR"} <= set(gateway)
+
+
+def test_writer_token_and_open_writes(tmp_path):
+    """Writes of monitoring data: off for anonymous callers unless PREDMESH_OPEN_WRITES; the writer token also from
+    a file; one value for two roles is refused (the lower role would get the higher one's rights)."""
+    s = ServerSettings.from_env({})
+    assert (s.writer_token, s.open_writes) == (None, False)
+    (tmp_path / "w").write_text("from-a-file\n")
+    s = ServerSettings.from_env({"PREDMESH_WRITER_TOKEN_FILE": str(tmp_path / "w"), "PREDMESH_OPEN_WRITES": "1"})
+    assert (s.writer_token, s.open_writes) == ("from-a-file", True)
+    for a, b in (("ADMIN", "WRITER"), ("READONLY", "WRITER"), ("ADMIN", "READONLY")):
+        with pytest.raises(ConfigError, match="give each role its own token"):
+            ServerSettings.from_env({f"PREDMESH_{a}_TOKEN": "same", f"PREDMESH_{b}_TOKEN": "same"})
+    with pytest.raises(ConfigError, match="PREDMESH_OPEN_WRITES"):
+        ServerSettings.from_env({"PREDMESH_OPEN_WRITES": "maybe"})
