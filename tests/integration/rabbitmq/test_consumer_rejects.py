@@ -8,11 +8,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pika
 import pika.exceptions
 import pytest
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from predmesh import jobs
@@ -41,7 +42,35 @@ def served(trained_store, tmp_path_factory):
 
 def dead_letters(broker: Broker, n: int, timeout: float = 60) -> dict[str, pika.spec.BasicProperties]:
     wait_for(lambda: (broker.depth(broker.topology.dead_queue) or (0,))[0] >= n, timeout, what=f"{n} dead letters")
-    return {props.message_id: props for props, _ in broker.drain(broker.topology.dead_queue)}
+    out: dict[str, pika.spec.BasicProperties] = {}
+    for props, _ in broker.drain(broker.topology.dead_queue):
+        assert props.message_id is not None, "a dead letter without its job's message_id"
+        out[props.message_id] = props
+    return out
+
+
+def headers_of(props: pika.spec.BasicProperties) -> Mapping[str, object]:
+    """A dead letter's headers (it always has some: the reason)."""
+    assert props.headers is not None
+    return props.headers
+
+
+def header(props: pika.spec.BasicProperties, name: str) -> str:
+    """One string header of a dead letter (x-predmesh-status, x-predmesh-error, ...)."""
+    value = headers_of(props)[name]
+    assert isinstance(value, str), (name, value)
+    return value
+
+
+def status_of(result: Message) -> status_pb2.Status:
+    """The google.rpc.Status a rejected job's caller got."""
+    assert isinstance(result, status_pb2.Status), type(result)
+    return result
+
+
+def batch_of(result: Message) -> inference_pb2.PredictBatchResponse:
+    assert isinstance(result, inference_pb2.PredictBatchResponse), type(result)
+    return result
 
 
 @pytest.fixture
@@ -73,10 +102,9 @@ def test_a_job_whose_call_exceeds_the_message_limit_is_dead_lettered_once_and_th
         pub.publish_many([(jobs.predict_job("iris", IRIS_ROW), f"ov-good-{i}") for i in range(200)])
     dead = dead_letters(broker, 1, timeout=120)
     assert set(dead) == {"ov-empty"}
-    headers = dead["ov-empty"].headers
-    assert headers[jobs.HEADER_STATUS] == "RESOURCE_EXHAUSTED"
-    assert "larger than max" in headers[jobs.HEADER_ERROR]
-    assert "split it into smaller jobs" in headers[jobs.HEADER_ERROR]
+    assert header(dead["ov-empty"], jobs.HEADER_STATUS) == "RESOURCE_EXHAUSTED"
+    error = header(dead["ov-empty"], jobs.HEADER_ERROR)
+    assert "larger than max" in error and "split it into smaller jobs" in error
     wait_for(lambda: stored(schema, "ov-good-%") == (200, 200), 60, what="the good jobs stored")
     wait_for(lambda: stored(schema, "ov-big-%") == (9000, 9000), 60, what="the 9,000-row job stored")
     wait_for(lambda: consumer.metric("predmesh_consumer_acked_total") == 201, 60, what="201 jobs acked")
@@ -102,10 +130,10 @@ def test_a_matrix_job_is_scored_answered_in_columns_and_stored(stack):
                pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id="mx-row", reply=True)]
         results = pub.wait_results(ids, timeout=30)
     assert set(results) == set(ids)
-    first = results["mx-1"]
-    assert isinstance(first, inference_pb2.PredictBatchResponse) and len(first.matrix.prediction_ids) == 5
+    first = batch_of(results["mx-1"])
+    assert len(first.matrix.prediction_ids) == 5
     assert [first.matrix.classes[i] for i in first.matrix.labels] == ["setosa"] * 5
-    assert len(results["mx-2"].matrix.prediction_ids) == 5
+    assert len(batch_of(results["mx-2"]).matrix.prediction_ids) == 5
     wait_for(lambda: stored(schema, "mx-1-%") == (5, 5), 20, what="the matrix job's rows stored")
     wait_for(lambda: stored(schema, "mx-own-1_") == (5, 5), 20, what="the rows under the job's own prefix")
 
@@ -119,9 +147,11 @@ def test_a_rejected_job_answers_its_caller_with_the_status_and_is_dead_lettered(
                pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id="rj-good", reply=True)]
         results = pub.wait_results(ids, timeout=30)
     assert set(results) == set(ids)
-    assert isinstance(results["rj-model"], status_pb2.Status) and results["rj-model"].code == 5  # NOT_FOUND
-    assert results["rj-nan"].code == 3 and "petal_width" in results["rj-nan"].message
-    assert results["rj-good"].prediction.label == "setosa"
+    assert status_of(results["rj-model"]).code == 5  # NOT_FOUND
+    nan = status_of(results["rj-nan"])
+    assert nan.code == 3 and "petal_width" in nan.message
+    good = results["rj-good"]
+    assert isinstance(good, inference_pb2.PredictResponse) and good.prediction.label == "setosa"
     assert set(dead_letters(broker, 2)) == {"rj-model", "rj-nan"}
     # direct reply-to delivered all three: none of them is "unroutable"
     assert consumer.metric("predmesh_consumer_unroutable_total") == 0
@@ -175,9 +205,9 @@ def test_a_rejected_job_with_128_kb_of_headers_is_dead_lettered_without_breaking
         pub.publish_many([(jobs.predict_job("iris", IRIS_ROW), f"hd-good-{i}") for i in range(20)])
     dead = dead_letters(broker, 1)
     props_dead = dead["hd-big"]
-    assert props_dead.headers["x-trace"] == "t-1" and "x-blob" not in props_dead.headers
-    assert props_dead.headers[jobs.HEADER_DROPPED] == "x-blob"
-    assert props_dead.headers[jobs.HEADER_STATUS] == "NOT_FOUND"
+    assert header(props_dead, "x-trace") == "t-1" and "x-blob" not in headers_of(props_dead)
+    assert header(props_dead, jobs.HEADER_DROPPED) == "x-blob"
+    assert header(props_dead, jobs.HEADER_STATUS) == "NOT_FOUND"
     wait_for(lambda: consumer.metric("predmesh_consumer_acked_total") == 20, 30, what="the good jobs acked")
     assert consumer.metric("predmesh_consumer_reconnects_total") == 0
     assert consumer.metric("predmesh_consumer_redelivered_total") == 0
@@ -210,10 +240,10 @@ def test_a_job_held_past_the_hold_limit_is_dead_lettered_with_its_last_error(ser
                 wait_for(lambda: (consumer.metric("predmesh_consumer_held_oldest_seconds") or 0) >= 2, 20,
                          what="the held job's age in the metrics")
                 [error] = pub.wait_results(["held-1"], timeout=30).values()
-            assert error.code == 14  # UNAVAILABLE, the last error
+            assert status_of(error).code == 14  # UNAVAILABLE, the last error
             props = dead_letters(broker, 1)["held-1"]
-            assert props.headers[jobs.HEADER_STATUS] == "UNAVAILABLE"
-            assert "PREDMESH_CONSUMER_HOLD_MAX_S" in props.headers[jobs.HEADER_ERROR]
+            assert header(props, jobs.HEADER_STATUS) == "UNAVAILABLE"
+            assert "PREDMESH_CONSUMER_HOLD_MAX_S" in header(props, jobs.HEADER_ERROR)
             assert consumer.metric("predmesh_consumer_rejected_total", 'reason="held_too_long"') == 1
             wait_for(lambda: consumer.metric("predmesh_consumer_held_oldest_seconds") == 0, 10, what="none held")
         finally:

@@ -22,13 +22,15 @@ SERVER_LIMITS = CallLimits(1000, 4 << 20, 128)
 class FakeScorer:
     """Answers like the server with partial_success: each row its prediction or its error (NaN, an unknown
     feature: INVALID_ARGUMENT); an unknown model is NOT_FOUND (from GetModel); more rows than max_batch_rows
-    refuse the call."""
+    refuse the call. A matrix is scored in columns: feature_names must name every feature once, and a row whose
+    second value (sepal_width) is negative is refused in row_errors."""
 
     def __init__(self, down: Exception | None = None, limits: CallLimits = SERVER_LIMITS):
         self.down = down
         self.server_limits = limits
         self.calls: list[tuple[str, str, int]] = []
         self.request_bytes: list[int] = []  # the encoded size of each PredictBatchRequest
+        self.matrices: list[inference_pb2.FeatureMatrix] = []  # each matrix sent to predict_matrix
 
     def limits(self, model):
         self.calls.append(("limits", model, 0))
@@ -59,11 +61,44 @@ class FakeScorer:
             raise InvalidArgument(f"{len(rows)} rows exceed the limit")
         return [self._one(model, f, rid) for f, rid in rows]
 
+    def predict_matrix(self, model, matrix):
+        self.matrices.append(matrix)
+        names = len(matrix.feature_names)
+        n = len(matrix.values) // names if names else 0
+        self.calls.append(("matrix", model, n))
+        if self.down:
+            raise self.down
+        if n > self.server_limits.max_batch_rows:
+            raise InvalidArgument(f"{n} rows exceed the limit")
+        if set(matrix.feature_names) != set(ROW) or names != len(ROW):
+            raise InvalidArgument("feature_names must name every feature of the model once")
+        out = inference_pb2.PredictionMatrix(model=model, model_version="2", classes=["setosa", "versicolor"])
+        for r in range(n):
+            rid = f"{matrix.request_id_prefix}{matrix.row_numbers[r]}"
+            if matrix.values[r * names + 1] < 0:
+                out.row_errors.add(row=r, request_id=rid, error=status_pb2.Status(code=3, message="sepal_width < 0"))
+                out.labels.append(0)
+                out.probabilities.extend([0, 0])
+                out.prediction_ids.append("")
+            else:
+                out.labels.append(0)
+                out.probabilities.extend([1, 0])
+                out.prediction_ids.append(f"p-{rid}")
+        return out
+
 
 def published(outcome: Outcome) -> Publish:
     """What an ACK or REJECT outcome publishes (a RETRY has nothing)."""
     assert outcome.publish is not None
     return outcome.publish
+
+
+def error_of(p: Publish | None) -> status_pb2.Status:
+    """The google.rpc.Status a rejected job's reply (or an error result) carries."""
+    assert p is not None
+    error = jobs.decode_result(p.type, p.content_type, p.body)
+    assert isinstance(error, status_pb2.Status)
+    return error
 
 
 def result_of(p: Publish) -> inference_pb2.PredictResponse:
