@@ -16,22 +16,10 @@ import pytest
 from predmesh import Client
 from tests.support.batch import LuigidProc, batch_env, http_get, run_batch, start_batch
 from tests.support.pg import TempSchema
-from tests.support.procs import ServerProc, wait_for
+from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.postgres
 DAY = "2026-11-20"
-
-
-@pytest.fixture
-def pg():
-    with TempSchema() as schema:
-        yield schema
-
-
-@pytest.fixture
-def server(model_store, tmp_path, pg):
-    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DATABASE_URL": pg.url}) as proc:
-        yield proc
 
 
 def stored(pg: TempSchema) -> tuple[int, int, int]:

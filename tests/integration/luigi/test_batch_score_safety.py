@@ -16,24 +16,11 @@ import pytest
 
 from tests.integration.luigi.test_batch_pipeline import csv_rows, stored, write_csv
 from tests.support.batch import batch_env, run_batch
-from tests.support.pg import TempSchema
-from tests.support.procs import ServerProc, wait_for
+from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.postgres
 HEADER = ["id", "sepal_length", "sepal_width", "petal_length", "petal_width"]
 GOOD = [["g1", 5.1, 3.5, 1.4, 0.2], ["g2", 6.0, 2.7, 4.2, 1.3], ["g3", 6.3, 3.3, 6.0, 2.5]]
-
-
-@pytest.fixture
-def pg():
-    with TempSchema() as schema:
-        yield schema
-
-
-@pytest.fixture
-def server(model_store, tmp_path, pg):
-    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DATABASE_URL": pg.url}) as proc:
-        yield proc
 
 
 @pytest.fixture
