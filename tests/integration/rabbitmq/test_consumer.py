@@ -17,7 +17,6 @@ from predmesh.v1 import inference_pb2
 from tests.conftest import IRIS_ROW
 from tests.support.pg import TempSchema
 from tests.support.procs import ROOT, ServerProc, wait_for
-from tests.support.queue import Broker, ConsumerProc, shared_amqp_url, unique_prefix
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -52,20 +51,6 @@ def served(trained_store, tmp_path_factory):
     with TempSchema() as schema, \
             ServerProc(trained_store, log, env={"PREDMESH_DATABASE_URL": schema.url}) as server:
         yield server, schema
-
-
-@pytest.fixture
-def stack(served, tmp_path):
-    """(server, broker helper, consumer, schema): a fresh consumer on a unique prefix on the shared broker."""
-    server, schema = served
-    prefix = unique_prefix()
-    broker = Broker(shared_amqp_url(), prefix)
-    with ConsumerProc(server.target, broker.url, prefix, tmp_path / "consumer.log") as consumer:
-        try:
-            yield server, broker, consumer, schema
-        finally:
-            consumer.kill()
-            broker.delete_topology(extra_queues=[f"{prefix}.results.all"])
 
 
 def test_jobs_in_both_encodings_come_back_on_reply_to_and_are_stored_once(stack):

@@ -73,19 +73,6 @@ def batch_of(result: Message) -> inference_pb2.PredictBatchResponse:
     return result
 
 
-@pytest.fixture
-def stack(served, tmp_path):
-    server, schema = served
-    prefix = unique_prefix()
-    broker = Broker(shared_amqp_url(), prefix)
-    with ConsumerProc(server.target, broker.url, prefix, tmp_path / "consumer.log") as consumer:
-        try:
-            yield server, broker, consumer, schema
-        finally:
-            consumer.kill()
-            broker.delete_topology()
-
-
 def test_a_job_whose_call_exceeds_the_message_limit_is_dead_lettered_once_and_the_others_flow(stack):
     """100,000 empty rows: under the body limit and the published limits, but the answer (an error per row) is
     over the gRPC message limit: RESOURCE_EXHAUSTED. Before, the job was held and retried forever and the good
