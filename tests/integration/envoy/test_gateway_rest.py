@@ -207,37 +207,23 @@ STATUS_TABLE = [
      {"authorization": f"Bearer {ADMIN_TOKEN}"}, 404, 5),
     # writes of monitoring data on the public listener: the Authorization header reaches the server (Envoy passes
     # it through as gRPC metadata); no token 401, read-only 403, writer and admin pass to the request's own checks
-    ("feedback: no token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK, {}, 401, 16),
-    ("feedback: bad token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK,
-     {"authorization": "Bearer not-the-token"}, 401, 16),
-    ("feedback: read-only token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK,
-     {"authorization": f"Bearer {READONLY_TOKEN}"}, 403, 7),
-    ("feedback: writer token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK,
-     {"authorization": f"Bearer {WRITER_TOKEN}"}, 404, 5),
-    ("feedback: admin token", "public", "POST", "/v1/predictions/no-such-id:feedback", _FEEDBACK,
-     {"authorization": f"Bearer {ADMIN_TOKEN}"}, 404, 5),
-    ("batch feedback: no token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH, {}, 401, 16),
-    ("batch feedback: bad token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH,
-     {"authorization": "Bearer not-the-token"}, 401, 16),
-    ("batch feedback: read-only token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH,
-     {"authorization": f"Bearer {READONLY_TOKEN}"}, 403, 7),
-    ("batch feedback: writer token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH,
-     {"authorization": f"Bearer {WRITER_TOKEN}"}, 200, None),
-    ("batch feedback: admin token", "public", "POST", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH,
-     {"authorization": f"Bearer {ADMIN_TOKEN}"}, 200, None),
-    ("batch run: no token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS, {}, 401, 16),
-    ("batch run: bad token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS,
-     {"authorization": "Bearer not-the-token"}, 401, 16),
-    ("batch run: read-only token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS,
-     {"authorization": f"Bearer {READONLY_TOKEN}"}, 403, 7),
-    ("batch run: writer token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS,
-     {"authorization": f"Bearer {WRITER_TOKEN}"}, 400, 3),
-    ("batch run: admin token", "public", "POST", "/v1/batchRuns", _RUN_WITHOUT_STATUS,
-     {"authorization": f"Bearer {ADMIN_TOKEN}"}, 400, 3),
     ("admin route on the public listener", "public", "POST", "/v1/models/iris:reload", "{}",
      {"authorization": f"Bearer {ADMIN_TOKEN}"}, 404, None),
     ("admin list on the public listener", "public", "GET", "/v1/models/iris/versions", None,
      {"authorization": f"Bearer {ADMIN_TOKEN}"}, 404, None),
+    *(  # writes of monitoring data on the public listener: the Authorization header reaches the server (Envoy
+        # passes it through as gRPC metadata); no or a bad token 401, read-only 403, writer and admin pass on to the
+        # request's own checks (an unknown prediction 404, a stored batch 200, a run without a status 400)
+        (f"{what}: {who}", "public", "POST", path, body, {"authorization": f"Bearer {token}"} if token else {},
+         *(outcome if role in ("writer", "admin") else (401, 16) if role in ("none", "bad") else (403, 7)))
+        for what, path, body, outcome in (
+            ("feedback", "/v1/predictions/no-such-id:feedback", _FEEDBACK, (404, 5)),
+            ("batch feedback", "/v1/predictions:batchFeedback", _FEEDBACK_BATCH, (200, None)),
+            ("batch run", "/v1/batchRuns", _RUN_WITHOUT_STATUS, (400, 3)))
+        for role, who, token in (("none", "no token", None), ("bad", "bad token", "not-the-token"),
+                                 ("read-only", "read-only token", READONLY_TOKEN),
+                                 ("writer", "writer token", WRITER_TOKEN), ("admin", "admin token", ADMIN_TOKEN))
+    ),
 ]
 
 
