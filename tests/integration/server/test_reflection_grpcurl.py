@@ -8,18 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import ServerProc
-
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
-
-
-@pytest.fixture(scope="module")
-def server(trained_store, tmp_path_factory):
-    """One `python -m inference serve` process for the module (describing changes nothing)."""
-    root = tmp_path_factory.mktemp("grpcurl")
-    shutil.copytree(trained_store, root / "models")
-    with ServerProc(root / "models", root / "server.log") as proc:
-        yield proc
 
 
 def grpcurl(target: str, *args: str) -> subprocess.CompletedProcess:

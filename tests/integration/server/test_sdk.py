@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import shutil
 import subprocess
 import sys
 import threading
@@ -59,14 +58,6 @@ def collect(iterator):
             return [item async for item in iterator]
         return gather()
     return list(iterator)
-
-
-@pytest.fixture(scope="module")
-def server(trained_store, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sdk")
-    shutil.copytree(trained_store, root / "models")
-    with ServerProc(root / "models", root / "server.log") as proc:
-        yield proc
 
 
 @pytest.mark.parametrize("kind", KINDS)
