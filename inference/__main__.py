@@ -67,11 +67,12 @@ def _run(args: argparse.Namespace, command: str) -> int:
     worker = getattr(args, "worker", False)
     if not worker:  # a worker shares the port its siblings already hold (SO_REUSEPORT)
         from inference.rpc.auth import TokenAuth
-        # once per server (not per worker): who may write monitoring data, a warning when anyone may
-        TokenAuth(server.admin_token, server.readonly_token, server.writer_token, server.open_writes).announce()
         check_bindable(server.grpc_addr, "gRPC address PREDMESH_GRPC_ADDR")
         if server.metrics_addr:
             check_bindable(server.metrics_addr, "metrics address PREDMESH_METRICS_ADDR")
+        # once per server (not per worker), after the checks whose failure must be the only line printed: who may
+        # write monitoring data, a warning when anyone may
+        TokenAuth(server.admin_token, server.readonly_token, server.writer_token, server.open_writes).announce()
     if not store.models() and not getattr(args, "no_train", False):
         log.info("model store %s is empty: training the demo model 'iris'", store.root)
         train(store)

@@ -18,7 +18,7 @@ def test_written_config_passes_promtool_and_has_a_targets_file_per_job(tmp_path)
     assert promtool, "promtool missing: scripts/setup.sh installs Debian's prometheus"
     result = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 14 rules found" in result.stdout and "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 15 rules found" in result.stdout and "SUCCESS: 8 rules found" in result.stdout
     parsed = yaml.safe_load(config.read_text())
     assert [c["job_name"] for c in parsed["scrape_configs"]] == list(JOBS)
     envoy = next(c for c in parsed["scrape_configs"] if c["job_name"] == "envoy")
