@@ -43,6 +43,22 @@ def _injected_delay(context) -> None:
         raise errors.DeadlineExceeded("call cancelled during injected delay")
 
 
+def _refusal(message: str) -> status_pb2.Status:
+    """A row's INVALID_ARGUMENT status, as the per-row answers (PredictBatch, PredictStream) carry it."""
+    return status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
+
+
+def _matrix_answer(model, labels: np.ndarray, probabilities: np.ndarray, prediction_ids: list[str],
+                   latency_ms: float) -> inference_pb2.PredictionMatrix:
+    """The columnar answer: label indexes into classes, packed probabilities, prediction ids."""
+    out = inference_pb2.PredictionMatrix(model=model.name, model_version=model.version, classes=model.classes,
+                                         latency_ms=latency_ms)
+    out.labels.extend(labels.tolist())
+    out.probabilities.extend(probabilities.ravel().tolist())
+    out.prediction_ids.extend(prediction_ids)
+    return out
+
+
 def call_limits(max_batch_rows: int, max_request_bytes: int) -> model_pb2.CallLimits:
     """The server's limits on one call, as ModelInfo.limits publishes them."""
     return model_pb2.CallLimits(max_batch_rows=max_batch_rows, max_request_bytes=max_request_bytes,
@@ -126,11 +142,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 [rows[i].request_id for i in kept], transport_of(context.invocation_metadata()), started,
                 context.time_remaining())
             predictions = dict(zip(kept, map(prediction_message, records)))
-        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
         return [inference_pb2.BatchRowResult(request_id=predictions[i].request_id, prediction=predictions[i])
                 if i in predictions else inference_pb2.BatchRowResult(
                     request_id=r.request_id if len(r.request_id) <= MAX_ID else "",
-                    error=status_pb2.Status(code=invalid, message=refused[i]))
+                    error=_refusal(refused[i]))
                 for i, r in enumerate(rows)]
 
     def _predict_matrix(self, model_name: str, m, context, started: float, partial_success: bool = False):
@@ -189,12 +204,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         probabilities, labels, batch = score_and_record_matrix(
             self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
             context.time_remaining())
-        out = inference_pb2.PredictionMatrix(model=model.name, model_version=model.version,
-                                             classes=model.classes, latency_ms=batch.latency_ms)
-        out.labels.extend(labels.tolist())
-        out.probabilities.extend(probabilities.ravel().tolist())
-        out.prediction_ids.extend(batch.prediction_ids)
-        return inference_pb2.PredictBatchResponse(matrix=out)
+        return inference_pb2.PredictBatchResponse(
+            matrix=_matrix_answer(model, labels, probabilities, batch.prediction_ids, batch.latency_ms))
 
     def _predict_matrix_partly(self, model, matrix: np.ndarray, request_ids: list[str], refused: dict[int, str],
                                own_ids: bool, transport: str, context, started: float):
@@ -218,15 +229,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             for i, pid in zip(kept.tolist(), batch.prediction_ids):
                 prediction_ids[i] = pid
             latency_ms = batch.latency_ms
-        out = inference_pb2.PredictionMatrix(model=model.name, model_version=model.version,
-                                             classes=model.classes, latency_ms=latency_ms)
-        out.labels.extend(labels.tolist())
-        out.probabilities.extend(probabilities.ravel().tolist())
-        out.prediction_ids.extend(prediction_ids)
-        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        out = _matrix_answer(model, labels, probabilities, prediction_ids, latency_ms)
         out.row_errors.extend(
-            inference_pb2.RowError(row=i, request_id=request_ids[i] if own_ids else "",
-                                   error=status_pb2.Status(code=invalid, message=message))
+            inference_pb2.RowError(row=i, request_id=request_ids[i] if own_ids else "", error=_refusal(message))
             for i, message in sorted(refused.items()))
         return inference_pb2.PredictBatchResponse(matrix=out)
 
@@ -237,7 +242,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 rid = request.request.request_id
                 yield inference_pb2.PredictStreamResponse(
                     request_id=rid if len(rid) <= MAX_ID else "",
-                    error=status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=request.problem))
+                    error=_refusal(request.problem))
                 continue
             started = time.perf_counter()
             token = logcontext.enter("PredictStream", request)
