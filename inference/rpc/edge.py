@@ -167,3 +167,23 @@ class DecodeGuard(grpc.ServerInterceptor):
         guarded = _guard(handler, method, self._checks.get(method))
         self._cache[method] = (handler, guarded)
         return guarded
+
+
+class MetadataNoise(logging.Filter):
+    """grpcio logs a traceback at ERROR ("Invalid encoding on b'…'") for every metadata value that is not UTF-8, which
+    any client can send (a Latin-1 Authorization header through the gateway), while the call itself is answered as
+    usual. Keep the line, as a warning, without the traceback: a client must not be able to fill the log with them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg and str(record.msg).startswith("Invalid encoding on"):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_metadata_noise() -> None:
+    """Install MetadataNoise on grpcio's own logger, once per process."""
+    logger = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, MetadataNoise) for f in logger.filters):
+        logger.addFilter(MetadataNoise())

@@ -20,7 +20,7 @@ from inference.models.store import ModelStore
 from inference.recording.recorder import NullRecorder, Recorder
 from inference.rpc import logcontext, oip, reflection, wire
 from inference.rpc.auth import TokenAuth
-from inference.rpc.edge import DecodeGuard
+from inference.rpc.edge import DecodeGuard, quiet_metadata_noise
 from inference.rpc.servicer import InferenceServicer, ModelAdminServicer, call_limits
 from inference.settings import ServerSettings
 from predmesh.env import split_addr
@@ -53,6 +53,7 @@ class InferenceServer:
     def __init__(self, settings: ServerSettings, *, recorder: Recorder | None = None,
                  metrics: ServerMetrics | None = None):
         self.settings = settings
+        quiet_metadata_noise()  # a client's non-UTF-8 metadata value: one warning line, not a traceback
         self.recorder = recorder or NullRecorder()
         self.metrics = metrics or ServerMetrics()
         self.store = ModelStore(settings.model_store, settings.signing_key)

@@ -443,3 +443,16 @@ def test_no_model_loaded_is_503_with_a_json_status(model_store, tmp_path):
             gw.stop()
     finally:
         server.close()
+
+
+def test_a_header_that_is_not_utf8_is_answered_and_logs_no_traceback(mesh):
+    """HTTP allows Latin-1 header values; Envoy passes them on as gRPC metadata, and grpcio logged a traceback at
+    ERROR for each such call (a client could fill the server's log). The call is answered (401: not a token)."""
+    server, gw = mesh
+    before = len(server.log())
+    resp = requests.post(gw.url + "/v1/predictions/no-such-id:feedback", data=json.dumps({"label": "setosa"}),
+                         headers={"content-type": "application/json", "authorization": b"Bearer \xe9\xe9"}, timeout=10)
+    assert resp.status_code == 401, resp.text
+    written = server.log()[before:]
+    assert "Invalid encoding on" in written          # still said, once, as a warning
+    assert "Traceback" not in written and "ERROR" not in written, written
