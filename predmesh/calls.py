@@ -28,6 +28,7 @@ from predmesh.types import (
     StoredPrediction,
     StreamResult,
     batch_run_status_value,
+    features_refused,
     set_row_numbers,
     to_timestamp,
     transport_value,
@@ -61,10 +62,11 @@ def method_signature(op: Callable[..., Call[Any]], *, awaitable: bool) -> inspec
 
 def row(r: Row) -> inference_pb2.FeatureRow:
     """A row given as a features mapping or a (features, request_id) pair."""
-    if isinstance(r, tuple):
-        features, request_id = r
+    features, request_id = r if isinstance(r, tuple) else (r, "")
+    try:
         return inference_pb2.FeatureRow(features=features, request_id=request_id)
-    return inference_pb2.FeatureRow(features=r)
+    except (TypeError, ValueError):
+        raise features_refused(features) from None
 
 
 # -- health (grpc.health.v1) --------------------------------------------------------------------------------------
@@ -80,18 +82,24 @@ def check_health(service: str = "", *, timeout: float | None = None) -> Call[str
 def predict(model: str, features: Mapping[str, float], *, request_id: str = "",
             timeout: float | None = None) -> Call[Prediction]:
     """Score one row of named features; request_id makes a retry idempotent (stored once)."""
-    request = inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
+    try:
+        request = inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
+    except (TypeError, ValueError):
+        raise features_refused(features) from None
     return Call("inference", "Predict", request, lambda r: Prediction.from_proto(r.prediction), timeout)
 
 
 def _batch_request(model: str, rows: Sequence[Row], partial_success: bool) -> inference_pb2.PredictBatchRequest:
     request = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     add = request.rows.add  # in place: ~2x cheaper per row than building FeatureRows and copying them in
-    for r in rows:
-        if isinstance(r, tuple):
-            add(features=r[0], request_id=r[1])
-        else:
-            add(features=r)
+    for i, r in enumerate(rows):
+        try:
+            if isinstance(r, tuple):
+                add(features=r[0], request_id=r[1])
+            else:
+                add(features=r)
+        except (TypeError, ValueError):
+            raise features_refused(r[0] if isinstance(r, tuple) else r, f"rows[{i}]") from None
     return request
 
 

@@ -31,6 +31,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from google.rpc import status_pb2
 
+from predmesh.types import features_refused
 from predmesh.v1 import inference_pb2, model_pb2
 
 PROTOBUF = "application/x-protobuf"
@@ -100,7 +101,10 @@ Job = inference_pb2.PredictRequest | inference_pb2.PredictBatchRequest
 
 
 def predict_job(model: str, features: Mapping[str, float], request_id: str = "") -> inference_pb2.PredictRequest:
-    return inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
+    try:
+        return inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
+    except (TypeError, ValueError):
+        raise features_refused(features) from None
 
 
 def batch_job(model: str, rows: Sequence[Mapping[str, float] | tuple[Mapping[str, float], str]], *,
@@ -108,9 +112,12 @@ def batch_job(model: str, rows: Sequence[Mapping[str, float] | tuple[Mapping[str
     """A batch job; a row is a features mapping or a (features, request_id) pair. partial_success: answer each
     row on its own (a refused row does not dead-letter the job)."""
     out = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
-    for row in rows:
+    for i, row in enumerate(rows):
         features, request_id = row if isinstance(row, tuple) else (row, "")
-        out.rows.add(features=features, request_id=request_id)
+        try:
+            out.rows.add(features=features, request_id=request_id)
+        except (TypeError, ValueError):
+            raise features_refused(features, f"rows[{i}]") from None
     return out
 
 

@@ -88,6 +88,19 @@ def set_row_numbers(field: RepeatedScalarFieldContainer[int], row_numbers: Seque
         raise
 
 
+def features_refused(features: object, where: str = "features") -> BadArgument:
+    """The BadArgument for a feature map protobuf refused (a value that is not a number, a name that is not a
+    string), naming the feature; called only once protobuf raised, so valid maps pay nothing."""
+    if not isinstance(features, Mapping):
+        return BadArgument(f"{where} is {type(features).__name__}; send a mapping of feature names to numbers")
+    for name, value in features.items():
+        if not isinstance(name, str):
+            return BadArgument(f"{where}: the feature name {name!r} is not a string")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return BadArgument(f"{where}: feature {name!r} is {value!r}; send a number")
+    return BadArgument(f"{where}: send a mapping of feature names to numbers")
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One scored row as the server answered it."""
