@@ -27,19 +27,59 @@ class Feature:
     # The share of the training rows in each of the len(quantiles) + 1 bins (bin i: quantiles[i-1] < v <=
     # quantiles[i]); not 0.1 each when values tie (drift, inference/models/drift.py); empty for older manifests.
     shares: tuple[float, ...] = ()
+    # What a value is: "number" (a float; min..shares describe it), "category" (a string) or "boolean" (true or
+    # false; mean is the share of true). Older manifests: "number".
+    kind: str = "number"
+    # A category or boolean feature's training values, most common first, with their shares of the training rows
+    # that had a value (a boolean's values are "false" and "true").
+    categories: tuple[tuple[str, float], ...] = ()
+    # Share of the training rows in which the feature was missing.
+    missing_share: float = 0.0
+    # Whether a missing value is accepted (the model imputes or handles it); otherwise refused at the edge.
+    nullable: bool = False
+    # Whether a category not seen in training is scored (the model handles unknowns; counted) or refused.
+    accepts_unknown: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"feature {self.name!r} has kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        return tuple(value for value, _ in self.categories)
 
     def to_json(self) -> dict:
-        data = {"name": self.name, "min": self.min, "max": self.max, "mean": self.mean, "std": self.std,
-                "quantiles": list(self.quantiles)}
+        data: dict = {"name": self.name, "min": self.min, "max": self.max, "mean": self.mean, "std": self.std,
+                      "quantiles": list(self.quantiles)}
         if self.shares:
             data["shares"] = list(self.shares)
+        if self.kind != "number":
+            data["kind"] = self.kind
+        if self.categories:
+            data["categories"] = [[value, share] for value, share in self.categories]
+        if self.missing_share:
+            data["missing_share"] = self.missing_share
+        if self.nullable:
+            data["nullable"] = True
+        if self.accepts_unknown:
+            data["accepts_unknown"] = True
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> Feature:
         return cls(str(data["name"]), float(data["min"]), float(data["max"]), float(data.get("mean", 0.0)),
                    float(data.get("std", 0.0)), tuple(float(q) for q in data.get("quantiles", ())),
-                   tuple(float(s) for s in data.get("shares", ())))
+                   tuple(float(s) for s in data.get("shares", ())), kind=str(data.get("kind", "number")),
+                   categories=tuple((str(v), float(s)) for v, s in data.get("categories", ())),
+                   missing_share=float(data.get("missing_share", 0.0)), nullable=bool(data.get("nullable", False)),
+                   accepts_unknown=bool(data.get("accepts_unknown", False)))
+
+
+KINDS = ("number", "category", "boolean")
+# How the estimator takes its input: "array", a float64 matrix in schema order (the native kernels' input; every
+# feature a number); "frame", a pandas DataFrame with the features as named columns (numbers float64, categories
+# and booleans object columns of str / bool), a missing value NaN. Older manifests: "array".
+INPUTS = ("array", "frame")
 
 
 @dataclass(frozen=True)
@@ -77,6 +117,14 @@ class Manifest:
     golden: tuple[dict, ...] = field(default=())
     # Class-conditional training distribution, one per class in classes order; empty for older manifests.
     class_profiles: tuple[ClassProfile, ...] = field(default=())
+    # How the estimator takes its input (INPUTS): "array" or "frame".
+    input: str = "array"
+
+    def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise ValueError(f"manifest input {self.input!r}; expected one of {', '.join(INPUTS)}")
+        if self.input == "array" and any(f.kind != "number" for f in self.features):
+            raise ValueError("a model with categorical or boolean features takes a frame, not an array")
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -90,6 +138,7 @@ class Manifest:
             "created_at": self.created_at.isoformat(), "sklearn_version": self.sklearn_version,
             "estimator": self.estimator, "golden": list(self.golden),
             "class_profiles": [c.to_json() for c in self.class_profiles],
+            **({"input": self.input} if self.input != "array" else {}),
         }
 
     @classmethod
@@ -104,6 +153,7 @@ class Manifest:
                 sklearn_version=str(data.get("sklearn_version", "")), estimator=str(data.get("estimator", "")),
                 golden=tuple(data.get("golden", ())),
                 class_profiles=tuple(ClassProfile.from_json(c) for c in data.get("class_profiles", ())),
+                input=str(data.get("input", "array")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UntrustedArtifact(f"manifest is malformed: {exc!r}") from None

@@ -19,6 +19,8 @@ from predmesh.v1 import model_pb2
 PREDICTION_NAMESPACE = uuid.UUID("4c1d3c57-9a4e-4f0e-9a43-5b0f7c8e0d11")
 _NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
 _TRANSPORTS = frozenset(TRANSPORTS)
+_KIND = {"number": model_pb2.FEATURE_KIND_NUMBER, "category": model_pb2.FEATURE_KIND_CATEGORY,
+         "boolean": model_pb2.FEATURE_KIND_BOOLEAN}
 
 
 def model_info(manifest: Manifest, serving: bool, limits: model_pb2.CallLimits | None = None
@@ -28,8 +30,11 @@ def model_info(manifest: Manifest, serving: bool, limits: model_pb2.CallLimits |
     created.FromDatetime(manifest.created_at)
     return model_pb2.ModelInfo(
         name=manifest.name, version=manifest.version,
-        features=[model_pb2.FeatureSpec(name=f.name, min=f.min, max=f.max, mean=f.mean, std=f.std,
-                                        quantiles=f.quantiles) for f in manifest.features],
+        features=[model_pb2.FeatureSpec(
+            name=f.name, min=f.min, max=f.max, mean=f.mean, std=f.std, quantiles=f.quantiles, kind=_KIND[f.kind],
+            categories=[model_pb2.CategoryShare(value=v, share=s) for v, s in f.categories],
+            missing_share=f.missing_share, nullable=f.nullable, accepts_unknown=f.accepts_unknown)
+            for f in manifest.features],
         classes=list(manifest.classes), sha256=manifest.sha256, metrics=manifest.metrics, created_at=created,
         sklearn_version=manifest.sklearn_version, estimator=manifest.estimator, serving=serving,
         class_profiles=[model_pb2.ClassProfile(label=c.label, share=c.share, mean=c.mean, std=c.std)

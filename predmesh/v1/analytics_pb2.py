@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from predmesh.v1 import model_pb2 as predmesh_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpredmesh/v1/analytics.proto\x12\x0bpredmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17predmesh/v1/model.proto\"\xfd\x01\n\x16ListPredictionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12)\n\ttransport\x18\x04 \x01(\x0e\x32\x16.predmesh.v1.Transport\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xa2\x02\n\x10StoredPrediction\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.predmesh.v1.Prediction\x12=\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32+.predmesh.v1.StoredPrediction.FeaturesEntry\x12)\n\ttransport\x18\x03 \x01(\x0e\x32\x16.predmesh.v1.Transport\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_label\x18\x05 \x01(\t\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"f\n\x17ListPredictionsResponse\x12\x32\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1d.predmesh.v1.StoredPrediction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x0fGetStatsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0eLatencySummary\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\"\x8f\x01\n\x0eVersionQuality\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x17\n\x0fmacro_precision\x18\x05 \x01(\x01\x12\x14\n\x0cmacro_recall\x18\x06 \x01(\x01\"\xd9\x03\n\x10GetStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12<\n\x08\x62y_label\x18\x02 \x03(\x0b\x32*.predmesh.v1.GetStatsResponse.ByLabelEntry\x12@\n\nby_version\x18\x03 \x03(\x0b\x32,.predmesh.v1.GetStatsResponse.ByVersionEntry\x12\x44\n\x0c\x62y_transport\x18\x04 \x03(\x0b\x32..predmesh.v1.GetStatsResponse.ByTransportEntry\x12,\n\x07latency\x18\x05 \x01(\x0b\x32\x1b.predmesh.v1.LatencySummary\x12,\n\x07quality\x18\x06 \x03(\x0b\x32\x1b.predmesh.v1.VersionQuality\x1a.\n\x0c\x42yLabelEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x42yVersionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10\x42yTransportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"=\n\x15SubmitFeedbackRequest\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"O\n\x16SubmitFeedbackResponse\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x08\"4\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"F\n\x1aSubmitFeedbackBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.predmesh.v1.FeedbackItem\"S\n\x1bSubmitFeedbackBatchResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x03\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x03\x12\x11\n\tnot_found\x18\x03 \x03(\t\"\xdd\x02\n\x08\x42\x61tchRun\x12\x0f\n\x07run_key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08run_date\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\x10\n\x08rejected\x18\x07 \x01(\x03\x12\x15\n\x08\x61\x63\x63uracy\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x10\x64uration_seconds\x18\t \x01(\x01\x12+\n\x06status\x18\n \x01(\x0e\x32\x1b.predmesh.v1.BatchRunStatus\x12\x0f\n\x07message\x18\x0b \x01(\t\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_accuracy\";\n\x15RecordBatchRunRequest\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.predmesh.v1.BatchRun\"M\n\x16RecordBatchRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.predmesh.v1.BatchRun\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"Z\n\x14ListBatchRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x15ListBatchRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.predmesh.v1.BatchRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8d\x01\n\x0e\x42\x61tchRunStatus\x12 \n\x1c\x42\x41TCH_RUN_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42\x41TCH_RUN_STATUS_RUNNING\x10\x01\x12\x1e\n\x1a\x42\x41TCH_RUN_STATUS_SUCCEEDED\x10\x02\x12\x1b\n\x17\x42\x41TCH_RUN_STATUS_FAILED\x10\x03\x32\xf1\x05\n\x10\x41nalyticsService\x12u\n\x0fListPredictions\x12#.predmesh.v1.ListPredictionsRequest\x1a$.predmesh.v1.ListPredictionsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/predictions\x12Z\n\x08GetStats\x12\x1c.predmesh.v1.GetStatsRequest\x1a\x1d.predmesh.v1.GetStatsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/stats\x12\x8e\x01\n\x0eSubmitFeedback\x12\".predmesh.v1.SubmitFeedbackRequest\x1a#.predmesh.v1.SubmitFeedbackResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/predictions/{prediction_id}:feedback:\x01*\x12\x92\x01\n\x13SubmitFeedbackBatch\x12\'.predmesh.v1.SubmitFeedbackBatchRequest\x1a(.predmesh.v1.SubmitFeedbackBatchResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/predictions:batchFeedback:\x01*\x12u\n\x0eRecordBatchRun\x12\".predmesh.v1.RecordBatchRunRequest\x1a#.predmesh.v1.RecordBatchRunResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\r/v1/batchRuns:\x03run\x12m\n\rListBatchRuns\x12!.predmesh.v1.ListBatchRunsRequest\x1a\".predmesh.v1.ListBatchRunsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/batchRunsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpredmesh/v1/analytics.proto\x12\x0bpredmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17predmesh/v1/model.proto\"\xfd\x01\n\x16ListPredictionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12)\n\ttransport\x18\x04 \x01(\x0e\x32\x16.predmesh.v1.Transport\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xba\x02\n\x10StoredPrediction\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.predmesh.v1.Prediction\x12=\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32+.predmesh.v1.StoredPrediction.FeaturesEntry\x12)\n\ttransport\x18\x03 \x01(\x0e\x32\x16.predmesh.v1.Transport\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_label\x18\x05 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"f\n\x17ListPredictionsResponse\x12\x32\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1d.predmesh.v1.StoredPrediction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x0fGetStatsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0eLatencySummary\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\"\x8f\x01\n\x0eVersionQuality\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x17\n\x0fmacro_precision\x18\x05 \x01(\x01\x12\x14\n\x0cmacro_recall\x18\x06 \x01(\x01\"\xd9\x03\n\x10GetStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12<\n\x08\x62y_label\x18\x02 \x03(\x0b\x32*.predmesh.v1.GetStatsResponse.ByLabelEntry\x12@\n\nby_version\x18\x03 \x03(\x0b\x32,.predmesh.v1.GetStatsResponse.ByVersionEntry\x12\x44\n\x0c\x62y_transport\x18\x04 \x03(\x0b\x32..predmesh.v1.GetStatsResponse.ByTransportEntry\x12,\n\x07latency\x18\x05 \x01(\x0b\x32\x1b.predmesh.v1.LatencySummary\x12,\n\x07quality\x18\x06 \x03(\x0b\x32\x1b.predmesh.v1.VersionQuality\x1a.\n\x0c\x42yLabelEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x42yVersionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10\x42yTransportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"=\n\x15SubmitFeedbackRequest\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"O\n\x16SubmitFeedbackResponse\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x08\"4\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"F\n\x1aSubmitFeedbackBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.predmesh.v1.FeedbackItem\"S\n\x1bSubmitFeedbackBatchResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x03\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x03\x12\x11\n\tnot_found\x18\x03 \x03(\t\"\xdd\x02\n\x08\x42\x61tchRun\x12\x0f\n\x07run_key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08run_date\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\x10\n\x08rejected\x18\x07 \x01(\x03\x12\x15\n\x08\x61\x63\x63uracy\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x10\x64uration_seconds\x18\t \x01(\x01\x12+\n\x06status\x18\n \x01(\x0e\x32\x1b.predmesh.v1.BatchRunStatus\x12\x0f\n\x07message\x18\x0b \x01(\t\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_accuracy\";\n\x15RecordBatchRunRequest\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.predmesh.v1.BatchRun\"M\n\x16RecordBatchRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.predmesh.v1.BatchRun\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"Z\n\x14ListBatchRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x15ListBatchRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.predmesh.v1.BatchRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8d\x01\n\x0e\x42\x61tchRunStatus\x12 \n\x1c\x42\x41TCH_RUN_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42\x41TCH_RUN_STATUS_RUNNING\x10\x01\x12\x1e\n\x1a\x42\x41TCH_RUN_STATUS_SUCCEEDED\x10\x02\x12\x1b\n\x17\x42\x41TCH_RUN_STATUS_FAILED\x10\x03\x32\xf1\x05\n\x10\x41nalyticsService\x12u\n\x0fListPredictions\x12#.predmesh.v1.ListPredictionsRequest\x1a$.predmesh.v1.ListPredictionsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/predictions\x12Z\n\x08GetStats\x12\x1c.predmesh.v1.GetStatsRequest\x1a\x1d.predmesh.v1.GetStatsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/stats\x12\x8e\x01\n\x0eSubmitFeedback\x12\".predmesh.v1.SubmitFeedbackRequest\x1a#.predmesh.v1.SubmitFeedbackResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/predictions/{prediction_id}:feedback:\x01*\x12\x92\x01\n\x13SubmitFeedbackBatch\x12\'.predmesh.v1.SubmitFeedbackBatchRequest\x1a(.predmesh.v1.SubmitFeedbackBatchResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/predictions:batchFeedback:\x01*\x12u\n\x0eRecordBatchRun\x12\".predmesh.v1.RecordBatchRunRequest\x1a#.predmesh.v1.RecordBatchRunResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\r/v1/batchRuns:\x03run\x12m\n\rListBatchRuns\x12!.predmesh.v1.ListBatchRunsRequest\x1a\".predmesh.v1.ListBatchRunsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/batchRunsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,50 +55,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYTICSSERVICE'].methods_by_name['RecordBatchRun']._serialized_options = b'\202\323\344\223\002\024\"\r/v1/batchRuns:\003run'
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListBatchRuns']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListBatchRuns']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/batchRuns'
-  _globals['_BATCHRUNSTATUS']._serialized_start=2628
-  _globals['_BATCHRUNSTATUS']._serialized_end=2769
-  _globals['_LISTPREDICTIONSREQUEST']._serialized_start=133
-  _globals['_LISTPREDICTIONSREQUEST']._serialized_end=386
-  _globals['_STOREDPREDICTION']._serialized_start=389
-  _globals['_STOREDPREDICTION']._serialized_end=679
-  _globals['_STOREDPREDICTION_FEATURESENTRY']._serialized_start=632
-  _globals['_STOREDPREDICTION_FEATURESENTRY']._serialized_end=679
-  _globals['_LISTPREDICTIONSRESPONSE']._serialized_start=681
-  _globals['_LISTPREDICTIONSRESPONSE']._serialized_end=783
-  _globals['_GETSTATSREQUEST']._serialized_start=785
-  _globals['_GETSTATSREQUEST']._serialized_end=911
-  _globals['_LATENCYSUMMARY']._serialized_start=913
-  _globals['_LATENCYSUMMARY']._serialized_end=977
-  _globals['_VERSIONQUALITY']._serialized_start=980
-  _globals['_VERSIONQUALITY']._serialized_end=1123
-  _globals['_GETSTATSRESPONSE']._serialized_start=1126
-  _globals['_GETSTATSRESPONSE']._serialized_end=1599
-  _globals['_GETSTATSRESPONSE_BYLABELENTRY']._serialized_start=1451
-  _globals['_GETSTATSRESPONSE_BYLABELENTRY']._serialized_end=1497
-  _globals['_GETSTATSRESPONSE_BYVERSIONENTRY']._serialized_start=1499
-  _globals['_GETSTATSRESPONSE_BYVERSIONENTRY']._serialized_end=1547
-  _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_start=1549
-  _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_end=1599
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1601
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1662
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1664
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1743
-  _globals['_FEEDBACKITEM']._serialized_start=1745
-  _globals['_FEEDBACKITEM']._serialized_end=1797
-  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_start=1799
-  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_end=1869
-  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_start=1871
-  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_end=1954
-  _globals['_BATCHRUN']._serialized_start=1957
-  _globals['_BATCHRUN']._serialized_end=2306
-  _globals['_RECORDBATCHRUNREQUEST']._serialized_start=2308
-  _globals['_RECORDBATCHRUNREQUEST']._serialized_end=2367
-  _globals['_RECORDBATCHRUNRESPONSE']._serialized_start=2369
-  _globals['_RECORDBATCHRUNRESPONSE']._serialized_end=2446
-  _globals['_LISTBATCHRUNSREQUEST']._serialized_start=2448
-  _globals['_LISTBATCHRUNSREQUEST']._serialized_end=2538
-  _globals['_LISTBATCHRUNSRESPONSE']._serialized_start=2540
-  _globals['_LISTBATCHRUNSRESPONSE']._serialized_end=2625
-  _globals['_ANALYTICSSERVICE']._serialized_start=2772
-  _globals['_ANALYTICSSERVICE']._serialized_end=3525
+  _globals['_BATCHRUNSTATUS']._serialized_start=2682
+  _globals['_BATCHRUNSTATUS']._serialized_end=2823
+  _globals['_LISTPREDICTIONSREQUEST']._serialized_start=163
+  _globals['_LISTPREDICTIONSREQUEST']._serialized_end=416
+  _globals['_STOREDPREDICTION']._serialized_start=419
+  _globals['_STOREDPREDICTION']._serialized_end=733
+  _globals['_STOREDPREDICTION_FEATURESENTRY']._serialized_start=662
+  _globals['_STOREDPREDICTION_FEATURESENTRY']._serialized_end=733
+  _globals['_LISTPREDICTIONSRESPONSE']._serialized_start=735
+  _globals['_LISTPREDICTIONSRESPONSE']._serialized_end=837
+  _globals['_GETSTATSREQUEST']._serialized_start=839
+  _globals['_GETSTATSREQUEST']._serialized_end=965
+  _globals['_LATENCYSUMMARY']._serialized_start=967
+  _globals['_LATENCYSUMMARY']._serialized_end=1031
+  _globals['_VERSIONQUALITY']._serialized_start=1034
+  _globals['_VERSIONQUALITY']._serialized_end=1177
+  _globals['_GETSTATSRESPONSE']._serialized_start=1180
+  _globals['_GETSTATSRESPONSE']._serialized_end=1653
+  _globals['_GETSTATSRESPONSE_BYLABELENTRY']._serialized_start=1505
+  _globals['_GETSTATSRESPONSE_BYLABELENTRY']._serialized_end=1551
+  _globals['_GETSTATSRESPONSE_BYVERSIONENTRY']._serialized_start=1553
+  _globals['_GETSTATSRESPONSE_BYVERSIONENTRY']._serialized_end=1601
+  _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_start=1603
+  _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_end=1653
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1655
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1716
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1718
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1797
+  _globals['_FEEDBACKITEM']._serialized_start=1799
+  _globals['_FEEDBACKITEM']._serialized_end=1851
+  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_start=1853
+  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_end=1923
+  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_start=1925
+  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_end=2008
+  _globals['_BATCHRUN']._serialized_start=2011
+  _globals['_BATCHRUN']._serialized_end=2360
+  _globals['_RECORDBATCHRUNREQUEST']._serialized_start=2362
+  _globals['_RECORDBATCHRUNREQUEST']._serialized_end=2421
+  _globals['_RECORDBATCHRUNRESPONSE']._serialized_start=2423
+  _globals['_RECORDBATCHRUNRESPONSE']._serialized_end=2500
+  _globals['_LISTBATCHRUNSREQUEST']._serialized_start=2502
+  _globals['_LISTBATCHRUNSREQUEST']._serialized_end=2592
+  _globals['_LISTBATCHRUNSRESPONSE']._serialized_start=2594
+  _globals['_LISTBATCHRUNSRESPONSE']._serialized_end=2679
+  _globals['_ANALYTICSSERVICE']._serialized_start=2826
+  _globals['_ANALYTICSSERVICE']._serialized_end=3579
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from predmesh.v1 import model_pb2 as _model_pb2
 from google.protobuf.internal import containers as _containers
@@ -50,19 +51,19 @@ class StoredPrediction(_message.Message):
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_LABEL_FIELD_NUMBER: _ClassVar[int]
     prediction: _model_pb2.Prediction
-    features: _containers.ScalarMap[str, float]
+    features: _containers.MessageMap[str, _struct_pb2.Value]
     transport: _model_pb2.Transport
     created_at: _timestamp_pb2.Timestamp
     feedback_label: str
-    def __init__(self, prediction: _Optional[_Union[_model_pb2.Prediction, _Mapping]] = ..., features: _Optional[_Mapping[str, float]] = ..., transport: _Optional[_Union[_model_pb2.Transport, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feedback_label: _Optional[str] = ...) -> None: ...
+    def __init__(self, prediction: _Optional[_Union[_model_pb2.Prediction, _Mapping]] = ..., features: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., transport: _Optional[_Union[_model_pb2.Transport, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feedback_label: _Optional[str] = ...) -> None: ...
 
 class ListPredictionsResponse(_message.Message):
     __slots__ = ("predictions", "next_page_token")

@@ -1,4 +1,5 @@
 from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.rpc import status_pb2 as _status_pb2
 from predmesh.v1 import model_pb2 as _model_pb2
 from google.protobuf.internal import containers as _containers
@@ -16,15 +17,15 @@ class PredictRequest(_message.Message):
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
-    features: _containers.ScalarMap[str, float]
+    features: _containers.MessageMap[str, _struct_pb2.Value]
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., features: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("prediction",)
@@ -39,25 +40,37 @@ class FeatureRow(_message.Message):
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    features: _containers.ScalarMap[str, float]
+    features: _containers.MessageMap[str, _struct_pb2.Value]
     request_id: str
-    def __init__(self, features: _Optional[_Mapping[str, float]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, features: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class FeatureMatrix(_message.Message):
-    __slots__ = ("feature_names", "values", "request_id_prefix", "row_numbers")
+    __slots__ = ("feature_names", "values", "request_id_prefix", "row_numbers", "string_columns")
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
     ROW_NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    STRING_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     values: _containers.RepeatedScalarFieldContainer[float]
     request_id_prefix: str
     row_numbers: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., request_id_prefix: _Optional[str] = ..., row_numbers: _Optional[_Iterable[int]] = ...) -> None: ...
+    string_columns: _containers.RepeatedCompositeFieldContainer[StringColumn]
+    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., request_id_prefix: _Optional[str] = ..., row_numbers: _Optional[_Iterable[int]] = ..., string_columns: _Optional[_Iterable[_Union[StringColumn, _Mapping]]] = ...) -> None: ...
+
+class StringColumn(_message.Message):
+    __slots__ = ("name", "values", "missing_rows")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    missing_rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ..., missing_rows: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PredictBatchRequest(_message.Message):
     __slots__ = ("model", "rows", "matrix", "partial_success")
@@ -128,15 +141,15 @@ class PredictStreamRequest(_message.Message):
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
-    features: _containers.ScalarMap[str, float]
+    features: _containers.MessageMap[str, _struct_pb2.Value]
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., features: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PredictStreamResponse(_message.Message):
     __slots__ = ("request_id", "prediction", "error")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17predmesh/v1/model.proto\x12\x0bpredmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"c\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03min\x18\x02 \x01(\x01\x12\x0b\n\x03max\x18\x03 \x01(\x01\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12\x0b\n\x03std\x18\x05 \x01(\x01\x12\x11\n\tquantiles\x18\x06 \x03(\x01\"G\n\x0c\x43lassProfile\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\x12\x0c\n\x04mean\x18\x03 \x03(\x01\x12\x0b\n\x03std\x18\x04 \x03(\x01\"\xa6\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x18.predmesh.v1.FeatureSpec\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x34\n\x07metrics\x18\x06 \x03(\x0b\x32#.predmesh.v1.ModelInfo.MetricsEntry\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsklearn_version\x18\x08 \x01(\t\x12\x11\n\testimator\x18\t \x01(\t\x12\x0f\n\x07serving\x18\n \x01(\x08\x12\x31\n\x0e\x63lass_profiles\x18\x0b \x03(\x0b\x32\x19.predmesh.v1.ClassProfile\x12\'\n\x06limits\x18\x0c \x01(\x0b\x32\x17.predmesh.v1.CallLimits\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"^\n\nCallLimits\x12\x16\n\x0emax_batch_rows\x18\x01 \x01(\r\x12\x19\n\x11max_request_bytes\x18\x02 \x01(\r\x12\x1d\n\x15max_request_id_length\x18\x03 \x01(\r\"\xf9\x01\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x41\n\rprobabilities\x18\x06 \x03(\x0b\x32*.predmesh.v1.Prediction.ProbabilitiesEntry\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xc0\x01\n\tTransport\x12\x19\n\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRANSPORT_GRPC\x10\x01\x12\x12\n\x0eTRANSPORT_REST\x10\x02\x12\x13\n\x0fTRANSPORT_QUEUE\x10\x03\x12\x13\n\x0fTRANSPORT_BATCH\x10\x04\x12\x10\n\x0cTRANSPORT_UI\x10\x05\x12\x08\n\x04GRPC\x10\x01\x12\x08\n\x04REST\x10\x02\x12\t\n\x05QUEUE\x10\x03\x12\t\n\x05\x42\x41TCH\x10\x04\x12\x06\n\x02UI\x10\x05\x1a\x02\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17predmesh/v1/model.proto\x12\x0bpredmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03min\x18\x02 \x01(\x01\x12\x0b\n\x03max\x18\x03 \x01(\x01\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12\x0b\n\x03std\x18\x05 \x01(\x01\x12\x11\n\tquantiles\x18\x06 \x03(\x01\x12&\n\x04kind\x18\x07 \x01(\x0e\x32\x18.predmesh.v1.FeatureKind\x12.\n\ncategories\x18\x08 \x03(\x0b\x32\x1a.predmesh.v1.CategoryShare\x12\x15\n\rmissing_share\x18\t \x01(\x01\x12\x10\n\x08nullable\x18\n \x01(\x08\x12\x17\n\x0f\x61\x63\x63\x65pts_unknown\x18\x0b \x01(\x08\"-\n\rCategoryShare\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\"G\n\x0c\x43lassProfile\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\x12\x0c\n\x04mean\x18\x03 \x03(\x01\x12\x0b\n\x03std\x18\x04 \x03(\x01\"\xa6\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x18.predmesh.v1.FeatureSpec\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x34\n\x07metrics\x18\x06 \x03(\x0b\x32#.predmesh.v1.ModelInfo.MetricsEntry\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsklearn_version\x18\x08 \x01(\t\x12\x11\n\testimator\x18\t \x01(\t\x12\x0f\n\x07serving\x18\n \x01(\x08\x12\x31\n\x0e\x63lass_profiles\x18\x0b \x03(\x0b\x32\x19.predmesh.v1.ClassProfile\x12\'\n\x06limits\x18\x0c \x01(\x0b\x32\x17.predmesh.v1.CallLimits\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"^\n\nCallLimits\x12\x16\n\x0emax_batch_rows\x18\x01 \x01(\r\x12\x19\n\x11max_request_bytes\x18\x02 \x01(\r\x12\x1d\n\x15max_request_id_length\x18\x03 \x01(\r\"\xf9\x01\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x41\n\rprobabilities\x18\x06 \x03(\x0b\x32*.predmesh.v1.Prediction.ProbabilitiesEntry\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xc0\x01\n\tTransport\x12\x19\n\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRANSPORT_GRPC\x10\x01\x12\x12\n\x0eTRANSPORT_REST\x10\x02\x12\x13\n\x0fTRANSPORT_QUEUE\x10\x03\x12\x13\n\x0fTRANSPORT_BATCH\x10\x04\x12\x10\n\x0cTRANSPORT_UI\x10\x05\x12\x08\n\x04GRPC\x10\x01\x12\x08\n\x04REST\x10\x02\x12\t\n\x05QUEUE\x10\x03\x12\t\n\x05\x42\x41TCH\x10\x04\x12\x06\n\x02UI\x10\x05\x1a\x02\x10\x01*y\n\x0b\x46\x65\x61tureKind\x12\x1c\n\x18\x46\x45\x41TURE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x41TURE_KIND_NUMBER\x10\x01\x12\x19\n\x15\x46\x45\x41TURE_KIND_CATEGORY\x10\x02\x12\x18\n\x14\x46\x45\x41TURE_KIND_BOOLEAN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,20 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_PREDICTION_PROBABILITIESENTRY']._loaded_options = None
   _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_options = b'8\001'
-  _globals['_TRANSPORT']._serialized_start=1021
-  _globals['_TRANSPORT']._serialized_end=1213
-  _globals['_FEATURESPEC']._serialized_start=73
-  _globals['_FEATURESPEC']._serialized_end=172
-  _globals['_CLASSPROFILE']._serialized_start=174
-  _globals['_CLASSPROFILE']._serialized_end=245
-  _globals['_MODELINFO']._serialized_start=248
-  _globals['_MODELINFO']._serialized_end=670
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=624
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=670
-  _globals['_CALLLIMITS']._serialized_start=672
-  _globals['_CALLLIMITS']._serialized_end=766
-  _globals['_PREDICTION']._serialized_start=769
-  _globals['_PREDICTION']._serialized_end=1018
-  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_start=966
-  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_end=1018
+  _globals['_TRANSPORT']._serialized_start=1223
+  _globals['_TRANSPORT']._serialized_end=1415
+  _globals['_FEATUREKIND']._serialized_start=1417
+  _globals['_FEATUREKIND']._serialized_end=1538
+  _globals['_FEATURESPEC']._serialized_start=74
+  _globals['_FEATURESPEC']._serialized_end=327
+  _globals['_CATEGORYSHARE']._serialized_start=329
+  _globals['_CATEGORYSHARE']._serialized_end=374
+  _globals['_CLASSPROFILE']._serialized_start=376
+  _globals['_CLASSPROFILE']._serialized_end=447
+  _globals['_MODELINFO']._serialized_start=450
+  _globals['_MODELINFO']._serialized_end=872
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=826
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=872
+  _globals['_CALLLIMITS']._serialized_start=874
+  _globals['_CALLLIMITS']._serialized_end=968
+  _globals['_PREDICTION']._serialized_start=971
+  _globals['_PREDICTION']._serialized_end=1220
+  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_start=1168
+  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_end=1220
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,13 @@ class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUEUE: _ClassVar[Transport]
     BATCH: _ClassVar[Transport]
     UI: _ClassVar[Transport]
+
+class FeatureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEATURE_KIND_UNSPECIFIED: _ClassVar[FeatureKind]
+    FEATURE_KIND_NUMBER: _ClassVar[FeatureKind]
+    FEATURE_KIND_CATEGORY: _ClassVar[FeatureKind]
+    FEATURE_KIND_BOOLEAN: _ClassVar[FeatureKind]
 TRANSPORT_UNSPECIFIED: Transport
 TRANSPORT_GRPC: Transport
 TRANSPORT_REST: Transport
@@ -34,22 +41,44 @@ REST: Transport
 QUEUE: Transport
 BATCH: Transport
 UI: Transport
+FEATURE_KIND_UNSPECIFIED: FeatureKind
+FEATURE_KIND_NUMBER: FeatureKind
+FEATURE_KIND_CATEGORY: FeatureKind
+FEATURE_KIND_BOOLEAN: FeatureKind
 
 class FeatureSpec(_message.Message):
-    __slots__ = ("name", "min", "max", "mean", "std", "quantiles")
+    __slots__ = ("name", "min", "max", "mean", "std", "quantiles", "kind", "categories", "missing_share", "nullable", "accepts_unknown")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MIN_FIELD_NUMBER: _ClassVar[int]
     MAX_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     QUANTILES_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARE_FIELD_NUMBER: _ClassVar[int]
+    NULLABLE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     name: str
     min: float
     max: float
     mean: float
     std: float
     quantiles: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Iterable[float]] = ...) -> None: ...
+    kind: FeatureKind
+    categories: _containers.RepeatedCompositeFieldContainer[CategoryShare]
+    missing_share: float
+    nullable: bool
+    accepts_unknown: bool
+    def __init__(self, name: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantiles: _Optional[_Iterable[float]] = ..., kind: _Optional[_Union[FeatureKind, str]] = ..., categories: _Optional[_Iterable[_Union[CategoryShare, _Mapping]]] = ..., missing_share: _Optional[float] = ..., nullable: _Optional[bool] = ..., accepts_unknown: _Optional[bool] = ...) -> None: ...
+
+class CategoryShare(_message.Message):
+    __slots__ = ("value", "share")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    share: float
+    def __init__(self, value: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
 
 class ClassProfile(_message.Message):
     __slots__ = ("label", "share", "mean", "std")

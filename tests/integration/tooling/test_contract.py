@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import importlib.util
 import shutil
 import subprocess
@@ -11,6 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 BUF = shutil.which("buf", path=str(Path(sys.executable).parent)) or shutil.which("buf")
 BASELINE = ROOT / "protos" / "baseline" / "predmesh-v1.binpb"
+# The 0.2 contract and the breaking changes 0.3 made to it on purpose (typed features: map<string, double> to
+# map<string, google.protobuf.Value>; docs/contract.md): nothing else may break against it.
+BASELINE_0_2 = ROOT / "protos" / "baseline" / "predmesh-v1-0.2.binpb"
+ACCEPTED_0_2 = ROOT / "protos" / "baseline" / "accepted-breaks-0.2.jsonl"
 
 
 def _codegen():
@@ -45,6 +50,19 @@ def test_buf_breaking_against_committed_baseline(tmp_path):
     assert _buf("build", "--exclude-source-info", "-o", str(image)).returncode == 0
     result = _buf("breaking", str(image), "--against", str(BASELINE))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_against_0_2_finds_only_the_accepted_breaks(tmp_path):
+    """The one documented exception: against the 0.2 contract, buf breaking reports exactly the accepted findings
+    (the features maps' value type), not fewer and not more."""
+    image = tmp_path / "current.binpb"
+    assert _buf("build", "--exclude-source-info", "-o", str(image)).returncode == 0
+    result = _buf("breaking", str(image), "--against", str(BASELINE_0_2), "--error-format", "json")
+    found = sorted(result.stdout.split("\n"), key=str)
+    found = [json.loads(line) for line in found if line.strip()]
+    accepted = [json.loads(line) for line in sorted(ACCEPTED_0_2.read_text().splitlines()) if line.strip()]
+    assert accepted and all(a["type"] == "FIELD_SAME_TYPE" and "FeaturesEntry" in a["message"] for a in accepted)
+    assert result.returncode == 100 and found == accepted, result.stdout + result.stderr
 
 
 def test_buf_breaking_detects_a_changed_field_type(tmp_path):
