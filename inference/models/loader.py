@@ -13,7 +13,7 @@ from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, decode
 from inference.models.trees import check_trees
 
 # Types skops does not trust by default but which are plain scikit-learn data holders (RandomForest trees).
-TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
+TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree", "numpy.dtype"})
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 
 
