@@ -264,7 +264,8 @@ def test_a_shifted_category_share_from_real_traffic_fires_the_drift_alert(drift_
         time.sleep(4)  # four evaluations: twice the shortened `for`
         steady_psi = value(prom, f'predmesh_feature_drift_psi{{{rows},feature="contract"}}')
         assert drift_alerts(prom) == [] and steady_psi is not None and steady_psi < 0.1, steady_psi
-        send(client, churn_rows(600, seed=9, shift=0.8))  # Month-to-month → Two year
+        # every Month-to-month contract sent as Two year: the window (with the 300 above) ~15/29/55 % vs 45/29/25 %
+        send(client, churn_rows(600, seed=9, shift=1.0))
     firing = wait_for(lambda: drift_alerts(prom, "firing"), 30, interval=0.5, what="PredmeshFeatureDrift firing")
     psi = {s["metric"]["feature"]: float(s["value"][1])
            for s in prom.query(f"predmesh_feature_drift_psi{{{rows}}}")["data"]["result"]}
