@@ -121,6 +121,16 @@ class ServerMetrics:
         self.class_drift = Gauge("predmesh_class_drift", "Total variation distance between the predicted class "
                                  "shares in the drift window and the training class balance", mv,
                                  registry=registry, multiprocess_mode="livemax")
+        self.drift_missing = Gauge("predmesh_feature_missing_ratio", "Share of the rows in the drift window in "
+                                   "which the feature was missing (features that may be missing)", mvf,
+                                   registry=registry, multiprocess_mode="livemax")
+        self.category_share = Gauge("predmesh_feature_category_share", "Share of each training category among the "
+                                    "rows with a value: in the drift window (source=live) and in training "
+                                    "(source=training); the 10 most common by name, then (other) and (unseen)",
+                                    [*mvf, "category", "source"], registry=registry, multiprocess_mode="livemax")
+        self.unseen_categories = Counter("predmesh_feature_unseen_categories_total", "Scored values of a category "
+                                         "feature that training never saw", ["model", "feature"],
+                                         registry=registry)
         self.drift_rows = Gauge("predmesh_drift_window_rows", "Rows scored in the drift window", mv,
                                 registry=registry, multiprocess_mode="livesum")
         self._drift_series: dict[tuple[str, str], set[tuple]] = {}  # (model, version) -> series set
@@ -168,6 +178,14 @@ class ServerMetrics:
                 put(self.drift_psi, (model, version, feature), value)
             for feature, value in summary["out_of_range"].items():
                 put(self.drift_out_of_range, (model, version, feature), value)
+            for feature, value in summary.get("missing", {}).items():
+                put(self.drift_missing, (model, version, feature), value)
+            for feature, shares in summary.get("categories", {}).items():
+                for category, (live, training) in shares.items():
+                    put(self.category_share, (model, version, feature, category, "live"), live)
+                    put(self.category_share, (model, version, feature, category, "training"), training)
+            for feature, n in summary.get("unseen", {}).items():
+                self.unseen_categories.labels(model, feature).inc(n)
             if summary["class_drift"] is not None:
                 put(self.class_drift, (model, version), summary["class_drift"])
 
@@ -183,7 +201,7 @@ class ServerMetrics:
 
 
 DRIFT_FAMILIES = {"predmesh_feature_drift_psi", "predmesh_feature_out_of_range_ratio", "predmesh_class_drift",
-                  "predmesh_drift_window_rows"}
+                  "predmesh_drift_window_rows", "predmesh_feature_missing_ratio", "predmesh_feature_category_share"}
 
 
 class GroupCollector:

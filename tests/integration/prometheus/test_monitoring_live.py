@@ -3,8 +3,10 @@ cli/monitoring.py with file-based service discovery and deploy/prometheus/rules)
 REST, feedback, a batch run and a reload, every dashboard panel query and every rule expression is valid PromQL,
 the rules evaluate without error, and the panels of the parts that run here (server, gateway) return data.
 Panels of parts not started here (consumer, luigid, RabbitMQ) must still parse; the test prints which had data.
-Also takes the screenshot of the Prometheus graph shown in docs/monitoring.md (requests/s and accuracy) with
-headless Chromium."""
+A typed model (tests/support/typed_model.py) served next to Iris gets traffic whose contract share is shifted: the
+drift alert on that category is active with the real rules, and fires (its `for` shortened, nothing else changed)
+in a second Prometheus after the same traffic, while unshifted traffic before it kept it silent. Also takes the
+screenshot of the Prometheus graph shown in docs/monitoring.md (requests/s and accuracy) with headless Chromium."""
 from __future__ import annotations
 
 import json
@@ -25,6 +27,8 @@ from cli.monitoring import prometheus_argv, write_config, write_targets
 from predmesh import Client, InvalidArgument, NotFound
 from tests.support.gateway import GatewayProc
 from tests.support.procs import ADMIN_TOKEN, ROOT, WRITER_TOKEN, ServerProc, stop_process, wait_for
+from tests.support.typed_model import write_typed_model
+from tests.support.typed_traffic import churn_rows, send
 
 pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -86,6 +90,7 @@ class Prometheus:
 def mesh(model_store, tmp_path):
     if not shutil.which("prometheus"):
         pytest.fail("prometheus missing: scripts/setup.sh installs Debian's prometheus")
+    write_typed_model(model_store)  # served next to Iris: its category drift fills the category panels
     server = ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DRIFT_WINDOW_S": "600"}).start()
     gateway: GatewayProc | None = None
     prom: Prometheus | None = None
@@ -144,6 +149,7 @@ def drive(server: ServerProc, gateway: GatewayProc) -> None:
         admin.reload_model("iris", "1")
         for row in rows[360:400]:
             client.predict("iris", row)
+        send(client, churn_rows(300, seed=7, shift=0.8, unseen=0.05))  # category panels
 
 
 def test_every_dashboard_query_and_rule_is_valid_promql_and_server_and_gateway_panels_have_data(mesh):
@@ -197,10 +203,81 @@ def test_every_dashboard_query_and_rule_is_valid_promql_and_server_and_gateway_p
     accuracy = prom.query('predmesh_feedback_accuracy{model="iris",version="2"}')["data"]["result"]
     assert accuracy and 0.8 < float(accuracy[0]["value"][1]) <= 1.0
     info = prom.query("count(predmesh_model_info)")["data"]["result"]
-    assert info and info[0]["value"][1] == "1"
+    assert info and info[0]["value"][1] == "2"  # iris and churn
+    # The shifted category share: the real drift alert is active (pending: its `for` is 10 minutes) for contract.
+    active = wait_for(lambda: drift_alerts(prom), 20, interval=0.5, what="PredmeshFeatureDrift active")
+    assert {(a["labels"]["model"], a["labels"]["feature"]) for a in active} == {("churn", "contract")}, active
 
     steady(server, gateway, seconds=8)  # a few seconds of steady traffic for the graph
     screenshot(prom, server)
+
+
+def drift_alerts(prom: Prometheus, state: str | None = None) -> list[dict]:
+    alerts = prom.api("alerts")["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == "PredmeshFeatureDrift"
+            and (state is None or a["state"] == state)]
+
+
+def value(prom: Prometheus, expr: str) -> float | None:
+    result = prom.query(expr)["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture
+def drift_mesh(model_store, tmp_path):
+    """The server with the typed model and a Prometheus whose rules are the real ones except the drift alert's
+    `for`, shortened from 10 minutes to 2 seconds (so a test sees it fire)."""
+    if not shutil.which("prometheus"):
+        pytest.fail("prometheus missing: scripts/setup.sh installs Debian's prometheus")
+    write_typed_model(model_store)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for path in (ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"):
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == "PredmeshFeatureDrift":
+                    assert rule["for"] == "10m"
+                    rule["for"] = "2s"
+        (rules / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    server = ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DRIFT_WINDOW_S": "600"}).start()
+    prom: Prometheus | None = None
+    try:
+        config = write_config(tmp_path / "prom", {"inference": [f"127.0.0.1:{server.metrics_port}"]},
+                              scrape_interval="1s", evaluation_interval="1s", rules_dir=rules)
+        prom = Prometheus(config, tmp_path / "prom-data", tmp_path / "prometheus.log")
+        wait_for(lambda: "inference" in _up(prom), 60, interval=0.5, what="Prometheus scraping the server")
+        yield server, prom
+    finally:
+        if prom is not None:
+            prom.stop()
+        server.kill()
+
+
+def test_a_shifted_category_share_from_real_traffic_fires_the_drift_alert(drift_mesh):
+    server, prom = drift_mesh
+    rows = 'model="churn",version="1"'
+    with Client(server.target, timeout=10) as client:
+        send(client, churn_rows(300, seed=8))  # the training distribution: silent
+        wait_for(lambda: (value(prom, f"predmesh_drift_window_rows{{{rows}}}") or 0) >= 300, 20, interval=0.5,
+                 what="300 unshifted rows in the scraped drift window")
+        time.sleep(4)  # four evaluations: twice the shortened `for`
+        steady_psi = value(prom, f'predmesh_feature_drift_psi{{{rows},feature="contract"}}')
+        assert drift_alerts(prom) == [] and steady_psi is not None and steady_psi < 0.1, steady_psi
+        # every Month-to-month contract sent as Two year: the window (with the 300 above) ~15/29/55 % vs 45/29/25 %
+        send(client, churn_rows(600, seed=9, shift=1.0))
+    firing = wait_for(lambda: drift_alerts(prom, "firing"), 30, interval=0.5, what="PredmeshFeatureDrift firing")
+    psi = {s["metric"]["feature"]: float(s["value"][1])
+           for s in prom.query(f"predmesh_feature_drift_psi{{{rows}}}")["data"]["result"]}
+    shares = {(s["metric"]["category"], s["metric"]["source"]): float(s["value"][1]) for s in prom.query(
+        f'predmesh_feature_category_share{{{rows},feature="contract"}}')["data"]["result"]}
+    print(f"\ncontract PSI {steady_psi:.3f} after 300 unshifted rows, {psi['contract']:.3f} after 600 shifted ones; "
+          f"all PSI {({k: round(v, 3) for k, v in psi.items()})}; Two year live {shares[('Two year', 'live')]:.2f} "
+          f"vs training {shares[('Two year', 'training')]:.2f}")
+    assert [(a["labels"]["model"], a["labels"]["feature"]) for a in firing] == [("churn", "contract")], firing
+    assert firing[0]["annotations"]["summary"].startswith("churn@1: feature contract drifted from training (PSI ")
+    assert psi["contract"] > 0.25 and all(v < 0.1 for k, v in psi.items() if k != "contract"), psi
+    assert shares[("Two year", "live")] > shares[("Two year", "training")] + 0.15, shares
 
 
 def steady(server: ServerProc, gateway: GatewayProc, seconds: float) -> None:
