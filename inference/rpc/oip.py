@@ -46,6 +46,13 @@ def _per_feature(model) -> bool:
     return model.manifest.input == "frame"
 
 
+def _booleans(model) -> frozenset[str]:
+    return frozenset(f.name for f in model.manifest.features if f.kind == "boolean")
+
+
+_ZERO_ONE = {0.0: False, 1.0: True}  # anything else stays a number, which the runtime refuses for a boolean
+
+
 def _probability_type(model) -> tuple[str, str]:
     """(datatype, numpy dtype) of the probabilities output: FP64 for a "frame" model (a pipeline's own
     predict_proba, exactly), FP32 for an "array" model (as ever)."""
@@ -168,7 +175,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise errors.InvalidArgument(f"unknown input {shown(request.inputs[0].name)}; this model has one "
                                          f"input {INPUT!r} [N, {len(model.names)}] (or one input per feature: "
                                          f"{', '.join(model.names)})")
-        return self._validated(model, self._column_rows(request, model.names))
+        return self._validated(model, self._column_rows(request, model.names, _booleans(model)))
 
     def _validated(self, model, mappings: list[dict]) -> list[list]:
         """Each row's values checked by the runtime against its feature (the same check and words as Predict)."""
@@ -176,8 +183,9 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             return [model.vector(mappings[0])]
         return [model.vector(mapping, row=i) for i, mapping in enumerate(mappings)]
 
-    def _column_rows(self, request, names: Sequence[str]) -> list[dict]:
-        """One tensor per feature → N rows of {feature: plain value}."""
+    def _column_rows(self, request, names: Sequence[str], booleans: frozenset[str]) -> list[dict]:
+        """One tensor per feature → N rows of {feature: plain value}. A boolean feature sent as a numeric tensor
+        (as FeatureMatrix carries it: 0 or 1, NaN missing; BOOL has no missing value) reads as bools."""
         known = set(names)
         seen: set[str] = set()
         n_rows = 0  # every input has N >= 1
@@ -206,6 +214,8 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
                                          "inputs; send one per input, in the inputs' order")
         columns = {tensor.name: decode_column(tensor, raw[i] if raw else None, n_rows)
                    for i, tensor in enumerate(request.inputs)}
+        for name in booleans & columns.keys():
+            columns[name] = [_ZERO_ONE.get(v, v) if type(v) is float else v for v in columns[name]]
         return [{name: columns[name][i] for name in names} for i in range(n_rows)]
 
     def _matrix_rows(self, request, n_features: int) -> list[list[float]]:

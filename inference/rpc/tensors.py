@@ -2,7 +2,8 @@
 Triton's and MLServer's clients send a table's columns.
 
 A column is a tensor named after its feature, of shape [N] or [N, 1]: a number as FP64, FP32, FP16 (raw only) or
-an INT*/UINT* type (NaN = missing), a category as BYTES (UTF-8; an empty element = missing), a boolean as BOOL. The
+an INT*/UINT* type (NaN = missing), a category as BYTES (UTF-8; an empty element = missing), a boolean as BOOL (or,
+to send a missing one, a numeric tensor of 0 and 1 with NaN missing, as FeatureMatrix carries booleans). The
 data comes either as raw_input_contents (one entry per input, in the inputs' order; BYTES elements each behind a
 4-byte little-endian length, BOOL one byte 0 or 1 each) or as the typed contents. Here only the wire is checked
 (shape, element count, encoding); what a value may be for its feature is the runtime's check, the same on every

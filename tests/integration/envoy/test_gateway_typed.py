@@ -3,7 +3,6 @@ server serving the typed fixture: the pipeline's own probabilities (to 1e-9), ev
 §4 a 400 naming the feature (never a 5xx), and the typed schema in GetModel."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -13,6 +12,7 @@ from inference.models.frame import to_frame
 from tests.support.gateway import GatewayProc, rest
 from tests.support.procs import ServerProc
 from tests.support.typed_model import write_typed_model
+from tests.support.typed_strict import write_strict_model
 
 pytestmark = pytest.mark.envoy
 
@@ -22,18 +22,13 @@ ROW = {"tenure": 1, "monthly": 29.85, "contract": "Month-to-month", "senior": Tr
 
 @pytest.fixture(scope="module")
 def typed_mesh(trained_store, tmp_path_factory):
-    """A server over the Iris store plus churn (the typed fixture) and strict (churn refusing unknown categories),
-    and a gateway in front of it; yields (gateway, manifest, pipeline)."""
+    """A server over the Iris store plus churn (the typed fixture) and strict (monthly not nullable, unknown
+    categories refused), and a gateway in front of it; yields (gateway, manifest, pipeline)."""
     tmp = tmp_path_factory.mktemp("gw-typed")
     root = tmp / "models"
     shutil.copytree(trained_store, root)
     manifest, pipeline = write_typed_model(root)
-    strict, _ = write_typed_model(root, model="strict")
-    meta = root / "strict" / strict.version / "metadata.json"
-    data = json.loads(meta.read_text())
-    for feature in data["features"]:
-        feature.pop("accepts_unknown", None)
-    meta.write_text(json.dumps(data))
+    write_strict_model(root)
     env = {"PREDMESH_DATABASE_URL": f"sqlite:///{tmp}/predmesh.db"}
     with ServerProc(root, tmp / "server.log", env=env) as server, GatewayProc([server.target], tmp / "gw") as gw:
         yield gw, manifest, pipeline
@@ -96,7 +91,7 @@ CASES = [
     ("string for a number", "churn", {"tenure": "abc"}, "feature 'tenure' is a number; got the string 'abc'"),
     ("bool for a number", "churn", {"monthly": True}, "feature 'monthly' is a number; got true"),
     ("numeric string for a number", "churn", {"monthly": "12"}, "feature 'monthly' is a number"),
-    ("null for a non-nullable number", "churn", {"monthly": None},
+    ("null for a non-nullable number", "strict", {"monthly": None},
      "feature 'monthly' is missing (null) and this model cannot impute it"),
     ("NaN string", "churn", {"monthly": "NaN"}, "feature 'monthly'"),
     ("number for a category", "churn", {"contract": 3}, "feature 'contract' is categorical"),

@@ -90,12 +90,18 @@ def inputs(rows, types):
 result = client.infer("churn", inputs(rows, {}), request_id="typed-1")
 out["probabilities"] = result.as_numpy("probabilities").tolist()
 out["labels"] = result.as_numpy("label").tolist()
+# a missing boolean: BOOL has no missing value, so the column goes as FP64 0/1 with NaN
+missing_bool = json.loads(sys.argv[3])
+out["missing_bool"] = client.infer("churn", inputs(missing_bool, {"senior": "FP64"})).as_numpy(
+    "probabilities").tolist()
 errors = {}
-for case, bad_rows, types in (("string_for_number", [["12", 50.0, "One year", True]], {"tenure": "BYTES"}),
-                              ("number_for_category", [[1.0, 50.0, 2.0, True]], {"contract": "FP64"}),
-                              ("missing_monthly", [[1.0, None, "One year", True]], {})):
+for case, model, bad_rows, types in (
+        ("string_for_number", "churn", [["12", 50.0, "One year", True]], {"tenure": "BYTES"}),
+        ("number_for_category", "churn", [[1.0, 50.0, 2.0, True]], {"contract": "FP64"}),
+        ("missing_monthly", "strict", [[1.0, None, "One year", True]], {}),
+        ("unknown_category", "strict", [[1.0, 50.0, "Ten year", True]], {})):
     try:
-        client.infer("churn", inputs(bad_rows, types))
+        client.infer(model, inputs(bad_rows, types))
         errors[case] = "OK"
     except InferenceServerException as exc:
         errors[case] = [exc.status(), exc.message()]
@@ -112,13 +118,16 @@ def test_tritonclient_sends_typed_columns(model_store, tmp_path):
     from inference.models.frame import to_frame
     from tests.support.procs import ServerProc
     from tests.support.typed_model import write_typed_model
+    from tests.support.typed_strict import write_strict_model
 
     manifest, pipeline = write_typed_model(model_store)
+    write_strict_model(model_store)
     rows = [[1.0, 29.85, "Month-to-month", False], [None, 56.95, "One year", True], [45.0, 42.3, None, False],
             [70.0, 99.5, "Two year", True], [5.0, 20.0, "Ten year", False]]  # the last an unseen category
+    missing_bool = [[3.0, 60.0, "One year", None], [12.0, 30.0, None, True]]
     with ServerProc(model_store, tmp_path / "server.log") as server:
-        done = subprocess.run([sys.executable, "-c", TYPED_SCRIPT, server.target, json.dumps(rows)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-c", TYPED_SCRIPT, server.target, json.dumps(rows),
+                               json.dumps(missing_bool)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["inputs"] == [["tenure", "FP64", [-1, 1]], ["monthly", "FP64", [-1, 1]],
@@ -127,9 +136,13 @@ def test_tritonclient_sends_typed_columns(model_store, tmp_path):
     expected = pipeline.predict_proba(to_frame(rows, manifest.features))
     assert np.abs(np.array(out["probabilities"]) - expected).max() <= 1e-9
     assert out["labels"] == expected.argmax(axis=1).tolist()
+    expected_missing = pipeline.predict_proba(to_frame(missing_bool, manifest.features))
+    assert np.abs(np.array(out["missing_bool"]) - expected_missing).max() <= 1e-9
     errors = out["errors"]
     assert {case: status for case, (status, _) in errors.items()} == dict.fromkeys(
-        ("string_for_number", "number_for_category", "missing_monthly"), "StatusCode.INVALID_ARGUMENT")
+        ("string_for_number", "number_for_category", "missing_monthly", "unknown_category"),
+        "StatusCode.INVALID_ARGUMENT")
     assert "feature 'tenure' is a number; got the string '12'" in errors["string_for_number"][1]
     assert "feature 'contract' is categorical" in errors["number_for_category"][1]
     assert "feature 'monthly' is missing (null)" in errors["missing_monthly"][1]
+    assert "feature 'contract' has no category 'Ten year'" in errors["unknown_category"][1]

@@ -3,7 +3,6 @@ feature (BYTES categories, BOOL booleans, FP64 numbers with NaN missing), the me
 validation as every transport, and probabilities equal to the pipeline's own predict_proba."""
 from __future__ import annotations
 
-import json
 import struct
 
 import grpc
@@ -19,29 +18,25 @@ from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.support.recorder import ListRecorder
 from tests.support.typed_model import write_typed_model
+from tests.support.typed_strict import write_strict_model
 
 ROWS = [[1.0, 29.85, "Month-to-month", False],
         [None, 56.95, "One year", True],
         [45.0, 42.3, None, False],
-        [2.0, 70.7, "Two year", None]]
+        [2.0, 70.7, "Two year", None]]  # a missing boolean: NaN in a numeric column (BOOL has no missing value)
 FEATURES = ("tenure", "monthly", "contract", "senior")
 
 
 @pytest.fixture(scope="module")
 def typed(tmp_path_factory, trained_store):
-    """An in-process server over the Iris store plus the typed churn model (and a strict copy of it that refuses
-    unknown categories); yields (stub, recorder, server, manifest, pipeline)."""
+    """An in-process server over the Iris store plus the typed churn model (and its strict copy: monthly not
+    nullable, unknown categories refused); yields (stub, recorder, server, manifest, pipeline)."""
     import shutil
 
     root = tmp_path_factory.mktemp("typed") / "models"
     shutil.copytree(trained_store, root)
     manifest, pipeline = write_typed_model(root)
-    strict, _ = write_typed_model(root, model="strict")
-    meta = root / "strict" / strict.version / "metadata.json"
-    data = json.loads(meta.read_text())
-    for feature in data["features"]:
-        feature.pop("accepts_unknown", None)
-    meta.write_text(json.dumps(data))
+    write_strict_model(root)
     recorder = ListRecorder()
     settings = ServerSettings(grpc_addr="127.0.0.1:0", metrics_addr="", model_store=root, drain_seconds=0,
                               grace_seconds=1, max_batch_rows=10)
@@ -61,6 +56,8 @@ def columns_request(rows=ROWS, *, model="churn", raw=True, datatypes=None, shape
                     drop=(), override=None):
     """One tensor per feature, as Triton's client builds them (raw) or with typed contents."""
     datatypes = {"tenure": "FP64", "monthly": "FP64", "contract": "BYTES", "senior": "BOOL", **(datatypes or {})}
+    if datatypes["senior"] == "BOOL" and any(row[3] is None for row in rows):
+        datatypes["senior"] = "FP64"  # 0/1, NaN missing
     request = pb.ModelInferRequest(model_name=model, id=rid)
     for i, name in enumerate(FEATURES):
         if name in drop:
@@ -151,10 +148,13 @@ CASES = [
     # DESIGN-22 §4, as a Triton client can send it
     ("number as BYTES", {"datatypes": {"tenure": "BYTES"}}, "feature 'tenure' is a number; got the string"),
     ("number as BOOL", {"datatypes": {"monthly": "BOOL"}}, "feature 'monthly' is a number; got"),
-    ("number missing, not nullable", {"rows": [[1.0, None, "One year", True]]}, "feature 'monthly' is missing"),
+    ("number missing, not nullable", {"model": "strict", "rows": [[1.0, None, "One year", True]]},
+     "feature 'monthly' is missing (null) and this model cannot impute it"),
     ("category as FP64", {"rows": [[1.0, 2.0, 3.0, True]], "datatypes": {"contract": "FP64"}},
      "feature 'contract' is categorical"),
-    ("boolean as FP64", {"rows": [[1.0, 2.0, "One year", 1.0]], "datatypes": {"senior": "FP64"}},
+    ("boolean as FP64 other than 0/1", {"rows": [[1.0, 2.0, "One year", 2.0]], "datatypes": {"senior": "FP64"}},
+     "feature 'senior' is a boolean; send true or false"),
+    ("boolean as BYTES", {"rows": [[1.0, 2.0, "One year", "true"]], "datatypes": {"senior": "BYTES"}},
      "feature 'senior' is a boolean; send true or false"),
     ("unknown category refused", {"model": "strict", "rows": [[1.0, 2.0, "Zehn Jahre", True]]},
      "feature 'contract' has no category 'Zehn Jahre'"),
@@ -163,7 +163,7 @@ CASES = [
      "row 1: feature 'contract' is not valid UTF-8"),
     ("BYTES element count", {"override": {"contract": raw_bytes([b"One year"])}}, "'contract' holds 1 values"),
     ("FP64 byte count", {"override": {"tenure": b"\x00" * 8}}, "'tenure' holds 8 bytes"),
-    ("BOOL byte", {"override": {"senior": b"\x00\x07\x00\x00"}}, "0 or 1"),
+    ("BOOL byte", {"rows": ROWS[:3], "override": {"senior": b"\x00\x07\x00"}}, "0 or 1"),
     ("missing input", {"drop": ("senior",)}, "feature 'senior' is missing"),
     ("bad shape", {"shape_of": lambda n: [n, 2]}, "has shape"),
     ("too many rows", {"rows": ROWS * 3}, "exceed the limit"),
