@@ -167,7 +167,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
                     f"this model takes one input per feature, not {INPUT!r}: " + ", ".join(
                         f"{f.name} ({DATATYPE_OF_KIND[f.kind]})" for f in model.manifest.features))
             rows = self._matrix_rows(request, len(model.names))
-            if not _per_feature(model):
+            if not any(f.nullable for f in model.manifest.features):  # NaN is refused: the float fast path
                 model.check_rows(rows)
                 return rows
             return self._validated(model, [dict(zip(model.names, map(float_or_missing, row))) for row in rows])
