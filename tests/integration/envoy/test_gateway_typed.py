@@ -17,7 +17,7 @@ from tests.support.typed_strict import write_strict_model
 pytestmark = pytest.mark.envoy
 
 FEATURES = ("tenure", "monthly", "contract", "senior")
-ROW = {"tenure": 1, "monthly": 29.85, "contract": "Month-to-month", "senior": True}
+ROW: dict[str, object] = {"tenure": 1, "monthly": 29.85, "contract": "Month-to-month", "senior": True}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_typed_json_scores_as_the_pipeline_does(typed_mesh, row):
 
 def test_typed_batch_rows_and_string_columns(typed_mesh):
     gw, manifest, pipeline = typed_mesh
-    rows = [ROW, {"tenure": None, "monthly": 56.95, "contract": None, "senior": False},
+    rows: list[dict] = [ROW, {"tenure": None, "monthly": 56.95, "contract": None, "senior": False},
             {"tenure": 45, "monthly": 42.3, "contract": "One year", "senior": True}]
     resp = rest("POST", gw.url + "/v1/models/churn:predictBatch", json={"rows": [{"features": r} for r in rows]})
     assert resp.status_code == 200, resp.text
@@ -78,7 +78,7 @@ def test_typed_batch_rows_and_string_columns(typed_mesh):
     resp = rest("POST", gw.url + "/v1/models/churn:predictBatch", json={"matrix": matrix})
     assert resp.status_code == 200, resp.text
     m = resp.json()["matrix"]
-    columns = [dict(zip(FEATURES, (1, 29.85, "Month-to-month", True))),
+    columns: list[dict] = [dict(zip(FEATURES, (1, 29.85, "Month-to-month", True))),
                dict(zip(FEATURES, (None, 56.95, None, False))),
                dict(zip(FEATURES, (45, 42.3, "One year", True)))]
     got_m = np.array(m["probabilities"]).reshape(3, len(m["classes"]))

@@ -122,9 +122,10 @@ def test_tritonclient_sends_typed_columns(model_store, tmp_path):
 
     manifest, pipeline = write_typed_model(model_store)
     write_strict_model(model_store)
-    rows = [[1.0, 29.85, "Month-to-month", False], [None, 56.95, "One year", True], [45.0, 42.3, None, False],
-            [70.0, 99.5, "Two year", True], [5.0, 20.0, "Ten year", False]]  # the last an unseen category
-    missing_bool = [[3.0, 60.0, "One year", None], [12.0, 30.0, None, True]]
+    rows: list[list[object]] = [
+        [1.0, 29.85, "Month-to-month", False], [None, 56.95, "One year", True], [45.0, 42.3, None, False],
+        [70.0, 99.5, "Two year", True], [5.0, 20.0, "Ten year", False]]  # the last an unseen category
+    missing_bool: list[list[object]] = [[3.0, 60.0, "One year", None], [12.0, 30.0, None, True]]
     with ServerProc(model_store, tmp_path / "server.log") as server:
         done = subprocess.run([sys.executable, "-c", TYPED_SCRIPT, server.target, json.dumps(rows),
                                json.dumps(missing_bool)], capture_output=True, text=True, timeout=60)

@@ -20,7 +20,7 @@ from tests.support.recorder import ListRecorder
 from tests.support.typed_model import write_typed_model
 from tests.support.typed_strict import write_strict_model
 
-ROWS = [[1.0, 29.85, "Month-to-month", False],
+ROWS: list[list[object]] = [[1.0, 29.85, "Month-to-month", False],
         [None, 56.95, "One year", True],
         [45.0, 42.3, None, False],
         [2.0, 70.7, "Two year", None]]  # a missing boolean: NaN in a numeric column (BOOL has no missing value)
@@ -129,7 +129,7 @@ def test_typed_rows_score_as_the_pipeline_does_and_are_recorded(typed, raw, shap
 
 def test_unknown_category_is_scored_where_the_model_accepts_it(typed):
     stub, _, _, manifest, pipeline = typed
-    rows = [[3.0, 50.0, "Three year", True]]
+    rows: list[list[object]] = [[3.0, 50.0, "Three year", True]]
     got = probabilities_of(stub.ModelInfer(columns_request(rows), timeout=5))
     assert np.abs(got - pipeline.predict_proba(to_frame(rows, manifest.features))).max() <= 1e-9
 

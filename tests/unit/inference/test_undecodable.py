@@ -187,12 +187,14 @@ def test_hand_encoded_feature_values_on_every_feature_method_are_invalid_argumen
         for path, (streaming, payload) in _typed_payloads(value).items():
             try:
                 if streaming:
-                    [raw] = list(channel.stream_stream(path)(iter([payload]), timeout=5))
+                    stream: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(path)
+                    [raw] = list(stream(iter([payload]), timeout=5))
                     answer = inference_pb2.PredictStreamResponse.FromString(raw)
                     assert answer.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], (path, answer)
                     message = answer.error.message
                 else:
-                    channel.unary_unary(path)(payload, timeout=5)
+                    unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
+                    unary(payload, timeout=5)
                     raise AssertionError(f"{path} accepted {case}")
             except grpc.RpcError as err:
                 assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, case, err.code(), err.details())
@@ -200,7 +202,7 @@ def test_hand_encoded_feature_values_on_every_feature_method_are_invalid_argumen
             assert "petal_width" in message and words in message, (path, case, message)
 
 
-def _string_column(name: str, values: list[bytes], missing: list[int] = ()) -> bytes:
+def _string_column(name: str, values: list[bytes], missing: tuple[int, ...] = ()) -> bytes:
     body = _len(1, name.encode()) + b"".join(_len(2, v) for v in values)
     if missing:
         body += _len(3, bytes(missing))
@@ -211,7 +213,7 @@ def _string_column(name: str, values: list[bytes], missing: list[int] = ()) -> b
     (_string_column("petal_width", [b"\xc3\x28"]), True, ""),                       # invalid UTF-8
     (_string_column("petal_width", [b"wide"]), False, "petal_width"),                # a string for a number
     (_string_column("petal_width", [b"a", b"b"]), False, "petal_width"),             # one value per row
-    (_string_column("petal_width", [b""], [5]), False, "petal_width"),               # missing_rows out of range
+    (_string_column("petal_width", [b""], (5,)), False, "petal_width"),               # missing_rows out of range
 ])
 def test_hand_encoded_string_columns_are_invalid_argument(full_server, column, undecodable, words):
     _, target = full_server
@@ -221,6 +223,8 @@ def test_hand_encoded_string_columns_are_invalid_argument(full_server, column, u
     payload = _len(1, b"iris") + _len(3, matrix)
     assert _decodes(inference_pb2.PredictBatchRequest, payload) is not undecodable
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as err:
-        channel.unary_unary("/predmesh.v1.InferenceService/PredictBatch")(payload, timeout=5)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/predmesh.v1.InferenceService/PredictBatch")
+        call(payload, timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     assert words in (err.value.details() or "")
