@@ -60,7 +60,7 @@ def test_typed_json_scores_as_the_pipeline_does(typed_mesh, row):
     assert prediction["label"] == manifest.classes[int(want.argmax())]
 
 
-def test_typed_batch_rows_and_string_columns(typed_mesh):
+def test_typed_batch_rows(typed_mesh):
     gw, manifest, pipeline = typed_mesh
     rows: list[dict] = [ROW, {"tenure": None, "monthly": 56.95, "contract": None, "senior": False},
             {"tenure": 45, "monthly": 42.3, "contract": "One year", "senior": True}]
@@ -69,6 +69,10 @@ def test_typed_batch_rows_and_string_columns(typed_mesh):
     got = [probabilities(p, manifest.classes) for p in resp.json()["predictions"]]
     want = expected(manifest, pipeline, rows)
     assert np.abs(np.array(got) - want).max() <= 1e-9
+
+
+def test_typed_matrix_with_string_columns(typed_mesh):
+    gw, manifest, pipeline = typed_mesh
     # the columnar form: numbers and booleans (0/1, "NaN" missing) in values, the category as a string column
     matrix = {"feature_names": ["tenure", "monthly", "senior"],
               "values": [1, 29.85, 1, "NaN", 56.95, 0, 45, 42.3, 1],
