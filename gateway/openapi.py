@@ -34,7 +34,15 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     ".google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}},
                              "additionalProperties": True},
     ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
-    ".google.protobuf.Value": {},
+}
+# Well-known types documented once, as a component of their own: the typed feature value (the contract refuses
+# lists and objects, so the document admits what is accepted).
+_WELL_KNOWN_COMPONENTS: dict[str, dict[str, Any]] = {
+    ".google.protobuf.Value": {
+        "description": "Any JSON value of number/string/boolean/null (google.protobuf.Value): a number for a "
+                       "numeric feature, a string for a categorical one, true or false for a boolean, null for a "
+                       "missing value.",
+        "nullable": True, "anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]},
 }
 _VERBS = ("get", "put", "post", "delete", "patch")
 _VARIABLE = re.compile(r"\{([a-zA-Z0-9_.]+)(=[^}]*)?\}")
@@ -51,8 +59,9 @@ class _Contract:
         self.files = list(fds.file)
         for file in self.files:
             prefix = f".{file.package}" if file.package else ""
-            for enum in file.enum_type:
+            for i, enum in enumerate(file.enum_type):
                 self.enums[f"{prefix}.{enum.name}"] = enum
+                self.paths[f"{prefix}.{enum.name}"] = (file.name, 5, i)
             for i, message in enumerate(file.message_type):
                 self._add_message(prefix, message, (file.name, 4, i))
             for loc in file.source_code_info.location:
@@ -63,8 +72,9 @@ class _Contract:
         name = f"{prefix}.{message.name}"
         self.messages[name] = message
         self.paths[name] = path
-        for enum in message.enum_type:
+        for i, enum in enumerate(message.enum_type):
             self.enums[f"{name}.{enum.name}"] = enum
+            self.paths[f"{name}.{enum.name}"] = (*path, 4, i)
         for i, nested in enumerate(message.nested_type):
             self._add_message(name, nested, (*path, 3, i))
 
@@ -82,9 +92,23 @@ class _Builder:
         if type_name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[type_name])
         key = type_name.lstrip(".")
+        if type_name in _WELL_KNOWN_COMPONENTS:
+            self.schemas[key] = dict(_WELL_KNOWN_COMPONENTS[type_name])
+            return {"$ref": f"#/components/schemas/{key}"}
         if key not in self.schemas:
             self.schemas[key] = {}  # placeholder: recursion-safe
             self.schemas[key] = self.message_schema(type_name)
+        return {"$ref": f"#/components/schemas/{key}"}
+
+    def enum_ref(self, type_name: str) -> dict:
+        """A $ref to the schema of an enum (its value names, as answers carry them, and its comment)."""
+        key = type_name.lstrip(".")
+        if key not in self.schemas:
+            schema: dict[str, Any] = {"type": "string", "enum": _enum_names(self.c.enums[type_name])}
+            doc = self.c.comment(self.c.paths[type_name])
+            if doc:
+                schema["description"] = doc
+            self.schemas[key] = schema
         return {"$ref": f"#/components/schemas/{key}"}
 
     def message_schema(self, type_name: str, exclude: frozenset[str] = frozenset()) -> dict:
@@ -114,7 +138,7 @@ class _Builder:
                 return {"type": "object", "additionalProperties": self.field_schema(value)}
             item = self.ref(field.type_name)
         elif field.type == F.TYPE_ENUM:
-            item = {"type": "string", "enum": _enum_names(self.c.enums[field.type_name])}
+            item = self.enum_ref(field.type_name)
         else:
             item = dict(_SCALARS[field.type])
         if field.label == F.LABEL_REPEATED:
@@ -130,10 +154,14 @@ class _Builder:
                 continue
             if field.type == F.TYPE_MESSAGE and field.type_name not in _WELL_KNOWN:
                 continue
-            schema = self.field_schema(field)
+            schema: dict[str, Any]
             if field.type == F.TYPE_ENUM:  # the gateway parses enum names in any case: aliases as written in docs
-                schema["enum"] = _enum_names(self.c.enums[field.type_name], aliases=True)
-            param = {"name": field.name, "in": "query", "required": False, "schema": schema}
+                schema = {"type": "string", "enum": _enum_names(self.c.enums[field.type_name], aliases=True)}
+                if field.label == F.LABEL_REPEATED:
+                    schema = {"type": "array", "items": schema}
+            else:
+                schema = self.field_schema(field)
+            param: dict[str, Any] = {"name": field.name, "in": "query", "required": False, "schema": schema}
             if field.label == F.LABEL_REPEATED:
                 param.update(style="form", explode=True)
             doc = self.c.comment((*self.c.paths[type_name], 2, i))

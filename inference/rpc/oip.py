@@ -1,15 +1,21 @@
 """The Open Inference Protocol (KServe V2) gRPC service, plus Triton's ModelConfig, over the same registry.
 
-Input: one FP32 (or FP64) tensor `[N, n_features]`, columns in the model's schema order, as raw_input_contents
-or typed contents. Outputs: `label` (INT64 [N], index into the model's classes) and `probabilities`
-(FP32 [N, n_classes]), always as raw_output_contents. Scoring goes through the model's adaptive batcher and
-every row is recorded exactly like a Predict call (scoring.score_and_record).
+Input, either:
+- one FP32 (or FP64) tensor `input` `[N, n_features]`, columns in the model's schema order (a model whose features
+  are all numbers; what ModelMetadata declares for an "array" model), or
+- one tensor per feature, named after it, `[N]` or `[N, 1]`: FP64 (or any numeric type; NaN = missing) for a
+  number, BYTES for a category (an empty element = missing), BOOL for a boolean (inference/rpc/tensors.py); what
+  ModelMetadata declares for a "frame" model, as Triton's and MLServer's clients send a table's columns.
+Both as raw_input_contents or typed contents. Outputs: `label` (INT64 [N], index into the model's classes) and
+`probabilities` ([N, n_classes]: FP32 for an "array" model, FP64 for a "frame" one), always as
+raw_output_contents. Every value is validated by the model's runtime exactly like a Predict call's, scoring goes
+through the model's adaptive batcher and every row is recorded like a Predict call (scoring.score_and_record).
 """
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +25,7 @@ from inference.bounds import MAX_ID, check_name, check_text, shown
 from inference.models.registry import ModelRegistry
 from inference.recording.recorder import Recorder
 from inference.rpc.edge import rpc
+from inference.rpc.tensors import DATATYPE_OF_KIND, column_rows, decode_column, float_or_missing
 from inference.scoring.convert import transport_of
 from inference.scoring.score import score_and_record
 from predmesh._version import __version__
@@ -31,6 +38,25 @@ LABEL, PROBABILITIES = "label", "probabilities"
 _DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 PID_HEADER = "predmesh-pid"
 _SERVER_NAME, _SERVER_VERSION = "predmesh", __version__
+_CONFIG_TYPES = {"FP64": pb.TYPE_FP64, "BYTES": pb.TYPE_STRING, "BOOL": pb.TYPE_BOOL}
+
+
+def _per_feature(model) -> bool:
+    """Whether ModelMetadata declares one input per feature (a "frame" model) rather than one matrix."""
+    return model.manifest.input == "frame"
+
+
+def _booleans(model) -> frozenset[str]:
+    return frozenset(f.name for f in model.manifest.features if f.kind == "boolean")
+
+
+_ZERO_ONE = {0.0: False, 1.0: True}  # anything else stays a number, which the runtime refuses for a boolean
+
+
+def _probability_type(model) -> tuple[str, str]:
+    """(datatype, numpy dtype) of the probabilities output: FP64 for a "frame" model (a pipeline's own
+    predict_proba, exactly), FP32 for an "array" model (as ever)."""
+    return ("FP64", "<f8") if _per_feature(model) else ("FP32", "<f4")
 
 
 class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -77,28 +103,37 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(self, request, context):
         model = self._model(request.name, request.version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
+        if _per_feature(model):
+            inputs = [tensor(name=f.name, datatype=DATATYPE_OF_KIND[f.kind], shape=[-1, 1])
+                      for f in model.manifest.features]
+        else:
+            inputs = [tensor(name=INPUT, datatype="FP32", shape=[-1, len(model.names)])]
         return pb.ModelMetadataResponse(
-            name=model.name, versions=[model.version], platform=f"sklearn_{model.runtime}",
-            inputs=[tensor(name=INPUT, datatype="FP32", shape=[-1, len(model.names)])],
+            name=model.name, versions=[model.version], platform=f"sklearn_{model.runtime}", inputs=inputs,
             outputs=[tensor(name=LABEL, datatype="INT64", shape=[-1]),
-                     tensor(name=PROBABILITIES, datatype="FP32", shape=[-1, len(model.classes)])])
+                     tensor(name=PROBABILITIES, datatype=_probability_type(model)[0],
+                            shape=[-1, len(model.classes)])])
 
     @rpc
     def ModelConfig(self, request, context):
         model = self._model(request.name, request.version)
+        if _per_feature(model):
+            inputs = [pb.ModelInput(name=f.name, data_type=_CONFIG_TYPES[DATATYPE_OF_KIND[f.kind]], dims=[1])
+                      for f in model.manifest.features]
+        else:
+            inputs = [pb.ModelInput(name=INPUT, data_type=pb.TYPE_FP32, dims=[len(model.names)])]
+        probabilities = _CONFIG_TYPES["FP64"] if _per_feature(model) else pb.TYPE_FP32
         return pb.ModelConfigResponse(config=pb.ModelConfig(
             name=model.name, platform=f"sklearn_{model.runtime}", backend="predmesh",
-            max_batch_size=self.max_batch_rows,
-            input=[pb.ModelInput(name=INPUT, data_type=pb.TYPE_FP32, dims=[len(model.names)])],
+            max_batch_size=self.max_batch_rows, input=inputs,
             output=[pb.ModelOutput(name=LABEL, data_type=pb.TYPE_INT64, dims=[1]),
-                    pb.ModelOutput(name=PROBABILITIES, data_type=pb.TYPE_FP32, dims=[len(model.classes)])]))
+                    pb.ModelOutput(name=PROBABILITIES, data_type=probabilities, dims=[len(model.classes)])]))
 
     @rpc
     def ModelInfer(self, request, context):
         started = time.perf_counter()
         model = self._model(request.model_name, request.model_version)
-        rows = self._rows(request, len(model.names))
-        model.check_rows(rows)
+        rows = self._rows(request, model)
         wanted = [o.name for o in request.outputs] or [LABEL, PROBABILITIES]
         unknown = [n for n in wanted if n not in (LABEL, PROBABILITIES)]
         if unknown:
@@ -112,22 +147,80 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.recorder, self.registry.metrics, model, rows, [zip(names, row) for row in rows],
             request_ids, transport_of(context.invocation_metadata()), started, context.time_remaining())
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=rid)
+        probability_type, probability_dtype = _probability_type(model)
         for name in wanted:
             if name == LABEL:
                 data, datatype, shape = probabilities.argmax(axis=1).astype("<i8"), "INT64", [n]
             else:
-                data, datatype, shape = probabilities.astype("<f4"), "FP32", [n, probabilities.shape[1]]
+                data = probabilities.astype(probability_dtype)
+                datatype, shape = probability_type, [n, probabilities.shape[1]]
             response.outputs.add(name=name, datatype=datatype, shape=shape)
             response.raw_output_contents.append(data.tobytes())
         return response
 
-    def _rows(self, request, n_features: int) -> list[list[float]]:
+    def _rows(self, request, model) -> list[list]:
+        """The request's rows, validated by the model's runtime, as lists of plain values in schema order (floats
+        for an "array" model); INVALID_ARGUMENT on anything else."""
+        if len(request.inputs) == 1 and request.inputs[0].name == INPUT and INPUT not in model.names:
+            if any(f.kind != "number" for f in model.manifest.features):
+                raise errors.InvalidArgument(
+                    f"this model takes one input per feature, not {INPUT!r}: " + ", ".join(
+                        f"{f.name} ({DATATYPE_OF_KIND[f.kind]})" for f in model.manifest.features))
+            rows = self._matrix_rows(request, len(model.names))
+            if not any(f.nullable for f in model.manifest.features):  # NaN is refused: the float fast path
+                model.check_rows(rows)
+                return rows
+            return self._validated(model, [dict(zip(model.names, map(float_or_missing, row))) for row in rows])
+        if len(request.inputs) == 1 and not _per_feature(model) and request.inputs[0].name not in model.names:
+            raise errors.InvalidArgument(f"unknown input {shown(request.inputs[0].name)}; this model has one "
+                                         f"input {INPUT!r} [N, {len(model.names)}] (or one input per feature: "
+                                         f"{', '.join(model.names)})")
+        return self._validated(model, self._column_rows(request, model.names, _booleans(model)))
+
+    def _validated(self, model, mappings: list[dict]) -> list[list]:
+        """Each row's values checked by the runtime against its feature (the same check and words as Predict)."""
+        if len(mappings) == 1:
+            return [model.vector(mappings[0])]
+        return [model.vector(mapping, row=i) for i, mapping in enumerate(mappings)]
+
+    def _column_rows(self, request, names: Sequence[str], booleans: frozenset[str]) -> list[dict]:
+        """One tensor per feature → N rows of {feature: plain value}. A boolean feature sent as a numeric tensor
+        (as FeatureMatrix carries it: 0 or 1, NaN missing; BOOL has no missing value) reads as bools."""
+        known = set(names)
+        seen: set[str] = set()
+        n_rows = 0  # every input has N >= 1
+        for tensor in request.inputs:
+            if tensor.name not in known:
+                raise errors.InvalidArgument(f"unknown input {shown(tensor.name)}; this model has one input per "
+                                             f"feature: {', '.join(names)}")
+            if tensor.name in seen:
+                raise errors.InvalidArgument(f"input {shown(tensor.name)} appears twice")
+            seen.add(tensor.name)
+            n = column_rows(tensor, tensor.shape)
+            if n_rows and n != n_rows:
+                raise errors.InvalidArgument(f"input {shown(tensor.name)} has {n} rows; the inputs before it have "
+                                             f"{n_rows}")
+            n_rows = n
+        missing = [name for name in names if name not in seen]
+        if missing:
+            raise errors.InvalidFeatures(f"feature {missing[0]!r} is missing; send one input per feature: "
+                                         f"{', '.join(names)}")
+        if n_rows > self.max_batch_rows:
+            raise errors.TooManyRows(f"{n_rows} rows exceed the limit of {self.max_batch_rows} per request; "
+                                     "split the request")
+        raw = request.raw_input_contents
+        if raw and len(raw) != len(request.inputs):
+            raise errors.InvalidArgument(f"raw_input_contents holds {len(raw)} entries for {len(request.inputs)} "
+                                         "inputs; send one per input, in the inputs' order")
+        columns = {tensor.name: decode_column(tensor, raw[i] if raw else None, n_rows)
+                   for i, tensor in enumerate(request.inputs)}
+        for name in booleans & columns.keys():
+            columns[name] = [_ZERO_ONE.get(v, v) if type(v) is float else v for v in columns[name]]
+        return [{name: columns[name][i] for name in names} for i in range(n_rows)]
+
+    def _matrix_rows(self, request, n_features: int) -> list[list[float]]:
         """The single input tensor as N rows of n_features floats; INVALID_ARGUMENT on anything else."""
-        if len(request.inputs) != 1:
-            raise errors.InvalidArgument(f"expected exactly one input tensor {INPUT!r}, got {len(request.inputs)}")
         tensor = request.inputs[0]
-        if tensor.name != INPUT:
-            raise errors.InvalidArgument(f"unknown input {shown(tensor.name)}; this model has one input {INPUT!r}")
         dtype = _DTYPES.get(tensor.datatype)
         if dtype is None:
             raise errors.InvalidArgument(f"input {INPUT!r} has datatype {shown(tensor.datatype)}; send FP32")

@@ -2,13 +2,16 @@
 Hypothesis strategies, and Schemathesis.
 
 Positive cases follow the document's schemas; negative ones put arbitrary JSON where the schemas ask for
-something else. Pass: >= 2,000 cases, no response >= 500, no response slower than 2 s, and the same server and
-Envoy processes alive at the end with their open file descriptors back near the baseline.
+something else. The server serves Iris (numbers) and the typed fixture (numbers, a category, a boolean, nulls), so
+feature maps of google.protobuf.Value reach both kinds of model. Pass: >= 2,000 cases, no response >= 500, no
+response slower than 2 s, and the same server and Envoy processes alive at the end with their open file
+descriptors back near the baseline.
 """
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -23,11 +26,13 @@ from hypothesis import strategies as st
 from tests.conftest import IRIS_ROW
 from tests.support.gateway import GatewayProc
 from tests.support.procs import ServerProc, wait_for
+from tests.support.typed_model import FEATURES as TYPED_FEATURES
+from tests.support.typed_model import write_typed_model
 
 pytestmark = pytest.mark.envoy
 
 CASES = 2000
-FEATURES = list(IRIS_ROW)
+FEATURES = [*IRIS_ROW, *TYPED_FEATURES]
 
 json_scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False,
                                                                                        allow_infinity=False) \
@@ -86,7 +91,7 @@ def rest_case(draw, doc: dict):
     query = {}
     for param in op.get("parameters", []):
         if param["in"] == "path":
-            value = draw(st.sampled_from(["iris", "nope"]) | st.text(min_size=1, max_size=20))
+            value = draw(st.sampled_from(["iris", "churn", "nope"]) | st.text(min_size=1, max_size=20))
             path = path.replace("{" + param["name"] + "}", quote(value, safe=""))
         elif draw(st.booleans()):
             value = draw(strategy(param["schema"], components))
@@ -104,8 +109,17 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def test_fuzzed_rest_requests_never_get_a_server_error(trained_store, tmp_path):
-    with ServerProc(trained_store, tmp_path / "server.log") as server, \
+@pytest.fixture
+def store(trained_store, tmp_path):
+    """Iris and the typed churn model."""
+    root = tmp_path / "models"
+    shutil.copytree(trained_store, root)
+    write_typed_model(root)
+    return root
+
+
+def test_fuzzed_rest_requests_never_get_a_server_error(store, tmp_path):
+    with ServerProc(store, tmp_path / "server.log") as server, \
             GatewayProc([server.target], tmp_path / "gw", env={"PREDMESH_GATEWAY_RATE_LIMIT_RPS": "0"}) as gw:
         doc = requests.get(gw.url + "/openapi.json", timeout=5).json()
         envoy_pid, server_pid = gw.envoy_pid(), server.pid
@@ -146,16 +160,18 @@ def test_fuzzed_rest_requests_never_get_a_server_error(trained_store, tmp_path):
 SCHEMATHESIS_EXAMPLES = int(os.environ.get("PREDMESH_FUZZ_EXAMPLES", "40"))  # per operation and phase; CI-sized
 
 
-def test_schemathesis_finds_no_server_error(trained_store, tmp_path):
+def test_schemathesis_finds_no_server_error(store, tmp_path):
     """Schemathesis (an independent generator) over the served OpenAPI document, through real Envoy: every phase
     (schema examples, coverage of boundaries and wrong types, fuzzing, stateful links), positive and negative data.
-    Pass: its not_a_server_error check holds on every case, and Envoy counted no 5xx on the public listener."""
+    Pass: its not_a_server_error and response_schema_conformance checks hold on every case (no 5xx, every answer
+    as the document describes it), and Envoy counted no 5xx on the public listener."""
     exe = Path(sys.executable).with_name("schemathesis")
-    with ServerProc(trained_store, tmp_path / "server.log") as server, \
+    with ServerProc(store, tmp_path / "server.log") as server, \
             GatewayProc([server.target], tmp_path / "gw", env={"PREDMESH_GATEWAY_RATE_LIMIT_RPS": "0"}) as gw:
         before = gw.stat("http.public.downstream_rq_5xx"), gw.stat("http.public.downstream_rq_completed")
         done = subprocess.run(
-            [str(exe), "run", gw.url + "/openapi.json", "--checks", "not_a_server_error", "--mode", "all",
+            [str(exe), "run", gw.url + "/openapi.json", "--checks", "not_a_server_error,response_schema_conformance",
+             "--mode", "all",
              "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--generation-deterministic", "--workers", "2",
              "--request-timeout", "5", "--no-color", "--report", "junit", "--report-dir", str(tmp_path / "st")],
             capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -73,5 +73,8 @@ def test_the_transport_filter_takes_the_short_name_as_the_docs_write_it(model_st
         doc = requests.get(f"{gw.url}/openapi.json", timeout=5).json()
         [param] = [p for p in doc["paths"]["/v1/predictions"]["get"]["parameters"] if p["name"] == "transport"]
         assert {"rest", "grpc", "queue", "batch", "ui", "TRANSPORT_REST"} <= set(param["schema"]["enum"])
-        stored = doc["components"]["schemas"]["predmesh.v1.StoredPrediction"]["properties"]["transport"]
-        assert "rest" not in stored["enum"] and "REST" not in stored["enum"]  # answers carry the full name
+        schemas = doc["components"]["schemas"]
+        stored = schemas["predmesh.v1.StoredPrediction"]["properties"]["transport"]
+        assert stored["allOf"] == [{"$ref": "#/components/schemas/predmesh.v1.Transport"}]  # enums are components
+        enum = schemas["predmesh.v1.Transport"]["enum"]
+        assert "TRANSPORT_REST" in enum and "rest" not in enum and "REST" not in enum  # answers carry the full name

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import filecmp
-import json
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys

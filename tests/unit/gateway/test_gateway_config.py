@@ -40,7 +40,7 @@ def test_openapi_follows_the_proto3_json_mapping(descriptor):
     body = predict["requestBody"]["content"]["application/json"]["schema"]
     assert "model" not in body["properties"]  # bound from the path
     assert body["properties"]["features"] == {
-        "type": "object", "additionalProperties": {"type": "number", "format": "double"},
+        "type": "object", "additionalProperties": {"$ref": "#/components/schemas/google.protobuf.Value"},
         "description": body["properties"]["features"]["description"]}
     assert [p["name"] for p in predict["parameters"]] == ["model"]
     schemas = doc["components"]["schemas"]
@@ -52,6 +52,37 @@ def test_openapi_follows_the_proto3_json_mapping(descriptor):
         for op in ops.values():
             assert op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"].endswith(
                 "google.rpc.Status")
+
+
+def test_typed_feature_values_are_any_json_scalar_or_null(descriptor):
+    """google.protobuf.Value (the typed feature value) is documented as number/string/boolean/null, everywhere a
+    feature map appears; the messages of the typed contract are in the document."""
+    fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes())
+    assert "google/protobuf/struct.proto" in {f.name for f in fds.file}  # the transcoder needs Value's descriptor
+    doc = generate(descriptor.read_bytes(), PUBLIC_SERVICES, title="t")
+    schemas = doc["components"]["schemas"]
+    value = schemas["google.protobuf.Value"]
+    assert value["nullable"] is True and value["anyOf"] == [{"type": "number"}, {"type": "string"},
+                                                            {"type": "boolean"}]
+    assert "Any JSON value of number/string/boolean/null" in value["description"]
+    ref = {"$ref": "#/components/schemas/google.protobuf.Value"}
+    batch = doc["paths"]["/v1/models/{model}:predictBatch"]["post"]["requestBody"]["content"]["application/json"]
+    assert schemas["predmesh.v1.FeatureRow"]["properties"]["features"]["additionalProperties"] == ref
+    assert "predmesh.v1.FeatureRow" in str(batch["schema"])
+    assert schemas["predmesh.v1.StoredPrediction"]["properties"]["features"]["additionalProperties"] == ref
+    assert schemas["predmesh.v1.StringColumn"]["properties"]["missing_rows"]["items"]["type"] == "integer"
+    assert "predmesh.v1.StringColumn" in str(schemas["predmesh.v1.FeatureMatrix"])
+    assert schemas["predmesh.v1.FeatureKind"] == {
+        "type": "string", "enum": ["FEATURE_KIND_UNSPECIFIED", "FEATURE_KIND_NUMBER", "FEATURE_KIND_CATEGORY",
+                                   "FEATURE_KIND_BOOLEAN"],
+        "description": "The kind of value a feature takes."}
+    spec = schemas["predmesh.v1.FeatureSpec"]["properties"]
+    assert spec["kind"]["allOf"] == [{"$ref": "#/components/schemas/predmesh.v1.FeatureKind"}]
+    assert spec["categories"]["items"] == {"$ref": "#/components/schemas/predmesh.v1.CategoryShare"}
+    assert set(schemas["predmesh.v1.CategoryShare"]["properties"]) == {"value", "share"}
+    # enums in query parameters stay inline (with their lower-case aliases)
+    transport = next(p for p in doc["paths"]["/v1/predictions"]["get"]["parameters"] if p["name"] == "transport")
+    assert "$ref" not in transport["schema"] and "rest" in transport["schema"]["enum"]
 
 
 def test_settings_from_env_and_validation(tmp_path):
