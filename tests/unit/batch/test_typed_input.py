@@ -183,3 +183,56 @@ def test_parquet_values_of_the_wrong_kind_are_rejected_not_cast(tmp_path):
     assert only["partner"].numbers == [3]  # the null: missing, nullable
     numbers = validate(Table(table.columns, table.rows), [MONTHLY])  # text under the number rule, as before
     assert numbers.numbers == [1, 3] and numbers.matrix.tolist() == [[5.1], [1000.0]]
+
+
+def test_chunks_with_string_columns_fit_the_published_request_bytes():
+    """The bound the Scorer cuts chunks by holds for the request the SDK really encodes: long, non-ASCII and
+    missing values in the string columns, NaN (missing) numbers."""
+    from batch.scoring import chunk_rows, string_column_bytes
+    from predmesh.calls import predict_matrix
+    from predmesh.types import CallLimits
+
+    rows = 5000
+    strings = {"contract": [("Zwei Jahre ünd mehr " * 7, None, "One year")[i % 3] for i in range(rows)],
+               "plan": [None if i % 2 else "gold" for i in range(rows)]}
+    names, prefix, limit = ("tenure", "monthly", "senior"), "batch-" + "f" * 24 + "-", 64_000
+    fixed = 64 + len(b"churn") + len(prefix) + sum(len(n) + 3 for n in (*names, *strings)) + 16 * len(strings)
+    step = chunk_rows(10_000, CallLimits(0, limit, 0), len(names), fixed, string_column_bytes(strings))
+    assert 100 < step < rows
+    for start in (0, 1, 2):  # chunks starting on each kind of row
+        request = predict_matrix("churn", names, [float("nan")] * (step * len(names)),
+                                 string_columns={n: v[start:start + step] for n, v in strings.items()},
+                                 request_id_prefix=prefix, row_numbers=range(10**9, 10**9 + step)).request
+        assert request.ByteSize() <= limit
+    assert string_column_bytes({}) == 0 and string_column_bytes({"c": [None, None]}) == 7
+
+
+def test_the_scorer_sends_each_chunk_its_slice_of_the_string_columns():
+    from typing import cast
+
+    from batch.scoring import Clients, Scorer
+    from batch.settings import BatchSettings
+    from predmesh.types import ScoredMatrix
+
+    calls = []
+
+    class Client:
+        def predict_matrix(self, model, names, values, *, string_columns, request_id_prefix, row_numbers,
+                           partial_success):
+            calls.append((list(names), list(values), string_columns, list(row_numbers)))
+            n = len(row_numbers)
+            return ScoredMatrix(model, "1", ("no", "yes"), [1] * n, [0.5] * (2 * n), ["id"] * n, 0.1)
+
+    class Fake:
+        settings = BatchSettings(chunk_rows=2, inflight=2)
+        first = Client()
+
+        def pick(self):
+            return self.first
+
+    matrix = np.array([[1.0, np.nan], [2.0, 0.0], [3.0, 1.0]])
+    out = Scorer(cast(Clients, Fake()), "churn").score(matrix, ("tenure", "senior"), "p-", [7, 8, 9],
+                                                       {"contract": ["A", None, "B"]})
+    assert out.labels.tolist() == [1, 1, 1]
+    assert calls[0][0] == ["tenure", "senior"] and calls[0][1][:1] == [1.0] and math.isnan(calls[0][1][1])
+    assert [(c[2], c[3]) for c in calls] == [({"contract": ["A", None]}, [7, 8]), ({"contract": ["B"]}, [9])]
