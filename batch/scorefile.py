@@ -11,6 +11,7 @@ from pathlib import Path
 import luigi
 import numpy as np
 
+from batch.schema import schema_of
 from batch.scoring import Clients, Scorer, ScoringFailed, request_id_prefix
 from batch.table import Table, Target, column_writer, open_input, validate, write_csv
 
@@ -73,8 +74,8 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     source = open_input(input_path)
     t_read = time.perf_counter()
     info = clients.first.get_model(model)
-    names, prefix, digest = info.feature_names, request_id_prefix(source.digest), source.digest
-    validate(Table(source.columns, []), names)  # the feature columns are there (InputError otherwise)
+    schema, prefix, digest = schema_of(info.features), request_id_prefix(source.digest), source.digest
+    validate(Table(source.columns, []), schema)  # the feature columns are there (InputError otherwise)
     total = source.estimated_rows  # for progress; the exact count is known at the end
     settings = clients.settings
     step = max(1, settings.chunk_rows * settings.inflight * BLOCK_CALLS)
@@ -124,12 +125,13 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
                 timings["parse"] += t1 - t0
                 if rows is None:
                     break
-                checked = validate(Table(source.columns, rows), names, first=read_rows + 1)
+                checked = validate(Table(source.columns, rows), schema, first=read_rows + 1)
                 read_rows += len(rows)
                 total = max(total, read_rows)
                 rejects.extend((n, reason, cells) for n, cells, reason in checked.rejects)
                 timings["validate"] += time.perf_counter() - t1
-                current = (checked, blocks.submit(scorer.score, checked.matrix, names, prefix, checked.numbers))
+                current = (checked, blocks.submit(scorer.score, checked.matrix, schema.matrix_names, prefix,
+                                                  checked.numbers, checked.strings))
                 if previous is not None:
                     write(*previous, out)
                 previous = current

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -106,15 +106,30 @@ def describe(exc: PredmeshError, server: str) -> str:
     return f"{type(exc).__name__} from the server at {server}: {exc.message}"
 
 
-def chunk_rows(wanted: int, limits: CallLimits, width: int, fixed_bytes: int) -> int:
+def chunk_rows(wanted: int, limits: CallLimits, width: int, fixed_bytes: int, string_bytes: int = 0) -> int:
     """Rows per PredictBatch call: wanted (PREDMESH_BATCH_CHUNK_ROWS), at most the server's max_batch_rows, and few
     enough that a matrix request of width features stays within max_request_bytes (limits of 0: not published).
-    A row costs at most width packed doubles and one row number (a varint of at most 10 bytes); fixed_bytes bounds
-    the rest (model, feature names, prefix, tags and lengths)."""
+    A row costs at most width packed doubles, one row number (a varint of at most 10 bytes) and string_bytes for
+    its categorical values (string_column_bytes); fixed_bytes bounds the rest (model, feature and column names,
+    prefix, tags and lengths)."""
     rows = min(wanted, limits.max_batch_rows or wanted)
     if limits.max_request_bytes:
-        rows = min(rows, (limits.max_request_bytes - fixed_bytes) // (8 * width + 10))
+        rows = min(rows, (limits.max_request_bytes - fixed_bytes) // (8 * width + 10 + string_bytes))
     return max(1, rows)
+
+
+def string_column_bytes(columns: Mapping[str, Sequence[str | None]]) -> int:
+    """What one row can cost in these string columns at most: per column its longest value (UTF-8) with its tag
+    and length, or a missing row's empty value and its row number (a uint32 varint)."""
+    total = 0
+    for values in columns.values():
+        longest = max(map(len, map(str.encode, filter(None, values))), default=0)
+        total += max(1 + _varint_size(longest) + longest, 2 + 5)
+    return total
+
+
+def _varint_size(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
 
 
 class Scorer:
@@ -138,8 +153,10 @@ class Scorer:
         self._cancelled.set()
 
     def score(self, matrix: np.ndarray, feature_names: Sequence[str], prefix: str,
-              numbers: Sequence[int]) -> Scored:
-        """Scores of the rows of matrix (rows × feature_names), row r's request id prefix + numbers[r]."""
+              numbers: Sequence[int], strings: Mapping[str, Sequence[str | None]] | None = None) -> Scored:
+        """Scores of the rows of matrix (rows × feature_names: the number and boolean features) and of strings
+        (the categorical features: per name a value per row, None = missing), row r's request id prefix +
+        numbers[r]."""
         started = time.perf_counter()
         total = len(matrix)
         rejected_before = len(self.stats.rejected)
@@ -147,9 +164,11 @@ class Scorer:
         done = 0
         self.progress(0, total)
         inflight = self.settings.inflight
-        job = (np.ascontiguousarray(matrix, dtype=np.float64), tuple(feature_names), prefix, list(numbers))
-        fixed = 64 + len(self.model.encode()) + len(prefix.encode()) + sum(len(n.encode()) + 3 for n in feature_names)
-        step = chunk_rows(self.chunk_rows, self.limits, len(feature_names), fixed)
+        strings = dict(strings or {})
+        job = (np.ascontiguousarray(matrix, dtype=np.float64), tuple(feature_names), prefix, list(numbers), strings)
+        fixed = 64 + len(self.model.encode()) + len(prefix.encode()) + sum(
+            len(n.encode()) + 3 for n in (*feature_names, *strings)) + 16 * len(strings)
+        step = chunk_rows(self.chunk_rows, self.limits, len(feature_names), fixed, string_column_bytes(strings))
         with ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="score") as pool:
             pending: list[tuple[int, int, Future]] = []
             start = 0
@@ -186,9 +205,10 @@ class Scorer:
         return Scored(classes, labels, probabilities, ids, rejected)
 
     def _call(self, job, start: int, end: int) -> ScoredMatrix:
-        matrix, names, prefix, numbers = job
+        matrix, names, prefix, numbers, strings = job
         t0 = time.perf_counter()
         answer = self.clients.pick().predict_matrix(self.model, names, matrix[start:end].ravel().tolist(),
+                                                    string_columns={n: v[start:end] for n, v in strings.items()},
                                                     request_id_prefix=prefix, row_numbers=numbers[start:end],
                                                     partial_success=True)
         elapsed = time.perf_counter() - t0

@@ -1,6 +1,7 @@
 """Synthetic rows with known labels for a nightly run, drawn from the model's class-conditional training
-distribution (ModelInfo.class_profiles: per class its share and per-feature mean and std), seeded by the day and
-model so a rerun produces the same bytes."""
+distribution (ModelInfo.class_profiles: per class its share and per-feature mean and std) for the numbers, and
+from the training profile (FeatureSpec.categories and missing_share) for categories, booleans and gaps; seeded
+by the day and model so a rerun produces the same bytes."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,7 @@ from datetime import date
 
 import numpy as np
 
-from predmesh.types import ModelInfo
+from predmesh.types import FeatureSpec, ModelInfo
 
 TRUE_LABEL = "true_label"
 
@@ -42,4 +43,28 @@ def synthesize(info: ModelInfo, day: date, rows: int) -> tuple[list[str], list[l
     values = np.round(np.clip(values, lows, highs), 4)
     labels = [profiles[c].label for c in classes.tolist()]
     header = [*info.feature_names, TRUE_LABEL]
-    return header, [[*row, label] for row, label in zip(values.tolist(), labels)]
+    if all(f.kind == "number" and not f.nullable for f in info.features):
+        return header, [[*row, label] for row, label in zip(values.tolist(), labels)]
+    columns = [_typed_column(f, values[:, j], rng) for j, f in enumerate(info.features)]
+    return header, [[*row, label] for row, label in zip(zip(*columns), labels)]
+
+
+def _typed_column(feature: FeatureSpec, numbers: np.ndarray, rng: np.random.Generator) -> list:
+    """A feature's cells as the batch input rules read them: a number, a category drawn by its training shares
+    (not by class: the profiles carry no per-class shares), true/false for a boolean; an empty cell (None) for a
+    missing value, in the training's missing share, where the model accepts one."""
+    cells: list
+    if feature.kind == "number":
+        cells = numbers.tolist()
+    else:
+        names = [value for value, _ in feature.categories]
+        if not names:
+            raise NoTrainingDistribution(f"feature {feature.name!r} ({feature.kind}) has no training categories in "
+                                         "the model's metadata")
+        shares = np.array([max(share, 0.0) for _, share in feature.categories], dtype=float)
+        shares = shares / shares.sum() if shares.sum() > 0 else np.full(len(names), 1 / len(names))
+        cells = [names[i] for i in rng.choice(len(names), size=len(numbers), p=shares).tolist()]
+    if feature.nullable and feature.missing_share > 0:
+        for i in np.flatnonzero(rng.random(len(numbers)) < feature.missing_share).tolist():
+            cells[i] = None
+    return cells

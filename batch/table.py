@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import codecs
 import csv
-import decimal
 import hashlib
 import io
-import math
 import os
 import random
-import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, islice
+from operator import itemgetter
 from pathlib import Path
 from typing import TextIO
 
@@ -24,6 +22,19 @@ import numpy as np
 
 from batch.csvrows import Unreadable, csv_rows
 from batch.outputs import refuse_non_regular
+from batch.schema import (
+    NUMBER_CHARS,
+    Field,
+    Schema,
+    boolean_reason,
+    category_reason,
+    is_missing,
+    missing_reason,
+    number_reason,
+    schema_of,
+    to_boolean,
+    to_number,
+)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -250,137 +261,152 @@ def read_table(path: Path) -> Table:
     return Table(source.columns, list(source.rows))
 
 
+# The characters a number can have (batch.schema.NUMBER_CHARS) and the comma that joins a column's cells.
+_COLUMN_CHARS = NUMBER_CHARS + b","
+
+
 @dataclass
 class Validated:
-    """The rows split into scorable ones (their features in schema order, as one float64 matrix) and rejects (row
-    number, cells, reason)."""
+    """The rows split into scorable ones and rejects (row number, cells, reason). A scorable row's number and
+    boolean features are a row of `matrix` (Schema.matrix_names; booleans 0/1, NaN = missing), its categorical
+    ones an entry of each of `strings` (None = missing)."""
 
-    matrix: np.ndarray  # good rows × features, schema order
+    matrix: np.ndarray  # good rows × Schema.matrix_names, schema order
     numbers: list[int] = field(default_factory=list)  # 1-based data row number of each good row
     rows: list[list] = field(default_factory=list)  # the good rows' cells as read
     rejects: list[tuple[int, list, str]] = field(default_factory=list)
+    strings: dict[str, list[str | None]] = field(default_factory=dict)  # Schema.category_names → good rows' values
 
 
-# A number is what CSV producers write: ASCII digits with an optional sign, decimal point and exponent (and the
-# spellings of NaN and infinity, which parse and are then rejected as not finite). float() alone would also take
-# "5_1", full-width or Arabic-Indic digits and Unicode spaces; a Parquet value must be an int, float or decimal
-# (a bool is not a number).
-_NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)[ \t]*",
-                     re.IGNORECASE | re.ASCII)
-# The characters a number can have: a column whose text has only these is checked by float() alone (which then
-# accepts exactly _NUMBER); a column with any other is checked row by row.
-_NUMBER_CHARS = b"0123456789+-.eE \tnNaAiIfFtTyY"
-_COLUMN_CHARS = _NUMBER_CHARS + b","  # and the comma that joins a column's cells
-
-
-def to_number(value) -> float:
-    """The float of a cell under the number rule above; ValueError or TypeError when it is not a number."""
-    kind = type(value)
-    if kind is float or kind is int:
-        return float(value)
-    if kind is str:
-        if _NUMBER.fullmatch(value) is None:
-            raise ValueError(value)
-        return float(value)
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    raise TypeError(value)
-
-
-def _reason(cells: list, names: Sequence[str], positions: Sequence[int], width: int) -> str:
-    """Why a row cannot be scored (the slow path, only for rows that failed the fast one)."""
-    if isinstance(cells, Unreadable):
-        return cells.reason
-    if len(cells) != width:
-        return f"the row has {len(cells)} fields; the header has {width}"
-    for name, i in zip(names, positions):
-        value = cells[i]
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return f"{name}: missing value"
-        try:
-            number = to_number(value)
-        except (TypeError, ValueError):
-            if isinstance(value, bool):
-                return f"{name}: {value} is a boolean, not a number"
-            shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
-            return f"{name}: {shown} is not a number" + (
-                " (write ASCII digits, an optional sign, a decimal point and an exponent only, e.g. 5.1 or -5.1e0)"
-                if isinstance(value, str) and _float_takes(value) else "")
-        if math.isnan(number):
-            return f"{name}: NaN"
-        if math.isinf(number):
-            return f"{name}: infinite"
-    return "unreadable row"
-
-
-def _float_takes(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _parse_columns(rows: list[list], positions: Sequence[int], width: int) -> np.ndarray | None:
-    """Every row's features as floats (float() of each cell, like the per-row path), column by column with no
-    Python code per row; None when some row is short/long or some cell is not a number (the slow path decides)."""
-    if not rows:
-        return np.empty((0, len(positions)))
-    if min(map(len, rows)) != width or max(map(len, rows)) != width:
-        return None
-    columns = list(zip(*rows))
-    for i in positions:  # the number rule, checked per column (whole columns at once, no Python code per row)
-        kinds = set(map(type, columns[i]))
-        if kinds == {str}:
-            text = ",".join(columns[i])  # a comma is in no number: a cell with one fails float() below
-            if not text.isascii() or text.encode("ascii").translate(None, _COLUMN_CHARS):
-                return None
-        elif not kinds <= {float, int}:
+def _numbers_fast(column: Sequence) -> np.ndarray | None:
+    """Every cell's float (float() of each, like the cell-by-cell path) with no Python code per cell; None when
+    some cell is not a number under the rule (or is missing): the cell-by-cell path decides."""
+    kinds = set(map(type, column))
+    if kinds == {str}:  # the number rule, checked on the whole column at once
+        text = ",".join(column)  # a comma is in no number: a cell with one fails float() below
+        if not text.isascii() or text.encode("ascii").translate(None, _COLUMN_CHARS):
             return None
+    elif not kinds <= {float, int}:
+        return None
     try:
-        return np.array([list(map(float, columns[i])) for i in positions], dtype=np.float64).T
+        return np.array(list(map(float, column)), dtype=np.float64)
     except (TypeError, ValueError):
         return None
 
 
-def validate(table: Table, feature_names: Sequence[str], first: int = 1) -> Validated:
-    """Split rows into scorable and rejected (numbered from `first`: a block of a larger table). A missing feature
-    column is an InputError (nothing can be scored); other columns are carried through to the output."""
-    missing = [n for n in feature_names if n not in table.columns]
+def _number_column(column: Sequence, f: Field, errors: dict[int, str]) -> np.ndarray:
+    """A number feature's values (NaN where missing or rejected); each rejected cell's reason goes to errors
+    (setdefault: the reason of the row's shape, or of a feature earlier in the schema, is kept)."""
+    parsed = _numbers_fast(column)
+    if parsed is not None:  # every cell is a number: only NaN/±inf can make a reject
+        bad = ~np.isfinite(parsed)
+        if bad.any():
+            for i in np.flatnonzero(bad).tolist():
+                errors.setdefault(i, number_reason(f.name, column[i]) or "")
+        return parsed
+    out = np.empty(len(column))
+    for i, value in enumerate(column):
+        try:
+            number = out[i] = to_number(value)
+            if number - number == 0.0:  # finite
+                continue
+        except (TypeError, ValueError):
+            out[i] = np.nan
+            if is_missing(value):
+                if not f.nullable:
+                    errors.setdefault(i, missing_reason(f.name))
+                continue
+        errors.setdefault(i, number_reason(f.name, value) or "")
+    return out
+
+
+# The usual spellings of the booleans, looked up without Python code per cell (others go through to_boolean).
+_BOOLEAN_TEXT = {text: float(value) for word, value in (("true", True), ("false", False))
+                 for text in (word, word.upper(), word.capitalize())}
+
+
+def _boolean_column(column: Sequence, f: Field, errors: dict[int, str]) -> np.ndarray:
+    """A boolean feature's values as 0/1 (NaN where missing or rejected); reasons to errors as above."""
+    kinds = set(map(type, column))
+    if kinds == {bool}:
+        return np.array(column, dtype=np.float64)
+    if kinds == {str}:
+        known = list(map(_BOOLEAN_TEXT.get, column))
+        if None not in known:
+            return np.array(known, dtype=np.float64)
+    out = np.empty(len(column))
+    for i, value in enumerate(column):
+        try:
+            out[i] = to_boolean(value)
+            continue
+        except (TypeError, ValueError):
+            out[i] = np.nan
+        if is_missing(value):
+            if not f.nullable:
+                errors.setdefault(i, missing_reason(f.name))
+        else:
+            errors.setdefault(i, boolean_reason(f.name, value))
+    return out
+
+
+def _category_column(column: Sequence, f: Field, errors: dict[int, str]) -> list[str | None]:
+    """A categorical feature's values as read (None where missing or rejected); reasons to errors as above."""
+    if set(map(type, column)) == {str}:
+        out: list[str | None] = [v if v.strip() else None for v in column]
+        if f.nullable or None not in out:
+            return out
+    else:
+        out = [v if type(v) is str and v.strip() else None for v in column]
+    for i, value in enumerate(column):
+        if out[i] is None:
+            if not is_missing(value):
+                errors.setdefault(i, category_reason(f.name, value))
+            elif not f.nullable:
+                errors.setdefault(i, missing_reason(f.name))
+    return out
+
+
+def validate(table: Table, features: Schema | Sequence, first: int = 1) -> Validated:
+    """Split rows into scorable and rejected (numbered from `first`: a block of a larger table) by the input
+    rules of batch.schema, feature by feature over whole columns. features: the model's Schema (or what
+    schema_of takes: FeatureSpecs, Fields, bare names = non-nullable numbers). A missing feature column is an
+    InputError (nothing can be scored); other columns are carried through to the output. A rejected row's reason
+    is its shape's (unreadable, too few or too many fields), else its first bad feature's in schema order."""
+    schema = features if isinstance(features, Schema) else schema_of(features)
+    missing = [n for n in schema.names if n not in table.columns]
     if missing:
         raise InputError(f"the input lacks the feature column(s) {', '.join(missing)} of the model (it has "
                          f"{', '.join(table.columns) or 'none'})")
-    positions = [table.columns.index(n) for n in feature_names]
-    names = list(feature_names)
-    width = len(table.columns)
-    parsed = _parse_columns(table.rows, positions, width)
-    if parsed is not None:  # every cell is a number: only NaN/±inf can make a reject
-        finite = np.isfinite(parsed).all(axis=1)
-        if finite.all():
-            return Validated(np.ascontiguousarray(parsed), list(range(first, first + len(table.rows))), table.rows)
-        good = np.flatnonzero(finite).tolist()
-        rejects = [(first + i, table.rows[i], _reason(table.rows[i], names, positions, width))
-                   for i in np.flatnonzero(~finite).tolist()]
-        return Validated(np.ascontiguousarray(parsed[finite]), [first + i for i in good],
-                         [table.rows[i] for i in good], rejects)
-    values_of_good: list[list[float]] = []
-    out = Validated(np.empty((0, len(names))))
-    for number, cells in enumerate(table.rows, start=first):
-        try:
-            if len(cells) != width:
-                raise ValueError
-            values = [to_number(cells[i]) for i in positions]
-            total = sum(values)
-            if total - total != 0.0:  # NaN or ±inf somewhere
-                raise ValueError
-        except (TypeError, ValueError):
-            out.rejects.append((number, cells, _reason(cells, names, positions, width)))
-            continue
-        values_of_good.append(values)
-        out.numbers.append(number)
-        out.rows.append(cells)
-    out.matrix = np.array(values_of_good, dtype=np.float64).reshape(len(values_of_good), len(names))
-    return out
+    rows, width = table.rows, len(table.columns)
+    count = len(rows)
+    errors: dict[int, str] = {}
+    if rows and (Unreadable in set(map(type, rows)) or min(map(len, rows)) != width or max(map(len, rows)) != width):
+        filler = [""] * width  # a rejected row's stand-in, so that the columns stay aligned with the rows
+        shaped = []
+        for i, cells in enumerate(rows):
+            if isinstance(cells, Unreadable):
+                errors[i] = cells.reason
+            elif len(cells) != width:
+                errors[i] = f"the row has {len(cells)} fields; the header has {width}"
+            shaped.append(filler if i in errors else cells)
+        rows = shaped
+    numeric: list[np.ndarray] = []
+    strings: dict[str, list[str | None]] = {}
+    for f in schema.fields:
+        column = list(map(itemgetter(table.columns.index(f.name)), rows))
+        if f.kind == "number":
+            numeric.append(_number_column(column, f, errors))
+        elif f.kind == "boolean":
+            numeric.append(_boolean_column(column, f, errors))
+        else:
+            strings[f.name] = _category_column(column, f, errors)
+    matrix = np.column_stack(numeric) if numeric and count else np.empty((count, len(numeric)))
+    if not errors:
+        return Validated(matrix, list(range(first, first + count)), table.rows, strings=strings)
+    good = [i for i in range(count) if i not in errors]
+    return Validated(np.ascontiguousarray(matrix[good]), [first + i for i in good], [table.rows[i] for i in good],
+                     sorted(((first + i, table.rows[i], reason) for i, reason in errors.items()), key=lambda r: r[0]),
+                     {name: [values[i] for i in good] for name, values in strings.items()})
 
 
 def write_csv(target: Target, header: Sequence[str], rows: Iterable[Sequence]) -> None:

@@ -262,7 +262,8 @@ class FakeClient:
         self.limit, self.down = limit, down
         self.calls: list[int] = []
 
-    def predict_matrix(self, model, names, values, *, request_id_prefix="", row_numbers=(), partial_success=False):
+    def predict_matrix(self, model, names, values, *, string_columns=None, request_id_prefix="", row_numbers=(),
+                       partial_success=False):
         from predmesh import InvalidArgument, Unavailable
         from predmesh.types import ScoredMatrix
         rows = len(values) // len(names)
