@@ -46,10 +46,10 @@ def _rebuild(est: KNeighborsClassifier, name: str):
     x = est._fit_X
     labels = np.asarray(est._y)
     n_features = int(est.n_features_in_)
-    if (not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 2 or x.shape[1] != n_features
+    if (not isinstance(x, np.ndarray) or x.dtype.kind not in "iuf" or x.ndim != 2 or x.shape[1] != n_features
             or not np.isfinite(x).all()):
-        raise UntrustedArtifact(f"{name}: the training points are not a finite float64 matrix of {n_features} "
-                                "columns")
+        raise UntrustedArtifact(f"{name}: the training points are not a finite numeric matrix of {n_features} "
+                                "columns (sparse training data is not supported)")
     n = x.shape[0]
     if (int(est.n_samples_fit_) != n or labels.shape[:1] != (n,) or labels.dtype.kind not in "iu"
             or not 1 <= int(est.n_neighbors) <= n):
@@ -65,7 +65,8 @@ def _rebuild(est: KNeighborsClassifier, name: str):
         return None
     if method not in _INDEXES:
         raise UntrustedArtifact(f"{name}: search method {method!r} is not supported")
-    est._tree = _INDEXES[method](np.ascontiguousarray(x), int(est.leaf_size), metric=metric, **params)
+    points = np.ascontiguousarray(x, dtype=np.float64)
+    est._tree = _INDEXES[method](points, int(est.leaf_size), metric=metric, **params)
     return est._tree
 
 

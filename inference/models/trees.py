@@ -3,8 +3,9 @@
 skops does not trust `sklearn.tree._tree.Tree` by default because its compiled code follows node indices
 without bounds checks: a crafted artifact (with a valid hash) whose child index or feature index is out of range
 crashes the process on the first prediction. The loader trusts the type only together with these checks: every
-tree of the estimator (found wherever it sits: a forest's estimators_, a pipeline's steps) must be a well-formed
-binary tree over the estimator's features and classes, with finite numbers.
+tree of the estimator (found wherever it sits: a forest's or a GradientBoosting's estimators_, a pipeline's steps,
+a calibrated classifier) must be a well-formed binary tree over the estimator's features and classes, with finite
+numbers: class counts (never negative) in a classifier's tree, any finite value in a regression tree.
 """
 from __future__ import annotations
 

@@ -89,8 +89,9 @@ def _fitted(kind: str, classes: int):
         return ESTIMATORS[kind]().fit(x, y), x
 
 
-def store(root: Path, model: str, estimator, rows: pd.DataFrame) -> Path:
-    """Store estimator as a new "frame" version (schema: the fixture's four features); returns its directory."""
+def store(root: Path, model: str, estimator, rows: pd.DataFrame, classes: tuple[str, ...] = ()) -> Path:
+    """Store estimator as a new "frame" version (schema: the fixture's four features; classes: the estimator's
+    unless given); returns its directory."""
     import sklearn
 
     from inference.models.loader import dump_estimator
@@ -104,7 +105,7 @@ def store(root: Path, model: str, estimator, rows: pd.DataFrame) -> Path:
                         categories=(("false", 0.8), ("true", 0.2))))
     artifact = dump_estimator(estimator)
     manifest = Manifest(
-        name=model, version="", features=features, classes=tuple(str(c) for c in estimator.classes_),
+        name=model, version="", features=features, classes=classes or tuple(str(c) for c in estimator.classes_),
         sha256=hashlib.sha256(artifact).hexdigest(), metrics={}, created_at=datetime.now(UTC),
         sklearn_version=sklearn.__version__, estimator=type(estimator).__name__, golden=(), input="frame")
     written = ModelStore(root).write(manifest, artifact)
@@ -280,7 +281,7 @@ CRAFTS = {
     "gboost init": ("gboost", _gb_init, "prior DummyClassifier"),
     "forest negative class count": ("forest", _forest_negative_count, "negative leaf values"),
     "forest tree wider than the forest": ("forest", _forest_wider_tree, "inside a RandomForestClassifier"),
-    "kneighbors NaN point": ("kneighbors", _kd_nan, "finite float64"),
+    "kneighbors NaN point": ("kneighbors", _kd_nan, "finite numeric matrix"),
     "kneighbors label out of range": ("kneighbors", _kd_label, "labels outside"),
     "kneighbors metric": ("kneighbors", _kd_metric, "mahalanobis"),
     "kneighbors stray metric": ("kneighbors", _kd_stray_metric, "MinkowskiDistance64"),

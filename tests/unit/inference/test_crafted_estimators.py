@@ -66,3 +66,30 @@ def test_the_unchecked_object_would_crash_the_server_process(name):
                           timeout=120, preexec_fn=_no_core_dump)
     assert done.returncode < 0, (done.returncode, done.stdout, done.stderr[-500:])  # killed by a signal
     assert "scored" not in done.stdout
+
+
+@pytest.mark.parametrize("final, words", [
+    ("radius", "outside a KNeighborsClassifier's search index"),  # a stored BallTree nobody rebuilds
+    ("svr", "SVR is not supported"),
+    ("bagging-subsets", "inside a BaggingClassifier"),  # trees fed a column subset: not checked, not accepted
+])
+def test_other_estimators_holding_checked_structures_stay_refused(tmp_path, final, words):
+    from sklearn.ensemble import BaggingClassifier
+    from sklearn.neighbors import RadiusNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import SVR
+    from sklearn.tree import DecisionTreeClassifier
+
+    from tests.support.estimators import _onehot, store
+
+    estimator, rows = fitted("logistic", 2)
+    y = estimator.predict(rows)
+    last = {"radius": RadiusNeighborsClassifier(radius=5.0, algorithm="ball_tree"),
+            "svr": SVR(), "bagging-subsets": BaggingClassifier(DecisionTreeClassifier(), 3, max_features=0.5)}[final]
+    if final == "svr":
+        y = (y == y[0]).astype(float)
+    pipeline = Pipeline([("pre", _onehot()), ("clf", last)]).fit(rows, y)
+    path = store(tmp_path, "m", pipeline, rows, classes=("0", "1"))
+    with pytest.raises(UntrustedArtifact, match=re.escape(words)):
+        _load(path)
+
