@@ -174,9 +174,7 @@ def check_predictor(predictor, n_features: int, categorical: np.ndarray, where: 
     for side, child in (("left", left), ("right", right)):
         if ((child <= internal) | (child >= n)).any():
             raise UntrustedArtifact(f"{where} has a {side} child index out of range or not after its parent")
-    parents = np.zeros(n, dtype=np.int64)
-    np.add.at(parents, left, 1)
-    np.add.at(parents, right, 1)
+    parents = np.bincount(np.concatenate([left, right]), minlength=n)
     if parents[0] != 0 or (parents[1:] != 1).any():
         raise UntrustedArtifact(f"{where}: nodes are not a single tree rooted at node 0")
     feature = nodes["feature_idx"][internal].astype(np.int64)

@@ -14,7 +14,7 @@ import numpy as np
 
 from inference.errors import UntrustedArtifact
 
-MAX_OBJECTS = 50_000
+MAX_OBJECTS = 2_000_000  # far above any real model (a 1000-stage, 10-class HistGradientBoosting: ~60k)
 _OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, str, bytes)
 
 
