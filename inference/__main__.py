@@ -38,7 +38,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     train_p = sub.add_parser("train", help="train a new version into the model store",
                              description="train a new immutable version into the model store", epilog=train_env,
                              formatter_class=fmt)
-    train_p.add_argument("--model", default="iris", help="model name (default: iris)")
+    train_p.add_argument("--model", help="model name (default: iris, for the demo; required with --data)")
     train_p.add_argument("--data", type=Path, metavar="FILE",
                          help="your table, CSV or Parquet (.parquet): one row per example (default: the Iris demo)")
     train_p.add_argument("--target", metavar="COLUMN", help="with --data: the column holding the class to predict")
@@ -121,10 +121,13 @@ def _run(args: argparse.Namespace, command: str) -> int:
 
 def _store_model(args: argparse.Namespace, command: str, store) -> int:
     """`train` (the Iris demo, or --data) and `import`: write a new version and say what it is."""
+    from inference.bounds import check_name
     from inference.models import importer, tabular
     from inference.models.columns import TableError
     from inference.models.train import train
 
+    if args.model:
+        check_name("model", args.model)  # before any work: the store refuses it at the end otherwise
     if command == "import":
         manifest = importer.import_model(store, args.model, args.file, args.data, args.target, args.trust_pickle)
         scored = manifest.metrics.get("sample_accuracy")
@@ -135,10 +138,12 @@ def _store_model(args: argparse.Namespace, command: str, store) -> int:
     if args.data is None:
         if args.target or args.drop:
             raise TableError(f"--{'target' if args.target else 'drop'} needs --data FILE (the table to train on)")
-        manifest = train(store, args.model, args.estimator or "lr", args.seed)
+        manifest = train(store, args.model or "iris", args.estimator or "lr", args.seed)
     else:
-        if not args.target:
-            raise TableError("--data needs --target COLUMN (the column holding the class to predict)")
+        for given, needed in ((args.target, "--target COLUMN (the column holding the class to predict)"),
+                              (args.model, "--model NAME (the name to serve it under)")):
+            if not given:
+                raise TableError(f"--data needs {needed}")
         manifest = tabular.train_table(store, args.data, args.target, args.model, args.estimator or "hgb",
                                        args.drop, args.seed)
     shape = f", {tabular.describe(manifest.features)}" if args.data is not None else ""

@@ -116,7 +116,6 @@ def train_table(store: ModelStore, data: Path, target: str, model: str, estimato
     names = [str(c) for c in table.columns if c != target and c not in drop]
     if not names:
         raise TableError(f"{Path(data).name} has no feature column besides the target {target!r}")
-    kinds = [kind_of(table[n]) for n in names]
     y = labels(table, target)
     classes_seen, counts = np.unique(y, return_counts=True)
     if len(classes_seen) < 2:
@@ -125,6 +124,7 @@ def train_table(store: ModelStore, data: Path, target: str, model: str, estimato
     if counts.min() < 2:
         raise TableError(f"target column {target!r}: class {classes_seen[int(np.argmin(counts))]!r} has one row; "
                          f"the stratified holdout needs at least two rows of each class")
+    kinds = [kind_of(table[n]) for n in names]
     rows = plain_rows(table, names, kinds)
     schema = profile.typed_features(rows, names, kinds)
     x_train, x_test, y_train, y_test = train_test_split(rows, y, test_size=HOLDOUT, random_state=seed, stratify=y)
