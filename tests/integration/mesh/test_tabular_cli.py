@@ -65,7 +65,7 @@ def test_penguins_trained_from_the_csv_with_each_estimator(tmp_path, estimator):
     meta = json.loads((store / "penguins" / "1" / "metadata.json").read_text())
     assert meta["input"] == "frame" and meta["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     kinds = {f["name"]: f.get("kind", "number") for f in meta["features"]}
-    assert kinds == {"island": "category", "sex": "category", **{n: "number" for n in penguins.NUMBERS}}
+    assert kinds == {"island": "category", "sex": "category", **dict.fromkeys(penguins.NUMBERS, "number")}
     sex = next(f for f in meta["features"] if f["name"] == "sex")
     assert [c[0] for c in sex["categories"]] == ["male", "female"] and sex["missing_share"] == pytest.approx(11 / 344)
     assert sex["nullable"] and sex["accepts_unknown"]
