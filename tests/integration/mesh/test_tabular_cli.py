@@ -5,11 +5,7 @@ gives in process, to 1e-9; every refusal is one line naming the column or file, 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,33 +13,9 @@ import pytest
 import skops.io as sio
 
 from tests.support import penguins
+from tests.support.tabular import own_pipeline, run, served
 
-ROOT = Path(__file__).resolve().parents[3]
 TOLERANCE = 1e-9
-
-
-def run(*args, store: Path):
-    env = {**os.environ, "PREDMESH_MODEL_STORE": str(store)}
-    return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-def served(store: Path, model: str):
-    """The newest version of `model` loaded as the server loads it (verified, smoke-tested)."""
-    from prometheus_client import CollectorRegistry
-
-    from inference.metrics import ServerMetrics
-    from inference.models.registry import ModelRegistry
-    from inference.models.store import ModelStore
-
-    loaded, _ = ModelRegistry(ModelStore(store), ServerMetrics(CollectorRegistry())).reload(model)
-    return loaded
-
-
-def own_pipeline(store: Path, model: str, version: str):
-    """The stored artifact loaded in process straight with skops (not through the server's loader)."""
-    path = store / model / version / "model.skops"
-    return sio.load(path, trusted=sio.get_untrusted_types(file=path))
 
 
 def assert_served_like(loaded, clf, df: pd.DataFrame) -> None:
@@ -87,7 +59,7 @@ def synthetic(label: str) -> pd.DataFrame:
     size[::17] = np.nan
     flag = pd.Series(fresh, dtype=object)
     flag[::13] = None
-    target = {"str": np.array(["keep", "toss"])[k], "int": k, "bool": k.astype(bool)}[label]
+    target = {"str": lambda: np.array(["keep", "toss"])[k], "int": lambda: k, "bool": lambda: k.astype(bool)}[label]()
     return pd.DataFrame({"size": size, "colour": colour, "fresh": flag, "label": target})
 
 
