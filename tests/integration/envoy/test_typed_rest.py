@@ -4,6 +4,7 @@ every value the model cannot take is a 400 naming the feature (never a 5xx)."""
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from tests.support.typed_model import FEATURES, write_typed_model
 
 pytestmark = pytest.mark.envoy
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"tenure": 3, "monthly": 80.5, "contract": "Month-to-month", "senior": True},
     {"tenure": None, "monthly": 55.25, "contract": "Lifetime", "senior": None},
 ]
