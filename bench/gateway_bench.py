@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import loadtools
 from predmesh.v1 import inference_pb2
+from predmesh.values import encode
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     store = tmp / "models"
     subprocess.run([sys.executable, "-m", "inference", "train", "--model", "iris", "--estimator", "lr"], cwd=ROOT,
                    env={**os.environ, "PREDMESH_MODEL_STORE": str(store)}, check=True, capture_output=True)
-    message = inference_pb2.PredictRequest(model="iris", features=ROW).SerializeToString()
+    message = inference_pb2.PredictRequest(model="iris", features=encode(ROW)).SerializeToString()
     grpc_body, rest_body = tmp / "predict.grpc", tmp / "predict.json"
     grpc_body.write_bytes(struct.pack(">?I", False, len(message)) + message)
     rest_body.write_text(json.dumps({"features": ROW}))

@@ -144,7 +144,8 @@ def serve(env: dict[str, str], target: str, log: Path, what: str, timeout: float
 
 def predict_request() -> bytes:
     from predmesh.v1 import inference_pb2
-    return inference_pb2.PredictRequest(model="iris", features=ROW).SerializeToString()
+    from predmesh.values import encode
+    return inference_pb2.PredictRequest(model="iris", features=encode(ROW)).SerializeToString()
 
 
 def settle(schema: Schema, timeout: float = 60) -> int:

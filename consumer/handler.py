@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.struct_pb2 import Value
 
 from predmesh import jobs
 from predmesh.errors import PredmeshError
 from predmesh.types import CallLimits, StreamResult
 from predmesh.v1 import inference_pb2
+from predmesh.values import Features
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class Scorer(Protocol):
     def limits(self, model: str) -> CallLimits:
         """The server's published limits per call (GetModel); raises for an unknown model or a server down."""
 
-    def predict_each(self, model: str, rows: Sequence[tuple[Mapping[str, float], str]]) -> list[StreamResult]:
+    def predict_each(self, model: str, rows: Sequence[tuple[Features, str]]) -> list[StreamResult]:
         """One result per row, in order: its prediction (SDK Prediction, message in .raw) or its error; raises
         only for a problem of the call itself."""
 
@@ -106,7 +108,7 @@ class Scorer(Protocol):
 class _Job:
     delivery: Delivery
     request: jobs.Job
-    rows: list[tuple[dict[str, float], str]]
+    rows: list[tuple[dict[str, Value], str]]
     matrix: Any = None  # a matrix job: its FeatureMatrix with explicit request ids (rows stays empty)
     n_rows: int = 0
 
@@ -165,10 +167,22 @@ def decode(d: Delivery, limits: Limits) -> _Job:
     return _Job(d, request, rows, None, len(rows))
 
 
-def request_bytes(rows: Sequence[tuple[Mapping[str, float], str]]) -> int:
-    """An upper bound of the bytes these rows add to a PredictBatchRequest (each map entry: its key, an 8-byte
-    double and at most 8 bytes of tags and lengths; each row: its request_id and at most 8 more)."""
-    return sum(sum(len(name.encode()) + 16 for name in features) + len(rid.encode()) + 8 for features, rid in rows)
+def request_bytes(rows: Sequence[tuple[Mapping[str, Value], str]]) -> int:
+    """An upper bound of the bytes these rows add to a PredictBatchRequest (each map entry exactly: its key and
+    google.protobuf.Value with their tags and lengths; each row: its request_id and at most 8 more)."""
+    return sum(sum(_entry_bytes(name, value) for name, value in features.items()) + len(rid.encode()) + 8
+               for features, rid in rows)
+
+
+def _varint_bytes(n: int) -> int:
+    return 1 if n < 1 << 7 else 2 if n < 1 << 14 else 3 if n < 1 << 21 else 4 if n < 1 << 28 else 5
+
+
+def _entry_bytes(name: str, value: Value) -> int:
+    """The encoded size of one features map entry (tag, length, key field, value field)."""
+    key, size = len(name.encode()), value.ByteSize()
+    body = 1 + _varint_bytes(key) + key + 1 + _varint_bytes(size) + size
+    return 1 + _varint_bytes(body) + body
 
 
 def _too_big(job: _Job, server: CallLimits, max_bytes: int | None) -> str:

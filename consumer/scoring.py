@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from predmesh.errors import InvalidArgument
 from predmesh.types import CallLimits, StreamResult
 from predmesh.v1 import inference_pb2
+from predmesh.values import Features
 
 
 class SdkScorer:
@@ -34,7 +35,7 @@ class SdkScorer:
             self._limits[model] = (now, limits)
         return limits
 
-    def predict_each(self, model: str, rows: Sequence[tuple[Mapping[str, float], str]]) -> list[StreamResult]:
+    def predict_each(self, model: str, rows: Sequence[tuple[Features, str]]) -> list[StreamResult]:
         try:
             return self.client.predict_each(model, rows, timeout=self.timeout)
         except InvalidArgument:  # the call itself was refused: the limits may have changed, read them again
@@ -44,7 +45,8 @@ class SdkScorer:
     def predict_matrix(self, model: str, matrix: inference_pb2.FeatureMatrix) -> inference_pb2.PredictionMatrix:
         try:
             return self.client.predict_matrix(
-                model, matrix.feature_names, matrix.values, request_id_prefix=matrix.request_id_prefix,
+                model, matrix.feature_names, matrix.values, string_columns=_string_columns(matrix),
+                request_id_prefix=matrix.request_id_prefix,
                 row_numbers=matrix.row_numbers, partial_success=True, timeout=self.timeout).raw
         except InvalidArgument:
             self._forget(model)
@@ -53,3 +55,14 @@ class SdkScorer:
     def _forget(self, model: str) -> None:
         with self._lock:
             self._limits.pop(model, None)
+
+
+def _string_columns(matrix: inference_pb2.FeatureMatrix) -> dict[str, list[str | None]]:
+    """A FeatureMatrix's categorical columns as predict_matrix takes them (None in a missing row)."""
+    out: dict[str, list[str | None]] = {}
+    for column in matrix.string_columns:
+        values: list[str | None] = list(column.values)
+        for row in column.missing_rows:  # within the rows: jobs.matrix_of checked them
+            values[row] = None
+        out[column.name] = values
+    return out

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from grpc_health.v1 import health_pb2
 
-from predmesh.errors import from_status
+from predmesh.errors import BadArgument, from_status
 from predmesh.types import (
     BatchRun,
     Feedback,
@@ -28,15 +28,17 @@ from predmesh.types import (
     StoredPrediction,
     StreamResult,
     batch_run_status_value,
-    features_refused,
     set_row_numbers,
     to_timestamp,
     transport_value,
 )
 from predmesh.v1 import admin_pb2, analytics_pb2, inference_pb2
+from predmesh.values import Features, fill
 
 T = TypeVar("T")
-Row = Mapping[str, float] | tuple[Mapping[str, float], str]
+# A row: its features by name (each a number, a string for a category, a bool, or None for missing), or a
+# (features, request_id) pair.
+Row = Features | tuple[Features, str]
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,12 @@ def method_signature(op: Callable[..., Call[Any]], *, awaitable: bool) -> inspec
                        return_annotation=f"Awaitable[{result}]" if awaitable else result)
 
 
-def row(r: Row) -> inference_pb2.FeatureRow:
+def row(r: Row, where: str = "features") -> inference_pb2.FeatureRow:
     """A row given as a features mapping or a (features, request_id) pair."""
     features, request_id = r if isinstance(r, tuple) else (r, "")
-    try:
-        return inference_pb2.FeatureRow(features=features, request_id=request_id)
-    except (TypeError, ValueError):
-        raise features_refused(features) from None
+    out = inference_pb2.FeatureRow(request_id=request_id)
+    fill(out.features, features, where)
+    return out
 
 
 # -- health (grpc.health.v1) --------------------------------------------------------------------------------------
@@ -79,13 +80,13 @@ def check_health(service: str = "", *, timeout: float | None = None) -> Call[str
 
 
 # -- inference ---------------------------------------------------------------------------------------------------
-def predict(model: str, features: Mapping[str, float], *, request_id: str = "",
+def predict(model: str, features: Features, *, request_id: str = "",
             timeout: float | None = None) -> Call[Prediction]:
-    """Score one row of named features; request_id makes a retry idempotent (stored once)."""
-    try:
-        request = inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
-    except (TypeError, ValueError):
-        raise features_refused(features) from None
+    """Score one row of named features (a number, a string for a category, a bool, or None for a missing value:
+    {"tenure": 1, "contract": "Month-to-month", "total_charges": None}); request_id makes a retry idempotent
+    (stored once). A value of any other type is BadArgument naming the feature."""
+    request = inference_pb2.PredictRequest(model=model, request_id=request_id)
+    fill(request.features, features)
     return Call("inference", "Predict", request, lambda r: Prediction.from_proto(r.prediction), timeout)
 
 
@@ -93,13 +94,10 @@ def _batch_request(model: str, rows: Sequence[Row], partial_success: bool) -> in
     request = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     add = request.rows.add  # in place: ~2x cheaper per row than building FeatureRows and copying them in
     for i, r in enumerate(rows):
-        try:
-            if isinstance(r, tuple):
-                add(features=r[0], request_id=r[1])
-            else:
-                add(features=r)
-        except (TypeError, ValueError):
-            raise features_refused(r[0] if isinstance(r, tuple) else r, f"rows[{i}]") from None
+        if isinstance(r, tuple):
+            fill(add(request_id=r[1]).features, r[0], f"rows[{i}]")
+        else:
+            fill(add().features, r, f"rows[{i}]")
     return request
 
 
@@ -127,21 +125,44 @@ def batch_row_result(m: inference_pb2.BatchRowResult) -> StreamResult:
 
 
 def predict_matrix(model: str, feature_names: Sequence[str], values: Sequence[float], *,
-                   request_id_prefix: str = "", row_numbers: Sequence[int] = (), partial_success: bool = False,
+                   string_columns: Mapping[str, Sequence[str | None]] | None = None, request_id_prefix: str = "",
+                   row_numbers: Sequence[int] = (), partial_success: bool = False,
                    timeout: float | None = None) -> Call[ScoredMatrix]:
     """Score many rows given in columns (the bulk form of predict_batch, at most the server's max batch rows):
-    feature_names once, values row-major (len(feature_names) per row, a flat list of floats). Row r's request_id
-    is request_id_prefix + str(row_numbers[r]) (idempotent: a retry stores nothing twice); without a prefix the
-    server generates fresh ids. The answer is in columns too (ScoredMatrix). With partial_success a refused row
-    (non-finite or implausible value) is answered in ScoredMatrix.errors and the others are scored; without it,
-    it refuses the call."""
+    the number and boolean features in feature_names once and values row-major (len(feature_names) per row, a flat
+    list of floats; a boolean 1.0 or 0.0, NaN for a missing value), each categorical feature in string_columns as
+    one column of str (None for a missing value). Row r's request_id is request_id_prefix + str(row_numbers[r])
+    (idempotent: a retry stores nothing twice); without a prefix the server generates fresh ids. The answer is in
+    columns too (ScoredMatrix). With partial_success a refused row (a value the model cannot take) is answered in
+    ScoredMatrix.errors and the others are scored; without it, it refuses the call."""
     request = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     matrix = request.matrix
     matrix.feature_names.extend(feature_names)
     matrix.values.extend(values)
+    for name, column in (string_columns or {}).items():
+        add_string_column(matrix, name, column)
     matrix.request_id_prefix = request_id_prefix
     set_row_numbers(matrix.row_numbers, row_numbers)
     return Call("inference", "PredictBatch", request, lambda r: ScoredMatrix.from_proto(r.matrix), timeout)
+
+
+def add_string_column(matrix: inference_pb2.FeatureMatrix, name: str, column: Sequence[str | None]) -> None:
+    """One categorical column of a FeatureMatrix: its strings, None as a missing row; BadArgument naming the feature
+    and row of a value that is neither."""
+    texts: list[str] = []
+    missing: list[int] = []
+    for i, value in enumerate(column):
+        if isinstance(value, str):
+            texts.append(value)
+        elif value is None:
+            texts.append("")
+            missing.append(i)
+        else:
+            raise BadArgument(f"string_columns[{name!r}][{i}] is {value!r}; send a string (a category) or None "
+                              "(missing)")
+    out = matrix.string_columns.add(name=name)
+    out.values.extend(texts)
+    out.missing_rows.extend(missing)
 
 
 def list_models(*, timeout: float | None = None) -> Call[list[ModelInfo]]:
@@ -158,9 +179,10 @@ def get_model(model: str, *, timeout: float | None = None) -> Call[ModelInfo]:
 
 def stream_request(model: str, r: Row, request_id: str) -> inference_pb2.PredictStreamRequest:
     """One row of a prediction stream."""
-    fr = row(r)
-    return inference_pb2.PredictStreamRequest(model=model, features=fr.features,
-                                              request_id=fr.request_id or request_id)
+    features, own_id = r if isinstance(r, tuple) else (r, "")
+    out = inference_pb2.PredictStreamRequest(model=model, request_id=own_id or request_id)
+    fill(out.features, features)
+    return out
 
 
 def stream_result(m: inference_pb2.PredictStreamResponse) -> StreamResult:

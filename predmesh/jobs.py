@@ -21,18 +21,19 @@ This module has no AMQP dependency: any producer with the protos can build jobs;
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.struct_pb2 import Value
 from google.protobuf.unknown_fields import UnknownFieldSet
 from google.rpc import status_pb2
 
-from predmesh.types import features_refused
 from predmesh.v1 import inference_pb2, model_pb2
+from predmesh.values import Features, fill, unreadable_features, upgrade_message
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -100,24 +101,21 @@ class BadJob(Exception):
 Job = inference_pb2.PredictRequest | inference_pb2.PredictBatchRequest
 
 
-def predict_job(model: str, features: Mapping[str, float], request_id: str = "") -> inference_pb2.PredictRequest:
-    try:
-        return inference_pb2.PredictRequest(model=model, features=features, request_id=request_id)
-    except (TypeError, ValueError):
-        raise features_refused(features) from None
+def predict_job(model: str, features: Features, request_id: str = "") -> inference_pb2.PredictRequest:
+    """A predict job; features as for Client.predict (a number, a string for a category, a bool, or None)."""
+    out = inference_pb2.PredictRequest(model=model, request_id=request_id)
+    fill(out.features, features)
+    return out
 
 
-def batch_job(model: str, rows: Sequence[Mapping[str, float] | tuple[Mapping[str, float], str]], *,
+def batch_job(model: str, rows: Sequence[Features | tuple[Features, str]], *,
               partial_success: bool = False) -> inference_pb2.PredictBatchRequest:
     """A batch job; a row is a features mapping or a (features, request_id) pair. partial_success: answer each
     row on its own (a refused row does not dead-letter the job)."""
     out = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     for i, row in enumerate(rows):
         features, request_id = row if isinstance(row, tuple) else (row, "")
-        try:
-            out.rows.add(features=features, request_id=request_id)
-        except (TypeError, ValueError):
-            raise features_refused(features, f"rows[{i}]") from None
+        fill(out.rows.add(request_id=request_id).features, features, f"rows[{i}]")
     return out
 
 
@@ -146,6 +144,10 @@ def decode_job(type_: str | None, content_type: str | None, body: bytes) -> Job:
         except DecodeError as exc:
             raise BadJob(f"body is not a binary {type_}: {exc}") from None
         if len(UnknownFieldSet(job)) or _has_unknown_rows(job):
+            holders = job.rows if isinstance(job, inference_pb2.PredictBatchRequest) else [job]
+            old = [name for holder in holders for name in unreadable_features(holder)]
+            if old:  # a job built for predmesh 0.2: its feature values are doubles
+                raise BadJob(upgrade_message(old[0]))
             raise BadJob(f"body is not a {type_}: it has fields {type_} does not define")
     elif content_type == JSON:
         try:
@@ -161,8 +163,10 @@ def _has_unknown_rows(job: Job) -> bool:
     return isinstance(job, inference_pb2.PredictBatchRequest) and any(len(UnknownFieldSet(r)) for r in job.rows)
 
 
-def job_rows(job: Job, message_id: str) -> list[tuple[dict[str, float], str]]:
-    """(features, request_id) per row; rows without a request_id get message_id (batch rows message_id-<row>)."""
+def job_rows(job: Job, message_id: str) -> list[tuple[dict[str, Value], str]]:
+    """(features, request_id) per row; rows without a request_id get message_id (batch rows message_id-<row>).
+    The features stay the job's google.protobuf.Values, sent on as they are (the server checks them: a Value
+    without a kind, from a job built for predmesh 0.2, is refused naming the feature)."""
     if isinstance(job, inference_pb2.PredictRequest):
         rows = [(dict(job.features), job.request_id or message_id)]
     else:
@@ -190,13 +194,20 @@ def matrix_of(job: inference_pb2.PredictBatchRequest, message_id: str) -> infere
     is wrong with its shape."""
     m = job.matrix
     names, values = len(m.feature_names), len(m.values)
-    if not names:
-        raise BadJob("the matrix job has no feature_names; name every feature of the model once")
-    if values % names:
+    if not names and not m.string_columns:
+        raise BadJob("the matrix job has no feature_names and no string_columns; name every feature of the model "
+                     "once")
+    if names and values % names:
         raise BadJob(f"the matrix job has {values} values, not a multiple of its {names} feature_names")
-    n = values // names
+    n = values // names if names else len(m.string_columns[0].values)
     if not n:
         raise BadJob("the matrix job has no rows; send at least one row of values")
+    for column in m.string_columns:
+        if len(column.values) != n:
+            raise BadJob(f"the matrix job's string column {column.name!r} has {len(column.values)} values for {n} "
+                         "rows; send one per row")
+        if any(row >= n for row in column.missing_rows):
+            raise BadJob(f"the matrix job's string column {column.name!r} lists a missing row beyond its {n} rows")
     if m.row_numbers and len(m.row_numbers) != n:
         raise BadJob(f"the matrix job has {len(m.row_numbers)} row_numbers for {n} rows; send one per row")
     out = inference_pb2.FeatureMatrix()

@@ -11,6 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from predmesh.errors import BadArgument, PredmeshError, from_status
 from predmesh.v1 import analytics_pb2, inference_pb2, model_pb2
+from predmesh.values import PlainValue, decode_all
+from predmesh.values import features_refused as features_refused  # re-exported: where it always lived
 
 if TYPE_CHECKING:
     from google.protobuf.internal.containers import RepeatedScalarFieldContainer
@@ -88,19 +90,6 @@ def set_row_numbers(field: RepeatedScalarFieldContainer[int], row_numbers: Seque
         raise
 
 
-def features_refused(features: object, where: str = "features") -> BadArgument:
-    """The BadArgument for a feature map protobuf refused (a value that is not a number, a name that is not a
-    string), naming the feature; called only once protobuf raised, so valid maps pay nothing."""
-    if not isinstance(features, Mapping):
-        return BadArgument(f"{where} is {type(features).__name__}; send a mapping of feature names to numbers")
-    for name, value in features.items():
-        if not isinstance(name, str):
-            return BadArgument(f"{where}: the feature name {name!r} is not a string")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return BadArgument(f"{where}: feature {name!r} is {value!r}; send a number")
-    return BadArgument(f"{where}: send a mapping of feature names to numbers")
-
-
 @dataclass(frozen=True)
 class Prediction:
     """One scored row as the server answered it."""
@@ -147,9 +136,13 @@ class ScoredMatrix:
                    m.latency_ms, m, errors)
 
 
+FEATURE_KINDS = ("number", "category", "boolean")
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One input feature with its training distribution (range, mean, std, decile edges)."""
+    """One input feature with its training distribution: what a value is (kind), for numbers the range, mean, std
+    and decile edges, for categories and booleans the values seen with their shares, and the missing share."""
 
     name: str
     min: float
@@ -157,10 +150,21 @@ class FeatureSpec:
     mean: float
     std: float
     quantiles: tuple[float, ...]
+    kind: str = "number"  # "number" (send a number), "category" (send a string) or "boolean" (send a bool)
+    categories: tuple[tuple[str, float], ...] = ()  # (value, share of the rows with a value), most common first
+    missing_share: float = 0.0  # share of the training rows in which it was missing
+    nullable: bool = False  # whether None (a missing value) is accepted
+    accepts_unknown: bool = False  # whether a category not seen in training is scored (else refused)
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        return tuple(value for value, _ in self.categories)
 
     @classmethod
     def from_proto(cls, m: model_pb2.FeatureSpec) -> FeatureSpec:
-        return cls(m.name, m.min, m.max, m.mean, m.std, tuple(m.quantiles))
+        kind = short_name(model_pb2.FeatureKind, "FEATURE_KIND_", m.kind) or "number"
+        return cls(m.name, m.min, m.max, m.mean, m.std, tuple(m.quantiles), kind,
+                   tuple((c.value, c.share) for c in m.categories), m.missing_share, m.nullable, m.accepts_unknown)
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ class StoredPrediction:
     """A stored prediction with its inputs, transport, time and any feedback."""
 
     prediction: Prediction
-    features: dict[str, float]
+    features: dict[str, PlainValue]  # as sent: float, str (category), bool or None (missing)
     transport: str
     created_at: datetime | None
     feedback_label: str
@@ -253,7 +257,7 @@ class StoredPrediction:
 
     @classmethod
     def from_proto(cls, m: analytics_pb2.StoredPrediction) -> StoredPrediction:
-        return cls(Prediction.from_proto(m.prediction), dict(m.features), transport_name(m.transport),
+        return cls(Prediction.from_proto(m.prediction), decode_all(m.features), transport_name(m.transport),
                    to_datetime(m.created_at), m.feedback_label, m)
 
 

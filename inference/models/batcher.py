@@ -49,13 +49,37 @@ def _matrix(batch: list[_Slot]) -> np.ndarray:
     return np.concatenate([np.asarray(s.rows, dtype=np.float64) for s in batch])
 
 
+def _object_matrix(batch: list[_Slot]) -> np.ndarray:
+    """One object matrix (rows × features) of the batch's rows of plain values, as given: never a value
+    converted (np.array would turn a row of numbers and None into floats and nan, or strings into a str dtype)."""
+    rows = [s.rows for s in batch]
+    if len(rows) == 1 and isinstance(rows[0], np.ndarray) and rows[0].dtype == object:
+        return rows[0]
+    n = sum(len(r) for r in rows)
+    width = next((len(part[0]) for part in rows if len(part)), 0)
+    matrix = np.empty((n, width), dtype=object)
+    i = 0
+    for part in rows:
+        if isinstance(part, np.ndarray):
+            matrix[i:i + len(part)] = part
+            i += len(part)
+        else:
+            for row in part:
+                matrix[i, :] = row
+                i += 1
+    return matrix
+
+
 class Batcher:
     """Scores rows (a list of rows, or a matrix) with score_fn, merging concurrent calls into batches of at most
     max_rows rows."""
 
     def __init__(self, score_fn: Callable[[np.ndarray], np.ndarray], max_rows: int = 64,
-                 max_delay_s: float = 0.0, on_batch: Callable[[int], None] | None = None):
+                 max_delay_s: float = 0.0, on_batch: Callable[[int], None] | None = None,
+                 dtype: type = np.float64):
         self._score_fn = score_fn
+        # float64 (array models: numbers only) or object (frame models: rows of plain values)
+        self._matrix = _object_matrix if dtype is object else _matrix
         self._max_rows = max(1, max_rows)
         self._max_delay_s = max_delay_s
         self._on_batch = on_batch
@@ -149,7 +173,7 @@ class Batcher:
     def _score(self, batch: list[_Slot]):
         """(results, commits) for the batch: each slot's probabilities (and finish items); or the exception."""
         try:
-            matrix = _matrix(batch)
+            matrix = self._matrix(batch)
             probabilities = self._score_fn(matrix)
             if self._on_batch:
                 self._on_batch(len(matrix))

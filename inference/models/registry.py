@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from inference.bounds import check_name, shown
-from inference.errors import InvalidArgument, ModelNotFound, ModelNotReady, PredmeshError, ReloadFailed
+from inference.errors import InvalidArgument, InvalidFeatures, ModelNotFound, ModelNotReady, PredmeshError, ReloadFailed
 from inference.metrics import ServerMetrics
 from inference.models import kernels
 from inference.models.drift import DriftTracker
@@ -131,7 +131,11 @@ class ModelRegistry:
         if serving and (serving.names != manifest.feature_names or serving.classes != manifest.classes):
             raise ReloadFailed("feature schema or classes differ from the serving version; "
                                "a new schema needs a new model name")
-        kernel = kernels.verified_kernel(estimator, manifest) if self.runtime == "native" else None
+        # Native kernels serve array models whose every value is a finite number; a frame model, or one taking
+        # missing values (NaN), runs on scikit-learn.
+        native = (self.runtime == "native" and manifest.input == "array"
+                  and not any(f.nullable for f in manifest.features))
+        kernel = kernels.verified_kernel(estimator, manifest) if native else None
         candidate = self._new_model(manifest, estimator, kernel=kernel)
         self._smoke_test(candidate)
         if self.drift_window_s:
@@ -145,7 +149,17 @@ class ModelRegistry:
         if not golden:
             raise ReloadFailed("the manifest has no golden rows to smoke-test with")
         try:
-            rows = np.asarray([g["features"] for g in golden], dtype=np.float64)
+            # the golden rows as plain values, checked like a request's rows, on the path requests take
+            rows = []
+            for i, g in enumerate(golden):
+                values = list(g["features"])
+                if len(values) != len(candidate.names):
+                    raise ReloadFailed(f"golden row {i} has {len(values)} values for {len(candidate.names)} "
+                                       "features")
+                try:
+                    rows.append(candidate.check_row(values))
+                except InvalidFeatures as exc:
+                    raise ReloadFailed(f"golden row {i} is not a valid row for this model: {exc}") from None
             expected = np.asarray([g["probabilities"] for g in golden], dtype=np.float64)
             labels = [g["label"] for g in golden]
             got = candidate.score(rows, timeout=5.0)

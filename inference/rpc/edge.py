@@ -1,6 +1,5 @@
 """The RPC edge every servicer shares: domain errors → gRPC status (one table), the `rpc` handler wrapper that sets
-the request's log context, and the interceptor that answers undecodable request bytes (and feature map entries
-without a value) INVALID_ARGUMENT."""
+the request's log context, and the interceptor that answers undecodable request bytes INVALID_ARGUMENT."""
 from __future__ import annotations
 
 import functools
@@ -147,7 +146,7 @@ class DecodeGuard(grpc.ServerInterceptor):
     """Undecodable request bytes on any method (ours, health, reflection) → INVALID_ARGUMENT, never INTERNAL.
 
     checks: method path → check(raw bytes, parsed message) returning a problem (INVALID_ARGUMENT) or None, for
-    what the parsed message cannot show (inference/rpc/wire.py). Put the guard last in the interceptor list, so the
+    what the parsed message cannot show. Put the guard last in the interceptor list, so the
     metrics interceptor sees (and counts) the status it gives. Guarded handlers are cached per method (the
     handler grpc resolves for a method does not change).
     """

@@ -18,7 +18,7 @@ from inference.models.pointers import PointerWatcher, ServingPointers
 from inference.models.registry import ModelRegistry
 from inference.models.store import ModelStore
 from inference.recording.recorder import NullRecorder, Recorder
-from inference.rpc import logcontext, oip, reflection, wire
+from inference.rpc import logcontext, oip, reflection
 from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import DecodeGuard, quiet_metadata_noise
 from inference.rpc.servicer import InferenceServicer, ModelAdminServicer, call_limits
@@ -70,7 +70,7 @@ class InferenceServer:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
             # the guard last: the metrics interceptor counts the INVALID_ARGUMENT it gives undecodable requests
-            interceptors=[self.metrics.rpc_interceptor, DecodeGuard(wire.CHECKS)],
+            interceptors=[self.metrics.rpc_interceptor, DecodeGuard()],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),

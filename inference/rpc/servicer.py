@@ -17,10 +17,11 @@ from inference.recording.recorder import Recorder
 from inference.rpc import logcontext
 from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import Refused, rpc, status_of
-from inference.scoring.convert import fresh_request_ids, model_info, prediction_message, transport_of
+from inference.scoring.convert import fresh_request_ids, model_info, plain, prediction_message, transport_of
 from inference.scoring.score import score_and_record, score_and_record_matrix
 from predmesh.faults import fault_point
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc, model_pb2
+from predmesh.values import unreadable_features, upgrade_message
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,32 @@ def _injected_delay(context) -> None:
 def _refusal(message: str) -> status_pb2.Status:
     """A row's INVALID_ARGUMENT status, as the per-row answers (PredictBatch, PredictStream) carry it."""
     return status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
+
+
+def _vector(model, message, row: int | None = None) -> list:
+    """The checked plain values of a message's features in schema order (LoadedModel.vector); a feature missing
+    because its entry could not be read (a predmesh 0.2 client's double) is refused as such."""
+    try:
+        return model.vector(message.features, row, plain)
+    except errors.InvalidFeatures:
+        unreadable = unreadable_features(message)  # only on the refusal path: no cost for a valid request
+        if unreadable:
+            where = "" if row is None else f"row {row}: "
+            raise errors.InvalidFeatures(where + upgrade_message(unreadable[0])) from None
+        raise
+
+
+def _string_column(column: inference_pb2.StringColumn, n: int) -> list[str | None]:
+    """A categorical column of a FeatureMatrix as n plain values, None in its missing rows."""
+    where = f"matrix.string_columns[{shown(column.name)}]"
+    values: list[str | None] = list(column.values)
+    if len(values) != n:
+        raise errors.InvalidArgument(f"{where} holds {len(values)} values for {n} rows; send one per row")
+    for row in column.missing_rows:
+        if row >= n:
+            raise errors.InvalidArgument(f"{where}.missing_rows names row {row} of {n}")
+        values[row] = None
+    return values
 
 
 def _matrix_answer(model, labels: np.ndarray, probabilities: np.ndarray, prediction_ids: list[str],
@@ -77,30 +104,33 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.limits = call_limits(max_batch_rows, max_request_bytes)
 
     def _score(self, model_name: str, rows, request_ids, context, started: float) -> list:
-        """Validate, score, record and build predictions for rows of one model."""
+        """Validate, score, record and build predictions for rows of one model (rows: the messages holding the
+        features: PredictRequest, FeatureRow or PredictStreamRequest)."""
         model = self.registry.get(model_name)
         if len(rows) == 1:
             check_text("request_id", request_ids[0], MAX_ID)
         else:
             for i, rid in enumerate(request_ids):
                 check_text(f"rows[{i}].request_id", rid, MAX_ID)
-        vectors = [model.vector(r, i if len(rows) > 1 else None) for i, r in enumerate(rows)]
+        vectors = [_vector(model, r, i if len(rows) > 1 else None) for i, r in enumerate(rows)]
         _injected_delay(context)
-        _, records = score_and_record(self.recorder, self.registry.metrics, model, vectors, rows, request_ids,
+        names = model.names
+        _, records = score_and_record(self.recorder, self.registry.metrics, model, vectors,
+                                      [zip(names, v) for v in vectors], request_ids,
                                       transport_of(context.invocation_metadata()), started, context.time_remaining())
         return [prediction_message(r) for r in records]
 
     @rpc
     def Predict(self, request, context):
         started = time.perf_counter()
-        [prediction] = self._score(request.model, [request.features], [request.request_id], context, started)
+        [prediction] = self._score(request.model, [request], [request.request_id], context, started)
         return inference_pb2.PredictResponse(prediction=prediction)
 
     @rpc
     def PredictBatch(self, request, context):
         started = time.perf_counter()
         valueless: dict[int, str] = {}
-        if type(request) is Refused:  # partial_success, and rows with a feature without a value (edge.DecodeGuard)
+        if type(request) is Refused:  # rows a request check refused (edge.DecodeGuard checks)
             request, valueless = request.request, request.rows
         if request.HasField("matrix"):
             if request.rows:
@@ -114,7 +144,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if request.partial_success:
             return inference_pb2.PredictBatchResponse(
                 results=self._score_each(request.model, request.rows, valueless, context, started))
-        predictions = self._score(request.model, [r.features for r in request.rows],
+        predictions = self._score(request.model, request.rows,
                                   [r.request_id for r in request.rows], context, started)
         return inference_pb2.PredictBatchResponse(predictions=predictions)
 
@@ -129,7 +159,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 continue
             try:
                 check_text("request_id", r.request_id, MAX_ID)
-                vectors.append(model.vector(r.features))
+                vectors.append(_vector(model, r))
             except errors.InvalidArgument as exc:
                 refused[i] = status_of(exc, "PredictBatch")[1]
                 continue
@@ -138,7 +168,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if kept:
             _injected_delay(context)
             _, records = score_and_record(
-                self.recorder, self.registry.metrics, model, vectors, [rows[i].features for i in kept],
+                self.recorder, self.registry.metrics, model, vectors, [zip(model.names, v) for v in vectors],
                 [rows[i].request_id for i in kept], transport_of(context.invocation_metadata()), started,
                 context.time_remaining())
             predictions = dict(zip(kept, map(prediction_message, records)))
@@ -155,31 +185,35 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         others are scored."""
         model = self.registry.get(model_name)
         names = tuple(m.feature_names)
-        if names != model.names and (len(names) != len(model.names) or set(names) != set(model.names)):
-            unknown = [n for n in names if n not in model.names]
-            missing = [n for n in model.names if n not in names]
+        strings = {c.name: c for c in m.string_columns}
+        everything = names + tuple(c.name for c in m.string_columns)
+        if everything != model.names and (len(everything) != len(model.names)
+                                          or set(everything) != set(model.names)):
+            unknown = [n for n in everything if n not in model.names]
+            missing = [n for n in model.names if n not in everything]
             problem = (f"unknown feature {shown(unknown[0])}" if unknown else
                        f"feature {missing[0]!r} is missing" if missing else "a feature is named twice")
-            raise errors.InvalidFeatures(f"matrix.feature_names: {problem}; expected "
-                                         f"{', '.join(model.names)}")
+            where = "matrix.string_columns" if unknown and unknown[0] in strings else "matrix.feature_names"
+            raise errors.InvalidFeatures(f"{where}: {problem}; expected {', '.join(model.names)}")
         width = len(names)
         values = np.array(m.values, dtype=np.float64)
-        if not len(values) or len(values) % width:
-            raise errors.InvalidArgument(f"matrix.values holds {len(values)} values; send a whole number (>= 1) "
-                                         f"of rows of {width}")
-        n = len(values) // width
+        if width:
+            if not len(values) or len(values) % width:
+                raise errors.InvalidArgument(f"matrix.values holds {len(values)} values; send a whole number "
+                                             f"(>= 1) of rows of {width}")
+            n = len(values) // width
+        else:  # every feature a category: the rows are counted by the string columns
+            if len(values):
+                raise errors.InvalidArgument(f"matrix.values holds {len(values)} values for no feature_names")
+            n = len(m.string_columns[0].values)
+            if not n:
+                raise errors.InvalidArgument("matrix.string_columns hold no values; send at least one row")
         if n > self.max_batch_rows:
             raise errors.TooManyRows(f"{n} rows exceed the limit of {self.max_batch_rows} per batch; split the "
                                      "request")
-        matrix = values.reshape(n, width)
-        if names != model.names:
-            matrix = matrix[:, [names.index(f) for f in model.names]]
-        # Without partial_success one refused row refuses the call: check_matrix raises InvalidFeatures.
-        refused: dict[int, str] = {}
-        if partial_success:
-            refused = model.refused_rows(matrix)
-        else:
-            model.check_matrix(matrix)
+        columns = {name: _string_column(column, n) for name, column in strings.items()}
+        # Without partial_success one refused row refuses the call: columns raises InvalidFeatures.
+        matrix, refused = model.columns(values.reshape(n, width), names, columns, partial=partial_success)
         transport = transport_of(context.invocation_metadata())
         if transport == "rest" and not m.row_numbers:
             # proto3 JSON drops a null from a packed list: a row sent as nulls would vanish, not be refused
@@ -238,7 +272,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def PredictStream(self, request_iterator, context):
         """One answer per message, in order; a bad message gets an error answer and the stream goes on."""
         for request in request_iterator:
-            if type(request) is Refused:  # decoded, but e.g. a feature without a value (edge.DecodeGuard)
+            if type(request) is Refused:  # decoded, but refused by a request check (edge.DecodeGuard)
                 rid = request.request.request_id
                 yield inference_pb2.PredictStreamResponse(
                     request_id=rid if len(rid) <= MAX_ID else "",
@@ -247,7 +281,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             started = time.perf_counter()
             token = logcontext.enter("PredictStream", request)
             try:
-                [prediction] = self._score(request.model, [request.features], [request.request_id], context,
+                [prediction] = self._score(request.model, [request], [request.request_id], context,
                                            started)
             except Exception as exc:
                 code, message = status_of(exc, "PredictStream")

@@ -8,9 +8,12 @@ from collections.abc import Sequence
 from operator import methodcaller
 
 import numpy as np
+from google.protobuf.struct_pb2 import NULL_VALUE, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from database.records import PredictionRecord
+from inference.bounds import shown
+from inference.errors import InvalidFeatures
 from inference.models.manifest import Manifest
 from predmesh.types import TRANSPORTS
 from predmesh.v1 import model_pb2
@@ -21,6 +24,39 @@ _NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
 _TRANSPORTS = frozenset(TRANSPORTS)
 _KIND = {"number": model_pb2.FEATURE_KIND_NUMBER, "category": model_pb2.FEATURE_KIND_CATEGORY,
          "boolean": model_pb2.FEATURE_KIND_BOOLEAN}
+
+
+def plain(name: str, value: Value, where: str = "") -> float | str | bool | None:
+    """A feature's google.protobuf.Value as the plain value the runtime checks (number → float, string → str, bool,
+    null → None); InvalidFeatures naming the feature for a Value without a kind (what a predmesh 0.2 client's
+    double map entry, or a map entry with no value at all, parses as) or a list / struct."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "null_value":
+        return None
+    if kind is None:
+        raise InvalidFeatures(f"{where}feature {shown(name)} has no value (an empty google.protobuf.Value: a client "
+                              "built for predmesh 0.2 sends doubles; upgrade it)")
+    what = "a list" if kind == "list_value" else "an object"
+    raise InvalidFeatures(f"{where}feature {shown(name)} is {what}; send a number, string, boolean or null")
+
+
+def feature_value(value: float | str | bool | None) -> Value:
+    """A plain feature value (as recorded) as the google.protobuf.Value the contract carries; NaN (a missing number
+    in a matrix) as null."""
+    if value is None:
+        return Value(null_value=NULL_VALUE)
+    if isinstance(value, bool):
+        return Value(bool_value=value)
+    if isinstance(value, str):
+        return Value(string_value=value)
+    number = float(value)
+    return Value(null_value=NULL_VALUE) if number != number else Value(number_value=number)
 
 
 def model_info(manifest: Manifest, serving: bool, limits: model_pb2.CallLimits | None = None

@@ -24,8 +24,9 @@ def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_i
                      started: float, timeout: float | None) -> tuple[np.ndarray, list[PredictionRecord]]:
     """Score rows of one model and record them; returns (probabilities, records), one record per row.
 
-    matrix holds the rows' values in schema order (lists of floats, or a matrix), already validated; rows the same
-    rows as feature mappings (or (name, value) pairs); request_ids one (bounded) client id per row, "" for none;
+    matrix holds the rows' values in schema order (lists of plain values, or a matrix), already checked; rows the
+    same rows as feature mappings (or (name, value) pairs) of plain values (float, str, bool, None), as recorded;
+    request_ids one (bounded) client id per row, "" for none;
     started the perf_counter() at which the call arrived (the recorded latency); timeout the caller's remaining
     deadline in seconds. Raises Overloaded when the recorder refuses the records, DeadlineExceeded after timeout.
     """

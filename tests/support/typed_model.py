@@ -46,7 +46,9 @@ def pipeline():
 
 
 def write_typed_model(store_root: Path, model: str = "churn", seed: int = 0):
-    """Fit the pipeline on table() and store it as a new version of `model`; returns (manifest, fitted pipeline)."""
+    """Fit the pipeline on table() and store it as a new version of `model`; returns (manifest, fitted pipeline).
+    tenure, contract and senior are nullable (monthly, never missing in training, is not); contract accepts
+    unknown categories."""
     import sklearn
 
     from inference.models.frame import to_frame
@@ -73,7 +75,7 @@ def write_typed_model(store_root: Path, model: str = "churn", seed: int = 0):
         else:
             v = col.dropna().to_numpy(float)
             features.append(Feature(name, float(v.min()), float(v.max()), float(v.mean()), float(v.std()),
-                                    missing_share=missing, nullable=True))
+                                    missing_share=missing, nullable=bool(missing)))
     golden_rows = [[None if pd.isna(v) else (bool(v) if name == "senior" else v) for name, v in zip(FEATURES, row)]
                    for row in x.head(8).itertuples(index=False)]
     golden_rows = [[float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else v

@@ -12,6 +12,7 @@ from gateway.descriptor import ADMIN_SERVICES, build_descriptor
 from gateway.openapi import generate
 from predmesh import Client
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, analytics_pb2, analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
+from predmesh.values import encode
 from tests.conftest import IRIS_ROW
 from tests.support.gateway import GatewayProc, rest
 from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, WRITER_TOKEN, ServerProc
@@ -78,15 +79,15 @@ def route_cases():
         "InferenceService_Predict": (
             "public", "POST", "/v1/models/iris:predict", {"features": row, "request_id": "parity-1"}, None, {},
             inference_pb2_grpc.InferenceServiceStub, "Predict",
-            inference_pb2.PredictRequest(model="iris", features=row, request_id="parity-1")),
+            inference_pb2.PredictRequest(model="iris", features=encode(row), request_id="parity-1")),
         "InferenceService_PredictBatch": (
             "public", "POST", "/v1/models/iris:predictBatch",
             {"rows": [{"features": row, "request_id": "parity-b1"},
                       {"features": {**row, "petal_length": 5.0, "petal_width": 1.8}, "request_id": "parity-b2"}]},
             None, {}, inference_pb2_grpc.InferenceServiceStub, "PredictBatch",
             inference_pb2.PredictBatchRequest(model="iris", rows=[
-                inference_pb2.FeatureRow(features=row, request_id="parity-b1"),
-                inference_pb2.FeatureRow(features={**row, "petal_length": 5.0, "petal_width": 1.8},
+                inference_pb2.FeatureRow(features=encode(row), request_id="parity-b1"),
+                inference_pb2.FeatureRow(features=encode({**row, "petal_length": 5.0, "petal_width": 1.8}),
                                          request_id="parity-b2")])),
         "InferenceService_ListModels": (
             "public", "GET", "/v1/models", None, None, {}, inference_pb2_grpc.InferenceServiceStub, "ListModels",
@@ -245,13 +246,14 @@ def test_grpc_errors_map_to_the_same_codes_as_rest(mesh):
     """The gRPC side of a few table rows, through the same server, so both columns come from one process."""
     server, _ = mesh
     cases = [
-        (inference_pb2.PredictRequest(model="iris", features={"sepal_length": 5.1}), "INVALID_ARGUMENT"),
-        (inference_pb2.PredictRequest(model="iris", features=_features(sepal_length=float("nan"))),
+        (inference_pb2.PredictRequest(model="iris", features=encode({"sepal_length": 5.1})), "INVALID_ARGUMENT"),
+        (inference_pb2.PredictRequest(model="iris", features=encode(_features(sepal_length=float("nan")))),
          "INVALID_ARGUMENT"),
-        (inference_pb2.PredictRequest(model="iris", features=_features(sepal_length=float("inf"))),
+        (inference_pb2.PredictRequest(model="iris", features=encode(_features(sepal_length=float("inf")))),
          "INVALID_ARGUMENT"),
-        (inference_pb2.PredictRequest(model="iris", features=_features(sepal_length=1e12)), "INVALID_ARGUMENT"),
-        (inference_pb2.PredictRequest(model="nope", features=IRIS_ROW), "NOT_FOUND"),
+        (inference_pb2.PredictRequest(model="iris", features=encode(_features(sepal_length=1e12))),
+         "INVALID_ARGUMENT"),
+        (inference_pb2.PredictRequest(model="nope", features=encode(IRIS_ROW)), "NOT_FOUND"),
     ]
     for request, code in cases:
         got, _ = grpc_call(server.target, inference_pb2_grpc.InferenceServiceStub, "Predict", request)

@@ -9,6 +9,7 @@ import psycopg2
 import pytest
 
 from predmesh.v1 import inference_pb2, inference_pb2_grpc
+from predmesh.values import encode
 from tests.conftest import IRIS_ROW
 from tests.support.pg import TempSchema
 from tests.support.pg import test_pg_url as pg_url
@@ -21,7 +22,8 @@ def _predict(target: str, ids) -> None:
     with grpc.insecure_channel(target) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         for rid in ids:
-            stub.Predict(inference_pb2.PredictRequest(model="iris", features=IRIS_ROW, request_id=rid), timeout=10)
+            stub.Predict(inference_pb2.PredictRequest(model="iris", features=encode(IRIS_ROW), request_id=rid),
+                         timeout=10)
 
 
 def _stored(schema: TempSchema) -> set[str]:

@@ -18,6 +18,7 @@ from database.records import PredictionRecord
 from inference.process.persistence import PersistenceMetrics, insert_records
 from inference.recording.prediction_log import PredictionLog
 from inference.recording.spool import Spool
+from predmesh.values import encode
 from tests.support.pg import TempSchema
 
 pytestmark = pytest.mark.postgres
@@ -140,12 +141,12 @@ def test_through_the_server_hostile_ids_are_refused_and_every_answered_row_is_st
                 stub = inference_pb2_grpc.InferenceServiceStub(channel)
                 answered = []
                 for i, rid in enumerate(hostile):
-                    stub.Predict(inference_pb2.PredictRequest(model="iris", features=IRIS_ROW,
+                    stub.Predict(inference_pb2.PredictRequest(model="iris", features=encode(IRIS_ROW),
                                                               request_id=f"ok-{i}"), timeout=10)
                     answered.append(f"ok-{i}")
                     with pytest.raises(grpc.RpcError) as info:
-                        stub.Predict(inference_pb2.PredictRequest(model="iris", features=IRIS_ROW, request_id=rid),
-                                     timeout=10)
+                        stub.Predict(inference_pb2.PredictRequest(model="iris", features=encode(IRIS_ROW),
+                                                                  request_id=rid), timeout=10)
                     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                     assert "request_id" in (info.value.details() or "")
 

@@ -10,6 +10,7 @@ import pytest
 
 from predmesh.v1 import analytics_pb2 as pb
 from predmesh.v1 import analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
+from predmesh.values import encode
 from tests.conftest import IRIS_ROW
 from tests.support.procs import WRITER_TOKEN, ServerProc, wait_for, with_token
 
@@ -32,7 +33,7 @@ def code_of(call, request) -> tuple[grpc.StatusCode, str | None]:
 
 def test_feedback_batch_records_counts_and_reports_unknown_ids(stubs):
     inference, analytics = stubs
-    rows = [inference_pb2.FeatureRow(features=row, request_id=f"fbb-{i}")
+    rows = [inference_pb2.FeatureRow(features=encode(row), request_id=f"fbb-{i}")
             for i, row in enumerate([IRIS_ROW, IRIS_ROW, VERSICOLOR])]
     preds = inference.PredictBatch(inference_pb2.PredictBatchRequest(model="iris", rows=rows), timeout=10).predictions
     wait_for(lambda: analytics.GetStats(pb.GetStatsRequest(), timeout=10).total == 3, 10, what="3 rows stored")

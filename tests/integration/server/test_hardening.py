@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from predmesh.values import encode
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN, ServerProc
 
@@ -20,7 +21,7 @@ STREAM = "/predmesh.v1.InferenceService/PredictStream"
 def _predict(target: str) -> inference_pb2.PredictResponse:
     with grpc.insecure_channel(target) as channel:
         return inference_pb2_grpc.InferenceServiceStub(channel).Predict(
-            inference_pb2.PredictRequest(model="iris", features=IRIS_ROW), timeout=10)
+            inference_pb2.PredictRequest(model="iris", features=encode(IRIS_ROW)), timeout=10)
 
 
 def test_sigterm_after_undecodable_and_abandoned_streams_exits_within_drain_plus_grace(model_store, tmp_path):
@@ -31,7 +32,7 @@ def test_sigterm_after_undecodable_and_abandoned_streams_exits_within_drain_plus
         channel = grpc.insecure_channel(proc.target)
         stream: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(STREAM)
         forever = threading.Event()
-        good = inference_pb2.PredictStreamRequest(model="iris", features=IRIS_ROW).SerializeToString()
+        good = inference_pb2.PredictStreamRequest(model="iris", features=encode(IRIS_ROW)).SerializeToString()
 
         def held_open(first: bytes):
             yield first

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import grpc
 import pytest
+from google.protobuf.struct_pb2 import Value
 from google.rpc import status_pb2
 
 from consumer.handler import Action, Delivery, Limits, Outcome, Publish, handle
@@ -13,6 +15,7 @@ from predmesh import calls, jobs
 from predmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from predmesh.types import CallLimits
 from predmesh.v1 import inference_pb2, model_pb2
+from predmesh.values import decode, decode_all
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 TOPO = jobs.Topology("t")
@@ -45,8 +48,11 @@ class FakeScorer:
             return calls.batch_row_result(inference_pb2.BatchRowResult(
                 request_id=request_id, error=status_pb2.Status(code=3, message=message)))
 
-        for name, value in features.items():
-            if not math.isfinite(value):
+        for name, value in features.items():  # the job's own google.protobuf.Values, as the SDK sends them on
+            number = decode(value) if isinstance(value, Value) else value
+            if isinstance(number, str):
+                return refused(f"feature {name!r} is a number; got the string {number!r}")
+            if not isinstance(number, float) or not math.isfinite(number):
                 return refused(f"feature {name!r} is nan; send a finite number")
             if name not in ROW:
                 return refused(f"unknown feature {name!r}")
@@ -142,7 +148,7 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
     nan = dict(ROW, petal_width=float("nan"))
     window = [delivery(1, jobs.predict_job("iris", ROW)),
               Delivery(2, b"\xff\x00not protobuf", jobs.PROTOBUF, jobs.PREDICT, "m2"),
-              Delivery(3, b'{"model": "iris", "features": {"x": "abc"}}', jobs.JSON, jobs.PREDICT, "m3"),
+              Delivery(3, b'{"model": "iris", "features": ["abc"]}', jobs.JSON, jobs.PREDICT, "m3"),
               Delivery(4, jobs.encode(jobs.predict_job("iris", ROW)), jobs.PROTOBUF, "predmesh.v1.Other", "m4"),
               delivery(5, jobs.predict_job("iris", dict(ROW, extra=1.0))),
               delivery(6, jobs.predict_job("iris", ROW)),
@@ -178,8 +184,10 @@ def test_poison_jobs_are_rejected_with_the_reason_and_good_ones_in_the_same_wind
 
 def test_a_batch_job_with_partial_success_is_answered_row_by_row():
     scorer = FakeScorer()
+    # JSON has no NaN in a google.protobuf.Value: a string for the number is refused instead
+    text: dict[str, float | str] = {**ROW, "petal_width": "abc"}
     nan = dict(ROW, petal_width=float("nan"))
-    window = [delivery(1, jobs.batch_job("iris", [ROW, nan, (ROW, "own")], partial_success=True),
+    window = [delivery(1, jobs.batch_job("iris", [ROW, text, (ROW, "own")], partial_success=True),
                        content_type=jobs.JSON),
               delivery(2, jobs.batch_job("iris", [ROW, nan])),
               delivery(3, jobs.batch_job("iris", [ROW], partial_success=True))]
@@ -191,7 +199,7 @@ def test_a_batch_job_with_partial_success_is_answered_row_by_row():
     assert not result.predictions and [r.WhichOneof("result") for r in result.results] == [
         "prediction", "error", "prediction"]
     assert [r.request_id for r in result.results] == ["m1-0", "m1-1", "own"]
-    assert result.results[1].error.code == 3 and "'petal_width' is nan" in result.results[1].error.message
+    assert result.results[1].error.code == 3 and "'petal_width' is a number" in result.results[1].error.message
     assert published(outcomes[1]).headers[jobs.HEADER_ERROR] == \
         "row 1: feature 'petal_width' is nan; send a finite number"
     three = batch_result_of(published(outcomes[2]))
@@ -319,10 +327,11 @@ def test_windows_are_split_into_calls_of_bounded_rows_without_splitting_a_job():
 
 
 def test_json_jobs_follow_the_proto3_json_mapping():
-    job = jobs.decode_job(jobs.PREDICT, jobs.JSON, b'{"model": "iris", "features": {"a": "NaN", "b": 1}, '
-                                                   b'"requestId": "r"}')
+    job = jobs.decode_job(jobs.PREDICT, jobs.JSON, b'{"model": "iris", "features": {"a": "NaN", "b": 1, '
+                                                   b'"c": null, "d": true}, "requestId": "r"}')
     assert isinstance(job, inference_pb2.PredictRequest)
-    assert job.request_id == "r" and math.isnan(job.features["a"])
+    # feature values are google.protobuf.Values: "NaN" is a string (a category), null a missing value
+    assert job.request_id == "r" and decode_all(job.features) == {"a": "NaN", "b": 1.0, "c": None, "d": True}
     with pytest.raises(jobs.BadJob, match="proto3 JSON"):
         jobs.decode_job(jobs.PREDICT, jobs.JSON, b'{"model": "iris", "unknown_field": 1}')
     with pytest.raises(jobs.BadJob) as exc:
@@ -341,3 +350,17 @@ def test_consumer_settings_from_the_environment():
                                       "PREDMESH_GRPC_ADDR": "127.0.0.1:6000"}).target == "envoy:8080"
     with pytest.raises(ConfigError, match="PREDMESH_CONSUMER_PREFETCH"):
         ConsumerSettings.from_env({"PREDMESH_CONSUMER_PREFETCH": "0"})
+
+
+def test_a_binary_job_built_for_predmesh_0_2_is_rejected_with_the_upgrade_hint():
+    """0.2's features were map<string, double>: an entry's value is a fixed64, which protobuf cannot read as a
+    google.protobuf.Value. The job is rejected naming the feature and saying to upgrade, not "unknown fields"."""
+    entry = b"\x0a\x0csepal_length" + b"\x11" + struct.pack("<d", 5.1)
+    old = b"\x0a\x04iris" + bytes([0x12, len(entry)]) + entry
+    with pytest.raises(jobs.BadJob, match=r"feature 'sepal_length' has no value .*predmesh 0\.2.*upgrade"):
+        jobs.decode_job(jobs.PREDICT, jobs.PROTOBUF, old)
+    batch = b"\x0a\x04iris" + bytes([0x12, len(entry) + 2, 0x0a, len(entry)]) + entry
+    with pytest.raises(jobs.BadJob, match=r"feature 'sepal_length' has no value"):
+        jobs.decode_job(jobs.PREDICT_BATCH, jobs.PROTOBUF, batch)
+    [outcome] = handle([Delivery(1, old, jobs.PROTOBUF, jobs.PREDICT, "m1")], FakeScorer(), TOPO)
+    assert outcome.action is Action.REJECT and "upgrade" in published(outcome).headers[jobs.HEADER_ERROR]

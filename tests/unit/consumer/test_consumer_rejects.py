@@ -123,7 +123,7 @@ def test_other_resource_exhausted_errors_are_still_held_and_retried():
 
 def test_a_rejected_job_with_reply_to_gets_an_error_result_in_its_encoding():
     window = [delivery(1, jobs.predict_job("nope", ROW), reply_to="amq.rabbitmq.reply-to.abc", correlation_id="c1"),
-              delivery(2, jobs.predict_job("iris", dict(ROW, petal_width=float("nan"))), content_type=jobs.JSON,
+              delivery(2, jobs.predict_job("iris", dict(ROW, petal_width="abc")), content_type=jobs.JSON,
                        reply_to="callers"),
               delivery(3, jobs.predict_job("nope", ROW))]
     one, two, three = handle(window, FakeScorer(), TOPO)

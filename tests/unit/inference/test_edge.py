@@ -11,6 +11,7 @@ from inference import errors
 from inference.rpc import logcontext
 from inference.rpc.edge import status_of
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from predmesh.values import encode
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN
 
@@ -61,7 +62,7 @@ def details(err: grpc.RpcError) -> str:
 def test_impossible_model_names_are_invalid_argument_and_never_echoed_in_full(stubs, name):
     inference, admin = stubs
     calls = [
-        (inference.Predict, inference_pb2.PredictRequest(model=name, features=IRIS_ROW), {}),
+        (inference.Predict, inference_pb2.PredictRequest(model=name, features=encode(IRIS_ROW)), {}),
         (inference.GetModel, inference_pb2.GetModelRequest(model=name), {}),
         (admin.ReloadModel, admin_pb2.ReloadModelRequest(model=name), {"metadata": ADMIN}),
         (admin.ListModelVersions, admin_pb2.ListModelVersionsRequest(model=name), {"metadata": ADMIN}),
@@ -74,7 +75,7 @@ def test_impossible_model_names_are_invalid_argument_and_never_echoed_in_full(st
 
 def test_unknown_but_valid_names_are_not_found(stubs):
     inference, admin = stubs
-    assert _error(inference.Predict, inference_pb2.PredictRequest(model="nope", features=IRIS_ROW)).code() == \
+    assert _error(inference.Predict, inference_pb2.PredictRequest(model="nope", features=encode(IRIS_ROW))).code() == \
         grpc.StatusCode.NOT_FOUND
     err = _error(admin.ReloadModel, admin_pb2.ReloadModelRequest(model="iris", version="../2"), metadata=ADMIN)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "version" in details(err)
@@ -85,17 +86,17 @@ def test_unknown_but_valid_names_are_not_found(stubs):
 ])
 def test_request_ids_are_bounded_at_the_edge(stubs, request_id, problem):
     inference, _ = stubs
-    err = _error(inference.Predict, inference_pb2.PredictRequest(model="iris", features=IRIS_ROW,
+    err = _error(inference.Predict, inference_pb2.PredictRequest(model="iris", features=encode(IRIS_ROW),
                                                                  request_id=request_id))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in details(err)
     assert problem in details(err)
     batch = inference_pb2.PredictBatchRequest(model="iris", rows=[
-        inference_pb2.FeatureRow(features=IRIS_ROW, request_id="ok"),
-        inference_pb2.FeatureRow(features=IRIS_ROW, request_id=request_id)])
+        inference_pb2.FeatureRow(features=encode(IRIS_ROW), request_id="ok"),
+        inference_pb2.FeatureRow(features=encode(IRIS_ROW), request_id=request_id)])
     err = _error(inference.PredictBatch, batch)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "rows[1].request_id" in details(err)
     [answer] = list(inference.PredictStream(iter([inference_pb2.PredictStreamRequest(
-        model="iris", features=IRIS_ROW, request_id=request_id)]), timeout=10))
+        model="iris", features=encode(IRIS_ROW), request_id=request_id)]), timeout=10))
     assert answer.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "request_id" in answer.error.message
 
 
@@ -104,7 +105,7 @@ def test_a_long_unknown_feature_name_is_not_echoed_in_full(stubs):
     features = dict(IRIS_ROW)
     features["f" * 20_000] = 1.0
     del features["sepal_length"]
-    err = _error(inference.Predict, inference_pb2.PredictRequest(model="iris", features=features))
+    err = _error(inference.Predict, inference_pb2.PredictRequest(model="iris", features=encode(features)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and len(details(err)) < 300
 
 
@@ -129,7 +130,7 @@ def test_log_lines_of_a_request_carry_its_method_model_and_request_id(inproc_ser
             raise RuntimeError("scoring exploded")
 
         monkeypatch.setattr(server.registry.get("iris"), "score", broken)
-        err = _error(inference.Predict, inference_pb2.PredictRequest(model="iris", features=IRIS_ROW,
+        err = _error(inference.Predict, inference_pb2.PredictRequest(model="iris", features=encode(IRIS_ROW),
                                                                      request_id="req-ctx-42"))
         assert err.code() == grpc.StatusCode.INTERNAL
         logger.warning("outside any request")

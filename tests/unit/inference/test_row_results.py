@@ -17,6 +17,7 @@ from inference.scoring.convert import ids
 from inference.settings import ServerSettings
 from predmesh import AsyncClient, CallLimits, Client, InvalidArgument, NotFound, ResourceExhausted
 from predmesh.v1 import inference_pb2
+from predmesh.values import encode
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN
 from tests.support.recorder import ListRecorder
@@ -125,15 +126,17 @@ def test_matrix_refused_rows_keep_their_place_and_the_others_are_scored_as_one_b
 
 def test_a_row_with_a_valueless_feature_is_refused_alone_with_partial_success(served):
     _, recorder, target = served
-    # what Envoy's transcoder makes of {"petal_width": null}: a map entry with its key and no value
+    # a map entry with its key and no value: a google.protobuf.Value with no kind (what a predmesh 0.2 client's
+    # double entry parses as too)
     valueless = b"\x0a\x0d\x0a\x0bpetal_width"
-    first = inference_pb2.FeatureRow(features=IRIS_ROW, request_id="ok").SerializeToString()
-    second = inference_pb2.FeatureRow(features={k: v for k, v in IRIS_ROW.items() if k != "petal_width"},
+    first = inference_pb2.FeatureRow(features=encode(IRIS_ROW), request_id="ok").SerializeToString()
+    second = inference_pb2.FeatureRow(features=encode({k: v for k, v in IRIS_ROW.items() if k != "petal_width"}),
                                       request_id="null").SerializeToString() + valueless
     assert len(first) < 128 and len(second) < 128  # one-byte lengths below
     body = b"\x0a\x04iris" + b"\x12" + bytes([len(first)]) + first + b"\x12" + bytes([len(second)]) + second
     partial = body + b"\x20\x01"  # partial_success = true
-    assert inference_pb2.PredictBatchRequest.FromString(partial).rows[1].features["petal_width"] == 0.0
+    parsed = inference_pb2.PredictBatchRequest.FromString(partial)
+    assert parsed.rows[1].features["petal_width"].WhichOneof("kind") is None
     with grpc.insecure_channel(target) as channel:
         call: grpc.UnaryUnaryMultiCallable[bytes, inference_pb2.PredictBatchResponse] = channel.unary_unary(
             "/predmesh.v1.InferenceService/PredictBatch",
@@ -146,7 +149,7 @@ def test_a_row_with_a_valueless_feature_is_refused_alone_with_partial_success(se
         # without partial_success the same rows refuse the call, naming the row
         with pytest.raises(grpc.RpcError) as err:
             call(body, timeout=5)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "rows[1]: feature 'petal_width'" in \
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "row 1: feature 'petal_width' has no value" in \
             (err.value.details() or "")
     assert recorder.request_ids() == ["ok"]
 

@@ -18,6 +18,7 @@ from predmesh import (
     Unauthenticated,
     Unavailable,
 )
+from predmesh.values import encode
 from tests.conftest import IRIS_ROW
 from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN
 
@@ -109,7 +110,8 @@ def test_batch_in_columns_refuses_what_it_cannot_score(client, call, message):
 def test_batch_with_both_rows_and_columns_is_invalid(inproc_server):
     from predmesh.v1 import inference_pb2, inference_pb2_grpc
     _, target = inproc_server
-    request = inference_pb2.PredictBatchRequest(model="iris", rows=[inference_pb2.FeatureRow(features=IRIS_ROW)])
+    request = inference_pb2.PredictBatchRequest(model="iris",
+                                                rows=[inference_pb2.FeatureRow(features=encode(IRIS_ROW))])
     request.matrix.feature_names.extend(IRIS_ROW)
     request.matrix.values.extend(IRIS_ROW.values())
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as err:

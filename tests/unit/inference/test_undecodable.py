@@ -10,6 +10,7 @@ from google.protobuf import descriptor_pool, message_factory
 
 from inference.process.persistence import Persistence, PersistenceSettings
 from predmesh.v1 import inference_pb2, inference_pb2_grpc
+from predmesh.values import encode
 from tests.conftest import IRIS_ROW
 
 # Bytes no protobuf parser accepts as any message: a reserved wire type, truncated varint / length / fixed64,
@@ -97,7 +98,7 @@ def test_undecodable_bytes_on_every_method_are_invalid_argument(full_server):
                     assert payload not in UNDECODABLE, (path, payload)
                 outcomes.setdefault(path, set()).add(code.name)
         answer = inference_pb2_grpc.InferenceServiceStub(channel).Predict(
-            inference_pb2.PredictRequest(model="iris", features=IRIS_ROW), timeout=5)
+            inference_pb2.PredictRequest(model="iris", features=encode(IRIS_ROW)), timeout=5)
     assert answer.prediction.label == "setosa"
     assert undecodable >= len(methods) * len(UNDECODABLE)
     print(f"{len(methods)} methods x {len(UNDECODABLE) + len(SOMETIMES) + len(random_payloads)} payloads: "
@@ -107,7 +108,8 @@ def test_undecodable_bytes_on_every_method_are_invalid_argument(full_server):
 
 def test_a_stream_that_turns_undecodable_midway_answers_the_good_messages_then_invalid_argument(full_server):
     _, target = full_server
-    good = inference_pb2.PredictStreamRequest(model="iris", features=IRIS_ROW, request_id="s-1").SerializeToString()
+    good = inference_pb2.PredictStreamRequest(model="iris", features=encode(IRIS_ROW),
+                                              request_id="s-1").SerializeToString()
     with grpc.insecure_channel(target) as channel:
         stream: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
             "/predmesh.v1.InferenceService/PredictStream")
