@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from predmesh.types import FeatureSpec
 from ui import analytics
 from ui.panes import text
 
@@ -39,19 +40,13 @@ class Field:
         return dict(self.choices)
 
 
-def _kind(spec) -> str:
-    return getattr(spec, "kind", "number") or "number"
-
-
 def _share(value: float) -> str:
     return f"{100 * value:.0f}%" if value >= 0.01 or value == 0 else "<1%"
 
 
-def field(spec) -> Field:
-    """The form field of one FeatureSpec (predmesh.types)."""
-    kind, nullable = _kind(spec), bool(getattr(spec, "nullable", False))
-    categories = tuple(getattr(spec, "categories", ()) or ())
-    missing_share = float(getattr(spec, "missing_share", 0.0) or 0.0)
+def field(spec: FeatureSpec) -> Field:
+    """The form field of one feature."""
+    kind, nullable, categories, missing_share = spec.kind, spec.nullable, spec.categories, spec.missing_share
     missing_note = f"; missing in {_share(missing_share)} of training rows" if missing_share > 0 else ""
     if kind == "boolean":
         order = [value for value, _ in categories if value in ("true", "false")] or ["false", "true"]
@@ -69,7 +64,7 @@ def field(spec) -> Field:
         more = f" and {len(categories) - 5} more" if len(categories) > 5 else ""
         hint = (f"{len(categories)} categories, most common first: {shown}{more}{missing_note}" if categories
                 else "a category (its training values are not recorded: type it)")
-        if getattr(spec, "accepts_unknown", False):
+        if spec.accepts_unknown:
             hint += "; the model also scores categories not seen in training"
         return Field(spec.name, kind, nullable, choices[0][1] if choices else "", tuple(choices), hint=hint)
     value = analytics.default_value(spec.min, spec.max, spec.mean, spec.std)
@@ -80,14 +75,14 @@ def field(spec) -> Field:
                  hint=hint)
 
 
-def fields(specs: Sequence) -> list[Field]:
+def fields(specs: Sequence[FeatureSpec]) -> list[Field]:
     return [field(s) for s in specs]
 
 
-def schema_key(specs: Sequence) -> tuple:
+def schema_key(specs: Sequence[FeatureSpec]) -> tuple:
     """What decides the form's shape: the form is rebuilt only when this changes."""
-    return tuple((s.name, _kind(s), s.min, s.max, s.mean, s.std, tuple(getattr(s, "categories", ()) or ()),
-                  bool(getattr(s, "nullable", False)), bool(getattr(s, "accepts_unknown", False))) for s in specs)
+    return tuple((s.name, s.kind, s.min, s.max, s.mean, s.std, s.categories, s.nullable, s.accepts_unknown)
+                 for s in specs)
 
 
 class Incomplete(ValueError):
@@ -125,32 +120,31 @@ def row(form_fields: Sequence[Field], values: Mapping[str, Any]) -> dict[str, Va
     return features
 
 
-def sample(specs: Sequence, rng: random.Random) -> dict[str, Value]:
+def sample(specs: Sequence[FeatureSpec], rng: random.Random) -> dict[str, Value]:
     """A random row drawn from the training profile: a category (or boolean) by its training shares, a missing
     value (where nullable) at its training missing share, a number from its training deciles (uniform inside a
     decile; the normal of its mean and std clipped to its range when deciles are not recorded)."""
     drawn: dict[str, Value] = {}
     for spec in specs:
-        kind = _kind(spec)
-        if getattr(spec, "nullable", False) and rng.random() < float(getattr(spec, "missing_share", 0.0) or 0.0):
+        kind = spec.kind
+        if spec.nullable and rng.random() < spec.missing_share:
             drawn[spec.name] = None
             continue
-        categories = tuple(getattr(spec, "categories", ()) or ())
-        if kind in ("category", "boolean") and categories:
-            values, shares = zip(*categories)
+        if kind in ("category", "boolean") and spec.categories:
+            values, shares = zip(*spec.categories)
             weights = [max(float(s), 0.0) for s in shares]
             value = rng.choices(values, weights=weights if sum(weights) > 0 else None)[0]
             drawn[spec.name] = (value == "true") if kind == "boolean" else value
         elif kind == "boolean":
             drawn[spec.name] = rng.random() < spec.mean if 0 <= spec.mean <= 1 else rng.random() < 0.5
         elif kind == "category":
-            drawn[spec.name] = None if getattr(spec, "nullable", False) else ""
+            drawn[spec.name] = None if spec.nullable else ""
         else:
             drawn[spec.name] = _number(spec, rng)
     return drawn
 
 
-def _number(spec, rng: random.Random) -> float:
+def _number(spec: FeatureSpec, rng: random.Random) -> float:
     lo, hi = spec.min, spec.max
     edges = [lo, *spec.quantiles, hi] if spec.quantiles else []
     if len(edges) >= 2 and all(a <= b for a, b in itertools.pairwise(edges)):
