@@ -10,9 +10,20 @@ from ui import form
 INPUT_WIDTH = 220
 
 
+class NumberInput(pn.widgets.FloatInput):
+    """A FloatInput whose empty value (None: missing) shows as an empty field; Panel's sends NaN to the browser,
+    which shows the letters "NaN"."""
+
+    def _process_param_change(self, params):
+        empty = [name for name in ("value", "value_throttled") if name in params and params[name] is None]
+        props = super()._process_param_change(params)
+        props.update({name: None for name in empty if name in props})
+        return props
+
+
 def _widget(f: form.Field) -> pn.widgets.Widget:
     if f.kind == "number":
-        return pn.widgets.FloatInput(label=f.name, value=f.default, step=f.step, width=INPUT_WIDTH,
+        return NumberInput(label=f.name, value=f.default, step=f.step, width=INPUT_WIDTH,
                                      placeholder="empty: missing" if f.nullable else "")
     if f.choices:   # a category's training values (most common first) or true / false, then (missing)
         return pn.widgets.Select(label=f.name, options=f.labels, value=f.default, width=INPUT_WIDTH)

@@ -106,6 +106,7 @@ def test_the_form_widgets_follow_the_typed_schema_and_send_the_typed_row():
     senior.value = True
     f.inputs["tenure"].value = None                        # emptied
     assert form.row(f.fields, f.values()) == {"tenure": None, "monthly": 70.0, "contract": None, "senior": True}
+    assert f.inputs["tenure"]._process_param_change({"value": None}) == {"value": None}   # empty, not "NaN"
     same = f.inputs["contract"]
     f.update(churn_info(version="2"))                      # same schema: what was chosen stays
     assert f.inputs["contract"] is same and same.value is None
