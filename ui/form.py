@@ -170,6 +170,12 @@ def plain(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def inputs(features: Mapping[str, object]) -> str:
-    """A stored row's features on one line of plain text (a table cell)."""
-    return " · ".join(f"{name}={plain(value)}" for name, value in features.items())
+def in_order(features: Mapping[str, object], names: Sequence[str] = ()) -> list[tuple[str, object]]:
+    """A stored row's (name, value) pairs in the model's schema order (`names`), any others after them."""
+    rank = {name: i for i, name in enumerate(names)}
+    return sorted(features.items(), key=lambda item: rank.get(item[0], len(rank)))
+
+
+def inputs(features: Mapping[str, object], names: Sequence[str] = ()) -> str:
+    """A stored row's features on one line of plain text (a table cell), in schema order."""
+    return " · ".join(f"{name}={plain(value)}" for name, value in in_order(features, names))

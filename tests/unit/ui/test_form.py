@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from predmesh.types import FeatureSpec, ModelInfo, StoredPrediction
+from predmesh.types import FeatureSpec, ModelInfo, Prediction, StoredPrediction
 from tests.unit.ui.test_ui import FakeClient, _session, _stored, rendered_text
 from ui import form
 from ui.store import now_utc
@@ -182,6 +182,9 @@ def test_stored_values_read_as_plain_text_that_cannot_be_confused():
         "1.5", "12", "true", "false", "missing", '"missing"', '"true"', '"x\\"y"']
     assert form.inputs({"tenure": None, "contract": "One year", "senior": True}) == (
         'tenure=missing · contract="One year" · senior=true')
+    assert form.inputs({"senior": True, "other": 1.0, "contract": "One year", "tenure": None},   # schema order
+                       ("tenure", "monthly", "contract", "senior")) == (
+        'tenure=missing · contract="One year" · senior=true · other=1')
 
 
 def test_stored_typed_values_show_as_text_in_the_history_table_and_the_inputs_pane():
@@ -208,8 +211,9 @@ def test_clicking_a_history_row_shows_its_inputs():
     from ui import views
 
     world = {"down": False, "info": churn_info(), "sent": [],
-             "rows": [StoredPrediction(_stored("p-1").prediction, {"tenure": None, "contract": "Two year",
-                                                                   "senior": False, "monthly": 55.0}, "ui",
+             "rows": [StoredPrediction(Prediction("p-1", "r", "churn", "1", "no", {"no": 0.7, "yes": 0.3}, 1.0),
+                                       {"contract": "Two year", "senior": False,
+                                                                   "monthly": 55.0, "tenure": None}, "ui",
                                               now_utc(), "")]}
     FakeClient.instances = []
 
@@ -218,13 +222,15 @@ def test_clicking_a_history_row_shows_its_inputs():
         page = views.dashboard(s, "predmesh")
         await s.start()
         table = page.select(pn.widgets.Tabulator)[0]
-        assert list(table.value["inputs"]) == ['tenure=missing · contract="Two year" · senior=false · monthly=55']
+        assert list(table.value["inputs"]) == ['tenure=missing · monthly=55 · contract="Two year" · senior=false']
         table._process_event(_click(0))     # what a click on the first row sends from the browser
         return page
     page = asyncio.run(scenario())
     shown = [rendered_text(m) for m in page.select(pn.pane.Markdown)]
-    assert any("Inputs of prediction p-1" in t and "contract" in t and '"Two year"' in t and "missing" in t
-               for t in shown), shown
+    pane = next(t for t in shown if "Inputs of prediction p-1" in t)
+    assert [line for line in pane.split("\n") if line.strip()] == [
+        "Inputs of prediction p-1", "feature", "value", "tenure", "missing", "monthly", "55", "contract",
+        '"Two year"', "senior", "false"]                         # schema order, not the stored order
 
 
 def _click(row: int):
