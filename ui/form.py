@@ -58,7 +58,7 @@ def field(spec: FeatureSpec) -> Field:
         return Field(spec.name, kind, nullable, choices[0][1], tuple(choices), hint=hint)
     if kind == "category":
         choices = [(value, value) for value, _ in categories]
-        if nullable:
+        if nullable and choices:      # without training values the field is typed text (empty: missing)
             choices.append((MISSING, None))
         shown = ", ".join(f"{text(v)} {_share(s)}" for v, s in categories[:5])
         more = f" and {len(categories) - 5} more" if len(categories) > 5 else ""

@@ -48,6 +48,10 @@ def test_a_category_is_a_choice_of_its_training_categories_most_common_first_the
     strict = form.field(spec("contract", "category", categories=CONTRACTS))
     assert [label for label, _ in strict.choices] == ["Month-to-month", "One year", "Two year"]  # no missing choice
     assert "not seen in training" not in strict.hint
+    untold = form.field(spec("region", "category", nullable=True))      # training values not recorded: typed text
+    assert untold.choices == () and untold.default == "" and "type it" in untold.hint
+    assert form.row([untold], {"region": ""}) == {"region": None} and form.row([untold], {"region": "EU"}) == {
+        "region": "EU"}
 
 
 def test_a_boolean_is_a_true_false_choice_with_missing_where_nullable():
