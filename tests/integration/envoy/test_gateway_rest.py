@@ -295,7 +295,8 @@ def test_batch_rows_are_answered_one_by_one_over_rest_with_partial_success(mesh)
     first, null, nan, extra = body["results"]
     assert set(first) == {"request_id", "prediction"} and first["request_id"] == "rest-each-1"
     assert first["prediction"]["label"] == "setosa" and first["prediction"]["request_id"] == "rest-each-1"
-    for result, text in ((null, "'petal_width' has no value"), (nan, "'sepal_length' is nan"),
+    for result, text in ((null, "'petal_width' is missing (null)"),
+                         (nan, "'sepal_length' is a number; got the string 'NaN'"),
                          (extra, "unknown feature 'colour'")):
         assert set(result) == {"request_id", "error"}
         assert result["error"]["code"] == 3 and text in result["error"]["message"], result
@@ -304,7 +305,7 @@ def test_batch_rows_are_answered_one_by_one_over_rest_with_partial_success(mesh)
     assert rest("POST", gw.url + "/v1/models/iris:predictBatch",
                 json={"rows": rows, "partialSuccess": True}).status_code == 200
     whole = rest("POST", gw.url + "/v1/models/iris:predictBatch", json={"rows": rows})
-    assert whole.status_code == 400 and whole.json()["message"].startswith("rows[1]: feature 'petal_width'")
+    assert whole.status_code == 400 and whole.json()["message"].startswith("row 1: feature 'petal_width'")
 
     names = list(IRIS_ROW)
     values = [*IRIS_ROW.values(), *([1e12] * 4), *IRIS_ROW.values()]
