@@ -3,27 +3,39 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain
 
 import numpy as np
 
 from database.models import to_datetime
-from database.records import PredictionBatch, Stored
+from database.records import PredictionBatch, Stored, plain
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 # the JSON of the jsonb columns: compact, refusing NaN/±inf (the INSERT fallback in repo.py uses it too)
 to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_NUMBERS = frozenset((float, int))  # the value types a row template formats as JSON numbers (not bool: True)
+
+
+def features_json(features: Mapping[str, object]) -> str:
+    """The JSON of a record's features: plain values as they are, NaN (a missing number) as null; ValueError for
+    ±inf or a value that is not plain (see plain)."""
+    try:
+        return to_json(features)
+    except (ValueError, TypeError):
+        return to_json({name: plain(value, name) for name, value in features.items()})
 
 
 def copy_text(records: Sequence[Stored]) -> io.StringIO:
     """The records (and bulk batches) in PostgreSQL's COPY text format (tab-separated, backslash escapes).
 
-    The writer's hot loop, so each row is one %-format: a row template per (feature keys, class keys) with the
-    JSON keys encoded and escaped once (float reprs are JSON numbers that need no escaping), strings escaped once
-    per distinct value, timestamps formatted once per distinct value. A row with anything but finite numbers in
-    its objects takes the JSON encoder (which refuses NaN/±inf with ValueError, as before)."""
+    The writer's hot loop, so each row is one %-format: a row template per (model, version, feature keys, class
+    keys) with the JSON keys encoded and escaped once (float reprs are JSON numbers that need no escaping),
+    strings escaped once per distinct value, timestamps formatted once per distinct value. A row with anything
+    but finite numbers in its objects (a category, a boolean, a missing value, NaN/±inf) takes the JSON encoder
+    (features_json: NaN is null, ±inf a ValueError; NaN/±inf probabilities a ValueError, as before)."""
     esc = _COPY_ESCAPES
+    # the row template per shape, made once a row of that shape held numbers only (float or int, not bool)
     templates: dict[tuple, str] = {}
     texts: dict[str, str] = {}
     stamps: dict[float, str] = {}
@@ -34,30 +46,38 @@ def copy_text(records: Sequence[Stored]) -> io.StringIO:
             out = texts[value] = value.translate(esc)
         return out
 
-    def obj(keys) -> str:
-        return "{" + ",".join(to_json(k).translate(esc).replace("%", "%%") + ":%r" for k in keys) + "}"
+    def obj(keys, placeholder: str = "%r") -> str:
+        return "{" + ",".join(to_json(k).translate(esc).replace("%", "%%") + ":" + placeholder for k in keys) + "}"
 
     lines = []
     for r in records:
         if type(r) is PredictionBatch:
-            lines.append(_batchcopy_text(r, text, obj))
+            lines.append(_batch_copy_text(r, text, obj))
             continue
         features, probabilities = r.features, r.probabilities
-        shape = (tuple(features), tuple(probabilities))
+        shape = (r.model, r.model_version, tuple(features), tuple(probabilities))
         template = templates.get(shape)
-        if template is None:
-            template = templates[shape] = f"%s\t%s\t%s\t%s\t{obj(shape[0])}\t%s\t{obj(shape[1])}\t%s\t%r\t%s\n"
         stamp = stamps.get(r.created_at)
         if stamp is None:
             stamp = stamps[r.created_at] = str(to_datetime(r.created_at))
         try:
-            total = sum(features.values()) + sum(probabilities.values())
+            # TypeError for a string or None (the values are typed as plain values: any of them may be one)
+            total = sum(features.values()) + sum(probabilities.values())  # type: ignore[arg-type]
             numbers = total - total == 0.0  # False for NaN or ±inf somewhere
         except TypeError:
             numbers = False
-        if not numbers:  # the JSON encoder: it refuses NaN/±inf (ValueError), encodes anything else it can
+        if numbers and template is None:
+            # a boolean sums as a number but its repr (True) is no JSON, nor is a numpy scalar's. A model version's
+            # features keep their kinds, so a shape's first row of numbers only tells for all its rows: the check
+            # is made once. (A row breaking that would be refused by COPY, and repo.insert_predictions would
+            # INSERT its batch instead, through the JSON encoder.)
+            numbers = _NUMBERS.issuperset(map(type, features.values()))
+            if numbers:
+                template = templates[shape] = (f"%s\t%s\t%s\t%s\t{obj(shape[2])}\t%s\t{obj(shape[3])}\t%s\t%r"
+                                               "\t%s\n")
+        if not numbers or template is None:  # the JSON encoder: refuses NaN/±inf (ValueError), encodes the rest
             lines.append(f"{r.prediction_id.translate(esc)}\t{r.request_id.translate(esc)}\t{text(r.model)}\t"
-                         f"{text(r.model_version)}\t{to_json(features).translate(esc)}\t{text(r.label)}\t"
+                         f"{text(r.model_version)}\t{features_json(features).translate(esc)}\t{text(r.label)}\t"
                          f"{to_json(probabilities).translate(esc)}\t{text(r.transport)}\t"
                          f"{float(r.latency_ms)!r}\t{stamp}\n")
             continue
@@ -67,23 +87,66 @@ def copy_text(records: Sequence[Stored]) -> io.StringIO:
     return io.StringIO("".join(lines))
 
 
-def _batchcopy_text(b: PredictionBatch, text, obj) -> str:
+def _batch_copy_text(b: PredictionBatch, text, obj) -> str:
     """A bulk batch's rows in COPY text: one row template with everything the rows share (model, version, JSON
     keys, transport, latency, timestamp) formatted in, repeated once per row and filled by ONE %-format over
-    the rows' values (ids, floats, labels): no Python code runs per row. Rows with a non-finite number, or ids
-    that need escaping, take the per-row path (which refuses NaN/±inf as before)."""
+    the rows' values (ids, feature values, labels, floats): no Python code runs per row of a float matrix. Rows
+    with a non-finite probability or an infinite feature, or ids that need escaping, take the per-row path
+    (which refuses NaN/±inf as before)."""
     ids = "".join(b.prediction_ids) + "".join(b.request_ids)
-    if (not (np.isfinite(b.features).all() and np.isfinite(b.probabilities).all())
-            or "\\" in ids or "\t" in ids or "\n" in ids or "\r" in ids):
+    columns = _feature_columns(b) if np.isfinite(b.probabilities).all() else None
+    if columns is None or "\\" in ids or "\t" in ids or "\n" in ids or "\r" in ids:
         return copy_text(b.rows()).getvalue()
 
     def const(value: str) -> str:
         return text(value).replace("%", "%%")
 
-    template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names)}\t%s\t"
+    # feature values by %s: a float's str is its repr (a JSON number); the other values come as JSON text
+    template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names, '%s')}\t%s\t"
                 f"{obj(b.classes)}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
                 f"{to_datetime(b.created_at)!s}\n")
     labels = [text(c) for c in b.classes]
-    values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *b.features.T.tolist(),
+    values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *columns,
                                      map(labels.__getitem__, b.labels.tolist()), *b.probabilities.T.tolist()))
     return (template * len(b)) % tuple(values)
+
+
+def _feature_columns(b: PredictionBatch) -> list[list] | None:
+    """The batch's feature columns as values a %s makes JSON of: finite floats as they are, anything else as its
+    JSON text escaped for COPY (a missing value, NaN included, as null). None when a float matrix holds ±inf
+    (the per-row path refuses it); ValueError for a value that cannot be stored (see plain)."""
+    matrix = b.features
+    if matrix.dtype != object:
+        finite = np.isfinite(matrix)
+        if finite.all():
+            return matrix.T.tolist()
+        if not (finite | np.isnan(matrix)).all():
+            return None
+        columns = matrix.T.tolist()
+        for j in np.flatnonzero(~finite.all(axis=0)).tolist():
+            columns[j] = [v if v == v else "null" for v in columns[j]]
+        return columns
+    strings: dict[str, str] = {}  # categories repeat: each distinct one encoded once
+    return [_json_column(name, column, strings) for name, column in zip(b.feature_names, matrix.T.tolist())]
+
+
+def _json_column(name: str, column: list, strings: dict[str, str]) -> list:
+    """One column of plain values (an object matrix's) as %s-ready values (see _feature_columns)."""
+    out: list = []
+    append = out.append
+    for value in column:
+        kind = type(value)
+        if kind is str:
+            json_text = strings.get(value)
+            if json_text is None:
+                json_text = strings[value] = to_json(value).translate(_COPY_ESCAPES)
+            append(json_text)
+        elif kind is float and value - value == 0.0:
+            append(value)
+        elif value is None:
+            append("null")
+        elif kind is bool:
+            append("true" if value else "false")
+        else:  # NaN, ±inf, an int, a numpy scalar, or something that is not a feature value
+            append(to_json(plain(value, name)).translate(_COPY_ESCAPES))
+    return out

@@ -7,17 +7,21 @@ from typing import final
 
 import numpy as np
 
+FeatureValue = float | str | bool | None
+"""A feature's plain value: a number (float), a category (str), a boolean, or missing (None)."""
+
 
 @final  # the hot paths test `type(x) is PredictionBatch`; final lets type checkers narrow that
 @dataclass(frozen=True, slots=True)
 class PredictionRecord:
-    """One answered prediction, as it must be stored."""
+    """One answered prediction, as it must be stored. A feature's value is plain (FeatureValue); a NaN number
+    is stored as missing (null), like None."""
 
     prediction_id: str
     request_id: str
     model: str
     model_version: str
-    features: dict[str, float]
+    features: dict[str, FeatureValue]
     label: str
     probabilities: dict[str, float]
     transport: str
@@ -29,14 +33,17 @@ class PredictionRecord:
 @dataclass(frozen=True, slots=True, eq=False)
 class PredictionBatch:
     """The answered predictions of one bulk call in columns (one object for many rows instead of one record
-    each; the server's columnar PredictBatch). Row r is what PredictionRecord r of rows() holds."""
+    each; the server's columnar PredictBatch). Row r is what PredictionRecord r of rows() holds.
+
+    features is a float64 matrix (models that take numbers: NaN is a missing value) or an object matrix of plain
+    values (FeatureValue; models that take a frame: categories, booleans, None for missing)."""
 
     prediction_ids: list[str]
     request_ids: list[str]
     model: str
     model_version: str
     feature_names: tuple[str, ...]
-    features: np.ndarray  # rows × feature_names, float64
+    features: np.ndarray  # rows × feature_names: float64, or object holding plain values
     classes: tuple[str, ...]
     labels: np.ndarray  # per row, the index of its label in classes
     probabilities: np.ndarray  # rows × classes, float64
@@ -56,6 +63,27 @@ class PredictionBatch:
             transport=self.transport, latency_ms=self.latency_ms, created_at=self.created_at)
             for pid, rid, values, label, probs in zip(self.prediction_ids, self.request_ids, self.features.tolist(),
                                                       self.labels.tolist(), self.probabilities.tolist())]
+
+
+def plain(value: object, name: str) -> FeatureValue:
+    """A feature value as it is stored: a number (float), a string, a boolean, or None (missing; so is NaN, a
+    missing number). Integers and numpy scalars become those; ±inf, or anything else, is a ValueError naming the
+    feature (where the database would refuse it: the row is quarantined alone)."""
+    if value is None or type(value) is bool or type(value) is str:
+        return value
+    if isinstance(value, str):  # a subclass, e.g. numpy.str_
+        return str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        number = float(value)
+        if number != number:
+            return None
+        if number - number != 0.0:
+            raise ValueError(f"feature {name!r} is {number!r}; a stored number is finite (or NaN, missing)")
+        return number
+    raise ValueError(f"feature {name!r} holds a {type(value).__name__}; a stored feature is a number, a string, "
+                     "a boolean or null")
 
 
 Stored = PredictionRecord | PredictionBatch  # what the prediction log stores: single records and bulk batches

@@ -12,7 +12,7 @@ from typing import cast
 from peewee import JOIN, SQL, fn
 
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
-from database.copy_text import copy_text, to_json
+from database.copy_text import copy_text, features_json, to_json
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db, to_datetime, to_epoch
 from database.quality import Quality, quality
 from database.records import PredictionRecord, Stored, as_rows, row_count
@@ -105,9 +105,8 @@ def insert_predictions(records: Sequence[Stored]) -> int:
                                        "ON CONFLICT DO NOTHING")
                     return row_count(records)
                 # a value COPY refuses: the INSERT below raises for it (the caller isolates that row)
-        dumps = to_json
-        rows = [(r.prediction_id, r.request_id, r.model, r.model_version, dumps(r.features), r.label,
-                 dumps(r.probabilities), r.transport, float(r.latency_ms),
+        rows = [(r.prediction_id, r.request_id, r.model, r.model_version, features_json(r.features), r.label,
+                 to_json(r.probabilities), r.transport, float(r.latency_ms),
                  to_datetime(r.created_at) if postgres else str(to_datetime(r.created_at)))
                 for r in as_rows(records)]
         if postgres:

@@ -1,22 +1,32 @@
-"""Spool documents: a prediction record, or a whole PredictionBatch, as one JSON-able dict and back."""
+"""Spool documents: a prediction record, or a whole PredictionBatch, as one JSON-able dict and back.
+
+A record's features are a JSON object of plain values (numbers, strings, booleans, null). A batch's features are
+either its float64 matrix packed (base64 of little-endian float64: exact and cheap; the only form before typed
+features, so spool files written by earlier versions read the same) or, for a matrix of plain values (a model
+that takes a frame), a JSON list of rows of plain values (null for missing)."""
 from __future__ import annotations
 
 import base64
 
 import numpy as np
 
-from database.records import PredictionBatch, PredictionRecord, Stored
+from database.records import FeatureValue, PredictionBatch, PredictionRecord, Stored, plain
+from inference.recording.spool import encode
+
+_PLAIN = frozenset((str, float, bool, type(None)))  # the types a typed row holds as they are (NaN aside)
+_JSON_PLAIN = (str, float, int, bool, type(None))  # what a typed row read back may hold (int: a whole number)
 
 
 def to_doc(r: Stored) -> dict:
-    """The spool document of a record, or of a whole PredictionBatch (one document for its rows: its number
-    columns as base64 of little-endian float64, exact and cheap)."""
+    """The spool document of a record, or of a whole PredictionBatch (one document for its rows: a float64
+    matrix packed, a matrix of plain values as rows; see the module)."""
     if type(r) is PredictionBatch:
+        features = r.features
         return {"prediction_ids": r.prediction_ids, "request_ids": r.request_ids, "model": r.model,
                 "model_version": r.model_version, "feature_names": r.feature_names,
-                "features": _pack(r.features), "classes": r.classes, "labels": r.labels.tolist(),
-                "probabilities": _pack(r.probabilities), "transport": r.transport, "latency_ms": r.latency_ms,
-                "created_at": r.created_at}
+                "features": _typed_rows(features, r.feature_names) if features.dtype == object else _pack(features),
+                "classes": r.classes, "labels": r.labels.tolist(), "probabilities": _pack(r.probabilities),
+                "transport": r.transport, "latency_ms": r.latency_ms, "created_at": r.created_at}
     # by hand: dataclasses.asdict deep-copies recursively and is several times slower on this hot path
     return {"prediction_id": r.prediction_id, "request_id": r.request_id, "model": r.model,
             "model_version": r.model_version, "features": r.features, "label": r.label,
@@ -24,12 +34,27 @@ def to_doc(r: Stored) -> dict:
             "created_at": r.created_at}
 
 
+def to_line(r: Stored) -> bytes:
+    """The spool line of a record or batch (spool.encode of its document). A record whose features JSON cannot
+    hold as they are (NaN, a missing number: null; a numpy scalar) has them made plain first; ±inf stays a
+    ValueError, as before."""
+    try:
+        return encode(to_doc(r))
+    except (ValueError, TypeError):
+        if type(r) is PredictionBatch:
+            raise
+        doc = to_doc(r)
+        doc["features"] = {name: plain(value, name) for name, value in r.features.items()}
+        return encode(doc)
+
+
 def from_doc(doc: dict) -> Stored:
     """The record (or batch) of a spool document; TypeError/ValueError when the document is neither."""
     if "feature_names" not in doc:
         return PredictionRecord(**doc)
     n, names, classes = len(doc["prediction_ids"]), tuple(doc["feature_names"]), tuple(doc["classes"])
-    features = _unpack(doc["features"], n, len(names))
+    packed = doc["features"]
+    features = _unpack(packed, n, len(names)) if isinstance(packed, str) else _from_rows(packed, n, len(names))
     probabilities = _unpack(doc["probabilities"], n, len(classes))
     labels = np.array(doc["labels"], dtype=np.int64)
     if len(doc["request_ids"]) != n or labels.shape != (n,):
@@ -51,3 +76,25 @@ def _unpack(text: str, rows: int, columns: int) -> np.ndarray:
     if values.size != rows * columns:
         raise ValueError(f"{values.size} values for {rows} rows of {columns}")
     return values.astype(np.float64).reshape(rows, columns)
+
+
+def _typed_rows(matrix: np.ndarray, names: tuple[str, ...]) -> list[list[FeatureValue]]:
+    """An object matrix's rows as JSON takes them: plain values as they are, NaN as None, numpy scalars as
+    Python values (plain; ValueError naming the feature for ±inf or a value that is no feature value)."""
+    plain_types = _PLAIN
+    return [[v if type(v) in plain_types and v == v else plain(v, name) for v, name in zip(row, names)]
+            for row in matrix.tolist()]
+
+
+def _from_rows(rows: object, n: int, columns: int) -> np.ndarray:
+    """The object matrix of a document's typed rows (ValueError unless n rows of `columns` plain values)."""
+    if not isinstance(rows, list) or len(rows) != n:
+        raise ValueError(f"typed features: expected a list of {n} rows")
+    matrix = np.empty((n, columns), dtype=object)
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != columns:
+            raise ValueError(f"typed features: row {i} is not a list of {columns} values")
+        if not all(isinstance(v, _JSON_PLAIN) for v in row):
+            raise ValueError(f"typed features: row {i} holds a value that is not a number, string, boolean or null")
+        matrix[i] = row
+    return matrix

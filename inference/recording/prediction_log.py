@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 
 from database.records import Stored, row_count
 from inference.errors import Overloaded
-from inference.recording.documents import to_doc
+from inference.recording.documents import to_line
 from inference.recording.parallel import ParallelWriters
 from inference.recording.queue import RecordQueue
 from inference.recording.replay import replay_some
-from inference.recording.spool import Spool, SpoolFull, encode
+from inference.recording.spool import Spool, SpoolFull
 from inference.recording.tail import Position, SyncedTail
 from inference.recording.writer import DatabaseWriter
 
@@ -67,17 +67,17 @@ class PredictionLog:
         if not records:
             return
         if self.durable:
-            self._spool([to_doc(r) for r in records], tag=records)
+            self._spool([to_line(r) for r in records], tag=records)
             return
         rows = row_count(records)
         with self._cv:
             if self._queue.offer(records, rows):
                 return
-        self._spool([to_doc(r) for r in records])  # the database is behind: spill (durable) instead
+        self._spool([to_line(r) for r in records])  # the database is behind: spill (durable) instead
 
-    def _spool(self, docs: list[dict], tag=None) -> None:
+    def _spool(self, lines: list[bytes], tag=None) -> None:
         try:
-            self.spool.append([encode(d) for d in docs], tag)
+            self.spool.append(lines, tag)
         except SpoolFull as exc:
             raise Overloaded(f"prediction log spool is full and the database is behind; retry later ({exc})") \
                 from None
@@ -124,7 +124,7 @@ class PredictionLog:
             self._tail.clear()  # durable: already in the spool
         if rest:
             try:
-                self.spool.append([encode(to_doc(r)) for r in rest])
+                self.spool.append([to_line(r) for r in rest])
                 log.warning("prediction log closed with %d records not in the database: kept in the spool",
                             len(rest))
             except (SpoolFull, OSError) as exc:
@@ -191,7 +191,7 @@ class PredictionLog:
         if self._db.may_try() and self._db.store(batch):
             return
         try:
-            self.spool.append([encode(to_doc(r)) for r in batch])
+            self.spool.append([to_line(r) for r in batch])
         except (SpoolFull, OSError) as exc:
             log.error("database down and spool full (%s): holding %d records in memory", exc, len(batch))
             with self._cv:

@@ -138,11 +138,14 @@ def _adopt(source: Path, target: Path) -> None:
 # ensure_ascii (the default) escapes every control character, so a line never holds a zero byte; built once
 # (json.dumps with options builds an encoder per call)
 _json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# a quarantined document is for a human to read: NaN and ±inf as Python's json writes them, anything else JSON has
+# no form for as its repr
+_lenient_json = json.JSONEncoder(separators=(",", ":"), default=repr).encode
 
 
-def encode(doc: dict) -> bytes:
+def encode(doc: dict, encoder=_json) -> bytes:
     """One spool line: crc32 of the JSON, a space, the JSON, a newline."""
-    payload = _json(doc).encode()
+    payload = encoder(doc).encode()
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
@@ -476,7 +479,12 @@ class Spool:
 
     def quarantine_record(self, doc: dict, reason: str) -> None:
         """Keep a record the database refuses (it would block the log forever) for a human to look at."""
-        self._quarantine(encode({"reason": reason, "record": doc}), "a record refused by the database")
+        entry = {"reason": reason, "record": doc}
+        try:
+            data = encode(entry)
+        except (ValueError, TypeError):  # e.g. a NaN (missing) feature of a single record: kept all the same
+            data = encode(entry, _lenient_json)
+        self._quarantine(data, "a record refused by the database")
 
     def _quarantine(self, data: bytes, where: str) -> None:
         self.quarantined += 1

@@ -1,13 +1,16 @@
 """AnalyticsService: stored predictions, aggregates and feedback, read from the database through database.repo."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
 import time
+from collections.abc import Mapping
 from datetime import date
 from typing import Literal, overload
 
+from google.protobuf.struct_pb2 import NULL_VALUE, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from database import repo
@@ -63,6 +66,24 @@ def epoch(field: str, ts: Timestamp, present: bool) -> float | None:
         raise errors.InvalidArgument(f"{field} ({ts.seconds} s, {ts.nanos} ns) is outside the Timestamp range "
                                      "0001-01-01 .. 9999-12-31")
     return ts.seconds + ts.nanos / 1e9
+
+
+def feature_values(target: Mapping[str, Value], features: Mapping[str, object]) -> None:
+    """Fill a map of google.protobuf.Value (StoredPrediction.features) with stored plain values: a number →
+    number_value, a string → string_value, a boolean → bool_value, None (missing) → null_value. Rows stored
+    before typed features hold numbers only. (Anything else, which no writer stores, is sent as its JSON text.)"""
+    for name, value in features.items():
+        entry = target[name]
+        if isinstance(value, bool):  # before numbers: a bool is an int
+            entry.bool_value = value
+        elif isinstance(value, (float, int)):
+            entry.number_value = value
+        elif isinstance(value, str):
+            entry.string_value = value
+        elif value is None:
+            entry.null_value = NULL_VALUE
+        else:
+            entry.string_value = json.dumps(value)
 
 
 def timestamp(epoch_s: float) -> Timestamp:
@@ -124,9 +145,11 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     @staticmethod
     def _stored(row: repo.StoredPrediction) -> analytics_pb2.StoredPrediction:
         r = row.record
-        return analytics_pb2.StoredPrediction(
-            prediction=prediction_message(r), features=r.features, transport=transport_value(r.transport),
+        message = analytics_pb2.StoredPrediction(
+            prediction=prediction_message(r), transport=transport_value(r.transport),
             created_at=timestamp(r.created_at), feedback_label=row.feedback_label)
+        feature_values(message.features, r.features)
+        return message
 
     @rpc
     def GetStats(self, request, context):
