@@ -3,6 +3,8 @@
 malformed JSON) gets the status the document lists for it, with a body of the content type it lists."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -135,3 +137,36 @@ def test_the_admin_listener_serves_its_own_document_with_the_bearer_scheme(gatew
     assert admin["servers"] == [{"url": gw.admin_url}]
     assert all(op["security"] == [{"bearer": []}] for ops in admin["paths"].values() for op in ops.values())
     assert "reload" not in str(docs["public"]["paths"])
+
+
+def test_overload_and_timeout_answers_are_documented(trained_store, tmp_path):
+    """429 (Envoy's rate limit), 504 (the route timeout) and 503 (no replica) arrive as the document lists them:
+    Envoy's text/plain line, or the server's google.rpc.Status JSON."""
+    env = {"PREDMESH_GATEWAY_RATE_LIMIT_RPS": "3", "PREDMESH_GATEWAY_TIMEOUT_S": "1"}
+    with ServerProc(trained_store, tmp_path / "server.log",
+                    env={"PREDMESH_FAULTS": "inference.predict_delay_ms:3000"}) as server, \
+            GatewayProc([server.target], tmp_path / "gw", env=env) as gw:
+        doc = requests.get(gw.url + "/openapi.json", timeout=5).json()
+
+        def documented(resp: requests.Response, template: str, method: str) -> None:
+            content = doc["paths"][template][method]["responses"][str(resp.status_code)]["content"]
+            assert resp.headers["content-type"].split(";")[0] in content, (resp.status_code, resp.text[:200])
+
+        slow = requests.post(gw.url + "/v1/models/iris:predict", json={"features": ROW}, timeout=10)
+        assert slow.status_code == 504, slow.text[:200]
+        documented(slow, "/v1/models/{model}:predict", "post")
+        seen = [requests.get(gw.url + "/v1/models", timeout=5) for _ in range(10)]
+        limited = [r for r in seen if r.status_code == 429]
+        assert limited and limited[0].headers.get("x-local-rate-limit") == "true", [r.status_code for r in seen]
+        documented(limited[0], "/v1/models", "get")
+        server.proc.kill()  # no replica left
+        server.proc.wait()
+        time.sleep(1.1)  # a full token bucket again
+        down = None
+        for _ in range(20):
+            down = requests.get(gw.url + "/v1/models", timeout=5)
+            if down.status_code == 503:
+                break
+            time.sleep(0.5)
+        assert down is not None and down.status_code == 503, (down.status_code if down else None)
+        documented(down, "/v1/models", "get")
