@@ -1,7 +1,8 @@
 """What the REST API enforces beyond the protos' types, for the OpenAPI document: the server's bounds on fields
 (inference/bounds.py, inference/rpc/*.py; the gateway may not import them, tests/unit/gateway compares the
-values), who must authenticate, and the answers Envoy itself gives (each provoked through a real Envoy by
-tests/integration/envoy/test_openapi_truth.py)."""
+values), who must authenticate, and the answers Envoy itself gives (provoked through a real Envoy by
+tests/integration/envoy/test_openapi_truth.py; 409 is the idempotency rule of issue #23: a request_id reused
+for a different request)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

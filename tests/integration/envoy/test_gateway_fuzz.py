@@ -32,6 +32,7 @@ from tests.support.typed_model import write_typed_model
 pytestmark = pytest.mark.envoy
 
 CASES = 2000
+TYPED_ROW = {"tenure": 12, "monthly": 70.5, "contract": "Month-to-month", "senior": False}
 FEATURES = [*IRIS_ROW, *TYPED_FEATURES]
 
 json_scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False,
@@ -185,6 +186,12 @@ def test_schemathesis_finds_no_server_error(store, tmp_path):
     5xx, every answer as the document describes it), and Envoy counted no 5xx on either listener."""
     with ServerProc(store, tmp_path / "server.log") as server, \
             GatewayProc([server.target], tmp_path / "gw", env={"PREDMESH_GATEWAY_RATE_LIMIT_RPS": "0"}) as gw:
+        # stored predictions of both models, so the read operations answer rows and not only empty pages
+        for model, row in (("iris", dict(IRIS_ROW)), ("churn", TYPED_ROW)):
+            seeded = requests.post(f"{gw.url}/v1/models/{model}:predict", json={"features": row}, timeout=5)
+            assert seeded.status_code == 200, seeded.text
+        wait_for(lambda: requests.get(gw.url + "/v1/stats", timeout=5).json().get("total") == "2", timeout=10,
+                 what="the seeded predictions stored")
         before = {name: (gw.stat(f"http.{name}.downstream_rq_5xx"), gw.stat(f"http.{name}.downstream_rq_completed"))
                   for name in ("public", "admin")}
         public = _schemathesis(gw.url, WRITER_TOKEN, tmp_path / "st")
