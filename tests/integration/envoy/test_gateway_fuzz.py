@@ -172,7 +172,7 @@ def _schemathesis(url: str, token: str, out: Path) -> subprocess.CompletedProces
     exe = Path(sys.executable).with_name("schemathesis")
     return subprocess.run(
         [str(exe), "run", url + "/openapi.json", "--checks", SCHEMATHESIS_CHECKS, "--mode", "all",
-         "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--generation-deterministic", "--workers", "2",
+         "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--generation-deterministic", "--workers", "1",
          "--request-timeout", "5", "--no-color", "-H", f"Authorization: Bearer {token}",
          "--report", "junit", "--report-dir", str(out)],
         capture_output=True, text=True, timeout=600, cwd=out.parent)
