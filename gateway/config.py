@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from gateway.api_rules import ApiLimits
 from gateway.descriptor import ADMIN_SERVICES, HEALTH_SERVICE, PUBLIC_GRPC_SERVICES, PUBLIC_SERVICES, build_descriptor
 from gateway.docs import ASSETS, DOCS_PATH, PAGE, write_docs
 from gateway.openapi import write_openapi
@@ -70,6 +71,7 @@ class Built:
     descriptor: Path
     openapi: Path
     envoy_yaml: Path
+    admin_openapi: Path | None = None
 
 
 def envoy_binary() -> str:
@@ -89,8 +91,16 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def render(settings: GatewaySettings, descriptor: Path, openapi: Path, docs: Path | None = None) -> str:
-    """The envoy.yaml text for these settings (docs: the directory of the docs page, None: no /docs routes)."""
+def api_limits(settings: GatewaySettings) -> ApiLimits:
+    """The limits the OpenAPI documents state: the gateway's own and the server's batch limit."""
+    return ApiLimits(max_batch_rows=settings.max_batch_rows, max_body_bytes=settings.max_body_bytes,
+                     rate_limit_rps=settings.rate_limit_rps, route_timeout_s=settings.route_timeout_s)
+
+
+def render(settings: GatewaySettings, descriptor: Path, openapi: Path, docs: Path | None = None,
+           admin_openapi: Path | None = None) -> str:
+    """The envoy.yaml text for these settings (docs: the directory of the docs page, None: no /docs routes;
+    admin_openapi: the admin listener's OpenAPI document, None: not served)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
     upstreams = [split_addr(a) for a in settings.upstreams]
@@ -111,6 +121,8 @@ def render(settings: GatewaySettings, descriptor: Path, openapi: Path, docs: Pat
         health_service=HEALTH_SERVICE,
         openapi_route=_OPENAPI_ROUTE.format(path=OPENAPI_PATH, file=json.dumps(str(openapi.resolve())))
         + (_docs_routes(docs.resolve()) if docs is not None and settings.docs else ""),
+        admin_openapi_route=_OPENAPI_ROUTE.format(path=OPENAPI_PATH, file=json.dumps(str(admin_openapi.resolve())))
+        if admin_openapi is not None else "",
     )
 
 
@@ -132,21 +144,28 @@ def build(settings: GatewaySettings, *, check: bool = True) -> Built:
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=work))
     try:
         descriptor = build_descriptor(staging / "predmesh.binpb")
+        limits = api_limits(settings)
         openapi = write_openapi(descriptor, staging / "openapi.json", PUBLIC_SERVICES, title="predmesh REST API",
-                                server_url=settings.public_url)
+                                server_url=settings.public_url, limits=limits)
+        admin_openapi = write_openapi(descriptor, staging / "admin-openapi.json", ADMIN_SERVICES,
+                                      title="predmesh admin REST API", server_url=settings.admin_url,
+                                      limits=limits) if settings.admin_addr else None
         docs = write_docs(staging / "docs", openapi_path=OPENAPI_PATH, title="predmesh REST API")
         staged_yaml = staging / "envoy.yaml"  # Envoy picks the parser by extension
-        staged_yaml.write_text(render(settings, descriptor, openapi, docs))
+        staged_yaml.write_text(render(settings, descriptor, openapi, docs, admin_openapi))
         if check:
             validate(staged_yaml)
         # the same configuration, pointing at the files' final places
-        final = Built(work / "predmesh.binpb", work / "openapi.json", work / "envoy.yaml")
-        text = render(settings, final.descriptor, final.openapi, work / "docs")
+        final = Built(work / "predmesh.binpb", work / "openapi.json", work / "envoy.yaml",
+                      work / "admin-openapi.json" if admin_openapi else None)
+        text = render(settings, final.descriptor, final.openapi, work / "docs", final.admin_openapi)
         (work / "docs").mkdir(exist_ok=True)
         for name in os.listdir(docs):
             os.replace(docs / name, work / "docs" / name)
         os.replace(descriptor, final.descriptor)
         os.replace(openapi, final.openapi)
+        if admin_openapi is not None and final.admin_openapi is not None:
+            os.replace(admin_openapi, final.admin_openapi)
         staged_yaml.write_text(text)
         os.replace(staged_yaml, final.envoy_yaml)
     finally:

@@ -9,6 +9,9 @@ from typing import Any
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
+from gateway import api_rules
+from gateway.api_rules import ApiLimits, error_responses
+
 F = descriptor_pb2.FieldDescriptorProto
 _SCALARS: dict[int, dict[str, Any]] = {
     F.TYPE_DOUBLE: {"type": "number", "format": "double"},
@@ -18,12 +21,12 @@ _SCALARS: dict[int, dict[str, Any]] = {
     F.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
     F.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0},
     F.TYPE_FIXED32: {"type": "integer", "format": "int64", "minimum": 0},
-    # proto3 JSON writes 64-bit integers as strings (and accepts numbers)
-    F.TYPE_INT64: {"type": "string", "format": "int64"},
-    F.TYPE_SINT64: {"type": "string", "format": "int64"},
-    F.TYPE_SFIXED64: {"type": "string", "format": "int64"},
-    F.TYPE_UINT64: {"type": "string", "format": "uint64"},
-    F.TYPE_FIXED64: {"type": "string", "format": "uint64"},
+    # proto3 JSON writes 64-bit integers as strings of digits (and accepts numbers); "" is refused
+    F.TYPE_INT64: {"type": "string", "format": "int64", "pattern": r"^-?[0-9]{1,19}$"},
+    F.TYPE_SINT64: {"type": "string", "format": "int64", "pattern": r"^-?[0-9]{1,19}$"},
+    F.TYPE_SFIXED64: {"type": "string", "format": "int64", "pattern": r"^-?[0-9]{1,19}$"},
+    F.TYPE_UINT64: {"type": "string", "format": "uint64", "pattern": r"^[0-9]{1,20}$"},
+    F.TYPE_FIXED64: {"type": "string", "format": "uint64", "pattern": r"^[0-9]{1,20}$"},
     F.TYPE_BOOL: {"type": "boolean"},
     F.TYPE_STRING: {"type": "string"},
     F.TYPE_BYTES: {"type": "string", "format": "byte"},
@@ -83,9 +86,22 @@ class _Contract:
 
 
 class _Builder:
-    def __init__(self, contract: _Contract):
+    def __init__(self, contract: _Contract, limits: ApiLimits):
         self.c = contract
         self.schemas: dict[str, dict] = {}
+        self.rules = api_rules.field_rules(limits)
+
+    def constrained(self, type_name: str, field, schema: dict, doc: str | None) -> dict:
+        """A field's schema with the bounds the server enforces on it and its comment as the description."""
+        rule = dict(self.rules.get(f"{type_name.lstrip('.')}.{field.name}", {}))
+        extra = rule.pop("description", None)
+        doc = " ".join(d for d in (doc, extra) if d) or None
+        if rule:
+            schema = {**schema, **rule} if "$ref" not in schema else {"allOf": [schema], **rule}
+        if doc:
+            schema = {**schema, "description": doc} if "$ref" not in schema else {"allOf": [schema],
+                                                                                   "description": doc}
+        return schema
 
     def ref(self, type_name: str) -> dict:
         """A $ref to the schema of a message, building it (and what it references) on first use."""
@@ -118,14 +134,24 @@ class _Builder:
         for i, field in enumerate(message.field):
             if field.name in exclude:
                 continue
-            schema = self.field_schema(field)
-            doc = self.c.comment((*path, 2, i))
-            if doc:
-                schema = {**schema, "description": doc} if "$ref" not in schema else {"allOf": [schema],
-                                                                                       "description": doc}
-            props[field.name] = schema
-        schema = {"type": "object", "properties": props}
-        doc = self.c.comment(path)
+            props[field.name] = self.constrained(type_name, field, self.field_schema(field),
+                                                 self.c.comment((*path, 2, i)))
+        schema: dict[str, Any] = {"type": "object", "properties": props}
+        key = type_name.lstrip(".")
+        required = [f for f in api_rules.REQUIRED.get(key, []) if f not in exclude]
+        if required:
+            schema["required"] = required
+        notes = [self.c.comment(path)]
+        oneofs = _oneofs(message, exclude)
+        if oneofs:  # a proto oneof: JSON carries exactly one of its fields (answers always set one)
+            choices = [{"oneOf": [{"required": [name]} for name in group]} for group in oneofs]
+            schema.update(choices[0] if len(choices) == 1 else {"allOf": choices})
+            notes += [f"Exactly one of {', '.join(group)}." for group in oneofs]
+        either = api_rules.EITHER.get(key)
+        if either:
+            schema["oneOf"] = either["oneOf"]
+            notes.append(either["description"])
+        doc = " ".join(n for n in notes if n)
         if doc:
             schema["description"] = doc
         return schema
@@ -155,16 +181,19 @@ class _Builder:
             if field.type == F.TYPE_MESSAGE and field.type_name not in _WELL_KNOWN:
                 continue
             schema: dict[str, Any]
-            if field.type == F.TYPE_ENUM:  # the gateway parses enum names in any case: aliases as written in docs
-                schema = {"type": "string", "enum": _enum_names(self.c.enums[field.type_name], aliases=True)}
+            if field.type == F.TYPE_ENUM:  # the gateway parses enum names in any case: aliases as written in docs;
+                enum = self.c.enums[field.type_name]  # and, as proto3 JSON does, the numbers
+                numbers = sorted({str(v.number) for v in enum.value}, key=int)
+                schema = {"type": "string", "enum": _enum_names(enum, aliases=True) + numbers}
                 if field.label == F.LABEL_REPEATED:
                     schema = {"type": "array", "items": schema}
             else:
                 schema = self.field_schema(field)
+            doc = self.c.comment((*self.c.paths[type_name], 2, i))
+            schema = self.constrained(type_name, field, schema, None)
             param: dict[str, Any] = {"name": field.name, "in": "query", "required": False, "schema": schema}
             if field.label == F.LABEL_REPEATED:
                 param.update(style="form", explode=True)
-            doc = self.c.comment((*self.c.paths[type_name], 2, i))
             if doc:
                 param["description"] = doc
             params.append(param)
@@ -183,6 +212,15 @@ def _enum_names(enum, aliases: bool = False) -> list[str]:
     return names + ([n.lower() for n in others] if aliases else [])
 
 
+def _oneofs(message, exclude: frozenset[str]) -> list[list[str]]:
+    """The field names of each real oneof of a message (not proto3 `optional`, which is a synthetic oneof)."""
+    groups: dict[int, list[str]] = {}
+    for field in message.field:
+        if field.HasField("oneof_index") and not field.proto3_optional and field.name not in exclude:
+            groups.setdefault(field.oneof_index, []).append(field.name)
+    return [g for _, g in sorted(groups.items()) if len(g) > 1]
+
+
 def _rules(rule) -> list[tuple[str, str, str]]:
     """(verb, path template, body) of an HttpRule and its additional_bindings."""
     out = []
@@ -194,11 +232,13 @@ def _rules(rule) -> list[tuple[str, str, str]]:
 
 
 def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, version: str = "v1",
-             server_url: str | None = None) -> dict:
-    """The OpenAPI 3.0 document for the google.api.http-annotated RPCs of the named services."""
+             server_url: str | None = None, limits: ApiLimits | None = None) -> dict:
+    """The OpenAPI 3.0 document for the google.api.http-annotated RPCs of the named services, with the bounds,
+    credentials and error answers (the server's and Envoy's own) of each operation (gateway/api_rules.py)."""
+    limits = limits or ApiLimits()
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
     contract = _Contract(fds)
-    b = _Builder(contract)
+    b = _Builder(contract, limits)
     b.schemas["google.rpc.Status"] = {
         "type": "object", "description": "The error body (google.rpc.Status) of a failed call.",
         "properties": {"code": {"type": "integer", "format": "int32", "description": "gRPC status code"},
@@ -206,6 +246,7 @@ def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, ve
                        "details": {"type": "array", "items": {"type": "object"}}}}
     paths: dict[str, dict] = {}
     tags = []
+    secured = False
     for file in contract.files:
         for si, service in enumerate(file.service):
             full = f"{file.package}.{service.name}"
@@ -215,6 +256,9 @@ def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, ve
             for mi, method in enumerate(service.method):
                 if method.client_streaming or method.server_streaming:
                     continue
+                rpc_name = f"{full}.{method.name}"
+                auth = rpc_name in api_rules.WRITE_METHODS or full in api_rules.AUTH_SERVICES
+                secured |= auth
                 rule = method.options.Extensions[annotations_pb2.http]
                 for n, (verb, template, body) in enumerate(_rules(rule)):
                     path = _VARIABLE.sub(lambda m: "{" + m.group(1) + "}", template)
@@ -223,17 +267,20 @@ def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, ve
                         "operationId": f"{service.name}_{method.name}" + (f"_{n}" if n else ""),
                         "tags": [service.name],
                         "summary": contract.comment((file.name, 6, si, 2, mi)) or method.name,
-                        "description": f"gRPC: `/{full}/{method.name}`",
-                        "parameters": [{"name": f, "in": "path", "required": True, "schema": {"type": "string"}}
+                        "description": f"gRPC: `/{full}/{method.name}`"
+                        + (" Needs a bearer token (see the security scheme)." if auth else ""),
+                        "parameters": [{"name": f, "in": "path", "required": True,
+                                        "schema": dict(api_rules.PATH_RULES.get(f, {"type": "string"}))}
                                        for f in path_fields],
                         "responses": {
                             "200": {"description": "OK", "content": {"application/json": {
                                 "schema": b.ref(method.output_type)}}},
-                            "default": {"description": "An error: gRPC status mapped to an HTTP status",
-                                        "content": {"application/json": {
-                                            "schema": {"$ref": "#/components/schemas/google.rpc.Status"}}}},
+                            **error_responses(limits, has_body=bool(body), auth=auth,
+                                              keyed=rpc_name in api_rules.KEYED_METHODS),
                         },
                     }
+                    if auth:
+                        op["security"] = [{api_rules.BEARER: []}]
                     if body == "*":
                         op["requestBody"] = {"required": True, "content": {"application/json": {
                             "schema": b.message_schema(method.input_type, frozenset(path_fields))}}}
@@ -244,14 +291,18 @@ def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, ve
                     else:
                         op["parameters"] += b.query_parameters(method.input_type, set(path_fields))
                     paths.setdefault(path, {})[verb] = op
-    doc = {
+    doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version,
                  "description": "Generated from the predmesh.v1 protos (google.api.http annotations); "
-                                "served by Envoy's gRPC-JSON transcoder. Field names are the proto names."},
+                                "served by Envoy's gRPC-JSON transcoder. Field names are the proto names. Errors "
+                                "are google.rpc.Status JSON when the server answers them, and one text/plain line "
+                                "when Envoy does (before or instead of the server): each operation lists both. "
+                                "Unknown fields in a JSON body are ignored; unknown query parameters are refused."},
         "tags": tags,
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(b.schemas.items()))},
+        "components": {"schemas": dict(sorted(b.schemas.items())),
+                       **({"securitySchemes": dict(api_rules.SECURITY_SCHEMES)} if secured else {})},
     }
     if server_url:
         doc["servers"] = [{"url": server_url}]

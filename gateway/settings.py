@@ -35,6 +35,7 @@ class GatewaySettings:
     route_timeout_s: float = 5.0
     max_grpc_timeout_s: float = 30.0
     max_body_bytes: int = 64 * 1024
+    max_batch_rows: int = 1000                    # the server's PREDMESH_MAX_BATCH_ROWS, stated in the OpenAPI document
     rate_limit_rps: int = 2000                    # local rate limit per listener; 0: off
     max_requests: int = 1024                      # circuit breaker: concurrent upstream requests
     max_pending: int = 1024
@@ -109,6 +110,7 @@ class GatewaySettings:
             route_timeout_s=env.float("TIMEOUT_S", cls.route_timeout_s),
             max_grpc_timeout_s=env.float("MAX_GRPC_TIMEOUT_S", cls.max_grpc_timeout_s),
             max_body_bytes=env.int("MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            max_batch_rows=common.int("MAX_BATCH_ROWS", cls.max_batch_rows, minimum=1),
             rate_limit_rps=env.int("RATE_LIMIT_RPS", cls.rate_limit_rps, minimum=0),
             max_requests=env.int("MAX_REQUESTS", cls.max_requests, minimum=1),
             max_pending=env.int("MAX_PENDING", cls.max_pending, minimum=1),

@@ -41,7 +41,7 @@ def test_openapi_follows_the_proto3_json_mapping(descriptor):
     assert "model" not in body["properties"]  # bound from the path
     assert body["properties"]["features"] == {
         "type": "object", "additionalProperties": {"$ref": "#/components/schemas/google.protobuf.Value"},
-        "description": body["properties"]["features"]["description"]}
+        "minProperties": 1, "description": body["properties"]["features"]["description"]}
     assert [p["name"] for p in predict["parameters"]] == ["model"]
     schemas = doc["components"]["schemas"]
     assert schemas["predmesh.v1.GetStatsResponse"]["properties"]["total"]["type"] == "string"  # int64
@@ -50,7 +50,8 @@ def test_openapi_follows_the_proto3_json_mapping(descriptor):
     assert stats_params == {"model", "start_time", "end_time"}
     for ops in doc["paths"].values():
         for op in ops.values():
-            assert op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            assert "default" not in op["responses"]  # every status an operation can answer is listed
+            assert op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
                 "google.rpc.Status")
 
 
@@ -202,5 +203,6 @@ def test_a_failed_build_leaves_the_running_gateways_files_alone(tmp_path, monkey
     with pytest.raises(config.ConfigInvalid):
         config.build(GatewaySettings(work_dir=work, public_addr="127.0.0.1:9999", max_body_bytes=2048))
     after = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
-    assert after == before and set(before) == {"envoy.yaml", "openapi.json", "predmesh.binpb"}
-    assert sorted(p.name for p in work.iterdir()) == ["docs", "envoy.yaml", "openapi.json", "predmesh.binpb"]
+    assert after == before and set(before) == {"admin-openapi.json", "envoy.yaml", "openapi.json", "predmesh.binpb"}
+    assert sorted(p.name for p in work.iterdir()) == ["admin-openapi.json", "docs", "envoy.yaml", "openapi.json",
+                                                      "predmesh.binpb"]
