@@ -275,8 +275,7 @@ def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, ve
                         "responses": {
                             "200": {"description": "OK", "content": {"application/json": {
                                 "schema": b.ref(method.output_type)}}},
-                            **error_responses(limits, has_body=bool(body), auth=auth,
-                                              keyed=rpc_name in api_rules.KEYED_METHODS),
+                            **error_responses(limits, has_body=bool(body), auth=auth),
                         },
                     }
                     if auth:

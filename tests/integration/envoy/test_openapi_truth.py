@@ -159,6 +159,7 @@ def test_overload_and_timeout_answers_are_documented(trained_store, tmp_path):
         limited = [r for r in seen if r.status_code == 429]
         assert limited and limited[0].headers.get("x-local-rate-limit") == "true", [r.status_code for r in seen]
         documented(limited[0], "/v1/models", "get")
+        assert server.proc is not None
         server.proc.kill()  # no replica left
         server.proc.wait()
         time.sleep(1.1)  # a full token bucket again

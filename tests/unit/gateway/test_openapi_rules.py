@@ -42,9 +42,10 @@ def test_the_name_pattern_accepts_exactly_what_check_name_accepts(name):
     except InvalidName:
         accepted = False
     rule = api_rules.NAME
-    ecma = rule["pattern"].replace("$", r"\Z")  # ECMA-262's $ ends the input; Python's also matches before a \n
+    pattern, low, high = str(rule["pattern"]), int(rule["minLength"]), int(rule["maxLength"])  # type: ignore[call-overload]
+    ecma = pattern.replace("$", r"\Z")  # ECMA-262's $ ends the input; Python's also matches before a \n
     documented = (re.search(ecma, name) is not None
-                  and rule["minLength"] <= len(name) <= rule["maxLength"])
+                  and low <= len(name) <= high)
     assert documented == accepted, name
 
 
