@@ -40,6 +40,7 @@ class GatewaySettings:
     max_requests: int = 1024                      # circuit breaker: concurrent upstream requests
     max_pending: int = 1024
     max_connections: int = 1024
+    max_streams_per_connection: int = 100         # concurrent HTTP/2 streams one client connection may open
     retries: int = 2
     hc_interval_ms: int = 500
     hc_unhealthy_threshold: int = 2
@@ -115,6 +116,8 @@ class GatewaySettings:
             max_requests=env.int("MAX_REQUESTS", cls.max_requests, minimum=1),
             max_pending=env.int("MAX_PENDING", cls.max_pending, minimum=1),
             max_connections=env.int("MAX_CONNECTIONS", cls.max_connections, minimum=1),
+            max_streams_per_connection=env.int("MAX_STREAMS_PER_CONNECTION", cls.max_streams_per_connection,
+                                               minimum=1),
             retries=env.int("RETRIES", cls.retries, minimum=0),
             hc_interval_ms=env.int("HC_INTERVAL_MS", cls.hc_interval_ms, minimum=50),
             hc_unhealthy_threshold=env.int("HC_UNHEALTHY_THRESHOLD", cls.hc_unhealthy_threshold, minimum=1),

@@ -20,8 +20,9 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 class CachingPromServerInterceptor(PromServerInterceptor):
     """py-grpc-prometheus's server interceptor (same metrics, labels and status codes) with its per-call set-up
     done once per method for unary-unary RPCs, the hot path: the stock interceptor splits the method name,
-    builds a new wrapped handler and looks up every labelled series again on every call. Streaming RPCs keep the
-    stock code path. Only registered methods are cached (their number is bounded); unknown ones are not."""
+    builds a new wrapped handler and looks up every labelled series again on every call. Streaming RPCs are counted
+    too (the stock code counts neither their start nor their end). Only registered methods are cached (their number
+    is bounded); unknown ones are not."""
 
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS, **kwargs):
         super().__init__(**kwargs)
@@ -42,11 +43,90 @@ class CachingPromServerInterceptor(PromServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.response_streaming:
-            return super().intercept_service(lambda _: handler, handler_call_details)
-        wrapped = self._wrap_unary(handler, handler_call_details)
+        if handler is None:
+            return None
+        streaming = handler.request_streaming or handler.response_streaming
+        wrapped = (self._wrap_streaming if streaming else self._wrap_unary)(handler, handler_call_details)
         self._wrapped[handler_call_details.method] = wrapped
         return wrapped
+
+    def _compute_status_code(self, servicer_context):
+        """The call's status: the code the server set (a stream the server ended from another thread is cancelled
+        underneath, with the code it set), else CANCELLED when the client went away, else OK."""
+        code = servicer_context._state.code
+        if code is not None:
+            return code
+        return super()._compute_status_code(servicer_context)
+
+    def _wrap_streaming(self, handler, handler_call_details):
+        """A streaming call counted like a unary one (py-grpc-prometheus counts neither its start nor its end):
+        started when the handler begins, handled with its status when the stream ends (CANCELLED when the client
+        went away), its duration in the handling-time histogram, and every message in msg_received/msg_sent."""
+        service, method, _ = grpc_utils.split_method_call(handler_call_details)
+        kind = grpc_utils.get_method_type(handler.request_streaming, handler.response_streaming)
+        labels = {"grpc_type": kind, "grpc_service": service, "grpc_method": method}
+        started = self._metrics["grpc_server_started_counter"].labels(**labels)
+        histogram = (self._metrics["grpc_server_handled_histogram"].labels(**labels)
+                     if self._enable_handling_time_histogram else None)
+        received = (self._metrics["grpc_server_stream_msg_received"].labels(**labels) if handler.request_streaming
+                    else None)
+        sent = self._metrics["grpc_server_stream_msg_sent"].labels(**labels)
+        handled_counter = self._grpc_server_handled_total_counter
+        compute_code = self._compute_status_code
+
+        def count(code: grpc.StatusCode, start: float) -> None:
+            handled_counter.labels(**labels, grpc_code=code.name).inc()
+            if histogram is not None:
+                histogram.observe(max(default_timer() - start, 0))
+
+        def counted(messages):
+            assert received is not None  # only request streams are counted
+            for message in messages:
+                received.inc()
+                yield message
+
+        def failed(context) -> grpc.StatusCode:
+            code = compute_code(context)
+            return grpc.StatusCode.UNKNOWN if code == grpc.StatusCode.OK else code
+
+        if handler.response_streaming:
+            behavior = handler.stream_stream or handler.unary_stream
+
+            def streams(request, context):
+                start = default_timer()
+                started.inc()
+                try:
+                    for response in behavior(counted(request) if handler.request_streaming else request, context):
+                        sent.inc()
+                        yield response
+                except GeneratorExit:  # grpc stopped asking for answers: the client went away (or was ended)
+                    code = compute_code(context)
+                    count(grpc.StatusCode.CANCELLED if code == grpc.StatusCode.OK else code, start)
+                    raise
+                except Exception:
+                    count(failed(context), start)
+                    raise
+                count(compute_code(context), start)
+
+            make = (grpc.stream_stream_rpc_method_handler if handler.request_streaming
+                    else grpc.unary_stream_rpc_method_handler)
+            return make(streams, request_deserializer=handler.request_deserializer,
+                        response_serializer=handler.response_serializer)
+        behavior_unary = handler.stream_unary
+
+        def collects(requests, context):
+            start = default_timer()
+            started.inc()
+            try:
+                response = behavior_unary(counted(requests), context)
+            except Exception:
+                count(failed(context), start)
+                raise
+            count(compute_code(context), start)
+            return response
+
+        return grpc.stream_unary_rpc_method_handler(collects, request_deserializer=handler.request_deserializer,
+                                                    response_serializer=handler.response_serializer)
 
     def _wrap_unary(self, handler, handler_call_details):
         service, method, _ = grpc_utils.split_method_call(handler_call_details)

@@ -42,6 +42,10 @@ class ServerSettings:
     range_tolerance: float = 10.0
     workers: int = 64
     max_concurrent_rpcs: int = 512
+    # streaming calls (PredictStream, reflection, health Watch) hold a handler thread each for as long as they are
+    # open: at most this many at once (0: half of workers, at most 16), so unary calls always keep the others
+    max_streams: int = 0
+    stream_idle_seconds: float = 30.0  # a stream with no message either way this long is ended (0: never)
     drain_seconds: float = 1.0
     grace_seconds: float = 10.0
     # "native": verified fast predict_proba kernels where they reproduce scikit-learn (inference/models/kernels.py),
@@ -85,6 +89,9 @@ class ServerSettings:
             range_tolerance=_tolerance(env.float("RANGE_TOLERANCE", cls.range_tolerance)),
             workers=env.int("WORKERS", cls.workers, minimum=2),
             max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs, minimum=1),
+            max_streams=_stream_share(env.int("MAX_STREAMS", 0, minimum=0), env.int("WORKERS", cls.workers, minimum=2)),
+            stream_idle_seconds=_not_negative("STREAM_IDLE_SECONDS",
+                                              env.float("STREAM_IDLE_SECONDS", cls.stream_idle_seconds)),
             drain_seconds=env.float("DRAIN_SECONDS", cls.drain_seconds),
             grace_seconds=env.float("GRACE_SECONDS", cls.grace_seconds),
             runtime=env.choice("RUNTIME", cls.runtime, RUNTIMES),
@@ -131,6 +138,24 @@ def _distinct(**tokens: str | None) -> dict[str, str | None]:
 def _tolerance(value: float) -> float:
     if not (math.isfinite(value) and value >= 0):  # NaN would switch the check off silently, inf never refuse
         raise ConfigError(f"PREDMESH_RANGE_TOLERANCE={value!r} must be a finite number >= 0 (training spans; 0: off)")
+    return value
+
+
+def stream_share(max_streams: int, workers: int) -> int:
+    """The handler threads streaming calls may hold together: max_streams, or (0) half of workers, at most 16."""
+    return max_streams or max(1, min(16, workers // 2))
+
+
+def _stream_share(max_streams: int, workers: int) -> int:
+    if max_streams >= workers:
+        raise ConfigError(f"PREDMESH_MAX_STREAMS={max_streams} must be below PREDMESH_WORKERS={workers}: each open "
+                          "stream holds a handler thread, and unary calls need some left")
+    return stream_share(max_streams, workers)
+
+
+def _not_negative(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"PREDMESH_{name}={value!r} must be a number of seconds >= 0 (0: off)")
     return value
 
 

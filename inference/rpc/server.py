@@ -22,7 +22,8 @@ from inference.rpc import logcontext, oip, reflection
 from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import DecodeGuard, quiet_metadata_noise
 from inference.rpc.servicer import InferenceServicer, ModelAdminServicer, call_limits
-from inference.settings import ServerSettings
+from inference.rpc.streams import StreamGate
+from inference.settings import ServerSettings, stream_share
 from predmesh.env import split_addr
 from predmesh.startup import StartupError
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -67,10 +68,13 @@ class InferenceServer:
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+        # streams (each holding a handler thread while open) get a bounded share of the pool, and an idle timeout
+        self.streams = StreamGate(stream_share(settings.max_streams, settings.workers), settings.stream_idle_seconds)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-            # the guard last: the metrics interceptor counts the INVALID_ARGUMENT it gives undecodable requests
-            interceptors=[self.metrics.rpc_interceptor, DecodeGuard()],
+            # metrics first, so they count what the gate and the guard answer; the guard last: undecodable
+            # requests answered INVALID_ARGUMENT
+            interceptors=[self.metrics.rpc_interceptor, self.streams, DecodeGuard()],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -167,6 +171,7 @@ class InferenceServer:
         if not self.clean_stop:
             log.error("some RPC handlers did not finish within %.1f s of the grace period; stopping without them",
                       STOP_MARGIN_S)
+        self.streams.close()
         self.recorder.close()
         self._stopped.set()
 

@@ -116,6 +116,9 @@ def test_rendered_config_has_the_hardening(descriptor, tmp_path):
     assert transcoder["print_options"]["preserve_proto_field_names"]
     assert transcoder["print_options"]["always_print_primitive_fields"]
     assert filters["envoy.filters.http.local_ratelimit"]["token_bucket"]["max_tokens"] == 7
+    # one client connection cannot open streams without end, and a silent stream is ended
+    assert hcm["http2_protocol_options"]["max_concurrent_streams"] == s.max_streams_per_connection == 100
+    assert hcm["stream_idle_timeout"] == "60s"
     admin_filters = {f["name"]: f["typed_config"]
                      for f in admin["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]}
     assert admin_filters["envoy.filters.http.grpc_json_transcoder"]["services"] == list(ADMIN_SERVICES)

@@ -1,4 +1,5 @@
-"""The caching py-grpc-prometheus interceptor records exactly what the stock one records, call for call."""
+"""The caching py-grpc-prometheus interceptor records exactly what the stock one records, call for call, and
+counts streaming calls too (the stock one counts neither their start nor their end)."""
 from __future__ import annotations
 
 from concurrent import futures
@@ -78,5 +79,9 @@ def test_caching_interceptor_records_the_same_series_and_counts_as_the_stock_one
     expected = samples(stock)
     assert expected[("grpc_server_handled_total", (("grpc_code", "INVALID_ARGUMENT"), ("grpc_method", "Invalid"),
                                                    ("grpc_service", "t.T"), ("grpc_type", "UNARY")))] == 2
+    stream = (("grpc_method", "Stream"), ("grpc_service", "t.T"), ("grpc_type", "SERVER_STREAMING"))
+    assert ("grpc_server_handled_total", (("grpc_code", "OK"), *stream)) not in expected  # the stock gap
+    expected.update({("grpc_server_handled_total", (("grpc_code", "OK"), *stream)): 1.0,
+                     ("grpc_server_handling_seconds_count", stream): 1.0})
     assert samples(cached) == expected
-    assert set(interceptor._wrapped) == {"/t.T/Ok", "/t.T/Invalid", "/t.T/Crash"}  # not unknown or streaming ones
+    assert set(interceptor._wrapped) == {"/t.T/Ok", "/t.T/Invalid", "/t.T/Crash", "/t.T/Stream"}  # not unknown ones

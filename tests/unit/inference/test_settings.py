@@ -84,3 +84,17 @@ def test_writer_token_and_open_writes(tmp_path):
             ServerSettings.from_env({f"PREDMESH_{a}_TOKEN": "same", f"PREDMESH_{b}_TOKEN": "same"})
     with pytest.raises(ConfigError, match="PREDMESH_OPEN_WRITES"):
         ServerSettings.from_env({"PREDMESH_OPEN_WRITES": "maybe"})
+
+
+def test_streams_get_a_bounded_share_of_the_handler_threads():
+    assert ServerSettings.from_env({}).max_streams == 16  # half of the 64 workers, at most 16
+    assert ServerSettings.from_env({"PREDMESH_WORKERS": "8"}).max_streams == 4
+    assert ServerSettings.from_env({"PREDMESH_MAX_STREAMS": "40"}).max_streams == 40
+    assert ServerSettings.from_env({}).stream_idle_seconds == 30
+    assert ServerSettings.from_env({"PREDMESH_STREAM_IDLE_SECONDS": "0"}).stream_idle_seconds == 0  # off
+    with pytest.raises(ConfigError, match="PREDMESH_MAX_STREAMS=64 must be below PREDMESH_WORKERS=64"):
+        ServerSettings.from_env({"PREDMESH_MAX_STREAMS": "64"})
+    with pytest.raises(ConfigError, match="PREDMESH_STREAM_IDLE_SECONDS"):
+        ServerSettings.from_env({"PREDMESH_STREAM_IDLE_SECONDS": "-1"})
+    gateway = GatewaySettings.from_env({"PREDMESH_GATEWAY_MAX_STREAMS_PER_CONNECTION": "7"})
+    assert gateway.max_streams_per_connection == 7
