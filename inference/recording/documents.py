@@ -11,7 +11,6 @@ import base64
 import numpy as np
 
 from database.records import FeatureValue, PredictionBatch, PredictionRecord, Stored, plain
-from inference.recording.spool import encode
 
 _PLAIN = frozenset((str, float, bool, type(None)))  # the types a typed row holds as they are (NaN aside)
 _JSON_PLAIN = (str, float, int, bool, type(None))  # what a typed row read back may hold (int: a whole number)
@@ -32,20 +31,6 @@ def to_doc(r: Stored) -> dict:
             "model_version": r.model_version, "features": r.features, "label": r.label,
             "probabilities": r.probabilities, "transport": r.transport, "latency_ms": r.latency_ms,
             "created_at": r.created_at}
-
-
-def to_line(r: Stored) -> bytes:
-    """The spool line of a record or batch (spool.encode of its document). A record whose features JSON cannot
-    hold as they are (NaN, a missing number: null; a numpy scalar) has them made plain first; ±inf stays a
-    ValueError, as before."""
-    try:
-        return encode(to_doc(r))
-    except (ValueError, TypeError):
-        if type(r) is PredictionBatch:
-            raise
-        doc = to_doc(r)
-        doc["features"] = {name: plain(value, name) for name, value in r.features.items()}
-        return encode(doc)
 
 
 def from_doc(doc: dict) -> Stored:

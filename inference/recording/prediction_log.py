@@ -7,13 +7,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from database.records import Stored, row_count
+from database.records import PredictionBatch, Stored, plain, row_count
 from inference.errors import Overloaded
-from inference.recording.documents import to_line
+from inference.recording.documents import to_doc
 from inference.recording.parallel import ParallelWriters
 from inference.recording.queue import RecordQueue
 from inference.recording.replay import replay_some
-from inference.recording.spool import Spool, SpoolFull
+from inference.recording.spool import Spool, SpoolFull, encode
 from inference.recording.tail import Position, SyncedTail
 from inference.recording.writer import DatabaseWriter
 
@@ -206,3 +206,17 @@ class PredictionLog:
             self._metrics.spool_bytes.set(self.spool.unconsumed_bytes())
             self._metrics.spool_age.set(self.spool.oldest_age())
             self._metrics.queue_depth.set(self._queue.rows + self._tail.rows)
+
+
+def to_line(r: Stored) -> bytes:
+    """The spool line of a record or batch (spool.encode of its document; here, where the log composes the
+    documents and the spool). A record whose features JSON cannot hold as they are (NaN, a missing number: null; a
+    numpy scalar) has them made plain first; ±inf stays a ValueError, as before."""
+    try:
+        return encode(to_doc(r))
+    except (ValueError, TypeError):
+        if type(r) is PredictionBatch:
+            raise
+        doc = to_doc(r)
+        doc["features"] = {name: plain(value, name) for name, value in r.features.items()}
+        return encode(doc)
