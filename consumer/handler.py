@@ -180,11 +180,14 @@ def rows_of(job: _Job) -> list[tuple[dict[str, Value], str]]:
     return job.rows
 
 
-def batch_bytes(request: inference_pb2.PredictBatchRequest, message_id: str) -> int:
+def batch_bytes(request: inference_pb2.PredictBatchRequest, message_id: str, stop_above: int | None = None) -> int:
     """request_bytes of the rows jobs.job_rows would give this batch job, from its encoded rows (no Python
-    mapping per row): each row's features take its encoding less its request_id field."""
+    mapping per row): each row's features take its encoding less its request_id field. Counting stops once the
+    total passes stop_above (the job is too large either way)."""
     total = 0
     for i, row in enumerate(request.rows):
+        if stop_above is not None and total > stop_above:
+            break
         rid = row.request_id
         if rid:
             n = len(rid.encode())
@@ -218,14 +221,16 @@ def _too_big(job: _Job, server: CallLimits, max_bytes: int | None) -> str:
     if server.max_batch_rows and n > server.max_batch_rows:
         return (f"the job's {n} rows exceed the server's limit of {server.max_batch_rows} rows per call; split it "
                 "into smaller jobs")
+    overhead = len(job.request.model.encode()) + 16
     if job.matrix is not None:
         size = job.request.ByteSize()
     elif job.rows is None:
         assert isinstance(job.request, inference_pb2.PredictBatchRequest)
-        size = job.size = batch_bytes(job.request, job.delivery.message_id or "")
+        size = job.size = batch_bytes(job.request, job.delivery.message_id or "",
+                                      max_bytes - overhead if max_bytes else None)
     else:
         size = job.size
-    if max_bytes and size + len(job.request.model.encode()) + 16 > max_bytes:
+    if max_bytes and size + overhead > max_bytes:
         return (f"the job's rows exceed the server's limit of {max_bytes} bytes per request; split it into "
                 "smaller jobs")
     return ""

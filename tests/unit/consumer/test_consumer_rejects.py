@@ -191,6 +191,10 @@ def test_batch_bytes_is_request_bytes_of_the_rows_without_building_them():
     job = jobs.batch_job("iris", rows + [ROW] * 200)
     for message_id in ("m", "a-much-longer-message-id-" * 5):
         assert batch_bytes(job, message_id) == request_bytes(jobs.job_rows(job, message_id))
+    # stop_above: counting ends once the total passes it (the job is too large whatever the rest adds)
+    whole = batch_bytes(job, "m")
+    assert batch_bytes(job, "m", stop_above=whole) == whole
+    assert whole // 2 < batch_bytes(job, "m", stop_above=whole // 2) < whole
 
 
 def test_a_job_over_the_published_limits_is_rejected_without_building_its_rows(monkeypatch):
