@@ -108,9 +108,10 @@ class Scorer(Protocol):
 class _Job:
     delivery: Delivery
     request: jobs.Job
-    rows: list[tuple[dict[str, Value], str]]
+    rows: list[tuple[dict[str, Value], str]] | None  # None: not built yet (see rows_of)
     matrix: Any = None  # a matrix job: its FeatureMatrix with explicit request ids (rows stays empty)
     n_rows: int = 0
+    size: int = 0       # request_bytes of its rows, once known
 
 
 def handle(deliveries: Sequence[Delivery], scorer: Scorer, topology: jobs.Topology,
@@ -148,6 +149,7 @@ def handle(deliveries: Sequence[Delivery], scorer: Scorer, topology: jobs.Topolo
             elif job.matrix is not None:
                 outcomes[i] = _score_matrix(model, job, scorer, topology)
             else:
+                rows_of(job)
                 fitting.append((i, job))
         for chunk in _chunks(fitting, max_rows, max_bytes, model):
             outcomes.update(_score_chunk(model, chunk, scorer, topology))
@@ -163,8 +165,36 @@ def decode(d: Delivery, limits: Limits) -> _Job:
         assert isinstance(request, inference_pb2.PredictBatchRequest)
         matrix = jobs.matrix_of(request, d.message_id or "")
         return _Job(d, request, [], matrix, len(matrix.values) // len(matrix.feature_names))
-    rows = jobs.job_rows(request, d.message_id or "")
-    return _Job(d, request, rows, None, len(rows))
+    if isinstance(request, inference_pb2.PredictBatchRequest) and request.rows and d.message_id:
+        # every row gets a request id: its rows are built once the job is known to fit a call (rows_of); for a
+        # job of 100,000 rows that is 1.5 s of Python spared when it does not
+        return _Job(d, request, None, None, len(request.rows))
+    rows = jobs.job_rows(request, d.message_id or "")  # raises BadJob for no rows or a row without a request id
+    return _Job(d, request, rows, None, len(rows), request_bytes(rows))
+
+
+def rows_of(job: _Job) -> list[tuple[dict[str, Value], str]]:
+    """The job's (features, request_id) rows, built on first use."""
+    if job.rows is None:
+        job.rows = jobs.job_rows(job.request, job.delivery.message_id or "")
+    return job.rows
+
+
+def batch_bytes(request: inference_pb2.PredictBatchRequest, message_id: str, stop_above: int | None = None) -> int:
+    """request_bytes of the rows jobs.job_rows would give this batch job, from its encoded rows (no Python
+    mapping per row): each row's features take its encoding less its request_id field. Counting stops once the
+    total passes stop_above (the job is too large either way)."""
+    total = 0
+    for i, row in enumerate(request.rows):
+        if stop_above is not None and total > stop_above:
+            break
+        rid = row.request_id
+        if rid:
+            n = len(rid.encode())
+            total += row.ByteSize() - (1 + _varint_bytes(n) + n) + n + 8
+        else:
+            total += row.ByteSize() + len(f"{message_id}-{i}".encode()) + 8
+    return total
 
 
 def request_bytes(rows: Sequence[tuple[Mapping[str, Value], str]]) -> int:
@@ -191,8 +221,16 @@ def _too_big(job: _Job, server: CallLimits, max_bytes: int | None) -> str:
     if server.max_batch_rows and n > server.max_batch_rows:
         return (f"the job's {n} rows exceed the server's limit of {server.max_batch_rows} rows per call; split it "
                 "into smaller jobs")
-    size = job.request.ByteSize() if job.matrix is not None else request_bytes(job.rows)
-    if max_bytes and size + len(job.request.model.encode()) + 16 > max_bytes:
+    overhead = len(job.request.model.encode()) + 16
+    if job.matrix is not None:
+        size = job.request.ByteSize()
+    elif job.rows is None:
+        assert isinstance(job.request, inference_pb2.PredictBatchRequest)
+        size = job.size = batch_bytes(job.request, job.delivery.message_id or "",
+                                      max_bytes - overhead if max_bytes else None)
+    else:
+        size = job.size
+    if max_bytes and size + overhead > max_bytes:
         return (f"the job's rows exceed the server's limit of {max_bytes} bytes per request; split it into "
                 "smaller jobs")
     return ""
@@ -206,7 +244,7 @@ def _chunks(members: list[tuple[int, _Job]], max_rows: int, max_bytes: int | Non
     chunk: list[tuple[int, _Job]] = []
     rows, size = 0, overhead
     for member in members:
-        n, b = len(member[1].rows), request_bytes(member[1].rows)
+        n, b = member[1].n_rows, member[1].size
         if chunk and (rows + n > max_rows or (max_bytes and size + b > max_bytes)):
             yield chunk
             chunk, rows, size = [], 0, overhead
@@ -219,7 +257,7 @@ def _chunks(members: list[tuple[int, _Job]], max_rows: int, max_bytes: int | Non
 
 def _score_chunk(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
                  topology: jobs.Topology) -> dict[int, Outcome]:
-    rows = [row for _, job in chunk for row in job.rows]
+    rows = [row for _, job in chunk for row in rows_of(job)]
     try:
         results = scorer.predict_each(model, rows)
     except PredmeshError as err:
@@ -242,7 +280,7 @@ def _score_chunk(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
         return {i: failed(job, err, topology) for i, job in chunk}
     out, at = {}, 0
     for i, job in chunk:
-        n = len(job.rows)
+        n = job.n_rows
         mine = results[at:at + n]
         at += n
         if jobs.answers_each_row(job.request):  # the job asked for per-row answers: it is answered, refused rows too

@@ -10,11 +10,13 @@ import os
 import random
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pika
 import psycopg2
 import pytest
+from google.rpc import status_pb2
 
 from predmesh import jobs
 from predmesh.publisher import Publisher, PublishError
@@ -121,7 +123,7 @@ def test_t11_consumer_kill9_five_times_no_job_lost_or_stored_twice(model_store, 
 
 
 # --- T14 ---------------------------------------------------------------------------------------------------------
-def poison(i: int) -> tuple[bytes, pika.BasicProperties]:
+def poison(i: int, reply_to: str | None = None) -> tuple[bytes, pika.BasicProperties]:
     """The i-th malformed job, cycling through the kinds a producer gets wrong."""
     kind = i % 7 if i < 21 else i % 6  # three 5 MiB bodies are enough
     props: dict[str, str] = {"message_id": f"poison-{i}", "type": jobs.PREDICT, "content_type": jobs.PROTOBUF}
@@ -142,51 +144,91 @@ def poison(i: int) -> tuple[bytes, pika.BasicProperties]:
     else:
         body = b"\x00" * (5 * 1024 * 1024)                                  # 5 MiB
     return body, pika.BasicProperties(delivery_mode=2, message_id=props["message_id"], type=props["type"],
-                                      content_type=props["content_type"])
+                                      content_type=props["content_type"], reply_to=reply_to)
 
 
-def run_drain(model_store, tmp_path: Path, name: str, n_poison: int) -> tuple[float, ConsumerProc, Broker, dict]:
-    """Queue JOBS good jobs (+ n_poison malformed ones spread among them), then time one consumer draining them."""
-    broker = Broker(shared_amqp_url(), unique_prefix())
-    ids = [f"{name}-{i}" for i in range(JOBS)]
+def message(job: jobs.Job, message_id: str, content_type: str = jobs.PROTOBUF, reply_to: str | None = None,
+            headers: dict | None = None) -> tuple[bytes, pika.BasicProperties]:
+    return jobs.encode(job, content_type), pika.BasicProperties(
+        delivery_mode=2, message_id=message_id, type=jobs.type_name(job), content_type=content_type,
+        reply_to=reply_to, headers=headers)
+
+
+@dataclass
+class Stream:
+    """Jobs to queue, in order, and what each must leave behind."""
+
+    messages: list[tuple[bytes, pika.BasicProperties]] = field(default_factory=list)
+    rows: dict[str, list[str]] = field(default_factory=dict)  # good job's message_id -> its stored rows' ids
+    bad: set[str] = field(default_factory=set)                # message_ids that must be dead-lettered
+
+    def good(self, job: jobs.Job, mid: str, request_ids: list[str], **kwargs) -> None:
+        self.messages.append(message(job, mid, **kwargs))
+        self.rows[mid] = request_ids
+
+    def reject(self, body: bytes, props: pika.BasicProperties) -> None:
+        assert props.message_id is not None
+        self.messages.append((body, props))
+        self.bad.add(props.message_id)
+
+    @property
+    def request_ids(self) -> set[str]:
+        return {rid for ids in self.rows.values() for rid in ids}
+
+
+def t14_stream(name: str, n_poison: int) -> Stream:
+    """JOBS one-row jobs (one in five JSON) with n_poison malformed ones spread among them."""
+    stream = Stream()
     poison_at = set(random.Random(7).sample(range(JOBS), n_poison))
+    for i in range(JOBS):
+        mid = f"{name}-{i}"
+        stream.good(jobs.predict_job("iris", ROWS[i % 3]), mid, [mid], content_type=jobs.JSON if not i % 5
+                    else jobs.PROTOBUF)
+        if i in poison_at:
+            stream.reject(*poison(len(stream.bad)))
+    return stream
+
+
+def run_drain(model_store, tmp_path: Path, name: str, stream: Stream, *, server_env: dict | None = None,
+              replies: bool = False) -> tuple[float, ConsumerProc, dict]:
+    """Queue the stream's jobs, then time one consumer draining them (from its first connection to the last job
+    acked or rejected) and collect what they left: stored rows, dead letters and (replies=True: every job's
+    reply_to is a queue of the test's) the results."""
+    broker = Broker(shared_amqp_url(), unique_prefix())
+    reply_queue = f"{broker.topology.prefix}.replies"
+    n = len(stream.messages)
     try:
-        with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
-            conn = broker.connect()
-            ch = conn.channel()
-            ch.confirm_delivery()
-            p, segment = 0, []
-            for i, mid in enumerate(ids):
-                segment.append((jobs.predict_job("iris", ROWS[i % 3]), mid))
-                if i in poison_at:
-                    pub.publish_many(segment)
-                    segment = []
-                    body, props = poison(p)
-                    ch.basic_publish("", broker.topology.work_queue, body, props, mandatory=True)
-                    p += 1
-            pub.publish_many(segment)
-            conn.close()
+        with broker.connect() as conn:
+            conn.channel().queue_declare(reply_queue, durable=True)
+        for _, props in stream.messages:
+            props.reply_to = reply_queue if replies else None
+        broker.publish_confirmed(stream.messages)
         run_dir = tmp_path / name  # its own spool too: a server adopts the spool records it finds in its directory
         run_dir.mkdir()
+        n_rows, n_bad = len(stream.request_ids), len(stream.bad)
         with TempSchema() as schema, ServerProc(model_store, run_dir / "server.log",
-                                                env={"PREDMESH_DATABASE_URL": schema.url}) as server:
+                                                env={"PREDMESH_DATABASE_URL": schema.url, **(server_env or {})}) \
+                as server:
             consumer = ConsumerProc(server.target, broker.url, broker.topology.prefix, run_dir / "consumer.log")
             consumer.start()
             started = time.monotonic()  # from the consumer's first connection (its start-up is not consuming)
-            wait_for(lambda: handled(consumer) >= JOBS + n_poison, 300, 0.05, what="every job acked or rejected")
+            wait_for(lambda: handled(consumer) >= n, 600, 0.05, what="every job acked or rejected")
             elapsed = time.monotonic() - started
-            wait_for(lambda: rows_in(schema.url)[0] >= JOBS and drained(broker)
-                     and (broker.depth(broker.topology.dead_queue) or (0,))[0] >= n_poison, 60, 0.2,
-                     what="all jobs stored and dead-lettered")
-            time.sleep(1)
-            facts = {"rows": rows_in(schema.url), "ids": stored_ids(schema.url) == set(ids),
+            wait_for(lambda: rows_in(schema.url)[0] >= n_rows and drained(broker)
+                     and (broker.depth(broker.topology.dead_queue) or (0,))[0] >= n_bad
+                     and (not replies or (broker.depth(reply_queue) or (0,))[0] >= n), 60, 0.2,
+                     what="all jobs stored, dead-lettered and answered")
+            time.sleep(1)  # a duplicate row, dead letter or reply, if there were one, would have arrived by now
+            facts = {"rows": rows_in(schema.url), "ids": stored_ids(schema.url) == stream.request_ids,
                      "pid": consumer.started.pid, "alive": consumer.alive(),
                      "redelivered": consumer.metric("predmesh_consumer_redelivered_total"),
-                     "dead": broker.drain(broker.topology.dead_queue) if n_poison else []}
+                     "reconnects": consumer.metric("predmesh_consumer_reconnects_total"),
+                     "dead": broker.drain(broker.topology.dead_queue) if n_bad else [],
+                     "replies": broker.drain(reply_queue) if replies else []}
             consumer.kill()
-            return elapsed, consumer, broker, facts
+            return elapsed, consumer, facts
     finally:
-        broker.delete_topology()
+        broker.delete_topology(extra_queues=[reply_queue])
 
 
 def handled(consumer: ConsumerProc) -> float:
@@ -199,8 +241,8 @@ def handled(consumer: ConsumerProc) -> float:
 
 
 def test_t14_poison_jobs_dead_lettered_once_each_with_a_reason_and_good_ones_all_done(model_store, tmp_path):
-    baseline, _, _, base = run_drain(model_store, tmp_path, "t14base", 0)
-    elapsed, consumer, _broker, facts = run_drain(model_store, tmp_path, "t14", 100)
+    baseline, _, base = run_drain(model_store, tmp_path, "t14base", t14_stream("t14base", 0))
+    elapsed, consumer, facts = run_drain(model_store, tmp_path, "t14", t14_stream("t14", 100))
     assert base["rows"] == (JOBS, JOBS) and facts["rows"] == (JOBS, JOBS) and facts["ids"]
     assert facts["alive"] and consumer.starts == 1 and facts["redelivered"] == 0
     dead = facts["dead"]
@@ -219,6 +261,145 @@ def test_t14_poison_jobs_dead_lettered_once_each_with_a_reason_and_good_ones_all
     # server-refused job) that weighs on the short CI run (~1 s of good jobs) and the shared box is noisy, so CI
     # guards only against a collapse (e.g. one call per job); the full run (10,000 jobs) must keep 0.6.
     assert ratio >= (0.6 if JOBS >= 10_000 else 0.35)
+
+
+# --- T14, mixed --------------------------------------------------------------------------------------------------
+# Jobs under the consumer's body limit (1 MiB) whose call exceeds the server's message limit (1 MiB): its rows
+# limit is raised (MIXED_SERVER) so that the bytes are what a call cannot carry, as for 9,000 rows in the issue.
+MIXED_SERVER = {"PREDMESH_MAX_BATCH_ROWS": "200000"}
+OVERSIZED_EACH = 5  # of each oversized kind
+MATRIX_EVERY = 50   # one good job in 50 is a matrix (columnar) job of three rows
+
+
+def matrix_job(rows: list[dict[str, float]]) -> inference_pb2.PredictBatchRequest:
+    job = inference_pb2.PredictBatchRequest(model="iris")
+    job.matrix.feature_names.extend(IRIS_ROW)
+    for row in rows:
+        job.matrix.values.extend(row[name] for name in IRIS_ROW)
+    return job
+
+
+def oversized(i: int, headers_blob: int) -> tuple[bytes, pika.BasicProperties, str]:
+    """The i-th oversized job and the status its dead letter must carry: 9,000 rows or 100,000 empty rows (under
+    the body limit, over the server's message limit), or ~128 KB of headers (a job for an unknown model: its
+    dead letter must not copy them)."""
+    kind, mid = i % 3, f"oversized-{i}"
+    if kind == 0:
+        body, props = message(jobs.batch_job("iris", [IRIS_ROW] * 9000), mid)
+    elif kind == 1:
+        empty = inference_pb2.PredictBatchRequest(model="iris")
+        for _ in range(100_000):
+            empty.rows.add()
+        body, props = message(empty, mid)
+    else:
+        body, props = message(jobs.predict_job("no-such-model", IRIS_ROW), mid,
+                              headers={"x-trace": mid, "x-blob": "b" * headers_blob})
+        return body, props, "NOT_FOUND"
+    assert len(body) < 1024 * 1024
+    return body, props, "INVALID_ARGUMENT"
+
+
+def mixed_stream(name: str, *, bad: bool, headers_blob: int = 0) -> tuple[Stream, dict[str, str]]:
+    """JOBS good jobs: one-row jobs (one in five JSON) and one in MATRIX_EVERY a matrix job of three rows (one in
+    two of those JSON); bad=True: 100 poison jobs (every kind of T14) and OVERSIZED_EACH jobs of each oversized
+    kind spread among them. Returns the stream and the status each bad job's dead letter must carry."""
+    stream, status = Stream(), {}
+    bad_jobs: list[tuple[bytes, pika.BasicProperties]] = []
+    if bad:
+        for p in range(100):
+            bad_jobs.append(poison(p))
+            kind = p % 7 if p < 21 else p % 6
+            status[f"poison-{p}"] = "NOT_FOUND" if kind == 4 else "INVALID_ARGUMENT"
+        for o in range(3 * OVERSIZED_EACH):
+            body, props, code = oversized(o, headers_blob)
+            bad_jobs.append((body, props))
+            status[f"oversized-{o}"] = code
+        random.Random(23).shuffle(bad_jobs)
+    bad_at = dict(zip(sorted(random.Random(7).sample(range(JOBS), len(bad_jobs))), bad_jobs, strict=True))
+    for i in range(JOBS):
+        mid = f"{name}-{i}"
+        encoding = jobs.JSON if not i % 5 else jobs.PROTOBUF
+        if i % MATRIX_EVERY == MATRIX_EVERY - 1:
+            stream.good(matrix_job(ROWS), mid, [f"{mid}-{r}" for r in range(3)], content_type=encoding)
+        else:
+            stream.good(jobs.predict_job("iris", ROWS[i % 3]), mid, [mid], content_type=encoding)
+        if i in bad_at:
+            stream.reject(*bad_at[i])
+    return stream, status
+
+
+def reply_of(props: pika.spec.BasicProperties, body: bytes):
+    return jobs.decode_result(props.type, props.content_type, body)
+
+
+def test_t14_mixed_poison_oversized_and_matrix_jobs_each_answered_once_and_the_good_ones_flow(model_store,
+                                                                                               tmp_path):
+    """Every job with a reply_to (a queue the test reads): every good job (one row, or a matrix of three) leaves
+    one stored row per row and one result; every poison or oversized job one dead letter with its reason and one
+    error reply (google.rpc.Status); the good jobs' rate beside them stays near the clean stream's."""
+    from tests.integration.rabbitmq.test_consumer_rejects import largest_headers_that_fit
+
+    probe = Broker(shared_amqp_url(), unique_prefix())
+    body, props, _ = oversized(2, 0)
+    blob = largest_headers_that_fit(probe, body, lambda n: message(
+        jobs.predict_job("no-such-model", IRIS_ROW), "oversized-2", headers={"x-trace": "oversized-2",
+                                                                            "x-blob": "b" * n})[1]) - 64
+    assert blob > 120 * 1024
+    clean, _ = mixed_stream("mixbase", bad=False)
+    mixed, status = mixed_stream("mix", bad=True, headers_blob=blob)
+    baseline, _, base = run_drain(model_store, tmp_path, "mixbase", clean, server_env=MIXED_SERVER, replies=True)
+    elapsed, consumer, facts = run_drain(model_store, tmp_path, "mix", mixed, server_env=MIXED_SERVER,
+                                         replies=True)
+    n_rows = len(mixed.request_ids)
+    assert base["rows"] == (n_rows, n_rows) and base["ids"] and len(base["replies"]) == JOBS
+    # every good job: one stored row per row, one result
+    assert facts["rows"] == (n_rows, n_rows) and facts["ids"]
+    replies: dict[str, list] = {}
+    for props, body in facts["replies"]:
+        replies.setdefault(props.correlation_id, []).append(reply_of(props, body))
+    assert set(replies) == set(mixed.rows) | mixed.bad
+    assert all(len(r) == 1 for r in replies.values()), [k for k, r in replies.items() if len(r) > 1][:5]
+    matrices = 0
+    for mid, request_ids in mixed.rows.items():
+        [result] = replies[mid]
+        if len(request_ids) == 1:
+            assert isinstance(result, inference_pb2.PredictResponse) and result.prediction.prediction_id, mid
+        else:
+            assert isinstance(result, inference_pb2.PredictBatchResponse), mid
+            assert len(result.matrix.prediction_ids) == len(request_ids) and not result.matrix.row_errors
+            matrices += 1
+    # every bad job: one dead letter with its reason, one error reply with the same status
+    dead = {}
+    for props, _ in facts["dead"]:
+        assert props.message_id not in dead, f"{props.message_id} dead-lettered twice"
+        dead[props.message_id] = props.headers
+    assert set(dead) == mixed.bad
+    reasons: dict[str, int] = {}
+    for mid, headers in dead.items():
+        assert headers[jobs.HEADER_DELIVERIES] == 1 and headers[jobs.HEADER_REASON] == "rejected", mid
+        assert headers[jobs.HEADER_STATUS] == status[mid] and headers[jobs.HEADER_ERROR], (mid, headers)
+        [error] = replies[mid]
+        assert isinstance(error, status_pb2.Status), (mid, error)
+        assert error.code == headers[jobs.HEADER_STATUS_CODE] and error.message == headers[jobs.HEADER_ERROR]
+        kind = mid.rsplit("-", 1)[0] if mid.startswith("poison") else f"oversized/{int(mid.rsplit('-', 1)[1]) % 3}"
+        reasons[f"{kind}:{headers[jobs.HEADER_STATUS]}"] = reasons.get(f"{kind}:{headers[jobs.HEADER_STATUS]}", 0) + 1
+        if mid.startswith("oversized") and int(mid.rsplit("-", 1)[1]) % 3 == 2:
+            assert "x-blob" not in headers and headers["x-trace"] == mid
+            assert headers[jobs.HEADER_DROPPED] == "x-blob"
+        elif mid.startswith("oversized"):
+            assert "split it into smaller jobs" in headers[jobs.HEADER_ERROR]
+    # one connection throughout: no dead letter broke it, nothing was delivered twice
+    assert facts["alive"] and consumer.starts == 1 and facts["redelivered"] == 0 and facts["reconnects"] == 0
+    ratio = (JOBS / elapsed) / (JOBS / baseline)
+    report("T14-mixed", good=JOBS, matrix=matrices, rows=n_rows, poison=100, oversized=3 * OVERSIZED_EACH,
+           dead_letters=len(dead), replies=len(facts["replies"]), headers_blob=blob, statuses=reasons,
+           clean_s=round(baseline, 2), mixed_s=round(elapsed, 2), clean_jobs_s=round(JOBS / baseline),
+           mixed_jobs_s=round(JOBS / elapsed), ratio=round(ratio, 2))
+    # The bar (Must show of #23) at full size: 0.88 and 0.92 measured (0.46 before oversized jobs were sized
+    # from their encoded rows). The bad jobs have a fixed cost (~2 s on the shared box: 25 MB of 5 MiB and 1 MB dead
+    # letters, five 100,000-row jobs sized) that weighs on the short CI run (~1.5 s of good jobs: 0.41-0.48
+    # measured, 0.26 before), so CI guards only against a collapse.
+    assert ratio >= (0.7 if JOBS >= 10_000 else 0.3)
 
 
 # --- T15 ---------------------------------------------------------------------------------------------------------

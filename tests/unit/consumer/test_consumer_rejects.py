@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import grpc
 
-from consumer.handler import MAX_COPIED_HEADER_BYTES, Action, Delivery, bounded_headers, handle, header_bytes
+from consumer.handler import (
+    MAX_COPIED_HEADER_BYTES,
+    Action,
+    Delivery,
+    batch_bytes,
+    bounded_headers,
+    handle,
+    header_bytes,
+    request_bytes,
+)
 from consumer.worker import PUBLISHED_AT, published_at
 from predmesh import jobs
 from predmesh.errors import ResourceExhausted
+from predmesh.types import CallLimits
 from predmesh.v1 import inference_pb2
+from predmesh.values import Features
 from tests.unit.consumer.test_consumer_handler import (
     ROW,
     TOPO,
@@ -170,3 +181,45 @@ def test_end_to_end_latency_falls_back_to_the_amqp_timestamp():
     assert published_at(with_header) == 1_700_000_000.5
     assert published_at(Delivery(tag=1, body=b"", timestamp=1_700_000_000)) == 1_700_000_000.0
     assert published_at(Delivery(tag=1, body=b"")) is None
+
+
+def test_batch_bytes_is_request_bytes_of_the_rows_without_building_them():
+    """The size a batch job adds to a call, read from its encoded rows: the same figure as request_bytes of the
+    rows jobs.job_rows builds (own request ids or message_id-<row>, every kind of value, an empty row)."""
+    rows: list[Features | tuple[Features, str]] = [
+        ROW, ({**ROW, "note": "é" * 200, "flag": True, "gap": None}, "own-id-" + "x" * 300), ({}, ""), ({"": 0.0}, "r")]
+    job = jobs.batch_job("iris", rows + [ROW] * 200)
+    for message_id in ("m", "a-much-longer-message-id-" * 5):
+        assert batch_bytes(job, message_id) == request_bytes(jobs.job_rows(job, message_id))
+    # stop_above: counting ends once the total passes it (the job is too large whatever the rest adds)
+    whole = batch_bytes(job, "m")
+    assert batch_bytes(job, "m", stop_above=whole) == whole
+    assert whole // 2 < batch_bytes(job, "m", stop_above=whole // 2) < whole
+
+
+def test_a_job_over_the_published_limits_is_rejected_without_building_its_rows(monkeypatch):
+    """100,000 empty rows (200 kB, under the body limit) over a 1 MiB request limit: rejected from the encoded
+    rows' sizes; jobs.job_rows (1.5 s of Python for such a job) runs only for the jobs that are scored."""
+    built: list[int] = []
+    job_rows = jobs.job_rows
+
+    def counting(job, message_id):
+        rows = job_rows(job, message_id)
+        built.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(jobs, "job_rows", counting)
+    empty = inference_pb2.PredictBatchRequest(model="iris")
+    for _ in range(100_000):
+        empty.rows.add()
+    scorer = FakeScorer(limits=CallLimits(max_batch_rows=200_000, max_request_bytes=1 << 20,
+                                          max_request_id_length=128))
+    window = [delivery(1, jobs.predict_job("iris", ROW)), delivery(2, empty),
+              delivery(3, jobs.batch_job("iris", [ROW] * 9000)), delivery(4, jobs.batch_job("iris", [ROW] * 3))]
+    outcomes = handle(window, scorer, TOPO)
+    assert [o.action for o in outcomes] == [Action.ACK, Action.REJECT, Action.REJECT, Action.ACK]
+    for outcome in outcomes[1:3]:
+        assert outcome.reason == "too_large"
+        assert "exceed the server's limit of 1048576 bytes per request" in published(outcome).headers[jobs.HEADER_ERROR]
+    assert built == [1, 3]
+    assert [c for c in scorer.calls if c[0] == "batch"] == [("batch", "iris", 4)]
