@@ -89,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--days-back", type=_positive, default=7, help="window when --start is not given (default 7)")
     day_options(b, "the days")
 
-    sub.add_parser("scheduler", help="run luigid on PREDMESH_LUIGID_ADDR (state under PREDMESH_LUIGID_DIR)")
+    sub.add_parser("scheduler", help="run luigid on PREDMESH_LUIGID_ADDR (state and task history under "
+                                     "PREDMESH_LUIGID_DIR)")
 
     c = sub.add_parser("crontab", help="print the crontab line that runs the nightly backfill")
     c.add_argument("--schedule", default="15 2 * * *", help="cron schedule (default: 02:15 every day)")

@@ -40,6 +40,14 @@ class RetryPolicy:
         return rand() * min(self.max_s, self.backoff_s * 2 ** attempt)
 
 
+_ATTEMPTS = "predmesh_batch_attempts"
+
+
+def attempts_of(exc: BaseException) -> int:
+    """How many times the call that raised exc was made (1 when it was not retried)."""
+    return int(vars(exc).get(_ATTEMPTS, 1))
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, PredmeshError) and exc.code in TRANSIENT
 
@@ -56,7 +64,7 @@ def call(fn: Callable[[], T], policy: RetryPolicy, what: str, *,
         except PredmeshError as exc:
             if not is_transient(exc) or attempt >= policy.retries or (stop is not None and stop.is_set()):
                 if attempt:
-                    exc.attempts = attempt + 1  # type: ignore[attr-defined]  # said by describe()
+                    vars(exc)[_ATTEMPTS] = attempt + 1  # said by batch.scoring.describe
                 raise
             pause = policy.delay(attempt)
             log.warning("%s: %s (%s); retry %d of %d in %.1fs", what, exc.code.name, exc.message, attempt + 1,

@@ -81,6 +81,12 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     info = clients.first.get_model(model)
     schema, prefix, digest = schema_of(info.features), request_id_prefix(source.digest), source.digest
     names = feature_columns(source.columns, mapping or {}, schema.names, model)  # the columns as features read them
+    shown = {f"{f}: ": f"{f} (column {c!r}): " for f, c in (mapping or {}).items()}
+
+    def named(reason: str) -> str:
+        """A reject's reason naming the user's column of a mapped feature too."""
+        head = reason[:reason.find(": ") + 2]
+        return shown[head] + reason[len(head):] if head in shown else reason
     validate(Table(names, []), schema)  # the feature columns are there (InputError otherwise)
     total = source.estimated_rows  # for progress; the exact count is known at the end
     settings = clients.settings
@@ -137,7 +143,7 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
                 checked = validate(Table(names, rows), schema, first=read_rows + 1)
                 read_rows += len(rows)
                 total = max(total, read_rows)
-                rejects.extend((n, reason, cells) for n, cells, reason in checked.rejects)
+                rejects.extend((n, named(reason), cells) for n, cells, reason in checked.rejects)
                 timings["validate"] += time.perf_counter() - t1
                 current = (checked, blocks.submit(scorer.score, checked.matrix, schema.matrix_names, prefix,
                                                   checked.numbers, checked.strings))

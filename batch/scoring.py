@@ -109,7 +109,7 @@ def one_line(text: str, limit: int = 1000) -> str:
 
 def describe(exc: PredmeshError, server: str) -> str:
     """The cause of a failed call in one line: the error, its gRPC status, the server, its message, the attempts."""
-    attempts = getattr(exc, "attempts", 0)
+    attempts = retry.attempts_of(exc)
     return (f"{type(exc).__name__} from the server at {server}: {exc.code.name}: {exc.message}"
             + (f" (after {attempts} attempts)" if attempts > 1 else ""))
 
