@@ -102,8 +102,11 @@ def _run(settings: BatchSettings, argv: list[str], locks: Path, *, local_schedul
 
 
 def _report(code: int, settings: BatchSettings, locks: Path, *, local_scheduler: bool) -> None:
-    for task, reason in tasks.FAILURES:
-        print(f"predmesh batch: FAILED {task}: {reason}", file=sys.stderr)
+    """The failed tasks (each once, with its last reason; none when a task retry made the run complete) and why
+    a run without a failed task did not complete."""
+    if code:
+        for task, reason in dict(tasks.FAILURES).items():
+            print(f"predmesh batch: FAILED {task}: {reason}", file=sys.stderr)
     if code and not tasks.FAILURES:
         hint = _hint(code, luigi.retcodes.retcode(), settings, locks, local_scheduler)
         print(f"predmesh batch: the run did not complete (exit {code}){hint}", file=sys.stderr)

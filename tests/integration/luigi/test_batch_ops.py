@@ -127,11 +127,11 @@ def test_a_server_away_for_seconds_is_retried_and_the_run_completes(model_store,
 
 
 def test_luigi_runs_a_failed_task_again_when_task_retries_are_set(model_store, pg, tmp_path):
-    """No call retries, one Luigi task retry 3 s later: the server is down when GenerateData first runs and up
+    """No call retries, Luigi task retries 3 s apart: the server is down when GenerateData first runs and up
     when Luigi runs it again, and the day completes (exit 0)."""
     server = ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DATABASE_URL": pg.url},
                         grpc_port=free_port())
-    env = batch_env(server.target, tmp_path / "batch", PREDMESH_BATCH_RETRIES="0", PREDMESH_BATCH_TASK_RETRIES="1",
+    env = batch_env(server.target, tmp_path / "batch", PREDMESH_BATCH_RETRIES="0", PREDMESH_BATCH_TASK_RETRIES="8",
                     PREDMESH_BATCH_TASK_RETRY_DELAY_S="3")
     log = tmp_path / "day.log"
     proc = start_batch(["nightly", "--date", DAY, "--rows", "100", "--local-scheduler"], env, log)
@@ -146,6 +146,7 @@ def test_luigi_runs_a_failed_task_again_when_task_retries_are_set(model_store, p
     text = log.read_text()
     assert code == 0, text
     assert (day_dir(tmp_path / "batch") / "report.json").exists()
+    assert "failed    GenerateData" in text and "predmesh batch: FAILED" not in text  # recovered: not said failed
 
 
 def test_after_the_last_retry_the_failure_names_the_status_and_message(server, pg, tmp_path):
