@@ -189,8 +189,8 @@ def cmd_score(settings, args) -> int:
             record("failed", reason, key)
             return EXIT_FAILED
         bar.close()
-        storage = ("stored: durable on the server when answered, queryable in its database shortly after "
-                   "(--wait-stored waits for it)")
+        storage = ("stored: durable on the server when answered (its default PREDMESH_PERSISTENCE=durable), "
+                   "queryable in its database shortly after (--wait-stored waits for that)")
         late = False
         if args.wait_stored and outcome.scored:
             try:
