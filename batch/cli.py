@@ -14,12 +14,13 @@ from predmesh import faults
 from predmesh.env import ConfigError, env_epilog, variables_read
 
 # Exit codes of `predmesh batch score` (nightly/backfill exit with Luigi's retcodes from batch/luigi.cfg).
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_NOT_STORED = 0, 1, 2, 3, 4
 
 EPILOG = """exit codes:
   score            0 every row scored; 3 scored, but some rows were rejected (see the rejects file);
                    2 bad usage, an unusable input file, or an output that cannot be written (checked before
-                   any row is scored); 1 the run failed (server unreachable or refused it)
+                   any row is scored); 1 the run failed (server unreachable or refused it); 4 (with
+                   --wait-stored) scored, but not every row was queryable in the database in time
   nightly/backfill 0 every task complete (or already done); 30 a task failed (the reason is printed);
                    10 the same run is already going; 25 not run; 35 scheduling error; 40 unexpected error
 """
@@ -62,6 +63,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--output", type=Path, help="default: <input>.scored.<ext>; a new path or a regular file (a "
                    "symlink is written through), in an existing writable directory")
     s.add_argument("--rejects", type=Path, help="default: <output>.rejects.csv; the same rule, and not the output")
+    s.add_argument("--map", action="append", default=[], metavar="FEATURE=COLUMN",
+                   help="read the model's FEATURE from the input's COLUMN (repeatable); unmapped features are read "
+                        "from the column of their own name")
+    s.add_argument("--map-file", type=Path, metavar="FILE",
+                   help="mappings as a CSV file with the header feature,column and one line per feature")
+    s.add_argument("--wait-stored", action="store_true",
+                   help="before exiting, wait (up to PREDMESH_BATCH_WAIT_STORED_S) until every scored row is "
+                        "queryable in the server's database")
 
     def day_options(q, what: str):
         q.add_argument("--model", help="default: PREDMESH_BATCH_MODEL")
@@ -80,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--days-back", type=_positive, default=7, help="window when --start is not given (default 7)")
     day_options(b, "the days")
 
-    sub.add_parser("scheduler", help="run luigid on PREDMESH_LUIGID_ADDR (state under PREDMESH_LUIGID_DIR)")
+    sub.add_parser("scheduler", help="run luigid on PREDMESH_LUIGID_ADDR (state and task history under "
+                                     "PREDMESH_LUIGID_DIR)")
 
     c = sub.add_parser("crontab", help="print the crontab line that runs the nightly backfill")
     c.add_argument("--schedule", default="15 2 * * *", help="cron schedule (default: 02:15 every day)")
@@ -112,14 +122,21 @@ def cmd_score(settings, args) -> int:
 
     from tqdm import tqdm
 
+    from batch.mapping import build
     from batch.outputs import OutputError, check_outputs
     from batch.runner import setup_logging
     from batch.scorefile import default_output, default_rejects, score_file
     from batch.scoring import Clients, ScoringFailed, describe, one_line
+    from batch.stored import Expected, now, wait_stored, window_start
     from batch.table import InputError, content_hash
     from predmesh import PredmeshError
 
     setup_logging(settings.log_level)
+    try:
+        mapping = build(args.map, args.map_file)
+    except InputError as exc:
+        print(f"predmesh batch score: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     output = args.output or default_output(args.input)
     rejects = args.rejects or default_rejects(output)
     try:  # before any row is scored: what would fail (or destroy something) at the end fails now
@@ -147,10 +164,20 @@ def cmd_score(settings, args) -> int:
             bar.update(done - bar.n)
 
         key = ""
+        began = now()
+        expected: Expected | None = None
+
+        def scored_numbers(prefix: str, numbers: list[int]) -> None:
+            nonlocal expected
+            if expected is None:
+                expected = Expected(prefix)
+            expected.add(numbers)
+
         try:
             key = f"score/{args.model}/{content_hash(args.input)[:24]}"
             outcome = score_file(clients, args.model, args.input, output_file, rejects_file,
-                                 progress=progress)
+                                 progress=progress, mapping=mapping,
+                                 scored_numbers=scored_numbers if args.wait_stored else None)
         except (InputError, OutputError) as exc:
             bar.close()
             print(f"predmesh batch score: {exc}", file=sys.stderr)
@@ -162,9 +189,29 @@ def cmd_score(settings, args) -> int:
             record("failed", reason, key)
             return EXIT_FAILED
         bar.close()
+        storage = ("stored: durable on the server when answered (its default PREDMESH_PERSISTENCE=durable), "
+                   "queryable in its database shortly after (--wait-stored waits for that)")
+        late = False
+        if args.wait_stored and outcome.scored:
+            try:
+                since = window_start(clients, args.model, key, began)
+                done, waited = wait_stored(clients, args.model, expected or Expected(""), since,
+                                           settings.wait_stored_s)
+            except PredmeshError as exc:
+                done, waited = False, 0.0
+                storage = f"stored: could not be checked ({describe(exc, settings.server)})"
+            else:
+                left = expected.left if expected is not None else 0
+                storage = (f"stored: all {outcome.scored} rows stored in the database (queryable) after {waited:.1f}s"
+                           if done else f"stored: {left} of {outcome.scored} rows not queryable in the database "
+                                        f"after {waited:.0f}s (PREDMESH_BATCH_WAIT_STORED_S); they are durable on "
+                                        "the server and will be stored")
+            late = not done
         record("succeeded", outcome.summary(), key, outcome)
     print(f"{outcome.summary()}; output {output}; "
-          f"{'rejects (with reasons) ' + str(rejects) if outcome.rejected else 'no rejects'}")
+          f"{'rejects (with reasons) ' + str(rejects) if outcome.rejected else 'no rejects'}; {storage}")
+    if late:
+        return EXIT_NOT_STORED
     return EXIT_REJECTS if outcome.rejected else EXIT_OK
 
 
@@ -174,7 +221,9 @@ def _of_params(settings, args) -> str:
 
 def cmd_nightly(settings, args) -> int:
     from batch.runner import run_tasks
+    from batch.tasks import clean_days
     day = args.date or yesterday()
+    clean_days(args.model or settings.model, [day])
     return run_tasks(settings, ["Report", "--date", day.isoformat(), "--model", args.model or settings.model,
                                 "--rows", str(args.rows or settings.rows)], local_scheduler=args.local_scheduler)
 
@@ -187,6 +236,8 @@ def cmd_backfill(settings, args) -> int:
         print(f"predmesh batch backfill: start {start} is not before stop {stop}", file=sys.stderr)
         return EXIT_USAGE
     days_back = (datetime.now(UTC).date() - start).days + 1  # RangeDailyBase's window must reach start
+    from batch.tasks import clean_days
+    clean_days(args.model or settings.model, (start + timedelta(days=n) for n in range((stop - start).days)))
     return run_tasks(settings, ["RangeDailyBase", "--of", "Report", "--param-name", "date",
                                 "--start", start.isoformat(), "--stop", stop.isoformat(),
                                 "--days-back", str(max(days_back, 1)), "--of-params", _of_params(settings, args)],

@@ -66,37 +66,105 @@ def run_tasks(settings: BatchSettings, task_argv: list[str], *, local_scheduler:
     locks = settings.batch_dir.resolve() / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     argv = ["--module", "batch.tasks", *task_argv, "--workers", "1", "--lock-pid-dir", str(locks)]
+    if settings.task_retries:  # the worker waits for the scheduler to hand a failed task back (retry_delay)
+        argv += ["--worker-keep-alive", "--worker-max-keep-alive-idle-duration", "1 hour"]
+        if local_scheduler:
+            luigi.configuration.get_config().set("scheduler", "retry_delay", repr(settings.task_retry_delay_s))
     if local_scheduler:
-        argv.append("--local-scheduler")
-    else:
-        host, port = settings.luigid_host_port
-        argv += ["--scheduler-host", host, "--scheduler-port", str(port)]
+        return _run(settings, [*argv, "--local-scheduler"], locks, local_scheduler=True)
+    host, port = settings.luigid_host_port
+    code = _run(settings, [*argv, "--scheduler-host", host, "--scheduler-port", str(port)], locks,
+                local_scheduler=False, quiet=True)
+    if code == luigi.retcodes.retcode().unhandled_exception and not answers(host, port):
+        # luigid went away (killed) during the run: its worker stops at its next call to it. What is done stays
+        # done (every output is atomic, every row idempotent); the rest is finished here with the local scheduler
+        # (this process holds the run's lock already).
+        tasks.FAILURES[:] = [f for f in tasks.FAILURES if "remote scheduler" not in f[1]]
+        print(f"predmesh batch: the central scheduler at {settings.luigid} stopped answering during the run; "
+              "finishing the run with the local scheduler", file=sys.stderr)
+        return _run(settings, [*argv, "--local-scheduler", "--no-lock"], locks, local_scheduler=True)
+    _report(code, settings, locks, local_scheduler=False)
+    return code
+
+
+def _run(settings: BatchSettings, argv: list[str], locks: Path, *, local_scheduler: bool,
+         quiet: bool = False) -> int:
+    """Luigi's retcode for these words; unless quiet, the failures and a hint are printed."""
     tasks.FAILURES.clear()
     try:
         luigi.retcodes.run_with_retcodes(argv)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    for task, reason in tasks.FAILURES:
-        print(f"predmesh batch: FAILED {task}: {reason}", file=sys.stderr)
-    if code and not tasks.FAILURES:
-        hint = "" if local_scheduler else (f" (is the central scheduler running at {settings.luigid}? start it with "
-                                           "`predmesh batch scheduler`, or pass --local-scheduler)")
-        print(f"predmesh batch: the run did not complete (exit {code}){hint}", file=sys.stderr)
+    if not quiet:
+        _report(code, settings, locks, local_scheduler=local_scheduler)
     return code
 
 
+def _report(code: int, settings: BatchSettings, locks: Path, *, local_scheduler: bool) -> None:
+    """The failed tasks (each once, with its last reason; none when a task retry made the run complete) and why
+    a run without a failed task did not complete."""
+    if code:
+        for task, reason in dict(tasks.FAILURES).items():
+            print(f"predmesh batch: FAILED {task}: {reason}", file=sys.stderr)
+    if code and not tasks.FAILURES:
+        hint = _hint(code, luigi.retcodes.retcode(), settings, locks, local_scheduler)
+        print(f"predmesh batch: the run did not complete (exit {code}){hint}", file=sys.stderr)
+
+
+def answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether something accepts connections at host:port (the central scheduler)."""
+    import socket
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hint(code: int, retcodes, settings: BatchSettings, locks: Path, local_scheduler: bool) -> str:
+    """Why a run that failed no task did not complete, as far as this process can tell."""
+    if code == retcodes.already_running:
+        holders = lock_holders(locks)
+        if holders:
+            return (f": another run of the same command holds its lock (pid {', '.join(map(str, holders))}; lock "
+                    f"files in {locks}); wait for it to finish")
+        if not local_scheduler:
+            return (f": the central scheduler at {settings.luigid} says another worker is running one of its tasks; "
+                    "wait for it to finish")
+        return ": another run of the same command holds its lock"
+    if local_scheduler:
+        return ""
+    if code == retcodes.unhandled_exception:
+        return (f" (the central scheduler at {settings.luigid} stopped answering? rerun: completed tasks are not "
+                "run again)")
+    return (f" (is the central scheduler running at {settings.luigid}? start it with `predmesh batch scheduler`, "
+            "or pass --local-scheduler)")
+
+
+def lock_holders(locks: Path) -> list[int]:
+    """The live processes that hold Luigi's lock for this process's command line (luigi.lock's rule)."""
+    import luigi.lock
+    _, command, pid_file = luigi.lock.get_info(str(locks))
+    try:
+        pids = {int(p) for p in Path(pid_file).read_text().split() if p.strip().isdigit()}
+    except OSError:
+        return []
+    return sorted(p for p in pids if p != os.getpid() and luigi.lock.getpcmd(p) == command)
+
+
 def run_scheduler(settings: BatchSettings) -> int:
-    """luigid in the foreground on PREDMESH_LUIGID_ADDR, state and logs under PREDMESH_LUIGID_DIR, Prometheus
-    metrics at /metrics. SIGTERM/SIGINT save the state and stop it."""
+    """luigid in the foreground on PREDMESH_LUIGID_ADDR, its state (saved on every change) and task history under
+    PREDMESH_LUIGID_DIR (or the history in PREDMESH_LUIGID_HISTORY_DB), Prometheus metrics at /metrics.
+    SIGTERM/SIGINT save the state and stop it."""
+    from batch import luigid
     load_config()
     setup_logging(settings.log_level)
     host, port = settings.luigid_host_port
-    logdir = settings.luigid_dir / "logs"
-    logdir.mkdir(parents=True, exist_ok=True)  # luigid crashes if --logdir is missing
-    from luigi.cmdline import luigid
-    logging.getLogger("predmesh.batch").info("luigid on http://%s:%d (state %s)", host, port,
-                                             settings.luigid_dir / "state.pickle")
-    luigid(["--address", host, "--port", str(port), "--logdir", str(logdir),
-            "--state-path", str(settings.luigid_dir / "state.pickle")])
+    settings.luigid_dir.mkdir(parents=True, exist_ok=True)
+    history = luigid.history_url(settings.luigid_dir, settings.luigid_history)
+    shown = history if not settings.luigid_history else history.split("@")[-1]  # never a password
+    logging.getLogger("predmesh.batch").info("luigid on http://%s:%d (state %s, task history %s)", host, port,
+                                             settings.luigid_dir / "state.pickle", shown)
+    luigid.serve(host, port, settings.luigid_dir, history)
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import luigi
 import numpy as np
 
+from batch.mapping import feature_columns
 from batch.schema import schema_of
 from batch.scoring import Clients, Scorer, ScoringFailed, request_id_prefix
 from batch.table import Table, Target, column_writer, open_input, validate, write_csv
@@ -60,10 +61,14 @@ BLOCK_CALLS = 4  # rows are validated, scored and written in blocks of chunk_row
 
 
 def score_file(clients: Clients, model: str, input_path: Path, output_path: Target, rejects_path: Target, *,
-               progress: Callable[[int, int], None] | None = None) -> ScoreOutcome:
+               progress: Callable[[int, int], None] | None = None,
+               mapping: dict[str, str] | None = None,
+               scored_numbers: Callable[[str, list[int]], None] | None = None) -> ScoreOutcome:
     """Read, validate, score (row request ids from the content hash and row number) and write the rejects, then
     the output, each atomically. Raises table.InputError for an unusable input, scoring.ScoringFailed or a
-    predmesh error when the server fails the run.
+    predmesh error when the server fails the run. mapping: feature → the input column that holds it (batch.mapping;
+    a MappingError, an InputError, before any row is scored). scored_numbers(prefix, numbers) is told the row
+    numbers of each block's scored rows (their request ids are prefix + number).
 
     The rows go in blocks through a two-stage pipeline: while one block is scored (its calls in flight), this
     thread parses and validates the next and writes the previous one's output, so the client's parsing and
@@ -75,7 +80,14 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     t_read = time.perf_counter()
     info = clients.first.get_model(model)
     schema, prefix, digest = schema_of(info.features), request_id_prefix(source.digest), source.digest
-    validate(Table(source.columns, []), schema)  # the feature columns are there (InputError otherwise)
+    names = feature_columns(source.columns, mapping or {}, schema.names, model)  # the columns as features read them
+    shown = {f"{f}: ": f"{f} (column {c!r}): " for f, c in (mapping or {}).items()}
+
+    def named(reason: str) -> str:
+        """A reject's reason naming the user's column of a mapped feature too."""
+        head = reason[:reason.find(": ") + 2]
+        return shown[head] + reason[len(head):] if head in shown else reason
+    validate(Table(names, []), schema)  # the feature columns are there (InputError otherwise)
     total = source.estimated_rows  # for progress; the exact count is known at the end
     settings = clients.settings
     step = max(1, settings.chunk_rows * settings.inflight * BLOCK_CALLS)
@@ -99,10 +111,13 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
                                 f"{classes}")
         kept = np.flatnonzero(scored.labels >= 0)
         if len(kept) == len(scored.labels):
-            rows, ids = checked.rows, scored.prediction_ids
+            rows, ids, numbers = checked.rows, scored.prediction_ids, checked.numbers
         else:
             rows = [checked.rows[i] for i in kept.tolist()]
             ids = [scored.prediction_ids[i] for i in kept.tolist()]
+            numbers = [checked.numbers[i] for i in kept.tolist()]
+        if scored_numbers is not None:
+            scored_numbers(prefix, numbers)
         if rows:
             out([*zip(*rows), list(map(classes.__getitem__, scored.labels[kept].tolist())),
                  *(scored.probabilities[kept, c].tolist() for c in range(len(classes))), ids])
@@ -125,10 +140,10 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
                 timings["parse"] += t1 - t0
                 if rows is None:
                     break
-                checked = validate(Table(source.columns, rows), schema, first=read_rows + 1)
+                checked = validate(Table(names, rows), schema, first=read_rows + 1)
                 read_rows += len(rows)
                 total = max(total, read_rows)
-                rejects.extend((n, reason, cells) for n, cells, reason in checked.rejects)
+                rejects.extend((n, named(reason), cells) for n, cells, reason in checked.rejects)
                 timings["validate"] += time.perf_counter() - t1
                 current = (checked, blocks.submit(scorer.score, checked.matrix, schema.matrix_names, prefix,
                                                   checked.numbers, checked.strings))

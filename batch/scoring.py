@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from batch import retry
 from batch.settings import BatchSettings
 from predmesh import Client, PredmeshError
 from predmesh.faults import fault_point
@@ -71,20 +72,24 @@ class Clients:
 
     def __init__(self, settings: BatchSettings):
         self.settings = settings
+        self.policy = retry.RetryPolicy.of(settings)
         self._clients = [Client(settings.server, timeout=settings.timeout_s, transport="batch",
                                 writer_token=settings.writer_token or None, max_message_bytes=DEFAULT_MAX_MESSAGE + i)
                          for i in range(settings.channels)]
+        self._retrying = [_Retrying(c, self.policy) for c in self._clients]
         self._next = 0
         self._lock = threading.Lock()
 
     @property
     def first(self) -> Client:
-        return self._clients[0]
+        """The first connection; its calls are retried (batch.retry)."""
+        return self._retrying[0]  # type: ignore[return-value]  # a Client's calls, retried
 
     def pick(self) -> Client:
+        """The next connection, round robin; its calls are retried (batch.retry)."""
         with self._lock:
             self._next = (self._next + 1) % len(self._clients)
-            return self._clients[self._next]
+            return self._retrying[self._next]  # type: ignore[return-value]
 
     def close(self) -> None:
         for c in self._clients:
@@ -103,7 +108,26 @@ def one_line(text: str, limit: int = 1000) -> str:
 
 
 def describe(exc: PredmeshError, server: str) -> str:
-    return f"{type(exc).__name__} from the server at {server}: {exc.message}"
+    """The cause of a failed call in one line: the error, its gRPC status, the server, its message, the attempts."""
+    attempts = retry.attempts_of(exc)
+    return (f"{type(exc).__name__} from the server at {server}: {exc.code.name}: {exc.message}"
+            + (f" (after {attempts} attempts)" if attempts > 1 else ""))
+
+
+class _Retrying:
+    """A Client whose calls are retried under a RetryPolicy (batch.retry); everything else passes through."""
+
+    def __init__(self, client: Client, policy: retry.RetryPolicy):
+        self._client, self._policy = client, policy
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if name.startswith("_") or name in ("close", "wait_ready") or not callable(attr):
+            return attr
+
+        def retried(*args, **kwargs):
+            return retry.call(lambda: attr(*args, **kwargs), self._policy, name)
+        return retried
 
 
 def chunk_rows(wanted: int, limits: CallLimits, width: int, fixed_bytes: int, string_bytes: int = 0) -> int:

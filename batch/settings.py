@@ -18,6 +18,11 @@ VARIABLES = {
     "channels": "PREDMESH_BATCH_CHANNELS", "timeout_s": "PREDMESH_BATCH_TIMEOUT_S",
     "feedback_wait_s": "PREDMESH_BATCH_FEEDBACK_WAIT_S", "luigid": "PREDMESH_LUIGID_ADDR",
     "luigid_dir": "PREDMESH_LUIGID_DIR", "log_level": "PREDMESH_LOG_LEVEL",
+    "retries": "PREDMESH_BATCH_RETRIES", "retry_backoff_s": "PREDMESH_BATCH_RETRY_BACKOFF_S",
+    "retry_max_s": "PREDMESH_BATCH_RETRY_MAX_S", "task_retries": "PREDMESH_BATCH_TASK_RETRIES",
+    "task_retry_delay_s": "PREDMESH_BATCH_TASK_RETRY_DELAY_S",
+    "feedback_timeout_s": "PREDMESH_BATCH_FEEDBACK_TIMEOUT_S", "feedback_page": "PREDMESH_BATCH_FEEDBACK_PAGE",
+    "wait_stored_s": "PREDMESH_BATCH_WAIT_STORED_S", "luigid_history": "PREDMESH_LUIGID_HISTORY_DB",
 }
 _written: set[str] = set()  # the options from_env last wrote over luigi's configuration
 
@@ -42,6 +47,22 @@ class BatchSettings(luigi.Config):
     luigid = luigi.Parameter(default="127.0.0.1:8082", description="central scheduler (`predmesh batch scheduler`)")
     luigid_dir = luigi.PathParameter(default=Path("var/luigi"), description="luigid's state file and logs")
     log_level = luigi.Parameter(default="INFO")
+    retries = luigi.IntParameter(
+        default=4, description="retries of a call the server failed with UNAVAILABLE, DEADLINE_EXCEEDED or "
+                               "RESOURCE_EXHAUSTED (0 = none), with exponential backoff and full jitter")
+    retry_backoff_s = luigi.FloatParameter(default=0.5, description="the first retry's backoff (doubles each time)")
+    retry_max_s = luigi.FloatParameter(default=10.0, description="the longest backoff between two retries")
+    task_retries = luigi.IntParameter(
+        default=0, description="times luigi runs a failed nightly task again (the worker waits for them)")
+    task_retry_delay_s = luigi.FloatParameter(
+        default=60.0, description="seconds before a failed task runs again (local scheduler; luigid: its "
+                                  "[scheduler] retry_delay)")
+    feedback_timeout_s = luigi.FloatParameter(default=60.0, description="deadline of each Report feedback call")
+    feedback_page = luigi.IntParameter(default=500, description="labels per SubmitFeedbackBatch call (<= 1000)")
+    wait_stored_s = luigi.FloatParameter(
+        default=300.0, description="how long `score --wait-stored` waits for the rows to be queryable")
+    luigid_history = luigi.Parameter(
+        default="", description="luigid's task history database URL (default: SQLite in luigid_dir)")
     # PREDMESH_WRITER_TOKEN (or _FILE): sent with RecordBatchRun and SubmitFeedbackBatch (servers refuse anonymous
     # writes); never shown to the scheduler
     writer_token = luigi.Parameter(default="", visibility=luigi.parameter.ParameterVisibility.PRIVATE,
@@ -86,11 +107,19 @@ class BatchSettings(luigi.Config):
 
     def check(self) -> None:
         """ConfigError for a value the pipeline cannot work with, wherever it came from."""
-        for option in ("rows", "chunk_rows", "inflight", "channels"):
+        for option in ("rows", "chunk_rows", "inflight", "channels", "feedback_page"):
             if getattr(self, option) < 1:
                 raise ConfigError(f"{_where(option)}={getattr(self, option)} must be >= 1")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"{_where('timeout_s')}={self.timeout_s} must be > 0")
+        if self.feedback_page > 1000:
+            raise ConfigError(f"{_where('feedback_page')}={self.feedback_page} must be <= 1000 (the server's limit)")
+        for option in ("retries", "task_retries"):
+            if getattr(self, option) < 0:
+                raise ConfigError(f"{_where(option)}={getattr(self, option)} must be >= 0")
+        for option in ("timeout_s", "feedback_timeout_s", "retry_backoff_s", "retry_max_s", "wait_stored_s",
+                       "task_retry_delay_s"):
+            value = getattr(self, option)
+            if not value > 0 or value == float("inf"):
+                raise ConfigError(f"{_where(option)}={value} must be a finite number > 0")
         self.luigid_host_port  # noqa: B018 -- validate now, not at first use
 
 

@@ -8,7 +8,10 @@ import hashlib
 import io
 import os
 import random
+import re
 import shutil
+import stat
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -477,11 +480,31 @@ def write_parquet(target: Target, columns: dict[str, list]) -> None:
         pa.parquet.write_table(pa.table(columns), tmp)
 
 
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete temporary files a killed run left behind (luigi's `<name>-luigi-tmp-<n>`); returns them."""
+# A temporary file of ours: <output name>-luigi-tmp-<digits> (luigi.LocalTarget.temporary_path, atomic_path).
+_TEMPORARY = re.compile(r"(?P<name>.+)-luigi-tmp-\d{9,10}")
+STALE_AFTER_S = 600.0  # a temporary untouched this long belongs to no live run (outputs are written in seconds)
+
+
+def remove_stale_temporaries(directory: Path, names: Iterable[str] | None = None,
+                             older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete the temporaries a killed run left behind in directory: only files named as ours (luigi's
+    `<name>-luigi-tmp-<digits>`, and with names given only for those outputs), only regular files, only when
+    untouched for older_than_s seconds (a concurrent run's temporary is being written; it is left alone).
+    Returns what was deleted."""
     if not directory.is_dir():
         return []
-    stale = [p for p in directory.iterdir() if "-luigi-tmp-" in p.name]
-    for p in stale:
-        p.unlink(missing_ok=True)
+    wanted = set(names) if names is not None else None
+    cutoff = time.time() - older_than_s
+    stale = []
+    for p in directory.iterdir():
+        m = _TEMPORARY.fullmatch(p.name)
+        if m is None or (wanted is not None and m["name"] not in wanted):
+            continue
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+            p.unlink(missing_ok=True)
+            stale.append(p)
     return stale

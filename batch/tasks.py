@@ -13,6 +13,7 @@ from datetime import date as Date
 from pathlib import Path
 
 import luigi
+from luigi.rpc import RPCError
 from luigi.tools.range import RangeDailyBase  # noqa: F401 -- the backfill's root task, registered by this import
 
 from batch import report as reports
@@ -27,8 +28,22 @@ log = logging.getLogger("predmesh.batch")
 FAILURES: list[tuple[str, str]] = []  # (task, reason) of the tasks that failed in this process
 
 
+OUTPUT_NAMES = ("input.csv", "scored.csv", "rejects.csv", "score.json", "report.json", "report.png")
+
+
 def day_dir(model: str, day: Date) -> Path:
     return BatchSettings().batch_dir / "nightly" / model / day.isoformat()
+
+
+def clean_days(model: str, days) -> int:
+    """Remove the stale temporaries of our outputs in these days' directories (also of a completed day, whose
+    tasks do not run again); returns how many were removed."""
+    removed = 0
+    for day in days:
+        removed += len(remove_stale_temporaries(day_dir(model, day), OUTPUT_NAMES))
+    if removed:
+        log.info("removed %d stale temporary file(s) left by killed runs", removed)
+    return removed
 
 
 def run_key(model: str, day: Date) -> str:
@@ -44,19 +59,25 @@ class Progress:
         self.task, self.what = task, what
         self.bar = tqdm(desc=what, unit="rows", disable=None, leave=False)
         self._sent = 0.0
+        self._scheduler = True
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar.total != total:
             self.bar.reset(total=total)
         self.bar.update(done - self.bar.n)
         now = time.monotonic()
-        if now - self._sent >= 0.5 or done == total:
+        if self._scheduler and (now - self._sent >= 0.5 or done == total):
             self._sent = now
-            # the luigi worker running the task sets these two (a task run by hand has None)
-            if self.task.set_progress_percentage is not None:
-                self.task.set_progress_percentage(round(100 * done / total) if total else 100)
-            if self.task.set_status_message is not None:
-                self.task.set_status_message(f"{self.what}: {done} of {total} rows")
+            # the luigi worker running the task sets these two (a task run by hand has None); they are calls to
+            # the scheduler, which may be gone (luigid killed): that stops the reports, never the work
+            try:
+                if self.task.set_progress_percentage is not None:
+                    self.task.set_progress_percentage(round(100 * done / total) if total else 100)
+                if self.task.set_status_message is not None:
+                    self.task.set_status_message(f"{self.what}: {done} of {total} rows")
+            except RPCError as exc:
+                self._scheduler = False
+                log.warning("the scheduler does not take progress reports any more (%s); scoring goes on", exc)
 
     def close(self) -> None:
         self.bar.close()
@@ -78,6 +99,13 @@ class DayTask(luigi.Task):
     date = luigi.DateParameter()
     model = luigi.Parameter(default="iris")
     rows = luigi.IntParameter(default=10_000, significant=False)  # the first run of a day fixes its rows
+    disable_window = 24 * 3600  # failures counted over a day
+
+    @property
+    def retry_count(self) -> int:
+        """Failures before the scheduler disables the task: the first run and PREDMESH_BATCH_TASK_RETRIES more
+        (the worker stays alive for them; see batch.runner)."""
+        return BatchSettings().task_retries + 1
 
     def dir(self) -> Path:
         return day_dir(self.model, self.date)
@@ -90,7 +118,7 @@ class GenerateData(DayTask):
         return luigi.LocalTarget(str(self.dir() / "input.csv"))
 
     def run(self):
-        remove_stale_temporaries(self.dir())
+        remove_stale_temporaries(self.dir(), OUTPUT_NAMES)
         with Clients(BatchSettings()) as clients:
             try:
                 info = clients.first.get_model(self.model)
@@ -113,7 +141,7 @@ class Score(DayTask):
                 "summary": luigi.LocalTarget(str(d / "score.json"))}
 
     def run(self):
-        remove_stale_temporaries(self.dir())
+        remove_stale_temporaries(self.dir(), OUTPUT_NAMES)
         out = self.output()
         started = datetime.now(UTC)
         with Clients(BatchSettings()) as clients:
@@ -147,7 +175,7 @@ class Report(DayTask):
 
     def run(self):
         started = time.perf_counter()
-        remove_stale_temporaries(self.dir())
+        remove_stale_temporaries(self.dir(), OUTPUT_NAMES)
         scored = read_table(Path(self.input()["scored"].path))
         outcome = read_outcome(Path(self.input()["summary"].path))
         cols = scored.columns
@@ -160,7 +188,10 @@ class Report(DayTask):
         result = reports.metrics(true, predicted, classes)
         with Clients(BatchSettings()) as clients:
             if self.set_status_message is not None:  # a luigi worker sets it; None when run() is called directly
-                self.set_status_message("sending the known labels as feedback")
+                try:
+                    self.set_status_message("sending the known labels as feedback")
+                except RPCError as exc:  # the scheduler is gone: the work goes on
+                    log.warning("the scheduler does not take status messages (%s)", exc)
             feedback = send_feedback(clients, {r[i]: r[t] for r in scored.rows}, BatchSettings().feedback_wait_s)
             result.update(date=self.date.isoformat(), model=self.model, model_version=outcome.model_version,
                           rejected=outcome.rejected, feedback=feedback)
@@ -176,8 +207,13 @@ class Report(DayTask):
 
 
 def send_feedback(clients: Clients, labels: dict[str, str], wait_s: float) -> dict:
-    """SubmitFeedbackBatch in chunks of 1000; ids the server has not stored yet are retried (with backoff) for up
-    to wait_s seconds, then reported as not recorded. Returns recorded / correct / not_found counts."""
+    """SubmitFeedbackBatch in pages of PREDMESH_BATCH_FEEDBACK_PAGE labels, each call bounded by
+    PREDMESH_BATCH_FEEDBACK_TIMEOUT_S and retried when transient (batch.retry); ids the server has not stored yet
+    are sent again (with backoff) for up to wait_s seconds, then reported as not recorded. A call that still fails
+    fails the task with its status and message (the day's scored output stays; a rerun sends the feedback only).
+    Returns recorded / correct / not_found counts."""
+    settings = clients.settings
+    page = settings.feedback_page
     pending = dict(labels)
     recorded = correct = 0
     deadline = time.monotonic() + wait_s
@@ -185,11 +221,13 @@ def send_feedback(clients: Clients, labels: dict[str, str], wait_s: float) -> di
     while True:
         missing: dict[str, str] = {}
         items = list(pending.items())
-        for start in range(0, len(items), 1000):
+        for start in range(0, len(items), page):
             try:
-                answer = clients.first.submit_feedback_batch(items[start:start + 1000])
+                answer = clients.first.submit_feedback_batch(items[start:start + page],
+                                                             timeout=settings.feedback_timeout_s)
             except PredmeshError as exc:
-                raise ScoringFailed(describe(exc, clients.settings.server)) from None
+                raise ScoringFailed(f"feedback of labels {start + 1}-{min(start + page, len(items))} of "
+                                    f"{len(items)} failed: {describe(exc, settings.server)}") from None
             recorded += answer.recorded
             correct += answer.correct
             missing.update((pid, pending[pid]) for pid in answer.not_found)

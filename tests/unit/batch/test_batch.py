@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import csv
 import os
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -115,7 +116,16 @@ def test_csv_round_trip_is_atomic_and_stale_temporaries_are_removed(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["x.csv"]  # no temporary left behind
     stale = target.parent / "y.csv-luigi-tmp-0000000042"
     stale.write_text("partial")
+    live = target.parent / "z.csv-luigi-tmp-0000000043"  # a concurrent run's, being written
+    live.write_text("partial")
+    mine = target.parent / "notes-luigi-tmp-old.txt"  # not a name luigi makes
+    mine.write_text("the user's")
+    for old in (stale, mine):
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
     assert remove_stale_temporaries(target.parent) == [stale] and not stale.exists()
+    assert live.exists() and mine.exists()
+    os.utime(live, (time.time() - 3600, time.time() - 3600))
+    assert remove_stale_temporaries(target.parent, ["x.csv"]) == []  # only the outputs named
 
 
 def test_an_input_is_read_once_and_parsed_block_by_block(tmp_path):

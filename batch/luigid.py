@@ -1,0 +1,75 @@
+"""luigid as `predmesh batch scheduler` runs it: Luigi's own server, with its state saved whenever a task's state
+changes (written to a temporary file, fsynced and renamed: a kill -9 at any moment leaves the last complete state)
+instead of only at a clean stop, and its task history recorded (Luigi's db_task_history: SQLite in the state
+directory by default, or the database PREDMESH_LUIGID_HISTORY_DB names) so the visualiser's history pages answer."""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import luigi.configuration
+import luigi.scheduler
+
+log = logging.getLogger("predmesh.batch")
+
+# the scheduler calls after which a task's state may have changed (what a restart must not lose)
+_CHANGES = ("add_task", "get_work", "set_task_status_message", "set_task_progress_percentage", "add_worker",
+            "disable_worker", "set_worker_processes", "send_scheduler_message", "add_scheduler_message_response",
+            "forgive_failures", "mark_as_done", "re_enable_task")
+
+
+class DurableScheduler(luigi.scheduler.Scheduler):
+    """A Luigi Scheduler that saves its state atomically after every call that can change it."""
+
+    _lock = threading.Lock()
+
+    def dump(self) -> None:
+        state = self._state
+        path = Path(state._state_path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with self._lock:
+                with open(tmp, "wb") as f:
+                    pickle.dump(state.get_state(), f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not save the scheduler state to %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
+
+
+def _saving(name: str):
+    base = getattr(luigi.scheduler.Scheduler, name)
+
+    def call(self, *args, **kwargs):
+        result = base(self, *args, **kwargs)
+        self.dump()
+        return result
+
+    call.__name__ = name
+    call.__doc__ = base.__doc__
+    return call
+
+
+for _name in _CHANGES:
+    if hasattr(luigi.scheduler.Scheduler, _name):
+        setattr(DurableScheduler, _name, _saving(_name))
+
+
+def history_url(luigid_dir: Path, configured: str) -> str:
+    """The task history database: PREDMESH_LUIGID_HISTORY_DB when set, else SQLite in the state directory."""
+    return configured or f"sqlite:///{(luigid_dir / 'history.sqlite').resolve()}"
+
+
+def serve(host: str, port: int, luigid_dir: Path, history: str) -> None:
+    """Run luigid in the foreground until SIGTERM/SIGINT (which save the state and stop it)."""
+    import luigi.server
+    config = luigi.configuration.get_config()
+    config.set("scheduler", "state_path", str(luigid_dir / "state.pickle"))
+    config.set("scheduler", "record_task_history", "true")
+    config.set("task_history", "db_connection", history.replace("%", "%%"))
+    luigi.server.run(api_port=port, address=host, scheduler=DurableScheduler())

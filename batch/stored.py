@@ -1,0 +1,89 @@
+"""`predmesh batch score --wait-stored`: wait until every row the run scored is queryable in the server's
+database, through the public API only (AnalyticsService.ListPredictions).
+
+The server answers a row once its record is durable (in its spool, with PREDMESH_PERSISTENCE=durable); its writer
+stores it in the database shortly after. A row is queryable when ListPredictions returns it. The check lists this
+model's batch predictions created since the run began (newest first, 1000 a page) and marks this run's rows by
+request id (`batch-<hash>-<row number>`: one bit per row number), again until every row is seen or the wait ends.
+A rerun stores nothing new (the rows were stored when the file was first scored): the window then starts when the
+first run of this file began (its run record: ListBatchRuns)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from batch.scoring import Clients
+from predmesh import PredmeshError
+
+SKEW = timedelta(minutes=2)  # the server's clock against ours, and the time between scoring and recording
+PAGE = 1000
+
+
+class Expected:
+    """The row numbers a run scored, as a bit array; seen() marks the ones found stored."""
+
+    def __init__(self, prefix: str, numbers: Sequence[int] = ()):
+        self.prefix = prefix
+        self.missing = bytearray()
+        self.left = 0
+        self.add(numbers)
+
+    def add(self, numbers: Sequence[int]) -> None:
+        if not len(numbers):
+            return
+        top = max(numbers)
+        if top >= len(self.missing):
+            self.missing.extend(bytes(top + 1 - len(self.missing)))
+        for n in numbers:
+            if not self.missing[n]:
+                self.missing[n] = 1
+                self.left += 1
+
+    def seen(self, request_id: str) -> None:
+        if not request_id.startswith(self.prefix):
+            return
+        tail = request_id[len(self.prefix):]
+        if tail.isdigit():
+            n = int(tail)
+            if n < len(self.missing) and self.missing[n]:
+                self.missing[n] = 0
+                self.left -= 1
+
+
+def window_start(clients: Clients, model: str, run_key: str, began: datetime) -> datetime:
+    """Where this run's rows can be in time: its start, or the start of the first run of the same file."""
+    start = began
+    try:
+        for run in clients.first.list_batch_runs(model=model, kind="score", page_size=1000):
+            if run.run_key == run_key and run.started_at is not None:
+                start = min(start, run.started_at - timedelta(seconds=run.duration_seconds))
+    except PredmeshError:  # no record: this run's own window
+        pass
+    return start - SKEW
+
+
+def wait_stored(clients: Clients, model: str, expected: Expected, since: datetime, wait_s: float,
+                poll_s: float = 0.5) -> tuple[bool, float]:
+    """Wait until every expected row is listed by ListPredictions (at most wait_s seconds); returns (all seen,
+    seconds waited). Each pass lists the window again: rows are stored late with their scoring time."""
+    started = time.monotonic()
+    deadline = started + wait_s
+    while expected.left:
+        token = ""
+        while expected.left:
+            page = clients.first.list_predictions(model=model, transport="batch", start_time=since,
+                                                  page_size=PAGE, page_token=token)
+            for p in page:
+                expected.seen(p.prediction.request_id)
+            token = page.next_page_token
+            if not token or time.monotonic() > deadline:
+                break
+        if not expected.left or time.monotonic() + poll_s > deadline:
+            break
+        time.sleep(poll_s)
+    return not expected.left, time.monotonic() - started
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
