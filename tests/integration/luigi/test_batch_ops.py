@@ -5,6 +5,7 @@ exit-10 hint, luigid's persistent state and task history)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def env(server, tmp_path):
     return batch_env(server.target, tmp_path / "batch")
 
 
-def score(env, source: Path, *options) -> object:
+def score(env, source: Path, *options) -> subprocess.CompletedProcess:
     return run_batch(["score", "--model", "iris", "--input", str(source), *map(str, options)], env)
 
 
@@ -193,10 +194,6 @@ def test_report_feedback_failing_its_deadline_keeps_the_scored_day_and_a_rerun_f
     wait_for(lambda: stored(pg) == (300, 300, 300), 30, what="300 rows and their feedback")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "server bug outside batch/: ListPredictions answers INTERNAL once a stored row has features (inference/rpc/"
-    "analytics.py _stored hands plain floats to the map<string, Value>; DESIGN-22 section 6, the recording "
-    "helper's). Strict: passes, and so fails here, once that is fixed; then remove this mark"))
 def test_wait_stored_returns_once_every_row_is_queryable(env, pg, tmp_path):
     rows = [[f"r{i}", 5.0 + (i % 30) / 10, 3.0, 1.5 + (i % 50) / 10, 0.2 + (i % 20) / 10] for i in range(2500)]
     source = tmp_path / "many.csv"
