@@ -12,7 +12,8 @@ import sys
 
 # subcommand → (module with main(argv[, prog]), argv prefix, help).
 COMMANDS = {
-    "train": ("inference.__main__", ["train"], "train a model version into the model store"),
+    "train": ("inference.__main__", ["train"], "train a model version (Iris demo, or --data your CSV/Parquet)"),
+    "import": ("inference.__main__", ["import"], "import a fitted scikit-learn model (skops) as a new version"),
     "serve": ("inference.__main__", ["serve"], "run the gRPC inference server"),
     "gateway": ("gateway.__main__", [], "run the Envoy REST gateway"),
     "migrate": ("database.__main__", [], "apply database migrations"),

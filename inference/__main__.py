@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from inference.settings import PersistenceSettings, ServerSettings, Settings
 from predmesh import faults
@@ -16,6 +17,10 @@ from predmesh.env import env_epilog, variables_read
 from predmesh.logs import setup_logging
 
 log = logging.getLogger("inference")
+# `predmesh train --estimator` choices (inference/models/tabular.py ESTIMATORS; named here so --help stays fast).
+ESTIMATOR_HELP = {"lr": "LogisticRegression", "rf": "RandomForest(100)", "et": "ExtraTrees(100)",
+                  "gb": "GradientBoosting", "hgb": "HistGradientBoosting (native categories)",
+                  "svc": "SVC with probabilities", "knn": "KNeighbors(5)"}
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -33,11 +38,28 @@ def parser(prog: str) -> argparse.ArgumentParser:
     train_p = sub.add_parser("train", help="train a new version into the model store",
                              description="train a new immutable version into the model store", epilog=train_env,
                              formatter_class=fmt)
-    train_p.add_argument("--model", default="iris", help="model name (default: iris)")
-    train_p.add_argument("--estimator", default="lr", choices=["lr", "rf"],
-                         help="lr = LogisticRegression, rf = RandomForest(100)")
+    train_p.add_argument("--model", help="model name (default: iris, for the demo; required with --data)")
+    train_p.add_argument("--data", type=Path, metavar="FILE",
+                         help="your table, CSV or Parquet (.parquet): one row per example (default: the Iris demo)")
+    train_p.add_argument("--target", metavar="COLUMN", help="with --data: the column holding the class to predict")
+    train_p.add_argument("--drop", action="extend", nargs="+", default=[], metavar="COLUMN",
+                         help="with --data: columns that are not features (ids, leaks)")
+    train_p.add_argument("--estimator", choices=list(ESTIMATOR_HELP), metavar="{" + ",".join(ESTIMATOR_HELP) + "}",
+                         help="; ".join(f"{k} = {v}" for k, v in ESTIMATOR_HELP.items())
+                         + " (default: hgb with --data, lr for the demo)")
     train_p.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(commands={"serve": serve_p, "train": train_p})
+    import_p = sub.add_parser(
+        "import", help="import a fitted scikit-learn model (skops) as a new version",
+        description="check a fitted scikit-learn estimator or pipeline against a sample of its data and store it "
+                    "as a new version", epilog=train_env, formatter_class=fmt)
+    import_p.add_argument("file", type=Path, metavar="FILE", help="the fitted model, saved with skops.io.dump")
+    import_p.add_argument("--model", required=True, help="model name")
+    import_p.add_argument("--data", type=Path, required=True, metavar="SAMPLE",
+                          help="rows of the model's input, CSV or Parquet: its schema, checks and golden rows")
+    import_p.add_argument("--target", metavar="COLUMN", help="the sample's class column: metrics on the sample")
+    import_p.add_argument("--trust-pickle", action="store_true",
+                          help="FILE is a joblib/pickle file you trust: unpickle it here and store it as skops")
+    parser.set_defaults(commands={"serve": serve_p, "train": train_p, "import": import_p})
     return parser
 
 
@@ -59,11 +81,13 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from inference.models.train import train
 
     store = ModelStore(server.model_store, server.signing_key)
-    if command == "train":
-        manifest = train(store, args.model, args.estimator, args.seed)
-        print(f"trained {manifest.name} version {manifest.version} ({manifest.estimator}) into {store.root}; "
-              f"holdout accuracy {manifest.metrics['holdout_accuracy']:.3f}")
-        return 0
+    if command in ("train", "import"):
+        from inference.errors import InvalidArgument
+        try:
+            return _store_model(args, command, store)
+        except InvalidArgument as exc:  # the data, a column or the model cannot be used: one line naming it
+            print(f"{args.commands[command].prog}: {exc}", file=sys.stderr)
+            return 2
     worker = getattr(args, "worker", False)
     if not worker:  # a worker shares the port its siblings already hold (SO_REUSEPORT)
         from inference.rpc.auth import TokenAuth
@@ -92,6 +116,39 @@ def _run(args: argparse.Namespace, command: str) -> int:
         log.error("%s", exc)
         return 2
     serve(server, persistence.recorder, extend=persistence.attach)
+    return 0
+
+
+def _store_model(args: argparse.Namespace, command: str, store) -> int:
+    """`train` (the Iris demo, or --data) and `import`: write a new version and say what it is."""
+    from inference.bounds import check_name
+    from inference.models import importer, tabular
+    from inference.models.columns import TableError
+    from inference.models.train import train
+
+    if args.model:
+        check_name("model", args.model)  # before any work: the store refuses it at the end otherwise
+    if command == "import":
+        manifest = importer.import_model(store, args.model, args.file, args.data, args.target, args.trust_pickle)
+        scored = manifest.metrics.get("sample_accuracy")
+        print(f"imported {manifest.name} version {manifest.version} ({manifest.estimator}, "
+              f"{tabular.describe(manifest.features)}) into {store.root}"
+              + (f"; sample accuracy {scored:.3f}" if scored is not None else ""))
+        return 0
+    if args.data is None:
+        if args.target or args.drop:
+            raise TableError(f"--{'target' if args.target else 'drop'} needs --data FILE (the table to train on)")
+        manifest = train(store, args.model or "iris", args.estimator or "lr", args.seed)
+    else:
+        for given, needed in ((args.target, "--target COLUMN (the column holding the class to predict)"),
+                              (args.model, "--model NAME (the name to serve it under)")):
+            if not given:
+                raise TableError(f"--data needs {needed}")
+        manifest = tabular.train_table(store, args.data, args.target, args.model, args.estimator or "hgb",
+                                       args.drop, args.seed)
+    shape = f", {tabular.describe(manifest.features)}" if args.data is not None else ""
+    print(f"trained {manifest.name} version {manifest.version} ({manifest.estimator}{shape}) into {store.root}; "
+          f"holdout accuracy {manifest.metrics['holdout_accuracy']:.3f}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Train a classifier on the bundled Iris data and store it as a new immutable version."""
+"""Train a classifier on the bundled Iris data (the demo) and store it as a new immutable version; a user's own
+table is inference/models/tabular.py."""
 from __future__ import annotations
 
 import hashlib
@@ -8,22 +9,17 @@ from datetime import UTC, datetime
 import numpy as np
 import sklearn
 from sklearn.datasets import load_iris
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, precision_score
+from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 
 from inference.models.loader import dump_estimator
-from inference.models.manifest import ClassProfile, Feature, Manifest
+from inference.models.manifest import Manifest
+from inference.models.profile import GOLDEN_ROWS, class_profiles, features
+from inference.models.profile import metrics as holdout_metrics
 from inference.models.store import ModelStore
+from inference.models.tabular import ESTIMATORS
 
 log = logging.getLogger(__name__)
-
-ESTIMATORS = {
-    "lr": lambda seed: LogisticRegression(max_iter=1000, random_state=seed),
-    "rf": lambda seed: RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1),
-}
-GOLDEN_ROWS = 8
 
 
 def train(store: ModelStore, model: str = "iris", estimator: str = "lr", seed: int = 0) -> Manifest:
@@ -33,13 +29,9 @@ def train(store: ModelStore, model: str = "iris", estimator: str = "lr", seed: i
     classes = [str(c) for c in iris.target_names]
     x_train, x_test, y_train, y_test = train_test_split(
         iris.data, iris.target, test_size=0.3, random_state=seed, stratify=iris.target)
-    clf = ESTIMATORS[estimator](seed).fit(x_train, y_train)
-    predicted = clf.predict(x_test)
-    metrics = {
-        "train_accuracy": float(accuracy_score(y_train, clf.predict(x_train))),
-        "holdout_accuracy": float(accuracy_score(y_test, predicted)),
-        "holdout_macro_precision": float(precision_score(y_test, predicted, average="macro", zero_division=0)),
-    }
+    clf = ESTIMATORS[estimator].make(seed).fit(x_train, y_train)
+    metrics = {"train_accuracy": float(accuracy_score(y_train, clf.predict(x_train))),
+               **holdout_metrics("holdout", y_test, clf.predict(x_test), clf.predict_proba(x_test), clf.classes_)}
     golden_x = x_test[:GOLDEN_ROWS]
     golden = tuple(
         {"features": [float(v) for v in row], "label": classes[int(np.argmax(p))], "probabilities": p.tolist()}
@@ -55,25 +47,3 @@ def train(store: ModelStore, model: str = "iris", estimator: str = "lr", seed: i
              metrics["holdout_accuracy"])
     return stored
 
-
-def features(names: list[str], x: np.ndarray) -> tuple[Feature, ...]:
-    """The schema with the training distribution of each feature: range, mean, std and decile edges."""
-    deciles = np.percentile(x, np.arange(10, 100, 10), axis=0)
-    return tuple(
-        Feature(name, float(x[:, i].min()), float(x[:, i].max()), float(x[:, i].mean()), float(x[:, i].std()),
-                tuple(float(q) for q in deciles[:, i]), bin_shares(x[:, i], deciles[:, i]))
-        for i, name in enumerate(names))
-
-
-def bin_shares(values: np.ndarray, edges: np.ndarray) -> tuple[float, ...]:
-    """The share of values in each bin the edges make (bin i: edges[i-1] < v <= edges[i]), as drift bins them."""
-    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
-    return tuple(float(c) for c in counts / len(values))
-
-
-def class_profiles(classes: list[str], x: np.ndarray, y: np.ndarray) -> tuple[ClassProfile, ...]:
-    """Per class (in class order): share of the training rows and per-feature mean and std."""
-    return tuple(
-        ClassProfile(label, float(np.mean(y == k)), tuple(float(v) for v in x[y == k].mean(axis=0)),
-                     tuple(float(v) for v in x[y == k].std(axis=0)))
-        for k, label in enumerate(classes))

@@ -60,6 +60,7 @@ def test_version_has_one_source_for_the_project_and_the_client_package():
 def test_usage_lines_name_the_predmesh_command_and_help_lists_its_variables():
     expected = {"serve": ["PREDMESH_GRPC_ADDR", "PREDMESH_PROCESSES", "PREDMESH_RUNTIME", "PREDMESH_DATABASE_URL"],
                 "train": ["PREDMESH_MODEL_STORE"],
+                "import": ["PREDMESH_MODEL_STORE"],
                 "gateway": ["PREDMESH_GATEWAY_ADDR", "PREDMESH_GATEWAY_CORS_ORIGINS", "PREDMESH_GATEWAY_UPSTREAMS"],
                 "migrate": ["PREDMESH_DATABASE_URL"],
                 "up": ["PREDMESH_GRPC_ADDR", "PREDMESH_MODEL_STORE"]}

@@ -1,0 +1,174 @@
+"""Bringing a fitted model in, in process: a skops file under the server's trust rules, a pickle only when trusted
+(and stored as skops), the schema from feature_names_in_ (or an array model's sample columns), what probing finds
+it accepts, and the errors that name the file or column."""
+from __future__ import annotations
+
+import operator
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+
+from inference.models.columns import TableError
+from inference.models.frame import to_frame
+from inference.models.importer import import_model
+from inference.models.store import ModelStore
+from tests.unit.inference.test_tabular import synthetic
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def lenient_pipeline():
+    """Imputes numbers and categories, one-hot encodes the plan ignoring unknown ones, and takes the boolean."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    return Pipeline([("columns", ColumnTransformer([
+        ("numbers", SimpleImputer(), ["amount", "member"]),
+        ("plan", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+         ["plan"])])), ("classifier", LogisticRegression(max_iter=1000))])
+
+
+@pytest.fixture
+def sample(tmp_path):
+    df = synthetic(label="str", classes=3)
+    path = tmp_path / "sample.csv"
+    df.to_csv(path, index=False)
+    return df, path
+
+
+def test_skops_pipeline_imports_with_its_schema(tmp_path, sample):
+    df, path = sample
+    clf = lenient_pipeline().fit(df[["amount", "plan", "member"]], df["y"])
+    sio.dump(clf, tmp_path / "model.skops")
+    manifest = import_model(ModelStore(tmp_path / "store"), "plans", tmp_path / "model.skops", path, "y")
+    assert manifest.version == "1" and manifest.input == "frame" and manifest.estimator == "LogisticRegression"
+    assert [(f.name, f.kind, f.nullable, f.accepts_unknown) for f in manifest.features] == [
+        ("amount", "number", True, False), ("plan", "category", True, True), ("member", "boolean", True, False)]
+    assert manifest.classes == ("maybe", "no", "yes")
+    assert {"sample_accuracy", "sample_macro_precision", "sample_macro_recall"} <= set(manifest.metrics)
+    assert manifest.metrics["sample_accuracy"] == pytest.approx(
+        float(np.mean(clf.predict(df[["amount", "plan", "member"]]) == df["y"])))
+    stored = (tmp_path / "store" / "plans" / "1" / "model.skops").read_bytes()
+    assert stored == (tmp_path / "model.skops").read_bytes()
+    golden = [g["features"] for g in manifest.golden]
+    assert np.allclose(clf.predict_proba(to_frame(golden, manifest.features)),
+                       [g["probabilities"] for g in manifest.golden], atol=1e-12, rtol=0)
+
+
+def test_a_model_that_cannot_impute_is_probed_as_such(tmp_path, sample):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    df, path = sample
+    df = df.dropna()
+    df.to_csv(path, index=False)
+    clf = Pipeline([("c", ColumnTransformer([("n", "passthrough", ["amount"]),
+                                             ("p", OneHotEncoder(handle_unknown="error"), ["plan"])])),
+                    ("m", LogisticRegression())]).fit(df[["amount", "plan"]], df["y"])
+    sio.dump(clf, tmp_path / "strict.skops")
+    manifest = import_model(ModelStore(tmp_path / "store"), "strict", tmp_path / "strict.skops", path)
+    assert [(f.name, f.nullable, f.accepts_unknown) for f in manifest.features] == [
+        ("amount", False, False), ("plan", False, False)]
+    assert manifest.metrics == {}  # no --target
+    predicted = pd.Series(clf.predict(df[["amount", "plan"]])).value_counts(normalize=True)
+    assert {p.label: p.share for p in manifest.class_profiles} == pytest.approx(predicted.to_dict())
+
+
+def test_a_pickle_needs_trust_and_is_stored_as_skops(tmp_path, sample):
+    df, path = sample
+    clf = lenient_pipeline().fit(df[["amount", "plan", "member"]], df["y"])
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(clf))
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(TableError, match=r"model\.pkl is not a skops file .* pass --trust-pickle"):
+        import_model(store, "plans", tmp_path / "model.pkl", path)
+    assert not (tmp_path / "store" / "plans").exists()
+    manifest = import_model(store, "plans", tmp_path / "model.pkl", path, "y", trust_pickle=True)
+    stored = tmp_path / "store" / "plans" / manifest.version / "model.skops"
+    assert stored.read_bytes()[:4] == b"PK\x03\x04"  # a skops archive, never a pickle
+    again = sio.load(stored, trusted=sio.get_untrusted_types(file=stored))
+    frame = df[["amount", "plan", "member"]]
+    assert np.array_equal(again.predict_proba(frame), clf.predict_proba(frame))
+
+
+def test_an_array_model_takes_the_sample_columns(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"a": rng.normal(size=80), "b": rng.normal(size=80)})
+    df["y"] = (df["a"] + df["b"] > 0).astype(int)
+    df.to_csv(tmp_path / "s.csv", index=False)
+    sio.dump(LogisticRegression().fit(df[["a", "b"]].to_numpy(), df["y"]), tmp_path / "m.skops")
+    manifest = import_model(ModelStore(tmp_path / "store"), "arr", tmp_path / "m.skops", tmp_path / "s.csv", "y")
+    assert manifest.input == "array" and manifest.feature_names == ("a", "b") and manifest.classes == ("0", "1")
+    assert "sample_roc_auc" in manifest.metrics
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no column", "sample sample.csv has no column 'plan', which the model takes"),
+    ("no target", "target column 'label' is not in sample.csv"),
+    ("not a model", "cannot unpickle model.pkl"),
+    ("no probabilities", "SVC has no predict_proba"),
+    ("cannot score", "the model cannot score sample.csv: ValueError"),
+    ("empty column", "column 'plan' is empty"),
+])
+def test_errors_name_the_file_or_column(tmp_path, sample, case, message):
+    from sklearn.svm import SVC
+
+    df, path = sample
+    features = ["amount", "plan", "member"]
+    clf = lenient_pipeline().fit(df[features], df["y"])
+    target = "y"
+    if case == "no column":
+        df.drop(columns=["plan"]).to_csv(path, index=False)
+    elif case == "no target":
+        target = "label"
+    elif case == "not a model":
+        (tmp_path / "model.pkl").write_bytes(b"\x80\x04not a pickle")
+    elif case == "no probabilities":
+        clf = SVC().fit(df[["amount"]].fillna(0), df["y"])
+    elif case == "cannot score":
+        df.assign(amount="lots").to_csv(path, index=False)
+    elif case == "empty column":
+        df.assign(plan=None).to_csv(path, index=False)
+    if case != "not a model":
+        (tmp_path / "model.pkl").write_bytes(pickle.dumps(clf))
+    with pytest.raises(TableError, match=message):
+        import_model(ModelStore(tmp_path / "store"), "m", tmp_path / "model.pkl", path, target, trust_pickle=True)
+    assert not (tmp_path / "store" / "m").exists()
+
+
+def test_a_type_the_server_refuses_is_refused_at_import(tmp_path, sample):
+    """The same allowlist as the server's loader: a function skops does not trust is named and refused."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    df, path = sample
+    columns = ColumnTransformer([("n", make_pipeline(FunctionTransformer(operator.neg), SimpleImputer()),
+                                  ["amount"])])
+    clf = Pipeline([("c", columns), ("m", LogisticRegression())]).fit(df[["amount"]], df["y"])
+    sio.dump(clf, tmp_path / "m.skops")
+    with pytest.raises(TableError, match=r"m\.skops: the server would refuse it: .*untrusted types: _operator\.neg"):
+        import_model(ModelStore(tmp_path / "store"), "m", tmp_path / "m.skops", path)
+
+
+def test_the_server_never_imports_the_unpickling_importer():
+    """Only the `predmesh import` command loads inference/models/importer.py (the one place a user-trusted pickle
+    is read); no module of the running server does."""
+    pattern = re.compile(r"^\s*(from|import) .*\bimporter\b", re.MULTILINE)
+    rooms = ("rpc", "process", "scoring", "recording")
+    server = [p for room in rooms for p in (ROOT / "inference" / room).rglob("*.py")]
+    server += [p for p in (ROOT / "inference" / "models").glob("*.py") if p.name != "importer.py"]
+    assert server and [str(p.relative_to(ROOT)) for p in server if pattern.search(p.read_text())] == []
