@@ -134,6 +134,7 @@ def _store_model(args: argparse.Namespace, command: str, store) -> int:
         print(f"imported {manifest.name} version {manifest.version} ({manifest.estimator}, "
               f"{tabular.describe(manifest.features)}) into {store.root}"
               + (f"; sample accuracy {scored:.3f}" if scored is not None else ""))
+        _note_schema_change(store, manifest)
         return 0
     if args.data is None:
         if args.target or args.drop:
@@ -149,7 +150,18 @@ def _store_model(args: argparse.Namespace, command: str, store) -> int:
     shape = f", {tabular.describe(manifest.features)}" if args.data is not None else ""
     print(f"trained {manifest.name} version {manifest.version} ({manifest.estimator}{shape}) into {store.root}; "
           f"holdout accuracy {manifest.metrics['holdout_accuracy']:.3f}")
+    _note_schema_change(store, manifest)
     return 0
+
+
+def _note_schema_change(store, manifest) -> None:
+    """Say so when the new version's features or classes differ from the version before it: a running server keeps
+    serving the old one (a reload refuses a schema change) until it restarts."""
+    older = [m for m in store.manifests(manifest.name) if m.version != manifest.version]
+    if older and (older[0].feature_names, older[0].classes) != (manifest.feature_names, manifest.classes):
+        print(f"note: version {manifest.version} of {manifest.name} has other features or classes than version "
+              f"{older[0].version}: a running server keeps serving version {older[0].version} (a reload refuses a "
+              f"schema change) until it restarts; a new model name serves both", file=sys.stderr)
 
 
 if __name__ == "__main__":

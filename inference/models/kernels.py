@@ -111,7 +111,13 @@ def build(estimator) -> Kernel | None:
 
 
 def verified_kernel(estimator, manifest: Manifest, seed: int = 0) -> Kernel | None:
-    """The native kernel if it matches estimator.predict_proba on golden + random rows to TOLERANCE, else None."""
+    """The native kernel if it matches estimator.predict_proba on golden + random rows to TOLERANCE, else None
+    (scikit-learn scores): always None for a "frame" model (typed rows, a pipeline) and for any estimator type
+    without a kernel (a Pipeline, boosting, SVC, neighbours, …)."""
+    if manifest.input != "array" or any(f.kind != "number" for f in manifest.features):
+        log.info("model %s@%s takes typed rows (a DataFrame); scoring with scikit-learn", manifest.name,
+                 manifest.version)
+        return None
     kernel = build(estimator)
     if kernel is None:
         log.info("model %s@%s: no native kernel for %s, scoring with scikit-learn", manifest.name,

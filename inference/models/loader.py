@@ -10,10 +10,9 @@ import skops.io as sio
 from inference.bounds import check_name, shown
 from inference.errors import ModelNotFound, UntrustedArtifact
 from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, decode
-from inference.models.trees import check_trees
+from inference.models.structure import TRUSTED_TYPES, check_structure
 
-# Types skops does not trust by default but which are plain scikit-learn data holders (RandomForest trees).
-TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree", "numpy.dtype"})
+__all__ = ["TRUSTED_TYPES", "contained", "dump_estimator", "load_estimator", "read_manifest", "version_dir"]
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 
 
@@ -46,8 +45,9 @@ def read_manifest(path: Path, signing_key: bytes | None) -> Manifest:
 def load_estimator(path: Path, manifest: Manifest):
     """Read the artifact, check its SHA-256 against the manifest and its types against the allowlist, then load.
 
-    Nothing is deserialised unless the hash matches and every type is trusted, and no decision tree is returned
-    (to be scored by compiled code) before its structure is checked.
+    Nothing is deserialised unless the hash matches and every type is trusted, and nothing that compiled code
+    follows by index (trees, boosting predictors, support vectors, neighbour indexes) is returned before its
+    structure is checked or rebuilt (inference/models/structure.py).
     """
     artifact = contained(path, ARTIFACT)
     try:
@@ -71,7 +71,12 @@ def load_estimator(path: Path, manifest: Manifest):
         estimator = sio.loads(data, trusted=sorted(untrusted))
     except Exception as exc:
         raise UntrustedArtifact(f"{ARTIFACT} failed to load: {exc}") from None
-    check_trees(estimator)  # trees are trusted only once their structure is checked (inference/models/trees.py)
+    try:
+        check_structure(estimator)
+    except UntrustedArtifact:
+        raise
+    except Exception as exc:  # a crafted object missing the attributes a check reads
+        raise UntrustedArtifact(f"{ARTIFACT} failed its structure checks: {type(exc).__name__}: {exc}") from None
     return estimator
 
 

@@ -127,8 +127,16 @@ def train_table(store: ModelStore, data: Path, target: str, model: str, estimato
     kinds = [kind_of(table[n]) for n in names]
     rows = plain_rows(table, names, kinds)
     schema = profile.typed_features(rows, names, kinds)
-    x_train, x_test, y_train, y_test = train_test_split(rows, y, test_size=HOLDOUT, random_state=seed, stratify=y)
-    clf = pipeline(estimator, names, kinds, seed).fit(to_frame(x_train, schema), y_train)
+    try:
+        x_train, x_test, y_train, y_test = train_test_split(rows, y, test_size=HOLDOUT, random_state=seed,
+                                                            stratify=y)
+    except ValueError as exc:  # e.g. fewer holdout rows than classes
+        raise TableError(f"{Path(data).name}: no stratified {HOLDOUT:.0%} holdout of {len(y)} rows and "
+                         f"{len(classes_seen)} classes of {target!r}: {exc}") from None
+    try:
+        clf = pipeline(estimator, names, kinds, seed).fit(to_frame(x_train, schema), y_train)
+    except ValueError as exc:  # scikit-learn's refusals of the data (the kinds above make them rare)
+        raise TableError(f"{Path(data).name}: fitting {estimator} failed: {' '.join(str(exc).split())}") from None
     classes = [str(c) for c in clf.classes_]
     score = profile.scorer(clf, schema, "frame")
     test_proba = score(x_test)

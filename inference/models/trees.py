@@ -3,50 +3,38 @@
 skops does not trust `sklearn.tree._tree.Tree` by default because its compiled code follows node indices
 without bounds checks: a crafted artifact (with a valid hash) whose child index or feature index is out of range
 crashes the process on the first prediction. The loader trusts the type only together with these checks: every
-tree of the estimator (found wherever it sits: a forest's estimators_, a pipeline's steps) must be a well-formed
-binary tree over the estimator's features and classes, with finite numbers.
+tree of the estimator (found wherever it sits: a forest's or a GradientBoosting's estimators_, a pipeline's steps,
+a calibrated classifier) must be a well-formed binary tree over the estimator's features and classes, with finite
+numbers: class counts (never negative) in a classifier's tree, any finite value in a regression tree.
 """
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV, _CalibratedClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.tree import BaseDecisionTree, DecisionTreeRegressor
 from sklearn.tree._tree import Tree
 
 from inference.errors import UntrustedArtifact
+from inference.models.reach import of_type, reachable
 
 TREE_LEAF = -1
-_MAX_WALK = 10_000  # objects visited while looking for trees (an artifact cannot make the search unbounded)
+# holders that pass rows to the tree estimator through its own checked predict (the others are ensembles)
+_VALIDATING_HOLDERS = (Pipeline, CalibratedClassifierCV, _CalibratedClassifier)
 
 
 def find_trees(estimator) -> list[tuple[Tree, object]]:
-    """Every Tree reachable from the estimator, with the estimator that owns it."""
-    found: list[tuple[Tree, object]] = []
-    seen: set[int] = set()
-    stack: list[tuple[object, object]] = [(estimator, estimator)]
-    while stack:
-        if len(seen) > _MAX_WALK:
-            raise UntrustedArtifact("the estimator nests too many objects to check")
-        obj, owner = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, Tree):
-            found.append((obj, owner))
-        elif isinstance(obj, BaseEstimator):
-            stack.extend(reversed([(v, obj) for v in vars(obj).values()]))
-        elif isinstance(obj, (list, tuple)):
-            stack.extend(reversed([(v, owner) for v in obj]))
-        elif isinstance(obj, dict):
-            stack.extend(reversed([(v, owner) for v in obj.values()]))
-        elif isinstance(obj, np.ndarray) and obj.dtype == object:
-            stack.extend(reversed([(v, owner) for v in obj.ravel()]))
-    return found
+    """Every Tree reachable from the estimator, with the object that holds it."""
+    return [(r.obj, r.holder) for r in of_type(reachable(estimator), Tree)]
 
 
-def check_tree(tree: Tree, n_features: int | None, n_classes: int | None, where: str = "tree") -> None:
+def check_tree(tree: Tree, n_features: int | None, n_classes: int | None, where: str = "tree",
+               regression: bool = False) -> None:
     """Raise UntrustedArtifact unless the tree is a well-formed binary tree: children of internal nodes in range
     and after their parent (so the tree is acyclic and every walk ends at a leaf), leaves with no children,
-    split features within [0, n_features), finite thresholds and values, and shapes matching the estimator."""
+    split features within [0, n_features), finite thresholds and values, and shapes matching the estimator.
+    Leaf values are class counts (never negative) in a classifier's tree; a regression tree (regression=True:
+    one value per node, value shape [n, 1, 1], as in GradientBoosting's stages) may hold any finite value."""
     n = int(tree.node_count)
     if n < 1:
         raise UntrustedArtifact(f"{where} has {n} nodes")
@@ -66,8 +54,12 @@ def check_tree(tree: Tree, n_features: int | None, n_classes: int | None, where:
         raise UntrustedArtifact(f"{where} is built for {classes.tolist()} classes, the estimator has {n_classes}")
     if value.ndim != 3 or value.shape[0] != n or value.shape[1] != 1 or value.shape[2] != int(tree.max_n_classes):
         raise UntrustedArtifact(f"{where}: value array of shape {list(value.shape)} does not fit the tree")
-    if not np.isfinite(value).all() or (value < 0).any():
-        raise UntrustedArtifact(f"{where} has non-finite or negative leaf values")
+    if regression and value.shape[2] != 1:
+        raise UntrustedArtifact(f"{where}: a regression tree's value array has shape {list(value.shape)}")
+    if not np.isfinite(value).all():
+        raise UntrustedArtifact(f"{where} has non-finite leaf values")
+    if not regression and (value < 0).any():
+        raise UntrustedArtifact(f"{where} has negative leaf values (class counts)")
     leaf = left == TREE_LEAF
     if not np.array_equal(leaf, right == TREE_LEAF):
         raise UntrustedArtifact(f"{where} has a node with exactly one child")
@@ -99,12 +91,32 @@ def check_tree(tree: Tree, n_features: int | None, n_classes: int | None, where:
 
 
 def check_trees(estimator) -> int:
-    """check_tree for every tree of the estimator against its owner's features and classes; returns how many."""
-    trees = find_trees(estimator)
-    for i, (tree, owner) in enumerate(trees):
-        n_features = getattr(owner, "n_features_in_", None)
-        n_classes = getattr(owner, "n_classes_", None)
-        n_classes = int(n_classes) if isinstance(n_classes, (int, np.integer)) else None
-        check_tree(tree, int(n_features) if n_features is not None else None, n_classes,
-                   f"tree {i} of {type(owner).__name__}")
+    """check_tree for every tree of the estimator; returns how many.
+
+    A tree must be the tree_ of a DecisionTree (or ExtraTree) classifier or regressor, checked against that
+    estimator's features and classes. When that estimator is itself held by an ensemble (a forest's or a
+    GradientBoosting's estimators_), the ensemble hands it rows checked against the ensemble's own feature count
+    and no check of its own: the tree must then be built for exactly that many features."""
+    found = reachable(estimator)
+    holders = {id(r.obj): r.holder for r in found}
+    trees = of_type(found, Tree)
+    for i, reached in enumerate(trees):
+        tree, owner = reached.obj, reached.holder
+        where = f"tree {i} of {type(owner).__name__}"
+        if not isinstance(owner, BaseDecisionTree) or getattr(owner, "tree_", None) is not tree:
+            raise UntrustedArtifact(f"{where}: a decision tree is accepted only as a DecisionTree's tree_")
+        n_features = _count(owner, "n_features_in_")
+        ensemble = holders.get(id(owner))
+        if ensemble is not None and not isinstance(ensemble, _VALIDATING_HOLDERS):
+            outer = _count(ensemble, "n_features_in_")
+            if outer is None or outer != n_features:
+                raise UntrustedArtifact(f"{where} is built for {n_features} features inside a "
+                                        f"{type(ensemble).__name__} of {outer}")
+        check_tree(tree, n_features, _count(owner, "n_classes_"), where,
+                   regression=isinstance(owner, DecisionTreeRegressor))
     return len(trees)
+
+
+def _count(obj, name: str) -> int | None:
+    value = getattr(obj, name, None)
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None

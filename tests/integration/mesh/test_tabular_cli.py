@@ -94,6 +94,10 @@ def test_parquet_trains_like_csv(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "6 features: 4 number, 2 category" in out.stdout
     assert_served_like(served(store, "penguins"), own_pipeline(store, "penguins", "1"), df)
+    again = run("train", "--data", tmp_path / "penguins.parquet", "--target", "species", "--model", "penguins",
+                "--estimator", "lr", store=store)
+    assert again.returncode == 0 and "7 features" in again.stdout, again.stderr
+    assert "note: version 2 of penguins has other features or classes than version 1" in again.stderr
 
 
 @pytest.mark.parametrize("args, message", [

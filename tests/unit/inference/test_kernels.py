@@ -73,3 +73,24 @@ def test_server_uses_the_kernel_only_when_asked(model_store):
         registry = ModelRegistry(ModelStore(model_store), ServerMetrics(CollectorRegistry()), runtime=runtime)
         registry.load_all()
         assert registry.get("iris").runtime == runtime
+
+
+def test_frame_models_and_pipelines_score_with_scikit_learn(trained_store, tmp_path):
+    from dataclasses import replace
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.support.typed_model import write_typed_model
+
+    written, _ = write_typed_model(tmp_path)
+    path = version_dir(tmp_path, "churn", written.version)
+    typed = read_manifest(path, None)
+    assert typed.input == "frame"
+    assert kernels.verified_kernel(load_estimator(path, typed), typed) is None
+    estimator, manifest = _stored(trained_store, "2")  # Iris LogisticRegression: verified when given arrays
+    assert kernels.verified_kernel(estimator, manifest) is not None
+    # the same estimator behind a frame manifest, or wrapped in a pipeline, is never given a kernel
+    assert kernels.verified_kernel(estimator, replace(manifest, input="frame")) is None
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, Y)
+    assert kernels.verified_kernel(pipeline, manifest) is None
