@@ -21,7 +21,7 @@ This module has no AMQP dependency: any producer with the protos can build jobs;
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from google.protobuf.struct_pb2 import Value
 from google.protobuf.unknown_fields import UnknownFieldSet
 from google.rpc import status_pb2
 
+from predmesh import calls
 from predmesh.v1 import inference_pb2, model_pb2
 from predmesh.values import Features, fill, unreadable_features, upgrade_message
 
@@ -117,6 +118,17 @@ def batch_job(model: str, rows: Sequence[Features | tuple[Features, str]], *,
         features, request_id = row if isinstance(row, tuple) else (row, "")
         fill(out.rows.add(request_id=request_id).features, features, f"rows[{i}]")
     return out
+
+
+def matrix_job(model: str, feature_names: Sequence[str], values: Sequence[float], *,
+               string_columns: Mapping[str, Sequence[str | None]] | None = None, request_id_prefix: str = "",
+               row_numbers: Sequence[int] = (), partial_success: bool = False) -> inference_pb2.PredictBatchRequest:
+    """A batch job in columns, as Client.predict_matrix sends it: numbers and booleans (1.0/0.0, NaN for missing)
+    in feature_names/values, each categorical feature in string_columns (None for missing)."""
+    request: inference_pb2.PredictBatchRequest = calls.predict_matrix(
+        model, feature_names, values, string_columns=string_columns, request_id_prefix=request_id_prefix,
+        row_numbers=row_numbers, partial_success=partial_success).request
+    return request
 
 
 def type_name(message: Message) -> str:

@@ -27,7 +27,8 @@ def _row(**changes):
 
 # (case, path, body, expected HTTP status, text the message must contain)
 CASES = [
-    ("null feature", ":predict", {"features": _row(petal_width=None)}, 400, "petal_width"),
+    ("null feature", ":predict", {"features": _row(petal_width=None)}, 400,
+     "feature 'petal_width' is missing (null) and this model cannot impute it"),
     ("null feature, batch row 1", ":predictBatch",
      {"rows": [{"features": IRIS_ROW}, {"features": _row(sepal_length=None)}]}, 400,
      "row 1: feature 'sepal_length' is missing (null)"),
@@ -63,8 +64,7 @@ CASES = [
     ("matrix with row_numbers", ":predictBatch",
      {"matrix": {"feature_names": list(IRIS_ROW), "values": [*IRIS_ROW.values(), *IRIS_ROW.values()],
                  "request_id_prefix": "m-", "row_numbers": [1, 2]}}, 200, ""),
-    # a feature value is a google.protobuf.Value: a quoted number is a string, refused for a numeric feature (a
-    # double map took "0.2" before predmesh 0.3; the JSON numbers every client sends are unchanged)
+    # a feature is a google.protobuf.Value: a string is a category, so a number sent as a string is refused
     ("number as a string", ":predict", {"features": _row(petal_width="0.2")}, 400,
      "feature 'petal_width' is a number; got the string '0.2'"),
     ("request_id null: a fresh id", ":predict", {"features": IRIS_ROW, "request_id": None}, 200, ""),
@@ -77,6 +77,8 @@ def test_json_shapes_are_4xx_and_a_missing_value_is_never_zero(gateway, case, pa
     assert response.status_code == status, (case, response.status_code, response.text[:300])
     if status >= 400:
         assert text in response.text, (case, response.text[:300])
+    elif path == ":predict":
+        assert response.json()["prediction"]["label"] == "setosa"
 
 
 @pytest.mark.parametrize("length", [65, 2_000, 20_000])

@@ -117,16 +117,17 @@ def test_a_refused_row_rejects_only_its_job_and_a_partial_success_job_is_answere
     result, and the jobs beside them are answered."""
     _server, broker, _consumer, schema = stack
     nan = dict(IRIS_ROW, petal_width=float("nan"))
+    text: dict[str, float | str] = {**IRIS_ROW, "petal_width": "abc"}  # JSON has no NaN in a google.protobuf.Value
     with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
         ids = [pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"pr-{i}", reply=True) for i in range(5)]
-        ids.append(pub.publish(jobs.batch_job("iris", [IRIS_ROW, nan, IRIS_ROW], partial_success=True),
+        ids.append(pub.publish(jobs.batch_job("iris", [IRIS_ROW, text, IRIS_ROW], partial_success=True),
                                message_id="pr-each", reply=True, content_type=jobs.JSON))
         pub.publish(jobs.batch_job("iris", [IRIS_ROW, nan]), message_id="pr-whole")
         results = pub.wait_results(ids, timeout=30)
     each = batch_result(results["pr-each"])
     assert [r.WhichOneof("result") for r in each.results] == ["prediction", "error", "prediction"]
     assert each.results[1].request_id == "pr-each-1" and each.results[1].error.code == 3
-    assert each.results[1].error.message == "feature 'petal_width' is nan; send a finite number"
+    assert each.results[1].error.message == "feature 'petal_width' is a number; got the string 'abc'"
     assert all(one_row(results[f"pr-{i}"]).prediction.label == "setosa" for i in range(5))
     wait_for(lambda: (broker.depth(broker.topology.dead_queue) or (0,))[0] == 1, 20, what="1 dead letter")
     [(props, _)] = broker.drain(broker.topology.dead_queue)

@@ -25,7 +25,7 @@ def grpcurl(target: str, *args: str) -> subprocess.CompletedProcess:
     ("predmesh.v1.AnalyticsService.ListPredictions", "a method", "rpc ListPredictions"),
     ("inference.GRPCInferenceService.ModelInfer", "a method", "rpc ModelInfer ( .inference.ModelInferRequest )"),
     ("grpc.health.v1.Health.Check", "a method", "rpc Check ( .grpc.health.v1.HealthCheckRequest )"),
-    ("predmesh.v1.PredictRequest", "a message", "map<string, double> features = 2;"),
+    ("predmesh.v1.PredictRequest", "a message", "map<string, .google.protobuf.Value> features = 2;"),
     ("predmesh.v1.Transport", "an enum", "TRANSPORT_REST = 2;"),
 ])
 def test_grpcurl_describes_services_methods_and_types(server, symbol, kind, shows):

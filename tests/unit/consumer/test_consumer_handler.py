@@ -364,3 +364,27 @@ def test_a_binary_job_built_for_predmesh_0_2_is_rejected_with_the_upgrade_hint()
         jobs.decode_job(jobs.PREDICT_BATCH, jobs.PROTOBUF, batch)
     [outcome] = handle([Delivery(1, old, jobs.PROTOBUF, jobs.PREDICT, "m1")], FakeScorer(), TOPO)
     assert outcome.action is Action.REJECT and "upgrade" in published(outcome).headers[jobs.HEADER_ERROR]
+
+
+def test_a_matrix_job_with_string_columns_reaches_the_server_with_them():
+    job = jobs.matrix_job("churn", ["tenure", "senior"], [1.0, 0.0, math.nan, 1.0],
+                          string_columns={"contract": ["One year", None]}, partial_success=True)
+    delivered = jobs.decode_job(jobs.PREDICT_BATCH, jobs.PROTOBUF, jobs.encode(job))
+    assert isinstance(delivered, inference_pb2.PredictBatchRequest)
+    assert jobs.decode_job(jobs.PREDICT_BATCH, jobs.JSON, jobs.encode(job, jobs.JSON)) == job
+    matrix = jobs.matrix_of(delivered, "m1")
+    assert matrix.request_id_prefix == "m1-" and list(matrix.row_numbers) == [0, 1]
+
+    class Recording:
+        def predict_matrix(self, model, names, values, **kwargs):
+            self.kwargs = kwargs
+            return type("Scored", (), {"raw": inference_pb2.PredictionMatrix()})()
+
+    client = Recording()
+    SdkScorer(client, 1.0).predict_matrix("churn", matrix)
+    assert client.kwargs["string_columns"] == {"contract": ["One year", None]}
+    with pytest.raises(jobs.BadJob, match="string column 'contract' has 1 values for 2 rows"):
+        bad = jobs.matrix_job("churn", ["tenure"], [1.0, 2.0], string_columns={"contract": ["x"]})
+        jobs.matrix_of(bad, "m2")
+    only_strings = jobs.matrix_job("churn", [], [], string_columns={"contract": ["x", "y", None]})
+    assert list(jobs.matrix_of(only_strings, "m3").row_numbers) == [0, 1, 2]
