@@ -208,16 +208,17 @@ def find_perf_analyzer(explicit: str | None = None) -> str | None:
     return None
 
 
-def perf_analyzer(binary: str, target: str, model: str, input_name: str, rows: list[list[float]],
+def perf_analyzer(binary: str, target: str, model: str, records: list[dict[str, list]],
                   concurrency: int, seconds: float) -> Point:
     """Closed loop with Triton's perf_analyzer over OIP gRPC: one client process multiplexing `concurrency`
     outstanding requests on its gRPC channel (unlike h2load's connection per stream), one row per request,
-    cycling through real rows (--input-data). infer/s and p50/p99 from its CSV report, over 3 windows of
-    seconds/3 each after its own warm-up."""
+    cycling through real rows (--input-data: records, each {input name: its values}, e.g. {"input": [4 floats]}
+    or one entry per column, strings for a BYTES input). infer/s and p50/p99 from its CSV report, over 3
+    windows of seconds/3 each after its own warm-up."""
     window_ms = max(1000, int(seconds * 1000 / 3))
     with tempfile.TemporaryDirectory(prefix="perf-analyzer-") as tmp:
         data, csv = Path(tmp) / "rows.json", Path(tmp) / "report.csv"
-        data.write_text(json.dumps({"data": [{input_name: [float(v) for v in row]} for row in rows]}))
+        data.write_text(json.dumps({"data": records}))
         out = subprocess.run(
             [binary, "-m", model, "-u", target, "-i", "grpc", "--concurrency-range", str(concurrency),
              "--input-data", str(data), "-b", "1", "--measurement-interval", str(window_ms),

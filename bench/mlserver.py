@@ -32,8 +32,11 @@ def ensure_venv(venv: Path) -> Path:
     return mlserver
 
 
-def write_repository(root: Path, models: dict[str, Any], *, batch_size: int, batch_ms: float) -> None:
-    """One folder per model: model.joblib (the same fitted estimator predmesh serves) + model-settings.json."""
+def write_repository(root: Path, models: dict[str, Any], *, batch_size: int, batch_ms: float,
+                     signatures: dict[str, dict[str, Any]] | None = None) -> None:
+    """One folder per model: model.joblib (the same fitted estimator predmesh serves) + model-settings.json.
+    signatures[model] replaces the default settings' keys (inputs, outputs, parameters) for that model, e.g. a
+    pipeline over a DataFrame: one input per column and the pandas content type (bench/penguins.py)."""
     import joblib
 
     for name, estimator in models.items():
@@ -48,6 +51,7 @@ def write_repository(root: Path, models: dict[str, Any], *, batch_size: int, bat
                                 {"name": "predict_proba", "datatype": "FP64",
                                  "shape": [-1, len(getattr(estimator, "classes_", []))]}],
                     "parameters": {"uri": "./model.joblib", "version": "v1"}}
+        settings.update((signatures or {}).get(name, {}))
         if batch_size > 1:
             settings.update(max_batch_size=batch_size, max_batch_time=batch_ms / 1000)
         (folder / "model-settings.json").write_text(json.dumps(settings, indent=2))
@@ -74,6 +78,10 @@ class MLServer:
 
         self._log = open(self.log_path, "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "PREDMESH_"))}
+        # One OpenMP thread per worker: HistGradientBoosting's predict otherwise runs 2 OpenMP threads per call,
+        # which on 2 shared cores spin at their barriers for ~200 ms a row (10 ms with one thread, measured); the
+        # Iris estimators do not use OpenMP. MLServer's best, not its default.
+        env["OMP_NUM_THREADS"] = "1"
         argv = [str(self.binary), "start", str(self.repo)]
         if self.model_configs:  # MLServer plus Triton's ModelConfig RPC (bench/mlserver_modelconfig.py)
             configs = self.repo / "model-configs.json"
