@@ -122,6 +122,15 @@ def test_a_bool_after_numbers_in_one_shape_is_stored_through_the_insert_fallback
     migrated(empty_db_url)
     first, odd, last = (record({"flag": 1.0, "x": 2.0}, "shape-0"), record({"flag": True, "x": 2.0}, "shape-1"),
                         record({"flag": 0.0, "x": 3.0}, "shape-2"))
+    if empty_db_url.startswith("postgresql"):  # COPY itself refuses that text: the fallback is what stores it
+        import psycopg2
+
+        from database.copy_text import copy_text
+        from database.models import Prediction, db
+        with session(), pytest.raises(psycopg2.Error) as refused, db.atomic():
+            db.cursor().copy_expert(f"COPY {Prediction._meta.table_name} ({', '.join(repo._COLUMNS)}) FROM STDIN",
+                                    copy_text([first, odd, last]))
+        assert refused.value.pgcode == "22P02"  # invalid input syntax for type json
     with session():
         repo.insert_predictions([first, odd, last])
     got = stored()
