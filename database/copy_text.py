@@ -15,15 +15,20 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 # the JSON of the jsonb columns: compact, refusing NaN/±inf (the INSERT fallback in repo.py uses it too)
 to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _NUMBERS = frozenset((float, int))  # the value types a row template formats as JSON numbers (not bool: True)
+# the value types the JSON encoder takes as they are (an int: a JSON number); anything else goes through plain (a
+# numpy scalar becomes a Python value; a list or dict, no feature value, is a ValueError naming the feature)
+_PLAIN_TYPES = frozenset((float, int, str, bool, type(None)))
 
 
 def features_json(features: Mapping[str, object]) -> str:
     """The JSON of a record's features: plain values as they are, NaN (a missing number) as null; ValueError for
     ±inf or a value that is not plain (see plain)."""
-    try:
-        return to_json(features)
-    except (ValueError, TypeError):
-        return to_json({name: plain(value, name) for name, value in features.items()})
+    if _PLAIN_TYPES.issuperset(map(type, features.values())):
+        try:
+            return to_json(features)
+        except ValueError:  # NaN (missing) or ±inf: plain tells them apart
+            pass
+    return to_json({name: plain(value, name) for name, value in features.items()})
 
 
 def copy_text(records: Sequence[Stored]) -> io.StringIO:

@@ -7,6 +7,7 @@ float64 matrix (a missing nullable number: NaN), "frame" models as a DataFrame b
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -203,7 +204,8 @@ class LoadedModel:
     def _category_ok(self, col: int, value: object) -> bool:
         if value is None:
             return bool(self._nullable[col])
-        return type(value) is str and (value in self._categories[col] or self.features[col].accepts_unknown)
+        return type(value) is str and (value in self._categories[col] or self.features[col].accepts_unknown) \
+            and storable(value)
 
     # -- rows of named values --------------------------------------------------------------------------------------
     def check_rows(self, rows: Sequence[Sequence[float]]) -> None:
@@ -246,7 +248,8 @@ class LoadedModel:
                     return number
                 raise self._bad_value(col, number, where)
         elif kind == "category":
-            if type(value) is str and (value in self._categories[col] or self.features[col].accepts_unknown):
+            if type(value) is str and (value in self._categories[col] or self.features[col].accepts_unknown) \
+                    and storable(value):
                 return value
         elif type(value) is bool:
             return value
@@ -267,6 +270,10 @@ class LoadedModel:
                 return str(self._bad_value(col, float(value), ""))
             return f"feature {name} is a number; got {_sent(value)}"
         if f.kind == "category":
+            if isinstance(value, str) and not storable(value):
+                bad = _UNSTORABLE.search(value).group()  # type: ignore[union-attr]
+                return (f"feature {name} contains the character U+{ord(bad):04X}, which a stored prediction cannot "
+                        "hold; send the category without it")
             if isinstance(value, str):
                 listed = ", ".join(shown(c) for c in f.category_names[:_MAX_LISTED])
                 more = ", …" if len(f.category_names) > _MAX_LISTED else ""
@@ -310,6 +317,16 @@ class LoadedModel:
 
     def label_of(self, probabilities: np.ndarray) -> str:
         return self.classes[int(probabilities.argmax())]
+
+
+# What PostgreSQL cannot store in a jsonb (or text) value: NUL (U+0000), and a lone surrogate (no UTF-8 at all)
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable(value: str) -> bool:
+    """Whether a category string can be stored as it is (the prediction log keeps every answered row: a value the
+    database refuses is refused at the edge instead, naming the feature)."""
+    return "\x00" not in value and (value.isascii() or _UNSTORABLE.search(value) is None)
 
 
 def _sent(value: object) -> str:

@@ -108,6 +108,11 @@ CASES = [
     ("object value", "churn", {"tenure": {"v": 1}}, "feature 'tenure'"),
     ("out of range", "churn", {"monthly": 1e12}, "feature 'monthly'"),
     ("unknown feature", "churn", {"colour": "red"}, "unknown feature 'colour'"),
+    # PostgreSQL's jsonb cannot store U+0000: refused at the edge rather than answered and then not stored
+    ("NUL in an unseen category", "churn", {"contract": "Ten\u0000year"},
+     "feature 'contract' contains the character U+0000, which a stored prediction cannot hold"),
+    ("NUL in a category where unknown ones are refused", "strict", {"contract": "\u0000"},
+     "feature 'contract' contains the character U+0000"),
 ]
 
 
@@ -145,3 +150,18 @@ def test_get_model_describes_kinds_categories_and_nullability(typed_mesh):
     assert specs["monthly"]["nullable"] is False
     assert abs(specs["tenure"]["missing_share"] - next(f for f in manifest.features
                                                        if f.name == "tenure").missing_share) < 1e-12
+
+
+def test_a_nul_in_a_matrix_string_column_is_400_naming_the_feature(typed_mesh):
+    gw, *_ = typed_mesh
+    matrix = {"feature_names": ["tenure", "monthly", "senior"], "values": [1, 29.85, 1, 2, 56.95, 0],
+              "string_columns": [{"name": "contract", "values": ["Month-to-month", "One\u0000year"]}],
+              "request_id_prefix": "nul-m-", "row_numbers": [0, 1]}
+    resp = rest("POST", gw.url + "/v1/models/churn:predictBatch", json={"matrix": matrix})
+    assert resp.status_code == 400, resp.text
+    assert "row 1: feature 'contract' contains the character U+0000" in resp.json()["message"], resp.text
+    partial = rest("POST", gw.url + "/v1/models/churn:predictBatch",
+                   json={"matrix": matrix, "partial_success": True})
+    assert partial.status_code == 200, partial.text
+    [error] = partial.json()["matrix"]["row_errors"]
+    assert error["row"] == 1 and "feature 'contract' contains the character U+0000" in error["error"]["message"]

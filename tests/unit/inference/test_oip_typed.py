@@ -158,6 +158,9 @@ CASES = [
      "feature 'senior' is a boolean; send true or false"),
     ("unknown category refused", {"model": "strict", "rows": [[1.0, 2.0, "Zehn Jahre", True]]},
      "feature 'contract' has no category 'Zehn Jahre'"),
+    ("category with NUL (PostgreSQL cannot store it)", {"rows": [[1.0, 2.0, "One year", True],
+                                                                [1.0, 2.0, "Ten\x00year", True]]},
+     "row 1: feature 'contract' contains the character U+0000, which a stored prediction cannot hold"),
     # the wire
     ("invalid UTF-8", {"override": {"contract": raw_bytes([b"One year", b"\xc3\x28", b"x", b"y"])}},
      "row 1: feature 'contract' is not valid UTF-8"),

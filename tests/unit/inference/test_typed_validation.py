@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -202,3 +203,28 @@ def test_the_smoke_test_checks_typed_golden_rows(typed):
     with pytest.raises(ReloadFailed, match="golden row 0 is not a valid row for this model: feature 'tenure' is a "
                                            "number"):
         ModelRegistry._smoke_test(candidate)
+
+
+UNSTORABLE = "feature 'contract' contains the character U+0000, which a stored prediction cannot hold"
+
+
+@pytest.mark.parametrize("value, code", [("a\x00b", "0000"), ("\x00", "0000"), ("Zürich\ud800", "D800")])
+def test_a_category_the_database_cannot_store_is_refused_naming_the_feature(model, strict_model, value, code):
+    """PostgreSQL's jsonb refuses U+0000 (and a lone surrogate is no UTF-8): a category accepted as unknown would
+    be answered OK and then refused by the prediction log, so the edge refuses it, on every path."""
+    words = re.escape(UNSTORABLE.replace("0000", code))
+    with pytest.raises(InvalidFeatures, match=f"^{words}"):
+        model.vector({**ROW, "contract": value})
+    with pytest.raises(InvalidFeatures, match=f"^row 1: {words}"):
+        model.check_matrix(np.array([[3.0, 80.5, "One year", True], [3.0, 80.5, value, True]], dtype=object))
+    values = np.array([[3, 80.5, 1], [4, 70, 0]], dtype=float)
+    _, refused = model.columns(values, ("tenure", "monthly", "senior"), {"contract": ["One year", value]},
+                               partial=True)
+    assert list(refused) == [1] and refused[1].startswith(UNSTORABLE.replace("0000", code))
+    with pytest.raises(InvalidFeatures, match=f"^row 1: {words}"):
+        model.columns(values, ("tenure", "monthly", "senior"), {"contract": ["One year", value]})
+    # a model refusing unknown categories refuses it too, for the same reason
+    with pytest.raises(InvalidFeatures, match=f"^{words}"):
+        strict_model.vector({**ROW, "contract": value})
+    # printable unicode, quotes, backslashes and other control characters are stored fine: accepted
+    assert model.vector({**ROW, "contract": 'tab\t"q"\\ 東京\n'})[2] == 'tab\t"q"\\ 東京\n'
