@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from database.records import PredictionBatch, PredictionRecord, plain
-from inference.recording.documents import from_doc, to_doc, to_line
+from inference.recording.documents import from_doc, to_doc
+from inference.recording.prediction_log import to_line
 from inference.recording.spool import Spool, decode
 
 NASTY = ['say "hi"', "back\\slash", "tab\there", "new\nline", "carriage\rreturn", "Zürich – 東京 🐧", "nul\x00inside",
