@@ -299,6 +299,10 @@ class AttemptFinished(Exception):
     """The attempt has already finished; a finished attempt is never changed."""
 
 
+class AttemptConflict(Exception):
+    """Concurrent starts of one run key kept taking the number this start chose; the caller may retry."""
+
+
 def _pipeline_run(row: BatchRun) -> PipelineRun:
     return PipelineRun(
         run_key=row.run_key or "", kind=row.name, run_date=row.run_date or "", model=row.model or "",
@@ -354,16 +358,20 @@ def record_batch_run(run: PipelineRun, now: float) -> tuple[PipelineRun, bool]:
 def _new_attempt(run: PipelineRun, values: dict, now: float) -> PipelineRun:
     row = {**values, "run_key": run.run_key, "params": {}, "started_at": values.get("started_at", to_datetime(now)),
            "input": run.input}
+    # one INSERT numbering itself (a subquery), so SQLite takes its write lock at once instead of upgrading a read
+    # lock (two such upgrades deadlock); on PostgreSQL two racing starts may pick one number: the unique index
+    # refuses the second, which tries again
+    Old = BatchRun.alias()
+    number = Old.select(fn.COALESCE(fn.MAX(Old.attempt), 0) + 1).where(Old.run_key == run.run_key)
     for _ in range(5):
         try:
             with db.atomic():
-                last = (BatchRun.select(fn.MAX(BatchRun.attempt)).where(BatchRun.run_key == run.run_key).scalar())
-                number = (last or 0) + 1
-                BatchRun.insert({**row, "attempt": number}).execute()
-                return _pipeline_run(BatchRun.get(BatchRun.run_key == run.run_key, BatchRun.attempt == number))
+                row_id = BatchRun.insert({**row, "attempt": number}).execute()
+                return _pipeline_run(BatchRun.get_by_id(row_id))
         except IntegrityError:
             continue  # another recorder took this number first
-    raise AttemptFinished(f"run {run.run_key!r}: could not number a new attempt (too many concurrent starts); retry")
+    raise AttemptConflict(f"run {run.run_key!r}: could not number a new attempt (too many concurrent starts); "
+                          "retry")
 
 
 def list_batch_runs(model: str = "", kind: str = "", page_size: int = 50,

@@ -240,6 +240,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             raise errors.NotFound(str(exc)) from None
         except repo.AttemptFinished as exc:
             raise errors.FailedPrecondition(str(exc)) from None
+        except repo.AttemptConflict as exc:
+            raise errors.Unavailable(str(exc)) from None
         self.metrics.batch_run_seen(stored)
         return analytics_pb2.RecordBatchRunResponse(run=batch_run_message(stored), created=created)
 

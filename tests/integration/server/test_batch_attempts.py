@@ -81,3 +81,12 @@ def test_a_finished_attempt_is_never_changed(analytics):
     runs = analytics.ListBatchRuns(pb.ListBatchRunsRequest(run_key=KEY), timeout=10).runs
     assert [(r.attempt, r.status) for r in runs] == [
         (3, pb.BATCH_RUN_STATUS_FAILED), (2, pb.BATCH_RUN_STATUS_RUNNING), (1, pb.BATCH_RUN_STATUS_SUCCEEDED)]
+
+
+def test_concurrent_starts_of_one_key_get_distinct_numbers(analytics):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(6) as pool:
+        started = list(pool.map(lambda _: record(analytics, pb.BATCH_RUN_STATUS_RUNNING).run.attempt, range(6)))
+    assert sorted(started) == [1, 2, 3, 4, 5, 6]
+    runs = analytics.ListBatchRuns(pb.ListBatchRunsRequest(run_key=KEY), timeout=10).runs
+    assert sorted(r.attempt for r in runs) == [1, 2, 3, 4, 5, 6]
