@@ -95,9 +95,10 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("crontab", help="print the crontab line that runs the nightly backfill")
     c.add_argument("--schedule", default="15 2 * * *", help="cron schedule (default: 02:15 every day)")
 
-    r = sub.add_parser("runs", help="list recorded batch runs, newest first")
+    r = sub.add_parser("runs", help="list recorded batch runs, every attempt, newest first")
     r.add_argument("--model", default="")
     r.add_argument("--kind", default="")
+    r.add_argument("--key", default="", help="only the attempts of this run key")
     r.add_argument("--limit", type=_positive, default=20)
     r.add_argument("--json", action="store_true")
     return p
@@ -122,6 +123,7 @@ def cmd_score(settings, args) -> int:
 
     from tqdm import tqdm
 
+    from batch.attempts import Attempt, input_name
     from batch.mapping import build
     from batch.outputs import OutputError, check_outputs
     from batch.runner import setup_logging
@@ -146,15 +148,16 @@ def cmd_score(settings, args) -> int:
         return EXIT_USAGE
     started = time.perf_counter()
     with Clients(settings) as clients:
+        attempt = Attempt(clients.first, lambda why: print(f"predmesh batch score: ({why})", file=sys.stderr),
+                          kind="score", model=args.model, input=input_name(args.input))
+
         def record(status: str, message: str, key: str, outcome=None) -> None:
-            fields = {"run_key": key, "kind": "score", "model": args.model, "status": status,
-                      "message": one_line(message), "duration_seconds": time.perf_counter() - started}
+            fields = {"run_key": key, "message": one_line(message),
+                      "duration_seconds": time.perf_counter() - started}
             if outcome is not None:
                 fields.update(model_version=outcome.model_version, rows=outcome.scored, rejected=outcome.rejected)
-            try:
-                clients.first.record_batch_run(**fields)
-            except (PredmeshError, ValueError) as exc:
-                print(f"predmesh batch score: (the run was not recorded: {exc})", file=sys.stderr)
+            if key:
+                attempt.finish(status, **fields)
 
         bar = tqdm(desc=f"score {args.input.name}", unit="rows", disable=None, leave=False)
 
@@ -175,13 +178,19 @@ def cmd_score(settings, args) -> int:
 
         try:
             key = f"score/{args.model}/{content_hash(args.input)[:24]}"
+            attempt.start(run_key=key, message=f"scoring {args.input.name}")
             outcome = score_file(clients, args.model, args.input, output_file, rejects_file,
                                  progress=progress, mapping=mapping,
                                  scored_numbers=scored_numbers if args.wait_stored else None)
         except (InputError, OutputError) as exc:
             bar.close()
             print(f"predmesh batch score: {exc}", file=sys.stderr)
+            record("failed", str(exc), key if attempt.number else "")
             return EXIT_USAGE
+        except KeyboardInterrupt:
+            bar.close()
+            record("failed", "interrupted", key if attempt.number else "")
+            raise
         except (ScoringFailed, PredmeshError, OSError) as exc:
             bar.close()
             reason = describe(exc, settings.server) if isinstance(exc, PredmeshError) else str(exc)
@@ -280,7 +289,8 @@ def cmd_runs(settings, args) -> int:
     from predmesh import PredmeshError
     with Clients(settings) as clients:
         try:
-            page = clients.first.list_batch_runs(model=args.model, kind=args.kind, page_size=args.limit)
+            page = clients.first.list_batch_runs(model=args.model, kind=args.kind, page_size=args.limit,
+                                                 run_key=args.key)
         except PredmeshError as exc:
             print(f"predmesh batch runs: {describe(exc, settings.server)}", file=sys.stderr)
             return EXIT_FAILED
@@ -289,12 +299,19 @@ def cmd_runs(settings, args) -> int:
                            for k, v in vars(r).items() if k != "raw"} for r in page], indent=2))
         return EXIT_OK
     for r in page:
-        accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
-        started = f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "-"
-        print(f"{started}  {r.status:<9} {r.kind:<8} {r.run_date or '-':<10} "
-              f"{r.model}@{r.model_version or '?'}  rows {r.rows}  rejected {r.rejected}  accuracy {accuracy}  "
-              f"{r.duration_seconds:.1f}s  {r.message}")
+        print(run_line(r))
     return EXIT_OK
+
+
+def run_line(r) -> str:
+    """One attempt of `predmesh batch runs`: key#attempt, status, start and end (UTC), version, counts, input,
+    then the summary or the error."""
+    accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
+    started = f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "-"
+    ended = f"{r.finished_at:%H:%M:%S}" if r.finished_at else "-"
+    return (f"{started} → {ended}  {r.run_key}#{r.attempt}  {r.status:<9} {r.model}@{r.model_version or '?'}  "
+            f"rows {r.rows}  rejected {r.rejected}  accuracy {accuracy}  {r.duration_seconds:.1f}s  "
+            f"input {r.input or '-'}  {r.message}")
 
 
 COMMANDS = {"score": cmd_score, "nightly": cmd_nightly, "backfill": cmd_backfill, "scheduler": cmd_scheduler,

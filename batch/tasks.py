@@ -17,8 +17,9 @@ from luigi.rpc import RPCError
 from luigi.tools.range import RangeDailyBase  # noqa: F401 -- the backfill's root task, registered by this import
 
 from batch import report as reports
+from batch.attempts import OPEN, Attempt, input_name
 from batch.scorefile import read_outcome, score_file, write_outcome
-from batch.scoring import Clients, ScoringFailed, describe, one_line
+from batch.scoring import Clients, ScoringFailed, describe
 from batch.settings import BatchSettings
 from batch.synth import TRUE_LABEL, synthesize
 from batch.table import InputError, read_table, remove_stale_temporaries, write_csv
@@ -83,14 +84,12 @@ class Progress:
         self.bar.close()
 
 
-def record_run(clients: Clients, **fields) -> None:
-    """RecordBatchRun, best effort: a run is recorded when the server is reachable (a failure to record is
-    logged; it never fails the task that did the work)."""
-    fields["message"] = one_line(fields.get("message", ""))
-    try:
-        clients.first.record_batch_run(**fields)
-    except PredmeshError as exc:
-        log.warning("could not record batch run %s: %s", fields.get("run_key"), describe(exc, clients.settings.server))
+def day_attempt(clients: Clients, task: DayTask, number: int = 0) -> Attempt:
+    """An attempt of the task's day (run key nightly/<model>/<date>)."""
+    def warn(why: str) -> None:
+        log.warning("could not record batch run: %s", why)
+    return Attempt(clients.first, warn, number, run_key=run_key(task.model, task.date), kind="nightly",
+                   model=task.model, run_date=task.date.isoformat())
 
 
 class DayTask(luigi.Task):
@@ -146,8 +145,9 @@ class Score(DayTask):
         started = datetime.now(UTC)
         with Clients(BatchSettings()) as clients:
             key = run_key(self.model, self.date)
-            record_run(clients, run_key=key, kind="nightly", model=self.model, run_date=self.date.isoformat(),
-                       status="running", message="scoring", started_at=started)
+            attempt = day_attempt(clients, self)
+            attempt.start(message="scoring", started_at=started, input=input_name(Path(self.input().path)))
+            OPEN[key] = attempt.number
             progress = Progress(self, f"score {self.model} {self.date}")
             try:
                 outcome = score_file(clients, self.model, Path(self.input().path), out["scored"], out["rejects"],
@@ -157,9 +157,8 @@ class Score(DayTask):
             finally:
                 progress.close()
             write_outcome(out["summary"], outcome)  # last: its presence means the day is scored
-            record_run(clients, run_key=key, kind="nightly", model=self.model, run_date=self.date.isoformat(),
-                       model_version=outcome.model_version, rows=outcome.scored, rejected=outcome.rejected,
-                       duration_seconds=outcome.seconds, status="running", message=outcome.summary())
+            attempt.record("running", model_version=outcome.model_version, rows=outcome.scored,
+                           rejected=outcome.rejected, duration_seconds=outcome.seconds, message=outcome.summary())
         log.info("%s", outcome.summary())
 
 
@@ -175,6 +174,7 @@ class Report(DayTask):
 
     def run(self):
         started = time.perf_counter()
+        report_started = None if run_key(self.model, self.date) in OPEN else datetime.now(UTC)
         remove_stale_temporaries(self.dir(), OUTPUT_NAMES)
         scored = read_table(Path(self.input()["scored"].path))
         outcome = read_outcome(Path(self.input()["summary"].path))
@@ -198,12 +198,13 @@ class Report(DayTask):
             reports.write_chart(self.output()["png"], result,
                                 f"{self.model}@{outcome.model_version} on {self.date} ({result['rows']} rows)")
             reports.write_json(self.output()["json"], result)
-            record_run(clients, run_key=run_key(self.model, self.date), kind="nightly", model=self.model,
-                       run_date=self.date.isoformat(), model_version=outcome.model_version, rows=outcome.scored,
-                       rejected=outcome.rejected, accuracy=result["accuracy"],
-                       duration_seconds=outcome.seconds + time.perf_counter() - started, status="succeeded",
-                       message=f"{outcome.summary()}; accuracy {result['accuracy']:.4f}, macro precision "
-                               f"{result['macro_precision']:.4f}, macro recall {result['macro_recall']:.4f}")
+            # finishes the attempt Score started in this process, else the day's latest running one, else a new one
+            attempt = day_attempt(clients, self, OPEN.pop(run_key(self.model, self.date), 0))
+            attempt.finish("succeeded", model_version=outcome.model_version, rows=outcome.scored,
+                           rejected=outcome.rejected, accuracy=result["accuracy"], started_at=report_started,
+                           duration_seconds=outcome.seconds + time.perf_counter() - started,
+                           message=f"{outcome.summary()}; accuracy {result['accuracy']:.4f}, macro precision "
+                                   f"{result['macro_precision']:.4f}, macro recall {result['macro_recall']:.4f}")
 
 
 def send_feedback(clients: Clients, labels: dict[str, str], wait_s: float) -> dict:
@@ -249,6 +250,5 @@ def _on_failure(task: luigi.Task, exception: BaseException) -> None:
     FAILURES.append((str(task), reason))
     if isinstance(task, DayTask):
         with Clients(BatchSettings()) as clients:
-            record_run(clients, run_key=run_key(task.model, task.date), kind="nightly", model=task.model,
-                       run_date=task.date.isoformat(), status="failed",
-                       message=f"{task.get_task_family()} failed: {reason}")
+            day_attempt(clients, task, OPEN.pop(run_key(task.model, task.date), 0)).finish(
+                "failed", message=f"{task.get_task_family()} failed: {reason}")

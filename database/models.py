@@ -96,7 +96,7 @@ class Feedback(BaseModel):
 
 
 class BatchRun(BaseModel):
-    """One run of the batch pipeline; `name` is its kind ("nightly", "score"), run_key its upsert key."""
+    """One attempt of a batch pipeline run; `name` is its kind ("nightly", "score"); (run_key, attempt) is unique."""
 
     id = AutoField()
     name = TextField()
@@ -107,7 +107,7 @@ class BatchRun(BaseModel):
     error = TextField(null=True)
     started_at = DateTimeField()
     finished_at = DateTimeField(null=True)
-    run_key = TextField(null=True, unique=True)
+    run_key = TextField(null=True)
     run_date = TextField(default="")
     model = TextField(default="")
     model_version = TextField(default="")
@@ -116,10 +116,13 @@ class BatchRun(BaseModel):
     duration_s = DoubleField(default=0.0)
     message = TextField(default="")
     updated_at = DateTimeField(null=True)
+    attempt = IntegerField(default=1)
+    input = TextField(default="")
 
     class Meta:
         table_name = "batch_runs"
-        indexes = ((("name", "started_at"), False), (("model", "started_at"), False))
+        indexes = ((("name", "started_at"), False), (("model", "started_at"), False),
+                   (("run_key", "attempt"), True))
 
 
 TABLES = (ModelVersion, Prediction, Feedback, BatchRun)

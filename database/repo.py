@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-from peewee import JOIN, SQL, fn
+from peewee import JOIN, SQL, IntegrityError, fn
 
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.copy_text import copy_text, features_json, to_json
@@ -264,10 +264,11 @@ def model_versions(name: str = "") -> list[ModelVersionRow]:
                             to_epoch(r.activated_at) if r.activated_at else None) for r in query]
 
 
-# -- batch pipeline runs (RecordBatchRun / ListBatchRuns) -----------------------------------------------------
+# -- batch pipeline runs (RecordBatchRun / ListBatchRuns): every attempt of a run key is kept ------------------
 @dataclass(frozen=True)
 class PipelineRun:
-    """A batch pipeline run as RecordBatchRun stores it (epoch seconds; accuracy None when labels are unknown)."""
+    """One attempt of a batch pipeline run as RecordBatchRun stores it (epoch seconds; accuracy None when labels
+    are unknown; finished_at 0 while it runs). In a request, attempt 0 means "a new one / the latest running"."""
 
     run_key: str
     kind: str
@@ -282,9 +283,24 @@ class PipelineRun:
     message: str = ""
     started_at: float = 0.0
     updated_at: float = 0.0
+    attempt: int = 0
+    input: str = ""
+    finished_at: float = 0.0
 
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
+
+
+class AttemptNotFound(Exception):
+    """The run key has no attempt of that number."""
+
+
+class AttemptFinished(Exception):
+    """The attempt has already finished; a finished attempt is never changed."""
+
+
+class AttemptConflict(Exception):
+    """Concurrent starts of one run key kept taking the number this start chose; the caller may retry."""
 
 
 def _pipeline_run(row: BatchRun) -> PipelineRun:
@@ -293,35 +309,78 @@ def _pipeline_run(row: BatchRun) -> PipelineRun:
         model_version=row.model_version or "", rows=row.rows or 0, rejected=row.rejected or 0,
         accuracy=row.accuracy, duration_s=row.duration_s or 0.0, status=row.status, message=row.message or "",
         started_at=to_epoch(row.started_at),
-        updated_at=to_epoch(row.updated_at) if row.updated_at else to_epoch(row.started_at))
+        updated_at=to_epoch(row.updated_at) if row.updated_at else to_epoch(row.started_at),
+        attempt=row.attempt or 1, input=row.input or "",
+        finished_at=to_epoch(row.finished_at) if row.finished_at else 0.0)
 
 
-def upsert_batch_run(run: PipelineRun, now: float) -> tuple[PipelineRun, bool]:
-    """Create the run, or replace the one with the same run_key; returns (stored run, created).
+def record_batch_run(run: PipelineRun, now: float) -> tuple[PipelineRun, bool]:
+    """Record one attempt of run.run_key; returns (stored attempt, created).
 
-    One upsert statement (INSERT ... ON CONFLICT (run_key) DO UPDATE), so two recorders racing on a key leave one
-    row. started_at is kept from the first recording unless the caller states one."""
+    attempt 0 and RUNNING: a new attempt numbered max + 1 (a racing start retries on the unique index).
+    attempt 0 and SUCCEEDED/FAILED: finishes the latest running attempt, or stores a new finished one.
+    attempt n: updates attempt n while it runs (AttemptNotFound / AttemptFinished otherwise); the update is one
+    conditional UPDATE ... WHERE status = 'running', so of two finishers one wins and the other is refused.
+    started_at and input are kept from the start unless the caller states them."""
+    terminal = run.status in TERMINAL_STATUSES
     values = {
-        "name": run.kind, "params": {}, "status": run.status, "rows": run.rows, "rejected": run.rejected,
-        "run_key": run.run_key, "run_date": run.run_date, "model": run.model, "model_version": run.model_version,
+        "name": run.kind, "status": run.status, "rows": run.rows, "rejected": run.rejected,
+        "run_date": run.run_date, "model": run.model, "model_version": run.model_version,
         "accuracy": run.accuracy, "duration_s": run.duration_s, "message": run.message,
-        "error": run.message if run.status == "failed" else None,
-        "started_at": to_datetime(run.started_at or now), "updated_at": to_datetime(now),
-        "finished_at": to_datetime(now) if run.status in TERMINAL_STATUSES else None,
+        "error": run.message if run.status == "failed" else None, "updated_at": to_datetime(now),
+        "finished_at": to_datetime(now) if terminal else None,
     }
-    keep = {"run_key", "params"} | (set() if run.started_at else {"started_at"})
-    update = {getattr(BatchRun, k): v for k, v in values.items() if k not in keep}
+    if run.started_at:
+        values["started_at"] = to_datetime(run.started_at)
+    if run.input:
+        values["input"] = run.input
+    attempt = run.attempt
     with db.atomic():
-        existed = BatchRun.select(BatchRun.id).where(BatchRun.run_key == run.run_key).exists()
-        BatchRun.insert(values).on_conflict(conflict_target=[BatchRun.run_key], update=update).execute()
-        stored = BatchRun.get(BatchRun.run_key == run.run_key)
-    return _pipeline_run(stored), not existed
+        if not attempt and terminal:
+            latest = (BatchRun.select(BatchRun.attempt)
+                      .where(BatchRun.run_key == run.run_key, BatchRun.status == "running")
+                      .order_by(BatchRun.attempt.desc()).first())
+            attempt = latest.attempt if latest else 0
+        if attempt:
+            changed = (BatchRun.update({getattr(BatchRun, k): v for k, v in values.items()})
+                       .where(BatchRun.run_key == run.run_key, BatchRun.attempt == attempt,
+                              BatchRun.status == "running").execute())
+            stored = BatchRun.get_or_none(BatchRun.run_key == run.run_key, BatchRun.attempt == attempt)
+            if stored is None:
+                raise AttemptNotFound(f"run {run.run_key!r} has no attempt {attempt}; send attempt 0 to start one")
+            if not changed:
+                raise AttemptFinished(f"attempt {attempt} of run {run.run_key!r} has already finished "
+                                      f"({stored.status}); a finished attempt is never changed")
+            return _pipeline_run(stored), False
+    return _new_attempt(run, values, now), True
+
+
+def _new_attempt(run: PipelineRun, values: dict, now: float) -> PipelineRun:
+    row = {**values, "run_key": run.run_key, "params": {}, "started_at": values.get("started_at", to_datetime(now)),
+           "input": run.input}
+    # one INSERT numbering itself (a subquery), so SQLite takes its write lock at once instead of upgrading a read
+    # lock (two such upgrades deadlock); on PostgreSQL two racing starts may pick one number: the unique index
+    # refuses the second, which tries again
+    Old = BatchRun.alias()
+    number = Old.select(fn.COALESCE(fn.MAX(Old.attempt), 0) + 1).where(Old.run_key == run.run_key)
+    for _ in range(5):
+        try:
+            with db.atomic():
+                row_id = BatchRun.insert({**row, "attempt": number}).execute()
+                return _pipeline_run(BatchRun.get_by_id(row_id))
+        except IntegrityError:
+            continue  # another recorder took this number first
+    raise AttemptConflict(f"run {run.run_key!r}: could not number a new attempt (too many concurrent starts); "
+                          "retry")
 
 
 def list_batch_runs(model: str = "", kind: str = "", page_size: int = 50,
-                    page_token: str = "") -> tuple[list[PipelineRun], str]:
-    """One page of runs recorded through upsert_batch_run, newest first (keyset paging on started_at, id)."""
+                    page_token: str = "", run_key: str = "") -> tuple[list[PipelineRun], str]:
+    """One page of the attempts recorded through record_batch_run, newest first (keyset paging on started_at,
+    id); run_key limits it to one run's attempts."""
     conds = [BatchRun.run_key.is_null(False)]
+    if run_key:
+        conds.append(BatchRun.run_key == run_key)
     if model:
         conds.append(BatchRun.model == model)
     if kind:

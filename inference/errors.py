@@ -59,6 +59,11 @@ class UntrustedArtifact(ReloadFailed):
     tree, never handed to compiled code)."""
 
 
+class FailedPrecondition(PredmeshError):
+    """The request is valid but the state it acts on does not allow it (e.g. a batch run attempt already
+    finished)."""
+
+
 # -- the rest ------------------------------------------------------------------------------------------------------
 class Overloaded(PredmeshError):
     """The server cannot take the request now (e.g. the prediction log spool is full)."""

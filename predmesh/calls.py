@@ -252,13 +252,18 @@ def submit_feedback_batch(labels: Mapping[str, str] | Sequence[tuple[str, str]],
 def record_batch_run(run_key: str, *, kind: str, model: str, status: str, run_date: str = "",
                      model_version: str = "", rows: int = 0, rejected: int = 0, accuracy: float | None = None,
                      duration_seconds: float = 0.0, message: str = "", started_at: datetime | None = None,
-                     timeout: float | None = None) -> Call[RecordedRun]:
-    """Record a batch pipeline run (status "running", "succeeded" or "failed"), replacing the run with the same
-    run_key; started_at defaults to the first recording's time."""
+                     attempt: int = 0, input: str = "", timeout: float | None = None) -> Call[RecordedRun]:
+    """Record one attempt of a batch run (status "running", "succeeded" or "failed"); every attempt is kept.
+
+    "running" with attempt 0 starts a new attempt (the result's run.attempt is its number); a record with that
+    attempt updates it, and "succeeded" / "failed" finishes it (a finished attempt is never changed:
+    FailedPrecondition). "succeeded" / "failed" with attempt 0 finishes the key's latest running attempt, or
+    records a new finished one. input names what the attempt read (e.g. the file scored); started_at defaults to
+    the start's time."""
     run = analytics_pb2.BatchRun(
         run_key=run_key, kind=kind, run_date=run_date, model=model, model_version=model_version, rows=rows,
         rejected=rejected, duration_seconds=duration_seconds, status=batch_run_status_value(status),
-        message=message, started_at=to_timestamp(started_at))
+        message=message, started_at=to_timestamp(started_at), attempt=attempt, input=input)
     if accuracy is not None:
         run.accuracy = accuracy
     return Call("analytics", "RecordBatchRun", analytics_pb2.RecordBatchRunRequest(run=run),
@@ -266,8 +271,10 @@ def record_batch_run(run_key: str, *, kind: str, model: str, status: str, run_da
 
 
 def list_batch_runs(*, model: str = "", kind: str = "", page_size: int = 50, page_token: str = "",
-                    timeout: float | None = None) -> Call[Page[BatchRun]]:
-    """One page of recorded batch runs, newest first; empty filters do not filter (page_size at most 1000)."""
-    request = analytics_pb2.ListBatchRunsRequest(model=model, kind=kind, page_size=page_size, page_token=page_token)
+                    run_key: str = "", timeout: float | None = None) -> Call[Page[BatchRun]]:
+    """One page of recorded batch run attempts (every attempt of every key), newest first; empty filters do not
+    filter (page_size at most 1000)."""
+    request = analytics_pb2.ListBatchRunsRequest(model=model, kind=kind, page_size=page_size, page_token=page_token,
+                                                 run_key=run_key)
     return Call("analytics", "ListBatchRuns", request,
                 lambda r: Page(tuple(BatchRun.from_proto(b) for b in r.runs), r.next_page_token, r), timeout)

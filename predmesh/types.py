@@ -350,7 +350,8 @@ def batch_run_status_value(status: str) -> analytics_pb2.BatchRunStatus:
 
 @dataclass(frozen=True)
 class BatchRun:
-    """One recorded run of the batch pipeline (accuracy is None when the labels were not known)."""
+    """One recorded attempt of a batch pipeline run (accuracy is None when the labels were not known;
+    finished_at is None while it runs; message is the summary, or the error of a failed attempt)."""
 
     run_key: str
     kind: str
@@ -365,6 +366,9 @@ class BatchRun:
     message: str
     started_at: datetime | None
     updated_at: datetime | None
+    attempt: int = 0
+    input: str = ""
+    finished_at: datetime | None = None
     raw: Any = _raw()
 
     @classmethod
@@ -372,12 +376,14 @@ class BatchRun:
         status = short_name(analytics_pb2.BatchRunStatus, "BATCH_RUN_STATUS_", m.status)
         return cls(m.run_key, m.kind, m.run_date, m.model, m.model_version, m.rows, m.rejected,
                    m.accuracy if m.HasField("accuracy") else None, m.duration_seconds, status, m.message,
-                   to_datetime(m.started_at), to_datetime(m.updated_at), m)
+                   to_datetime(m.started_at), to_datetime(m.updated_at), m.attempt, m.input,
+                   to_datetime(m.finished_at), m)
 
 
 @dataclass(frozen=True)
 class RecordedRun:
-    """A run as stored by record_batch_run, and whether it was new (False: it replaced the run with its key)."""
+    """An attempt as stored by record_batch_run, and whether it was new (False: it updated or finished a running
+    attempt)."""
 
     run: BatchRun
     created: bool

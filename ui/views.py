@@ -174,13 +174,16 @@ def _batch_table(runs, note: str, model: str) -> str:
         return text(note)
     if not runs:
         return f"No batch run recorded for {text(model) or 'this model'}."
-    lines = ["| started (UTC) | run | status | version | rows | rejected | accuracy | seconds | message |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
+    lines = [("| started (UTC) | ended | run | attempt | status | version | rows | rejected | accuracy | seconds "
+              "| input | message or error |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:  # every attempt of a run is its own line
         started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""
+        ended = r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else ""
         accuracy = "" if r.accuracy is None else pct(r.accuracy)
-        lines.append(f"| {started} | {text(r.run_key)} | {text(r.status)} | {text(r.model_version)} | {r.rows} | "
-                     f"{r.rejected} | {accuracy} | {r.duration_seconds:.1f} | {text(r.message[:120])} |")
+        lines.append(f"| {started} | {ended} | {text(r.run_key)} | {r.attempt} | {text(r.status)} | "
+                     f"{text(r.model_version)} | {r.rows} | {r.rejected} | {accuracy} | {r.duration_seconds:.1f} | "
+                     f"{text(r.input[-80:])} | {text(r.message[:120])} |")
     return "\n".join(lines)
 
 

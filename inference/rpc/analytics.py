@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 ANALYTICS_SERVICE = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
 DEFAULT_PAGE, MAX_PAGE = 50, 1000
 MAX_FEEDBACK_ITEMS = 1000  # per SubmitFeedbackBatch call
-MAX_RUN_KEY, MAX_RUN_MESSAGE = 128, 1024
+MAX_RUN_KEY, MAX_RUN_MESSAGE, MAX_RUN_INPUT = 128, 1024, 1024
 MAX_RUN_ROWS = 2**31 - 1  # batch_runs.rows/rejected are 32-bit integers
 MAX_EPOCH = 4102444800  # 2100-01-01: a started_at beyond this is a client mistake, not a date to store
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -233,8 +233,15 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         if not request.HasField("run"):
             raise errors.InvalidArgument("run is missing; send the batch run to record")
         run = _pipeline_run(request.run)
-        with Db():
-            stored, created = repo.upsert_batch_run(run, time.time())
+        try:
+            with Db():
+                stored, created = repo.record_batch_run(run, time.time())
+        except repo.AttemptNotFound as exc:
+            raise errors.NotFound(str(exc)) from None
+        except repo.AttemptFinished as exc:
+            raise errors.FailedPrecondition(str(exc)) from None
+        except repo.AttemptConflict as exc:
+            raise errors.Unavailable(str(exc)) from None
         self.metrics.batch_run_seen(stored)
         return analytics_pb2.RecordBatchRunResponse(run=batch_run_message(stored), created=created)
 
@@ -246,10 +253,11 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         check_optional_name("model", request.model)
         check_optional_name("kind", request.kind)
         check_text("page_token", request.page_token, MAX_TOKEN)
+        check_text("run_key", request.run_key, MAX_RUN_KEY)
         try:
             with Db():
                 runs, token = repo.list_batch_runs(request.model, request.kind, request.page_size or DEFAULT_PAGE,
-                                                   request.page_token)
+                                                   request.page_token, request.run_key)
         except repo.InvalidPageToken as exc:
             raise errors.InvalidArgument(str(exc)) from None
         return analytics_pb2.ListBatchRunsResponse(runs=[batch_run_message(r) for r in runs],
@@ -303,6 +311,10 @@ def _pipeline_run(run: analytics_pb2.BatchRun) -> repo.PipelineRun:
     if not (math.isfinite(run.duration_seconds) and 0.0 <= run.duration_seconds <= 1e9):
         raise errors.InvalidArgument(f"run.duration_seconds {run.duration_seconds!r} is out of range; use 0..1e9")
     check_text("run.message", run.message, MAX_RUN_MESSAGE)
+    check_text("run.input", run.input, MAX_RUN_INPUT)
+    if run.attempt < 0:
+        raise errors.InvalidArgument(f"run.attempt {run.attempt} is out of range; use 0 (a new attempt, or finish "
+                                     "the latest running one) or an attempt number from 1")
     started = 0.0
     if run.HasField("started_at"):
         started = epoch("run.started_at", run.started_at, True)
@@ -311,7 +323,8 @@ def _pipeline_run(run: analytics_pb2.BatchRun) -> repo.PipelineRun:
     return repo.PipelineRun(
         run_key=run.run_key, kind=run.kind, run_date=run.run_date, model=run.model, model_version=run.model_version,
         rows=_count("rows", run.rows), rejected=_count("rejected", run.rejected), accuracy=accuracy,
-        duration_s=run.duration_seconds, status=RUN_STATUS[run.status], message=run.message, started_at=started)
+        duration_s=run.duration_seconds, status=RUN_STATUS[run.status], message=run.message, started_at=started,
+        attempt=run.attempt, input=run.input)
 
 
 def batch_run_message(run: repo.PipelineRun) -> analytics_pb2.BatchRun:
@@ -319,7 +332,10 @@ def batch_run_message(run: repo.PipelineRun) -> analytics_pb2.BatchRun:
         run_key=run.run_key, kind=run.kind, run_date=run.run_date, model=run.model,
         model_version=run.model_version, rows=run.rows, rejected=run.rejected, duration_seconds=run.duration_s,
         status=RUN_STATUS_VALUE.get(run.status, analytics_pb2.BATCH_RUN_STATUS_UNSPECIFIED), message=run.message,
-        started_at=timestamp(run.started_at), updated_at=timestamp(run.updated_at))
+        started_at=timestamp(run.started_at), updated_at=timestamp(run.updated_at), attempt=run.attempt,
+        input=run.input)
+    if run.finished_at:
+        message.finished_at.CopyFrom(timestamp(run.finished_at))
     if run.accuracy is not None:
         message.accuracy = run.accuracy
     return message

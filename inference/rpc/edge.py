@@ -19,6 +19,7 @@ STATUS = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ReloadFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),

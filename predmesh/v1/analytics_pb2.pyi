@@ -189,7 +189,7 @@ class SubmitFeedbackBatchResponse(_message.Message):
     def __init__(self, recorded: _Optional[int] = ..., correct: _Optional[int] = ..., not_found: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BatchRun(_message.Message):
-    __slots__ = ("run_key", "kind", "run_date", "model", "model_version", "rows", "rejected", "accuracy", "duration_seconds", "status", "message", "started_at", "updated_at")
+    __slots__ = ("run_key", "kind", "run_date", "model", "model_version", "rows", "rejected", "accuracy", "duration_seconds", "status", "message", "started_at", "updated_at", "attempt", "input", "finished_at")
     RUN_KEY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     RUN_DATE_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +203,9 @@ class BatchRun(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     run_key: str
     kind: str
     run_date: str
@@ -216,7 +219,10 @@ class BatchRun(_message.Message):
     message: str
     started_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, run_key: _Optional[str] = ..., kind: _Optional[str] = ..., run_date: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., rows: _Optional[int] = ..., rejected: _Optional[int] = ..., accuracy: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., status: _Optional[_Union[BatchRunStatus, str]] = ..., message: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    attempt: int
+    input: str
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, run_key: _Optional[str] = ..., kind: _Optional[str] = ..., run_date: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., rows: _Optional[int] = ..., rejected: _Optional[int] = ..., accuracy: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., status: _Optional[_Union[BatchRunStatus, str]] = ..., message: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., input: _Optional[str] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RecordBatchRunRequest(_message.Message):
     __slots__ = ("run",)
@@ -233,16 +239,18 @@ class RecordBatchRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[BatchRun, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class ListBatchRunsRequest(_message.Message):
-    __slots__ = ("model", "kind", "page_size", "page_token")
+    __slots__ = ("model", "kind", "page_size", "page_token", "run_key")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RUN_KEY_FIELD_NUMBER: _ClassVar[int]
     model: str
     kind: str
     page_size: int
     page_token: str
-    def __init__(self, model: _Optional[str] = ..., kind: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    run_key: str
+    def __init__(self, model: _Optional[str] = ..., kind: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., run_key: _Optional[str] = ...) -> None: ...
 
 class ListBatchRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")

@@ -101,14 +101,17 @@ class AnalyticsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordBatchRun(self, request, context):
-        """Records one run of the batch pipeline: creates it, or replaces the run with the same run_key.
+        """Records one attempt of a batch run. RUNNING with attempt 0 starts a new attempt of run_key (numbered by the
+        server: 1, 2, ...); a record naming an attempt updates it while it runs, and SUCCEEDED or FAILED finishes it.
+        SUCCEEDED or FAILED with attempt 0 finishes the latest running attempt of the key, or records a new finished
+        attempt when none runs. A finished attempt is never changed (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListBatchRuns(self, request, context):
-        """Lists recorded batch runs, newest first, paged and filtered.
+        """Lists recorded batch run attempts (every attempt of every key), newest first, paged and filtered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -124,6 +124,8 @@ def test_feedback_changes_the_accuracy_shown_for_its_version(page, mesh):
     run_key = f"nightly/iris/{uuid.uuid4().hex[:8]}"
     with mesh.client() as client:
         p = client.predict("iris", SETOSA)
+        client.record_batch_run(run_key, kind="nightly", model="iris", status="failed",  # attempt 1
+                                message="Score failed: server down")
         client.record_batch_run(run_key, kind="nightly", model="iris", status="succeeded", rows=150, rejected=2,
                                 accuracy=0.96, model_version=p.model_version, message="scored 150 rows")
     tab(page, "History")
@@ -152,9 +154,12 @@ def test_feedback_changes_the_accuracy_shown_for_its_version(page, mesh):
         q = next(q for q in client.get_stats(model="iris").quality if q.model_version == p.model_version)
     assert q.accuracy == 1.0 and q.feedback_count == 1
     expect(version_row).to_contain_text(f"{100 * q.macro_precision:.1f}%")
-    run_row = page.locator("tr").filter(has_text=run_key)     # the batch pipeline's runs (ListBatchRuns)
-    expect(run_row).to_contain_text("succeeded")
-    expect(run_row).to_contain_text("96.0%")
+    run_rows = page.locator("tr").filter(has_text=run_key)    # the batch pipeline's runs (ListBatchRuns)
+    expect(run_rows).to_have_count(2)                          # every attempt, newest first
+    expect(run_rows.nth(0)).to_contain_text("succeeded")
+    expect(run_rows.nth(0)).to_contain_text("96.0%")
+    expect(run_rows.nth(1)).to_contain_text("failed")
+    expect(run_rows.nth(1)).to_contain_text("Score failed: server down")
     page.screenshot(path=mesh.shots / "quality.png", full_page=True)
 
 
@@ -377,9 +382,9 @@ def test_hostile_strings_stored_through_the_public_api_show_as_text_in_every_tab
     assert page.locator("img[src=x]").count() == 0
     for i, h in shown.items():
         cells = page.locator("tr").filter(has_text=f"{tag}{i}").locator("td")
-        expect(cells).to_have_count(9)               # `|` does not break the row into more cells
-        expect(cells.nth(1)).to_have_text(h)         # the run key, literally
-        expect(cells.nth(8)).to_have_text(h)         # its message, literally
+        expect(cells).to_have_count(12)              # `|` does not break the row into more cells
+        expect(cells.nth(2)).to_have_text(h)         # the run key, literally
+        expect(cells.nth(11)).to_have_text(h)        # its message, literally
     page.screenshot(path=mesh.shots / "hostile-quality.png", full_page=True)
     for name in ("Predict", "History", "Model", "Quality"):   # and once more after a few live refreshes
         tab(page, name)

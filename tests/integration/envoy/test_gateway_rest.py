@@ -268,14 +268,18 @@ def test_batch_runs_over_rest(mesh):
            "model_version": "2", "rows": "1000", "rejected": "2", "accuracy": 0.96, "duration_seconds": 3.5,
            "status": "BATCH_RUN_STATUS_SUCCEEDED", "message": "1000 rows, 2 rejected"}
     writer = {"authorization": f"Bearer {WRITER_TOKEN}"}
-    first = rest("POST", gw.url + "/v1/batchRuns", json=run, headers=writer)
+    first = rest("POST", gw.url + "/v1/batchRuns", json={**run, "status": "BATCH_RUN_STATUS_RUNNING",
+                                                         "input": "/data/day.csv"}, headers=writer)
     assert first.status_code == 200, first.text
     assert first.json()["created"] is True and first.json()["run"]["accuracy"] == 0.96
-    again = rest("POST", gw.url + "/v1/batchRuns", json={**run, "rows": "1001"}, headers=writer)
-    assert again.status_code == 200 and again.json()["created"] is False
-    listed = rest("GET", gw.url + "/v1/batchRuns", params={"model": "iris"}).json()["runs"]
-    mine = [r for r in listed if r["run_key"] == run["run_key"]]
-    assert len(mine) == 1 and mine[0]["rows"] == "1001" and mine[0]["status"] == "BATCH_RUN_STATUS_SUCCEEDED"
+    assert first.json()["run"]["attempt"] == 1 and first.json()["run"]["input"] == "/data/day.csv"
+    again = rest("POST", gw.url + "/v1/batchRuns", json={**run, "rows": "1001", "attempt": 1}, headers=writer)
+    assert again.status_code == 200 and again.json()["created"] is False and "finished_at" in again.json()["run"]
+    twice = rest("POST", gw.url + "/v1/batchRuns", json={**run, "attempt": 1}, headers=writer)
+    assert twice.status_code == 400 and "attempt 1" in twice.json()["message"], twice.text  # FAILED_PRECONDITION
+    listed = rest("GET", gw.url + "/v1/batchRuns", params={"run_key": run["run_key"]}).json()["runs"]
+    assert len(listed) == 1 and listed[0]["rows"] == "1001" and listed[0]["status"] == "BATCH_RUN_STATUS_SUCCEEDED"
+    assert listed[0]["input"] == "/data/day.csv"
     bad = rest("POST", gw.url + "/v1/batchRuns", json={**run, "accuracy": 2.0}, headers=writer)
     assert bad.status_code == 400 and "accuracy" in bad.json()["message"]
 

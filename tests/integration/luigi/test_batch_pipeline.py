@@ -231,8 +231,10 @@ def test_server_stopped_mid_run_fails_clearly_and_the_rerun_completes(server, pg
     assert rerun.returncode == 0, rerun.stderr
     wait_for(lambda: stored(pg)[:2] == (2000, 2000), 30, what="2000 rows stored")
     with Client(server.target) as client:
-        [run] = client.list_batch_runs(kind="nightly").items
-    assert run.status == "succeeded" and run.rows == 2000
+        run, first = client.list_batch_runs(kind="nightly").items
+    assert run.status == "succeeded" and run.rows == 2000 and run.attempt == 2
+    # the stopped server could not hear the first attempt fail: it stays as it was last recorded, kept
+    assert (first.attempt, first.status, first.run_key) == (1, "running", run.run_key)
 
 
 def test_backfill_runs_only_the_missing_days(server, pg, tmp_path):

@@ -1,5 +1,6 @@
 """The batch additions to AnalyticsService against a real server process, on PostgreSQL and SQLite:
-SubmitFeedbackBatch (recorded/correct counts, ids not stored yet), RecordBatchRun (upsert by key) and
+SubmitFeedbackBatch (recorded/correct counts, ids not stored yet), RecordBatchRun (a finish completes the running
+attempt of its key; tests/integration/server/test_batch_attempts.py has the attempts) and
 ListBatchRuns (newest first, paged); every client mistake is INVALID_ARGUMENT, never INTERNAL."""
 from __future__ import annotations
 
@@ -163,8 +164,11 @@ def test_sdk_batch_calls_on_client_and_async_client(model_store, tmp_path):
                 return again, page, fb
 
         again, page, fb = asyncio.run(use_async())
-        assert not again.created and again.run.status == "failed" and again.run.accuracy == 0.5
-        assert [r.run_key for r in page] == ["score/iris/f00d"] and page.items[0].message == "rerun failed"
+        # no attempt of the key was running: the failure is a new attempt, the succeeded one is kept
+        assert again.created and again.run.status == "failed" and again.run.accuracy == 0.5
+        assert again.run.attempt == 2 and recorded.run.attempt == 1
+        assert [(r.run_key, r.attempt) for r in page] == [("score/iris/f00d", 2), ("score/iris/f00d", 1)]
+        assert page.items[0].message == "rerun failed" and page.items[1].status == "succeeded"
         assert (fb.recorded, fb.correct, fb.not_found) == (1, 1, ())
         with pytest.raises(ValueError, match="status"):
             client.record_batch_run("k", kind="score", model="iris", status="done")

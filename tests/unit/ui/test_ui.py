@@ -529,7 +529,7 @@ def test_every_outside_string_shows_as_text_in_every_pane(world):
     p = Prediction(h, h, h, h, h, {h: 0.8, "y": 0.2}, 1.5)
     world.update(info=info, rows=[StoredPrediction(p, {h: 1.0}, "ui", now_utc(), h)], refusal=h,
                  quality=[VersionQuality(h, h, 3, 0.5, 0.5, 0.5)],
-                 runs=[BatchRun(h, "nightly", "", h, h, 10, 0, 0.5, 1.0, h, h, NOW, NOW)])
+                 runs=[BatchRun(h, "nightly", "", h, h, 10, 0, 0.5, 1.0, h, h, NOW, NOW, 1, h, NOW)])
 
     async def scenario():
         s = _session(world)
