@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import panel as pn
 
-from ui import analytics, charts
+from ui import analytics, charts, form
 from ui.history import PAGE_SIZE
 from ui.panes import notice_pane, num, text
 from ui.session import Session
@@ -12,7 +12,12 @@ from ui.session import Session
 ANY = "(any)"
 
 
-def _frame(rows) -> pd.DataFrame:
+def _schema(row, info) -> tuple[str, ...]:
+    """The feature names of the row's model when it is the selected one (their order), else none."""
+    return tuple(info.feature_names) if info is not None and info.name == row.prediction.model else ()
+
+
+def _frame(rows, info=None) -> pd.DataFrame:
     return pd.DataFrame([{
         "time (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
         "prediction id": r.prediction.prediction_id,
@@ -23,8 +28,20 @@ def _frame(rows) -> pd.DataFrame:
         "transport": r.transport,
         "latency ms": round(r.prediction.latency_ms, 3),
         "true label": r.feedback_label,
+        "inputs": form.inputs(r.features, _schema(r, info)),
     } for r in rows], columns=["time (UTC)", "prediction id", "model", "version", "label", "p(label)", "transport",
-                               "latency ms", "true label"])
+                               "latency ms", "true label", "inputs"])
+
+
+def _inputs_table(row, info=None) -> str:
+    """The stored inputs of one prediction as a Markdown table; every name and value is shown as text."""
+    if row is None:
+        return ""
+    lines = [f"**Inputs of prediction {text(row.prediction.prediction_id)}**", "", "| feature | value |",
+             "|---|---|"]
+    lines += [f"| {text(name)} | {text(form.plain(value))} |"
+              for name, value in form.in_order(row.features, _schema(row, info))]
+    return "\n".join(lines)
 
 
 def _model_options(models) -> dict[str, str]:
@@ -79,8 +96,9 @@ def history_view(session: Session) -> pn.Column:
     }
     pn.bind(state.set_filters, **filters, watch=True)
 
-    table = pn.widgets.Tabulator(pn.bind(_frame, state.param.page), disabled=True, show_index=False, selectable=1,
-                                 sizing_mode="stretch_width", layout="fit_data_stretch",
+    table = pn.widgets.Tabulator(pn.bind(_frame, state.param.page, store.param.info), disabled=True,
+                                 show_index=False, selectable=1, sizing_mode="stretch_width",
+                                 layout="fit_data_stretch", widths={"inputs": 360},
                                  height=40 + 30 * PAGE_SIZE)  # room for a full page: rows outside are not drawn
     newer = pn.widgets.Button(label="◀ Newer", width=90, disabled=state.param.page_index.rx() == 0)
     older = pn.widgets.Button(label="Older ▶", width=90, disabled=state.param.has_next.rx.not_())
@@ -110,10 +128,13 @@ def history_view(session: Session) -> pn.Column:
         if list(true_label.options) != classes:
             _choices(true_label, classes)
 
+    inputs = pn.pane.Markdown("", sizing_mode="stretch_width")
+
     def row_clicked(event) -> None:
         if 0 <= event.row < len(state.page):
             row = state.page[event.row]
             pid.value = row.prediction.prediction_id
+            inputs.object = _inputs_table(row, store.info)
             classes = list(row.prediction.probabilities)
             if store.info and store.info.name == row.prediction.model:
                 classes = list(store.info.classes)
@@ -137,7 +158,7 @@ def history_view(session: Session) -> pn.Column:
     pn.bind(lambda latencies: charts.set_latencies(lat_fig, lat_sources, latencies), state.param.latencies,
             watch=True)
 
-    feedback = pn.Card(pn.Row(pid, true_label, send), notice_pane(state.param.feedback_notice),
+    feedback = pn.Card(pn.Row(pid, true_label, send), notice_pane(state.param.feedback_notice), inputs,
                        title="Feedback: the true label of a prediction", collapsible=False,
                        sizing_mode="stretch_width")
     caption = pn.pane.Markdown(pn.bind(_caption, state.param.stats, store.param.info, state.param.model,

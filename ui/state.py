@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import param
 
 from predmesh import errors
+from ui import form
 from ui.store import Notice, Offline, Store, describe
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,18 @@ class PredictState(param.Parameterized):
     def clear(self) -> None:
         self.param.update(prediction=None, notice=Notice())
 
-    async def predict(self, values: Mapping[str, float | None], version: str = "") -> None:
-        """Score one row with the selected model; `version` ("" = whatever serves) must be the serving one."""
+    async def predict(self, values: Mapping[str, object], version: str = "") -> None:
+        """Score one row with the selected model; `version` ("" = whatever serves) must be the serving one.
+
+        `values` are the form's (ui.form.row): a number, a category, a boolean or None (missing) per feature."""
         info = self._store.info
         if info is None:
             self.notice = Notice("error", "No model is loaded yet; wait for the server to answer.")
             return
-        features = {name: float(value) for name in info.feature_names if (value := values.get(name)) is not None}
-        missing = [name for name in info.feature_names if name not in features]
-        if missing:
-            self.notice = Notice("error", f"Fill in {', '.join(missing)} before predicting.")
+        try:
+            features = form.row(form.fields(info.features), values)
+        except form.Incomplete as exc:
+            self.notice = Notice("error", str(exc))
             return
         if version and version != info.version:
             self.notice = Notice(

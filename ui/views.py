@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import panel as pn
 
-from ui import analytics, charts
+from ui import charts
+from ui.form_view import FeatureForm
 from ui.history_view import history_view
 from ui.panes import notice_pane, pct, text
 from ui.session import Session
@@ -34,32 +35,7 @@ def header(session: Session, title: str) -> pn.Column:
 
 
 # -- predict ------------------------------------------------------------------------------------------------------
-class FeatureForm:
-    """Inputs generated from a model's feature schema; rebuilt only when the schema itself changes."""
-
-    def __init__(self):
-        self.inputs: dict[str, pn.widgets.FloatInput] = {}
-        self.panel = pn.Column(sizing_mode="stretch_width")
-        self._schema: tuple | None = None
-
-    def update(self, info) -> None:
-        schema = tuple((f.name, f.min, f.max, f.mean, f.std) for f in info.features) if info else ()
-        if schema == self._schema:
-            return
-        self._schema = schema
-        self.inputs = {}
-        rows: list[pn.viewable.Viewable] = []
-        for f in (info.features if info else ()):
-            value = analytics.default_value(f.min, f.max, f.mean, f.std)
-            widget = pn.widgets.FloatInput(label=f.name, value=round(value, 4), step=analytics.step(f.min, f.max),
-                                           width=220)
-            hint = f"training range {f.min:g} – {f.max:g}" + (f", mean {f.mean:.3g}" if f.std > 0 else "")
-            self.inputs[f.name] = widget
-            rows.append(pn.Row(widget, pn.pane.Markdown(hint, margin=(28, 10, 0, 10))))
-        self.panel.objects = rows or [pn.pane.Markdown("No model loaded yet.")]
-
-    def values(self) -> dict[str, float | None]:
-        return {name: widget.value for name, widget in self.inputs.items()}
+PROBABILITY_DIGITS = 6       # decimals of the probabilities shown under a prediction
 
 
 def _version_options(info, versions) -> dict[str, str]:
@@ -68,12 +44,15 @@ def _version_options(info, versions) -> dict[str, str]:
     return {f"serving ({serving})" if serving else "serving": "", **{v: v for v in others}}
 
 
-def _prediction_text(p) -> str:
+def _prediction_text(p, info=None) -> str:
     if p is None:
         return ""
+    classes = [c for c in (info.classes if info else ()) if c in p.probabilities]
+    classes += sorted(set(p.probabilities) - set(classes))
+    shares = " · ".join(f"{text(c)} {p.probabilities[c]:.{PROBABILITY_DIGITS}f}" for c in classes)
     return (f"### Predicted label: {text(p.label)}\n\nmodel **{text(p.model)}** version "
             f"**{text(p.model_version)}** · prediction id {text(p.prediction_id)} · {p.latency_ms:.2f} ms on the "
-            "server")
+            f"server\n\nprobabilities: {shares}")
 
 
 def predict_view(session: Session) -> pn.Column:
@@ -81,6 +60,8 @@ def predict_view(session: Session) -> pn.Column:
     form = FeatureForm()
     form.update(store.info)
     pn.bind(form.update, store.param.info, watch=True)
+    sample = pn.widgets.Button(label="Random row", width=120)
+    sample.on_click(lambda _: form.fill_random())
     version = pn.widgets.Select(label="Model version", width=220,
                                 options=pn.bind(_version_options, store.param.info, session.model.param.versions))
     button = pn.widgets.Button(label="Predict", color="primary", width=120, loading=state.param.busy)
@@ -97,10 +78,12 @@ def predict_view(session: Session) -> pn.Column:
 
     button.on_click(submit)
     return pn.Column(
-        pn.pane.Markdown("Fill in the features (defaults: the training mean) and predict. The form follows the "
-                         "selected model's schema."),
-        version, form.panel, button, notice_pane(state.param.notice),
-        pn.pane.Markdown(pn.bind(_prediction_text, state.param.prediction), sizing_mode="stretch_width"),
+        pn.pane.Markdown("Fill in the features (defaults: the training mean, the most common category) and "
+                         "predict, or draw a random row from the training profile. The form follows the selected "
+                         "model's schema; an empty number is a missing value where the model accepts one."),
+        version, form.panel, pn.Row(button, sample), notice_pane(state.param.notice),
+        pn.pane.Markdown(pn.bind(_prediction_text, state.param.prediction, store.param.info),
+                         sizing_mode="stretch_width"),
         pn.pane.Bokeh(fig, sizing_mode="stretch_width", visible=state.param.prediction.rx.is_not(None)),
         sizing_mode="stretch_width")
 

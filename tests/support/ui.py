@@ -13,6 +13,30 @@ from tests.support.procs import ROOT, WRITER_TOKEN, free_port, retry_on_port_cla
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# the data behind the Predict tab's probability chart, as the browser holds it (exact doubles)
+PROBABILITIES_JS = """() => { for (const d of Bokeh.documents) { const m = d.get_model_by_name('probabilities');
+    if (m) return Object.fromEntries(m.data.label.map((l, i) => [l, m.data.p[i]])); } return null; }"""
+
+
+def open_dashboard(browser, url: str):
+    """A new page on the dashboard, once it says it is connected to the server."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(url)
+    expect(page.get_by_text("Connected", exact=False).first).to_be_visible(timeout=30000)
+    return page
+
+
+def tab(page, name: str) -> None:
+    page.locator(".bk-tab").filter(has_text=name).click()
+
+
+def enter(locator, value) -> None:
+    """Type a value into an input and commit it (Enter, then leave the field)."""
+    locator.fill(str(value))
+    locator.press("Enter")
+    locator.blur()
 
 
 def _listening(port: int) -> bool:

@@ -26,14 +26,12 @@ from tests.conftest import IRIS_ROW
 from tests.support.artifacts import failing_smoke_test
 from tests.support.match import search
 from tests.support.procs import ADMIN_TOKEN, WRITER_TOKEN, ServerProc, wait_for
-from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, UiProc
+from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, PROBABILITIES_JS, UiProc, enter, open_dashboard, tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 CLASS_COUNTS_JS = """() => { for (const d of Bokeh.documents) { const m = d.get_model_by_name('class_counts');
     if (m) return Object.fromEntries(m.data.label.map((l, i) => [l, m.data.n[i]])); } return null; }"""
-PROBABILITIES_JS = """() => { for (const d of Bokeh.documents) { const m = d.get_model_by_name('probabilities');
-    if (m) return Object.fromEntries(m.data.label.map((l, i) => [l, m.data.p[i]])); } return null; }"""
 SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
@@ -81,13 +79,6 @@ def browser():
         b.close()
 
 
-def open_dashboard(browser, url: str):
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    page.goto(url)
-    expect(page.get_by_text("Connected", exact=False).first).to_be_visible(timeout=30000)
-    return page
-
-
 @pytest.fixture
 def page(browser, mesh, request):
     page = open_dashboard(browser, mesh.ui.url)
@@ -95,16 +86,6 @@ def page(browser, mesh, request):
     page.screenshot(path=mesh.shots / f"end-{request.node.name[:60]}.png", full_page=True)
     expect(page.get_by_text("Traceback")).to_have_count(0)  # never a traceback on the page
     page.close()
-
-
-def tab(page, name: str) -> None:
-    page.locator(".bk-tab").filter(has_text=name).click()
-
-
-def enter(locator, value) -> None:
-    locator.fill(str(value))
-    locator.press("Enter")
-    locator.blur()
 
 
 def test_predict_from_the_generated_form_shows_in_history_and_class_chart(page, mesh):
