@@ -16,7 +16,7 @@ from inference import errors
 from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_name, check_optional_name, check_text, shown
 from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import rpc
-from inference.scoring.convert import prediction_message
+from inference.scoring.convert import feature_value, prediction_message
 from predmesh import types
 from predmesh.types import transport_value
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
@@ -125,7 +125,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     def _stored(row: repo.StoredPrediction) -> analytics_pb2.StoredPrediction:
         r = row.record
         return analytics_pb2.StoredPrediction(
-            prediction=prediction_message(r), features=r.features, transport=transport_value(r.transport),
+            prediction=prediction_message(r), features={name: feature_value(v) for name, v in r.features.items()},
+            transport=transport_value(r.transport),
             created_at=timestamp(r.created_at), feedback_label=row.feedback_label)
 
     @rpc
