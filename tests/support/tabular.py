@@ -12,9 +12,9 @@ import skops.io as sio
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args: object, store: Path) -> subprocess.CompletedProcess:
-    """`predmesh ARGS…` (python -m cli) with PREDMESH_MODEL_STORE=store."""
-    env = {**os.environ, "PREDMESH_MODEL_STORE": str(store)}
+def run(*args: object, store: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`predmesh ARGS…` (python -m cli) with PREDMESH_MODEL_STORE=store (and env on top of this process's)."""
+    env = {**os.environ, **(env or {}), "PREDMESH_MODEL_STORE": str(store)}
     return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
 
