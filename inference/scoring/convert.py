@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from operator import methodcaller
 
 import numpy as np
-from google.protobuf.struct_pb2 import NULL_VALUE, Value
+from google.protobuf.struct_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from database.records import PredictionRecord
@@ -44,19 +44,6 @@ def plain(name: str, value: Value, where: str = "") -> float | str | bool | None
                               "built for predmesh 0.2 sends doubles; upgrade it)")
     what = "a list" if kind == "list_value" else "an object"
     raise InvalidFeatures(f"{where}feature {shown(name)} is {what}; send a number, string, boolean or null")
-
-
-def feature_value(value: float | str | bool | None) -> Value:
-    """A plain feature value (as recorded) as the google.protobuf.Value the contract carries; NaN (a missing number
-    in a matrix) as null."""
-    if value is None:
-        return Value(null_value=NULL_VALUE)
-    if isinstance(value, bool):
-        return Value(bool_value=value)
-    if isinstance(value, str):
-        return Value(string_value=value)
-    number = float(value)
-    return Value(null_value=NULL_VALUE) if number != number else Value(number_value=number)
 
 
 def model_info(manifest: Manifest, serving: bool, limits: model_pb2.CallLimits | None = None
