@@ -79,7 +79,7 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     source = open_input(input_path)
     t_read = time.perf_counter()
     info = clients.first.get_model(model)
-    schema, prefix, digest = schema_of(info.features), request_id_prefix(source.digest), source.digest
+    schema, prefix, digest = schema_of(info.features), request_id_prefix(model, source.digest), source.digest
     names = feature_columns(source.columns, mapping or {}, schema.names, model)  # the columns as features read them
     shown = {f"{f}: ": f"{f} (column {c!r}): " for f, c in (mapping or {}).items()}
 

@@ -31,15 +31,16 @@ class InvalidAnswer(ScoringFailed):
     """The server's answer does not match the request (a bug, not a condition to retry)."""
 
 
-def request_id_prefix(content_hash: str) -> str:
-    """Row ids come from the input's content and the row number: row n's request id is this prefix followed by n,
-    so a rerun of the same input stores nothing twice (the server keeps one row per request id)."""
-    return f"batch-{content_hash[:24]}-"
+def request_id_prefix(model: str, content_hash: str) -> str:
+    """Row ids come from the model, the input's content and the row number: row n's request id is this prefix
+    followed by n, so a rerun of the same input stores nothing twice (the server keeps one row per request id), and
+    the same file scored by two models keeps both answers (a request id names one request, not one file)."""
+    return f"batch-{model}-{content_hash[:24]}-"
 
 
-def request_ids(content_hash: str, numbers: Sequence[int]) -> list[str]:
+def request_ids(model: str, content_hash: str, numbers: Sequence[int]) -> list[str]:
     """The request id of each row number (what the server derives from request_id_prefix and the numbers)."""
-    prefix = request_id_prefix(content_hash)
+    prefix = request_id_prefix(model, content_hash)
     return [prefix + str(n) for n in numbers]
 
 

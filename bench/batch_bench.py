@@ -130,7 +130,7 @@ def main() -> int:
                 # stored when the full count says so; polled cheaply first: the last row of every chunk (a chunk
                 # is stored in one COPY), index probes on one open connection, not a count(*) every 20 ms, which
                 # took a core from the writers during the storing tail
-                prefix = request_id_prefix(outcome.content_hash)
+                prefix = request_id_prefix("iris", outcome.content_hash)
                 sentinels = [f"{prefix}{n}" for n in {*range(settings.chunk_rows, args.rows + 1, settings.chunk_rows),
                                                        args.rows}]
                 loadtools.wait_for(lambda: schema.stored(sentinels) == len(sentinels)

@@ -68,13 +68,16 @@ def test_validate_refuses_an_input_without_a_feature_column():
 def test_request_ids_follow_content_and_row_number(tmp_path):
     f = tmp_path / "in.csv"
     f.write_text("a,b\n1,2\n")
-    first = request_ids(content_hash(f), [1, 2])
-    assert first == request_ids(content_hash(f), [1, 2]) and len(set(first)) == 2
+    first = request_ids("m", content_hash(f), [1, 2])
+    assert first == request_ids("m", content_hash(f), [1, 2]) and len(set(first)) == 2
     f.write_text("a,b\n1,3\n")
-    assert request_ids(content_hash(f), [1, 2])[0] != first[0]
+    assert request_ids("m", content_hash(f), [1, 2])[0] != first[0]
     assert all(len(i) <= 128 for i in first)  # the server's request id bound
     digest = content_hash(f)
-    assert request_ids(digest, [1, 7]) == [request_id_prefix(digest) + "1", request_id_prefix(digest) + "7"]
+    prefix = request_id_prefix("m", digest)
+    assert request_ids("m", digest, [1, 7]) == [prefix + "1", prefix + "7"]
+    assert request_ids("other", digest, [1]) != request_ids("m", digest, [1])  # two models, one file: two requests
+    assert len(request_ids("x" * 64, digest, [2**64 - 1])[0]) <= 128  # the longest model name and row number
 
 
 def info(profiles=True, max_batch_rows=0) -> ModelInfo:
@@ -379,7 +382,7 @@ def test_score_file_in_blocks_keeps_row_order_numbers_and_rejects_across_blocks(
     out = list(csv.reader(open(tmp_path / "out.csv")))
     assert out[0] == ["a", "b", "label", "prob_x", "prob_y", "prediction_id"]
     kept = [n for n in range(1, 301) if n not in bad and n not in refused]
-    prefix = request_id_prefix(content_hash(source))
+    prefix = request_id_prefix("m", content_hash(source))
     assert [r[-1] for r in out[1:]] == [f"p-{prefix}{n}" for n in kept]
     assert [r[:2] for r in out[1:]] == [rows[n - 1] for n in kept]
     assert [r[2] for r in out[1:]] == [("x", "y")[n % 2] for n in kept]
