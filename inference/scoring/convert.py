@@ -17,6 +17,7 @@ from inference.errors import InvalidFeatures
 from inference.models.manifest import Manifest
 from predmesh.types import TRANSPORTS
 from predmesh.v1 import model_pb2
+from predmesh.values import decode, upgrade_message
 
 # prediction_id = uuid5(namespace, request_id): a retried request gets the same prediction_id.
 PREDICTION_NAMESPACE = uuid.UUID("4c1d3c57-9a4e-4f0e-9a43-5b0f7c8e0d11")
@@ -28,22 +29,15 @@ _KIND = {"number": model_pb2.FEATURE_KIND_NUMBER, "category": model_pb2.FEATURE_
 
 def plain(name: str, value: Value, where: str = "") -> float | str | bool | None:
     """A feature's google.protobuf.Value as the plain value the runtime checks (number → float, string → str, bool,
-    null → None); InvalidFeatures naming the feature for a Value without a kind (what a predmesh 0.2 client's
-    double map entry, or a map entry with no value at all, parses as) or a list / struct."""
+    null → None; predmesh.values.decode); InvalidFeatures naming the feature for a Value without a kind (what a
+    predmesh 0.2 client's double map entry, or a map entry with no value at all, parses as) or a list / struct."""
     kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        return value.number_value
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "null_value":
-        return None
     if kind is None:
-        raise InvalidFeatures(f"{where}feature {shown(name)} has no value (an empty google.protobuf.Value: a client "
-                              "built for predmesh 0.2 sends doubles; upgrade it)")
-    what = "a list" if kind == "list_value" else "an object"
-    raise InvalidFeatures(f"{where}feature {shown(name)} is {what}; send a number, string, boolean or null")
+        raise InvalidFeatures(where + upgrade_message(name))
+    if kind == "list_value" or kind == "struct_value":
+        what = "a list" if kind == "list_value" else "an object"
+        raise InvalidFeatures(f"{where}feature {shown(name)} is {what}; send a number, string, boolean or null")
+    return decode(value)
 
 
 def model_info(manifest: Manifest, serving: bool, limits: model_pb2.CallLimits | None = None
