@@ -16,7 +16,9 @@ pytestmark = pytest.mark.envoy
 ATTACK = 300
 SHARE = 8
 FACTOR = 5.0  # p99 under the attack within this factor of the unloaded p99 measured here (floor: timer noise)
-FLOOR_S = 0.05
+# floor: the starvation this guards against costs seconds (every unary call DEADLINE_EXCEEDED at 5 s, REST p99
+# 4,751 ms before the stream share), while a test file on the other pytest-xdist worker can add tens of ms
+FLOOR_S = 0.25
 
 
 def test_idle_streams_through_the_gateway_leave_rest_and_grpc_their_latency(model_store, tmp_path):

@@ -21,7 +21,9 @@ from tests.support.streams import IdleStreams, latencies, p99, unary_predict
 ATTACK = 300
 SHARE = 8  # PREDMESH_MAX_STREAMS in these tests (the default is 16 of 64 threads)
 FACTOR = 5.0  # unary p99 under the attack within this factor of the unloaded p99 (floor below: timer noise)
-FLOOR_S = 0.05
+# floor: the starvation this guards against costs seconds (every unary call DEADLINE_EXCEEDED at 5 s, REST p99
+# 4,751 ms before the stream share), while a test file on the other pytest-xdist worker can add tens of ms
+FLOOR_S = 0.25
 
 
 @pytest.fixture
