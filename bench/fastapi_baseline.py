@@ -57,9 +57,9 @@ def count_rows(database_url: str) -> int:
     conn = psycopg2.connect(database_url)
     with conn, conn.cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {TABLE}")
-        (n,) = cur.fetchone()
+        row = cur.fetchone()
     conn.close()
-    return int(n)
+    return int(row[0]) if row else 0
 
 
 def create_app(model_dir: Path, database_url: str):

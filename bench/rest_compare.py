@@ -294,6 +294,7 @@ def main(argv=None) -> int:
         def fastapi(workers: int) -> tuple[FastAPIBaseline, Target]:
             server = FastAPIBaseline(fa_dir, database_url, port=loadtools.free_port(), workers=workers,
                                      log_path=work / f"fastapi-{workers}.log").start(bodies["fa"][models[0]])
+            assert server.proc is not None
             return server, Target("fa", dict.fromkeys(models, server.url), bodies["fa"], server.port, server.proc.pid)
 
         fa_counts = [int(w) for w in args.fastapi_workers.split(",")]
@@ -328,13 +329,13 @@ def main(argv=None) -> int:
         ml_probe: dict[int, dict[str, float]] = {}
         if len(ml_counts) > 1:
             for workers in ml_counts:
-                server, target = mlserver(f"probe{workers}", workers, 32)
+                probed, target = mlserver(f"probe{workers}", workers, 32)
                 try:
                     warm(target)
                     ml_probe[workers] = {m: loadtools.wrk(target.url[m], target.body[m], 32, args.probe_seconds).rps
                                          for m in models}
                 finally:
-                    server.stop()
+                    probed.stop()
             say(f"MLServer probe (adaptive batching, wrk keep-alive, c=32, {args.probe_seconds:g} s, infer/s by "
                 f"parallel_workers): { {w: {m: round(r) for m, r in rates.items()} for w, rates in ml_probe.items()} }")
         ml_workers = best_of(ml_probe) if ml_probe else ml_counts[0]
