@@ -116,7 +116,8 @@ def app_from_env():
 
 
 class FastAPIBaseline:
-    """`uvicorn --workers N` serving the baseline on 127.0.0.1:port, access log off (its best, not its default)."""
+    """`uvicorn --workers N` serving the baseline on 127.0.0.1:port, access log off (its best, not its default);
+    started once every worker has logged its startup and one request is answered."""
 
     def __init__(self, model_dir: Path, database_url: str, *, port: int, workers: int, log_path: Path):
         self.model_dir, self.database_url, self.port, self.workers = model_dir, database_url, port, workers
@@ -131,10 +132,11 @@ class FastAPIBaseline:
                "BASELINE_MODEL_DIR": str(self.model_dir), "BASELINE_DATABASE_URL": self.database_url,
                "OMP_NUM_THREADS": "1"}
         self._log = open(self.log_path, "ab")
+        offset = self._log.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "bench.fastapi_baseline:app_from_env",
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "info"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         request = urllib.request.Request(self.url, data=json.dumps(probe_body).encode(),
                                          headers={"Content-Type": "application/json"})
@@ -142,9 +144,12 @@ class FastAPIBaseline:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"the FastAPI baseline exited with {self.proc.returncode}; see {self.log_path}")
+            with open(self.log_path, "rb") as log:  # every worker, not just the first, has loaded the models
+                log.seek(offset)
+                ready = log.read().count(b"Application startup complete") >= self.workers
             try:
                 with urllib.request.urlopen(request, timeout=2) as answer:
-                    if answer.status == 200:
+                    if answer.status == 200 and ready:
                         return self
             except OSError:
                 pass

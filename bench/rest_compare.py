@@ -269,6 +269,11 @@ def main(argv=None) -> int:
         # the setting whose worst model is closest to that model's best (one server serves every model)
         return max(probe, key=lambda w: min(probe[w][m] / max(p[m] for p in probe.values()) for m in models))
 
+    def answered_rps(target: Target, model: str, seconds: float) -> float:
+        """A probe point: wrk keep-alive at c=32; answers per second (wrk's rate counts failed requests too)."""
+        point = loadtools.wrk(target.url[model], target.body[model], 32, seconds)
+        return point.rps * point.ok / max(point.ok + point.failed, 1)
+
     def warm(target: Target) -> None:
         for m in models:
             loadtools.wrk(target.url[m], target.body[m], 32, 2)
@@ -304,8 +309,7 @@ def main(argv=None) -> int:
                 server, target = fastapi(workers)
                 try:
                     warm(target)
-                    fa_probe[workers] = {m: loadtools.wrk(target.url[m], target.body[m], 32, args.probe_seconds).rps
-                                         for m in models}
+                    fa_probe[workers] = {m: answered_rps(target, m, args.probe_seconds) for m in models}
                 finally:
                     server.stop()
             say(f"FastAPI probe (wrk keep-alive, c=32, {args.probe_seconds:g} s, infer/s by uvicorn workers): "
@@ -332,8 +336,7 @@ def main(argv=None) -> int:
                 probed, target = mlserver(f"probe{workers}", workers, 32)
                 try:
                     warm(target)
-                    ml_probe[workers] = {m: loadtools.wrk(target.url[m], target.body[m], 32, args.probe_seconds).rps
-                                         for m in models}
+                    ml_probe[workers] = {m: answered_rps(target, m, args.probe_seconds) for m in models}
                 finally:
                     probed.stop()
             say(f"MLServer probe (adaptive batching, wrk keep-alive, c=32, {args.probe_seconds:g} s, infer/s by "
