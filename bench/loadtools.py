@@ -112,6 +112,7 @@ _WRK_LUA = """
 wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
+{extra}
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests,
     summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
@@ -120,11 +121,14 @@ end
 """
 
 
-def wrk(url: str, body: dict, concurrency: int, seconds: float) -> Point:
-    """Closed loop over HTTP/1.1 keep-alive: `concurrency` connections on one wrk thread."""
+def wrk(url: str, body: dict, concurrency: int, seconds: float, *, close: bool = False) -> Point:
+    """Closed loop over HTTP/1.1 keep-alive: `concurrency` connections on one wrk thread. close: every request
+    says `Connection: close`, so the server closes after answering and wrk opens a new connection for the next
+    (a client without keep-alive; wrk's latency starts when the request is written, after the TCP handshake)."""
     with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(_WRK_LUA.format(body=json.dumps(json.dumps(body))))
+        script.write_text(_WRK_LUA.format(body=json.dumps(json.dumps(body)),
+                                          extra='wrk.headers["Connection"] = "close"' if close else ""))
         out = subprocess.run(["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds:g}s", "--timeout", "5s",
                               "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60)
     match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
