@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import playwright.sync_api as playwright_api
 import pytest
 from playwright.sync_api import expect
 
@@ -26,7 +25,7 @@ from tests.conftest import IRIS_ROW
 from tests.support.artifacts import failing_smoke_test
 from tests.support.match import search
 from tests.support.procs import ADMIN_TOKEN, WRITER_TOKEN, ServerProc, wait_for
-from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, PROBABILITIES_JS, UiProc, enter, open_dashboard, tab
+from tests.support.ui import PROBABILITIES_JS, UiProc, enter, open_dashboard, tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -69,14 +68,6 @@ def mesh(trained_store, tmp_path_factory):
     finally:
         mesh.ui.stop()
         mesh.server.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
