@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from predmesh.types import TRANSPORTS
 
@@ -32,41 +32,33 @@ def bucket_width(window: str) -> timedelta:
     return WINDOWS[window][1]
 
 
-def _aligned(t: datetime, width: timedelta) -> datetime:
-    """The start of the bucket holding t: buckets are aligned to multiples of their width since the epoch."""
-    seconds = int(width.total_seconds())
-    epoch = int(t.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, tz=t.tzinfo or UTC)
-
-
 def series_columns(window: str, stats, now: datetime) -> dict[str, list]:
-    """Chart columns from GetStats' series: every bucket of the window (empty ones too), oldest first.
+    """Chart columns from GetStats' series (every bucket of the window, empty ones too), oldest first.
 
-    "t" (bucket middles), "rate" (predictions per minute, all labels), "rate:<label>" per label seen, "p50",
-    "p95", "p99" (ms; NaN where a bucket has no prediction). The last bucket is running: its rate is over the
-    minutes it has had so far. Nothing to draw (no prediction in the window): {}."""
-    series = list(getattr(stats, "series", ()) or ())
-    if not series or not any(b.total for b in series):
+    "t" (bucket middles), "rate" (predictions per minute, every transport), "rate:<transport>" per transport
+    seen, "p50", "p95", "p99" (ms; NaN where a bucket has no prediction). A rate is over the part of its bucket
+    inside the window: the first bucket may start before the window, the last one is still running. Nothing to
+    draw (no prediction in the window): {}."""
+    series = [b for b in getattr(stats, "series", ()) if b.start is not None]
+    if not any(b.total for b in series):
         return {}
     width = bucket_width(window)
-    start = window_start(window, now)
-    first = _aligned(start, width) if start is not None else min(b.start for b in series)
-    by_start = {b.start: b for b in series}
-    labels = sorted({label for b in series for label in b.by_label})
-    columns: dict[str, list] = {"t": [], "rate": [], **{f"rate:{label}": [] for label in labels},
+    since = getattr(stats, "window_start", None)
+    until = getattr(stats, "window_end", None) or now
+    seen = {t for b in series for t in b.by_transport}
+    transports = [t for t in TRANSPORTS if t in seen] + sorted(seen - set(TRANSPORTS))
+    columns: dict[str, list] = {"t": [], "rate": [], **{f"rate:{t}": [] for t in transports},
                                 **{p: [] for p in LATENCIES}}
-    t = first
-    while t <= now:
-        minutes = min(width, now - t).total_seconds() / 60.0 or width.total_seconds() / 60.0
-        bucket = by_start.get(t)
-        total = bucket.total if bucket else 0
-        columns["t"].append(t + width / 2)
-        columns["rate"].append(total / minutes)
-        for label in labels:
-            columns[f"rate:{label}"].append((bucket.by_label.get(label, 0) if bucket else 0) / minutes)
+    for b in series:
+        begin = max(b.start, since) if since else b.start
+        minutes = (min(b.start + width, until) - begin).total_seconds() / 60.0
+        minutes = minutes if minutes > 0 else width.total_seconds() / 60.0
+        columns["t"].append(b.start + width / 2)
+        columns["rate"].append(b.total / minutes)
+        for t in transports:
+            columns[f"rate:{t}"].append(b.by_transport.get(t, 0) / minutes)
         for p in LATENCIES:
-            columns[p].append(getattr(bucket.latency, f"{p}_ms") if bucket and total else math.nan)
-        t += width
+            columns[p].append(getattr(b.latency, f"{p}_ms") if b.total else math.nan)
     return columns
 
 

@@ -56,8 +56,8 @@ def set_class_counts(fig, source, labels: list[str], counts: list[int]) -> None:
         source.data = {"label": labels, "n": counts}
 
 
-PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
-           "#64b5cd")
+COLORS = {"all": "#333333", "grpc": "#1f77b4", "rest": "#ff7f0e", "queue": "#2ca02c", "batch": "#9467bd",
+          "ui": "#d62728"}
 LATENCY_STYLE = {"p50": ("#55a868", "dashed"), "p95": ("#4c72b0", "solid"), "p99": ("#c44e52", "dotted")}
 
 
@@ -75,9 +75,9 @@ def _time_axis(fig, y_label: str) -> None:
 
 
 def rate_chart() -> tuple:
-    """Predictions per minute over time: the total and one line per predicted label."""
+    """Predictions per minute over time: all of them, and one line per transport."""
     source = ColumnDataSource({"xs": [], "ys": [], "series": [], "color": [], "width": []}, name="rates")
-    fig = _base("Predictions per minute", 220, x_axis_type="datetime", x_range=Range1d())
+    fig = _base("Predictions per minute, all and by transport", 220, x_axis_type="datetime", x_range=Range1d())
     fig.multi_line("xs", "ys", source=source, color="color", line_width="width", legend_field="series")
     fig.add_tools(HoverTool(tooltips=[("", "@series"), ("predictions/min", "$y{0.0}")]))
     _time_axis(fig, "predictions/min")
@@ -101,14 +101,14 @@ def set_rates(fig, source, data: dict[str, list]) -> None:
     """Draw analytics.series_columns (nothing when it is empty: the view shows the empty state)."""
     if not data:
         return
-    labels = [k.split(":", 1)[1] for k in data if k.startswith("rate:")]
+    transports = [k.split(":", 1)[1] for k in data if k.startswith("rate:")]
     lines: dict[str, list[Any]] = {"xs": [], "ys": [], "series": [], "color": [], "width": []}
-    for i, (name, column) in enumerate([("all labels", "rate"), *((label, f"rate:{label}") for label in labels)]):
+    for name, column in [("all", "rate"), *((t, f"rate:{t}") for t in transports)]:
         lines["xs"].append(list(data["t"]))
         lines["ys"].append(list(data[column]))
         lines["series"].append(name)
-        lines["color"].append("#333333" if i == 0 else PALETTE[(i - 1) % len(PALETTE)])
-        lines["width"].append(2.5 if i == 0 else 1.5)
+        lines["color"].append(COLORS.get(name, "#8c8c8c"))
+        lines["width"].append(2.5 if name == "all" else 1.5)
     with unlocked():  # Bokeh models changed from an async callback: dispatch without the document lock
         source.data = lines
         _span(fig, data["t"])

@@ -115,8 +115,7 @@ def history_view(session: Session) -> pn.Column:
     table = pn.widgets.Tabulator(pn.bind(_frame, state.param.page, store.param.info), disabled=True,
                                  show_index=False, selectable=1, sizing_mode="stretch_width",
                                  layout="fit_data_stretch", widths={"inputs": 360},
-                                 height=40 + 30 * PAGE_SIZE,  # room for a full page: rows outside are not drawn
-                                 visible=state.param.page.rx.bool())
+                                 height=40 + 30 * PAGE_SIZE)  # room for a full page: rows outside are not drawn
     empty = pn.pane.Markdown(pn.bind(_table_empty, state.param.page, state.param.page_loaded, state.param.window,
                                      state.param.request_id), sizing_mode="stretch_width")
     newer = pn.widgets.Button(label="◀ Newer", width=90, disabled=state.param.page_index.rx() == 0)
@@ -185,7 +184,7 @@ def history_view(session: Session) -> pn.Column:
     return pn.Column(
         pn.Row(*filters.values()),
         notice_pane(state.param.notice), notice_pane(state.param.page_note),
-        table, empty, pn.Row(newer, page_label, older), feedback,
+        empty, table, pn.Row(newer, page_label, older), feedback,
         notice_pane(state.param.stats_note),
         pn.pane.Markdown(pn.bind(_charts_empty, state.param.stats, state.param.series, state.param.window)),
         pn.Row(pn.Column(pn.pane.Bokeh(class_fig, sizing_mode="stretch_width",

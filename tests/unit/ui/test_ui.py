@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import ClassVar, cast
@@ -21,6 +22,7 @@ from predmesh.types import (
     Page,
     Prediction,
     Stats,
+    StatsBucket,
     StoredPrediction,
     VersionQuality,
 )
@@ -109,8 +111,9 @@ class FakeClient:
 
     def _matching(self, filters) -> list[StoredPrediction]:
         start, end = filters.get("start_time"), filters.get("end_time")
-        return [r for r in self.world["rows"] if r.created_at is None or (
+        rows = [r for r in self.world["rows"] if r.created_at is None or (
             (start is None or r.created_at >= start) and (end is None or r.created_at < end))]
+        return [r for r in rows if r.prediction.request_id == filters.get("request_id", r.prediction.request_id)]
 
     def _check(self):
         if self.world["down"]:
@@ -141,8 +144,23 @@ class FakeClient:
         by_label: dict[str, int] = {}
         for r in rows:
             by_label[r.prediction.label] = by_label.get(r.prediction.label, 0) + 1
+        width = window.get("bucket_seconds", 0)
+        series = []
+        if width and window.get("start_time"):   # aligned to multiples of the width, empty buckets included
+            epoch = int(window["start_time"].timestamp())
+            start = datetime.fromtimestamp(epoch - epoch % width, UTC)
+            while start <= now_utc():
+                end = start + timedelta(seconds=width)
+                inside = [r for r in rows if r.created_at and start <= r.created_at < end]
+                counts: dict[str, int] = {}
+                for r in inside:
+                    counts[r.transport] = counts.get(r.transport, 0) + 1
+                lat = sorted(r.prediction.latency_ms for r in inside) or [0.0]
+                series.append(StatsBucket(start, len(inside), {}, counts,
+                                          LatencySummary(lat[len(lat) // 2], lat[-1], lat[-1]), {}))
+                start = end
         return Stats(len(rows), by_label, {}, by_transport, LatencySummary(1.0, 2.0, 3.0),
-                     tuple(self.world.get("quality", ())))
+                     tuple(self.world.get("quality", ())), tuple(series), window.get("start_time"), None)
 
     async def predict(self, model, features):
         self._check()
@@ -325,6 +343,62 @@ def test_history_pages_with_page_tokens_and_filters_restart_paging(world):
         assert (f["label"], f["transport"]) == ("x", "ui")
         assert now_utc() - f["start_time"] - timedelta(minutes=15) < timedelta(seconds=60)
     asyncio.run(scenario())
+
+
+def test_the_charts_come_from_one_get_stats_with_its_series_in_readable_units(world):
+    """Before: one ListPredictions per time bucket plus a GetStats over their span, every fifth tick, per tab; now
+    one GetStats with bucket_seconds gives every bucket, empty ones included."""
+    recent = now_utc() - timedelta(seconds=20)
+    world["rows"] = [_stored("g1", recent, "grpc", 4.0), _stored("g2", recent, "grpc", 6.0),
+                     _stored("g3", recent - timedelta(seconds=5), "grpc", 5.0),
+                     _stored("q1", recent - timedelta(minutes=3), "queue", 9.0)]
+
+    async def scenario():
+        s = _session(world)
+        await s.start()
+        world["listed"].clear()
+        world["stats"].clear()
+        await s.set_filters(window="15 min")
+        assert len(world["listed"]) == 1                          # the history page only
+        [call] = [w for w in world["stats"] if w.get("bucket_seconds")]
+        assert call["bucket_seconds"] == 60 and len(world["stats"]) == 1
+        series = s.history.series
+        assert 15 <= len(series["t"]) <= 16                       # every minute of the window, empty ones too
+        assert sum(series["rate:grpc"][:-1]) + series["rate:grpc"][-1] > 0
+        assert series["t"][1] - series["t"][0] == timedelta(minutes=1)
+        minutes = [min(1.0, (now_utc() - (t - timedelta(seconds=30))).total_seconds() / 60) for t in series["t"]]
+        assert sum(r * m for r, m in zip(series["rate"], minutes)) == pytest.approx(4, rel=0.05)
+        assert {"p50", "p95", "p99"} <= set(series) and any(math.isnan(v) for v in series["p95"])
+        await s.set_filters(window="15 min", model="nothing-here")
+        world["rows"] = []
+        await s.set_filters(window="1 h")
+        assert s.history.series == {} and s.history.stats is not None  # loaded, and empty: the view says so
+    asyncio.run(scenario())
+
+
+def test_history_finds_a_prediction_by_its_request_id(world):
+    world["rows"] = [_stored("p1"), _stored("p2"), _stored("p3")]
+
+    async def scenario():
+        s = _session(world)
+        await s.start()
+        await s.set_filters(request_id=" p2 ")
+        assert _ids(s.history.page) == ["p2"] and world["listed"][-1]["request_id"] == "p2"
+        await s.set_filters(request_id="nope")
+        assert s.history.page == [] and s.history.page_loaded
+    asyncio.run(scenario())
+
+
+def test_series_columns_rate_over_the_part_of_each_bucket_inside_the_window():
+    start = NOW - timedelta(minutes=15)
+    lat = LatencySummary(1.0, 2.0, 3.0)
+    buckets = tuple(StatsBucket(start.replace(second=0) + timedelta(minutes=i), n, {}, {"grpc": n}, lat, {})
+                    for i, n in enumerate([6] + [0] * 14 + [3]))
+    stats = Stats(9, {}, {}, {"grpc": 9}, lat, (), buckets, start + timedelta(seconds=30), NOW)
+    columns = analytics.series_columns("15 min", stats, NOW)
+    assert columns["rate"][0] == pytest.approx(6 / 0.5)        # half of the first bucket is in the window
+    assert columns["rate:grpc"][1] == 0 and math.isnan(columns["p50"][1]) and columns["p99"][0] == 3.0
+    assert analytics.series_columns("15 min", Stats(0, {}, {}, {}, lat, (), buckets[1:-1]), NOW) == {}
 
 
 def test_store_refuses_incomplete_rows_and_versions_that_do_not_serve(world):
