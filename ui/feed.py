@@ -228,8 +228,12 @@ class Feed:
         except asyncio.CancelledError:
             raise
         except errors.Unavailable as exc:
-            self._unreachable(exc)
-            self.loads[query] = replace(previous, since=None, error=describe(exc), took_s=self.clock() - started)
+            took = self.clock() - started
+            if not await self.connects():   # the channel does not connect: the server is unreachable
+                self._unreachable(exc)
+            else:                           # it connects: the server answered UNAVAILABLE for this read
+                log.warning("dashboard read %s failed after %.1f s: %s", query.rpc, took, describe(exc))
+            self.loads[query] = replace(previous, since=None, error=describe(exc), took_s=took)
         except errors.PredmeshError as exc:
             log.warning("dashboard read %s failed after %.1f s: %s", query.rpc, self.clock() - started,
                         describe(exc))
@@ -265,6 +269,17 @@ class Feed:
             self._client = self._connect()
         return await getattr(self._client, method)(*args, **kwargs)
 
+    async def connects(self, timeout: float = 1.0) -> bool:
+        """Whether the feed's channel connects to the server (an UNAVAILABLE answer can come from a server that
+        is up, e.g. its database is down: that is a failed read, not an unreachable server)."""
+        if self._client is None:
+            return False
+        try:
+            await self._client.wait_ready(timeout=timeout)
+        except Exception:
+            return False
+        return True
+
     def _unreachable(self, exc: errors.PredmeshError) -> None:
         if not self.unreachable:
             log.warning("server %s unreachable: %s", self.target, describe(exc))
@@ -278,9 +293,12 @@ class Feed:
         try:
             await fresh.list_models()
         except errors.Unavailable as exc:   # still down: keep the old channel, try again next round
-            self._unreachable(exc)
-            await fresh.close()
-            return False
+            try:
+                await fresh.wait_ready(timeout=1.0)
+            except Exception:
+                self._unreachable(exc)
+                await fresh.close()
+                return False
         except Exception:                   # it connects (a refusal or a slow answer is not "unreachable")
             pass
         old, self._client = self._client, fresh

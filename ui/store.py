@@ -58,14 +58,22 @@ class Store(param.Parameterized):
 
     # -- calls -------------------------------------------------------------------------------------------------
     async def call(self, method: str, *args, **kwargs):
-        """One SDK call on the shared channel; a channel that cannot connect raises Offline, the rest as they are."""
-        return await self._run(self.feed.call, method, *args, **kwargs)
+        """One SDK call on the shared channel; a channel that cannot connect raises Offline, the rest as they are
+        (an UNAVAILABLE answer from a server that is up, e.g. its database is down, is a refusal like any other)."""
+        try:
+            return await self._run(self.feed.call, method, *args, **kwargs)
+        except errors.Unavailable as exc:
+            if await self.feed.connects():
+                raise
+            raise Offline(describe(exc)) from None
 
     async def admin(self, method: str, *args, **kwargs):
         """One admin call with the typed token, on a channel of its own (closed right after)."""
         client = self._connect(admin_token=self._token)
         try:
             return await self._run(lambda name, *a, **k: getattr(client, name)(*a, **k), method, *args, **kwargs)
+        except errors.Unavailable as exc:
+            raise Offline(describe(exc)) from None
         finally:
             await client.close()
 
@@ -73,8 +81,6 @@ class Store(param.Parameterized):
     async def _run(call, method: str, *args, **kwargs):
         try:
             return await call(method, *args, **kwargs)
-        except errors.Unavailable as exc:
-            raise Offline(describe(exc)) from None
         except errors.PredmeshError:
             raise
         except Exception as exc:  # a bug or a closed channel: log it once, show a sentence, never a traceback

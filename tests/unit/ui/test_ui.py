@@ -120,6 +120,13 @@ class FakeClient:
             raise errors.Unavailable("failed to connect to all addresses", errors.Unavailable.code)
         if self.world.get("slow"):
             raise errors.DeadlineExceeded("Deadline Exceeded", errors.DeadlineExceeded.code)
+        if self.world.get("db_down"):   # the server is up, its database is not
+            raise errors.Unavailable("the prediction database is unavailable; retry later",
+                                     errors.Unavailable.code)
+
+    async def wait_ready(self, timeout=10.0):
+        if self.world["down"]:
+            raise errors.Unavailable("no connection", errors.Unavailable.code)
 
     async def list_models(self):
         self._check()
@@ -272,6 +279,22 @@ def test_a_slow_or_failing_read_is_shown_as_such_never_as_server_down_and_keeps_
         world["slow"] = False
         await _round(s.feed)
         assert s.history.page_note.text == "" and s.history.stats_note.text == ""
+    asyncio.run(scenario())
+
+
+def test_unavailable_from_a_server_that_is_up_is_a_failed_read_not_an_unreachable_server(world):
+    """Before: any UNAVAILABLE (here the server's database down) put up "the server cannot be reached"."""
+    async def scenario():
+        s = _session(world)
+        await s.start()
+        world["db_down"] = True
+        await _round(s.feed)
+        assert s.store.problem == "" and _ids(s.history.page) == ["p1"]
+        assert "ListPredictions failed" in s.history.page_note.text
+        assert "prediction database is unavailable" in s.history.page_note.text
+        await s.predict.predict({"a": 1.0, "b": 2.0})
+        assert "cannot be reached" not in s.predict.notice.text
+        assert "prediction database is unavailable" in s.predict.notice.text
     asyncio.run(scenario())
 
 
