@@ -22,8 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadtools import free_port, wait_for
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadtools import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -107,7 +107,8 @@ def main() -> int:
         idle = postgres_core_share(args.seconds)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            pages, renders, banners = [], {name: [] for name in VIEWS}, 0
+            pages, banners = [], 0
+            renders: dict[str, list[float]] = {name: [] for name in VIEWS}
             for _i in range(args.tabs):
                 page = browser.new_page(viewport={"width": 1300, "height": 1000})
                 page.goto(url)
