@@ -6,7 +6,7 @@ import panel as pn
 
 from ui import analytics, charts, form
 from ui.history import PAGE_SIZE
-from ui.panes import notice_pane, num, text
+from ui.panes import notice_pane, text
 from ui.session import Session
 
 ANY = "(any)"
@@ -65,14 +65,29 @@ def _caption(stats, info, model: str, window: str) -> str:
             f"Latency p50 {lat.p50_ms:.2f} / p95 {lat.p95_ms:.2f} / p99 {lat.p99_ms:.2f} ms.")
 
 
-def _latency_table(rows, rates) -> str:
-    if not rates:
+def _table_empty(rows, loaded: bool, window: str, request_id: str) -> str:
+    """What the History table says when the read answered with no row (never while loading or after a failure)."""
+    if not loaded or rows:
         return ""
-    if not rows:
-        return "No predictions in this window."
-    lines = ["| transport | sampled | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
-    lines += [f"| {text(r['transport'])} | {r['sampled']} | {num(r['p50_ms'])} | {num(r['p95_ms'])} | "
-              f"{num(r['p99_ms'])} |" for r in rows]
+    span = "at any time" if window == "all" else f"in the last {window}"
+    if request_id.strip():
+        return f"**No stored prediction has request id {text(request_id.strip())}** {span}."
+    return f"**No predictions match these filters {span}.**"
+
+
+def _charts_empty(stats, series, window: str) -> str:
+    if stats is None or series:
+        return ""
+    span = "at any time" if window == "all" else f"in the last {window}"
+    return f"**No predictions {span}**: the charts are empty."
+
+
+def _transports(stats) -> str:
+    if stats is None or not stats.total:
+        return ""
+    lines = ["| transport | predictions | share |", "|---|---|---|"]
+    lines += [f"| {text(t)} | {n} | {100 * n / stats.total:.1f}% |"
+              for t, n in sorted(stats.by_transport.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines)
 
 
@@ -89,17 +104,20 @@ def history_view(session: Session) -> pn.Column:
         "model": pn.widgets.Select(label="Model", width=150, options=pn.bind(_model_options, store.param.models)),
         "version": pn.widgets.TextInput(label="Version", placeholder="any", width=110),
         "label": pn.widgets.TextInput(label="Label", placeholder="any", width=130),
+        "request_id": pn.widgets.TextInput(label="Request id", placeholder="any (exact match)", width=240),
         "transport": pn.widgets.Select(label="Transport", options={ANY: "", **{t: t for t in analytics.TRANSPORTS}},
                                        width=110),
         "window": pn.widgets.Select(label="Time window", options=list(analytics.WINDOWS), value=state.window,
                                     width=110),
     }
-    pn.bind(state.set_filters, **filters, watch=True)
+    pn.bind(session.set_filters, **filters, watch=True)
 
     table = pn.widgets.Tabulator(pn.bind(_frame, state.param.page, store.param.info), disabled=True,
                                  show_index=False, selectable=1, sizing_mode="stretch_width",
                                  layout="fit_data_stretch", widths={"inputs": 360},
                                  height=40 + 30 * PAGE_SIZE)  # room for a full page: rows outside are not drawn
+    empty = pn.pane.Markdown(pn.bind(_table_empty, state.param.page, state.param.page_loaded, state.param.window,
+                                     state.param.request_id), sizing_mode="stretch_width")
     newer = pn.widgets.Button(label="◀ Newer", width=90, disabled=state.param.page_index.rx() == 0)
     older = pn.widgets.Button(label="Older ▶", width=90, disabled=state.param.has_next.rx.not_())
 
@@ -154,9 +172,9 @@ def history_view(session: Session) -> pn.Column:
             charts.set_class_counts(class_fig, class_source, labels, counts)
 
     pn.bind(draw_classes, state.param.stats, store.param.info, watch=True)
-    pn.bind(lambda rates: charts.set_rates(rate_fig, rate_source, rates), state.param.rates, watch=True)
-    pn.bind(lambda latencies: charts.set_latencies(lat_fig, lat_sources, latencies), state.param.latencies,
-            watch=True)
+    pn.bind(lambda series: charts.set_rates(rate_fig, rate_source, series), state.param.series, watch=True)
+    pn.bind(lambda series: charts.set_latencies(lat_fig, lat_sources, series), state.param.series, watch=True)
+    drawn = state.param.series.rx.bool()
 
     feedback = pn.Card(pn.Row(pid, true_label, send), notice_pane(state.param.feedback_notice), inputs,
                        title="Feedback: the true label of a prediction", collapsible=False,
@@ -165,16 +183,18 @@ def history_view(session: Session) -> pn.Column:
                                        state.param.window))
     return pn.Column(
         pn.Row(*filters.values()),
-        notice_pane(state.param.notice),
-        table, pn.Row(newer, page_label, older), feedback,
-        pn.Row(pn.Column(pn.pane.Bokeh(class_fig, sizing_mode="stretch_width"), caption,
+        notice_pane(state.param.notice), notice_pane(state.param.page_note),
+        empty, table, pn.Row(newer, page_label, older), feedback,
+        notice_pane(state.param.stats_note),
+        pn.pane.Markdown(pn.bind(_charts_empty, state.param.stats, state.param.series, state.param.window)),
+        pn.Row(pn.Column(pn.pane.Bokeh(class_fig, sizing_mode="stretch_width",
+                                       visible=state.param.stats.rx.is_not(None)), caption,
                          sizing_mode="stretch_width"),
-               pn.Column(pn.pane.Bokeh(rate_fig, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
+               pn.Column(pn.pane.Bokeh(rate_fig, sizing_mode="stretch_width", visible=drawn),
+                         sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
-        pn.Row(pn.Column(pn.pane.Bokeh(lat_fig, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
-               pn.Column(pn.pane.Markdown("**Latency by transport** (from the newest stored predictions of each "
-                                          "time bucket)"),
-                         pn.pane.Markdown(pn.bind(_latency_table, state.param.latency_rows, state.param.rates)),
+        pn.Row(pn.Column(pn.pane.Bokeh(lat_fig, sizing_mode="stretch_width", visible=drawn),
                          sizing_mode="stretch_width"),
+               pn.Column(pn.pane.Markdown(pn.bind(_transports, state.param.stats)), sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
         sizing_mode="stretch_width")

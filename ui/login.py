@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from panel.auth import BasicAuthProvider, BasicLoginHandler
-from panel.io.resources import CDN_DIST
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +18,18 @@ MAX_DELAY_S = 300.0         # the longest wait of one address (doubles per failu
 FORGET_AFTER_S = 900.0      # an address's failures are forgotten after this long without one
 GLOBAL_FAILURES = 30        # failed logins from all addresses together per GLOBAL_WINDOW_S ...
 GLOBAL_WINDOW_S = 60.0      # ... beyond which every login waits for the window to move on
+LOCAL_DIST = "/static/extensions/panel/"   # Panel's own files (logo, icon) as this server serves them: never a CDN
+
+
+class _LocalAssets:
+    """Panel's login template, with its logo and icon from this server rather than Panel's CDN (which fails
+    offline and tells a third party who opens the dashboard)."""
+
+    def __init__(self, template):
+        self._template = template
+
+    def render(self, **kwargs) -> str:
+        return self._template.render(**{**kwargs, "PANEL_CDN": LOCAL_DIST})
 
 
 @dataclass
@@ -87,7 +98,7 @@ class LoginHandler(BasicLoginHandler):
             self.set_status(429)
             self.set_header("Retry-After", str(seconds))
             self.write(self._login_template.render(
-                login_endpoint=self._login_endpoint, PANEL_CDN=CDN_DIST,
+                login_endpoint=self._login_endpoint, PANEL_CDN=LOCAL_DIST,
                 errormessage=f"Too many failed logins: try again in {seconds} s."))
             return
         if self._validate(self.get_argument("username", ""), self.get_argument("password", "")):
@@ -111,5 +122,5 @@ class ThrottledLogin(BasicAuthProvider):
         if self._handler is None:  # its own subclass: the password and the gate belong to this provider
             self._handler = type("LoginHandler", (LoginHandler,), {
                 "password": self._password, "gate": self._gate,
-                "_login_endpoint": self._login_endpoint, "_login_template": self._login_template})
+                "_login_endpoint": self._login_endpoint, "_login_template": _LocalAssets(self._login_template)})
         return self._handler

@@ -43,7 +43,3 @@ def notice_pane(notice) -> pn.pane.Alert:
 def pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
-
-def num(value: float) -> str:
-    """Three decimals, or a dash for NaN (no data)."""
-    return f"{value:.3f}" if value == value else "–"

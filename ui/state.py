@@ -8,6 +8,7 @@ import param
 
 from predmesh import errors
 from ui import form
+from ui.feed import Feed, Query
 from ui.store import Notice, Offline, Store, describe
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class PredictState(param.Parameterized):
         try:
             prediction = await self._store.call("predict", info.name, features)
         except Offline as exc:
-            self.notice = Notice("error", f"Not scored: the server is not answering ({exc}).")
+            self.notice = Notice("error", f"Not scored: the server cannot be reached ({exc}).")
             return
         except errors.InvalidArgument as exc:
             self.notice = Notice("error", f"The server refused this input: {exc.message}")
@@ -106,7 +107,7 @@ class ModelState(param.Parameterized):
         try:
             versions = await store.admin("list_model_versions", store.model)
         except Offline as exc:
-            self.versions_note = f"Versions not loaded: the server is not answering ({exc})."
+            self.versions_note = f"Versions not loaded: the server cannot be reached ({exc})."
             return
         except (errors.Unauthenticated, errors.PermissionDenied) as exc:
             self.versions, self.versions_note = [], f"The token was refused: {exc.message}"
@@ -128,7 +129,7 @@ class ModelState(param.Parameterized):
         try:
             result = await store.admin("reload_model", store.model, version, timeout=RELOAD_TIMEOUT_S)
         except Offline as exc:
-            self.notice = Notice("error", f"Reload not sent: the server is not answering ({exc}).")
+            self.notice = Notice("error", f"Reload not sent: the server cannot be reached ({exc}).")
             return
         except errors.Unauthenticated as exc:  # without a typed token the server sees none: the UI holds none
             what = "the admin token was not accepted" if store.has_token else \
@@ -162,27 +163,36 @@ class QualityState(param.Parameterized):
     """Quality per version of the selected model (from every recorded true label) and its last batch runs."""
 
     quality = param.List([], doc="VersionQuality of the selected model's versions (all time)")
+    quality_loaded = param.Boolean(False, doc="the quality shown was loaded (an empty list then means none)")
+    quality_note = param.ClassSelector(class_=Notice, default=Notice(), doc="loading / slow / failed")
     batch_runs = param.List([], doc="the selected model's last batch pipeline runs (ListBatchRuns)")
-    batch_note = param.String("")
+    batch_loaded = param.Boolean(False)
+    batch_note = param.ClassSelector(class_=Notice, default=Notice(), doc="loading / slow / failed")
 
     def __init__(self, store: Store, **params):
         super().__init__(**params)
         self._store = store
 
-    async def load(self) -> None:
+    def queries(self) -> list[Query]:
         model = self._store.model
         if not model:
+            return []
+        return [Query.of("get_stats", model=model), Query.of("list_batch_runs", model=model, page_size=BATCH_RUNS)]
+
+    def show(self, feed: Feed, now: float) -> None:
+        """The selected model's quality and runs as the feed holds them (nothing of another model)."""
+        queries = self.queries()
+        if not queries:
             return
-        stats = await self._store.call("get_stats", model=model)
-        quality = sorted((q for q in stats.quality if q.model == model), key=lambda q: q.model_version)
+        stats, runs = (feed.load(q) for q in queries)
+        quality = sorted((q for q in stats.value.quality if q.model == self._store.model),
+                         key=lambda q: q.model_version) if stats.loaded else []
+        batch = list(runs.value.items) if runs.loaded else []
+        updates = {"quality_loaded": stats.loaded, "batch_loaded": runs.loaded,
+                   "quality_note": Notice(*stats.note(queries[0].rpc, now)),
+                   "batch_note": Notice(*runs.note(queries[1].rpc, now))}
         if quality != self.quality:
-            self.quality = quality
-        try:
-            page = await self._store.call("list_batch_runs", model=model, page_size=BATCH_RUNS)
-        except errors.PredmeshError as exc:  # e.g. a server without ListBatchRuns: the rest of the page still works
-            self.batch_note = f"Batch runs not loaded: {describe(exc)}"
-            return
-        runs = list(page.items)
-        if runs != self.batch_runs:
-            self.batch_runs = runs
-        self.batch_note = ""
+            updates["quality"] = quality
+        if batch != self.batch_runs:
+            updates["batch_runs"] = batch
+        self.param.update(**{k: v for k, v in updates.items() if getattr(self, k) != v})

@@ -17,7 +17,7 @@ def _names(models) -> list[str]:
 
 def _status(problem: str, updated_at, target: str) -> str:
     when = updated_at.strftime("%H:%M:%S UTC") if updated_at else "not yet"
-    state = "**Server not answering**" if problem else "Connected"
+    state = "**Server unreachable**" if problem else "Connected"
     return f"{state} · server {text(target)} · updated {when}"
 
 
@@ -149,7 +149,7 @@ def model_view(session: Session) -> pn.Column:
     reload_button.on_click(do_reload)
     forget.on_click(do_forget)
     return pn.Column(pn.pane.Markdown(pn.bind(_card, store.param.info), sizing_mode="stretch_width"),
-                     pn.layout.Divider(), pn.Row(token, forget),
+                     pn.pane.Markdown("---", sizing_mode="stretch_width"), pn.Row(token, forget),
                      pn.pane.Markdown(pn.bind(text, state.param.versions_note)),
                      pn.pane.Markdown(pn.bind(_versions_table, state.param.versions), sizing_mode="stretch_width"),
                      pn.Row(target, reload_button), notice_pane(state.param.notice),
@@ -157,7 +157,9 @@ def model_view(session: Session) -> pn.Column:
 
 
 # -- quality ------------------------------------------------------------------------------------------------------
-def _quality_table(quality, info, model: str) -> str:
+def _quality_table(quality, loaded: bool, info, model: str) -> str:
+    if not loaded:
+        return ""
     if not quality:
         return f"No feedback recorded for {text(model) or 'this model'} yet."
     serving = info.version if info else ""
@@ -169,9 +171,9 @@ def _quality_table(quality, info, model: str) -> str:
     return "\n".join(lines)
 
 
-def _batch_table(runs, note: str, model: str) -> str:
-    if note:
-        return text(note)
+def _batch_table(runs, loaded: bool, model: str) -> str:
+    if not loaded:
+        return ""
     if not runs:
         return f"No batch run recorded for {text(model) or 'this model'}."
     lines = [("| started (UTC) | ended | run | attempt | status | version | rows | rejected | accuracy | seconds "
@@ -192,10 +194,12 @@ def quality_view(session: Session) -> pn.Column:
     return pn.Column(
         pn.pane.Markdown("Quality per model version from every recorded true label (the dashboard's feedback, "
                          "the API's and the batch pipeline's). Submit feedback from the History tab."),
-        pn.pane.Markdown(pn.bind(_quality_table, state.param.quality, store.param.info, store.param.model),
-                         sizing_mode="stretch_width"),
+        notice_pane(state.param.quality_note),
+        pn.pane.Markdown(pn.bind(_quality_table, state.param.quality, state.param.quality_loaded, store.param.info,
+                                 store.param.model), sizing_mode="stretch_width"),
         pn.pane.Markdown("#### Last batch pipeline runs"),
-        pn.pane.Markdown(pn.bind(_batch_table, state.param.batch_runs, state.param.batch_note, store.param.model),
+        notice_pane(state.param.batch_note),
+        pn.pane.Markdown(pn.bind(_batch_table, state.param.batch_runs, state.param.batch_loaded, store.param.model),
                          sizing_mode="stretch_width"),
         sizing_mode="stretch_width")
 

@@ -133,28 +133,24 @@ def test_cors_is_off_by_default(trained_store, tmp_path):
 
 
 @pytest.mark.browser
-def test_docs_page_renders_every_operation_in_a_browser(mesh):
-    from playwright.sync_api import expect, sync_playwright
+def test_docs_page_renders_every_operation_in_a_browser(mesh, browser):
+    from playwright.sync_api import expect
 
     _, gw = mesh
     doc = requests.get(gw.url + "/openapi.json", timeout=5).json()
     operations = sorted(path for path, ops in doc["paths"].items() for _ in ops)
     assert rest("GET", gw.url + "/docs/swagger-ui-bundle.js").headers["content-type"].startswith("text/javascript")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(gw.url + "/docs")
-            expect(page.get_by_text("predmesh REST API").first).to_be_visible(timeout=20_000)
-            expect(page.locator(".opblock")).to_have_count(len(operations), timeout=20_000)
-            shown = sorted(t.replace("\u200b", "") for t in page.locator(".opblock-summary-path").all_inner_texts())
-            assert shown == operations
-            page.locator(".opblock-summary", has_text="/v1/models/{model}").first.click()  # expands it
-            expect(page.get_by_text("Try it out").first).to_be_visible()
-            assert not errors, errors
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(gw.url + "/docs")
+        expect(page.get_by_text("predmesh REST API").first).to_be_visible(timeout=20_000)
+        expect(page.locator(".opblock")).to_have_count(len(operations), timeout=20_000)
+        shown = sorted(t.replace("\u200b", "") for t in page.locator(".opblock-summary-path").all_inner_texts())
+        assert shown == operations
+        page.locator(".opblock-summary", has_text="/v1/models/{model}").first.click()  # expands it
+        expect(page.get_by_text("Try it out").first).to_be_visible()
+        assert not errors, errors
+    finally:
+        page.close()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import playwright.sync_api as playwright_api
 import pytest
 from playwright.sync_api import expect
 
@@ -22,7 +21,7 @@ from predmesh import Client
 from tests.support.match import search
 from tests.support.procs import WRITER_TOKEN, ServerProc, wait_for
 from tests.support.typed_model import CONTRACTS, write_typed_model
-from tests.support.ui import CHROMIUM, CHROMIUM_ARGS, PROBABILITIES_JS, UiProc, enter, open_dashboard, tab
+from tests.support.ui import PROBABILITIES_JS, UiProc, enter, open_dashboard, tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -68,14 +67,6 @@ def typed(tmp_path_factory):
     finally:
         ui.stop()
         server.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

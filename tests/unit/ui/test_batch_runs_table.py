@@ -19,7 +19,7 @@ def attempt(number: int, status: str, rows: int, message: str, minute: int) -> B
 
 def test_both_attempts_are_rows_with_their_own_outcome():
     table = _batch_table([attempt(2, "succeeded", 300, "300 rows scored", 10),
-                          attempt(1, "failed", 0, "Score failed: Unavailable *server down*", 0)], "", "iris")
+                          attempt(1, "failed", 0, "Score failed: Unavailable *server down*", 0)], True, "iris")
     lines = table.splitlines()
     assert lines[0].startswith("| started (UTC) | ended | run | attempt | status |")
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
@@ -33,6 +33,6 @@ def test_both_attempts_are_rows_with_their_own_outcome():
 def test_a_running_attempt_has_no_end():
     running = BatchRun("score/iris/abc", "score", "", "iris", "", 0, 0, None, 0.5, "running", "scoring", START,
                        START, 1, "/data/x.csv", None)
-    [row] = _batch_table([running], "", "iris").splitlines()[2:]
+    [row] = _batch_table([running], True, "iris").splitlines()[2:]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "" and cells[3] == "1" and cells[4] == "running" and cells[-2].endswith("csv")

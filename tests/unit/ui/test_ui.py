@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import itertools
 import logging
 import math
 from datetime import UTC, datetime, timedelta
@@ -23,10 +22,12 @@ from predmesh.types import (
     Page,
     Prediction,
     Stats,
+    StatsBucket,
     StoredPrediction,
     VersionQuality,
 )
 from ui import analytics
+from ui.feed import Feed
 from ui.session import Session
 from ui.settings import UiSettings
 from ui.store import now_utc
@@ -35,56 +36,10 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 # -- analytics ----------------------------------------------------------------------------------------------------
-def test_buckets_cover_the_window_and_end_now():
-    b = analytics.buckets("15 min", NOW)
-    assert len(b) == 15 and b[-1].end == NOW and b[0].start == NOW - timedelta(minutes=15)
-    assert all(x.end == y.start for x, y in itertools.pairwise(b)) and b[0].minutes == 1
-    assert len(analytics.buckets("1 h", NOW)) == 12 and analytics.buckets("1 h", NOW)[0].minutes == 5
-    assert analytics.buckets("all", NOW)[0].start == NOW - timedelta(hours=24)
+def test_windows_and_bucket_widths():
     assert analytics.window_start("all", NOW) is None
     assert analytics.window_start("6 h", NOW) == NOW - timedelta(hours=6)
-
-
-def test_rates_are_per_minute_by_transport():
-    b = analytics.buckets("1 h", NOW)[:2]  # 5-minute buckets
-    data = analytics.rate_series(b, [{"grpc": 10, "ui": 5}, {"rest": 1}])
-    assert data["t"] == [b[0].start + timedelta(minutes=2.5), b[1].start + timedelta(minutes=2.5)]
-    assert data["grpc"] == [2.0, 0.0] and data["ui"] == [1.0, 0.0] and data["rest"] == [0.0, 0.2]
-    assert set(data) == {"t", *analytics.TRANSPORTS}
-
-
-def test_a_bucket_read_in_part_takes_its_count_from_the_span_totals():
-    b = analytics.buckets("1 h", NOW)[-3:]                        # three 5-minute buckets ending NOW
-    rows = [("grpc", 2.0, NOW - timedelta(seconds=10)), ("rest", 3.0, NOW - timedelta(seconds=30)),
-            ("grpc", 4.0, NOW - timedelta(minutes=1))]
-    whole = analytics.read_bucket(b[2], rows, complete=True)
-    assert whole.counts == {"grpc": 2, "rest": 1} and whole.minutes == 5.0 and whole.sample[2] == ("grpc", 4.0)
-    part = analytics.read_bucket(b[2], rows, complete=False)     # only its newest minute was read
-    assert part.minutes == pytest.approx(1.0) and part.counts == whole.counts
-    empty = analytics.read_bucket(b[0], [], complete=True)
-    # one bucket read in part: the span's exact totals minus the complete buckets are exactly its count
-    counts = analytics.bucket_counts(b, [empty, whole, part], {"grpc": 2 + 40, "rest": 1 + 7})
-    assert counts[2] == {"grpc": 40, "rest": 7} and counts[1] == {"grpc": 2, "rest": 1} and counts[0] == {}
-    # two read in part: the rest is shared by each one's extrapolated count (grpc: 10/min vs 2/min)
-    busy = analytics.read_bucket(b[1], [("grpc", 1.0, b[1].end - timedelta(seconds=60 * i / 10 + 1))
-                                        for i in range(10)], complete=False)
-    counts = analytics.bucket_counts(b, [empty, busy, part], {"grpc": 60, "rest": 1})
-    assert counts[1]["grpc"] + counts[2]["grpc"] == pytest.approx(60) and counts[1]["grpc"] > counts[2]["grpc"]
-    assert counts[2]["rest"] == 1 and counts[1].get("rest", 0) == 0
-    assert analytics.bucket_counts(b, [empty, busy, part], {})[1]["grpc"] == 10   # never fewer than were read
-    assert analytics.rate_series(b, counts)["t"] == [x.middle for x in b]
-
-
-def test_latency_percentiles_by_transport_and_gaps():
-    b = analytics.buckets("15 min", NOW)[:2]
-    samples = [[("grpc", float(v)) for v in range(1, 101)] + [("ui", 7.0)], []]
-    data = analytics.latency_series(b, samples)
-    assert data["grpc_p50"][0] == pytest.approx(50.5) and data["grpc_p95"][0] == pytest.approx(95.05)
-    assert data["ui_p50"][0] == 7.0
-    assert math.isnan(data["rest_p50"][0]) and math.isnan(data["grpc_p95"][1])  # no data: a gap, not a zero
-    rows = analytics.latency_table(samples)
-    assert [r["transport"] for r in rows] == ["grpc", "ui"] and rows[0]["sampled"] == 100
-    assert rows[0]["p99_ms"] == pytest.approx(99.01)
+    assert analytics.bucket_width("15 min") == timedelta(minutes=1) and analytics.bucket_width("all").days == 1
 
 
 def test_class_counts_keep_model_order_and_zeroes():
@@ -156,14 +111,22 @@ class FakeClient:
 
     def _matching(self, filters) -> list[StoredPrediction]:
         start, end = filters.get("start_time"), filters.get("end_time")
-        return [r for r in self.world["rows"] if r.created_at is None or (
+        rows = [r for r in self.world["rows"] if r.created_at is None or (
             (start is None or r.created_at >= start) and (end is None or r.created_at < end))]
+        return [r for r in rows if r.prediction.request_id == filters.get("request_id", r.prediction.request_id)]
 
     def _check(self):
         if self.world["down"]:
             raise errors.Unavailable("failed to connect to all addresses", errors.Unavailable.code)
         if self.world.get("slow"):
             raise errors.DeadlineExceeded("Deadline Exceeded", errors.DeadlineExceeded.code)
+        if self.world.get("db_down"):   # the server is up, its database is not
+            raise errors.Unavailable("the prediction database is unavailable; retry later",
+                                     errors.Unavailable.code)
+
+    async def wait_ready(self, timeout=10.0):
+        if self.world["down"]:
+            raise errors.Unavailable("no connection", errors.Unavailable.code)
 
     async def list_models(self):
         self._check()
@@ -188,8 +151,23 @@ class FakeClient:
         by_label: dict[str, int] = {}
         for r in rows:
             by_label[r.prediction.label] = by_label.get(r.prediction.label, 0) + 1
+        width = window.get("bucket_seconds", 0)
+        series = []
+        if width and window.get("start_time"):   # aligned to multiples of the width, empty buckets included
+            epoch = int(window["start_time"].timestamp())
+            start = datetime.fromtimestamp(epoch - epoch % width, UTC)
+            while start <= now_utc():
+                end = start + timedelta(seconds=width)
+                inside = [r for r in rows if r.created_at and start <= r.created_at < end]
+                counts: dict[str, int] = {}
+                for r in inside:
+                    counts[r.transport] = counts.get(r.transport, 0) + 1
+                lat = sorted(r.prediction.latency_ms for r in inside) or [0.0]
+                series.append(StatsBucket(start, len(inside), {}, counts,
+                                          LatencySummary(lat[len(lat) // 2], lat[-1], lat[-1]), {}))
+                start = end
         return Stats(len(rows), by_label, {}, by_transport, LatencySummary(1.0, 2.0, 3.0),
-                     tuple(self.world.get("quality", ())))
+                     tuple(self.world.get("quality", ())), tuple(series), window.get("start_time"), None)
 
     async def predict(self, model, features):
         self._check()
@@ -238,8 +216,18 @@ async def _settle() -> None:
         await asyncio.sleep(0.01)
 
 
-def _session(world) -> Session:
-    return Session(lambda admin_token=None: fake_client(world, admin_token), target="fake:1", refresh_s=2.0)
+def _feed(world) -> Feed:
+    return Feed(lambda: fake_client(world), target="fake:1", refresh_s=2.0)
+
+
+def _session(world, feed: Feed | None = None) -> Session:
+    return Session(feed or _feed(world), lambda admin_token=None: fake_client(world, admin_token))
+
+
+async def _round(feed: Feed) -> None:
+    """One refresh round of the feed, and its reads finished."""
+    await feed.refresh()
+    await feed.fetch(feed.wanted())
 
 
 def _ids(rows) -> list[str]:
@@ -253,38 +241,101 @@ def test_session_keeps_data_when_the_server_goes_away_and_recovers_by_itself(wor
         assert s.store.model == "iris" and _ids(s.history.page) == ["p1"]
         assert s.store.problem == "" and s.history.stats.total == 1
         world["down"] = True
-        await s.tick()
-        assert "cannot answer right now" in s.store.problem and "UNAVAILABLE" in s.store.problem
+        await _round(s.feed)
+        assert "cannot be reached" in s.store.problem and "UNAVAILABLE" in s.store.problem
         assert _ids(s.history.page) == ["p1"] and s.store.info is not None  # kept
         await s.predict.predict({"a": 1.0, "b": 2.0})
-        assert s.predict.notice.kind == "error" and "not answering" in s.predict.notice.text
+        assert s.predict.notice.kind == "error" and "cannot be reached" in s.predict.notice.text
         clients_before = len(FakeClient.instances)
-        await s.tick()                       # still down: a fresh channel is tried and closed
+        await _round(s.feed)                 # still down: a fresh channel is tried and closed
         assert len(FakeClient.instances) == clients_before + 1 and FakeClient.instances[-1].closed
         world["down"] = False
         world["rows"] = [_stored("p2"), _stored("p1")]
-        await s.tick()
+        await _round(s.feed)
         assert s.store.problem == "" and _ids(s.history.page) == ["p2", "p1"]
-        await s.close()
-        assert all(c.closed for c in FakeClient.instances)   # the replaced channel too, without waiting
+        s.close()
+        assert not s.feed.polling and s.feed.subscribers == 0
+        await s.feed.close()
         calls = len(world["listed"])
-        await s.tick()                       # a closed session no longer refreshes
+        await s.feed.refresh()               # a closed session no longer refreshes
         assert len(world["listed"]) == calls
     asyncio.run(scenario())
 
 
-def test_a_slow_server_is_reported_and_the_page_keeps_its_data(world):
+def test_a_slow_or_failing_read_is_shown_as_such_never_as_server_down_and_keeps_its_data(world):
+    """Before: a deadline on any read turned the whole page to "server cannot answer"; now it is that read's
+    failure, named, with its last data kept and marked stale."""
     async def scenario():
         s = _session(world)
         await s.start()
         world["slow"] = True
-        await s.tick()
-        assert "DEADLINE_EXCEEDED" in s.store.problem and len(s.history.page) == 1
-        await s.history.submit_feedback("p1", "x")
-        assert s.history.feedback_notice.kind == "error" and "not answering" in s.history.feedback_notice.text
+        await _round(s.feed)
+        assert s.store.problem == "" and _ids(s.history.page) == ["p1"] and s.history.stats.total == 1
+        note = s.history.page_note
+        assert note.kind == "warning" and "ListPredictions failed after" in note.text
+        assert "DEADLINE_EXCEEDED" in note.text and "Stale: showing the data loaded at" in note.text
+        assert "GetStats failed" in s.history.stats_note.text and "GetStats failed" in s.quality.quality_note.text
+        assert s.quality.quality_loaded                                       # the last good answer stays
         world["slow"] = False
-        await s.tick()
-        assert s.store.problem == ""
+        await _round(s.feed)
+        assert s.history.page_note.text == "" and s.history.stats_note.text == ""
+    asyncio.run(scenario())
+
+
+def test_unavailable_from_a_server_that_is_up_is_a_failed_read_not_an_unreachable_server(world):
+    """Before: any UNAVAILABLE (here the server's database down) put up "the server cannot be reached"."""
+    async def scenario():
+        s = _session(world)
+        await s.start()
+        world["db_down"] = True
+        await _round(s.feed)
+        assert s.store.problem == "" and _ids(s.history.page) == ["p1"]
+        assert "ListPredictions failed" in s.history.page_note.text
+        assert "prediction database is unavailable" in s.history.page_note.text
+        await s.predict.predict({"a": 1.0, "b": 2.0})
+        assert "cannot be reached" not in s.predict.notice.text
+        assert "prediction database is unavailable" in s.predict.notice.text
+    asyncio.run(scenario())
+
+
+def test_load_notes_say_loading_slow_failed_and_stale():
+    from ui.feed import Load
+
+    loaded = datetime(2026, 11, 28, 12, 0, 3, tzinfo=UTC)
+    assert Load(since=10.0).note("GetStats", 10.2) == ("info", "Loading (GetStats)…")
+    kind, note = Load(since=10.0).note("GetStats", 14.2)
+    assert kind == "warning" and note.startswith("GetStats has taken 4.2 s so far")
+    kind, note = Load("v", loaded, since=10.0).note("GetStats", 14.2)
+    assert "showing the data loaded at 12:00:03 UTC meanwhile" in note
+    kind, note = Load(error="boom (INTERNAL)", took_s=0.3).note("GetStats", 20.0)
+    assert kind == "error" and note == "GetStats failed after 0.3 s: boom (INTERNAL). Nothing loaded yet."
+    kind, note = Load("v", loaded, error="slow (DEADLINE_EXCEEDED)", took_s=3.0).note("GetStats", 20.0)
+    assert kind == "warning" and "Stale: showing the data loaded at 12:00:03 UTC" in note
+    assert Load("v", loaded).note("GetStats", 20.0) == ("", "")
+
+
+def test_every_open_tab_shares_one_read_per_round_and_the_poller_stops_with_the_last_tab(world):
+    """Before: each tab refreshed on its own (one GetStats per time bucket per tab); now the process's feed makes
+    each distinct read once per refresh, whatever the number of tabs, and stops when no tab is left."""
+    async def scenario():
+        feed = _feed(world)
+        tabs = [_session(world, feed) for _ in range(5)]
+        for tab in tabs:
+            await tab.start()
+        assert feed.subscribers == 5 and feed.polling
+        world["listed"].clear()
+        world["stats"].clear()
+        await _round(feed)
+        assert len(world["listed"]) == 1                    # the first history page, once for five tabs
+        assert len(world["stats"]) == 2                     # the window's stats and the model's quality, once
+        assert all(_ids(t.history.page) == ["p1"] for t in tabs)
+        await tabs[0].set_filters(label="x")                # one tab with its own filter: one more read
+        world["listed"].clear()
+        await _round(feed)
+        assert len(world["listed"]) == 2 and sorted(f.get("label", "") for f in world["listed"]) == ["", "x"]
+        for tab in tabs:
+            tab.close()
+        assert feed.subscribers == 0 and not feed.polling and feed.loads == {}
     asyncio.run(scenario())
 
 
@@ -307,9 +358,9 @@ def test_history_pages_with_page_tokens_and_filters_restart_paging(world):
         await h.previous_page()
         assert h.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
         world["rows"].insert(0, _stored("new"))
-        await s.tick()                           # live refresh only on the first page
+        await _round(s.feed)                     # live refresh only on the first page
         assert h.page[0].prediction.prediction_id == f"p{PAGE_SIZE:03d}"
-        await h.set_filters(label=" x ", transport="ui", window="15 min")
+        await s.set_filters(label=" x ", transport="ui", window="15 min")
         assert h.page_index == 0 and h.page[0].prediction.prediction_id == "new"
         f = next(f for f in reversed(world["listed"]) if f.get("label"))   # the history page's call
         assert (f["label"], f["transport"]) == ("x", "ui")
@@ -317,12 +368,9 @@ def test_history_pages_with_page_tokens_and_filters_restart_paging(world):
     asyncio.run(scenario())
 
 
-def test_time_series_make_one_call_per_bucket(world, monkeypatch):
-    """Each bucket's counts by transport and latency sample come from one ListPredictions call; one GetStats over
-    the series' span makes the counts of a bucket with more rows than a page exact."""
-    from ui import history
-
-    monkeypatch.setattr(history, "SAMPLE_PER_BUCKET", 2)
+def test_the_charts_come_from_one_get_stats_with_its_series_in_readable_units(world):
+    """Before: one ListPredictions per time bucket plus a GetStats over their span, every fifth tick, per tab; now
+    one GetStats with bucket_seconds gives every bucket, empty ones included."""
     recent = now_utc() - timedelta(seconds=20)
     world["rows"] = [_stored("g1", recent, "grpc", 4.0), _stored("g2", recent, "grpc", 6.0),
                      _stored("g3", recent - timedelta(seconds=5), "grpc", 5.0),
@@ -333,19 +381,47 @@ def test_time_series_make_one_call_per_bucket(world, monkeypatch):
         await s.start()
         world["listed"].clear()
         world["stats"].clear()
-        await s.history.set_filters(window="15 min")
-        per_bucket = [f for f in world["listed"] if f.get("end_time") is not None]
-        assert len(per_bucket) == len(analytics.buckets("15 min", NOW)) == 15
-        spans = [w for w in world["stats"] if w.get("end_time") is not None]
-        assert len(world["stats"]) == 2 and len(spans) == 1     # the window's GetStats and the series span's
-        assert spans[0]["start_time"] == per_bucket[0]["start_time"]
-        assert spans[0]["end_time"] == per_bucket[-1]["end_time"]
-        h = s.history
-        assert h.rates["grpc"][-1] == pytest.approx(3.0) and sum(h.rates["grpc"]) == pytest.approx(3.0)  # exact
-        assert sum(h.rates["queue"]) == pytest.approx(1.0) and h.rates["queue"][-1] == 0.0
-        assert h.latencies["grpc_p50"][-1] == pytest.approx(5.0)  # the two newest grpc rows: 4 and 6 ms
-        assert [(r["transport"], r["sampled"]) for r in h.latency_rows] == [("grpc", 2), ("queue", 1)]
+        await s.set_filters(window="15 min")
+        assert len(world["listed"]) == 1                          # the history page only
+        [call] = [w for w in world["stats"] if w.get("bucket_seconds")]
+        assert call["bucket_seconds"] == 60 and len(world["stats"]) == 1
+        series = s.history.series
+        assert 15 <= len(series["t"]) <= 16                       # every minute of the window, empty ones too
+        assert sum(series["rate:grpc"][:-1]) + series["rate:grpc"][-1] > 0
+        assert series["t"][1] - series["t"][0] == timedelta(minutes=1)
+        minutes = [min(1.0, (now_utc() - (t - timedelta(seconds=30))).total_seconds() / 60) for t in series["t"]]
+        assert sum(r * m for r, m in zip(series["rate"], minutes)) == pytest.approx(4, rel=0.05)
+        assert {"p50", "p95", "p99"} <= set(series) and any(math.isnan(v) for v in series["p95"])
+        await s.set_filters(window="15 min", model="nothing-here")
+        world["rows"] = []
+        await s.set_filters(window="1 h")
+        assert s.history.series == {} and s.history.stats is not None  # loaded, and empty: the view says so
     asyncio.run(scenario())
+
+
+def test_history_finds_a_prediction_by_its_request_id(world):
+    world["rows"] = [_stored("p1"), _stored("p2"), _stored("p3")]
+
+    async def scenario():
+        s = _session(world)
+        await s.start()
+        await s.set_filters(request_id=" p2 ")
+        assert _ids(s.history.page) == ["p2"] and world["listed"][-1]["request_id"] == "p2"
+        await s.set_filters(request_id="nope")
+        assert s.history.page == [] and s.history.page_loaded
+    asyncio.run(scenario())
+
+
+def test_series_columns_rate_over_the_part_of_each_bucket_inside_the_window():
+    start = NOW - timedelta(minutes=15)
+    lat = LatencySummary(1.0, 2.0, 3.0)
+    buckets = tuple(StatsBucket(start.replace(second=0) + timedelta(minutes=i), n, {}, {"grpc": n}, lat, {})
+                    for i, n in enumerate([6] + [0] * 14 + [3]))
+    stats = Stats(9, {}, {}, {"grpc": 9}, lat, (), buckets, start + timedelta(seconds=30), NOW)
+    columns = analytics.series_columns("15 min", stats, NOW)
+    assert columns["rate"][0] == pytest.approx(6 / 0.5)        # half of the first bucket is in the window
+    assert columns["rate:grpc"][1] == 0 and math.isnan(columns["p50"][1]) and columns["p99"][0] == 3.0
+    assert analytics.series_columns("15 min", Stats(0, {}, {}, {}, lat, (), buckets[1:-1]), NOW) == {}
 
 
 def test_store_refuses_incomplete_rows_and_versions_that_do_not_serve(world):
