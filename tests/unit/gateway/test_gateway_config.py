@@ -47,7 +47,7 @@ def test_openapi_follows_the_proto3_json_mapping(descriptor):
     assert schemas["predmesh.v1.GetStatsResponse"]["properties"]["total"]["type"] == "string"  # int64
     assert schemas["predmesh.v1.ModelInfo"]["properties"]["created_at"]["format"] == "date-time"
     stats_params = {p["name"] for p in doc["paths"]["/v1/stats"]["get"]["parameters"]}
-    assert stats_params == {"model", "start_time", "end_time"}
+    assert stats_params == {"model", "start_time", "end_time", "bucket_seconds"}
     for ops in doc["paths"].values():
         for op in ops.values():
             assert "default" not in op["responses"]  # every status an operation can answer is listed
