@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from predmesh.v1 import model_pb2 as predmesh_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpredmesh/v1/analytics.proto\x12\x0bpredmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17predmesh/v1/model.proto\"\xfd\x01\n\x16ListPredictionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12)\n\ttransport\x18\x04 \x01(\x0e\x32\x16.predmesh.v1.Transport\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xba\x02\n\x10StoredPrediction\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.predmesh.v1.Prediction\x12=\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32+.predmesh.v1.StoredPrediction.FeaturesEntry\x12)\n\ttransport\x18\x03 \x01(\x0e\x32\x16.predmesh.v1.Transport\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_label\x18\x05 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"f\n\x17ListPredictionsResponse\x12\x32\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1d.predmesh.v1.StoredPrediction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x0fGetStatsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0eLatencySummary\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\"\x8f\x01\n\x0eVersionQuality\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x17\n\x0fmacro_precision\x18\x05 \x01(\x01\x12\x14\n\x0cmacro_recall\x18\x06 \x01(\x01\"\xd9\x03\n\x10GetStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12<\n\x08\x62y_label\x18\x02 \x03(\x0b\x32*.predmesh.v1.GetStatsResponse.ByLabelEntry\x12@\n\nby_version\x18\x03 \x03(\x0b\x32,.predmesh.v1.GetStatsResponse.ByVersionEntry\x12\x44\n\x0c\x62y_transport\x18\x04 \x03(\x0b\x32..predmesh.v1.GetStatsResponse.ByTransportEntry\x12,\n\x07latency\x18\x05 \x01(\x0b\x32\x1b.predmesh.v1.LatencySummary\x12,\n\x07quality\x18\x06 \x03(\x0b\x32\x1b.predmesh.v1.VersionQuality\x1a.\n\x0c\x42yLabelEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x42yVersionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10\x42yTransportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"=\n\x15SubmitFeedbackRequest\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"O\n\x16SubmitFeedbackResponse\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x08\"4\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"F\n\x1aSubmitFeedbackBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.predmesh.v1.FeedbackItem\"S\n\x1bSubmitFeedbackBatchResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x03\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x03\x12\x11\n\tnot_found\x18\x03 \x03(\t\"\xae\x03\n\x08\x42\x61tchRun\x12\x0f\n\x07run_key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08run_date\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\x10\n\x08rejected\x18\x07 \x01(\x03\x12\x15\n\x08\x61\x63\x63uracy\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x10\x64uration_seconds\x18\t \x01(\x01\x12+\n\x06status\x18\n \x01(\x0e\x32\x1b.predmesh.v1.BatchRunStatus\x12\x0f\n\x07message\x18\x0b \x01(\t\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x0e \x01(\x05\x12\r\n\x05input\x18\x0f \x01(\t\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_accuracy\";\n\x15RecordBatchRunRequest\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.predmesh.v1.BatchRun\"M\n\x16RecordBatchRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.predmesh.v1.BatchRun\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"k\n\x14ListBatchRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07run_key\x18\x05 \x01(\t\"U\n\x15ListBatchRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.predmesh.v1.BatchRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8d\x01\n\x0e\x42\x61tchRunStatus\x12 \n\x1c\x42\x41TCH_RUN_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42\x41TCH_RUN_STATUS_RUNNING\x10\x01\x12\x1e\n\x1a\x42\x41TCH_RUN_STATUS_SUCCEEDED\x10\x02\x12\x1b\n\x17\x42\x41TCH_RUN_STATUS_FAILED\x10\x03\x32\xf1\x05\n\x10\x41nalyticsService\x12u\n\x0fListPredictions\x12#.predmesh.v1.ListPredictionsRequest\x1a$.predmesh.v1.ListPredictionsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/predictions\x12Z\n\x08GetStats\x12\x1c.predmesh.v1.GetStatsRequest\x1a\x1d.predmesh.v1.GetStatsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/stats\x12\x8e\x01\n\x0eSubmitFeedback\x12\".predmesh.v1.SubmitFeedbackRequest\x1a#.predmesh.v1.SubmitFeedbackResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/predictions/{prediction_id}:feedback:\x01*\x12\x92\x01\n\x13SubmitFeedbackBatch\x12\'.predmesh.v1.SubmitFeedbackBatchRequest\x1a(.predmesh.v1.SubmitFeedbackBatchResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/predictions:batchFeedback:\x01*\x12u\n\x0eRecordBatchRun\x12\".predmesh.v1.RecordBatchRunRequest\x1a#.predmesh.v1.RecordBatchRunResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\r/v1/batchRuns:\x03run\x12m\n\rListBatchRuns\x12!.predmesh.v1.ListBatchRunsRequest\x1a\".predmesh.v1.ListBatchRunsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/batchRunsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpredmesh/v1/analytics.proto\x12\x0bpredmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17predmesh/v1/model.proto\"\xfd\x01\n\x16ListPredictionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12)\n\ttransport\x18\x04 \x01(\x0e\x32\x16.predmesh.v1.Transport\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"s\n\x17\x43ountPredictionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x19\n\x11request_id_prefix\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\x18\x43ountPredictionsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\"\xba\x02\n\x10StoredPrediction\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.predmesh.v1.Prediction\x12=\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32+.predmesh.v1.StoredPrediction.FeaturesEntry\x12)\n\ttransport\x18\x03 \x01(\x0e\x32\x16.predmesh.v1.Transport\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_label\x18\x05 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"f\n\x17ListPredictionsResponse\x12\x32\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1d.predmesh.v1.StoredPrediction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x0fGetStatsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0eLatencySummary\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\"\x8f\x01\n\x0eVersionQuality\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x17\n\x0fmacro_precision\x18\x05 \x01(\x01\x12\x14\n\x0cmacro_recall\x18\x06 \x01(\x01\"\xd9\x03\n\x10GetStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12<\n\x08\x62y_label\x18\x02 \x03(\x0b\x32*.predmesh.v1.GetStatsResponse.ByLabelEntry\x12@\n\nby_version\x18\x03 \x03(\x0b\x32,.predmesh.v1.GetStatsResponse.ByVersionEntry\x12\x44\n\x0c\x62y_transport\x18\x04 \x03(\x0b\x32..predmesh.v1.GetStatsResponse.ByTransportEntry\x12,\n\x07latency\x18\x05 \x01(\x0b\x32\x1b.predmesh.v1.LatencySummary\x12,\n\x07quality\x18\x06 \x03(\x0b\x32\x1b.predmesh.v1.VersionQuality\x1a.\n\x0c\x42yLabelEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x42yVersionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10\x42yTransportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"=\n\x15SubmitFeedbackRequest\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"O\n\x16SubmitFeedbackResponse\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x08\"4\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"F\n\x1aSubmitFeedbackBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.predmesh.v1.FeedbackItem\"S\n\x1bSubmitFeedbackBatchResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x03\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x03\x12\x11\n\tnot_found\x18\x03 \x03(\t\"\xae\x03\n\x08\x42\x61tchRun\x12\x0f\n\x07run_key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08run_date\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\x10\n\x08rejected\x18\x07 \x01(\x03\x12\x15\n\x08\x61\x63\x63uracy\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x10\x64uration_seconds\x18\t \x01(\x01\x12+\n\x06status\x18\n \x01(\x0e\x32\x1b.predmesh.v1.BatchRunStatus\x12\x0f\n\x07message\x18\x0b \x01(\t\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x0e \x01(\x05\x12\r\n\x05input\x18\x0f \x01(\t\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_accuracy\";\n\x15RecordBatchRunRequest\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.predmesh.v1.BatchRun\"M\n\x16RecordBatchRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.predmesh.v1.BatchRun\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"k\n\x14ListBatchRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07run_key\x18\x05 \x01(\t\"U\n\x15ListBatchRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.predmesh.v1.BatchRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xad\x01\n\x0e\x42\x61tchRunStatus\x12 \n\x1c\x42\x41TCH_RUN_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42\x41TCH_RUN_STATUS_RUNNING\x10\x01\x12\x1e\n\x1a\x42\x41TCH_RUN_STATUS_SUCCEEDED\x10\x02\x12\x1b\n\x17\x42\x41TCH_RUN_STATUS_FAILED\x10\x03\x12\x1e\n\x1a\x42\x41TCH_RUN_STATUS_ABANDONED\x10\x04\x32\xf1\x06\n\x10\x41nalyticsService\x12u\n\x0fListPredictions\x12#.predmesh.v1.ListPredictionsRequest\x1a$.predmesh.v1.ListPredictionsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/predictions\x12~\n\x10\x43ountPredictions\x12$.predmesh.v1.CountPredictionsRequest\x1a%.predmesh.v1.CountPredictionsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/predictions:count\x12Z\n\x08GetStats\x12\x1c.predmesh.v1.GetStatsRequest\x1a\x1d.predmesh.v1.GetStatsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/stats\x12\x8e\x01\n\x0eSubmitFeedback\x12\".predmesh.v1.SubmitFeedbackRequest\x1a#.predmesh.v1.SubmitFeedbackResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/predictions/{prediction_id}:feedback:\x01*\x12\x92\x01\n\x13SubmitFeedbackBatch\x12\'.predmesh.v1.SubmitFeedbackBatchRequest\x1a(.predmesh.v1.SubmitFeedbackBatchResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/predictions:batchFeedback:\x01*\x12u\n\x0eRecordBatchRun\x12\".predmesh.v1.RecordBatchRunRequest\x1a#.predmesh.v1.RecordBatchRunResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\r/v1/batchRuns:\x03run\x12m\n\rListBatchRuns\x12!.predmesh.v1.ListBatchRunsRequest\x1a\".predmesh.v1.ListBatchRunsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/batchRunsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_options = b'8\001'
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListPredictions']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListPredictions']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/predictions'
+  _globals['_ANALYTICSSERVICE'].methods_by_name['CountPredictions']._loaded_options = None
+  _globals['_ANALYTICSSERVICE'].methods_by_name['CountPredictions']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/predictions:count'
   _globals['_ANALYTICSSERVICE'].methods_by_name['GetStats']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['GetStats']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/stats'
   _globals['_ANALYTICSSERVICE'].methods_by_name['SubmitFeedback']._loaded_options = None
@@ -55,50 +57,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYTICSSERVICE'].methods_by_name['RecordBatchRun']._serialized_options = b'\202\323\344\223\002\024\"\r/v1/batchRuns:\003run'
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListBatchRuns']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListBatchRuns']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/batchRuns'
-  _globals['_BATCHRUNSTATUS']._serialized_start=2780
-  _globals['_BATCHRUNSTATUS']._serialized_end=2921
+  _globals['_BATCHRUNSTATUS']._serialized_start=2940
+  _globals['_BATCHRUNSTATUS']._serialized_end=3113
   _globals['_LISTPREDICTIONSREQUEST']._serialized_start=163
   _globals['_LISTPREDICTIONSREQUEST']._serialized_end=416
-  _globals['_STOREDPREDICTION']._serialized_start=419
-  _globals['_STOREDPREDICTION']._serialized_end=733
-  _globals['_STOREDPREDICTION_FEATURESENTRY']._serialized_start=662
-  _globals['_STOREDPREDICTION_FEATURESENTRY']._serialized_end=733
-  _globals['_LISTPREDICTIONSRESPONSE']._serialized_start=735
-  _globals['_LISTPREDICTIONSRESPONSE']._serialized_end=837
-  _globals['_GETSTATSREQUEST']._serialized_start=839
-  _globals['_GETSTATSREQUEST']._serialized_end=965
-  _globals['_LATENCYSUMMARY']._serialized_start=967
-  _globals['_LATENCYSUMMARY']._serialized_end=1031
-  _globals['_VERSIONQUALITY']._serialized_start=1034
-  _globals['_VERSIONQUALITY']._serialized_end=1177
-  _globals['_GETSTATSRESPONSE']._serialized_start=1180
-  _globals['_GETSTATSRESPONSE']._serialized_end=1653
-  _globals['_GETSTATSRESPONSE_BYLABELENTRY']._serialized_start=1505
-  _globals['_GETSTATSRESPONSE_BYLABELENTRY']._serialized_end=1551
-  _globals['_GETSTATSRESPONSE_BYVERSIONENTRY']._serialized_start=1553
-  _globals['_GETSTATSRESPONSE_BYVERSIONENTRY']._serialized_end=1601
-  _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_start=1603
-  _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_end=1653
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1655
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1716
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1718
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1797
-  _globals['_FEEDBACKITEM']._serialized_start=1799
-  _globals['_FEEDBACKITEM']._serialized_end=1851
-  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_start=1853
-  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_end=1923
-  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_start=1925
-  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_end=2008
-  _globals['_BATCHRUN']._serialized_start=2011
-  _globals['_BATCHRUN']._serialized_end=2441
-  _globals['_RECORDBATCHRUNREQUEST']._serialized_start=2443
-  _globals['_RECORDBATCHRUNREQUEST']._serialized_end=2502
-  _globals['_RECORDBATCHRUNRESPONSE']._serialized_start=2504
-  _globals['_RECORDBATCHRUNRESPONSE']._serialized_end=2581
-  _globals['_LISTBATCHRUNSREQUEST']._serialized_start=2583
-  _globals['_LISTBATCHRUNSREQUEST']._serialized_end=2690
-  _globals['_LISTBATCHRUNSRESPONSE']._serialized_start=2692
-  _globals['_LISTBATCHRUNSRESPONSE']._serialized_end=2777
-  _globals['_ANALYTICSSERVICE']._serialized_start=2924
-  _globals['_ANALYTICSSERVICE']._serialized_end=3677
+  _globals['_COUNTPREDICTIONSREQUEST']._serialized_start=418
+  _globals['_COUNTPREDICTIONSREQUEST']._serialized_end=533
+  _globals['_COUNTPREDICTIONSRESPONSE']._serialized_start=535
+  _globals['_COUNTPREDICTIONSRESPONSE']._serialized_end=576
+  _globals['_STOREDPREDICTION']._serialized_start=579
+  _globals['_STOREDPREDICTION']._serialized_end=893
+  _globals['_STOREDPREDICTION_FEATURESENTRY']._serialized_start=822
+  _globals['_STOREDPREDICTION_FEATURESENTRY']._serialized_end=893
+  _globals['_LISTPREDICTIONSRESPONSE']._serialized_start=895
+  _globals['_LISTPREDICTIONSRESPONSE']._serialized_end=997
+  _globals['_GETSTATSREQUEST']._serialized_start=999
+  _globals['_GETSTATSREQUEST']._serialized_end=1125
+  _globals['_LATENCYSUMMARY']._serialized_start=1127
+  _globals['_LATENCYSUMMARY']._serialized_end=1191
+  _globals['_VERSIONQUALITY']._serialized_start=1194
+  _globals['_VERSIONQUALITY']._serialized_end=1337
+  _globals['_GETSTATSRESPONSE']._serialized_start=1340
+  _globals['_GETSTATSRESPONSE']._serialized_end=1813
+  _globals['_GETSTATSRESPONSE_BYLABELENTRY']._serialized_start=1665
+  _globals['_GETSTATSRESPONSE_BYLABELENTRY']._serialized_end=1711
+  _globals['_GETSTATSRESPONSE_BYVERSIONENTRY']._serialized_start=1713
+  _globals['_GETSTATSRESPONSE_BYVERSIONENTRY']._serialized_end=1761
+  _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_start=1763
+  _globals['_GETSTATSRESPONSE_BYTRANSPORTENTRY']._serialized_end=1813
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1815
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1876
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1878
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1957
+  _globals['_FEEDBACKITEM']._serialized_start=1959
+  _globals['_FEEDBACKITEM']._serialized_end=2011
+  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_start=2013
+  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_end=2083
+  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_start=2085
+  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_end=2168
+  _globals['_BATCHRUN']._serialized_start=2171
+  _globals['_BATCHRUN']._serialized_end=2601
+  _globals['_RECORDBATCHRUNREQUEST']._serialized_start=2603
+  _globals['_RECORDBATCHRUNREQUEST']._serialized_end=2662
+  _globals['_RECORDBATCHRUNRESPONSE']._serialized_start=2664
+  _globals['_RECORDBATCHRUNRESPONSE']._serialized_end=2741
+  _globals['_LISTBATCHRUNSREQUEST']._serialized_start=2743
+  _globals['_LISTBATCHRUNSREQUEST']._serialized_end=2850
+  _globals['_LISTBATCHRUNSRESPONSE']._serialized_start=2852
+  _globals['_LISTBATCHRUNSRESPONSE']._serialized_end=2937
+  _globals['_ANALYTICSSERVICE']._serialized_start=3116
+  _globals['_ANALYTICSSERVICE']._serialized_end=3997
 # @@protoc_insertion_point(module_scope)
