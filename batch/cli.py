@@ -149,7 +149,7 @@ def cmd_score(settings, args) -> int:
     started = time.perf_counter()
     with Clients(settings) as clients:
         attempt = Attempt(clients.first, lambda why: print(f"predmesh batch score: ({why})", file=sys.stderr),
-                          kind="score", model=args.model, input=input_name(args.input))
+                          settings=settings, kind="score", model=args.model, input=input_name(args.input))
 
         def record(status: str, message: str, key: str, outcome=None) -> None:
             fields = {"run_key": key, "message": one_line(message),

@@ -23,6 +23,7 @@ VARIABLES = {
     "task_retry_delay_s": "PREDMESH_BATCH_TASK_RETRY_DELAY_S",
     "feedback_timeout_s": "PREDMESH_BATCH_FEEDBACK_TIMEOUT_S", "feedback_page": "PREDMESH_BATCH_FEEDBACK_PAGE",
     "wait_stored_s": "PREDMESH_BATCH_WAIT_STORED_S", "luigid_history": "PREDMESH_LUIGID_HISTORY_DB",
+    "heartbeat_s": "PREDMESH_BATCH_HEARTBEAT_S",
 }
 _written: set[str] = set()  # the options from_env last wrote over luigi's configuration
 
@@ -61,6 +62,9 @@ class BatchSettings(luigi.Config):
     feedback_page = luigi.IntParameter(default=500, description="labels per SubmitFeedbackBatch call (<= 1000)")
     wait_stored_s = luigi.FloatParameter(
         default=300.0, description="how long `score --wait-stored` waits for the rows to be queryable")
+    heartbeat_s = luigi.FloatParameter(
+        default=30.0, description="how often a running attempt records that its process is alive (the server marks "
+                                  "one silent for PREDMESH_BATCH_RUN_STALE_S abandoned)")
     luigid_history = luigi.Parameter(
         default="", description="luigid's task history database URL (default: SQLite in luigid_dir)")
     # PREDMESH_WRITER_TOKEN (or _FILE): sent with RecordBatchRun and SubmitFeedbackBatch (servers refuse anonymous
@@ -116,7 +120,7 @@ class BatchSettings(luigi.Config):
             if getattr(self, option) < 0:
                 raise ConfigError(f"{_where(option)}={getattr(self, option)} must be >= 0")
         for option in ("timeout_s", "feedback_timeout_s", "retry_backoff_s", "retry_max_s", "wait_stored_s",
-                       "task_retry_delay_s"):
+                       "task_retry_delay_s", "heartbeat_s"):
             value = getattr(self, option)
             if not value > 0 or value == float("inf"):
                 raise ConfigError(f"{_where(option)}={value} must be a finite number > 0")

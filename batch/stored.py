@@ -1,17 +1,22 @@
 """`predmesh batch score --wait-stored`: wait until every row the run scored is queryable in the server's
-database, through the public API only (AnalyticsService.ListPredictions).
+database, through the public API only.
 
 The server answers a row once its record is durable (in its spool, with PREDMESH_PERSISTENCE=durable); its writer
-stores it in the database shortly after. A row is queryable when ListPredictions returns it. The check lists this
-model's batch predictions created since the run began (newest first, 1000 a page) and marks this run's rows by
-request id (`batch-<hash>-<row number>`: one bit per row number), again until every row is seen or the wait ends.
-A rerun stores nothing new (the rows were stored when the file was first scored): the window then starts when the
-first run of this file began (its run record: ListBatchRuns)."""
+stores it in the database shortly after. The run's rows have request ids `batch-<hash>-<row number>`. The check
+asks the server how many stored predictions of the model carry this run's prefix (AnalyticsService.
+CountPredictions, one indexed count, however many rows), again until that reaches the number of rows scored or the
+wait ends. Against a server without CountPredictions (UNIMPLEMENTED) it lists this model's batch predictions
+created since the run began (ListPredictions, newest first, 1000 a page) and marks this run's rows (one bit per
+row number), again until every row is seen; that costs a full listing per pass (~5,000 rows/s on a busy 2-core
+machine). A rerun stores nothing new (the rows were stored when the file was first scored): the window then starts
+when the first run of this file began (its run record: ListBatchRuns)."""
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+
+import grpc
 
 from batch.scoring import Clients
 from predmesh import PredmeshError
@@ -27,6 +32,7 @@ class Expected:
         self.prefix = prefix
         self.missing = bytearray()
         self.left = 0
+        self.total = 0
         self.add(numbers)
 
     def add(self, numbers: Sequence[int]) -> None:
@@ -39,6 +45,7 @@ class Expected:
             if not self.missing[n]:
                 self.missing[n] = 1
                 self.left += 1
+                self.total += 1
 
     def seen(self, request_id: str) -> None:
         if not request_id.startswith(self.prefix):
@@ -65,10 +72,40 @@ def window_start(clients: Clients, model: str, run_key: str, began: datetime) ->
 
 def wait_stored(clients: Clients, model: str, expected: Expected, since: datetime, wait_s: float,
                 poll_s: float = 0.5) -> tuple[bool, float]:
-    """Wait until every expected row is listed by ListPredictions (at most wait_s seconds); returns (all seen,
-    seconds waited). Each pass lists the window again: rows are stored late with their scoring time."""
+    """Wait until every expected row is stored (at most wait_s seconds); returns (all stored, seconds waited).
+    expected.left is then the number of rows not stored yet."""
     started = time.monotonic()
-    deadline = started + wait_s
+    try:
+        return _counted(clients, model, expected, since, started + wait_s, poll_s), time.monotonic() - started
+    except PredmeshError as exc:
+        if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+    return _listed(clients, model, expected, since, started + wait_s, poll_s), time.monotonic() - started
+
+
+def _counted(clients: Clients, model: str, expected: Expected, since: datetime, deadline: float,
+             poll_s: float) -> bool:
+    """CountPredictions of the run's prefix until it reaches the rows scored. Request ids are unique, so the count
+    is the number of this file's row numbers stored; the polls take at most about a third of the time (a count
+    over a million rows is not free)."""
+    while True:
+        t0 = time.monotonic()
+        stored = clients.first.count_predictions(model, expected.prefix, start_time=since)
+        if stored >= expected.total:
+            expected.missing = bytearray()
+            expected.left = 0
+            return True
+        expected.left = expected.total - stored
+        pause = max(poll_s, 2 * (time.monotonic() - t0))
+        if time.monotonic() + pause > deadline:
+            return False
+        time.sleep(pause)
+
+
+def _listed(clients: Clients, model: str, expected: Expected, since: datetime, deadline: float,
+            poll_s: float) -> bool:
+    """ListPredictions of the window until every expected row is seen. Each pass lists the window again: rows are
+    stored late with their scoring time."""
     while expected.left:
         token = ""
         while expected.left:
@@ -82,7 +119,7 @@ def wait_stored(clients: Clients, model: str, expected: Expected, since: datetim
         if not expected.left or time.monotonic() + poll_s > deadline:
             break
         time.sleep(poll_s)
-    return not expected.left, time.monotonic() - started
+    return not expected.left
 
 
 def now() -> datetime:

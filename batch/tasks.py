@@ -88,8 +88,8 @@ def day_attempt(clients: Clients, task: DayTask, number: int = 0) -> Attempt:
     """An attempt of the task's day (run key nightly/<model>/<date>)."""
     def warn(why: str) -> None:
         log.warning("could not record batch run: %s", why)
-    return Attempt(clients.first, warn, number, run_key=run_key(task.model, task.date), kind="nightly",
-                   model=task.model, run_date=task.date.isoformat())
+    return Attempt(clients.first, warn, number, BatchSettings(), run_key=run_key(task.model, task.date),
+                   kind="nightly", model=task.model, run_date=task.date.isoformat())
 
 
 class DayTask(luigi.Task):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-from peewee import JOIN, SQL, IntegrityError, fn
+from peewee import JOIN, SQL, IntegrityError, Value, fn
 
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.copy_text import copy_text, features_json, to_json
@@ -184,21 +184,38 @@ def _where(flt: PredictionFilter) -> list:
 
 def list_predictions(flt: PredictionFilter, page_size: int, page_token: str = "") -> tuple[list[StoredPrediction], str]:
     """One page, newest first (keyset paging on created_at, prediction_id); returns (rows, next token or "")."""
-    conds = _where(flt)
-    if page_token:
-        created, pid = _decode_token(page_token)
-        conds.append((Prediction.created_at < created)
-                     | ((Prediction.created_at == created) & (Prediction.prediction_id < pid)))
-    query = (Prediction.select(Prediction, Feedback.label.alias("feedback_label"))
-             .join(Feedback, JOIN.LEFT_OUTER, on=(Feedback.prediction == Prediction.prediction_id))
-             .where(*conds)
-             .order_by(Prediction.created_at.desc(), Prediction.prediction_id.desc())
-             .limit(page_size + 1))
-    rows = list(query.objects())
+    rows = list(page_query(flt, page_size, page_token).objects())
     # .objects() puts the joined Feedback.label on each row as `feedback_label` (absent from the model's type)
     page = [StoredPrediction(_record(r), getattr(r, "feedback_label", None) or "") for r in rows[:page_size]]
     token = _encode_token(rows[page_size - 1]) if len(rows) > page_size else ""
     return page, token
+
+
+def page_query(flt: PredictionFilter, page_size: int, page_token: str = ""):
+    """The query of one page of list_predictions (page_size + 1 rows: the extra one says a next page exists)."""
+    conds = _where(flt)
+    if page_token:
+        created, pid = _decode_token(page_token)
+        # the bound alone first: an index range scan that starts at the token, so a page costs its own rows, not
+        # every newer row of the filter again (without it, listing N rows read O(N^2 / page) rows)
+        conds.append(Prediction.created_at <= created)
+        conds.append((Prediction.created_at < created)
+                     | ((Prediction.created_at == created) & (Prediction.prediction_id < pid)))
+    return (Prediction.select(Prediction, Feedback.label.alias("feedback_label"))
+            .join(Feedback, JOIN.LEFT_OUTER, on=(Feedback.prediction == Prediction.prediction_id))
+            .where(*conds)
+            .order_by(Prediction.created_at.desc(), Prediction.prediction_id.desc())
+            .limit(page_size + 1))
+
+
+def count_by_request_prefix(model: str, request_id_prefix: str, start: float | None = None) -> int:
+    """How many stored predictions of model have a request id starting with request_id_prefix (created at or after
+    start, epoch seconds, when given: the (model, model_version, created_at) index bounds the rows read)."""
+    conds = [Prediction.model == model,
+             fn.SUBSTR(Prediction.request_id, 1, len(request_id_prefix)) == request_id_prefix]
+    if start is not None:
+        conds.append(Prediction.created_at >= to_datetime(start))
+    return Prediction.select().where(*conds).count()
 
 
 def _encode_token(row: Prediction) -> str:
@@ -363,6 +380,8 @@ class PipelineRun:
 
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
+# RUNNING attempts whose process recorded nothing for this long are marked abandoned (mark_abandoned)
+DEFAULT_STALE_S = 180.0
 
 
 class AttemptNotFound(Exception):
@@ -393,8 +412,9 @@ def record_batch_run(run: PipelineRun, now: float) -> tuple[PipelineRun, bool]:
 
     attempt 0 and RUNNING: a new attempt numbered max + 1 (a racing start retries on the unique index).
     attempt 0 and SUCCEEDED/FAILED: finishes the latest running attempt, or stores a new finished one.
-    attempt n: updates attempt n while it runs (AttemptNotFound / AttemptFinished otherwise); the update is one
-    conditional UPDATE ... WHERE status = 'running', so of two finishers one wins and the other is refused.
+    attempt n: updates attempt n while it runs, or one marked abandoned (its own process was not gone after all:
+    its record brings it back); AttemptNotFound / AttemptFinished otherwise. The update is one conditional
+    UPDATE ... WHERE status IN ('running', 'abandoned'), so of two finishers one wins and the other is refused.
     started_at and input are kept from the start unless the caller states them."""
     terminal = run.status in TERMINAL_STATUSES
     values = {
@@ -418,7 +438,7 @@ def record_batch_run(run: PipelineRun, now: float) -> tuple[PipelineRun, bool]:
         if attempt:
             changed = (BatchRun.update({getattr(BatchRun, k): v for k, v in values.items()})
                        .where(BatchRun.run_key == run.run_key, BatchRun.attempt == attempt,
-                              BatchRun.status == "running").execute())
+                              BatchRun.status.in_(("running", "abandoned"))).execute())
             stored = BatchRun.get_or_none(BatchRun.run_key == run.run_key, BatchRun.attempt == attempt)
             if stored is None:
                 raise AttemptNotFound(f"run {run.run_key!r} has no attempt {attempt}; send attempt 0 to start one")
@@ -427,6 +447,19 @@ def record_batch_run(run: PipelineRun, now: float) -> tuple[PipelineRun, bool]:
                                       f"({stored.status}); a finished attempt is never changed")
             return _pipeline_run(stored), False
     return _new_attempt(run, values, now), True
+
+
+def mark_abandoned(now: float, stale_s: float = DEFAULT_STALE_S) -> int:
+    """Mark every RUNNING attempt whose last record (updated_at, else started_at) is older than stale_s seconds
+    as abandoned: its process is taken as gone (a live one records a heartbeat well within that). finished_at is
+    its last record, the message says so. Returns how many were marked."""
+    cutoff = to_datetime(now - stale_s)
+    last = fn.COALESCE(BatchRun.updated_at, BatchRun.started_at)
+    return (BatchRun.update({BatchRun.status: "abandoned", BatchRun.finished_at: last,
+                             BatchRun.message: Value(f"abandoned: no record from its process for over {stale_s:g}s "
+                                                       "(killed, or its machine lost); last: ").concat(
+                                                           BatchRun.message)})
+            .where(BatchRun.status == "running", last < cutoff).execute())
 
 
 def _new_attempt(run: PipelineRun, values: dict, now: float) -> PipelineRun:

@@ -78,6 +78,8 @@ def field_rules(limits: ApiLimits) -> dict[str, dict[str, Any]]:
         "predmesh.v1.ListPredictionsRequest.page_size": {"minimum": 0, "maximum": MAX_PAGE},
         "predmesh.v1.ListPredictionsRequest.page_token": {"maxLength": MAX_TOKEN},
         "predmesh.v1.ListPredictionsRequest.request_id": {"maxLength": MAX_ID, **text},
+        "predmesh.v1.CountPredictionsRequest.model": dict(NAME),
+        "predmesh.v1.CountPredictionsRequest.request_id_prefix": {"minLength": 1, "maxLength": MAX_ID, **text},
         "predmesh.v1.GetStatsRequest.model": dict(OPTIONAL_NAME),
         "predmesh.v1.GetStatsRequest.bucket_seconds": {"minimum": 0, "multipleOf": SERIES_STEP},
         "predmesh.v1.ListBatchRunsRequest.model": dict(OPTIONAL_NAME),
@@ -101,6 +103,7 @@ REQUIRED: dict[str, list[str]] = {
     "predmesh.v1.SubmitFeedbackBatchRequest": ["items"],
     "predmesh.v1.FeedbackItem": ["prediction_id", "label"],
     "predmesh.v1.BatchRun": ["run_key", "kind", "model", "status"],
+    "predmesh.v1.CountPredictionsRequest": ["model", "request_id_prefix"],
 }
 
 # Request messages with fields of which exactly one must be set, though the proto has no oneof for them

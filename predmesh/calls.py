@@ -223,6 +223,15 @@ def list_predictions(*, model: str = "", model_version: str = "", label: str = "
                 timeout)
 
 
+def count_predictions(model: str, request_id_prefix: str, *, start_time: datetime | None = None,
+                      timeout: float | None = None) -> Call[int]:
+    """How many stored predictions of model have a request id starting with request_id_prefix (created at or
+    after start_time when given): whether rows sent with known request ids are queryable, without listing them."""
+    request = analytics_pb2.CountPredictionsRequest(model=model, request_id_prefix=request_id_prefix,
+                                                    start_time=to_timestamp(start_time))
+    return Call("analytics", "CountPredictions", request, lambda r: r.count, timeout)
+
+
 def get_stats(*, model: str = "", start_time: datetime | None = None, end_time: datetime | None = None,
               bucket_seconds: int = 0, timeout: float | None = None) -> Call[Stats]:
     """Counts per label, version and transport, latency percentiles and quality per version over a window (its

@@ -95,6 +95,7 @@ class Client:
     reload_model = _unary(calls.reload_model)
     list_model_versions = _unary(calls.list_model_versions)
     list_predictions = _unary(calls.list_predictions)
+    count_predictions = _unary(calls.count_predictions)
     get_stats = _unary(calls.get_stats)
     submit_feedback = _unary(calls.submit_feedback)
     submit_feedback_batch = _unary(calls.submit_feedback_batch)

@@ -389,7 +389,7 @@ class BatchRun:
     rejected: int
     accuracy: float | None
     duration_seconds: float
-    status: str  # "running" | "succeeded" | "failed" ("" if unspecified)
+    status: str  # "running" | "succeeded" | "failed" | "abandoned" (set by the server) ("" if unspecified)
     message: str
     started_at: datetime | None
     updated_at: datetime | None

@@ -35,8 +35,10 @@ MAX_EPOCH = 4102444800  # 2100-01-01: a started_at beyond this is a client mista
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 RUN_STATUS = {analytics_pb2.BATCH_RUN_STATUS_RUNNING: "running",
               analytics_pb2.BATCH_RUN_STATUS_SUCCEEDED: "succeeded",
-              analytics_pb2.BATCH_RUN_STATUS_FAILED: "failed"}
-RUN_STATUS_VALUE = {name: value for value, name in RUN_STATUS.items()}
+              analytics_pb2.BATCH_RUN_STATUS_FAILED: "failed"}  # what RecordBatchRun takes
+# what ListBatchRuns answers: those, and abandoned (set by the server only: repo.mark_abandoned)
+RUN_STATUS_VALUE = {**{name: value for value, name in RUN_STATUS.items()},
+                    "abandoned": analytics_pb2.BATCH_RUN_STATUS_ABANDONED}
 
 
 # The range google.protobuf.Timestamp defines (0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z).
@@ -118,9 +120,10 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     """ListPredictions, GetStats, SubmitFeedback (a second feedback for a prediction overwrites the first). Reads
     are open; writes (SubmitFeedback, SubmitFeedbackBatch, RecordBatchRun) need the writer or admin token."""
 
-    def __init__(self, metrics, auth: TokenAuth):
+    def __init__(self, metrics, auth: TokenAuth, stale_s: float = repo.DEFAULT_STALE_S):
         self.metrics = metrics
         self.auth = auth
+        self.stale_s = stale_s  # PREDMESH_BATCH_RUN_STALE_S: a RUNNING attempt silent this long is abandoned
 
     @rpc
     def ListPredictions(self, request, context):
@@ -143,6 +146,15 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             raise errors.InvalidArgument(str(exc)) from None
         return analytics_pb2.ListPredictionsResponse(
             predictions=[self._stored(row) for row in rows], next_page_token=token)
+
+    @rpc
+    def CountPredictions(self, request, context):
+        model = check_name("model", request.model)
+        prefix = check_text("request_id_prefix", request.request_id_prefix, MAX_ID, required=True)
+        start = epoch("start_time", request.start_time, request.HasField("start_time"))
+        with Db():
+            count = repo.count_by_request_prefix(model, prefix, start)
+        return analytics_pb2.CountPredictionsResponse(count=count)
 
     @staticmethod
     def _stored(row: repo.StoredPrediction) -> analytics_pb2.StoredPrediction:
@@ -251,7 +263,10 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         run = _pipeline_run(request.run)
         try:
             with Db():
-                stored, created = repo.record_batch_run(run, time.time())
+                now = time.time()
+                if not run.attempt and run.status == "running":  # a new attempt: earlier silent ones are gone
+                    repo.mark_abandoned(now, self.stale_s)
+                stored, created = repo.record_batch_run(run, now)
         except repo.AttemptNotFound as exc:
             raise errors.NotFound(str(exc)) from None
         except repo.AttemptFinished as exc:
@@ -272,6 +287,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         check_text("run_key", request.run_key, MAX_RUN_KEY)
         try:
             with Db():
+                repo.mark_abandoned(time.time(), self.stale_s)
                 runs, token = repo.list_batch_runs(request.model, request.kind, request.page_size or DEFAULT_PAGE,
                                                    request.page_token, request.run_key)
         except repo.InvalidPageToken as exc:
@@ -322,8 +338,8 @@ def _pipeline_run(run: analytics_pb2.BatchRun) -> repo.PipelineRun:
             raise errors.InvalidArgument(f"run.run_date {shown(run.run_date)} is not a date; use YYYY-MM-DD") \
                 from None
     if run.status not in RUN_STATUS:
-        raise errors.InvalidArgument(f"run.status {run.status} is not a batch run status; use RUNNING, SUCCEEDED "
-                                     "or FAILED")
+        raise errors.InvalidArgument(f"run.status {run.status} is not a status a client records; use RUNNING, "
+                                     "SUCCEEDED or FAILED (ABANDONED is set by the server)")
     accuracy = None
     if run.HasField("accuracy"):
         accuracy = run.accuracy

@@ -19,10 +19,12 @@ class BatchRunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BATCH_RUN_STATUS_RUNNING: _ClassVar[BatchRunStatus]
     BATCH_RUN_STATUS_SUCCEEDED: _ClassVar[BatchRunStatus]
     BATCH_RUN_STATUS_FAILED: _ClassVar[BatchRunStatus]
+    BATCH_RUN_STATUS_ABANDONED: _ClassVar[BatchRunStatus]
 BATCH_RUN_STATUS_UNSPECIFIED: BatchRunStatus
 BATCH_RUN_STATUS_RUNNING: BatchRunStatus
 BATCH_RUN_STATUS_SUCCEEDED: BatchRunStatus
 BATCH_RUN_STATUS_FAILED: BatchRunStatus
+BATCH_RUN_STATUS_ABANDONED: BatchRunStatus
 
 class ListPredictionsRequest(_message.Message):
     __slots__ = ("model", "model_version", "label", "transport", "start_time", "end_time", "page_size", "page_token", "request_id")
@@ -45,6 +47,22 @@ class ListPredictionsRequest(_message.Message):
     page_token: str
     request_id: str
     def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., transport: _Optional[_Union[_model_pb2.Transport, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CountPredictionsRequest(_message.Message):
+    __slots__ = ("model", "request_id_prefix", "start_time")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    request_id_prefix: str
+    start_time: _timestamp_pb2.Timestamp
+    def __init__(self, model: _Optional[str] = ..., request_id_prefix: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CountPredictionsResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class StoredPrediction(_message.Message):
     __slots__ = ("prediction", "features", "transport", "created_at", "feedback_label")

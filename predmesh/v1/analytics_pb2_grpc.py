@@ -40,6 +40,11 @@ class AnalyticsServiceStub:
                 request_serializer=predmesh_dot_v1_dot_analytics__pb2.ListPredictionsRequest.SerializeToString,
                 response_deserializer=predmesh_dot_v1_dot_analytics__pb2.ListPredictionsResponse.FromString,
                 _registered_method=True)
+        self.CountPredictions = channel.unary_unary(
+                '/predmesh.v1.AnalyticsService/CountPredictions',
+                request_serializer=predmesh_dot_v1_dot_analytics__pb2.CountPredictionsRequest.SerializeToString,
+                response_deserializer=predmesh_dot_v1_dot_analytics__pb2.CountPredictionsResponse.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/predmesh.v1.AnalyticsService/GetStats',
                 request_serializer=predmesh_dot_v1_dot_analytics__pb2.GetStatsRequest.SerializeToString,
@@ -73,6 +78,14 @@ class AnalyticsServiceServicer:
 
     def ListPredictions(self, request, context):
         """Lists stored predictions, newest first, paged and filtered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountPredictions(self, request, context):
+        """Counts the stored predictions of a model whose request id starts with a prefix (e.g. the rows of one scored
+        file, "batch-<content hash>-"), so a client learns that its rows are queryable without listing them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,6 +137,11 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.ListPredictions,
                     request_deserializer=predmesh_dot_v1_dot_analytics__pb2.ListPredictionsRequest.FromString,
                     response_serializer=predmesh_dot_v1_dot_analytics__pb2.ListPredictionsResponse.SerializeToString,
+            ),
+            'CountPredictions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountPredictions,
+                    request_deserializer=predmesh_dot_v1_dot_analytics__pb2.CountPredictionsRequest.FromString,
+                    response_serializer=predmesh_dot_v1_dot_analytics__pb2.CountPredictionsResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -179,6 +197,33 @@ class AnalyticsService:
             '/predmesh.v1.AnalyticsService/ListPredictions',
             predmesh_dot_v1_dot_analytics__pb2.ListPredictionsRequest.SerializeToString,
             predmesh_dot_v1_dot_analytics__pb2.ListPredictionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountPredictions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/predmesh.v1.AnalyticsService/CountPredictions',
+            predmesh_dot_v1_dot_analytics__pb2.CountPredictionsRequest.SerializeToString,
+            predmesh_dot_v1_dot_analytics__pb2.CountPredictionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -172,3 +172,38 @@ def test_sdk_batch_calls_on_client_and_async_client(model_store, tmp_path):
         assert (fb.recorded, fb.correct, fb.not_found) == (1, 1, ())
         with pytest.raises(ValueError, match="status"):
             client.record_batch_run("k", kind="score", model="iris", status="done")
+
+
+def test_count_predictions_counts_the_stored_rows_of_a_request_id_prefix(stubs):
+    """CountPredictions: the rows of one model whose request id starts with the prefix, exactly (a longer id that
+    shares the start of the prefix, another model's rows, older rows before start_time do not count); the SDK's
+    count_predictions; a missing model or prefix is INVALID_ARGUMENT."""
+    from datetime import UTC, datetime, timedelta
+
+    inference, analytics = stubs
+    rows = [inference_pb2.FeatureRow(features=encode(IRIS_ROW), request_id=rid)
+            for rid in ("batch-ab12-0", "batch-ab12-1", "batch-ab12-10", "batch-ab1-0", "Batch-ab12-2")]
+    inference.PredictBatch(inference_pb2.PredictBatchRequest(model="iris", rows=rows), timeout=10)
+    wait_for(lambda: analytics.GetStats(pb.GetStatsRequest(), timeout=10).total == 5, 10, what="5 rows stored")
+
+    def count(prefix: str, model: str = "iris", **fields) -> int:
+        return analytics.CountPredictions(pb.CountPredictionsRequest(model=model, request_id_prefix=prefix,
+                                                                     **fields), timeout=10).count
+    assert count("batch-ab12-") == 3  # not batch-ab1-0, nor Batch-ab12-2 (case counts)
+    assert count("batch-ab1") == 4 and count("batch-ab12-1") == 2 and count("nope") == 0
+    assert count("batch-ab12-", model="other") == 0
+    future = pb.CountPredictionsRequest().start_time
+    future.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    assert count("batch-ab12-", start_time=future) == 0
+    for bad in (pb.CountPredictionsRequest(request_id_prefix="batch-"), pb.CountPredictionsRequest(model="iris"),
+                pb.CountPredictionsRequest(model="iris", request_id_prefix="x" * 129)):
+        code, details = code_of(analytics.CountPredictions, bad)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (bad, details)
+
+
+def test_sdk_count_predictions(model_store, tmp_path):
+    from predmesh import Client
+    with ServerProc(model_store, tmp_path / "server.log") as proc, Client(proc.target, timeout=10) as client:
+        client.predict_batch("iris", [(IRIS_ROW, "sdk-count-1"), (VERSICOLOR, "sdk-count-2")])
+        wait_for(lambda: client.count_predictions("iris", "sdk-count-") == 2, 10, what="2 rows counted")
+        assert client.count_predictions("iris", "sdk-count-2") == 1

@@ -12,7 +12,7 @@ import pytest
 from batch import retry
 from batch.mapping import MappingError, build, feature_columns
 from batch.stored import Expected, wait_stored
-from predmesh import DeadlineExceeded, InvalidArgument, Unavailable
+from predmesh import DeadlineExceeded, InvalidArgument, PredmeshError, Unavailable
 
 FEATURES = ("sepal_length", "sepal_width")
 
@@ -93,6 +93,9 @@ class _Lister:
         self.visible = 0
         self.calls = 0
 
+    def count_predictions(self, model: str, prefix: str, **kw: Any) -> int:  # a server from before CountPredictions
+        raise PredmeshError("Method not found!", grpc.StatusCode.UNIMPLEMENTED)
+
     def list_predictions(self, **kw: Any):
         self.calls += 1
         start = int(kw["page_token"] or 0)
@@ -102,7 +105,36 @@ class _Lister:
         return _Page(items=items, next_page_token=token)
 
 
-def test_wait_stored_waits_for_every_scored_row_and_ignores_others(monkeypatch):
+class _Counter(_Lister):
+    """CountPredictions over the same growing table (no listing: it would fail the test)."""
+
+    def count_predictions(self, model: str, prefix: str, **kw: Any) -> int:
+        self.calls += 1
+        return sum(r.startswith(prefix) for r in self.rows[:self.visible])
+
+    def list_predictions(self, **kw: Any):
+        raise AssertionError("listed every row; the count answers")
+
+
+def test_wait_stored_counts_the_run_s_rows_until_all_are_stored(monkeypatch):
+    ids = ["other-1"] + [f"batch-h-{n}" for n in range(1, 2501)]
+    counter = _Counter(ids)
+    clients = cast(Any, SimpleNamespace(first=counter))
+    expected = Expected("batch-h-", range(1, 2501))
+
+    def sleep(_: float) -> None:
+        counter.visible = min(len(ids), counter.visible + 1000)
+    monkeypatch.setattr("batch.stored.time.sleep", sleep)
+    done, _ = wait_stored(clients, "iris", expected, datetime.now(UTC), wait_s=60, poll_s=0.01)
+    assert done and expected.left == 0 and counter.calls == 4  # 0, 999, 1999, then all 2500
+
+    counter.rows = [f"batch-h-{n}" for n in range(1, 10)]
+    late = Expected("batch-h-", range(1, 11))  # 10 is never stored
+    done, _ = wait_stored(clients, "iris", late, datetime.now(UTC), wait_s=0.2, poll_s=0.05)
+    assert not done and late.left == 1
+
+
+def test_wait_stored_lists_against_a_server_without_count_and_ignores_others(monkeypatch):
     ids = [f"batch-h-{n}" for n in range(1, 2501)] + ["other-1", "batch-h-x"]
     lister = _Lister(ids)
     clients = cast(Any, SimpleNamespace(first=lister))
