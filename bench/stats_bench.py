@@ -158,7 +158,8 @@ def _timed(fn, calls: int) -> tuple[float, float]:
 def stats(args) -> None:
     rng = np.random.default_rng(2)
     with Schema(args.pg_url) as schema:
-        database = open_database(schema.url)
+        # no statement timeout: the raw-table GetStats of an older checkout takes longer than the default 10 s
+        database = open_database(schema.url, statement_timeout_ms=0)
         migrate(database)
         now = time.time()
         start = now - args.days * 86400
@@ -172,7 +173,7 @@ def stats(args) -> None:
             load = time.perf_counter() - began
             print(f"loaded {args.rows:,} rows over {args.days} days in {load:.1f} s "
                   f"({args.rows / load:,.0f} rows/s, including generating them)", flush=True)
-            database.execute_sql("ANALYZE")
+            database.execute_sql("ANALYZE predictions")
             series = "bucket_seconds" in inspect.signature(repo.stats).parameters
             cases = [("all", None, ""), ("30 d", now - 30 * 86400, ""), ("24 h", now - 86400, ""),
                      ("1 h", now - 3600, ""), ("24 h model", now - 86400, "wine"), ("all model", None, "wine")]

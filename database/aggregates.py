@@ -352,27 +352,29 @@ def percentiles(histogram: dict[int, int]) -> tuple[float, float, float]:
     return p50, p95, p99
 
 
-class _Hist:
-    """A histogram being summed (an array of counts by index)."""
-
-    def __init__(self) -> None:
-        self.counts = np.zeros(HIST_LEN, dtype=np.int64)
-
-    def add(self, array: Sequence[int]) -> None:
-        self.counts[:len(array)] += np.asarray(array, dtype=np.int64)
-
-    def percentiles(self) -> tuple[float, float, float]:
-        return percentiles(hist_bins(self.counts.tolist()))
-
-
-def _rollups(ranges: list[tuple[int, int, int]], model: str) -> list[tuple]:
-    """(bucket_start, model, version, transport, n, {label: n}, histogram array) rows over the ranges."""
+def _sums(ranges: list[tuple[int, int, int]], model: str, by_bucket: bool) -> tuple[list, list, list]:
+    """Sums over the rows of stats_rollup in the ranges, added up by the database (the labels' JSON and the
+    histograms unnested), each grouped by bucket_start first when by_bucket: (model, version, transport, n),
+    (label, n) and (transport, bin, n) rows."""
     where, params = _ranges(ranges, model, "")
-    rows = _query(f"SELECT bucket_start, model, model_version, transport, n, labels, hist FROM stats_rollup "
-                  f"WHERE {where}", params)
+    group = "bucket_start, " if by_bucket else ""
     if is_postgres():
-        return rows  # psycopg2 decodes jsonb and arrays
-    return [(*head, json.loads(labels), json.loads(hist)) for *head, labels, hist in rows]
+        labels = "jsonb_each_text(labels) AS e(key, value)", "e.value::bigint"
+        bins = "unnest(hist) WITH ORDINALITY AS e(value, key)", "e.key - 1"
+    else:
+        labels = "json_each(stats_rollup.labels) AS e", "e.value"
+        bins = "json_each(stats_rollup.hist) AS e", "e.key"
+    counts = _query(f"SELECT {group}model, model_version, transport, SUM(n) FROM stats_rollup WHERE {where} "
+                    f"GROUP BY {group}model, model_version, transport", params)
+    per_label = _query(f"SELECT {group}e.key, SUM({labels[1]}) FROM stats_rollup, {labels[0]} WHERE {where} "
+                       f"GROUP BY {group}e.key", params)
+    per_bin = _query(f"SELECT {group}transport, {bins[1]}, SUM(e.value) FROM stats_rollup, {bins[0]} "
+                     f"WHERE {where} AND e.value <> 0 GROUP BY {group}transport, {bins[1]}", params)
+    return counts, per_label, per_bin
+
+
+def _bin_of(index: int) -> int:
+    return ZERO_BIN if index == 0 else BIN_MIN + index - 1
 
 
 @dataclass(frozen=True)
@@ -388,17 +390,18 @@ class Totals:
 
 def totals(start: int | None, end: int, model: str = "") -> Totals:
     """Counts and latency percentiles over [start, end) (minute multiples; start None: the beginning)."""
-    by_label: Counter = Counter()
+    counts, per_label, per_bin = _sums(cover(start or 0, end), model, by_bucket=False)
     by_version: Counter = Counter()
     by_transport: Counter = Counter()
-    hist = _Hist()
-    for _, m, v, transport, n, labels, array in _rollups(cover(start or 0, end), model):
-        by_label.update(labels)
-        by_version[f"{m}@{v}"] += n
-        by_transport[transport] += n
-        hist.add(array)
-    return Totals(sum(by_version.values()), dict(by_label), dict(by_version), dict(by_transport),
-                  hist.percentiles())
+    for m, v, transport, n in counts:
+        by_version[f"{m}@{v}"] += int(n)
+        by_transport[transport] += int(n)
+    histogram: Counter = Counter()
+    for _, index, n in per_bin:
+        histogram[_bin_of(int(index))] += int(n)
+    return Totals(sum(by_version.values()), {label: int(n) for label, n in per_label if n},
+                  {k: n for k, n in by_version.items() if n}, {k: n for k, n in by_transport.items() if n},
+                  percentiles(histogram))
 
 
 @dataclass(frozen=True)
@@ -421,24 +424,26 @@ def series(starts: Sequence[int], width: int, start: int | None, end: int, model
     widths = [w for w in WIDTHS if width % w == 0]
     labels: dict[int, Counter] = defaultdict(Counter)
     transports: dict[int, Counter] = defaultdict(Counter)
-    histograms: dict[int, dict[str, _Hist]] = defaultdict(lambda: defaultdict(_Hist))
-    for bucket, _, _, transport, n, counts, array in _rollups(cover(lo, hi, widths), model):
-        key = int(bucket) // width * width
-        labels[key].update(counts)
-        transports[key][transport] += n
-        histograms[key][transport].add(array)
+    histograms: dict[int, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    counts, per_label, per_bin = _sums(cover(lo, hi, widths), model, by_bucket=True)
+    for bucket, _, _, transport, n in counts:
+        transports[int(bucket) // width * width][transport] += int(n)
+    for bucket, label, n in per_label:
+        labels[int(bucket) // width * width][label] += int(n)
+    for bucket, transport, index, n in per_bin:
+        histograms[int(bucket) // width * width][transport][_bin_of(int(index))] += int(n)
     out = []
     for s in starts:
         per_transport = histograms.get(s, {})
-        merged = _Hist()
+        merged: Counter = Counter()
         for h in per_transport.values():
-            merged.counts += h.counts
+            merged.update(h)
         out.append(Bucket(
             start=s, total=sum(transports[s].values()) if s in transports else 0,
             by_label={k: n for k, n in labels.get(s, Counter()).items() if n},
             by_transport={k: n for k, n in transports.get(s, Counter()).items() if n},
-            latency_ms=merged.percentiles(),
-            latency_by_transport={t: h.percentiles() for t, h in per_transport.items()}))
+            latency_ms=percentiles(merged),
+            latency_by_transport={t: percentiles(h) for t, h in per_transport.items() if sum(h.values())}))
     return out
 
 
