@@ -153,11 +153,10 @@ HIST_LEN = BIN_MAX - BIN_MIN + 2  # index 0: latency 0; index k: bin BIN_MIN + k
 
 def hist_array(bins: Counter) -> list[int]:
     """A histogram {bin: count} as stored: counts by index, trailing zeros left out."""
-    out = [0] * HIST_LEN
-    for b, n in bins.items():
-        out[0 if b == ZERO_BIN else b - BIN_MIN + 1] += n
-    while out and not out[-1]:
-        out.pop()
+    at = {(0 if b == ZERO_BIN else b - BIN_MIN + 1): n for b, n in bins.items() if n}
+    out = [0] * (max(at) + 1 if at else 0)
+    for index, n in at.items():
+        out[index] = n
     return out
 
 
