@@ -150,7 +150,7 @@ class Persistence:
         from inference.rpc.analytics import ANALYTICS_SERVICE, AnalyticsServicer
         from predmesh.v1 import analytics_pb2_grpc
 
-        servicer = AnalyticsServicer(self.metrics, server.auth)
+        servicer = AnalyticsServicer(self.metrics, server.auth, self.settings.analytics_max_s)
         server.add_service(lambda s: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(servicer, s),
                            ANALYTICS_SERVICE)
         server.registry.on_activate = self.record_activation
