@@ -1,4 +1,5 @@
-"""The migration runner: applies database/migrations/m*.py in name order, each in its own transaction, once."""
+"""The migration runner: applies database/migrations/m*.py in name order, each in its own transaction (or, for a
+migration with TRANSACTION = False, under a session-held lock), once."""
 from __future__ import annotations
 
 import importlib
@@ -53,16 +54,39 @@ def migrate(database: Database) -> list[str]:
                 database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             AppliedMigration.create_table(safe=True)
         for name in available():
+            module = importlib.import_module(f"{migrations_pkg.__name__}.{name}")
+            if not getattr(module, "TRANSACTION", True):
+                if _apply_outside_transaction(database, name, module):
+                    done.append(name)
+                continue
             with database.atomic():
                 if is_postgres(database):
                     database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
                 if AppliedMigration.get_or_none(AppliedMigration.name == name):
                     continue
                 log.info("applying migration %s", name)
-                importlib.import_module(f"{migrations_pkg.__name__}.{name}").apply(database)
+                module.apply(database)
                 AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
                 done.append(name)
     return done
+
+
+def _apply_outside_transaction(database: Database, name: str, module) -> bool:
+    """A migration that cannot run in a transaction (CREATE INDEX CONCURRENTLY), under the advisory lock held
+    for the session; it must be safe to run again after an interruption (it is recorded only once it ends)."""
+    postgres = is_postgres(database)
+    if postgres:
+        database.execute_sql("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+    try:
+        if AppliedMigration.get_or_none(AppliedMigration.name == name):
+            return False
+        log.info("applying migration %s (outside a transaction)", name)
+        module.apply(database)
+        AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+        return True
+    finally:
+        if postgres:
+            database.execute_sql("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
 def require_current(database: Database) -> None:

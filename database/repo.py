@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-from peewee import JOIN, SQL, IntegrityError, fn
+from peewee import JOIN, SQL, IntegrityError, Tuple, fn
 
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.copy_text import copy_text, features_json, to_json
@@ -158,8 +158,9 @@ def list_predictions(flt: PredictionFilter, page_size: int, page_token: str = ""
     conds = _where(flt)
     if page_token:
         created, pid = _decode_token(page_token)
-        conds.append((Prediction.created_at < created)
-                     | ((Prediction.created_at == created) & (Prediction.prediction_id < pid)))
+        # a row comparison, which both databases turn into one seek on the (filter, created_at, prediction_id)
+        # indexes (the OR of its expansion would scan from the newest row on)
+        conds.append(Tuple(Prediction.created_at, Prediction.prediction_id) < Tuple(created, pid))
     query = (Prediction.select(Prediction, Feedback.label.alias("feedback_label"))
              .join(Feedback, JOIN.LEFT_OUTER, on=(Feedback.prediction == Prediction.prediction_id))
              .where(*conds)
