@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
-from collections import defaultdict
+import math
+import time
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,11 +46,32 @@ class PredictionFilter:
     transport: str = ""
     start: float | None = None
     end: float | None = None
+    request_id: str = ""
+
+
+MAX_SERIES_BUCKETS = 2000  # buckets of one GetStats series
+
+
+class TooManyBuckets(ValueError):
+    """The window holds more series buckets than MAX_SERIES_BUCKETS."""
+
+
+@dataclass(frozen=True)
+class SeriesBucket:
+    """Aggregates over one bucket of a series (start in epoch seconds; latency percentiles p50, p95, p99 in ms)."""
+
+    start: float
+    total: int = 0
+    by_label: dict[str, int] = field(default_factory=dict)
+    by_transport: dict[str, int] = field(default_factory=dict)
+    latency_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    latency_by_transport: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Stats:
-    """Aggregates over a window (latency percentiles p50, p95, p99 in ms)."""
+    """Aggregates over a window (latency percentiles p50, p95, p99 in ms), the window they cover (epoch seconds;
+    start None for the beginning) and, when asked for, its series of buckets."""
 
     total: int = 0
     by_label: dict[str, int] = field(default_factory=dict)
@@ -55,6 +79,9 @@ class Stats:
     by_transport: dict[str, int] = field(default_factory=dict)
     latency_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
     quality: list[Quality] = field(default_factory=list)
+    series: list[SeriesBucket] = field(default_factory=list)
+    window_start: float | None = None
+    window_end: float = 0.0
 
 
 _COLUMNS = ("prediction_id", "request_id", "model", "model_version", "features", "label", "probabilities",
@@ -146,6 +173,8 @@ def _where(flt: PredictionFilter) -> list:
         conds.append(Prediction.label == flt.label)
     if flt.transport:
         conds.append(Prediction.transport == flt.transport)
+    if flt.request_id:
+        conds.append(Prediction.request_id == flt.request_id)
     if flt.start is not None:
         conds.append(Prediction.created_at >= to_datetime(flt.start))
     if flt.end is not None:
@@ -188,8 +217,52 @@ def _decode_token(token: str) -> tuple[datetime, str]:
         raise InvalidPageToken(f"page_token {token[:40]!r} is not valid; pass next_page_token unchanged") from exc
 
 
-def stats(flt: PredictionFilter) -> Stats:
-    """Counts per label, model version ("model@version") and transport, latency percentiles, and quality."""
+def _percentiles(values: list[float]) -> tuple[float, float, float]:
+    values.sort()
+    p50, p95, p99 = (percentile(values, q) for q in PERCENTILES) if values else (0.0, 0.0, 0.0)
+    return p50, p95, p99
+
+
+def series_starts(start: float | None, end: float, first: float | None, width: int) -> list[float]:
+    """The starts of the width-second buckets (aligned to multiples of width since the epoch) that cover
+    [start, end); an unset start begins at `first` (the oldest data; no buckets when there is none)."""
+    begin = start if start is not None else first
+    if begin is None or begin >= end:
+        return []
+    lo, hi = math.floor(begin / width), math.ceil(end / width)
+    if hi - lo > MAX_SERIES_BUCKETS:
+        raise TooManyBuckets(f"the window holds {hi - lo} buckets of {width} s; the limit is {MAX_SERIES_BUCKETS}: "
+                             "use wider buckets or a shorter window")
+    return [float(k * width) for k in range(lo, hi)]
+
+
+def _series(flt: PredictionFilter, end: float, width: int) -> list[SeriesBucket]:
+    rows = cast(list[tuple[datetime, str, str, float]], list(
+        Prediction.select(Prediction.created_at, Prediction.label, Prediction.transport, Prediction.latency_ms)
+        .where(*_where(flt)).order_by(Prediction.created_at).tuples()))
+    starts = series_starts(flt.start, end, to_epoch(rows[0][0]) if rows else None, width)
+    grouped: dict[float, list[tuple[str, str, float]]] = defaultdict(list)
+    for created, label, transport, latency in rows:
+        grouped[math.floor(to_epoch(created) / width) * width].append((label, transport, latency))
+    out = []
+    for start in starts:
+        members = grouped.get(start, [])
+        by_transport: dict[str, list[float]] = defaultdict(list)
+        for _, transport, latency in members:
+            by_transport[transport].append(latency)
+        out.append(SeriesBucket(
+            start=start, total=len(members), by_label=dict(Counter(label for label, _, _ in members)),
+            by_transport={t: len(v) for t, v in by_transport.items()},
+            latency_ms=_percentiles([latency for _, _, latency in members]),
+            latency_by_transport={t: _percentiles(v) for t, v in by_transport.items()}))
+    return out
+
+
+def stats(flt: PredictionFilter, bucket_seconds: int = 0, now: float | None = None) -> Stats:
+    """Counts per label, model version ("model@version") and transport, latency percentiles, and quality; with
+    bucket_seconds, also the window's series of buckets of that width (TooManyBuckets beyond the limit)."""
+    end = flt.end if flt.end is not None else (time.time() if now is None else now)
+    series = _series(dataclasses.replace(flt, end=end), end, bucket_seconds) if bucket_seconds else []
     conds = _where(flt)
 
     def counts(*cols):
@@ -213,7 +286,8 @@ def stats(flt: PredictionFilter) -> Stats:
         latency = [percentile(values, q) for q in PERCENTILES]
     p50, p95, p99 = latency
     return Stats(total=total, by_label=by_label, by_version=by_version, by_transport=by_transport,
-                 latency_ms=(p50, p95, p99), quality=version_quality(flt))
+                 latency_ms=(p50, p95, p99), quality=version_quality(flt), series=series, window_start=flt.start,
+                 window_end=end)
 
 
 def version_quality(flt: PredictionFilter = PredictionFilter()) -> list[Quality]:

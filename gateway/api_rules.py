@@ -13,6 +13,8 @@ MAX_LABEL = 128  # class labels (inference.bounds.MAX_LABEL)
 MAX_TOKEN = 512  # page tokens (inference.bounds.MAX_TOKEN)
 MAX_PAGE = 1000  # page_size (inference.rpc.analytics.MAX_PAGE)
 MAX_FEEDBACK_ITEMS = 1000  # per SubmitFeedbackBatch (inference.rpc.analytics.MAX_FEEDBACK_ITEMS)
+SERIES_STEP = 60  # GetStats bucket_seconds is a multiple of this (inference.rpc.analytics.SERIES_STEP)
+MAX_SERIES_BUCKETS = 2000  # buckets of one GetStats series (database.repo.MAX_SERIES_BUCKETS)
 MAX_RUN_KEY, MAX_RUN_MESSAGE = 128, 1024  # inference.rpc.analytics
 MAX_RUN_DURATION_S = 1e9
 DEFAULT_MAX_BATCH_ROWS = 1000  # the server's PREDMESH_MAX_BATCH_ROWS default (inference.settings)
@@ -75,7 +77,9 @@ def field_rules(limits: ApiLimits) -> dict[str, dict[str, Any]]:
         "predmesh.v1.ListPredictionsRequest.label": {"maxLength": MAX_LABEL, **text},
         "predmesh.v1.ListPredictionsRequest.page_size": {"minimum": 0, "maximum": MAX_PAGE},
         "predmesh.v1.ListPredictionsRequest.page_token": {"maxLength": MAX_TOKEN},
+        "predmesh.v1.ListPredictionsRequest.request_id": {"maxLength": MAX_ID, **text},
         "predmesh.v1.GetStatsRequest.model": dict(OPTIONAL_NAME),
+        "predmesh.v1.GetStatsRequest.bucket_seconds": {"minimum": 0, "multipleOf": SERIES_STEP},
         "predmesh.v1.ListBatchRunsRequest.model": dict(OPTIONAL_NAME),
         "predmesh.v1.ListBatchRunsRequest.kind": dict(OPTIONAL_NAME),
         "predmesh.v1.ListBatchRunsRequest.page_size": {"minimum": 0, "maximum": MAX_PAGE},

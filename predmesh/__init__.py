@@ -14,8 +14,8 @@ _ERRORS = ("PredmeshError", "InvalidArgument", "BadArgument", "NotFound", "Alrea
            "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded",
            "Internal")
 _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
-          "Stats", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun",
-          "RecordedRun", "ScoredMatrix", "CallLimits")
+          "Stats", "StatsBucket", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch",
+          "BatchRun", "RecordedRun", "ScoredMatrix", "CallLimits")
 _WHERE = {
     "Client": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
@@ -32,8 +32,8 @@ __all__ = [
     "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded", "Internal",
     # typed results
     "Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page", "Stats",
-    "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun", "RecordedRun",
-    "ScoredMatrix", "CallLimits",
+    "StatsBucket", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun",
+    "RecordedRun", "ScoredMatrix", "CallLimits",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
         ReloadResult,
         ScoredMatrix,
         Stats,
+        StatsBucket,
         StoredPrediction,
         StreamResult,
         VersionQuality,

@@ -210,22 +210,26 @@ def list_model_versions(model: str, *, timeout: float | None = None) -> Call[lis
 # or the admin token) ---------------------------------------------------------------------------------------------
 def list_predictions(*, model: str = "", model_version: str = "", label: str = "", transport: str = "",
                      start_time: datetime | None = None, end_time: datetime | None = None, page_size: int = 50,
-                     page_token: str = "", timeout: float | None = None) -> Call[Page[StoredPrediction]]:
-    """One page of stored predictions, newest first; empty filters do not filter (page_size at most 1000)."""
+                     page_token: str = "", request_id: str = "",
+                     timeout: float | None = None) -> Call[Page[StoredPrediction]]:
+    """One page of stored predictions, newest first; empty filters do not filter (page_size at most 1000);
+    request_id finds the prediction stored under that idempotency key (exact match)."""
     request = analytics_pb2.ListPredictionsRequest(
         model=model, model_version=model_version, label=label, transport=transport_value(transport),
         start_time=to_timestamp(start_time), end_time=to_timestamp(end_time), page_size=page_size,
-        page_token=page_token)
+        page_token=page_token, request_id=request_id)
     return Call("analytics", "ListPredictions", request,
                 lambda r: Page(tuple(StoredPrediction.from_proto(p) for p in r.predictions), r.next_page_token, r),
                 timeout)
 
 
 def get_stats(*, model: str = "", start_time: datetime | None = None, end_time: datetime | None = None,
-              timeout: float | None = None) -> Call[Stats]:
-    """Counts per label, version and transport, latency percentiles and quality per version over a window."""
+              bucket_seconds: int = 0, timeout: float | None = None) -> Call[Stats]:
+    """Counts per label, version and transport, latency percentiles and quality per version over a window (its
+    edges rounded out to whole minutes); bucket_seconds (a multiple of 60, at most 2000 buckets) adds the series
+    of the window's buckets of that width in `Stats.series`."""
     request = analytics_pb2.GetStatsRequest(model=model, start_time=to_timestamp(start_time),
-                                            end_time=to_timestamp(end_time))
+                                            end_time=to_timestamp(end_time), bucket_seconds=bucket_seconds)
     return Call("analytics", "GetStats", request, Stats.from_proto, timeout)
 
 

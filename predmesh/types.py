@@ -297,9 +297,32 @@ class VersionQuality:
     macro_recall: float
 
 
+def _latency(m: analytics_pb2.LatencySummary) -> LatencySummary:
+    return LatencySummary(m.p50_ms, m.p95_ms, m.p99_ms)
+
+
+@dataclass(frozen=True)
+class StatsBucket:
+    """One time bucket of a GetStats series: counts and latency percentiles of the predictions made in it."""
+
+    start: datetime | None
+    total: int
+    by_label: dict[str, int]
+    by_transport: dict[str, int]
+    latency: LatencySummary
+    latency_by_transport: dict[str, LatencySummary]
+    raw: Any = _raw()
+
+    @classmethod
+    def from_proto(cls, m: analytics_pb2.StatsBucket) -> StatsBucket:
+        return cls(to_datetime(m.start_time), m.total, dict(m.by_label), dict(m.by_transport), _latency(m.latency),
+                   {name: _latency(lat) for name, lat in m.latency_by_transport.items()}, m)
+
+
 @dataclass(frozen=True)
 class Stats:
-    """Aggregates of stored predictions and feedback over a window."""
+    """Aggregates of stored predictions and feedback over a window; `series` holds its buckets when get_stats was
+    asked for them (bucket_seconds), and window_start/window_end the window the figures cover (whole minutes)."""
 
     total: int
     by_label: dict[str, int]
@@ -307,15 +330,19 @@ class Stats:
     by_transport: dict[str, int]
     latency: LatencySummary
     quality: tuple[VersionQuality, ...]
+    series: tuple[StatsBucket, ...] = ()
+    window_start: datetime | None = None
+    window_end: datetime | None = None
     raw: Any = _raw()
 
     @classmethod
     def from_proto(cls, m: analytics_pb2.GetStatsResponse) -> Stats:
-        lat = m.latency
-        return cls(m.total, dict(m.by_label), dict(m.by_version), dict(m.by_transport),
-                   LatencySummary(lat.p50_ms, lat.p95_ms, lat.p99_ms),
+        return cls(m.total, dict(m.by_label), dict(m.by_version), dict(m.by_transport), _latency(m.latency),
                    tuple(VersionQuality(q.model, q.model_version, q.feedback_count, q.accuracy, q.macro_precision,
-                                        q.macro_recall) for q in m.quality), m)
+                                        q.macro_recall) for q in m.quality),
+                   tuple(StatsBucket.from_proto(b) for b in m.series),
+                   to_datetime(m.window_start) if m.HasField("window_start") else None,
+                   to_datetime(m.window_end) if m.HasField("window_end") else None, m)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ANALYTICS_SERVICE = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
 DEFAULT_PAGE, MAX_PAGE = 50, 1000
 MAX_FEEDBACK_ITEMS = 1000  # per SubmitFeedbackBatch call
+SERIES_STEP = 60  # GetStats bucket_seconds is a multiple of this (the finest bucket the aggregates keep)
 MAX_RUN_KEY, MAX_RUN_MESSAGE, MAX_RUN_INPUT = 128, 1024, 1024
 MAX_RUN_ROWS = 2**31 - 1  # batch_runs.rows/rejected are 32-bit integers
 MAX_EPOCH = 4102444800  # 2100-01-01: a started_at beyond this is a client mistake, not a date to store
@@ -190,7 +191,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         what = method
         if flt is not None:
             what += _described(model=flt.model, model_version=flt.model_version, label=flt.label,
-                               transport=flt.transport, start_time=_iso(flt.start), end_time=_iso(flt.end),
+                               transport=flt.transport, request_id=flt.request_id, start_time=_iso(flt.start),
+                               end_time=_iso(flt.end),
                                page="after a page token" if paged else "")
         return Db(context, what, self.max_query_s)
 
@@ -205,7 +207,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             label=check_text("label", request.label, MAX_LABEL),
             transport=transport_name(request.transport),
             start=epoch("start_time", request.start_time, request.HasField("start_time")),
-            end=epoch("end_time", request.end_time, request.HasField("end_time")))
+            end=epoch("end_time", request.end_time, request.HasField("end_time")),
+            request_id=check_text("request_id", request.request_id, MAX_ID))
         page_token = check_text("page_token", request.page_token, MAX_TOKEN)
         try:
             with self._db(context, "ListPredictions", flt, paged=bool(page_token)):
@@ -229,17 +232,31 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         flt = repo.PredictionFilter(model=check_optional_name("model", request.model),
                                     start=epoch("start_time", request.start_time, request.HasField("start_time")),
                                     end=epoch("end_time", request.end_time, request.HasField("end_time")))
-        with self._db(context, "GetStats", flt):
-            stats = repo.stats(flt)
-        p50, p95, p99 = stats.latency_ms
-        return analytics_pb2.GetStatsResponse(
+        width = request.bucket_seconds
+        if width < 0 or width % SERIES_STEP:
+            raise errors.InvalidArgument(f"bucket_seconds {width} is not a multiple of {SERIES_STEP}; use 0 (no "
+                                         f"series) or a multiple of {SERIES_STEP} (statistics are kept per minute)")
+        try:
+            with self._db(context, "GetStats", flt):
+                stats = repo.stats(flt, width, time.time())
+        except repo.TooManyBuckets as exc:
+            raise errors.InvalidArgument(f"bucket_seconds {width}: {exc}") from None
+        response = analytics_pb2.GetStatsResponse(
             total=stats.total, by_label=stats.by_label, by_version=stats.by_version,
-            by_transport=stats.by_transport,
-            latency=analytics_pb2.LatencySummary(p50_ms=p50, p95_ms=p95, p99_ms=p99),
+            by_transport=stats.by_transport, latency=_latency(stats.latency_ms),
             quality=[analytics_pb2.VersionQuality(
                 model=q.model, model_version=q.model_version, feedback_count=q.feedback_count,
                 accuracy=q.accuracy, macro_precision=q.macro_precision, macro_recall=q.macro_recall)
-                for q in stats.quality])
+                for q in stats.quality],
+            series=[analytics_pb2.StatsBucket(
+                start_time=timestamp(b.start), total=b.total, by_label=b.by_label, by_transport=b.by_transport,
+                latency=_latency(b.latency_ms),
+                latency_by_transport={name: _latency(lat) for name, lat in b.latency_by_transport.items()})
+                for b in stats.series],
+            window_end=timestamp(stats.window_end))
+        if stats.window_start is not None:
+            response.window_start.CopyFrom(timestamp(stats.window_start))
+        return response
 
     @rpc
     def SubmitFeedback(self, request, context):
@@ -364,6 +381,11 @@ def _described(**fields: str) -> str:
     """" (model=iris, label=setosa)" for the fields that are set; "" when none is (no filter)."""
     shown_fields = [f"{name}={shown(value) if name != 'page' else value}" for name, value in fields.items() if value]
     return f" ({', '.join(shown_fields)})" if shown_fields else " (no filter)"
+
+
+def _latency(percentiles: tuple[float, float, float]) -> analytics_pb2.LatencySummary:
+    p50, p95, p99 = percentiles
+    return analytics_pb2.LatencySummary(p50_ms=p50, p95_ms=p95, p99_ms=p99)
 
 
 def _count(field: str, value: int) -> int:

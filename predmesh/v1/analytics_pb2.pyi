@@ -25,7 +25,7 @@ BATCH_RUN_STATUS_SUCCEEDED: BatchRunStatus
 BATCH_RUN_STATUS_FAILED: BatchRunStatus
 
 class ListPredictionsRequest(_message.Message):
-    __slots__ = ("model", "model_version", "label", "transport", "start_time", "end_time", "page_size", "page_token")
+    __slots__ = ("model", "model_version", "label", "transport", "start_time", "end_time", "page_size", "page_token", "request_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class ListPredictionsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     label: str
@@ -42,7 +43,8 @@ class ListPredictionsRequest(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     page_size: int
     page_token: str
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., transport: _Optional[_Union[_model_pb2.Transport, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., transport: _Optional[_Union[_model_pb2.Transport, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StoredPrediction(_message.Message):
     __slots__ = ("prediction", "features", "transport", "created_at", "feedback_label")
@@ -74,14 +76,16 @@ class ListPredictionsResponse(_message.Message):
     def __init__(self, predictions: _Optional[_Iterable[_Union[StoredPrediction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ("model", "start_time", "end_time")
+    __slots__ = ("model", "start_time", "end_time", "bucket_seconds")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, model: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    bucket_seconds: int
+    def __init__(self, model: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_seconds: _Optional[int] = ...) -> None: ...
 
 class LatencySummary(_message.Message):
     __slots__ = ("p50_ms", "p95_ms", "p99_ms")
@@ -110,7 +114,7 @@ class VersionQuality(_message.Message):
     def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., feedback_count: _Optional[int] = ..., accuracy: _Optional[float] = ..., macro_precision: _Optional[float] = ..., macro_recall: _Optional[float] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("total", "by_label", "by_version", "by_transport", "latency", "quality")
+    __slots__ = ("total", "by_label", "by_version", "by_transport", "latency", "quality", "series", "window_start", "window_end")
     class ByLabelEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,13 +142,56 @@ class GetStatsResponse(_message.Message):
     BY_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
     total: int
     by_label: _containers.ScalarMap[str, int]
     by_version: _containers.ScalarMap[str, int]
     by_transport: _containers.ScalarMap[str, int]
     latency: LatencySummary
     quality: _containers.RepeatedCompositeFieldContainer[VersionQuality]
-    def __init__(self, total: _Optional[int] = ..., by_label: _Optional[_Mapping[str, int]] = ..., by_version: _Optional[_Mapping[str, int]] = ..., by_transport: _Optional[_Mapping[str, int]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., quality: _Optional[_Iterable[_Union[VersionQuality, _Mapping]]] = ...) -> None: ...
+    series: _containers.RepeatedCompositeFieldContainer[StatsBucket]
+    window_start: _timestamp_pb2.Timestamp
+    window_end: _timestamp_pb2.Timestamp
+    def __init__(self, total: _Optional[int] = ..., by_label: _Optional[_Mapping[str, int]] = ..., by_version: _Optional[_Mapping[str, int]] = ..., by_transport: _Optional[_Mapping[str, int]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., quality: _Optional[_Iterable[_Union[VersionQuality, _Mapping]]] = ..., series: _Optional[_Iterable[_Union[StatsBucket, _Mapping]]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StatsBucket(_message.Message):
+    __slots__ = ("start_time", "total", "by_label", "by_transport", "latency", "latency_by_transport")
+    class ByLabelEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ByTransportEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class LatencyByTransportEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: LatencySummary
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[LatencySummary, _Mapping]] = ...) -> None: ...
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BY_LABEL_FIELD_NUMBER: _ClassVar[int]
+    BY_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BY_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    total: int
+    by_label: _containers.ScalarMap[str, int]
+    by_transport: _containers.ScalarMap[str, int]
+    latency: LatencySummary
+    latency_by_transport: _containers.MessageMap[str, LatencySummary]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total: _Optional[int] = ..., by_label: _Optional[_Mapping[str, int]] = ..., by_transport: _Optional[_Mapping[str, int]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., latency_by_transport: _Optional[_Mapping[str, LatencySummary]] = ...) -> None: ...
 
 class SubmitFeedbackRequest(_message.Message):
     __slots__ = ("prediction_id", "label")

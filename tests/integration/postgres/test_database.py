@@ -168,6 +168,8 @@ def test_list_pages_newest_first_with_filters(database):
     assert [p.record.request_id for p in rest_v2] == ["r19", "r17", "r15", "r13", "r11"]
     window, _ = repo.list_predictions(repo.PredictionFilter(label="versicolor", start=now - 95, end=now - 85), 100)
     assert [p.record.request_id for p in window] == ["r13", "r10", "r7"]
+    by_id, _ = repo.list_predictions(repo.PredictionFilter(request_id="r1"), 100)
+    assert [p.record.request_id for p in by_id] == ["r1"]  # exact: not r10..r19
     with pytest.raises(repo.InvalidPageToken):
         repo.list_predictions(flt, 5, "garbage")
 

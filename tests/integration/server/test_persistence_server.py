@@ -2,6 +2,7 @@
 the analytics API, feedback quality in GetStats and Prometheus, activation records, migration refusal."""
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import urllib.request
@@ -57,6 +58,37 @@ def test_a_retried_request_makes_one_row_and_transports_are_recorded(stored_serv
         assert stored.prediction.prediction_id == first.prediction_id
         assert dict(stored.features) == IRIS_ROW and stored.transport == "grpc"
         assert stored.prediction.model_version == first.model_version
+
+
+def test_request_id_filter_and_the_stats_series(stored_server):
+    """ListPredictions finds a prediction by its request id (exact match); GetStats with bucket_seconds answers
+    the window's buckets in one call, oldest first, empty ones included, summing to the window's totals."""
+    from datetime import UTC, datetime, timedelta
+    with Client(stored_server.target) as client, Client(stored_server.target, transport="rest") as rest:
+        first = client.predict("iris", IRIS_ROW, request_id="series-1")
+        rest.predict("iris", VERSICOLOR, request_id="series-2")
+        rest.predict("iris", IRIS_ROW, request_id="series-10")
+        wait_for(lambda: stored_count(client) == 3, 10, what="3 rows stored")
+        [found] = client.list_predictions(request_id="series-1").items
+        assert found.prediction.prediction_id == first.prediction_id
+        assert client.list_predictions(request_id="series").items == ()  # exact, not a prefix
+        now = datetime.now(UTC)
+        stats = client.get_stats(start_time=now - timedelta(minutes=10), bucket_seconds=60)
+        assert stats.total == 3 and 10 <= len(stats.series) <= 11
+        starts = [b.start for b in stats.series if b.start is not None]
+        assert len(starts) == len(stats.series)
+        assert starts == sorted(starts) and all(s.second == 0 and s.microsecond == 0 for s in starts)
+        assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(starts))
+        assert sum(b.total for b in stats.series) == 3
+        assert sum(b.by_transport.get("rest", 0) for b in stats.series) == 2
+        assert sum(b.by_label.get("setosa", 0) for b in stats.series) == 2
+        busy = [b for b in stats.series if b.total]
+        assert all(b.latency.p50_ms > 0 and set(b.latency_by_transport) == set(b.by_transport) for b in busy)
+        assert client.get_stats().series == ()
+        with pytest.raises(InvalidArgument, match="bucket_seconds 30"):
+            client.get_stats(bucket_seconds=30)
+        with pytest.raises(InvalidArgument, match="limit is 2000"):
+            client.get_stats(start_time=now - timedelta(days=3), bucket_seconds=60)
 
 
 def test_feedback_moves_accuracy_in_stats_and_prometheus(stored_server):

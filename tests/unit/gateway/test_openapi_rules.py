@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from database import repo
 from gateway import api_rules
 from gateway.api_rules import ApiLimits
 from gateway.descriptor import ADMIN_SERVICES, PUBLIC_SERVICES, build_descriptor
@@ -31,6 +32,7 @@ def test_the_documented_bounds_are_the_servers_constants():
         analytics.MAX_PAGE, analytics.MAX_FEEDBACK_ITEMS, analytics.MAX_RUN_KEY, analytics.MAX_RUN_MESSAGE)
     assert api_rules.DEFAULT_MAX_BATCH_ROWS == ServerSettings.max_batch_rows == GatewaySettings.max_batch_rows
     assert {m.rsplit(".", 1)[1] for m in api_rules.WRITE_METHODS} == set(auth.WRITE_METHODS)
+    assert (api_rules.SERIES_STEP, api_rules.MAX_SERIES_BUCKETS) == (analytics.SERIES_STEP, repo.MAX_SERIES_BUCKETS)
 
 
 @pytest.mark.parametrize("name", ["iris", "a", "A9", "a.b", "a-.b", "a.", "x_y-z.1", "a" * 64, "a..b", "", ".a",
@@ -78,6 +80,11 @@ def test_operations_state_credentials_limits_and_every_status(descriptor):
     assert body["required"] == ["features"] and body["properties"]["request_id"]["maxLength"] == 128
     page = next(p for p in ops["AnalyticsService_ListPredictions"]["parameters"] if p["name"] == "page_size")
     assert (page["schema"]["minimum"], page["schema"]["maximum"]) == (0, 1000)
+    request_id = next(p for p in ops["AnalyticsService_ListPredictions"]["parameters"] if p["name"] == "request_id")
+    assert request_id["schema"]["maxLength"] == 128 and "exact match" in request_id["description"]
+    bucket = next(p for p in ops["AnalyticsService_GetStats"]["parameters"] if p["name"] == "bucket_seconds")
+    assert (bucket["schema"]["minimum"], bucket["schema"]["multipleOf"]) == (0, 60)
+    assert "2000 buckets" in bucket["description"]
     schemas = doc["components"]["schemas"]
     assert schemas["predmesh.v1.BatchRun"]["required"] == ["run_key", "kind", "model", "status"]
     assert schemas["predmesh.v1.BatchRowResult"]["oneOf"] == [{"required": ["prediction"]},
