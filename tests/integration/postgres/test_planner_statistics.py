@@ -23,7 +23,9 @@ def analyzed(schema: TempSchema) -> tuple[object, object, float]:
         cur.execute("SELECT s.last_analyze, s.last_autoanalyze, c.reltuples FROM pg_stat_user_tables s "
                     "JOIN pg_class c ON c.oid = s.relid WHERE s.schemaname = %s AND s.relname = 'predictions'",
                     (schema.name,))
-        return cur.fetchone()
+        row = cur.fetchone()
+        assert row is not None  # the table exists once the server has migrated
+        return row[0], row[1], row[2]
 
 
 @pytest.fixture
