@@ -236,8 +236,8 @@ def main() -> int:
     try:
         print(f"PostgreSQL schema {schema.name}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
               flush=True)
+        everything = migrations.available()
         if not args.schema:
-            everything = migrations.available()
             later = [n for n in everything if n >= "m0006"] if args.indexes_after else []
             first = [n for n in everything if n not in later]
             setattr(migrations, "available", lambda: first)  # noqa: B010 - the runner applies these only
@@ -246,21 +246,25 @@ def main() -> int:
             took = load(args.rows, args.days, end)
             print(f"load: {args.rows:,} rows over {args.days:g} days through repo.insert_predictions (COPY) in "
                   f"{took:.1f} s = {args.rows / took:,.0f} rows/s", flush=True)
-            for name in later:
-                only = [n for n in everything if n <= name]
-                setattr(migrations, "available", lambda only=only: only)  # noqa: B010
-                t0 = time.perf_counter()
-                with session():
-                    migrations.migrate(database)
-                took = time.perf_counter() - t0
-                print(f"migration {name} on {args.rows:,} rows: {took:.1f} s = {took / args.rows * 1e6:.1f} s per "
-                      "million rows", flush=True)
-            setattr(migrations, "available", lambda: everything)  # noqa: B010
+        setattr(migrations, "available", lambda: everything)  # noqa: B010
+        with session():
+            later = migrations.pending(database)  # --indexes-after, or a kept schema behind the code
+            total = repo.count_predictions()
+        for name in later:
+            only = [n for n in everything if n <= name]
+            setattr(migrations, "available", lambda only=only: only)  # noqa: B010
             t0 = time.perf_counter()
             with session():
-                ran = analyze_if_due(0.1)
-            print(f"planner statistics (the writer's rule, analyze_if_due): ANALYZE {'ran' if ran else 'not due'} "
-                  f"in {time.perf_counter() - t0:.1f} s", flush=True)
+                migrations.migrate(database)
+            took = time.perf_counter() - t0
+            print(f"migration {name} on {total:,} rows: {took:.1f} s = {took / max(total, 1) * 1e6:.1f} s per "
+                  "million rows", flush=True)
+        setattr(migrations, "available", lambda: everything)  # noqa: B010
+        t0 = time.perf_counter()
+        with session():
+            ran = analyze_if_due(0.1)
+        print(f"planner statistics (the writer's rule, analyze_if_due): ANALYZE {'ran' if ran else 'not due'} "
+              f"in {time.perf_counter() - t0:.1f} s", flush=True)
         with session():
             total = repo.count_predictions()
         for name, value in sizes(schema).items():

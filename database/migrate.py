@@ -1,10 +1,13 @@
-"""The migration runner: applies database/migrations/m*.py in name order, each in its own transaction (or, for a
-migration with TRANSACTION = False, under a session-held lock), once."""
+"""The migration runner: applies database/migrations/m*.py in name order, each once, in its own transaction (a
+migration with TRANSACTION = False outside one), all under one advisory lock held for the session."""
 from __future__ import annotations
 
 import importlib
 import logging
 import pkgutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from peewee import CharField, Database, DateTimeField, Model
@@ -48,45 +51,44 @@ def pending(database: Database) -> list[str]:
 def migrate(database: Database) -> list[str]:
     """Apply every pending migration; returns the names applied (empty when already current)."""
     done: list[str] = []
-    with database.bind_ctx([AppliedMigration]):
+    with database.bind_ctx([AppliedMigration]), _migration_lock(database):
         with database.atomic():
-            if is_postgres(database):
-                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             AppliedMigration.create_table(safe=True)
         for name in available():
-            module = importlib.import_module(f"{migrations_pkg.__name__}.{name}")
-            if not getattr(module, "TRANSACTION", True):
-                if _apply_outside_transaction(database, name, module):
-                    done.append(name)
+            if AppliedMigration.get_or_none(AppliedMigration.name == name):
                 continue
-            with database.atomic():
-                if is_postgres(database):
-                    database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-                if AppliedMigration.get_or_none(AppliedMigration.name == name):
-                    continue
-                log.info("applying migration %s", name)
+            module = importlib.import_module(f"{migrations_pkg.__name__}.{name}")
+            if getattr(module, "TRANSACTION", True):
+                with database.atomic():
+                    log.info("applying migration %s", name)
+                    module.apply(database)
+                    AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+            else:  # e.g. CREATE INDEX CONCURRENTLY: it must be safe to run again after an interruption
+                log.info("applying migration %s (outside a transaction)", name)
                 module.apply(database)
                 AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
-                done.append(name)
+            done.append(name)
     return done
 
 
-def _apply_outside_transaction(database: Database, name: str, module) -> bool:
-    """A migration that cannot run in a transaction (CREATE INDEX CONCURRENTLY), under the advisory lock held
-    for the session; it must be safe to run again after an interruption (it is recorded only once it ends)."""
-    postgres = is_postgres(database)
-    if postgres:
-        database.execute_sql("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+@contextmanager
+def _migration_lock(database: Database, poll_s: float = 0.1) -> Iterator[None]:
+    """PostgreSQL: the advisory lock that makes one migrator at a time, held for the session. It is waited for by
+    polling pg_try_advisory_lock outside any transaction, never in a blocking wait: a CREATE INDEX CONCURRENTLY
+    of the holder waits for every transaction with an older snapshot, which a blocked waiter would be (a deadlock).
+    Every migration, and the check of what is applied, runs under it."""
+    if not is_postgres(database):
+        yield
+        return
+    while not database.execute_sql("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+        time.sleep(poll_s)
     try:
-        if AppliedMigration.get_or_none(AppliedMigration.name == name):
-            return False
-        log.info("applying migration %s (outside a transaction)", name)
-        module.apply(database)
-        AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
-        return True
+        yield
     finally:
-        if postgres:
+        try:
             database.execute_sql("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        except Exception as exc:  # the connection is broken: the server has released the lock with it
+            log.warning("migration lock not released (%s); it goes with the connection", exc)
 
 
 def require_current(database: Database) -> None:

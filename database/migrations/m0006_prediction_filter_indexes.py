@@ -5,14 +5,17 @@ supersede (created_at; model, model_version, created_at) are dropped.
 
 PostgreSQL: on a table with rows every index is built with CREATE INDEX CONCURRENTLY (predictions keep being
 stored and read meanwhile), so this migration runs outside a transaction (TRANSACTION = False; the runner holds
-its advisory lock for the session instead). An index a failed concurrent build left INVALID is dropped and built
-again. An empty table (a new database) takes plain CREATE INDEX in one transaction. Measured cost: see
+its advisory lock for the session, and other migrators wait for it without holding a snapshot). An index a failed
+concurrent build left INVALID is dropped and built again; a build that deadlocks with an older transaction is
+tried again. An empty table (a new database) takes plain CREATE INDEX in one transaction. Measured cost: see
 bench/README.md (analytics_bench.py prints it per million rows).
 """
 from __future__ import annotations
 
 import logging
 import time
+
+import peewee
 
 from database.connect import is_postgres
 
@@ -30,6 +33,7 @@ INDEXES = {
     "predictions_transport_page": ("transport",),
 }
 REQUEST_ID_INDEX = "predictions_request_id_lookup"  # only made when no index starts with request_id
+DEADLOCK, ATTEMPTS = "40P01", 3
 SUPERSEDED = ("prediction_created_at", "prediction_model_model_version_created_at")  # names m0001 gave them
 
 
@@ -64,18 +68,33 @@ def apply(database) -> None:
         return
     database.execute_sql("SET statement_timeout = 0")  # an index over millions of rows takes minutes
     try:
-        for name in (*INDEXES, REQUEST_ID_INDEX):  # a concurrent build that failed before left it INVALID
-            invalid = database.execute_sql(
-                "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid", (name,)).fetchone()
-            if invalid:
-                log.warning("index %s is invalid (an interrupted build): dropping it to build it again", name)
-                database.execute_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        _drop_invalid(database)  # a concurrent build that failed before left its index INVALID
         for sql in statements(True, indexed):
             started = time.monotonic()
-            database.execute_sql(sql)
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    database.execute_sql(sql)
+                    break
+                except peewee.OperationalError as exc:
+                    # a concurrent build waits for every older transaction: one that waits for this migrator
+                    # (a server of the previous release taking the migration lock in a transaction) deadlocks it
+                    if getattr(getattr(exc, "orig", None), "pgcode", None) != DEADLOCK or attempt == ATTEMPTS:
+                        raise
+                    log.warning("%s: deadlock with another transaction (attempt %d of %d); building it again",
+                                sql, attempt, ATTEMPTS)
+                    _drop_invalid(database)
             log.info("%s: %.1f s", sql, time.monotonic() - started)
     finally:
         database.execute_sql("RESET statement_timeout")
+
+
+def _drop_invalid(database) -> None:
+    for name in (*INDEXES, REQUEST_ID_INDEX):
+        invalid = database.execute_sql(
+            "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid", (name,)).fetchone()
+        if invalid:
+            log.warning("index %s is invalid (an interrupted build): dropping it to build it again", name)
+            database.execute_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
 def _first_column_sqlite(database, index: str) -> str:

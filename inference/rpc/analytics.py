@@ -104,8 +104,9 @@ QUERY_FAULT = "analytics.query_delay_ms"  # tests only (predmesh.faults): the da
 
 def margin(left_s: float) -> float:
     """Time kept back from the client's deadline so the server's own DEADLINE_EXCEEDED, naming what was slow,
-    reaches the client before the client's deadline ends the call: a tenth of it, at most 50 ms."""
-    return min(0.05, left_s / 10)
+    reaches the client before the client's deadline ends the call (on a busy machine too): a tenth of it, at most
+    250 ms."""
+    return min(0.25, left_s / 10)
 
 
 class Db:

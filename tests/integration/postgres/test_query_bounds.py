@@ -53,16 +53,16 @@ def test_a_deadline_ends_the_query_and_says_what_was_slow(model_store, tmp_path,
         with channel:
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as caught:
-                analytics.GetStats(analytics_pb2.GetStatsRequest(model="iris"), timeout=1.5)
+                analytics.GetStats(analytics_pb2.GetStatsRequest(model="iris"), timeout=3)
             took = time.monotonic() - started
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             # the server's own answer (before the client's deadline), naming the call and its filter
             assert "GetStats (model='iris') is slow" in details(caught.value)
-            assert took < 1.5
+            assert took < 3
             assert running_sleeps() == 0  # nothing left running on PostgreSQL once the call has answered
             with pytest.raises(grpc.RpcError) as listed:
                 analytics.ListPredictions(analytics_pb2.ListPredictionsRequest(transport=model_pb2.TRANSPORT_GRPC),
-                                          timeout=0.5)
+                                          timeout=2)
             assert listed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "ListPredictions (transport='grpc') is slow" in details(listed.value)
             assert running_sleeps() == 0
@@ -78,8 +78,7 @@ def test_a_cancelled_call_cancels_its_query(model_store, tmp_path, pg_schema):
             started = time.monotonic()
             wait_for(lambda: running_sleeps() == 0, 1.0, what="the cancelled call's query to end")
             assert time.monotonic() - started < 1.0
-            assert "cancelled its database query" not in proc.log_path.read_text()  # no INTERNAL traceback either
-            assert "failed unexpectedly" not in proc.log_path.read_text()
+            assert "failed unexpectedly" not in proc.log_path.read_text()  # no INTERNAL, no traceback
 
 
 def test_the_server_cap_refuses_an_expensive_call(model_store, tmp_path, pg_schema):
@@ -102,7 +101,7 @@ def test_sqlite_answers_the_same_statuses(model_store, tmp_path):
         with channel:
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as caught:
-                analytics.GetStats(analytics_pb2.GetStatsRequest(model="iris"), timeout=1.0)
+                analytics.GetStats(analytics_pb2.GetStatsRequest(model="iris"), timeout=2)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "GetStats (model='iris') is slow" in details(caught.value)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2
