@@ -211,6 +211,7 @@ def main() -> int:
                         help="load before m0006 and later migrations, then apply and time them")
     parser.add_argument("--keep", action="store_true", help="keep the schema (its name is printed)")
     parser.add_argument("--schema", help="measure an existing schema kept by --keep (no load)")
+    parser.add_argument("--skip-stats", action="store_true", help="measure ListPredictions only")
     args = parser.parse_args()
 
     from database import migrate as migrations
@@ -283,17 +284,18 @@ def main() -> int:
             stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
             now = end
             print(f"GetStats ({total:,} rows; {args.calls} calls each):", flush=True)
-            for wname, seconds in WINDOWS:
+            for wname, seconds in () if args.skip_stats else WINDOWS:
                 for fname, model in (("none", ""), ("model=iris", "iris")):
                     request = analytics_pb2.GetStatsRequest(model=model)
                     if seconds is not None:
                         request.start_time.CopyFrom(Timestamp(seconds=int(now - seconds)))
                     times, error = measure(stub.GetStats, request, args.calls)
                     report(f"GetStats window {wname} filter {fname}", times, error, results)
-            dash = analytics_pb2.GetStatsRequest(bucket_seconds=300)
-            dash.start_time.CopyFrom(Timestamp(seconds=int(now - DAY)))
-            times, error = measure(stub.GetStats, dash, args.calls)
-            report("GetStats 24h in 5-minute buckets (dashboard)", times, error, results)
+            if not args.skip_stats:
+                dash = analytics_pb2.GetStatsRequest(bucket_seconds=300)
+                dash.start_time.CopyFrom(Timestamp(seconds=int(now - DAY)))
+                times, error = measure(stub.GetStats, dash, args.calls)
+                report("GetStats 24h in 5-minute buckets (dashboard)", times, error, results)
 
             print(f"ListPredictions (page size {args.page_size}):", flush=True)
             filters: tuple[tuple[str, dict[str, str]], ...] = (("none", {}), ("model=wine", {"model": "wine"}),
