@@ -2,26 +2,21 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import math
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
 
 from peewee import JOIN, SQL, IntegrityError, Tuple, fn
 
+from database import aggregates
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.copy_text import copy_text, features_json, to_json
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db, to_datetime, to_epoch
-from database.quality import Quality, quality
+from database.quality import Quality
 from database.records import PredictionRecord, Stored, as_rows, row_count
-from predmesh.percentile import percentile
-
-PERCENTILES = (0.5, 0.95, 0.99)
 
 
 class InvalidPageToken(Exception):
@@ -115,6 +110,7 @@ def insert_predictions(records: Sequence[Stored]) -> int:
             try:
                 with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable
                     cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", text)
+                aggregates.add_records(records)  # COPY stored every row: all are new
                 return row_count(records)
             except psycopg2.Error as exc:
                 if (exc.pgcode or "")[:2] not in REJECTED_SQLSTATE_CLASSES:
@@ -129,7 +125,8 @@ def insert_predictions(records: Sequence[Stored]) -> int:
                                        "ON COMMIT DELETE ROWS")
                         cursor.copy_expert(f"COPY {_STAGING} ({columns}) FROM STDIN", text)
                         cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} "
-                                       "ON CONFLICT DO NOTHING")
+                                       f"ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
+                        aggregates.add_rows(cursor.fetchall())  # only the rows inserted now
                     return row_count(records)
                 # a value COPY refuses: the INSERT below raises for it (the caller isolates that row)
         rows = [(r.prediction_id, r.request_id, r.model, r.model_version, features_json(r.features), r.label,
@@ -138,12 +135,40 @@ def insert_predictions(records: Sequence[Stored]) -> int:
                 for r in as_rows(records)]
         if postgres:
             from psycopg2.extras import execute_values
-            execute_values(cursor, f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING", rows,
-                           template="(%s, %s, %s, %s, %s::jsonb, %s, %s::jsonb, %s, %s, %s)", page_size=1000)
+            inserted = execute_values(
+                cursor, f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING "
+                f"RETURNING {aggregates.RETURNING}", rows,
+                template="(%s, %s, %s, %s, %s::jsonb, %s, %s::jsonb, %s, %s, %s)", page_size=1000, fetch=True)
+            aggregates.add_rows(inserted)
         else:
             marks = ", ".join("?" * len(_COLUMNS))
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows)
+            _insert_new_sqlite(cursor, f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                               rows, records)
     return len(rows)
+
+
+class _SomeStored(Exception):
+    """Some rows of an SQLite batch were stored already."""
+
+
+def _insert_new_sqlite(cursor, sql: str, rows: list[tuple], records: Sequence[Stored]) -> None:
+    """SQLite: insert rows (ignoring those stored already) and count the new ones in the aggregates: all at once
+    when every row is new, else (a retry, a replay) again row by row to tell which are."""
+    try:
+        with db.atomic():  # a savepoint
+            cursor.executemany(sql, rows)
+            if cursor.rowcount != len(rows):
+                raise _SomeStored
+        aggregates.add_records(records)
+        return
+    except _SomeStored:
+        pass
+    new = []
+    for row in rows:
+        cursor.execute(sql, row)
+        if cursor.rowcount == 1:
+            new.append(tuple(row[i] for i in aggregates.ROW_FIELDS))
+    aggregates.add_rows(new)
 
 
 def _record(row: Prediction) -> PredictionRecord:
@@ -217,13 +242,7 @@ def _decode_token(token: str) -> tuple[datetime, str]:
         raise InvalidPageToken(f"page_token {token[:40]!r} is not valid; pass next_page_token unchanged") from exc
 
 
-def _percentiles(values: list[float]) -> tuple[float, float, float]:
-    values.sort()
-    p50, p95, p99 = (percentile(values, q) for q in PERCENTILES) if values else (0.0, 0.0, 0.0)
-    return p50, p95, p99
-
-
-def series_starts(start: float | None, end: float, first: float | None, width: int) -> list[float]:
+def series_starts(start: float | None, end: float, first: float | None, width: int) -> list[int]:
     """The starts of the width-second buckets (aligned to multiples of width since the epoch) that cover
     [start, end); an unset start begins at `first` (the oldest data; no buckets when there is none)."""
     begin = start if start is not None else first
@@ -233,82 +252,56 @@ def series_starts(start: float | None, end: float, first: float | None, width: i
     if hi - lo > MAX_SERIES_BUCKETS:
         raise TooManyBuckets(f"the window holds {hi - lo} buckets of {width} s; the limit is {MAX_SERIES_BUCKETS}: "
                              "use wider buckets or a shorter window")
-    return [float(k * width) for k in range(lo, hi)]
-
-
-def _series(flt: PredictionFilter, end: float, width: int) -> list[SeriesBucket]:
-    rows = cast(list[tuple[datetime, str, str, float]], list(
-        Prediction.select(Prediction.created_at, Prediction.label, Prediction.transport, Prediction.latency_ms)
-        .where(*_where(flt)).order_by(Prediction.created_at).tuples()))
-    starts = series_starts(flt.start, end, to_epoch(rows[0][0]) if rows else None, width)
-    grouped: dict[float, list[tuple[str, str, float]]] = defaultdict(list)
-    for created, label, transport, latency in rows:
-        grouped[math.floor(to_epoch(created) / width) * width].append((label, transport, latency))
-    out = []
-    for start in starts:
-        members = grouped.get(start, [])
-        by_transport: dict[str, list[float]] = defaultdict(list)
-        for _, transport, latency in members:
-            by_transport[transport].append(latency)
-        out.append(SeriesBucket(
-            start=start, total=len(members), by_label=dict(Counter(label for label, _, _ in members)),
-            by_transport={t: len(v) for t, v in by_transport.items()},
-            latency_ms=_percentiles([latency for _, _, latency in members]),
-            latency_by_transport={t: _percentiles(v) for t, v in by_transport.items()}))
-    return out
+    return [k * width for k in range(lo, hi)]
 
 
 def stats(flt: PredictionFilter, bucket_seconds: int = 0, now: float | None = None) -> Stats:
-    """Counts per label, model version ("model@version") and transport, latency percentiles, and quality; with
-    bucket_seconds, also the window's series of buckets of that width (TooManyBuckets beyond the limit)."""
-    end = flt.end if flt.end is not None else (time.time() if now is None else now)
-    series = _series(dataclasses.replace(flt, end=end), end, bucket_seconds) if bucket_seconds else []
-    conds = _where(flt)
-
-    def counts(*cols):
-        query = Prediction.select(*cols, fn.COUNT(SQL("*")).alias("n")).where(*conds).group_by(*cols).tuples()
-        return list(query)
-
-    by_label = dict(counts(Prediction.label))
-    by_version = {f"{m}@{v}": n for m, v, n in counts(Prediction.model, Prediction.model_version)}
-    by_transport = dict(counts(Prediction.transport))
-    total = sum(by_label.values())
-    if not total:
-        latency = [0.0, 0.0, 0.0]
-    elif is_postgres():
-        array = ",".join(str(q) for q in PERCENTILES)
-        value = (Prediction.select(SQL(f"percentile_cont(ARRAY[{array}]) WITHIN GROUP (ORDER BY latency_ms)"))
-                 .where(*conds).scalar())
-        latency = [float(v) for v in value]
-    else:
-        values = list(Prediction.select(Prediction.latency_ms).where(*conds)
-                      .order_by(Prediction.latency_ms).scalars())
-        latency = [percentile(values, q) for q in PERCENTILES]
-    p50, p95, p99 = latency
-    return Stats(total=total, by_label=by_label, by_version=by_version, by_transport=by_transport,
-                 latency_ms=(p50, p95, p99), quality=version_quality(flt), series=series, window_start=flt.start,
-                 window_end=end)
+    """Counts per label, model version ("model@version") and transport, latency percentiles and quality over the
+    window (its edges rounded out to whole minutes), read from the aggregates (database.aggregates); with
+    bucket_seconds (a multiple of 60), also the window's series of buckets of that width (TooManyBuckets beyond
+    the limit). Filters other than model and the window are not supported here (ValueError)."""
+    if flt.model_version or flt.label or flt.transport or flt.request_id:
+        raise ValueError("stats filters by model and time only")
+    start, end = aggregates.window(flt.start, flt.end if flt.end is not None else
+                                   (time.time() if now is None else now))
+    found = aggregates.totals(start, end, flt.model)
+    series: list[SeriesBucket] = []
+    if bucket_seconds:
+        first = aggregates.first_minute(flt.model) if start is None else start
+        starts = series_starts(start, end, first, bucket_seconds)
+        series = [SeriesBucket(float(b.start), b.total, b.by_label, b.by_transport, b.latency_ms,
+                               b.latency_by_transport)
+                  for b in aggregates.series(starts, bucket_seconds, start, end, flt.model)]
+    return Stats(total=found.total, by_label=found.by_label, by_version=found.by_version,
+                 by_transport=found.by_transport, latency_ms=found.latency_ms,
+                 quality=aggregates.version_quality(start, end, flt.model), series=series,
+                 window_start=None if start is None else float(start), window_end=float(end))
 
 
 def version_quality(flt: PredictionFilter = PredictionFilter()) -> list[Quality]:
-    """Accuracy, macro precision and recall per model version, over predictions in the filter with feedback."""
-    query = (Prediction.select(Prediction.model, Prediction.model_version, Prediction.label, Feedback.label,
-                               fn.COUNT(SQL("*")))
-             .join(Feedback, on=(Feedback.prediction == Prediction.prediction_id))
-             .where(*_where(flt))
-             .group_by(Prediction.model, Prediction.model_version, Prediction.label, Feedback.label)
-             .tuples())
-    confusion: dict[tuple[str, str], dict[tuple[str, str], int]] = defaultdict(dict)
-    for model, version, predicted, true, n in cast(Iterable[tuple[str, str, str, str, int]], query):  # as above
-        confusion[(model, version)][(predicted, true)] = n
-    return [quality(m, v, c) for (m, v), c in sorted(confusion.items())]
+    """Accuracy, macro precision and recall per model version, over predictions in the filter (model, version and
+    a window rounded out to whole minutes) with feedback, read from the aggregates."""
+    if flt.label or flt.transport or flt.request_id:
+        raise ValueError("version_quality filters by model, version and time only")
+    if flt.start is None and flt.end is None:
+        return aggregates.version_quality(None, None, flt.model, flt.model_version)
+    start, end = aggregates.window(flt.start, flt.end if flt.end is not None else 2.0**40)
+    return aggregates.version_quality(start, end, flt.model, flt.model_version)
+
+
+def _write_transaction():
+    """A transaction that writes after it reads: on SQLite it takes the write lock at once (BEGIN IMMEDIATE), so no
+    other writer slips in between the read and the write."""
+    return db.atomic() if is_postgres() else db.atomic("IMMEDIATE")
 
 
 def upsert_feedback(prediction_id: str, label: str, at: float) -> None:
     """Record (or overwrite) the true label of a stored prediction."""
-    Feedback.insert(prediction=prediction_id, label=label, created_at=to_datetime(at)).on_conflict(
-        conflict_target=[Feedback.prediction],
-        update={Feedback.label: label, Feedback.created_at: to_datetime(at)}).execute()
+    with _write_transaction():
+        aggregates.record_feedback({prediction_id: label})
+        Feedback.insert(prediction=prediction_id, label=label, created_at=to_datetime(at)).on_conflict(
+            conflict_target=[Feedback.prediction],
+            update={Feedback.label: label, Feedback.created_at: to_datetime(at)}).execute()
 
 
 def record_activation(name: str, version: str, sha256: str, metrics: dict, created_at: float,
@@ -506,7 +499,8 @@ def upsert_feedback_many(labels: dict[str, str], at: float) -> None:
         return
     when = to_datetime(at)
     rows = [{"prediction": pid, "label": label, "created_at": when} for pid, label in labels.items()]
-    with db.atomic():
+    with _write_transaction():
+        aggregates.record_feedback(labels)
         for start in range(0, len(rows), 500):
             Feedback.insert_many(rows[start:start + 500]).on_conflict(
                 conflict_target=[Feedback.prediction],

@@ -1,0 +1,499 @@
+"""Aggregates of the stored predictions and their feedback, kept as rows are stored, so that GetStats, its series
+and the quality gauges read a few thousand aggregate rows instead of the raw table.
+
+Two tables, keyed by a time bucket at three widths (a minute, an hour, a day; a row counts in one bucket of each
+width), so that any window costs the same whatever the raw table holds:
+- stats_rollup: per (bucket, model, version, transport) the number of predictions, their count per predicted
+  label (a JSON object) and a latency histogram: counts per fixed logarithmic bin (bin i holds
+  (GAMMA**(i-1), GAMMA**i] ms), as an array (index 0: latency 0; index k: bin BIN_MIN + k - 1), mergeable by
+  adding counts. One row per key keeps the write cheap: a batch of predictions touches a few rows per width;
+- stats_feedback: the confusion counts per (bucket of the prediction's time, model, version, predicted, true).
+
+Writers: repo.insert_predictions calls add_records (rows it knows are new: its COPY) or add_rows (rows the
+database says it inserted: INSERT ... RETURNING), in its transaction, so a row offered twice (a retried request, a
+replayed spool) is counted once. repo.upsert_feedback(_many) calls record_feedback before it writes the labels:
+it locks the predictions concerned, reads their current feedback and moves each changed pair (minus the old
+pair, plus the new one), so an overwrite keeps the confusion exact.
+
+Readers (window [start, end) in epoch seconds): the edges are rounded out to whole minutes (window()); the
+window is covered by whole days in its middle, whole hours next to them and minutes at the edges (cover()).
+
+Latency percentiles are estimated from the histogram: each rank's latency is taken as its bin's value
+(2 * GAMMA**i / (GAMMA + 1), within ALPHA = 5% of anything the bin holds) and the percentile interpolated
+linearly between the two closest ranks (as percentile_cont does), so the estimate is within 5% of the exact
+percentile, for latencies from 1 µs to 11 days (beyond, the end bins hold them).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from database.connect import is_postgres
+from database.models import db, to_datetime, to_epoch
+from database.quality import Quality, quality
+from database.records import PredictionBatch, Stored
+
+WIDTHS = (60, 3600, 86400)  # bucket widths in seconds, finest first; each divides the next
+MINUTE, DAY = WIDTHS[0], WIDTHS[-1]
+ALPHA = 0.05  # relative accuracy of a latency percentile
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
+_LOG_GAMMA = math.log(GAMMA)
+BIN_MIN, BIN_MAX = math.floor(math.log(1e-3) / _LOG_GAMMA), math.ceil(math.log(1e9) / _LOG_GAMMA)  # 1 µs .. 11 d
+ZERO_BIN = BIN_MIN - 1  # latencies of 0 (or less): reported as 0
+PERCENTILES = (0.5, 0.95, 0.99)
+
+ROLLUP_KEY = ("model", "model_version", "transport")
+FEEDBACK_KEY = ("model", "model_version", "predicted", "actual")
+TABLES = {"stats_rollup": ROLLUP_KEY, "stats_feedback": FEEDBACK_KEY}
+
+# what INSERT ... RETURNING hands to add_rows, and where those values sit in repo.insert_predictions' row tuples
+RETURNING = "model, model_version, transport, label, latency_ms, created_at"
+ROW_FIELDS = (2, 3, 7, 5, 8, 9)
+
+
+# -- bucketing -----------------------------------------------------------------------------------------------------
+def latency_bin(ms: float) -> int:
+    """The histogram bin of a latency in milliseconds."""
+    if not ms > 0:
+        return ZERO_BIN if ms == ms else BIN_MAX  # NaN: the last bin
+    return min(BIN_MAX, max(BIN_MIN, math.ceil(math.log(ms) / _LOG_GAMMA)))
+
+
+def bin_value(index: int) -> float:
+    """The latency a bin stands for: within ALPHA of every latency it holds."""
+    return 0.0 if index == ZERO_BIN else 2 * GAMMA ** index / (GAMMA + 1)
+
+
+def minute_of(epoch: float) -> int:
+    """The start of the minute holding a prediction made at epoch seconds, as the stored timestamp (microseconds)
+    places it."""
+    return (round(epoch * 1_000_000) // 60_000_000) * 60
+
+
+# -- deltas --------------------------------------------------------------------------------------------------------
+@dataclass
+class Rollup:
+    """What one key of stats_rollup gains: predictions, per label, per latency bin."""
+
+    n: int = 0
+    labels: Counter = field(default_factory=Counter)
+    bins: Counter = field(default_factory=Counter)
+
+    def merge(self, other: Rollup) -> None:
+        self.n += other.n
+        self.labels.update(other.labels)
+        self.bins.update(other.bins)
+
+
+@dataclass
+class Delta:
+    """Changes to the aggregates, keyed by (minute start, *key); the coarser widths follow from the minute."""
+
+    rollup: defaultdict = field(default_factory=lambda: defaultdict(Rollup))
+    feedback: Counter = field(default_factory=Counter)
+
+    def add_row(self, created: float, model: str, version: str, transport: str, label: str, latency: float) -> None:
+        r = self.rollup[(minute_of(created), model, version, transport)]
+        r.n += 1
+        r.labels[label] += 1
+        r.bins[latency_bin(latency)] += 1
+
+    def add(self, items: Iterable[Stored]) -> None:
+        records = []
+        for item in items:
+            if type(item) is PredictionBatch:
+                r = self.rollup[(minute_of(item.created_at), item.model, item.model_version, item.transport)]
+                for index, n in enumerate(np.bincount(item.labels, minlength=len(item.classes)).tolist()):
+                    if n:
+                        r.labels[item.classes[index]] += n
+                r.n += len(item)
+                r.bins[latency_bin(item.latency_ms)] += len(item)
+            else:
+                records.append(item)
+        rollup = self.rollup
+        for r in records:  # the hot path (the server's prediction log): a few dict and counter updates a row
+            roll = rollup[(minute_of(r.created_at), r.model, r.model_version, r.transport)]
+            roll.n += 1
+            roll.labels[r.label] += 1
+            roll.bins[latency_bin(r.latency_ms)] += 1
+
+
+def add_records(items: Iterable[Stored]) -> None:
+    """Count stored records and batches that are all newly inserted (in the inserting transaction)."""
+    delta = Delta()
+    delta.add(items)
+    apply(delta)
+
+
+def add_rows(rows: Iterable[Sequence]) -> None:
+    """Count rows the database reports inserted: (model, model_version, transport, label, latency_ms, created_at)
+    with created_at a datetime (as INSERT ... RETURNING gives it) or epoch seconds."""
+    delta = Delta()
+    for model, version, transport, label, latency, created in rows:
+        delta.add_row(_epoch(created), model, version, transport, label, latency)
+    apply(delta)
+
+
+def _epoch(created: datetime | str | float) -> float:
+    if isinstance(created, datetime):
+        return to_epoch(created)
+    if isinstance(created, str):  # SQLite hands back the stored text
+        return to_epoch(datetime.fromisoformat(created))
+    return float(created)
+
+
+HIST_LEN = BIN_MAX - BIN_MIN + 2  # index 0: latency 0; index k: bin BIN_MIN + k - 1
+
+
+def hist_array(bins: Counter) -> list[int]:
+    """A histogram {bin: count} as stored: counts by index, trailing zeros left out."""
+    out = [0] * HIST_LEN
+    for b, n in bins.items():
+        out[0 if b == ZERO_BIN else b - BIN_MIN + 1] += n
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
+def hist_bins(array: Sequence[int]) -> dict[int, int]:
+    return {(ZERO_BIN if i == 0 else BIN_MIN + i - 1): int(n) for i, n in enumerate(array) if n}
+
+
+def _levels(delta: Counter) -> list[tuple]:
+    """(width, bucket start, *key, n) rows at every width, sorted (concurrent writers lock rows in one order)."""
+    out: Counter = Counter()
+    for (minute, *key), n in delta.items():
+        if n:
+            for width in WIDTHS:
+                out[(width, minute - minute % width, *key)] += n
+    return sorted((*k, n) for k, n in out.items() if n)
+
+
+def apply(delta: Delta) -> None:
+    """Add the delta to the aggregate tables (in the caller's transaction)."""
+    if delta.rollup:
+        merged: defaultdict = defaultdict(Rollup)
+        for (minute, *key), r in delta.rollup.items():
+            for width in WIDTHS:
+                merged[(width, minute - minute % width, *key)].merge(r)
+        _upsert_rollup(sorted(merged.items()))
+    rows = _levels(delta.feedback)
+    if rows:
+        _upsert("stats_feedback", rows)
+
+
+_ROLLUP_COLUMNS = "width, bucket_start, model, model_version, transport, n, labels, hist"
+_ROLLUP_CONFLICT = "ON CONFLICT (width, bucket_start, model, model_version, transport) DO UPDATE SET "
+# PostgreSQL adds the counts in the statement itself (concurrent writers of one row take turns on its lock)
+_PG_MERGE = (
+    "n = stats_rollup.n + EXCLUDED.n, "
+    "labels = (SELECT jsonb_object_agg(k, s) FROM (SELECT k, SUM(v::bigint) AS s FROM ("
+    "SELECT * FROM jsonb_each_text(stats_rollup.labels) UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.labels)"
+    ") AS e(k, v) GROUP BY k) AS g), "
+    "hist = ARRAY(SELECT COALESCE(a, 0) + COALESCE(b, 0) "
+    "FROM unnest(stats_rollup.hist, EXCLUDED.hist) WITH ORDINALITY AS u(a, b, i) ORDER BY i)")
+
+
+def _upsert_rollup(items: list[tuple[tuple, Rollup]]) -> None:
+    cursor = db.cursor()
+    if is_postgres():
+        row = "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::bigint[])"
+        for start in range(0, len(items), 500):
+            part = items[start:start + 500]
+            params = [v for key, r in part for v in (*key, r.n, json.dumps(r.labels),
+                                                     "{" + ",".join(map(str, hist_array(r.bins))) + "}")]
+            cursor.execute(f"INSERT INTO stats_rollup ({_ROLLUP_COLUMNS}) VALUES {', '.join([row] * len(part))} "
+                           f"{_ROLLUP_CONFLICT}{_PG_MERGE}", params)
+        return
+    # SQLite: the inserting transaction holds the database's write lock, so read, add and write back
+    for start in range(0, len(items), 500):
+        chunk: dict[tuple, Rollup] = dict(items[start:start + 500])
+        marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        cursor.execute(f"SELECT {_ROLLUP_COLUMNS} FROM stats_rollup WHERE (width, bucket_start, model, "
+                       f"model_version, transport) IN (VALUES {marks})", [v for key in chunk for v in key])
+        for *key, n, labels, hist in cursor.fetchall():
+            chunk[tuple(key)].merge(Rollup(n, Counter(json.loads(labels)), Counter(hist_bins(json.loads(hist)))))
+        cursor.executemany(
+            f"INSERT INTO stats_rollup ({_ROLLUP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_ROLLUP_CONFLICT}"
+            "n = excluded.n, labels = excluded.labels, hist = excluded.hist",
+            [(*key, r.n, json.dumps(r.labels), json.dumps(hist_array(r.bins))) for key, r in sorted(chunk.items())])
+
+
+def _upsert(table: str, rows: list[tuple]) -> None:
+    key = ("width", "bucket_start", *TABLES[table])
+    columns = ", ".join((*key, "n"))
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET n = {table}.n + EXCLUDED.n"
+    mark = "%s" if is_postgres() else "?"
+    row = f"({', '.join([mark] * (len(key) + 1))})"
+    cursor = db.cursor()
+    for start in range(0, len(rows), 1000):  # one statement per 1000 rows (SQLite allows 32766 parameters)
+        chunk = rows[start:start + 1000]
+        cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))} {conflict}",
+                       [v for r in chunk for v in r])
+
+
+# -- feedback ------------------------------------------------------------------------------------------------------
+def record_feedback(labels: dict[str, str]) -> None:
+    """Move the confusion counts for feedback about to be stored ({prediction_id: true label}); call it in the
+    transaction that then writes the feedback rows. Ids with no stored prediction are skipped (the caller refuses
+    or reports them). The predictions are locked first, so two writers labelling one prediction take turns and
+    each sees the label the other stored."""
+    ids = sorted(labels)
+    if not ids:
+        return
+    cursor = db.cursor()
+    predictions: dict[str, tuple] = {}
+    old: dict[str, str] = {}
+    postgres = is_postgres()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        if postgres:
+            cursor.execute("SELECT prediction_id, model, model_version, label, created_at FROM predictions "
+                           "WHERE prediction_id IN %s ORDER BY prediction_id FOR NO KEY UPDATE", (tuple(chunk),))
+        else:  # the caller's transaction holds SQLite's write lock (repo begins it IMMEDIATE)
+            marks = ", ".join("?" * len(chunk))
+            cursor.execute("SELECT prediction_id, model, model_version, label, created_at FROM predictions "
+                           f"WHERE prediction_id IN ({marks})", chunk)
+        predictions.update((row[0], row[1:]) for row in cursor.fetchall())
+    found = sorted(predictions)
+    for start in range(0, len(found), 500):
+        chunk = found[start:start + 500]
+        marks = ", ".join(["%s" if postgres else "?"] * len(chunk))
+        cursor.execute(f"SELECT prediction_id, label FROM feedback WHERE prediction_id IN ({marks})", chunk)
+        old.update(cursor.fetchall())
+    delta = Delta()
+    for pid in found:
+        model, version, predicted, created = predictions[pid]
+        new, before = labels[pid], old.get(pid)
+        if new == before:
+            continue
+        minute = minute_of(_epoch(created))
+        if before is not None:
+            delta.feedback[(minute, model, version, predicted, before)] -= 1
+        delta.feedback[(minute, model, version, predicted, new)] += 1
+    apply(delta)
+
+
+# -- windows -------------------------------------------------------------------------------------------------------
+def window(start: float | None, end: float) -> tuple[int | None, int]:
+    """The window the aggregates answer for [start, end): start rounded down and end rounded up to a minute."""
+    return (None if start is None else math.floor(start / MINUTE) * MINUTE), math.ceil(end / MINUTE) * MINUTE
+
+
+def cover(start: int, end: int, widths: Sequence[int] = WIDTHS) -> list[tuple[int, int, int]]:
+    """(width, lo, hi) ranges of bucket starts that cover [start, end) exactly, both multiples of widths[0]: the
+    widest buckets in the middle, narrower ones at the edges."""
+    if start >= end:
+        return []
+    width, *finer = sorted(widths, reverse=True)
+    lo, hi = -(-start // width) * width, end // width * width
+    if not finer:
+        return [(width, start, end)]
+    if lo >= hi:
+        return cover(start, end, finer)
+    return [*cover(start, lo, finer), (width, lo, hi), *cover(hi, end, finer)]
+
+
+def _ranges(ranges: list[tuple[int, int, int]], model: str, version: str) -> tuple[str, list]:
+    mark = "%s" if is_postgres() else "?"
+    parts = [f"(width = {mark} AND bucket_start >= {mark} AND bucket_start < {mark})" for _ in ranges]
+    params: list = [v for r in ranges for v in r]
+    where = f"({' OR '.join(parts)})" if parts else "(1 = 0)"  # an empty window
+    if model:
+        where += f" AND model = {mark}"
+        params.append(model)
+    if version:
+        where += f" AND model_version = {mark}"
+        params.append(version)
+    return where, params
+
+
+def _query(sql: str, params: list) -> list[tuple]:
+    cursor = db.cursor()
+    cursor.execute(sql, params)
+    return cursor.fetchall()
+
+
+def first_minute(model: str = "") -> int | None:
+    """The start of the oldest minute with predictions (of the model), None when there are none."""
+    mark = "%s" if is_postgres() else "?"
+    where, params = f"width = {mark}", list[object]([MINUTE])
+    if model:
+        where += f" AND model = {mark}"
+        params.append(model)
+    [(value,)] = _query(f"SELECT MIN(bucket_start) FROM stats_rollup WHERE {where}", params)
+    return None if value is None else int(value)
+
+
+def percentiles(histogram: dict[int, int]) -> tuple[float, float, float]:
+    """p50, p95, p99 from {bin: count} (zeros for an empty histogram)."""
+    total = sum(histogram.values())
+    if not total:
+        return 0.0, 0.0, 0.0
+    bins = sorted(b for b, n in histogram.items() if n)
+    cumulative = np.cumsum([histogram[b] for b in bins])
+
+    def at_rank(rank: int) -> float:  # the value of the rank-th latency (0-based), in order
+        return bin_value(bins[int(np.searchsorted(cumulative, rank, side="right"))])
+
+    out = []
+    for q in PERCENTILES:
+        pos = q * (total - 1)
+        lo = math.floor(pos)
+        low, high = at_rank(lo), at_rank(min(lo + 1, total - 1))
+        out.append(low + (high - low) * (pos - lo))
+    p50, p95, p99 = out
+    return p50, p95, p99
+
+
+def _sums(ranges: list[tuple[int, int, int]], model: str, by_bucket: bool) -> tuple[list, list, list]:
+    """Sums over the rows of stats_rollup in the ranges, added up by the database (the labels' JSON and the
+    histograms unnested), each grouped by bucket_start first when by_bucket: (model, version, transport, n),
+    (label, n) and (transport, bin, n) rows."""
+    where, params = _ranges(ranges, model, "")
+    group = "bucket_start, " if by_bucket else ""
+    if is_postgres():
+        labels = "jsonb_each_text(labels) AS e(key, value)", "e.value::bigint"
+        bins = "unnest(hist) WITH ORDINALITY AS e(value, key)", "e.key - 1"
+    else:
+        labels = "json_each(stats_rollup.labels) AS e", "e.value"
+        bins = "json_each(stats_rollup.hist) AS e", "e.key"
+    counts = _query(f"SELECT {group}model, model_version, transport, SUM(n) FROM stats_rollup WHERE {where} "
+                    f"GROUP BY {group}model, model_version, transport", params)
+    per_label = _query(f"SELECT {group}e.key, SUM({labels[1]}) FROM stats_rollup, {labels[0]} WHERE {where} "
+                       f"GROUP BY {group}e.key", params)
+    per_bin = _query(f"SELECT {group}transport, {bins[1]}, SUM(e.value) FROM stats_rollup, {bins[0]} "
+                     f"WHERE {where} AND e.value <> 0 GROUP BY {group}transport, {bins[1]}", params)
+    return counts, per_label, per_bin
+
+
+def _bin_of(index: int) -> int:
+    return ZERO_BIN if index == 0 else BIN_MIN + index - 1
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Aggregates over a window."""
+
+    total: int
+    by_label: dict[str, int]
+    by_version: dict[str, int]
+    by_transport: dict[str, int]
+    latency_ms: tuple[float, float, float]
+
+
+def totals(start: int | None, end: int, model: str = "") -> Totals:
+    """Counts and latency percentiles over [start, end) (minute multiples; start None: the beginning)."""
+    counts, per_label, per_bin = _sums(cover(start or 0, end), model, by_bucket=False)
+    by_version: Counter = Counter()
+    by_transport: Counter = Counter()
+    for m, v, transport, n in counts:
+        by_version[f"{m}@{v}"] += int(n)
+        by_transport[transport] += int(n)
+    histogram: Counter = Counter()
+    for _, index, n in per_bin:
+        histogram[_bin_of(int(index))] += int(n)
+    return Totals(sum(by_version.values()), {label: int(n) for label, n in per_label if n},
+                  {k: n for k, n in by_version.items() if n}, {k: n for k, n in by_transport.items() if n},
+                  percentiles(histogram))
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Aggregates over one bucket of a series."""
+
+    start: int
+    total: int = 0
+    by_label: dict[str, int] = field(default_factory=dict)
+    by_transport: dict[str, int] = field(default_factory=dict)
+    latency_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    latency_by_transport: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+
+
+def series(starts: Sequence[int], width: int, start: int | None, end: int, model: str = "") -> list[Bucket]:
+    """One Bucket per start (multiples of width, itself a multiple of a minute), counting [start, end) only."""
+    if not starts:
+        return []
+    lo, hi = max(starts[0], start or 0), min(starts[-1] + width, end)
+    widths = [w for w in WIDTHS if width % w == 0]
+    labels: dict[int, Counter] = defaultdict(Counter)
+    transports: dict[int, Counter] = defaultdict(Counter)
+    histograms: dict[int, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    counts, per_label, per_bin = _sums(cover(lo, hi, widths), model, by_bucket=True)
+    for bucket, _, _, transport, n in counts:
+        transports[int(bucket) // width * width][transport] += int(n)
+    for bucket, label, n in per_label:
+        labels[int(bucket) // width * width][label] += int(n)
+    for bucket, transport, index, n in per_bin:
+        histograms[int(bucket) // width * width][transport][_bin_of(int(index))] += int(n)
+    out = []
+    for s in starts:
+        per_transport = histograms.get(s, {})
+        merged: Counter = Counter()
+        for h in per_transport.values():
+            merged.update(h)
+        out.append(Bucket(
+            start=s, total=sum(transports[s].values()) if s in transports else 0,
+            by_label={k: n for k, n in labels.get(s, Counter()).items() if n},
+            by_transport={k: n for k, n in transports.get(s, Counter()).items() if n},
+            latency_ms=percentiles(merged),
+            latency_by_transport={t: percentiles(h) for t, h in per_transport.items() if sum(h.values())}))
+    return out
+
+
+def version_quality(start: int | None, end: int | None, model: str = "", version: str = "") -> list[Quality]:
+    """Accuracy, macro precision and recall per model version over the predictions made in [start, end) that have
+    feedback (end None: all of them)."""
+    if start is None and end is None:
+        ranges = [(DAY, -(2**62), 2**62)]  # every prediction counts in one day bucket
+    else:
+        ranges = cover(start or 0, end if end is not None else 2**62 // DAY * DAY)
+    where, params = _ranges(ranges, model, version)
+    confusion: dict[tuple[str, str], dict[tuple[str, str], int]] = defaultdict(dict)
+    for m, v, predicted, actual, n in _query(
+            f"SELECT model, model_version, predicted, actual, SUM(n) FROM stats_feedback WHERE {where} "
+            "GROUP BY model, model_version, predicted, actual", params):
+        if int(n):
+            confusion[(m, v)][(predicted, actual)] = int(n)
+    return [quality(m, v, c) for (m, v), c in sorted(confusion.items())]
+
+
+# -- backfill ------------------------------------------------------------------------------------------------------
+def backfill(chunk_seconds: int = DAY) -> int:
+    """Rebuild every aggregate from the stored rows (the migration that adds them runs this); returns the rows
+    read. Reads one time chunk at a time (the created_at index), so memory stays bounded."""
+    for table in TABLES:
+        db.execute_sql(f"DELETE FROM {table}")
+    cursor = db.cursor()
+    cursor.execute("SELECT MIN(created_at), MAX(created_at) FROM predictions")
+    first, last = cursor.fetchone()
+    if first is None:
+        return 0
+    lo = math.floor(_epoch(first) / chunk_seconds) * chunk_seconds
+    hi = _epoch(last)
+    mark = "%s" if is_postgres() else "?"
+    read = 0
+    while lo <= hi:
+        bounds: list = [to_datetime(lo), to_datetime(lo + chunk_seconds)]
+        if not is_postgres():
+            bounds = [str(b) for b in bounds]
+        delta = Delta()
+        cursor.execute("SELECT model, model_version, transport, label, latency_ms, created_at FROM predictions "
+                       f"WHERE created_at >= {mark} AND created_at < {mark}", bounds)
+        for model, version, transport, label, latency, created in cursor.fetchall():
+            delta.add_row(_epoch(created), model, version, transport, label, latency)
+            read += 1
+        cursor.execute("SELECT p.model, p.model_version, p.label, f.label, p.created_at FROM predictions p "
+                       "JOIN feedback f ON f.prediction_id = p.prediction_id "
+                       f"WHERE p.created_at >= {mark} AND p.created_at < {mark}", bounds)
+        for model, version, predicted, actual, created in cursor.fetchall():
+            delta.feedback[(minute_of(_epoch(created)), model, version, predicted, actual)] += 1
+        apply(delta)
+        lo += chunk_seconds
+    return read
