@@ -10,11 +10,20 @@ import peewee
 from peewee import Database, SqliteDatabase
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
+from database.bounded import GuardedStatements
 from database.models import db
 from database.settings import DEFAULT_URL, DatabaseConfigError, check_url, redact
 
 log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_URL", "DatabaseConfigError", "make_database", "open_database", "redact"]
+
+
+class _Postgres(GuardedStatements, PooledPostgresqlDatabase):
+    """The connection pool, with bounded blocks' statements guarded (database.bounded)."""
+
+
+class _Sqlite(GuardedStatements, SqliteDatabase):
+    """SQLite, with bounded blocks' statements guarded (database.bounded)."""
 
 
 def make_database(url: str, *, max_connections: int = 8, connect_timeout: float = 3.0,
@@ -30,7 +39,7 @@ def make_database(url: str, *, max_connections: int = 8, connect_timeout: float 
     if parsed.scheme in ("postgres", "postgresql"):
         name = parsed.path.lstrip("/")
         options = " ".join(filter(None, [f"-c statement_timeout={statement_timeout_ms}", params.pop("options", "")]))
-        return PooledPostgresqlDatabase(
+        return _Postgres(
             name, user=unquote(parsed.username or "") or None, password=unquote(parsed.password or "") or None,
             host=parsed.hostname or None, port=parsed.port or None, connect_timeout=int(max(1, connect_timeout)),
             options=options, max_connections=max_connections, stale_timeout=300, timeout=connect_timeout,
@@ -38,7 +47,7 @@ def make_database(url: str, *, max_connections: int = 8, connect_timeout: float 
     path = url[len("sqlite:///"):]  # check_url let only sqlite:///… through otherwise
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return SqliteDatabase(path, timeout=connect_timeout, pragmas={
+    return _Sqlite(path, timeout=connect_timeout, pragmas={
         "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 5000})
 
 

@@ -1,9 +1,11 @@
-"""The migration runner: applies database/migrations/m*.py in name order, each in its own transaction, once."""
+"""The migration runner: applies database/migrations/m*.py in name order, each once, in its own transaction (a
+migration with TRANSACTION = False outside one), one migrator at a time (advisory locks, see migrate)."""
 from __future__ import annotations
 
 import importlib
 import logging
 import pkgutil
+import time
 from datetime import UTC, datetime
 
 from peewee import CharField, Database, DateTimeField, Model
@@ -13,6 +15,7 @@ from database.connect import is_postgres
 
 log = logging.getLogger(__name__)
 LOCK_KEY = 0x7072_6564  # pg advisory lock id: two servers starting at once must not migrate twice
+BUILD_LOCK_KEY = LOCK_KEY + 1  # held while a migration outside a transaction runs (an index built concurrently)
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -45,24 +48,62 @@ def pending(database: Database) -> list[str]:
 
 
 def migrate(database: Database) -> list[str]:
-    """Apply every pending migration; returns the names applied (empty when already current)."""
+    """Apply every pending migration; returns the names applied (empty when already current).
+
+    PostgreSQL: one migrator at a time, under an advisory lock held for the session (LOCK_KEY). A migration that
+    cannot run in a transaction (TRANSACTION = False: CREATE INDEX CONCURRENTLY) runs under a lock of its own
+    (BUILD_LOCK_KEY) with LOCK_KEY released: a concurrent build waits for every transaction with an older snapshot,
+    and a migrator waiting for LOCK_KEY inside its transaction (a server of the previous release) would be one,
+    waiting for the builder (a deadlock). Locks are waited for by polling, outside any transaction."""
     done: list[str] = []
     with database.bind_ctx([AppliedMigration]):
-        with database.atomic():
-            if is_postgres(database):
-                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-            AppliedMigration.create_table(safe=True)
-        for name in available():
+        _lock(database, LOCK_KEY)
+        try:
             with database.atomic():
-                if is_postgres(database):
-                    database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                AppliedMigration.create_table(safe=True)
+            for name in available():
                 if AppliedMigration.get_or_none(AppliedMigration.name == name):
                     continue
-                log.info("applying migration %s", name)
-                importlib.import_module(f"{migrations_pkg.__name__}.{name}").apply(database)
-                AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
-                done.append(name)
+                module = importlib.import_module(f"{migrations_pkg.__name__}.{name}")
+                if getattr(module, "TRANSACTION", True):
+                    with database.atomic():
+                        log.info("applying migration %s", name)
+                        module.apply(database)
+                        AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+                    done.append(name)
+                    continue
+                _unlock(database, LOCK_KEY)
+                try:
+                    _lock(database, BUILD_LOCK_KEY)
+                    try:
+                        if not AppliedMigration.get_or_none(AppliedMigration.name == name):
+                            log.info("applying migration %s (outside a transaction)", name)
+                            module.apply(database)  # safe to run again after an interruption
+                            AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+                            done.append(name)
+                    finally:
+                        _unlock(database, BUILD_LOCK_KEY)
+                finally:
+                    _lock(database, LOCK_KEY)
+        finally:
+            _unlock(database, LOCK_KEY)
     return done
+
+
+def _lock(database: Database, key: int, poll_s: float = 0.1) -> None:
+    """PostgreSQL: take a session advisory lock, polling pg_try_advisory_lock (a waiter holds no snapshot)."""
+    if is_postgres(database):
+        while not database.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            time.sleep(poll_s)
+
+
+def _unlock(database: Database, key: int) -> None:
+    if not is_postgres(database):
+        return
+    try:
+        database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+    except Exception as exc:  # the connection is broken: the server has released the lock with it
+        log.warning("migration lock not released (%s); it goes with the connection", exc)
 
 
 def require_current(database: Database) -> None:

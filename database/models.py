@@ -76,11 +76,17 @@ class Prediction(BaseModel):
     probabilities = JSONField()
     transport = CharField(max_length=16)
     latency_ms = DoubleField()
-    created_at = DateTimeField(index=True)
+    created_at = DateTimeField()
 
     class Meta:
         table_name = "predictions"
-        indexes = ((("model", "model_version", "created_at"), False),)
+        # one per ListPredictions filter, then its keyset order (migration m0006)
+        indexes = ((("created_at", "prediction_id"), False),
+                   (("model", "created_at", "prediction_id"), False),
+                   (("model", "model_version", "created_at", "prediction_id"), False),
+                   (("model_version", "created_at", "prediction_id"), False),
+                   (("label", "created_at", "prediction_id"), False),
+                   (("transport", "created_at", "prediction_id"), False))
 
 
 class Feedback(BaseModel):

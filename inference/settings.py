@@ -159,6 +159,18 @@ def _not_negative(name: str, value: float) -> float:
     return value
 
 
+def _finite_positive(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"PREDMESH_{name}={value!r} must be a positive number of seconds")
+    return value
+
+
+def _share(name: str, value: float) -> float:
+    if not 0 <= value <= 10:  # also refuses NaN
+        raise ConfigError(f"PREDMESH_{name}={value!r} must be a share of the table between 0 (off) and 10")
+    return value
+
+
 def _positive(name: str, value: float) -> float:
     if not value > 0:
         raise ConfigError(f"PREDMESH_{name}={value!r} must be a positive number of seconds")
@@ -190,6 +202,8 @@ class PersistenceSettings:
     flush_ms: float = 200.0  # larger batches cost the serving threads less GIL time per row
     db_writers: int = 2  # a backlog (memory or spool replay) is inserted this many batches at once, one connection each
     batch_run_stale_s: float = 180.0  # a RUNNING batch attempt that recorded nothing this long is abandoned
+    analytics_max_s: float = 10.0  # the most one analytics call's SQL may take, whatever the client's deadline
+    analyze_share: float = 0.1  # PostgreSQL: ANALYZE predictions once rows changed since the last exceed this share
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
@@ -204,6 +218,9 @@ class PersistenceSettings:
             flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms),
             db_writers=env.int("DB_WRITERS", cls.db_writers, minimum=1),
             batch_run_stale_s=_positive("BATCH_RUN_STALE_S", env.float("BATCH_RUN_STALE_S", cls.batch_run_stale_s)),
+            analytics_max_s=_finite_positive("ANALYTICS_MAX_SECONDS",
+                                             env.float("ANALYTICS_MAX_SECONDS", cls.analytics_max_s)),
+            analyze_share=_share("ANALYZE_SHARE", env.float("ANALYZE_SHARE", cls.analyze_share)),
         )
 
 

@@ -32,6 +32,8 @@ POINTS = {
     "batch.chunk_delay_ms": "wait after each chunk the batch pipeline scored (a slow run, to interrupt)",
     "inference.predict_delay_ms": "wait in every Predict and PredictBatch after validation, before scoring; a "
                                   "cancelled call (deadline, client gone) ends the wait with DEADLINE_EXCEEDED",
+    "analytics.query_delay_ms": "make the database itself slow in every analytics call (PostgreSQL pg_sleep, SQLite "
+                                "a counting query) inside the call's bounded SQL, which its deadline cancels",
 }
 
 _armed: dict[str, float] = {}  # point → milliseconds (delay points) or the kills left to count down

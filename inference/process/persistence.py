@@ -20,6 +20,7 @@ from inference.models.manifest import Manifest
 from inference.recording.prediction_log import PredictionLog
 from inference.recording.recorder import NullRecorder, Recorder
 from inference.recording.spool import Spool, SpoolBoundElsewhere, bind
+from inference.recording.statistics import PlannerStatistics
 from inference.settings import PersistenceSettings
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ class Persistence:
                 spool, insert_records, durable=settings.mode == "durable", metrics=self.metrics,
                 batch_size=settings.write_batch, flush_interval_s=settings.flush_ms / 1000,
                 writers=settings.db_writers,
-                prepare=None if self.schema_ready else self._prepare_later)
+                prepare=None if self.schema_ready else self._prepare_later,
+                statistics=PlannerStatistics(settings.analyze_share))
         log.info("persistence: %s to %s (spool %s, limit %d MB)", settings.mode, redact(settings.database_url),
                  settings.spool_dir, settings.spool_max_bytes // (1024 * 1024))
 
@@ -150,7 +152,8 @@ class Persistence:
         from inference.rpc.analytics import ANALYTICS_SERVICE, AnalyticsServicer
         from predmesh.v1 import analytics_pb2_grpc
 
-        servicer = AnalyticsServicer(self.metrics, server.auth, self.settings.batch_run_stale_s)
+        servicer = AnalyticsServicer(self.metrics, server.auth, self.settings.batch_run_stale_s,
+                                     self.settings.analytics_max_s)
         server.add_service(lambda s: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(servicer, s),
                            ANALYTICS_SERVICE)
         server.registry.on_activate = self.record_activation

@@ -14,6 +14,7 @@ from inference.recording.parallel import ParallelWriters
 from inference.recording.queue import RecordQueue
 from inference.recording.replay import replay_some
 from inference.recording.spool import Spool, SpoolFull, encode
+from inference.recording.statistics import PlannerStatistics
 from inference.recording.tail import Position, SyncedTail
 from inference.recording.writer import DatabaseWriter
 
@@ -41,7 +42,8 @@ class PredictionLog:
 
     def __init__(self, spool: Spool, insert: Callable[[Sequence[Stored]], object], *, durable: bool,
                  metrics=None, batch_size: int = 500, flush_interval_s: float = 0.05, max_queue: int = 10_000,
-                 retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None, writers: int = 1):
+                 retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None, writers: int = 1,
+                 statistics: PlannerStatistics | None = None):
         self.spool = spool
         self.durable = durable
         self._metrics = metrics
@@ -54,7 +56,7 @@ class PredictionLog:
         if durable:
             spool.on_synced = self._on_synced
         self._db = DatabaseWriter(spool, insert, metrics=metrics, retry_interval_s=retry_interval_s,
-                                  prepare=prepare)
+                                  prepare=prepare, statistics=statistics)
         # durable: batches stored at once (each insert on its own connection)
         self._writers = ParallelWriters(self._db, writers, batch_size)
         self._stopping = False

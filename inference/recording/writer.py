@@ -1,5 +1,6 @@
 """Storing batches of prediction records in the database: the insert, the bisection that sends each row the
-database refuses to the spool's quarantine, and the database's health (whether and when to try again)."""
+database refuses to the spool's quarantine, the database's health (whether and when to try again), and the
+planner's statistics (statistics.py: ANALYZE when enough rows changed, in the background)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +11,7 @@ from database.connect import DatabaseUnavailable, RejectedData
 from database.records import Stored, as_rows, row_count
 from inference.recording.documents import to_doc
 from inference.recording.spool import Spool
+from inference.recording.statistics import PlannerStatistics
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +21,14 @@ class DatabaseWriter:
     and the time of the next try after a failure, is updated by whichever writer thread stores."""
 
     def __init__(self, spool: Spool, insert: Callable[[Sequence[Stored]], object], *, metrics=None,
-                 retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None):
+                 retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None,
+                 statistics: PlannerStatistics | None = None):
         self._spool = spool
         self._insert = insert
         self._metrics = metrics
         self._retry_interval = retry_interval_s
         self._prepare = prepare
+        self._statistics = statistics  # told of every stored batch: refreshes the planner's statistics when due
         self.ok = True  # the last store reached the database
         self._next_try = 0.0
 
@@ -116,3 +120,5 @@ class DatabaseWriter:
         if self._metrics:
             self._metrics.rows_written.inc(n)
             self._metrics.database_up.set(1)
+        if self._statistics is not None:
+            self._statistics.stored(n)

@@ -7,6 +7,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from datetime import date
 from typing import Literal, overload
 
@@ -14,6 +15,8 @@ from google.protobuf.struct_pb2 import NULL_VALUE, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from database import repo
+from database.bounded import QueryBound, QueryTimeout, bounded
+from database.bounded import sleep as db_sleep
 from database.connect import DatabaseUnavailable, RejectedData, session
 from inference import errors
 from inference.bounds import MAX_ID, MAX_LABEL, MAX_TOKEN, check_name, check_optional_name, check_text, shown
@@ -21,6 +24,7 @@ from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import rpc
 from inference.scoring.convert import prediction_message
 from predmesh import types
+from predmesh.faults import fault_point
 from predmesh.types import transport_value
 from predmesh.v1 import analytics_pb2, analytics_pb2_grpc, model_pb2
 
@@ -95,35 +99,107 @@ def timestamp(epoch_s: float) -> Timestamp:
     return ts
 
 
+MIN_QUERY_S = 0.01  # a call whose deadline leaves less than this is refused before any SQL
+DEFAULT_MAX_QUERY_S = 10.0  # the server's cap on one call's SQL (PREDMESH_ANALYTICS_MAX_SECONDS)
+QUERY_FAULT = "analytics.query_delay_ms"  # tests only (predmesh.faults): the database made slow in each call
+
+
+def margin(left_s: float) -> float:
+    """Time kept back from the client's deadline so the server's own DEADLINE_EXCEEDED, naming what was slow,
+    reaches the client before the client's deadline ends the call (on a busy machine too): a tenth of it, at most
+    250 ms."""
+    return min(0.25, left_s / 10)
+
+
 class Db:
-    """A database session whose failures are domain errors: unreachable → StorageUnavailable (UNAVAILABLE); a
-    value of the request the database refuses → InvalidArgument (the edge checks should leave none)."""
+    """A database session for one call, whose failures are domain errors: unreachable → StorageUnavailable
+    (UNAVAILABLE); a value of the request the database refuses → InvalidArgument (the edge checks should leave
+    none).
+
+    Its SQL is bounded (database.bounded) by the call's deadline less a margin, capped by the server's maximum
+    max_s: past the client's deadline → DeadlineExceeded, past the server's cap → Overloaded (RESOURCE_EXHAUSTED),
+    each naming `what` was slow; a call that ends (client gone, deadline) cancels its SQL at once. A deadline that
+    leaves less than MIN_QUERY_S is refused before any SQL. Without a context (at start) only the cap applies."""
+
+    def __init__(self, context=None, what: str = "the analytics query", max_s: float = DEFAULT_MAX_QUERY_S):
+        self._context = context
+        self.what = what
+        self.max_s = max_s
+        self.by_deadline = False
+
+    def _limit(self) -> float:
+        left = self._context.time_remaining() if self._context is not None else None
+        if left is None or left - margin(left) >= self.max_s:
+            return self.max_s
+        self.by_deadline = True
+        limit = left - margin(left)
+        if limit < MIN_QUERY_S:
+            raise errors.DeadlineExceeded(f"{self.what}: the call's deadline leaves {max(left, 0) * 1000:.0f} ms, "
+                                          f"less than the {MIN_QUERY_S * 1000:.0f} ms a database query needs; "
+                                          "allow the call more time")
+        return limit
 
     def __enter__(self):
-        self._ctx = session()
-        try:
-            self._ctx.__enter__()
-        except DatabaseUnavailable as exc:
-            raise errors.StorageUnavailable(f"the prediction database is unavailable; retry later ({exc})") from None
-        return self
+        self._bound = QueryBound(self._limit())
+        self._cm = self._run()
+        return self._cm.__enter__()
 
     def __exit__(self, *exc_info):
+        return self._cm.__exit__(*exc_info)
+
+    @contextmanager
+    def _run(self):
+        bound = self._bound
         try:
-            return self._ctx.__exit__(*exc_info)
+            with session(), bounded(bound.limit_s, bound):
+                if self._context is not None:
+                    if not self._context.add_callback(bound.cancel):
+                        bound.cancel()  # the call has ended already
+                    fault_point(QUERY_FAULT, db_sleep)
+                yield self
+        except QueryTimeout as exc:
+            raise self._timeout(exc) from None
         except DatabaseUnavailable as exc:
             raise errors.StorageUnavailable(f"the prediction database is unavailable; retry later ({exc})") from None
         except RejectedData as exc:
             raise errors.InvalidArgument(f"the database refused a value of this request ({exc})") from None
+
+    def _timeout(self, exc: QueryTimeout) -> errors.PredmeshError:
+        took = f"{exc.elapsed_s * 1000:.0f} ms"
+        if self._bound.cancelled:
+            return errors.DeadlineExceeded(f"{self.what}: the call ended (deadline or client gone) after {took}; "
+                                           "its database query was cancelled")
+        if self.by_deadline:
+            return errors.DeadlineExceeded(
+                f"{self.what} is slow: the database query took longer than the {self._bound.limit_s * 1000:.0f} ms "
+                "the call's deadline left, and was cancelled; narrow the filter or the time window, or allow the "
+                "call more time")
+        return errors.Overloaded(
+            f"{self.what} is too expensive: the database query took longer than the server's limit of "
+            f"{self.max_s:g} s (PREDMESH_ANALYTICS_MAX_SECONDS), and was cancelled; narrow the filter or the time "
+            "window")
 
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     """ListPredictions, GetStats, SubmitFeedback (a second feedback for a prediction overwrites the first). Reads
     are open; writes (SubmitFeedback, SubmitFeedbackBatch, RecordBatchRun) need the writer or admin token."""
 
-    def __init__(self, metrics, auth: TokenAuth, stale_s: float = repo.DEFAULT_STALE_S):
+    def __init__(self, metrics, auth: TokenAuth, stale_s: float = repo.DEFAULT_STALE_S,
+                 max_query_s: float = DEFAULT_MAX_QUERY_S):
         self.metrics = metrics
         self.auth = auth
         self.stale_s = stale_s  # PREDMESH_BATCH_RUN_STALE_S: a RUNNING attempt silent this long is abandoned
+        self.max_query_s = max_query_s
+
+    def _db(self, context, method: str, flt: repo.PredictionFilter | None = None, paged: bool = False) -> Db:
+        """The call's bounded database session; `what` names the call and its filter in a timeout's message."""
+        what = method
+        if flt is not None:
+            what += _described(model=flt.model, model_version=flt.model_version, label=flt.label,
+                               transport=flt.transport, request_id=flt.request_id, start_time=_iso(flt.start),
+                               end_time=_iso(flt.end),
+                               page="after a page token" if paged else "")
+        return Db(context, what, self.max_query_s)
 
     @rpc
     def ListPredictions(self, request, context):
@@ -140,7 +216,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             request_id=check_text("request_id", request.request_id, MAX_ID))
         page_token = check_text("page_token", request.page_token, MAX_TOKEN)
         try:
-            with Db():
+            with self._db(context, "ListPredictions", flt, paged=bool(page_token)):
                 rows, token = repo.list_predictions(flt, request.page_size or DEFAULT_PAGE, page_token)
         except repo.InvalidPageToken as exc:
             raise errors.InvalidArgument(str(exc)) from None
@@ -152,7 +228,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         model = check_name("model", request.model)
         prefix = check_text("request_id_prefix", request.request_id_prefix, MAX_ID, required=True)
         start = epoch("start_time", request.start_time, request.HasField("start_time"))
-        with Db():
+        with self._db(context, "CountPredictions" + _described(model=model, request_id_prefix=prefix)):
             count = repo.count_by_request_prefix(model, prefix, start)
         return analytics_pb2.CountPredictionsResponse(count=count)
 
@@ -175,7 +251,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             raise errors.InvalidArgument(f"bucket_seconds {width} is not a multiple of {SERIES_STEP}; use 0 (no "
                                          f"series) or a multiple of {SERIES_STEP} (statistics are kept per minute)")
         try:
-            with Db():
+            with self._db(context, "GetStats", flt):
                 stats = repo.stats(flt, width, time.time())
         except repo.TooManyBuckets as exc:
             raise errors.InvalidArgument(f"bucket_seconds {width}: {exc}") from None
@@ -205,7 +281,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         if not request.label:
             raise errors.InvalidArgument("label is empty; send the true class name")
         check_text("label", request.label, MAX_LABEL)
-        with Db():
+        with self._db(context, f"SubmitFeedback (prediction {shown(request.prediction_id)})"):
             prediction = repo.get_prediction(request.prediction_id)
             if prediction is None:
                 raise errors.PredictionNotFound(f"prediction {shown(request.prediction_id)} not found (it may "
@@ -237,7 +313,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             check_text(f"items[{i}].label", item.label, MAX_LABEL, required=True)
             labels[item.prediction_id] = item.label  # named twice: the last label wins
             position[item.prediction_id] = i
-        with Db():
+        with self._db(context, f"SubmitFeedbackBatch ({count} items)"):
             found = repo.predictions_by_id(list(labels))
             for pid, label in labels.items():
                 prediction = found.get(pid)
@@ -262,7 +338,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             raise errors.InvalidArgument("run is missing; send the batch run to record")
         run = _pipeline_run(request.run)
         try:
-            with Db():
+            with self._db(context, f"RecordBatchRun (run {shown(run.run_key)})"):
                 now = time.time()
                 if not run.attempt and run.status == "running":  # a new attempt: earlier silent ones are gone
                     repo.mark_abandoned(now, self.stale_s)
@@ -286,7 +362,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         check_text("page_token", request.page_token, MAX_TOKEN)
         check_text("run_key", request.run_key, MAX_RUN_KEY)
         try:
-            with Db():
+            with self._db(context, "ListBatchRuns" + _described(model=request.model, kind=request.kind,
+                                                                 run_key=request.run_key)):
                 repo.mark_abandoned(time.time(), self.stale_s)
                 runs, token = repo.list_batch_runs(request.model, request.kind, request.page_size or DEFAULT_PAGE,
                                                    request.page_token, request.run_key)
@@ -303,13 +380,25 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         """Set the quality gauges of every model version from stored feedback, and the batch-run gauges from the
         latest runs (at start; outage tolerated)."""
         try:
-            with session():
+            with Db(None, "the quality gauges' refresh at start", self.max_query_s):
                 for q in repo.version_quality():
                     self.metrics.quality(q)
                 for run in repo.list_batch_runs(page_size=MAX_PAGE)[0]:
                     self.metrics.batch_run_seen(run)
-        except DatabaseUnavailable as exc:
+        except errors.PredmeshError as exc:
             log.warning("feedback quality gauges not loaded at start: %s", exc)
+
+
+def _iso(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return ""
+    return timestamp(epoch_s).ToJsonString()
+
+
+def _described(**fields: str) -> str:
+    """" (model=iris, label=setosa)" for the fields that are set; "" when none is (no filter)."""
+    shown_fields = [f"{name}={shown(value) if name != 'page' else value}" for name, value in fields.items() if value]
+    return f" ({', '.join(shown_fields)})" if shown_fields else " (no filter)"
 
 
 def _latency(percentiles: tuple[float, float, float]) -> analytics_pb2.LatencySummary:
