@@ -77,14 +77,14 @@ def test_a_concurrent_build_left_invalid_is_built_again(empty_db_url):
             migrate(database)
             repo.insert_predictions([record(f"r{i}") for i in range(10)])
             database.execute_sql("DELETE FROM schema_migrations WHERE name = 'm0006_prediction_filter_indexes'")
-            database.execute_sql("DROP INDEX predictions_label_page")
-        # a concurrent build that fails (here: a unique index over duplicate labels) leaves the index INVALID
+            database.execute_sql("DROP INDEX predictions_model_page")
+        # a concurrent build that fails (here: a unique index over duplicate model names) leaves the index INVALID
         with pytest.raises(RejectedData, match="could not create unique index"), session():
-            database.execute_sql("CREATE UNIQUE INDEX CONCURRENTLY predictions_label_page ON predictions (label)")
+            database.execute_sql("CREATE UNIQUE INDEX CONCURRENTLY predictions_model_page ON predictions (model)")
         with session():
-            assert "predictions_label_page" not in index_names(database, empty_db_url)
+            assert "predictions_model_page" not in index_names(database, empty_db_url)
         assert migrate(database) == ["m0006_prediction_filter_indexes"]
         with session():
-            assert "predictions_label_page" in index_names(database, empty_db_url)
+            assert "predictions_model_page" in index_names(database, empty_db_url)
     finally:
         database.close()
