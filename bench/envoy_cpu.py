@@ -1,6 +1,6 @@
 """Envoy's own CPU per transcoded REST request (µs, from /proc), for one or more gateway configurations.
 
-Usage: .venv/bin/python bench/envoy_cpu.py [--seconds 5] [--rounds 3] [--concurrency 1,32]
+Usage: .venv/bin/python bench/envoy_cpu.py [--seconds 5] [--rounds 3] [--concurrency 1,32] [--instructions]
            [--config NAME=SPEC ...] [--close]
 
 Starts one inference replica (`python -m inference serve`, its defaults: a process per CPU, durable persistence
@@ -19,8 +19,9 @@ Each round also measures gRPC Predict straight to the replica at c=1 (h2load) fo
 Prints every point, then per config and concurrency the median and the spread (min-max) over the rounds.
 
 --instructions runs each Envoy under valgrind's callgrind instead and reports the user-space instructions Envoy
-executes per answered request (c=1, counters zeroed and dumped around the measured window with callgrind_control,
-less what it executes idle, health checks and all, over as long a window just before):
+executes per answered request at c=1 for REST Predict, the same Predict as native gRPC through Envoy and Envoy's own
+404 (see measure_instructions; counters zeroed and dumped around each window with callgrind_control, less what it
+executes idle, health checks and all, over as long a window just before):
 a count that does not depend on what else the machine is doing, unlike CPU time on a shared machine. Envoy runs
 ~50x slower under callgrind, so use a few rounds of ~8 s; only relative figures between configs mean anything.
 """
@@ -69,7 +70,7 @@ class Gateway:
     work: Path
     callgrind: bool = False
     proc: subprocess.Popen | None = None
-    points: dict[int, list[dict]] = field(default_factory=dict)
+    points: dict[int | str, list[dict]] = field(default_factory=dict)
 
     def start(self) -> None:
         overrides, template = {"RATE_LIMIT_RPS": "1000000"}, None
@@ -153,23 +154,37 @@ def callgrind(gw: Gateway, command: str) -> int:
     raise SystemExit(f"no summary in {dumps[-1]}")
 
 
-def measure_instructions(gw: Gateway, seconds: float) -> dict:
-    """User-space instructions Envoy executes per answered request at c=1 (wrk keep-alive), under callgrind."""
+INSTRUCTION_KINDS = ("REST", "gRPC", "404")
+
+
+def measure_instructions(gw: Gateway, seconds: float, frame: bytes) -> dict[str, dict]:
+    """User-space instructions Envoy executes per request at c=1, under callgrind, for three kinds of request on
+    the same Envoy: REST Predict (wrk keep-alive; transcoded), the same Predict as native gRPC through Envoy
+    (h2load; proxied, not transcoded) and POST /nothing (wrk; Envoy's own 404 direct response: HTTP/1.1 and
+    routing, no upstream). Their differences split Envoy's work into transcoding, upstream proxying and the
+    floor of any HTTP/1.1 request."""
     url = f"http://127.0.0.1:{gw.port}/v1/models/iris:predict"
     loadtools.wrk(url, {"features": ROW}, 1, 2)  # warm-up
     callgrind(gw, "-z")  # what Envoy does with no requests (health checks, stats flushes) in as long a window
     idle_start = time.monotonic()
     time.sleep(seconds)
     idle = callgrind(gw, "-d") / (time.monotonic() - idle_start)
-    ok0, all0 = gw.answers()
-    callgrind(gw, "-z")
-    start = time.monotonic()
-    point = loadtools.wrk(url, {"features": ROW}, 1, seconds)
-    instructions = callgrind(gw, "-d") - idle * (time.monotonic() - start)
-    ok1, all1 = gw.answers()
-    ok = ok1 - ok0
-    return {"rps": point.rps, "p50": point.p50_ms, "p99": point.p99_ms, "ok": ok,
-            "bad": (all1 - all0) - ok + point.failed, "us": instructions / max(ok, 1) / 1000}
+    drive = {"REST": lambda: loadtools.wrk(url, {"features": ROW}, 1, seconds),
+             "gRPC": lambda: loadtools.h2load(f"127.0.0.1:{gw.port}", PREDICT, frame, 1, seconds, warmup=0.5),
+             "404": lambda: loadtools.wrk(f"http://127.0.0.1:{gw.port}/nothing", {"features": ROW}, 1, seconds)}
+    points = {}
+    for kind, run in drive.items():
+        ok0, all0 = gw.answers()
+        callgrind(gw, "-z")
+        start = time.monotonic()
+        point = run()
+        instructions = callgrind(gw, "-d") - idle * (time.monotonic() - start)
+        ok1, all1 = gw.answers()
+        answered = (ok1 - ok0) if kind != "404" else (all1 - all0)
+        bad = (all1 - all0) - answered + (point.failed if kind != "404" else 0)
+        points[kind] = {"rps": point.rps, "p50": point.p50_ms, "p99": point.p99_ms, "ok": answered, "bad": bad,
+                        "us": instructions / max(answered, 1) / 1000}
+    return points
 
 
 def wrk_close(url: str, body: dict, concurrency: int, seconds: float) -> loadtools.Point:
@@ -211,6 +226,10 @@ def serving(target: str) -> bool:
         return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1
 
 
+def label(level: int | str) -> str:
+    return f"c={level}" if isinstance(level, int) else level
+
+
 def spread(values: list[float], fmt: str) -> str:
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
@@ -229,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     loadtools.require_tools()
     if args.instructions and not shutil.which("callgrind_control"):
         sys.exit("--instructions needs valgrind (apt-get install valgrind)")
-    levels = [1] if args.instructions else [int(c) for c in args.concurrency.split(",")]
+    levels: list = list(INSTRUCTION_KINDS) if args.instructions else [int(c) for c in args.concurrency.split(",")]
     unit = "k instr/req" if args.instructions else "us/req"
     configs = [c.partition("=")[::2] for c in args.config] or [("defaults", "")]
     tmp = Path(tempfile.mkdtemp(prefix="predmesh-envoy-cpu-"))
@@ -265,12 +284,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1}: gRPC direct c=1 (h2load) p50 {grpc.p50_ms:.3f} ms, {grpc.rps:.0f} req/s",
                   flush=True)
             for gw in gateways:
-                for c in levels:
-                    p = (measure_instructions(gw, args.seconds) if args.instructions
-                         else measure(gw, c, args.seconds, args.close))
+                measured: dict = (measure_instructions(gw, args.seconds, frame) if args.instructions
+                            else {c: measure(gw, c, args.seconds, args.close) for c in levels})
+                for c, p in measured.items():
                     gw.points.setdefault(c, []).append(p)
-                    print(f"  {gw.name:<14} c={c:<3} Envoy {p['us']:6.1f} {unit}   {p['rps']:7.0f} req/s   "
-                          f"p50 {p['p50']:6.3f} ms   p99 {p['p99']:6.3f} ms   ({p['ok']} 2xx, {p['bad']} other)",
+                    print(f"  {gw.name:<14} {label(c):<6} Envoy {p['us']:6.1f} {unit}   {p['rps']:7.0f} req/s   "
+                          f"p50 {p['p50']:6.3f} ms   p99 {p['p99']:6.3f} ms   ({p['ok']} answered, {p['bad']} other)",
                           flush=True)
     finally:
         for gw in gateways:
@@ -287,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in levels:
             pts = gw.points[c]
             failed |= any(p["bad"] for p in pts)
-            line = (f"  {gw.name:<14} c={c:<3} Envoy {spread([p['us'] for p in pts], '.1f')} {unit}   "
+            line = (f"  {gw.name:<14} {label(c):<6} Envoy {spread([p['us'] for p in pts], '.1f')} {unit}   "
                     f"{spread([p['rps'] for p in pts], '.0f')} req/s   p50 {spread([p['p50'] for p in pts], '.3f')} ms")
             if c == 1 and not args.instructions:  # under callgrind the latencies are valgrind's
                 gap = [p["p50"] - g for p, g in zip(pts, grpc_p50)]
