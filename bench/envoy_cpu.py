@@ -98,7 +98,9 @@ class Gateway:
             argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.work}/callgrind.%p",
                     envoy_executable(), *argv[1:]]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(self.work / "envoy.log", "ab"))
-        loadtools.wait_for(lambda: self.healthy(), 600 if self.callgrind else 30,
+
+    def wait_healthy(self) -> None:
+        loadtools.wait_for(lambda: self.healthy(), 900 if self.callgrind else 30,
                            f"Envoy {self.name} with a healthy upstream", interval=1)
 
     def get(self, path: str) -> str:
@@ -269,11 +271,13 @@ def main(argv: list[str] | None = None) -> int:
                 for i, (name, spec) in enumerate(configs)]
     grpc_p50: list[float] = []
     try:
-        loadtools.wait_for(lambda: serving(target), 60, "the inference replica")
+        loadtools.wait_for(lambda: serving(target), 180, "the inference replica")
         loadtools.check_grpc(target, PREDICT, frame[5:])  # the exact bytes h2load sends answer grpc-status OK
-        for gw in gateways:
+        for gw in gateways:  # all started, then all waited for (under callgrind each takes minutes)
             gw.work.mkdir(parents=True)
             gw.start()
+        for gw in gateways:
+            gw.wait_healthy()
         mode = "a new connection per request" if args.close else "keep-alive"
         what = "instructions (callgrind)" if args.instructions else "CPU"
         print(f"Envoy {what} per REST Predict: wrk ({mode}), {args.seconds:g} s per point, {args.rounds} rounds "
