@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from gateway.config import OPENAPI_PATH, ConfigInvalid, build, envoy_binary
+from gateway.config import OPENAPI_PATH, ConfigInvalid, build, envoy_argv
 from gateway.docs import DOCS_PATH
 from gateway.settings import GatewaySettings
 from predmesh.env import env_epilog, variables_read
@@ -24,10 +24,7 @@ log = logging.getLogger("gateway")
 
 def run_envoy(settings: GatewaySettings, envoy_yaml) -> int:
     """Run Envoy in the foreground; SIGTERM/SIGINT are forwarded to it; returns its exit code."""
-    argv = [envoy_binary(), "-c", str(envoy_yaml), "--concurrency", str(settings.concurrency),
-            "--log-level", settings.log_level,
-            "--disable-hot-restart"]  # several Envoys on one machine must not share the hot-restart socket
-    proc = subprocess.Popen(argv)
+    proc = subprocess.Popen(envoy_argv(settings, envoy_yaml))
 
     def forward(signum, frame):
         if proc.poll() is None:

