@@ -25,7 +25,21 @@ sys.path.insert(0, str(ROOT))
 
 from bench import loadtools
 from bench.compare_mlserver import DEFAULT_PG, IRIS, OIP_METHOD, Predmesh, bench_database, oip_request
-from bench.persistence import cpu_seconds
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its children (worker processes), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+    return user, system
 
 PREDICT_METHOD = "/predmesh.v1.InferenceService/Predict"
 
@@ -117,14 +131,15 @@ def main(argv=None) -> int:
             line = []
             for i, pm in enumerate(servers):
                 pm.settle()
-                cpu0, calls0 = cpu_seconds(pm.procs[0].pid), answered(pm, short)
+                (user0, system0), calls0 = cpu_split(pm.procs[0].pid), answered(pm, short)
                 point = loadtools.h2load(pm.target, method, frame, args.concurrency, args.seconds)
                 pm.settle()
-                cpu = cpu_seconds(pm.procs[0].pid) - cpu0
-                calls = answered(pm, short) - calls0
-                per_call = cpu / max(calls, 1) * 1e6
+                user, system = cpu_split(pm.procs[0].pid)
+                calls = max(answered(pm, short) - calls0, 1)
+                per_call = (user - user0 + system - system0) / calls * 1e6
                 rounds[i].append((per_call, point.rps))
-                line.append(f"tree{i} {per_call:.0f} µs/req {point.rps:,.0f}/s (failed {point.failed})")
+                line.append(f"tree{i} {per_call:.0f} µs/req (system {(system - system0) / calls * 1e6:.0f}) "
+                            f"{point.rps:,.0f}/s (failed {point.failed})")
             print(f"  round {round_no + 1}: " + "; ".join(line), flush=True)
     finally:
         for pm in servers:
