@@ -85,7 +85,8 @@ def test_a_grpc_server_answers_through_it_with_a_concurrency_limit():
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            echo = channel.unary_unary("/t.T/Echo", request_serializer=None, response_deserializer=None)
+            echo: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/t.T/Echo", request_serializer=None, response_deserializer=None)
             assert [echo(b"%d" % i, timeout=5) for i in range(10)] == [b"%d" % i for i in range(10)]
     finally:
         server.stop(None).wait(5)
