@@ -6,14 +6,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring_ascii as quote
 
-from database.records import PredictionBatch, Stored, plain, row_count
+from database.records import PredictionBatch, PredictionRecord, Stored, plain, row_count
 from inference.errors import Overloaded
 from inference.recording.documents import to_doc
 from inference.recording.parallel import ParallelWriters
 from inference.recording.queue import RecordQueue
 from inference.recording.replay import replay_some
-from inference.recording.spool import Spool, SpoolFull, encode
+from inference.recording.spool import Spool, SpoolFull, encode, spool_line
 from inference.recording.statistics import PlannerStatistics
 from inference.recording.tail import Position, SyncedTail
 from inference.recording.writer import DatabaseWriter
@@ -210,10 +211,59 @@ class PredictionLog:
             self._metrics.queue_depth.set(self._queue.rows + self._tail.rows)
 
 
+# Row templates of to_line's fast path: per (model, version, feature names, classes, transport), bounded by what
+# is served (cleared past _MAX_TEMPLATES: versions come and go over a long life).
+_templates: dict[tuple, str] = {}
+_MAX_TEMPLATES = 256
+_NUMBERS = frozenset((float, int))  # what a template formats with %r exactly as JSON does (not bool: True)
+
+
+def _template(r: PredictionRecord) -> str | None:
+    """The record's spool document as a %-format over (prediction_id, request_id, feature values, label,
+    probabilities, latency_ms, created_at), the ids and label JSON-quoted: the same text as encode(to_doc(r)).
+    None when a name is no string (the JSON encoder's own rules apply then)."""
+    key = (r.model, r.model_version, tuple(r.features), tuple(r.probabilities), r.transport)
+    template = _templates.get(key)
+    if template is None:
+        if not all(type(k) is str for k in (r.model, r.model_version, *key[2], *key[3], r.transport)):
+            return None
+        if len(_templates) >= _MAX_TEMPLATES:
+            _templates.clear()
+
+        def const(text: str) -> str:
+            return quote(text).replace("%", "%%")
+
+        def obj(keys) -> str:
+            return "{" + ",".join(const(k) + ":%r" for k in keys) + "}"
+
+        template = _templates[key] = (
+            '{"prediction_id":%s,"request_id":%s,"model":' + const(r.model) + ',"model_version":'
+            + const(r.model_version) + ',"features":' + obj(key[2]) + ',"label":%s,"probabilities":' + obj(key[3])
+            + ',"transport":' + const(r.transport) + ',"latency_ms":%r,"created_at":%r}')
+    return template
+
+
 def to_line(r: Stored) -> bytes:
     """The spool line of a record or batch (spool.encode of its document; here, where the log composes the
     documents and the spool). A record whose features JSON cannot hold as they are (NaN, a missing number: null; a
-    numpy scalar) has them made plain first; ±inf stays a ValueError, as before."""
+    numpy scalar) has them made plain first; ±inf stays a ValueError, as before.
+
+    Hot path in durable mode (once per answered row, before its answer): a record of finite numbers only takes a
+    row template (the JSON encoder's exact text, see _template) instead of building its document and encoding it."""
+    if type(r) is PredictionRecord:
+        features, probabilities = r.features.values(), r.probabilities.values()
+        try:
+            # TypeError for a string or None among them; NaN or ±inf anywhere makes total - total NaN
+            total = sum(features) + sum(probabilities) + r.latency_ms + r.created_at  # type: ignore[arg-type]
+            numbers = total - total == 0.0
+        except TypeError:
+            numbers = False
+        template = _template(r) if numbers and type(r.latency_ms) is float and type(r.created_at) is float \
+            and _NUMBERS.issuperset(map(type, features)) and _NUMBERS.issuperset(map(type, probabilities)) else None
+        if template is not None and type(r.prediction_id) is str and type(r.request_id) is str \
+                and type(r.label) is str:
+            return spool_line((template % (quote(r.prediction_id), quote(r.request_id), *features, quote(r.label),
+                                           *probabilities, r.latency_ms, r.created_at)).encode())
     try:
         return encode(to_doc(r))
     except (ValueError, TypeError):

@@ -145,7 +145,11 @@ _lenient_json = json.JSONEncoder(separators=(",", ":"), default=repr).encode
 
 def encode(doc: dict, encoder=_json) -> bytes:
     """One spool line: crc32 of the JSON, a space, the JSON, a newline."""
-    payload = encoder(doc).encode()
+    return spool_line(encoder(doc).encode())
+
+
+def spool_line(payload: bytes) -> bytes:
+    """The spool line of a document's JSON text (encode's framing)."""
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,6 +69,8 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.recorder = recorder
         self.max_batch_rows = max_batch_rows
         self._ready = ready
+        # answer heads per served model (see _answer_head); weak keys, so a replaced model's go with it
+        self._heads: weakref.WeakKeyDictionary[Any, dict[tuple, pb.ModelInferResponse]] = weakref.WeakKeyDictionary()
 
     def _model(self, name: str, version: str):
         model = self.registry.get(name)
@@ -146,17 +149,37 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         probabilities, _ = score_and_record(
             self.recorder, self.registry.metrics, model, rows, [zip(names, row) for row in rows],
             request_ids, transport_of(context.invocation_metadata()), started, context.time_remaining())
-        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=rid)
-        probability_type, probability_dtype = _probability_type(model)
-        for name in wanted:
-            if name == LABEL:
-                data, datatype, shape = probabilities.argmax(axis=1).astype("<i8"), "INT64", [n]
-            else:
-                data = probabilities.astype(probability_dtype)
-                datatype, shape = probability_type, [n, probabilities.shape[1]]
-            response.outputs.add(name=name, datatype=datatype, shape=shape)
-            response.raw_output_contents.append(data.tobytes())
+        response = pb.ModelInferResponse()
+        response.CopyFrom(self._answer_head(model, tuple(wanted), probabilities.shape))
+        response.id = rid
+        probability_dtype = _probability_type(model)[1]
+        response.raw_output_contents.extend([
+            (probabilities.argmax(axis=1).astype("<i8") if name == LABEL
+             else probabilities.astype(probability_dtype)).tobytes() for name in wanted])
         return response
+
+    def _answer_head(self, model, wanted: tuple[str, ...], shape: tuple[int, ...]) -> pb.ModelInferResponse:
+        """The part of a ModelInfer answer that depends only on the model, the outputs asked for and the shape of
+        the probabilities (name, version, each output's name, datatype and shape). Copying it is cheaper than
+        building it, so it is built once per combination and kept: per served model (a replaced model's go with
+        it), at most the 4 lists of distinct outputs × row counts up to max_batch_rows; a list naming an output
+        twice is answered as asked but not kept."""
+        heads = self._heads.get(model)
+        if heads is None:
+            heads = self._heads[model] = {}
+        key = (wanted, shape)
+        head = heads.get(key)
+        if head is None:
+            head = pb.ModelInferResponse(model_name=model.name, model_version=model.version)
+            probability_type = _probability_type(model)[0]
+            for name in wanted:
+                if name == LABEL:
+                    head.outputs.add(name=name, datatype="INT64", shape=[shape[0]])
+                else:
+                    head.outputs.add(name=name, datatype=probability_type, shape=list(shape))
+            if len(set(wanted)) == len(wanted):
+                heads[key] = head
+        return head
 
     def _rows(self, request, model) -> list[list]:
         """The request's rows, validated by the model's runtime, as lists of plain values in schema order (floats

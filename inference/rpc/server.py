@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from concurrent import futures
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,6 +22,7 @@ from inference.recording.recorder import NullRecorder, Recorder
 from inference.rpc import logcontext, oip, reflection
 from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import DecodeGuard, quiet_metadata_noise
+from inference.rpc.pool import HandlerPool
 from inference.rpc.servicer import InferenceServicer, ModelAdminServicer, call_limits
 from inference.rpc.streams import StreamGate
 from inference.settings import ServerSettings, stream_share
@@ -70,8 +72,10 @@ class InferenceServer:
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
         # streams (each holding a handler thread while open) get a bounded share of the pool, and an idle timeout
         self.streams = StreamGate(stream_share(settings.max_streams, settings.workers), settings.stream_idle_seconds)
+        # handler threads with less work per call than a ThreadPoolExecutor (inference/rpc/pool.py)
+        self._pool = HandlerPool(settings.workers, thread_name_prefix="rpc")
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+            cast(futures.ThreadPoolExecutor, self._pool),
             # metrics first, so they count what the gate and the guard answer; the guard last: undecodable
             # requests answered INVALID_ARGUMENT
             interceptors=[self.metrics.rpc_interceptor, self.streams, DecodeGuard()],
@@ -172,6 +176,7 @@ class InferenceServer:
             log.error("some RPC handlers did not finish within %.1f s of the grace period; stopping without them",
                       STOP_MARGIN_S)
         self.streams.close()
+        self._pool.shutdown(wait=False)  # idle threads end; a stuck handler's thread is not waited for
         self.recorder.close()
         self._stopped.set()
 
@@ -212,7 +217,8 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
     server.wait()
     log.info("stopped")
     if not server.clean_stop:
-        # stuck handler threads are non-daemon pool threads the interpreter would join forever at exit; the
-        # prediction log is closed (flushed or spooled) by now, so nothing is lost by not waiting for them
+        # a stuck handler may hold threads the interpreter would join forever at exit (the health pool's, or
+        # its own non-daemon ones); the prediction log is closed (flushed or spooled) by now, so nothing is lost
+        # by not waiting for them
         logging.shutdown()
         os._exit(0)
