@@ -227,7 +227,10 @@ def one_version(model, stored: dict[int, PredictionRecord], fresh: int) -> tuple
     versions = {(r.model, r.model_version) for r in stored.values()}
     if not fresh and len(versions) == 1:
         first = next(iter(stored.values()))
-        return first.model_version, tuple(first.probabilities), {}
+        classes = tuple(model.classes)  # their order as the model has them (a jsonb object does not keep it)
+        if set(first.probabilities) != set(classes):
+            classes = tuple(first.probabilities)
+        return first.model_version, classes, {}
     other = {i: (f"request_id {shown(r.request_id)} was answered by version {r.model_version} of {r.model}; this "
                  f"call's answer is version {model.version}, and one answer holds one version: send that row "
                  "alone (or in PredictBatch rows) to get its stored answer")

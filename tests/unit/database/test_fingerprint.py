@@ -29,7 +29,7 @@ def test_a_float_matrix_hashes_each_row_as_the_row_path_does():
 
 def test_an_object_matrix_of_plain_values_hashes_as_the_row_path_does():
     names = ("tenure", "contract", "senior", "monthly")
-    rows = [[1.0, "month", True, None], [2.5, "two-year", False, 70.0], [3.0, None, True, 1e-300],
+    rows: list[list[object]] = [[1.0, "month", True, None], [2.5, "two-year", False, 70.0], [3.0, None, True, 1e-300],
             [4.0, "", False, math.nan]]
     matrix = np.empty((4, 4), dtype=object)
     for i, row in enumerate(rows):
