@@ -31,7 +31,7 @@ def test_old_runs_become_attempt_1_and_the_next_attempt_is_2(empty_db_url):
                     .replace("%s", "?" if empty_db_url.startswith("sqlite") else "%s"),
                     (key.split("/")[0], "{}", status, "2026-11-01 01:00:00", key, f"old {status}",
                      "2026-11-01 02:00:00", "2026-11-01 02:00:00"))
-        assert migrate(database) == ["m0003_batch_run_attempts"]
+        assert migrate(database)[0] == "m0003_batch_run_attempts"
         assert "m0003_batch_run_attempts" in applied(database)
         with session():
             runs, _ = repo.list_batch_runs()
