@@ -23,7 +23,10 @@ from predmesh.values import Features
 log = logging.getLogger(__name__)
 
 # A job that can never succeed: rejected to the dead-letter queue on its first delivery.
-PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
+# ALREADY_EXISTS: the job's request id (its message_id) was used before for a different request (issue #23);
+# FAILED_PRECONDITION: e.g. a columnar job mixing rows answered by two model versions.
+PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+                       grpc.StatusCode.FAILED_PRECONDITION})
 # Everything else (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, and also INTERNAL, UNAUTHENTICATED, ...)
 # keeps the job unacked and is retried: a misconfigured or broken server must not empty the queue into the DLQ.
 # The exception: RESOURCE_EXHAUSTED because a call of one job alone is larger than the server's message limit
@@ -239,18 +242,24 @@ def _too_big(job: _Job, server: CallLimits, max_bytes: int | None) -> str:
 def _chunks(members: list[tuple[int, _Job]], max_rows: int, max_bytes: int | None,
             model: str) -> Iterable[list[tuple[int, _Job]]]:
     """Consecutive groups of whole jobs with at most max_rows rows and max_bytes request bytes (a job over
-    max_rows, within the server's limit, goes alone)."""
+    max_rows, within the server's limit, goes alone), and no request id twice in a group: a job sent twice (a
+    publisher's retry) goes in the next call, where it gets the first one's answer (the server refuses an
+    idempotency key used twice in one call)."""
     overhead = len(model.encode()) + 16
     chunk: list[tuple[int, _Job]] = []
     rows, size = 0, overhead
+    ids: set[str] = set()
     for member in members:
         n, b = member[1].n_rows, member[1].size
-        if chunk and (rows + n > max_rows or (max_bytes and size + b > max_bytes)):
+        mine = [rid for _, rid in rows_of(member[1])]
+        if chunk and (rows + n > max_rows or (max_bytes and size + b > max_bytes) or not ids.isdisjoint(mine)):
             yield chunk
             chunk, rows, size = [], 0, overhead
+            ids = set()
         chunk.append(member)
         rows += n
         size += b
+        ids.update(mine)
     if chunk:
         yield chunk
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping, Sequence
-from itertools import chain
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -14,10 +14,16 @@ from database.records import PredictionBatch, Stored, plain
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 # the JSON of the jsonb columns: compact, refusing NaN/±inf (the INSERT fallback in repo.py uses it too)
 to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+NULL = "\\N"  # COPY text's NULL (request_hash of a row with a fresh id)
 _NUMBERS = frozenset((float, int))  # the value types a row template formats as JSON numbers (not bool: True)
 # the value types the JSON encoder takes as they are (an int: a JSON number); anything else goes through plain (a
 # numpy scalar becomes a Python value; a list or dict, no feature value, is a ValueError naming the feature)
 _PLAIN_TYPES = frozenset((float, int, str, bool, type(None)))
+
+
+def _hash_text(request_hash: str | None) -> str:
+    """A request_hash in COPY text: hex digits as they are, NULL for none."""
+    return NULL if request_hash is None else request_hash.translate(_COPY_ESCAPES)
 
 
 def features_json(features: Mapping[str, object]) -> str:
@@ -79,16 +85,16 @@ def copy_text(records: Sequence[Stored]) -> io.StringIO:
             numbers = _NUMBERS.issuperset(map(type, features.values()))
             if numbers:
                 template = templates[shape] = (f"%s\t%s\t%s\t%s\t{obj(shape[2])}\t%s\t{obj(shape[3])}\t%s\t%r"
-                                               "\t%s\n")
+                                               "\t%s\t%s\n")
         if not numbers or template is None:  # the JSON encoder: refuses NaN/±inf (ValueError), encodes the rest
             lines.append(f"{r.prediction_id.translate(esc)}\t{r.request_id.translate(esc)}\t{text(r.model)}\t"
                          f"{text(r.model_version)}\t{features_json(features).translate(esc)}\t{text(r.label)}\t"
                          f"{to_json(probabilities).translate(esc)}\t{text(r.transport)}\t"
-                         f"{float(r.latency_ms)!r}\t{stamp}\n")
+                         f"{float(r.latency_ms)!r}\t{stamp}\t{_hash_text(r.request_hash)}\n")
             continue
         lines.append(template % (r.prediction_id.translate(esc), r.request_id.translate(esc), text(r.model),
                                  text(r.model_version), *features.values(), text(r.label), *probabilities.values(),
-                                 text(r.transport), float(r.latency_ms), stamp))
+                                 text(r.transport), float(r.latency_ms), stamp, _hash_text(r.request_hash)))
     return io.StringIO("".join(lines))
 
 
@@ -109,10 +115,12 @@ def _batch_copy_text(b: PredictionBatch, text, obj) -> str:
     # feature values by %s: a float's str is its repr (a JSON number); the other values come as JSON text
     template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names, '%s')}\t%s\t"
                 f"{obj(b.classes)}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
-                f"{to_datetime(b.created_at)!s}\n")
+                f"{to_datetime(b.created_at)!s}\t%s\n")
     labels = [text(c) for c in b.classes]
+    hashes = b.request_hashes if b.request_hashes is not None else repeat(NULL)
     values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *columns,
-                                     map(labels.__getitem__, b.labels.tolist()), *b.probabilities.T.tolist()))
+                                     map(labels.__getitem__, b.labels.tolist()), *b.probabilities.T.tolist(),
+                                     hashes))
     return (template * len(b)) % tuple(values)
 
 

@@ -77,6 +77,7 @@ class Prediction(BaseModel):
     transport = CharField(max_length=16)
     latency_ms = DoubleField()
     created_at = DateTimeField()
+    request_hash = TextField(null=True)  # the request's fingerprint (database/fingerprint.py); NULL: a fresh id
 
     class Meta:
         table_name = "predictions"

@@ -27,6 +27,9 @@ class PredictionRecord:
     transport: str
     latency_ms: float
     created_at: float  # Unix epoch seconds, UTC
+    # the request's fingerprint (database/fingerprint.py) when the client sent the request_id (its idempotency
+    # key); None for a fresh id (nothing to check a retry against)
+    request_hash: str | None = None
 
 
 @final
@@ -50,6 +53,7 @@ class PredictionBatch:
     transport: str
     latency_ms: float
     created_at: float  # Unix epoch seconds, UTC
+    request_hashes: list[str] | None = None  # per row, its fingerprint (client-sent ids only; None: fresh ids)
 
     def __len__(self) -> int:
         return len(self.prediction_ids)
@@ -57,12 +61,24 @@ class PredictionBatch:
     def rows(self) -> list[PredictionRecord]:
         """One PredictionRecord per row (the slow path: isolating a row the database refuses)."""
         names, classes = self.feature_names, self.classes
+        hashes: list[str | None] = list(self.request_hashes) if self.request_hashes else [None] * len(self)
         return [PredictionRecord(
             prediction_id=pid, request_id=rid, model=self.model, model_version=self.model_version,
             features=dict(zip(names, values)), label=classes[label], probabilities=dict(zip(classes, probs)),
-            transport=self.transport, latency_ms=self.latency_ms, created_at=self.created_at)
-            for pid, rid, values, label, probs in zip(self.prediction_ids, self.request_ids, self.features.tolist(),
-                                                      self.labels.tolist(), self.probabilities.tolist())]
+            transport=self.transport, latency_ms=self.latency_ms, created_at=self.created_at, request_hash=h)
+            for pid, rid, values, label, probs, h in zip(self.prediction_ids, self.request_ids,
+                                                         self.features.tolist(), self.labels.tolist(),
+                                                         self.probabilities.tolist(), hashes)]
+
+    def answer(self, i: int) -> PredictionRecord:
+        """Row i as a record without its features (an answer to give again)."""
+        classes = self.classes
+        return PredictionRecord(
+            prediction_id=self.prediction_ids[i], request_id=self.request_ids[i], model=self.model,
+            model_version=self.model_version, features={}, label=classes[int(self.labels[i])],
+            probabilities=dict(zip(classes, self.probabilities[i].tolist())), transport=self.transport,
+            latency_ms=self.latency_ms, created_at=self.created_at,
+            request_hash=self.request_hashes[i] if self.request_hashes else None)
 
 
 def plain(value: object, name: str) -> FeatureValue:

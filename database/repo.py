@@ -14,6 +14,7 @@ from peewee import JOIN, SQL, IntegrityError, Tuple, Value, fn
 from database import aggregates
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.copy_text import copy_text, features_json, to_json
+from database.fingerprint import stored_hash
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db, to_datetime, to_epoch
 from database.quality import Quality
 from database.records import PredictionRecord, Stored, as_rows, row_count
@@ -80,15 +81,18 @@ class Stats:
 
 
 _COLUMNS = ("prediction_id", "request_id", "model", "model_version", "features", "label", "probabilities",
-            "transport", "latency_ms", "created_at")
+            "transport", "latency_ms", "created_at", "request_hash")
 
 
 UNIQUE_VIOLATION = "23505"
 _STAGING = "predictions_incoming"  # a temporary table per connection: rows offered again go through it
 
 
-def insert_predictions(records: Sequence[Stored]) -> int:
+def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = None) -> int:
     """Insert records in one transaction, ignoring request_ids already stored; returns how many were offered.
+    conflicts, when given, gets the request_ids of offered rows that were not stored because the key is stored
+    already for a different request (another fingerprint: possible only when the server answered without being
+    able to check the key, during a database outage); the stored row stays.
 
     Idempotent: a retried request, or a spool replayed twice, never makes a second row. This is the hot write
     path, so it bypasses the query builder. PostgreSQL: COPY (the cheapest bulk load) inside a savepoint; if
@@ -127,12 +131,19 @@ def insert_predictions(records: Sequence[Stored]) -> int:
                         cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} "
                                        f"ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
                         aggregates.add_rows(cursor.fetchall())  # only the rows inserted now
+                        if conflicts is not None:
+                            cursor.execute(f"SELECT s.request_id FROM {_STAGING} s JOIN {table} p "
+                                           "ON p.request_id = s.request_id WHERE s.request_hash IS NOT NULL "
+                                           "AND p.request_hash IS NOT NULL AND p.request_hash <> s.request_hash")
+                            conflicts.extend(r[0] for r in cursor.fetchall())
                     return row_count(records)
                 # a value COPY refuses: the INSERT below raises for it (the caller isolates that row)
         rows = [(r.prediction_id, r.request_id, r.model, r.model_version, features_json(r.features), r.label,
                  to_json(r.probabilities), r.transport, float(r.latency_ms),
-                 to_datetime(r.created_at) if postgres else str(to_datetime(r.created_at)))
+                 to_datetime(r.created_at) if postgres else str(to_datetime(r.created_at)), r.request_hash)
                 for r in as_rows(records)]
+        if conflicts is not None:
+            conflicts.extend(_conflicting(rows))
         if postgres:
             from psycopg2.extras import execute_values
             inserted = execute_values(
@@ -169,6 +180,56 @@ def _insert_new_sqlite(cursor, sql: str, rows: list[tuple], records: Sequence[St
         if cursor.rowcount == 1:
             new.append(tuple(row[i] for i in aggregates.ROW_FIELDS))
     aggregates.add_rows(new)
+
+
+def _conflicting(rows: list[tuple]) -> list[str]:
+    """The request_ids among rows to insert (tuples in _COLUMNS order) stored already with another fingerprint."""
+    offered = {r[1]: r[-1] for r in rows if r[-1] is not None}
+    if not offered:
+        return []
+    return [rid for rid, answer in answered(list(offered)).items()
+            if answer.request_hash is not None and answer.request_hash != offered[rid]]
+
+
+def answered(request_ids: Sequence[str]) -> dict[str, PredictionRecord]:
+    """The stored answers of these request_ids (idempotency keys), by request_id; ids not stored are absent. Each
+    answer has its request_hash (recomputed from the stored features for a row stored without one), and neither
+    features nor created_at (0). One query on PostgreSQL (= ANY), chunks of 500 on SQLite (IN).
+
+    The one place that knows where answered keys live (a later prediction_keys table changes only this)."""
+    ids = list(dict.fromkeys(request_ids))
+    if not ids:
+        return {}
+    table = Prediction._meta.table_name
+    columns = ("request_id, request_hash, prediction_id, model, model_version, label, probabilities, latency_ms, "
+               "transport, CASE WHEN request_hash IS NULL THEN features END")
+    select = f"SELECT {columns} FROM {table} "
+    rows: list = []
+    if is_postgres() and not any("\n" in i for i in ids):
+        # the ids as one text split by the server (a 5,000-element array parameter costs ~30 ms to quote and parse;
+        # a request id is printable: no newline in it, inference.bounds), each looked up in the unique index on
+        # request_id: the LATERAL ... LIMIT 1 keeps it a nested loop of index probes, O(keys); = ANY or a plain join
+        # is planned as a scan of the whole table (0.1-0.4 s per call at 90,000 rows, growing with the table)
+        lateral = columns.replace("request_id, request_hash", "k.id, p.request_hash", 1)
+        rows = db.execute_sql(f"SELECT {lateral} FROM unnest(string_to_array(%s, E'\\n')) k(id) CROSS JOIN LATERAL "
+                              f"(SELECT * FROM {table} WHERE request_id = k.id LIMIT 1) p",
+                              ("\n".join(ids),)).fetchall()
+    else:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows += db.execute_sql(select + f"WHERE request_id IN ({', '.join('?' * len(chunk))})",
+                                   chunk).fetchall()
+    out = {}
+    for rid, rhash, pid, model, version, label, probabilities, latency, transport, features in rows:
+        if isinstance(probabilities, str):  # SQLite: JSON text
+            probabilities = json.loads(probabilities)
+        if rhash is None:
+            features = json.loads(features) if isinstance(features, str) else features
+            rhash = stored_hash(model, features or {})
+        out[rid] = PredictionRecord(
+            prediction_id=pid, request_id=rid, model=model, model_version=version, features={}, label=label,
+            probabilities=probabilities, transport=transport, latency_ms=latency, created_at=0.0, request_hash=rhash)
+    return out
 
 
 def _record(row: Prediction) -> PredictionRecord:

@@ -1,7 +1,8 @@
 """What the REST API enforces beyond the protos' types, for the OpenAPI document: the server's bounds on fields
 (inference/bounds.py, inference/rpc/*.py; the gateway may not import them, tests/unit/gateway compares the
 values), who must authenticate, and the answers Envoy itself gives (provoked through a real Envoy by
-tests/integration/envoy/test_openapi_truth.py)."""
+tests/integration/envoy/test_openapi_truth.py; 409 is the idempotency rule of issue #23: a request_id reused
+for a different request)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ WRITE_METHODS = frozenset({"predmesh.v1.AnalyticsService.SubmitFeedback",
                            "predmesh.v1.AnalyticsService.RecordBatchRun"})
 AUTH_SERVICES = frozenset({"predmesh.v1.ModelAdminService"})
 # RPCs that write a prediction under a caller's idempotency key (a key reused with another request is refused)
+KEYED_METHODS = frozenset({"predmesh.v1.InferenceService.Predict", "predmesh.v1.InferenceService.PredictBatch"})
 BEARER = "bearer"
 
 
@@ -131,7 +133,7 @@ def _both(description: str) -> dict:
                                                     "text/plain": {"schema": TEXT}}}
 
 
-def error_responses(limits: ApiLimits, *, has_body: bool, auth: bool) -> dict[str, dict]:
+def error_responses(limits: ApiLimits, *, has_body: bool, auth: bool, keyed: bool = False) -> dict[str, dict]:
     """Every status other than 200 an operation can answer, with the body each comes with: the gRPC status as
     google.rpc.Status JSON, or Envoy's own text/plain line."""
     out = {
@@ -164,6 +166,10 @@ def error_responses(limits: ApiLimits, *, has_body: bool, auth: bool) -> dict[st
         out["401"] = _status("UNAUTHENTICATED: no 'Authorization: Bearer <token>' header, an unknown token, or "
                              "the server has no token for this role.")
         out["403"] = _status("PERMISSION_DENIED: a valid token whose role may not make this call.")
+    if keyed:
+        out["409"] = _status("ALREADY_EXISTS: a request_id (the idempotency key) was already used for a different "
+                             "request (another model or other features); a retry of the same request gets the "
+                             "original answer instead. Use a new request_id for a new request.")
     return dict(sorted(out.items()))
 
 

@@ -275,7 +275,8 @@ def generate(descriptor_set: bytes, services: tuple[str, ...], *, title: str, ve
                         "responses": {
                             "200": {"description": "OK", "content": {"application/json": {
                                 "schema": b.ref(method.output_type)}}},
-                            **error_responses(limits, has_body=bool(body), auth=auth),
+                            **error_responses(limits, has_body=bool(body), auth=auth,
+                                              keyed=rpc_name in api_rules.KEYED_METHODS),
                         },
                     }
                     if auth:

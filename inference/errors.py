@@ -64,6 +64,11 @@ class FailedPrecondition(PredmeshError):
     finished)."""
 
 
+# -- ALREADY_EXISTS -------------------------------------------------------------------------------------------------
+class AlreadyExists(PredmeshError):
+    """The request's idempotency key (request_id) was already used for a different request."""
+
+
 # -- the rest ------------------------------------------------------------------------------------------------------
 class Overloaded(PredmeshError):
     """The server cannot take the request now (e.g. the prediction log spool is full)."""

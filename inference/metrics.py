@@ -216,6 +216,22 @@ class ServerMetrics:
         self._drift_series: dict[tuple[str, str], set[tuple]] = {}  # (model, version) -> series set
         self.batch_rows = Histogram("predmesh_batch_rows", "Rows per predict_proba call (adaptive batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=registry)
+        # Idempotency keys (client-sent request_ids, inference/scoring/idempotency.py)
+        self.idempotency_replayed = Counter("predmesh_idempotency_replayed_total", "Rows answered again from the "
+                                            "stored answer of their request_id (a retry of the same request)",
+                                            registry=registry)
+        self.idempotency_refused = Counter("predmesh_idempotency_refused_total", "Rows refused ALREADY_EXISTS: "
+                                           "their request_id was already used for a different request",
+                                           registry=registry)
+        self.idempotency_unverified = Counter("predmesh_idempotency_unverified_total", "Keyed rows decided without "
+                                              "the database (unreachable): checked against this process's recent "
+                                              "answers only", registry=registry)
+
+    def idempotency(self, replayed: int, refused: int) -> None:
+        if replayed:
+            self.idempotency_replayed.inc(replayed)
+        if refused:
+            self.idempotency_refused.inc(refused)
 
     def predicted(self, model: str, version: str, transport: str, labels: list[str]) -> None:
         """Count scored rows by predicted class (the series' children looked up once: this runs on every call)."""

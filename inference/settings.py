@@ -60,6 +60,7 @@ class ServerSettings:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM CA bundle: require and verify client certificates (mTLS)
     log_level: str = "INFO"
+    idempotency_cache: int = 200_000  # recent answers (rows) kept per process for retries of their request_id
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServerSettings:
@@ -102,6 +103,7 @@ class ServerSettings:
             drift_window_s=_positive("DRIFT_WINDOW_S", env.float("DRIFT_WINDOW_S", cls.drift_window_s)),
             **_tls_files(path("TLS_CERT"), path("TLS_KEY"), path("TLS_CLIENT_CA")),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
+            idempotency_cache=env.int("IDEMPOTENCY_CACHE", cls.idempotency_cache, minimum=0),
         )
 
 

@@ -59,6 +59,9 @@ class PersistenceMetrics:
         self.feedback_count = Gauge("predmesh_feedback_predictions", "Predictions with feedback", labels,
                                     registry=registry, multiprocess_mode="mostrecent")
 
+        self.idempotency_conflicts = Counter(
+            "predmesh_idempotency_conflicts_total", "Answered rows not stored because their request_id was stored "
+            "already for a different request (answered while the database could not be asked)", registry=registry)
         self.batch_run = Gauge("predmesh_batch_run_last_timestamp_seconds", "When a batch run (RecordBatchRun) of "
                                "this kind and model last ended in this status (running: last update), Unix time",
                                ["kind", "model", "status"], registry=registry, multiprocess_mode="max")
@@ -78,9 +81,15 @@ class PersistenceMetrics:
         self.feedback_count.labels(q.model, q.model_version).set(q.feedback_count)
 
 
-def insert_records(records) -> None:
+def insert_records(records, conflicts: list[str] | None = None) -> None:
     with session():
-        repo.insert_predictions(records)
+        repo.insert_predictions(records, conflicts)
+
+
+def stored_answers(request_ids: list[str]) -> dict:
+    """The stored answers of idempotency keys (raises DatabaseUnavailable when the database cannot say)."""
+    with session():
+        return repo.answered(request_ids)
 
 
 class Persistence:
@@ -99,13 +108,24 @@ class Persistence:
         else:
             spool = Spool.claim(settings.spool_dir, settings.spool_max_bytes)
             self.recorder = PredictionLog(
-                spool, insert_records, durable=settings.mode == "durable", metrics=self.metrics,
+                spool, self.insert_records, durable=settings.mode == "durable", metrics=self.metrics,
                 batch_size=settings.write_batch, flush_interval_s=settings.flush_ms / 1000,
                 writers=settings.db_writers,
                 prepare=None if self.schema_ready else self._prepare_later,
                 statistics=PlannerStatistics(settings.analyze_share))
         log.info("persistence: %s to %s (spool %s, limit %d MB)", settings.mode, redact(settings.database_url),
                  settings.spool_dir, settings.spool_max_bytes // (1024 * 1024))
+
+    def insert_records(self, records) -> None:
+        """The writer's insert; a key found stored for another request (answered while the database could not be
+        asked, see inference/scoring/idempotency.py) is counted and logged: the first answer stays the stored one."""
+        conflicts: list[str] = []
+        insert_records(records, conflicts)
+        if conflicts:
+            self.metrics.idempotency_conflicts.inc(len(conflicts))
+            log.warning("%d answered rows not stored: their request_id was stored already for a different request "
+                        "(answered while the database could not be asked); first keys: %s", len(conflicts),
+                        ", ".join(repr(k) for k in conflicts[:10]))
 
     def _prepare_schema(self, at_start: bool) -> bool:
         """Migrate (or check) the schema; False when the database is unreachable now (the writer retries)."""
@@ -157,6 +177,8 @@ class Persistence:
         server.add_service(lambda s: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(servicer, s),
                            ANALYTICS_SERVICE)
         server.registry.on_activate = self.record_activation
+        if self.settings.mode != "off":  # answers are stored: a key's stored answer is looked up there
+            server.keys.lookup = stored_answers
         servicer.refresh_quality()
 
     def record_activation(self, manifest: Manifest) -> None:

@@ -25,12 +25,13 @@ def to_doc(r: Stored) -> dict:
                 "model_version": r.model_version, "feature_names": r.feature_names,
                 "features": _typed_rows(features, r.feature_names) if features.dtype == object else _pack(features),
                 "classes": r.classes, "labels": r.labels.tolist(), "probabilities": _pack(r.probabilities),
-                "transport": r.transport, "latency_ms": r.latency_ms, "created_at": r.created_at}
+                "transport": r.transport, "latency_ms": r.latency_ms, "created_at": r.created_at,
+                "request_hashes": r.request_hashes}
     # by hand: dataclasses.asdict deep-copies recursively and is several times slower on this hot path
     return {"prediction_id": r.prediction_id, "request_id": r.request_id, "model": r.model,
             "model_version": r.model_version, "features": r.features, "label": r.label,
             "probabilities": r.probabilities, "transport": r.transport, "latency_ms": r.latency_ms,
-            "created_at": r.created_at}
+            "created_at": r.created_at, "request_hash": r.request_hash}
 
 
 def from_doc(doc: dict) -> Stored:
@@ -42,6 +43,9 @@ def from_doc(doc: dict) -> Stored:
     features = _unpack(packed, n, len(names)) if isinstance(packed, str) else _from_rows(packed, n, len(names))
     probabilities = _unpack(doc["probabilities"], n, len(classes))
     labels = np.array(doc["labels"], dtype=np.int64)
+    hashes = doc.get("request_hashes")  # absent in documents written before idempotency fingerprints
+    if hashes is not None and len(hashes) != n:
+        raise ValueError(f"a batch of {n} prediction ids with {len(hashes)} request hashes")
     if len(doc["request_ids"]) != n or labels.shape != (n,):
         raise ValueError(f"a batch of {n} prediction ids with {len(doc['request_ids'])} request ids and "
                          f"{len(labels)} labels")
@@ -49,7 +53,7 @@ def from_doc(doc: dict) -> Stored:
         prediction_ids=doc["prediction_ids"], request_ids=doc["request_ids"], model=doc["model"],
         model_version=doc["model_version"], feature_names=names, features=features, classes=classes, labels=labels,
         probabilities=probabilities, transport=doc["transport"], latency_ms=doc["latency_ms"],
-        created_at=doc["created_at"])
+        created_at=doc["created_at"], request_hashes=hashes)
 
 
 def _pack(matrix: np.ndarray) -> str:

@@ -28,6 +28,7 @@ from inference.recording.recorder import Recorder
 from inference.rpc.edge import rpc
 from inference.rpc.tensors import DATATYPE_OF_KIND, column_rows, decode_column, float_or_missing
 from inference.scoring.convert import transport_of
+from inference.scoring.idempotency import KeyedRecorder, Keys, keyed_hashes, one_version
 from inference.scoring.score import score_and_record
 from predmesh._version import __version__
 from predmesh.oip import grpc_predict_v2_pb2 as pb
@@ -64,9 +65,10 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     """ServerLive/Ready, ModelReady, Server/ModelMetadata, ModelInfer, ModelConfig."""
 
     def __init__(self, registry: ModelRegistry, recorder: Recorder, *, max_batch_rows: int,
-                 ready: Callable[[], bool]):
+                 ready: Callable[[], bool], keys: Keys | None = None):
         self.registry = registry
-        self.recorder = recorder
+        self.keys = keys if keys is not None else Keys(0)
+        self.recorder = KeyedRecorder(recorder, self.keys)  # committed answers become their keys' answers
         self.max_batch_rows = max_batch_rows
         self._ready = ready
         # answer heads per served model (see _answer_head); weak keys, so a replaced model's go with it
@@ -146,12 +148,33 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         rid = check_text("id", request.id, MAX_ID)
         request_ids = [rid] if n == 1 else [f"{rid}-{i}" if rid else "" for i in range(n)]
         names = model.names
-        probabilities, _ = score_and_record(
-            self.recorder, self.registry.metrics, model, rows, [zip(names, row) for row in rows],
-            request_ids, transport_of(context.invocation_metadata()), started, context.time_remaining())
+        hashes = keyed_hashes(model, request_ids, rows)
+        with self.keys.begin(model.name, request_ids, hashes, context.time_remaining()) as claim:
+            if claim.conflicts:
+                raise errors.AlreadyExists(claim.conflicts[min(claim.conflicts)])
+            version, classes, other = one_version(model, claim.stored, n - len(claim.stored))
+            if other:
+                raise errors.FailedPrecondition(other[min(other)])
+            todo = [i for i in range(n) if i not in claim.stored]
+            if len(todo) == n:
+                probabilities, _ = score_and_record(
+                    self.recorder, self.registry.metrics, model, rows, [zip(names, row) for row in rows],
+                    request_ids, transport_of(context.invocation_metadata()), started, context.time_remaining(),
+                    hashes)
+            else:  # some rows answered before: their stored answers, in place
+                probabilities = np.zeros((n, len(classes)))
+                for i, r in claim.stored.items():
+                    probabilities[i] = [r.probabilities.get(c, 0.0) for c in classes]
+                if todo:
+                    probabilities[todo], _ = score_and_record(
+                        self.recorder, self.registry.metrics, model, [rows[i] for i in todo],
+                        [zip(names, rows[i]) for i in todo], [request_ids[i] for i in todo],
+                        transport_of(context.invocation_metadata()), started, context.time_remaining(),
+                        [hashes[i] for i in todo])
         response = pb.ModelInferResponse()
         response.CopyFrom(self._answer_head(model, tuple(wanted), probabilities.shape))
         response.id = rid
+        response.model_version = version  # a stored answer's version, which a reload may have replaced
         probability_dtype = _probability_type(model)[1]
         response.raw_output_contents.extend([
             (probabilities.argmax(axis=1).astype("<i8") if name == LABEL
@@ -273,7 +296,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 def register(server, registry: ModelRegistry, recorder: Recorder, *, max_batch_rows: int,
-             ready: Callable[[], bool]) -> None:
-    """Add the OIP service to a grpc server."""
+             ready: Callable[[], bool], keys: Keys | None = None) -> None:
+    """Add the OIP service to a grpc server (keys: the process's idempotency keys, shared with Predict*)."""
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        OipServicer(registry, recorder, max_batch_rows=max_batch_rows, ready=ready), server)
+        OipServicer(registry, recorder, max_batch_rows=max_batch_rows, ready=ready, keys=keys), server)

@@ -25,6 +25,7 @@ from inference.rpc.edge import DecodeGuard, quiet_metadata_noise
 from inference.rpc.pool import HandlerPool
 from inference.rpc.servicer import InferenceServicer, ModelAdminServicer, call_limits
 from inference.rpc.streams import StreamGate
+from inference.scoring.idempotency import Keys
 from inference.settings import ServerSettings, stream_share
 from predmesh.env import split_addr
 from predmesh.startup import StartupError
@@ -87,9 +88,11 @@ class InferenceServer:
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                 ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
             ])
+        # idempotency keys: one cache of recent answers per process, shared by every path that scores
+        self.keys = Keys(settings.idempotency_cache, self.metrics)
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
             InferenceServicer(self.registry, self.recorder, max_batch_rows=settings.max_batch_rows,
-                              max_request_bytes=settings.max_message_bytes), self._server)
+                              max_request_bytes=settings.max_message_bytes, keys=self.keys), self._server)
         # the tokens of every role: the admin plane here, writes of monitoring data in AnalyticsService
         self.auth = TokenAuth(settings.admin_token, settings.readonly_token, settings.writer_token,
                               settings.open_writes)
@@ -108,7 +111,8 @@ class InferenceServer:
         self._draining = False
         self._watcher = PointerWatcher(self.pointers, settings.reload_poll_seconds) if self.pointers else None
         self.add_service(lambda server: oip.register(server, self.registry, self.recorder,
-                                                     max_batch_rows=settings.max_batch_rows, ready=self.ready),
+                                                     max_batch_rows=settings.max_batch_rows, ready=self.ready,
+                                                     keys=self.keys),
                          oip.SERVICE)
 
     def ready(self) -> bool:

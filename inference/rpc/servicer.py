@@ -5,11 +5,14 @@ import logging
 import threading
 import time
 from functools import partial
+from typing import cast
 
 import grpc
 import numpy as np
 from google.rpc import status_pb2
 
+from database.fingerprint import matrix_hashes
+from database.records import PredictionRecord
 from inference import errors
 from inference.bounds import MAX_ID, check_name, check_text, shown
 from inference.models.registry import ModelRegistry
@@ -18,6 +21,7 @@ from inference.rpc import logcontext
 from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import Refused, rpc, status_of
 from inference.scoring.convert import fresh_request_ids, model_info, plain, prediction_message, transport_of
+from inference.scoring.idempotency import KeyedRecorder, Keys, duplicates, keyed_hashes, one_version
 from inference.scoring.score import score_and_record, score_and_record_matrix
 from predmesh.faults import fault_point
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc, model_pb2
@@ -47,6 +51,10 @@ def _injected_delay(context) -> None:
 def _refusal(message: str) -> status_pb2.Status:
     """A row's INVALID_ARGUMENT status, as the per-row answers (PredictBatch, PredictStream) carry it."""
     return status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
+
+
+def _status(code: grpc.StatusCode, message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code.value[0], message=message)
 
 
 def _vector(model, message, row: int | None = None) -> list:
@@ -92,13 +100,17 @@ def call_limits(max_batch_rows: int, max_request_bytes: int) -> model_pb2.CallLi
                                 max_request_id_length=MAX_ID)
 
 
+DEFAULT_KEYS = 200_000  # recent answers kept for retries (PREDMESH_IDEMPOTENCY_CACHE)
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Predict, PredictBatch, PredictStream, ListModels, GetModel."""
 
     def __init__(self, registry: ModelRegistry, recorder: Recorder, *, max_batch_rows: int,
-                 max_request_bytes: int = 4 * 1024 * 1024):
+                 max_request_bytes: int = 4 * 1024 * 1024, keys: Keys | None = None):
         self.registry = registry
-        self.recorder = recorder
+        self.keys = keys if keys is not None else Keys(DEFAULT_KEYS)
+        self.recorder = KeyedRecorder(recorder, self.keys)  # committed answers become their keys' answers
         self.max_batch_rows = max_batch_rows
         # published on every ModelInfo the server answers, so clients size their calls instead of probing
         self.limits = call_limits(max_batch_rows, max_request_bytes)
@@ -113,12 +125,25 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             for i, rid in enumerate(request_ids):
                 check_text(f"rows[{i}].request_id", rid, MAX_ID)
         vectors = [_vector(model, r, i if len(rows) > 1 else None) for i, r in enumerate(rows)]
-        _injected_delay(context)
-        names = model.names
-        _, records = score_and_record(self.recorder, self.registry.metrics, model, vectors,
-                                      [zip(names, v) for v in vectors], request_ids,
-                                      transport_of(context.invocation_metadata()), started, context.time_remaining())
-        return [prediction_message(r) for r in records]
+        twice = duplicates(request_ids, lambda i: f"rows[{i}]")
+        if twice:
+            raise errors.InvalidArgument(twice[min(twice)])
+        hashes = keyed_hashes(model, request_ids, vectors)
+        with self.keys.begin(model.name, request_ids, hashes, context.time_remaining()) as claim:
+            if claim.conflicts:
+                raise errors.AlreadyExists(claim.conflicts[min(claim.conflicts)])
+            answers: dict[int, PredictionRecord] = dict(claim.stored)
+            todo = [i for i in range(len(rows)) if i not in answers]
+            if todo:
+                _injected_delay(context)
+                names = model.names
+                _, records = score_and_record(
+                    self.recorder, self.registry.metrics, model, [vectors[i] for i in todo],
+                    [zip(names, vectors[i]) for i in todo], [request_ids[i] for i in todo],
+                    transport_of(context.invocation_metadata()), started, context.time_remaining(),
+                    [hashes[i] for i in todo])
+                answers.update(zip(todo, records))
+        return [prediction_message(answers[i]) for i in range(len(rows))]
 
     @rpc
     def Predict(self, request, context):
@@ -164,18 +189,29 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 refused[i] = status_of(exc, "PredictBatch")[1]
                 continue
             kept.append(i)
-        predictions = {}
-        if kept:
-            _injected_delay(context)
-            _, records = score_and_record(
-                self.recorder, self.registry.metrics, model, vectors, [zip(model.names, v) for v in vectors],
-                [rows[i].request_id for i in kept], transport_of(context.invocation_metadata()), started,
-                context.time_remaining())
-            predictions = dict(zip(kept, map(prediction_message, records)))
+        statuses = {i: _refusal(message) for i, message in refused.items()}
+        ids = [rows[i].request_id for i in kept]
+        twice = duplicates(ids, lambda k: f"rows[{kept[k]}]")
+        hashes = keyed_hashes(model, ids, vectors)
+        for k in twice:
+            statuses[kept[k]] = _refusal(twice[k])
+            hashes[k] = None  # not this row's key: it is refused
+        with self.keys.begin(model.name, ids, hashes, context.time_remaining()) as claim:
+            predictions = {kept[k]: prediction_message(r) for k, r in claim.stored.items()}
+            statuses.update({kept[k]: _status(grpc.StatusCode.ALREADY_EXISTS, m) for k, m in claim.conflicts.items()})
+            todo = [k for k in range(len(kept)) if kept[k] not in predictions and kept[k] not in statuses]
+            if todo:
+                _injected_delay(context)
+                _, records = score_and_record(
+                    self.recorder, self.registry.metrics, model, [vectors[k] for k in todo],
+                    [zip(model.names, vectors[k]) for k in todo], [ids[k] for k in todo],
+                    transport_of(context.invocation_metadata()), started, context.time_remaining(),
+                    [hashes[k] for k in todo])
+                predictions.update(zip((kept[k] for k in todo), map(prediction_message, records)))
         return [inference_pb2.BatchRowResult(request_id=predictions[i].request_id, prediction=predictions[i])
                 if i in predictions else inference_pb2.BatchRowResult(
                     request_id=r.request_id if len(r.request_id) <= MAX_ID else "",
-                    error=_refusal(refused[i]))
+                    error=statuses[i])
                 for i, r in enumerate(rows)]
 
     def _predict_matrix(self, model_name: str, m, context, started: float, partial_success: bool = False):
@@ -231,42 +267,80 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             raise errors.InvalidArgument("matrix.row_numbers needs a request_id_prefix")
         else:
             request_ids = fresh_request_ids(n)
-        if refused:
-            return self._predict_matrix_partly(model, matrix, request_ids, refused, bool(prefix), transport,
-                                               context, started)
-        _injected_delay(context)
-        probabilities, labels, batch = score_and_record_matrix(
-            self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
-            context.time_remaining())
-        return inference_pb2.PredictBatchResponse(
-            matrix=_matrix_answer(model, labels, probabilities, batch.prediction_ids, batch.latency_ms))
+        statuses = {i: _refusal(message) for i, message in refused.items()}
+        hashes: list[str | None] | None = None
+        if prefix:
+            twice = duplicates(request_ids, lambda i: f"matrix.row_numbers[{i}] ({numbers[i]})")
+            if twice and not partial_success:
+                raise errors.InvalidArgument(twice[min(twice)])
+            statuses.update({i: _refusal(message) for i, message in twice.items()})
+            hashes = list(matrix_hashes(model.name, model.names, matrix))
+            for i in statuses:
+                hashes[i] = None  # a refused row is not looked up, nor is it answered
+        keyed = hashes if hashes is not None else [None] * n
+        with self.keys.begin(model.name, request_ids, keyed, context.time_remaining()) as claim:
+            if claim.conflicts and not partial_success:
+                raise errors.AlreadyExists(claim.conflicts[min(claim.conflicts)])
+            statuses.update({i: _status(grpc.StatusCode.ALREADY_EXISTS, m) for i, m in claim.conflicts.items()})
+            stored = {i: r for i, r in claim.stored.items() if i not in statuses}
+            fresh = n - len(statuses) - len(stored)
+            version, classes, other = one_version(model, stored, fresh)
+            if other and not partial_success:
+                raise errors.FailedPrecondition(other[min(other)])
+            for i, message in other.items():
+                statuses[i] = _status(grpc.StatusCode.FAILED_PRECONDITION, message)
+                del stored[i]
+            if not statuses and not stored:  # the bulk fast path: every row scored, in one batch
+                _injected_delay(context)
+                probabilities, labels, batch = score_and_record_matrix(
+                    self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
+                    context.time_remaining(), cast("list[str] | None", hashes))  # keyed: every row has one
+                return inference_pb2.PredictBatchResponse(
+                    matrix=_matrix_answer(model, labels, probabilities, batch.prediction_ids, batch.latency_ms))
+            return self._predict_matrix_partly(model, matrix, request_ids, statuses, stored, hashes, version,
+                                               classes, bool(prefix), transport, context, started)
 
-    def _predict_matrix_partly(self, model, matrix: np.ndarray, request_ids: list[str], refused: dict[int, str],
+    def _predict_matrix_partly(self, model, matrix: np.ndarray, request_ids: list[str],
+                               statuses: dict[int, status_pb2.Status], stored: dict[int, PredictionRecord],
+                               hashes: list[str | None] | None, version: str, classes: tuple[str, ...],
                                own_ids: bool, transport: str, context, started: float):
-        """The columnar answer when some rows are refused: the others scored and recorded as one batch, the
-        refused ones in row_errors and in place in the columns (label 0, zero probabilities, no prediction_id)."""
+        """The columnar answer when not every row is scored now: rows answered before (stored: their stored
+        answers, in place), refused rows (statuses: in row_errors, and in place with label 0, zero probabilities
+        and no prediction_id), the others scored and recorded as one batch."""
         n = len(matrix)
         keep = np.ones(n, dtype=bool)
-        keep[list(refused)] = False
+        keep[list(statuses)] = False
+        keep[list(stored)] = False
         kept = np.flatnonzero(keep)
         labels = np.zeros(n, dtype=np.int64)
-        probabilities = np.zeros((n, len(model.classes)))
+        probabilities = np.zeros((n, len(classes)))
         prediction_ids = [""] * n
         latency_ms = (time.perf_counter() - started) * 1000
+        position = {c: j for j, c in enumerate(classes)}
+        for i, r in stored.items():
+            labels[i] = position[r.label]
+            probabilities[i] = [r.probabilities.get(c, 0.0) for c in classes]
+            prediction_ids[i] = r.prediction_id
         if len(kept):
             _injected_delay(context)
+            rows = kept.tolist()
             kept_probabilities, kept_labels, batch = score_and_record_matrix(
-                self.recorder, self.registry.metrics, model, matrix[kept], [request_ids[i] for i in kept.tolist()],
-                transport, started, context.time_remaining())
+                self.recorder, self.registry.metrics, model, matrix[kept], [request_ids[i] for i in rows],
+                transport, started, context.time_remaining(),
+                None if hashes is None else cast("list[str]", [hashes[i] for i in rows]))  # kept: keyed
             labels[kept] = kept_labels
             probabilities[kept] = kept_probabilities
-            for i, pid in zip(kept.tolist(), batch.prediction_ids):
+            for i, pid in zip(rows, batch.prediction_ids):
                 prediction_ids[i] = pid
             latency_ms = batch.latency_ms
-        out = _matrix_answer(model, labels, probabilities, prediction_ids, latency_ms)
+        out = inference_pb2.PredictionMatrix(model=model.name, model_version=version, classes=classes,
+                                             latency_ms=latency_ms)
+        out.labels.extend(labels.tolist())
+        out.probabilities.extend(probabilities.ravel().tolist())
+        out.prediction_ids.extend(prediction_ids)
         out.row_errors.extend(
-            inference_pb2.RowError(row=i, request_id=request_ids[i] if own_ids else "", error=_refusal(message))
-            for i, message in sorted(refused.items()))
+            inference_pb2.RowError(row=i, request_id=request_ids[i] if own_ids else "", error=status)
+            for i, status in sorted(statuses.items()))
         return inference_pb2.PredictBatchResponse(matrix=out)
 
     def PredictStream(self, request_iterator, context):

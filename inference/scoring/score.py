@@ -12,6 +12,7 @@ even though its records were committed (prediction_ids are derived from request_
 from __future__ import annotations
 
 import time
+from itertools import repeat
 
 import numpy as np
 
@@ -21,12 +22,13 @@ from inference.scoring.convert import ids, prediction_ids
 
 
 def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_ids, transport: str,
-                     started: float, timeout: float | None) -> tuple[np.ndarray, list[PredictionRecord]]:
+                     started: float, timeout: float | None, hashes=None) -> tuple[np.ndarray, list[PredictionRecord]]:
     """Score rows of one model and record them; returns (probabilities, records), one record per row.
 
     matrix holds the rows' values in schema order (lists of plain values, or a matrix), already checked; rows the
     same rows as feature mappings (or (name, value) pairs) of plain values (float, str, bool, None), as recorded;
-    request_ids one (bounded) client id per row, "" for none;
+    request_ids one (bounded) client id per row, "" for none; hashes each row's fingerprint (None for a row
+    without a client id; no argument: none has one);
     started the perf_counter() at which the call arrived (the recorded latency); timeout the caller's remaining
     deadline in seconds. Raises Overloaded when the recorder refuses the records, DeadlineExceeded after timeout.
     """
@@ -37,13 +39,14 @@ def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_i
         latency_ms = (time.perf_counter() - started) * 1000
         now = time.time()
         records = []
-        for features, rid, probs in zip(rows, request_ids, probabilities.tolist()):
+        for features, rid, probs, rhash in zip(rows, request_ids, probabilities.tolist(),
+                                               hashes if hashes is not None else repeat(None)):
             request_id, prediction_id = ids(rid)
             best = max(positions, key=probs.__getitem__)  # as argmax: max keeps the first of equal maxima
             records.append(PredictionRecord(
                 prediction_id=prediction_id, request_id=request_id, model=name, model_version=version,
                 features=dict(features), label=classes[best], probabilities=dict(zip(classes, probs)),
-                transport=transport, latency_ms=latency_ms, created_at=now))
+                transport=transport, latency_ms=latency_ms, created_at=now, request_hash=rhash))
         return records
 
     probabilities, records = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
@@ -52,11 +55,12 @@ def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_i
 
 
 def score_and_record_matrix(recorder: Recorder, metrics, model, matrix: np.ndarray, request_ids: list[str],
-                            transport: str, started: float, timeout: float | None
-                            ) -> tuple[np.ndarray, np.ndarray, PredictionBatch]:
+                            transport: str, started: float, timeout: float | None,
+                            hashes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, PredictionBatch]:
     """score_and_record for rows in columns (the bulk path): the rows are recorded as one PredictionBatch instead
     of a record per row, under the same finish/commit contract. matrix is n × features in schema order, already
-    checked; request_ids one per row (not empty). Returns (probabilities, label indexes, the batch)."""
+    checked; request_ids one per row (not empty); hashes their fingerprints when the client sent them. Returns
+    (probabilities, label indexes, the batch)."""
     classes, version, name = model.classes, model.version, model.name
 
     def finish(probabilities):
@@ -65,7 +69,7 @@ def score_and_record_matrix(recorder: Recorder, metrics, model, matrix: np.ndarr
             prediction_ids=prediction_ids(request_ids), request_ids=request_ids, model=name, model_version=version,
             feature_names=tuple(model.names), features=matrix, classes=tuple(classes), labels=labels,
             probabilities=probabilities, transport=transport, latency_ms=(time.perf_counter() - started) * 1000,
-            created_at=time.time())]
+            created_at=time.time(), request_hashes=hashes)]
 
     probabilities, (batch,) = model.score(matrix, timeout=timeout, finish=finish, commit=recorder.record)
     metrics.predicted_counts(name, version, transport, dict(zip(classes, np.bincount(

@@ -171,3 +171,31 @@ def test_overload_and_timeout_answers_are_documented(trained_store, tmp_path):
             time.sleep(0.5)
         assert down is not None and down.status_code == 503, (down.status_code if down else None)
         documented(down, "/v1/models", "get")
+
+
+def test_a_request_id_reused_for_another_request_is_409_as_documented(gateway):
+    """Issue #23 over REST: a request_id (idempotency key) answers only the request it was first used for. A
+    retry gets the original answer, another request under the key 409 (ALREADY_EXISTS), the same key twice in
+    one call 400 (INVALID_ARGUMENT); the document lists 409 on the calls that take a key."""
+    gw, docs = gateway
+    predict, batch = gw.url + "/v1/models/iris:predict", gw.url + "/v1/models/iris:predictBatch"
+    first = requests.post(predict, json={"features": ROW, "request_id": "rest-key-1"}, timeout=5)
+    assert first.status_code == 200, first.text
+    again = requests.post(predict, json={"features": ROW, "request_id": "rest-key-1"}, timeout=5)
+    assert again.status_code == 200 and again.json() == {**first.json(), "prediction": {
+        **first.json()["prediction"], "latency_ms": again.json()["prediction"]["latency_ms"]}}
+    other = {**ROW, "petal_length": 4.2, "petal_width": 1.3}
+    for path, body in ((predict, {"features": other, "request_id": "rest-key-1"}),
+                       (batch, {"rows": [{"features": other, "request_id": "rest-key-1"}]}),
+                       (batch, {"matrix": {"feature_names": list(ROW), "values": list(other.values()),
+                                           "request_id_prefix": "rest-key-", "row_numbers": [1]}})):
+        refused = requests.post(path, json=body, timeout=5)
+        assert refused.status_code == 409, (path, refused.text)
+        assert refused.headers["content-type"] == JSON
+        status = refused.json()
+        assert status["code"] == 6 and "'rest-key-1' was already used for a different request" in status["message"]
+        template = "/v1/models/{model}:predict" if path == predict else "/v1/models/{model}:predictBatch"
+        assert JSON in docs["public"]["paths"][template]["post"]["responses"]["409"]["content"]
+    twice = requests.post(batch, json={"rows": [{"features": ROW, "request_id": "rest-key-2"},
+                                                {"features": ROW, "request_id": "rest-key-2"}]}, timeout=5)
+    assert twice.status_code == 400 and "used twice in this call (rows[0] and rows[1])" in twice.json()["message"]

@@ -73,3 +73,52 @@ def test_a_failed_score_attempt_keeps_its_error_beside_the_next(server, pg, tmp_
         runs = client.list_batch_runs(model="no-such-model").items
     assert [(r.attempt, r.status) for r in runs] == [(2, "failed"), (1, "failed")]
     assert all("NotFound" in r.message and r.input == str(source) and r.finished_at for r in runs)
+
+
+def test_a_rerun_of_the_same_file_after_a_reload_gets_the_stored_answers(server, pg, tmp_path):
+    """Issue #23 in the batch pipeline: a file's rows are sent under request ids made from the file's hash and row
+    numbers, so a rerun of the same file is a retry: it gets the answers stored by the first run (same prediction
+    ids, version, probabilities), even after a reload, and stores nothing twice. Before, the rerun's output held
+    the new version's answers while the database kept the first run's."""
+    from database.connect import open_database, session
+    from database.repo import count_predictions
+    from predmesh.v1 import admin_pb2, admin_pb2_grpc
+    from tests.support.procs import ADMIN_TOKEN
+
+    source = tmp_path / "rows.csv"
+    with open(source, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "sepal_length", "sepal_width", "petal_length", "petal_width"])
+        w.writerows([f"r{i}", 5.0 + (i % 30) / 10, 2.7, 4.2 + (i % 7) / 10, 1.3] for i in range(300))
+    import grpc
+
+    def reload(version: str) -> None:
+        with grpc.insecure_channel(server.target) as channel:
+            admin_pb2_grpc.ModelAdminServiceStub(channel).ReloadModel(
+                admin_pb2.ReloadModelRequest(model="iris", version=version), timeout=30,
+                metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")])
+
+    def score(output: Path) -> list[dict[str, str]]:
+        done = run_batch(["score", "--model", "iris", "--input", str(source), "--output", str(output),
+                          "--wait-stored"], batch_env(server.target, tmp_path / "batch"))
+        assert done.returncode == 0, done.stderr
+        with open(output, newline="") as f:
+            return list(csv.DictReader(f))
+
+    reload("1")
+    first = score(tmp_path / "first.csv")
+    reload("2")
+    again = score(tmp_path / "again.csv")
+    assert len(first) == 300 and again == first  # prediction ids, labels and v1's probabilities
+    with Client(server.target) as client:
+        fresh = client.predict("iris", {"sepal_length": 5.0, "sepal_width": 2.7, "petal_length": 4.2,
+                                        "petal_width": 1.3})
+        assert fresh.model_version == "2" and f"{fresh.probabilities['versicolor']!r}" != first[0]["prob_versicolor"]
+        runs = client.list_batch_runs(kind="score").items
+    assert [r.model_version for r in runs] == ["1", "1"]
+    open_database(pg.url)
+
+    def stored() -> int:
+        with session():
+            return count_predictions()
+    wait_for(lambda: stored() == 301, 10, what="the first run's 300 rows and the fresh one stored")

@@ -238,3 +238,39 @@ def test_a_job_held_past_the_hold_limit_is_dead_lettered_with_its_last_error(ser
         finally:
             consumer.kill()
             broker.delete_topology()
+
+
+def test_a_message_id_reused_with_other_features_is_dead_lettered_with_the_reason_and_answered(stack):
+    """Issue #23 on the queue: a job's message_id is its request id (the idempotency key). The same job again (a
+    publisher's retry) gets the first answer and stores nothing; a job reusing the message_id with other features
+    is ALREADY_EXISTS: one dead letter with the reason, an error reply to its caller, never retried. Before, it
+    was acked with a result naming the first job's prediction, and nothing of it was stored."""
+    _server, broker, _consumer, schema = stack
+    other = {**IRIS_ROW, "petal_length": 4.2, "petal_width": 1.3}
+    with Publisher(broker.url, prefix=broker.topology.prefix) as pub:
+        def answer(features, correlation_id: str) -> Message:
+            pub.publish(jobs.predict_job("iris", features), message_id="reuse-1", correlation_id=correlation_id,
+                        reply=True)
+            return pub.wait_results([correlation_id], timeout=30)[correlation_id]
+        first, again, refused = answer(IRIS_ROW, "c-first"), answer(IRIS_ROW, "c-again"), answer(other, "c-other")
+        # two copies of one job in one window (a publisher that published twice) are one request: both answered
+        for i in range(2):
+            pub.publish(jobs.batch_job("iris", [(other, "twin-1")]), message_id=f"twin-job-{i}",
+                        correlation_id=f"c-twin-{i}", reply=True)
+        twin_results = pub.wait_results(["c-twin-0", "c-twin-1"], timeout=30)
+    assert isinstance(first, inference_pb2.PredictResponse) and isinstance(again, inference_pb2.PredictResponse)
+    assert again.prediction.prediction_id == first.prediction.prediction_id
+    assert again.prediction.probabilities == first.prediction.probabilities
+    status = status_of(refused)
+    assert status.code == 6 and "'reuse-1' was already used for a different request" in status.message
+    [dead] = dead_letters(broker, 1).values()
+    assert dead.message_id == "reuse-1" and header(dead, jobs.HEADER_STATUS) == "ALREADY_EXISTS"
+    assert "'reuse-1' was already used for a different request" in header(dead, jobs.HEADER_ERROR)
+    assert headers_of(dead)[jobs.HEADER_DELIVERIES] == 1  # refused on its first delivery: never retried
+    assert {batch_of(r).predictions[0].prediction_id for r in twin_results.values()} == {
+        batch_of(twin_results["c-twin-0"]).predictions[0].prediction_id}
+    wait_for(lambda: stored(schema, "reuse-1") == (1, 1) and stored(schema, "twin-1") == (1, 1), 10,
+             what="one stored row per key")
+    time.sleep(0.5)
+    assert stored(schema, "reuse-1") == (1, 1) and stored(schema, "twin-1") == (1, 1)
+    assert not broker.drain(broker.topology.dead_queue, timeout=0.5)  # nothing more was dead-lettered

@@ -64,6 +64,8 @@ def test_operations_state_credentials_limits_and_every_status(descriptor):
         assert {"200", "400", "404", "415", "429", "431", "503", "504"} <= codes, name
         assert ("401" in codes and "403" in codes) == (name in secured), name
         assert ("413" in codes) == ("requestBody" in op), name
+        # 409: a request_id (idempotency key) reused for a different request, on the calls that take one
+        assert ("409" in codes) == (name in {"InferenceService_Predict", "InferenceService_PredictBatch"}), name
         # Envoy's own answers are text/plain lines, the server's google.rpc.Status JSON
         assert set(op["responses"]["400"]["content"]) == {"application/json", "text/plain"}
         assert set(op["responses"]["431"]["content"]) == {"text/plain"}

@@ -115,14 +115,15 @@ def test_metadata_and_config_declare_one_input_per_feature(typed):
 def test_typed_rows_score_as_the_pipeline_does_and_are_recorded(typed, raw, shape_of):
     stub, recorder, _, manifest, pipeline = typed
     before = len(recorder.records)
-    response = stub.ModelInfer(columns_request(raw=raw, shape_of=shape_of), timeout=5)
+    rid = f"t1-{'raw' if raw else 'typed'}-{len(shape_of(2))}"  # each case its own key (a key's retry records nothing)
+    response = stub.ModelInfer(columns_request(raw=raw, shape_of=shape_of, rid=rid), timeout=5)
     got = probabilities_of(response)
     expected = pipeline.predict_proba(to_frame(ROWS, manifest.features))
     assert np.abs(got - expected).max() <= 1e-9
     labels = np.frombuffer(response.raw_output_contents[0], dtype="<i8")
     assert labels.tolist() == expected.argmax(axis=1).tolist()
     records = recorder.records[before:]
-    assert [r.request_id for r in records] == ["t1-0", "t1-1", "t1-2", "t1-3"]
+    assert [r.request_id for r in records] == [f"{rid}-{i}" for i in range(4)]
     assert [r.features for r in records] == [dict(zip(FEATURES, row)) for row in ROWS]
     assert [r.label for r in records] == [manifest.classes[i] for i in labels]
 

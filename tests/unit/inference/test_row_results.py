@@ -113,10 +113,12 @@ def test_matrix_refused_rows_keep_their_place_and_the_others_are_scored_as_one_b
     k = len(m.classes)
     assert [m.classes[m.labels[i]] for i in (0, 2, 4)] == ["setosa", "virginica", "setosa"]
     assert list(m.probabilities[k:2 * k]) == [0.0] * k and list(m.labels)[1] == 0
-    # the scored rows score as they do alone, and are recorded as one batch of exactly those rows
+    # the scored rows are recorded as one batch of exactly those rows, and score as they do alone (m-12 sent
+    # again is a retry of the same request: its stored answer, nothing recorded twice)
     alone = client.predict_matrix("iris", NAMES, values[8:12], request_id_prefix="m-", row_numbers=[12])
     assert list(m.probabilities[2 * k:3 * k]) == pytest.approx(list(alone.probabilities), abs=1e-12)
-    [batch, _] = recorder.records
+    assert list(alone.prediction_ids) == [ids("m-12")[1]]
+    [batch] = recorder.records
     assert isinstance(batch, PredictionBatch) and batch.request_ids == ["m-10", "m-12", "m-14"]
     assert np.array_equal(batch.features[1], values[8:12])
     # without a prefix the server generates ids for the scored rows only; a refused row has none
