@@ -189,6 +189,8 @@ class PersistenceSettings:
     write_batch: int = 500
     flush_ms: float = 200.0  # larger batches cost the serving threads less GIL time per row
     db_writers: int = 2  # a backlog (memory or spool replay) is inserted this many batches at once, one connection each
+    # how often each replica reads the fleet's desired state (the version of each model every replica serves)
+    desired_state_poll_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
@@ -202,6 +204,8 @@ class PersistenceSettings:
             write_batch=env.int("DB_WRITE_BATCH", cls.write_batch, minimum=1),
             flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms),
             db_writers=env.int("DB_WRITERS", cls.db_writers, minimum=1),
+            desired_state_poll_seconds=_positive("DESIRED_STATE_POLL_SECONDS", env.float(
+                "DESIRED_STATE_POLL_SECONDS", cls.desired_state_poll_seconds)),
         )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -154,6 +155,9 @@ class Persistence:
         server.add_service(lambda s: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(servicer, s),
                            ANALYTICS_SERVICE)
         server.registry.on_activate = self.record_activation
+        from inference.process.fleet import FleetState
+        server.registry.fleet = FleetState(server.registry, self.settings.desired_state_poll_seconds,
+                                           f"{socket.gethostname()}/{server.settings.grpc_addr}")
         servicer.refresh_quality()
 
     def record_activation(self, manifest: Manifest) -> None:
