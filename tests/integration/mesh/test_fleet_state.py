@@ -92,11 +92,11 @@ def test_rollout_rollback_pin_reach_every_replica_and_survive_a_kill(trained_sto
             assert {serving(r.target) for r in replicas} == {("2", "")}
 
             # rollout to 1 through the admin REST listener (any replica answers; all follow)
-            r = requests.post(f"{gateway.admin_url}/v1/models/iris:rollout", timeout=30,
-                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                              json={"version": "1", "reason": "test rollout"})
-            assert r.status_code == 200, r.text
-            assert r.json()["desired"]["version"] == "1" and r.json()["previous_version"] == "2"
+            answer = requests.post(f"{gateway.admin_url}/v1/models/iris:rollout", timeout=30,
+                                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                                   json={"version": "1", "reason": "test rollout"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["desired"]["version"] == "1" and answer.json()["previous_version"] == "2"
             took = converge(replicas, "1")
             print(f"rollout converged in {took:.2f} s")
             assert versions_answering(gateway) == {"1": 1000}
