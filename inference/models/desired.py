@@ -56,7 +56,8 @@ class DesiredVersions:
             self._refused.pop(model, None)
             return
         try:
-            self.registry.reload(model, version, counted=counted)
+            if not self.registry.converge(model, version, counted=counted):
+                return  # another follower (the serving pointers) got there first
         except PredmeshError as exc:
             self.registry.metrics.desired_failures.labels(model).inc()
             if self._refused.get(model) != version:

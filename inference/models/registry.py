@@ -39,6 +39,7 @@ class ModelRegistry:
         self._serving: dict[str, LoadedModel] = {}
         self._known: set[str] = set()
         self._reload_lock = threading.Lock()
+        self._converge_lock = threading.Lock()  # converge(): check and reload as one step
         # Called with the manifest after every successful swap (e.g. persistence records the activation);
         # a failing hook is logged and never undoes the swap.
         self.on_activate = None
@@ -82,6 +83,16 @@ class ModelRegistry:
                     log.error("model %s: version %s cannot serve, trying an older one: %s", name, version, exc)
             else:
                 log.error("model %s: no loadable version; it answers UNAVAILABLE until a reload succeeds", name)
+
+    def converge(self, name: str, version: str, *, counted: bool = True) -> bool:
+        """Reload to version unless it already serves; True when it reloaded. The check and the reload are one
+        step, so two followers (the serving pointers and the desired state) never both reload to one version."""
+        with self._converge_lock:
+            current = self._serving.get(name)
+            if current is not None and current.version == version:
+                return False
+            self.reload(name, version, counted=counted)
+            return True
 
     def reload(self, name: str, version: str = "", *, counted: bool = True) -> tuple[LoadedModel, str]:
         """Swap in a version (newest when empty); returns (new model, previous version or "").
