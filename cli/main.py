@@ -21,6 +21,10 @@ COMMANDS = {
     "up": ("cli.up", [], "run the whole local mesh"),
     "consume": ("consumer.__main__", [], "score prediction jobs from RabbitMQ"),
     "publish": ("cli.publish", [], "queue prediction jobs on RabbitMQ"),
+    "rollout": ("cli.fleet", ["rollout"], "make a stored model version the one every replica serves"),
+    "pin": ("cli.fleet", ["pin"], "pin every replica to a stored model version"),
+    "rollback": ("cli.fleet", ["rollback"], "every replica back to the model version that served before"),
+    "desired": ("cli.fleet", ["desired"], "a model's desired version, and what a replica serves"),
     "status": ("cli.up", ["--check"], "which parts of the local mesh are up (predmesh up --check)"),
     "batch": ("batch.cli", [], "batch pipeline: score files, nightly runs, backfill, luigid (Luigi)"),
 }

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from peewee import (
     AutoField,
+    BooleanField,
     CharField,
     DatabaseProxy,
     DateTimeField,
@@ -132,4 +133,40 @@ class BatchRun(BaseModel):
                    (("run_key", "attempt"), True))
 
 
-TABLES = (ModelVersion, Prediction, Feedback, BatchRun)
+class DesiredState(BaseModel):
+    """The version of a model every replica serves (and a recorded rollout candidate with its traffic share)."""
+
+    model = TextField(primary_key=True)
+    version = TextField()
+    pinned = BooleanField(default=False)
+    candidate = TextField(default="")
+    candidate_share = DoubleField(default=0.0)
+    updated_at = DateTimeField()
+    updated_by = TextField(default="")
+    reason = TextField(default="")
+
+    class Meta:
+        table_name = "desired_state"
+
+
+class DesiredStateChange(BaseModel):
+    """One change of a model's desired state (rollout, pin, rollback), oldest first by id."""
+
+    id = AutoField()
+    model = TextField()
+    action = TextField()
+    version = TextField()
+    previous_version = TextField(default="")
+    pinned = BooleanField(default=False)
+    candidate = TextField(default="")
+    candidate_share = DoubleField(default=0.0)
+    changed_at = DateTimeField()
+    changed_by = TextField(default="")
+    reason = TextField(default="")
+
+    class Meta:
+        table_name = "desired_state_history"
+        indexes = ((("model", "id"), False),)
+
+
+TABLES = (ModelVersion, Prediction, Feedback, BatchRun, DesiredState, DesiredStateChange)

@@ -178,5 +178,6 @@ SECURITY_SCHEMES = {
              "description": "Authorization: Bearer <token>. Writes of monitoring data (feedback, batch runs) need "
                             "the writer or admin token (PREDMESH_WRITER_TOKEN, PREDMESH_ADMIN_TOKEN) unless the "
                             "server runs with PREDMESH_OPEN_WRITES; the admin listener's operations need the admin "
-                            "token (reload) or the read-only, writer or admin token (list versions)."},
+                            "token (reload, rollout, pin, rollback) or the read-only, writer or admin token (list "
+                            "versions, desired state)."},
 }

@@ -190,6 +190,18 @@ class ServerMetrics:
                                    "and transport", ["model", "version", "class", "transport"], registry=registry)
         self._predicted: dict[tuple, object] = {}  # (model, version, class, transport) -> child; all bounded
         self._info: dict[str, tuple[str, str]] = {}  # model -> (version, sha256) exported
+        self.desired_info = Gauge("predmesh_model_desired_info", "1 for the version the fleet's desired state "
+                                  "names for each model, as this replica last read it (none: no desired state; "
+                                  "the newest stored version serves)", ["model", "version"], registry=registry,
+                                  multiprocess_mode="livemax")
+        self._desired: dict[str, str] = {}  # model -> desired version exported
+        self.desired_failures = Counter("predmesh_desired_state_failures_total", "Times this replica could not "
+                                        "apply a model's desired version (missing from its store, or refused by "
+                                        "verification); it keeps serving what it serves", ["model"],
+                                        registry=registry)
+        self.desired_reads = Counter("predmesh_desired_state_reads_total", "Reads of the fleet's desired state by "
+                                     "result (failure: the database did not answer)", ["result"],
+                                     registry=registry)
         # Drift of the serving versions' live traffic against their training distribution (inference/models/drift.py).
         mv, mvf = ["model", "version"], ["model", "version", "feature"]
         self.drift_psi = Gauge("predmesh_feature_drift_psi", "Population stability index of the feature over the "
@@ -295,6 +307,16 @@ class ServerMetrics:
         self.model_info.labels(model, version, sha256).set(1)
         self._info[model] = (version, sha256)
 
+    def desired(self, model: str, version: str) -> None:
+        """desired_info shows exactly the desired version of each model: the previous series goes."""
+        previous = self._desired.get(model)
+        if previous == version:
+            return
+        if previous is not None:
+            forget(self.desired_info, (model, previous))
+        self.desired_info.labels(model, version).set(1)
+        self._desired[model] = version
+
 
 DRIFT_FAMILIES = {"predmesh_feature_drift_psi", "predmesh_feature_out_of_range_ratio", "predmesh_class_drift",
                   "predmesh_drift_window_rows", "predmesh_feature_missing_ratio", "predmesh_feature_category_share"}
@@ -336,6 +358,8 @@ class GroupCollector:
         families = self._merged_families()
         serving = set()
         for family in families:
+            if family.name == "predmesh_model_desired_info":
+                family.samples = [s for s in family.samples if s.value != 0]
             if family.name == "predmesh_model_info":
                 family.samples = [s for s in family.samples if s.value != 0]
                 serving = {(s.labels["model"], s.labels["version"]) for s in family.samples}

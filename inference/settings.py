@@ -206,6 +206,8 @@ class PersistenceSettings:
     batch_run_stale_s: float = 180.0  # a RUNNING batch attempt that recorded nothing this long is abandoned
     analytics_max_s: float = 10.0  # the most one analytics call's SQL may take, whatever the client's deadline
     analyze_share: float = 0.1  # PostgreSQL: ANALYZE predictions once rows changed since the last exceed this share
+    # how often each replica reads the fleet's desired state (the version of each model every replica serves)
+    desired_state_poll_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
@@ -223,6 +225,8 @@ class PersistenceSettings:
             analytics_max_s=_finite_positive("ANALYTICS_MAX_SECONDS",
                                              env.float("ANALYTICS_MAX_SECONDS", cls.analytics_max_s)),
             analyze_share=_share("ANALYZE_SHARE", env.float("ANALYZE_SHARE", cls.analyze_share)),
+            desired_state_poll_seconds=_positive("DESIRED_STATE_POLL_SECONDS", env.float(
+                "DESIRED_STATE_POLL_SECONDS", cls.desired_state_poll_seconds)),
         )
 
 

@@ -15,7 +15,8 @@ _ERRORS = ("PredmeshError", "InvalidArgument", "BadArgument", "NotFound", "Alrea
            "Internal")
 _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
           "Stats", "StatsBucket", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch",
-          "BatchRun", "RecordedRun", "ScoredMatrix", "CallLimits")
+          "BatchRun", "RecordedRun", "ScoredMatrix", "CallLimits",
+          "DesiredState")
 _WHERE = {
     "Client": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
@@ -33,7 +34,7 @@ __all__ = [
     # typed results
     "Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page", "Stats",
     "StatsBucket", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun",
-    "RecordedRun", "ScoredMatrix", "CallLimits",
+    "RecordedRun", "ScoredMatrix", "CallLimits", "DesiredState",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
         BatchRun,
         CallLimits,
         ClassProfile,
+        DesiredState,
         FeatureSpec,
         Feedback,
         FeedbackBatch,

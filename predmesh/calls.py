@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 from predmesh.errors import BadArgument, from_status
 from predmesh.types import (
     BatchRun,
+    DesiredState,
     Feedback,
     FeedbackBatch,
     ModelInfo,
@@ -204,6 +205,35 @@ def list_model_versions(model: str, *, timeout: float | None = None) -> Call[lis
     """Every stored version of a model, newest first (`serving` marks the one serving)."""
     return Call("admin", "ListModelVersions", admin_pb2.ListModelVersionsRequest(model=model),
                 lambda r: [ModelInfo.from_proto(m) for m in r.versions], timeout)
+
+
+def rollout_model(model: str, version: str, *, reason: str = "", changed_by: str = "", candidate: str = "",
+                  candidate_share: float = 0.0, timeout: float | None = None) -> Call[DesiredState]:
+    """Make a stored version the one every replica serves: verified on the replica that answers, recorded in the
+    shared database, applied by the others within their poll interval (candidate/share: recorded only)."""
+    request = admin_pb2.RolloutModelRequest(model=model, version=version, reason=reason, changed_by=changed_by,
+                                            candidate=candidate, candidate_share=candidate_share)
+    return Call("admin", "RolloutModel", request, DesiredState.from_proto, timeout)
+
+
+def pin_model(model: str, version: str, *, reason: str = "", changed_by: str = "",
+              timeout: float | None = None) -> Call[DesiredState]:
+    """Like rollout_model, and marks the version as pinned (held on purpose)."""
+    request = admin_pb2.PinModelRequest(model=model, version=version, reason=reason, changed_by=changed_by)
+    return Call("admin", "PinModel", request, DesiredState.from_proto, timeout)
+
+
+def rollback_model(model: str, *, reason: str = "", changed_by: str = "",
+                   timeout: float | None = None) -> Call[DesiredState]:
+    """Every replica back to the version that served before the current desired one (from the recorded history)."""
+    request = admin_pb2.RollbackModelRequest(model=model, reason=reason, changed_by=changed_by)
+    return Call("admin", "RollbackModel", request, DesiredState.from_proto, timeout)
+
+
+def get_desired_state(model: str, *, timeout: float | None = None) -> Call[DesiredState]:
+    """The fleet's desired state of a model, and the version the answering replica serves."""
+    return Call("admin", "GetDesiredState", admin_pb2.GetDesiredStateRequest(model=model), DesiredState.from_proto,
+                timeout)
 
 
 # -- analytics (reads are open; submit_feedback, submit_feedback_batch and record_batch_run need the writer token,

@@ -40,7 +40,8 @@ class Client:
 
     Every call carries a deadline (`timeout`, per call or the client's default), is retried only on UNAVAILABLE,
     is tagged with the caller's transport (stored with each prediction), and raises predmesh.errors exceptions.
-    admin_token is sent with the admin calls (reload_model, list_model_versions); writer_token (else admin_token)
+    admin_token is sent with the admin calls (reload_model, list_model_versions, rollout_model, pin_model,
+    rollback_model, get_desired_state); writer_token (else admin_token)
     with the writes of monitoring data (submit_feedback, submit_feedback_batch, record_batch_run); no other call
     carries a token.
     """
@@ -94,6 +95,10 @@ class Client:
     get_model = _unary(calls.get_model)
     reload_model = _unary(calls.reload_model)
     list_model_versions = _unary(calls.list_model_versions)
+    rollout_model = _unary(calls.rollout_model)
+    pin_model = _unary(calls.pin_model)
+    rollback_model = _unary(calls.rollback_model)
+    get_desired_state = _unary(calls.get_desired_state)
     list_predictions = _unary(calls.list_predictions)
     count_predictions = _unary(calls.count_predictions)
     get_stats = _unary(calls.get_stats)

@@ -245,6 +245,32 @@ class ReloadResult:
 
 
 @dataclass(frozen=True)
+class DesiredState:
+    """The version of a model every replica of the fleet serves (rollout, pin, rollback), and what the replica that
+    answered serves. version "": none recorded (each replica serves its newest stored version)."""
+
+    model: str
+    version: str
+    pinned: bool
+    serving_version: str
+    previous_version: str = ""      # the version a change replaced (changes only)
+    candidate: str = ""             # a recorded rollout candidate (traffic splitting is not applied yet)
+    candidate_share: float = 0.0
+    updated_at: datetime | None = None
+    updated_by: str = ""
+    reason: str = ""
+    raw: Any = _raw()
+
+    @classmethod
+    def from_proto(cls, m: Any) -> DesiredState:
+        """From any of RolloutModelResponse, PinModelResponse, RollbackModelResponse, GetDesiredStateResponse."""
+        d = m.desired
+        return cls(d.model, d.version, d.pinned, m.serving_version, getattr(m, "previous_version", ""),
+                   d.candidate, d.candidate_share, to_datetime(d.updated_at) if d.version else None, d.updated_by,
+                   d.reason, m)
+
+
+@dataclass(frozen=True)
 class StoredPrediction:
     """A stored prediction with its inputs, transport, time and any feedback."""
 

@@ -59,7 +59,7 @@ class ServingPointers:
             if version == serving:
                 continue
             try:
-                self.registry.reload(model, version, counted=counted)
+                self.registry.converge(model, version, counted=counted)
             except PredmeshError as exc:  # keep serving what we have; retry next poll, warn once per version
                 if self._refused.get(model) != version:
                     log.warning("model %s: pointer names version %s but it cannot be loaded here: %s",

@@ -5,6 +5,7 @@ import functools
 import logging
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -38,9 +39,13 @@ class ModelRegistry:
         self._serving: dict[str, LoadedModel] = {}
         self._known: set[str] = set()
         self._reload_lock = threading.Lock()
+        self._converge_lock = threading.Lock()  # converge(): check and reload as one step
         # Called with the manifest after every successful swap (e.g. persistence records the activation);
         # a failing hook is logged and never undoes the swap.
         self.on_activate = None
+        # The fleet's desired state (inference/process/fleet.py FleetState) when the server has a database: read
+        # before the start-up load, polled after; None: each model serves its newest stored version.
+        self.fleet: Any = None
 
     def get(self, name: str) -> LoadedModel:
         """The serving version of a model; NOT_FOUND if no such model, UNAVAILABLE if none is loaded."""
@@ -55,15 +60,22 @@ class ModelRegistry:
     def serving(self) -> list[LoadedModel]:
         return [self._serving[n] for n in sorted(self._serving)]
 
-    def load_all(self) -> None:
-        """Load the newest loadable version of every model in the store.
+    def load_all(self, preferred: dict[str, str] | None = None) -> None:
+        """Load the preferred version of each model (the fleet's desired state), else the newest loadable one.
 
         A version that fails verification is logged and skipped in favour of the next older one; a model with
         no loadable version stays known but unloaded (UNAVAILABLE).
         """
+        preferred = preferred or {}
         for name in self.store.models():
             self._known.add(name)
-            for version in self.store.versions(name):
+            stored = self.store.versions(name)
+            want = preferred.get(name)
+            if want and want not in stored:
+                log.error("model %s: the desired version %s is not in the model store %s; serving the newest "
+                          "loadable version instead", name, shown(want), self.store.root)
+            first = [want] if want in stored else []
+            for version in first + [v for v in stored if v != want]:
                 try:
                     self.reload(name, version, counted=False)  # a start-up load is not a reload
                     break
@@ -71,6 +83,16 @@ class ModelRegistry:
                     log.error("model %s: version %s cannot serve, trying an older one: %s", name, version, exc)
             else:
                 log.error("model %s: no loadable version; it answers UNAVAILABLE until a reload succeeds", name)
+
+    def converge(self, name: str, version: str, *, counted: bool = True) -> bool:
+        """Reload to version unless it already serves; True when it reloaded. The check and the reload are one
+        step, so two followers (the serving pointers and the desired state) never both reload to one version."""
+        with self._converge_lock:
+            current = self._serving.get(name)
+            if current is not None and current.version == version:
+                return False
+            self.reload(name, version, counted=counted)
+            return True
 
     def reload(self, name: str, version: str = "", *, counted: bool = True) -> tuple[LoadedModel, str]:
         """Swap in a version (newest when empty); returns (new model, previous version or "").

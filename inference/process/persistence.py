@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -179,6 +180,9 @@ class Persistence:
         server.registry.on_activate = self.record_activation
         if self.settings.mode != "off":  # answers are stored: a key's stored answer is looked up there
             server.keys.lookup = stored_answers
+        from inference.process.fleet import FleetState
+        server.registry.fleet = FleetState(server.registry, self.settings.desired_state_poll_seconds,
+                                           f"{socket.gethostname()}/{server.settings.grpc_addr}")
         servicer.refresh_quality()
 
     def record_activation(self, manifest: Manifest) -> None:

@@ -126,7 +126,10 @@ class InferenceServer:
 
     def start(self) -> int:
         """Load models, bind, start serving; returns the bound gRPC port."""
-        self.registry.load_all()
+        fleet = self.registry.fleet
+        self.registry.load_all(fleet.preload() if fleet else None)
+        if fleet:
+            fleet.start()  # converge on the desired state (if the start-up load could not), then poll
         if self.pointers:
             self.pointers.apply(counted=False)  # part of this process's start-up load
             assert self._watcher is not None  # made with the pointers
@@ -166,6 +169,8 @@ class InferenceServer:
         self.health.enter_graceful_shutdown()
         if self._watcher:
             self._watcher.stop()
+        if self.registry.fleet:
+            self.registry.fleet.stop()
         if self._drift:
             self._drift.stop()
         drain = self.settings.drain_seconds if drain is None else drain

@@ -376,12 +376,27 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     @rpc
     def GetModel(self, request, context):
-        return inference_pb2.GetModelResponse(
-            model=model_info(self.registry.get(request.model).manifest, True, limits=self.limits))
+        model = self.registry.get(request.model)
+        fleet = self.registry.fleet
+        wanted = fleet.desired(model.name) if fleet else None
+        return inference_pb2.GetModelResponse(model=model_info(model.manifest, True, limits=self.limits),
+                                              desired=desired_message(model.name, wanted))
+
+
+def desired_message(model: str, wanted) -> model_pb2.DesiredState:
+    """A Desired (database/desired.py) as the contract's DesiredState; None: none recorded (empty version)."""
+    if wanted is None:
+        return model_pb2.DesiredState(model=model)
+    out = model_pb2.DesiredState(model=model, version=wanted.version, pinned=wanted.pinned,
+                                 candidate=wanted.candidate, candidate_share=wanted.candidate_share,
+                                 updated_by=wanted.updated_by, reason=wanted.reason)
+    out.updated_at.FromNanoseconds(int(wanted.updated_at * 1e9))
+    return out
 
 
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
-    """ReloadModel and ListModelVersions, behind bearer-token auth."""
+    """ReloadModel, ListModelVersions and the fleet's desired state (rollout, pin, rollback), behind bearer-token
+    auth."""
 
     def __init__(self, registry: ModelRegistry, auth: TokenAuth, on_reload=None,
                  limits: model_pb2.CallLimits | None = None):
@@ -390,9 +405,63 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
         self.on_reload = on_reload  # (model, version) after a verified swap: tells the other processes
         self.limits = limits  # the server's CallLimits, on every ModelInfo answered
 
+    def _fleet(self):
+        fleet = self.registry.fleet
+        if fleet is None:
+            raise errors.FailedPrecondition("this server has no database, so no desired state for the fleet: "
+                                            "use ReloadModel (this replica only)")
+        return fleet
+
+    def _serving(self, model: str) -> str:
+        try:
+            return self.registry.get(model).version
+        except errors.PredmeshError:
+            return ""
+
+    @rpc
+    def RolloutModel(self, request, context):
+        self.auth.require(context.invocation_metadata(), write=True)
+        wanted, previous = self._fleet().change(
+            request.model, request.version, "rollout", by=request.changed_by, reason=request.reason,
+            candidate=request.candidate, candidate_share=request.candidate_share)
+        return admin_pb2.RolloutModelResponse(desired=desired_message(wanted.model, wanted),
+                                              serving_version=self._serving(wanted.model), previous_version=previous)
+
+    @rpc
+    def PinModel(self, request, context):
+        self.auth.require(context.invocation_metadata(), write=True)
+        wanted, previous = self._fleet().change(request.model, request.version, "pin", pinned=True,
+                                                by=request.changed_by, reason=request.reason)
+        return admin_pb2.PinModelResponse(desired=desired_message(wanted.model, wanted),
+                                          serving_version=self._serving(wanted.model), previous_version=previous)
+
+    @rpc
+    def RollbackModel(self, request, context):
+        self.auth.require(context.invocation_metadata(), write=True)
+        wanted, previous = self._fleet().rollback(request.model, by=request.changed_by, reason=request.reason)
+        return admin_pb2.RollbackModelResponse(desired=desired_message(wanted.model, wanted),
+                                               serving_version=self._serving(wanted.model),
+                                               previous_version=previous)
+
+    @rpc
+    def GetDesiredState(self, request, context):
+        self.auth.require(context.invocation_metadata(), write=False)
+        model = check_name("model", request.model)
+        return admin_pb2.GetDesiredStateResponse(desired=desired_message(model, self._fleet().fresh(model)),
+                                                 serving_version=self._serving(model))
+
     @rpc
     def ReloadModel(self, request, context):
         self.auth.require(context.invocation_metadata(), write=True)
+        fleet = self.registry.fleet
+        if fleet is not None:  # with a shared database a reload is a rollout: every replica follows it
+            version = request.version or self.registry.store.newest(check_name("model", request.model))
+            wanted, previous = fleet.change(request.model, version, "rollout", reason="ReloadModel")
+            model = self.registry.get(wanted.model)
+            if self.on_reload:
+                self.on_reload(model.name, model.version)
+            return admin_pb2.ReloadModelResponse(model=model_info(model.manifest, True, self.limits),
+                                                 previous_version=previous)
         model, previous = self.registry.reload(request.model, request.version)
         if self.on_reload:
             self.on_reload(model.name, model.version)

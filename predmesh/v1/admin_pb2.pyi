@@ -24,6 +24,88 @@ class ReloadModelResponse(_message.Message):
     previous_version: str
     def __init__(self, model: _Optional[_Union[_model_pb2.ModelInfo, _Mapping]] = ..., previous_version: _Optional[str] = ...) -> None: ...
 
+class RolloutModelRequest(_message.Message):
+    __slots__ = ("model", "version", "reason", "changed_by", "candidate", "candidate_share")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    reason: str
+    changed_by: str
+    candidate: str
+    candidate_share: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., reason: _Optional[str] = ..., changed_by: _Optional[str] = ..., candidate: _Optional[str] = ..., candidate_share: _Optional[float] = ...) -> None: ...
+
+class RolloutModelResponse(_message.Message):
+    __slots__ = ("desired", "serving_version", "previous_version")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    desired: _model_pb2.DesiredState
+    serving_version: str
+    previous_version: str
+    def __init__(self, desired: _Optional[_Union[_model_pb2.DesiredState, _Mapping]] = ..., serving_version: _Optional[str] = ..., previous_version: _Optional[str] = ...) -> None: ...
+
+class PinModelRequest(_message.Message):
+    __slots__ = ("model", "version", "reason", "changed_by")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    reason: str
+    changed_by: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., reason: _Optional[str] = ..., changed_by: _Optional[str] = ...) -> None: ...
+
+class PinModelResponse(_message.Message):
+    __slots__ = ("desired", "serving_version", "previous_version")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    desired: _model_pb2.DesiredState
+    serving_version: str
+    previous_version: str
+    def __init__(self, desired: _Optional[_Union[_model_pb2.DesiredState, _Mapping]] = ..., serving_version: _Optional[str] = ..., previous_version: _Optional[str] = ...) -> None: ...
+
+class RollbackModelRequest(_message.Message):
+    __slots__ = ("model", "reason", "changed_by")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    changed_by: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ..., changed_by: _Optional[str] = ...) -> None: ...
+
+class RollbackModelResponse(_message.Message):
+    __slots__ = ("desired", "serving_version", "previous_version")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    desired: _model_pb2.DesiredState
+    serving_version: str
+    previous_version: str
+    def __init__(self, desired: _Optional[_Union[_model_pb2.DesiredState, _Mapping]] = ..., serving_version: _Optional[str] = ..., previous_version: _Optional[str] = ...) -> None: ...
+
+class GetDesiredStateRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class GetDesiredStateResponse(_message.Message):
+    __slots__ = ("desired", "serving_version")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    desired: _model_pb2.DesiredState
+    serving_version: str
+    def __init__(self, desired: _Optional[_Union[_model_pb2.DesiredState, _Mapping]] = ..., serving_version: _Optional[str] = ...) -> None: ...
+
 class ListModelVersionsRequest(_message.Message):
     __slots__ = ("model",)
     MODEL_FIELD_NUMBER: _ClassVar[int]

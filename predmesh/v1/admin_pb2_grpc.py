@@ -45,6 +45,26 @@ class ModelAdminServiceStub:
                 request_serializer=predmesh_dot_v1_dot_admin__pb2.ListModelVersionsRequest.SerializeToString,
                 response_deserializer=predmesh_dot_v1_dot_admin__pb2.ListModelVersionsResponse.FromString,
                 _registered_method=True)
+        self.RolloutModel = channel.unary_unary(
+                '/predmesh.v1.ModelAdminService/RolloutModel',
+                request_serializer=predmesh_dot_v1_dot_admin__pb2.RolloutModelRequest.SerializeToString,
+                response_deserializer=predmesh_dot_v1_dot_admin__pb2.RolloutModelResponse.FromString,
+                _registered_method=True)
+        self.PinModel = channel.unary_unary(
+                '/predmesh.v1.ModelAdminService/PinModel',
+                request_serializer=predmesh_dot_v1_dot_admin__pb2.PinModelRequest.SerializeToString,
+                response_deserializer=predmesh_dot_v1_dot_admin__pb2.PinModelResponse.FromString,
+                _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/predmesh.v1.ModelAdminService/RollbackModel',
+                request_serializer=predmesh_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
+                response_deserializer=predmesh_dot_v1_dot_admin__pb2.RollbackModelResponse.FromString,
+                _registered_method=True)
+        self.GetDesiredState = channel.unary_unary(
+                '/predmesh.v1.ModelAdminService/GetDesiredState',
+                request_serializer=predmesh_dot_v1_dot_admin__pb2.GetDesiredStateRequest.SerializeToString,
+                response_deserializer=predmesh_dot_v1_dot_admin__pb2.GetDesiredStateResponse.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServiceServicer:
@@ -65,6 +85,37 @@ class ModelAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RolloutModel(self, request, context):
+        """Makes a stored version the one every replica serves: verified and swapped in on the replica that answers,
+        recorded in the shared database, applied by every other replica within its poll interval (and by replicas
+        that start later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PinModel(self, request, context):
+        """Like RolloutModel, and marks the version as pinned (held on purpose).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """Rolls every replica back to the version that served before the current desired one (from the recorded
+        history); FAILED_PRECONDITION when none is recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDesiredState(self, request, context):
+        """The desired state of a model and the version the answering replica serves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +128,26 @@ def add_ModelAdminServiceServicer_to_server(servicer, server):
                     servicer.ListModelVersions,
                     request_deserializer=predmesh_dot_v1_dot_admin__pb2.ListModelVersionsRequest.FromString,
                     response_serializer=predmesh_dot_v1_dot_admin__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'RolloutModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutModel,
+                    request_deserializer=predmesh_dot_v1_dot_admin__pb2.RolloutModelRequest.FromString,
+                    response_serializer=predmesh_dot_v1_dot_admin__pb2.RolloutModelResponse.SerializeToString,
+            ),
+            'PinModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinModel,
+                    request_deserializer=predmesh_dot_v1_dot_admin__pb2.PinModelRequest.FromString,
+                    response_serializer=predmesh_dot_v1_dot_admin__pb2.PinModelResponse.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=predmesh_dot_v1_dot_admin__pb2.RollbackModelRequest.FromString,
+                    response_serializer=predmesh_dot_v1_dot_admin__pb2.RollbackModelResponse.SerializeToString,
+            ),
+            'GetDesiredState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDesiredState,
+                    request_deserializer=predmesh_dot_v1_dot_admin__pb2.GetDesiredStateRequest.FromString,
+                    response_serializer=predmesh_dot_v1_dot_admin__pb2.GetDesiredStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +205,114 @@ class ModelAdminService:
             '/predmesh.v1.ModelAdminService/ListModelVersions',
             predmesh_dot_v1_dot_admin__pb2.ListModelVersionsRequest.SerializeToString,
             predmesh_dot_v1_dot_admin__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/predmesh.v1.ModelAdminService/RolloutModel',
+            predmesh_dot_v1_dot_admin__pb2.RolloutModelRequest.SerializeToString,
+            predmesh_dot_v1_dot_admin__pb2.RolloutModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/predmesh.v1.ModelAdminService/PinModel',
+            predmesh_dot_v1_dot_admin__pb2.PinModelRequest.SerializeToString,
+            predmesh_dot_v1_dot_admin__pb2.PinModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/predmesh.v1.ModelAdminService/RollbackModel',
+            predmesh_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
+            predmesh_dot_v1_dot_admin__pb2.RollbackModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDesiredState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/predmesh.v1.ModelAdminService/GetDesiredState',
+            predmesh_dot_v1_dot_admin__pb2.GetDesiredStateRequest.SerializeToString,
+            predmesh_dot_v1_dot_admin__pb2.GetDesiredStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

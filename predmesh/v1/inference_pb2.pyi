@@ -178,7 +178,9 @@ class GetModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "desired")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
     model: _model_pb2.ModelInfo
-    def __init__(self, model: _Optional[_Union[_model_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
+    desired: _model_pb2.DesiredState
+    def __init__(self, model: _Optional[_Union[_model_pb2.ModelInfo, _Mapping]] = ..., desired: _Optional[_Union[_model_pb2.DesiredState, _Mapping]] = ...) -> None: ...

@@ -161,3 +161,23 @@ class Prediction(_message.Message):
     probabilities: _containers.ScalarMap[str, float]
     latency_ms: float
     def __init__(self, prediction_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., probabilities: _Optional[_Mapping[str, float]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+
+class DesiredState(_message.Message):
+    __slots__ = ("model", "version", "pinned", "candidate", "candidate_share", "updated_at", "updated_by", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    pinned: bool
+    candidate: str
+    candidate_share: float
+    updated_at: _timestamp_pb2.Timestamp
+    updated_by: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., pinned: _Optional[bool] = ..., candidate: _Optional[str] = ..., candidate_share: _Optional[float] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

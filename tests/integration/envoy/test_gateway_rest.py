@@ -129,6 +129,21 @@ def route_cases():
         "ModelAdminService_ReloadModel": (
             "admin", "POST", "/v1/models/iris:reload", {}, None, auth, admin_pb2_grpc.ModelAdminServiceStub,
             "ReloadModel", admin_pb2.ReloadModelRequest(model="iris")),
+        # the desired-state changes are parity-checked on their refusals (a success is stamped with its time)
+        "ModelAdminService_RolloutModel": (
+            "admin", "POST", "/v1/models/iris:rollout", {"version": "99"}, None, auth,
+            admin_pb2_grpc.ModelAdminServiceStub, "RolloutModel",
+            admin_pb2.RolloutModelRequest(model="iris", version="99")),
+        "ModelAdminService_PinModel": (
+            "admin", "POST", "/v1/models/iris:pin", {"version": ""}, None, auth,
+            admin_pb2_grpc.ModelAdminServiceStub, "PinModel", admin_pb2.PinModelRequest(model="iris")),
+        "ModelAdminService_RollbackModel": (
+            "admin", "POST", "/v1/models/nosuchmodel:rollback", {}, None, auth,
+            admin_pb2_grpc.ModelAdminServiceStub, "RollbackModel",
+            admin_pb2.RollbackModelRequest(model="nosuchmodel")),
+        "ModelAdminService_GetDesiredState": (
+            "admin", "GET", "/v1/models/iris/desired", None, None, auth, admin_pb2_grpc.ModelAdminServiceStub,
+            "GetDesiredState", admin_pb2.GetDesiredStateRequest(model="iris")),
     }
 
 

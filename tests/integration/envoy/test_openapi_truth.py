@@ -133,10 +133,12 @@ def test_a_request_breaking_a_documented_bound_gets_the_documented_status(gatewa
 def test_the_admin_listener_serves_its_own_document_with_the_bearer_scheme(gateway):
     gw, docs = gateway
     admin = docs["admin"]
-    assert set(admin["paths"]) == {"/v1/models/{model}:reload", "/v1/models/{model}/versions"}
+    assert set(admin["paths"]) == {"/v1/models/{model}:reload", "/v1/models/{model}/versions",
+                                   "/v1/models/{model}:rollout", "/v1/models/{model}:pin",
+                                   "/v1/models/{model}:rollback", "/v1/models/{model}/desired"}
     assert admin["servers"] == [{"url": gw.admin_url}]
     assert all(op["security"] == [{"bearer": []}] for ops in admin["paths"].values() for op in ops.values())
-    assert "reload" not in str(docs["public"]["paths"])
+    assert "reload" not in str(docs["public"]["paths"]) and "rollout" not in str(docs["public"]["paths"])
 
 
 def test_overload_and_timeout_answers_are_documented(trained_store, tmp_path):
