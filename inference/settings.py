@@ -189,6 +189,7 @@ class PersistenceSettings:
     write_batch: int = 500
     flush_ms: float = 200.0  # larger batches cost the serving threads less GIL time per row
     db_writers: int = 2  # a backlog (memory or spool replay) is inserted this many batches at once, one connection each
+    spool_drain_seconds: float = 10.0  # on stop: how long to keep storing spooled records before leaving them
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
@@ -202,6 +203,7 @@ class PersistenceSettings:
             write_batch=env.int("DB_WRITE_BATCH", cls.write_batch, minimum=1),
             flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms),
             db_writers=env.int("DB_WRITERS", cls.db_writers, minimum=1),
+            spool_drain_seconds=env.float("SPOOL_DRAIN_SECONDS", cls.spool_drain_seconds),
         )
 
 

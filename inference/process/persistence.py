@@ -100,7 +100,7 @@ class Persistence:
             self.recorder = PredictionLog(
                 spool, insert_records, durable=settings.mode == "durable", metrics=self.metrics,
                 batch_size=settings.write_batch, flush_interval_s=settings.flush_ms / 1000,
-                writers=settings.db_writers,
+                writers=settings.db_writers, stop_drain_s=settings.spool_drain_seconds,
                 prepare=None if self.schema_ready else self._prepare_later)
         log.info("persistence: %s to %s (spool %s, limit %d MB)", settings.mode, redact(settings.database_url),
                  settings.spool_dir, settings.spool_max_bytes // (1024 * 1024))
