@@ -19,7 +19,7 @@ from tests.integration.deploy.test_deploy import ROOT
 from tests.support.pg import TempSchema
 from tests.support.procs import free_port, health_status, wait_for
 
-pytestmark = [pytest.mark.deploy, pytest.mark.postgres,
+pytestmark = [pytest.mark.deploy, pytest.mark.postgres, pytest.mark.timeout(3600),  # the build: minutes
               pytest.mark.skipif(os.environ.get("PREDMESH_TEST_IMAGE") != "1",
                                  reason="on demand: PREDMESH_TEST_IMAGE=1 (builds the image with podman, minutes)")]
 
