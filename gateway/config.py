@@ -118,6 +118,7 @@ def render(settings: GatewaySettings, descriptor: Path, openapi: Path, docs: Pat
         public=split_addr(settings.public_addr),
         admin=split_addr(settings.admin_addr) if settings.admin_addr else None,
         envoy_admin=split_addr(settings.envoy_admin_addr),
+        stats=split_addr(settings.stats_addr) if settings.stats_addr else None,
         upstreams=upstreams,
         cluster_type="STATIC" if all(_is_ip(h) for h, _ in upstreams) else "STRICT_DNS",
         descriptor=descriptor.resolve(),

@@ -30,6 +30,7 @@ class GatewaySettings:
     public_addr: str = "127.0.0.1:8080"
     admin_addr: str = "127.0.0.1:8081"            # ModelAdminService REST; empty: no admin listener
     envoy_admin_addr: str = "127.0.0.1:9901"      # Envoy's own admin/stats interface
+    stats_addr: str = ""                          # a listener exposing only GET /stats/prometheus and /ready; "": none
     upstreams: tuple[str, ...] = (DEFAULT_GRPC_ADDR,)
     work_dir: Path = Path("var/gateway")
     route_timeout_s: float = 5.0
@@ -67,7 +68,7 @@ class GatewaySettings:
 
     def validate(self) -> GatewaySettings:
         for addr in (self.public_addr, self.envoy_admin_addr, *self.upstreams,
-                     *([self.admin_addr] if self.admin_addr else [])):
+                     *([self.admin_addr] if self.admin_addr else []), *([self.stats_addr] if self.stats_addr else [])):
             split_addr(addr)
         if not self.upstreams:
             raise ConfigError("PREDMESH_GATEWAY_UPSTREAMS is empty: name at least one inference replica")
@@ -106,6 +107,7 @@ class GatewaySettings:
             public_addr=env.str("ADDR", cls.public_addr),
             admin_addr=env.str("ADMIN_ADDR", cls.admin_addr),
             envoy_admin_addr=env.str("ENVOY_ADMIN_ADDR", cls.envoy_admin_addr),
+            stats_addr=env.str("STATS_ADDR", cls.stats_addr),
             upstreams=upstreams,
             work_dir=env.path("DIR", str(cls.work_dir)),
             route_timeout_s=env.float("TIMEOUT_S", cls.route_timeout_s),

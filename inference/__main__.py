@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         train(store)
     if server.processes > 1 and not worker:
         from inference.process import workers
-        return workers.run(server)
+        return workers.run(server, spool_drain_s=settings.persistence.spool_drain_seconds)
     from database.migrate import SchemaNotCurrent
     from inference.process.persistence import Persistence
     from inference.recording.spool import SpoolBoundElsewhere

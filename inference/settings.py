@@ -208,6 +208,7 @@ class PersistenceSettings:
     analyze_share: float = 0.1  # PostgreSQL: ANALYZE predictions once rows changed since the last exceed this share
     # how often each replica reads the fleet's desired state (the version of each model every replica serves)
     desired_state_poll_seconds: float = 2.0
+    spool_drain_seconds: float = 10.0  # on stop: how long to keep storing spooled records before leaving them
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
@@ -227,6 +228,7 @@ class PersistenceSettings:
             analyze_share=_share("ANALYZE_SHARE", env.float("ANALYZE_SHARE", cls.analyze_share)),
             desired_state_poll_seconds=_positive("DESIRED_STATE_POLL_SECONDS", env.float(
                 "DESIRED_STATE_POLL_SECONDS", cls.desired_state_poll_seconds)),
+            spool_drain_seconds=env.float("SPOOL_DRAIN_SECONDS", cls.spool_drain_seconds),
         )
 
 

@@ -111,7 +111,7 @@ class Persistence:
             self.recorder = PredictionLog(
                 spool, self.insert_records, durable=settings.mode == "durable", metrics=self.metrics,
                 batch_size=settings.write_batch, flush_interval_s=settings.flush_ms / 1000,
-                writers=settings.db_writers,
+                writers=settings.db_writers, stop_drain_s=settings.spool_drain_seconds,
                 prepare=None if self.schema_ready else self._prepare_later,
                 statistics=PlannerStatistics(settings.analyze_share))
         log.info("persistence: %s to %s (spool %s, limit %d MB)", settings.mode, redact(settings.database_url),

@@ -66,10 +66,11 @@ def _child_setup(cpus: set[int] | None):
 class WorkerGroup:
     """Starts, watches and stops the worker processes."""
 
-    def __init__(self, settings: ServerSettings, environ: dict[str, str]):
+    def __init__(self, settings: ServerSettings, environ: dict[str, str], spool_drain_s: float = 0.0):
         if split_addr(settings.grpc_addr)[1] == 0:
             raise ConfigError("PREDMESH_PROCESSES > 1 needs a fixed port in PREDMESH_GRPC_ADDR (not 0)")
         self.settings = settings
+        self.spool_drain_s = spool_drain_s  # a child's stop also drains its spool for up to this long
         own_dir = not environ.get("PROMETHEUS_MULTIPROC_DIR")
         self.metrics_dir = Path(environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="predmesh-prom-"))
         self._own_metrics_dir = own_dir
@@ -134,7 +135,8 @@ class WorkerGroup:
                     time.sleep(RESTART_BACKOFF_S)
                     if not self._stopping.is_set():
                         self._spawn(index)
-        deadline = time.monotonic() + self.settings.drain_seconds + self.settings.grace_seconds + 10
+        deadline = (time.monotonic() + self.settings.drain_seconds + self.settings.grace_seconds + self.spool_drain_s
+                    + 10)
         code = 0
         for child in self.children:
             if child is None:
@@ -152,9 +154,9 @@ class WorkerGroup:
         return 1 if self.failed else code
 
 
-def run(settings: ServerSettings, environ: dict[str, str] | None = None) -> int:
+def run(settings: ServerSettings, environ: dict[str, str] | None = None, spool_drain_s: float = 0.0) -> int:
     """Run the group until SIGTERM/SIGINT; returns the exit code."""
-    group = WorkerGroup(settings, dict(os.environ if environ is None else environ))
+    group = WorkerGroup(settings, dict(os.environ if environ is None else environ), spool_drain_s)
 
     def on_signal(signum, frame):
         log.info("received %s: stopping %d workers gracefully", signal.Signals(signum).name, len(group.children))

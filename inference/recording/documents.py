@@ -87,3 +87,17 @@ def _from_rows(rows: object, n: int, columns: int) -> np.ndarray:
             raise ValueError(f"typed features: row {i} holds a value that is not a number, string, boolean or null")
         matrix[i] = row
     return matrix
+
+
+_BULK_IDS = b'"prediction_ids":['
+
+
+def rows_in_line(line: bytes) -> int:
+    """How many prediction rows one spool line holds (a record: 1; a batch: its prediction ids), without decoding
+    it: a count at stop must stay cheap for a full spool. Prediction ids are UUIDs (no comma, no bracket)."""
+    start = line.find(_BULK_IDS)
+    if start < 0:
+        return 1
+    start += len(_BULK_IDS)
+    ids = line[start:line.find(b"]", start)]
+    return ids.count(b",") + 1 if ids else 0

@@ -10,7 +10,7 @@ from json.encoder import encode_basestring_ascii as quote
 
 from database.records import PredictionBatch, PredictionRecord, Stored, plain, row_count
 from inference.errors import Overloaded
-from inference.recording.documents import to_doc
+from inference.recording.documents import rows_in_line, to_doc
 from inference.recording.parallel import ParallelWriters
 from inference.recording.queue import RecordQueue
 from inference.recording.replay import replay_some
@@ -44,8 +44,9 @@ class PredictionLog:
     def __init__(self, spool: Spool, insert: Callable[[Sequence[Stored]], object], *, durable: bool,
                  metrics=None, batch_size: int = 500, flush_interval_s: float = 0.05, max_queue: int = 10_000,
                  retry_interval_s: float = 1.0, prepare: Callable[[], None] | None = None, writers: int = 1,
-                 statistics: PlannerStatistics | None = None):
+                 statistics: PlannerStatistics | None = None, stop_drain_s: float = 10.0):
         self.spool = spool
+        self._stop_drain = stop_drain_s
         self.durable = durable
         self._metrics = metrics
         self._batch_size = batch_size
@@ -113,14 +114,17 @@ class PredictionLog:
             time.sleep(0.02)
         return False
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Flush what the database takes within timeout; spool the rest (nothing accepted is dropped)."""
-        if self._db.ok:
-            self.flush(timeout)
+    def close(self, timeout: float | None = None) -> None:
+        """On stop: drain, i.e. store what the database takes within timeout (default: the log's stop_drain_s;
+        during an outage the writer keeps retrying until then, so a database back within it is drained to); spool
+        the rest (nothing accepted is dropped) and say how many answered records are left in the spool, and where:
+        the next server on this spool stores them."""
+        deadline = time.monotonic() + (self._stop_drain if timeout is None else timeout)
+        drained = self.flush(deadline - time.monotonic())
         with self._cv:
             self._stopping = True
             self._cv.notify()
-        self._thread.join(timeout)
+        self._thread.join(max(1.0, deadline - time.monotonic()))  # a store in flight ends (or fails) first
         self._writers.shutdown()
         with self._cv:
             rest = self._queue.drain()
@@ -128,11 +132,25 @@ class PredictionLog:
         if rest:
             try:
                 self.spool.append([to_line(r) for r in rest])
-                log.warning("prediction log closed with %d records not in the database: kept in the spool",
-                            len(rest))
             except (SpoolFull, OSError) as exc:
                 log.error("prediction log closed: %d records could not be spooled and are lost: %s", len(rest), exc)
+        self._report_left(drained)
         self.spool.close()
+
+    def _report_left(self, drained: bool) -> None:
+        """The stop's last word on the records: all stored, or how many rows wait in which spool directory."""
+        if drained and not self.spool.unconsumed_bytes():
+            log.info("prediction log closed: every answered record is in the database")
+            return
+        try:
+            rows = sum(rows_in_line(line) for line in self.spool.unconsumed_lines())
+        except OSError as exc:
+            log.error("prediction log closed with records not in the database in the spool %s (not counted: %s)",
+                      self.spool.dir, exc)
+            return
+        log.warning("prediction log closed with %d answered records (%d bytes) not in the database: kept in the "
+                    "spool %s; the next server started on this spool stores them (a record already stored is "
+                    "ignored)", rows, self.spool.synced_bytes(), self.spool.dir.resolve())
 
     # -- the writer thread -----------------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -395,6 +395,19 @@ class Spool:
                 head.path.unlink()
             except FileNotFoundError:
                 pass
+
+    def unconsumed_lines(self) -> Iterator[bytes]:
+        """The synced, unconsumed lines in order (for a count at stop; the caller holds off writers and reader)."""
+        with self._cv:
+            segments = [(s.path, s.size) for s in self._segments]
+            offset = self._offset
+        for index, (path, size) in enumerate(segments):
+            start = offset if index == 0 else 0
+            if size <= start:
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                yield from fh.read(size - start).splitlines(keepends=True)
 
     # -- state ---------------------------------------------------------------------------------------------------
     def unconsumed_bytes(self) -> int:

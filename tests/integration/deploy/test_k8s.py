@@ -43,7 +43,7 @@ def find(docs: list[dict], kind: str, name: str) -> dict:
 def pod_specs(docs: list[dict]) -> dict[str, dict]:
     specs = {}
     for d in docs:
-        if d["kind"] in ("Deployment", "Job"):
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
             specs[d["metadata"]["name"]] = d["spec"]["template"]["spec"]
         elif d["kind"] == "CronJob":
             specs[d["metadata"]["name"]] = d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -63,16 +63,16 @@ def test_rendered_manifests_pass_kubernetes_validate_strict(rendered):
     # every resource was checked against a schema (custom resources would only get a warning)
     assert "WARN" not in result.stdout + result.stderr, result.stdout + result.stderr
     assert result.stdout.count(" passed for resource ") == len(docs)
-    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                                         "Job", "CronJob", "Secret", "ConfigMap", "NetworkPolicy",
-                                         "PersistentVolumeClaim"}
+    assert {d["kind"] for d in docs} >= {"Deployment", "StatefulSet", "Service", "HorizontalPodAutoscaler",
+                                         "PodDisruptionBudget", "Job", "CronJob", "Secret", "ConfigMap",
+                                         "NetworkPolicy", "PersistentVolumeClaim"}
 
 
 def test_kubernetes_validate_fails_on_a_broken_copy(tmp_path):
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
     inference = (copy / "inference.yaml").read_text()
-    broken = inference.replace("terminationGracePeriodSeconds: 30", "terminationGracePeriodSecond: 30")
+    broken = inference.replace("terminationGracePeriodSeconds: 45", "terminationGracePeriodSecond: 45")
     broken = broken.replace("averageUtilization: 70", "averageUtilization: seventy")
     assert broken != inference
     (copy / "inference.yaml").write_text(broken)
@@ -119,18 +119,24 @@ def test_keda_scales_the_consumer_on_the_predict_queue(rendered):
 # --- what the manifests must say ---------------------------------------------------------------------------
 
 def test_inference_has_native_grpc_probes_resources_and_outlives_its_drain(rendered):
+    from inference.rpc.server import STOP_MARGIN_S
+
     docs = rendered[1]
-    deployment = find(docs, "Deployment", "inference")
+    deployment = find(docs, "StatefulSet", "inference")
     spec = deployment["spec"]["template"]["spec"]
     container = spec["containers"][0]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == 50051, probe
     env = env_of(container)
-    assert spec["terminationGracePeriodSeconds"] > float(env["PREDMESH_DRAIN_SECONDS"]) + \
-        float(env["PREDMESH_GRACE_SECONDS"])
+    # the whole stop fits in the grace period: drain, in-flight calls, the spool's drain to the database, margins
+    assert spec["terminationGracePeriodSeconds"] >= float(env["PREDMESH_DRAIN_SECONDS"]) + \
+        float(env["PREDMESH_GRACE_SECONDS"]) + STOP_MARGIN_S + float(env["PREDMESH_SPOOL_DRAIN_SECONDS"]) + 5
+    readiness = container["readinessProbe"]
+    assert readiness["failureThreshold"] >= 3
+    # still serving until the readiness probe has had time to take the pod out of the endpoints
+    assert float(env["PREDMESH_DRAIN_SECONDS"]) >= readiness["failureThreshold"] * readiness["periodSeconds"]
     assert env["PREDMESH_AUTO_MIGRATE"] == "0" and env["PREDMESH_GRPC_ADDR"] == "0.0.0.0:50051"
     assert env["PREDMESH_PROCESSES"] == "1"      # read-only store: reload pointers could not be written
-    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     hpa = find(docs, "HorizontalPodAutoscaler", "inference")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "inference" and hpa["spec"]["minReplicas"] >= 2
     pdb = find(docs, "PodDisruptionBudget", "inference")
@@ -145,7 +151,7 @@ def test_models_are_read_only_to_the_replicas(rendered):
     docs = rendered[1]
     pvc = find(docs, "PersistentVolumeClaim", "predmesh-models")
     assert "ReadOnlyMany" in pvc["spec"]["accessModes"]
-    spec = find(docs, "Deployment", "inference")["spec"]["template"]["spec"]
+    spec = find(docs, "StatefulSet", "inference")["spec"]["template"]["spec"]
     volume = next(v for v in spec["volumes"] if v["name"] == "models")
     assert volume["persistentVolumeClaim"] == {"claimName": "predmesh-models", "readOnly": True}
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "models")
@@ -160,9 +166,7 @@ def test_every_container_is_non_root_with_resources(rendered):
             assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"], where
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], where
-            image = container["image"]
-            assert image == "registry.example.com/predmesh:0.1.0" or image.startswith("envoyproxy/envoy:v1.40"), \
-                where
+            assert container["image"] == "registry.example.com/predmesh:0.1.0", where  # kustomize images: only
 
 
 def test_envoy_renders_its_config_in_an_init_container_and_it_validates(rendered, tmp_path):
@@ -203,7 +207,7 @@ def test_network_policies_let_only_envoy_reach_the_replicas_and_admin_clients_th
     # every Deployment is covered by some policy beyond the default deny
     selected = {d["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
                 for d in docs if d["kind"] == "NetworkPolicy"}
-    listening = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    listening = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
     assert listening <= selected
 
 
@@ -243,3 +247,86 @@ def test_every_predmesh_command_in_the_manifests_exists(rendered):
             package = PENDING_PARTS.get(command)
             assert command in COMMANDS or (package and not (ROOT / package / "__init__.py").exists()), \
                 f"{name}: `predmesh {command}`"
+
+
+def test_each_replica_spools_on_its_own_persistent_volume_kept_across_pods(rendered):
+    """Records answered during a database outage survive the pod: the spool is a per-replica PersistentVolume
+    (volumeClaimTemplates), kept when the set scales down or is deleted, mounted where PREDMESH_SPOOL_DIR says."""
+    docs = rendered[1]
+    assert not [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "inference"]
+    sts = find(docs, "StatefulSet", "inference")["spec"]
+    assert sts["serviceName"] == "inference"
+    [claim] = sts["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spool" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert sts["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    spec = sts["template"]["spec"]
+    assert "spool" not in {v["name"] for v in spec["volumes"]}  # no emptyDir shadowing the claim
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "spool")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("predmesh-config"))
+    assert mount["mountPath"] == config["data"]["PREDMESH_SPOOL_DIR"]
+    hpa = find(docs, "HorizontalPodAutoscaler", "inference")
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+
+
+def test_no_pod_mounts_a_service_account_token_and_readiness_tolerates_a_miss(rendered):
+    for name, spec in pod_specs(rendered[1]).items():
+        assert spec.get("automountServiceAccountToken") is False, name
+        for container in spec["containers"]:
+            if "readinessProbe" in container:
+                assert container["readinessProbe"].get("failureThreshold", 3) >= 3, f"{name}/{container['name']}"
+
+
+def test_envoy_admin_stays_on_loopback_and_only_stats_and_ready_are_exposed(rendered, tmp_path):
+    docs = rendered[1]
+    spec = find(docs, "Deployment", "envoy")["spec"]["template"]["spec"]
+    env = env_of(spec["initContainers"][0])
+    assert env["PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR"].startswith("127.0.0.1:")
+    stats_port = int(env["PREDMESH_GATEWAY_STATS_ADDR"].rsplit(":", 1)[1])
+    envoy = spec["containers"][0]
+    assert {p["containerPort"] for p in envoy["ports"]} == {8080, 8081, stats_port}
+    for probe in ("readinessProbe", "livenessProbe"):
+        port = envoy[probe]["httpGet"]["port"]
+        assert next(p for p in envoy["ports"] if p["name"] == port)["containerPort"] == stats_port
+    policy = find(docs, "NetworkPolicy", "envoy")["spec"]
+    opened = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert opened == {8080, 8081, stats_port}  # the admin port is opened to no one
+    monitoring = [r for r in policy["ingress"] if {"port": stats_port, "protocol": "TCP"} in r["ports"]]
+    assert monitoring[0]["from"][0]["namespaceSelector"]
+    result = subprocess.run([sys.executable, "-m", "gateway", "--check"], cwd=ROOT,
+                            env={**os.environ, **env, "PREDMESH_GATEWAY_DIR": str(tmp_path)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    [listener] = [ls for ls in config["static_resources"]["listeners"] if ls["name"] == "stats"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    to_admin = sorted(r["match"]["path"] for r in routes if r.get("route", {}).get("cluster") == "envoy_admin")
+    assert to_admin == ["/ready", "/stats/prometheus"]
+    assert all("path" in r["match"] for r in routes if "route" in r)  # exact paths only, no prefix to the admin
+
+
+FLOATING = re.compile(r"(:latest|-latest|:[^:@/]*-latest)$")
+
+
+def test_images_come_only_from_the_kustomize_images_step_and_pin_by_digest_when_set(rendered, tmp_path):
+    """No manifest names a registry image itself (a floating tag such as envoy:v1.40-latest would move under a
+    running fleet): every container runs `predmesh`, which the kustomization's `images:` entry maps to a release
+    tag, and the documented pinning step (`kustomize edit set image predmesh=REGISTRY/predmesh@sha256:...`) turns
+    every one of them into a digest."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    [entry] = kustomization["images"]
+    assert entry["name"] == "predmesh" and not FLOATING.search(":" + str(entry.get("newTag", "")))
+    for name, spec in pod_specs(rendered[1]).items():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            image = container["image"]
+            assert not FLOATING.search(image) and ":" in image.rsplit("/", 1)[-1], f"{name}: {image}"
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    digest = "sha256:" + "ab" * 32
+    pinned = dict(kustomization, images=[{"name": "predmesh", "newName": entry["newName"], "digest": digest}])
+    (copy / "kustomization.yaml").write_text(yaml.safe_dump(pinned, sort_keys=False))
+    rendered_pinned = [d for d in yaml.safe_load_all(kustomize(copy).stdout) if d]
+    images = {c["image"] for spec in pod_specs(rendered_pinned).values()
+              for c in spec.get("initContainers", []) + spec["containers"]}
+    assert images == {f"{entry['newName']}@{digest}"}

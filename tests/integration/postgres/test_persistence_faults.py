@@ -220,3 +220,72 @@ def test_t17_bulk_kill_9_in_durable_mode_loses_no_acknowledged_row_of_a_columnar
                 ids = stored_ids(pg)
                 assert len(ids) == len(set(ids))
                 assert ok <= set(ids)
+
+
+def _answer_during_an_outage(model_store, tmp_path, pg: PrivatePostgres, drain_s: str) -> tuple[ServerProc, set]:
+    """A durable server on tmp_path/spool: 3 answers stored, then PostgreSQL stopped and 20 single answers and a
+    columnar batch of 30 rows answered (spooled). Returns the running server and every answered request id."""
+    proc = ServerProc(model_store, tmp_path / "first.log", env={
+        "PREDMESH_DATABASE_URL": pg.url, "PREDMESH_PERSISTENCE": "durable",
+        "PREDMESH_SPOOL_DIR": str(tmp_path / "spool"), "PREDMESH_SPOOL_DRAIN_SECONDS": drain_s}).start()
+    names = list(IRIS_ROW)
+    with Client(proc.target, timeout=5) as client:
+        ok = {client.predict("iris", IRIS_ROW, request_id=f"before-{i}").request_id for i in range(3)}
+        wait_for(lambda: set(stored_ids(pg)) == ok, 20, interval=0.2, what="the first answers stored")
+        pg.stop()
+        ok |= {client.predict("iris", IRIS_ROW, request_id=f"down-{i}").request_id for i in range(20)}
+        answer = client.predict_matrix("iris", names, [IRIS_ROW[k] for k in names] * 30, request_id_prefix="bulk-",
+                                       row_numbers=range(30))
+        assert len(answer) == 30
+        ok |= {f"bulk-{i}" for i in range(30)}
+    return proc, ok
+
+
+def test_sigterm_during_an_outage_keeps_the_records_and_the_next_server_stores_each_once(model_store, tmp_path):
+    """A pod stopped while the database is down: the server drains for PREDMESH_SPOOL_DRAIN_SECONDS, then exits
+    saying how many answered records are left and where; a new server on the same spool (the next pod with that
+    volume), once PostgreSQL is back, stores every answered record exactly once."""
+    with PrivatePostgres() as pg:
+        proc, ok = _answer_during_an_outage(model_store, tmp_path, pg, "1")
+        try:
+            started = time.monotonic()
+            assert proc.terminate() == 0
+            stopped_in = time.monotonic() - started
+        finally:
+            proc.close()
+        spool = (tmp_path / "spool").resolve()
+        left = re.search(r"prediction log closed with (\d+) answered records \((\d+) bytes\) not in the database: "
+                         r"kept in the spool (\S+);", proc.log())
+        assert left, proc.log()[-2000:]
+        assert int(left.group(1)) == 50 and left.group(3) == str(spool / "p0")  # 20 singles + 30 bulk rows
+        assert stopped_in < 15
+        pg.start()
+        assert set(stored_ids(pg)) == {"before-0", "before-1", "before-2"}  # nothing else until a server replays
+        with ServerProc(model_store, tmp_path / "second.log", env={
+                "PREDMESH_DATABASE_URL": pg.url, "PREDMESH_PERSISTENCE": "durable",
+                "PREDMESH_SPOOL_DIR": str(tmp_path / "spool")}) as second:
+            wait_for(lambda: len(stored_ids(pg)) >= len(ok), 30, interval=0.3, what="the spool replayed")
+            ids = stored_ids(pg)
+            assert len(ids) == len(set(ids)) == len(ok) and set(ids) == ok  # every answer stored, exactly once
+            assert second.terminate() == 0
+            assert "every answered record is in the database" in second.log()
+
+
+def test_sigterm_during_an_outage_drains_to_a_database_back_within_the_drain_time(model_store, tmp_path):
+    """The stop's drain goes on retrying during an outage: PostgreSQL back 2 s after SIGTERM (drain 20 s), the
+    stopping server stores every answered record itself and leaves an empty spool."""
+    from inference.recording.spool import holds_records
+    with PrivatePostgres() as pg:
+        proc, ok = _answer_during_an_outage(model_store, tmp_path, pg, "20")
+        try:
+            proc.started.send_signal(signal.SIGTERM)
+            time.sleep(2.0)
+            assert proc.alive()  # still draining
+            pg.start()
+            assert proc.wait(30) == 0
+        finally:
+            proc.close()
+        assert "every answered record is in the database" in proc.log()
+        ids = stored_ids(pg)
+        assert len(ids) == len(set(ids)) == len(ok) and set(ids) == ok
+        assert not holds_records(tmp_path / "spool")
