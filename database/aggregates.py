@@ -201,14 +201,23 @@ def _levels(delta: Counter) -> list[tuple]:
 def apply(delta: Delta) -> None:
     """Add the delta to the aggregate tables (in the caller's transaction)."""
     if delta.rollup:
-        merged: defaultdict = defaultdict(Rollup)
+        # a coarser bucket holding one minute of the delta (the usual batch: made within a minute) shares that
+        # minute's Rollup, so it is encoded once for its three rows
+        parts: defaultdict[tuple, list[Rollup]] = defaultdict(list)
         for (minute, *key), r in delta.rollup.items():
             for width in WIDTHS:
-                merged[(width, minute - minute % width, *key)].merge(r)
-        _upsert_rollup(sorted(merged.items()))
+                parts[(width, minute - minute % width, *key)].append(r)
+        _upsert_rollup(sorted((key, rs[0] if len(rs) == 1 else _total(rs)) for key, rs in parts.items()))
     rows = _levels(delta.feedback)
     if rows:
         _upsert("stats_feedback", rows)
+
+
+def _total(parts: Iterable[Rollup]) -> Rollup:
+    out = Rollup()
+    for r in parts:
+        out.merge(r)
+    return out
 
 
 _ROLLUP_COLUMNS = "width, bucket_start, model, model_version, transport, n, labels, hist"
@@ -216,9 +225,8 @@ _ROLLUP_CONFLICT = "ON CONFLICT (width, bucket_start, model, model_version, tran
 # PostgreSQL adds the counts in the statement itself (concurrent writers of one row take turns on its lock)
 _PG_MERGE = (
     "n = stats_rollup.n + EXCLUDED.n, "
-    "labels = (SELECT jsonb_object_agg(k, s) FROM (SELECT k, SUM(v::bigint) AS s FROM ("
-    "SELECT * FROM jsonb_each_text(stats_rollup.labels) UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.labels)"
-    ") AS e(k, v) GROUP BY k) AS g), "
+    "labels = stats_rollup.labels || COALESCE((SELECT jsonb_object_agg(k, COALESCE((stats_rollup.labels ->> k)"
+    "::bigint, 0) + v::bigint) FROM jsonb_each_text(EXCLUDED.labels) AS e(k, v)), '{}'), "
     "hist = ARRAY(SELECT COALESCE(a, 0) + COALESCE(b, 0) "
     "FROM unnest(stats_rollup.hist, EXCLUDED.hist) WITH ORDINALITY AS u(a, b, i) ORDER BY i)")
 
@@ -227,10 +235,14 @@ def _upsert_rollup(items: list[tuple[tuple, Rollup]]) -> None:
     cursor = db.cursor()
     if is_postgres():
         row = "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::bigint[])"
+        encoded: dict[int, tuple[int, str, str]] = {}  # by id: a Rollup shared by rows is encoded once
         for start in range(0, len(items), 500):
             part = items[start:start + 500]
-            params = [v for key, r in part for v in (*key, r.n, json.dumps(r.labels),
-                                                     "{" + ",".join(map(str, hist_array(r.bins))) + "}")]
+            params: list = []
+            for key, r in part:
+                if id(r) not in encoded:
+                    encoded[id(r)] = r.n, json.dumps(r.labels), "{" + ",".join(map(str, hist_array(r.bins))) + "}"
+                params.extend((*key, *encoded[id(r)]))
             cursor.execute(f"INSERT INTO stats_rollup ({_ROLLUP_COLUMNS}) VALUES {', '.join([row] * len(part))} "
                            f"{_ROLLUP_CONFLICT}{_PG_MERGE}", params)
         return
@@ -241,7 +253,8 @@ def _upsert_rollup(items: list[tuple[tuple, Rollup]]) -> None:
         cursor.execute(f"SELECT {_ROLLUP_COLUMNS} FROM stats_rollup WHERE (width, bucket_start, model, "
                        f"model_version, transport) IN (VALUES {marks})", [v for key in chunk for v in key])
         for *key, n, labels, hist in cursor.fetchall():
-            chunk[tuple(key)].merge(Rollup(n, Counter(json.loads(labels)), Counter(hist_bins(json.loads(hist)))))
+            stored = Rollup(n, Counter(json.loads(labels)), Counter(hist_bins(json.loads(hist))))
+            chunk[tuple(key)] = _total((chunk[tuple(key)], stored))  # a new Rollup: the delta's may be shared
         cursor.executemany(
             f"INSERT INTO stats_rollup ({_ROLLUP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_ROLLUP_CONFLICT}"
             "n = excluded.n, labels = excluded.labels, hist = excluded.hist",
