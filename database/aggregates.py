@@ -564,13 +564,12 @@ def _backfill_postgres() -> int:
         k AS (SELECT width, bucket_start, {key}, SUM(n)::bigint AS n, jsonb_object_agg(label, n) AS labels
               FROM l GROUP BY 1, 2, 3, 4, 5),
         h AS (SELECT width, bucket_start, {key}, idx, SUM(n)::bigint AS n FROM c GROUP BY 1, 2, 3, 4, 5, 6),
-        top AS (SELECT width, bucket_start, {key}, MAX(idx) AS top FROM h GROUP BY 1, 2, 3, 4, 5),
-        a AS (SELECT t.width, t.bucket_start, t.model, t.model_version, t.transport,
-                     array_agg(COALESCE(h.n, 0) ORDER BY i) AS hist
-              FROM top t CROSS JOIN generate_series(0, t.top) AS i
-              LEFT JOIN h ON (h.width, h.bucket_start, h.model, h.model_version, h.transport, h.idx)
-                           = (t.width, t.bucket_start, t.model, t.model_version, t.transport, i)
-              GROUP BY 1, 2, 3, 4, 5)
+        g AS (SELECT *, lag(idx, 1, -1) OVER (PARTITION BY width, bucket_start, {key} ORDER BY idx) AS prev
+              FROM h),
+        a AS (SELECT width, bucket_start, {key},  -- the array literal, with the zeros between occupied bins
+                     ('{{' || string_agg(repeat('0,', idx - prev - 1) || n, ',' ORDER BY idx) || '}}')::bigint[]
+                     AS hist
+              FROM g GROUP BY 1, 2, 3, 4, 5)
         INSERT INTO stats_rollup ({_ROLLUP_COLUMNS})
         SELECT k.width, k.bucket_start, k.model, k.model_version, k.transport, k.n, k.labels, a.hist
         FROM k JOIN a USING (width, bucket_start, {key})""")
