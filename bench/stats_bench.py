@@ -2,7 +2,7 @@
 maintains the aggregates in its transaction) and GetStats' time (database.repo.stats) on a loaded table.
 
 Usage:
-  .venv/bin/python bench/stats_bench.py store [--rows 100000] [--batch 1000] [--rounds 3] [--pg-url URL]
+  .venv/bin/python bench/stats_bench.py store [--rows 100000] [--batch 1000] [--rounds 3] [--kinds K,..] [--pg-url URL]
   .venv/bin/python bench/stats_bench.py stats [--rows 1000000] [--days 30] [--calls 20] [--pg-url URL]
 
 store: a fresh PostgreSQL schema per round, --rows predictions stored in batches of --batch rows through
@@ -111,7 +111,7 @@ def backend_cpu(pid: int) -> float:
 
 def store(args) -> None:
     rng = np.random.default_rng(1)
-    results: dict[str, list[float]] = {"records": [], "records-mixed": [], "batches": []}
+    results: dict[str, list[float]] = {kind: [] for kind in args.kinds.split(",")}
     cpus: dict[str, list[float]] = {kind: [] for kind in results}
     for r in range(args.rounds):
         for kind in results:
@@ -205,6 +205,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--kinds", default="records,records-mixed,batches",
+                        help="store: which kinds to time, comma-separated")
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--pg-url", default=os.environ.get("PREDMESH_BENCH_PG_URL")
                         or os.environ.get("PREDMESH_TEST_PG_URL") or DEFAULT_PG)

@@ -58,11 +58,18 @@ ROW_FIELDS = (2, 3, 7, 5, 8, 9)
 
 
 # -- bucketing -----------------------------------------------------------------------------------------------------
+def latency_bins(ms: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The histogram bins of latencies in milliseconds (every writer bins through here, so they agree)."""
+    ms = np.asarray(ms, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        index = np.clip(np.ceil(np.log(ms) / _LOG_GAMMA), BIN_MIN, BIN_MAX)
+    index = np.where(ms > 0, index, np.where(np.isnan(ms), BIN_MAX, ZERO_BIN))  # NaN: the last bin
+    return index.astype(np.int64)
+
+
 def latency_bin(ms: float) -> int:
     """The histogram bin of a latency in milliseconds."""
-    if not ms > 0:
-        return ZERO_BIN if ms == ms else BIN_MAX  # NaN: the last bin
-    return min(BIN_MAX, max(BIN_MIN, math.ceil(math.log(ms) / _LOG_GAMMA)))
+    return int(latency_bins(np.array([ms]))[0])
 
 
 def bin_value(index: int) -> float:
@@ -74,6 +81,11 @@ def minute_of(epoch: float) -> int:
     """The start of the minute holding a prediction made at epoch seconds, as the stored timestamp (microseconds)
     places it."""
     return (round(epoch * 1_000_000) // 60_000_000) * 60
+
+
+def minutes_of(epochs: Sequence[float] | np.ndarray) -> list[int]:
+    """minute_of for many (the same rounding: half to even, then floor)."""
+    return (np.rint(np.asarray(epochs, dtype=np.float64) * 1_000_000).astype(np.int64) // 60_000_000 * 60).tolist()
 
 
 # -- deltas --------------------------------------------------------------------------------------------------------
@@ -98,14 +110,28 @@ class Delta:
     rollup: defaultdict = field(default_factory=lambda: defaultdict(Rollup))
     feedback: Counter = field(default_factory=Counter)
 
-    def add_row(self, created: float, model: str, version: str, transport: str, label: str, latency: float) -> None:
-        r = self.rollup[(minute_of(created), model, version, transport)]
-        r.n += 1
-        r.labels[label] += 1
-        r.bins[latency_bin(latency)] += 1
+    def add_columns(self, created: Sequence[float], models: Sequence[str], versions: Sequence[str],
+                    transports: Sequence[str], labels: Sequence[str], latencies: Sequence[float]) -> None:
+        """Count rows given column by column: the minutes and bins computed by numpy, the rows counted per (key,
+        label) and per (key, bin) by Counter (in C), so the Python work is per distinct pair, not per row (the
+        hot path: the server's prediction log)."""
+        if not len(created):
+            return
+        minutes = minutes_of(created)
+        rollup = self.rollup
+        for (minute, model, version, transport, label), n in Counter(
+                zip(minutes, models, versions, transports, labels)).items():
+            r = rollup[(minute, model, version, transport)]
+            r.n += n
+            r.labels[label] += n
+        bins = latency_bins(np.asarray(latencies, dtype=np.float64)).tolist()
+        for (minute, model, version, transport, index), n in Counter(
+                zip(minutes, models, versions, transports, bins)).items():
+            rollup[(minute, model, version, transport)].bins[index] += n
 
     def add(self, items: Iterable[Stored]) -> None:
-        records = []
+        items = list(items)
+        records = [item for item in items if type(item) is not PredictionBatch]
         for item in items:
             if type(item) is PredictionBatch:
                 r = self.rollup[(minute_of(item.created_at), item.model, item.model_version, item.transport)]
@@ -114,14 +140,10 @@ class Delta:
                         r.labels[item.classes[index]] += n
                 r.n += len(item)
                 r.bins[latency_bin(item.latency_ms)] += len(item)
-            else:
-                records.append(item)
-        rollup = self.rollup
-        for r in records:  # the hot path (the server's prediction log): a few dict and counter updates a row
-            roll = rollup[(minute_of(r.created_at), r.model, r.model_version, r.transport)]
-            roll.n += 1
-            roll.labels[r.label] += 1
-            roll.bins[latency_bin(r.latency_ms)] += 1
+        if records:
+            self.add_columns([r.created_at for r in records], [r.model for r in records],
+                             [r.model_version for r in records], [r.transport for r in records],
+                             [r.label for r in records], [r.latency_ms for r in records])
 
 
 def add_records(items: Iterable[Stored]) -> None:
@@ -135,8 +157,10 @@ def add_rows(rows: Iterable[Sequence]) -> None:
     """Count rows the database reports inserted: (model, model_version, transport, label, latency_ms, created_at)
     with created_at a datetime (as INSERT ... RETURNING gives it) or epoch seconds."""
     delta = Delta()
-    for model, version, transport, label, latency, created in rows:
-        delta.add_row(_epoch(created), model, version, transport, label, latency)
+    columns = list(zip(*rows))
+    if columns:
+        models, versions, transports, labels, latencies, created = columns
+        delta.add_columns([_epoch(c) for c in created], models, versions, transports, labels, latencies)
     apply(delta)
 
 
@@ -177,14 +201,23 @@ def _levels(delta: Counter) -> list[tuple]:
 def apply(delta: Delta) -> None:
     """Add the delta to the aggregate tables (in the caller's transaction)."""
     if delta.rollup:
-        merged: defaultdict = defaultdict(Rollup)
+        # a coarser bucket holding one minute of the delta (the usual batch: made within a minute) shares that
+        # minute's Rollup, so it is encoded once for its three rows
+        parts: defaultdict[tuple, list[Rollup]] = defaultdict(list)
         for (minute, *key), r in delta.rollup.items():
             for width in WIDTHS:
-                merged[(width, minute - minute % width, *key)].merge(r)
-        _upsert_rollup(sorted(merged.items()))
+                parts[(width, minute - minute % width, *key)].append(r)
+        _upsert_rollup(sorted((key, rs[0] if len(rs) == 1 else _total(rs)) for key, rs in parts.items()))
     rows = _levels(delta.feedback)
     if rows:
         _upsert("stats_feedback", rows)
+
+
+def _total(parts: Iterable[Rollup]) -> Rollup:
+    out = Rollup()
+    for r in parts:
+        out.merge(r)
+    return out
 
 
 _ROLLUP_COLUMNS = "width, bucket_start, model, model_version, transport, n, labels, hist"
@@ -192,9 +225,8 @@ _ROLLUP_CONFLICT = "ON CONFLICT (width, bucket_start, model, model_version, tran
 # PostgreSQL adds the counts in the statement itself (concurrent writers of one row take turns on its lock)
 _PG_MERGE = (
     "n = stats_rollup.n + EXCLUDED.n, "
-    "labels = (SELECT jsonb_object_agg(k, s) FROM (SELECT k, SUM(v::bigint) AS s FROM ("
-    "SELECT * FROM jsonb_each_text(stats_rollup.labels) UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.labels)"
-    ") AS e(k, v) GROUP BY k) AS g), "
+    "labels = stats_rollup.labels || COALESCE((SELECT jsonb_object_agg(k, COALESCE((stats_rollup.labels ->> k)"
+    "::bigint, 0) + v::bigint) FROM jsonb_each_text(EXCLUDED.labels) AS e(k, v)), '{}'), "
     "hist = ARRAY(SELECT COALESCE(a, 0) + COALESCE(b, 0) "
     "FROM unnest(stats_rollup.hist, EXCLUDED.hist) WITH ORDINALITY AS u(a, b, i) ORDER BY i)")
 
@@ -203,10 +235,14 @@ def _upsert_rollup(items: list[tuple[tuple, Rollup]]) -> None:
     cursor = db.cursor()
     if is_postgres():
         row = "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::bigint[])"
+        encoded: dict[int, tuple[int, str, str]] = {}  # by id: a Rollup shared by rows is encoded once
         for start in range(0, len(items), 500):
             part = items[start:start + 500]
-            params = [v for key, r in part for v in (*key, r.n, json.dumps(r.labels),
-                                                     "{" + ",".join(map(str, hist_array(r.bins))) + "}")]
+            params: list = []
+            for key, r in part:
+                if id(r) not in encoded:
+                    encoded[id(r)] = r.n, json.dumps(r.labels), "{" + ",".join(map(str, hist_array(r.bins))) + "}"
+                params.extend((*key, *encoded[id(r)]))
             cursor.execute(f"INSERT INTO stats_rollup ({_ROLLUP_COLUMNS}) VALUES {', '.join([row] * len(part))} "
                            f"{_ROLLUP_CONFLICT}{_PG_MERGE}", params)
         return
@@ -217,7 +253,8 @@ def _upsert_rollup(items: list[tuple[tuple, Rollup]]) -> None:
         cursor.execute(f"SELECT {_ROLLUP_COLUMNS} FROM stats_rollup WHERE (width, bucket_start, model, "
                        f"model_version, transport) IN (VALUES {marks})", [v for key in chunk for v in key])
         for *key, n, labels, hist in cursor.fetchall():
-            chunk[tuple(key)].merge(Rollup(n, Counter(json.loads(labels)), Counter(hist_bins(json.loads(hist)))))
+            stored = Rollup(n, Counter(json.loads(labels)), Counter(hist_bins(json.loads(hist))))
+            chunk[tuple(key)] = _total((chunk[tuple(key)], stored))  # a new Rollup: the delta's may be shared
         cursor.executemany(
             f"INSERT INTO stats_rollup ({_ROLLUP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_ROLLUP_CONFLICT}"
             "n = excluded.n, labels = excluded.labels, hist = excluded.hist",
@@ -466,9 +503,12 @@ def version_quality(start: int | None, end: int | None, model: str = "", version
 # -- backfill ------------------------------------------------------------------------------------------------------
 def backfill(chunk_seconds: int = DAY) -> int:
     """Rebuild every aggregate from the stored rows (the migration that adds them runs this); returns the rows
-    read. Reads one time chunk at a time (the created_at index), so memory stays bounded."""
+    read. PostgreSQL: in SQL (_backfill_postgres). SQLite: in Python, one time chunk at a time (the created_at
+    index), so memory stays bounded."""
     for table in TABLES:
         db.execute_sql(f"DELETE FROM {table}")
+    if is_postgres():
+        return _backfill_postgres()
     cursor = db.cursor()
     cursor.execute("SELECT MIN(created_at), MAX(created_at) FROM predictions")
     first, last = cursor.fetchone()
@@ -485,9 +525,11 @@ def backfill(chunk_seconds: int = DAY) -> int:
         delta = Delta()
         cursor.execute("SELECT model, model_version, transport, label, latency_ms, created_at FROM predictions "
                        f"WHERE created_at >= {mark} AND created_at < {mark}", bounds)
-        for model, version, transport, label, latency, created in cursor.fetchall():
-            delta.add_row(_epoch(created), model, version, transport, label, latency)
-            read += 1
+        columns = list(zip(*cursor.fetchall()))
+        if columns:
+            models, versions, transports, labels, latencies, created = columns
+            delta.add_columns([_epoch(c) for c in created], models, versions, transports, labels, latencies)
+            read += len(created)
         cursor.execute("SELECT p.model, p.model_version, p.label, f.label, p.created_at FROM predictions p "
                        "JOIN feedback f ON f.prediction_id = p.prediction_id "
                        f"WHERE p.created_at >= {mark} AND p.created_at < {mark}", bounds)
@@ -496,3 +538,47 @@ def backfill(chunk_seconds: int = DAY) -> int:
         apply(delta)
         lo += chunk_seconds
     return read
+
+
+
+def _backfill_postgres() -> int:
+    """The backfill in one pass of SQL: the rows grouped per minute first, then per bucket of each width. The
+    minute is minutes_of's (created_at holds UTC microseconds; EXTRACT gives an exact numeric) and the bin
+    latency_bins' (PostgreSQL orders NaN above every number, so it is tested first); ln may differ from numpy's
+    log in the last bit, which can move a latency lying exactly on a bin's edge to the next bin (within the
+    histogram's 5% either way)."""
+    widths = ", ".join(f"({w})" for w in WIDTHS)
+    key = "model, model_version, transport"
+    index = (f"CASE WHEN latency_ms = 'NaN' THEN {BIN_MAX - BIN_MIN + 1} WHEN latency_ms > 0 THEN "
+             f"LEAST({BIN_MAX}, GREATEST({BIN_MIN}, ceil(ln(latency_ms) / {_LOG_GAMMA!r})))::int - {BIN_MIN} + 1 "
+             "ELSE 0 END")
+    minute = "(floor(EXTRACT(EPOCH FROM {}) / 60) * 60)::bigint"
+    bucket = "m.minute - ((m.minute % w.width) + w.width) % w.width"  # floored to the width (before 1970 too)
+    cursor = db.cursor()
+    cursor.execute(f"""
+        WITH m AS (SELECT {minute.format("created_at")} AS minute, {key}, label, {index} AS idx, COUNT(*) AS n
+                   FROM predictions GROUP BY 1, 2, 3, 4, 5, 6),
+        c AS (SELECT w.width, {bucket} AS bucket_start, {key}, label, idx, SUM(n)::bigint AS n
+              FROM m CROSS JOIN (VALUES {widths}) AS w(width) GROUP BY 1, 2, 3, 4, 5, 6, 7),
+        l AS (SELECT width, bucket_start, {key}, label, SUM(n)::bigint AS n FROM c GROUP BY 1, 2, 3, 4, 5, 6),
+        k AS (SELECT width, bucket_start, {key}, SUM(n)::bigint AS n, jsonb_object_agg(label, n) AS labels
+              FROM l GROUP BY 1, 2, 3, 4, 5),
+        h AS (SELECT width, bucket_start, {key}, idx, SUM(n)::bigint AS n FROM c GROUP BY 1, 2, 3, 4, 5, 6),
+        g AS (SELECT *, lag(idx, 1, -1) OVER (PARTITION BY width, bucket_start, {key} ORDER BY idx) AS prev
+              FROM h),
+        a AS (SELECT width, bucket_start, {key},  -- the array literal, with the zeros between occupied bins
+                     ('{{' || string_agg(repeat('0,', idx - prev - 1) || n, ',' ORDER BY idx) || '}}')::bigint[]
+                     AS hist
+              FROM g GROUP BY 1, 2, 3, 4, 5)
+        INSERT INTO stats_rollup ({_ROLLUP_COLUMNS})
+        SELECT k.width, k.bucket_start, k.model, k.model_version, k.transport, k.n, k.labels, a.hist
+        FROM k JOIN a USING (width, bucket_start, {key})""")
+    cursor.execute(f"""
+        WITH m AS (SELECT {minute.format("p.created_at")} AS minute, p.model, p.model_version,
+                          p.label AS predicted, f.label AS actual, COUNT(*) AS n
+                   FROM predictions p JOIN feedback f ON f.prediction_id = p.prediction_id GROUP BY 1, 2, 3, 4, 5)
+        INSERT INTO stats_feedback (width, bucket_start, {", ".join(FEEDBACK_KEY)}, n)
+        SELECT w.width, {bucket}, model, model_version, predicted, actual, SUM(n)::bigint
+        FROM m CROSS JOIN (VALUES {widths}) AS w(width) GROUP BY 1, 2, 3, 4, 5, 6""")
+    cursor.execute("SELECT COUNT(*) FROM predictions")
+    return int(cursor.fetchone()[0])

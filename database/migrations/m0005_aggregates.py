@@ -1,6 +1,6 @@
 """Aggregate tables for GetStats, its series and the quality gauges (database/aggregates.py): counts per label
 with a latency histogram, and feedback confusion counts, per minute, hour and day bucket, backfilled from the rows
-already stored (one pass over predictions and feedback, a day of rows at a time)."""
+already stored (PostgreSQL: in SQL, two INSERT ... SELECT; SQLite: one pass in Python, a day of rows at a time)."""
 from __future__ import annotations
 
 import logging

@@ -239,6 +239,23 @@ def test_the_migration_backfills_what_writes_maintain(database, monkeypatch):
     assert aggregate_tables() == maintained
 
 
+def test_the_backfill_bins_edge_latencies_as_writes_do(database):
+    """Latencies of 0, below 0, NaN, infinite and beyond either end of the histogram land in the bins the writes
+    use, and a row made before 1970 in its own minute, when the backfill rebuilds them (PostgreSQL: in SQL)."""
+    at = time.time() // 60 * 60 - 59.5
+    edges = [0.0, -3.0, math.inf, 1e-9, 1e13, 1.0, aggregates.GAMMA ** 7, 2.5]
+    if is_postgres():  # SQLite stores NaN as NULL
+        edges.insert(0, math.nan)
+    records = [PredictionRecord(pid(f"e{i}"), f"e{i}", "iris", "1", {}, "setosa", dict.fromkeys(CLASSES, 1 / 3),
+                                "grpc", ms, at + i) for i, ms in enumerate(edges)]
+    records.append(dataclasses.replace(records[-1], prediction_id=pid("old"), request_id="old", created_at=-90.25))
+    repo.insert_predictions(records)
+    maintained = aggregate_tables()
+    with db.atomic():
+        aggregates.backfill()
+    assert aggregate_tables() == maintained
+
+
 def test_a_feedback_overwrite_moves_one_pair(database):
     at = time.time() // 60 * 60 - 600
     r = PredictionRecord(pid("x"), "x", "iris", "1", {}, "setosa", dict.fromkeys(CLASSES, 1 / 3), "grpc", 1.0, at)
