@@ -53,18 +53,6 @@ class TooManyBuckets(ValueError):
 
 
 @dataclass(frozen=True)
-class SeriesBucket:
-    """Aggregates over one bucket of a series (start in epoch seconds; latency percentiles p50, p95, p99 in ms)."""
-
-    start: float
-    total: int = 0
-    by_label: dict[str, int] = field(default_factory=dict)
-    by_transport: dict[str, int] = field(default_factory=dict)
-    latency_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    latency_by_transport: dict[str, tuple[float, float, float]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Stats:
     """Aggregates over a window (latency percentiles p50, p95, p99 in ms), the window they cover (epoch seconds;
     start None for the beginning) and, when asked for, its series of buckets."""
@@ -75,7 +63,7 @@ class Stats:
     by_transport: dict[str, int] = field(default_factory=dict)
     latency_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
     quality: list[Quality] = field(default_factory=list)
-    series: list[SeriesBucket] = field(default_factory=list)
+    series: list[aggregates.Bucket] = field(default_factory=list)  # start: epoch seconds
     window_start: float | None = None
     window_end: float = 0.0
 
@@ -340,13 +328,11 @@ def stats(flt: PredictionFilter, bucket_seconds: int = 0, now: float | None = No
     start, end = aggregates.window(flt.start, flt.end if flt.end is not None else
                                    (time.time() if now is None else now))
     found = aggregates.totals(start, end, flt.model)
-    series: list[SeriesBucket] = []
+    series: list[aggregates.Bucket] = []
     if bucket_seconds:
         first = aggregates.first_minute(flt.model) if start is None else start
         starts = series_starts(start, end, first, bucket_seconds)
-        series = [SeriesBucket(float(b.start), b.total, b.by_label, b.by_transport, b.latency_ms,
-                               b.latency_by_transport)
-                  for b in aggregates.series(starts, bucket_seconds, start, end, flt.model)]
+        series = aggregates.series(starts, bucket_seconds, start, end, flt.model)
     return Stats(total=found.total, by_label=found.by_label, by_version=found.by_version,
                  by_transport=found.by_transport, latency_ms=found.latency_ms,
                  quality=aggregates.version_quality(start, end, flt.model), series=series,
