@@ -26,12 +26,15 @@ def to_doc(r: Stored) -> dict:
                 "features": _typed_rows(features, r.feature_names) if features.dtype == object else _pack(features),
                 "classes": r.classes, "labels": r.labels.tolist(), "probabilities": _pack(r.probabilities),
                 "transport": r.transport, "latency_ms": r.latency_ms, "created_at": r.created_at,
-                "request_hashes": r.request_hashes}
+                **({"request_hashes": r.request_hashes} if r.request_hashes else {})}
     # by hand: dataclasses.asdict deep-copies recursively and is several times slower on this hot path
-    return {"prediction_id": r.prediction_id, "request_id": r.request_id, "model": r.model,
-            "model_version": r.model_version, "features": r.features, "label": r.label,
-            "probabilities": r.probabilities, "transport": r.transport, "latency_ms": r.latency_ms,
-            "created_at": r.created_at, "request_hash": r.request_hash}
+    doc = {"prediction_id": r.prediction_id, "request_id": r.request_id, "model": r.model,
+           "model_version": r.model_version, "features": r.features, "label": r.label,
+           "probabilities": r.probabilities, "transport": r.transport, "latency_ms": r.latency_ms,
+           "created_at": r.created_at}
+    if r.request_hash is not None:  # a keyed request's fingerprint; absent: unkeyed (and lines from before it)
+        doc["request_hash"] = r.request_hash
+    return doc
 
 
 def from_doc(doc: dict) -> Stored:

@@ -238,8 +238,8 @@ _NUMBERS = frozenset((float, int))  # what a template formats with %r exactly as
 
 def _template(r: PredictionRecord) -> str | None:
     """The record's spool document as a %-format over (prediction_id, request_id, feature values, label,
-    probabilities, latency_ms, created_at), the ids and label JSON-quoted: the same text as encode(to_doc(r)).
-    None when a name is no string (the JSON encoder's own rules apply then)."""
+    probabilities, latency_ms, created_at, then ',"request_hash":"…"' or nothing), the ids and label JSON-quoted:
+    the same text as encode(to_doc(r)). None when a name is no string (the JSON encoder's own rules apply then)."""
     key = (r.model, r.model_version, tuple(r.features), tuple(r.probabilities), r.transport)
     template = _templates.get(key)
     if template is None:
@@ -257,7 +257,7 @@ def _template(r: PredictionRecord) -> str | None:
         template = _templates[key] = (
             '{"prediction_id":%s,"request_id":%s,"model":' + const(r.model) + ',"model_version":'
             + const(r.model_version) + ',"features":' + obj(key[2]) + ',"label":%s,"probabilities":' + obj(key[3])
-            + ',"transport":' + const(r.transport) + ',"latency_ms":%r,"created_at":%r}')
+            + ',"transport":' + const(r.transport) + ',"latency_ms":%r,"created_at":%r%s}')
     return template
 
 
@@ -278,10 +278,12 @@ def to_line(r: Stored) -> bytes:
             numbers = False
         template = _template(r) if numbers and type(r.latency_ms) is float and type(r.created_at) is float \
             and _NUMBERS.issuperset(map(type, features)) and _NUMBERS.issuperset(map(type, probabilities)) else None
+        rhash = r.request_hash
         if template is not None and type(r.prediction_id) is str and type(r.request_id) is str \
-                and type(r.label) is str:
+                and type(r.label) is str and (rhash is None or type(rhash) is str):
             return spool_line((template % (quote(r.prediction_id), quote(r.request_id), *features, quote(r.label),
-                                           *probabilities, r.latency_ms, r.created_at)).encode())
+                                           *probabilities, r.latency_ms, r.created_at,
+                                           "" if rhash is None else ',"request_hash":' + quote(rhash))).encode())
     try:
         return encode(to_doc(r))
     except (ValueError, TypeError):

@@ -58,7 +58,7 @@ def parsed(records) -> list[dict]:
     rows = []
     for line in text[:-1].split("\n"):  # raw newlines only end rows (those in values are escaped)
         fields = [_unescape(f) for f in line.split("\t")]
-        assert len(fields) == 10, line
+        assert len(fields) == 11, line  # the _COLUMNS of repo.insert_predictions, request_hash last
         strict = {"parse_constant": lambda c: pytest.fail(f"{c} is not JSON")}
         rows.append({"prediction_id": fields[0], "request_id": fields[1], "model": fields[2],
                      "features": json.loads(fields[4], **strict),  # type: ignore[arg-type]

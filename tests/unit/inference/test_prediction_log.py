@@ -166,10 +166,13 @@ def test_spool_documents_round_trip_every_record_field():
     import dataclasses
 
     from inference.recording.documents import from_doc, to_doc
-    record = rec(7)
+    record = dataclasses.replace(rec(7), request_hash="0f" * 16)  # a keyed request: every field is written
     assert set(to_doc(record)) == {f.name for f in dataclasses.fields(PredictionRecord)}
     assert from_doc(to_doc(record)) == record
+    unkeyed = rec(8)  # no fingerprint: the line is as before fingerprints (no request_hash), and reads back
+    assert "request_hash" not in to_doc(unkeyed) and from_doc(to_doc(unkeyed)) == unkeyed
     batch = bulk(0, 30)
+    batch = dataclasses.replace(batch, request_hashes=[f"{i:032x}" for i in range(len(batch))])
     assert set(to_doc(batch)) == {f.name for f in dataclasses.fields(PredictionBatch)}
     import json
     back = from_doc(json.loads(json.dumps(to_doc(batch))))

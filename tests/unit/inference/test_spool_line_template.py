@@ -71,3 +71,12 @@ def test_random_float_records_match_byte_for_byte():
         probabilities = {f"c{i}": rng.random() for i in range(rng.randint(1, 4))}
         r = record(features, probabilities, latency_ms=rng.uniform(0, 50), created_at=1.7e9 + rng.random() * 1e6)
         assert to_line(r) == reference(r)
+
+
+def test_a_keyed_record_writes_its_fingerprint_and_an_unkeyed_one_none():
+    import dataclasses
+
+    keyed = dataclasses.replace(record({"a": 1.5}, {"x": 0.5, "y": 0.5}), request_hash="ab" * 16)
+    assert to_line(keyed) == reference(keyed) and b'"request_hash":"' + b"ab" * 16 + b'"' in to_line(keyed)
+    unkeyed = record({"a": 1.5}, {"x": 0.5, "y": 0.5})
+    assert to_line(unkeyed) == reference(unkeyed) and b"request_hash" not in to_line(unkeyed)
