@@ -93,6 +93,11 @@ def feature_values(target: Mapping[str, Value], features: Mapping[str, object]) 
             entry.string_value = json.dumps(value)
 
 
+# the range of a google.protobuf.Timestamp (0001-01-01 .. 9999-12-31T23:59:59): a window's edges, rounded out to
+# whole minutes, are reported within it
+MIN_TIMESTAMP_S, MAX_TIMESTAMP_S = -62135596800, 253402300799
+
+
 def timestamp(epoch_s: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(round(epoch_s * 1e9))
@@ -267,9 +272,9 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
                 latency=_latency(b.latency_ms),
                 latency_by_transport={name: _latency(lat) for name, lat in b.latency_by_transport.items()})
                 for b in stats.series],
-            window_end=timestamp(stats.window_end))
+            window_end=timestamp(min(stats.window_end, MAX_TIMESTAMP_S)))
         if stats.window_start is not None:
-            response.window_start.CopyFrom(timestamp(stats.window_start))
+            response.window_start.CopyFrom(timestamp(max(stats.window_start, MIN_TIMESTAMP_S)))
         return response
 
     @rpc

@@ -99,6 +99,10 @@ def route_cases():
             "public", "GET", "/v1/predictions", None, {"model": "iris", "page_size": 5}, {},
             analytics_pb2_grpc.AnalyticsServiceStub, "ListPredictions",
             analytics_pb2.ListPredictionsRequest(model="iris", page_size=5)),
+        "AnalyticsService_CountPredictions": (
+            "public", "GET", "/v1/predictions:count", None, {"model": "iris", "request_id_prefix": "batch-"}, {},
+            analytics_pb2_grpc.AnalyticsServiceStub, "CountPredictions",
+            analytics_pb2.CountPredictionsRequest(model="iris", request_id_prefix="batch-")),
         "AnalyticsService_GetStats": (
             "public", "GET", "/v1/stats", None, {"model": "iris"}, {}, analytics_pb2_grpc.AnalyticsServiceStub,
             "GetStats", analytics_pb2.GetStatsRequest(model="iris")),
