@@ -212,8 +212,9 @@ def test_up_replicas_follow_rollout_rollback_pin_share_quality_and_survive_a_kil
             wait_for(lambda: healthy_hosts(envoy_admin) == 3, 30, interval=0.2,
                      what="the restarted replica back in Envoy")
             assert versions_answering(rest) == {"1": 1000}
-            # and it exports the fleet's accuracy from its start
-            assert gauge(metrics[0], ACCURACY) == gauge(metrics[1], ACCURACY) == 0.5
+            # and it exports the fleet's accuracy (read at its start, and on every refresh after)
+            wait_for(lambda: gauge(metrics[0], ACCURACY) == gauge(metrics[1], ACCURACY) == 0.5,
+                     QUALITY_REFRESH_S + 10, what="the restarted replica's accuracy")
             print(f"[{time.monotonic() - t0:5.1f} s] kill and restart")
 
             # the history is recorded: who and why
