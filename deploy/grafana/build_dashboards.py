@@ -78,8 +78,10 @@ DASHBOARDS: dict[str, tuple[str, list]] = {
          [(f"predmesh_feature_out_of_range_ratio{{{M}}}", "{{model}}@{{version}} {{feature}}")], "timeseries"),
         ("Class-share drift (total variation vs training balance)", "none",
          [(f"predmesh_class_drift{{{M}}}", "{{model}}@{{version}} {{instance}}")], "timeseries"),
-        ("Rows in each replica's drift window (alerts need 200)", "none",
-         [(f"predmesh_drift_window_rows{{{M}}}", "{{model}}@{{version}} {{instance}}")], "timeseries"),
+        ("Rows in each replica's drift window (alerts need 200 in its smallest process window)", "none",
+         [(f"predmesh_drift_window_rows{{{M}}}", "{{model}}@{{version}} {{instance}}"),
+          (f"predmesh_drift_window_rows_min{{{M}}}", "smallest process window {{model}}@{{version}} {{instance}}")],
+         "timeseries"),
     ]),
     "predmesh-pipeline": ("predmesh / pipeline health", [
         ("Queue depth (ready / unacked)", "none",
