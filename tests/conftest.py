@@ -15,9 +15,33 @@ IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal
 TESTS = Path(__file__).resolve().parent
 
 
+# The longest test files (measured 2026-12-07, most seconds first). `scripts/test.sh` runs a file per worker
+# (pytest-xdist --dist loadfile) in collection order: with these first, no worker is left running one long file
+# alone at the end. The order changes the wall time only, never what runs.
+LONGEST_FIRST = (
+    "integration/rabbitmq/test_queue_faults.py",
+    "integration/luigi/test_batch_ops.py",
+    "integration/postgres/test_persistence_faults.py",
+    "integration/luigi/test_batch_pipeline.py",
+    "integration/server/test_workers.py",
+    "integration/tooling/test_lint.py",
+    "integration/server/test_persistence_server.py",
+    "integration/envoy/test_gateway_fuzz.py",
+    "integration/browser/test_ui_feed_browser.py",
+    "integration/browser/test_ui_browser.py",
+    "integration/server/test_idempotency.py",
+    "integration/mesh/test_fleet_state.py",
+    "integration/postgres/test_spool_identity.py",
+    "integration/mesh/test_up.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
     """Markers follow the layout: tests/unit/<package>/ are `unit`; tests/integration/<component>/ are
-    `integration` and `<component>` (postgres, rabbitmq, envoy, browser, …), so `-m` selects by what a test starts."""
+    `integration` and `<component>` (postgres, rabbitmq, envoy, browser, …), so `-m` selects by what a test starts.
+    The longest files go first (LONGEST_FIRST), the rest keep their order."""
+    rank = {TESTS / name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.resolve(), len(rank)))  # stable: order within a file kept
     for item in items:
         try:
             parts = item.path.resolve().relative_to(TESTS).parts
