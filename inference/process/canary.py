@@ -63,6 +63,8 @@ class CanaryFollower:
         the desired states this replica recorded (to apply at once)."""
         taken = self.canaries.take_tallies()
         decided: list[Desired] = []
+        if not taken and not self.canaries.held():
+            return decided  # no canary here: no query (a replica that cannot hold a candidate leaves it to others)
         try:
             with session():
                 runs = table.running()
