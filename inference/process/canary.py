@@ -69,13 +69,13 @@ class CanaryFollower:
             with session():
                 runs = table.running()
                 by_key = {(r.model, r.candidate): r for r in runs}
-                for key, counts in taken.items():
-                    run = by_key.get(key)
+                for key in list(taken):
+                    counts, run = taken[key], by_key.get(key)
                     if run is not None:
                         table.tally(run.id, dict(counts))
                         by_key[key] = replace(run, tallies={t: run.tallies.get(t, 0) + counts.get(t, 0)
                                                             for t in table.TALLIES})
-                taken = {}
+                    del taken[key]  # written (or of a run no longer running): not given back
                 for run in by_key.values():
                     criteria = Criteria.from_dict(run.criteria)
                     if criteria.window_s <= 0:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,9 +21,8 @@ from sklearn.datasets import load_iris
 
 from cli import fleet as fleet_cli
 from predmesh import CanaryCriteria, Client
-from tests.integration.mesh.test_fleet_state import migrated
 from tests.support.pg import TempSchema
-from tests.support.procs import ADMIN_TOKEN, ServerProc, wait_for
+from tests.support.procs import ADMIN_TOKEN, ROOT, ServerProc, wait_for
 
 POLL_S = 0.5
 WINDOW_S = 8.0
@@ -32,6 +33,12 @@ CRITERIA = CanaryCriteria(window_s=WINDOW_S, min_feedback=30, min_requests=15, m
 FEEDBACK_ONLY = CanaryCriteria(window_s=WINDOW_S, min_feedback=30, min_requests=15, max_accuracy_drop=0.2,
                                max_error_rate=0.01)
 NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+def migrated(url: str) -> None:
+    """`predmesh migrate` once before the replicas start (as the deployment's migration job does)."""
+    subprocess.run([sys.executable, "-m", "database", "migrate", "--url", url], cwd=ROOT, check=True, timeout=120,
+                   capture_output=True)
 
 
 class Traffic:

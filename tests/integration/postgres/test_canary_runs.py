@@ -109,6 +109,7 @@ def test_a_decision_applies_once_when_replicas_decide_at_the_same_time(database,
     recorded = [d for d in applied if d is not None]
     assert len(recorded) == 1 and len(applied) == 4
     current = desired.get_desired("iris")
+    assert current is not None
     assert (current.version, current.candidate, current.candidate_share) == (version, "", 0.0)
     history = desired.history("iris")
     assert [h["action"] for h in history[:2]] == [action, "canary"]
