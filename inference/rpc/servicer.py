@@ -107,16 +107,37 @@ DEFAULT_KEYS = 200_000  # recent answers kept for retries (PREDMESH_IDEMPOTENCY_
 class CanaryScoring:
     """InferenceServicer._canary: `with` around one scoring call of one model."""
 
-    def __init__(self, canaries, model):
+    def __init__(self, canaries, model, serving=None):
         self.canaries, self.model = canaries, model
         self.active = canaries.is_candidate(model)  # the candidate of a canary: its answers are compared
+        self._serving = serving  # name -> the serving version (the fallback of a failing candidate)
+        self._counted = False
 
     def __enter__(self) -> CanaryScoring:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        if kind is not None and issubclass(kind, Exception):
+        if kind is not None and issubclass(kind, Exception) and not self._counted:
             self.canaries.failed(self.model)
+
+    def score(self, run):
+        """run(model): scored by the routed model; when a canary candidate fails on its own (the estimator
+        raised: not a deadline, not a full spool), the failure counts against it and the serving version answers
+        instead, so a broken candidate costs the client nothing. Returns (the model that answered, run's result)."""
+        try:
+            return self.model, run(self.model)
+        except Exception as exc:
+            self.canaries.failed(self.model)
+            self._counted = True
+            if not self.active or self._serving is None or isinstance(exc, errors.PredmeshError):
+                raise
+            serving = self._serving(self.model.name)
+            if serving is self.model:
+                raise
+            log.warning("model %s: canary candidate %s failed (%s: %s); version %s answers instead",
+                        self.model.name, self.model.version, type(exc).__name__, exc, serving.version)
+            self.active = False
+            return serving, run(serving)
 
     def answered(self, rows, labels) -> None:
         self.canaries.answered(self.model, rows, labels)
@@ -157,11 +178,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 _injected_delay(context)
                 names = model.names
                 with self._canary(model) as canary:
-                    _, records = score_and_record(
-                        self.recorder, self.registry.metrics, model, [vectors[i] for i in todo],
+                    _, (_, records) = canary.score(lambda m: score_and_record(
+                        self.recorder, self.registry.metrics, m, [vectors[i] for i in todo],
                         [zip(names, vectors[i]) for i in todo], [request_ids[i] for i in todo],
                         transport_of(context.invocation_metadata()), started, context.time_remaining(),
-                        [hashes[i] for i in todo])
+                        [hashes[i] for i in todo]))
                     if canary.active:
                         canary.answered([vectors[i] for i in todo], [r.label for r in records])
                 answers.update(zip(todo, records))
@@ -170,7 +191,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def _canary(self, model) -> CanaryScoring:
         """Around a scoring call: its failure counts against model's side of a canary, and the rows a candidate
         answered go to the agreement check (inference/models/canary.py); nothing when model has no canary."""
-        return CanaryScoring(self.registry.canaries, model)
+        return CanaryScoring(self.registry.canaries, model, self.registry.get)
 
     @rpc
     def Predict(self, request, context):
@@ -230,11 +251,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if todo:
                 _injected_delay(context)
                 with self._canary(model) as canary:
-                    _, records = score_and_record(
-                        self.recorder, self.registry.metrics, model, [vectors[k] for k in todo],
+                    _, (_, records) = canary.score(lambda m: score_and_record(
+                        self.recorder, self.registry.metrics, m, [vectors[k] for k in todo],
                         [zip(model.names, vectors[k]) for k in todo], [ids[k] for k in todo],
                         transport_of(context.invocation_metadata()), started, context.time_remaining(),
-                        [hashes[k] for k in todo])
+                        [hashes[k] for k in todo]))
                     if canary.active:
                         canary.answered([vectors[k] for k in todo], [r.label for r in records])
                 predictions.update(zip((kept[k] for k in todo), map(prediction_message, records)))

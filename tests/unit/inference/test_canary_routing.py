@@ -72,3 +72,20 @@ def test_dropping_the_candidate_sends_every_call_to_the_serving_version(canary):
     canaries.drop("iris")
     assert {client.predict("iris", IRIS_ROW).model_version for _ in range(10)} == {"2"}
     assert canaries.held() == {}
+
+
+def test_a_failing_candidate_is_counted_and_the_serving_version_answers(canary):
+    canaries, client = canary
+    canaries.hold("iris", "1", 1.0)
+    candidate = canaries._held["iris"][0]
+
+    def broken(matrix):
+        raise RuntimeError("estimator exploded")
+
+    candidate._proba = broken
+    answers = [client.predict("iris", IRIS_ROW, request_id=f"broken-{i}") for i in range(5)]
+    answers += client.predict_batch("iris", [(IRIS_ROW, f"broken-b{j}") for j in range(3)])
+    assert {p.model_version for p in answers} == {"2"}  # no client call failed
+    seen = tallies(canaries)
+    assert seen["candidate_calls"] == 6 and seen["candidate_errors"] == 6
+    assert "compared" not in seen  # the serving version's own answers are not compared with themselves
