@@ -76,9 +76,12 @@ def record_change(model: str, version: str, action: str, at: float, *, serving: 
         recorded = desired_table.set_desired(model, version, action, at, serving=serving, pinned=pinned,
                                              candidate=candidate, candidate_share=candidate_share, by=by,
                                              reason=reason)
-        (CanaryRun.update(status=ENDED, decided_at=to_datetime(at), decided_by=by,
-                          summary=f"ended by a {action} to {version}" + (f" ({reason})" if reason else ""))
-         .where((CanaryRun.model == model) & (CanaryRun.status == RUNNING)).execute())
+        for row in CanaryRun.select().where((CanaryRun.model == model) & (CanaryRun.status == RUNNING)):
+            ended = _run(row)  # its figures as they stood when the change ended it
+            (CanaryRun.update(status=ENDED, decided_at=to_datetime(at), decided_by=by,
+                              figures=json.dumps(figures(ended, at), sort_keys=True, default=str),
+                              summary=f"ended by a {action} to {version}" + (f" ({reason})" if reason else ""))
+             .where((CanaryRun.id == ended.id) & (CanaryRun.status == RUNNING)).execute())
         if candidate:
             CanaryRun.insert(model=model, baseline=version, candidate=candidate, share=candidate_share,
                              criteria=json.dumps(criteria or {}, sort_keys=True), started_at=to_datetime(at),

@@ -75,6 +75,7 @@ def test_a_run_starts_and_ends_with_the_desired_state_and_reads_its_figures(data
     assert canary.running() == []
     [ended] = canary.runs("iris")
     assert (ended.status, ended.summary) == ("ended", "ended by a rollout to 2 (stop)")
+    assert ended.figures["candidate"]["requests"] == 20 and ended.figures["candidate"]["accuracy"] == 0.35
     canary.tally(ended.id, {"candidate_calls": 5})
     assert canary.runs("iris")[0].tallies["candidate_calls"] == 15
     assert canary.decide(ended, "rollback", figures, "late", now + 5, "r1") is None
