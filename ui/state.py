@@ -104,6 +104,7 @@ class ModelState(param.Parameterized):
         store = self._store
         if not store.has_token:
             self.versions, self.versions_note = [], self._no_token_note()
+            self.desired = None  # read with the token: forgotten with it
             return
         if not store.model:
             return

@@ -170,6 +170,13 @@ def model_view(session: Session) -> pn.Column:
         token.param.update(value="", value_input="")
         await state.set_token("")
 
+    refresh = pn.widgets.Button(label="Refresh fleet and canaries", width=220)
+
+    async def do_refresh(_):
+        await take_token()
+        await state.load_desired()
+
+    refresh.on_click(do_refresh)
     token.param.watch(take_token, "value")
     reload_button.on_click(do_reload)
     forget.on_click(do_forget)
@@ -178,6 +185,7 @@ def model_view(session: Session) -> pn.Column:
                      pn.pane.Markdown(pn.bind(text, state.param.versions_note)),
                      pn.pane.Markdown(pn.bind(_versions_table, state.param.versions), sizing_mode="stretch_width"),
                      pn.pane.Markdown(pn.bind(_fleet_table, state.param.desired), sizing_mode="stretch_width"),
+                     refresh,
                      pn.Row(target, reload_button), notice_pane(state.param.notice),
                      sizing_mode="stretch_width")
 
