@@ -83,14 +83,14 @@ class Traffic:
             self.sent += 1
             if time.monotonic() - last_feedback > 0.25 and self.pending:
                 last_feedback = time.monotonic()
+                sent = dict(list(self.pending.items())[:1000])
                 try:
-                    done = client.submit_feedback_batch(dict(list(self.pending.items())[:1000]))
+                    done = client.submit_feedback_batch(sent)
                 except Exception as exc:
                     self.failures.append(f"feedback: {exc!r}")
                 else:
-                    kept = set(done.not_found)
-                    self.pending = {p: t for p, t in self.pending.items() if p in kept or p not in dict(
-                        list(self.pending.items())[:1000])}
+                    recorded = set(sent) - set(done.not_found)  # not stored yet: sent again next time
+                    self.pending = {p: t for p, t in self.pending.items() if p not in recorded}
             time.sleep(0.004)
 
 
