@@ -94,6 +94,12 @@ class Traffic:
             time.sleep(0.004)
 
 
+def say(capsys, text: str) -> None:
+    """A figure for the log of the run (-s), past capsys (which the in-process CLI's output goes to)."""
+    with capsys.disabled():
+        print(text)
+
+
 def canary(target: str, number: int | None = None):
     """The newest canary run (or run `number`) as GetDesiredState answers it."""
     with Client(target, admin_token=ADMIN_TOKEN, timeout=10) as client:
@@ -158,7 +164,7 @@ def test_a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_no_failed_requ
                                WINDOW_S + 30, interval=0.2, what="the bad canary decided")
                 assert bad.status == "rolled_back", bad.summary
                 took = (bad.decided_at - bad.started_at).total_seconds()
-                print(f"bad canary rolled back after {took:.1f} s: {bad.summary}")
+                say(capsys, f"bad canary rolled back after {took:.1f} s: {bad.summary}")
                 assert took <= WINDOW_S + SLACK_S
                 assert bad.summary.startswith("rolled back: accuracy 0."), bad.summary
                 c, s = bad.candidate_side, bad.serving
@@ -184,7 +190,7 @@ def test_a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_no_failed_requ
                                 WINDOW_S + 30, interval=0.2, what="the good canary decided")
                 assert good.status == "promoted", good.summary
                 took = (good.decided_at - good.started_at).total_seconds()
-                print(f"good canary promoted after {took:.1f} s: {good.summary}")
+                say(capsys, f"good canary promoted after {took:.1f} s: {good.summary}")
                 assert WINDOW_S <= took <= WINDOW_S + SLACK_S
                 c, s = good.candidate_side, good.serving
                 assert c.feedback >= 30 and c.accuracy is not None and c.accuracy > 0.85
@@ -196,7 +202,7 @@ def test_a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_no_failed_requ
                 time.sleep(0.5)
             assert traffic.failures == [], traffic.failures[:5]
             assert traffic.versions["3"] > 0 and traffic.versions["4"] > 0 and traffic.versions["2"] > 0
-            print(f"{traffic.sent} calls, none failed, answered by {dict(traffic.versions)}")
+            say(capsys, f"{traffic.sent} calls, none failed, answered by {dict(traffic.versions)}")
 
             # the history and `predmesh desired` show both decisions with their figures
             monkeypatch.setenv("PREDMESH_ADMIN_TOKEN", ADMIN_TOKEN)
