@@ -234,6 +234,11 @@ class ServerMetrics:
                                          registry=registry)
         self.drift_rows = Gauge("predmesh_drift_window_rows", "Rows scored in the drift window", mv,
                                 registry=registry, multiprocess_mode="livesum")
+        # the drift a replica exports is the highest of its processes': it is only as sure as their smallest window
+        self.drift_rows_min = Gauge("predmesh_drift_window_rows_min", "Rows in the smallest drift window among "
+                                    "this replica's processes (the one behind the drift gauges' least sure value; "
+                                    "with one process, the window's rows)", mv, registry=registry,
+                                    multiprocess_mode="livemin")
         self._drift_series: dict[tuple[str, str], set[tuple]] = {}  # (model, version) -> series set
         self.batch_rows = Histogram("predmesh_batch_rows", "Rows per predict_proba call (adaptive batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=registry)
@@ -291,6 +296,7 @@ class ServerMetrics:
                 series.add((gauge, labels))  # noqa: B023 - put() is called only within this iteration
 
             put(self.drift_rows, (model, version), summary["rows"])
+            put(self.drift_rows_min, (model, version), summary["rows"])
             for feature, value in summary["psi"].items():
                 put(self.drift_psi, (model, version, feature), value)
             for feature, value in summary["out_of_range"].items():
@@ -337,7 +343,8 @@ class ServerMetrics:
 
 
 DRIFT_FAMILIES = {"predmesh_feature_drift_psi", "predmesh_feature_out_of_range_ratio", "predmesh_class_drift",
-                  "predmesh_drift_window_rows", "predmesh_feature_missing_ratio", "predmesh_feature_category_share"}
+                  "predmesh_drift_window_rows", "predmesh_drift_window_rows_min", "predmesh_feature_missing_ratio",
+                  "predmesh_feature_category_share"}
 
 
 class GroupCollector:

@@ -208,6 +208,8 @@ class PersistenceSettings:
     analyze_share: float = 0.1  # PostgreSQL: ANALYZE predictions once rows changed since the last exceed this share
     # how often each replica reads the fleet's desired state (the version of each model every replica serves)
     desired_state_poll_seconds: float = 2.0
+    # how often each replica reads the feedback quality of every version (kept by database.aggregates) into its gauges
+    quality_refresh_seconds: float = 5.0
     spool_drain_seconds: float = 10.0  # on stop: how long to keep storing spooled records before leaving them
 
     @classmethod
@@ -228,6 +230,8 @@ class PersistenceSettings:
             analyze_share=_share("ANALYZE_SHARE", env.float("ANALYZE_SHARE", cls.analyze_share)),
             desired_state_poll_seconds=_positive("DESIRED_STATE_POLL_SECONDS", env.float(
                 "DESIRED_STATE_POLL_SECONDS", cls.desired_state_poll_seconds)),
+            quality_refresh_seconds=_finite_positive("QUALITY_REFRESH_SECONDS", env.float(
+                "QUALITY_REFRESH_SECONDS", cls.quality_refresh_seconds)),
             spool_drain_seconds=env.float("SPOOL_DRAIN_SECONDS", cls.spool_drain_seconds),
         )
 

@@ -53,11 +53,17 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 # Every Python package at the version and hash requirements.lock pins (scripts/lock.sh makes it from
-# pyproject.toml), then the project itself without resolving anything again.
+# pyproject.toml), then the project itself without resolving anything again. The installer is uv, itself taken
+# from the lock with its hashes: it installs the ~150 pinned wheels in parallel (about 30 s on a new machine
+# where pip took over 90 s).
 log "installing the locked dependencies and predmesh into .venv"
-if ! { .venv/bin/pip install -q --require-hashes --no-deps -r requirements.lock &&
-       .venv/bin/pip install -q --no-deps --no-build-isolation -e . ; } > .venv/pip-install.log 2>&1; then
-  cat .venv/pip-install.log >&2; log "pip install failed"; exit 1
+export UV_LINK_MODE=copy UV_NO_PROGRESS=1
+uv_pin() { awk '/^uv==/{p=1} p{print} p&&!/\\$/{exit}' requirements.lock; }
+if ! { { [ -x .venv/bin/uv ] || .venv/bin/pip install -q --require-hashes --no-deps -r <(uv_pin); } &&
+       .venv/bin/uv pip install -q --python .venv/bin/python --require-hashes --no-deps -r requirements.lock &&
+       .venv/bin/uv pip install -q --python .venv/bin/python --no-deps --no-build-isolation -e . ; } \
+       > .venv/pip-install.log 2>&1; then
+  cat .venv/pip-install.log >&2; log "install failed"; exit 1
 fi
 .venv/bin/python -c "import predmesh, inference" || { log "install failed"; exit 1; }
 log "ready"

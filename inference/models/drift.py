@@ -24,7 +24,8 @@ per-tick counts over a sliding window and exports per model version:
   never saw (counted as the summariser folds batches in; batches dropped when it falls behind are not counted).
 - `predmesh_class_drift{model,version}`: total variation distance between the predicted class shares and the
   training class balance (0: same, 1: disjoint).
-- `predmesh_drift_window_rows{model,version}`: rows in the window (alert only above a minimum).
+- `predmesh_drift_window_rows{model,version}`: rows in the window (with several processes their sum), and
+  `predmesh_drift_window_rows_min{model,version}`: the smallest process window (the alerts need it above a minimum).
 
 With several processes each computes over its own traffic (the kernel spreads connections evenly) and the
 supervisor exports the highest value per series (multiprocess mode "livemax").

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -82,6 +83,43 @@ class PersistenceMetrics:
         self.feedback_count.labels(q.model, q.model_version).set(q.feedback_count)
 
 
+class QualityRefresher:
+    """A daemon thread that sets this process's quality gauges from the database every interval seconds, so every
+    replica (and every process of one) exports the fleet's accuracy, whichever replica stored the feedback: the
+    counts are kept by the writers of feedback (database.aggregates.record_feedback), a refresh reads a few rows
+    per model version. An outage is logged once and skipped (the gauges keep their last value)."""
+
+    def __init__(self, servicer, interval: float):
+        self.servicer = servicer
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="quality-refresh", daemon=True)
+        self._failing = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            self.servicer.refresh_versions()
+        except Exception as exc:  # never let the thread die: the next refresh may succeed
+            if not self._failing:
+                log.warning("feedback quality gauges not refreshed (%s): keeping the last values until the "
+                            "database answers", exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("feedback quality gauges refreshed again")
+        self._failing = False
+
+
 def insert_records(records, conflicts: list[str] | None = None) -> None:
     with session():
         repo.insert_predictions(records, conflicts)
@@ -99,6 +137,7 @@ class Persistence:
     def __init__(self, settings: PersistenceSettings, registry: CollectorRegistry = REGISTRY):
         self.settings = settings
         self.metrics = PersistenceMetrics(registry)
+        self.quality: QualityRefresher | None = None
         self.database = open_database(settings.database_url)
         self.schema_ready = self._prepare_schema(at_start=True)
         self.metrics.database_up.set(1 if self.schema_ready else 0)
@@ -184,6 +223,8 @@ class Persistence:
         server.registry.fleet = FleetState(server.registry, self.settings.desired_state_poll_seconds,
                                            f"{socket.gethostname()}/{server.settings.grpc_addr}")
         servicer.refresh_quality()
+        self.quality = QualityRefresher(servicer, self.settings.quality_refresh_seconds)
+        self.quality.start()
 
     def record_activation(self, manifest: Manifest) -> None:
         """Store that a version started serving; a database outage only costs a warning."""
@@ -196,4 +237,6 @@ class Persistence:
                         exc)
 
     def close(self) -> None:
+        if self.quality is not None:
+            self.quality.stop()
         self.recorder.close()

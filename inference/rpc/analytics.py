@@ -385,13 +385,22 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         """Set the quality gauges of every model version from stored feedback, and the batch-run gauges from the
         latest runs (at start; outage tolerated)."""
         try:
-            with Db(None, "the quality gauges' refresh at start", self.max_query_s):
-                for q in repo.version_quality():
-                    self.metrics.quality(q)
+            self.refresh_versions()
+            with Db(None, "the batch-run gauges' refresh at start", self.max_query_s):
                 for run in repo.list_batch_runs(page_size=MAX_PAGE)[0]:
                     self.metrics.batch_run_seen(run)
         except errors.PredmeshError as exc:
             log.warning("feedback quality gauges not loaded at start: %s", exc)
+
+    def refresh_versions(self) -> int:
+        """Set the quality gauges of every model version from the confusion counts the database keeps as feedback
+        is stored (database.aggregates: a few rows per version and day, whichever replica stored the feedback);
+        returns the versions set. Raises a PredmeshError when the database cannot answer."""
+        with Db(None, "the quality gauges' refresh", self.max_query_s):
+            found = repo.version_quality()
+        for q in found:
+            self.metrics.quality(q)
+        return len(found)
 
 
 def _iso(epoch_s: float | None) -> str:

@@ -330,3 +330,88 @@ def test_images_come_only_from_the_kustomize_images_step_and_pin_by_digest_when_
     images = {c["image"] for spec in pod_specs(rendered_pinned).values()
               for c in spec.get("initContainers", []) + spec["containers"]}
     assert images == {f"{entry['newName']}@{digest}"}
+
+
+# --- deploy/podman: the same manifests on one host with `podman kube play` ------------------------------------
+# (played for real by tests/integration/deploy/test_image.py on demand; here: what podman 4.3 would skip or miss)
+
+PODMAN = ROOT / "deploy" / "podman"
+PODMAN_RUNS = {"Deployment", "Pod", "PersistentVolumeClaim", "ConfigMap"}  # podman 4.3's kube play kinds
+PODMAN_SKIPS = {"Namespace", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "CronJob"}
+
+
+def portable(container: dict) -> dict:
+    """A container without what an overlay changes by design: the image and the ConfigMap's hash suffix."""
+    refs = [{**ref, "configMapRef": {"name": ref["configMapRef"]["name"].rsplit("-", 1)[0]}}
+            if "configMapRef" in ref else ref for ref in container.get("envFrom", [])]
+    return {**container, "image": None, **({"envFrom": refs} if refs else {})}
+
+
+@pytest.fixture(scope="module")
+def podman_rendered(tmp_path_factory) -> tuple[Path, list[dict]]:
+    result = kustomize(PODMAN)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path_factory.mktemp("podman") / "rendered.yaml"
+    path.write_text(result.stdout)
+    return path, [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_the_podman_overlay_passes_kubernetes_validate_strict(podman_rendered):
+    path, docs = podman_rendered
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(" passed for resource ") == len(docs)
+
+
+def test_the_podman_overlay_runs_inference_and_envoy_as_deployments_on_the_host_network(podman_rendered, rendered):
+    docs = podman_rendered[1]
+    # nothing that would run on a cluster is silently skipped by podman: the pods are Deployments, every other kind
+    # is one podman plays (the Secret: deploy/podman/play.sh makes it a podman secret) or one that is cluster-only
+    kinds = {d["kind"] for d in docs}
+    assert kinds <= PODMAN_RUNS | PODMAN_SKIPS | {"Secret"}, kinds
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Deployment") == ["envoy", "inference"]
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    for name in ("envoy", "inference"):
+        deployment = find(docs, "Deployment", name)
+        assert deployment["spec"]["replicas"] == 1, name  # host network: one port per host
+        spec = deployment["spec"]["template"]["spec"]
+        assert spec["hostNetwork"] is True, name
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            assert container["image"] == "localhost/predmesh:local", f"{name}/{container['name']}"  # build-image.sh
+            # podman would publish a containerPort (refused on the host network) and make a liveness probe other
+            # than gRPC a curl healthcheck inside the image (which has no curl)
+            assert "ports" not in container, f"{name}/{container['name']}"
+            assert "grpc" in container.get("livenessProbe", {"grpc": None}), f"{name}/{container['name']}"
+            for key, value in env_of(container).items():
+                if key.endswith("_ADDR") and value and key not in ("PREDMESH_LUIGID_ADDR",):
+                    assert value.startswith("127.0.0.1:"), f"{name}/{container['name']}: {key}={value}"
+        # every claim a pod mounts is declared (podman makes named volumes of the declared ones only)
+        assert {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
+                if "persistentVolumeClaim" in v} <= claims, name
+    # the server's container is the cluster's one but for its addresses (and no `ports:`)
+    base = find(rendered[1], "StatefulSet", "inference")["spec"]["template"]["spec"]["containers"][0]
+    here = find(docs, "Deployment", "inference")["spec"]["template"]["spec"]["containers"][0]
+    assert {k: v for k, v in portable(here).items() if k != "env"} == \
+        {k: v for k, v in portable(base).items() if k not in ("env", "ports")}
+    assert {k: v for k, v in env_of(here).items() if not k.endswith("_ADDR")} == \
+        {k: v for k, v in env_of(base).items() if not k.endswith("_ADDR")}
+    assert env_of(find(docs, "Deployment", "envoy")["spec"]["template"]["spec"]["initContainers"][0])[
+        "PREDMESH_GATEWAY_UPSTREAMS"] == env_of(here)["PREDMESH_GRPC_ADDR"]
+
+
+def test_the_podman_overlay_runs_the_jobs_as_init_containers_with_their_own_commands(podman_rendered, rendered):
+    """podman has no Job: migrate then train run before the server, as init containers holding the Jobs' containers
+    (only the model store's volume has another name: the writable mount of the same claim)."""
+    spec = find(podman_rendered[1], "Deployment", "inference")["spec"]["template"]["spec"]
+    inits = {c["name"]: c for c in spec["initContainers"]}
+    assert list(inits) == ["migrate", "train"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for job in ("predmesh-migrate", "predmesh-train"):
+        [container] = pod_specs(rendered[1])[job]["containers"]
+        init = portable(inits[container["name"]])
+        if "volumeMounts" in init:
+            init["volumeMounts"] = [{**m, "name": "models"} if m["name"] == "models-publisher" else m
+                                    for m in init["volumeMounts"]]
+        assert init == portable(container), job
+    assert volumes["models-publisher"]["persistentVolumeClaim"] == {"claimName": "predmesh-models"}  # writable
+    assert volumes["models"]["persistentVolumeClaim"]["readOnly"] is True  # the server's mount stays read-only

@@ -116,6 +116,9 @@ def test_several_processes_export_group_process_metrics_and_one_model_info(model
                           if s.name == "predmesh_drift_window_rows"} == {"1"}, 20, interval=0.5,
                  what="drift series of version 1 only")
         text = scrape(proc)
+        # the drift alerts' guard: the smallest window among the processes, never more than their sum
+        rows = {s.name: s.value for s in samples(text) if s.name.startswith("predmesh_drift_window_rows")}
+        assert 0 < rows["predmesh_drift_window_rows_min"] <= rows["predmesh_drift_window_rows"], rows
         proc.terminate(timeout=30)
     promtool_check(text)
     series = samples(text)

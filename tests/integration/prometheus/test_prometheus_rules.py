@@ -55,3 +55,35 @@ def test_the_rule_tests_fail_when_a_threshold_is_broken(tmp_path):
     shutil.copy(TESTS, tmp_path / "tests" / "alerts_test.yml")
     result = promtool("test", "rules", tmp_path / "tests" / "alerts_test.yml")
     assert result.returncode != 0 and "PredmeshFeatureDrift" in result.stdout + result.stderr
+
+
+def test_the_rule_tests_fail_when_siblings_rows_vouch_for_a_replica(tmp_path):
+    """The drift guard joined on (model, version) across instances: a restarted replica with 12 rows went pending
+    on its siblings' rows. The promtool case of three replicas fails with that join."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "tests").mkdir()
+    shutil.copy(RULES[0], tmp_path / "rules" / "recording.yml")
+    alerts = (PROM / "rules" / "alerts.yml").read_text()
+    assert "and ignoring (feature) predmesh_drift_window_rows_min >= 200" in alerts
+    (tmp_path / "rules" / "alerts.yml").write_text(alerts.replace(
+        "and ignoring (feature) predmesh_drift_window_rows_min",
+        "and on (model, version) predmesh_drift_window_rows_min"))
+    shutil.copy(TESTS, tmp_path / "tests" / "alerts_test.yml")
+    result = promtool("test", "rules", tmp_path / "tests" / "alerts_test.yml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and 'instance="b:9101"' in out, out
+
+
+def test_the_rule_tests_fail_when_a_replicas_processes_sum_vouches_for_one(tmp_path):
+    """Inside a replica the drift is the highest of its processes': guarded by their summed rows, a worker replaced
+    a minute ago (12 rows, PSI 2.1) beside a busy one goes pending. The promtool case fails with that guard."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "tests").mkdir()
+    shutil.copy(RULES[0], tmp_path / "rules" / "recording.yml")
+    alerts = (PROM / "rules" / "alerts.yml").read_text()
+    (tmp_path / "rules" / "alerts.yml").write_text(alerts.replace("predmesh_drift_window_rows_min >= 200",
+                                                                  "predmesh_drift_window_rows >= 200"))
+    shutil.copy(TESTS, tmp_path / "tests" / "alerts_test.yml")
+    result = promtool("test", "rules", tmp_path / "tests" / "alerts_test.yml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and 'instance="d:9101"' in out, out

@@ -94,6 +94,8 @@ def test_the_window_forgets_old_traffic_and_the_gauges_follow_the_serving_versio
     assert (value("predmesh_feature_drift_psi", {"model": "iris", "version": "1", "feature": "sepal_length"}) or 0.0) \
         > PSI_ALERT
     assert value("predmesh_drift_window_rows", {"model": "iris", "version": "1"}) == len(x)
+    # one process: its window is the smallest one too (the alerts' guard)
+    assert value("predmesh_drift_window_rows_min", {"model": "iris", "version": "1"}) == len(x)
     assert value("predmesh_class_drift", {"model": "iris", "version": "1"}) == pytest.approx(0, abs=1e-9)
     metrics.drift({("iris", "2"): None})  # version 1 no longer serves: its series go
     assert value("predmesh_feature_drift_psi", {"model": "iris", "version": "1", "feature": "sepal_length"}) \

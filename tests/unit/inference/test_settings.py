@@ -51,6 +51,15 @@ def test_persistence_and_database_settings_share_the_url():
     assert PersistenceSettings.from_env({"PREDMESH_PERSISTENCE": "ASYNC"}).mode == "async"
 
 
+def test_quality_refresh_interval():
+    """Every replica reads the fleet's feedback quality into its gauges this often: a few seconds by default."""
+    assert PersistenceSettings.from_env({}).quality_refresh_seconds == 5.0
+    assert PersistenceSettings.from_env({"PREDMESH_QUALITY_REFRESH_SECONDS": "0.5"}).quality_refresh_seconds == 0.5
+    for bad in ("0", "-1", "inf", "nan"):
+        with pytest.raises(ConfigError, match="PREDMESH_QUALITY_REFRESH_SECONDS"):
+            PersistenceSettings.from_env({"PREDMESH_QUALITY_REFRESH_SECONDS": bad})
+
+
 def test_gateway_cors_docs_and_log_levels():
     s = GatewaySettings.from_env({"PREDMESH_GATEWAY_CORS_ORIGINS": "https://app.example, http://localhost:3000/"})
     assert s.cors_origins == ("https://app.example", "http://localhost:3000")
