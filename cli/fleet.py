@@ -14,7 +14,7 @@ import sys
 from predmesh.env import DEFAULT_GRPC_ADDR, Env, env_epilog
 
 USAGE = {
-    "rollout": "make a stored version the one every replica serves",
+    "rollout": "make a stored version the one every replica serves (or start a canary beside it)",
     "pin": "pin every replica to a stored version (held on purpose)",
     "rollback": "every replica back to the version that served before (from the recorded history)",
     "desired": "show a model's desired version and what the answering replica serves",
@@ -32,12 +32,70 @@ def parser(action: str, prog: str) -> argparse.ArgumentParser:
         p.add_argument("--reason", default="", help="why (recorded with the change)")
         p.add_argument("--by", default="", help="who (recorded with the change; default: the replica's name)")
     if action == "rollout":
-        p.add_argument("--candidate", default="", help="record a candidate version (traffic split not applied)")
+        p.add_argument("--canary", "--candidate", dest="candidate", default="", metavar="VERSION",
+                       help="a canary: VERSION takes --share of the calls beside the served version")
         p.add_argument("--share", type=float, default=0.0, help="the candidate's traffic share, 0 to 1")
+        p.add_argument("--window", type=_seconds, default=None, metavar="SECONDS",
+                       help="decide automatically: roll back as soon as a check fails, promote after SECONDS "
+                       "(e.g. 300 or 5m) when every check passed (without it: decided by hand)")
+        p.add_argument("--min-feedback", type=int, default=20, help="feedback rows each side needs (default 20)")
+        p.add_argument("--min-requests", type=int, default=20,
+                       help="candidate calls the error, latency and agreement checks need (default 20)")
+        p.add_argument("--max-accuracy-drop", type=float, default=None,
+                       help="serving accuracy minus candidate accuracy allowed, 0 to 1")
+        p.add_argument("--max-error-rate", type=float, default=None, help="candidate failed-call share allowed")
+        p.add_argument("--max-p99-ratio", type=float, default=None,
+                       help="candidate p99 latency / serving p99 latency allowed")
+        p.add_argument("--min-agreement", type=float, default=None,
+                       help="share of candidate rows the serving version must label the same, 0 to 1")
     p.add_argument("--server", default="", help="a replica's gRPC address (default: PREDMESH_SERVER_ADDR, else "
                    "PREDMESH_GRPC_ADDR)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
     return p
+
+
+def _seconds(text: str) -> float:
+    """Seconds as a number, or with a unit: 90, 90s, 5m, 1h."""
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:].lower(), 0)
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 300, 90s, 5m)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def _criteria(args):
+    from predmesh import CanaryCriteria
+
+    if args.window is None:
+        return None
+    return CanaryCriteria(args.window, args.min_feedback, args.min_requests, args.max_accuracy_drop,
+                          args.max_error_rate, args.max_p99_ratio, args.min_agreement)
+
+
+def _accuracy(side) -> str:
+    return "-" if side.accuracy is None else f"{side.accuracy:.3f}"
+
+
+def describe(state) -> list[str]:
+    """`predmesh desired`: the desired state, then each recorded canary with its figures."""
+    wanted = (f"version {state.version}{' (pinned)' if state.pinned else ''}, set by {state.updated_by}"
+              + (f": {state.reason}" if state.reason else "") if state.version
+              else "none recorded (each replica serves its newest stored version)")
+    lines = [f"{state.model}: desired {wanted}"]
+    for run in state.canaries:
+        c, s = run.candidate_side, run.serving
+        lines.append(f"  canary #{run.id} {run.candidate} vs {run.baseline} (share {run.share:g}): {run.status}"
+                     f" after {run.elapsed_s:.0f} s" + (f" by {run.decided_by}" if run.decided_by else ""))
+        lines.append(f"    candidate: {c.requests} rows, {c.errors}/{c.calls} failed, accuracy {_accuracy(c)} over "
+                     f"{c.feedback} feedback, p99 {c.p99_ms:.1f} ms; serving: {s.requests} rows, accuracy "
+                     f"{_accuracy(s)} over {s.feedback} feedback, p99 {s.p99_ms:.1f} ms; agreement {run.agreed}/"
+                     f"{run.compared}")
+        if run.summary:
+            lines.append(f"    {run.summary}")
+    return lines
 
 
 def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
@@ -61,7 +119,8 @@ def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
         with Client(target, admin_token=token, timeout=args.timeout) as client:
             if action == "rollout":
                 state = client.rollout_model(args.model, args.version, reason=args.reason, changed_by=args.by,
-                                             candidate=args.candidate, candidate_share=args.share)
+                                             candidate=args.candidate, candidate_share=args.share,
+                                             canary=_criteria(args))
             elif action == "pin":
                 state = client.pin_model(args.model, args.version, reason=args.reason, changed_by=args.by)
             elif action == "rollback":
@@ -72,11 +131,15 @@ def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
         print(f"{prog} {action}: {exc}", file=sys.stderr)
         return 1
     if action == "desired":
-        wanted = (f"version {state.version}{' (pinned)' if state.pinned else ''}, set by {state.updated_by}"
-                  + (f": {state.reason}" if state.reason else "") if state.version
-                  else "none recorded (each replica serves its newest stored version)")
-        print(f"{state.model}: desired {wanted}; {target} serves {state.serving_version or 'nothing'}")
+        first, *rest = describe(state)
+        print(f"{first}; {target} serves {state.serving_version or 'nothing'}")
+        for line in rest:
+            print(line)
         return 0
+    if state.candidate:
+        print(f"{state.model}: canary {state.candidate} takes {state.candidate_share:g} of the calls beside version "
+              f"{state.version}" + ("" if args.window is None else f"; decided automatically within "
+                                    f"{args.window:g} s"))
     print(f"{state.model}: every replica now moves to version {state.version}"
           f"{' (pinned)' if state.pinned else ''} (was {state.previous_version or 'none'}); {target} serves "
           f"{state.serving_version}")

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from database.connect import is_postgres
 from database.models import DesiredState, DesiredStateChange, db, to_datetime, to_epoch
 
-ACTIONS = ("rollout", "pin", "rollback")
+# promote / canary-rollback: a canary's automatic decision (database/canary.py); canary: a rollout that starts one
+ACTIONS = ("rollout", "pin", "rollback", "canary", "promote", "canary-rollback")
 
 
 @dataclass(frozen=True)

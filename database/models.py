@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from peewee import (
     AutoField,
+    BigIntegerField,
     BooleanField,
     CharField,
     DatabaseProxy,
@@ -169,4 +170,33 @@ class DesiredStateChange(BaseModel):
         indexes = ((("model", "id"), False),)
 
 
-TABLES = (ModelVersion, Prediction, Feedback, BatchRun, DesiredState, DesiredStateChange)
+class CanaryRun(BaseModel):
+    """One canary of a model (database/canary.py): a candidate taking a share of traffic beside the baseline, the
+    operator's criteria (JSON text), the replicas' tallies and the decision with its figures (JSON text)."""
+
+    id = AutoField()
+    model = TextField()
+    baseline = TextField()
+    candidate = TextField()
+    share = DoubleField(default=0.0)
+    criteria = TextField(default="{}")
+    started_at = DateTimeField()
+    started_by = TextField(default="")
+    status = TextField(default="running")  # running, promoted, rolled_back, ended
+    decided_at = DateTimeField(null=True)
+    decided_by = TextField(default="")
+    figures = TextField(default="{}")
+    summary = TextField(default="")
+    compared = BigIntegerField(default=0)
+    agreed = BigIntegerField(default=0)
+    serving_calls = BigIntegerField(default=0)
+    serving_errors = BigIntegerField(default=0)
+    candidate_calls = BigIntegerField(default=0)
+    candidate_errors = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "canary_runs"
+        indexes = ((("model", "id"), False), (("status",), False))
+
+
+TABLES = (ModelVersion, Prediction, Feedback, BatchRun, DesiredState, DesiredStateChange, CanaryRun)

@@ -202,6 +202,15 @@ class ServerMetrics:
         self.desired_reads = Counter("predmesh_desired_state_reads_total", "Reads of the fleet's desired state by "
                                      "result (failure: the database did not answer)", ["result"],
                                      registry=registry)
+        # Canary rollouts (inference/models/canary.py): the candidate each replica holds and its share of the calls,
+        # and the automatic decisions this replica applied.
+        self.canary_share = Gauge("predmesh_canary_share", "Share of the model's calls this replica routes to the "
+                                  "canary candidate version (no series: no canary)", ["model", "version"],
+                                  registry=registry, multiprocess_mode="livemax")
+        self._canary: dict[str, str] = {}  # model -> candidate version exported
+        self.canary_decisions = Counter("predmesh_canary_decisions_total", "Canary decisions this replica took "
+                                        "and recorded for the fleet (promote, rollback)", ["model", "decision"],
+                                        registry=registry)
         # Drift of the serving versions' live traffic against their training distribution (inference/models/drift.py).
         mv, mvf = ["model", "version"], ["model", "version", "feature"]
         self.drift_psi = Gauge("predmesh_feature_drift_psi", "Population stability index of the feature over the "
@@ -312,6 +321,15 @@ class ServerMetrics:
             forget(self.model_info, (model, *previous))
         self.model_info.labels(model, version, sha256).set(1)
         self._info[model] = (version, sha256)
+
+    def canary(self, model: str, version: str, share: float) -> None:
+        """canary_share shows the candidate this replica holds for each model (version "": none, no series)."""
+        previous = self._canary.pop(model, None)
+        if previous is not None and previous != version:
+            forget(self.canary_share, (model, previous))
+        if version:
+            self.canary_share.labels(model, version).set(share)
+            self._canary[model] = version
 
     def desired(self, model: str, version: str) -> None:
         """desired_info shows exactly the desired version of each model: the previous series goes."""

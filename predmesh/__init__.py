@@ -16,7 +16,7 @@ _ERRORS = ("PredmeshError", "InvalidArgument", "BadArgument", "NotFound", "Alrea
 _TYPES = ("Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page",
           "Stats", "StatsBucket", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch",
           "BatchRun", "RecordedRun", "ScoredMatrix", "CallLimits",
-          "DesiredState")
+          "DesiredState", "CanaryCriteria", "CanaryRun", "CanarySide")
 _WHERE = {
     "Client": "predmesh.client", "TlsConfig": "predmesh.channel",
     "AsyncClient": "predmesh.aio",
@@ -34,7 +34,7 @@ __all__ = [
     # typed results
     "Prediction", "ModelInfo", "FeatureSpec", "ClassProfile", "StoredPrediction", "StreamResult", "Page", "Stats",
     "StatsBucket", "LatencySummary", "VersionQuality", "ReloadResult", "Feedback", "FeedbackBatch", "BatchRun",
-    "RecordedRun", "ScoredMatrix", "CallLimits", "DesiredState",
+    "RecordedRun", "ScoredMatrix", "CallLimits", "DesiredState", "CanaryCriteria", "CanaryRun", "CanarySide",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
@@ -58,6 +58,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from predmesh.types import (
         BatchRun,
         CallLimits,
+        CanaryCriteria,
+        CanaryRun,
+        CanarySide,
         ClassProfile,
         DesiredState,
         FeatureSpec,

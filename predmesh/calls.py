@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 from predmesh.errors import BadArgument, from_status
 from predmesh.types import (
     BatchRun,
+    CanaryCriteria,
     DesiredState,
     Feedback,
     FeedbackBatch,
@@ -208,11 +209,14 @@ def list_model_versions(model: str, *, timeout: float | None = None) -> Call[lis
 
 
 def rollout_model(model: str, version: str, *, reason: str = "", changed_by: str = "", candidate: str = "",
-                  candidate_share: float = 0.0, timeout: float | None = None) -> Call[DesiredState]:
+                  candidate_share: float = 0.0, canary: CanaryCriteria | None = None,
+                  timeout: float | None = None) -> Call[DesiredState]:
     """Make a stored version the one every replica serves: verified on the replica that answers, recorded in the
-    shared database, applied by the others within their poll interval (candidate/share: recorded only)."""
+    shared database, applied by the others within their poll interval. With a candidate: a canary, candidate_share
+    of the calls going to it; with canary criteria it is promoted or rolled back automatically."""
     request = admin_pb2.RolloutModelRequest(model=model, version=version, reason=reason, changed_by=changed_by,
-                                            candidate=candidate, candidate_share=candidate_share)
+                                            candidate=candidate, candidate_share=candidate_share,
+                                            canary=canary.to_proto() if canary is not None else None)
     return Call("admin", "RolloutModel", request, DesiredState.from_proto, timeout)
 
 

@@ -245,6 +245,86 @@ class ReloadResult:
 
 
 @dataclass(frozen=True)
+class CanaryCriteria:
+    """A canary's window and checks (see docs/models.md, "Canary rollouts"); None: that check is off.
+    window_s 0: no automatic decision."""
+
+    window_s: float
+    min_feedback: int = 20
+    min_requests: int = 20
+    max_accuracy_drop: float | None = None
+    max_error_rate: float | None = None
+    max_p99_ratio: float | None = None
+    min_agreement: float | None = None
+
+    _CHECKS = ("max_accuracy_drop", "max_error_rate", "max_p99_ratio", "min_agreement")
+
+    def to_proto(self) -> model_pb2.CanaryCriteria:
+        out = model_pb2.CanaryCriteria(window_seconds=self.window_s, min_feedback=self.min_feedback,
+                                       min_requests=self.min_requests)
+        for name in self._CHECKS:
+            if getattr(self, name) is not None:
+                setattr(out, name, getattr(self, name))
+        return out
+
+    @classmethod
+    def from_proto(cls, m: Any) -> CanaryCriteria:
+        return cls(m.window_seconds, m.min_feedback, m.min_requests,
+                   *(getattr(m, name) if m.HasField(name) else None for name in cls._CHECKS))
+
+
+@dataclass(frozen=True)
+class CanarySide:
+    """One side of a canary: answered rows, calls and errors, feedback and accuracy (None: no feedback), latency."""
+
+    version: str
+    requests: int
+    calls: int
+    errors: int
+    error_rate: float
+    feedback: int
+    accuracy: float | None
+    p50_ms: float
+    p99_ms: float
+
+    @classmethod
+    def from_proto(cls, m: Any) -> CanarySide:
+        return cls(m.version, m.requests, m.calls, m.errors, m.error_rate, m.feedback,
+                   m.accuracy if m.HasField("accuracy") else None, m.p50_ms, m.p99_ms)
+
+
+@dataclass(frozen=True)
+class CanaryRun:
+    """A canary of a model: status running, promoted, rolled_back or ended; its figures now (running) or at its
+    decision, and the decision's summary."""
+
+    id: int
+    baseline: str
+    candidate: str
+    share: float
+    criteria: CanaryCriteria
+    status: str
+    started_at: datetime | None
+    started_by: str
+    decided_at: datetime | None
+    decided_by: str
+    summary: str
+    serving: CanarySide
+    candidate_side: CanarySide
+    compared: int
+    agreed: int
+    elapsed_s: float
+    raw: Any = _raw()
+
+    @classmethod
+    def from_proto(cls, m: Any) -> CanaryRun:
+        return cls(m.id, m.baseline, m.candidate, m.share, CanaryCriteria.from_proto(m.criteria), m.status,
+                   to_datetime(m.started_at), m.started_by, to_datetime(m.decided_at), m.decided_by, m.summary,
+                   CanarySide.from_proto(m.serving), CanarySide.from_proto(m.candidate_side), m.compared, m.agreed,
+                   m.elapsed_seconds, m)
+
+
+@dataclass(frozen=True)
 class DesiredState:
     """The version of a model every replica of the fleet serves (rollout, pin, rollback), and what the replica that
     answered serves. version "": none recorded (each replica serves its newest stored version)."""
@@ -254,12 +334,13 @@ class DesiredState:
     pinned: bool
     serving_version: str
     previous_version: str = ""      # the version a change replaced (changes only)
-    candidate: str = ""             # a recorded rollout candidate (traffic splitting is not applied yet)
+    candidate: str = ""             # a canary candidate taking candidate_share of the calls ("": none)
     candidate_share: float = 0.0
     updated_at: datetime | None = None
     updated_by: str = ""
     reason: str = ""
     raw: Any = _raw()
+    canaries: tuple[CanaryRun, ...] = ()  # the newest canaries, newest first (get_desired_state only)
 
     @classmethod
     def from_proto(cls, m: Any) -> DesiredState:
@@ -267,7 +348,7 @@ class DesiredState:
         d = m.desired
         return cls(d.model, d.version, d.pinned, m.serving_version, getattr(m, "previous_version", ""),
                    d.candidate, d.candidate_share, to_datetime(d.updated_at) if d.version else None, d.updated_by,
-                   d.reason, m)
+                   d.reason, m, tuple(CanaryRun.from_proto(c) for c in getattr(m, "canaries", ())))
 
 
 @dataclass(frozen=True)

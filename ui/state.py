@@ -76,6 +76,9 @@ class ModelState(param.Parameterized):
 
     versions = param.List([], doc="every stored version of the selected model (needs a token)")
     versions_note = param.String("")
+    # the fleet's desired state with its canaries (GetDesiredState: running one's figures now, decisions with
+    # theirs); None: not read (no token, or the server has no database)
+    desired = param.Parameter(None)
     notice = param.ClassSelector(class_=Notice, default=Notice())
     busy = param.Boolean(False)
 
@@ -101,6 +104,7 @@ class ModelState(param.Parameterized):
         store = self._store
         if not store.has_token:
             self.versions, self.versions_note = [], self._no_token_note()
+            self.desired = None  # read with the token: forgotten with it
             return
         if not store.model:
             return
@@ -117,6 +121,18 @@ class ModelState(param.Parameterized):
             return
         self.versions = list(versions)
         self.versions_note = f"{len(versions)} stored versions of {store.model}, newest first."
+        await self.load_desired()
+
+    async def load_desired(self) -> None:
+        """The fleet's desired state and canaries of the selected model (None when the server has none)."""
+        store = self._store
+        if not store.has_token or not store.model:
+            self.desired = None
+            return
+        try:
+            self.desired = await store.admin("get_desired_state", store.model)
+        except (Offline, errors.PredmeshError):
+            self.desired = None  # no database (FAILED_PRECONDITION), unreachable: the view says nothing of a fleet
 
     async def reload(self, version: str = "") -> None:
         """Roll the selected model to `version` (newest when "") through the admin API with the typed token."""

@@ -117,6 +117,31 @@ def _versions_table(versions) -> str:
     return "\n".join(lines)
 
 
+def _fleet_table(desired) -> str:
+    """The fleet's desired version and its canaries (newest first) with the figures of each decision."""
+    if desired is None or not desired.version:
+        return ""
+    lines = [f"**Fleet**: every replica serves version {text(desired.version)}"
+             f"{' (pinned)' if desired.pinned else ''}, set by {text(desired.updated_by)}"
+             + (f" ({text(desired.reason)})" if desired.reason else "")
+             + (f"; canary {text(desired.candidate)} takes {desired.candidate_share:.0%} of the calls"
+                if desired.candidate else "")]
+    if desired.canaries:
+        lines += ["", ("| canary | status | share | elapsed | candidate accuracy | serving accuracy | errors | "
+                  "p99 ms (cand. / serv.) | agreement | decision |"), "|---|---|---|---|---|---|---|---|---|---|"]
+
+        def acc(side) -> str:
+            return "–" if side.accuracy is None else f"{side.accuracy:.3f} ({side.feedback})"
+
+        for run in desired.canaries:
+            c, s = run.candidate_side, run.serving
+            agreement = f"{run.agreed / run.compared:.3f} ({run.compared})" if run.compared else "–"
+            lines.append(f"| {text(run.candidate)} vs {text(run.baseline)} | {text(run.status)} | {run.share:.0%} | "
+                         f"{run.elapsed_s:.0f} s | {acc(c)} | {acc(s)} | {c.errors}/{c.calls} | "
+                         f"{c.p99_ms:.1f} / {s.p99_ms:.1f} | {agreement} | {text(run.summary)} |")
+    return "\n".join(lines)
+
+
 def _reload_options(versions) -> dict[str, str]:
     return {"newest version": "", **{v.version: v.version for v in versions}}
 
@@ -145,6 +170,13 @@ def model_view(session: Session) -> pn.Column:
         token.param.update(value="", value_input="")
         await state.set_token("")
 
+    refresh = pn.widgets.Button(label="Refresh fleet and canaries", width=220)
+
+    async def do_refresh(_):
+        await take_token()
+        await state.load_desired()
+
+    refresh.on_click(do_refresh)
     token.param.watch(take_token, "value")
     reload_button.on_click(do_reload)
     forget.on_click(do_forget)
@@ -152,6 +184,8 @@ def model_view(session: Session) -> pn.Column:
                      pn.pane.Markdown("---", sizing_mode="stretch_width"), pn.Row(token, forget),
                      pn.pane.Markdown(pn.bind(text, state.param.versions_note)),
                      pn.pane.Markdown(pn.bind(_versions_table, state.param.versions), sizing_mode="stretch_width"),
+                     pn.pane.Markdown(pn.bind(_fleet_table, state.param.desired), sizing_mode="stretch_width"),
+                     refresh,
                      pn.Row(target, reload_button), notice_pane(state.param.notice),
                      sizing_mode="stretch_width")
 

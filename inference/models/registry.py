@@ -13,6 +13,7 @@ from inference.bounds import check_name, shown
 from inference.errors import InvalidArgument, InvalidFeatures, ModelNotFound, ModelNotReady, PredmeshError, ReloadFailed
 from inference.metrics import ServerMetrics
 from inference.models import kernels
+from inference.models.canary import Canaries
 from inference.models.drift import DriftTracker
 from inference.models.loader import load_estimator, read_manifest, version_dir
 from inference.models.runtime import LoadedModel
@@ -46,6 +47,9 @@ class ModelRegistry:
         # The fleet's desired state (inference/process/fleet.py FleetState) when the server has a database: read
         # before the start-up load, polled after; None: each model serves its newest stored version.
         self.fleet: Any = None
+        # Canary candidates held beside the serving versions and the share of calls routed to them
+        # (inference/models/canary.py; set by the fleet's desired state).
+        self.canaries = Canaries(self)
 
     def get(self, name: str) -> LoadedModel:
         """The serving version of a model; NOT_FOUND if no such model, UNAVAILABLE if none is loaded."""
@@ -56,6 +60,23 @@ class ModelRegistry:
             check_name("model", name)  # empty, oversized, "../x": INVALID_ARGUMENT rather than NOT_FOUND
             raise ModelNotFound(f"model {shown(name)} not found")
         return model
+
+    def route(self, name: str, key: str = "") -> LoadedModel:
+        """The version a call scores on: a canary candidate for its share of the calls (by the call's request_id
+        when it has one), else the serving version (get())."""
+        return self.canaries.route(self.get(name), key)
+
+    def load_candidate(self, name: str, version: str) -> LoadedModel:
+        """A canary candidate loaded and verified like a reload (same schema and classes as the serving version,
+        smoke-tested), but not swapped in; ReloadFailed / NotFound when it cannot serve."""
+        with self._reload_lock:
+            try:
+                check_name("model", name)
+                return self._candidate(name, version)
+            except (ModelNotFound, InvalidArgument, ReloadFailed):
+                raise
+            except Exception as exc:
+                raise ReloadFailed(f"loading candidate {shown(version)} failed: {type(exc).__name__}: {exc}") from None
 
     def serving(self) -> list[LoadedModel]:
         return [self._serving[n] for n in sorted(self._serving)]

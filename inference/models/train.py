@@ -22,13 +22,17 @@ from inference.models.tabular import ESTIMATORS
 log = logging.getLogger(__name__)
 
 
-def train(store: ModelStore, model: str = "iris", estimator: str = "lr", seed: int = 0) -> Manifest:
-    """Fit, evaluate on a holdout split, and write a new version with its manifest; returns the manifest."""
+def train(store: ModelStore, model: str = "iris", estimator: str = "lr", seed: int = 0,
+          shuffle_labels: bool = False) -> Manifest:
+    """Fit, evaluate on a holdout split, and write a new version with its manifest; returns the manifest.
+    shuffle_labels: fit on the training labels shuffled (a deliberately bad version, for canary drills)."""
     iris = load_iris()
     names = [n.removesuffix(" (cm)").replace(" ", "_") for n in iris.feature_names]
     classes = [str(c) for c in iris.target_names]
     x_train, x_test, y_train, y_test = train_test_split(
         iris.data, iris.target, test_size=0.3, random_state=seed, stratify=iris.target)
+    if shuffle_labels:
+        y_train = np.random.default_rng(seed).permutation(y_train)
     clf = ESTIMATORS[estimator].make(seed).fit(x_train, y_train)
     metrics = {"train_accuracy": float(accuracy_score(y_train, clf.predict(x_train))),
                **holdout_metrics("holdout", y_test, clf.predict(x_test), clf.predict_proba(x_test), clf.classes_)}

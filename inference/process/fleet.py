@@ -14,13 +14,16 @@ import socket
 import threading
 import time
 
+from database import canary as canary_table
 from database import desired as table
 from database.connect import DatabaseUnavailable, session
 from database.desired import Desired, NoPreviousVersion
 from inference import errors
 from inference.bounds import check_name, shown
+from inference.models.canary import Criteria
 from inference.models.desired import DesiredVersions
 from inference.models.registry import ModelRegistry
+from inference.process.canary import CanaryFollower
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class FleetState:
         self.versions = DesiredVersions(registry)
         self.interval = max(0.05, interval)
         self.name = name or socket.gethostname()
+        self.canary = CanaryFollower(registry, self.name)  # canary candidates, tallies and decisions
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="desired-state", daemon=True)
         self._unreadable = False  # the last read failed (logged once per outage)
@@ -74,10 +78,15 @@ class FleetState:
             found = self.read()
             if found is not None:
                 self.versions.apply(found, counted=counted)
+                self.canary.follow(found)
+                for recorded in self.canary.analyse():  # a canary decided here: applied now, the others poll it
+                    self.versions.set(recorded)
+                    self.canary.follow_one(recorded)
 
     def start(self) -> None:
         """Converge once (part of the start-up load), then poll in the background until stop()."""
         self.versions.apply(self.versions._desired, counted=False)
+        self.canary.follow(self.versions._desired)
         self._thread.start()
 
     def stop(self) -> None:
@@ -103,17 +112,29 @@ class FleetState:
         except DatabaseUnavailable as exc:
             raise errors.StorageUnavailable(f"the desired state cannot be read: {exc}") from None
 
+    def canaries(self, model: str, limit: int = 10) -> list[tuple[canary_table.Run, dict]]:
+        """The model's newest canary runs, newest first, each with its figures: the running one's now, the others'
+        as recorded at their decision (UNAVAILABLE when the database cannot be read)."""
+        try:
+            with session():
+                runs = canary_table.runs(check_name("model", model), limit)
+                return [(run, canary_table.figures(run, time.time()) if run.status == canary_table.RUNNING
+                         else run.figures) for run in runs]
+        except DatabaseUnavailable as exc:
+            raise errors.StorageUnavailable(f"the canaries cannot be read: {exc}") from None
+
     def change(self, model: str, version: str, action: str, *, pinned: bool = False, by: str = "",
-               reason: str = "", candidate: str = "", candidate_share: float = 0.0) -> tuple[Desired, str]:
+               reason: str = "", candidate: str = "", candidate_share: float = 0.0,
+               criteria: Criteria | None = None) -> tuple[Desired, str]:
         """Verify version here (load, smoke test, swap in), then record it for the fleet; returns (the recorded
         desired state, the version it replaces). A version that cannot serve is refused and nothing is recorded;
         when the database does not take the change, this replica goes back to what it served (UNAVAILABLE)."""
         with self._lock:
             return self._change(model, version, action, pinned=pinned, by=by, reason=reason, candidate=candidate,
-                                candidate_share=candidate_share)
+                                candidate_share=candidate_share, criteria=criteria)
 
     def _change(self, model: str, version: str, action: str, *, pinned: bool, by: str, reason: str,
-                candidate: str, candidate_share: float) -> tuple[Desired, str]:
+                candidate: str, candidate_share: float, criteria: Criteria | None = None) -> tuple[Desired, str]:
         check_name("model", model)
         if not version:
             raise errors.InvalidArgument("version is empty; name the stored version every replica should serve")
@@ -124,13 +145,26 @@ class FleetState:
         if candidate and candidate not in self.registry.store.versions(model):
             raise errors.InvalidArgument(f"candidate version {shown(candidate)} of {model!r} is not in the "
                                          "model store")
+        if candidate and candidate == version:
+            raise errors.InvalidArgument(f"candidate {shown(candidate)} is the version to serve; name another one")
+        if criteria is not None:
+            if not candidate:
+                raise errors.InvalidArgument("canary criteria need a candidate version")
+            try:
+                criteria.check()
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"canary criteria: {exc}") from None
         _, served = self.registry.reload(model, version)  # ReloadFailed / NotFound: nothing recorded
+        if candidate:  # loaded and smoke-tested here before anything is recorded
+            self.registry.canaries.hold(model, candidate, candidate_share)
         try:
             with session():
-                recorded = table.set_desired(model, version, action, time.time(), serving=served, pinned=pinned,
-                                             candidate=candidate, candidate_share=candidate_share,
-                                             by=by or self.name, reason=reason)
+                recorded = canary_table.record_change(
+                    model, version, action, time.time(), serving=served, pinned=pinned, candidate=candidate,
+                    candidate_share=candidate_share, by=by or self.name, reason=reason,
+                    criteria=criteria.to_dict() if criteria is not None else None)
         except DatabaseUnavailable as exc:
+            self.canary.follow_one(self.versions.get(model) or Desired(model, served))
             if served and served != version:
                 try:
                     self.registry.reload(model, served)
@@ -140,6 +174,7 @@ class FleetState:
                                             f"{exc}); nothing changed") from None
         previous = self.versions.get(model)
         self.versions.set(recorded)
+        self.canary.follow_one(recorded)
         log.info("model %s: desired version %s recorded (%s by %s%s); was %s", model, version, action,
                  recorded.updated_by, f": {reason}" if reason else "",
                  previous.version if previous else f"{served or 'none'} (newest stored)")

@@ -15,6 +15,7 @@ from database.fingerprint import matrix_hashes
 from database.records import PredictionRecord
 from inference import errors
 from inference.bounds import MAX_ID, check_name, check_text, shown
+from inference.models.canary import Criteria
 from inference.models.registry import ModelRegistry
 from inference.recording.recorder import Recorder
 from inference.rpc import logcontext
@@ -103,6 +104,45 @@ def call_limits(max_batch_rows: int, max_request_bytes: int) -> model_pb2.CallLi
 DEFAULT_KEYS = 200_000  # recent answers kept for retries (PREDMESH_IDEMPOTENCY_CACHE)
 
 
+class CanaryScoring:
+    """InferenceServicer._canary: `with` around one scoring call of one model."""
+
+    def __init__(self, canaries, model, serving=None):
+        self.canaries, self.model = canaries, model
+        self.active = canaries.is_candidate(model)  # the candidate of a canary: its answers are compared
+        self._serving = serving  # name -> the serving version (the fallback of a failing candidate)
+        self._counted = False
+
+    def __enter__(self) -> CanaryScoring:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None and issubclass(kind, Exception) and not self._counted:
+            self.canaries.failed(self.model)
+
+    def score(self, run):
+        """run(model): scored by the routed model; when a canary candidate fails on its own (the estimator
+        raised: not a deadline, not a full spool), the failure counts against it and the serving version answers
+        instead, so a broken candidate costs the client nothing. Returns (the model that answered, run's result)."""
+        try:
+            return self.model, run(self.model)
+        except Exception as exc:
+            self.canaries.failed(self.model)
+            self._counted = True
+            if not self.active or self._serving is None or isinstance(exc, errors.PredmeshError):
+                raise
+            serving = self._serving(self.model.name)
+            if serving is self.model:
+                raise
+            log.warning("model %s: canary candidate %s failed (%s: %s); version %s answers instead",
+                        self.model.name, self.model.version, type(exc).__name__, exc, serving.version)
+            self.active = False
+            return serving, run(serving)
+
+    def answered(self, rows, labels) -> None:
+        self.canaries.answered(self.model, rows, labels)
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Predict, PredictBatch, PredictStream, ListModels, GetModel."""
 
@@ -118,7 +158,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def _score(self, model_name: str, rows, request_ids, context, started: float) -> list:
         """Validate, score, record and build predictions for rows of one model (rows: the messages holding the
         features: PredictRequest, FeatureRow or PredictStreamRequest)."""
-        model = self.registry.get(model_name)
+        model = self.registry.route(model_name, next((rid for rid in request_ids if rid), ""))
         if len(rows) == 1:
             check_text("request_id", request_ids[0], MAX_ID)
         else:
@@ -137,13 +177,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if todo:
                 _injected_delay(context)
                 names = model.names
-                _, records = score_and_record(
-                    self.recorder, self.registry.metrics, model, [vectors[i] for i in todo],
-                    [zip(names, vectors[i]) for i in todo], [request_ids[i] for i in todo],
-                    transport_of(context.invocation_metadata()), started, context.time_remaining(),
-                    [hashes[i] for i in todo])
+                with self._canary(model) as canary:
+                    _, (_, records) = canary.score(lambda m: score_and_record(
+                        self.recorder, self.registry.metrics, m, [vectors[i] for i in todo],
+                        [zip(names, vectors[i]) for i in todo], [request_ids[i] for i in todo],
+                        transport_of(context.invocation_metadata()), started, context.time_remaining(),
+                        [hashes[i] for i in todo]))
+                    if canary.active:
+                        canary.answered([vectors[i] for i in todo], [r.label for r in records])
                 answers.update(zip(todo, records))
         return [prediction_message(answers[i]) for i in range(len(rows))]
+
+    def _canary(self, model) -> CanaryScoring:
+        """Around a scoring call: its failure counts against model's side of a canary, and the rows a candidate
+        answered go to the agreement check (inference/models/canary.py); nothing when model has no canary."""
+        return CanaryScoring(self.registry.canaries, model, self.registry.get)
 
     @rpc
     def Predict(self, request, context):
@@ -176,7 +224,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def _score_each(self, model_name: str, rows, refused: dict[int, str], context, started: float) -> list:
         """PredictBatch with partial_success, rows form: each row checked alone (a refused row gets the status
         it would get sent alone), the others scored and recorded together; one BatchRowResult per row."""
-        model = self.registry.get(model_name)
+        model = self.registry.route(model_name, next((r.request_id for r in rows if r.request_id), ""))
         refused = dict(refused)
         vectors, kept = [], []
         for i, r in enumerate(rows):
@@ -202,11 +250,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             todo = [k for k in range(len(kept)) if kept[k] not in predictions and kept[k] not in statuses]
             if todo:
                 _injected_delay(context)
-                _, records = score_and_record(
-                    self.recorder, self.registry.metrics, model, [vectors[k] for k in todo],
-                    [zip(model.names, vectors[k]) for k in todo], [ids[k] for k in todo],
-                    transport_of(context.invocation_metadata()), started, context.time_remaining(),
-                    [hashes[k] for k in todo])
+                with self._canary(model) as canary:
+                    _, (_, records) = canary.score(lambda m: score_and_record(
+                        self.recorder, self.registry.metrics, m, [vectors[k] for k in todo],
+                        [zip(model.names, vectors[k]) for k in todo], [ids[k] for k in todo],
+                        transport_of(context.invocation_metadata()), started, context.time_remaining(),
+                        [hashes[k] for k in todo]))
+                    if canary.active:
+                        canary.answered([vectors[k] for k in todo], [r.label for r in records])
                 predictions.update(zip((kept[k] for k in todo), map(prediction_message, records)))
         return [inference_pb2.BatchRowResult(request_id=predictions[i].request_id, prediction=predictions[i])
                 if i in predictions else inference_pb2.BatchRowResult(
@@ -219,7 +270,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         recorded as one batch, the answer in columns (no per-row message on either side). With partial_success
         out-of-range and non-finite rows are answered in row_errors instead of failing the call, and only the
         others are scored."""
-        model = self.registry.get(model_name)
+        model = self.registry.route(model_name, m.request_id_prefix)
         names = tuple(m.feature_names)
         strings = {c.name: c for c in m.string_columns}
         everything = names + tuple(c.name for c in m.string_columns)
@@ -292,9 +343,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 del stored[i]
             if not statuses and not stored:  # the bulk fast path: every row scored, in one batch
                 _injected_delay(context)
-                probabilities, labels, batch = score_and_record_matrix(
-                    self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
-                    context.time_remaining(), cast("list[str] | None", hashes))  # keyed: every row has one
+                with self._canary(model) as canary:
+                    probabilities, labels, batch = score_and_record_matrix(
+                        self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
+                        context.time_remaining(), cast("list[str] | None", hashes))  # keyed: every row has one
+                    if canary.active:
+                        canary.answered(matrix, [model.classes[i] for i in labels])
                 return inference_pb2.PredictBatchResponse(
                     matrix=_matrix_answer(model, labels, probabilities, batch.prediction_ids, batch.latency_ms))
             return self._predict_matrix_partly(model, matrix, request_ids, statuses, stored, hashes, version,
@@ -324,10 +378,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if len(kept):
             _injected_delay(context)
             rows = kept.tolist()
-            kept_probabilities, kept_labels, batch = score_and_record_matrix(
-                self.recorder, self.registry.metrics, model, matrix[kept], [request_ids[i] for i in rows],
-                transport, started, context.time_remaining(),
-                None if hashes is None else cast("list[str]", [hashes[i] for i in rows]))  # kept: keyed
+            with self._canary(model) as canary:
+                kept_probabilities, kept_labels, batch = score_and_record_matrix(
+                    self.recorder, self.registry.metrics, model, matrix[kept], [request_ids[i] for i in rows],
+                    transport, started, context.time_remaining(),
+                    None if hashes is None else cast("list[str]", [hashes[i] for i in rows]))  # kept: keyed
+                if canary.active:
+                    canary.answered(matrix[kept], [model.classes[i] for i in kept_labels])
             labels[kept] = kept_labels
             probabilities[kept] = kept_probabilities
             for i, pid in zip(rows, batch.prediction_ids):
@@ -394,6 +451,49 @@ def desired_message(model: str, wanted) -> model_pb2.DesiredState:
     return out
 
 
+def criteria_of(request) -> Criteria | None:
+    """A RolloutModelRequest's canary criteria (None: unset, decided by hand)."""
+    if not request.HasField("canary"):
+        return None
+    c = request.canary
+    return Criteria(window_s=c.window_seconds, min_feedback=c.min_feedback or Criteria.min_feedback,
+                    min_requests=c.min_requests or Criteria.min_requests,
+                    **{name: getattr(c, name) for name in ("max_accuracy_drop", "max_error_rate", "max_p99_ratio",
+                                                           "min_agreement") if c.HasField(name)})
+
+
+def _side(figures: dict) -> model_pb2.CanarySide:
+    out = model_pb2.CanarySide(**{k: figures[k] for k in ("version", "requests", "calls", "errors", "error_rate",
+                                                          "feedback", "p50_ms", "p99_ms") if k in figures})
+    if figures.get("accuracy") is not None:
+        out.accuracy = figures["accuracy"]
+    return out
+
+
+def canary_message(run, figures: dict | None = None) -> model_pb2.CanaryRun:
+    """A canary run (database/canary.py Run) with its figures: those of its decision, else figures (now)."""
+    figures = figures if figures is not None else run.figures
+    c = Criteria.from_dict(run.criteria)
+    criteria = model_pb2.CanaryCriteria(window_seconds=c.window_s, min_feedback=c.min_feedback,
+                                        min_requests=c.min_requests)
+    for name in ("max_accuracy_drop", "max_error_rate", "max_p99_ratio", "min_agreement"):
+        if getattr(c, name) is not None:
+            setattr(criteria, name, getattr(c, name))
+    agreement = figures.get("agreement", {})
+    out = model_pb2.CanaryRun(id=run.id, baseline=run.baseline, candidate=run.candidate, share=run.share,
+                              criteria=criteria, started_by=run.started_by, status=run.status,
+                              decided_by=run.decided_by, summary=run.summary,
+                              serving=_side(figures.get("serving", {})),
+                              candidate_side=_side(figures.get("candidate", {})),
+                              compared=agreement.get("compared", run.tallies.get("compared", 0)),
+                              agreed=agreement.get("agreed", run.tallies.get("agreed", 0)),
+                              elapsed_seconds=figures.get("elapsed_s", 0.0))
+    out.started_at.FromNanoseconds(int(run.started_at * 1e9))
+    if run.decided_at:
+        out.decided_at.FromNanoseconds(int(run.decided_at * 1e9))
+    return out
+
+
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     """ReloadModel, ListModelVersions and the fleet's desired state (rollout, pin, rollback), behind bearer-token
     auth."""
@@ -423,7 +523,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
         self.auth.require(context.invocation_metadata(), write=True)
         wanted, previous = self._fleet().change(
             request.model, request.version, "rollout", by=request.changed_by, reason=request.reason,
-            candidate=request.candidate, candidate_share=request.candidate_share)
+            candidate=request.candidate, candidate_share=request.candidate_share, criteria=criteria_of(request))
         return admin_pb2.RolloutModelResponse(desired=desired_message(wanted.model, wanted),
                                               serving_version=self._serving(wanted.model), previous_version=previous)
 
@@ -447,8 +547,11 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     def GetDesiredState(self, request, context):
         self.auth.require(context.invocation_metadata(), write=False)
         model = check_name("model", request.model)
-        return admin_pb2.GetDesiredStateResponse(desired=desired_message(model, self._fleet().fresh(model)),
-                                                 serving_version=self._serving(model))
+        fleet = self._fleet()
+        return admin_pb2.GetDesiredStateResponse(desired=desired_message(model, fleet.fresh(model)),
+                                                 serving_version=self._serving(model),
+                                                 canaries=[canary_message(run, figures)
+                                                           for run, figures in fleet.canaries(model)])
 
     @rpc
     def ReloadModel(self, request, context):

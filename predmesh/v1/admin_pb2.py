@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from predmesh.v1 import model_pb2 as predmesh_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17predmesh/v1/admin.proto\x12\x0bpredmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17predmesh/v1/model.proto\"4\n\x12ReloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"V\n\x13ReloadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.predmesh.v1.ModelInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"\x85\x01\n\x13RolloutModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nchanged_by\x18\x04 \x01(\t\x12\x11\n\tcandidate\x18\x05 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_share\x18\x06 \x01(\x01\"u\n\x14RolloutModelResponse\x12*\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x19.predmesh.v1.DesiredState\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\"U\n\x0fPinModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nchanged_by\x18\x04 \x01(\t\"q\n\x10PinModelResponse\x12*\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x19.predmesh.v1.DesiredState\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\"I\n\x14RollbackModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nchanged_by\x18\x03 \x01(\t\"v\n\x15RollbackModelResponse\x12*\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x19.predmesh.v1.DesiredState\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\"\'\n\x16GetDesiredStateRequest\x12\r\n\x05model\x18\x01 \x01(\t\"^\n\x17GetDesiredStateResponse\x12*\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x19.predmesh.v1.DesiredState\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\")\n\x18ListModelVersionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"E\n\x19ListModelVersionsResponse\x12(\n\x08versions\x18\x01 \x03(\x0b\x32\x16.predmesh.v1.ModelInfo2\x80\x06\n\x11ModelAdminService\x12v\n\x0bReloadModel\x12\x1f.predmesh.v1.ReloadModelRequest\x1a .predmesh.v1.ReloadModelResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/models/{model}:reload:\x01*\x12\x87\x01\n\x11ListModelVersions\x12%.predmesh.v1.ListModelVersionsRequest\x1a&.predmesh.v1.ListModelVersionsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/models/{model}/versions\x12z\n\x0cRolloutModel\x12 .predmesh.v1.RolloutModelRequest\x1a!.predmesh.v1.RolloutModelResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/models/{model}:rollout:\x01*\x12j\n\x08PinModel\x12\x1c.predmesh.v1.PinModelRequest\x1a\x1d.predmesh.v1.PinModelResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/models/{model}:pin:\x01*\x12~\n\rRollbackModel\x12!.predmesh.v1.RollbackModelRequest\x1a\".predmesh.v1.RollbackModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/models/{model}:rollback:\x01*\x12\x80\x01\n\x0fGetDesiredState\x12#.predmesh.v1.GetDesiredStateRequest\x1a$.predmesh.v1.GetDesiredStateResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/models/{model}/desiredb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17predmesh/v1/admin.proto\x12\x0bpredmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17predmesh/v1/model.proto\"4\n\x12ReloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"V\n\x13ReloadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.predmesh.v1.ModelInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"\xb2\x01\n\x13RolloutModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nchanged_by\x18\x04 \x01(\t\x12\x11\n\tcandidate\x18\x05 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_share\x18\x06 \x01(\x01\x12+\n\x06\x63\x61nary\x18\x07 \x01(\x0b\x32\x1b.predmesh.v1.CanaryCriteria\"u\n\x14RolloutModelResponse\x12*\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x19.predmesh.v1.DesiredState\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\"U\n\x0fPinModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nchanged_by\x18\x04 \x01(\t\"q\n\x10PinModelResponse\x12*\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x19.predmesh.v1.DesiredState\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\"I\n\x14RollbackModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nchanged_by\x18\x03 \x01(\t\"v\n\x15RollbackModelResponse\x12*\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x19.predmesh.v1.DesiredState\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\"\'\n\x16GetDesiredStateRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x88\x01\n\x17GetDesiredStateResponse\x12*\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x19.predmesh.v1.DesiredState\x12\x17\n\x0fserving_version\x18\x02 \x01(\t\x12(\n\x08\x63\x61naries\x18\x03 \x03(\x0b\x32\x16.predmesh.v1.CanaryRun\")\n\x18ListModelVersionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"E\n\x19ListModelVersionsResponse\x12(\n\x08versions\x18\x01 \x03(\x0b\x32\x16.predmesh.v1.ModelInfo2\x80\x06\n\x11ModelAdminService\x12v\n\x0bReloadModel\x12\x1f.predmesh.v1.ReloadModelRequest\x1a .predmesh.v1.ReloadModelResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/models/{model}:reload:\x01*\x12\x87\x01\n\x11ListModelVersions\x12%.predmesh.v1.ListModelVersionsRequest\x1a&.predmesh.v1.ListModelVersionsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/models/{model}/versions\x12z\n\x0cRolloutModel\x12 .predmesh.v1.RolloutModelRequest\x1a!.predmesh.v1.RolloutModelResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/models/{model}:rollout:\x01*\x12j\n\x08PinModel\x12\x1c.predmesh.v1.PinModelRequest\x1a\x1d.predmesh.v1.PinModelResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/models/{model}:pin:\x01*\x12~\n\rRollbackModel\x12!.predmesh.v1.RollbackModelRequest\x1a\".predmesh.v1.RollbackModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/models/{model}:rollback:\x01*\x12\x80\x01\n\x0fGetDesiredState\x12#.predmesh.v1.GetDesiredStateRequest\x1a$.predmesh.v1.GetDesiredStateResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/models/{model}/desiredb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,25 +50,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELOADMODELRESPONSE']._serialized_start=149
   _globals['_RELOADMODELRESPONSE']._serialized_end=235
   _globals['_ROLLOUTMODELREQUEST']._serialized_start=238
-  _globals['_ROLLOUTMODELREQUEST']._serialized_end=371
-  _globals['_ROLLOUTMODELRESPONSE']._serialized_start=373
-  _globals['_ROLLOUTMODELRESPONSE']._serialized_end=490
-  _globals['_PINMODELREQUEST']._serialized_start=492
-  _globals['_PINMODELREQUEST']._serialized_end=577
-  _globals['_PINMODELRESPONSE']._serialized_start=579
-  _globals['_PINMODELRESPONSE']._serialized_end=692
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=694
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=767
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=769
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=887
-  _globals['_GETDESIREDSTATEREQUEST']._serialized_start=889
-  _globals['_GETDESIREDSTATEREQUEST']._serialized_end=928
-  _globals['_GETDESIREDSTATERESPONSE']._serialized_start=930
-  _globals['_GETDESIREDSTATERESPONSE']._serialized_end=1024
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1026
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1067
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1069
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1138
-  _globals['_MODELADMINSERVICE']._serialized_start=1141
-  _globals['_MODELADMINSERVICE']._serialized_end=1909
+  _globals['_ROLLOUTMODELREQUEST']._serialized_end=416
+  _globals['_ROLLOUTMODELRESPONSE']._serialized_start=418
+  _globals['_ROLLOUTMODELRESPONSE']._serialized_end=535
+  _globals['_PINMODELREQUEST']._serialized_start=537
+  _globals['_PINMODELREQUEST']._serialized_end=622
+  _globals['_PINMODELRESPONSE']._serialized_start=624
+  _globals['_PINMODELRESPONSE']._serialized_end=737
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=739
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=812
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=814
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=932
+  _globals['_GETDESIREDSTATEREQUEST']._serialized_start=934
+  _globals['_GETDESIREDSTATEREQUEST']._serialized_end=973
+  _globals['_GETDESIREDSTATERESPONSE']._serialized_start=976
+  _globals['_GETDESIREDSTATERESPONSE']._serialized_end=1112
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1114
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1155
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1157
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1226
+  _globals['_MODELADMINSERVICE']._serialized_start=1229
+  _globals['_MODELADMINSERVICE']._serialized_end=1997
 # @@protoc_insertion_point(module_scope)

@@ -25,20 +25,22 @@ class ReloadModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[_model_pb2.ModelInfo, _Mapping]] = ..., previous_version: _Optional[str] = ...) -> None: ...
 
 class RolloutModelRequest(_message.Message):
-    __slots__ = ("model", "version", "reason", "changed_by", "candidate", "candidate_share")
+    __slots__ = ("model", "version", "reason", "changed_by", "candidate", "candidate_share", "canary")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     reason: str
     changed_by: str
     candidate: str
     candidate_share: float
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., reason: _Optional[str] = ..., changed_by: _Optional[str] = ..., candidate: _Optional[str] = ..., candidate_share: _Optional[float] = ...) -> None: ...
+    canary: _model_pb2.CanaryCriteria
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., reason: _Optional[str] = ..., changed_by: _Optional[str] = ..., candidate: _Optional[str] = ..., candidate_share: _Optional[float] = ..., canary: _Optional[_Union[_model_pb2.CanaryCriteria, _Mapping]] = ...) -> None: ...
 
 class RolloutModelResponse(_message.Message):
     __slots__ = ("desired", "serving_version", "previous_version")
@@ -99,12 +101,14 @@ class GetDesiredStateRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class GetDesiredStateResponse(_message.Message):
-    __slots__ = ("desired", "serving_version")
+    __slots__ = ("desired", "serving_version", "canaries")
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANARIES_FIELD_NUMBER: _ClassVar[int]
     desired: _model_pb2.DesiredState
     serving_version: str
-    def __init__(self, desired: _Optional[_Union[_model_pb2.DesiredState, _Mapping]] = ..., serving_version: _Optional[str] = ...) -> None: ...
+    canaries: _containers.RepeatedCompositeFieldContainer[_model_pb2.CanaryRun]
+    def __init__(self, desired: _Optional[_Union[_model_pb2.DesiredState, _Mapping]] = ..., serving_version: _Optional[str] = ..., canaries: _Optional[_Iterable[_Union[_model_pb2.CanaryRun, _Mapping]]] = ...) -> None: ...
 
 class ListModelVersionsRequest(_message.Message):
     __slots__ = ("model",)

@@ -181,3 +181,79 @@ class DesiredState(_message.Message):
     updated_by: str
     reason: str
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., pinned: _Optional[bool] = ..., candidate: _Optional[str] = ..., candidate_share: _Optional[float] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CanaryCriteria(_message.Message):
+    __slots__ = ("window_seconds", "min_feedback", "min_requests", "max_accuracy_drop", "max_error_rate", "max_p99_ratio", "min_agreement")
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
+    MAX_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_P99_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    window_seconds: float
+    min_feedback: int
+    min_requests: int
+    max_accuracy_drop: float
+    max_error_rate: float
+    max_p99_ratio: float
+    min_agreement: float
+    def __init__(self, window_seconds: _Optional[float] = ..., min_feedback: _Optional[int] = ..., min_requests: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., max_error_rate: _Optional[float] = ..., max_p99_ratio: _Optional[float] = ..., min_agreement: _Optional[float] = ...) -> None: ...
+
+class CanarySide(_message.Message):
+    __slots__ = ("version", "requests", "calls", "errors", "error_rate", "feedback", "accuracy", "p50_ms", "p99_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    requests: int
+    calls: int
+    errors: int
+    error_rate: float
+    feedback: int
+    accuracy: float
+    p50_ms: float
+    p99_ms: float
+    def __init__(self, version: _Optional[str] = ..., requests: _Optional[int] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...
+
+class CanaryRun(_message.Message):
+    __slots__ = ("id", "baseline", "candidate", "share", "criteria", "started_at", "started_by", "status", "decided_at", "decided_by", "summary", "serving", "candidate_side", "compared", "agreed", "elapsed_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    CRITERIA_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_BY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SIDE_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    AGREED_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    baseline: str
+    candidate: str
+    share: float
+    criteria: CanaryCriteria
+    started_at: _timestamp_pb2.Timestamp
+    started_by: str
+    status: str
+    decided_at: _timestamp_pb2.Timestamp
+    decided_by: str
+    summary: str
+    serving: CanarySide
+    candidate_side: CanarySide
+    compared: int
+    agreed: int
+    elapsed_seconds: float
+    def __init__(self, id: _Optional[int] = ..., baseline: _Optional[str] = ..., candidate: _Optional[str] = ..., share: _Optional[float] = ..., criteria: _Optional[_Union[CanaryCriteria, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_by: _Optional[str] = ..., status: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_by: _Optional[str] = ..., summary: _Optional[str] = ..., serving: _Optional[_Union[CanarySide, _Mapping]] = ..., candidate_side: _Optional[_Union[CanarySide, _Mapping]] = ..., compared: _Optional[int] = ..., agreed: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...

@@ -48,4 +48,4 @@ def test_rollback_goes_back_through_the_history_not_to_and_fro(database):
 
 def test_an_unknown_action_is_refused(database):
     with session(), pytest.raises(ValueError):
-        desired.set_desired("iris", "2", "promote", 1.0)
+        desired.set_desired("iris", "2", "deploy", 1.0)  # promote is a canary's decision now

@@ -187,6 +187,14 @@ class FakeClient:
             raise errors.Unauthenticated("invalid token", errors.Unauthenticated.code)
         return [self.world["info"]]
 
+    async def get_desired_state(self, model):
+        self._check()
+        if self.admin_token not in ("right", "readonly"):
+            raise errors.Unauthenticated("invalid token", errors.Unauthenticated.code)
+        if "desired" not in self.world:  # a server without a database
+            raise errors.FailedPrecondition("this server has no database", errors.FailedPrecondition.code)
+        return self.world["desired"]
+
     async def submit_feedback(self, prediction_id, label):
         self._check()
         raise AssertionError("not reached in these tests")
@@ -461,6 +469,26 @@ def test_store_admin_messages_and_the_token_stays_out_of_logs(world, caplog):
         assert all(c.closed for c in FakeClient.instances if c.admin_token)  # admin channels are per call
     asyncio.run(scenario())
     assert "wrong-token-7f3a" not in caplog.text and "Bearer" not in caplog.text
+
+
+def test_the_model_view_reads_the_fleet_and_its_canaries_with_the_token(world):
+    from predmesh.types import DesiredState
+    from ui.views import _fleet_table
+
+    async def scenario():
+        s = _session(world)
+        m = s.model
+        await s.start()
+        await m.set_token("readonly")
+        assert m.desired is None  # no database on this server: nothing said of a fleet
+        world["desired"] = DesiredState("iris", "2", False, "2", candidate="3", candidate_share=0.25,
+                                        updated_by="ops")
+        await m.load_desired()
+        assert m.desired is not None and m.desired.candidate == "3"
+        assert "canary 3 takes 25% of the calls" in _fleet_table(m.desired)
+        await m.set_token("")
+        assert m.desired is None
+    asyncio.run(scenario())
 
 
 # -- views --------------------------------------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""`predmesh rollout --canary ...` parses the operator's criteria into the SDK's CanaryCriteria, durations with
+units, and `predmesh desired` prints each canary with its figures (cli/fleet.py)."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from cli.fleet import _criteria, _seconds, describe, parser
+from predmesh import CanaryCriteria
+from predmesh.types import DesiredState
+from predmesh.v1 import admin_pb2, model_pb2
+
+
+def test_rollout_flags_make_the_criteria():
+    args = parser("rollout", "predmesh rollout").parse_args(
+        ["iris", "2", "--canary", "3", "--share", "0.2", "--window", "5m", "--min-feedback", "50",
+         "--max-accuracy-drop", "0.05", "--min-agreement", "0.8"])
+    assert (args.candidate, args.share) == ("3", 0.2)
+    assert _criteria(args) == CanaryCriteria(300.0, 50, 20, 0.05, None, None, 0.8)
+    plain = parser("rollout", "predmesh rollout").parse_args(["iris", "2", "--candidate", "3", "--share", "0.1"])
+    assert plain.candidate == "3" and _criteria(plain) is None  # no window: decided by hand
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90.0), ("90s", 90.0), ("5m", 300.0), ("1h", 3600.0),
+                                           ("2.5M", 150.0)])
+def test_durations(text, seconds):
+    assert _seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "-3", "0", "ten"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        _seconds(text)
+
+
+def test_desired_prints_each_canary_with_its_figures():
+    side = model_pb2.CanarySide(version="3", requests=40, calls=41, errors=1, feedback=30, p99_ms=4.5)
+    side.accuracy = 0.5
+    serving = model_pb2.CanarySide(version="2", requests=90, calls=90, feedback=70, p99_ms=3.0)
+    serving.accuracy = 0.97
+    state = DesiredState.from_proto(admin_pb2.GetDesiredStateResponse(
+        desired=model_pb2.DesiredState(model="iris", version="2", updated_by="r1", reason="rolled back: accuracy"),
+        serving_version="2",
+        canaries=[model_pb2.CanaryRun(id=7, baseline="2", candidate="3", share=0.2, status="rolled_back",
+                                      decided_by="r1", summary="rolled back: accuracy 0.500 over 30 feedback",
+                                      serving=serving, candidate_side=side, compared=40, agreed=18,
+                                      elapsed_seconds=3.4)]))
+    assert describe(state) == [
+        "iris: desired version 2, set by r1: rolled back: accuracy",
+        "  canary #7 3 vs 2 (share 0.2): rolled_back after 3 s by r1",
+        ("    candidate: 40 rows, 1/41 failed, accuracy 0.500 over 30 feedback, p99 4.5 ms; serving: 90 rows, "
+         "accuracy 0.970 over 70 feedback, p99 3.0 ms; agreement 18/40"),
+        "    rolled back: accuracy 0.500 over 30 feedback"]
