@@ -11,7 +11,7 @@ from datetime import datetime
 
 from peewee import JOIN, SQL, IntegrityError, Tuple, Value, fn
 
-from database import aggregates
+from database import aggregates, partitions
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.copy_text import copy_text, features_json, to_json
 from database.fingerprint import stored_hash
@@ -112,16 +112,22 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
                     # a session-local staging table, then one INSERT ... SELECT that skips the stored ones, at
                     # close to COPY's speed. A value the database refuses raises here (the caller isolates it).
                     text.seek(0)
+                    keyed = partitions.keyed()
                     with db.atomic():
                         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE {table}) "
                                        "ON COMMIT DELETE ROWS")
                         cursor.copy_expert(f"COPY {_STAGING} ({columns}) FROM STDIN", text)
-                        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} "
-                                       f"ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
+                        # partitioned (m0008): a key another prediction holds is skipped here (its claim in
+                        # prediction_keys would raise), as the old UNIQUE (request_id) skipped it
+                        fresh = partitions.FRESH if keyed else ""
+                        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} s "
+                                       f"{fresh} ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
                         aggregates.add_rows(cursor.fetchall())  # only the rows inserted now
                         if conflicts is not None:
-                            cursor.execute(f"SELECT s.request_id FROM {_STAGING} s JOIN {table} p "
-                                           "ON p.request_id = s.request_id WHERE s.request_hash IS NOT NULL "
+                            stored = (f"{partitions.BY_KEY} ON pk.request_id = s.request_id" if keyed
+                                      else f"{table} p ON p.request_id = s.request_id")
+                            cursor.execute(f"SELECT s.request_id FROM {_STAGING} s JOIN {stored} "
+                                           "WHERE s.request_hash IS NOT NULL "
                                            "AND p.request_hash IS NOT NULL AND p.request_hash <> s.request_hash")
                             conflicts.extend(r[0] for r in cursor.fetchall())
                     return row_count(records)
@@ -199,8 +205,11 @@ def answered(request_ids: Sequence[str]) -> dict[str, PredictionRecord]:
         # request_id: the LATERAL ... LIMIT 1 keeps it a nested loop of index probes, O(keys); = ANY or a plain join
         # is planned as a scan of the whole table (0.1-0.4 s per call at 90,000 rows, growing with the table)
         lateral = columns.replace("request_id, request_hash", "k.id, p.request_hash", 1)
+        # partitioned (m0008): the key's claim names the row's partition (prediction_id, created_at)
+        stored = (f"(SELECT p.* FROM {partitions.BY_KEY} WHERE pk.request_id = k.id LIMIT 1)"
+                  if partitions.keyed() else f"(SELECT * FROM {table} WHERE request_id = k.id LIMIT 1)")
         rows = db.execute_sql(f"SELECT {lateral} FROM unnest(string_to_array(%s, E'\\n')) k(id) CROSS JOIN LATERAL "
-                              f"(SELECT * FROM {table} WHERE request_id = k.id LIMIT 1) p",
+                              f"{stored} p",
                               ("\n".join(ids),)).fetchall()
     else:
         for start in range(0, len(ids), 500):
@@ -247,7 +256,10 @@ def _where(flt: PredictionFilter) -> list:
         conds.append(Prediction.label == flt.label)
     if flt.transport:
         conds.append(Prediction.transport == flt.transport)
-    if flt.request_id:
+    if flt.request_id and partitions.keyed():  # partitioned (m0008): through the key's claim, one partition
+        conds.append(Tuple(Prediction.prediction_id, Prediction.created_at).in_(SQL(
+            f"(SELECT prediction_id, created_at FROM {partitions.KEYS} WHERE request_id = %s)", [flt.request_id])))
+    elif flt.request_id:
         conds.append(Prediction.request_id == flt.request_id)
     if flt.start is not None:
         conds.append(Prediction.created_at >= to_datetime(flt.start))
@@ -359,7 +371,8 @@ def _write_transaction():
 def upsert_feedback(prediction_id: str, label: str, at: float) -> None:
     """Record (or overwrite) the true label of a stored prediction."""
     with _write_transaction():
-        aggregates.record_feedback({prediction_id: label})
+        if not aggregates.record_feedback({prediction_id: label}):
+            return  # no such prediction (any more: retention dropped it); feedback has no foreign key (m0008)
         Feedback.insert(prediction=prediction_id, label=label, created_at=to_datetime(at)).on_conflict(
             conflict_target=[Feedback.prediction],
             update={Feedback.label: label, Feedback.created_at: to_datetime(at)}).execute()
@@ -575,9 +588,10 @@ def upsert_feedback_many(labels: dict[str, str], at: float) -> None:
     if not labels:
         return
     when = to_datetime(at)
-    rows = [{"prediction": pid, "label": label, "created_at": when} for pid, label in labels.items()]
     with _write_transaction():
-        aggregates.record_feedback(labels)
+        found = aggregates.record_feedback(labels)  # the predictions stored (and locked): only theirs is written
+        rows = [{"prediction": pid, "label": label, "created_at": when} for pid, label in labels.items()
+                if pid in found]
         for start in range(0, len(rows), 500):
             Feedback.insert_many(rows[start:start + 500]).on_conflict(
                 conflict_target=[Feedback.prediction],

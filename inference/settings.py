@@ -209,6 +209,8 @@ class PersistenceSettings:
     # how often each replica reads the fleet's desired state (the version of each model every replica serves)
     desired_state_poll_seconds: float = 2.0
     spool_drain_seconds: float = 10.0  # on stop: how long to keep storing spooled records before leaving them
+    retention_days: int = 0  # the server's maintenance removes predictions older than this (0: keeps them all)
+    maintenance_interval_s: float = 3600.0  # how often it runs (partitions ahead, retention)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
@@ -229,6 +231,7 @@ class PersistenceSettings:
             desired_state_poll_seconds=_positive("DESIRED_STATE_POLL_SECONDS", env.float(
                 "DESIRED_STATE_POLL_SECONDS", cls.desired_state_poll_seconds)),
             spool_drain_seconds=env.float("SPOOL_DRAIN_SECONDS", cls.spool_drain_seconds),
+            retention_days=DatabaseSettings.from_env(environ).retention_days,
         )
 
 
