@@ -171,8 +171,14 @@ def forget(database: Database) -> None:
     _LAYOUT.pop(database, None)
 
 
-# SQL for repo (partitioned layout): rows of the staging table `s` whose key no other prediction holds, and the
-# stored predictions `p` joined to their keys' claims `pk` (a claim names its row's partition: one probed)
-FRESH = (f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} k WHERE k.request_id = s.request_id "
-         "AND k.prediction_id <> s.prediction_id)")
+def fresh(staging: str) -> str:
+    """SQL for repo (partitioned layout): the rows of a staging table whose request_id is not stored yet, the first
+    of each request_id (as the old UNIQUE (request_id) let ON CONFLICT DO NOTHING keep it): a row whose key is held
+    is skipped here, since its claim in prediction_keys would raise. Every record carries a request_id (a fresh one
+    when the client sent none), so this also skips a record stored already whatever its created_at."""
+    return (f"(SELECT DISTINCT ON (request_id) * FROM {staging} ORDER BY request_id, ctid) s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} k WHERE k.request_id = s.request_id)")
+
+
+# the stored predictions `p` joined to their keys' claims `pk` (a claim names its row's partition: one probed)
 BY_KEY = f"{KEYS} pk JOIN {TABLE} p ON p.prediction_id = pk.prediction_id AND p.created_at = pk.created_at"

@@ -119,9 +119,9 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
                         cursor.copy_expert(f"COPY {_STAGING} ({columns}) FROM STDIN", text)
                         # partitioned (m0008): a key another prediction holds is skipped here (its claim in
                         # prediction_keys would raise), as the old UNIQUE (request_id) skipped it
-                        fresh = partitions.FRESH if keyed else ""
-                        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} s "
-                                       f"{fresh} ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
+                        source = partitions.fresh(_STAGING) if keyed else _STAGING
+                        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
+                                       f"ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
                         aggregates.add_rows(cursor.fetchall())  # only the rows inserted now
                         if conflicts is not None:
                             stored = (f"{partitions.BY_KEY} ON pk.request_id = s.request_id" if keyed
