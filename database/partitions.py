@@ -180,5 +180,43 @@ def fresh(staging: str) -> str:
             f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} k WHERE k.request_id = s.request_id)")
 
 
-# the stored predictions `p` joined to their keys' claims `pk` (a claim names its row's partition: one probed)
-BY_KEY = f"{KEYS} pk JOIN {TABLE} p ON p.prediction_id = pk.prediction_id AND p.created_at = pk.created_at"
+
+
+def stored_by_key(database: Database, ids: list[str]) -> list[tuple]:
+    """repo.answered's rows for these keys (no newline in any): (request_id, request_hash, prediction_id, model,
+    model_version, label, probabilities, latency_ms, transport, features when request_hash is NULL).
+
+    Two queries rather than one join: the keys' claims first (index probes on prediction_keys; a call of new keys,
+    the usual case, ends here), then their rows by `created_at = ANY(constants)`, which the planner prunes to the
+    partitions of those days; a join with predictions would plan every partition on each call (~0.6 ms each)."""
+    claims = database.execute_sql(
+        f"SELECT k.id, pk.prediction_id, pk.created_at FROM unnest(string_to_array(%s, E'\\n')) k(id) "
+        f"CROSS JOIN LATERAL (SELECT prediction_id, created_at FROM {KEYS} WHERE request_id = k.id) pk",
+        ("\n".join(ids),)).fetchall()
+    if not claims:
+        return []
+    key_of = {(pid, created): rid for rid, pid, created in claims}
+    rows = database.execute_sql(
+        "SELECT prediction_id, created_at, request_hash, model, model_version, label, probabilities, latency_ms, "
+        f"transport, CASE WHEN request_hash IS NULL THEN features END FROM {TABLE} "
+        "WHERE created_at = ANY(%s) AND prediction_id = ANY(%s)",
+        (sorted({c for _, _, c in claims}), sorted({p for _, p, _ in claims}))).fetchall()
+    out = []
+    for pid, created, rhash, *rest in rows:
+        rid = key_of.get((pid, created))
+        if rid is not None:
+            out.append((rid, rhash, pid, *rest))
+    return out
+
+
+def conflicting(database: Database, staging: str) -> list[str]:
+    """repo's staging insert (partitioned layout): the request_ids of staged rows not stored because their key is
+    stored for another prediction with another fingerprint. Keys held by another prediction are found in
+    prediction_keys alone; only those (usually none) are looked up in predictions."""
+    offered = dict(database.execute_sql(
+        f"SELECT s.request_id, s.request_hash FROM {staging} s JOIN {KEYS} k ON k.request_id = s.request_id "
+        "AND k.prediction_id <> s.prediction_id WHERE s.request_hash IS NOT NULL").fetchall())
+    ids = [rid for rid in offered if "\n" not in rid]  # a request id is printable (inference.bounds)
+    if not ids:
+        return []
+    return [rid for rid, rhash, *_ in stored_by_key(database, ids) if rhash is not None and rhash != offered[rid]]

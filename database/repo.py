@@ -123,11 +123,11 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
                         cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
                                        f"ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
                         aggregates.add_rows(cursor.fetchall())  # only the rows inserted now
-                        if conflicts is not None:
-                            stored = (f"{partitions.BY_KEY} ON pk.request_id = s.request_id" if keyed
-                                      else f"{table} p ON p.request_id = s.request_id")
-                            cursor.execute(f"SELECT s.request_id FROM {_STAGING} s JOIN {stored} "
-                                           "WHERE s.request_hash IS NOT NULL "
+                        if conflicts is not None and keyed:
+                            conflicts.extend(partitions.conflicting(db.obj, _STAGING))
+                        elif conflicts is not None:
+                            cursor.execute(f"SELECT s.request_id FROM {_STAGING} s JOIN {table} p "
+                                           "ON p.request_id = s.request_id WHERE s.request_hash IS NOT NULL "
                                            "AND p.request_hash IS NOT NULL AND p.request_hash <> s.request_hash")
                             conflicts.extend(r[0] for r in cursor.fetchall())
                     return row_count(records)
@@ -199,17 +199,16 @@ def answered(request_ids: Sequence[str]) -> dict[str, PredictionRecord]:
                "transport, CASE WHEN request_hash IS NULL THEN features END")
     select = f"SELECT {columns} FROM {table} "
     rows: list = []
-    if is_postgres() and not any("\n" in i for i in ids):
+    if is_postgres() and not any("\n" in i for i in ids) and partitions.keyed():
+        rows = partitions.stored_by_key(db.obj, ids)  # partitioned (m0008): through the keys' claims
+    elif is_postgres() and not any("\n" in i for i in ids):
         # the ids as one text split by the server (a 5,000-element array parameter costs ~30 ms to quote and parse;
         # a request id is printable: no newline in it, inference.bounds), each looked up in the unique index on
         # request_id: the LATERAL ... LIMIT 1 keeps it a nested loop of index probes, O(keys); = ANY or a plain join
         # is planned as a scan of the whole table (0.1-0.4 s per call at 90,000 rows, growing with the table)
         lateral = columns.replace("request_id, request_hash", "k.id, p.request_hash", 1)
-        # partitioned (m0008): the key's claim names the row's partition (prediction_id, created_at)
-        stored = (f"(SELECT p.* FROM {partitions.BY_KEY} WHERE pk.request_id = k.id LIMIT 1)"
-                  if partitions.keyed() else f"(SELECT * FROM {table} WHERE request_id = k.id LIMIT 1)")
         rows = db.execute_sql(f"SELECT {lateral} FROM unnest(string_to_array(%s, E'\\n')) k(id) CROSS JOIN LATERAL "
-                              f"{stored} p",
+                              f"(SELECT * FROM {table} WHERE request_id = k.id LIMIT 1) p",
                               ("\n".join(ids),)).fetchall()
     else:
         for start in range(0, len(ids), 500):
@@ -285,6 +284,8 @@ def page_query(flt: PredictionFilter, page_size: int, page_token: str = ""):
         # a row comparison, which both databases turn into one seek on the (filter, created_at, prediction_id)
         # indexes (the OR of its expansion would scan from the newest row on: listing N rows read O(N^2 / page))
         conds.append(Tuple(Prediction.created_at, Prediction.prediction_id) < Tuple(created, pid))
+        if partitions.keyed():  # partitioned (m0008): the planner leaves out the partitions newer than the token
+            conds.append(Prediction.created_at <= created)
     return (Prediction.select(Prediction, Feedback.label.alias("feedback_label"))
             .join(Feedback, JOIN.LEFT_OUTER, on=(Feedback.prediction == Prediction.prediction_id))
             .where(*conds)

@@ -21,6 +21,7 @@ from database import partitions, repo, retention
 from database.connect import open_database, session
 from database.migrate import AppliedMigration, available, migrate
 from database.models import to_datetime, to_epoch
+from database.records import PredictionRecord
 from tests.integration.postgres.test_database import record
 from tests.support.pg import TempSchema
 
@@ -168,7 +169,7 @@ def test_retention_drops_old_predictions_while_a_writer_keeps_storing(empty_db_u
         stop = threading.Event()
 
         def writer() -> None:  # what a server's writer does: new rows at the current time, some offered again
-            n, last = 0, []
+            n, last = 0, list[PredictionRecord]()
             while not stop.is_set():
                 batch = [record(f"w-{n}-{i}", at=time.time()) for i in range(20)]
                 n += 1
@@ -177,7 +178,7 @@ def test_retention_drops_old_predictions_while_a_writer_keeps_storing(empty_db_u
                         repo.insert_predictions(batch + last)  # the previous batch replayed with it
                     written.extend(r.request_id for r in batch)
                     last = batch
-                except BaseException as exc:  # noqa: BLE001 - the test asserts there is none
+                except BaseException as exc:  # the test asserts there is none
                     errors.append(exc)
                     return
                 time.sleep(0.01)
