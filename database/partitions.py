@@ -187,20 +187,25 @@ def stored_by_key(database: Database, ids: list[str]) -> list[tuple]:
     model_version, label, probabilities, latency_ms, transport, features when request_hash is NULL).
 
     Two queries rather than one join: the keys' claims first (index probes on prediction_keys; a call of new keys,
-    the usual case, ends here), then their rows by `created_at = ANY(constants)`, which the planner prunes to the
-    partitions of those days; a join with predictions would plan every partition on each call (~0.6 ms each)."""
+    the usual case, ends here), then their rows, one index probe each, within the claims' time range given as
+    constants, so the planner prunes to the partitions of those days (a join with predictions would plan every
+    partition on each call)."""
     claims = database.execute_sql(
         f"SELECT k.id, pk.prediction_id, pk.created_at FROM unnest(string_to_array(%s, E'\\n')) k(id) "
-        f"CROSS JOIN LATERAL (SELECT prediction_id, created_at FROM {KEYS} WHERE request_id = k.id) pk",
+        f"CROSS JOIN LATERAL (SELECT prediction_id, created_at FROM {KEYS} WHERE request_id = k.id LIMIT 1) pk",
         ("\n".join(ids),)).fetchall()
     if not claims:
         return []
     key_of = {(pid, created): rid for rid, pid, created in claims}
+    # a nested loop of index probes, one per pair (LATERAL ... LIMIT 1, pruned to its partition at run time), over
+    # the partitions of their time range (constants: pruned when planned)
+    times = [c for _, _, c in claims]
     rows = database.execute_sql(
-        "SELECT prediction_id, created_at, request_hash, model, model_version, label, probabilities, latency_ms, "
-        f"transport, CASE WHEN request_hash IS NULL THEN features END FROM {TABLE} "
-        "WHERE created_at = ANY(%s) AND prediction_id = ANY(%s)",
-        (sorted({c for _, _, c in claims}), sorted({p for _, p, _ in claims}))).fetchall()
+        "SELECT p.prediction_id, p.created_at, request_hash, model, model_version, label, probabilities, latency_ms, "
+        f"transport, CASE WHEN request_hash IS NULL THEN features END FROM unnest(%s::text[], %s::timestamp[]) "
+        f"c(prediction_id, created_at) CROSS JOIN LATERAL (SELECT * FROM {TABLE} p WHERE p.prediction_id = "
+        "c.prediction_id AND p.created_at = c.created_at AND p.created_at >= %s AND p.created_at <= %s LIMIT 1) p",
+        ([p for _, p, _ in claims], times, min(times), max(times))).fetchall()
     out = []
     for pid, created, rhash, *rest in rows:
         rid = key_of.get((pid, created))
@@ -210,12 +215,12 @@ def stored_by_key(database: Database, ids: list[str]) -> list[tuple]:
 
 
 def conflicting(database: Database, staging: str) -> list[str]:
-    """repo's staging insert (partitioned layout): the request_ids of staged rows not stored because their key is
-    stored for another prediction with another fingerprint. Keys held by another prediction are found in
-    prediction_keys alone; only those (usually none) are looked up in predictions."""
+    """repo's staging insert (partitioned layout): the request_ids of staged rows whose key is stored for a request
+    with another fingerprint (so not stored now). Only the staged keys found in prediction_keys (a replay's) are
+    looked up in predictions; the key's claim names the row's partition."""
     offered = dict(database.execute_sql(
         f"SELECT s.request_id, s.request_hash FROM {staging} s JOIN {KEYS} k ON k.request_id = s.request_id "
-        "AND k.prediction_id <> s.prediction_id WHERE s.request_hash IS NOT NULL").fetchall())
+        "WHERE s.request_hash IS NOT NULL").fetchall())
     ids = [rid for rid in offered if "\n" not in rid]  # a request id is printable (inference.bounds)
     if not ids:
         return []
