@@ -10,7 +10,7 @@
 3. prediction_keys (request_id PRIMARY KEY, prediction_id, created_at; an index on created_at for retention)
    is filled from the same rows and from then on by a statement-level trigger on predictions: request_id stays
    unique across partitions;
-4. the old table is dropped and both tables analyzed.
+4. the old table is dropped and both tables analyzed (when rows were copied).
 
 The table is locked for the whole migration (a server's writer waits; answered records wait in its spool, nothing
 is lost). Measured cost: see docs/persistence.md "Partitions and retention" (bench/partition_bench.py prints it
@@ -67,8 +67,9 @@ def apply(database) -> None:
     sql(f"CREATE INDEX {keys}_created ON {keys} (created_at)")
     sql(partitions.KEYS_TRIGGER_SQL)
     sql(f"DROP TABLE {OLD}")
-    sql(f"ANALYZE {table}")
-    sql(f"ANALYZE {keys}")
+    if rows:  # the planner's statistics of what was copied (an empty table is left to the writer's, as before)
+        sql(f"ANALYZE {table}")
+        sql(f"ANALYZE {keys}")
     partitions.forget(database)
     done = time.perf_counter()
     log.info("m0008: %d rows into %d daily partitions in %.1f s (copy %.1f s, primary key and indexes %.1f s, "
