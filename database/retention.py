@@ -77,6 +77,8 @@ def run(database: Database, days: int, now: float | None = None) -> RetentionRep
         log.info(report.summary())
         return report
     try:
+        if postgres:  # a day's feedback or keys may take longer than the connection's statement timeout
+            database.execute_sql("SET statement_timeout = 0")
         report.created = partitions.ensure_partitions(database, now)
         if days > 0:
             report.boundary = boundary_of(days, now)
@@ -86,6 +88,7 @@ def run(database: Database, days: int, now: float | None = None) -> RetentionRep
                 _delete_rows(database, report, postgres)
     finally:
         if postgres:
+            database.execute_sql("RESET statement_timeout")
             database.execute_sql("SELECT pg_advisory_unlock(%s)", (RUN_LOCK,))
     log.info(report.summary())
     return report
