@@ -228,3 +228,31 @@ def test_retention_drops_old_predictions_while_a_writer_keeps_storing(empty_db_u
                 assert to_epoch(min(lo for lo, _ in left.values() if lo is not None)) <= to_epoch(boundary)
     finally:
         database.close()
+
+
+@pytest.mark.postgres
+def test_the_server_runs_retention_by_itself(model_store, tmp_path):
+    """A server with PREDMESH_RETENTION_DAYS drops the old partitions at start (then hourly), and logs them."""
+    from tests.support.procs import ServerProc, wait_for
+
+    now = time.time()
+    old = [record(f"old-{d}", at=now - d * DAY) for d in range(1, 8)]
+    boundary = retention.boundary_of(3, now)
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        try:
+            migrate(database)
+            with session():
+                partitions.ensure_partitions(database, now=now - 8 * DAY, ahead=8)
+                repo.insert_predictions(old)
+            env = {"PREDMESH_DATABASE_URL": schema.url, "PREDMESH_RETENTION_DAYS": "3"}
+            with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+                wait_for(lambda: "retention: predictions before" in proc.log_path.read_text(), 30,
+                         what="the server's retention run")
+                assert "dropped partition" in proc.log_path.read_text()
+            with session():
+                stored = {r[0] for r in _rows(database, "SELECT request_id FROM predictions")}
+                assert stored == {r.request_id for r in old if to_datetime(r.created_at) >= boundary}
+                assert all(hi is None or hi > boundary for _, hi in partitions.partitions(database).values())
+        finally:
+            database.close()
