@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": ("inference.__main__", ["serve"], "run the gRPC inference server"),
     "gateway": ("gateway.__main__", [], "run the Envoy REST gateway"),
     "migrate": ("database.__main__", [], "apply database migrations"),
+    "retention": ("database.__main__", ["retention"], "drop stored predictions older than PREDMESH_RETENTION_DAYS"),
     "ui": ("ui.__main__", [], "run the Panel dashboard"),
     "up": ("cli.up", [], "run the whole local mesh"),
     "consume": ("consumer.__main__", [], "score prediction jobs from RabbitMQ"),

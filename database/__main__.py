@@ -1,4 +1,5 @@
-"""Entry point: `predmesh migrate` / `python -m database [migrate|status]` against PREDMESH_DATABASE_URL."""
+"""Entry point: `predmesh migrate` / `predmesh retention` / `python -m database [migrate|status|retention]` against
+PREDMESH_DATABASE_URL."""
 from __future__ import annotations
 
 from predmesh.startup import StartupError, interrupt_exits, run_guarded
@@ -18,12 +19,17 @@ log = logging.getLogger("database")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m database") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="apply database migrations to PREDMESH_DATABASE_URL",
+    parser = argparse.ArgumentParser(prog=prog, description="apply database migrations to PREDMESH_DATABASE_URL, "
+                                     "or run its retention job",
                                      epilog=env_epilog(variables_read(DatabaseSettings.from_env)),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="migrate", choices=["migrate", "status"],
+    parser.add_argument("command", nargs="?", default="migrate", choices=["migrate", "status", "retention"],
                         help="migrate (default): apply pending migrations; status: list them, exit 1 while any "
-                             "is pending (0: up to date)")
+                             "is pending (0: up to date); retention: create the prediction partitions ahead and "
+                             "remove predictions older than PREDMESH_RETENTION_DAYS (PostgreSQL: drops whole daily "
+                             "partitions; SQLite: deletes rows); aggregates stay")
+    parser.add_argument("--days", type=int, default=None,
+                        help="retention: keep this many days (default PREDMESH_RETENTION_DAYS; 0 keeps everything)")
     parser.add_argument("--url", help="database URL (default: PREDMESH_DATABASE_URL or the local SQLite file)")
     args = parser.parse_args(argv)
     return run_guarded(prog, lambda: _run(args))
@@ -42,6 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise StartupError(" ".join(f"cannot connect to {redact(url)}: {exc}".split())) from None
     try:
+        if args.command == "retention":
+            return _retention(database, settings.retention_days if args.days is None else args.days)
         if args.command == "status":
             done = set(applied(database))
             for name in available():
@@ -56,6 +64,21 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     finally:
         database.close()
+
+
+def _retention(database, days: int) -> int:
+    from database.migrate import SchemaNotCurrent, require_current
+    from database.retention import run
+
+    if days < 0:
+        raise StartupError(f"--days {days}: use 0 (keep everything) or more")
+    try:
+        require_current(database)
+    except SchemaNotCurrent as exc:
+        raise StartupError(str(exc)) from None
+    report = run(database, days)
+    print(report.summary())
+    return 0
 
 
 if __name__ == "__main__":

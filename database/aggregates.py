@@ -275,14 +275,14 @@ def _upsert(table: str, rows: list[tuple]) -> None:
 
 
 # -- feedback ------------------------------------------------------------------------------------------------------
-def record_feedback(labels: dict[str, str]) -> None:
+def record_feedback(labels: dict[str, str]) -> set[str]:
     """Move the confusion counts for feedback about to be stored ({prediction_id: true label}); call it in the
     transaction that then writes the feedback rows. Ids with no stored prediction are skipped (the caller refuses
     or reports them). The predictions are locked first, so two writers labelling one prediction take turns and
-    each sees the label the other stored."""
+    each sees the label the other stored. Returns the ids found (locked until the transaction ends)."""
     ids = sorted(labels)
     if not ids:
-        return
+        return set()
     cursor = db.cursor()
     predictions: dict[str, tuple] = {}
     old: dict[str, str] = {}
@@ -314,6 +314,7 @@ def record_feedback(labels: dict[str, str]) -> None:
             delta.feedback[(minute, model, version, predicted, before)] -= 1
         delta.feedback[(minute, model, version, predicted, new)] += 1
     apply(delta)
+    return set(found)
 
 
 # -- windows -------------------------------------------------------------------------------------------------------

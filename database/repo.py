@@ -11,7 +11,7 @@ from datetime import datetime
 
 from peewee import JOIN, SQL, IntegrityError, Tuple, Value, fn
 
-from database import aggregates
+from database import aggregates, partitions
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.copy_text import copy_text, features_json, to_json
 from database.fingerprint import stored_hash
@@ -112,14 +112,20 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
                     # a session-local staging table, then one INSERT ... SELECT that skips the stored ones, at
                     # close to COPY's speed. A value the database refuses raises here (the caller isolates it).
                     text.seek(0)
+                    keyed = partitions.keyed()
                     with db.atomic():
                         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE {table}) "
                                        "ON COMMIT DELETE ROWS")
                         cursor.copy_expert(f"COPY {_STAGING} ({columns}) FROM STDIN", text)
-                        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} "
+                        # partitioned (m0008): a key another prediction holds is skipped here (its claim in
+                        # prediction_keys would raise), as the old UNIQUE (request_id) skipped it
+                        source = partitions.fresh(_STAGING) if keyed else _STAGING
+                        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
                                        f"ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
                         aggregates.add_rows(cursor.fetchall())  # only the rows inserted now
-                        if conflicts is not None:
+                        if conflicts is not None and keyed:
+                            conflicts.extend(partitions.conflicting(db.obj, _STAGING))
+                        elif conflicts is not None:
                             cursor.execute(f"SELECT s.request_id FROM {_STAGING} s JOIN {table} p "
                                            "ON p.request_id = s.request_id WHERE s.request_hash IS NOT NULL "
                                            "AND p.request_hash IS NOT NULL AND p.request_hash <> s.request_hash")
@@ -193,7 +199,9 @@ def answered(request_ids: Sequence[str]) -> dict[str, PredictionRecord]:
                "transport, CASE WHEN request_hash IS NULL THEN features END")
     select = f"SELECT {columns} FROM {table} "
     rows: list = []
-    if is_postgres() and not any("\n" in i for i in ids):
+    if is_postgres() and not any("\n" in i for i in ids) and partitions.keyed():
+        rows = partitions.stored_by_key(db.obj, ids)  # partitioned (m0008): through the keys' claims
+    elif is_postgres() and not any("\n" in i for i in ids):
         # the ids as one text split by the server (a 5,000-element array parameter costs ~30 ms to quote and parse;
         # a request id is printable: no newline in it, inference.bounds), each looked up in the unique index on
         # request_id: the LATERAL ... LIMIT 1 keeps it a nested loop of index probes, O(keys); = ANY or a plain join
@@ -247,7 +255,10 @@ def _where(flt: PredictionFilter) -> list:
         conds.append(Prediction.label == flt.label)
     if flt.transport:
         conds.append(Prediction.transport == flt.transport)
-    if flt.request_id:
+    if flt.request_id and partitions.keyed():  # partitioned (m0008): through the key's claim, one partition
+        conds.append(Tuple(Prediction.prediction_id, Prediction.created_at).in_(SQL(
+            f"(SELECT prediction_id, created_at FROM {partitions.KEYS} WHERE request_id = %s)", [flt.request_id])))
+    elif flt.request_id:
         conds.append(Prediction.request_id == flt.request_id)
     if flt.start is not None:
         conds.append(Prediction.created_at >= to_datetime(flt.start))
@@ -273,6 +284,8 @@ def page_query(flt: PredictionFilter, page_size: int, page_token: str = ""):
         # a row comparison, which both databases turn into one seek on the (filter, created_at, prediction_id)
         # indexes (the OR of its expansion would scan from the newest row on: listing N rows read O(N^2 / page))
         conds.append(Tuple(Prediction.created_at, Prediction.prediction_id) < Tuple(created, pid))
+        if partitions.keyed():  # partitioned (m0008): the planner leaves out the partitions newer than the token
+            conds.append(Prediction.created_at <= created)
     return (Prediction.select(Prediction, Feedback.label.alias("feedback_label"))
             .join(Feedback, JOIN.LEFT_OUTER, on=(Feedback.prediction == Prediction.prediction_id))
             .where(*conds)
@@ -359,7 +372,8 @@ def _write_transaction():
 def upsert_feedback(prediction_id: str, label: str, at: float) -> None:
     """Record (or overwrite) the true label of a stored prediction."""
     with _write_transaction():
-        aggregates.record_feedback({prediction_id: label})
+        if not aggregates.record_feedback({prediction_id: label}):
+            return  # no such prediction (any more: retention dropped it); feedback has no foreign key (m0008)
         Feedback.insert(prediction=prediction_id, label=label, created_at=to_datetime(at)).on_conflict(
             conflict_target=[Feedback.prediction],
             update={Feedback.label: label, Feedback.created_at: to_datetime(at)}).execute()
@@ -575,9 +589,10 @@ def upsert_feedback_many(labels: dict[str, str], at: float) -> None:
     if not labels:
         return
     when = to_datetime(at)
-    rows = [{"prediction": pid, "label": label, "created_at": when} for pid, label in labels.items()]
     with _write_transaction():
-        aggregates.record_feedback(labels)
+        found = aggregates.record_feedback(labels)  # the predictions stored (and locked): only theirs is written
+        rows = [{"prediction": pid, "label": label, "created_at": when} for pid, label in labels.items()
+                if pid in found]
         for start in range(0, len(rows), 500):
             Feedback.insert_many(rows[start:start + 500]).on_conflict(
                 conflict_target=[Feedback.prediction],

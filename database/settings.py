@@ -39,9 +39,11 @@ class DatabaseSettings:
 
     url: str = DEFAULT_URL
     log_level: str = "INFO"
+    retention_days: int = 0  # predictions older than this many days are removed (`predmesh retention`); 0: kept
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> DatabaseSettings:
         env = Env(environ)
         return cls(url=check_url(env.secret("DATABASE_URL") or cls.url),
-                   log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS))
+                   log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
+                   retention_days=env.int("RETENTION_DAYS", cls.retention_days, minimum=0))

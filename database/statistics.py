@@ -15,12 +15,15 @@ ANALYZE_TIMEOUT_MS = 300_000  # a statistics sample reads at most 30,000 rows' p
 
 
 def changed_since_analyze() -> tuple[int, float]:
-    """(rows inserted, updated or deleted since the last ANALYZE, the table's rows as the planner knows them)."""
+    """(rows inserted, updated or deleted since the last ANALYZE, the table's rows as the planner knows them); a
+    partitioned table (m0008) counts its partitions' (ANALYZE of the table analyzes each of them too)."""
+    name = Prediction._meta.table_name
     row = db.execute_sql(
-        "SELECT s.n_mod_since_analyze, GREATEST(c.reltuples, 0) FROM pg_stat_user_tables s "
-        "JOIN pg_class c ON c.oid = s.relid WHERE s.relid = to_regclass(%s)", (Prediction._meta.table_name,)
-    ).fetchone()
-    return (int(row[0]), float(row[1])) if row else (0, 0.0)
+        "SELECT COALESCE(SUM(s.n_mod_since_analyze), 0), COALESCE(SUM(GREATEST(c.reltuples, 0)), 0) "
+        "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE c.relkind <> 'p' AND (s.relid = "
+        "to_regclass(%s) OR s.relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(%s)))",
+        (name, name)).fetchone()
+    return int(row[0]), float(row[1])
 
 
 def analyze_if_due(share: float, minimum: int = MIN_CHANGED) -> bool:

@@ -211,6 +211,8 @@ class PersistenceSettings:
     # how often each replica reads the feedback quality of every version (kept by database.aggregates) into its gauges
     quality_refresh_seconds: float = 5.0
     spool_drain_seconds: float = 10.0  # on stop: how long to keep storing spooled records before leaving them
+    retention_days: int = 0  # the server's maintenance removes predictions older than this (0: keeps them all)
+    maintenance_interval_s: float = 3600.0  # how often it runs (partitions ahead, retention)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PersistenceSettings:
@@ -233,6 +235,7 @@ class PersistenceSettings:
             quality_refresh_seconds=_finite_positive("QUALITY_REFRESH_SECONDS", env.float(
                 "QUALITY_REFRESH_SECONDS", cls.quality_refresh_seconds)),
             spool_drain_seconds=env.float("SPOOL_DRAIN_SECONDS", cls.spool_drain_seconds),
+            retention_days=DatabaseSettings.from_env(environ).retention_days,
         )
 
 

@@ -8,7 +8,7 @@ import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from database import repo
+from database import partitions, repo, retention
 from database.connect import (
     DatabaseUnavailable,
     database_identity,
@@ -155,6 +155,23 @@ class Persistence:
                 statistics=PlannerStatistics(settings.analyze_share))
         log.info("persistence: %s to %s (spool %s, limit %d MB)", settings.mode, redact(settings.database_url),
                  settings.spool_dir, settings.spool_max_bytes // (1024 * 1024))
+        self._stopping = threading.Event()
+        self._maintenance = threading.Thread(target=self._maintain, name="db-maintenance", daemon=True)
+        self._maintenance.start()
+
+    def _maintain(self) -> None:
+        """Every maintenance interval (the first right away): create the prediction partitions ahead and, with
+        PREDMESH_RETENTION_DAYS, remove older predictions (database.retention; one process at a time). A failure
+        costs a warning: the DEFAULT partition takes rows meanwhile, the next run tries again."""
+        delay = 0.0
+        while not self._stopping.wait(delay):
+            delay = self.settings.maintenance_interval_s
+            try:
+                with session():
+                    retention.run(self.database, self.settings.retention_days)
+            except Exception as exc:
+                log.warning("database maintenance (partitions ahead, retention) failed: %s; next try in %.0f s",
+                            exc, self.settings.maintenance_interval_s)
 
     def insert_records(self, records) -> None:
         """The writer's insert; a key found stored for another request (answered while the database could not be
@@ -177,6 +194,12 @@ class Persistence:
                         log.info("applied migrations %s", ", ".join(applied))
                 else:
                     require_current(self.database)
+                try:  # partitions for today and the days ahead, before the first insert (PostgreSQL)
+                    partitions.ensure_partitions(self.database)
+                except DatabaseUnavailable:
+                    raise
+                except Exception as exc:  # e.g. a lock not had in time: the DEFAULT partition takes rows meanwhile
+                    log.warning("prediction partitions not created at start (%s); the maintenance tries again", exc)
             return True
         except DatabaseUnavailable as exc:
             if not at_start:
@@ -239,4 +262,5 @@ class Persistence:
     def close(self) -> None:
         if self.quality is not None:
             self.quality.stop()
+        self._stopping.set()
         self.recorder.close()

@@ -1,0 +1,227 @@
+"""PostgreSQL: the predictions table is range-partitioned by created_at (migration m0008), one partition per UTC
+day (predictions_pYYYYMMDD) plus a DEFAULT partition (predictions_default) that takes any row outside the created
+ones, so an insert never fails for want of a partition. Partitions are created ahead of time (ensure_partitions:
+at server start, by the server's periodic maintenance and by `predmesh retention`).
+
+What the layout keeps (docs/persistence.md "Partitions and retention"):
+- the primary key is (prediction_id, created_at): a replayed record carries its created_at, so it lands in the
+  same partition and ON CONFLICT DO NOTHING still drops it;
+- request_id (the idempotency key) is unique across partitions through prediction_keys (request_id PRIMARY KEY,
+  prediction_id, created_at), filled by a statement-level trigger on predictions from the inserted rows: a key
+  held already raises unique_violation (23505) as the old UNIQUE did, so COPY falls back to repo's staging insert,
+  which skips rows whose key another prediction holds;
+- feedback has no foreign key to a partitioned table (it would need the partition key and would stop a partition
+  from being dropped): the write path stores feedback only for predictions it found and locked, and retention
+  deletes the feedback of the predictions it drops.
+
+SQLite keeps its plain table: nothing here applies to it (retention there deletes rows, see database/retention).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import weakref
+from datetime import UTC, date, datetime, timedelta
+
+import peewee
+from peewee import Database
+
+log = logging.getLogger(__name__)
+
+TABLE = "predictions"
+DEFAULT = "predictions_default"
+KEYS = "prediction_keys"
+PREFIX = "predictions_p"  # + YYYYMMDD: the partition of that UTC day
+DAYS_AHEAD = 7  # partitions kept created ahead of today: a week without maintenance still inserts into its day
+DAYS_BEHIND = 1  # and behind today (a record answered just before midnight, stored after)
+MAINTENANCE_LOCK = 0x7072_6571  # pg advisory lock (transaction): one maintainer at a time (next to migrate's)
+LOCK_TIMEOUT_MS = 2000  # DDL waits at most this for its lock (then gives up and tries again): a DDL waiting behind
+LOCK_ATTEMPTS = 5  # a long query would otherwise queue every insert behind it
+
+KEYS_TRIGGER_SQL = f"""
+CREATE OR REPLACE FUNCTION {KEYS}_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- a key held already (by any prediction) raises unique_violation, as the old UNIQUE (request_id) did
+    INSERT INTO {KEYS} (request_id, prediction_id, created_at)
+        SELECT request_id, prediction_id, created_at FROM inserted;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER {KEYS}_claim AFTER INSERT ON {TABLE} REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION {KEYS}_claim();
+"""
+
+
+def partition_name(day: date) -> str:
+    return f"{PREFIX}{day:%Y%m%d}"
+
+
+def partition_day(name: str) -> date | None:
+    """The day of a daily partition's name (None for any other table)."""
+    match = re.fullmatch(rf"{PREFIX}(\d{{8}})", name)
+    return date.fromisoformat(f"{match.group(1)[:4]}-{match.group(1)[4:6]}-{match.group(1)[6:]}") if match else None
+
+
+def today(now: float | None = None) -> date:
+    return (datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)).date()
+
+
+def is_partitioned(database: Database) -> bool:
+    """True when predictions is a partitioned table (PostgreSQL after m0008)."""
+    from database.connect import is_postgres
+    if not is_postgres(database):
+        return False
+    row = database.execute_sql("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (TABLE,)).fetchone()
+    return bool(row) and row[0] == "p"
+
+
+def partitions(database: Database) -> dict[str, tuple[datetime | None, datetime | None]]:
+    """The partitions of predictions by name: (lower, upper) bounds, (None, None) for the DEFAULT partition."""
+    rows = database.execute_sql(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%s)", (TABLE,)).fetchall()
+    out: dict[str, tuple[datetime | None, datetime | None]] = {}
+    for name, bound in rows:
+        found = re.findall(r"'([^']+)'", bound)
+        out[name] = ((datetime.fromisoformat(found[0]), datetime.fromisoformat(found[1])) if len(found) == 2
+                     else (None, None))
+    return out
+
+
+def create_partition(database: Database, day: date) -> bool:
+    """Create the partition of a UTC day (in the caller's transaction); False when it exists. Rows of that day in
+    the DEFAULT partition (stored while it did not exist) are moved into it first."""
+    name = partition_name(day)
+    if database.execute_sql("SELECT to_regclass(%s)", (name,)).fetchone()[0]:
+        return False
+    lower, upper = day.isoformat(), (day + timedelta(days=1)).isoformat()
+    held = database.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {DEFAULT} WHERE created_at >= %s AND created_at < %s)",
+                                (lower, upper)).fetchone()[0]
+    if not held:
+        database.execute_sql(f"CREATE TABLE {name} PARTITION OF {TABLE} FOR VALUES FROM ('{lower}') TO ('{upper}')")
+        return True
+    # the DEFAULT partition holds rows of that day: move them into a new table, then attach it (a partition
+    # created over them would violate the DEFAULT partition's new bound)
+    database.execute_sql(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
+    database.execute_sql(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS)")
+    moved = database.execute_sql(
+        f"WITH moved AS (DELETE FROM {DEFAULT} WHERE created_at >= %s AND created_at < %s RETURNING *) "
+        f"INSERT INTO {name} SELECT * FROM moved", (lower, upper)).rowcount
+    database.execute_sql(f"ALTER TABLE {TABLE} ATTACH PARTITION {name} FOR VALUES FROM ('{lower}') TO ('{upper}')")
+    log.info("partition %s created with %d rows moved from %s", name, moved, DEFAULT)
+    return True
+
+
+def with_lock_timeout(database: Database, what: str, work, attempts: int = LOCK_ATTEMPTS,
+                      timeout_ms: int = LOCK_TIMEOUT_MS):
+    """Run work() in a transaction whose statements wait at most timeout_ms for a lock, trying again up to
+    `attempts` times (a DDL waiting long for its lock would hold every insert queued behind it)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with database.atomic():
+                database.execute_sql(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
+                return work()
+        except peewee.OperationalError as exc:
+            code = getattr(getattr(exc, "orig", None), "pgcode", None)
+            if code not in ("55P03", "40P01") or attempt == attempts:  # lock_not_available, deadlock_detected
+                raise
+            log.info("%s: lock not available (attempt %d of %d), trying again", what, attempt, attempts)
+    return None
+
+
+def ensure_partitions(database: Database, now: float | None = None, ahead: int = DAYS_AHEAD,
+                      behind: int = DAYS_BEHIND) -> list[str]:
+    """Create the daily partitions from `behind` days before today to `ahead` days after (UTC) that do not exist
+    yet; returns their names. A no-op on SQLite or an unpartitioned table. One maintainer at a time."""
+    if not is_partitioned(database):
+        return []
+    first = today(now)
+    created: list[str] = []
+
+    def work() -> None:
+        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MAINTENANCE_LOCK,))
+        created.clear()  # a try that ran out of lock time created nothing (rolled back)
+        existing = partitions(database)
+        for offset in range(-behind, ahead + 1):
+            day = first + timedelta(days=offset)
+            if partition_name(day) not in existing and create_partition(database, day):
+                created.append(partition_name(day))
+
+    with_lock_timeout(database, "creating partitions", work)
+    if created:
+        log.info("created partitions %s", ", ".join(created))
+    return created
+
+
+_LAYOUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def keyed(database: Database | None = None) -> bool:
+    """True when request_ids live in prediction_keys (a partitioned predictions table); cached per database (a
+    migration that changes the layout calls forget)."""
+    from database.models import db
+    target = database or db.obj
+    found = _LAYOUT.get(target)
+    if found is None:
+        found = _LAYOUT[target] = is_partitioned(target)
+    return found
+
+
+def forget(database: Database) -> None:
+    """Drop the cached layout of a database (its table was just converted)."""
+    _LAYOUT.pop(database, None)
+
+
+def fresh(staging: str) -> str:
+    """SQL for repo (partitioned layout): the rows of a staging table whose request_id is not stored yet, the first
+    of each request_id (as the old UNIQUE (request_id) let ON CONFLICT DO NOTHING keep it): a row whose key is held
+    is skipped here, since its claim in prediction_keys would raise. Every record carries a request_id (a fresh one
+    when the client sent none), so this also skips a record stored already whatever its created_at."""
+    return (f"(SELECT DISTINCT ON (request_id) * FROM {staging} ORDER BY request_id, ctid) s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} k WHERE k.request_id = s.request_id)")
+
+
+
+
+def stored_by_key(database: Database, ids: list[str]) -> list[tuple]:
+    """repo.answered's rows for these keys (no newline in any): (request_id, request_hash, prediction_id, model,
+    model_version, label, probabilities, latency_ms, transport, features when request_hash is NULL).
+
+    Two queries rather than one join: the keys' claims first (index probes on prediction_keys; a call of new keys,
+    the usual case, ends here), then their rows, one index probe each, within the claims' time range given as
+    constants, so the planner prunes to the partitions of those days (a join with predictions would plan every
+    partition on each call)."""
+    claims = database.execute_sql(
+        f"SELECT k.id, pk.prediction_id, pk.created_at FROM unnest(string_to_array(%s, E'\\n')) k(id) "
+        f"CROSS JOIN LATERAL (SELECT prediction_id, created_at FROM {KEYS} WHERE request_id = k.id LIMIT 1) pk",
+        ("\n".join(ids),)).fetchall()
+    if not claims:
+        return []
+    key_of = {(pid, created): rid for rid, pid, created in claims}
+    # a nested loop of index probes, one per pair (LATERAL ... LIMIT 1, pruned to its partition at run time), over
+    # the partitions of their time range (constants: pruned when planned)
+    times = [c for _, _, c in claims]
+    rows = database.execute_sql(
+        "SELECT p.prediction_id, p.created_at, request_hash, model, model_version, label, probabilities, latency_ms, "
+        f"transport, CASE WHEN request_hash IS NULL THEN features END FROM unnest(%s::text[], %s::timestamp[]) "
+        f"c(prediction_id, created_at) CROSS JOIN LATERAL (SELECT * FROM {TABLE} p WHERE p.prediction_id = "
+        "c.prediction_id AND p.created_at = c.created_at AND p.created_at >= %s AND p.created_at <= %s LIMIT 1) p",
+        ([p for _, p, _ in claims], times, min(times), max(times))).fetchall()
+    out = []
+    for pid, created, rhash, *rest in rows:
+        rid = key_of.get((pid, created))
+        if rid is not None:
+            out.append((rid, rhash, pid, *rest))
+    return out
+
+
+def conflicting(database: Database, staging: str) -> list[str]:
+    """repo's staging insert (partitioned layout): the request_ids of staged rows whose key is stored for a request
+    with another fingerprint (so not stored now). Only the staged keys found in prediction_keys (a replay's) are
+    looked up in predictions; the key's claim names the row's partition."""
+    offered = dict(database.execute_sql(
+        f"SELECT s.request_id, s.request_hash FROM {staging} s JOIN {KEYS} k ON k.request_id = s.request_id "
+        "WHERE s.request_hash IS NOT NULL").fetchall())
+    ids = [rid for rid in offered if "\n" not in rid]  # a request id is printable (inference.bounds)
+    if not ids:
+        return []
+    return [rid for rid, rhash, *_ in stored_by_key(database, ids) if rhash is not None and rhash != offered[rid]]

@@ -1,0 +1,258 @@
+"""Partitioned predictions (m0008, database/partitions.py) and retention (database/retention.py, `predmesh
+retention`): the migration converts a filled table of the previous layout keeping every row, and the guarantees
+the table carried still hold on it (exactly-once storage by prediction_id, request_id unique as the idempotency
+key, feedback, keyset paging across partitions); retention drops whole old partitions while a writer keeps
+storing (SQLite: deletes the rows), with nothing newer lost and the aggregates unchanged."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from database import partitions, repo, retention
+from database.connect import open_database, session
+from database.migrate import AppliedMigration, available, migrate
+from database.models import to_datetime, to_epoch
+from database.records import PredictionRecord
+from tests.integration.postgres.test_database import record
+from tests.support.pg import TempSchema
+
+DAY = 86400.0
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _rows(database, sql: str, params=()) -> list[tuple]:
+    return [tuple(r) for r in database.execute_sql(sql, params).fetchall()]
+
+
+def _page_all(flt: repo.PredictionFilter, size: int) -> list[str]:
+    seen, token = [], ""
+    while True:
+        page, token = repo.list_predictions(flt, size, token)
+        seen += [p.record.request_id for p in page]
+        if not token:
+            return seen
+
+
+@pytest.mark.postgres
+def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
+    now = time.time()
+    # 6 days of rows (ties on created_at: ordered by prediction_id), one far in the past
+    old = [record(f"old-{i}", ("setosa", "versicolor", "virginica")[i % 3], model=("iris", "wine")[i % 2],
+                  version=str(1 + i % 3), at=now - (i % 6) * DAY - i // 2) for i in range(240)]
+    old.append(record("ancient", at=datetime(2020, 1, 2, tzinfo=UTC).timestamp()))
+    old = [dataclasses.replace(r, request_hash=f"{i:032x}") for i, r in enumerate(old)]
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        try:
+            with session(), database.bind_ctx([AppliedMigration]):  # the database as the previous release left it
+                AppliedMigration.create_table()
+                for name in (n for n in available() if n < "m0008"):
+                    with database.atomic():
+                        importlib.import_module(f"database.migrations.{name}").apply(database)
+                        AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+                repo.insert_predictions(old)
+                repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::7]}, now)
+                before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
+                feedback = _rows(database, "SELECT prediction_id, label FROM feedback ORDER BY prediction_id")
+                stats = repo.stats(repo.PredictionFilter(), now=now + 60)
+                assert not partitions.keyed()
+            assert "m0008_partition_predictions" in migrate(database)
+            with session():
+                assert partitions.is_partitioned(database) and partitions.keyed()
+                names = set(partitions.partitions(database))
+                days = {to_datetime(r.created_at).date() for r in old}
+                assert {partitions.partition_name(d) for d in days} | {partitions.DEFAULT} <= names
+                assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
+                assert _rows(database, "SELECT prediction_id, label FROM feedback ORDER BY prediction_id") == feedback
+                assert _rows(database, "SELECT request_id, prediction_id FROM prediction_keys ORDER BY 1") == sorted(
+                    (r.request_id, r.prediction_id) for r in old)
+                assert repo.stats(repo.PredictionFilter(), now=now + 60) == stats
+                # each row sits in its day's partition (the DEFAULT partition holds none)
+                assert _rows(database, f"SELECT COUNT(*) FROM {partitions.DEFAULT}") == [(0,)]
+
+                # exactly once: a replay (COPY refused, staging insert) stores only the new rows, counted once
+                new = [record(f"new-{i}", at=now - i) for i in range(5)]
+                repo.insert_predictions(old[:50] + new)
+                repo.insert_predictions(new)  # replayed again
+                assert repo.count_predictions() == len(old) + 5
+                assert repo.stats(repo.PredictionFilter(), now=now + 60).total == stats.total + 5
+
+                # idempotency: a key's stored answer is found; the key under another prediction is not stored
+                found = repo.answered([old[3].request_id, "ancient", "never"])
+                assert {k: v.prediction_id for k, v in found.items()} == {
+                    old[3].request_id: old[3].prediction_id, "ancient": old[-1].prediction_id}
+                assert found[old[3].request_id].request_hash == old[3].request_hash
+                other = dataclasses.replace(record("other"), request_id=old[3].request_id, request_hash="f" * 32)
+                for batch in ([other], [other, record("fresh")]):  # alone, and next to a new row
+                    conflicts: list[str] = []
+                    repo.insert_predictions(batch, conflicts)
+                    assert conflicts == [old[3].request_id]
+                assert repo.get_prediction(other.prediction_id) is None and repo.get_prediction(
+                    repo.answered(["fresh"])["fresh"].prediction_id) is not None
+                assert repo.answered([old[3].request_id])[old[3].request_id].prediction_id == old[3].prediction_id
+
+                # keyset paging across partitions, with and without filters; the request_id filter
+                everything = sorted(old + new + [record("fresh")], key=lambda r: (r.created_at, r.prediction_id),
+                                    reverse=True)
+                assert _page_all(repo.PredictionFilter(), 37) == [r.request_id for r in everything]
+                assert _page_all(repo.PredictionFilter(model="wine", start=now - 3 * DAY), 11) == [
+                    r.request_id for r in everything if r.model == "wine" and r.created_at >= now - 3 * DAY]
+                page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[7].request_id), 10)
+                assert [(p.record.prediction_id, p.feedback_label) for p in page] == [(old[7].prediction_id,
+                                                                                        "setosa")]
+        finally:
+            database.close()
+
+
+@pytest.mark.postgres
+def test_a_partition_created_late_takes_its_rows_from_the_default_partition():
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        try:
+            migrate(database)
+            later = time.time() + 30 * DAY  # beyond the partitions made ahead: the DEFAULT partition takes it
+            with session():
+                repo.insert_predictions([record("later", at=later)])
+                assert _rows(database, f"SELECT request_id FROM {partitions.DEFAULT}") == [("later",)]
+                assert partitions.ensure_partitions(database, now=later, ahead=0, behind=0) == [
+                    partitions.partition_name(to_datetime(later).date())]
+                name = partitions.partition_name(to_datetime(later).date())
+                assert _rows(database, f"SELECT request_id FROM {name}") == [("later",)]
+                assert _rows(database, f"SELECT COUNT(*) FROM {partitions.DEFAULT}") == [(0,)]
+                assert repo.answered(["later"])["later"].prediction_id == record("later").prediction_id
+        finally:
+            database.close()
+
+
+def test_retention_drops_old_predictions_while_a_writer_keeps_storing(empty_db_url):
+    postgres = not empty_db_url.startswith("sqlite")
+    now = time.time()
+    keep_days = 4
+    boundary = retention.boundary_of(keep_days, now)
+    old = [record(f"old-{d}-{i}", ("setosa", "virginica")[i % 2], at=now - d * DAY - i * 60)
+           for d in range(1, 10) for i in range(12)]
+    if postgres:
+        old.append(record("ancient", at=datetime(2020, 1, 2, tzinfo=UTC).timestamp()))  # the DEFAULT partition
+    gone = [r for r in old if to_datetime(r.created_at) < boundary]
+    kept = [r for r in old if to_datetime(r.created_at) >= boundary]
+    assert gone and kept
+    today = int(datetime(*datetime.fromtimestamp(now, UTC).timetuple()[:3], tzinfo=UTC).timestamp())
+    database = open_database(empty_db_url)
+    try:
+        migrate(database)
+        with session():
+            # the partitions a server running for the last ten days made ahead
+            partitions.ensure_partitions(database, now=now - 10 * DAY, ahead=10)
+            repo.insert_predictions(old)
+            repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::3]}, now)
+            rollup = ("SELECT width, bucket_start, model, model_version, transport, n FROM stats_rollup "
+                      f"WHERE bucket_start < {today} ORDER BY 1, 2, 3, 4, 5")
+            confusion = (f"SELECT * FROM stats_feedback WHERE bucket_start < {today} ORDER BY 1, 2, 3, 4, 5, 6")
+            aggregates_before = (_rows(database, rollup), _rows(database, confusion))
+            stats_before = repo.stats(repo.PredictionFilter(start=now - 11 * DAY, end=today))
+            assert stats_before.total == len(old) - postgres and stats_before.quality
+            old_partitions = {name for name, (lo, hi) in partitions.partitions(database).items()
+                              if hi is not None and hi <= boundary} if postgres else set()
+            assert len(old_partitions) >= 4 if postgres else True
+
+        written: list[str] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def writer() -> None:  # what a server's writer does: new rows at the current time, some offered again
+            n, last = 0, list[PredictionRecord]()
+            while not stop.is_set():
+                batch = [record(f"w-{n}-{i}", at=time.time()) for i in range(20)]
+                n += 1
+                try:
+                    with session():
+                        repo.insert_predictions(batch + last)  # the previous batch replayed with it
+                    written.extend(r.request_id for r in batch)
+                    last = batch
+                except BaseException as exc:  # the test asserts there is none
+                    errors.append(exc)
+                    return
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while len(written) < 100 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            job = subprocess.run([sys.executable, "-m", "cli", "retention"], capture_output=True, text=True,
+                                 timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                             "PREDMESH_DATABASE_URL": empty_db_url,
+                                                             "PREDMESH_RETENTION_DAYS": str(keep_days)})
+            settled = len(written)
+            while len(written) < settled + 100 and time.monotonic() < deadline + 20:
+                time.sleep(0.05)  # and the writer keeps storing after it
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        assert job.returncode == 0, job.stderr
+        assert not errors, errors
+        assert f"{len(gone)} rows" in job.stdout, job.stdout
+        if postgres:
+            assert all(name in job.stdout for name in old_partitions), job.stdout
+            assert "dropped partition" in job.stderr  # logged, one line per partition
+
+        with session():
+            stored = {r[0] for r in _rows(database, "SELECT request_id FROM predictions")}
+            assert stored == {r.request_id for r in kept} | set(written)  # nothing newer lost, nothing old left
+            assert repo.count_predictions() == len(stored)  # each once
+            with_feedback = {r[0] for r in _rows(database, "SELECT prediction_id FROM feedback")}
+            assert with_feedback == {r.prediction_id for r in old[::3] if r in kept}
+            assert (_rows(database, rollup), _rows(database, confusion)) == aggregates_before
+            assert repo.stats(repo.PredictionFilter(start=now - 11 * DAY, end=today)) == stats_before
+            assert not repo.answered([r.request_id for r in gone])
+            assert set(repo.answered([r.request_id for r in kept])) == {r.request_id for r in kept}
+            # feedback for a prediction retention removed is not stored (there is no foreign key to refuse it)
+            repo.upsert_feedback(gone[0].prediction_id, "setosa", now)
+            assert not _rows(database, "SELECT 1 FROM feedback WHERE prediction_id = %s" if postgres else
+                             "SELECT 1 FROM feedback WHERE prediction_id = ?", (gone[0].prediction_id,))
+            if postgres:
+                left = partitions.partitions(database)
+                assert not old_partitions & set(left)
+                assert all(lo is None or lo >= boundary - timedelta(days=1) for lo, _ in left.values())
+                assert _rows(database, "SELECT COUNT(*) FROM prediction_keys") == [(len(stored),)]
+                assert to_epoch(min(lo for lo, _ in left.values() if lo is not None)) <= to_epoch(boundary)
+    finally:
+        database.close()
+
+
+@pytest.mark.postgres
+def test_the_server_runs_retention_by_itself(model_store, tmp_path):
+    """A server with PREDMESH_RETENTION_DAYS drops the old partitions at start (then hourly), and logs them."""
+    from tests.support.procs import ServerProc, wait_for
+
+    now = time.time()
+    old = [record(f"old-{d}", at=now - d * DAY) for d in range(1, 8)]
+    boundary = retention.boundary_of(3, now)
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        try:
+            migrate(database)
+            with session():
+                partitions.ensure_partitions(database, now=now - 8 * DAY, ahead=8)
+                repo.insert_predictions(old)
+            env = {"PREDMESH_DATABASE_URL": schema.url, "PREDMESH_RETENTION_DAYS": "3"}
+            with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+                wait_for(lambda: "retention: predictions before" in proc.log_path.read_text(), 30,
+                         what="the server's retention run")
+                assert "dropped partition" in proc.log_path.read_text()
+            with session():
+                stored = {r[0] for r in _rows(database, "SELECT request_id FROM predictions")}
+                assert stored == {r.request_id for r in old if to_datetime(r.created_at) >= boundary}
+                assert all(hi is None or hi > boundary for _, hi in partitions.partitions(database).values())
+        finally:
+            database.close()
