@@ -240,6 +240,7 @@ def main() -> int:
 
     from database.connect import open_database
     from database.migrate import migrate
+    from database.partitions import ensure_partitions
     from inference.models.store import ModelStore
     from inference.models.train import train
     from predmesh import Client
@@ -256,6 +257,9 @@ def main() -> int:
             schemas.append(schema)
             database = open_database(schema.url)
             migrate(database)
+            # a daily partition for every day the rows cover (on a partitioned table, as a server's maintenance
+            # keeps them), not one DEFAULT partition holding them all
+            ensure_partitions(database, behind=int(args.days) + 1)
             database.close()
             drawn, took = load(schema, rows, args.days, sample, seed=rows)
             print(f"{rows:,} rows (+{FEEDBACK_SHARE:.0%} with feedback) loaded by COPY in {took:.1f} s = "
