@@ -61,8 +61,10 @@ def test_a_shifted_category_share_and_unseen_categories_move_the_category_psi(mo
     with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DRIFT_WINDOW_S": "120"}) as proc:
         with Client(proc.target, timeout=10) as client:
             send_typed(client, rows)
-        psi = wait_for(lambda: (g := gauges(proc, "predmesh_feature_drift_psi", **churn)) and
-                       gauges(proc, "predmesh_drift_window_rows", **churn).get("") == 600 and g, 15, interval=0.3,
+        # the row count first: PSI read after a tick that saw all 600 rows is of all 600 (read the other way
+        # round, a PSI of the first few hundred rows could pass with a later tick's count)
+        psi = wait_for(lambda: gauges(proc, "predmesh_drift_window_rows", **churn).get("") == 600 and
+                       gauges(proc, "predmesh_feature_drift_psi", **churn), 15, interval=0.3,
                        what="churn drift gauges over all 600 rows")
         unseen = gauges(proc, "predmesh_feature_unseen_categories_total", **churn)
         missing = gauges(proc, "predmesh_feature_missing_ratio", **churn)
