@@ -101,6 +101,24 @@ def health_status(target: str, service: str = "", timeout: float = 1.0) -> int |
             return None
 
 
+def first_not_serving(target: str, since: float, alive, give_up_after: float = 15.0) -> float | None:
+    """When (time.monotonic()) the first health check that answered NOT_SERVING was sent, polling from now while
+    alive() holds; None if none did. One channel stays open and each check is credited with its send time, so a
+    loaded machine's connection set-up and slow answers are not counted against the server."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while alive() and time.monotonic() - since < give_up_after:
+            sent = time.monotonic()
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+            except grpc.RpcError:
+                status = None
+            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                return sent
+            time.sleep(0.02)
+    return None
+
+
 # The server's start-up line names the ports it bound (single process, or the supervisor of several).
 BOUND = re.compile(r"(?:listening on|processes sharing) \S+:(\d+)(?: \(gRPC\))?; metrics: (?:\S+:(\d+)/metrics|off)")
 

@@ -5,15 +5,13 @@ import sqlite3
 import threading
 import time
 
-import grpc
 import pytest
 import requests
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import IRIS_ROW
 from tests.support.gateway import GatewayProc
 from tests.support.load import run_load
-from tests.support.procs import ServerProc
+from tests.support.procs import ServerProc, first_not_serving
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -57,21 +55,11 @@ def test_sigterm_one_of_two_replicas_under_load(trained_store, tmp_path):
         last_a_count: list[float] = []
 
         def watch_health() -> None:
-            # one channel kept open, so that a loaded machine's connection set-up is not counted; a check is
-            # credited with the time it was sent
-            with grpc.insecure_channel(a.target) as channel:
-                stub = health_pb2_grpc.HealthStub(channel)
-                while "sigterm" not in timeline:
-                    time.sleep(0.01)
-                while a.alive() and "not_serving" not in timeline:
-                    sent = time.monotonic()
-                    try:
-                        status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
-                    except grpc.RpcError:
-                        status = None
-                    if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                        timeline["not_serving"] = sent
-                    time.sleep(0.02)
+            while "sigterm" not in timeline:
+                time.sleep(0.01)
+            sent = first_not_serving(a.target, timeline["sigterm"], a.alive)
+            if sent is not None:
+                timeline["not_serving"] = sent
 
         def kill_one() -> None:
             time.sleep(1.2)

@@ -15,7 +15,15 @@ from grpc_health.v1 import health_pb2
 
 from predmesh import Client, DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied, Prediction, Unauthenticated
 from tests.conftest import IRIS_ROW
-from tests.support.procs import ADMIN_TOKEN, READONLY_TOKEN, WRITER_TOKEN, ServerProc, health_status, wait_for
+from tests.support.procs import (
+    ADMIN_TOKEN,
+    READONLY_TOKEN,
+    WRITER_TOKEN,
+    ServerProc,
+    first_not_serving,
+    health_status,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -109,8 +117,8 @@ def test_sigterm_drains_in_flight_calls_then_exits(model_store, tmp_path):
             time.sleep(0.3)
             terminated = time.monotonic()
             proc.started.terminate()
-            wait_for(lambda: health_status(proc.target) == health_pb2.HealthCheckResponse.NOT_SERVING, 1.0,
-                     interval=0.02, what="NOT_SERVING within 1 s of SIGTERM")
+            not_serving = first_not_serving(proc.target, terminated, proc.alive)
+            assert not_serving is not None and not_serving - terminated <= 1.0, "NOT_SERVING within 1 s of SIGTERM"
             inflight.join(10)
             assert result["p"].label == "setosa", "the in-flight call must finish on the draining server"
             assert proc.wait(10) == 0
