@@ -135,9 +135,9 @@ def in_index_order(b: PredictionBatch) -> PredictionBatch:
     changes: the rows, and the answers the caller already has, are the same."""
     ids = b.prediction_ids
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    if order == list(range(len(ids))):
+    if order == list(range(len(ids))):  # in order already (also every batch of 0 or 1 rows)
         return b
-    take = itemgetter(*order) if len(order) > 1 else (lambda seq: (seq[order[0]],))
+    take = itemgetter(*order)  # 2 rows or more: a tuple of them
     return replace(b, prediction_ids=list(take(ids)), request_ids=list(take(b.request_ids)),
                    features=b.features[order], labels=b.labels[order], probabilities=b.probabilities[order],
                    request_hashes=None if b.request_hashes is None else list(take(b.request_hashes)))
