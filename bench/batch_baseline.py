@@ -8,7 +8,8 @@ pandas reads the whole file; the model's newest version in the store (the very a
 the same hash and trust checks) predicts in process (predict_proba, label = the class of the highest probability);
 one COPY stores every row (id, the features, label, one probability column per class) into a new table with a
 primary key on id, committed; the scored CSV (the input's columns, label, prob_<class>…) is written with pandas.
-Prints one JSON line: rows and the seconds of each step.
+Prints one JSON line: rows, the seconds of each step and pg_cpu, the CPU seconds of its PostgreSQL backend during
+the COPY (read from /proc: PostgreSQL on this machine, as in the bench).
 """
 from __future__ import annotations
 
