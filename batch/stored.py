@@ -3,11 +3,14 @@ database, through the public API only.
 
 The server answers a row once its record is durable (in its spool, with PREDMESH_PERSISTENCE=durable); its writer
 stores it in the database shortly after. The run's rows have request ids `batch-<hash>-<row number>`. The check
-asks the server how many stored predictions of the model carry this run's prefix (AnalyticsService.
-CountPredictions, one indexed count, however many rows), again until that reaches the number of rows scored or the
-wait ends. Against a server without CountPredictions (UNIMPLEMENTED) it lists this model's batch predictions
-created since the run began (ListPredictions, newest first, 1000 a page) and marks this run's rows (one bit per
-row number), again until every row is seen; that costs a full listing per pass (~5,000 rows/s on a busy 2-core
+first waits until the run's last row (its highest row number, answered last) is queryable: one ListPredictions by
+that request id per PROBE_S, an index probe, while the writers still store the run's tail (a count over a million
+rows costs the database about a second, which polling took from those writers). It then asks the server how many
+stored predictions of the model carry this run's prefix (AnalyticsService.CountPredictions, one indexed count,
+however many rows), again until that reaches the number of rows scored or the wait ends. Against a server without
+CountPredictions (UNIMPLEMENTED) it lists this model's batch predictions created since the run began
+(ListPredictions, newest first, 1000 a page) and marks this run's rows (one bit per row number), again until every
+row is seen; that costs a full listing per pass (~5,000 rows/s on a busy 2-core
 machine). A rerun stores nothing new (the rows were stored when the file was first scored): the window then starts
 when the first run of this file began (its run record: ListBatchRuns)."""
 from __future__ import annotations
@@ -23,6 +26,7 @@ from predmesh import PredmeshError
 
 SKEW = timedelta(minutes=2)  # the server's clock against ours, and the time between scoring and recording
 PAGE = 1000
+PROBE_S = 0.1  # between probes for the run's last row (each is one index lookup)
 
 
 class Expected:
@@ -33,12 +37,14 @@ class Expected:
         self.missing = bytearray()
         self.left = 0
         self.total = 0
+        self.last = -1  # the highest row number added (-1: none)
         self.add(numbers)
 
     def add(self, numbers: Sequence[int]) -> None:
         if not len(numbers):
             return
         top = max(numbers)
+        self.last = max(self.last, top)
         if top >= len(self.missing):
             self.missing.extend(bytes(top + 1 - len(self.missing)))
         for n in numbers:
@@ -76,11 +82,30 @@ def wait_stored(clients: Clients, model: str, expected: Expected, since: datetim
     expected.left is then the number of rows not stored yet."""
     started = time.monotonic()
     try:
+        _last_row(clients, model, expected, started + wait_s)
         return _counted(clients, model, expected, since, started + wait_s, poll_s), time.monotonic() - started
     except PredmeshError as exc:
         if exc.code != grpc.StatusCode.UNIMPLEMENTED:
             raise
     return _listed(clients, model, expected, since, started + wait_s, poll_s), time.monotonic() - started
+
+
+def _last_row(clients: Clients, model: str, expected: Expected, deadline: float) -> None:
+    """Wait (until deadline) until the run's last row is stored, probing it by request id; the count decides after
+    (rows of other chunks may still come: the server's processes store on their own)."""
+    if expected.last < 0:
+        return
+    request_id = expected.prefix + str(expected.last)
+    while time.monotonic() + PROBE_S <= deadline:
+        try:
+            page = clients.first.list_predictions(model=model, request_id=request_id, page_size=1)
+            if next(iter(page), None) is not None:
+                return
+        except PredmeshError as exc:
+            if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            return
+        time.sleep(PROBE_S)
 
 
 def _counted(clients: Clients, model: str, expected: Expected, since: datetime, deadline: float,

@@ -8,19 +8,31 @@ pandas reads the whole file; the model's newest version in the store (the very a
 the same hash and trust checks) predicts in process (predict_proba, label = the class of the highest probability);
 one COPY stores every row (id, the features, label, one probability column per class) into a new table with a
 primary key on id, committed; the scored CSV (the input's columns, label, prob_<class>…) is written with pandas.
-Prints one JSON line: rows and the seconds of each step.
+Prints one JSON line: rows, the seconds of each step and pg_cpu, the CPU seconds of its PostgreSQL backend during
+the COPY (read from /proc: PostgreSQL on this machine, as in the bench).
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process from /proc (the database's backend of this connection, when PostgreSQL runs
+    on this machine: the bench's case; 0.0 when it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -70,11 +82,14 @@ def main() -> int:
     stored.to_csv(buffer, index=False, header=False)
     buffer.seek(0)
     conn = psycopg2.connect(args.pg_url)
+    backend = conn.get_backend_pid()
+    pg0 = _cpu_seconds(backend)
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE TABLE {args.table} ({', '.join(columns)})")
             cur.copy_expert(f"COPY {args.table} FROM STDIN WITH (FORMAT csv)", buffer)
         conn.commit()
+        pg_cpu = _cpu_seconds(backend) - pg0
     finally:
         conn.close()
     t_copy = time.perf_counter()
@@ -86,7 +101,8 @@ def main() -> int:
     scored.to_csv(args.output, index=False)
     t_write = time.perf_counter()
     print(json.dumps({"rows": len(frame), "load_model": t_load - t0, "read": t_read - t_load,
-                      "score": t_score - t_read, "copy": t_copy - t_score, "write": t_write - t_copy}))
+                      "score": t_score - t_read, "copy": t_copy - t_score, "write": t_write - t_copy,
+                      "pg_cpu": pg_cpu}))
     return 0
 
 

@@ -18,7 +18,9 @@ ids, so every round stores N new rows), then runs, alternating which goes first:
   pandas; its table must then hold N rows.
 
 Each is a child process timed from its start to its exit (interpreter start and imports included for both);
-its peak RSS and CPU come from /usr/bin/time. Goal: mesh rows/s >= 1.0x the baseline's.
+its peak RSS and CPU come from /usr/bin/time; the CPU of the server and of its PostgreSQL backends (the mesh) and
+of the baseline's backend come from /proc (PostgreSQL on this machine), also printed per 100,000 rows: on a busy
+machine these vary far less than the wall times. Goal: mesh rows/s >= 1.0x the baseline's.
 --server-env / --cli-env set variables of the server / of `predmesh batch score` (to try other settings; the
 headline figures are at the defaults, without them).
 """
@@ -201,7 +203,10 @@ def main() -> int:
             raise SystemExit(f"the baseline exited {child.code}: {child.stderr[-2000:]}")
         steps = json.loads(child.stdout.strip().splitlines()[-1])
         return {"wall_s": child.wall_s, "peak_rss_mb": child.peak_rss_mb, "client_cpu_s": child.cpu_s,
-                "stored": count(tag.replace("-", "_")), "steps": steps}
+                "pg_cpu_s": steps.get("pg_cpu", 0.0), "stored": count(tag.replace("-", "_")), "steps": steps}
+
+    def per(cpu_s: float) -> str:
+        return f"{cpu_s * 100_000 / args.rows:.2f}"
 
     print(f"{args.rows:,} rows per run, models {', '.join(models)}, {args.rounds} round(s); server at its defaults "
           f"on {target}, PostgreSQL schema {schema.name}; {os.cpu_count()} CPUs, load average "
@@ -250,8 +255,14 @@ def main() -> int:
                       f"            its last line: …{s['last_line'][-120:]}\n"
                       f"  baseline  {b['rows_per_s']:>9,.0f} rows/s  {b['wall_s']:6.2f} s  peak RSS "
                       f"{b['peak_rss_mb']:6.0f} MB  CPU {b['client_cpu_s']:6.2f} s  stored {b['stored']:,}  "
-                      f"(steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in b["steps"].items() if k != "rows")
-                      + f")\n  ratio mesh/baseline {ratio:.2f}x", flush=True)
+                      f"(steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in b["steps"].items()
+                                             if k not in ("rows", "pg_cpu"))
+                      + f")\n  CPU s per 100k rows: mesh client {per(s['client_cpu_s'])} + server "
+                      f"{per(s['server_cpu_s'])} + PostgreSQL {per(s['pg_cpu_s'])} = "
+                      f"{per(s['client_cpu_s'] + s['server_cpu_s'] + s['pg_cpu_s'])}; baseline client "
+                      f"{per(b['client_cpu_s'])} + PostgreSQL {per(b['pg_cpu_s'])} = "
+                      f"{per(b['client_cpu_s'] + b['pg_cpu_s'])}"
+                      + f"\n  ratio mesh/baseline {ratio:.2f}x", flush=True)
     finally:
         stop(proc)
         schema.drop()

@@ -92,11 +92,17 @@ class _Lister:
         self.rows = request_ids
         self.visible = 0
         self.calls = 0
+        self.probes = 0
 
     def count_predictions(self, model: str, prefix: str, **kw: Any) -> int:  # a server from before CountPredictions
         raise PredmeshError("Method not found!", grpc.StatusCode.UNIMPLEMENTED)
 
     def list_predictions(self, **kw: Any):
+        if kw.get("request_id"):  # the probe for one row (an index lookup)
+            self.probes += 1
+            found = kw["request_id"] in self.rows[:self.visible]
+            return _Page(items=[SimpleNamespace(prediction=SimpleNamespace(request_id=kw["request_id"]))] * found,
+                         next_page_token="")
         self.calls += 1
         start = int(kw["page_token"] or 0)
         page = self.rows[:self.visible][::-1][start:start + kw["page_size"]]
@@ -113,6 +119,8 @@ class _Counter(_Lister):
         return sum(r.startswith(prefix) for r in self.rows[:self.visible])
 
     def list_predictions(self, **kw: Any):
+        if kw.get("request_id"):
+            return super().list_predictions(**kw)
         raise AssertionError("listed every row; the count answers")
 
 
@@ -126,7 +134,8 @@ def test_wait_stored_counts_the_run_s_rows_until_all_are_stored(monkeypatch):
         counter.visible = min(len(ids), counter.visible + 1000)
     monkeypatch.setattr("batch.stored.time.sleep", sleep)
     done, _ = wait_stored(clients, "iris", expected, datetime.now(UTC), wait_s=60, poll_s=0.01)
-    assert done and expected.left == 0 and counter.calls == 4  # 0, 999, 1999, then all 2500
+    # the last row (2500) is probed for while the rows arrive (0, 1000, 2000, 2501 visible), then ONE count
+    assert done and expected.left == 0 and counter.probes == 4 and counter.calls == 1
 
     counter.rows = [f"batch-h-{n}" for n in range(1, 10)]
     late = Expected("batch-h-", range(1, 11))  # 10 is never stored
@@ -150,3 +159,19 @@ def test_wait_stored_lists_against_a_server_without_count_and_ignores_others(mon
     late = Expected("batch-h-", [1, 9999])  # 9999 is never stored
     done, _ = wait_stored(clients, "iris", late, datetime.now(UTC), wait_s=0.2, poll_s=0.05)
     assert not done and late.left == 1
+
+
+def test_wait_stored_counts_again_when_the_last_row_came_before_others(monkeypatch):
+    """The server's processes store on their own: the last row may be stored before rows of other chunks; the
+    count then goes on until every row is there."""
+    ids = [f"batch-h-{n}" for n in (2500, *range(1, 2500))]  # the last row first
+    counter = _Counter(ids)
+    clients = cast(Any, SimpleNamespace(first=counter))
+    expected = Expected("batch-h-", range(1, 2501))
+    counter.visible = 1
+
+    def sleep(_: float) -> None:
+        counter.visible = min(len(ids), counter.visible + 1000)
+    monkeypatch.setattr("batch.stored.time.sleep", sleep)
+    done, _ = wait_stored(clients, "iris", expected, datetime.now(UTC), wait_s=60, poll_s=0.01)
+    assert done and expected.left == 0 and counter.probes == 1 and counter.calls == 4  # 1, 1001, 2001, 2500

@@ -27,7 +27,8 @@ def record(features: dict, i: int = 0, model_version: str = "1", **over) -> Pred
 
 def batch(features: np.ndarray, names: tuple[str, ...], **over) -> PredictionBatch:
     n = len(features)
-    b = PredictionBatch(prediction_ids=[f"bp{i}" for i in range(n)], request_ids=[f"br{i}" for i in range(n)],
+    # ids in their sorted order: a batch's COPY rows come sorted by prediction_id (the last test here)
+    b = PredictionBatch(prediction_ids=[f"bp{i:04d}" for i in range(n)], request_ids=[f"br{i}" for i in range(n)],
                         model="churn", model_version="1", feature_names=names, features=features,
                         classes=("no", "yes"), labels=np.arange(n) % 2, probabilities=np.tile([0.25, 0.75], (n, 1)),
                         transport="batch", latency_ms=2.0, created_at=1_700_000_100.0)
@@ -163,3 +164,22 @@ def test_an_infinite_value_in_a_batch_is_a_value_error_naming_the_feature():
     with pytest.raises(ValueError, match="feature 'b' holds a dict"):
         copy_text([batch(np.array([[1.0, {}]], dtype=object), ("a", "b"))])
 
+
+
+def test_a_batch_is_copied_in_prediction_id_order_each_row_whole():
+    """The page indexes take a batch's rows (one created_at) in key order: the rows come sorted by prediction_id,
+    and each keeps its own request id, features, label, probabilities and request hash."""
+    ids = ["c7", "a1", "b3", "a0"]
+    matrix = np.array([[float(i), 10.0 + i] for i in range(4)])
+    b = batch(matrix, ("x", "y"), prediction_ids=ids, request_ids=[f"req-{p}" for p in ids],
+              labels=np.array([1, 0, 1, 0]), probabilities=np.array([[0.1 * i, 1 - 0.1 * i] for i in range(4)]),
+              request_hashes=[f"h-{p}" for p in ids])
+    lines = [line.split("\t") for line in copy_text([b]).getvalue().splitlines()]
+    assert [f[0] for f in lines] == sorted(ids)
+    for f in lines:
+        i = ids.index(f[0])
+        assert f[1] == f"req-{f[0]}" and f[10] == f"h-{f[0]}"
+        assert json.loads(f[4]) == {"x": float(i), "y": 10.0 + i}
+        assert f[5] == ("yes" if i % 2 == 0 else "no")
+        assert json.loads(f[6]) == {"no": 0.1 * i, "yes": 1 - 0.1 * i}
+    assert b.prediction_ids == ids  # the caller's batch (its answers) is left as it was
