@@ -8,5 +8,6 @@ export PREDMESH_TEST_AMQP_URL="${PREDMESH_TEST_AMQP_URL:-amqp://guest:guest@127.
 # Without a path among the arguments, the whole suite (plain `pytest` alone runs only tests/unit).
 for arg in "$@"; do [ -e "${arg%%::*}" ] && exec .venv/bin/python -m pytest "$@"; done
 # The whole suite on two workers (pytest-xdist), a test file per worker: most tests wait on real services and
-# processes, so two files at once roughly halve the wall time; `-n 0` in the arguments runs it serially.
-exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@" tests
+# processes, so two files at once roughly halve the wall time; `-n 0` in the arguments runs it serially. Files go
+# in collection order (--no-loadscope-reorder), which tests/conftest.py starts with the longest ones.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@" tests

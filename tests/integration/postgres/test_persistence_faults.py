@@ -176,6 +176,7 @@ def test_t17_kill_9_in_durable_mode_loses_no_acknowledged_record(model_store, tm
 
 
 @pytest.mark.slow
+@pytest.mark.soak  # on demand; in the default run: t17 kill -9 of the row path
 def test_t17_bulk_kill_9_in_durable_mode_loses_no_acknowledged_row_of_a_columnar_batch(model_store, tmp_path):
     """T17 for the bulk path: a columnar PredictBatch is spooled as one document; an OK answer means every one of
     its rows survives kill -9 and is stored exactly once."""

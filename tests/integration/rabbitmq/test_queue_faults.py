@@ -332,6 +332,7 @@ def reply_of(props: pika.spec.BasicProperties, body: bytes):
     return jobs.decode_result(props.type, props.content_type, body)
 
 
+@pytest.mark.soak  # on demand; in the default run: t14 poison jobs
 def test_t14_mixed_poison_oversized_and_matrix_jobs_each_answered_once_and_the_good_ones_flow(model_store,
                                                                                                tmp_path):
     """Every job with a reply_to (a queue the test reads): every good job (one row, or a matrix of three) leaves
@@ -454,6 +455,7 @@ def paced_publish(broker: Broker, ids: list[str], rate: float) -> None:
 
 
 # --- T12 ---------------------------------------------------------------------------------------------------------
+@pytest.mark.soak  # on demand; in the default run: t11 (consumer kill -9), t13 (broker link reset)
 def test_t12_broker_restarted_and_killed_mid_stream_nothing_lost_nothing_twice(model_store, tmp_path):
     n = JOBS
     with PrivateRabbit() as rabbit, TempSchema() as schema, \
