@@ -158,7 +158,7 @@ def test_fuzzed_rest_requests_never_get_a_server_error(store, tmp_path):
         print(f"\nT08: {total} cases, statuses {dict(sorted(seen.items()))}, slowest {slowest[0]*1000:.0f} ms")
 
 
-SCHEMATHESIS_EXAMPLES = int(os.environ.get("PREDMESH_FUZZ_EXAMPLES", "40"))  # per operation and phase; CI-sized
+SCHEMATHESIS_EXAMPLES = int(os.environ.get("PREDMESH_FUZZ_EXAMPLES", "15"))  # per operation and phase; CI-sized
 # Every answer as the document states it (body, status, content type, headers), schema-violating requests
 # refused, the bearer token enforced. Not run: positive_data_acceptance (a schema-valid request may name a model
 # that does not exist or features the model does not have: 404/400 are the truth) and unsupported_method (Envoy
