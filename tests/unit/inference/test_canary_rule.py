@@ -85,3 +85,17 @@ def test_routing_by_request_id_is_deterministic_and_splits_by_share():
     assert all(routed_to_candidate("iris", k, 1.0) for k in keys[:100])
     unkeyed = sum(routed_to_candidate("iris", "", 0.3) for _ in range(20000)) / 20000
     assert 0.27 < unkeyed < 0.33
+
+
+@pytest.mark.parametrize("bad", [
+    {"window_s": float("nan")}, {"window_s": float("inf")}, {"window_s": -1.0}, {"window_s": 8 * 86400.0},
+    {"min_feedback": 0}, {"min_requests": -5},
+    {"max_accuracy_drop": float("nan")}, {"max_error_rate": 1.5}, {"min_agreement": -0.1},
+    {"max_p99_ratio": float("nan")}, {"max_p99_ratio": 0.0}, {"max_p99_ratio": -2.0},
+])
+def test_criteria_out_of_range_or_not_a_number_are_refused(bad):
+    """What an admin client sends as criteria is checked before anything is recorded (INVALID_ARGUMENT)."""
+    with pytest.raises(ValueError) as refused:
+        Criteria(**bad).check()
+    field = next(iter(bad))
+    assert (field.removesuffix("_s") if field == "window_s" else field) in str(refused.value)
