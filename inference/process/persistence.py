@@ -160,10 +160,11 @@ class Persistence:
         self._maintenance.start()
 
     def _maintain(self) -> None:
-        """Every maintenance interval (the first right away): create the prediction partitions ahead and, with
+        """Every maintenance interval: create the prediction partitions ahead and, with
         PREDMESH_RETENTION_DAYS, remove older predictions (database.retention; one process at a time). A failure
-        costs a warning: the DEFAULT partition takes rows meanwhile, the next run tries again."""
-        delay = 0.0
+        costs a warning: the DEFAULT partition takes rows meanwhile, the next run tries again. The first run is
+        right away only with retention on: the partitions ahead were made by _prepare_schema already."""
+        delay = 0.0 if self.settings.retention_days > 0 else self.settings.maintenance_interval_s
         while not self._stopping.wait(delay):
             delay = self.settings.maintenance_interval_s
             try:
