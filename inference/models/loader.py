@@ -5,12 +5,14 @@ import hashlib
 import os
 from pathlib import Path
 
-import skops.io as sio
-
 from inference.bounds import check_name, shown
 from inference.errors import ModelNotFound, UntrustedArtifact
+from inference.models import skops_defaults
 from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, decode
 from inference.models.structure import TRUSTED_TYPES, check_structure
+
+skops_defaults.install()  # before skops.io's first import: its default trusted types from a file, not computed
+import skops.io as sio  # noqa: E402
 
 __all__ = ["TRUSTED_TYPES", "contained", "dump_estimator", "load_estimator", "read_manifest", "version_dir"]
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
