@@ -2,7 +2,8 @@
 
 `import skops.io` computes the type names it trusts by default (skops/io/_trusted_types.py): it imports every
 scikit-learn module to list the estimators (sklearn.utils.all_estimators, which imports pytest and rich along the
-way) and walks numpy and scipy.special for their ufuncs. That was ~0.5 s of the ~1.7 CPU seconds of a server start.
+way) and walks numpy and scipy.special for their ufuncs: ~0.25 of the ~1.75 CPU seconds a server start took
+(docs/performance.md#start-cpu-benchstart_cpupy).
 The lists depend only on the installed skops, scikit-learn, numpy and scipy, so skops_lists.py holds them as skops
 computed them for the versions it names (`python -m inference.models.skops_defaults` writes it), and `install()`
 puts a module holding exactly those lists where skops imports them from, before skops.io is first imported. Where
