@@ -78,7 +78,6 @@ def _run(args: argparse.Namespace, command: str) -> int:
     setup_logging(server.log_level)
 
     from inference.models.store import ModelStore
-    from inference.models.train import train
 
     store = ModelStore(server.model_store, server.signing_key)
     if command in ("train", "import"):
@@ -98,6 +97,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         # write monitoring data, a warning when anyone may
         TokenAuth(server.admin_token, server.readonly_token, server.writer_token, server.open_writes).announce()
     if not store.models() and not getattr(args, "no_train", False):
+        from inference.models.train import train  # scikit-learn: only where it trains
         log.info("model store %s is empty: training the demo model 'iris'", store.root)
         train(store)
     if server.processes > 1 and not worker:

@@ -4,16 +4,24 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-
-import skops.io as sio
+from types import ModuleType
 
 from inference.bounds import check_name, shown
 from inference.errors import ModelNotFound, UntrustedArtifact
+from inference.models import skops_defaults
 from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, decode
-from inference.models.structure import TRUSTED_TYPES, check_structure
 
-__all__ = ["TRUSTED_TYPES", "contained", "dump_estimator", "load_estimator", "read_manifest", "version_dir"]
+__all__ = ["contained", "dump_estimator", "load_estimator", "read_manifest", "version_dir"]
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
+
+
+def _skops_io() -> ModuleType:
+    """skops.io, imported on first use with its default trusted types from the stored lists (skops_defaults).
+    Here rather than at the top: skops.io imports scikit-learn (~1.3 CPU s), which the paths and manifests above
+    never need, so a process that only lists the store (the supervisor of PREDMESH_PROCESSES > 1) skips it."""
+    skops_defaults.install()  # before skops.io's first import, or it computes its lists itself
+    import skops.io
+    return skops.io
 
 
 def contained(root: Path, *parts: str) -> Path:
@@ -60,6 +68,8 @@ def load_estimator(path: Path, manifest: Manifest):
     if digest != manifest.sha256:
         raise UntrustedArtifact(f"{ARTIFACT} SHA-256 {digest[:12]}… does not match the manifest's "
                                 f"{manifest.sha256[:12]}…")
+    from inference.models.structure import TRUSTED_TYPES, check_structure
+    sio = _skops_io()
     try:
         untrusted = set(sio.get_untrusted_types(data=data))
     except Exception as exc:  # skops raises assorted errors for corrupt archives
@@ -82,4 +92,4 @@ def load_estimator(path: Path, manifest: Manifest):
 
 def dump_estimator(estimator) -> bytes:
     """Serialise an estimator in the safe format the loader accepts."""
-    return sio.dumps(estimator)
+    return _skops_io().dumps(estimator)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.models.loader import TRUSTED_TYPES, load_estimator, read_manifest
+from inference.models.loader import load_estimator, read_manifest
+from inference.models.structure import TRUSTED_TYPES
 from tests.support.estimators import ESTIMATORS, fitted, store
 
 
