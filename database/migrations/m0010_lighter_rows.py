@@ -6,8 +6,8 @@ transaction:
    (they are only read back whole), so the binary form bought nothing but its parsing, ~10% of the backend's CPU
    per stored row. ALTER TYPE rewrites every partition and rebuilds its indexes, holding the table's lock (the
    writers wait; answered records wait in their spool, nothing is lost; reads wait too). A string holding NUL
-   (\\u0000), which jsonb refused, is refused by the writer before its COPY (database/copy_text.py), so such a row
-   is still quarantined alone.
+   (\\u0000) or a lone surrogate, which jsonb refused and json takes, is refused by the writer before its COPY
+   (database/copy_text.storable), so such a row is still quarantined alone.
 2. prediction_keys' btree index on created_at (m0008, used only by retention to find the keys of removed days) is
    replaced by a BRIN index: keys are appended in created_at order, so a BRIN range summary serves retention's
    delete, while an insert costs a look at the range map instead of a btree descent and its WAL.
