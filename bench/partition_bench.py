@@ -1,8 +1,11 @@
 """Partitioned predictions (issue #26, m0008): what the conversion of a filled table costs per million rows, and
 what the storing path (repo.insert_predictions: COPY, the prediction_keys trigger) costs per 1000 rows before and
-after it. CPU from /proc: the PostgreSQL backend of the connection (utime + stime) and this process.
+after it; `lighter`: what m0010 (features and probabilities as json, prediction_keys' BRIN) costs per million rows
+on a partitioned table the previous release filled. CPU from /proc: the PostgreSQL backend of the connection
+(utime + stime) and this process.
 
   .venv/bin/python bench/partition_bench.py migrate --rows 500000 --days 30
+  .venv/bin/python bench/partition_bench.py lighter --rows 500000 --days 30
   .venv/bin/python bench/partition_bench.py insert --rows 20000 --rounds 3
 """
 from __future__ import annotations
@@ -39,21 +42,29 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def old_layout(database) -> None:
+def old_layout(database, before: str = "m0008") -> None:
     with database.bind_ctx([AppliedMigration]):
         AppliedMigration.create_table()
-        for name in (n for n in available() if n < "m0008"):
+        for name in (n for n in available() if n < before):
             with database.atomic():
                 importlib.import_module(f"database.migrations.{name}").apply(database)
                 AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
 
 
-def migrate_cost(rows: int, days: int) -> None:
+MIGRATIONS = {"migrate": "m0008_partition_predictions", "lighter": "m0010_lighter_rows"}
+
+
+def migrate_cost(rows: int, days: int, migration: str = MIGRATIONS["migrate"]) -> None:
     with TempSchema(os.environ.get("PREDMESH_BENCH_PG_URL", test_pg_url())) as schema:
         database = open_database(schema.url, statement_timeout_ms=0)
         try:
             with session():
-                old_layout(database)
+                old_layout(database, migration[:5])
+                if migration > MIGRATIONS["migrate"]:  # partitioned already: a partition for each day of rows
+                    from database import partitions
+                    with database.atomic():
+                        for day in range(days + 1):
+                            partitions.create_partition(database, partitions.today(time.time() - day * 86400))
                 with database.atomic():  # rows as the writer stores them: ~300 bytes each, spread over `days`
                     database.execute_sql(
                         "INSERT INTO predictions SELECT md5(i::text)::uuid::text, 'r-' || i, "
@@ -66,7 +77,9 @@ def migrate_cost(rows: int, days: int) -> None:
                                          "SELECT prediction_id, 'setosa', now() FROM predictions "
                                          "WHERE request_id LIKE '%%7'")
                 database.execute_sql("ANALYZE predictions")
-                module = importlib.import_module("database.migrations.m0008_partition_predictions")
+                # index builds in this backend alone: its /proc figures then hold all of the migration's CPU
+                database.execute_sql("SET max_parallel_maintenance_workers = 0")
+                module = importlib.import_module(f"database.migrations.{migration}")
                 cpu0, own0, began = backend_cpu(database), own_cpu(), time.perf_counter()
                 with database.atomic():
                     module.apply(database)
@@ -74,7 +87,7 @@ def migrate_cost(rows: int, days: int) -> None:
                 count = database.execute_sql("SELECT COUNT(*) FROM predictions").fetchone()[0]
                 assert count == rows, count
             per_m = 1e6 / rows
-            print(f"m0008 on {rows:,} rows over {days} days: {wall:.1f} s wall, backend CPU {cpu:.1f} s, "
+            print(f"{migration[:5]} on {rows:,} rows over {days} days: {wall:.1f} s wall, backend CPU {cpu:.1f} s, "
                   f"client CPU {own:.2f} s; per million rows {wall * per_m:.1f} s wall, "
                   f"{cpu * per_m:.1f} s backend CPU")
         finally:
@@ -124,14 +137,14 @@ def insert_cost(rows: int, rounds: int, batch: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["migrate", "insert"])
+    parser.add_argument("what", choices=["migrate", "lighter", "insert"])
     parser.add_argument("--rows", type=int, default=0)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    if args.what == "migrate":
-        migrate_cost(args.rows or 500_000, args.days)
+    if args.what in MIGRATIONS:
+        migrate_cost(args.rows or 500_000, args.days, MIGRATIONS[args.what])
     else:
         insert_cost(args.rows or 20_000, args.rounds, args.batch)
 

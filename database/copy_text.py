@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from itertools import chain, repeat
@@ -10,6 +11,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from database.connect import RejectedData
 from database.models import to_datetime
 from database.records import PredictionBatch, Stored, plain
 
@@ -21,6 +23,20 @@ _NUMBERS = frozenset((float, int))  # the value types a row template formats as 
 # the value types the JSON encoder takes as they are (an int: a JSON number); anything else goes through plain (a
 # numpy scalar becomes a Python value; a list or dict, no feature value, is a ValueError naming the feature)
 _PLAIN_TYPES = frozenset((float, int, str, bool, type(None)))
+# what jsonb refused and json (m0010) takes, as JSON escapes (not an escaped backslash followed by the letters): NUL,
+# which no text column holds, and a lone UTF-16 surrogate (no character at all). A row holding one is refused here
+# (the writer quarantines it alone), as the database refused it before.
+_UNSTORABLE = re.compile(r"(?<!\\)(?:\\\\)*(?:\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})"
+                         r"|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2})")
+
+
+def storable(json_text: str) -> str:
+    """JSON text (the encoder's: lower-case escapes) as it is; RejectedData when a string in it (a key or a value)
+    holds NUL or a lone surrogate, which PostgreSQL cannot store as text (jsonb refused them)."""
+    if ("\\u0000" in json_text or "\\ud" in json_text) and _UNSTORABLE.search(json_text):
+        raise RejectedData(f"a string holds NUL or a lone surrogate, which PostgreSQL does not store: "
+                           f"{json_text[:200]}")
+    return json_text
 
 
 def _hash_text(request_hash: str | None) -> str:
@@ -60,7 +76,8 @@ def copy_text(records: Sequence[Stored]) -> io.StringIO:
         return out
 
     def obj(keys, placeholder: str = "%r") -> str:
-        return "{" + ",".join(to_json(k).translate(esc).replace("%", "%%") + ":" + placeholder for k in keys) + "}"
+        return "{" + ",".join(storable(to_json(k)).translate(esc).replace("%", "%%") + ":" + placeholder
+                              for k in keys) + "}"
 
     lines = []
     for r in records:
@@ -90,8 +107,8 @@ def copy_text(records: Sequence[Stored]) -> io.StringIO:
                                                "\t%s\t%s\n")
         if not numbers or template is None:  # the JSON encoder: refuses NaN/±inf (ValueError), encodes the rest
             lines.append(f"{r.prediction_id.translate(esc)}\t{r.request_id.translate(esc)}\t{text(r.model)}\t"
-                         f"{text(r.model_version)}\t{features_json(features).translate(esc)}\t{text(r.label)}\t"
-                         f"{to_json(probabilities).translate(esc)}\t{text(r.transport)}\t"
+                         f"{text(r.model_version)}\t{storable(features_json(features)).translate(esc)}\t"
+                         f"{text(r.label)}\t{storable(to_json(probabilities)).translate(esc)}\t{text(r.transport)}\t"
                          f"{float(r.latency_ms)!r}\t{stamp}\t{_hash_text(r.request_hash)}\n")
             continue
         lines.append(template % (r.prediction_id.translate(esc), r.request_id.translate(esc), text(r.model),
@@ -171,7 +188,7 @@ def _json_column(name: str, column: list, strings: dict[str, str]) -> list:
         if kind is str:
             json_text = strings.get(value)
             if json_text is None:
-                json_text = strings[value] = to_json(value).translate(_COPY_ESCAPES)
+                json_text = strings[value] = storable(to_json(value)).translate(_COPY_ESCAPES)
             append(json_text)
         elif kind is float and value - value == 0.0:
             append(value)
@@ -180,5 +197,5 @@ def _json_column(name: str, column: list, strings: dict[str, str]) -> list:
         elif kind is bool:
             append("true" if value else "false")
         else:  # NaN, ±inf, an int, a numpy scalar, or something that is not a feature value
-            append(to_json(plain(value, name)).translate(_COPY_ESCAPES))
+            append(storable(to_json(plain(value, name))).translate(_COPY_ESCAPES))
     return out

@@ -45,6 +45,13 @@ class JSONField(Field):
         return json.loads(value)
 
 
+class JSONTextField(JSONField):
+    """A JSON document kept as written: json on PostgreSQL (checked for syntax, not parsed into jsonb: cheaper to
+    store, migration m0010), text on SQLite; dicts and lists in Python."""
+
+    field_type = "JSON"
+
+
 class BaseModel(Model):
     class Meta:
         database = db
@@ -73,9 +80,9 @@ class Prediction(BaseModel):
     request_id = TextField(unique=True)
     model = TextField()
     model_version = TextField()
-    features = JSONField()
+    features = JSONTextField()
     label = TextField()
-    probabilities = JSONField()
+    probabilities = JSONTextField()
     transport = CharField(max_length=16)
     latency_ms = DoubleField()
     created_at = DateTimeField()

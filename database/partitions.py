@@ -7,9 +7,9 @@ What the layout keeps (docs/persistence.md "Partitions and retention"):
 - the primary key is (prediction_id, created_at): a replayed record carries its created_at, so it lands in the
   same partition and ON CONFLICT DO NOTHING still drops it;
 - request_id (the idempotency key) is unique across partitions through prediction_keys (request_id PRIMARY KEY,
-  prediction_id, created_at), filled by a statement-level trigger on predictions from the inserted rows: a key
-  held already raises unique_violation (23505) as the old UNIQUE did, so COPY falls back to repo's staging insert,
-  which skips rows whose key another prediction holds;
+  prediction_id, created_at; a BRIN index on created_at for retention, m0010), filled by a statement-level trigger
+  on predictions from the inserted rows: a key held already raises unique_violation (23505) as the old UNIQUE did,
+  so COPY falls back to repo's staging insert, which skips rows whose key another prediction holds;
 - feedback has no foreign key to a partitioned table (it would need the partition key and would stop a partition
   from being dropped): the write path stores feedback only for predictions it found and locked, and retention
   deletes the feedback of the predictions it drops.
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 TABLE = "predictions"
 DEFAULT = "predictions_default"
 KEYS = "prediction_keys"
+KEYS_INDEX = f"{KEYS}_created_brin"  # BRIN on created_at (m0010): retention finds the keys of removed days by it
 PREFIX = "predictions_p"  # + YYYYMMDD: the partition of that UTC day
 DAYS_AHEAD = 7  # partitions kept created ahead of today: a week without maintenance still inserts into its day
 DAYS_BEHIND = 1  # and behind today (a record answered just before midnight, stored after)

@@ -143,7 +143,7 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
             inserted = execute_values(
                 cursor, f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING "
                 f"RETURNING {aggregates.RETURNING}", rows,
-                template="(%s, %s, %s, %s, %s::jsonb, %s, %s::jsonb, %s, %s, %s, %s)", page_size=1000, fetch=True)
+                template="(%s, %s, %s, %s, %s::json, %s, %s::json, %s, %s, %s, %s)", page_size=1000, fetch=True)
             aggregates.add_rows(inserted)
         else:
             marks = ", ".join("?" * len(_COLUMNS))

@@ -114,6 +114,61 @@ def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
 
 
 @pytest.mark.postgres
+def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
+    """m0010 on a database the previous release filled: features and probabilities become json (every row reads
+    back the same), prediction_keys' btree on created_at becomes a BRIN; then rows of every kind are stored, a
+    replay is still dropped, a NUL string is still refused and retention still forgets the keys it removes."""
+    from database.connect import RejectedData
+    now = time.time()
+    typed = {"contract": 'say "hi" \\u0000 Zürich', "senior": True, "tenure": None, "charges": 1e-07}
+    old = [dataclasses.replace(record(f"old-{i}", at=now - (i % 4) * DAY - i), request_hash=f"{i:032x}")
+           for i in range(60)] + [dataclasses.replace(record("typed", at=now - 10), features=typed)]
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        try:
+            with session(), database.bind_ctx([AppliedMigration]):  # the database as the previous release left it
+                AppliedMigration.create_table()
+                for name in (n for n in available() if n < "m0010"):
+                    with database.atomic():
+                        importlib.import_module(f"database.migrations.{name}").apply(database)
+                        AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+                partitions.forget(database)
+                repo.insert_predictions(old)
+                before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
+                keys = _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id")
+            assert migrate(database) == ["m0010_lighter_rows"]
+            with session():
+                assert _rows(database, "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                             "attrelid = 'predictions'::regclass AND atttypid IN ('json'::regtype, "
+                             "'jsonb'::regtype) ORDER BY 1") == [("features", "json"), ("probabilities", "json")]
+                assert _rows(database, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND "
+                             "tablename = 'prediction_keys' AND indexdef LIKE '%%created_at%%'") == [
+                    (partitions.KEYS_INDEX,)]
+                assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
+                assert _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id") == keys
+                assert repo.get_prediction(old[-1].prediction_id).features == typed
+
+                new = [dataclasses.replace(record(f"new-{i}", at=now - i), features=typed if i % 2 else
+                                           {"petal_width": 0.2, "sepal_length": 5.1}) for i in range(6)]
+                repo.insert_predictions(old[:10] + new)  # a replay beside new rows: only the new ones stored
+                assert repo.count_predictions() == len(old) + len(new)
+                assert [repo.get_prediction(r.prediction_id).features for r in new] == [r.features for r in new]
+                assert repo.answered([old[5].request_id])[old[5].request_id].request_hash == old[5].request_hash
+                with pytest.raises(RejectedData, match="NUL"):
+                    repo.insert_predictions([dataclasses.replace(record("nul"), features={"contract": "a\x00"})])
+                assert repo.answered(["nul"]) == {}
+
+                report = retention.run(database, 2, now=now)  # the days before yesterday go, with their keys
+                gone = {r.request_id for r in old + new if r.created_at < retention.boundary_of(2, now).replace(
+                    tzinfo=UTC).timestamp()}
+                assert gone and report.keys == len(gone)
+                assert {k for (k,) in _rows(database, "SELECT request_id FROM prediction_keys")} == {
+                    r.request_id for r in old + new} - gone
+        finally:
+            database.close()
+
+
+@pytest.mark.postgres
 def test_a_partition_created_late_takes_its_rows_from_the_default_partition():
     with TempSchema() as schema:
         database = open_database(schema.url)

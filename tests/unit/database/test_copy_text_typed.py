@@ -183,3 +183,23 @@ def test_a_batch_is_copied_in_prediction_id_order_each_row_whole():
         assert f[5] == ("yes" if i % 2 == 0 else "no")
         assert json.loads(f[6]) == {"no": 0.1 * i, "yes": 1 - 0.1 * i}
     assert b.prediction_ids == ids  # the caller's batch (its answers) is left as it was
+
+
+def test_a_nul_or_lone_surrogate_in_any_string_is_refused_and_look_alikes_are_not():
+    """The json columns (m0010) would take a NUL or lone surrogate escape that jsonb refused: the COPY text refuses
+    it instead (the writer quarantines the row alone), in a value, a feature name or a class, per row and per
+    batch; a backslash followed by "u0000" or "ud800", and a surrogate pair (an emoji), are kept."""
+    from database.connect import RejectedData
+    for bad in (record({"contract": "a\x00b"}), record({"a\x00": 1.0}),
+                record({"x": 1.0}, probabilities={"n\x00o": 0.25, "yes": 0.75}), record({"s": "a\ud800"}),
+                record({"s": "\udc00b"}), record({"s": "\ud800\\udc00"})):
+        with pytest.raises(RejectedData, match="NUL"):
+            copy_text([bad])
+    matrix = np.array([["ok"], ["nul\x00"]], dtype=object)
+    with pytest.raises(RejectedData, match="NUL"):
+        copy_text([batch(matrix, ("contract",))])
+    with pytest.raises(RejectedData, match="NUL"):
+        copy_text([batch(np.array([[1.0]]), ("a\x00",))])
+    for fine in ("\\u0000", "\\\\u0000", "x\\u0000y", "\\ud800", "🐧", "a🐧\\udc00"):
+        assert parsed([record({"s": fine})])[0]["features"] == {"s": fine}
+        assert parsed([batch(np.array([[fine]], dtype=object), ("s",))])[0]["features"] == {"s": fine}
