@@ -120,7 +120,8 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
     replay is still dropped, a NUL string is still refused and retention still forgets the keys it removes."""
     from database.connect import RejectedData
     now = time.time()
-    typed = {"contract": 'say "hi" \\u0000 Zürich', "senior": True, "tenure": None, "charges": 1e-07}
+    typed: dict[str, float | str | bool | None] = {
+        "contract": 'say "hi" \\u0000 Zürich', "senior": True, "tenure": None, "charges": 1e-07}
     old = [dataclasses.replace(record(f"old-{i}", at=now - (i % 4) * DAY - i), request_hash=f"{i:032x}")
            for i in range(60)] + [dataclasses.replace(record("typed", at=now - 10), features=typed)]
     with TempSchema() as schema:
@@ -146,13 +147,16 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
                     (partitions.KEYS_INDEX,)]
                 assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
                 assert _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id") == keys
-                assert repo.get_prediction(old[-1].prediction_id).features == typed
+                stored = repo.get_prediction(old[-1].prediction_id)
+                assert stored is not None and stored.features == typed
 
-                new = [dataclasses.replace(record(f"new-{i}", at=now - i), features=typed if i % 2 else
-                                           {"petal_width": 0.2, "sepal_length": 5.1}) for i in range(6)]
+                plain: dict[str, float | str | bool | None] = {"petal_width": 0.2, "sepal_length": 5.1}
+                new = [dataclasses.replace(record(f"new-{i}", at=now - i), features=typed if i % 2 else plain)
+                       for i in range(6)]
                 repo.insert_predictions(old[:10] + new)  # a replay beside new rows: only the new ones stored
                 assert repo.count_predictions() == len(old) + len(new)
-                assert [repo.get_prediction(r.prediction_id).features for r in new] == [r.features for r in new]
+                assert [getattr(repo.get_prediction(r.prediction_id), "features", None)
+                        for r in new] == [r.features for r in new]
                 assert repo.answered([old[5].request_id])[old[5].request_id].request_hash == old[5].request_hash
                 with pytest.raises(RejectedData, match="NUL"):
                     repo.insert_predictions([dataclasses.replace(record("nul"), features={"contract": "a\x00"})])
