@@ -2,19 +2,16 @@
 outside a transaction; SQLite: in one), and keyset paging through each filter over those indexes."""
 from __future__ import annotations
 
-import importlib
 import time
-from datetime import UTC, datetime
 
 import pytest
 
 from database import repo
 from database.connect import RejectedData, open_database, session
-from database.migrate import AppliedMigration, applied, available, migrate
+from database.migrate import applied, migrate
 from database.migrations.m0006_prediction_filter_indexes import INDEXES, SUPERSEDED
 from tests.integration.postgres.test_database import record
-
-BEFORE = [name for name in available() if name < "m0006"]  # what the previous release left
+from tests.support.releases import migrated_before
 
 
 def index_names(database, url: str) -> set[str]:
@@ -33,12 +30,7 @@ def test_indexes_built_on_a_filled_table_and_every_filter_pages_in_order(empty_d
                    at=now - i // 3)  # three rows per second: ties on created_at, ordered by prediction_id
             for i in range(300)]
     try:
-        with database.bind_ctx([AppliedMigration]):  # the database as the previous release left it, with rows
-            AppliedMigration.create_table()
-            for name in BEFORE:
-                with database.atomic():
-                    importlib.import_module(f"database.migrations.{name}").apply(database)
-                    AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+        migrated_before(database, "m0006")  # the database as the previous release left it, with rows
         with session():
             repo.insert_predictions(rows)
         assert "m0006_prediction_filter_indexes" in migrate(database)
@@ -73,12 +65,8 @@ def test_a_concurrent_build_left_invalid_is_built_again(empty_db_url):
         return  # SQLite builds in a transaction: nothing is left half made
     database = open_database(empty_db_url)
     try:
-        with session(), database.bind_ctx([AppliedMigration]):  # the unpartitioned layout m0006 builds on
-            AppliedMigration.create_table()
-            for name in (n for n in available() if n < "m0008"):
-                with database.atomic():
-                    importlib.import_module(f"database.migrations.{name}").apply(database)
-                    AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+        with session():  # the unpartitioned layout m0006 builds on
+            migrated_before(database, "m0008")
             repo.insert_predictions([record(f"r{i}") for i in range(10)])
             database.execute_sql("DELETE FROM schema_migrations WHERE name = 'm0006_prediction_filter_indexes'")
             database.execute_sql("DROP INDEX predictions_model_page")

@@ -6,7 +6,6 @@ storing (SQLite: deletes the rows), with nothing newer lost and the aggregates u
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import subprocess
 import sys
@@ -19,11 +18,12 @@ import pytest
 
 from database import partitions, repo, retention
 from database.connect import open_database, session
-from database.migrate import AppliedMigration, available, migrate
+from database.migrate import migrate
 from database.models import to_datetime, to_epoch
 from database.records import PredictionRecord
 from tests.integration.postgres.test_database import record
 from tests.support.pg import TempSchema
+from tests.support.releases import migrated_before
 
 DAY = 86400.0
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,12 +53,8 @@ def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
     with TempSchema() as schema:
         database = open_database(schema.url)
         try:
-            with session(), database.bind_ctx([AppliedMigration]):  # the database as the previous release left it
-                AppliedMigration.create_table()
-                for name in (n for n in available() if n < "m0008"):
-                    with database.atomic():
-                        importlib.import_module(f"database.migrations.{name}").apply(database)
-                        AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+            with session():  # the database as the previous release left it
+                migrated_before(database, "m0008")
                 repo.insert_predictions(old)
                 repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::7]}, now)
                 before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
@@ -127,12 +123,8 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
     with TempSchema() as schema:
         database = open_database(schema.url)
         try:
-            with session(), database.bind_ctx([AppliedMigration]):  # the database as the previous release left it
-                AppliedMigration.create_table()
-                for name in (n for n in available() if n < "m0010"):
-                    with database.atomic():
-                        importlib.import_module(f"database.migrations.{name}").apply(database)
-                        AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+            with session():  # the database as the previous release left it
+                migrated_before(database, "m0010")
                 partitions.forget(database)
                 repo.insert_predictions(old)
                 before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
