@@ -26,6 +26,7 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import queue
 import random
@@ -113,16 +114,24 @@ def load(rows: int, days: float, end: float) -> float:
 
 
 def sizes(schema: Schema) -> dict[str, int]:
-    [(table, heap, indexes, everything)] = schema._sql(
-        f"SELECT pg_total_relation_size('{schema.name}.predictions'), pg_relation_size('{schema.name}.predictions'),"
-        f" pg_indexes_size('{schema.name}.predictions'), (SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0) "
-        f"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{schema.name}' "
-        "AND c.relkind IN ('r', 'm'))")
+    """On-disk bytes: predictions (every partition of it, when partitioned: the parent itself holds nothing), its
+    heap and indexes, each index (summed over its partitions), each other table of the schema and the schema."""
+    tree = f"pg_partition_tree('{schema.name}.predictions')"
+    [(table, heap, indexes)] = schema._sql(
+        f"SELECT COALESCE(sum(pg_total_relation_size(relid)), 0), COALESCE(sum(pg_relation_size(relid)), 0), "
+        f"COALESCE(sum(pg_indexes_size(relid)), 0) FROM {tree} WHERE isleaf")
     per_index = dict(schema._sql(
-        f"SELECT indexrelname, pg_relation_size(indexrelid) FROM pg_stat_user_indexes WHERE schemaname = "
-        f"'{schema.name}' AND relname = 'predictions' ORDER BY 2 DESC"))
+        f"SELECT c.relname, (SELECT COALESCE(sum(pg_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t) "
+        f"FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = "
+        f"to_regclass('{schema.name}.predictions') ORDER BY 2 DESC"))
+    others = dict(schema._sql(
+        f"SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON "
+        f"n.oid = c.relnamespace WHERE n.nspname = '{schema.name}' AND c.relkind IN ('r', 'm') "
+        "AND NOT c.relispartition ORDER BY 2 DESC"))
     return {"predictions (heap + TOAST + indexes)": int(table), "heap": int(heap), "indexes": int(indexes),
-            "schema (every table)": int(everything), **{f"  index {k}": int(v) for k, v in per_index.items()}}
+            "schema (every table)": int(table) + sum(int(v) for v in others.values()),
+            **{f"  index {k}": int(v) for k, v in per_index.items()},
+            **{f"  table {k} (with its indexes)": int(v) for k, v in others.items()}}
 
 
 def start_server(store: Path, db_url: str, log: Path, max_seconds: float):
@@ -244,6 +253,10 @@ def main() -> int:
             setattr(migrations, "available", lambda: first)  # noqa: B010 - the runner applies these only
             with session():
                 migrations.migrate(database)
+            # a daily partition for every day the rows cover, as a server's maintenance keeps them on a partitioned
+            # table, not one DEFAULT partition holding all but the last day (feedback_scale.py does the same)
+            from database.partitions import ensure_partitions
+            ensure_partitions(database, now=end, behind=math.ceil(args.days) + 1)
             took = load(args.rows, args.days, end)
             print(f"load: {args.rows:,} rows over {args.days:g} days through repo.insert_predictions (COPY) in "
                   f"{took:.1f} s = {args.rows / took:,.0f} rows/s", flush=True)
