@@ -17,7 +17,8 @@ Usage:  .venv/bin/python bench/analytics_bench.py [--rows 200000] [--days 30] [-
    row after 2 unmeasured ones, with a 30 s deadline (PREDMESH_ANALYTICS_MAX_SECONDS=--max-seconds, so a slow
    call is measured rather than refused): p50 and p99 per call, and any error status with its message.
    GetStats: windows 1h, 24h, 7d, 30d, all × filters none and model (the filters GetStatsRequest has; version,
-   transport and label are breakdowns of its answer), and the dashboard's call (24 h in 5-minute buckets).
+   transport and label are breakdowns of its answer), the dashboard's series calls (each window of its selector
+   with its bucket width) and 24 h in 5-minute buckets (the heaviest series shape).
    ListPredictions: filters none, model, model+version, version, label, transport, a rare transport (queue, 3%)
    and request_id, at page 1 and at page 10,000 (a page token at depth 10,000 × page size, made once from the row
    at that offset; the measured call seeks with it), or the deepest page the filter has when it has fewer rows.
@@ -55,6 +56,10 @@ FEATURES = {"iris": ("sepal_length", "sepal_width", "petal_length", "petal_width
 TRANSPORTS = (("grpc", 0.55), ("rest", 0.30), ("batch", 0.12), ("queue", 0.03))
 CHUNK = 20_000
 DEPTH = 10_000  # the deep page
+# GetStats with a series: the dashboard's windows and bucket widths (ui/analytics.py WINDOWS), then a day in
+# 5-minute buckets (a Grafana-style panel; the heaviest shape: 1,440 minute rows per key, no coarser width fits)
+DASHBOARD = (("15m", 900, 60), ("1h", HOUR, 300), ("6h", 6 * HOUR, 1800), ("24h", DAY, 2 * HOUR), ("all", None, DAY))
+SERIES = (*DASHBOARD, ("24h", DAY, 300))
 
 
 def chunks(rows: int, days: float, end: float, seed: int = 7):
@@ -304,11 +309,13 @@ def main() -> int:
                         request.start_time.CopyFrom(Timestamp(seconds=int(now - seconds)))
                     times, error = measure(stub.GetStats, request, args.calls)
                     report(f"GetStats window {wname} filter {fname}", times, error, results)
-            if not args.skip_stats:
-                dash = analytics_pb2.GetStatsRequest(bucket_seconds=300)
-                dash.start_time.CopyFrom(Timestamp(seconds=int(now - DAY)))
-                times, error = measure(stub.GetStats, dash, args.calls)
-                report("GetStats 24h in 5-minute buckets (dashboard)", times, error, results)
+            for wname, seconds, width in () if args.skip_stats else SERIES:
+                series = analytics_pb2.GetStatsRequest(bucket_seconds=width)
+                if seconds is not None:
+                    series.start_time.CopyFrom(Timestamp(seconds=int(now - seconds)))
+                times, error = measure(stub.GetStats, series, args.calls)
+                report(f"GetStats {wname} in {width // 60:,}-minute buckets"
+                       + (" (dashboard)" if (wname, width) in DASHBOARD else ""), times, error, results)
 
             print(f"ListPredictions (page size {args.page_size}):", flush=True)
             filters: tuple[tuple[str, dict[str, str]], ...] = (("none", {}), ("model=wine", {"model": "wine"}),
