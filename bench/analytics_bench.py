@@ -17,7 +17,8 @@ Usage:  .venv/bin/python bench/analytics_bench.py [--rows 200000] [--days 30] [-
    row after 2 unmeasured ones, with a 30 s deadline (PREDMESH_ANALYTICS_MAX_SECONDS=--max-seconds, so a slow
    call is measured rather than refused): p50 and p99 per call, and any error status with its message.
    GetStats: windows 1h, 24h, 7d, 30d, all × filters none and model (the filters GetStatsRequest has; version,
-   transport and label are breakdowns of its answer), and the dashboard's call (24 h in 5-minute buckets).
+   transport and label are breakdowns of its answer), the dashboard's series calls (each window of its selector
+   with its bucket width) and 24 h in 5-minute buckets (the heaviest series shape).
    ListPredictions: filters none, model, model+version, version, label, transport, a rare transport (queue, 3%)
    and request_id, at page 1 and at page 10,000 (a page token at depth 10,000 × page size, made once from the row
    at that offset; the measured call seeks with it), or the deepest page the filter has when it has fewer rows.
@@ -26,6 +27,7 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import queue
 import random
@@ -54,6 +56,10 @@ FEATURES = {"iris": ("sepal_length", "sepal_width", "petal_length", "petal_width
 TRANSPORTS = (("grpc", 0.55), ("rest", 0.30), ("batch", 0.12), ("queue", 0.03))
 CHUNK = 20_000
 DEPTH = 10_000  # the deep page
+# GetStats with a series: the dashboard's windows and bucket widths (ui/analytics.py WINDOWS), then a day in
+# 5-minute buckets (a Grafana-style panel; the heaviest shape: 1,440 minute rows per key, no coarser width fits)
+DASHBOARD = (("15m", 900, 60), ("1h", HOUR, 300), ("6h", 6 * HOUR, 1800), ("24h", DAY, 2 * HOUR), ("all", None, DAY))
+SERIES = (*DASHBOARD, ("24h", DAY, 300))
 
 
 def chunks(rows: int, days: float, end: float, seed: int = 7):
@@ -113,16 +119,24 @@ def load(rows: int, days: float, end: float) -> float:
 
 
 def sizes(schema: Schema) -> dict[str, int]:
-    [(table, heap, indexes, everything)] = schema._sql(
-        f"SELECT pg_total_relation_size('{schema.name}.predictions'), pg_relation_size('{schema.name}.predictions'),"
-        f" pg_indexes_size('{schema.name}.predictions'), (SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0) "
-        f"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{schema.name}' "
-        "AND c.relkind IN ('r', 'm'))")
+    """On-disk bytes: predictions (every partition of it, when partitioned: the parent itself holds nothing), its
+    heap and indexes, each index (summed over its partitions), each other table of the schema and the schema."""
+    tree = f"pg_partition_tree('{schema.name}.predictions')"
+    [(table, heap, indexes)] = schema._sql(
+        f"SELECT COALESCE(sum(pg_total_relation_size(relid)), 0), COALESCE(sum(pg_relation_size(relid)), 0), "
+        f"COALESCE(sum(pg_indexes_size(relid)), 0) FROM {tree} WHERE isleaf")
     per_index = dict(schema._sql(
-        f"SELECT indexrelname, pg_relation_size(indexrelid) FROM pg_stat_user_indexes WHERE schemaname = "
-        f"'{schema.name}' AND relname = 'predictions' ORDER BY 2 DESC"))
+        f"SELECT c.relname, (SELECT COALESCE(sum(pg_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t) "
+        f"FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = "
+        f"to_regclass('{schema.name}.predictions') ORDER BY 2 DESC"))
+    others = dict(schema._sql(
+        f"SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON "
+        f"n.oid = c.relnamespace WHERE n.nspname = '{schema.name}' AND c.relkind IN ('r', 'm') "
+        "AND NOT c.relispartition ORDER BY 2 DESC"))
     return {"predictions (heap + TOAST + indexes)": int(table), "heap": int(heap), "indexes": int(indexes),
-            "schema (every table)": int(everything), **{f"  index {k}": int(v) for k, v in per_index.items()}}
+            "schema (every table)": int(table) + sum(int(v) for v in others.values()),
+            **{f"  index {k}": int(v) for k, v in per_index.items()},
+            **{f"  table {k} (with its indexes)": int(v) for k, v in others.items()}}
 
 
 def start_server(store: Path, db_url: str, log: Path, max_seconds: float):
@@ -244,6 +258,10 @@ def main() -> int:
             setattr(migrations, "available", lambda: first)  # noqa: B010 - the runner applies these only
             with session():
                 migrations.migrate(database)
+            # a daily partition for every day the rows cover, as a server's maintenance keeps them on a partitioned
+            # table, not one DEFAULT partition holding all but the last day (feedback_scale.py does the same)
+            from database.partitions import ensure_partitions
+            ensure_partitions(database, now=end, behind=math.ceil(args.days) + 1)
             took = load(args.rows, args.days, end)
             print(f"load: {args.rows:,} rows over {args.days:g} days through repo.insert_predictions (COPY) in "
                   f"{took:.1f} s = {args.rows / took:,.0f} rows/s", flush=True)
@@ -291,11 +309,13 @@ def main() -> int:
                         request.start_time.CopyFrom(Timestamp(seconds=int(now - seconds)))
                     times, error = measure(stub.GetStats, request, args.calls)
                     report(f"GetStats window {wname} filter {fname}", times, error, results)
-            if not args.skip_stats:
-                dash = analytics_pb2.GetStatsRequest(bucket_seconds=300)
-                dash.start_time.CopyFrom(Timestamp(seconds=int(now - DAY)))
-                times, error = measure(stub.GetStats, dash, args.calls)
-                report("GetStats 24h in 5-minute buckets (dashboard)", times, error, results)
+            for wname, seconds, width in () if args.skip_stats else SERIES:
+                series = analytics_pb2.GetStatsRequest(bucket_seconds=width)
+                if seconds is not None:
+                    series.start_time.CopyFrom(Timestamp(seconds=int(now - seconds)))
+                times, error = measure(stub.GetStats, series, args.calls)
+                report(f"GetStats {wname} in {width // 60:,}-minute buckets"
+                       + (" (dashboard)" if (wname, width) in DASHBOARD else ""), times, error, results)
 
             print(f"ListPredictions (page size {args.page_size}):", flush=True)
             filters: tuple[tuple[str, dict[str, str]], ...] = (("none", {}), ("model=wine", {"model": "wine"}),

@@ -389,12 +389,15 @@ def percentiles(histogram: dict[int, int]) -> tuple[float, float, float]:
     return p50, p95, p99
 
 
-def _sums(ranges: list[tuple[int, int, int]], model: str, by_bucket: bool) -> tuple[list, list, list]:
+def _sums(ranges: list[tuple[int, int, int]], model: str, bucket_width: int = 0) -> tuple[list, list, list]:
     """Sums over the rows of stats_rollup in the ranges, added up by the database (the labels' JSON and the
-    histograms unnested), each grouped by bucket_start first when by_bucket: (model, version, transport, n),
-    (label, n) and (transport, bin, n) rows."""
+    histograms unnested): (model, version, transport, n), (label, n) and (transport, bin, n) rows, each grouped
+    first by the start of the bucket_width-second bucket holding the row's bucket when bucket_width is given (the
+    database adds up the minutes of a series bucket: a day of 5-minute buckets returns ~36,000 histogram rows
+    instead of ~130,000 for Python to add)."""
     where, params = _ranges(ranges, model, "")
-    group = "bucket_start, " if by_bucket else ""
+    w, mod = int(bucket_width), "%%" if is_postgres() else "%"  # psycopg2 takes a bare % for a parameter
+    group = f"bucket_start - ((bucket_start {mod} {w}) + {w}) {mod} {w}, " if w else ""  # floored, as series_starts
     if is_postgres():
         labels = "jsonb_each_text(labels) AS e(key, value)", "e.value::bigint"
         bins = "unnest(hist) WITH ORDINALITY AS e(value, key)", "e.key - 1"
@@ -427,7 +430,7 @@ class Totals:
 
 def totals(start: int | None, end: int, model: str = "") -> Totals:
     """Counts and latency percentiles over [start, end) (minute multiples; start None: the beginning)."""
-    counts, per_label, per_bin = _sums(cover(start or 0, end), model, by_bucket=False)
+    counts, per_label, per_bin = _sums(cover(start or 0, end), model)
     by_version: Counter = Counter()
     by_transport: Counter = Counter()
     for m, v, transport, n in counts:
@@ -462,7 +465,7 @@ def series(starts: Sequence[int], width: int, start: int | None, end: int, model
     labels: dict[int, Counter] = defaultdict(Counter)
     transports: dict[int, Counter] = defaultdict(Counter)
     histograms: dict[int, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
-    counts, per_label, per_bin = _sums(cover(lo, hi, widths), model, by_bucket=True)
+    counts, per_label, per_bin = _sums(cover(lo, hi, widths), model, bucket_width=width)
     for bucket, _, _, transport, n in counts:
         transports[int(bucket) // width * width][transport] += int(n)
     for bucket, label, n in per_label:
