@@ -315,7 +315,7 @@ def main() -> int:
                     series.start_time.CopyFrom(Timestamp(seconds=int(now - seconds)))
                 times, error = measure(stub.GetStats, series, args.calls)
                 report(f"GetStats {wname} in {width // 60:,}-minute buckets"
-                       + (" (dashboard)" if (wname, width) in DASHBOARD else ""), times, error, results)
+                       + (" (dashboard)" if (wname, seconds, width) in DASHBOARD else ""), times, error, results)
 
             print(f"ListPredictions (page size {args.page_size}):", flush=True)
             filters: tuple[tuple[str, dict[str, str]], ...] = (("none", {}), ("model=wine", {"model": "wine"}),
