@@ -70,6 +70,7 @@ class Gateway:
     work: Path
     callgrind: bool = False
     proc: subprocess.Popen | None = None
+    restarts: int = 0
     points: dict[int | str, list[dict]] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -109,6 +110,13 @@ class Gateway:
             return resp.read().decode()
 
     def healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None and self.restarts < 3 \
+                and "Address already in use" in (self.work / "envoy.log").read_text(errors="replace"):
+            # a port free when drawn was taken before Envoy bound it (under callgrind start-up takes minutes)
+            self.restarts += 1
+            (self.work / "envoy.log").rename(self.work / f"envoy.log.{self.restarts}")
+            self.start()
+            return False
         if self.proc is not None and self.proc.poll() is not None:
             raise SystemExit(f"Envoy {self.name} exited: {(self.work / 'envoy.log').read_text()[-2000:]}")
         clusters = json.loads(self.get("/clusters?format=json"))["cluster_statuses"]
@@ -149,11 +157,18 @@ def callgrind(gw: Gateway, command: str) -> int:
         raise SystemExit(f"callgrind_control {command} {gw.proc.pid}: {out.stdout}{out.stderr}")
     if command == "-z":
         return 0
-    dumps = sorted(gw.work.glob(f"callgrind.{gw.proc.pid}.*"), key=lambda f: int(f.name.rpartition(".")[2]))
-    for line in dumps[-1].read_text(errors="replace").splitlines():
+    dump = newest(gw)
+    for line in dump.read_text(errors="replace").splitlines():
         if line.startswith("summary:"):
             return int(line.split()[1])
-    raise SystemExit(f"no summary in {dumps[-1]}")
+    raise SystemExit(f"no summary in {dump}")
+
+
+def newest(gw: Gateway) -> Path:
+    """The last callgrind dump of this Envoy (callgrind.<pid>.<n>, n counting up)."""
+    assert gw.proc is not None
+    dumps = sorted(gw.work.glob(f"callgrind.{gw.proc.pid}.*"), key=lambda f: int(f.name.rpartition(".")[2]))
+    return dumps[-1]
 
 
 INSTRUCTION_KINDS = ("REST", "gRPC", "404")
@@ -185,6 +200,8 @@ def measure_instructions(gw: Gateway, seconds: float, frame: bytes) -> dict[str,
         start = time.monotonic()
         point = run(seconds)
         instructions = callgrind(gw, "-d") - idle * (time.monotonic() - start)
+        rounds = len(gw.points.get(kind, []))  # name the window's dump for callgrind_annotate (--keep)
+        newest(gw).rename(gw.work / f"{kind}.round{rounds + 1}.callgrind")
         ok1, all1 = gw.answers()
         answered = (ok1 - ok0) if kind != "404" else (all1 - all0)
         bad = (all1 - all0) - answered + (point.failed if kind != "404" else 0)
@@ -195,19 +212,7 @@ def measure_instructions(gw: Gateway, seconds: float, frame: bytes) -> dict[str,
 
 def wrk_close(url: str, body: dict, concurrency: int, seconds: float) -> loadtools.Point:
     """wrk with `Connection: close` on every request: a new TCP connection per request."""
-    with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(loadtools._WRK_LUA.format(body=json.dumps(json.dumps(body)))
-                          + 'wrk.headers["Connection"] = "close"\n')
-        out = subprocess.run(["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds:g}s", "--timeout", "5s",
-                              "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60)
-    import re
-    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
-    if not match:
-        raise SystemExit(f"wrk gave no result for {url}:\n{out.stdout}\n{out.stderr}")
-    requests, errors, duration_us = (int(g) for g in match.groups()[:3])
-    return loadtools.Point(requests / (duration_us / 1e6), float(match.group(4)) / 1000,
-                           float(match.group(5)) / 1000, requests - errors, errors)
+    return loadtools.wrk(url, body, concurrency, seconds, close=True)
 
 
 def measure(gw: Gateway, concurrency: int, seconds: float, close: bool) -> dict:
@@ -250,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--close", action="store_true", help="a new connection per request (Connection: close)")
     parser.add_argument("--instructions", action="store_true",
                         help="Envoy under callgrind: thousands of instructions per request at c=1, not CPU time")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each Envoy's files (envoy.yaml, log, callgrind dumps) in DIR/<config name>")
     args = parser.parse_args(argv)
     loadtools.require_tools()
     if args.instructions and not shutil.which("callgrind_control"):
@@ -307,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
+        if args.keep is not None:
+            for gw in gateways:
+                shutil.copytree(gw.work, args.keep / gw.name, dirs_exist_ok=True)
+            print(f"kept each Envoy's files in {args.keep}/<config name>", flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"median (min-max) over {args.rounds} rounds; gRPC direct c=1 p50 {spread(grpc_p50, '.3f')} ms:")
     failed = False

@@ -354,6 +354,19 @@ def test_unknown_path_is_404_not_503(mesh):
         assert rest(method, gw.url + path).status_code == 404, (method, path)
 
 
+def test_json_in_any_spelling_or_none_is_transcoded_and_any_other_type_is_415(mesh):
+    """The content-type route: application/json in any case, with parameters, or no content type at all reaches
+    the transcoder; every other declared type is 415 (the plain spelling is decided before the regex runs)."""
+    _, gw = mesh
+    body = json.dumps({"features": IRIS_ROW})
+    for kind, status in (("application/json", 200), ("Application/JSON", 200), ("application/json; charset=utf-8", 200),
+                         ("application/json ;charset=utf-8", 200), (None, 200), ("text/plain", 415),
+                         ("application/jsonx", 415), ("application/json-patch+json", 415), ("", 415)):
+        resp = rest("POST", gw.url + "/v1/models/iris:predict", data=body,
+                    headers={} if kind is None else {"content-type": kind})
+        assert resp.status_code == status, (kind, resp.status_code, resp.text[:200])
+
+
 def test_unknown_query_parameter_is_400(mesh):
     _, gw = mesh
     resp = rest("GET", gw.url + "/v1/models", params={"foo": "1"})

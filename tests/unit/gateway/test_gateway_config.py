@@ -157,8 +157,11 @@ def test_rest_with_another_content_type_is_refused_before_transcoding(descriptor
         rest = next(i for i, r in enumerate(routes) if r["match"] == {"prefix": "/v1/"})
         assert refuse < rest
         headers = routes[refuse]["match"]["headers"]
-        assert headers[0] == {"name": "content-type", "present_match": True}  # no content type: JSON assumed
-        assert headers[1]["invert_match"] is True
+        # the plain type fails the first matcher, so the regex runs only for other spellings
+        assert headers[0] == {"name": "content-type", "string_match": {"exact": "application/json"},
+                              "invert_match": True}
+        assert headers[1] == {"name": "content-type", "present_match": True}  # no content type: JSON assumed
+        assert "safe_regex" in headers[2]["string_match"] and headers[2]["invert_match"] is True
 
 
 def test_cors_is_off_by_default_and_limited_to_the_configured_origins(descriptor, tmp_path):
