@@ -17,14 +17,13 @@ import resource
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from database import repo
 from database.connect import open_database, session
-from database.migrate import AppliedMigration, available
+from database.migrate import migrate
 from database.records import PredictionRecord
 from tests.support.pg import TempSchema, test_pg_url
 
@@ -43,12 +42,7 @@ def own_cpu() -> float:
 
 
 def old_layout(database, before: str = "m0008") -> None:
-    with database.bind_ctx([AppliedMigration]):
-        AppliedMigration.create_table()
-        for name in (n for n in available() if n < before):
-            with database.atomic():
-                importlib.import_module(f"database.migrations.{name}").apply(database)
-                AppliedMigration.create(name=name, applied_at=datetime.now(UTC).replace(tzinfo=None))
+    migrate(database, stop_before=before)
 
 
 MIGRATIONS = {"migrate": "m0008_partition_predictions", "lighter": "m0010_lighter_rows"}

@@ -47,8 +47,9 @@ def pending(database: Database) -> list[str]:
     return [name for name in available() if name not in done]
 
 
-def migrate(database: Database) -> list[str]:
-    """Apply every pending migration; returns the names applied (empty when already current).
+def migrate(database: Database, stop_before: str | None = None) -> list[str]:
+    """Apply every pending migration (with stop_before, e.g. "m0008", only those named before it: the database as
+    an earlier release left it); returns the names applied (empty when already current).
 
     PostgreSQL: one migrator at a time, under an advisory lock held for the session (LOCK_KEY). A migration that
     cannot run in a transaction (TRANSACTION = False: CREATE INDEX CONCURRENTLY) runs under a lock of its own
@@ -62,6 +63,8 @@ def migrate(database: Database) -> list[str]:
             with database.atomic():
                 AppliedMigration.create_table(safe=True)
             for name in available():
+                if stop_before is not None and name >= stop_before:
+                    break
                 if AppliedMigration.get_or_none(AppliedMigration.name == name):
                     continue
                 module = importlib.import_module(f"{migrations_pkg.__name__}.{name}")

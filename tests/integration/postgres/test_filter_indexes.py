@@ -11,7 +11,6 @@ from database.connect import RejectedData, open_database, session
 from database.migrate import applied, migrate
 from database.migrations.m0006_prediction_filter_indexes import INDEXES, SUPERSEDED
 from tests.integration.postgres.test_database import record
-from tests.support.releases import migrated_before
 
 
 def index_names(database, url: str) -> set[str]:
@@ -30,7 +29,7 @@ def test_indexes_built_on_a_filled_table_and_every_filter_pages_in_order(empty_d
                    at=now - i // 3)  # three rows per second: ties on created_at, ordered by prediction_id
             for i in range(300)]
     try:
-        migrated_before(database, "m0006")  # the database as the previous release left it, with rows
+        migrate(database, stop_before="m0006")  # the database as the previous release left it, with rows
         with session():
             repo.insert_predictions(rows)
         assert "m0006_prediction_filter_indexes" in migrate(database)
@@ -66,7 +65,7 @@ def test_a_concurrent_build_left_invalid_is_built_again(empty_db_url):
     database = open_database(empty_db_url)
     try:
         with session():  # the unpartitioned layout m0006 builds on
-            migrated_before(database, "m0008")
+            migrate(database, stop_before="m0008")
             repo.insert_predictions([record(f"r{i}") for i in range(10)])
             database.execute_sql("DELETE FROM schema_migrations WHERE name = 'm0006_prediction_filter_indexes'")
             database.execute_sql("DROP INDEX predictions_model_page")

@@ -23,7 +23,6 @@ from database.models import to_datetime, to_epoch
 from database.records import PredictionRecord
 from tests.integration.postgres.test_database import record
 from tests.support.pg import TempSchema
-from tests.support.releases import migrated_before
 
 DAY = 86400.0
 ROOT = Path(__file__).resolve().parents[3]
@@ -54,7 +53,7 @@ def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
         database = open_database(schema.url)
         try:
             with session():  # the database as the previous release left it
-                migrated_before(database, "m0008")
+                migrate(database, stop_before="m0008")
                 repo.insert_predictions(old)
                 repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::7]}, now)
                 before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
@@ -124,7 +123,7 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
         database = open_database(schema.url)
         try:
             with session():  # the database as the previous release left it
-                migrated_before(database, "m0010")
+                migrate(database, stop_before="m0010")
                 partitions.forget(database)
                 repo.insert_predictions(old)
                 before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
