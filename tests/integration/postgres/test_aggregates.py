@@ -26,7 +26,6 @@ from database.quality import quality
 from database.records import PredictionBatch, PredictionRecord
 from predmesh.percentile import percentile
 from tests.support.pg import TempSchema
-from tests.support.releases import migrated_before
 
 CLASSES = ("setosa", "versicolor", "virginica")
 DAY = 86400
@@ -264,7 +263,7 @@ def test_m0011_builds_the_5_and_30_minute_rows_of_an_existing_database(empty_db_
     database = open_database(empty_db_url)
     try:
         with session():
-            migrated_before(database, "m0011")
+            migrate(database, stop_before="m0011")  # the database as the previous release left it
             base = time.time() // DAY * DAY - 2 * DAY + 17.25
             load(rng, base, monkeypatch)
             zero = PredictionRecord(pid("z"), "z", "iris", "1", {}, "setosa", dict.fromkeys(CLASSES, 1 / 3), "grpc",
