@@ -1,8 +1,9 @@
 """Aggregates of the stored predictions and their feedback, kept as rows are stored, so that GetStats, its series
 and the quality gauges read a few thousand aggregate rows instead of the raw table.
 
-Two tables, keyed by a time bucket at three widths (a minute, an hour, a day; a row counts in one bucket of each
-width), so that any window costs the same whatever the raw table holds:
+Two tables, keyed by a time bucket at five widths (a minute, 5 and 30 minutes, an hour, a day; a row counts in one
+bucket of each width), so that any window costs the same whatever the raw table holds, and a series of 5- or
+30-minute buckets reads one row per bucket and key instead of one per minute (m0011 added those two widths):
 - stats_rollup: per (bucket, model, version, transport) the number of predictions, their count per predicted
   label (a JSON object) and a latency histogram: counts per fixed logarithmic bin (bin i holds
   (GAMMA**(i-1), GAMMA**i] ms), as an array (index 0: latency 0; index k: bin BIN_MIN + k - 1), mergeable by
@@ -16,7 +17,8 @@ it locks the predictions concerned, reads their current feedback and moves each 
 pair, plus the new one), so an overwrite keeps the confusion exact.
 
 Readers (window [start, end) in epoch seconds): the edges are rounded out to whole minutes (window()); the
-window is covered by whole days in its middle, whole hours next to them and minutes at the edges (cover()).
+window is covered by whole days in its middle, then whole hours, half hours and 5 minutes towards the edges, and
+minutes at the edges (cover()); a series covers its window with the widths that divide its bucket width.
 
 Latency percentiles are estimated from the histogram: each rank's latency is taken as its bin's value
 (2 * GAMMA**i / (GAMMA + 1), within ALPHA = 5% of anything the bin holds) and the percentile interpolated
@@ -39,7 +41,7 @@ from database.models import db, to_datetime, to_epoch
 from database.quality import Quality, quality
 from database.records import PredictionBatch, Stored
 
-WIDTHS = (60, 3600, 86400)  # bucket widths in seconds, finest first; each divides the next
+WIDTHS = (60, 300, 1800, 3600, 86400)  # bucket widths in seconds, finest first; each divides the next
 MINUTE, DAY = WIDTHS[0], WIDTHS[-1]
 ALPHA = 0.05  # relative accuracy of a latency percentile
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
@@ -202,7 +204,7 @@ def apply(delta: Delta) -> None:
     """Add the delta to the aggregate tables (in the caller's transaction)."""
     if delta.rollup:
         # a coarser bucket holding one minute of the delta (the usual batch: made within a minute) shares that
-        # minute's Rollup, so it is encoded once for its three rows
+        # minute's Rollup, so it is encoded once for its rows (one per width)
         parts: defaultdict[tuple, list[Rollup]] = defaultdict(list)
         for (minute, *key), r in delta.rollup.items():
             for width in WIDTHS:

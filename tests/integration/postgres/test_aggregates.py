@@ -5,6 +5,7 @@ the two databases answering alike."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import json
 import math
@@ -183,7 +184,7 @@ def test_stats_equal_a_brute_force_count_over_the_raw_rows(database, monkeypatch
         q for q in brute(rows, None, math.inf)["quality"] if (q.model, q.model_version) == ("iris", "2")]
 
 
-@pytest.mark.parametrize("width", [60, 600, 3600, 7200, DAY])
+@pytest.mark.parametrize("width", [60, 300, 600, 1800, 3600, 7200, DAY])
 def test_series_buckets_equal_brute_force(database, monkeypatch, width):
     rng = random.Random(width)
     base = time.time() // DAY * DAY - 4 * DAY + 1234.5
@@ -209,6 +210,21 @@ def test_series_buckets_equal_brute_force(database, monkeypatch, width):
     assert sum(b.total for b in everything.series) == len(rows)
     with pytest.raises(repo.TooManyBuckets):
         repo.stats(repo.PredictionFilter(start=base - 30 * DAY), 60, now=base)
+
+
+@pytest.mark.parametrize("width", [300, 1800])
+def test_a_series_reads_the_rows_of_its_width(database, monkeypatch, width):
+    """A series of 5- or 30-minute buckets reads rows of its own width, minutes only at a window edge that is not
+    on a bucket's boundary (a day of 5-minute buckets: 288 rows a key instead of 1,440)."""
+    read: list = []
+    sums = aggregates._sums
+    monkeypatch.setattr(aggregates, "_sums", lambda ranges, *a, **k: read.append(ranges) or sums(ranges, *a, **k))
+    day = time.time() // DAY * DAY - 2 * DAY
+    repo.stats(repo.PredictionFilter(start=day, end=day + DAY), width, now=day + DAY)
+    assert read[-1] == [(width, day, day + DAY)]
+    repo.stats(repo.PredictionFilter(start=day + 90, end=day + DAY), width, now=day + DAY)
+    assert read[-1] == [(60, day + 60, day + 300), *([(300, day + 300, day + 1800)] if width == 1800 else []),
+                        (width, day + width, day + DAY)]
 
 
 def aggregate_tables() -> dict[str, set]:
@@ -237,6 +253,46 @@ def test_the_migration_backfills_what_writes_maintain(database, monkeypatch):
         db.execute_sql("DELETE FROM schema_migrations WHERE name = 'm0005_aggregates'")
     assert migrate(database) == ["m0005_aggregates"]
     assert aggregate_tables() == maintained
+
+
+def test_m0011_builds_the_5_and_30_minute_rows_of_an_existing_database(empty_db_url, monkeypatch):
+    """A database as the previous release left it (aggregates of minutes, hours and days only) gains the 5- and
+    30-minute rows the writes now maintain, summed from its minute rows by m0011's SQL; running it again (or over
+    wrong rows of those widths) rebuilds the same rows."""
+    rng = random.Random(11)
+    database = open_database(empty_db_url)
+    try:
+        with session():
+            migrate(database, stop_before="m0011")  # the database as the previous release left it
+            base = time.time() // DAY * DAY - 2 * DAY + 17.25
+            load(rng, base, monkeypatch)
+            zero = PredictionRecord(pid("z"), "z", "iris", "1", {}, "setosa", dict.fromkeys(CLASSES, 1 / 3), "grpc",
+                                    0.0, time.time() - 3600)
+            repo.insert_predictions([zero, dataclasses.replace(zero, prediction_id=pid("old"), request_id="old",
+                                                               latency_ms=2.5, created_at=-90.25)])
+            label_feedback(rng)
+            maintained = aggregate_tables()
+            assert {r[0] for r in maintained["stats_rollup"]} == set(aggregates.WIDTHS)
+            with db.atomic():  # what the previous release's writers left: no rows of the two widths
+                for table in aggregates.TABLES:
+                    db.execute_sql(f"DELETE FROM {table} WHERE width IN (300, 1800)")
+            assert aggregate_tables() != maintained
+        assert migrate(database) == ["m0011_series_widths"]
+        with session():
+            assert aggregate_tables() == maintained
+            m0011 = importlib.import_module("database.migrations.m0011_series_widths")
+            with db.atomic():
+                db.execute_sql("UPDATE stats_rollup SET n = n + 7 WHERE width = 300")
+                m0011.apply(database)
+            assert aggregate_tables() == maintained
+            rows = raw_rows()
+            for width in (300, 1800):
+                for lo, hi in ((-3600, 3600), (base - 60, base + 3 * DAY + 60)):
+                    stats = repo.stats(repo.PredictionFilter(start=lo, end=hi), width, now=hi)
+                    counts = Counter(int(r[5] // width * width) for r in rows if lo <= r[5] < hi)
+                    assert {b.start: b.total for b in stats.series if b.total} == counts
+    finally:
+        database.close()
 
 
 def test_the_backfill_bins_edge_latencies_as_writes_do(database):

@@ -128,7 +128,7 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
                 repo.insert_predictions(old)
                 before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
                 keys = _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id")
-            assert migrate(database) == ["m0010_lighter_rows"]
+            assert migrate(database) == ["m0010_lighter_rows", "m0011_series_widths"]
             with session():
                 assert _rows(database, "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
                              "attrelid = 'predictions'::regclass AND atttypid IN ('json'::regtype, "
