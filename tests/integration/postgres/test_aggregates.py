@@ -218,7 +218,12 @@ def test_a_series_reads_the_rows_of_its_width(database, monkeypatch, width):
     on a bucket's boundary (a day of 5-minute buckets: 288 rows a key instead of 1,440)."""
     read: list = []
     sums = aggregates._sums
-    monkeypatch.setattr(aggregates, "_sums", lambda ranges, *a, **k: read.append(ranges) or sums(ranges, *a, **k))
+
+    def recording(ranges, *args, **kwargs):
+        read.append(ranges)
+        return sums(ranges, *args, **kwargs)
+
+    monkeypatch.setattr(aggregates, "_sums", recording)
     day = time.time() // DAY * DAY - 2 * DAY
     repo.stats(repo.PredictionFilter(start=day, end=day + DAY), width, now=day + DAY)
     assert read[-1] == [(width, day, day + DAY)]
