@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from itertools import repeat
 
@@ -122,8 +122,9 @@ class Keys:
                                                                  range(len(item)))))
                 elif item.request_hash is not None:
                     answers[item.request_id] = (item.request_hash, item, -1)
-            for _ in range(len(answers) - self.capacity):
-                answers.popitem(last=False)
+            excess = len(answers) - self.capacity
+            if excess > 0:  # the oldest first, in one C loop (a bulk batch evicts 1,000s)
+                deque(map(answers.popitem, repeat(False, excess)), maxlen=0)
 
     # -- deciding --------------------------------------------------------------------------------------------------
     def begin(self, model: str, request_ids: Sequence[str], hashes: Sequence[str | None],
@@ -134,18 +135,23 @@ class Keys:
         keyed = [i for i, h in enumerate(hashes) if h is not None]
         if not keyed:
             return NO_CLAIM
+        # the keys' set operations run in C (a bulk call has 1,000s of keys, almost always none of them cached or
+        # pending): the per-row Python below runs only for the rows they name
+        keys = request_ids if len(keyed) == len(request_ids) else [request_ids[i] for i in keyed]
         deadline = None if timeout is None else time.monotonic() + timeout
         claimed: list[str] = []
         event = threading.Event()
         while True:
             with self._lock:
-                found = {i: self._answers[request_ids[i]] for i in keyed if request_ids[i] in self._answers}
-                open_ = [i for i in keyed if i not in found]
-                busy = next((e for i in open_ if (e := self._pending.get(request_ids[i])) is not None), None)
+                cached = self._answers.keys() & keys
+                found = {i: self._answers[request_ids[i]] for i in keyed if request_ids[i] in cached} if cached else {}
+                open_ = [i for i in keyed if i not in found] if found else keyed
+                busy = None
+                if not self._pending.keys().isdisjoint(keys):
+                    busy = next((e for i in open_ if (e := self._pending.get(request_ids[i])) is not None), None)
                 if busy is None:
-                    claimed = list(dict.fromkeys(request_ids[i] for i in open_))
-                    for rid in claimed:
-                        self._pending[rid] = event
+                    claimed = list(dict.fromkeys(request_ids[i] for i in open_) if found else dict.fromkeys(keys))
+                    self._pending.update(dict.fromkeys(claimed, event))
                     break
             remaining = None if deadline is None else deadline - time.monotonic()
             if (remaining is not None and remaining <= 0) or not busy.wait(remaining):
@@ -160,7 +166,7 @@ class Keys:
                 stored = self._stored(claimed)
                 if stored:
                     self.remember(list(stored.values()))
-                for i in open_:
+                for i in open_ if stored else ():
                     answer = stored.get(request_ids[i])
                     if answer is not None:
                         self._decide(claim, i, model, request_ids[i], hashes[i], answer.request_hash, answer)
@@ -201,9 +207,12 @@ class Keys:
 
     def _release(self, claimed: list[str], event: threading.Event | None) -> None:
         with self._lock:
-            for rid in claimed:
-                if self._pending.get(rid) is event:
-                    del self._pending[rid]
+            pending = self._pending
+            # a claimed key stays this claim's until released (begin claims no key another claim holds), so this
+            # removes only its own entries; the check below keeps that so should it ever not hold
+            gone = list(map(pending.pop, claimed, repeat(None)))
+            if gone.count(event) != len(gone):
+                pending.update((rid, e) for rid, e in zip(claimed, gone) if e is not None and e is not event)
         if event is not None:
             event.set()
 

@@ -1,0 +1,71 @@
+"""Keys (inference/scoring/idempotency.py) alone, without a server or database: what a call's rows are decided
+as (stored answer, conflict, this call's to answer), waiting for a key another call holds, and the bounded cache."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from database.records import PredictionBatch
+from inference import errors
+from inference.scoring.idempotency import Keys
+
+
+def batch(ids: list[str], hashes: list[str]) -> PredictionBatch:
+    n = len(ids)
+    return PredictionBatch(
+        prediction_ids=[f"p-{rid}" for rid in ids], request_ids=ids, model="iris", model_version="v1",
+        feature_names=("a",), features=np.zeros((n, 1)), classes=("x", "y"), labels=np.zeros(n, dtype=np.int64),
+        probabilities=np.tile([0.75, 0.25], (n, 1)), transport="grpc", latency_ms=1.0, created_at=0.0,
+        request_hashes=hashes)
+
+
+def test_fresh_keys_are_the_calls_own_then_cached_answers_and_conflicts():
+    keys = Keys(100)
+    with keys.begin("iris", ["a", "b", "c"], ["ha", "hb", "hc"], None) as claim:
+        assert claim.stored == {} and claim.conflicts == {}
+        keys.remember([batch(["a", "b", "c"], ["ha", "hb", "hc"])])
+    # a retry: row 0 the same request (stored answer), row 1 another request (conflict), row 2 a new key, row 3
+    # not keyed (no hash: never looked up)
+    with keys.begin("iris", ["a", "b", "d", "e"], ["ha", "other", "hd", None], None) as claim:
+        assert sorted(claim.stored) == [0] and claim.stored[0].prediction_id == "p-a"
+        assert sorted(claim.conflicts) == [1] and "'b'" in claim.conflicts[1]
+        assert keys._pending.keys() == {"d"}  # row 2 is this call's until released
+    assert keys._pending == {}
+
+
+def test_a_key_another_call_answers_is_waited_for_and_the_release_keeps_other_claims():
+    keys = Keys(100)
+    first = keys.begin("iris", ["a", "b"], ["ha", "hb"], None)
+    other = keys.begin("iris", ["z"], ["hz"], None)
+    with pytest.raises(errors.DeadlineExceeded):
+        keys.begin("iris", ["c", "b"], ["hc", "hb"], 0.05)
+    assert keys._pending.keys() == {"a", "b", "z"}  # the refused call claimed nothing
+    decided = []
+
+    def second():
+        with keys.begin("iris", ["c", "b"], ["hc", "hb"], 5) as claim:
+            decided.append(claim)
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    time.sleep(0.05)
+    assert not decided  # still waiting for "b"
+    keys.remember([batch(["a", "b"], ["ha", "hb"])])
+    first.release()
+    waiter.join(5)
+    assert len(decided) == 1 and sorted(decided[0].stored) == [1]  # "b" answered by the first call
+    assert keys._pending.keys() == {"z"}  # both releases left the other claim's key alone
+    other.release()
+    assert keys._pending == {}
+
+
+def test_the_cache_keeps_the_newest_capacity_keys():
+    keys = Keys(4)
+    keys.remember([batch(["a", "b", "c"], ["h"] * 3)])
+    keys.remember([batch(["d", "e", "f"], ["h"] * 3)])
+    assert list(keys._answers) == ["c", "d", "e", "f"]
+    with keys.begin("iris", ["b", "c"], ["h", "h"], None) as claim:
+        assert sorted(claim.stored) == [1]  # "b" was evicted: the call's to answer (no database here)
