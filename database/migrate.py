@@ -2,10 +2,14 @@
 migration with TRANSACTION = False outside one), one migrator at a time (advisory locks, see migrate)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import logging
+import os
 import pkgutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from peewee import CharField, Database, DateTimeField, Model
@@ -91,6 +95,25 @@ def migrate(database: Database, stop_before: str | None = None) -> list[str]:
         finally:
             _unlock(database, LOCK_KEY)
     return done
+
+
+@contextlib.contextmanager
+def migration_lock(database: Database) -> Iterator[None]:
+    """SQLite: an exclusive flock on <file>.migrate.lock, held around connecting and migrating, so processes that
+    start together on a new file (PREDMESH_PROCESSES) take turns: a connection's first PRAGMA journal_mode=wal, or a
+    migration, while another process migrates fails at once ("database is locked", "table ... already exists").
+    The others wait, then find every migration applied. PostgreSQL (advisory locks in migrate) and in-memory SQLite:
+    nothing to do. Not re-entrant: take it once per process."""
+    path = "" if is_postgres(database) else str(getattr(database, "database", "") or "")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    fd = os.open(f"{path}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _lock(database: Database, key: int, poll_s: float = 0.1) -> None:

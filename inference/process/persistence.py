@@ -17,7 +17,7 @@ from database.connect import (
     redact,
     session,
 )
-from database.migrate import SchemaNotCurrent, migrate, require_current
+from database.migrate import SchemaNotCurrent, migrate, migration_lock, require_current
 from inference.models.manifest import Manifest
 from inference.recording.prediction_log import PredictionLog
 from inference.recording.recorder import NullRecorder, Recorder
@@ -188,7 +188,7 @@ class Persistence:
     def _prepare_schema(self, at_start: bool) -> bool:
         """Migrate (or check) the schema; False when the database is unreachable now (the writer retries)."""
         try:
-            with session():
+            with migration_lock(self.database), session():
                 if self.settings.auto_migrate:
                     applied = migrate(self.database)
                     if applied:
