@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -160,11 +159,7 @@ def main() -> int:
                 for name in ("reading", "grpc", "server", "write", "storing"):
                     print(f"      {name:<8} {result[name]:6.3f} s  {100 * result[name] / total:5.1f}%")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        loadtools.stop(proc)
         schema.drop()
         shutil.rmtree(work, ignore_errors=True)
     best = max(results, key=lambda r: r["rows_per_s"])

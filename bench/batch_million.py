@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -102,11 +101,7 @@ def start_server(store: Path, db_url: str, spool: Path, log: Path, extra: dict[s
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    loadtools.stop(proc)
 
 
 def pairs(items: list[str]) -> dict[str, str]:

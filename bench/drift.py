@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -77,8 +76,7 @@ def main() -> int:
             if drift:  # the tracker really saw the traffic (window rows), so "on" measures real work
                 time.sleep(1.5)
                 tracked = f"  drift window rows {window_rows(metrics_port):.0f}"
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            loadtools.stop(proc)
             results[drift].append(point)
             print(f"  round {rnd + 1} drift {'on ' if drift else 'off'} {point.rps:8.0f} infer/s  p50 "
                   f"{point.p50_ms:6.2f} ms  p99 {point.p99_ms:6.2f} ms  server CPU {point.cpu_us:5.0f} us/req  "

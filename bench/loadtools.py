@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -31,6 +32,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop(proc, timeout: float = 60.0) -> None:
+    """Stop a process the benchmark started: SIGTERM (the server drains and closes its prediction log), then SIGKILL
+    if it has not ended within timeout seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -196,8 +195,7 @@ def main() -> int:
                 timer.join()
                 stored = settle(schema) - before if mode != "off" else 0  # includes the writer catching up
                 point.cpu_us = (cpu_seconds(proc.pid) - cpu0[0]) / max(1, point.ok) * 1e6
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(60)
+                loadtools.stop(proc)
                 results[mode].append(point)
                 check = ""
                 if mode != "off":

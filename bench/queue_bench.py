@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import pika
 
+from bench import loadtools
 from bench.persistence import Schema, settle, start_server
 from predmesh import jobs
 
@@ -176,8 +176,7 @@ def end_to_end(url: str, n: int, prefetch: int, bodies, target: str, work: Path)
             while len(timeline.seen) < n and time.monotonic() < deadline and consumer.poll() is None:
                 time.sleep(0.2)
         finally:
-            consumer.send_signal(signal.SIGTERM)
-            consumer.wait(60)
+            loadtools.stop(consumer)
             stop.set()
             reader.join(30)
         if len(timeline.seen) < n:
@@ -223,8 +222,7 @@ def main() -> int:
                   f"{rate / drain_rate:9.2f}   {stored}{'' if stored == n else ' (MISMATCH)'}", flush=True)
         finally:
             if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(60)
+                loadtools.stop(proc)
             schema.drop()
     print("\n(the machine is shared: figures move with the other load on its 2 cores)")
     return 0

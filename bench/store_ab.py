@@ -19,7 +19,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -86,11 +85,7 @@ def iris_point(tree: Path, pg_url: str, concurrency: int, seconds: float) -> dic
                 "answered": int(answered), "handled": int(handled), "stored": stored,
                 "ok": answered <= stored <= handled, "server_us": server_us, "pg_us": pg_us}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        loadtools.stop(proc)
         schema.drop()
         shutil.rmtree(work, ignore_errors=True)
 
