@@ -38,11 +38,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m database") -> int
 def _run(args: argparse.Namespace) -> int:
     settings = DatabaseSettings.from_env(os.environ)
     setup_logging(settings.log_level)
-    from database.connect import make_database, redact
-    from database.migrate import applied, available, migrate
+    from database.connect import make_database
+    from database.migrate import migration_lock
 
     url = check_url(args.url) if args.url else settings.url
     database = make_database(url)
+    with migration_lock(database):  # SQLite: connect and migrate in turn with servers starting on a new file
+        return _command(args, settings, database, url)
+
+
+def _command(args: argparse.Namespace, settings: DatabaseSettings, database, url: str) -> int:
+    from database.connect import redact
+    from database.migrate import applied, available, migrate
+
     try:
         database.connect()
     except Exception as exc:

@@ -105,15 +105,19 @@ def migration_lock(database: Database) -> Iterator[None]:
     The others wait, then find every migration applied. PostgreSQL (advisory locks in migrate) and in-memory SQLite:
     nothing to do. Not re-entrant: take it once per process."""
     path = "" if is_postgres(database) else str(getattr(database, "database", "") or "")
-    if not path or path == ":memory:" or path.startswith("file:"):
-        yield
-        return
-    fd = os.open(f"{path}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = None
+    if path and path != ":memory:" and not path.startswith("file:"):
+        try:
+            fd = os.open(f"{path}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # no such directory, read-only: connecting fails or only reads, and says so itself
+            fd = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
 
 
 def _lock(database: Database, key: int, poll_s: float = 0.1) -> None:

@@ -1,5 +1,5 @@
 """Processes starting at once on a new SQLite file (PREDMESH_PROCESSES=2, `predmesh up`'s default) connect and
-migrate it in turns under database.migrate.migration_lock, as the server's persistence does: none of them fails
+migrate it in turns under database.migrate.migration_lock, as the server's persistence and `predmesh migrate` do: none of them fails
 with "database is locked" (the first PRAGMA journal_mode=wal) or "table ... already exists" (a migration applied
 twice). Without the lock, each round of this test failed that way."""
 from __future__ import annotations
@@ -11,11 +11,15 @@ import pytest
 ROUNDS = 6
 
 
-def _start(url: str, start, results) -> None:
+def _start(url: str, start, results, cli: bool) -> None:
     from database.connect import open_database, session
     from database.migrate import migrate, migration_lock
     database = open_database(url)
     start.wait(timeout=30)
+    if cli:  # the command line's migrate, as an operator runs it while servers start
+        from database.__main__ import main
+        results.put("ok" if main(["migrate", "--url", url]) == 0 else "predmesh migrate failed")
+        return
     try:
         with migration_lock(database), session():
             migrate(database)
@@ -29,7 +33,7 @@ def test_processes_starting_together_migrate_a_new_sqlite_file_once(tmp_path, ro
     context = multiprocessing.get_context("fork")
     url = f"sqlite:///{tmp_path / 'predmesh.db'}"
     start, results = context.Barrier(3), context.Queue()
-    workers = [context.Process(target=_start, args=(url, start, results)) for _ in range(3)]
+    workers = [context.Process(target=_start, args=(url, start, results, i == 2)) for i in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
