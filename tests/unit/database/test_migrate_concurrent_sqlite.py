@@ -1,5 +1,5 @@
-"""Processes starting at once on a new SQLite file (PREDMESH_PROCESSES=2, `predmesh up`'s default) connect and
-migrate it in turns under database.migrate.migration_lock, as the server's persistence and `predmesh migrate` do: none of them fails
+"""Processes starting at once on a new SQLite file (PREDMESH_PROCESSES=2, `predmesh up`'s default, and an operator's
+`predmesh migrate`) connect and migrate it in turns under database.migrate.migration_lock: none of them fails
 with "database is locked" (the first PRAGMA journal_mode=wal) or "table ... already exists" (a migration applied
 twice). Without the lock, each round of this test failed that way."""
 from __future__ import annotations
