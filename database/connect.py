@@ -82,6 +82,14 @@ REJECTED_SQLSTATE_CLASSES = frozenset({"21", "22", "23", "54"})
 _DRIVER_MODULES = ("psycopg2", "sqlite3")
 
 
+def advisory_lock(database: Database, function: str, key: int) -> bool | None:
+    """Call PostgreSQL's advisory-lock `function` (pg_try_advisory_lock, pg_advisory_unlock, pg_advisory_xact_lock,
+    ...) on `key` within the current schema: the two-key form (key, hashtext(current_schema())), so predmesh
+    installations in different schemas of one database (one per team, or the tests') never wait for each other's
+    migrations or maintenance. Returns the function's boolean (None for the void ones)."""
+    return database.execute_sql(f"SELECT {function}(%s, hashtext(current_schema()))", (key,)).fetchone()[0]
+
+
 def rejects_data(exc: BaseException) -> bool:
     """True when exc says the database refused the data itself (retrying the same rows cannot succeed), whether
     it arrives wrapped by peewee or raw from the driver (cursor-level COPY and execute_values are not wrapped)."""

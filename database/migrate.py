@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from peewee import CharField, Database, DateTimeField, Model
 
 import database.migrations as migrations_pkg
-from database.connect import is_postgres
+from database.connect import advisory_lock, is_postgres
 
 log = logging.getLogger(__name__)
-LOCK_KEY = 0x7072_6564  # pg advisory lock id: two servers starting at once must not migrate twice
+LOCK_KEY = 0x7072_6564  # pg advisory lock id (with the schema's hash): two servers must not migrate one schema at once
 BUILD_LOCK_KEY = LOCK_KEY + 1  # held while a migration outside a transaction runs (an index built concurrently)
 
 
@@ -55,7 +55,8 @@ def migrate(database: Database, stop_before: str | None = None) -> list[str]:
     """Apply every pending migration (with stop_before, e.g. "m0008", only those named before it: the database as
     an earlier release left it); returns the names applied (empty when already current).
 
-    PostgreSQL: one migrator at a time, under an advisory lock held for the session (LOCK_KEY). A migration that
+    PostgreSQL: one migrator at a time per schema, under an advisory lock held for the session (LOCK_KEY and the
+    schema, connect.advisory_lock: installations in other schemas of the database do not wait). A migration that
     cannot run in a transaction (TRANSACTION = False: CREATE INDEX CONCURRENTLY) runs under a lock of its own
     (BUILD_LOCK_KEY) with LOCK_KEY released: a concurrent build waits for every transaction with an older snapshot,
     and a migrator waiting for LOCK_KEY inside its transaction (a server of the previous release) would be one,
@@ -123,7 +124,7 @@ def migration_lock(database: Database) -> Iterator[None]:
 def _lock(database: Database, key: int, poll_s: float = 0.1) -> None:
     """PostgreSQL: take a session advisory lock, polling pg_try_advisory_lock (a waiter holds no snapshot)."""
     if is_postgres(database):
-        while not database.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        while not advisory_lock(database, "pg_try_advisory_lock", key):
             time.sleep(poll_s)
 
 
@@ -131,7 +132,7 @@ def _unlock(database: Database, key: int) -> None:
     if not is_postgres(database):
         return
     try:
-        database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        advisory_lock(database, "pg_advisory_unlock", key)
     except Exception as exc:  # the connection is broken: the server has released the lock with it
         log.warning("migration lock not released (%s); it goes with the connection", exc)
 

@@ -26,6 +26,8 @@ from datetime import UTC, date, datetime, timedelta
 import peewee
 from peewee import Database
 
+from database.connect import advisory_lock
+
 log = logging.getLogger(__name__)
 
 TABLE = "predictions"
@@ -35,7 +37,7 @@ KEYS_INDEX = f"{KEYS}_created_brin"  # BRIN on created_at (m0010): retention fin
 PREFIX = "predictions_p"  # + YYYYMMDD: the partition of that UTC day
 DAYS_AHEAD = 7  # partitions kept created ahead of today: a week without maintenance still inserts into its day
 DAYS_BEHIND = 1  # and behind today (a record answered just before midnight, stored after)
-MAINTENANCE_LOCK = 0x7072_6571  # pg advisory lock (transaction): one maintainer at a time (next to migrate's)
+MAINTENANCE_LOCK = 0x7072_6571  # pg advisory lock (transaction): one maintainer per schema (next to migrate's)
 LOCK_TIMEOUT_MS = 2000  # DDL waits at most this for its lock (then gives up and tries again): a DDL waiting behind
 LOCK_ATTEMPTS = 5  # a long query would otherwise queue every insert behind it
 
@@ -139,7 +141,7 @@ def ensure_partitions(database: Database, now: float | None = None, ahead: int =
     created: list[str] = []
 
     def work() -> None:
-        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MAINTENANCE_LOCK,))
+        advisory_lock(database, "pg_advisory_xact_lock", MAINTENANCE_LOCK)
         created.clear()  # a try that ran out of lock time created nothing (rolled back)
         existing = partitions(database)
         for offset in range(-behind, ahead + 1):

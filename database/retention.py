@@ -24,12 +24,12 @@ from datetime import UTC, datetime, timedelta
 from peewee import Database
 
 from database import partitions
-from database.connect import is_postgres
+from database.connect import advisory_lock, is_postgres
 
 log = logging.getLogger(__name__)
 
 CHUNK = 20_000  # rows (or keys) deleted per statement, so no transaction of the job grows large
-RUN_LOCK = partitions.MAINTENANCE_LOCK + 1  # pg advisory lock (session): one retention run at a time
+RUN_LOCK = partitions.MAINTENANCE_LOCK + 1  # pg advisory lock (session): one retention run per schema at a time
 
 
 @dataclass
@@ -73,7 +73,7 @@ def run(database: Database, days: int, now: float | None = None) -> RetentionRep
     boundary_of(days, now). Safe while predictions are stored; one run at a time (PostgreSQL)."""
     report = RetentionReport()
     postgres = is_postgres(database)
-    if postgres and not database.execute_sql("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,)).fetchone()[0]:
+    if postgres and not advisory_lock(database, "pg_try_advisory_lock", RUN_LOCK):
         report.busy = True
         log.info(report.summary())
         return report
@@ -90,7 +90,7 @@ def run(database: Database, days: int, now: float | None = None) -> RetentionRep
     finally:
         if postgres:
             database.execute_sql("RESET statement_timeout")
-            database.execute_sql("SELECT pg_advisory_unlock(%s)", (RUN_LOCK,))
+            advisory_lock(database, "pg_advisory_unlock", RUN_LOCK)
     log.info(report.summary())
     return report
 
