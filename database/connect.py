@@ -86,8 +86,10 @@ def advisory_lock(database: Database, function: str, key: int) -> bool | None:
     """Call PostgreSQL's advisory-lock `function` (pg_try_advisory_lock, pg_advisory_unlock, pg_advisory_xact_lock,
     ...) on `key` within the current schema: the two-key form (key, hashtext(current_schema())), so predmesh
     installations in different schemas of one database (one per team, or the tests') never wait for each other's
-    migrations or maintenance. Returns the function's boolean (None for the void ones)."""
-    return database.execute_sql(f"SELECT {function}(%s, hashtext(current_schema()))", (key,)).fetchone()[0]
+    migrations or maintenance (no schema on the search_path: the key of the empty name, and the statement that
+    needs a schema reports it). Returns the function's boolean (None for the void ones)."""
+    sql = f"SELECT {function}(%s, hashtext(coalesce(current_schema(), '')))"
+    return database.execute_sql(sql, (key,)).fetchone()[0]
 
 
 def rejects_data(exc: BaseException) -> bool:
