@@ -7,14 +7,26 @@ Starts one inference replica (`python -m inference serve`, its defaults: a proce
 to a temp SQLite file, iris LogisticRegression) and, for every --config, an Envoy rendered by gateway/config.py
 exactly as `python -m gateway` renders and runs it, on free loopback ports. SPEC is a comma-separated list of
 PREDMESH_GATEWAY_* overrides without the prefix (RATE_LIMIT_RPS=0,CONCURRENCY=2) and/or template=PATH (another
-envoy.yaml.j2, e.g. the previous commit's: `git show HEAD~1:gateway/envoy.yaml.j2 > /tmp/old.j2`); an empty SPEC
-is the defaults. The default set is one config, "defaults". The local rate limit stays on with a bucket the
-load cannot empty (RATE_LIMIT_RPS=1000000) unless a SPEC sets it: the filter runs, it never answers 429.
+envoy.yaml.j2, e.g. the previous commit's: `git show HEAD~1:gateway/envoy.yaml.j2 > /tmp/old.j2`) and/or
+upstream=ports (below); an empty SPEC is the defaults. The default set is one config, "defaults". The local rate
+limit stays on with a bucket the load cannot empty (RATE_LIMIT_RPS=1000000) unless a SPEC sets it: the filter
+runs, it never answers 429.
 
 Rounds alternate the configs (A B A B ...); each point is a warm-up second and then `--seconds` of wrk (HTTP/1.1
 keep-alive, or a new connection per request with --close) POSTing /v1/models/iris:predict. Envoy's CPU is
 utime+stime of the envoy process (all threads) from /proc/<pid>/stat over the measured window, divided by the
 2xx answers Envoy counted in that window (http.public.downstream_rq_2xx); any non-2xx answer fails the point.
+Each point also prints Envoy's user/system split and read/write-like syscalls per answer (/proc/<pid>/io syscr +
+syscw), the same for the server (the serving process and its workers), the busiest process's share of the
+server's CPU (how evenly the load reached the workers) and the HTTP/2 connections Envoy holds to the replica
+at the end (upstream_cx_active).
+
+A SPEC with upstream=ports points that Envoy not at the server's shared port but at PREDMESH_PROCESSES worker
+processes started as the supervisor starts them, each pinned to one CPU, each on a port of its own (see
+start_own_port_workers): with a template allowing many streams per upstream connection, Envoy then holds one
+multiplexed connection per process and balances over them (LEAST_REQUEST), instead of counting on the kernel to
+spread several connections over processes sharing a port. The server CPU of such a config is those workers'.
+The server runs at its defaults unless the environment says otherwise (e.g. PREDMESH_PROCESSES=1).
 Each round also measures gRPC Predict straight to the replica at c=1 (h2load) for the REST-vs-gRPC p50 gap.
 Prints every point, then per config and concurrency the median and the spread (min-max) over the rounds.
 
@@ -28,6 +40,7 @@ a count that does not depend on what else the machine is doing, unlike CPU time 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -46,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from bench import loadtools
 from gateway import config as gateway_config
 from gateway.settings import GatewaySettings
+from inference.process.workers import cpu_plan
 from predmesh.v1 import inference_pb2
 from predmesh.values import encode
 
@@ -54,10 +68,39 @@ PREDICT = "/predmesh.v1.InferenceService/Predict"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process, all its threads, in seconds."""
+def usage(pid: int) -> tuple[float, float, int, int]:
+    """(utime s, stime s, read-like syscalls, write-like syscalls) of the process, all its threads, from
+    /proc/<pid>/stat and /proc/<pid>/io (syscr counts read/readv/recv*, syscw write/writev/send*)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields[11]) / TICK, int(fields[12]) / TICK, int(io["syscr"]), int(io["syscw"])
+
+
+def tree_usage(pid: int) -> dict[int, tuple[float, float, int, int]]:
+    """usage() of every live process of the tree, by pid (a worker that exits between reads is left out)."""
+    out = {}
+    for p in loadtools.process_tree(pid):
+        try:
+            out[p] = usage(p)
+        except OSError:
+            pass
+    return out
+
+
+def servers_usage(roots: list[int]) -> dict[int, tuple[float, float, int, int]]:
+    return {pid: u for root in roots for pid, u in tree_usage(root).items()}
+
+
+def busiest_share(before: dict[int, tuple], after: dict[int, tuple]) -> float:
+    """The share of the server's CPU spent by its busiest process (1/N: an even spread over N workers)."""
+    used = [after[p][0] + after[p][1] - before[p][0] - before[p][1] for p in before.keys() & after.keys()]
+    return max(used) / sum(used) if sum(used) > 0 else 1.0
+
+
+def usage_delta(before: dict[int, tuple], after: dict[int, tuple]) -> list[float]:
+    """[user s, system s, reads, writes] the processes alive at both reads spent between them."""
+    both = before.keys() & after.keys()
+    return [sum(after[p][i] - before[p][i] for p in both) for i in range(4)]
 
 
 @dataclass
@@ -68,6 +111,7 @@ class Gateway:
     spec: str
     upstream: str
     work: Path
+    server_pids: list[int] = field(default_factory=list)  # the processes whose CPU counts as the server's
     callgrind: bool = False
     proc: subprocess.Popen | None = None
     restarts: int = 0
@@ -79,6 +123,8 @@ class Gateway:
             key, _, value = item.partition("=")
             if key == "template":
                 template = Path(value).resolve()
+            elif key == "upstream":  # chosen by main()
+                continue
             else:
                 overrides[key] = value
         self.port, self.admin = loadtools.free_port(), loadtools.free_port()
@@ -130,6 +176,11 @@ class Gateway:
                      .splitlines() if ": " in line)
         two = int(stats.get("http.public.downstream_rq_2xx", 0))
         return two, sum(int(stats.get(f"http.public.downstream_rq_{k}xx", 0)) for k in range(1, 6))
+
+    def upstream_connections(self) -> int:
+        """HTTP/2 connections Envoy holds open to the inference cluster (traffic and health checks)."""
+        line = self.get("/stats?filter=^cluster\\.inference\\.upstream_cx_active$").strip()
+        return int(line.rpartition(": ")[2]) if line else 0
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -216,18 +267,45 @@ def wrk_close(url: str, body: dict, concurrency: int, seconds: float) -> loadtoo
 
 
 def measure(gw: Gateway, concurrency: int, seconds: float, close: bool) -> dict:
+    """One point: Envoy's CPU (and its user/system split) and the server's (all its processes) per 2xx answer."""
     url = f"http://127.0.0.1:{gw.port}/v1/models/iris:predict"
     drive = wrk_close if close else loadtools.wrk
     drive(url, {"features": ROW}, concurrency, 1)  # warm-up: connections, caches
     assert gw.proc is not None
     ok0, all0 = gw.answers()
-    cpu0 = cpu_seconds(gw.proc.pid)
+    envoy0, server0 = {gw.proc.pid: usage(gw.proc.pid)}, servers_usage(gw.server_pids)
     point = drive(url, {"features": ROW}, concurrency, seconds)
-    cpu1 = cpu_seconds(gw.proc.pid)
+    envoy1, server1 = {gw.proc.pid: usage(gw.proc.pid)}, servers_usage(gw.server_pids)
     ok1, all1 = gw.answers()
     ok, bad = ok1 - ok0, (all1 - all0) - (ok1 - ok0)
+    n = max(ok, 1)
+    (eu, es, er, ew), (su, ss, sr, sw) = usage_delta(envoy0, envoy1), usage_delta(server0, server1)
     return {"rps": point.rps, "p50": point.p50_ms, "p99": point.p99_ms, "ok": ok, "bad": bad + point.failed,
-            "us": (cpu1 - cpu0) * 1e6 / max(ok, 1)}
+            "us": (eu + es) * 1e6 / n, "usr": eu * 1e6 / n, "sys": es * 1e6 / n, "calls": (er + ew) / n,
+            "server": (su + ss) * 1e6 / n, "server_sys": ss * 1e6 / n, "server_calls": (sr + sw) / n,
+            "top": busiest_share(server0, server1), "cx": gw.upstream_connections()}
+
+
+def start_own_port_workers(env: dict[str, str], tmp: Path) -> list[tuple[str, subprocess.Popen]]:
+    """For SPECs with upstream=ports: the server's worker processes as its supervisor starts them (`serve
+    --worker`, PREDMESH_PROCESSES of them, metrics in multiprocess mode, each pinned to one CPU round robin), but
+    each on a loopback port of its own instead of one shared port, so an Envoy can list every process as an
+    endpoint and hold one multiplexed connection to each. Their own SQLite file and spool."""
+    raw = env.get("PREDMESH_PROCESSES", "auto")
+    count = int(raw) if raw.isdigit() else len(os.sched_getaffinity(0))
+    (tmp / "prom").mkdir()
+    workers = []
+    for i, cpus in enumerate(cpu_plan(count, pin=True)):  # the supervisor's own plan
+        addr = f"127.0.0.1:{loadtools.free_port()}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inference", "serve", "--no-train", "--worker"], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=open(tmp / f"worker-{i}.log", "ab"),
+            preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus),
+            env={**env, "PREDMESH_PROCESSES": str(count), "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom"),
+                 "PREDMESH_GRPC_ADDR": addr, "PREDMESH_METRICS_ADDR": "",
+                 "PREDMESH_DATABASE_URL": f"sqlite:///{tmp}/own.db", "PREDMESH_SPOOL_DIR": str(tmp / "spool-own")})
+        workers.append((addr, proc))
+    return workers
 
 
 def serving(target: str) -> bool:
@@ -270,19 +348,25 @@ def main(argv: list[str] | None = None) -> int:
                    env={**os.environ, "PREDMESH_MODEL_STORE": str(store)}, check=True, capture_output=True)
     grpc_port, metrics_port = loadtools.free_port(), loadtools.free_port()
     target = f"127.0.0.1:{grpc_port}"
+    server_env = {**os.environ, "PREDMESH_MODEL_STORE": str(store), "PREDMESH_DRAIN_SECONDS": "0",
+                  "PREDMESH_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
         [sys.executable, "-m", "inference", "serve", "--no-train"], cwd=ROOT, stdout=subprocess.DEVNULL,
         stderr=open(tmp / "server.log", "ab"),
-        env={**os.environ, "PREDMESH_MODEL_STORE": str(store), "PREDMESH_GRPC_ADDR": target,
-             "PREDMESH_METRICS_ADDR": f"127.0.0.1:{metrics_port}", "PREDMESH_DATABASE_URL": f"sqlite:///{tmp}/p.db",
-             "PREDMESH_SPOOL_DIR": str(tmp / "spool"), "PREDMESH_DRAIN_SECONDS": "0",
-             "PREDMESH_LOG_LEVEL": "WARNING"})
+        env={**server_env, "PREDMESH_GRPC_ADDR": target, "PREDMESH_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+             "PREDMESH_DATABASE_URL": f"sqlite:///{tmp}/p.db", "PREDMESH_SPOOL_DIR": str(tmp / "spool")})
+    own = (start_own_port_workers(server_env, tmp) if any("upstream=ports" in spec for _, spec in configs)
+           else [])
     frame = loadtools.grpc_frame(inference_pb2.PredictRequest(model="iris", features=encode(ROW)).SerializeToString())
-    gateways = [Gateway(name, spec, target, tmp / f"gw-{i}", args.instructions)
+    gateways = [Gateway(name, spec, ",".join(a for a, _ in own), tmp / f"gw-{i}",
+                        server_pids=[w.pid for _, w in own], callgrind=args.instructions)
+                if "upstream=ports" in spec else
+                Gateway(name, spec, target, tmp / f"gw-{i}", server_pids=[server.pid], callgrind=args.instructions)
                 for i, (name, spec) in enumerate(configs)]
     grpc_p50: list[float] = []
     try:
-        loadtools.wait_for(lambda: serving(target), 180, "the inference replica")
+        for addr in [target, *(a for a, _ in own)]:
+            loadtools.wait_for(lambda: serving(addr), 180, f"the inference replica on {addr}")
         loadtools.check_grpc(target, PREDICT, frame[5:])  # the exact bytes h2load sends answer grpc-status OK
         for gw in gateways:  # all started, then all waited for (under callgrind each takes minutes)
             gw.work.mkdir(parents=True)
@@ -303,17 +387,23 @@ def main(argv: list[str] | None = None) -> int:
                             else {c: measure(gw, c, args.seconds, args.close) for c in levels})
                 for c, p in measured.items():
                     gw.points.setdefault(c, []).append(p)
-                    print(f"  {gw.name:<14} {label(c):<6} Envoy {p['us']:6.1f} {unit}   {p['rps']:7.0f} req/s   "
+                    cpu = "" if args.instructions else (
+                        f" (user {p['usr']:.1f}, sys {p['sys']:.1f}; {p['calls']:.2f} r/w calls)   server "
+                        f"{p['server']:6.1f} us/req (sys {p['server_sys']:.1f}; {p['server_calls']:.2f} r/w calls)   "
+                        f"busiest process {p['top']:.0%}   {p['cx']} upstream cx")
+                    print(f"  {gw.name:<14} {label(c):<6} Envoy {p['us']:6.1f} {unit}{cpu}   {p['rps']:7.0f} req/s   "
                           f"p50 {p['p50']:6.3f} ms   p99 {p['p99']:6.3f} ms   ({p['ok']} answered, {p['bad']} other)",
                           flush=True)
     finally:
         for gw in gateways:
             gw.stop()
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for proc in [server, *(w for _, w in own)]:
+            proc.terminate()
+        for proc in [server, *(w for _, w in own)]:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if args.keep is not None:
             for gw in gateways:
                 shutil.copytree(gw.work, args.keep / gw.name, dirs_exist_ok=True)
@@ -327,6 +417,13 @@ def main(argv: list[str] | None = None) -> int:
             failed |= any(p["bad"] for p in pts)
             line = (f"  {gw.name:<14} {label(c):<6} Envoy {spread([p['us'] for p in pts], '.1f')} {unit}   "
                     f"{spread([p['rps'] for p in pts], '.0f')} req/s   p50 {spread([p['p50'] for p in pts], '.3f')} ms")
+            if not args.instructions:
+                line += (f"\n{'':24}Envoy user {spread([p['usr'] for p in pts], '.1f')} sys "
+                         f"{spread([p['sys'] for p in pts], '.1f')} r/w calls "
+                         f"{spread([p['calls'] for p in pts], '.2f')}"
+                         f"   server {spread([p['server'] for p in pts], '.1f')} us/req (sys "
+                         f"{spread([p['server_sys'] for p in pts], '.1f')}; r/w calls "
+                         f"{spread([p['server_calls'] for p in pts], '.2f')})")
             if c == 1 and not args.instructions:  # under callgrind the latencies are valgrind's
                 gap = [p["p50"] - g for p, g in zip(pts, grpc_p50)]
                 line += f"   REST-gRPC p50 {spread(gap, '+.3f')} ms"

@@ -45,6 +45,20 @@ def stop(proc, timeout: float = 60.0) -> None:
         proc.wait()
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc/<pid>/task/*/children)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return found
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
     """Poll predicate (exceptions count as 'not yet') until it is true; TimeoutError after timeout seconds."""
     deadline = time.monotonic() + timeout

@@ -56,20 +56,6 @@ GOALS = {"fa": 3.0, "ml": 2.0, "envoy_us": 60.0, "c1_gap_ms": 0.3}
 
 # --- CPU from /proc -------------------------------------------------------------------------------------------
 
-def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants (from /proc/<pid>/task/*/children)."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-            except OSError:
-                pass
-    return found
-
-
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes (their own, not their reaped children's), in seconds."""
     total = 0
@@ -113,11 +99,11 @@ class Target:
     pids: list[int] = field(default_factory=list)
 
     def refresh(self) -> None:
-        self.pids = process_tree(self.root_pid)
+        self.pids = loadtools.process_tree(self.root_pid)
 
 
 def envoy_pid(gateway_pid: int) -> int:
-    for pid in process_tree(gateway_pid)[1:]:
+    for pid in loadtools.process_tree(gateway_pid)[1:]:
         try:
             if "envoy" in Path(f"/proc/{pid}/comm").read_text():
                 return pid
