@@ -105,6 +105,20 @@ def test_the_image_builds_from_registries_only_and_serves_grpc_and_rest(podman, 
                 subprocess.run([*podman, "rm", "-f", "-t", "15", name], capture_output=True, timeout=120)
 
 
+def test_the_image_carries_the_projects_bytecode(podman, image):
+    # the runtime writes no .pyc (PYTHONDONTWRITEBYTECODE) and imports /app first: the build compiled it, so a
+    # process loads the project's modules from __pycache__ instead of compiling them at every start
+    result = subprocess.run([*podman, "run", "--rm", "--network", "host", "--entrypoint", "python", image, "-v", "-c",
+                             "import database.repo, inference.process.workers, gateway.config, predmesh.client"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = [line for line in result.stderr.splitlines() if line.startswith("# code object from '/app/")]
+    assert any("/app/database/__pycache__/repo.cpython-311.pyc" in line for line in loaded), result.stderr[-2000:]
+    from_source = [line for line in result.stderr.splitlines()  # what `python -v` prints for a module compiled now
+                   if line.startswith("# code object from /app/") and line.endswith(".py")]
+    assert not from_source, from_source
+
+
 def play(action: str, overlay, *options: str) -> subprocess.CompletedProcess:
     """deploy/podman/play.sh: render the kustomization, podman secrets from its Secrets, `podman kube play/down`."""
     env = {**os.environ, "KUBECTL": tool("kubectl")}
