@@ -16,6 +16,7 @@ from contextlib import contextmanager, nullcontext
 from database.models import db
 
 QUERY_CANCELED = "57014"  # SQLSTATE of a statement ended by statement_timeout or a cancel request
+REFRESH_SLACK_S = 0.05  # refresh() sets the statement timeout again once a statement could overrun by more
 SQLITE_PROGRESS_STEPS = 10_000  # SQLite VM instructions between two looks at the clock (a few hundred µs)
 _local = threading.local()
 
@@ -41,11 +42,17 @@ class QueryBound:
         self._lock = threading.Lock()
         self._conn = None  # the driver connection while the block runs (PostgreSQL: the one cancel() stops)
         self._postgres = False
+        self.timeout_set = self.started  # when set_timeout last ran
 
     @property
     def timeout_ms(self) -> int:
         """The statement timeout to set now: the time left, at least 1 ms (0 would mean none)."""
         return max(1, int((self.deadline - time.monotonic()) * 1000))
+
+    def set_timeout(self) -> None:
+        """PostgreSQL, in the block's transaction: the statements from now on may take the time left."""
+        self.timeout_set = time.monotonic()
+        db.execute_sql(f"SET LOCAL statement_timeout = {self.timeout_ms}")
 
     def expired(self) -> bool:
         return self.cancelled or time.monotonic() >= self.deadline
@@ -112,7 +119,7 @@ def bounded(limit_s: float, bound: QueryBound | None = None) -> Iterator[QueryBo
     try:
         with db.atomic() if postgres else nullcontext():
             if postgres:
-                db.execute_sql(f"SET LOCAL statement_timeout = {bound.timeout_ms}")
+                bound.set_timeout()
             yield bound
     except Exception as exc:
         if timed_out(exc, bound):
@@ -134,3 +141,13 @@ def sleep(seconds: float) -> bool:
         db.execute_sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
                        "SELECT count(*) FROM n", (int(seconds * 5_000_000),))
     return False
+
+
+def refresh() -> None:
+    """Give the next statements of this thread's open block the time it has left (PostgreSQL: SET LOCAL
+    statement_timeout again, once more than REFRESH_SLACK_S has passed since it was set: a statement started now
+    could otherwise run that much past the block's deadline). For a block of several statements; a no-op outside
+    a bounded block and on SQLite (its progress handler looks at the deadline itself)."""
+    bound = current()
+    if bound is not None and bound._postgres and time.monotonic() - bound.timeout_set > REFRESH_SLACK_S:
+        bound.set_timeout()
