@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import math
+import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import reduce
 
 from peewee import JOIN, SQL, IntegrityError, Tuple, Value, fn
 
-from database import aggregates, partitions
+from database import aggregates, bounded, partitions
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
 from database.copy_text import copy_text, features_json, to_json
 from database.fingerprint import stored_hash
@@ -267,20 +270,33 @@ def _where(flt: PredictionFilter) -> list:
     return conds
 
 
-def list_predictions(flt: PredictionFilter, page_size: int, page_token: str = "") -> tuple[list[StoredPrediction], str]:
-    """One page, newest first (keyset paging on created_at, prediction_id); returns (rows, next token or "")."""
-    rows = list(page_query(flt, page_size, page_token).objects())
+def list_predictions(flt: PredictionFilter, page_size: int, page_token: str = "",
+                     now: float | None = None) -> tuple[list[StoredPrediction], str]:
+    """One page, newest first (keyset paging on created_at, prediction_id); returns (rows, next token or "").
+    On the partitioned table (PostgreSQL after m0008) the page is read partition by partition, newest first
+    (_partitioned_page); `now` (epoch seconds, default the clock) tells it where the newest rows are. A request_id
+    names one row at most, found in one statement through its key's claim (pruned to its partition when run)."""
+    token = _decode_token(page_token) if page_token else None
+    if partitions.keyed() and not flt.request_id:
+        rows = _partitioned_page(flt, page_size + 1, token, to_datetime(time.time() if now is None else now))
+    else:
+        rows = list(_page_select(flt, page_size + 1, token).objects())
     # .objects() puts the joined Feedback.label on each row as `feedback_label` (absent from the model's type)
     page = [StoredPrediction(_record(r), getattr(r, "feedback_label", None) or "") for r in rows[:page_size]]
-    token = _encode_token(rows[page_size - 1]) if len(rows) > page_size else ""
-    return page, token
+    next_token = _encode_token(rows[page_size - 1]) if len(rows) > page_size else ""
+    return page, next_token
 
 
-def page_query(flt: PredictionFilter, page_size: int, page_token: str = ""):
-    """The query of one page of list_predictions (page_size + 1 rows: the extra one says a next page exists)."""
-    conds = _where(flt)
-    if page_token:
-        created, pid = _decode_token(page_token)
+def page_query(flt: PredictionFilter, page_size: int, page_token: str = "", within: Sequence = ()):
+    """A query of one page of list_predictions in one statement (page_size + 1 rows: the extra one says a next
+    page exists); `within`: more conditions (the partitioned table: the time range of one of its statements)."""
+    return _page_select(flt, page_size + 1, _decode_token(page_token) if page_token else None, within)
+
+
+def _page_select(flt: PredictionFilter, limit: int, token: tuple[datetime, str] | None, within: Sequence = ()):
+    conds = [*_where(flt), *within]
+    if token:
+        created, pid = token
         # a row comparison, which both databases turn into one seek on the (filter, created_at, prediction_id)
         # indexes (the OR of its expansion would scan from the newest row on: listing N rows read O(N^2 / page))
         conds.append(Tuple(Prediction.created_at, Prediction.prediction_id) < Tuple(created, pid))
@@ -290,7 +306,45 @@ def page_query(flt: PredictionFilter, page_size: int, page_token: str = ""):
             .join(Feedback, JOIN.LEFT_OUTER, on=(Feedback.prediction == Prediction.prediction_id))
             .where(*conds)
             .order_by(Prediction.created_at.desc(), Prediction.prediction_id.desc())
-            .limit(page_size + 1))
+            .limit(limit))
+
+
+def _partitioned_page(flt: PredictionFilter, want: int, token: tuple[datetime, str] | None,
+                      now: datetime) -> list[Prediction]:
+    """The first `want` rows of a page on the partitioned table, newest first, read so that it stops once full.
+
+    One statement over the whole table is a Merge Append of every partition at or before the token (the DEFAULT
+    partition may hold rows of any time, so the planner cannot read the daily ones one after another): one index
+    seek per partition, each planned, whatever the page needs. Here instead the time ranges of
+    partitions.page_spans, newest first, each covered by daily partitions only (an ordered Append that stops in
+    the partition that fills the page), until no later range can hold a row of the page; the first statement also
+    reads the rows outside every daily partition's range (the DEFAULT partition, normally empty: that part is
+    pruned to it). Each statement's rows are in the database's order and different statements' rows lie in
+    different times, so they are merged by time; a row read twice (a partition created or dropped since the
+    partition list was read) counts once. The same rows in the same order as one statement (page_query)."""
+    bounds = partitions.daily_bounds(db.obj)
+    outside = [reduce(operator.and_, [*([Prediction.created_at >= lower] if lower else []),
+                                      *([Prediction.created_at < upper] if upper else [])], SQL("TRUE"))
+               for lower, upper in partitions.gaps(bounds)]
+    query = _page_select(flt, want, token, [reduce(operator.or_, outside)])
+    top = min([now, *([token[0]] if token else []), *([to_datetime(flt.end)] if flt.end is not None else [])])
+    spans = partitions.page_spans(bounds, top, None if flt.start is None else to_datetime(flt.start))
+    if not spans:
+        return list(query.objects())
+    rows: list[Prediction] = []
+    for i, (lower, upper) in enumerate(spans):
+        newer = sum(1 for r in rows if r.created_at >= upper)  # rows of the page before this range
+        within = _page_select(flt, want - newer, token, [Prediction.created_at >= lower, Prediction.created_at < upper])
+        if i == 0:  # one statement: the rows outside the partitions' ranges and the newest range's
+            query = (query + within).order_by(SQL("created_at DESC, prediction_id DESC"))
+        else:
+            bounded.refresh()  # this statement gets the time the call has left, not what it had at its start
+            query = within
+        rows = list(heapq.merge(rows, query.objects(), key=lambda r: r.created_at, reverse=True))
+        if i + 1 == len(spans) or sum(1 for r in rows if r.created_at >= spans[i + 1][1]) >= want:
+            break  # no older range can hold a row of the page
+    unique = {(r.created_at, r.prediction_id): r for r in rows}  # dicts keep the merged order
+    return list(unique.values())[:want]
 
 
 def count_by_request_prefix(model: str, request_id_prefix: str, start: float | None = None) -> int:

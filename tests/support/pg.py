@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -114,3 +116,21 @@ class PrivatePostgres:
         except subprocess.CalledProcessError:
             pass  # already stopped
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def statements(database, naming: str = '"predictions"') -> Iterator[list[tuple[str, tuple]]]:
+    """The statements (sql, params) the block sends through database.execute_sql whose SQL names `naming`."""
+    sent: list[tuple[str, tuple]] = []
+    run = database.execute_sql
+
+    def recording(sql, params=None, *args, **kwargs):
+        if naming in sql:
+            sent.append((sql, params))
+        return run(sql, params, *args, **kwargs)
+
+    database.execute_sql = recording
+    try:
+        yield sent
+    finally:
+        del database.execute_sql  # the class's method again

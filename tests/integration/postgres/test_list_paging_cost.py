@@ -12,7 +12,7 @@ from database import repo
 from database.connect import open_database, session
 from database.migrate import migrate
 from tests.integration.postgres.test_database import record
-from tests.support.pg import TempSchema
+from tests.support.pg import TempSchema, statements
 
 pytestmark = pytest.mark.postgres
 ROWS, PAGE = 4000, 100
@@ -41,14 +41,17 @@ def test_a_deep_page_reads_about_a_page_of_rows():
                 flt = repo.PredictionFilter(model="iris", transport="batch", start=now - 2 * ROWS)
                 token, seen, pages, middle = "", 0, 0, -1
                 while True:
-                    rows, token = repo.list_predictions(flt, PAGE, token)
-                    seen += len(rows)
                     pages += 1
+                    with statements(database) as sent:
+                        rows, token_after = repo.list_predictions(flt, PAGE, token)
                     if pages == ROWS // PAGE // 2:  # the middle: half of the rows are newer than the token
-                        sql, params = repo.page_query(flt, PAGE, token).sql()
-                        [(raw,)] = database.execute_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).fetchall()
-                        plan = (raw if isinstance(raw, list) else json.loads(raw))[0]["Plan"]
-                        middle = rows_read(plan)
+                        middle = 0
+                        for sql, params in sent:  # each statement the page ran (partitioned: one or more)
+                            [(raw,)] = database.execute_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}",
+                                                            params).fetchall()
+                            middle += rows_read((raw if isinstance(raw, list) else json.loads(raw))[0]["Plan"])
+                    seen += len(rows)
+                    token = token_after
                     if not token:
                         break
             assert seen == ROWS
