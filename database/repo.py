@@ -287,10 +287,10 @@ def list_predictions(flt: PredictionFilter, page_size: int, page_token: str = ""
     return page, next_token
 
 
-def page_query(flt: PredictionFilter, page_size: int, page_token: str = "", within: Sequence = ()):
-    """A query of one page of list_predictions in one statement (page_size + 1 rows: the extra one says a next
-    page exists); `within`: more conditions (the partitioned table: the time range of one of its statements)."""
-    return _page_select(flt, page_size + 1, _decode_token(page_token) if page_token else None, within)
+def page_query(flt: PredictionFilter, page_size: int, page_token: str = ""):
+    """A page of list_predictions as one statement over the whole table (page_size + 1 rows: the extra one says a
+    next page exists): what SQLite and an unpartitioned table run, and what the partitioned read must equal."""
+    return _page_select(flt, page_size + 1, _decode_token(page_token) if page_token else None)
 
 
 def _page_select(flt: PredictionFilter, limit: int, token: tuple[datetime, str] | None, within: Sequence = ()):
