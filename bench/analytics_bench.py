@@ -5,6 +5,7 @@ Usage:  .venv/bin/python bench/analytics_bench.py [--rows 200000] [--days 30] [-
         .venv/bin/python bench/analytics_bench.py --rows 1000000
         .venv/bin/python bench/analytics_bench.py --rows 20000000 --days 30 --keep    (~10 GB; keep to re-measure)
         .venv/bin/python bench/analytics_bench.py --schema bench_xxxxxxxxxx            (re-measure a kept load)
+        .venv/bin/python bench/analytics_bench.py --schema bench_xxxxxxxxxx --series-only   (the series lines only)
 
 1. A fresh schema on PostgreSQL (PREDMESH_BENCH_PG_URL, else PREDMESH_TEST_PG_URL, else the local test database),
    migrated. With --indexes-after the migrations from m0006 on are applied after the load instead, each timed, so
@@ -15,10 +16,14 @@ Usage:  .venv/bin/python bench/analytics_bench.py [--rows 200000] [--days 30] [-
    (database.statistics.analyze_if_due, autovacuum's rule: this machine's PostgreSQL runs without autovacuum).
 3. `python -m inference serve` (one process, persistence off) on that schema; each call is made --calls times in a
    row after 2 unmeasured ones, with a 30 s deadline (PREDMESH_ANALYTICS_MAX_SECONDS=--max-seconds, so a slow
-   call is measured rather than refused): p50 and p99 per call, and any error status with its message.
+   call is measured rather than refused): p50 and p99 per call, any error status with its message, and the CPU a
+   call cost (utime + stime from /proc of the server process and of the PostgreSQL backends of its connections:
+   less sensitive to a loaded machine than the latencies).
    GetStats: windows 1h, 24h, 7d, 30d, all × filters none and model (the filters GetStatsRequest has; version,
    transport and label are breakdowns of its answer), the dashboard's series calls (each window of its selector
-   with its bucket width) and 24 h in 5-minute buckets (the heaviest series shape).
+   with its bucket width) and 24 h in 5-minute buckets (the heaviest series shape). Each window ends at the load's
+   end; on a kept schema (--schema) at the end of its newest minute of rows, so a re-measure hours later reads
+   the rows its windows held when loaded (a window ending at the clock would hold fewer and fewer).
    ListPredictions: filters none, model, model+version, version, label, transport, a rare transport (queue, 3%)
    and request_id, at page 1 and at page 10,000 (a page token at depth 10,000 × page size, made once from the row
    at that offset; the measured call seeks with it), or the deepest page the filter has when it has fewer rows.
@@ -159,19 +164,68 @@ def start_server(store: Path, db_url: str, log: Path, max_seconds: float):
     return proc, target
 
 
-def measure(call, request, calls: int) -> tuple[list[float], str]:
-    """Latencies in ms of `calls` calls after 2 unmeasured ones; the first error's status and message, if any."""
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(pid: int) -> int:
+    """CPU ticks (user + system) a process has used; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def serving_pids(server: int, database) -> set[int]:
+    """The server process and the PostgreSQL backends of its connections (their client ports, from the server's
+    sockets in /proc, looked up in pg_stat_activity): whose CPU a call costs."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{server}/fd"):
+        try:
+            link = os.readlink(f"/proc/{server}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes and fields[2].endswith(":1538"):  # to port 5432
+                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    if not ports:
+        return {server}
+    from database.connect import session
+    with session():
+        backends = database.execute_sql("SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,))
+        return {server, *(int(pid) for (pid,) in backends)}
+
+
+def measure(call, request, calls: int, cpu=None) -> tuple[list[float], str, float]:
+    """Latencies in ms of `calls` calls after 2 unmeasured ones; the first error's status and message, if any; and
+    the CPU ms a measured call cost the processes cpu() names (the server and its database backends; NaN without)."""
     import grpc
     times: list[float] = []
+    pids: set[int] = set()
+    before: dict[int, int] = {}
     for i in range(calls + 2):
+        if i == 2 and cpu is not None:
+            pids = cpu()
+            before = {pid: _ticks(pid) for pid in pids}
         t0 = time.perf_counter()
         try:
             call(request, timeout=30)
         except grpc.RpcError as exc:
-            return times, f"{exc.code().name}: {exc.details()}"
+            return times, f"{exc.code().name}: {exc.details()}", math.nan
         if i >= 2:
             times.append((time.perf_counter() - t0) * 1000)
-    return times, ""
+    if cpu is None:
+        return times, "", math.nan
+    pids |= cpu()  # a backend that began meanwhile counts from 0
+    used = sum(_ticks(pid) - before.get(pid, 0) for pid in pids)
+    return times, "", used / TICKS * 1000 / calls
 
 
 def pct(values: list[float], q: float) -> float:
@@ -179,11 +233,13 @@ def pct(values: list[float], q: float) -> float:
     return percentile(sorted(values), q)
 
 
-def report(name: str, times: list[float], error: str, results: list) -> None:
+def report(name: str, times: list[float], error: str, results: list, cpu_ms: float = math.nan) -> None:
     if error:
         line = f"  {name:<46} ERROR {error[:160]}"
     else:
         line = f"  {name:<46} p50 {pct(times, 0.5):9.1f} ms   p99 {pct(times, 0.99):9.1f} ms"
+        if not math.isnan(cpu_ms):
+            line += f"   CPU {cpu_ms:6.1f} ms a call"
     print(line, flush=True)
     results.append((name, times, error))
 
@@ -226,6 +282,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the schema (its name is printed)")
     parser.add_argument("--schema", help="measure an existing schema kept by --keep (no load)")
     parser.add_argument("--skip-stats", action="store_true", help="measure ListPredictions only")
+    parser.add_argument("--series-only", action="store_true",
+                        help="measure the GetStats series lines only (A/B rounds of a change to the series path)")
     args = parser.parse_args()
 
     from database import migrate as migrations
@@ -300,25 +358,37 @@ def main() -> int:
         results: list = []
         with grpc.insecure_channel(target) as channel:
             stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+
+            server_pid = proc.pid
+
+            def cpu() -> set[int]:
+                return serving_pids(server_pid, database)
             now = end
+            if args.schema:  # a kept load: its windows end where its rows end, so they hold what they held then
+                with session():
+                    [(newest,)] = database.execute_sql("SELECT MAX(bucket_start) FROM stats_rollup WHERE width = 60")
+                now = float(newest + 60) if newest is not None else end
+            until = Timestamp(seconds=int(now))
             print(f"GetStats ({total:,} rows; {args.calls} calls each):", flush=True)
-            for wname, seconds in () if args.skip_stats else WINDOWS:
+            for wname, seconds in () if args.skip_stats or args.series_only else WINDOWS:
                 for fname, model in (("none", ""), ("model=iris", "iris")):
-                    request = analytics_pb2.GetStatsRequest(model=model)
+                    request = analytics_pb2.GetStatsRequest(model=model, end_time=until)
                     if seconds is not None:
                         request.start_time.CopyFrom(Timestamp(seconds=int(now - seconds)))
-                    times, error = measure(stub.GetStats, request, args.calls)
-                    report(f"GetStats window {wname} filter {fname}", times, error, results)
+                    times, error, used = measure(stub.GetStats, request, args.calls, cpu)
+                    report(f"GetStats window {wname} filter {fname}", times, error, results, used)
             for wname, seconds, width in () if args.skip_stats else SERIES:
-                series = analytics_pb2.GetStatsRequest(bucket_seconds=width)
+                series = analytics_pb2.GetStatsRequest(bucket_seconds=width, end_time=until)
                 if seconds is not None:
                     series.start_time.CopyFrom(Timestamp(seconds=int(now - seconds)))
-                times, error = measure(stub.GetStats, series, args.calls)
+                times, error, used = measure(stub.GetStats, series, args.calls, cpu)
                 report(f"GetStats {wname} in {width // 60:,}-minute buckets"
-                       + (" (dashboard)" if (wname, seconds, width) in DASHBOARD else ""), times, error, results)
+                       + (" (dashboard)" if (wname, seconds, width) in DASHBOARD else ""), times, error, results,
+                       used)
 
             print(f"ListPredictions (page size {args.page_size}):", flush=True)
-            filters: tuple[tuple[str, dict[str, str]], ...] = (("none", {}), ("model=wine", {"model": "wine"}),
+            filters: tuple[tuple[str, dict[str, str]], ...] = () if args.series_only else (
+                       ("none", {}), ("model=wine", {"model": "wine"}),
                        ("model=iris version=2", {"model": "iris", "model_version": "2"}),
                        ("version=1", {"model_version": "1"}), ("label=virginica", {"label": "virginica"}),
                        ("transport=rest", {"transport": "rest"}), ("transport=queue (3%)", {"transport": "queue"}),
@@ -332,8 +402,8 @@ def main() -> int:
                 if transport:
                     from predmesh.types import transport_value
                     listing.transport = transport_value(transport)
-                times, error = measure(stub.ListPredictions, listing, args.calls)
-                report(f"ListPredictions {fname} page 1", times, error, results)
+                times, error, used = measure(stub.ListPredictions, listing, args.calls, cpu)
+                report(f"ListPredictions {fname} page 1", times, error, results, used)
                 if "request_id" in fields:
                     continue
                 flt = repo.PredictionFilter(model=fields.get("model", ""),
@@ -343,8 +413,8 @@ def main() -> int:
                 if not token:
                     continue
                 listing.page_token = token
-                times, error = measure(stub.ListPredictions, listing, args.calls)
-                report(f"ListPredictions {fname} page {page:,}", times, error, results)
+                times, error, used = measure(stub.ListPredictions, listing, args.calls, cpu)
+                report(f"ListPredictions {fname} page {page:,}", times, error, results, used)
         worst = max((pct(t, 0.99) for _, t, e in results if t and not e), default=0.0)
         errors = [n for n, _, e in results if e]
         print(f"worst p99 {worst:.1f} ms over {len(results)} lines; {len(errors)} failed"

@@ -5,9 +5,9 @@ Two tables, keyed by a time bucket at five widths (a minute, 5 and 30 minutes, a
 bucket of each width), so that any window costs the same whatever the raw table holds, and a series of 5- or
 30-minute buckets reads one row per bucket and key instead of one per minute (m0011 added those two widths):
 - stats_rollup: per (bucket, model, version, transport) the number of predictions, their count per predicted
-  label (a JSON object) and a latency histogram: counts per fixed logarithmic bin (bin i holds
-  (GAMMA**(i-1), GAMMA**i] ms), as an array (index 0: latency 0; index k: bin BIN_MIN + k - 1), mergeable by
-  adding counts. One row per key keeps the write cheap: a batch of predictions touches a few rows per width;
+  label (a JSON object) and a latency histogram (database.histogram: counts per fixed logarithmic bin, as an
+  array, mergeable by adding counts). One row per key keeps the write cheap: a batch of predictions touches a few
+  rows per width;
 - stats_feedback: the confusion counts per (bucket of the prediction's time, model, version, predicted, true).
 
 Writers: repo.insert_predictions calls add_records (rows it knows are new: its COPY) or add_rows (rows the
@@ -20,10 +20,10 @@ Readers (window [start, end) in epoch seconds): the edges are rounded out to who
 window is covered by whole days in its middle, then whole hours, half hours and 5 minutes towards the edges, and
 minutes at the edges (cover()); a series covers its window with the widths that divide its bucket width.
 
-Latency percentiles are estimated from the histogram: each rank's latency is taken as its bin's value
-(2 * GAMMA**i / (GAMMA + 1), within ALPHA = 5% of anything the bin holds) and the percentile interpolated
-linearly between the two closest ranks (as percentile_cont does), so the estimate is within 5% of the exact
-percentile, for latencies from 1 µs to 11 days (beyond, the end bins hold them).
+A reader fetches the rows of its cover as they are stored (labels and histogram as text) in one query and adds
+them up with numpy (database.histogram.add_up: the histograms of a series as a buckets × transports × bins
+matrix, its percentiles computed for every row at once), not unnested in SQL: the cost follows the rows read,
+not the bins they occupy.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from datetime import datetime
 
 import numpy as np
 
+from database import histogram
 from database.connect import is_postgres
 from database.models import db, to_datetime, to_epoch
 from database.quality import Quality, quality
@@ -43,12 +44,6 @@ from database.records import PredictionBatch, Stored
 
 WIDTHS = (60, 300, 1800, 3600, 86400)  # bucket widths in seconds, finest first; each divides the next
 MINUTE, DAY = WIDTHS[0], WIDTHS[-1]
-ALPHA = 0.05  # relative accuracy of a latency percentile
-GAMMA = (1 + ALPHA) / (1 - ALPHA)
-_LOG_GAMMA = math.log(GAMMA)
-BIN_MIN, BIN_MAX = math.floor(math.log(1e-3) / _LOG_GAMMA), math.ceil(math.log(1e9) / _LOG_GAMMA)  # 1 µs .. 11 d
-ZERO_BIN = BIN_MIN - 1  # latencies of 0 (or less): reported as 0
-PERCENTILES = (0.5, 0.95, 0.99)
 
 ROLLUP_KEY = ("model", "model_version", "transport")
 FEEDBACK_KEY = ("model", "model_version", "predicted", "actual")
@@ -60,25 +55,6 @@ ROW_FIELDS = (2, 3, 7, 5, 8, 9)
 
 
 # -- bucketing -----------------------------------------------------------------------------------------------------
-def latency_bins(ms: Sequence[float] | np.ndarray) -> np.ndarray:
-    """The histogram bins of latencies in milliseconds (every writer bins through here, so they agree)."""
-    ms = np.asarray(ms, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        index = np.clip(np.ceil(np.log(ms) / _LOG_GAMMA), BIN_MIN, BIN_MAX)
-    index = np.where(ms > 0, index, np.where(np.isnan(ms), BIN_MAX, ZERO_BIN))  # NaN: the last bin
-    return index.astype(np.int64)
-
-
-def latency_bin(ms: float) -> int:
-    """The histogram bin of a latency in milliseconds."""
-    return int(latency_bins(np.array([ms]))[0])
-
-
-def bin_value(index: int) -> float:
-    """The latency a bin stands for: within ALPHA of every latency it holds."""
-    return 0.0 if index == ZERO_BIN else 2 * GAMMA ** index / (GAMMA + 1)
-
-
 def minute_of(epoch: float) -> int:
     """The start of the minute holding a prediction made at epoch seconds, as the stored timestamp (microseconds)
     places it."""
@@ -126,7 +102,7 @@ class Delta:
             r = rollup[(minute, model, version, transport)]
             r.n += n
             r.labels[label] += n
-        bins = latency_bins(np.asarray(latencies, dtype=np.float64)).tolist()
+        bins = histogram.latency_bins(np.asarray(latencies, dtype=np.float64)).tolist()
         for (minute, model, version, transport, index), n in Counter(
                 zip(minutes, models, versions, transports, bins)).items():
             rollup[(minute, model, version, transport)].bins[index] += n
@@ -141,7 +117,7 @@ class Delta:
                     if n:
                         r.labels[item.classes[index]] += n
                 r.n += len(item)
-                r.bins[latency_bin(item.latency_ms)] += len(item)
+                r.bins[histogram.latency_bin(item.latency_ms)] += len(item)
         if records:
             self.add_columns([r.created_at for r in records], [r.model for r in records],
                              [r.model_version for r in records], [r.transport for r in records],
@@ -172,22 +148,6 @@ def _epoch(created: datetime | str | float) -> float:
     if isinstance(created, str):  # SQLite hands back the stored text
         return to_epoch(datetime.fromisoformat(created))
     return float(created)
-
-
-HIST_LEN = BIN_MAX - BIN_MIN + 2  # index 0: latency 0; index k: bin BIN_MIN + k - 1
-
-
-def hist_array(bins: Counter) -> list[int]:
-    """A histogram {bin: count} as stored: counts by index, trailing zeros left out."""
-    at = {(0 if b == ZERO_BIN else b - BIN_MIN + 1): n for b, n in bins.items() if n}
-    out = [0] * (max(at) + 1 if at else 0)
-    for index, n in at.items():
-        out[index] = n
-    return out
-
-
-def hist_bins(array: Sequence[int]) -> dict[int, int]:
-    return {(ZERO_BIN if i == 0 else BIN_MIN + i - 1): int(n) for i, n in enumerate(array) if n}
 
 
 def _levels(delta: Counter) -> list[tuple]:
@@ -243,7 +203,8 @@ def _upsert_rollup(items: list[tuple[tuple, Rollup]]) -> None:
             params: list = []
             for key, r in part:
                 if id(r) not in encoded:
-                    encoded[id(r)] = r.n, json.dumps(r.labels), "{" + ",".join(map(str, hist_array(r.bins))) + "}"
+                    array = ",".join(map(str, histogram.hist_array(r.bins)))
+                    encoded[id(r)] = r.n, json.dumps(r.labels), "{" + array + "}"
                 params.extend((*key, *encoded[id(r)]))
             cursor.execute(f"INSERT INTO stats_rollup ({_ROLLUP_COLUMNS}) VALUES {', '.join([row] * len(part))} "
                            f"{_ROLLUP_CONFLICT}{_PG_MERGE}", params)
@@ -255,12 +216,13 @@ def _upsert_rollup(items: list[tuple[tuple, Rollup]]) -> None:
         cursor.execute(f"SELECT {_ROLLUP_COLUMNS} FROM stats_rollup WHERE (width, bucket_start, model, "
                        f"model_version, transport) IN (VALUES {marks})", [v for key in chunk for v in key])
         for *key, n, labels, hist in cursor.fetchall():
-            stored = Rollup(n, Counter(json.loads(labels)), Counter(hist_bins(json.loads(hist))))
+            stored = Rollup(n, Counter(json.loads(labels)), Counter(histogram.hist_bins(json.loads(hist))))
             chunk[tuple(key)] = _total((chunk[tuple(key)], stored))  # a new Rollup: the delta's may be shared
         cursor.executemany(
             f"INSERT INTO stats_rollup ({_ROLLUP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_ROLLUP_CONFLICT}"
             "n = excluded.n, labels = excluded.labels, hist = excluded.hist",
-            [(*key, r.n, json.dumps(r.labels), json.dumps(hist_array(r.bins))) for key, r in sorted(chunk.items())])
+            [(*key, r.n, json.dumps(r.labels), json.dumps(histogram.hist_array(r.bins)))
+             for key, r in sorted(chunk.items())])
 
 
 def _upsert(table: str, rows: list[tuple]) -> None:
@@ -370,53 +332,29 @@ def first_minute(model: str = "") -> int | None:
     return None if value is None else int(value)
 
 
-def percentiles(histogram: dict[int, int]) -> tuple[float, float, float]:
-    """p50, p95, p99 from {bin: count} (zeros for an empty histogram)."""
-    total = sum(histogram.values())
-    if not total:
-        return 0.0, 0.0, 0.0
-    bins = sorted(b for b, n in histogram.items() if n)
-    cumulative = np.cumsum([histogram[b] for b in bins])
-
-    def at_rank(rank: int) -> float:  # the value of the rank-th latency (0-based), in order
-        return bin_value(bins[int(np.searchsorted(cumulative, rank, side="right"))])
-
-    out = []
-    for q in PERCENTILES:
-        pos = q * (total - 1)
-        lo = math.floor(pos)
-        low, high = at_rank(lo), at_rank(min(lo + 1, total - 1))
-        out.append(low + (high - low) * (pos - lo))
-    p50, p95, p99 = out
-    return p50, p95, p99
-
-
-def _sums(ranges: list[tuple[int, int, int]], model: str, bucket_width: int = 0) -> tuple[list, list, list]:
-    """Sums over the rows of stats_rollup in the ranges, added up by the database (the labels' JSON and the
-    histograms unnested): (model, version, transport, n), (label, n) and (transport, bin, n) rows, each grouped
-    first by the start of the bucket_width-second bucket holding the row's bucket when bucket_width is given (the
-    database adds up the minutes of a series bucket: a day of 5-minute buckets returns ~36,000 histogram rows
-    instead of ~130,000 for Python to add)."""
-    where, params = _ranges(ranges, model, "")
-    w, mod = int(bucket_width), "%%" if is_postgres() else "%"  # psycopg2 takes a bare % for a parameter
-    group = f"bucket_start - ((bucket_start {mod} {w}) + {w}) {mod} {w}, " if w else ""  # floored, as series_starts
+def _read(ranges: list[tuple[int, int, int]], model: str, version: str = "") -> list[tuple]:
+    """The stats_rollup rows in the ranges (of the model, and version, when given) as stored, in one query:
+    (bucket_start, model, model_version, transport, n, labels, hist, length), the labels as JSON text, the
+    histogram as its text and its number of elements. The caller adds them up in numpy (histogram.add_up):
+    unnesting the histograms in SQL and grouping their elements cost ~100 ms for a day of 5-minute buckets at
+    1 M rows, and more where each row occupies more bins."""
+    where, params = _ranges(ranges, model, version)
     if is_postgres():
-        labels = "jsonb_each_text(labels) AS e(key, value)", "e.value::bigint"
-        bins = "unnest(hist) WITH ORDINALITY AS e(value, key)", "e.key - 1"
-    else:
-        labels = "json_each(stats_rollup.labels) AS e", "e.value"
-        bins = "json_each(stats_rollup.hist) AS e", "e.key"
-    counts = _query(f"SELECT {group}model, model_version, transport, SUM(n) FROM stats_rollup WHERE {where} "
-                    f"GROUP BY {group}model, model_version, transport", params)
-    per_label = _query(f"SELECT {group}e.key, SUM({labels[1]}) FROM stats_rollup, {labels[0]} WHERE {where} "
-                       f"GROUP BY {group}e.key", params)
-    per_bin = _query(f"SELECT {group}transport, {bins[1]}, SUM(e.value) FROM stats_rollup, {bins[0]} "
-                     f"WHERE {where} AND e.value <> 0 GROUP BY {group}transport, {bins[1]}", params)
-    return counts, per_label, per_bin
+        columns = "labels::text, hist::text, cardinality(hist)"
+    else:  # both stored as JSON text
+        columns = "labels, hist, json_array_length(hist)"
+    return _query(f"SELECT bucket_start, model, model_version, transport, n, {columns} FROM stats_rollup "
+                  f"WHERE {where}", params)
 
 
-def _bin_of(index: int) -> int:
-    return ZERO_BIN if index == 0 else BIN_MIN + index - 1
+def _labels(rows: list[tuple]) -> list[dict[str, int]]:
+    """Each row's counts per label (their JSON parsed in one call)."""
+    return json.loads("[" + ",".join(r[5] for r in rows) + "]")
+
+
+def _three(values: Sequence[float]) -> tuple[float, float, float]:
+    p50, p95, p99 = values
+    return p50, p95, p99
 
 
 @dataclass(frozen=True)
@@ -430,20 +368,22 @@ class Totals:
     latency_ms: tuple[float, float, float]
 
 
-def totals(start: int | None, end: int, model: str = "") -> Totals:
-    """Counts and latency percentiles over [start, end) (minute multiples; start None: the beginning)."""
-    counts, per_label, per_bin = _sums(cover(start or 0, end), model)
+def totals(start: int | None, end: int, model: str = "", version: str = "") -> Totals:
+    """Counts and latency percentiles over [start, end) (minute multiples; start None: the beginning), of the
+    model and version when given."""
+    rows = _read(cover(start or 0, end), model, version)
+    by_label: Counter = Counter()
     by_version: Counter = Counter()
     by_transport: Counter = Counter()
-    for m, v, transport, n in counts:
+    for (_, m, v, transport, n, *_), labels in zip(rows, _labels(rows), strict=True):
         by_version[f"{m}@{v}"] += int(n)
         by_transport[transport] += int(n)
-    histogram: Counter = Counter()
-    for _, index, n in per_bin:
-        histogram[_bin_of(int(index))] += int(n)
-    return Totals(sum(by_version.values()), {label: int(n) for label, n in per_label if n},
+        for label, k in labels.items():
+            by_label[label] += k
+    first, summed = histogram.add_up([r[6] for r in rows], [r[7] for r in rows], np.zeros(len(rows), np.int64), 1)
+    return Totals(sum(by_version.values()), {k: n for k, n in by_label.items() if n},
                   {k: n for k, n in by_version.items() if n}, {k: n for k, n in by_transport.items() if n},
-                  percentiles(histogram))
+                  _three(histogram.percentiles_of(summed, first)[0].tolist()))
 
 
 @dataclass(frozen=True)
@@ -459,34 +399,35 @@ class Bucket:
 
 
 def series(starts: Sequence[int], width: int, start: int | None, end: int, model: str = "") -> list[Bucket]:
-    """One Bucket per start (multiples of width, itself a multiple of a minute), counting [start, end) only."""
+    """One Bucket per start (multiples of width, itself a multiple of a minute), counting [start, end) only. The
+    rows are added up per (bucket, transport) cell: counts and histograms by numpy, the percentiles of every cell
+    and of every bucket (its transports merged) computed at once (histogram.percentiles_of)."""
     if not starts:
         return []
     lo, hi = max(starts[0], start or 0), min(starts[-1] + width, end)
-    widths = [w for w in WIDTHS if width % w == 0]
-    labels: dict[int, Counter] = defaultdict(Counter)
-    transports: dict[int, Counter] = defaultdict(Counter)
-    histograms: dict[int, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
-    counts, per_label, per_bin = _sums(cover(lo, hi, widths), model, bucket_width=width)
-    for bucket, _, _, transport, n in counts:
-        transports[int(bucket) // width * width][transport] += int(n)
-    for bucket, label, n in per_label:
-        labels[int(bucket) // width * width][label] += int(n)
-    for bucket, transport, index, n in per_bin:
-        histograms[int(bucket) // width * width][transport][_bin_of(int(index))] += int(n)
-    out = []
-    for s in starts:
-        per_transport = histograms.get(s, {})
-        merged: Counter = Counter()
-        for h in per_transport.values():
-            merged.update(h)
-        out.append(Bucket(
-            start=s, total=sum(transports[s].values()) if s in transports else 0,
-            by_label={k: n for k, n in labels.get(s, Counter()).items() if n},
-            by_transport={k: n for k, n in transports.get(s, Counter()).items() if n},
-            latency_ms=percentiles(merged),
-            latency_by_transport={t: percentiles(h) for t, h in per_transport.items() if sum(h.values())}))
-    return out
+    rows = _read(cover(lo, hi, [w for w in WIDTHS if width % w == 0]), model)
+    names = sorted({r[3] for r in rows})  # the transports
+    column = {name: i for i, name in enumerate(names)}
+    buckets, size = len(starts), len(names)
+    cells = [(int(r[0]) - starts[0]) // width * size + column[r[3]] for r in rows]  # bucket × transport
+    counts = np.bincount(cells, weights=[int(r[4]) for r in rows], minlength=buckets * size).astype(np.int64)
+    labels: list[Counter] = [Counter() for _ in starts]
+    for cell, found in zip(cells, _labels(rows), strict=True):
+        into = labels[cell // size]
+        for label, n in found.items():  # not Counter.update: its Mapping check costs more than the adding
+            into[label] += n
+    first, flat = histogram.add_up([r[6] for r in rows], [r[7] for r in rows], cells, buckets * size)  # by cell
+    histograms = flat.reshape(buckets, size, flat.shape[1])
+    merged = histogram.percentiles_of(histograms.sum(axis=1), first).tolist()
+    per_cell = histogram.percentiles_of(flat, first).reshape(buckets, size, 3).tolist()
+    occupied = (histograms.sum(axis=2) > 0).tolist()
+    per_bucket = counts.reshape(buckets, size).tolist()
+    return [Bucket(start=s, total=sum(per_bucket[i]), by_label={k: n for k, n in labels[i].items() if n},
+                   by_transport={name: n for name, n in zip(names, per_bucket[i], strict=True) if n},
+                   latency_ms=_three(merged[i]),
+                   latency_by_transport={name: _three(per_cell[i][j]) for j, name in enumerate(names)
+                                         if occupied[i][j]})
+            for i, s in enumerate(starts)]
 
 
 def version_quality(start: int | None, end: int | None, model: str = "", version: str = "") -> list[Quality]:
@@ -550,13 +491,14 @@ def backfill(chunk_seconds: int = DAY) -> int:
 def _backfill_postgres() -> int:
     """The backfill in one pass of SQL: the rows grouped per minute first, then per bucket of each width. The
     minute is minutes_of's (created_at holds UTC microseconds; EXTRACT gives an exact numeric) and the bin
-    latency_bins' (PostgreSQL orders NaN above every number, so it is tested first); ln may differ from numpy's
-    log in the last bit, which can move a latency lying exactly on a bin's edge to the next bin (within the
-    histogram's 5% either way)."""
+    histogram.latency_bins' (PostgreSQL orders NaN above every number, so it is tested first); ln may differ
+    from numpy's log in the last bit, which can move a latency lying exactly on a bin's edge to the next bin
+    (within the histogram's 5% either way)."""
     widths = ", ".join(f"({w})" for w in WIDTHS)
     key = "model, model_version, transport"
-    index = (f"CASE WHEN latency_ms = 'NaN' THEN {BIN_MAX - BIN_MIN + 1} WHEN latency_ms > 0 THEN "
-             f"LEAST({BIN_MAX}, GREATEST({BIN_MIN}, ceil(ln(latency_ms) / {_LOG_GAMMA!r})))::int - {BIN_MIN} + 1 "
+    low, high = histogram.BIN_MIN, histogram.BIN_MAX
+    index = (f"CASE WHEN latency_ms = 'NaN' THEN {high - low + 1} WHEN latency_ms > 0 THEN "
+             f"LEAST({high}, GREATEST({low}, ceil(ln(latency_ms) / {histogram.LOG_GAMMA!r})))::int - {low} + 1 "
              "ELSE 0 END")
     minute = "(floor(EXTRACT(EPOCH FROM {}) / 60) * 60)::bigint"
     bucket = "m.minute - ((m.minute % w.width) + w.width) % w.width"  # floored to the width (before 1970 too)

@@ -19,7 +19,6 @@ from typing import Any
 
 from database import aggregates
 from database import desired as desired_table
-from database.connect import is_postgres
 from database.desired import Desired
 from database.models import CanaryRun, db, to_datetime, to_epoch
 
@@ -103,21 +102,10 @@ def tally(run_id: int, counts: dict[str, int]) -> None:
 
 def _side(model: str, version: str, start: int, end: int) -> dict[str, Any]:
     """Answered rows, latency percentiles and feedback accuracy of one version over [start, end) (minutes)."""
-    where, params = aggregates._ranges(aggregates.cover(start, end), model, version)
-    if is_postgres():
-        bins = "unnest(hist) WITH ORDINALITY AS e(value, key)", "e.key - 1"
-    else:
-        bins = "json_each(stats_rollup.hist) AS e", "e.key"
-    [(n,)] = aggregates._query(f"SELECT COALESCE(SUM(n), 0) FROM stats_rollup WHERE {where}", params)
-    histogram: dict[int, int] = {}
-    for index, count in aggregates._query(
-            f"SELECT {bins[1]}, SUM(e.value) FROM stats_rollup, {bins[0]} WHERE {where} AND e.value <> 0 "
-            f"GROUP BY {bins[1]}", params):
-        b = aggregates._bin_of(int(index))
-        histogram[b] = histogram.get(b, 0) + int(count)
-    p50, _, p99 = aggregates.percentiles(histogram)
+    answered = aggregates.totals(start, end, model, version)
+    p50, _, p99 = answered.latency_ms
     found = aggregates.version_quality(start, end, model, version)
-    return {"version": version, "requests": int(n), "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+    return {"version": version, "requests": answered.total, "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
             "feedback": found[0].feedback_count if found else 0,
             "accuracy": round(found[0].accuracy, 4) if found else None}
 

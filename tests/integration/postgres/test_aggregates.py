@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from database import aggregates, repo
+from database import aggregates, histogram, repo
 from database.connect import is_postgres, open_database, session
 from database.migrate import migrate
 from database.models import db, to_epoch
@@ -117,7 +117,7 @@ def brute(rows, start, end, model=""):
 
 def assert_latency(estimate, exact):
     for e, x in zip(estimate, exact, strict=True):
-        assert abs(e - x) <= aggregates.ALPHA * x + 1e-9, (estimate, exact)
+        assert abs(e - x) <= histogram.ALPHA * x + 1e-9, (estimate, exact)
 
 
 def windows(rng: random.Random, base: float):
@@ -217,13 +217,13 @@ def test_a_series_reads_the_rows_of_its_width(database, monkeypatch, width):
     """A series of 5- or 30-minute buckets reads rows of its own width, minutes only at a window edge that is not
     on a bucket's boundary (a day of 5-minute buckets: 288 rows a key instead of 1,440)."""
     read: list = []
-    sums = aggregates._sums
+    rows = aggregates._read
 
     def recording(ranges, *args, **kwargs):
         read.append(ranges)
-        return sums(ranges, *args, **kwargs)
+        return rows(ranges, *args, **kwargs)
 
-    monkeypatch.setattr(aggregates, "_sums", recording)
+    monkeypatch.setattr(aggregates, "_read", recording)
     day = time.time() // DAY * DAY - 2 * DAY
     repo.stats(repo.PredictionFilter(start=day, end=day + DAY), width, now=day + DAY)
     assert read[-1] == [(width, day, day + DAY)]
@@ -304,7 +304,7 @@ def test_the_backfill_bins_edge_latencies_as_writes_do(database):
     """Latencies of 0, below 0, NaN, infinite and beyond either end of the histogram land in the bins the writes
     use, and a row made before 1970 in its own minute, when the backfill rebuilds them (PostgreSQL: in SQL)."""
     at = time.time() // 60 * 60 - 59.5
-    edges = [0.0, -3.0, math.inf, 1e-9, 1e13, 1.0, aggregates.GAMMA ** 7, 2.5]
+    edges = [0.0, -3.0, math.inf, 1e-9, 1e13, 1.0, histogram.GAMMA ** 7, 2.5]
     if is_postgres():  # SQLite stores NaN as NULL
         edges.insert(0, math.nan)
     records = [PredictionRecord(pid(f"e{i}"), f"e{i}", "iris", "1", {}, "setosa", dict.fromkeys(CLASSES, 1 / 3),
