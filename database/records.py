@@ -1,11 +1,16 @@
 """Plain records passed between the server and the database layer (no peewee here)."""
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import final
 
 import numpy as np
+
+# prediction_id = uuid5(PREDICTION_NAMESPACE, request_id) (inference.scoring.convert makes it; true of every stored
+# row): a retried request gets the same prediction_id, and PostgreSQL finds a request_id's row by it (m0012)
+PREDICTION_NAMESPACE = uuid.UUID("4c1d3c57-9a4e-4f0e-9a43-5b0f7c8e0d11")
 
 FeatureValue = float | str | bool | None
 """A feature's plain value: a number (float), a category (str), a boolean, or missing (None)."""
@@ -119,3 +124,8 @@ def as_rows(items: Iterable[Stored]) -> list[PredictionRecord]:
         else:
             out.append(i)
     return out
+
+
+def prediction_id_of(request_id: str) -> str:
+    """The prediction_id of a request_id (its idempotency key): uuid5(PREDICTION_NAMESPACE, request_id)."""
+    return str(uuid.uuid5(PREDICTION_NAMESPACE, request_id))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import uuid
 from collections.abc import Sequence
 from operator import methodcaller
 
@@ -11,7 +10,7 @@ import numpy as np
 from google.protobuf.struct_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from database.records import PredictionRecord
+from database.records import PREDICTION_NAMESPACE, PredictionRecord
 from inference.bounds import shown
 from inference.errors import InvalidFeatures
 from inference.models.manifest import Manifest
@@ -19,8 +18,7 @@ from predmesh.types import TRANSPORTS
 from predmesh.v1 import model_pb2
 from predmesh.values import decode, upgrade_message
 
-# prediction_id = uuid5(namespace, request_id): a retried request gets the same prediction_id.
-PREDICTION_NAMESPACE = uuid.UUID("4c1d3c57-9a4e-4f0e-9a43-5b0f7c8e0d11")
+# prediction_id = uuid5(PREDICTION_NAMESPACE, request_id) (database.records: the database finds a key's row by it)
 _NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
 _TRANSPORTS = frozenset(TRANSPORTS)
 _KIND = {"number": model_pb2.FEATURE_KIND_NUMBER, "category": model_pb2.FEATURE_KIND_CATEGORY,
