@@ -30,9 +30,9 @@ def test_rows_stored_before_the_fingerprint_are_compared_by_their_features(empty
             database.execute_sql(
                 "INSERT INTO predictions (prediction_id, request_id, model, model_version, features, label, "
                 f"probabilities, transport, latency_ms, created_at) VALUES ({', '.join([mark] * 10)})",
-                (prediction_id_of("old-key"), "old-key", "iris", "1", ('{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
-                 '"petal_width": 0.2}'), "setosa", '{"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0}', "grpc",
-                 1.5, "2026-11-01 01:00:00"))
+                (prediction_id_of("old-key"), "old-key", "iris", "1",
+                 '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}', "setosa",
+                 '{"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0}', "grpc", 1.5, "2026-11-01 01:00:00"))
         assert migrate(database)[0] == "m0004_request_hash"  # and any later ones
         with session():
             [old] = repo.answered(["old-key", "never-used"]).values()
