@@ -186,15 +186,18 @@ def fresh(staging: str) -> str:
 
 
 def claims(database: Database, prediction_ids: Sequence[str]) -> list[tuple[str, datetime]]:
-    """(prediction_id, created_at) of the stored ones among these ids (no newline in any), in their order: one
-    probe each of prediction_keys' primary key (LATERAL ... LIMIT 1 keeps it a nested loop of probes; = ANY is
-    planned as a scan of the whole table beyond a few ids). A call of new ids, the usual case, ends here."""
-    if not prediction_ids:
+    """(prediction_id, created_at) of the stored ones among these ids, in their order: one probe each of
+    prediction_keys' primary key (LATERAL ... LIMIT 1 keeps it a nested loop of probes; = ANY is planned as a scan
+    of the whole table beyond a few ids). A call of new ids, the usual case, ends here. The ids go as one text split
+    by newlines (an array parameter of thousands costs far more to quote and parse); an id holding one (a caller's
+    garbage: a stored id is a UUID) is left out rather than split into others."""
+    ids = [pid for pid in prediction_ids if "\n" not in pid]
+    if not ids:
         return []
     return database.execute_sql(
         f"SELECT k.id, pk.created_at FROM unnest(string_to_array(%s, E'\\n')) k(id) CROSS JOIN LATERAL "
         f"(SELECT created_at FROM {KEYS} WHERE prediction_id = k.id LIMIT 1) pk",
-        ("\n".join(prediction_ids),)).fetchall()
+        ("\n".join(ids),)).fetchall()
 
 
 def by_claims(columns: str, found: Sequence[tuple[str, datetime]], lock: bool = False) -> tuple[str, tuple]:

@@ -233,6 +233,9 @@ def test_m0012_keys_by_prediction_id_keeping_every_row_and_key():
                 stored = repo.get_prediction(old[1].prediction_id)
                 assert stored is not None and stored.created_at == pytest.approx(old[1].created_at, abs=1e-6)
                 assert repo.get_prediction(record("never").prediction_id) is None
+                glued = f"{old[1].prediction_id}\n{old[2].prediction_id}"  # not an id: never split into two
+                assert repo.get_prediction(glued) is None and repo.predictions_by_id([glued]) == {}
+                repo.upsert_feedback_many({glued: "setosa"}, now)
                 page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[8].request_id), 10)
                 assert [(p.record.prediction_id, p.feedback_label) for p in page] == [(old[8].prediction_id,
                                                                                         "setosa")]
