@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from database import repo
 from database.connect import open_database, session
 from database.migrate import available, migrate
-from database.records import PredictionRecord
+from database.records import PredictionRecord, prediction_id_of
 from tests.support.pg import TempSchema, test_pg_url
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -164,16 +164,19 @@ def lookup_cost(rows: int, days: int, calls: int) -> None:
             database.close()
 
 
-def records(n: int, prefix: str) -> list[PredictionRecord]:
+def records(n: int, prefix: str, random_ids: bool = False) -> list[PredictionRecord]:
+    """n records of now; request ids prefix-0, prefix-1, ... (in order: their btree inserts land side by side), or
+    with random_ids 32 random hex digits each, as the server makes for a request without one."""
     now = time.time()
+    rids = [uuid.uuid4().hex if random_ids else f"{prefix}-{i}" for i in range(n)]
     return [PredictionRecord(
-        prediction_id=str(uuid.uuid4()), request_id=f"{prefix}-{i}", model="iris", model_version="1",
+        prediction_id=prediction_id_of(rids[i]), request_id=rids[i], model="iris", model_version="1",
         features={"sepal_length": 5.1 + i % 7, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
         label="setosa", probabilities={"setosa": 0.9, "versicolor": 0.05, "virginica": 0.05}, transport="grpc",
         latency_ms=1.5, created_at=now + i * 1e-3, request_hash=None) for i in range(n)]
 
 
-def insert_cost(rows: int, rounds: int, batch: int, migration: str = "m0008") -> None:
+def insert_cost(rows: int, rounds: int, batch: int, migration: str = "m0008", random_ids: bool = False) -> None:
     """The layouts before and after a migration (stop_before it, and stop_before the next one), alternated."""
     later = [name for name in available() if name[:5] > migration]
     layouts = {f"before {migration}": migration, f"with {migration}": later[0][:5] if later else None}
@@ -190,7 +193,7 @@ def insert_cost(rows: int, rounds: int, batch: int, migration: str = "m0008") ->
                         from database import partitions
                         partitions.forget(database)
                         repo.insert_predictions(records(batch, f"warm{r}"))
-                        todo = records(rows, f"{layout}{r}")
+                        todo = records(rows, f"{layout}{r}", random_ids)
                         cpu0, own0, began = backend_cpu(database), own_cpu(), time.perf_counter()
                         for start in range(0, rows, batch):
                             repo.insert_predictions(todo[start:start + batch])
@@ -212,6 +215,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=[*MIGRATIONS, "insert", "lookups"])
     parser.add_argument("--calls", type=int, default=20, help="lookups: calls of each")
+    parser.add_argument("--random-ids", action="store_true", help="insert: random request ids (default: in order)")
     parser.add_argument("--migration", default="m0008", help="insert: the layouts before and after this one")
     parser.add_argument("--rows", type=int, default=0)
     parser.add_argument("--days", type=int, default=30)
@@ -223,7 +227,7 @@ def main() -> None:
     elif args.what == "lookups":
         lookup_cost(args.rows or 1_000_000, args.days, args.calls)
     else:
-        insert_cost(args.rows or 20_000, args.rounds, args.batch, args.migration[:5])
+        insert_cost(args.rows or 20_000, args.rounds, args.batch, args.migration[:5], args.random_ids)
 
 
 if __name__ == "__main__":
