@@ -255,6 +255,71 @@ def test_m0012_keys_by_prediction_id_keeping_every_row_and_key():
 
 
 @pytest.mark.postgres
+def test_m0012_converts_while_a_writer_keeps_storing():
+    """`predmesh migrate` applies m0012 (its index built concurrently, then the swap under a lock timeout) while a
+    writer keeps storing batches, each replayed once with the next: the writer never fails, and afterwards every
+    row is stored once and claimed once, the rows of before and during the migration alike."""
+    now = time.time()
+    old = [record(f"old-{i}", at=now - (i % 3) * DAY - i) for i in range(3000)]
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        try:
+            with session():
+                migrate(database, stop_before="m0012")
+                partitions.forget(database)
+                repo.insert_predictions(old)
+            written: list[str] = []
+            errors: list[BaseException] = []
+            stop = threading.Event()
+
+            def writer() -> None:
+                n, last = 0, list[PredictionRecord]()
+                while not stop.is_set():
+                    batch = [record(f"w-{n}-{i}", at=time.time()) for i in range(20)]
+                    n += 1
+                    try:
+                        with session():
+                            repo.insert_predictions(batch + last)
+                        written.extend(r.request_id for r in batch)
+                        last = batch
+                    except BaseException as exc:  # the test asserts there is none
+                        errors.append(exc)
+                        return
+                    time.sleep(0.01)
+
+            def wait_for(count: int) -> None:
+                deadline = time.monotonic() + 30
+                while len(written) < count and not errors and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+            thread = threading.Thread(target=writer)
+            thread.start()
+            try:
+                wait_for(100)
+                job = subprocess.run([sys.executable, "-m", "cli", "migrate"], capture_output=True, text=True,
+                                     timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                                 "PREDMESH_DATABASE_URL": schema.url})
+                during = len(written)
+                wait_for(during + 100)
+            finally:
+                stop.set()
+                thread.join(30)
+            assert job.returncode == 0 and "m0012_keys_by_prediction_id" in job.stdout, job.stderr
+            assert not errors, errors
+            assert len(written) >= during + 100 > 200
+            with session():
+                partitions.forget(database)
+                assert _rows(database, "SELECT attname FROM pg_attribute WHERE attrelid = "
+                             "'prediction_keys'::regclass AND attname = 'request_id' AND NOT attisdropped") == []
+                stored = _rows(database, "SELECT request_id, prediction_id FROM predictions ORDER BY 1")
+                assert sorted(rid for rid, _ in stored) == sorted([r.request_id for r in old] + written)  # each once
+                assert sorted(pid for _, pid in stored) == [pid for (pid,) in _rows(
+                    database, "SELECT prediction_id FROM prediction_keys ORDER BY 1")]  # each claimed once
+        finally:
+            database.close()
+
+
+@pytest.mark.postgres
 def test_a_partition_created_late_takes_its_rows_from_the_default_partition():
     with TempSchema() as schema:
         database = open_database(schema.url)
