@@ -36,7 +36,7 @@ from datetime import datetime
 
 import numpy as np
 
-from database import histogram
+from database import histogram, partitions
 from database.connect import is_postgres
 from database.models import db, to_datetime, to_epoch
 from database.quality import Quality, quality
@@ -251,8 +251,13 @@ def record_feedback(labels: dict[str, str]) -> set[str]:
     predictions: dict[str, tuple] = {}
     old: dict[str, str] = {}
     postgres = is_postgres()
+    keyed = postgres and partitions.keyed()
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
+        if keyed:  # partitioned: through the ids' claims, each row locked in its partition (m0012)
+            predictions.update((row[0], row[1:]) for row in partitions.by_id(
+                db.obj, "p.prediction_id, model, model_version, label, p.created_at", chunk, lock=True))
+            continue
         if postgres:
             cursor.execute("SELECT prediction_id, model, model_version, label, created_at FROM predictions "
                            "WHERE prediction_id IN %s ORDER BY prediction_id FOR NO KEY UPDATE", (tuple(chunk),))

@@ -4,12 +4,15 @@ ones, so an insert never fails for want of a partition. Partitions are created a
 at server start, by the server's periodic maintenance and by `predmesh retention`).
 
 What the layout keeps (docs/persistence.md "Partitions and retention"):
-- the primary key is (prediction_id, created_at): a replayed record carries its created_at, so it lands in the
-  same partition and ON CONFLICT DO NOTHING still drops it;
-- request_id (the idempotency key) is unique across partitions through prediction_keys (request_id PRIMARY KEY,
-  prediction_id, created_at; a BRIN index on created_at for retention, m0010), filled by a statement-level trigger
-  on predictions from the inserted rows: a key held already raises unique_violation (23505) as the old UNIQUE did,
-  so COPY falls back to repo's staging insert, which skips rows whose key another prediction holds;
+- prediction_id is unique across partitions through prediction_keys (prediction_id PRIMARY KEY, created_at; a
+  BRIN index on created_at for retention, m0010), filled by a statement-level trigger on predictions from the
+  inserted rows: an id held already raises unique_violation (23505) as the old UNIQUE (request_id) did, so COPY
+  falls back to repo's staging insert, which skips rows whose id is held. predictions itself has no primary key
+  (m0012: its random uuid keys cost a btree descent per row, the claim another);
+- request_id (the idempotency key) is unique with it: prediction_id is uuid5(PREDICTION_NAMESPACE, request_id)
+  (database.records.prediction_id_of), so a request_id is looked up as its prediction_id;
+- a prediction_id is looked up in prediction_keys first, whose created_at names the row's partition: the probe of
+  predictions is then pruned to that partition and served by predictions_page (created_at, prediction_id);
 - feedback has no foreign key to a partitioned table (it would need the partition key and would stop a partition
   from being dropped): the write path stores feedback only for predictions it found and locked, and retention
   deletes the feedback of the predictions it drops.
@@ -24,12 +27,14 @@ import logging
 import re
 import time
 import weakref
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import peewee
 from peewee import Database
 
 from database.connect import advisory_lock
+from database.records import prediction_id_of
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +49,14 @@ MAINTENANCE_LOCK = 0x7072_6571  # pg advisory lock (transaction): one maintainer
 LOCK_TIMEOUT_MS = 2000  # DDL waits at most this for its lock (then gives up and tries again): a DDL waiting behind
 LOCK_ATTEMPTS = 5  # a long query would otherwise queue every insert behind it
 
-KEYS_TRIGGER_SQL = f"""
+CLAIM_FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION {KEYS}_claim() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    -- a key held already (by any prediction) raises unique_violation, as the old UNIQUE (request_id) did
-    INSERT INTO {KEYS} (request_id, prediction_id, created_at)
-        SELECT request_id, prediction_id, created_at FROM inserted;
+    -- an id held already (by any partition's row) raises unique_violation, as the old UNIQUE (request_id) did
+    INSERT INTO {KEYS} (prediction_id, created_at) SELECT prediction_id, created_at FROM inserted;
     RETURN NULL;
 END $$;
-CREATE TRIGGER {KEYS}_claim AFTER INSERT ON {TABLE} REFERENCING NEW TABLE AS inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION {KEYS}_claim();
-"""
+"""  # the function of the statement-level trigger m0008 made ({KEYS}_claim AFTER INSERT ON {TABLE}); m0012's body
 
 
 def partition_name(day: date) -> str:
@@ -226,8 +228,8 @@ _LAYOUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def keyed(database: Database | None = None) -> bool:
-    """True when request_ids live in prediction_keys (a partitioned predictions table); cached per database (a
-    migration that changes the layout calls forget)."""
+    """True when prediction ids are claimed in prediction_keys (a partitioned predictions table); cached per
+    database (a migration that changes the layout calls forget)."""
     from database.models import db
     target = database or db.obj
     found = _LAYOUT.get(target)
@@ -242,56 +244,72 @@ def forget(database: Database) -> None:
 
 
 def fresh(staging: str) -> str:
-    """SQL for repo (partitioned layout): the rows of a staging table whose request_id is not stored yet, the first
-    of each request_id (as the old UNIQUE (request_id) let ON CONFLICT DO NOTHING keep it): a row whose key is held
-    is skipped here, since its claim in prediction_keys would raise. Every record carries a request_id (a fresh one
-    when the client sent none), so this also skips a record stored already whatever its created_at."""
-    return (f"(SELECT DISTINCT ON (request_id) * FROM {staging} ORDER BY request_id, ctid) s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} k WHERE k.request_id = s.request_id)")
+    """SQL for repo (partitioned layout): the rows of a staging table whose prediction_id is not stored yet, the
+    first of each (as the old UNIQUE (request_id) let ON CONFLICT DO NOTHING keep it): a row whose id is held is
+    skipped here, since its claim in prediction_keys would raise. Every record carries a request_id (a fresh one
+    when the client sent none) and its prediction_id is that key's uuid5, so this also skips a record stored
+    already whatever its created_at."""
+    return (f"(SELECT DISTINCT ON (prediction_id) * FROM {staging} ORDER BY prediction_id, ctid) s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} k WHERE k.prediction_id = s.prediction_id)")
 
 
+def claims(database: Database, prediction_ids: Sequence[str]) -> list[tuple[str, datetime]]:
+    """(prediction_id, created_at) of the stored ones among these ids, in their order: one probe each of
+    prediction_keys' primary key (LATERAL ... LIMIT 1 keeps it a nested loop of probes; = ANY is planned as a scan
+    of the whole table beyond a few ids). A call of new ids, the usual case, ends here. The ids go as one text split
+    by newlines (an array parameter of thousands costs far more to quote and parse); an id holding one (a caller's
+    garbage: a stored id is a UUID) is left out rather than split into others."""
+    ids = [pid for pid in prediction_ids if "\n" not in pid]
+    if not ids:
+        return []
+    return database.execute_sql(
+        f"SELECT k.id, pk.created_at FROM unnest(string_to_array(%s, E'\\n')) k(id) CROSS JOIN LATERAL "
+        f"(SELECT created_at FROM {KEYS} WHERE prediction_id = k.id LIMIT 1) pk",
+        ("\n".join(ids),)).fetchall()
+
+
+def by_claims(columns: str, found: Sequence[tuple[str, datetime]], lock: bool = False) -> tuple[str, tuple]:
+    """SQL (and its parameters) reading `columns` of the rows of these claims ((prediction_id, created_at) pairs,
+    as claims returns them; predictions aliased p), in their order; with lock, each row locked FOR NO KEY UPDATE.
+
+    A nested loop of index probes on predictions_page (created_at, prediction_id), one per pair (LATERAL ... LIMIT
+    1, pruned to its partition at run time), over the partitions of the pairs' time range (given as constants:
+    pruned when planned; a join with prediction_keys would plan every partition on each call)."""
+    times = [created for _, created in found]
+    locking = " FOR NO KEY UPDATE" if lock else ""
+    query = (f"SELECT {columns} FROM unnest(%s::text[], %s::timestamp[]) c(prediction_id, created_at) "
+             f"CROSS JOIN LATERAL (SELECT * FROM {TABLE} p WHERE p.created_at = c.created_at AND p.prediction_id = "
+             f"c.prediction_id AND p.created_at >= %s AND p.created_at <= %s LIMIT 1{locking}) p")
+    return query, ([pid for pid, _ in found], times, min(times), max(times))
+
+
+def by_id(database: Database, columns: str, prediction_ids: Sequence[str], lock: bool = False) -> list[tuple]:
+    """`columns` of the stored predictions among these ids (predictions aliased p; missing ones are absent): their
+    claims, then their rows (by_claims)."""
+    found = claims(database, prediction_ids)
+    if not found:
+        return []
+    return database.execute_sql(*by_claims(columns, found, lock)).fetchall()
 
 
 def stored_by_key(database: Database, ids: list[str]) -> list[tuple]:
-    """repo.answered's rows for these keys (no newline in any): (request_id, request_hash, prediction_id, model,
-    model_version, label, probabilities, latency_ms, transport, features when request_hash is NULL).
-
-    Two queries rather than one join: the keys' claims first (index probes on prediction_keys; a call of new keys,
-    the usual case, ends here), then their rows, one index probe each, within the claims' time range given as
-    constants, so the planner prunes to the partitions of those days (a join with predictions would plan every
-    partition on each call)."""
-    claims = database.execute_sql(
-        f"SELECT k.id, pk.prediction_id, pk.created_at FROM unnest(string_to_array(%s, E'\\n')) k(id) "
-        f"CROSS JOIN LATERAL (SELECT prediction_id, created_at FROM {KEYS} WHERE request_id = k.id LIMIT 1) pk",
-        ("\n".join(ids),)).fetchall()
-    if not claims:
-        return []
-    key_of = {(pid, created): rid for rid, pid, created in claims}
-    # a nested loop of index probes, one per pair (LATERAL ... LIMIT 1, pruned to its partition at run time), over
-    # the partitions of their time range (constants: pruned when planned)
-    times = [c for _, _, c in claims]
-    rows = database.execute_sql(
-        "SELECT p.prediction_id, p.created_at, request_hash, model, model_version, label, probabilities, latency_ms, "
-        f"transport, CASE WHEN request_hash IS NULL THEN features END FROM unnest(%s::text[], %s::timestamp[]) "
-        f"c(prediction_id, created_at) CROSS JOIN LATERAL (SELECT * FROM {TABLE} p WHERE p.prediction_id = "
-        "c.prediction_id AND p.created_at = c.created_at AND p.created_at >= %s AND p.created_at <= %s LIMIT 1) p",
-        ([p for _, p, _ in claims], times, min(times), max(times))).fetchall()
-    out = []
-    for pid, created, rhash, *rest in rows:
-        rid = key_of.get((pid, created))
-        if rid is not None:
-            out.append((rid, rhash, pid, *rest))
-    return out
+    """repo.answered's rows for these keys: (request_id, request_hash, prediction_id, model,
+    model_version, label, probabilities, latency_ms, transport, features when request_hash is NULL). Each key is
+    looked up as its prediction_id (prediction_id_of), through prediction_keys (by_id)."""
+    key_of = {prediction_id_of(rid): rid for rid in ids}
+    rows = by_id(database, "p.prediction_id, request_hash, model, model_version, label, probabilities, latency_ms, "
+                 "transport, CASE WHEN request_hash IS NULL THEN features END", list(key_of))
+    return [(key_of[pid], rhash, pid, *rest) for pid, rhash, *rest in rows]
 
 
 def conflicting(database: Database, staging: str) -> list[str]:
     """repo's staging insert (partitioned layout): the request_ids of staged rows whose key is stored for a request
-    with another fingerprint (so not stored now). Only the staged keys found in prediction_keys (a replay's) are
-    looked up in predictions; the key's claim names the row's partition."""
+    with another fingerprint (so not stored now). Only the staged rows whose id is in prediction_keys (a replay's)
+    are looked up in predictions; the id's claim names the row's partition."""
     offered = dict(database.execute_sql(
-        f"SELECT s.request_id, s.request_hash FROM {staging} s JOIN {KEYS} k ON k.request_id = s.request_id "
+        f"SELECT s.request_id, s.request_hash FROM {staging} s JOIN {KEYS} k ON k.prediction_id = s.prediction_id "
         "WHERE s.request_hash IS NOT NULL").fetchall())
-    ids = [rid for rid in offered if "\n" not in rid]  # a request id is printable (inference.bounds)
-    if not ids:
+    if not offered:
         return []
-    return [rid for rid, rhash, *_ in stored_by_key(database, ids) if rhash is not None and rhash != offered[rid]]
+    return [rid for rid, rhash, *_ in stored_by_key(database, list(offered))
+            if rhash is not None and rhash != offered[rid]]

@@ -20,7 +20,7 @@ from database.copy_text import copy_text, features_json, to_json
 from database.fingerprint import stored_hash
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db, to_datetime, to_epoch
 from database.quality import Quality
-from database.records import PredictionRecord, Stored, as_rows, row_count
+from database.records import PredictionRecord, Stored, as_rows, prediction_id_of, row_count
 
 
 class InvalidPageToken(Exception):
@@ -120,7 +120,7 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
                         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE {table}) "
                                        "ON COMMIT DELETE ROWS")
                         cursor.copy_expert(f"COPY {_STAGING} ({columns}) FROM STDIN", text)
-                        # partitioned (m0008): a key another prediction holds is skipped here (its claim in
+                        # partitioned (m0008): an id another row holds is skipped here (its claim in
                         # prediction_keys would raise), as the old UNIQUE (request_id) skipped it
                         source = partitions.fresh(_STAGING) if keyed else _STAGING
                         cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
@@ -143,9 +143,13 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
             conflicts.extend(_conflicting(rows))
         if postgres:
             from psycopg2.extras import execute_values
+            new = rows
+            if partitions.keyed():  # no primary key arbitrates (m0012): rows whose id is claimed are left out here
+                held = {pid for pid, _ in partitions.claims(db.obj, [r[0] for r in rows])}
+                new = list({r[0]: r for r in reversed(rows) if r[0] not in held}.values())[::-1]  # first of each
             inserted = execute_values(
                 cursor, f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING "
-                f"RETURNING {aggregates.RETURNING}", rows,
+                f"RETURNING {aggregates.RETURNING}", new,
                 template="(%s, %s, %s, %s, %s::json, %s, %s::json, %s, %s, %s, %s)", page_size=1000, fetch=True)
             aggregates.add_rows(inserted)
         else:
@@ -191,7 +195,8 @@ def _conflicting(rows: list[tuple]) -> list[str]:
 def answered(request_ids: Sequence[str]) -> dict[str, PredictionRecord]:
     """The stored answers of these request_ids (idempotency keys), by request_id; ids not stored are absent. Each
     answer has its request_hash (recomputed from the stored features for a row stored without one), and neither
-    features nor created_at (0). One query on PostgreSQL (= ANY), chunks of 500 on SQLite (IN).
+    features nor created_at (0). PostgreSQL: a key is looked up as its prediction_id (partitions.stored_by_key);
+    SQLite: by request_id, in chunks of 500 (IN).
 
     The one place that knows where answered keys live (a later prediction_keys table changes only this)."""
     ids = list(dict.fromkeys(request_ids))
@@ -202,8 +207,8 @@ def answered(request_ids: Sequence[str]) -> dict[str, PredictionRecord]:
                "transport, CASE WHEN request_hash IS NULL THEN features END")
     select = f"SELECT {columns} FROM {table} "
     rows: list = []
-    if is_postgres() and not any("\n" in i for i in ids) and partitions.keyed():
-        rows = partitions.stored_by_key(db.obj, ids)  # partitioned (m0008): through the keys' claims
+    if is_postgres() and partitions.keyed():
+        rows = partitions.stored_by_key(db.obj, ids)  # partitioned: as prediction ids, through their claims (m0012)
     elif is_postgres() and not any("\n" in i for i in ids):
         # the ids as one text split by the server (a 5,000-element array parameter costs ~30 ms to quote and parse;
         # a request id is printable: no newline in it, inference.bounds), each looked up in the unique index on
@@ -240,7 +245,14 @@ def _record(row: Prediction) -> PredictionRecord:
 
 
 def get_prediction(prediction_id: str) -> PredictionRecord | None:
-    row = Prediction.get_or_none(Prediction.prediction_id == prediction_id)
+    if partitions.keyed():  # partitioned (m0012): the id's claim names the row's partition
+        found = partitions.claims(db.obj, [prediction_id])
+        if not found:
+            return None
+        [(_, created)] = found
+        row = Prediction.get_or_none(Prediction.created_at == created, Prediction.prediction_id == prediction_id)
+    else:
+        row = Prediction.get_or_none(Prediction.prediction_id == prediction_id)
     return _record(row) if row else None
 
 
@@ -258,9 +270,12 @@ def _where(flt: PredictionFilter) -> list:
         conds.append(Prediction.label == flt.label)
     if flt.transport:
         conds.append(Prediction.transport == flt.transport)
-    if flt.request_id and partitions.keyed():  # partitioned (m0008): through the key's claim, one partition
-        conds.append(Tuple(Prediction.prediction_id, Prediction.created_at).in_(SQL(
-            f"(SELECT prediction_id, created_at FROM {partitions.KEYS} WHERE request_id = %s)", [flt.request_id])))
+    if flt.request_id and partitions.keyed():
+        # partitioned (m0012): its prediction_id's claim names one partition, given as a constant so the others are
+        # left out when the query is planned (none is scanned for a key not stored: created_at IS NULL)
+        pid = prediction_id_of(flt.request_id)
+        found = partitions.claims(db.obj, [pid])
+        conds += [Prediction.created_at == (found[0][1] if found else None), Prediction.prediction_id == pid]
     elif flt.request_id:
         conds.append(Prediction.request_id == flt.request_id)
     if flt.start is not None:
@@ -622,19 +637,25 @@ def _decode_run_token(token: str) -> tuple[datetime, int]:
 
 
 def predictions_by_id(prediction_ids: Sequence[str]) -> dict[str, PredictionRecord]:
-    """The stored predictions among these ids (missing ones are absent), in one query per 1000 ids."""
+    """The stored predictions among these ids (missing ones are absent), in one query per 1000 ids (partitioned:
+    through their claims, partitions.by_id)."""
     found: dict[str, PredictionRecord] = {}
     ids = list(dict.fromkeys(prediction_ids))
+    keyed = partitions.keyed()
     for start in range(0, len(ids), 1000):
         chunk = ids[start:start + 1000]
-        query = (Prediction.select(Prediction.prediction_id, Prediction.model, Prediction.model_version,
-                                   Prediction.label, Prediction.probabilities)
-                 .where(Prediction.prediction_id.in_(chunk)))
-        for row in query:
-            found[row.prediction_id] = PredictionRecord(
-                prediction_id=row.prediction_id, request_id="", model=row.model, model_version=row.model_version,
-                features={}, label=row.label, probabilities=row.probabilities, transport="", latency_ms=0.0,
-                created_at=0.0)
+        if keyed:
+            rows = partitions.by_id(db.obj, "p.prediction_id, model, model_version, label, probabilities", chunk)
+        else:
+            rows = [(r.prediction_id, r.model, r.model_version, r.label, r.probabilities) for r in Prediction.select(
+                Prediction.prediction_id, Prediction.model, Prediction.model_version, Prediction.label,
+                Prediction.probabilities).where(Prediction.prediction_id.in_(chunk))]
+        for pid, model, version, label, probabilities in rows:
+            if isinstance(probabilities, str):  # SQLite: JSON text
+                probabilities = json.loads(probabilities)
+            found[pid] = PredictionRecord(
+                prediction_id=pid, request_id="", model=model, model_version=version, features={}, label=label,
+                probabilities=probabilities, transport="", latency_ms=0.0, created_at=0.0)
     return found
 
 

@@ -103,7 +103,7 @@ def _drop_partitions(database: Database, report: RetentionReport) -> None:
     for name, (lower, upper) in sorted(partitions.partitions(database).items()):
         if upper is None or lower is None or upper > boundary:
             continue
-        if not _drop_partition(database, name, report):
+        if not _drop_partition(database, name, lower, upper, report):
             report.skipped.append(name)
             keys_before = min(keys_before, lower)  # its rows stay: so do their keys
     with database.atomic():  # the DEFAULT partition's rows before the boundary (and their feedback)
@@ -116,15 +116,17 @@ def _drop_partitions(database: Database, report: RetentionReport) -> None:
         sql("SELECT brin_summarize_new_values(%s::regclass)", (partitions.KEYS_INDEX,))
     while True:
         with database.atomic():
-            gone = sql(f"DELETE FROM {partitions.KEYS} WHERE request_id IN (SELECT request_id FROM "
+            gone = sql(f"DELETE FROM {partitions.KEYS} WHERE prediction_id IN (SELECT prediction_id FROM "
                        f"{partitions.KEYS} WHERE created_at < %s LIMIT {CHUNK})", (keys_before,)).rowcount
         report.keys += gone
         if gone < CHUNK:
             break
 
 
-def _drop_partition(database: Database, name: str, report: RetentionReport) -> bool:
-    """Drop one partition and the feedback of its predictions; False when its lock was not had in time."""
+def _drop_partition(database: Database, name: str, lower: datetime, upper: datetime,
+                    report: RetentionReport) -> bool:
+    """Drop one partition (of [lower, upper)) and the feedback of its predictions; False when its lock was not
+    had in time."""
     sql = database.execute_sql
     with database.atomic():  # the bulk of its feedback, without any table lock
         mark = sql("SELECT COALESCE(MAX(id), 0) FROM feedback").fetchone()[0]
@@ -135,8 +137,10 @@ def _drop_partition(database: Database, name: str, report: RetentionReport) -> b
         # the parent first (every query takes it before its partitions: no deadlock), then the feedback recorded
         # since the bulk delete
         sql(f"LOCK TABLE ONLY {partitions.TABLE} IN ACCESS EXCLUSIVE MODE")
-        late = sql(f"DELETE FROM feedback f WHERE f.id > %s AND EXISTS (SELECT 1 FROM {name} p "
-                   "WHERE p.prediction_id = f.prediction_id)", (mark,)).rowcount
+        # (found through prediction_keys' primary key: predictions has none since m0012)
+        late = sql(f"DELETE FROM feedback f WHERE f.id > %s AND EXISTS (SELECT 1 FROM {partitions.KEYS} k "
+                   "WHERE k.prediction_id = f.prediction_id AND k.created_at >= %s AND k.created_at < %s)",
+                   (mark, lower, upper)).rowcount
         sql(f"DROP TABLE {name}")
         return late
 

@@ -29,6 +29,18 @@ from database.migrations.m0006_prediction_filter_indexes import INDEXES, PAGE
 log = logging.getLogger(__name__)
 
 OLD = "predictions_unpartitioned"
+# the claim of m0008's layout: by request_id (m0012 keys prediction_keys by prediction_id and replaces the function)
+KEYS_TRIGGER_SQL = """
+CREATE OR REPLACE FUNCTION prediction_keys_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- a key held already (by any prediction) raises unique_violation, as the old UNIQUE (request_id) did
+    INSERT INTO prediction_keys (request_id, prediction_id, created_at)
+        SELECT request_id, prediction_id, created_at FROM inserted;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER prediction_keys_claim AFTER INSERT ON predictions REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION prediction_keys_claim();
+"""
 
 
 def apply(database) -> None:
@@ -65,7 +77,7 @@ def apply(database) -> None:
     sql(f"INSERT INTO {keys} SELECT request_id, prediction_id, created_at FROM {OLD}")
     sql(f"ALTER TABLE {keys} ADD PRIMARY KEY (request_id)")
     sql(f"CREATE INDEX {keys}_created ON {keys} (created_at)")
-    sql(partitions.KEYS_TRIGGER_SQL)
+    sql(KEYS_TRIGGER_SQL)
     sql(f"DROP TABLE {OLD}")
     if rows:  # the planner's statistics of what was copied (an empty table is left to the writer's, as before)
         sql(f"ANALYZE {table}")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import uuid
 from collections.abc import Sequence
 from operator import methodcaller
 
@@ -11,7 +10,7 @@ import numpy as np
 from google.protobuf.struct_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from database.records import PredictionRecord
+from database.records import PREDICTION_NAMESPACE, PredictionRecord, prediction_id_of
 from inference.bounds import shown
 from inference.errors import InvalidFeatures
 from inference.models.manifest import Manifest
@@ -19,8 +18,7 @@ from predmesh.types import TRANSPORTS
 from predmesh.v1 import model_pb2
 from predmesh.values import decode, upgrade_message
 
-# prediction_id = uuid5(namespace, request_id): a retried request gets the same prediction_id.
-PREDICTION_NAMESPACE = uuid.UUID("4c1d3c57-9a4e-4f0e-9a43-5b0f7c8e0d11")
+# prediction_id = uuid5(PREDICTION_NAMESPACE, request_id) (database.records: the database finds a key's row by it)
 _NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
 _TRANSPORTS = frozenset(TRANSPORTS)
 _KIND = {"number": model_pb2.FEATURE_KIND_NUMBER, "category": model_pb2.FEATURE_KIND_CATEGORY,
@@ -63,17 +61,12 @@ def ids(request_id: str) -> tuple[str, str]:
 
     Hot path (once per row), so without uuid objects: the fresh id is 128 random bits from `random` (reseeded
     from os.urandom at start and after fork; uuid4 would make a getrandom syscall per row, and with it a GIL
-    hand-off), and the prediction_id is uuid5(PREDICTION_NAMESPACE, request_id) computed directly (RFC 4122).
+    hand-off), and the prediction_id is database.records.prediction_id_of (uuid5 computed directly, RFC 4122).
     """
     request_id = request_id or f"{random.getrandbits(128):032x}"
-    digest = hashlib.sha1(_NAMESPACE_BYTES + request_id.encode()).digest()
-    h = f"{int.from_bytes(digest[:16], 'big') & _UUID5_CLEAR | _UUID5_SET:032x}"
-    return request_id, f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return request_id, prediction_id_of(request_id)
 
 
-# The version (5) and variant (RFC 4122) bits of a name-based SHA-1 UUID.
-_UUID5_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
-_UUID5_SET = (0x5 << 76) | (0x2 << 62)
 _DIGEST = methodcaller("digest")
 # where the 32 hex digits of a UUID go among its 36 characters (and a separator after it: 37 per row)
 _HEX_AT = np.array([*range(8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36)])

@@ -12,7 +12,7 @@ import pytest
 from database import repo
 from database.connect import open_database, session
 from database.migrate import applied, available, migrate, pending
-from database.records import PredictionBatch, PredictionRecord
+from database.records import PredictionBatch, PredictionRecord, prediction_id_of
 
 ROOT = Path(__file__).resolve().parents[3]
 CLASSES = ("setosa", "versicolor", "virginica")
@@ -35,10 +35,9 @@ def database(empty_db_url):
 
 def record(request_id: str, label: str = "setosa", *, model: str = "iris", version: str = "1",
            transport: str = "grpc", latency_ms: float = 1.0, at: float | None = None) -> PredictionRecord:
-    import uuid
     probabilities = {c: (0.9 if c == label else 0.05) for c in CLASSES}
     return PredictionRecord(
-        prediction_id=str(uuid.uuid5(uuid.NAMESPACE_URL, request_id)), request_id=request_id, model=model,
+        prediction_id=prediction_id_of(request_id), request_id=request_id, model=model,
         model_version=version, features={"petal_width": 0.2, "sepal_length": 5.1}, label=label,
         probabilities=probabilities, transport=transport, latency_ms=latency_ms,
         created_at=time.time() if at is None else at)

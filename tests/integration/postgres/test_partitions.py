@@ -68,8 +68,8 @@ def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
                 assert {partitions.partition_name(d) for d in days} | {partitions.DEFAULT} <= names
                 assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
                 assert _rows(database, "SELECT prediction_id, label FROM feedback ORDER BY prediction_id") == feedback
-                assert _rows(database, "SELECT request_id, prediction_id FROM prediction_keys ORDER BY 1") == sorted(
-                    (r.request_id, r.prediction_id) for r in old)
+                assert _rows(database, "SELECT prediction_id FROM prediction_keys ORDER BY 1") == sorted(
+                    (r.prediction_id,) for r in old)
                 assert repo.stats(repo.PredictionFilter(), now=now + 60) == stats
                 # each row sits in its day's partition (the DEFAULT partition holds none)
                 assert _rows(database, f"SELECT COUNT(*) FROM {partitions.DEFAULT}") == [(0,)]
@@ -86,13 +86,17 @@ def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
                 assert {k: v.prediction_id for k, v in found.items()} == {
                     old[3].request_id: old[3].prediction_id, "ancient": old[-1].prediction_id}
                 assert found[old[3].request_id].request_hash == old[3].request_hash
-                other = dataclasses.replace(record("other"), request_id=old[3].request_id, request_hash="f" * 32)
+                # the key again, for another request (its prediction_id is the key's: prediction_id_of)
+                other = dataclasses.replace(record(old[3].request_id, "virginica", at=now - 4 * DAY),
+                                            request_hash="f" * 32)
                 for batch in ([other], [other, record("fresh")]):  # alone, and next to a new row
                     conflicts: list[str] = []
                     repo.insert_predictions(batch, conflicts)
                     assert conflicts == [old[3].request_id]
-                assert repo.get_prediction(other.prediction_id) is None and repo.get_prediction(
-                    repo.answered(["fresh"])["fresh"].prediction_id) is not None
+                kept = repo.get_prediction(old[3].prediction_id)
+                assert kept is not None and kept.label == old[3].label
+                assert kept.created_at == pytest.approx(old[3].created_at, abs=1e-6)
+                assert repo.get_prediction(repo.answered(["fresh"])["fresh"].prediction_id) is not None
                 assert repo.answered([old[3].request_id])[old[3].request_id].prediction_id == old[3].prediction_id
 
                 # keyset paging across partitions, with and without filters; the request_id filter
@@ -128,7 +132,7 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
                 repo.insert_predictions(old)
                 before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
                 keys = _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id")
-            assert migrate(database) == ["m0010_lighter_rows", "m0011_series_widths"]
+            assert migrate(database, stop_before="m0012") == ["m0010_lighter_rows", "m0011_series_widths"]
             with session():
                 assert _rows(database, "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
                              "attrelid = 'predictions'::regclass AND atttypid IN ('json'::regtype, "
@@ -138,6 +142,8 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
                     (partitions.KEYS_INDEX,)]
                 assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
                 assert _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id") == keys
+            assert migrate(database) == ["m0012_keys_by_prediction_id"]
+            with session():
                 stored = repo.get_prediction(old[-1].prediction_id)
                 assert stored is not None and stored.features == typed
 
@@ -157,8 +163,158 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
                 gone = {r.request_id for r in old + new if r.created_at < retention.boundary_of(2, now).replace(
                     tzinfo=UTC).timestamp()}
                 assert gone and report.keys == len(gone)
-                assert {k for (k,) in _rows(database, "SELECT request_id FROM prediction_keys")} == {
-                    r.request_id for r in old + new} - gone
+                assert {k for (k,) in _rows(database, "SELECT prediction_id FROM prediction_keys")} == {
+                    r.prediction_id for r in old + new if r.request_id not in gone}
+        finally:
+            database.close()
+
+
+@pytest.mark.postgres
+def test_m0012_keys_by_prediction_id_keeping_every_row_and_key():
+    """m0012 on a database the previous release filled (rows over 5 days and one in the DEFAULT partition, with
+    feedback): prediction_keys becomes (prediction_id PRIMARY KEY, created_at) holding every key, predictions loses
+    its primary key, every row stays; afterwards a request_id is still stored once across partitions (a replay
+    under another created_at is skipped, a direct insert of a held id refused), and every lookup by request_id or
+    prediction_id finds its row through the claim, one partition probed."""
+    import psycopg2
+
+    now = time.time()
+    old = [dataclasses.replace(record(f"old-{i}", ("setosa", "virginica")[i % 2], at=now - (i % 5) * DAY - i),
+                               request_hash=f"{i:032x}") for i in range(80)]
+    old.append(record("ancient", at=datetime(2020, 1, 2, tzinfo=UTC).timestamp()))
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        try:
+            with session():  # the database as the previous release left it
+                migrate(database, stop_before="m0012")
+                partitions.forget(database)
+                repo.insert_predictions(old)
+                repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::4]}, now)
+                before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
+                claims = _rows(database, "SELECT prediction_id, created_at FROM prediction_keys ORDER BY 1")
+                assert len(claims) == len(old)
+                stats = repo.stats(repo.PredictionFilter(), now=now + 60)
+            assert migrate(database) == ["m0012_keys_by_prediction_id"]
+            assert migrate(database) == []
+            with session():
+                assert _rows(database, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                             "WHERE contype = 'p' AND conrelid IN ('predictions'::regclass, "
+                             "'prediction_keys'::regclass)") == [("prediction_keys", "PRIMARY KEY (prediction_id)")]
+                assert _rows(database, "SELECT attname FROM pg_attribute WHERE attrelid = 'prediction_keys'::regclass "
+                             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum") == [("prediction_id",),
+                                                                                      ("created_at",)]
+                assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
+                assert _rows(database, "SELECT * FROM prediction_keys ORDER BY 1") == claims  # every key
+                assert repo.stats(repo.PredictionFilter(), now=now + 60) == stats
+
+                # a request_id stays stored once across partitions: a retry answered days later is skipped
+                # (replayed beside a new row), and the database refuses a held id in another partition itself
+                again = dataclasses.replace(old[1], created_at=now - 3 * DAY - 7, label="setosa")
+                assert to_datetime(again.created_at).date() != to_datetime(old[1].created_at).date()
+                repo.insert_predictions([again, record("new-1", at=now)])
+                repo.insert_predictions([again])  # COPY refused alone, then skipped
+                assert repo.count_predictions() == len(old) + 1
+                assert repo.count_predictions(repo.PredictionFilter(request_id=old[1].request_id)) == 1
+                with pytest.raises(psycopg2.errors.UniqueViolation), database.atomic():
+                    database.cursor().execute(
+                        "INSERT INTO predictions SELECT prediction_id, request_id, model, model_version, features, "
+                        "label, probabilities, transport, latency_ms, created_at - interval '2 days', request_hash "
+                        "FROM predictions WHERE prediction_id = %s", (old[1].prediction_id,))
+                conflicts: list[str] = []
+                repo.insert_predictions([dataclasses.replace(again, request_hash="f" * 32)], conflicts)
+                assert conflicts == [old[1].request_id]
+
+                # every lookup finds its row, by request_id or by prediction_id, the DEFAULT partition's too
+                found = repo.answered([old[1].request_id, "ancient", "never"])
+                assert {k: (v.prediction_id, v.label) for k, v in found.items()} == {
+                    old[1].request_id: (old[1].prediction_id, "virginica"),
+                    "ancient": (old[-1].prediction_id, "setosa")}
+                assert found[old[1].request_id].request_hash == old[1].request_hash
+                stored = repo.get_prediction(old[1].prediction_id)
+                assert stored is not None and stored.created_at == pytest.approx(old[1].created_at, abs=1e-6)
+                assert repo.get_prediction(record("never").prediction_id) is None
+                glued = f"{old[1].prediction_id}\n{old[2].prediction_id}"  # not an id: never split into two
+                assert repo.get_prediction(glued) is None and repo.predictions_by_id([glued]) == {}
+                repo.upsert_feedback_many({glued: "setosa"}, now)
+                page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[8].request_id), 10)
+                assert [(p.record.prediction_id, p.feedback_label) for p in page] == [(old[8].prediction_id,
+                                                                                        "setosa")]
+                assert set(repo.predictions_by_id([r.prediction_id for r in old[:9]] + ["none"])) == {
+                    r.prediction_id for r in old[:9]}
+                repo.upsert_feedback_many({old[1].prediction_id: "versicolor", "none": "setosa"}, now)
+                page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[1].request_id), 10)
+                assert [p.feedback_label for p in page] == ["versicolor"]
+
+                # a lookup by id probes one partition (pruned when planned), by its page index
+                pairs = partitions.claims(database, [old[2].prediction_id])
+                plan = "\n".join(r[0] for r in _rows(database, *((f"EXPLAIN {q}", p) for q, p in [
+                    partitions.by_claims("p.prediction_id", pairs)]).__next__()))
+                assert plan.count(" on predictions_") == 1 and "Index" in plan, plan
+        finally:
+            database.close()
+
+
+@pytest.mark.postgres
+def test_m0012_converts_while_a_writer_keeps_storing():
+    """`predmesh migrate` applies m0012 (its index built concurrently, then the swap under a lock timeout) while a
+    writer keeps storing batches, each replayed once with the next: the writer never fails, and afterwards every
+    row is stored once and claimed once, the rows of before and during the migration alike."""
+    now = time.time()
+    old = [record(f"old-{i}", at=now - (i % 3) * DAY - i) for i in range(3000)]
+    with TempSchema() as schema:
+        database = open_database(schema.url)
+        try:
+            with session():
+                migrate(database, stop_before="m0012")
+                partitions.forget(database)
+                repo.insert_predictions(old)
+            written: list[str] = []
+            errors: list[BaseException] = []
+            stop = threading.Event()
+
+            def writer() -> None:
+                n, last = 0, list[PredictionRecord]()
+                while not stop.is_set():
+                    batch = [record(f"w-{n}-{i}", at=time.time()) for i in range(20)]
+                    n += 1
+                    try:
+                        with session():
+                            repo.insert_predictions(batch + last)
+                        written.extend(r.request_id for r in batch)
+                        last = batch
+                    except BaseException as exc:  # the test asserts there is none
+                        errors.append(exc)
+                        return
+                    time.sleep(0.01)
+
+            def wait_for(count: int) -> None:
+                deadline = time.monotonic() + 30
+                while len(written) < count and not errors and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+            thread = threading.Thread(target=writer)
+            thread.start()
+            try:
+                wait_for(100)
+                job = subprocess.run([sys.executable, "-m", "cli", "migrate"], capture_output=True, text=True,
+                                     timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                                 "PREDMESH_DATABASE_URL": schema.url})
+                during = len(written)
+                wait_for(during + 100)
+            finally:
+                stop.set()
+                thread.join(30)
+            assert job.returncode == 0 and "m0012_keys_by_prediction_id" in job.stdout, job.stderr
+            assert not errors, errors
+            assert len(written) >= during + 100 > 200
+            with session():
+                partitions.forget(database)
+                assert _rows(database, "SELECT attname FROM pg_attribute WHERE attrelid = "
+                             "'prediction_keys'::regclass AND attname = 'request_id' AND NOT attisdropped") == []
+                stored = _rows(database, "SELECT request_id, prediction_id FROM predictions ORDER BY 1")
+                assert sorted(rid for rid, _ in stored) == sorted([r.request_id for r in old] + written)  # each once
+                assert sorted(pid for _, pid in stored) == [pid for (pid,) in _rows(
+                    database, "SELECT prediction_id FROM prediction_keys ORDER BY 1")]  # each claimed once
         finally:
             database.close()
 

@@ -10,7 +10,7 @@ from database import repo
 from database.connect import open_database, session
 from database.fingerprint import row_hash
 from database.migrate import AppliedMigration, migrate
-from database.records import PredictionRecord
+from database.records import PredictionRecord, prediction_id_of
 
 BEFORE = ("m0001_initial", "m0002_batch_run_details", "m0003_batch_run_attempts")
 NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")  # schema order
@@ -30,18 +30,18 @@ def test_rows_stored_before_the_fingerprint_are_compared_by_their_features(empty
             database.execute_sql(
                 "INSERT INTO predictions (prediction_id, request_id, model, model_version, features, label, "
                 f"probabilities, transport, latency_ms, created_at) VALUES ({', '.join([mark] * 10)})",
-                ("p-old", "old-key", "iris", "1", ('{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
-                 '"petal_width": 0.2}'), "setosa", '{"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0}', "grpc",
-                 1.5, "2026-11-01 01:00:00"))
+                (prediction_id_of("old-key"), "old-key", "iris", "1",
+                 '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}', "setosa",
+                 '{"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0}', "grpc", 1.5, "2026-11-01 01:00:00"))
         assert migrate(database)[0] == "m0004_request_hash"  # and any later ones
         with session():
             [old] = repo.answered(["old-key", "never-used"]).values()
             assert (old.prediction_id, old.model_version, old.label, old.probabilities) == (
-                "p-old", "1", "setosa", {"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0})
+                prediction_id_of("old-key"), "1", "setosa", {"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0})
             assert old.request_hash == row_hash("iris", NAMES, [5.1, 3.5, 1.4, 0.2])  # as the server computes it
             assert old.request_hash != row_hash("iris", NAMES, [5.1, 3.5, 1.4, 0.3])
             new = PredictionRecord(
-                prediction_id="p-new", request_id="new-key", model="iris", model_version="2",
+                prediction_id=prediction_id_of("new-key"), request_id="new-key", model="iris", model_version="2",
                 features=dict(zip(NAMES, [6.0, 2.7, 4.2, 1.3])), label="versicolor",
                 probabilities={"setosa": 0.0, "versicolor": 1.0, "virginica": 0.0}, transport="rest",
                 latency_ms=2.0, created_at=1.8e9, request_hash="ab" * 16)
