@@ -279,3 +279,30 @@ def test_a_durable_backlog_during_an_outage_does_not_spin_the_writer(tmp_path, m
     time.sleep(0.5)
     assert takes[0] - before < 200, f"the writer went round {takes[0] - before} times in 0.5 s of outage"
     plog.close(timeout=0.1)
+
+
+def test_durable_rows_arriving_during_an_insert_wait_for_the_interval_or_a_full_batch(tmp_path):
+    """A steady load is stored in batches of the flush interval's rows, not of what arrived during the previous
+    insert (each batch has a fixed cost in the database: ~100-row batches at 5,700 calls/s cost ~40% more of
+    PostgreSQL's CPU per row than 500-row ones)."""
+    db = FakeDb()
+    started, release = threading.Event(), threading.Event()
+    insert = db.insert
+
+    def slow(records):
+        started.set()
+        release.wait(5)
+        insert(records)
+    plog = make(tmp_path, db, "durable", batch_size=100, flush_interval_s=0.5)
+    plog._db._insert = slow
+    plog.record([bulk(0, 100)])  # a full batch: stored at once
+    assert started.wait(5)
+    plog.record([rec(1000 + i) for i in range(10)])  # arrive while it is being inserted
+    release.set()
+    wait_for(lambda: db.batches == [100], 5)
+    time.sleep(0.2)
+    assert db.batches == [100], "the 10 rows went in at once instead of waiting for the interval"
+    wait_for(lambda: db.batches == [100, 10], 5)  # then the interval's flush takes them
+    plog.record([bulk(2000, 100)])
+    wait_for(lambda: db.batches == [100, 10, 100], 0.4)  # a full batch does not wait for the interval
+    plog.close()
