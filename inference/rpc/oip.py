@@ -28,7 +28,7 @@ from inference.recording.recorder import Recorder
 from inference.rpc.edge import rpc
 from inference.rpc.tensors import DATATYPE_OF_KIND, column_rows, decode_column, float_or_missing
 from inference.scoring.convert import transport_of
-from inference.scoring.idempotency import KeyedRecorder, Keys, keyed_hashes, one_version
+from inference.scoring.idempotency import NO_CLAIM, KeyedRecorder, Keys, keyed_hashes, one_version
 from inference.scoring.score import score_and_record
 from predmesh._version import __version__
 from predmesh.oip import grpc_predict_v2_pb2 as pb
@@ -148,20 +148,24 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         rid = check_text("id", request.id, MAX_ID)
         request_ids = [rid] if n == 1 else [f"{rid}-{i}" if rid else "" for i in range(n)]
         names = model.names
-        hashes = keyed_hashes(model, request_ids, rows)
-        with self.keys.begin(model.name, request_ids, hashes, context.time_remaining()) as claim:
+        # without a client id no row is an idempotency key: nothing to fingerprint, look up or claim
+        hashes = keyed_hashes(model, request_ids, rows) if rid else None
+        with self.keys.begin(model.name, request_ids, hashes, context.time_remaining()) if hashes else NO_CLAIM \
+                as claim:
             if claim.conflicts:
                 raise errors.AlreadyExists(claim.conflicts[min(claim.conflicts)])
-            version, classes, other = one_version(model, claim.stored, n - len(claim.stored))
-            if other:
-                raise errors.FailedPrecondition(other[min(other)])
-            todo = [i for i in range(n) if i not in claim.stored]
-            if len(todo) == n:
+            if not claim.stored:  # every row is scored now (always so without a client id)
+                version = model.version
                 probabilities, _ = score_and_record(
                     self.recorder, self.registry.metrics, model, rows, [zip(names, row) for row in rows],
                     request_ids, transport_of(context.invocation_metadata()), started, context.time_remaining(),
                     hashes)
             else:  # some rows answered before: their stored answers, in place
+                version, classes, other = one_version(model, claim.stored, n - len(claim.stored))
+                if other:
+                    raise errors.FailedPrecondition(other[min(other)])
+                assert hashes is not None  # rows answered before: the call had keys
+                todo = [i for i in range(n) if i not in claim.stored]
                 probabilities = np.zeros((n, len(classes)))
                 for i, r in claim.stored.items():
                     probabilities[i] = [r.probabilities.get(c, 0.0) for c in classes]
