@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg2
+from peewee import Database
 
 from tests.support.procs import free_port, retry_on_port_clash
 
@@ -50,6 +51,19 @@ class TempSchema:
                 cur.execute(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
         finally:
             conn.close()
+
+
+@contextmanager
+def schema_database(base_url: str | None = None) -> Iterator[tuple[TempSchema, Database]]:
+    """A TempSchema and a database opened on it (database.connect.open_database: the models bound to it), closed and
+    dropped on exit; migrating is the caller's (to the current schema or to an earlier release's)."""
+    from database.connect import open_database
+    with TempSchema(base_url) as schema:
+        database = open_database(schema.url)
+        try:
+            yield schema, database
+        finally:
+            database.close()
 
 
 def _as_postgres(*args: str) -> subprocess.CompletedProcess:

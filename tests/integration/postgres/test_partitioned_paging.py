@@ -12,12 +12,12 @@ import time
 import pytest
 
 from database import bounded, partitions, repo
-from database.connect import open_database, session
+from database.connect import session
 from database.migrate import migrate
 from database.models import Prediction, to_datetime, to_epoch
 from tests.integration.postgres.test_database import record
 from tests.support import pg
-from tests.support.pg import TempSchema
+from tests.support.pg import schema_database
 
 pytestmark = pytest.mark.postgres
 DAY = 86400.0
@@ -111,37 +111,33 @@ def _setup(database, now: float, per_day: int) -> list:
 
 
 def test_every_page_of_every_filter_is_the_one_statements_page():
-    with TempSchema() as schema:
-        database = open_database(schema.url)
-        try:
-            migrate(database)
-            now = time.time()
-            with session():
-                _setup(database, now, 30)
-                held = [r for (r,) in database.execute_sql(f"SELECT request_id FROM {partitions.DEFAULT}")]
-                assert {r.rsplit("-", 1)[0] for r in held} == {"r-12", "r-11", "r-9", "r-3", "r10"}
-                assert len(partitions.daily_bounds(database, max_age_s=0)) == 15
-                _check_every_page(now)
-                # a partition list read before a partition was created (taking its day's rows from DEFAULT) and
-                # before one was dropped: the pages stay exact, only less pruned
-                before = partitions.daily_bounds(database, max_age_s=0)
-                with database.atomic():
-                    partitions.create_partition(database, to_datetime(now - 3 * DAY).date())
-                database.execute_sql(f"DROP TABLE {partitions.partition_name(to_datetime(now - 8 * DAY).date())}")
-                assert database.execute_sql(f"SELECT COUNT(*) FROM {partitions.DEFAULT}").fetchone()[0] == 120
-                assert partitions.daily_bounds(database) is before  # the list cached before the change
-                assert sorted(b for b in partitions.partitions(database).values() if b[0]) != before
-                _check_every_page(now)
-            # a page of several statements within a call's bound: each later one gets the time the call has left
-            with session(), bounded.bounded(30.0):
-                time.sleep(0.2)
-                rows, _ = repo.list_predictions(repo.PredictionFilter(transport="queue"), 4, now=now)
-                assert len(rows) == 4  # found on days -7 and -11: many ranges read
-                [(left,)] = database.execute_sql(
-                    "SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'").fetchall()
-                assert 0 < left <= 29_800
-        finally:
-            database.close()
+    with schema_database() as (_schema, database):
+        migrate(database)
+        now = time.time()
+        with session():
+            _setup(database, now, 30)
+            held = [r for (r,) in database.execute_sql(f"SELECT request_id FROM {partitions.DEFAULT}")]
+            assert {r.rsplit("-", 1)[0] for r in held} == {"r-12", "r-11", "r-9", "r-3", "r10"}
+            assert len(partitions.daily_bounds(database, max_age_s=0)) == 15
+            _check_every_page(now)
+            # a partition list read before a partition was created (taking its day's rows from DEFAULT) and
+            # before one was dropped: the pages stay exact, only less pruned
+            before = partitions.daily_bounds(database, max_age_s=0)
+            with database.atomic():
+                partitions.create_partition(database, to_datetime(now - 3 * DAY).date())
+            database.execute_sql(f"DROP TABLE {partitions.partition_name(to_datetime(now - 8 * DAY).date())}")
+            assert database.execute_sql(f"SELECT COUNT(*) FROM {partitions.DEFAULT}").fetchone()[0] == 120
+            assert partitions.daily_bounds(database) is before  # the list cached before the change
+            assert sorted(b for b in partitions.partitions(database).values() if b[0]) != before
+            _check_every_page(now)
+        # a page of several statements within a call's bound: each later one gets the time the call has left
+        with session(), bounded.bounded(30.0):
+            time.sleep(0.2)
+            rows, _ = repo.list_predictions(repo.PredictionFilter(transport="queue"), 4, now=now)
+            assert len(rows) == 4  # found on days -7 and -11: many ranges read
+            [(left,)] = database.execute_sql(
+                "SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'").fetchall()
+            assert 0 < left <= 29_800
 
 
 def _scans(plan: dict, out: list) -> list:
@@ -172,25 +168,21 @@ def test_the_first_page_reads_only_the_partition_that_fills_it():
     """EXPLAIN ANALYZE of the statement list_predictions runs for page 1 (no filter) when today's partition holds
     enough rows: one statement, which reads DEFAULT and the daily partitions from today's up in order (an Append,
     no Merge Append), no partition older than today's run; one statement over the whole table runs all 16."""
-    with TempSchema() as schema:
-        database = open_database(schema.url)
-        try:
-            migrate(database)
-            now = time.time()
-            with session():
-                _setup(database, now, 100)
-                today = partitions.partition_name(to_datetime(now).date())
-                older = {partitions.partition_name(to_datetime(now - k * DAY).date()) for k in range(1, 13)}
-                with pg.statements(database) as sent:
-                    page, _ = repo.list_predictions(repo.PredictionFilter(), 50, now=now)
-                assert len(page) == 50 and len(sent) == 1
-                plan = _explain(database, *sent[0])
-                scanned = _scans(plan, [])
-                assert (partitions.DEFAULT, True) in scanned and (today, True) in scanned
-                assert not {name for name, executed in scanned if executed} & older, scanned
-                assert _appends(plan, []) == ["Append"]
-                one = _explain(database, *repo.page_query(repo.PredictionFilter(), 50).sql())
-                assert len([name for name, executed in _scans(one, []) if executed]) == 16  # 15 days, DEFAULT
-                assert _appends(one, []) == ["Merge Append"]
-        finally:
-            database.close()
+    with schema_database() as (_schema, database):
+        migrate(database)
+        now = time.time()
+        with session():
+            _setup(database, now, 100)
+            today = partitions.partition_name(to_datetime(now).date())
+            older = {partitions.partition_name(to_datetime(now - k * DAY).date()) for k in range(1, 13)}
+            with pg.statements(database) as sent:
+                page, _ = repo.list_predictions(repo.PredictionFilter(), 50, now=now)
+            assert len(page) == 50 and len(sent) == 1
+            plan = _explain(database, *sent[0])
+            scanned = _scans(plan, [])
+            assert (partitions.DEFAULT, True) in scanned and (today, True) in scanned
+            assert not {name for name, executed in scanned if executed} & older, scanned
+            assert _appends(plan, []) == ["Append"]
+            one = _explain(database, *repo.page_query(repo.PredictionFilter(), 50).sql())
+            assert len([name for name, executed in _scans(one, []) if executed]) == 16  # 15 days, DEFAULT
+            assert _appends(one, []) == ["Merge Append"]

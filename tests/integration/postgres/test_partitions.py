@@ -22,7 +22,7 @@ from database.migrate import migrate
 from database.models import to_datetime, to_epoch
 from database.records import PredictionRecord
 from tests.integration.postgres.test_database import record
-from tests.support.pg import TempSchema
+from tests.support.pg import schema_database
 
 DAY = 86400.0
 ROOT = Path(__file__).resolve().parents[3]
@@ -49,67 +49,63 @@ def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
                   version=str(1 + i % 3), at=now - (i % 6) * DAY - i // 2) for i in range(240)]
     old.append(record("ancient", at=datetime(2020, 1, 2, tzinfo=UTC).timestamp()))
     old = [dataclasses.replace(r, request_hash=f"{i:032x}") for i, r in enumerate(old)]
-    with TempSchema() as schema:
-        database = open_database(schema.url)
-        try:
-            with session():  # the database as the previous release left it
-                migrate(database, stop_before="m0008")
-                repo.insert_predictions(old)
-                repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::7]}, now)
-                before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
-                feedback = _rows(database, "SELECT prediction_id, label FROM feedback ORDER BY prediction_id")
-                stats = repo.stats(repo.PredictionFilter(), now=now + 60)
-                assert not partitions.keyed()
-            assert "m0008_partition_predictions" in migrate(database)
-            with session():
-                assert partitions.is_partitioned(database) and partitions.keyed()
-                names = set(partitions.partitions(database))
-                days = {to_datetime(r.created_at).date() for r in old}
-                assert {partitions.partition_name(d) for d in days} | {partitions.DEFAULT} <= names
-                assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
-                assert _rows(database, "SELECT prediction_id, label FROM feedback ORDER BY prediction_id") == feedback
-                assert _rows(database, "SELECT prediction_id FROM prediction_keys ORDER BY 1") == sorted(
-                    (r.prediction_id,) for r in old)
-                assert repo.stats(repo.PredictionFilter(), now=now + 60) == stats
-                # each row sits in its day's partition (the DEFAULT partition holds none)
-                assert _rows(database, f"SELECT COUNT(*) FROM {partitions.DEFAULT}") == [(0,)]
+    with schema_database() as (_schema, database):
+        with session():  # the database as the previous release left it
+            migrate(database, stop_before="m0008")
+            repo.insert_predictions(old)
+            repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::7]}, now)
+            before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
+            feedback = _rows(database, "SELECT prediction_id, label FROM feedback ORDER BY prediction_id")
+            stats = repo.stats(repo.PredictionFilter(), now=now + 60)
+            assert not partitions.keyed()
+        assert "m0008_partition_predictions" in migrate(database)
+        with session():
+            assert partitions.is_partitioned(database) and partitions.keyed()
+            names = set(partitions.partitions(database))
+            days = {to_datetime(r.created_at).date() for r in old}
+            assert {partitions.partition_name(d) for d in days} | {partitions.DEFAULT} <= names
+            assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
+            assert _rows(database, "SELECT prediction_id, label FROM feedback ORDER BY prediction_id") == feedback
+            assert _rows(database, "SELECT prediction_id FROM prediction_keys ORDER BY 1") == sorted(
+                (r.prediction_id,) for r in old)
+            assert repo.stats(repo.PredictionFilter(), now=now + 60) == stats
+            # each row sits in its day's partition (the DEFAULT partition holds none)
+            assert _rows(database, f"SELECT COUNT(*) FROM {partitions.DEFAULT}") == [(0,)]
 
-                # exactly once: a replay (COPY refused, staging insert) stores only the new rows, counted once
-                new = [record(f"new-{i}", at=now - i) for i in range(5)]
-                repo.insert_predictions(old[:50] + new)
-                repo.insert_predictions(new)  # replayed again
-                assert repo.count_predictions() == len(old) + 5
-                assert repo.stats(repo.PredictionFilter(), now=now + 60).total == stats.total + 5
+            # exactly once: a replay (COPY refused, staging insert) stores only the new rows, counted once
+            new = [record(f"new-{i}", at=now - i) for i in range(5)]
+            repo.insert_predictions(old[:50] + new)
+            repo.insert_predictions(new)  # replayed again
+            assert repo.count_predictions() == len(old) + 5
+            assert repo.stats(repo.PredictionFilter(), now=now + 60).total == stats.total + 5
 
-                # idempotency: a key's stored answer is found; the key under another prediction is not stored
-                found = repo.answered([old[3].request_id, "ancient", "never"])
-                assert {k: v.prediction_id for k, v in found.items()} == {
-                    old[3].request_id: old[3].prediction_id, "ancient": old[-1].prediction_id}
-                assert found[old[3].request_id].request_hash == old[3].request_hash
-                # the key again, for another request (its prediction_id is the key's: prediction_id_of)
-                other = dataclasses.replace(record(old[3].request_id, "virginica", at=now - 4 * DAY),
-                                            request_hash="f" * 32)
-                for batch in ([other], [other, record("fresh")]):  # alone, and next to a new row
-                    conflicts: list[str] = []
-                    repo.insert_predictions(batch, conflicts)
-                    assert conflicts == [old[3].request_id]
-                kept = repo.get_prediction(old[3].prediction_id)
-                assert kept is not None and kept.label == old[3].label
-                assert kept.created_at == pytest.approx(old[3].created_at, abs=1e-6)
-                assert repo.get_prediction(repo.answered(["fresh"])["fresh"].prediction_id) is not None
-                assert repo.answered([old[3].request_id])[old[3].request_id].prediction_id == old[3].prediction_id
+            # idempotency: a key's stored answer is found; the key under another prediction is not stored
+            found = repo.answered([old[3].request_id, "ancient", "never"])
+            assert {k: v.prediction_id for k, v in found.items()} == {
+                old[3].request_id: old[3].prediction_id, "ancient": old[-1].prediction_id}
+            assert found[old[3].request_id].request_hash == old[3].request_hash
+            # the key again, for another request (its prediction_id is the key's: prediction_id_of)
+            other = dataclasses.replace(record(old[3].request_id, "virginica", at=now - 4 * DAY),
+                                        request_hash="f" * 32)
+            for batch in ([other], [other, record("fresh")]):  # alone, and next to a new row
+                conflicts: list[str] = []
+                repo.insert_predictions(batch, conflicts)
+                assert conflicts == [old[3].request_id]
+            kept = repo.get_prediction(old[3].prediction_id)
+            assert kept is not None and kept.label == old[3].label
+            assert kept.created_at == pytest.approx(old[3].created_at, abs=1e-6)
+            assert repo.get_prediction(repo.answered(["fresh"])["fresh"].prediction_id) is not None
+            assert repo.answered([old[3].request_id])[old[3].request_id].prediction_id == old[3].prediction_id
 
-                # keyset paging across partitions, with and without filters; the request_id filter
-                everything = sorted(old + new + [record("fresh")], key=lambda r: (r.created_at, r.prediction_id),
-                                    reverse=True)
-                assert _page_all(repo.PredictionFilter(), 37) == [r.request_id for r in everything]
-                assert _page_all(repo.PredictionFilter(model="wine", start=now - 3 * DAY), 11) == [
-                    r.request_id for r in everything if r.model == "wine" and r.created_at >= now - 3 * DAY]
-                page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[7].request_id), 10)
-                assert [(p.record.prediction_id, p.feedback_label) for p in page] == [(old[7].prediction_id,
-                                                                                        "setosa")]
-        finally:
-            database.close()
+            # keyset paging across partitions, with and without filters; the request_id filter
+            everything = sorted(old + new + [record("fresh")], key=lambda r: (r.created_at, r.prediction_id),
+                                reverse=True)
+            assert _page_all(repo.PredictionFilter(), 37) == [r.request_id for r in everything]
+            assert _page_all(repo.PredictionFilter(model="wine", start=now - 3 * DAY), 11) == [
+                r.request_id for r in everything if r.model == "wine" and r.created_at >= now - 3 * DAY]
+            page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[7].request_id), 10)
+            assert [(p.record.prediction_id, p.feedback_label) for p in page] == [(old[7].prediction_id,
+                                                                                    "setosa")]
 
 
 @pytest.mark.postgres
@@ -123,50 +119,46 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
         "contract": 'say "hi" \\u0000 Zürich', "senior": True, "tenure": None, "charges": 1e-07}
     old = [dataclasses.replace(record(f"old-{i}", at=now - (i % 4) * DAY - i), request_hash=f"{i:032x}")
            for i in range(60)] + [dataclasses.replace(record("typed", at=now - 10), features=typed)]
-    with TempSchema() as schema:
-        database = open_database(schema.url)
-        try:
-            with session():  # the database as the previous release left it
-                migrate(database, stop_before="m0010")
-                partitions.forget(database)
-                repo.insert_predictions(old)
-                before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
-                keys = _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id")
-            assert migrate(database, stop_before="m0012") == ["m0010_lighter_rows", "m0011_series_widths"]
-            with session():
-                assert _rows(database, "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
-                             "attrelid = 'predictions'::regclass AND atttypid IN ('json'::regtype, "
-                             "'jsonb'::regtype) ORDER BY 1") == [("features", "json"), ("probabilities", "json")]
-                assert _rows(database, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND "
-                             "tablename = 'prediction_keys' AND indexdef LIKE '%%created_at%%'") == [
-                    (partitions.KEYS_INDEX,)]
-                assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
-                assert _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id") == keys
-            assert migrate(database) == ["m0012_keys_by_prediction_id"]
-            with session():
-                stored = repo.get_prediction(old[-1].prediction_id)
-                assert stored is not None and stored.features == typed
+    with schema_database() as (_schema, database):
+        with session():  # the database as the previous release left it
+            migrate(database, stop_before="m0010")
+            partitions.forget(database)
+            repo.insert_predictions(old)
+            before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
+            keys = _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id")
+        assert migrate(database, stop_before="m0012") == ["m0010_lighter_rows", "m0011_series_widths"]
+        with session():
+            assert _rows(database, "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                         "attrelid = 'predictions'::regclass AND atttypid IN ('json'::regtype, "
+                         "'jsonb'::regtype) ORDER BY 1") == [("features", "json"), ("probabilities", "json")]
+            assert _rows(database, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND "
+                         "tablename = 'prediction_keys' AND indexdef LIKE '%%created_at%%'") == [
+                (partitions.KEYS_INDEX,)]
+            assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
+            assert _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id") == keys
+        assert migrate(database) == ["m0012_keys_by_prediction_id"]
+        with session():
+            stored = repo.get_prediction(old[-1].prediction_id)
+            assert stored is not None and stored.features == typed
 
-                plain: dict[str, float | str | bool | None] = {"petal_width": 0.2, "sepal_length": 5.1}
-                new = [dataclasses.replace(record(f"new-{i}", at=now - i), features=typed if i % 2 else plain)
-                       for i in range(6)]
-                repo.insert_predictions(old[:10] + new)  # a replay beside new rows: only the new ones stored
-                assert repo.count_predictions() == len(old) + len(new)
-                assert [getattr(repo.get_prediction(r.prediction_id), "features", None)
-                        for r in new] == [r.features for r in new]
-                assert repo.answered([old[5].request_id])[old[5].request_id].request_hash == old[5].request_hash
-                with pytest.raises(RejectedData, match="NUL"):
-                    repo.insert_predictions([dataclasses.replace(record("nul"), features={"contract": "a\x00"})])
-                assert repo.answered(["nul"]) == {}
+            plain: dict[str, float | str | bool | None] = {"petal_width": 0.2, "sepal_length": 5.1}
+            new = [dataclasses.replace(record(f"new-{i}", at=now - i), features=typed if i % 2 else plain)
+                   for i in range(6)]
+            repo.insert_predictions(old[:10] + new)  # a replay beside new rows: only the new ones stored
+            assert repo.count_predictions() == len(old) + len(new)
+            assert [getattr(repo.get_prediction(r.prediction_id), "features", None)
+                    for r in new] == [r.features for r in new]
+            assert repo.answered([old[5].request_id])[old[5].request_id].request_hash == old[5].request_hash
+            with pytest.raises(RejectedData, match="NUL"):
+                repo.insert_predictions([dataclasses.replace(record("nul"), features={"contract": "a\x00"})])
+            assert repo.answered(["nul"]) == {}
 
-                report = retention.run(database, 2, now=now)  # the days before yesterday go, with their keys
-                gone = {r.request_id for r in old + new if r.created_at < retention.boundary_of(2, now).replace(
-                    tzinfo=UTC).timestamp()}
-                assert gone and report.keys == len(gone)
-                assert {k for (k,) in _rows(database, "SELECT prediction_id FROM prediction_keys")} == {
-                    r.prediction_id for r in old + new if r.request_id not in gone}
-        finally:
-            database.close()
+            report = retention.run(database, 2, now=now)  # the days before yesterday go, with their keys
+            gone = {r.request_id for r in old + new if r.created_at < retention.boundary_of(2, now).replace(
+                tzinfo=UTC).timestamp()}
+            assert gone and report.keys == len(gone)
+            assert {k for (k,) in _rows(database, "SELECT prediction_id FROM prediction_keys")} == {
+                r.prediction_id for r in old + new if r.request_id not in gone}
 
 
 @pytest.mark.postgres
@@ -182,76 +174,112 @@ def test_m0012_keys_by_prediction_id_keeping_every_row_and_key():
     old = [dataclasses.replace(record(f"old-{i}", ("setosa", "virginica")[i % 2], at=now - (i % 5) * DAY - i),
                                request_hash=f"{i:032x}") for i in range(80)]
     old.append(record("ancient", at=datetime(2020, 1, 2, tzinfo=UTC).timestamp()))
-    with TempSchema() as schema:
-        database = open_database(schema.url)
-        try:
-            with session():  # the database as the previous release left it
-                migrate(database, stop_before="m0012")
-                partitions.forget(database)
-                repo.insert_predictions(old)
-                repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::4]}, now)
-                before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
-                claims = _rows(database, "SELECT prediction_id, created_at FROM prediction_keys ORDER BY 1")
-                assert len(claims) == len(old)
-                stats = repo.stats(repo.PredictionFilter(), now=now + 60)
-            assert migrate(database) == ["m0012_keys_by_prediction_id"]
-            assert migrate(database) == []
-            with session():
-                assert _rows(database, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
-                             "WHERE contype = 'p' AND conrelid IN ('predictions'::regclass, "
-                             "'prediction_keys'::regclass)") == [("prediction_keys", "PRIMARY KEY (prediction_id)")]
-                assert _rows(database, "SELECT attname FROM pg_attribute WHERE attrelid = 'prediction_keys'::regclass "
-                             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum") == [("prediction_id",),
-                                                                                      ("created_at",)]
-                assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
-                assert _rows(database, "SELECT * FROM prediction_keys ORDER BY 1") == claims  # every key
-                assert repo.stats(repo.PredictionFilter(), now=now + 60) == stats
+    with schema_database() as (_schema, database):
+        with session():  # the database as the previous release left it
+            migrate(database, stop_before="m0012")
+            partitions.forget(database)
+            repo.insert_predictions(old)
+            repo.upsert_feedback_many({r.prediction_id: "setosa" for r in old[::4]}, now)
+            before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
+            claims = _rows(database, "SELECT prediction_id, created_at FROM prediction_keys ORDER BY 1")
+            assert len(claims) == len(old)
+            stats = repo.stats(repo.PredictionFilter(), now=now + 60)
+        assert migrate(database) == ["m0012_keys_by_prediction_id"]
+        assert migrate(database) == []
+        with session():
+            assert _rows(database, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                         "WHERE contype = 'p' AND conrelid IN ('predictions'::regclass, "
+                         "'prediction_keys'::regclass)") == [("prediction_keys", "PRIMARY KEY (prediction_id)")]
+            assert _rows(database, "SELECT attname FROM pg_attribute WHERE attrelid = 'prediction_keys'::regclass "
+                         "AND attnum > 0 AND NOT attisdropped ORDER BY attnum") == [("prediction_id",),
+                                                                                  ("created_at",)]
+            assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
+            assert _rows(database, "SELECT * FROM prediction_keys ORDER BY 1") == claims  # every key
+            assert repo.stats(repo.PredictionFilter(), now=now + 60) == stats
 
-                # a request_id stays stored once across partitions: a retry answered days later is skipped
-                # (replayed beside a new row), and the database refuses a held id in another partition itself
-                again = dataclasses.replace(old[1], created_at=now - 3 * DAY - 7, label="setosa")
-                assert to_datetime(again.created_at).date() != to_datetime(old[1].created_at).date()
-                repo.insert_predictions([again, record("new-1", at=now)])
-                repo.insert_predictions([again])  # COPY refused alone, then skipped
-                assert repo.count_predictions() == len(old) + 1
-                assert repo.count_predictions(repo.PredictionFilter(request_id=old[1].request_id)) == 1
-                with pytest.raises(psycopg2.errors.UniqueViolation), database.atomic():
-                    database.cursor().execute(
-                        "INSERT INTO predictions SELECT prediction_id, request_id, model, model_version, features, "
-                        "label, probabilities, transport, latency_ms, created_at - interval '2 days', request_hash "
-                        "FROM predictions WHERE prediction_id = %s", (old[1].prediction_id,))
-                conflicts: list[str] = []
-                repo.insert_predictions([dataclasses.replace(again, request_hash="f" * 32)], conflicts)
-                assert conflicts == [old[1].request_id]
+            # a request_id stays stored once across partitions: a retry answered days later is skipped
+            # (replayed beside a new row), and the database refuses a held id in another partition itself
+            again = dataclasses.replace(old[1], created_at=now - 3 * DAY - 7, label="setosa")
+            assert to_datetime(again.created_at).date() != to_datetime(old[1].created_at).date()
+            repo.insert_predictions([again, record("new-1", at=now)])
+            repo.insert_predictions([again])  # COPY refused alone, then skipped
+            assert repo.count_predictions() == len(old) + 1
+            assert repo.count_predictions(repo.PredictionFilter(request_id=old[1].request_id)) == 1
+            with pytest.raises(psycopg2.errors.UniqueViolation), database.atomic():
+                database.cursor().execute(
+                    "INSERT INTO predictions SELECT prediction_id, request_id, model, model_version, features, "
+                    "label, probabilities, transport, latency_ms, created_at - interval '2 days', request_hash "
+                    "FROM predictions WHERE prediction_id = %s", (old[1].prediction_id,))
+            conflicts: list[str] = []
+            repo.insert_predictions([dataclasses.replace(again, request_hash="f" * 32)], conflicts)
+            assert conflicts == [old[1].request_id]
 
-                # every lookup finds its row, by request_id or by prediction_id, the DEFAULT partition's too
-                found = repo.answered([old[1].request_id, "ancient", "never"])
-                assert {k: (v.prediction_id, v.label) for k, v in found.items()} == {
-                    old[1].request_id: (old[1].prediction_id, "virginica"),
-                    "ancient": (old[-1].prediction_id, "setosa")}
-                assert found[old[1].request_id].request_hash == old[1].request_hash
-                stored = repo.get_prediction(old[1].prediction_id)
-                assert stored is not None and stored.created_at == pytest.approx(old[1].created_at, abs=1e-6)
-                assert repo.get_prediction(record("never").prediction_id) is None
-                glued = f"{old[1].prediction_id}\n{old[2].prediction_id}"  # not an id: never split into two
-                assert repo.get_prediction(glued) is None and repo.predictions_by_id([glued]) == {}
-                repo.upsert_feedback_many({glued: "setosa"}, now)
-                page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[8].request_id), 10)
-                assert [(p.record.prediction_id, p.feedback_label) for p in page] == [(old[8].prediction_id,
-                                                                                        "setosa")]
-                assert set(repo.predictions_by_id([r.prediction_id for r in old[:9]] + ["none"])) == {
-                    r.prediction_id for r in old[:9]}
-                repo.upsert_feedback_many({old[1].prediction_id: "versicolor", "none": "setosa"}, now)
-                page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[1].request_id), 10)
-                assert [p.feedback_label for p in page] == ["versicolor"]
+            # every lookup finds its row, by request_id or by prediction_id, the DEFAULT partition's too
+            found = repo.answered([old[1].request_id, "ancient", "never"])
+            assert {k: (v.prediction_id, v.label) for k, v in found.items()} == {
+                old[1].request_id: (old[1].prediction_id, "virginica"),
+                "ancient": (old[-1].prediction_id, "setosa")}
+            assert found[old[1].request_id].request_hash == old[1].request_hash
+            stored = repo.get_prediction(old[1].prediction_id)
+            assert stored is not None and stored.created_at == pytest.approx(old[1].created_at, abs=1e-6)
+            assert repo.get_prediction(record("never").prediction_id) is None
+            glued = f"{old[1].prediction_id}\n{old[2].prediction_id}"  # not an id: never split into two
+            assert repo.get_prediction(glued) is None and repo.predictions_by_id([glued]) == {}
+            repo.upsert_feedback_many({glued: "setosa"}, now)
+            page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[8].request_id), 10)
+            assert [(p.record.prediction_id, p.feedback_label) for p in page] == [(old[8].prediction_id,
+                                                                                    "setosa")]
+            assert set(repo.predictions_by_id([r.prediction_id for r in old[:9]] + ["none"])) == {
+                r.prediction_id for r in old[:9]}
+            repo.upsert_feedback_many({old[1].prediction_id: "versicolor", "none": "setosa"}, now)
+            page, _ = repo.list_predictions(repo.PredictionFilter(request_id=old[1].request_id), 10)
+            assert [p.feedback_label for p in page] == ["versicolor"]
 
-                # a lookup by id probes one partition (pruned when planned), by its page index
-                pairs = partitions.claims(database, [old[2].prediction_id])
-                plan = "\n".join(r[0] for r in _rows(database, *((f"EXPLAIN {q}", p) for q, p in [
-                    partitions.by_claims("p.prediction_id", pairs)]).__next__()))
-                assert plan.count(" on predictions_") == 1 and "Index" in plan, plan
-        finally:
-            database.close()
+            # a lookup by id probes one partition (pruned when planned), by its page index
+            pairs = partitions.claims(database, [old[2].prediction_id])
+            plan = "\n".join(r[0] for r in _rows(database, *((f"EXPLAIN {q}", p) for q, p in [
+                partitions.by_claims("p.prediction_id", pairs)]).__next__()))
+            assert plan.count(" on predictions_") == 1 and "Index" in plan, plan
+
+
+class StoringWriter:
+    """What a server's writer does while a migration or a retention run goes on: batches of 20 new rows at the
+    current time, each batch offered again with the next (a replay), until the block ends; .written lists the
+    request ids stored, .errors what any insert raised (the thread stops at the first)."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        n, last = 0, list[PredictionRecord]()
+        while not self._stop.is_set():
+            batch = [record(f"w-{n}-{i}", at=time.time()) for i in range(20)]
+            n += 1
+            try:
+                with session():
+                    repo.insert_predictions(batch + last)  # the previous batch replayed with it
+                self.written.extend(r.request_id for r in batch)
+                last = batch
+            except BaseException as exc:  # the tests assert there is none
+                self.errors.append(exc)
+                return
+            time.sleep(0.01)
+
+    def wait_for(self, count: int, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while len(self.written) < count and not self.errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def __enter__(self) -> StoringWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(60)
 
 
 @pytest.mark.postgres
@@ -261,82 +289,46 @@ def test_m0012_converts_while_a_writer_keeps_storing():
     row is stored once and claimed once, the rows of before and during the migration alike."""
     now = time.time()
     old = [record(f"old-{i}", at=now - (i % 3) * DAY - i) for i in range(3000)]
-    with TempSchema() as schema:
-        database = open_database(schema.url)
-        try:
-            with session():
-                migrate(database, stop_before="m0012")
-                partitions.forget(database)
-                repo.insert_predictions(old)
-            written: list[str] = []
-            errors: list[BaseException] = []
-            stop = threading.Event()
-
-            def writer() -> None:
-                n, last = 0, list[PredictionRecord]()
-                while not stop.is_set():
-                    batch = [record(f"w-{n}-{i}", at=time.time()) for i in range(20)]
-                    n += 1
-                    try:
-                        with session():
-                            repo.insert_predictions(batch + last)
-                        written.extend(r.request_id for r in batch)
-                        last = batch
-                    except BaseException as exc:  # the test asserts there is none
-                        errors.append(exc)
-                        return
-                    time.sleep(0.01)
-
-            def wait_for(count: int) -> None:
-                deadline = time.monotonic() + 30
-                while len(written) < count and not errors and time.monotonic() < deadline:
-                    time.sleep(0.05)
-
-            thread = threading.Thread(target=writer)
-            thread.start()
-            try:
-                wait_for(100)
-                job = subprocess.run([sys.executable, "-m", "cli", "migrate"], capture_output=True, text=True,
-                                     timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
-                                                                 "PREDMESH_DATABASE_URL": schema.url})
-                during = len(written)
-                wait_for(during + 100)
-            finally:
-                stop.set()
-                thread.join(30)
-            assert job.returncode == 0 and "m0012_keys_by_prediction_id" in job.stdout, job.stderr
-            assert not errors, errors
-            assert len(written) >= during + 100 > 200
-            with session():
-                partitions.forget(database)
-                assert _rows(database, "SELECT attname FROM pg_attribute WHERE attrelid = "
-                             "'prediction_keys'::regclass AND attname = 'request_id' AND NOT attisdropped") == []
-                stored = _rows(database, "SELECT request_id, prediction_id FROM predictions ORDER BY 1")
-                assert sorted(rid for rid, _ in stored) == sorted([r.request_id for r in old] + written)  # each once
-                assert sorted(pid for _, pid in stored) == [pid for (pid,) in _rows(
-                    database, "SELECT prediction_id FROM prediction_keys ORDER BY 1")]  # each claimed once
-        finally:
-            database.close()
+    with schema_database() as (schema, database):
+        with session():
+            migrate(database, stop_before="m0012")
+            partitions.forget(database)
+            repo.insert_predictions(old)
+        with StoringWriter() as writer:
+            writer.wait_for(100)
+            job = subprocess.run([sys.executable, "-m", "cli", "migrate"], capture_output=True, text=True,
+                                 timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                             "PREDMESH_DATABASE_URL": schema.url})
+            during = len(writer.written)
+            writer.wait_for(during + 100)
+        written = writer.written
+        assert job.returncode == 0 and "m0012_keys_by_prediction_id" in job.stdout, job.stderr
+        assert not writer.errors, writer.errors
+        assert len(written) >= during + 100 > 200
+        with session():
+            partitions.forget(database)
+            assert _rows(database, "SELECT attname FROM pg_attribute WHERE attrelid = "
+                         "'prediction_keys'::regclass AND attname = 'request_id' AND NOT attisdropped") == []
+            stored = _rows(database, "SELECT request_id, prediction_id FROM predictions ORDER BY 1")
+            assert sorted(rid for rid, _ in stored) == sorted([r.request_id for r in old] + written)  # each once
+            assert sorted(pid for _, pid in stored) == [pid for (pid,) in _rows(
+                database, "SELECT prediction_id FROM prediction_keys ORDER BY 1")]  # each claimed once
 
 
 @pytest.mark.postgres
 def test_a_partition_created_late_takes_its_rows_from_the_default_partition():
-    with TempSchema() as schema:
-        database = open_database(schema.url)
-        try:
-            migrate(database)
-            later = time.time() + 30 * DAY  # beyond the partitions made ahead: the DEFAULT partition takes it
-            with session():
-                repo.insert_predictions([record("later", at=later)])
-                assert _rows(database, f"SELECT request_id FROM {partitions.DEFAULT}") == [("later",)]
-                assert partitions.ensure_partitions(database, now=later, ahead=0, behind=0) == [
-                    partitions.partition_name(to_datetime(later).date())]
-                name = partitions.partition_name(to_datetime(later).date())
-                assert _rows(database, f"SELECT request_id FROM {name}") == [("later",)]
-                assert _rows(database, f"SELECT COUNT(*) FROM {partitions.DEFAULT}") == [(0,)]
-                assert repo.answered(["later"])["later"].prediction_id == record("later").prediction_id
-        finally:
-            database.close()
+    with schema_database() as (_schema, database):
+        migrate(database)
+        later = time.time() + 30 * DAY  # beyond the partitions made ahead: the DEFAULT partition takes it
+        with session():
+            repo.insert_predictions([record("later", at=later)])
+            assert _rows(database, f"SELECT request_id FROM {partitions.DEFAULT}") == [("later",)]
+            assert partitions.ensure_partitions(database, now=later, ahead=0, behind=0) == [
+                partitions.partition_name(to_datetime(later).date())]
+            name = partitions.partition_name(to_datetime(later).date())
+            assert _rows(database, f"SELECT request_id FROM {name}") == [("later",)]
+            assert _rows(database, f"SELECT COUNT(*) FROM {partitions.DEFAULT}") == [(0,)]
+            assert repo.answered(["later"])["later"].prediction_id == record("later").prediction_id
 
 
 def test_retention_drops_old_predictions_while_a_writer_keeps_storing(empty_db_url):
@@ -370,43 +362,16 @@ def test_retention_drops_old_predictions_while_a_writer_keeps_storing(empty_db_u
                               if hi is not None and hi <= boundary} if postgres else set()
             assert len(old_partitions) >= 4 if postgres else True
 
-        written: list[str] = []
-        errors: list[BaseException] = []
-        stop = threading.Event()
-
-        def writer() -> None:  # what a server's writer does: new rows at the current time, some offered again
-            n, last = 0, list[PredictionRecord]()
-            while not stop.is_set():
-                batch = [record(f"w-{n}-{i}", at=time.time()) for i in range(20)]
-                n += 1
-                try:
-                    with session():
-                        repo.insert_predictions(batch + last)  # the previous batch replayed with it
-                    written.extend(r.request_id for r in batch)
-                    last = batch
-                except BaseException as exc:  # the test asserts there is none
-                    errors.append(exc)
-                    return
-                time.sleep(0.01)
-
-        thread = threading.Thread(target=writer)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 20
-            while len(written) < 100 and time.monotonic() < deadline:
-                time.sleep(0.05)
+        with StoringWriter() as writer:
+            writer.wait_for(100, seconds=20)
             job = subprocess.run([sys.executable, "-m", "cli", "retention"], capture_output=True, text=True,
                                  timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
                                                              "PREDMESH_DATABASE_URL": empty_db_url,
                                                              "PREDMESH_RETENTION_DAYS": str(keep_days)})
-            settled = len(written)
-            while len(written) < settled + 100 and time.monotonic() < deadline + 20:
-                time.sleep(0.05)  # and the writer keeps storing after it
-        finally:
-            stop.set()
-            thread.join(timeout=60)
+            writer.wait_for(len(writer.written) + 100, seconds=40)  # and the writer keeps storing after it
+        written = writer.written
         assert job.returncode == 0, job.stderr
-        assert not errors, errors
+        assert not writer.errors, writer.errors
         assert f"{len(gone)} rows" in job.stdout, job.stdout
         if postgres:
             assert all(name in job.stdout for name in old_partitions), job.stdout
@@ -444,21 +409,17 @@ def test_the_server_runs_retention_by_itself(model_store, tmp_path):
     now = time.time()
     old = [record(f"old-{d}", at=now - d * DAY) for d in range(1, 8)]
     boundary = retention.boundary_of(3, now)
-    with TempSchema() as schema:
-        database = open_database(schema.url)
-        try:
-            migrate(database)
-            with session():
-                partitions.ensure_partitions(database, now=now - 8 * DAY, ahead=8)
-                repo.insert_predictions(old)
-            env = {"PREDMESH_DATABASE_URL": schema.url, "PREDMESH_RETENTION_DAYS": "3"}
-            with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
-                wait_for(lambda: "retention: predictions before" in proc.log_path.read_text(), 30,
-                         what="the server's retention run")
-                assert "dropped partition" in proc.log_path.read_text()
-            with session():
-                stored = {r[0] for r in _rows(database, "SELECT request_id FROM predictions")}
-                assert stored == {r.request_id for r in old if to_datetime(r.created_at) >= boundary}
-                assert all(hi is None or hi > boundary for _, hi in partitions.partitions(database).values())
-        finally:
-            database.close()
+    with schema_database() as (schema, database):
+        migrate(database)
+        with session():
+            partitions.ensure_partitions(database, now=now - 8 * DAY, ahead=8)
+            repo.insert_predictions(old)
+        env = {"PREDMESH_DATABASE_URL": schema.url, "PREDMESH_RETENTION_DAYS": "3"}
+        with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+            wait_for(lambda: "retention: predictions before" in proc.log_path.read_text(), 30,
+                     what="the server's retention run")
+            assert "dropped partition" in proc.log_path.read_text()
+        with session():
+            stored = {r[0] for r in _rows(database, "SELECT request_id FROM predictions")}
+            assert stored == {r.request_id for r in old if to_datetime(r.created_at) >= boundary}
+            assert all(hi is None or hi > boundary for _, hi in partitions.partitions(database).values())
