@@ -12,6 +12,7 @@ import numpy as np
 # prediction_id = uuid5(PREDICTION_NAMESPACE, request_id) (inference.scoring.convert makes it; true of every stored
 # row): a retried request gets the same prediction_id, and PostgreSQL finds a request_id's row by it (m0012)
 PREDICTION_NAMESPACE = uuid.UUID("4c1d3c57-9a4e-4f0e-9a43-5b0f7c8e0d11")
+PREDICTION_NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes  # what SHA-1 hashes before the request id
 
 FeatureValue = float | str | bool | None
 """A feature's plain value: a number (float), a category (str), a boolean, or missing (None)."""
@@ -127,12 +128,9 @@ def as_rows(items: Iterable[Stored]) -> list[PredictionRecord]:
     return out
 
 
-_NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
-
-
 def prediction_id_of(request_id: str) -> str:
     """The prediction_id of a request_id (its idempotency key): uuid5(PREDICTION_NAMESPACE, request_id), computed
     without uuid objects (RFC 4122: the SHA-1's first 16 bytes, version nibble 5, variant bits 10; 1.7 µs against
     uuid.uuid5's 6.7, once per key looked up or answered)."""
-    h = hashlib.sha1(_NAMESPACE_BYTES + request_id.encode()).hexdigest()
+    h = hashlib.sha1(PREDICTION_NAMESPACE_BYTES + request_id.encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"

@@ -10,7 +10,7 @@ import numpy as np
 from google.protobuf.struct_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from database.records import PREDICTION_NAMESPACE, PredictionRecord, prediction_id_of
+from database.records import PREDICTION_NAMESPACE_BYTES, PredictionRecord, prediction_id_of
 from inference.bounds import shown
 from inference.errors import InvalidFeatures
 from inference.models.manifest import Manifest
@@ -19,7 +19,6 @@ from predmesh.v1 import model_pb2
 from predmesh.values import decode, upgrade_message
 
 # prediction_id = uuid5(PREDICTION_NAMESPACE, request_id) (database.records: the database finds a key's row by it)
-_NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
 _TRANSPORTS = frozenset(TRANSPORTS)
 _KIND = {"number": model_pb2.FEATURE_KIND_NUMBER, "category": model_pb2.FEATURE_KIND_CATEGORY,
          "boolean": model_pb2.FEATURE_KIND_BOOLEAN}
@@ -84,7 +83,8 @@ def prediction_ids(request_ids: Sequence[str]) -> list[str]:
     n = len(request_ids)
     if not n:
         return []
-    digests = b"".join(map(_DIGEST, map(hashlib.sha1, map(_NAMESPACE_BYTES.__add__, map(str.encode, request_ids)))))
+    keyed = map(PREDICTION_NAMESPACE_BYTES.__add__, map(str.encode, request_ids))
+    digests = b"".join(map(_DIGEST, map(hashlib.sha1, keyed)))
     raw = np.frombuffer(digests, np.uint8).reshape(n, 20)[:, :16].copy()
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
