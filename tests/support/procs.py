@@ -101,22 +101,39 @@ def health_status(target: str, service: str = "", timeout: float = 1.0) -> int |
             return None
 
 
-def first_not_serving(target: str, since: float, alive, give_up_after: float = 15.0) -> float | None:
-    """When (time.monotonic()) the first health check that answered NOT_SERVING was sent, polling from now while
-    alive() holds; None if none did. One channel stays open and each check is credited with its send time, so a
-    loaded machine's connection set-up and slow answers are not counted against the server."""
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+class HealthProbe:
+    """One channel to a server's health service, connected when opened, so that timing what follows an event (a
+    SIGTERM) counts neither connection set-up nor a loaded machine's first-call costs against the server."""
+
+    def __init__(self, target: str, connect_timeout: float = 10.0):
+        self.channel = grpc.insecure_channel(target)
+        grpc.channel_ready_future(self.channel).result(timeout=connect_timeout)
+        self.stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> HealthProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def first_not_serving(self, since: float, alive: Callable[[], bool], give_up_after: float = 15.0,
+                          check_timeout: float = 3.0) -> float | None:
+        """When (time.monotonic()) the first check that answered NOT_SERVING was sent, polling from now while
+        alive() holds; None if none did. Each check is credited with its send time, so a slow answer on a loaded
+        machine is not counted against the server (and gets check_timeout to arrive)."""
         while alive() and time.monotonic() - since < give_up_after:
             sent = time.monotonic()
             try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                status = self.stub.Check(health_pb2.HealthCheckRequest(), timeout=check_timeout).status
             except grpc.RpcError:
                 status = None
             if status == health_pb2.HealthCheckResponse.NOT_SERVING:
                 return sent
             time.sleep(0.02)
-    return None
+        return None
 
 
 # The server's start-up line names the ports it bound (single process, or the supervisor of several).

@@ -11,7 +11,7 @@ import requests
 from tests.conftest import IRIS_ROW
 from tests.support.gateway import GatewayProc
 from tests.support.load import run_load
-from tests.support.procs import ServerProc, first_not_serving
+from tests.support.procs import HealthProbe, ServerProc
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -54,10 +54,12 @@ def test_sigterm_one_of_two_replicas_under_load(trained_store, tmp_path):
         timeline: dict[str, float] = {}
         last_a_count: list[float] = []
 
+        probe = HealthProbe(a.target)  # connected before the SIGTERM: the drain is timed, not a connection
+
         def watch_health() -> None:
             while "sigterm" not in timeline:
                 time.sleep(0.01)
-            sent = first_not_serving(a.target, timeline["sigterm"], a.alive)
+            sent = probe.first_not_serving(timeline["sigterm"], a.alive)
             if sent is not None:
                 timeline["not_serving"] = sent
 
@@ -82,6 +84,7 @@ def test_sigterm_one_of_two_replicas_under_load(trained_store, tmp_path):
         result = run_load(call, RATE, DURATION, threads=24)
         killer.join(timeout=30)
         watcher.join(timeout=30)
+        probe.close()
 
         assert not result.failed, [o.error for o in result.failed[:5]]
         assert len(result.ok) >= RATE * DURATION * 0.9

@@ -19,8 +19,8 @@ from tests.support.procs import (
     ADMIN_TOKEN,
     READONLY_TOKEN,
     WRITER_TOKEN,
+    HealthProbe,
     ServerProc,
-    first_not_serving,
     health_status,
     wait_for,
 )
@@ -115,9 +115,10 @@ def test_sigterm_drains_in_flight_calls_then_exits(model_store, tmp_path):
             inflight = threading.Thread(target=lambda: result.setdefault("p", client.predict("iris", IRIS_ROW)))
             inflight.start()
             time.sleep(0.3)
-            terminated = time.monotonic()
-            proc.started.terminate()
-            not_serving = first_not_serving(proc.target, terminated, proc.alive)
+            with HealthProbe(proc.target) as probe:
+                terminated = time.monotonic()
+                proc.started.terminate()
+                not_serving = probe.first_not_serving(terminated, proc.alive)
             assert not_serving is not None and not_serving - terminated <= 1.0, "NOT_SERVING within 1 s of SIGTERM"
             inflight.join(10)
             assert result["p"].label == "setosa", "the in-flight call must finish on the draining server"
