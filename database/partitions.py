@@ -292,11 +292,13 @@ def by_id(database: Database, columns: str, prediction_ids: Sequence[str], lock:
     return database.execute_sql(*by_claims(columns, found, lock)).fetchall()
 
 
-def stored_by_key(database: Database, ids: list[str]) -> list[tuple]:
+def stored_by_key(database: Database, ids: list[str], prediction_ids: Sequence[str] | None = None) -> list[tuple]:
     """repo.answered's rows for these keys: (request_id, request_hash, prediction_id, model,
     model_version, label, probabilities, latency_ms, transport, features when request_hash is NULL). Each key is
-    looked up as its prediction_id (prediction_id_of), through prediction_keys (by_id)."""
-    key_of = {prediction_id_of(rid): rid for rid in ids}
+    looked up as its prediction_id (prediction_id_of; or prediction_ids, the keys' own, one per key in their order,
+    when the caller has them), through prediction_keys (by_id)."""
+    key_of = (dict(zip(prediction_ids, ids)) if prediction_ids is not None
+              else {prediction_id_of(rid): rid for rid in ids})
     rows = by_id(database, "p.prediction_id, request_hash, model, model_version, label, probabilities, latency_ms, "
                  "transport, CASE WHEN request_hash IS NULL THEN features END", list(key_of))
     return [(key_of[pid], rhash, pid, *rest) for pid, rhash, *rest in rows]

@@ -192,23 +192,28 @@ def _conflicting(rows: list[tuple]) -> list[str]:
             if answer.request_hash is not None and answer.request_hash != offered[rid]]
 
 
-def answered(request_ids: Sequence[str]) -> dict[str, PredictionRecord]:
+def answered(request_ids: Sequence[str], prediction_ids: Sequence[str] | None = None
+             ) -> dict[str, PredictionRecord]:
     """The stored answers of these request_ids (idempotency keys), by request_id; ids not stored are absent. Each
     answer has its request_hash (recomputed from the stored features for a row stored without one), and neither
-    features nor created_at (0). PostgreSQL: a key is looked up as its prediction_id (partitions.stored_by_key);
-    SQLite: by request_id, in chunks of 500 (IN).
+    features nor created_at (0). PostgreSQL: a key is looked up as its prediction_id (partitions.stored_by_key;
+    prediction_ids, one per request id when the caller has them, spare deriving them again); SQLite: by
+    request_id, in chunks of 500 (IN).
 
     The one place that knows where answered keys live (a later prediction_keys table changes only this)."""
     ids = list(dict.fromkeys(request_ids))
     if not ids:
         return {}
+    if prediction_ids is not None and len(prediction_ids) != len(ids):  # a key twice: derive them for the unique
+        prediction_ids = None
     table = Prediction._meta.table_name
     columns = ("request_id, request_hash, prediction_id, model, model_version, label, probabilities, latency_ms, "
                "transport, CASE WHEN request_hash IS NULL THEN features END")
     select = f"SELECT {columns} FROM {table} "
     rows: list = []
     if is_postgres() and partitions.keyed():
-        rows = partitions.stored_by_key(db.obj, ids)  # partitioned: as prediction ids, through their claims (m0012)
+        # partitioned: as prediction ids, through their claims (m0012)
+        rows = partitions.stored_by_key(db.obj, ids, prediction_ids)
     elif is_postgres() and not any("\n" in i for i in ids):
         # the ids as one text split by the server (a 5,000-element array parameter costs ~30 ms to quote and parse;
         # a request id is printable: no newline in it, inference.bounds), each looked up in the unique index on

@@ -5,6 +5,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -125,10 +126,10 @@ def insert_records(records, conflicts: list[str] | None = None) -> None:
         repo.insert_predictions(records, conflicts)
 
 
-def stored_answers(request_ids: list[str]) -> dict:
+def stored_answers(request_ids: list[str], prediction_ids: Sequence[str] | None = None) -> dict:
     """The stored answers of idempotency keys (raises DatabaseUnavailable when the database cannot say)."""
     with session():
-        return repo.answered(request_ids)
+        return repo.answered(request_ids, prediction_ids)
 
 
 class Persistence:

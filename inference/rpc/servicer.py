@@ -22,6 +22,7 @@ from inference.rpc import logcontext
 from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import Refused, rpc, status_of
 from inference.scoring.convert import fresh_request_ids, model_info, plain, prediction_message, transport_of
+from inference.scoring.convert import prediction_ids as ids_of
 from inference.scoring.idempotency import KeyedRecorder, Keys, duplicates, keyed_hashes, one_version
 from inference.scoring.score import score_and_record, score_and_record_matrix
 from predmesh.faults import fault_point
@@ -329,7 +330,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             for i in statuses:
                 hashes[i] = None  # a refused row is not looked up, nor is it answered
         keyed = hashes if hashes is not None else [None] * n
-        with self.keys.begin(model.name, request_ids, keyed, context.time_remaining()) as claim:
+        # derived once (vectorised): the keys' lookup and the recorded batch both need them
+        ids_of_rows = ids_of(request_ids) if prefix else None
+        with self.keys.begin(model.name, request_ids, keyed, context.time_remaining(), ids_of_rows) as claim:
             if claim.conflicts and not partial_success:
                 raise errors.AlreadyExists(claim.conflicts[min(claim.conflicts)])
             statuses.update({i: _status(grpc.StatusCode.ALREADY_EXISTS, m) for i, m in claim.conflicts.items()})
@@ -346,7 +349,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 with self._canary(model) as canary:
                     probabilities, labels, batch = score_and_record_matrix(
                         self.recorder, self.registry.metrics, model, matrix, request_ids, transport, started,
-                        context.time_remaining(), cast("list[str] | None", hashes))  # keyed: every row has one
+                        context.time_remaining(), cast("list[str] | None", hashes),  # keyed: every row has one
+                        ids_of_rows)
                     if canary.active:
                         canary.answered(matrix, [model.classes[i] for i in labels])
                 return inference_pb2.PredictBatchResponse(

@@ -28,7 +28,8 @@ from inference.bounds import shown
 
 log = logging.getLogger(__name__)
 
-Lookup = Callable[[list[str]], dict[str, PredictionRecord]]
+# (request_ids, their prediction_ids when the caller computed them, else None) -> stored answers by request_id
+Lookup = Callable[[list[str], Sequence[str] | None], dict[str, PredictionRecord]]
 _DOWN_FOR_S = 2.0  # after a failed lookup, the database is not asked again for this long (calls stay fast)
 
 
@@ -128,10 +129,12 @@ class Keys:
 
     # -- deciding --------------------------------------------------------------------------------------------------
     def begin(self, model: str, request_ids: Sequence[str], hashes: Sequence[str | None],
-              timeout: float | None) -> Claim:
+              timeout: float | None, prediction_ids: Sequence[str] | None = None) -> Claim:
         """Decide the keyed rows (hashes[i] not None) of a call of `model`: claim.stored (answers to give again),
         claim.conflicts (rows to refuse); the other keyed rows are this call's to answer until claim.release().
-        Waits (within timeout) while another call of this process answers one of the keys."""
+        Waits (within timeout) while another call of this process answers one of the keys. prediction_ids, when the
+        caller has them (one per request id: the bulk path computes them once for its records), spare the lookup
+        deriving them again."""
         keyed = [i for i, h in enumerate(hashes) if h is not None]
         if not keyed:
             return NO_CLAIM
@@ -163,7 +166,9 @@ class Keys:
                 self._decide(claim, i, model, request_ids[i], hashes[i], stored_hash,
                              source.answer(at) if type(source) is PredictionBatch else source)
             if claimed:
-                stored = self._stored(claimed)
+                # every row keyed and claimed, none twice: claimed is request_ids, in order
+                whole = prediction_ids is not None and len(claimed) == len(request_ids)
+                stored = self._stored(claimed, prediction_ids if whole else None)
                 if stored:
                     self.remember(list(stored.values()))
                 for i in open_ if stored else ():
@@ -185,7 +190,8 @@ class Keys:
         else:
             claim.conflicts[i] = conflict_message(rid, answer.model, model)
 
-    def _stored(self, request_ids: list[str]) -> dict[str, PredictionRecord]:
+    def _stored(self, request_ids: list[str], prediction_ids: Sequence[str] | None = None
+                ) -> dict[str, PredictionRecord]:
         """The database's answers for keys the cache does not hold; {} (counted unverified) when it cannot say."""
         if self.lookup is None:
             return {}
@@ -193,7 +199,7 @@ class Keys:
             self._unverified(len(request_ids))
             return {}
         try:
-            return self.lookup(request_ids)
+            return self.lookup(request_ids, prediction_ids)
         except Exception as exc:  # an outage must not fail the call: the answer is given and spooled as usual
             self._down_until = time.monotonic() + _DOWN_FOR_S
             log.warning("idempotency keys not checked in the database (%s): deciding on this process's recent "

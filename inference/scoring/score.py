@@ -56,17 +56,20 @@ def score_and_record(recorder: Recorder, metrics, model, matrix, rows, request_i
 
 def score_and_record_matrix(recorder: Recorder, metrics, model, matrix: np.ndarray, request_ids: list[str],
                             transport: str, started: float, timeout: float | None,
-                            hashes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, PredictionBatch]:
+                            hashes: list[str] | None = None, ids_of_rows: list[str] | None = None
+                            ) -> tuple[np.ndarray, np.ndarray, PredictionBatch]:
     """score_and_record for rows in columns (the bulk path): the rows are recorded as one PredictionBatch instead
     of a record per row, under the same finish/commit contract. matrix is n × features in schema order, already
-    checked; request_ids one per row (not empty); hashes their fingerprints when the client sent them. Returns
-    (probabilities, label indexes, the batch)."""
+    checked; request_ids one per row (not empty); hashes their fingerprints when the client sent them;
+    ids_of_rows their prediction_ids when the caller has them (else derived here). Returns (probabilities, label
+    indexes, the batch)."""
     classes, version, name = model.classes, model.version, model.name
+    ids_of_rows = prediction_ids(request_ids) if ids_of_rows is None else ids_of_rows
 
     def finish(probabilities):
         labels = probabilities.argmax(axis=1)  # the first of equal maxima, like the per-row path
         return [PredictionBatch(
-            prediction_ids=prediction_ids(request_ids), request_ids=request_ids, model=name, model_version=version,
+            prediction_ids=ids_of_rows, request_ids=request_ids, model=name, model_version=version,
             feature_names=tuple(model.names), features=matrix, classes=tuple(classes), labels=labels,
             probabilities=probabilities, transport=transport, latency_ms=(time.perf_counter() - started) * 1000,
             created_at=time.time(), request_hashes=hashes)]

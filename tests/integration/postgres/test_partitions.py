@@ -20,7 +20,7 @@ from database import partitions, repo, retention
 from database.connect import open_database, session
 from database.migrate import migrate
 from database.models import to_datetime, to_epoch
-from database.records import PredictionRecord
+from database.records import PredictionRecord, prediction_id_of
 from tests.integration.postgres.test_database import record
 from tests.support.pg import schema_database
 
@@ -84,6 +84,9 @@ def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
             assert {k: v.prediction_id for k, v in found.items()} == {
                 old[3].request_id: old[3].prediction_id, "ancient": old[-1].prediction_id}
             assert found[old[3].request_id].request_hash == old[3].request_hash
+            # the same with the keys' prediction ids handed in (the bulk path derives them once, vectorised)
+            asked = [old[3].request_id, "ancient", "never"]
+            assert repo.answered(asked, [prediction_id_of(r) for r in asked]) == found
             # the key again, for another request (its prediction_id is the key's: prediction_id_of)
             other = dataclasses.replace(record(old[3].request_id, "virginica", at=now - 4 * DAY),
                                         request_hash="f" * 32)

@@ -69,3 +69,25 @@ def test_the_cache_keeps_the_newest_capacity_keys():
     assert list(keys._answers) == ["c", "d", "e", "f"]
     with keys.begin("iris", ["b", "c"], ["h", "h"], None) as claim:
         assert sorted(claim.stored) == [1]  # "b" was evicted: the call's to answer (no database here)
+
+
+def test_the_callers_prediction_ids_reach_the_lookup_only_when_they_name_every_key_it_asks():
+    """The bulk path derives its rows' prediction ids once and hands them to begin: the database lookup gets them
+    when it asks for exactly the call's keys in order, and derives them itself (None) otherwise."""
+    asked: list[tuple[list[str], object]] = []
+
+    def lookup(request_ids, prediction_ids):
+        asked.append((list(request_ids), prediction_ids))
+        return {}
+
+    keys = Keys(100, lookup=lookup)
+    with keys.begin("iris", ["a", "b"], ["ha", "hb"], None, ["p-a", "p-b"]):
+        pass
+    keys.remember([batch(["a"], ["ha"])])  # "a" is cached: the lookup asks for "c" alone
+    with keys.begin("iris", ["a", "c"], ["ha", "hc"], None, ["p-a", "p-c"]):
+        pass
+    with keys.begin("iris", ["d", "e", "f"], ["hd", None, "hf"], None, ["p-d", "p-e", "p-f"]):
+        pass  # "e" is not keyed
+    with keys.begin("iris", ["g"], ["hg"], None):
+        pass
+    assert asked == [(["a", "b"], ["p-a", "p-b"]), (["c"], None), (["d", "f"], None), (["g"], None)]
