@@ -10,6 +10,9 @@ from predmesh.errors import BadArgument
 from predmesh.types import TRANSPORTS, transport_name, transport_value
 
 TRANSPORT_HEADER = "x-predmesh-transport"
+# trailing metadata of ListModels (and OIP ServerMetadata): the pid of the server process that answered, so a client
+# can tell apart the processes sharing one port (SO_REUSEPORT) its connections reached
+PID_HEADER = "predmesh-pid"
 STUBS = ("inference", "admin", "analytics", "health")
 
 # Retries only where a request cannot have been processed twice in a harmful way: UNAVAILABLE (connection

@@ -11,10 +11,10 @@ import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 
 from predmesh import calls
-from predmesh.channel import STUBS, ChannelSpec, TlsConfig
+from predmesh.channel import PID_HEADER, STUBS, ChannelSpec, TlsConfig
 from predmesh.errors import Unavailable, from_rpc_error
 from predmesh.types import StoredPrediction, StreamResult
-from predmesh.v1 import admin_pb2_grpc, analytics_pb2_grpc, inference_pb2_grpc
+from predmesh.v1 import admin_pb2_grpc, analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -106,6 +106,19 @@ class Client:
     submit_feedback_batch = _unary(calls.submit_feedback_batch)
     record_batch_run = _unary(calls.record_batch_run)
     list_batch_runs = _unary(calls.list_batch_runs)
+
+    def server_pid(self, timeout: float | None = None) -> int | None:
+        """The pid of the server process this client's connection reached (a ListModels call; None from a server
+        that does not say). Processes sharing one port (PREDMESH_PROCESSES > 1, SO_REUSEPORT) each hold the
+        connections the kernel gave them, so a client spreading work over connections can check where they went."""
+        try:
+            _, call = self._stubs["inference"].ListModels.with_call(
+                inference_pb2.ListModelsRequest(), timeout=self.timeout if timeout is None else timeout,
+                metadata=self._spec.metadata)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        pid = dict(call.trailing_metadata() or ()).get(PID_HEADER)
+        return int(pid) if isinstance(pid, str) and pid.isdigit() else None
 
     def iter_predictions(self, **filters: Any) -> Iterator[StoredPrediction]:
         """Every stored prediction matching the filters of list_predictions, newest first, across pages."""

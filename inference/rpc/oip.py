@@ -31,6 +31,7 @@ from inference.scoring.convert import transport_of
 from inference.scoring.idempotency import NO_CLAIM, KeyedRecorder, Keys, keyed_hashes, one_version
 from inference.scoring.score import score_and_record
 from predmesh._version import __version__
+from predmesh.channel import PID_HEADER
 from predmesh.oip import grpc_predict_v2_pb2 as pb
 from predmesh.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -38,7 +39,6 @@ SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 INPUT = "input"
 LABEL, PROBABILITIES = "label", "probabilities"
 _DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-PID_HEADER = "predmesh-pid"
 _SERVER_NAME, _SERVER_VERSION = "predmesh", __version__
 _CONFIG_TYPES = {"FP64": pb.TYPE_FP64, "BYTES": pb.TYPE_STRING, "BOOL": pb.TYPE_BOOL}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from functools import partial
@@ -25,6 +26,7 @@ from inference.scoring.convert import fresh_request_ids, model_info, plain, pred
 from inference.scoring.convert import prediction_ids as ids_of
 from inference.scoring.idempotency import KeyedRecorder, Keys, duplicates, keyed_hashes, one_version
 from inference.scoring.score import score_and_record, score_and_record_matrix
+from predmesh.channel import PID_HEADER
 from predmesh.faults import fault_point
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc, model_pb2
 from predmesh.values import unreadable_features, upgrade_message
@@ -432,6 +434,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     @rpc
     def ListModels(self, request, context):
+        # the answering process (the SDK's Client.server_pid): a client spreads its connections over a group's
+        context.set_trailing_metadata(((PID_HEADER, str(os.getpid())),))
         return inference_pb2.ListModelsResponse(
             models=[model_info(m.manifest, serving=True, limits=self.limits) for m in self.registry.serving()])
 

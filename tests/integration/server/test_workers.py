@@ -178,3 +178,20 @@ def test_default_is_one_process_per_allowed_cpu_with_the_native_runtime(model_st
     log = proc.log()
     assert f"predmesh inference: {cpus} processes sharing" in log or cpus == 1
     assert log.count("native kernel verified") >= cpus  # each process scores iris with the verified kernel
+
+
+def test_the_batch_clients_connections_reach_both_processes(group):
+    """SO_REUSEPORT hands a new connection to a process by a hash of its ports: two connections reached one process
+    of two in 7 of 20 tries (so the run's work went to one process). The batch's Clients ask each connection which
+    process it reached (ListModels' predmesh-pid) and connect again until both are held."""
+    from batch.scoring import Clients
+    from batch.settings import BatchSettings
+
+    settings = BatchSettings(server=group.target, channels=2)
+    for _ in range(8):  # left to the kernel, all 8 spread: (1/2)^8 at best
+        with Clients(settings) as clients:
+            pids = [c.server_pid() for c in clients._clients]
+            assert clients.processes == {pid: 1 for pid in pids}, (clients.processes, pids)
+            assert len(set(pids)) == 2 and group.pid not in pids
+    with Client(group.target) as client:  # the SDK call alone: a pid, the same one on the same connection
+        assert client.server_pid() == client.server_pid() != group.pid
