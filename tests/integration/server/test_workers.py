@@ -191,7 +191,7 @@ def test_the_batch_clients_connections_reach_both_processes(group):
     for _ in range(8):  # left to the kernel, all 8 spread: (1/2)^8 at best
         with Clients(settings) as clients:
             pids = [c.server_pid() for c in clients._clients]
-            assert clients.processes == {pid: 1 for pid in pids}, (clients.processes, pids)
+            assert clients.processes == dict.fromkeys(pids, 1), (clients.processes, pids)
             assert len(set(pids)) == 2 and group.pid not in pids
     with Client(group.target) as client:  # the SDK call alone: a pid, the same one on the same connection
         assert client.server_pid() == client.server_pid() != group.pid
