@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
@@ -86,6 +87,7 @@ class WorkerGroup:
         self._early_exits = [0] * settings.processes
         self.failed = False
         self._stopping = threading.Event()
+        self._metrics_server: WSGIServer | None = None  # the group's /metrics, once started
 
     def _spawn(self, index: int) -> None:
         child = subprocess.Popen([sys.executable, "-m", "inference", "serve", "--no-train", "--worker"],
@@ -103,6 +105,7 @@ class WorkerGroup:
             registry.register(GroupCollector(str(self.metrics_dir), self.live_pids))
             host, port = split_addr(self.settings.metrics_addr)
             httpd, _ = start_http_server(port, addr=host, registry=registry)
+            self._metrics_server = httpd
             metrics = f"http://{host}:{httpd.server_port}/metrics"
         for index in range(len(self.children)):
             self._spawn(index)
@@ -149,6 +152,12 @@ class WorkerGroup:
                 rc = child.wait()
             code = code or (rc if rc and rc > 0 else 0)
             multiprocess.mark_process_dead(child.pid, str(self.metrics_dir))
+        if self._metrics_server is not None:
+            # /metrics stops answering before its files go: a scrape then finds the endpoint down, never counters
+            # read back to zero (which Prometheus would take for a restart and count again)
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
         if self._own_metrics_dir:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return 1 if self.failed else code
