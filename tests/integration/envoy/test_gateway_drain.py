@@ -100,9 +100,10 @@ def test_sigterm_one_of_two_replicas_under_load(trained_store, tmp_path):
         assert last_a_count, "replica a was never scraped after its ejection"
         b_count = rest_predictions(b.metrics_port)
         assert b_count is not None, "replica b answers its metrics"
-        # a's counter stops moving at its ejection; the largest reading, not the last: once its workers have
-        # stopped, the supervisor removes their metric files while its /metrics still answers (counters read 0)
-        a_count = max(last_a_count)
+        # a's counter stops moving at its ejection (calls already sent to it still finish) and never goes back:
+        # the supervisor stops its /metrics before removing its workers' metric files, so no reading is 0
+        assert last_a_count == sorted(last_a_count), last_a_count
+        a_count = last_a_count[-1]
         assert a_count > 0 and b_count > 0
         assert a_count + b_count == len(result.ok)
         assert b.terminate() == 0
