@@ -19,8 +19,9 @@ from typing import Any
 
 from database import aggregates
 from database import desired as desired_table
+from database.connect import write_transaction
 from database.desired import Desired
-from database.models import CanaryRun, db, to_datetime, to_epoch
+from database.models import CanaryRun, to_datetime, to_epoch
 
 RUNNING, PROMOTED, ROLLED_BACK, ENDED = "running", "promoted", "rolled_back", "ended"
 TALLIES = ("compared", "agreed", "serving_calls", "serving_errors", "candidate_calls", "candidate_errors")
@@ -71,7 +72,7 @@ def record_change(model: str, version: str, action: str, at: float, *, serving: 
     and a change naming a candidate starts a new one against `version` with criteria (JSON-able)."""
     if candidate and action == "rollout":
         action = "canary"
-    with db.atomic():
+    with write_transaction():
         recorded = desired_table.set_desired(model, version, action, at, serving=serving, pinned=pinned,
                                              candidate=candidate, candidate_share=candidate_share, by=by,
                                              reason=reason)
@@ -135,7 +136,7 @@ def decide(run: Run, decision: str, figures: dict[str, Any], summary: str, at: f
         raise ValueError(f"decision {decision!r} is not promote or rollback")
     status = PROMOTED if decision == "promote" else ROLLED_BACK
     text = json.dumps(figures, sort_keys=True, default=str)
-    with db.atomic() as transaction:
+    with write_transaction() as transaction:
         claimed = (CanaryRun.update(status=status, decided_at=to_datetime(at), decided_by=by, figures=text,
                                     summary=summary)
                    .where((CanaryRun.id == run.id) & (CanaryRun.status == RUNNING)).execute())

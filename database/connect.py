@@ -67,6 +67,14 @@ def is_postgres(database: Database | None = None) -> bool:
     return isinstance(target, PostgresqlDatabase)
 
 
+def write_transaction():
+    """A transaction that may read before it writes. SQLite takes the write lock at BEGIN (IMMEDIATE), waiting for
+    another writer within the busy timeout: begun deferred, a read pins a snapshot, and when another connection (a
+    sibling server process) commits first the write fails at once with "database is locked". PostgreSQL: a plain
+    transaction."""
+    return db.atomic() if is_postgres() else db.atomic("IMMEDIATE")
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or refused the operation for a reason that may pass (retry later)."""
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from database.connect import is_postgres
-from database.models import DesiredState, DesiredStateChange, db, to_datetime, to_epoch
+from database.connect import is_postgres, write_transaction
+from database.models import DesiredState, DesiredStateChange, to_datetime, to_epoch
 
 # promote / canary-rollback: a canary's automatic decision (database/canary.py); canary: a rollout that starts one
 ACTIONS = ("rollout", "pin", "rollback", "canary", "promote", "canary-rollback")
@@ -51,7 +51,7 @@ def set_desired(model: str, version: str, action: str, at: float, *, serving: st
     "previous", so the first rollout can be rolled back)."""
     if action not in ACTIONS:
         raise ValueError(f"action {action!r} is not one of {ACTIONS}")
-    with db.atomic():
+    with write_transaction():  # reads the current row, then writes
         current = _locked(model)
         previous = current.version if current else serving
         values = {DesiredState.version: version, DesiredState.pinned: pinned, DesiredState.candidate: candidate,

@@ -15,7 +15,7 @@ from functools import reduce
 from peewee import JOIN, SQL, IntegrityError, Tuple, Value, fn
 
 from database import aggregates, bounded, partitions
-from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres
+from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres, write_transaction
 from database.copy_text import copy_text, features_json, to_json
 from database.fingerprint import stored_hash
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db, to_datetime, to_epoch
@@ -97,7 +97,9 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
     table = Prediction._meta.table_name
     columns = ", ".join(_COLUMNS)
     postgres = is_postgres()
-    with db.atomic():
+    # SQLite: the keys are looked up (_conflicting) before the insert, so the write lock is taken at BEGIN: begun
+    # deferred, another process's commit in between made the insert fail at once with "database is locked"
+    with write_transaction():
         cursor = db.cursor()
         if postgres:
             import psycopg2
@@ -437,15 +439,9 @@ def version_quality(flt: PredictionFilter = PredictionFilter()) -> list[Quality]
     return aggregates.version_quality(start, end, flt.model, flt.model_version)
 
 
-def _write_transaction():
-    """A transaction that writes after it reads: on SQLite it takes the write lock at once (BEGIN IMMEDIATE), so no
-    other writer slips in between the read and the write."""
-    return db.atomic() if is_postgres() else db.atomic("IMMEDIATE")
-
-
 def upsert_feedback(prediction_id: str, label: str, at: float) -> None:
     """Record (or overwrite) the true label of a stored prediction."""
-    with _write_transaction():
+    with write_transaction():
         if not aggregates.record_feedback({prediction_id: label}):
             return  # no such prediction (any more: retention dropped it); feedback has no foreign key (m0008)
         Feedback.insert(prediction=prediction_id, label=label, created_at=to_datetime(at)).on_conflict(
@@ -555,7 +551,7 @@ def record_batch_run(run: PipelineRun, now: float) -> tuple[PipelineRun, bool]:
     if run.input:
         values["input"] = run.input
     attempt = run.attempt
-    with db.atomic():
+    with write_transaction():  # reads the latest attempt, then writes
         if not attempt and terminal:
             latest = (BatchRun.select(BatchRun.attempt)
                       .where(BatchRun.run_key == run.run_key, BatchRun.status == "running")
@@ -669,7 +665,7 @@ def upsert_feedback_many(labels: dict[str, str], at: float) -> None:
     if not labels:
         return
     when = to_datetime(at)
-    with _write_transaction():
+    with write_transaction():
         found = aggregates.record_feedback(labels)  # the predictions stored (and locked): only theirs is written
         rows = [{"prediction": pid, "label": label, "created_at": when} for pid, label in labels.items()
                 if pid in found]
