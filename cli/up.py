@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,14 +71,59 @@ def _next_addr(addr: str, offset: int) -> str:
     return f"{host}:{int(port) + offset}"
 
 
-def replica_addrs(environ: Mapping[str, str], replicas: int) -> list[tuple[str, str]]:
+def _port(addr: str) -> int:
+    return int(addr.rpartition(":")[2])
+
+
+def replica_addrs(environ: Mapping[str, str], replicas: int, taken: Iterable[str] = ()) -> list[tuple[str, str]]:
     """(gRPC, metrics) address of each replica: replica 1 on PREDMESH_GRPC_ADDR / PREDMESH_METRICS_ADDR (read by
-    the server's own settings, defaults included), replica k on those ports + k-1. Empty metrics address: off."""
+    the server's own settings, defaults included), replica k on the next ports after replica k-1's that no other
+    part listens on (taken: the other parts' addresses; the consumer's metrics default to 9102, right after the
+    first replica's 9101). Empty metrics address: off."""
     from inference.settings import ServerSettings
 
     server = ServerSettings.from_env(environ)
-    return [(_next_addr(server.grpc_addr, i), _next_addr(server.metrics_addr, i) if server.metrics_addr else "")
-            for i in range(replicas)]
+    used = {_port(a) for a in taken if a}
+
+    def after(addr: str) -> str:
+        offset = 1
+        while _port(addr) + offset in used:
+            offset += 1
+        return _next_addr(addr, offset)
+
+    out: list[tuple[str, str]] = []
+    grpc_addr, metrics_addr = server.grpc_addr, server.metrics_addr
+    for i in range(replicas):
+        if i:
+            grpc_addr, metrics_addr = after(grpc_addr), after(metrics_addr) if metrics_addr else ""
+        used.update(_port(a) for a in (grpc_addr, metrics_addr) if a)
+        out.append((grpc_addr, metrics_addr))
+    return out
+
+
+def other_addrs(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
+    """The addresses the mesh's other parts will listen on (the replicas' are chosen around them)."""
+    out = []
+    if not args.no_gateway:
+        from gateway.settings import GatewaySettings
+
+        s = GatewaySettings.from_env(environ)
+        out += [s.public_addr, s.admin_addr, s.envoy_admin_addr, s.stats_addr]
+    if not args.no_consumer:
+        from consumer.settings import ConsumerSettings
+
+        out.append(ConsumerSettings.from_env(environ).metrics_addr)
+    if not args.no_ui:
+        from ui.settings import UiSettings
+
+        out.append(UiSettings.from_env(environ).addr)
+    if not args.no_luigid:
+        from batch.settings import BatchSettings
+
+        out.append(BatchSettings.from_env(environ).luigid)
+    if not args.no_prometheus:
+        out.append(environ.get("PREDMESH_PROMETHEUS_ADDR", "127.0.0.1:9090"))
+    return [a for a in out if a]
 
 
 def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
@@ -142,7 +187,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     py = sys.executable
     parts: list[Part] = []
     notes: list[str] = []
-    addrs = replica_addrs(environ, args.replicas)
+    addrs = replica_addrs(environ, args.replicas, other_addrs(args, environ) if args.replicas > 1 else ())
     writer_env, writer_note, make_token = writer_token_env(environ)
     notes.append(writer_note)
     scrape: dict[str, list[str]] = {"inference": [m for _, m in addrs if m]}   # Prometheus job -> targets
@@ -391,8 +436,9 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=env_epilog(env) + "\nEach part also reads its own: see `predmesh <part> "
                                 "--help`.")
     p.add_argument("--replicas", type=int, default=1,
-                   help="inference replicas behind the gateway (default 1); replica k listens on "
-                        "PREDMESH_GRPC_ADDR's port + k-1 (metrics: PREDMESH_METRICS_ADDR's port + k-1)")
+                   help="inference replicas behind the gateway (default 1); replica k listens on the next "
+                        "ports after replica k-1's, from PREDMESH_GRPC_ADDR's and PREDMESH_METRICS_ADDR's, "
+                        "skipping ports another part listens on")
     p.add_argument("--check", action="store_true",
                    help="do not start anything: report which parts are up and healthy (exit 1 if any is not)")
     p.add_argument("--no-gateway", action="store_true", help="do not start the Envoy REST gateway")

@@ -38,6 +38,21 @@ def test_plan_places_replicas_on_adjacent_ports_behind_the_gateway(monkeypatch):
     assert "http://127.0.0.1:44000/" in text
 
 
+def test_replicas_at_the_defaults_take_no_other_parts_port():
+    """`predmesh up --replicas 3` at the defaults: replica 2's metrics were on 9102, the consumer's default, and the
+    consumer crash-looped on "Address already in use". The replicas' ports now go around the other parts'."""
+    others = up.other_addrs(args("--replicas", "3"), {})
+    assert "127.0.0.1:9102" in others                                        # the consumer's metrics
+    replicas = up.replica_addrs({}, 3, others)
+    assert replicas == [("127.0.0.1:50051", "127.0.0.1:9101"), ("127.0.0.1:50052", "127.0.0.1:9103"),
+                        ("127.0.0.1:50053", "127.0.0.1:9104")]
+    ports = [up._port(a) for pair in replicas for a in pair] + [up._port(a) for a in others]
+    assert len(ports) == len(set(ports)), sorted(ports)
+    # without the consumer, nothing is in the way: adjacent ports as before
+    alone = up.other_addrs(args("--replicas", "2", "--no-consumer"), {})
+    assert up.replica_addrs({}, 2, alone)[1] == ("127.0.0.1:50052", "127.0.0.1:9102")
+
+
 def test_the_consumer_is_started_only_when_the_broker_answers(monkeypatch):
     with closed_port() as port:                          # nothing listens there
         env = {"PREDMESH_AMQP_URL": f"amqp://guest:secret@127.0.0.1:{port}/%2F"}
