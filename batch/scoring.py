@@ -74,7 +74,7 @@ SPREAD_TRIES = 6
 
 class Clients:
     """A few SDK clients to the same server, each on its own connection (distinct channel arguments keep gRPC
-    from sharing one subchannel), spread over the server's processes (see spread)."""
+    from sharing one subchannel), spread over the server's processes (see _spread)."""
 
     def __init__(self, settings: BatchSettings):
         self.settings = settings
