@@ -28,7 +28,7 @@ from pathlib import Path
 from cli.probe import grpc_health, http_ok
 from predmesh.env import redact
 from predmesh.logs import setup_logging
-from predmesh.startup import run_guarded
+from predmesh.startup import StartupError, check_bindable, run_guarded
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKOFF_START, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 30.0
@@ -46,6 +46,7 @@ class Part:
     env: dict[str, str] = field(default_factory=dict)
     probe: Probe | None = None              # (healthy, detail) from the part's health endpoint
     urls: list[str] = field(default_factory=list)   # what the operator is told, one line each
+    binds: list[str] = field(default_factory=list)  # the addresses it listens on (checked free before the start)
     restartable: bool = True                # restarted with backoff when it dies (all parts are, today)
     core: bool = False                      # the mesh cannot run without it: startup fails if it never gets healthy
     stage: int = 2                          # started after every part of a lower stage is healthy
@@ -126,6 +127,28 @@ def other_addrs(args: argparse.Namespace, environ: Mapping[str, str]) -> list[st
     return [a for a in out if a]
 
 
+def addresses_in_use(parts: list[Part]) -> str:
+    """Why the addresses parts would listen on cannot be bound now, in one line ("" when all are free). Checked
+    before anything is started: a second `predmesh up` would otherwise find the first one's parts healthy, report
+    them as its own, and restart its own children failing on "address already in use" for ever."""
+    taken: list[str] = []  # "part address" of each address another process holds
+    other: list[str] = []  # any other reason, as check_bindable words it
+    for part in parts:
+        for addr in filter(None, part.binds):
+            try:
+                check_bindable(addr, f"{part.name}'s address")
+            except StartupError as exc:
+                if "already in use" in str(exc):
+                    taken.append(f"{part.name} {addr}")
+                else:
+                    other.append(str(exc))
+    if taken:
+        other.insert(0, "addresses already in use: " + ", ".join(taken) + ". Is another `predmesh up` running? "
+                     "`predmesh status` says what answers there; stop that mesh, or set the parts' PREDMESH_*_ADDR "
+                     "variables")
+    return "; ".join(other)
+
+
 def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
     """(reachable, detail): an AMQP connection to url opens (and is closed again)."""
     import logging
@@ -199,7 +222,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         parts.append(Part(f"inference-{i + 1}" if args.replicas > 1 else "inference",
                           [py, "-m", "inference", "serve", "--no-train"], env,
                           probe=functools.partial(grpc_health, grpc_addr), urls=urls, core=True, stage=0,
-                          prepare=make_token))
+                          prepare=make_token, binds=[grpc_addr, metrics_addr]))
     # the clients of the mesh reach the replicas through the gateway's public listener (native gRPC passes
     # through, balanced over healthy replicas), or replica 1 directly without a gateway
     server_addr = admin_addr = addrs[0][0]
@@ -219,7 +242,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         scrape["envoy"] = [s.envoy_admin_addr]
         parts.append(Part("gateway", [py, "-m", "gateway"], env,
                           probe=functools.partial(http_ok, f"http://{s.envoy_admin_addr}/ready", "LIVE"),
-                          urls=urls, core=True, stage=1))
+                          urls=urls, core=True, stage=1,
+                          binds=[s.public_addr, s.admin_addr, s.envoy_admin_addr, s.stats_addr]))
         server_addr = s.public_addr
         admin_addr = s.admin_addr or admin_addr
     client_env = {"PREDMESH_SERVER_ADDR": server_addr}
@@ -240,7 +264,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
             parts.append(Part("consumer", [py, "-m", "consumer"], {**client_env, "PREDMESH_AMQP_URL": amqp},
                               probe=functools.partial(http_ok, f"http://{metrics}/metrics", CONSUMER_CONNECTED),
                               urls=[f"queue {redact(amqp)} (broker reachable)",
-                                    f"metrics http://{metrics}/metrics"]))
+                                    f"metrics http://{metrics}/metrics"], binds=[metrics]))
 
     if args.no_ui:
         notes.append("dashboard: not started (--no-ui)")
@@ -253,7 +277,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         parts.append(Part("dashboard", [py, "-m", "ui"], {**client_env, "PREDMESH_UI_ADMIN_ADDR": admin_addr,
                                                           **writer_env},
                           probe=functools.partial(http_ok, f"http://{ui_addr}/liveness"),   # no login, no page built
-                          urls=[f"http://{ui_addr}/"]))
+                          urls=[f"http://{ui_addr}/"], binds=[ui_addr]))
 
     if args.no_luigid:
         notes.append("luigid: not started (--no-luigid)")
@@ -265,7 +289,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
         # luigid with the pipeline's configuration (retcodes, Prometheus /metrics)
         parts.append(Part("luigid", [py, "-m", "batch", "scheduler"], {"PREDMESH_LUIGID_ADDR": luigid_addr},
                           probe=functools.partial(http_ok, f"http://{luigid_addr}/api/task_list", "response"),
-                          urls=[f"http://{luigid_addr}/static/visualiser/index.html (Luigi scheduler)"]))
+                          urls=[f"http://{luigid_addr}/static/visualiser/index.html (Luigi scheduler)"],
+                          binds=[luigid_addr]))
 
     if args.no_prometheus:
         notes.append("prometheus: not started (--no-prometheus)")
@@ -286,7 +311,7 @@ def prometheus_part(environ: Mapping[str, str], scrape: dict[str, list[str]]) ->
     targets = {**scrape, "prometheus": [addr]}
     argv = monitoring.prometheus_argv(directory / "prometheus.yml", directory / "data", addr)
     scraped = ", ".join(f"{job} {len(t)}" for job, t in targets.items() if t)
-    return Part("prometheus", argv, probe=lambda: http_ok(f"http://{addr}/-/ready"),
+    return Part("prometheus", argv, probe=lambda: http_ok(f"http://{addr}/-/ready"), binds=[addr],
                 prepare=lambda: monitoring.write_config(directory, targets),
                 urls=[f"http://{addr}/graph (scraping {scraped}; config {directory}/prometheus.yml)"])
 
@@ -464,9 +489,12 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(ServerSettings.from_env(os.environ).log_level)  # also refuses a malformed setting up front
     if args.check:
         return check(plan(args))
-    train_if_empty(os.environ)
     mesh = plan(args)
     parts = mesh.parts
+    busy = addresses_in_use(parts)
+    if busy:
+        raise StartupError(busy)
+    train_if_empty(os.environ)
     stopping = False
 
     def on_signal(signum, frame):

@@ -3,6 +3,7 @@ supervisor with real children)."""
 from __future__ import annotations
 
 import json
+import socket
 
 from cli import up
 from cli.probe import grpc_health, http_ok
@@ -51,6 +52,29 @@ def test_replicas_at_the_defaults_take_no_other_parts_port():
     # without the consumer, nothing is in the way: adjacent ports as before
     alone = up.other_addrs(args("--replicas", "2", "--no-consumer"), {})
     assert up.replica_addrs({}, 2, alone)[1] == ("127.0.0.1:50052", "127.0.0.1:9102")
+
+
+def test_up_refuses_to_start_beside_a_mesh_that_holds_its_addresses(monkeypatch, tmp_path, capsys):
+    """A second `predmesh up` found the first one's parts healthy and reported "5/5 parts up" while its own
+    children failed on "address already in use" and were restarted for ever. It now stops before starting (or
+    training) anything, naming each address held."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {"PREDMESH_UI_ADDR": f"127.0.0.1:{port}", "PREDMESH_MODEL_STORE": str(tmp_path / "store"),
+               "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": ""}
+        only = ("--no-gateway", "--no-consumer", "--no-prometheus", "--no-luigid")
+        mesh = up.plan(args(*only), env)
+        assert up.addresses_in_use(mesh.parts) == (
+            f"addresses already in use: dashboard 127.0.0.1:{port}. Is another `predmesh up` running? `predmesh "
+            "status` says what answers there; stop that mesh, or set the parts' PREDMESH_*_ADDR variables")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert up.main(list(only)) == 1
+    assert f"dashboard 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()           # refused before the demo model was trained
+    assert up.addresses_in_use(mesh.parts) == ""       # free again
 
 
 def test_the_consumer_is_started_only_when_the_broker_answers(monkeypatch):
