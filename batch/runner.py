@@ -14,6 +14,7 @@ import luigi.retcodes
 
 from batch import tasks
 from batch.settings import BatchSettings
+from predmesh.startup import StartupError, check_bindable
 
 CONFIG = Path(__file__).with_name("luigi.cfg")
 _loaded = False
@@ -161,6 +162,11 @@ def run_scheduler(settings: BatchSettings) -> int:
     load_config()
     setup_logging(settings.log_level)
     host, port = settings.luigid_host_port
+    try:  # one line, not a traceback, when another process holds it
+        check_bindable(f"{host}:{port}", "luigid address PREDMESH_LUIGID_ADDR")
+    except StartupError as exc:
+        print(f"predmesh batch scheduler: {exc}", file=sys.stderr)
+        return 1
     settings.luigid_dir.mkdir(parents=True, exist_ok=True)
     history = luigid.history_url(settings.luigid_dir, settings.luigid_history)
     shown = history if not settings.luigid_history else history.split("@")[-1]  # never a password

@@ -12,6 +12,7 @@ from consumer.settings import ConsumerSettings
 from predmesh import faults
 from predmesh.env import ConfigError, env_epilog, split_addr, variables_read
 from predmesh.logs import setup_logging
+from predmesh.startup import check_bindable, run_guarded
 
 log = logging.getLogger("consumer")
 
@@ -30,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predmesh consume: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    return asyncio.run(run(settings))
+
+    def start() -> int:
+        if settings.metrics_addr:  # one line, not a traceback, when another process holds it
+            check_bindable(settings.metrics_addr, "consumer metrics address PREDMESH_CONSUMER_METRICS_ADDR")
+        return asyncio.run(run(settings))
+
+    return run_guarded("predmesh consume", start)
 
 
 async def run(settings: ConsumerSettings) -> int:

@@ -69,6 +69,12 @@ def test_a_busy_port_is_one_line_and_exit_1(tmp_path, trained_store):
             one_line_failure(result, 1, "predmesh serve:", variable, addr, "already in use")
         result = predmesh("gateway", env={**env, "PREDMESH_GATEWAY_ADDR": addr})
         one_line_failure(result, 1, "predmesh gateway:", "PREDMESH_GATEWAY_ADDR", "already in use")
+        # the consumer's metrics and luigid ended with a traceback each (and, under `predmesh up`, one a second)
+        result = predmesh("consume", env={**env, "PREDMESH_CONSUMER_METRICS_ADDR": addr})
+        one_line_failure(result, 1, "predmesh consume:", "PREDMESH_CONSUMER_METRICS_ADDR", addr, "already in use")
+        result = predmesh("batch", "scheduler", env={**env, "PREDMESH_LUIGID_ADDR": addr,
+                                                     "PREDMESH_LUIGID_DIR": str(tmp_path / "luigi")})
+        one_line_failure(result, 1, "predmesh batch scheduler:", "PREDMESH_LUIGID_ADDR", addr, "already in use")
     assert not (tmp_path / "gw").exists()  # refused before anything was written
 
 
