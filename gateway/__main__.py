@@ -32,7 +32,11 @@ def run_envoy(settings: GatewaySettings, envoy_yaml) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return proc.wait()
+    while True:  # in short waits: a signal delivered to another thread gets its handler run all the same
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m gateway") -> int:

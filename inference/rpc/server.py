@@ -194,7 +194,11 @@ class InferenceServer:
         return self._stopping
 
     def wait(self) -> None:
-        self._stopped.wait()
+        """Until stopped. In short waits: a process-directed SIGTERM may be delivered to another thread (one of
+        grpc's), and then only the main thread's return to Python runs the handler; blocked in one untimed lock
+        wait, it never returned (seen in CI: a SIGTERM'd server that never drained, nor logged the signal)."""
+        while not self._stopped.wait(0.25):
+            pass
 
 
 def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=None) -> None:

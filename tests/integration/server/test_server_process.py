@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
+import signal
 import threading
 import time
 import urllib.request
@@ -170,3 +172,20 @@ def test_admin_auth_and_tokens_never_logged(model_store, tmp_path):
         if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
             names = {getattr(n, "id", getattr(n, "attr", None)) for n in ast.walk(node)}
             assert not names & secret_names, f"token compared with == at line {node.lineno}"
+
+
+def test_a_sigterm_delivered_to_another_thread_still_drains_and_stops(model_store, tmp_path):
+    """The kernel hands a process-directed signal to any thread that does not block it, not always the main one.
+    Python runs handlers in the main thread only, when it returns to Python: blocked in one untimed wait, the
+    server never did (CI: a SIGTERM'd replica that neither logged the signal nor drained). Here SIGTERM goes to a
+    thread other than the main one on purpose (tgkill)."""
+    import ctypes
+
+    with ServerProc(model_store, tmp_path / "server.log", env={"PREDMESH_DRAIN_SECONDS": "0.2"}) as proc:
+        threads = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+        assert threads, "the server runs threads besides its main one"
+        libc = ctypes.CDLL(None, use_errno=True)
+        sys_tgkill = 234  # x86_64
+        assert libc.syscall(sys_tgkill, proc.pid, threads[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+        assert proc.wait(15) == 0, proc.log()[-2000:]
+        assert "received SIGTERM: shutting down gracefully" in proc.log()
