@@ -206,7 +206,7 @@ def answered(request_ids: Sequence[str], prediction_ids: Sequence[str] | None = 
     ids = list(dict.fromkeys(request_ids))
     if not ids:
         return {}
-    if prediction_ids is not None and len(prediction_ids) != len(ids):  # a key twice: derive them for the unique
+    if len(ids) != len(request_ids):  # a key twice: prediction_ids (aligned with request_ids) no longer line up
         prediction_ids = None
     table = Prediction._meta.table_name
     columns = ("request_id, request_hash, prediction_id, model, model_version, label, probabilities, latency_ms, "

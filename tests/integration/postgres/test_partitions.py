@@ -87,6 +87,8 @@ def test_migration_converts_a_filled_table_and_keeps_every_guarantee():
             # the same with the keys' prediction ids handed in (the bulk path derives them once, vectorised)
             asked = [old[3].request_id, "ancient", "never"]
             assert repo.answered(asked, [prediction_id_of(r) for r in asked]) == found
+            twice = [*asked, asked[0]]  # a key twice: the ids handed in no longer line up, and are derived again
+            assert repo.answered(twice, [prediction_id_of(r) for r in twice]) == found
             # the key again, for another request (its prediction_id is the key's: prediction_id_of)
             other = dataclasses.replace(record(old[3].request_id, "virginica", at=now - 4 * DAY),
                                         request_hash="f" * 32)
