@@ -16,9 +16,9 @@ from batch import retry
 from batch.settings import BatchSettings
 from predmesh import Client, PredmeshError
 from predmesh.faults import fault_point
+from predmesh.spread import Spread
 from predmesh.types import CallLimits, ScoredMatrix
 
-DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 # The server published no limits (0 = not said): chunks are cut by BatchSettings.chunk_rows alone.
 NO_LIMITS = CallLimits(0, 0, 0)
 
@@ -67,74 +67,32 @@ class ScoreStats:
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the input rows, server's reason)
 
 
-# Reconnects of a connection that reached a server process another connection holds already: with two processes
-# a new connection lands on the busier one half the time, so (1/2)^6 is left to chance.
-SPREAD_TRIES = 6
-
-
 class Clients:
-    """A few SDK clients to the same server, each on its own connection (distinct channel arguments keep gRPC
-    from sharing one subchannel), spread over the server's processes (see _spread)."""
+    """A few SDK clients to the same server, each on its own connection, spread over the server's processes
+    (predmesh.spread); their calls are retried (batch.retry)."""
 
     def __init__(self, settings: BatchSettings):
         self.settings = settings
         self.policy = retry.RetryPolicy.of(settings)
-        self._made = 0
-        self._clients = [self._connect() for _ in range(settings.channels)]
-        self.processes = self._spread()  # connections per server pid (empty: the server did not say)
-        self._retrying = [_Retrying(c, self.policy) for c in self._clients]
-        self._next = 0
-        self._lock = threading.Lock()
+        self._spread = Spread(self._connect, settings.channels)
+        self.processes = self._spread.processes  # connections per server pid (empty: the server did not say)
+        self._retrying = {id(c): _Retrying(c, self.policy) for c in self._spread.connections}
 
     def _connect(self) -> Client:
-        self._made += 1  # distinct channel arguments: a connection of its own
         return Client(self.settings.server, timeout=self.settings.timeout_s, transport="batch",
-                      writer_token=self.settings.writer_token or None,
-                      max_message_bytes=DEFAULT_MAX_MESSAGE + self._made)
-
-    def _spread(self) -> dict[int, int]:
-        """Spread the connections over the server's processes. Processes sharing one port (PREDMESH_PROCESSES > 1)
-        get new connections from the kernel by a hash of their ports (SO_REUSEPORT), so two connections reach one
-        process of two a third to a half of the time, and that process alone does the run's work. Each connection
-        asks which process it reached (Client.server_pid) and is made again (up to SPREAD_TRIES times) while that
-        process holds the most connections so far and no other does as many: every process seen gets one before
-        any gets two. Returns the connections per pid; stops early (leaving the rest as they are) when the server
-        does not say or cannot answer yet (the calls' own retries deal with that)."""
-        held: dict[int, int] = {}
-        for i in range(len(self._clients)):
-            pid = self._reach(i, held)
-            if pid is None:
-                return held
-            held[pid] = held.get(pid, 0) + 1
-        return held
-
-    def _reach(self, i: int, held: dict[int, int]) -> int | None:
-        """The process connection i settles on (see _spread); None when the server does not say."""
-        for attempt in range(SPREAD_TRIES + 1):
-            try:
-                pid = self._clients[i].server_pid()
-            except PredmeshError:
-                return None
-            if pid is None or pid not in held or held[pid] < max(held.values()) or attempt == SPREAD_TRIES:
-                return pid
-            self._clients[i].close()
-            self._clients[i] = self._connect()
-        return None  # not reached: the last attempt returns
+                      writer_token=self.settings.writer_token or None, own_connection=True)
 
     @property
     def first(self) -> Client:
         """The first connection; its calls are retried (batch.retry)."""
-        return self._retrying[0]  # type: ignore[return-value]  # a Client's calls, retried
+        return self._retrying[id(self._spread.connections[0])]  # type: ignore[return-value]  # a Client's calls
 
     def pick(self) -> Client:
         """The next connection, round robin; its calls are retried (batch.retry)."""
-        with self._lock:
-            self._next = (self._next + 1) % len(self._clients)
-            return self._retrying[self._next]  # type: ignore[return-value]
+        return self._retrying[id(self._spread.pick())]  # type: ignore[return-value]  # a Client's calls, retried
 
     def close(self) -> None:
-        for c in self._clients:
-            c.close()
+        self._spread.close()
 
     def __enter__(self) -> Clients:
         return self

@@ -47,6 +47,7 @@ async def run(settings: ConsumerSettings) -> int:
     from consumer.scoring import SdkScorer
     from consumer.worker import Worker
     from predmesh import Client
+    from predmesh.spread import Spread
 
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry)
@@ -58,8 +59,13 @@ async def run(settings: ConsumerSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with Client(settings.target, timeout=settings.rpc_timeout_s, transport="queue") as client:
-        worker = Worker(settings, SdkScorer(client, settings.rpc_timeout_s), metrics)
+    def connect() -> Client:
+        return Client(settings.target, timeout=settings.rpc_timeout_s, transport="queue", own_connection=True)
+
+    with Spread(connect, settings.connections) as connections:
+        log.info("%d connection(s) to %s; server processes reached: %s", settings.connections, settings.target,
+                 ", ".join(f"pid {pid} ({n})" for pid, n in sorted(connections.processes.items())) or "not said")
+        worker = Worker(settings, SdkScorer(connections.pick, settings.rpc_timeout_s), metrics)
         await worker.run(stop)
     log.info("consumer stopped")
     return 0

@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from predmesh import Client
 from predmesh.errors import InvalidArgument
 from predmesh.types import CallLimits, StreamResult
 from predmesh.v1 import inference_pb2
@@ -12,12 +13,14 @@ from predmesh.values import Features
 
 
 class SdkScorer:
-    """PredictBatch (each row answered on its own) through a predmesh.Client opened with transport "queue"; the
-    server's published limits per model (GetModel), re-read after limits_ttl_s and after a call was refused."""
+    """PredictBatch (each row answered on its own) through predmesh.Client connections opened with transport
+    "queue", each call on the next one pick() gives (a predmesh.spread.Spread's: the windows in flight go to
+    different server processes); the server's published limits per model (GetModel), re-read after limits_ttl_s and
+    after a call was refused."""
 
-    def __init__(self, client, timeout: float, *, limits_ttl_s: float = 60.0,
+    def __init__(self, pick: Callable[[], Client], timeout: float, *, limits_ttl_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic):
-        self.client = client
+        self.pick = pick
         self.timeout = timeout
         self.limits_ttl_s = limits_ttl_s
         self._clock = clock
@@ -30,21 +33,21 @@ class SdkScorer:
             cached = self._limits.get(model)
         if cached is not None and now - cached[0] < self.limits_ttl_s:
             return cached[1]
-        limits = self.client.get_model(model, timeout=self.timeout).limits
+        limits = self.pick().get_model(model, timeout=self.timeout).limits
         with self._lock:
             self._limits[model] = (now, limits)
         return limits
 
     def predict_each(self, model: str, rows: Sequence[tuple[Features, str]]) -> list[StreamResult]:
         try:
-            return self.client.predict_each(model, rows, timeout=self.timeout)
+            return self.pick().predict_each(model, rows, timeout=self.timeout)
         except InvalidArgument:  # the call itself was refused: the limits may have changed, read them again
             self._forget(model)
             raise
 
     def predict_matrix(self, model: str, matrix: inference_pb2.FeatureMatrix) -> inference_pb2.PredictionMatrix:
         try:
-            return self.client.predict_matrix(
+            return self.pick().predict_matrix(
                 model, matrix.feature_names, matrix.values, string_columns=_string_columns(matrix),
                 request_id_prefix=matrix.request_id_prefix,
                 row_numbers=matrix.row_numbers, partial_success=True, timeout=self.timeout).raw

@@ -40,6 +40,7 @@ class ConsumerSettings:
     metrics_addr: str = "127.0.0.1:9102"
     prefetch: int = 64                   # unacked jobs per consumer = the most a window holds
     windows_in_flight: int = 2           # windows scored at once (one's RPC and fsync overlap the next's)
+    connections: int = 2                 # gRPC connections, spread over the server's processes (predmesh.spread)
     rpc_timeout_s: float = 10.0
     max_body_bytes: int = 1024 * 1024    # larger jobs are dead-lettered
     max_call_rows: int = 500             # rows per PredictBatch call (keep <= the server's PREDMESH_MAX_BATCH_ROWS)
@@ -57,6 +58,7 @@ class ConsumerSettings:
             metrics_addr=env.addr("CONSUMER_METRICS_ADDR", cls.metrics_addr, optional=True),
             prefetch=env.int("CONSUMER_PREFETCH", cls.prefetch, minimum=1),
             windows_in_flight=env.int("CONSUMER_WINDOWS", cls.windows_in_flight, minimum=1),
+            connections=env.int("CONSUMER_CONNECTIONS", cls.connections, minimum=1),
             rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s),
             max_body_bytes=env.int("CONSUMER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_call_rows=env.int("CONSUMER_MAX_CALL_ROWS", cls.max_call_rows, minimum=1),

@@ -39,11 +39,12 @@ class AsyncClient:
 
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 5.0, transport: str = "grpc",
                  admin_token: str | None = None, writer_token: str | None = None, tls: TlsConfig | None = None,
-                 max_message_bytes: int = 4 * 1024 * 1024):
+                 max_message_bytes: int = 4 * 1024 * 1024, own_connection: bool = False):
         self.target = target
         self.timeout = timeout
         self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
-                                       max_message_bytes=max_message_bytes, writer_token=writer_token)
+                                       max_message_bytes=max_message_bytes, writer_token=writer_token,
+                                       own_connection=own_connection)
         if tls is None:
             self._channel = grpc.aio.insecure_channel(target, options=self._spec.options)
         else:

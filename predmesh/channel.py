@@ -56,7 +56,7 @@ class ChannelSpec:
 
     @classmethod
     def build(cls, target: str, *, transport: str, admin_token: str | None, tls: TlsConfig | None,
-              max_message_bytes: int, writer_token: str | None = None) -> ChannelSpec:
+              max_message_bytes: int, writer_token: str | None = None, own_connection: bool = False) -> ChannelSpec:
         transport = transport_name(transport_value(transport)) if transport else transport  # "REST" → "rest"
         if transport not in TRANSPORTS:
             raise BadArgument(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
@@ -68,6 +68,8 @@ class ChannelSpec:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
+        if own_connection:  # a subchannel pool of the channel's own: gRPC does not share its connection
+            options.append(("grpc.use_local_subchannel_pool", 1))
         if tls is not None and tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
         metadata = ((TRANSPORT_HEADER, transport),)

@@ -43,16 +43,18 @@ class Client:
     admin_token is sent with the admin calls (reload_model, list_model_versions, rollout_model, pin_model,
     rollback_model, get_desired_state); writer_token (else admin_token)
     with the writes of monitoring data (submit_feedback, submit_feedback_batch, record_batch_run); no other call
-    carries a token.
+    carries a token. own_connection: a connection of the client's own (gRPC otherwise shares one between the clients
+    of a process with equal settings); predmesh.spread.Spread needs it to spread connections over server processes.
     """
 
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 5.0, transport: str = "grpc",
                  admin_token: str | None = None, writer_token: str | None = None, tls: TlsConfig | None = None,
-                 max_message_bytes: int = 4 * 1024 * 1024):
+                 max_message_bytes: int = 4 * 1024 * 1024, own_connection: bool = False):
         self.target = target
         self.timeout = timeout
         self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
-                                       max_message_bytes=max_message_bytes, writer_token=writer_token)
+                                       max_message_bytes=max_message_bytes, writer_token=writer_token,
+                                       own_connection=own_connection)
         if tls is None:
             self._channel = grpc.insecure_channel(target, options=self._spec.options)
         else:

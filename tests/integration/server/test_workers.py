@@ -180,18 +180,51 @@ def test_default_is_one_process_per_allowed_cpu_with_the_native_runtime(model_st
     assert log.count("native kernel verified") >= cpus  # each process scores iris with the verified kernel
 
 
-def test_the_batch_clients_connections_reach_both_processes(group):
+def test_spread_connections_reach_both_processes(group):
     """SO_REUSEPORT hands a new connection to a process by a hash of its ports: two connections reached one process
-    of two in 7 of 20 tries (so the run's work went to one process). The batch's Clients ask each connection which
-    process it reached (ListModels' predmesh-pid) and connect again until both are held."""
+    of two in 7 of 20 tries (so a client's work went to one process). predmesh.spread asks each connection which
+    process it reached (ListModels' predmesh-pid) and connects again until both are held; the batch's Clients and
+    the queue consumer's connections are such spreads."""
     from batch.scoring import Clients
     from batch.settings import BatchSettings
+    from predmesh.spread import Spread
 
     settings = BatchSettings(server=group.target, channels=2)
     for _ in range(8):  # left to the kernel, all 8 spread: (1/2)^8 at best
         with Clients(settings) as clients:
-            pids = [c.server_pid() for c in clients._clients]
+            pids = [c.server_pid() for c in clients._spread.connections]
             assert clients.processes == dict.fromkeys(pids, 1), (clients.processes, pids)
             assert len(set(pids)) == 2 and group.pid not in pids
     with Client(group.target) as client:  # the SDK call alone: a pid, the same one on the same connection
         assert client.server_pid() == client.server_pid() != group.pid
+    # without own connections, gRPC shares one between equal clients: both reach one process, and Spread gives up
+    with Spread(lambda: Client(group.target), 2) as shared:
+        assert len(shared.processes) == 1 and sum(shared.processes.values()) == 2
+    with Spread(lambda: Client(group.target, own_connection=True), 2) as own:
+        assert sorted(own.processes.values()) == [1, 1]
+
+
+@pytest.mark.rabbitmq
+def test_the_queue_consumers_connections_reach_both_processes(group, tmp_path):
+    """The consumer used to hold one connection, so one process of a group scored every window; its connections are
+    now a spread (PREDMESH_CONSUMER_CONNECTIONS, 2), and it says which processes they reached."""
+    import re
+
+    from predmesh import jobs
+    from predmesh.publisher import Publisher
+    from tests.support.queue import Broker, ConsumerProc, shared_amqp_url, unique_prefix
+
+    prefix = unique_prefix()
+    broker = Broker(shared_amqp_url(), prefix)
+    try:
+        with ConsumerProc(group.target, broker.url, prefix, tmp_path / "consumer.log") as consumer:
+            found = re.search(r"2 connection\(s\) to \S+; server processes reached: pid (\d+) \(1\), pid (\d+) \(1\)",
+                              consumer.log())
+            assert found, consumer.log()[-2000:]
+            assert {int(found[1]), int(found[2])} == set(versions_by_pid(group.target))
+            with Publisher(broker.url, prefix=prefix) as pub:
+                ids = [pub.publish(jobs.predict_job("iris", IRIS_ROW), message_id=f"spread-{i}", reply=True)
+                       for i in range(40)]
+                assert set(pub.wait_results(ids, timeout=30)) == set(ids)
+    finally:
+        broker.delete_topology()

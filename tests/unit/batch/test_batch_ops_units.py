@@ -175,38 +175,3 @@ def test_wait_stored_counts_again_when_the_last_row_came_before_others(monkeypat
     monkeypatch.setattr("batch.stored.time.sleep", sleep)
     done, _ = wait_stored(clients, "iris", expected, datetime.now(UTC), wait_s=60, poll_s=0.01)
     assert done and expected.left == 0 and counter.probes == 1 and counter.calls == 4  # 1, 1001, 2001, 2500
-
-
-def test_clients_spread_over_processes_then_balance_and_give_up_when_the_server_does_not_say(monkeypatch):
-    """Clients._spread without a server: each made connection reaches the next pid of a script."""
-    from batch import scoring
-
-    def run(script: list[int | None], channels: int) -> tuple[dict[int, int], int]:
-        made: list[FakeConnection] = []
-        answers = iter(script)
-
-        class FakeConnection:
-            def __init__(self, *args, **kwargs):
-                self.pid = next(answers)
-                made.append(self)
-
-            def server_pid(self):
-                return self.pid
-
-            def close(self):
-                pass
-
-        monkeypatch.setattr(scoring, "Client", FakeConnection)
-        clients = scoring.Clients(scoring.BatchSettings(channels=channels))
-        return clients.processes, len(made)
-
-    # the second connection lands on 7 twice, then on 8
-    assert run([7, 7, 7, 8], 2) == ({7: 1, 8: 1}, 4)
-    # two processes, four connections (all four made first): the third finds no process holding fewer, and keeps
-    # what its last try reached; the fourth is made again until it reaches the process with one
-    tries = [8, 7] * (scoring.SPREAD_TRIES // 2)
-    assert run([7, 8, 7, 7, *tries, 8], 4) == ({7: 2, 8: 2}, 4 + scoring.SPREAD_TRIES + 1)
-    # one process: the second connection gives up after SPREAD_TRIES reconnects
-    assert run([7] * (2 + scoring.SPREAD_TRIES), 2) == ({7: 2}, 2 + scoring.SPREAD_TRIES)
-    # a server that does not say: nothing is reconnected
-    assert run([None, None], 2) == ({}, 2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import cast
 
 import grpc
 import pytest
@@ -11,7 +12,7 @@ from google.rpc import status_pb2
 
 from consumer.handler import Action, Delivery, Limits, Outcome, Publish, handle
 from consumer.scoring import SdkScorer
-from predmesh import calls, jobs
+from predmesh import Client, calls, jobs
 from predmesh.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from predmesh.types import CallLimits
 from predmesh.v1 import inference_pb2, model_pb2
@@ -287,7 +288,7 @@ def test_sdk_scorer_caches_the_limits_per_model_and_rereads_them_after_a_refused
 
     now = [0.0]
     client = FakeClient()
-    scorer = SdkScorer(client, 1.0, limits_ttl_s=60, clock=lambda: now[0])
+    scorer = SdkScorer(lambda: cast(Client, client), 1.0, limits_ttl_s=60, clock=lambda: now[0])
     assert scorer.limits("iris").max_batch_rows == 11 and scorer.limits("iris").max_batch_rows == 11
     now[0] = 61.0
     assert scorer.limits("iris").max_batch_rows == 12  # expired
@@ -381,7 +382,7 @@ def test_a_matrix_job_with_string_columns_reaches_the_server_with_them():
             return type("Scored", (), {"raw": inference_pb2.PredictionMatrix()})()
 
     client = Recording()
-    SdkScorer(client, 1.0).predict_matrix("churn", matrix)
+    SdkScorer(lambda: cast(Client, client), 1.0).predict_matrix("churn", matrix)
     assert client.kwargs["string_columns"] == {"contract": ["One year", None]}
     with pytest.raises(jobs.BadJob, match="string column 'contract' has 1 values for 2 rows"):
         bad = jobs.matrix_job("churn", ["tenure"], [1.0, 2.0], string_columns={"contract": ["x"]})
