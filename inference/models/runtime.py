@@ -48,9 +48,13 @@ class LoadedModel:
         self._nullable = np.array([f.nullable for f in manifest.features], dtype=bool)
         self._categories = tuple(frozenset(f.category_names) if f.kind == "category" else frozenset()
                                  for f in manifest.features)
+        # A number feature with categories is a code the estimator takes only the training values of (a number it
+        # one-hot or ordinal encodes; profile.probe): {column: those values}; any other number is refused here.
+        self._codes = {col: np.array(sorted(float(v) for v in f.category_names), dtype=np.float64)
+                       for col, f in enumerate(manifest.features) if f.kind == "number" and f.categories}
         # Rows of finite floats only, none missing: the float fast path of check_row (array models without
-        # nullable features); anything else is checked value by value against each feature's kind.
-        self._floats_only = not self.frame and not self._nullable.any()
+        # nullable or coded features); anything else is checked value by value against each feature's kind.
+        self._floats_only = not self.frame and not self._nullable.any() and not self._codes
         self._index = {name: i for i, name in enumerate(self.names)}
         # Plausible range per feature (PREDMESH_RANGE_TOLERANCE): the training range [min, max] widened on each
         # side by range_tolerance training spans (max - min; 1 for a feature constant in training); 0 = no check.
@@ -106,12 +110,14 @@ class LoadedModel:
                 raise InvalidFeatures(f"row {row}: {refused[row]}" if len(matrix) > 1 else refused[row])
             return
         if self._check_range:  # NaN and ±inf fail the (finite) bounds too: one pass on the fast path
-            if ((matrix >= self._lo) & (matrix <= self._hi)).all():
+            if not self._codes and ((matrix >= self._lo) & (matrix <= self._hi)).all():
                 return
             with np.errstate(invalid="ignore"):
                 bad = ~((matrix >= self._lo) & (matrix <= self._hi))
         else:
             bad = ~np.isfinite(matrix)
+        for col, codes in self._codes.items():
+            bad[:, col] |= ~np.isin(matrix[:, col], codes)
         if self._nullable.any():
             bad &= ~(np.isnan(matrix) & self._nullable)
         if bad.any():
@@ -132,6 +138,8 @@ class LoadedModel:
             return refused
         # As check_matrix: with the range check on, NaN and ±inf fail the (finite) bounds too.
         ok = (matrix >= self._lo) & (matrix <= self._hi) if self._check_range else np.isfinite(matrix)
+        for col, codes in self._codes.items():
+            ok[:, col] &= np.isin(matrix[:, col], codes)
         if self._nullable.any():
             ok |= np.isnan(matrix) & self._nullable
         if ok.all():
@@ -183,6 +191,8 @@ class LoadedModel:
                 lo, hi = self._limits[col]
                 with np.errstate(invalid="ignore"):
                     ok = (x >= lo) & (x <= hi)
+                if col in self._codes:
+                    ok &= np.isin(x, self._codes[col])
                 out = x.astype(object)
             if f.nullable:
                 ok |= missing
@@ -244,7 +254,7 @@ class LoadedModel:
                     value, (bool, np.bool_))):
                 number = float(value)
                 lo, hi = self._limits[col]
-                if lo <= number <= hi:
+                if lo <= number <= hi and (col not in self._codes or number in self._codes[col]):
                     return number
                 raise self._bad_value(col, number, where)
         elif kind == "category":
@@ -289,6 +299,11 @@ class LoadedModel:
     def _bad_value(self, col: int, value: float, where: str) -> InvalidFeatures:
         if not math.isfinite(value):
             return InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number")
+        if col in self._codes and value not in self._codes[col]:
+            codes = self.features[col].category_names
+            listed = ", ".join(codes[:_MAX_LISTED]) + (", …" if len(codes) > _MAX_LISTED else "")
+            return InvalidFeatures(f"{where}feature {self.names[col]!r} takes only the values the model was fitted "
+                                   f"on ({listed}); got {value:g}")
         lo, hi = self._bounds[col]
         return InvalidFeatures(f"{where}feature {self.names[col]!r}={value:g} is outside the plausible range "
                                f"[{lo:g}, {hi:g}] for this model")
