@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,13 @@ class LoadedModel:
         # nullable or coded features); anything else is checked value by value against each feature's kind.
         self._floats_only = not self.frame and not self._nullable.any() and not self._codes
         self._index = {name: i for i, name in enumerate(self.names)}
+        # Text in another Unicode normalisation form than training's (macOS file names and some editors write "é"
+        # as "e" + U+0301: the same text, other code points): {NFC form: the training's spelling} of the feature
+        # names and of each category feature's categories, consulted only for a name or value not found as sent,
+        # so "Région" or "Zürich" in either form is the model's, never an unknown feature or an unseen category.
+        self._name_spellings = {unicodedata.normalize("NFC", name): name for name in self.names}
+        self._spellings = tuple({unicodedata.normalize("NFC", c): c for c in f.category_names}
+                                if f.kind == "category" else {} for f in manifest.features)
         # Plausible range per feature (PREDMESH_RANGE_TOLERANCE): the training range [min, max] widened on each
         # side by range_tolerance training spans (max - min; 1 for a feature constant in training); 0 = no check.
         if not (math.isfinite(range_tolerance) and range_tolerance >= 0):
@@ -179,6 +187,9 @@ class LoadedModel:
         for col, f in enumerate(self.features):
             if f.name in strings:
                 column = list(strings[f.name])
+                if self._spellings[col]:
+                    known = self._categories[col]
+                    column = [v if v is None or v in known else self._spelled(col, v) for v in column]
                 matrix[:, col] = column
                 bad[:, col] = [not self._category_ok(col, v) for v in column]
                 continue
@@ -210,6 +221,20 @@ class LoadedModel:
                 if not partial:
                     raise InvalidFeatures(f"row {row}: {refused[row]}" if n > 1 else refused[row])
         return matrix, refused
+
+    def _spelled(self, col: int, value: str) -> str:
+        """A category value not among feature col's categories as training spelled it, when it is one of them in
+        another Unicode normalisation form; else the value as sent."""
+        if value.isascii():
+            return value
+        return self._spellings[col].get(unicodedata.normalize("NFC", value), value)
+
+    def spelled_name(self, name: str) -> str:
+        """A feature name as the model spells it, when it is one of its features in another Unicode normalisation
+        form; else the name as sent."""
+        if name in self._index or name.isascii():
+            return name
+        return self._name_spellings.get(unicodedata.normalize("NFC", name), name)
 
     def _category_ok(self, col: int, value: object) -> bool:
         if value is None:
@@ -258,9 +283,11 @@ class LoadedModel:
                     return number
                 raise self._bad_value(col, number, where)
         elif kind == "category":
-            if type(value) is str and (value in self._categories[col] or self.features[col].accepts_unknown) \
-                    and storable(value):
-                return value
+            if type(value) is str:
+                if value not in self._categories[col]:
+                    value = self._spelled(col, value)
+                if (value in self._categories[col] or self.features[col].accepts_unknown) and storable(value):
+                    return value
         elif type(value) is bool:
             return value
         if value is None and self._nullable[col]:
@@ -314,14 +341,29 @@ class LoadedModel:
         servicer's google.protobuf.Value → float | str | bool | None)."""
         where = "" if row is None else f"row {row}: "
         if len(features) != len(self.names) or any(k not in self._index for k in features):
-            extra = sorted(k for k in features if k not in self._index)
-            if extra:
-                raise InvalidFeatures(f"{where}unknown feature {shown(extra[0])}; expected {', '.join(self.names)}")
-            missing = [n for n in self.names if n not in features]
-            raise InvalidFeatures(f"{where}feature {missing[0]!r} is missing; expected {', '.join(self.names)}")
+            features = self._spelled_names(features, where)
+            if len(features) != len(self.names) or any(k not in self._index for k in features):
+                extra = sorted(k for k in features if k not in self._index)
+                if extra:
+                    raise InvalidFeatures(f"{where}unknown feature {shown(extra[0])}; expected "
+                                          f"{', '.join(self.names)}")
+                missing = [n for n in self.names if n not in features]
+                raise InvalidFeatures(f"{where}feature {missing[0]!r} is missing; expected {', '.join(self.names)}")
         if decode is None:
             return self.check_row([features[n] for n in self.names], where)
         return self.check_row([decode(n, features[n], where) for n in self.names], where)
+
+    def _spelled_names(self, features: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+        """features keyed by the model's spelling of each name (spelled_name); InvalidFeatures when two names are
+        one feature in two Unicode normalisation forms."""
+        spelled: dict[str, Any] = {}
+        for k, v in features.items():
+            name = self.spelled_name(k)
+            if name in spelled:
+                raise InvalidFeatures(f"{where}feature {shown(name)} is sent twice (in two Unicode normalisation "
+                                      "forms)")
+            spelled[name] = v
+        return spelled
 
     def score(self, rows: Sequence[Sequence[Any]] | np.ndarray, timeout: float | None = None, finish=None,
               commit=None):
