@@ -327,7 +327,7 @@ class LoadedModel:
         if not math.isfinite(value):
             return InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number")
         if col in self._codes and value not in self._codes[col]:
-            codes = self.features[col].category_names
+            codes = sorted(self.features[col].category_names, key=float)
             listed = ", ".join(codes[:_MAX_LISTED]) + (", …" if len(codes) > _MAX_LISTED else "")
             return InvalidFeatures(f"{where}feature {self.names[col]!r} takes only the values the model was fitted "
                                    f"on ({listed}); got {value:g}")
