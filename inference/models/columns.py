@@ -7,6 +7,7 @@ into an estimator's input, the same in training, import checks and serving.
 """
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,14 +50,14 @@ def kind_of(column: pd.Series, *, limit_text: bool = True) -> str:
     name = column.name
     values = column.dropna()
     if values.empty:
-        raise TableError(f"column {name!r} is empty (no row has a value): drop it (--drop {name})")
+        raise TableError(f"column {name!r} is empty (no row has a value): drop it (--drop {shlex.quote(str(name))})")
     if pd.api.types.is_bool_dtype(column.dtype):
         return "boolean"
     if pd.api.types.is_numeric_dtype(column.dtype):
         return "number"
     if pd.api.types.is_datetime64_any_dtype(column.dtype) or pd.api.types.is_timedelta64_dtype(column.dtype):
         raise TableError(f"column {name!r} holds dates or times: derive numbers from it (e.g. days since) or "
-                         f"drop it (--drop {name})")
+                         f"drop it (--drop {shlex.quote(str(name))})")
     kinds = {type(v) for v in values}
     if kinds <= {bool, np.bool_}:
         return "boolean"
@@ -65,11 +66,11 @@ def kind_of(column: pd.Series, *, limit_text: bool = True) -> str:
     if not kinds <= {str, int, float, bool, np.str_, np.bool_, np.int64, np.float64}:
         shown = ", ".join(sorted(t.__name__ for t in kinds))
         raise TableError(f"column {name!r} holds values of type {shown}, which are neither numbers, categories nor "
-                         f"booleans: drop it (--drop {name})")
+                         f"booleans: drop it (--drop {shlex.quote(str(name))})")
     distinct = values.astype(str).nunique()
     if limit_text and distinct > MAX_TEXT_CATEGORIES and distinct > len(values) / 2:
         raise TableError(f"column {name!r} has {distinct} distinct text values in {len(values)} rows: it looks like "
-                         f"an identifier or free text, not a category; drop it (--drop {name})")
+                         f"an identifier or free text, not a category; drop it (--drop {shlex.quote(str(name))})")
     return "category"
 
 
