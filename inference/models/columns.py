@@ -80,9 +80,9 @@ def plain_column(column: pd.Series, kind: str) -> np.ndarray:
     out = np.empty(len(column), dtype=object)
     if kind == "number":
         out[:] = column.to_numpy(dtype=np.float64, na_value=np.nan)
-    elif kind == "boolean":
-        out[:] = [v if isinstance(v, bool) else (str(v).lower() == "true" if isinstance(v, str) else bool(v))
-                  for v in column.to_numpy(dtype=object)]
+    elif kind == "boolean":  # a missing value (None, NaN, pd.NA of a nullable "boolean" column) is never asked
+        out[:] = [None if gap else v if isinstance(v, bool) else str(v).lower() == "true" if isinstance(v, str)
+                  else bool(v) for v, gap in zip(column.to_numpy(dtype=object), missing)]
     else:
         out[:] = [str(v) for v in column.to_numpy(dtype=object)]
     out[missing] = None

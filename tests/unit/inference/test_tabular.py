@@ -182,3 +182,44 @@ def test_hist_gradient_boosting_takes_categories_natively():
     clf = pipeline("hgb", ["amount", "plan", "member"], ["number", "category", "boolean"])
     assert list(clf[-1].categorical_features) == [0, 1]
     assert profile.estimator_name(pipeline("svc", ["a"], ["number"])) == "CalibratedClassifierCV(SVC)"
+
+
+def test_a_parquet_file_with_pandas_nullable_dtypes_trains_and_imports(tmp_path):
+    """pandas writes its nullable dtypes into Parquet (convert_dtypes(), dtype_backend="numpy_nullable"): a
+    "boolean" column with <NA> made train and import end in a traceback (TypeError: boolean value of NA is
+    ambiguous); Int64, category and string columns with gaps come along."""
+    import skops.io as sio
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from inference.models.importer import import_model
+
+    df = synthetic(200)
+    df["member"] = df["member"].astype("boolean")
+    df.loc[::7, "member"] = pd.NA
+    df["count"] = pd.array([None if i % 9 == 0 else i % 5 for i in range(len(df))], dtype="Int64")
+    df["plan"] = df["plan"].astype("category")
+    df["y"] = df["y"].astype("string")
+    df.to_parquet(tmp_path / "nullable.parquet")
+    manifest = train_table(ModelStore(tmp_path / "store"), tmp_path / "nullable.parquet", "y", "m", "lr",
+                           drop=["customer"])
+    kinds = {f.name: (f.kind, round(f.missing_share, 3)) for f in manifest.features}
+    assert kinds == {"amount": ("number", round(df["amount"].isna().mean(), 3)),
+                     "plan": ("category", round(df["plan"].isna().mean(), 3)),
+                     "member": ("boolean", round(df["member"].isna().mean(), 3)),
+                     "count": ("number", round(df["count"].isna().mean(), 3))}
+    features = ["amount", "plan", "member"]
+    clf = Pipeline([("c", ColumnTransformer([
+        ("n", SimpleImputer(), ["amount"]),
+        ("p", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+         ["plan", "member"])])), ("m", LogisticRegression())])
+    fit = df[features].astype(object)
+    clf.fit(fit.where(fit.notna(), np.nan), df["y"])  # scikit-learn's own imputer does not take pd.NA
+    sio.dump(clf, tmp_path / "m.skops")
+    imported = import_model(ModelStore(tmp_path / "store"), "imported", tmp_path / "m.skops",
+                            tmp_path / "nullable.parquet", "y")
+    assert [(f.name, f.kind) for f in imported.features] == [("amount", "number"), ("plan", "category"),
+                                                              ("member", "boolean")]
