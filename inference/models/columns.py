@@ -35,13 +35,30 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             return pd.read_parquet(path)
-        return pd.read_csv(path)
+        return _blanks_missing(pd.read_csv(path))
     except ImportError as exc:  # pandas needs pyarrow (or fastparquet) for Parquet
         raise TableError(f"cannot read {path}: Parquet needs pyarrow ({exc})") from None
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         # EmptyDataError and ParserError are ValueErrors; pyarrow's ArrowInvalid is one too
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise TableError(f"cannot read {path}: {reason}") from None
+
+
+def _blanks_missing(table: pd.DataFrame) -> pd.DataFrame:
+    """A CSV's blank cells (spaces only, e.g. a spreadsheet's " " for no value) as missing values, as the batch
+    reads them; a column that read as text only because of them becomes the numbers it holds."""
+    for name in table.columns:
+        column = table[name]
+        if not (pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column.dtype)):
+            continue
+        blank = column.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
+        blank = blank.astype(object).fillna(False).astype(bool)
+        if not blank.any():
+            continue
+        column = column.mask(blank)
+        numbers = pd.to_numeric(column, errors="coerce")
+        table[name] = numbers if numbers.notna().sum() == column.notna().sum() else column
+    return table
 
 
 def kind_of(column: pd.Series, *, limit_text: bool = True) -> str:
@@ -69,6 +86,13 @@ def kind_of(column: pd.Series, *, limit_text: bool = True) -> str:
                          f"booleans: drop it (--drop {shlex.quote(str(name))})")
     distinct = values.astype(str).nunique()
     if limit_text and distinct > MAX_TEXT_CATEGORIES and distinct > len(values) / 2:
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().sum() >= len(values) / 2:  # numbers but for a few cells: say which, not "an id"
+            others = values[numbers.isna()]
+            shown = ", ".join(repr(v) for v in others.astype(str).unique()[:3])
+            raise TableError(f"column {name!r} is text: {numbers.notna().sum()} of its {len(values)} values are "
+                             f"numbers, but {len(others)} are not ({shown}); make those cells empty (missing) or "
+                             f"numbers, or drop it (--drop {shlex.quote(str(name))})")
         raise TableError(f"column {name!r} has {distinct} distinct text values in {len(values)} rows: it looks like "
                          f"an identifier or free text, not a category; drop it (--drop {shlex.quote(str(name))})")
     return "category"

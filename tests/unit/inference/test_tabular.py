@@ -223,3 +223,31 @@ def test_a_parquet_file_with_pandas_nullable_dtypes_trains_and_imports(tmp_path)
                             tmp_path / "nullable.parquet", "y")
     assert [(f.name, f.kind) for f in imported.features] == [("amount", "number"), ("plan", "category"),
                                                               ("member", "boolean")]
+
+
+def test_blank_cells_are_missing_values_as_in_the_batch(tmp_path):
+    """A spreadsheet export writes " " for no value (the Telco churn data's TotalCharges): pandas then reads the
+    whole column as text, and train refused the user's main number as "an identifier or free text … drop it".
+    Blank cells are missing values, as `predmesh batch score` reads them."""
+    df = synthetic(200)
+    df["amount"] = df["amount"].round(2).astype(object)
+    df.loc[df["amount"].isna(), "amount"] = " "
+    df["plan"] = df["plan"].astype(object)
+    df.loc[df["plan"].isna(), "plan"] = "  "
+    df.to_csv(tmp_path / "blanks.csv", index=False)
+    manifest = train_table(ModelStore(tmp_path / "store"), tmp_path / "blanks.csv", "y", "m", "lr",
+                           drop=["customer"])
+    features = {f.name: f for f in manifest.features}
+    assert features["amount"].kind == "number" and features["amount"].missing_share == pytest.approx(
+        (df["amount"] == " ").mean())
+    assert features["plan"].kind == "category" and set(features["plan"].category_names) == {"basic", "plus", "pro"}
+
+
+def test_a_number_column_with_a_few_words_says_which_cells_are_not_numbers(tmp_path):
+    df = synthetic(200)
+    df["amount"] = df["amount"].astype(object)
+    df.loc[df["amount"].isna(), "amount"] = "unknown"
+    df.to_csv(tmp_path / "words.csv", index=False)
+    with pytest.raises(TableError, match=r"column 'amount' is text: \d+ of its 200 values are numbers, but \d+ are "
+                                         r"not \('unknown'\); make those cells empty \(missing\) or numbers"):
+        train_table(ModelStore(tmp_path / "store"), tmp_path / "words.csv", "y", "m", "lr", drop=["customer"])
