@@ -230,3 +230,42 @@ def test_a_code_the_model_never_saw_is_refused_at_the_edge_not_internal(model_st
         assert list(scored.errors) == [0] and "'plan code' takes only" in scored.errors[0].message
         with pytest.raises(InvalidArgument, match="row 0: feature 'plan code' takes only"):
             client.predict_matrix("coded", ["amount", "plan code"], [61.0, 4.0, 61.0, 1.0])
+
+
+@pytest.mark.parametrize("booster", ["HistGradientBoostingClassifier", "GradientBoostingClassifier"])
+def test_a_calibrated_booster_imports_and_serves_its_probabilities(booster, model_store, tmp_path, inproc_server):
+    """CalibratedClassifierCV keeps its unfitted `estimator` template beside the fitted clones. The structure
+    checks read the template's trees, so calibrated boosters were refused with an AttributeError ("failed its
+    structure checks: AttributeError: 'HistGradientBoostingClassifier' object has no attribute 'n_features_in_'")
+    while a calibrated forest or LogisticRegression imported."""
+    from sklearn import ensemble
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from predmesh import Client
+
+    df = synthetic(300, label="str", classes=2).dropna()
+    df.to_csv(tmp_path / "sample.csv", index=False)
+    features = ["amount", "plan", "member"]
+    estimator = getattr(ensemble, booster)(**({"max_iter": 20} if booster.startswith("Hist") else
+                                               {"n_estimators": 20}), random_state=0)
+    clf = Pipeline([("c", ColumnTransformer([("p", OneHotEncoder(handle_unknown="ignore"), ["plan", "member"])],
+                                            remainder=SimpleImputer())),
+                    ("m", CalibratedClassifierCV(estimator, cv=3))]).fit(df[features], df["y"])
+    sio.dump(clf, tmp_path / "calibrated.skops")
+    manifest = import_model(ModelStore(model_store), "calibrated", tmp_path / "calibrated.skops",
+                            tmp_path / "sample.csv", "y")
+    assert manifest.estimator == f"CalibratedClassifierCV({booster})"
+    rows = df[features].head(10)  # the test server takes 10 rows a batch
+    expected = clf.predict_proba(rows)
+    _, target = inproc_server
+    with Client(target, timeout=10, admin_token=ADMIN_TOKEN) as client:
+        client.reload_model("calibrated")
+        answers = client.predict_batch("calibrated", [
+            {"amount": float(a), "plan": str(p), "member": bool(m)}
+            for a, p, m in zip(rows["amount"].tolist(), rows["plan"].tolist(), rows["member"].tolist())])
+    got = [[p.probabilities[c] for c in clf.classes_] for p in answers]
+    assert np.allclose(got, expected, atol=1e-12, rtol=0)
