@@ -210,3 +210,15 @@ def test_clients_spread_over_processes_then_balance_and_give_up_when_the_server_
     assert run([7] * (2 + scoring.SPREAD_TRIES), 2) == ({7: 2}, 2 + scoring.SPREAD_TRIES)
     # a server that does not say: nothing is reconnected
     assert run([None, None], 2) == ({}, 2)
+
+
+def test_a_feature_named_with_spaces_around_is_read_from_the_trimmed_header():
+    """The CSV header is read trimmed, but `predmesh train` keeps a column's spaces: a model trained on a header
+    "Total Charges , Contract" could not score that very file ("the input lacks the feature column(s) Total
+    Charges ,  Contract of the model (it has …, Total Charges, Contract, …)")."""
+    features = ("Total Charges ", " Contract", "tenure")
+    assert feature_columns(["id", "Total Charges", "Contract", "tenure"], {}, features, "m") == [
+        "id", "Total Charges ", " Contract", "tenure"]
+    # two columns that trim to the feature's text: neither is guessed
+    assert feature_columns(["Contract", "Contract\u00a0", "tenure"], {}, (" Contract", "tenure"), "m") == [
+        "Contract", "Contract\u00a0", "tenure"]
