@@ -23,6 +23,9 @@ from inference.models.manifest import Feature, Manifest
 
 _PYTHON_CHECK_ROWS = 8  # up to this many rows check_rows compares in Python
 _MAX_LISTED = 10  # categories listed in the message refusing an unknown one
+# A NaN where the feature may be missing: most likely a pandas gap (df.to_dict() gives NaN, not None).
+_NAN_GAP = ("; a missing value is null (None in Python): NaN, pandas' gap, is not (e.g. send "
+            "df.astype(object).where(df.notna(), None))")
 Decode = Callable[[str, Any, str], Any]  # (feature name, value as sent, "row i: " or "") → plain value
 
 
@@ -316,8 +319,14 @@ class LoadedModel:
                 more = ", …" if len(f.category_names) > _MAX_LISTED else ""
                 return f"feature {name} has no category {shown(value)}; expected one of {listed}{more}"
             return (f"feature {name} is categorical: send one of its categories as a string{self._e_g(f)}; "
-                    f"got {_sent(value)}")
-        return f"feature {name} is a boolean; send true or false" + (" (1 or 0 in matrix.values)" if matrix else "")
+                    f"got {_sent(value)}{self._nan_gap(col, value)}")
+        return (f"feature {name} is a boolean; send true or false" + (" (1 or 0 in matrix.values)" if matrix else "")
+                + self._nan_gap(col, value))
+
+    def _nan_gap(self, col: int, value: object) -> str:
+        """The hint for a NaN sent where a missing value is accepted: pandas' marker of a gap is not null."""
+        nan = isinstance(value, (float, np.floating)) and math.isnan(value)
+        return _NAN_GAP if nan and self._nullable[col] else ""
 
     @staticmethod
     def _e_g(f: Feature) -> str:
@@ -325,7 +334,8 @@ class LoadedModel:
 
     def _bad_value(self, col: int, value: float, where: str) -> InvalidFeatures:
         if not math.isfinite(value):
-            return InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number")
+            gap = _NAN_GAP if math.isnan(value) and self._nullable[col] else ""
+            return InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number{gap}")
         if col in self._codes and value not in self._codes[col]:
             codes = sorted(self.features[col].category_names, key=float)
             listed = ", ".join(codes[:_MAX_LISTED]) + (", …" if len(codes) > _MAX_LISTED else "")
