@@ -63,18 +63,25 @@ def _blanks_missing(table: pd.DataFrame) -> pd.DataFrame:
 
 def kind_of(column: pd.Series, *, limit_text: bool = True) -> str:
     """The kind of a column: "number", "boolean" or "category". A column with no value at all, of a type that is
-    none of these (dates, lists) or (limit_text) a text column that looks like an identifier raises TableError."""
+    none of these (dates, lists) or (limit_text) a text column that looks like an identifier raises TableError.
+    limit_text=False is an import's sample: the model takes the column, so the message says what to do instead
+    of --drop (import has no --drop)."""
     name = column.name
     values = column.dropna()
     if values.empty:
+        if not limit_text:
+            raise TableError(f"sample column {name!r} is empty (no row has a value); the model takes it, so give a "
+                             "sample in which it has values")
         raise TableError(f"column {name!r} is empty (no row has a value): drop it (--drop {shlex.quote(str(name))})")
     if pd.api.types.is_bool_dtype(column.dtype):
         return "boolean"
     if pd.api.types.is_numeric_dtype(column.dtype):
         return "number"
     if pd.api.types.is_datetime64_any_dtype(column.dtype) or pd.api.types.is_timedelta64_dtype(column.dtype):
+        remedy = (f"drop it (--drop {shlex.quote(str(name))})" if limit_text else
+                  "refit the model on what you derive from it")
         raise TableError(f"column {name!r} holds dates or times: derive numbers from it (e.g. days since) or "
-                         f"drop it (--drop {shlex.quote(str(name))})")
+                         f"{remedy}")
     kinds = {type(v) for v in values}
     if kinds <= {bool, np.bool_}:
         return "boolean"
@@ -82,8 +89,9 @@ def kind_of(column: pd.Series, *, limit_text: bool = True) -> str:
         return "boolean"
     if not kinds <= {str, int, float, bool, np.str_, np.bool_, np.int64, np.float64}:
         shown = ", ".join(sorted(t.__name__ for t in kinds))
+        remedy = f"drop it (--drop {shlex.quote(str(name))})" if limit_text else "refit the model without it"
         raise TableError(f"column {name!r} holds values of type {shown}, which are neither numbers, categories nor "
-                         f"booleans: drop it (--drop {shlex.quote(str(name))})")
+                         f"booleans: {remedy}")
     distinct = values.astype(str).nunique()
     if limit_text and distinct > MAX_TEXT_CATEGORIES and distinct > len(values) / 2:
         numbers = pd.to_numeric(values, errors="coerce")

@@ -120,7 +120,9 @@ def test_an_array_model_takes_the_sample_columns(tmp_path):
     ("not a model", "cannot unpickle model.pkl"),
     ("no probabilities", "SVC has no predict_proba"),
     ("cannot score", "the model cannot score sample.csv: ValueError"),
-    ("empty column", "column 'plan' is empty"),
+    # import has no --drop: the sample must hold what the model takes (it said "drop it (--drop plan)")
+    ("empty column", (r"sample column 'plan' is empty \(no row has a value\); the model takes it, so give a "
+                      r"sample in which it has values$")),
 ])
 def test_errors_name_the_file_or_column(tmp_path, sample, case, message):
     from sklearn.svm import SVC
