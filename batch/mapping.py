@@ -8,6 +8,7 @@ while another column is mapped to that feature is carried through like any other
 from __future__ import annotations
 
 import csv
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -70,8 +71,9 @@ def build(options: Iterable[str] = (), file: Path | None = None) -> dict[str, st
 def feature_columns(columns: Sequence[str], mapping: dict[str, str], features: Sequence[str],
                     model: str) -> list[str]:
     """The input's column names as the feature rules read them: each mapped column renamed to its feature, and a
-    column that has a mapped feature's own name renamed out of the way (carried, not read). MappingError for a
-    feature the model does not have or a mapped column the input does not have."""
+    column that has a mapped feature's own name renamed out of the way (carried, not read), and a column that is
+    a feature's name in another Unicode normalisation form, or with the spaces around it trimmed, renamed to it.
+    MappingError for a feature the model does not have or a mapped column the input does not have."""
     unknown = [f for f in mapping if f not in features]
     if unknown:
         raise MappingError(f"--map: {', '.join(map(repr, unknown))} is not a feature of model {model} (its features: "
@@ -81,4 +83,19 @@ def feature_columns(columns: Sequence[str], mapping: dict[str, str], features: S
         raise MappingError(f"--map: the input has no column {', '.join(absent)} (it has "
                            f"{', '.join(map(repr, columns)) or 'none'})")
     read_as = {column: feature for feature, column in mapping.items()}
-    return [read_as[c] if c in read_as else ("\x00carried:" + c if c in mapping else c) for c in columns]
+    names = [read_as[c] if c in read_as else ("\x00carried:" + c if c in mapping else c) for c in columns]
+    # A feature whose column is spelled in another Unicode normalisation form (a header written on macOS: "é" as
+    # "e" + U+0301), or whose name has spaces around it (a model trained on a header " Contract": the CSV header is
+    # read trimmed), is read from that column, when exactly one column has that text.
+    wanted = {_form(f): f for f in features if f not in names}
+    if wanted:
+        forms = [_form(c) for c in names]
+        for i, form in enumerate(forms):
+            if form in wanted and names[i] not in features and forms.count(form) == 1:
+                names[i] = wanted[form]
+    return names
+
+
+def _form(name: str) -> str:
+    """A column or feature name as feature_columns compares a feature it did not find as written: NFC, trimmed."""
+    return unicodedata.normalize("NFC", name).strip()

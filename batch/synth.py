@@ -43,7 +43,7 @@ def synthesize(info: ModelInfo, day: date, rows: int) -> tuple[list[str], list[l
     values = np.round(np.clip(values, lows, highs), 4)
     labels = [profiles[c].label for c in classes.tolist()]
     header = [*info.feature_names, TRUE_LABEL]
-    if all(f.kind == "number" and not f.nullable for f in info.features):
+    if all(f.kind == "number" and not f.nullable and not f.categories for f in info.features):
         return header, [[*row, label] for row, label in zip(values.tolist(), labels)]
     columns = [_typed_column(f, values[:, j], rng) for j, f in enumerate(info.features)]
     return header, [[*row, label] for row, label in zip(zip(*columns), labels)]
@@ -52,9 +52,10 @@ def synthesize(info: ModelInfo, day: date, rows: int) -> tuple[list[str], list[l
 def _typed_column(feature: FeatureSpec, numbers: np.ndarray, rng: np.random.Generator) -> list:
     """A feature's cells as the batch input rules read them: a number, a category drawn by its training shares
     (not by class: the profiles carry no per-class shares), true/false for a boolean; an empty cell (None) for a
-    missing value, in the training's missing share, where the model accepts one."""
+    missing value, in the training's missing share, where the model accepts one. A number with categories is a
+    code the model takes only those values of: drawn by their shares, like a category."""
     cells: list
-    if feature.kind == "number":
+    if feature.kind == "number" and not feature.categories:
         cells = numbers.tolist()
     else:
         names = [value for value, _ in feature.categories]
@@ -64,6 +65,8 @@ def _typed_column(feature: FeatureSpec, numbers: np.ndarray, rng: np.random.Gene
         shares = np.array([max(share, 0.0) for _, share in feature.categories], dtype=float)
         shares = shares / shares.sum() if shares.sum() > 0 else np.full(len(names), 1 / len(names))
         cells = [names[i] for i in rng.choice(len(names), size=len(numbers), p=shares).tolist()]
+        if feature.kind == "number":
+            cells = [float(c) for c in cells]
     if feature.nullable and feature.missing_share > 0:
         for i in np.flatnonzero(rng.random(len(numbers)) < feature.missing_share).tolist():
             cells[i] = None

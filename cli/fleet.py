@@ -48,8 +48,8 @@ def parser(action: str, prog: str) -> argparse.ArgumentParser:
                        help="candidate p99 latency / serving p99 latency allowed")
         p.add_argument("--min-agreement", type=float, default=None,
                        help="share of candidate rows the serving version must label the same, 0 to 1")
-    p.add_argument("--server", default="", help="a replica's gRPC address (default: PREDMESH_SERVER_ADDR, else "
-                   "PREDMESH_GRPC_ADDR)")
+    p.add_argument("--server", default="", help="a replica's gRPC address or the gateway's admin listener "
+                   "(default: PREDMESH_SERVER_ADDR, else PREDMESH_GRPC_ADDR)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
     return p
 
@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
             else:
                 state = client.get_desired_state(args.model)
     except PredmeshError as exc:
+        if exc.code.name == "UNIMPLEMENTED":  # e.g. PREDMESH_SERVER_ADDR names the gateway's public listener
+            print(f"{prog} {action}: {target} does not serve the admin API ({exc.message.strip()}); it may be the "
+                  "gateway's public listener: pass --server with a replica's gRPC address (PREDMESH_GRPC_ADDR) or "
+                  "the gateway's admin listener (PREDMESH_GATEWAY_ADMIN_ADDR)", file=sys.stderr)
+            return 1
         print(f"{prog} {action}: {exc}", file=sys.stderr)
         return 1
     if action == "desired":

@@ -24,8 +24,9 @@ Value = float | str | bool | None
 
 @dataclass(frozen=True)
 class Field:
-    """One input of the form. `choices` (label -> value) for a category or boolean; empty for a number (and for a
-    category whose training values are not recorded, typed as text)."""
+    """One input of the form. `choices` (label -> value) for a category, a boolean or a number the model takes only
+    its training values of (a code); empty for any other number (and for a category whose training values are not
+    recorded, typed as text)."""
 
     name: str
     kind: str                               # "number" | "category" | "boolean"
@@ -67,6 +68,15 @@ def field(spec: FeatureSpec) -> Field:
         if spec.accepts_unknown:
             hint += "; the model also scores categories not seen in training"
         return Field(spec.name, kind, nullable, choices[0][1] if choices else "", tuple(choices), hint=hint)
+    if categories:  # a code the model takes only these numbers of: a choice, like a category
+        choices = [(value, float(value)) for value, _ in categories]
+        if nullable:
+            choices.append((MISSING, None))
+        shown = ", ".join(f"{text(v)} {_share(s)}" for v, s in categories[:5])
+        more = f" and {len(categories) - 5} more" if len(categories) > 5 else ""
+        hint = (f"one of the {len(categories)} values the model was fitted on, most common first: "
+                f"{shown}{more}{missing_note}")
+        return Field(spec.name, "number", nullable, choices[0][1], tuple(choices), hint=hint)
     value = analytics.default_value(spec.min, spec.max, spec.mean, spec.std)
     hint = f"training range {spec.min:g} – {spec.max:g}" + (f", mean {spec.mean:.3g}" if spec.std > 0 else "")
     if nullable:
@@ -130,11 +140,12 @@ def sample(specs: Sequence[FeatureSpec], rng: random.Random) -> dict[str, Value]
         if spec.nullable and rng.random() < spec.missing_share:
             drawn[spec.name] = None
             continue
-        if kind in ("category", "boolean") and spec.categories:
+        if spec.categories:  # a category, a boolean, or a number the model takes only these values of
             values, shares = zip(*spec.categories)
             weights = [max(float(s), 0.0) for s in shares]
             value = rng.choices(values, weights=weights if sum(weights) > 0 else None)[0]
-            drawn[spec.name] = (value == "true") if kind == "boolean" else value
+            drawn[spec.name] = (value == "true") if kind == "boolean" else float(value) if kind == "number" \
+                else value
         elif kind == "boolean":
             drawn[spec.name] = rng.random() < spec.mean if 0 <= spec.mean <= 1 else rng.random() < 0.5
         elif kind == "category":

@@ -22,10 +22,10 @@ class NumberInput(pn.widgets.FloatInput):
 
 
 def _widget(f: form.Field) -> pn.widgets.Widget:
-    if f.kind == "number":
+    if f.kind == "number" and not f.choices:
         return NumberInput(label=f.name, value=f.default, step=f.step, width=INPUT_WIDTH,
                                      placeholder="empty: missing" if f.nullable else "")
-    if f.choices:   # a category's training values (most common first) or true / false, then (missing)
+    if f.choices:   # a category's (or code's) training values, most common first, or true / false; (missing)
         return pn.widgets.Select(label=f.name, options=f.labels, value=f.default, width=INPUT_WIDTH)
     return pn.widgets.TextInput(label=f.name, value=f.default or "", width=INPUT_WIDTH,
                                 placeholder="empty: missing" if f.nullable else "")

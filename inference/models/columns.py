@@ -7,6 +7,7 @@ into an estimator's input, the same in training, import checks and serving.
 """
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             return pd.read_parquet(path)
-        return pd.read_csv(path)
+        return _blanks_missing(pd.read_csv(path))
     except ImportError as exc:  # pandas needs pyarrow (or fastparquet) for Parquet
         raise TableError(f"cannot read {path}: Parquet needs pyarrow ({exc})") from None
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -43,20 +44,44 @@ def read_table(path: Path) -> pd.DataFrame:
         raise TableError(f"cannot read {path}: {reason}") from None
 
 
+def _blanks_missing(table: pd.DataFrame) -> pd.DataFrame:
+    """A CSV's blank cells (spaces only, e.g. a spreadsheet's " " for no value) as missing values, as the batch
+    reads them; a column that read as text only because of them becomes the numbers it holds."""
+    for name in table.columns:
+        column = table[name]
+        if not (pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column.dtype)):
+            continue
+        blank = column.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
+        blank = blank.astype(object).fillna(False).astype(bool)
+        if not blank.any():
+            continue
+        column = column.mask(blank)
+        numbers = pd.to_numeric(column, errors="coerce")
+        table[name] = numbers if numbers.notna().sum() == column.notna().sum() else column
+    return table
+
+
 def kind_of(column: pd.Series, *, limit_text: bool = True) -> str:
     """The kind of a column: "number", "boolean" or "category". A column with no value at all, of a type that is
-    none of these (dates, lists) or (limit_text) a text column that looks like an identifier raises TableError."""
+    none of these (dates, lists) or (limit_text) a text column that looks like an identifier raises TableError.
+    limit_text=False is an import's sample: the model takes the column, so the message says what to do instead
+    of --drop (import has no --drop)."""
     name = column.name
     values = column.dropna()
     if values.empty:
-        raise TableError(f"column {name!r} is empty (no row has a value): drop it (--drop {name})")
+        if not limit_text:
+            raise TableError(f"sample column {name!r} is empty (no row has a value); the model takes it, so give a "
+                             "sample in which it has values")
+        raise TableError(f"column {name!r} is empty (no row has a value): drop it (--drop {shlex.quote(str(name))})")
     if pd.api.types.is_bool_dtype(column.dtype):
         return "boolean"
     if pd.api.types.is_numeric_dtype(column.dtype):
         return "number"
     if pd.api.types.is_datetime64_any_dtype(column.dtype) or pd.api.types.is_timedelta64_dtype(column.dtype):
+        remedy = (f"drop it (--drop {shlex.quote(str(name))})" if limit_text else
+                  "refit the model on what you derive from it")
         raise TableError(f"column {name!r} holds dates or times: derive numbers from it (e.g. days since) or "
-                         f"drop it (--drop {name})")
+                         f"{remedy}")
     kinds = {type(v) for v in values}
     if kinds <= {bool, np.bool_}:
         return "boolean"
@@ -64,12 +89,20 @@ def kind_of(column: pd.Series, *, limit_text: bool = True) -> str:
         return "boolean"
     if not kinds <= {str, int, float, bool, np.str_, np.bool_, np.int64, np.float64}:
         shown = ", ".join(sorted(t.__name__ for t in kinds))
+        remedy = f"drop it (--drop {shlex.quote(str(name))})" if limit_text else "refit the model without it"
         raise TableError(f"column {name!r} holds values of type {shown}, which are neither numbers, categories nor "
-                         f"booleans: drop it (--drop {name})")
+                         f"booleans: {remedy}")
     distinct = values.astype(str).nunique()
     if limit_text and distinct > MAX_TEXT_CATEGORIES and distinct > len(values) / 2:
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().sum() >= len(values) / 2:  # numbers but for a few cells: say which, not "an id"
+            others = values[numbers.isna()]
+            shown = ", ".join(repr(v) for v in others.astype(str).unique()[:3])
+            raise TableError(f"column {name!r} is text: {numbers.notna().sum()} of its {len(values)} values are "
+                             f"numbers, but {len(others)} are not ({shown}); make those cells empty (missing) or "
+                             f"numbers, or drop it (--drop {shlex.quote(str(name))})")
         raise TableError(f"column {name!r} has {distinct} distinct text values in {len(values)} rows: it looks like "
-                         f"an identifier or free text, not a category; drop it (--drop {name})")
+                         f"an identifier or free text, not a category; drop it (--drop {shlex.quote(str(name))})")
     return "category"
 
 
@@ -79,9 +112,9 @@ def plain_column(column: pd.Series, kind: str) -> np.ndarray:
     out = np.empty(len(column), dtype=object)
     if kind == "number":
         out[:] = column.to_numpy(dtype=np.float64, na_value=np.nan)
-    elif kind == "boolean":
-        out[:] = [v if isinstance(v, bool) else (str(v).lower() == "true" if isinstance(v, str) else bool(v))
-                  for v in column.to_numpy(dtype=object)]
+    elif kind == "boolean":  # a missing value (None, NaN, pd.NA of a nullable "boolean" column) is never asked
+        out[:] = [None if gap else v if isinstance(v, bool) else str(v).lower() == "true" if isinstance(v, str)
+                  else bool(v) for v, gap in zip(column.to_numpy(dtype=object), missing)]
     else:
         out[:] = [str(v) for v in column.to_numpy(dtype=object)]
     out[missing] = None

@@ -142,16 +142,44 @@ def metrics(prefix: str, y: np.ndarray, predicted: np.ndarray, probabilities: np
 def probe(score: Score, rows: np.ndarray, features: Sequence[Feature]) -> tuple[Feature, ...]:
     """The features with nullable (the estimator scores a row where it is missing) and, for a category,
     accepts_unknown (it scores a category it never saw) found by asking the estimator on sample rows: a feature
-    whose probe raises or gives non-finite probabilities is refused at the edge instead."""
+    whose probe raises or gives non-finite probabilities is refused at the edge instead. A number the estimator
+    refuses between its training values (a code it one-hot or ordinal encodes, e.g. a plan or store number) gets
+    its training values as categories: the edge accepts those numbers only, instead of the estimator failing."""
     sample = rows[:PROBE_ROWS]
     probed = []
     for i, f in enumerate(features):
         nullable = _scores(score, sample, i, None)
         unseen = f.kind == "category" and _scores(score, sample, i, _unseen(f))
+        categories = f.categories
+        if f.kind == "number":
+            present = np.array([v for v in rows[:, i] if v is not None], dtype=np.float64)
+            if len(present) and not _scores(score, sample, i, _unseen_number(present)):
+                categories = number_values(present)  # a code: the model takes only the values it was fitted on
         probed.append(Feature(f.name, f.min, f.max, f.mean, f.std, f.quantiles, f.shares, kind=f.kind,
-                              categories=f.categories, missing_share=f.missing_share, nullable=nullable,
+                              categories=categories, missing_share=f.missing_share, nullable=nullable,
                               accepts_unknown=unseen))
     return tuple(probed)
+
+
+def number_values(present: np.ndarray) -> tuple[tuple[str, float], ...]:
+    """A number feature's distinct training values (present: float64), most common first, with their shares, as
+    Feature.categories records them for a number the model accepts only these values of."""
+    values, counts = np.unique(present, return_counts=True)
+    order = sorted(range(len(values)), key=lambda k: (-counts[k], values[k]))
+    return tuple((number_text(float(values[k])), float(counts[k] / len(present))) for k in order)
+
+
+def number_text(value: float) -> str:
+    """A number as Feature.categories holds it: an integral value without ".0" ("3"), any other exactly (repr);
+    float(number_text(v)) == v."""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def _unseen_number(present: np.ndarray) -> float:
+    """A number inside the training range that no training row has: halfway between the two smallest distinct
+    values (or the only value plus a half)."""
+    values = np.unique(present)
+    return float((values[0] + values[1]) / 2) if len(values) > 1 else float(values[0]) + 0.5
 
 
 def _unseen(feature: Feature) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,9 @@ from inference.models.manifest import Feature, Manifest
 
 _PYTHON_CHECK_ROWS = 8  # up to this many rows check_rows compares in Python
 _MAX_LISTED = 10  # categories listed in the message refusing an unknown one
+# A NaN where the feature may be missing: most likely a pandas gap (df.to_dict() gives NaN, not None).
+_NAN_GAP = ("; a missing value is null (None in Python): NaN, pandas' gap, is not (e.g. send "
+            "df.astype(object).where(df.notna(), None))")
 Decode = Callable[[str, Any, str], Any]  # (feature name, value as sent, "row i: " or "") → plain value
 
 
@@ -48,10 +52,21 @@ class LoadedModel:
         self._nullable = np.array([f.nullable for f in manifest.features], dtype=bool)
         self._categories = tuple(frozenset(f.category_names) if f.kind == "category" else frozenset()
                                  for f in manifest.features)
+        # A number feature with categories is a code the estimator takes only the training values of (a number it
+        # one-hot or ordinal encodes; profile.probe): {column: those values}; any other number is refused here.
+        self._codes = {col: np.array(sorted(float(v) for v in f.category_names), dtype=np.float64)
+                       for col, f in enumerate(manifest.features) if f.kind == "number" and f.categories}
         # Rows of finite floats only, none missing: the float fast path of check_row (array models without
-        # nullable features); anything else is checked value by value against each feature's kind.
-        self._floats_only = not self.frame and not self._nullable.any()
+        # nullable or coded features); anything else is checked value by value against each feature's kind.
+        self._floats_only = not self.frame and not self._nullable.any() and not self._codes
         self._index = {name: i for i, name in enumerate(self.names)}
+        # Text in another Unicode normalisation form than training's (macOS file names and some editors write "é"
+        # as "e" + U+0301: the same text, other code points): {NFC form: the training's spelling} of the feature
+        # names and of each category feature's categories, consulted only for a name or value not found as sent,
+        # so "Région" or "Zürich" in either form is the model's, never an unknown feature or an unseen category.
+        self._name_spellings = {unicodedata.normalize("NFC", name): name for name in self.names}
+        self._spellings = tuple({unicodedata.normalize("NFC", c): c for c in f.category_names}
+                                if f.kind == "category" else {} for f in manifest.features)
         # Plausible range per feature (PREDMESH_RANGE_TOLERANCE): the training range [min, max] widened on each
         # side by range_tolerance training spans (max - min; 1 for a feature constant in training); 0 = no check.
         if not (math.isfinite(range_tolerance) and range_tolerance >= 0):
@@ -106,12 +121,14 @@ class LoadedModel:
                 raise InvalidFeatures(f"row {row}: {refused[row]}" if len(matrix) > 1 else refused[row])
             return
         if self._check_range:  # NaN and ±inf fail the (finite) bounds too: one pass on the fast path
-            if ((matrix >= self._lo) & (matrix <= self._hi)).all():
+            if not self._codes and ((matrix >= self._lo) & (matrix <= self._hi)).all():
                 return
             with np.errstate(invalid="ignore"):
                 bad = ~((matrix >= self._lo) & (matrix <= self._hi))
         else:
             bad = ~np.isfinite(matrix)
+        for col, codes in self._codes.items():
+            bad[:, col] |= ~np.isin(matrix[:, col], codes)
         if self._nullable.any():
             bad &= ~(np.isnan(matrix) & self._nullable)
         if bad.any():
@@ -132,6 +149,8 @@ class LoadedModel:
             return refused
         # As check_matrix: with the range check on, NaN and ±inf fail the (finite) bounds too.
         ok = (matrix >= self._lo) & (matrix <= self._hi) if self._check_range else np.isfinite(matrix)
+        for col, codes in self._codes.items():
+            ok[:, col] &= np.isin(matrix[:, col], codes)
         if self._nullable.any():
             ok |= np.isnan(matrix) & self._nullable
         if ok.all():
@@ -171,6 +190,9 @@ class LoadedModel:
         for col, f in enumerate(self.features):
             if f.name in strings:
                 column = list(strings[f.name])
+                if self._spellings[col]:
+                    known = self._categories[col]
+                    column = [v if v is None or v in known else self._spelled(col, v) for v in column]
                 matrix[:, col] = column
                 bad[:, col] = [not self._category_ok(col, v) for v in column]
                 continue
@@ -183,6 +205,8 @@ class LoadedModel:
                 lo, hi = self._limits[col]
                 with np.errstate(invalid="ignore"):
                     ok = (x >= lo) & (x <= hi)
+                if col in self._codes:
+                    ok &= np.isin(x, self._codes[col])
                 out = x.astype(object)
             if f.nullable:
                 ok |= missing
@@ -200,6 +224,20 @@ class LoadedModel:
                 if not partial:
                     raise InvalidFeatures(f"row {row}: {refused[row]}" if n > 1 else refused[row])
         return matrix, refused
+
+    def _spelled(self, col: int, value: str) -> str:
+        """A category value not among feature col's categories as training spelled it, when it is one of them in
+        another Unicode normalisation form; else the value as sent."""
+        if value.isascii():
+            return value
+        return self._spellings[col].get(unicodedata.normalize("NFC", value), value)
+
+    def spelled_name(self, name: str) -> str:
+        """A feature name as the model spells it, when it is one of its features in another Unicode normalisation
+        form; else the name as sent."""
+        if name in self._index or name.isascii():
+            return name
+        return self._name_spellings.get(unicodedata.normalize("NFC", name), name)
 
     def _category_ok(self, col: int, value: object) -> bool:
         if value is None:
@@ -244,13 +282,15 @@ class LoadedModel:
                     value, (bool, np.bool_))):
                 number = float(value)
                 lo, hi = self._limits[col]
-                if lo <= number <= hi:
+                if lo <= number <= hi and (col not in self._codes or number in self._codes[col]):
                     return number
                 raise self._bad_value(col, number, where)
         elif kind == "category":
-            if type(value) is str and (value in self._categories[col] or self.features[col].accepts_unknown) \
-                    and storable(value):
-                return value
+            if type(value) is str:
+                if value not in self._categories[col]:
+                    value = self._spelled(col, value)
+                if (value in self._categories[col] or self.features[col].accepts_unknown) and storable(value):
+                    return value
         elif type(value) is bool:
             return value
         if value is None and self._nullable[col]:
@@ -279,8 +319,14 @@ class LoadedModel:
                 more = ", …" if len(f.category_names) > _MAX_LISTED else ""
                 return f"feature {name} has no category {shown(value)}; expected one of {listed}{more}"
             return (f"feature {name} is categorical: send one of its categories as a string{self._e_g(f)}; "
-                    f"got {_sent(value)}")
-        return f"feature {name} is a boolean; send true or false" + (" (1 or 0 in matrix.values)" if matrix else "")
+                    f"got {_sent(value)}{self._nan_gap(col, value)}")
+        return (f"feature {name} is a boolean; send true or false" + (" (1 or 0 in matrix.values)" if matrix else "")
+                + self._nan_gap(col, value))
+
+    def _nan_gap(self, col: int, value: object) -> str:
+        """The hint for a NaN sent where a missing value is accepted: pandas' marker of a gap is not null."""
+        nan = isinstance(value, (float, np.floating)) and math.isnan(value)
+        return _NAN_GAP if nan and self._nullable[col] else ""
 
     @staticmethod
     def _e_g(f: Feature) -> str:
@@ -288,7 +334,13 @@ class LoadedModel:
 
     def _bad_value(self, col: int, value: float, where: str) -> InvalidFeatures:
         if not math.isfinite(value):
-            return InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number")
+            gap = _NAN_GAP if math.isnan(value) and self._nullable[col] else ""
+            return InvalidFeatures(f"{where}feature {self.names[col]!r} is {value}; send a finite number{gap}")
+        if col in self._codes and value not in self._codes[col]:
+            codes = sorted(self.features[col].category_names, key=float)
+            listed = ", ".join(codes[:_MAX_LISTED]) + (", …" if len(codes) > _MAX_LISTED else "")
+            return InvalidFeatures(f"{where}feature {self.names[col]!r} takes only the values the model was fitted "
+                                   f"on ({listed}); got {value:g}")
         lo, hi = self._bounds[col]
         return InvalidFeatures(f"{where}feature {self.names[col]!r}={value:g} is outside the plausible range "
                                f"[{lo:g}, {hi:g}] for this model")
@@ -299,14 +351,29 @@ class LoadedModel:
         servicer's google.protobuf.Value → float | str | bool | None)."""
         where = "" if row is None else f"row {row}: "
         if len(features) != len(self.names) or any(k not in self._index for k in features):
-            extra = sorted(k for k in features if k not in self._index)
-            if extra:
-                raise InvalidFeatures(f"{where}unknown feature {shown(extra[0])}; expected {', '.join(self.names)}")
-            missing = [n for n in self.names if n not in features]
-            raise InvalidFeatures(f"{where}feature {missing[0]!r} is missing; expected {', '.join(self.names)}")
+            features = self._spelled_names(features, where)
+            if len(features) != len(self.names) or any(k not in self._index for k in features):
+                extra = sorted(k for k in features if k not in self._index)
+                if extra:
+                    raise InvalidFeatures(f"{where}unknown feature {shown(extra[0])}; expected "
+                                          f"{', '.join(self.names)}")
+                missing = [n for n in self.names if n not in features]
+                raise InvalidFeatures(f"{where}feature {missing[0]!r} is missing; expected {', '.join(self.names)}")
         if decode is None:
             return self.check_row([features[n] for n in self.names], where)
         return self.check_row([decode(n, features[n], where) for n in self.names], where)
+
+    def _spelled_names(self, features: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+        """features keyed by the model's spelling of each name (spelled_name); InvalidFeatures when two names are
+        one feature in two Unicode normalisation forms."""
+        spelled: dict[str, Any] = {}
+        for k, v in features.items():
+            name = self.spelled_name(k)
+            if name in spelled:
+                raise InvalidFeatures(f"{where}feature {shown(name)} is sent twice (in two Unicode normalisation "
+                                      "forms)")
+            spelled[name] = v
+        return spelled
 
     def score(self, rows: Sequence[Sequence[Any]] | np.ndarray, timeout: float | None = None, finish=None,
               commit=None):

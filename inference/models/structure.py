@@ -34,11 +34,15 @@ def check_structure(estimator) -> None:
     found = reachable(estimator)
     neighbors.check_indexes(found, rebuilt)
     check_trees(estimator)
+    # An estimator without its fitted trees is a template (e.g. CalibratedClassifierCV's `estimator`, of which the
+    # calibrated classifiers hold fitted clones): it cannot score, and there is nothing of it to check.
     for reached in of_type(found, BaseGradientBoosting):
-        boosting.check_gradient_boosting(reached.obj)
+        if hasattr(reached.obj, "estimators_"):
+            boosting.check_gradient_boosting(reached.obj)
     claimed: set[int] = set()
     for reached in of_type(found, BaseHistGradientBoosting):
-        claimed.update(id(p) for p in boosting.check_hist_gradient_boosting(reached.obj))
+        if hasattr(reached.obj, "_predictors"):
+            claimed.update(id(p) for p in boosting.check_hist_gradient_boosting(reached.obj))
     if any(id(r.obj) not in claimed for r in of_type(found, TreePredictor)):
         raise UntrustedArtifact("a TreePredictor outside a HistGradientBoosting's predictors is not accepted")
     boosting.check_partials(found)

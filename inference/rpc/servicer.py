@@ -274,9 +274,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         out-of-range and non-finite rows are answered in row_errors instead of failing the call, and only the
         others are scored."""
         model = self.registry.route(model_name, m.request_id_prefix)
-        names = tuple(m.feature_names)
-        strings = {c.name: c for c in m.string_columns}
-        everything = names + tuple(c.name for c in m.string_columns)
+        names = tuple(model.spelled_name(n) for n in m.feature_names)
+        strings = {model.spelled_name(c.name): c for c in m.string_columns}
+        everything = names + tuple(model.spelled_name(c.name) for c in m.string_columns)
         if everything != model.names and (len(everything) != len(model.names)
                                           or set(everything) != set(model.names)):
             unknown = [n for n in everything if n not in model.names]

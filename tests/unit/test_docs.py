@@ -156,3 +156,18 @@ def test_every_setting_the_code_reads_is_in_the_configuration_table():
     assert {"PREDMESH_GRPC_ADDR", "PREDMESH_GATEWAY_RETRIES", "PREDMESH_FAULTS"} <= read  # readers found
     assert sorted(v for v in read if not documented(v, table)) == []
     assert not documented("PREDMESH_NOT_A_SETTING", table)
+
+
+def curl_commands(text: str) -> list[str]:
+    """Every curl command of a page, in code blocks or inline code, with its continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    commands = re.findall(r"curl [^`\n]*(?:\n(?!\s*$)[^`\n]*)*?(?=`|\n\s*\n|\n```|$)", joined)
+    return [" ".join(c.split()) for c in commands]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_curl_with_a_body_says_it_is_json(page):
+    """The gateway refuses a /v1/ body declared as anything but JSON (415), and curl -d declares
+    application/x-www-form-urlencoded: a documented command without the header fails as written."""
+    bad = [c for c in curl_commands(page.read_text()) if " -d " in c and "content-type: application/json" not in c]
+    assert not bad, f"{page.name}: add -H 'content-type: application/json' to: {bad}"

@@ -175,3 +175,15 @@ def test_wait_stored_counts_again_when_the_last_row_came_before_others(monkeypat
     monkeypatch.setattr("batch.stored.time.sleep", sleep)
     done, _ = wait_stored(clients, "iris", expected, datetime.now(UTC), wait_s=60, poll_s=0.01)
     assert done and expected.left == 0 and counter.probes == 1 and counter.calls == 4  # 1, 1001, 2001, 2500
+
+
+def test_a_feature_named_with_spaces_around_is_read_from_the_trimmed_header():
+    """The CSV header is read trimmed, but `predmesh train` keeps a column's spaces: a model trained on a header
+    "Total Charges , Contract" could not score that very file ("the input lacks the feature column(s) Total
+    Charges ,  Contract of the model (it has …, Total Charges, Contract, …)")."""
+    features = ("Total Charges ", " Contract", "tenure")
+    assert feature_columns(["id", "Total Charges", "Contract", "tenure"], {}, features, "m") == [
+        "id", "Total Charges ", " Contract", "tenure"]
+    # two columns that trim to the feature's text: neither is guessed
+    assert feature_columns(["Contract", "Contract\u00a0", "tenure"], {}, (" Contract", "tenure"), "m") == [
+        "Contract", "Contract\u00a0", "tenure"]

@@ -44,3 +44,19 @@ def test_typed_synthetic_rows_follow_the_training_profile_and_pass_the_input_rul
     checked = validate(read_table(tmp_path / "input.csv"), schema_of(info.features))
     assert not checked.rejects and len(checked.numbers) == ROWS
     assert checked.strings["contract"].count(None) == contract.count(None)
+
+
+def test_a_code_is_drawn_from_its_training_values_not_from_a_normal(tmp_path):
+    """A number the model takes only its training values of (FeatureSpec.categories on a number: an encoded plan
+    code) is drawn by their shares; drawn from the class normal, 2.37 would be refused on every row."""
+    features = (FeatureSpec("amount", 0.0, 100.0, 50.0, 10.0, ()),
+                FeatureSpec("plan code", 1.0, 7.0, 3.0, 2.0, (), categories=(("1", 0.5), ("7", 0.3), ("2", 0.2))))
+    profiles = (ClassProfile("no", 0.5, (40.0, 2.0), (5.0, 1.5)), ClassProfile("yes", 0.5, (60.0, 5.0), (5.0, 1.5)))
+    info = ModelInfo("coded", "1", features, ("no", "yes"), "", {}, None, "", "", True, profiles,
+                     limits=CallLimits(0, 0, 0))
+    header, rows = synthesize(info, date(2026, 11, 20), 5_000)
+    codes = [r[1] for r in rows]
+    assert set(codes) == {1.0, 2.0, 7.0} and abs(codes.count(1.0) / len(codes) - 0.5) < 0.03
+    write_csv(tmp_path / "input.csv", header, rows)
+    checked = validate(read_table(tmp_path / "input.csv"), schema_of(info.features))
+    assert not checked.rejects and len(checked.numbers) == 5_000

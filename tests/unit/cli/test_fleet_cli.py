@@ -52,3 +52,26 @@ def test_desired_prints_each_canary_with_its_figures():
         ("    candidate: 40 rows, 1/41 failed, accuracy 0.500 over 30 feedback, p99 4.5 ms; serving: 90 rows, "
          "accuracy 0.970 over 70 feedback, p99 3.0 ms; agreement 18/40"),
         "    rolled back: accuracy 0.500 over 30 feedback"]
+
+
+def test_an_address_without_the_admin_api_is_named_with_where_to_go(monkeypatch, capsys):
+    """PREDMESH_SERVER_ADDR often names the gateway's public listener (what batch and the dashboard use), which
+    has no admin routes: `predmesh rollout` said only "predmesh rollout: no such route"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from cli.fleet import main
+
+    server = grpc.server(ThreadPoolExecutor(2))  # serves nothing: every method is UNIMPLEMENTED, as Envoy's 404
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("PREDMESH_ADMIN_TOKEN", "t0ken")
+        monkeypatch.setenv("PREDMESH_SERVER_ADDR", f"127.0.0.1:{port}")
+        assert main(["rollout", "iris", "2", "--timeout", "5"]) == 1
+    finally:
+        server.stop(0)
+    err = capsys.readouterr().err
+    assert f"predmesh rollout: 127.0.0.1:{port} does not serve the admin API" in err
+    assert "--server with a replica's gRPC address (PREDMESH_GRPC_ADDR) or the gateway's admin listener" in err

@@ -17,6 +17,7 @@ from inference.models.columns import TableError
 from inference.models.frame import to_frame
 from inference.models.importer import import_model
 from inference.models.store import ModelStore
+from tests.support.procs import ADMIN_TOKEN
 from tests.unit.inference.test_tabular import synthetic
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -119,7 +120,9 @@ def test_an_array_model_takes_the_sample_columns(tmp_path):
     ("not a model", "cannot unpickle model.pkl"),
     ("no probabilities", "SVC has no predict_proba"),
     ("cannot score", "the model cannot score sample.csv: ValueError"),
-    ("empty column", "column 'plan' is empty"),
+    # import has no --drop: the sample must hold what the model takes (it said "drop it (--drop plan)")
+    ("empty column", (r"sample column 'plan' is empty \(no row has a value\); the model takes it, so give a "
+                      r"sample in which it has values$")),
 ])
 def test_errors_name_the_file_or_column(tmp_path, sample, case, message):
     from sklearn.svm import SVC
@@ -172,3 +175,99 @@ def test_the_server_never_imports_the_unpickling_importer():
     server = [p for room in rooms for p in (ROOT / "inference" / room).rglob("*.py")]
     server += [p for p in (ROOT / "inference" / "models").glob("*.py") if p.name != "importer.py"]
     assert server and [str(p.relative_to(ROOT)) for p in server if pattern.search(p.read_text())] == []
+
+
+def coded_pipeline_and_sample(tmp_path):
+    """A pipeline that one-hot encodes an integer plan code (a number in the sample) refusing unknown codes, beside
+    a plain number; the sample as a CSV."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"amount": rng.normal(50, 15, 200), "plan code": rng.choice([1, 2, 3, 7], 200)})
+    df["y"] = np.where((df["amount"] > 50) ^ (df["plan code"] == 7), "yes", "no")
+    clf = Pipeline([("c", ColumnTransformer([("n", "passthrough", ["amount"]),
+                                             ("p", OneHotEncoder(), ["plan code"])])),
+                    ("m", LogisticRegression())]).fit(df[["amount", "plan code"]], df["y"])
+    sio.dump(clf, tmp_path / "coded.skops")
+    df.to_csv(tmp_path / "coded.csv", index=False)
+    return clf, df
+
+
+def test_a_number_the_model_takes_as_a_code_accepts_only_its_training_values(tmp_path):
+    _, df = coded_pipeline_and_sample(tmp_path)
+    manifest = import_model(ModelStore(tmp_path / "store"), "coded", tmp_path / "coded.skops",
+                            tmp_path / "coded.csv", "y")
+    amount, code = manifest.features
+    assert (amount.kind, amount.categories) == ("number", ())  # any number scores
+    assert code.kind == "number" and not code.accepts_unknown
+    shares = df["plan code"].value_counts(normalize=True)
+    assert dict(code.categories) == pytest.approx({str(k): v for k, v in shares.items()})
+
+
+def test_a_code_the_model_never_saw_is_refused_at_the_edge_not_internal(model_store, tmp_path, inproc_server):
+    """An integer code one-hot encoded with handle_unknown="error": 2.5 or 4 made scikit-learn raise inside the
+    server (INTERNAL, HTTP 500); now INVALID_ARGUMENT naming the feature and its values, on every path."""
+    from predmesh import Client
+    from predmesh.errors import InvalidArgument
+
+    clf, _ = coded_pipeline_and_sample(tmp_path)
+    import_model(ModelStore(model_store), "coded", tmp_path / "coded.skops", tmp_path / "coded.csv", "y")
+    _, target = inproc_server
+    with Client(target, timeout=10, admin_token=ADMIN_TOKEN) as client:
+        client.reload_model("coded")
+        good = client.predict("coded", {"amount": 61.0, "plan code": 7})
+        expected = clf.predict_proba(pd.DataFrame({"amount": [61.0], "plan code": [7]}))[0]
+        assert [good.probabilities[c] for c in clf.classes_] == pytest.approx(expected, abs=1e-12)
+        message = r"feature 'plan code' takes only the values the model was fitted on \(1, 2, 3, 7\); got 2\.5"
+        with pytest.raises(InvalidArgument, match=message):
+            client.predict("coded", {"amount": 61.0, "plan code": 2.5})
+        each = client.predict_each("coded", [{"amount": 61.0, "plan code": 4}, {"amount": 61.0, "plan code": 3}])
+        assert isinstance(each[0].error, InvalidArgument) and "got 4" in each[0].error.message
+        assert each[1].prediction is not None
+        scored = client.predict_matrix("coded", ["amount", "plan code"], [61.0, 4.0, 61.0, 1.0],
+                                       partial_success=True)
+        assert list(scored.errors) == [0] and "'plan code' takes only" in scored.errors[0].message
+        with pytest.raises(InvalidArgument, match="row 0: feature 'plan code' takes only"):
+            client.predict_matrix("coded", ["amount", "plan code"], [61.0, 4.0, 61.0, 1.0])
+
+
+@pytest.mark.parametrize("booster", ["HistGradientBoostingClassifier", "GradientBoostingClassifier"])
+def test_a_calibrated_booster_imports_and_serves_its_probabilities(booster, model_store, tmp_path, inproc_server):
+    """CalibratedClassifierCV keeps its unfitted `estimator` template beside the fitted clones. The structure
+    checks read the template's trees, so calibrated boosters were refused with an AttributeError ("failed its
+    structure checks: AttributeError: 'HistGradientBoostingClassifier' object has no attribute 'n_features_in_'")
+    while a calibrated forest or LogisticRegression imported."""
+    from sklearn import ensemble
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from predmesh import Client
+
+    df = synthetic(300, label="str", classes=2).dropna()
+    df.to_csv(tmp_path / "sample.csv", index=False)
+    features = ["amount", "plan", "member"]
+    estimator = getattr(ensemble, booster)(**({"max_iter": 20} if booster.startswith("Hist") else
+                                               {"n_estimators": 20}), random_state=0)
+    clf = Pipeline([("c", ColumnTransformer([("p", OneHotEncoder(handle_unknown="ignore"), ["plan", "member"])],
+                                            remainder=SimpleImputer())),
+                    ("m", CalibratedClassifierCV(estimator, cv=3))]).fit(df[features], df["y"])
+    sio.dump(clf, tmp_path / "calibrated.skops")
+    manifest = import_model(ModelStore(model_store), "calibrated", tmp_path / "calibrated.skops",
+                            tmp_path / "sample.csv", "y")
+    assert manifest.estimator == f"CalibratedClassifierCV({booster})"
+    rows = df[features].head(10)  # the test server takes 10 rows a batch
+    expected = clf.predict_proba(rows)
+    _, target = inproc_server
+    with Client(target, timeout=10, admin_token=ADMIN_TOKEN) as client:
+        client.reload_model("calibrated")
+        answers = client.predict_batch("calibrated", [
+            {"amount": float(a), "plan": str(p), "member": bool(m)}
+            for a, p, m in zip(rows["amount"].tolist(), rows["plan"].tolist(), rows["member"].tolist())])
+    got = [[p.probabilities[c] for c in clf.classes_] for p in answers]
+    assert np.allclose(got, expected, atol=1e-12, rtol=0)

@@ -3,6 +3,9 @@ probing finds an estimator accepts, every --estimator on small synthetic tables 
 class labels (binary and multi-class), and the errors that name the column."""
 from __future__ import annotations
 
+import re
+import shlex
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,11 +41,16 @@ def test_column_kinds():
     (pd.Series([None, None], name="gone", dtype=object), "column 'gone' is empty"),
     (pd.Series([f"id-{i}" for i in range(200)], name="email"), "column 'email' has 200 distinct text values"),
     (pd.Series(pd.to_datetime(["2024-01-01", "2024-02-01"]), name="signup"), "column 'signup' holds dates"),
+    (pd.Series([f"C{i:06d}" for i in range(200)], name="Customer ID"), "column 'Customer ID' has 200 distinct"),
+    (pd.Series([None, None], name="Date d'entrée", dtype=object), "column \"Date d'entrée\" is empty"),
 ])
 def test_columns_that_are_no_feature_are_named(column, message):
+    """The hint is an option to paste: a name with a space or a quote is shell-quoted (`--drop Customer ID` would
+    drop 'Customer' and fail on 'ID')."""
     with pytest.raises(TableError, match=message) as raised:
         kind_of(column)
-    assert f"--drop {column.name}" in str(raised.value)
+    hint = re.search(r"\((--drop .*)\)$", str(raised.value))
+    assert hint is not None and shlex.split(hint.group(1)) == ["--drop", column.name]
 
 
 def test_plain_values_and_the_frame_they_make():
@@ -174,3 +182,72 @@ def test_hist_gradient_boosting_takes_categories_natively():
     clf = pipeline("hgb", ["amount", "plan", "member"], ["number", "category", "boolean"])
     assert list(clf[-1].categorical_features) == [0, 1]
     assert profile.estimator_name(pipeline("svc", ["a"], ["number"])) == "CalibratedClassifierCV(SVC)"
+
+
+def test_a_parquet_file_with_pandas_nullable_dtypes_trains_and_imports(tmp_path):
+    """pandas writes its nullable dtypes into Parquet (convert_dtypes(), dtype_backend="numpy_nullable"): a
+    "boolean" column with <NA> made train and import end in a traceback (TypeError: boolean value of NA is
+    ambiguous); Int64, category and string columns with gaps come along."""
+    import skops.io as sio
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from inference.models.importer import import_model
+
+    df = synthetic(200)
+    df["member"] = df["member"].astype("boolean")
+    df.loc[::7, "member"] = pd.NA
+    df["count"] = pd.array([None if i % 9 == 0 else i % 5 for i in range(len(df))], dtype="Int64")
+    df["plan"] = df["plan"].astype("category")
+    df["y"] = df["y"].astype("string")
+    df.to_parquet(tmp_path / "nullable.parquet")
+    manifest = train_table(ModelStore(tmp_path / "store"), tmp_path / "nullable.parquet", "y", "m", "lr",
+                           drop=["customer"])
+    kinds = {f.name: (f.kind, round(f.missing_share, 3)) for f in manifest.features}
+    assert kinds == {"amount": ("number", round(df["amount"].isna().mean(), 3)),
+                     "plan": ("category", round(df["plan"].isna().mean(), 3)),
+                     "member": ("boolean", round(df["member"].isna().mean(), 3)),
+                     "count": ("number", round(df["count"].isna().mean(), 3))}
+    features = ["amount", "plan", "member"]
+    clf = Pipeline([("c", ColumnTransformer([
+        ("n", SimpleImputer(), ["amount"]),
+        ("p", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+         ["plan", "member"])])), ("m", LogisticRegression())])
+    fit = df[features].astype(object)
+    clf.fit(fit.where(fit.notna(), np.nan), df["y"])  # scikit-learn's own imputer does not take pd.NA
+    sio.dump(clf, tmp_path / "m.skops")
+    imported = import_model(ModelStore(tmp_path / "store"), "imported", tmp_path / "m.skops",
+                            tmp_path / "nullable.parquet", "y")
+    assert [(f.name, f.kind) for f in imported.features] == [("amount", "number"), ("plan", "category"),
+                                                              ("member", "boolean")]
+
+
+def test_blank_cells_are_missing_values_as_in_the_batch(tmp_path):
+    """A spreadsheet export writes " " for no value (the Telco churn data's TotalCharges): pandas then reads the
+    whole column as text, and train refused the user's main number as "an identifier or free text … drop it".
+    Blank cells are missing values, as `predmesh batch score` reads them."""
+    df = synthetic(200)
+    df["amount"] = df["amount"].round(2).astype(object)
+    df.loc[df["amount"].isna(), "amount"] = " "
+    df["plan"] = df["plan"].astype(object)
+    df.loc[df["plan"].isna(), "plan"] = "  "
+    df.to_csv(tmp_path / "blanks.csv", index=False)
+    manifest = train_table(ModelStore(tmp_path / "store"), tmp_path / "blanks.csv", "y", "m", "lr",
+                           drop=["customer"])
+    features = {f.name: f for f in manifest.features}
+    assert features["amount"].kind == "number" and features["amount"].missing_share == pytest.approx(
+        (df["amount"] == " ").mean())
+    assert features["plan"].kind == "category" and set(features["plan"].category_names) == {"basic", "plus", "pro"}
+
+
+def test_a_number_column_with_a_few_words_says_which_cells_are_not_numbers(tmp_path):
+    df = synthetic(200)
+    df["amount"] = df["amount"].astype(object)
+    df.loc[df["amount"].isna(), "amount"] = "unknown"
+    df.to_csv(tmp_path / "words.csv", index=False)
+    with pytest.raises(TableError, match=r"column 'amount' is text: \d+ of its 200 values are numbers, but \d+ are "
+                                         r"not \('unknown'\); make those cells empty \(missing\) or numbers"):
+        train_table(ModelStore(tmp_path / "store"), tmp_path / "words.csv", "y", "m", "lr", drop=["customer"])

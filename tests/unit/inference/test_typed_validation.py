@@ -75,6 +75,19 @@ def test_probabilities_are_the_pipelines_own(typed, model):
         np.testing.assert_allclose(model.score([row])[0], probabilities, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("change, hinted", [
+    ({"tenure": math.nan}, True), ({"contract": math.nan}, True), ({"senior": math.nan}, True),
+    ({"monthly": math.nan}, False),  # not nullable: a missing value would be refused too
+    ({"tenure": math.inf}, False),
+])
+def test_a_nan_where_a_gap_is_accepted_says_a_gap_is_null(model, change, hinted):
+    """A row from pandas (df.to_dict("records")) carries NaN for every gap, also in text columns: the refusal said
+    only "got nan" or "send a finite number", never that the gap the model accepts is sent as null (None)."""
+    with pytest.raises(InvalidFeatures) as info:
+        model.vector({**ROW, **change})
+    assert ("a missing value is null (None in Python): NaN, pandas' gap, is not" in str(info.value)) is hinted
+
+
 @pytest.mark.parametrize("change, message", [
     # number
     ({"tenure": "abc"}, "feature 'tenure' is a number; got the string 'abc'"),

@@ -241,3 +241,24 @@ def _click(row: int):
     from panel.models.tabulator import CellClickEvent
 
     return CellClickEvent(model=None, column="prediction id", row=row)
+
+
+def test_a_code_is_a_choice_of_the_numbers_the_model_takes():
+    """A number the model takes only its training values of (categories on a number: an encoded plan code) is a
+    choice of those numbers: the training mean (2.6) in a number field would be refused by the server."""
+    import panel as pn
+
+    from ui.form_view import FeatureForm
+
+    code = spec("plan code", lo=1.0, hi=7.0, mean=2.6, categories=(("1", 0.5), ("7", 0.3), ("2", 0.2)),
+                nullable=True, missing_share=0.1)
+    field = form.field(code)
+    assert field.choices == (("1", 1.0), ("7", 7.0), ("2", 2.0), (form.MISSING, None)) and field.default == 1.0
+    assert "values the model was fitted on" in field.hint
+    f = FeatureForm(random.Random(1))
+    f.update(churn_info(features=(*CHURN, code)))
+    assert isinstance(f.inputs["plan code"], pn.widgets.Select) and f.inputs["plan code"].value == 1.0
+    f.inputs["plan code"].value = 7.0
+    assert form.row(f.fields, f.values())["plan code"] == 7.0
+    drawn = Counter(form.sample((code,), random.Random(i))["plan code"] for i in range(2000))
+    assert set(drawn) == {1.0, 7.0, 2.0, None} and drawn[1.0] / 2000 == pytest.approx(0.45, abs=0.04)
