@@ -455,7 +455,8 @@ def parser() -> argparse.ArgumentParser:
     env = variables_read(ServerSettings.from_env, only=(
         "PREDMESH_GRPC_ADDR", "PREDMESH_METRICS_ADDR", "PREDMESH_MODEL_STORE", "PREDMESH_MODEL_SIGNING_KEY",
         "PREDMESH_LOG_LEVEL"))
-    env += ["PREDMESH_AMQP_URL", "PREDMESH_CONSUMER_METRICS_ADDR", "PREDMESH_UI_ADDR", "PREDMESH_LUIGID_ADDR"]
+    env += ["PREDMESH_AMQP_URL", "PREDMESH_CONSUMER_METRICS_ADDR", "PREDMESH_UI_ADDR", "PREDMESH_LUIGID_ADDR",
+            "PREDMESH_PROMETHEUS_ADDR", "PREDMESH_WRITER_TOKEN[_FILE]", "PREDMESH_OPEN_WRITES"]  # read here, by no part
     p = argparse.ArgumentParser(prog="predmesh up", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=env_epilog(env) + "\nEach part also reads its own: see `predmesh <part> "
