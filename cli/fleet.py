@@ -98,6 +98,16 @@ def describe(state) -> list[str]:
     return lines
 
 
+def _hint(exc: Exception, target: str) -> str:
+    """What to do about an error the message alone does not explain."""
+    import grpc
+
+    if getattr(exc, "code", None) == grpc.StatusCode.UNIMPLEMENTED:  # e.g. the gateway's public listener
+        return (f" ({target} does not serve the admin API: pass --server a replica's gRPC address or the gateway's "
+                "admin listener, PREDMESH_GATEWAY_ADMIN_ADDR)")
+    return ""
+
+
 def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in USAGE:
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
             else:
                 state = client.get_desired_state(args.model)
     except PredmeshError as exc:
-        print(f"{prog} {action}: {exc}", file=sys.stderr)
+        print(f"{prog} {action}: {str(exc).strip()}{_hint(exc, target)}", file=sys.stderr)
         return 1
     if action == "desired":
         first, *rest = describe(state)

@@ -52,3 +52,25 @@ def test_desired_prints_each_canary_with_its_figures():
         ("    candidate: 40 rows, 1/41 failed, accuracy 0.500 over 30 feedback, p99 4.5 ms; serving: 90 rows, "
          "accuracy 0.970 over 70 feedback, p99 3.0 ms; agreement 18/40"),
         "    rolled back: accuracy 0.500 over 30 feedback"]
+
+
+def test_an_address_without_the_admin_api_is_named_with_what_to_use(monkeypatch, capsys):
+    """`predmesh desired iris --server <gateway public listener>` said only "no such route" (Envoy's UNIMPLEMENTED):
+    the operator is now told that address does not serve the admin API and which addresses do."""
+    from concurrent import futures
+
+    import grpc
+
+    from cli import fleet
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))  # no service at all: every method is UNIMPLEMENTED
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("PREDMESH_ADMIN_TOKEN", "t")
+        assert fleet.main(["desired", "iris", "--server", f"127.0.0.1:{port}", "--timeout", "5"]) == 1
+    finally:
+        server.stop(None)
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port} does not serve the admin API" in err, err
+    assert "PREDMESH_GATEWAY_ADMIN_ADDR" in err and err.count("\n") == 1, err
