@@ -22,9 +22,25 @@ _CHANGES = ("add_task", "get_work", "set_task_status_message", "set_task_progres
 
 
 class DurableScheduler(luigi.scheduler.Scheduler):
-    """A Luigi Scheduler that saves its state atomically after every call that can change it."""
+    """A Luigi Scheduler that saves its state atomically after every call that can change it, and gives a task it
+    disabled for its failures back to a new run: luigid disables a task once it failed its run and its retries
+    (DayTask.retry_count), which stops the worker kept alive for those retries, but Luigi keeps it disabled for
+    `disable_persist` (a day) against every later worker too, so a nightly rerun after the cause was fixed (the
+    server back, the worker that was killed replaced) was refused ("not granted run permission", exit 25) for up
+    to a day. A worker adds a task as PENDING only while it schedules a run (the run that failed it reports FAILED
+    and then only asks for work), so such an add is a new run: the task's failures are forgotten and it runs, as
+    it would with --local-scheduler."""
 
     _lock = threading.Lock()
+
+    def add_task(self, task_id=None, status=luigi.scheduler.PENDING, worker=None, **kwargs):
+        task = self._state.get_task(task_id) if task_id is not None else None
+        if (task is not None and status == luigi.scheduler.PENDING and task.status == luigi.scheduler.DISABLED
+                and task.scheduler_disable_time is not None):
+            log.info("luigid: %s was disabled after its failures; a new run (worker %s) tries it again", task_id,
+                     worker)
+            self._state.re_enable(task)  # failures and disable time cleared; the base call sets it PENDING
+        return super().add_task(task_id=task_id, status=status, worker=worker, **kwargs)
 
     def dump(self) -> None:
         state = self._state
@@ -43,7 +59,7 @@ class DurableScheduler(luigi.scheduler.Scheduler):
 
 
 def _saving(name: str):
-    base = getattr(luigi.scheduler.Scheduler, name)
+    base = DurableScheduler.__dict__.get(name) or getattr(luigi.scheduler.Scheduler, name)  # its own, if any
 
     def call(self, *args, **kwargs):
         result = base(self, *args, **kwargs)

@@ -139,6 +139,9 @@ def _hint(code: int, retcodes, settings: BatchSettings, locks: Path, local_sched
     if code == retcodes.unhandled_exception:
         return (f" (the central scheduler at {settings.luigid} stopped answering? rerun: completed tasks are not "
                 "run again)")
+    if answers(*settings.luigid_host_port):
+        return (f" (the central scheduler at {settings.luigid} did not let this run have a task: its visualiser, "
+                f"http://{settings.luigid}/static/visualiser/index.html, shows which and why, e.g. disabled there)")
     return (f" (is the central scheduler running at {settings.luigid}? start it with `predmesh batch scheduler`, "
             "or pass --local-scheduler)")
 

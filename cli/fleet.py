@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
                   "gateway's public listener: pass --server with a replica's gRPC address (PREDMESH_GRPC_ADDR) or "
                   "the gateway's admin listener (PREDMESH_GATEWAY_ADMIN_ADDR)", file=sys.stderr)
             return 1
-        print(f"{prog} {action}: {exc}", file=sys.stderr)
+        print(f"{prog} {action}: {str(exc).strip()}", file=sys.stderr)
         return 1
     if action == "desired":
         first, *rest = describe(state)

@@ -7,6 +7,7 @@ interrupt_exits("predmesh")  # first: Ctrl-C while the part's modules load ends 
 
 import importlib
 import inspect
+import os
 import signal
 import sys
 
@@ -58,11 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, prefix, _ = COMMANDS[command]
     entry = importlib.import_module(module).main
-    # `prog` makes the part's usage and error lines read `predmesh <command> …` (where its main takes one)
-    if "prog" in inspect.signature(entry).parameters:
-        return entry(prefix + rest, prog="predmesh" if prefix else f"predmesh {command}") or 0
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # a part without start-up guards handles Ctrl-C itself
-    return entry(prefix + rest) or 0
+    try:
+        # `prog` makes the part's usage and error lines read `predmesh <command> …` (where its main takes one)
+        if "prog" in inspect.signature(entry).parameters:
+            code = entry(prefix + rest, prog="predmesh" if prefix else f"predmesh {command}") or 0
+        else:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a part without start-up guards: Ctrl-C
+            code = entry(prefix + rest) or 0
+        sys.stdout.flush()  # here, not at exit, so a reader gone away is handled below
+        return code
+    except BrokenPipeError:
+        # the reader of the output went away (`predmesh desired iris | head -1`): stop quietly, as a Unix tool
+        # killed by SIGPIPE would (exit 128 + 13), with stdout on /dev/null so the flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

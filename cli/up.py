@@ -344,22 +344,25 @@ def _signal_group(part: Part, sig: int) -> None:
 
 
 def stop_all(parts: list[Part], timeout: float = 20.0) -> None:
-    """SIGTERM every part's process group (clients first, replicas last), wait, then SIGKILL what is left."""
-    for part in reversed(parts):
-        if part.proc is not None:
+    """Stop the parts stage by stage, the reverse of the start: the clients (consumer, dashboard, luigid,
+    Prometheus) first, then the gateway, then the replicas. Each stage's process groups get SIGTERM once the stage
+    after it has exited, and SIGKILL after timeout seconds. (Signalled all at once, Envoy exited at once and the
+    consumer's in-flight jobs failed UNAVAILABLE until it was killed 20 s later.)"""
+    for stage in sorted({p.stage for p in parts}, reverse=True):
+        group = [p for p in reversed(parts) if p.stage == stage and p.proc is not None]
+        for part in group:
             _signal_group(part, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for part in reversed(parts):
-        if part.proc is None:
-            continue
-        try:
-            part.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"predmesh up: {part.name} did not stop within {timeout:.0f} s: killing it", file=sys.stderr,
-                  flush=True)
-        _signal_group(part, signal.SIGKILL)      # the group's other members (a part's own children), if any
-        if part.proc.poll() is None:
-            part.proc.wait()
+        deadline = time.monotonic() + timeout
+        for part in group:
+            assert part.proc is not None  # group holds started parts only
+            try:
+                part.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"predmesh up: {part.name} did not stop within {timeout:.0f} s: killing it", file=sys.stderr,
+                      flush=True)
+            _signal_group(part, signal.SIGKILL)      # the group's other members (a part's own children), if any
+            if part.proc.poll() is None:
+                part.proc.wait()
 
 
 def wait_healthy(parts: list[Part], timeout: float, stopping: Callable[[], bool]) -> dict[str, tuple[bool, str]]:
@@ -455,7 +458,8 @@ def parser() -> argparse.ArgumentParser:
     env = variables_read(ServerSettings.from_env, only=(
         "PREDMESH_GRPC_ADDR", "PREDMESH_METRICS_ADDR", "PREDMESH_MODEL_STORE", "PREDMESH_MODEL_SIGNING_KEY",
         "PREDMESH_LOG_LEVEL"))
-    env += ["PREDMESH_AMQP_URL", "PREDMESH_CONSUMER_METRICS_ADDR", "PREDMESH_UI_ADDR", "PREDMESH_LUIGID_ADDR"]
+    env += ["PREDMESH_AMQP_URL", "PREDMESH_CONSUMER_METRICS_ADDR", "PREDMESH_UI_ADDR", "PREDMESH_LUIGID_ADDR",
+            "PREDMESH_PROMETHEUS_ADDR", "PREDMESH_WRITER_TOKEN[_FILE]", "PREDMESH_OPEN_WRITES"]  # read here, by no part
     p = argparse.ArgumentParser(prog="predmesh up", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=env_epilog(env) + "\nEach part also reads its own: see `predmesh <part> "

@@ -51,7 +51,8 @@ class RetentionReport:
         if self.boundary is None:
             return "retention: off (PREDMESH_RETENTION_DAYS=0 keeps every prediction)" + (
                 f"; created partitions {', '.join(self.created)}" if self.created else "")
-        parts = [f"retention: predictions before {self.boundary:%Y-%m-%d %H:%M} UTC removed: {self.rows} rows"]
+        before = self.boundary.isoformat(" ", "minutes")  # year 1 as 0001 (strftime's %Y gives "1")
+        parts = [f"retention: predictions before {before} UTC removed: {self.rows} rows"]
         if self.dropped:
             parts.append(f"dropped partitions {', '.join(self.dropped)}")
         parts.append(f"{self.feedback} feedback rows, {self.keys} idempotency keys")
@@ -62,9 +63,16 @@ class RetentionReport:
         return "; ".join(parts)
 
 
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC).replace(tzinfo=None)  # the boundary of a retention longer than the calendar
+
+
 def boundary_of(days: int, now: float | None = None) -> datetime:
-    """The UTC midnight `days` days before now (naive UTC, as the columns hold it)."""
-    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC) - timedelta(days=days)
+    """The UTC midnight `days` days before now (naive UTC, as the columns hold it); EARLIEST (nothing is older)
+    when that is before year 1: PREDMESH_RETENTION_DAYS=99999999 means "keep everything stored", not a traceback."""
+    try:
+        moment = datetime.fromtimestamp(time.time() if now is None else now, UTC) - timedelta(days=days)
+    except OverflowError:
+        return EARLIEST
     return datetime(moment.year, moment.month, moment.day, tzinfo=UTC).replace(tzinfo=None)
 
 

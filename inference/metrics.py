@@ -317,10 +317,22 @@ class ServerMetrics:
         previous = self._info.get(model)
         if previous == (version, sha256):
             return
+        if previous is None:
+            self.zero_counters(model)
         if previous is not None:
             forget(self.model_info, (model, *previous))
         self.model_info.labels(model, version, sha256).set(1)
         self._info[model] = (version, sha256)
+
+    def zero_counters(self, model: str) -> None:
+        """Export the model's event counters at 0 from its first load: an alert on `increase(...)` only sees an
+        event once the series existed before it (a series that appears at 1 has increased by nothing), so
+        without this the first refused reload or canary rollback of a process would never fire its alert."""
+        for result in ("success", "failure"):
+            self.reloads.labels(model, result)
+        for decision in ("promote", "rollback"):
+            self.canary_decisions.labels(model, decision)
+        self.desired_failures.labels(model)
 
     def canary(self, model: str, version: str, share: float) -> None:
         """canary_share shows the candidate this replica holds for each model (version "": none, no series)."""

@@ -110,6 +110,8 @@ class QualityRefresher:
     def refresh(self) -> None:
         try:
             self.servicer.refresh_versions()
+            if not getattr(self.servicer, "batch_runs_loaded", True):  # the start-up load missed (database down)
+                self.servicer.refresh_batch_runs()
         except Exception as exc:  # never let the thread die: the next refresh may succeed
             if not self._failing:
                 log.warning("feedback quality gauges not refreshed (%s): keeping the last values until the "

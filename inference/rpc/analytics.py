@@ -195,6 +195,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         self.auth = auth
         self.stale_s = stale_s  # PREDMESH_BATCH_RUN_STALE_S: a RUNNING attempt silent this long is abandoned
         self.max_query_s = max_query_s
+        self.batch_runs_loaded = False  # the batch-run gauges were read from the database (the refresher retries)
 
     def _db(self, context, method: str, flt: repo.PredictionFilter | None = None, paged: bool = False) -> Db:
         """The call's bounded database session; `what` names the call and its filter in a timeout's message."""
@@ -383,14 +384,23 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     def refresh_quality(self) -> None:
         """Set the quality gauges of every model version from stored feedback, and the batch-run gauges from the
-        latest runs (at start; outage tolerated)."""
+        latest runs (at start; outage tolerated: the quality refresher loads what could not be read)."""
         try:
             self.refresh_versions()
-            with Db(None, "the batch-run gauges' refresh at start", self.max_query_s):
-                for run in repo.list_batch_runs(page_size=MAX_PAGE)[0]:
-                    self.metrics.batch_run_seen(run)
+            self.refresh_batch_runs()
         except errors.PredmeshError as exc:
             log.warning("feedback quality gauges not loaded at start: %s", exc)
+
+    def refresh_batch_runs(self) -> None:
+        """The batch-run gauges from the latest recorded runs, whichever replica recorded them (at start, and by the
+        quality refresher until it has succeeded once: a replica started while the database was down exported no
+        nightly run at all, so PredmeshNightlyBatchMissing read an older success of another replica). Raises a
+        PredmeshError when the database cannot answer."""
+        with Db(None, "the batch-run gauges' refresh", self.max_query_s):
+            runs = repo.list_batch_runs(page_size=MAX_PAGE)[0]
+        for run in runs:
+            self.metrics.batch_run_seen(run)
+        self.batch_runs_loaded = True
 
     def refresh_versions(self) -> int:
         """Set the quality gauges of every model version from the confusion counts the database keeps as feedback

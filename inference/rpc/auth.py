@@ -41,9 +41,10 @@ class TokenAuth:
         self._writer = writer_token.encode() if writer_token else None
         self.open_writes = open_writes
 
-    def require(self, metadata, *, write: bool) -> None:
+    def require(self, metadata, *, write: bool, action: str = "reload") -> None:
         """The admin plane: Unauthenticated/PermissionDenied unless the metadata carries the admin token (write:
-        reload) or, to read (list versions), the read-only or writer token."""
+        reload, roll out, pin, roll back: action names it in the refusal) or, to read (list versions, the
+        desired state), the read-only or writer token."""
         if self._admin is None:
             raise Unauthenticated("the admin API is disabled: the server has no PREDMESH_ADMIN_TOKEN")
         presented = _presented(metadata)
@@ -51,7 +52,7 @@ class TokenAuth:
             return
         if _is(presented, self._writer) or _is(presented, self._readonly):
             if write:
-                raise PermissionDenied("this token may not reload; reloading needs the admin token")
+                raise PermissionDenied(f"this token may not {action}; that needs the admin token")
             return
         raise Unauthenticated("invalid token")
 

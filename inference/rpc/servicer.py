@@ -528,7 +528,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
 
     @rpc
     def RolloutModel(self, request, context):
-        self.auth.require(context.invocation_metadata(), write=True)
+        self.auth.require(context.invocation_metadata(), write=True, action="roll out")
         wanted, previous = self._fleet().change(
             request.model, request.version, "rollout", by=request.changed_by, reason=request.reason,
             candidate=request.candidate, candidate_share=request.candidate_share, criteria=criteria_of(request))
@@ -537,7 +537,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
 
     @rpc
     def PinModel(self, request, context):
-        self.auth.require(context.invocation_metadata(), write=True)
+        self.auth.require(context.invocation_metadata(), write=True, action="pin")
         wanted, previous = self._fleet().change(request.model, request.version, "pin", pinned=True,
                                                 by=request.changed_by, reason=request.reason)
         return admin_pb2.PinModelResponse(desired=desired_message(wanted.model, wanted),
@@ -545,7 +545,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
 
     @rpc
     def RollbackModel(self, request, context):
-        self.auth.require(context.invocation_metadata(), write=True)
+        self.auth.require(context.invocation_metadata(), write=True, action="roll back")
         wanted, previous = self._fleet().rollback(request.model, by=request.changed_by, reason=request.reason)
         return admin_pb2.RollbackModelResponse(desired=desired_message(wanted.model, wanted),
                                                serving_version=self._serving(wanted.model),

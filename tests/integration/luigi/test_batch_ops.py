@@ -283,6 +283,25 @@ def test_luigid_keeps_its_state_through_kill_9_and_answers_its_history(server, p
         assert code == 200 and "Report" in body  # and so did the history
 
 
+def test_a_rerun_after_a_failed_day_runs_on_luigid(server, pg, tmp_path):
+    """A nightly that failed on luigid (its server unreachable, no retries) left the failed task disabled there for
+    Luigi's disable_persist (a day): the rerun once the server answered again was "not granted run permission"
+    (exit 25, the hint asking whether luigid runs), as was every rerun after a killed worker. A new run now tries
+    the task again and the day completes, as with --local-scheduler."""
+    batch_dir = tmp_path / "batch"
+    with LuigidProc(tmp_path / "luigid") as luigid:
+        away = batch_env(f"127.0.0.1:{free_port()}", batch_dir, PREDMESH_LUIGID_ADDR=luigid.addr,
+                         PREDMESH_BATCH_RETRIES="0")
+        failed = run_batch(["nightly", "--date", DAY, "--rows", "50"], away)
+        assert failed.returncode == 30, failed.stderr
+        assert luigid.tasks("DISABLED"), "luigid disables the failed task (its retries are spent)"
+        rerun = run_batch(["nightly", "--date", DAY, "--rows", "50"],
+                          batch_env(server.target, batch_dir, PREDMESH_LUIGID_ADDR=luigid.addr))
+        assert rerun.returncode == 0, rerun.stderr
+        assert (day_dir(batch_dir) / "report.json").exists()
+        assert len(luigid.tasks("DONE")) == 3 and not luigid.tasks("DISABLED")
+
+
 def test_a_day_that_completes_while_luigid_is_killed_exits_0(server, pg, tmp_path):
     batch_dir = tmp_path / "batch"
     with LuigidProc(tmp_path / "luigid") as luigid:

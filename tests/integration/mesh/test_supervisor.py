@@ -102,6 +102,30 @@ def test_stop_all_stops_whole_process_groups_even_stubborn_ones(tmp_path):
     wait_for(lambda: not alive(grandchild), 5, what="the SIGKILLed grandchild gone")   # delivery is asynchronous
 
 
+def test_stop_all_stops_the_clients_before_the_gateway_and_the_gateway_before_the_replicas(tmp_path):
+    """Signalled all at once, Envoy exited at once and a consumer finishing its in-flight jobs got UNAVAILABLE
+    until `predmesh up` killed it 20 s later (seen on a mesh stopped under queue load). Now each stage is signalled
+    once the stage started after it has exited."""
+    def part(name: str, stage: int, linger: float) -> up.Part:
+        script = (f"trap 'date +%s%N > {tmp_path / name}.term; sleep {linger}; date +%s%N > {tmp_path / name}.done; "
+                  "exit 0' TERM; while :; do sleep 0.05; done")
+        return up.Part(name, ["sh", "-c", script], stage=stage)
+
+    replica, gateway, consumer = part("replica", 0, 0), part("gateway", 1, 0), part("consumer", 2, 1.0)
+    parts = [replica, gateway, consumer]
+    for p in parts:
+        up.start(p)
+    time.sleep(0.3)  # the traps are set
+    up.stop_all(parts, timeout=10)
+
+    def at(name: str, what: str) -> int:
+        return int((tmp_path / f"{name}.{what}").read_text())
+
+    assert at("gateway", "term") >= at("consumer", "done"), "the gateway was stopped before the consumer finished"
+    assert at("replica", "term") >= at("gateway", "done")
+    assert all(process_of(p).returncode == 0 for p in parts)
+
+
 def test_status_command_probes_without_starting_anything(tmp_path):
     with contextlib.ExitStack() as held:
         grpc, envoy, luigid, amqp = (held.enter_context(closed_port()) for _ in range(4))

@@ -44,6 +44,17 @@ def promtool_check(text: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def assert_event_counters_at_zero(text: str) -> None:
+    """The counters alerts take `increase()` of exist at 0 before their first event (a series appearing at 1
+    is no increase to Prometheus: the first refused reload or canary rollback would never alert)."""
+    present = {(s.name, tuple(sorted(s.labels.items()))) for s in samples(text)}
+    for name, labels in (("predmesh_reload_total", {"result": "failure"}),
+                         ("predmesh_canary_decisions_total", {"decision": "rollback"}),
+                         ("predmesh_desired_state_failures_total", {})):
+        key = (name, tuple(sorted({"model": "iris", **labels}.items())))
+        assert key in present, f"{name}{labels} not exported before its first event"
+
+
 def drive(proc: ServerProc) -> None:
     """Traffic over two transports and three classes, feedback on some of it, one admin reload, more traffic."""
     with Client(proc.target, timeout=10, writer_token=WRITER_TOKEN) as client, \
@@ -65,6 +76,7 @@ def test_live_scrape_after_traffic_feedback_and_reload_passes_promtool_and_reads
     with ServerProc(model_store, tmp_path / "server.log") as proc:
         before = scrape(proc)
         assert value(before, "predmesh_reload_total") == 0, "the start-up load is not a reload"
+        assert_event_counters_at_zero(before)
         drive(proc)
         text = scrape(proc)
     promtool_check(text)
@@ -102,6 +114,7 @@ def test_several_processes_export_group_process_metrics_and_one_model_info(model
         assert value(scrape(proc), "predmesh_worker_processes") == 2
         first = scrape(proc)
         assert value(first, "predmesh_reload_total") == 0, "start-up loads are not reloads"
+        assert_event_counters_at_zero(first)
         drive(proc)
         # the other process follows the serving pointer: model_info of version 2 is gone from every process
         try:

@@ -120,6 +120,21 @@ def test_the_sdk_sends_the_writer_token_else_the_admin_token_with_writes_only(mo
         asyncio.run(_async_writes(server.target, pid))
 
 
+def test_a_non_admin_token_is_told_which_admin_change_it_may_not_make(model_store, tmp_path):
+    """A read-only or writer token on RolloutModel, PinModel or RollbackModel was told "this token may not reload;
+    reloading needs the admin token": each refusal now names the call's own action."""
+    with ServerProc(model_store, tmp_path / "server.log") as server:
+        for token in (READONLY_TOKEN, WRITER_TOKEN):
+            with Client(server.target, timeout=5, admin_token=token) as client:
+                for call, action in ((lambda: client.rollout_model("iris", "1"), "roll out"),
+                                     (lambda: client.pin_model("iris", "1"), "pin"),
+                                     (lambda: client.rollback_model("iris"), "roll back"),
+                                     (lambda: client.reload_model("iris"), "reload")):
+                    with pytest.raises(PermissionDenied) as refused:
+                        call()
+                    assert refused.value.message == f"this token may not {action}; that needs the admin token"
+
+
 def test_without_writer_and_admin_tokens_writes_are_refused_with_how_to_configure(model_store, tmp_path):
     env = {"PREDMESH_ADMIN_TOKEN": "", "PREDMESH_READONLY_TOKEN": "", "PREDMESH_WRITER_TOKEN": ""}
     with ServerProc(model_store, tmp_path / "server.log", env=env) as server:

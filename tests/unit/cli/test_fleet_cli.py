@@ -75,3 +75,4 @@ def test_an_address_without_the_admin_api_is_named_with_where_to_go(monkeypatch,
     err = capsys.readouterr().err
     assert f"predmesh rollout: 127.0.0.1:{port} does not serve the admin API" in err
     assert "--server with a replica's gRPC address (PREDMESH_GRPC_ADDR) or the gateway's admin listener" in err
+    assert err.count("\n") == 1, err  # one line: Envoy's grpc-message ends in a newline of its own

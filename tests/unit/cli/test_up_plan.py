@@ -159,3 +159,17 @@ def test_up_generates_one_writer_token_for_the_replicas_and_the_dashboard(tmp_pa
                    {"PREDMESH_OPEN_WRITES": "1"}):
         mesh = up.plan(args("--no-consumer", "--no-prometheus", "--no-luigid", "--no-gateway"), {**env, **chosen})
         assert all("PREDMESH_WRITER_TOKEN_FILE" not in p.env and p.prepare is None for p in mesh.parts), chosen
+
+
+def test_help_names_every_variable_up_reads_itself():
+    """`predmesh up --help` lists the variables only `up` reads (no part's --help names them): an operator giving
+    a second mesh its own ports did not learn PREDMESH_PROMETHEUS_ADDR there (Prometheus is not a predmesh part)."""
+    import re
+    from pathlib import Path
+
+    source = Path(up.__file__).read_text()
+    read_here = set(re.findall(r'environ\.get\("(PREDMESH_[A-Z_]+?)(?:_FILE)?"', source))
+    assert "PREDMESH_PROMETHEUS_ADDR" in read_here
+    shown = " ".join(up.parser().format_help().split())
+    for name in sorted(read_here):
+        assert name in shown, f"{name} is read by predmesh up but not in its --help"

@@ -23,6 +23,17 @@ def test_the_boundary_is_the_utc_midnight_that_many_days_back():
     assert retention.boundary_of(1, late) == naive(2026, 12, 6)
 
 
+def test_a_boundary_before_year_one_keeps_everything():
+    """PREDMESH_RETENTION_DAYS=99999999 (settings accept any whole number >= 0) failed `predmesh retention` with an
+    OverflowError traceback, and the server's hourly maintenance with a warning, instead of keeping every row."""
+    now = datetime(2026, 12, 7, 0, 30, tzinfo=UTC).timestamp()
+    for days in (99_999_999, 10**12):
+        assert retention.boundary_of(days, now) == retention.EARLIEST
+    assert retention.boundary_of(739_000, now) == naive(3, 8, 15)  # the far side of the range still counts back
+    assert retention.RetentionReport(boundary=retention.EARLIEST).summary().startswith(
+        "retention: predictions before 0001-01-01 00:00 UTC removed: 0 rows")
+
+
 def test_partition_names_round_trip_and_other_tables_are_not_days():
     assert partitions.partition_name(date(2026, 1, 2)) == "predictions_p20260102"
     assert partitions.partition_day("predictions_p20260102") == date(2026, 1, 2)

@@ -8,7 +8,7 @@ import time
 from prometheus_client import CollectorRegistry
 
 from database import repo
-from database.connect import open_database, session
+from database.connect import DatabaseUnavailable, open_database, session
 from database.migrate import migrate
 from database.records import PredictionRecord
 from inference.process.persistence import PersistenceMetrics, QualityRefresher
@@ -90,3 +90,30 @@ def test_the_thread_refreshes_every_interval_until_stopped():
     settled = len(calls)
     time.sleep(0.2)
     assert len(calls) <= settled + 1  # at most one refresh already under way when stop() came
+
+
+def test_batch_run_gauges_missed_at_start_are_loaded_by_the_refresher(tmp_path, monkeypatch):
+    """A replica started while the database was down exported no predmesh_batch_run_last_timestamp_seconds, and the
+    start-up load was never retried: on the private mesh, a replica restarted during an outage held none and the
+    other an older success, so the fleet's "last successful nightly" stayed 25 minutes stale."""
+    database = open_database(f"sqlite:///{tmp_path / 'fleet.db'}")
+    migrate(database)
+    with session():
+        repo.record_batch_run(repo.PipelineRun(run_key="nightly/iris/2026-12-05", kind="nightly", model="iris",
+                                               status="succeeded", started_at=1.7e9), now=1.7e9 + 60)
+    registry = CollectorRegistry()
+    servicer = AnalyticsServicer(PersistenceMetrics(registry), TokenAuth(None, open_writes=True))
+    refresher = QualityRefresher(servicer, interval=60)
+    real = repo.list_batch_runs
+
+    def down(*args, **kwargs):
+        raise DatabaseUnavailable("the database is down")
+
+    monkeypatch.setattr(repo, "list_batch_runs", down)
+    servicer.refresh_quality()  # at start, during the outage
+    labels = {"kind": "nightly", "model": "iris", "status": "succeeded"}
+    assert registry.get_sample_value("predmesh_batch_run_last_timestamp_seconds", labels) is None
+    monkeypatch.setattr(repo, "list_batch_runs", real)  # the database is back
+    refresher.refresh()
+    assert registry.get_sample_value("predmesh_batch_run_last_timestamp_seconds", labels) == 1.7e9 + 60
+    database.close()
