@@ -32,6 +32,9 @@ PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOU
 # The exception: RESOURCE_EXHAUSTED because a call of one job alone is larger than the server's message limit
 # (gRPC's "larger than max") can never succeed as sent: that job is dead-lettered.
 TOO_LARGE_MESSAGE = "larger than max"
+# A server fault on a call of several jobs: scored again one job per call, so that a job the model cannot score
+# (a user's pipeline raising on some value) is found and dead-lettered alone (_apart).
+SERVER_FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
 # What a dead letter may carry of the job's own headers: the broker refuses (and closes the connection over) a
 # content header frame larger than its frame_max (128 KiB by default); the largest headers are dropped first.
@@ -286,6 +289,8 @@ def _score_chunk(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
             # changed under us): nothing is wrong with the jobs, so they are retried once the limits are re-read
             return {i: Outcome(Action.RETRY, code=err.code, reason=err.code.name, error=err.message)
                     for i, _ in chunk}
+        if err.code in SERVER_FAULTS and len(chunk) > 1:
+            return _apart(model, chunk, scorer, topology)
         return {i: failed(job, err, topology) for i, job in chunk}
     out, at = {}, 0
     for i, job in chunk:
@@ -303,6 +308,29 @@ def _score_chunk(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
         k, why = refused  # the job stays all or nothing: its first refused row rejects it
         out[i] = failed_with(job, why.code, why.message if n == 1 else f"row {k}: {why.message}", topology)
     return out
+
+
+def _apart(model: str, chunk: list[tuple[int, _Job]], scorer: Scorer,
+           topology: jobs.Topology) -> dict[int, Outcome]:
+    """A call of several jobs failed with a server fault (INTERNAL, UNKNOWN): each job scored in a call of its own.
+    A job that fails so while others of the call are scored is at fault itself (a model raising on its values): it
+    is dead-lettered with the reason instead of held, since held it would fail every window it joins, pausing the
+    consumer for a backoff each time, until its hold time ends and it takes its window-mates to the dead letters
+    with it. When every job fails alone, the server is at fault: they stay held and are retried, as before."""
+    alone: dict[int, Outcome] = {}
+    for member in chunk:
+        alone.update(_score_chunk(model, [member], scorer, topology))
+    faults = {i: o.code for i, o in alone.items() if o.action is Action.RETRY and o.code in SERVER_FAULTS}
+    if not faults or len(faults) == len(chunk):
+        return alone
+    jobs_of = dict(chunk)
+    for i, code in faults.items():
+        alone[i] = reject(jobs_of[i].delivery, code, f"the server failed on this job alone ({alone[i].error}) while "
+                          f"{len(chunk) - len(faults)} other job(s) of its call were scored: its values, not the "
+                          "server, are at fault", topology, "job_fault")
+    log.warning("%d of %d jobs of a call failed alone with a server fault while the others were scored: "
+                "dead-lettered", len(faults), len(chunk))
+    return alone
 
 
 def _score_matrix(model: str, job: _Job, scorer: Scorer, topology: jobs.Topology) -> Outcome:

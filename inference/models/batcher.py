@@ -9,6 +9,7 @@ anyone, so a batch shares one hand-off and one commit (in durable persistence: o
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from inference.errors import DeadlineExceeded
+
+log = logging.getLogger(__name__)
 
 _FOREVER_S = 86_400.0
 
@@ -101,8 +104,10 @@ class Batcher:
         With finish, returns (probabilities, finish(probabilities)), finish run by whichever thread scores the
         batch and returning a list; with commit too, commit(the lists of all the batch's callers that passed an
         equal commit, concatenated) runs once before any of them is woken. An exception in either fails every
-        caller of the batch. A caller whose deadline passes while its batch is scored gets DeadlineExceeded even
-        if its result was committed.
+        caller of the batch; one raised by scoring fails only the callers whose own rows raise it (the batch's
+        callers are then scored one by one: one client's input must not fail the others batched with it). A
+        caller whose deadline passes while its batch is scored gets DeadlineExceeded even if its result was
+        committed.
         """
         if timeout is not None and timeout > _FOREVER_S:  # gRPC reports "no deadline" as a huge time_remaining()
             timeout = None
@@ -171,29 +176,53 @@ class Batcher:
         return batch
 
     def _score(self, batch: list[_Slot]):
-        """(results, commits) for the batch: each slot's probabilities (and finish items); or the exception."""
+        """(results, commits) for the batch: each slot's probabilities (and finish items), or the exception its
+        rows raised; or the exception of the whole batch."""
         try:
-            matrix = self._matrix(batch)
-            probabilities = self._score_fn(matrix)
-            if self._on_batch:
-                self._on_batch(len(matrix))
+            try:
+                matrix = self._matrix(batch)
+                probabilities = self._score_fn(matrix)
+            except Exception as exc:
+                if len(batch) == 1:
+                    raise
+                parts = self._apart(batch, exc)
+            else:
+                if self._on_batch:
+                    self._on_batch(len(matrix))
+                parts, start = [], 0
+                for slot in batch:
+                    parts.append(probabilities[start:start + len(slot.rows)])
+                    start += len(slot.rows)
             results: list[Any] = []
             commits: dict[Callable[[list[Any]], None], list[Any]] = {}
-            start = 0
-            for slot in batch:
-                end = start + len(slot.rows)
-                result = probabilities[start:end]
-                if slot.finish is not None:
+            for slot, result in zip(batch, parts):
+                if slot.finish is not None and not isinstance(result, BaseException):
                     items = slot.finish(result)
                     if slot.commit is not None:
                         commits.setdefault(slot.commit, []).extend(items)
                     results.append((result, items))
                 else:
                     results.append(result)
-                start = end
             return results, commits
         except BaseException as exc:  # delivered to every caller of the batch, raised in their threads
             return exc
+
+    def _apart(self, batch: list[_Slot], exc: Exception) -> list[Any]:
+        """The batch's callers scored one by one after their shared call raised: one caller's rows that the model
+        cannot score (a pipeline raising on some value) fail that caller alone, not everyone batched with it."""
+        parts: list[Any] = []
+        for slot in batch:
+            try:
+                matrix = self._matrix([slot])
+                parts.append(self._score_fn(matrix))
+                if self._on_batch:
+                    self._on_batch(len(matrix))
+            except Exception as own:
+                parts.append(own)
+        failed = sum(isinstance(p, BaseException) for p in parts)
+        log.warning("scoring a batch of %d callers raised %s: %s; scored apart, %d of them failed on their own",
+                    len(batch), type(exc).__name__, exc, failed)
+        return parts
 
     @staticmethod
     def _complete(batch: list[_Slot], scored) -> None:
@@ -212,7 +241,11 @@ class Batcher:
                 _wake(slot)
             return
         for slot, result in zip(batch, results):
-            slot.result, slot.done = result, True
+            if isinstance(result, BaseException):  # this caller's own rows raised (scored apart, see _apart)
+                slot.error = result
+            else:
+                slot.result = result
+            slot.done = True
             _wake(slot)
 
     @staticmethod

@@ -223,3 +223,58 @@ def test_a_job_over_the_published_limits_is_rejected_without_building_its_rows(m
         assert "exceed the server's limit of 1048576 bytes per request" in published(outcome).headers[jobs.HEADER_ERROR]
     assert built == [1, 3]
     assert [c for c in scorer.calls if c[0] == "batch"] == [("batch", "iris", 4)]
+
+
+class RaisingModelScorer(FakeScorer):
+    """FakeScorer in front of a model that raises on one value (a user's pipeline): a call holding a row with
+    sepal_length 666 fails whole with INTERNAL, as the server answers an exception it did not foresee; with
+    `broken`, every call does (a broken server)."""
+
+    def __init__(self, broken: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.broken = broken
+
+    def predict_each(self, model, rows):
+        from google.protobuf.struct_pb2 import Value
+
+        from predmesh.errors import PredmeshError
+        from predmesh.values import decode
+
+        def poisoned(features) -> bool:
+            value = features.get("sepal_length")
+            return (decode(value) if isinstance(value, Value) else value) == 666.0
+
+        if self.broken or any(poisoned(f) for f, _ in rows):
+            self.calls.append(("batch", model, len(rows)))
+            raise PredmeshError("internal error; the server log has the details", grpc.StatusCode.INTERNAL)
+        return super().predict_each(model, rows)
+
+
+def test_a_job_the_model_fails_on_is_dead_lettered_alone_not_held_with_its_window():
+    """An INTERNAL on a call of several jobs held them all for retry: the job the model raised on failed every
+    window it joined (pausing the consumer a backoff each time) until its hold time ended and its window-mates went
+    to the dead letters with it. Each job is now scored alone: the one that fails alone while the others are
+    scored is dead-lettered with the reason, the others are answered."""
+    scorer = RaisingModelScorer()
+    poison = {**ROW, "sepal_length": 666.0}
+    window = [delivery(1, jobs.predict_job("iris", ROW)), delivery(2, jobs.predict_job("iris", poison),
+                                                                   reply_to="amq.rabbitmq.reply-to.x"),
+              delivery(3, jobs.batch_job("iris", [ROW, ROW]))]
+    outcomes = handle(window, scorer, TOPO)
+    assert [o.action for o in outcomes] == [Action.ACK, Action.REJECT, Action.ACK]
+    headers = published(outcomes[1]).headers
+    assert outcomes[1].reason == "job_fault" and headers[jobs.HEADER_STATUS] == "INTERNAL"
+    assert "while 2 other job(s) of its call were scored" in headers[jobs.HEADER_ERROR]
+    assert error_of(outcomes[1].reply).code == grpc.StatusCode.INTERNAL.value[0]
+    assert [c for c in scorer.calls if c[0] == "batch"] == [("batch", "iris", 4), ("batch", "iris", 1),
+                                                            ("batch", "iris", 1), ("batch", "iris", 2)]
+
+
+def test_a_server_failing_every_job_alone_keeps_them_all_held():
+    """The other side of the rule: when every job fails alone, the server is at fault, and nothing is
+    dead-lettered (a broken server must not empty the queue into the dead letters)."""
+    scorer = RaisingModelScorer(broken=True)
+    window = [delivery(i, jobs.predict_job("iris", ROW)) for i in range(1, 4)]
+    outcomes = handle(window, scorer, TOPO)
+    assert [o.action for o in outcomes] == [Action.RETRY] * 3
+    assert {o.code for o in outcomes} == {grpc.StatusCode.INTERNAL}

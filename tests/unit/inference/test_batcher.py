@@ -91,7 +91,8 @@ def test_an_error_reaches_every_caller_of_the_batch_and_the_batcher_recovers():
         wait_for(lambda: batcher.queued_rows() == 7, 10, what="seven callers queued behind the first")
         release.set()
         errors = [f.exception(timeout=10) for f in futures]
-    assert all(isinstance(e, ValueError) for e in errors) and calls == [1, 7]
+    # the batch of 7 raised, so each of its callers was scored alone: each raised on its own
+    assert all(isinstance(e, ValueError) for e in errors) and calls == [1, 7] + [1] * 7
     state["fail"] = False
     assert batcher.score(np.ones((1, 2))).tolist() == [[1.0, 1.0]]
 
@@ -182,3 +183,38 @@ def test_no_commit_when_scoring_fails():
     with pytest.raises(ZeroDivisionError):
         batcher.score(np.ones((1, 1)), 5, lambda p: [1], commits.append)
     assert commits == []
+
+
+def test_rows_that_raise_fail_only_their_caller_not_the_others_batched_with_them():
+    """A model that raises on some value (a user's pipeline) used to fail every caller batched with the row that
+    raised it: one client's input made other clients' concurrent requests fail. The batch is now scored apart."""
+    calls, entered, release = [], threading.Event(), threading.Event()
+
+    def fn(matrix):
+        calls.append(len(matrix))
+        entered.set()
+        release.wait(10)
+        if (matrix == 666).any():
+            raise ValueError("the model cannot take 666")
+        return matrix * 2
+
+    batcher = Batcher(fn, max_rows=64)
+    commits: list[list] = []
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(batcher.score, np.ones((1, 2)), 5)
+        assert entered.wait(10)
+        values = [1.0, 2.0, 666.0, 3.0]
+        futures = [pool.submit(batcher.score, np.full((2, 2), v), 5, lambda p: [p.tolist()], commits.append)
+                   for v in values]
+        wait_for(lambda: batcher.queued_rows() == 8, 10, what="four callers queued behind the first")
+        release.set()
+        assert first.result(10).tolist() == [[2.0, 2.0]]
+        outcomes: list = [f.exception(10) or f.result(10) for f in futures]
+    assert isinstance(outcomes[2], ValueError) and "666" in str(outcomes[2])
+    for v, outcome in zip(values, outcomes):
+        if v != 666.0:
+            probabilities, items = outcome
+            assert probabilities.tolist() == [[2 * v] * 2] * 2 and items == [probabilities.tolist()]
+    assert calls == [1, 8, 2, 2, 2, 2]
+    # one commit for the batch, with the items of the callers that were scored (the failed one has none)
+    assert commits == [[[[2 * v] * 2] * 2 for v in values if v != 666.0]]
