@@ -34,7 +34,8 @@ def parser(action: str, prog: str) -> argparse.ArgumentParser:
     if action == "rollout":
         p.add_argument("--canary", "--candidate", dest="candidate", default="", metavar="VERSION",
                        help="a canary: VERSION takes --share of the calls beside the served version")
-        p.add_argument("--share", type=float, default=0.0, help="the candidate's traffic share, 0 to 1")
+        p.add_argument("--share", type=float, default=0.0,
+                       help="the candidate's traffic share, above 0 and at most 1 (needed with --canary)")
         p.add_argument("--window", type=_seconds, default=None, metavar="SECONDS",
                        help="decide automatically: roll back as soon as a check fails, promote after SECONDS "
                        "(e.g. 300 or 5m) when every check passed (without it: decided by hand)")

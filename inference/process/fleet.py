@@ -142,6 +142,9 @@ class FleetState:
             raise errors.InvalidArgument(f"candidate_share {candidate_share!r} must be between 0 and 1")
         if candidate_share and not candidate:
             raise errors.InvalidArgument("candidate_share needs a candidate version")
+        if candidate and not candidate_share:  # it would take no call, and be rolled back for want of evidence
+            raise errors.InvalidArgument(f"candidate {shown(candidate)} needs a candidate_share above 0 (the share "
+                                         "of the calls it takes, at most 1)")
         if candidate and candidate not in self.registry.store.versions(model):
             raise errors.InvalidArgument(f"candidate version {shown(candidate)} of {model!r} is not in the "
                                          "model store")

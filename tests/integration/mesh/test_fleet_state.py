@@ -25,7 +25,7 @@ import grpc
 import pytest
 import requests
 
-from predmesh import Client
+from predmesh import Client, InvalidArgument
 from predmesh.v1 import inference_pb2, inference_pb2_grpc
 from tests.conftest import IRIS_ROW
 from tests.support.pg import TempSchema
@@ -182,6 +182,9 @@ def test_up_replicas_follow_rollout_rollback_pin_share_quality_and_survive_a_kil
             # rollback through the SDK: back to 2, the version that served before
             with Client(targets[2], admin_token=ADMIN_TOKEN, timeout=30) as client:
                 state = client.rollback_model("iris", reason="test rollback")
+                # a canary without a share would take no call (and be rolled back for want of evidence)
+                with pytest.raises(InvalidArgument, match="needs a candidate_share above 0"):
+                    client.rollout_model("iris", "2", candidate="1")
             assert (state.version, state.previous_version) == ("2", "1")
             print(f"rollback converged in {converge(targets, '2'):.2f} s")
             assert versions_answering(rest) == {"2": 1000}
