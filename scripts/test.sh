@@ -9,6 +9,6 @@ export PREDMESH_TEST_AMQP_URL="${PREDMESH_TEST_AMQP_URL:-amqp://guest:guest@127.
 for arg in "$@"; do [ -e "${arg%%::*}" ] && exec .venv/bin/python -m pytest "$@"; done
 # The whole suite on three workers (pytest-xdist), a test file per worker: most tests wait on real services and
 # processes (the suite keeps ~1.5 of the 2 cores busy on two workers), so a third worker fills the idle share: on a
-# slow 2-core machine two workers took 20:20 for the suite. `-n 0` in the arguments runs it serially. Files go in
+# slow 2-core machine two workers took 20:20 for the suite, three 17:16. `-n 0` in the arguments runs it serially. Files go in
 # collection order (--no-loadscope-reorder), which tests/conftest.py starts with the longest ones.
 exec .venv/bin/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder "$@" tests
