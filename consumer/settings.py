@@ -8,6 +8,7 @@ from predmesh.env import Env
 from predmesh.logs import LEVELS
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+MAX_CONNECTIONS = 64  # PREDMESH_CONSUMER_CONNECTIONS: each is a gRPC channel opened (and spread) at start
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class ConsumerSettings:
             metrics_addr=env.addr("CONSUMER_METRICS_ADDR", cls.metrics_addr, optional=True),
             prefetch=env.int("CONSUMER_PREFETCH", cls.prefetch, minimum=1),
             windows_in_flight=env.int("CONSUMER_WINDOWS", cls.windows_in_flight, minimum=1),
-            connections=env.int("CONSUMER_CONNECTIONS", cls.connections, minimum=1),
+            connections=env.int("CONSUMER_CONNECTIONS", cls.connections, minimum=1, maximum=MAX_CONNECTIONS),
             rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s),
             max_body_bytes=env.int("CONSUMER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_call_rows=env.int("CONSUMER_MAX_CALL_ROWS", cls.max_call_rows, minimum=1),

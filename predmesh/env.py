@@ -44,7 +44,8 @@ class Env:
     def str(self, name: str, default: str) -> str:
         return self._environ.get(self._prefix + name, default)
 
-    def int(self, name: builtins.str, default: builtins.int, minimum: builtins.int | None = None) -> builtins.int:
+    def int(self, name: builtins.str, default: builtins.int, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int:
         raw = self._environ.get(self._prefix + name)
         try:
             value = default if raw in (None, "") else int(raw)
@@ -52,6 +53,8 @@ class Env:
             raise ConfigError(f"{self._prefix}{name}={raw!r} is not an integer") from None
         if minimum is not None and value < minimum:
             raise ConfigError(f"{self._prefix}{name}={value} must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{self._prefix}{name}={value} must be <= {maximum}")
         return value
 
     def float(self, name: builtins.str, default: builtins.float) -> builtins.float:

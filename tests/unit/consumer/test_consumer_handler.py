@@ -351,6 +351,11 @@ def test_consumer_settings_from_the_environment():
                                       "PREDMESH_GRPC_ADDR": "127.0.0.1:6000"}).target == "envoy:8080"
     with pytest.raises(ConfigError, match="PREDMESH_CONSUMER_PREFETCH"):
         ConsumerSettings.from_env({"PREDMESH_CONSUMER_PREFETCH": "0"})
+    assert ConsumerSettings.from_env({"PREDMESH_CONSUMER_CONNECTIONS": "64"}).connections == 64
+    # each connection is a channel opened at start: 10^20 of them hung the consumer, building them for ever
+    for bad, message in (("0", ">= 1"), ("65", "<= 64"), ("99999999999999999999", "<= 64")):
+        with pytest.raises(ConfigError, match=f"PREDMESH_CONSUMER_CONNECTIONS={bad} must be {message}"):
+            ConsumerSettings.from_env({"PREDMESH_CONSUMER_CONNECTIONS": bad})
 
 
 def test_a_binary_job_built_for_predmesh_0_2_is_rejected_with_the_upgrade_hint():
