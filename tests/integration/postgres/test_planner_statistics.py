@@ -43,7 +43,9 @@ def test_the_server_analyzes_predictions_after_a_bulk_load(model_store, tmp_path
         _, auto, rows = analyzed(schema)
         assert auto is None  # not autovacuum's doing
         assert rows >= 1000  # the planner now knows the table is not empty
-        assert "planner statistics of predictions refreshed" in proc.log_path.read_text()
+        # the writer logs after its ANALYZE commits, so the log line may trail the statistics view a little
+        wait_for(lambda: "planner statistics of predictions refreshed" in proc.log_path.read_text(), 10,
+                 what="the server's log of its ANALYZE")
 
 
 def test_analyze_runs_when_changes_exceed_the_share(schema):
