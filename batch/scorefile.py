@@ -128,7 +128,7 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
 
     report(0, total)
     read_rows = 0
-    with column_writer(output_path, [*source.columns, *added]) as out, \
+    with column_writer(output_path, [*source.columns, *added], like=source.schema) as out, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-blocks") as blocks:
         previous = None
         try:

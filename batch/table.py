@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import chain, islice
 from operator import itemgetter
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import luigi
 import numpy as np
@@ -184,6 +184,7 @@ class Input:
     columns: list[str]
     estimated_rows: int
     rows: Iterator[list]
+    schema: Any = None  # a Parquet input's pyarrow Schema (its columns' types and metadata); None for CSV
 
     def blocks(self, size: int) -> Iterator[list[list]]:
         """The rows, `size` at a time, in file order."""
@@ -255,7 +256,8 @@ def _parquet_input(path: Path, digest: str) -> Input:
             except (OSError, pa.ArrowException) as exc:
                 raise InputError(f"cannot read Parquet file {path}: {exc}") from None
 
-    return Input(digest, _columns(path, list(parquet.schema_arrow.names)), parquet.metadata.num_rows, rows())
+    return Input(digest, _columns(path, list(parquet.schema_arrow.names)), parquet.metadata.num_rows, rows(),
+                 parquet.schema_arrow)
 
 
 def read_table(path: Path) -> Table:
@@ -421,10 +423,12 @@ def write_csv(target: Target, header: Sequence[str], rows: Iterable[Sequence]) -
 
 
 @contextmanager
-def column_writer(target: Target, header: Sequence[str]) -> Iterator[Callable[[Sequence[Sequence]], None]]:
+def column_writer(target: Target, header: Sequence[str],
+                  like: Any = None) -> Iterator[Callable[[Sequence[Sequence]], None]]:
     """Write a table by blocks of columns: yields add(columns) (one sequence per header name, equal lengths). CSV
     blocks are formatted and written as they come into a published_file, which appears complete when the
-    with-block completes (a killed run leaves no partial file); Parquet is gathered and written at the end."""
+    with-block completes (a killed run leaves no partial file); Parquet is gathered and written at the end, its
+    first columns typed as `like` (a Parquet input's schema, see write_parquet)."""
     if is_parquet(target):
         collected: list[list] = [[] for _ in header]
 
@@ -433,7 +437,7 @@ def column_writer(target: Target, header: Sequence[str]) -> Iterator[Callable[[S
                 into.extend(column)
 
         yield gather
-        write_parquet(target, dict(zip(header, collected)))
+        write_parquet(target, dict(zip(header, collected)), like)
         return
     with published_file(target) as f:
         writer = csv.writer(f)
@@ -473,11 +477,32 @@ def _csv_template(columns: Sequence[Sequence]) -> str | None:
     return ",".join(parts) + "\r\n"
 
 
-def write_parquet(target: Target, columns: dict[str, list]) -> None:
-    """Write a Parquet file atomically (atomic_path)."""
+def write_parquet(target: Target, columns: dict[str, list], like: Any = None) -> None:
+    """Write a Parquet file atomically (atomic_path). With `like` (the pyarrow Schema of the Parquet file the
+    first columns were read from, in its order), those columns keep the input's types (int8, float32,
+    dictionary, large_string, timestamp units and zones, decimal precision: inferring them from the Python
+    values would widen or change each) and the file keeps the input's metadata (pandas' dtypes, e.g. a nullable
+    Int64 read back as Int64, not float64); the columns added after them are inferred."""
     pa = _pyarrow()
+    types = list(like.types) if like is not None else []
+    arrays = [_typed_array(pa, values, types[i] if i < len(types) else None)
+              for i, values in enumerate(columns.values())]
+    table = pa.table(dict(zip(columns, arrays)))
+    if like is not None and like.metadata:
+        table = table.replace_schema_metadata(like.metadata)
     with atomic_path(target) as tmp:
-        pa.parquet.write_table(pa.table(columns), tmp)
+        pa.parquet.write_table(table, tmp)
+
+
+def _typed_array(pa: Any, values: list, arrow_type: Any):
+    """The values as an arrow array of arrow_type (values read from a column of that type convert back
+    exactly); inferred when there is no type or the values do not fit it."""
+    if arrow_type is not None:
+        try:
+            return pa.array(values, type=arrow_type)
+        except (pa.ArrowException, TypeError, ValueError):
+            pass
+    return pa.array(values)
 
 
 # A temporary file of ours: <output name>-luigi-tmp-<digits> (luigi.LocalTarget.temporary_path, atomic_path).

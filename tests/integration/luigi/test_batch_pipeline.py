@@ -205,6 +205,42 @@ def test_parquet_in_and_out(server, tmp_path):
     assert "sepal_length: missing value" in (tmp_path / "rows.scored.rejects.csv").read_text()
 
 
+def test_parquet_output_keeps_the_input_columns_types_and_pandas_dtypes(server, tmp_path):
+    """Carried columns come back with their Parquet types, not types inferred again from Python values (int8 →
+    int64, float32 → double, dictionary → string, timestamp[ns] → [us], decimal(12, 4) → (5, 4)), and pandas reads
+    them back with its own dtypes (a nullable Int64 stayed Int64, not float64)."""
+    import decimal
+
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    source = tmp_path / "typed.parquet"
+    frame = pd.DataFrame({
+        "sepal_length": [5.1, 6.3, 5.8], "sepal_width": [3.5, 3.3, 2.7],
+        "petal_length": [1.4, 6.0, 5.1], "petal_width": [0.2, 2.5, 1.9],
+        "customer": pd.array([7, None, 9], dtype="Int64"),
+        "segment": pd.Categorical(["a", "b", "a"]),
+        "small": pd.array([1, 2, 3], dtype="int8"),
+        "ratio": pd.array([0.5, 0.25, 1.5], dtype="float32"),
+        "seen": pd.to_datetime(["2026-01-02 03:04:05.000000001"] * 3).tz_localize("Europe/Paris"),
+    })
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.append_column("amount", pa.array([decimal.Decimal("12.3400")] * 3, pa.decimal128(12, 4)))
+    table = table.append_column("note", pa.array(["x", "y", "z"], pa.large_string()))
+    pq.write_table(table, source)
+    result = run_batch(["score", "--model", "iris", "--input", str(source)],
+                       batch_env(server.target, tmp_path / "batch"))
+    assert result.returncode == 0, result.stderr
+    written, out = pq.read_table(source), pq.read_table(tmp_path / "typed.scored.parquet")
+    for name in written.column_names:
+        assert out.schema.field(name).type == written.schema.field(name).type, name
+    assert out.select(written.column_names).equals(written)
+    back = pd.read_parquet(tmp_path / "typed.scored.parquet")
+    assert str(back["customer"].dtype) == "Int64" and back["customer"].isna().tolist() == [False, True, False]
+    assert str(back["segment"].dtype) == "category" and str(back["seen"].dtype) == "datetime64[ns, Europe/Paris]"
+    assert back["label"].notna().all() and back["prediction_id"].nunique() == 3
+
+
 def test_server_stopped_mid_run_fails_clearly_and_the_rerun_completes(server, pg, tmp_path):
     batch_dir = tmp_path / "batch"
     slow = batch_env(server.target, batch_dir, PREDMESH_BATCH_CHUNK_ROWS="100", PREDMESH_BATCH_INFLIGHT="1",
