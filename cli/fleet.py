@@ -142,14 +142,28 @@ def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
         for line in rest:
             print(line)
         return 0
-    if state.candidate:
-        print(f"{state.model}: canary {state.candidate} takes {state.candidate_share:g} of the calls beside version "
-              f"{state.version}" + ("" if args.window is None else f"; decided automatically within "
-                                    f"{args.window:g} s"))
-    print(f"{state.model}: every replica now moves to version {state.version}"
-          f"{' (pinned)' if state.pinned else ''} (was {state.previous_version or 'none'}); {target} serves "
-          f"{state.serving_version}")
+    for line in changed(state, target, args.window):
+        print(line)
     return 0
+
+
+def changed(state, target: str, window: float | None) -> list[str]:
+    """What a rollout, pin or rollback did, for the operator: the canary it started, and the version every
+    replica now moves to, or keeps when the change left it as it was (a canary beside the served version)."""
+    lines = []
+    if state.candidate:
+        lines.append(f"{state.model}: canary {state.candidate} takes {state.candidate_share:g} of the calls beside "
+                     f"version {state.version}" + ("" if window is None else f"; decided automatically within "
+                                                   f"{window:g} s"))
+    pinned = " (pinned)" if state.pinned else ""
+    if state.previous_version and state.previous_version != state.version:
+        moves = f"every replica now moves to version {state.version}{pinned} (was {state.previous_version})"
+    elif state.previous_version:
+        moves = f"every replica keeps version {state.version}{pinned}"
+    else:
+        moves = f"every replica now moves to version {state.version}{pinned} (was none)"
+    lines.append(f"{state.model}: {moves}; {target} serves {state.serving_version}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -76,3 +76,18 @@ def test_an_address_without_the_admin_api_is_named_with_where_to_go(monkeypatch,
     assert f"predmesh rollout: 127.0.0.1:{port} does not serve the admin API" in err
     assert "--server with a replica's gRPC address (PREDMESH_GRPC_ADDR) or the gateway's admin listener" in err
     assert err.count("\n") == 1, err  # one line: Envoy's grpc-message ends in a newline of its own
+
+
+def test_a_change_says_whether_replicas_move_or_keep_their_version():
+    """Starting a canary leaves the desired version as it was: the CLI said "every replica now moves to version 2
+    (was 2)"."""
+    from cli.fleet import changed
+
+    canary = DesiredState("iris", "2", False, "2", previous_version="2", candidate="3", candidate_share=0.2)
+    assert changed(canary, "127.0.0.1:50051", 300.0) == [
+        "iris: canary 3 takes 0.2 of the calls beside version 2; decided automatically within 300 s",
+        "iris: every replica keeps version 2; 127.0.0.1:50051 serves 2"]
+    rollout = DesiredState("iris", "3", True, "3", previous_version="2")
+    assert changed(rollout, "t", None) == ["iris: every replica now moves to version 3 (pinned) (was 2); t serves 3"]
+    first = DesiredState("iris", "1", False, "1")
+    assert changed(first, "t", None) == ["iris: every replica now moves to version 1 (was none); t serves 1"]
