@@ -166,6 +166,18 @@ def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return False, f"not reachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
 
 
+def rabbitmq_metrics_addr(environ: Mapping[str, str], amqp_url: str) -> str:
+    """Where the broker's Prometheus plugin (rabbitmq_prometheus) answers: PREDMESH_RABBITMQ_METRICS_ADDR, else
+    the AMQP URL's host on the plugin's port, 15692."""
+    from urllib.parse import urlsplit
+
+    chosen = environ.get("PREDMESH_RABBITMQ_METRICS_ADDR", "").strip()
+    if chosen:
+        return chosen
+    host = urlsplit(amqp_url).hostname or "127.0.0.1"
+    return f"[{host}]:15692" if ":" in host else f"{host}:15692"
+
+
 WRITER_TOKEN_FILE = Path("var/writer-token")  # under the working directory, like var/models and var/prometheus
 
 
@@ -265,6 +277,14 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
                               probe=functools.partial(http_ok, f"http://{metrics}/metrics", CONSUMER_CONNECTED),
                               urls=[f"queue {redact(amqp)} (broker reachable)",
                                     f"metrics http://{metrics}/metrics"], binds=[metrics]))
+            broker_metrics = rabbitmq_metrics_addr(environ, amqp)
+            answers, why = http_ok(f"http://{broker_metrics}/metrics", timeout=2.0)
+            if answers:  # the queue-depth half of PredmeshConsumerLag and the dead-letter alerts read these
+                scrape["rabbitmq"] = scrape["rabbitmq-queues"] = [broker_metrics]
+            else:
+                notes.append(f"rabbitmq: its metrics are not scraped: http://{broker_metrics}/metrics gave {why} "
+                             "(enable the broker's Prometheus plugin: `rabbitmq-plugins enable rabbitmq_prometheus`; "
+                             "PREDMESH_RABBITMQ_METRICS_ADDR names another address)")
 
     if args.no_ui:
         notes.append("dashboard: not started (--no-ui)")
@@ -459,7 +479,8 @@ def parser() -> argparse.ArgumentParser:
         "PREDMESH_GRPC_ADDR", "PREDMESH_METRICS_ADDR", "PREDMESH_MODEL_STORE", "PREDMESH_MODEL_SIGNING_KEY",
         "PREDMESH_LOG_LEVEL"))
     env += ["PREDMESH_AMQP_URL", "PREDMESH_CONSUMER_METRICS_ADDR", "PREDMESH_UI_ADDR", "PREDMESH_LUIGID_ADDR",
-            "PREDMESH_PROMETHEUS_ADDR", "PREDMESH_WRITER_TOKEN[_FILE]", "PREDMESH_OPEN_WRITES"]  # read here, by no part
+            "PREDMESH_PROMETHEUS_ADDR", "PREDMESH_RABBITMQ_METRICS_ADDR", "PREDMESH_WRITER_TOKEN[_FILE]",
+            "PREDMESH_OPEN_WRITES"]  # read here, by no part
     p = argparse.ArgumentParser(prog="predmesh up", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=env_epilog(env) + "\nEach part also reads its own: see `predmesh <part> "

@@ -173,3 +173,48 @@ def test_help_names_every_variable_up_reads_itself():
     shown = " ".join(up.parser().format_help().split())
     for name in sorted(read_here):
         assert name in shown, f"{name} is read by predmesh up but not in its --help"
+
+
+def test_the_brokers_metrics_are_scraped_when_its_prometheus_plugin_answers(tmp_path, monkeypatch):
+    """PredmeshConsumerLag's queue-depth half and the dead-letter alerts read the broker's own metrics, and `predmesh
+    up` never scraped them: the rabbitmq jobs' targets stayed empty. They are scraped when the broker's Prometheus
+    plugin answers (here a stand-in endpoint), and a plugin that is off is named with how to turn it on."""
+    import http.server
+    import threading
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path.startswith("/metrics") else 404)
+            self.end_headers()
+            self.wfile.write(b"rabbitmq_build_info 1\n")
+
+        def log_message(self, *a):
+            pass
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(up, "broker_reachable", lambda url, timeout=3.0: (True, "reachable"))
+    env = {"PREDMESH_GRPC_ADDR": "127.0.0.1:41000", "PREDMESH_METRICS_ADDR": "127.0.0.1:42000",
+           "PREDMESH_CONSUMER_METRICS_ADDR": "127.0.0.1:42500", "PREDMESH_PROMETHEUS_ADDR": "127.0.0.1:45090",
+           "PREDMESH_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/%2F"}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        addr = f"127.0.0.1:{server.server_address[1]}"
+        mesh = up.plan(args("--no-ui", "--no-luigid", "--no-gateway"), {**env, "PREDMESH_RABBITMQ_METRICS_ADDR": addr})
+        prometheus = mesh.parts[-1]
+        assert prometheus.name == "prometheus" and prometheus.prepare is not None
+        prometheus.prepare()
+        targets = tmp_path / "var" / "prometheus" / "targets"
+        for job in ("rabbitmq", "rabbitmq-queues"):
+            assert json.loads((targets / f"{job}.json").read_text())[0]["targets"] == [addr]
+        assert not any(n.startswith("rabbitmq") for n in mesh.notes)
+    finally:
+        server.shutdown()
+        server.server_close()
+    with closed_port() as port:
+        mesh = up.plan(args("--no-ui", "--no-luigid", "--no-gateway", "--no-prometheus"),
+                       {**env, "PREDMESH_RABBITMQ_METRICS_ADDR": f"127.0.0.1:{port}"})
+    note, = [n for n in mesh.notes if n.startswith("rabbitmq")]
+    assert f"http://127.0.0.1:{port}/metrics gave no answer" in note
+    assert "rabbitmq-plugins enable rabbitmq_prometheus" in note
+    assert up.rabbitmq_metrics_addr({}, "amqp://u:p@broker.example:5672/%2F") == "broker.example:15692"
