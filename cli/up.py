@@ -3,7 +3,8 @@
 N inference replicas, the Envoy gateway in front of them, then the parts that are clients of the mesh: the queue
 consumer (only when the broker at PREDMESH_AMQP_URL answers), the dashboard, Luigi's central scheduler and
 Prometheus (when installed). Every URL is printed; Ctrl-C (or SIGTERM) stops everything it started; a part that
-dies is reported and restarted with capped exponential backoff. `predmesh up --check` (also `predmesh status`)
+dies is reported and restarted with capped exponential backoff, and so is one that stops answering its health
+check (frozen, deadlocked: ~30 s of no answer). `predmesh up --check` (also `predmesh status`)
 asks each part's health endpoint and prints which are up, without starting anything.
 
 A part is one entry (Part: name, argv, env, health probe, URLs, restartable); adding a part to the mesh is
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -440,6 +441,63 @@ def supervise_once(parts: list[Part], environ: Mapping[str, str], now: float | N
             log(f"predmesh up: {part.name} restarted (restart {part.restarts})")
 
 
+# A part that does not answer its health probe at all (a timeout, a refused or reset connection: frozen by
+# SIGSTOP, deadlocked, its listener gone) this many checks in a row, LIVENESS_INTERVAL seconds apart (~30 s), is
+# killed and so restarted with backoff, as Kubernetes' liveness probe does (10 s × 3 there too). A part that answers "not healthy"
+# (a replica NOT_SERVING while it drains, a consumer waiting for its broker) is alive and left alone.
+LIVENESS_INTERVAL, LIVENESS_FAILURES = 10.0, 3
+_UNANSWERED = ("no answer", "gRPC health: DEADLINE_EXCEEDED", "gRPC health: UNAVAILABLE")
+
+
+def unanswered(detail: str) -> bool:
+    """True when a probe's detail says the part gave no answer at all (cli.probe's wording)."""
+    return detail.startswith(_UNANSWERED)
+
+
+class Liveness:
+    """Probes every running part in the background, LIVENESS_INTERVAL apart (a hung part's probe waits for its
+    timeout off the supervising loop), and kills a part that gave no answer LIVENESS_FAILURES times in a row, so
+    that supervise_once restarts it."""
+
+    def __init__(self, interval: float = LIVENESS_INTERVAL, failures: int = LIVENESS_FAILURES):
+        self.interval, self.failures = interval, failures
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="liveness")
+        self._pending: dict[str, tuple[subprocess.Popen, Future[tuple[bool, str]]]] = {}
+        self._missed: dict[str, int] = {}
+        self._due: dict[str, float] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def check(self, parts: list[Part], now: float | None = None, log=print) -> None:
+        now = time.monotonic() if now is None else now
+        for part in parts:
+            if part.proc is None or part.proc.poll() is not None or part.recovering or part.probe is None:
+                self._missed.pop(part.name, None)   # dead (supervise_once's) or starting: not probed
+                self._pending.pop(part.name, None)
+                continue
+            pending = self._pending.get(part.name)
+            if pending is not None:
+                proc, future = pending
+                if not future.done():
+                    continue
+                del self._pending[part.name]
+                if proc is not part.proc:
+                    continue                        # a probe of the previous process
+                ok, detail = future.result()
+                missed = self._missed[part.name] = self._missed.get(part.name, 0) + 1 if (
+                    not ok and unanswered(detail)) else 0
+                if missed >= self.failures:
+                    self._missed.pop(part.name, None)
+                    log(f"predmesh up: {part.name} gave no answer to {missed} health checks in a row ({detail}): "
+                        "killing it, to restart it")
+                    _signal_group(part, signal.SIGKILL)
+                    continue
+            if now >= self._due.get(part.name, 0.0):
+                self._due[part.name] = now + self.interval
+                self._pending[part.name] = (part.proc, self._pool.submit(part.probe))
+
+
 def train_if_empty(environ: Mapping[str, str]) -> None:
     """Train the demo model once, before the replicas start (they must not race to train it)."""
     from inference.models.store import ModelStore
@@ -548,9 +606,14 @@ def _run(args: argparse.Namespace) -> int:
         def log(message: str) -> None:
             print(message, file=sys.stderr, flush=True)
 
-        while not stopping:
-            supervise_once(parts, os.environ, log=log)
-            time.sleep(0.2)
+        liveness = Liveness()
+        try:
+            while not stopping:
+                supervise_once(parts, os.environ, log=log)
+                liveness.check(parts, log=log)
+                time.sleep(0.2)
+        finally:
+            liveness.close()
         return 0
     finally:
         print("predmesh up: stopping " + ", ".join(p.name for p in parts if p.proc is not None), flush=True)
