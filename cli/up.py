@@ -443,8 +443,9 @@ def supervise_once(parts: list[Part], environ: Mapping[str, str], now: float | N
 
 # A part that does not answer its health probe at all (a timeout, a refused or reset connection: frozen by
 # SIGSTOP, deadlocked, its listener gone) this many checks in a row, LIVENESS_INTERVAL seconds apart (~30 s), is
-# killed and so restarted with backoff, as Kubernetes' liveness probe does (10 s × 3 there too). A part that answers "not healthy"
-# (a replica NOT_SERVING while it drains, a consumer waiting for its broker) is alive and left alone.
+# killed and so restarted with backoff, as Kubernetes' liveness probe does (10 s × 3 there too). A part that
+# answers "not healthy" (a replica NOT_SERVING while it drains, a consumer waiting for its broker) is alive and left
+# alone.
 LIVENESS_INTERVAL, LIVENESS_FAILURES = 10.0, 3
 _UNANSWERED = ("no answer", "gRPC health: DEADLINE_EXCEEDED", "gRPC health: UNAVAILABLE")
 
