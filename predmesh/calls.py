@@ -6,7 +6,7 @@ the same surface, defaults and conversions; only how a `Call` is executed differ
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -140,12 +140,34 @@ def predict_matrix(model: str, feature_names: Sequence[str], values: Sequence[fl
     request = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     matrix = request.matrix
     matrix.feature_names.extend(feature_names)
-    matrix.values.extend(values)
+    add_values(matrix, values)
     for name, column in (string_columns or {}).items():
         add_string_column(matrix, name, column)
     matrix.request_id_prefix = request_id_prefix
     set_row_numbers(matrix.row_numbers, row_numbers)
     return Call("inference", "PredictBatch", request, lambda r: ScoredMatrix.from_proto(r.matrix), timeout)
+
+
+def add_values(matrix: inference_pb2.FeatureMatrix, values: Sequence[float]) -> None:
+    """The number and boolean values of a FeatureMatrix (row-major); BadArgument naming the row and feature of a
+    value that is not a number (protobuf's own TypeError names neither; a 2-D array gives one array a row)."""
+    try:
+        matrix.values.extend(values)
+        return
+    except (TypeError, ValueError, OverflowError):
+        pass
+    if not isinstance(values, Iterable):
+        raise BadArgument(f"values is {type(values).__name__}; send a flat, row-major sequence of numbers") from None
+    names, one = matrix.feature_names, inference_pb2.FeatureMatrix().values
+    for i, value in enumerate(values):
+        try:
+            one.append(value)  # protobuf's own rule for a double
+        except (TypeError, ValueError, OverflowError):
+            where = f"values[{i}]" + (f" (row {i // len(names)}, feature {names[i % len(names)]!r})" if names else "")
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "…"
+            raise BadArgument(f"{where} is {shown} ({type(value).__name__}); send numbers, flat and row-major (a "
+                              "boolean as 1.0/0.0, math.nan for missing; a category goes in string_columns)") from None
+    raise BadArgument("values: send a flat, row-major sequence of numbers")  # not reached: extend failed on one
 
 
 def add_string_column(matrix: inference_pb2.FeatureMatrix, name: str, column: Sequence[str | None]) -> None:
