@@ -149,6 +149,27 @@ def test_admin_calls_and_error_mapping(server, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_message_over_a_size_limit_says_whose_limit_and_what_to_do(server, kind):
+    """gRPC's own "SERVER: Received message larger than max (1080114 vs. 1048576)" named neither the request nor
+    the limit to look up; the error says which message, whose limit and what to do, and keeps gRPC's words."""
+    rows = [IRIS_ROW] * 12_000  # ~1.3 MB: over the server's 1 MiB, under this client's default 4 MiB
+    cases = [  # (call, client arguments, what the message starts with)
+        (lambda c: c.predict_batch("iris", rows), {},
+         "the request is ", "more than the server takes (1048576, ModelInfo.limits.max_request_bytes"),
+        (lambda c: c.predict_each("iris", rows[:200]), {"max_message_bytes": 4096},
+         "the request is ", "more than this client sends (4096, Client(max_message_bytes=)): send fewer rows"),
+        (lambda c: c.get_model("iris"), {"max_message_bytes": 1024},
+         "the answer is ", "more than this client takes (1024, Client(max_message_bytes=)): raise"),
+    ]
+    for call, args, start, limit in cases:
+        with pytest.raises(ResourceExhausted) as info:
+            run(kind, server.target, call, **args)
+        message = info.value.message
+        assert message.startswith(start) and limit in message, message
+        assert "larger than max (" in message  # gRPC's words kept (the queue consumer dead-letters on them)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_deadline_is_enforced(model_store, tmp_path, kind):
     slow_env = {"PREDMESH_FAULTS": "inference.predict_delay_ms:2000"}
     with ServerProc(model_store, tmp_path / "slow.log", env=slow_env) as slow:
