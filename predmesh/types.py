@@ -129,6 +129,11 @@ class ScoredMatrix:
     def __len__(self) -> int:
         return len(self.prediction_ids)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the columns are views of `raw` (protobuf repeated fields, which refuse to pickle): a copy, pickled or sent
+        # to another process, is rebuilt from the message
+        return ScoredMatrix.from_proto, (self.raw,)
+
     @classmethod
     def from_proto(cls, m: inference_pb2.PredictionMatrix) -> ScoredMatrix:
         errors = {e.row: from_status(e.error.code, e.error.message) for e in m.row_errors}
