@@ -33,6 +33,16 @@ SERVICE_CONFIG = json.dumps({
 })
 
 
+def check_token(name: str, token: str | None) -> None:
+    """BadArgument for a token that a header cannot carry (gRPC would fail every call carrying it with INTERNAL
+    "Invalid metadata", as if the server had failed): printable ASCII only."""
+    for i, char in enumerate(token or ""):
+        if not " " <= char <= "~":
+            hint = " (a token read from a file: strip its newline)" if char in "\r\n" else ""
+            raise BadArgument(f"{name} has {char!r} at position {i}; a token is sent in a header, which takes "
+                              f"printable ASCII only{hint}")
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     """PEM bytes for a TLS channel; client_cert and client_key together enable mTLS."""
@@ -72,6 +82,8 @@ class ChannelSpec:
             options.append(("grpc.use_local_subchannel_pool", 1))
         if tls is not None and tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
+        check_token("admin_token", admin_token)
+        check_token("writer_token", writer_token)
         metadata = ((TRANSPORT_HEADER, transport),)
         admin = metadata + ((("authorization", f"Bearer {admin_token}"),) if admin_token else ())
         writer_token = writer_token or admin_token  # the admin token may write too

@@ -267,6 +267,23 @@ def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():
         assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.message
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_token_a_header_cannot_carry_is_refused_naming_it(server, kind, tmp_path):
+    """A token read from a file keeps its newline: every call carrying it failed with INTERNAL "Invalid metadata"
+    (the server's failure, by the docs) and a gRPC C++ error on stderr; the client now refuses it at once."""
+    from predmesh import BadArgument
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    newline = rf"admin_token has '\\n' at position {len(ADMIN_TOKEN)}; .*strip its newline"
+    with pytest.raises(BadArgument, match=newline):
+        run(kind, server.target, lambda c: c.list_model_versions("iris"), admin_token=token_file.read_text())
+    with pytest.raises(BadArgument, match="writer_token has 'é' at position 1; a token is sent in a header"):
+        run(kind, server.target, lambda c: c.get_model("iris"), writer_token="té")
+    versions = run(kind, server.target, lambda c: c.list_model_versions("iris"),
+                   admin_token=token_file.read_text().strip())
+    assert versions[0].name == "iris"
+
+
 def test_transport_and_status_names_are_taken_in_any_case(server):
     """The README writes statuses upper-case (SUCCEEDED) and transports lower-case: both spellings, and the enum's
     own name, are the same value; the server stores them as the one canonical name."""
