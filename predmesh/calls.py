@@ -272,8 +272,8 @@ def list_predictions(*, model: str = "", model_version: str = "", label: str = "
     request_id finds the prediction stored under that idempotency key (exact match)."""
     request = analytics_pb2.ListPredictionsRequest(
         model=model, model_version=model_version, label=label, transport=transport_value(transport),
-        start_time=to_timestamp(start_time), end_time=to_timestamp(end_time), page_size=page_size,
-        page_token=page_token, request_id=request_id)
+        start_time=to_timestamp(start_time, "start_time"), end_time=to_timestamp(end_time, "end_time"),
+        page_size=page_size, page_token=page_token, request_id=request_id)
     return Call("analytics", "ListPredictions", request,
                 lambda r: Page(tuple(StoredPrediction.from_proto(p) for p in r.predictions), r.next_page_token, r),
                 timeout)
@@ -284,7 +284,7 @@ def count_predictions(model: str, request_id_prefix: str, *, start_time: datetim
     """How many stored predictions of model have a request id starting with request_id_prefix (created at or
     after start_time when given): whether rows sent with known request ids are queryable, without listing them."""
     request = analytics_pb2.CountPredictionsRequest(model=model, request_id_prefix=request_id_prefix,
-                                                    start_time=to_timestamp(start_time))
+                                                    start_time=to_timestamp(start_time, "start_time"))
     return Call("analytics", "CountPredictions", request, lambda r: r.count, timeout)
 
 
@@ -293,8 +293,8 @@ def get_stats(*, model: str = "", start_time: datetime | None = None, end_time: 
     """Counts per label, version and transport, latency percentiles and quality per version over a window (its
     edges rounded out to whole minutes); bucket_seconds (a multiple of 60, at most 2000 buckets) adds the series
     of the window's buckets of that width in `Stats.series`."""
-    request = analytics_pb2.GetStatsRequest(model=model, start_time=to_timestamp(start_time),
-                                            end_time=to_timestamp(end_time), bucket_seconds=bucket_seconds)
+    request = analytics_pb2.GetStatsRequest(model=model, start_time=to_timestamp(start_time, "start_time"),
+                                            end_time=to_timestamp(end_time, "end_time"), bucket_seconds=bucket_seconds)
     return Call("analytics", "GetStats", request, Stats.from_proto, timeout)
 
 
@@ -332,7 +332,7 @@ def record_batch_run(run_key: str, *, kind: str, model: str, status: str, run_da
     run = analytics_pb2.BatchRun(
         run_key=run_key, kind=kind, run_date=run_date, model=model, model_version=model_version, rows=rows,
         rejected=rejected, duration_seconds=duration_seconds, status=batch_run_status_value(status),
-        message=message, started_at=to_timestamp(started_at), attempt=attempt, input=input)
+        message=message, started_at=to_timestamp(started_at, "started_at"), attempt=attempt, input=input)
     if accuracy is not None:
         run.accuracy = accuracy
     return Call("analytics", "RecordBatchRun", analytics_pb2.RecordBatchRunRequest(run=run),

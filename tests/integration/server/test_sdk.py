@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from concurrent import futures
+from datetime import date
 
 import grpc
 import pytest
@@ -247,7 +248,7 @@ def test_unreachable_server_is_unavailable(kind):
 
 
 def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():
-    """A bad transport, batch-run status or row number is refused before any call as predmesh.errors.BadArgument:
+    """A bad transport, batch-run status, row number or time is refused before any call as predmesh.errors.BadArgument:
     an InvalidArgument like the server's (one except clause for both), still a ValueError for older callers."""
     from predmesh import BadArgument, calls
     refused = [lambda: Client("127.0.0.1:1", transport="carrier-pigeon"),
@@ -256,10 +257,18 @@ def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():
                lambda: calls.predict_matrix("iris", list(IRIS_ROW), [1.0] * 8, request_id_prefix="p-",
                                             row_numbers=[0, -1]),
                lambda: calls.predict_matrix("iris", list(IRIS_ROW), [1.0] * 4, request_id_prefix="p-",
-                                            row_numbers=[1.5])]  # type: ignore[list-item]  # a float on purpose
+                                            row_numbers=[1.5]),  # type: ignore[list-item]  # a float on purpose
+               # a time that is not a datetime raised AttributeError ("'float' object has no attribute 'tzinfo'")
+               lambda: calls.get_stats(start_time=1765000000.0),  # type: ignore[arg-type]  # an epoch on purpose
+               lambda: calls.list_predictions(end_time=date(2026, 12, 7)),  # type: ignore[arg-type]  # a date
+               lambda: calls.record_batch_run("k", kind="score", model="iris", status="running",
+                                              started_at="2026-12-07T10:00:00")]  # type: ignore[arg-type]  # a str
     messages = ["transport 'carrier-pigeon' is not one of grpc, rest", "transport 'fax' is not one of",
                 "batch run status 'DONE' is not one of running, succeeded, failed",
-                r"row_numbers\[1\] is -1; send a whole number from 0", r"row_numbers\[0\] is 1.5"]
+                r"row_numbers\[1\] is -1; send a whole number from 0", r"row_numbers\[0\] is 1.5",
+                r"start_time is 1765000000.0 \(float\); send a datetime",
+                r"end_time is datetime.date\(2026, 12, 7\) \(date\)",
+                r"started_at is '2026-12-07T10:00:00' \(str\); send a datetime"]
     for make, message in zip(refused, messages):
         with pytest.raises(BadArgument, match=message) as caught:
             make()
