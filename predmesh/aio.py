@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -116,13 +115,19 @@ class AsyncClient:
 
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
-        requests = (calls.stream_request(model, r, str(uuid.uuid4())) for r in rows)
+        requests = calls.StreamRows(model, rows)
         call = self._stubs["inference"].PredictStream(
-            requests, timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata)
+            iter(requests), timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata)
         try:
             async for response in call:
                 yield calls.stream_result(response)
-        except grpc.RpcError as err:
+        except (grpc.RpcError, asyncio.CancelledError) as err:
+            # a row refused here, or the caller's rows failing, makes grpc.aio cancel the call (CancelledError, as
+            # if the caller's task had been cancelled): raise what went wrong instead
+            if requests.error is not None:
+                raise requests.error from None
+            if isinstance(err, asyncio.CancelledError):
+                raise
             raise from_rpc_error(err) from None
         finally:
             call.cancel()

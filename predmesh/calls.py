@@ -6,7 +6,8 @@ the same surface, defaults and conversions; only how a `Call` is executed differ
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -201,12 +202,32 @@ def get_model(model: str, *, timeout: float | None = None) -> Call[ModelInfo]:
                 lambda r: ModelInfo.from_proto(r.model), timeout)
 
 
-def stream_request(model: str, r: Row, request_id: str) -> inference_pb2.PredictStreamRequest:
+def stream_request(model: str, r: Row, request_id: str, where: str = "features") -> inference_pb2.PredictStreamRequest:
     """One row of a prediction stream."""
     features, own_id = r if isinstance(r, tuple) else (r, "")
     out = inference_pb2.PredictStreamRequest(model=model, request_id=own_id or request_id)
-    fill(out.features, features)
+    fill(out.features, features, where)
     return out
+
+
+class StreamRows:
+    """The requests of a prediction stream, made from the caller's rows as gRPC pulls them (rows may be a generator,
+    endless). Rows without a request_id get a fresh one so answers can be matched. An exception raised making them
+    (BadArgument naming the row, or the caller's own iterator failing) is kept in `error` for the client to raise:
+    gRPC would only cancel the call ("Exception iterating requests!", or CancelledError on asyncio)."""
+
+    def __init__(self, model: str, rows: Iterable[Row]):
+        self.model = model
+        self.rows = rows
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[inference_pb2.PredictStreamRequest]:
+        try:
+            for i, r in enumerate(self.rows):
+                yield stream_request(self.model, r, str(uuid.uuid4()), f"rows[{i}]")
+        except Exception as exc:
+            self.error = exc
+            raise
 
 
 def stream_result(m: inference_pb2.PredictStreamResponse) -> StreamResult:

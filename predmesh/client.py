@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -138,10 +137,12 @@ class Client:
 
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
-        requests = (calls.stream_request(model, r, str(uuid.uuid4())) for r in rows)
+        requests = calls.StreamRows(model, rows)
         try:
             for response in self._stubs["inference"].PredictStream(
-                    requests, timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata):
+                    iter(requests), timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata):
                 yield calls.stream_result(response)
         except grpc.RpcError as err:
+            if requests.error is not None:  # a row refused here, or the caller's rows failing: that, not gRPC's cancel
+                raise requests.error from None
             raise from_rpc_error(err) from None

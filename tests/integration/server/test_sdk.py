@@ -171,6 +171,28 @@ def test_a_message_over_a_size_limit_says_whose_limit_and_what_to_do(server, kin
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_stream_row_the_client_refuses_raises_that_error(server, kind):
+    """Stream rows are made as gRPC pulls them: a row the contract cannot carry, or the caller's own rows failing,
+    made gRPC cancel the call, so the caller got PredmeshError("Exception iterating requests!") or, on asyncio,
+    CancelledError (as if their task had been cancelled), never what was wrong."""
+    from predmesh import BadArgument
+
+    def failing_rows():
+        yield IRIS_ROW
+        raise OSError("rows.csv: input/output error")
+
+    cases = [([IRIS_ROW, {**IRIS_ROW, "sepal_length": [5.1]}, IRIS_ROW], BadArgument,
+              r"rows\[1\]: feature 'sepal_length' is \[5.1\] \(list\); send a number"),
+             ([IRIS_ROW, 7], BadArgument, r"rows\[1\] is int; send a mapping"),
+             (failing_rows(), OSError, "rows.csv: input/output error")]
+    for rows, error, message in cases:
+        with pytest.raises(error, match=message):
+            run(kind, server.target, lambda c, rows=rows: collect(c.predict_stream("iris", rows)))
+    ok = run(kind, server.target, lambda c: collect(c.predict_stream("iris", [IRIS_ROW])))  # the client still works
+    assert [r.prediction.label for r in ok] == ["setosa"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_deadline_is_enforced(model_store, tmp_path, kind):
     slow_env = {"PREDMESH_FAULTS": "inference.predict_delay_ms:2000"}
     with ServerProc(model_store, tmp_path / "slow.log", env=slow_env) as slow:
