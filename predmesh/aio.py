@@ -69,11 +69,12 @@ class AsyncClient:
 
     async def _run(self, call: calls.Call[T]) -> T:
         method = getattr(self._stubs[call.service], call.method)
+        timeout = self.timeout if call.timeout is None else call.timeout
         try:
-            response = await method(call.request, timeout=self.timeout if call.timeout is None else call.timeout,
+            response = await method(call.request, timeout=timeout,
                                     metadata=self._spec.metadata_for(call.service, call.writes))
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, timeout) from None
         return call.convert(response)
 
     # -- the calls (defined once in predmesh.calls) -------------------------------------------------------------
@@ -116,8 +117,8 @@ class AsyncClient:
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
         requests = calls.StreamRows(model, rows)
-        call = self._stubs["inference"].PredictStream(
-            iter(requests), timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata)
+        timeout = self.timeout if timeout is None else timeout
+        call = self._stubs["inference"].PredictStream(iter(requests), timeout=timeout, metadata=self._spec.metadata)
         try:
             async for response in call:
                 yield calls.stream_result(response)
@@ -128,6 +129,6 @@ class AsyncClient:
                 raise requests.error from None
             if isinstance(err, asyncio.CancelledError):
                 raise
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, timeout, stream=True) from None
         finally:
             call.cancel()

@@ -79,11 +79,12 @@ class Client:
 
     def _run(self, call: calls.Call[T]) -> T:
         method = getattr(self._stubs[call.service], call.method)
+        timeout = self.timeout if call.timeout is None else call.timeout
         try:
-            response = method(call.request, timeout=self.timeout if call.timeout is None else call.timeout,
+            response = method(call.request, timeout=timeout,
                               metadata=self._spec.metadata_for(call.service, call.writes))
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, timeout) from None
         return call.convert(response)
 
     # -- the calls (defined once in predmesh.calls) -------------------------------------------------------------
@@ -112,12 +113,12 @@ class Client:
         """The pid of the server process this client's connection reached (a ListModels call; None from a server
         that does not say). Processes sharing one port (PREDMESH_PROCESSES > 1, SO_REUSEPORT) each hold the
         connections the kernel gave them, so a client spreading work over connections can check where they went."""
+        timeout = self.timeout if timeout is None else timeout
         try:
             _, call = self._stubs["inference"].ListModels.with_call(
-                inference_pb2.ListModelsRequest(), timeout=self.timeout if timeout is None else timeout,
-                metadata=self._spec.metadata)
+                inference_pb2.ListModelsRequest(), timeout=timeout, metadata=self._spec.metadata)
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, timeout) from None
         pid = dict(call.trailing_metadata() or ()).get(PID_HEADER)
         return int(pid) if isinstance(pid, str) and pid.isdigit() else None
 
@@ -138,11 +139,12 @@ class Client:
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
         requests = calls.StreamRows(model, rows)
+        timeout = self.timeout if timeout is None else timeout
         try:
             for response in self._stubs["inference"].PredictStream(
-                    iter(requests), timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata):
+                    iter(requests), timeout=timeout, metadata=self._spec.metadata):
                 yield calls.stream_result(response)
         except grpc.RpcError as err:
             if requests.error is not None:  # a row refused here, or the caller's rows failing: that, not gRPC's cancel
                 raise requests.error from None
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, timeout, stream=True) from None

@@ -105,12 +105,25 @@ def too_large_message(details: str) -> str:
     return f"{said} ({found.group(0)})"
 
 
-def from_rpc_error(err: grpc.RpcError) -> PredmeshError:
-    """Translate a grpc.RpcError into the matching PredmeshError subclass."""
+def deadline_message(details: str, timeout: float, stream: bool) -> str:
+    """gRPC's "Deadline Exceeded" for the call's own deadline, said with its timeout and what it bounds."""
+    if stream:
+        said = (f"the stream did not end within {timeout:g}s: its timeout (timeout=, else the client's) bounds the "
+                "whole stream, not each row; give a long stream a longer timeout")
+    else:
+        said = f"no answer within {timeout:g}s, the call's timeout (timeout=, else the client's): retry, or allow more"
+    return f"{said} ({details})"
+
+
+def from_rpc_error(err: grpc.RpcError, timeout: float | None = None, stream: bool = False) -> PredmeshError:
+    """Translate a grpc.RpcError into the matching PredmeshError subclass; timeout (and whether the call is a
+    stream) lets an expired deadline say what it was."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     message = (err.details() if hasattr(err, "details") else None) or str(code)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         message = too_large_message(message)
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None and "Deadline Exceeded" in message:
+        message = deadline_message(message, timeout, stream)  # gRPC's words; the server's own name what was slow
     cls = _BY_CODE.get(code, PredmeshError)
     return cls(message, code)
 

@@ -197,12 +197,17 @@ def test_deadline_is_enforced(model_store, tmp_path, kind):
     slow_env = {"PREDMESH_FAULTS": "inference.predict_delay_ms:2000"}
     with ServerProc(model_store, tmp_path / "slow.log", env=slow_env) as slow:
         started = time.monotonic()
-        with pytest.raises(DeadlineExceeded):
+        # the message says the timeout (gRPC's own said only "Deadline Exceeded")
+        with pytest.raises(DeadlineExceeded, match=r"^no answer within 0.2s, the call's timeout \(timeout=, else"):
             run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW, timeout=0.2))
         assert time.monotonic() - started < 1.5
         # the client's default deadline applies when a call names none
-        with pytest.raises(DeadlineExceeded):
-            run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW), timeout=0.2)
+        with pytest.raises(DeadlineExceeded, match=r"^no answer within 0.3s"):
+            run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW), timeout=0.3)
+        # a stream's timeout bounds the whole stream, which its message says ("Stream removed (Deadline Exceeded)")
+        with pytest.raises(DeadlineExceeded, match=r"^the stream did not end within 0.4s: its timeout .* bounds the "
+                                                   r"whole stream, not each row"):
+            run(kind, slow.target, lambda c: collect(c.predict_stream("iris", [IRIS_ROW] * 3)), timeout=0.4)
 
 
 class _Flaky(inference_pb2_grpc.InferenceServiceServicer):
