@@ -127,17 +127,17 @@ def batch_row_result(m: inference_pb2.BatchRowResult) -> StreamResult:
     return StreamResult(m.request_id, None, from_status(m.error.code, m.error.message), m)
 
 
-def predict_matrix(model: str, feature_names: Sequence[str], values: Sequence[float], *,
+def predict_matrix(model: str, feature_names: Sequence[str], values: Iterable[float], *,
                    string_columns: Mapping[str, Sequence[str | None]] | None = None, request_id_prefix: str = "",
                    row_numbers: Sequence[int] = (), partial_success: bool = False,
                    timeout: float | None = None) -> Call[ScoredMatrix]:
     """Score many rows given in columns (the bulk form of predict_batch, at most the server's max batch rows):
     the number and boolean features in feature_names once and values row-major (len(feature_names) per row, a flat
-    list of floats; a boolean 1.0 or 0.0, NaN for a missing value), each categorical feature in string_columns as
-    one column of str (None for a missing value). Row r's request_id is request_id_prefix + str(row_numbers[r])
-    (idempotent: a retry stores nothing twice); without a prefix the server generates fresh ids. The answer is in
-    columns too (ScoredMatrix). With partial_success a refused row (a value the model cannot take) is answered in
-    ScoredMatrix.errors and the others are scored; without it, it refuses the call."""
+    list or 1-D numpy array of floats; a boolean 1.0 or 0.0, NaN for a missing value), each categorical feature in
+    string_columns as one column of str (None for a missing value). Row r's request_id is request_id_prefix +
+    str(row_numbers[r]) (idempotent: a retry stores nothing twice); without a prefix the server generates fresh ids.
+    The answer is in columns too (ScoredMatrix). With partial_success a refused row (a value the model cannot take)
+    is answered in ScoredMatrix.errors and the others are scored; without it, it refuses the call."""
     request = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     matrix = request.matrix
     matrix.feature_names.extend(feature_names)
@@ -149,9 +149,11 @@ def predict_matrix(model: str, feature_names: Sequence[str], values: Sequence[fl
     return Call("inference", "PredictBatch", request, lambda r: ScoredMatrix.from_proto(r.matrix), timeout)
 
 
-def add_values(matrix: inference_pb2.FeatureMatrix, values: Sequence[float]) -> None:
+def add_values(matrix: inference_pb2.FeatureMatrix, values: Iterable[float]) -> None:
     """The number and boolean values of a FeatureMatrix (row-major); BadArgument naming the row and feature of a
     value that is not a number (protobuf's own TypeError names neither; a 2-D array gives one array a row)."""
+    if isinstance(values, Iterator):  # read once: kept, so that a refused value can be found again
+        values = list(values)
     try:
         matrix.values.extend(values)
         return

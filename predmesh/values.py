@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, MutableMapping
+from typing import SupportsFloat
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.struct_pb2 import NULL_VALUE, Value
@@ -16,8 +17,10 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from predmesh.errors import BadArgument
 
 # What a feature value may be: a number (int, float, or a numpy number), a str, a bool, None (missing), or a
-# google.protobuf.Value sent as it is (e.g. a queue job's own values).
-FeatureValue = float | int | str | bool | None | Value
+# google.protobuf.Value sent as it is (e.g. a queue job's own values). SupportsFloat lets type checkers take numpy
+# numbers (np.float32, np.int64, np.bool_: not float or int to them) without the SDK importing numpy; what else
+# passes it (a Decimal) is refused at run time, naming the feature.
+FeatureValue = float | int | str | bool | None | Value | SupportsFloat
 # A feature value as the server checked and recorded it (and a stored prediction gives it back).
 PlainValue = float | str | bool | None
 Features = Mapping[str, FeatureValue]

@@ -21,7 +21,7 @@ CASES: list[tuple[Callable[[], object], str]] = [
     (lambda: calls.predict("iris", {"a": [1.0]}), "features: feature 'a' is [1.0] (list); send a number"),  # type: ignore[dict-item]  # deliberately wrong
     (lambda: calls.predict("iris", {1: 2.0}), "features: the feature name 1 is not a string"),  # type: ignore[dict-item]  # deliberately wrong
     (lambda: calls.predict("iris", ["a"]), "features is list; send a mapping"),  # type: ignore[arg-type]  # deliberately wrong
-    (lambda: calls.predict_batch("iris", [{"a": 1.0}, ({"b": Decimal(1)}, "r")]),  # type: ignore[dict-item]  # deliberately wrong
+    (lambda: calls.predict_batch("iris", [{"a": 1.0}, ({"b": Decimal(1)}, "r")]),
      "rows[1]: feature 'b' is Decimal('1') (Decimal)"),
     (lambda: calls.predict_each("iris", [{"a": 1.0}, {"b": b"2"}]), "rows[1]: feature 'b' is b'2' (bytes)"),  # type: ignore[dict-item]  # deliberately wrong
     (lambda: calls.stream_request("iris", {"a": {"x": 1}}, "r"), "features: feature 'a' is {'x': 1} (dict)"),  # type: ignore[dict-item]  # deliberately wrong
@@ -39,7 +39,7 @@ CASES: list[tuple[Callable[[], object], str]] = [
      "values[3] (row 1, feature 'b') is '4' (str); send numbers, flat and row-major"),
     (lambda: calls.predict_matrix("iris", ["a", "b"], [None, 2.0]),  # type: ignore[list-item]  # deliberately wrong
      "values[0] (row 0, feature 'a') is None (NoneType); send numbers"),
-    (lambda: calls.predict_matrix("iris", ["a", "b"], np.array([[1.0, 2.0], [3.0, 4.0]])),  # type: ignore[arg-type]  # deliberately 2-D
+    (lambda: calls.predict_matrix("iris", ["a", "b"], np.array([[1.0, 2.0], [3.0, 4.0]])),  # 2-D: one array a row
      "values[0] (row 0, feature 'a') is array([1., 2.]) (ndarray); send numbers, flat and row-major"),
     (lambda: calls.predict_matrix("iris", ["a"], [10**400]), "values[0] (row 0, feature 'a') is 1000"),
     (lambda: jobs.matrix_job("iris", ["a"], 3.0), "values is float; send a flat"),  # type: ignore[arg-type]  # deliberately wrong
