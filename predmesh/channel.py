@@ -43,6 +43,21 @@ def check_token(name: str, token: str | None) -> None:
                               f"printable ASCII only{hint}")
 
 
+def check_tls(tls: TlsConfig | None) -> None:
+    """BadArgument for TLS settings gRPC cannot use: a certificate or key given as other than PEM bytes (a path), or
+    a client certificate without its key (or the key alone), on which gRPC's core aborts the whole process."""
+    if tls is None:
+        return
+    for name in ("root_certificates", "client_cert", "client_key"):
+        value = getattr(tls, name)
+        if value is not None and not isinstance(value, bytes):
+            raise BadArgument(f"TlsConfig.{name} is {type(value).__name__}; pass the PEM bytes, e.g. "
+                              "Path(...).read_bytes()")
+    if bool(tls.client_cert) != bool(tls.client_key):
+        given, missing = ("client_cert", "client_key") if tls.client_cert else ("client_key", "client_cert")
+        raise BadArgument(f"TlsConfig has a {given} without a {missing}; a client certificate (mTLS) needs both")
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     """PEM bytes for a TLS channel; client_cert and client_key together enable mTLS."""
@@ -82,6 +97,7 @@ class ChannelSpec:
             options.append(("grpc.use_local_subchannel_pool", 1))
         if tls is not None and tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
+        check_tls(tls)
         check_token("admin_token", admin_token)
         check_token("writer_token", writer_token)
         metadata = ((TRANSPORT_HEADER, transport),)

@@ -338,6 +338,28 @@ def test_transport_and_status_names_are_taken_in_any_case(server):
                  what="the prediction stored with transport queue")
 
 
+@pytest.mark.parametrize("tls, message", [
+    ("TlsConfig(client_cert=b'PEM')", "TlsConfig has a client_cert without a client_key; a client certificate"),
+    ("TlsConfig(root_certificates=b'PEM', client_key=b'PEM')", "TlsConfig has a client_key without a client_cert"),
+    ("TlsConfig(root_certificates='/etc/ssl/ca.pem')", "TlsConfig.root_certificates is str; pass the PEM bytes"),
+])
+def test_tls_settings_grpc_cannot_use_are_refused_without_killing_the_process(tls, message):
+    """A client certificate without its key (or the key alone) made gRPC's core abort the whole process (SIGABRT,
+    "Check failed: private_key != nullptr") when the client was made: a child process tries it."""
+    code = ("from predmesh import BadArgument, Client, TlsConfig, AsyncClient\n"
+            "import asyncio\n"
+            "async def make():\n"
+            f"    AsyncClient('127.0.0.1:1', tls={tls})\n"
+            "for make_client in (lambda: Client('127.0.0.1:1', tls=" + tls + "), lambda: asyncio.run(make())):\n"
+            "    try:\n"
+            "        make_client()\n"
+            "    except BadArgument as exc:\n"
+            "        print('refused:', exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert result.stdout.count(f"refused: {message}") == 2, result.stdout
+
+
 def test_env_and_logs_helpers_import_without_grpc():
     """database/ and gateway/ share predmesh.env and predmesh.logs: those must not pull grpc or the stubs in."""
     code = (
