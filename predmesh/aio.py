@@ -10,7 +10,7 @@ import grpc
 import grpc.aio
 
 from predmesh import calls
-from predmesh.channel import ChannelSpec, TlsConfig
+from predmesh.channel import ChannelSpec, TlsConfig, call_timeout
 from predmesh.client import _STUB_CLASSES
 from predmesh.errors import Unavailable, from_rpc_error
 from predmesh.types import StoredPrediction, StreamResult
@@ -40,7 +40,7 @@ class AsyncClient:
                  admin_token: str | None = None, writer_token: str | None = None, tls: TlsConfig | None = None,
                  max_message_bytes: int = 4 * 1024 * 1024, own_connection: bool = False):
         self.target = target
-        self.timeout = timeout
+        self.timeout = call_timeout(None, timeout)
         self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
                                        max_message_bytes=max_message_bytes, writer_token=writer_token,
                                        own_connection=own_connection)
@@ -69,7 +69,7 @@ class AsyncClient:
 
     async def _run(self, call: calls.Call[T]) -> T:
         method = getattr(self._stubs[call.service], call.method)
-        timeout = self.timeout if call.timeout is None else call.timeout
+        timeout = call_timeout(call.timeout, self.timeout)
         try:
             response = await method(call.request, timeout=timeout,
                                     metadata=self._spec.metadata_for(call.service, call.writes))
@@ -117,7 +117,7 @@ class AsyncClient:
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
         requests = calls.StreamRows(model, rows)
-        timeout = self.timeout if timeout is None else timeout
+        timeout = call_timeout(timeout, self.timeout)
         call = self._stubs["inference"].PredictStream(iter(requests), timeout=timeout, metadata=self._spec.metadata)
         try:
             async for response in call:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import grpc
@@ -31,6 +32,17 @@ SERVICE_CONFIG = json.dumps({
     }],
     "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
 })
+
+
+def call_timeout(timeout: float | None, default: float | None) -> float | None:
+    """The seconds a call may take: its own timeout, else the client's (None: no deadline). BadArgument for one that
+    is not a finite number: gRPC takes inf or NaN for a deadline already past, and a str fails deep inside it."""
+    seconds: object = default if timeout is None else timeout  # any object: a caller may pass anything
+    if seconds is None:
+        return None
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        raise BadArgument(f"timeout is {seconds!r}; send a finite number of seconds")
+    return seconds
 
 
 def check_token(name: str, token: str | None) -> None:

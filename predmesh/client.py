@@ -10,7 +10,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 
 from predmesh import calls
-from predmesh.channel import PID_HEADER, STUBS, ChannelSpec, TlsConfig
+from predmesh.channel import PID_HEADER, STUBS, ChannelSpec, TlsConfig, call_timeout
 from predmesh.errors import Unavailable, from_rpc_error
 from predmesh.types import StoredPrediction, StreamResult
 from predmesh.v1 import admin_pb2_grpc, analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -50,7 +50,7 @@ class Client:
                  admin_token: str | None = None, writer_token: str | None = None, tls: TlsConfig | None = None,
                  max_message_bytes: int = 4 * 1024 * 1024, own_connection: bool = False):
         self.target = target
-        self.timeout = timeout
+        self.timeout = call_timeout(None, timeout)
         self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
                                        max_message_bytes=max_message_bytes, writer_token=writer_token,
                                        own_connection=own_connection)
@@ -79,7 +79,7 @@ class Client:
 
     def _run(self, call: calls.Call[T]) -> T:
         method = getattr(self._stubs[call.service], call.method)
-        timeout = self.timeout if call.timeout is None else call.timeout
+        timeout = call_timeout(call.timeout, self.timeout)
         try:
             response = method(call.request, timeout=timeout,
                               metadata=self._spec.metadata_for(call.service, call.writes))
@@ -113,7 +113,7 @@ class Client:
         """The pid of the server process this client's connection reached (a ListModels call; None from a server
         that does not say). Processes sharing one port (PREDMESH_PROCESSES > 1, SO_REUSEPORT) each hold the
         connections the kernel gave them, so a client spreading work over connections can check where they went."""
-        timeout = self.timeout if timeout is None else timeout
+        timeout = call_timeout(timeout, self.timeout)
         try:
             _, call = self._stubs["inference"].ListModels.with_call(
                 inference_pb2.ListModelsRequest(), timeout=timeout, metadata=self._spec.metadata)
@@ -139,7 +139,7 @@ class Client:
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
         requests = calls.StreamRows(model, rows)
-        timeout = self.timeout if timeout is None else timeout
+        timeout = call_timeout(timeout, self.timeout)
         try:
             for response in self._stubs["inference"].PredictStream(
                     iter(requests), timeout=timeout, metadata=self._spec.metadata):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import subprocess
 import sys
 import threading
@@ -275,9 +276,10 @@ def test_unreachable_server_is_unavailable(kind):
 
 
 def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():
-    """A bad transport, batch-run status, row number or time is refused before any call as predmesh.errors.BadArgument:
+    """A bad transport, batch-run status, row number, time or timeout is refused before any call as BadArgument:
     an InvalidArgument like the server's (one except clause for both), still a ValueError for older callers."""
     from predmesh import BadArgument, calls
+    client = Client("127.0.0.1:1")
     refused = [lambda: Client("127.0.0.1:1", transport="carrier-pigeon"),
                lambda: calls.list_predictions(transport="fax"),
                lambda: calls.record_batch_run("k", kind="score", model="iris", status="DONE"),
@@ -289,18 +291,27 @@ def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():
                lambda: calls.get_stats(start_time=1765000000.0),  # type: ignore[arg-type]  # an epoch on purpose
                lambda: calls.list_predictions(end_time=date(2026, 12, 7)),  # type: ignore[arg-type]  # a date
                lambda: calls.record_batch_run("k", kind="score", model="iris", status="running",
-                                              started_at="2026-12-07T10:00:00")]  # type: ignore[arg-type]  # a str
+                                              started_at="2026-12-07T10:00:00"),  # type: ignore[arg-type]  # a str
+               # gRPC took an infinite or NaN timeout for a deadline already past (DeadlineExceeded at once)
+               lambda: Client("127.0.0.1:1", timeout=math.inf),
+               lambda: client.predict("iris", IRIS_ROW, timeout=math.nan),
+               lambda: collect(client.predict_stream("iris", [IRIS_ROW], timeout=math.inf)),
+               lambda: client.get_model("iris", timeout="5")]  # type: ignore[arg-type]  # a str on purpose
     messages = ["transport 'carrier-pigeon' is not one of grpc, rest", "transport 'fax' is not one of",
                 "batch run status 'DONE' is not one of running, succeeded, failed",
                 r"row_numbers\[1\] is -1; send a whole number from 0", r"row_numbers\[0\] is 1.5",
                 r"start_time is 1765000000.0 \(float\); send a datetime",
                 r"end_time is datetime.date\(2026, 12, 7\) \(date\)",
-                r"started_at is '2026-12-07T10:00:00' \(str\); send a datetime"]
+                r"started_at is '2026-12-07T10:00:00' \(str\); send a datetime",
+                "timeout is inf; send a finite number of seconds", "timeout is nan; send a finite",
+                "timeout is inf; send a finite", "timeout is '5'; send a finite number of seconds"]
+    assert len(refused) == len(messages)
     for make, message in zip(refused, messages):
         with pytest.raises(BadArgument, match=message) as caught:
             make()
         assert isinstance(caught.value, InvalidArgument) and isinstance(caught.value, ValueError)
         assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.message
+    client.close()
 
 
 @pytest.mark.parametrize("kind", KINDS)
