@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -11,7 +10,7 @@ import grpc
 import grpc.aio
 
 from predmesh import calls
-from predmesh.channel import ChannelSpec, TlsConfig
+from predmesh.channel import ChannelSpec, TlsConfig, call_timeout
 from predmesh.client import _STUB_CLASSES
 from predmesh.errors import Unavailable, from_rpc_error
 from predmesh.types import StoredPrediction, StreamResult
@@ -41,7 +40,7 @@ class AsyncClient:
                  admin_token: str | None = None, writer_token: str | None = None, tls: TlsConfig | None = None,
                  max_message_bytes: int = 4 * 1024 * 1024, own_connection: bool = False):
         self.target = target
-        self.timeout = timeout
+        self.timeout = call_timeout(None, timeout)
         self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
                                        max_message_bytes=max_message_bytes, writer_token=writer_token,
                                        own_connection=own_connection)
@@ -70,11 +69,12 @@ class AsyncClient:
 
     async def _run(self, call: calls.Call[T]) -> T:
         method = getattr(self._stubs[call.service], call.method)
+        timeout = call_timeout(call.timeout, self.timeout)
         try:
-            response = await method(call.request, timeout=self.timeout if call.timeout is None else call.timeout,
+            response = await method(call.request, timeout=timeout,
                                     metadata=self._spec.metadata_for(call.service, call.writes))
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, timeout) from None
         return call.convert(response)
 
     # -- the calls (defined once in predmesh.calls) -------------------------------------------------------------
@@ -116,13 +116,19 @@ class AsyncClient:
 
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
-        requests = (calls.stream_request(model, r, str(uuid.uuid4())) for r in rows)
-        call = self._stubs["inference"].PredictStream(
-            requests, timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata)
+        requests = calls.StreamRows(model, rows)
+        timeout = call_timeout(timeout, self.timeout)
+        call = self._stubs["inference"].PredictStream(iter(requests), timeout=timeout, metadata=self._spec.metadata)
         try:
             async for response in call:
                 yield calls.stream_result(response)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        except (grpc.RpcError, asyncio.CancelledError) as err:
+            # a row refused here, or the caller's rows failing, makes grpc.aio cancel the call (CancelledError, as
+            # if the caller's task had been cancelled): raise what went wrong instead
+            if requests.error is not None:
+                raise requests.error from None
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            raise from_rpc_error(err, timeout, stream=True) from None
         finally:
             call.cancel()

@@ -6,7 +6,8 @@ the same surface, defaults and conversions; only how a `Call` is executed differ
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -126,26 +127,50 @@ def batch_row_result(m: inference_pb2.BatchRowResult) -> StreamResult:
     return StreamResult(m.request_id, None, from_status(m.error.code, m.error.message), m)
 
 
-def predict_matrix(model: str, feature_names: Sequence[str], values: Sequence[float], *,
+def predict_matrix(model: str, feature_names: Sequence[str], values: Iterable[float], *,
                    string_columns: Mapping[str, Sequence[str | None]] | None = None, request_id_prefix: str = "",
                    row_numbers: Sequence[int] = (), partial_success: bool = False,
                    timeout: float | None = None) -> Call[ScoredMatrix]:
     """Score many rows given in columns (the bulk form of predict_batch, at most the server's max batch rows):
     the number and boolean features in feature_names once and values row-major (len(feature_names) per row, a flat
-    list of floats; a boolean 1.0 or 0.0, NaN for a missing value), each categorical feature in string_columns as
-    one column of str (None for a missing value). Row r's request_id is request_id_prefix + str(row_numbers[r])
-    (idempotent: a retry stores nothing twice); without a prefix the server generates fresh ids. The answer is in
-    columns too (ScoredMatrix). With partial_success a refused row (a value the model cannot take) is answered in
-    ScoredMatrix.errors and the others are scored; without it, it refuses the call."""
+    list or 1-D numpy array of floats; a boolean 1.0 or 0.0, NaN for a missing value), each categorical feature in
+    string_columns as one column of str (None for a missing value). Row r's request_id is request_id_prefix +
+    str(row_numbers[r]) (idempotent: a retry stores nothing twice); without a prefix the server generates fresh ids.
+    The answer is in columns too (ScoredMatrix). With partial_success a refused row (a value the model cannot take)
+    is answered in ScoredMatrix.errors and the others are scored; without it, it refuses the call."""
     request = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     matrix = request.matrix
     matrix.feature_names.extend(feature_names)
-    matrix.values.extend(values)
+    add_values(matrix, values)
     for name, column in (string_columns or {}).items():
         add_string_column(matrix, name, column)
     matrix.request_id_prefix = request_id_prefix
     set_row_numbers(matrix.row_numbers, row_numbers)
     return Call("inference", "PredictBatch", request, lambda r: ScoredMatrix.from_proto(r.matrix), timeout)
+
+
+def add_values(matrix: inference_pb2.FeatureMatrix, values: Iterable[float]) -> None:
+    """The number and boolean values of a FeatureMatrix (row-major); BadArgument naming the row and feature of a
+    value that is not a number (protobuf's own TypeError names neither; a 2-D array gives one array a row)."""
+    if isinstance(values, Iterator):  # read once: kept, so that a refused value can be found again
+        values = list(values)
+    try:
+        matrix.values.extend(values)
+        return
+    except (TypeError, ValueError, OverflowError):
+        pass
+    if not isinstance(values, Iterable):
+        raise BadArgument(f"values is {type(values).__name__}; send a flat, row-major sequence of numbers") from None
+    names, one = matrix.feature_names, inference_pb2.FeatureMatrix().values
+    for i, value in enumerate(values):
+        try:
+            one.append(value)  # protobuf's own rule for a double
+        except (TypeError, ValueError, OverflowError):
+            where = f"values[{i}]" + (f" (row {i // len(names)}, feature {names[i % len(names)]!r})" if names else "")
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "…"
+            raise BadArgument(f"{where} is {shown} ({type(value).__name__}); send numbers, flat and row-major (a "
+                              "boolean as 1.0/0.0, math.nan for missing; a category goes in string_columns)") from None
+    raise BadArgument("values: send a flat, row-major sequence of numbers")  # not reached: extend failed on one
 
 
 def add_string_column(matrix: inference_pb2.FeatureMatrix, name: str, column: Sequence[str | None]) -> None:
@@ -179,12 +204,32 @@ def get_model(model: str, *, timeout: float | None = None) -> Call[ModelInfo]:
                 lambda r: ModelInfo.from_proto(r.model), timeout)
 
 
-def stream_request(model: str, r: Row, request_id: str) -> inference_pb2.PredictStreamRequest:
+def stream_request(model: str, r: Row, request_id: str, where: str = "features") -> inference_pb2.PredictStreamRequest:
     """One row of a prediction stream."""
     features, own_id = r if isinstance(r, tuple) else (r, "")
     out = inference_pb2.PredictStreamRequest(model=model, request_id=own_id or request_id)
-    fill(out.features, features)
+    fill(out.features, features, where)
     return out
+
+
+class StreamRows:
+    """The requests of a prediction stream, made from the caller's rows as gRPC pulls them (rows may be a generator,
+    endless). Rows without a request_id get a fresh one so answers can be matched. An exception raised making them
+    (BadArgument naming the row, or the caller's own iterator failing) is kept in `error` for the client to raise:
+    gRPC would only cancel the call ("Exception iterating requests!", or CancelledError on asyncio)."""
+
+    def __init__(self, model: str, rows: Iterable[Row]):
+        self.model = model
+        self.rows = rows
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[inference_pb2.PredictStreamRequest]:
+        try:
+            for i, r in enumerate(self.rows):
+                yield stream_request(self.model, r, str(uuid.uuid4()), f"rows[{i}]")
+        except Exception as exc:
+            self.error = exc
+            raise
 
 
 def stream_result(m: inference_pb2.PredictStreamResponse) -> StreamResult:
@@ -250,8 +295,8 @@ def list_predictions(*, model: str = "", model_version: str = "", label: str = "
     request_id finds the prediction stored under that idempotency key (exact match)."""
     request = analytics_pb2.ListPredictionsRequest(
         model=model, model_version=model_version, label=label, transport=transport_value(transport),
-        start_time=to_timestamp(start_time), end_time=to_timestamp(end_time), page_size=page_size,
-        page_token=page_token, request_id=request_id)
+        start_time=to_timestamp(start_time, "start_time"), end_time=to_timestamp(end_time, "end_time"),
+        page_size=page_size, page_token=page_token, request_id=request_id)
     return Call("analytics", "ListPredictions", request,
                 lambda r: Page(tuple(StoredPrediction.from_proto(p) for p in r.predictions), r.next_page_token, r),
                 timeout)
@@ -262,7 +307,7 @@ def count_predictions(model: str, request_id_prefix: str, *, start_time: datetim
     """How many stored predictions of model have a request id starting with request_id_prefix (created at or
     after start_time when given): whether rows sent with known request ids are queryable, without listing them."""
     request = analytics_pb2.CountPredictionsRequest(model=model, request_id_prefix=request_id_prefix,
-                                                    start_time=to_timestamp(start_time))
+                                                    start_time=to_timestamp(start_time, "start_time"))
     return Call("analytics", "CountPredictions", request, lambda r: r.count, timeout)
 
 
@@ -271,8 +316,8 @@ def get_stats(*, model: str = "", start_time: datetime | None = None, end_time: 
     """Counts per label, version and transport, latency percentiles and quality per version over a window (its
     edges rounded out to whole minutes); bucket_seconds (a multiple of 60, at most 2000 buckets) adds the series
     of the window's buckets of that width in `Stats.series`."""
-    request = analytics_pb2.GetStatsRequest(model=model, start_time=to_timestamp(start_time),
-                                            end_time=to_timestamp(end_time), bucket_seconds=bucket_seconds)
+    request = analytics_pb2.GetStatsRequest(model=model, start_time=to_timestamp(start_time, "start_time"),
+                                            end_time=to_timestamp(end_time, "end_time"), bucket_seconds=bucket_seconds)
     return Call("analytics", "GetStats", request, Stats.from_proto, timeout)
 
 
@@ -310,7 +355,7 @@ def record_batch_run(run_key: str, *, kind: str, model: str, status: str, run_da
     run = analytics_pb2.BatchRun(
         run_key=run_key, kind=kind, run_date=run_date, model=model, model_version=model_version, rows=rows,
         rejected=rejected, duration_seconds=duration_seconds, status=batch_run_status_value(status),
-        message=message, started_at=to_timestamp(started_at), attempt=attempt, input=input)
+        message=message, started_at=to_timestamp(started_at, "started_at"), attempt=attempt, input=input)
     if accuracy is not None:
         run.accuracy = accuracy
     return Call("analytics", "RecordBatchRun", analytics_pb2.RecordBatchRunRequest(run=run),

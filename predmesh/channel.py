@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import grpc
@@ -31,6 +32,42 @@ SERVICE_CONFIG = json.dumps({
     }],
     "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
 })
+
+
+def call_timeout(timeout: float | None, default: float | None) -> float | None:
+    """The seconds a call may take: its own timeout, else the client's (None: no deadline). BadArgument for one that
+    is not a finite number: gRPC takes inf or NaN for a deadline already past, and a str fails deep inside it."""
+    seconds: object = default if timeout is None else timeout  # any object: a caller may pass anything
+    if seconds is None:
+        return None
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        raise BadArgument(f"timeout is {seconds!r}; send a finite number of seconds")
+    return seconds
+
+
+def check_token(name: str, token: str | None) -> None:
+    """BadArgument for a token that a header cannot carry (gRPC would fail every call carrying it with INTERNAL
+    "Invalid metadata", as if the server had failed): printable ASCII only."""
+    for i, char in enumerate(token or ""):
+        if not " " <= char <= "~":
+            hint = " (a token read from a file: strip its newline)" if char in "\r\n" else ""
+            raise BadArgument(f"{name} has {char!r} at position {i}; a token is sent in a header, which takes "
+                              f"printable ASCII only{hint}")
+
+
+def check_tls(tls: TlsConfig | None) -> None:
+    """BadArgument for TLS settings gRPC cannot use: a certificate or key given as other than PEM bytes (a path), or
+    a client certificate without its key (or the key alone), on which gRPC's core aborts the whole process."""
+    if tls is None:
+        return
+    for name in ("root_certificates", "client_cert", "client_key"):
+        value = getattr(tls, name)
+        if value is not None and not isinstance(value, bytes):
+            raise BadArgument(f"TlsConfig.{name} is {type(value).__name__}; pass the PEM bytes, e.g. "
+                              "Path(...).read_bytes()")
+    if bool(tls.client_cert) != bool(tls.client_key):
+        given, missing = ("client_cert", "client_key") if tls.client_cert else ("client_key", "client_cert")
+        raise BadArgument(f"TlsConfig has a {given} without a {missing}; a client certificate (mTLS) needs both")
 
 
 @dataclass(frozen=True)
@@ -72,6 +109,9 @@ class ChannelSpec:
             options.append(("grpc.use_local_subchannel_pool", 1))
         if tls is not None and tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
+        check_tls(tls)
+        check_token("admin_token", admin_token)
+        check_token("writer_token", writer_token)
         metadata = ((TRANSPORT_HEADER, transport),)
         admin = metadata + ((("authorization", f"Bearer {admin_token}"),) if admin_token else ())
         writer_token = writer_token or admin_token  # the admin token may write too

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -11,7 +10,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 
 from predmesh import calls
-from predmesh.channel import PID_HEADER, STUBS, ChannelSpec, TlsConfig
+from predmesh.channel import PID_HEADER, STUBS, ChannelSpec, TlsConfig, call_timeout
 from predmesh.errors import Unavailable, from_rpc_error
 from predmesh.types import StoredPrediction, StreamResult
 from predmesh.v1 import admin_pb2_grpc, analytics_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -51,7 +50,7 @@ class Client:
                  admin_token: str | None = None, writer_token: str | None = None, tls: TlsConfig | None = None,
                  max_message_bytes: int = 4 * 1024 * 1024, own_connection: bool = False):
         self.target = target
-        self.timeout = timeout
+        self.timeout = call_timeout(None, timeout)
         self._spec = ChannelSpec.build(target, transport=transport, admin_token=admin_token, tls=tls,
                                        max_message_bytes=max_message_bytes, writer_token=writer_token,
                                        own_connection=own_connection)
@@ -80,11 +79,12 @@ class Client:
 
     def _run(self, call: calls.Call[T]) -> T:
         method = getattr(self._stubs[call.service], call.method)
+        timeout = call_timeout(call.timeout, self.timeout)
         try:
-            response = method(call.request, timeout=self.timeout if call.timeout is None else call.timeout,
+            response = method(call.request, timeout=timeout,
                               metadata=self._spec.metadata_for(call.service, call.writes))
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, timeout) from None
         return call.convert(response)
 
     # -- the calls (defined once in predmesh.calls) -------------------------------------------------------------
@@ -113,12 +113,12 @@ class Client:
         """The pid of the server process this client's connection reached (a ListModels call; None from a server
         that does not say). Processes sharing one port (PREDMESH_PROCESSES > 1, SO_REUSEPORT) each hold the
         connections the kernel gave them, so a client spreading work over connections can check where they went."""
+        timeout = call_timeout(timeout, self.timeout)
         try:
             _, call = self._stubs["inference"].ListModels.with_call(
-                inference_pb2.ListModelsRequest(), timeout=self.timeout if timeout is None else timeout,
-                metadata=self._spec.metadata)
+                inference_pb2.ListModelsRequest(), timeout=timeout, metadata=self._spec.metadata)
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, timeout) from None
         pid = dict(call.trailing_metadata() or ()).get(PID_HEADER)
         return int(pid) if isinstance(pid, str) and pid.isdigit() else None
 
@@ -138,10 +138,13 @@ class Client:
 
         The timeout bounds the whole stream. Rows without a request_id get a fresh one so answers can be matched.
         """
-        requests = (calls.stream_request(model, r, str(uuid.uuid4())) for r in rows)
+        requests = calls.StreamRows(model, rows)
+        timeout = call_timeout(timeout, self.timeout)
         try:
             for response in self._stubs["inference"].PredictStream(
-                    requests, timeout=self.timeout if timeout is None else timeout, metadata=self._spec.metadata):
+                    iter(requests), timeout=timeout, metadata=self._spec.metadata):
                 yield calls.stream_result(response)
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            if requests.error is not None:  # a row refused here, or the caller's rows failing: that, not gRPC's cancel
+                raise requests.error from None
+            raise from_rpc_error(err, timeout, stream=True) from None

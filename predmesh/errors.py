@@ -1,4 +1,6 @@
 """Client-side exceptions: one class per gRPC status a caller can act on."""
+import re
+
 import grpc
 
 
@@ -76,10 +78,52 @@ _BY_CODE = {
 }
 
 
-def from_rpc_error(err: grpc.RpcError) -> PredmeshError:
-    """Translate a grpc.RpcError into the matching PredmeshError subclass."""
+# gRPC's own words for a message over a size limit (RESOURCE_EXHAUSTED), from the side whose limit it passed:
+# "CLIENT: Sent message larger than max (5400006 vs. 4194304)", "SERVER: Received message larger than max (…)".
+_TOO_LARGE = re.compile(r"(CLIENT|SERVER): (Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def too_large_message(details: str) -> str:
+    """gRPC's message for a request or answer over a size limit, said in the caller's terms: which message, whose
+    limit and what to do. gRPC's own words stay at the end (callers such as the queue consumer look for them)."""
+    found = _TOO_LARGE.search(details)
+    if found is None:
+        return details
+    side, verb, size, limit = found.groups()
+    if (side, verb) == ("CLIENT", "Sent"):
+        said = (f"the request is {size} bytes, more than this client sends ({limit}, Client(max_message_bytes=)): "
+                "send fewer rows per call")
+    elif (side, verb) == ("SERVER", "Received"):
+        said = (f"the request is {size} bytes, more than the server takes ({limit}, ModelInfo.limits."
+                "max_request_bytes, PREDMESH_MAX_MESSAGE_BYTES): send fewer rows per call")
+    elif side == "CLIENT":
+        said = (f"the answer is {size} bytes, more than this client takes ({limit}, Client(max_message_bytes=)): "
+                "raise max_message_bytes or ask for less (fewer rows, a smaller page_size)")
+    else:
+        said = (f"the answer is {size} bytes, more than the server sends ({limit}): ask for less (fewer rows, a "
+                "smaller page_size)")
+    return f"{said} ({found.group(0)})"
+
+
+def deadline_message(details: str, timeout: float, stream: bool) -> str:
+    """gRPC's "Deadline Exceeded" for the call's own deadline, said with its timeout and what it bounds."""
+    if stream:
+        said = (f"the stream did not end within {timeout:g}s: its timeout (timeout=, else the client's) bounds the "
+                "whole stream, not each row; give a long stream a longer timeout")
+    else:
+        said = f"no answer within {timeout:g}s, the call's timeout (timeout=, else the client's): retry, or allow more"
+    return f"{said} ({details})"
+
+
+def from_rpc_error(err: grpc.RpcError, timeout: float | None = None, stream: bool = False) -> PredmeshError:
+    """Translate a grpc.RpcError into the matching PredmeshError subclass; timeout (and whether the call is a
+    stream) lets an expired deadline say what it was."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     message = (err.details() if hasattr(err, "details") else None) or str(code)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        message = too_large_message(message)
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None and "Deadline Exceeded" in message:
+        message = deadline_message(message, timeout, stream)  # gRPC's words; the server's own name what was slow
     cls = _BY_CODE.get(code, PredmeshError)
     return cls(message, code)
 

@@ -21,7 +21,7 @@ This module has no AMQP dependency: any producer with the protos can build jobs;
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,7 +120,7 @@ def batch_job(model: str, rows: Sequence[Features | tuple[Features, str]], *,
     return out
 
 
-def matrix_job(model: str, feature_names: Sequence[str], values: Sequence[float], *,
+def matrix_job(model: str, feature_names: Sequence[str], values: Iterable[float], *,
                string_columns: Mapping[str, Sequence[str | None]] | None = None, request_id_prefix: str = "",
                row_numbers: Sequence[int] = (), partial_success: bool = False) -> inference_pb2.PredictBatchRequest:
     """A batch job in columns, as Client.predict_matrix sends it: numbers and booleans (1.0/0.0, NaN for missing)

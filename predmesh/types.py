@@ -33,10 +33,14 @@ def to_datetime(ts: Timestamp) -> datetime | None:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def to_timestamp(when: datetime | None) -> Timestamp | None:
-    """An aware datetime (naive ones are taken as UTC) as a protobuf Timestamp; None stays None."""
+def to_timestamp(when: datetime | None, what: str = "time") -> Timestamp | None:
+    """An aware datetime (naive ones are taken as UTC) as a protobuf Timestamp; None stays None; anything else (an
+    epoch float, a date, a string) is BadArgument naming the argument `what`."""
     if when is None:
         return None
+    if not isinstance(when, datetime):
+        raise BadArgument(f"{what} is {when!r} ({type(when).__name__}); send a datetime (a naive one is taken as "
+                          "UTC)")
     ts = Timestamp()
     ts.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
     return ts
@@ -128,6 +132,11 @@ class ScoredMatrix:
 
     def __len__(self) -> int:
         return len(self.prediction_ids)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the columns are views of `raw` (protobuf repeated fields, which refuse to pickle): a copy, pickled or sent
+        # to another process, is rebuilt from the message
+        return ScoredMatrix.from_proto, (self.raw,)
 
     @classmethod
     def from_proto(cls, m: inference_pb2.PredictionMatrix) -> ScoredMatrix:

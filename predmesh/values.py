@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, MutableMapping
+from typing import SupportsFloat
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.struct_pb2 import NULL_VALUE, Value
@@ -16,8 +17,10 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from predmesh.errors import BadArgument
 
 # What a feature value may be: a number (int, float, or a numpy number), a str, a bool, None (missing), or a
-# google.protobuf.Value sent as it is (e.g. a queue job's own values).
-FeatureValue = float | int | str | bool | None | Value
+# google.protobuf.Value sent as it is (e.g. a queue job's own values). SupportsFloat lets type checkers take numpy
+# numbers (np.float32, np.int64, np.bool_: not float or int to them) without the SDK importing numpy; what else
+# passes it (a Decimal) is refused at run time, naming the feature.
+FeatureValue = float | int | str | bool | None | Value | SupportsFloat
 # A feature value as the server checked and recorded it (and a stored prediction gives it back).
 PlainValue = float | str | bool | None
 Features = Mapping[str, FeatureValue]
@@ -36,7 +39,10 @@ def set_value(target: Value, value: object) -> bool:
     elif isinstance(value, Value):
         target.CopyFrom(value)
     elif isinstance(value, numbers.Real):  # int, numpy integers and floats, fractions
-        target.number_value = float(value)
+        try:
+            target.number_value = float(value)
+        except OverflowError:  # an int beyond a double's range (about ±1.8e308)
+            return False
     else:
         return False
     return True
@@ -49,7 +55,7 @@ def fill(target: MutableMapping[str, Value], features: Features, where: str = "f
         for name, value in features.items():
             if not set_value(target[name], value):
                 raise TypeError(name)
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, OverflowError):
         raise features_refused(features, where) from None
 
 
@@ -62,7 +68,7 @@ def encode(features: Features, where: str = "features") -> dict[str, Value]:
             if not isinstance(key, str) or not set_value(v := Value(), value):
                 raise TypeError(name)
             out[name] = v
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, OverflowError):
         raise features_refused(features, where) from None
     return out
 
@@ -76,6 +82,9 @@ def features_refused(features: object, where: str = "features") -> BadArgument:
         if not isinstance(name, str):
             return BadArgument(f"{where}: the feature name {name!r} is not a string")
         if not set_value(Value(), value):
+            if isinstance(value, numbers.Real):
+                return BadArgument(f"{where}: feature {name!r} is a number too large for a double (beyond "
+                                   "±1.8e308); send a finite number")
             return BadArgument(f"{where}: feature {name!r} is {value!r} ({type(value).__name__}); send a number, "
                                "a string (category), a boolean or None (missing)")
     return BadArgument(f"{where}: send a mapping of feature names to values")

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import subprocess
 import sys
 import threading
 import time
 from concurrent import futures
+from datetime import date
 
 import grpc
 import pytest
@@ -149,16 +151,64 @@ def test_admin_calls_and_error_mapping(server, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_message_over_a_size_limit_says_whose_limit_and_what_to_do(server, kind):
+    """gRPC's own "SERVER: Received message larger than max (1080114 vs. 1048576)" named neither the request nor
+    the limit to look up; the error says which message, whose limit and what to do, and keeps gRPC's words."""
+    rows = [IRIS_ROW] * 12_000  # ~1.3 MB: over the server's 1 MiB, under this client's default 4 MiB
+    cases = [  # (call, client arguments, what the message starts with)
+        (lambda c: c.predict_batch("iris", rows), {},
+         "the request is ", "more than the server takes (1048576, ModelInfo.limits.max_request_bytes"),
+        (lambda c: c.predict_each("iris", rows[:200]), {"max_message_bytes": 4096},
+         "the request is ", "more than this client sends (4096, Client(max_message_bytes=)): send fewer rows"),
+        (lambda c: c.get_model("iris"), {"max_message_bytes": 1024},
+         "the answer is ", "more than this client takes (1024, Client(max_message_bytes=)): raise"),
+    ]
+    for call, args, start, limit in cases:
+        with pytest.raises(ResourceExhausted) as info:
+            run(kind, server.target, call, **args)
+        message = info.value.message
+        assert message.startswith(start) and limit in message, message
+        assert "larger than max (" in message  # gRPC's words kept (the queue consumer dead-letters on them)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stream_row_the_client_refuses_raises_that_error(server, kind):
+    """Stream rows are made as gRPC pulls them: a row the contract cannot carry, or the caller's own rows failing,
+    made gRPC cancel the call, so the caller got PredmeshError("Exception iterating requests!") or, on asyncio,
+    CancelledError (as if their task had been cancelled), never what was wrong."""
+    from predmesh import BadArgument
+
+    def failing_rows():
+        yield IRIS_ROW
+        raise OSError("rows.csv: input/output error")
+
+    cases = [([IRIS_ROW, {**IRIS_ROW, "sepal_length": [5.1]}, IRIS_ROW], BadArgument,
+              r"rows\[1\]: feature 'sepal_length' is \[5.1\] \(list\); send a number"),
+             ([IRIS_ROW, 7], BadArgument, r"rows\[1\] is int; send a mapping"),
+             (failing_rows(), OSError, "rows.csv: input/output error")]
+    for rows, error, message in cases:
+        with pytest.raises(error, match=message):
+            run(kind, server.target, lambda c, rows=rows: collect(c.predict_stream("iris", rows)))
+    ok = run(kind, server.target, lambda c: collect(c.predict_stream("iris", [IRIS_ROW])))  # the client still works
+    assert [r.prediction.label for r in ok] == ["setosa"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_deadline_is_enforced(model_store, tmp_path, kind):
     slow_env = {"PREDMESH_FAULTS": "inference.predict_delay_ms:2000"}
     with ServerProc(model_store, tmp_path / "slow.log", env=slow_env) as slow:
         started = time.monotonic()
-        with pytest.raises(DeadlineExceeded):
+        # the message says the timeout (gRPC's own said only "Deadline Exceeded")
+        with pytest.raises(DeadlineExceeded, match=r"^no answer within 0.2s, the call's timeout \(timeout=, else"):
             run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW, timeout=0.2))
         assert time.monotonic() - started < 1.5
         # the client's default deadline applies when a call names none
-        with pytest.raises(DeadlineExceeded):
-            run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW), timeout=0.2)
+        with pytest.raises(DeadlineExceeded, match=r"^no answer within 0.3s"):
+            run(kind, slow.target, lambda c: c.predict("iris", IRIS_ROW), timeout=0.3)
+        # a stream's timeout bounds the whole stream, which its message says ("Stream removed (Deadline Exceeded)")
+        with pytest.raises(DeadlineExceeded, match=r"^the stream did not end within 0.4s: its timeout .* bounds the "
+                                                   r"whole stream, not each row"):
+            run(kind, slow.target, lambda c: collect(c.predict_stream("iris", [IRIS_ROW] * 3)), timeout=0.4)
 
 
 class _Flaky(inference_pb2_grpc.InferenceServiceServicer):
@@ -226,24 +276,59 @@ def test_unreachable_server_is_unavailable(kind):
 
 
 def test_arguments_the_client_refuses_are_invalid_argument_and_value_error():
-    """A bad transport, batch-run status or row number is refused before any call as predmesh.errors.BadArgument:
+    """A bad transport, batch-run status, row number, time or timeout is refused before any call as BadArgument:
     an InvalidArgument like the server's (one except clause for both), still a ValueError for older callers."""
     from predmesh import BadArgument, calls
+    client = Client("127.0.0.1:1")
     refused = [lambda: Client("127.0.0.1:1", transport="carrier-pigeon"),
                lambda: calls.list_predictions(transport="fax"),
                lambda: calls.record_batch_run("k", kind="score", model="iris", status="DONE"),
                lambda: calls.predict_matrix("iris", list(IRIS_ROW), [1.0] * 8, request_id_prefix="p-",
                                             row_numbers=[0, -1]),
                lambda: calls.predict_matrix("iris", list(IRIS_ROW), [1.0] * 4, request_id_prefix="p-",
-                                            row_numbers=[1.5])]  # type: ignore[list-item]  # a float on purpose
+                                            row_numbers=[1.5]),  # type: ignore[list-item]  # a float on purpose
+               # a time that is not a datetime raised AttributeError ("'float' object has no attribute 'tzinfo'")
+               lambda: calls.get_stats(start_time=1765000000.0),  # type: ignore[arg-type]  # an epoch on purpose
+               lambda: calls.list_predictions(end_time=date(2026, 12, 7)),  # type: ignore[arg-type]  # a date
+               lambda: calls.record_batch_run("k", kind="score", model="iris", status="running",
+                                              started_at="2026-12-07T10:00:00"),  # type: ignore[arg-type]  # a str
+               # gRPC took an infinite or NaN timeout for a deadline already past (DeadlineExceeded at once)
+               lambda: Client("127.0.0.1:1", timeout=math.inf),
+               lambda: client.predict("iris", IRIS_ROW, timeout=math.nan),
+               lambda: collect(client.predict_stream("iris", [IRIS_ROW], timeout=math.inf)),
+               lambda: client.get_model("iris", timeout="5")]  # type: ignore[arg-type]  # a str on purpose
     messages = ["transport 'carrier-pigeon' is not one of grpc, rest", "transport 'fax' is not one of",
                 "batch run status 'DONE' is not one of running, succeeded, failed",
-                r"row_numbers\[1\] is -1; send a whole number from 0", r"row_numbers\[0\] is 1.5"]
+                r"row_numbers\[1\] is -1; send a whole number from 0", r"row_numbers\[0\] is 1.5",
+                r"start_time is 1765000000.0 \(float\); send a datetime",
+                r"end_time is datetime.date\(2026, 12, 7\) \(date\)",
+                r"started_at is '2026-12-07T10:00:00' \(str\); send a datetime",
+                "timeout is inf; send a finite number of seconds", "timeout is nan; send a finite",
+                "timeout is inf; send a finite", "timeout is '5'; send a finite number of seconds"]
+    assert len(refused) == len(messages)
     for make, message in zip(refused, messages):
         with pytest.raises(BadArgument, match=message) as caught:
             make()
         assert isinstance(caught.value, InvalidArgument) and isinstance(caught.value, ValueError)
         assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.message
+    client.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_token_a_header_cannot_carry_is_refused_naming_it(server, kind, tmp_path):
+    """A token read from a file keeps its newline: every call carrying it failed with INTERNAL "Invalid metadata"
+    (the server's failure, by the docs) and a gRPC C++ error on stderr; the client now refuses it at once."""
+    from predmesh import BadArgument
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    newline = rf"admin_token has '\\n' at position {len(ADMIN_TOKEN)}; .*strip its newline"
+    with pytest.raises(BadArgument, match=newline):
+        run(kind, server.target, lambda c: c.list_model_versions("iris"), admin_token=token_file.read_text())
+    with pytest.raises(BadArgument, match="writer_token has 'é' at position 1; a token is sent in a header"):
+        run(kind, server.target, lambda c: c.get_model("iris"), writer_token="té")
+    versions = run(kind, server.target, lambda c: c.list_model_versions("iris"),
+                   admin_token=token_file.read_text().strip())
+    assert versions[0].name == "iris"
 
 
 def test_transport_and_status_names_are_taken_in_any_case(server):
@@ -262,6 +347,28 @@ def test_transport_and_status_names_are_taken_in_any_case(server):
         wait_for(lambda: any(s.prediction.prediction_id == p.prediction_id
                              for s in client.list_predictions(transport="Queue", page_size=1000)), 10,
                  what="the prediction stored with transport queue")
+
+
+@pytest.mark.parametrize("tls, message", [
+    ("TlsConfig(client_cert=b'PEM')", "TlsConfig has a client_cert without a client_key; a client certificate"),
+    ("TlsConfig(root_certificates=b'PEM', client_key=b'PEM')", "TlsConfig has a client_key without a client_cert"),
+    ("TlsConfig(root_certificates='/etc/ssl/ca.pem')", "TlsConfig.root_certificates is str; pass the PEM bytes"),
+])
+def test_tls_settings_grpc_cannot_use_are_refused_without_killing_the_process(tls, message):
+    """A client certificate without its key (or the key alone) made gRPC's core abort the whole process (SIGABRT,
+    "Check failed: private_key != nullptr") when the client was made: a child process tries it."""
+    code = ("from predmesh import BadArgument, Client, TlsConfig, AsyncClient\n"
+            "import asyncio\n"
+            "async def make():\n"
+            f"    AsyncClient('127.0.0.1:1', tls={tls})\n"
+            "for make_client in (lambda: Client('127.0.0.1:1', tls=" + tls + "), lambda: asyncio.run(make())):\n"
+            "    try:\n"
+            "        make_client()\n"
+            "    except BadArgument as exc:\n"
+            "        print('refused:', exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert result.stdout.count(f"refused: {message}") == 2, result.stdout
 
 
 def test_env_and_logs_helpers_import_without_grpc():

@@ -21,7 +21,7 @@ CASES: list[tuple[Callable[[], object], str]] = [
     (lambda: calls.predict("iris", {"a": [1.0]}), "features: feature 'a' is [1.0] (list); send a number"),  # type: ignore[dict-item]  # deliberately wrong
     (lambda: calls.predict("iris", {1: 2.0}), "features: the feature name 1 is not a string"),  # type: ignore[dict-item]  # deliberately wrong
     (lambda: calls.predict("iris", ["a"]), "features is list; send a mapping"),  # type: ignore[arg-type]  # deliberately wrong
-    (lambda: calls.predict_batch("iris", [{"a": 1.0}, ({"b": Decimal(1)}, "r")]),  # type: ignore[dict-item]  # deliberately wrong
+    (lambda: calls.predict_batch("iris", [{"a": 1.0}, ({"b": Decimal(1)}, "r")]),
      "rows[1]: feature 'b' is Decimal('1') (Decimal)"),
     (lambda: calls.predict_each("iris", [{"a": 1.0}, {"b": b"2"}]), "rows[1]: feature 'b' is b'2' (bytes)"),  # type: ignore[dict-item]  # deliberately wrong
     (lambda: calls.stream_request("iris", {"a": {"x": 1}}, "r"), "features: feature 'a' is {'x': 1} (dict)"),  # type: ignore[dict-item]  # deliberately wrong
@@ -30,6 +30,19 @@ CASES: list[tuple[Callable[[], object], str]] = [
     (lambda: encode({"a": 1.0, "b": (1,)}), "features: feature 'b' is (1,) (tuple)"),  # type: ignore[dict-item]  # deliberately wrong
     (lambda: calls.predict_matrix("iris", [], [], string_columns={"c": ["A", 3]}),  # type: ignore[list-item]  # deliberately wrong
      "string_columns['c'][1] is 3; send a string"),
+    # an int beyond a double's range: float() raises OverflowError, which escaped as itself
+    (lambda: calls.predict("iris", {"a": 1.0, "b": 10**400}),
+     "features: feature 'b' is a number too large for a double"),
+    (lambda: jobs.batch_job("iris", [{"a": 1}, {"a": -(10**309)}]), "rows[1]: feature 'a' is a number too large"),
+    # the values of a matrix: protobuf's TypeError ("must be real number, not str") named neither row nor feature
+    (lambda: calls.predict_matrix("iris", ["a", "b"], [1.0, 2.0, 3.0, "4"]),  # type: ignore[list-item]  # deliberately wrong
+     "values[3] (row 1, feature 'b') is '4' (str); send numbers, flat and row-major"),
+    (lambda: calls.predict_matrix("iris", ["a", "b"], [None, 2.0]),  # type: ignore[list-item]  # deliberately wrong
+     "values[0] (row 0, feature 'a') is None (NoneType); send numbers"),
+    (lambda: calls.predict_matrix("iris", ["a", "b"], np.array([[1.0, 2.0], [3.0, 4.0]])),  # 2-D: one array a row
+     "values[0] (row 0, feature 'a') is array([1., 2.]) (ndarray); send numbers, flat and row-major"),
+    (lambda: calls.predict_matrix("iris", ["a"], [10**400]), "values[0] (row 0, feature 'a') is 1000"),
+    (lambda: jobs.matrix_job("iris", ["a"], 3.0), "values is float; send a flat"),  # type: ignore[arg-type]  # deliberately wrong
 ]
 
 
