@@ -57,6 +57,7 @@ def test_a_part_that_answers_unhealthy_or_recovers_in_time_is_left_alone():
     try:
         up.start(part)
         proc = part.proc
+        assert proc is not None
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             liveness.check([part], log=lambda m: (_ for _ in ()).throw(AssertionError(m)))
