@@ -13,7 +13,7 @@ import numpy as np
 
 from batch.mapping import feature_columns
 from batch.schema import schema_of
-from batch.scoring import Clients, Scorer, ScoringFailed, request_id_prefix
+from batch.scoring import Clients, Scorer, ScoringFailed, first_send, request_id_prefix
 from batch.table import Table, Target, column_writer, open_input, validate, write_csv
 
 REJECTS_HEADER = ["row", "reason"]
@@ -91,7 +91,7 @@ def score_file(clients: Clients, model: str, input_path: Path, output_path: Targ
     total = source.estimated_rows  # for progress; the exact count is known at the end
     settings = clients.settings
     step = max(1, settings.chunk_rows * settings.inflight * BLOCK_CALLS)
-    scorer = Scorer(clients, model, limits=info.limits)
+    scorer = Scorer(clients, model, limits=info.limits, new_keys=first_send(clients, model, prefix))
     classes = info.classes
     added = _added_names(source.columns, classes)
     timings = {"parse": 0.0, "validate": 0.0, "score_wall": 0.0, "write": 0.0}

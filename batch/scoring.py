@@ -44,6 +44,17 @@ def request_ids(model: str, content_hash: str, numbers: Sequence[int]) -> list[s
     return [prefix + str(n) for n in numbers]
 
 
+def first_send(clients: Clients, model: str, prefix: str) -> bool:
+    """True when the server has no stored prediction of model whose request id starts with prefix
+    (CountPredictions: an index probe per partition): this run's rows were never stored, so its calls say their
+    keys are new (FeatureMatrix.new_keys) and the server skips looking each one up, most of a keyed row's cost on a
+    bulk load. A rerun of the same input, or a server that cannot say, keeps the lookups."""
+    try:
+        return clients.first.count_predictions(model, prefix) == 0
+    except PredmeshError:
+        return False
+
+
 @dataclass
 class Scored:
     """The scores of all rows, in row order, in columns; a row the server refused has label -1 (its reason is in
@@ -125,7 +136,15 @@ class _Retrying:
             return attr
 
         def retried(*args, **kwargs):
-            return retry.call(lambda: attr(*args, **kwargs), self._policy, name)
+            sent = False
+
+            def attempt():
+                nonlocal sent
+                if sent and kwargs.get("new_keys"):
+                    kwargs["new_keys"] = False  # the first send may have been stored: a retry's keys are looked up
+                sent = True
+                return attr(*args, **kwargs)
+            return retry.call(attempt, self._policy, name)
         return retried
 
 
@@ -160,8 +179,9 @@ class Scorer:
     up over calls. limits: the server's published CallLimits (ModelInfo.limits), which cut the chunks."""
 
     def __init__(self, clients: Clients, model: str, *, limits: CallLimits = NO_LIMITS,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, new_keys: bool = False):
         self.clients = clients
+        self.new_keys = new_keys  # every request id this scorer sends is new (first_send): not looked up
         self.settings = clients.settings
         self.model = model
         self.limits = limits
@@ -233,7 +253,7 @@ class Scorer:
         answer = self.clients.pick().predict_matrix(self.model, names, matrix[start:end].ravel().tolist(),
                                                     string_columns={n: v[start:end] for n, v in strings.items()},
                                                     request_id_prefix=prefix, row_numbers=numbers[start:end],
-                                                    partial_success=True)
+                                                    partial_success=True, new_keys=self.new_keys)
         elapsed = time.perf_counter() - t0
         if len(answer) != end - start or any(not 0 <= row < end - start for row in answer.errors):
             raise InvalidAnswer(f"the server answered {len(answer)} rows for {end - start}")

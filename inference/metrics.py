@@ -252,6 +252,9 @@ class ServerMetrics:
         self.idempotency_unverified = Counter("predmesh_idempotency_unverified_total", "Keyed rows decided without "
                                               "the database (unreachable): checked against this process's recent "
                                               "answers only", registry=registry)
+        self.idempotency_vouched = Counter("predmesh_idempotency_vouched_total", "Keyed rows the caller vouched "
+                                           "were never sent before (FeatureMatrix.new_keys): not looked up in the "
+                                           "database", registry=registry)
 
     def idempotency(self, replayed: int, refused: int) -> None:
         if replayed:

@@ -129,7 +129,7 @@ def batch_row_result(m: inference_pb2.BatchRowResult) -> StreamResult:
 
 def predict_matrix(model: str, feature_names: Sequence[str], values: Iterable[float], *,
                    string_columns: Mapping[str, Sequence[str | None]] | None = None, request_id_prefix: str = "",
-                   row_numbers: Sequence[int] = (), partial_success: bool = False,
+                   row_numbers: Sequence[int] = (), partial_success: bool = False, new_keys: bool = False,
                    timeout: float | None = None) -> Call[ScoredMatrix]:
     """Score many rows given in columns (the bulk form of predict_batch, at most the server's max batch rows):
     the number and boolean features in feature_names once and values row-major (len(feature_names) per row, a flat
@@ -137,7 +137,9 @@ def predict_matrix(model: str, feature_names: Sequence[str], values: Iterable[fl
     string_columns as one column of str (None for a missing value). Row r's request_id is request_id_prefix +
     str(row_numbers[r]) (idempotent: a retry stores nothing twice); without a prefix the server generates fresh ids.
     The answer is in columns too (ScoredMatrix). With partial_success a refused row (a value the model cannot take)
-    is answered in ScoredMatrix.errors and the others are scored; without it, it refuses the call."""
+    is answered in ScoredMatrix.errors and the others are scored; without it, it refuses the call. new_keys (with a
+    prefix): the caller's word that none of these request ids was sent before, so the server does not look them up
+    among the stored predictions (FeatureMatrix.new_keys; set it only on a first send, never when retrying a call)."""
     request = inference_pb2.PredictBatchRequest(model=model, partial_success=partial_success)
     matrix = request.matrix
     matrix.feature_names.extend(feature_names)
@@ -145,6 +147,7 @@ def predict_matrix(model: str, feature_names: Sequence[str], values: Iterable[fl
     for name, column in (string_columns or {}).items():
         add_string_column(matrix, name, column)
     matrix.request_id_prefix = request_id_prefix
+    matrix.new_keys = new_keys
     set_row_numbers(matrix.row_numbers, row_numbers)
     return Call("inference", "PredictBatch", request, lambda r: ScoredMatrix.from_proto(r.matrix), timeout)
 

@@ -5,7 +5,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -64,7 +64,8 @@ class PersistenceMetrics:
 
         self.idempotency_conflicts = Counter(
             "predmesh_idempotency_conflicts_total", "Answered rows not stored because their request_id was stored "
-            "already for a different request (answered while the database could not be asked)", registry=registry)
+            "already for a different request (answered while the database could not be asked, or vouched new)",
+            registry=registry)
         self.batch_run = Gauge("predmesh_batch_run_last_timestamp_seconds", "When a batch run (RecordBatchRun) of "
                                "this kind and model last ended in this status (running: last update), Unix time",
                                ["kind", "model", "status"], registry=registry, multiprocess_mode="max")
@@ -141,6 +142,7 @@ class Persistence:
         self.settings = settings
         self.metrics = PersistenceMetrics(registry)
         self.quality: QualityRefresher | None = None
+        self.forget: Callable[[list[str]], None] | None = None  # the keys' cache (attach): drops unstored answers
         self.database = open_database(settings.database_url)
         self.schema_ready = self._prepare_schema(at_start=True)
         self.metrics.database_up.set(1 if self.schema_ready else 0)
@@ -184,9 +186,11 @@ class Persistence:
         insert_records(records, conflicts)
         if conflicts:
             self.metrics.idempotency_conflicts.inc(len(conflicts))
+            if self.forget is not None:
+                self.forget(conflicts)  # their cached answers are not the stored ones
             log.warning("%d answered rows not stored: their request_id was stored already for a different request "
-                        "(answered while the database could not be asked); first keys: %s", len(conflicts),
-                        ", ".join(repr(k) for k in conflicts[:10]))
+                        "(answered while the database could not be asked, or vouched new); first keys: %s",
+                        len(conflicts), ", ".join(repr(k) for k in conflicts[:10]))
 
     def _prepare_schema(self, at_start: bool) -> bool:
         """Migrate (or check) the schema; False when the database is unreachable now (the writer retries)."""
@@ -246,6 +250,7 @@ class Persistence:
         server.registry.on_activate = self.record_activation
         if self.settings.mode != "off":  # answers are stored: a key's stored answer is looked up there
             server.keys.lookup = stored_answers
+            self.forget = server.keys.forget
         from inference.process.fleet import FleetState
         server.registry.fleet = FleetState(server.registry, self.settings.desired_state_poll_seconds,
                                            f"{socket.gethostname()}/{server.settings.grpc_addr}")

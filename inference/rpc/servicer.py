@@ -22,7 +22,14 @@ from inference.recording.recorder import Recorder
 from inference.rpc import logcontext
 from inference.rpc.auth import TokenAuth
 from inference.rpc.edge import Refused, rpc, status_of
-from inference.scoring.convert import fresh_request_ids, model_info, plain, prediction_message, transport_of
+from inference.scoring.convert import (
+    fresh_request_ids,
+    model_info,
+    plain,
+    prediction_message,
+    retried,
+    transport_of,
+)
 from inference.scoring.convert import prediction_ids as ids_of
 from inference.scoring.idempotency import KeyedRecorder, Keys, duplicates, keyed_hashes, one_version
 from inference.scoring.score import score_and_record, score_and_record_matrix
@@ -334,7 +341,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         keyed = hashes if hashes is not None else [None] * n
         # derived once (vectorised): the keys' lookup and the recorded batch both need them
         ids_of_rows = ids_of(request_ids) if prefix else None
-        with self.keys.begin(model.name, request_ids, keyed, context.time_remaining(), ids_of_rows) as claim:
+        new = bool(prefix) and m.new_keys and not retried(context.invocation_metadata())
+        with self.keys.begin(model.name, request_ids, keyed, context.time_remaining(), ids_of_rows, new) as claim:
             if claim.conflicts and not partial_success:
                 raise errors.AlreadyExists(claim.conflicts[min(claim.conflicts)])
             statuses.update({i: _status(grpc.StatusCode.ALREADY_EXISTS, m) for i, m in claim.conflicts.items()})

@@ -103,6 +103,15 @@ def transport_of(metadata) -> str:
     return "grpc"
 
 
+def retried(metadata) -> bool:
+    """True when this call is a retry of one sent before: gRPC's retry header (grpc-previous-rpc-attempts, which
+    a client cannot set itself), or Envoy's attempt count above 1 (when a route asks Envoy to send it)."""
+    for key, value in metadata:
+        if key == "grpc-previous-rpc-attempts" or (key == "x-envoy-attempt-count" and value != "1"):
+            return True
+    return False
+
+
 def prediction_message(r: PredictionRecord) -> model_pb2.Prediction:
     """The Prediction message of a recorded (or stored) prediction: the one conversion Predict* and
     ListPredictions share."""

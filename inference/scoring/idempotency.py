@@ -127,14 +127,23 @@ class Keys:
             if excess > 0:  # the oldest first, in one C loop (a bulk batch evicts 1,000s)
                 deque(map(answers.popitem, repeat(False, excess)), maxlen=0)
 
+    def forget(self, request_ids: Sequence[str]) -> None:
+        """Drop these keys' cached answers: the writer found them stored for another request, so the answers this
+        process gave (while the database could not be asked, or to a caller who vouched the keys new) are not the
+        stored ones, and the next call of these keys must be decided from the database."""
+        with self._lock:
+            deque(map(self._answers.pop, request_ids, repeat(None)), maxlen=0)
+
     # -- deciding --------------------------------------------------------------------------------------------------
     def begin(self, model: str, request_ids: Sequence[str], hashes: Sequence[str | None],
-              timeout: float | None, prediction_ids: Sequence[str] | None = None) -> Claim:
+              timeout: float | None, prediction_ids: Sequence[str] | None = None, new: bool = False) -> Claim:
         """Decide the keyed rows (hashes[i] not None) of a call of `model`: claim.stored (answers to give again),
         claim.conflicts (rows to refuse); the other keyed rows are this call's to answer until claim.release().
         Waits (within timeout) while another call of this process answers one of the keys. prediction_ids, when the
         caller has them (one per request id: the bulk path computes them once for its records), spare the lookup
-        deriving them again."""
+        deriving them again. new: the caller vouches that the keys were never sent before (FeatureMatrix.new_keys),
+        so the database is not asked (counted in keys_vouched); this process's own recent and pending answers
+        still are, and the writer still stores each key once."""
         keyed = [i for i, h in enumerate(hashes) if h is not None]
         if not keyed:
             return NO_CLAIM
@@ -165,7 +174,10 @@ class Keys:
             for i, (stored_hash, source, at) in found.items():
                 self._decide(claim, i, model, request_ids[i], hashes[i], stored_hash,
                              source.answer(at) if type(source) is PredictionBatch else source)
-            if claimed:
+            if claimed and new:
+                if self.metrics is not None:
+                    self.metrics.idempotency_vouched.inc(len(claimed))
+            elif claimed:
                 # every row keyed and claimed, none twice: claimed is request_ids, in order
                 whole = prediction_ids is not None and len(claimed) == len(request_ids)
                 stored = self._stored(claimed, prediction_ids if whole else None)

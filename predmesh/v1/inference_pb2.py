@@ -28,7 +28,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from predmesh.v1 import model_pb2 as predmesh_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpredmesh/v1/inference.proto\x12\x0bpredmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\x1a\x17predmesh/v1/model.proto\"\xb9\x01\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12;\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32).predmesh.v1.PredictRequest.FeaturesEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\">\n\x0fPredictResponse\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.predmesh.v1.Prediction\"\xa2\x01\n\nFeatureRow\x12\x37\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32%.predmesh.v1.FeatureRow.FeaturesEntry\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\x99\x01\n\rFeatureMatrix\x12\x15\n\rfeature_names\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x19\n\x11request_id_prefix\x18\x03 \x01(\t\x12\x13\n\x0brow_numbers\x18\x04 \x03(\x04\x12\x31\n\x0estring_columns\x18\x05 \x03(\x0b\x32\x19.predmesh.v1.StringColumn\"B\n\x0cStringColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x14\n\x0cmissing_rows\x18\x03 \x03(\r\"\x90\x01\n\x13PredictBatchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04rows\x18\x02 \x03(\x0b\x32\x17.predmesh.v1.FeatureRow\x12*\n\x06matrix\x18\x03 \x01(\x0b\x32\x1a.predmesh.v1.FeatureMatrix\x12\x17\n\x0fpartial_success\x18\x04 \x01(\x08\"N\n\x08RowError\x12\x0b\n\x03row\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"\xc7\x01\n\x10PredictionMatrix\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12\x0e\n\x06labels\x18\x04 \x03(\r\x12\x15\n\rprobabilities\x18\x05 \x03(\x01\x12\x16\n\x0eprediction_ids\x18\x06 \x03(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12)\n\nrow_errors\x18\x08 \x03(\x0b\x32\x15.predmesh.v1.RowError\"\x82\x01\n\x0e\x42\x61tchRowResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\nprediction\x18\x02 \x01(\x0b\x32\x17.predmesh.v1.PredictionH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\xa1\x01\n\x14PredictBatchResponse\x12,\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x17.predmesh.v1.Prediction\x12-\n\x06matrix\x18\x02 \x01(\x0b\x32\x1d.predmesh.v1.PredictionMatrix\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.predmesh.v1.BatchRowResult\"\xc5\x01\n\x14PredictStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x41\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32/.predmesh.v1.PredictStreamRequest.FeaturesEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\x89\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\nprediction\x18\x02 \x01(\x0b\x32\x17.predmesh.v1.PredictionH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.predmesh.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"e\n\x10GetModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.predmesh.v1.ModelInfo\x12*\n\x07\x64\x65sired\x18\x02 \x01(\x0b\x32\x19.predmesh.v1.DesiredState2\xa4\x04\n\x10InferenceService\x12k\n\x07Predict\x12\x1b.predmesh.v1.PredictRequest\x1a\x1c.predmesh.v1.PredictResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/models/{model}:predict:\x01*\x12\x7f\n\x0cPredictBatch\x12 .predmesh.v1.PredictBatchRequest\x1a!.predmesh.v1.PredictBatchResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/models/{model}:predictBatch:\x01*\x12Z\n\rPredictStream\x12!.predmesh.v1.PredictStreamRequest\x1a\".predmesh.v1.PredictStreamResponse(\x01\x30\x01\x12\x61\n\nListModels\x12\x1e.predmesh.v1.ListModelsRequest\x1a\x1f.predmesh.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12\x63\n\x08GetModel\x12\x1c.predmesh.v1.GetModelRequest\x1a\x1d.predmesh.v1.GetModelResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{model}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpredmesh/v1/inference.proto\x12\x0bpredmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\x1a\x17predmesh/v1/model.proto\"\xb9\x01\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12;\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32).predmesh.v1.PredictRequest.FeaturesEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\">\n\x0fPredictResponse\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.predmesh.v1.Prediction\"\xa2\x01\n\nFeatureRow\x12\x37\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32%.predmesh.v1.FeatureRow.FeaturesEntry\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\xab\x01\n\rFeatureMatrix\x12\x15\n\rfeature_names\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x19\n\x11request_id_prefix\x18\x03 \x01(\t\x12\x13\n\x0brow_numbers\x18\x04 \x03(\x04\x12\x31\n\x0estring_columns\x18\x05 \x03(\x0b\x32\x19.predmesh.v1.StringColumn\x12\x10\n\x08new_keys\x18\x06 \x01(\x08\"B\n\x0cStringColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x14\n\x0cmissing_rows\x18\x03 \x03(\r\"\x90\x01\n\x13PredictBatchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04rows\x18\x02 \x03(\x0b\x32\x17.predmesh.v1.FeatureRow\x12*\n\x06matrix\x18\x03 \x01(\x0b\x32\x1a.predmesh.v1.FeatureMatrix\x12\x17\n\x0fpartial_success\x18\x04 \x01(\x08\"N\n\x08RowError\x12\x0b\n\x03row\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"\xc7\x01\n\x10PredictionMatrix\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12\x0e\n\x06labels\x18\x04 \x03(\r\x12\x15\n\rprobabilities\x18\x05 \x03(\x01\x12\x16\n\x0eprediction_ids\x18\x06 \x03(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12)\n\nrow_errors\x18\x08 \x03(\x0b\x32\x15.predmesh.v1.RowError\"\x82\x01\n\x0e\x42\x61tchRowResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\nprediction\x18\x02 \x01(\x0b\x32\x17.predmesh.v1.PredictionH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\xa1\x01\n\x14PredictBatchResponse\x12,\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x17.predmesh.v1.Prediction\x12-\n\x06matrix\x18\x02 \x01(\x0b\x32\x1d.predmesh.v1.PredictionMatrix\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.predmesh.v1.BatchRowResult\"\xc5\x01\n\x14PredictStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x41\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32/.predmesh.v1.PredictStreamRequest.FeaturesEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1aG\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\x89\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\nprediction\x18\x02 \x01(\x0b\x32\x17.predmesh.v1.PredictionH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.predmesh.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"e\n\x10GetModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.predmesh.v1.ModelInfo\x12*\n\x07\x64\x65sired\x18\x02 \x01(\x0b\x32\x19.predmesh.v1.DesiredState2\xa4\x04\n\x10InferenceService\x12k\n\x07Predict\x12\x1b.predmesh.v1.PredictRequest\x1a\x1c.predmesh.v1.PredictResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/models/{model}:predict:\x01*\x12\x7f\n\x0cPredictBatch\x12 .predmesh.v1.PredictBatchRequest\x1a!.predmesh.v1.PredictBatchResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/models/{model}:predictBatch:\x01*\x12Z\n\rPredictStream\x12!.predmesh.v1.PredictStreamRequest\x1a\".predmesh.v1.PredictStreamResponse(\x01\x30\x01\x12\x61\n\nListModels\x12\x1e.predmesh.v1.ListModelsRequest\x1a\x1f.predmesh.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12\x63\n\x08GetModel\x12\x1c.predmesh.v1.GetModelRequest\x1a\x1d.predmesh.v1.GetModelResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{model}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,33 +60,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATUREROW_FEATURESENTRY']._serialized_start=269
   _globals['_FEATUREROW_FEATURESENTRY']._serialized_end=340
   _globals['_FEATUREMATRIX']._serialized_start=572
-  _globals['_FEATUREMATRIX']._serialized_end=725
-  _globals['_STRINGCOLUMN']._serialized_start=727
-  _globals['_STRINGCOLUMN']._serialized_end=793
-  _globals['_PREDICTBATCHREQUEST']._serialized_start=796
-  _globals['_PREDICTBATCHREQUEST']._serialized_end=940
-  _globals['_ROWERROR']._serialized_start=942
-  _globals['_ROWERROR']._serialized_end=1020
-  _globals['_PREDICTIONMATRIX']._serialized_start=1023
-  _globals['_PREDICTIONMATRIX']._serialized_end=1222
-  _globals['_BATCHROWRESULT']._serialized_start=1225
-  _globals['_BATCHROWRESULT']._serialized_end=1355
-  _globals['_PREDICTBATCHRESPONSE']._serialized_start=1358
-  _globals['_PREDICTBATCHRESPONSE']._serialized_end=1519
-  _globals['_PREDICTSTREAMREQUEST']._serialized_start=1522
-  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1719
+  _globals['_FEATUREMATRIX']._serialized_end=743
+  _globals['_STRINGCOLUMN']._serialized_start=745
+  _globals['_STRINGCOLUMN']._serialized_end=811
+  _globals['_PREDICTBATCHREQUEST']._serialized_start=814
+  _globals['_PREDICTBATCHREQUEST']._serialized_end=958
+  _globals['_ROWERROR']._serialized_start=960
+  _globals['_ROWERROR']._serialized_end=1038
+  _globals['_PREDICTIONMATRIX']._serialized_start=1041
+  _globals['_PREDICTIONMATRIX']._serialized_end=1240
+  _globals['_BATCHROWRESULT']._serialized_start=1243
+  _globals['_BATCHROWRESULT']._serialized_end=1373
+  _globals['_PREDICTBATCHRESPONSE']._serialized_start=1376
+  _globals['_PREDICTBATCHRESPONSE']._serialized_end=1537
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=1540
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1737
   _globals['_PREDICTSTREAMREQUEST_FEATURESENTRY']._serialized_start=269
   _globals['_PREDICTSTREAMREQUEST_FEATURESENTRY']._serialized_end=340
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1722
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1859
-  _globals['_LISTMODELSREQUEST']._serialized_start=1861
-  _globals['_LISTMODELSREQUEST']._serialized_end=1880
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1882
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1942
-  _globals['_GETMODELREQUEST']._serialized_start=1944
-  _globals['_GETMODELREQUEST']._serialized_end=1976
-  _globals['_GETMODELRESPONSE']._serialized_start=1978
-  _globals['_GETMODELRESPONSE']._serialized_end=2079
-  _globals['_INFERENCESERVICE']._serialized_start=2082
-  _globals['_INFERENCESERVICE']._serialized_end=2630
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1740
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1877
+  _globals['_LISTMODELSREQUEST']._serialized_start=1879
+  _globals['_LISTMODELSREQUEST']._serialized_end=1898
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1900
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1960
+  _globals['_GETMODELREQUEST']._serialized_start=1962
+  _globals['_GETMODELREQUEST']._serialized_end=1994
+  _globals['_GETMODELRESPONSE']._serialized_start=1996
+  _globals['_GETMODELRESPONSE']._serialized_end=2097
+  _globals['_INFERENCESERVICE']._serialized_start=2100
+  _globals['_INFERENCESERVICE']._serialized_end=2648
 # @@protoc_insertion_point(module_scope)

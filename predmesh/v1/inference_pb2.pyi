@@ -49,18 +49,20 @@ class FeatureRow(_message.Message):
     def __init__(self, features: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class FeatureMatrix(_message.Message):
-    __slots__ = ("feature_names", "values", "request_id_prefix", "row_numbers", "string_columns")
+    __slots__ = ("feature_names", "values", "request_id_prefix", "row_numbers", "string_columns", "new_keys")
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
     ROW_NUMBERS_FIELD_NUMBER: _ClassVar[int]
     STRING_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    NEW_KEYS_FIELD_NUMBER: _ClassVar[int]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     values: _containers.RepeatedScalarFieldContainer[float]
     request_id_prefix: str
     row_numbers: _containers.RepeatedScalarFieldContainer[int]
     string_columns: _containers.RepeatedCompositeFieldContainer[StringColumn]
-    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., request_id_prefix: _Optional[str] = ..., row_numbers: _Optional[_Iterable[int]] = ..., string_columns: _Optional[_Iterable[_Union[StringColumn, _Mapping]]] = ...) -> None: ...
+    new_keys: bool
+    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., request_id_prefix: _Optional[str] = ..., row_numbers: _Optional[_Iterable[int]] = ..., string_columns: _Optional[_Iterable[_Union[StringColumn, _Mapping]]] = ..., new_keys: _Optional[bool] = ...) -> None: ...
 
 class StringColumn(_message.Message):
     __slots__ = ("name", "values", "missing_rows")

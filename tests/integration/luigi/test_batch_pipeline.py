@@ -133,6 +133,16 @@ def test_kill_9_during_scoring_leaves_no_partial_output_and_the_rerun_completes(
     assert stored(pg)[:2] == (2000, 2000)
 
 
+def vouched(server) -> float:
+    """The server's predmesh_idempotency_vouched_total: keyed rows sent as new keys (FeatureMatrix.new_keys)."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as r:
+        found = re.search(r"^predmesh_idempotency_vouched_total ([0-9.e+]+)$", r.read().decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
@@ -164,12 +174,14 @@ def test_scoring_a_csv_with_bad_rows(server, pg, tmp_path):
     assert reasons[:3] == ["sepal_length: missing value", "sepal_length: 'abc' is not a number", "sepal_width: NaN"]
     assert reasons[3].startswith("refused by the server:") and "sepal_length" in reasons[3]
     wait_for(lambda: stored(pg)[0] == 6, 20, what="6 rows stored")
+    assert vouched(server) == 6  # the file's first run: its keys were said new, not looked up one by one
 
     again = run_batch(["score", "--model", "iris", "--input", str(source), "--output", str(out)], env)
     assert again.returncode == 3
     assert [r["prediction_id"] for r in csv_rows(out)] == [r["prediction_id"] for r in scored]
     time.sleep(0.5)
     assert stored(pg)[:2] == (6, 6)  # the rerun stored nothing twice
+    assert vouched(server) == 6  # the rerun's keys were looked up
 
     clean = tmp_path / "clean.csv"
     write_csv(clean, header, good)

@@ -178,3 +178,47 @@ def test_a_retry_on_a_new_server_process_gets_the_answer_stored_by_the_last(stor
     finally:
         proc.close()
     assert rows_stored(db_url) == 2
+
+
+def counter(proc: ServerProc, name: str) -> float:
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as r:
+        found = re.search(rf"^{name} ([0-9.e+-]+)$", r.read().decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_keys_vouched_new_are_not_looked_up_and_still_stored_once(store, tmp_path, db_url):
+    """FeatureMatrix.new_keys (what `batch score` sends on a first run): the server does not look the keys up in the
+    database. Were the caller wrong, nothing stored is replaced or doubled: the stored row stays, the writer counts
+    the conflict; the same call without new_keys is refused as before."""
+    values = [IRIS_ROW[n] for n in NAMES] + [VIRGINICA[n] for n in NAMES]
+    other = [OTHER_ROW[n] for n in NAMES] * 2
+    proc = start(store, tmp_path, db_url)
+    try:
+        with Client(proc.target) as client:
+            first = client.predict_matrix("iris", NAMES, values, request_id_prefix="run-", row_numbers=[1, 2],
+                                          new_keys=True)
+        assert counter(proc, "predmesh_idempotency_vouched_total") == 2
+        wait_stored(db_url, "run-2")
+    finally:
+        proc.close()
+    proc = start(store, tmp_path, db_url)  # a new process: nothing cached, only the database knows the keys
+    try:
+        with Client(proc.target) as client:
+            wrong = client.predict_matrix("iris", NAMES, other, request_id_prefix="run-", row_numbers=[1, 2],
+                                          new_keys=True)  # the caller's word, wrongly given: answered anew
+            assert wrong.prediction_ids == first.prediction_ids and wrong.labels != first.labels
+            wait_for(lambda: counter(proc, "predmesh_idempotency_conflicts_total") == 2, 10,
+                     what="the writer counting the two stored keys as conflicts")
+            assert counter(proc, "predmesh_idempotency_vouched_total") == 2
+            # the writer dropped the unstored answers from this process's cache: looked up, refused
+            with pytest.raises(AlreadyExists, match="run-1"):
+                client.predict_matrix("iris", NAMES, other, request_id_prefix="run-", row_numbers=[1, 2])
+            again = client.predict_matrix("iris", NAMES, values, request_id_prefix="run-", row_numbers=[1, 2])
+            assert again.labels == first.labels  # looked up: the stored answers
+    finally:
+        proc.close()
+    assert rows_stored(db_url) == 2
+    assert stored(db_url, "run-1").label == first.classes[first.labels[0]]

@@ -271,16 +271,21 @@ class FakeClient:
 
     get_model: Callable[[str], ModelInfo]  # set by the tests that need it
 
-    def __init__(self, limit: int = 1000, down: bool = False):
-        self.limit, self.down = limit, down
+    def __init__(self, limit: int = 1000, down: bool = False, stored: int = 0):
+        self.limit, self.down, self.stored = limit, down, stored
         self.calls: list[int] = []
+        self.new_keys: list[bool] = []  # each call's new_keys
+
+    def count_predictions(self, model, request_id_prefix, *, start_time=None):
+        return self.stored  # stored predictions with the run's prefix (0: a first run)
 
     def predict_matrix(self, model, names, values, *, string_columns=None, request_id_prefix="", row_numbers=(),
-                       partial_success=False):
+                       partial_success=False, new_keys=False):
         from predmesh import InvalidArgument, Unavailable
         from predmesh.types import ScoredMatrix
         rows = len(values) // len(names)
         self.calls.append(rows)
+        self.new_keys.append(new_keys)
         if self.down:
             raise Unavailable("failed to connect to all addresses")
         if rows > self.limit:
@@ -391,6 +396,12 @@ def test_score_file_in_blocks_keeps_row_order_numbers_and_rejects_across_blocks(
     assert rejects[1][1] == "refused by the server: feature 'a'=-1.0 is outside the plausible range"
     assert rejects[0][1] == "a: 'x' is not a number"
     assert max(client.calls) == 7  # the published limit, below PREDMESH_BATCH_CHUNK_ROWS (10)
+    assert client.new_keys and all(client.new_keys)  # nothing with the prefix stored: every key new
+
+    rerun = FakeClient(limit=7, stored=294)  # the file's rows are stored: a rerun's keys are looked up
+    rerun.get_model = client.get_model
+    score_file(fake_clients(rerun), "m", source, tmp_path / "out2.csv", tmp_path / "rej2.csv")
+    assert rerun.new_keys and not any(rerun.new_keys)
 
 
 @pytest.mark.parametrize("columns", [

@@ -187,3 +187,24 @@ def test_a_feature_named_with_spaces_around_is_read_from_the_trimmed_header():
     # two columns that trim to the feature's text: neither is guessed
     assert feature_columns(["Contract", "Contract\u00a0", "tenure"], {}, (" Contract", "tenure"), "m") == [
         "Contract", "Contract\u00a0", "tenure"]
+
+
+def test_a_retried_matrix_call_no_longer_says_its_keys_are_new():
+    """The first send of a chunk may have been stored before its answer was lost: a retry's keys are looked up."""
+    from batch.scoring import _Retrying
+
+    sent: list[bool] = []
+
+    class Flaky:
+        def predict_matrix(self, *args, new_keys=False, **kwargs):
+            sent.append(new_keys)
+            if len(sent) < 3:
+                raise Unavailable("connection reset")
+            return "answer"
+
+    client = _Retrying(cast(Any, Flaky()), retry.RetryPolicy(retries=3, backoff_s=0.001, max_s=0.001))
+    assert client.predict_matrix("iris", ["a"], [1.0], new_keys=True) == "answer"
+    assert sent == [True, False, False]
+    sent.clear()
+    assert client.predict_matrix("iris", ["a"], [1.0], new_keys=True) == "answer"  # a new call: new again
+    assert sent == [True, False, False]

@@ -218,7 +218,7 @@ def test_the_scorer_sends_each_chunk_its_slice_of_the_string_columns():
 
     class Client:
         def predict_matrix(self, model, names, values, *, string_columns, request_id_prefix, row_numbers,
-                           partial_success):
+                           partial_success, new_keys):
             calls.append((list(names), list(values), string_columns, list(row_numbers)))
             n = len(row_numbers)
             return ScoredMatrix(model, "1", ("no", "yes"), [1] * n, [0.5] * (2 * n), ["id"] * n, 0.1)

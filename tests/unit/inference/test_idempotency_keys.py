@@ -91,3 +91,38 @@ def test_the_callers_prediction_ids_reach_the_lookup_only_when_they_name_every_k
     with keys.begin("iris", ["g"], ["hg"], None):
         pass
     assert asked == [(["a", "b"], ["p-a", "p-b"]), (["c"], None), (["d", "f"], None), (["g"], None)]
+
+
+def test_keys_the_caller_vouches_new_skip_the_database_but_not_this_processs_answers():
+    """FeatureMatrix.new_keys: the database is not asked (counted as vouched); a key this process answered or is
+    answering is still decided from its cache and pending map."""
+    from prometheus_client import CollectorRegistry
+
+    from inference.metrics import ServerMetrics
+
+    asked: list[list[str]] = []
+
+    def lookup(request_ids, prediction_ids):
+        asked.append(list(request_ids))
+        return {}
+
+    metrics = ServerMetrics(CollectorRegistry())
+    keys = Keys(100, metrics=metrics, lookup=lookup)
+    with keys.begin("iris", ["a", "b"], ["ha", "hb"], None, new=True) as claim:
+        assert claim.stored == {} and claim.conflicts == {} and keys._pending.keys() == {"a", "b"}
+        keys.remember([batch(["a", "b"], ["ha", "hb"])])
+    assert asked == [] and metrics.idempotency_vouched._value.get() == 2
+    with keys.begin("iris", ["a", "b", "c"], ["ha", "other", "hc"], None, new=True) as claim:
+        assert sorted(claim.stored) == [0] and sorted(claim.conflicts) == [1]  # from this process's cache
+    assert asked == [] and metrics.idempotency_vouched._value.get() == 3  # "c" alone was vouched for
+    with keys.begin("iris", ["d"], ["hd"], None):
+        pass
+    assert asked == [["d"]]  # not vouched: looked up
+
+
+def test_a_call_is_a_retry_when_grpc_or_envoy_says_so():
+    from inference.scoring.convert import retried
+
+    assert not retried([("user-agent", "grpc-python"), ("x-envoy-attempt-count", "1")])
+    assert retried([("grpc-previous-rpc-attempts", "1")])
+    assert retried([("x-envoy-attempt-count", "2")])
