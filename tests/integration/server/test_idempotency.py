@@ -221,4 +221,4 @@ def test_keys_vouched_new_are_not_looked_up_and_still_stored_once(store, tmp_pat
     finally:
         proc.close()
     assert rows_stored(db_url) == 2
-    assert stored(db_url, "run-1").label == first.classes[first.labels[0]]
+    assert wait_stored(db_url, "run-1").label == first.classes[first.labels[0]]  # the first answer stays
