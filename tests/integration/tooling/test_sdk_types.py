@@ -37,7 +37,11 @@ def test_a_users_numpy_values_and_arrays_type_check_strictly(tmp_path):
     # Value | None]" and an array for predict_matrix "incompatible type ndarray; expected Sequence[float]"
     script = tmp_path / "user.py"
     script.write_text(USER_SCRIPT)
+    # the SDK is read from the checkout (MYPYPATH; mypy cannot follow the editable install's import hook), so its
+    # own modules' findings (generated stubs under --strict) are the SDK's, not the user's: only user.py is judged
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nstrict = True\n\n[mypy-predmesh.*]\nignore_errors = True\n")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--config-file", os.devnull, str(script)],
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--config-file", str(config), str(script)],
         cwd=tmp_path, env={**os.environ, "MYPYPATH": str(ROOT)}, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout + result.stderr
