@@ -1,6 +1,7 @@
 """T20: untrusted artifacts are refused before anything is deserialised; the loader is the only unpickler."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from inference.models.loader import load_estimator, read_manifest, version_dir
 from inference.models.manifest import decode, encode
 from inference.models.registry import ModelRegistry
 from inference.models.store import ModelStore
+from inference.scoring.convert import model_info
 from tests.support import artifacts
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -102,3 +104,44 @@ def _registry(root):
     registry = ModelRegistry(ModelStore(root), ServerMetrics(CollectorRegistry()))
     registry.load_all()
     return registry
+
+
+HOSTILE_MANIFESTS = {
+    "a list for the metrics": lambda m: m.update(metrics=[]),
+    "an integer too large for a float": lambda m: m.update(metrics={"accuracy": 10 ** 400}),
+    "a date outside 0001..9999 in UTC": lambda m: m.update(created_at="0001-01-01T00:00:00+01:00"),
+    "a lone surrogate in a metric name": lambda m: m.update(metrics={"\ud800": 1.0}),
+    "a lone surrogate in the estimator": lambda m: m.update(estimator="Logistic\udfffRegression"),
+}
+
+
+def _hostile(store: Path, mutate) -> Path:
+    path = artifacts.clone_version(store, "iris", "2", "9")
+    manifest = json.loads((path / "metadata.json").read_text())
+    mutate(manifest)
+    (path / "metadata.json").write_text(json.dumps(manifest))  # ensure_ascii: a surrogate is written as \ud800
+    return path
+
+
+@pytest.mark.parametrize("mutate", HOSTILE_MANIFESTS.values(), ids=HOSTILE_MANIFESTS.keys())
+def test_a_hostile_manifest_is_refused_and_never_breaks_model_info(model_store, mutate):
+    # Each of these once loaded (or failed with an unexpected exception): a version that served this way made
+    # ListModels and GetModel INTERNAL for every client, and one such version in the store made ListModelVersions
+    # INTERNAL for the whole model.
+    path = _hostile(model_store, mutate)
+    with pytest.raises(UntrustedArtifact, match="manifest"):
+        read_manifest(path, None)
+    registry = _registry(model_store)  # start-up: skips it, serves the newest loadable version
+    assert registry.get("iris").version == "2"
+    with pytest.raises(ReloadFailed, match="manifest"):
+        registry.reload("iris", "9")
+    assert [m.version for m in ModelStore(model_store).manifests("iris")] == ["2", "1"]
+    for model in registry.serving():
+        model_info(model.manifest, True)
+
+
+@pytest.mark.parametrize("raw", [b'{"a": ' + b"1" * 5000 + b"}", b"[" * 100_000 + b"]" * 100_000, b"\xff{}"],
+                         ids=["an integer over 4300 digits", "deep nesting", "not UTF-8"])
+def test_manifest_bytes_json_cannot_hold_are_refused(raw):
+    with pytest.raises(UntrustedArtifact, match="not valid JSON"):
+        decode(raw, None)
