@@ -76,3 +76,15 @@ def test_an_address_without_the_admin_api_is_named_with_where_to_go(monkeypatch,
     assert f"predmesh rollout: 127.0.0.1:{port} does not serve the admin API" in err
     assert "--server with a replica's gRPC address (PREDMESH_GRPC_ADDR) or the gateway's admin listener" in err
     assert err.count("\n") == 1, err  # one line: Envoy's grpc-message ends in a newline of its own
+
+
+def test_an_unusable_admin_token_file_is_one_line(monkeypatch, capsys, tmp_path):
+    from cli.fleet import main
+
+    (tmp_path / "token").write_text("")
+    monkeypatch.delenv("PREDMESH_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("PREDMESH_ADMIN_TOKEN_FILE", str(tmp_path / "token"))
+    assert main(["pin", "iris", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("predmesh pin: PREDMESH_ADMIN_TOKEN_FILE: ") and "is empty" in err
+    assert err.count("\n") == 1, err
