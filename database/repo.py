@@ -630,10 +630,11 @@ def list_batch_runs(model: str = "", kind: str = "", page_size: int = 50,
 def _decode_run_token(token: str) -> tuple[datetime, int]:
     try:
         started, run_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(run_id, int):
-            raise TypeError("run id")
+        # an id the database can compare: SQLite refuses an integer beyond 64 bits (OverflowError, INTERNAL)
+        if type(run_id) is not int or not 0 <= run_id < 2 ** 63:
+            raise TypeError("not a batch run id")
         return datetime.fromisoformat(started), run_id
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidPageToken(f"page_token {token[:40]!r} is not valid; pass next_page_token unchanged") from exc
 
 

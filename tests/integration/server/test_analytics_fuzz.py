@@ -97,6 +97,21 @@ def test_list_predictions_never_fails_on_the_server(analytics, model, version, l
     assert _code(analytics.ListPredictions, request) in ALLOWED
 
 
+run_tokens = st.one_of(tokens, st.tuples(st.sampled_from(["2026-01-01T00:00:00", "0001-01-01T00:00:00+01:00"]),
+                                           st.one_of(st.integers(), st.integers(-(2 ** 64), 2 ** 64))).map(
+    lambda p: base64.urlsafe_b64encode(json.dumps(list(p)).encode()).decode().rstrip("=")))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=texts, kind=texts, run_key=texts, page_size=st.integers(-(2 ** 31), 2 ** 31 - 1), token=run_tokens)
+@example(model="", kind="", run_key="", page_size=0,  # a run id past 64 bits: OverflowError in SQLite
+         token=base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00", 2 ** 64]).encode()).decode())
+def test_list_batch_runs_never_fails_on_the_server(analytics, model, kind, run_key, page_size, token):
+    request = analytics_pb2.ListBatchRunsRequest(model=model, kind=kind, run_key=run_key, page_size=page_size,
+                                                 page_token=token)
+    assert _code(analytics.ListBatchRuns, request) in ALLOWED
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(model=texts, times=st.lists(st.tuples(seconds, nanos), min_size=0, max_size=2))
 # the window's edges are rounded out to whole minutes: past the last or before the first representable Timestamp
@@ -129,6 +144,15 @@ def test_the_classic_bad_inputs_are_invalid_argument_naming_the_field(analytics,
     with pytest.raises(grpc.RpcError) as info:
         analytics.ListPredictions(request_, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and problem in (info.value.details() or "")
+
+
+@pytest.mark.parametrize("run_id", [10 ** 30, -(10 ** 30), 2 ** 63, -1, True, 1.5], ids=repr)
+def test_a_forged_batch_runs_page_token_is_invalid_argument(analytics, run_id):
+    # an id beyond 64 bits reached SQLite, which raised OverflowError: INTERNAL (HTTP 500 on GET /v1/batchRuns)
+    token = base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00", run_id]).encode()).decode().rstrip("=")
+    with pytest.raises(grpc.RpcError) as info:
+        analytics.ListBatchRuns(analytics_pb2.ListBatchRunsRequest(page_token=token), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in (info.value.details() or "")
 
 
 def test_out_of_range_timestamps_are_invalid_argument(analytics):
