@@ -196,6 +196,8 @@ def decode(raw: bytes, signing_key: bytes | None) -> Manifest:
         raise UntrustedArtifact(f"manifest has text that is not valid Unicode: {exc}") from None
     if signing_key:
         signature = data.get("signature")
-        if not isinstance(signature, str) or not hmac.compare_digest(signature, sign(data, signing_key)):
+        # as bytes: compare_digest raises TypeError for a str with non-ASCII characters (a forged "é")
+        if not isinstance(signature, str) or not hmac.compare_digest(signature.encode(),
+                                                                     sign(data, signing_key).encode()):
             raise UntrustedArtifact("manifest signature is missing or does not verify")
     return Manifest.from_json(data)

@@ -81,6 +81,10 @@ def test_signed_manifests_verify_and_forgeries_fail(model_store):
         decode(signed.replace(manifest.sha256.encode(), b"0" * 64), key)
     with pytest.raises(UntrustedArtifact, match="signature"):
         decode(encode(manifest, None), key)
+    forged = json.loads(signed)
+    forged["signature"] = "é" * 64  # compare_digest raised TypeError: ListModelVersions answered INTERNAL
+    with pytest.raises(UntrustedArtifact, match="signature"):
+        decode(json.dumps(forged).encode(), key)
 
 
 def test_no_deserialiser_outside_the_loader():
