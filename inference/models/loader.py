@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -68,6 +70,7 @@ def load_estimator(path: Path, manifest: Manifest):
     if digest != manifest.sha256:
         raise UntrustedArtifact(f"{ARTIFACT} SHA-256 {digest[:12]}… does not match the manifest's "
                                 f"{manifest.sha256[:12]}…")
+    _check_unpacked_size(data)
     from inference.models.structure import TRUSTED_TYPES, check_structure
     sio = _skops_io()
     try:
@@ -88,6 +91,19 @@ def load_estimator(path: Path, manifest: Manifest):
     except Exception as exc:  # a crafted object missing the attributes a check reads
         raise UntrustedArtifact(f"{ARTIFACT} failed its structure checks: {type(exc).__name__}: {exc}") from None
     return estimator
+
+
+def _check_unpacked_size(data: bytes) -> None:
+    """A skops file is a zip archive, and skops reads its members whole: what they unpack to is bounded like the
+    file itself (MAX_ARTIFACT_BYTES), or a few KB of deflated whitespace (a zip bomb) would take gigabytes of memory
+    while the loader only looks at it. zipfile never unpacks a member past the size its header declares."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except Exception as exc:  # zipfile raises assorted errors for corrupt archives
+        raise UntrustedArtifact(f"{ARTIFACT} is not a readable skops archive: {exc}") from None
+    if unpacked > MAX_ARTIFACT_BYTES:
+        raise UntrustedArtifact(f"{ARTIFACT} unpacks to {unpacked} bytes, more than {MAX_ARTIFACT_BYTES}")
 
 
 def dump_estimator(estimator) -> bytes:

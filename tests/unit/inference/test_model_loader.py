@@ -1,8 +1,11 @@
 """T20: untrusted artifacts are refused before anything is deserialised; the loader is the only unpickler."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,24 @@ def test_a_hostile_manifest_is_refused_and_never_breaks_model_info(model_store, 
 def test_manifest_bytes_json_cannot_hold_are_refused(raw):
     with pytest.raises(UntrustedArtifact, match="not valid JSON"):
         decode(raw, None)
+
+
+def test_a_zip_bomb_is_refused_before_skops_unpacks_it(model_store, monkeypatch):
+    # 1 MB of deflated whitespace in schema.json took 2 GB of memory and 10 s while skops read it to list its types
+    # (the size limit counted the file, not what it unpacks to); a few MB more and the server was killed at start
+    from inference.models import loader
+
+    path = artifacts.clone_version(model_store, "iris", "2", "9")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bomb:
+        bomb.writestr("schema.json", "{}" + " " * (8 << 20))
+    data = archive.getvalue()
+    assert len(data) < 64 << 10
+    (path / "model.skops").write_bytes(data)
+    manifest = json.loads((path / "metadata.json").read_text())
+    manifest["sha256"] = hashlib.sha256(data).hexdigest()
+    (path / "metadata.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(loader, "MAX_ARTIFACT_BYTES", 4 << 20)
+    monkeypatch.setattr(loader, "_skops_io", lambda: pytest.fail("skops was handed the zip bomb"))
+    with pytest.raises(UntrustedArtifact, match=r"unpacks to 8388610 bytes, more than 4194304"):
+        load_estimator(path, read_manifest(path, None))
