@@ -15,6 +15,7 @@ from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, decode
 
 __all__ = ["contained", "dump_estimator", "load_estimator", "read_manifest", "version_dir"]
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a wide model's manifest (categories, golden rows) is a few MB
 
 
 def _skops_io() -> ModuleType:
@@ -46,7 +47,10 @@ def version_dir(root: Path, model: str, version: str) -> Path:
 def read_manifest(path: Path, signing_key: bytes | None) -> Manifest:
     """The verified manifest of a version directory."""
     try:
-        raw = contained(path, MANIFEST).read_bytes()
+        manifest = contained(path, MANIFEST)
+        if manifest.stat().st_size > MAX_MANIFEST_BYTES:  # read whole: a sparse 100 GB file costs no disk
+            raise UntrustedArtifact(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
+        raw = manifest.read_bytes()
     except OSError as exc:
         raise UntrustedArtifact(f"cannot read {MANIFEST}: {exc.strerror}") from None
     return decode(raw, signing_key)

@@ -173,3 +173,16 @@ def test_a_zip_bomb_is_refused_before_skops_unpacks_it(model_store, monkeypatch)
     monkeypatch.setattr(loader, "_skops_io", lambda: pytest.fail("skops was handed the zip bomb"))
     with pytest.raises(UntrustedArtifact, match=r"unpacks to 8388610 bytes, more than 4194304"):
         load_estimator(path, read_manifest(path, None))
+
+
+def test_an_oversized_manifest_is_refused_without_reading_it(model_store, monkeypatch):
+    # metadata.json was read whole, whatever its size: a sparse file of any size (no disk used) filled the memory of
+    # the server at start, of ListModelVersions and of every process listing the store
+    from inference.models import loader
+
+    path = artifacts.clone_version(model_store, "iris", "2", "9")
+    with open(path / "metadata.json", "r+b") as manifest:
+        manifest.truncate(8 << 20)  # sparse
+    monkeypatch.setattr(loader, "MAX_MANIFEST_BYTES", 4 << 20)
+    with pytest.raises(UntrustedArtifact, match=r"metadata\.json is larger than 4194304 bytes"):
+        read_manifest(path, None)
