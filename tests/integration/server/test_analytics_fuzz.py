@@ -163,3 +163,41 @@ def test_out_of_range_timestamps_are_invalid_argument(analytics):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "start_time" in (info.value.details() or "")
     ok = analytics.GetStats(analytics_pb2.GetStatsRequest(), timeout=10)
     assert ok.total == 5
+
+
+def test_a_page_of_large_stored_rows_is_cut_short_and_every_row_is_listed(empty_db_url):
+    """An unseen category is stored as sent (up to the request size): five rows of 900 KB made the newest page over
+    4 MiB, and ListPredictions answered RESOURCE_EXHAUSTED ("Sent message larger than max"; HTTP 429 through the
+    gateway) to every caller, the dashboard's history included, whatever the filter. A page is now cut at
+    MAX_PAGE_BYTES with a token for the rest, and paging returns every row once."""
+    from inference.rpc.analytics import MAX_PAGE_BYTES
+
+    database = open_database(empty_db_url)
+    with session():
+        migrate(database)
+        now = time.time()
+        repo.insert_predictions([PredictionRecord(
+            prediction_id=str(uuid.uuid4()), request_id=f"big{i}", model="open", model_version="1",
+            features={"plan": f"{i}" + "x" * (900 * 1024 if i % 3 else 10)}, label="yes",
+            probabilities={"yes": 1.0}, transport="grpc", latency_ms=1.0, created_at=now - i) for i in range(12)])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[DecodeGuard()])
+    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
+        AnalyticsServicer(PersistenceMetrics(CollectorRegistry()), TokenAuth(None)), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # gRPC's default limits: 4 MiB received
+            stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+            seen, token, pages = [], "", 0
+            while True:
+                page = stub.ListPredictions(analytics_pb2.ListPredictionsRequest(page_size=1000, page_token=token),
+                                            timeout=10)
+                assert page.ByteSize() <= MAX_PAGE_BYTES + 1024 * 1024  # one row beyond the budget at most
+                seen += [p.prediction.request_id for p in page.predictions]
+                token, pages = page.next_page_token, pages + 1
+                if not token:
+                    break
+    finally:
+        server.stop(0)
+        database.close()
+    assert seen == [f"big{i}" for i in range(12)] and pages > 1
