@@ -186,3 +186,21 @@ def test_an_oversized_manifest_is_refused_without_reading_it(model_store, monkey
     monkeypatch.setattr(loader, "MAX_MANIFEST_BYTES", 4 << 20)
     with pytest.raises(UntrustedArtifact, match=r"metadata\.json is larger than 4194304 bytes"):
         read_manifest(path, None)
+
+
+def test_model_info_lists_the_most_common_categories_of_a_wide_feature():
+    # a model imported with a sample of 150,000 product codes: its ModelInfo was 7.5 MB, over gRPC's 4 MiB, so
+    # GetModel of it and ListModels of every model answered RESOURCE_EXHAUSTED (HTTP 429 through the gateway)
+    from datetime import UTC, datetime
+
+    from inference.models.manifest import Feature, Manifest
+    from inference.scoring.convert import MAX_LISTED_CATEGORIES
+
+    codes = tuple((f"sku-{i:08d}-" + "x" * 24, 1 / 150_000) for i in range(150_000))
+    manifest = Manifest(name="wide", version="1", features=(Feature("plan", 0.0, 0.0, kind="category",
+                                                                    categories=codes, accepts_unknown=True),),
+                        classes=("no", "yes"), sha256="0" * 64, metrics={}, created_at=datetime.now(UTC),
+                        sklearn_version="", estimator="", input="frame")
+    info = model_info(manifest, True)
+    assert [c.value for c in info.features[0].categories] == [v for v, _ in codes[:MAX_LISTED_CATEGORIES]]
+    assert info.ByteSize() < 256 * 1024
