@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from predmesh.env import DEFAULT_GRPC_ADDR, Env, env_epilog
+from predmesh.env import DEFAULT_GRPC_ADDR, ConfigError, Env, env_epilog
 
 USAGE = {
     "rollout": "make a stored version the one every replica serves (or start a canary beside it)",
@@ -108,7 +108,11 @@ def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
     args = parser(action, f"{prog} {action}").parse_args(argv[1:])
     env = Env(os.environ)
     target = args.server or env.str("SERVER_ADDR", "") or env.str("GRPC_ADDR", DEFAULT_GRPC_ADDR)
-    token = env.secret("ADMIN_TOKEN")
+    try:
+        token = env.secret("ADMIN_TOKEN")
+    except ConfigError as exc:  # an unreadable or blank token file, both variables set
+        print(f"{prog} {action}: {exc}", file=sys.stderr)
+        return 2
     if not token:
         print(f"{prog} {action}: set PREDMESH_ADMIN_TOKEN (or PREDMESH_ADMIN_TOKEN_FILE): the admin API needs it",
               file=sys.stderr)

@@ -29,10 +29,12 @@ class InvalidPageToken(Exception):
 
 @dataclass(frozen=True)
 class StoredPrediction:
-    """A stored prediction with its feedback label ("" when none)."""
+    """A stored prediction with its feedback label ("" when none); key: its place in the listing order (created_at
+    as stored, prediction_id), for token_after."""
 
     record: PredictionRecord
     feedback_label: str = ""
+    key: tuple[datetime, str] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -304,7 +306,8 @@ def list_predictions(flt: PredictionFilter, page_size: int, page_token: str = ""
     else:
         rows = list(_page_select(flt, page_size + 1, token).objects())
     # .objects() puts the joined Feedback.label on each row as `feedback_label` (absent from the model's type)
-    page = [StoredPrediction(_record(r), getattr(r, "feedback_label", None) or "") for r in rows[:page_size]]
+    page = [StoredPrediction(_record(r), getattr(r, "feedback_label", None) or "", (r.created_at, r.prediction_id))
+            for r in rows[:page_size]]
     next_token = _encode_token(rows[page_size - 1]) if len(rows) > page_size else ""
     return page, next_token
 
@@ -380,8 +383,19 @@ def count_by_request_prefix(model: str, request_id_prefix: str, start: float | N
 
 
 def _encode_token(row: Prediction) -> str:
-    raw = json.dumps([row.created_at.isoformat(), row.prediction_id]).encode()
+    return _token(row.created_at, row.prediction_id)
+
+
+def _token(created_at: datetime, prediction_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), prediction_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def token_after(row: StoredPrediction) -> str:
+    """The page token that lists on after this row of a page from list_predictions: for a page cut short."""
+    if row.key is None:
+        raise ValueError("token_after needs a row from list_predictions")
+    return _token(*row.key)
 
 
 def _decode_token(token: str) -> tuple[datetime, str]:
@@ -630,10 +644,11 @@ def list_batch_runs(model: str = "", kind: str = "", page_size: int = 50,
 def _decode_run_token(token: str) -> tuple[datetime, int]:
     try:
         started, run_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(run_id, int):
-            raise TypeError("run id")
+        # an id the database can compare: SQLite refuses an integer beyond 64 bits (OverflowError, INTERNAL)
+        if type(run_id) is not int or not 0 <= run_id < 2 ** 63:
+            raise TypeError("not a batch run id")
         return datetime.fromisoformat(started), run_id
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidPageToken(f"page_token {token[:40]!r} is not valid; pass next_page_token unchanged") from exc
 
 

@@ -18,6 +18,7 @@ SERIES_STEP = 60  # GetStats bucket_seconds is a multiple of this (inference.rpc
 MAX_SERIES_BUCKETS = 2000  # buckets of one GetStats series (database.repo.MAX_SERIES_BUCKETS)
 MAX_RUN_KEY, MAX_RUN_MESSAGE = 128, 1024  # inference.rpc.analytics
 MAX_RUN_DURATION_S = 1e9
+MAX_REASON = 1024  # a fleet change's reason (inference.rpc.servicer.MAX_REASON); changed_by: MAX_ID
 DEFAULT_MAX_BATCH_ROWS = 1000  # the server's PREDMESH_MAX_BATCH_ROWS default (inference.settings)
 # inference.bounds.check_name without a look-ahead (generators handle it): 1-64 of letters, digits, '_', '-', '.',
 # starting with a letter or digit, never two dots in a row
@@ -73,6 +74,9 @@ def field_rules(limits: ApiLimits) -> dict[str, dict[str, Any]]:
         "predmesh.v1.BatchRun.duration_seconds": {"minimum": 0, "maximum": MAX_RUN_DURATION_S},
         "predmesh.v1.BatchRun.message": {"maxLength": MAX_RUN_MESSAGE, **text},
         "predmesh.v1.ReloadModelRequest.version": dict(OPTIONAL_NAME),
+        **{f"predmesh.v1.{request}.{field}": {"maxLength": limit, **text}
+           for request in ("RolloutModelRequest", "PinModelRequest", "RollbackModelRequest")
+           for field, limit in (("reason", MAX_REASON), ("changed_by", MAX_ID))},
         # filters (query parameters)
         "predmesh.v1.ListPredictionsRequest.model": dict(OPTIONAL_NAME),
         "predmesh.v1.ListPredictionsRequest.model_version": dict(OPTIONAL_NAME),

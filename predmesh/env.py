@@ -97,16 +97,31 @@ class Env:
         return raw
 
     def secret(self, name: builtins.str) -> builtins.str | None:
-        """PREDMESH_<NAME>, or the stripped contents of the file named by PREDMESH_<NAME>_FILE."""
+        """PREDMESH_<NAME>, or the contents of the file named by PREDMESH_<NAME>_FILE, stripped of surrounding
+        whitespace (a file's or a mounted secret's trailing newline); None when neither is set (or set empty).
+
+        A secret stands for a protection (a token, a password, a signing key) that is off when it is None, so
+        what looks like a mistake stops the start instead of switching it off or making it unusable: both
+        variables set (which one is meant?), or a value or file that is blank."""
         value = self._environ.get(self._prefix + name)
-        if value:
-            return value
         file = self._environ.get(self._prefix + name + "_FILE")
+        if value and file:
+            raise ConfigError(f"both {self._prefix}{name} and {self._prefix}{name}_FILE are set: set one")
+        if value:
+            if not value.strip():
+                raise ConfigError(f"{self._prefix}{name} is blank: set a value, or unset it")
+            return value.strip()
         if file:
             try:
-                return Path(file).read_text().strip() or None
+                content = Path(file).read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"{self._prefix}{name}_FILE: cannot read {file}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"{self._prefix}{name}_FILE: {file} is not UTF-8 text") from None
+            if not content:
+                raise ConfigError(f"{self._prefix}{name}_FILE: {file} is empty: write the value into it, or "
+                                  f"unset {self._prefix}{name}_FILE")
+            return content
         return None
 
 

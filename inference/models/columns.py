@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from inference.bounds import MAX_LABEL, shown
 from inference.errors import InvalidArgument
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -147,3 +148,13 @@ def labels(table: pd.DataFrame, target: str) -> np.ndarray:
     if all(isinstance(v, (bool, np.bool_)) for v in values):
         return values.astype(bool)
     return np.asarray([str(v) for v in values], dtype=object)
+
+
+def check_classes(classes: Sequence[str], where: str) -> None:
+    """Refuse class labels the API could never take back: feedback and the label filter accept 1 to MAX_LABEL
+    printable characters, so a model predicting any other label could never be given feedback for it (nor its
+    accuracy measured). where names the file or column the classes come from."""
+    for label in classes:
+        if not label or len(label) > MAX_LABEL or not label.isprintable():
+            raise TableError(f"{where}: class {shown(label)} cannot be a class label: feedback and the label filter "
+                             f"take 1 to {MAX_LABEL} printable characters (no newline or other control character)")

@@ -17,7 +17,7 @@ import sklearn
 
 from inference.errors import UntrustedArtifact
 from inference.models import profile
-from inference.models.columns import TableError, kind_of, labels, plain_rows, read_table
+from inference.models.columns import TableError, check_classes, kind_of, labels, plain_rows, read_table
 from inference.models.loader import dump_estimator, load_estimator
 from inference.models.manifest import ARTIFACT, Manifest
 from inference.models.store import ModelStore
@@ -60,6 +60,7 @@ def import_model(store: ModelStore, model: str, file: Path, sample: Path, target
     if len(set(classes)) < 2:
         raise TableError(f"{file.name}: the model has {len(classes)} distinct class labels; a classifier has two "
                          f"or more")
+    check_classes(classes, file.name)
     score = profile.scorer(estimator, schema, input)
     try:
         probabilities = np.asarray(score(rows), dtype=np.float64)

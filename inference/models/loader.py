@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +15,7 @@ from inference.models.manifest import ARTIFACT, MANIFEST, Manifest, decode
 
 __all__ = ["contained", "dump_estimator", "load_estimator", "read_manifest", "version_dir"]
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a wide model's manifest (categories, golden rows) is a few MB
 
 
 def _skops_io() -> ModuleType:
@@ -44,7 +47,10 @@ def version_dir(root: Path, model: str, version: str) -> Path:
 def read_manifest(path: Path, signing_key: bytes | None) -> Manifest:
     """The verified manifest of a version directory."""
     try:
-        raw = contained(path, MANIFEST).read_bytes()
+        manifest = contained(path, MANIFEST)
+        if manifest.stat().st_size > MAX_MANIFEST_BYTES:  # read whole: a sparse 100 GB file costs no disk
+            raise UntrustedArtifact(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
+        raw = manifest.read_bytes()
     except OSError as exc:
         raise UntrustedArtifact(f"cannot read {MANIFEST}: {exc.strerror}") from None
     return decode(raw, signing_key)
@@ -68,6 +74,7 @@ def load_estimator(path: Path, manifest: Manifest):
     if digest != manifest.sha256:
         raise UntrustedArtifact(f"{ARTIFACT} SHA-256 {digest[:12]}… does not match the manifest's "
                                 f"{manifest.sha256[:12]}…")
+    _check_unpacked_size(data)
     from inference.models.structure import TRUSTED_TYPES, check_structure
     sio = _skops_io()
     try:
@@ -88,6 +95,19 @@ def load_estimator(path: Path, manifest: Manifest):
     except Exception as exc:  # a crafted object missing the attributes a check reads
         raise UntrustedArtifact(f"{ARTIFACT} failed its structure checks: {type(exc).__name__}: {exc}") from None
     return estimator
+
+
+def _check_unpacked_size(data: bytes) -> None:
+    """A skops file is a zip archive, and skops reads its members whole: what they unpack to is bounded like the
+    file itself (MAX_ARTIFACT_BYTES), or a few KB of deflated whitespace (a zip bomb) would take gigabytes of memory
+    while the loader only looks at it. zipfile never unpacks a member past the size its header declares."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except Exception as exc:  # zipfile raises assorted errors for corrupt archives
+        raise UntrustedArtifact(f"{ARTIFACT} is not a readable skops archive: {exc}") from None
+    if unpacked > MAX_ARTIFACT_BYTES:
+        raise UntrustedArtifact(f"{ARTIFACT} unpacks to {unpacked} bytes, more than {MAX_ARTIFACT_BYTES}")
 
 
 def dump_estimator(estimator) -> bytes:

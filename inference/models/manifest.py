@@ -144,7 +144,7 @@ class Manifest:
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
         try:
-            return cls(
+            manifest = cls(
                 name=str(data["name"]), version=str(data["version"]),
                 features=tuple(Feature.from_json(f) for f in data["features"]),
                 classes=tuple(str(c) for c in data["classes"]), sha256=str(data["sha256"]),
@@ -155,7 +155,12 @@ class Manifest:
                 class_profiles=tuple(ClassProfile.from_json(c) for c in data.get("class_profiles", ())),
                 input=str(data.get("input", "array")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+            manifest.created_at.utctimetuple()  # a date a Timestamp cannot hold (year 1 at +01:00) never serves
+            return manifest
+        # AttributeError: a list where an object belongs; ArithmeticError: an integer too large for a float or a
+        # date outside 0001..9999 in UTC. Any of them would otherwise surface later, as INTERNAL on every call
+        # that describes the model (ListModels, GetModel, ListModelVersions).
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             raise UntrustedArtifact(f"manifest is malformed: {exc!r}") from None
 
 
@@ -181,12 +186,18 @@ def decode(raw: bytes, signing_key: bytes | None) -> Manifest:
     """Parse and, when a signing key is configured, verify a manifest; refuse unsigned or forged ones."""
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8 or JSON, an integer over 4300 digits, deep nesting
         raise UntrustedArtifact(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise UntrustedArtifact("manifest is not a JSON object")
+    try:  # JSON may escape a lone surrogate ("\\ud800"), which no protobuf string (ModelInfo) can carry
+        json.dumps(data, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError) as exc:
+        raise UntrustedArtifact(f"manifest has text that is not valid Unicode: {exc}") from None
     if signing_key:
         signature = data.get("signature")
-        if not isinstance(signature, str) or not hmac.compare_digest(signature, sign(data, signing_key)):
+        # as bytes: compare_digest raises TypeError for a str with non-ASCII characters (a forged "é")
+        if not isinstance(signature, str) or not hmac.compare_digest(signature.encode(),
+                                                                     sign(data, signing_key).encode()):
             raise UntrustedArtifact("manifest signature is missing or does not verify")
     return Manifest.from_json(data)

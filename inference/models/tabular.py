@@ -30,7 +30,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from inference.models import profile
-from inference.models.columns import TableError, kind_of, labels, plain_rows, read_table
+from inference.models.columns import TableError, check_classes, kind_of, labels, plain_rows, read_table
 from inference.models.frame import to_frame
 from inference.models.loader import dump_estimator
 from inference.models.manifest import Feature, Manifest
@@ -118,6 +118,7 @@ def train_table(store: ModelStore, data: Path, target: str, model: str, estimato
         raise TableError(f"{Path(data).name} has no feature column besides the target {target!r}")
     y = labels(table, target)
     classes_seen, counts = np.unique(y, return_counts=True)
+    check_classes([str(c) for c in classes_seen], f"target column {target!r}")
     if len(classes_seen) < 2:
         raise TableError(f"target column {target!r} has one class only ({classes_seen[0]!r}); a classifier needs "
                          f"at least two")

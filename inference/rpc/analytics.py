@@ -35,6 +35,10 @@ MAX_FEEDBACK_ITEMS = 1000  # per SubmitFeedbackBatch call
 SERIES_STEP = 60  # GetStats bucket_seconds is a multiple of this (the finest bucket the aggregates keep)
 MAX_RUN_KEY, MAX_RUN_MESSAGE, MAX_RUN_INPUT = 128, 1024, 1024
 MAX_RUN_ROWS = 2**31 - 1  # batch_runs.rows/rejected are 32-bit integers
+# A ListPredictions page's encoded rows, whatever page_size asks: stored features can be large (an unseen category
+# is kept as sent, up to the request size), and a page over 4 MiB (gRPC's default receive limit, the server's send
+# limit, the gateway's transcoding buffer) failed for every caller. 1 MiB leaves room for the JSON of the REST answer.
+MAX_PAGE_BYTES = 1024 * 1024
 MAX_EPOCH = 4102444800  # 2100-01-01: a started_at beyond this is a client mistake, not a date to store
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 RUN_STATUS = {analytics_pb2.BATCH_RUN_STATUS_RUNNING: "running",
@@ -226,8 +230,15 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
                 rows, token = repo.list_predictions(flt, request.page_size or DEFAULT_PAGE, page_token)
         except repo.InvalidPageToken as exc:
             raise errors.InvalidArgument(str(exc)) from None
-        return analytics_pb2.ListPredictionsResponse(
-            predictions=[self._stored(row) for row in rows], next_page_token=token)
+        predictions, size = [], 0
+        for i, row in enumerate(rows):
+            message = self._stored(row)
+            size += message.ByteSize()
+            if i and size > MAX_PAGE_BYTES:  # cut short: the rest follows with the token (at least one row each)
+                token = repo.token_after(rows[i - 1])
+                break
+            predictions.append(message)
+        return analytics_pb2.ListPredictionsResponse(predictions=predictions, next_page_token=token)
 
     @rpc
     def CountPredictions(self, request, context):

@@ -112,6 +112,15 @@ def call_limits(max_batch_rows: int, max_request_bytes: int) -> model_pb2.CallLi
 
 
 DEFAULT_KEYS = 200_000  # recent answers kept for retries (PREDMESH_IDEMPOTENCY_CACHE)
+MAX_REASON = 1024  # RolloutModel/PinModel/RollbackModel reason, as a batch run's message
+
+
+def _check_note(request) -> None:
+    """The reason and changed_by of a fleet change: stored in the desired state and its history, logged, and printed
+    by `predmesh desired`, so printable text of bounded length (a NUL was INTERNAL on PostgreSQL, a newline forged
+    a log line)."""
+    check_text("reason", request.reason, MAX_REASON)
+    check_text("changed_by", request.changed_by, MAX_ID)
 
 
 class CanaryScoring:
@@ -537,6 +546,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     @rpc
     def RolloutModel(self, request, context):
         self.auth.require(context.invocation_metadata(), write=True, action="roll out")
+        _check_note(request)
         wanted, previous = self._fleet().change(
             request.model, request.version, "rollout", by=request.changed_by, reason=request.reason,
             candidate=request.candidate, candidate_share=request.candidate_share, criteria=criteria_of(request))
@@ -546,6 +556,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     @rpc
     def PinModel(self, request, context):
         self.auth.require(context.invocation_metadata(), write=True, action="pin")
+        _check_note(request)
         wanted, previous = self._fleet().change(request.model, request.version, "pin", pinned=True,
                                                 by=request.changed_by, reason=request.reason)
         return admin_pb2.PinModelResponse(desired=desired_message(wanted.model, wanted),
@@ -554,6 +565,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServiceServicer):
     @rpc
     def RollbackModel(self, request, context):
         self.auth.require(context.invocation_metadata(), write=True, action="roll back")
+        _check_note(request)
         wanted, previous = self._fleet().rollback(request.model, by=request.changed_by, reason=request.reason)
         return admin_pb2.RollbackModelResponse(desired=desired_message(wanted.model, wanted),
                                                serving_version=self._serving(wanted.model),

@@ -22,6 +22,10 @@ from predmesh.values import decode, upgrade_message
 _TRANSPORTS = frozenset(TRANSPORTS)
 _KIND = {"number": model_pb2.FEATURE_KIND_NUMBER, "category": model_pb2.FEATURE_KIND_CATEGORY,
          "boolean": model_pb2.FEATURE_KIND_BOOLEAN}
+# Categories a FeatureSpec lists, the most common first. The manifest keeps every one (the edge checks against all
+# of them), but a feature of a model imported with its sample's 150,000 product codes made its ModelInfo 7.5 MB:
+# over the 4 MiB a gRPC answer may have, so GetModel of that model and ListModels of every model failed.
+MAX_LISTED_CATEGORIES = 1000
 
 
 def plain(name: str, value: Value, where: str = "") -> float | str | bool | None:
@@ -46,7 +50,7 @@ def model_info(manifest: Manifest, serving: bool, limits: model_pb2.CallLimits |
         name=manifest.name, version=manifest.version,
         features=[model_pb2.FeatureSpec(
             name=f.name, min=f.min, max=f.max, mean=f.mean, std=f.std, quantiles=f.quantiles, kind=_KIND[f.kind],
-            categories=[model_pb2.CategoryShare(value=v, share=s) for v, s in f.categories],
+            categories=[model_pb2.CategoryShare(value=v, share=s) for v, s in f.categories[:MAX_LISTED_CATEGORIES]],
             missing_share=f.missing_share, nullable=f.nullable, accepts_unknown=f.accepts_unknown)
             for f in manifest.features],
         classes=list(manifest.classes), sha256=manifest.sha256, metrics=manifest.metrics, created_at=created,

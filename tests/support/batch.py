@@ -71,7 +71,8 @@ def batch_env(server_target: str, batch_dir: Path, **extra: str) -> dict[str, st
     token = Path(batch_dir).parent / "writer-token"
     token.parent.mkdir(parents=True, exist_ok=True)
     token.write_text(WRITER_TOKEN + "\n")
-    return {**os.environ, "PREDMESH_SERVER_ADDR": server_target, "PREDMESH_BATCH_DIR": str(batch_dir),
+    inherited = {k: v for k, v in os.environ.items() if k != "PREDMESH_WRITER_TOKEN"}  # it and the file: refused
+    return {**inherited, "PREDMESH_SERVER_ADDR": server_target, "PREDMESH_BATCH_DIR": str(batch_dir),
             "PREDMESH_BATCH_TIMEOUT_S": "20", "PYTHONUNBUFFERED": "1", "PREDMESH_WRITER_TOKEN_FILE": str(token),
             **extra}
 

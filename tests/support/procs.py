@@ -156,7 +156,9 @@ class ServerProc:
         self.target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = Path(log_path)
         self.env = {
-            **os.environ,
+            # a token or URL file the developer's shell exports would clash with the values set here (both a
+            # variable and its _FILE are refused): tests that want a file pass it in env
+            **{k: v for k, v in os.environ.items() if not (k.startswith("PREDMESH_") and k.endswith("_FILE"))},
             "PREDMESH_GRPC_ADDR": self.target,
             "PREDMESH_METRICS_ADDR": "127.0.0.1:0",
             "PREDMESH_MODEL_STORE": str(model_store),

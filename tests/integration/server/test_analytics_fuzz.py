@@ -97,6 +97,21 @@ def test_list_predictions_never_fails_on_the_server(analytics, model, version, l
     assert _code(analytics.ListPredictions, request) in ALLOWED
 
 
+run_tokens = st.one_of(tokens, st.tuples(st.sampled_from(["2026-01-01T00:00:00", "0001-01-01T00:00:00+01:00"]),
+                                           st.one_of(st.integers(), st.integers(-(2 ** 64), 2 ** 64))).map(
+    lambda p: base64.urlsafe_b64encode(json.dumps(list(p)).encode()).decode().rstrip("=")))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=texts, kind=texts, run_key=texts, page_size=st.integers(-(2 ** 31), 2 ** 31 - 1), token=run_tokens)
+@example(model="", kind="", run_key="", page_size=0,  # a run id past 64 bits: OverflowError in SQLite
+         token=base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00", 2 ** 64]).encode()).decode())
+def test_list_batch_runs_never_fails_on_the_server(analytics, model, kind, run_key, page_size, token):
+    request = analytics_pb2.ListBatchRunsRequest(model=model, kind=kind, run_key=run_key, page_size=page_size,
+                                                 page_token=token)
+    assert _code(analytics.ListBatchRuns, request) in ALLOWED
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(model=texts, times=st.lists(st.tuples(seconds, nanos), min_size=0, max_size=2))
 # the window's edges are rounded out to whole minutes: past the last or before the first representable Timestamp
@@ -131,6 +146,15 @@ def test_the_classic_bad_inputs_are_invalid_argument_naming_the_field(analytics,
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and problem in (info.value.details() or "")
 
 
+@pytest.mark.parametrize("run_id", [10 ** 30, -(10 ** 30), 2 ** 63, -1, True, 1.5], ids=repr)
+def test_a_forged_batch_runs_page_token_is_invalid_argument(analytics, run_id):
+    # an id beyond 64 bits reached SQLite, which raised OverflowError: INTERNAL (HTTP 500 on GET /v1/batchRuns)
+    token = base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00", run_id]).encode()).decode().rstrip("=")
+    with pytest.raises(grpc.RpcError) as info:
+        analytics.ListBatchRuns(analytics_pb2.ListBatchRunsRequest(page_token=token), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in (info.value.details() or "")
+
+
 def test_out_of_range_timestamps_are_invalid_argument(analytics):
     request = analytics_pb2.GetStatsRequest()
     request.start_time.seconds = 10 ** 15
@@ -139,3 +163,41 @@ def test_out_of_range_timestamps_are_invalid_argument(analytics):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "start_time" in (info.value.details() or "")
     ok = analytics.GetStats(analytics_pb2.GetStatsRequest(), timeout=10)
     assert ok.total == 5
+
+
+def test_a_page_of_large_stored_rows_is_cut_short_and_every_row_is_listed(empty_db_url):
+    """An unseen category is stored as sent (up to the request size): five rows of 900 KB made the newest page over
+    4 MiB, and ListPredictions answered RESOURCE_EXHAUSTED ("Sent message larger than max"; HTTP 429 through the
+    gateway) to every caller, the dashboard's history included, whatever the filter. A page is now cut at
+    MAX_PAGE_BYTES with a token for the rest, and paging returns every row once."""
+    from inference.rpc.analytics import MAX_PAGE_BYTES
+
+    database = open_database(empty_db_url)
+    with session():
+        migrate(database)
+        now = time.time()
+        repo.insert_predictions([PredictionRecord(
+            prediction_id=str(uuid.uuid4()), request_id=f"big{i}", model="open", model_version="1",
+            features={"plan": f"{i}" + "x" * (900 * 1024 if i % 3 else 10)}, label="yes",
+            probabilities={"yes": 1.0}, transport="grpc", latency_ms=1.0, created_at=now - i) for i in range(12)])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[DecodeGuard()])
+    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
+        AnalyticsServicer(PersistenceMetrics(CollectorRegistry()), TokenAuth(None)), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # gRPC's default limits: 4 MiB received
+            stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+            seen, token, pages = [], "", 0
+            while True:
+                page = stub.ListPredictions(analytics_pb2.ListPredictionsRequest(page_size=1000, page_token=token),
+                                            timeout=10)
+                assert page.ByteSize() <= MAX_PAGE_BYTES + 1024 * 1024  # one row beyond the budget at most
+                seen += [p.prediction.request_id for p in page.predictions]
+                token, pages = page.next_page_token, pages + 1
+                if not token:
+                    break
+    finally:
+        server.stop(0)
+        database.close()
+    assert seen == [f"big{i}" for i in range(12)] and pages > 1

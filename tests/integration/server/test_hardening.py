@@ -1,5 +1,5 @@
 """What outside testing broke, on a real server process: SIGTERM after hostile streams, stray entries in the
-model store, crafted tree artifacts."""
+model store, crafted tree artifacts, hostile notes on fleet changes."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,7 @@ import pytest
 from predmesh.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 from predmesh.values import encode
 from tests.conftest import IRIS_ROW
+from tests.support.pg import TempSchema
 from tests.support.procs import ADMIN_TOKEN, ServerProc
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -121,3 +122,33 @@ def test_stray_entries_in_the_model_store_are_skipped_and_never_listed(model_sto
             assert info.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
     log = proc.log()
     assert "skipping 'lost+found'" in log and "skipping 'escape'" in log
+
+
+@pytest.mark.postgres
+def test_a_fleet_change_note_that_is_not_printable_text_is_invalid_argument(model_store, tmp_path):
+    """RolloutModel, PinModel and RollbackModel stored and logged reason and changed_by as sent: a NUL was INTERNAL
+    on PostgreSQL, a newline forged a line of the server log, any length was kept."""
+    with TempSchema() as schema:
+        env = {"PREDMESH_DATABASE_URL": schema.url, "PREDMESH_SPOOL_DIR": str(tmp_path / "spool")}
+        with ServerProc(model_store, tmp_path / "server.log", env=env) as proc:
+            with grpc.insecure_channel(proc.target) as channel:
+                admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
+                calls = (
+                    lambda **note: admin.RolloutModel(admin_pb2.RolloutModelRequest(model="iris", version="1", **note),
+                                                      metadata=ADMIN, timeout=10),
+                    lambda **note: admin.PinModel(admin_pb2.PinModelRequest(model="iris", version="1", **note),
+                                                  metadata=ADMIN, timeout=10),
+                    lambda **note: admin.RollbackModel(admin_pb2.RollbackModelRequest(model="iris", **note),
+                                                       metadata=ADMIN, timeout=10),
+                )
+                for call in calls:
+                    for field, value in (("reason", "a\x00b"), ("changed_by", "\x00"),
+                                         ("reason", "ok\n2026-12-07 12:00:00,000 INFO 1 forged: line"),
+                                         ("changed_by", "\x1b[2J"), ("reason", "r" * 1025), ("changed_by", "b" * 129)):
+                        with pytest.raises(grpc.RpcError) as refused:
+                            call(**{field: value})
+                        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+                        assert field in (refused.value.details() or "")
+                calls[0](reason="nightly retrain", changed_by="ops@host")  # printable notes still pass
+            log = proc.log()
+    assert "forged: line" not in log and "failed unexpectedly" not in log

@@ -91,3 +91,16 @@ def test_a_change_says_whether_replicas_move_or_keep_their_version():
     assert changed(rollout, "t", None) == ["iris: every replica now moves to version 3 (pinned) (was 2); t serves 3"]
     first = DesiredState("iris", "1", False, "1")
     assert changed(first, "t", None) == ["iris: every replica now moves to version 1 (was none); t serves 1"]
+
+
+
+def test_an_unusable_admin_token_file_is_one_line(monkeypatch, capsys, tmp_path):
+    from cli.fleet import main
+
+    (tmp_path / "token").write_text("")
+    monkeypatch.delenv("PREDMESH_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("PREDMESH_ADMIN_TOKEN_FILE", str(tmp_path / "token"))
+    assert main(["pin", "iris", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("predmesh pin: PREDMESH_ADMIN_TOKEN_FILE: ") and "is empty" in err
+    assert err.count("\n") == 1, err

@@ -16,7 +16,7 @@ from gateway.openapi import generate
 from gateway.settings import GatewaySettings
 from inference import bounds
 from inference.errors import InvalidName
-from inference.rpc import analytics, auth
+from inference.rpc import analytics, auth, servicer
 from inference.settings import ServerSettings
 
 
@@ -30,6 +30,7 @@ def test_the_documented_bounds_are_the_servers_constants():
         bounds.MAX_NAME, bounds.MAX_ID, bounds.MAX_LABEL, bounds.MAX_TOKEN)
     assert (api_rules.MAX_PAGE, api_rules.MAX_FEEDBACK_ITEMS, api_rules.MAX_RUN_KEY, api_rules.MAX_RUN_MESSAGE) == (
         analytics.MAX_PAGE, analytics.MAX_FEEDBACK_ITEMS, analytics.MAX_RUN_KEY, analytics.MAX_RUN_MESSAGE)
+    assert api_rules.MAX_REASON == servicer.MAX_REASON
     assert api_rules.DEFAULT_MAX_BATCH_ROWS == ServerSettings.max_batch_rows == GatewaySettings.max_batch_rows
     assert {m.rsplit(".", 1)[1] for m in api_rules.WRITE_METHODS} == set(auth.WRITE_METHODS)
     assert (api_rules.SERIES_STEP, api_rules.MAX_SERIES_BUCKETS) == (analytics.SERIES_STEP, repo.MAX_SERIES_BUCKETS)

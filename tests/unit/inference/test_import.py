@@ -271,3 +271,15 @@ def test_a_calibrated_booster_imports_and_serves_its_probabilities(booster, mode
             for a, p, m in zip(rows["amount"].tolist(), rows["plan"].tolist(), rows["member"].tolist())])
     got = [[p.probabilities[c] for c in clf.classes_] for p in answers]
     assert np.allclose(got, expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("label", ["", "a\nb", "v" * 129], ids=["empty", "a newline", "129 characters"])
+def test_a_class_label_feedback_could_never_name_is_refused_at_import(tmp_path, sample, label):
+    # imported and served before, while SubmitFeedback refuses such a label: that class could never get feedback
+    df, path = sample
+    features = ["amount", "plan", "member"]
+    clf = lenient_pipeline().fit(df[features], df["y"].replace({"maybe": label}))
+    sio.dump(clf, tmp_path / "m.skops")
+    with pytest.raises(TableError, match=r"m\.skops: class .* cannot be a class label"):
+        import_model(ModelStore(tmp_path / "store"), "m", tmp_path / "m.skops", path)
+    assert not (tmp_path / "store" / "m").exists()

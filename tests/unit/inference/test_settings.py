@@ -107,3 +107,10 @@ def test_streams_get_a_bounded_share_of_the_handler_threads():
         ServerSettings.from_env({"PREDMESH_STREAM_IDLE_SECONDS": "-1"})
     gateway = GatewaySettings.from_env({"PREDMESH_GATEWAY_MAX_STREAMS_PER_CONNECTION": "7"})
     assert gateway.max_streams_per_connection == 7
+
+
+def test_an_empty_signing_key_file_stops_the_start(tmp_path):
+    # read as "no key" before: unsigned and forged manifests loaded without a word
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match="PREDMESH_MODEL_SIGNING_KEY_FILE"):
+        ServerSettings.from_env({"PREDMESH_MODEL_SIGNING_KEY_FILE": str(tmp_path / "empty")})

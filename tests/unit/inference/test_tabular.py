@@ -251,3 +251,17 @@ def test_a_number_column_with_a_few_words_says_which_cells_are_not_numbers(tmp_p
     with pytest.raises(TableError, match=r"column 'amount' is text: \d+ of its 200 values are numbers, but \d+ are "
                                          r"not \('unknown'\); make those cells empty \(missing\) or numbers"):
         train_table(ModelStore(tmp_path / "store"), tmp_path / "words.csv", "y", "m", "lr", drop=["customer"])
+
+
+@pytest.mark.parametrize("label", ["a\nb", "v" * 129], ids=["a newline", "129 characters"])
+def test_a_class_label_feedback_could_never_name_is_refused(tmp_path, label):
+    # such a class trained and served, but SubmitFeedback (and the label filter) refuse its label: its rows could
+    # never be given feedback, so the model's accuracy could never be measured on them
+    df = synthetic()
+    df["y"] = df["y"].replace({"yes": label})
+    data = tmp_path / "table.csv"
+    df.to_csv(data, index=False)
+    with pytest.raises(TableError, match=r"target column 'y': class .* cannot be a class label: feedback and the "
+                                         r"label filter take 1 to 128 printable characters"):
+        train_table(ModelStore(tmp_path / "store"), data, "y", "m", "lr", drop=["customer"])
+    assert not (tmp_path / "store" / "m").exists()

@@ -1,9 +1,9 @@
-"""predmesh.env's shared helpers: host:port splitting and URL redaction."""
+"""predmesh.env's shared helpers: host:port splitting, URL redaction and secrets."""
 from __future__ import annotations
 
 import pytest
 
-from predmesh.env import ConfigError, redact, split_addr
+from predmesh.env import ConfigError, Env, redact, split_addr
 
 
 @pytest.mark.parametrize(("addr", "parts"), [("127.0.0.1:50051", ("127.0.0.1", 50051)), ("h:0", ("h", 0)),
@@ -28,3 +28,26 @@ def test_split_addr_refuses_what_is_not_host_port(addr):
 ])
 def test_redact_hides_the_password_only(url, shown):
     assert redact(url) == shown
+
+
+def test_a_secret_is_stripped_from_the_variable_as_from_its_file(tmp_path):
+    # A Kubernetes secret put in the environment keeps its file's newline: the server compared 'tok\n' with the
+    # stripped 'tok' a client presented, and the token could never be used.
+    (tmp_path / "tok").write_text("from-a-file\n")
+    assert Env({"PREDMESH_X": " tok\n"}).secret("X") == "tok"
+    assert Env({"PREDMESH_X_FILE": str(tmp_path / "tok")}).secret("X") == "from-a-file"
+    assert Env({}).secret("X") is None
+    assert Env({"PREDMESH_X": "", "PREDMESH_X_FILE": ""}).secret("X") is None  # compose's ${X:-}: unset
+
+
+@pytest.mark.parametrize("case", ["empty file", "blank file", "blank value", "both", "not UTF-8"])
+def test_a_secret_that_looks_like_a_mistake_stops_the_start(tmp_path, case):
+    # An empty password or signing key file read as "unset" switched the dashboard's login (PREDMESH_UI_PASSWORD_FILE)
+    # and the manifest signature check (PREDMESH_MODEL_SIGNING_KEY_FILE) off without a word; with both variables
+    # set, the value won over the file silently (a token rotated in the file kept the old one alive).
+    file = tmp_path / "secret"
+    file.write_bytes({"empty file": b"", "blank file": b" \n\n", "not UTF-8": b"\xff\xfe"}.get(case, b"tok\n"))
+    environ = {"blank value": {"PREDMESH_X": "  \n"}, "both": {"PREDMESH_X": "tok", "PREDMESH_X_FILE": str(file)}}
+    with pytest.raises(ConfigError, match="PREDMESH_X"):
+        Env(environ.get(case, {"PREDMESH_X_FILE": str(file)})).secret("X")
+

@@ -76,6 +76,9 @@ def test_settings_from_env(tmp_path):
     assert flags.port == 9 and flags.websocket_origins == ["y:2"]
     with pytest.raises(ConfigError, match="host:port"):
         UiSettings.from_env({"PREDMESH_UI_ADDR": "5006"})
+    (tmp_path / "empty").write_text("\n")  # read as "no password" before: the dashboard opened without a login
+    with pytest.raises(ConfigError, match="PREDMESH_UI_PASSWORD_FILE"):
+        UiSettings.from_env({"PREDMESH_UI_PASSWORD_FILE": str(tmp_path / "empty")})
     with pytest.raises(ConfigError):
         UiSettings.from_env({"PREDMESH_UI_REFRESH_S": "0"})
 
