@@ -100,8 +100,9 @@ class AsyncClient:
     list_batch_runs = _unary(calls.list_batch_runs)
 
     async def iter_predictions(self, **filters: Any) -> AsyncIterator[StoredPrediction]:
-        """Every stored prediction matching the filters of list_predictions, newest first, across pages."""
-        token = ""
+        """Every stored prediction matching the filters of list_predictions, newest first, across pages (from
+        page_token's page when given: a walk resumed where an earlier page ended)."""
+        token = filters.pop("page_token", "")
         while True:
             page = await self.list_predictions(**filters, page_token=token)
             for item in page:

@@ -21,7 +21,7 @@ STUBS = ("inference", "admin", "analytics", "health")
 SERVICE_CONFIG = json.dumps({
     "methodConfig": [{
         "name": [{"service": "predmesh.v1.InferenceService"}, {"service": "predmesh.v1.AnalyticsService"},
-                 {"service": "predmesh.v1.ModelAdminService"}],
+                 {"service": "predmesh.v1.ModelAdminService"}, {"service": "grpc.health.v1.Health"}],
         "retryPolicy": {
             "maxAttempts": 3,
             "initialBackoff": "0.05s",

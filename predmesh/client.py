@@ -123,8 +123,9 @@ class Client:
         return int(pid) if isinstance(pid, str) and pid.isdigit() else None
 
     def iter_predictions(self, **filters: Any) -> Iterator[StoredPrediction]:
-        """Every stored prediction matching the filters of list_predictions, newest first, across pages."""
-        token = ""
+        """Every stored prediction matching the filters of list_predictions, newest first, across pages (from
+        page_token's page when given: a walk resumed where an earlier page ended)."""
+        token = filters.pop("page_token", "")
         while True:
             page = self.list_predictions(**filters, page_token=token)
             yield from page

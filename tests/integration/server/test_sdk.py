@@ -77,6 +77,9 @@ def test_every_call_returns_typed_results(server, kind):
         out["page"] = c.list_predictions(model="iris", page_size=3)
         out["all"] = [p for p in c.iter_predictions(model="iris", page_size=3)
                       if p.prediction.request_id.startswith(prefix)]
+        out["walk"] = [p.prediction.prediction_id for p in c.iter_predictions(model="iris", page_size=3)]
+        out["resumed"] = [p.prediction.prediction_id for p in c.iter_predictions(
+            model="iris", page_size=3, page_token=out["page"].next_page_token)]
         out["stats"] = c.get_stats(model="iris")
         out["feedback"] = c.submit_feedback(out["predict"].prediction_id, "versicolor")
         return out
@@ -96,6 +99,10 @@ def test_every_call_returns_typed_results(server, kind):
         out["page"] = await c.list_predictions(model="iris", page_size=3)
         out["all"] = [p for p in await collect(c.iter_predictions(model="iris", page_size=3))
                       if p.prediction.request_id.startswith(prefix)]
+        out["walk"] = [p.prediction.prediction_id for p in await collect(c.iter_predictions(model="iris",
+                                                                                           page_size=3))]
+        out["resumed"] = [p.prediction.prediction_id for p in await collect(c.iter_predictions(
+            model="iris", page_size=3, page_token=out["page"].next_page_token))]
         out["stats"] = await c.get_stats(model="iris")
         out["feedback"] = await c.submit_feedback(out["predict"].prediction_id, "versicolor")
         return out
@@ -103,6 +110,8 @@ def test_every_call_returns_typed_results(server, kind):
     out = run(kind, server.target, scenario_blocking if kind == "sync" else scenario_async,
               writer_token=WRITER_TOKEN)
 
+    # iter_predictions resumes from a page token (it raised TypeError: page_token given twice)
+    assert out["resumed"] == out["walk"][3:] and len(out["walk"]) >= 8
     p = out["predict"]
     assert isinstance(p, Prediction) and p.label == "setosa" and p.request_id == f"{prefix}-0"
     assert sum(p.probabilities.values()) == pytest.approx(1.0) and set(p.probabilities) == {
