@@ -44,13 +44,21 @@ def request_ids(model: str, content_hash: str, numbers: Sequence[int]) -> list[s
     return [prefix + str(n) for n in numbers]
 
 
+FIRST_ROWS = 8  # a run is a file's first when none of its first rows is stored (first_send)
+
+
 def first_send(clients: Clients, model: str, prefix: str) -> bool:
-    """True when the server has no stored prediction of model whose request id starts with prefix
-    (CountPredictions: an index probe per partition): this run's rows were never stored, so its calls say their
-    keys are new (FeatureMatrix.new_keys) and the server skips looking each one up, most of a keyed row's cost on a
-    bulk load. A rerun of the same input, or a server that cannot say, keeps the lookups."""
+    """True when none of the file's first FIRST_ROWS data rows is stored (ListPredictions by request id: an index
+    probe each, whatever the table's size): this run's rows were never sent, so its calls say their keys are new
+    (FeatureMatrix.new_keys) and the server skips looking each one up, most of a keyed row's cost on a bulk load.
+    An earlier attempt stores its first chunk first, so a rerun finds those rows and keeps the lookups; so does a
+    server that cannot say. Were a key stored after all (an earlier attempt killed before its first chunk was
+    stored, but after a later one was), it is still stored once, and answered anew for the same features, since
+    the prefix holds the file's content hash."""
     try:
-        return clients.first.count_predictions(model, prefix) == 0
+        return not any(next(iter(clients.first.list_predictions(model=model, request_id=f"{prefix}{n}",
+                                                                page_size=1)), None)
+                       for n in range(1, FIRST_ROWS + 1))
     except PredmeshError:
         return False
 

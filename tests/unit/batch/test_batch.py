@@ -276,8 +276,8 @@ class FakeClient:
         self.calls: list[int] = []
         self.new_keys: list[bool] = []  # each call's new_keys
 
-    def count_predictions(self, model, request_id_prefix, *, start_time=None):
-        return self.stored  # stored predictions with the run's prefix (0: a first run)
+    def list_predictions(self, *, model, request_id, page_size):
+        return [request_id] if self.stored else []  # a first run: none of its rows stored
 
     def predict_matrix(self, model, names, values, *, string_columns=None, request_id_prefix="", row_numbers=(),
                        partial_success=False, new_keys=False):
