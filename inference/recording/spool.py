@@ -61,7 +61,7 @@ def bind(base: Path, identity: dict, describe=repr) -> None:
     follows the configured database.
     """
     base = Path(base)
-    base.mkdir(parents=True, exist_ok=True)
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = base / IDENTITY_FILE
     try:
         stored = json.loads(path.read_text())
@@ -108,8 +108,8 @@ class _Segment:
 
 def _try_lock(directory: Path) -> int | None:
     """An fd holding an exclusive flock on directory/.lock, or None if another process holds it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -175,7 +175,7 @@ class Spool:
         self.on_synced: Callable[[list[tuple[Any, Any, Any]]], None] | None = None
         self._lock_fd: int | None = None  # the slot's lock (Spool.in_slot), released by close()
         self.quarantine_dir = self.dir / "quarantine"
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        self.quarantine_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._cv = threading.Condition()
@@ -205,6 +205,7 @@ class Spool:
         other free slots (e.g. after scaling from 3 processes down to 1) are adopted into the claimed slot.
         """
         base = Path(base)
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)  # the records hold every request's features
         for slot in range(slots):
             directory = base / f"p{slot}"
             fd = _try_lock(directory)
@@ -322,7 +323,7 @@ class Spool:
         """A new, preallocated live segment whose size, blocks and directory entry are durable before any record
         is written to it (so a synchronous write of records need not commit metadata)."""
         path = self.dir / f"seg-{seq:09d}.log"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_DSYNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_DSYNC | os.O_CLOEXEC, 0o600)
         try:
             os.posix_fallocate(fd, 0, min(self.segment_bytes, self.max_bytes))
         except OSError as exc:  # e.g. no space for the whole segment now: appends grow the file instead
@@ -459,7 +460,7 @@ class Spool:
                     fh.seek(self._offset)
                     rest = fh.read(head.size - self._offset)
                 tmp = head.path.with_suffix(".tmp")
-                with open(tmp, "wb") as fh:
+                with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
                     fh.write(rest)
                     fh.flush()
                     os.fsync(fh.fileno())

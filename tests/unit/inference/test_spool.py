@@ -258,3 +258,25 @@ def test_read_stops_near_max_bytes_but_returns_at_least_one_document(tmp_path):
     assert [d["i"] for d in spool.read(100, max_bytes=1)[1]] == [3]
     assert len(spool.read(100)[1]) == 7
     spool.close()
+
+
+def test_the_spool_is_readable_by_its_owner_only(tmp_path):
+    """Its records hold every answered request's features: directories 0700, files 0600 (they followed the umask,
+    0644 here, so any local user could read them)."""
+    import os
+    import stat
+
+    base = tmp_path / "spool"
+    spool = Spool.claim(base, 1_000_000)
+    spool.append([encode({"i": i}) for i in range(3)])
+    cursor, _ = spool.read(2)
+    spool.consume(cursor)
+    spool.close()  # the graceful close rewrites the head segment without what was consumed
+    found = list(base.rglob("*"))
+    assert any(p.name.startswith("seg-") for p in found)
+    for path in [base, *found]:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if path.is_dir():
+            assert mode == 0o700, (path, oct(mode))
+        elif path.name != "database.json":  # bound by persistence, not here
+            assert mode == 0o600, (path, oct(mode))
