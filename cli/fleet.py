@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None, prog: str = "predmesh") -> int:
         for line in rest:
             print(line)
         return 0
-    for line in changed(state, target, args.window):
+    for line in changed(state, target, getattr(args, "window", None)):  # rollout only
         print(line)
     return 0
 
