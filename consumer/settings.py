@@ -28,8 +28,8 @@ class AmqpSettings:
         return cls(url=env.str("AMQP_URL", cls.url), prefix=env.str("AMQP_PREFIX", cls.prefix),
                    delivery_limit=env.int("AMQP_DELIVERY_LIMIT", cls.delivery_limit, minimum=1),
                    heartbeat_s=env.int("AMQP_HEARTBEAT_S", cls.heartbeat_s, minimum=0),
-                   blocked_timeout_s=env.float("AMQP_BLOCKED_TIMEOUT_S", cls.blocked_timeout_s),
-                   reconnect_max_s=env.float("AMQP_RECONNECT_MAX_S", cls.reconnect_max_s))
+                   blocked_timeout_s=env.float("AMQP_BLOCKED_TIMEOUT_S", cls.blocked_timeout_s, positive=True),
+                   reconnect_max_s=env.float("AMQP_RECONNECT_MAX_S", cls.reconnect_max_s, positive=True))
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,10 @@ class ConsumerSettings:
             prefetch=env.int("CONSUMER_PREFETCH", cls.prefetch, minimum=1),
             windows_in_flight=env.int("CONSUMER_WINDOWS", cls.windows_in_flight, minimum=1),
             connections=env.int("CONSUMER_CONNECTIONS", cls.connections, minimum=1, maximum=MAX_CONNECTIONS),
-            rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s),
+            rpc_timeout_s=env.float("CONSUMER_RPC_TIMEOUT_S", cls.rpc_timeout_s, positive=True),
             max_body_bytes=env.int("CONSUMER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_call_rows=env.int("CONSUMER_MAX_CALL_ROWS", cls.max_call_rows, minimum=1),
-            retry_max_s=env.float("CONSUMER_RETRY_MAX_S", cls.retry_max_s),
-            hold_max_s=env.float("CONSUMER_HOLD_MAX_S", cls.hold_max_s),
+            retry_max_s=env.float("CONSUMER_RETRY_MAX_S", cls.retry_max_s, positive=True),
+            hold_max_s=env.float("CONSUMER_HOLD_MAX_S", cls.hold_max_s, positive=True),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
-            grace_s=env.float("CONSUMER_GRACE_S", cls.grace_s))
+            grace_s=env.float("CONSUMER_GRACE_S", cls.grace_s, minimum=0))

@@ -57,13 +57,11 @@ class UiSettings:
             password=env.secret("UI_PASSWORD"),
             cookie_secret=env.secret("UI_COOKIE_SECRET") or secrets.token_urlsafe(32),
             writer_token=env.secret("WRITER_TOKEN"),
-            refresh_s=env.float("UI_REFRESH_S", cls.refresh_s),
-            timeout_s=env.float("UI_TIMEOUT_S", cls.timeout_s),
+            refresh_s=env.float("UI_REFRESH_S", cls.refresh_s, positive=True),
+            timeout_s=env.float("UI_TIMEOUT_S", cls.timeout_s, positive=True),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
         )
         _split(settings.addr)
-        if settings.refresh_s <= 0 or settings.timeout_s <= 0:
-            raise ConfigError("PREDMESH_UI_REFRESH_S and PREDMESH_UI_TIMEOUT_S must be > 0")
         return settings
 
 
