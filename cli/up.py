@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.probe import grpc_health, http_ok
-from predmesh.env import redact
+from predmesh.env import Env, redact
 from predmesh.logs import setup_logging
 from predmesh.startup import StartupError, check_bindable, run_guarded
 
@@ -102,6 +102,11 @@ def replica_addrs(environ: Mapping[str, str], replicas: int, taken: Iterable[str
     return out
 
 
+def prometheus_addr(environ: Mapping[str, str]) -> str:
+    """PREDMESH_PROMETHEUS_ADDR: where `predmesh up` runs Prometheus (read here: Prometheus is no predmesh part)."""
+    return Env(environ).addr("PROMETHEUS_ADDR", "127.0.0.1:9090")
+
+
 def other_addrs(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
     """The addresses the mesh's other parts will listen on (the replicas' are chosen around them)."""
     out = []
@@ -123,7 +128,7 @@ def other_addrs(args: argparse.Namespace, environ: Mapping[str, str]) -> list[st
 
         out.append(BatchSettings.from_env(environ).luigid)
     if not args.no_prometheus:
-        out.append(environ.get("PREDMESH_PROMETHEUS_ADDR", "127.0.0.1:9090"))
+        out.append(prometheus_addr(environ))
     return [a for a in out if a]
 
 
@@ -306,7 +311,7 @@ def prometheus_part(environ: Mapping[str, str], scrape: dict[str, list[str]]) ->
     file-based targets are written by the monitoring helper under var/prometheus when it starts."""
     from cli import monitoring
 
-    addr = environ.get("PREDMESH_PROMETHEUS_ADDR", "127.0.0.1:9090")
+    addr = prometheus_addr(environ)
     directory = Path("var/prometheus").resolve()
     targets = {**scrape, "prometheus": [addr]}
     argv = monitoring.prometheus_argv(directory / "prometheus.yml", directory / "data", addr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from cli import up
 from cli.probe import grpc_health, http_ok
 from tests.support.procs import closed_port
@@ -169,7 +171,18 @@ def test_help_names_every_variable_up_reads_itself():
 
     source = Path(up.__file__).read_text()
     read_here = set(re.findall(r'environ\.get\("(PREDMESH_[A-Z_]+?)(?:_FILE)?"', source))
+    read_here |= {f"PREDMESH_{name}" for name in re.findall(r'Env\(environ\)\.\w+\("([A-Z_]+)"', source)}
     assert "PREDMESH_PROMETHEUS_ADDR" in read_here
     shown = " ".join(up.parser().format_help().split())
     for name in sorted(read_here):
         assert name in shown, f"{name} is read by predmesh up but not in its --help"
+
+
+def test_a_malformed_prometheus_address_is_refused_naming_its_variable():
+    """PREDMESH_PROMETHEUS_ADDR=nope: `predmesh status` probed it as if it were an address, `predmesh up` stopped
+    with "address 'nope' must be host:port", not saying which of its ten address variables it meant."""
+    from predmesh.env import ConfigError
+
+    for argv in (["--no-consumer", "--no-ui"], ["--replicas", "2", "--no-consumer", "--no-ui"]):
+        with pytest.raises(ConfigError, match=r"^PREDMESH_PROMETHEUS_ADDR: address 'nope' must be host:port"):
+            up.plan(args(*argv), {"PREDMESH_PROMETHEUS_ADDR": "nope"})
