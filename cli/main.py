@@ -30,6 +30,11 @@ COMMANDS = {
     "status": ("cli.up", ["--check"], "which parts of the local mesh are up (predmesh up --check)"),
     "batch": ("batch.cli", [], "batch pipeline: score files, nightly runs, backfill, luigid (Luigi)"),
 }
+# The parts whose parser turns the argv prefix into a subcommand of its own, named after `prog` (`predmesh train`):
+# they are given prog "predmesh". Every other part is given `predmesh <command>`, also where its prefix is an option
+# or a positional (`status` = `up --check`, `retention` = `migrate retention`), so its usage and error lines name
+# the command that was typed.
+NAMES_ITS_SUBCOMMAND = {"inference.__main__", "cli.fleet"}
 
 
 def package_version() -> str:
@@ -40,7 +45,8 @@ def package_version() -> str:
 
 def usage() -> str:
     lines = ["usage: predmesh <command> [options]", "       predmesh --version", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "Run `predmesh <command> --help` for a command's options and the environment variables it reads."]
     return "\n".join(lines)
 
@@ -62,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # `prog` makes the part's usage and error lines read `predmesh <command> …` (where its main takes one)
         if "prog" in inspect.signature(entry).parameters:
-            code = entry(prefix + rest, prog="predmesh" if prefix else f"predmesh {command}") or 0
+            prog = "predmesh" if module in NAMES_ITS_SUBCOMMAND else f"predmesh {command}"
+            code = entry(prefix + rest, prog=prog) or 0
         else:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a part without start-up guards: Ctrl-C
             code = entry(prefix + rest) or 0

@@ -456,7 +456,7 @@ def check(mesh: Plan) -> int:
     return 0 if up == len(mesh.parts) else 1
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "predmesh up") -> argparse.ArgumentParser:
     from inference.settings import ServerSettings
     from predmesh.env import env_epilog, variables_read
 
@@ -465,7 +465,7 @@ def parser() -> argparse.ArgumentParser:
         "PREDMESH_LOG_LEVEL"))
     env += ["PREDMESH_AMQP_URL", "PREDMESH_CONSUMER_METRICS_ADDR", "PREDMESH_UI_ADDR", "PREDMESH_LUIGID_ADDR",
             "PREDMESH_PROMETHEUS_ADDR", "PREDMESH_WRITER_TOKEN[_FILE]", "PREDMESH_OPEN_WRITES"]  # read here, by no part
-    p = argparse.ArgumentParser(prog="predmesh up", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=env_epilog(env) + "\nEach part also reads its own: see `predmesh <part> "
                                 "--help`.")
@@ -486,9 +486,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "predmesh up") -> int:
-    args = parser().parse_args(argv)
+    args = parser(prog).parse_args(argv)
     if args.replicas < 1:
-        parser().error("--replicas must be at least 1")
+        parser(prog).error("--replicas must be at least 1")
     return run_guarded(prog, lambda: _run(args))
 
 

@@ -38,6 +38,32 @@ def test_help_and_unknown_command():
         assert f"  {command}" in helped.stdout
     unknown = run("frobnicate")
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
+    # one column for the commands' descriptions (`retention` ran into its own: "retention drop stored …")
+    rows = helped.stdout.split("commands:\n")[1].split("\n\n")[0].splitlines()
+    starts = {len(row) - len(row.split(maxsplit=1)[1]) for row in rows}
+    assert len(rows) >= 16 and len(starts) == 1, rows
+
+
+def test_every_command_s_usage_and_error_lines_name_the_command_typed():
+    """`predmesh status --help` read "usage: predmesh up …" and `predmesh retention --help` "usage: predmesh [-h] …
+    [{migrate,status,retention}]"; their error lines began "predmesh up: error:" and "predmesh:"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    commands = ["train", "import", "serve", "gateway", "migrate", "retention", "ui", "up", "consume", "publish",
+                "rollout", "pin", "rollback", "desired", "status", "batch"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        helped = dict(zip(commands, pool.map(lambda c: run(c, "--help"), commands)))
+    for command, out in helped.items():
+        assert out.returncode == 0, (command, out.stderr)
+        assert out.stdout.startswith(f"usage: predmesh {command} "), (command, out.stdout[:80])
+    status = run("status", "--replicas", "0")
+    assert status.returncode == 2 and status.stderr.splitlines()[-1] == \
+        "predmesh status: error: --replicas must be at least 1", status.stderr
+    env = {**os.environ, "PREDMESH_RETENTION_DAYS": "-1"}
+    retention = subprocess.run([sys.executable, "-m", "cli", "retention"], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=120)
+    assert retention.returncode == 2, retention
+    assert retention.stderr.strip() == "predmesh retention: PREDMESH_RETENTION_DAYS=-1 must be >= 0"
 
 
 def test_version_has_one_source_for_the_project_and_the_client_package():
