@@ -56,6 +56,10 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # luigid's web server logs every request it answers at INFO: under `predmesh up`, Prometheus' scrape of its
+    # /metrics put a line on the operator's terminal every 5 s, for ever, and each worker call another. Below
+    # DEBUG only the failed ones (4xx at WARNING, 5xx at ERROR, as tornado logs them) are shown.
+    logging.getLogger("tornado.access").setLevel("DEBUG" if level == "DEBUG" else "WARNING")
 
 
 def run_tasks(settings: BatchSettings, task_argv: list[str], *, local_scheduler: bool) -> int:
