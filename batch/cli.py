@@ -12,6 +12,7 @@ from pathlib import Path
 
 from predmesh import faults
 from predmesh.env import ConfigError, env_epilog, variables_read
+from predmesh.startup import StartupError
 
 # Exit codes of `predmesh batch score` (nightly/backfill exit with Luigi's retcodes from batch/luigi.cfg).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_NOT_STORED = 0, 1, 2, 3, 4
@@ -115,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"predmesh batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return COMMANDS[args.command](settings, args)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except StartupError as exc:  # e.g. a directory a setting names cannot be created
+        print(f"predmesh batch {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def cmd_score(settings, args) -> int:
