@@ -14,7 +14,7 @@ import luigi.retcodes
 
 from batch import tasks
 from batch.settings import BatchSettings
-from predmesh.startup import StartupError, check_bindable
+from predmesh.startup import StartupError, check_bindable, make_directory
 
 CONFIG = Path(__file__).with_name("luigi.cfg")
 _loaded = False
@@ -62,23 +62,13 @@ def setup_logging(level: str) -> None:
     logging.getLogger("tornado.access").setLevel("DEBUG" if level == "DEBUG" else "WARNING")
 
 
-def directory(path: Path, variable: str) -> Path:
-    """path, created if missing; StartupError naming the setting when it cannot be (a file in the way, no right to
-    write there): a traceback ending in NotADirectoryError did not say which setting to change."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StartupError(f"{variable}: cannot create the directory {path} ({exc.strerror})") from None
-    return path
-
-
 def run_tasks(settings: BatchSettings, task_argv: list[str], *, local_scheduler: bool) -> int:
     """Run a root task given as Luigi command-line words; returns Luigi's retcode (0 = every task complete)."""
     load_config()
     setup_logging(settings.log_level)
     # Luigi's process lock (a second identical run exits with the already_running retcode) lives with the outputs
     # it protects, so runs on different batch directories never block each other.
-    locks = directory(settings.batch_dir.resolve() / ".locks", "PREDMESH_BATCH_DIR")
+    locks = make_directory(settings.batch_dir.resolve() / ".locks", "PREDMESH_BATCH_DIR")
     argv = ["--module", "batch.tasks", *task_argv, "--workers", "1", "--lock-pid-dir", str(locks)]
     if settings.task_retries:  # the worker waits for the scheduler to hand a failed task back (retry_delay)
         argv += ["--worker-keep-alive", "--worker-max-keep-alive-idle-duration", "1 hour"]
@@ -183,7 +173,7 @@ def run_scheduler(settings: BatchSettings) -> int:
     except StartupError as exc:
         print(f"predmesh batch scheduler: {exc}", file=sys.stderr)
         return 1
-    directory(settings.luigid_dir, "PREDMESH_LUIGID_DIR")
+    make_directory(settings.luigid_dir, "PREDMESH_LUIGID_DIR")
     history = luigid.history_url(settings.luigid_dir, settings.luigid_history)
     shown = history if not settings.luigid_history else history.split("@")[-1]  # never a password
     logging.getLogger("predmesh.batch").info("luigid on http://%s:%d (state %s, task history %s)", host, port,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -217,3 +219,31 @@ def test_predmesh_ui_help_lists_its_variables_and_a_bad_setting_is_one_line():
     bad = _cli(env={"PREDMESH_UI_ADDR": "nope"})
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "predmesh ui: PREDMESH_UI_ADDR='nope' must be host:port, e.g. 127.0.0.1:5006"]
+
+
+@pytest.mark.parametrize("argv, variable, created, reason", [
+    (["serve"], "PREDMESH_MODEL_STORE", "dir", "Not a directory"),
+    (["train"], "PREDMESH_MODEL_STORE", "dir", "Not a directory"),
+    (["serve", "--no-train"], "PREDMESH_SPOOL_DIR", "dir", "Not a directory"),
+    (["gateway", "--check"], "PREDMESH_GATEWAY_DIR", "dir", "Not a directory"),
+    (["migrate"], "PREDMESH_DATABASE_URL", "", "a file is in the way"),
+])
+def test_a_directory_that_cannot_be_created_is_one_line_naming_its_setting(tmp_path, argv, variable, created,
+                                                                            reason):
+    """A setting naming a directory below a file (or where the process may not write) ended the start with
+    "[Errno 20] Not a directory: '…/models/iris'" (the store), or "[Errno 17] File exists: '…'" (an SQLite file's
+    directory): one line, but naming neither the setting nor what was being created."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    where = blocker / created if created else blocker
+    value = f"sqlite:///{blocker}/predictions.db" if variable == "PREDMESH_DATABASE_URL" else str(where)
+    env = {**os.environ, "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "",
+           "PREDMESH_MODEL_STORE": str(tmp_path / "models"), "PREDMESH_SPOOL_DIR": str(tmp_path / "spool"),
+           "PREDMESH_DATABASE_URL": f"sqlite:///{tmp_path}/predmesh.db", "PREDMESH_GATEWAY_DIR": str(tmp_path / "gw"),
+           variable: value}
+    result = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    what = f"database URL {value}" if variable == "PREDMESH_DATABASE_URL" else variable
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"predmesh {argv[0]}: {what}: cannot create the directory {where} ({reason})"
