@@ -432,7 +432,10 @@ def train_if_empty(environ: Mapping[str, str]) -> None:
 
     settings = ServerSettings.from_env(environ)
     if not ModelStore(settings.model_store, settings.signing_key).models():
-        subprocess.run([sys.executable, "-m", "inference", "train"], env=dict(environ), check=True)
+        code = subprocess.run([sys.executable, "-m", "inference", "train"], env=dict(environ)).returncode
+        if code:  # it said why on its own line; the mesh cannot serve without a model
+            raise StartupError(f"training the demo model into {settings.model_store} failed (exit {code}); "
+                               "nothing was started")
 
 
 # --- reports -----------------------------------------------------------------------------------------------

@@ -247,3 +247,20 @@ def test_a_directory_that_cannot_be_created_is_one_line_naming_its_setting(tmp_p
     what = f"database URL {value}" if variable == "PREDMESH_DATABASE_URL" else variable
     assert result.stderr.strip().splitlines()[-1] == \
         f"predmesh {argv[0]}: {what}: cannot create the directory {where} ({reason})"
+
+
+def test_up_says_in_one_line_that_the_demo_model_could_not_be_trained(tmp_path):
+    """`predmesh up` on an empty store it could not train into ended with a CalledProcessError traceback after the
+    training's own line."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "",
+           "PREDMESH_MODEL_STORE": str(blocker / "models")}
+    result = subprocess.run([sys.executable, "-m", "cli", "up", "--no-gateway", "--no-consumer", "--no-ui",
+                             "--no-luigid", "--no-prometheus"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "PREDMESH_MODEL_STORE: cannot create the directory" in lines[-2], lines
+    assert lines[-1] == (f"predmesh up: training the demo model into {blocker / 'models'} failed (exit 1); nothing "
+                         "was started")
