@@ -523,8 +523,9 @@ def _run(args: argparse.Namespace) -> int:
                 start(part)
             results.update(wait_healthy(group, args.startup_timeout, lambda: stopping))
             failed = [p.name for p in group if p.core and not results[p.name][0]]
-            if stopping:
-                return 0
+            if stopping:  # Ctrl-C before the mesh was up: an interrupted start, as every entry point reports it
+                print("predmesh up: interrupted during start-up", file=sys.stderr, flush=True)
+                return 130
             if failed:
                 print("predmesh up: " + ", ".join(failed) + " did not become healthy; stopping the mesh\n"
                       + report(mesh, results), file=sys.stderr, flush=True)

@@ -264,3 +264,28 @@ def test_up_says_in_one_line_that_the_demo_model_could_not_be_trained(tmp_path):
     assert "PREDMESH_MODEL_STORE: cannot create the directory" in lines[-2], lines
     assert lines[-1] == (f"predmesh up: training the demo model into {blocker / 'models'} failed (exit 1); nothing "
                          "was started")
+
+
+def test_ctrl_c_while_up_is_starting_is_an_interrupted_start(tmp_path):
+    """Ctrl-C before the mesh was up ended `predmesh up` with exit 0, as if the mesh had run and been stopped; the
+    README promises one line and exit 130 for Ctrl-C during start-up. (A mesh that is up still stops with 0.)"""
+    import signal
+    import time
+
+    store = tmp_path / "models"
+    assert run("train", store=store).returncode == 0  # trained before: the signal lands while the replica starts
+    env = {**os.environ, "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "",
+           "PREDMESH_MODEL_STORE": str(store), "PREDMESH_SPOOL_DIR": str(tmp_path / "spool"),
+           "PREDMESH_DATABASE_URL": f"sqlite:///{tmp_path}/predmesh.db", "PREDMESH_PROCESSES": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--no-gateway", "--no-consumer", "--no-ui",
+                             "--no-luigid", "--no-prometheus"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and not Path(children).read_text().strip():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the replica was started; a gRPC port of 0 is never probed healthy
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert "predmesh up: interrupted during start-up" in err.splitlines(), err
+    assert "Traceback" not in err, err
