@@ -53,7 +53,8 @@ class UiSettings:
             addr=addr or env.str("UI_ADDR", cls.addr),
             server=server,
             admin_server=env.str("UI_ADMIN_ADDR", ""),
-            allowed_origins=tuple(origins) or configured,
+            allowed_origins=_origins(tuple(origins), "--allow-websocket-origin") or _origins(
+                configured, "PREDMESH_UI_ALLOWED_ORIGINS"),
             password=env.secret("UI_PASSWORD"),
             cookie_secret=env.secret("UI_COOKIE_SECRET") or secrets.token_urlsafe(32),
             writer_token=env.secret("WRITER_TOKEN"),
@@ -63,6 +64,17 @@ class UiSettings:
         )
         _split(settings.addr)
         return settings
+
+
+def _origins(origins: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """Each origin as Bokeh takes it: host, host:port or *. A browser-style origin (https://dash.example.org, as
+    PREDMESH_GATEWAY_CORS_ORIGINS takes) went to Bokeh as it was and the dashboard died in a traceback."""
+    for origin in origins:
+        host, colon, port = origin.partition(":")
+        if origin != "*" and (not host or "/" in origin or (colon and not port.isdigit())):
+            raise ConfigError(f"{where}: {origin!r} is not host[:port] (no scheme or path: e.g. dash.example.org or "
+                              "dash.example.org:443)")
+    return origins
 
 
 def _split(addr: str) -> tuple[str, int]:
