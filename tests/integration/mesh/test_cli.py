@@ -289,3 +289,17 @@ def test_ctrl_c_while_up_is_starting_is_an_interrupted_start(tmp_path):
     assert proc.returncode == 130, (proc.returncode, out, err)
     assert "predmesh up: interrupted during start-up" in err.splitlines(), err
     assert "Traceback" not in err, err
+
+
+def test_predmesh_retention_says_what_it_did_once(tmp_path):
+    """`predmesh retention` printed its summary on stdout and logged the same line on stderr: twice on a terminal."""
+    env = {**os.environ, "PREDMESH_DATABASE_URL": f"sqlite:///{tmp_path}/predmesh.db", "PREDMESH_RETENTION_DAYS": "3"}
+    migrated = subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    result = subprocess.run([sys.executable, "-m", "cli", "retention"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip()
+    assert summary.startswith("retention: predictions before ") and "removed: 0 rows" in summary, result.stdout
+    assert "retention: predictions before" not in result.stderr, result.stderr
