@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import logging
 import os
 import shutil
 import signal
@@ -156,11 +157,12 @@ def addresses_in_use(parts: list[Part]) -> str:
 
 def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
     """(reachable, detail): an AMQP connection to url opens (and is closed again)."""
-    import logging
-
     import pika
 
-    logging.getLogger("pika").setLevel(logging.WARNING)     # one probe connection: no connection-workflow chatter
+    # one probe connection, whose failure the caller reports in one line: none of pika's own log of it (seven
+    # ERROR lines and a traceback on the operator's terminal when the broker was down)
+    pika_log = logging.getLogger("pika")
+    level, pika_log.level = pika_log.level, logging.CRITICAL + 1
     try:
         params = pika.URLParameters(url)
         params.socket_timeout = params.blocked_connection_timeout = timeout
@@ -169,6 +171,8 @@ def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return True, "reachable"
     except Exception as exc:  # any failure means "not reachable", reported with its reason
         return False, f"not reachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
+    finally:
+        pika_log.setLevel(level)
 
 
 WRITER_TOKEN_FILE = Path("var/writer-token")  # under the working directory, like var/models and var/prometheus
@@ -499,6 +503,9 @@ def _run(args: argparse.Namespace) -> int:
     from inference.settings import ServerSettings
 
     setup_logging(ServerSettings.from_env(os.environ).log_level)  # also refuses a malformed setting up front
+    # the plan reads luigi's configuration (luigid's address), and luigi logs the files it read ("Loaded []") at
+    # INFO: the first line `predmesh status` and `predmesh up` printed
+    logging.getLogger("luigi-interface").setLevel(logging.WARNING)
     if args.check:
         return check(plan(args))
     mesh = plan(args)
