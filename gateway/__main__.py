@@ -55,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.check:  # before anything is written: a second gateway must not touch the first one's files
         for addr, what in ((settings.public_addr, "PREDMESH_GATEWAY_ADDR"),
                            (settings.admin_addr, "PREDMESH_GATEWAY_ADMIN_ADDR"),
-                           (settings.envoy_admin_addr, "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR")):
+                           (settings.envoy_admin_addr, "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR"),
+                           (settings.stats_addr, "PREDMESH_GATEWAY_STATS_ADDR")):
             if addr:
                 check_bindable(addr, f"gateway address {what}")
     make_directory(settings.work_dir, "PREDMESH_GATEWAY_DIR")
