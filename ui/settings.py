@@ -62,7 +62,7 @@ class UiSettings:
             timeout_s=env.float("UI_TIMEOUT_S", cls.timeout_s, positive=True),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
         )
-        _split(settings.addr)
+        _split(settings.addr, "--addr" if addr else "PREDMESH_UI_ADDR")
         return settings
 
 
@@ -77,8 +77,8 @@ def _origins(origins: tuple[str, ...], where: str) -> tuple[str, ...]:
     return origins
 
 
-def _split(addr: str) -> tuple[str, int]:
+def _split(addr: str, where: str = "PREDMESH_UI_ADDR") -> tuple[str, int]:
     try:
         return split_addr(addr)
     except ConfigError:
-        raise ConfigError(f"PREDMESH_UI_ADDR={addr!r} must be host:port, e.g. 127.0.0.1:5006") from None
+        raise ConfigError(f"{where}={addr!r} must be host:port, e.g. 127.0.0.1:5006") from None

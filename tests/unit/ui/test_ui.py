@@ -729,3 +729,11 @@ def test_an_origin_bokeh_cannot_take_is_refused_naming_where_it_came_from(origin
     for good in ("dash.example.org", "dash.example.org:443", "*", "*.example.org", "10.0.0.*:5006"):
         assert UiSettings.from_env({"PREDMESH_UI_ALLOWED_ORIGINS": good}).websocket_origins == [good]
         create_hosts_allowlist([good], 5006)  # what is let through, Bokeh takes
+
+
+def test_a_malformed_addr_flag_is_named_as_the_flag():
+    """`predmesh ui --addr nope` blamed PREDMESH_UI_ADDR, which the operator had not set."""
+    with pytest.raises(ConfigError, match=r"^--addr='nope' must be host:port"):
+        UiSettings.from_env({"PREDMESH_UI_ADDR": "127.0.0.1:5006"}, addr="nope")
+    with pytest.raises(ConfigError, match=r"^PREDMESH_UI_ADDR='nope' must be host:port"):
+        UiSettings.from_env({"PREDMESH_UI_ADDR": "nope"})
