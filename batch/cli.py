@@ -189,8 +189,8 @@ def cmd_score(settings, args) -> int:
                                  scored_numbers=scored_numbers if args.wait_stored else None)
         except (InputError, OutputError) as exc:
             bar.close()
+            record("failed", str(exc), key if attempt.number else "")  # first: its own note must not be the last line
             print(f"predmesh batch score: {exc}", file=sys.stderr)
-            record("failed", str(exc), key if attempt.number else "")
             return EXIT_USAGE
         except KeyboardInterrupt:
             bar.close()
@@ -199,8 +199,8 @@ def cmd_score(settings, args) -> int:
         except (ScoringFailed, PredmeshError, OSError) as exc:
             bar.close()
             reason = describe(exc, settings.server) if isinstance(exc, PredmeshError) else str(exc)
+            record("failed", reason, key)  # first: a note that it could not be recorded must not be the last line
             print(f"predmesh batch score: FAILED: {reason}", file=sys.stderr)
-            record("failed", reason, key)
             return EXIT_FAILED
         bar.close()
         storage = ("stored: durable on the server when answered (its default PREDMESH_PERSISTENCE=durable), "
