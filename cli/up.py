@@ -81,13 +81,15 @@ def replica_addrs(environ: Mapping[str, str], replicas: int, taken: Iterable[str
     """(gRPC, metrics) address of each replica: replica 1 on PREDMESH_GRPC_ADDR / PREDMESH_METRICS_ADDR (read by
     the server's own settings, defaults included), replica k on the next ports after replica k-1's that no other
     part listens on (taken: the other parts' addresses; the consumer's metrics default to 9102, right after the
-    first replica's 9101). Empty metrics address: off."""
+    first replica's 9101). Empty metrics address: off; port 0 (any free port) stays 0 for every replica."""
     from inference.settings import ServerSettings
 
     server = ServerSettings.from_env(environ)
     used = {_port(a) for a in taken if a}
 
     def after(addr: str) -> str:
+        if _port(addr) == 0:  # any free port: each replica picks its own (0 + k was port k, privileged)
+            return addr
         offset = 1
         while _port(addr) + offset in used:
             offset += 1
@@ -98,7 +100,7 @@ def replica_addrs(environ: Mapping[str, str], replicas: int, taken: Iterable[str
     for i in range(replicas):
         if i:
             grpc_addr, metrics_addr = after(grpc_addr), after(metrics_addr) if metrics_addr else ""
-        used.update(_port(a) for a in (grpc_addr, metrics_addr) if a)
+        used.update(_port(a) for a in (grpc_addr, metrics_addr) if a and _port(a))
         out.append((grpc_addr, metrics_addr))
     return out
 

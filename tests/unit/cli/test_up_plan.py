@@ -186,3 +186,12 @@ def test_a_malformed_prometheus_address_is_refused_naming_its_variable():
     for argv in (["--no-consumer", "--no-ui"], ["--replicas", "2", "--no-consumer", "--no-ui"]):
         with pytest.raises(ConfigError, match=r"^PREDMESH_PROMETHEUS_ADDR: address 'nope' must be host:port"):
             up.plan(args(*argv), {"PREDMESH_PROMETHEUS_ADDR": "nope"})
+
+
+def test_a_port_of_0_is_any_free_port_for_every_replica():
+    """PREDMESH_METRICS_ADDR=127.0.0.1:0 is documented as "port 0 picks a free port"; with --replicas 3 replicas 2
+    and 3 were given ports 1 and 2 (0 + 1, 0 + 2): privileged, and not what was asked."""
+    assert up.replica_addrs({"PREDMESH_METRICS_ADDR": "127.0.0.1:0"}, 3) == [
+        ("127.0.0.1:50051", "127.0.0.1:0"), ("127.0.0.1:50052", "127.0.0.1:0"), ("127.0.0.1:50053", "127.0.0.1:0")]
+    assert [m for _, m in up.replica_addrs({"PREDMESH_METRICS_ADDR": "127.0.0.1:9101"}, 2)] == \
+        ["127.0.0.1:9101", "127.0.0.1:9102"]
