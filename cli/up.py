@@ -195,6 +195,17 @@ def writer_token_env(environ: Mapping[str, str]) -> tuple[dict[str, str], str, C
     return {"PREDMESH_WRITER_TOKEN_FILE": str(path)}, line, functools.partial(ensure_token_file, path)
 
 
+def admin_note(environ: Mapping[str, str]) -> str:
+    """Whether the replicas serve the admin API (reload, rollout, pin, rollback): only with PREDMESH_ADMIN_TOKEN.
+    Without this line a newcomer saw "admin REST http://…" printed and every admin call refused."""
+    from inference.settings import ServerSettings
+
+    if ServerSettings.from_env(environ).admin_token:
+        return "admin API (reload, rollout, pin, rollback): on, with the PREDMESH_ADMIN_TOKEN you set"
+    return ("admin API (reload, rollout, pin, rollback): off, as PREDMESH_ADMIN_TOKEN is not set; export it (or "
+            "PREDMESH_ADMIN_TOKEN_FILE) before `predmesh up` to turn it on")
+
+
 def ensure_token_file(path: Path) -> None:
     """A random token in path (created with mode 0600 if missing; an existing one is kept)."""
     import secrets
@@ -224,6 +235,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     addrs = replica_addrs(environ, args.replicas, other_addrs(args, environ) if args.replicas > 1 else ())
     writer_env, writer_note, make_token = writer_token_env(environ)
     notes.append(writer_note)
+    notes.append(admin_note(environ))
     scrape: dict[str, list[str]] = {"inference": [m for _, m in addrs if m]}   # Prometheus job -> targets
     for i, (grpc_addr, metrics_addr) in enumerate(addrs):
         urls = [f"gRPC {grpc_addr}"] + ([f"metrics http://{metrics_addr}/metrics"] if metrics_addr else [])

@@ -195,3 +195,20 @@ def test_a_port_of_0_is_any_free_port_for_every_replica():
         ("127.0.0.1:50051", "127.0.0.1:0"), ("127.0.0.1:50052", "127.0.0.1:0"), ("127.0.0.1:50053", "127.0.0.1:0")]
     assert [m for _, m in up.replica_addrs({"PREDMESH_METRICS_ADDR": "127.0.0.1:9101"}, 2)] == \
         ["127.0.0.1:9101", "127.0.0.1:9102"]
+
+
+def test_up_says_whether_the_admin_api_is_on(tmp_path, monkeypatch):
+    """`predmesh up` printed the admin listener's URL but not that, without PREDMESH_ADMIN_TOKEN, the replicas
+    refuse every admin call ("the admin API is disabled"): a newcomer following docs/models.md (reload, rollout)
+    after `scripts/up.sh` learned it only from the refusal."""
+    monkeypatch.chdir(tmp_path)
+    argv = args("--no-consumer", "--no-prometheus", "--no-luigid", "--no-ui", "--no-gateway")
+    off = up.plan(argv, {}).notes
+    assert ("admin API (reload, rollout, pin, rollback): off, as PREDMESH_ADMIN_TOKEN is not set; export it (or "
+            "PREDMESH_ADMIN_TOKEN_FILE) before `predmesh up` to turn it on") in off
+    token = tmp_path / "admin-token"
+    token.write_text("s3cret-admin\n")
+    for env in ({"PREDMESH_ADMIN_TOKEN": "s3cret-admin"}, {"PREDMESH_ADMIN_TOKEN_FILE": str(token)}):
+        on = up.plan(argv, env).notes
+        assert any(n.startswith("admin API (reload, rollout, pin, rollback): on") for n in on), on
+        assert not any("s3cret" in n for n in on)
