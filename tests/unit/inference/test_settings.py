@@ -143,3 +143,13 @@ def test_a_time_of_zero_stays_allowed_where_it_means_at_once():
                                     "PREDMESH_BATCH_MAX_DELAY_MS": "0"}).drain_seconds == 0
     assert ConsumerSettings.from_env({"PREDMESH_CONSUMER_GRACE_S": "0"}).grace_s == 0
     assert PersistenceSettings.from_env({"PREDMESH_SPOOL_DRAIN_SECONDS": "0"}).spool_drain_seconds == 0
+
+
+@pytest.mark.parametrize("variable", ["PREDMESH_DESIRED_STATE_POLL_SECONDS", "PREDMESH_BATCH_RUN_STALE_S",
+                                      "PREDMESH_DRIFT_WINDOW_S"])
+def test_an_infinite_interval_is_refused_like_every_other_time(variable):
+    """These three had their own check (> 0) that let `inf` through: a replica that never reads the fleet's
+    desired state, a batch attempt never marked abandoned. Every time setting now has the one check of Env.float."""
+    reader = ServerSettings.from_env if variable == "PREDMESH_DRIFT_WINDOW_S" else PersistenceSettings.from_env
+    with pytest.raises(ConfigError, match=f"^{variable}='inf' must be a finite number > 0"):
+        reader({variable: "inf"})
