@@ -12,6 +12,7 @@ from pathlib import Path
 
 from predmesh import faults
 from predmesh.env import ConfigError, env_epilog, variables_read
+from predmesh.startup import StartupError
 
 # Exit codes of `predmesh batch score` (nightly/backfill exit with Luigi's retcodes from batch/luigi.cfg).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_NOT_STORED = 0, 1, 2, 3, 4
@@ -115,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"predmesh batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return COMMANDS[args.command](settings, args)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except StartupError as exc:  # e.g. a directory a setting names cannot be created
+        print(f"predmesh batch {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def cmd_score(settings, args) -> int:
@@ -184,8 +189,8 @@ def cmd_score(settings, args) -> int:
                                  scored_numbers=scored_numbers if args.wait_stored else None)
         except (InputError, OutputError) as exc:
             bar.close()
+            record("failed", str(exc), key if attempt.number else "")  # first: its own note must not be the last line
             print(f"predmesh batch score: {exc}", file=sys.stderr)
-            record("failed", str(exc), key if attempt.number else "")
             return EXIT_USAGE
         except KeyboardInterrupt:
             bar.close()
@@ -194,8 +199,8 @@ def cmd_score(settings, args) -> int:
         except (ScoringFailed, PredmeshError, OSError) as exc:
             bar.close()
             reason = describe(exc, settings.server) if isinstance(exc, PredmeshError) else str(exc)
+            record("failed", reason, key)  # first: a note that it could not be recorded must not be the last line
             print(f"predmesh batch score: FAILED: {reason}", file=sys.stderr)
-            record("failed", reason, key)
             return EXIT_FAILED
         bar.close()
         storage = ("stored: durable on the server when answered (its default PREDMESH_PERSISTENCE=durable), "

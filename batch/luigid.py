@@ -13,6 +13,9 @@ from pathlib import Path
 import luigi.configuration
 import luigi.scheduler
 
+from predmesh.env import redact
+from predmesh.startup import StartupError
+
 log = logging.getLogger("predmesh.batch")
 
 # the scheduler calls after which a task's state may have changed (what a restart must not lose)
@@ -88,4 +91,11 @@ def serve(host: str, port: int, luigid_dir: Path, history: str) -> None:
     config.set("scheduler", "state_path", str(luigid_dir / "state.pickle"))
     config.set("scheduler", "record_task_history", "true")
     config.set("task_history", "db_connection", history.replace("%", "%%"))
-    luigi.server.run(api_port=port, address=host, scheduler=DurableScheduler())
+    try:  # opens the task history: a database that does not answer, or a driver not installed, was a traceback
+        scheduler = DurableScheduler()
+    except Exception as exc:  # whatever SQLAlchemy or the driver raise, said in one line
+        reason = " ".join(str(exc).split()) or "no detail"
+        raise StartupError(f"luigid's task history {redact(history)} cannot be opened ({type(exc).__name__}: "
+                           f"{reason[:300]}); fix PREDMESH_LUIGID_HISTORY_DB, or unset it for SQLite in "
+                           "PREDMESH_LUIGID_DIR") from None
+    luigi.server.run(api_port=port, address=host, scheduler=scheduler)

@@ -14,7 +14,7 @@ import luigi.retcodes
 
 from batch import tasks
 from batch.settings import BatchSettings
-from predmesh.startup import StartupError, check_bindable
+from predmesh.startup import StartupError, check_bindable, make_directory
 
 CONFIG = Path(__file__).with_name("luigi.cfg")
 _loaded = False
@@ -56,6 +56,10 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # luigid's web server logs every request it answers at INFO: under `predmesh up`, Prometheus' scrape of its
+    # /metrics put a line on the operator's terminal every 5 s, for ever, and each worker call another. Below
+    # DEBUG only the failed ones (4xx at WARNING, 5xx at ERROR, as tornado logs them) are shown.
+    logging.getLogger("tornado.access").setLevel("DEBUG" if level == "DEBUG" else "WARNING")
 
 
 def run_tasks(settings: BatchSettings, task_argv: list[str], *, local_scheduler: bool) -> int:
@@ -64,8 +68,7 @@ def run_tasks(settings: BatchSettings, task_argv: list[str], *, local_scheduler:
     setup_logging(settings.log_level)
     # Luigi's process lock (a second identical run exits with the already_running retcode) lives with the outputs
     # it protects, so runs on different batch directories never block each other.
-    locks = settings.batch_dir.resolve() / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
+    locks = make_directory(settings.batch_dir.resolve() / ".locks", "PREDMESH_BATCH_DIR")
     argv = ["--module", "batch.tasks", *task_argv, "--workers", "1", "--lock-pid-dir", str(locks)]
     if settings.task_retries:  # the worker waits for the scheduler to hand a failed task back (retry_delay)
         argv += ["--worker-keep-alive", "--worker-max-keep-alive-idle-duration", "1 hour"]
@@ -170,7 +173,7 @@ def run_scheduler(settings: BatchSettings) -> int:
     except StartupError as exc:
         print(f"predmesh batch scheduler: {exc}", file=sys.stderr)
         return 1
-    settings.luigid_dir.mkdir(parents=True, exist_ok=True)
+    make_directory(settings.luigid_dir, "PREDMESH_LUIGID_DIR")
     history = luigid.history_url(settings.luigid_dir, settings.luigid_history)
     shown = history if not settings.luigid_history else history.split("@")[-1]  # never a password
     logging.getLogger("predmesh.batch").info("luigid on http://%s:%d (state %s, task history %s)", host, port,

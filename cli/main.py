@@ -30,6 +30,11 @@ COMMANDS = {
     "status": ("cli.up", ["--check"], "which parts of the local mesh are up (predmesh up --check)"),
     "batch": ("batch.cli", [], "batch pipeline: score files, nightly runs, backfill, luigid (Luigi)"),
 }
+# The parts whose parser turns the argv prefix into a subcommand of its own, named after `prog` (`predmesh train`):
+# they are given prog "predmesh". Every other part is given `predmesh <command>`, also where its prefix is an option
+# or a positional (`status` = `up --check`, `retention` = `migrate retention`), so its usage and error lines name
+# the command that was typed.
+NAMES_ITS_SUBCOMMAND = {"inference.__main__", "cli.fleet"}
 
 
 def package_version() -> str:
@@ -40,13 +45,25 @@ def package_version() -> str:
 
 def usage() -> str:
     lines = ["usage: predmesh <command> [options]", "       predmesh --version", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "Run `predmesh <command> --help` for a command's options and the environment variables it reads."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = dispatch(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, not at exit, so a reader gone away is handled below
+        return code
+    except BrokenPipeError:
+        # the reader of the output went away (`predmesh desired iris | head -1`): stop quietly, as a Unix tool
+        # killed by SIGPIPE would (exit 128 + 13), with stdout on /dev/null so the flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
@@ -59,20 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, prefix, _ = COMMANDS[command]
     entry = importlib.import_module(module).main
-    try:
-        # `prog` makes the part's usage and error lines read `predmesh <command> …` (where its main takes one)
-        if "prog" in inspect.signature(entry).parameters:
-            code = entry(prefix + rest, prog="predmesh" if prefix else f"predmesh {command}") or 0
-        else:
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # a part without start-up guards: Ctrl-C
-            code = entry(prefix + rest) or 0
-        sys.stdout.flush()  # here, not at exit, so a reader gone away is handled below
-        return code
-    except BrokenPipeError:
-        # the reader of the output went away (`predmesh desired iris | head -1`): stop quietly, as a Unix tool
-        # killed by SIGPIPE would (exit 128 + 13), with stdout on /dev/null so the flush at exit cannot fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+    # `prog` makes the part's usage and error lines read `predmesh <command> …` (where its main takes one)
+    if "prog" in inspect.signature(entry).parameters:
+        prog = "predmesh" if module in NAMES_ITS_SUBCOMMAND else f"predmesh {command}"
+        return entry(prefix + rest, prog=prog) or 0
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a part without start-up guards: Ctrl-C
+    return entry(prefix + rest) or 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import logging
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.probe import grpc_health, http_ok
-from predmesh.env import redact
+from predmesh.env import Env, redact
 from predmesh.logs import setup_logging
 from predmesh.startup import StartupError, check_bindable, run_guarded
 
@@ -81,13 +82,15 @@ def replica_addrs(environ: Mapping[str, str], replicas: int, taken: Iterable[str
     """(gRPC, metrics) address of each replica: replica 1 on PREDMESH_GRPC_ADDR / PREDMESH_METRICS_ADDR (read by
     the server's own settings, defaults included), replica k on the next ports after replica k-1's that no other
     part listens on (taken: the other parts' addresses; the consumer's metrics default to 9102, right after the
-    first replica's 9101). Empty metrics address: off."""
+    first replica's 9101). Empty metrics address: off; port 0 (any free port) stays 0 for every replica."""
     from inference.settings import ServerSettings
 
     server = ServerSettings.from_env(environ)
     used = {_port(a) for a in taken if a}
 
     def after(addr: str) -> str:
+        if _port(addr) == 0:  # any free port: each replica picks its own (0 + k was port k, privileged)
+            return addr
         offset = 1
         while _port(addr) + offset in used:
             offset += 1
@@ -98,9 +101,14 @@ def replica_addrs(environ: Mapping[str, str], replicas: int, taken: Iterable[str
     for i in range(replicas):
         if i:
             grpc_addr, metrics_addr = after(grpc_addr), after(metrics_addr) if metrics_addr else ""
-        used.update(_port(a) for a in (grpc_addr, metrics_addr) if a)
+        used.update(_port(a) for a in (grpc_addr, metrics_addr) if a and _port(a))
         out.append((grpc_addr, metrics_addr))
     return out
+
+
+def prometheus_addr(environ: Mapping[str, str]) -> str:
+    """PREDMESH_PROMETHEUS_ADDR: where `predmesh up` runs Prometheus (read here: Prometheus is no predmesh part)."""
+    return Env(environ).addr("PROMETHEUS_ADDR", "127.0.0.1:9090")
 
 
 def other_addrs(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
@@ -124,7 +132,7 @@ def other_addrs(args: argparse.Namespace, environ: Mapping[str, str]) -> list[st
 
         out.append(BatchSettings.from_env(environ).luigid)
     if not args.no_prometheus:
-        out.append(environ.get("PREDMESH_PROMETHEUS_ADDR", "127.0.0.1:9090"))
+        out.append(prometheus_addr(environ))
     return [a for a in out if a]
 
 
@@ -152,11 +160,12 @@ def addresses_in_use(parts: list[Part]) -> str:
 
 def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
     """(reachable, detail): an AMQP connection to url opens (and is closed again)."""
-    import logging
-
     import pika
 
-    logging.getLogger("pika").setLevel(logging.WARNING)     # one probe connection: no connection-workflow chatter
+    # one probe connection, whose failure the caller reports in one line: none of pika's own log of it (seven
+    # ERROR lines and a traceback on the operator's terminal when the broker was down)
+    pika_log = logging.getLogger("pika")
+    level, pika_log.level = pika_log.level, logging.CRITICAL + 1
     try:
         params = pika.URLParameters(url)
         params.socket_timeout = params.blocked_connection_timeout = timeout
@@ -165,6 +174,8 @@ def broker_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return True, "reachable"
     except Exception as exc:  # any failure means "not reachable", reported with its reason
         return False, f"not reachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
+    finally:
+        pika_log.setLevel(level)
 
 
 def rabbitmq_metrics_addr(environ: Mapping[str, str], amqp_url: str) -> str:
@@ -197,6 +208,17 @@ def writer_token_env(environ: Mapping[str, str]) -> tuple[dict[str, str], str, C
     return {"PREDMESH_WRITER_TOKEN_FILE": str(path)}, line, functools.partial(ensure_token_file, path)
 
 
+def admin_note(environ: Mapping[str, str]) -> str:
+    """Whether the replicas serve the admin API (reload, rollout, pin, rollback): only with PREDMESH_ADMIN_TOKEN.
+    Without this line a newcomer saw "admin REST http://…" printed and every admin call refused."""
+    from inference.settings import ServerSettings
+
+    if ServerSettings.from_env(environ).admin_token:
+        return "admin API (reload, rollout, pin, rollback): on, with the PREDMESH_ADMIN_TOKEN you set"
+    return ("admin API (reload, rollout, pin, rollback): off, as PREDMESH_ADMIN_TOKEN is not set; export it (or "
+            "PREDMESH_ADMIN_TOKEN_FILE) before `predmesh up` to turn it on")
+
+
 def ensure_token_file(path: Path) -> None:
     """A random token in path (created with mode 0600 if missing; an existing one is kept)."""
     import secrets
@@ -226,6 +248,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> P
     addrs = replica_addrs(environ, args.replicas, other_addrs(args, environ) if args.replicas > 1 else ())
     writer_env, writer_note, make_token = writer_token_env(environ)
     notes.append(writer_note)
+    notes.append(admin_note(environ))
     scrape: dict[str, list[str]] = {"inference": [m for _, m in addrs if m]}   # Prometheus job -> targets
     for i, (grpc_addr, metrics_addr) in enumerate(addrs):
         urls = [f"gRPC {grpc_addr}"] + ([f"metrics http://{metrics_addr}/metrics"] if metrics_addr else [])
@@ -327,7 +350,7 @@ def prometheus_part(environ: Mapping[str, str], scrape: dict[str, list[str]]) ->
     file-based targets are written by the monitoring helper under var/prometheus when it starts."""
     from cli import monitoring
 
-    addr = environ.get("PREDMESH_PROMETHEUS_ADDR", "127.0.0.1:9090")
+    addr = prometheus_addr(environ)
     directory = Path("var/prometheus").resolve()
     targets = {**scrape, "prometheus": [addr]}
     argv = monitoring.prometheus_argv(directory / "prometheus.yml", directory / "data", addr)
@@ -506,7 +529,10 @@ def train_if_empty(environ: Mapping[str, str]) -> None:
 
     settings = ServerSettings.from_env(environ)
     if not ModelStore(settings.model_store, settings.signing_key).models():
-        subprocess.run([sys.executable, "-m", "inference", "train"], env=dict(environ), check=True)
+        code = subprocess.run([sys.executable, "-m", "inference", "train"], env=dict(environ)).returncode
+        if code:  # it said why on its own line; the mesh cannot serve without a model
+            raise StartupError(f"training the demo model into {settings.model_store} failed (exit {code}); "
+                               "nothing was started")
 
 
 # --- reports -----------------------------------------------------------------------------------------------
@@ -530,7 +556,7 @@ def check(mesh: Plan) -> int:
     return 0 if up == len(mesh.parts) else 1
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "predmesh up") -> argparse.ArgumentParser:
     from inference.settings import ServerSettings
     from predmesh.env import env_epilog, variables_read
 
@@ -540,7 +566,7 @@ def parser() -> argparse.ArgumentParser:
     env += ["PREDMESH_AMQP_URL", "PREDMESH_CONSUMER_METRICS_ADDR", "PREDMESH_UI_ADDR", "PREDMESH_LUIGID_ADDR",
             "PREDMESH_PROMETHEUS_ADDR", "PREDMESH_RABBITMQ_METRICS_ADDR", "PREDMESH_WRITER_TOKEN[_FILE]",
             "PREDMESH_OPEN_WRITES"]  # read here, by no part
-    p = argparse.ArgumentParser(prog="predmesh up", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=env_epilog(env) + "\nEach part also reads its own: see `predmesh <part> "
                                 "--help`.")
@@ -561,9 +587,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "predmesh up") -> int:
-    args = parser().parse_args(argv)
+    args = parser(prog).parse_args(argv)
     if args.replicas < 1:
-        parser().error("--replicas must be at least 1")
+        parser(prog).error("--replicas must be at least 1")
     return run_guarded(prog, lambda: _run(args))
 
 
@@ -571,6 +597,9 @@ def _run(args: argparse.Namespace) -> int:
     from inference.settings import ServerSettings
 
     setup_logging(ServerSettings.from_env(os.environ).log_level)  # also refuses a malformed setting up front
+    # the plan reads luigi's configuration (luigid's address), and luigi logs the files it read ("Loaded []") at
+    # INFO: the first line `predmesh status` and `predmesh up` printed
+    logging.getLogger("luigi-interface").setLevel(logging.WARNING)
     if args.check:
         return check(plan(args))
     mesh = plan(args)
@@ -595,8 +624,9 @@ def _run(args: argparse.Namespace) -> int:
                 start(part)
             results.update(wait_healthy(group, args.startup_timeout, lambda: stopping))
             failed = [p.name for p in group if p.core and not results[p.name][0]]
-            if stopping:
-                return 0
+            if stopping:  # Ctrl-C before the mesh was up: an interrupted start, as every entry point reports it
+                print("predmesh up: interrupted during start-up", file=sys.stderr, flush=True)
+                return 130
             if failed:
                 print("predmesh up: " + ", ".join(failed) + " did not become healthy; stopping the mesh\n"
                       + report(mesh, results), file=sys.stderr, flush=True)

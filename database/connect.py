@@ -13,6 +13,7 @@ from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 from database.bounded import GuardedStatements
 from database.models import db
 from database.settings import DEFAULT_URL, DatabaseConfigError, check_url, redact
+from predmesh.startup import make_directory
 
 log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_URL", "DatabaseConfigError", "make_database", "open_database", "redact"]
@@ -48,7 +49,7 @@ def make_database(url: str, *, max_connections: int = 8, connect_timeout: float 
             **params)
     path = url[len("sqlite:///"):]  # check_url let only sqlite:///… through otherwise
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_directory(Path(path).parent, f"database URL {url}")
     return _Sqlite(path, timeout=connect_timeout, pragmas={
         "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 5000})
 

@@ -83,7 +83,6 @@ def run(database: Database, days: int, now: float | None = None) -> RetentionRep
     postgres = is_postgres(database)
     if postgres and not advisory_lock(database, "pg_try_advisory_lock", RUN_LOCK):
         report.busy = True
-        log.info(report.summary())
         return report
     try:
         if postgres:  # a day's feedback or keys may take longer than the connection's statement timeout
@@ -99,8 +98,7 @@ def run(database: Database, days: int, now: float | None = None) -> RetentionRep
         if postgres:
             database.execute_sql("RESET statement_timeout")
             advisory_lock(database, "pg_advisory_unlock", RUN_LOCK)
-    log.info(report.summary())
-    return report
+    return report  # its summary is the caller's to tell: `predmesh retention` prints it, the server logs it
 
 
 def _drop_partitions(database: Database, report: RetentionReport) -> None:

@@ -1,7 +1,7 @@
 """Entry point: `python -m gateway` (also `predmesh gateway`): build the descriptor, render, validate, run Envoy."""
 from __future__ import annotations
 
-from predmesh.startup import check_bindable, interrupt_exits, run_guarded
+from predmesh.startup import check_bindable, interrupt_exits, make_directory, run_guarded
 
 interrupt_exits("python -m gateway")  # first: Ctrl-C during the imports below ends with one line too
 
@@ -55,9 +55,11 @@ def _run(args: argparse.Namespace) -> int:
     if not args.check:  # before anything is written: a second gateway must not touch the first one's files
         for addr, what in ((settings.public_addr, "PREDMESH_GATEWAY_ADDR"),
                            (settings.admin_addr, "PREDMESH_GATEWAY_ADMIN_ADDR"),
-                           (settings.envoy_admin_addr, "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR")):
+                           (settings.envoy_admin_addr, "PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR"),
+                           (settings.stats_addr, "PREDMESH_GATEWAY_STATS_ADDR")):
             if addr:
                 check_bindable(addr, f"gateway address {what}")
+    make_directory(settings.work_dir, "PREDMESH_GATEWAY_DIR")
     try:
         built = build(settings)
     except ConfigInvalid as exc:

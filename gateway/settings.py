@@ -103,15 +103,21 @@ class GatewaySettings:
             return Path(raw).resolve() if raw else None
 
         upstreams = tuple(a.strip() for a in env.str("UPSTREAMS", default_upstream).split(",") if a.strip())
+        for upstream in upstreams:
+            try:
+                split_addr(upstream)
+            except ConfigError as exc:
+                raise ConfigError(f"PREDMESH_GATEWAY_UPSTREAMS: {exc} (a comma-separated list)") from None
         return cls(
-            public_addr=env.str("ADDR", cls.public_addr),
-            admin_addr=env.str("ADMIN_ADDR", cls.admin_addr),
-            envoy_admin_addr=env.str("ENVOY_ADMIN_ADDR", cls.envoy_admin_addr),
-            stats_addr=env.str("STATS_ADDR", cls.stats_addr),
+            # each address named by its variable when it is malformed (validate() alone could not say which)
+            public_addr=env.addr("ADDR", cls.public_addr),
+            admin_addr=env.addr("ADMIN_ADDR", cls.admin_addr, optional=True),
+            envoy_admin_addr=env.addr("ENVOY_ADMIN_ADDR", cls.envoy_admin_addr),
+            stats_addr=env.addr("STATS_ADDR", cls.stats_addr, optional=True),
             upstreams=upstreams,
             work_dir=env.path("DIR", str(cls.work_dir)),
-            route_timeout_s=env.float("TIMEOUT_S", cls.route_timeout_s),
-            max_grpc_timeout_s=env.float("MAX_GRPC_TIMEOUT_S", cls.max_grpc_timeout_s),
+            route_timeout_s=env.float("TIMEOUT_S", cls.route_timeout_s, positive=True),
+            max_grpc_timeout_s=env.float("MAX_GRPC_TIMEOUT_S", cls.max_grpc_timeout_s, positive=True),
             max_body_bytes=env.int("MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             max_batch_rows=common.int("MAX_BATCH_ROWS", cls.max_batch_rows, minimum=1),
             rate_limit_rps=env.int("RATE_LIMIT_RPS", cls.rate_limit_rps, minimum=0),

@@ -1,7 +1,7 @@
 """Entry point: `python -m inference [serve|train]` (also `predmesh serve`, `predmesh train`)."""
 from __future__ import annotations
 
-from predmesh.startup import check_bindable, interrupt_exits, run_guarded
+from predmesh.startup import check_bindable, interrupt_exits, make_directory, run_guarded
 
 interrupt_exits("python -m inference")  # first: Ctrl-C during the imports below ends with one line too
 
@@ -79,6 +79,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
 
     from inference.models.store import ModelStore
 
+    make_directory(server.model_store, "PREDMESH_MODEL_STORE")  # not a traceback of the first write in it
     store = ModelStore(server.model_store, server.signing_key)
     if command in ("train", "import"):
         from inference.errors import InvalidArgument
@@ -96,6 +97,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         # once per server (not per worker), after the checks whose failure must be the only line printed: who may
         # write monitoring data, a warning when anyone may
         TokenAuth(server.admin_token, server.readonly_token, server.writer_token, server.open_writes).announce()
+        if settings.persistence.mode != "off":
+            make_directory(settings.persistence.spool_dir, "PREDMESH_SPOOL_DIR")
     if not store.models() and not getattr(args, "no_train", False):
         from inference.models.train import train  # scikit-learn: only where it trains
         log.info("model store %s is empty: training the demo model 'iris'", store.root)

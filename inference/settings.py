@@ -86,21 +86,20 @@ class ServerSettings:
             max_batch_rows=env.int("MAX_BATCH_ROWS", cls.max_batch_rows, minimum=1),
             max_message_bytes=env.int("MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
             batch_max_size=env.int("BATCH_MAX_SIZE", cls.batch_max_size, minimum=1),
-            batch_max_delay_ms=env.float("BATCH_MAX_DELAY_MS", cls.batch_max_delay_ms),
+            batch_max_delay_ms=env.float("BATCH_MAX_DELAY_MS", cls.batch_max_delay_ms, minimum=0),
             range_tolerance=_tolerance(env.float("RANGE_TOLERANCE", cls.range_tolerance)),
             workers=env.int("WORKERS", cls.workers, minimum=2),
             max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs, minimum=1),
             max_streams=_stream_share(env.int("MAX_STREAMS", 0, minimum=0), env.int("WORKERS", cls.workers, minimum=2)),
-            stream_idle_seconds=_not_negative("STREAM_IDLE_SECONDS",
-                                              env.float("STREAM_IDLE_SECONDS", cls.stream_idle_seconds)),
-            drain_seconds=env.float("DRAIN_SECONDS", cls.drain_seconds),
-            grace_seconds=env.float("GRACE_SECONDS", cls.grace_seconds),
+            stream_idle_seconds=env.float("STREAM_IDLE_SECONDS", cls.stream_idle_seconds, minimum=0),
+            drain_seconds=env.float("DRAIN_SECONDS", cls.drain_seconds, minimum=0),
+            grace_seconds=env.float("GRACE_SECONDS", cls.grace_seconds, minimum=0),
             runtime=env.choice("RUNTIME", cls.runtime, RUNTIMES),
             processes=_processes(env, grpc_addr),
             pin_workers=env.bool("PIN_WORKERS", cls.pin_workers),
-            reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds),
+            reload_poll_seconds=env.float("RELOAD_POLL_SECONDS", cls.reload_poll_seconds, positive=True),
             drift=env.bool("DRIFT", cls.drift),
-            drift_window_s=_positive("DRIFT_WINDOW_S", env.float("DRIFT_WINDOW_S", cls.drift_window_s)),
+            drift_window_s=env.float("DRIFT_WINDOW_S", cls.drift_window_s, positive=True),
             **_tls_files(path("TLS_CERT"), path("TLS_KEY"), path("TLS_CLIENT_CA")),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
             idempotency_cache=env.int("IDEMPOTENCY_CACHE", cls.idempotency_cache, minimum=0),
@@ -155,27 +154,9 @@ def _stream_share(max_streams: int, workers: int) -> int:
     return stream_share(max_streams, workers)
 
 
-def _not_negative(name: str, value: float) -> float:
-    if not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"PREDMESH_{name}={value!r} must be a number of seconds >= 0 (0: off)")
-    return value
-
-
-def _finite_positive(name: str, value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"PREDMESH_{name}={value!r} must be a positive number of seconds")
-    return value
-
-
 def _share(name: str, value: float) -> float:
     if not 0 <= value <= 10:  # also refuses NaN
         raise ConfigError(f"PREDMESH_{name}={value!r} must be a share of the table between 0 (off) and 10")
-    return value
-
-
-def _positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ConfigError(f"PREDMESH_{name}={value!r} must be a positive number of seconds")
     return value
 
 
@@ -224,17 +205,15 @@ class PersistenceSettings:
             spool_max_bytes=env.int("SPOOL_MAX_BYTES", cls.spool_max_bytes, minimum=4096),
             auto_migrate=env.bool("AUTO_MIGRATE", cls.auto_migrate),
             write_batch=env.int("DB_WRITE_BATCH", cls.write_batch, minimum=1),
-            flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms),
+            flush_ms=env.float("DB_FLUSH_MS", cls.flush_ms, minimum=0),
             db_writers=env.int("DB_WRITERS", cls.db_writers, minimum=1),
-            batch_run_stale_s=_positive("BATCH_RUN_STALE_S", env.float("BATCH_RUN_STALE_S", cls.batch_run_stale_s)),
-            analytics_max_s=_finite_positive("ANALYTICS_MAX_SECONDS",
-                                             env.float("ANALYTICS_MAX_SECONDS", cls.analytics_max_s)),
+            batch_run_stale_s=env.float("BATCH_RUN_STALE_S", cls.batch_run_stale_s, positive=True),
+            analytics_max_s=env.float("ANALYTICS_MAX_SECONDS", cls.analytics_max_s, positive=True),
             analyze_share=_share("ANALYZE_SHARE", env.float("ANALYZE_SHARE", cls.analyze_share)),
-            desired_state_poll_seconds=_positive("DESIRED_STATE_POLL_SECONDS", env.float(
-                "DESIRED_STATE_POLL_SECONDS", cls.desired_state_poll_seconds)),
-            quality_refresh_seconds=_finite_positive("QUALITY_REFRESH_SECONDS", env.float(
-                "QUALITY_REFRESH_SECONDS", cls.quality_refresh_seconds)),
-            spool_drain_seconds=env.float("SPOOL_DRAIN_SECONDS", cls.spool_drain_seconds),
+            desired_state_poll_seconds=env.float("DESIRED_STATE_POLL_SECONDS", cls.desired_state_poll_seconds,
+                                                 positive=True),
+            quality_refresh_seconds=env.float("QUALITY_REFRESH_SECONDS", cls.quality_refresh_seconds, positive=True),
+            spool_drain_seconds=env.float("SPOOL_DRAIN_SECONDS", cls.spool_drain_seconds, minimum=0),
             retention_days=DatabaseSettings.from_env(environ).retention_days,
         )
 

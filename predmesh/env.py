@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,20 @@ class Env:
             raise ConfigError(f"{self._prefix}{name}={value} must be <= {maximum}")
         return value
 
-    def float(self, name: builtins.str, default: builtins.float) -> builtins.float:
+    def float(self, name: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None,
+              positive: builtins.bool = False) -> builtins.float:
+        """A number; with a bound (minimum, or positive: > 0) also a finite one: a timeout or an interval of -1,
+        nan or inf would otherwise reach a sleep, a deadline or Envoy's configuration and fail there, unnamed."""
         raw = self._environ.get(self._prefix + name)
         try:
-            return default if raw in (None, "") else float(raw)
+            value = default if raw in (None, "") else float(raw)
         except ValueError:
             raise ConfigError(f"{self._prefix}{name}={raw!r} is not a number") from None
+        if positive and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{self._prefix}{name}={raw!r} must be a finite number > 0")
+        if minimum is not None and not (math.isfinite(value) and value >= minimum):
+            raise ConfigError(f"{self._prefix}{name}={raw!r} must be a finite number >= {minimum:g}")
+        return value
 
     def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self._environ.get(self._prefix + name)

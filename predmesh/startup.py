@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from predmesh.env import ConfigError, split_addr
@@ -36,6 +37,18 @@ def check_bindable(addr: str, what: str) -> None:
                       errno.EADDRNOTAVAIL: "is not an address of this machine",
                       errno.EACCES: "needs privileges to bind"}.get(exc.errno or 0, f"cannot be bound ({exc.strerror})")
             raise StartupError(f"{what} {addr} {reason}") from None
+
+
+def make_directory(path: Path, what: str) -> Path:
+    """path, created if missing; StartupError naming what set it (a variable, a URL) when it cannot be: a file in
+    the way or no right to write there ended a start with "[Errno 20] Not a directory: '…/iris'" or, for a
+    database file, "[Errno 17] File exists: '…'", naming neither the setting nor what was being created."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a file is in the way" if exc.errno == errno.EEXIST else exc.strerror
+        raise StartupError(f"{what}: cannot create the directory {path} ({reason})") from None
+    return path
 
 
 _prog = ""

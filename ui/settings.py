@@ -53,22 +53,32 @@ class UiSettings:
             addr=addr or env.str("UI_ADDR", cls.addr),
             server=server,
             admin_server=env.str("UI_ADMIN_ADDR", ""),
-            allowed_origins=tuple(origins) or configured,
+            allowed_origins=_origins(tuple(origins), "--allow-websocket-origin") or _origins(
+                configured, "PREDMESH_UI_ALLOWED_ORIGINS"),
             password=env.secret("UI_PASSWORD"),
             cookie_secret=env.secret("UI_COOKIE_SECRET") or secrets.token_urlsafe(32),
             writer_token=env.secret("WRITER_TOKEN"),
-            refresh_s=env.float("UI_REFRESH_S", cls.refresh_s),
-            timeout_s=env.float("UI_TIMEOUT_S", cls.timeout_s),
+            refresh_s=env.float("UI_REFRESH_S", cls.refresh_s, positive=True),
+            timeout_s=env.float("UI_TIMEOUT_S", cls.timeout_s, positive=True),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LEVELS),
         )
-        _split(settings.addr)
-        if settings.refresh_s <= 0 or settings.timeout_s <= 0:
-            raise ConfigError("PREDMESH_UI_REFRESH_S and PREDMESH_UI_TIMEOUT_S must be > 0")
+        _split(settings.addr, "--addr" if addr else "PREDMESH_UI_ADDR")
         return settings
 
 
-def _split(addr: str) -> tuple[str, int]:
+def _origins(origins: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """Each origin as Bokeh takes it: host, host:port or *. A browser-style origin (https://dash.example.org, as
+    PREDMESH_GATEWAY_CORS_ORIGINS takes) went to Bokeh as it was and the dashboard died in a traceback."""
+    for origin in origins:
+        host, colon, port = origin.partition(":")
+        if origin != "*" and (not host or "/" in origin or (colon and not port.isdigit())):
+            raise ConfigError(f"{where}: {origin!r} is not host[:port] (no scheme or path: e.g. dash.example.org or "
+                              "dash.example.org:443)")
+    return origins
+
+
+def _split(addr: str, where: str = "PREDMESH_UI_ADDR") -> tuple[str, int]:
     try:
         return split_addr(addr)
     except ConfigError:
-        raise ConfigError(f"PREDMESH_UI_ADDR={addr!r} must be host:port, e.g. 127.0.0.1:5006") from None
+        raise ConfigError(f"{where}={addr!r} must be host:port, e.g. 127.0.0.1:5006") from None

@@ -174,7 +174,7 @@ class Persistence:
             delay = self.settings.maintenance_interval_s
             try:
                 with session():
-                    retention.run(self.database, self.settings.retention_days)
+                    log.info("%s", retention.run(self.database, self.settings.retention_days).summary())
             except Exception as exc:
                 log.warning("database maintenance (partitions ahead, retention) failed: %s; next try in %.0f s",
                             exc, self.settings.maintenance_interval_s)

@@ -171,3 +171,38 @@ def test_every_curl_with_a_body_says_it_is_json(page):
     application/x-www-form-urlencoded: a documented command without the header fails as written."""
     bad = [c for c in curl_commands(page.read_text()) if " -d " in c and "content-type: application/json" not in c]
     assert not bad, f"{page.name}: add -H 'content-type: application/json' to: {bad}"
+
+
+def test_every_fault_point_is_in_the_configuration_table():
+    """PREDMESH_FAULTS' row lists the points an operator of the fault tests may arm; analytics.query_delay_ms was
+    missing from it (an unknown name is a start-up error, so the row is what a reader goes by)."""
+    from predmesh.faults import ENV, POINTS
+
+    row = next(line for line in (DOCS / "configuration.md").read_text().splitlines() if line.startswith(f"| `{ENV}`"))
+    assert [point for point in POINTS if f"`{point}`" not in row] == []
+
+
+REPO_PATH = re.compile(r"`((?:tests|bench|scripts|deploy|inference|gateway|consumer|batch|ui|cli|database|predmesh|"
+                       r"docs|protos|sdk)/[^`\s]*)`")
+WRITTEN_BY_THE_READER = {"deploy/.env"}  # docs/deploy.md: copied from deploy/.env.example, never committed
+
+
+def missing_paths(page: Path) -> list[str]:
+    """The repository paths a page names in inline code (a glob, or `file::test`) that name nothing there."""
+    missing = []
+    for line in prose_lines(page.read_text()):
+        for named in REPO_PATH.findall(line):
+            path, _, test = named.partition("::")
+            if "<" in path or path in WRITTEN_BY_THE_READER:  # a placeholder, or a file the reader makes
+                continue
+            found = any(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()
+            if not found or (test and f"def {test}(" not in (ROOT / path).read_text()):
+                missing.append(named)
+    return missing
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.name != "CHANGELOG.md"], ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_repository_path_a_page_names_exists(page):
+    """Tests moved to tests/integration/ (architecture, k8s, the stubs' freshness) were still named at their old
+    places: a newcomer looking for what checks a claim found nothing. (The changelog names paths as they were.)"""
+    assert missing_paths(page) == []

@@ -50,6 +50,12 @@ def one_line_failure(result, code: int, *fragments: str) -> str:
     ("gateway", {"PREDMESH_GATEWAY_ADDR": "8080"}, ["predmesh gateway:", "host:port"]),
     ("gateway", {"PREDMESH_GATEWAY_CORS_ORIGINS": "app.example"}, ["PREDMESH_GATEWAY_CORS_ORIGINS"]),
     ("up", {"PREDMESH_PROCESSES": "many"}, ["predmesh up:", "PREDMESH_PROCESSES='many'"]),
+    # accepted before: a screen of Envoy's JSON (exit 1), a broker retried for ever, a traceback from Bokeh
+    ("gateway", {"PREDMESH_GATEWAY_TIMEOUT_S": "-1"}, ["predmesh gateway:", "PREDMESH_GATEWAY_TIMEOUT_S='-1'"]),
+    ("consume", {"PREDMESH_AMQP_URL": "http://broker:5672/"}, ["predmesh consume:", "PREDMESH_AMQP_URL", "amqp://"]),
+    ("ui", {"PREDMESH_UI_ALLOWED_ORIGINS": "https://dash.example.org"},
+     ["predmesh ui:", "PREDMESH_UI_ALLOWED_ORIGINS", "host[:port]"]),
+    ("gateway", {"PREDMESH_GATEWAY_ADMIN_ADDR": "nope"}, ["predmesh gateway:", "PREDMESH_GATEWAY_ADMIN_ADDR"]),
 ])
 def test_a_malformed_setting_is_one_line_and_exit_2(tmp_path, command, env, fragments):
     result = predmesh(command, env={**isolated(tmp_path), **env})
@@ -69,6 +75,9 @@ def test_a_busy_port_is_one_line_and_exit_1(tmp_path, trained_store):
             one_line_failure(result, 1, "predmesh serve:", variable, addr, "already in use")
         result = predmesh("gateway", env={**env, "PREDMESH_GATEWAY_ADDR": addr})
         one_line_failure(result, 1, "predmesh gateway:", "PREDMESH_GATEWAY_ADDR", "already in use")
+        # the stats listener was left to Envoy: its critical log and exit 1, after the work files were written
+        result = predmesh("gateway", env={**env, "PREDMESH_GATEWAY_STATS_ADDR": addr})
+        one_line_failure(result, 1, "predmesh gateway:", "PREDMESH_GATEWAY_STATS_ADDR", addr, "already in use")
         # the consumer's metrics and luigid ended with a traceback each (and, under `predmesh up`, one a second)
         result = predmesh("consume", env={**env, "PREDMESH_CONSUMER_METRICS_ADDR": addr})
         one_line_failure(result, 1, "predmesh consume:", "PREDMESH_CONSUMER_METRICS_ADDR", addr, "already in use")

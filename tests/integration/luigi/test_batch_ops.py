@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -325,3 +327,21 @@ def test_a_day_that_completes_while_luigid_is_killed_exits_0(server, pg, tmp_pat
     assert "stopped answering during the run; finishing the run with the local scheduler" in text
     assert "Traceback" not in text
     wait_for(lambda: stored(pg)[:2] == (1500, 1500), 30, what="1500 rows stored once")
+
+
+def test_luigid_logs_the_requests_it_fails_not_every_scrape(tmp_path):
+    """Under `predmesh up`, Prometheus scrapes luigid's /metrics every 5 s: each scrape was a `tornado.access: 200
+    GET /metrics` line on the operator's terminal, for ever. Answered requests are quiet below DEBUG; a failed one
+    is still logged."""
+    with LuigidProc(tmp_path / "luigid") as luigid:
+        for path in ("/metrics", "/api/task_list", "/metrics"):
+            assert http_get(luigid.url + path)[0] == 200
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(luigid.url + "/no-such-page", timeout=5)
+        assert missing.value.code == 404
+        log = tmp_path / "luigid" / "luigid.log"
+        wait_for(lambda: "/no-such-page" in log.read_text(), 10, what="the failed request in luigid's log")
+    text = log.read_text()
+    assert "Scheduler starting up" in text  # luigid's own INFO lines stay
+    assert "GET /metrics" not in text and "GET /api/task_list" not in text, text
+    assert "WARNING tornado.access: 404 GET /no-such-page" in text, text

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -38,6 +40,32 @@ def test_help_and_unknown_command():
         assert f"  {command}" in helped.stdout
     unknown = run("frobnicate")
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
+    # one column for the commands' descriptions (`retention` ran into its own: "retention drop stored …")
+    rows = helped.stdout.split("commands:\n")[1].split("\n\n")[0].splitlines()
+    starts = {len(row) - len(row.split(maxsplit=1)[1]) for row in rows}
+    assert len(rows) >= 16 and len(starts) == 1, rows
+
+
+def test_every_command_s_usage_and_error_lines_name_the_command_typed():
+    """`predmesh status --help` read "usage: predmesh up …" and `predmesh retention --help` "usage: predmesh [-h] …
+    [{migrate,status,retention}]"; their error lines began "predmesh up: error:" and "predmesh:"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    commands = ["train", "import", "serve", "gateway", "migrate", "retention", "ui", "up", "consume", "publish",
+                "rollout", "pin", "rollback", "desired", "status", "batch"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        helped = dict(zip(commands, pool.map(lambda c: run(c, "--help"), commands)))
+    for command, out in helped.items():
+        assert out.returncode == 0, (command, out.stderr)
+        assert out.stdout.startswith(f"usage: predmesh {command} "), (command, out.stdout[:80])
+    status = run("status", "--replicas", "0")
+    assert status.returncode == 2 and status.stderr.splitlines()[-1] == \
+        "predmesh status: error: --replicas must be at least 1", status.stderr
+    env = {**os.environ, "PREDMESH_RETENTION_DAYS": "-1"}
+    retention = subprocess.run([sys.executable, "-m", "cli", "retention"], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=120)
+    assert retention.returncode == 2, retention
+    assert retention.stderr.strip() == "predmesh retention: PREDMESH_RETENTION_DAYS=-1 must be >= 0"
 
 
 def test_version_has_one_source_for_the_project_and_the_client_package():
@@ -191,3 +219,87 @@ def test_predmesh_ui_help_lists_its_variables_and_a_bad_setting_is_one_line():
     bad = _cli(env={"PREDMESH_UI_ADDR": "nope"})
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "predmesh ui: PREDMESH_UI_ADDR='nope' must be host:port, e.g. 127.0.0.1:5006"]
+
+
+@pytest.mark.parametrize("argv, variable, created, reason", [
+    (["serve"], "PREDMESH_MODEL_STORE", "dir", "Not a directory"),
+    (["train"], "PREDMESH_MODEL_STORE", "dir", "Not a directory"),
+    (["serve", "--no-train"], "PREDMESH_SPOOL_DIR", "dir", "Not a directory"),
+    (["gateway", "--check"], "PREDMESH_GATEWAY_DIR", "dir", "Not a directory"),
+    (["migrate"], "PREDMESH_DATABASE_URL", "", "a file is in the way"),
+])
+def test_a_directory_that_cannot_be_created_is_one_line_naming_its_setting(tmp_path, argv, variable, created,
+                                                                            reason):
+    """A setting naming a directory below a file (or where the process may not write) ended the start with
+    "[Errno 20] Not a directory: '…/models/iris'" (the store), or "[Errno 17] File exists: '…'" (an SQLite file's
+    directory): one line, but naming neither the setting nor what was being created."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    where = blocker / created if created else blocker
+    value = f"sqlite:///{blocker}/predictions.db" if variable == "PREDMESH_DATABASE_URL" else str(where)
+    env = {**os.environ, "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "",
+           "PREDMESH_MODEL_STORE": str(tmp_path / "models"), "PREDMESH_SPOOL_DIR": str(tmp_path / "spool"),
+           "PREDMESH_DATABASE_URL": f"sqlite:///{tmp_path}/predmesh.db", "PREDMESH_GATEWAY_DIR": str(tmp_path / "gw"),
+           variable: value}
+    result = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    what = f"database URL {value}" if variable == "PREDMESH_DATABASE_URL" else variable
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"predmesh {argv[0]}: {what}: cannot create the directory {where} ({reason})"
+
+
+def test_up_says_in_one_line_that_the_demo_model_could_not_be_trained(tmp_path):
+    """`predmesh up` on an empty store it could not train into ended with a CalledProcessError traceback after the
+    training's own line."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "",
+           "PREDMESH_MODEL_STORE": str(blocker / "models")}
+    result = subprocess.run([sys.executable, "-m", "cli", "up", "--no-gateway", "--no-consumer", "--no-ui",
+                             "--no-luigid", "--no-prometheus"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "PREDMESH_MODEL_STORE: cannot create the directory" in lines[-2], lines
+    assert lines[-1] == (f"predmesh up: training the demo model into {blocker / 'models'} failed (exit 1); nothing "
+                         "was started")
+
+
+def test_ctrl_c_while_up_is_starting_is_an_interrupted_start(tmp_path):
+    """Ctrl-C before the mesh was up ended `predmesh up` with exit 0, as if the mesh had run and been stopped; the
+    README promises one line and exit 130 for Ctrl-C during start-up. (A mesh that is up still stops with 0.)"""
+    import signal
+    import time
+
+    store = tmp_path / "models"
+    assert run("train", store=store).returncode == 0  # trained before: the signal lands while the replica starts
+    env = {**os.environ, "PREDMESH_GRPC_ADDR": "127.0.0.1:0", "PREDMESH_METRICS_ADDR": "",
+           "PREDMESH_MODEL_STORE": str(store), "PREDMESH_SPOOL_DIR": str(tmp_path / "spool"),
+           "PREDMESH_DATABASE_URL": f"sqlite:///{tmp_path}/predmesh.db", "PREDMESH_PROCESSES": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--no-gateway", "--no-consumer", "--no-ui",
+                             "--no-luigid", "--no-prometheus"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and not Path(children).read_text().strip():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the replica was started; a gRPC port of 0 is never probed healthy
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert "predmesh up: interrupted during start-up" in err.splitlines(), err
+    assert "Traceback" not in err, err
+
+
+def test_predmesh_retention_says_what_it_did_once(tmp_path):
+    """`predmesh retention` printed its summary on stdout and logged the same line on stderr: twice on a terminal."""
+    env = {**os.environ, "PREDMESH_DATABASE_URL": f"sqlite:///{tmp_path}/predmesh.db", "PREDMESH_RETENTION_DAYS": "3"}
+    migrated = subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    result = subprocess.run([sys.executable, "-m", "cli", "retention"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip()
+    assert summary.startswith("retention: predictions before ") and "removed: 0 rows" in summary, result.stdout
+    assert "retention: predictions before" not in result.stderr, result.stderr

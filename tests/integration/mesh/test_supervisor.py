@@ -137,6 +137,7 @@ def test_status_command_probes_without_starting_anything(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"predmesh mesh: 0/\d+ parts up", result.stdout) and "DOWN" in result.stdout
     assert not (tmp_path / "var").exists(), "--check must not create state"
+    assert result.stderr == "", "the report is the output (luigi's `Loaded []` came first)"
 
 
 @pytest.mark.parametrize("argv", [["--replicas", "0"]])

@@ -8,14 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
+@pytest.mark.parametrize("argv", [["batch", "crontab"],
+                                  # printed by the dispatcher itself, outside the guard: a traceback (`| head -3`)
+                                  ["--help"], ["--version"]])
+def test_a_closed_pipe_ends_a_command_quietly(tmp_path, argv):
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the command writes a byte
     try:
-        result = subprocess.run([sys.executable, "-m", "cli", "batch", "crontab"], cwd=ROOT, stdout=write,
+        result = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=ROOT, stdout=write,
                                 stderr=subprocess.PIPE, text=True, timeout=60,
                                 env={**os.environ, "PYTHONPATH": str(ROOT), "PREDMESH_BATCH_DIR": str(tmp_path)})
     finally:

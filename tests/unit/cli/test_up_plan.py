@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from cli import up
 from cli.probe import grpc_health, http_ok
 from tests.support.procs import closed_port
@@ -169,6 +171,7 @@ def test_help_names_every_variable_up_reads_itself():
 
     source = Path(up.__file__).read_text()
     read_here = set(re.findall(r'environ\.get\("(PREDMESH_[A-Z_]+?)(?:_FILE)?"', source))
+    read_here |= {f"PREDMESH_{name}" for name in re.findall(r'Env\(environ\)\.\w+\("([A-Z_]+)"', source)}
     assert "PREDMESH_PROMETHEUS_ADDR" in read_here
     shown = " ".join(up.parser().format_help().split())
     for name in sorted(read_here):
@@ -218,3 +221,39 @@ def test_the_brokers_metrics_are_scraped_when_its_prometheus_plugin_answers(tmp_
     assert f"http://127.0.0.1:{port}/metrics gave no answer" in note
     assert "rabbitmq-plugins enable rabbitmq_prometheus" in note
     assert up.rabbitmq_metrics_addr({}, "amqp://u:p@broker.example:5672/%2F") == "broker.example:15692"
+
+
+def test_a_malformed_prometheus_address_is_refused_naming_its_variable():
+    """PREDMESH_PROMETHEUS_ADDR=nope: `predmesh status` probed it as if it were an address, `predmesh up` stopped
+    with "address 'nope' must be host:port", not saying which of its ten address variables it meant."""
+    from predmesh.env import ConfigError
+
+    for argv in (["--no-consumer", "--no-ui"], ["--replicas", "2", "--no-consumer", "--no-ui"]):
+        with pytest.raises(ConfigError, match=r"^PREDMESH_PROMETHEUS_ADDR: address 'nope' must be host:port"):
+            up.plan(args(*argv), {"PREDMESH_PROMETHEUS_ADDR": "nope"})
+
+
+def test_a_port_of_0_is_any_free_port_for_every_replica():
+    """PREDMESH_METRICS_ADDR=127.0.0.1:0 is documented as "port 0 picks a free port"; with --replicas 3 replicas 2
+    and 3 were given ports 1 and 2 (0 + 1, 0 + 2): privileged, and not what was asked."""
+    assert up.replica_addrs({"PREDMESH_METRICS_ADDR": "127.0.0.1:0"}, 3) == [
+        ("127.0.0.1:50051", "127.0.0.1:0"), ("127.0.0.1:50052", "127.0.0.1:0"), ("127.0.0.1:50053", "127.0.0.1:0")]
+    assert [m for _, m in up.replica_addrs({"PREDMESH_METRICS_ADDR": "127.0.0.1:9101"}, 2)] == \
+        ["127.0.0.1:9101", "127.0.0.1:9102"]
+
+
+def test_up_says_whether_the_admin_api_is_on(tmp_path, monkeypatch):
+    """`predmesh up` printed the admin listener's URL but not that, without PREDMESH_ADMIN_TOKEN, the replicas
+    refuse every admin call ("the admin API is disabled"): a newcomer following docs/models.md (reload, rollout)
+    after `scripts/up.sh` learned it only from the refusal."""
+    monkeypatch.chdir(tmp_path)
+    argv = args("--no-consumer", "--no-prometheus", "--no-luigid", "--no-ui", "--no-gateway")
+    off = up.plan(argv, {}).notes
+    assert ("admin API (reload, rollout, pin, rollback): off, as PREDMESH_ADMIN_TOKEN is not set; export it (or "
+            "PREDMESH_ADMIN_TOKEN_FILE) before `predmesh up` to turn it on") in off
+    token = tmp_path / "admin-token"
+    token.write_text("s3cret-admin\n")
+    for env in ({"PREDMESH_ADMIN_TOKEN": "s3cret-admin"}, {"PREDMESH_ADMIN_TOKEN_FILE": str(token)}):
+        on = up.plan(argv, env).notes
+        assert any(n.startswith("admin API (reload, rollout, pin, rollback): on") for n in on), on
+        assert not any("s3cret" in n for n in on)

@@ -394,3 +394,31 @@ def test_a_matrix_job_with_string_columns_reaches_the_server_with_them():
         jobs.matrix_of(bad, "m2")
     only_strings = jobs.matrix_job("churn", [], [], string_columns={"contract": ["x", "y", None]})
     assert list(jobs.matrix_of(only_strings, "m3").row_numbers) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("url, message", [
+    # taken for a broker before, and retried for ever as "Name or service not known" (publish: for 30 s)
+    ("http://broker:5672/", "scheme must be amqp:// or amqps://"),
+    ("127.0.0.1:5672", "scheme must be amqp:// or amqps://"),
+    ("amqp://guest:secret@127.0.0.1:port/%2F", "Port could not be cast"),
+    ("amqp:///%2F", "names no host"),
+])
+def test_a_broker_url_that_is_not_amqp_is_refused_naming_the_variable(url, message):
+    from consumer.settings import AmqpSettings, ConsumerSettings
+    from predmesh.env import ConfigError
+
+    for reader in (AmqpSettings.from_env, ConsumerSettings.from_env):
+        with pytest.raises(ConfigError, match=f"^PREDMESH_AMQP_URL .*{message}") as exc:
+            reader({"PREDMESH_AMQP_URL": url})
+        assert "secret" not in str(exc.value)
+    for good in ("amqp://guest:guest@127.0.0.1:5672/%2F", "amqps://u:p@broker.example/vhost", "amqp://localhost"):
+        assert AmqpSettings.from_env({"PREDMESH_AMQP_URL": good}).url == good
+
+
+def test_predmesh_publish_refuses_a_url_that_is_not_amqp_at_once(monkeypatch, capsys):
+    from cli import publish
+
+    monkeypatch.setenv("PREDMESH_AMQP_URL", "http://broker:5672/")
+    assert publish.main(["--model", "iris", "--features", '{"a": 1}']) == 2
+    assert capsys.readouterr().err.strip() == ("predmesh publish: PREDMESH_AMQP_URL http://broker:5672/: scheme must "
+                                               "be amqp:// or amqps:// (amqp://user:pass@host:5672/%2F)")

@@ -212,3 +212,21 @@ def test_a_failed_build_leaves_the_running_gateways_files_alone(tmp_path, monkey
     assert after == before and set(before) == {"admin-openapi.json", "envoy.yaml", "openapi.json", "predmesh.binpb"}
     assert sorted(p.name for p in work.iterdir()) == ["admin-openapi.json", "docs", "envoy.yaml", "openapi.json",
                                                       "predmesh.binpb"]
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("PREDMESH_GATEWAY_ADDR", "localhost"),
+    ("PREDMESH_GATEWAY_ADMIN_ADDR", "nope"),
+    ("PREDMESH_GATEWAY_ENVOY_ADMIN_ADDR", "9901"),
+    ("PREDMESH_GATEWAY_STATS_ADDR", "0.0.0.0:99999"),
+    ("PREDMESH_GATEWAY_UPSTREAMS", "127.0.0.1:50051, replica2"),
+])
+def test_a_malformed_address_is_refused_naming_its_variable(variable, value):
+    """`predmesh gateway` said only "address 'nope' must be host:port": with five address variables, which one?"""
+    with pytest.raises(ConfigError, match=f"^{variable}: address '[^']+' must be host:port"):
+        GatewaySettings.from_env({variable: value})
+
+
+def test_an_empty_admin_or_stats_address_still_means_none():
+    s = GatewaySettings.from_env({"PREDMESH_GATEWAY_ADMIN_ADDR": "", "PREDMESH_GATEWAY_STATS_ADDR": ""})
+    assert (s.admin_addr, s.stats_addr, s.admin_url) == ("", "", "")

@@ -6,10 +6,12 @@ import os
 
 import pytest
 
+from consumer.settings import AmqpSettings, ConsumerSettings
 from database.settings import DatabaseSettings
 from gateway.settings import GatewaySettings
 from inference.settings import PersistenceSettings, ServerSettings, Settings, allowed_cpus
 from predmesh.env import ConfigError, variables_read
+from ui.settings import UiSettings
 
 
 def test_defaults_are_the_fast_configuration():
@@ -114,3 +116,47 @@ def test_an_empty_signing_key_file_stops_the_start(tmp_path):
     (tmp_path / "empty").write_text("")
     with pytest.raises(ConfigError, match="PREDMESH_MODEL_SIGNING_KEY_FILE"):
         ServerSettings.from_env({"PREDMESH_MODEL_SIGNING_KEY_FILE": str(tmp_path / "empty")})
+
+
+@pytest.mark.parametrize("reader, variable, value", [
+    # -1 reached Envoy's configuration: exit 1 and a screen of JSON instead of a line naming the variable
+    (GatewaySettings.from_env, "PREDMESH_GATEWAY_TIMEOUT_S", "-1"),
+    (GatewaySettings.from_env, "PREDMESH_GATEWAY_MAX_GRPC_TIMEOUT_S", "nan"),
+    (GatewaySettings.from_env, "PREDMESH_GATEWAY_TIMEOUT_S", "0"),
+    # a deadline below zero fails every call, a retry cap of 0 retries without a pause
+    (ConsumerSettings.from_env, "PREDMESH_CONSUMER_RPC_TIMEOUT_S", "-1"),
+    (ConsumerSettings.from_env, "PREDMESH_CONSUMER_RETRY_MAX_S", "0"),
+    (ConsumerSettings.from_env, "PREDMESH_CONSUMER_HOLD_MAX_S", "-1"),
+    (ConsumerSettings.from_env, "PREDMESH_CONSUMER_GRACE_S", "nan"),
+    (ConsumerSettings.from_env, "PREDMESH_AMQP_BLOCKED_TIMEOUT_S", "-1"),
+    (ConsumerSettings.from_env, "PREDMESH_AMQP_RECONNECT_MAX_S", "0"),
+    (AmqpSettings.from_env, "PREDMESH_AMQP_RECONNECT_MAX_S", "inf"),
+    (UiSettings.from_env, "PREDMESH_UI_REFRESH_S", "nan"),
+    (UiSettings.from_env, "PREDMESH_UI_TIMEOUT_S", "-2"),
+    (ServerSettings.from_env, "PREDMESH_BATCH_MAX_DELAY_MS", "-5"),
+    (ServerSettings.from_env, "PREDMESH_DRAIN_SECONDS", "-1"),
+    (ServerSettings.from_env, "PREDMESH_GRACE_SECONDS", "nan"),
+    (ServerSettings.from_env, "PREDMESH_RELOAD_POLL_SECONDS", "0"),
+    (PersistenceSettings.from_env, "PREDMESH_DB_FLUSH_MS", "-1"),
+    (PersistenceSettings.from_env, "PREDMESH_SPOOL_DRAIN_SECONDS", "inf"),
+])
+def test_a_negative_or_non_finite_time_is_refused_naming_the_variable(reader, variable, value):
+    with pytest.raises(ConfigError, match=f"^{variable}={value!r} must be a finite number"):
+        reader({variable: value})
+
+
+def test_a_time_of_zero_stays_allowed_where_it_means_at_once():
+    assert ServerSettings.from_env({"PREDMESH_DRAIN_SECONDS": "0", "PREDMESH_GRACE_SECONDS": "0",
+                                    "PREDMESH_BATCH_MAX_DELAY_MS": "0"}).drain_seconds == 0
+    assert ConsumerSettings.from_env({"PREDMESH_CONSUMER_GRACE_S": "0"}).grace_s == 0
+    assert PersistenceSettings.from_env({"PREDMESH_SPOOL_DRAIN_SECONDS": "0"}).spool_drain_seconds == 0
+
+
+@pytest.mark.parametrize("variable", ["PREDMESH_DESIRED_STATE_POLL_SECONDS", "PREDMESH_BATCH_RUN_STALE_S",
+                                      "PREDMESH_DRIFT_WINDOW_S"])
+def test_an_infinite_interval_is_refused_like_every_other_time(variable):
+    """These three had their own check (> 0) that let `inf` through: a replica that never reads the fleet's
+    desired state, a batch attempt never marked abandoned. Every time setting now has the one check of Env.float."""
+    reader = ServerSettings.from_env if variable == "PREDMESH_DRIFT_WINDOW_S" else PersistenceSettings.from_env
+    with pytest.raises(ConfigError, match=f"^{variable}='inf' must be a finite number > 0"):
+        reader({variable: "inf"})

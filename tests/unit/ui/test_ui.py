@@ -5,6 +5,7 @@ import asyncio
 import html
 import logging
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import ClassVar, cast
@@ -715,3 +716,27 @@ def test_login_gate_slows_each_address_and_caps_all_addresses_together():
     now[0] += login.FORGET_AFTER_S
     gate.failed("b")
     assert set(gate._by_address) == {"b"}                          # old records are forgotten
+
+
+@pytest.mark.parametrize("origin", ["https://dash.example.org", "dash.example.org:https", "dash.example.org/app",
+                                    ":5006"])
+def test_an_origin_bokeh_cannot_take_is_refused_naming_where_it_came_from(origin):
+    """An origin written as a browser writes it (scheme://host, as PREDMESH_GATEWAY_CORS_ORIGINS takes) reached
+    Bokeh as it was, and `predmesh ui` died in a 47-line traceback ("Invalid port in host value")."""
+    with pytest.raises(ConfigError, match=f"^PREDMESH_UI_ALLOWED_ORIGINS: '{re.escape(origin)}' is not host"):
+        UiSettings.from_env({"PREDMESH_UI_ALLOWED_ORIGINS": f"localhost:5006, {origin}"})
+    with pytest.raises(ConfigError, match=r"^--allow-websocket-origin: "):
+        UiSettings.from_env({}, origins=[origin])
+    from bokeh.server.util import create_hosts_allowlist
+
+    for good in ("dash.example.org", "dash.example.org:443", "*", "*.example.org", "10.0.0.*:5006"):
+        assert UiSettings.from_env({"PREDMESH_UI_ALLOWED_ORIGINS": good}).websocket_origins == [good]
+        create_hosts_allowlist([good], 5006)  # what is let through, Bokeh takes
+
+
+def test_a_malformed_addr_flag_is_named_as_the_flag():
+    """`predmesh ui --addr nope` blamed PREDMESH_UI_ADDR, which the operator had not set."""
+    with pytest.raises(ConfigError, match=r"^--addr='nope' must be host:port"):
+        UiSettings.from_env({"PREDMESH_UI_ADDR": "127.0.0.1:5006"}, addr="nope")
+    with pytest.raises(ConfigError, match=r"^PREDMESH_UI_ADDR='nope' must be host:port"):
+        UiSettings.from_env({"PREDMESH_UI_ADDR": "nope"})
