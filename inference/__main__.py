@@ -1,7 +1,7 @@
 """Entry point: `python -m inference [serve|train]` (also `predmesh serve`, `predmesh train`)."""
 from __future__ import annotations
 
-from predmesh.startup import check_bindable, interrupt_exits, make_directory, run_guarded
+from predmesh.startup import check_bindable, check_creatable, interrupt_exits, make_directory, run_guarded
 
 interrupt_exits("python -m inference")  # first: Ctrl-C during the imports below ends with one line too
 
@@ -79,7 +79,10 @@ def _run(args: argparse.Namespace, command: str) -> int:
 
     from inference.models.store import ModelStore
 
-    make_directory(server.model_store, "PREDMESH_MODEL_STORE")  # not a traceback of the first write in it
+    if command in ("train", "import"):  # checked, not made: a refused import leaves nothing behind
+        check_creatable(server.model_store, "PREDMESH_MODEL_STORE")
+    else:
+        make_directory(server.model_store, "PREDMESH_MODEL_STORE")  # not a traceback of the first write in it
     store = ModelStore(server.model_store, server.signing_key)
     if command in ("train", "import"):
         from inference.errors import InvalidArgument

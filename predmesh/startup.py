@@ -51,6 +51,24 @@ def make_directory(path: Path, what: str) -> Path:
     return path
 
 
+def check_creatable(path: Path, what: str) -> Path:
+    """make_directory's check without creating anything (a command that may yet refuse its input, e.g. `import`,
+    must leave no trace): StartupError when the nearest existing ancestor of path is not a directory or not
+    writable."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and path.is_dir():
+        return path
+    if not existing.is_dir():
+        reason = "a file is in the way" if existing == path else os.strerror(errno.ENOTDIR)
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = os.strerror(errno.EACCES)
+    else:
+        return path
+    raise StartupError(f"{what}: cannot create the directory {path} ({reason})")
+
+
 _prog = ""
 
 
