@@ -218,10 +218,15 @@ def serve(settings: ServerSettings, recorder: Recorder | None = None, extend=Non
     loaded = ", ".join(f"{m.name}@{m.version}" for m in server.registry.serving()) or "none"
     log.info("predmesh inference listening on %s:%d (gRPC); metrics: %s; models: %s", host, port, metrics, loaded)
 
+    asked: list[int] = []  # the signals that asked for the stop (handlers run one at a time, in this thread)
+
     def on_signal(signum, frame):
-        if server.stopping:
+        # asked, not only server.stopping: the shutdown thread may not have run yet when a second signal comes
+        # (a loaded machine), and that signal would be logged as a second graceful stop (stop() runs once anyway)
+        if asked or server.stopping:
             log.info("received %s: already shutting down", signal.Signals(signum).name)
             return
+        asked.append(signum)
         log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
         threading.Thread(target=server.stop, name="shutdown").start()
 
