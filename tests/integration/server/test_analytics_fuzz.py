@@ -4,6 +4,7 @@ INVALID_ARGUMENT or NOT_FOUND: never INTERNAL, UNKNOWN, or UNAVAILABLE (which th
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -30,27 +31,41 @@ ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode
 EXAMPLES = 120
 
 
-@pytest.fixture
-def analytics(empty_db_url):
-    database = open_database(empty_db_url)
+@contextlib.contextmanager
+def analytics_served(db_url: str, records: list[PredictionRecord], auth: TokenAuth):
+    """An AnalyticsServicer (behind the edge's DecodeGuard) on a freshly migrated database holding records; yields
+    its stub, on a channel with gRPC's default limits (4 MiB received)."""
+    database = open_database(db_url)
     with session():
         migrate(database)
-        now = time.time()
-        repo.insert_predictions([PredictionRecord(
-            prediction_id=str(uuid.uuid4()), request_id=f"r{i}", model="iris", model_version="1",
-            features={"a": float(i)}, label="setosa" if i % 2 else "virginica",
-            probabilities={"setosa": 0.5, "virginica": 0.5}, transport="grpc", latency_ms=1.0,
-            created_at=now - i) for i in range(5)])
+        repo.insert_predictions(records)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[DecodeGuard()])
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-        AnalyticsServicer(PersistenceMetrics(CollectorRegistry()), TokenAuth(None, open_writes=True)), server)
+        AnalyticsServicer(PersistenceMetrics(CollectorRegistry()), auth), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield analytics_pb2_grpc.AnalyticsServiceStub(channel)
-    channel.close()
-    server.stop(0)
-    database.close()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield analytics_pb2_grpc.AnalyticsServiceStub(channel)
+    finally:
+        server.stop(0)
+        database.close()
+
+
+def stored(request_id: str, created_at: float, model: str, features: dict, label: str,
+           probabilities: dict[str, float]) -> PredictionRecord:
+    return PredictionRecord(prediction_id=str(uuid.uuid4()), request_id=request_id, model=model,
+                            model_version="1", features=features, label=label, probabilities=probabilities,
+                            transport="grpc", latency_ms=1.0, created_at=created_at)
+
+
+@pytest.fixture
+def analytics(empty_db_url):
+    now = time.time()
+    records = [stored(f"r{i}", now - i, "iris", {"a": float(i)}, "setosa" if i % 2 else "virginica",
+                      {"setosa": 0.5, "virginica": 0.5}) for i in range(5)]
+    with analytics_served(empty_db_url, records, TokenAuth(None, open_writes=True)) as stub:
+        yield stub
 
 
 def _code(call, request) -> grpc.StatusCode:
@@ -172,32 +187,17 @@ def test_a_page_of_large_stored_rows_is_cut_short_and_every_row_is_listed(empty_
     MAX_PAGE_BYTES with a token for the rest, and paging returns every row once."""
     from inference.rpc.analytics import MAX_PAGE_BYTES
 
-    database = open_database(empty_db_url)
-    with session():
-        migrate(database)
-        now = time.time()
-        repo.insert_predictions([PredictionRecord(
-            prediction_id=str(uuid.uuid4()), request_id=f"big{i}", model="open", model_version="1",
-            features={"plan": f"{i}" + "x" * (900 * 1024 if i % 3 else 10)}, label="yes",
-            probabilities={"yes": 1.0}, transport="grpc", latency_ms=1.0, created_at=now - i) for i in range(12)])
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[DecodeGuard()])
-    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-        AnalyticsServicer(PersistenceMetrics(CollectorRegistry()), TokenAuth(None)), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # gRPC's default limits: 4 MiB received
-            stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
-            seen, token, pages = [], "", 0
-            while True:
-                page = stub.ListPredictions(analytics_pb2.ListPredictionsRequest(page_size=1000, page_token=token),
-                                            timeout=10)
-                assert page.ByteSize() <= MAX_PAGE_BYTES + 1024 * 1024  # one row beyond the budget at most
-                seen += [p.prediction.request_id for p in page.predictions]
-                token, pages = page.next_page_token, pages + 1
-                if not token:
-                    break
-    finally:
-        server.stop(0)
-        database.close()
+    now = time.time()
+    records = [stored(f"big{i}", now - i, "open", {"plan": f"{i}" + "x" * (900 * 1024 if i % 3 else 10)}, "yes",
+                      {"yes": 1.0}) for i in range(12)]
+    with analytics_served(empty_db_url, records, TokenAuth(None)) as stub:
+        seen, token, pages = [], "", 0
+        while True:
+            page = stub.ListPredictions(analytics_pb2.ListPredictionsRequest(page_size=1000, page_token=token),
+                                        timeout=10)
+            assert page.ByteSize() <= MAX_PAGE_BYTES + 1024 * 1024  # one row beyond the budget at most
+            seen += [p.prediction.request_id for p in page.predictions]
+            token, pages = page.next_page_token, pages + 1
+            if not token:
+                break
     assert seen == [f"big{i}" for i in range(12)] and pages > 1
