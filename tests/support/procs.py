@@ -262,6 +262,18 @@ class ServerProc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def metric(self, name: str, labels: str = "") -> float | None:
+        """A sample of the server's /metrics (name, and its labels as written there, e.g. 'model="iris"'); None
+        when absent (as ConsumerProc.metric)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith(name + (f"{{{labels}}}" if labels else "") + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
     def __enter__(self) -> ServerProc:
         return self.start()
 

@@ -135,12 +135,7 @@ def test_kill_9_during_scoring_leaves_no_partial_output_and_the_rerun_completes(
 
 def vouched(server) -> float:
     """The server's predmesh_idempotency_vouched_total: keyed rows sent as new keys (FeatureMatrix.new_keys)."""
-    import re
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as r:
-        found = re.search(r"^predmesh_idempotency_vouched_total ([0-9.e+]+)$", r.read().decode(), re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    return server.metric("predmesh_idempotency_vouched_total") or 0.0
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:

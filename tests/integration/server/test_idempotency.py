@@ -181,12 +181,7 @@ def test_a_retry_on_a_new_server_process_gets_the_answer_stored_by_the_last(stor
 
 
 def counter(proc: ServerProc, name: str) -> float:
-    import re
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as r:
-        found = re.search(rf"^{name} ([0-9.e+-]+)$", r.read().decode(), re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    return proc.metric(name) or 0.0
 
 
 def test_keys_vouched_new_are_not_looked_up_and_still_stored_once(store, tmp_path, db_url):
