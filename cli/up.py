@@ -183,11 +183,8 @@ def rabbitmq_metrics_addr(environ: Mapping[str, str], amqp_url: str) -> str:
     the AMQP URL's host on the plugin's port, 15692."""
     from urllib.parse import urlsplit
 
-    chosen = environ.get("PREDMESH_RABBITMQ_METRICS_ADDR", "").strip()
-    if chosen:
-        return chosen
     host = urlsplit(amqp_url).hostname or "127.0.0.1"
-    return f"[{host}]:15692" if ":" in host else f"{host}:15692"
+    return Env(environ).addr("RABBITMQ_METRICS_ADDR", f"[{host}]:15692" if ":" in host else f"{host}:15692")
 
 
 WRITER_TOKEN_FILE = Path("var/writer-token")  # under the working directory, like var/models and var/prometheus

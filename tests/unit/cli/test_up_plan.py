@@ -257,3 +257,13 @@ def test_up_says_whether_the_admin_api_is_on(tmp_path, monkeypatch):
         on = up.plan(argv, env).notes
         assert any(n.startswith("admin API (reload, rollout, pin, rollback): on") for n in on), on
         assert not any("s3cret" in n for n in on)
+
+
+def test_a_malformed_broker_metrics_address_is_one_line_naming_its_variable():
+    import pytest
+
+    from predmesh.env import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^PREDMESH_RABBITMQ_METRICS_ADDR: "):
+        up.rabbitmq_metrics_addr({"PREDMESH_RABBITMQ_METRICS_ADDR": "nope"}, "amqp://guest:guest@127.0.0.1:5672/%2F")
+    assert up.rabbitmq_metrics_addr({}, "amqp://u:p@[::1]:5672/%2F") == "[::1]:15692"
