@@ -9,8 +9,9 @@ What the layout keeps (docs/persistence.md "Partitions and retention"):
   inserted rows: an id held already raises unique_violation (23505) as the old UNIQUE (request_id) did, so COPY
   falls back to repo's staging insert, which skips rows whose id is held. predictions itself has no primary key
   (m0012: its random uuid keys cost a btree descent per row, the claim another);
-- request_id (the idempotency key) is unique with it: prediction_id is uuid5(PREDICTION_NAMESPACE, request_id)
-  (database.records.prediction_id_of), so a request_id is looked up as its prediction_id;
+- request_id (the idempotency key) is unique with it: prediction_id is database.records.prediction_id_of(request_id),
+  so a request_id is looked up as its prediction_id (and, for rows stored before ordered ids, its uuid5 id: m0013,
+  legacy_until);
 - a prediction_id is looked up in prediction_keys first, whose created_at names the row's partition: the probe of
   predictions is then pruned to that partition and served by predictions_page (created_at, prediction_id);
 - feedback has no foreign key to a partitioned table (it would need the partition key and would stop a partition
@@ -34,13 +35,15 @@ import peewee
 from peewee import Database
 
 from database.connect import advisory_lock
-from database.records import prediction_id_of
+from database.records import ordered, prediction_id_of, uuid5_id
 
 log = logging.getLogger(__name__)
 
 TABLE = "predictions"
 DEFAULT = "predictions_default"
 KEYS = "prediction_keys"
+LEGACY = "prediction_id_legacy"  # m0013: until when uuid5 ids of ordered request ids were stored (none: never)
+LEGACY_RECHECK_SECONDS = 600.0  # legacy_until reads it again after this long
 KEYS_INDEX = f"{KEYS}_created_brin"  # BRIN on created_at (m0010): retention finds the keys of removed days by it
 PREFIX = "predictions_p"  # + YYYYMMDD: the partition of that UTC day
 DAYS_AHEAD = 7  # partitions kept created ahead of today: a week without maintenance still inserts into its day
@@ -225,6 +228,7 @@ def ensure_partitions(database: Database, now: float | None = None, ahead: int =
 
 
 _LAYOUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LEGACY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # legacy_until's (when read, what it read)
 
 
 def keyed(database: Database | None = None) -> bool:
@@ -239,16 +243,18 @@ def keyed(database: Database | None = None) -> bool:
 
 
 def forget(database: Database) -> None:
-    """Drop the cached layout of a database (its table was just converted)."""
+    """Drop the cached layout of a database (its table was just converted) and what legacy_until read."""
     _LAYOUT.pop(database, None)
+    _LEGACY.pop(database, None)
 
 
 def fresh(staging: str) -> str:
     """SQL for repo (partitioned layout): the rows of a staging table whose prediction_id is not stored yet, the
     first of each (as the old UNIQUE (request_id) let ON CONFLICT DO NOTHING keep it): a row whose id is held is
     skipped here, since its claim in prediction_keys would raise. Every record carries a request_id (a fresh one
-    when the client sent none) and its prediction_id is that key's uuid5, so this also skips a record stored
-    already whatever its created_at."""
+    when the client sent none) and its prediction_id is that key's prediction_id_of, so this also skips a record stored
+    already whatever its created_at (one stored before ordered ids under its uuid5 id is found by the lookups before
+    it: stored_by_key)."""
     return (f"(SELECT DISTINCT ON (prediction_id) * FROM {staging} ORDER BY prediction_id, ctid) s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} k WHERE k.prediction_id = s.prediction_id)")
 
@@ -292,13 +298,44 @@ def by_id(database: Database, columns: str, prediction_ids: Sequence[str], lock:
     return database.execute_sql(*by_claims(columns, found, lock)).fetchall()
 
 
+def legacy_until(database: Database) -> datetime | None:
+    """While rows stored before ordered ids (m0013) may hold an ordered request id under its uuid5 id: the time
+    (naive UTC) before which they were stored; None when none can be (a database made with ordered ids, or retention
+    dropped the last key created before then: the record is deleted then, by whichever process sees it first).
+    Read again every LEGACY_RECHECK_SECONDS: one row, and then one probe of the keys' BRIN index."""
+    now = time.monotonic()
+    cached = _LEGACY.get(database)
+    if cached is not None and now - cached[0] < LEGACY_RECHECK_SECONDS:
+        return cached[1]
+    until = None
+    if database.execute_sql("SELECT to_regclass(%s)", (LEGACY,)).fetchone()[0] is not None:  # m0013 applied
+        until = database.execute_sql(f"SELECT min(until) FROM {LEGACY}").fetchone()[0]
+    if until is not None and until < datetime.now(UTC).replace(tzinfo=None) and not database.execute_sql(
+            f"SELECT 1 FROM {KEYS} WHERE created_at < %s LIMIT 1", (until,)).fetchone():
+        database.execute_sql(f"DELETE FROM {LEGACY} WHERE until <= %s", (until,))
+        log.info("no prediction stored before ordered prediction ids is left: request ids are looked up by one id")
+        until = None
+    _LEGACY[database] = (now, until)
+    return until
+
+
+def legacy_ids(database: Database, request_ids: Sequence[str]) -> dict[str, str]:
+    """{uuid5 id: request id} of those of these request ids that may be stored under their uuid5 id (ordered ones,
+    while legacy_until says such rows may exist); empty otherwise."""
+    if legacy_until(database) is None:
+        return {}
+    return {uuid5_id(rid): rid for rid in request_ids if ordered(rid)}
+
+
 def stored_by_key(database: Database, ids: list[str], prediction_ids: Sequence[str] | None = None) -> list[tuple]:
     """repo.answered's rows for these keys: (request_id, request_hash, prediction_id, model,
     model_version, label, probabilities, latency_ms, transport, features when request_hash is NULL). Each key is
     looked up as its prediction_id (prediction_id_of; or prediction_ids, the keys' own, one per key in their order,
-    when the caller has them), through prediction_keys (by_id)."""
+    when the caller has them), through prediction_keys (by_id), and while rows stored before ordered ids may hold
+    it, as its uuid5 id too (legacy_ids), in the same query."""
     key_of = (dict(zip(prediction_ids, ids)) if prediction_ids is not None
               else {prediction_id_of(rid): rid for rid in ids})
+    key_of.update(legacy_ids(database, ids))
     rows = by_id(database, "p.prediction_id, request_hash, model, model_version, label, probabilities, latency_ms, "
                  "transport, CASE WHEN request_hash IS NULL THEN features END", list(key_of))
     return [(key_of[pid], rhash, pid, *rest) for pid, rhash, *rest in rows]

@@ -284,6 +284,9 @@ def _where(flt: PredictionFilter) -> list:
         # left out when the query is planned (none is scanned for a key not stored: created_at IS NULL)
         pid = prediction_id_of(flt.request_id)
         found = partitions.claims(db.obj, [pid])
+        if not found and (legacy := partitions.legacy_ids(db.obj, [flt.request_id])):
+            pid = next(iter(legacy))  # stored before ordered ids (m0013): under its uuid5 id
+            found = partitions.claims(db.obj, [pid])
         conds += [Prediction.created_at == (found[0][1] if found else None), Prediction.prediction_id == pid]
     elif flt.request_id:
         conds.append(Prediction.request_id == flt.request_id)

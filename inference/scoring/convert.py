@@ -1,16 +1,13 @@
 """Conversions between domain objects and predmesh.v1 messages."""
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Sequence
-from operator import methodcaller
 
-import numpy as np
 from google.protobuf.struct_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from database.records import PREDICTION_NAMESPACE_BYTES, PredictionRecord, prediction_id_of
+from database.records import DIGITS, MAX_ORDERED_DIGITS, PredictionRecord, ordered_head, prediction_id_of, uuid5_id
 from inference.bounds import shown
 from inference.errors import InvalidFeatures
 from inference.models.manifest import Manifest
@@ -18,7 +15,7 @@ from predmesh.types import TRANSPORTS
 from predmesh.v1 import model_pb2
 from predmesh.values import decode, upgrade_message
 
-# prediction_id = uuid5(PREDICTION_NAMESPACE, request_id) (database.records: the database finds a key's row by it)
+# prediction_id = database.records.prediction_id_of(request_id) (the database finds a key's row by it)
 _TRANSPORTS = frozenset(TRANSPORTS)
 _KIND = {"number": model_pb2.FEATURE_KIND_NUMBER, "category": model_pb2.FEATURE_KIND_CATEGORY,
          "boolean": model_pb2.FEATURE_KIND_BOOLEAN}
@@ -64,15 +61,10 @@ def ids(request_id: str) -> tuple[str, str]:
 
     Hot path (once per row), so without uuid objects: the fresh id is 128 random bits from `random` (reseeded
     from os.urandom at start and after fork; uuid4 would make a getrandom syscall per row, and with it a GIL
-    hand-off), and the prediction_id is database.records.prediction_id_of (uuid5 computed directly, RFC 4122).
+    hand-off), and the prediction_id is database.records.prediction_id_of.
     """
     request_id = request_id or f"{random.getrandbits(128):032x}"
     return request_id, prediction_id_of(request_id)
-
-
-_DIGEST = methodcaller("digest")
-# where the 32 hex digits of a UUID go among its 36 characters (and a separator after it: 37 per row)
-_HEX_AT = np.array([*range(8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36)])
 
 
 def fresh_request_ids(n: int) -> list[str]:
@@ -82,21 +74,23 @@ def fresh_request_ids(n: int) -> list[str]:
 
 
 def prediction_ids(request_ids: Sequence[str]) -> list[str]:
-    """ids()'s prediction_id of each request id (uuid5(PREDICTION_NAMESPACE, request_id)), for many at once: one
-    SHA-1 per row, the bit-twiddling and formatting vectorised (the bulk path)."""
-    n = len(request_ids)
-    if not n:
-        return []
-    keyed = map(PREDICTION_NAMESPACE_BYTES.__add__, map(str.encode, request_ids))
-    digests = b"".join(map(_DIGEST, map(hashlib.sha1, keyed)))
-    raw = np.frombuffer(digests, np.uint8).reshape(n, 20)[:, :16].copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    hexed = np.frombuffer(raw.tobytes().hex().encode(), np.uint8).reshape(n, 32)
-    text = np.full((n, 37), ord("-"), np.uint8)
-    text[:, _HEX_AT] = hexed
-    text[:, 36] = ord("\n")
-    return text.tobytes().decode().split("\n")[:n]
+    """ids()'s prediction_id of each request id (database.records.prediction_id_of), for many at once (the bulk
+    path): prediction_id_of inlined, the head of a stem's ids made once (a batch call's rows share one or two)."""
+    out: list[str] = []
+    append, other = out.append, uuid5_id
+    last_stem, last_width, head = "", 0, ""
+    for rid in request_ids:
+        stem = rid.rstrip(DIGITS)
+        cut = len(stem)
+        width = len(rid) - cut
+        if 0 < width <= MAX_ORDERED_DIGITS:
+            if width != last_width or stem != last_stem:
+                last_stem, last_width, head = stem, width, ordered_head(stem, width)
+            tail = f"{int(rid[cut:]):015x}"
+            append(f"{head}{tail[:3]}-{tail[3:]}")
+        else:
+            append(other(rid))
+    return out
 
 
 def transport_of(metadata) -> str:

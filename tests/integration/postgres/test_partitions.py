@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from database import partitions, repo, retention
 from database.connect import open_database, session
 from database.migrate import migrate
 from database.models import to_datetime, to_epoch
-from database.records import PredictionRecord, prediction_id_of
+from database.records import PredictionRecord, prediction_id_of, uuid5_id
 from tests.integration.postgres.test_database import record
 from tests.support.pg import schema_database
 
@@ -141,7 +142,7 @@ def test_m0010_converts_a_filled_table_to_json_keeping_every_row_and_key():
                 (partitions.KEYS_INDEX,)]
             assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before  # every row
             assert _rows(database, "SELECT * FROM prediction_keys ORDER BY request_id") == keys
-        assert migrate(database) == ["m0012_keys_by_prediction_id"]
+        assert migrate(database, stop_before="m0013") == ["m0012_keys_by_prediction_id"]
         with session():
             stored = repo.get_prediction(old[-1].prediction_id)
             assert stored is not None and stored.features == typed
@@ -189,8 +190,8 @@ def test_m0012_keys_by_prediction_id_keeping_every_row_and_key():
             claims = _rows(database, "SELECT prediction_id, created_at FROM prediction_keys ORDER BY 1")
             assert len(claims) == len(old)
             stats = repo.stats(repo.PredictionFilter(), now=now + 60)
-        assert migrate(database) == ["m0012_keys_by_prediction_id"]
-        assert migrate(database) == []
+        assert migrate(database, stop_before="m0013") == ["m0012_keys_by_prediction_id"]
+        assert migrate(database) == ["m0013_ordered_prediction_ids"]
         with session():
             assert _rows(database, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
                          "WHERE contype = 'p' AND conrelid IN ('predictions'::regclass, "
@@ -428,3 +429,57 @@ def test_the_server_runs_retention_by_itself(model_store, tmp_path):
             stored = {r[0] for r in _rows(database, "SELECT request_id FROM predictions")}
             assert stored == {r.request_id for r in old if to_datetime(r.created_at) >= boundary}
             assert all(hi is None or hi > boundary for _, hi in partitions.partitions(database).values())
+
+
+@pytest.mark.postgres
+def test_m0013_request_ids_stored_under_uuid5_ids_are_still_found_until_retention_drops_them():
+    """Ordered ids (m0013) change the prediction_id of a request id ending in a number; rows the previous release
+    stored keep their uuid5 ids. A retry of such a request after the upgrade must find its stored answer (else it
+    is scored and stored again), ListPredictions by request_id must find the row, and once retention has dropped
+    every row from before, lookups go back to one probe a key. A new database never probes twice."""
+    now = time.time()
+    legacy = [dataclasses.replace(record(f"order-{i}", at=now - (i % 3) * DAY - i), prediction_id=uuid5_id(
+        f"order-{i}"), request_hash=f"{i:032x}") for i in range(12)]
+    with schema_database() as (_schema, database):
+        with session():  # the database as the previous release left it: uuid5 ids only
+            migrate(database, stop_before="m0013")
+            partitions.forget(database)
+            repo.insert_predictions(legacy)
+        assert migrate(database) == ["m0013_ordered_prediction_ids"]
+        with session():
+            partitions.forget(database)
+            until = partitions.legacy_until(database)
+            assert until is not None and until > datetime.now(UTC).replace(tzinfo=None)
+            asked = [r.request_id for r in legacy[:5]] + ["order-999"]
+            found = repo.answered(asked)
+            assert sorted(found) == asked[:5]  # the stored answers, not scored again
+            assert {rid: a.prediction_id for rid, a in found.items()} == {
+                r.request_id: r.prediction_id for r in legacy[:5]}
+            assert found["order-2"].request_hash == legacy[2].request_hash
+            # the server passes the keys' ordered ids along: the uuid5 ones are probed too
+            assert sorted(repo.answered(asked, [prediction_id_of(r) for r in asked])) == asked[:5]
+            rows, _ = repo.list_predictions(repo.PredictionFilter(request_id="order-7"), 10)
+            assert [r.record.prediction_id for r in rows] == [uuid5_id("order-7")]
+            assert repo.count_predictions(repo.PredictionFilter(request_id="order-7")) == 1
+            # new rows get ordered ids and are found by them as well
+            repo.insert_predictions([record("order-1000", at=now)])
+            assert repo.answered(["order-1000"])["order-1000"].prediction_id == prediction_id_of("order-1000")
+            assert uuid.UUID(prediction_id_of("order-1000")).version == 8
+
+            # retention drops the days before the record's time: the record goes and one probe a key is back
+            database.execute_sql(f"UPDATE {partitions.LEGACY} SET until = %s",
+                                 (to_datetime(now - 0.5 * DAY),))
+            partitions.forget(database)
+            assert partitions.legacy_until(database) is not None  # rows from before are still stored
+            retention.run(database, 1, now=now + DAY)  # keeps only the day of now
+            partitions.forget(database)
+            assert partitions.legacy_until(database) is None
+            assert _rows(database, f"SELECT * FROM {partitions.LEGACY}") == []
+            assert partitions.legacy_ids(database, ["order-1"]) == {}
+
+    with schema_database() as (_schema, database):  # a new database: nothing recorded, never a second probe
+        assert "m0013_ordered_prediction_ids" in migrate(database)
+        with session():
+            partitions.forget(database)
+            assert partitions.legacy_until(database) is None
+            assert _rows(database, f"SELECT * FROM {partitions.LEGACY}") == []

@@ -1,15 +1,39 @@
 """The server's prediction ids are the ones the database looks a request id up by (m0012): ids() and the bulk
-prediction_ids() both give database.records.prediction_id_of(request_id), uuid5 of the one namespace."""
+prediction_ids() both give database.records.prediction_id_of(request_id): an ordered version-8 id for a request id
+ending in a number of 1-15 digits (m0013), uuid5 of the one namespace for any other."""
 from __future__ import annotations
 
 import uuid
 
-from database.records import PREDICTION_NAMESPACE, prediction_id_of
+from database.records import PREDICTION_NAMESPACE, ordered, prediction_id_of, uuid5_id
 from inference.scoring.convert import ids, prediction_ids
 
 
 def test_the_server_derives_the_id_the_database_looks_keys_up_by():
-    keys = ["a", "req-1", "ünïcode ✓", "x" * 300, ids("")[0]]
+    keys = ["a", "req-1", "req-2", "ünïcode ✓", "x" * 300, ids("")[0], "a01", "a1", "9" * 15, "9" * 16, "٣", "b٣"]
     assert [ids(k)[1] for k in keys] == prediction_ids(keys) == [prediction_id_of(k) for k in keys]
     assert prediction_id_of("a") == str(uuid.uuid5(PREDICTION_NAMESPACE, "a")) != str(uuid.uuid5(uuid.NAMESPACE_URL,
                                                                                                   "a"))
+
+
+def test_a_request_id_ending_in_a_number_gets_an_ordered_version_8_id():
+    got = [prediction_id_of(f"file-3f9a:{row}") for row in range(1000, 3000)]
+    assert got == sorted(got) and len(set(got)) == len(got)  # consecutive rows: consecutive keys in the btree
+    for pid in got[:3]:
+        parsed = uuid.UUID(pid)
+        assert str(parsed) == pid and parsed.version == 8 and parsed.variant == uuid.RFC_4122
+    assert got[0].endswith("-8000-0000000003e8") and got[1].endswith("-8000-0000000003e9")  # 1000, 1001
+    assert len({pid[:20] for pid in got}) == 1  # one stem, one digit count: one head
+    # the digit count is part of the stem's hash: "a1" and "a01" are different requests, so different ids
+    assert prediction_id_of("a1") != prediction_id_of("a01") and prediction_id_of("a1")[:20] != prediction_id_of(
+        "a01")[:20]
+    assert prediction_id_of("b-7") != prediction_id_of("c-7")
+    assert ordered("x-1") and ordered("9" * 15) and ordered("1")
+
+
+def test_other_request_ids_keep_their_uuid5_id():
+    # no number at the end, more digits than 60 bits hold, or digits that are not ASCII: the scheme of before
+    for rid in ("abc", "x" * 128, "1" * 16, "row-٣", "١٢٣", "7 "):
+        assert not ordered(rid)
+        assert prediction_id_of(rid) == uuid5_id(rid) == str(uuid.uuid5(PREDICTION_NAMESPACE, rid))
+        assert uuid.UUID(prediction_id_of(rid)).version == 5
