@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import luigi
 import numpy as np
+import orjson
 
 from batch.csvrows import Unreadable, csv_rows
 from batch.outputs import refuse_non_regular
@@ -448,12 +449,29 @@ def column_writer(target: Target, header: Sequence[str],
             if fast is None:
                 writer.writerows(zip(*columns))
             else:
-                f.write((fast * len(columns[0])) % tuple(chain.from_iterable(zip(*columns))))
+                parts = fast.rstrip("\r\n").split(",")
+                columns = [_repr_texts(c) if part == "%r" else c for c, part in zip(columns, parts)]
+                f.write((fast.replace("%r", "%s") * len(columns[0])) % tuple(chain.from_iterable(zip(*columns))))
 
         yield add
 
 
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
+
+
+def _repr_texts(column: Sequence[float]) -> Sequence[str] | Sequence[float]:
+    """repr() of each float of a column, made in C: orjson writes the same shortest digits (Ryu), ~5x faster than a
+    repr per value (the probability columns were a quarter of the client's CPU on a big file), and spells a number
+    the way repr does except below 1e-4 or from 1e16 on (0.00001 for 1e-05, 1e-7 for 1e-07): those few take repr.
+    A column holding NaN or ±inf stays as it is (csv.writer spells them nan, inf)."""
+    values = np.array(column, dtype=np.float64)
+    if not np.isfinite(values).all():
+        return column
+    texts = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
+    size = np.abs(values)
+    for i in np.flatnonzero(((size < 1e-4) & (size > 0)) | (size >= 1e16)).tolist():
+        texts[i] = repr(column[i])
+    return texts
 
 
 def _csv_template(columns: Sequence[Sequence]) -> str | None:
@@ -471,7 +489,7 @@ def _csv_template(columns: Sequence[Sequence]) -> str | None:
                 return None
             parts.append("%s")
         elif kinds == {float}:
-            parts.append("%r")  # csv.writer writes str(float), which is repr(float)
+            parts.append("%r")  # csv.writer writes str(float), which is repr(float) (add: _repr_texts)
         else:
             return None
     return ",".join(parts) + "\r\n"

@@ -10,6 +10,7 @@ from itertools import chain, repeat
 from operator import itemgetter
 
 import numpy as np
+import orjson
 
 from database.connect import RejectedData
 from database.models import to_datetime
@@ -132,14 +133,15 @@ def _batch_copy_text(b: PredictionBatch, text, obj) -> str:
     def const(value: str) -> str:
         return text(value).replace("%", "%%")
 
-    # feature values by %s: a float's str is its repr (a JSON number); the other values come as JSON text
+    # every value by %s: the feature and probability columns come as JSON text already (numbers_text, or JSON
+    # text of other values from _json_column)
     template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names, '%s')}\t%s\t"
-                f"{obj(b.classes)}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
+                f"{obj(b.classes, '%s')}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
                 f"{to_datetime(b.created_at)!s}\t%s\n")
     labels = [text(c) for c in b.classes]
     hashes = b.request_hashes if b.request_hashes is not None else repeat(NULL)
     values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *columns,
-                                     map(labels.__getitem__, b.labels.tolist()), *b.probabilities.T.tolist(),
+                                     map(labels.__getitem__, b.labels.tolist()), *text_columns(b.probabilities),
                                      hashes))
     return (template * len(b)) % tuple(values)
 
@@ -167,16 +169,26 @@ def _feature_columns(b: PredictionBatch) -> list[list] | None:
     matrix = b.features
     if matrix.dtype != object:
         finite = np.isfinite(matrix)
-        if finite.all():
-            return matrix.T.tolist()
-        if not (finite | np.isnan(matrix)).all():
+        if not finite.all() and not (finite | np.isnan(matrix)).all():
             return None
-        columns = matrix.T.tolist()
-        for j in np.flatnonzero(~finite.all(axis=0)).tolist():
-            columns[j] = [v if v == v else "null" for v in columns[j]]
-        return columns
+        if matrix.dtype.kind == "f":
+            return text_columns(matrix)  # NaN (missing) as null
+        return matrix.T.tolist()
     strings: dict[str, str] = {}  # categories repeat: each distinct one encoded once
     return [_json_column(name, column, strings) for name, column in zip(b.feature_names, matrix.T.tolist())]
+
+
+def text_columns(matrix: np.ndarray) -> list[list[str]]:
+    """A 2-D matrix of numbers (no ±inf) as JSON text, one list per column: each value the shortest text that reads
+    back as the same double (the digits of Python's repr; orjson's Ryu in C, ~5x faster than a repr per value: a
+    third of the writer's CPU on a batch went to these), NaN as null. The spelling of an exponent may differ from
+    repr's (1e-05 is written 0.00001): the same JSON number."""
+    rows, width = matrix.shape
+    if not rows or not width:
+        return [[] for _ in range(width)]
+    values = np.ascontiguousarray(matrix, dtype=np.float64)
+    flat = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY).decode()[2:-2].replace("],[", ",").split(",")
+    return [flat[j::width] for j in range(width)]
 
 
 def _json_column(name: str, column: list, strings: dict[str, str]) -> list:

@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 import pytest
 
 from batch.cli import crontab_line
@@ -423,4 +424,23 @@ def test_column_writer_writes_exactly_what_csv_writer_writes(tmp_path, columns):
         w.writerow(header)
         w.writerows(zip(*columns))
         w.writerows(zip(*[c[:1] for c in columns]))
+    assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+
+
+def test_float_columns_are_written_as_repr_spells_them(tmp_path):
+    """The CSV fast path formats float columns with orjson (_repr_texts); every value must come out as repr()
+    spells it, as csv.writer writes it: exponent boundaries (1e-4, 1e16), subnormals, extremes, negative zero,
+    integral floats and random doubles of every magnitude."""
+    from batch.table import _repr_texts, column_writer
+    rng = np.random.default_rng(3)
+    edges = [1e-4, 9.999999999999999e-05, 1e-05, 1.2345e-07, 5e-324, 2.2250738585072014e-308, 1e16,
+             9999999999999998.0, 1e22, 1.7976931348623157e308, -0.0, 0.0, 2.0, 0.1, 0.30000000000000004, 123456.789]
+    values = [*edges, *(-v for v in edges), *(rng.normal(0, 1, 2000) * 10.0 ** rng.integers(-30, 30, 2000)).tolist(),
+              *rng.dirichlet([0.02, 0.02, 0.02], 500).ravel().tolist()]
+    assert list(_repr_texts(values)) == [repr(v) for v in values]
+    ids = [f"r-{i}" for i in range(len(values))]
+    with column_writer(tmp_path / "fast.csv", ["id", "p"]) as add:
+        add([ids, values])
+    with open(tmp_path / "ref.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["id", "p"], *zip(ids, values)])
     assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()

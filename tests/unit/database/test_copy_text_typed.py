@@ -203,3 +203,27 @@ def test_a_nul_or_lone_surrogate_in_any_string_is_refused_and_look_alikes_are_no
     for fine in ("\\u0000", "\\\\u0000", "x\\u0000y", "\\ud800", "🐧", "a🐧\\udc00"):
         assert parsed([record({"s": fine})])[0]["features"] == {"s": fine}
         assert parsed([batch(np.array([[fine]], dtype=object), ("s",))])[0]["features"] == {"s": fine}
+
+
+def test_batch_numbers_are_written_by_orjson_and_read_back_as_the_same_doubles():
+    """The batch path writes its float columns with orjson (text_columns): every value, subnormals, extremes,
+    negative zero, float32 widened and random doubles included, reads back as the very double, and the rows' JSON
+    equals the per-row path's (repr) value for value."""
+    rng = np.random.default_rng(7)
+    specials = [0.1, 1e-05, 1e-310, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -0.0, 1e16, 1e22,
+                123456789.0, 0.30000000000000004, float(np.float32(0.1)), -1.5e-300, 4.35, 100.0]
+    matrix = np.concatenate([np.array(specials).reshape(-1, 1).repeat(3, axis=1) * [1, -1, 0.5],
+                             rng.normal(0, 1e3, (200, 3)) * 10.0 ** rng.integers(-20, 20, (200, 3))])
+    probabilities = rng.dirichlet([0.05, 0.05], len(matrix))  # many tiny ones, printed with exponents
+    b = batch(matrix, ("a", "b", "c"), probabilities=probabilities)
+    fast = parsed([b])
+    slow = parsed(b.rows())  # the per-row path: repr of each value
+    assert fast == slow
+    assert [[r["features"][k] for k in "abc"] for r in fast] == matrix.tolist()
+    assert [[r["probabilities"][k] for k in ("no", "yes")] for r in fast] == probabilities.tolist()
+    text = copy_text([b]).getvalue()
+    assert "%r" not in text and "np.float64" not in text and "inf" not in text.lower()
+    # float32 columns are widened to the doubles the per-row path stores
+    narrow = batch(matrix[:5].astype(np.float32), ("a", "b", "c"))
+    assert [[r["features"][k] for k in "abc"] for r in parsed([narrow])] == matrix[:5].astype(np.float32).astype(
+        float).tolist()
