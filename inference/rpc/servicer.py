@@ -28,9 +28,9 @@ from inference.scoring.convert import (
     plain,
     prediction_message,
     retried,
+    row_prediction_ids,
     transport_of,
 )
-from inference.scoring.convert import prediction_ids as ids_of
 from inference.scoring.idempotency import KeyedRecorder, Keys, duplicates, keyed_hashes, one_version
 from inference.scoring.score import score_and_record, score_and_record_matrix
 from predmesh.channel import PID_HEADER
@@ -327,6 +327,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                                          "matrix.request_id_prefix): null values are dropped from matrix.values, "
                                          "so the rows cannot be counted from the values alone")
         prefix = m.request_id_prefix
+        numbers: list[int] = []
         if prefix:
             numbers = list(m.row_numbers)
             if len(numbers) != n:
@@ -349,7 +350,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 hashes[i] = None  # a refused row is not looked up, nor is it answered
         keyed = hashes if hashes is not None else [None] * n
         # derived once (vectorised): the keys' lookup and the recorded batch both need them
-        ids_of_rows = ids_of(request_ids) if prefix else None
+        ids_of_rows = row_prediction_ids(prefix, numbers) if prefix else None
         new = bool(prefix) and m.new_keys and not retried(context.invocation_metadata())
         with self.keys.begin(model.name, request_ids, keyed, context.time_remaining(), ids_of_rows, new) as claim:
             if claim.conflicts and not partial_success:

@@ -37,3 +37,16 @@ def test_other_request_ids_keep_their_uuid5_id():
         assert not ordered(rid)
         assert prediction_id_of(rid) == uuid5_id(rid) == str(uuid.uuid5(PREDICTION_NAMESPACE, rid))
         assert uuid.UUID(prediction_id_of(rid)).version == 5
+
+
+def test_a_bulk_calls_ids_from_its_prefix_and_row_numbers_are_the_request_ids_ids():
+    """row_prediction_ids (the bulk path: request_id_prefix + row_numbers, vectorised) gives exactly what
+    prediction_id_of gives each request id, whatever the digit counts, and falls back for a prefix ending in a digit
+    or a number too long to be ordered."""
+    from inference.scoring.convert import row_prediction_ids
+    numbers = [0, 1, 9, 10, 99, 100, 12345, 10 ** 14 - 1, 10 ** 14, 10 ** 15 - 1, *range(1000, 1300)]
+    for prefix in ("batch-iris-3f9a0c-", "x", "ünï ✓:", "a" * 100 + "-", "ends-in-7", "0"):
+        assert row_prediction_ids(prefix, numbers) == [prediction_id_of(prefix + str(n)) for n in numbers]
+    assert row_prediction_ids("p-", [10 ** 15, 7]) == [prediction_id_of("p-" + str(10 ** 15)), prediction_id_of("p-7")]
+    assert row_prediction_ids("p-", [2 ** 64 - 1]) == [uuid5_id("p-" + str(2 ** 64 - 1))]
+    assert row_prediction_ids("p-", []) == []
