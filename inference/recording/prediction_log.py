@@ -14,7 +14,7 @@ from inference.recording.documents import rows_in_line, to_doc
 from inference.recording.parallel import ParallelWriters
 from inference.recording.queue import RecordQueue
 from inference.recording.replay import replay_some
-from inference.recording.spool import Spool, SpoolFull, encode, spool_line
+from inference.recording.spool import Spool, SpoolFull, encode, encode_batch, spool_line
 from inference.recording.statistics import PlannerStatistics
 from inference.recording.tail import Position, SyncedTail
 from inference.recording.writer import DatabaseWriter
@@ -292,6 +292,8 @@ def to_line(r: Stored) -> bytes:
             return spool_line((template % (quote(r.prediction_id), quote(r.request_id), *features, quote(r.label),
                                            *probabilities, r.latency_ms, r.created_at,
                                            "" if rhash is None else ',"request_hash":' + quote(rhash))).encode())
+    if type(r) is PredictionBatch and r.features.dtype != object:  # its floats packed: no NaN for orjson to null
+        return encode_batch(to_doc(r))
     try:
         return encode(to_doc(r))
     except (ValueError, TypeError):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 SEGMENT_GLOB = "seg-*.log"
 
@@ -153,13 +155,27 @@ def spool_line(payload: bytes) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
+def encode_batch(doc: dict) -> bytes:
+    """encode() of a bulk batch's document (its matrices packed, a few thousand id and hash strings) by orjson, in
+    C: the same JSON but non-ASCII text as UTF-8 rather than escaped (control characters are escaped either way,
+    so a line still never holds a newline or a zero byte); what orjson cannot encode takes encode()."""
+    try:
+        return spool_line(orjson.dumps(doc))
+    except TypeError:  # orjson.JSONEncodeError: a type or a key orjson does not take (a numpy scalar, an int key)
+        return encode(doc)
+
+
 def decode(line: bytes) -> dict | None:
-    """The document of a line, or None when the line is damaged."""
+    """The document of a line, or None when the line is damaged. orjson reads it (in C); what orjson refuses
+    (NaN, an integer beyond 64 bits) json reads."""
     crc, _, payload = line.rstrip(b"\n").partition(b" ")
     try:
         if int(crc, 16) != zlib.crc32(payload):
             return None
-        return json.loads(payload)
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return json.loads(payload)
     except ValueError:
         return None
 

@@ -3,6 +3,7 @@
 written byte for byte as before typed features, and lines written by the earlier version read back unchanged."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from database.records import PredictionBatch, PredictionRecord, plain
 from inference.recording.documents import from_doc, to_doc
 from inference.recording.prediction_log import to_line
-from inference.recording.spool import Spool, decode
+from inference.recording.spool import Spool, decode, spool_line
 
 NASTY = ['say "hi"', "back\\slash", "tab\there", "new\nline", "carriage\rreturn", "Zürich – 東京 🐧", "nul\x00inside",
          "\u2028", ""]
@@ -147,3 +148,24 @@ def test_a_refused_typed_record_is_quarantined_readably(tmp_path):
     text = path.read_bytes()
     assert b"\x00" not in text and b'"nul\\u0000inside"' in text and b"NaN" in text and b"true" in text
     spool.close()
+
+
+def test_a_float_batch_line_is_written_by_orjson_and_reads_back_whole():
+    """A float batch's line is orjson's (encode_batch): non-ASCII ids as UTF-8, control characters escaped, so a
+    line holds no newline or zero byte; it reads back as the batch it was. decode still reads what only json
+    writes (NaN in a document: a quarantined or older line)."""
+    sent = dataclasses.replace(old_batch(), request_ids=["ünï ✓", "tab\tnew\nline\x00"], latency_ms=1e-05,
+                               created_at=1_700_000_100.123456)
+    line = to_line(sent)
+    assert line.count(b"\n") == 1 and line.endswith(b"\n") and b"\x00" not in line
+    assert "ünï ✓".encode() in line
+    back = from_doc(decode(line))  # type: ignore[arg-type]
+    assert isinstance(back, PredictionBatch)
+    assert (back.request_ids, back.prediction_ids, back.latency_ms, back.created_at) == (
+        sent.request_ids, sent.prediction_ids, sent.latency_ms, sent.created_at)
+    np.testing.assert_array_equal(back.features, sent.features)
+    np.testing.assert_array_equal(back.probabilities, sent.probabilities)
+    nan_line = spool_line(b'{"latency_ms":NaN,"n":18446744073709551616}')
+    doc = decode(nan_line)
+    assert doc is not None and math.isnan(doc["latency_ms"]) and doc["n"] == 2 ** 64
+    assert decode(nan_line.replace(b"NaN", b"NaX")) is None  # a damaged line (its crc no longer matches)
