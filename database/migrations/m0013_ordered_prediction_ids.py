@@ -1,5 +1,5 @@
 """Ordered prediction ids (database.records.prediction_id_of): a request id ending in a number (a batch row's
-<prefix><row>) gets a version-8 id whose last 60 bits are that number, so a batch's keys land side by side in
+<prefix><row>) gets a version-8 id whose last hex digits are that number, so a batch's keys land side by side in
 prediction_keys' primary key instead of at a random place each. Rows stored before keep their ids (an id is the
 caller's handle: feedback and GetPrediction name it), so such a request id may be held under its uuid5 id.
 

@@ -8,7 +8,15 @@ import numpy as np
 from google.protobuf.struct_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from database.records import DIGITS, MAX_ORDERED_DIGITS, PredictionRecord, ordered_head, prediction_id_of, uuid5_id
+from database.records import (
+    DIGITS,
+    MAX_ORDERED_DIGITS,
+    NUMBER_HEX,
+    PredictionRecord,
+    ordered_head,
+    prediction_id_of,
+    uuid5_id,
+)
 from inference.bounds import shown
 from inference.errors import InvalidFeatures
 from inference.models.manifest import Manifest
@@ -79,30 +87,30 @@ def prediction_ids(request_ids: Sequence[str]) -> list[str]:
     path): prediction_id_of inlined, the head of a stem's ids made once (a batch call's rows share one or two)."""
     out: list[str] = []
     append, other = out.append, uuid5_id
-    last_stem, last_width, head = "", 0, ""
+    last_stem, last_width, head, digits = "", 0, "", 0
     for rid in request_ids:
         stem = rid.rstrip(DIGITS)
         cut = len(stem)
         width = len(rid) - cut
         if 0 < width <= MAX_ORDERED_DIGITS:
             if width != last_width or stem != last_stem:
-                last_stem, last_width, head = stem, width, ordered_head(stem, width)
-            tail = f"{int(rid[cut:]):015x}"
-            append(f"{head}{tail[:3]}-{tail[3:]}")
+                last_stem, last_width, head, digits = stem, width, ordered_head(stem, width), NUMBER_HEX[width]
+            x = f"{head}{int(rid[cut:]):0{digits}x}"
+            append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
         else:
             append(other(rid))
     return out
 
 
-
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
-_NIBBLE_SHIFTS = np.arange(4 * (MAX_ORDERED_DIGITS - 1), -1, -4, dtype=np.uint64)  # an ordered id's 15 hex digits
 _TENS = 10 ** np.arange(1, MAX_ORDERED_DIGITS, dtype=np.uint64)  # 10 .. 10**14: a number's digit count
+# where the 32 hex digits of a UUID go among its 36 characters (and a separator after it: 37 per row)
+_HEX_AT = np.array([*range(8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36)])
 
 
 def row_prediction_ids(prefix: str, numbers: Sequence[int]) -> list[str]:
     """prediction_ids([prefix + str(n) for n in numbers]) (a bulk call's rows: request_id_prefix and row_numbers),
-    made without Python per row: one head per digit count (ordered_head), the numbers' 15 hex digits by numpy.
+    made without Python per row: one head per digit count (ordered_head), the numbers' hex digits by numpy.
     A prefix ending in a digit (its digits would join the number's) or a number of more than 15 digits takes
     prediction_ids."""
     if not numbers:
@@ -110,18 +118,19 @@ def row_prediction_ids(prefix: str, numbers: Sequence[int]) -> list[str]:
     values = np.asarray(numbers, dtype=np.uint64)
     if prefix[-1:] in DIGITS or int(values.max()) >= 10 ** MAX_ORDERED_DIGITS:
         return prediction_ids([prefix + str(x) for x in numbers])
-    widths = np.searchsorted(_TENS, values, side="right")  # digit count - 1
-    heads = np.zeros((MAX_ORDERED_DIGITS, 20), np.uint8)
-    for w in np.unique(widths).tolist():
-        heads[w] = np.frombuffer(ordered_head(prefix, w + 1).encode(), np.uint8)
-    hexed = _HEX[((values[:, None] >> _NIBBLE_SHIFTS) & np.uint64(0xF)).astype(np.intp)]
-    out = np.empty((len(values), 37), np.uint8)
-    out[:, :20] = heads[widths]
-    out[:, 20:23] = hexed[:, :3]
-    out[:, 23] = ord("-")
-    out[:, 24:36] = hexed[:, 3:]
+    widths = np.searchsorted(_TENS, values, side="right") + 1  # digit counts
+    hexed = np.empty((len(values), 32), np.uint8)
+    for width in np.unique(widths).tolist():
+        rows = widths == width
+        digits = NUMBER_HEX[width]
+        hexed[rows, :32 - digits] = np.frombuffer(ordered_head(prefix, width).encode(), np.uint8)
+        shifts = np.arange(4 * (digits - 1), -1, -4, dtype=np.uint64)
+        hexed[rows, 32 - digits:] = _HEX[((values[rows, None] >> shifts) & np.uint64(0xF)).astype(np.intp)]
+    out = np.full((len(values), 37), ord("-"), np.uint8)
+    out[:, _HEX_AT] = hexed
     out[:, 36] = ord("\n")
     return out.tobytes().decode().split("\n")[:-1]
+
 
 def transport_of(metadata) -> str:
     """The caller's transport from x-predmesh-transport metadata; grpc when absent or unknown."""
