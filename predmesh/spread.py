@@ -17,8 +17,9 @@ from typing import Generic, Protocol, TypeVar
 from predmesh.errors import PredmeshError
 
 # Reconnects of a connection that reached a process another connection holds already: with two processes a new
-# connection lands on the busier one half the time, so (1/2)^6 is left to chance.
-SPREAD_TRIES = 6
+# connection lands on the busier one half the time, so (1/2)^17 is left to chance (about one spread in 130,000; with
+# 6 tries one in 128 fell on one process, seen in a test run). A try is a connection and a ListModels call: ~1 ms.
+SPREAD_TRIES = 16
 
 
 class Connection(Protocol):
