@@ -15,7 +15,6 @@ from database.records import (
     PredictionRecord,
     ordered_head,
     prediction_id_of,
-    uuid5_id,
 )
 from inference.bounds import shown
 from inference.errors import InvalidFeatures
@@ -83,23 +82,9 @@ def fresh_request_ids(n: int) -> list[str]:
 
 
 def prediction_ids(request_ids: Sequence[str]) -> list[str]:
-    """ids()'s prediction_id of each request id (database.records.prediction_id_of), for many at once (the bulk
-    path): prediction_id_of inlined, the head of a stem's ids made once (a batch call's rows share one or two)."""
-    out: list[str] = []
-    append, other = out.append, uuid5_id
-    last_stem, last_width, head, digits = "", 0, "", 0
-    for rid in request_ids:
-        stem = rid.rstrip(DIGITS)
-        cut = len(stem)
-        width = len(rid) - cut
-        if 0 < width <= MAX_ORDERED_DIGITS:
-            if width != last_width or stem != last_stem:
-                last_stem, last_width, head, digits = stem, width, ordered_head(stem, width), NUMBER_HEX[width]
-            x = f"{head}{int(rid[cut:]):0{digits}x}"
-            append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
-        else:
-            append(other(rid))
-    return out
+    """ids()'s prediction_id of each request id (database.records.prediction_id_of), for many at once; a bulk call
+    with request_id_prefix takes row_prediction_ids instead."""
+    return list(map(prediction_id_of, request_ids))
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
