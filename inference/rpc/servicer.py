@@ -47,9 +47,11 @@ def _wait_unless_cancelled(context, seconds: float) -> bool:
     cancelled = threading.Event()
     context.add_callback(cancelled.set)
     started = time.monotonic()
+    log.info("handler entered an injected delay of %.0f ms", seconds * 1000)
     if cancelled.wait(seconds) or not context.is_active():
         log.info("handler observed cancellation after %.0f ms and stopped", (time.monotonic() - started) * 1000)
         return True
+    log.info("handler waited out its injected delay")
     return False
 
 

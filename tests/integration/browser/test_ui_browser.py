@@ -97,7 +97,8 @@ def test_predict_from_the_generated_form_shows_in_history_and_class_chart(page, 
     answer = page.get_by_text(re.compile(r"prediction id \S+ ·")).inner_text()
     pid = search(r"prediction id (\S+)", answer).group(1)
     assert re.search(r"version \d+", answer)
-    probabilities = page.evaluate(PROBABILITIES_JS)
+    # the chart's data reaches the browser in its own message, after or before the text: wait for it
+    probabilities = wait_for(lambda: page.evaluate(PROBABILITIES_JS), 10, what="probability chart data")
     assert set(probabilities) == {"setosa", "versicolor", "virginica"} and probabilities["setosa"] > 0.5
     page.screenshot(path=mesh.shots / "predict.png", full_page=True)
 

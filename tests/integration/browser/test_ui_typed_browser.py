@@ -133,8 +133,13 @@ def test_the_form_offers_training_categories_and_scores_typed_values_as_the_pipe
         assert set(shown) == set(expected)
         for c, p in expected.items():           # the page shows them to DIGITS decimals
             assert shown[c] == pytest.approx(p, abs=0.5 * 10 ** -DIGITS + 1e-12), (c, shown, expected)
-        chart = page.evaluate(PROBABILITIES_JS)  # the chart holds the doubles the server sent
-        assert all(math.isclose(chart[c], p, rel_tol=0, abs_tol=1e-9) for c, p in expected.items()), (chart, expected)
+
+        def chart_is(expected=expected):        # the chart holds the doubles the server sent; its data reaches
+            chart = page.evaluate(PROBABILITIES_JS) or {}  # the browser in a message of its own, so wait for it
+            return set(chart) == set(expected) and all(
+                math.isclose(chart[c], p, rel_tol=0, abs_tol=1e-9) for c, p in expected.items())
+
+        wait_for(chart_is, 10, what=f"probability chart to show {expected}")
         record = stored(typed, pid)              # the stored row, through the SDK
         assert record.features == row and record.transport == "ui"
         assert all(math.isclose(record.prediction.probabilities[c], p, rel_tol=0, abs_tol=1e-9)

@@ -84,8 +84,16 @@ def test_deadlines_are_enforced_end_to_end(model_store, tmp_path):
             ordinary = time.monotonic() - started
             assert ordinary < 0.5, f"an ordinary call took {ordinary * 1000:.0f} ms after 1000 missed deadlines"
             assert health_status(proc.target) == health_pb2.HealthCheckResponse.SERVING
-            wait_for(lambda: len(re.findall("observed cancellation", proc.log())) >= 1001, 10,
-                     what="all handlers to observe cancellation")
+            # Every handler that started stops on its cancellation. A call whose deadline passed while it waited
+            # for a worker (a loaded machine) is dropped by grpc before any handler runs, so count the starts.
+            def settled():
+                log = proc.log()
+                entered, stopped = log.count("entered an injected delay"), log.count("observed cancellation")
+                return (entered, stopped) if entered == stopped else None
+
+            entered, _ = wait_for(settled, 10, what="every started handler to observe cancellation")
+            assert entered > 100, f"only {entered} of 1001 calls reached a handler"
+            assert "waited out its injected delay" not in proc.log()
 
 
 def test_every_client_stub_call_sets_a_deadline():
