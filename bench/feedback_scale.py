@@ -124,6 +124,9 @@ def load(schema: Schema, rows: int, days: float, sample: int, seed: int) -> tupl
                 print(f"  loaded {done:,} rows, {done / (last - began):,.0f} rows/s", flush=True)
         for _, definition in indexes:
             cur.execute(definition)
+        # the claims, as the writer makes them (m0014: a COPY of rows claims nothing by itself)
+        cur.execute("INSERT INTO prediction_keys (prediction_id, created_at) "
+                    "SELECT prediction_id, created_at FROM predictions ORDER BY prediction_id")
         conn.commit()
         # the confusion counts of the loaded feedback, per bucket of each width (as the m0005 backfill makes them)
         widths = ", ".join(f"({w})" for w in aggregates.WIDTHS)

@@ -56,14 +56,17 @@ def features_json(features: Mapping[str, object]) -> str:
     return to_json({name: plain(value, name) for name, value in features.items()})
 
 
-def copy_text(records: Sequence[Stored]) -> io.StringIO:
+def copy_text(records: Sequence[Stored], claims: list[tuple[str, str]] | None = None) -> io.StringIO:
     """The records (and bulk batches) in PostgreSQL's COPY text format (tab-separated, backslash escapes).
 
     The writer's hot loop, so each row is one %-format: a row template per (model, version, feature keys, class
     keys) with the JSON keys encoded and escaped once (float reprs are JSON numbers that need no escaping),
     strings escaped once per distinct value, timestamps formatted once per distinct value. A row with anything
     but finite numbers in its objects (a category, a boolean, a missing value, NaN/±inf) takes the JSON encoder
-    (features_json: NaN is null, ±inf a ValueError; NaN/±inf probabilities a ValueError, as before)."""
+    (features_json: NaN is null, ±inf a ValueError; NaN/±inf probabilities a ValueError, as before).
+
+    claims, when given, gets each row's (prediction_id, created_at) as written (for claims_text: the writer's
+    claims of m0014, formatted in the same pass)."""
     esc = _COPY_ESCAPES
     # the row template per shape, made once a row of that shape held numbers only (float or int, not bool)
     templates: dict[tuple, str] = {}
@@ -83,7 +86,7 @@ def copy_text(records: Sequence[Stored]) -> io.StringIO:
     lines = []
     for r in records:
         if type(r) is PredictionBatch:
-            lines.append(_batch_copy_text(r, text, obj))
+            lines.append(_batch_copy_text(r, text, obj, claims))
             continue
         features, probabilities = r.features, r.probabilities
         shape = (r.model, r.model_version, tuple(features), tuple(probabilities))
@@ -91,6 +94,8 @@ def copy_text(records: Sequence[Stored]) -> io.StringIO:
         stamp = stamps.get(r.created_at)
         if stamp is None:
             stamp = stamps[r.created_at] = str(to_datetime(r.created_at))
+        if claims is not None:
+            claims.append((r.prediction_id, stamp))
         try:
             # TypeError for a string or None (the values are typed as plain values: any of them may be one)
             total = sum(features.values()) + sum(probabilities.values())  # type: ignore[arg-type]
@@ -118,7 +123,18 @@ def copy_text(records: Sequence[Stored]) -> io.StringIO:
     return io.StringIO("".join(lines))
 
 
-def _batch_copy_text(b: PredictionBatch, text, obj) -> str:
+def claims_text(claims: list[tuple[str, str]]) -> io.StringIO:
+    """The claims copy_text collected, in COPY text (partitions.keys_copy_sql): (prediction_id, created_at) per row in
+    id order (each key lands next to the previous one in the primary key), escaped as copy_text escapes the ids (a
+    stored id is a UUID: in the usual case nothing needs it)."""
+    claims.sort()
+    text = "".join(f"{pid}\t{stamp}\n" for pid, stamp in claims)
+    if "\\" in text or "\r" in text or text.count("\t") != len(claims) or text.count("\n") != len(claims):
+        text = "".join(f"{pid.translate(_COPY_ESCAPES)}\t{stamp}\n" for pid, stamp in claims)
+    return io.StringIO(text)
+
+
+def _batch_copy_text(b: PredictionBatch, text, obj, claims: list[tuple[str, str]] | None = None) -> str:
     """A bulk batch's rows in COPY text: one row template with everything the rows share (model, version, JSON
     keys, transport, latency, timestamp) formatted in, repeated once per row and filled by ONE %-format over
     the rows' values (ids, feature values, labels, floats): no Python code runs per row of a float matrix. Rows
@@ -128,16 +144,19 @@ def _batch_copy_text(b: PredictionBatch, text, obj) -> str:
     b = in_index_order(b)
     columns = _feature_columns(b) if np.isfinite(b.probabilities).all() else None
     if columns is None or "\\" in ids or "\t" in ids or "\n" in ids or "\r" in ids:
-        return copy_text(b.rows()).getvalue()
+        return copy_text(b.rows(), claims).getvalue()
 
     def const(value: str) -> str:
         return text(value).replace("%", "%%")
 
     # every value by %s: the feature and probability columns come as JSON text already (numbers_text, or JSON
     # text of other values from _json_column)
+    stamp = str(to_datetime(b.created_at))
+    if claims is not None:
+        claims.extend(zip(b.prediction_ids, repeat(stamp)))
     template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names, '%s')}\t%s\t"
                 f"{obj(b.classes, '%s')}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
-                f"{to_datetime(b.created_at)!s}\t%s\n")
+                f"{stamp}\t%s\n")
     labels = [text(c) for c in b.classes]
     hashes = b.request_hashes if b.request_hashes is not None else repeat(NULL)
     values = chain.from_iterable(zip(b.prediction_ids, b.request_ids, *columns,

@@ -52,14 +52,7 @@ MAINTENANCE_LOCK = 0x7072_6571  # pg advisory lock (transaction): one maintainer
 LOCK_TIMEOUT_MS = 2000  # DDL waits at most this for its lock (then gives up and tries again): a DDL waiting behind
 LOCK_ATTEMPTS = 5  # a long query would otherwise queue every insert behind it
 
-CLAIM_FUNCTION_SQL = f"""
-CREATE OR REPLACE FUNCTION {KEYS}_claim() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    -- an id held already (by any partition's row) raises unique_violation, as the old UNIQUE (request_id) did
-    INSERT INTO {KEYS} (prediction_id, created_at) SELECT prediction_id, created_at FROM inserted;
-    RETURN NULL;
-END $$;
-"""  # the function of the statement-level trigger m0008 made ({KEYS}_claim AFTER INSERT ON {TABLE}); m0012's body
+CLAIM_TRIGGER = f"{KEYS}_claim"  # m0008's statement trigger on predictions (dropped by m0014: the writer claims)
 
 
 def partition_name(day: date) -> str:
@@ -231,15 +224,60 @@ _LAYOUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LEGACY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # legacy_until's (when read, what it read)
 
 
-def keyed(database: Database | None = None) -> bool:
-    """True when prediction ids are claimed in prediction_keys (a partitioned predictions table); cached per
-    database (a migration that changes the layout calls forget)."""
+def _layout(database: Database | None) -> tuple[bool, bool]:
+    """(keyed, claimed by the writer) of a database, cached (a migration that changes the layout calls forget)."""
     from database.models import db
     target = database or db.obj
     found = _LAYOUT.get(target)
     if found is None:
-        found = _LAYOUT[target] = is_partitioned(target)
+        keyed_ = is_partitioned(target)
+        trigger = keyed_ and target.execute_sql(
+            "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s", (TABLE, CLAIM_TRIGGER)
+        ).fetchone() is not None
+        found = _LAYOUT[target] = (keyed_, keyed_ and not trigger)
     return found
+
+
+def keyed(database: Database | None = None) -> bool:
+    """True when prediction ids are claimed in prediction_keys (a partitioned predictions table); cached per
+    database (a migration that changes the layout calls forget)."""
+    return _layout(database)[0]
+
+
+def writer_claims(database: Database | None = None, *, locked: bool = False) -> bool:
+    """True when the writer claims the ids it stores in prediction_keys itself, in the same transaction (m0014),
+    instead of the trigger m0008 made: a statement trigger with a transition table on a partitioned table makes
+    PostgreSQL's COPY insert row by row instead of a page of rows at a time.
+
+    locked (the writer, in its transaction): while the cached layout says the trigger claims, take predictions'
+    lock (the one every insert takes, held to the end of the transaction) and read the layout again, so m0014
+    cannot drop the trigger between this answer and the insert (a process that read the layout before another
+    applied m0014 would otherwise store rows unclaimed). Once the writer claims, nothing brings the trigger back."""
+    keyed_, writer = _layout(database)
+    if locked and keyed_ and not writer:
+        from database.models import db
+        target = database or db.obj
+        target.execute_sql(f"LOCK TABLE ONLY {TABLE} IN ROW EXCLUSIVE MODE")
+        _LAYOUT.pop(target, None)
+        writer = _layout(target)[1]
+    return writer
+
+
+def keys_copy_sql() -> str:
+    """The writer's COPY of its claims (rows of keys_text: prediction_id, created_at)."""
+    return f"COPY {KEYS} (prediction_id, created_at) FROM STDIN"
+
+
+def claim_and_insert(staging: str, columns: str, returning: str) -> str:
+    """SQL for repo's staging insert when the writer claims (m0014): each staged id not held yet is claimed (the
+    first row of each, as fresh), and only the rows whose claim this statement made are inserted. ON CONFLICT DO
+    NOTHING waits for a concurrent writer claiming the same id and skips it once that one commits, so an id is
+    stored once whoever races for it."""
+    return (f"WITH s AS (SELECT DISTINCT ON (prediction_id) * FROM {staging} ORDER BY prediction_id, ctid), "
+            f"claimed AS (INSERT INTO {KEYS} (prediction_id, created_at) SELECT prediction_id, created_at FROM s "
+            f"ON CONFLICT DO NOTHING RETURNING prediction_id) "
+            f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM s JOIN claimed USING (prediction_id) "
+            f"RETURNING {returning}")
 
 
 def forget(database: Database) -> None:

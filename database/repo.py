@@ -16,7 +16,7 @@ from peewee import JOIN, SQL, IntegrityError, Tuple, Value, fn
 
 from database import aggregates, bounded, partitions
 from database.connect import REJECTED_SQLSTATE_CLASSES, is_postgres, write_transaction
-from database.copy_text import copy_text, features_json, to_json
+from database.copy_text import claims_text, copy_text, features_json, to_json
 from database.fingerprint import stored_hash
 from database.models import BatchRun, Feedback, ModelVersion, Prediction, db, to_datetime, to_epoch
 from database.quality import Quality
@@ -105,9 +105,12 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
         cursor = db.cursor()
         if postgres:
             import psycopg2
-            text = copy_text(records)
+            claims: list[tuple[str, str]] | None = [] if partitions.writer_claims(locked=True) else None
+            text = copy_text(records, claims)
             try:
                 with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable
+                    if claims is not None:  # m0014: the ids' claims first (a held one raises at once)
+                        cursor.copy_expert(partitions.keys_copy_sql(), claims_text(claims))
                     cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", text)
                 aggregates.add_records(records)  # COPY stored every row: all are new
                 return row_count(records)
@@ -124,11 +127,14 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
                         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE {table}) "
                                        "ON COMMIT DELETE ROWS")
                         cursor.copy_expert(f"COPY {_STAGING} ({columns}) FROM STDIN", text)
-                        # partitioned (m0008): an id another row holds is skipped here (its claim in
-                        # prediction_keys would raise), as the old UNIQUE (request_id) skipped it
-                        source = partitions.fresh(_STAGING) if keyed else _STAGING
-                        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
-                                       f"ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
+                        if partitions.writer_claims():  # m0014: claim the ids not held, insert what was claimed
+                            cursor.execute(partitions.claim_and_insert(_STAGING, columns, aggregates.RETURNING))
+                        else:
+                            # partitioned (m0008): an id another row holds is skipped here (its claim in
+                            # prediction_keys would raise), as the old UNIQUE (request_id) skipped it
+                            source = partitions.fresh(_STAGING) if keyed else _STAGING
+                            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
+                                           f"ON CONFLICT DO NOTHING RETURNING {aggregates.RETURNING}")
                         aggregates.add_rows(cursor.fetchall())  # only the rows inserted now
                         if conflicts is not None and keyed:
                             conflicts.extend(partitions.conflicting(db.obj, _STAGING))
@@ -151,6 +157,12 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
             if partitions.keyed():  # no primary key arbitrates (m0012): rows whose id is claimed are left out here
                 held = {pid for pid, _ in partitions.claims(db.obj, [r[0] for r in rows])}
                 new = list({r[0]: r for r in reversed(rows) if r[0] not in held}.values())[::-1]  # first of each
+                if new and partitions.writer_claims():  # m0014: claimed here (a racing writer's ids are skipped)
+                    claimed = {pid for (pid,) in execute_values(
+                        cursor, f"INSERT INTO {partitions.KEYS} (prediction_id, created_at) VALUES %s "
+                        "ON CONFLICT DO NOTHING RETURNING prediction_id", [(r[0], r[9]) for r in new],
+                        page_size=1000, fetch=True)}
+                    new = [r for r in new if r[0] in claimed]
             inserted = execute_values(
                 cursor, f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING "
                 f"RETURNING {aggregates.RETURNING}", new,

@@ -77,7 +77,7 @@ def load(rng: random.Random, base: float, monkeypatch) -> None:
     repo.insert_predictions([*records[900:1100], *retried, batches[0], batches[4]])
     repo.insert_predictions([*records[900:1100], batches[4]])  # nothing new at all
     if is_postgres():  # a batch COPY refuses: the multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING
-        monkeypatch.setattr(repo, "copy_text", lambda records: io.StringIO("not\ta row\n"))
+        monkeypatch.setattr(repo, "copy_text", lambda records, claims=None: io.StringIO("not\ta row\n"))
     repo.insert_predictions([*records[1050:1300], batches[5]])
     monkeypatch.undo()
     repo.insert_predictions([*records[1300:], *batches[6:]])

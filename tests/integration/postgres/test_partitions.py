@@ -6,6 +6,7 @@ storing (SQLite: deletes the rows), with nothing newer lost and the aggregates u
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import subprocess
 import sys
@@ -191,8 +192,9 @@ def test_m0012_keys_by_prediction_id_keeping_every_row_and_key():
             assert len(claims) == len(old)
             stats = repo.stats(repo.PredictionFilter(), now=now + 60)
         assert migrate(database, stop_before="m0013") == ["m0012_keys_by_prediction_id"]
-        assert migrate(database) == ["m0013_ordered_prediction_ids"]
+        assert migrate(database, stop_before="m0014") == ["m0013_ordered_prediction_ids"]  # the trigger claims
         with session():
+            partitions.forget(database)
             assert _rows(database, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
                          "WHERE contype = 'p' AND conrelid IN ('predictions'::regclass, "
                          "'prediction_keys'::regclass)") == [("prediction_keys", "PRIMARY KEY (prediction_id)")]
@@ -290,9 +292,11 @@ class StoringWriter:
 
 @pytest.mark.postgres
 def test_m0012_converts_while_a_writer_keeps_storing():
-    """`predmesh migrate` applies m0012 (its index built concurrently, then the swap under a lock timeout) while a
-    writer keeps storing batches, each replayed once with the next: the writer never fails, and afterwards every
-    row is stored once and claimed once, the rows of before and during the migration alike."""
+    """`predmesh migrate` applies m0012 (its index built concurrently, then the swap under a lock timeout), m0013
+    and m0014 (the claim trigger dropped: this writer read the layout before, and reads it again under predictions'
+    lock while it says the trigger claims) while a writer keeps storing batches, each replayed once with the next:
+    the writer never fails, and afterwards every row is stored once and claimed once, the rows of before and during
+    the migration alike."""
     now = time.time()
     old = [record(f"old-{i}", at=now - (i % 3) * DAY - i) for i in range(3000)]
     with schema_database() as (schema, database):
@@ -309,6 +313,7 @@ def test_m0012_converts_while_a_writer_keeps_storing():
             writer.wait_for(during + 100)
         written = writer.written
         assert job.returncode == 0 and "m0012_keys_by_prediction_id" in job.stdout, job.stderr
+        assert "m0014_claims_by_writer" in job.stdout
         assert not writer.errors, writer.errors
         assert len(written) >= during + 100 > 200
         with session():
@@ -319,6 +324,106 @@ def test_m0012_converts_while_a_writer_keeps_storing():
             assert sorted(rid for rid, _ in stored) == sorted([r.request_id for r in old] + written)  # each once
             assert sorted(pid for _, pid in stored) == [pid for (pid,) in _rows(
                 database, "SELECT prediction_id FROM prediction_keys ORDER BY 1")]  # each claimed once
+
+
+@pytest.mark.postgres
+def test_m0014_the_writer_claims_every_id_it_stores_once_whoever_races_for_it(monkeypatch):
+    """m0014 drops the claim trigger (with it, PostgreSQL's COPY into the partitioned table went row by row) and the
+    writer claims the ids it stores itself. On a table the previous release filled: every row and claim stays; then
+    through each of the writer's paths (COPY of new rows and of a bulk batch, the staging path of a replay with a
+    key twice in its batch, the INSERT path) and with two writers racing for the same ids, every row is stored
+    once, claimed once under its own created_at, and a key held for another request is reported, not stored."""
+    import numpy as np
+
+    from database.records import PredictionBatch
+
+    now = time.time()
+    old = [dataclasses.replace(record(f"old-{i}", at=now - (i % 3) * DAY - i), request_hash=f"{i:032x}")
+           for i in range(60)]
+    with schema_database() as (_schema, database):
+        with session():  # the database as the previous release left it: the trigger claims
+            migrate(database, stop_before="m0014")
+            partitions.forget(database)
+            assert partitions.keyed(database) and not partitions.writer_claims(database)
+            repo.insert_predictions(old)
+            before = _rows(database, "SELECT * FROM predictions ORDER BY prediction_id")
+            claims = _rows(database, "SELECT prediction_id, created_at FROM prediction_keys ORDER BY 1")
+            assert len(claims) == len(old)
+        assert migrate(database) == ["m0014_claims_by_writer"]
+        assert migrate(database) == []  # once
+        with session():
+            partitions.forget(database)
+            assert partitions.keyed(database) and partitions.writer_claims(database)
+            assert _rows(database, "SELECT tgname FROM pg_trigger WHERE tgrelid = 'predictions'::regclass "
+                         "AND NOT tgisinternal") == []
+            assert _rows(database, "SELECT proname FROM pg_proc WHERE proname = 'prediction_keys_claim' "
+                         "AND pronamespace = current_schema()::regnamespace") == []
+            assert _rows(database, "SELECT * FROM predictions ORDER BY prediction_id") == before
+            assert _rows(database, "SELECT prediction_id, created_at FROM prediction_keys ORDER BY 1") == claims
+
+            def consistent() -> list[tuple]:
+                """Every row claimed once, by its own id and created_at; no claim without its row."""
+                rows = _rows(database, "SELECT prediction_id, created_at FROM predictions ORDER BY 1")
+                assert len({pid for pid, _ in rows}) == len(rows), "a prediction id stored twice"
+                assert _rows(database, "SELECT prediction_id, created_at FROM prediction_keys ORDER BY 1") == rows
+                return rows
+
+            # COPY: new records, and a bulk batch (its claims in id order, one created_at)
+            fresh = [record(f"new-{i}", at=now - i) for i in range(30)]
+            assert repo.insert_predictions(fresh) == 30
+            n = 40
+            batch = PredictionBatch(
+                prediction_ids=[prediction_id_of(f"bulk-{i}") for i in range(n)],
+                request_ids=[f"bulk-{i}" for i in range(n)], model="iris", model_version="1",
+                feature_names=("petal_width", "sepal_length"), features=np.full((n, 2), 0.5),
+                classes=("setosa", "versicolor"), labels=np.zeros(n, dtype=np.int64),
+                probabilities=np.tile([0.75, 0.25], (n, 1)), transport="batch", latency_ms=1.0, created_at=now,
+                request_hashes=[f"{i:032x}" for i in range(n)])
+            repo.insert_predictions([batch])
+            assert len(consistent()) == len(old) + 30 + n
+
+            # the staging path: a replay of stored rows with new ones, a key twice in one batch (the first
+            # stays), a held key offered for another request (reported, not stored)
+            twice = record("twice-1", label="versicolor", at=now)
+            conflicts: list[str] = []
+            repo.insert_predictions([old[0], fresh[1], twice, dataclasses.replace(twice, label="virginica"),
+                                     dataclasses.replace(old[5], request_hash="f" * 32, label="virginica")],
+                                    conflicts)
+            assert conflicts == [old[5].request_id]
+            assert len(consistent()) == len(old) + 30 + n + 1
+            assert repo.answered(["twice-1"])["twice-1"].label == "versicolor"
+            assert repo.answered([old[5].request_id])[old[5].request_id].label == old[5].label
+
+            # the INSERT path (taken when COPY refuses a value): a held id is skipped, a new one claimed
+            with monkeypatch.context() as m:
+                m.setattr(repo, "copy_text", lambda records, claims: io.StringIO("not\ta row\n"))  # no claim by
+                # COPY, and the rows' COPY is refused
+                repo.insert_predictions([record("inserted-1", at=now), fresh[2]])
+            assert len(consistent()) == len(old) + 30 + n + 2
+
+        # two writers racing for the same ids, by COPY and by the staging path at once
+        racing = [[record(f"race-{b}-{i}", at=now) for i in range(50)] for b in range(8)]
+        errors: list[BaseException] = []
+
+        def store(batches: list[list[PredictionRecord]]) -> None:
+            try:
+                for b in batches:
+                    with session():
+                        repo.insert_predictions(b)
+            except BaseException as exc:  # asserted empty below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=store, args=(racing,)),
+                   threading.Thread(target=store, args=([b + racing[(k + 1) % 8][:5] for k, b in
+                                                         enumerate(reversed(racing))],))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        with session():
+            stored = {pid for pid, _ in consistent()}
+            assert {r.prediction_id for b in racing for r in b} <= stored
 
 
 @pytest.mark.postgres
@@ -445,7 +550,7 @@ def test_m0013_request_ids_stored_under_uuid5_ids_are_still_found_until_retentio
             migrate(database, stop_before="m0013")
             partitions.forget(database)
             repo.insert_predictions(legacy)
-        assert migrate(database) == ["m0013_ordered_prediction_ids"]
+        assert migrate(database) == ["m0013_ordered_prediction_ids", "m0014_claims_by_writer"]
         with session():
             partitions.forget(database)
             until = partitions.legacy_until(database)
