@@ -56,7 +56,7 @@ def features_json(features: Mapping[str, object]) -> str:
     return to_json({name: plain(value, name) for name, value in features.items()})
 
 
-def copy_text(records: Sequence[Stored], claims: list[tuple[str, str]] | None = None) -> io.StringIO:
+def copy_text(records: Sequence[Stored], claims: list[str] | None = None) -> io.StringIO:
     """The records (and bulk batches) in PostgreSQL's COPY text format (tab-separated, backslash escapes).
 
     The writer's hot loop, so each row is one %-format: a row template per (model, version, feature keys, class
@@ -65,8 +65,8 @@ def copy_text(records: Sequence[Stored], claims: list[tuple[str, str]] | None = 
     but finite numbers in its objects (a category, a boolean, a missing value, NaN/±inf) takes the JSON encoder
     (features_json: NaN is null, ±inf a ValueError; NaN/±inf probabilities a ValueError, as before).
 
-    claims, when given, gets each row's (prediction_id, created_at) as written (for claims_text: the writer's
-    claims of m0014, formatted in the same pass)."""
+    claims, when given, gets the rows' claims (m0014: prediction_id, created_at) in COPY text, as written for the
+    rows, in pieces for claims_text (formatted in the same pass; a bulk batch's in one join, its ids in order)."""
     esc = _COPY_ESCAPES
     # the row template per shape, made once a row of that shape held numbers only (float or int, not bool)
     templates: dict[tuple, str] = {}
@@ -95,7 +95,7 @@ def copy_text(records: Sequence[Stored], claims: list[tuple[str, str]] | None = 
         if stamp is None:
             stamp = stamps[r.created_at] = str(to_datetime(r.created_at))
         if claims is not None:
-            claims.append((r.prediction_id, stamp))
+            claims.append(f"{r.prediction_id.translate(esc)}\t{stamp}\n")
         try:
             # TypeError for a string or None (the values are typed as plain values: any of them may be one)
             total = sum(features.values()) + sum(probabilities.values())  # type: ignore[arg-type]
@@ -123,18 +123,12 @@ def copy_text(records: Sequence[Stored], claims: list[tuple[str, str]] | None = 
     return io.StringIO("".join(lines))
 
 
-def claims_text(claims: list[tuple[str, str]]) -> io.StringIO:
-    """The claims copy_text collected, in COPY text (partitions.keys_copy_sql): (prediction_id, created_at) per row in
-    id order (each key lands next to the previous one in the primary key), escaped as copy_text escapes the ids (a
-    stored id is a UUID: in the usual case nothing needs it)."""
-    claims.sort()
-    text = "".join(f"{pid}\t{stamp}\n" for pid, stamp in claims)
-    if "\\" in text or "\r" in text or text.count("\t") != len(claims) or text.count("\n") != len(claims):
-        text = "".join(f"{pid.translate(_COPY_ESCAPES)}\t{stamp}\n" for pid, stamp in claims)
-    return io.StringIO(text)
+def claims_text(claims: list[str]) -> io.StringIO:
+    """The claims copy_text collected, as the COPY text of partitions.keys_copy_sql."""
+    return io.StringIO("".join(claims))
 
 
-def _batch_copy_text(b: PredictionBatch, text, obj, claims: list[tuple[str, str]] | None = None) -> str:
+def _batch_copy_text(b: PredictionBatch, text, obj, claims: list[str] | None = None) -> str:
     """A bulk batch's rows in COPY text: one row template with everything the rows share (model, version, JSON
     keys, transport, latency, timestamp) formatted in, repeated once per row and filled by ONE %-format over
     the rows' values (ids, feature values, labels, floats): no Python code runs per row of a float matrix. Rows
@@ -152,8 +146,8 @@ def _batch_copy_text(b: PredictionBatch, text, obj, claims: list[tuple[str, str]
     # every value by %s: the feature and probability columns come as JSON text already (numbers_text, or JSON
     # text of other values from _json_column)
     stamp = str(to_datetime(b.created_at))
-    if claims is not None:
-        claims.extend(zip(b.prediction_ids, repeat(stamp)))
+    if claims is not None and len(b):  # the ids need no escaping here (checked above), in order (in_index_order)
+        claims.append(f"\t{stamp}\n".join(b.prediction_ids) + f"\t{stamp}\n")
     template = (f"%s\t%s\t{const(b.model)}\t{const(b.model_version)}\t{obj(b.feature_names, '%s')}\t%s\t"
                 f"{obj(b.classes, '%s')}\t{const(b.transport)}\t{float(b.latency_ms)!r}\t"
                 f"{stamp}\t%s\n")

@@ -105,7 +105,7 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
         cursor = db.cursor()
         if postgres:
             import psycopg2
-            claims: list[tuple[str, str]] | None = [] if partitions.writer_claims(locked=True) else None
+            claims: list[str] | None = [] if partitions.writer_claims(locked=True) else None
             text = copy_text(records, claims)
             try:
                 with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable

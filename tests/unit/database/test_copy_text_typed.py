@@ -227,3 +227,25 @@ def test_batch_numbers_are_written_by_orjson_and_read_back_as_the_same_doubles()
     narrow = batch(matrix[:5].astype(np.float32), ("a", "b", "c"))
     assert [[r["features"][k] for k in "abc"] for r in parsed([narrow])] == matrix[:5].astype(np.float32).astype(
         float).tolist()
+
+
+def test_the_claims_are_each_rows_id_and_created_at_as_its_copy_row_has_them():
+    """m0014: the claims copy_text collects (the COPY text of prediction_keys) name each row's prediction_id and
+    created_at exactly as the rows' COPY text does, for records (an id needing escapes included), a bulk batch (its
+    ids in order) and a batch whose ids need escapes (the per-row path)."""
+    from database.copy_text import claims_text
+
+    odd = [record({"a": 1.0}, 0), record({"a": 2.0}, 1, prediction_id="tab\there\\n"),
+           record({"a": "x"}, 2, created_at=1_700_000_000.5)]
+    fast = batch(np.array([[1.0], [2.0], [3.0]]), ("a",), prediction_ids=["bp2", "bp0", "bp1"])
+    escaped = batch(np.array([[1.0], [2.0]]), ("a",), prediction_ids=["b\\p", "b\np"])
+    for items in (odd, [fast], [escaped], [*odd, fast, escaped], []):
+        claims: list[str] = []
+        rows = copy_text(items, claims).getvalue()
+        expected = sorted(tuple(line.split("\t")[i] for i in (0, 9)) for line in rows.splitlines())
+        got = [tuple(line.split("\t")) for line in claims_text(claims).getvalue().splitlines()]
+        assert sorted(got) == expected and len(got) == sum(len(i) if isinstance(i, PredictionBatch) else 1
+                                                           for i in items)
+    claims = []
+    copy_text([fast], claims)
+    assert [line.split("\t")[0] for line in claims_text(claims).getvalue().splitlines()] == ["bp0", "bp1", "bp2"]
