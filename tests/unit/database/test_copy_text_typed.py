@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from database.copy_text import copy_text, features_json
-from database.records import PredictionBatch, PredictionRecord, plain
+from database.records import PredictionBatch, PredictionRecord, Stored, plain
 
 NASTY = ['say "hi"', "back\\slash", "tab\there", "new\nline", "carriage\rreturn", "Zürich – 東京 🐧", "%s %r %%",
          "\\N", "", " "]
@@ -239,7 +239,8 @@ def test_the_claims_are_each_rows_id_and_created_at_as_its_copy_row_has_them():
            record({"a": "x"}, 2, created_at=1_700_000_000.5)]
     fast = batch(np.array([[1.0], [2.0], [3.0]]), ("a",), prediction_ids=["bp2", "bp0", "bp1"])
     escaped = batch(np.array([[1.0], [2.0]]), ("a",), prediction_ids=["b\\p", "b\np"])
-    for items in (odd, [fast], [escaped], [*odd, fast, escaped], []):
+    cases: list[list[Stored]] = [list(odd), [fast], [escaped], [*odd, fast, escaped], []]
+    for items in cases:
         claims: list[str] = []
         rows = copy_text(items, claims).getvalue()
         expected = sorted(tuple(line.split("\t")[i] for i in (0, 9)) for line in rows.splitlines())
