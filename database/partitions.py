@@ -224,10 +224,14 @@ _LAYOUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LEGACY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # legacy_until's (when read, what it read)
 
 
+def _target(database: Database | None) -> Database:
+    from database.models import db
+    return database or db.obj
+
+
 def _layout(database: Database | None) -> tuple[bool, bool]:
     """(keyed, claimed by the writer) of a database, cached (a migration that changes the layout calls forget)."""
-    from database.models import db
-    target = database or db.obj
+    target = _target(database)
     found = _LAYOUT.get(target)
     if found is None:
         keyed_ = is_partitioned(target)
@@ -255,8 +259,7 @@ def writer_claims(database: Database | None = None, *, locked: bool = False) -> 
     applied m0014 would otherwise store rows unclaimed). Once the writer claims, nothing brings the trigger back."""
     keyed_, writer = _layout(database)
     if locked and keyed_ and not writer:
-        from database.models import db
-        target = database or db.obj
+        target = _target(database)
         target.execute_sql(f"LOCK TABLE ONLY {TABLE} IN ROW EXCLUSIVE MODE")
         _LAYOUT.pop(target, None)
         writer = _layout(target)[1]
@@ -264,8 +267,13 @@ def writer_claims(database: Database | None = None, *, locked: bool = False) -> 
 
 
 def keys_copy_sql() -> str:
-    """The writer's COPY of its claims (rows of keys_text: prediction_id, created_at)."""
+    """The writer's COPY of its claims (copy_text.claims_text: prediction_id, created_at per row)."""
     return f"COPY {KEYS} (prediction_id, created_at) FROM STDIN"
+
+
+def _first_of_each(staging: str) -> str:
+    """The staged rows, the first of each prediction_id (as the old UNIQUE (request_id) let ON CONFLICT keep it)."""
+    return f"SELECT DISTINCT ON (prediction_id) * FROM {staging} ORDER BY prediction_id, ctid"
 
 
 def claim_and_insert(staging: str, columns: str, returning: str) -> str:
@@ -273,7 +281,7 @@ def claim_and_insert(staging: str, columns: str, returning: str) -> str:
     first row of each, as fresh), and only the rows whose claim this statement made are inserted. ON CONFLICT DO
     NOTHING waits for a concurrent writer claiming the same id and skips it once that one commits, so an id is
     stored once whoever races for it."""
-    return (f"WITH s AS (SELECT DISTINCT ON (prediction_id) * FROM {staging} ORDER BY prediction_id, ctid), "
+    return (f"WITH s AS ({_first_of_each(staging)}), "
             f"claimed AS (INSERT INTO {KEYS} (prediction_id, created_at) SELECT prediction_id, created_at FROM s "
             f"ON CONFLICT DO NOTHING RETURNING prediction_id) "
             f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM s JOIN claimed USING (prediction_id) "
@@ -293,7 +301,7 @@ def fresh(staging: str) -> str:
     when the client sent none) and its prediction_id is that key's prediction_id_of, so this also skips a record stored
     already whatever its created_at (one stored before ordered ids under its uuid5 id is found by the lookups before
     it: stored_by_key)."""
-    return (f"(SELECT DISTINCT ON (prediction_id) * FROM {staging} ORDER BY prediction_id, ctid) s "
+    return (f"({_first_of_each(staging)}) s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} k WHERE k.prediction_id = s.prediction_id)")
 
 

@@ -103,9 +103,10 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
     # deferred, another process's commit in between made the insert fail at once with "database is locked"
     with write_transaction():
         cursor = db.cursor()
+        writer_claims = postgres and partitions.writer_claims(locked=True)  # m0014: this transaction claims its ids
         if postgres:
             import psycopg2
-            claims: list[str] | None = [] if partitions.writer_claims(locked=True) else None
+            claims: list[str] | None = [] if writer_claims else None
             text = copy_text(records, claims)
             try:
                 with db.atomic():  # a savepoint: a failed COPY leaves the transaction usable
@@ -127,7 +128,7 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
                         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE {table}) "
                                        "ON COMMIT DELETE ROWS")
                         cursor.copy_expert(f"COPY {_STAGING} ({columns}) FROM STDIN", text)
-                        if partitions.writer_claims():  # m0014: claim the ids not held, insert what was claimed
+                        if writer_claims:  # m0014: claim the ids not held, insert what was claimed
                             cursor.execute(partitions.claim_and_insert(_STAGING, columns, aggregates.RETURNING))
                         else:
                             # partitioned (m0008): an id another row holds is skipped here (its claim in
@@ -157,7 +158,7 @@ def insert_predictions(records: Sequence[Stored], conflicts: list[str] | None = 
             if partitions.keyed():  # no primary key arbitrates (m0012): rows whose id is claimed are left out here
                 held = {pid for pid, _ in partitions.claims(db.obj, [r[0] for r in rows])}
                 new = list({r[0]: r for r in reversed(rows) if r[0] not in held}.values())[::-1]  # first of each
-                if new and partitions.writer_claims():  # m0014: claimed here (a racing writer's ids are skipped)
+                if new and writer_claims:  # m0014: claimed here (a racing writer's ids are skipped)
                     claimed = {pid for (pid,) in execute_values(
                         cursor, f"INSERT INTO {partitions.KEYS} (prediction_id, created_at) VALUES %s "
                         "ON CONFLICT DO NOTHING RETURNING prediction_id", [(r[0], r[9]) for r in new],

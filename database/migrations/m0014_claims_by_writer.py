@@ -5,10 +5,11 @@ ON predictions, with a transition table) is dropped with its function (issues #2
 Why: PostgreSQL's COPY into a partitioned table inserts row by row, each with a WAL record of its own, while the
 table has a statement trigger with a transition table (copyfrom.c: CIM_SINGLE); without one, it inserts a page of
 rows at a time. The claims themselves were an INSERT ... SELECT from the transition table (row by row as well).
-Now the writer COPYs the claims (prediction_id, created_at) into prediction_keys first and then the rows, both in
-id order; a held id still raises unique_violation before any row is written, and the writer's staging path claims
-with INSERT ... ON CONFLICT DO NOTHING and stores only the rows it claimed (database.partitions.claim_and_insert),
-so an id is stored once as before. Measured: see docs/persistence.md "Partitions and retention".
+Now the writer COPYs the claims (prediction_id, created_at) into prediction_keys first and then the rows (a bulk
+batch's in id order); a held id still raises unique_violation before any row is written, and the writer's staging
+path claims with INSERT ... ON CONFLICT DO NOTHING and stores only the rows it claimed
+(database.partitions.claim_and_insert), so an id is stored once as before. Measured: see docs/persistence.md
+"Partitions and retention".
 
 Dropping a trigger takes predictions' lock for a moment (a catalog change): taken with a 2-second lock timeout and
 tried again (partitions.with_lock_timeout), so it never queues the writers for long. Safe to run again.
